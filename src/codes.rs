@@ -1,0 +1,169 @@
+//! Every protocol constant in one place: close codes, error codes and the
+//! bounds applied to anything that arrives from the network.
+//!
+//! Owns the numbers and strings of `docs/protocol.md`; owns no behaviour.
+//! Any module that puts a code on the wire takes it from here.
+
+/// WebSocket close codes used by roomcast (RFC 6455 section 7.4 and
+/// `docs/protocol.md` section 8).
+pub mod close {
+    /// Normal closure.
+    pub const NORMAL: u16 = 1000;
+    /// The server is shutting down.
+    pub const GOING_AWAY: u16 = 1001;
+    /// The peer broke RFC 6455.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A binary message on `/ws`.
+    pub const UNSUPPORTED_DATA: u16 = 1003;
+    /// Received but never sent: no status code was present.
+    pub const NO_STATUS: u16 = 1005;
+    /// Received but never sent: the connection dropped.
+    pub const ABNORMAL: u16 = 1006;
+    /// Text that is not valid UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// A policy violation.
+    pub const POLICY: u16 = 1008;
+    /// A message over `--max-message-size`.
+    pub const TOO_BIG: u16 = 1009;
+    /// The server hit an internal error.
+    pub const INTERNAL: u16 = 1011;
+    /// The token expired and was not refreshed.
+    pub const TOKEN_EXPIRED: u16 = 4002;
+    /// The client flooded past its rate limit.
+    pub const RATE_LIMITED: u16 = 4003;
+    /// The client did not read its output fast enough.
+    pub const SLOW_CONSUMER: u16 = 4008;
+
+    /// Whether a peer may send `code` in a close frame (RFC 6455 section 7.4).
+    pub fn is_valid_from_peer(code: u16) -> bool {
+        matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999)
+    }
+}
+
+/// Error codes carried in `error` events, failed acks and HTTP error bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    // Envelope and event errors (section 4).
+    InvalidMessage,
+    UnknownEvent,
+    ValidationError,
+    Forbidden,
+    NotInRoom,
+    RoomFull,
+    RoomLimit,
+    RateLimited,
+    Unauthenticated,
+    TokenExpired,
+    Internal,
+    // HTTP-only errors (sections 1, 2 and 9).
+    BadRequest,
+    UnsupportedVersion,
+    OriginForbidden,
+    ServerBusy,
+    TooManyConnections,
+    NotFound,
+    MethodNotAllowed,
+    HeadersTooLarge,
+    PayloadTooLarge,
+    LengthRequired,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidMessage => "INVALID_MESSAGE",
+            Self::UnknownEvent => "UNKNOWN_EVENT",
+            Self::ValidationError => "VALIDATION_ERROR",
+            Self::Forbidden => "FORBIDDEN",
+            Self::NotInRoom => "NOT_IN_ROOM",
+            Self::RoomFull => "ROOM_FULL",
+            Self::RoomLimit => "ROOM_LIMIT",
+            Self::RateLimited => "RATE_LIMITED",
+            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::TokenExpired => "TOKEN_EXPIRED",
+            Self::Internal => "INTERNAL",
+            Self::BadRequest => "BAD_REQUEST",
+            Self::UnsupportedVersion => "UNSUPPORTED_VERSION",
+            Self::OriginForbidden => "ORIGIN_FORBIDDEN",
+            Self::ServerBusy => "SERVER_BUSY",
+            Self::TooManyConnections => "TOO_MANY_CONNECTIONS",
+            Self::NotFound => "NOT_FOUND",
+            Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Self::HeadersTooLarge => "HEADERS_TOO_LARGE",
+            Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Self::LengthRequired => "LENGTH_REQUIRED",
+        }
+    }
+
+    /// The HTTP status that goes with the code when it answers a request.
+    pub const fn http_status(self) -> u16 {
+        match self {
+            Self::BadRequest
+            | Self::InvalidMessage
+            | Self::ValidationError
+            | Self::UnknownEvent => 400,
+            Self::Unauthenticated | Self::TokenExpired => 401,
+            Self::Forbidden | Self::OriginForbidden | Self::NotInRoom => 403,
+            Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
+            Self::LengthRequired => 411,
+            Self::PayloadTooLarge => 413,
+            Self::UnsupportedVersion => 426,
+            Self::TooManyConnections | Self::RateLimited => 429,
+            Self::HeadersTooLarge => 431,
+            Self::ServerBusy | Self::RoomFull | Self::RoomLimit => 503,
+            Self::Internal => 500,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The only subprotocol roomcast selects.
+pub const SUBPROTOCOL: &str = "roomcast.v1";
+
+/// Bounds on everything that comes from the network, and flag defaults.
+pub mod limits {
+    /// Control frames carry at most this many payload bytes (RFC 6455 5.5).
+    pub const MAX_CONTROL_PAYLOAD: usize = 125;
+    /// Longest accepted `event` name, in bytes.
+    pub const MAX_EVENT_LEN: usize = 64;
+    /// Longest accepted room name, in bytes.
+    pub const MAX_ROOM_LEN: usize = 128;
+    /// Longest accepted string `id`, in bytes.
+    pub const MAX_ID_LEN: usize = 64;
+    /// Largest magnitude of an integer `id`: 2^53 - 1.
+    pub const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
+    /// Longest accepted `sub` claim, in bytes.
+    pub const MAX_SUB_LEN: usize = 128;
+    /// Deepest JSON nesting accepted in an envelope.
+    pub const MAX_JSON_DEPTH: usize = 64;
+    /// Most header lines accepted in one HTTP request.
+    pub const MAX_HEADERS: usize = 64;
+    /// Longest token accepted, in bytes; longer ones are malformed.
+    pub const MAX_TOKEN_LEN: usize = 4096;
+    /// Largest `--jwt-leeway`, in seconds.
+    pub const MAX_JWT_LEEWAY_SECS: u64 = 60;
+
+    /// `--max-message-size` default: 64 KiB.
+    pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024;
+    /// `--max-header-bytes` default: 8 KiB.
+    pub const DEFAULT_MAX_HEADER_BYTES: usize = 8 * 1024;
+    /// `--max-write-buffer` default: 512 KiB.
+    pub const DEFAULT_MAX_WRITE_BUFFER: usize = 512 * 1024;
+    /// `--ping-interval` default, in seconds.
+    pub const DEFAULT_PING_INTERVAL_SECS: u64 = 25;
+    /// `--ping-timeout` default, in seconds.
+    pub const DEFAULT_PING_TIMEOUT_SECS: u64 = 20;
+    /// `--drain-timeout` default, in seconds.
+    pub const DEFAULT_DRAIN_TIMEOUT_SECS: u64 = 10;
+    /// How long a closing connection waits for the peer's close frame, and
+    /// how long input is drained after an error response, before the socket
+    /// is dropped.
+    pub const CLOSE_LINGER_MILLIS: u64 = 2_000;
+}

@@ -1,0 +1,19 @@
+//! roomcast: a WebSocket pub/sub server.
+//!
+//! The crate is split so that the protocol core is sans-IO: the modules
+//! `ws`, `http`, `auth`, `proto` and `conn` take bytes and an `Instant` and
+//! return bytes and actions. Sockets, `mio` and threads live only in
+//! `reactor` (and raw socket options in `sys`). `docs/architecture.md`
+//! follows one message through these modules.
+
+pub mod auth;
+pub mod cli;
+pub mod codes;
+pub mod config;
+pub mod conn;
+pub mod http;
+pub mod json;
+pub mod proto;
+pub mod reactor;
+pub mod sys;
+pub mod ws;
