@@ -1,1 +1,240 @@
-//! (in progress)
+//! The command line: `roomcast serve` and `roomcast token`.
+//!
+//! Owns flag names, defaults, help text and the `ROOMCAST_*` environment
+//! variables, and turns them into a validated `Config`. Runs nothing itself.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+use crate::config::{self, AcceptMode, Config, ConfigError};
+use crate::log::Level;
+
+/// roomcast: a fast WebSocket pub/sub server with rooms and JWT auth.
+#[derive(Debug, Parser)]
+#[command(name = "roomcast", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Print a signed token (JWT, HS256) for a user.
+    Token(TokenArgs),
+}
+
+/// Flags of `roomcast serve`; each also reads `ROOMCAST_<NAME>`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "ROOMCAST_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+    /// Shard threads, each with its own event loop [default: number of cores].
+    #[arg(long, env = "ROOMCAST_SHARDS")]
+    pub shards: Option<usize>,
+    /// HS256 secret for tokens; repeat for key rotation. Merged with the
+    /// comma-separated list in ROOMCAST_JWT_SECRET. None: a random one is generated and printed.
+    #[arg(long = "jwt-secret", action = ArgAction::Append)]
+    pub jwt_secret: Vec<String>,
+    /// Leeway applied to exp and nbf (at most 60s).
+    #[arg(long, env = "ROOMCAST_JWT_LEEWAY", default_value = "0", value_parser = duration)]
+    pub jwt_leeway: Duration,
+    /// Largest WebSocket message (bytes, or KiB/MiB); larger closes with 1009.
+    #[arg(long, env = "ROOMCAST_MAX_MESSAGE_SIZE", default_value = "64KiB", value_parser = size)]
+    pub max_message_size: usize,
+    /// Largest HTTP request head; larger gets 431.
+    #[arg(long, env = "ROOMCAST_MAX_HEADER_BYTES", default_value = "8KiB", value_parser = size)]
+    pub max_header_bytes: usize,
+    /// Bound on each connection's unsent output; a client that falls further behind is closed with 4008.
+    #[arg(long, env = "ROOMCAST_MAX_WRITE_BUFFER", default_value = "512KiB", value_parser = size)]
+    pub max_write_buffer: usize,
+    /// How often each connection is pinged (seconds, or ms/s/m).
+    #[arg(long, env = "ROOMCAST_PING_INTERVAL", default_value = "25s", value_parser = duration)]
+    pub ping_interval: Duration,
+    /// A connection silent this long after a ping is aborted.
+    #[arg(long, env = "ROOMCAST_PING_TIMEOUT", default_value = "20s", value_parser = duration)]
+    pub ping_timeout: Duration,
+    /// Most WebSocket connections at once; more get 503 [default: the open-file limit less a reserve].
+    #[arg(long, env = "ROOMCAST_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Most WebSocket connections from one IP address; more get 429 (0: no limit).
+    #[arg(long, env = "ROOMCAST_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    pub max_connections_per_ip: usize,
+    /// Comma-separated origins allowed to upgrade; unset: any origin.
+    #[arg(long, env = "ROOMCAST_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// How long queued output is flushed at shutdown.
+    #[arg(long, env = "ROOMCAST_DRAIN_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub drain_timeout: Duration,
+    /// Serve /echo (verbatim echo, for conformance suites and raw benchmarks).
+    #[arg(long, env = "ROOMCAST_ECHO", default_value_t = false, num_args = 0..=1,
+          default_missing_value = "true", action = ArgAction::Set)]
+    pub echo: bool,
+    /// How sockets reach the shards: one acceptor handing off (handoff) or a SO_REUSEPORT listener per shard (reuseport).
+    #[arg(long, env = "ROOMCAST_ACCEPT", default_value = "handoff", value_parser = accept_mode, hide = true)]
+    pub accept: AcceptMode,
+    /// Log verbosity.
+    #[arg(long, env = "ROOMCAST_LOG_LEVEL", value_enum, default_value = "info")]
+    pub log_level: Level,
+}
+
+/// Flags of `roomcast token`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The user id (the `sub` claim).
+    #[arg(long)]
+    pub sub: String,
+    /// Display name shown in presence.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A room pattern the user may join (repeatable): `lobby`, `prices:*`, `*`.
+    #[arg(long = "rooms")]
+    pub rooms: Vec<String>,
+    /// A room pattern the user may publish to without joining (repeatable).
+    #[arg(long = "pub")]
+    pub publish: Vec<String>,
+    /// Allow system:broadcast.
+    #[arg(long)]
+    pub admin: bool,
+    /// Per-connection rate limit in messages per second (0: unlimited).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub ttl: u64,
+    /// The HS256 secret to sign with.
+    #[arg(long, env = "ROOMCAST_JWT_SECRET")]
+    pub secret: String,
+}
+
+fn duration(text: &str) -> Result<Duration, ConfigError> {
+    config::parse_duration(text)
+}
+
+fn size(text: &str) -> Result<usize, ConfigError> {
+    config::parse_size(text)
+}
+
+fn accept_mode(text: &str) -> Result<AcceptMode, String> {
+    match text {
+        "handoff" => Ok(AcceptMode::Handoff),
+        "reuseport" => Ok(AcceptMode::ReusePort),
+        _ => Err("expected handoff or reuseport".to_owned()),
+    }
+}
+
+impl ServeArgs {
+    /// Builds and validates the configuration. `env_secrets` is the value of
+    /// `ROOMCAST_JWT_SECRET`, merged with the `--jwt-secret` flags.
+    pub fn into_config(
+        self,
+        env_secrets: Option<&str>,
+        cores: usize,
+        open_file_limit: usize,
+    ) -> Result<Config, ConfigError> {
+        let mut jwt_secrets = self.jwt_secret;
+        if let Some(list) = env_secrets {
+            jwt_secrets.extend(list.split(',').filter(|s| !s.is_empty()).map(String::from));
+        }
+        let config = Config {
+            bind: self.bind,
+            shards: self.shards.unwrap_or(cores),
+            jwt_secrets,
+            jwt_leeway: self.jwt_leeway,
+            max_message_size: self.max_message_size,
+            max_header_bytes: self.max_header_bytes,
+            max_write_buffer: self.max_write_buffer,
+            ping_interval: self.ping_interval,
+            ping_timeout: self.ping_timeout,
+            max_connections: self
+                .max_connections
+                .unwrap_or_else(|| default_max_connections(open_file_limit)),
+            max_connections_per_ip: self.max_connections_per_ip,
+            allowed_origins: self.allowed_origins,
+            drain_timeout: self.drain_timeout,
+            echo: self.echo,
+            accept_mode: self.accept,
+            log_level: self.log_level,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Leaves file descriptors for the listeners, the pollers and a margin of
+/// HTTP requests that are answered and closed.
+fn default_max_connections(open_file_limit: usize) -> usize {
+    open_file_limit.saturating_sub(128).max(1)
+}
+
+/// Seconds of token lifetime above which `roomcast token` refuses: a year.
+pub const MAX_TOKEN_TTL_SECS: u64 = 365 * 24 * 3600;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> ServeArgs {
+        let mut argv = vec!["roomcast", "serve"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).expect("parses").command {
+            Command::Serve(args) => args,
+            Command::Token(_) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn defaults_follow_the_protocol() {
+        let config = serve(&[]).into_config(None, 2, 20_000).unwrap();
+        assert_eq!(config.bind, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.shards, 2);
+        assert_eq!(config.max_message_size, 64 * 1024);
+        assert_eq!(config.max_header_bytes, 8 * 1024);
+        assert_eq!(config.max_write_buffer, 512 * 1024);
+        assert_eq!(config.ping_interval, Duration::from_secs(25));
+        assert_eq!(config.ping_timeout, Duration::from_secs(20));
+        assert_eq!(config.drain_timeout, Duration::from_secs(10));
+        assert_eq!(config.max_connections, 20_000 - 128);
+        assert!(!config.echo);
+    }
+
+    #[test]
+    fn secrets_from_flags_and_environment_are_merged() {
+        let config = serve(&["--jwt-secret", "a", "--jwt-secret", "b"])
+            .into_config(Some("c,d"), 2, 1000)
+            .unwrap();
+        assert_eq!(config.jwt_secrets, ["a", "b", "c", "d"]);
+    }
+
+    #[test]
+    fn echo_takes_a_bare_flag_or_a_boolean() {
+        assert!(serve(&["--echo"]).echo);
+        assert!(serve(&["--echo=true"]).echo);
+        assert!(!serve(&["--echo=false"]).echo);
+    }
+
+    #[test]
+    fn nonsense_values_are_refused() {
+        assert!(
+            serve(&["--shards", "0"])
+                .into_config(None, 2, 1000)
+                .is_err()
+        );
+        assert!(
+            serve(&["--jwt-leeway", "61"])
+                .into_config(None, 2, 1000)
+                .is_err()
+        );
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["roomcast", "serve"];
+            argv.extend_from_slice(args);
+            Cli::try_parse_from(argv).is_err()
+        };
+        assert!(parse(&["--ping-interval", "soon"]));
+        assert!(parse(&["--max-message-size", "1GB"]));
+    }
+}

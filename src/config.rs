@@ -1,1 +1,187 @@
-//! (in progress)
+//! The server's effective configuration and the parsers for the value
+//! syntax of `docs/protocol.md` (durations `25`, `500ms`, `2m`; sizes `64KiB`).
+//!
+//! Owns validation of every tuning value: a `Config` that exists is one the
+//! server can run with. Knows nothing of clap (see `cli`) or of sockets.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::codes::limits;
+
+/// Everything `roomcast serve` runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address of the one public listener.
+    pub bind: SocketAddr,
+    /// Number of shard threads, each with its own event loop.
+    pub shards: usize,
+    /// HS256 secrets; a token signed with any of them is accepted.
+    pub jwt_secrets: Vec<String>,
+    /// Leeway applied to `exp` and `nbf`.
+    pub jwt_leeway: Duration,
+    /// Largest WebSocket message accepted (1009 above it).
+    pub max_message_size: usize,
+    /// Largest HTTP request head accepted (431 above it).
+    pub max_header_bytes: usize,
+    /// Bound on each connection's unsent output held in user space.
+    pub max_write_buffer: usize,
+    /// How often the server pings each connection.
+    pub ping_interval: Duration,
+    /// How long after a ping a silent connection is aborted.
+    pub ping_timeout: Duration,
+    /// Most WebSocket connections at once (503 above it).
+    pub max_connections: usize,
+    /// Most WebSocket connections from one IP address (429 above it); 0: no limit.
+    pub max_connections_per_ip: usize,
+    /// Origins allowed to upgrade; empty: any.
+    pub allowed_origins: Vec<String>,
+    /// How long queued output is flushed at shutdown before the exit.
+    pub drain_timeout: Duration,
+    /// Whether `/echo` is served.
+    pub echo: bool,
+    /// How connections reach the shards.
+    pub accept_mode: AcceptMode,
+    /// Verbosity of the lifecycle log on stderr.
+    pub log_level: crate::log::Level,
+}
+
+/// How accepted sockets are spread over the shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptMode {
+    /// One acceptor thread hands sockets round-robin to the shards.
+    Handoff,
+    /// Every shard accepts on its own `SO_REUSEPORT` listener.
+    ReusePort,
+}
+
+/// Why a configuration value was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A duration that is not `N`, `Nms`, `Ns` or `Nm`.
+    BadDuration(String),
+    /// A size that is not `N`, `NKiB` or `NMiB`.
+    BadSize(String),
+    /// A value outside what the server can run with.
+    OutOfRange {
+        flag: &'static str,
+        reason: &'static str,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BadDuration(v) => write!(
+                f,
+                "invalid duration {v:?}: expected seconds, or a number with ms, s or m"
+            ),
+            Self::BadSize(v) => write!(
+                f,
+                "invalid size {v:?}: expected bytes, or a number with KiB or MiB"
+            ),
+            Self::OutOfRange { flag, reason } => write!(f, "--{flag}: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Parses `25` (seconds), `500ms`, `10s` or `2m`.
+pub fn parse_duration(text: &str) -> Result<Duration, ConfigError> {
+    let bad = || ConfigError::BadDuration(text.to_owned());
+    let text = text.trim();
+    let (number, unit_millis) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1_000)
+    } else if let Some(n) = text.strip_suffix('m') {
+        (n, 60_000)
+    } else {
+        (text, 1_000)
+    };
+    let n: u64 = number.trim().parse().map_err(|_| bad())?;
+    n.checked_mul(unit_millis)
+        .map(Duration::from_millis)
+        .ok_or_else(bad)
+}
+
+/// Parses `65536` (bytes), `64KiB` or `16MiB`.
+pub fn parse_size(text: &str) -> Result<usize, ConfigError> {
+    let bad = || ConfigError::BadSize(text.to_owned());
+    let text = text.trim();
+    let (number, unit) = if let Some(n) = text.strip_suffix("KiB") {
+        (n, 1024)
+    } else if let Some(n) = text.strip_suffix("MiB") {
+        (n, 1024 * 1024)
+    } else {
+        (text, 1)
+    };
+    let n: usize = number.trim().parse().map_err(|_| bad())?;
+    n.checked_mul(unit).ok_or_else(bad)
+}
+
+/// The largest message size the server accepts at all (for Autobahn's 16 MiB cases, with room).
+const MAX_MESSAGE_SIZE_CEILING: usize = 64 * 1024 * 1024;
+
+impl Config {
+    /// Checks that the values fit together; the first problem found is returned.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let out_of_range = |flag, reason| Err(ConfigError::OutOfRange { flag, reason });
+        if self.shards == 0 || self.shards > 1024 {
+            return out_of_range("shards", "must be between 1 and 1024");
+        }
+        if self.max_message_size == 0 || self.max_message_size > MAX_MESSAGE_SIZE_CEILING {
+            return out_of_range("max-message-size", "must be between 1 byte and 64MiB");
+        }
+        if self.max_header_bytes < 256 || self.max_header_bytes > 1024 * 1024 {
+            return out_of_range("max-header-bytes", "must be between 256 bytes and 1MiB");
+        }
+        if self.max_write_buffer < 1024 {
+            return out_of_range("max-write-buffer", "must be at least 1KiB");
+        }
+        if self.ping_interval < Duration::from_millis(10) {
+            return out_of_range("ping-interval", "must be at least 10ms");
+        }
+        if self.ping_timeout < Duration::from_millis(10) {
+            return out_of_range("ping-timeout", "must be at least 10ms");
+        }
+        if self.jwt_leeway > Duration::from_secs(limits::MAX_JWT_LEEWAY_SECS) {
+            return out_of_range("jwt-leeway", "must be at most 60s");
+        }
+        if self.max_connections == 0 {
+            return out_of_range("max-connections", "must be at least 1");
+        }
+        if self.jwt_secrets.iter().any(|s| s.is_empty()) {
+            return out_of_range("jwt-secret", "a secret must not be empty");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_the_documented_suffixes() {
+        assert_eq!(parse_duration("25"), Ok(Duration::from_secs(25)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        for bad in ["", "ms", "-1", "1h", "1.5s", "99999999999999999999m"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn sizes_take_the_documented_suffixes() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        for bad in ["", "KiB", "1GB", "-5", "1.5MiB"] {
+            assert!(parse_size(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

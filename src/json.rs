@@ -50,6 +50,14 @@ pub fn write_u64(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(&digits[i..]);
 }
 
+/// Appends the decimal form of `n` to `out`.
+pub fn write_i64(out: &mut Vec<u8>, n: i64) {
+    if n < 0 {
+        out.push(b'-');
+    }
+    write_u64(out, n.unsigned_abs());
+}
+
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 #[cfg(test)]
@@ -74,6 +82,11 @@ mod tests {
         for n in [0u64, 7, 10, 12345, u64::MAX] {
             let mut out = Vec::new();
             write_u64(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
+        for n in [0i64, -1, 42, i64::MIN, i64::MAX] {
+            let mut out = Vec::new();
+            write_i64(&mut out, n);
             assert_eq!(out, n.to_string().as_bytes());
         }
     }

@@ -13,6 +13,7 @@ pub mod config;
 pub mod conn;
 pub mod http;
 pub mod json;
+pub mod log;
 pub mod proto;
 pub mod reactor;
 pub mod sys;

@@ -1,1 +1,201 @@
-//! (in progress)
+//! The one OS seam: socket options and limits that std and mio do not expose.
+//!
+//! Owns every `libc` call of the server. Nothing here knows about
+//! connections, frames or shards.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+/// Caps the kernel send buffer of a socket so that the bytes a slow client
+/// has not read are held mostly in user space, where `--max-write-buffer`
+/// bounds them.
+pub fn cap_send_buffer(socket: &impl AsRawFd, bytes: usize) -> io::Result<()> {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    set_int_option(socket, libc::SOL_SOCKET, libc::SO_SNDBUF, value)
+}
+
+/// The soft limit on open files of this process.
+pub fn open_file_limit() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `rlimit` through the pointer, which points
+    // to a live, properly aligned local of exactly that type.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    if rc != 0 {
+        return 1024;
+    }
+    usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
+}
+
+/// A non-blocking listener bound with `SO_REUSEPORT` (and `SO_REUSEADDR`),
+/// so that several shards can each accept on the same port.
+pub fn reuseport_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let domain = match addr {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    };
+    // SAFETY: socket() takes no pointers; a negative result is checked below.
+    let fd = unsafe {
+        libc::socket(
+            domain,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by socket(), is valid and owned by no
+    // one else, so OwnedFd may take it (and close it on every error path).
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    set_int_option(&owned, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    set_int_option(&owned, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+    let listener = std::net::TcpListener::from(owned);
+    bind_and_listen(&listener, addr)?;
+    Ok(listener)
+}
+
+fn bind_and_listen(listener: &std::net::TcpListener, addr: SocketAddr) -> io::Result<()> {
+    let (storage, len) = socket_addr_to_raw(addr);
+    // SAFETY: `storage` is a sockaddr_storage holding a sockaddr_in or
+    // sockaddr_in6 of `len` bytes, live for the duration of the call.
+    let rc = unsafe {
+        libc::bind(
+            listener.as_raw_fd(),
+            (&raw const storage).cast::<libc::sockaddr>(),
+            len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: listen() takes no pointers.
+    if unsafe { libc::listen(listener.as_raw_fd(), 4096) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn socket_addr_to_raw(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain old data for which all-zero bytes are
+    // a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(v4) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: v4.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(v4.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and suitably aligned
+            // for sockaddr_in; we write one value at its start.
+            unsafe { (&raw mut storage).cast::<libc::sockaddr_in>().write(sin) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(v6) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: v6.port().to_be(),
+                sin6_flowinfo: v6.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: v6.ip().octets(),
+                },
+                sin6_scope_id: v6.scope_id(),
+            };
+            // SAFETY: as above, for sockaddr_in6.
+            unsafe { (&raw mut storage).cast::<libc::sockaddr_in6>().write(sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+fn set_int_option(
+    socket: &impl AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: the pointer and length describe `value`, a live c_int, and the
+    // kernel only reads it; an invalid fd or option is reported as an error.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&raw const value).cast::<libc::c_void>(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send_buffer(socket: &impl AsRawFd) -> libc::c_int {
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: value/len are live locals of the types getsockopt writes.
+        let rc = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&raw mut value).cast::<libc::c_void>(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0);
+        value
+    }
+
+    #[test]
+    fn send_buffer_cap_takes_effect() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        cap_send_buffer(&stream, 16 * 1024).unwrap();
+        // Linux doubles the value for bookkeeping.
+        assert_eq!(send_buffer(&stream), 32 * 1024);
+    }
+
+    #[test]
+    fn open_file_limit_is_positive() {
+        assert!(open_file_limit() > 0);
+    }
+
+    #[test]
+    fn two_reuseport_listeners_share_a_port_and_both_accept() {
+        let first = reuseport_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = first.local_addr().unwrap();
+        let second = reuseport_listener(addr).unwrap();
+        assert_eq!(second.local_addr().unwrap(), addr);
+        let clients: Vec<_> = (0..32)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let accepted = |l: &std::net::TcpListener| std::iter::from_fn(|| l.accept().ok()).count();
+        let total = accepted(&first) + accepted(&second);
+        assert_eq!(total, clients.len());
+    }
+
+    #[test]
+    fn reuseport_works_for_ipv6_loopback() {
+        // Hosts without IPv6 fail at bind; that is not a defect of ours.
+        if let Ok(listener) = reuseport_listener("[::1]:0".parse().unwrap()) {
+            let addr = listener.local_addr().unwrap();
+            assert!(std::net::TcpStream::connect(addr).is_ok());
+        }
+    }
+}

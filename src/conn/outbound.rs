@@ -1,0 +1,284 @@
+//! A connection's queue of outgoing frames, bounded by the caller.
+//!
+//! Small frames built for one connection (echoes, acks, control frames) are
+//! appended to one contiguous buffer; frames shared by many connections (a
+//! room message) are queued as reference-counted bytes, never copied. The
+//! queue hands out `IoSlice`s so that everything pending leaves in one
+//! `writev`. It remembers frame boundaries so that a slow consumer can be cut
+//! off after the frame in flight. Knows nothing of sockets: the reactor
+//! writes the slices and reports how much went out.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::sync::Arc;
+
+use crate::conn::pool;
+use crate::ws::frame::{self, OpCode};
+
+/// Most slices handed to one `writev` (Linux allows 1024; fewer is plenty).
+pub const MAX_IO_SLICES: usize = 64;
+
+/// One queued frame.
+#[derive(Debug)]
+enum Chunk {
+    /// `len` bytes in `Outbound::inline`, following the previous inline chunk.
+    Inline { len: usize },
+    /// A frame encoded once and shared with other connections.
+    Shared(Arc<[u8]>),
+}
+
+impl Chunk {
+    fn len(&self) -> usize {
+        match self {
+            Chunk::Inline { len } => *len,
+            Chunk::Shared(bytes) => bytes.len(),
+        }
+    }
+}
+
+/// Frames waiting to be written to one connection.
+#[derive(Debug, Default)]
+pub struct Outbound {
+    chunks: VecDeque<Chunk>,
+    /// Backing bytes of the inline chunks, in queue order, from `inline_start`.
+    inline: Vec<u8>,
+    /// Bytes at the front of `inline` that are already written.
+    inline_start: usize,
+    /// Bytes of the front chunk already written.
+    head_written: usize,
+    /// Unwritten bytes in total.
+    pending: usize,
+}
+
+impl Outbound {
+    /// Unwritten bytes.
+    pub fn pending(&self) -> usize {
+        self.pending
+    }
+
+    /// Whether nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.pending == 0
+    }
+
+    /// Whether a frame is partly written (so it must be finished before anything else).
+    pub fn in_flight(&self) -> bool {
+        self.head_written > 0
+    }
+
+    /// Queues one unmasked frame built from `payload`.
+    pub fn push_frame(&mut self, opcode: OpCode, payload: &[u8]) {
+        self.ensure_inline(payload.len() + frame::MAX_HEADER_LEN);
+        let before = self.inline.len();
+        frame::encode_frame(opcode, payload, &mut self.inline);
+        self.push_inline(self.inline.len() - before);
+    }
+
+    /// Queues a close frame.
+    pub fn push_close(&mut self, code: u16, reason: &str) {
+        self.ensure_inline(2 + 125);
+        let before = self.inline.len();
+        frame::encode_close(code, reason, &mut self.inline);
+        self.push_inline(self.inline.len() - before);
+    }
+
+    /// Queues bytes that are already a whole frame or HTTP response.
+    pub fn push_raw(&mut self, bytes: &[u8]) {
+        self.ensure_inline(bytes.len());
+        self.inline.extend_from_slice(bytes);
+        self.push_inline(bytes.len());
+    }
+
+    /// Queues a frame shared with other connections.
+    pub fn push_shared(&mut self, frame: Arc<[u8]>) {
+        self.pending += frame.len();
+        self.chunks.push_back(Chunk::Shared(frame));
+    }
+
+    /// Drops every frame not yet started; a frame in flight is kept so the
+    /// peer still sees a well-formed stream.
+    pub fn discard_unstarted(&mut self) {
+        let keep = usize::from(self.in_flight());
+        let kept_inline: usize = self
+            .chunks
+            .iter()
+            .take(keep)
+            .filter(|c| matches!(c, Chunk::Inline { .. }))
+            .map(Chunk::len)
+            .sum();
+        self.chunks.truncate(keep);
+        self.inline.truncate(self.inline_start + kept_inline);
+        self.pending = self.chunks.front().map_or(0, |c| c.len() - self.head_written);
+    }
+
+    /// Fills `slices` with the pending bytes, front first; returns how many.
+    /// Consecutive inline frames are contiguous and share one slice.
+    pub fn io_slices<'a>(&'a self, slices: &mut [IoSlice<'a>; MAX_IO_SLICES]) -> usize {
+        let mut count = 0;
+        let mut push = |bytes: &'a [u8]| {
+            if count < MAX_IO_SLICES && !bytes.is_empty() {
+                slices[count] = IoSlice::new(bytes);
+                count += 1;
+            }
+        };
+        let mut inline_at = self.inline_start;
+        let mut run = inline_at..inline_at;
+        let mut skip = self.head_written;
+        for chunk in &self.chunks {
+            match chunk {
+                Chunk::Inline { len } => {
+                    if run.is_empty() {
+                        run = inline_at + skip..inline_at + len;
+                    } else {
+                        run.end = inline_at + len;
+                    }
+                    inline_at += len;
+                }
+                Chunk::Shared(frame) => {
+                    push(&self.inline[run.clone()]);
+                    run = inline_at..inline_at;
+                    push(&frame[skip..]);
+                }
+            }
+            skip = 0;
+        }
+        push(&self.inline[run]);
+        count
+    }
+
+    /// Records that `written` bytes from the front went out.
+    pub fn advance(&mut self, mut written: usize) {
+        self.pending -= written;
+        while written > 0 {
+            let Some(front) = self.chunks.front() else {
+                break;
+            };
+            let left = front.len() - self.head_written;
+            if written < left {
+                self.head_written += written;
+                return;
+            }
+            written -= left;
+            if let Some(Chunk::Inline { len }) = self.chunks.pop_front() {
+                self.inline_start += len;
+            }
+            self.head_written = 0;
+        }
+        if self.chunks.is_empty() {
+            self.release();
+        }
+    }
+
+    /// Gives the buffers back to the shard's pool once nothing is pending,
+    /// so an idle connection holds none.
+    fn release(&mut self) {
+        debug_assert!(self.chunks.is_empty());
+        self.chunks = VecDeque::new();
+        self.inline_start = 0;
+        self.head_written = 0;
+        pool::give(std::mem::take(&mut self.inline));
+    }
+
+    fn ensure_inline(&mut self, additional: usize) {
+        if self.inline.capacity() == 0 {
+            self.inline = pool::take(additional);
+        } else if self.inline_start > 0 && self.inline_start >= self.inline.len() / 2 {
+            // Reclaim the written front before growing.
+            self.inline.drain(..self.inline_start);
+            self.inline_start = 0;
+        }
+        self.inline.reserve(additional);
+    }
+
+    fn push_inline(&mut self, len: usize) {
+        self.pending += len;
+        self.chunks.push_back(Chunk::Inline { len });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain_all(out: &mut Outbound) -> Vec<u8> {
+        let mut sent = Vec::new();
+        while !out.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
+            let n = out.io_slices(&mut slices);
+            let bytes: Vec<u8> = slices[..n].iter().flat_map(|s| s.iter().copied()).collect();
+            sent.extend_from_slice(&bytes);
+            out.advance(bytes.len());
+        }
+        sent
+    }
+
+    #[test]
+    fn inline_and_shared_frames_leave_in_order() {
+        let mut out = Outbound::default();
+        out.push_raw(b"one");
+        out.push_shared(Arc::from(&b"two"[..]));
+        out.push_raw(b"three");
+        assert_eq!(out.pending(), 11);
+        assert_eq!(drain_all(&mut out), b"onetwothree");
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn partial_writes_resume_mid_frame() {
+        let mut out = Outbound::default();
+        out.push_raw(b"hello");
+        out.push_shared(Arc::from(&b"world"[..]));
+        out.advance(3);
+        assert!(out.in_flight());
+        let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
+        let n = out.io_slices(&mut slices);
+        let rest: Vec<u8> = slices[..n].iter().flat_map(|s| s.iter().copied()).collect();
+        assert_eq!(rest, b"loworld");
+        out.advance(4);
+        assert_eq!(drain_all(&mut out), b"orld");
+    }
+
+    #[test]
+    fn discard_keeps_only_the_frame_in_flight() {
+        let mut out = Outbound::default();
+        out.push_raw(b"first");
+        out.push_raw(b"second");
+        out.push_shared(Arc::from(&b"third"[..]));
+        out.advance(2);
+        out.discard_unstarted();
+        out.push_raw(b"!");
+        assert_eq!(drain_all(&mut out), b"rst!");
+    }
+
+    #[test]
+    fn discard_with_nothing_in_flight_drops_everything() {
+        let mut out = Outbound::default();
+        out.push_raw(b"first");
+        out.push_shared(Arc::from(&b"second"[..]));
+        out.discard_unstarted();
+        assert!(out.is_empty());
+        out.push_raw(b"close");
+        assert_eq!(drain_all(&mut out), b"close");
+    }
+
+    #[test]
+    fn drained_queue_holds_no_buffer() {
+        let mut out = Outbound::default();
+        out.push_raw(&[7; 100]);
+        drain_all(&mut out);
+        assert_eq!(out.inline.capacity(), 0);
+        assert_eq!(out.chunks.capacity(), 0);
+    }
+
+    #[test]
+    fn many_frames_are_cut_into_at_most_max_slices() {
+        let mut out = Outbound::default();
+        let shared: Arc<[u8]> = Arc::from(&b"x"[..]);
+        for _ in 0..(MAX_IO_SLICES * 2) {
+            out.push_shared(shared.clone());
+        }
+        let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
+        assert_eq!(out.io_slices(&mut slices), MAX_IO_SLICES);
+        assert_eq!(drain_all(&mut out).len(), MAX_IO_SLICES * 2);
+    }
+}

@@ -1,0 +1,245 @@
+//! Parsing of a client envelope (section 4), in place with simd-json.
+//!
+//! Owns the JSON parser state (buffers and tape reused across messages, so
+//! parsing allocates nothing per message once warm) and the validation of
+//! `event` and `id`. Does not decide what an event does.
+
+use simd_json::Buffers;
+use simd_json::prelude::*;
+use simd_json::tape::{Tape, Value};
+
+use crate::codes::ErrorCode;
+use crate::codes::limits::{MAX_ID_LEN, MAX_JSON_DEPTH, MAX_SAFE_INTEGER};
+use crate::proto::reply::Id;
+
+/// A parsed client envelope; borrows the message and the parser.
+#[derive(Debug, Clone, Copy)]
+pub struct Envelope<'t, 'i> {
+    /// The valid id, if any (an invalid one fails the parse).
+    pub id: Option<Id<'i>>,
+    /// The `event` field, not yet checked against the grammar.
+    pub event: &'i str,
+    /// The whole object, for the fields each event needs.
+    pub object: Value<'t, 'i>,
+}
+
+impl<'t, 'i> Envelope<'t, 'i> {
+    /// A field of the object, when present.
+    pub fn field(&self, name: &str) -> Option<Value<'t, 'i>> {
+        self.object.as_object().and_then(|o| o.get(name))
+    }
+}
+
+/// Why an envelope was refused, and what the client is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal<'i> {
+    /// The id to answer with an ack, when it was valid.
+    pub id: Option<Id<'i>>,
+    pub code: ErrorCode,
+    pub message: &'static str,
+}
+
+/// The reusable state of the envelope parser; one per shard.
+pub struct Parser {
+    buffers: Buffers,
+    tape: Option<Tape<'static>>,
+}
+
+impl Default for Parser {
+    fn default() -> Self {
+        Self {
+            buffers: Buffers::with_max_depth(1024, MAX_JSON_DEPTH),
+            tape: Some(Tape::null().reset()),
+        }
+    }
+}
+
+impl Parser {
+    /// Parses `payload` in place and hands the result to `f`. The callback
+    /// shape keeps the tape's borrow of the payload inside this call, so the
+    /// tape's allocation can be kept for the next message.
+    pub fn with_envelope<R>(
+        &mut self,
+        payload: &mut [u8],
+        f: impl for<'t, 'i> FnOnce(Result<Envelope<'t, 'i>, Refusal<'i>>) -> R,
+    ) -> R {
+        let mut tape: Tape<'_> = self
+            .tape
+            .take()
+            .unwrap_or_else(|| Tape::null().reset())
+            .reset();
+        let parsed = simd_json::fill_tape(payload, &mut self.buffers, &mut tape);
+        let result = match parsed {
+            Ok(()) => f(validate(tape.as_value())),
+            Err(_) => f(Err(Refusal {
+                id: None,
+                code: ErrorCode::InvalidMessage,
+                message: "message is not valid JSON",
+            })),
+        };
+        self.tape = Some(tape.reset());
+        result
+    }
+}
+
+fn validate<'t, 'i>(value: Value<'t, 'i>) -> Result<Envelope<'t, 'i>, Refusal<'i>> {
+    let refuse = |id, code, message| Refusal { id, code, message };
+    let Some(object) = value.as_object() else {
+        return Err(refuse(
+            None,
+            ErrorCode::InvalidMessage,
+            "message must be a JSON object",
+        ));
+    };
+    let id = match object.get("id").map(parse_id) {
+        None => None,
+        Some(Some(id)) => Some(id),
+        Some(None) => {
+            return Err(refuse(
+                None,
+                ErrorCode::ValidationError,
+                "id must be a string of at most 64 bytes or an integer within ±(2^53-1)",
+            ));
+        }
+    };
+    let Some(event) = object.get("event").and_then(|e| e.into_string()) else {
+        return Err(refuse(
+            id,
+            ErrorCode::InvalidMessage,
+            "event is missing or not a string",
+        ));
+    };
+    Ok(Envelope {
+        id,
+        event,
+        object: value,
+    })
+}
+
+fn parse_id<'i>(value: Value<'_, 'i>) -> Option<Id<'i>> {
+    if let Some(s) = value.into_string() {
+        return (s.len() <= MAX_ID_LEN).then_some(Id::Str(s));
+    }
+    let n = value.as_i64()?;
+    (-MAX_SAFE_INTEGER..=MAX_SAFE_INTEGER)
+        .contains(&n)
+        .then_some(Id::Int(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<(Option<Id<'static>>, String), (ErrorCode, bool)> {
+        let mut parser = Parser::default();
+        let mut bytes = text.as_bytes().to_vec();
+        parser.with_envelope(&mut bytes, |r| match r {
+            Ok(env) => Ok((env.id.map(own_id), env.event.to_owned())),
+            Err(refusal) => Err((refusal.code, refusal.id.is_some())),
+        })
+    }
+
+    fn own_id(id: Id<'_>) -> Id<'static> {
+        match id {
+            Id::Str(s) => Id::Str(Box::leak(s.to_owned().into_boxed_str())),
+            Id::Int(n) => Id::Int(n),
+        }
+    }
+
+    #[test]
+    fn a_full_envelope_parses() {
+        let (id, event) = parse(
+            r#"{"event":"chat:message","room":"lobby","data":{"text":"hi"},"id":"c1","extra":1}"#,
+        )
+        .unwrap();
+        assert_eq!(id, Some(Id::Str("c1")));
+        assert_eq!(event, "chat:message");
+        assert_eq!(
+            parse(r#"{"event":"ping","id":9007199254740991}"#)
+                .unwrap()
+                .0,
+            Some(Id::Int(MAX_SAFE_INTEGER))
+        );
+        assert_eq!(
+            parse(r#"{"event":"ping","id":-9007199254740991}"#)
+                .unwrap()
+                .0,
+            Some(Id::Int(-MAX_SAFE_INTEGER))
+        );
+    }
+
+    #[test]
+    fn not_json_or_not_an_object_is_invalid_message() {
+        for text in [
+            "",
+            "nope",
+            "{",
+            "[1,2]",
+            "\"s\"",
+            "42",
+            "{\"event\":NaN}",
+            "{\"a\":Infinity}",
+        ] {
+            assert_eq!(
+                parse(text),
+                Err((ErrorCode::InvalidMessage, false)),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn nesting_deeper_than_64_is_invalid_message() {
+        let ok = format!(
+            "{{\"event\":\"a:b\",\"data\":{}{}}}",
+            "[".repeat(62),
+            "]".repeat(62)
+        );
+        assert!(parse(&ok).is_ok());
+        let deep = format!(
+            "{{\"event\":\"a:b\",\"data\":{}{}}}",
+            "[".repeat(64),
+            "]".repeat(64)
+        );
+        assert_eq!(parse(&deep), Err((ErrorCode::InvalidMessage, false)));
+    }
+
+    #[test]
+    fn missing_event_with_a_valid_id_is_answered_by_ack() {
+        assert_eq!(parse(r#"{"id":1}"#), Err((ErrorCode::InvalidMessage, true)));
+        assert_eq!(
+            parse(r#"{"event":5}"#),
+            Err((ErrorCode::InvalidMessage, false))
+        );
+    }
+
+    #[test]
+    fn invalid_ids_are_validation_errors_without_ack() {
+        let long = format!(r#"{{"event":"ping","id":"{}"}}"#, "x".repeat(65));
+        for text in [
+            r#"{"event":"ping","id":1.5}"#,
+            r#"{"event":"ping","id":9007199254740992}"#,
+            r#"{"event":"ping","id":-9007199254740992}"#,
+            r#"{"event":"ping","id":true}"#,
+            r#"{"event":"ping","id":null}"#,
+            r#"{"event":"ping","id":[1]}"#,
+            &long,
+        ] {
+            assert_eq!(
+                parse(text),
+                Err((ErrorCode::ValidationError, false)),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_parser_is_reusable_across_messages() {
+        let mut parser = Parser::default();
+        for i in 0..100 {
+            let mut bytes = format!(r#"{{"event":"a:b","id":{i}}}"#).into_bytes();
+            let id = parser.with_envelope(&mut bytes, |r| r.unwrap().id.map(own_id));
+            assert_eq!(id, Some(Id::Int(i)));
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! The grammars of event names and room names (section 4), and the
+//! reserved namespaces (section 6).
+//!
+//! Pure functions over strings; they decide validity, not permissions.
+
+use crate::codes::limits::{MAX_EVENT_LEN, MAX_ROOM_LEN};
+
+/// Namespaces whose events the server handles itself.
+pub const RESERVED_NAMESPACES: [&str; 5] = ["room", "user", "presence", "connection", "system"];
+/// Bare event names the server reserves.
+pub const RESERVED_BARE_NAMES: [&str; 4] = ["ack", "error", "ping", "pong"];
+
+/// `^[a-z][a-z0-9_]*(:[a-z][a-z0-9_]*){1,3}$`, at most 64 bytes.
+pub fn is_valid_event(name: &str) -> bool {
+    if name.is_empty() || name.len() > MAX_EVENT_LEN {
+        return false;
+    }
+    let mut segments = 0;
+    for segment in name.split(':') {
+        if !is_event_segment(segment) {
+            return false;
+        }
+        segments += 1;
+    }
+    (2..=4).contains(&segments)
+}
+
+fn is_event_segment(segment: &str) -> bool {
+    let mut bytes = segment.bytes();
+    matches!(bytes.next(), Some(b'a'..=b'z'))
+        && bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_'))
+}
+
+/// 1-128 bytes of `[A-Za-z0-9._:@/-]`.
+pub fn is_valid_room(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_ROOM_LEN
+        && name.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'@' | b'/' | b'-')
+        })
+}
+
+/// The namespace of a valid event name: what precedes the first `:`.
+pub fn namespace(event: &str) -> &str {
+    event.split(':').next().unwrap_or(event)
+}
+
+/// Whether a valid event name lies in a reserved namespace.
+pub fn is_reserved(event: &str) -> bool {
+    RESERVED_NAMESPACES.contains(&namespace(event))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_grammar() {
+        for ok in ["chat:message", "a:b", "a1_:b_2:c:d", "price:tick"] {
+            assert!(is_valid_event(ok), "{ok}");
+        }
+        let long = format!("a:{}", "b".repeat(63));
+        for bad in [
+            "",
+            "chat",
+            "Chat:msg",
+            "1a:b",
+            "a:b:c:d:e",
+            "a::b",
+            "a:b:",
+            "a:B",
+            "a-b:c",
+            &long,
+        ] {
+            assert!(!is_valid_event(bad), "{bad}");
+        }
+        assert!(is_valid_event(&format!("a:{}", "b".repeat(62))));
+    }
+
+    #[test]
+    fn room_grammar() {
+        for ok in ["lobby", "prices:BTC-USD", "a.b_c:d@e/f-g", &"r".repeat(128)] {
+            assert!(is_valid_room(ok), "{ok}");
+        }
+        for bad in ["", "has space", "é", "a*", &"r".repeat(129)] {
+            assert!(!is_valid_room(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn reserved_namespaces() {
+        assert!(is_reserved("room:join"));
+        assert!(is_reserved("system:anything"));
+        assert!(!is_reserved("chat:message"));
+        assert!(!is_reserved("rooms:join"));
+    }
+}

@@ -1,0 +1,146 @@
+//! Writers for the JSON messages the server sends on `/ws` (section 4-6 of
+//! `docs/protocol.md`): acks, error events, pong, `connection:established`.
+//!
+//! Each appends one complete JSON text to a buffer; framing is the caller's.
+//! Field order is fixed, as clients and tests compare bytes.
+
+use crate::codes::ErrorCode;
+use crate::json;
+
+/// A client message id, echoed with its JSON type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Id<'a> {
+    /// A string id, as the client sent it (unescaped).
+    Str(&'a str),
+    /// An integer id within ±(2^53-1).
+    Int(i64),
+}
+
+fn write_id(out: &mut Vec<u8>, id: Id<'_>) {
+    match id {
+        Id::Str(s) => json::write_str(out, s),
+        Id::Int(n) => json::write_i64(out, n),
+    }
+}
+
+fn write_error_object(out: &mut Vec<u8>, code: ErrorCode, message: &str) {
+    out.extend_from_slice(b"{\"code\":\"");
+    out.extend_from_slice(code.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"message\":");
+    json::write_str(out, message);
+    out.push(b'}');
+}
+
+/// `{"event":"ack","id":…,"success":true,"data":…}`; `data` is JSON text.
+pub fn ack_ok(out: &mut Vec<u8>, id: Id<'_>, data: &[u8]) {
+    out.extend_from_slice(b"{\"event\":\"ack\",\"id\":");
+    write_id(out, id);
+    out.extend_from_slice(b",\"success\":true,\"data\":");
+    out.extend_from_slice(data);
+    out.push(b'}');
+}
+
+/// `{"event":"ack","id":…,"success":false,"error":{"code","message"}}`.
+pub fn ack_err(out: &mut Vec<u8>, id: Id<'_>, code: ErrorCode, message: &str) {
+    out.extend_from_slice(b"{\"event\":\"ack\",\"id\":");
+    write_id(out, id);
+    out.extend_from_slice(b",\"success\":false,\"error\":");
+    write_error_object(out, code, message);
+    out.push(b'}');
+}
+
+/// `{"event":"error","data":{"code","message"}}`.
+pub fn error_event(out: &mut Vec<u8>, code: ErrorCode, message: &str) {
+    out.extend_from_slice(b"{\"event\":\"error\",\"data\":");
+    write_error_object(out, code, message);
+    out.push(b'}');
+}
+
+/// A failure answered as an ack when the message had a valid id, else as an error event.
+pub fn failure(out: &mut Vec<u8>, id: Option<Id<'_>>, code: ErrorCode, message: &str) {
+    match id {
+        Some(id) => ack_err(out, id, code, message),
+        None => error_event(out, code, message),
+    }
+}
+
+/// `{"event":"pong","data":{"serverTime":ms}}`.
+pub fn pong(out: &mut Vec<u8>, server_time_ms: u64) {
+    out.extend_from_slice(b"{\"event\":\"pong\",\"data\":");
+    server_time(out, server_time_ms);
+    out.push(b'}');
+}
+
+/// `{"serverTime":ms}`.
+pub fn server_time(out: &mut Vec<u8>, server_time_ms: u64) {
+    out.extend_from_slice(b"{\"serverTime\":");
+    json::write_u64(out, server_time_ms);
+    out.push(b'}');
+}
+
+/// The first message on `/ws` (section 5).
+pub fn established(
+    out: &mut Vec<u8>,
+    conn_id: &str,
+    user_id: &str,
+    server_time_ms: u64,
+    ping_interval_ms: u64,
+) {
+    out.extend_from_slice(b"{\"event\":\"connection:established\",\"data\":{\"connId\":");
+    json::write_str(out, conn_id);
+    out.extend_from_slice(b",\"userId\":");
+    json::write_str(out, user_id);
+    out.extend_from_slice(b",\"serverTime\":");
+    json::write_u64(out, server_time_ms);
+    out.extend_from_slice(b",\"pingInterval\":");
+    json::write_u64(out, ping_interval_ms);
+    out.extend_from_slice(b"}}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(f: impl FnOnce(&mut Vec<u8>)) -> String {
+        let mut out = Vec::new();
+        f(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn acks_echo_the_id_with_its_type() {
+        assert_eq!(
+            text(|o| ack_ok(o, Id::Str("c1"), b"{\"seq\":42}")),
+            r#"{"event":"ack","id":"c1","success":true,"data":{"seq":42}}"#
+        );
+        assert_eq!(
+            text(|o| ack_err(
+                o,
+                Id::Int(-7),
+                ErrorCode::Forbidden,
+                "may not publish to lobby"
+            )),
+            r#"{"event":"ack","id":-7,"success":false,"error":{"code":"FORBIDDEN","message":"may not publish to lobby"}}"#
+        );
+    }
+
+    #[test]
+    fn failure_without_id_is_an_error_event() {
+        assert_eq!(
+            text(|o| failure(o, None, ErrorCode::InvalidMessage, "not JSON")),
+            r#"{"event":"error","data":{"code":"INVALID_MESSAGE","message":"not JSON"}}"#
+        );
+    }
+
+    #[test]
+    fn established_has_the_documented_shape() {
+        assert_eq!(
+            text(|o| established(o, "0-1", "u\"1", 1_700_000_000_000, 25_000)),
+            r#"{"event":"connection:established","data":{"connId":"0-1","userId":"u\"1","serverTime":1700000000000,"pingInterval":25000}}"#
+        );
+        assert_eq!(
+            text(|o| pong(o, 5)),
+            r#"{"event":"pong","data":{"serverTime":5}}"#
+        );
+    }
+}
