@@ -227,10 +227,10 @@ impl Connection {
                 return Tick::Abort(AbortReason::LingerTimeout);
             }
             State::Open(open) => {
-                if let Some(sent) = self.unanswered_ping {
-                    if now.duration_since(sent) >= config.ping_timeout {
-                        return Tick::Abort(AbortReason::PingTimeout);
-                    }
+                if let Some(sent) = self.unanswered_ping
+                    && now.duration_since(sent) >= config.ping_timeout
+                {
+                    return Tick::Abort(AbortReason::PingTimeout);
                 }
                 if token_expired(&open.claims, unix_ms, config) {
                     self.end_websocket(

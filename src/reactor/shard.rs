@@ -314,11 +314,11 @@ impl Shard {
     }
 
     fn mark_dirty(&mut self, key: usize) {
-        if let Some(entry) = self.conns.get_mut(key) {
-            if !entry.queued_for_flush {
-                entry.queued_for_flush = true;
-                self.dirty.push(key);
-            }
+        if let Some(entry) = self.conns.get_mut(key)
+            && !entry.queued_for_flush
+        {
+            entry.queued_for_flush = true;
+            self.dirty.push(key);
         }
     }
 
