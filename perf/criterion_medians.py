@@ -3,7 +3,7 @@
 found under TARGET/criterion/*/**/new/estimates.json, plus throughput when
 criterion recorded one. Python 3 stdlib only.
 
-    perf/criterion_medians.py [/work/target-perf]
+    perf/criterion_medians.py [target]
 """
 import json
 import os

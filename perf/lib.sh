@@ -5,10 +5,10 @@ set -euo pipefail
 
 PERF_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(cd "$PERF_DIR/.." && pwd)
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-perf}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_DIR/target}
 BIN="$CARGO_TARGET_DIR/release/roomcast"
 SECRET=${SECRET:-perf-secret-0123456789}
-WORK=$(mktemp -d /tmp/roomcast-perf.XXXXXX)
+WORK=$(mktemp -d -t roomcast-perf.XXXXXX)
 SERVER_PID=""
 SERVER_PORT=""
 
