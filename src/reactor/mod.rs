@@ -52,11 +52,15 @@ pub struct Server {
     threads: Vec<JoinHandle<()>>,
     acceptor_stop: Option<Arc<Waker>>,
     drained: Receiver<usize>,
+    /// Registered before the listener is announced, so a signal that comes
+    /// right after start still shuts down gracefully.
+    signals: Option<Signals>,
 }
 
 impl Server {
     /// Binds the listener(s) and starts the threads.
     pub fn bind(config: Config) -> io::Result<Self> {
+        let signals = Signals::new([SIGTERM, SIGINT])?;
         let keys = Keys::new(&config.jwt_secrets);
         let registry = Registry::new(config.max_connections, config.max_connections_per_ip);
         let shared = Arc::new(Shared {
@@ -115,6 +119,7 @@ impl Server {
             threads,
             acceptor_stop,
             drained,
+            signals: Some(signals),
         })
     }
 
@@ -124,8 +129,11 @@ impl Server {
     }
 
     /// Serves until SIGTERM or SIGINT, then drains and stops.
-    pub fn run_until_signalled(self) -> io::Result<()> {
-        let mut signals = Signals::new([SIGTERM, SIGINT])?;
+    pub fn run_until_signalled(mut self) -> io::Result<()> {
+        let mut signals = match self.signals.take() {
+            Some(signals) => signals,
+            None => Signals::new([SIGTERM, SIGINT])?,
+        };
         let (signal_tx, signal_rx) = crossbeam_channel::unbounded();
         std::thread::Builder::new()
             .name("signals".into())

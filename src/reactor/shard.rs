@@ -294,7 +294,7 @@ impl Shard {
             scratch: &mut self.scratch,
             now: Instant::now(),
             unix_ms: unix_ms(),
-            draining: self.draining,
+            draining: self.shared.registry.is_draining(),
         };
         if entry.input.is_empty() {
             let fresh = &mut self.read_buf[..n];
