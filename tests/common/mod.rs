@@ -1,0 +1,251 @@
+//! Shared harness for the integration tests: the real `roomcast` binary on an
+//! ephemeral loopback port, tokens, and three kinds of client (tungstenite,
+//! a raw frame-level client, and a raw HTTP client).
+//!
+//! Every read has a timeout and every server is killed by its own PID when
+//! its [`Server`] guard drops, so no test can hang or leak a process.
+#![allow(dead_code, unused_imports)]
+
+pub mod http;
+pub mod raw;
+pub mod token;
+pub mod ws;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub use self::http::{HttpResponse, UpgradeRequest, http_get, http_raw};
+pub use self::raw::{Frame, RawWs, opcode};
+pub use self::token::{SECRET, mint, token};
+pub use self::ws::{Ws, expect_close, recv, recv_json, recv_text, ws_connect, ws_request, ws_try};
+
+/// How long the server may take to print its listening line.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default timeout of every read in the clients.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A running `roomcast serve`, killed (SIGKILL) and reaped on drop.
+pub struct Server {
+    child: Child,
+    addr: SocketAddr,
+    stderr: Arc<Mutex<String>>,
+    exited: Option<ExitStatus>,
+}
+
+impl Server {
+    /// Starts `roomcast serve --bind 127.0.0.1:0 --jwt-secret SECRET` plus `extra`.
+    pub fn start(extra: &[&str]) -> Server {
+        let mut cmd = Server::command();
+        cmd.args(["serve", "--bind", "127.0.0.1:0", "--jwt-secret", SECRET]);
+        cmd.args(extra);
+        Server::spawn(cmd)
+    }
+
+    /// The binary under test, with no arguments yet.
+    pub fn command() -> Command {
+        Command::new(env!("CARGO_BIN_EXE_roomcast"))
+    }
+
+    /// Spawns `cmd` and waits for `roomcast listening on ADDR` on its stdout.
+    pub fn spawn(mut cmd: Command) -> Server {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn roomcast");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        collect_stderr(child.stderr.take().unwrap(), Arc::clone(&stderr));
+        let lines = stdout_lines(child.stdout.take().unwrap());
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix("roomcast listening on ") {
+                        break rest.trim().parse().expect("listening address");
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "roomcast printed no listening line within {STARTUP_TIMEOUT:?}; stderr:\n{}",
+                        stderr.lock().unwrap()
+                    );
+                }
+            }
+        };
+        Server {
+            child,
+            addr,
+            stderr,
+            exited: None,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM to this server (and nothing else).
+    pub fn terminate(&self) {
+        self.signal(libc::SIGTERM);
+    }
+
+    /// Sends `sig` to this server's PID, unless it was already reaped.
+    pub fn signal(&self, sig: libc::c_int) {
+        assert!(self.exited.is_none(), "server already exited");
+        let pid = libc::pid_t::try_from(self.pid()).unwrap();
+        // SAFETY: kill(2) with the PID of our own un-reaped child.
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(rc, 0, "kill({pid}, {sig})");
+    }
+
+    /// Waits for the process to exit; panics after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                self.exited = Some(status);
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "roomcast did not exit within {timeout:?}; stderr:\n{}",
+                self.stderr()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        if self.exited.is_none() {
+            self.exited = self.child.try_wait().expect("try_wait");
+        }
+        self.exited.is_none()
+    }
+
+    /// Everything the server wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.exited.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if thread::panicking() {
+            let log = self.stderr();
+            let tail = &log[log.len().saturating_sub(4000)..];
+            eprintln!("--- roomcast stderr (tail) ---\n{tail}");
+        }
+    }
+}
+
+/// Forwards stdout lines to a channel; keeps draining so the child never blocks.
+fn stdout_lines(out: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
+fn collect_stderr(err: impl Read + Send + 'static, sink: Arc<Mutex<String>>) {
+    thread::spawn(move || {
+        for line in BufReader::new(err).lines() {
+            let Ok(line) = line else { break };
+            let mut s = sink.lock().unwrap();
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+}
+
+/// Polls `cond` every 10 ms until it holds; panics with `what` after `timeout`.
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Parses a JSON text into a simd-json value (panics with the text if invalid).
+pub fn parse_json(text: &str) -> simd_json::OwnedValue {
+    let mut bytes = text.as_bytes().to_vec();
+    simd_json::to_owned_value(&mut bytes).unwrap_or_else(|e| panic!("invalid JSON {text:?}: {e}"))
+}
+
+/// The string at `path` in a JSON value, if there is one.
+pub fn json_str<'a>(v: &'a simd_json::OwnedValue, path: &[&str]) -> Option<&'a str> {
+    use simd_json::prelude::*;
+    json_at(v, path)?.as_str()
+}
+
+/// The value at `path` (object keys) in a JSON value.
+pub fn json_at<'a>(
+    v: &'a simd_json::OwnedValue,
+    path: &[&str],
+) -> Option<&'a simd_json::OwnedValue> {
+    use simd_json::prelude::*;
+    path.iter().try_fold(v, |v, key| v.get(*key))
+}
+
+/// A TCP connection to `addr` whose receive buffer was set to `rcvbuf` bytes
+/// before connecting (so the TCP window stays small from the SYN on).
+pub fn connect_with_small_rcvbuf(addr: SocketAddr, rcvbuf: usize) -> std::net::TcpStream {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(v4) = addr else {
+        panic!("IPv4 loopback expected, got {addr}")
+    };
+    // SAFETY: plain socket(2)/setsockopt(2)/connect(2) on a descriptor we own;
+    // it is handed to TcpStream, which closes it, or closed here on failure.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let size = libc::c_int::try_from(rcvbuf).unwrap();
+        let rc = libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw const size).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        assert_eq!(rc, 0, "SO_RCVBUF: {}", std::io::Error::last_os_error());
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(v4.ip().octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        let rc = libc::connect(
+            fd,
+            (&raw const sin).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            libc::close(fd);
+            panic!("connect {addr}: {err}");
+        }
+        std::net::TcpStream::from_raw_fd(fd)
+    }
+}
