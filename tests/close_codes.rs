@@ -247,3 +247,13 @@ fn flooding_past_twice_the_rate_burst_is_closed_4003() {
         "no RATE_LIMITED error before the close"
     );
 }
+
+#[test]
+fn connection_is_closed_4002_when_its_token_expires() {
+    let server = Server::start(&[]);
+    let exp = common::token::now() + 2;
+    let short = common::mint(&format!(r#"{{"sub":"u1","exp":{exp}}}"#));
+    let mut ws = RawWs::connect(server.addr(), "/ws", &short);
+    ws.set_read_timeout(std::time::Duration::from_secs(10));
+    assert_eq!(ws.expect_close(), 4002);
+}

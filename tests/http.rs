@@ -73,3 +73,35 @@ fn echo_path_is_404_without_the_echo_flag() {
         .send(server.addr());
     resp.assert_error(404, "NOT_FOUND");
 }
+
+#[test]
+fn metrics_expose_the_connection_gauge() {
+    let server = Server::start(&[]);
+    let _a = common::ws_connect(server.addr(), "/ws", &token("u1"));
+    let _b = common::ws_connect(server.addr(), "/ws", &token("u2"));
+    common::wait_until(
+        std::time::Duration::from_secs(5),
+        "roomcast_connections 2",
+        || {
+            let resp = http_get(server.addr(), "/metrics");
+            assert_eq!(resp.status, 200, "{resp:?}");
+            resp.body
+                .lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["roomcast_connections", "2"])
+        },
+    );
+}
+
+#[test]
+fn stats_count_connections_as_integers() {
+    use simd_json::prelude::*;
+    let server = Server::start(&[]);
+    let _a = common::ws_connect(server.addr(), "/ws", &token("u1"));
+    common::wait_until(std::time::Duration::from_secs(5), "connections: 1", || {
+        let resp = http_get(server.addr(), "/stats");
+        assert_eq!(resp.status, 200, "{resp:?}");
+        let v = parse_json(&resp.body);
+        assert!(common::json_at(&v, &["shards"]).is_some_and(|s| s.is_array()));
+        common::json_at(&v, &["connections"]).and_then(|c| c.as_u64()) == Some(1)
+    });
+}

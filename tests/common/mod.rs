@@ -33,6 +33,7 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Server {
     child: Child,
     addr: SocketAddr,
+    stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<String>>,
     exited: Option<ExitStatus>,
 }
@@ -59,7 +60,8 @@ impl Server {
         let mut child = cmd.spawn().expect("spawn roomcast");
         let stderr = Arc::new(Mutex::new(String::new()));
         collect_stderr(child.stderr.take().unwrap(), Arc::clone(&stderr));
-        let lines = stdout_lines(child.stdout.take().unwrap());
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let lines = stdout_lines(child.stdout.take().unwrap(), Arc::clone(&stdout));
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         let addr = loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -82,6 +84,7 @@ impl Server {
         Server {
             child,
             addr,
+            stdout,
             stderr,
             exited: None,
         }
@@ -134,6 +137,11 @@ impl Server {
         self.exited.is_none()
     }
 
+    /// The lines the server wrote to stdout so far.
+    pub fn stdout(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
     /// Everything the server wrote to stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
@@ -154,12 +162,17 @@ impl Drop for Server {
     }
 }
 
-/// Forwards stdout lines to a channel; keeps draining so the child never blocks.
-fn stdout_lines(out: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+/// Records stdout lines and forwards them to a channel; keeps draining so
+/// the child never blocks on a full pipe.
+fn stdout_lines(
+    out: impl Read + Send + 'static,
+    sink: Arc<Mutex<Vec<String>>>,
+) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
         for line in BufReader::new(out).lines() {
             let Ok(line) = line else { break };
+            sink.lock().unwrap().push(line.clone());
             let _ = tx.send(line);
         }
     });

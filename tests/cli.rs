@@ -1,0 +1,67 @@
+//! The command line around the server: `roomcast token`, the generated
+//! secret, and the listening line.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Server, json_str, recv_json, wait_until, ws_connect};
+
+/// Whether `word` has the shape of a JWT: three base64url segments.
+fn looks_like_jwt(word: &str) -> bool {
+    let parts: Vec<_> = word.split('.').collect();
+    parts.len() == 3
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+#[test]
+fn token_command_mints_a_token_the_server_accepts() {
+    let server = Server::start(&[]);
+    let out = Server::command()
+        .args(["token", "--secret", common::SECRET, "--sub", "cli-user"])
+        .args(["--name", "Cli User", "--ttl", "600"])
+        .output()
+        .expect("run roomcast token");
+    assert!(out.status.success(), "{out:?}");
+    let jwt = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(looks_like_jwt(&jwt), "not a JWT: {jwt:?}");
+
+    let mut ws = ws_connect(server.addr(), "/ws", &jwt);
+    let hello = recv_json(&mut ws);
+    assert_eq!(json_str(&hello, &["data", "userId"]), Some("cli-user"));
+}
+
+#[test]
+fn listening_line_names_the_bound_port() {
+    let server = Server::start(&[]);
+    assert_eq!(server.addr().ip().to_string(), "127.0.0.1");
+    assert_ne!(server.addr().port(), 0);
+    let line = format!("roomcast listening on {}", server.addr());
+    assert_eq!(server.stdout().iter().filter(|l| **l == line).count(), 1);
+}
+
+#[test]
+fn without_a_secret_the_server_prints_a_ready_token() {
+    let mut cmd = Server::command();
+    cmd.args(["serve", "--bind", "127.0.0.1:0"])
+        .env_remove("ROOMCAST_JWT_SECRET");
+    let server = Server::spawn(cmd);
+    let find = || {
+        server
+            .stdout()
+            .iter()
+            .flat_map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+            .find(|w| looks_like_jwt(w.trim_start_matches("token=")))
+    };
+    wait_until(Duration::from_secs(5), "a token on stdout", || {
+        find().is_some()
+    });
+    let jwt = find().unwrap();
+    let mut ws = ws_connect(server.addr(), "/ws", jwt.trim_start_matches("token="));
+    let hello = recv_json(&mut ws);
+    assert_eq!(json_str(&hello, &["event"]), Some("connection:established"));
+}
