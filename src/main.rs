@@ -1,1 +1,115 @@
-fn main() {}
+//! The `roomcast` binary: parses the command line and runs a command.
+
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+
+use roomcast::auth::{self, Claims};
+use roomcast::cli::{Cli, Command, MAX_TOKEN_TTL_SECS, ServeArgs, TokenArgs};
+use roomcast::reactor::Server;
+use roomcast::{log, sys};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Token(args) => token(args),
+    }
+}
+
+/// Exit status for a configuration the server refuses to run with.
+const EXIT_BAD_CONFIG: u8 = 2;
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let env_secrets = std::env::var("ROOMCAST_JWT_SECRET").ok();
+    let mut config = match args.into_config(env_secrets.as_deref(), cores, sys::open_file_limit()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("roomcast: {e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    log::set_level(config.log_level);
+    let generated = config.jwt_secrets.is_empty().then(auth::random_secret);
+    if let Some(secret) = &generated {
+        config.jwt_secrets.push(secret.clone());
+    }
+    let server = match Server::bind(config) {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("roomcast: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = server.local_addr();
+    if let Some(secret) = generated {
+        print_newcomer_banner(&secret, addr);
+    }
+    println!("roomcast listening on {addr}");
+    match server.run_until_signalled() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("roomcast: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Started without a secret: show one, a token, and how to connect.
+fn print_newcomer_banner(secret: &str, addr: std::net::SocketAddr) {
+    let claims = token_claims("demo", None, vec![], vec![], false, None, 3600);
+    let token = auth::mint(&claims, secret.as_bytes());
+    println!("No --jwt-secret given; generated one for this run:");
+    println!("  secret: {secret}");
+    println!("  token (sub=demo, valid 1h): {token}");
+    println!("  try: python3 -m websockets 'ws://{addr}/ws?token={token}'");
+}
+
+fn token(args: TokenArgs) -> ExitCode {
+    if args.ttl == 0 || args.ttl > MAX_TOKEN_TTL_SECS {
+        eprintln!("roomcast: --ttl must be between 1 and {MAX_TOKEN_TTL_SECS} seconds");
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    }
+    if args.sub.is_empty() || args.sub.len() > roomcast::codes::limits::MAX_SUB_LEN {
+        eprintln!("roomcast: --sub must be 1 to 128 bytes");
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    }
+    let claims = token_claims(
+        &args.sub,
+        args.name,
+        args.rooms,
+        args.publish,
+        args.admin,
+        args.rate,
+        args.ttl,
+    );
+    println!("{}", auth::mint(&claims, args.secret.as_bytes()));
+    ExitCode::SUCCESS
+}
+
+fn token_claims(
+    sub: &str,
+    name: Option<String>,
+    rooms: Vec<String>,
+    publish: Vec<String>,
+    admin: bool,
+    rate: Option<f64>,
+    ttl: u64,
+) -> Claims {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Claims {
+        sub: sub.to_owned(),
+        exp: (now + ttl) as f64,
+        nbf: None,
+        iat: Some(now as f64),
+        name,
+        rooms: (!rooms.is_empty()).then_some(rooms),
+        publish: (!publish.is_empty()).then_some(publish),
+        admin,
+        rate,
+    }
+}

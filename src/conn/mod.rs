@@ -1,1 +1,522 @@
-//! (in progress)
+//! One client connection's state machine, sans-IO.
+//!
+//! Owns the life of a connection from its first byte to its last: the HTTP
+//! request, the upgrade, WebSocket messages, heartbeats, the close
+//! handshake, and the bound on its queued output. It takes input bytes, the
+//! time and a `Context`, and leaves output in its `Outbound` queue; it never
+//! touches a socket or a clock. The reactor feeds it and writes for it.
+
+pub mod outbound;
+pub mod pool;
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use crate::auth::{Claims, Keys};
+use crate::codes::{ErrorCode, close, limits};
+use crate::config::Config;
+use crate::http::request::{HeadReader, Request};
+use crate::http::response;
+use crate::proto::{self, Session, envelope::Parser};
+use crate::ws::decoder::{CloseFrame, Decoder, Message};
+use crate::ws::frame::OpCode;
+use crate::ws::handshake::{self, Accepted, UpgradePolicy};
+use outbound::Outbound;
+
+/// How long a client may take to send its request head.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Server-wide decisions a connection cannot make alone.
+pub trait Admission {
+    /// Reserves a WebSocket slot for `ip`, or says why there is none
+    /// (`SERVER_BUSY` when full or draining, `TOO_MANY_CONNECTIONS` per IP).
+    fn admit(&self, ip: IpAddr) -> Result<(), ErrorCode>;
+    /// Gives back a slot reserved by `admit`.
+    fn release(&self, ip: IpAddr);
+}
+
+/// Everything a connection reads from its shard while handling input.
+pub struct Context<'a> {
+    pub config: &'a Config,
+    pub keys: &'a Keys,
+    pub admission: &'a dyn Admission,
+    /// The shard's envelope parser, reused across messages.
+    pub parser: &'a mut Parser,
+    /// Scratch space for building replies.
+    pub scratch: &'a mut Vec<u8>,
+    pub now: Instant,
+    /// Wall-clock time, for tokens and `serverTime`.
+    pub unix_ms: u64,
+    /// Whether the server is shutting down.
+    pub draining: bool,
+}
+
+/// What the reactor should do with a connection after a timer tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tick {
+    /// Keep it.
+    Keep,
+    /// Drop the socket now, without a close frame.
+    Abort(AbortReason),
+}
+
+/// Why a connection was dropped without a close handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbortReason {
+    /// No frame arrived within `--ping-timeout` of a ping.
+    PingTimeout,
+    /// The request head did not arrive in time.
+    RequestTimeout,
+    /// The peer did not finish the close handshake in time.
+    LingerTimeout,
+}
+
+/// Which WebSocket endpoint a connection was upgraded on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/ws`: JSON events.
+    Events,
+    /// `/echo`: every message echoed verbatim.
+    Echo,
+}
+
+/// A client connection.
+pub struct Connection {
+    id: u64,
+    peer_ip: IpAddr,
+    state: State,
+    out: Outbound,
+    /// Whether this connection holds a slot from `Admission::admit`.
+    admitted: bool,
+    /// The close code sent or received, for the lifecycle log.
+    close_code: Option<u16>,
+    last_inbound: Instant,
+    /// The oldest ping not yet followed by any inbound frame.
+    unanswered_ping: Option<Instant>,
+    next_ping: Instant,
+}
+
+enum State {
+    /// Waiting for the request head.
+    Request {
+        reader: HeadReader,
+        deadline: Instant,
+    },
+    /// An upgraded WebSocket.
+    Open(Box<Open>),
+    /// The last output (a close frame or a final HTTP response) is queued.
+    /// Once it is written the reactor shuts the write side; input is read
+    /// and discarded until EOF or the deadline, so the peer sees our last
+    /// bytes instead of a reset.
+    Finishing { deadline: Instant },
+}
+
+struct Open {
+    decoder: Decoder,
+    endpoint: Endpoint,
+    claims: Claims,
+}
+
+impl Connection {
+    /// A freshly accepted connection.
+    pub fn new(id: u64, peer_ip: IpAddr, now: Instant) -> Self {
+        Self {
+            id,
+            peer_ip,
+            state: State::Request {
+                reader: HeadReader::default(),
+                deadline: now + REQUEST_TIMEOUT,
+            },
+            out: Outbound::default(),
+            admitted: false,
+            close_code: None,
+            last_inbound: now,
+            unanswered_ping: None,
+            next_ping: now,
+        }
+    }
+
+    /// The queued output, for the reactor to write.
+    pub fn outbound(&mut self) -> &mut Outbound {
+        &mut self.out
+    }
+
+    /// The peer's address.
+    pub fn peer_ip(&self) -> IpAddr {
+        self.peer_ip
+    }
+
+    /// Whether the connection holds an admission slot to give back.
+    pub fn is_admitted(&self) -> bool {
+        self.admitted
+    }
+
+    /// The close code sent or received, if any.
+    pub fn close_code(&self) -> Option<u16> {
+        self.close_code
+    }
+
+    /// Whether only the final output and the drain remain.
+    pub fn is_finishing(&self) -> bool {
+        matches!(self.state, State::Finishing { .. })
+    }
+
+    /// Whether the connection is an open WebSocket.
+    pub fn is_open_websocket(&self) -> bool {
+        matches!(self.state, State::Open(_))
+    }
+
+    /// Feeds input; returns how many bytes from the front were consumed
+    /// (the rest is an incomplete request head or frame, to be fed again
+    /// with more bytes appended).
+    pub fn on_input(&mut self, input: &mut [u8], cx: &mut Context<'_>) -> usize {
+        self.last_inbound = cx.now;
+        self.unanswered_ping = None;
+        let mut consumed = 0;
+        loop {
+            let step = match &mut self.state {
+                State::Request { reader, .. } => {
+                    match reader.parse(&input[consumed..], cx.config.max_header_bytes) {
+                        Ok(Some((request, head_len))) => {
+                            let outcome = route(&request, self.peer_ip, cx);
+                            consumed += head_len;
+                            self.after_request(outcome, cx);
+                            continue;
+                        }
+                        Ok(None) => return consumed,
+                        Err(error) => {
+                            let code = error.code();
+                            self.finish_http_error(code, http_error_message(code), cx.now);
+                            return input.len();
+                        }
+                    }
+                }
+                State::Open(open) => {
+                    let rest = &mut input[consumed..];
+                    on_frames(open, rest, &mut self.out, cx)
+                }
+                State::Finishing { .. } => return input.len(),
+            };
+            consumed += step.consumed;
+            match step.end {
+                None => return consumed,
+                Some(end) => {
+                    self.end_websocket(end, cx.now, cx.config);
+                    return input.len();
+                }
+            }
+        }
+    }
+
+    /// The peer closed its write side.
+    pub fn on_eof(&mut self, now: Instant) {
+        if !self.is_finishing() {
+            self.state = State::Finishing {
+                deadline: now + Duration::from_millis(limits::CLOSE_LINGER_MILLIS),
+            };
+        }
+    }
+
+    /// Heartbeats, token expiry and deadlines; called by the shard's sweep.
+    pub fn on_tick(&mut self, now: Instant, unix_ms: u64, config: &Config) -> Tick {
+        match &self.state {
+            State::Request { deadline, .. } if now >= *deadline => {
+                return Tick::Abort(AbortReason::RequestTimeout);
+            }
+            State::Finishing { deadline } if now >= *deadline => {
+                return Tick::Abort(AbortReason::LingerTimeout);
+            }
+            State::Open(open) => {
+                if let Some(sent) = self.unanswered_ping
+                    && now.duration_since(sent) >= config.ping_timeout
+                {
+                    return Tick::Abort(AbortReason::PingTimeout);
+                }
+                if token_expired(&open.claims, unix_ms, config) {
+                    self.end_websocket(
+                        End::Close(close::TOKEN_EXPIRED, "token expired"),
+                        now,
+                        config,
+                    );
+                } else if now >= self.next_ping {
+                    self.out.push_frame(OpCode::Ping, b"");
+                    self.unanswered_ping.get_or_insert(now);
+                    self.next_ping = now + config.ping_interval;
+                }
+            }
+            _ => {}
+        }
+        Tick::Keep
+    }
+
+    /// Shutdown: a WebSocket gets close 1001 after the output already queued.
+    pub fn begin_shutdown(&mut self, now: Instant, config: &Config) {
+        if self.is_open_websocket() {
+            self.end_websocket(
+                End::Close(close::GOING_AWAY, "server shutting down"),
+                now,
+                config,
+            );
+        }
+    }
+
+    fn after_request(&mut self, outcome: RequestOutcome, cx: &mut Context<'_>) {
+        match outcome {
+            RequestOutcome::Upgraded(endpoint, accepted) => self.open(endpoint, accepted, cx),
+            RequestOutcome::Respond(bytes) => {
+                self.out.push_raw(&bytes);
+                self.finish(cx.now);
+            }
+            RequestOutcome::Reject(code, message) => self.finish_http_error(code, message, cx.now),
+        }
+    }
+
+    fn open(&mut self, endpoint: Endpoint, accepted: Accepted, cx: &mut Context<'_>) {
+        self.admitted = true;
+        cx.scratch.clear();
+        response::write_switching_protocols(cx.scratch, &accepted.accept_key, accepted.subprotocol);
+        self.out.push_raw(cx.scratch);
+        if endpoint == Endpoint::Events {
+            cx.scratch.clear();
+            proto::reply::established(
+                cx.scratch,
+                &format!("{:x}", self.id),
+                &accepted.claims.sub,
+                cx.unix_ms,
+                cx.config.ping_interval.as_millis() as u64,
+            );
+            self.out.push_frame(OpCode::Text, cx.scratch);
+        }
+        self.next_ping = cx.now + cx.config.ping_interval;
+        self.state = State::Open(Box::new(Open {
+            decoder: Decoder::new(cx.config.max_message_size, true),
+            endpoint,
+            claims: accepted.claims,
+        }));
+    }
+
+    fn finish_http_error(&mut self, code: ErrorCode, message: &str, now: Instant) {
+        let mut bytes = Vec::with_capacity(256);
+        response::write_error(&mut bytes, code, message, &[]);
+        self.out.push_raw(&bytes);
+        self.finish(now);
+    }
+
+    fn finish(&mut self, now: Instant) {
+        self.state = State::Finishing {
+            deadline: now + Duration::from_millis(limits::CLOSE_LINGER_MILLIS),
+        };
+    }
+
+    fn end_websocket(&mut self, end: End, now: Instant, config: &Config) {
+        let (code, reason) = match end {
+            End::Close(code, reason) => (Some(code), reason),
+            End::Reply(code) => (code, ""),
+            End::SlowConsumer => {
+                self.out.discard_unstarted();
+                (Some(close::SLOW_CONSUMER), "slow consumer")
+            }
+        };
+        match code {
+            Some(code) => self.out.push_close(code, reason),
+            None => self.out.push_frame(OpCode::Close, b""),
+        }
+        self.close_code = code.or(Some(close::NO_STATUS));
+        let linger = if code == Some(close::GOING_AWAY) {
+            config.drain_timeout
+        } else {
+            Duration::from_millis(limits::CLOSE_LINGER_MILLIS)
+        };
+        self.state = State::Finishing {
+            deadline: now + linger,
+        };
+    }
+}
+
+fn token_expired(claims: &Claims, unix_ms: u64, config: &Config) -> bool {
+    let deadline = claims.exp + config.jwt_leeway.as_secs_f64();
+    unix_ms as f64 / 1000.0 >= deadline
+}
+
+/// How a WebSocket ends.
+#[derive(Debug, Clone, Copy)]
+enum End {
+    /// We close with this code and reason.
+    Close(u16, &'static str),
+    /// The peer closed; we answer with its code (none for an empty close).
+    Reply(Option<u16>),
+    /// The client fell too far behind: cut after the frame in flight, close 4008.
+    SlowConsumer,
+}
+
+/// The result of feeding input to an open WebSocket.
+struct Step {
+    consumed: usize,
+    end: Option<End>,
+}
+
+/// Decodes and handles every complete message in `input`.
+fn on_frames(open: &mut Open, input: &mut [u8], out: &mut Outbound, cx: &mut Context<'_>) -> Step {
+    let mut consumed = 0;
+    loop {
+        let decoded = match open.decoder.decode(&mut input[consumed..]) {
+            Ok(decoded) => decoded,
+            Err(error) => {
+                let end = End::Close(error.close_code(), "");
+                return Step {
+                    consumed: input.len(),
+                    end: Some(end),
+                };
+            }
+        };
+        let used = decoded.consumed;
+        let Some(message) = decoded.message else {
+            return Step {
+                consumed: consumed + used,
+                end: None,
+            };
+        };
+        let end = on_message(message, open.endpoint, &open.claims, out, cx);
+        consumed += used;
+        if end.is_some() {
+            return Step {
+                consumed: input.len(),
+                end,
+            };
+        }
+    }
+}
+
+fn on_message(
+    message: Message<'_>,
+    endpoint: Endpoint,
+    claims: &Claims,
+    out: &mut Outbound,
+    cx: &mut Context<'_>,
+) -> Option<End> {
+    let mut sink = BoundedSink::new(out, cx.config.max_write_buffer);
+    match message {
+        Message::Text(payload) => match endpoint {
+            Endpoint::Echo => sink.push(OpCode::Text, payload),
+            Endpoint::Events => proto::on_text(
+                payload,
+                cx.parser,
+                Session { claims },
+                cx.unix_ms,
+                cx.scratch,
+                &mut sink,
+            ),
+        },
+        Message::Binary(payload) => match endpoint {
+            Endpoint::Echo => sink.push(OpCode::Binary, payload),
+            Endpoint::Events => {
+                return Some(End::Close(
+                    close::UNSUPPORTED_DATA,
+                    "binary messages are not supported",
+                ));
+            }
+        },
+        Message::Ping(payload) => sink.push(OpCode::Pong, payload),
+        Message::Pong(_) => {}
+        Message::Close(frame) => return Some(End::Reply(frame.map(|f: CloseFrame<'_>| f.code))),
+    }
+    sink.overflowed.then_some(End::SlowConsumer)
+}
+
+/// Queues replies to the sender, up to twice `--max-write-buffer` (replies
+/// are not room events: `docs/protocol.md` section 8). A message always fits
+/// into an empty queue.
+struct BoundedSink<'a> {
+    out: &'a mut Outbound,
+    limit: usize,
+    overflowed: bool,
+}
+
+impl<'a> BoundedSink<'a> {
+    fn new(out: &'a mut Outbound, max_write_buffer: usize) -> Self {
+        Self {
+            out,
+            limit: max_write_buffer.saturating_mul(2),
+            overflowed: false,
+        }
+    }
+
+    fn push(&mut self, opcode: OpCode, payload: &[u8]) {
+        if self.overflowed {
+            return;
+        }
+        if !self.out.is_empty() && self.out.pending() + payload.len() > self.limit {
+            self.overflowed = true;
+            return;
+        }
+        self.out.push_frame(opcode, payload);
+    }
+}
+
+impl proto::Replies for BoundedSink<'_> {
+    fn send_text(&mut self, text: &[u8]) {
+        self.push(OpCode::Text, text);
+    }
+}
+
+/// What a complete request head asks for.
+enum RequestOutcome {
+    Upgraded(Endpoint, Accepted),
+    Respond(Vec<u8>),
+    Reject(ErrorCode, &'static str),
+}
+
+fn route(request: &Request<'_>, peer_ip: IpAddr, cx: &mut Context<'_>) -> RequestOutcome {
+    match request.path {
+        "/ws" => upgrade(Endpoint::Events, request, peer_ip, cx),
+        "/echo" if cx.config.echo => upgrade(Endpoint::Echo, request, peer_ip, cx),
+        "/healthz" => healthz(request, cx.draining),
+        _ => RequestOutcome::Reject(ErrorCode::NotFound, "no such endpoint"),
+    }
+}
+
+fn upgrade(
+    endpoint: Endpoint,
+    request: &Request<'_>,
+    peer_ip: IpAddr,
+    cx: &mut Context<'_>,
+) -> RequestOutcome {
+    let policy = UpgradePolicy {
+        keys: cx.keys,
+        leeway_secs: cx.config.jwt_leeway.as_secs_f64(),
+        allowed_origins: &cx.config.allowed_origins,
+        now_unix: cx.unix_ms as f64 / 1000.0,
+    };
+    let admission = cx.admission;
+    match handshake::check_upgrade(request, &policy, &mut || admission.admit(peer_ip)) {
+        Ok(accepted) => RequestOutcome::Upgraded(endpoint, accepted),
+        Err(refusal) => {
+            if refusal.admitted {
+                admission.release(peer_ip);
+            }
+            let mut bytes = Vec::with_capacity(256);
+            refusal.rejection.write_response(&mut bytes);
+            RequestOutcome::Respond(bytes)
+        }
+    }
+}
+
+fn healthz(request: &Request<'_>, draining: bool) -> RequestOutcome {
+    if request.method != "GET" {
+        return RequestOutcome::Reject(ErrorCode::MethodNotAllowed, "use GET");
+    }
+    let mut bytes = Vec::with_capacity(128);
+    if draining {
+        response::write_json(&mut bytes, 503, br#"{"status":"draining"}"#, false);
+    } else {
+        response::write_json(&mut bytes, 200, br#"{"status":"ok"}"#, false);
+    }
+    RequestOutcome::Respond(bytes)
+}
+
+fn http_error_message(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::HeadersTooLarge => "request head is over the size limit",
+        _ => "malformed HTTP request",
+    }
+}

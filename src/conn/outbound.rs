@@ -108,7 +108,10 @@ impl Outbound {
             .sum();
         self.chunks.truncate(keep);
         self.inline.truncate(self.inline_start + kept_inline);
-        self.pending = self.chunks.front().map_or(0, |c| c.len() - self.head_written);
+        self.pending = self
+            .chunks
+            .front()
+            .map_or(0, |c| c.len() - self.head_written);
     }
 
     /// Fills `slices` with the pending bytes, front first; returns how many.

@@ -1,1 +1,240 @@
-//! (in progress)
+//! HTTP/1.1 responses written straight into an output buffer.
+//!
+//! Owns: the status line, the framing headers (`Content-Type`,
+//! `Content-Length`, `Connection`) and the JSON error body
+//! `{"error":{"code":"...","message":"..."}}` of `docs/protocol.md`.
+//!
+//! Must not touch: sockets, routing decisions, or what a body means. Every
+//! function appends one whole response and never allocates beyond `out`.
+
+use crate::codes::ErrorCode;
+use crate::json;
+
+/// `{"error":{"code":"...","message":"..."}}` with the code's HTTP status and
+/// `Connection: close` (every error ends the connection, protocol section 1).
+/// `extra_headers` are written as given, e.g.
+/// `[("Sec-WebSocket-Version", "13")]` for 426 or `[("Allow", "GET")]` for 405.
+pub fn write_error(
+    out: &mut Vec<u8>,
+    code: ErrorCode,
+    message: &str,
+    extra_headers: &[(&str, &str)],
+) {
+    let mut body = Vec::with_capacity(48 + message.len());
+    write_error_body(&mut body, code, message);
+    write_status_line(out, code.http_status());
+    for (name, value) in extra_headers {
+        write_header(out, name, value);
+    }
+    write_body(out, "application/json", &body, false);
+}
+
+/// Appends `{"error":{"code":"...","message":"..."}}` to `out`.
+pub fn write_error_body(out: &mut Vec<u8>, code: ErrorCode, message: &str) {
+    out.extend_from_slice(b"{\"error\":{\"code\":");
+    json::write_str(out, code.as_str());
+    out.extend_from_slice(b",\"message\":");
+    json::write_str(out, message);
+    out.extend_from_slice(b"}}");
+}
+
+/// A response with a JSON `body` (already serialized).
+pub fn write_json(out: &mut Vec<u8>, status: u16, body: &[u8], keep_alive: bool) {
+    write_text(out, status, "application/json", body, keep_alive);
+}
+
+/// A response with any body, e.g. the Prometheus text format for `/metrics`.
+pub fn write_text(
+    out: &mut Vec<u8>,
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+    keep_alive: bool,
+) {
+    write_status_line(out, status);
+    write_body(out, content_type, body, keep_alive);
+}
+
+/// `101 Switching Protocols` completing a WebSocket handshake. No extension
+/// is ever negotiated (protocol section 2).
+pub fn write_switching_protocols(out: &mut Vec<u8>, accept_key: &str, subprotocol: Option<&str>) {
+    write_status_line(out, 101);
+    write_header(out, "Upgrade", "websocket");
+    write_header(out, "Connection", "Upgrade");
+    write_header(out, "Sec-WebSocket-Accept", accept_key);
+    if let Some(protocol) = subprotocol {
+        write_header(out, "Sec-WebSocket-Protocol", protocol);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The reason phrase for the statuses roomcast sends; empty (which HTTP
+/// allows) for any other.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        _ => "",
+    }
+}
+
+fn write_status_line(out: &mut Vec<u8>, status: u16) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    json::write_u64(out, u64::from(status));
+    out.push(b' ');
+    out.extend_from_slice(reason_phrase(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes `name: value\r\n`. CR and LF are dropped from both so that a
+/// caller's mistake can never split the response (header injection).
+fn write_header(out: &mut Vec<u8>, name: &str, value: &str) {
+    push_without_line_breaks(out, name);
+    out.extend_from_slice(b": ");
+    push_without_line_breaks(out, value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push_without_line_breaks(out: &mut Vec<u8>, s: &str) {
+    out.extend(s.bytes().filter(|&b| b != b'\r' && b != b'\n'));
+}
+
+/// The framing headers, the blank line and the body.
+fn write_body(out: &mut Vec<u8>, content_type: &str, body: &[u8], keep_alive: bool) {
+    write_header(out, "Content-Type", content_type);
+    out.extend_from_slice(b"Content-Length: ");
+    json::write_u64(out, body.len() as u64);
+    out.extend_from_slice(b"\r\n");
+    write_header(
+        out,
+        "Connection",
+        if keep_alive { "keep-alive" } else { "close" },
+    );
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(out: &[u8]) -> &str {
+        std::str::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn error_response_has_status_json_body_and_close() {
+        let mut out = Vec::new();
+        write_error(
+            &mut out,
+            ErrorCode::UnsupportedVersion,
+            "say \"13\"",
+            &[("Sec-WebSocket-Version", "13")],
+        );
+        let body = r#"{"error":{"code":"UNSUPPORTED_VERSION","message":"say \"13\""}}"#;
+        let expected = format!(
+            "HTTP/1.1 426 Upgrade Required\r\nSec-WebSocket-Version: 13\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        assert_eq!(text(&out), expected);
+    }
+
+    #[test]
+    fn json_and_text_responses() {
+        let mut out = Vec::new();
+        write_json(&mut out, 200, br#"{"status":"ok"}"#, true);
+        assert_eq!(
+            text(&out),
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\
+             Connection: keep-alive\r\n\r\n{\"status\":\"ok\"}"
+        );
+        out.clear();
+        write_text(&mut out, 503, "text/plain; version=0.0.4", b"", false);
+        assert_eq!(
+            text(&out),
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; version=0.0.4\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn switching_protocols_with_and_without_subprotocol() {
+        let mut out = Vec::new();
+        write_switching_protocols(
+            &mut out,
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
+            Some("roomcast.v1"),
+        );
+        assert_eq!(
+            text(&out),
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: roomcast.v1\r\n\r\n"
+        );
+        out.clear();
+        write_switching_protocols(&mut out, "abc", None);
+        assert!(!text(&out).contains("Sec-WebSocket-Protocol"));
+        assert!(text(&out).ends_with("abc\r\n\r\n"));
+    }
+
+    #[test]
+    fn header_values_cannot_inject_lines() {
+        let mut out = Vec::new();
+        write_error(
+            &mut out,
+            ErrorCode::NotFound,
+            "x",
+            &[("Allow", "GET\r\nSet-Cookie: a=b")],
+        );
+        assert!(text(&out).contains("Allow: GETSet-Cookie: a=b\r\n"));
+    }
+
+    #[test]
+    fn every_error_code_has_a_reason_phrase() {
+        use ErrorCode::*;
+        let codes = [
+            InvalidMessage,
+            UnknownEvent,
+            ValidationError,
+            Forbidden,
+            NotInRoom,
+            RoomFull,
+            RoomLimit,
+            RateLimited,
+            Unauthenticated,
+            TokenExpired,
+            Internal,
+            BadRequest,
+            UnsupportedVersion,
+            OriginForbidden,
+            ServerBusy,
+            TooManyConnections,
+            NotFound,
+            MethodNotAllowed,
+            HeadersTooLarge,
+            PayloadTooLarge,
+            LengthRequired,
+        ];
+        for code in codes {
+            assert!(!reason_phrase(code.http_status()).is_empty(), "{code}");
+        }
+        assert_eq!(reason_phrase(299), "");
+    }
+}

@@ -50,6 +50,20 @@ pub fn is_reserved(event: &str) -> bool {
     RESERVED_NAMESPACES.contains(&namespace(event))
 }
 
+/// Whether `room` matches `pattern`: an exact name, a prefix ending in `*`, or `*`.
+pub fn pattern_matches(pattern: &str, room: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => room.starts_with(prefix),
+        None => pattern == room,
+    }
+}
+
+/// Whether a user with these join patterns may join `room`; no patterns
+/// (claim absent) means the server default, `*`.
+pub fn may_join(patterns: Option<&[String]>, room: &str) -> bool {
+    patterns.is_none_or(|patterns| patterns.iter().any(|p| pattern_matches(p, room)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +99,18 @@ mod tests {
         for bad in ["", "has space", "é", "a*", &"r".repeat(129)] {
             assert!(!is_valid_room(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn patterns_match_exactly_by_prefix_or_all() {
+        assert!(pattern_matches("lobby", "lobby"));
+        assert!(!pattern_matches("lobby", "lobby2"));
+        assert!(pattern_matches("prices:*", "prices:BTC"));
+        assert!(pattern_matches("prices:*", "prices:"));
+        assert!(!pattern_matches("prices:*", "price"));
+        assert!(pattern_matches("*", "anything"));
+        assert!(may_join(None, "x"));
+        assert!(!may_join(Some(&[]), "x"));
     }
 
     #[test]

@@ -1,1 +1,202 @@
-//! (in progress)
+//! The reactor: threads, sockets and signals. The only module that uses mio.
+//!
+//! `Server::bind` opens the listener(s) and starts one shard thread per
+//! `--shards` (see `shard`), plus, in hand-off mode, an acceptor thread
+//! (see `accept`). `Server::run` waits for SIGTERM/SIGINT and runs the
+//! graceful shutdown of `docs/protocol.md` section 8.
+//!
+//! How sockets reach shards (`--accept`, default `handoff`): one acceptor
+//! deals sockets round-robin over a crossbeam channel plus each shard's
+//! mio `Waker`, so shards get exactly even shares; with `reuseport` every
+//! shard accepts on its own SO_REUSEPORT listener and the kernel spreads
+//! connections by a hash of the peer's address and port, which is uneven
+//! for small numbers of connections. `perf/README.md` has the measurement
+//! behind the default.
+
+pub mod accept;
+pub mod admission;
+pub mod shard;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::Receiver;
+use mio::net::TcpListener;
+use mio::{Poll, Waker};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::auth::Keys;
+use crate::config::{AcceptMode, Config};
+use crate::log_info;
+use admission::Registry;
+use shard::{Command, Handle, Shard};
+
+/// State every shard reads; mutated only through the admission counters.
+pub struct Shared {
+    pub config: Config,
+    pub keys: Keys,
+    pub registry: Registry,
+}
+
+/// A running server.
+pub struct Server {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    shards: Vec<Handle>,
+    threads: Vec<JoinHandle<()>>,
+    acceptor_stop: Option<Arc<Waker>>,
+    drained: Receiver<usize>,
+}
+
+impl Server {
+    /// Binds the listener(s) and starts the threads.
+    pub fn bind(config: Config) -> io::Result<Self> {
+        let keys = Keys::new(&config.jwt_secrets);
+        let registry = Registry::new(config.max_connections, config.max_connections_per_ip);
+        let shared = Arc::new(Shared {
+            config,
+            keys,
+            registry,
+        });
+        let (drained_tx, drained) = crossbeam_channel::unbounded();
+        let mode = shared.config.accept_mode;
+        let mut listeners = open_listeners(&shared.config, mode)?;
+        let addr = listeners[0].local_addr()?;
+        let mut shards = Vec::new();
+        let mut threads = Vec::new();
+        for index in 0..shared.config.shards {
+            let poll = Poll::new()?;
+            let waker = Arc::new(Waker::new(poll.registry(), shard::WAKER)?);
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let own_listener = match mode {
+                AcceptMode::ReusePort => Some(listeners.remove(0)),
+                AcceptMode::Handoff => None,
+            };
+            let shard = Shard::new(
+                index,
+                poll,
+                rx,
+                own_listener,
+                shared.clone(),
+                drained_tx.clone(),
+            )?;
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("shard-{index}"))
+                    .spawn(move || shard.run())?,
+            );
+            shards.push(Handle {
+                commands: tx,
+                waker,
+            });
+        }
+        let mut acceptor_stop = None;
+        if mode == AcceptMode::Handoff {
+            let listener = listeners.remove(0);
+            let (poll, stop) = accept::poll_with_stop()?;
+            let handles = shards.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("acceptor".into())
+                    .spawn(move || accept::run(listener, poll, handles))?,
+            );
+            acceptor_stop = Some(stop);
+        }
+        Ok(Self {
+            addr,
+            shared,
+            shards,
+            threads,
+            acceptor_stop,
+            drained,
+        })
+    }
+
+    /// The bound address (the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until SIGTERM or SIGINT, then drains and stops.
+    pub fn run_until_signalled(self) -> io::Result<()> {
+        let mut signals = Signals::new([SIGTERM, SIGINT])?;
+        let (signal_tx, signal_rx) = crossbeam_channel::unbounded();
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                for signal in signals.forever() {
+                    if signal_tx.send(signal).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        let _ = signal_rx.recv();
+        log_info!(
+            "shutting down: draining {} connections",
+            self.shared.registry.connections()
+        );
+        self.drain(&signal_rx);
+        self.stop();
+        Ok(())
+    }
+
+    /// Refuses new upgrades, closes every WebSocket with 1001 and waits
+    /// until all are gone, `--drain-timeout` passes or a second signal comes.
+    pub fn drain(&self, signals: &Receiver<i32>) {
+        self.shared.registry.start_draining();
+        for shard in &self.shards {
+            shard.send(Command::Drain);
+        }
+        let deadline = std::time::Instant::now() + self.shared.config.drain_timeout;
+        let mut waiting = self.shards.len();
+        while waiting > 0 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            crossbeam_channel::select! {
+                recv(self.drained) -> _ => waiting -= 1,
+                recv(signals) -> _ => {
+                    log_info!("second signal: cutting the drain short");
+                    return;
+                }
+                default(left) => {
+                    log_info!("drain timeout reached");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Stops every thread and waits for them.
+    pub fn stop(self) {
+        for shard in &self.shards {
+            shard.send(Command::Stop);
+        }
+        if let Some(stop) = &self.acceptor_stop {
+            let _ = stop.wake();
+        }
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn open_listeners(config: &Config, mode: AcceptMode) -> io::Result<Vec<TcpListener>> {
+    match mode {
+        AcceptMode::Handoff => {
+            let listener = std::net::TcpListener::bind(config.bind)?;
+            listener.set_nonblocking(true)?;
+            Ok(vec![TcpListener::from_std(listener)])
+        }
+        AcceptMode::ReusePort => {
+            let first = crate::sys::reuseport_listener(config.bind)?;
+            let addr = first.local_addr()?;
+            let mut listeners = vec![TcpListener::from_std(first)];
+            for _ in 1..config.shards {
+                listeners.push(TcpListener::from_std(crate::sys::reuseport_listener(addr)?));
+            }
+            Ok(listeners)
+        }
+    }
+}

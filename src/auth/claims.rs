@@ -1,0 +1,354 @@
+//! The claims of a roomcast token: their types, their bounds, and their JSON.
+//!
+//! Owns: turning a verified payload (JSON bytes) into `Claims`, and writing
+//! `Claims` back as JSON for `mint`. Must not touch: signatures, base64 or
+//! the clock (`jwt` and `auth` do those).
+
+use crate::codes::limits::{MAX_JSON_DEPTH, MAX_ROOM_LEN, MAX_SUB_LEN};
+use crate::json;
+use simd_json::{BorrowedValue, StaticNode};
+use std::io::Write as _;
+
+/// Most patterns accepted in the `rooms` or `pub` claim.
+pub const MAX_PATTERNS: usize = 256;
+
+/// The claims of a verified token (protocol section 2).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claims {
+    /// The user id, 1..=128 bytes.
+    pub sub: String,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: f64,
+    pub nbf: Option<f64>,
+    pub iat: Option<f64>,
+    /// Display name shown in presence.
+    pub name: Option<String>,
+    /// Room patterns this user may join; `None`: the server's defaults.
+    pub rooms: Option<Vec<String>>,
+    /// The `pub` claim: room patterns this user may publish to.
+    pub publish: Option<Vec<String>>,
+    pub admin: bool,
+    /// Messages per second; `Some(0.0)` means unlimited.
+    pub rate: Option<f64>,
+}
+
+/// Why a payload does not hold valid claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimsError {
+    /// Not a JSON object (or nested too deeply to be worth parsing).
+    NotJson,
+    /// A required claim is missing, or a claim has the wrong type or is out
+    /// of bounds.
+    Invalid,
+}
+
+impl Claims {
+    /// Parses a payload. `json` is parsed in place (simd-json) and left
+    /// scrambled.
+    pub fn from_json(json: &mut [u8]) -> Result<Self, ClaimsError> {
+        if nesting_depth_exceeds(json, MAX_JSON_DEPTH) {
+            return Err(ClaimsError::NotJson);
+        }
+        let value = simd_json::to_borrowed_value(json).map_err(|_| ClaimsError::NotJson)?;
+        let BorrowedValue::Object(object) = value else {
+            return Err(ClaimsError::NotJson);
+        };
+        let claim = |key: &str| object.get(key);
+        Ok(Claims {
+            sub: required(claim("sub"), as_sub)?,
+            exp: required(claim("exp"), as_number)?,
+            nbf: optional(claim("nbf"), as_number)?,
+            iat: optional(claim("iat"), as_number)?,
+            name: optional(claim("name"), as_string)?,
+            rooms: optional(claim("rooms"), as_patterns)?,
+            publish: optional(claim("pub"), as_patterns)?,
+            admin: optional(claim("admin"), as_bool)?.unwrap_or(false),
+            rate: optional(claim("rate"), as_rate)?,
+        })
+    }
+
+    /// Appends the claims as a JSON object; only the claims that are
+    /// `Some`/`true` are written (`sub` and `exp` always are).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"sub\":");
+        json::write_str(out, &self.sub);
+        write_number_claim(out, "exp", Some(self.exp));
+        write_number_claim(out, "nbf", self.nbf);
+        write_number_claim(out, "iat", self.iat);
+        if let Some(name) = &self.name {
+            out.extend_from_slice(b",\"name\":");
+            json::write_str(out, name);
+        }
+        write_patterns_claim(out, "rooms", self.rooms.as_deref());
+        write_patterns_claim(out, "pub", self.publish.as_deref());
+        if self.admin {
+            out.extend_from_slice(b",\"admin\":true");
+        }
+        write_number_claim(out, "rate", self.rate);
+        out.push(b'}');
+    }
+}
+
+fn required<T>(
+    value: Option<&BorrowedValue<'_>>,
+    convert: fn(&BorrowedValue<'_>) -> Option<T>,
+) -> Result<T, ClaimsError> {
+    value.and_then(convert).ok_or(ClaimsError::Invalid)
+}
+
+/// Absent is `None`; present with the wrong type (`null` included) is an
+/// error, since the protocol makes a mistyped claim invalid.
+fn optional<T>(
+    value: Option<&BorrowedValue<'_>>,
+    convert: fn(&BorrowedValue<'_>) -> Option<T>,
+) -> Result<Option<T>, ClaimsError> {
+    value
+        .map(|v| convert(v).ok_or(ClaimsError::Invalid))
+        .transpose()
+}
+
+fn as_number(value: &BorrowedValue<'_>) -> Option<f64> {
+    let number = match value {
+        BorrowedValue::Static(StaticNode::I64(n)) => *n as f64,
+        BorrowedValue::Static(StaticNode::U64(n)) => *n as f64,
+        BorrowedValue::Static(StaticNode::F64(n)) => *n,
+        _ => return None,
+    };
+    number.is_finite().then_some(number)
+}
+
+fn as_rate(value: &BorrowedValue<'_>) -> Option<f64> {
+    as_number(value).filter(|rate| *rate >= 0.0)
+}
+
+fn as_bool(value: &BorrowedValue<'_>) -> Option<bool> {
+    match value {
+        BorrowedValue::Static(StaticNode::Bool(b)) => Some(*b),
+        _ => None,
+    }
+}
+
+fn as_string(value: &BorrowedValue<'_>) -> Option<String> {
+    match value {
+        BorrowedValue::String(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+fn as_sub(value: &BorrowedValue<'_>) -> Option<String> {
+    as_string(value).filter(|sub| (1..=MAX_SUB_LEN).contains(&sub.len()))
+}
+
+/// An array of at most `MAX_PATTERNS` non-empty strings of at most
+/// `MAX_ROOM_LEN` bytes each.
+fn as_patterns(value: &BorrowedValue<'_>) -> Option<Vec<String>> {
+    let BorrowedValue::Array(items) = value else {
+        return None;
+    };
+    if items.len() > MAX_PATTERNS {
+        return None;
+    }
+    items
+        .iter()
+        .map(|item| as_string(item).filter(|p| (1..=MAX_ROOM_LEN).contains(&p.len())))
+        .collect()
+}
+
+/// Whether arrays/objects nest deeper than `max` (strings are skipped). Checked
+/// before parsing so that the parser and the drop of its tree stay shallow.
+pub(super) fn nesting_depth_exceeds(json: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in json {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+fn write_number_claim(out: &mut Vec<u8>, key: &str, value: Option<f64>) {
+    let Some(value) = value else { return };
+    out.push(b',');
+    json::write_str(out, key);
+    out.push(b':');
+    write_number(out, value);
+}
+
+/// Rust's `Display` for `f64` is the shortest form that round-trips, but it
+/// writes large values as long integers, which simd-json refuses past
+/// `u64::MAX`; from 1e15 on the exponent form (`1e20`) is used instead. A
+/// non-finite value has no JSON form and becomes `null`, which `verify` then
+/// rejects rather than silently changing the claim.
+fn write_number(out: &mut Vec<u8>, value: f64) {
+    // Writing into a Vec cannot fail.
+    let _ = if !value.is_finite() {
+        write!(out, "null")
+    } else if value.abs() < 1e15 {
+        write!(out, "{value}")
+    } else {
+        write!(out, "{value:e}")
+    };
+}
+
+fn write_patterns_claim(out: &mut Vec<u8>, key: &str, patterns: Option<&[String]>) {
+    let Some(patterns) = patterns else { return };
+    out.push(b',');
+    json::write_str(out, key);
+    out.extend_from_slice(b":[");
+    for (i, pattern) in patterns.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json::write_str(out, pattern);
+    }
+    out.push(b']');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<Claims, ClaimsError> {
+        Claims::from_json(&mut json.as_bytes().to_vec())
+    }
+
+    fn full() -> Claims {
+        Claims {
+            sub: "u\"1\\é".into(),
+            exp: 1_700_000_000.5,
+            nbf: Some(-3.0),
+            iat: Some(1e20),
+            name: Some("Zoë \n".into()),
+            rooms: Some(vec!["a".into(), "prices:*".into()]),
+            publish: Some(vec![]),
+            admin: true,
+            rate: Some(0.0),
+        }
+    }
+
+    #[test]
+    fn write_then_parse_round_trips() {
+        let claims = full();
+        let mut out = Vec::new();
+        claims.write_json(&mut out);
+        assert_eq!(Claims::from_json(&mut out), Ok(claims));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn numbers_and_strings_round_trip(
+            exp in proptest::num::f64::NORMAL | proptest::num::f64::SUBNORMAL | proptest::num::f64::ZERO,
+            rate in 0.0..1e6f64,
+            sub in ".{1,40}",
+            name in proptest::option::of(".{0,40}"),
+        ) {
+            let claims = Claims { sub, exp, rate: Some(rate), name, ..full() };
+            proptest::prop_assume!(claims.sub.len() <= MAX_SUB_LEN);
+            let mut out = Vec::new();
+            claims.write_json(&mut out);
+            proptest::prop_assert_eq!(Claims::from_json(&mut out), Ok(claims));
+        }
+    }
+
+    #[test]
+    fn minimal_claims_write_only_sub_and_exp() {
+        let claims = Claims {
+            sub: "u".into(),
+            exp: 5.0,
+            ..full()
+        };
+        let claims = Claims {
+            nbf: None,
+            iat: None,
+            name: None,
+            rooms: None,
+            publish: None,
+            admin: false,
+            rate: None,
+            ..claims
+        };
+        let mut out = Vec::new();
+        claims.write_json(&mut out);
+        assert_eq!(out, br#"{"sub":"u","exp":5}"#);
+    }
+
+    #[test]
+    fn integers_and_floats_are_numbers_and_unknown_claims_are_ignored() {
+        let claims =
+            parse(r#"{"sub":"u","exp":10,"nbf":-1,"iat":2.5e1,"x":{"y":[null]}}"#).unwrap();
+        assert_eq!(
+            (claims.exp, claims.nbf, claims.iat),
+            (10.0, Some(-1.0), Some(25.0))
+        );
+        assert!(!claims.admin);
+    }
+
+    #[test]
+    fn wrong_types_and_bounds_are_invalid() {
+        let cases = [
+            r#"{"exp":1}"#,
+            r#"{"sub":"","exp":1}"#,
+            r#"{"sub":1,"exp":1}"#,
+            r#"{"sub":"u"}"#,
+            r#"{"sub":"u","exp":"1"}"#,
+            r#"{"sub":"u","exp":1,"nbf":"1"}"#,
+            r#"{"sub":"u","exp":1,"iat":null}"#,
+            r#"{"sub":"u","exp":1,"name":5}"#,
+            r#"{"sub":"u","exp":1,"rooms":"a"}"#,
+            r#"{"sub":"u","exp":1,"rooms":[1]}"#,
+            r#"{"sub":"u","exp":1,"pub":[""]}"#,
+            r#"{"sub":"u","exp":1,"admin":1}"#,
+            r#"{"sub":"u","exp":1,"rate":-1}"#,
+            r#"{"sub":"u","exp":1,"rate":true}"#,
+        ];
+        for case in cases {
+            assert_eq!(parse(case), Err(ClaimsError::Invalid), "{case}");
+        }
+        let long_sub = format!(r#"{{"sub":"{}","exp":1}}"#, "a".repeat(MAX_SUB_LEN + 1));
+        assert_eq!(parse(&long_sub), Err(ClaimsError::Invalid));
+        let max_sub = format!(r#"{{"sub":"{}","exp":1}}"#, "a".repeat(MAX_SUB_LEN));
+        assert!(parse(&max_sub).is_ok());
+        let long_pattern = format!(
+            r#"{{"sub":"u","exp":1,"rooms":["{}"]}}"#,
+            "a".repeat(MAX_ROOM_LEN + 1)
+        );
+        assert_eq!(parse(&long_pattern), Err(ClaimsError::Invalid));
+        let many = vec!["\"r\""; MAX_PATTERNS + 1].join(",");
+        assert_eq!(
+            parse(&format!(r#"{{"sub":"u","exp":1,"pub":[{many}]}}"#)),
+            Err(ClaimsError::Invalid)
+        );
+    }
+
+    #[test]
+    fn non_objects_and_deep_nesting_are_not_json() {
+        for case in ["", "[]", "\"x\"", "{", "{\"sub\":\"u\",}"] {
+            assert_eq!(parse(case), Err(ClaimsError::NotJson), "{case}");
+        }
+        let deep = format!(
+            r#"{{"sub":"u","exp":1,"x":{}{}}}"#,
+            "[".repeat(100),
+            "]".repeat(100)
+        );
+        assert_eq!(parse(&deep), Err(ClaimsError::NotJson));
+        let brackets_in_string = format!(r#"{{"sub":"u","exp":1,"name":"{}\""}}"#, "[".repeat(100));
+        assert!(parse(&brackets_in_string).is_ok());
+    }
+}

@@ -1,0 +1,490 @@
+//! One shard: a thread that owns a mio `Poll` and every socket it was given,
+//! in a slab, and runs their `Connection` state machines.
+//!
+//! Readiness contract (mio): events are edge-triggered, so a readable socket
+//! is read until `WouldBlock` — or until its per-turn read budget is spent,
+//! in which case it is put on the `again` list and read next turn without
+//! waiting for a new event; wake-ups may be spurious; readable and writable
+//! are the only readiness relied on. Everything a connection queued during
+//! one turn is written at the end of the turn in one `writev`, and WRITABLE
+//! interest is registered only while output is pending.
+//!
+//! Nothing here is shared with other shards except the `Shared` state, which
+//! is read-only but for the admission counters touched at connect and close.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use crate::conn::outbound::MAX_IO_SLICES;
+use crate::conn::{Admission, Connection, Context, Tick, pool};
+use crate::proto::envelope::Parser;
+use crate::reactor::Shared;
+use crate::{log_debug, log_warn, sys};
+
+/// The token of the shard's waker.
+pub const WAKER: Token = Token(usize::MAX);
+/// The token of the shard's own listener (SO_REUSEPORT mode).
+const LISTENER: Token = Token(usize::MAX - 1);
+/// Size of the shard's shared read buffer.
+const READ_CHUNK: usize = 64 * 1024;
+/// Bytes read from one connection per turn before others get their turn.
+const READ_BUDGET: usize = 256 * 1024;
+
+/// Messages to a shard from other threads; each send is followed by a wake.
+pub enum Command {
+    /// Take over a freshly accepted socket (hand-off mode).
+    Adopt(TcpStream, SocketAddr),
+    /// Begin the graceful shutdown.
+    Drain,
+    /// Exit the loop now.
+    Stop,
+}
+
+/// How other threads reach a shard.
+#[derive(Clone)]
+pub struct Handle {
+    pub commands: Sender<Command>,
+    pub waker: Arc<Waker>,
+}
+
+impl Handle {
+    /// Sends a command and wakes the shard; false if the shard has exited.
+    pub fn send(&self, command: Command) -> bool {
+        self.commands.send(command).is_ok() && self.waker.wake().is_ok()
+    }
+}
+
+/// A socket and its connection state.
+struct Entry {
+    stream: TcpStream,
+    conn: Connection,
+    /// Input not yet consumed (an incomplete head or frame); empty and
+    /// unallocated while idle.
+    input: Vec<u8>,
+    writable_interest: bool,
+    write_shut: bool,
+    peer_closed: bool,
+    queued_for_flush: bool,
+}
+
+pub struct Shard {
+    index: usize,
+    poll: Poll,
+    conns: Slab<Entry>,
+    commands: Receiver<Command>,
+    listener: Option<TcpListener>,
+    shared: Arc<Shared>,
+    parser: Parser,
+    scratch: Vec<u8>,
+    read_buf: Vec<u8>,
+    /// Connections with output queued this turn.
+    dirty: Vec<usize>,
+    /// Connections whose read budget ran out with input maybe left.
+    again: Vec<usize>,
+    next_tick: Instant,
+    tick: Duration,
+    next_conn: u64,
+    draining: bool,
+    drained: Sender<usize>,
+    reported_drained: bool,
+}
+
+impl Shard {
+    /// A shard ready to run; `listener` is its own in SO_REUSEPORT mode.
+    pub fn new(
+        index: usize,
+        poll: Poll,
+        commands: Receiver<Command>,
+        listener: Option<TcpListener>,
+        shared: Arc<Shared>,
+        drained: Sender<usize>,
+    ) -> io::Result<Self> {
+        let mut listener = listener;
+        if let Some(listener) = listener.as_mut() {
+            poll.registry()
+                .register(listener, LISTENER, Interest::READABLE)?;
+        }
+        let tick = tick_interval(&shared.config);
+        Ok(Self {
+            index,
+            poll,
+            conns: Slab::new(),
+            commands,
+            listener,
+            shared,
+            parser: Parser::default(),
+            scratch: Vec::with_capacity(1024),
+            read_buf: vec![0; READ_CHUNK],
+            dirty: Vec::new(),
+            again: Vec::new(),
+            next_tick: Instant::now() + tick,
+            tick,
+            next_conn: 0,
+            draining: false,
+            drained,
+            reported_drained: false,
+        })
+    }
+
+    /// Runs the event loop until `Command::Stop`.
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = if self.again.is_empty() {
+                self.next_tick.saturating_duration_since(Instant::now())
+            } else {
+                Duration::ZERO
+            };
+            if let Err(error) = self.poll.poll(&mut events, Some(timeout)) {
+                if error.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                log_warn!("shard {}: poll failed: {error}", self.index);
+                return;
+            }
+            for event in events.iter() {
+                match event.token() {
+                    WAKER => {
+                        if !self.on_commands() {
+                            return;
+                        }
+                    }
+                    LISTENER => self.accept_all(),
+                    Token(key) => {
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.on_readable(key);
+                        }
+                        if event.is_writable() {
+                            self.mark_dirty(key);
+                        }
+                    }
+                }
+            }
+            for key in std::mem::take(&mut self.again) {
+                self.on_readable(key);
+            }
+            if Instant::now() >= self.next_tick {
+                self.sweep();
+            }
+            self.flush_dirty();
+            self.report_if_drained();
+        }
+    }
+
+    /// Handles queued commands; false when told to stop.
+    fn on_commands(&mut self) -> bool {
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Adopt(stream, peer) => self.adopt(stream, peer),
+                Command::Drain => self.begin_drain(),
+                Command::Stop => return false,
+            }
+        }
+        true
+    }
+
+    fn accept_all(&mut self) {
+        loop {
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => self.adopt(stream, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Out of file descriptors, most likely: the backlog is
+                    // retried at the next sweep.
+                    log_warn!("shard {}: accept failed: {e}", self.index);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn adopt(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+        if let Err(e) = prepare_socket(&stream, self.shared.config.max_write_buffer) {
+            log_debug!("shard {}: socket setup failed for {peer}: {e}", self.index);
+            return;
+        }
+        let id = ((self.index as u64) << 40) | self.next_conn;
+        self.next_conn += 1;
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut stream, Token(key), Interest::READABLE)
+        {
+            log_warn!("shard {}: register failed: {e}", self.index);
+            return;
+        }
+        entry.insert(Entry {
+            stream,
+            conn: Connection::new(id, peer.ip(), Instant::now()),
+            input: Vec::new(),
+            writable_interest: false,
+            write_shut: false,
+            peer_closed: false,
+            queued_for_flush: false,
+        });
+        log_debug!("conn {id:x} accepted from {peer} on shard {}", self.index);
+        // The client may have written already; edge-triggered readiness
+        // reports that on registration, so nothing more to do here.
+    }
+
+    fn on_readable(&mut self, key: usize) {
+        let mut budget = READ_BUDGET;
+        loop {
+            let Some(entry) = self.conns.get_mut(key) else {
+                return;
+            };
+            if entry.peer_closed {
+                return;
+            }
+            match entry.stream.read(&mut self.read_buf) {
+                Ok(0) => {
+                    entry.peer_closed = true;
+                    entry.conn.on_eof(Instant::now());
+                    self.mark_dirty(key);
+                    return;
+                }
+                Ok(n) => {
+                    self.feed(key, n);
+                    budget = budget.saturating_sub(n);
+                    if budget == 0 {
+                        self.again.push(key);
+                        self.mark_dirty(key);
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.mark_dirty(key);
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.remove(key);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Runs the connection over `n` new bytes in the shard's read buffer.
+    /// A connection with leftover input gets the bytes appended to its own
+    /// buffer; otherwise they are handled where they are, and only an
+    /// incomplete tail is copied out.
+    fn feed(&mut self, key: usize, n: usize) {
+        let Some(entry) = self.conns.get_mut(key) else {
+            return;
+        };
+        let mut cx = Context {
+            config: &self.shared.config,
+            keys: &self.shared.keys,
+            admission: &self.shared.registry,
+            parser: &mut self.parser,
+            scratch: &mut self.scratch,
+            now: Instant::now(),
+            unix_ms: unix_ms(),
+            draining: self.draining,
+        };
+        if entry.input.is_empty() {
+            let fresh = &mut self.read_buf[..n];
+            let consumed = entry.conn.on_input(fresh, &mut cx);
+            if consumed < n {
+                entry.input = pool::take(n - consumed);
+                entry.input.extend_from_slice(&fresh[consumed..]);
+            }
+        } else {
+            entry.input.extend_from_slice(&self.read_buf[..n]);
+            let consumed = entry.conn.on_input(&mut entry.input, &mut cx);
+            entry.input.drain(..consumed);
+            if entry.input.is_empty() {
+                pool::give(std::mem::take(&mut entry.input));
+            }
+        }
+    }
+
+    fn mark_dirty(&mut self, key: usize) {
+        if let Some(entry) = self.conns.get_mut(key)
+            && !entry.queued_for_flush
+        {
+            entry.queued_for_flush = true;
+            self.dirty.push(key);
+        }
+    }
+
+    fn flush_dirty(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for &key in &dirty {
+            self.flush(key);
+        }
+        dirty.clear();
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
+        }
+    }
+
+    /// Writes what the connection has queued in as few `writev` calls as
+    /// the socket accepts, then settles interest and the connection's end.
+    fn flush(&mut self, key: usize) {
+        let Some(entry) = self.conns.get_mut(key) else {
+            return;
+        };
+        entry.queued_for_flush = false;
+        match write_pending(entry) {
+            Ok(()) => {}
+            Err(_) => {
+                self.remove(key);
+                return;
+            }
+        }
+        let pending = !entry.conn.outbound().is_empty();
+        if pending != entry.writable_interest {
+            let interest = if pending {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if self
+                .poll
+                .registry()
+                .reregister(&mut entry.stream, Token(key), interest)
+                .is_err()
+            {
+                self.remove(key);
+                return;
+            }
+            entry.writable_interest = pending;
+        }
+        if pending {
+            return;
+        }
+        if entry.conn.is_finishing() {
+            if entry.peer_closed {
+                self.remove(key);
+                return;
+            }
+            if !entry.write_shut {
+                entry.write_shut = true;
+                let _ = entry.stream.shutdown(Shutdown::Write);
+            }
+        } else if entry.peer_closed {
+            self.remove(key);
+        }
+    }
+
+    /// The periodic sweep: heartbeats, token expiry and every deadline, for
+    /// all connections at once (one timer per shard, not per connection).
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        let unix_ms = unix_ms();
+        self.next_tick = now + self.tick;
+        let mut aborted = Vec::new();
+        for (key, entry) in self.conns.iter_mut() {
+            match entry.conn.on_tick(now, unix_ms, &self.shared.config) {
+                Tick::Abort(reason) => aborted.push((key, reason)),
+                Tick::Keep => {
+                    if !entry.conn.outbound().is_empty() && !entry.queued_for_flush {
+                        entry.queued_for_flush = true;
+                        self.dirty.push(key);
+                    }
+                }
+            }
+        }
+        for (key, reason) in aborted {
+            log_debug!("shard {}: connection aborted: {reason:?}", self.index);
+            self.remove(key);
+        }
+        if self.listener.is_some() {
+            self.accept_all();
+        }
+    }
+
+    fn begin_drain(&mut self) {
+        self.draining = true;
+        let now = Instant::now();
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            if let Some(entry) = self.conns.get_mut(key) {
+                entry.conn.begin_shutdown(now, &self.shared.config);
+            }
+            self.mark_dirty(key);
+        }
+    }
+
+    fn report_if_drained(&mut self) {
+        if !self.draining || self.reported_drained {
+            return;
+        }
+        if self
+            .conns
+            .iter()
+            .all(|(_, entry)| !entry.conn.is_admitted())
+        {
+            self.reported_drained = true;
+            let _ = self.drained.send(self.index);
+        }
+    }
+
+    fn remove(&mut self, key: usize) {
+        let Some(mut entry) = self.conns.try_remove(key) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut entry.stream);
+        if entry.conn.is_admitted() {
+            self.shared.registry.release(entry.conn.peer_ip());
+        }
+        log_debug!(
+            "shard {}: connection from {} closed (code {:?})",
+            self.index,
+            entry.conn.peer_ip(),
+            entry.conn.close_code()
+        );
+        pool::give(entry.input);
+    }
+}
+
+/// Writes as much queued output as the socket takes.
+fn write_pending(entry: &mut Entry) -> io::Result<()> {
+    let out = entry.conn.outbound();
+    while !out.is_empty() {
+        let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
+        let count = out.io_slices(&mut slices);
+        match entry.stream.write_vectored(&slices[..count]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => out.advance(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn prepare_socket(stream: &TcpStream, max_write_buffer: usize) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    sys::cap_send_buffer(stream, max_write_buffer)
+}
+
+/// The sweep runs often enough to time heartbeats to a quarter of their
+/// shortest period, and at least once a second for the other deadlines.
+fn tick_interval(config: &crate::config::Config) -> Duration {
+    let shortest = config.ping_interval.min(config.ping_timeout);
+    (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
