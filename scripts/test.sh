@@ -64,7 +64,7 @@ autobahn() {
     return 1
   fi
   local jwt
-  jwt="$("$bin" token --secret "$secret" --sub autobahn --ttl 3600)"
+  jwt="$("$bin" token --secret "$secret" --sub autobahn --ttl 3600)" || return 1
   set +e
   bash "$ROOT/../shared/autobahn/run.sh" --timeout 600 "ws://$addr/echo?token=$jwt" "$out" | tee "$out.txt"
   set -e
@@ -86,36 +86,45 @@ ensure_venv
 step "cargo build"
 cargo build --quiet
 
-step "cargo fmt --check"
-cargo fmt --all -- --check
-
-step "cargo clippy"
-cargo clippy --quiet --all-targets -- -D warnings
+FAILED_STEPS=()
+# Runs a check; a failure is recorded and the remaining checks still run.
+check() {
+  local name="$1"; shift
+  step "$name"
+  if ! "$@"; then
+    FAILED_STEPS+=("$name")
+  fi
+}
 
 LOGS="$(mktemp -d)"
 trap 'rm -rf "$LOGS"' EXIT
+: >"$LOGS/cargo"; : >"$LOGS/pytest"
 
-step "cargo test"
+check "cargo fmt --check" cargo fmt --all -- --check
+check "cargo clippy" cargo clippy --quiet --all-targets -- -D warnings
 # Each integration test starts its own server; two at a time suits 2 cores.
-cargo test --quiet --no-fail-fast -- --test-threads=2 2>&1 | tee "$LOGS/cargo"
-
-step "pytest"
-ROOMCAST_BIN="$TARGET/debug/roomcast" "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
-  tests/python 2>&1 | tee "$LOGS/pytest"
+check "cargo test" bash -c 'set -o pipefail; cargo test --quiet --no-fail-fast -- --test-threads=2 2>&1 | tee "$1"' _ "$LOGS/cargo"
+check "pytest" bash -c 'set -o pipefail; ROOMCAST_BIN="$1" "$2" -m pytest -q -p no:cacheprovider tests/python 2>&1 | tee "$3"' \
+  _ "$TARGET/debug/roomcast" "$VENV/bin/python" "$LOGS/pytest"
 
 AUTOBAHN_RESULT="autobahn: skipped"
 if [ "${SKIP_AUTOBAHN:-0}" = 1 ]; then
   step "autobahn skipped (SKIP_AUTOBAHN=1)"
 elif [ -f "$ROOT/../shared/autobahn/run.sh" ]; then
-  step "autobahn"
-  autobahn
+  check "autobahn" autobahn
 else
   step "autobahn skipped (no ../shared/autobahn/run.sh)"
 fi
 
 # Totals over every `test result:` line of cargo and pytest's last line.
 count() { { grep -Eo "[0-9]+ $1" || true; } | awk '{n += $1} END {print n + 0}'; }
-passed=$(( $(grep -h '^test result:' "$LOGS/cargo" | count passed) + $(tail -n1 "$LOGS/pytest" | count passed) ))
+total() {
+  echo $(( $(grep -h '^test result:' "$LOGS/cargo" | count "$1") + $(tail -n1 "$LOGS/pytest" | count "$1") ))
+}
 echo
-echo "test.sh: fmt, clippy, rust and python tests ok; $AUTOBAHN_RESULT; $(( $(date +%s) - start ))s"
-echo "summary: $passed passed, 0 failed"
+echo "test.sh: $AUTOBAHN_RESULT; took $(( $(date +%s) - start ))s"
+if [ "${#FAILED_STEPS[@]}" -gt 0 ]; then
+  echo "test.sh: FAILED: ${FAILED_STEPS[*]}"
+fi
+echo "summary: $(total passed) passed, $(total failed) failed"
+[ "${#FAILED_STEPS[@]}" -eq 0 ]

@@ -70,26 +70,36 @@ fn queued_output_is_delivered_before_the_1001_close() {
     assert_eq!(server.wait_exit(EXIT_TIMEOUT).code(), Some(0));
 }
 
-#[test]
-fn during_drain_healthz_is_503_draining_and_upgrades_are_503() {
-    let mut server = Server::start(&["--drain-timeout", "5s"]);
-    // A raw client that never answers the close keeps the drain going.
+/// Starts a server, connects a raw client that will never answer the close
+/// (which keeps the drain going), sends SIGTERM and waits for the 1001.
+fn draining_server() -> (Server, RawWs) {
+    let server = Server::start(&["--drain-timeout", "5s"]);
     let mut lingering = RawWs::connect(server.addr(), "/ws", &token("u1"));
     lingering.read_non_ping();
     server.terminate();
     assert_eq!(lingering.expect_close(), 1001);
+    (server, lingering)
+}
 
+#[test]
+fn during_drain_healthz_is_503_draining() {
+    let (mut server, _lingering) = draining_server();
     let health = http_get(server.addr(), "/healthz");
     assert_eq!(health.status, 503, "{health:?}");
     assert_eq!(
         json_str(&parse_json(&health.body), &["status"]),
         Some("draining")
     );
+    assert_eq!(server.wait_exit(EXIT_TIMEOUT).code(), Some(0));
+}
+
+#[test]
+fn during_drain_upgrades_are_503_server_busy() {
+    let (mut server, _lingering) = draining_server();
     let upgrade = UpgradeRequest::new("/ws")
         .bearer(&token("u2"))
         .send(server.addr());
     upgrade.assert_error(503, "SERVER_BUSY");
-
     assert_eq!(server.wait_exit(EXIT_TIMEOUT).code(), Some(0));
 }
 
