@@ -73,7 +73,7 @@ fn queued_output_is_delivered_before_the_1001_close() {
 /// Starts a server, connects a raw client that will never answer the close
 /// (which keeps the drain going), sends SIGTERM and waits for the 1001.
 fn draining_server() -> (Server, RawWs) {
-    let server = Server::start(&["--drain-timeout", "5s"]);
+    let server = Server::start(&["--drain-timeout", "2s"]);
     let mut lingering = RawWs::connect(server.addr(), "/ws", &token("u1"));
     lingering.read_non_ping();
     server.terminate();
