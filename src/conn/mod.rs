@@ -371,10 +371,13 @@ fn on_frames(open: &mut Open, input: &mut [u8], out: &mut Outbound, cx: &mut Con
         };
         let used = decoded.consumed;
         let Some(message) = decoded.message else {
-            return Step {
-                consumed: consumed + used,
-                end: None,
-            };
+            consumed += used;
+            if consumed == input.len() {
+                // Idle again: an assembly buffer left from a fragmented
+                // message goes back to the allocator.
+                open.decoder.shrink();
+            }
+            return Step { consumed, end: None };
         };
         let end = on_message(message, open.endpoint, &open.claims, out, cx);
         consumed += used;
