@@ -65,3 +65,26 @@ fn without_a_secret_the_server_prints_a_ready_token() {
     let hello = recv_json(&mut ws);
     assert_eq!(json_str(&hello, &["event"]), Some("connection:established"));
 }
+
+#[test]
+fn nonsense_configuration_exits_2() {
+    for bad in [
+        &["--shards", "0"][..],
+        &["--max-message-size", "0"],
+        &["--jwt-secret", ""],
+        &["--ping-interval", "1ms"],
+    ] {
+        let out = Server::command()
+            .args([
+                "serve",
+                "--bind",
+                "127.0.0.1:0",
+                "--jwt-secret",
+                common::SECRET,
+            ])
+            .args(bad)
+            .output()
+            .expect("run roomcast serve");
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {out:?}");
+    }
+}

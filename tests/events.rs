@@ -221,3 +221,108 @@ fn fragmented_json_message_is_handled_as_one() {
         "{texts:?}"
     );
 }
+
+#[test]
+fn ping_ack_carries_the_server_time() {
+    let server = Server::start(&[]);
+    let (mut ws, _) = connect(&server, "u1");
+    send(&mut ws, r#"{"event":"ping","id":9}"#);
+    let msgs = recv_n(&mut ws, 2);
+    let ack = only(&msgs, "ack");
+    assert!(
+        json_at(ack, &["data", "serverTime"])
+            .and_then(|v| v.as_u64())
+            .is_some(),
+        "{ack:?}"
+    );
+}
+
+#[test]
+fn valid_id_without_event_gets_a_failed_ack_invalid_message() {
+    let server = Server::start(&[]);
+    let (mut ws, _) = connect(&server, "u1");
+    send(&mut ws, r#"{"id":3,"data":{}}"#);
+    let ack = recv_json(&mut ws);
+    assert_eq!(event(&ack), "ack", "{ack:?}");
+    assert_eq!(json_at(&ack, &["id"]).and_then(|v| v.as_i64()), Some(3));
+    assert_eq!(
+        json_at(&ack, &["success"]).and_then(|v| v.as_bool()),
+        Some(false)
+    );
+    assert_eq!(json_str(&ack, &["error", "code"]), Some("INVALID_MESSAGE"));
+}
+
+#[test]
+fn invalid_ids_are_validation_errors() {
+    let server = Server::start(&[]);
+    let (mut ws, _) = connect(&server, "u1");
+    let too_long = "i".repeat(65);
+    let cases = [
+        format!(r#"{{"event":"ping","id":"{too_long}"}}"#),
+        r#"{"event":"ping","id":9007199254740992}"#.to_owned(),
+        r#"{"event":"ping","id":1.5}"#.to_owned(),
+        r#"{"event":"ping","id":true}"#.to_owned(),
+    ];
+    for text in cases {
+        send(&mut ws, &text);
+        assert_eq!(
+            error_code(&recv_json(&mut ws)),
+            "VALIDATION_ERROR",
+            "for {text}"
+        );
+    }
+    assert_still_open(&mut ws);
+}
+
+#[test]
+fn reserved_bare_names_from_a_client_are_unknown_events() {
+    let server = Server::start(&[]);
+    let (mut ws, _) = connect(&server, "u1");
+    for name in ["ack", "error", "pong"] {
+        send(&mut ws, &format!(r#"{{"event":"{name}"}}"#));
+        assert_eq!(
+            error_code(&recv_json(&mut ws)),
+            "UNKNOWN_EVENT",
+            "for {name}"
+        );
+    }
+}
+
+#[test]
+fn event_names_outside_the_grammar_are_validation_errors() {
+    let server = Server::start(&[]);
+    let (mut ws, _) = connect(&server, "u1");
+    let long = format!("a:{}", "b".repeat(63));
+    for name in [
+        "Chat:msg",
+        "chat",
+        "chat:",
+        "a:b:c:d:e",
+        "chat:Msg",
+        "1a:b",
+        long.as_str(),
+    ] {
+        let text = format!(r#"{{"event":"{name}","room":"lobby"}}"#);
+        send(&mut ws, &text);
+        assert_eq!(
+            error_code(&recv_json(&mut ws)),
+            "VALIDATION_ERROR",
+            "for {name}"
+        );
+    }
+    assert_still_open(&mut ws);
+}
+
+#[test]
+fn json_nested_deeper_than_64_is_an_invalid_message() {
+    let server = Server::start(&[]);
+    let (mut ws, _) = connect(&server, "u1");
+    let deep = format!(
+        r#"{{"event":"ping","data":{}{}}}"#,
+        "[".repeat(70),
+        "]".repeat(70)
+    );
+    send(&mut ws, &deep);
+    assert_eq!(error_code(&recv_json(&mut ws)), "INVALID_MESSAGE");
+    assert_still_open(&mut ws);
+}

@@ -358,3 +358,45 @@ fn no_extension_is_negotiated() {
     assert_eq!(resp.status, 101);
     assert_eq!(resp.header("sec-websocket-extensions"), None, "{resp:?}");
 }
+
+#[test]
+fn http_1_0_upgrade_is_400() {
+    let server = Server::start(&[]);
+    let mut bytes = valid().to_bytes();
+    bytes.splice(
+        ..b"GET /ws HTTP/1.1".len(),
+        b"GET /ws HTTP/1.0".iter().copied(),
+    );
+    common::http_raw(server.addr(), &bytes).assert_error(400, "BAD_REQUEST");
+}
+
+#[test]
+fn repeated_key_is_400() {
+    let server = Server::start(&[]);
+    let mut req = valid();
+    req.headers.push((
+        "Sec-WebSocket-Key".into(),
+        "AAAAAAAAAAAAAAAAAAAAAA==".into(),
+    ));
+    assert_rejected(server.addr(), &req, 400, "BAD_REQUEST");
+}
+
+#[test]
+fn token_over_4096_bytes_is_401_unauthenticated() {
+    let server = Server::start(&[]);
+    let claims = format!(
+        r#"{{"sub":"u1","exp":{},"pad":"{}"}}"#,
+        now() + 3600,
+        "p".repeat(4000)
+    );
+    let req = UpgradeRequest::new("/ws").bearer(&mint(&claims));
+    assert_rejected(server.addr(), &req, 401, "UNAUTHENTICATED");
+}
+
+#[test]
+fn non_bearer_authorization_falls_back_to_the_query_token() {
+    let server = Server::start(&[]);
+    let req = UpgradeRequest::new(&format!("/ws?token={}", token("u1")))
+        .header("Authorization", "Basic dTE6cHc=");
+    assert_eq!(req.send(server.addr()).status, 101);
+}

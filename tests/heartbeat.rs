@@ -22,6 +22,12 @@ fn silent_client_is_pinged_then_aborted_without_a_close_frame() {
     loop {
         let frame = ws.read_frame();
         let is_ping = frame.opcode == opcode::PING;
+        if is_ping {
+            assert!(
+                frame.payload.is_empty(),
+                "server pings are empty: {frame:?}"
+            );
+        }
         seen.push(frame);
         if is_ping {
             break;

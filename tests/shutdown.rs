@@ -26,8 +26,9 @@ fn sigterm_closes_every_connection_with_1001_and_exits_0() {
         .collect();
 
     server.terminate();
-    for ws in &mut clients {
-        assert_eq!(expect_close(ws), 1001);
+    // Each client answers the close and then closes its socket (on drop).
+    for mut ws in clients.drain(..) {
+        assert_eq!(expect_close(&mut ws), 1001);
     }
     let status = server.wait_exit(EXIT_TIMEOUT);
     assert_eq!(status.code(), Some(0), "{status:?}");
@@ -40,6 +41,7 @@ fn sigint_behaves_like_sigterm() {
     recv_json(&mut ws);
     server.signal(libc::SIGINT);
     assert_eq!(expect_close(&mut ws), 1001);
+    drop(ws);
     assert_eq!(server.wait_exit(EXIT_TIMEOUT).code(), Some(0));
 }
 
@@ -58,11 +60,15 @@ fn queued_output_is_delivered_before_the_1001_close() {
     let code = loop {
         match ws.read().expect("read until close") {
             Message::Text(t) => rest.push(t.as_str().to_owned()),
-            Message::Close(frame) => break frame.map(|f| u16::from(f.code)),
+            Message::Close(frame) => {
+                let _ = ws.flush();
+                break frame.map(|f| u16::from(f.code));
+            }
             _ => {}
         }
     };
     assert_eq!(code, Some(1001));
+    drop(ws);
     // Whatever was echoed after the signal came in order, without gaps.
     for (i, text) in rest.iter().enumerate() {
         assert_eq!(text, &format!("queued {}", i + 1));

@@ -77,12 +77,15 @@ pub fn recv_json(ws: &mut Ws) -> simd_json::OwnedValue {
     super::parse_json(&recv_text(ws))
 }
 
-/// Reads until the server's close frame and returns its code (data is skipped).
+/// Reads until the server's close frame and returns its code (data is
+/// skipped). The close reply tungstenite queued is sent before returning.
 pub fn expect_close(ws: &mut Ws) -> u16 {
     loop {
         match ws.read() {
-            Ok(Message::Close(Some(frame))) => return u16::from(frame.code),
-            Ok(Message::Close(None)) => return u16::from(CloseCode::Status),
+            Ok(Message::Close(frame)) => {
+                let _ = ws.flush();
+                return frame.map_or(u16::from(CloseCode::Status), |f| u16::from(f.code));
+            }
             Ok(_) => continue,
             Err(tungstenite::Error::Io(e)) if is_timeout(&e) => {
                 panic!("no close frame within {READ_TIMEOUT:?}")
