@@ -400,3 +400,22 @@ fn non_bearer_authorization_falls_back_to_the_query_token() {
         .header("Authorization", "Basic dTE6cHc=");
     assert_eq!(req.send(server.addr()).status, 101);
 }
+
+#[test]
+fn per_ip_limit_counts_each_address_separately_and_frees_on_disconnect() {
+    use std::net::Ipv4Addr;
+    let server = Server::start(&["--max-connections-per-ip", "1"]);
+    let addr = server.addr();
+    let upgrade_from = |ip: Ipv4Addr| {
+        let stream = common::connect_from(ip, addr);
+        RawWs::upgrade(stream, "/ws", &token("u1"))
+    };
+    let first = upgrade_from(Ipv4Addr::new(127, 0, 0, 1));
+    let _other_ip = upgrade_from(Ipv4Addr::new(127, 0, 0, 2));
+    assert_rejected(addr, &valid(), 429, "TOO_MANY_CONNECTIONS");
+
+    drop(first);
+    wait_until(Duration::from_secs(5), "the per-IP slot to free", || {
+        valid().send(addr).status == 101
+    });
+}

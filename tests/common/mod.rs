@@ -223,42 +223,73 @@ pub fn json_at<'a>(
 /// A TCP connection to `addr` whose receive buffer was set to `rcvbuf` bytes
 /// before connecting (so the TCP window stays small from the SYN on).
 pub fn connect_with_small_rcvbuf(addr: SocketAddr, rcvbuf: usize) -> std::net::TcpStream {
-    use std::os::fd::FromRawFd;
+    connect_socket(addr, None, Some(rcvbuf))
+}
+
+/// A TCP connection to `addr` from the loopback address `local` (any of
+/// 127.0.0.0/8), so one test can act as several client IPs.
+pub fn connect_from(local: std::net::Ipv4Addr, addr: SocketAddr) -> std::net::TcpStream {
+    connect_socket(addr, Some(local), None)
+}
+
+fn sockaddr(ip: std::net::Ipv4Addr, port: u16) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(ip.octets()),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+/// socket(2), options and bind(2) before connect(2), which std cannot do.
+fn connect_socket(
+    addr: SocketAddr,
+    local: Option<std::net::Ipv4Addr>,
+    rcvbuf: Option<usize>,
+) -> std::net::TcpStream {
+    use std::os::fd::{FromRawFd, OwnedFd};
     let SocketAddr::V4(v4) = addr else {
         panic!("IPv4 loopback expected, got {addr}")
     };
-    // SAFETY: plain socket(2)/setsockopt(2)/connect(2) on a descriptor we own;
-    // it is handed to TcpStream, which closes it, or closed here on failure.
+    let check = |rc: libc::c_int, what: &str| {
+        assert!(rc >= 0, "{what}: {}", std::io::Error::last_os_error());
+    };
+    let len = |size: usize| libc::socklen_t::try_from(size).unwrap();
+    // SAFETY: plain socket calls on a descriptor we own; OwnedFd closes it on
+    // any failure, TcpStream after success.
     unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let size = libc::c_int::try_from(rcvbuf).unwrap();
-        let rc = libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&raw const size).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-        assert_eq!(rc, 0, "SO_RCVBUF: {}", std::io::Error::last_os_error());
-        let sin = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: v4.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_ne_bytes(v4.ip().octets()),
-            },
-            sin_zero: [0; 8],
-        };
-        let rc = libc::connect(
-            fd,
-            (&raw const sin).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        );
-        if rc != 0 {
-            let err = std::io::Error::last_os_error();
-            libc::close(fd);
-            panic!("connect {addr}: {err}");
+        let raw = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        check(raw, "socket");
+        let fd = OwnedFd::from_raw_fd(raw);
+        if let Some(size) = rcvbuf {
+            let size = libc::c_int::try_from(size).unwrap();
+            let rc = libc::setsockopt(
+                raw,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&raw const size).cast(),
+                len(std::mem::size_of::<libc::c_int>()),
+            );
+            check(rc, "SO_RCVBUF");
         }
-        std::net::TcpStream::from_raw_fd(fd)
+        if let Some(ip) = local {
+            let sin = sockaddr(ip, 0);
+            let rc = libc::bind(
+                raw,
+                (&raw const sin).cast(),
+                len(std::mem::size_of_val(&sin)),
+            );
+            check(rc, "bind");
+        }
+        let sin = sockaddr(*v4.ip(), v4.port());
+        let rc = libc::connect(
+            raw,
+            (&raw const sin).cast(),
+            len(std::mem::size_of_val(&sin)),
+        );
+        check(rc, "connect");
+        std::net::TcpStream::from(fd)
     }
 }
