@@ -18,7 +18,7 @@ start=$(date +%s)
 step() { printf '\n== %s (%ss)\n' "$1" "$(( $(date +%s) - start ))"; }
 
 ensure_python() {
-  if python3 -c 'import venv, ensurepip' 2>/dev/null; then
+  if python3 -c 'import venv, ensurepip' 2>/dev/null && python3 -m pip --version >/dev/null 2>&1; then
     return 0
   fi
   if [ "$(id -u)" -ne 0 ]; then
@@ -49,6 +49,7 @@ autobahn() {
   "$bin" serve --echo --max-message-size 16MiB --bind 127.0.0.1:0 --jwt-secret "$secret" \
       --log-level warn >"$log" 2>&1 &
   local pid=$!
+  AUTOBAHN_PID=$pid
   local addr=""
   for _ in $(seq 1 200); do
     addr="$(sed -n 's/^roomcast listening on //p' "$log" | head -n1)"
@@ -70,6 +71,7 @@ autobahn() {
   set -e
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
+  AUTOBAHN_PID=""
   rm -f "$log"
   local last
   last="$(grep '^autobahn: .* of [0-9]*$' "$out.txt" | tail -n1)"
@@ -97,7 +99,13 @@ check() {
 }
 
 LOGS="$(mktemp -d)"
-trap 'rm -rf "$LOGS"' EXIT
+AUTOBAHN_PID=""
+# The only process this script starts in the background is Autobahn's server.
+cleanup() {
+  [ -n "$AUTOBAHN_PID" ] && kill "$AUTOBAHN_PID" 2>/dev/null
+  rm -rf "$LOGS"
+}
+trap cleanup EXIT
 : >"$LOGS/cargo"; : >"$LOGS/pytest"
 
 check "cargo fmt --check" cargo fmt --all -- --check
@@ -126,5 +134,8 @@ echo "test.sh: $AUTOBAHN_RESULT; took $(( $(date +%s) - start ))s"
 if [ "${#FAILED_STEPS[@]}" -gt 0 ]; then
   echo "test.sh: FAILED: ${FAILED_STEPS[*]}"
 fi
-echo "summary: $(total passed) passed, $(total failed) failed"
+failed=$(total failed)
+# A step that failed without failing tests (fmt, clippy, a build error) counts as one.
+[ "$failed" -eq 0 ] && failed=${#FAILED_STEPS[@]}
+echo "summary: $(total passed) passed, $failed failed"
 [ "${#FAILED_STEPS[@]}" -eq 0 ]
