@@ -419,3 +419,38 @@ fn per_ip_limit_counts_each_address_separately_and_frees_on_disconnect() {
         valid().send(addr).status == 101
     });
 }
+
+#[test]
+fn jwt_leeway_applies_to_exp_and_nbf() {
+    let server = Server::start(&["--jwt-leeway", "30s"]);
+    let t = now();
+    let status = |claims: String| {
+        let req = UpgradeRequest::new("/ws").bearer(&mint(&claims));
+        let resp = req.send(server.addr());
+        (resp.status, (resp.status != 101).then(|| resp.error_code()))
+    };
+    let ok = (101, None);
+    let expired = (401, Some("TOKEN_EXPIRED".to_owned()));
+    assert_eq!(status(format!(r#"{{"sub":"u1","exp":{}}}"#, t - 10)), ok);
+    assert_eq!(
+        status(format!(r#"{{"sub":"u1","exp":{}}}"#, t - 90)),
+        expired
+    );
+    assert_eq!(
+        status(format!(
+            r#"{{"sub":"u1","exp":{},"nbf":{}}}"#,
+            t + 600,
+            t + 10
+        )),
+        ok
+    );
+    assert_eq!(
+        status(format!(
+            r#"{{"sub":"u1","exp":{},"nbf":{}}}"#,
+            t + 600,
+            t + 90
+        )),
+        expired
+    );
+    assert_eq!(status(format!(r#"{{"sub":"u1","exp":{}.5}}"#, t + 600)), ok);
+}
