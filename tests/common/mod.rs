@@ -47,9 +47,16 @@ impl Server {
         Server::spawn(cmd)
     }
 
-    /// The binary under test, with no arguments yet.
+    /// The binary under test, with no arguments yet and none of the
+    /// caller's `ROOMCAST_*` variables (a test sets the ones it means).
     pub fn command() -> Command {
-        Command::new(env!("CARGO_BIN_EXE_roomcast"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_roomcast"));
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("ROOMCAST_") {
+                cmd.env_remove(name);
+            }
+        }
+        cmd
     }
 
     /// Spawns `cmd` and waits for `roomcast listening on ADDR` on its stdout.

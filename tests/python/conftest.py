@@ -51,8 +51,15 @@ class Server:
 
     def __init__(self, *extra):
         cmd = [roomcast_bin(), "serve", "--bind", "127.0.0.1:0", "--jwt-secret", SECRET, *extra]
+        # None of the caller's ROOMCAST_* settings leak into the server under test.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMCAST_")}
         self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            cmd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         self.stdout = queue.Queue()
         self.stderr = queue.Queue()
