@@ -36,12 +36,19 @@ fn token_command_mints_a_token_the_server_accepts() {
 }
 
 #[test]
-fn listening_line_names_the_bound_port() {
-    let server = Server::start(&[]);
+fn stdout_holds_only_the_listening_line_and_logs_go_elsewhere() {
+    let mut server = Server::start(&["--log-level", "debug"]);
     assert_eq!(server.addr().ip().to_string(), "127.0.0.1");
     assert_ne!(server.addr().port(), 0);
+    // Activity that gets logged: a session, a rejection, a shutdown.
+    let mut ws = ws_connect(server.addr(), "/ws", &common::token("u1"));
+    recv_json(&mut ws);
+    drop(ws);
+    common::http_get(server.addr(), "/nope");
+    server.terminate();
+    server.wait_exit(Duration::from_secs(15));
     let line = format!("roomcast listening on {}", server.addr());
-    assert_eq!(server.stdout().iter().filter(|l| **l == line).count(), 1);
+    assert_eq!(server.all_stdout(), [line]);
 }
 
 #[test]

@@ -34,6 +34,7 @@ pub struct Server {
     child: Child,
     addr: SocketAddr,
     stdout: Arc<Mutex<Vec<String>>>,
+    stdout_reader: Option<thread::JoinHandle<()>>,
     stderr: Arc<Mutex<String>>,
     exited: Option<ExitStatus>,
 }
@@ -68,7 +69,8 @@ impl Server {
         let stderr = Arc::new(Mutex::new(String::new()));
         collect_stderr(child.stderr.take().unwrap(), Arc::clone(&stderr));
         let stdout = Arc::new(Mutex::new(Vec::new()));
-        let lines = stdout_lines(child.stdout.take().unwrap(), Arc::clone(&stdout));
+        let (lines, stdout_reader) =
+            stdout_lines(child.stdout.take().unwrap(), Arc::clone(&stdout));
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         let addr = loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -92,6 +94,7 @@ impl Server {
             child,
             addr,
             stdout,
+            stdout_reader: Some(stdout_reader),
             stderr,
             exited: None,
         }
@@ -144,6 +147,15 @@ impl Server {
         self.exited.is_none()
     }
 
+    /// Every line the server wrote to stdout; call after [`Server::wait_exit`].
+    pub fn all_stdout(&mut self) -> Vec<String> {
+        assert!(self.exited.is_some(), "the server is still running");
+        if let Some(reader) = self.stdout_reader.take() {
+            reader.join().expect("stdout reader");
+        }
+        self.stdout()
+    }
+
     /// The lines the server wrote to stdout so far.
     pub fn stdout(&self) -> Vec<String> {
         self.stdout.lock().unwrap().clone()
@@ -174,16 +186,16 @@ impl Drop for Server {
 fn stdout_lines(
     out: impl Read + Send + 'static,
     sink: Arc<Mutex<Vec<String>>>,
-) -> mpsc::Receiver<String> {
+) -> (mpsc::Receiver<String>, thread::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
+    let reader = thread::spawn(move || {
         for line in BufReader::new(out).lines() {
             let Ok(line) = line else { break };
             sink.lock().unwrap().push(line.clone());
             let _ = tx.send(line);
         }
     });
-    rx
+    (rx, reader)
 }
 
 fn collect_stderr(err: impl Read + Send + 'static, sink: Arc<Mutex<String>>) {
