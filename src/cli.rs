@@ -74,8 +74,8 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOMCAST_ECHO", default_value_t = false, num_args = 0..=1,
           default_missing_value = "true", action = ArgAction::Set)]
     pub echo: bool,
-    /// How sockets reach the shards: one acceptor handing off (handoff) or a SO_REUSEPORT listener per shard (reuseport).
-    #[arg(long, env = "ROOMCAST_ACCEPT", default_value = "handoff", value_parser = accept_mode, hide = true)]
+    /// How sockets reach the shards: a SO_REUSEPORT listener per shard (reuseport) or one acceptor handing off (handoff).
+    #[arg(long, env = "ROOMCAST_ACCEPT", default_value = "reuseport", value_parser = accept_mode, hide = true)]
     pub accept: AcceptMode,
     /// Log verbosity.
     #[arg(long, env = "ROOMCAST_LOG_LEVEL", value_enum, default_value = "info")]

@@ -30,9 +30,22 @@ pub fn open_file_limit() -> usize {
     usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
 }
 
+/// Pending connections the kernel queues per listener; std's default of 128
+/// drops connection attempts under a burst of reconnects.
+const LISTEN_BACKLOG: libc::c_int = 4096;
+
 /// A non-blocking listener bound with `SO_REUSEPORT` (and `SO_REUSEADDR`),
 /// so that several shards can each accept on the same port.
 pub fn reuseport_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    listener(addr, true)
+}
+
+/// A non-blocking listener with `SO_REUSEADDR` and a deep backlog.
+pub fn plain_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    listener(addr, false)
+}
+
+fn listener(addr: SocketAddr, reuseport: bool) -> io::Result<std::net::TcpListener> {
     let domain = match addr {
         SocketAddr::V4(_) => libc::AF_INET,
         SocketAddr::V6(_) => libc::AF_INET6,
@@ -52,7 +65,9 @@ pub fn reuseport_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener>
     // one else, so OwnedFd may take it (and close it on every error path).
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     set_int_option(&owned, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
-    set_int_option(&owned, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+    if reuseport {
+        set_int_option(&owned, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+    }
     let listener = std::net::TcpListener::from(owned);
     bind_and_listen(&listener, addr)?;
     Ok(listener)
@@ -73,7 +88,7 @@ fn bind_and_listen(listener: &std::net::TcpListener, addr: SocketAddr) -> io::Re
         return Err(io::Error::last_os_error());
     }
     // SAFETY: listen() takes no pointers.
-    if unsafe { libc::listen(listener.as_raw_fd(), 4096) } != 0 {
+    if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())

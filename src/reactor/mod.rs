@@ -5,13 +5,16 @@
 //! (see `accept`). `Server::run` waits for SIGTERM/SIGINT and runs the
 //! graceful shutdown of `docs/protocol.md` section 8.
 //!
-//! How sockets reach shards (`--accept`, default `handoff`): one acceptor
-//! deals sockets round-robin over a crossbeam channel plus each shard's
-//! mio `Waker`, so shards get exactly even shares; with `reuseport` every
+//! How sockets reach shards (`--accept`): by default (`reuseport`) every
 //! shard accepts on its own SO_REUSEPORT listener and the kernel spreads
-//! connections by a hash of the peer's address and port, which is uneven
-//! for small numbers of connections. `perf/README.md` has the measurement
-//! behind the default.
+//! connections by a hash of the peer's address and port; with `handoff` one
+//! acceptor thread deals sockets round-robin over a crossbeam channel plus
+//! each shard's mio `Waker`. Measured side by side (`perf/accept-modes.sh`,
+//! figures in `perf/README.md`), reuseport costs about 15% less server CPU
+//! per handshake — no extra thread, no channel hop, no wake-up per socket —
+//! and spread 5,000 connections within 2.5% of even over two shards, while
+//! hand-off's acceptor thread used about as much CPU as a shard. Hand-off
+//! stays available for exact round-robin.
 
 pub mod accept;
 pub mod admission;
@@ -185,8 +188,7 @@ impl Server {
 fn open_listeners(config: &Config, mode: AcceptMode) -> io::Result<Vec<TcpListener>> {
     match mode {
         AcceptMode::Handoff => {
-            let listener = std::net::TcpListener::bind(config.bind)?;
-            listener.set_nonblocking(true)?;
+            let listener = crate::sys::plain_listener(config.bind)?;
             Ok(vec![TcpListener::from_std(listener)])
         }
         AcceptMode::ReusePort => {
