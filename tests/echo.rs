@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::raw::close_payload;
+use common::raw::{MASK, close_payload, encode_frame};
 use common::{RawWs, Server, UpgradeRequest, expect_close, opcode, recv, token, ws_connect};
 use tungstenite::Message;
 
@@ -225,4 +225,52 @@ fn echo_accepts_a_token_in_the_query() {
     let server = echo_server();
     let req = UpgradeRequest::new(&format!("/echo?token={}", token("u1")));
     assert_eq!(req.send(server.addr()).status, 101);
+}
+
+#[test]
+fn frame_sent_in_the_same_packet_as_the_upgrade_is_echoed() {
+    let server = echo_server();
+    let mut stream = std::net::TcpStream::connect(server.addr()).unwrap();
+    stream.set_read_timeout(Some(common::READ_TIMEOUT)).unwrap();
+    let mut bytes = UpgradeRequest::new("/echo").bearer(&token("u1")).to_bytes();
+    bytes.extend(encode_frame(
+        true,
+        0,
+        opcode::TEXT,
+        b"early bird",
+        Some(MASK),
+    ));
+    std::io::Write::write_all(&mut stream, &bytes).unwrap();
+    let (head, rest) = common::http::read_head(&mut stream);
+    assert_eq!(head.status, 101, "{head:?}");
+    let mut ws = RawWs::from_parts(stream, rest);
+    assert_eq!(ws.read_message(), (opcode::TEXT, b"early bird".to_vec()));
+}
+
+#[test]
+fn upgrade_and_frame_sent_byte_by_byte_are_handled() {
+    let server = echo_server();
+    let mut stream = std::net::TcpStream::connect(server.addr()).unwrap();
+    stream.set_read_timeout(Some(common::READ_TIMEOUT)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    let request = UpgradeRequest::new("/echo").bearer(&token("u1")).to_bytes();
+    let frame = encode_frame(true, 0, opcode::BINARY, &binary_of(300), Some(MASK));
+    for byte in request.iter().chain(&frame) {
+        std::io::Write::write_all(&mut stream, &[*byte]).unwrap();
+    }
+    let (head, rest) = common::http::read_head(&mut stream);
+    assert_eq!(head.status, 101, "{head:?}");
+    let mut ws = RawWs::from_parts(stream, rest);
+    assert_eq!(ws.read_message(), (opcode::BINARY, binary_of(300)));
+}
+
+#[test]
+fn oversized_length_is_closed_1009_before_the_payload_arrives() {
+    let server = echo_server();
+    let mut ws = RawWs::connect(server.addr(), "/echo", &token("u1"));
+    // Announce 1 MiB, send 10 bytes, and never the rest.
+    let mut frame = encode_frame(true, 0, opcode::BINARY, &vec![0; 1 << 20], Some(MASK));
+    frame.truncate(14 + 10);
+    ws.send_raw(&frame);
+    assert_eq!(ws.expect_close(), 1009);
 }

@@ -122,6 +122,15 @@ impl RawWs {
         RawWs { stream, buf: rest }
     }
 
+    /// A connection already upgraded by hand; `buffered` holds bytes read
+    /// past the response head.
+    pub fn from_parts(stream: TcpStream, buffered: Vec<u8>) -> RawWs {
+        RawWs {
+            stream,
+            buf: buffered,
+        }
+    }
+
     pub fn set_read_timeout(&self, t: Duration) {
         self.stream.set_read_timeout(Some(t)).unwrap();
     }
