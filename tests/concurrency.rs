@@ -48,3 +48,32 @@ fn a_thousand_concurrent_connections_all_get_their_echoes() {
         .sum();
     assert_eq!(echoed, THREADS * PER_THREAD * ROUNDS);
 }
+
+#[test]
+fn clients_vanishing_mid_message_leave_the_server_serving() {
+    use common::raw::{MASK, encode_frame};
+    use common::{RawWs, opcode};
+
+    let mut server = Server::start(&["--echo", "--shards", "2"]);
+    let addr = server.addr();
+    let tok = token("u1");
+    for i in 0..100 {
+        let mut ws = RawWs::connect(addr, "/echo", &tok);
+        let frame = encode_frame(true, 0, opcode::BINARY, &[7; 5000], Some(MASK));
+        ws.send_raw(&frame[..frame.len() / 2]);
+        if i % 2 == 0 {
+            common::reset(ws.stream);
+        }
+    }
+    // Half-sent upgrade requests too.
+    for _ in 0..50 {
+        let stream = std::net::TcpStream::connect(addr).unwrap();
+        let req = common::UpgradeRequest::new("/echo").to_bytes();
+        std::io::Write::write_all(&mut &stream, &req[..req.len() / 2]).unwrap();
+        common::reset(stream);
+    }
+    let mut ws = ws_connect(addr, "/echo", &tok);
+    ws.send(Message::text("still here")).unwrap();
+    assert_eq!(recv(&mut ws), Message::text("still here"));
+    assert!(server.is_running());
+}
