@@ -69,6 +69,31 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, for tables and tests.
+    pub const ALL: [ErrorCode; 21] = [
+        Self::InvalidMessage,
+        Self::UnknownEvent,
+        Self::ValidationError,
+        Self::Forbidden,
+        Self::NotInRoom,
+        Self::RoomFull,
+        Self::RoomLimit,
+        Self::RateLimited,
+        Self::Unauthenticated,
+        Self::TokenExpired,
+        Self::Internal,
+        Self::BadRequest,
+        Self::UnsupportedVersion,
+        Self::OriginForbidden,
+        Self::ServerBusy,
+        Self::TooManyConnections,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+        Self::HeadersTooLarge,
+        Self::PayloadTooLarge,
+        Self::LengthRequired,
+    ];
+
     /// The code as it appears on the wire.
     pub const fn as_str(self) -> &'static str {
         match self {

@@ -102,14 +102,12 @@ fn token_claims(
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     Claims {
-        sub: sub.to_owned(),
-        exp: (now + ttl) as f64,
-        nbf: None,
         iat: Some(now as f64),
         name,
         rooms: (!rooms.is_empty()).then_some(rooms),
         publish: (!publish.is_empty()).then_some(publish),
         admin,
         rate,
+        ..Claims::new(sub, (now + ttl) as f64)
     }
 }

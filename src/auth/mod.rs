@@ -192,17 +192,7 @@ mod tests {
     }
 
     fn claims(exp: f64) -> Claims {
-        Claims {
-            sub: "alice".into(),
-            exp,
-            nbf: None,
-            iat: None,
-            name: None,
-            rooms: None,
-            publish: None,
-            admin: false,
-            rate: None,
-        }
+        Claims::new("alice", exp)
     }
 
     fn b64(s: &str) -> String {

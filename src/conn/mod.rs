@@ -377,7 +377,10 @@ fn on_frames(open: &mut Open, input: &mut [u8], out: &mut Outbound, cx: &mut Con
                 // message goes back to the allocator.
                 open.decoder.shrink();
             }
-            return Step { consumed, end: None };
+            return Step {
+                consumed,
+                end: None,
+            };
         };
         let end = on_message(message, open.endpoint, &open.claims, out, cx);
         consumed += used;

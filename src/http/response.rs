@@ -208,31 +208,7 @@ mod tests {
 
     #[test]
     fn every_error_code_has_a_reason_phrase() {
-        use ErrorCode::*;
-        let codes = [
-            InvalidMessage,
-            UnknownEvent,
-            ValidationError,
-            Forbidden,
-            NotInRoom,
-            RoomFull,
-            RoomLimit,
-            RateLimited,
-            Unauthenticated,
-            TokenExpired,
-            Internal,
-            BadRequest,
-            UnsupportedVersion,
-            OriginForbidden,
-            ServerBusy,
-            TooManyConnections,
-            NotFound,
-            MethodNotAllowed,
-            HeadersTooLarge,
-            PayloadTooLarge,
-            LengthRequired,
-        ];
-        for code in codes {
+        for code in ErrorCode::ALL {
             assert!(!reason_phrase(code.http_status()).is_empty(), "{code}");
         }
         assert_eq!(reason_phrase(299), "");

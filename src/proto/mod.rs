@@ -133,15 +133,8 @@ mod tests {
 
     fn claims() -> Claims {
         Claims {
-            sub: "u1".into(),
-            exp: 0.0,
-            nbf: None,
-            iat: None,
-            name: None,
             rooms: Some(vec!["lobby".into(), "prices:*".into()]),
-            publish: None,
-            admin: false,
-            rate: None,
+            ..Claims::new("u1", 0.0)
         }
     }
 
