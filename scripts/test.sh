@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# The project's test command: build, format and lint checks, Rust unit and
+# integration tests, the Python client tests, then Autobahn (when the shared
+# suite is beside the repo). Runs from any directory.
+#
+#   scripts/test.sh              everything
+#   SKIP_AUTOBAHN=1 scripts/test.sh
+#
+# Honours CARGO_TARGET_DIR. Sets up (once) a Python venv in target/test-venv.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+VENV="$ROOT/target/test-venv"
+PY_PINS=(websockets==17.4 pytest==9.2.0 pytest-timeout==2.4.0)
+start=$(date +%s)
+step() { printf '\n== %s (%ss)\n' "$1" "$(( $(date +%s) - start ))"; }
+
+ensure_python() {
+  if python3 -c 'import venv, ensurepip' 2>/dev/null && python3 -m pip --version >/dev/null 2>&1; then
+    return 0
+  fi
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "test.sh: python3 venv/pip support is missing; install python3-venv and python3-pip" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-pip >/dev/null
+}
+
+ensure_venv() {
+  local stamp="$VENV/.pins"
+  if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "${PY_PINS[*]}" ]; then
+    return 0
+  fi
+  ensure_python
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "${PY_PINS[@]}"
+  echo "${PY_PINS[*]}" > "$stamp"
+}
+
+# Runs Autobahn's fuzzingclient against `roomcast serve --echo`; fails on any
+# FAILED, NON-STRICT or MISSING case.
+autobahn() {
+  local bin="$TARGET/debug/roomcast" secret="autobahn-$RANDOM$RANDOM" log out="$TARGET/autobahn"
+  log="$(mktemp)"
+  "$bin" serve --echo --max-message-size 16MiB --bind 127.0.0.1:0 --jwt-secret "$secret" \
+      --log-level warn >"$log" 2>&1 &
+  local pid=$!
+  AUTOBAHN_PID=$pid
+  local addr=""
+  for _ in $(seq 1 200); do
+    addr="$(sed -n 's/^roomcast listening on //p' "$log" | head -n1)"
+    [ -n "$addr" ] && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  if [ -z "$addr" ]; then
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    echo "test.sh: roomcast did not start for Autobahn:" >&2
+    cat "$log" >&2
+    return 1
+  fi
+  local jwt
+  jwt="$("$bin" token --secret "$secret" --sub autobahn --ttl 3600)" || return 1
+  set +e
+  bash "$ROOT/../shared/autobahn/run.sh" --timeout 600 "ws://$addr/echo?token=$jwt" "$out" | tee "$out.txt"
+  set -e
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  AUTOBAHN_PID=""
+  rm -f "$log"
+  local last
+  last="$(grep '^autobahn: .* of [0-9]*$' "$out.txt" | tail -n1)"
+  AUTOBAHN_RESULT="${last:-autobahn: no summary}"
+  if [ -z "$last" ] || ! grep -Eq ' 0 NON-STRICT, .* 0 FAILED, 0 MISSING of ' <<<"$last"; then
+    echo "test.sh: Autobahn is not clean: ${last:-no summary line}" >&2
+    return 1
+  fi
+}
+
+step "python venv"
+ensure_venv
+
+step "cargo build"
+cargo build --quiet
+
+FAILED_STEPS=()
+# Runs a check; a failure is recorded and the remaining checks still run.
+check() {
+  local name="$1"; shift
+  step "$name"
+  if ! "$@"; then
+    FAILED_STEPS+=("$name")
+  fi
+}
+
+LOGS="$(mktemp -d)"
+AUTOBAHN_PID=""
+# The only process this script starts in the background is Autobahn's server.
+cleanup() {
+  [ -n "$AUTOBAHN_PID" ] && kill "$AUTOBAHN_PID" 2>/dev/null
+  rm -rf "$LOGS"
+}
+trap cleanup EXIT
+: >"$LOGS/cargo"; : >"$LOGS/pytest"
+
+check "cargo fmt --check" cargo fmt --all -- --check
+check "cargo clippy" cargo clippy --quiet --all-targets -- -D warnings
+# Each integration test starts its own server; two at a time suits 2 cores.
+check "cargo test" bash -c 'set -o pipefail; cargo test --quiet --no-fail-fast -- --test-threads=2 2>&1 | tee "$1"' _ "$LOGS/cargo"
+check "pytest" bash -c 'set -o pipefail; ROOMCAST_BIN="$1" "$2" -m pytest -q -p no:cacheprovider tests/python 2>&1 | tee "$3"' \
+  _ "$TARGET/debug/roomcast" "$VENV/bin/python" "$LOGS/pytest"
+
+AUTOBAHN_RESULT="autobahn: skipped"
+if [ "${SKIP_AUTOBAHN:-0}" = 1 ]; then
+  step "autobahn skipped (SKIP_AUTOBAHN=1)"
+elif [ -f "$ROOT/../shared/autobahn/run.sh" ]; then
+  check "autobahn" autobahn
+else
+  step "autobahn skipped (no ../shared/autobahn/run.sh)"
+fi
+
+# Totals over every `test result:` line of cargo and pytest's last line.
+count() { { grep -Eo "[0-9]+ $1" || true; } | awk '{n += $1} END {print n + 0}'; }
+total() {
+  echo $(( $(grep -h '^test result:' "$LOGS/cargo" | count "$1") + $(tail -n1 "$LOGS/pytest" | count "$1") ))
+}
+echo
+echo "test.sh: $AUTOBAHN_RESULT; took $(( $(date +%s) - start ))s"
+if [ "${#FAILED_STEPS[@]}" -gt 0 ]; then
+  echo "test.sh: FAILED: ${FAILED_STEPS[*]}"
+fi
+failed=$(total failed)
+# A step that failed without failing tests (fmt, clippy, a build error) counts as one.
+[ "$failed" -eq 0 ] && failed=${#FAILED_STEPS[@]}
+echo "summary: $(total passed) passed, $failed failed"
+[ "${#FAILED_STEPS[@]}" -eq 0 ]

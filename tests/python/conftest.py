@@ -1,0 +1,103 @@
+"""Harness for the Python client tests: starts the real roomcast binary on an
+ephemeral loopback port and mints HS256 tokens with hmac (independently of the
+server's code). The binary is $ROOMCAST_BIN, else target/debug/roomcast."""
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import pathlib
+import queue
+import subprocess
+import threading
+import time
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SECRET = "py-test-secret-5d2e"
+STARTUP_TIMEOUT = 20
+
+
+def roomcast_bin():
+    return os.environ.get("ROOMCAST_BIN") or str(ROOT / "target" / "debug" / "roomcast")
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def mint(claims, secret=SECRET, alg="HS256"):
+    """A JWT of `claims` signed with HMAC-SHA256 (the header names `alg`)."""
+    header = b64url(json.dumps({"alg": alg, "typ": "JWT"}).encode())
+    payload = b64url(json.dumps(claims).encode())
+    signing_input = f"{header}.{payload}".encode()
+    sig = hmac.new(secret.encode(), signing_input, hashlib.sha256).digest()
+    return f"{header}.{payload}.{b64url(sig)}"
+
+
+def token(sub="py-user", ttl=3600):
+    return mint({"sub": sub, "exp": int(time.time()) + ttl})
+
+
+def _drain(stream, sink):
+    for line in stream:
+        sink.put(line)
+
+
+class Server:
+    """A running `roomcast serve`; `stop()` kills it by its own PID."""
+
+    def __init__(self, *extra):
+        cmd = [roomcast_bin(), "serve", "--bind", "127.0.0.1:0", "--jwt-secret", SECRET, *extra]
+        # None of the caller's ROOMCAST_* settings leak into the server under test.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMCAST_")}
+        self.proc = subprocess.Popen(
+            cmd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.stdout = queue.Queue()
+        self.stderr = queue.Queue()
+        threading.Thread(target=_drain, args=(self.proc.stdout, self.stdout), daemon=True).start()
+        threading.Thread(target=_drain, args=(self.proc.stderr, self.stderr), daemon=True).start()
+        self.addr = self._wait_listening()
+
+    def _wait_listening(self):
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                line = self.stdout.get(timeout=max(left, 0.01))
+            except queue.Empty:
+                self.stop()
+                raise RuntimeError(f"no listening line within {STARTUP_TIMEOUT}s") from None
+            if line.startswith("roomcast listening on "):
+                return line.split()[-1]
+
+    def url(self, path):
+        return f"ws://{self.addr}{path}"
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def start_server():
+    """Starts servers with extra flags; kills each one at the end of the test."""
+    servers = []
+
+    def start(*extra):
+        server = Server(*extra)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
