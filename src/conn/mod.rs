@@ -707,3 +707,6 @@ fn http_error_message(code: ErrorCode) -> &'static str {
         _ => "malformed HTTP request",
     }
 }
+
+#[cfg(test)]
+mod tests;
