@@ -358,7 +358,12 @@ impl Connection {
                 return Tick::Abort(AbortReason::RequestTimeout);
             }
             State::Finishing { deadline } if now >= *deadline => {
-                return Tick::Abort(AbortReason::LingerTimeout);
+                // A client that has not yet read our last bytes (a slow
+                // consumer's 4008) gets up to --drain-timeout more to read them.
+                let flushing = !self.out.is_empty() && now < *deadline + config.drain_timeout;
+                if !flushing {
+                    return Tick::Abort(AbortReason::LingerTimeout);
+                }
             }
             State::Open(_) => {
                 if let Some(sent) = self.unanswered_ping

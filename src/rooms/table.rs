@@ -180,6 +180,16 @@ impl RoomTable {
         self.rooms.get_mut(name).expect("inserted above")
     }
 
+    /// Prunes `name`'s history and forgets the room if nothing is left, so
+    /// that what comes next starts a new epoch at once (not at the next sweep).
+    fn prune_or_forget(&mut self, name: &str, now: Instant) {
+        let ttl = self.config.history_ttl;
+        if let Some(room) = self.rooms.get_mut(name) {
+            room.prune(ttl, now);
+        }
+        self.forget_if_empty(name);
+    }
+
     fn forget_if_empty(&mut self, name: &str) {
         if self
             .rooms
@@ -268,11 +278,10 @@ impl RoomLog for RoomTable {
         recovery: &Recovery<'_>,
         now: Instant,
     ) -> Result<Joined, JoinError> {
-        let ttl = self.config.history_ttl;
+        self.prune_or_forget(name, now);
         let max_members = self.config.max_room_members;
         let event_limit = self.config.presence_event_limit;
         let room = self.room_mut(name);
-        room.prune(ttl, now);
         let mut presence = None;
         if !joiner.rejoin {
             if max_members > 0 && room.connections >= max_members {
@@ -334,10 +343,9 @@ impl RoomLog for RoomTable {
     }
 
     fn publish(&mut self, message: &Publish<'_>, now: Instant) -> Published {
+        self.prune_or_forget(message.room, now);
         let keep = self.config.history;
-        let ttl = self.config.history_ttl;
         let room = self.room_mut(message.room);
-        room.prune(ttl, now);
         room.seq += 1;
         let text = wire::room_message(
             message.event,
@@ -571,6 +579,21 @@ mod tests {
         assert_eq!(publish(&mut t, "r", "1", now).seq, 1);
         assert_eq!(publish(&mut t, "r", "2", now).seq, 1);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_room_whose_history_expired_starts_afresh_without_waiting_for_a_sweep() {
+        let mut t = table(5);
+        let start = Instant::now();
+        let first = first_join_epoch(&mut t, start);
+        publish(&mut t, "r", "1", start);
+        t.leave("r", 0, "a", start);
+        let later = start + Duration::from_secs(301);
+        assert_eq!(publish(&mut t, "r", "2", later).seq, 1);
+        let joined = t
+            .join("r", &joiner("a", 0), &Recovery::default(), later)
+            .unwrap();
+        assert_ne!(epoch_of(&text(&joined.data)), first);
     }
 
     #[test]
