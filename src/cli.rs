@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
-use crate::config::{self, AcceptMode, Config, ConfigError};
+use crate::config::{self, AcceptMode, Config, ConfigError, RoomsConfig, SlowConsumer};
 use crate::log::Level;
 
 /// roomcast: a fast WebSocket pub/sub server with rooms and JWT auth.
@@ -80,6 +80,55 @@ pub struct ServeArgs {
     /// Log verbosity.
     #[arg(long, env = "ROOMCAST_LOG_LEVEL", value_enum, default_value = "info")]
     pub log_level: Level,
+    /// Comma-separated join patterns for tokens without a `rooms` claim.
+    #[arg(
+        long,
+        env = "ROOMCAST_DEFAULT_ROOMS",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    pub default_rooms: Vec<String>,
+    /// Whether room members may publish without a matching `pub` pattern.
+    #[arg(long, env = "ROOMCAST_MEMBERS_PUBLISH", default_value_t = true, num_args = 0..=1,
+          default_missing_value = "true", action = ArgAction::Set)]
+    pub members_publish: bool,
+    /// Comma-separated patterns of rooms that announce joins and leaves.
+    #[arg(
+        long,
+        env = "ROOMCAST_PRESENCE_ROOMS",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    pub presence_rooms: Vec<String>,
+    /// Rooms with more connections than this announce no joins and leaves.
+    #[arg(long, env = "ROOMCAST_PRESENCE_EVENT_LIMIT", default_value_t = 1000)]
+    pub presence_event_limit: usize,
+    /// Most rooms one connection may be in; more get ROOM_LIMIT.
+    #[arg(long, env = "ROOMCAST_MAX_ROOMS_PER_CONNECTION", default_value_t = 100)]
+    pub max_rooms_per_connection: usize,
+    /// Most connections in one room; more get ROOM_FULL (0: no limit).
+    #[arg(long, env = "ROOMCAST_MAX_ROOM_MEMBERS", default_value_t = 0)]
+    pub max_room_members: usize,
+    /// Messages each room keeps for history and recovery (1: the last value; 0: none).
+    #[arg(long, env = "ROOMCAST_HISTORY", default_value_t = 1)]
+    pub history: usize,
+    /// Age after which history entries are dropped.
+    #[arg(long, env = "ROOMCAST_HISTORY_TTL", default_value = "300", value_parser = duration)]
+    pub history_ttl: Duration,
+    /// Messages per second per connection (the token's `rate` claim overrides it; 0: unlimited).
+    #[arg(long, env = "ROOMCAST_RATE_LIMIT", default_value_t = 50.0)]
+    pub rate_limit: f64,
+    /// Messages a connection may send in a burst above the rate.
+    #[arg(long, env = "ROOMCAST_RATE_BURST", default_value_t = 100.0)]
+    pub rate_burst: f64,
+    /// What happens to room events for a client over its write bound: close (4008), drop, or conflate.
+    #[arg(
+        long,
+        env = "ROOMCAST_SLOW_CONSUMER",
+        value_enum,
+        default_value = "close"
+    )]
+    pub slow_consumer: SlowConsumer,
 }
 
 /// Flags of `roomcast token`.
@@ -159,6 +208,19 @@ impl ServeArgs {
             echo: self.echo,
             accept_mode: self.accept,
             log_level: self.log_level,
+            rooms: RoomsConfig {
+                default_rooms: self.default_rooms,
+                members_publish: self.members_publish,
+                presence_rooms: self.presence_rooms,
+                presence_event_limit: self.presence_event_limit,
+                max_rooms_per_connection: self.max_rooms_per_connection,
+                max_room_members: self.max_room_members,
+                history: self.history,
+                history_ttl: self.history_ttl,
+                rate_limit: self.rate_limit,
+                rate_burst: self.rate_burst,
+                slow_consumer: self.slow_consumer,
+            },
         };
         config.validate()?;
         Ok(config)

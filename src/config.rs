@@ -45,6 +45,64 @@ pub struct Config {
     pub accept_mode: AcceptMode,
     /// Verbosity of the lifecycle log on stderr.
     pub log_level: crate::log::Level,
+    /// Room behaviour: permissions, history, presence, limits.
+    pub rooms: RoomsConfig,
+}
+
+/// The flags that shape rooms (`docs/protocol.md` sections 6-8).
+#[derive(Debug, Clone)]
+pub struct RoomsConfig {
+    /// Join patterns for tokens without a `rooms` claim.
+    pub default_rooms: Vec<String>,
+    /// Whether members may publish without a `pub` pattern.
+    pub members_publish: bool,
+    /// Rooms whose joins and leaves are announced.
+    pub presence_rooms: Vec<String>,
+    /// Rooms with more connections than this announce no joins and leaves.
+    pub presence_event_limit: usize,
+    /// Most rooms one connection may be in.
+    pub max_rooms_per_connection: usize,
+    /// Most connections in one room; 0: no limit.
+    pub max_room_members: usize,
+    /// Messages kept per room for `history` and recovery.
+    pub history: usize,
+    /// Age after which history entries are dropped.
+    pub history_ttl: Duration,
+    /// Messages per second per connection; 0: unlimited.
+    pub rate_limit: f64,
+    /// Messages a connection may send at once above the rate.
+    pub rate_burst: f64,
+    /// What happens to room events for a client over its write bound.
+    pub slow_consumer: SlowConsumer,
+}
+
+/// The `--slow-consumer` policies of section 8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SlowConsumer {
+    /// Discard what is pending and close with 4008.
+    Close,
+    /// Drop the event for that client and tell it how many later.
+    Drop,
+    /// Keep only the newest undelivered event per room.
+    Conflate,
+}
+
+impl Default for RoomsConfig {
+    fn default() -> Self {
+        Self {
+            default_rooms: vec!["*".into()],
+            members_publish: true,
+            presence_rooms: vec!["*".into()],
+            presence_event_limit: 1000,
+            max_rooms_per_connection: 100,
+            max_room_members: 0,
+            history: 1,
+            history_ttl: Duration::from_secs(300),
+            rate_limit: 50.0,
+            rate_burst: 100.0,
+            slow_consumer: SlowConsumer::Close,
+        }
+    }
 }
 
 /// How accepted sockets are spread over the shards.
@@ -122,6 +180,9 @@ pub fn parse_size(text: &str) -> Result<usize, ConfigError> {
     n.checked_mul(unit).ok_or_else(bad)
 }
 
+/// The most messages a room may keep.
+const MAX_HISTORY: usize = 10_000;
+
 /// The largest message size the server accepts at all (for Autobahn's 16 MiB cases, with room).
 const MAX_MESSAGE_SIZE_CEILING: usize = 64 * 1024 * 1024;
 
@@ -152,6 +213,19 @@ impl Config {
         }
         if self.max_connections == 0 {
             return out_of_range("max-connections", "must be at least 1");
+        }
+        if self.rooms.history > MAX_HISTORY {
+            return out_of_range("history", "must be at most 10000");
+        }
+        if self.rooms.max_rooms_per_connection == 0 || self.rooms.max_rooms_per_connection > 10_000
+        {
+            return out_of_range("max-rooms-per-connection", "must be between 1 and 10000");
+        }
+        if !(self.rooms.rate_limit >= 0.0 && self.rooms.rate_limit.is_finite()) {
+            return out_of_range("rate-limit", "must be a number >= 0");
+        }
+        if !(self.rooms.rate_burst >= 1.0 && self.rooms.rate_burst.is_finite()) {
+            return out_of_range("rate-burst", "must be a number >= 1");
         }
         if self.jwt_secrets.iter().any(|s| s.is_empty()) {
             return out_of_range("jwt-secret", "a secret must not be empty");

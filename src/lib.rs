@@ -16,5 +16,6 @@ pub mod json;
 pub mod log;
 pub mod proto;
 pub mod reactor;
+pub mod rooms;
 pub mod sys;
 pub mod ws;

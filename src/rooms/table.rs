@@ -1,0 +1,659 @@
+//! The owner's view of rooms: sequence numbers, epochs, history, member
+//! counts per shard and presence. Every room is owned by exactly one shard
+//! (see `rooms::owner_of`), so this table is only ever touched by that
+//! shard's thread and needs no lock; ordering per room follows from it.
+//!
+//! Sans-IO: takes names, bytes and an `Instant`, returns JSON and frames.
+//! This is the piece a Redis-backed implementation replaces when rooms are
+//! shared between processes (`RoomLog` is its interface).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::json;
+use crate::proto::names::pattern_matches;
+use crate::rooms::wire;
+
+/// Most users listed by `presence:get`.
+pub const MAX_PRESENCE_USERS: usize = 1000;
+
+/// What the owner of a room does with it; one implementation per backend.
+pub trait RoomLog {
+    /// Adds a connection of `joiner` on `shard` (or re-reads the room for a
+    /// connection already in it) and returns the join ack's `data`.
+    fn join(
+        &mut self,
+        room: &str,
+        joiner: &Joiner<'_>,
+        recovery: &Recovery<'_>,
+        now: Instant,
+    ) -> Result<Joined, JoinError>;
+    /// Removes a connection; returns a `presence:leave` frame when it was
+    /// the user's last connection in a room that announces presence.
+    fn leave(&mut self, room: &str, shard: usize, user_id: &str, now: Instant)
+    -> Option<Arc<[u8]>>;
+    /// Assigns the next `seq`, encodes the message once, keeps it in history.
+    fn publish(&mut self, message: &Publish<'_>, now: Instant) -> Published;
+    /// The `data` of a `presence:get` ack.
+    fn presence(&self, room: &str) -> Vec<u8>;
+    /// The shards that have members in `room`.
+    fn member_shards(&self, room: &str) -> Vec<usize>;
+    /// Drops expired history and forgets rooms with nothing left.
+    fn sweep(&mut self, now: Instant);
+}
+
+/// Settings of the table, from the command line.
+#[derive(Debug, Clone)]
+pub struct TableConfig {
+    pub shards: usize,
+    pub history: usize,
+    pub history_ttl: Duration,
+    pub presence_rooms: Vec<String>,
+    pub presence_event_limit: usize,
+    pub max_room_members: usize,
+}
+
+/// Who joins.
+#[derive(Debug, Clone, Copy)]
+pub struct Joiner<'a> {
+    pub shard: usize,
+    pub user_id: &'a str,
+    pub name: Option<&'a str>,
+    /// The connection is already in the room: answer without counting it again.
+    pub rejoin: bool,
+}
+
+/// What a join asks to get back (`history`, `since`, `epoch`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Recovery<'a> {
+    pub history: Option<u64>,
+    pub since: Option<u64>,
+    pub epoch: Option<&'a str>,
+}
+
+/// A successful join.
+#[derive(Debug)]
+pub struct Joined {
+    /// `{"room","epoch","seq","messages","recovered"?,"members"}`.
+    pub data: Vec<u8>,
+    /// A `presence:join` frame for the other members, when due.
+    pub presence: Option<Arc<[u8]>>,
+}
+
+/// Why a join was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinError {
+    /// The room holds `--max-room-members` connections.
+    RoomFull,
+}
+
+/// A message to publish.
+#[derive(Debug, Clone, Copy)]
+pub struct Publish<'a> {
+    pub room: &'a str,
+    pub event: &'a str,
+    /// The `data` JSON text exactly as the sender wrote it.
+    pub data: &'a [u8],
+    pub from: &'a str,
+    pub ts_ms: u64,
+}
+
+/// A published message.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub seq: u64,
+    /// The one frame every member gets.
+    pub frame: Arc<[u8]>,
+}
+
+struct HistoryEntry {
+    seq: u64,
+    frame: Arc<[u8]>,
+    at: Instant,
+}
+
+struct UserPresence {
+    name: Option<Box<str>>,
+    connections: u32,
+}
+
+struct Room {
+    epoch: Arc<str>,
+    seq: u64,
+    history: VecDeque<HistoryEntry>,
+    connections: usize,
+    per_shard: Vec<u32>,
+    users: HashMap<Box<str>, UserPresence>,
+    announces_presence: bool,
+}
+
+/// The rooms owned by one shard.
+pub struct RoomTable {
+    config: TableConfig,
+    rooms: HashMap<Box<str>, Room>,
+    /// Makes epochs unique across shards and restarts.
+    epoch_seed: u64,
+    epochs_made: u64,
+}
+
+impl RoomTable {
+    /// An empty table; `epoch_seed` should differ per shard and per process.
+    pub fn new(config: TableConfig, epoch_seed: u64) -> Self {
+        Self {
+            config,
+            rooms: HashMap::new(),
+            epoch_seed,
+            epochs_made: 0,
+        }
+    }
+
+    /// Rooms currently known.
+    pub fn len(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Whether no room is known.
+    pub fn is_empty(&self) -> bool {
+        self.rooms.is_empty()
+    }
+
+    fn room_mut(&mut self, name: &str) -> &mut Room {
+        if !self.rooms.contains_key(name) {
+            self.epochs_made += 1;
+            let epoch = format!("{:x}-{:x}", self.epoch_seed, self.epochs_made);
+            let room = Room {
+                epoch: Arc::from(epoch),
+                seq: 0,
+                history: VecDeque::new(),
+                connections: 0,
+                per_shard: vec![0; self.config.shards],
+                users: HashMap::new(),
+                announces_presence: self
+                    .config
+                    .presence_rooms
+                    .iter()
+                    .any(|p| pattern_matches(p, name)),
+            };
+            self.rooms.insert(name.into(), room);
+        }
+        self.rooms.get_mut(name).expect("inserted above")
+    }
+
+    fn forget_if_empty(&mut self, name: &str) {
+        if self
+            .rooms
+            .get(name)
+            .is_some_and(|r| r.connections == 0 && r.history.is_empty())
+        {
+            self.rooms.remove(name);
+        }
+    }
+}
+
+impl Room {
+    fn prune(&mut self, ttl: Duration, now: Instant) {
+        while self
+            .history
+            .front()
+            .is_some_and(|e| now.duration_since(e.at) >= ttl)
+        {
+            self.history.pop_front();
+        }
+    }
+
+    /// The messages a join gets back, and whether they recover the gap.
+    fn recover(&self, recovery: &Recovery<'_>) -> (Vec<&HistoryEntry>, Option<bool>) {
+        let last_k = |k: usize| {
+            let skip = self.history.len().saturating_sub(k);
+            self.history.iter().skip(skip).collect::<Vec<_>>()
+        };
+        let Some(since) = recovery.since else {
+            let k = recovery
+                .history
+                .map_or(0, |k| usize::try_from(k).unwrap_or(usize::MAX));
+            return (last_k(k), None);
+        };
+        let same_epoch = recovery.epoch == Some(&*self.epoch);
+        let oldest_needed = since.saturating_add(1);
+        let covered = since == self.seq
+            || (since < self.seq && self.history.front().is_some_and(|e| e.seq <= oldest_needed));
+        if same_epoch && covered {
+            let missed = self.history.iter().filter(|e| e.seq > since).collect();
+            return (missed, Some(true));
+        }
+        let k = recovery
+            .history
+            .map_or(usize::MAX, |k| usize::try_from(k).unwrap_or(usize::MAX));
+        (last_k(k), Some(false))
+    }
+
+    fn join_data(&self, name: &str, recovery: &Recovery<'_>) -> Vec<u8> {
+        let (messages, recovered) = self.recover(recovery);
+        let mut out =
+            Vec::with_capacity(96 + messages.iter().map(|e| e.frame.len()).sum::<usize>());
+        out.extend_from_slice(b"{\"room\":");
+        json::write_str(&mut out, name);
+        out.extend_from_slice(b",\"epoch\":");
+        json::write_str(&mut out, &self.epoch);
+        out.extend_from_slice(b",\"seq\":");
+        json::write_u64(&mut out, self.seq);
+        out.extend_from_slice(b",\"messages\":[");
+        for (i, entry) in messages.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(wire::frame_text(&entry.frame));
+        }
+        out.push(b']');
+        if let Some(recovered) = recovered {
+            out.extend_from_slice(if recovered {
+                b",\"recovered\":true"
+            } else {
+                b",\"recovered\":false"
+            });
+        }
+        out.extend_from_slice(b",\"members\":");
+        json::write_u64(&mut out, self.connections as u64);
+        out.push(b'}');
+        out
+    }
+}
+
+impl RoomLog for RoomTable {
+    fn join(
+        &mut self,
+        name: &str,
+        joiner: &Joiner<'_>,
+        recovery: &Recovery<'_>,
+        now: Instant,
+    ) -> Result<Joined, JoinError> {
+        let ttl = self.config.history_ttl;
+        let max_members = self.config.max_room_members;
+        let event_limit = self.config.presence_event_limit;
+        let room = self.room_mut(name);
+        room.prune(ttl, now);
+        let mut presence = None;
+        if !joiner.rejoin {
+            if max_members > 0 && room.connections >= max_members {
+                self.forget_if_empty(name);
+                return Err(JoinError::RoomFull);
+            }
+            room.connections += 1;
+            if let Some(count) = room.per_shard.get_mut(joiner.shard) {
+                *count += 1;
+            }
+            let user = room
+                .users
+                .entry(joiner.user_id.into())
+                .or_insert(UserPresence {
+                    name: joiner.name.map(Into::into),
+                    connections: 0,
+                });
+            user.connections += 1;
+            if user.connections == 1 && room.announces_presence && room.connections <= event_limit {
+                presence = Some(wire::text_frame(&wire::presence_join(
+                    name,
+                    joiner.user_id,
+                    joiner.name,
+                )));
+            }
+        }
+        Ok(Joined {
+            data: room.join_data(name, recovery),
+            presence,
+        })
+    }
+
+    fn leave(
+        &mut self,
+        name: &str,
+        shard: usize,
+        user_id: &str,
+        _now: Instant,
+    ) -> Option<Arc<[u8]>> {
+        let event_limit = self.config.presence_event_limit;
+        let room = self.rooms.get_mut(name)?;
+        let announce_if_last = room.announces_presence && room.connections <= event_limit;
+        room.connections = room.connections.saturating_sub(1);
+        if let Some(count) = room.per_shard.get_mut(shard) {
+            *count = count.saturating_sub(1);
+        }
+        let mut presence = None;
+        if let Some(user) = room.users.get_mut(user_id) {
+            user.connections -= 1;
+            if user.connections == 0 {
+                room.users.remove(user_id);
+                if announce_if_last {
+                    presence = Some(wire::text_frame(&wire::presence_leave(name, user_id)));
+                }
+            }
+        }
+        self.forget_if_empty(name);
+        presence
+    }
+
+    fn publish(&mut self, message: &Publish<'_>, now: Instant) -> Published {
+        let keep = self.config.history;
+        let ttl = self.config.history_ttl;
+        let room = self.room_mut(message.room);
+        room.prune(ttl, now);
+        room.seq += 1;
+        let text = wire::room_message(
+            message.event,
+            message.room,
+            message.data,
+            message.from,
+            room.seq,
+            message.ts_ms,
+        );
+        let frame = wire::text_frame(&text);
+        if keep > 0 {
+            if room.history.len() == keep {
+                room.history.pop_front();
+            }
+            room.history.push_back(HistoryEntry {
+                seq: room.seq,
+                frame: frame.clone(),
+                at: now,
+            });
+        }
+        let published = Published {
+            seq: room.seq,
+            frame,
+        };
+        self.forget_if_empty(message.room);
+        published
+    }
+
+    fn presence(&self, name: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(128);
+        out.extend_from_slice(b"{\"room\":");
+        json::write_str(&mut out, name);
+        let Some(room) = self.rooms.get(name) else {
+            out.extend_from_slice(b",\"count\":0,\"users\":[]}");
+            return out;
+        };
+        out.extend_from_slice(b",\"count\":");
+        json::write_u64(&mut out, room.users.len() as u64);
+        out.extend_from_slice(b",\"users\":[");
+        for (i, (user_id, user)) in room.users.iter().take(MAX_PRESENCE_USERS).enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"userId\":");
+            json::write_str(&mut out, user_id);
+            out.extend_from_slice(b",\"name\":");
+            wire::write_optional_str(&mut out, user.name.as_deref());
+            out.extend_from_slice(b",\"connections\":");
+            json::write_u64(&mut out, u64::from(user.connections));
+            out.push(b'}');
+        }
+        out.push(b']');
+        if room.users.len() > MAX_PRESENCE_USERS {
+            out.extend_from_slice(b",\"truncated\":true");
+        }
+        out.push(b'}');
+        out
+    }
+
+    fn member_shards(&self, name: &str) -> Vec<usize> {
+        self.rooms.get(name).map_or_else(Vec::new, |room| {
+            room.per_shard
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(|(shard, _)| shard)
+                .collect()
+        })
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        let ttl = self.config.history_ttl;
+        self.rooms.retain(|_, room| {
+            room.prune(ttl, now);
+            room.connections > 0 || !room.history.is_empty()
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(history: usize) -> RoomTable {
+        RoomTable::new(
+            TableConfig {
+                shards: 2,
+                history,
+                history_ttl: Duration::from_secs(300),
+                presence_rooms: vec!["*".into()],
+                presence_event_limit: 1000,
+                max_room_members: 0,
+            },
+            7,
+        )
+    }
+
+    fn joiner(user: &str, shard: usize) -> Joiner<'_> {
+        Joiner {
+            shard,
+            user_id: user,
+            name: None,
+            rejoin: false,
+        }
+    }
+
+    fn publish(table: &mut RoomTable, room: &str, data: &str, now: Instant) -> Published {
+        table.publish(
+            &Publish {
+                room,
+                event: "chat:msg",
+                data: data.as_bytes(),
+                from: "u",
+                ts_ms: 1,
+            },
+            now,
+        )
+    }
+
+    fn text(bytes: &[u8]) -> String {
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    fn epoch_of(data: &str) -> String {
+        let start = data.find("\"epoch\":\"").unwrap() + 9;
+        data[start..start + data[start..].find('"').unwrap()].to_owned()
+    }
+
+    #[test]
+    fn seq_counts_from_one_and_frames_are_shared_with_history() {
+        let mut t = table(3);
+        let now = Instant::now();
+        let first = publish(&mut t, "r", "1", now);
+        let second = publish(&mut t, "r", "2", now);
+        assert_eq!((first.seq, second.seq), (1, 2));
+        let joined = t
+            .join(
+                "r",
+                &joiner("a", 0),
+                &Recovery {
+                    history: Some(5),
+                    ..Default::default()
+                },
+                now,
+            )
+            .unwrap();
+        let data = text(&joined.data);
+        assert!(
+            data.contains(&format!(
+                "\"messages\":[{},{}]",
+                text(wire::frame_text(&first.frame)),
+                text(wire::frame_text(&second.frame))
+            )),
+            "{data}"
+        );
+        assert!(data.contains("\"seq\":2"));
+        assert!(data.ends_with("\"members\":1}"));
+    }
+
+    #[test]
+    fn recovery_within_the_ring_returns_exactly_the_missed_messages() {
+        let mut t = table(10);
+        let now = Instant::now();
+        let data = text(
+            &t.join("r", &joiner("a", 0), &Recovery::default(), now)
+                .unwrap()
+                .data,
+        );
+        let epoch = epoch_of(&data);
+        for i in 0..5 {
+            publish(&mut t, "r", &i.to_string(), now);
+        }
+        let again = Recovery {
+            since: Some(3),
+            epoch: Some(&epoch),
+            history: None,
+        };
+        let data = text(&t.join("r", &joiner("a", 1), &again, now).unwrap().data);
+        assert!(data.contains("\"recovered\":true"), "{data}");
+        assert!(
+            data.contains("\"seq\":4,")
+                && data.contains("\"seq\":5,")
+                && !data.contains("\"seq\":3,"),
+            "{data}"
+        );
+        let current = Recovery {
+            since: Some(5),
+            epoch: Some(&epoch),
+            history: None,
+        };
+        let data = text(&t.join("r", &joiner("b", 1), &current, now).unwrap().data);
+        assert!(
+            data.contains("\"messages\":[],\"recovered\":true"),
+            "{data}"
+        );
+    }
+
+    #[test]
+    fn overflowed_ring_or_other_epoch_is_not_recovered() {
+        let mut t = table(3);
+        let now = Instant::now();
+        let data = text(
+            &t.join("r", &joiner("a", 0), &Recovery::default(), now)
+                .unwrap()
+                .data,
+        );
+        let epoch = epoch_of(&data);
+        for i in 0..6 {
+            publish(&mut t, "r", &i.to_string(), now);
+        }
+        let gap = Recovery {
+            since: Some(1),
+            epoch: Some(&epoch),
+            history: None,
+        };
+        let data = text(&t.join("r", &joiner("a", 0), &gap, now).unwrap().data);
+        assert!(data.contains("\"recovered\":false"), "{data}");
+        assert_eq!(data.matches("\"event\":\"chat:msg\"").count(), 3);
+        let other = Recovery {
+            since: Some(5),
+            epoch: Some("nope"),
+            history: Some(1),
+        };
+        let data = text(&t.join("r", &joiner("a", 0), &other, now).unwrap().data);
+        assert!(data.contains("\"recovered\":false"), "{data}");
+        assert_eq!(data.matches("\"event\":\"chat:msg\"").count(), 1);
+    }
+
+    #[test]
+    fn a_room_with_nothing_left_starts_a_new_epoch() {
+        let mut t = table(0);
+        let now = Instant::now();
+        assert_eq!(publish(&mut t, "r", "1", now).seq, 1);
+        assert_eq!(publish(&mut t, "r", "2", now).seq, 1);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn history_expires_after_the_ttl() {
+        let mut t = table(5);
+        let start = Instant::now();
+        publish(&mut t, "r", "1", start);
+        t.sweep(start + Duration::from_secs(301));
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn presence_is_announced_once_per_user() {
+        let mut t = table(1);
+        let now = Instant::now();
+        assert!(
+            t.join("r", &joiner("a", 0), &Recovery::default(), now)
+                .unwrap()
+                .presence
+                .is_some()
+        );
+        assert!(
+            t.join("r", &joiner("a", 1), &Recovery::default(), now)
+                .unwrap()
+                .presence
+                .is_none()
+        );
+        assert!(t.leave("r", 0, "a", now).is_none());
+        let leave = t.leave("r", 1, "a", now).unwrap();
+        assert_eq!(
+            wire::frame_text(&leave),
+            br#"{"event":"presence:leave","room":"r","data":{"userId":"a"}}"#
+        );
+    }
+
+    #[test]
+    fn presence_get_counts_distinct_users() {
+        let mut t = table(1);
+        let now = Instant::now();
+        t.join(
+            "r",
+            &Joiner {
+                name: Some("Ann"),
+                ..joiner("a", 0)
+            },
+            &Recovery::default(),
+            now,
+        )
+        .unwrap();
+        t.join("r", &joiner("a", 1), &Recovery::default(), now)
+            .unwrap();
+        assert_eq!(
+            text(&t.presence("r")),
+            r#"{"room":"r","count":1,"users":[{"userId":"a","name":"Ann","connections":2}]}"#
+        );
+    }
+
+    #[test]
+    fn room_full_and_rejoin() {
+        let mut t = table(1);
+        t.config.max_room_members = 1;
+        let now = Instant::now();
+        t.join("r", &joiner("a", 0), &Recovery::default(), now)
+            .unwrap();
+        assert_eq!(
+            t.join("r", &joiner("b", 0), &Recovery::default(), now)
+                .unwrap_err(),
+            JoinError::RoomFull
+        );
+        let rejoin = Joiner {
+            rejoin: true,
+            ..joiner("a", 0)
+        };
+        assert!(
+            text(
+                &t.join("r", &rejoin, &Recovery::default(), now)
+                    .unwrap()
+                    .data
+            )
+            .ends_with("\"members\":1}")
+        );
+        assert_eq!(t.member_shards("r"), [0]);
+    }
+}

@@ -1,0 +1,151 @@
+//! The JSON texts and frames of room traffic (sections 6-7), each encoded
+//! once and shared by reference with every member.
+//!
+//! Pure byte writers: no room state, no sockets.
+
+use std::sync::Arc;
+
+use crate::json;
+use crate::ws::frame::{self, OpCode};
+
+/// A complete server text frame holding `text`.
+pub fn text_frame(text: &[u8]) -> Arc<[u8]> {
+    let mut header = [0u8; 10];
+    let header_len = frame::encode_header(true, OpCode::Text, text.len(), &mut header);
+    let mut bytes = Vec::with_capacity(header_len + text.len());
+    bytes.extend_from_slice(&header[..header_len]);
+    bytes.extend_from_slice(text);
+    Arc::from(bytes)
+}
+
+/// The JSON text inside a frame built by `text_frame`.
+pub fn frame_text(frame: &[u8]) -> &[u8] {
+    let header_len = match frame.get(1).map(|b| b & 0x7f) {
+        Some(126) => 4,
+        Some(127) => 10,
+        _ => 2,
+    };
+    frame.get(header_len..).unwrap_or_default()
+}
+
+/// `{"event","room","data","from","seq","ts"}`, in exactly that order.
+pub fn room_message(
+    event: &str,
+    room: &str,
+    data: &[u8],
+    from: &str,
+    seq: u64,
+    ts_ms: u64,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + event.len() + room.len() + data.len() + from.len());
+    out.extend_from_slice(b"{\"event\":");
+    json::write_str(&mut out, event);
+    out.extend_from_slice(b",\"room\":");
+    json::write_str(&mut out, room);
+    out.extend_from_slice(b",\"data\":");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b",\"from\":");
+    json::write_str(&mut out, from);
+    out.extend_from_slice(b",\"seq\":");
+    json::write_u64(&mut out, seq);
+    out.extend_from_slice(b",\"ts\":");
+    json::write_u64(&mut out, ts_ms);
+    out.push(b'}');
+    out
+}
+
+/// `{"event","data","from","ts"}`: a direct message or a broadcast.
+pub fn direct_message(event: &str, data: &[u8], from: &str, ts_ms: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(48 + event.len() + data.len() + from.len());
+    out.extend_from_slice(b"{\"event\":");
+    json::write_str(&mut out, event);
+    out.extend_from_slice(b",\"data\":");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b",\"from\":");
+    json::write_str(&mut out, from);
+    out.extend_from_slice(b",\"ts\":");
+    json::write_u64(&mut out, ts_ms);
+    out.push(b'}');
+    out
+}
+
+/// `{"event":"presence:join","room","data":{"userId","name"}}`.
+pub fn presence_join(room: &str, user_id: &str, name: Option<&str>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(80 + room.len() + user_id.len());
+    out.extend_from_slice(b"{\"event\":\"presence:join\",\"room\":");
+    json::write_str(&mut out, room);
+    out.extend_from_slice(b",\"data\":{\"userId\":");
+    json::write_str(&mut out, user_id);
+    out.extend_from_slice(b",\"name\":");
+    write_optional_str(&mut out, name);
+    out.extend_from_slice(b"}}");
+    out
+}
+
+/// `{"event":"presence:leave","room","data":{"userId"}}`.
+pub fn presence_leave(room: &str, user_id: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + room.len() + user_id.len());
+    out.extend_from_slice(b"{\"event\":\"presence:leave\",\"room\":");
+    json::write_str(&mut out, room);
+    out.extend_from_slice(b",\"data\":{\"userId\":");
+    json::write_str(&mut out, user_id);
+    out.extend_from_slice(b"}}");
+    out
+}
+
+/// `{"event":"system:dropped","data":{"count":n}}`.
+pub fn dropped(count: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(48);
+    out.extend_from_slice(b"{\"event\":\"system:dropped\",\"data\":{\"count\":");
+    json::write_u64(&mut out, count);
+    out.extend_from_slice(b"}}");
+    out
+}
+
+/// A JSON string, or `null`.
+pub fn write_optional_str(out: &mut Vec<u8>, value: Option<&str>) {
+    match value {
+        Some(s) => json::write_str(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_message_has_fields_in_protocol_order() {
+        let text = room_message("chat:msg", "lobby", br#"{"a" : 1}"#, "u\"1", 7, 99);
+        assert_eq!(
+            text,
+            br#"{"event":"chat:msg","room":"lobby","data":{"a" : 1},"from":"u\"1","seq":7,"ts":99}"#
+        );
+    }
+
+    #[test]
+    fn frames_wrap_text_and_give_it_back() {
+        for len in [0, 125, 126, 65535, 65536] {
+            let text = vec![b'x'; len];
+            let frame = text_frame(&text);
+            assert_eq!(frame_text(&frame), &text[..], "{len}");
+            assert_eq!(frame[0], 0x81);
+        }
+    }
+
+    #[test]
+    fn presence_events_have_the_documented_shape() {
+        assert_eq!(
+            presence_join("r", "u1", None),
+            br#"{"event":"presence:join","room":"r","data":{"userId":"u1","name":null}}"#
+        );
+        assert_eq!(
+            presence_leave("r", "u1"),
+            br#"{"event":"presence:leave","room":"r","data":{"userId":"u1"}}"#
+        );
+        assert_eq!(
+            dropped(3),
+            br#"{"event":"system:dropped","data":{"count":3}}"#
+        );
+    }
+}
