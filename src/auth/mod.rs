@@ -170,12 +170,22 @@ pub fn mint(claims: &Claims, secret: &[u8]) -> String {
 /// When the operating system cannot provide random bytes; the server cannot
 /// run safely without them, and this is only called at startup.
 pub fn random_secret() -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>())
+}
+
+/// A random number from the operating system, for ids that must not repeat
+/// across restarts (room epochs). Called at start-up only.
+pub fn random_u64() -> u64 {
+    u64::from_ne_bytes(random_bytes::<8>())
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
     use ring::rand::SecureRandom as _;
-    let mut bytes = [0u8; 32];
+    let mut bytes = [0u8; N];
     ring::rand::SystemRandom::new()
         .fill(&mut bytes)
         .expect("the operating system's random number generator failed");
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    bytes
 }
 
 #[cfg(test)]

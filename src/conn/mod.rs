@@ -8,6 +8,8 @@
 
 pub mod outbound;
 pub mod pool;
+pub mod rate;
+mod session;
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -15,13 +17,17 @@ use std::time::{Duration, Instant};
 use crate::auth::{Claims, Keys};
 use crate::codes::{ErrorCode, close, limits};
 use crate::config::Config;
-use crate::http::request::{HeadReader, Request};
+use crate::config::SlowConsumer;
+use crate::http::request::{HeadReader, Request as HttpRequest};
 use crate::http::response;
-use crate::proto::{self, Session, envelope::Parser};
+use crate::proto::{self, Request, Session, Sink, envelope::Parser};
 use crate::ws::decoder::{CloseFrame, Decoder, Message};
 use crate::ws::frame::OpCode;
 use crate::ws::handshake::{self, Accepted, UpgradePolicy};
 use outbound::Outbound;
+use rate::{RateLimit, Verdict};
+use session::SessionState;
+use std::sync::Arc;
 
 /// How long a client may take to send its request head.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,6 +55,17 @@ pub struct Context<'a> {
     pub unix_ms: u64,
     /// Whether the server is shutting down.
     pub draining: bool,
+    /// Work for the rooms that the connection's messages asked for.
+    pub requests: &'a mut Vec<Request>,
+}
+
+/// How a frame from the rooms is bounded (section 8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// A room event: over the bound, `--slow-consumer` decides.
+    RoomEvent,
+    /// Anything else (acks, presence, direct messages): up to twice the bound.
+    Other,
 }
 
 /// What the reactor should do with a connection after a timer tick.
@@ -94,6 +111,9 @@ pub struct Connection {
     /// The oldest ping not yet followed by any inbound frame.
     unanswered_ping: Option<Instant>,
     next_ping: Instant,
+    /// The user, rooms and limits of an upgraded connection; kept until the
+    /// connection is dropped so its rooms can be left.
+    session: Option<Box<SessionState>>,
 }
 
 enum State {
@@ -114,7 +134,6 @@ enum State {
 struct Open {
     decoder: Decoder,
     endpoint: Endpoint,
-    claims: Claims,
 }
 
 impl Connection {
@@ -133,7 +152,110 @@ impl Connection {
             last_inbound: now,
             unanswered_ping: None,
             next_ping: now,
+            session: None,
         }
+    }
+
+    /// The connection's id, unique within the process.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The user of an upgraded `/ws` connection.
+    pub fn user_id(&self) -> Option<&str> {
+        self.session
+            .as_ref()
+            .filter(|s| s.events)
+            .map(|s| &*s.claims.sub)
+    }
+
+    /// The display name of the user of an upgraded connection.
+    pub fn user_name(&self) -> Option<&str> {
+        self.session.as_ref().and_then(|s| s.claims.name.as_deref())
+    }
+
+    /// Rooms the connection is in or joining.
+    pub fn rooms(&self) -> &[Arc<str>] {
+        self.session.as_ref().map_or(&[], |s| &s.rooms)
+    }
+
+    /// Whether the connection counts `room` as joined or joining.
+    pub fn in_room(&self, room: &str) -> bool {
+        self.rooms().iter().any(|r| &**r == room)
+    }
+
+    /// A join the rooms refused: the room is no longer counted as joining.
+    pub fn forget_room(&mut self, room: &str) {
+        if let Some(session) = self.session.as_mut() {
+            session.rooms.retain(|r| &**r != room);
+        }
+    }
+
+    /// Whether this `/ws` connection was upgraded since the last call.
+    pub fn take_newly_opened(&mut self) -> bool {
+        self.session
+            .as_mut()
+            .is_some_and(|s| std::mem::take(&mut s.newly_opened))
+    }
+
+    /// Queues a frame from the rooms, within the bound of section 8.
+    pub fn deliver(
+        &mut self,
+        room: &Arc<str>,
+        frame: &Arc<[u8]>,
+        kind: Delivery,
+        now: Instant,
+        config: &Config,
+    ) {
+        if !self.is_open_websocket() {
+            return;
+        }
+        let bound = config.max_write_buffer;
+        let fits =
+            |out: &Outbound, limit: usize| out.is_empty() || out.pending() + frame.len() <= limit;
+        if kind == Delivery::Other || config.rooms.slow_consumer == SlowConsumer::Close {
+            let limit = if kind == Delivery::Other {
+                bound.saturating_mul(2)
+            } else {
+                bound
+            };
+            if fits(&self.out, limit) {
+                self.out.push_shared(frame.clone());
+            } else {
+                self.end_websocket(End::SlowConsumer, now, config);
+            }
+            return;
+        }
+        if fits(&self.out, bound) {
+            self.out.push_shared(frame.clone());
+        } else if let Some(session) = self.session.as_mut() {
+            session.hold_back(room, frame, config.rooms.slow_consumer);
+        }
+    }
+
+    /// Queues a reply built elsewhere (an ack from the rooms).
+    pub fn send_text(&mut self, text: &[u8], now: Instant, config: &Config) {
+        if !self.is_open_websocket() {
+            return;
+        }
+        let mut sink = BoundedSink::new(&mut self.out, config.max_write_buffer);
+        sink.push(OpCode::Text, text);
+        if sink.overflowed {
+            self.end_websocket(End::SlowConsumer, now, config);
+        }
+    }
+
+    /// Once a slow client's queue is below half the bound, queues what was
+    /// held back for it (`system:dropped`, or the newest event per room).
+    /// Returns whether anything was queued.
+    pub fn release_held_back(&mut self, config: &Config) -> bool {
+        if !self.is_open_websocket() || self.out.pending() >= config.max_write_buffer / 2 {
+            return false;
+        }
+        let Some(session) = self.session.as_mut() else {
+            return false;
+        };
+        session.release(&mut self.out)
     }
 
     /// The queued output, for the reactor to write.
@@ -193,7 +315,10 @@ impl Connection {
                 }
                 State::Open(open) => {
                     let rest = &mut input[consumed..];
-                    on_frames(open, rest, &mut self.out, cx)
+                    let Some(session) = self.session.as_mut() else {
+                        return input.len();
+                    };
+                    on_frames(open, session, rest, &mut self.out, cx)
                 }
                 State::Finishing { .. } => return input.len(),
             };
@@ -226,13 +351,17 @@ impl Connection {
             State::Finishing { deadline } if now >= *deadline => {
                 return Tick::Abort(AbortReason::LingerTimeout);
             }
-            State::Open(open) => {
+            State::Open(_) => {
                 if let Some(sent) = self.unanswered_ping
                     && now.duration_since(sent) >= config.ping_timeout
                 {
                     return Tick::Abort(AbortReason::PingTimeout);
                 }
-                if token_expired(&open.claims, unix_ms, config) {
+                let expired = self
+                    .session
+                    .as_ref()
+                    .is_some_and(|s| token_expired(&s.claims, unix_ms, config));
+                if expired {
                     self.end_websocket(
                         End::Close(close::TOKEN_EXPIRED, "token expired"),
                         now,
@@ -288,10 +417,19 @@ impl Connection {
             self.out.push_frame(OpCode::Text, cx.scratch);
         }
         self.next_ping = cx.now + cx.config.ping_interval;
+        let rate = accepted.claims.rate.unwrap_or(cx.config.rooms.rate_limit);
+        self.session = Some(Box::new(SessionState {
+            rate: RateLimit::new(rate, cx.config.rooms.rate_burst, cx.now),
+            claims: accepted.claims,
+            rooms: Vec::new(),
+            dropped: 0,
+            conflated: Vec::new(),
+            events: endpoint == Endpoint::Events,
+            newly_opened: endpoint == Endpoint::Events,
+        }));
         self.state = State::Open(Box::new(Open {
             decoder: Decoder::new(cx.config.max_message_size, true),
             endpoint,
-            claims: accepted.claims,
         }));
     }
 
@@ -356,7 +494,13 @@ struct Step {
 }
 
 /// Decodes and handles every complete message in `input`.
-fn on_frames(open: &mut Open, input: &mut [u8], out: &mut Outbound, cx: &mut Context<'_>) -> Step {
+fn on_frames(
+    open: &mut Open,
+    session: &mut SessionState,
+    input: &mut [u8],
+    out: &mut Outbound,
+    cx: &mut Context<'_>,
+) -> Step {
     let mut consumed = 0;
     loop {
         let decoded = match open.decoder.decode(&mut input[consumed..]) {
@@ -382,7 +526,7 @@ fn on_frames(open: &mut Open, input: &mut [u8], out: &mut Outbound, cx: &mut Con
                 end: None,
             };
         };
-        let end = on_message(message, open.endpoint, &open.claims, out, cx);
+        let end = on_message(message, open.endpoint, session, out, cx);
         consumed += used;
         if end.is_some() {
             return Step {
@@ -396,7 +540,7 @@ fn on_frames(open: &mut Open, input: &mut [u8], out: &mut Outbound, cx: &mut Con
 fn on_message(
     message: Message<'_>,
     endpoint: Endpoint,
-    claims: &Claims,
+    session: &mut SessionState,
     out: &mut Outbound,
     cx: &mut Context<'_>,
 ) -> Option<End> {
@@ -404,14 +548,15 @@ fn on_message(
     match message {
         Message::Text(payload) => match endpoint {
             Endpoint::Echo => sink.push(OpCode::Text, payload),
-            Endpoint::Events => proto::on_text(
-                payload,
-                cx.parser,
-                Session { claims },
-                cx.unix_ms,
-                cx.scratch,
-                &mut sink,
-            ),
+            Endpoint::Events => match session.rate.check(cx.now) {
+                Verdict::Allow => on_event_text(payload, session, &mut sink, cx),
+                Verdict::Limited => {
+                    proto::on_rate_limited(payload, cx.parser, cx.scratch, &mut sink)
+                }
+                Verdict::Flood => {
+                    return Some(End::Close(close::RATE_LIMITED, "rate limit exceeded"));
+                }
+            },
         },
         Message::Binary(payload) => match endpoint {
             Endpoint::Echo => sink.push(OpCode::Binary, payload),
@@ -426,7 +571,30 @@ fn on_message(
         Message::Pong(_) => {}
         Message::Close(frame) => return Some(End::Reply(frame.map(|f: CloseFrame<'_>| f.code))),
     }
-    sink.overflowed.then_some(End::SlowConsumer)
+    let end = sink.overflowed.then_some(End::SlowConsumer);
+    for request in sink.requests {
+        session.apply(&request, &cx.config.rooms);
+        if !matches!(request, Request::Refresh { .. }) {
+            cx.requests.push(request);
+        }
+    }
+    end
+}
+
+fn on_event_text(
+    payload: &mut [u8],
+    session: &SessionState,
+    sink: &mut BoundedSink<'_>,
+    cx: &mut Context<'_>,
+) {
+    let view = Session {
+        claims: &session.claims,
+        rooms: &session.rooms,
+        config: &cx.config.rooms,
+        keys: cx.keys,
+        leeway_secs: cx.config.jwt_leeway.as_secs_f64(),
+    };
+    proto::on_text(payload, cx.parser, view, cx.unix_ms, cx.scratch, sink);
 }
 
 /// Queues replies to the sender, up to twice `--max-write-buffer` (replies
@@ -436,6 +604,7 @@ struct BoundedSink<'a> {
     out: &'a mut Outbound,
     limit: usize,
     overflowed: bool,
+    requests: Vec<Request>,
 }
 
 impl<'a> BoundedSink<'a> {
@@ -444,6 +613,7 @@ impl<'a> BoundedSink<'a> {
             out,
             limit: max_write_buffer.saturating_mul(2),
             overflowed: false,
+            requests: Vec::new(),
         }
     }
 
@@ -459,9 +629,13 @@ impl<'a> BoundedSink<'a> {
     }
 }
 
-impl proto::Replies for BoundedSink<'_> {
+impl Sink for BoundedSink<'_> {
     fn send_text(&mut self, text: &[u8]) {
         self.push(OpCode::Text, text);
+    }
+
+    fn request(&mut self, request: Request) {
+        self.requests.push(request);
     }
 }
 
@@ -472,7 +646,7 @@ enum RequestOutcome {
     Reject(ErrorCode, &'static str),
 }
 
-fn route(request: &Request<'_>, peer_ip: IpAddr, cx: &mut Context<'_>) -> RequestOutcome {
+fn route(request: &HttpRequest<'_>, peer_ip: IpAddr, cx: &mut Context<'_>) -> RequestOutcome {
     match request.path {
         "/ws" => upgrade(Endpoint::Events, request, peer_ip, cx),
         "/echo" if cx.config.echo => upgrade(Endpoint::Echo, request, peer_ip, cx),
@@ -483,7 +657,7 @@ fn route(request: &Request<'_>, peer_ip: IpAddr, cx: &mut Context<'_>) -> Reques
 
 fn upgrade(
     endpoint: Endpoint,
-    request: &Request<'_>,
+    request: &HttpRequest<'_>,
     peer_ip: IpAddr,
     cx: &mut Context<'_>,
 ) -> RequestOutcome {
@@ -507,7 +681,7 @@ fn upgrade(
     }
 }
 
-fn healthz(request: &Request<'_>, draining: bool) -> RequestOutcome {
+fn healthz(request: &HttpRequest<'_>, draining: bool) -> RequestOutcome {
     if request.method != "GET" {
         return RequestOutcome::Reject(ErrorCode::MethodNotAllowed, "use GET");
     }

@@ -16,6 +16,32 @@ pub enum Id<'a> {
     Int(i64),
 }
 
+/// An id kept beyond the message it came in, for an ack sent later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnedId {
+    Str(Box<str>),
+    Int(i64),
+}
+
+impl OwnedId {
+    /// The id to write.
+    pub fn as_id(&self) -> Id<'_> {
+        match self {
+            OwnedId::Str(s) => Id::Str(s),
+            OwnedId::Int(n) => Id::Int(*n),
+        }
+    }
+}
+
+impl From<Id<'_>> for OwnedId {
+    fn from(id: Id<'_>) -> Self {
+        match id {
+            Id::Str(s) => OwnedId::Str(s.into()),
+            Id::Int(n) => OwnedId::Int(n),
+        }
+    }
+}
+
 fn write_id(out: &mut Vec<u8>, id: Id<'_>) {
     match id {
         Id::Str(s) => json::write_str(out, s),

@@ -18,6 +18,8 @@
 
 pub mod accept;
 pub mod admission;
+pub mod bus;
+mod fanout;
 pub mod shard;
 
 use std::io;
@@ -42,6 +44,8 @@ pub struct Shared {
     pub config: Config,
     pub keys: Keys,
     pub registry: Registry,
+    /// Random per process, so room epochs never repeat across restarts.
+    pub epoch_seed: u64,
 }
 
 /// A running server.
@@ -67,6 +71,7 @@ impl Server {
             config,
             keys,
             registry,
+            epoch_seed: crate::auth::random_u64(),
         });
         let (drained_tx, drained) = crossbeam_channel::unbounded();
         let mode = shared.config.accept_mode;
@@ -74,10 +79,19 @@ impl Server {
         let addr = listeners[0].local_addr()?;
         let mut shards = Vec::new();
         let mut threads = Vec::new();
-        for index in 0..shared.config.shards {
+        // Every shard needs every other's handle before any starts.
+        let mut parts = Vec::new();
+        for _ in 0..shared.config.shards {
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), shard::WAKER)?);
             let (tx, rx) = crossbeam_channel::unbounded();
+            shards.push(Handle {
+                commands: tx,
+                waker,
+            });
+            parts.push((poll, rx));
+        }
+        for (index, (poll, rx)) in parts.into_iter().enumerate() {
             let own_listener = match mode {
                 AcceptMode::ReusePort => Some(listeners.remove(0)),
                 AcceptMode::Handoff => None,
@@ -89,16 +103,13 @@ impl Server {
                 own_listener,
                 shared.clone(),
                 drained_tx.clone(),
+                shards.clone(),
             )?;
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("shard-{index}"))
                     .spawn(move || shard.run())?,
             );
-            shards.push(Handle {
-                commands: tx,
-                waker,
-            });
         }
         let mut acceptor_stop = None;
         if mode == AcceptMode::Handoff {

@@ -24,9 +24,14 @@ use slab::Slab;
 
 use crate::conn::outbound::MAX_IO_SLICES;
 use crate::conn::{Admission, Connection, Context, Tick, pool};
+use crate::proto::Request;
 use crate::proto::envelope::Parser;
 use crate::reactor::Shared;
+use crate::reactor::bus::BusMsg;
+use crate::rooms::local::LocalRooms;
+use crate::rooms::table::{RoomTable, TableConfig};
 use crate::{log_debug, log_warn, sys};
+use std::collections::HashMap;
 
 /// The token of the shard's waker.
 pub const WAKER: Token = Token(usize::MAX);
@@ -45,6 +50,8 @@ pub enum Command {
     Drain,
     /// Exit the loop now.
     Stop,
+    /// Room traffic from another shard, batched per turn.
+    Bus(Vec<BusMsg>),
 }
 
 /// How other threads reach a shard.
@@ -62,30 +69,38 @@ impl Handle {
 }
 
 /// A socket and its connection state.
-struct Entry {
+pub(super) struct Entry {
     stream: TcpStream,
-    conn: Connection,
+    pub(super) conn: Connection,
     /// Input not yet consumed (an incomplete head or frame); empty and
     /// unallocated while idle.
     input: Vec<u8>,
     writable_interest: bool,
     write_shut: bool,
     peer_closed: bool,
-    queued_for_flush: bool,
+    pub(super) queued_for_flush: bool,
+}
+
+/// A `user:send` or `system:broadcast` waiting for every shard's count.
+pub(super) struct Gather {
+    pub conn: crate::reactor::bus::ConnRef,
+    pub id: Option<crate::proto::reply::OwnedId>,
+    pub remaining: usize,
+    pub delivered: usize,
 }
 
 pub struct Shard {
-    index: usize,
+    pub(super) index: usize,
     poll: Poll,
-    conns: Slab<Entry>,
+    pub(super) conns: Slab<Entry>,
     commands: Receiver<Command>,
     listener: Option<TcpListener>,
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
     parser: Parser,
     scratch: Vec<u8>,
     read_buf: Vec<u8>,
     /// Connections with output queued this turn.
-    dirty: Vec<usize>,
+    pub(super) dirty: Vec<usize>,
     /// Connections whose read budget ran out with input maybe left.
     again: Vec<usize>,
     next_tick: Instant,
@@ -94,6 +109,19 @@ pub struct Shard {
     draining: bool,
     drained: Sender<usize>,
     reported_drained: bool,
+    /// Every shard, this one included, for room traffic.
+    pub(super) peers: Vec<Handle>,
+    /// Room traffic queued this turn, per destination shard.
+    pub(super) outbox: Vec<Vec<BusMsg>>,
+    /// The rooms this shard owns.
+    pub(super) table: RoomTable,
+    /// Members on this shard, per room.
+    pub(super) local: LocalRooms,
+    /// `/ws` connections on this shard, per user.
+    pub(super) users: HashMap<Box<str>, Vec<usize>>,
+    pub(super) gathers: HashMap<u64, Gather>,
+    pub(super) next_gather: u64,
+    requests: Vec<Request>,
 }
 
 impl Shard {
@@ -105,6 +133,7 @@ impl Shard {
         listener: Option<TcpListener>,
         shared: Arc<Shared>,
         drained: Sender<usize>,
+        peers: Vec<Handle>,
     ) -> io::Result<Self> {
         let mut listener = listener;
         if let Some(listener) = listener.as_mut() {
@@ -112,7 +141,27 @@ impl Shard {
                 .register(listener, LISTENER, Interest::READABLE)?;
         }
         let tick = tick_interval(&shared.config);
+        let rooms = &shared.config.rooms;
+        let table = RoomTable::new(
+            TableConfig {
+                shards: peers.len(),
+                history: rooms.history,
+                history_ttl: rooms.history_ttl,
+                presence_rooms: rooms.presence_rooms.clone(),
+                presence_event_limit: rooms.presence_event_limit,
+                max_room_members: rooms.max_room_members,
+            },
+            shared.epoch_seed.wrapping_add(index as u64),
+        );
         Ok(Self {
+            outbox: peers.iter().map(|_| Vec::new()).collect(),
+            peers,
+            table,
+            local: LocalRooms::default(),
+            users: HashMap::new(),
+            gathers: HashMap::new(),
+            next_gather: 0,
+            requests: Vec::new(),
             index,
             poll,
             conns: Slab::new(),
@@ -173,6 +222,7 @@ impl Shard {
             if Instant::now() >= self.next_tick {
                 self.sweep();
             }
+            self.pump();
             self.flush_dirty();
             self.report_if_drained();
         }
@@ -185,6 +235,11 @@ impl Shard {
                 Command::Adopt(stream, peer) => self.adopt(stream, peer),
                 Command::Drain => self.begin_drain(),
                 Command::Stop => return false,
+                Command::Bus(messages) => {
+                    for message in messages {
+                        self.on_bus(message);
+                    }
+                }
             }
         }
         true
@@ -295,6 +350,7 @@ impl Shard {
             now: Instant::now(),
             unix_ms: unix_ms(),
             draining: self.shared.registry.is_draining(),
+            requests: &mut self.requests,
         };
         if entry.input.is_empty() {
             let fresh = &mut self.read_buf[..n];
@@ -309,6 +365,16 @@ impl Shard {
             entry.input.drain(..consumed);
             if entry.input.is_empty() {
                 pool::give(std::mem::take(&mut entry.input));
+            }
+        }
+        if entry.conn.take_newly_opened() {
+            let user = entry.conn.user_id().unwrap_or_default();
+            self.users.entry(user.into()).or_default().push(key);
+        }
+        if !self.requests.is_empty() {
+            let requests = std::mem::take(&mut self.requests);
+            for request in requests {
+                self.on_request(key, request);
             }
         }
     }
@@ -340,12 +406,13 @@ impl Shard {
             return;
         };
         entry.queued_for_flush = false;
-        match write_pending(entry) {
-            Ok(()) => {}
-            Err(_) => {
-                self.remove(key);
-                return;
-            }
+        let mut written = write_pending(entry);
+        if written.is_ok() && entry.conn.release_held_back(&self.shared.config) {
+            written = write_pending(entry);
+        }
+        if written.is_err() {
+            self.remove(key);
+            return;
         }
         let pending = !entry.conn.outbound().is_empty();
         if pending != entry.writable_interest {
@@ -407,6 +474,7 @@ impl Shard {
         if self.listener.is_some() {
             self.accept_all();
         }
+        crate::rooms::table::RoomLog::sweep(&mut self.table, now);
     }
 
     fn begin_drain(&mut self) {
@@ -440,6 +508,7 @@ impl Shard {
             return;
         };
         let _ = self.poll.registry().deregister(&mut entry.stream);
+        self.forget_connection(key, &entry.conn);
         if entry.conn.is_admitted() {
             self.shared.registry.release(entry.conn.peer_ip());
         }

@@ -1,0 +1,81 @@
+//! What an upgraded connection carries beyond its socket state: the token's
+//! claims, the rooms it is in, its rate limit, and what was held back from
+//! it while it was a slow consumer (`--slow-consumer drop|conflate`).
+//!
+//! Bounded by construction: the rooms list by `--max-rooms-per-connection`,
+//! the held-back frames by one per room.
+
+use std::sync::Arc;
+
+use crate::auth::Claims;
+use crate::config::{RoomsConfig, SlowConsumer};
+use crate::conn::outbound::Outbound;
+use crate::conn::rate::RateLimit;
+use crate::proto::Request;
+use crate::rooms::wire;
+use crate::ws::frame::OpCode;
+
+pub(crate) struct SessionState {
+    pub claims: Claims,
+    /// Rooms joined or being joined.
+    pub rooms: Vec<Arc<str>>,
+    pub rate: RateLimit,
+    /// Room events dropped since the client last caught up.
+    pub dropped: u64,
+    /// The newest undelivered event per room, under `conflate`.
+    pub conflated: Vec<(Arc<str>, Arc<[u8]>)>,
+    /// Whether this is a `/ws` connection (else `/echo`).
+    pub events: bool,
+    /// Set at the upgrade, taken by the shard to index the user.
+    pub newly_opened: bool,
+}
+
+impl SessionState {
+    /// Keeps the connection's own view in step with what it asked for.
+    pub fn apply(&mut self, request: &Request, config: &RoomsConfig) {
+        match request {
+            Request::Join {
+                room,
+                rejoin: false,
+                ..
+            } => self.rooms.push(room.clone()),
+            Request::Leave { room } => self.rooms.retain(|r| r != room),
+            Request::Refresh { claims } => {
+                self.rate.set_rate(claims.rate.unwrap_or(config.rate_limit));
+                self.claims = claims.clone();
+            }
+            _ => {}
+        }
+    }
+
+    /// A room event that did not fit: counted (drop) or kept as the room's
+    /// newest (conflate).
+    pub fn hold_back(&mut self, room: &Arc<str>, frame: &Arc<[u8]>, policy: SlowConsumer) {
+        match policy {
+            SlowConsumer::Drop => self.dropped += 1,
+            SlowConsumer::Conflate => match self.conflated.iter_mut().find(|(r, _)| r == room) {
+                Some(slot) => slot.1 = frame.clone(),
+                None => self.conflated.push((room.clone(), frame.clone())),
+            },
+            SlowConsumer::Close => {}
+        }
+    }
+
+    /// Queues what was held back; returns whether there was anything.
+    pub fn release(&mut self, out: &mut Outbound) -> bool {
+        let mut released = false;
+        if self.dropped > 0 {
+            out.push_frame(OpCode::Text, &wire::dropped(self.dropped));
+            self.dropped = 0;
+            released = true;
+        }
+        for (_, frame) in self.conflated.drain(..) {
+            out.push_shared(frame);
+            released = true;
+        }
+        if released {
+            self.conflated = Vec::new();
+        }
+        released
+    }
+}

@@ -1,0 +1,203 @@
+//! Finds the exact text of a top-level field of a JSON object, before the
+//! in-place parser rewrites escaped strings.
+//!
+//! Room messages forward `data` "as the exact JSON text the client sent", so
+//! its byte range is located with this linear skim (no allocation, no
+//! recursion) while the bytes are still pristine; simd-json then validates
+//! the whole message. Results on invalid JSON are meaningless but harmless:
+//! the caller only uses them once the full parse succeeded.
+
+use std::ops::Range;
+
+/// The byte range of the value of the first top-level `key` in `json`.
+pub fn field_range(json: &[u8], key: &str) -> Option<Range<usize>> {
+    let mut at = skip_ws(json, 0);
+    if json.get(at) != Some(&b'{') {
+        return None;
+    }
+    at += 1;
+    loop {
+        at = skip_ws(json, at);
+        if json.get(at) != Some(&b'"') {
+            return None;
+        }
+        let key_end = string_end(json, at)?;
+        let matches = key_equals(&json[at + 1..key_end - 1], key);
+        at = skip_ws(json, key_end);
+        if json.get(at) != Some(&b':') {
+            return None;
+        }
+        let value_start = skip_ws(json, at + 1);
+        let value_end = value_end(json, value_start)?;
+        if matches {
+            return Some(value_start..value_end);
+        }
+        at = skip_ws(json, value_end);
+        match json.get(at) {
+            Some(b',') => at += 1,
+            _ => return None,
+        }
+    }
+}
+
+fn skip_ws(json: &[u8], mut at: usize) -> usize {
+    while matches!(json.get(at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        at += 1;
+    }
+    at
+}
+
+/// The index just past the closing quote of the string starting at `start`.
+fn string_end(json: &[u8], start: usize) -> Option<usize> {
+    let mut at = start + 1;
+    loop {
+        match json.get(at)? {
+            b'"' => return Some(at + 1),
+            b'\\' => at += 2,
+            _ => at += 1,
+        }
+    }
+}
+
+/// The index just past the value starting at `start`.
+fn value_end(json: &[u8], start: usize) -> Option<usize> {
+    match json.get(start)? {
+        b'"' => string_end(json, start),
+        b'{' | b'[' => container_end(json, start),
+        _ => {
+            let mut at = start;
+            while let Some(b) = json.get(at) {
+                if matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') {
+                    break;
+                }
+                at += 1;
+            }
+            (at > start).then_some(at)
+        }
+    }
+}
+
+fn container_end(json: &[u8], start: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut at = start;
+    loop {
+        match json.get(at)? {
+            b'"' => {
+                at = string_end(json, at)?;
+                continue;
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(at + 1);
+                }
+            }
+            _ => {}
+        }
+        at += 1;
+    }
+}
+
+/// Whether the raw (possibly escaped) key text spells `key`.
+fn key_equals(raw: &[u8], key: &str) -> bool {
+    if !raw.contains(&b'\\') {
+        return raw == key.as_bytes();
+    }
+    let mut decoded = String::with_capacity(raw.len());
+    let mut at = 0;
+    while at < raw.len() {
+        if raw[at] != b'\\' {
+            let len = utf8_len(raw[at]);
+            match raw
+                .get(at..at + len)
+                .and_then(|b| std::str::from_utf8(b).ok())
+            {
+                Some(s) => decoded.push_str(s),
+                None => return false,
+            }
+            at += len;
+            continue;
+        }
+        let Some(&escape) = raw.get(at + 1) else {
+            return false;
+        };
+        let ch = match escape {
+            b'u' => {
+                let hex = raw
+                    .get(at + 2..at + 6)
+                    .and_then(|h| std::str::from_utf8(h).ok());
+                let Some(code) = hex.and_then(|h| u32::from_str_radix(h, 16).ok()) else {
+                    return false;
+                };
+                at += 4;
+                char::from_u32(code).unwrap_or('\u{fffd}')
+            }
+            b'n' => '\n',
+            b't' => '\t',
+            b'r' => '\r',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            other => other as char,
+        };
+        decoded.push(ch);
+        at += 2;
+    }
+    decoded == key
+}
+
+fn utf8_len(first: u8) -> usize {
+    match first {
+        0xf0.. => 4,
+        0xe0.. => 3,
+        0xc0.. => 2,
+        _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn field<'a>(json: &'a str, key: &str) -> Option<&'a str> {
+        field_range(json.as_bytes(), key).map(|r| &json[r])
+    }
+
+    #[test]
+    fn finds_values_of_every_kind_verbatim() {
+        let json = r#" { "event" : "a:b", "data" : {"a" : [1, 2.50, "\u00e9", "}"]} , "id": 3 } "#;
+        assert_eq!(
+            field(json, "data"),
+            Some(r#"{"a" : [1, 2.50, "\u00e9", "}"]}"#)
+        );
+        assert_eq!(field(json, "event"), Some(r#""a:b""#));
+        assert_eq!(field(json, "id"), Some("3"));
+        assert_eq!(field(json, "nope"), None);
+        assert_eq!(field(r#"{"data":null}"#, "data"), Some("null"));
+        assert_eq!(field(r#"{"data":"x\"}y"}"#, "data"), Some(r#""x\"}y""#));
+        assert_eq!(field(r#"{"data":-1.5e3}"#, "data"), Some("-1.5e3"));
+    }
+
+    #[test]
+    fn escaped_keys_are_compared_decoded() {
+        assert_eq!(field(r#"{"d\u0061ta":1}"#, "data"), Some("1"));
+        assert_eq!(field(r#"{"d\"ata":1}"#, "data"), None);
+    }
+
+    #[test]
+    fn the_first_occurrence_wins_and_non_objects_have_none() {
+        assert_eq!(field(r#"{"data":1,"data":2}"#, "data"), Some("1"));
+        assert_eq!(field("[1]", "data"), None);
+        assert_eq!(field("", "data"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_and_stays_in_bounds(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            if let Some(range) = field_range(&bytes, "data") {
+                prop_assert!(range.end <= bytes.len() && range.start <= range.end);
+            }
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! The messages shards send each other about rooms, users and replies.
+//!
+//! Each shard has one inbound channel; a sender batches what it has for a
+//! shard during one event-loop turn and sends it as one `Command::Bus` with
+//! one wake-up. Messages between two shards stay in order, which is what
+//! keeps every room's messages in `seq` order on every shard.
+
+use std::sync::Arc;
+
+use crate::conn::Delivery;
+use crate::proto::JoinRecovery;
+use crate::proto::reply::OwnedId;
+
+/// A connection anywhere in the process. `id` guards against a slab key
+/// reused by a newer connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnRef {
+    pub shard: usize,
+    pub key: usize,
+    pub id: u64,
+}
+
+/// One message between shards.
+#[derive(Debug)]
+pub enum BusMsg {
+    /// To a room's owner: count a connection in and answer with the join ack.
+    Join {
+        room: Arc<str>,
+        conn: ConnRef,
+        user: Box<str>,
+        name: Option<Box<str>>,
+        recovery: JoinRecovery,
+        rejoin: bool,
+        id: Option<OwnedId>,
+    },
+    /// To a room's owner: a connection of `user` on `shard` left.
+    Leave {
+        room: Arc<str>,
+        shard: usize,
+        user: Box<str>,
+    },
+    /// To a room's owner: sequence, record and fan out a room event.
+    Publish {
+        room: Arc<str>,
+        event: Box<str>,
+        data: Box<[u8]>,
+        from: Box<str>,
+        sender: ConnRef,
+        echo: bool,
+        id: Option<OwnedId>,
+    },
+    /// To a room's owner: answer `presence:get`.
+    PresenceGet {
+        room: Arc<str>,
+        conn: ConnRef,
+        id: Option<OwnedId>,
+    },
+    /// To a shard with members: queue `frame` for its members of `room`.
+    Deliver {
+        room: Arc<str>,
+        frame: Arc<[u8]>,
+        exclude: Option<ConnRef>,
+        kind: Delivery,
+    },
+    /// To the joiner's shard: the owner's answer to `Join`.
+    Joined {
+        room: Arc<str>,
+        conn: ConnRef,
+        accepted: bool,
+        reply: Option<Vec<u8>>,
+    },
+    /// To a connection's shard: a reply to queue for it.
+    Reply { conn: ConnRef, text: Vec<u8> },
+    /// To every shard: deliver to each connection of `to`, then count.
+    UserSend {
+        to: Box<str>,
+        frame: Arc<[u8]>,
+        exclude: ConnRef,
+        gather: u64,
+    },
+    /// To every shard: deliver to each `/ws` connection, then count.
+    Broadcast {
+        frame: Arc<[u8]>,
+        exclude: ConnRef,
+        gather: u64,
+    },
+    /// To the shard gathering counts for a `user:send` or broadcast ack.
+    Counted { gather: u64, count: usize },
+}

@@ -1,0 +1,485 @@
+//! Room traffic on a shard: turning a connection's requests into bus
+//! messages, handling the bus messages that arrive, and the fan-out of one
+//! encoded frame to this shard's members of a room.
+//!
+//! The path of a room message: the publisher's shard checks permissions
+//! (`proto::events`) and sends `Publish` to the room's owner; the owner
+//! assigns `seq`, encodes the frame once and records it (`rooms::table`),
+//! then sends `Deliver` with that same `Arc<[u8]>` to every shard with
+//! members, itself included; each of those walks its member list
+//! (`rooms::local`) and queues the frame for each member by reference.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use slab::Slab;
+
+use crate::codes::ErrorCode;
+use crate::conn::Delivery;
+use crate::json;
+use crate::proto::Request;
+use crate::proto::reply::{self, OwnedId};
+use crate::reactor::bus::{BusMsg, ConnRef};
+use crate::reactor::shard::{Command, Entry, Gather, Shard, unix_ms};
+use crate::rooms::table::{Joiner, Publish, Recovery, RoomLog};
+use crate::rooms::{owner_of, wire};
+
+impl Shard {
+    /// Queues a bus message for `shard` (this one included); sent at the
+    /// end of the turn, in order.
+    pub(super) fn send_to(&mut self, shard: usize, message: BusMsg) {
+        self.outbox[shard].push(message);
+    }
+
+    fn owner(&self, room: &str) -> usize {
+        owner_of(room, self.peers.len())
+    }
+
+    /// Handles this shard's own bus messages until none are left, then
+    /// sends every other shard its batch with one wake-up each.
+    pub(super) fn pump(&mut self) {
+        loop {
+            let own = std::mem::take(&mut self.outbox[self.index]);
+            if own.is_empty() {
+                break;
+            }
+            for message in own {
+                self.on_bus(message);
+            }
+        }
+        for shard in 0..self.outbox.len() {
+            if shard != self.index && !self.outbox[shard].is_empty() {
+                let batch = std::mem::take(&mut self.outbox[shard]);
+                self.peers[shard].send(Command::Bus(batch));
+            }
+        }
+    }
+
+    fn conn_ref(&self, key: usize) -> Option<(ConnRef, Box<str>, Option<Box<str>>)> {
+        let conn = &self.conns.get(key)?.conn;
+        let user = conn.user_id()?;
+        let at = ConnRef {
+            shard: self.index,
+            key,
+            id: conn.id(),
+        };
+        Some((at, user.into(), conn.user_name().map(Into::into)))
+    }
+
+    /// Work a connection's message asked for.
+    pub(super) fn on_request(&mut self, key: usize, request: Request) {
+        let Some((conn, user, name)) = self.conn_ref(key) else {
+            return;
+        };
+        match request {
+            Request::Join {
+                room,
+                id,
+                recovery,
+                rejoin,
+            } => {
+                let owner = self.owner(&room);
+                self.send_to(
+                    owner,
+                    BusMsg::Join {
+                        room,
+                        conn,
+                        user,
+                        name,
+                        recovery,
+                        rejoin,
+                        id,
+                    },
+                );
+            }
+            Request::Leave { room } => {
+                self.local.remove(&room, key);
+                let owner = self.owner(&room);
+                self.send_to(
+                    owner,
+                    BusMsg::Leave {
+                        room,
+                        shard: self.index,
+                        user,
+                    },
+                );
+            }
+            Request::Publish {
+                room,
+                event,
+                data,
+                echo,
+                id,
+            } => {
+                let owner = self.owner(&room);
+                self.send_to(
+                    owner,
+                    BusMsg::Publish {
+                        room,
+                        event,
+                        data,
+                        from: user,
+                        sender: conn,
+                        echo,
+                        id,
+                    },
+                );
+            }
+            Request::PresenceGet { room, id } => {
+                let owner = self.owner(&room);
+                self.send_to(owner, BusMsg::PresenceGet { room, conn, id });
+            }
+            Request::UserSend { to, text, id } => {
+                let gather = self.start_gather(conn, id);
+                let frame = wire::text_frame(&text);
+                for shard in 0..self.peers.len() {
+                    let to = to.clone();
+                    self.send_to(
+                        shard,
+                        BusMsg::UserSend {
+                            to,
+                            frame: frame.clone(),
+                            exclude: conn,
+                            gather,
+                        },
+                    );
+                }
+            }
+            Request::Broadcast { text, id } => {
+                let gather = self.start_gather(conn, id);
+                let frame = wire::text_frame(&text);
+                for shard in 0..self.peers.len() {
+                    self.send_to(
+                        shard,
+                        BusMsg::Broadcast {
+                            frame: frame.clone(),
+                            exclude: conn,
+                            gather,
+                        },
+                    );
+                }
+            }
+            Request::Refresh { .. } => {}
+        }
+    }
+
+    fn start_gather(&mut self, conn: ConnRef, id: Option<OwnedId>) -> u64 {
+        self.next_gather += 1;
+        let remaining = self.peers.len();
+        self.gathers.insert(
+            self.next_gather,
+            Gather {
+                conn,
+                id,
+                remaining,
+                delivered: 0,
+            },
+        );
+        self.next_gather
+    }
+
+    /// A connection is gone: it leaves its rooms and the user index.
+    pub(super) fn forget_connection(&mut self, key: usize, conn: &crate::conn::Connection) {
+        if let Some(user) = conn.user_id() {
+            if let Some(keys) = self.users.get_mut(user) {
+                keys.retain(|&k| k != key);
+                if keys.is_empty() {
+                    self.users.remove(user);
+                }
+            }
+            for room in conn.rooms() {
+                self.local.remove(room, key);
+                let owner = self.owner(room);
+                self.send_to(
+                    owner,
+                    BusMsg::Leave {
+                        room: room.clone(),
+                        shard: self.index,
+                        user: user.into(),
+                    },
+                );
+            }
+        }
+    }
+
+    pub(super) fn on_bus(&mut self, message: BusMsg) {
+        let now = Instant::now();
+        match message {
+            BusMsg::Join {
+                room,
+                conn,
+                user,
+                name,
+                recovery,
+                rejoin,
+                id,
+            } => {
+                let joiner = Joiner {
+                    shard: conn.shard,
+                    user_id: &user,
+                    name: name.as_deref(),
+                    rejoin,
+                };
+                let recovery = Recovery {
+                    history: recovery.history,
+                    since: recovery.since,
+                    epoch: recovery.epoch.as_deref(),
+                };
+                let (accepted, reply) = match self.table.join(&room, &joiner, &recovery, now) {
+                    Ok(joined) => {
+                        if let Some(frame) = joined.presence {
+                            self.fan_out(&room, frame, Some(conn), Delivery::Other);
+                        }
+                        (true, id.map(|id| ack_text(&id, &joined.data)))
+                    }
+                    Err(_) => (
+                        false,
+                        Some(failure_text(
+                            id.as_ref(),
+                            ErrorCode::RoomFull,
+                            "room is full",
+                        )),
+                    ),
+                };
+                self.send_to(
+                    conn.shard,
+                    BusMsg::Joined {
+                        room,
+                        conn,
+                        accepted,
+                        reply,
+                    },
+                );
+            }
+            BusMsg::Leave { room, shard, user } => {
+                if let Some(frame) = self.table.leave(&room, shard, &user, now) {
+                    self.fan_out(&room, frame, None, Delivery::Other);
+                }
+            }
+            BusMsg::Publish {
+                room,
+                event,
+                data,
+                from,
+                sender,
+                echo,
+                id,
+            } => {
+                let message = Publish {
+                    room: &room,
+                    event: &event,
+                    data: &data,
+                    from: &from,
+                    ts_ms: unix_ms(),
+                };
+                let published = self.table.publish(&message, now);
+                let exclude = (!echo).then_some(sender);
+                self.fan_out(&room, published.frame, exclude, Delivery::RoomEvent);
+                if let Some(id) = id {
+                    let mut data = Vec::with_capacity(24);
+                    data.extend_from_slice(b"{\"seq\":");
+                    json::write_u64(&mut data, published.seq);
+                    data.push(b'}');
+                    self.send_to(
+                        sender.shard,
+                        BusMsg::Reply {
+                            conn: sender,
+                            text: ack_text(&id, &data),
+                        },
+                    );
+                }
+            }
+            BusMsg::PresenceGet { room, conn, id } => {
+                if let Some(id) = id {
+                    let text = ack_text(&id, &self.table.presence(&room));
+                    self.send_to(conn.shard, BusMsg::Reply { conn, text });
+                }
+            }
+            BusMsg::Deliver {
+                room,
+                frame,
+                exclude,
+                kind,
+            } => self.deliver_local(&room, &frame, exclude, kind, now),
+            BusMsg::Joined {
+                room,
+                conn,
+                accepted,
+                reply,
+            } => self.on_joined(room, conn, accepted, reply, now),
+            BusMsg::Reply { conn, text } => {
+                if let Some(entry) = live(&mut self.conns, conn) {
+                    entry.conn.send_text(&text, now, &self.shared.config);
+                    mark(&mut self.conns, &mut self.dirty, conn.key);
+                }
+            }
+            BusMsg::UserSend {
+                to,
+                frame,
+                exclude,
+                gather,
+            } => {
+                let keys = self.users.get(&*to).cloned().unwrap_or_default();
+                let count = self.deliver_each(&keys, &frame, exclude, now);
+                self.send_to(exclude.shard, BusMsg::Counted { gather, count });
+            }
+            BusMsg::Broadcast {
+                frame,
+                exclude,
+                gather,
+            } => {
+                let keys: Vec<usize> = self.users.values().flatten().copied().collect();
+                let count = self.deliver_each(&keys, &frame, exclude, now);
+                self.send_to(exclude.shard, BusMsg::Counted { gather, count });
+            }
+            BusMsg::Counted { gather, count } => self.on_counted(gather, count, now),
+        }
+    }
+
+    /// Sends `frame` to every shard with members of `room`.
+    fn fan_out(
+        &mut self,
+        room: &Arc<str>,
+        frame: Arc<[u8]>,
+        exclude: Option<ConnRef>,
+        kind: Delivery,
+    ) {
+        for shard in self.table.member_shards(room) {
+            let room = room.clone();
+            self.send_to(
+                shard,
+                BusMsg::Deliver {
+                    room,
+                    frame: frame.clone(),
+                    exclude,
+                    kind,
+                },
+            );
+        }
+    }
+
+    /// Queues one frame for every member of `room` on this shard: the same
+    /// bytes for all, by reference.
+    fn deliver_local(
+        &mut self,
+        room: &Arc<str>,
+        frame: &Arc<[u8]>,
+        exclude: Option<ConnRef>,
+        kind: Delivery,
+        now: Instant,
+    ) {
+        let config = &self.shared.config;
+        for &key in self.local.members(room) {
+            if exclude.is_some_and(|x| x.shard == self.index && x.key == key) {
+                continue;
+            }
+            if let Some(entry) = self.conns.get_mut(key) {
+                entry.conn.deliver(room, frame, kind, now, config);
+                mark(&mut self.conns, &mut self.dirty, key);
+            }
+        }
+    }
+
+    fn deliver_each(
+        &mut self,
+        keys: &[usize],
+        frame: &Arc<[u8]>,
+        exclude: ConnRef,
+        now: Instant,
+    ) -> usize {
+        let room: Arc<str> = Arc::from("");
+        let mut count = 0;
+        for &key in keys {
+            if exclude.shard == self.index && exclude.key == key {
+                continue;
+            }
+            if let Some(entry) = self.conns.get_mut(key) {
+                if entry.conn.user_id().is_none() {
+                    continue;
+                }
+                entry
+                    .conn
+                    .deliver(&room, frame, Delivery::Other, now, &self.shared.config);
+                mark(&mut self.conns, &mut self.dirty, key);
+                count += 1;
+            }
+        }
+        count
+    }
+
+    fn on_joined(
+        &mut self,
+        room: Arc<str>,
+        conn: ConnRef,
+        accepted: bool,
+        reply: Option<Vec<u8>>,
+        now: Instant,
+    ) {
+        let Some(entry) = live(&mut self.conns, conn) else {
+            return;
+        };
+        if accepted {
+            if entry.conn.in_room(&room) {
+                self.local.add(&room, conn.key);
+            }
+        } else {
+            entry.conn.forget_room(&room);
+        }
+        if let Some(text) = reply {
+            entry.conn.send_text(&text, now, &self.shared.config);
+            mark(&mut self.conns, &mut self.dirty, conn.key);
+        }
+    }
+
+    fn on_counted(&mut self, gather: u64, count: usize, now: Instant) {
+        let Some(pending) = self.gathers.get_mut(&gather) else {
+            return;
+        };
+        pending.remaining -= 1;
+        pending.delivered += count;
+        if pending.remaining > 0 {
+            return;
+        }
+        let Some(done) = self.gathers.remove(&gather) else {
+            return;
+        };
+        let Some(id) = done.id else { return };
+        let mut data = Vec::with_capacity(24);
+        data.extend_from_slice(b"{\"delivered\":");
+        json::write_u64(&mut data, done.delivered as u64);
+        data.push(b'}');
+        if let Some(entry) = live(&mut self.conns, done.conn) {
+            entry
+                .conn
+                .send_text(&ack_text(&id, &data), now, &self.shared.config);
+            mark(&mut self.conns, &mut self.dirty, done.conn.key);
+        }
+    }
+}
+
+/// The entry of `conn` if it is still the same connection.
+fn live(conns: &mut Slab<Entry>, conn: ConnRef) -> Option<&mut Entry> {
+    conns.get_mut(conn.key).filter(|e| e.conn.id() == conn.id)
+}
+
+/// Puts a connection on the end-of-turn flush list once.
+fn mark(conns: &mut Slab<Entry>, dirty: &mut Vec<usize>, key: usize) {
+    if let Some(entry) = conns.get_mut(key)
+        && !entry.queued_for_flush
+    {
+        entry.queued_for_flush = true;
+        dirty.push(key);
+    }
+}
+
+fn ack_text(id: &OwnedId, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(48 + data.len());
+    reply::ack_ok(&mut out, id.as_id(), data);
+    out
+}
+
+fn failure_text(id: Option<&OwnedId>, code: ErrorCode, message: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(96);
+    reply::failure(&mut out, id.map(OwnedId::as_id), code, message);
+    out
+}
