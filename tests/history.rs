@@ -331,7 +331,7 @@ fn room_without_members_is_forgotten_once_its_history_expires() {
     publish_n(&mut p, "room", 1, 3);
     thread::sleep(Duration::from_millis(1800));
     assert_eq!(
-        p.publish_ok("room", "feed:tick", "new"),
+        p.publish_ok("room", "feed:tick", r#""new""#),
         1,
         "no members and no history left: a new epoch at seq 1"
     );

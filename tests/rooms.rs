@@ -243,7 +243,7 @@ fn joining_twice_and_leaving_a_room_one_is_not_in_are_successes() {
 
 #[test]
 fn leave_ack_is_the_room_and_a_left_member_gets_nothing_more() {
-    let server = Server::start(&[]);
+    let server = Server::start(&["--presence-rooms", "presence-only"]);
     let addr = server.addr();
     let mut stay = Client::user(addr, "stay");
     let mut go = Client::user(addr, "go");

@@ -303,10 +303,18 @@ impl Client {
         }
     }
 
-    /// Asserts the connection still answers a ping event.
+    /// Asserts the connection still answers a ping event (its pong and ack
+    /// are consumed; other messages stay kept).
     pub fn assert_open(&mut self) {
         let ack = self.request("ping", "null", "");
         ok_data(&ack);
+        let is_pong = |t: &String| t.starts_with(r#"{"event":"pong""#);
+        if let Some(at) = self.pending.iter().rposition(is_pong) {
+            self.pending.remove(at);
+        } else {
+            let text = self.recv();
+            assert!(is_pong(&text), "expected the pong, got {text}");
+        }
     }
 }
 
