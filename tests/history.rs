@@ -338,6 +338,25 @@ fn room_without_members_is_forgotten_once_its_history_expires() {
 }
 
 #[test]
+fn joining_a_room_whose_history_expired_starts_a_new_epoch() {
+    let server = Server::start(&["--history", "10", "--history-ttl", "1s"]);
+    let mut p = publisher(&server);
+    let mut m = Client::user(server.addr(), "member");
+    let epoch = str_at(&m.join("room"), &["epoch"]).to_owned();
+    publish_n(&mut p, "room", 1, 3);
+    m.leave("room");
+    thread::sleep(Duration::from_millis(1800));
+    let (raw, data) = join_raw(&mut m, r#"{"room":"room","history":10}"#);
+    assert_eq!(seqs(&data), Vec::<u64>::new(), "{raw}");
+    assert_eq!(
+        u64_at(&data, &["seq"]),
+        0,
+        "no members and no history left: the room was forgotten: {raw}"
+    );
+    assert_ne!(str_at(&data, &["epoch"]), epoch, "{raw}");
+}
+
+#[test]
 fn history_ttl_from_the_environment_in_milliseconds() {
     let mut cmd = Server::command();
     cmd.args([

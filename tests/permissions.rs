@@ -353,3 +353,22 @@ fn broadcast_event_must_be_outside_reserved_namespaces_or_in_system() {
     assert_eq!(ack_error(&ack), "VALIDATION_ERROR", "no event");
     watcher.assert_quiet(QUIET);
 }
+
+#[test]
+fn room_claims_of_the_wrong_type_are_refused_at_the_upgrade() {
+    let server = Server::start(&[]);
+    let exp = common::token::now() + 3600;
+    for claims in [
+        format!(r#"{{"sub":"u1","exp":{exp},"pub":"lobby"}}"#),
+        format!(r#"{{"sub":"u1","exp":{exp},"pub":[1]}}"#),
+        format!(r#"{{"sub":"u1","exp":{exp},"rooms":[true]}}"#),
+        format!(r#"{{"sub":"u1","exp":{exp},"admin":1}}"#),
+        format!(r#"{{"sub":"u1","exp":{exp},"rate":"10"}}"#),
+        format!(r#"{{"sub":"u1","exp":{exp},"name":5}}"#),
+    ] {
+        let req = common::UpgradeRequest::new("/ws").bearer(&common::mint(&claims));
+        let resp = req.send(server.addr());
+        assert_eq!(resp.status, 401, "claims {claims}: {resp:?}");
+        assert_eq!(resp.error_code(), "UNAUTHENTICATED", "claims {claims}");
+    }
+}

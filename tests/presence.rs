@@ -181,6 +181,13 @@ fn presence_get_is_for_members_and_users_who_may_join() {
     let mut may_not = Client::connect(addr, &Claims::new("nope").rooms(&["other"]).token());
     let ack = may_not.request("presence:get", r#"{"room":"room"}"#, "");
     assert_eq!(ack_error(&ack), "FORBIDDEN");
+    // `pub` lets one publish, not look at who is there.
+    let mut feed = Client::connect(
+        addr,
+        &Claims::new("feed").rooms(&[]).publish(&["room"]).token(),
+    );
+    let ack = feed.request("presence:get", r#"{"room":"room"}"#, "");
+    assert_eq!(ack_error(&ack), "FORBIDDEN");
     // An empty room: count 0, no users.
     let mut any = Client::user(addr, "any");
     let ack = any.request("presence:get", r#"{"room":"empty"}"#, "");

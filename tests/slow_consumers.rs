@@ -189,6 +189,10 @@ fn drop_policy_tells_the_slow_member_how_many_were_dropped() {
             assert_eq!(keys(v.get("data").unwrap()), ["count"], "{text}");
             let n = u64_at(&v, &["data", "count"]);
             assert!(n > 0, "{text}");
+            assert_eq!(
+                text,
+                &format!(r#"{{"event":"system:dropped","data":{{"count":{n}}}}}"#)
+            );
             dropped += n;
             notices += 1;
         } else {

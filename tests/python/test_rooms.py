@@ -1,6 +1,7 @@
 """Rooms through the Python `websockets` client: join, publish, the ack with
 its seq, and delivery to another member (PROTOCOL.md sections 6 and 7)."""
 
+import contextlib
 import json
 import time
 
@@ -11,17 +12,19 @@ from conftest import mint
 TIMEOUT = 5
 
 
+@contextlib.contextmanager
 def open_ws(server, claims):
-    ws = connect(
+    """A connected client that has read its greeting."""
+    with connect(
         server.url("/ws"),
         additional_headers={"Authorization": f"Bearer {mint(claims)}"},
         open_timeout=TIMEOUT,
         close_timeout=TIMEOUT,
         proxy=None,
-    )
-    hello = json.loads(ws.recv(timeout=TIMEOUT))
-    assert hello["event"] == "connection:established"
-    return ws
+    ) as ws:
+        hello = json.loads(ws.recv(timeout=TIMEOUT))
+        assert hello["event"] == "connection:established"
+        yield ws
 
 
 def claims(sub, **extra):
