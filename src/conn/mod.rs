@@ -226,9 +226,16 @@ impl Connection {
             }
             return;
         }
-        if fits(&self.out, bound) {
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        // Whatever was held back goes first, so a room's events stay in order.
+        if session.is_holding_back() && self.out.pending() < bound / 2 {
+            session.release(&mut self.out);
+        }
+        if !session.is_holding_back() && fits(&self.out, bound) {
             self.out.push_shared(frame.clone());
-        } else if let Some(session) = self.session.as_mut() {
+        } else {
             session.hold_back(room, frame, config.rooms.slow_consumer);
         }
     }

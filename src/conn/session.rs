@@ -61,6 +61,11 @@ impl SessionState {
         }
     }
 
+    /// Whether events were dropped or conflated since the client last caught up.
+    pub fn is_holding_back(&self) -> bool {
+        self.dropped > 0 || !self.conflated.is_empty()
+    }
+
     /// Queues what was held back; returns whether there was anything.
     pub fn release(&mut self, out: &mut Outbound) -> bool {
         let mut released = false;
