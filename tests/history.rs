@@ -228,6 +228,23 @@ fn other_or_absent_epoch_is_not_recovered() {
 }
 
 #[test]
+fn since_beyond_the_latest_seq_is_not_recovered() {
+    // docs/protocol.md: a `since` past the latest seq is `recovered: false`.
+    let server = Server::start(&["--history", "5"]);
+    let mut p = publisher(&server);
+    let mut keeper = Client::user(server.addr(), "keeper");
+    let epoch = str_at(&keeper.join("room"), &["epoch"]).to_owned();
+    publish_n(&mut p, "room", 1, 3);
+    let mut c = Client::user(server.addr(), "reader");
+    let (raw, data) = join_raw(
+        &mut c,
+        &format!(r#"{{"room":"room","since":10,"epoch":{}}}"#, q(&epoch)),
+    );
+    assert_eq!(recovered(&data), Some(false), "{raw}");
+    assert_eq!(seqs(&data), [1, 2, 3], "{raw}");
+}
+
+#[test]
 fn last_value_is_kept_by_default_for_a_room_without_members() {
     let server = Server::start(&[]);
     let mut p = publisher(&server);

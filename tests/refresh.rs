@@ -134,3 +134,29 @@ fn refresh_with_jwt_leeway_moves_the_deadline_to_exp_plus_leeway() {
     assert_eq!(u64_at(ok_data(&ack), &["exp"]), exp);
     assert_eq!(c.expect_close(Duration::from_secs(10)), 4002);
 }
+
+#[test]
+fn refreshed_claims_apply_to_later_messages() {
+    // docs/protocol.md: after a refresh the new token's rooms, pub and admin
+    // apply; rooms already joined are kept.
+    let server = Server::start(&[]);
+    let addr = server.addr();
+    let mut watcher = Client::user(addr, "watcher");
+    let mut c = Client::connect(addr, &Claims::new("u1").rooms(&["a"]).token());
+    c.join("a");
+    let ack = c.join_with(r#"{"room":"b"}"#);
+    assert_eq!(ack_error(&ack), "FORBIDDEN");
+    let ack = c.request("system:broadcast", r#"{"event":"system:x","data":1}"#, "");
+    assert_eq!(ack_error(&ack), "FORBIDDEN");
+    let fresh = Claims::new("u1").rooms(&["b"]).admin(true).token();
+    ok_data(&refresh(&mut c, &fresh));
+    c.join("b");
+    let ack = c.request("system:broadcast", r#"{"event":"system:x","data":1}"#, "");
+    assert_eq!(u64_at(ok_data(&ack), &["delivered"]), 1);
+    assert_eq!(
+        common::rooms::str_at(&watcher.recv_json(), &["event"]),
+        "system:x"
+    );
+    // Still in `a`, where members may publish.
+    c.publish_ok("a", "chat:message", "1");
+}

@@ -429,3 +429,36 @@ fn a_disconnected_member_is_no_longer_counted() {
         n == 2
     });
 }
+
+#[test]
+fn join_and_publish_pipelined_without_waiting_for_the_join_ack() {
+    // docs/protocol.md: a publish after a room:join on the same connection is
+    // handled after the join.
+    let server = Server::start(&["--presence-rooms", "presence-only"]);
+    let addr = server.addr();
+    let mut member = Client::user(addr, "member");
+    member.join("lobby");
+    let mut c = Client::user(addr, "eager");
+    c.send(r#"{"event":"room:join","data":{"room":"lobby"},"id":"j"}"#);
+    c.send(r#"{"event":"chat:message","room":"lobby","data":"now","id":"p"}"#);
+    ok_data(&common::parse_json(&c.wait_ack("j")));
+    let seq = ack_seq(&common::parse_json(&c.wait_ack("p")));
+    assert_room_event(
+        &member.recv(),
+        "chat:message",
+        "lobby",
+        r#""now""#,
+        "eager",
+        seq,
+    );
+}
+
+#[test]
+fn echo_that_is_not_a_boolean_is_a_validation_error() {
+    // docs/protocol.md decision.
+    let server = Server::start(&[]);
+    let mut c = Client::user(server.addr(), "u1");
+    c.join("lobby");
+    let ack = c.request("chat:message", "1", r#""room":"lobby","echo":"yes""#);
+    assert_eq!(common::rooms::ack_error(&ack), "VALIDATION_ERROR");
+}
