@@ -248,7 +248,6 @@ fn frames_after_the_client_close_are_ignored() {
 }
 
 #[test]
-#[ignore = "rate limiting (--rate-limit, 4003) is not implemented yet"]
 fn flooding_past_twice_the_rate_burst_is_closed_4003() {
     let server = Server::start(&[]);
     let mut ws = RawWs::connect(server.addr(), "/ws", &token("u1"));

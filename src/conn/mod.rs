@@ -9,6 +9,7 @@
 pub mod outbound;
 pub mod pool;
 pub mod rate;
+mod routes;
 mod session;
 
 use std::net::IpAddr;
@@ -18,14 +19,15 @@ use crate::auth::{Claims, Keys};
 use crate::codes::{ErrorCode, close, limits};
 use crate::config::Config;
 use crate::config::SlowConsumer;
-use crate::http::request::{HeadReader, Request as HttpRequest};
+use crate::http::request::HeadReader;
 use crate::http::response;
 use crate::proto::{self, Request, Session, Sink, envelope::Parser};
 use crate::ws::decoder::{CloseFrame, Decoder, Message};
 use crate::ws::frame::OpCode;
-use crate::ws::handshake::{self, Accepted, UpgradePolicy};
+use crate::ws::handshake::Accepted;
 use outbound::Outbound;
 use rate::{RateLimit, Verdict};
+use routes::{RequestOutcome, http_error_message, route};
 use session::SessionState;
 use std::sync::Arc;
 
@@ -646,64 +648,5 @@ impl Sink for BoundedSink<'_> {
     }
 }
 
-/// What a complete request head asks for.
-enum RequestOutcome {
-    Upgraded(Endpoint, Accepted),
-    Respond(Vec<u8>),
-    Reject(ErrorCode, &'static str),
-}
-
-fn route(request: &HttpRequest<'_>, peer_ip: IpAddr, cx: &mut Context<'_>) -> RequestOutcome {
-    match request.path {
-        "/ws" => upgrade(Endpoint::Events, request, peer_ip, cx),
-        "/echo" if cx.config.echo => upgrade(Endpoint::Echo, request, peer_ip, cx),
-        "/healthz" => healthz(request, cx.draining),
-        _ => RequestOutcome::Reject(ErrorCode::NotFound, "no such endpoint"),
-    }
-}
-
-fn upgrade(
-    endpoint: Endpoint,
-    request: &HttpRequest<'_>,
-    peer_ip: IpAddr,
-    cx: &mut Context<'_>,
-) -> RequestOutcome {
-    let policy = UpgradePolicy {
-        keys: cx.keys,
-        leeway_secs: cx.config.jwt_leeway.as_secs_f64(),
-        allowed_origins: &cx.config.allowed_origins,
-        now_unix: cx.unix_ms as f64 / 1000.0,
-    };
-    let admission = cx.admission;
-    match handshake::check_upgrade(request, &policy, &mut || admission.admit(peer_ip)) {
-        Ok(accepted) => RequestOutcome::Upgraded(endpoint, accepted),
-        Err(refusal) => {
-            if refusal.admitted {
-                admission.release(peer_ip);
-            }
-            let mut bytes = Vec::with_capacity(256);
-            refusal.rejection.write_response(&mut bytes);
-            RequestOutcome::Respond(bytes)
-        }
-    }
-}
-
-fn healthz(request: &HttpRequest<'_>, draining: bool) -> RequestOutcome {
-    if request.method != "GET" {
-        return RequestOutcome::Reject(ErrorCode::MethodNotAllowed, "use GET");
-    }
-    let mut bytes = Vec::with_capacity(128);
-    if draining {
-        response::write_json(&mut bytes, 503, br#"{"status":"draining"}"#, false);
-    } else {
-        response::write_json(&mut bytes, 200, br#"{"status":"ok"}"#, false);
-    }
-    RequestOutcome::Respond(bytes)
-}
-
-fn http_error_message(code: ErrorCode) -> &'static str {
-    match code {
-        ErrorCode::HeadersTooLarge => "request head is over the size limit",
-        _ => "malformed HTTP request",
-    }
-}
+#[cfg(test)]
+mod tests;

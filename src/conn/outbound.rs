@@ -15,6 +15,29 @@ use std::sync::Arc;
 use crate::conn::pool;
 use crate::ws::frame::{self, OpCode};
 
+thread_local! {
+    /// Idle frame lists of this shard, kept for reuse.
+    static FREE_CHUNK_LISTS: std::cell::RefCell<Vec<VecDeque<Chunk>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Frame lists longer than this are freed rather than kept.
+const MAX_POOLED_CHUNKS: usize = 8;
+/// Most idle frame lists kept per shard.
+const MAX_POOLED_CHUNK_LISTS: usize = 16_384;
+
+fn give_chunk_list(list: VecDeque<Chunk>) {
+    if list.capacity() == 0 || list.capacity() > MAX_POOLED_CHUNKS {
+        return;
+    }
+    FREE_CHUNK_LISTS.with(|free| {
+        let mut free = free.borrow_mut();
+        if free.len() < MAX_POOLED_CHUNK_LISTS {
+            free.push(list);
+        }
+    });
+}
+
 /// Most slices handed to one `writev` (Linux allows 1024; fewer is plenty).
 pub const MAX_IO_SLICES: usize = 64;
 
@@ -92,7 +115,7 @@ impl Outbound {
     /// Queues a frame shared with other connections.
     pub fn push_shared(&mut self, frame: Arc<[u8]>) {
         self.pending += frame.len();
-        self.chunks.push_back(Chunk::Shared(frame));
+        self.chunk_list().push_back(Chunk::Shared(frame));
     }
 
     /// Drops every frame not yet started; a frame in flight is kept so the
@@ -176,7 +199,7 @@ impl Outbound {
     /// so an idle connection holds none.
     fn release(&mut self) {
         debug_assert!(self.chunks.is_empty());
-        self.chunks = VecDeque::new();
+        give_chunk_list(std::mem::take(&mut self.chunks));
         self.inline_start = 0;
         self.head_written = 0;
         pool::give(std::mem::take(&mut self.inline));
@@ -193,9 +216,20 @@ impl Outbound {
         self.inline.reserve(additional);
     }
 
+    /// The frame list, taken from the shard's pool when the queue was idle,
+    /// so a fan-out allocates nothing per member.
+    fn chunk_list(&mut self) -> &mut VecDeque<Chunk> {
+        if self.chunks.capacity() == 0 {
+            self.chunks = FREE_CHUNK_LISTS
+                .with(|free| free.borrow_mut().pop())
+                .unwrap_or_default();
+        }
+        &mut self.chunks
+    }
+
     fn push_inline(&mut self, len: usize) {
         self.pending += len;
-        self.chunks.push_back(Chunk::Inline { len });
+        self.chunk_list().push_back(Chunk::Inline { len });
     }
 }
 

@@ -461,6 +461,14 @@ mod tests {
         String::from_utf8(bytes.to_vec()).unwrap()
     }
 
+    /// Joins "r" as user "a" and returns the room's epoch.
+    fn first_join_epoch(t: &mut RoomTable, now: Instant) -> String {
+        let joined = t
+            .join("r", &joiner("a", 0), &Recovery::default(), now)
+            .unwrap();
+        epoch_of(&text(&joined.data))
+    }
+
     fn epoch_of(data: &str) -> String {
         let start = data.find("\"epoch\":\"").unwrap() + 9;
         data[start..start + data[start..].find('"').unwrap()].to_owned()
@@ -501,12 +509,7 @@ mod tests {
     fn recovery_within_the_ring_returns_exactly_the_missed_messages() {
         let mut t = table(10);
         let now = Instant::now();
-        let data = text(
-            &t.join("r", &joiner("a", 0), &Recovery::default(), now)
-                .unwrap()
-                .data,
-        );
-        let epoch = epoch_of(&data);
+        let epoch = first_join_epoch(&mut t, now);
         for i in 0..5 {
             publish(&mut t, "r", &i.to_string(), now);
         }
@@ -539,12 +542,7 @@ mod tests {
     fn overflowed_ring_or_other_epoch_is_not_recovered() {
         let mut t = table(3);
         let now = Instant::now();
-        let data = text(
-            &t.join("r", &joiner("a", 0), &Recovery::default(), now)
-                .unwrap()
-                .data,
-        );
-        let epoch = epoch_of(&data);
+        let epoch = first_join_epoch(&mut t, now);
         for i in 0..6 {
             publish(&mut t, "r", &i.to_string(), now);
         }

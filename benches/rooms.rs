@@ -1,0 +1,195 @@
+//! Micro-benchmarks of the room path: envelope parse and validation, the
+//! per-member enqueue of a fan-out, and the hand-off of a batch between
+//! shards. `perf/README.md` has the figures and the command.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use roomcast::auth::{self, Claims, Keys};
+use roomcast::cli::{Cli, Command as CliCommand};
+use roomcast::codes::ErrorCode;
+use roomcast::config::Config;
+use roomcast::conn::{Admission, Connection, Context, Delivery};
+use roomcast::proto::envelope::Parser;
+use roomcast::proto::{self, Request, Session, Sink};
+use roomcast::reactor::bus::{BusMsg, ConnRef};
+use roomcast::rooms::wire;
+use std::hint::black_box;
+
+const SECRET: &str = "bench-secret";
+
+struct Open;
+
+impl Admission for Open {
+    fn admit(&self, _: IpAddr) -> Result<(), ErrorCode> {
+        Ok(())
+    }
+    fn release(&self, _: IpAddr) {}
+}
+
+struct Discard(usize);
+
+impl Sink for Discard {
+    fn send_text(&mut self, text: &[u8]) {
+        self.0 += text.len();
+    }
+    fn request(&mut self, request: Request) {
+        black_box(request);
+        self.0 += 1;
+    }
+}
+
+fn config() -> Config {
+    let cli = <Cli as clap::Parser>::parse_from(["roomcast", "serve", "--jwt-secret", SECRET]);
+    let CliCommand::Serve(args) = cli.command else {
+        unreachable!()
+    };
+    let mut config = args.into_config(None, 1, 100_000).expect("valid");
+    config.max_write_buffer = 64 << 20;
+    config
+}
+
+/// A connection that went through a real upgrade on `/ws`.
+fn open_connection(id: u64, config: &Config, keys: &Keys, parser: &mut Parser) -> Connection {
+    let now = Instant::now();
+    let exp = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600) as f64;
+    let token = auth::mint(&Claims::new(format!("u{id}"), exp), SECRET.as_bytes());
+    let mut request = format!(
+        "GET /ws?token={token} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .into_bytes();
+    let mut conn = Connection::new(id, IpAddr::V4(Ipv4Addr::LOCALHOST), now);
+    let mut scratch = Vec::new();
+    let mut requests = Vec::new();
+    let mut cx = Context {
+        config,
+        keys,
+        admission: &Open,
+        parser,
+        scratch: &mut scratch,
+        now,
+        unix_ms: 0,
+        draining: false,
+        requests: &mut requests,
+    };
+    conn.on_input(&mut request, &mut cx);
+    assert!(conn.is_open_websocket());
+    drain(&mut conn);
+    conn
+}
+
+fn drain(conn: &mut Connection) {
+    let out = conn.outbound();
+    let pending = out.pending();
+    out.advance(pending);
+}
+
+fn bench_envelope(c: &mut Criterion) {
+    let config = config();
+    let keys = Keys::new(&[SECRET]);
+    let claims = Claims {
+        publish: Some(vec!["*".into()]),
+        ..Claims::new("u1", f64::MAX)
+    };
+    let message = br#"{"event":"chat:message","room":"lobby","data":{"text":"hello there","n":42},"id":"c17"}"#;
+    let mut parser = Parser::default();
+    let mut group = c.benchmark_group("envelope");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("parse_validate_publish", |b| {
+        b.iter_batched_ref(
+            || message.to_vec(),
+            |payload| {
+                let session = Session {
+                    claims: &claims,
+                    rooms: &[],
+                    config: &config.rooms,
+                    keys: &keys,
+                    leeway_secs: 0.0,
+                };
+                let mut sink = Discard(0);
+                proto::on_text(payload, &mut parser, session, 0, &mut Vec::new(), &mut sink);
+                sink.0
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+fn bench_fanout(c: &mut Criterion) {
+    const MEMBERS: usize = 10_000;
+    let config = config();
+    let keys = Keys::new(&[SECRET]);
+    let mut parser = Parser::default();
+    let mut members: Vec<Connection> = (0..MEMBERS as u64)
+        .map(|id| open_connection(id, &config, &keys, &mut parser))
+        .collect();
+    let room: Arc<str> = Arc::from("lobby");
+    let frame = wire::text_frame(&wire::room_message(
+        "chat:msg",
+        "lobby",
+        b"{\"p\":1}",
+        "u",
+        1,
+        0,
+    ));
+    let mut group = c.benchmark_group("fanout");
+    group.throughput(Throughput::Elements(MEMBERS as u64));
+    group.bench_function("enqueue_10k_members", |b| {
+        b.iter_custom(|iterations| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iterations {
+                let now = Instant::now();
+                let start = Instant::now();
+                for member in &mut members {
+                    member.deliver(&room, &frame, Delivery::RoomEvent, now, &config);
+                }
+                total += start.elapsed();
+                members.iter_mut().for_each(drain);
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+fn bench_handoff(c: &mut Criterion) {
+    const BATCH: usize = 64;
+    let (tx, rx) = crossbeam_channel::unbounded::<Vec<BusMsg>>();
+    let room: Arc<str> = Arc::from("lobby");
+    let frame = wire::text_frame(b"{\"event\":\"a:b\"}");
+    let poll = mio::Poll::new().expect("poll");
+    let waker = mio::Waker::new(poll.registry(), mio::Token(0)).expect("waker");
+    let mut group = c.benchmark_group("handoff");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("batch_of_64_deliver_with_wake", |b| {
+        b.iter(|| {
+            let batch: Vec<BusMsg> = (0..BATCH)
+                .map(|_| BusMsg::Deliver {
+                    room: room.clone(),
+                    frame: frame.clone(),
+                    exclude: Some(ConnRef {
+                        shard: 0,
+                        key: 0,
+                        id: 0,
+                    }),
+                    kind: Delivery::RoomEvent,
+                })
+                .collect();
+            tx.send(batch).expect("send");
+            waker.wake().expect("wake");
+            black_box(rx.try_recv().expect("recv").len())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_envelope, bench_fanout, bench_handoff);
+criterion_main!(benches);
