@@ -275,6 +275,42 @@ def run_connects(port, token, path, n, in_flight, timeout):
     return done, shards, errors
 
 
+def masked_text_frame(payload):
+    """A client text frame (FIN, masked) carrying payload (< 126 bytes)."""
+    mask = os.urandom(4)
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([0x81, 0x80 | len(payload)]) + mask + body
+
+
+def join_all(socks, room, timeout):
+    """Sends room:join on every socket and waits for every ack; returns acks seen."""
+    frame = masked_text_frame(json.dumps(
+        {"event": "room:join", "data": {"room": room}, "id": 1}).encode())
+    ep = select.epoll()
+    waiting = {}
+    for s in socks:
+        s.send(frame)
+        ep.register(s.fileno(), select.EPOLLIN)
+        waiting[s.fileno()] = (s, b"")
+    deadline = time.monotonic() + timeout
+    acked = 0
+    while waiting and time.monotonic() < deadline:
+        for fd, _ in ep.poll(0.5):
+            s, buf = waiting[fd]
+            try:
+                buf += s.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                continue
+            if b'"event":"ack"' in buf:
+                acked += 1
+                ep.unregister(fd)
+                del waiting[fd]
+            else:
+                waiting[fd] = (s, buf)
+    ep.close()
+    return acked
+
+
 # ----------------------------------------------------------------- main ----
 
 def main():
@@ -288,6 +324,7 @@ def main():
     ap.add_argument("--hold", type=float, default=3.0, help="seconds to hold the idle connections")
     ap.add_argument("--timeout", type=float, default=120.0, help="bound on the connect phase (s)")
     ap.add_argument("--json", action="store_true", help="also print one JSON object")
+    ap.add_argument("--join", metavar="ROOM", help="after connecting, every connection joins ROOM (/ws)")
     args = ap.parse_args()
     if args.conns < 1 or args.conns > 19000:
         ap.error("--conns must be 1..19000 (open-file limit 20,000 per process)")
@@ -306,6 +343,7 @@ def main():
     threads1 = proc_threads_cpu(pid)
     overflows1 = listen_overflows()
     ok = len(socks)
+    joined = join_all(socks, args.join, args.timeout) if args.join else None
 
     time.sleep(args.hold)
     rss1 = proc_rss_bytes(pid)
@@ -323,6 +361,7 @@ def main():
         "path": args.path,
         "conns_requested": args.conns,
         "conns_open": ok,
+        "joined": joined,
         "errors": errors,
         "connect_wall_s": round(wall, 4),
         "handshakes_per_s": round(ok / wall, 1) if wall > 0 else None,

@@ -13,7 +13,7 @@ const MAX_POOLED_CAPACITY: usize = 64 * 1024;
 /// Most buffers kept per shard.
 const MAX_POOLED_BUFFERS: usize = 1024;
 /// Capacity of a fresh buffer.
-const INITIAL_CAPACITY: usize = 4 * 1024;
+const INITIAL_CAPACITY: usize = 512;
 
 thread_local! {
     static FREE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
