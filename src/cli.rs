@@ -25,6 +25,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print a signed token (JWT, HS256) for a user.
     Token(TokenArgs),
+    /// Load-test a server on loopback: echo, fanout, connect or idle.
+    Bench(crate::bench::args::BenchArgs),
 }
 
 /// Flags of `roomcast serve`; each also reads `ROOMCAST_<NAME>`.
@@ -245,7 +247,7 @@ mod tests {
         argv.extend_from_slice(args);
         match Cli::try_parse_from(argv).expect("parses").command {
             Command::Serve(args) => args,
-            Command::Token(_) => unreachable!(),
+            _ => unreachable!(),
         }
     }
 

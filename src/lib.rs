@@ -7,6 +7,7 @@
 //! follows one message through these modules.
 
 pub mod auth;
+pub mod bench;
 pub mod cli;
 pub mod codes;
 pub mod config;

@@ -15,6 +15,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Token(args) => token(args),
+        Command::Bench(args) => roomcast::bench::run(args),
     }
 }
 

@@ -15,6 +15,32 @@ pub fn cap_send_buffer(socket: &impl AsRawFd, bytes: usize) -> io::Result<()> {
     set_int_option(socket, libc::SOL_SOCKET, libc::SO_SNDBUF, value)
 }
 
+/// Makes closing the socket send a reset instead of a FIN, so the closing
+/// side keeps no TIME_WAIT entry: the load generator's connect loops would
+/// otherwise run out of ephemeral ports within seconds.
+pub fn reset_on_close(socket: &impl AsRawFd) -> io::Result<()> {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: the pointer and length describe `linger`, a live local of the
+    // type SO_LINGER reads.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast::<libc::c_void>(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// The soft limit on open files of this process.
 pub fn open_file_limit() -> usize {
     let mut limit = libc::rlimit {
@@ -71,6 +97,93 @@ fn listener(addr: SocketAddr, reuseport: bool) -> io::Result<std::net::TcpListen
     let listener = std::net::TcpListener::from(owned);
     bind_and_listen(&listener, addr)?;
     Ok(listener)
+}
+
+/// Starts a non-blocking connect to `remote`, from `local` (port chosen by
+/// the kernel) when given: the load generator spreads its sockets over
+/// several loopback source addresses to get past one address's ~28,000
+/// ephemeral ports. The connect completes in the background (EINPROGRESS).
+pub fn connect_from(
+    local: Option<std::net::IpAddr>,
+    remote: SocketAddr,
+) -> io::Result<std::net::TcpStream> {
+    let domain = match remote {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    };
+    // SAFETY: socket() takes no pointers; a negative result is checked below.
+    let fd = unsafe {
+        libc::socket(
+            domain,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by socket() and is owned by no one else.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    if let Some(ip) = local {
+        let (storage, len) = socket_addr_to_raw(SocketAddr::new(ip, 0));
+        // SAFETY: `storage` holds a sockaddr of `len` bytes, live for the call.
+        let rc = unsafe {
+            libc::bind(
+                owned.as_raw_fd(),
+                (&raw const storage).cast::<libc::sockaddr>(),
+                len,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    let (storage, len) = socket_addr_to_raw(remote);
+    // SAFETY: as above; connect() only reads the address.
+    let rc = unsafe {
+        libc::connect(
+            owned.as_raw_fd(),
+            (&raw const storage).cast::<libc::sockaddr>(),
+            len,
+        )
+    };
+    if rc != 0 {
+        let error = io::Error::last_os_error();
+        if error.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(error);
+        }
+    }
+    Ok(std::net::TcpStream::from(owned))
+}
+
+/// CPU time (user + system, all threads) and resident memory of a process,
+/// from `/proc`; `None` when the process is gone or `/proc` is unreadable.
+pub fn process_usage(pid: u32) -> Option<ProcessUsage> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf takes no pointers.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(ProcessUsage {
+        cpu_seconds: ticks as f64 / per_second,
+        rss_bytes: rss_kib * 1024,
+    })
+}
+
+/// A reading of `process_usage`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProcessUsage {
+    pub cpu_seconds: f64,
+    pub rss_bytes: u64,
 }
 
 fn bind_and_listen(listener: &std::net::TcpListener, addr: SocketAddr) -> io::Result<()> {
@@ -183,6 +296,28 @@ mod tests {
         cap_send_buffer(&stream, 16 * 1024).unwrap();
         // Linux doubles the value for bookkeeping.
         assert_eq!(send_buffer(&stream), 32 * 1024);
+    }
+
+    #[test]
+    fn connect_from_a_chosen_loopback_address() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let local: std::net::IpAddr = "127.0.1.7".parse().unwrap();
+        let _stream = connect_from(Some(local), listener.local_addr().unwrap()).unwrap();
+        let (_, peer) = listener.accept().unwrap();
+        assert_eq!(peer.ip(), local);
+    }
+
+    #[test]
+    fn reset_on_close_is_accepted_by_the_kernel() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        reset_on_close(&stream).unwrap();
+    }
+
+    #[test]
+    fn own_process_usage_is_readable() {
+        let usage = process_usage(std::process::id()).unwrap();
+        assert!(usage.rss_bytes > 0 && usage.cpu_seconds >= 0.0);
     }
 
     #[test]

@@ -1,0 +1,181 @@
+//! The command line of `roomcast bench`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use crate::config::ConfigError;
+
+/// What to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// C connections to /echo, each keeping --window messages of --size bytes in flight (closed loop).
+    Echo,
+    /// C subscribers over --rooms rooms, --publishers publishers at --rate msgs/s (0: as fast as acks allow).
+    Fanout,
+    /// Handshakes per second (JWT included), or with --churn: connect, join, leave, disconnect loops.
+    Connect,
+    /// Hold C authenticated connections, each joined to one room, for --duration.
+    Idle,
+}
+
+/// Which server speaks what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Target {
+    /// roomcast: /echo, and JSON room events on /ws with tokens.
+    Roomcast,
+    /// A peer with /echo and /room/NAME broadcasting raw messages to the other members.
+    Raw,
+    /// A Socket.IO server (Engine.IO v4 framing over WebSocket; see perf/peers).
+    Socketio,
+}
+
+/// Flags of `roomcast bench`.
+#[derive(Debug, Clone, Args)]
+#[command(after_help = "Scenarios:
+  echo     C connections to /echo, each keeping W messages of S bytes in flight; latency per echo.
+  fanout   C subscribers spread over R rooms (room:join), P publishers with `pub` tokens (rate 0),
+           S-byte payloads, at --rate total messages/s (paced) or, with --rate 0, as fast as
+           --window outstanding publishes per publisher allow. Counts deliveries, lost messages
+           and out-of-order seq per subscriber.
+  connect  handshakes per second including JWT validation; --churn adds join and leave.
+  idle     holds C connections, each joined to one room, for --duration; server RSS per connection.
+
+Latency comes from a timestamp in each payload (p50, p90, p99, p99.9, max). With --server-pid the
+server's CPU time per delivered message and its RSS are reported, and which side was saturated.
+Targets only loopback addresses; every run is bounded by --duration and stops by itself.")]
+pub struct BenchArgs {
+    /// The scenario to run.
+    #[arg(value_enum)]
+    pub scenario: Scenario,
+    /// Server address (loopback only).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// Protocol of the server under test.
+    #[arg(long, value_enum, default_value = "roomcast")]
+    pub target: Target,
+    /// Secret to mint tokens with (roomcast target).
+    #[arg(long = "jwt-secret", env = "ROOMCAST_JWT_SECRET", default_value = "")]
+    pub jwt_secret: String,
+    /// Connections (echo, connect concurrency, idle) or subscribers (fanout).
+    #[arg(long, short = 'c', default_value_t = 64)]
+    pub conns: usize,
+    /// Rooms (fanout, idle).
+    #[arg(long, default_value_t = 1)]
+    pub rooms: usize,
+    /// Publishers (fanout).
+    #[arg(long, default_value_t = 1)]
+    pub publishers: usize,
+    /// Payload size in bytes (echo message; fanout `data` padding).
+    #[arg(long, short = 's', default_value_t = 32)]
+    pub size: usize,
+    /// Messages in flight per echo connection; outstanding publishes per publisher at --rate 0.
+    #[arg(long, short = 'w', default_value_t = 16)]
+    pub window: usize,
+    /// Fan-out: total messages per second over all publishers; 0: as fast as the window allows.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Length of the measured window.
+    #[arg(long, short = 'd', default_value = "5s", value_parser = duration)]
+    pub duration: Duration,
+    /// Stop after this many messages (echo, fanout publishes) or handshakes (connect).
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Client threads per process [default: number of cores].
+    #[arg(long, short = 't')]
+    pub threads: Option<usize>,
+    /// Comma-separated loopback source addresses, used round-robin (e.g. 127.0.1.1,127.0.1.2).
+    #[arg(long, value_delimiter = ',')]
+    pub src_ips: Vec<IpAddr>,
+    /// Connect scenario: join and leave a room on each connection before closing it.
+    #[arg(long)]
+    pub churn: bool,
+    /// The server's process id, to report its CPU time and memory.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Print the result as one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Most sockets one process opens; more are spread over worker processes.
+    #[arg(long, default_value_t = 18_000)]
+    pub sockets_per_process: usize,
+    /// Handshakes in flight at once per thread while connecting.
+    #[arg(long, default_value_t = 128)]
+    pub connect_window: usize,
+    /// This process is worker N (internal).
+    #[arg(long, hide = true)]
+    pub worker_index: Option<usize>,
+    /// Of this many workers (internal).
+    #[arg(long, hide = true, default_value_t = 1)]
+    pub workers: usize,
+}
+
+fn duration(text: &str) -> Result<Duration, ConfigError> {
+    crate::config::parse_duration(text)
+}
+
+/// Why the flags cannot be run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadArgs(pub &'static str);
+
+impl std::fmt::Display for BadArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl BenchArgs {
+    /// Checks bounds and the loopback-only rule.
+    pub fn validate(&self) -> Result<(), BadArgs> {
+        if !self.addr.ip().is_loopback() {
+            return Err(BadArgs(
+                "--addr must be a loopback address (127.0.0.0/8 or ::1)",
+            ));
+        }
+        if self.src_ips.iter().any(|ip| !ip.is_loopback()) {
+            return Err(BadArgs("--src-ips must be loopback addresses"));
+        }
+        if self.conns == 0 || self.conns > 1_000_000 {
+            return Err(BadArgs("--conns must be between 1 and 1000000"));
+        }
+        if self.rooms == 0 || self.publishers == 0 || self.window == 0 {
+            return Err(BadArgs(
+                "--rooms, --publishers and --window must be at least 1",
+            ));
+        }
+        if self.size > 1 << 20 {
+            return Err(BadArgs("--size must be at most 1MiB"));
+        }
+        if self.duration.is_zero() || self.duration > Duration::from_secs(3600) {
+            return Err(BadArgs("--duration must be between 1ms and 1h"));
+        }
+        if !(self.rate >= 0.0 && self.rate.is_finite()) {
+            return Err(BadArgs("--rate must be a number >= 0"));
+        }
+        if self.target == Target::Roomcast && self.jwt_secret.is_empty() {
+            return Err(BadArgs(
+                "--jwt-secret is needed to mint tokens for roomcast",
+            ));
+        }
+        if self.sockets_per_process == 0 || self.sockets_per_process > 19_000 {
+            return Err(BadArgs("--sockets-per-process must be between 1 and 19000"));
+        }
+        Ok(())
+    }
+
+    /// Sockets the whole run opens at once.
+    pub fn sockets(&self) -> usize {
+        match self.scenario {
+            Scenario::Fanout => self.conns + self.publishers,
+            _ => self.conns,
+        }
+    }
+
+    /// Client threads per process.
+    pub fn thread_count(&self) -> usize {
+        self.threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1)
+    }
+}

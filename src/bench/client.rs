@@ -1,0 +1,158 @@
+//! One load-generator connection, sans-IO: the opening handshake it sends,
+//! the server frames it reads back, and the replies the protocol requires
+//! of a client (pong, close, Socket.IO's `40` and `3`).
+
+use crate::bench::args::Target;
+use crate::ws::frame::{OpCode, encode_masked_frame, parse_header};
+
+/// Masks the bench's own control frames; the server unmasks whatever key it gets.
+const CONTROL_MASK: [u8; 4] = [0x5a, 0x17, 0xc3, 0x2e];
+
+/// The request line's target and the request itself.
+pub fn upgrade_request(path: &str, host: &str) -> Vec<u8> {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// Where the response head ends, and whether it is `101`.
+pub fn response_head(input: &[u8]) -> Option<(usize, bool)> {
+    let end = input.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    Some((end, input.starts_with(b"HTTP/1.1 101")))
+}
+
+/// A message from the server, as the scenarios see it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming<'a> {
+    /// A data message (for Socket.IO: the payload of an event packet).
+    Data(&'a [u8]),
+    /// The connection is ready for traffic (Socket.IO after `40`).
+    Ready,
+    /// The server closed.
+    Closed,
+    /// Nothing the scenario needs to see.
+    Other,
+}
+
+/// Parses the next complete server frame in `input`; returns the bytes it
+/// used and what it was, answering control traffic into `out`.
+pub fn next_message<'a>(
+    input: &'a [u8],
+    target: Target,
+    out: &mut Vec<u8>,
+) -> Option<(usize, Incoming<'a>)> {
+    let header = parse_header(input).ok()??;
+    let len = usize::try_from(header.payload_len).ok()?;
+    let end = header.header_len.checked_add(len)?;
+    if input.len() < end {
+        return None;
+    }
+    let payload = &input[header.header_len..end];
+    let incoming = match header.opcode {
+        OpCode::Ping => {
+            encode_masked_frame(true, OpCode::Pong, payload, CONTROL_MASK, out);
+            Incoming::Other
+        }
+        OpCode::Close => {
+            encode_masked_frame(
+                true,
+                OpCode::Close,
+                &payload[..payload.len().min(2)],
+                CONTROL_MASK,
+                out,
+            );
+            Incoming::Closed
+        }
+        OpCode::Text if target == Target::Socketio => socketio_packet(payload, out),
+        OpCode::Text | OpCode::Binary => Incoming::Data(payload),
+        _ => Incoming::Other,
+    };
+    Some((end, incoming))
+}
+
+/// Engine.IO v4 / Socket.IO packets: `0{..}` open, `40{..}` connected,
+/// `2` ping, `42[..]` event.
+fn socketio_packet<'a>(payload: &'a [u8], out: &mut Vec<u8>) -> Incoming<'a> {
+    match payload {
+        [b'0', ..] => {
+            encode_masked_frame(true, OpCode::Text, b"40", CONTROL_MASK, out);
+            Incoming::Other
+        }
+        [b'4', b'0', ..] => Incoming::Ready,
+        [b'2'] => {
+            encode_masked_frame(true, OpCode::Text, b"3", CONTROL_MASK, out);
+            Incoming::Other
+        }
+        [b'4', b'2', ..] => Incoming::Data(&payload[2..]),
+        _ => Incoming::Other,
+    }
+}
+
+/// A client close frame.
+pub fn close_frame(out: &mut Vec<u8>) {
+    encode_masked_frame(
+        true,
+        OpCode::Close,
+        &1000u16.to_be_bytes(),
+        CONTROL_MASK,
+        out,
+    );
+}
+
+/// A client text frame (for the occasional control message: joins, leaves).
+pub fn text_frame(text: &[u8], out: &mut Vec<u8>) {
+    encode_masked_frame(true, OpCode::Text, text, CONTROL_MASK, out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ws::frame::encode_frame;
+
+    #[test]
+    fn server_frames_and_pings_are_handled() {
+        let mut input = Vec::new();
+        encode_frame(OpCode::Ping, b"p", &mut input);
+        encode_frame(OpCode::Text, b"hello", &mut input);
+        let mut out = Vec::new();
+        let (used, first) = next_message(&input, Target::Roomcast, &mut out).unwrap();
+        assert_eq!(first, Incoming::Other);
+        assert!(!out.is_empty(), "a pong was queued");
+        let (_, second) = next_message(&input[used..], Target::Roomcast, &mut out).unwrap();
+        assert_eq!(second, Incoming::Data(b"hello"));
+        assert!(next_message(&input[..3], Target::Roomcast, &mut out).is_none());
+    }
+
+    #[test]
+    fn socketio_handshake_packets() {
+        let mut out = Vec::new();
+        let mut frame = Vec::new();
+        encode_frame(OpCode::Text, br#"0{"sid":"x"}"#, &mut frame);
+        assert_eq!(
+            next_message(&frame, Target::Socketio, &mut out).unwrap().1,
+            Incoming::Other
+        );
+        assert!(!out.is_empty());
+        frame.clear();
+        encode_frame(OpCode::Text, br#"42["msg","T1"]"#, &mut frame);
+        assert_eq!(
+            next_message(&frame, Target::Socketio, &mut out).unwrap().1,
+            Incoming::Data(br#"["msg","T1"]"#)
+        );
+    }
+
+    #[test]
+    fn response_heads() {
+        assert_eq!(
+            response_head(b"HTTP/1.1 101 Switching Protocols\r\n\r\nrest"),
+            Some((36, true))
+        );
+        assert_eq!(
+            response_head(b"HTTP/1.1 401 Unauthorized\r\n\r\n").map(|r| r.1),
+            Some(false)
+        );
+        assert_eq!(response_head(b"HTTP/1.1 101"), None);
+    }
+}

@@ -1,0 +1,215 @@
+//! `roomcast bench`: the load generator users run to size a deployment.
+//!
+//! Owns its own client side — mio event loops per thread (`worker`), the
+//! client handshake and framing (`client`), pre-encoded pre-masked messages
+//! (`payload`), worker processes (`process`) and the report (`report`). It
+//! shares only the frame codec and token minting with the server, and
+//! only ever targets loopback addresses.
+
+pub mod args;
+pub mod client;
+pub mod payload;
+pub mod process;
+pub mod report;
+pub mod worker;
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use args::{BenchArgs, Scenario};
+use process::WorkerProcess;
+use report::{Progress, ServerFigures, Summary, WorkerResult};
+
+/// Runs `roomcast bench` with these flags.
+pub fn run(args: BenchArgs) -> ExitCode {
+    if let Err(e) = args.validate() {
+        eprintln!("roomcast bench: {e}");
+        return ExitCode::from(2);
+    }
+    let outcome = match args.worker_index {
+        Some(index) => process::run_worker(args, index).map(|()| ExitCode::SUCCESS),
+        None => orchestrate(&args),
+    };
+    outcome.unwrap_or_else(|e| {
+        eprintln!("roomcast bench: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+fn orchestrate(args: &BenchArgs) -> io::Result<ExitCode> {
+    let workers = args.sockets().div_ceil(args.sockets_per_process).max(1);
+    let server_before = args.server_pid.and_then(crate::sys::process_usage);
+    let mut processes = (0..workers)
+        .map(|i| WorkerProcess::spawn(i, workers))
+        .collect::<io::Result<Vec<_>>>()?;
+    let mut connected = 0;
+    for worker in &processes {
+        let line = next_line(worker, "READY", Duration::from_secs(150))?;
+        connected += line.trim().parse::<u64>().unwrap_or(0);
+    }
+    eprintln!(
+        "roomcast bench: {connected} connections open in {workers} process(es); measuring for {:?}",
+        args.duration
+    );
+    let server_start = args.server_pid.and_then(crate::sys::process_usage);
+    let start = Instant::now();
+    for worker in &mut processes {
+        worker.go()?;
+    }
+    let results = collect(args, &processes, start)?;
+    let window_seconds = start.elapsed().as_secs_f64();
+    let bench_cpu_seconds = results.iter().map(|r| r.cpu_seconds).sum();
+    let server_end = args.server_pid.and_then(crate::sys::process_usage);
+    for worker in &mut processes {
+        let _ = worker.child.wait();
+    }
+    let summary = summarize(
+        args,
+        &results,
+        window_seconds,
+        server_before,
+        server_start,
+        server_end,
+        bench_cpu_seconds,
+        workers,
+    );
+    let mut stdout = io::stdout().lock();
+    if args.json {
+        writeln!(stdout, "{}", summary.to_json(args))?;
+    } else {
+        write!(stdout, "{}", summary.to_table(args))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Waits for a worker line starting with `prefix`; returns the rest.
+fn next_line(worker: &WorkerProcess, prefix: &str, limit: Duration) -> io::Result<String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match worker.lines.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(rest) = line.strip_prefix(prefix) {
+                    return Ok(rest.trim().to_owned());
+                }
+            }
+            Err(_) => return Err(io::Error::other(format!("a worker sent no {prefix} line"))),
+        }
+    }
+}
+
+/// Prints a progress line a second and gathers every worker's result.
+fn collect(
+    args: &BenchArgs,
+    processes: &[WorkerProcess],
+    start: Instant,
+) -> io::Result<Vec<WorkerResult>> {
+    let mut latest = vec![Progress::default(); processes.len()];
+    let mut results: Vec<Option<WorkerResult>> = vec![None; processes.len()];
+    let mut last_print = Instant::now();
+    let mut last_delivered = 0;
+    let mut fresh = false;
+    let limit = args.duration + Duration::from_secs(30);
+    while results.iter().any(Option::is_none) {
+        if start.elapsed() > limit {
+            return Err(io::Error::other("workers did not finish in time"));
+        }
+        for (i, worker) in processes.iter().enumerate() {
+            while let Ok(line) = worker.lines.try_recv() {
+                if let Some(json) = line.strip_prefix("PROGRESS ") {
+                    latest[i] = Progress::from_json(json).unwrap_or(latest[i]);
+                    fresh = true;
+                } else if let Some(json) = line.strip_prefix("RESULT ") {
+                    results[i] = WorkerResult::from_json(json);
+                    if results[i].is_none() {
+                        return Err(io::Error::other("a worker's result did not parse"));
+                    }
+                }
+            }
+        }
+        if fresh
+            && last_print.elapsed() >= Duration::from_millis(900)
+            && results.iter().all(Option::is_none)
+        {
+            fresh = false;
+            let delivered: u64 = latest.iter().map(|p| p.delivered).sum();
+            let rate = (delivered - last_delivered.min(delivered)) as f64
+                / last_print.elapsed().as_secs_f64();
+            last_delivered = delivered;
+            last_print = Instant::now();
+            eprintln!(
+                "[{:>4.0}s] {:>10.0} msg/s  delivered {:>10}  p50 {:>6} µs  p99 {:>7} µs  connections {:>6}  handshakes {:>7}  errors {}",
+                start.elapsed().as_secs_f64(),
+                rate,
+                delivered,
+                latest.iter().map(|p| p.p50_us).max().unwrap_or(0),
+                latest.iter().map(|p| p.p99_us).max().unwrap_or(0),
+                latest.iter().map(|p| p.connected).sum::<u64>(),
+                latest.iter().map(|p| p.handshakes).sum::<u64>(),
+                latest.iter().map(|p| p.errors).sum::<u64>(),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(results.into_iter().flatten().collect())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn summarize(
+    args: &BenchArgs,
+    results: &[WorkerResult],
+    window_seconds: f64,
+    server_before: Option<crate::sys::ProcessUsage>,
+    server_start: Option<crate::sys::ProcessUsage>,
+    server_end: Option<crate::sys::ProcessUsage>,
+    bench_cpu_seconds: f64,
+    workers: usize,
+) -> Summary {
+    let mut latency = worker::new_histogram();
+    for result in results {
+        if let Some(h) = process::decode_histogram(&result.latency) {
+            let _ = latency.add(&h);
+        }
+    }
+    let mut published = vec![0u64; args.rooms];
+    for result in results {
+        for (room, n) in result.published.iter().enumerate() {
+            published[room] += n;
+        }
+    }
+    let expected = (args.scenario == Scenario::Fanout).then(|| {
+        published
+            .iter()
+            .enumerate()
+            .map(|(room, n)| n * members_of(args, room))
+            .sum()
+    });
+    let server = match (server_before, server_start, server_end) {
+        (Some(before), Some(start), Some(end)) => Some(ServerFigures {
+            cpu_seconds: end.cpu_seconds - start.cpu_seconds,
+            rss_before: before.rss_bytes,
+            rss_after: start.rss_bytes.max(end.rss_bytes),
+        }),
+        _ => None,
+    };
+    Summary {
+        window_seconds,
+        connected: results.iter().map(|r| r.connected).sum(),
+        sent: results.iter().map(|r| r.sent).sum(),
+        delivered: results.iter().map(|r| r.delivered).sum(),
+        expected,
+        out_of_order: results.iter().map(|r| r.out_of_order).sum(),
+        handshakes: results.iter().map(|r| r.handshakes).sum(),
+        errors: results.iter().map(|r| r.errors).sum(),
+        latency,
+        server,
+        bench_cpu_seconds,
+        bench_threads: args.thread_count() * workers,
+    }
+}
+
+/// Subscribers of `room`: subscriber g is in room g % rooms.
+fn members_of(args: &BenchArgs, room: usize) -> u64 {
+    (args.conns / args.rooms + usize::from(room < args.conns % args.rooms)) as u64
+}

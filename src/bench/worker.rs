@@ -1,0 +1,712 @@
+//! A load-generator thread: a mio `Poll` driving its share of the
+//! connections through the run's phases (connect, measure, drain).
+//!
+//! The threads of one process share only the phase and a few counters
+//! (atomics, read once a second for progress) and hand their histograms
+//! and tallies back when they finish.
+
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::auth::{self, Claims};
+use crate::bench::args::{BenchArgs, Scenario, Target};
+use crate::bench::client::{self, Incoming};
+use crate::bench::payload::{self, ID_PLACEHOLDER, Template};
+use crate::ws::frame::OpCode;
+
+/// The phases of a run, shared by every thread of a process.
+pub mod phase {
+    pub const CONNECT: u8 = 0;
+    pub const MEASURE: u8 = 1;
+    pub const DRAIN: u8 = 2;
+    pub const STOP: u8 = 3;
+}
+
+/// State shared by the threads of one worker process.
+pub struct Shared {
+    pub args: BenchArgs,
+    pub phase: AtomicU8,
+    /// Threads whose connections are all open (and joined).
+    pub ready: AtomicUsize,
+    pub connected: AtomicU64,
+    pub sent: AtomicU64,
+    pub delivered: AtomicU64,
+    pub errors: AtomicU64,
+    pub handshakes: AtomicU64,
+    /// Latency so far, merged by each thread about once a second.
+    pub latency: Mutex<Histogram<u64>>,
+}
+
+impl Shared {
+    pub fn new(args: BenchArgs) -> Self {
+        Self {
+            args,
+            phase: AtomicU8::new(phase::CONNECT),
+            ready: AtomicUsize::new(0),
+            connected: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            handshakes: AtomicU64::new(0),
+            latency: Mutex::new(new_histogram()),
+        }
+    }
+}
+
+/// A histogram of microseconds, up to an hour.
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")
+}
+
+/// What one thread measured.
+pub struct Tally {
+    pub latency: Histogram<u64>,
+    /// Room events acknowledged (roomcast) or sent (peers), per room.
+    pub published: Vec<u64>,
+    pub delivered: u64,
+    pub out_of_order: u64,
+    pub duplicates: u64,
+    pub handshakes: u64,
+    pub errors: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Echo,
+    Subscriber { room: usize },
+    Publisher { index: usize, room: usize },
+    Idle { room: usize },
+    Connector,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Handshaking,
+    /// Open, waiting for a join ack or Socket.IO's `40`.
+    Joining,
+    Open,
+    Closed,
+}
+
+struct Client {
+    stream: TcpStream,
+    role: Role,
+    state: State,
+    input: Vec<u8>,
+    out: Vec<u8>,
+    writable: bool,
+    opened_at: Instant,
+    /// Echo messages or publishes awaiting their answer.
+    outstanding: usize,
+    sent: u64,
+    last_seq: u64,
+    /// Raw peers: the last counter seen per publisher.
+    last_counter: Vec<(u32, u64)>,
+    template: Option<Arc<Template>>,
+}
+
+/// Runs one thread's share: the global client indexes `mine`.
+pub fn run(shared: &Shared, mine: Vec<usize>) -> io::Result<Tally> {
+    let mut worker = Worker::new(shared, mine)?;
+    worker.run()?;
+    worker.merge_progress();
+    Ok(worker.tally)
+}
+
+struct Worker<'a> {
+    shared: &'a Shared,
+    args: &'a BenchArgs,
+    poll: Poll,
+    clients: Slab<Client>,
+    /// Global indexes not connected yet.
+    pending: Vec<usize>,
+    tally: Tally,
+    ready_reported: bool,
+    last_merge: Instant,
+    measure_start: Option<Instant>,
+    last_delivery: Instant,
+    total_started: usize,
+}
+
+impl<'a> Worker<'a> {
+    fn new(shared: &'a Shared, mut mine: Vec<usize>) -> io::Result<Self> {
+        mine.reverse();
+        if shared.args.scenario == Scenario::Connect {
+            // Connections are made on demand during the measured window.
+            mine.clear();
+        }
+        let args = &shared.args;
+        Ok(Self {
+            shared,
+            args,
+            poll: Poll::new()?,
+            clients: Slab::new(),
+            pending: mine,
+            tally: Tally {
+                latency: new_histogram(),
+                published: vec![0; args.rooms],
+                delivered: 0,
+                out_of_order: 0,
+                duplicates: 0,
+                handshakes: 0,
+                errors: 0,
+            },
+            ready_reported: false,
+            last_merge: Instant::now(),
+            measure_start: None,
+            last_delivery: Instant::now(),
+            total_started: 0,
+        })
+    }
+
+    fn role_of(&self, global: usize) -> Role {
+        let args = self.args;
+        match args.scenario {
+            Scenario::Echo => Role::Echo,
+            Scenario::Idle => Role::Idle {
+                room: global % args.rooms,
+            },
+            Scenario::Connect => Role::Connector,
+            Scenario::Fanout if global < args.conns => Role::Subscriber {
+                room: global % args.rooms,
+            },
+            Scenario::Fanout => {
+                let index = global - args.conns;
+                Role::Publisher {
+                    index,
+                    room: index % args.rooms,
+                }
+            }
+        }
+    }
+
+    fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let phase = self.shared.phase.load(Ordering::Acquire);
+            if phase == phase::STOP {
+                self.close_all();
+                return Ok(());
+            }
+            self.start_connections(phase);
+            self.report_ready();
+            let timeout = if phase == phase::MEASURE {
+                Duration::from_millis(1)
+            } else {
+                Duration::from_millis(5)
+            };
+            match self.poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                let key = event.token().0;
+                if event.is_writable() {
+                    self.flush(key);
+                }
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    self.on_readable(key, phase, now);
+                }
+            }
+            if phase == phase::MEASURE {
+                self.measure_start.get_or_insert(now);
+                self.pace(now);
+            }
+            if now.duration_since(self.last_merge) >= Duration::from_millis(500) {
+                self.merge_progress();
+            }
+        }
+    }
+
+    /// Keeps `--connect-window` handshakes in flight until every client is open.
+    fn start_connections(&mut self, phase: u8) {
+        let connecting = self.args.scenario == Scenario::Connect;
+        if connecting && phase != phase::MEASURE {
+            return;
+        }
+        let in_flight = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.state == State::Handshaking)
+            .count();
+        let mut budget = self.args.connect_window.saturating_sub(in_flight);
+        while budget > 0 {
+            let global = if connecting {
+                if self.args.count.is_some_and(|n| {
+                    self.shared.handshakes.load(Ordering::Relaxed) + in_flight as u64 >= n
+                }) || self.clients.len()
+                    >= self.args.conns.div_ceil(self.args.thread_count()).max(1)
+                {
+                    return;
+                }
+                self.total_started
+            } else {
+                match self.pending.pop() {
+                    Some(global) => global,
+                    None => return,
+                }
+            };
+            self.total_started += 1;
+            if let Err(e) = self.connect(global) {
+                self.tally.errors += 1;
+                self.shared.errors.fetch_add(1, Ordering::Relaxed);
+                if e.raw_os_error() == Some(libc::EMFILE) {
+                    return;
+                }
+            }
+            budget -= 1;
+        }
+    }
+
+    fn connect(&mut self, global: usize) -> io::Result<()> {
+        let args = self.args;
+        let role = self.role_of(global);
+        let source = (!args.src_ips.is_empty()).then(|| args.src_ips[global % args.src_ips.len()]);
+        let stream = crate::sys::connect_from(source, args.addr)?;
+        stream.set_nodelay(true)?;
+        let mut stream = TcpStream::from_std(stream);
+        let entry = self.clients.vacant_entry();
+        let key = entry.key();
+        self.poll.registry().register(
+            &mut stream,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        let path = request_path(args, role, global);
+        let out = client::upgrade_request(&path, &args.addr.to_string());
+        let template = template_for(args, role);
+        entry.insert(Client {
+            stream,
+            role,
+            state: State::Handshaking,
+            input: Vec::new(),
+            out,
+            writable: true,
+            opened_at: Instant::now(),
+            outstanding: 0,
+            sent: 0,
+            last_seq: 0,
+            last_counter: Vec::new(),
+            template,
+        });
+        Ok(())
+    }
+
+    fn report_ready(&mut self) {
+        if self.ready_reported || !self.pending.is_empty() {
+            return;
+        }
+        let all_open = self
+            .clients
+            .iter()
+            .all(|(_, c)| c.state == State::Open || c.state == State::Closed);
+        if all_open {
+            self.ready_reported = true;
+            self.shared.ready.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    fn on_readable(&mut self, key: usize, phase: u8, now: Instant) {
+        let mut buf = [0u8; 65536];
+        loop {
+            let Some(client) = self.clients.get_mut(key) else {
+                return;
+            };
+            match client.stream.read(&mut buf) {
+                Ok(0) => {
+                    self.drop_client(key, phase);
+                    return;
+                }
+                Ok(n) => {
+                    client.input.extend_from_slice(&buf[..n]);
+                    self.process_input(key, phase, now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.drop_client(key, phase);
+                    return;
+                }
+            }
+        }
+        self.flush(key);
+    }
+
+    fn process_input(&mut self, key: usize, phase: u8, now: Instant) {
+        let target = self.args.target;
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        let mut input = std::mem::take(&mut client.input);
+        let mut used = 0;
+        if client.state == State::Handshaking {
+            let Some((end, ok)) = client::response_head(&input) else {
+                client.input = input;
+                return;
+            };
+            used = end;
+            if !ok {
+                self.tally.errors += 1;
+                self.shared.errors.fetch_add(1, Ordering::Relaxed);
+                self.drop_client(key, phase);
+                return;
+            }
+            self.on_open(key, now);
+        }
+        loop {
+            let Some(client) = self.clients.get_mut(key) else {
+                return;
+            };
+            let Some((len, incoming)) =
+                client::next_message(&input[used..], target, &mut client.out)
+            else {
+                break;
+            };
+            let data = match incoming {
+                Incoming::Data(data) => Some(data.to_vec()),
+                Incoming::Ready => {
+                    self.mark_open(key);
+                    None
+                }
+                Incoming::Closed => {
+                    client.state = State::Closed;
+                    None
+                }
+                Incoming::Other => None,
+            };
+            used += len;
+            if let Some(data) = data {
+                self.on_data(key, &data, phase, now);
+            }
+        }
+        input.drain(..used);
+        if let Some(client) = self.clients.get_mut(key) {
+            client.input = input;
+        }
+    }
+
+    fn on_open(&mut self, key: usize, now: Instant) {
+        let args = self.args;
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        self.tally.handshakes += 1;
+        self.shared.handshakes.fetch_add(1, Ordering::Relaxed);
+        self.shared.connected.fetch_add(1, Ordering::Relaxed);
+        let joins = matches!(client.role, Role::Subscriber { .. } | Role::Idle { .. })
+            || (client.role == Role::Connector && args.churn);
+        match (args.target, client.role) {
+            (_, Role::Connector) if args.scenario == Scenario::Connect => {
+                let micros = now.duration_since(client.opened_at).as_micros() as u64;
+                let _ = self.tally.latency.record(micros.max(1));
+                if args.churn && args.target == Target::Roomcast {
+                    client.state = State::Joining;
+                    client::text_frame(
+                        br#"{"event":"room:join","data":{"room":"bench-churn"},"id":"j"}"#,
+                        &mut client.out,
+                    );
+                } else {
+                    self.finish_connector(key);
+                }
+            }
+            (Target::Socketio, _) => client.state = State::Joining,
+            (Target::Roomcast, Role::Subscriber { room } | Role::Idle { room }) if joins => {
+                client.state = State::Joining;
+                let join =
+                    format!(r#"{{"event":"room:join","data":{{"room":"bench-{room}"}},"id":"j"}}"#);
+                client::text_frame(join.as_bytes(), &mut client.out);
+            }
+            _ => client.state = State::Open,
+        }
+    }
+
+    fn mark_open(&mut self, key: usize) {
+        if let Some(client) = self.clients.get_mut(key) {
+            client.state = State::Open;
+        }
+    }
+
+    /// A connect-scenario connection is done: close it and let another start.
+    fn finish_connector(&mut self, key: usize) {
+        if let Some(mut client) = self.clients.try_remove(key) {
+            let _ = self.poll.registry().deregister(&mut client.stream);
+            let _ = crate::sys::reset_on_close(&client.stream);
+        }
+    }
+
+    fn on_data(&mut self, key: usize, data: &[u8], phase: u8, now: Instant) {
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        if client.state == State::Joining {
+            if data.starts_with(br#"{"event":"ack""#) {
+                client.last_seq = payload::number_after(data, b"\"seq\":").unwrap_or(0);
+                if client.role == Role::Connector {
+                    if data.windows(9).any(|w| w == b"\"id\":\"j\"") {
+                        client::text_frame(
+                            br#"{"event":"room:leave","data":{"room":"bench-churn"},"id":"l"}"#,
+                            &mut client.out,
+                        );
+                        return;
+                    }
+                    self.finish_connector(key);
+                    return;
+                }
+                client.state = State::Open;
+            }
+            return;
+        }
+        match client.role {
+            Role::Echo => {
+                client.outstanding = client.outstanding.saturating_sub(1);
+                self.count_delivery(data, now);
+                if phase == phase::MEASURE {
+                    self.send_message(key);
+                }
+            }
+            Role::Publisher { room, .. } => {
+                if data.starts_with(br#"{"event":"ack""#) {
+                    client.outstanding = client.outstanding.saturating_sub(1);
+                    if data.windows(14).any(|w| w == b"\"success\":true") {
+                        self.tally.published[room] += 1;
+                    } else {
+                        self.tally.errors += 1;
+                        self.shared.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Role::Subscriber { .. } => {
+                if self.args.target == Target::Roomcast
+                    && !data.starts_with(br#"{"event":"bench:msg""#)
+                {
+                    return;
+                }
+                self.check_order(key, data);
+                self.count_delivery(data, now);
+            }
+            Role::Idle { .. } | Role::Connector => {}
+        }
+    }
+
+    fn check_order(&mut self, key: usize, data: &[u8]) {
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        if self.args.target == Target::Roomcast {
+            let Some(seq) = payload::number_after(data, b"\"seq\":") else {
+                return;
+            };
+            if seq <= client.last_seq {
+                self.tally.out_of_order += 1;
+            }
+            client.last_seq = client.last_seq.max(seq);
+            return;
+        }
+        let Some(record) = payload::find_record(data) else {
+            return;
+        };
+        match client
+            .last_counter
+            .iter_mut()
+            .find(|(p, _)| *p == record.publisher)
+        {
+            Some((_, last)) => {
+                if record.counter <= *last {
+                    self.tally.out_of_order += 1;
+                }
+                *last = (*last).max(record.counter);
+            }
+            None => client.last_counter.push((record.publisher, record.counter)),
+        }
+    }
+
+    fn count_delivery(&mut self, data: &[u8], now: Instant) {
+        self.tally.delivered += 1;
+        self.shared.delivered.fetch_add(1, Ordering::Relaxed);
+        self.last_delivery = now;
+        if let Some(record) = payload::find_record(data) {
+            let latency = payload::now_us().saturating_sub(record.time_us);
+            let _ = self.tally.latency.record(latency.max(1));
+        }
+    }
+
+    /// Sends what the scenario calls for during the measured window.
+    fn pace(&mut self, now: Instant) {
+        let args = self.args;
+        let elapsed = now
+            .duration_since(self.measure_start.unwrap_or(now))
+            .as_secs_f64();
+        let count_reached = args
+            .count
+            .is_some_and(|n| self.shared.sent.load(Ordering::Relaxed) >= n);
+        let keys: Vec<usize> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.state == State::Open)
+            .map(|(k, _)| k)
+            .collect();
+        for key in keys {
+            let Some(client) = self.clients.get(key) else {
+                continue;
+            };
+            let quota = match client.role {
+                Role::Echo => args.window.saturating_sub(client.outstanding),
+                Role::Publisher { .. } if args.rate > 0.0 => {
+                    let per_publisher = args.rate / args.publishers as f64;
+                    let due = (elapsed * per_publisher) as u64;
+                    due.saturating_sub(client.sent).min(1000) as usize
+                }
+                Role::Publisher { .. } if args.target == Target::Roomcast => {
+                    args.window.saturating_sub(client.outstanding)
+                }
+                // Peers send no acks: keep a bounded amount unwritten instead.
+                Role::Publisher { .. } => usize::from(client.out.len() < 64 * 1024) * args.window,
+                _ => 0,
+            };
+            for _ in 0..quota {
+                if count_reached {
+                    break;
+                }
+                self.send_message(key);
+            }
+            self.flush(key);
+        }
+    }
+
+    fn send_message(&mut self, key: usize) {
+        if self
+            .args
+            .count
+            .is_some_and(|n| self.shared.sent.load(Ordering::Relaxed) >= n)
+        {
+            return;
+        }
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        let Some(template) = client.template.clone() else {
+            return;
+        };
+        client.sent += 1;
+        client.outstanding += 1;
+        template.write(&mut client.out, payload::now_us(), client.sent, client.sent);
+        self.shared.sent.fetch_add(1, Ordering::Relaxed);
+        if self.args.target != Target::Roomcast
+            && let Role::Publisher { room, .. } = client.role
+        {
+            self.tally.published[room] += 1;
+        }
+    }
+
+    fn flush(&mut self, key: usize) {
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        while !client.out.is_empty() {
+            match client.stream.write(&client.out) {
+                Ok(0) => break,
+                Ok(n) => {
+                    client.out.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    client.writable = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    client.state = State::Closed;
+                    return;
+                }
+            }
+        }
+        client.writable = true;
+    }
+
+    fn drop_client(&mut self, key: usize, phase: u8) {
+        let Some(mut client) = self.clients.try_remove(key) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut client.stream);
+        if client.role != Role::Connector && phase < phase::DRAIN {
+            self.tally.errors += 1;
+            self.shared.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn merge_progress(&mut self) {
+        self.last_merge = Instant::now();
+        if let Ok(mut shared) = self.shared.latency.lock() {
+            let _ = shared.add(&self.tally.latency);
+        }
+        // The shared histogram now holds these; it is the one reported.
+        self.tally.latency.reset();
+    }
+
+    fn close_all(&mut self) {
+        for (_, client) in self.clients.iter_mut() {
+            client::close_frame(&mut client.out);
+            let _ = client.stream.write(&client.out);
+        }
+        self.clients.clear();
+    }
+}
+
+fn request_path(args: &BenchArgs, role: Role, global: usize) -> String {
+    let room = match role {
+        Role::Subscriber { room } | Role::Idle { room } | Role::Publisher { room, .. } => room,
+        _ => 0,
+    };
+    match args.target {
+        Target::Roomcast => {
+            let exp = (payload::now_us() / 1_000_000 + 24 * 3600) as f64;
+            let claims = Claims {
+                publish: matches!(role, Role::Publisher { .. }).then(|| vec!["bench-*".to_owned()]),
+                rate: Some(0.0),
+                ..Claims::new(format!("bench-{global}"), exp)
+            };
+            let token = auth::mint(&claims, args.jwt_secret.as_bytes());
+            let path = if role == Role::Echo { "/echo" } else { "/ws" };
+            format!("{path}?token={token}")
+        }
+        Target::Raw => match role {
+            Role::Echo | Role::Connector => "/echo".to_owned(),
+            _ => format!("/room/bench-{room}"),
+        },
+        Target::Socketio => format!("/socket.io/?EIO=4&transport=websocket&room=bench-{room}"),
+    }
+}
+
+fn template_for(args: &BenchArgs, role: Role) -> Option<Arc<Template>> {
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let (publisher, room) = match role {
+        Role::Echo => (0, 0),
+        Role::Publisher { index, room } => (index as u32, room),
+        _ => return None,
+    };
+    let record = payload::placeholder_record(publisher, args.size.max(payload::RECORD_LEN));
+    let template = match (args.target, role) {
+        (_, Role::Echo) => Template::new(OpCode::Binary, record.as_bytes(), mask),
+        (Target::Roomcast, _) => {
+            let text = format!(
+                r#"{{"event":"bench:msg","room":"bench-{room}","data":"{record}","id":"{ID_PLACEHOLDER}#"}}"#
+            );
+            Template::new(OpCode::Text, text.as_bytes(), mask)
+        }
+        (Target::Raw, _) => Template::new(OpCode::Binary, record.as_bytes(), mask),
+        (Target::Socketio, _) => Template::new(
+            OpCode::Text,
+            format!(r#"42["msg","{record}"]"#).as_bytes(),
+            mask,
+        ),
+    };
+    Some(Arc::new(template))
+}
