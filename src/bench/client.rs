@@ -122,7 +122,7 @@ mod tests {
         assert!(!out.is_empty(), "a pong was queued");
         let (_, second) = next_message(&input[used..], Target::Roomcast, &mut out).unwrap();
         assert_eq!(second, Incoming::Data(b"hello"));
-        assert!(next_message(&input[..3], Target::Roomcast, &mut out).is_none());
+        assert!(next_message(&input[..2], Target::Roomcast, &mut out).is_none());
     }
 
     #[test]
