@@ -83,7 +83,7 @@ impl Template {
             self.put_digits(
                 out,
                 payload,
-                at + 2 + TIME_DIGITS + PUBLISHER_DIGITS,
+                at + 3 + TIME_DIGITS + PUBLISHER_DIGITS,
                 counter,
                 COUNTER_DIGITS,
             );
