@@ -694,6 +694,11 @@ fn template_for(args: &BenchArgs, role: Role) -> Option<Arc<Template>> {
     };
     let record = payload::placeholder_record(publisher, args.size.max(payload::RECORD_LEN));
     let template = match (args.target, role) {
+        (Target::Socketio, Role::Echo) => Template::new(
+            OpCode::Text,
+            format!(r#"42["echo","{record}"]"#).as_bytes(),
+            mask,
+        ),
         (_, Role::Echo) => Template::new(OpCode::Binary, record.as_bytes(), mask),
         (Target::Roomcast, _) => {
             let text = format!(
