@@ -124,18 +124,13 @@ enum State {
         reader: HeadReader,
         deadline: Instant,
     },
-    /// An upgraded WebSocket.
-    Open(Box<Open>),
+    /// An upgraded WebSocket; its decoder and session are in `session`.
+    Open,
     /// The last output (a close frame or a final HTTP response) is queued.
     /// Once it is written the reactor shuts the write side; input is read
     /// and discarded until EOF or the deadline, so the peer sees our last
     /// bytes instead of a reset.
     Finishing { deadline: Instant },
-}
-
-struct Open {
-    decoder: Decoder,
-    endpoint: Endpoint,
 }
 
 impl Connection {
@@ -294,7 +289,7 @@ impl Connection {
 
     /// Whether the connection is an open WebSocket.
     pub fn is_open_websocket(&self) -> bool {
-        matches!(self.state, State::Open(_))
+        matches!(self.state, State::Open)
     }
 
     /// Feeds input; returns how many bytes from the front were consumed
@@ -322,12 +317,12 @@ impl Connection {
                         }
                     }
                 }
-                State::Open(open) => {
+                State::Open => {
                     let rest = &mut input[consumed..];
                     let Some(session) = self.session.as_mut() else {
                         return input.len();
                     };
-                    on_frames(open, session, rest, &mut self.out, cx)
+                    on_frames(session, rest, &mut self.out, cx)
                 }
                 State::Finishing { .. } => return input.len(),
             };
@@ -365,7 +360,7 @@ impl Connection {
                     return Tick::Abort(AbortReason::LingerTimeout);
                 }
             }
-            State::Open(_) => {
+            State::Open => {
                 if let Some(sent) = self.unanswered_ping
                     && now.duration_since(sent) >= config.ping_timeout
                 {
@@ -440,11 +435,9 @@ impl Connection {
             conflated: Vec::new(),
             events: endpoint == Endpoint::Events,
             newly_opened: endpoint == Endpoint::Events,
-        }));
-        self.state = State::Open(Box::new(Open {
             decoder: Decoder::new(cx.config.max_message_size, true),
-            endpoint,
         }));
+        self.state = State::Open;
     }
 
     fn finish_http_error(&mut self, code: ErrorCode, message: &str, now: Instant) {
@@ -509,15 +502,34 @@ struct Step {
 
 /// Decodes and handles every complete message in `input`.
 fn on_frames(
-    open: &mut Open,
     session: &mut SessionState,
     input: &mut [u8],
     out: &mut Outbound,
     cx: &mut Context<'_>,
 ) -> Step {
+    // The decoder lends out slices of itself while the rest of the session
+    // handles them, so it steps out of the session for the call.
+    let mut decoder = std::mem::replace(&mut session.decoder, Decoder::new(0, true));
+    let step = decode_and_handle(&mut decoder, session, input, out, cx);
+    session.decoder = decoder;
+    step
+}
+
+fn decode_and_handle(
+    decoder: &mut Decoder,
+    session: &mut SessionState,
+    input: &mut [u8],
+    out: &mut Outbound,
+    cx: &mut Context<'_>,
+) -> Step {
+    let endpoint = if session.events {
+        Endpoint::Events
+    } else {
+        Endpoint::Echo
+    };
     let mut consumed = 0;
     loop {
-        let decoded = match open.decoder.decode(&mut input[consumed..]) {
+        let decoded = match decoder.decode(&mut input[consumed..]) {
             Ok(decoded) => decoded,
             Err(error) => {
                 let end = End::Close(error.close_code(), "");
@@ -533,14 +545,14 @@ fn on_frames(
             if consumed == input.len() {
                 // Idle again: an assembly buffer left from a fragmented
                 // message goes back to the allocator.
-                open.decoder.shrink();
+                decoder.shrink();
             }
             return Step {
                 consumed,
                 end: None,
             };
         };
-        let end = on_message(message, open.endpoint, session, out, cx);
+        let end = on_message(message, endpoint, session, out, cx);
         consumed += used;
         if end.is_some() {
             return Step {

@@ -13,6 +13,7 @@ use crate::conn::outbound::Outbound;
 use crate::conn::rate::RateLimit;
 use crate::proto::Request;
 use crate::rooms::wire;
+use crate::ws::decoder::Decoder;
 use crate::ws::frame::OpCode;
 
 pub(crate) struct SessionState {
@@ -28,6 +29,9 @@ pub(crate) struct SessionState {
     pub events: bool,
     /// Set at the upgrade, taken by the shard to index the user.
     pub newly_opened: bool,
+    /// The connection's frame decoder (kept here: one allocation per
+    /// upgraded connection, not two).
+    pub decoder: Decoder,
 }
 
 impl SessionState {

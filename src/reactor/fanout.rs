@@ -181,12 +181,7 @@ impl Shard {
     /// A connection is gone: it leaves its rooms and the user index.
     pub(super) fn forget_connection(&mut self, key: usize, conn: &crate::conn::Connection) {
         if let Some(user) = conn.user_id() {
-            if let Some(keys) = self.users.get_mut(user) {
-                keys.retain(|&k| k != key);
-                if keys.is_empty() {
-                    self.users.remove(user);
-                }
-            }
+            self.users.remove(user, key);
             for room in conn.rooms() {
                 self.local.remove(room, key);
                 let owner = self.owner(room);
@@ -319,7 +314,7 @@ impl Shard {
                 exclude,
                 gather,
             } => {
-                let keys = self.users.get(&*to).cloned().unwrap_or_default();
+                let keys = self.users.keys(&to).to_vec();
                 let count = self.deliver_each(&keys, &frame, exclude, now);
                 self.send_to(exclude.shard, BusMsg::Counted { gather, count });
             }
@@ -328,7 +323,7 @@ impl Shard {
                 exclude,
                 gather,
             } => {
-                let keys: Vec<usize> = self.users.values().flatten().copied().collect();
+                let keys = self.users.all();
                 let count = self.deliver_each(&keys, &frame, exclude, now);
                 self.send_to(exclude.shard, BusMsg::Counted { gather, count });
             }

@@ -21,6 +21,7 @@ pub mod admission;
 pub mod bus;
 mod fanout;
 pub mod shard;
+mod users;
 
 use std::io;
 use std::net::SocketAddr;

@@ -118,7 +118,7 @@ pub struct Shard {
     /// Members on this shard, per room.
     pub(super) local: LocalRooms,
     /// `/ws` connections on this shard, per user.
-    pub(super) users: HashMap<Box<str>, Vec<usize>>,
+    pub(super) users: crate::reactor::users::UserIndex,
     pub(super) gathers: HashMap<u64, Gather>,
     pub(super) next_gather: u64,
     requests: Vec<Request>,
@@ -158,7 +158,7 @@ impl Shard {
             peers,
             table,
             local: LocalRooms::default(),
-            users: HashMap::new(),
+            users: Default::default(),
             gathers: HashMap::new(),
             next_gather: 0,
             requests: Vec::new(),
@@ -207,8 +207,10 @@ impl Shard {
                     }
                     LISTENER => self.accept_all(),
                     Token(key) => {
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.on_readable(key);
+                        if event.is_read_closed() || event.is_error() {
+                            self.on_readable(key, true);
+                        } else if event.is_readable() {
+                            self.on_readable(key, false);
                         }
                         if event.is_writable() {
                             self.mark_dirty(key);
@@ -217,7 +219,7 @@ impl Shard {
                 }
             }
             for key in std::mem::take(&mut self.again) {
-                self.on_readable(key);
+                self.on_readable(key, true);
             }
             if Instant::now() >= self.next_tick {
                 self.sweep();
@@ -295,7 +297,12 @@ impl Shard {
         // reports that on registration, so nothing more to do here.
     }
 
-    fn on_readable(&mut self, key: usize) {
+    /// Reads and handles what the socket has. A read that returns less than
+    /// the buffer means the socket was drained at that moment, and anything
+    /// arriving later raises a new edge, so the extra read that would only
+    /// say `WouldBlock` is skipped — unless the peer's FIN may already be
+    /// queued behind the data (`until_would_block`), which must be seen.
+    fn on_readable(&mut self, key: usize, until_would_block: bool) {
         let mut budget = READ_BUDGET;
         loop {
             let Some(entry) = self.conns.get_mut(key) else {
@@ -312,10 +319,15 @@ impl Shard {
                     return;
                 }
                 Ok(n) => {
+                    let short = n < self.read_buf.len();
                     self.feed(key, n);
                     budget = budget.saturating_sub(n);
                     if budget == 0 {
                         self.again.push(key);
+                        self.mark_dirty(key);
+                        return;
+                    }
+                    if short && !until_would_block {
                         self.mark_dirty(key);
                         return;
                     }
@@ -369,7 +381,7 @@ impl Shard {
         }
         if entry.conn.take_newly_opened() {
             let user = entry.conn.user_id().unwrap_or_default();
-            self.users.entry(user.into()).or_default().push(key);
+            self.users.add(user, key);
         }
         if !self.requests.is_empty() {
             let requests = std::mem::take(&mut self.requests);
