@@ -394,6 +394,10 @@ PY
 }
 
 # ---------------------------------------------------------------- build
+# The source measured: HEAD when building (with BUILD=0 the binary may be older).
+COMMIT=$(cd "$REPO_DIR" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
+git -C "$REPO_DIR" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || COMMIT="$COMMIT+dirty"
+[ "$BUILD" = 1 ] || COMMIT="prebuilt (HEAD was $COMMIT)"
 if [ "$BUILD" = 1 ]; then
     echo "== building roomcast (release) and the peers" >&2
     (cd "$REPO_DIR" && cargo build --release --locked --quiet) || { echo "roomcast build failed" >&2; exit 1; }
@@ -402,8 +406,6 @@ fi
 [ -x "$BIN" ] || { echo "no $BIN" >&2; exit 1; }
 
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-COMMIT=$(cd "$REPO_DIR" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
-git -C "$REPO_DIR" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || COMMIT="$COMMIT+dirty"
 mkdir -p "$PERF_DIR/results"
 OUT="$PERF_DIR/results/compare-$STAMP.jsonl"
 : >"$OUT"
