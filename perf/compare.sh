@@ -371,11 +371,6 @@ case_args() {
     esac
 }
 
-# Whether this bench speaks Socket.IO's `echo` event (checked in its source).
-socketio_echo() {
-    grep -q '(Target::Socketio, Role::Echo)' "$REPO_DIR/src/bench/worker.rs" 2>/dev/null
-}
-
 # record CASE SERVER RUN JSON-FIELDS... : appends one line to the results file.
 record() {
     python3 - "$OUT" "$@" <<'PY'
@@ -419,12 +414,6 @@ for c in $CASES; do
     for s in $SERVERS; do
         target=$(target_of "$s")
         for run in $(seq "$RUNS"); do
-            if [ "$s" = socketio ] && [ "${c%%-*}" = echo ] && ! socketio_echo; then
-                # Before the bench's commit "echo over Socket.IO uses its echo
-                # event" its echo scenario sent raw binary frames to Socket.IO.
-                record "$c" "$s" "$run" "$args" na "this bench has no Socket.IO echo path" "$STAMP" "$COMMIT"
-                continue
-            fi
             echo "-- $c / $s / run $run" >&2
             if ! start_server "$s"; then
                 err=$(tail -c 300 "$WORK/server.err" | tr '\n' ' ')
