@@ -72,6 +72,52 @@ pub fn plain_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 }
 
 fn listener(addr: SocketAddr, reuseport: bool) -> io::Result<std::net::TcpListener> {
+    let socket = nonblocking_socket(addr)?;
+    set_int_option(&socket, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    if reuseport {
+        set_int_option(&socket, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+    }
+    bind(&socket, addr)?;
+    // SAFETY: listen() takes no pointers.
+    if unsafe { libc::listen(socket.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(std::net::TcpListener::from(socket))
+}
+
+/// Starts a non-blocking connect to `remote`, from `local` (port chosen by
+/// the kernel) when given: the load generator spreads its sockets over
+/// several loopback source addresses to get past one address's ~28,000
+/// ephemeral ports. The connect completes in the background (EINPROGRESS).
+pub fn connect_from(
+    local: Option<std::net::IpAddr>,
+    remote: SocketAddr,
+) -> io::Result<std::net::TcpStream> {
+    let socket = nonblocking_socket(remote)?;
+    if let Some(ip) = local {
+        bind(&socket, SocketAddr::new(ip, 0))?;
+    }
+    let (storage, len) = socket_addr_to_raw(remote);
+    // SAFETY: `storage` holds a sockaddr of `len` bytes, live for the call;
+    // connect() only reads it.
+    let rc = unsafe {
+        libc::connect(
+            socket.as_raw_fd(),
+            (&raw const storage).cast::<libc::sockaddr>(),
+            len,
+        )
+    };
+    if rc != 0 {
+        let error = io::Error::last_os_error();
+        if error.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(error);
+        }
+    }
+    Ok(std::net::TcpStream::from(socket))
+}
+
+/// A new non-blocking, close-on-exec TCP socket of `addr`'s family.
+fn nonblocking_socket(addr: SocketAddr) -> io::Result<OwnedFd> {
     let domain = match addr {
         SocketAddr::V4(_) => libc::AF_INET,
         SocketAddr::V6(_) => libc::AF_INET6,
@@ -89,71 +135,25 @@ fn listener(addr: SocketAddr, reuseport: bool) -> io::Result<std::net::TcpListen
     }
     // SAFETY: `fd` was just returned by socket(), is valid and owned by no
     // one else, so OwnedFd may take it (and close it on every error path).
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    set_int_option(&owned, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
-    if reuseport {
-        set_int_option(&owned, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
-    }
-    let listener = std::net::TcpListener::from(owned);
-    bind_and_listen(&listener, addr)?;
-    Ok(listener)
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Starts a non-blocking connect to `remote`, from `local` (port chosen by
-/// the kernel) when given: the load generator spreads its sockets over
-/// several loopback source addresses to get past one address's ~28,000
-/// ephemeral ports. The connect completes in the background (EINPROGRESS).
-pub fn connect_from(
-    local: Option<std::net::IpAddr>,
-    remote: SocketAddr,
-) -> io::Result<std::net::TcpStream> {
-    let domain = match remote {
-        SocketAddr::V4(_) => libc::AF_INET,
-        SocketAddr::V6(_) => libc::AF_INET6,
-    };
-    // SAFETY: socket() takes no pointers; a negative result is checked below.
-    let fd = unsafe {
-        libc::socket(
-            domain,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just returned by socket() and is owned by no one else.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    if let Some(ip) = local {
-        let (storage, len) = socket_addr_to_raw(SocketAddr::new(ip, 0));
-        // SAFETY: `storage` holds a sockaddr of `len` bytes, live for the call.
-        let rc = unsafe {
-            libc::bind(
-                owned.as_raw_fd(),
-                (&raw const storage).cast::<libc::sockaddr>(),
-                len,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    let (storage, len) = socket_addr_to_raw(remote);
-    // SAFETY: as above; connect() only reads the address.
+fn bind(socket: &OwnedFd, addr: SocketAddr) -> io::Result<()> {
+    let (storage, len) = socket_addr_to_raw(addr);
+    // SAFETY: `storage` is a sockaddr_storage holding a sockaddr_in or
+    // sockaddr_in6 of `len` bytes, live for the duration of the call.
     let rc = unsafe {
-        libc::connect(
-            owned.as_raw_fd(),
+        libc::bind(
+            socket.as_raw_fd(),
             (&raw const storage).cast::<libc::sockaddr>(),
             len,
         )
     };
-    if rc != 0 {
-        let error = io::Error::last_os_error();
-        if error.raw_os_error() != Some(libc::EINPROGRESS) {
-            return Err(error);
-        }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
-    Ok(std::net::TcpStream::from(owned))
 }
 
 /// CPU time (user + system, all threads) and resident memory of a process,
@@ -184,27 +184,6 @@ pub fn process_usage(pid: u32) -> Option<ProcessUsage> {
 pub struct ProcessUsage {
     pub cpu_seconds: f64,
     pub rss_bytes: u64,
-}
-
-fn bind_and_listen(listener: &std::net::TcpListener, addr: SocketAddr) -> io::Result<()> {
-    let (storage, len) = socket_addr_to_raw(addr);
-    // SAFETY: `storage` is a sockaddr_storage holding a sockaddr_in or
-    // sockaddr_in6 of `len` bytes, live for the duration of the call.
-    let rc = unsafe {
-        libc::bind(
-            listener.as_raw_fd(),
-            (&raw const storage).cast::<libc::sockaddr>(),
-            len,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: listen() takes no pointers.
-    if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 fn socket_addr_to_raw(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
