@@ -16,15 +16,22 @@ use crate::rooms::wire;
 use crate::ws::decoder::Decoder;
 use crate::ws::frame::OpCode;
 
+/// Room events a slow consumer did not get yet.
+#[derive(Default)]
+pub(crate) struct HeldBack {
+    /// Room events dropped since the client last caught up (`drop`).
+    dropped: u64,
+    /// The newest undelivered event per room (`conflate`).
+    conflated: Vec<(Arc<str>, Arc<[u8]>)>,
+}
+
 pub(crate) struct SessionState {
     pub claims: Claims,
     /// Rooms joined or being joined.
     pub rooms: Vec<Arc<str>>,
     pub rate: RateLimit,
-    /// Room events dropped since the client last caught up.
-    pub dropped: u64,
-    /// The newest undelivered event per room, under `conflate`.
-    pub conflated: Vec<(Arc<str>, Arc<[u8]>)>,
+    /// What was held back while the client was slow; allocated only then.
+    pub held_back: Option<Box<HeldBack>>,
     /// Whether this is a `/ws` connection (else `/echo`).
     pub events: bool,
     /// Set at the upgrade, taken by the shard to index the user.
@@ -55,11 +62,12 @@ impl SessionState {
     /// A room event that did not fit: counted (drop) or kept as the room's
     /// newest (conflate).
     pub fn hold_back(&mut self, room: &Arc<str>, frame: &Arc<[u8]>, policy: SlowConsumer) {
+        let held = self.held_back.get_or_insert_with(Default::default);
         match policy {
-            SlowConsumer::Drop => self.dropped += 1,
-            SlowConsumer::Conflate => match self.conflated.iter_mut().find(|(r, _)| r == room) {
+            SlowConsumer::Drop => held.dropped += 1,
+            SlowConsumer::Conflate => match held.conflated.iter_mut().find(|(r, _)| r == room) {
                 Some(slot) => slot.1 = frame.clone(),
-                None => self.conflated.push((room.clone(), frame.clone())),
+                None => held.conflated.push((room.clone(), frame.clone())),
             },
             SlowConsumer::Close => {}
         }
@@ -67,24 +75,20 @@ impl SessionState {
 
     /// Whether events were dropped or conflated since the client last caught up.
     pub fn is_holding_back(&self) -> bool {
-        self.dropped > 0 || !self.conflated.is_empty()
+        self.held_back.is_some()
     }
 
     /// Queues what was held back; returns whether there was anything.
     pub fn release(&mut self, out: &mut Outbound) -> bool {
-        let mut released = false;
-        if self.dropped > 0 {
-            out.push_frame(OpCode::Text, &wire::dropped(self.dropped));
-            self.dropped = 0;
-            released = true;
+        let Some(held) = self.held_back.take() else {
+            return false;
+        };
+        if held.dropped > 0 {
+            out.push_frame(OpCode::Text, &wire::dropped(held.dropped));
         }
-        for (_, frame) in self.conflated.drain(..) {
+        for (_, frame) in held.conflated {
             out.push_shared(frame);
-            released = true;
         }
-        if released {
-            self.conflated = Vec::new();
-        }
-        released
+        true
     }
 }
