@@ -25,9 +25,10 @@ pub fn response_head(input: &[u8]) -> Option<(usize, bool)> {
 
 /// A message from the server, as the scenarios see it.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Incoming<'a> {
-    /// A data message (for Socket.IO: the payload of an event packet).
-    Data(&'a [u8]),
+pub enum Incoming {
+    /// A data message (for Socket.IO: the payload of an event packet), as
+    /// its range in the input, so the caller can read it without a copy.
+    Data(std::ops::Range<usize>),
     /// The connection is ready for traffic (Socket.IO after `40`).
     Ready,
     /// The server closed.
@@ -38,11 +39,7 @@ pub enum Incoming<'a> {
 
 /// Parses the next complete server frame in `input`; returns the bytes it
 /// used and what it was, answering control traffic into `out`.
-pub fn next_message<'a>(
-    input: &'a [u8],
-    target: Target,
-    out: &mut Vec<u8>,
-) -> Option<(usize, Incoming<'a>)> {
+pub fn next_message(input: &[u8], target: Target, out: &mut Vec<u8>) -> Option<(usize, Incoming)> {
     let header = parse_header(input).ok()??;
     let len = usize::try_from(header.payload_len).ok()?;
     let end = header.header_len.checked_add(len)?;
@@ -65,8 +62,10 @@ pub fn next_message<'a>(
             );
             Incoming::Closed
         }
-        OpCode::Text if target == Target::Socketio => socketio_packet(payload, out),
-        OpCode::Text | OpCode::Binary => Incoming::Data(payload),
+        OpCode::Text if target == Target::Socketio => {
+            socketio_packet(payload, header.header_len, out)
+        }
+        OpCode::Text | OpCode::Binary => Incoming::Data(header.header_len..end),
         _ => Incoming::Other,
     };
     Some((end, incoming))
@@ -74,7 +73,8 @@ pub fn next_message<'a>(
 
 /// Engine.IO v4 / Socket.IO packets: `0{..}` open, `40{..}` connected,
 /// `2` ping, `42[..]` event.
-fn socketio_packet<'a>(payload: &'a [u8], out: &mut Vec<u8>) -> Incoming<'a> {
+/// `start` is where `payload` begins in the input.
+fn socketio_packet(payload: &[u8], start: usize, out: &mut Vec<u8>) -> Incoming {
     match payload {
         [b'0', ..] => {
             encode_masked_frame(true, OpCode::Text, b"40", CONTROL_MASK, out);
@@ -85,7 +85,7 @@ fn socketio_packet<'a>(payload: &'a [u8], out: &mut Vec<u8>) -> Incoming<'a> {
             encode_masked_frame(true, OpCode::Text, b"3", CONTROL_MASK, out);
             Incoming::Other
         }
-        [b'4', b'2', ..] => Incoming::Data(&payload[2..]),
+        [b'4', b'2', ..] => Incoming::Data(start + 2..start + payload.len()),
         _ => Incoming::Other,
     }
 }
@@ -120,8 +120,12 @@ mod tests {
         let (used, first) = next_message(&input, Target::Roomcast, &mut out).unwrap();
         assert_eq!(first, Incoming::Other);
         assert!(!out.is_empty(), "a pong was queued");
-        let (_, second) = next_message(&input[used..], Target::Roomcast, &mut out).unwrap();
-        assert_eq!(second, Incoming::Data(b"hello"));
+        let rest = &input[used..];
+        let (_, second) = next_message(rest, Target::Roomcast, &mut out).unwrap();
+        let Incoming::Data(range) = second else {
+            panic!("{second:?}")
+        };
+        assert_eq!(&rest[range], b"hello");
         assert!(next_message(&input[..2], Target::Roomcast, &mut out).is_none());
     }
 
@@ -137,10 +141,11 @@ mod tests {
         assert!(!out.is_empty());
         frame.clear();
         encode_frame(OpCode::Text, br#"42["msg","T1"]"#, &mut frame);
-        assert_eq!(
-            next_message(&frame, Target::Socketio, &mut out).unwrap().1,
-            Incoming::Data(br#"["msg","T1"]"#)
-        );
+        let Incoming::Data(range) = next_message(&frame, Target::Socketio, &mut out).unwrap().1
+        else {
+            panic!("not data")
+        };
+        assert_eq!(&frame[range], br#"["msg","T1"]"#);
     }
 
     #[test]

@@ -371,21 +371,22 @@ impl<'a> Worker<'a> {
             else {
                 break;
             };
-            let data = match incoming {
-                Incoming::Data(data) => Some(data.to_vec()),
-                Incoming::Ready => {
-                    self.mark_open(key);
-                    None
-                }
-                Incoming::Closed => {
-                    client.state = State::Closed;
-                    None
-                }
-                Incoming::Other => None,
-            };
+            let start = used;
             used += len;
-            if let Some(data) = data {
-                self.on_data(key, &data, phase, now);
+            match incoming {
+                // `input` is a local the handlers cannot touch, so they read
+                // the payload in place: nothing is copied per message.
+                Incoming::Data(range) => {
+                    self.on_data(
+                        key,
+                        &input[start + range.start..start + range.end],
+                        phase,
+                        now,
+                    );
+                }
+                Incoming::Ready => self.mark_open(key),
+                Incoming::Closed => client.state = State::Closed,
+                Incoming::Other => {}
             }
         }
         input.drain(..used);
