@@ -362,8 +362,8 @@ case_args() {
         fanout-1k) echo "fanout -c 1000 --rooms 1 --publishers 1 -s 64 --rate 0" ;;
         fanout-10k) echo "fanout -c 10000 --rooms 1 --publishers 1 -s 64 --rate 0" ;;
         fanout-1k-20) echo "fanout -c 1000 --rooms 1 --publishers 1 -s 64 --rate 20" ;;
-        # The bench binds publisher i to room i % rooms, so 10 publishers would
-        # reach only 10 of the 1,000 rooms: one publisher per room instead.
+        # A peer's publisher is bound to one room's path, so 10 publishers would
+        # reach only 10 of the 1,000 rooms: one publisher per room, for every server.
         fanout-rooms) echo "fanout -c 10000 --rooms 1000 --publishers 1000 -s 64 --rate 0 -w 1" ;;
         idle-10k) echo "idle -c 10000 --rooms 1" ;;
         idle-19k) echo "idle -c 19000 --rooms 1" ;;

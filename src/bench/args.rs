@@ -36,6 +36,7 @@ pub enum Target {
 #[command(after_help = "Scenarios:
   echo     C connections to /echo, each keeping W messages of S bytes in flight; latency per echo.
   fanout   C subscribers spread over R rooms (room:join), P publishers with `pub` tokens (rate 0),
+           each publishing to its share of the rooms in turn (peers: one room per publisher),
            S-byte payloads, at --rate total messages/s (paced) or, with --rate 0, as fast as
            --window outstanding publishes per publisher allow. Counts deliveries, lost messages
            and out-of-order seq per subscriber.

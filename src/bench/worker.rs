@@ -109,7 +109,8 @@ struct Client {
     last_seq: u64,
     /// Raw peers: the last counter seen per publisher.
     last_counter: Vec<(u32, u64)>,
-    template: Option<Arc<Template>>,
+    /// What this client sends, in turn: (room, pre-encoded message).
+    templates: Vec<(usize, Arc<Template>)>,
 }
 
 /// Runs one thread's share: the global client indexes `mine`.
@@ -283,7 +284,7 @@ impl<'a> Worker<'a> {
         )?;
         let path = request_path(args, role, global);
         let out = client::upgrade_request(&path, &args.addr.to_string());
-        let template = template_for(args, role);
+        let templates = templates_for(args, role);
         entry.insert(Client {
             stream,
             role,
@@ -296,7 +297,7 @@ impl<'a> Worker<'a> {
             sent: 0,
             last_seq: 0,
             last_counter: Vec::new(),
-            template,
+            templates,
         });
         Ok(())
     }
@@ -474,9 +475,16 @@ impl<'a> Worker<'a> {
                     self.send_message(key);
                 }
             }
-            Role::Publisher { room, .. } => {
+            Role::Publisher { .. } => {
                 if data.starts_with(br#"{"event":"ack""#) {
                     client.outstanding = client.outstanding.saturating_sub(1);
+                    // The id is the message's number, which says its room.
+                    let id = payload::number_after(data, b"\"id\":\"").unwrap_or(1);
+                    let rooms = client.templates.len().max(1);
+                    let room = client
+                        .templates
+                        .get((id.saturating_sub(1) as usize) % rooms)
+                        .map_or(0, |t| t.0);
                     if data.windows(14).any(|w| w == b"\"success\":true") {
                         self.tally.published[room] += 1;
                     } else {
@@ -594,16 +602,16 @@ impl<'a> Worker<'a> {
         let Some(client) = self.clients.get_mut(key) else {
             return;
         };
-        let Some(template) = client.template.clone() else {
+        if client.templates.is_empty() {
             return;
-        };
+        }
+        let (room, template) = &client.templates[client.sent as usize % client.templates.len()];
+        let room = *room;
         client.sent += 1;
         client.outstanding += 1;
         template.write(&mut client.out, payload::now_us(), client.sent, client.sent);
         self.shared.sent.fetch_add(1, Ordering::Relaxed);
-        if self.args.target != Target::Roomcast
-            && let Role::Publisher { room, .. } = client.role
-        {
+        if self.args.target != Target::Roomcast && matches!(client.role, Role::Publisher { .. }) {
             self.tally.published[room] += 1;
         }
     }
@@ -684,6 +692,31 @@ fn request_path(args: &BenchArgs, role: Role, global: usize) -> String {
         },
         Target::Socketio => format!("/socket.io/?EIO=4&transport=websocket&room=bench-{room}"),
     }
+}
+
+/// The messages a client sends. A roomcast publisher publishes to rooms
+/// `index`, `index + P`, `index + 2P`, … in turn (one connection may publish
+/// to any room); a peer's publisher is bound to the one room of its path.
+fn templates_for(args: &BenchArgs, role: Role) -> Vec<(usize, Arc<Template>)> {
+    let rooms: Vec<usize> = match role {
+        Role::Echo => vec![0],
+        Role::Publisher { index, room } if args.target == Target::Roomcast => {
+            let mine: Vec<usize> = (index..args.rooms).step_by(args.publishers).collect();
+            if mine.is_empty() { vec![room] } else { mine }
+        }
+        Role::Publisher { room, .. } => vec![room],
+        _ => return Vec::new(),
+    };
+    rooms
+        .into_iter()
+        .filter_map(|room| {
+            let role = match role {
+                Role::Publisher { index, .. } => Role::Publisher { index, room },
+                other => other,
+            };
+            template_for(args, role).map(|t| (room, t))
+        })
+        .collect()
 }
 
 fn template_for(args: &BenchArgs, role: Role) -> Option<Arc<Template>> {
