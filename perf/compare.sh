@@ -21,13 +21,11 @@
 # Everything targets 127.0.0.1, every run is bounded (bench --duration plus a
 # hard `timeout`), and only the servers this script started are stopped, by PID.
 
-set -uo pipefail
-
-PERF_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO_DIR=$(cd "$PERF_DIR/.." && pwd)
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_DIR/target}
-BIN="$CARGO_TARGET_DIR/release/roomcast"
-SECRET=${SECRET:-perf-secret-0123456789}
+# Paths, the secret, the work directory and stop_server/cleanup come from lib.sh;
+# this script defines its own start_server (pinned, any of the servers).
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# A failed run is recorded and the script goes on, so no `set -e` here.
+set +e
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-5s}
 SERVER_CORE=${SERVER_CORE:-0}
@@ -44,8 +42,6 @@ BENCH_TIMEOUT=${BENCH_TIMEOUT:-240}
 # the peers queue without bound when the bench publishes faster than they send.
 MAX_SERVER_RSS_MB=${MAX_SERVER_RSS_MB:-4096}
 
-WORK=$(mktemp -d -t roomcast-compare.XXXXXX)
-SERVER_PID=""
 
 # ---------------------------------------------------------------- report
 # The aggregation (python3, stdlib only): raw JSON lines -> RESULTS.md.
@@ -292,24 +288,6 @@ watch_rss() {
     done
 }
 
-stop_server() {
-    [ -n "$SERVER_PID" ] || return 0
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 100); do
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -0 "$SERVER_PID" 2>/dev/null && kill -KILL "$SERVER_PID" 2>/dev/null
-    wait "$SERVER_PID" 2>/dev/null
-    SERVER_PID=""
-}
-
-cleanup() {
-    stop_server
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 # start_server NAME: fresh server on 127.0.0.1:0 pinned to SERVER_CORE;
 # sets SERVER_PID and SERVER_PORT.
