@@ -62,6 +62,16 @@ fn check_member(
     }
 }
 
+/// A server announcing no presence in "lobby", and alice and bob joined to it.
+fn alice_and_bob_in_lobby() -> (Server, Client, Client) {
+    let server = Server::start(&["--presence-rooms", "presence-only"]);
+    let mut a = Client::user(server.addr(), "alice");
+    let mut b = Client::user(server.addr(), "bob");
+    a.join("lobby");
+    b.join("lobby");
+    (server, a, b)
+}
+
 #[test]
 fn fan_out_to_a_thousand_members_on_two_shards_exactly_once_in_seq_order() {
     // Hand-off mode deals connections round-robin, so consecutive connections
@@ -269,12 +279,7 @@ fn leave_ack_is_the_room_and_a_left_member_gets_nothing_more() {
 
 #[test]
 fn sender_is_excluded_unless_echo_true_and_echo_is_the_same_bytes() {
-    let server = Server::start(&["--presence-rooms", "presence-only"]);
-    let addr = server.addr();
-    let mut a = Client::user(addr, "alice");
-    let mut b = Client::user(addr, "bob");
-    a.join("lobby");
-    b.join("lobby");
+    let (_server, mut a, mut b) = alice_and_bob_in_lobby();
 
     let seq1 = a.publish_ok("lobby", "chat:message", r#"{"t":"no echo"}"#);
     let to_b = b.recv();
@@ -309,20 +314,14 @@ fn sender_is_excluded_unless_echo_true_and_echo_is_the_same_bytes() {
     );
 
     // echo: false is the default made explicit.
-    let seq3 = a.publish_ok("lobby", "chat:message", "3");
-    let _ = seq3;
+    a.publish_ok("lobby", "chat:message", "3");
     b.recv();
     a.assert_quiet(QUIET);
 }
 
 #[test]
 fn data_absent_is_delivered_as_null() {
-    let server = Server::start(&["--presence-rooms", "presence-only"]);
-    let addr = server.addr();
-    let mut a = Client::user(addr, "alice");
-    let mut b = Client::user(addr, "bob");
-    a.join("lobby");
-    b.join("lobby");
+    let (_server, mut a, mut b) = alice_and_bob_in_lobby();
     a.send(r#"{"event":"chat:typing","room":"lobby","id":1}"#);
     let ack = common::parse_json(&a.recv());
     let seq = ack_seq(&ack);
@@ -331,12 +330,7 @@ fn data_absent_is_delivered_as_null() {
 
 #[test]
 fn a_room_event_without_id_gets_no_ack() {
-    let server = Server::start(&["--presence-rooms", "presence-only"]);
-    let addr = server.addr();
-    let mut a = Client::user(addr, "alice");
-    let mut b = Client::user(addr, "bob");
-    a.join("lobby");
-    b.join("lobby");
+    let (_server, mut a, mut b) = alice_and_bob_in_lobby();
     a.send(r#"{"event":"chat:message","room":"lobby","data":"x"}"#);
     assert_room_event(&b.recv(), "chat:message", "lobby", r#""x""#, "alice", 1);
     a.assert_quiet(QUIET);
@@ -392,12 +386,7 @@ fn rooms_count_seq_independently_and_members_see_only_their_rooms() {
 
 #[test]
 fn unknown_fields_are_ignored_in_room_events() {
-    let server = Server::start(&["--presence-rooms", "presence-only"]);
-    let addr = server.addr();
-    let mut a = Client::user(addr, "alice");
-    let mut b = Client::user(addr, "bob");
-    a.join("lobby");
-    b.join("lobby");
+    let (_server, mut a, mut b) = alice_and_bob_in_lobby();
     a.send(r#"{"x":1,"event":"chat:message","extra":{"y":[]},"room":"lobby","data":{"k":"v"},"id":"e1"}"#);
     let ack = common::parse_json(&a.recv());
     assert_eq!(json_at(&ack, &["id"]).and_then(|v| v.as_str()), Some("e1"));
