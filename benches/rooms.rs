@@ -11,10 +11,11 @@ use roomcast::auth::{self, Claims, Keys};
 use roomcast::cli::{Cli, Command as CliCommand};
 use roomcast::codes::ErrorCode;
 use roomcast::config::Config;
-use roomcast::conn::{Admission, Connection, Context, Delivery};
+use roomcast::conn::{Admission, Connection, Context, Delivery, Observe};
+use roomcast::metrics::{ShardMetrics, Snapshot};
 use roomcast::proto::envelope::Parser;
 use roomcast::proto::{self, Request, Session, Sink};
-use roomcast::reactor::bus::{BusMsg, ConnRef};
+use roomcast::reactor::bus::{BusMsg, ConnRef, Fanout};
 use roomcast::rooms::wire;
 use std::hint::black_box;
 
@@ -27,6 +28,15 @@ impl Admission for Open {
         Ok(())
     }
     fn release(&self, _: IpAddr) {}
+}
+
+impl Observe for Open {
+    fn snapshot(&self) -> Snapshot {
+        Snapshot::default()
+    }
+    fn uptime(&self) -> Duration {
+        Duration::ZERO
+    }
 }
 
 struct Discard(usize);
@@ -72,6 +82,8 @@ fn open_connection(id: u64, config: &Config, keys: &Keys, parser: &mut Parser) -
         config,
         keys,
         admission: &Open,
+        observe: &Open,
+        metrics: &ShardMetrics::default(),
         parser,
         scratch: &mut scratch,
         now,
@@ -180,7 +192,9 @@ fn bench_handoff(c: &mut Criterion) {
                         key: 0,
                         id: 0,
                     }),
-                    kind: Delivery::RoomEvent,
+                    fanout: Fanout::RoomEvent {
+                        read_at: Instant::now(),
+                    },
                 })
                 .collect();
             tx.send(batch).expect("send");

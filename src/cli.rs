@@ -35,6 +35,9 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "ROOMCAST_BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
+    /// Serve /metrics and /stats on this separate address (e.g. 127.0.0.1:9090) instead of the public port.
+    #[arg(long, env = "ROOMCAST_METRICS_BIND")]
+    pub metrics_bind: Option<SocketAddr>,
     /// Shard threads, each with its own event loop [default: number of cores].
     #[arg(long, env = "ROOMCAST_SHARDS")]
     pub shards: Option<usize>,
@@ -193,6 +196,7 @@ impl ServeArgs {
         }
         let config = Config {
             bind: self.bind,
+            metrics_bind: self.metrics_bind,
             shards: self.shards.unwrap_or(cores),
             jwt_secrets,
             jwt_leeway: self.jwt_leeway,

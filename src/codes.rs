@@ -94,6 +94,11 @@ impl ErrorCode {
         Self::LengthRequired,
     ];
 
+    /// The code's position in `ALL`, for per-code tables.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     /// The code as it appears on the wire.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -191,4 +196,16 @@ pub mod limits {
     /// how long input is drained after an error response, before the socket
     /// is dropped.
     pub const CLOSE_LINGER_MILLIS: u64 = 2_000;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorCode;
+
+    #[test]
+    fn index_is_the_position_in_all() {
+        for (i, code) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(code.index(), i, "{code}");
+        }
+    }
 }

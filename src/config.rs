@@ -11,10 +11,13 @@ use std::time::Duration;
 use crate::codes::limits;
 
 /// Everything `roomcast serve` runs with.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     /// Address of the one public listener.
     pub bind: SocketAddr,
+    /// A separate listener for `/metrics` and `/stats`; when set, the public
+    /// port no longer serves them.
+    pub metrics_bind: Option<SocketAddr>,
     /// Number of shard threads, each with its own event loop.
     pub shards: usize,
     /// HS256 secrets; a token signed with any of them is accepted.
@@ -187,6 +190,57 @@ const MAX_HISTORY: usize = 10_000;
 const MAX_MESSAGE_SIZE_CEILING: usize = 64 * 1024 * 1024;
 
 impl Config {
+    /// The effective configuration as one JSON object, for `/stats` and
+    /// `--check-config`. Secrets are never written, only how many there are.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let rooms = &self.rooms;
+        let mut w = JsonFields::new(out);
+        w.str("bind", &self.bind.to_string());
+        match self.metrics_bind {
+            Some(addr) => w.str("metrics_bind", &addr.to_string()),
+            None => w.raw("metrics_bind", b"null"),
+        }
+        w.u64("shards", self.shards as u64);
+        w.str(
+            "jwt_secrets",
+            &format!("<{} redacted>", self.jwt_secrets.len()),
+        );
+        w.u64("jwt_leeway_ms", self.jwt_leeway.as_millis() as u64);
+        w.u64("max_message_size", self.max_message_size as u64);
+        w.u64("max_header_bytes", self.max_header_bytes as u64);
+        w.u64("max_write_buffer", self.max_write_buffer as u64);
+        w.u64("ping_interval_ms", self.ping_interval.as_millis() as u64);
+        w.u64("ping_timeout_ms", self.ping_timeout.as_millis() as u64);
+        w.u64("max_connections", self.max_connections as u64);
+        w.u64("max_connections_per_ip", self.max_connections_per_ip as u64);
+        w.strs("allowed_origins", &self.allowed_origins);
+        w.u64("drain_timeout_ms", self.drain_timeout.as_millis() as u64);
+        w.raw("echo", if self.echo { b"true" } else { b"false" });
+        w.str("log_level", self.log_level.as_str());
+        w.strs("default_rooms", &rooms.default_rooms);
+        w.raw(
+            "members_publish",
+            if rooms.members_publish {
+                b"true"
+            } else {
+                b"false"
+            },
+        );
+        w.strs("presence_rooms", &rooms.presence_rooms);
+        w.u64("presence_event_limit", rooms.presence_event_limit as u64);
+        w.u64(
+            "max_rooms_per_connection",
+            rooms.max_rooms_per_connection as u64,
+        );
+        w.u64("max_room_members", rooms.max_room_members as u64);
+        w.u64("history", rooms.history as u64);
+        w.u64("history_ttl_ms", rooms.history_ttl.as_millis() as u64);
+        w.raw("rate_limit", format!("{}", rooms.rate_limit).as_bytes());
+        w.raw("rate_burst", format!("{}", rooms.rate_burst).as_bytes());
+        w.str("slow_consumer", rooms.slow_consumer.as_str());
+        w.finish();
+    }
+
     /// Checks that the values fit together; the first problem found is returned.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let out_of_range = |flag, reason| Err(ConfigError::OutOfRange { flag, reason });
@@ -231,6 +285,77 @@ impl Config {
             return out_of_range("jwt-secret", "a secret must not be empty");
         }
         Ok(())
+    }
+}
+
+// By hand, so that printing a configuration never prints a secret.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut json = Vec::new();
+        self.write_json(&mut json);
+        f.write_str(&String::from_utf8_lossy(&json))
+    }
+}
+
+impl SlowConsumer {
+    /// The flag value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Close => "close",
+            Self::Drop => "drop",
+            Self::Conflate => "conflate",
+        }
+    }
+}
+
+/// Writes `{"key":value,...}` field by field.
+struct JsonFields<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl<'a> JsonFields<'a> {
+    fn new(out: &'a mut Vec<u8>) -> Self {
+        out.push(b'{');
+        Self { out, first: true }
+    }
+
+    fn raw(&mut self, key: &str, value: &[u8]) {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        crate::json::write_str(self.out, key);
+        self.out.push(b':');
+        self.out.extend_from_slice(value);
+    }
+
+    fn u64(&mut self, key: &str, value: u64) {
+        let mut digits = Vec::with_capacity(20);
+        crate::json::write_u64(&mut digits, value);
+        self.raw(key, &digits);
+    }
+
+    fn str(&mut self, key: &str, value: &str) {
+        let mut text = Vec::with_capacity(value.len() + 2);
+        crate::json::write_str(&mut text, value);
+        self.raw(key, &text);
+    }
+
+    fn strs(&mut self, key: &str, values: &[String]) {
+        let mut list = vec![b'['];
+        for (i, value) in values.iter().enumerate() {
+            if i > 0 {
+                list.push(b',');
+            }
+            crate::json::write_str(&mut list, value);
+        }
+        list.push(b']');
+        self.raw(key, &list);
+    }
+
+    fn finish(self) {
+        self.out.push(b'}');
     }
 }
 

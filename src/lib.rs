@@ -15,6 +15,7 @@ pub mod conn;
 pub mod http;
 pub mod json;
 pub mod log;
+pub mod metrics;
 pub mod proto;
 pub mod reactor;
 pub mod rooms;

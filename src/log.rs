@@ -14,6 +14,18 @@ pub enum Level {
     Debug = 3,
 }
 
+impl Level {
+    /// The flag value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Warn => "warn",
+            Self::Info => "info",
+            Self::Debug => "debug",
+        }
+    }
+}
+
 static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
 
 /// Sets the process-wide level.

@@ -49,6 +49,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         print_newcomer_banner(&secret, addr);
     }
     println!("roomcast listening on {addr}");
+    if let Some(metrics) = server.metrics_addr() {
+        println!("roomcast metrics on {metrics}");
+    }
     match server.run_until_signalled() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -75,7 +75,6 @@ fn echo_path_is_404_without_the_echo_flag() {
 }
 
 #[test]
-#[ignore = "not served yet (docs/protocol.md: /metrics answers 404 for now)"]
 fn metrics_expose_the_connection_gauge() {
     let server = Server::start(&[]);
     let _a = common::ws_connect(server.addr(), "/ws", &token("u1"));
@@ -94,7 +93,6 @@ fn metrics_expose_the_connection_gauge() {
 }
 
 #[test]
-#[ignore = "not served yet (docs/protocol.md: /stats answers 404 for now)"]
 fn stats_count_connections_as_integers() {
     use simd_json::prelude::*;
     let server = Server::start(&[]);

@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::config::SlowConsumer;
 use crate::http::request::HeadReader;
 use crate::http::response;
+use crate::metrics::{ShardMetrics, Snapshot};
 use crate::proto::{self, Request, Session, Sink, envelope::Parser};
 use crate::ws::decoder::{CloseFrame, Decoder, Message};
 use crate::ws::frame::OpCode;
@@ -43,11 +44,22 @@ pub trait Admission {
     fn release(&self, ip: IpAddr);
 }
 
+/// What the operator endpoints (`/metrics`, `/stats`) read of the whole server.
+pub trait Observe {
+    /// Every shard's figures, summed.
+    fn snapshot(&self) -> Snapshot;
+    /// Time since the server started.
+    fn uptime(&self) -> Duration;
+}
+
 /// Everything a connection reads from its shard while handling input.
 pub struct Context<'a> {
     pub config: &'a Config,
     pub keys: &'a Keys,
     pub admission: &'a dyn Admission,
+    pub observe: &'a dyn Observe,
+    /// The shard's counters; the connection runs on the shard's thread.
+    pub metrics: &'a ShardMetrics,
     /// The shard's envelope parser, reused across messages.
     pub parser: &'a mut Parser,
     /// Scratch space for building replies.
@@ -68,6 +80,23 @@ pub enum Delivery {
     RoomEvent,
     /// Anything else (acks, presence, direct messages): up to twice the bound.
     Other,
+}
+
+/// What became of a frame offered to `Connection::deliver`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivered {
+    /// Queued for the client.
+    Queued,
+    /// Kept to be sent once the client catches up (`conflate`).
+    HeldBack,
+    /// Lost for this client and counted for its `system:dropped` (`drop`).
+    Dropped,
+    /// Kept in place of an older event of the room, which is lost (`conflate`).
+    Conflated,
+    /// Over the bound: the connection is closing with 4008.
+    Closed,
+    /// The connection is not an open WebSocket.
+    NotOpen,
 }
 
 /// What the reactor should do with a connection after a timer tick.
@@ -99,10 +128,24 @@ pub enum Endpoint {
     Echo,
 }
 
+/// Which listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Port {
+    /// The public port: WebSockets, `/publish`, `/healthz`, and `/metrics`
+    /// and `/stats` unless `--metrics-bind` moves them.
+    Public,
+    /// The `--metrics-bind` listener: `/metrics`, `/stats`, `/healthz`.
+    Metrics,
+}
+
 /// A client connection.
 pub struct Connection {
     id: u64,
     peer_ip: IpAddr,
+    port: Port,
+    /// When the socket was accepted, for the handshake latency and the
+    /// lifecycle log.
+    accepted_at: Instant,
     state: State,
     out: Outbound,
     /// Whether this connection holds a slot from `Admission::admit`.
@@ -139,6 +182,8 @@ impl Connection {
         Self {
             id,
             peer_ip,
+            port: Port::Public,
+            accepted_at: now,
             state: State::Request {
                 reader: HeadReader::default(),
                 deadline: now + REQUEST_TIMEOUT,
@@ -151,6 +196,17 @@ impl Connection {
             next_ping: now,
             session: None,
         }
+    }
+
+    /// The same connection, come in on `port`.
+    pub fn on_port(mut self, port: Port) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// When the socket was accepted.
+    pub fn accepted_at(&self) -> Instant {
+        self.accepted_at
     }
 
     /// The connection's id, unique within the process.
@@ -195,7 +251,8 @@ impl Connection {
             .is_some_and(|s| std::mem::take(&mut s.newly_opened))
     }
 
-    /// Queues a frame from the rooms, within the bound of section 8.
+    /// Queues a frame from the rooms, within the bound of section 8, and
+    /// says what became of it.
     pub fn deliver(
         &mut self,
         room: &Arc<str>,
@@ -203,9 +260,9 @@ impl Connection {
         kind: Delivery,
         now: Instant,
         config: &Config,
-    ) {
+    ) -> Delivered {
         if !self.is_open_websocket() {
-            return;
+            return Delivered::NotOpen;
         }
         let bound = config.max_write_buffer;
         let fits =
@@ -218,13 +275,13 @@ impl Connection {
             };
             if fits(&self.out, limit) {
                 self.out.push_shared(frame.clone());
-            } else {
-                self.end_websocket(End::SlowConsumer, now, config);
+                return Delivered::Queued;
             }
-            return;
+            self.end_websocket(End::SlowConsumer, now, config);
+            return Delivered::Closed;
         }
         let Some(session) = self.session.as_mut() else {
-            return;
+            return Delivered::NotOpen;
         };
         // Whatever was held back goes first, so a room's events stay in order.
         if session.is_holding_back() && self.out.pending() < bound / 2 {
@@ -232,21 +289,25 @@ impl Connection {
         }
         if !session.is_holding_back() && fits(&self.out, bound) {
             self.out.push_shared(frame.clone());
+            Delivered::Queued
         } else {
-            session.hold_back(room, frame, config.rooms.slow_consumer);
+            session.hold_back(room, frame, config.rooms.slow_consumer)
         }
     }
 
-    /// Queues a reply built elsewhere (an ack from the rooms).
-    pub fn send_text(&mut self, text: &[u8], now: Instant, config: &Config) {
+    /// Queues a reply built elsewhere (an ack from the rooms); returns
+    /// whether it was queued.
+    pub fn send_text(&mut self, text: &[u8], now: Instant, config: &Config) -> bool {
         if !self.is_open_websocket() {
-            return;
+            return false;
         }
         let mut sink = BoundedSink::new(&mut self.out, config.max_write_buffer);
         sink.push(OpCode::Text, text);
         if sink.overflowed {
             self.end_websocket(End::SlowConsumer, now, config);
+            return false;
         }
+        true
     }
 
     /// Once a slow client's queue is below half the bound, queues what was
@@ -304,7 +365,7 @@ impl Connection {
                 State::Request { reader, .. } => {
                     match reader.parse(&input[consumed..], cx.config.max_header_bytes) {
                         Ok(Some((request, head_len))) => {
-                            let outcome = route(&request, self.peer_ip, cx);
+                            let outcome = route(&request, self.port, self.peer_ip, cx);
                             consumed += head_len;
                             self.after_request(outcome, cx);
                             continue;
@@ -411,6 +472,8 @@ impl Connection {
 
     fn open(&mut self, endpoint: Endpoint, accepted: Accepted, cx: &mut Context<'_>) {
         self.admitted = true;
+        cx.metrics
+            .count_open(cx.now.saturating_duration_since(self.accepted_at));
         cx.scratch.clear();
         response::write_switching_protocols(cx.scratch, &accepted.accept_key, accepted.subprotocol);
         self.out.push_raw(cx.scratch);
@@ -424,6 +487,7 @@ impl Connection {
                 cx.config.ping_interval.as_millis() as u64,
             );
             self.out.push_frame(OpCode::Text, cx.scratch);
+            cx.metrics.messages_out.inc();
         }
         self.next_ping = cx.now + cx.config.ping_interval;
         let rate = accepted.claims.rate.unwrap_or(cx.config.rooms.rate_limit);
@@ -570,12 +634,16 @@ fn on_message(
     cx: &mut Context<'_>,
 ) -> Option<End> {
     let mut sink = BoundedSink::new(out, cx.config.max_write_buffer);
+    if matches!(message, Message::Text(_) | Message::Binary(_)) {
+        cx.metrics.messages_in.inc();
+    }
     match message {
         Message::Text(payload) => match endpoint {
             Endpoint::Echo => sink.push(OpCode::Text, payload),
             Endpoint::Events => match session.rate.check(cx.now) {
                 Verdict::Allow => on_event_text(payload, session, &mut sink, cx),
                 Verdict::Limited => {
+                    cx.metrics.rate_limited.inc();
                     proto::on_rate_limited(payload, cx.parser, cx.scratch, &mut sink)
                 }
                 Verdict::Flood => {
@@ -596,6 +664,7 @@ fn on_message(
         Message::Pong(_) => {}
         Message::Close(frame) => return Some(End::Reply(frame.map(|f: CloseFrame<'_>| f.code))),
     }
+    cx.metrics.messages_out.add(sink.messages);
     let end = sink.overflowed.then_some(End::SlowConsumer);
     for request in sink.requests {
         session.apply(&request, &cx.config.rooms);
@@ -629,6 +698,8 @@ struct BoundedSink<'a> {
     out: &'a mut Outbound,
     limit: usize,
     overflowed: bool,
+    /// Data messages queued, for the shard's counters.
+    messages: u64,
     requests: Vec<Request>,
 }
 
@@ -638,6 +709,7 @@ impl<'a> BoundedSink<'a> {
             out,
             limit: max_write_buffer.saturating_mul(2),
             overflowed: false,
+            messages: 0,
             requests: Vec::new(),
         }
     }
@@ -651,6 +723,9 @@ impl<'a> BoundedSink<'a> {
             return;
         }
         self.out.push_frame(opcode, payload);
+        if !opcode.is_control() {
+            self.messages += 1;
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! What a complete HTTP request head asks for: an upgrade on `/ws` or
-//! `/echo` (checked by `ws::handshake`), `/healthz`, or an error response.
+//! `/echo` (checked by `ws::handshake`), `/healthz`, `/metrics`, `/stats`,
+//! or an error response.
 //!
 //! Sans-IO: reads the parsed request and the context, returns the outcome;
 //! the connection state machine acts on it.
@@ -7,9 +8,10 @@
 use std::net::IpAddr;
 
 use crate::codes::ErrorCode;
-use crate::conn::{Context, Endpoint};
+use crate::conn::{Context, Endpoint, Port};
 use crate::http::request::Request as HttpRequest;
 use crate::http::response;
+use crate::metrics::{prometheus, stats};
 use crate::ws::handshake::{self, Accepted, UpgradePolicy};
 
 /// What a complete request head asks for.
@@ -21,13 +23,20 @@ pub(super) enum RequestOutcome {
 
 pub(super) fn route(
     request: &HttpRequest<'_>,
+    port: Port,
     peer_ip: IpAddr,
     cx: &mut Context<'_>,
 ) -> RequestOutcome {
-    match request.path {
-        "/ws" => upgrade(Endpoint::Events, request, peer_ip, cx),
-        "/echo" if cx.config.echo => upgrade(Endpoint::Echo, request, peer_ip, cx),
-        "/healthz" => healthz(request, cx.draining),
+    let operator_here = match port {
+        Port::Public => cx.config.metrics_bind.is_none(),
+        Port::Metrics => true,
+    };
+    match (port, request.path) {
+        (Port::Public, "/ws") => upgrade(Endpoint::Events, request, peer_ip, cx),
+        (Port::Public, "/echo") if cx.config.echo => upgrade(Endpoint::Echo, request, peer_ip, cx),
+        (_, "/healthz") => healthz(request, cx.draining),
+        (_, "/metrics") if operator_here => metrics(request, cx),
+        (_, "/stats") if operator_here => stats(request, cx),
         _ => RequestOutcome::Reject(ErrorCode::NotFound, "no such endpoint"),
     }
 }
@@ -48,6 +57,7 @@ fn upgrade(
     match handshake::check_upgrade(request, &policy, &mut || admission.admit(peer_ip)) {
         Ok(accepted) => RequestOutcome::Upgraded(endpoint, accepted),
         Err(refusal) => {
+            cx.metrics.count_rejection(refusal.rejection.code);
             if refusal.admitted {
                 admission.release(peer_ip);
             }
@@ -68,6 +78,44 @@ fn healthz(request: &HttpRequest<'_>, draining: bool) -> RequestOutcome {
     } else {
         response::write_json(&mut bytes, 200, br#"{"status":"ok"}"#, false);
     }
+    RequestOutcome::Respond(bytes)
+}
+
+fn metrics(request: &HttpRequest<'_>, cx: &Context<'_>) -> RequestOutcome {
+    if request.method != "GET" {
+        return RequestOutcome::Reject(ErrorCode::MethodNotAllowed, "use GET");
+    }
+    let body = prometheus::render(
+        &cx.observe.snapshot(),
+        cx.observe.uptime().as_secs_f64(),
+        env!("CARGO_PKG_VERSION"),
+    );
+    let mut bytes = Vec::with_capacity(body.len() + 160);
+    response::write_text(
+        &mut bytes,
+        200,
+        prometheus::CONTENT_TYPE,
+        body.as_bytes(),
+        false,
+    );
+    RequestOutcome::Respond(bytes)
+}
+
+fn stats(request: &HttpRequest<'_>, cx: &Context<'_>) -> RequestOutcome {
+    if request.method != "GET" {
+        return RequestOutcome::Reject(ErrorCode::MethodNotAllowed, "use GET");
+    }
+    let mut config_json = Vec::with_capacity(1024);
+    cx.config.write_json(&mut config_json);
+    let about = stats::About {
+        uptime_seconds: cx.observe.uptime().as_secs(),
+        version: env!("CARGO_PKG_VERSION"),
+        config_json: &config_json,
+    };
+    let mut body = Vec::with_capacity(4096);
+    stats::render(&mut body, &cx.observe.snapshot(), &about);
+    let mut bytes = Vec::with_capacity(body.len() + 160);
+    response::write_json(&mut bytes, 200, &body, false);
     RequestOutcome::Respond(bytes)
 }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::auth::Claims;
 use crate::config::{RoomsConfig, SlowConsumer};
+use crate::conn::Delivered;
 use crate::conn::outbound::Outbound;
 use crate::conn::rate::RateLimit;
 use crate::proto::Request;
@@ -61,15 +62,29 @@ impl SessionState {
 
     /// A room event that did not fit: counted (drop) or kept as the room's
     /// newest (conflate).
-    pub fn hold_back(&mut self, room: &Arc<str>, frame: &Arc<[u8]>, policy: SlowConsumer) {
+    pub fn hold_back(
+        &mut self,
+        room: &Arc<str>,
+        frame: &Arc<[u8]>,
+        policy: SlowConsumer,
+    ) -> Delivered {
         let held = self.held_back.get_or_insert_with(Default::default);
         match policy {
-            SlowConsumer::Drop => held.dropped += 1,
+            SlowConsumer::Drop => {
+                held.dropped += 1;
+                Delivered::Dropped
+            }
             SlowConsumer::Conflate => match held.conflated.iter_mut().find(|(r, _)| r == room) {
-                Some(slot) => slot.1 = frame.clone(),
-                None => held.conflated.push((room.clone(), frame.clone())),
+                Some(slot) => {
+                    slot.1 = frame.clone();
+                    Delivered::Conflated
+                }
+                None => {
+                    held.conflated.push((room.clone(), frame.clone()));
+                    Delivered::HeldBack
+                }
             },
-            SlowConsumer::Close => {}
+            SlowConsumer::Close => Delivered::Closed,
         }
     }
 

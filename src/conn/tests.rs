@@ -22,6 +22,15 @@ impl Admission for AdmitAll {
     fn release(&self, _: IpAddr) {}
 }
 
+impl Observe for AdmitAll {
+    fn snapshot(&self) -> Snapshot {
+        Snapshot::default()
+    }
+    fn uptime(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
 fn config(args: &[&str]) -> Config {
     let mut argv = vec!["roomcast", "serve", "--jwt-secret", SECRET];
     argv.extend_from_slice(args);
@@ -36,6 +45,7 @@ struct Harness {
     keys: Keys,
     parser: Parser,
     requests: Vec<Request>,
+    metrics: ShardMetrics,
     now: Instant,
 }
 
@@ -46,6 +56,7 @@ impl Harness {
             keys: Keys::new(&[SECRET]),
             parser: Parser::default(),
             requests: Vec::new(),
+            metrics: ShardMetrics::default(),
             now: Instant::now(),
         }
     }
@@ -57,6 +68,8 @@ impl Harness {
             config: &self.config,
             keys: &self.keys,
             admission: &AdmitAll,
+            observe: &AdmitAll,
+            metrics: &self.metrics,
             parser: &mut self.parser,
             scratch: &mut scratch,
             now: self.now,

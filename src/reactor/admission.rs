@@ -1,11 +1,13 @@
 //! Server-wide connection accounting: `--max-connections`,
-//! `--max-connections-per-ip` and the draining flag.
+//! `--max-connections-per-ip`, the draining flag, and the count of distinct
+//! users for the `users` gauge.
 //!
 //! Touched once when a WebSocket is admitted and once when it ends, never
-//! per message; the per-IP map is the only lock, and only when that limit
-//! is set.
+//! per message; the per-IP map (only when that limit is set) and the user
+//! map are the only locks.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -21,6 +23,12 @@ pub struct Registry {
     total: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     draining: AtomicBool,
+    /// Open `/ws` connections per user, keyed by a keyed 64-bit hash of the
+    /// user id rather than the id itself: 16 bytes a user instead of a copy
+    /// of the string. Two users colliding would be counted as one; with
+    /// SipHash under a random key that takes billions of users.
+    users: Mutex<HashMap<u64, u32>>,
+    user_hasher: RandomState,
 }
 
 impl Registry {
@@ -32,7 +40,32 @@ impl Registry {
             total: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
+            users: Mutex::new(HashMap::new()),
+            user_hasher: RandomState::new(),
         }
+    }
+
+    /// A `/ws` connection of `user` opened.
+    pub fn user_connected(&self, user: &str) {
+        let key = self.user_hasher.hash_one(user);
+        *self.users.lock().entry(key).or_insert(0) += 1;
+    }
+
+    /// A `/ws` connection of `user` ended.
+    pub fn user_disconnected(&self, user: &str) {
+        let key = self.user_hasher.hash_one(user);
+        let mut users = self.users.lock();
+        if let Some(count) = users.get_mut(&key) {
+            *count -= 1;
+            if *count == 0 {
+                users.remove(&key);
+            }
+        }
+    }
+
+    /// Distinct users with an open `/ws` connection.
+    pub fn users(&self) -> usize {
+        self.users.lock().len()
     }
 
     /// Admitted connections right now.
@@ -122,6 +155,20 @@ mod tests {
         assert_eq!(registry.connections(), 2);
         registry.release(A);
         assert_eq!(registry.admit(A), Ok(()));
+    }
+
+    #[test]
+    fn users_are_counted_once_however_many_connections() {
+        let registry = Registry::new(10, 0);
+        registry.user_connected("alice");
+        registry.user_connected("alice");
+        registry.user_connected("bob");
+        assert_eq!(registry.users(), 2);
+        registry.user_disconnected("alice");
+        assert_eq!(registry.users(), 2);
+        registry.user_disconnected("alice");
+        registry.user_disconnected("nobody");
+        assert_eq!(registry.users(), 1);
     }
 
     #[test]

@@ -7,9 +7,11 @@
 
 use std::sync::Arc;
 
-use crate::conn::Delivery;
+use std::time::Instant;
+
 use crate::proto::JoinRecovery;
 use crate::proto::reply::OwnedId;
+pub use crate::reactor::fanout::Fanout;
 
 /// A connection anywhere in the process. `id` guards against a slab key
 /// reused by a newer connection.
@@ -48,6 +50,8 @@ pub enum BusMsg {
         sender: ConnRef,
         echo: bool,
         id: Option<OwnedId>,
+        /// When the publisher's shard read it, for the fan-out latency.
+        read_at: Instant,
     },
     /// To a room's owner: answer `presence:get`.
     PresenceGet {
@@ -60,7 +64,7 @@ pub enum BusMsg {
         room: Arc<str>,
         frame: Arc<[u8]>,
         exclude: Option<ConnRef>,
-        kind: Delivery,
+        fanout: Fanout,
     },
     /// To the joiner's shard: the owner's answer to `Join`.
     Joined {

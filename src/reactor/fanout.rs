@@ -15,8 +15,9 @@ use std::time::Instant;
 use slab::Slab;
 
 use crate::codes::ErrorCode;
-use crate::conn::Delivery;
+use crate::conn::{Delivered, Delivery};
 use crate::json;
+use crate::metrics::ShardMetrics;
 use crate::proto::Request;
 use crate::proto::reply::{self, OwnedId};
 use crate::reactor::bus::{BusMsg, ConnRef};
@@ -53,6 +54,7 @@ impl Shard {
                 self.peers[shard].send(Command::Bus(batch));
             }
         }
+        self.metrics().rooms.set(self.table.len() as u64);
     }
 
     fn conn_ref(&self, key: usize) -> Option<(ConnRef, Box<str>, Option<Box<str>>)> {
@@ -66,8 +68,8 @@ impl Shard {
         Some((at, user.into(), conn.user_name().map(Into::into)))
     }
 
-    /// Work a connection's message asked for.
-    pub(super) fn on_request(&mut self, key: usize, request: Request) {
+    /// Work a connection's message, read at `now`, asked for.
+    pub(super) fn on_request(&mut self, key: usize, request: Request, now: Instant) {
         let Some((conn, user, name)) = self.conn_ref(key) else {
             return;
         };
@@ -122,6 +124,7 @@ impl Shard {
                         sender: conn,
                         echo,
                         id,
+                        read_at: now,
                     },
                 );
             }
@@ -182,6 +185,7 @@ impl Shard {
     pub(super) fn forget_connection(&mut self, key: usize, conn: &crate::conn::Connection) {
         if let Some(user) = conn.user_id() {
             self.users.remove(user, key);
+            self.shared.registry.user_disconnected(user);
             for room in conn.rooms() {
                 self.local.remove(room, key);
                 let owner = self.owner(room);
@@ -223,7 +227,7 @@ impl Shard {
                 let (accepted, reply) = match self.table.join(&room, &joiner, &recovery, now) {
                     Ok(joined) => {
                         if let Some(frame) = joined.presence {
-                            self.fan_out(&room, frame, Some(conn), Delivery::Other);
+                            self.fan_out(&room, frame, Some(conn), Fanout::Other);
                         }
                         (true, id.map(|id| ack_text(&id, &joined.data)))
                     }
@@ -248,7 +252,7 @@ impl Shard {
             }
             BusMsg::Leave { room, shard, user } => {
                 if let Some(frame) = self.table.leave(&room, shard, &user, now) {
-                    self.fan_out(&room, frame, None, Delivery::Other);
+                    self.fan_out(&room, frame, None, Fanout::Other);
                 }
             }
             BusMsg::Publish {
@@ -259,7 +263,9 @@ impl Shard {
                 sender,
                 echo,
                 id,
+                read_at,
             } => {
+                self.metrics().publishes.inc();
                 let message = Publish {
                     room: &room,
                     event: &event,
@@ -269,7 +275,8 @@ impl Shard {
                 };
                 let published = self.table.publish(&message, now);
                 let exclude = (!echo).then_some(sender);
-                self.fan_out(&room, published.frame, exclude, Delivery::RoomEvent);
+                let delivery = Fanout::RoomEvent { read_at };
+                self.fan_out(&room, published.frame, exclude, delivery);
                 if let Some(id) = id {
                     let mut data = Vec::with_capacity(24);
                     data.extend_from_slice(b"{\"seq\":");
@@ -294,20 +301,15 @@ impl Shard {
                 room,
                 frame,
                 exclude,
-                kind,
-            } => self.deliver_local(&room, &frame, exclude, kind, now),
+                fanout,
+            } => self.deliver_local(&room, &frame, exclude, fanout, now),
             BusMsg::Joined {
                 room,
                 conn,
                 accepted,
                 reply,
             } => self.on_joined(room, conn, accepted, reply, now),
-            BusMsg::Reply { conn, text } => {
-                if let Some(entry) = live(&mut self.conns, conn) {
-                    entry.conn.send_text(&text, now, &self.shared.config);
-                    mark(&mut self.conns, &mut self.dirty, conn.key);
-                }
-            }
+            BusMsg::Reply { conn, text } => self.reply(conn, &text, now),
             BusMsg::UserSend {
                 to,
                 frame,
@@ -337,7 +339,7 @@ impl Shard {
         room: &Arc<str>,
         frame: Arc<[u8]>,
         exclude: Option<ConnRef>,
-        kind: Delivery,
+        fanout: Fanout,
     ) {
         for shard in self.table.member_shards(room) {
             let room = room.clone();
@@ -347,7 +349,7 @@ impl Shard {
                     room,
                     frame: frame.clone(),
                     exclude,
-                    kind,
+                    fanout,
                 },
             );
         }
@@ -360,18 +362,25 @@ impl Shard {
         room: &Arc<str>,
         frame: &Arc<[u8]>,
         exclude: Option<ConnRef>,
-        kind: Delivery,
+        fanout: Fanout,
         now: Instant,
     ) {
         let config = &self.shared.config;
+        let metrics = &self.shared.metrics[self.index];
+        let kind = fanout.kind();
+        let mut tally = Tally::default();
         for &key in self.local.members(room) {
             if exclude.is_some_and(|x| x.shard == self.index && x.key == key) {
                 continue;
             }
             if let Some(entry) = self.conns.get_mut(key) {
-                entry.conn.deliver(room, frame, kind, now, config);
+                tally.count(entry.conn.deliver(room, frame, kind, now, config));
                 mark(&mut self.conns, &mut self.dirty, key);
             }
+        }
+        tally.record(metrics, kind);
+        if let Fanout::RoomEvent { read_at } = fanout {
+            metrics.fanout_latency.observe(read_at.elapsed());
         }
     }
 
@@ -392,9 +401,13 @@ impl Shard {
                 if entry.conn.user_id().is_none() {
                     continue;
                 }
-                entry
-                    .conn
-                    .deliver(&room, frame, Delivery::Other, now, &self.shared.config);
+                let delivered =
+                    entry
+                        .conn
+                        .deliver(&room, frame, Delivery::Other, now, &self.shared.config);
+                if delivered == Delivered::Queued {
+                    self.shared.metrics[self.index].messages_out.inc();
+                }
                 mark(&mut self.conns, &mut self.dirty, key);
                 count += 1;
             }
@@ -421,7 +434,16 @@ impl Shard {
             entry.conn.forget_room(&room);
         }
         if let Some(text) = reply {
-            entry.conn.send_text(&text, now, &self.shared.config);
+            self.reply(conn, &text, now);
+        }
+    }
+
+    /// Queues a reply for `conn` if it is still there.
+    fn reply(&mut self, conn: ConnRef, text: &[u8], now: Instant) {
+        if let Some(entry) = live(&mut self.conns, conn) {
+            if entry.conn.send_text(text, now, &self.shared.config) {
+                self.shared.metrics[self.index].messages_out.inc();
+            }
             mark(&mut self.conns, &mut self.dirty, conn.key);
         }
     }
@@ -443,11 +465,52 @@ impl Shard {
         data.extend_from_slice(b"{\"delivered\":");
         json::write_u64(&mut data, done.delivered as u64);
         data.push(b'}');
-        if let Some(entry) = live(&mut self.conns, done.conn) {
-            entry
-                .conn
-                .send_text(&ack_text(&id, &data), now, &self.shared.config);
-            mark(&mut self.conns, &mut self.dirty, done.conn.key);
+        self.reply(done.conn, &ack_text(&id, &data), now);
+    }
+}
+
+/// What a `Deliver` carries: a room event, or presence.
+#[derive(Debug, Clone, Copy)]
+pub enum Fanout {
+    /// A published room event, read from its publisher at `read_at`.
+    RoomEvent { read_at: Instant },
+    /// A presence event.
+    Other,
+}
+
+impl Fanout {
+    fn kind(self) -> Delivery {
+        match self {
+            Self::RoomEvent { .. } => Delivery::RoomEvent,
+            Self::Other => Delivery::Other,
+        }
+    }
+}
+
+/// What became of one fan-out on this shard, counted once at the end.
+#[derive(Default)]
+struct Tally {
+    queued: u64,
+    dropped: u64,
+    conflated: u64,
+}
+
+impl Tally {
+    fn count(&mut self, delivered: Delivered) {
+        match delivered {
+            Delivered::Queued => self.queued += 1,
+            Delivered::Dropped => self.dropped += 1,
+            Delivered::Conflated => self.conflated += 1,
+            Delivered::HeldBack | Delivered::Closed | Delivered::NotOpen => {}
+        }
+    }
+
+    fn record(&self, metrics: &ShardMetrics, kind: Delivery) {
+        metrics.messages_out.add(self.queued);
+        if kind == Delivery::RoomEvent {
+            metrics.deliveries.add(self.queued);
+            metrics.dropped.add(self.dropped);
+            metrics.conflated.add(self.conflated);
         }
     }
 }

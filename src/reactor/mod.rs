@@ -36,22 +36,44 @@ use signal_hook::iterator::Signals;
 
 use crate::auth::Keys;
 use crate::config::{AcceptMode, Config};
+use crate::conn::Observe;
 use crate::log_info;
+use crate::metrics::{ShardMetrics, Snapshot};
 use admission::Registry;
-use shard::{Command, Handle, Shard};
+use shard::{Command, Handle, Listeners, Shard};
+use std::time::{Duration, Instant};
 
-/// State every shard reads; mutated only through the admission counters.
+/// State every shard reads; mutated only through the admission counters
+/// and each shard's own metrics.
 pub struct Shared {
     pub config: Config,
     pub keys: Keys,
     pub registry: Registry,
     /// Random per process, so room epochs never repeat across restarts.
     pub epoch_seed: u64,
+    /// One per shard, written only by that shard's thread.
+    pub metrics: Box<[ShardMetrics]>,
+    pub started: Instant,
+}
+
+impl Observe for Shared {
+    fn snapshot(&self) -> Snapshot {
+        Snapshot::gather(
+            &self.metrics,
+            self.registry.connections() as u64,
+            self.registry.users() as u64,
+        )
+    }
+
+    fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
 }
 
 /// A running server.
 pub struct Server {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     shards: Vec<Handle>,
     threads: Vec<JoinHandle<()>>,
@@ -69,15 +91,27 @@ impl Server {
         let keys = Keys::new(&config.jwt_secrets);
         let registry = Registry::new(config.max_connections, config.max_connections_per_ip);
         let shared = Arc::new(Shared {
+            metrics: (0..config.shards)
+                .map(|_| ShardMetrics::default())
+                .collect(),
             config,
             keys,
             registry,
             epoch_seed: crate::auth::random_u64(),
+            started: Instant::now(),
         });
         let (drained_tx, drained) = crossbeam_channel::unbounded();
         let mode = shared.config.accept_mode;
         let mut listeners = open_listeners(&shared.config, mode)?;
         let addr = listeners[0].local_addr()?;
+        let mut metrics_listener = match shared.config.metrics_bind {
+            Some(bind) => Some(TcpListener::from_std(crate::sys::plain_listener(bind)?)),
+            None => None,
+        };
+        let metrics_addr = match &metrics_listener {
+            Some(listener) => Some(listener.local_addr()?),
+            None => None,
+        };
         let mut shards = Vec::new();
         let mut threads = Vec::new();
         // Every shard needs every other's handle before any starts.
@@ -93,15 +127,18 @@ impl Server {
             parts.push((poll, rx));
         }
         for (index, (poll, rx)) in parts.into_iter().enumerate() {
-            let own_listener = match mode {
-                AcceptMode::ReusePort => Some(listeners.remove(0)),
-                AcceptMode::Handoff => None,
+            let own_listeners = Listeners {
+                public: match mode {
+                    AcceptMode::ReusePort => Some(listeners.remove(0)),
+                    AcceptMode::Handoff => None,
+                },
+                metrics: metrics_listener.take(),
             };
             let shard = Shard::new(
                 index,
                 poll,
                 rx,
-                own_listener,
+                own_listeners,
                 shared.clone(),
                 drained_tx.clone(),
                 shards.clone(),
@@ -126,6 +163,7 @@ impl Server {
         }
         Ok(Self {
             addr,
+            metrics_addr,
             shared,
             shards,
             threads,
@@ -138,6 +176,11 @@ impl Server {
     /// The bound address (the real port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The bound `--metrics-bind` address, if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Serves until SIGTERM or SIGINT, then drains and stops.

@@ -23,7 +23,8 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::conn::outbound::MAX_IO_SLICES;
-use crate::conn::{Admission, Connection, Context, Tick, pool};
+use crate::conn::{AbortReason, Admission, Connection, Context, Port, Tick, pool};
+use crate::metrics::ShardMetrics;
 use crate::proto::Request;
 use crate::proto::envelope::Parser;
 use crate::reactor::Shared;
@@ -37,6 +38,8 @@ use std::collections::HashMap;
 pub const WAKER: Token = Token(usize::MAX);
 /// The token of the shard's own listener (SO_REUSEPORT mode).
 const LISTENER: Token = Token(usize::MAX - 1);
+/// The token of the `--metrics-bind` listener (shard 0 only).
+const METRICS_LISTENER: Token = Token(usize::MAX - 2);
 /// Size of the shard's shared read buffer.
 const READ_CHUNK: usize = 64 * 1024;
 /// Bytes read from one connection per turn before others get their turn.
@@ -52,6 +55,15 @@ pub enum Command {
     Stop,
     /// Room traffic from another shard, batched per turn.
     Bus(Vec<BusMsg>),
+}
+
+/// The listeners a shard accepts on.
+#[derive(Default)]
+pub struct Listeners {
+    /// Its own SO_REUSEPORT listener on the public port.
+    pub public: Option<TcpListener>,
+    /// The `--metrics-bind` listener (given to one shard).
+    pub metrics: Option<TcpListener>,
 }
 
 /// How other threads reach a shard.
@@ -95,6 +107,7 @@ pub struct Shard {
     pub(super) conns: Slab<Entry>,
     commands: Receiver<Command>,
     listener: Option<TcpListener>,
+    metrics_listener: Option<TcpListener>,
     pub(super) shared: Arc<Shared>,
     parser: Parser,
     scratch: Vec<u8>,
@@ -122,23 +135,33 @@ pub struct Shard {
     pub(super) gathers: HashMap<u64, Gather>,
     pub(super) next_gather: u64,
     requests: Vec<Request>,
+    /// Event-loop time spent busy, as of the last sweep, for the busy ratio.
+    busy_at_last_sweep: (Instant, u64),
 }
 
 impl Shard {
-    /// A shard ready to run; `listener` is its own in SO_REUSEPORT mode.
+    /// A shard ready to run; `listeners` are its own public one in
+    /// SO_REUSEPORT mode and the `--metrics-bind` one.
     pub fn new(
         index: usize,
         poll: Poll,
         commands: Receiver<Command>,
-        listener: Option<TcpListener>,
+        listeners: Listeners,
         shared: Arc<Shared>,
         drained: Sender<usize>,
         peers: Vec<Handle>,
     ) -> io::Result<Self> {
-        let mut listener = listener;
-        if let Some(listener) = listener.as_mut() {
+        let Listeners {
+            mut public,
+            mut metrics,
+        } = listeners;
+        if let Some(listener) = public.as_mut() {
             poll.registry()
                 .register(listener, LISTENER, Interest::READABLE)?;
+        }
+        if let Some(listener) = metrics.as_mut() {
+            poll.registry()
+                .register(listener, METRICS_LISTENER, Interest::READABLE)?;
         }
         let tick = tick_interval(&shared.config);
         let rooms = &shared.config.rooms;
@@ -166,7 +189,8 @@ impl Shard {
             poll,
             conns: Slab::new(),
             commands,
-            listener,
+            listener: public,
+            metrics_listener: metrics,
             shared,
             parser: Parser::default(),
             scratch: Vec::with_capacity(1024),
@@ -179,6 +203,7 @@ impl Shard {
             draining: false,
             drained,
             reported_drained: false,
+            busy_at_last_sweep: (Instant::now(), 0),
         })
     }
 
@@ -198,6 +223,7 @@ impl Shard {
                 log_warn!("shard {}: poll failed: {error}", self.index);
                 return;
             }
+            let woke = Instant::now();
             for event in events.iter() {
                 match event.token() {
                     WAKER => {
@@ -206,6 +232,7 @@ impl Shard {
                         }
                     }
                     LISTENER => self.accept_all(),
+                    METRICS_LISTENER => self.accept_metrics(),
                     Token(key) => {
                         if event.is_read_closed() || event.is_error() {
                             self.on_readable(key, true);
@@ -227,7 +254,13 @@ impl Shard {
             self.pump();
             self.flush_dirty();
             self.report_if_drained();
+            self.metrics().busy_ns.add(woke.elapsed().as_nanos() as u64);
         }
+    }
+
+    /// This shard's counters.
+    pub(super) fn metrics(&self) -> &crate::metrics::ShardMetrics {
+        &self.shared.metrics[self.index]
     }
 
     /// Handles queued commands; false when told to stop.
@@ -266,7 +299,25 @@ impl Shard {
         }
     }
 
-    fn adopt(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+    /// Accepts operator connections on the `--metrics-bind` listener.
+    fn accept_metrics(&mut self) {
+        loop {
+            let Some(listener) = self.metrics_listener.as_ref() else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => self.adopt_on(stream, peer, Port::Metrics),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn adopt(&mut self, stream: TcpStream, peer: SocketAddr) {
+        self.adopt_on(stream, peer, Port::Public);
+    }
+
+    fn adopt_on(&mut self, mut stream: TcpStream, peer: SocketAddr, port: Port) {
         if let Err(e) = prepare_socket(&stream, self.shared.config.max_write_buffer) {
             log_debug!("shard {}: socket setup failed for {peer}: {e}", self.index);
             return;
@@ -285,7 +336,7 @@ impl Shard {
         }
         entry.insert(Entry {
             stream,
-            conn: Connection::new(id, peer.ip(), Instant::now()),
+            conn: Connection::new(id, peer.ip(), Instant::now()).on_port(port),
             input: Vec::new(),
             writable_interest: false,
             write_shut: false,
@@ -319,6 +370,7 @@ impl Shard {
                     return;
                 }
                 Ok(n) => {
+                    self.shared.metrics[self.index].bytes_in.add(n as u64);
                     let short = n < self.read_buf.len();
                     self.feed(key, n);
                     budget = budget.saturating_sub(n);
@@ -357,6 +409,8 @@ impl Shard {
             config: &self.shared.config,
             keys: &self.shared.keys,
             admission: &self.shared.registry,
+            observe: &*self.shared,
+            metrics: &self.shared.metrics[self.index],
             parser: &mut self.parser,
             scratch: &mut self.scratch,
             now: Instant::now(),
@@ -379,14 +433,16 @@ impl Shard {
                 pool::give(std::mem::take(&mut entry.input));
             }
         }
+        let now = cx.now;
         if entry.conn.take_newly_opened() {
             let user = entry.conn.user_id().unwrap_or_default();
             self.users.add(user, key);
+            self.shared.registry.user_connected(user);
         }
         if !self.requests.is_empty() {
             let requests = std::mem::take(&mut self.requests);
             for request in requests {
-                self.on_request(key, request);
+                self.on_request(key, request, now);
             }
         }
     }
@@ -418,9 +474,10 @@ impl Shard {
             return;
         };
         entry.queued_for_flush = false;
-        let mut written = write_pending(entry);
+        let metrics = &self.shared.metrics[self.index];
+        let mut written = write_pending(entry, metrics);
         if written.is_ok() && entry.conn.release_held_back(&self.shared.config) {
-            written = write_pending(entry);
+            written = write_pending(entry, metrics);
         }
         if written.is_err() {
             self.remove(key);
@@ -468,11 +525,14 @@ impl Shard {
         let unix_ms = unix_ms();
         self.next_tick = now + self.tick;
         let mut aborted = Vec::new();
+        let mut queued_bytes = 0;
         for (key, entry) in self.conns.iter_mut() {
             match entry.conn.on_tick(now, unix_ms, &self.shared.config) {
                 Tick::Abort(reason) => aborted.push((key, reason)),
                 Tick::Keep => {
-                    if !entry.conn.outbound().is_empty() && !entry.queued_for_flush {
+                    let pending = entry.conn.outbound().pending();
+                    queued_bytes += pending as u64;
+                    if pending > 0 && !entry.queued_for_flush {
                         entry.queued_for_flush = true;
                         self.dirty.push(key);
                     }
@@ -481,12 +541,30 @@ impl Shard {
         }
         for (key, reason) in aborted {
             log_debug!("shard {}: connection aborted: {reason:?}", self.index);
+            if reason == AbortReason::PingTimeout {
+                self.metrics().ping_timeouts.inc();
+            }
             self.remove(key);
         }
+        self.sample_gauges(now, queued_bytes);
         if self.listener.is_some() {
             self.accept_all();
         }
         crate::rooms::table::RoomLog::sweep(&mut self.table, now);
+    }
+
+    /// Levels sampled once per sweep: queued output and the busy ratio.
+    fn sample_gauges(&mut self, now: Instant, queued_bytes: u64) {
+        let metrics = &self.shared.metrics[self.index];
+        metrics.write_buffer_bytes.set(queued_bytes);
+        let busy_ns = metrics.busy_ns.get();
+        let (then, busy_then) = self.busy_at_last_sweep;
+        let window = now.saturating_duration_since(then).as_nanos() as u64;
+        let busy = busy_ns.saturating_sub(busy_then).saturating_mul(1_000_000);
+        if let Some(ppm) = busy.checked_div(window) {
+            metrics.busy_ppm.set(ppm.min(1_000_000));
+        }
+        self.busy_at_last_sweep = (now, busy_ns);
     }
 
     fn begin_drain(&mut self) {
@@ -523,6 +601,11 @@ impl Shard {
         self.forget_connection(key, &entry.conn);
         if entry.conn.is_admitted() {
             self.shared.registry.release(entry.conn.peer_ip());
+            let code = entry
+                .conn
+                .close_code()
+                .unwrap_or(crate::codes::close::ABNORMAL);
+            self.shared.metrics[self.index].count_close(code);
         }
         log_debug!(
             "shard {}: connection from {} closed (code {:?})",
@@ -535,14 +618,17 @@ impl Shard {
 }
 
 /// Writes as much queued output as the socket takes.
-fn write_pending(entry: &mut Entry) -> io::Result<()> {
+fn write_pending(entry: &mut Entry, metrics: &ShardMetrics) -> io::Result<()> {
     let out = entry.conn.outbound();
     while !out.is_empty() {
         let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
         let count = out.io_slices(&mut slices);
         match entry.stream.write_vectored(&slices[..count]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => out.advance(n),
+            Ok(n) => {
+                metrics.bytes_out.add(n as u64);
+                out.advance(n);
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),

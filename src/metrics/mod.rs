@@ -1,0 +1,424 @@
+//! What the server counts, and how the counts are read.
+//!
+//! Each shard owns one `ShardMetrics` and is the only thread that ever
+//! writes to it; anyone may read it. That single-writer rule is what keeps
+//! counting off the lock path and cheap: an increment is a relaxed load and
+//! a relaxed store (plain moves on x86-64), not an atomic read-modify-write.
+//! A scrape sums every shard's figures into a `Snapshot`
+//! (`Snapshot::gather`), which `prometheus` and `stats` render.
+//!
+//! Sans-IO: no sockets and no clocks; callers pass durations in. Must not
+//! decide anything: counts only.
+
+pub mod prometheus;
+pub mod stats;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::codes::{ErrorCode, close};
+
+/// A count only its shard's thread increments.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`. Only the owning shard's thread may call this: a load and a
+    /// store, not an atomic add, so two writers would lose counts.
+    pub fn add(&self, n: u64) {
+        let value = self.0.load(Ordering::Relaxed).wrapping_add(n);
+        self.0.store(value, Ordering::Relaxed);
+    }
+
+    /// Adds one (owning thread only).
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    /// The current value, from any thread.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A level its shard's thread sets.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    /// Sets the value (owning thread only).
+    pub fn set(&self, value: u64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
+
+    /// The current value, from any thread.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Upper bounds of the handshake latency buckets, in microseconds.
+pub const HANDSHAKE_BUCKETS_US: [u64; 12] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 1_000_000, 5_000_000,
+];
+
+/// Upper bounds of the fan-out latency buckets, in microseconds.
+pub const FANOUT_BUCKETS_US: [u64; 12] = [
+    5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 10_000, 100_000, 1_000_000,
+];
+
+/// A latency histogram with fixed buckets (cumulative only when rendered).
+#[derive(Debug)]
+pub struct Histogram {
+    bounds_us: &'static [u64],
+    /// One count per bound, plus one for everything above the last.
+    buckets: Vec<Counter>,
+    sum_ns: Counter,
+}
+
+impl Histogram {
+    /// An empty histogram over `bounds_us` (ascending).
+    pub fn new(bounds_us: &'static [u64]) -> Self {
+        Self {
+            bounds_us,
+            buckets: (0..=bounds_us.len()).map(|_| Counter::default()).collect(),
+            sum_ns: Counter::default(),
+        }
+    }
+
+    /// Records one observation (owning thread only).
+    pub fn observe(&self, elapsed: Duration) {
+        let us = elapsed.as_micros().min(u128::from(u64::MAX)) as u64;
+        let slot = self
+            .bounds_us
+            .iter()
+            .position(|&bound| us <= bound)
+            .unwrap_or(self.bounds_us.len());
+        if let Some(bucket) = self.buckets.get(slot) {
+            bucket.inc();
+        }
+        self.sum_ns
+            .add(elapsed.as_nanos().min(u128::from(u64::MAX)) as u64);
+    }
+
+    fn add_to(&self, into: &mut HistogramSnapshot) {
+        if into.counts.len() < self.buckets.len() {
+            into.counts.resize(self.buckets.len(), 0);
+        }
+        into.bounds_us = self.bounds_us;
+        for (total, bucket) in into.counts.iter_mut().zip(&self.buckets) {
+            *total += bucket.get();
+        }
+        into.sum_ns += self.sum_ns.get();
+    }
+}
+
+/// Close codes counted one by one; any other lands in `other`.
+pub const COUNTED_CLOSE_CODES: [u16; 13] = [
+    close::NORMAL,
+    close::GOING_AWAY,
+    close::PROTOCOL_ERROR,
+    close::UNSUPPORTED_DATA,
+    close::NO_STATUS,
+    close::ABNORMAL,
+    close::INVALID_PAYLOAD,
+    close::POLICY,
+    close::TOO_BIG,
+    close::INTERNAL,
+    close::TOKEN_EXPIRED,
+    close::RATE_LIMITED,
+    close::SLOW_CONSUMER,
+];
+
+/// Everything one shard counts.
+#[derive(Debug)]
+pub struct ShardMetrics {
+    /// Open WebSocket connections on this shard.
+    pub connections: Gauge,
+    /// WebSocket connections opened (upgrades completed).
+    pub opened: Counter,
+    /// WebSocket connections ended, per `COUNTED_CLOSE_CODES`, then other
+    /// codes; an abort without a close handshake counts as 1006.
+    pub closed: [Counter; COUNTED_CLOSE_CODES.len() + 1],
+    /// WebSocket data messages received.
+    pub messages_in: Counter,
+    /// WebSocket data messages queued for clients (room events, replies,
+    /// presence, direct messages).
+    pub messages_out: Counter,
+    /// Bytes read from sockets.
+    pub bytes_in: Counter,
+    /// Bytes written to sockets.
+    pub bytes_out: Counter,
+    /// Room events sequenced by this shard as their room's owner.
+    pub publishes: Counter,
+    /// Room events queued for a member on this shard.
+    pub deliveries: Counter,
+    /// Room events dropped for slow consumers (`--slow-consumer drop`).
+    pub dropped: Counter,
+    /// Room events replaced by a newer one (`--slow-consumer conflate`).
+    pub conflated: Counter,
+    /// Connections closed with 4008.
+    pub slow_consumer_closes: Counter,
+    /// Messages refused by the per-connection rate limit.
+    pub rate_limited: Counter,
+    /// Refused upgrades, by `ErrorCode::index`.
+    pub handshake_rejections: [Counter; ErrorCode::ALL.len()],
+    /// Connections aborted for not answering a ping.
+    pub ping_timeouts: Counter,
+    /// Output queued in user space, summed over connections at each sweep.
+    pub write_buffer_bytes: Gauge,
+    /// Rooms this shard owns.
+    pub rooms: Gauge,
+    /// Time the event loop spent handling events rather than waiting.
+    pub busy_ns: Counter,
+    /// Share of the last sweep interval spent busy, in millionths.
+    pub busy_ppm: Gauge,
+    /// From accepting a socket to queuing its `101 Switching Protocols`.
+    pub handshake_latency: Histogram,
+    /// From reading a publish to queuing it for the last member on this shard.
+    pub fanout_latency: Histogram,
+}
+
+impl Default for ShardMetrics {
+    fn default() -> Self {
+        Self {
+            connections: Gauge::default(),
+            opened: Counter::default(),
+            closed: Default::default(),
+            messages_in: Counter::default(),
+            messages_out: Counter::default(),
+            bytes_in: Counter::default(),
+            bytes_out: Counter::default(),
+            publishes: Counter::default(),
+            deliveries: Counter::default(),
+            dropped: Counter::default(),
+            conflated: Counter::default(),
+            slow_consumer_closes: Counter::default(),
+            rate_limited: Counter::default(),
+            handshake_rejections: Default::default(),
+            ping_timeouts: Counter::default(),
+            write_buffer_bytes: Gauge::default(),
+            rooms: Gauge::default(),
+            busy_ns: Counter::default(),
+            busy_ppm: Gauge::default(),
+            handshake_latency: Histogram::new(&HANDSHAKE_BUCKETS_US),
+            fanout_latency: Histogram::new(&FANOUT_BUCKETS_US),
+        }
+    }
+}
+
+impl ShardMetrics {
+    /// Counts a WebSocket connection opened `handshake` after its socket
+    /// was accepted.
+    pub fn count_open(&self, handshake: Duration) {
+        self.opened.inc();
+        self.connections.set(self.connections.get() + 1);
+        self.handshake_latency.observe(handshake);
+    }
+
+    /// Counts a WebSocket connection that ended with `code`.
+    pub fn count_close(&self, code: u16) {
+        self.connections
+            .set(self.connections.get().saturating_sub(1));
+        let slot = COUNTED_CLOSE_CODES
+            .iter()
+            .position(|&c| c == code)
+            .unwrap_or(COUNTED_CLOSE_CODES.len());
+        if let Some(counter) = self.closed.get(slot) {
+            counter.inc();
+        }
+        if code == close::SLOW_CONSUMER {
+            self.slow_consumer_closes.inc();
+        }
+    }
+
+    /// Counts a refused upgrade.
+    pub fn count_rejection(&self, code: ErrorCode) {
+        if let Some(counter) = self.handshake_rejections.get(code.index()) {
+            counter.inc();
+        }
+    }
+}
+
+/// The figures of one shard at a scrape.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ShardSnapshot {
+    pub connections: u64,
+    pub busy_seconds: f64,
+    pub busy_ratio: f64,
+}
+
+/// A latency histogram summed over shards.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HistogramSnapshot {
+    pub bounds_us: &'static [u64],
+    /// Per bucket (not cumulative), the last one above every bound.
+    pub counts: Vec<u64>,
+    pub sum_ns: u64,
+}
+
+impl HistogramSnapshot {
+    /// Observations in all buckets.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+/// Every figure, summed over shards, as of one scrape.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub connections: u64,
+    pub users: u64,
+    pub rooms: u64,
+    pub opened: u64,
+    /// `(code, count)` for `COUNTED_CLOSE_CODES`, then `(0, other)`.
+    pub closed: Vec<(u16, u64)>,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub publishes: u64,
+    pub deliveries: u64,
+    pub dropped: u64,
+    pub conflated: u64,
+    pub slow_consumer_closes: u64,
+    pub rate_limited: u64,
+    /// `(code, count)` for every code that can refuse an upgrade.
+    pub handshake_rejections: Vec<(ErrorCode, u64)>,
+    pub ping_timeouts: u64,
+    pub write_buffer_bytes: u64,
+    pub handshake_latency: HistogramSnapshot,
+    pub fanout_latency: HistogramSnapshot,
+    pub shards: Vec<ShardSnapshot>,
+}
+
+/// The codes an upgrade can be refused with (`docs/protocol.md` section 2).
+pub const REJECTION_CODES: [ErrorCode; 7] = [
+    ErrorCode::BadRequest,
+    ErrorCode::UnsupportedVersion,
+    ErrorCode::OriginForbidden,
+    ErrorCode::ServerBusy,
+    ErrorCode::TooManyConnections,
+    ErrorCode::Unauthenticated,
+    ErrorCode::TokenExpired,
+];
+
+impl Snapshot {
+    /// Sums every shard. `connections` and `users` are the process-wide
+    /// counts kept by the admission registry.
+    pub fn gather(shards: &[ShardMetrics], connections: u64, users: u64) -> Self {
+        let mut snap = Snapshot {
+            connections,
+            users,
+            closed: COUNTED_CLOSE_CODES
+                .iter()
+                .map(|&c| (c, 0))
+                .chain([(0, 0)])
+                .collect(),
+            handshake_rejections: REJECTION_CODES.iter().map(|&c| (c, 0)).collect(),
+            ..Default::default()
+        };
+        for shard in shards {
+            snap.add_shard(shard);
+        }
+        snap
+    }
+
+    fn add_shard(&mut self, m: &ShardMetrics) {
+        self.rooms += m.rooms.get();
+        self.opened += m.opened.get();
+        for (slot, counter) in self.closed.iter_mut().zip(&m.closed) {
+            slot.1 += counter.get();
+        }
+        self.messages_in += m.messages_in.get();
+        self.messages_out += m.messages_out.get();
+        self.bytes_in += m.bytes_in.get();
+        self.bytes_out += m.bytes_out.get();
+        self.publishes += m.publishes.get();
+        self.deliveries += m.deliveries.get();
+        self.dropped += m.dropped.get();
+        self.conflated += m.conflated.get();
+        self.slow_consumer_closes += m.slow_consumer_closes.get();
+        self.rate_limited += m.rate_limited.get();
+        for (code, count) in &mut self.handshake_rejections {
+            *count += m
+                .handshake_rejections
+                .get(code.index())
+                .map_or(0, Counter::get);
+        }
+        self.ping_timeouts += m.ping_timeouts.get();
+        self.write_buffer_bytes += m.write_buffer_bytes.get();
+        m.handshake_latency.add_to(&mut self.handshake_latency);
+        m.fanout_latency.add_to(&mut self.fanout_latency);
+        self.shards.push(ShardSnapshot {
+            connections: m.connections.get(),
+            busy_seconds: m.busy_ns.get() as f64 / 1e9,
+            busy_ratio: m.busy_ppm.get() as f64 / 1e6,
+        });
+    }
+
+    /// WebSocket connections closed, whatever the code.
+    pub fn closed_total(&self) -> u64 {
+        self.closed.iter().map(|(_, n)| n).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_and_gauges_hold_their_values() {
+        let m = ShardMetrics::default();
+        m.messages_in.inc();
+        m.messages_in.add(4);
+        m.rooms.set(7);
+        m.rooms.set(3);
+        assert_eq!(m.messages_in.get(), 5);
+        assert_eq!(m.rooms.get(), 3);
+    }
+
+    #[test]
+    fn histogram_puts_each_observation_in_the_first_bucket_that_holds_it() {
+        let h = Histogram::new(&FANOUT_BUCKETS_US);
+        h.observe(Duration::from_micros(5));
+        h.observe(Duration::from_micros(6));
+        h.observe(Duration::from_secs(10));
+        let mut snap = HistogramSnapshot::default();
+        h.add_to(&mut snap);
+        assert_eq!(snap.counts[0], 1);
+        assert_eq!(snap.counts[1], 1);
+        assert_eq!(*snap.counts.last().unwrap(), 1);
+        assert_eq!(snap.count(), 3);
+        assert_eq!(snap.sum_ns, 10_000_011_000);
+    }
+
+    #[test]
+    fn snapshot_sums_shards() {
+        let shards = [ShardMetrics::default(), ShardMetrics::default()];
+        shards[0].count_close(close::NORMAL);
+        shards[1].count_close(close::NORMAL);
+        shards[1].count_close(close::SLOW_CONSUMER);
+        shards[1].count_close(3999);
+        shards[0].count_rejection(ErrorCode::Unauthenticated);
+        shards[0].connections.set(2);
+        shards[1].connections.set(5);
+        shards[0].fanout_latency.observe(Duration::from_micros(1));
+        shards[1].fanout_latency.observe(Duration::from_micros(1));
+        let snap = Snapshot::gather(&shards, 7, 4);
+        assert_eq!(snap.connections, 7);
+        assert_eq!(snap.users, 4);
+        assert_eq!(snap.closed[0], (close::NORMAL, 2));
+        assert_eq!(snap.closed.last(), Some(&(0, 1)));
+        assert_eq!(snap.closed_total(), 4);
+        assert_eq!(snap.slow_consumer_closes, 1);
+        let unauthenticated = snap
+            .handshake_rejections
+            .iter()
+            .find(|(c, _)| *c == ErrorCode::Unauthenticated);
+        assert_eq!(unauthenticated, Some(&(ErrorCode::Unauthenticated, 1)));
+        assert_eq!(snap.shards.len(), 2);
+        assert_eq!(snap.shards[1].connections, 5);
+        assert_eq!(snap.fanout_latency.counts[0], 2);
+    }
+}

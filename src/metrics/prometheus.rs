@@ -1,0 +1,296 @@
+//! A `Snapshot` in the Prometheus text exposition format (version 0.0.4),
+//! the body of `GET /metrics`.
+//!
+//! Owns metric names, help texts and label names; the list is documented in
+//! the README's "Operating roomcast" section and must stay in step with it.
+
+use std::fmt::Write;
+
+use crate::metrics::{HistogramSnapshot, Snapshot};
+
+/// The `Content-Type` of the exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Renders every metric; `uptime_seconds` and `version` come from the caller.
+pub fn render(snap: &Snapshot, uptime_seconds: f64, version: &str) -> String {
+    let mut out = String::with_capacity(8 * 1024);
+    let w = &mut out;
+    gauge(
+        w,
+        "roomcast_connections",
+        "Open WebSocket connections.",
+        snap.connections,
+    );
+    gauge(
+        w,
+        "roomcast_users",
+        "Distinct users with an open /ws connection.",
+        snap.users,
+    );
+    gauge(
+        w,
+        "roomcast_rooms",
+        "Rooms with members or retained history.",
+        snap.rooms,
+    );
+    counter(
+        w,
+        "roomcast_connections_opened_total",
+        "WebSocket connections opened.",
+        snap.opened,
+    );
+    header(
+        w,
+        "roomcast_connections_closed_total",
+        "WebSocket connections closed, by close code (1006: aborted without a close handshake).",
+        "counter",
+    );
+    for &(code, count) in &snap.closed {
+        let code = if code == 0 {
+            "other".to_owned()
+        } else {
+            code.to_string()
+        };
+        let _ = writeln!(
+            w,
+            "roomcast_connections_closed_total{{code=\"{code}\"}} {count}"
+        );
+    }
+    counter(
+        w,
+        "roomcast_messages_received_total",
+        "WebSocket data messages received.",
+        snap.messages_in,
+    );
+    counter(
+        w,
+        "roomcast_messages_sent_total",
+        "WebSocket data messages queued for clients.",
+        snap.messages_out,
+    );
+    counter(
+        w,
+        "roomcast_bytes_received_total",
+        "Bytes read from client sockets.",
+        snap.bytes_in,
+    );
+    counter(
+        w,
+        "roomcast_bytes_sent_total",
+        "Bytes written to client sockets.",
+        snap.bytes_out,
+    );
+    counter(
+        w,
+        "roomcast_publishes_total",
+        "Room events sequenced (from WebSocket clients and POST /publish).",
+        snap.publishes,
+    );
+    counter(
+        w,
+        "roomcast_deliveries_total",
+        "Room events queued for a member.",
+        snap.deliveries,
+    );
+    counter(
+        w,
+        "roomcast_deliveries_dropped_total",
+        "Room events dropped for slow consumers (--slow-consumer drop).",
+        snap.dropped,
+    );
+    counter(
+        w,
+        "roomcast_deliveries_conflated_total",
+        "Room events replaced by a newer one for slow consumers (--slow-consumer conflate).",
+        snap.conflated,
+    );
+    counter(
+        w,
+        "roomcast_slow_consumer_closes_total",
+        "Connections closed with 4008 for falling behind.",
+        snap.slow_consumer_closes,
+    );
+    counter(
+        w,
+        "roomcast_rate_limited_total",
+        "Messages refused by the per-connection rate limit.",
+        snap.rate_limited,
+    );
+    header(
+        w,
+        "roomcast_handshake_rejections_total",
+        "WebSocket upgrades refused, by error code.",
+        "counter",
+    );
+    for &(code, count) in &snap.handshake_rejections {
+        let _ = writeln!(
+            w,
+            "roomcast_handshake_rejections_total{{reason=\"{code}\"}} {count}"
+        );
+    }
+    counter(
+        w,
+        "roomcast_ping_timeouts_total",
+        "Connections aborted for not answering a ping in time.",
+        snap.ping_timeouts,
+    );
+    gauge(
+        w,
+        "roomcast_write_buffer_bytes",
+        "Output queued in user space for all connections (sampled once per sweep).",
+        snap.write_buffer_bytes,
+    );
+    histogram(
+        w,
+        "roomcast_handshake_duration_seconds",
+        "From accepting a socket to queuing its 101 Switching Protocols.",
+        &snap.handshake_latency,
+    );
+    histogram(
+        w,
+        "roomcast_fanout_duration_seconds",
+        "From reading a publish to queuing it for the last member, observed once per shard with members.",
+        &snap.fanout_latency,
+    );
+    header(
+        w,
+        "roomcast_shard_connections",
+        "Open WebSocket connections per shard.",
+        "gauge",
+    );
+    for (i, shard) in snap.shards.iter().enumerate() {
+        let _ = writeln!(
+            w,
+            "roomcast_shard_connections{{shard=\"{i}\"}} {}",
+            shard.connections
+        );
+    }
+    header(
+        w,
+        "roomcast_shard_busy_ratio",
+        "Share of the last sweep interval the shard's event loop spent handling events.",
+        "gauge",
+    );
+    for (i, shard) in snap.shards.iter().enumerate() {
+        let _ = writeln!(
+            w,
+            "roomcast_shard_busy_ratio{{shard=\"{i}\"}} {}",
+            shard.busy_ratio
+        );
+    }
+    header(
+        w,
+        "roomcast_shard_busy_seconds_total",
+        "Time the shard's event loop spent handling events.",
+        "counter",
+    );
+    for (i, shard) in snap.shards.iter().enumerate() {
+        let _ = writeln!(
+            w,
+            "roomcast_shard_busy_seconds_total{{shard=\"{i}\"}} {}",
+            shard.busy_seconds
+        );
+    }
+    header(
+        w,
+        "roomcast_uptime_seconds",
+        "Seconds since the server started.",
+        "gauge",
+    );
+    let _ = writeln!(w, "roomcast_uptime_seconds {uptime_seconds}");
+    header(
+        w,
+        "roomcast_build_info",
+        "The running version; always 1.",
+        "gauge",
+    );
+    let _ = writeln!(w, "roomcast_build_info{{version=\"{version}\"}} 1");
+    out
+}
+
+fn header(w: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(w, "# HELP {name} {help}");
+    let _ = writeln!(w, "# TYPE {name} {kind}");
+}
+
+fn gauge(w: &mut String, name: &str, help: &str, value: u64) {
+    header(w, name, help, "gauge");
+    let _ = writeln!(w, "{name} {value}");
+}
+
+fn counter(w: &mut String, name: &str, help: &str, value: u64) {
+    header(w, name, help, "counter");
+    let _ = writeln!(w, "{name} {value}");
+}
+
+fn histogram(w: &mut String, name: &str, help: &str, h: &HistogramSnapshot) {
+    header(w, name, help, "histogram");
+    let mut cumulative = 0;
+    for (bound_us, count) in h.bounds_us.iter().zip(&h.counts) {
+        cumulative += count;
+        let le = *bound_us as f64 / 1e6;
+        let _ = writeln!(w, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+    }
+    let _ = writeln!(w, "{name}_bucket{{le=\"+Inf\"}} {}", h.count());
+    let _ = writeln!(w, "{name}_sum {}", h.sum_ns as f64 / 1e9);
+    let _ = writeln!(w, "{name}_count {}", h.count());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::ShardMetrics;
+    use std::time::Duration;
+
+    fn sample(text: &str, series: &str) -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn renders_gauges_labelled_counters_and_cumulative_histograms() {
+        let shards = [ShardMetrics::default()];
+        shards[0].count_close(1000);
+        shards[0].count_close(1000);
+        shards[0].fanout_latency.observe(Duration::from_micros(3));
+        shards[0].fanout_latency.observe(Duration::from_micros(40));
+        let text = render(&Snapshot::gather(&shards, 3, 2), 1.5, "0.1.0");
+        assert_eq!(sample(&text, "roomcast_connections"), 3.0);
+        assert_eq!(sample(&text, "roomcast_users"), 2.0);
+        assert_eq!(
+            sample(&text, "roomcast_connections_closed_total{code=\"1000\"}"),
+            2.0
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "roomcast_fanout_duration_seconds_bucket{le=\"0.000005\"}"
+            ),
+            1.0
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "roomcast_fanout_duration_seconds_bucket{le=\"0.00005\"}"
+            ),
+            2.0
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "roomcast_fanout_duration_seconds_bucket{le=\"+Inf\"}"
+            ),
+            2.0
+        );
+        assert_eq!(sample(&text, "roomcast_fanout_duration_seconds_count"), 2.0);
+        assert_eq!(
+            sample(&text, "roomcast_shard_connections{shard=\"0\"}"),
+            0.0
+        );
+        assert!(text.contains("# TYPE roomcast_handshake_duration_seconds histogram\n"));
+        assert!(text.ends_with("roomcast_build_info{version=\"0.1.0\"} 1\n"));
+    }
+}
