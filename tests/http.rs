@@ -105,3 +105,52 @@ fn stats_count_connections_as_integers() {
         common::json_at(&v, &["connections"]).and_then(|c| c.as_u64()) == Some(1)
     });
 }
+
+#[test]
+fn metrics_are_prometheus_text_and_get_only() {
+    let server = Server::start(&[]);
+    let resp = http_get(server.addr(), "/metrics");
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(
+        resp.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    assert!(resp.body.contains("# TYPE roomcast_connections gauge\n"));
+    let req = b"POST /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n";
+    http_raw(server.addr(), req).assert_error(405, "METHOD_NOT_ALLOWED");
+}
+
+#[test]
+fn stats_show_the_configuration_without_its_secret() {
+    let server = Server::start(&["--history", "7"]);
+    let resp = http_get(server.addr(), "/stats");
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert!(!resp.body.contains(common::SECRET), "{}", resp.body);
+    let v = parse_json(&resp.body);
+    assert_eq!(
+        json_str(&v, &["config", "jwt_secrets"]),
+        Some("<1 redacted>")
+    );
+    assert_eq!(json_str(&v, &["version"]), Some(env!("CARGO_PKG_VERSION")));
+    use simd_json::prelude::*;
+    let history = common::json_at(&v, &["config", "history"]).and_then(|h| h.as_u64());
+    assert_eq!(history, Some(7));
+}
+
+#[test]
+fn metrics_bind_serves_operators_on_their_own_port_only() {
+    let server = Server::start(&["--metrics-bind", "127.0.0.1:0"]);
+    let metrics: std::net::SocketAddr = common::wait_for_stdout(&server, "roomcast metrics on ")
+        .parse()
+        .expect("metrics address");
+    assert_ne!(metrics, server.addr());
+    for path in ["/metrics", "/stats", "/healthz"] {
+        assert_eq!(http_get(metrics, path).status, 200, "{path}");
+    }
+    http_get(server.addr(), "/metrics").assert_error(404, "NOT_FOUND");
+    http_get(server.addr(), "/stats").assert_error(404, "NOT_FOUND");
+    UpgradeRequest::new("/ws")
+        .bearer(&token("u1"))
+        .send(metrics)
+        .assert_error(404, "NOT_FOUND");
+}

@@ -210,6 +210,19 @@ fn collect_stderr(err: impl Read + Send + 'static, sink: Arc<Mutex<String>>) {
     });
 }
 
+/// Waits for a stdout line starting with `prefix` and returns the rest.
+pub fn wait_for_stdout(server: &Server, prefix: &str) -> String {
+    let mut found = None;
+    wait_until(READ_TIMEOUT, prefix, || {
+        found = server
+            .stdout()
+            .iter()
+            .find_map(|line| line.strip_prefix(prefix).map(|rest| rest.trim().to_owned()));
+        found.is_some()
+    });
+    found.unwrap_or_default()
+}
+
 /// Polls `cond` every 10 ms until it holds; panics with `what` after `timeout`.
 pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
