@@ -12,9 +12,12 @@
 #   CASES="echo-32 fanout-1k" SERVERS="roomcast node-ws" perf/compare.sh
 #   perf/compare.sh --report perf/results/compare-X.jsonl [more.jsonl...]
 #                                           # only rewrite RESULTS.md from raw data
+#   BASE_BIN=/path/to/older/roomcast SERVERS="roomcast roomcast-base" \
+#     RESULTS_MD=/tmp/ab.md perf/compare.sh  # a change against an earlier build
 #
 # Environment: RUNS (3), DURATION (5s, the measured window of each run),
-# CASES, SERVERS (space-separated, default all), BUILD (1; 0 skips the builds),
+# CASES, SERVERS (space-separated, default all; `roomcast-base` runs BASE_BIN
+# with roomcast's flags), BUILD (1; 0 skips the builds),
 # SERVER_CORE (0), BENCH_CORE (1), RESULTS_MD (perf/RESULTS.md),
 # CARGO_TARGET_DIR (target; the peers build there too).
 #
@@ -61,7 +64,7 @@ CASES = [
     ("idle-10k", "idle, 10,000 connections (each in one room)"),
     ("idle-19k", "idle, 19,000 connections (each in one room; 2 bench processes)"),
 ]
-SERVERS = ["roomcast", "tokio-tungstenite", "fastwebsockets", "node-ws", "socketio"]
+SERVERS = ["roomcast", "roomcast-base", "tokio-tungstenite", "fastwebsockets", "node-ws", "socketio"]
 # Targets for roomcast: (case, metric, limit, label)
 TARGETS = [
     ("echo-32", "cpu", 0.40, "server CPU ≤ 0.40 µs per delivered message"),
@@ -296,9 +299,11 @@ start_server() {
     : >"$WORK/server.out"
     : >"$WORK/server.err"
     case $name in
-        roomcast)
-            taskset -c "$SERVER_CORE" "$BIN" serve --bind 127.0.0.1:0 --shards 1 \
-                --jwt-secret "$SECRET" --echo --max-write-buffer 512KiB \
+        roomcast | roomcast-base)
+            local bin=$BIN
+            [ "$name" = roomcast-base ] && bin=${BASE_BIN:?BASE_BIN must name the earlier roomcast binary}
+            taskset -c "$SERVER_CORE" "$bin" serve --bind 127.0.0.1:0 --shards 1 \
+                --jwt-secret "$SECRET" --echo --max-write-buffer 512KiB --log-level warn \
                 >"$WORK/server.out" 2>"$WORK/server.err" & ;;
         tokio-tungstenite | fastwebsockets)
             PEER_THREADS=1 taskset -c "$SERVER_CORE" \
@@ -326,7 +331,7 @@ start_server() {
 
 target_of() {
     case $1 in
-        roomcast) echo roomcast ;;
+        roomcast | roomcast-base) echo roomcast ;;
         socketio) echo socketio ;;
         *) echo raw ;;
     esac
@@ -389,9 +394,11 @@ for c in $CASES; do
         echo "unknown case $c (known: $ALL_CASES)" >&2
         continue
     fi
-    for s in $SERVERS; do
-        target=$(target_of "$s")
-        for run in $(seq "$RUNS"); do
+    # Servers take turns within each run, so drift in the machine's load
+    # spreads over all of them instead of favouring whichever ran first.
+    for run in $(seq "$RUNS"); do
+        for s in $SERVERS; do
+            target=$(target_of "$s")
             echo "-- $c / $s / run $run" >&2
             if ! start_server "$s"; then
                 err=$(tail -c 300 "$WORK/server.err" | tr '\n' ' ')
