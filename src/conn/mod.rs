@@ -152,7 +152,6 @@ pub struct Connection {
     admitted: bool,
     /// The close code sent or received, for the lifecycle log.
     close_code: Option<u16>,
-    last_inbound: Instant,
     /// The oldest ping not yet followed by any inbound frame.
     unanswered_ping: Option<Instant>,
     next_ping: Instant,
@@ -191,7 +190,6 @@ impl Connection {
             out: Outbound::default(),
             admitted: false,
             close_code: None,
-            last_inbound: now,
             unanswered_ping: None,
             next_ping: now,
             session: None,
@@ -357,7 +355,6 @@ impl Connection {
     /// (the rest is an incomplete request head or frame, to be fed again
     /// with more bytes appended).
     pub fn on_input(&mut self, input: &mut [u8], cx: &mut Context<'_>) -> usize {
-        self.last_inbound = cx.now;
         self.unanswered_ping = None;
         let mut consumed = 0;
         loop {
