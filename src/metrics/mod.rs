@@ -57,31 +57,35 @@ impl Gauge {
     }
 }
 
+/// Buckets of a latency histogram with an upper bound (one more holds the rest).
+pub const BOUNDED_BUCKETS: usize = 12;
+
 /// Upper bounds of the handshake latency buckets, in microseconds.
-pub const HANDSHAKE_BUCKETS_US: [u64; 12] = [
+pub const HANDSHAKE_BUCKETS_US: [u64; BOUNDED_BUCKETS] = [
     50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 1_000_000, 5_000_000,
 ];
 
 /// Upper bounds of the fan-out latency buckets, in microseconds.
-pub const FANOUT_BUCKETS_US: [u64; 12] = [
+pub const FANOUT_BUCKETS_US: [u64; BOUNDED_BUCKETS] = [
     5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 10_000, 100_000, 1_000_000,
 ];
 
 /// A latency histogram with fixed buckets (cumulative only when rendered).
+/// The counts live inline, inside the shard's cache-line-aligned metrics.
 #[derive(Debug)]
 pub struct Histogram {
-    bounds_us: &'static [u64],
+    bounds_us: &'static [u64; BOUNDED_BUCKETS],
     /// One count per bound, plus one for everything above the last.
-    buckets: Vec<Counter>,
+    buckets: [Counter; BOUNDED_BUCKETS + 1],
     sum_ns: Counter,
 }
 
 impl Histogram {
     /// An empty histogram over `bounds_us` (ascending).
-    pub fn new(bounds_us: &'static [u64]) -> Self {
+    pub fn new(bounds_us: &'static [u64; BOUNDED_BUCKETS]) -> Self {
         Self {
             bounds_us,
-            buckets: (0..=bounds_us.len()).map(|_| Counter::default()).collect(),
+            buckets: Default::default(),
             sum_ns: Counter::default(),
         }
     }
