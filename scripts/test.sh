@@ -46,7 +46,7 @@ ensure_venv() {
 autobahn() {
   local bin="$TARGET/debug/roomcast" secret="autobahn-$RANDOM$RANDOM" log out="$TARGET/autobahn"
   log="$(mktemp)"
-  "$bin" serve --echo --max-message-size 16MiB --bind 127.0.0.1:0 --jwt-secret "$secret" \
+  "$bin" serve --echo --max-message-size 16MiB --max-write-buffer 16MiB --bind 127.0.0.1:0 --jwt-secret "$secret" \
       --log-level warn >"$log" 2>&1 &
   local pid=$!
   AUTOBAHN_PID=$pid

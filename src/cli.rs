@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::config::{self, AcceptMode, Config, ConfigError, RoomsConfig, SlowConsumer};
-use crate::log::Level;
+use crate::log::{Format, Level};
 
 /// roomcast: a fast WebSocket pub/sub server with rooms and JWT auth.
 #[derive(Debug, Parser)]
@@ -85,6 +85,15 @@ pub struct ServeArgs {
     /// Log verbosity.
     #[arg(long, env = "ROOMCAST_LOG_LEVEL", value_enum, default_value = "info")]
     pub log_level: Level,
+    /// Log lines as text or as JSON objects, one per line.
+    #[arg(long, env = "ROOMCAST_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: Format,
+    /// WebSocket upgrade attempts per second per client IP (IPv6: per /64), with a burst as large; more get 429 (0: no limit).
+    #[arg(long, env = "ROOMCAST_HANDSHAKE_RATE", default_value_t = 0.0)]
+    pub handshake_rate: f64,
+    /// Check the configuration, print it as JSON (secrets redacted) and exit: 0 when valid, 2 otherwise.
+    #[arg(long)]
+    pub check_config: bool,
     /// Comma-separated join patterns for tokens without a `rooms` claim.
     #[arg(
         long,
@@ -207,13 +216,15 @@ impl ServeArgs {
             ping_timeout: self.ping_timeout,
             max_connections: self
                 .max_connections
-                .unwrap_or_else(|| default_max_connections(open_file_limit)),
+                .unwrap_or_else(|| config::max_connections_for(open_file_limit)),
             max_connections_per_ip: self.max_connections_per_ip,
             allowed_origins: self.allowed_origins,
             drain_timeout: self.drain_timeout,
             echo: self.echo,
             accept_mode: self.accept,
             log_level: self.log_level,
+            log_format: self.log_format,
+            handshake_rate: self.handshake_rate,
             rooms: RoomsConfig {
                 default_rooms: self.default_rooms,
                 members_publish: self.members_publish,
@@ -229,14 +240,9 @@ impl ServeArgs {
             },
         };
         config.validate()?;
+        config.validate_open_files(open_file_limit)?;
         Ok(config)
     }
-}
-
-/// Leaves file descriptors for the listeners, the pollers and a margin of
-/// HTTP requests that are answered and closed.
-fn default_max_connections(open_file_limit: usize) -> usize {
-    open_file_limit.saturating_sub(128).max(1)
 }
 
 /// Seconds of token lifetime above which `roomcast token` refuses: a year.
@@ -303,6 +309,92 @@ mod tests {
             Cli::try_parse_from(argv).is_err()
         };
         assert!(parse(&["--ping-interval", "soon"]));
+        assert!(parse(&["--log-format", "xml"]));
         assert!(parse(&["--max-message-size", "1GB"]));
+    }
+
+    /// The message for `args`, which must be refused.
+    fn refusal(args: &[&str]) -> String {
+        match serve(args).into_config(None, 2, 10_000) {
+            Ok(config) => panic!("{args:?} accepted: {config:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn every_refusal_names_its_flag() {
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &["--max-message-size", "1MiB"],
+                "--max-write-buffer: must be at least --max-message-size (1048576 bytes)",
+            ),
+            (&["--ping-interval", "61m"], "--ping-interval: "),
+            (&["--ping-timeout", "2h"], ""),
+            (&["--drain-timeout", "11m"], "--drain-timeout: "),
+            (&["--history-ttl", "0"], "--history-ttl: "),
+            (&["--presence-event-limit", "0"], "--presence-event-limit: "),
+            (
+                &["--max-connections", "9873"],
+                "--max-connections: must be at most 9872",
+            ),
+            (
+                &[
+                    "--bind",
+                    "127.0.0.1:9000",
+                    "--metrics-bind",
+                    "127.0.0.1:9000",
+                ],
+                "--metrics-bind: ",
+            ),
+            (
+                &["--allowed-origins", "https://a.example/"],
+                "--allowed-origins: ",
+            ),
+            (&["--default-rooms", "a*b"], "--default-rooms: "),
+            (&["--presence-rooms", "lobby,"], "--presence-rooms: "),
+            (&["--rate-limit", "NaN"], "--rate-limit: "),
+            (&["--handshake-rate=-1"], "--handshake-rate: "),
+            (&["--handshake-rate", "inf"], "--handshake-rate: "),
+        ];
+        for (args, message) in cases {
+            let parsed = {
+                let mut argv = vec!["roomcast", "serve"];
+                argv.extend_from_slice(args);
+                Cli::try_parse_from(argv)
+            };
+            if parsed.is_err() {
+                assert!(message.is_empty(), "{args:?} not parsed");
+                continue;
+            }
+            let text = refusal(args);
+            assert!(text.starts_with(message), "{args:?}: {text}");
+        }
+    }
+
+    #[test]
+    fn sensible_values_are_accepted() {
+        let config = serve(&[
+            "--max-message-size",
+            "16MiB",
+            "--max-write-buffer",
+            "16MiB",
+            "--history",
+            "0",
+            "--history-ttl",
+            "0",
+            "--allowed-origins",
+            "https://a.example,http://localhost:3000,null",
+            "--default-rooms",
+            "lobby,prices:*",
+            "--handshake-rate",
+            "2.5",
+            "--metrics-bind",
+            "127.0.0.1:0",
+            "--bind",
+            "127.0.0.1:0",
+        ])
+        .into_config(None, 2, 10_000)
+        .unwrap();
+        assert_eq!(config.handshake_rate, 2.5);
     }
 }

@@ -179,6 +179,19 @@ pub mod limits {
     pub const MAX_TOKEN_LEN: usize = 4096;
     /// Largest `--jwt-leeway`, in seconds.
     pub const MAX_JWT_LEEWAY_SECS: u64 = 60;
+    /// Largest `--ping-interval` and `--ping-timeout`, in seconds: an hour.
+    pub const MAX_HEARTBEAT_SECS: u64 = 3600;
+    /// Largest `--drain-timeout`, in seconds: ten minutes.
+    pub const MAX_DRAIN_TIMEOUT_SECS: u64 = 600;
+    /// File descriptors kept out of `--max-connections`: listeners, pollers,
+    /// wakers and plain HTTP requests being answered.
+    pub const FD_RESERVE: usize = 128;
+    /// Client addresses (IPv6: /64 prefixes) whose handshake rate is tracked
+    /// one by one; past this, new addresses share one bucket.
+    pub const MAX_RATE_TRACKED_ADDRESSES: usize = 65_536;
+    /// WebSocket sockets a shard accepts per event-loop turn before it
+    /// serves its other connections; the rest wait for the next turn.
+    pub const ACCEPT_BUDGET: usize = 64;
 
     /// `--max-message-size` default: 64 KiB.
     pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024;

@@ -4,11 +4,13 @@
 //! Owns validation of every tuning value: a `Config` that exists is one the
 //! server can run with. Knows nothing of clap (see `cli`) or of sockets.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::codes::limits;
+use crate::proto::names::is_valid_room;
 
 /// Everything `roomcast serve` runs with.
 #[derive(Clone)]
@@ -48,6 +50,11 @@ pub struct Config {
     pub accept_mode: AcceptMode,
     /// Verbosity of the lifecycle log on stderr.
     pub log_level: crate::log::Level,
+    /// Text lines or JSON lines.
+    pub log_format: crate::log::Format,
+    /// WebSocket upgrade attempts per second per client address (IPv6: per
+    /// /64), with a burst of as many; 0: no limit.
+    pub handshake_rate: f64,
     /// Room behaviour: permissions, history, presence, limits.
     pub rooms: RoomsConfig,
 }
@@ -127,7 +134,7 @@ pub enum ConfigError {
     /// A value outside what the server can run with.
     OutOfRange {
         flag: &'static str,
-        reason: &'static str,
+        reason: Cow<'static, str>,
     },
 }
 
@@ -217,6 +224,11 @@ impl Config {
         w.u64("drain_timeout_ms", self.drain_timeout.as_millis() as u64);
         w.raw("echo", if self.echo { b"true" } else { b"false" });
         w.str("log_level", self.log_level.as_str());
+        w.str("log_format", self.log_format.as_str());
+        w.raw(
+            "handshake_rate",
+            format!("{}", self.handshake_rate).as_bytes(),
+        );
         w.strs("default_rooms", &rooms.default_rooms);
         w.raw(
             "members_publish",
@@ -241,9 +253,38 @@ impl Config {
         w.finish();
     }
 
-    /// Checks that the values fit together; the first problem found is returned.
+    /// Checks that the values fit together; the first problem found is
+    /// returned, naming its flag.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let out_of_range = |flag, reason| Err(ConfigError::OutOfRange { flag, reason });
+        self.validate_sizes()?;
+        self.validate_durations()?;
+        self.validate_limits()?;
+        self.validate_rooms()?;
+        self.validate_addresses()?;
+        if self.jwt_secrets.iter().any(|s| s.is_empty()) {
+            return out_of_range("jwt-secret", "a secret must not be empty");
+        }
+        Ok(())
+    }
+
+    /// `--max-connections` against the process's open-file limit, less the
+    /// descriptors the listeners, pollers and plain HTTP requests need.
+    pub fn validate_open_files(&self, open_file_limit: usize) -> Result<(), ConfigError> {
+        let most = max_connections_for(open_file_limit);
+        if self.max_connections > most {
+            return out_of_range(
+                "max-connections",
+                format!(
+                    "must be at most {most} (the open-file limit {open_file_limit} less {} \
+                     reserved); raise the limit with ulimit -n",
+                    limits::FD_RESERVE
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    fn validate_sizes(&self) -> Result<(), ConfigError> {
         if self.shards == 0 || self.shards > 1024 {
             return out_of_range("shards", "must be between 1 and 1024");
         }
@@ -256,36 +297,188 @@ impl Config {
         if self.max_write_buffer < 1024 {
             return out_of_range("max-write-buffer", "must be at least 1KiB");
         }
-        if self.ping_interval < Duration::from_millis(10) {
-            return out_of_range("ping-interval", "must be at least 10ms");
+        if self.max_write_buffer < self.max_message_size {
+            return out_of_range(
+                "max-write-buffer",
+                format!(
+                    "must be at least --max-message-size ({} bytes)",
+                    self.max_message_size
+                ),
+            );
         }
-        if self.ping_timeout < Duration::from_millis(10) {
-            return out_of_range("ping-timeout", "must be at least 10ms");
+        Ok(())
+    }
+
+    fn validate_durations(&self) -> Result<(), ConfigError> {
+        let heartbeat = 10..=limits::MAX_HEARTBEAT_SECS * 1000;
+        if !heartbeat.contains(&millis(self.ping_interval)) {
+            return out_of_range("ping-interval", "must be between 10ms and 60m");
+        }
+        if !heartbeat.contains(&millis(self.ping_timeout)) {
+            return out_of_range("ping-timeout", "must be between 10ms and 60m");
         }
         if self.jwt_leeway > Duration::from_secs(limits::MAX_JWT_LEEWAY_SECS) {
             return out_of_range("jwt-leeway", "must be at most 60s");
         }
-        if self.max_connections == 0 {
-            return out_of_range("max-connections", "must be at least 1");
+        if self.drain_timeout > Duration::from_secs(limits::MAX_DRAIN_TIMEOUT_SECS) {
+            return out_of_range("drain-timeout", "must be at most 10m");
         }
-        if self.rooms.history > MAX_HISTORY {
-            return out_of_range("history", "must be at most 10000");
-        }
-        if self.rooms.max_rooms_per_connection == 0 || self.rooms.max_rooms_per_connection > 10_000
-        {
-            return out_of_range("max-rooms-per-connection", "must be between 1 and 10000");
-        }
-        if !(self.rooms.rate_limit >= 0.0 && self.rooms.rate_limit.is_finite()) {
-            return out_of_range("rate-limit", "must be a number >= 0");
-        }
-        if !(self.rooms.rate_burst >= 1.0 && self.rooms.rate_burst.is_finite()) {
-            return out_of_range("rate-burst", "must be a number >= 1");
-        }
-        if self.jwt_secrets.iter().any(|s| s.is_empty()) {
-            return out_of_range("jwt-secret", "a secret must not be empty");
+        if self.rooms.history > 0 && self.rooms.history_ttl < Duration::from_secs(1) {
+            return out_of_range(
+                "history-ttl",
+                "must be at least 1s when --history is above 0",
+            );
         }
         Ok(())
     }
+
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        if self.max_connections == 0 {
+            return out_of_range("max-connections", "must be at least 1");
+        }
+        if !is_rate(self.handshake_rate) {
+            return out_of_range("handshake-rate", "must be a number >= 0");
+        }
+        let rooms = &self.rooms;
+        if rooms.history > MAX_HISTORY {
+            return out_of_range("history", "must be at most 10000");
+        }
+        if rooms.max_rooms_per_connection == 0 || rooms.max_rooms_per_connection > 10_000 {
+            return out_of_range("max-rooms-per-connection", "must be between 1 and 10000");
+        }
+        if rooms.presence_event_limit == 0 {
+            return out_of_range("presence-event-limit", "must be at least 1");
+        }
+        if !is_rate(rooms.rate_limit) {
+            return out_of_range("rate-limit", "must be a number >= 0");
+        }
+        if !(rooms.rate_burst >= 1.0 && rooms.rate_burst.is_finite()) {
+            return out_of_range("rate-burst", "must be a number >= 1");
+        }
+        Ok(())
+    }
+
+    fn validate_rooms(&self) -> Result<(), ConfigError> {
+        let lists = [
+            ("default-rooms", &self.rooms.default_rooms),
+            ("presence-rooms", &self.rooms.presence_rooms),
+        ];
+        for (flag, patterns) in lists {
+            if let Some(bad) = patterns.iter().find(|p| !is_room_pattern(p)) {
+                return out_of_range(
+                    flag,
+                    format!(
+                        "{bad:?} is not a room pattern (an exact room name, a prefix ending \
+                         in *, or *)"
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_addresses(&self) -> Result<(), ConfigError> {
+        if let Some(bad) = self.allowed_origins.iter().find(|o| !is_origin(o)) {
+            return out_of_range(
+                "allowed-origins",
+                format!(
+                    "{bad:?} is not an origin: expected scheme://host or scheme://host:port \
+                     (no path, no trailing slash, no wildcard) or null"
+                ),
+            );
+        }
+        if let Some(metrics) = self.metrics_bind
+            && same_listener(metrics, self.bind)
+        {
+            return out_of_range("metrics-bind", "must differ from --bind (use another port)");
+        }
+        Ok(())
+    }
+}
+
+fn out_of_range(
+    flag: &'static str,
+    reason: impl Into<Cow<'static, str>>,
+) -> Result<(), ConfigError> {
+    Err(ConfigError::OutOfRange {
+        flag,
+        reason: reason.into(),
+    })
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn is_rate(rate: f64) -> bool {
+    rate >= 0.0 && rate.is_finite()
+}
+
+/// The largest `--max-connections` an open-file limit leaves room for.
+pub fn max_connections_for(open_file_limit: usize) -> usize {
+    open_file_limit.saturating_sub(limits::FD_RESERVE).max(1)
+}
+
+/// An exact room name, a room-name prefix ending in `*`, or `*` alone
+/// (what `proto::names::pattern_matches` understands).
+fn is_room_pattern(pattern: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some("") => true,
+        Some(prefix) => is_valid_room(prefix),
+        None => is_valid_room(pattern),
+    }
+}
+
+/// `null`, or `scheme://host[:port]` as browsers send it: a scheme of
+/// letters, digits, `+`, `-` and `.`; a host name or IPv4 address, or an
+/// IPv6 address in brackets; an optional port 1-65535; nothing after.
+fn is_origin(origin: &str) -> bool {
+    if origin == "null" {
+        return true;
+    }
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+    scheme_ok && is_authority(authority)
+}
+
+fn is_authority(authority: &str) -> bool {
+    let (host_ok, port) = match authority.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, port)) => (v6.parse::<std::net::Ipv6Addr>().is_ok(), port),
+            None => return false,
+        },
+        None => {
+            let (host, port) = authority.split_at(authority.find(':').unwrap_or(authority.len()));
+            (is_host_name(host), port)
+        }
+    };
+    host_ok && (port.is_empty() || port.strip_prefix(':').is_some_and(is_port))
+}
+
+fn is_host_name(host: &str) -> bool {
+    !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+}
+
+fn is_port(digits: &str) -> bool {
+    !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && digits.parse::<u16>().is_ok_and(|port| port > 0)
+}
+
+/// Two explicit addresses that would be the same listener: one port, not
+/// 0, and the same address or a wildcard on either side.
+fn same_listener(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 // By hand, so that printing a configuration never prints a secret.
@@ -382,5 +575,71 @@ mod tests {
         for bad in ["", "KiB", "1GB", "-5", "1.5MiB"] {
             assert!(parse_size(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn origins_are_scheme_host_and_port_or_null() {
+        for ok in [
+            "https://app.example",
+            "http://localhost:8080",
+            "https://[::1]:443",
+            "null",
+            "chrome-extension://abcdef",
+        ] {
+            assert!(is_origin(ok), "{ok:?} refused");
+        }
+        for bad in [
+            "app.example",
+            "https://app.example/",
+            "https://app.example/path",
+            "https://*.example",
+            "*",
+            "https://",
+            "https://host:0",
+            "https://host:99999",
+            "https://host:",
+            "https://[::1",
+            "https://a b",
+            "",
+        ] {
+            assert!(!is_origin(bad), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn room_patterns_are_names_prefixes_or_star() {
+        for ok in ["*", "lobby", "prices:*", "a.b/c@d-e_f:*"] {
+            assert!(is_room_pattern(ok), "{ok:?} refused");
+        }
+        for bad in [
+            "",
+            "**",
+            "a*b",
+            "*a",
+            "with space",
+            "p:**",
+            &"r".repeat(129),
+        ] {
+            assert!(!is_room_pattern(bad), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn the_metrics_listener_must_be_another_one() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(same_listener(
+            addr("127.0.0.1:9000"),
+            addr("127.0.0.1:9000")
+        ));
+        assert!(same_listener(addr("0.0.0.0:9000"), addr("127.0.0.1:9000")));
+        assert!(!same_listener(addr("127.0.0.1:0"), addr("127.0.0.1:0")));
+        assert!(!same_listener(
+            addr("127.0.0.1:9000"),
+            addr("127.0.0.1:9001")
+        ));
+        assert!(!same_listener(
+            addr("127.0.0.1:9000"),
+            addr("127.0.0.2:9000")
+        ));
     }
 }

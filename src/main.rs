@@ -25,6 +25,7 @@ const EXIT_BAD_CONFIG: u8 = 2;
 fn serve(args: ServeArgs) -> ExitCode {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let env_secrets = std::env::var("ROOMCAST_JWT_SECRET").ok();
+    let check_only = args.check_config;
     let mut config = match args.into_config(env_secrets.as_deref(), cores, sys::open_file_limit()) {
         Ok(config) => config,
         Err(e) => {
@@ -32,7 +33,14 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
+    if check_only {
+        let mut json = Vec::with_capacity(1024);
+        config.write_json(&mut json);
+        println!("{}", String::from_utf8_lossy(&json));
+        return ExitCode::SUCCESS;
+    }
     log::set_level(config.log_level);
+    log::set_format(config.log_format);
     let generated = config.jwt_secrets.is_empty().then(auth::random_secret);
     if let Some(secret) = &generated {
         config.jwt_secrets.push(secret.clone());

@@ -72,25 +72,98 @@ fn without_a_secret_the_server_prints_a_ready_token() {
     assert_eq!(json_str(&hello, &["event"]), Some("connection:established"));
 }
 
+/// `roomcast serve` with the test secret and `extra`, run to its end: call
+/// it only with a configuration that is refused, or with `--check-config`.
+fn serve_output(extra: &[&str]) -> std::process::Output {
+    Server::command()
+        .args(["serve", "--jwt-secret", common::SECRET])
+        .args(extra)
+        .output()
+        .expect("run roomcast serve")
+}
+
 #[test]
-fn nonsense_configuration_exits_2() {
-    for bad in [
-        &["--shards", "0"][..],
-        &["--max-message-size", "0"],
-        &["--jwt-secret", ""],
-        &["--ping-interval", "1ms"],
-    ] {
-        let out = Server::command()
-            .args([
-                "serve",
+fn nonsense_configuration_exits_2_naming_the_flag() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--shards", "0"], "--shards: "),
+        (&["--max-message-size", "0"], "--max-message-size: "),
+        (&["--jwt-secret", ""], "--jwt-secret: "),
+        (&["--ping-interval", "1ms"], "--ping-interval: "),
+        (
+            &["--max-write-buffer", "32KiB"],
+            "--max-write-buffer: must be at least --max-message-size (65536 bytes)",
+        ),
+        (&["--ping-timeout", "61m"], "--ping-timeout: "),
+        (&["--drain-timeout", "11m"], "--drain-timeout: "),
+        (&["--history", "5", "--history-ttl", "0"], "--history-ttl: "),
+        (&["--presence-event-limit", "0"], "--presence-event-limit: "),
+        (
+            &["--max-connections", "999999999"],
+            "--max-connections: must be at most",
+        ),
+        (
+            &[
                 "--bind",
-                "127.0.0.1:0",
-                "--jwt-secret",
-                common::SECRET,
-            ])
-            .args(bad)
-            .output()
-            .expect("run roomcast serve");
+                "127.0.0.1:47001",
+                "--metrics-bind",
+                "127.0.0.1:47001",
+            ],
+            "--metrics-bind: must differ from --bind",
+        ),
+        (
+            &["--allowed-origins", "https://a.example/"],
+            "--allowed-origins: ",
+        ),
+        (
+            &["--allowed-origins", "https://*.example"],
+            "--allowed-origins: ",
+        ),
+        (&["--default-rooms", "lobby*x"], "--default-rooms: "),
+        (&["--presence-rooms", "a b"], "--presence-rooms: "),
+        (&["--rate-limit", "inf"], "--rate-limit: "),
+        (&["--handshake-rate=-2"], "--handshake-rate: "),
+        (&["--handshake-rate", "NaN"], "--handshake-rate: "),
+        (&["--log-format", "xml"], "--log-format"),
+    ];
+    for (bad, message) in cases {
+        let out = serve_output(bad);
         assert_eq!(out.status.code(), Some(2), "{bad:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(message), "{bad:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{bad:?} printed {:?}", out.stdout);
     }
+}
+
+#[test]
+fn check_config_prints_the_configuration_without_secrets_and_exits_0() {
+    let out = serve_output(&[
+        "--check-config",
+        "--jwt-secret",
+        "second-secret-value",
+        "--handshake-rate",
+        "5",
+        "--log-format",
+        "json",
+        // A port in use would stop a server; nothing is bound here.
+        "--bind",
+        "127.0.0.1:1",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(!stdout.contains(common::SECRET), "{stdout}");
+    assert!(!stdout.contains("second-secret-value"), "{stdout}");
+    let config = common::parse_json(stdout.trim());
+    assert_eq!(json_str(&config, &["jwt_secrets"]), Some("<2 redacted>"));
+    assert_eq!(json_str(&config, &["bind"]), Some("127.0.0.1:1"));
+    assert_eq!(json_str(&config, &["log_format"]), Some("json"));
+    let rate = common::json_at(&config, &["handshake_rate"]).map(|v| v.to_string());
+    assert_eq!(rate.as_deref(), Some("5"));
+}
+
+#[test]
+fn check_config_refuses_nonsense_with_exit_2() {
+    let out = serve_output(&["--check-config", "--shards", "0"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--shards: "));
 }
