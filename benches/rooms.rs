@@ -24,7 +24,7 @@ const SECRET: &str = "bench-secret";
 struct Open;
 
 impl Admission for Open {
-    fn admit(&self, _: IpAddr) -> Result<(), ErrorCode> {
+    fn admit(&self, _: IpAddr, _: Instant) -> Result<(), ErrorCode> {
         Ok(())
     }
     fn release(&self, _: IpAddr) {}
@@ -78,6 +78,7 @@ fn open_connection(id: u64, config: &Config, keys: &Keys, parser: &mut Parser) -
     let mut conn = Connection::new(id, IpAddr::V4(Ipv4Addr::LOCALHOST), now);
     let mut scratch = Vec::new();
     let mut requests = Vec::new();
+    let mut reports = Vec::new();
     let mut cx = Context {
         config,
         keys,
@@ -90,6 +91,7 @@ fn open_connection(id: u64, config: &Config, keys: &Keys, parser: &mut Parser) -
         unix_ms: 0,
         draining: false,
         requests: &mut requests,
+        reports: &mut reports,
     };
     conn.on_input(&mut request, &mut cx);
     assert!(conn.is_open_websocket());

@@ -189,6 +189,8 @@ pub mod limits {
     /// Client addresses (IPv6: /64 prefixes) whose handshake rate is tracked
     /// one by one; past this, new addresses share one bucket.
     pub const MAX_RATE_TRACKED_ADDRESSES: usize = 65_536;
+    /// Longest request path written to the log, in bytes.
+    pub const MAX_LOGGED_PATH: usize = 128;
     /// WebSocket sockets a shard accepts per event-loop turn before it
     /// serves its other connections; the rest wait for the next turn.
     pub const ACCEPT_BUDGET: usize = 64;

@@ -384,7 +384,7 @@ fn history_ttl_from_the_environment_in_milliseconds() {
         common::SECRET,
     ]);
     cmd.env("ROOMCAST_HISTORY", "5");
-    cmd.env("ROOMCAST_HISTORY_TTL", "500ms");
+    cmd.env("ROOMCAST_HISTORY_TTL", "1200ms");
     let server = Server::spawn(cmd);
     let mut p = publisher(&server);
     publish_n(&mut p, "room", 1, 2);
@@ -392,7 +392,7 @@ fn history_ttl_from_the_environment_in_milliseconds() {
     let (_, data) = join_raw(&mut c, r#"{"room":"room","history":5}"#);
     assert_eq!(seqs(&data), [1, 2]);
     c.leave("room");
-    thread::sleep(Duration::from_millis(1200));
+    thread::sleep(Duration::from_millis(2000));
     let (_, data) = join_raw(&mut c, r#"{"room":"room","history":5}"#);
     assert_eq!(seqs(&data), Vec::<u64>::new());
 }

@@ -9,6 +9,7 @@
 pub mod outbound;
 pub mod pool;
 pub mod rate;
+pub mod report;
 mod routes;
 mod session;
 
@@ -19,7 +20,7 @@ use crate::auth::{Claims, Keys};
 use crate::codes::{ErrorCode, close, limits};
 use crate::config::Config;
 use crate::config::SlowConsumer;
-use crate::http::request::HeadReader;
+use crate::http::request::{HeadReader, Request as HttpRequest};
 use crate::http::response;
 use crate::metrics::{ShardMetrics, Snapshot};
 use crate::proto::{self, Request, Session, Sink, envelope::Parser};
@@ -28,6 +29,7 @@ use crate::ws::frame::OpCode;
 use crate::ws::handshake::Accepted;
 use outbound::Outbound;
 use rate::{RateLimit, Verdict};
+use report::Report;
 use routes::{RequestOutcome, http_error_message, route};
 use session::SessionState;
 use std::sync::Arc;
@@ -37,9 +39,10 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Server-wide decisions a connection cannot make alone.
 pub trait Admission {
-    /// Reserves a WebSocket slot for `ip`, or says why there is none
-    /// (`SERVER_BUSY` when full or draining, `TOO_MANY_CONNECTIONS` per IP).
-    fn admit(&self, ip: IpAddr) -> Result<(), ErrorCode>;
+    /// Reserves a WebSocket slot for `ip`'s upgrade attempt at `now`, or
+    /// says why there is none (`SERVER_BUSY` when full or draining,
+    /// `TOO_MANY_CONNECTIONS` over the per-IP count or handshake rate).
+    fn admit(&self, ip: IpAddr, now: Instant) -> Result<(), ErrorCode>;
     /// Gives back a slot reserved by `admit`.
     fn release(&self, ip: IpAddr);
 }
@@ -71,6 +74,8 @@ pub struct Context<'a> {
     pub draining: bool,
     /// Work for the rooms that the connection's messages asked for.
     pub requests: &'a mut Vec<Request>,
+    /// What became of each request, for the shard's lifecycle log.
+    pub reports: &'a mut Vec<Report>,
 }
 
 /// How a frame from the rooms is bounded (section 8).
@@ -210,6 +215,11 @@ impl Connection {
     /// The connection's id, unique within the process.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The token's `sub` of an upgraded connection, `/ws` or `/echo`.
+    pub fn subject(&self) -> Option<&str> {
+        self.session.as_ref().map(|s| &*s.claims.sub)
     }
 
     /// The user of an upgraded `/ws` connection.
@@ -364,13 +374,14 @@ impl Connection {
                         Ok(Some((request, head_len))) => {
                             let outcome = route(&request, self.port, self.peer_ip, cx);
                             consumed += head_len;
-                            self.after_request(outcome, cx);
+                            self.after_request(outcome, &request, cx);
                             continue;
                         }
                         Ok(None) => return consumed,
                         Err(error) => {
                             let code = error.code();
                             self.finish_http_error(code, http_error_message(code), cx.now);
+                            cx.reports.push(Report::Rejected { path: None, code });
                             return input.len();
                         }
                     }
@@ -456,15 +467,35 @@ impl Connection {
         }
     }
 
-    fn after_request(&mut self, outcome: RequestOutcome, cx: &mut Context<'_>) {
-        match outcome {
-            RequestOutcome::Upgraded(endpoint, accepted) => self.open(endpoint, accepted, cx),
+    fn after_request(
+        &mut self,
+        outcome: RequestOutcome,
+        request: &HttpRequest<'_>,
+        cx: &mut Context<'_>,
+    ) {
+        let report = match outcome {
+            RequestOutcome::Upgraded(endpoint, accepted) => {
+                self.open(endpoint, accepted, cx);
+                Report::Opened(endpoint)
+            }
             RequestOutcome::Respond(bytes) => {
                 self.out.push_raw(&bytes);
                 self.finish(cx.now);
+                Report::answered(request, &bytes)
             }
-            RequestOutcome::Reject(code, message) => self.finish_http_error(code, message, cx.now),
-        }
+            RequestOutcome::Refused(rejection) => {
+                let mut bytes = Vec::with_capacity(256);
+                rejection.write_response(&mut bytes);
+                self.out.push_raw(&bytes);
+                self.finish(cx.now);
+                Report::rejected(request, rejection.code)
+            }
+            RequestOutcome::Reject(code, message) => {
+                self.finish_http_error(code, message, cx.now);
+                Report::rejected(request, code)
+            }
+        };
+        cx.reports.push(report);
     }
 
     fn open(&mut self, endpoint: Endpoint, accepted: Accepted, cx: &mut Context<'_>) {

@@ -12,12 +12,14 @@ use crate::conn::{Context, Endpoint, Port};
 use crate::http::request::Request as HttpRequest;
 use crate::http::response;
 use crate::metrics::{prometheus, stats};
-use crate::ws::handshake::{self, Accepted, UpgradePolicy};
+use crate::ws::handshake::{self, Accepted, Rejection, UpgradePolicy};
 
 /// What a complete request head asks for.
 pub(super) enum RequestOutcome {
     Upgraded(Endpoint, Accepted),
     Respond(Vec<u8>),
+    /// A refused upgrade, answered with its status and code.
+    Refused(Rejection),
     Reject(ErrorCode, &'static str),
 }
 
@@ -53,17 +55,15 @@ fn upgrade(
         allowed_origins: &cx.config.allowed_origins,
         now_unix: cx.unix_ms as f64 / 1000.0,
     };
-    let admission = cx.admission;
-    match handshake::check_upgrade(request, &policy, &mut || admission.admit(peer_ip)) {
+    let (admission, now) = (cx.admission, cx.now);
+    match handshake::check_upgrade(request, &policy, &mut || admission.admit(peer_ip, now)) {
         Ok(accepted) => RequestOutcome::Upgraded(endpoint, accepted),
         Err(refusal) => {
             cx.metrics.count_rejection(refusal.rejection.code);
             if refusal.admitted {
                 admission.release(peer_ip);
             }
-            let mut bytes = Vec::with_capacity(256);
-            refusal.rejection.write_response(&mut bytes);
-            RequestOutcome::Respond(bytes)
+            RequestOutcome::Refused(refusal.rejection)
         }
     }
 }

@@ -16,7 +16,7 @@ const SECRET: &str = "unit-secret";
 struct AdmitAll;
 
 impl Admission for AdmitAll {
-    fn admit(&self, _: IpAddr) -> Result<(), ErrorCode> {
+    fn admit(&self, _: IpAddr, _: Instant) -> Result<(), ErrorCode> {
         Ok(())
     }
     fn release(&self, _: IpAddr) {}
@@ -45,6 +45,7 @@ struct Harness {
     keys: Keys,
     parser: Parser,
     requests: Vec<Request>,
+    reports: Vec<report::Report>,
     metrics: ShardMetrics,
     now: Instant,
 }
@@ -56,6 +57,7 @@ impl Harness {
             keys: Keys::new(&[SECRET]),
             parser: Parser::default(),
             requests: Vec::new(),
+            reports: Vec::new(),
             metrics: ShardMetrics::default(),
             now: Instant::now(),
         }
@@ -76,6 +78,7 @@ impl Harness {
             unix_ms: 1_000,
             draining: false,
             requests: &mut self.requests,
+            reports: &mut self.reports,
         };
         conn.on_input(&mut input, &mut cx)
     }
@@ -177,9 +180,21 @@ fn join_and_publish_become_requests_and_membership_is_tracked() {
     assert!(!conn.in_room("lobby"));
 }
 
+/// A harness with a 16 KiB write bound (and messages as large) under `policy`.
+fn small_buffer(policy: &str) -> Harness {
+    Harness::new(&[
+        "--max-message-size",
+        "16KiB",
+        "--max-write-buffer",
+        "16KiB",
+        "--slow-consumer",
+        policy,
+    ])
+}
+
 #[test]
 fn close_policy_cuts_a_slow_consumer_with_4008() {
-    let mut h = Harness::new(&["--max-write-buffer", "16KiB"]);
+    let mut h = small_buffer("close");
     let mut conn = h.open();
     let room: Arc<str> = Arc::from("r");
     let sent = fill(&h, &mut conn, &room);
@@ -202,7 +217,7 @@ fn close_policy_cuts_a_slow_consumer_with_4008() {
 
 #[test]
 fn drop_policy_counts_and_reports_dropped_events_once_caught_up() {
-    let mut h = Harness::new(&["--max-write-buffer", "16KiB", "--slow-consumer", "drop"]);
+    let mut h = small_buffer("drop");
     let mut conn = h.open();
     let room: Arc<str> = Arc::from("r");
     let sent = fill(&h, &mut conn, &room);
@@ -231,7 +246,7 @@ fn drop_policy_counts_and_reports_dropped_events_once_caught_up() {
 
 #[test]
 fn conflate_policy_keeps_the_newest_event_per_room() {
-    let mut h = Harness::new(&["--max-write-buffer", "16KiB", "--slow-consumer", "conflate"]);
+    let mut h = small_buffer("conflate");
     let mut conn = h.open();
     let room: Arc<str> = Arc::from("r");
     let sent = fill(&h, &mut conn, &room);

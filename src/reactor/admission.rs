@@ -1,19 +1,22 @@
 //! Server-wide connection accounting: `--max-connections`,
-//! `--max-connections-per-ip`, the draining flag, and the count of distinct
-//! users for the `users` gauge.
+//! `--max-connections-per-ip`, `--handshake-rate`, the draining flag, and
+//! the count of distinct users for the `users` gauge.
 //!
-//! Touched once when a WebSocket is admitted and once when it ends, never
-//! per message; the per-IP map (only when that limit is set) and the user
-//! map are the only locks.
+//! Touched once per upgrade attempt and once when a WebSocket ends, never
+//! per message; the per-IP map (only when that limit is set), the rate
+//! buckets (only when a rate is set) and the user map are the only locks.
+//! Never reads a clock: callers pass the time in.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use crate::codes::ErrorCode;
+use crate::codes::limits::MAX_RATE_TRACKED_ADDRESSES;
 use crate::conn::Admission;
 
 /// Counts of admitted WebSocket connections.
@@ -29,12 +32,21 @@ pub struct Registry {
     /// SipHash under a random key that takes billions of users.
     users: Mutex<HashMap<u64, u32>>,
     user_hasher: RandomState,
+    /// `--handshake-rate`; `None` when off.
+    handshakes: Option<HandshakeRate>,
 }
 
 impl Registry {
     /// `max_per_ip` 0 means no per-IP limit.
     pub fn new(max_total: usize, max_per_ip: usize) -> Self {
+        Self::with_handshake_rate(max_total, max_per_ip, 0.0)
+    }
+
+    /// With a limit of `rate` upgrade attempts per second per address
+    /// (0: none).
+    pub fn with_handshake_rate(max_total: usize, max_per_ip: usize, rate: f64) -> Self {
         Self {
+            handshakes: (rate > 0.0).then(|| HandshakeRate::new(rate, MAX_RATE_TRACKED_ADDRESSES)),
             max_total,
             max_per_ip,
             total: AtomicUsize::new(0),
@@ -98,7 +110,7 @@ impl Registry {
 }
 
 impl Admission for Registry {
-    fn admit(&self, ip: IpAddr) -> Result<(), ErrorCode> {
+    fn admit(&self, ip: IpAddr, now: Instant) -> Result<(), ErrorCode> {
         if self.is_draining() {
             return Err(ErrorCode::ServerBusy);
         }
@@ -106,7 +118,8 @@ impl Admission for Registry {
             self.total.fetch_sub(1, Ordering::SeqCst);
             return Err(ErrorCode::ServerBusy);
         }
-        if !self.admit_per_ip(ip) {
+        let within_rate = self.handshakes.as_ref().is_none_or(|r| r.take(ip, now));
+        if !within_rate || !self.admit_per_ip(ip) {
             self.total.fetch_sub(1, Ordering::SeqCst);
             return Err(ErrorCode::TooManyConnections);
         }
@@ -128,6 +141,144 @@ impl Admission for Registry {
     }
 }
 
+/// A token bucket per client address for upgrade attempts: refills at
+/// `rate` per second up to a burst of `rate` (at least 1).
+///
+/// IPv6 addresses are keyed by their /64, which one client usually holds
+/// whole. At most `cap` addresses are tracked; when a new one arrives at
+/// the cap, buckets that have refilled (they hold nothing a fresh bucket
+/// would not) are dropped. If none has, the new address shares one
+/// overflow bucket with every other untracked address: memory stays
+/// bounded, and a flood from very many addresses is still limited as a
+/// whole rather than let through.
+struct HandshakeRate {
+    rate: f64,
+    burst: f64,
+    cap: usize,
+    state: Mutex<Buckets>,
+}
+
+struct Buckets {
+    by_address: HashMap<AddressKey, Bucket>,
+    overflow: Bucket,
+    /// No eviction sweep before this: one that just freed nothing would
+    /// free nothing again so soon.
+    next_sweep: Option<Instant>,
+}
+
+/// An IPv4 address, or the /64 prefix of an IPv6 one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum AddressKey {
+    V4(u32),
+    V6(u64),
+}
+
+impl AddressKey {
+    fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => Self::V4(u32::from(v4)),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Self::V4(u32::from(v4)),
+                None => Self::V6((u128::from(v6) >> 64) as u64),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn full(burst: f64, now: Instant) -> Self {
+        Self {
+            tokens: burst,
+            at: now,
+        }
+    }
+
+    fn refill(&mut self, rate: f64, burst: f64, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(burst);
+        self.at = now;
+    }
+
+    /// Takes one token if there is one.
+    fn take(&mut self, rate: f64, burst: f64, now: Instant) -> bool {
+        self.refill(rate, burst, now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether the bucket would be full by `now`: forgetting it loses nothing.
+    fn is_refilled(&self, rate: f64, burst: f64, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens + elapsed * rate >= burst
+    }
+}
+
+/// How long an eviction sweep that freed nothing holds off the next.
+const SWEEP_BACKOFF: Duration = Duration::from_secs(1);
+
+impl HandshakeRate {
+    fn new(rate: f64, cap: usize) -> Self {
+        let burst = rate.max(1.0);
+        let now = Instant::now();
+        Self {
+            rate,
+            burst,
+            cap,
+            state: Mutex::new(Buckets {
+                by_address: HashMap::new(),
+                overflow: Bucket::full(burst, now),
+                next_sweep: None,
+            }),
+        }
+    }
+
+    /// Takes one attempt from `ip`'s bucket; false when it is empty.
+    fn take(&self, ip: IpAddr, now: Instant) -> bool {
+        let (rate, burst) = (self.rate, self.burst);
+        let key = AddressKey::of(ip);
+        let mut state = self.state.lock();
+        if let Some(bucket) = state.by_address.get_mut(&key) {
+            return bucket.take(rate, burst, now);
+        }
+        if state.by_address.len() >= self.cap {
+            self.evict_refilled(&mut state, now);
+        }
+        if state.by_address.len() >= self.cap {
+            return state.overflow.take(rate, burst, now);
+        }
+        let mut bucket = Bucket::full(burst, now);
+        let taken = bucket.take(rate, burst, now);
+        state.by_address.insert(key, bucket);
+        taken
+    }
+
+    fn evict_refilled(&self, state: &mut Buckets, now: Instant) {
+        if state.next_sweep.is_some_and(|at| now < at) {
+            return;
+        }
+        let (rate, burst) = (self.rate, self.burst);
+        state
+            .by_address
+            .retain(|_, bucket| !bucket.is_refilled(rate, burst, now));
+        state.next_sweep = (state.by_address.len() >= self.cap).then_some(now + SWEEP_BACKOFF);
+    }
+
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.state.lock().by_address.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,26 +286,38 @@ mod tests {
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1));
     const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
 
+    fn now() -> Instant {
+        Instant::now()
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn v6(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
     #[test]
     fn total_limit_answers_server_busy() {
         let registry = Registry::new(2, 0);
-        assert_eq!(registry.admit(A), Ok(()));
-        assert_eq!(registry.admit(B), Ok(()));
-        assert_eq!(registry.admit(A), Err(ErrorCode::ServerBusy));
+        assert_eq!(registry.admit(A, now()), Ok(()));
+        assert_eq!(registry.admit(B, now()), Ok(()));
+        assert_eq!(registry.admit(A, now()), Err(ErrorCode::ServerBusy));
         registry.release(A);
-        assert_eq!(registry.admit(A), Ok(()));
+        assert_eq!(registry.admit(A, now()), Ok(()));
         assert_eq!(registry.connections(), 2);
     }
 
     #[test]
     fn per_ip_limit_answers_too_many_connections() {
         let registry = Registry::new(10, 1);
-        assert_eq!(registry.admit(A), Ok(()));
-        assert_eq!(registry.admit(A), Err(ErrorCode::TooManyConnections));
-        assert_eq!(registry.admit(B), Ok(()));
+        assert_eq!(registry.admit(A, now()), Ok(()));
+        assert_eq!(registry.admit(A, now()), Err(ErrorCode::TooManyConnections));
+        assert_eq!(registry.admit(B, now()), Ok(()));
         assert_eq!(registry.connections(), 2);
         registry.release(A);
-        assert_eq!(registry.admit(A), Ok(()));
+        assert_eq!(registry.admit(A, now()), Ok(()));
     }
 
     #[test]
@@ -175,7 +338,74 @@ mod tests {
     fn draining_refuses_everyone() {
         let registry = Registry::new(10, 0);
         registry.start_draining();
-        assert_eq!(registry.admit(A), Err(ErrorCode::ServerBusy));
+        assert_eq!(registry.admit(A, now()), Err(ErrorCode::ServerBusy));
         assert_eq!(registry.connections(), 0);
+    }
+
+    #[test]
+    fn handshake_rate_allows_a_burst_then_refills_at_the_rate() {
+        let limiter = HandshakeRate::new(5.0, 100);
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            assert!(limiter.take(A, t0));
+        }
+        assert!(!limiter.take(A, t0));
+        assert!(limiter.take(B, t0), "another address has its own bucket");
+        assert!(!limiter.take(A, t0 + ms(150)));
+        assert!(limiter.take(A, t0 + ms(200)), "one token after 1/5 s");
+        assert!(!limiter.take(A, t0 + ms(200)));
+        for _ in 0..5 {
+            assert!(limiter.take(A, t0 + ms(1_500)));
+        }
+        assert!(!limiter.take(A, t0 + ms(1_500)), "the burst is the bound");
+    }
+
+    #[test]
+    fn a_slow_rate_still_allows_one_attempt() {
+        let limiter = HandshakeRate::new(0.5, 100);
+        let t0 = Instant::now();
+        assert!(limiter.take(A, t0));
+        assert!(!limiter.take(A, t0 + ms(1_000)));
+        assert!(limiter.take(A, t0 + ms(2_000)));
+    }
+
+    #[test]
+    fn ipv6_addresses_share_their_64_bucket() {
+        let limiter = HandshakeRate::new(1.0, 100);
+        let t0 = Instant::now();
+        assert!(limiter.take(v6("2001:db8:1:2::1"), t0));
+        assert!(!limiter.take(v6("2001:db8:1:2:ffff::9"), t0));
+        assert!(limiter.take(v6("2001:db8:1:3::1"), t0));
+        assert!(limiter.take(v6("::ffff:10.0.0.1"), t0));
+        assert!(!limiter.take(v6("::ffff:10.0.0.1"), t0));
+    }
+
+    #[test]
+    fn at_the_cap_refilled_buckets_are_evicted_and_else_one_is_shared() {
+        let limiter = HandshakeRate::new(1.0, 2);
+        let t0 = Instant::now();
+        let ip = |n: u8| IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, n));
+        assert!(limiter.take(ip(1), t0));
+        assert!(limiter.take(ip(2), t0));
+        // Full, and nothing has refilled: newcomers share the overflow bucket.
+        assert!(limiter.take(ip(3), t0));
+        assert!(!limiter.take(ip(4), t0));
+        assert_eq!(limiter.tracked(), 2);
+        // A second later both tracked buckets have refilled and make room.
+        let later = t0 + ms(1_000);
+        assert!(limiter.take(ip(5), later));
+        assert_eq!(limiter.tracked(), 1);
+        assert!(!limiter.take(ip(5), later));
+    }
+
+    #[test]
+    fn rate_refusal_is_429_and_frees_the_slot() {
+        let registry = Registry::with_handshake_rate(10, 0, 1.0);
+        let t0 = Instant::now();
+        assert_eq!(registry.admit(A, t0), Ok(()));
+        assert_eq!(registry.admit(A, t0), Err(ErrorCode::TooManyConnections));
+        assert_eq!(registry.connections(), 1);
+        assert_eq!(registry.admit(B, t0), Ok(()));
+        assert_eq!(registry.admit(A, t0 + ms(1_000)), Ok(()));
     }
 }

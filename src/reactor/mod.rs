@@ -20,6 +20,7 @@ pub mod accept;
 pub mod admission;
 pub mod bus;
 mod fanout;
+mod lifecycle;
 pub mod shard;
 mod users;
 
@@ -89,7 +90,11 @@ impl Server {
     pub fn bind(config: Config) -> io::Result<Self> {
         let signals = Signals::new([SIGTERM, SIGINT])?;
         let keys = Keys::new(&config.jwt_secrets);
-        let registry = Registry::new(config.max_connections, config.max_connections_per_ip);
+        let registry = Registry::with_handshake_rate(
+            config.max_connections,
+            config.max_connections_per_ip,
+            config.handshake_rate,
+        );
         let shared = Arc::new(Shared {
             metrics: (0..config.shards)
                 .map(|_| ShardMetrics::default())

@@ -4,8 +4,11 @@
 //! Readiness contract (mio): events are edge-triggered, so a readable socket
 //! is read until `WouldBlock` — or until its per-turn read budget is spent,
 //! in which case it is put on the `again` list and read next turn without
-//! waiting for a new event; wake-ups may be spurious; readable and writable
-//! are the only readiness relied on. Everything a connection queued during
+//! waiting for a new event. The listener is treated alike: at most
+//! `ACCEPT_BUDGET` sockets are accepted per turn, and if the backlog may hold
+//! more the next turn accepts again without waiting, so a connection flood
+//! cannot keep the loop from established connections. Wake-ups may be
+//! spurious; readable and writable are the only readiness relied on. Everything a connection queued during
 //! one turn is written at the end of the turn in one `writev`, and WRITABLE
 //! interest is registered only while output is pending.
 //!
@@ -22,13 +25,16 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
+use crate::codes::limits::ACCEPT_BUDGET;
 use crate::conn::outbound::MAX_IO_SLICES;
+use crate::conn::report::Report;
 use crate::conn::{AbortReason, Admission, Connection, Context, Port, Tick, pool};
 use crate::metrics::ShardMetrics;
 use crate::proto::Request;
 use crate::proto::envelope::Parser;
 use crate::reactor::Shared;
 use crate::reactor::bus::BusMsg;
+use crate::reactor::lifecycle::{self, ByteCounts, Ending};
 use crate::rooms::local::LocalRooms;
 use crate::rooms::table::{RoomTable, TableConfig};
 use crate::{log_debug, log_warn, sys};
@@ -91,6 +97,8 @@ pub(super) struct Entry {
     write_shut: bool,
     peer_closed: bool,
     pub(super) queued_for_flush: bool,
+    /// For the lifecycle log's `closed` line.
+    bytes: ByteCounts,
 }
 
 /// A `user:send` or `system:broadcast` waiting for every shard's count.
@@ -116,6 +124,8 @@ pub struct Shard {
     pub(super) dirty: Vec<usize>,
     /// Connections whose read budget ran out with input maybe left.
     again: Vec<usize>,
+    /// The accept budget ran out with sockets maybe left in the backlog.
+    accept_again: bool,
     next_tick: Instant,
     tick: Duration,
     next_conn: u64,
@@ -135,6 +145,8 @@ pub struct Shard {
     pub(super) gathers: HashMap<u64, Gather>,
     pub(super) next_gather: u64,
     requests: Vec<Request>,
+    /// What connections reported during `feed`, for the lifecycle log.
+    reports: Vec<Report>,
     /// Event-loop time spent busy, as of the last sweep, for the busy ratio.
     busy_at_last_sweep: (Instant, u64),
 }
@@ -185,6 +197,7 @@ impl Shard {
             gathers: HashMap::new(),
             next_gather: 0,
             requests: Vec::new(),
+            reports: Vec::new(),
             index,
             poll,
             conns: Slab::new(),
@@ -197,6 +210,7 @@ impl Shard {
             read_buf: vec![0; READ_CHUNK],
             dirty: Vec::new(),
             again: Vec::new(),
+            accept_again: false,
             next_tick: Instant::now() + tick,
             tick,
             next_conn: 0,
@@ -211,7 +225,7 @@ impl Shard {
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = if self.again.is_empty() {
+            let timeout = if self.again.is_empty() && !self.accept_again {
                 self.next_tick.saturating_duration_since(Instant::now())
             } else {
                 Duration::ZERO
@@ -248,6 +262,9 @@ impl Shard {
             for key in std::mem::take(&mut self.again) {
                 self.on_readable(key, true);
             }
+            if std::mem::take(&mut self.accept_again) {
+                self.accept_all();
+            }
             if Instant::now() >= self.next_tick {
                 self.sweep();
             }
@@ -280,8 +297,10 @@ impl Shard {
         true
     }
 
+    /// Accepts up to `ACCEPT_BUDGET` sockets; the rest wait for the next
+    /// turn (`accept_again`), after the connections already here are served.
     fn accept_all(&mut self) {
-        loop {
+        for _ in 0..ACCEPT_BUDGET {
             let Some(listener) = self.listener.as_ref() else {
                 return;
             };
@@ -297,6 +316,7 @@ impl Shard {
                 }
             }
         }
+        self.accept_again = true;
     }
 
     /// Accepts operator connections on the `--metrics-bind` listener.
@@ -342,8 +362,9 @@ impl Shard {
             write_shut: false,
             peer_closed: false,
             queued_for_flush: false,
+            bytes: ByteCounts::default(),
         });
-        log_debug!("conn {id:x} accepted from {peer} on shard {}", self.index);
+        lifecycle::accepted(id, peer, self.index);
         // The client may have written already; edge-triggered readiness
         // reports that on registration, so nothing more to do here.
     }
@@ -371,6 +392,7 @@ impl Shard {
                 }
                 Ok(n) => {
                     self.shared.metrics[self.index].bytes_in.add(n as u64);
+                    entry.bytes.read += n as u64;
                     let short = n < self.read_buf.len();
                     self.feed(key, n);
                     budget = budget.saturating_sub(n);
@@ -390,7 +412,7 @@ impl Shard {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
-                    self.remove(key);
+                    self.remove(key, Ending::Reset);
                     return;
                 }
             }
@@ -417,6 +439,7 @@ impl Shard {
             unix_ms: unix_ms(),
             draining: self.shared.registry.is_draining(),
             requests: &mut self.requests,
+            reports: &mut self.reports,
         };
         if entry.input.is_empty() {
             let fresh = &mut self.read_buf[..n];
@@ -434,6 +457,9 @@ impl Shard {
             }
         }
         let now = cx.now;
+        for report in self.reports.drain(..) {
+            lifecycle::reported(&entry.conn, &report);
+        }
         if entry.conn.take_newly_opened() {
             let user = entry.conn.user_id().unwrap_or_default();
             self.users.add(user, key);
@@ -480,7 +506,7 @@ impl Shard {
             written = write_pending(entry, metrics);
         }
         if written.is_err() {
-            self.remove(key);
+            self.remove(key, Ending::Reset);
             return;
         }
         let pending = !entry.conn.outbound().is_empty();
@@ -496,7 +522,7 @@ impl Shard {
                 .reregister(&mut entry.stream, Token(key), interest)
                 .is_err()
             {
-                self.remove(key);
+                self.remove(key, Ending::Reset);
                 return;
             }
             entry.writable_interest = pending;
@@ -506,7 +532,7 @@ impl Shard {
         }
         if entry.conn.is_finishing() {
             if entry.peer_closed {
-                self.remove(key);
+                self.remove(key, Ending::Finished);
                 return;
             }
             if !entry.write_shut {
@@ -514,7 +540,7 @@ impl Shard {
                 let _ = entry.stream.shutdown(Shutdown::Write);
             }
         } else if entry.peer_closed {
-            self.remove(key);
+            self.remove(key, Ending::Finished);
         }
     }
 
@@ -540,11 +566,10 @@ impl Shard {
             }
         }
         for (key, reason) in aborted {
-            log_debug!("shard {}: connection aborted: {reason:?}", self.index);
             if reason == AbortReason::PingTimeout {
                 self.metrics().ping_timeouts.inc();
             }
-            self.remove(key);
+            self.remove(key, Ending::Aborted(reason));
         }
         self.sample_gauges(now, queued_bytes);
         if self.listener.is_some() {
@@ -593,7 +618,7 @@ impl Shard {
         }
     }
 
-    fn remove(&mut self, key: usize) {
+    fn remove(&mut self, key: usize, ending: Ending) {
         let Some(mut entry) = self.conns.try_remove(key) else {
             return;
         };
@@ -607,12 +632,7 @@ impl Shard {
                 .unwrap_or(crate::codes::close::ABNORMAL);
             self.shared.metrics[self.index].count_close(code);
         }
-        log_debug!(
-            "shard {}: connection from {} closed (code {:?})",
-            self.index,
-            entry.conn.peer_ip(),
-            entry.conn.close_code()
-        );
+        lifecycle::closed(&entry.conn, ending, entry.bytes, Instant::now());
         pool::give(entry.input);
     }
 }
@@ -627,6 +647,7 @@ fn write_pending(entry: &mut Entry, metrics: &ShardMetrics) -> io::Result<()> {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
                 metrics.bytes_out.add(n as u64);
+                entry.bytes.written += n as u64;
                 out.advance(n);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),

@@ -166,6 +166,24 @@ impl Server {
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
+
+    /// The log lines (stderr) written so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.stderr().lines().map(str::to_owned).collect()
+    }
+
+    /// Waits until a log line holds every one of `words`, and returns it.
+    pub fn wait_for_log(&self, words: &[&str]) -> String {
+        let mut found = None;
+        wait_until(READ_TIMEOUT, &format!("a log line with {words:?}"), || {
+            found = self
+                .log_lines()
+                .into_iter()
+                .find(|line| words.iter().all(|w| line.contains(w)));
+            found.is_some()
+        });
+        found.unwrap_or_default()
+    }
 }
 
 impl Drop for Server {

@@ -1,0 +1,88 @@
+//! What a connection tells its shard about each request, for the lifecycle
+//! log: the connection never logs, the shard writes the lines.
+//!
+//! Owns the content of a report, which is chosen so that no line can leak a
+//! credential: the method, the path without its query (cut short), the
+//! status and the error code. Never a header value, a query or a token.
+
+use crate::codes::ErrorCode;
+use crate::codes::limits::MAX_LOGGED_PATH;
+use crate::conn::Endpoint;
+use crate::http::request::Request;
+
+/// One thing that happened to a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Report {
+    /// An upgrade succeeded.
+    Opened(Endpoint),
+    /// An error response: a refused upgrade or an HTTP error. `path` is
+    /// `None` when the request head could not be parsed.
+    Rejected {
+        path: Option<Box<str>>,
+        code: ErrorCode,
+    },
+    /// A plain HTTP request was answered with `status`.
+    Answered {
+        method: Box<str>,
+        path: Box<str>,
+        status: u16,
+    },
+}
+
+impl Report {
+    /// An error response to `request`.
+    pub(super) fn rejected(request: &Request<'_>, code: ErrorCode) -> Self {
+        Self::Rejected {
+            path: Some(clip(request.path)),
+            code,
+        }
+    }
+
+    /// `request` answered with `response`, a complete HTTP response.
+    pub(super) fn answered(request: &Request<'_>, response: &[u8]) -> Self {
+        Self::Answered {
+            method: clip(request.method),
+            path: clip(request.path),
+            status: status_of(response),
+        }
+    }
+}
+
+/// At most `MAX_LOGGED_PATH` bytes, cut at a character boundary.
+fn clip(text: &str) -> Box<str> {
+    let mut end = text.len().min(MAX_LOGGED_PATH);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].into()
+}
+
+/// The status of a response the server wrote (`HTTP/1.1 200 OK...`); 0 if
+/// it does not start with a status line.
+fn status_of(response: &[u8]) -> u16 {
+    response
+        .get(9..12)
+        .and_then(|digits| std::str::from_utf8(digits).ok())
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_is_read_from_the_status_line() {
+        assert_eq!(status_of(b"HTTP/1.1 503 Service Unavailable\r\n"), 503);
+        assert_eq!(status_of(b"HTTP/1.1"), 0);
+    }
+
+    #[test]
+    fn paths_are_cut_at_a_character_boundary() {
+        let long = format!("/{}", "é".repeat(100));
+        let clipped = clip(&long);
+        assert!(clipped.len() <= MAX_LOGGED_PATH);
+        assert!(long.starts_with(&*clipped));
+        assert_eq!(&*clip("/healthz"), "/healthz");
+    }
+}
