@@ -454,3 +454,115 @@ fn jwt_leeway_applies_to_exp_and_nbf() {
     );
     assert_eq!(status(format!(r#"{{"sub":"u1","exp":{}.5}}"#, t + 600)), ok);
 }
+
+#[test]
+fn over_the_handshake_rate_is_429_before_the_token_is_checked_then_recovers() {
+    let server = Server::start(&["--handshake-rate", "3"]);
+    let addr = server.addr();
+    for _ in 0..3 {
+        assert_eq!(valid().send(addr).status, 101);
+    }
+    assert_rejected(addr, &valid(), 429, "TOO_MANY_CONNECTIONS");
+    // Over the rate, even a forged token is not worth an HMAC.
+    let forged = UpgradeRequest::new("/ws").bearer(&wrongly_signed_token("u1"));
+    assert_rejected(addr, &forged, 429, "TOO_MANY_CONNECTIONS");
+    // Plain HTTP is not an upgrade attempt.
+    assert_eq!(common::http_get(addr, "/healthz").status, 200);
+
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(valid().send(addr).status, 101, "the bucket refilled");
+}
+
+#[test]
+fn the_handshake_rate_counts_each_address_separately() {
+    use std::net::Ipv4Addr;
+    let server = Server::start(&["--handshake-rate", "1"]);
+    let addr = server.addr();
+    assert_eq!(valid().send(addr).status, 101);
+    assert_rejected(addr, &valid(), 429, "TOO_MANY_CONNECTIONS");
+    let stream = common::connect_from(Ipv4Addr::new(127, 0, 0, 3), addr);
+    let _other = RawWs::upgrade(stream, "/ws", &token("u2"));
+}
+
+/// One upgrade attempt from `local`; the response status.
+fn attempt_from(local: std::net::Ipv4Addr, addr: SocketAddr, request: &[u8]) -> u16 {
+    use std::io::Write;
+    let mut stream = common::connect_from(local, addr);
+    stream.set_read_timeout(Some(common::READ_TIMEOUT)).unwrap();
+    stream.write_all(request).unwrap();
+    common::http::read_head(&mut stream).0.status
+}
+
+#[test]
+fn a_handshake_flood_from_one_address_does_not_delay_an_open_connection() {
+    use std::net::Ipv4Addr;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::Instant;
+
+    const ATTEMPTS: usize = 2_000;
+    const FLOODERS: usize = 4;
+    let server = Server::start(&["--handshake-rate", "5", "--shards", "1"]);
+    let addr = server.addr();
+    let mut member = RawWs::connect(addr, "/ws", &token("member"));
+    member.read_non_ping();
+    member.send_frame(
+        true,
+        common::opcode::TEXT,
+        br#"{"event":"room:join","data":{"room":"lobby"},"id":1}"#,
+    );
+    assert!(member.read_non_ping().text().contains("\"success\":true"));
+
+    let refused = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let request = valid().to_bytes();
+    let flooders: Vec<_> = (0..FLOODERS)
+        .map(|_| {
+            let (refused, request) = (refused.clone(), request.clone());
+            std::thread::spawn(move || {
+                for _ in 0..ATTEMPTS / FLOODERS {
+                    if attempt_from(Ipv4Addr::new(127, 0, 0, 2), addr, &request) == 429 {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    let watcher = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            for flooder in flooders {
+                flooder.join().unwrap();
+            }
+            done.store(true, Ordering::Relaxed);
+        })
+    };
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut worst = Duration::ZERO;
+    let mut pings = 0;
+    while !done.load(Ordering::Relaxed) && Instant::now() < deadline {
+        let sent = Instant::now();
+        member.send_frame(true, common::opcode::PING, b"rtt");
+        loop {
+            let frame = member.read_frame();
+            if frame.opcode == common::opcode::PONG && frame.payload == b"rtt" {
+                break;
+            }
+        }
+        worst = worst.max(sent.elapsed());
+        pings += 1;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    watcher.join().unwrap();
+    let refused = refused.load(Ordering::Relaxed);
+    assert!(pings >= 5, "only {pings} pings during the flood");
+    assert!(
+        refused >= ATTEMPTS / 2,
+        "only {refused} of {ATTEMPTS} attempts got 429"
+    );
+    assert!(
+        worst < Duration::from_secs(1),
+        "a ping round trip took {worst:?} during the flood"
+    );
+}
