@@ -23,7 +23,7 @@ mint_token() {
 # start_server ARGS... : fresh server on 127.0.0.1:0; sets SERVER_PID and SERVER_PORT.
 start_server() {
     : >"$WORK/server.out"
-    "$BIN" serve --bind 127.0.0.1:0 --jwt-secret "$SECRET" "$@" \
+    "$BIN" serve --bind 127.0.0.1:0 --jwt-secret "$SECRET" --log-level warn "$@" \
         >"$WORK/server.out" 2>>"$WORK/server.err" &
     SERVER_PID=$!
     for _ in $(seq 100); do
