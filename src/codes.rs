@@ -179,6 +179,14 @@ pub mod limits {
     pub const MAX_TOKEN_LEN: usize = 4096;
     /// Largest `--jwt-leeway`, in seconds.
     pub const MAX_JWT_LEEWAY_SECS: u64 = 60;
+    /// Most messages in one `POST /publish` body.
+    pub const MAX_PUBLISH_MESSAGES: usize = 1000;
+    /// Longest chunk-size line (size and ignored extensions) of a chunked
+    /// body, in bytes, CRLF included.
+    pub const MAX_CHUNK_LINE: usize = 1024;
+    /// Largest trailer section of a chunked body, in bytes; trailers are
+    /// read and discarded.
+    pub const MAX_TRAILER_BYTES: usize = 4096;
 
     /// `--max-message-size` default: 64 KiB.
     pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024;
