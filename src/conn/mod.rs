@@ -582,7 +582,10 @@ impl Connection {
     /// bytes of `input`, or was decoded from chunks. Valid messages go to
     /// the rooms; anything else is answered at once.
     fn on_body(&mut self, input: &mut [u8], length: usize, cx: &mut Context<'_>) {
-        let reader = match std::mem::replace(&mut self.state, State::Open) {
+        // Every path below sets the next state; until then the connection
+        // counts as finishing, never as anything that reads input.
+        let finishing = State::Finishing { deadline: cx.now };
+        let reader = match std::mem::replace(&mut self.state, finishing) {
             State::Body { reader, .. } => reader,
             other => {
                 self.state = other;
@@ -594,19 +597,8 @@ impl Connection {
             Some(decoded) => decoded,
             None => input.get_mut(..length).unwrap_or_default(),
         };
-        let claims = &received.claims;
-        match proto::publish::parse(body, cx.parser, claims) {
-            Ok(messages) => {
-                let rooms = messages.iter().map(|m| m.room.clone()).collect();
-                for (index, message) in messages.into_iter().enumerate() {
-                    cx.requests.push(Request::HttpPublish {
-                        index,
-                        message,
-                        from: claims.sub.as_str().into(),
-                    });
-                }
-                self.state = State::Publishing(Box::new(Results::new(rooms, received.keep_alive)));
-            }
+        match proto::publish::parse(body, cx.parser, &received.claims) {
+            Ok(messages) => self.send_to_rooms(messages, &received.claims, received.keep_alive, cx),
             Err(error) => {
                 let mut bytes = Vec::with_capacity(256);
                 let keep_alive = received.keep_alive;
@@ -621,6 +613,26 @@ impl Connection {
                 self.after_response(keep_alive, cx.now);
             }
         }
+    }
+
+    /// Hands every message of a valid body to the rooms and waits for their
+    /// `seq`s.
+    fn send_to_rooms(
+        &mut self,
+        messages: Vec<proto::publish::Message>,
+        claims: &Claims,
+        keep_alive: bool,
+        cx: &mut Context<'_>,
+    ) {
+        let rooms = messages.iter().map(|m| m.room.clone()).collect();
+        for (index, message) in messages.into_iter().enumerate() {
+            cx.requests.push(Request::HttpPublish {
+                index,
+                message,
+                from: claims.sub.as_str().into(),
+            });
+        }
+        self.state = State::Publishing(Box::new(Results::new(rooms, keep_alive)));
     }
 
     /// A chunked body that breaks its framing or the size limit: answered,

@@ -524,3 +524,16 @@ fn a_body_must_arrive_by_the_request_deadline_and_idle_connections_get_a_fresh_o
         Tick::Abort(AbortReason::RequestTimeout)
     );
 }
+
+#[test]
+fn too_much_input_pipelined_behind_a_publish_closes_after_its_response() {
+    let mut h = Harness::new(&["--max-message-size", "1KiB", "--max-header-bytes", "1KiB"]);
+    let mut conn = http_conn(&h);
+    let request = post("", TICK);
+    h.feed(&mut conn, request.as_bytes());
+    let flood = vec![b'x'; 2 * 1024 + 1];
+    assert_eq!(h.feed(&mut conn, &flood), flood.len(), "dropped");
+    assert!(!conn.on_published(0, 1, h.now));
+    assert!(output_text(&mut conn).contains("Connection: close\r\n"));
+    assert!(conn.is_finishing());
+}
