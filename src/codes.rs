@@ -194,6 +194,14 @@ pub mod limits {
     /// WebSocket sockets a shard accepts per event-loop turn before it
     /// serves its other connections; the rest wait for the next turn.
     pub const ACCEPT_BUDGET: usize = 64;
+    /// Most messages in one `POST /publish` body.
+    pub const MAX_PUBLISH_MESSAGES: usize = 1000;
+    /// Longest chunk-size line (size and ignored extensions) of a chunked
+    /// body, in bytes, CRLF included.
+    pub const MAX_CHUNK_LINE: usize = 1024;
+    /// Largest trailer section of a chunked body, in bytes; trailers are
+    /// read and discarded.
+    pub const MAX_TRAILER_BYTES: usize = 4096;
 
     /// `--max-message-size` default: 64 KiB.
     pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024;

@@ -7,7 +7,9 @@ mod common;
 use std::time::Duration;
 
 use common::token::{expired_token, mint, now, wrongly_signed_token};
-use common::{Server, UpgradeRequest, json_str, parse_json, recv_json, token, ws_request, ws_try};
+use common::{
+    Server, UpgradeRequest, http_raw, json_str, parse_json, recv_json, token, ws_request, ws_try,
+};
 use tungstenite::Message;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -31,7 +33,8 @@ fn conn_of(server: &Server, user: &str) -> String {
 
 #[test]
 fn lifecycle_lines_appear_and_never_carry_a_token_or_the_secret() {
-    let server = Server::start(&[]);
+    // At debug, the most verbose level, so that every line that exists is checked.
+    let server = Server::start(&["--log-level", "debug"]);
     let addr = server.addr();
     let in_query = token("query-user");
     let in_header = token("header-user");
@@ -51,6 +54,23 @@ fn lifecycle_lines_appear_and_never_carry_a_token_or_the_secret() {
     assert_eq!(refused.status, 401);
     let refused = UpgradeRequest::new(&format!("/ws?token={expired}")).send(addr);
     assert_eq!(refused.status, 401);
+
+    let publisher = mint(&format!(
+        r#"{{"sub":"feed","exp":{},"pub":["*"]}}"#,
+        now() + 3600
+    ));
+    let body = r#"{"room":"logged","event":"feed:tick","data":1}"#;
+    let publish = |auth: &str, query: &str| {
+        let request = format!(
+            "POST /publish{query} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        http_raw(addr, request.as_bytes()).status
+    };
+    let bearer = format!("Authorization: Bearer {publisher}\r\n");
+    assert_eq!(publish(&bearer, ""), 200);
+    assert_eq!(publish("", &format!("?token={bad_signature}")), 401);
 
     let refresh =
         format!(r#"{{"event":"connection:refresh","data":{{"token":"{fresh}"}},"id":1}}"#);
@@ -78,9 +98,18 @@ fn lifecycle_lines_appear_and_never_carry_a_token_or_the_secret() {
         "code=UNAUTHENTICATED",
     ]);
     server.wait_for_log(&[" rejected ", "path=/ws", "status=401", "code=TOKEN_EXPIRED"]);
+    server.wait_for_log(&[" http ", "method=POST", "path=/publish ", "status=200"]);
+    server.wait_for_log(&[" http ", "path=/publish ", "status=401"]);
 
     let log = server.stderr();
-    for secret in [&in_query, &in_header, &bad_signature, &expired, &fresh] {
+    for secret in [
+        &in_query,
+        &in_header,
+        &bad_signature,
+        &expired,
+        &fresh,
+        &publisher,
+    ] {
         assert!(!log.contains(secret.as_str()), "a token in the log:\n{log}");
         let signature = secret.rsplit('.').next().unwrap();
         assert!(!log.contains(signature), "a signature in the log:\n{log}");

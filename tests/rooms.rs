@@ -12,7 +12,8 @@ use std::time::Duration;
 use simd_json::prelude::*;
 
 use common::rooms::{
-    Claims, Client, ack_seq, array_at, assert_room_event, keys, now_ms, ok_data, q, str_at, u64_at,
+    Claims, Client, ack_seq, alice_and_bob_in_lobby, array_at, assert_room_event, keys, now_ms,
+    ok_data, q, str_at, u64_at,
 };
 use common::{Server, json_at};
 
@@ -60,16 +61,6 @@ fn check_member(
         let ts = assert_room_event(text, p.event, "fan", &p.data, p.from, *seq);
         assert!(ts.abs_diff(now) < 120_000, "{who}: ts {ts} far from {now}");
     }
-}
-
-/// A server announcing no presence in "lobby", and alice and bob joined to it.
-fn alice_and_bob_in_lobby() -> (Server, Client, Client) {
-    let server = Server::start(&["--presence-rooms", "presence-only"]);
-    let mut a = Client::user(server.addr(), "alice");
-    let mut b = Client::user(server.addr(), "bob");
-    a.join("lobby");
-    b.join("lobby");
-    (server, a, b)
 }
 
 #[test]
@@ -279,7 +270,7 @@ fn leave_ack_is_the_room_and_a_left_member_gets_nothing_more() {
 
 #[test]
 fn sender_is_excluded_unless_echo_true_and_echo_is_the_same_bytes() {
-    let (_server, mut a, mut b) = alice_and_bob_in_lobby();
+    let (_server, mut a, mut b) = alice_and_bob_in_lobby(&[]);
 
     let seq1 = a.publish_ok("lobby", "chat:message", r#"{"t":"no echo"}"#);
     let to_b = b.recv();
@@ -321,7 +312,7 @@ fn sender_is_excluded_unless_echo_true_and_echo_is_the_same_bytes() {
 
 #[test]
 fn data_absent_is_delivered_as_null() {
-    let (_server, mut a, mut b) = alice_and_bob_in_lobby();
+    let (_server, mut a, mut b) = alice_and_bob_in_lobby(&[]);
     a.send(r#"{"event":"chat:typing","room":"lobby","id":1}"#);
     let ack = common::parse_json(&a.recv());
     let seq = ack_seq(&ack);
@@ -330,7 +321,7 @@ fn data_absent_is_delivered_as_null() {
 
 #[test]
 fn a_room_event_without_id_gets_no_ack() {
-    let (_server, mut a, mut b) = alice_and_bob_in_lobby();
+    let (_server, mut a, mut b) = alice_and_bob_in_lobby(&[]);
     a.send(r#"{"event":"chat:message","room":"lobby","data":"x"}"#);
     assert_room_event(&b.recv(), "chat:message", "lobby", r#""x""#, "alice", 1);
     a.assert_quiet(QUIET);
@@ -386,7 +377,7 @@ fn rooms_count_seq_independently_and_members_see_only_their_rooms() {
 
 #[test]
 fn unknown_fields_are_ignored_in_room_events() {
-    let (_server, mut a, mut b) = alice_and_bob_in_lobby();
+    let (_server, mut a, mut b) = alice_and_bob_in_lobby(&[]);
     a.send(r#"{"x":1,"event":"chat:message","extra":{"y":[]},"room":"lobby","data":{"k":"v"},"id":"e1"}"#);
     let ack = common::parse_json(&a.recv());
     assert_eq!(json_at(&ack, &["id"]).and_then(|v| v.as_str()), Some("e1"));

@@ -8,6 +8,7 @@
 
 pub mod outbound;
 pub mod pool;
+mod publish;
 pub mod rate;
 pub mod report;
 mod routes;
@@ -20,6 +21,7 @@ use crate::auth::{Claims, Keys};
 use crate::codes::{ErrorCode, close, limits};
 use crate::config::Config;
 use crate::config::SlowConsumer;
+use crate::http::chunked::ChunkedError;
 use crate::http::request::{HeadReader, Request as HttpRequest};
 use crate::http::response;
 use crate::metrics::{ShardMetrics, Snapshot};
@@ -28,13 +30,15 @@ use crate::ws::decoder::{CloseFrame, Decoder, Message};
 use crate::ws::frame::OpCode;
 use crate::ws::handshake::Accepted;
 use outbound::Outbound;
+use publish::{BodyRead, BodyReader, PublishHead, Results};
 use rate::{RateLimit, Verdict};
 use report::Report;
 use routes::{RequestOutcome, http_error_message, route};
 use session::SessionState;
 use std::sync::Arc;
 
-/// How long a client may take to send its request head.
+/// How long a client may take to send a request head and its body; an idle
+/// keep-alive connection gets this long for its next request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Server-wide decisions a connection cannot make alone.
@@ -171,6 +175,15 @@ enum State {
         reader: HeadReader,
         deadline: Instant,
     },
+    /// Reading the body of `POST /publish`, by the head's deadline.
+    Body {
+        reader: Box<BodyReader>,
+        deadline: Instant,
+    },
+    /// The messages of a `POST /publish` are with the rooms; input that
+    /// arrives meanwhile (a pipelined request) is left unconsumed until the
+    /// response is queued.
+    Publishing(Box<Results>),
     /// An upgraded WebSocket; its decoder and session are in `session`.
     Open,
     /// The last output (a close frame or a final HTTP response) is queued.
@@ -369,12 +382,13 @@ impl Connection {
         let mut consumed = 0;
         loop {
             let step = match &mut self.state {
-                State::Request { reader, .. } => {
+                State::Request { reader, deadline } => {
+                    let deadline = *deadline;
                     match reader.parse(&input[consumed..], cx.config.max_header_bytes) {
                         Ok(Some((request, head_len))) => {
                             let outcome = route(&request, self.port, self.peer_ip, cx);
                             consumed += head_len;
-                            self.after_request(outcome, &request, cx);
+                            self.after_request(outcome, &request, deadline, cx);
                             continue;
                         }
                         Ok(None) => return consumed,
@@ -385,6 +399,30 @@ impl Connection {
                             return input.len();
                         }
                     }
+                }
+                State::Body { reader, .. } => {
+                    let rest = &mut input[consumed..];
+                    match reader.read(rest) {
+                        Ok(BodyRead::Incomplete(used)) => return consumed + used,
+                        Ok(BodyRead::Complete(used)) => {
+                            self.on_body(rest, used, cx);
+                            consumed += used;
+                            continue;
+                        }
+                        Err(error) => {
+                            self.refuse_body(error, cx);
+                            return input.len();
+                        }
+                    }
+                }
+                State::Publishing(results) => {
+                    // A client may pipeline requests, but not without bound.
+                    let waiting = input.len() - consumed;
+                    if waiting > cx.config.max_header_bytes + cx.config.max_message_size {
+                        results.keep_alive = false;
+                        return input.len();
+                    }
+                    return consumed;
                 }
                 State::Open => {
                     let rest = &mut input[consumed..];
@@ -406,9 +444,11 @@ impl Connection {
         }
     }
 
-    /// The peer closed its write side.
+    /// The peer closed its write side. A `/publish` already with the rooms
+    /// is still answered, and so are the requests pipelined behind it; the
+    /// reactor drops the connection once that output is written.
     pub fn on_eof(&mut self, now: Instant) {
-        if !self.is_finishing() {
+        if !self.is_finishing() && !self.is_publishing() {
             self.state = State::Finishing {
                 deadline: now + Duration::from_millis(limits::CLOSE_LINGER_MILLIS),
             };
@@ -418,7 +458,7 @@ impl Connection {
     /// Heartbeats, token expiry and deadlines; called by the shard's sweep.
     pub fn on_tick(&mut self, now: Instant, unix_ms: u64, config: &Config) -> Tick {
         match &self.state {
-            State::Request { deadline, .. } if now >= *deadline => {
+            State::Request { deadline, .. } | State::Body { deadline, .. } if now >= *deadline => {
                 return Tick::Abort(AbortReason::RequestTimeout);
             }
             State::Finishing { deadline } if now >= *deadline => {
@@ -467,10 +507,36 @@ impl Connection {
         }
     }
 
+    /// Whether a `POST /publish` is waiting for the rooms' answers; the
+    /// connection must stay until they come, even if the peer half-closed.
+    pub fn is_publishing(&self) -> bool {
+        matches!(self.state, State::Publishing(_))
+    }
+
+    /// The rooms gave message `index` of the pending `POST /publish` its
+    /// `seq`. Once every message has one, the `200` response is queued and
+    /// `Some(keep_alive)` returned: with `true` the connection reads its
+    /// next request (input held back meanwhile should be fed again).
+    pub fn on_published(&mut self, index: usize, seq: u64, now: Instant) -> Option<bool> {
+        let State::Publishing(results) = &mut self.state else {
+            return None;
+        };
+        if !results.record(index, seq) {
+            return None;
+        }
+        let keep_alive = results.keep_alive;
+        let mut bytes = Vec::with_capacity(256);
+        results.write_response(&mut bytes);
+        self.out.push_raw(&bytes);
+        self.after_response(keep_alive, now);
+        Some(keep_alive)
+    }
+
     fn after_request(
         &mut self,
         outcome: RequestOutcome,
         request: &HttpRequest<'_>,
+        deadline: Instant,
         cx: &mut Context<'_>,
     ) {
         let report = match outcome {
@@ -478,6 +544,8 @@ impl Connection {
                 self.open(endpoint, accepted, cx);
                 Report::Opened(endpoint)
             }
+            // Reported once answered (`on_body`, `on_published`).
+            RequestOutcome::Publish(head) => return self.expect_body(*head, deadline, cx),
             RequestOutcome::Respond(bytes) => {
                 self.out.push_raw(&bytes);
                 self.finish(cx.now);
@@ -529,6 +597,102 @@ impl Connection {
             decoder: Decoder::new(cx.config.max_message_size, true),
         }));
         self.state = State::Open;
+    }
+
+    fn expect_body(&mut self, head: PublishHead, deadline: Instant, cx: &Context<'_>) {
+        if head.expects_continue {
+            let mut bytes = Vec::with_capacity(32);
+            response::write_continue(&mut bytes);
+            self.out.push_raw(&bytes);
+        }
+        self.state = State::Body {
+            reader: Box::new(BodyReader::new(head, cx.config.max_message_size)),
+            deadline,
+        };
+    }
+
+    /// The body of a `/publish` is complete: it is the first `length`
+    /// bytes of `input`, or was decoded from chunks. Valid messages go to
+    /// the rooms; anything else is answered at once.
+    fn on_body(&mut self, input: &mut [u8], length: usize, cx: &mut Context<'_>) {
+        // Every path below sets the next state; until then the connection
+        // counts as finishing, never as anything that reads input.
+        let finishing = State::Finishing { deadline: cx.now };
+        let reader = match std::mem::replace(&mut self.state, finishing) {
+            State::Body { reader, .. } => reader,
+            other => {
+                self.state = other;
+                return;
+            }
+        };
+        let mut received = reader.into_received();
+        let body = match received.decoded.as_deref_mut() {
+            Some(decoded) => decoded,
+            None => input.get_mut(..length).unwrap_or_default(),
+        };
+        match proto::publish::parse(body, cx.parser, &received.claims) {
+            Ok(messages) => self.send_to_rooms(messages, &received.claims, received.keep_alive, cx),
+            Err(error) => {
+                let mut bytes = Vec::with_capacity(256);
+                let keep_alive = received.keep_alive;
+                response::write_failure(
+                    &mut bytes,
+                    error.code(),
+                    &error.message(),
+                    &[],
+                    keep_alive,
+                );
+                self.out.push_raw(&bytes);
+                cx.reports
+                    .push(Report::publish_answered(error.code().http_status()));
+                self.after_response(keep_alive, cx.now);
+            }
+        }
+    }
+
+    /// Hands every message of a valid body to the rooms and waits for their
+    /// `seq`s.
+    fn send_to_rooms(
+        &mut self,
+        messages: Vec<proto::publish::Message>,
+        claims: &Claims,
+        keep_alive: bool,
+        cx: &mut Context<'_>,
+    ) {
+        let rooms = messages.iter().map(|m| m.room.clone()).collect();
+        for (index, message) in messages.into_iter().enumerate() {
+            cx.requests.push(Request::HttpPublish {
+                index,
+                message,
+                from: claims.sub.as_str().into(),
+            });
+        }
+        self.state = State::Publishing(Box::new(Results::new(rooms, keep_alive)));
+    }
+
+    /// A chunked body that breaks its framing or the size limit: answered,
+    /// then the connection closes, since where the next request would
+    /// start is unknown.
+    fn refuse_body(&mut self, error: ChunkedError, cx: &mut Context<'_>) {
+        let mut bytes = Vec::with_capacity(256);
+        response::write_failure(&mut bytes, error.code(), error.message(), &[], false);
+        self.out.push_raw(&bytes);
+        cx.reports
+            .push(Report::publish_answered(error.code().http_status()));
+        self.finish(cx.now);
+    }
+
+    /// After a response: the next request on a kept-alive connection gets
+    /// a fresh deadline; otherwise the connection finishes.
+    fn after_response(&mut self, keep_alive: bool, now: Instant) {
+        if keep_alive {
+            self.state = State::Request {
+                reader: HeadReader::default(),
+                deadline: now + REQUEST_TIMEOUT,
+            };
+        } else {
+            self.finish(now);
+        }
     }
 
     fn finish_http_error(&mut self, code: ErrorCode, message: &str, now: Instant) {

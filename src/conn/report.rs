@@ -38,6 +38,15 @@ impl Report {
         }
     }
 
+    /// A `POST /publish` answered with `status` after its body was read.
+    pub(crate) fn publish_answered(status: u16) -> Self {
+        Self::Answered {
+            method: "POST".into(),
+            path: "/publish".into(),
+            status,
+        }
+    }
+
     /// `request` answered with `response`, a complete HTTP response.
     pub(super) fn answered(request: &Request<'_>, response: &[u8]) -> Self {
         Self::Answered {

@@ -1,15 +1,17 @@
 //! What a complete HTTP request head asks for: an upgrade on `/ws` or
-//! `/echo` (checked by `ws::handshake`), `/healthz`, `/metrics`, `/stats`,
-//! or an error response.
+//! `/echo` (checked by `ws::handshake`), a `POST /publish` body to read,
+//! `/healthz`, `/metrics`, `/stats`, or an error response.
 //!
 //! Sans-IO: reads the parsed request and the context, returns the outcome;
 //! the connection state machine acts on it.
 
 use std::net::IpAddr;
 
+use crate::auth;
 use crate::codes::ErrorCode;
+use crate::conn::publish::{Framing, PublishHead};
 use crate::conn::{Context, Endpoint, Port};
-use crate::http::request::Request as HttpRequest;
+use crate::http::request::{BodyFraming, Request as HttpRequest, Version};
 use crate::http::response;
 use crate::metrics::{prometheus, stats};
 use crate::ws::handshake::{self, Accepted, Rejection, UpgradePolicy};
@@ -17,6 +19,8 @@ use crate::ws::handshake::{self, Accepted, Rejection, UpgradePolicy};
 /// What a complete request head asks for.
 pub(super) enum RequestOutcome {
     Upgraded(Endpoint, Accepted),
+    /// A `/publish` whose body is to be read.
+    Publish(Box<PublishHead>),
     Respond(Vec<u8>),
     /// A refused upgrade, answered with its status and code.
     Refused(Rejection),
@@ -36,6 +40,7 @@ pub(super) fn route(
     match (port, request.path) {
         (Port::Public, "/ws") => upgrade(Endpoint::Events, request, peer_ip, cx),
         (Port::Public, "/echo") if cx.config.echo => upgrade(Endpoint::Echo, request, peer_ip, cx),
+        (Port::Public, "/publish") => publish(request, cx),
         (_, "/healthz") => healthz(request, cx.draining),
         (_, "/metrics") if operator_here => metrics(request, cx),
         (_, "/stats") if operator_here => stats(request, cx),
@@ -65,6 +70,76 @@ fn upgrade(
             }
             RequestOutcome::Refused(refusal.rejection)
         }
+    }
+}
+
+/// The checks a `/publish` head can pass before its body is read, in this
+/// order: the method (405), the token (401), the framing (400, 411) and
+/// the announced length (413). Every refusal closes the connection, since
+/// the body, if any, is left unread.
+fn publish(request: &HttpRequest<'_>, cx: &Context<'_>) -> RequestOutcome {
+    let refuse = |code: ErrorCode, message: &str, headers: &[(&str, &str)]| {
+        let mut bytes = Vec::with_capacity(256);
+        response::write_failure(&mut bytes, code, message, headers, false);
+        RequestOutcome::Respond(bytes)
+    };
+    if request.method != "POST" {
+        return refuse(
+            ErrorCode::MethodNotAllowed,
+            "use POST",
+            &[("Allow", "POST")],
+        );
+    }
+    let token = request.token().unwrap_or("");
+    let now_unix = cx.unix_ms as f64 / 1000.0;
+    let leeway = cx.config.jwt_leeway.as_secs_f64();
+    let claims = match auth::verify(token, cx.keys, now_unix, leeway) {
+        Ok(claims) => claims,
+        Err(error) => {
+            return refuse(
+                error.code(),
+                error.message(),
+                &[("WWW-Authenticate", "Bearer")],
+            );
+        }
+    };
+    let framing = match body_framing(request, cx.config.max_message_size) {
+        Ok(framing) => framing,
+        Err((code, message)) => return refuse(code, message, &[]),
+    };
+    RequestOutcome::Publish(Box::new(PublishHead {
+        claims,
+        framing,
+        keep_alive: request.wants_keep_alive() && !cx.draining,
+        expects_continue: request.version == Version::Http11
+            && request
+                .header("expect")
+                .is_some_and(|e| e.eq_ignore_ascii_case("100-continue")),
+    }))
+}
+
+fn body_framing(
+    request: &HttpRequest<'_>,
+    limit: usize,
+) -> Result<Framing, (ErrorCode, &'static str)> {
+    let framing = request
+        .body_framing()
+        .map_err(|error| (ErrorCode::BadRequest, error.message()))?;
+    match framing {
+        BodyFraming::Length(length) if length > limit => Err((
+            ErrorCode::PayloadTooLarge,
+            "request body is over the size limit",
+        )),
+        BodyFraming::Length(length) => Ok(Framing::Length(length)),
+        BodyFraming::Chunked => Ok(Framing::Chunked),
+        BodyFraming::UnsupportedCoding => Err((
+            ErrorCode::BadRequest,
+            "use Content-Length or Transfer-Encoding: chunked",
+        )),
+        BodyFraming::Unframed => Err((
+            ErrorCode::LengthRequired,
+            "Content-Length or Transfer-Encoding: chunked is required",
+        )),
     }
 }
 

@@ -279,3 +279,280 @@ fn flooding_past_twice_the_burst_closes_4003() {
     h.send_text(&mut conn, "ping");
     assert_eq!(conn.close_code(), Some(close::RATE_LIMITED));
 }
+
+fn publisher_token(patterns: &[&str], exp: f64) -> String {
+    let claims = Claims {
+        publish: Some(patterns.iter().map(|p| p.to_string()).collect()),
+        ..Claims::new("feed", exp)
+    };
+    auth::mint(&claims, SECRET.as_bytes())
+}
+
+/// `POST /publish` with a bearer token for `prices:*`, `headers` (CRLF
+/// terminated lines) and `body` framed by `Content-Length`.
+fn post(headers: &str, body: &str) -> String {
+    let token = publisher_token(&["prices:*"], f64::MAX);
+    format!(
+        "POST /publish HTTP/1.1\r\nAuthorization: Bearer {token}\r\n{headers}\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+const TICK: &str = r#"{"room":"prices:btc","event":"price:tick","data":{"p" : 1}}"#;
+
+fn output_text(conn: &mut Connection) -> String {
+    String::from_utf8(take_output(conn)).unwrap()
+}
+
+fn http_conn(h: &Harness) -> Connection {
+    Connection::new(1, IpAddr::V4(Ipv4Addr::LOCALHOST), h.now)
+}
+
+#[test]
+fn a_publish_goes_to_the_rooms_and_is_answered_once_every_seq_is_back() {
+    let mut h = Harness::new(&[]);
+    let mut conn = http_conn(&h);
+    let request = post("", TICK);
+    assert_eq!(h.feed(&mut conn, request.as_bytes()), request.len());
+    assert!(conn.is_publishing());
+    assert!(take_output(&mut conn).is_empty());
+    let [
+        Request::HttpPublish {
+            index: 0,
+            message,
+            from,
+        },
+    ] = &h.requests[..]
+    else {
+        panic!("{:?}", h.requests)
+    };
+    assert_eq!((&*message.room, &**from), ("prices:btc", "feed"));
+    assert_eq!(&*message.data, br#"{"p" : 1}"#);
+    assert_eq!(conn.on_published(0, 42, h.now), Some(true));
+    let response = output_text(&mut conn);
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    assert!(response.contains("Connection: keep-alive\r\n"));
+    assert!(response.ends_with(r#"{"success":true,"results":[{"room":"prices:btc","seq":42}]}"#));
+    assert!(!conn.is_finishing() && !conn.is_publishing());
+}
+
+#[test]
+fn a_batch_is_answered_in_body_order_whatever_order_the_seqs_come_in() {
+    let mut h = Harness::new(&[]);
+    let mut conn = http_conn(&h);
+    let body =
+        r#"{"messages":[{"room":"prices:a","event":"p:t"},{"room":"prices:b","event":"p:t"}]}"#;
+    h.feed(&mut conn, post("Connection: close\r\n", body).as_bytes());
+    assert_eq!(h.requests.len(), 2);
+    assert_eq!(conn.on_published(1, 9, h.now), None);
+    assert!(take_output(&mut conn).is_empty());
+    assert_eq!(
+        conn.on_published(0, 3, h.now),
+        Some(false),
+        "Connection: close"
+    );
+    let response = output_text(&mut conn);
+    assert!(response.contains("Connection: close\r\n"), "{response}");
+    assert!(response.ends_with(r#"[{"room":"prices:a","seq":3},{"room":"prices:b","seq":9}]}"#));
+    assert!(conn.is_finishing());
+}
+
+#[test]
+fn a_body_is_waited_for_and_a_pipelined_request_waits_for_the_response() {
+    let mut h = Harness::new(&[]);
+    let mut conn = http_conn(&h);
+    let first = post("", TICK);
+    let head_len = first.len() - TICK.len();
+    assert_eq!(
+        h.feed(&mut conn, &first.as_bytes()[..first.len() - 1]),
+        head_len
+    );
+    let body_and_next = format!("{}{}", &first[head_len..], post("", TICK));
+    assert_eq!(h.feed(&mut conn, body_and_next.as_bytes()), TICK.len());
+    assert_eq!(h.requests.len(), 1);
+    assert_eq!(conn.on_published(0, 1, h.now), Some(true));
+    // The shard feeds what it held back again.
+    let rest = &body_and_next[TICK.len()..];
+    assert_eq!(h.feed(&mut conn, rest.as_bytes()), rest.len());
+    assert_eq!(h.requests.len(), 2);
+    assert_eq!(conn.on_published(0, 2, h.now), Some(true));
+    let responses = output_text(&mut conn);
+    let seq1 = responses.find(r#""seq":1"#).unwrap();
+    let seq2 = responses.find(r#""seq":2"#).unwrap();
+    assert!(seq1 < seq2, "{responses}");
+}
+
+#[test]
+fn expect_100_continue_is_answered_before_the_body() {
+    let mut h = Harness::new(&[]);
+    let mut conn = http_conn(&h);
+    let request = post("Expect: 100-continue\r\n", TICK);
+    let head = &request[..request.len() - TICK.len()];
+    h.feed(&mut conn, head.as_bytes());
+    assert_eq!(output_text(&mut conn), "HTTP/1.1 100 Continue\r\n\r\n");
+    h.feed(&mut conn, TICK.as_bytes());
+    assert!(conn.is_publishing());
+}
+
+#[test]
+fn a_chunked_body_is_decoded() {
+    let mut h = Harness::new(&[]);
+    let mut conn = http_conn(&h);
+    let token = publisher_token(&["prices:*"], f64::MAX);
+    let (a, b) = TICK.split_at(10);
+    let request = format!(
+        "POST /publish?token={token} HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
+         {:x}\r\n{a}\r\n{:x};ext=1\r\n{b}\r\n0\r\nX-Trailer: t\r\n\r\n",
+        a.len(),
+        b.len()
+    );
+    assert_eq!(h.feed(&mut conn, request.as_bytes()), request.len());
+    let [Request::HttpPublish { message, .. }] = &h.requests[..] else {
+        panic!("{:?}", h.requests)
+    };
+    assert_eq!(&*message.data, br#"{"p" : 1}"#);
+}
+
+/// Feeds `request` to a fresh connection; the response text.
+fn answer(h: &mut Harness, request: &str) -> (String, Connection) {
+    let mut conn = http_conn(h);
+    h.feed(&mut conn, request.as_bytes());
+    assert!(h.requests.is_empty(), "{:?}", h.requests);
+    (output_text(&mut conn), conn)
+}
+
+fn assert_failure(response: &str, status: &str, code: &str) {
+    assert!(
+        response.starts_with(&format!("HTTP/1.1 {status}")),
+        "{response}"
+    );
+    assert!(
+        response.contains(&format!(r#"{{"success":false,"error":{{"code":"{code}","#)),
+        "{response}"
+    );
+}
+
+#[test]
+fn body_errors_keep_a_keep_alive_connection_open() {
+    let mut h = Harness::new(&[]);
+    for (body, status, code) in [
+        ("nope", "400", "INVALID_MESSAGE"),
+        (r#"{"messages":[]}"#, "400", "VALIDATION_ERROR"),
+        (
+            r#"{"room":"prices:x","event":"room:join"}"#,
+            "400",
+            "VALIDATION_ERROR",
+        ),
+        (r#"{"room":"lobby","event":"a:b"}"#, "403", "FORBIDDEN"),
+    ] {
+        let (response, conn) = answer(&mut h, &post("", body));
+        assert_failure(&response, status, code);
+        assert!(
+            response.contains("Connection: keep-alive\r\n"),
+            "{response}"
+        );
+        assert!(!conn.is_finishing(), "{body}");
+        let (response, conn) = answer(&mut h, &post("Connection: close\r\n", body));
+        assert!(response.contains("Connection: close\r\n"), "{response}");
+        assert!(conn.is_finishing(), "{body}");
+    }
+}
+
+#[test]
+fn head_and_framing_errors_close_the_connection() {
+    let mut h = Harness::new(&["--max-message-size", "100"]);
+    let expired = publisher_token(&["*"], 0.5);
+    let big = "x".repeat(101);
+    let cases = [
+        (
+            "GET /publish HTTP/1.1\r\n\r\n".to_owned(),
+            "405",
+            "METHOD_NOT_ALLOWED",
+        ),
+        (
+            "POST /publish HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}".to_owned(),
+            "401",
+            "UNAUTHENTICATED",
+        ),
+        (
+            format!("POST /publish?token={expired} HTTP/1.1\r\nContent-Length: 2\r\n\r\n{{}}"),
+            "401",
+            "TOKEN_EXPIRED",
+        ),
+        (post("", &big), "413", "PAYLOAD_TOO_LARGE"),
+        (
+            post("Connection: keep-alive\r\n", "").replace("Content-Length: 0\r\n", ""),
+            "411",
+            "LENGTH_REQUIRED",
+        ),
+        (
+            post("Transfer-Encoding: gzip\r\n", "").replace("Content-Length: 0\r\n", ""),
+            "400",
+            "BAD_REQUEST",
+        ),
+        (
+            post("Transfer-Encoding: chunked\r\n", "").replace("Content-Length: 0\r\n", "")
+                + "65\r\n",
+            "413",
+            "PAYLOAD_TOO_LARGE",
+        ),
+        (
+            post("Transfer-Encoding: chunked\r\n", "").replace("Content-Length: 0\r\n", "")
+                + "zz\r\n",
+            "400",
+            "BAD_REQUEST",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let (response, conn) = answer(&mut h, &request);
+        assert_failure(&response, status, code);
+        assert!(response.contains("Connection: close\r\n"), "{response}");
+        assert!(conn.is_finishing(), "{request}");
+        assert!(!response.contains(&expired), "the token is never echoed");
+    }
+}
+
+#[test]
+fn publish_is_not_served_on_the_metrics_port() {
+    let mut h = Harness::new(&[]);
+    let mut conn = http_conn(&h).on_port(Port::Metrics);
+    h.feed(&mut conn, post("", TICK).as_bytes());
+    assert!(output_text(&mut conn).starts_with("HTTP/1.1 404"));
+}
+
+#[test]
+fn a_body_must_arrive_by_the_request_deadline_and_idle_connections_get_a_fresh_one() {
+    let mut h = Harness::new(&[]);
+    let mut conn = http_conn(&h);
+    let request = post("", TICK);
+    h.feed(&mut conn, &request.as_bytes()[..request.len() - 1]);
+    let late = h.now + REQUEST_TIMEOUT;
+    assert_eq!(
+        conn.on_tick(late, 0, &h.config),
+        Tick::Abort(AbortReason::RequestTimeout)
+    );
+
+    let mut conn = http_conn(&h);
+    h.feed(&mut conn, request.as_bytes());
+    let answered_at = h.now + Duration::from_secs(9);
+    conn.on_published(0, 1, answered_at);
+    assert_eq!(conn.on_tick(late, 0, &h.config), Tick::Keep);
+    assert_eq!(
+        conn.on_tick(answered_at + REQUEST_TIMEOUT, 0, &h.config),
+        Tick::Abort(AbortReason::RequestTimeout)
+    );
+}
+
+#[test]
+fn too_much_input_pipelined_behind_a_publish_closes_after_its_response() {
+    let mut h = Harness::new(&["--max-message-size", "1KiB", "--max-header-bytes", "1KiB"]);
+    let mut conn = http_conn(&h);
+    let request = post("", TICK);
+    h.feed(&mut conn, request.as_bytes());
+    let flood = vec![b'x'; 2 * 1024 + 1];
+    assert_eq!(h.feed(&mut conn, &flood), flood.len(), "dropped");
+    assert_eq!(conn.on_published(0, 1, h.now), Some(false));
+    assert!(output_text(&mut conn).contains("Connection: close\r\n"));
+    assert!(conn.is_finishing());
+}

@@ -1,7 +1,9 @@
-//! HTTP/1.1 on the shared port: bounded request-head parsing and the
-//! responses roomcast writes (errors, JSON bodies, `101 Switching Protocols`).
+//! HTTP/1.1 on the shared port: bounded request-head parsing, chunked
+//! request bodies, and the responses roomcast writes (errors, JSON bodies,
+//! `100 Continue`, `101 Switching Protocols`).
 //!
 //! Takes bytes, returns bytes; knows nothing of sockets or WebSocket frames.
 
+pub mod chunked;
 pub mod request;
 pub mod response;

@@ -97,6 +97,21 @@ fn bad(reason: BadRequestReason) -> ParseError {
     ParseError::BadRequest(reason)
 }
 
+/// How a request's body is framed (RFC 9112 section 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// Neither `Content-Length` nor `Transfer-Encoding`.
+    Unframed,
+    /// `Content-Length: n`.
+    Length(usize),
+    /// `Transfer-Encoding: chunked`, the only coding.
+    Chunked,
+    /// Any other `Transfer-Encoding` (a coding roomcast does not decode, a
+    /// list of codings, or any on HTTP/1.0, where RFC 9112 section 6.1
+    /// makes the framing faulty).
+    UnsupportedCoding,
+}
+
 /// The HTTP version of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
@@ -180,6 +195,21 @@ impl<'a> Request<'a> {
             .map(|(_, value)| value)
     }
 
+    /// The token of a request (`docs/protocol.md` section 2):
+    /// `Authorization: Bearer <jwt>`, else the query's `token=`. An
+    /// `Authorization` header with another scheme is not ours (a proxy's
+    /// Basic auth, say), so the query is used then.
+    pub fn token(&self) -> Option<&'a str> {
+        self.bearer_token()
+            .or_else(|| self.query_param("token").filter(|t| !t.is_empty()))
+    }
+
+    fn bearer_token(&self) -> Option<&'a str> {
+        let (scheme, token) = self.header("authorization")?.split_once(' ')?;
+        let token = token.trim_start_matches(' ');
+        (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+    }
+
     /// The body length announced by `Content-Length`, if any.
     ///
     /// Repeated headers or list values (`5, 5`) are accepted when they all
@@ -201,6 +231,26 @@ impl<'a> Request<'a> {
             return Err(bad(BadRequestReason::AmbiguousLength));
         }
         Ok(length)
+    }
+
+    /// How the body is framed; errors as for [`Request::content_length`].
+    pub fn body_framing(&self) -> Result<BodyFraming, ParseError> {
+        if let Some(length) = self.content_length()? {
+            return Ok(BodyFraming::Length(length));
+        }
+        let mut codings = self
+            .headers("transfer-encoding")
+            .flat_map(|v| v.split(','))
+            .map(trim_ows);
+        Ok(match (codings.next(), codings.next()) {
+            (None, _) => BodyFraming::Unframed,
+            (Some(coding), None)
+                if coding.eq_ignore_ascii_case("chunked") && self.version == Version::Http11 =>
+            {
+                BodyFraming::Chunked
+            }
+            _ => BodyFraming::UnsupportedCoding,
+        })
     }
 
     /// Whether the client wants the connection kept open after the response:
@@ -513,6 +563,26 @@ mod tests {
     }
 
     #[test]
+    fn the_token_comes_from_a_bearer_header_else_the_query() {
+        fn token(head: &str) -> Option<&str> {
+            parse_ok(head.as_bytes()).0.token()
+        }
+        assert_eq!(
+            token("GET /?token=q HTTP/1.1\r\nAuthorization: bearer  h\r\n\r\n"),
+            Some("h")
+        );
+        assert_eq!(
+            token("GET /?token=q HTTP/1.1\r\nAuthorization: Basic h\r\n\r\n"),
+            Some("q")
+        );
+        assert_eq!(
+            token("GET /?token= HTTP/1.1\r\nAuthorization: Bearer\r\n\r\n"),
+            None
+        );
+        assert_eq!(token("GET / HTTP/1.1\r\n\r\n"), None);
+    }
+
+    #[test]
     fn debug_output_hides_header_values_and_query() {
         let (req, _) =
             parse_ok(b"GET /ws?token=SECRET HTTP/1.1\r\nAuthorization: Bearer SECRET\r\n\r\n");
@@ -760,6 +830,38 @@ mod tests {
             content_length_of("Transfer-Encoding: chunked\r\n"),
             Ok(None)
         );
+    }
+
+    #[test]
+    fn body_framing_from_length_or_coding() {
+        let framing = |headers: &str| {
+            let head = format!("POST /publish HTTP/1.1\r\n{headers}\r\n");
+            parse_ok(head.as_bytes()).0.body_framing()
+        };
+        assert_eq!(framing(""), Ok(BodyFraming::Unframed));
+        assert_eq!(framing("Content-Length: 3\r\n"), Ok(BodyFraming::Length(3)));
+        assert_eq!(
+            framing("Transfer-Encoding: Chunked\r\n"),
+            Ok(BodyFraming::Chunked)
+        );
+        for coding in [
+            "gzip",
+            "gzip, chunked",
+            "chunked, chunked",
+            "chunked\r\nTransfer-Encoding: gzip",
+        ] {
+            assert_eq!(
+                framing(&format!("Transfer-Encoding: {coding}\r\n")),
+                Ok(BodyFraming::UnsupportedCoding),
+                "{coding}"
+            );
+        }
+        assert_eq!(
+            framing("Content-Length: 3\r\nTransfer-Encoding: chunked\r\n"),
+            Err(bad(BadRequestReason::AmbiguousLength))
+        );
+        let (old, _) = parse_ok(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!(old.body_framing(), Ok(BodyFraming::UnsupportedCoding));
     }
 
     #[test]

@@ -22,20 +22,46 @@ pub fn write_error(
 ) {
     let mut body = Vec::with_capacity(48 + message.len());
     write_error_body(&mut body, code, message);
-    write_status_line(out, code.http_status());
-    for (name, value) in extra_headers {
-        write_header(out, name, value);
-    }
-    write_body(out, "application/json", &body, false);
+    write_with_headers(out, code.http_status(), extra_headers, &body, false);
+}
+
+/// `{"success":false,"error":{"code":"...","message":"..."}}`, the error
+/// body of `POST /publish` (protocol section 9), with the code's HTTP
+/// status; the connection is kept open when `keep_alive`.
+pub fn write_failure(
+    out: &mut Vec<u8>,
+    code: ErrorCode,
+    message: &str,
+    extra_headers: &[(&str, &str)],
+    keep_alive: bool,
+) {
+    let mut body = Vec::with_capacity(64 + message.len());
+    body.extend_from_slice(b"{\"success\":false,");
+    write_error_member(&mut body, code, message);
+    body.push(b'}');
+    write_with_headers(out, code.http_status(), extra_headers, &body, keep_alive);
 }
 
 /// Appends `{"error":{"code":"...","message":"..."}}` to `out`.
 pub fn write_error_body(out: &mut Vec<u8>, code: ErrorCode, message: &str) {
-    out.extend_from_slice(b"{\"error\":{\"code\":");
+    out.push(b'{');
+    write_error_member(out, code, message);
+    out.push(b'}');
+}
+
+/// `"error":{"code":"...","message":"..."}`, a member of an error body.
+fn write_error_member(out: &mut Vec<u8>, code: ErrorCode, message: &str) {
+    out.extend_from_slice(b"\"error\":{\"code\":");
     json::write_str(out, code.as_str());
     out.extend_from_slice(b",\"message\":");
     json::write_str(out, message);
-    out.extend_from_slice(b"}}");
+    out.push(b'}');
+}
+
+/// The interim `100 Continue`, asked for with `Expect: 100-continue`.
+pub fn write_continue(out: &mut Vec<u8>) {
+    write_status_line(out, 100);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// A response with a JSON `body` (already serialized).
@@ -55,6 +81,21 @@ pub fn write_text(
     write_body(out, content_type, body, keep_alive);
 }
 
+/// A JSON response with `extra_headers` before the framing headers.
+fn write_with_headers(
+    out: &mut Vec<u8>,
+    status: u16,
+    extra_headers: &[(&str, &str)],
+    body: &[u8],
+    keep_alive: bool,
+) {
+    write_status_line(out, status);
+    for (name, value) in extra_headers {
+        write_header(out, name, value);
+    }
+    write_body(out, "application/json", body, keep_alive);
+}
+
 /// `101 Switching Protocols` completing a WebSocket handshake. No extension
 /// is ever negotiated (protocol section 2).
 pub fn write_switching_protocols(out: &mut Vec<u8>, accept_key: &str, subprotocol: Option<&str>) {
@@ -72,6 +113,7 @@ pub fn write_switching_protocols(out: &mut Vec<u8>, accept_key: &str, subprotoco
 /// allows) for any other.
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
+        100 => "Continue",
         101 => "Switching Protocols",
         200 => "OK",
         201 => "Created",
@@ -155,6 +197,36 @@ mod tests {
             body.len()
         );
         assert_eq!(text(&out), expected);
+    }
+
+    #[test]
+    fn publish_failures_say_success_false_and_may_keep_the_connection() {
+        let mut out = Vec::new();
+        write_failure(&mut out, ErrorCode::Forbidden, "no", &[], true);
+        let body = r#"{"success":false,"error":{"code":"FORBIDDEN","message":"no"}}"#;
+        let expected = format!(
+            "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: keep-alive\r\n\r\n{body}",
+            body.len()
+        );
+        assert_eq!(text(&out), expected);
+        out.clear();
+        write_failure(
+            &mut out,
+            ErrorCode::MethodNotAllowed,
+            "use POST",
+            &[("Allow", "POST")],
+            false,
+        );
+        assert!(text(&out).starts_with("HTTP/1.1 405 Method Not Allowed\r\nAllow: POST\r\n"));
+        assert!(text(&out).contains("Connection: close\r\n"));
+    }
+
+    #[test]
+    fn continue_is_a_bare_status_line() {
+        let mut out = Vec::new();
+        write_continue(&mut out);
+        assert_eq!(text(&out), "HTTP/1.1 100 Continue\r\n\r\n");
     }
 
     #[test]

@@ -63,20 +63,30 @@ impl Parser {
         payload: &mut [u8],
         f: impl for<'t, 'i> FnOnce(Result<Envelope<'t, 'i>, Refusal<'i>>) -> R,
     ) -> R {
+        self.with_json(payload, |parsed| match parsed {
+            Some(value) => f(validate(value)),
+            None => f(Err(Refusal {
+                id: None,
+                code: ErrorCode::InvalidMessage,
+                message: "message is not valid JSON",
+            })),
+        })
+    }
+
+    /// Parses any JSON text in place (at most `MAX_JSON_DEPTH` deep) and
+    /// hands `f` its value, or `None` when it is not valid JSON.
+    pub fn with_json<R>(
+        &mut self,
+        payload: &mut [u8],
+        f: impl for<'t, 'i> FnOnce(Option<Value<'t, 'i>>) -> R,
+    ) -> R {
         let mut tape: Tape<'_> = self
             .tape
             .take()
             .unwrap_or_else(|| Tape::null().reset())
             .reset();
         let parsed = simd_json::fill_tape(payload, &mut self.buffers, &mut tape);
-        let result = match parsed {
-            Ok(()) => f(validate(tape.as_value())),
-            Err(_) => f(Err(Refusal {
-                id: None,
-                code: ErrorCode::InvalidMessage,
-                message: "message is not valid JSON",
-            })),
-        };
+        let result = f(parsed.ok().map(|()| tape.as_value()));
         self.tape = Some(tape.reset());
         result
     }

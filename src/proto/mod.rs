@@ -7,6 +7,7 @@
 pub mod envelope;
 pub mod events;
 pub mod names;
+pub mod publish;
 pub mod reply;
 pub mod scan;
 
@@ -77,6 +78,13 @@ pub enum Request {
     /// The connection now runs on these claims.
     Refresh {
         claims: Claims,
+    },
+    /// Message `index` of a `POST /publish` body, from user `from`; its
+    /// `seq` comes back to the connection for the response.
+    HttpPublish {
+        index: usize,
+        message: publish::Message,
+        from: Box<str>,
     },
 }
 

@@ -6,6 +6,9 @@
 //! recursion) while the bytes are still pristine; simd-json then validates
 //! the whole message. Results on invalid JSON are meaningless but harmless:
 //! the caller only uses them once the full parse succeeded.
+//!
+//! `elements` does the same for each element of an array (the `messages`
+//! of a `POST /publish` batch, whose `data` texts are forwarded verbatim).
 
 use std::ops::Range;
 
@@ -37,6 +40,44 @@ pub fn field_range(json: &[u8], key: &str) -> Option<Range<usize>> {
             Some(b',') => at += 1,
             _ => return None,
         }
+    }
+}
+
+/// The byte ranges of the elements of the array whose text is
+/// `json[array]`, in order. Stops (yields no more) at anything that is not
+/// a well-formed element list.
+pub fn elements(json: &[u8], array: Range<usize>) -> Elements<'_> {
+    let text = json.get(array.clone()).unwrap_or_default();
+    let start = skip_ws(text, 0);
+    let next = (text.get(start) == Some(&b'[')).then(|| skip_ws(text, start + 1));
+    Elements {
+        text,
+        offset: array.start,
+        next: next.filter(|&at| text.get(at) != Some(&b']')),
+    }
+}
+
+/// The iterator of [`elements`].
+pub struct Elements<'a> {
+    /// The array's text.
+    text: &'a [u8],
+    /// Where the array's text starts in the whole document.
+    offset: usize,
+    /// Where the next element starts, if there is one.
+    next: Option<usize>,
+}
+
+impl Iterator for Elements<'_> {
+    type Item = Range<usize>;
+
+    fn next(&mut self) -> Option<Range<usize>> {
+        let start = self.next.take()?;
+        let end = value_end(self.text, start)?;
+        let after = skip_ws(self.text, end);
+        if self.text.get(after) == Some(&b',') {
+            self.next = Some(skip_ws(self.text, after + 1));
+        }
+        Some(self.offset + start..self.offset + end)
     }
 }
 
@@ -192,7 +233,77 @@ mod tests {
         assert_eq!(field("", "data"), None);
     }
 
+    fn element_texts<'a>(json: &'a str, key: &str) -> Vec<&'a str> {
+        let range = field_range(json.as_bytes(), key).unwrap();
+        elements(json.as_bytes(), range).map(|r| &json[r]).collect()
+    }
+
+    #[test]
+    fn lists_the_elements_of_an_array_verbatim() {
+        let json = r#"{"messages" : [ {"data" : [1, "]"]} ,2,"s\"]", [ ] , null ] }"#;
+        assert_eq!(
+            element_texts(json, "messages"),
+            [r#"{"data" : [1, "]"]}"#, "2", r#""s\"]""#, "[ ]", "null"]
+        );
+        assert!(element_texts(r#"{"m":[ ]}"#, "m").is_empty());
+        assert!(element_texts(r#"{"m":{"a":1}}"#, "m").is_empty());
+        assert_eq!(element_texts(r#"{"m":[1}"#, "m"), ["1"]);
+    }
+
+    /// Any JSON value, as text with arbitrary spacing.
+    fn json_value() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            Just("null".to_owned()),
+            Just("true".to_owned()),
+            "-?(0|[1-9][0-9]{0,4})(\\.[0-9]{1,3})?",
+            "[a-z\\]\\[{}, ]{0,8}".prop_map(|s| format!("{s:?}")),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5)
+                    .prop_map(|items| format!("[{}]", items.join(" , "))),
+                proptest::collection::vec(("[a-z]{1,4}", inner), 0..5).prop_map(|fields| {
+                    let fields: Vec<String> =
+                        fields.iter().map(|(k, v)| format!("{k:?} :{v}")).collect();
+                    format!("{{ {} }}", fields.join(","))
+                }),
+            ]
+        })
+    }
+
     proptest! {
+        #[test]
+        fn elements_and_their_data_match_a_full_parse(
+            items in proptest::collection::vec(json_value(), 0..6),
+            datas in proptest::collection::vec(proptest::option::of(json_value()), 0..6),
+        ) {
+            use simd_json::prelude::*;
+            let mut objects: Vec<String> = items.clone();
+            for (i, data) in datas.iter().enumerate() {
+                let data = data.as_ref().map(|d| format!(r#","data": {d}"#)).unwrap_or_default();
+                objects.push(format!(r#"{{"n":{i}{data}}}"#));
+            }
+            let json = format!(r#"{{"x":1, "messages" :[ {} ]}}"#, objects.join(" ,\n"));
+            let range = field_range(json.as_bytes(), "messages").unwrap();
+            let found: Vec<&str> = elements(json.as_bytes(), range).map(|r| &json[r]).collect();
+            prop_assert_eq!(&found, &objects);
+            for (text, data) in found[items.len()..].iter().zip(&datas) {
+                prop_assert_eq!(field(text, "data"), data.as_deref());
+            }
+            let mut bytes = json.clone().into_bytes();
+            let parsed = simd_json::to_owned_value(&mut bytes).unwrap();
+            prop_assert_eq!(parsed["messages"].as_array().map(Vec::len), Some(objects.len()));
+        }
+
+        #[test]
+        fn elements_never_panic_and_stay_in_bounds(
+            bytes in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
+            for range in elements(&bytes, 0..bytes.len()) {
+                prop_assert!(range.start <= range.end && range.end <= bytes.len());
+            }
+        }
+
         #[test]
         fn never_panics_and_stays_in_bounds(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             if let Some(range) = field_range(&bytes, "data") {

@@ -22,6 +22,24 @@ pub struct ConnRef {
     pub id: u64,
 }
 
+/// Who hears the `seq` of a published message.
+#[derive(Debug)]
+pub enum PublishAnswer {
+    /// Nobody: a WebSocket message without an `id`.
+    Nobody,
+    /// A WebSocket client, in an ack with its `id`.
+    Ack(OwnedId),
+    /// An HTTP publisher: message `index` of its request body.
+    Http { index: usize },
+}
+
+impl PublishAnswer {
+    /// The answer a WebSocket message with this `id` asks for.
+    pub fn ack(id: Option<OwnedId>) -> Self {
+        id.map_or(Self::Nobody, Self::Ack)
+    }
+}
+
 /// One message between shards.
 #[derive(Debug)]
 pub enum BusMsg {
@@ -49,7 +67,8 @@ pub enum BusMsg {
         from: Box<str>,
         sender: ConnRef,
         echo: bool,
-        id: Option<OwnedId>,
+        /// Who hears the `seq` back.
+        answer: PublishAnswer,
         /// When the publisher's shard read it, for the fan-out latency.
         read_at: Instant,
     },
@@ -75,6 +94,12 @@ pub enum BusMsg {
     },
     /// To a connection's shard: a reply to queue for it.
     Reply { conn: ConnRef, text: Vec<u8> },
+    /// To an HTTP publisher's shard: message `index` of its request got `seq`.
+    Published {
+        conn: ConnRef,
+        index: usize,
+        seq: u64,
+    },
     /// To every shard: deliver to each connection of `to`, then count.
     UserSend {
         to: Box<str>,

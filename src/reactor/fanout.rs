@@ -15,12 +15,13 @@ use std::time::Instant;
 use slab::Slab;
 
 use crate::codes::ErrorCode;
+use crate::conn::report::Report;
 use crate::conn::{Delivered, Delivery};
 use crate::json;
 use crate::metrics::ShardMetrics;
 use crate::proto::Request;
 use crate::proto::reply::{self, OwnedId};
-use crate::reactor::bus::{BusMsg, ConnRef};
+use crate::reactor::bus::{BusMsg, ConnRef, PublishAnswer};
 use crate::reactor::shard::{Command, Entry, Gather, Shard, unix_ms};
 use crate::rooms::table::{Joiner, Publish, Recovery, RoomLog};
 use crate::rooms::{owner_of, wire};
@@ -70,6 +71,14 @@ impl Shard {
 
     /// Work a connection's message, read at `now`, asked for.
     pub(super) fn on_request(&mut self, key: usize, request: Request, now: Instant) {
+        let request = match request {
+            Request::HttpPublish {
+                index,
+                message,
+                from,
+            } => return self.publish_for_http(key, index, message, from, now),
+            other => other,
+        };
         let Some((conn, user, name)) = self.conn_ref(key) else {
             return;
         };
@@ -123,7 +132,7 @@ impl Shard {
                         from: user,
                         sender: conn,
                         echo,
-                        id,
+                        answer: PublishAnswer::ack(id),
                         read_at: now,
                     },
                 );
@@ -162,8 +171,43 @@ impl Shard {
                     );
                 }
             }
-            Request::Refresh { .. } => {}
+            Request::Refresh { .. } | Request::HttpPublish { .. } => {}
         }
+    }
+
+    /// Sends message `index` of a `POST /publish` to its room's owner, like
+    /// a room event from a WebSocket. The HTTP connection is in no room, so
+    /// nobody is excluded from the fan-out.
+    fn publish_for_http(
+        &mut self,
+        key: usize,
+        index: usize,
+        message: crate::proto::publish::Message,
+        from: Box<str>,
+        now: Instant,
+    ) {
+        let Some(entry) = self.conns.get(key) else {
+            return;
+        };
+        let sender = ConnRef {
+            shard: self.index,
+            key,
+            id: entry.conn.id(),
+        };
+        let owner = self.owner(&message.room);
+        self.send_to(
+            owner,
+            BusMsg::Publish {
+                room: message.room,
+                event: message.event,
+                data: message.data,
+                from,
+                sender,
+                echo: true,
+                answer: PublishAnswer::Http { index },
+                read_at: now,
+            },
+        );
     }
 
     fn start_gather(&mut self, conn: ConnRef, id: Option<OwnedId>) -> u64 {
@@ -262,7 +306,7 @@ impl Shard {
                 from,
                 sender,
                 echo,
-                id,
+                answer,
                 read_at,
             } => {
                 self.metrics().publishes.inc();
@@ -277,19 +321,7 @@ impl Shard {
                 let exclude = (!echo).then_some(sender);
                 let delivery = Fanout::RoomEvent { read_at };
                 self.fan_out(&room, published.frame, exclude, delivery);
-                if let Some(id) = id {
-                    let mut data = Vec::with_capacity(24);
-                    data.extend_from_slice(b"{\"seq\":");
-                    json::write_u64(&mut data, published.seq);
-                    data.push(b'}');
-                    self.send_to(
-                        sender.shard,
-                        BusMsg::Reply {
-                            conn: sender,
-                            text: ack_text(&id, &data),
-                        },
-                    );
-                }
+                self.answer_publish(sender, answer, published.seq);
             }
             BusMsg::PresenceGet { room, conn, id } => {
                 if let Some(id) = id {
@@ -310,6 +342,7 @@ impl Shard {
                 reply,
             } => self.on_joined(room, conn, accepted, reply, now),
             BusMsg::Reply { conn, text } => self.reply(conn, &text, now),
+            BusMsg::Published { conn, index, seq } => self.on_published(conn, index, seq, now),
             BusMsg::UserSend {
                 to,
                 frame,
@@ -330,6 +363,45 @@ impl Shard {
                 self.send_to(exclude.shard, BusMsg::Counted { gather, count });
             }
             BusMsg::Counted { gather, count } => self.on_counted(gather, count, now),
+        }
+    }
+
+    /// Tells the publisher the `seq` its message got, as it asked.
+    fn answer_publish(&mut self, sender: ConnRef, answer: PublishAnswer, seq: u64) {
+        let message = match answer {
+            PublishAnswer::Nobody => return,
+            PublishAnswer::Ack(id) => {
+                let mut data = Vec::with_capacity(24);
+                data.extend_from_slice(b"{\"seq\":");
+                json::write_u64(&mut data, seq);
+                data.push(b'}');
+                BusMsg::Reply {
+                    conn: sender,
+                    text: ack_text(&id, &data),
+                }
+            }
+            PublishAnswer::Http { index } => BusMsg::Published {
+                conn: sender,
+                index,
+                seq,
+            },
+        };
+        self.send_to(sender.shard, message);
+    }
+
+    /// An HTTP publisher's message got its `seq`; once the response is
+    /// queued, requests it pipelined meanwhile are read.
+    fn on_published(&mut self, conn: ConnRef, index: usize, seq: u64, now: Instant) {
+        let Some(entry) = live(&mut self.conns, conn) else {
+            return;
+        };
+        let answered = entry.conn.on_published(index, seq, now);
+        if answered.is_some() {
+            crate::reactor::lifecycle::reported(&entry.conn, &Report::publish_answered(200));
+        }
+        mark(&mut self.conns, &mut self.dirty, conn.key);
+        if answered == Some(true) {
+            self.feed(conn.key, 0);
         }
     }
 

@@ -422,8 +422,9 @@ impl Shard {
     /// Runs the connection over `n` new bytes in the shard's read buffer.
     /// A connection with leftover input gets the bytes appended to its own
     /// buffer; otherwise they are handled where they are, and only an
-    /// incomplete tail is copied out.
-    fn feed(&mut self, key: usize, n: usize) {
+    /// incomplete tail is copied out. `n = 0` runs it again over the input
+    /// it holds (requests pipelined behind a `/publish`).
+    pub(super) fn feed(&mut self, key: usize, n: usize) {
         let Some(entry) = self.conns.get_mut(key) else {
             return;
         };
@@ -539,7 +540,7 @@ impl Shard {
                 entry.write_shut = true;
                 let _ = entry.stream.shutdown(Shutdown::Write);
             }
-        } else if entry.peer_closed {
+        } else if entry.peer_closed && !entry.conn.is_publishing() {
             self.remove(key, Ending::Finished);
         }
     }

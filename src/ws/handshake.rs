@@ -223,22 +223,9 @@ fn admission_rejection(code: ErrorCode) -> Rejection {
 
 /// Step 5.
 fn authenticate(req: &Request<'_>, policy: &UpgradePolicy<'_>) -> Result<Claims, Rejection> {
-    let token = token_of(req).unwrap_or("");
+    let token = req.token().unwrap_or("");
     auth::verify(token, policy.keys, policy.now_unix, policy.leeway_secs)
         .map_err(|error| Rejection::new(error.code(), error.message()))
-}
-
-/// `Authorization: Bearer <jwt>`, else `?token=<jwt>`. An `Authorization`
-/// header with another scheme is not ours (a proxy's Basic auth, say), so
-/// the query is used then.
-fn token_of<'a>(req: &Request<'a>) -> Option<&'a str> {
-    bearer_token(req).or_else(|| req.query_param("token").filter(|t| !t.is_empty()))
-}
-
-fn bearer_token<'a>(req: &Request<'a>) -> Option<&'a str> {
-    let (scheme, token) = req.header("authorization")?.split_once(' ')?;
-    let token = token.trim_start_matches(' ');
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// `Some(SUBPROTOCOL)` when any `Sec-WebSocket-Protocol` line lists it.

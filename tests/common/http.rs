@@ -161,21 +161,32 @@ fn read_body(stream: &mut TcpStream, body: &mut Vec<u8>, want: Option<usize>) {
 /// Reads a response head; returns it and the bytes read past it.
 pub fn read_head(stream: &mut TcpStream) -> (HttpResponse, Vec<u8>) {
     let mut buf = Vec::new();
+    let end = read_until_head_end(stream, &mut buf);
+    let resp = parse_head(&buf[..end]);
+    (resp, buf[end..].to_vec())
+}
+
+/// Reads into `buf` until it holds a whole head; the head's length.
+fn read_until_head_end(stream: &mut TcpStream, buf: &mut Vec<u8>) -> usize {
     let mut chunk = [0u8; 4096];
-    let end = loop {
+    loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
+            return i + 4;
         }
         match stream.read(&mut chunk) {
             Ok(0) => panic!(
                 "connection closed before a full response head: {:?}",
-                String::from_utf8_lossy(&buf)
+                String::from_utf8_lossy(buf)
             ),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) => panic!("reading the response head: {e}"),
         }
-    };
-    let head = std::str::from_utf8(&buf[..end]).expect("ASCII head");
+    }
+}
+
+/// A response head (status line, headers, blank line); the body is empty.
+fn parse_head(head: &[u8]) -> HttpResponse {
+    let head = std::str::from_utf8(head).expect("ASCII head");
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap();
     let mut parts = status_line.splitn(3, ' ');
@@ -192,11 +203,72 @@ pub fn read_head(stream: &mut TcpStream) -> (HttpResponse, Vec<u8>) {
             (k.trim().to_owned(), v.trim().to_owned())
         })
         .collect();
-    let rest = buf[end..].to_vec();
-    let resp = HttpResponse {
+    HttpResponse {
         status,
         headers,
         body: String::new(),
-    };
-    (resp, rest)
+    }
+}
+
+/// One HTTP/1.1 connection for several requests (keep-alive, pipelining):
+/// responses are read one at a time, by `Content-Length`.
+pub struct HttpConn {
+    pub stream: TcpStream,
+    /// Bytes read past the last response.
+    buf: Vec<u8>,
+}
+
+impl HttpConn {
+    pub fn connect(addr: SocketAddr) -> HttpConn {
+        let stream = TcpStream::connect(addr).expect("tcp connect");
+        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
+        HttpConn {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Writes `bytes` as they are.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write request");
+    }
+
+    /// The next response; a `1xx` has no body.
+    pub fn read_response(&mut self) -> HttpResponse {
+        let end = read_until_head_end(&mut self.stream, &mut self.buf);
+        let mut resp = parse_head(&self.buf[..end]);
+        self.buf.drain(..end);
+        if resp.status >= 200 {
+            let length: usize = resp
+                .header("content-length")
+                .expect("Content-Length")
+                .parse()
+                .expect("Content-Length");
+            let mut chunk = [0u8; 4096];
+            while self.buf.len() < length {
+                match self.stream.read(&mut chunk) {
+                    Ok(0) => panic!("connection closed inside a response body"),
+                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                    Err(e) => panic!("reading the response body: {e}"),
+                }
+            }
+            let body: Vec<u8> = self.buf.drain(..length).collect();
+            resp.body = String::from_utf8(body).expect("UTF-8 body");
+        }
+        resp
+    }
+
+    /// Whether the server closed the connection (EOF within the read timeout).
+    pub fn is_closed_by_server(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        match self.stream.read(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
+        }
+    }
 }

@@ -14,7 +14,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 
 use super::token::{mint, now};
 use super::ws::{Ws, is_timeout, ws_connect};
-use super::{READ_TIMEOUT, json_at, json_str, parse_json};
+use super::{READ_TIMEOUT, Server, json_at, json_str, parse_json};
 
 /// A JSON string literal for `s` (quotes and escapes).
 pub fn q(s: &str) -> String {
@@ -124,6 +124,19 @@ impl Claims {
     pub fn token(&self) -> String {
         mint(&self.json())
     }
+}
+
+/// A server started with `extra` flags that announces no presence in
+/// "lobby", and alice and bob joined to it.
+pub fn alice_and_bob_in_lobby(extra: &[&str]) -> (Server, Client, Client) {
+    let mut args = vec!["--presence-rooms", "presence-only"];
+    args.extend_from_slice(extra);
+    let server = Server::start(&args);
+    let mut a = Client::user(server.addr(), "alice");
+    let mut b = Client::user(server.addr(), "bob");
+    a.join("lobby");
+    b.join("lobby");
+    (server, a, b)
 }
 
 /// A `/ws` client. Acks are matched to requests by `id`; every other message

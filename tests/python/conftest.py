@@ -3,6 +3,7 @@ ephemeral loopback port and mints HS256 tokens with hmac (independently of the
 server's code). The binary is $ROOMCAST_BIN, else target/debug/roomcast."""
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -14,10 +15,12 @@ import threading
 import time
 
 import pytest
+from websockets.sync.client import connect
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SECRET = "py-test-secret-5d2e"
 STARTUP_TIMEOUT = 20
+TIMEOUT = 5
 
 
 def roomcast_bin():
@@ -39,6 +42,37 @@ def mint(claims, secret=SECRET, alg="HS256"):
 
 def token(sub="py-user", ttl=3600):
     return mint({"sub": sub, "exp": int(time.time()) + ttl})
+
+
+@contextlib.contextmanager
+def open_ws(server, claims):
+    """A connected client that has read its greeting."""
+    with connect(
+        server.url("/ws"),
+        additional_headers={"Authorization": f"Bearer {mint(claims)}"},
+        open_timeout=TIMEOUT,
+        close_timeout=TIMEOUT,
+        proxy=None,
+    ) as ws:
+        hello = json.loads(ws.recv(timeout=TIMEOUT))
+        assert hello["event"] == "connection:established"
+        yield ws
+
+
+def claims(sub, **extra):
+    return {"sub": sub, "exp": int(time.time()) + 3600, **extra}
+
+
+def request(ws, message):
+    """Sends `message` (which has an `id`) and returns its ack; other
+    messages received meanwhile are returned too."""
+    ws.send(json.dumps(message))
+    others = []
+    while True:
+        reply = json.loads(ws.recv(timeout=TIMEOUT))
+        if reply.get("event") == "ack" and reply.get("id") == message["id"]:
+            return reply, others
+        others.append(reply)
 
 
 def _drain(stream, sink):

@@ -1,46 +1,10 @@
 """Rooms through the Python `websockets` client: join, publish, the ack with
 its seq, and delivery to another member (PROTOCOL.md sections 6 and 7)."""
 
-import contextlib
 import json
 import time
 
-from websockets.sync.client import connect
-
-from conftest import mint
-
-TIMEOUT = 5
-
-
-@contextlib.contextmanager
-def open_ws(server, claims):
-    """A connected client that has read its greeting."""
-    with connect(
-        server.url("/ws"),
-        additional_headers={"Authorization": f"Bearer {mint(claims)}"},
-        open_timeout=TIMEOUT,
-        close_timeout=TIMEOUT,
-        proxy=None,
-    ) as ws:
-        hello = json.loads(ws.recv(timeout=TIMEOUT))
-        assert hello["event"] == "connection:established"
-        yield ws
-
-
-def claims(sub, **extra):
-    return {"sub": sub, "exp": int(time.time()) + 3600, **extra}
-
-
-def request(ws, message):
-    """Sends `message` (which has an `id`) and returns its ack; other
-    messages received meanwhile are returned too."""
-    ws.send(json.dumps(message))
-    others = []
-    while True:
-        reply = json.loads(ws.recv(timeout=TIMEOUT))
-        if reply.get("event") == "ack" and reply.get("id") == message["id"]:
-            return reply, others
-        others.append(reply)
+from conftest import TIMEOUT, claims, open_ws, request
 
 
 def test_join_publish_ack_and_receive(start_server):

@@ -1,0 +1,214 @@
+//! `POST /publish` on one connection, sans-IO: reading the body as its head
+//! framed it, and gathering each message's `seq` into the `200` response.
+//!
+//! Owns: the body's framing (`Content-Length` or chunked, bounded by
+//! `--max-message-size`), the results of one request in body order, and the
+//! success response. Must not touch: sockets or clocks, routing and the
+//! token checks (`routes`), the body's meaning (`proto::publish`), or the
+//! rooms, which are reached only through `proto::Request::HttpPublish`.
+
+use std::sync::Arc;
+
+use crate::auth::Claims;
+use crate::http::chunked::{ChunkedDecoder, ChunkedError};
+use crate::http::response;
+use crate::json;
+
+/// A `/publish` head that passed every check a head can pass.
+pub(super) struct PublishHead {
+    pub claims: Claims,
+    pub framing: Framing,
+    /// Whether the response may keep the connection open.
+    pub keep_alive: bool,
+    /// `Expect: 100-continue`: the client waits for `100 Continue`.
+    pub expects_continue: bool,
+}
+
+/// How the body arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Framing {
+    /// `Content-Length`, already checked against the limit.
+    Length(usize),
+    Chunked,
+}
+
+/// The body of a `/publish` request, as it arrives.
+pub(super) struct BodyReader {
+    claims: Claims,
+    keep_alive: bool,
+    body: Body,
+}
+
+enum Body {
+    /// The body is read in place once all of it is in the input: until
+    /// then nothing is consumed, and the reactor keeps the bytes.
+    Length(usize),
+    /// Chunks are decoded into a buffer as they come.
+    Chunked {
+        decoder: ChunkedDecoder,
+        decoded: Vec<u8>,
+    },
+}
+
+/// How far a call to [`BodyReader::read`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BodyRead {
+    /// More bytes are needed; this many of the input were used.
+    Incomplete(usize),
+    /// The body ends this many bytes into the input.
+    Complete(usize),
+}
+
+/// A complete body and what the head said about it.
+pub(super) struct Received {
+    pub claims: Claims,
+    pub keep_alive: bool,
+    /// The decoded body of a chunked request; `None` when the body is the
+    /// first `Content-Length` bytes of the input.
+    pub decoded: Option<Vec<u8>>,
+}
+
+impl BodyReader {
+    /// A reader for the body `head` announced, of at most `limit` bytes.
+    pub fn new(head: PublishHead, limit: usize) -> Self {
+        let body = match head.framing {
+            Framing::Length(length) => Body::Length(length),
+            Framing::Chunked => Body::Chunked {
+                decoder: ChunkedDecoder::new(limit),
+                decoded: Vec::new(),
+            },
+        };
+        Self {
+            claims: head.claims,
+            keep_alive: head.keep_alive,
+            body,
+        }
+    }
+
+    /// Reads what `input` holds of the body.
+    pub fn read(&mut self, input: &[u8]) -> Result<BodyRead, ChunkedError> {
+        match &mut self.body {
+            Body::Length(length) if input.len() >= *length => Ok(BodyRead::Complete(*length)),
+            Body::Length(_) => Ok(BodyRead::Incomplete(0)),
+            Body::Chunked { decoder, decoded } => {
+                let progress = decoder.decode(input, decoded)?;
+                Ok(if progress.done {
+                    BodyRead::Complete(progress.consumed)
+                } else {
+                    BodyRead::Incomplete(progress.consumed)
+                })
+            }
+        }
+    }
+
+    /// Once the body is complete.
+    pub fn into_received(self) -> Received {
+        let decoded = match self.body {
+            Body::Length(_) => None,
+            Body::Chunked { decoded, .. } => Some(decoded),
+        };
+        Received {
+            claims: self.claims,
+            keep_alive: self.keep_alive,
+            decoded,
+        }
+    }
+}
+
+/// The messages of one request, out with the rooms, and the `seq` each got.
+pub(super) struct Results {
+    rooms: Vec<Arc<str>>,
+    seqs: Vec<Option<u64>>,
+    missing: usize,
+    /// Whether the response may keep the connection open; cleared when the
+    /// peer pipelines too much meanwhile.
+    pub keep_alive: bool,
+}
+
+impl Results {
+    /// Waiting for one `seq` per room, in body order.
+    pub fn new(rooms: Vec<Arc<str>>, keep_alive: bool) -> Self {
+        Self {
+            seqs: vec![None; rooms.len()],
+            missing: rooms.len(),
+            rooms,
+            keep_alive,
+        }
+    }
+
+    /// Records the `seq` of message `index`; true once every message has one.
+    pub fn record(&mut self, index: usize, seq: u64) -> bool {
+        if let Some(slot @ None) = self.seqs.get_mut(index) {
+            *slot = Some(seq);
+            self.missing -= 1;
+        }
+        self.missing == 0
+    }
+
+    /// The `200` response: `{"success":true,"results":[{"room","seq"}]}`.
+    pub fn write_response(&self, out: &mut Vec<u8>) {
+        let mut body = Vec::with_capacity(32 + self.rooms.len() * 48);
+        body.extend_from_slice(b"{\"success\":true,\"results\":[");
+        for (i, (room, seq)) in self.rooms.iter().zip(&self.seqs).enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(b"{\"room\":");
+            json::write_str(&mut body, room);
+            body.extend_from_slice(b",\"seq\":");
+            json::write_u64(&mut body, seq.unwrap_or_default());
+            body.push(b'}');
+        }
+        body.extend_from_slice(b"]}");
+        response::write_json(out, 200, &body, self.keep_alive);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(framing: Framing) -> PublishHead {
+        PublishHead {
+            claims: Claims::new("u", f64::MAX),
+            framing,
+            keep_alive: true,
+            expects_continue: false,
+        }
+    }
+
+    #[test]
+    fn a_length_body_is_read_in_place_once_complete() {
+        let mut reader = BodyReader::new(head(Framing::Length(4)), 100);
+        assert_eq!(reader.read(b"abc"), Ok(BodyRead::Incomplete(0)));
+        assert_eq!(reader.read(b"abcdGET"), Ok(BodyRead::Complete(4)));
+        assert_eq!(reader.into_received().decoded, None);
+    }
+
+    #[test]
+    fn a_chunked_body_is_decoded_as_it_comes() {
+        let mut reader = BodyReader::new(head(Framing::Chunked), 100);
+        assert_eq!(reader.read(b"2\r\nab"), Ok(BodyRead::Incomplete(5)));
+        assert_eq!(reader.read(b"\r\n0\r\n\r\nGET"), Ok(BodyRead::Complete(7)));
+        assert_eq!(reader.into_received().decoded.as_deref(), Some(&b"ab"[..]));
+        let mut small = BodyReader::new(head(Framing::Chunked), 1);
+        assert_eq!(small.read(b"2\r\n"), Err(ChunkedError::TooLarge));
+    }
+
+    #[test]
+    fn results_are_listed_in_body_order_once_all_are_in() {
+        let rooms: Vec<Arc<str>> = vec![Arc::from("a"), Arc::from("b\"")];
+        let mut results = Results::new(rooms, false);
+        assert!(!results.record(1, 7));
+        assert!(!results.record(1, 8), "a repeated index counts once");
+        assert!(results.record(0, 3));
+        let mut out = Vec::new();
+        results.write_response(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(text.contains("Connection: close\r\n"));
+        assert!(text.ends_with(
+            r#"{"success":true,"results":[{"room":"a","seq":3},{"room":"b\"","seq":7}]}"#
+        ));
+    }
+}
