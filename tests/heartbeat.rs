@@ -53,6 +53,12 @@ fn silent_client_is_pinged_then_aborted_without_a_close_frame() {
         seen.iter().any(|f| f.opcode == opcode::TEXT),
         "no greeting before the ping: {seen:?}"
     );
+    common::wait_for_metric(server.addr(), "roomcast_ping_timeouts_total", 1.0);
+    let aborted = common::metric(
+        server.addr(),
+        r#"roomcast_connections_closed_total{code="1006"}"#,
+    );
+    assert_eq!(aborted, 1.0);
 }
 
 #[test]

@@ -175,6 +175,9 @@ fn a_batch_keeps_its_order_across_rooms_and_shards() {
         .map(|(d, r)| (r.to_owned(), d.to_string()))
         .collect();
     assert_eq!(seen, expected);
+    let addr = server.addr();
+    assert_eq!(common::metric(addr, "roomcast_publishes_total"), 5.0);
+    assert_eq!(common::metric(addr, "roomcast_deliveries_total"), 8.0);
 }
 
 #[test]
@@ -239,6 +242,10 @@ fn rooms_not_covered_by_pub_are_403_and_nothing_is_published() {
         "FORBIDDEN",
     );
     alice.assert_quiet(Duration::from_millis(300));
+    assert_eq!(
+        common::metric(server.addr(), "roomcast_publishes_total"),
+        0.0
+    );
 }
 
 #[test]

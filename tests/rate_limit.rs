@@ -85,6 +85,14 @@ fn a_flood_gets_rate_limited_then_closed_4003() {
         "the burst of 20 went through: {outcome:?}"
     );
     assert!(outcome.other.is_empty(), "{outcome:?}");
+    let addr = server.addr();
+    common::wait_for_metric(
+        addr,
+        r#"roomcast_connections_closed_total{code="4003"}"#,
+        1.0,
+    );
+    let counted = common::metric(addr, "roomcast_rate_limited_total");
+    assert_eq!(counted, outcome.limited as f64, "{outcome:?}");
 }
 
 #[test]

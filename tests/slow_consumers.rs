@@ -219,6 +219,9 @@ fn drop_policy_tells_the_slow_member_how_many_were_dropped() {
         MESSAGES,
         "received {received} + dropped {dropped} != published {MESSAGES}"
     );
+    let addr = s.server.addr();
+    let counted = common::metric(addr, "roomcast_deliveries_dropped_total");
+    assert_eq!(counted, dropped as f64, "dropped events counted");
     // Still a member: the next event arrives as usual.
     s.publisher
         .send(r#"{"event":"feed:tick","room":"feed","data":"after"}"#);
@@ -266,6 +269,13 @@ fn conflate_policy_delivers_the_newest_event_per_room_with_a_seq_gap() {
             "{room}: no seq gap, all {newest} delivered"
         );
     }
+    // Each event the slow member did not get was replaced by a newer one.
+    let replaced: u64 = last
+        .iter()
+        .map(|(room, newest)| newest - seen[room].len() as u64)
+        .sum();
+    let counted = common::metric(s.server.addr(), "roomcast_deliveries_conflated_total");
+    assert_eq!(counted, replaced as f64, "conflated events counted");
 }
 
 #[test]

@@ -228,6 +228,29 @@ fn collect_stderr(err: impl Read + Send + 'static, sink: Arc<Mutex<String>>) {
     });
 }
 
+/// The value of one series of `GET /metrics`, e.g.
+/// `roomcast_connections_closed_total{code="4003"}`; panics if it is absent.
+pub fn metric(addr: SocketAddr, series: &str) -> f64 {
+    let resp = http_get(addr, "/metrics");
+    assert_eq!(resp.status, 200, "{resp:?}");
+    resp.body
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in /metrics:\n{}", resp.body))
+        .parse()
+        .expect("a number")
+}
+
+/// Polls `/metrics` until `series` has `value`; panics with the last value.
+pub fn wait_for_metric(addr: SocketAddr, series: &str, value: f64) {
+    let mut last = f64::NAN;
+    wait_until(READ_TIMEOUT, series, || {
+        last = metric(addr, series);
+        last == value
+    });
+    assert_eq!(last, value, "{series}");
+}
+
 /// Waits for a stdout line starting with `prefix` and returns the rest.
 pub fn wait_for_stdout(server: &Server, prefix: &str) -> String {
     let mut found = None;
