@@ -23,7 +23,7 @@ fn token() -> String {
         nbf: None,
         iat: Some(NOW),
         name: Some("Ada Lovelace".into()),
-        rooms: Some(vec!["lobby".into(), "prices:*".into()]),
+        rooms: Some(["lobby".into(), "prices:*".into()].into()),
         publish: None,
         admin: false,
         rate: None,

@@ -109,7 +109,7 @@ fn bench_envelope(c: &mut Criterion) {
     let config = config();
     let keys = Keys::new(&[SECRET]);
     let claims = Claims {
-        publish: Some(vec!["*".into()]),
+        publish: Some(["*".into()].into()),
         ..Claims::new("u1", f64::MAX)
     };
     let message = br#"{"event":"chat:message","room":"lobby","data":{"text":"hello there","n":42},"id":"c17"}"#;

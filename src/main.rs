@@ -101,6 +101,11 @@ fn token(args: TokenArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// A `rooms` or `pub` claim from the command line; none given: the claim is left out.
+fn patterns(list: Vec<String>) -> Option<auth::Patterns> {
+    (!list.is_empty()).then(|| list.into_iter().map(Into::into).collect())
+}
+
 fn token_claims(
     sub: &str,
     name: Option<String>,
@@ -115,9 +120,9 @@ fn token_claims(
         .map_or(0, |d| d.as_secs());
     Claims {
         iat: Some(now as f64),
-        name,
-        rooms: (!rooms.is_empty()).then_some(rooms),
-        publish: (!publish.is_empty()).then_some(publish),
+        name: name.map(Into::into),
+        rooms: patterns(rooms),
+        publish: patterns(publish),
         admin,
         rate,
         ..Claims::new(sub, (now + ttl) as f64)

@@ -12,21 +12,32 @@ use std::io::Write as _;
 /// Most patterns accepted in the `rooms` or `pub` claim.
 pub const MAX_PATTERNS: usize = 256;
 
+/// Room patterns of the `rooms` or `pub` claim.
+///
+/// Boxed slices of boxed strings rather than `Vec<String>`: a verified
+/// token's claims live in every connection's session for its whole life, and
+/// the patterns never change after parsing, so the capacity words are dead
+/// weight.
+pub type Patterns = Box<[Box<str>]>;
+
 /// The claims of a verified token (protocol section 2).
+///
+/// The strings are `Box<str>` (16 bytes, not 24): the claims are kept in
+/// every open connection's session and never grow.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Claims {
     /// The user id, 1..=128 bytes.
-    pub sub: String,
+    pub sub: Box<str>,
     /// Expiry, seconds since the Unix epoch.
     pub exp: f64,
     pub nbf: Option<f64>,
     pub iat: Option<f64>,
     /// Display name shown in presence.
-    pub name: Option<String>,
+    pub name: Option<Box<str>>,
     /// Room patterns this user may join; `None`: the server's defaults.
-    pub rooms: Option<Vec<String>>,
+    pub rooms: Option<Patterns>,
     /// The `pub` claim: room patterns this user may publish to.
-    pub publish: Option<Vec<String>>,
+    pub publish: Option<Patterns>,
     pub admin: bool,
     /// Messages per second; `Some(0.0)` means unlimited.
     pub rate: Option<f64>,
@@ -44,7 +55,7 @@ pub enum ClaimsError {
 
 impl Claims {
     /// Claims with only the required `sub` and `exp`.
-    pub fn new(sub: impl Into<String>, exp: f64) -> Self {
+    pub fn new(sub: impl Into<Box<str>>, exp: f64) -> Self {
         Self {
             sub: sub.into(),
             exp,
@@ -143,20 +154,20 @@ fn as_bool(value: &BorrowedValue<'_>) -> Option<bool> {
     }
 }
 
-fn as_string(value: &BorrowedValue<'_>) -> Option<String> {
+fn as_string(value: &BorrowedValue<'_>) -> Option<Box<str>> {
     match value {
-        BorrowedValue::String(s) => Some(s.to_string()),
+        BorrowedValue::String(s) => Some(s.as_ref().into()),
         _ => None,
     }
 }
 
-fn as_sub(value: &BorrowedValue<'_>) -> Option<String> {
+fn as_sub(value: &BorrowedValue<'_>) -> Option<Box<str>> {
     as_string(value).filter(|sub| (1..=MAX_SUB_LEN).contains(&sub.len()))
 }
 
 /// An array of at most `MAX_PATTERNS` non-empty strings of at most
 /// `MAX_ROOM_LEN` bytes each.
-fn as_patterns(value: &BorrowedValue<'_>) -> Option<Vec<String>> {
+fn as_patterns(value: &BorrowedValue<'_>) -> Option<Patterns> {
     let BorrowedValue::Array(items) = value else {
         return None;
     };
@@ -222,7 +233,7 @@ fn write_number(out: &mut Vec<u8>, value: f64) {
     };
 }
 
-fn write_patterns_claim(out: &mut Vec<u8>, key: &str, patterns: Option<&[String]>) {
+fn write_patterns_claim(out: &mut Vec<u8>, key: &str, patterns: Option<&[Box<str>]>) {
     let Some(patterns) = patterns else { return };
     out.push(b',');
     json::write_str(out, key);
@@ -251,8 +262,8 @@ mod tests {
             nbf: Some(-3.0),
             iat: Some(1e20),
             name: Some("Zoë \n".into()),
-            rooms: Some(vec!["a".into(), "prices:*".into()]),
-            publish: Some(vec![]),
+            rooms: Some(["a".into(), "prices:*".into()].into()),
+            publish: Some([].into()),
             admin: true,
             rate: Some(0.0),
         }
@@ -274,6 +285,7 @@ mod tests {
             sub in ".{1,40}",
             name in proptest::option::of(".{0,40}"),
         ) {
+            let (sub, name) = (sub.into(), name.map(Into::into));
             let claims = Claims { sub, exp, rate: Some(rate), name, ..full() };
             proptest::prop_assume!(claims.sub.len() <= MAX_SUB_LEN);
             let mut out = Vec::new();

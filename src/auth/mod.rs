@@ -12,7 +12,7 @@
 mod claims;
 mod jwt;
 
-pub use claims::{Claims, MAX_PATTERNS};
+pub use claims::{Claims, MAX_PATTERNS, Patterns};
 
 use crate::codes::ErrorCode;
 use crate::codes::limits::MAX_TOKEN_LEN;
@@ -238,8 +238,8 @@ mod tests {
             nbf: Some(NOW - 10.0),
             iat: Some(NOW - 10.0),
             name: Some("Zoë".into()),
-            rooms: Some(vec!["lobby".into(), "prices:*".into()]),
-            publish: Some(vec!["*".into()]),
+            rooms: Some(["lobby".into(), "prices:*".into()].into()),
+            publish: Some(["*".into()].into()),
             admin: true,
             rate: Some(0.0),
         };

@@ -678,7 +678,7 @@ fn request_path(args: &BenchArgs, role: Role, global: usize) -> String {
         Target::Roomcast => {
             let exp = (payload::now_us() / 1_000_000 + 24 * 3600) as f64;
             let claims = Claims {
-                publish: matches!(role, Role::Publisher { .. }).then(|| vec!["bench-*".to_owned()]),
+                publish: matches!(role, Role::Publisher { .. }).then(|| ["bench-*".into()].into()),
                 rate: Some(0.0),
                 ..Claims::new(format!("bench-{global}"), exp)
             };

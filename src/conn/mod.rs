@@ -664,7 +664,7 @@ impl Connection {
             cx.requests.push(Request::HttpPublish {
                 index,
                 message,
-                from: claims.sub.as_str().into(),
+                from: claims.sub.clone(),
             });
         }
         self.state = State::Publishing(Box::new(Results::new(rooms, keep_alive)));

@@ -282,7 +282,7 @@ fn flooding_past_twice_the_burst_closes_4003() {
 
 fn publisher_token(patterns: &[&str], exp: f64) -> String {
     let claims = Claims {
-        publish: Some(patterns.iter().map(|p| p.to_string()).collect()),
+        publish: Some(patterns.iter().map(|&p| p.into()).collect()),
         ..Claims::new("feed", exp)
     };
     auth::mint(&claims, SECRET.as_bytes())

@@ -57,13 +57,10 @@ impl Event<'_, '_, '_> {
     }
 
     fn may_join(&self, room: &str) -> bool {
-        let patterns = self
-            .session
-            .claims
-            .rooms
-            .as_deref()
-            .unwrap_or(&self.session.config.default_rooms);
-        may_join(Some(patterns), room)
+        match self.session.claims.rooms.as_deref() {
+            Some(patterns) => may_join(Some(patterns), room),
+            None => may_join(Some(&self.session.config.default_rooms), room),
+        }
     }
 
     fn is_member(&self, room: &str) -> bool {

@@ -226,7 +226,7 @@ mod tests {
 
     fn claims() -> Claims {
         Claims {
-            rooms: Some(vec!["lobby".into(), "prices:*".into()]),
+            rooms: Some(["lobby".into(), "prices:*".into()].into()),
             ..Claims::new("u1", 0.0)
         }
     }

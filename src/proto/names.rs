@@ -60,8 +60,8 @@ pub fn pattern_matches(pattern: &str, room: &str) -> bool {
 
 /// Whether a user with these join patterns may join `room`; no patterns
 /// (claim absent) means the server default, `*`.
-pub fn may_join(patterns: Option<&[String]>, room: &str) -> bool {
-    patterns.is_none_or(|patterns| patterns.iter().any(|p| pattern_matches(p, room)))
+pub fn may_join<P: AsRef<str>>(patterns: Option<&[P]>, room: &str) -> bool {
+    patterns.is_none_or(|patterns| patterns.iter().any(|p| pattern_matches(p.as_ref(), room)))
 }
 
 #[cfg(test)]
@@ -109,8 +109,8 @@ mod tests {
         assert!(pattern_matches("prices:*", "prices:"));
         assert!(!pattern_matches("prices:*", "price"));
         assert!(pattern_matches("*", "anything"));
-        assert!(may_join(None, "x"));
-        assert!(!may_join(Some(&[]), "x"));
+        assert!(may_join::<&str>(None, "x"));
+        assert!(!may_join::<&str>(Some(&[]), "x"));
     }
 
     #[test]

@@ -230,7 +230,7 @@ mod tests {
 
     fn claims(patterns: &[&str]) -> Claims {
         Claims {
-            publish: Some(patterns.iter().map(|p| p.to_string()).collect()),
+            publish: Some(patterns.iter().map(|&p| p.into()).collect()),
             ..Claims::new("feed", f64::MAX)
         }
     }
@@ -390,7 +390,7 @@ mod tests {
         );
         // `rooms` (join patterns) do not grant publishing.
         let member = Claims {
-            rooms: Some(vec!["*".into()]),
+            rooms: Some(["*".into()].into()),
             ..Claims::new("u", f64::MAX)
         };
         let mut bytes = br#"{"room":"r","event":"a:b"}"#.to_vec();

@@ -339,7 +339,7 @@ mod tests {
     fn valid_upgrade_with_token_in_query() {
         let outcome = run(&request_text(&[]), &["https://app.example"], Ok(()));
         let accepted = outcome.result.unwrap();
-        assert_eq!(accepted.claims.sub, "alice");
+        assert_eq!(&*accepted.claims.sub, "alice");
         assert_eq!(accepted.accept_key, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         assert_eq!(accepted.subprotocol, None);
         assert_eq!(outcome.admit_calls, 1);
