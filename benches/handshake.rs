@@ -6,7 +6,7 @@
 //! Owns only measurements; must not touch the code it measures.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use roomcast::auth::{self, Claims, Keys};
+use roomcast::auth::{self, Claims, Keys, TimeClaims};
 use roomcast::http::request::HeadReader;
 use roomcast::http::response;
 use roomcast::ws::handshake::{UpgradePolicy, check_upgrade};
@@ -20,15 +20,17 @@ fn token() -> String {
     let claims = Claims {
         sub: "user-12345".into(),
         exp: NOW + 3600.0,
-        nbf: None,
-        iat: Some(NOW),
         name: Some("Ada Lovelace".into()),
         rooms: Some(["lobby".into(), "prices:*".into()].into()),
         publish: None,
         admin: false,
         rate: None,
     };
-    auth::mint(&claims, SECRET)
+    let times = TimeClaims {
+        nbf: None,
+        iat: Some(NOW),
+    };
+    auth::mint_with(&claims, times, SECRET)
 }
 
 /// What Chrome sends for `new WebSocket(url, ["roomcast.v1"])`, with the

@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 
-use roomcast::auth::{self, Claims};
+use roomcast::auth::{self, Claims, TimeClaims};
 use roomcast::cli::{Cli, Command, MAX_TOKEN_TTL_SECS, ServeArgs, TokenArgs};
 use roomcast::reactor::Server;
 use roomcast::{log, sys};
@@ -71,8 +71,8 @@ fn serve(args: ServeArgs) -> ExitCode {
 
 /// Started without a secret: show one, a token, and how to connect.
 fn print_newcomer_banner(secret: &str, addr: std::net::SocketAddr) {
-    let claims = token_claims("demo", None, vec![], vec![], false, None, 3600);
-    let token = auth::mint(&claims, secret.as_bytes());
+    let (claims, times) = token_claims("demo", None, vec![], vec![], false, None, 3600);
+    let token = auth::mint_with(&claims, times, secret.as_bytes());
     println!("No --jwt-secret given; generated one for this run:");
     println!("  secret: {secret}");
     println!("  token (sub=demo, valid 1h): {token}");
@@ -88,7 +88,7 @@ fn token(args: TokenArgs) -> ExitCode {
         eprintln!("roomcast: --sub must be 1 to 128 bytes");
         return ExitCode::from(EXIT_BAD_CONFIG);
     }
-    let claims = token_claims(
+    let (claims, times) = token_claims(
         &args.sub,
         args.name,
         args.rooms,
@@ -97,7 +97,10 @@ fn token(args: TokenArgs) -> ExitCode {
         args.rate,
         args.ttl,
     );
-    println!("{}", auth::mint(&claims, args.secret.as_bytes()));
+    println!(
+        "{}",
+        auth::mint_with(&claims, times, args.secret.as_bytes())
+    );
     ExitCode::SUCCESS
 }
 
@@ -114,17 +117,21 @@ fn token_claims(
     admin: bool,
     rate: Option<f64>,
     ttl: u64,
-) -> Claims {
+) -> (Claims, TimeClaims) {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    Claims {
-        iat: Some(now as f64),
+    let claims = Claims {
         name: name.map(Into::into),
         rooms: patterns(rooms),
         publish: patterns(publish),
         admin,
         rate,
         ..Claims::new(sub, (now + ttl) as f64)
-    }
+    };
+    let times = TimeClaims {
+        nbf: None,
+        iat: Some(now as f64),
+    };
+    (claims, times)
 }

@@ -30,8 +30,6 @@ pub struct Claims {
     pub sub: Box<str>,
     /// Expiry, seconds since the Unix epoch.
     pub exp: f64,
-    pub nbf: Option<f64>,
-    pub iat: Option<f64>,
     /// Display name shown in presence.
     pub name: Option<Box<str>>,
     /// Room patterns this user may join; `None`: the server's defaults.
@@ -41,6 +39,18 @@ pub struct Claims {
     pub admin: bool,
     /// Messages per second; `Some(0.0)` means unlimited.
     pub rate: Option<f64>,
+}
+
+/// The time claims besides `exp`: `verify` checks `nbf`, `mint_with` writes
+/// both, and nothing reads them once a token is verified. They are kept out
+/// of `Claims`, which every open connection's session holds, to spare each
+/// session 32 bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TimeClaims {
+    /// Not before, seconds since the Unix epoch.
+    pub nbf: Option<f64>,
+    /// Issued at, seconds since the Unix epoch.
+    pub iat: Option<f64>,
 }
 
 /// Why a payload does not hold valid claims.
@@ -59,8 +69,6 @@ impl Claims {
         Self {
             sub: sub.into(),
             exp,
-            nbf: None,
-            iat: None,
             name: None,
             rooms: None,
             publish: None,
@@ -69,9 +77,9 @@ impl Claims {
         }
     }
 
-    /// Parses a payload. `json` is parsed in place (simd-json) and left
-    /// scrambled.
-    pub fn from_json(json: &mut [u8]) -> Result<Self, ClaimsError> {
+    /// Parses a payload into its claims and its time claims. `json` is
+    /// parsed in place (simd-json) and left scrambled.
+    pub fn from_json(json: &mut [u8]) -> Result<(Self, TimeClaims), ClaimsError> {
         if nesting_depth_exceeds(json, MAX_JSON_DEPTH) {
             return Err(ClaimsError::NotJson);
         }
@@ -80,27 +88,32 @@ impl Claims {
             return Err(ClaimsError::NotJson);
         };
         let claim = |key: &str| object.get(key);
-        Ok(Claims {
-            sub: required(claim("sub"), as_sub)?,
-            exp: required(claim("exp"), as_number)?,
+        let sub = required(claim("sub"), as_sub)?;
+        let exp = required(claim("exp"), as_number)?;
+        let times = TimeClaims {
             nbf: optional(claim("nbf"), as_number)?,
             iat: optional(claim("iat"), as_number)?,
+        };
+        let claims = Claims {
+            sub,
+            exp,
             name: optional(claim("name"), as_string)?,
             rooms: optional(claim("rooms"), as_patterns)?,
             publish: optional(claim("pub"), as_patterns)?,
             admin: optional(claim("admin"), as_bool)?.unwrap_or(false),
             rate: optional(claim("rate"), as_rate)?,
-        })
+        };
+        Ok((claims, times))
     }
 
-    /// Appends the claims as a JSON object; only the claims that are
-    /// `Some`/`true` are written (`sub` and `exp` always are).
-    pub fn write_json(&self, out: &mut Vec<u8>) {
+    /// Appends the claims and `times` as a JSON object; only the claims that
+    /// are `Some`/`true` are written (`sub` and `exp` always are).
+    pub fn write_json(&self, times: TimeClaims, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"sub\":");
         json::write_str(out, &self.sub);
         write_number_claim(out, "exp", Some(self.exp));
-        write_number_claim(out, "nbf", self.nbf);
-        write_number_claim(out, "iat", self.iat);
+        write_number_claim(out, "nbf", times.nbf);
+        write_number_claim(out, "iat", times.iat);
         if let Some(name) = &self.name {
             out.extend_from_slice(b",\"name\":");
             json::write_str(out, name);
@@ -251,7 +264,7 @@ fn write_patterns_claim(out: &mut Vec<u8>, key: &str, patterns: Option<&[Box<str
 mod tests {
     use super::*;
 
-    fn parse(json: &str) -> Result<Claims, ClaimsError> {
+    fn parse(json: &str) -> Result<(Claims, TimeClaims), ClaimsError> {
         Claims::from_json(&mut json.as_bytes().to_vec())
     }
 
@@ -259,8 +272,6 @@ mod tests {
         Claims {
             sub: "u\"1\\é".into(),
             exp: 1_700_000_000.5,
-            nbf: Some(-3.0),
-            iat: Some(1e20),
             name: Some("Zoë \n".into()),
             rooms: Some(["a".into(), "prices:*".into()].into()),
             publish: Some([].into()),
@@ -269,12 +280,17 @@ mod tests {
         }
     }
 
+    const TIMES: TimeClaims = TimeClaims {
+        nbf: Some(-3.0),
+        iat: Some(1e20),
+    };
+
     #[test]
     fn write_then_parse_round_trips() {
         let claims = full();
         let mut out = Vec::new();
-        claims.write_json(&mut out);
-        assert_eq!(Claims::from_json(&mut out), Ok(claims));
+        claims.write_json(TIMES, &mut out);
+        assert_eq!(Claims::from_json(&mut out), Ok((claims, TIMES)));
     }
 
     proptest::proptest! {
@@ -289,8 +305,8 @@ mod tests {
             let claims = Claims { sub, exp, rate: Some(rate), name, ..full() };
             proptest::prop_assume!(claims.sub.len() <= MAX_SUB_LEN);
             let mut out = Vec::new();
-            claims.write_json(&mut out);
-            proptest::prop_assert_eq!(Claims::from_json(&mut out), Ok(claims));
+            claims.write_json(TIMES, &mut out);
+            proptest::prop_assert_eq!(Claims::from_json(&mut out), Ok((claims, TIMES)));
         }
     }
 
@@ -298,16 +314,16 @@ mod tests {
     fn minimal_claims_write_only_sub_and_exp() {
         let claims = Claims::new("u", 5.0);
         let mut out = Vec::new();
-        claims.write_json(&mut out);
+        claims.write_json(TimeClaims::default(), &mut out);
         assert_eq!(out, br#"{"sub":"u","exp":5}"#);
     }
 
     #[test]
     fn integers_and_floats_are_numbers_and_unknown_claims_are_ignored() {
-        let claims =
+        let (claims, times) =
             parse(r#"{"sub":"u","exp":10,"nbf":-1,"iat":2.5e1,"x":{"y":[null]}}"#).unwrap();
         assert_eq!(
-            (claims.exp, claims.nbf, claims.iat),
+            (claims.exp, times.nbf, times.iat),
             (10.0, Some(-1.0), Some(25.0))
         );
         assert!(!claims.admin);

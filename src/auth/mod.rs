@@ -12,7 +12,7 @@
 mod claims;
 mod jwt;
 
-pub use claims::{Claims, MAX_PATTERNS, Patterns};
+pub use claims::{Claims, MAX_PATTERNS, Patterns, TimeClaims};
 
 use crate::codes::ErrorCode;
 use crate::codes::limits::MAX_TOKEN_LEN;
@@ -135,30 +135,40 @@ pub fn verify(
     if !jwt::signed_by_any(&keys.keys, segments.signing_input.as_bytes(), &signature) {
         return Err(AuthError::BadSignature);
     }
-    let claims = Claims::from_json(&mut payload).map_err(|error| match error {
+    let (claims, times) = Claims::from_json(&mut payload).map_err(|error| match error {
         claims::ClaimsError::NotJson => AuthError::Malformed,
         claims::ClaimsError::Invalid => AuthError::InvalidClaims,
     })?;
-    check_time(&claims, now_unix, leeway_secs)?;
+    check_time(&claims, times, now_unix, leeway_secs)?;
     Ok(claims)
 }
 
-fn check_time(claims: &Claims, now_unix: f64, leeway_secs: f64) -> Result<(), AuthError> {
+fn check_time(
+    claims: &Claims,
+    times: TimeClaims,
+    now_unix: f64,
+    leeway_secs: f64,
+) -> Result<(), AuthError> {
     if now_unix >= claims.exp + leeway_secs {
         return Err(AuthError::Expired);
     }
-    match claims.nbf {
+    match times.nbf {
         Some(nbf) if nbf - leeway_secs > now_unix => Err(AuthError::NotYetValid),
         _ => Ok(()),
     }
 }
 
 /// Signs `claims` with HS256 (header `{"alg":"HS256","typ":"JWT"}`); used by
-/// `roomcast token`, the tests and the load generator. Only the claims that
-/// are `Some`/`true` are written.
+/// the tests and the load generator. Only the claims that are `Some`/`true`
+/// are written; there is no `nbf` or `iat` (see `mint_with`).
 pub fn mint(claims: &Claims, secret: &[u8]) -> String {
+    mint_with(claims, TimeClaims::default(), secret)
+}
+
+/// `mint` with the time claims `times` (`roomcast token` writes `iat`).
+pub fn mint_with(claims: &Claims, times: TimeClaims, secret: &[u8]) -> String {
     let mut payload = Vec::with_capacity(128);
-    claims.write_json(&mut payload);
+    claims.write_json(times, &mut payload);
     jwt::sign(&payload, secret)
 }
 
@@ -235,15 +245,17 @@ mod tests {
         let full = Claims {
             sub: "user-\"42\"".into(),
             exp: NOW + 3600.5,
-            nbf: Some(NOW - 10.0),
-            iat: Some(NOW - 10.0),
             name: Some("Zoë".into()),
             rooms: Some(["lobby".into(), "prices:*".into()].into()),
             publish: Some(["*".into()].into()),
             admin: true,
             rate: Some(0.0),
         };
-        assert_eq!(check(&mint(&full, SECRET)), Ok(full));
+        let times = TimeClaims {
+            nbf: Some(NOW - 10.0),
+            iat: Some(NOW - 10.0),
+        };
+        assert_eq!(check(&mint_with(&full, times, SECRET)), Ok(full));
     }
 
     #[test]
@@ -254,16 +266,15 @@ mod tests {
             Err(AuthError::Expired)
         );
         assert!(check(&mint(&claims(NOW + 0.001), SECRET)).is_ok());
-        let future = Claims {
-            nbf: Some(NOW + 1.0),
-            ..claims(NOW + 60.0)
+        let not_before = |nbf| {
+            let times = TimeClaims {
+                nbf: Some(nbf),
+                iat: None,
+            };
+            mint_with(&claims(NOW + 60.0), times, SECRET)
         };
-        assert_eq!(check(&mint(&future, SECRET)), Err(AuthError::NotYetValid));
-        let now = Claims {
-            nbf: Some(NOW),
-            ..claims(NOW + 60.0)
-        };
-        assert!(check(&mint(&now, SECRET)).is_ok());
+        assert_eq!(check(&not_before(NOW + 1.0)), Err(AuthError::NotYetValid));
+        assert!(check(&not_before(NOW)).is_ok());
         assert_eq!(AuthError::Expired.code(), ErrorCode::TokenExpired);
         assert_eq!(AuthError::NotYetValid.code(), ErrorCode::TokenExpired);
     }
@@ -273,13 +284,11 @@ mod tests {
         let expired = mint(&claims(NOW - 5.0), SECRET);
         assert!(verify(&expired, &keys(), NOW, 10.0).is_ok());
         assert_eq!(verify(&expired, &keys(), NOW, 5.0), Err(AuthError::Expired));
-        let early = mint(
-            &Claims {
-                nbf: Some(NOW + 5.0),
-                ..claims(NOW + 60.0)
-            },
-            SECRET,
-        );
+        let times = TimeClaims {
+            nbf: Some(NOW + 5.0),
+            iat: None,
+        };
+        let early = mint_with(&claims(NOW + 60.0), times, SECRET);
         assert!(verify(&early, &keys(), NOW, 5.0).is_ok());
         assert_eq!(
             verify(&early, &keys(), NOW, 4.0),

@@ -250,8 +250,6 @@ mod tests {
         let claims = Claims {
             sub: "alice".into(),
             exp: NOW + 60.0,
-            nbf: None,
-            iat: None,
             name: Some("Alice".into()),
             rooms: None,
             publish: None,
