@@ -175,11 +175,10 @@ enum State {
         reader: HeadReader,
         deadline: Instant,
     },
-    /// Reading the body of `POST /publish`, by the head's deadline.
-    Body {
-        reader: Box<BodyReader>,
-        deadline: Instant,
-    },
+    /// Reading the body of `POST /publish`, by the head's deadline (kept
+    /// in the box, so that `Request` stays the largest variant and every
+    /// connection's `State` 24 bytes).
+    Body(Box<BodyReader>),
     /// The messages of a `POST /publish` are with the rooms; input that
     /// arrives meanwhile (a pipelined request) is left unconsumed until the
     /// response is queued.
@@ -400,7 +399,7 @@ impl Connection {
                         }
                     }
                 }
-                State::Body { reader, .. } => {
+                State::Body(reader) => {
                     let rest = &mut input[consumed..];
                     match reader.read(rest) {
                         Ok(BodyRead::Incomplete(used)) => return consumed + used,
@@ -458,7 +457,10 @@ impl Connection {
     /// Heartbeats, token expiry and deadlines; called by the shard's sweep.
     pub fn on_tick(&mut self, now: Instant, unix_ms: u64, config: &Config) -> Tick {
         match &self.state {
-            State::Request { deadline, .. } | State::Body { deadline, .. } if now >= *deadline => {
+            State::Request { deadline, .. } if now >= *deadline => {
+                return Tick::Abort(AbortReason::RequestTimeout);
+            }
+            State::Body(reader) if now >= reader.deadline() => {
                 return Tick::Abort(AbortReason::RequestTimeout);
             }
             State::Finishing { deadline } if now >= *deadline => {
@@ -605,10 +607,8 @@ impl Connection {
             response::write_continue(&mut bytes);
             self.out.push_raw(&bytes);
         }
-        self.state = State::Body {
-            reader: Box::new(BodyReader::new(head, cx.config.max_message_size)),
-            deadline,
-        };
+        let reader = BodyReader::new(head, cx.config.max_message_size, deadline);
+        self.state = State::Body(Box::new(reader));
     }
 
     /// The body of a `/publish` is complete: it is the first `length`
@@ -619,7 +619,7 @@ impl Connection {
         // counts as finishing, never as anything that reads input.
         let finishing = State::Finishing { deadline: cx.now };
         let reader = match std::mem::replace(&mut self.state, finishing) {
-            State::Body { reader, .. } => reader,
+            State::Body(reader) => reader,
             other => {
                 self.state = other;
                 return;

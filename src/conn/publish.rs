@@ -8,6 +8,7 @@
 //! rooms, which are reached only through `proto::Request::HttpPublish`.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::auth::Claims;
 use crate::http::chunked::{ChunkedDecoder, ChunkedError};
@@ -37,6 +38,8 @@ pub(super) struct BodyReader {
     claims: Claims,
     keep_alive: bool,
     body: Body,
+    /// When the whole request must have arrived (the head's deadline).
+    deadline: Instant,
 }
 
 enum Body {
@@ -69,8 +72,9 @@ pub(super) struct Received {
 }
 
 impl BodyReader {
-    /// A reader for the body `head` announced, of at most `limit` bytes.
-    pub fn new(head: PublishHead, limit: usize) -> Self {
+    /// A reader for the body `head` announced, of at most `limit` bytes,
+    /// due by `deadline`.
+    pub fn new(head: PublishHead, limit: usize, deadline: Instant) -> Self {
         let body = match head.framing {
             Framing::Length(length) => Body::Length(length),
             Framing::Chunked => Body::Chunked {
@@ -82,7 +86,13 @@ impl BodyReader {
             claims: head.claims,
             keep_alive: head.keep_alive,
             body,
+            deadline,
         }
+    }
+
+    /// When the whole request must have arrived.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
     }
 
     /// Reads what `input` holds of the body.
@@ -179,7 +189,7 @@ mod tests {
 
     #[test]
     fn a_length_body_is_read_in_place_once_complete() {
-        let mut reader = BodyReader::new(head(Framing::Length(4)), 100);
+        let mut reader = BodyReader::new(head(Framing::Length(4)), 100, Instant::now());
         assert_eq!(reader.read(b"abc"), Ok(BodyRead::Incomplete(0)));
         assert_eq!(reader.read(b"abcdGET"), Ok(BodyRead::Complete(4)));
         assert_eq!(reader.into_received().decoded, None);
@@ -187,11 +197,11 @@ mod tests {
 
     #[test]
     fn a_chunked_body_is_decoded_as_it_comes() {
-        let mut reader = BodyReader::new(head(Framing::Chunked), 100);
+        let mut reader = BodyReader::new(head(Framing::Chunked), 100, Instant::now());
         assert_eq!(reader.read(b"2\r\nab"), Ok(BodyRead::Incomplete(5)));
         assert_eq!(reader.read(b"\r\n0\r\n\r\nGET"), Ok(BodyRead::Complete(7)));
         assert_eq!(reader.into_received().decoded.as_deref(), Some(&b"ab"[..]));
-        let mut small = BodyReader::new(head(Framing::Chunked), 1);
+        let mut small = BodyReader::new(head(Framing::Chunked), 1, Instant::now());
         assert_eq!(small.read(b"2\r\n"), Err(ChunkedError::TooLarge));
     }
 
