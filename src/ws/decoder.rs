@@ -61,7 +61,11 @@ struct FrameSpan {
 /// Turns a connection's input bytes into messages; see [`Decoder::decode`].
 #[derive(Debug)]
 pub struct Decoder {
-    max_message_size: usize,
+    // u32 rather than usize here and in `unmasked_prefix`: every upgraded
+    // connection holds a decoder in its session, and the server's
+    // `--max-message-size` is at most 64 MiB.
+    /// Saturated at `u32::MAX` (4 GiB - 1).
+    max_message_size: u32,
     require_mask: bool,
     /// The kind of the fragmented message being assembled, if any.
     fragmented: Option<DataKind>,
@@ -73,17 +77,18 @@ pub struct Decoder {
     /// Payload bytes of the frame at the front of the input that an earlier
     /// call already unmasked (and validated, for text). The caller keeps
     /// those bytes unchanged between calls, so they must not be unmasked
-    /// twice.
-    unmasked_prefix: usize,
+    /// twice. At most one frame's payload, so at most `max_message_size`.
+    unmasked_prefix: u32,
 }
 
 impl Decoder {
-    /// A decoder that refuses messages over `max_message_size` bytes.
+    /// A decoder that refuses messages over `max_message_size` bytes (at
+    /// most `u32::MAX`: a larger limit is taken as that).
     /// `require_mask` is true for a server: every client frame must be
     /// masked. With `false` both masked and unmasked frames are accepted.
     pub fn new(max_message_size: usize, require_mask: bool) -> Self {
         Self {
-            max_message_size,
+            max_message_size: u32::try_from(max_message_size).unwrap_or(u32::MAX),
             require_mask,
             fragmented: None,
             assembly: Vec::new(),
@@ -213,7 +218,7 @@ impl Decoder {
     /// The message so far plus a frame of `payload_len` bytes must fit.
     fn check_message_size(&self, payload_len: u64) -> Result<(), ProtocolError> {
         let total = (self.assembly.len() as u64).saturating_add(payload_len);
-        if total > self.max_message_size as u64 {
+        if total > u64::from(self.max_message_size) {
             return Err(ProtocolError::MessageTooBig);
         }
         Ok(())
@@ -237,7 +242,7 @@ impl Decoder {
         payload: &mut [u8],
     ) -> Result<(), ProtocolError> {
         // min: never trust the remembered offset more than the bytes at hand.
-        let seen = self.unmasked_prefix.min(payload.len());
+        let seen = (self.unmasked_prefix as usize).min(payload.len());
         let new_bytes = &mut payload[seen..];
         if let Some(mask) = header.mask {
             unmask(new_bytes, mask, seen);
@@ -247,7 +252,8 @@ impl Decoder {
                 .feed(new_bytes)
                 .map_err(|_| ProtocolError::InvalidUtf8)?;
         }
-        self.unmasked_prefix = payload.len();
+        // check_header bounded the payload by max_message_size (a u32).
+        self.unmasked_prefix = u32::try_from(payload.len()).unwrap_or(u32::MAX);
         Ok(())
     }
 
@@ -289,7 +295,7 @@ impl Decoder {
                 .assembly
                 .capacity()
                 .saturating_mul(2)
-                .min(self.max_message_size)
+                .min(self.max_message_size as usize)
                 .max(needed);
             self.assembly.reserve_exact(target - self.assembly.len());
         }
@@ -387,8 +393,9 @@ mod tests {
                 };
                 assert!(consumed <= input.len());
                 input.drain(..consumed);
-                assert!(decoder.buffered() <= decoder.max_message_size);
-                assert!(decoder.assembly.capacity() <= decoder.max_message_size);
+                let max = decoder.max_message_size as usize;
+                assert!(decoder.buffered() <= max);
+                assert!(decoder.assembly.capacity() <= max);
                 match message {
                     Some(message) => messages.push(message),
                     None => break,

@@ -17,7 +17,9 @@ pub struct Utf8Validator {
     /// The start of a code point whose remaining bytes have not arrived yet.
     /// Always a valid prefix of some code point, so at most 3 bytes long.
     carry: [u8; MAX_CODE_POINT_LEN],
-    carry_len: usize,
+    /// At most 3; a `u8` so that the validator, which every connection's
+    /// frame decoder holds, is 5 bytes rather than 16.
+    carry_len: u8,
 }
 
 /// The bytes are not (a prefix of) valid UTF-8.
@@ -56,15 +58,16 @@ impl Utf8Validator {
     /// code point is complete (or `chunk` runs out), checks it, and returns
     /// the bytes of `chunk` that follow it.
     fn complete_carry<'c>(&mut self, chunk: &'c [u8]) -> Result<&'c [u8], InvalidUtf8> {
-        if self.carry_len == 0 {
+        let carried = usize::from(self.carry_len);
+        if carried == 0 {
             return Ok(chunk);
         }
         let width = sequence_width(self.carry[0]);
-        let wanted = width.saturating_sub(self.carry_len).min(chunk.len());
+        let wanted = width.saturating_sub(carried).min(chunk.len());
         let (head, rest) = chunk.split_at(wanted);
-        let end = self.carry_len + wanted;
-        self.carry[self.carry_len..end].copy_from_slice(head);
-        self.carry_len = end;
+        let end = carried + wanted;
+        self.carry[carried..end].copy_from_slice(head);
+        self.set_carry_len(end);
 
         match std::str::from_utf8(&self.carry[..end]) {
             Ok(_) => {
@@ -94,8 +97,14 @@ impl Utf8Validator {
             return Err(InvalidUtf8);
         }
         self.carry[..tail.len()].copy_from_slice(tail);
-        self.carry_len = tail.len();
+        self.set_carry_len(tail.len());
         Ok(())
+    }
+
+    /// `len` is at most `MAX_CODE_POINT_LEN`, so it fits the `u8`.
+    fn set_carry_len(&mut self, len: usize) {
+        debug_assert!(len <= MAX_CODE_POINT_LEN);
+        self.carry_len = len as u8;
     }
 }
 
