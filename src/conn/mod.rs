@@ -588,9 +588,8 @@ impl Connection {
             cx.metrics.messages_out.inc();
         }
         self.next_ping = cx.now + cx.config.ping_interval;
-        let rate = accepted.claims.rate.unwrap_or(cx.config.rooms.rate_limit);
         self.session = Some(Box::new(SessionState {
-            rate: RateLimit::new(rate, cx.config.rooms.rate_burst, cx.now),
+            rate: RateLimit::new(cx.config.rooms.rate_burst, cx.now),
             claims: accepted.claims,
             rooms: Vec::new(),
             held_back: None,
@@ -832,7 +831,7 @@ fn on_message(
     match message {
         Message::Text(payload) => match endpoint {
             Endpoint::Echo => sink.push(OpCode::Text, payload),
-            Endpoint::Events => match session.rate.check(cx.now) {
+            Endpoint::Events => match session.check_rate(&cx.config.rooms, cx.now) {
                 Verdict::Allow => on_event_text(payload, session, &mut sink, cx),
                 Verdict::Limited => {
                     cx.metrics.rate_limited.inc();
@@ -859,7 +858,7 @@ fn on_message(
     cx.metrics.messages_out.add(sink.messages);
     let end = sink.overflowed.then_some(End::SlowConsumer);
     for request in sink.requests {
-        session.apply(&request, &cx.config.rooms);
+        session.apply(&request);
         if !matches!(request, Request::Refresh { .. }) {
             cx.requests.push(request);
         }

@@ -18,13 +18,15 @@ pub enum Verdict {
 }
 
 /// Two token buckets of the same size draining at the same rate.
+///
+/// The rate and the size are passed to `check` rather than kept: the rate
+/// is the token's `rate` claim (or `--rate-limit`) and the size is
+/// `--rate-burst`, both held elsewhere already, and every open connection
+/// has a limiter.
 #[derive(Debug, Clone)]
 pub struct RateLimit {
     // f32: ample precision for message counts, and half the memory of an
     // idle connection's limiter.
-    /// Messages per second; 0 means unlimited.
-    rate: f32,
-    burst: f32,
     tokens: f32,
     /// How full the bucket of dropped messages is.
     dropped: f32,
@@ -32,38 +34,32 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
-    /// A full bucket: `rate` per second (0: unlimited), `burst` at once.
-    pub fn new(rate: f64, burst: f64, now: Instant) -> Self {
-        let (rate, burst) = (rate as f32, burst as f32);
+    /// A full bucket of `burst` messages.
+    pub fn new(burst: f64, now: Instant) -> Self {
         Self {
-            rate,
-            burst,
-            tokens: burst,
+            tokens: burst as f32,
             dropped: 0.0,
             updated: now,
         }
     }
 
-    /// Changes the rate (a refreshed token's `rate` claim), keeping the burst.
-    pub fn set_rate(&mut self, rate: f64) {
-        self.rate = rate as f32;
-    }
-
-    /// Accounts one message arriving at `now`.
-    pub fn check(&mut self, now: Instant) -> Verdict {
-        if self.rate <= 0.0 {
+    /// Accounts one message arriving at `now`, at `rate` messages per second
+    /// (0: unlimited) with buckets of `burst` messages.
+    pub fn check(&mut self, rate: f64, burst: f64, now: Instant) -> Verdict {
+        let (rate, burst) = (rate as f32, burst as f32);
+        if rate <= 0.0 {
             return Verdict::Allow;
         }
-        let refill = now.saturating_duration_since(self.updated).as_secs_f32() * self.rate;
+        let refill = now.saturating_duration_since(self.updated).as_secs_f32() * rate;
         self.updated = now;
-        self.tokens = (self.tokens + refill).min(self.burst);
+        self.tokens = (self.tokens + refill).min(burst);
         self.dropped = (self.dropped - refill).max(0.0);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             return Verdict::Allow;
         }
         self.dropped += 1.0;
-        if self.dropped > self.burst {
+        if self.dropped > burst {
             Verdict::Flood
         } else {
             Verdict::Limited
@@ -79,23 +75,23 @@ mod tests {
     #[test]
     fn the_burst_passes_then_messages_are_limited_then_the_flood_closes() {
         let now = Instant::now();
-        let mut limit = RateLimit::new(10.0, 5.0, now);
+        let mut limit = RateLimit::new(5.0, now);
         for _ in 0..5 {
-            assert_eq!(limit.check(now), Verdict::Allow);
+            assert_eq!(limit.check(10.0, 5.0, now), Verdict::Allow);
         }
         for _ in 0..5 {
-            assert_eq!(limit.check(now), Verdict::Limited);
+            assert_eq!(limit.check(10.0, 5.0, now), Verdict::Limited);
         }
-        assert_eq!(limit.check(now), Verdict::Flood);
+        assert_eq!(limit.check(10.0, 5.0, now), Verdict::Flood);
     }
 
     #[test]
     fn traffic_under_the_rate_is_never_limited() {
         let start = Instant::now();
-        let mut limit = RateLimit::new(10.0, 2.0, start);
+        let mut limit = RateLimit::new(2.0, start);
         for i in 0..1000 {
             assert_eq!(
-                limit.check(start + Duration::from_millis(100 * i)),
+                limit.check(10.0, 2.0, start + Duration::from_millis(100 * i)),
                 Verdict::Allow,
                 "{i}"
             );
@@ -105,7 +101,7 @@ mod tests {
     #[test]
     fn rate_zero_is_unlimited() {
         let now = Instant::now();
-        let mut limit = RateLimit::new(0.0, 1.0, now);
-        assert!((0..10_000).all(|_| limit.check(now) == Verdict::Allow));
+        let mut limit = RateLimit::new(1.0, now);
+        assert!((0..10_000).all(|_| limit.check(0.0, 1.0, now) == Verdict::Allow));
     }
 }

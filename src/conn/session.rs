@@ -6,12 +6,13 @@
 //! the held-back frames by one per room.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::auth::Claims;
 use crate::config::{RoomsConfig, SlowConsumer};
 use crate::conn::Delivered;
 use crate::conn::outbound::Outbound;
-use crate::conn::rate::RateLimit;
+use crate::conn::rate::{RateLimit, Verdict};
 use crate::proto::Request;
 use crate::rooms::wire;
 use crate::ws::decoder::Decoder;
@@ -44,7 +45,7 @@ pub(crate) struct SessionState {
 
 impl SessionState {
     /// Keeps the connection's own view in step with what it asked for.
-    pub fn apply(&mut self, request: &Request, config: &RoomsConfig) {
+    pub fn apply(&mut self, request: &Request) {
         match request {
             Request::Join {
                 room,
@@ -52,12 +53,17 @@ impl SessionState {
                 ..
             } => self.rooms.push(room.clone()),
             Request::Leave { room } => self.rooms.retain(|r| r != room),
-            Request::Refresh { claims } => {
-                self.rate.set_rate(claims.rate.unwrap_or(config.rate_limit));
-                self.claims = claims.clone();
-            }
+            // The rate limit follows the new claims' `rate` (see `check_rate`).
+            Request::Refresh { claims } => self.claims = claims.clone(),
             _ => {}
         }
+    }
+
+    /// Accounts one data message at `now`, at the rate of the token's `rate`
+    /// claim (else `--rate-limit`) with `--rate-burst`.
+    pub fn check_rate(&mut self, config: &RoomsConfig, now: Instant) -> Verdict {
+        let rate = self.claims.rate.unwrap_or(config.rate_limit);
+        self.rate.check(rate, config.rate_burst, now)
     }
 
     /// A room event that did not fit: counted (drop) or kept as the room's
