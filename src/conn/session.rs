@@ -51,7 +51,16 @@ impl SessionState {
                 room,
                 rejoin: false,
                 ..
-            } => self.rooms.push(room.clone()),
+            } => {
+                // Most connections are in one room: the first join allocates
+                // room for that one (a 32-byte malloc chunk, where Vec's
+                // first growth to four would take 80); later joins grow as
+                // usual.
+                if self.rooms.capacity() == 0 {
+                    self.rooms.reserve_exact(1);
+                }
+                self.rooms.push(room.clone());
+            }
             Request::Leave { room } => self.rooms.retain(|r| r != room),
             // The rate limit follows the new claims' `rate` (see `check_rate`).
             Request::Refresh { claims } => self.claims = claims.clone(),
