@@ -8,6 +8,7 @@ use crate::codes::limits::{MAX_JSON_DEPTH, MAX_ROOM_LEN, MAX_SUB_LEN};
 use crate::json;
 use simd_json::{BorrowedValue, StaticNode};
 use std::io::Write as _;
+use std::sync::Arc;
 
 /// Most patterns accepted in the `rooms` or `pub` claim.
 pub const MAX_PATTERNS: usize = 256;
@@ -22,12 +23,13 @@ pub type Patterns = Box<[Box<str>]>;
 
 /// The claims of a verified token (protocol section 2).
 ///
-/// The strings are `Box<str>` (16 bytes, not 24): the claims are kept in
-/// every open connection's session and never grow.
+/// The strings are boxed (16 bytes, not a `String`'s 24): the claims are
+/// kept in every open connection's session and never grow.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Claims {
-    /// The user id, 1..=128 bytes.
-    pub sub: Box<str>,
+    /// The user id, 1..=128 bytes. An `Arc` so that the shard's user index
+    /// and the rooms' presence lists share this one copy per connection.
+    pub sub: Arc<str>,
     /// Expiry, seconds since the Unix epoch.
     pub exp: f64,
     /// Display name shown in presence.
@@ -65,7 +67,7 @@ pub enum ClaimsError {
 
 impl Claims {
     /// Claims with only the required `sub` and `exp`.
-    pub fn new(sub: impl Into<Box<str>>, exp: f64) -> Self {
+    pub fn new(sub: impl Into<Arc<str>>, exp: f64) -> Self {
         Self {
             sub: sub.into(),
             exp,
@@ -174,8 +176,11 @@ fn as_string(value: &BorrowedValue<'_>) -> Option<Box<str>> {
     }
 }
 
-fn as_sub(value: &BorrowedValue<'_>) -> Option<Box<str>> {
-    as_string(value).filter(|sub| (1..=MAX_SUB_LEN).contains(&sub.len()))
+fn as_sub(value: &BorrowedValue<'_>) -> Option<Arc<str>> {
+    match value {
+        BorrowedValue::String(s) if (1..=MAX_SUB_LEN).contains(&s.len()) => Some(Arc::from(&**s)),
+        _ => None,
+    }
 }
 
 /// An array of at most `MAX_PATTERNS` non-empty strings of at most

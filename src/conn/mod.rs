@@ -234,12 +234,12 @@ impl Connection {
         self.session.as_ref().map(|s| &*s.claims.sub)
     }
 
-    /// The user of an upgraded `/ws` connection.
-    pub fn user_id(&self) -> Option<&str> {
+    /// The user of an upgraded `/ws` connection (the claims' shared string).
+    pub fn user_id(&self) -> Option<&Arc<str>> {
         self.session
             .as_ref()
             .filter(|s| s.events)
-            .map(|s| &*s.claims.sub)
+            .map(|s| &s.claims.sub)
     }
 
     /// The display name of the user of an upgraded connection.

@@ -84,7 +84,7 @@ pub enum Request {
     HttpPublish {
         index: usize,
         message: publish::Message,
-        from: Box<str>,
+        from: Arc<str>,
     },
 }
 

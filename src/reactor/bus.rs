@@ -47,7 +47,8 @@ pub enum BusMsg {
     Join {
         room: Arc<str>,
         conn: ConnRef,
-        user: Box<str>,
+        /// The token's `sub`, shared with the connection's claims.
+        user: Arc<str>,
         name: Option<Box<str>>,
         recovery: JoinRecovery,
         rejoin: bool,
@@ -57,14 +58,14 @@ pub enum BusMsg {
     Leave {
         room: Arc<str>,
         shard: usize,
-        user: Box<str>,
+        user: Arc<str>,
     },
     /// To a room's owner: sequence, record and fan out a room event.
     Publish {
         room: Arc<str>,
         event: Box<str>,
         data: Box<[u8]>,
-        from: Box<str>,
+        from: Arc<str>,
         sender: ConnRef,
         echo: bool,
         /// Who hears the `seq` back.

@@ -58,7 +58,7 @@ impl Shard {
         self.metrics().rooms.set(self.table.len() as u64);
     }
 
-    fn conn_ref(&self, key: usize) -> Option<(ConnRef, Box<str>, Option<Box<str>>)> {
+    fn conn_ref(&self, key: usize) -> Option<(ConnRef, Arc<str>, Option<Box<str>>)> {
         let conn = &self.conns.get(key)?.conn;
         let user = conn.user_id()?;
         let at = ConnRef {
@@ -66,7 +66,7 @@ impl Shard {
             key,
             id: conn.id(),
         };
-        Some((at, user.into(), conn.user_name().map(Into::into)))
+        Some((at, user.clone(), conn.user_name().map(Into::into)))
     }
 
     /// Work a connection's message, read at `now`, asked for.
@@ -183,7 +183,7 @@ impl Shard {
         key: usize,
         index: usize,
         message: crate::proto::publish::Message,
-        from: Box<str>,
+        from: Arc<str>,
         now: Instant,
     ) {
         let Some(entry) = self.conns.get(key) else {
@@ -238,7 +238,7 @@ impl Shard {
                     BusMsg::Leave {
                         room: room.clone(),
                         shard: self.index,
-                        user: user.into(),
+                        user: user.clone(),
                     },
                 );
             }
@@ -259,7 +259,7 @@ impl Shard {
             } => {
                 let joiner = Joiner {
                     shard: conn.shard,
-                    user_id: &user,
+                    user_id: user,
                     name: name.as_deref(),
                     rejoin,
                 };

@@ -461,8 +461,10 @@ impl Shard {
         for report in self.reports.drain(..) {
             lifecycle::reported(&entry.conn, &report);
         }
-        if entry.conn.take_newly_opened() {
-            let user = entry.conn.user_id().unwrap_or_default();
+        // Only a `/ws` connection is newly opened, and it has a user.
+        if entry.conn.take_newly_opened()
+            && let Some(user) = entry.conn.user_id()
+        {
             self.users.add(user, key);
             self.shared.registry.user_connected(user);
         }

@@ -4,6 +4,7 @@
 //! inline; a list is allocated only for a user's second connection.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 #[derive(Debug)]
 enum Keys {
@@ -14,19 +15,21 @@ enum Keys {
 /// User id -> connection keys on this shard.
 #[derive(Debug, Default)]
 pub struct UserIndex {
-    users: HashMap<Box<str>, Keys>,
+    /// The keys share the strings of the connections' claims.
+    users: HashMap<Arc<str>, Keys>,
 }
 
 impl UserIndex {
     /// Records connection `key` of `user`.
-    pub fn add(&mut self, user: &str, key: usize) {
-        match self.users.get_mut(user) {
+    pub fn add(&mut self, user: &Arc<str>, key: usize) {
+        match self.users.get_mut(&**user) {
             None => {
-                self.users.insert(user.into(), Keys::One(key));
+                self.users.insert(user.clone(), Keys::One(key));
             }
             Some(Keys::One(first)) => {
                 let first = *first;
-                self.users.insert(user.into(), Keys::Many(vec![first, key]));
+                self.users
+                    .insert(user.clone(), Keys::Many(vec![first, key]));
             }
             Some(Keys::Many(keys)) => keys.push(key),
         }
@@ -76,10 +79,10 @@ mod tests {
     #[test]
     fn keys_come_and_go() {
         let mut index = UserIndex::default();
-        index.add("a", 1);
+        index.add(&"a".into(), 1);
         assert_eq!(index.keys("a"), [1]);
-        index.add("a", 2);
-        index.add("b", 3);
+        index.add(&"a".into(), 2);
+        index.add(&"b".into(), 3);
         assert_eq!(index.keys("a"), [1, 2]);
         index.remove("a", 1);
         assert_eq!(index.keys("a"), [2]);

@@ -55,10 +55,11 @@ pub struct TableConfig {
 }
 
 /// Who joins.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Joiner<'a> {
     pub shard: usize,
-    pub user_id: &'a str,
+    /// Kept by the room's presence list without a copy of the string.
+    pub user_id: Arc<str>,
     pub name: Option<&'a str>,
     /// The connection is already in the room: answer without counting it again.
     pub rejoin: bool,
@@ -124,7 +125,8 @@ struct Room {
     history: VecDeque<HistoryEntry>,
     connections: usize,
     per_shard: Vec<u32>,
-    users: HashMap<Box<str>, UserPresence>,
+    /// By user id; the keys share the strings of the connections' claims.
+    users: HashMap<Arc<str>, UserPresence>,
     announces_presence: bool,
 }
 
@@ -294,7 +296,7 @@ impl RoomLog for RoomTable {
             }
             let user = room
                 .users
-                .entry(joiner.user_id.into())
+                .entry(joiner.user_id.clone())
                 .or_insert(UserPresence {
                     name: joiner.name.map(Into::into),
                     connections: 0,
@@ -303,7 +305,7 @@ impl RoomLog for RoomTable {
             if user.connections == 1 && room.announces_presence && room.connections <= event_limit {
                 presence = Some(wire::text_frame(&wire::presence_join(
                     name,
-                    joiner.user_id,
+                    &joiner.user_id,
                     joiner.name,
                 )));
             }
@@ -443,10 +445,10 @@ mod tests {
         )
     }
 
-    fn joiner(user: &str, shard: usize) -> Joiner<'_> {
+    fn joiner(user: &str, shard: usize) -> Joiner<'static> {
         Joiner {
             shard,
-            user_id: user,
+            user_id: user.into(),
             name: None,
             rejoin: false,
         }
