@@ -56,6 +56,24 @@ pub fn open_file_limit() -> usize {
     usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
 }
 
+/// CPU time (user + system) the calling thread has used so far; zero if the
+/// clock cannot be read.
+pub fn thread_cpu_time() -> std::time::Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one `timespec` through the pointer, which
+    // points to a live, properly aligned local of exactly that type.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    if rc != 0 {
+        return std::time::Duration::ZERO;
+    }
+    let secs = u64::try_from(now.tv_sec).unwrap_or(0);
+    let nanos = u32::try_from(now.tv_nsec).unwrap_or(0);
+    std::time::Duration::new(secs, nanos)
+}
+
 /// Pending connections the kernel queues per listener; std's default of 128
 /// drops connection attempts under a burst of reconnects.
 const LISTEN_BACKLOG: libc::c_int = 4096;
@@ -250,6 +268,26 @@ fn set_int_option(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thread_cpu_time_grows_with_work_and_is_per_thread() {
+        let ms = std::time::Duration::from_millis;
+        let before = thread_cpu_time();
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        // Spin until the clock shows 10 ms of work (or 5 s pass on a
+        // starved machine, which the assertion then reports).
+        while thread_cpu_time() - before < ms(10) && start.elapsed() < ms(5_000) {
+            for _ in 0..10_000 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+        }
+        let used = thread_cpu_time() - before;
+        assert!(used >= ms(10), "{used:?} after {:?}", start.elapsed());
+        // A fresh thread starts near zero, whatever this one used.
+        let fresh = std::thread::spawn(thread_cpu_time).join().unwrap();
+        assert!(fresh < used, "{fresh:?} vs {used:?}");
+    }
 
     fn send_buffer(socket: &impl AsRawFd) -> libc::c_int {
         let mut value: libc::c_int = 0;

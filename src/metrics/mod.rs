@@ -176,9 +176,11 @@ pub struct ShardMetrics {
     pub write_buffer_bytes: Gauge,
     /// Rooms this shard owns.
     pub rooms: Gauge,
-    /// Time the event loop spent handling events rather than waiting.
-    pub busy_ns: Counter,
-    /// Share of the last sweep interval spent busy, in millionths.
+    /// CPU time (user + system) the shard's thread has used, read from the
+    /// kernel at each sweep rather than timed per event-loop turn, which
+    /// would cost two clock reads per turn.
+    pub busy_ns: Gauge,
+    /// Share of the last sweep interval the thread was on a CPU, in millionths.
     pub busy_ppm: Gauge,
     /// From accepting a socket to queuing its `101 Switching Protocols`.
     pub handshake_latency: Histogram,
@@ -206,7 +208,7 @@ impl Default for ShardMetrics {
             ping_timeouts: Counter::default(),
             write_buffer_bytes: Gauge::default(),
             rooms: Gauge::default(),
-            busy_ns: Counter::default(),
+            busy_ns: Gauge::default(),
             busy_ppm: Gauge::default(),
             handshake_latency: Histogram::new(&HANDSHAKE_BUCKETS_US),
             fanout_latency: Histogram::new(&FANOUT_BUCKETS_US),

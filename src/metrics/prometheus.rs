@@ -168,7 +168,7 @@ pub fn render(snap: &Snapshot, uptime_seconds: f64, version: &str) -> String {
     header(
         w,
         "roomcast_shard_busy_ratio",
-        "Share of the last sweep interval the shard's event loop spent handling events.",
+        "Share of the last sweep interval (at most a second) the shard's thread was on a CPU.",
         "gauge",
     );
     for (i, shard) in snap.shards.iter().enumerate() {
@@ -181,7 +181,7 @@ pub fn render(snap: &Snapshot, uptime_seconds: f64, version: &str) -> String {
     header(
         w,
         "roomcast_shard_busy_seconds_total",
-        "Time the shard's event loop spent handling events.",
+        "CPU time (user and system) the shard's thread has used.",
         "counter",
     );
     for (i, shard) in snap.shards.iter().enumerate() {

@@ -147,7 +147,7 @@ pub struct Shard {
     requests: Vec<Request>,
     /// What connections reported during `feed`, for the lifecycle log.
     reports: Vec<Report>,
-    /// Event-loop time spent busy, as of the last sweep, for the busy ratio.
+    /// The thread's CPU time as of the last sweep, for the busy ratio.
     busy_at_last_sweep: (Instant, u64),
 }
 
@@ -237,7 +237,6 @@ impl Shard {
                 log_warn!("shard {}: poll failed: {error}", self.index);
                 return;
             }
-            let woke = Instant::now();
             for event in events.iter() {
                 match event.token() {
                     WAKER => {
@@ -271,7 +270,6 @@ impl Shard {
             self.pump();
             self.flush_dirty();
             self.report_if_drained();
-            self.metrics().busy_ns.add(woke.elapsed().as_nanos() as u64);
         }
     }
 
@@ -585,7 +583,8 @@ impl Shard {
     fn sample_gauges(&mut self, now: Instant, queued_bytes: u64) {
         let metrics = &self.shared.metrics[self.index];
         metrics.write_buffer_bytes.set(queued_bytes);
-        let busy_ns = metrics.busy_ns.get();
+        let busy_ns = sys::thread_cpu_time().as_nanos() as u64;
+        metrics.busy_ns.set(busy_ns);
         let (then, busy_then) = self.busy_at_last_sweep;
         let window = now.saturating_duration_since(then).as_nanos() as u64;
         let busy = busy_ns.saturating_sub(busy_then).saturating_mul(1_000_000);

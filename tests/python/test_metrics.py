@@ -119,6 +119,17 @@ def test_metrics_follow_a_scripted_sequence(start_server):
         assert value(samples, "roomcast_fanout_duration_seconds_count") >= 10
         assert value(samples, "roomcast_bytes_received_total") > 0
         assert value(samples, "roomcast_bytes_sent_total") > 0
+        # The shards' CPU time is read at their sweeps, at most a second apart.
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            samples, _ = metrics(addr)
+            busy = [v for (n, _), v in samples.items() if n == "roomcast_shard_busy_seconds_total"]
+            ratios = [v for (n, _), v in samples.items() if n == "roomcast_shard_busy_ratio"]
+            if sum(busy) > 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert len(busy) == 2 and sum(busy) > 0, busy
+        assert all(0 <= r <= 1 for r in ratios), ratios
 
         bad = mint(claims("py-mallory"), secret="not-the-secret")
         try:
