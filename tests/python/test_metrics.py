@@ -14,8 +14,7 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 
-from conftest import mint
-from test_rooms import claims, open_ws, request
+from conftest import claims, mint, open_ws, request
 
 TIMEOUT = 5
 
