@@ -5,6 +5,11 @@
 //! handshake, and the bound on its queued output. It takes input bytes, the
 //! time and a `Context`, and leaves output in its `Outbound` queue; it never
 //! touches a socket or a clock. The reactor feeds it and writes for it.
+//!
+//! The states live here; what happens inside two of them has its own file:
+//! `routes` (a complete request head), `publish` (a `POST /publish` body and
+//! its results), `websocket` (frames on an open WebSocket), with `session`,
+//! `rate` and `outbound` for what an open connection carries.
 
 pub mod outbound;
 pub mod pool;
@@ -13,6 +18,7 @@ pub mod rate;
 pub mod report;
 mod routes;
 mod session;
+mod websocket;
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -21,21 +27,21 @@ use crate::auth::{Claims, Keys};
 use crate::codes::{ErrorCode, close, limits};
 use crate::config::Config;
 use crate::config::SlowConsumer;
-use crate::http::chunked::ChunkedError;
 use crate::http::request::{HeadReader, Request as HttpRequest};
 use crate::http::response;
 use crate::metrics::{ShardMetrics, Snapshot};
-use crate::proto::{self, Request, Session, Sink, envelope::Parser};
-use crate::ws::decoder::{CloseFrame, Decoder, Message};
+use crate::proto::{self, Request, envelope::Parser};
+use crate::ws::decoder::Decoder;
 use crate::ws::frame::OpCode;
 use crate::ws::handshake::Accepted;
 use outbound::Outbound;
-use publish::{BodyRead, BodyReader, PublishHead, Results};
-use rate::{RateLimit, Verdict};
+use publish::{BodyRead, BodyReader, Results};
+use rate::RateLimit;
 use report::Report;
 use routes::{RequestOutcome, http_error_message, route};
 use session::SessionState;
 use std::sync::Arc;
+use websocket::{BoundedSink, End, on_frames};
 
 /// How long a client may take to send a request head and its body; an idle
 /// keep-alive connection gets this long for its next request.
@@ -509,31 +515,6 @@ impl Connection {
         }
     }
 
-    /// Whether a `POST /publish` is waiting for the rooms' answers; the
-    /// connection must stay until they come, even if the peer half-closed.
-    pub fn is_publishing(&self) -> bool {
-        matches!(self.state, State::Publishing(_))
-    }
-
-    /// The rooms gave message `index` of the pending `POST /publish` its
-    /// `seq`. Once every message has one, the `200` response is queued and
-    /// `Some(keep_alive)` returned: with `true` the connection reads its
-    /// next request (input held back meanwhile should be fed again).
-    pub fn on_published(&mut self, index: usize, seq: u64, now: Instant) -> Option<bool> {
-        let State::Publishing(results) = &mut self.state else {
-            return None;
-        };
-        if !results.record(index, seq) {
-            return None;
-        }
-        let keep_alive = results.keep_alive;
-        let mut bytes = Vec::with_capacity(256);
-        results.write_response(&mut bytes);
-        self.out.push_raw(&bytes);
-        self.after_response(keep_alive, now);
-        Some(keep_alive)
-    }
-
     fn after_request(
         &mut self,
         outcome: RequestOutcome,
@@ -600,100 +581,6 @@ impl Connection {
         self.state = State::Open;
     }
 
-    fn expect_body(&mut self, head: PublishHead, deadline: Instant, cx: &Context<'_>) {
-        if head.expects_continue {
-            let mut bytes = Vec::with_capacity(32);
-            response::write_continue(&mut bytes);
-            self.out.push_raw(&bytes);
-        }
-        let reader = BodyReader::new(head, cx.config.max_message_size, deadline);
-        self.state = State::Body(Box::new(reader));
-    }
-
-    /// The body of a `/publish` is complete: it is the first `length`
-    /// bytes of `input`, or was decoded from chunks. Valid messages go to
-    /// the rooms; anything else is answered at once.
-    fn on_body(&mut self, input: &mut [u8], length: usize, cx: &mut Context<'_>) {
-        // Every path below sets the next state; until then the connection
-        // counts as finishing, never as anything that reads input.
-        let finishing = State::Finishing { deadline: cx.now };
-        let reader = match std::mem::replace(&mut self.state, finishing) {
-            State::Body(reader) => reader,
-            other => {
-                self.state = other;
-                return;
-            }
-        };
-        let mut received = reader.into_received();
-        let body = match received.decoded.as_deref_mut() {
-            Some(decoded) => decoded,
-            None => input.get_mut(..length).unwrap_or_default(),
-        };
-        match proto::publish::parse(body, cx.parser, &received.claims) {
-            Ok(messages) => self.send_to_rooms(messages, &received.claims, received.keep_alive, cx),
-            Err(error) => {
-                let mut bytes = Vec::with_capacity(256);
-                let keep_alive = received.keep_alive;
-                response::write_failure(
-                    &mut bytes,
-                    error.code(),
-                    &error.message(),
-                    &[],
-                    keep_alive,
-                );
-                self.out.push_raw(&bytes);
-                cx.reports
-                    .push(Report::publish_answered(error.code().http_status()));
-                self.after_response(keep_alive, cx.now);
-            }
-        }
-    }
-
-    /// Hands every message of a valid body to the rooms and waits for their
-    /// `seq`s.
-    fn send_to_rooms(
-        &mut self,
-        messages: Vec<proto::publish::Message>,
-        claims: &Claims,
-        keep_alive: bool,
-        cx: &mut Context<'_>,
-    ) {
-        let rooms = messages.iter().map(|m| m.room.clone()).collect();
-        for (index, message) in messages.into_iter().enumerate() {
-            cx.requests.push(Request::HttpPublish {
-                index,
-                message,
-                from: claims.sub.clone(),
-            });
-        }
-        self.state = State::Publishing(Box::new(Results::new(rooms, keep_alive)));
-    }
-
-    /// A chunked body that breaks its framing or the size limit: answered,
-    /// then the connection closes, since where the next request would
-    /// start is unknown.
-    fn refuse_body(&mut self, error: ChunkedError, cx: &mut Context<'_>) {
-        let mut bytes = Vec::with_capacity(256);
-        response::write_failure(&mut bytes, error.code(), error.message(), &[], false);
-        self.out.push_raw(&bytes);
-        cx.reports
-            .push(Report::publish_answered(error.code().http_status()));
-        self.finish(cx.now);
-    }
-
-    /// After a response: the next request on a kept-alive connection gets
-    /// a fresh deadline; otherwise the connection finishes.
-    fn after_response(&mut self, keep_alive: bool, now: Instant) {
-        if keep_alive {
-            self.state = State::Request {
-                reader: HeadReader::default(),
-                deadline: now + REQUEST_TIMEOUT,
-            };
-        } else {
-            self.finish(now);
-        }
-    }
-
     fn finish_http_error(&mut self, code: ErrorCode, message: &str, now: Instant) {
         let mut bytes = Vec::with_capacity(256);
         response::write_error(&mut bytes, code, message, &[]);
@@ -735,199 +622,6 @@ impl Connection {
 fn token_expired(claims: &Claims, unix_ms: u64, config: &Config) -> bool {
     let deadline = claims.exp + config.jwt_leeway.as_secs_f64();
     unix_ms as f64 / 1000.0 >= deadline
-}
-
-/// How a WebSocket ends.
-#[derive(Debug, Clone, Copy)]
-enum End {
-    /// We close with this code and reason.
-    Close(u16, &'static str),
-    /// The peer closed; we answer with its code (none for an empty close).
-    Reply(Option<u16>),
-    /// The client fell too far behind: cut after the frame in flight, close 4008.
-    SlowConsumer,
-}
-
-/// The result of feeding input to an open WebSocket.
-struct Step {
-    consumed: usize,
-    end: Option<End>,
-}
-
-/// Decodes and handles every complete message in `input`.
-fn on_frames(
-    session: &mut SessionState,
-    input: &mut [u8],
-    out: &mut Outbound,
-    cx: &mut Context<'_>,
-) -> Step {
-    // The decoder lends out slices of itself while the rest of the session
-    // handles them, so it steps out of the session for the call.
-    let mut decoder = std::mem::replace(&mut session.decoder, Decoder::new(0, true));
-    let step = decode_and_handle(&mut decoder, session, input, out, cx);
-    session.decoder = decoder;
-    step
-}
-
-fn decode_and_handle(
-    decoder: &mut Decoder,
-    session: &mut SessionState,
-    input: &mut [u8],
-    out: &mut Outbound,
-    cx: &mut Context<'_>,
-) -> Step {
-    let endpoint = if session.events {
-        Endpoint::Events
-    } else {
-        Endpoint::Echo
-    };
-    let mut consumed = 0;
-    loop {
-        let decoded = match decoder.decode(&mut input[consumed..]) {
-            Ok(decoded) => decoded,
-            Err(error) => {
-                let end = End::Close(error.close_code(), "");
-                return Step {
-                    consumed: input.len(),
-                    end: Some(end),
-                };
-            }
-        };
-        let used = decoded.consumed;
-        let Some(message) = decoded.message else {
-            consumed += used;
-            if consumed == input.len() {
-                // Idle again: an assembly buffer left from a fragmented
-                // message goes back to the allocator.
-                decoder.shrink();
-            }
-            return Step {
-                consumed,
-                end: None,
-            };
-        };
-        let end = on_message(message, endpoint, session, out, cx);
-        consumed += used;
-        if end.is_some() {
-            return Step {
-                consumed: input.len(),
-                end,
-            };
-        }
-    }
-}
-
-fn on_message(
-    message: Message<'_>,
-    endpoint: Endpoint,
-    session: &mut SessionState,
-    out: &mut Outbound,
-    cx: &mut Context<'_>,
-) -> Option<End> {
-    let mut sink = BoundedSink::new(out, cx.config.max_write_buffer);
-    if matches!(message, Message::Text(_) | Message::Binary(_)) {
-        cx.metrics.messages_in.inc();
-    }
-    match message {
-        Message::Text(payload) => match endpoint {
-            Endpoint::Echo => sink.push(OpCode::Text, payload),
-            Endpoint::Events => match session.check_rate(&cx.config.rooms, cx.now) {
-                Verdict::Allow => on_event_text(payload, session, &mut sink, cx),
-                Verdict::Limited => {
-                    cx.metrics.rate_limited.inc();
-                    proto::on_rate_limited(payload, cx.parser, cx.scratch, &mut sink)
-                }
-                Verdict::Flood => {
-                    return Some(End::Close(close::RATE_LIMITED, "rate limit exceeded"));
-                }
-            },
-        },
-        Message::Binary(payload) => match endpoint {
-            Endpoint::Echo => sink.push(OpCode::Binary, payload),
-            Endpoint::Events => {
-                return Some(End::Close(
-                    close::UNSUPPORTED_DATA,
-                    "binary messages are not supported",
-                ));
-            }
-        },
-        Message::Ping(payload) => sink.push(OpCode::Pong, payload),
-        Message::Pong(_) => {}
-        Message::Close(frame) => return Some(End::Reply(frame.map(|f: CloseFrame<'_>| f.code))),
-    }
-    cx.metrics.messages_out.add(sink.messages);
-    let end = sink.overflowed.then_some(End::SlowConsumer);
-    for request in sink.requests {
-        session.apply(&request);
-        if !matches!(request, Request::Refresh { .. }) {
-            cx.requests.push(request);
-        }
-    }
-    end
-}
-
-fn on_event_text(
-    payload: &mut [u8],
-    session: &SessionState,
-    sink: &mut BoundedSink<'_>,
-    cx: &mut Context<'_>,
-) {
-    let view = Session {
-        claims: &session.claims,
-        rooms: &session.rooms,
-        config: &cx.config.rooms,
-        keys: cx.keys,
-        leeway_secs: cx.config.jwt_leeway.as_secs_f64(),
-    };
-    proto::on_text(payload, cx.parser, view, cx.unix_ms, cx.scratch, sink);
-}
-
-/// Queues replies to the sender, up to twice `--max-write-buffer` (replies
-/// are not room events: `docs/protocol.md` section 8). A message always fits
-/// into an empty queue.
-struct BoundedSink<'a> {
-    out: &'a mut Outbound,
-    limit: usize,
-    overflowed: bool,
-    /// Data messages queued, for the shard's counters.
-    messages: u64,
-    requests: Vec<Request>,
-}
-
-impl<'a> BoundedSink<'a> {
-    fn new(out: &'a mut Outbound, max_write_buffer: usize) -> Self {
-        Self {
-            out,
-            limit: max_write_buffer.saturating_mul(2),
-            overflowed: false,
-            messages: 0,
-            requests: Vec::new(),
-        }
-    }
-
-    fn push(&mut self, opcode: OpCode, payload: &[u8]) {
-        if self.overflowed {
-            return;
-        }
-        if !self.out.is_empty() && self.out.pending() + payload.len() > self.limit {
-            self.overflowed = true;
-            return;
-        }
-        self.out.push_frame(opcode, payload);
-        if !opcode.is_control() {
-            self.messages += 1;
-        }
-    }
-}
-
-impl Sink for BoundedSink<'_> {
-    fn send_text(&mut self, text: &[u8]) {
-        self.push(OpCode::Text, text);
-    }
-
-    fn request(&mut self, request: Request) {
-        self.requests.push(request);
-    }
 }
 
 #[cfg(test)]

@@ -11,9 +11,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::auth::Claims;
+use crate::conn::report::Report;
+use crate::conn::{Connection, Context, REQUEST_TIMEOUT, State};
 use crate::http::chunked::{ChunkedDecoder, ChunkedError};
+use crate::http::request::HeadReader;
 use crate::http::response;
 use crate::json;
+use crate::proto::{self, Request};
 
 /// A `/publish` head that passed every check a head can pass.
 pub(super) struct PublishHead {
@@ -171,6 +175,129 @@ impl Results {
         }
         body.extend_from_slice(b"]}");
         response::write_json(out, 200, &body, self.keep_alive);
+    }
+}
+
+/// The `POST /publish` states of a connection: reading the body, waiting
+/// for the rooms, answering.
+impl Connection {
+    /// Whether a `POST /publish` is waiting for the rooms' answers; the
+    /// connection must stay until they come, even if the peer half-closed.
+    pub fn is_publishing(&self) -> bool {
+        matches!(self.state, State::Publishing(_))
+    }
+
+    /// The rooms gave message `index` of the pending `POST /publish` its
+    /// `seq`. Once every message has one, the `200` response is queued and
+    /// `Some(keep_alive)` returned: with `true` the connection reads its
+    /// next request (input held back meanwhile should be fed again).
+    pub fn on_published(&mut self, index: usize, seq: u64, now: Instant) -> Option<bool> {
+        let State::Publishing(results) = &mut self.state else {
+            return None;
+        };
+        if !results.record(index, seq) {
+            return None;
+        }
+        let keep_alive = results.keep_alive;
+        let mut bytes = Vec::with_capacity(256);
+        results.write_response(&mut bytes);
+        self.out.push_raw(&bytes);
+        self.after_response(keep_alive, now);
+        Some(keep_alive)
+    }
+
+    pub(super) fn expect_body(&mut self, head: PublishHead, deadline: Instant, cx: &Context<'_>) {
+        if head.expects_continue {
+            let mut bytes = Vec::with_capacity(32);
+            response::write_continue(&mut bytes);
+            self.out.push_raw(&bytes);
+        }
+        let reader = BodyReader::new(head, cx.config.max_message_size, deadline);
+        self.state = State::Body(Box::new(reader));
+    }
+
+    /// The body of a `/publish` is complete: it is the first `length`
+    /// bytes of `input`, or was decoded from chunks. Valid messages go to
+    /// the rooms; anything else is answered at once.
+    pub(super) fn on_body(&mut self, input: &mut [u8], length: usize, cx: &mut Context<'_>) {
+        // Every path below sets the next state; until then the connection
+        // counts as finishing, never as anything that reads input.
+        let finishing = State::Finishing { deadline: cx.now };
+        let reader = match std::mem::replace(&mut self.state, finishing) {
+            State::Body(reader) => reader,
+            other => {
+                self.state = other;
+                return;
+            }
+        };
+        let mut received = reader.into_received();
+        let body = match received.decoded.as_deref_mut() {
+            Some(decoded) => decoded,
+            None => input.get_mut(..length).unwrap_or_default(),
+        };
+        match proto::publish::parse(body, cx.parser, &received.claims) {
+            Ok(messages) => self.send_to_rooms(messages, &received.claims, received.keep_alive, cx),
+            Err(error) => {
+                let mut bytes = Vec::with_capacity(256);
+                let keep_alive = received.keep_alive;
+                response::write_failure(
+                    &mut bytes,
+                    error.code(),
+                    &error.message(),
+                    &[],
+                    keep_alive,
+                );
+                self.out.push_raw(&bytes);
+                cx.reports
+                    .push(Report::publish_answered(error.code().http_status()));
+                self.after_response(keep_alive, cx.now);
+            }
+        }
+    }
+
+    /// Hands every message of a valid body to the rooms and waits for their
+    /// `seq`s.
+    fn send_to_rooms(
+        &mut self,
+        messages: Vec<proto::publish::Message>,
+        claims: &Claims,
+        keep_alive: bool,
+        cx: &mut Context<'_>,
+    ) {
+        let rooms = messages.iter().map(|m| m.room.clone()).collect();
+        for (index, message) in messages.into_iter().enumerate() {
+            cx.requests.push(Request::HttpPublish {
+                index,
+                message,
+                from: claims.sub.clone(),
+            });
+        }
+        self.state = State::Publishing(Box::new(Results::new(rooms, keep_alive)));
+    }
+
+    /// A chunked body that breaks its framing or the size limit: answered,
+    /// then the connection closes, since where the next request would
+    /// start is unknown.
+    pub(super) fn refuse_body(&mut self, error: ChunkedError, cx: &mut Context<'_>) {
+        let mut bytes = Vec::with_capacity(256);
+        response::write_failure(&mut bytes, error.code(), error.message(), &[], false);
+        self.out.push_raw(&bytes);
+        cx.reports
+            .push(Report::publish_answered(error.code().http_status()));
+        self.finish(cx.now);
+    }
+
+    /// After a response: the next request on a kept-alive connection gets
+    /// a fresh deadline; otherwise the connection finishes.
+    fn after_response(&mut self, keep_alive: bool, now: Instant) {
+        if keep_alive {
+            self.state = State::Request {
+                reader: HeadReader::default(),
+                deadline: now + REQUEST_TIMEOUT,
+            };
+        } else {
+            self.finish(now);
+        }
     }
 }
 
