@@ -176,6 +176,10 @@ pub struct ShardMetrics {
     pub write_buffer_bytes: Gauge,
     /// Rooms this shard owns.
     pub rooms: Gauge,
+    /// Messages from other threads (room traffic batches, adopted sockets)
+    /// waiting in this shard's inbox, sampled at each sweep: a shard that
+    /// cannot keep up with its room traffic shows here first.
+    pub inbox: Gauge,
     /// CPU time (user + system) the shard's thread has used, read from the
     /// kernel at each sweep rather than timed per event-loop turn, which
     /// would cost two clock reads per turn.
@@ -208,6 +212,7 @@ impl Default for ShardMetrics {
             ping_timeouts: Counter::default(),
             write_buffer_bytes: Gauge::default(),
             rooms: Gauge::default(),
+            inbox: Gauge::default(),
             busy_ns: Gauge::default(),
             busy_ppm: Gauge::default(),
             handshake_latency: Histogram::new(&HANDSHAKE_BUCKETS_US),
@@ -253,6 +258,7 @@ impl ShardMetrics {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ShardSnapshot {
     pub connections: u64,
+    pub inbox: u64,
     pub busy_seconds: f64,
     pub busy_ratio: f64,
 }
@@ -361,6 +367,7 @@ impl Snapshot {
         m.fanout_latency.add_to(&mut self.fanout_latency);
         self.shards.push(ShardSnapshot {
             connections: m.connections.get(),
+            inbox: m.inbox.get(),
             busy_seconds: m.busy_ns.get() as f64 / 1e9,
             busy_ratio: m.busy_ppm.get() as f64 / 1e6,
         });

@@ -167,6 +167,15 @@ pub fn render(snap: &Snapshot, uptime_seconds: f64, version: &str) -> String {
     }
     header(
         w,
+        "roomcast_shard_inbox",
+        "Batches of room traffic (and handed-off sockets) waiting in the shard's inbox, sampled each sweep.",
+        "gauge",
+    );
+    for (i, shard) in snap.shards.iter().enumerate() {
+        let _ = writeln!(w, "roomcast_shard_inbox{{shard=\"{i}\"}} {}", shard.inbox);
+    }
+    header(
+        w,
         "roomcast_shard_busy_ratio",
         "Share of the last sweep interval (at most a second) the shard's thread was on a CPU.",
         "gauge",
@@ -290,6 +299,7 @@ mod tests {
             sample(&text, "roomcast_shard_connections{shard=\"0\"}"),
             0.0
         );
+        assert_eq!(sample(&text, "roomcast_shard_inbox{shard=\"0\"}"), 0.0);
         assert!(text.contains("# TYPE roomcast_handshake_duration_seconds histogram\n"));
         assert!(text.ends_with("roomcast_build_info{version=\"0.1.0\"} 1\n"));
     }

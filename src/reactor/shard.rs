@@ -583,6 +583,7 @@ impl Shard {
     fn sample_gauges(&mut self, now: Instant, queued_bytes: u64) {
         let metrics = &self.shared.metrics[self.index];
         metrics.write_buffer_bytes.set(queued_bytes);
+        metrics.inbox.set(self.commands.len() as u64);
         let busy_ns = sys::thread_cpu_time().as_nanos() as u64;
         metrics.busy_ns.set(busy_ns);
         let (then, busy_then) = self.busy_at_last_sweep;

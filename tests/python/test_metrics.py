@@ -129,6 +129,8 @@ def test_metrics_follow_a_scripted_sequence(start_server):
             time.sleep(0.1)
         assert len(busy) == 2 and sum(busy) > 0, busy
         assert all(0 <= r <= 1 for r in ratios), ratios
+        inbox = [v for (n, _), v in samples.items() if n == "roomcast_shard_inbox"]
+        assert len(inbox) == 2 and all(v >= 0 for v in inbox), inbox
 
         bad = mint(claims("py-mallory"), secret="not-the-secret")
         try:
