@@ -194,6 +194,13 @@ pub mod limits {
     /// WebSocket sockets a shard accepts per event-loop turn before it
     /// serves its other connections; the rest wait for the next turn.
     pub const ACCEPT_BUDGET: usize = 64;
+    /// Room-traffic messages one shard may have sent another and not yet
+    /// seen handled before it stops reading its client sockets; it reads
+    /// again once the count is below half of this. Several event-loop turns
+    /// of a busy publisher (a 256 KiB read budget holds a few thousand small
+    /// events), so normal bursts never pause, yet small: a queued `Publish`
+    /// of a small event is a few hundred bytes, so a few MB per pair of shards.
+    pub const BUS_HIGH_WATER: usize = 16_384;
     /// Most messages in one `POST /publish` body.
     pub const MAX_PUBLISH_MESSAGES: usize = 1000;
     /// Longest chunk-size line (size and ignored extensions) of a chunked

@@ -180,6 +180,9 @@ pub struct ShardMetrics {
     /// waiting in this shard's inbox, sampled at each sweep: a shard that
     /// cannot keep up with its room traffic shows here first.
     pub inbox: Gauge,
+    /// Times the shard stopped reading its client sockets because another
+    /// shard was too far behind on the room traffic it sent it.
+    pub read_pauses: Counter,
     /// CPU time (user + system) the shard's thread has used, read from the
     /// kernel at each sweep rather than timed per event-loop turn, which
     /// would cost two clock reads per turn.
@@ -213,6 +216,7 @@ impl Default for ShardMetrics {
             write_buffer_bytes: Gauge::default(),
             rooms: Gauge::default(),
             inbox: Gauge::default(),
+            read_pauses: Counter::default(),
             busy_ns: Gauge::default(),
             busy_ppm: Gauge::default(),
             handshake_latency: Histogram::new(&HANDSHAKE_BUCKETS_US),
@@ -259,6 +263,7 @@ impl ShardMetrics {
 pub struct ShardSnapshot {
     pub connections: u64,
     pub inbox: u64,
+    pub read_pauses: u64,
     pub busy_seconds: f64,
     pub busy_ratio: f64,
 }
@@ -368,6 +373,7 @@ impl Snapshot {
         self.shards.push(ShardSnapshot {
             connections: m.connections.get(),
             inbox: m.inbox.get(),
+            read_pauses: m.read_pauses.get(),
             busy_seconds: m.busy_ns.get() as f64 / 1e9,
             busy_ratio: m.busy_ppm.get() as f64 / 1e6,
         });

@@ -176,6 +176,19 @@ pub fn render(snap: &Snapshot, uptime_seconds: f64, version: &str) -> String {
     }
     header(
         w,
+        "roomcast_shard_read_pauses_total",
+        "Times the shard stopped reading client sockets because another shard was too far behind on its room traffic.",
+        "counter",
+    );
+    for (i, shard) in snap.shards.iter().enumerate() {
+        let _ = writeln!(
+            w,
+            "roomcast_shard_read_pauses_total{{shard=\"{i}\"}} {}",
+            shard.read_pauses
+        );
+    }
+    header(
+        w,
         "roomcast_shard_busy_ratio",
         "Share of the last sweep interval (at most a second) the shard's thread was on a CPU.",
         "gauge",
@@ -300,6 +313,10 @@ mod tests {
             0.0
         );
         assert_eq!(sample(&text, "roomcast_shard_inbox{shard=\"0\"}"), 0.0);
+        assert_eq!(
+            sample(&text, "roomcast_shard_read_pauses_total{shard=\"0\"}"),
+            0.0
+        );
         assert!(text.contains("# TYPE roomcast_handshake_duration_seconds histogram\n"));
         assert!(text.ends_with("roomcast_build_info{version=\"0.1.0\"} 1\n"));
     }

@@ -82,6 +82,7 @@ pub fn render(out: &mut Vec<u8>, snap: &Snapshot, about: &About<'_>) {
         w.u64("shard", i as u64);
         w.u64("connections", shard.connections);
         w.u64("inbox", shard.inbox);
+        w.u64("read_pauses", shard.read_pauses);
         w.f64("busy_ratio", shard.busy_ratio);
         w.f64("busy_seconds", shard.busy_seconds);
         w.close();

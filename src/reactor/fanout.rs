@@ -10,6 +10,7 @@
 //! (`rooms::local`) and queues the frame for each member by reference.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use slab::Slab;
@@ -38,7 +39,9 @@ impl Shard {
     }
 
     /// Handles this shard's own bus messages until none are left, then
-    /// sends every other shard its batch with one wake-up each.
+    /// sends every other shard its batch with one wake-up each, counted in
+    /// `Shared::bus_pending` for flow control (its own are never counted:
+    /// they are handled here and then).
     pub(super) fn pump(&mut self) {
         loop {
             let own = std::mem::take(&mut self.outbox[self.index]);
@@ -51,8 +54,16 @@ impl Shard {
         }
         for shard in 0..self.outbox.len() {
             if shard != self.index && !self.outbox[shard].is_empty() {
-                let batch = std::mem::take(&mut self.outbox[shard]);
-                self.peers[shard].send(Command::Bus(batch));
+                let messages = std::mem::take(&mut self.outbox[shard]);
+                // Counted before it is sent, so the receiver never
+                // subtracts what was not added yet.
+                if let Some(pending) = self.shared.bus_pending(self.index, shard) {
+                    pending.fetch_add(messages.len(), Ordering::Relaxed);
+                }
+                self.peers[shard].send(Command::Bus {
+                    from: self.index,
+                    messages,
+                });
             }
         }
         self.metrics().rooms.set(self.table.len() as u64);

@@ -27,6 +27,7 @@ mod users;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::Receiver;
@@ -44,8 +45,8 @@ use admission::Registry;
 use shard::{Command, Handle, Listeners, Shard};
 use std::time::{Duration, Instant};
 
-/// State every shard reads; mutated only through the admission counters
-/// and each shard's own metrics.
+/// State every shard reads; mutated only through the admission counters,
+/// each shard's own metrics and the bus counts.
 pub struct Shared {
     pub config: Config,
     pub keys: Keys,
@@ -55,6 +56,20 @@ pub struct Shared {
     /// One per shard, written only by that shard's thread.
     pub metrics: Box<[ShardMetrics]>,
     pub started: Instant,
+    /// Room-traffic messages sent and not yet handled, per ordered pair of
+    /// shards: `bus_pending[from * shards + to]`. The sender adds a batch's
+    /// length when it sends it, the receiver subtracts it once it has
+    /// handled the batch; a shard that is too far ahead of another stops
+    /// reading its sockets (see `shard`).
+    pub bus_pending: Box<[AtomicUsize]>,
+}
+
+impl Shared {
+    /// The count of messages `from` sent `to` and `to` has not handled yet
+    /// (`None` only for a shard index out of range).
+    pub fn bus_pending(&self, from: usize, to: usize) -> Option<&AtomicUsize> {
+        self.bus_pending.get(from * self.config.shards + to)
+    }
 }
 
 impl Observe for Shared {
@@ -98,6 +113,9 @@ impl Server {
         let shared = Arc::new(Shared {
             metrics: (0..config.shards)
                 .map(|_| ShardMetrics::default())
+                .collect(),
+            bus_pending: (0..config.shards * config.shards)
+                .map(|_| AtomicUsize::new(0))
                 .collect(),
             config,
             keys,

@@ -12,12 +12,25 @@
 //! one turn is written at the end of the turn in one `writev`, and WRITABLE
 //! interest is registered only while output is pending.
 //!
+//! Flow control between shards: room traffic goes over unbounded channels,
+//! so a shard that reads its clients faster than another handles what it is
+//! sent would queue without bound. Each shard counts, per destination, the
+//! messages sent and not yet handled (`Shared::bus_pending`); while one
+//! count is over `BUS_HIGH_WATER` the shard *holds back*: it reads no client
+//! socket (readable events wait on the `again` list, so TCP pushes back on
+//! the clients) and polls with a short timeout instead of spinning, until
+//! every count is below half the mark. It never blocks: it keeps handling
+//! its inbox, flushing output, sweeping and accepting, so two shards holding
+//! back on each other both still drain theirs.
+//!
 //! Nothing here is shared with other shards except the `Shared` state, which
-//! is read-only but for the admission counters touched at connect and close.
+//! is read-only but for the admission counters touched at connect and close
+//! and the bus counts above.
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -25,7 +38,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use crate::codes::limits::ACCEPT_BUDGET;
+use crate::codes::limits::{ACCEPT_BUDGET, BUS_HIGH_WATER};
 use crate::conn::outbound::MAX_IO_SLICES;
 use crate::conn::report::Report;
 use crate::conn::{AbortReason, Admission, Connection, Context, Port, Tick, pool};
@@ -50,6 +63,9 @@ const METRICS_LISTENER: Token = Token(usize::MAX - 2);
 const READ_CHUNK: usize = 64 * 1024;
 /// Bytes read from one connection per turn before others get their turn.
 const READ_BUDGET: usize = 256 * 1024;
+/// How long a shard holding back waits for events before it looks at the
+/// bus counts again: the shard it waits on does not wake it.
+const HOLD_BACK_POLL: Duration = Duration::from_millis(1);
 
 /// Messages to a shard from other threads; each send is followed by a wake.
 pub enum Command {
@@ -59,8 +75,8 @@ pub enum Command {
     Drain,
     /// Exit the loop now.
     Stop,
-    /// Room traffic from another shard, batched per turn.
-    Bus(Vec<BusMsg>),
+    /// Room traffic from shard `from`, batched per turn.
+    Bus { from: usize, messages: Vec<BusMsg> },
 }
 
 /// The listeners a shard accepts on.
@@ -97,6 +113,8 @@ pub(super) struct Entry {
     write_shut: bool,
     peer_closed: bool,
     pub(super) queued_for_flush: bool,
+    /// On the `again` list, so it is put there once.
+    read_again: bool,
     /// For the lifecycle log's `closed` line.
     bytes: ByteCounts,
 }
@@ -122,8 +140,12 @@ pub struct Shard {
     read_buf: Vec<u8>,
     /// Connections with output queued this turn.
     pub(super) dirty: Vec<usize>,
-    /// Connections whose read budget ran out with input maybe left.
+    /// Connections whose read budget ran out with input maybe left, and,
+    /// while holding back, those that became readable.
     again: Vec<usize>,
+    /// Not reading client sockets: another shard is too far behind on the
+    /// room traffic this one sent it.
+    holding_back: bool,
     /// The accept budget ran out with sockets maybe left in the backlog.
     accept_again: bool,
     next_tick: Instant,
@@ -210,6 +232,7 @@ impl Shard {
             read_buf: vec![0; READ_CHUNK],
             dirty: Vec::new(),
             again: Vec::new(),
+            holding_back: false,
             accept_again: false,
             next_tick: Instant::now() + tick,
             tick,
@@ -225,8 +248,14 @@ impl Shard {
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = if self.again.is_empty() && !self.accept_again {
-                self.next_tick.saturating_duration_since(Instant::now())
+            let holding_back = self.update_holding_back();
+            let until_tick = self.next_tick.saturating_duration_since(Instant::now());
+            let timeout = if self.accept_again {
+                Duration::ZERO
+            } else if holding_back {
+                until_tick.min(HOLD_BACK_POLL)
+            } else if self.again.is_empty() {
+                until_tick
             } else {
                 Duration::ZERO
             };
@@ -247,7 +276,11 @@ impl Shard {
                     LISTENER => self.accept_all(),
                     METRICS_LISTENER => self.accept_metrics(),
                     Token(key) => {
-                        if event.is_read_closed() || event.is_error() {
+                        if holding_back {
+                            if event.is_readable() || event.is_read_closed() || event.is_error() {
+                                self.read_again(key);
+                            }
+                        } else if event.is_read_closed() || event.is_error() {
                             self.on_readable(key, true);
                         } else if event.is_readable() {
                             self.on_readable(key, false);
@@ -258,8 +291,13 @@ impl Shard {
                     }
                 }
             }
-            for key in std::mem::take(&mut self.again) {
-                self.on_readable(key, true);
+            if !holding_back {
+                for key in std::mem::take(&mut self.again) {
+                    if let Some(entry) = self.conns.get_mut(key) {
+                        entry.read_again = false;
+                    }
+                    self.on_readable(key, true);
+                }
             }
             if std::mem::take(&mut self.accept_again) {
                 self.accept_all();
@@ -270,6 +308,39 @@ impl Shard {
             self.pump();
             self.flush_dirty();
             self.report_if_drained();
+        }
+    }
+
+    /// Whether to hold back this turn: while some shard has more than
+    /// `BUS_HIGH_WATER` of this one's messages unhandled, until all have
+    /// fewer than half of it. Counts each pause.
+    fn update_holding_back(&mut self) -> bool {
+        let mark = if self.holding_back {
+            BUS_HIGH_WATER / 2
+        } else {
+            BUS_HIGH_WATER
+        };
+        let behind = (0..self.peers.len()).any(|to| {
+            to != self.index
+                && self
+                    .shared
+                    .bus_pending(self.index, to)
+                    .is_some_and(|pending| pending.load(Ordering::Relaxed) > mark)
+        });
+        if behind && !self.holding_back {
+            self.metrics().read_pauses.inc();
+        }
+        self.holding_back = behind;
+        behind
+    }
+
+    /// Puts a connection on the `again` list, once.
+    fn read_again(&mut self, key: usize) {
+        if let Some(entry) = self.conns.get_mut(key)
+            && !entry.read_again
+        {
+            entry.read_again = true;
+            self.again.push(key);
         }
     }
 
@@ -285,9 +356,13 @@ impl Shard {
                 Command::Adopt(stream, peer) => self.adopt(stream, peer),
                 Command::Drain => self.begin_drain(),
                 Command::Stop => return false,
-                Command::Bus(messages) => {
+                Command::Bus { from, messages } => {
+                    let count = messages.len();
                     for message in messages {
                         self.on_bus(message);
+                    }
+                    if let Some(pending) = self.shared.bus_pending(from, self.index) {
+                        pending.fetch_sub(count, Ordering::Relaxed);
                     }
                 }
             }
@@ -360,6 +435,7 @@ impl Shard {
             write_shut: false,
             peer_closed: false,
             queued_for_flush: false,
+            read_again: false,
             bytes: ByteCounts::default(),
         });
         lifecycle::accepted(id, peer, self.index);
@@ -395,7 +471,7 @@ impl Shard {
                     self.feed(key, n);
                     budget = budget.saturating_sub(n);
                     if budget == 0 {
-                        self.again.push(key);
+                        self.read_again(key);
                         self.mark_dirty(key);
                         return;
                     }
