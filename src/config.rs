@@ -201,11 +201,11 @@ impl Config {
     /// `--check-config`. Secrets are never written, only how many there are.
     pub fn write_json(&self, out: &mut Vec<u8>) {
         let rooms = &self.rooms;
-        let mut w = JsonFields::new(out);
+        let mut w = crate::json::ObjectWriter::new(out);
         w.str("bind", &self.bind.to_string());
         match self.metrics_bind {
             Some(addr) => w.str("metrics_bind", &addr.to_string()),
-            None => w.raw("metrics_bind", b"null"),
+            None => w.null("metrics_bind"),
         }
         w.u64("shards", self.shards as u64);
         w.str(
@@ -222,22 +222,12 @@ impl Config {
         w.u64("max_connections_per_ip", self.max_connections_per_ip as u64);
         w.strs("allowed_origins", &self.allowed_origins);
         w.u64("drain_timeout_ms", self.drain_timeout.as_millis() as u64);
-        w.raw("echo", if self.echo { b"true" } else { b"false" });
+        w.bool("echo", self.echo);
         w.str("log_level", self.log_level.as_str());
         w.str("log_format", self.log_format.as_str());
-        w.raw(
-            "handshake_rate",
-            format!("{}", self.handshake_rate).as_bytes(),
-        );
+        w.f64("handshake_rate", self.handshake_rate);
         w.strs("default_rooms", &rooms.default_rooms);
-        w.raw(
-            "members_publish",
-            if rooms.members_publish {
-                b"true"
-            } else {
-                b"false"
-            },
-        );
+        w.bool("members_publish", rooms.members_publish);
         w.strs("presence_rooms", &rooms.presence_rooms);
         w.u64("presence_event_limit", rooms.presence_event_limit as u64);
         w.u64(
@@ -247,10 +237,10 @@ impl Config {
         w.u64("max_room_members", rooms.max_room_members as u64);
         w.u64("history", rooms.history as u64);
         w.u64("history_ttl_ms", rooms.history_ttl.as_millis() as u64);
-        w.raw("rate_limit", format!("{}", rooms.rate_limit).as_bytes());
-        w.raw("rate_burst", format!("{}", rooms.rate_burst).as_bytes());
+        w.f64("rate_limit", rooms.rate_limit);
+        w.f64("rate_burst", rooms.rate_burst);
         w.str("slow_consumer", rooms.slow_consumer.as_str());
-        w.finish();
+        w.close();
     }
 
     /// Checks that the values fit together; the first problem found is
@@ -498,57 +488,6 @@ impl SlowConsumer {
             Self::Drop => "drop",
             Self::Conflate => "conflate",
         }
-    }
-}
-
-/// Writes `{"key":value,...}` field by field.
-struct JsonFields<'a> {
-    out: &'a mut Vec<u8>,
-    first: bool,
-}
-
-impl<'a> JsonFields<'a> {
-    fn new(out: &'a mut Vec<u8>) -> Self {
-        out.push(b'{');
-        Self { out, first: true }
-    }
-
-    fn raw(&mut self, key: &str, value: &[u8]) {
-        if !self.first {
-            self.out.push(b',');
-        }
-        self.first = false;
-        crate::json::write_str(self.out, key);
-        self.out.push(b':');
-        self.out.extend_from_slice(value);
-    }
-
-    fn u64(&mut self, key: &str, value: u64) {
-        let mut digits = Vec::with_capacity(20);
-        crate::json::write_u64(&mut digits, value);
-        self.raw(key, &digits);
-    }
-
-    fn str(&mut self, key: &str, value: &str) {
-        let mut text = Vec::with_capacity(value.len() + 2);
-        crate::json::write_str(&mut text, value);
-        self.raw(key, &text);
-    }
-
-    fn strs(&mut self, key: &str, values: &[String]) {
-        let mut list = vec![b'['];
-        for (i, value) in values.iter().enumerate() {
-            if i > 0 {
-                list.push(b',');
-            }
-            crate::json::write_str(&mut list, value);
-        }
-        list.push(b']');
-        self.raw(key, &list);
-    }
-
-    fn finish(self) {
-        self.out.push(b'}');
     }
 }
 

@@ -1,8 +1,10 @@
 //! Tiny JSON writing helpers for the messages the server builds by hand.
 //!
 //! The server never builds a JSON tree to answer: it writes bytes straight
-//! into the outgoing buffer. This module owns string escaping; parsing of
-//! client JSON lives in `proto` (simd-json).
+//! into the outgoing buffer. This module owns string escaping and the one
+//! object writer (`ObjectWriter`) for the bigger documents (`/stats`, the
+//! effective configuration); parsing of client JSON lives in `proto`
+//! (simd-json).
 
 /// Appends `s` to `out` as a JSON string literal, quotes included.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
@@ -60,9 +62,138 @@ pub fn write_i64(out: &mut Vec<u8>, n: i64) {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// Writes one JSON object field by field, in the order given, commas
+/// handled; nested objects through `open`/`close`, arrays of objects
+/// through `objects`.
+pub struct ObjectWriter<'a> {
+    out: &'a mut Vec<u8>,
+    /// Whether the next key is the first of its object.
+    first: bool,
+}
+
+impl<'a> ObjectWriter<'a> {
+    /// Starts an object in `out`; `close` ends it.
+    pub fn new(out: &'a mut Vec<u8>) -> Self {
+        out.push(b'{');
+        Self { out, first: true }
+    }
+
+    /// Writes `"key":`, after a comma unless it is the object's first.
+    pub fn key(&mut self, key: &str) {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        write_str(self.out, key);
+        self.out.push(b':');
+    }
+
+    /// A field whose value is already JSON.
+    pub fn raw(&mut self, key: &str, value: &[u8]) {
+        self.key(key);
+        self.out.extend_from_slice(value);
+    }
+
+    pub fn u64(&mut self, key: &str, value: u64) {
+        self.key(key);
+        write_u64(self.out, value);
+    }
+
+    /// A number; NaN and infinities, which JSON cannot hold, are written as 0.
+    pub fn f64(&mut self, key: &str, value: f64) {
+        self.key(key);
+        let value = if value.is_finite() { value } else { 0.0 };
+        self.out.extend_from_slice(format!("{value}").as_bytes());
+    }
+
+    pub fn bool(&mut self, key: &str, value: bool) {
+        self.raw(key, if value { b"true" } else { b"false" });
+    }
+
+    pub fn null(&mut self, key: &str) {
+        self.raw(key, b"null");
+    }
+
+    pub fn str(&mut self, key: &str, value: &str) {
+        self.key(key);
+        write_str(self.out, value);
+    }
+
+    /// An array of strings.
+    pub fn strs(&mut self, key: &str, values: &[String]) {
+        self.key(key);
+        self.out.push(b'[');
+        for (i, value) in values.iter().enumerate() {
+            if i > 0 {
+                self.out.push(b',');
+            }
+            write_str(self.out, value);
+        }
+        self.out.push(b']');
+    }
+
+    /// Starts an object nested under `key`; `close` ends it.
+    pub fn open(&mut self, key: &str) {
+        self.key(key);
+        self.out.push(b'{');
+        self.first = true;
+    }
+
+    /// Ends the innermost object still open.
+    pub fn close(&mut self) {
+        self.out.push(b'}');
+        self.first = false;
+    }
+
+    /// An array of objects under `key`, one per item, each written by `each`.
+    pub fn objects<T>(
+        &mut self,
+        key: &str,
+        items: impl IntoIterator<Item = T>,
+        mut each: impl FnMut(&mut Self, T),
+    ) {
+        self.key(key);
+        self.out.push(b'[');
+        for (i, item) in items.into_iter().enumerate() {
+            if i > 0 {
+                self.out.push(b',');
+            }
+            self.out.push(b'{');
+            self.first = true;
+            each(self, item);
+            self.close();
+        }
+        self.out.push(b']');
+        self.first = false;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn object_writer_nests_objects_and_arrays_with_commas_in_place() {
+        let mut out = Vec::new();
+        let mut w = ObjectWriter::new(&mut out);
+        w.u64("a", 1);
+        w.open("b");
+        w.str("c", "x\"y");
+        w.null("d");
+        w.close();
+        w.objects("e", [1u64, 2], |w, n| {
+            w.u64("n", n);
+            w.bool("odd", n % 2 == 1);
+        });
+        w.strs("f", &["p".to_owned(), "q".to_owned()]);
+        w.f64("g", f64::NAN);
+        w.objects("h", Vec::<u64>::new(), |_, _| {});
+        w.close();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"a":1,"b":{"c":"x\"y","d":null},"e":[{"n":1,"odd":true},{"n":2,"odd":false}],"f":["p","q"],"g":0,"h":[]}"#
+        );
+    }
 
     fn escaped(s: &str) -> String {
         let mut out = Vec::new();

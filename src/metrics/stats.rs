@@ -5,7 +5,7 @@
 //! Integers at the top level (`connections`, `users`, `rooms`,
 //! `uptime_seconds`), as `docs/protocol.md` section 1 asks; groups below.
 
-use crate::json;
+use crate::json::ObjectWriter;
 use crate::metrics::{HistogramSnapshot, Snapshot};
 
 /// What `/stats` shows beyond the snapshot.
@@ -18,15 +18,13 @@ pub struct About<'a> {
 
 /// Appends the `/stats` body to `out`.
 pub fn render(out: &mut Vec<u8>, snap: &Snapshot, about: &About<'_>) {
-    let mut w = Writer { out, first: true };
-    w.open();
+    let mut w = ObjectWriter::new(out);
     w.u64("connections", snap.connections);
     w.u64("users", snap.users);
     w.u64("rooms", snap.rooms);
     w.u64("uptime_seconds", about.uptime_seconds);
     w.str("version", about.version);
-    w.key("messages");
-    w.open();
+    w.open("messages");
     w.u64("in", snap.messages_in);
     w.u64("out", snap.messages_out);
     w.u64("publishes", snap.publishes);
@@ -35,17 +33,14 @@ pub fn render(out: &mut Vec<u8>, snap: &Snapshot, about: &About<'_>) {
     w.u64("conflated", snap.conflated);
     w.u64("rate_limited", snap.rate_limited);
     w.close();
-    w.key("bytes");
-    w.open();
+    w.open("bytes");
     w.u64("in", snap.bytes_in);
     w.u64("out", snap.bytes_out);
     w.close();
-    w.key("connections_detail");
-    w.open();
+    w.open("connections_detail");
     w.u64("opened", snap.opened);
     w.u64("closed", snap.closed_total());
-    w.key("closed_by_code");
-    w.open();
+    w.open("closed_by_code");
     for &(code, count) in &snap.closed {
         if code == 0 {
             w.u64("other", count);
@@ -58,112 +53,41 @@ pub fn render(out: &mut Vec<u8>, snap: &Snapshot, about: &About<'_>) {
     w.u64("ping_timeouts", snap.ping_timeouts);
     w.u64("write_buffer_bytes", snap.write_buffer_bytes);
     w.close();
-    w.key("handshake_rejections");
-    w.open();
+    w.open("handshake_rejections");
     for &(code, count) in &snap.handshake_rejections {
         w.u64(code.as_str(), count);
     }
     w.close();
-    w.key("latency");
-    w.open();
-    w.key("handshake");
-    w.histogram(&snap.handshake_latency);
-    w.key("fanout");
-    w.histogram(&snap.fanout_latency);
+    w.open("latency");
+    histogram(&mut w, "handshake", &snap.handshake_latency);
+    histogram(&mut w, "fanout", &snap.fanout_latency);
     w.close();
-    w.key("shards");
-    w.out.push(b'[');
-    for (i, shard) in snap.shards.iter().enumerate() {
-        if i > 0 {
-            w.out.push(b',');
-        }
-        w.first = true;
-        w.open();
+    w.objects("shards", snap.shards.iter().enumerate(), |w, (i, shard)| {
         w.u64("shard", i as u64);
         w.u64("connections", shard.connections);
         w.u64("inbox", shard.inbox);
         w.u64("read_pauses", shard.read_pauses);
         w.f64("busy_ratio", shard.busy_ratio);
         w.f64("busy_seconds", shard.busy_seconds);
-        w.close();
-    }
-    w.out.push(b']');
-    w.first = false;
-    w.key("config");
-    w.out.extend_from_slice(about.config_json);
+    });
+    w.raw("config", about.config_json);
     w.close();
 }
 
-/// A tiny JSON object writer: keys in the order given, commas handled.
-struct Writer<'a> {
-    out: &'a mut Vec<u8>,
-    /// Whether the next key is the first of its object.
-    first: bool,
-}
-
-impl Writer<'_> {
-    fn open(&mut self) {
-        self.out.push(b'{');
-        self.first = true;
-    }
-
-    fn close(&mut self) {
-        self.out.push(b'}');
-        self.first = false;
-    }
-
-    fn key(&mut self, key: &str) {
-        if !self.first {
-            self.out.push(b',');
+/// `{"count","sum_seconds","buckets":[{"le_us","count"}...]}` under `key`,
+/// counts per bucket (not cumulative); the last bucket has `"le_us": null`.
+fn histogram(w: &mut ObjectWriter<'_>, key: &str, h: &HistogramSnapshot) {
+    w.open(key);
+    w.u64("count", h.count());
+    w.f64("sum_seconds", h.sum_ns as f64 / 1e9);
+    w.objects("buckets", h.counts.iter().enumerate(), |w, (i, count)| {
+        match h.bounds_us.get(i) {
+            Some(&bound) => w.u64("le_us", bound),
+            None => w.null("le_us"),
         }
-        self.first = false;
-        json::write_str(self.out, key);
-        self.out.push(b':');
-    }
-
-    fn u64(&mut self, key: &str, value: u64) {
-        self.key(key);
-        json::write_u64(self.out, value);
-    }
-
-    fn f64(&mut self, key: &str, value: f64) {
-        self.key(key);
-        let value = if value.is_finite() { value } else { 0.0 };
-        self.out.extend_from_slice(format!("{value}").as_bytes());
-    }
-
-    fn str(&mut self, key: &str, value: &str) {
-        self.key(key);
-        json::write_str(self.out, value);
-    }
-
-    /// `{"count","sum_seconds","buckets":[{"le_us","count"}...]}`, counts
-    /// per bucket (not cumulative); the last bucket has `"le_us": null`.
-    fn histogram(&mut self, h: &HistogramSnapshot) {
-        self.open();
-        self.u64("count", h.count());
-        self.f64("sum_seconds", h.sum_ns as f64 / 1e9);
-        self.key("buckets");
-        self.out.push(b'[');
-        for (i, count) in h.counts.iter().enumerate() {
-            if i > 0 {
-                self.out.push(b',');
-            }
-            self.first = true;
-            self.open();
-            match h.bounds_us.get(i) {
-                Some(&bound) => self.u64("le_us", bound),
-                None => {
-                    self.key("le_us");
-                    self.out.extend_from_slice(b"null");
-                }
-            }
-            self.u64("count", *count);
-            self.close();
-        }
-        self.out.push(b']');
-        self.close();
-    }
+        w.u64("count", *count);
+    });
+    w.close();
 }
 
 #[cfg(test)]
