@@ -6,7 +6,7 @@
 
 use std::fmt::Write;
 
-use crate::metrics::{HistogramSnapshot, Snapshot};
+use crate::metrics::{HistogramSnapshot, ShardSnapshot, Snapshot};
 
 /// The `Content-Type` of the exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -152,67 +152,46 @@ pub fn render(snap: &Snapshot, uptime_seconds: f64, version: &str) -> String {
         "From reading a publish to queuing it for the last member, observed once per shard with members.",
         &snap.fanout_latency,
     );
-    header(
+    per_shard(
         w,
         "roomcast_shard_connections",
         "Open WebSocket connections per shard.",
         "gauge",
+        &snap.shards,
+        |s| s.connections,
     );
-    for (i, shard) in snap.shards.iter().enumerate() {
-        let _ = writeln!(
-            w,
-            "roomcast_shard_connections{{shard=\"{i}\"}} {}",
-            shard.connections
-        );
-    }
-    header(
+    per_shard(
         w,
         "roomcast_shard_inbox",
         "Batches of room traffic (and handed-off sockets) waiting in the shard's inbox, sampled each sweep.",
         "gauge",
+        &snap.shards,
+        |s| s.inbox,
     );
-    for (i, shard) in snap.shards.iter().enumerate() {
-        let _ = writeln!(w, "roomcast_shard_inbox{{shard=\"{i}\"}} {}", shard.inbox);
-    }
-    header(
+    per_shard(
         w,
         "roomcast_shard_read_pauses_total",
         "Times the shard stopped reading client sockets because another shard was too far behind on its room traffic.",
         "counter",
+        &snap.shards,
+        |s| s.read_pauses,
     );
-    for (i, shard) in snap.shards.iter().enumerate() {
-        let _ = writeln!(
-            w,
-            "roomcast_shard_read_pauses_total{{shard=\"{i}\"}} {}",
-            shard.read_pauses
-        );
-    }
-    header(
+    per_shard(
         w,
         "roomcast_shard_busy_ratio",
         "Share of the last sweep interval (at most a second) the shard's thread was on a CPU.",
         "gauge",
+        &snap.shards,
+        |s| s.busy_ratio,
     );
-    for (i, shard) in snap.shards.iter().enumerate() {
-        let _ = writeln!(
-            w,
-            "roomcast_shard_busy_ratio{{shard=\"{i}\"}} {}",
-            shard.busy_ratio
-        );
-    }
-    header(
+    per_shard(
         w,
         "roomcast_shard_busy_seconds_total",
         "CPU time (user and system) the shard's thread has used.",
         "counter",
+        &snap.shards,
+        |s| s.busy_seconds,
     );
-    for (i, shard) in snap.shards.iter().enumerate() {
-        let _ = writeln!(
-            w,
-            "roomcast_shard_busy_seconds_total{{shard=\"{i}\"}} {}",
-            shard.busy_seconds
-        );
-    }
     header(
         w,
         "roomcast_uptime_seconds",
@@ -233,6 +212,21 @@ pub fn render(snap: &Snapshot, uptime_seconds: f64, version: &str) -> String {
 fn header(w: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(w, "# HELP {name} {help}");
     let _ = writeln!(w, "# TYPE {name} {kind}");
+}
+
+/// One series per shard, labelled `shard="i"`.
+fn per_shard<V: std::fmt::Display>(
+    w: &mut String,
+    name: &str,
+    help: &str,
+    kind: &str,
+    shards: &[ShardSnapshot],
+    value: impl Fn(&ShardSnapshot) -> V,
+) {
+    header(w, name, help, kind);
+    for (i, shard) in shards.iter().enumerate() {
+        let _ = writeln!(w, "{name}{{shard=\"{i}\"}} {}", value(shard));
+    }
 }
 
 fn gauge(w: &mut String, name: &str, help: &str, value: u64) {
