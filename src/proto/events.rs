@@ -14,7 +14,7 @@ use crate::codes::ErrorCode;
 use crate::codes::limits::MAX_SUB_LEN;
 use crate::json;
 use crate::proto::envelope::Envelope;
-use crate::proto::names::{self, may_join, pattern_matches};
+use crate::proto::names::{self, may_join};
 use crate::proto::reply::{self, OwnedId};
 use crate::proto::{JoinRecovery, Request, Session, Sink, scan};
 use crate::rooms::wire;
@@ -166,7 +166,7 @@ pub fn publish(event: &Event<'_, '_, '_>, sink: &mut dyn Sink) -> Outcome {
     };
     let session = &event.session;
     let publish_patterns = session.claims.publish.as_deref().unwrap_or_default();
-    let allowed = publish_patterns.iter().any(|p| pattern_matches(p, &room))
+    let allowed = names::matches_any(publish_patterns, &room)
         || (session.config.members_publish && event.is_member(&room));
     if !allowed {
         return Err(if session.config.members_publish && event.may_join(&room) {

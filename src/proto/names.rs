@@ -58,10 +58,15 @@ pub fn pattern_matches(pattern: &str, room: &str) -> bool {
     }
 }
 
+/// Whether any of `patterns` matches `room`.
+pub fn matches_any<P: AsRef<str>>(patterns: &[P], room: &str) -> bool {
+    patterns.iter().any(|p| pattern_matches(p.as_ref(), room))
+}
+
 /// Whether a user with these join patterns may join `room`; no patterns
 /// (claim absent) means the server default, `*`.
 pub fn may_join<P: AsRef<str>>(patterns: Option<&[P]>, room: &str) -> bool {
-    patterns.is_none_or(|patterns| patterns.iter().any(|p| pattern_matches(p.as_ref(), room)))
+    patterns.is_none_or(|patterns| matches_any(patterns, room))
 }
 
 #[cfg(test)]

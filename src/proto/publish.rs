@@ -20,7 +20,7 @@ use crate::auth::Claims;
 use crate::codes::ErrorCode;
 use crate::codes::limits::MAX_PUBLISH_MESSAGES;
 use crate::proto::envelope::Parser;
-use crate::proto::names::{is_reserved, is_valid_event, is_valid_room, pattern_matches};
+use crate::proto::names::{is_reserved, is_valid_event, is_valid_room, matches_any};
 use crate::proto::scan;
 
 /// One message to publish, valid and permitted.
@@ -140,7 +140,7 @@ pub fn parse(
     })?;
     let patterns = claims.publish.as_deref().unwrap_or_default();
     for message in &messages {
-        if !patterns.iter().any(|p| pattern_matches(p, &message.room)) {
+        if !matches_any(patterns, &message.room) {
             return Err(PublishError::Forbidden {
                 room: message.room.clone(),
             });
