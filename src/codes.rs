@@ -201,6 +201,13 @@ pub mod limits {
     /// events), so normal bursts never pause, yet small: a queued `Publish`
     /// of a small event is a few hundred bytes, so a few MB per pair of shards.
     pub const BUS_HIGH_WATER: usize = 16_384;
+    /// Each socket's `SO_SNDBUF` is this many times `--max-write-buffer`
+    /// (Linux doubles it again for bookkeeping). Near the bound, so that a
+    /// client that stops reading holds little in the kernel, yet room
+    /// enough that a burst of a few bounds to a client that reads leaves
+    /// user space as fast as it arrives, and the bound judges only a
+    /// client that falls behind.
+    pub const SEND_BUFFER_PER_BOUND: usize = 2;
     /// Most messages in one `POST /publish` body.
     pub const MAX_PUBLISH_MESSAGES: usize = 1000;
     /// Longest chunk-size line (size and ignored extensions) of a chunked

@@ -291,6 +291,9 @@ fn direct_messages_to_a_non_reading_client_end_in_4008_under_drop() {
             r#"{{"event":"user:send","data":{{"to":"slow","data":"{pad}"}}}}"#
         ));
     }
+    // Acked once every message before it was queued, all before the slow
+    // member reads anything: one that reads as they come is not slow.
+    sender.request("user:send", r#"{"to":"slow","data":0}"#, "");
     slow.set_read_timeout(Duration::from_secs(10));
     let (code, _) = slow.read_until_close();
     assert_eq!(code, Some(4008));

@@ -321,6 +321,16 @@ impl Connection {
         }
     }
 
+    /// Whether the queue should go to the socket now, before `incoming`
+    /// more bytes are queued: once it would pass half the bound. The bound
+    /// of section 8 is about a client that falls behind, not about how much
+    /// arrived within one turn of the event loop, so a burst is written as
+    /// it comes rather than judged in user space first; a client that reads
+    /// keeps up, and only one whose socket is full reaches the bound.
+    pub fn wants_write_through(&self, incoming: usize, config: &Config) -> bool {
+        !self.out.is_empty() && self.out.pending() + incoming > config.max_write_buffer / 2
+    }
+
     /// Queues a reply built elsewhere (an ack from the rooms); returns
     /// whether it was queued.
     pub fn send_text(&mut self, text: &[u8], now: Instant, config: &Config) -> bool {

@@ -23,7 +23,7 @@ use crate::metrics::ShardMetrics;
 use crate::proto::Request;
 use crate::proto::reply::{self, OwnedId};
 use crate::reactor::bus::{BusMsg, ConnRef, PublishAnswer};
-use crate::reactor::shard::{Command, Entry, Gather, Shard, unix_ms};
+use crate::reactor::shard::{Command, Entry, Gather, Shard, unix_ms, write_through};
 use crate::rooms::table::{Joiner, Publish, Recovery, RoomLog};
 use crate::rooms::{owner_of, wire};
 
@@ -43,15 +43,7 @@ impl Shard {
     /// `Shared::bus_pending` for flow control (its own are never counted:
     /// they are handled here and then).
     pub(super) fn pump(&mut self) {
-        loop {
-            let own = std::mem::take(&mut self.outbox[self.index]);
-            if own.is_empty() {
-                break;
-            }
-            for message in own {
-                self.on_bus(message);
-            }
-        }
+        self.handle_own_outbox();
         for shard in 0..self.outbox.len() {
             if shard != self.index && !self.outbox[shard].is_empty() {
                 let messages = std::mem::take(&mut self.outbox[shard]);
@@ -67,6 +59,19 @@ impl Shard {
             }
         }
         self.metrics().rooms.set(self.table.len() as u64);
+    }
+
+    /// Handles the bus messages this shard sent itself until none are left.
+    pub(super) fn handle_own_outbox(&mut self) {
+        loop {
+            let own = std::mem::take(&mut self.outbox[self.index]);
+            if own.is_empty() {
+                break;
+            }
+            for message in own {
+                self.on_bus(message);
+            }
+        }
     }
 
     fn conn_ref(&self, key: usize) -> Option<(ConnRef, Arc<str>, Option<Box<str>>)> {
@@ -457,6 +462,7 @@ impl Shard {
                 continue;
             }
             if let Some(entry) = self.conns.get_mut(key) {
+                write_through(entry, metrics, frame.len(), config);
                 tally.count(entry.conn.deliver(room, frame, kind, now, config));
                 mark(&mut self.conns, &mut self.dirty, key);
             }
@@ -484,6 +490,8 @@ impl Shard {
                 if entry.conn.user_id().is_none() {
                     continue;
                 }
+                let metrics = &self.shared.metrics[self.index];
+                write_through(entry, metrics, frame.len(), &self.shared.config);
                 let delivered =
                     entry
                         .conn
@@ -524,6 +532,8 @@ impl Shard {
     /// Queues a reply for `conn` if it is still there.
     fn reply(&mut self, conn: ConnRef, text: &[u8], now: Instant) {
         if let Some(entry) = live(&mut self.conns, conn) {
+            let metrics = &self.shared.metrics[self.index];
+            write_through(entry, metrics, text.len(), &self.shared.config);
             if entry.conn.send_text(text, now, &self.shared.config) {
                 self.shared.metrics[self.index].messages_out.inc();
             }

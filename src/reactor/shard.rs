@@ -38,7 +38,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use crate::codes::limits::{ACCEPT_BUDGET, BUS_HIGH_WATER};
+use crate::codes::limits::{ACCEPT_BUDGET, BUS_HIGH_WATER, SEND_BUFFER_PER_BOUND};
 use crate::conn::outbound::MAX_IO_SLICES;
 use crate::conn::report::Report;
 use crate::conn::{AbortReason, Admission, Connection, Context, Port, Tick, pool};
@@ -110,6 +110,9 @@ pub(super) struct Entry {
     /// unallocated while idle.
     input: Vec<u8>,
     writable_interest: bool,
+    /// The last write met `WouldBlock` and no WRITABLE event came since:
+    /// writing through again would only fail again.
+    socket_full: bool,
     write_shut: bool,
     peer_closed: bool,
     pub(super) queued_for_flush: bool,
@@ -286,6 +289,9 @@ impl Shard {
                             self.on_readable(key, false);
                         }
                         if event.is_writable() {
+                            if let Some(entry) = self.conns.get_mut(key) {
+                                entry.socket_full = false;
+                            }
                             self.mark_dirty(key);
                         }
                     }
@@ -432,6 +438,7 @@ impl Shard {
             conn: Connection::new(id, peer.ip(), Instant::now()).on_port(port),
             input: Vec::new(),
             writable_interest: false,
+            socket_full: false,
             write_shut: false,
             peer_closed: false,
             queued_for_flush: false,
@@ -469,6 +476,7 @@ impl Shard {
                     entry.bytes.read += n as u64;
                     let short = n < self.read_buf.len();
                     self.feed(key, n);
+                    self.after_slice(key);
                     budget = budget.saturating_sub(n);
                     if budget == 0 {
                         self.read_again(key);
@@ -547,6 +555,19 @@ impl Shard {
             for request in requests {
                 self.on_request(key, request, now);
             }
+        }
+    }
+
+    /// Between two slices of one connection's input (`READ_CHUNK` each):
+    /// the room traffic the slice started on this shard is fanned out now,
+    /// and the connection's own replies are written once they pass half
+    /// its bound, so a flooding client balloons no queue before the turn
+    /// ends.
+    fn after_slice(&mut self, key: usize) {
+        self.handle_own_outbox();
+        if let Some(entry) = self.conns.get_mut(key) {
+            let metrics = &self.shared.metrics[self.index];
+            write_through(entry, metrics, 0, &self.shared.config);
         }
     }
 
@@ -716,6 +737,23 @@ impl Shard {
     }
 }
 
+/// Writes the connection's queue to the socket now if queuing `incoming`
+/// more bytes would take it past half its bound
+/// (`Connection::wants_write_through`), so that a burst leaves as it
+/// arrives instead of being judged as backlog. A socket that was full is
+/// left alone until its WRITABLE event. A write error is left for
+/// the end-of-turn flush, which meets it again and drops the connection.
+pub(super) fn write_through(
+    entry: &mut Entry,
+    metrics: &ShardMetrics,
+    incoming: usize,
+    config: &crate::config::Config,
+) {
+    if !entry.socket_full && entry.conn.wants_write_through(incoming, config) {
+        let _ = write_pending(entry, metrics);
+    }
+}
+
 /// Writes as much queued output as the socket takes.
 fn write_pending(entry: &mut Entry, metrics: &ShardMetrics) -> io::Result<()> {
     let out = entry.conn.outbound();
@@ -725,11 +763,15 @@ fn write_pending(entry: &mut Entry, metrics: &ShardMetrics) -> io::Result<()> {
         match entry.stream.write_vectored(&slices[..count]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
+                entry.socket_full = false;
                 metrics.bytes_out.add(n as u64);
                 entry.bytes.written += n as u64;
                 out.advance(n);
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                entry.socket_full = true;
+                return Ok(());
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
@@ -739,7 +781,7 @@ fn write_pending(entry: &mut Entry, metrics: &ShardMetrics) -> io::Result<()> {
 
 fn prepare_socket(stream: &TcpStream, max_write_buffer: usize) -> io::Result<()> {
     stream.set_nodelay(true)?;
-    sys::cap_send_buffer(stream, max_write_buffer)
+    sys::cap_send_buffer(stream, SEND_BUFFER_PER_BOUND * max_write_buffer)
 }
 
 /// The sweep runs often enough to time heartbeats to a quarter of their

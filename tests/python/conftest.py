@@ -10,6 +10,7 @@ import json
 import os
 import pathlib
 import queue
+import socket
 import subprocess
 import threading
 import time
@@ -73,6 +74,28 @@ def request(ws, message):
         if reply.get("event") == "ack" and reply.get("id") == message["id"]:
             return reply, others
         others.append(reply)
+
+
+@contextlib.contextmanager
+def slow_consumer(server, room):
+    """A member of `room` with a tiny receive buffer that never reads."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    host, port = server.addr.rsplit(":", 1)
+    sock.connect((host, int(port)))
+    with connect(
+        server.url("/ws"),
+        sock=sock,
+        additional_headers={"Authorization": f"Bearer {mint(claims('py-slow'))}"},
+        open_timeout=TIMEOUT,
+        close_timeout=1,
+        proxy=None,
+        max_queue=1,
+    ) as ws:
+        json.loads(ws.recv(timeout=TIMEOUT))
+        ack, _ = request(ws, {"event": "room:join", "data": {"room": room}, "id": "slow"})
+        assert ack["success"] is True, ack
+        yield ws
 
 
 def _drain(stream, sink):

@@ -4,9 +4,7 @@ three clients connect and join, ten messages are published, one token is
 refused and one slow consumer is closed. Every figure is compared with what
 that sequence must have produced."""
 
-import contextlib
 import json
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -14,7 +12,7 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 
-from conftest import claims, mint, open_ws, request
+from conftest import claims, mint, open_ws, request, slow_consumer
 
 TIMEOUT = 5
 
@@ -52,28 +50,6 @@ def wait_for(addr, name, expected, **labels):
             assert got == expected, f"{name}{labels}: {got} != {expected}"
             return samples
         time.sleep(0.05)
-
-
-@contextlib.contextmanager
-def slow_consumer(server, room):
-    """A member of `room` with a tiny receive buffer that never reads."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    host, port = server.addr.rsplit(":", 1)
-    sock.connect((host, int(port)))
-    with connect(
-        server.url("/ws"),
-        sock=sock,
-        additional_headers={"Authorization": f"Bearer {mint(claims('py-slow'))}"},
-        open_timeout=TIMEOUT,
-        close_timeout=1,
-        proxy=None,
-        max_queue=1,
-    ) as ws:
-        json.loads(ws.recv(timeout=TIMEOUT))
-        ack, _ = request(ws, {"event": "room:join", "data": {"room": room}, "id": "slow"})
-        assert ack["success"] is True, ack
-        yield ws
 
 
 def test_metrics_follow_a_scripted_sequence(start_server):
