@@ -12,7 +12,7 @@ use crate::config::ConfigError;
 pub enum Scenario {
     /// C connections to /echo, each keeping --window messages of --size bytes in flight (closed loop).
     Echo,
-    /// C subscribers over --rooms rooms, --publishers publishers at --rate msgs/s (0: as fast as acks allow).
+    /// C subscribers over --rooms rooms, --publishers publishers at --rate msgs/s (0: as fast as the window allows).
     Fanout,
     /// Handshakes per second (JWT included), or with --churn: connect, join, leave, disconnect loops.
     Connect,
@@ -37,9 +37,11 @@ pub enum Target {
   echo     C connections to /echo, each keeping W messages of S bytes in flight; latency per echo.
   fanout   C subscribers spread over R rooms (room:join), P publishers with `pub` tokens (rate 0),
            each publishing to its share of the rooms in turn (peers: one room per publisher),
-           S-byte payloads, at --rate total messages/s (paced) or, with --rate 0, as fast as
-           --window outstanding publishes per publisher allow. Counts deliveries, lost messages
-           and out-of-order seq per subscriber.
+           S-byte payloads, at --rate total messages/s (paced) or, with --rate 0, keeping
+           --window messages in flight per room: each publisher has one probe subscriber per
+           room it publishes to, in its own thread, and a message is in flight until that
+           probe received it. The same rule for every target (the probes count as subscribers).
+           Counts deliveries, lost messages and out-of-order seq per subscriber.
   connect  handshakes per second including JWT validation; --churn adds join and leave.
   idle     holds C connections, each joined to one room, for --duration; server RSS per connection.
 
@@ -71,7 +73,7 @@ pub struct BenchArgs {
     /// Payload size in bytes (echo message; fanout `data` padding).
     #[arg(long, short = 's', default_value_t = 32)]
     pub size: usize,
-    /// Messages in flight per echo connection; outstanding publishes per publisher at --rate 0.
+    /// Messages in flight per echo connection; per room at --rate 0 (fanout).
     #[arg(long, short = 'w', default_value_t = 16)]
     pub window: usize,
     /// Fan-out: total messages per second over all publishers; 0: as fast as the window allows.
@@ -165,12 +167,43 @@ impl BenchArgs {
         Ok(())
     }
 
-    /// Sockets the whole run opens at once.
-    pub fn sockets(&self) -> usize {
+    /// Whether fan-out publishers keep a window per room, with probes.
+    pub fn probed(&self) -> bool {
+        self.scenario == Scenario::Fanout && self.rate == 0.0
+    }
+
+    /// Clients spread over the worker processes (a publisher's probes go
+    /// with it and are not counted).
+    pub fn clients(&self) -> usize {
         match self.scenario {
             Scenario::Fanout => self.conns + self.publishers,
             _ => self.conns,
         }
+    }
+
+    /// Sockets the whole run opens at once, probes included.
+    pub fn sockets(&self) -> usize {
+        let probes = if self.probed() {
+            (0..self.publishers)
+                .map(|p| self.rooms_of_publisher(p).len())
+                .sum()
+        } else {
+            0
+        };
+        self.clients() + probes
+    }
+
+    /// The rooms publisher `index` publishes to, in turn. A roomcast
+    /// publisher takes rooms `index`, `index + P`, `index + 2P`, … (one
+    /// connection may publish to any room); a peer's publisher is bound to
+    /// the one room of its path.
+    pub fn rooms_of_publisher(&self, index: usize) -> Vec<usize> {
+        let room = index % self.rooms;
+        if self.target != Target::Roomcast {
+            return vec![room];
+        }
+        let mine: Vec<usize> = (index..self.rooms).step_by(self.publishers).collect();
+        if mine.is_empty() { vec![room] } else { mine }
     }
 
     /// Client threads per process.

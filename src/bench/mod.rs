@@ -179,10 +179,11 @@ fn summarize(
         }
     }
     let expected = (args.scenario == Scenario::Fanout).then(|| {
+        let probes = probes_per_room(args);
         published
             .iter()
             .enumerate()
-            .map(|(room, n)| n * members_of(args, room))
+            .map(|(room, n)| n * (members_of(args, room) + probes[room]))
             .sum()
     });
     let server = match (server_before, server_start, server_end) {
@@ -207,6 +208,20 @@ fn summarize(
         bench_cpu_seconds,
         bench_threads: args.thread_count() * workers,
     }
+}
+
+/// Probe subscribers per room: one for each publisher publishing to it,
+/// when publishers keep a window per room.
+fn probes_per_room(args: &BenchArgs) -> Vec<u64> {
+    let mut probes = vec![0; args.rooms];
+    if args.probed() {
+        for publisher in 0..args.publishers {
+            for room in args.rooms_of_publisher(publisher) {
+                probes[room] += 1;
+            }
+        }
+    }
+    probes
 }
 
 /// Subscribers of `room`: subscriber g is in room g % rooms.

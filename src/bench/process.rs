@@ -32,7 +32,7 @@ const CONNECT_LIMIT: Duration = Duration::from_secs(120);
 /// Runs this process as worker `index`: connects, reports, measures.
 pub fn run_worker(args: BenchArgs, index: usize) -> io::Result<()> {
     let threads = args.thread_count();
-    let mine: Vec<usize> = (0..args.sockets())
+    let mine: Vec<usize> = (0..args.clients())
         .filter(|g| g % args.workers == index)
         .collect();
     let shared = Arc::new(Shared::new(args));

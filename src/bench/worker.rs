@@ -80,9 +80,23 @@ pub struct Tally {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
     Echo,
-    Subscriber { room: usize },
-    Publisher { index: usize, room: usize },
-    Idle { room: usize },
+    Subscriber {
+        room: usize,
+    },
+    Publisher {
+        index: usize,
+        room: usize,
+    },
+    /// A subscriber that tells the publisher at slab key `publisher` that
+    /// its message to room `slot` of its rooms arrived.
+    Probe {
+        room: usize,
+        publisher: usize,
+        slot: usize,
+    },
+    Idle {
+        room: usize,
+    },
     Connector,
 }
 
@@ -105,12 +119,36 @@ struct Client {
     opened_at: Instant,
     /// Echo messages or publishes awaiting their answer.
     outstanding: usize,
+    /// A probed publisher: its messages per room (in `templates` order)
+    /// that the room's probe has not received yet.
+    in_flight: Vec<usize>,
     sent: u64,
     last_seq: u64,
     /// Raw peers: the last counter seen per publisher.
     last_counter: Vec<(u32, u64)>,
     /// What this client sends, in turn: (room, pre-encoded message).
     templates: Vec<(usize, Arc<Template>)>,
+}
+
+impl Client {
+    /// A client whose upgrade request for `path` is queued.
+    fn new(stream: TcpStream, role: Role, path: &str, host: &str) -> Self {
+        Self {
+            stream,
+            role,
+            state: State::Handshaking,
+            input: Vec::new(),
+            out: client::upgrade_request(path, host),
+            writable: true,
+            opened_at: Instant::now(),
+            outstanding: 0,
+            in_flight: Vec::new(),
+            sent: 0,
+            last_seq: 0,
+            last_counter: Vec::new(),
+            templates: Vec::new(),
+        }
+    }
 }
 
 /// Runs one thread's share: the global client indexes `mine`.
@@ -283,22 +321,45 @@ impl<'a> Worker<'a> {
             Interest::READABLE | Interest::WRITABLE,
         )?;
         let path = request_path(args, role, global);
-        let out = client::upgrade_request(&path, &args.addr.to_string());
         let templates = templates_for(args, role);
-        entry.insert(Client {
-            stream,
-            role,
-            state: State::Handshaking,
-            input: Vec::new(),
-            out,
-            writable: true,
-            opened_at: Instant::now(),
-            outstanding: 0,
-            sent: 0,
-            last_seq: 0,
-            last_counter: Vec::new(),
-            templates,
-        });
+        let probes: Vec<usize> = match role {
+            Role::Publisher { .. } if args.probed() => templates.iter().map(|t| t.0).collect(),
+            _ => Vec::new(),
+        };
+        let mut client = Client::new(stream, role, &path, &args.addr.to_string());
+        client.in_flight = vec![0; probes.len()];
+        client.templates = templates;
+        entry.insert(client);
+        for (slot, room) in probes.into_iter().enumerate() {
+            let probe = Role::Probe {
+                room,
+                publisher: key,
+                slot,
+            };
+            self.connect_probe(probe, global, source)?;
+        }
+        Ok(())
+    }
+
+    /// Opens a probe subscriber for the publisher that is client `global`.
+    fn connect_probe(
+        &mut self,
+        role: Role,
+        global: usize,
+        source: Option<std::net::IpAddr>,
+    ) -> io::Result<()> {
+        let args = self.args;
+        let stream = crate::sys::connect_from(source, args.addr)?;
+        stream.set_nodelay(true)?;
+        let mut stream = TcpStream::from_std(stream);
+        let entry = self.clients.vacant_entry();
+        self.poll.registry().register(
+            &mut stream,
+            Token(entry.key()),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        let path = request_path(args, role, global);
+        entry.insert(Client::new(stream, role, &path, &args.addr.to_string()));
         Ok(())
     }
 
@@ -404,8 +465,10 @@ impl<'a> Worker<'a> {
         self.tally.handshakes += 1;
         self.shared.handshakes.fetch_add(1, Ordering::Relaxed);
         self.shared.connected.fetch_add(1, Ordering::Relaxed);
-        let joins = matches!(client.role, Role::Subscriber { .. } | Role::Idle { .. })
-            || (client.role == Role::Connector && args.churn);
+        let joins = matches!(
+            client.role,
+            Role::Subscriber { .. } | Role::Probe { .. } | Role::Idle { .. }
+        ) || (client.role == Role::Connector && args.churn);
         match (args.target, client.role) {
             (_, Role::Connector) if args.scenario == Scenario::Connect => {
                 let micros = now.duration_since(client.opened_at).as_micros() as u64;
@@ -421,7 +484,10 @@ impl<'a> Worker<'a> {
                 }
             }
             (Target::Socketio, _) => client.state = State::Joining,
-            (Target::Roomcast, Role::Subscriber { room } | Role::Idle { room }) if joins => {
+            (
+                Target::Roomcast,
+                Role::Subscriber { room } | Role::Probe { room, .. } | Role::Idle { room },
+            ) if joins => {
                 client.state = State::Joining;
                 let join =
                     format!(r#"{{"event":"room:join","data":{{"room":"bench-{room}"}},"id":"j"}}"#);
@@ -472,32 +538,42 @@ impl<'a> Worker<'a> {
                 client.outstanding = client.outstanding.saturating_sub(1);
                 self.count_delivery(data, now);
                 if phase == phase::MEASURE {
-                    self.send_message(key);
+                    self.send_message(key, 0);
                 }
             }
             Role::Publisher { .. } => {
                 if data.starts_with(br#"{"event":"ack""#) {
                     client.outstanding = client.outstanding.saturating_sub(1);
-                    // The id is the message's number, which says its room.
-                    let id = payload::number_after(data, b"\"id\":\"").unwrap_or(1);
-                    let rooms = client.templates.len().max(1);
-                    let room = client
-                        .templates
-                        .get((id.saturating_sub(1) as usize) % rooms)
-                        .map_or(0, |t| t.0);
+                    // The id is the slot of the message's room.
+                    let slot = payload::number_after(data, b"\"id\":\"").unwrap_or(0) as usize;
+                    let room = client.templates.get(slot).map_or(0, |t| t.0);
                     if data.windows(14).any(|w| w == b"\"success\":true") {
                         self.tally.published[room] += 1;
                     } else {
+                        // Refused: it never reaches the probe.
+                        if let Some(n) = client.in_flight.get_mut(slot) {
+                            *n = n.saturating_sub(1);
+                        }
                         self.tally.errors += 1;
                         self.shared.errors.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
-            Role::Subscriber { .. } => {
+            Role::Subscriber { .. } | Role::Probe { .. } => {
                 if self.args.target == Target::Roomcast
                     && !data.starts_with(br#"{"event":"bench:msg""#)
                 {
                     return;
+                }
+                if let Role::Probe {
+                    publisher, slot, ..
+                } = client.role
+                    && let Some(n) = self
+                        .clients
+                        .get_mut(publisher)
+                        .and_then(|p| p.in_flight.get_mut(slot))
+                {
+                    *n = n.saturating_sub(1);
                 }
                 self.check_order(key, data);
                 self.count_delivery(data, now);
@@ -567,31 +643,40 @@ impl<'a> Worker<'a> {
             let Some(client) = self.clients.get(key) else {
                 continue;
             };
-            let quota = match client.role {
-                Role::Echo => args.window.saturating_sub(client.outstanding),
-                Role::Publisher { .. } if args.rate > 0.0 => {
+            // What to send now, per slot of the client's rooms.
+            let quota: Vec<(usize, usize)> = match client.role {
+                Role::Echo => vec![(0, args.window.saturating_sub(client.outstanding))],
+                Role::Publisher { .. } if args.probed() => client
+                    .in_flight
+                    .iter()
+                    .enumerate()
+                    .map(|(slot, n)| (slot, args.window.saturating_sub(*n)))
+                    .collect(),
+                Role::Publisher { .. } => {
                     let per_publisher = args.rate / args.publishers as f64;
                     let due = (elapsed * per_publisher) as u64;
-                    due.saturating_sub(client.sent).min(1000) as usize
+                    let rooms = client.templates.len().max(1);
+                    (0..due.saturating_sub(client.sent).min(1000))
+                        .map(|n| (((client.sent + n) as usize) % rooms, 1))
+                        .collect()
                 }
-                Role::Publisher { .. } if args.target == Target::Roomcast => {
-                    args.window.saturating_sub(client.outstanding)
-                }
-                // Peers send no acks: keep a bounded amount unwritten instead.
-                Role::Publisher { .. } => usize::from(client.out.len() < 64 * 1024) * args.window,
-                _ => 0,
+                _ => Vec::new(),
             };
-            for _ in 0..quota {
-                if count_reached {
-                    break;
+            for (slot, count) in quota {
+                for _ in 0..count {
+                    if count_reached {
+                        break;
+                    }
+                    self.send_message(key, slot);
                 }
-                self.send_message(key);
             }
             self.flush(key);
         }
     }
 
-    fn send_message(&mut self, key: usize) {
+    /// Sends client `key` message number `sent + 1`, to the room of its
+    /// `slot`.
+    fn send_message(&mut self, key: usize, slot: usize) {
         if self
             .args
             .count
@@ -605,11 +690,16 @@ impl<'a> Worker<'a> {
         if client.templates.is_empty() {
             return;
         }
-        let (room, template) = &client.templates[client.sent as usize % client.templates.len()];
+        let Some((room, template)) = client.templates.get(slot) else {
+            return;
+        };
         let room = *room;
         client.sent += 1;
         client.outstanding += 1;
-        template.write(&mut client.out, payload::now_us(), client.sent, client.sent);
+        if let Some(n) = client.in_flight.get_mut(slot) {
+            *n += 1;
+        }
+        template.write(&mut client.out, payload::now_us(), client.sent, slot as u64);
         self.shared.sent.fetch_add(1, Ordering::Relaxed);
         if self.args.target != Target::Roomcast && matches!(client.role, Role::Publisher { .. }) {
             self.tally.published[room] += 1;
@@ -671,7 +761,10 @@ impl<'a> Worker<'a> {
 
 fn request_path(args: &BenchArgs, role: Role, global: usize) -> String {
     let room = match role {
-        Role::Subscriber { room } | Role::Idle { room } | Role::Publisher { room, .. } => room,
+        Role::Subscriber { room }
+        | Role::Probe { room, .. }
+        | Role::Idle { room }
+        | Role::Publisher { room, .. } => room,
         _ => 0,
     };
     match args.target {
@@ -694,17 +787,12 @@ fn request_path(args: &BenchArgs, role: Role, global: usize) -> String {
     }
 }
 
-/// The messages a client sends. A roomcast publisher publishes to rooms
-/// `index`, `index + P`, `index + 2P`, … in turn (one connection may publish
-/// to any room); a peer's publisher is bound to the one room of its path.
+/// The messages a client sends, one per room it publishes to
+/// (`BenchArgs::rooms_of_publisher`).
 fn templates_for(args: &BenchArgs, role: Role) -> Vec<(usize, Arc<Template>)> {
     let rooms: Vec<usize> = match role {
         Role::Echo => vec![0],
-        Role::Publisher { index, room } if args.target == Target::Roomcast => {
-            let mine: Vec<usize> = (index..args.rooms).step_by(args.publishers).collect();
-            if mine.is_empty() { vec![room] } else { mine }
-        }
-        Role::Publisher { room, .. } => vec![room],
+        Role::Publisher { index, .. } => args.rooms_of_publisher(index),
         _ => return Vec::new(),
     };
     rooms
