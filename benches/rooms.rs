@@ -2,6 +2,7 @@
 //! per-member enqueue of a fan-out, and the hand-off of a batch between
 //! shards. `perf/README.md` has the figures and the command.
 
+use std::io::IoSlice;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,6 +12,7 @@ use roomcast::auth::{self, Claims, Keys};
 use roomcast::cli::{Cli, Command as CliCommand};
 use roomcast::codes::ErrorCode;
 use roomcast::config::Config;
+use roomcast::conn::outbound::MAX_IO_SLICES;
 use roomcast::conn::{Admission, Connection, Context, Delivery, Observe};
 use roomcast::metrics::{ShardMetrics, Snapshot};
 use roomcast::proto::envelope::Parser;
@@ -169,6 +171,34 @@ fn bench_fanout(c: &mut Criterion) {
                 members.iter_mut().for_each(drain);
             }
             total
+        })
+    });
+    // One turn of a closed-loop fan-out, all but the system call: 16 room
+    // events queued for each of 1,000 members (with the write-through check
+    // every delivery makes), then each member's queue turned into the
+    // `writev` slices the flush would write and marked written.
+    const TURN_MEMBERS: usize = 1_000;
+    const TURN_EVENTS: usize = 16;
+    let members = &mut members[..TURN_MEMBERS];
+    group.throughput(Throughput::Elements((TURN_MEMBERS * TURN_EVENTS) as u64));
+    group.bench_function("turn_16_events_1k_members_to_slices", |b| {
+        b.iter(|| {
+            let now = Instant::now();
+            for _ in 0..TURN_EVENTS {
+                for member in members.iter_mut() {
+                    black_box(member.wants_write_through(frame.len(), &config));
+                    member.deliver(&room, &frame, Delivery::RoomEvent, now, &config);
+                }
+            }
+            let mut slices_total = 0;
+            for member in members.iter_mut() {
+                let out = member.outbound();
+                let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
+                slices_total += out.io_slices(&mut slices);
+                let pending = out.pending();
+                out.advance(pending);
+            }
+            slices_total
         })
     });
     group.finish();

@@ -35,8 +35,8 @@ SERVER_CORE=${SERVER_CORE:-0}
 BENCH_CORE=${BENCH_CORE:-1}
 BUILD=${BUILD:-1}
 RESULTS_MD=${RESULTS_MD:-$PERF_DIR/RESULTS.md}
-ALL_CASES="echo-32 echo-1k fanout-1k fanout-10k fanout-1k-20 fanout-rooms idle-10k idle-19k"
-ALL_SERVERS="roomcast tokio-tungstenite fastwebsockets node-ws socketio"
+ALL_CASES="echo-32 echo-1k fanout-1k fanout-10k fanout-1k-20 fanout-rooms fanout-rooms-w16 idle-10k idle-19k"
+ALL_SERVERS="floor roomcast tokio-tungstenite fastwebsockets node-ws socketio"
 CASES=${CASES:-$ALL_CASES}
 SERVERS=${SERVERS:-$ALL_SERVERS}
 # Hard bound on one bench run, on top of its own --duration.
@@ -60,11 +60,12 @@ CASES = [
     ("fanout-1k", "fan-out to 1,000 subscribers of one room, 64 B, max rate (1 publisher)"),
     ("fanout-10k", "fan-out to 10,000 subscribers of one room, 64 B, max rate (1 publisher)"),
     ("fanout-1k-20", "fan-out to 1,000 subscribers of one room, 64 B, 20 messages/s"),
-    ("fanout-rooms", "fan-out over 1,000 rooms × 10 subscribers (10,000 subscribers), 64 B, max rate"),
+    ("fanout-rooms", "fan-out over 1,000 rooms × 10 subscribers (10,000 subscribers), 64 B, 1 in flight per room"),
+    ("fanout-rooms-w16", "fan-out over 1,000 rooms × 10 subscribers (10,000 subscribers), 64 B, 16 in flight per room"),
     ("idle-10k", "idle, 10,000 connections (each in one room)"),
     ("idle-19k", "idle, 19,000 connections (each in one room; 2 bench processes)"),
 ]
-SERVERS = ["roomcast", "roomcast-base", "tokio-tungstenite", "fastwebsockets", "node-ws", "socketio"]
+SERVERS = ["floor", "roomcast", "roomcast-base", "tokio-tungstenite", "fastwebsockets", "node-ws", "socketio"]
 # Targets for roomcast: (case, metric, limit, label)
 TARGETS = [
     ("echo-32", "cpu", 0.40, "server CPU ≤ 0.40 µs per delivered message"),
@@ -174,7 +175,9 @@ w("Cells: median over the runs, (min–max) when they differ. **deliveries/s**: 
 w("the bench clients per second of the bench's window; **CPU µs/msg**: server CPU time (user + system,")
 w("all threads) over the window ÷ deliveries; latency from the send timestamp in each payload;")
 w("**ratio**: peer's CPU µs/msg ÷ roomcast's (> 1: roomcast is cheaper), and roomcast's")
-w("deliveries/s ÷ the peer's. See perf/README.md, section *Comparison with peers*, for caveats.")
+w("deliveries/s ÷ the peer's; **÷ floor**: the server's CPU µs/msg ÷ the floor's (`perf/peers/floor`: prebuilt")
+w("frames, 16 per `writev`, no parsing beyond the handshake; the least a server can do per delivery).")
+w("See perf/README.md, section *Comparison with peers*, for caveats.")
 w("")
 
 n_runs = max((len(v) for v in runs.values()), default=0)
@@ -196,8 +199,8 @@ for case, title in CASES:
         w("| server | connections | RSS per connection | server CPU s (hold + close) | errors | ratio RSS peer ÷ roomcast |")
         w("|---|---|---|---|---|---|")
     else:
-        w("| server | deliveries/s | CPU µs/msg | p50 | p99 | p99.9 | lost | out of order | errors | ratio CPU (peer ÷ roomcast) | ratio deliveries/s (roomcast ÷ peer) |")
-        w("|---|---|---|---|---|---|---|---|---|---|---|")
+        w("| server | deliveries/s | CPU µs/msg | p50 | p99 | p99.9 | lost | out of order | errors | ratio CPU (peer ÷ roomcast) | ratio deliveries/s (roomcast ÷ peer) | CPU ÷ floor |")
+        w("|---|---|---|---|---|---|---|---|---|---|---|---|")
     rc = (case, "roomcast")
     for srv in SERVERS:
         key = (case, srv)
@@ -219,7 +222,9 @@ for case, title in CASES:
                 r2 = f"{rc_rate/p_rate:.2f}" if (p_rate and rc_rate) else "–"
                 if r1 in ("failed", "n/a", "not run"):
                     r2 = r1
-            w(f"| {srv} | {cell(key,'rate','rate')} | {cell(key,'cpu','cpu')} | {cell(key,'p50','lat')} | {cell(key,'p99','lat')} | {cell(key,'p999','lat')} | {count_cell(key,'lost')} | {count_cell(key,'ooo')} | {count_cell(key,'errors')} | {r1} | {r2} |")
+            floor_cpu = med((case, "floor"), "cpu")
+            r3 = f"{p_cpu/floor_cpu:.2f}" if (p_cpu and floor_cpu and srv != "floor") else "–"
+            w(f"| {srv} | {cell(key,'rate','rate')} | {cell(key,'cpu','cpu')} | {cell(key,'p50','lat')} | {cell(key,'p99','lat')} | {cell(key,'p999','lat')} | {count_cell(key,'lost')} | {count_cell(key,'ooo')} | {count_cell(key,'errors')} | {r1} | {r2} | {r3} |")
     fails = [(r.get("srv"), r.get("run"), r.get("error", "")) for k, rs in runs.items() if k[0] == case for r in rs if r.get("failed")]
     if fails:
         w("")
@@ -305,7 +310,7 @@ start_server() {
             taskset -c "$SERVER_CORE" "$bin" serve --bind 127.0.0.1:0 --shards 1 \
                 --jwt-secret "$SECRET" --echo --max-write-buffer 512KiB --log-level warn \
                 >"$WORK/server.out" 2>"$WORK/server.err" & ;;
-        tokio-tungstenite | fastwebsockets)
+        tokio-tungstenite | fastwebsockets | floor)
             PEER_THREADS=1 taskset -c "$SERVER_CORE" \
                 "$CARGO_TARGET_DIR/release/peer-$name" 0 \
                 >"$WORK/server.out" 2>"$WORK/server.err" & ;;
@@ -346,8 +351,10 @@ case_args() {
         fanout-10k) echo "fanout -c 10000 --rooms 1 --publishers 1 -s 64 --rate 0" ;;
         fanout-1k-20) echo "fanout -c 1000 --rooms 1 --publishers 1 -s 64 --rate 20" ;;
         # A peer's publisher is bound to one room's path, so 10 publishers would
-        # reach only 10 of the 1,000 rooms: one publisher per room, for every server.
+        # reach only 10 of the 1,000 rooms: one publisher per room, for every
+        # server. The window is per room (a probe subscriber per room).
         fanout-rooms) echo "fanout -c 10000 --rooms 1000 --publishers 1000 -s 64 --rate 0 -w 1" ;;
+        fanout-rooms-w16) echo "fanout -c 10000 --rooms 1000 --publishers 1000 -s 64 --rate 0 -w 16" ;;
         idle-10k) echo "idle -c 10000 --rooms 1" ;;
         idle-19k) echo "idle -c 19000 --rooms 1" ;;
         *) return 1 ;;

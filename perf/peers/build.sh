@@ -14,7 +14,7 @@ check=0
 [[ ${1:-} == --check ]] && check=1
 
 declare -A bin
-for p in tokio-tungstenite fastwebsockets; do
+for p in tokio-tungstenite fastwebsockets floor; do
   target=${CARGO_TARGET_DIR:-$here/$p/target}
   echo "== cargo build --release ($p, target $target)" >&2
   (cd "$here/$p" && CARGO_TARGET_DIR=$target cargo build --release --locked)
@@ -32,6 +32,7 @@ fi
 cat <<OUT
 peer-tokio-tungstenite  ${bin[tokio-tungstenite]} PORT
 peer-fastwebsockets     ${bin[fastwebsockets]} PORT
+peer-floor              ${bin[floor]} PORT
 node-ws                 node $here/node/ws-server.js PORT
 node-socketio           node $here/node/socketio-server.js PORT
 OUT
@@ -39,7 +40,7 @@ OUT
 if (( check )); then
   py=python3
   rc=0
-  for p in tokio-tungstenite fastwebsockets; do
+  for p in tokio-tungstenite fastwebsockets floor; do
     $py "$here/check.py" ws -- "${bin[$p]}" || rc=1
   done
   $py "$here/check.py" ws -- node "$here/node/ws-server.js" || rc=1

@@ -85,16 +85,17 @@ impl Shard {
         Some((at, user.clone(), conn.user_name().map(Into::into)))
     }
 
-    /// Work a connection's message, read at `now`, asked for.
+    /// Work a connection's message, read at `now`, asked for: each kind
+    /// becomes the bus message(s) of its own small function.
     pub(super) fn on_request(&mut self, key: usize, request: Request, now: Instant) {
-        let request = match request {
-            Request::HttpPublish {
-                index,
-                message,
-                from,
-            } => return self.publish_for_http(key, index, message, from, now),
-            other => other,
-        };
+        if let Request::HttpPublish {
+            index,
+            message,
+            from,
+        } = request
+        {
+            return self.publish_for_http(key, index, message, from, now);
+        }
         let Some((conn, user, name)) = self.conn_ref(key) else {
             return;
         };
@@ -106,31 +107,18 @@ impl Shard {
                 rejoin,
             } => {
                 let owner = self.owner(&room);
-                self.send_to(
-                    owner,
-                    BusMsg::Join {
-                        room,
-                        conn,
-                        user,
-                        name,
-                        recovery,
-                        rejoin,
-                        id,
-                    },
-                );
+                let join = BusMsg::Join {
+                    room,
+                    conn,
+                    user,
+                    name,
+                    recovery,
+                    rejoin,
+                    id,
+                };
+                self.send_to(owner, join);
             }
-            Request::Leave { room } => {
-                self.local.remove(&room, key);
-                let owner = self.owner(&room);
-                self.send_to(
-                    owner,
-                    BusMsg::Leave {
-                        room,
-                        shard: self.index,
-                        user,
-                    },
-                );
-            }
+            Request::Leave { room } => self.request_leave(key, room, user),
             Request::Publish {
                 room,
                 event,
@@ -139,55 +127,65 @@ impl Shard {
                 id,
             } => {
                 let owner = self.owner(&room);
-                self.send_to(
-                    owner,
-                    BusMsg::Publish {
-                        room,
-                        event,
-                        data,
-                        from: user,
-                        sender: conn,
-                        echo,
-                        answer: PublishAnswer::ack(id),
-                        read_at: now,
-                    },
-                );
+                let publish = BusMsg::Publish {
+                    room,
+                    event,
+                    data,
+                    from: user,
+                    sender: conn,
+                    echo,
+                    answer: PublishAnswer::ack(id),
+                    read_at: now,
+                };
+                self.send_to(owner, publish);
             }
             Request::PresenceGet { room, id } => {
                 let owner = self.owner(&room);
                 self.send_to(owner, BusMsg::PresenceGet { room, conn, id });
             }
-            Request::UserSend { to, text, id } => {
-                let gather = self.start_gather(conn, id);
-                let frame = wire::text_frame(&text);
-                for shard in 0..self.peers.len() {
-                    let to = to.clone();
-                    self.send_to(
-                        shard,
-                        BusMsg::UserSend {
-                            to,
-                            frame: frame.clone(),
-                            exclude: conn,
-                            gather,
-                        },
-                    );
-                }
-            }
-            Request::Broadcast { text, id } => {
-                let gather = self.start_gather(conn, id);
-                let frame = wire::text_frame(&text);
-                for shard in 0..self.peers.len() {
-                    self.send_to(
-                        shard,
-                        BusMsg::Broadcast {
-                            frame: frame.clone(),
-                            exclude: conn,
-                            gather,
-                        },
-                    );
-                }
-            }
+            Request::UserSend { to, text, id } => self.request_user_send(conn, to, &text, id),
+            Request::Broadcast { text, id } => self.request_broadcast(conn, &text, id),
             Request::Refresh { .. } | Request::HttpPublish { .. } => {}
+        }
+    }
+
+    fn request_leave(&mut self, key: usize, room: Arc<str>, user: Arc<str>) {
+        self.local.remove(&room, key);
+        let owner = self.owner(&room);
+        let leave = BusMsg::Leave {
+            room,
+            shard: self.index,
+            user,
+        };
+        self.send_to(owner, leave);
+    }
+
+    /// A direct message goes to every shard, each of which counts the
+    /// user's connections it reached.
+    fn request_user_send(&mut self, conn: ConnRef, to: Box<str>, text: &[u8], id: Option<OwnedId>) {
+        let gather = self.start_gather(conn, id);
+        let frame = wire::text_frame(text);
+        for shard in 0..self.peers.len() {
+            let message = BusMsg::UserSend {
+                to: to.clone(),
+                frame: frame.clone(),
+                exclude: conn,
+                gather,
+            };
+            self.send_to(shard, message);
+        }
+    }
+
+    fn request_broadcast(&mut self, conn: ConnRef, text: &[u8], id: Option<OwnedId>) {
+        let gather = self.start_gather(conn, id);
+        let frame = wire::text_frame(text);
+        for shard in 0..self.peers.len() {
+            let message = BusMsg::Broadcast {
+                frame: frame.clone(),
+                exclude: conn,
+                gather,
+            };
+            self.send_to(shard, message);
         }
     }
 
@@ -261,6 +259,7 @@ impl Shard {
         }
     }
 
+    /// Handles one bus message: each kind in a function of its own.
     pub(super) fn on_bus(&mut self, message: BusMsg) {
         let now = Instant::now();
         match message {
@@ -279,36 +278,7 @@ impl Shard {
                     name: name.as_deref(),
                     rejoin,
                 };
-                let recovery = Recovery {
-                    history: recovery.history,
-                    since: recovery.since,
-                    epoch: recovery.epoch.as_deref(),
-                };
-                let (accepted, reply) = match self.table.join(&room, &joiner, &recovery, now) {
-                    Ok(joined) => {
-                        if let Some(frame) = joined.presence {
-                            self.fan_out(&room, frame, Some(conn), Fanout::Other);
-                        }
-                        (true, id.map(|id| ack_text(&id, &joined.data)))
-                    }
-                    Err(_) => (
-                        false,
-                        Some(failure_text(
-                            id.as_ref(),
-                            ErrorCode::RoomFull,
-                            "room is full",
-                        )),
-                    ),
-                };
-                self.send_to(
-                    conn.shard,
-                    BusMsg::Joined {
-                        room,
-                        conn,
-                        accepted,
-                        reply,
-                    },
-                );
+                self.on_join(room, conn, &joiner, &recovery, id, now);
             }
             BusMsg::Leave { room, shard, user } => {
                 if let Some(frame) = self.table.leave(&room, shard, &user, now) {
@@ -325,7 +295,6 @@ impl Shard {
                 answer,
                 read_at,
             } => {
-                self.metrics().publishes.inc();
                 let message = Publish {
                     room: &room,
                     event: &event,
@@ -333,11 +302,9 @@ impl Shard {
                     from: &from,
                     ts_ms: unix_ms(),
                 };
-                let published = self.table.publish(&message, now);
                 let exclude = (!echo).then_some(sender);
-                let delivery = Fanout::RoomEvent { read_at };
-                self.fan_out(&room, published.frame, exclude, delivery);
-                self.answer_publish(sender, answer, published.seq);
+                let seq = self.on_publish(&room, &message, exclude, read_at, now);
+                self.answer_publish(sender, answer, seq);
             }
             BusMsg::PresenceGet { room, conn, id } => {
                 if let Some(id) = id {
@@ -366,8 +333,7 @@ impl Shard {
                 gather,
             } => {
                 let keys = self.users.keys(&to).to_vec();
-                let count = self.deliver_each(&keys, &frame, exclude, now);
-                self.send_to(exclude.shard, BusMsg::Counted { gather, count });
+                self.deliver_and_count(&keys, &frame, exclude, gather, now);
             }
             BusMsg::Broadcast {
                 frame,
@@ -375,11 +341,82 @@ impl Shard {
                 gather,
             } => {
                 let keys = self.users.all();
-                let count = self.deliver_each(&keys, &frame, exclude, now);
-                self.send_to(exclude.shard, BusMsg::Counted { gather, count });
+                self.deliver_and_count(&keys, &frame, exclude, gather, now);
             }
             BusMsg::Counted { gather, count } => self.on_counted(gather, count, now),
         }
+    }
+
+    /// The owner admits a member (or refuses: the room is full), announces
+    /// it to the room's presence and answers the member's shard.
+    fn on_join(
+        &mut self,
+        room: Arc<str>,
+        conn: ConnRef,
+        joiner: &Joiner<'_>,
+        recovery: &crate::proto::JoinRecovery,
+        id: Option<OwnedId>,
+        now: Instant,
+    ) {
+        let recovery = Recovery {
+            history: recovery.history,
+            since: recovery.since,
+            epoch: recovery.epoch.as_deref(),
+        };
+        let (accepted, reply) = match self.table.join(&room, joiner, &recovery, now) {
+            Ok(joined) => {
+                if let Some(frame) = joined.presence {
+                    self.fan_out(&room, frame, Some(conn), Fanout::Other);
+                }
+                (true, id.map(|id| ack_text(&id, &joined.data)))
+            }
+            Err(_) => {
+                let text = failure_text(id.as_ref(), ErrorCode::RoomFull, "room is full");
+                (false, Some(text))
+            }
+        };
+        let joined = BusMsg::Joined {
+            room,
+            conn,
+            accepted,
+            reply,
+        };
+        self.send_to(conn.shard, joined);
+    }
+
+    /// The owner sequences a room event and sends its one frame to every
+    /// shard with members; returns its `seq`.
+    fn on_publish(
+        &mut self,
+        room: &Arc<str>,
+        message: &Publish<'_>,
+        exclude: Option<ConnRef>,
+        read_at: Instant,
+        now: Instant,
+    ) -> u64 {
+        self.metrics().publishes.inc();
+        let published = self.table.publish(message, now);
+        self.fan_out(
+            room,
+            published.frame,
+            exclude,
+            Fanout::RoomEvent { read_at },
+        );
+        published.seq
+    }
+
+    /// A direct message or broadcast on this shard; the count goes back to
+    /// the sender's shard.
+    fn deliver_and_count(
+        &mut self,
+        keys: &[usize],
+        frame: &Arc<[u8]>,
+        exclude: ConnRef,
+        gather: u64,
+        now: Instant,
+    ) {
+        let count = self.deliver_each(keys, frame, exclude, now);
+        self.send_to(exclude.shard, BusMsg::Counted { gather, count });
     }
 
     /// Tells the publisher the `seq` its message got, as it asked.
