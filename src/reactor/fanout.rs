@@ -149,6 +149,7 @@ impl Shard {
         }
     }
 
+    /// Connection `key` leaves `room` here, and the owner is told.
     fn request_leave(&mut self, key: usize, room: Arc<str>, user: Arc<str>) {
         self.local.remove(&room, key);
         let owner = self.owner(&room);
@@ -163,29 +164,35 @@ impl Shard {
     /// A direct message goes to every shard, each of which counts the
     /// user's connections it reached.
     fn request_user_send(&mut self, conn: ConnRef, to: Box<str>, text: &[u8], id: Option<OwnedId>) {
-        let gather = self.start_gather(conn, id);
-        let frame = wire::text_frame(text);
-        for shard in 0..self.peers.len() {
-            let message = BusMsg::UserSend {
-                to: to.clone(),
-                frame: frame.clone(),
-                exclude: conn,
-                gather,
-            };
-            self.send_to(shard, message);
-        }
+        self.send_every_shard(conn, text, id, |frame, gather| BusMsg::UserSend {
+            to: to.clone(),
+            frame,
+            exclude: conn,
+            gather,
+        });
     }
 
     fn request_broadcast(&mut self, conn: ConnRef, text: &[u8], id: Option<OwnedId>) {
+        self.send_every_shard(conn, text, id, |frame, gather| BusMsg::Broadcast {
+            frame,
+            exclude: conn,
+            gather,
+        });
+    }
+
+    /// Frames `text` once and sends every shard the message `make` builds
+    /// around it, under one gather that answers `conn` once all counted.
+    fn send_every_shard(
+        &mut self,
+        conn: ConnRef,
+        text: &[u8],
+        id: Option<OwnedId>,
+        make: impl Fn(Arc<[u8]>, u64) -> BusMsg,
+    ) {
         let gather = self.start_gather(conn, id);
         let frame = wire::text_frame(text);
         for shard in 0..self.peers.len() {
-            let message = BusMsg::Broadcast {
-                frame: frame.clone(),
-                exclude: conn,
-                gather,
-            };
-            self.send_to(shard, message);
+            self.send_to(shard, make(frame.clone(), gather));
         }
     }
 
@@ -245,16 +252,7 @@ impl Shard {
             self.users.remove(user, key);
             self.shared.registry.user_disconnected(user);
             for room in conn.rooms() {
-                self.local.remove(room, key);
-                let owner = self.owner(room);
-                self.send_to(
-                    owner,
-                    BusMsg::Leave {
-                        room: room.clone(),
-                        shard: self.index,
-                        user: user.clone(),
-                    },
-                );
+                self.request_leave(key, room.clone(), user.clone());
             }
         }
     }
