@@ -117,10 +117,9 @@ struct Client {
     out: Vec<u8>,
     writable: bool,
     opened_at: Instant,
-    /// Echo messages or publishes awaiting their answer.
-    outstanding: usize,
-    /// A probed publisher: its messages per room (in `templates` order)
-    /// that the room's probe has not received yet.
+    /// Messages sent per slot of `templates` and not answered yet: an
+    /// echo's reply, or a probed publisher's arrival at the room's probe.
+    /// Empty for a client paced by `--rate` or sending nothing.
     in_flight: Vec<usize>,
     sent: u64,
     last_seq: u64,
@@ -141,7 +140,6 @@ impl Client {
             out: client::upgrade_request(path, host),
             writable: true,
             opened_at: Instant::now(),
-            outstanding: 0,
             in_flight: Vec::new(),
             sent: 0,
             last_seq: 0,
@@ -327,7 +325,12 @@ impl<'a> Worker<'a> {
             _ => Vec::new(),
         };
         let mut client = Client::new(stream, role, &path, &args.addr.to_string());
-        client.in_flight = vec![0; probes.len()];
+        let windowed = role == Role::Echo || !probes.is_empty();
+        client.in_flight = if windowed {
+            vec![0; templates.len()]
+        } else {
+            Vec::new()
+        };
         client.templates = templates;
         entry.insert(client);
         for (slot, room) in probes.into_iter().enumerate() {
@@ -535,7 +538,9 @@ impl<'a> Worker<'a> {
         }
         match client.role {
             Role::Echo => {
-                client.outstanding = client.outstanding.saturating_sub(1);
+                if let Some(n) = client.in_flight.first_mut() {
+                    *n = n.saturating_sub(1);
+                }
                 self.count_delivery(data, now);
                 if phase == phase::MEASURE {
                     self.send_message(key, 0);
@@ -543,7 +548,6 @@ impl<'a> Worker<'a> {
             }
             Role::Publisher { .. } => {
                 if data.starts_with(br#"{"event":"ack""#) {
-                    client.outstanding = client.outstanding.saturating_sub(1);
                     // The id is the slot of the message's room.
                     let slot = payload::number_after(data, b"\"id\":\"").unwrap_or(0) as usize;
                     let room = client.templates.get(slot).map_or(0, |t| t.0);
@@ -643,31 +647,31 @@ impl<'a> Worker<'a> {
             let Some(client) = self.clients.get(key) else {
                 continue;
             };
-            // What to send now, per slot of the client's rooms.
-            let quota: Vec<(usize, usize)> = match client.role {
-                Role::Echo => vec![(0, args.window.saturating_sub(client.outstanding))],
-                Role::Publisher { .. } if args.probed() => client
-                    .in_flight
-                    .iter()
-                    .enumerate()
-                    .map(|(slot, n)| (slot, args.window.saturating_sub(*n)))
-                    .collect(),
-                Role::Publisher { .. } => {
+            if count_reached {
+                self.flush(key);
+                continue;
+            }
+            if client.in_flight.is_empty() {
+                // Paced by --rate: the rooms in turn.
+                if matches!(client.role, Role::Publisher { .. }) {
                     let per_publisher = args.rate / args.publishers as f64;
-                    let due = (elapsed * per_publisher) as u64;
+                    let due = ((elapsed * per_publisher) as u64).saturating_sub(client.sent);
                     let rooms = client.templates.len().max(1);
-                    (0..due.saturating_sub(client.sent).min(1000))
-                        .map(|n| (((client.sent + n) as usize) % rooms, 1))
-                        .collect()
-                }
-                _ => Vec::new(),
-            };
-            for (slot, count) in quota {
-                for _ in 0..count {
-                    if count_reached {
-                        break;
+                    let first = client.sent as usize;
+                    for n in 0..due.min(1000) as usize {
+                        self.send_message(key, (first + n) % rooms);
                     }
-                    self.send_message(key, slot);
+                }
+            } else {
+                // Keeping the window full, per slot.
+                for slot in 0..client.in_flight.len() {
+                    let busy = self
+                        .clients
+                        .get(key)
+                        .map_or(args.window, |c| c.in_flight[slot]);
+                    for _ in busy..args.window {
+                        self.send_message(key, slot);
+                    }
                 }
             }
             self.flush(key);
@@ -695,7 +699,6 @@ impl<'a> Worker<'a> {
         };
         let room = *room;
         client.sent += 1;
-        client.outstanding += 1;
         if let Some(n) = client.in_flight.get_mut(slot) {
             *n += 1;
         }
