@@ -20,6 +20,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
 use sha1::{Digest, Sha1};
 
 const LISTENER: Token = Token(usize::MAX);
@@ -55,9 +56,8 @@ struct Conn {
 
 #[derive(Default)]
 struct Server {
-    conns: HashMap<usize, Conn>,
+    conns: Slab<Conn>,
     rooms: HashMap<Rc<str>, Vec<usize>>,
-    next_key: usize,
     dirty: Vec<usize>,
 }
 
@@ -107,8 +107,7 @@ fn main() -> io::Result<()> {
 impl Server {
     fn accept(&mut self, listener: &TcpListener, poll: &Poll) {
         while let Ok((mut stream, _)) = listener.accept() {
-            let key = self.next_key;
-            self.next_key += 1;
+            let key = self.conns.vacant_key();
             let _ = stream.set_nodelay(true);
             let interest = Interest::READABLE | Interest::WRITABLE;
             if poll
@@ -118,9 +117,7 @@ impl Server {
             {
                 continue;
             }
-            self.conns.insert(
-                key,
-                Conn {
+            self.conns.insert(Conn {
                     stream,
                     input: Vec::new(),
                     route: None,
@@ -129,14 +126,13 @@ impl Server {
                     partial: None,
                     close_after: false,
                     dirty: false,
-                },
-            );
+            });
         }
     }
 
     fn on_readable(&mut self, key: usize, buf: &mut [u8]) {
         loop {
-            let Some(conn) = self.conns.get_mut(&key) else {
+            let Some(conn) = self.conns.get_mut(key) else {
                 return;
             };
             match conn.stream.read(buf) {
@@ -156,21 +152,21 @@ impl Server {
 
     /// Handles the connection's input; false if it must be dropped.
     fn process(&mut self, key: usize) -> bool {
-        let mut input = match self.conns.get_mut(&key) {
+        let mut input = match self.conns.get_mut(key) {
             Some(conn) if !conn.close_after => std::mem::take(&mut conn.input),
             _ => return true,
         };
         let mut used = 0;
-        if self.conns[&key].route.is_none() {
+        if self.conns[key].route.is_none() {
             match upgrade(&input) {
                 Upgrade::Incomplete if input.len() <= MAX_HEAD => {
-                    self.conns.get_mut(&key).unwrap().input = input;
+                    self.conns.get_mut(key).unwrap().input = input;
                     return true;
                 }
                 Upgrade::Incomplete | Upgrade::Refused => {
                     let refusal: Frame = Rc::from(&b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"[..]);
                     self.queue(key, refusal);
-                    self.conns.get_mut(&key).unwrap().close_after = true;
+                    self.conns.get_mut(key).unwrap().close_after = true;
                     return true;
                 }
                 Upgrade::Accepted { end, route, accept } => {
@@ -182,7 +178,7 @@ impl Server {
                     if let Route::Room(room) = &route {
                         self.rooms.entry(room.clone()).or_default().push(key);
                     }
-                    self.conns.get_mut(&key).unwrap().route = Some(route);
+                    self.conns.get_mut(key).unwrap().route = Some(route);
                 }
             }
         }
@@ -199,7 +195,7 @@ impl Server {
             }
         }
         input.drain(..used);
-        if let Some(conn) = self.conns.get_mut(&key) {
+        if let Some(conn) = self.conns.get_mut(key) {
             conn.input = input;
         }
         true
@@ -210,7 +206,7 @@ impl Server {
         match opcode {
             0x8 => {
                 self.queue(key, frame);
-                self.conns.get_mut(&key).unwrap().close_after = true;
+                self.conns.get_mut(key).unwrap().close_after = true;
                 false
             }
             0x9 => {
@@ -224,17 +220,24 @@ impl Server {
                 let Some(frame) = self.assemble(key, opcode, frame) else {
                     return true;
                 };
-                match &self.conns[&key].route {
-                    Some(Route::Echo) => self.queue(key, frame),
-                    Some(Route::Room(room)) => {
-                        let members = self.rooms.get(room).cloned().unwrap_or_default();
-                        for member in members {
-                            if member != key {
-                                self.queue(member, frame.clone());
-                            }
-                        }
+                let room = match &self.conns[key].route {
+                    Some(Route::Echo) => {
+                        self.queue(key, frame);
+                        return true;
                     }
-                    None => {}
+                    Some(Route::Room(room)) => room.clone(),
+                    None => return true,
+                };
+                // Taken out and put back: no copy of the member list.
+                let members = self.rooms.get_mut(&room).map(std::mem::take);
+                let members = members.unwrap_or_default();
+                for &member in &members {
+                    if member != key {
+                        self.queue(member, frame.clone());
+                    }
+                }
+                if let Some(slot) = self.rooms.get_mut(&room) {
+                    *slot = members;
                 }
                 true
             }
@@ -244,7 +247,7 @@ impl Server {
     /// A data frame as a whole message: unfragmented frames as they are,
     /// fragments gathered until the last.
     fn assemble(&mut self, key: usize, opcode: u8, frame: Frame) -> Option<Frame> {
-        let conn = self.conns.get_mut(&key)?;
+        let conn = self.conns.get_mut(key)?;
         let fin = frame[0] & 0x80 != 0;
         if fin && opcode != 0 {
             return Some(frame);
@@ -264,14 +267,14 @@ impl Server {
     }
 
     fn queue(&mut self, key: usize, frame: Frame) {
-        if let Some(conn) = self.conns.get_mut(&key) {
+        if let Some(conn) = self.conns.get_mut(key) {
             conn.queue.push_back(frame);
             self.mark(key);
         }
     }
 
     fn mark(&mut self, key: usize) {
-        if let Some(conn) = self.conns.get_mut(&key)
+        if let Some(conn) = self.conns.get_mut(key)
             && !conn.dirty
         {
             conn.dirty = true;
@@ -281,7 +284,7 @@ impl Server {
 
     fn flush_dirty(&mut self) {
         for key in std::mem::take(&mut self.dirty) {
-            let Some(conn) = self.conns.get_mut(&key) else {
+            let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
             conn.dirty = false;
@@ -294,7 +297,7 @@ impl Server {
     }
 
     fn remove(&mut self, key: usize) {
-        let Some(conn) = self.conns.remove(&key) else {
+        let Some(conn) = self.conns.try_remove(key) else {
             return;
         };
         if let Some(Route::Room(room)) = conn.route
