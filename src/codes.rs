@@ -34,6 +34,18 @@ pub mod close {
     /// The client did not read its output fast enough.
     pub const SLOW_CONSUMER: u16 = 4008;
 
+    /// The reason the server puts in its close frame with `code`.
+    pub const fn reason(code: u16) -> &'static str {
+        match code {
+            GOING_AWAY => "server shutting down",
+            UNSUPPORTED_DATA => "binary messages are not supported",
+            TOKEN_EXPIRED => "token expired",
+            RATE_LIMITED => "rate limit exceeded",
+            SLOW_CONSUMER => "slow consumer",
+            _ => "",
+        }
+    }
+
     /// Whether a peer may send `code` in a close frame (RFC 6455 section 7.4).
     pub fn is_valid_from_peer(code: u16) -> bool {
         matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999)
@@ -175,8 +187,10 @@ pub mod limits {
     pub const MAX_JSON_DEPTH: usize = 64;
     /// Most header lines accepted in one HTTP request.
     pub const MAX_HEADERS: usize = 64;
-    /// Longest token accepted, in bytes; longer ones are malformed.
-    pub const MAX_TOKEN_LEN: usize = 4096;
+    /// Longest token accepted, in bytes: room for the `rooms` and `pub`
+    /// claims at their full `MAX_PATTERNS` each. A token also has to fit the
+    /// request head (`--max-header-bytes`, default 8 KiB, answered 431).
+    pub const MAX_TOKEN_LEN: usize = 16 * 1024;
     /// Largest `--jwt-leeway`, in seconds.
     pub const MAX_JWT_LEEWAY_SECS: u64 = 60;
     /// Largest `--ping-interval` and `--ping-timeout`, in seconds: an hour.
@@ -233,6 +247,9 @@ pub mod limits {
     /// how long input is drained after an error response, before the socket
     /// is dropped.
     pub const CLOSE_LINGER_MILLIS: u64 = 2_000;
+    /// How long a close the server decided on waits for the answers the
+    /// rooms still owe the connection (acks of requests already executed).
+    pub const CLOSE_AWAIT_ANSWERS_MILLIS: u64 = 2_000;
 }
 
 #[cfg(test)]

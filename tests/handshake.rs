@@ -382,18 +382,6 @@ fn repeated_key_is_400() {
 }
 
 #[test]
-fn token_over_4096_bytes_is_401_unauthenticated() {
-    let server = Server::start(&[]);
-    let claims = format!(
-        r#"{{"sub":"u1","exp":{},"pad":"{}"}}"#,
-        now() + 3600,
-        "p".repeat(4000)
-    );
-    let req = UpgradeRequest::new("/ws").bearer(&mint(&claims));
-    assert_rejected(server.addr(), &req, 401, "UNAUTHENTICATED");
-}
-
-#[test]
 fn non_bearer_authorization_falls_back_to_the_query_token() {
     let server = Server::start(&[]);
     let req = UpgradeRequest::new(&format!("/ws?token={}", token("u1")))
@@ -564,5 +552,55 @@ fn a_handshake_flood_from_one_address_does_not_delay_an_open_connection() {
     assert!(
         worst < Duration::from_secs(1),
         "a ping round trip took {worst:?} during the flood"
+    );
+}
+
+/// A token whose `rooms` and `pub` claims each hold `patterns` patterns.
+fn token_with_patterns(patterns: usize) -> String {
+    let list: Vec<String> = (0..patterns)
+        .map(|i| format!("\"prices:SYM{i:04}\""))
+        .collect();
+    let list = list.join(",");
+    mint(&format!(
+        r#"{{"sub":"feed","exp":{},"rooms":[{list}],"pub":[{list}]}}"#,
+        now() + 3600
+    ))
+}
+
+#[test]
+fn a_token_with_a_few_hundred_patterns_fits_the_default_head() {
+    let server = Server::start(&[]);
+    let token = token_with_patterns(150);
+    assert!(token.len() > 5000, "{}", token.len());
+    let resp = UpgradeRequest::new("/ws")
+        .bearer(&token)
+        .send(server.addr());
+    assert_eq!(resp.status, 101, "{resp:?}");
+}
+
+#[test]
+fn a_token_at_the_most_patterns_needs_a_larger_head_and_then_passes() {
+    let token = token_with_patterns(256);
+    assert!(
+        (8 * 1024..=16 * 1024).contains(&token.len()),
+        "{}",
+        token.len()
+    );
+    let small = Server::start(&[]);
+    let req = UpgradeRequest::new("/ws").bearer(&token);
+    assert_rejected(small.addr(), &req, 431, "HEADERS_TOO_LARGE");
+    let large = Server::start(&["--max-header-bytes", "32KiB"]);
+    assert_eq!(req.send(large.addr()).status, 101);
+}
+
+#[test]
+fn a_token_over_16_kib_is_401_saying_it_is_too_long() {
+    let server = Server::start(&["--max-header-bytes", "64KiB"]);
+    let token = format!("{}.{}.sig", "a".repeat(10), "b".repeat(16 * 1024));
+    let req = UpgradeRequest::new("/ws").bearer(&token);
+    let resp = assert_rejected(server.addr(), &req, 401, "UNAUTHENTICATED");
+    assert!(
+        resp.body.contains("token is longer than 16384 bytes"),
+        "{resp:?}"
     );
 }

@@ -154,3 +154,25 @@ fn metrics_bind_serves_operators_on_their_own_port_only() {
         .send(metrics)
         .assert_error(404, "NOT_FOUND");
 }
+
+/// A request head with `count` header lines (Host among them).
+fn head_with_headers(count: usize) -> String {
+    let mut req = String::from("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+    for i in 1..count {
+        req.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    req.push_str("\r\n");
+    req
+}
+
+#[test]
+fn sixty_four_header_lines_are_served_and_sixty_five_are_431() {
+    let server = Server::start(&[]);
+    assert_eq!(
+        http_raw(server.addr(), head_with_headers(64).as_bytes()).status,
+        200
+    );
+    let resp = http_raw(server.addr(), head_with_headers(65).as_bytes());
+    resp.assert_error(431, "HEADERS_TOO_LARGE");
+    assert!(resp.body.contains("more than 64 header fields"), "{resp:?}");
+}

@@ -442,3 +442,31 @@ fn echo_that_is_not_a_boolean_is_a_validation_error() {
     let ack = c.request("chat:message", "1", r#""room":"lobby","echo":"yes""#);
     assert_eq!(common::rooms::ack_error(&ack), "VALIDATION_ERROR");
 }
+
+#[test]
+fn numbers_beyond_64_bits_in_data_reach_members_verbatim() {
+    let (_server, mut alice, mut bob) = alice_and_bob_in_lobby(&[]);
+    for data in [
+        "1e30",
+        "18446744073709551616",
+        "-9223372036854775809",
+        "1.8e308",
+        "[-1e400, 0.31415926535897932384626433832795028841971693993751]",
+        r#"{"n":123456789012345678901234567890,"s":"\"1e999\""}"#,
+    ] {
+        alice.publish_ok("lobby", "feed:big", data);
+        let text = bob.recv();
+        assert!(
+            text.contains(&format!(r#","data":{data},"#)),
+            "{data} not verbatim in {text}"
+        );
+    }
+}
+
+#[test]
+fn an_id_beyond_64_bits_is_a_validation_error() {
+    let (_server, mut alice, _bob) = alice_and_bob_in_lobby(&[]);
+    alice.send(r#"{"event":"feed:big","room":"lobby","data":1,"id":18446744073709551616}"#);
+    let text = alice.recv();
+    assert!(text.contains(r#""code":"VALIDATION_ERROR""#), "{text}");
+}

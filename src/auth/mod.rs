@@ -64,7 +64,9 @@ impl fmt::Debug for Keys {
 pub enum AuthError {
     /// No token was given.
     Missing,
-    /// Not three base64url segments of JSON, or longer than `MAX_TOKEN_LEN`.
+    /// Longer than `MAX_TOKEN_LEN`.
+    TooLong,
+    /// Not three base64url segments of JSON.
     Malformed,
     /// `alg` is not `HS256` (`none` included), or the header is critical.
     UnsupportedAlg,
@@ -91,6 +93,7 @@ impl AuthError {
     pub const fn message(self) -> &'static str {
         match self {
             Self::Missing => "missing token",
+            Self::TooLong => "token is longer than 16384 bytes",
             Self::Malformed => "token is malformed",
             Self::UnsupportedAlg => "token algorithm must be HS256",
             Self::BadSignature => "token signature is invalid",
@@ -126,7 +129,7 @@ pub fn verify(
         return Err(AuthError::Missing);
     }
     if token.len() > MAX_TOKEN_LEN {
-        return Err(AuthError::Malformed);
+        return Err(AuthError::TooLong);
     }
     let segments = jwt::split(token)?;
     jwt::check_header(segments.header)?;
@@ -415,12 +418,38 @@ mod tests {
             format!("{}.{}", parts[0], parts[1]),
             "abc".to_string(),
             "..".to_string(),
-            "a".repeat(MAX_TOKEN_LEN + 1),
         ];
         for token in cases {
             assert_eq!(check(&token), Err(AuthError::Malformed), "{token}");
         }
         assert_eq!(check(""), Err(AuthError::Missing));
+    }
+
+    #[test]
+    fn a_token_with_the_most_patterns_fits_and_a_longer_one_is_too_long() {
+        let list: Patterns = (0..MAX_PATTERNS)
+            .map(|i| format!("prices:SYM{i:04}").into_boxed_str())
+            .collect();
+        let full = Claims {
+            rooms: Some(list.clone()),
+            publish: Some(list),
+            ..claims(NOW + 60.0)
+        };
+        let token = mint(&full, SECRET);
+        assert!(
+            token.len() > 8 * 1024 && token.len() <= MAX_TOKEN_LEN,
+            "{}",
+            token.len()
+        );
+        assert!(check(&token).is_ok());
+        let long = "a".repeat(MAX_TOKEN_LEN + 1);
+        assert_eq!(check(&long), Err(AuthError::TooLong));
+        assert_eq!(AuthError::TooLong.code(), ErrorCode::Unauthenticated);
+        assert!(
+            AuthError::TooLong
+                .message()
+                .contains(&MAX_TOKEN_LEN.to_string())
+        );
     }
 
     #[test]

@@ -38,7 +38,7 @@ use outbound::Outbound;
 use publish::{BodyRead, BodyReader, Results};
 use rate::RateLimit;
 use report::Report;
-use routes::{RequestOutcome, http_error_message, route};
+use routes::{RequestOutcome, route};
 use session::SessionState;
 use std::sync::Arc;
 use websocket::{BoundedSink, End, on_frames};
@@ -191,6 +191,11 @@ enum State {
     Publishing(Box<Results>),
     /// An upgraded WebSocket; its decoder and session are in `session`.
     Open,
+    /// The server decided to close (with `close_code`) while the
+    /// rooms still owed the connection answers to requests it had made:
+    /// those answers are queued as they come, then the close frame, by the
+    /// deadline at the latest. Input is discarded, room events are not sent.
+    Closing { deadline: Instant },
     /// The last output (a close frame or a final HTTP response) is queued.
     /// Once it is written the reactor shuts the write side; input is read
     /// and discarded until EOF or the deadline, so the peer sees our last
@@ -334,7 +339,7 @@ impl Connection {
     /// Queues a reply built elsewhere (an ack from the rooms); returns
     /// whether it was queued.
     pub fn send_text(&mut self, text: &[u8], now: Instant, config: &Config) -> bool {
-        if !self.is_open_websocket() {
+        if !matches!(self.state, State::Open | State::Closing { .. }) {
             return false;
         }
         let mut sink = BoundedSink::new(&mut self.out, config.max_write_buffer);
@@ -344,6 +349,18 @@ impl Connection {
             return false;
         }
         true
+    }
+
+    /// One answer the rooms owed this connection is queued (or was not
+    /// needed); a close waiting for the last of them goes out now.
+    pub fn on_answer(&mut self, now: Instant, config: &Config) {
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        session.on_answer();
+        if !session.awaits_answers() && matches!(self.state, State::Closing { .. }) {
+            self.send_pending_close(now, config);
+        }
     }
 
     /// Once a slow client's queue is below half the bound, queues what was
@@ -409,7 +426,7 @@ impl Connection {
                         Ok(None) => return consumed,
                         Err(error) => {
                             let code = error.code();
-                            self.finish_http_error(code, http_error_message(code), cx.now);
+                            self.finish_http_error(code, error.message(), cx.now);
                             cx.reports.push(Report::Rejected { path: None, code });
                             return input.len();
                         }
@@ -446,7 +463,7 @@ impl Connection {
                     };
                     on_frames(session, rest, &mut self.out, cx)
                 }
-                State::Finishing { .. } => return input.len(),
+                State::Closing { .. } | State::Finishing { .. } => return input.len(),
             };
             consumed += step.consumed;
             match step.end {
@@ -463,7 +480,8 @@ impl Connection {
     /// is still answered, and so are the requests pipelined behind it; the
     /// reactor drops the connection once that output is written.
     pub fn on_eof(&mut self, now: Instant) {
-        if !self.is_finishing() && !self.is_publishing() {
+        let closing = matches!(self.state, State::Closing { .. });
+        if !self.is_finishing() && !self.is_publishing() && !closing {
             self.state = State::Finishing {
                 deadline: now + Duration::from_millis(limits::CLOSE_LINGER_MILLIS),
             };
@@ -478,6 +496,10 @@ impl Connection {
             }
             State::Body(reader) if now >= reader.deadline() => {
                 return Tick::Abort(AbortReason::RequestTimeout);
+            }
+            State::Closing { deadline } if now >= *deadline => {
+                // The answers did not come in time; the close goes anyway.
+                self.send_pending_close(now, config);
             }
             State::Finishing { deadline } if now >= *deadline => {
                 // A client that has not yet read our last bytes (a slow
@@ -498,11 +520,7 @@ impl Connection {
                     .as_ref()
                     .is_some_and(|s| token_expired(&s.claims, unix_ms, config));
                 if expired {
-                    self.end_websocket(
-                        End::Close(close::TOKEN_EXPIRED, "token expired"),
-                        now,
-                        config,
-                    );
+                    self.end_websocket(End::Close(close::TOKEN_EXPIRED), now, config);
                 } else if now >= self.next_ping {
                     self.out.push_frame(OpCode::Ping, b"");
                     self.unanswered_ping.get_or_insert(now);
@@ -517,11 +535,7 @@ impl Connection {
     /// Shutdown: a WebSocket gets close 1001 after the output already queued.
     pub fn begin_shutdown(&mut self, now: Instant, config: &Config) {
         if self.is_open_websocket() {
-            self.end_websocket(
-                End::Close(close::GOING_AWAY, "server shutting down"),
-                now,
-                config,
-            );
+            self.end_websocket(End::Close(close::GOING_AWAY), now, config);
         }
     }
 
@@ -587,6 +601,7 @@ impl Connection {
             events: endpoint == Endpoint::Events,
             newly_opened: endpoint == Endpoint::Events,
             decoder: Decoder::new(cx.config.max_message_size, true),
+            awaiting: 0,
         }));
         self.state = State::Open;
     }
@@ -604,17 +619,39 @@ impl Connection {
         };
     }
 
+    /// Closes the WebSocket. Whatever the client asked for and the rooms
+    /// still owe it an answer to is answered first (section 4: every valid
+    /// `id` is acknowledged exactly once); only a slow consumer's queue is
+    /// cut, as section 8 says.
     fn end_websocket(&mut self, end: End, now: Instant, config: &Config) {
-        let (code, reason) = match end {
-            End::Close(code, reason) => (Some(code), reason),
-            End::Reply(code) => (code, ""),
+        let code = match end {
+            End::Close(code) => Some(code),
+            End::Reply(code) => code,
             End::SlowConsumer => {
                 self.out.discard_unstarted();
-                (Some(close::SLOW_CONSUMER), "slow consumer")
+                return self.push_close(Some(close::SLOW_CONSUMER), now, config);
             }
         };
+        if self.session.as_ref().is_some_and(|s| s.awaits_answers()) {
+            self.close_code = code.or(Some(close::NO_STATUS));
+            self.state = State::Closing {
+                deadline: now + Duration::from_millis(limits::CLOSE_AWAIT_ANSWERS_MILLIS),
+            };
+        } else {
+            self.push_close(code, now, config);
+        }
+    }
+
+    /// The close `end_websocket` decided on, once its wait is over.
+    fn send_pending_close(&mut self, now: Instant, config: &Config) {
+        let code = self.close_code.filter(|&c| c != close::NO_STATUS);
+        self.push_close(code, now, config);
+    }
+
+    /// Queues the close frame; the last output, written before the drain.
+    fn push_close(&mut self, code: Option<u16>, now: Instant, config: &Config) {
         match code {
-            Some(code) => self.out.push_close(code, reason),
+            Some(code) => self.out.push_close(code, close::reason(code)),
             None => self.out.push_frame(OpCode::Close, b""),
         }
         self.close_code = code.or(Some(close::NO_STATUS));

@@ -193,10 +193,3 @@ fn stats(request: &HttpRequest<'_>, cx: &Context<'_>) -> RequestOutcome {
     response::write_json(&mut bytes, 200, &body, false);
     RequestOutcome::Respond(bytes)
 }
-
-pub(super) fn http_error_message(code: ErrorCode) -> &'static str {
-    match code {
-        ErrorCode::HeadersTooLarge => "request head is over the size limit",
-        _ => "malformed HTTP request",
-    }
-}

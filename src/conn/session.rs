@@ -41,11 +41,20 @@ pub(crate) struct SessionState {
     /// The connection's frame decoder (kept here: one allocation per
     /// upgraded connection, not two).
     pub decoder: Decoder,
+    /// Answers the rooms still owe this connection (`Request::awaits_answer`);
+    /// `u16::MAX` once it overflowed, after which it is not counted down and
+    /// a close waits for its deadline instead (a u16 keeps the session
+    /// within its malloc chunk; only a client without a rate limit could
+    /// have that many requests in flight).
+    pub awaiting: u16,
 }
 
 impl SessionState {
     /// Keeps the connection's own view in step with what it asked for.
     pub fn apply(&mut self, request: &Request) {
+        if request.awaits_answer() {
+            self.awaiting = self.awaiting.saturating_add(1);
+        }
         match request {
             Request::Join {
                 room,
@@ -66,6 +75,18 @@ impl SessionState {
             Request::Refresh { claims } => self.claims = claims.clone(),
             _ => {}
         }
+    }
+
+    /// One answer owed arrived.
+    pub fn on_answer(&mut self) {
+        if self.awaiting != u16::MAX {
+            self.awaiting = self.awaiting.saturating_sub(1);
+        }
+    }
+
+    /// Whether answers are still owed (or may be: the count overflowed).
+    pub fn awaits_answers(&self) -> bool {
+        self.awaiting > 0
     }
 
     /// Accounts one data message at `now`, at the rate of the token's `rate`

@@ -84,7 +84,10 @@ impl Harness {
     }
 
     fn open(&mut self) -> Connection {
-        let claims = Claims::new("u1", f64::MAX);
+        self.open_as(Claims::new("u1", f64::MAX))
+    }
+
+    fn open_as(&mut self, claims: Claims) -> Connection {
         let token = auth::mint(&claims, SECRET.as_bytes());
         let request = format!(
             "GET /ws?token={token} HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -278,6 +281,130 @@ fn flooding_past_twice_the_burst_closes_4003() {
     assert!(conn.is_open_websocket());
     h.send_text(&mut conn, "ping");
     assert_eq!(conn.close_code(), Some(close::RATE_LIMITED));
+}
+
+/// Two joins with ids pass the rate limit, then a flood closes 4003; the
+/// rooms have not answered the joins yet.
+fn closed_4003_owing_two_joins(h: &mut Harness) -> Connection {
+    let mut conn = h.open();
+    h.send_text(&mut conn, r#"{"event":"room:join","room":"a","id":1}"#);
+    h.send_text(&mut conn, r#"{"event":"room:join","room":"b","id":2}"#);
+    for _ in 0..3 {
+        h.send_text(&mut conn, "ping");
+    }
+    assert_eq!(conn.close_code(), Some(close::RATE_LIMITED));
+    assert_eq!(h.requests.len(), 2, "{:?}", h.requests);
+    conn
+}
+
+fn close_frame(code: u16, reason: &str) -> Vec<u8> {
+    let mut frame = Vec::new();
+    crate::ws::frame::encode_close(code, reason, &mut frame);
+    frame
+}
+
+#[test]
+fn a_close_waits_for_the_answers_the_rooms_owe() {
+    let mut h = Harness::new(&["--rate-limit", "1", "--rate-burst", "2"]);
+    let mut conn = closed_4003_owing_two_joins(&mut h);
+    let before = take_output(&mut conn);
+    let close = close_frame(close::RATE_LIMITED, "rate limit exceeded");
+    assert!(!before.ends_with(&close), "closed before the answers came");
+    assert!(!conn.is_finishing());
+    let ack = |id: u32| format!(r#"{{"event":"ack","id":{id},"success":true}}"#);
+    assert!(conn.send_text(ack(1).as_bytes(), h.now, &h.config));
+    conn.on_answer(h.now, &h.config);
+    assert!(!conn.is_finishing(), "one answer is still owed");
+    assert!(conn.send_text(ack(2).as_bytes(), h.now, &h.config));
+    conn.on_answer(h.now, &h.config);
+    assert!(conn.is_finishing());
+    let after = take_output(&mut conn);
+    let mut expected = wire::text_frame(ack(1).as_bytes()).to_vec();
+    expected.extend_from_slice(&wire::text_frame(ack(2).as_bytes()));
+    expected.extend_from_slice(&close);
+    assert_eq!(after, expected);
+}
+
+#[test]
+fn a_close_owed_answers_goes_out_by_its_deadline() {
+    let mut h = Harness::new(&["--rate-limit", "1", "--rate-burst", "2"]);
+    let mut conn = closed_4003_owing_two_joins(&mut h);
+    take_output(&mut conn);
+    let almost = h.now + Duration::from_millis(limits::CLOSE_AWAIT_ANSWERS_MILLIS - 1);
+    assert_eq!(conn.on_tick(almost, 0, &h.config), Tick::Keep);
+    assert!(!conn.is_finishing());
+    let late = h.now + Duration::from_millis(limits::CLOSE_AWAIT_ANSWERS_MILLIS);
+    assert_eq!(conn.on_tick(late, 0, &h.config), Tick::Keep);
+    assert!(conn.is_finishing());
+    let close = close_frame(close::RATE_LIMITED, "rate limit exceeded");
+    assert_eq!(take_output(&mut conn), close);
+    // An answer that comes after the close is not sent.
+    assert!(!conn.send_text(br#"{"event":"ack","id":1}"#, late, &h.config));
+}
+
+/// A connection owing the rooms one answer, to a publish with an id.
+fn owing_one_publish(h: &mut Harness, exp: f64) -> Connection {
+    let mut conn = h.open_as(Claims::new("u1", exp));
+    h.send_text(&mut conn, r#"{"event":"room:join","room":"a"}"#);
+    conn.on_answer(h.now, &h.config);
+    h.send_text(
+        &mut conn,
+        r#"{"event":"feed:tick","room":"a","data":1,"id":9}"#,
+    );
+    assert_eq!(h.requests.len(), 2, "{:?}", h.requests);
+    take_output(&mut conn);
+    conn
+}
+
+#[test]
+fn a_shutdown_close_waits_for_the_answers_owed() {
+    let mut h = Harness::new(&[]);
+    let mut conn = owing_one_publish(&mut h, f64::MAX);
+    conn.begin_shutdown(h.now, &h.config);
+    assert_eq!(conn.close_code(), Some(close::GOING_AWAY));
+    assert!(take_output(&mut conn).is_empty());
+    let ack = br#"{"event":"ack","id":9,"success":true,"data":{"seq":1}}"#;
+    assert!(conn.send_text(ack, h.now, &h.config));
+    conn.on_answer(h.now, &h.config);
+    let mut expected = wire::text_frame(ack).to_vec();
+    expected.extend_from_slice(&close_frame(close::GOING_AWAY, "server shutting down"));
+    assert_eq!(take_output(&mut conn), expected);
+}
+
+#[test]
+fn a_token_expiry_close_waits_for_the_answers_owed() {
+    let mut h = Harness::new(&[]);
+    let mut conn = owing_one_publish(&mut h, 2.0);
+    let expired = conn.on_tick(h.now, 2_000, &h.config);
+    assert_eq!(expired, Tick::Keep);
+    assert_eq!(conn.close_code(), Some(close::TOKEN_EXPIRED));
+    assert!(take_output(&mut conn).is_empty());
+    conn.on_answer(h.now, &h.config);
+    assert_eq!(
+        take_output(&mut conn),
+        close_frame(close::TOKEN_EXPIRED, "token expired")
+    );
+}
+
+#[test]
+fn a_slow_consumer_is_cut_without_waiting_for_answers() {
+    let mut h = Harness::new(&["--rate-limit", "1", "--rate-burst", "2"]);
+    let mut conn = closed_4003_owing_two_joins(&mut h);
+    take_output(&mut conn);
+    let huge = vec![b'x'; h.config.max_write_buffer * 3];
+    let mut ack = br#"{"event":"ack","id":1,"data":""#.to_vec();
+    ack.extend_from_slice(&huge);
+    ack.extend_from_slice(b"\"}");
+    assert!(
+        conn.send_text(&ack, h.now, &h.config),
+        "a first frame always fits"
+    );
+    assert!(
+        !conn.send_text(&ack, h.now, &h.config),
+        "over twice the bound"
+    );
+    assert!(conn.is_finishing());
+    assert_eq!(conn.close_code(), Some(close::SLOW_CONSUMER));
 }
 
 fn publisher_token(patterns: &[&str], exp: f64) -> String {

@@ -17,8 +17,8 @@ use crate::ws::frame::OpCode;
 /// How a WebSocket ends.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum End {
-    /// We close with this code and reason.
-    Close(u16, &'static str),
+    /// We close with this code (and its reason, `close::reason`).
+    Close(u16),
     /// The peer closed; we answer with its code (none for an empty close).
     Reply(Option<u16>),
     /// The client fell too far behind: cut after the frame in flight, close 4008.
@@ -63,7 +63,7 @@ fn decode_and_handle(
         let decoded = match decoder.decode(&mut input[consumed..]) {
             Ok(decoded) => decoded,
             Err(error) => {
-                let end = End::Close(error.close_code(), "");
+                let end = End::Close(error.close_code());
                 return Step {
                     consumed: input.len(),
                     end: Some(end),
@@ -115,17 +115,14 @@ fn on_message(
                     proto::on_rate_limited(payload, cx.parser, cx.scratch, &mut sink)
                 }
                 Verdict::Flood => {
-                    return Some(End::Close(close::RATE_LIMITED, "rate limit exceeded"));
+                    return Some(End::Close(close::RATE_LIMITED));
                 }
             },
         },
         Message::Binary(payload) => match endpoint {
             Endpoint::Echo => sink.push(OpCode::Binary, payload),
             Endpoint::Events => {
-                return Some(End::Close(
-                    close::UNSUPPORTED_DATA,
-                    "binary messages are not supported",
-                ));
+                return Some(End::Close(close::UNSUPPORTED_DATA));
             }
         },
         Message::Ping(payload) => sink.push(OpCode::Pong, payload),

@@ -35,8 +35,6 @@ pub enum BadRequestReason {
     BadHeader,
     /// A `\n` without `\r` before it, or a `\r` without `\n` after it.
     BadLineEnding,
-    /// More than `MAX_HEADERS` header lines.
-    TooManyHeaders,
     /// `Content-Length` is not a decimal number, or its copies disagree.
     BadContentLength,
     /// Both `Content-Length` and `Transfer-Encoding` are present.
@@ -51,7 +49,6 @@ impl BadRequestReason {
             Self::UnsupportedVersion => "only HTTP/1.0 and HTTP/1.1 are supported",
             Self::BadHeader => "malformed header field",
             Self::BadLineEnding => "lines must end with CRLF",
-            Self::TooManyHeaders => "too many header fields",
             Self::BadContentLength => "invalid Content-Length",
             Self::AmbiguousLength => "both Content-Length and Transfer-Encoding are present",
         }
@@ -63,6 +60,8 @@ impl BadRequestReason {
 pub enum ParseError {
     /// More than `max_header_bytes` arrived without the end of the head.
     HeadersTooLarge,
+    /// More than `MAX_HEADERS` header lines: over a limit, like the size.
+    TooManyHeaders,
     /// The head is not valid HTTP/1.x.
     BadRequest(BadRequestReason),
 }
@@ -71,7 +70,7 @@ impl ParseError {
     /// The error code that answers this failure (431 or 400).
     pub const fn code(self) -> ErrorCode {
         match self {
-            Self::HeadersTooLarge => ErrorCode::HeadersTooLarge,
+            Self::HeadersTooLarge | Self::TooManyHeaders => ErrorCode::HeadersTooLarge,
             Self::BadRequest(_) => ErrorCode::BadRequest,
         }
     }
@@ -80,6 +79,7 @@ impl ParseError {
     pub const fn message(self) -> &'static str {
         match self {
             Self::HeadersTooLarge => "request headers are too large",
+            Self::TooManyHeaders => "more than 64 header fields",
             Self::BadRequest(reason) => reason.message(),
         }
     }
@@ -370,7 +370,7 @@ fn parse_head(head: &[u8]) -> Result<Request<'_>, ParseError> {
         let slot = request
             .headers
             .get_mut(request.header_count)
-            .ok_or(bad(BadRequestReason::TooManyHeaders))?;
+            .ok_or(ParseError::TooManyHeaders)?;
         *slot = header;
         request.header_count += 1;
     }
@@ -714,8 +714,13 @@ mod tests {
         ok.extend_from_slice(b"\r\n");
         assert_eq!(parse_ok(&ok).0.header_pairs().count(), MAX_HEADERS);
         head.extend_from_slice(b"X-Last: v\r\n\r\n");
-        assert_eq!(parse_err(&head), bad(BadRequestReason::TooManyHeaders));
-        assert_eq!(parse_err(&head).code(), ErrorCode::BadRequest);
+        assert_eq!(parse_err(&head), ParseError::TooManyHeaders);
+        assert_eq!(parse_err(&head).code(), ErrorCode::HeadersTooLarge);
+        assert!(
+            ParseError::TooManyHeaders
+                .message()
+                .contains(&MAX_HEADERS.to_string())
+        );
     }
 
     #[test]
@@ -871,8 +876,8 @@ mod tests {
             "request headers are too large"
         );
         assert_eq!(
-            bad(BadRequestReason::TooManyHeaders).to_string(),
-            "too many header fields"
+            ParseError::TooManyHeaders.to_string(),
+            "more than 64 header fields"
         );
     }
 

@@ -4,12 +4,13 @@
 //! parsing allocates nothing per message once warm) and the validation of
 //! `event` and `id`. Does not decide what an event does.
 
-use simd_json::Buffers;
 use simd_json::prelude::*;
 use simd_json::tape::{Tape, Value};
+use simd_json::{Buffers, ErrorType};
 
 use crate::codes::ErrorCode;
 use crate::codes::limits::{MAX_ID_LEN, MAX_JSON_DEPTH, MAX_SAFE_INTEGER};
+use crate::proto::numbers;
 use crate::proto::reply::Id;
 
 /// A parsed client envelope; borrows the message and the parser.
@@ -43,6 +44,9 @@ pub struct Refusal<'i> {
 pub struct Parser {
     buffers: Buffers,
     tape: Option<Tape<'static>>,
+    /// A copy of a message with escapes, whose in-place parse rewrites it,
+    /// for the second parse once out-of-range numbers are tamed.
+    pristine: Vec<u8>,
 }
 
 impl Default for Parser {
@@ -50,6 +54,7 @@ impl Default for Parser {
         Self {
             buffers: Buffers::with_max_depth(1024, MAX_JSON_DEPTH),
             tape: Some(Tape::null().reset()),
+            pristine: Vec::new(),
         }
     }
 }
@@ -74,19 +79,38 @@ impl Parser {
     }
 
     /// Parses any JSON text in place (at most `MAX_JSON_DEPTH` deep) and
-    /// hands `f` its value, or `None` when it is not valid JSON.
+    /// hands `f` its value, or `None` when it is not valid JSON. A number
+    /// beyond what simd-json holds is valid JSON: it is tamed (`numbers`)
+    /// and the text parsed again.
     pub fn with_json<R>(
         &mut self,
         payload: &mut [u8],
         f: impl for<'t, 'i> FnOnce(Option<Value<'t, 'i>>) -> R,
     ) -> R {
+        // Only escapes make a failed parse leave the text changed.
+        let escaped = payload.contains(&b'\\');
+        if escaped {
+            self.pristine.clear();
+            self.pristine.extend_from_slice(payload);
+        }
         let mut tape: Tape<'_> = self
             .tape
             .take()
             .unwrap_or_else(|| Tape::null().reset())
             .reset();
-        let parsed = simd_json::fill_tape(payload, &mut self.buffers, &mut tape);
-        let result = f(parsed.ok().map(|()| tape.as_value()));
+        let first = simd_json::fill_tape(payload, &mut self.buffers, &mut tape);
+        if !matches!(&first, Err(e) if *e.error() == ErrorType::InvalidNumber) {
+            let result = f(first.ok().map(|()| tape.as_value()));
+            self.tape = Some(tape.reset());
+            return result;
+        }
+        let mut tape = tape.reset();
+        if escaped {
+            payload.copy_from_slice(&self.pristine);
+        }
+        numbers::tame(payload);
+        let second = simd_json::fill_tape(payload, &mut self.buffers, &mut tape);
+        let result = f(second.ok().map(|()| tape.as_value()));
         self.tape = Some(tape.reset());
         result
     }

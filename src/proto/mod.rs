@@ -7,6 +7,7 @@
 pub mod envelope;
 pub mod events;
 pub mod names;
+mod numbers;
 pub mod publish;
 pub mod reply;
 pub mod scan;
@@ -86,6 +87,22 @@ pub enum Request {
         message: publish::Message,
         from: Arc<str>,
     },
+}
+
+impl Request {
+    /// Whether the rooms answer this request to the sender's connection:
+    /// every join (`Joined`, accepted or refused), and any other request
+    /// with an `id` (its ack). A connection closes only once these are in.
+    pub fn awaits_answer(&self) -> bool {
+        match self {
+            Request::Join { .. } => true,
+            Request::Publish { id, .. }
+            | Request::UserSend { id, .. }
+            | Request::PresenceGet { id, .. }
+            | Request::Broadcast { id, .. } => id.is_some(),
+            Request::Leave { .. } | Request::Refresh { .. } | Request::HttpPublish { .. } => false,
+        }
+    }
 }
 
 /// Where replies and requests go.
@@ -261,6 +278,96 @@ mod tests {
         let collected = run(text, &claims(), rooms, &RoomsConfig::default());
         assert!(collected.0.is_empty(), "{:?}", collected.0);
         collected.1
+    }
+
+    /// The `data` text of the one publish `text` asks for.
+    fn published_data(text: &str) -> Vec<u8> {
+        let lobby: Arc<str> = Arc::from("lobby");
+        match requests(text, std::slice::from_ref(&lobby)).as_slice() {
+            [Request::Publish { data, .. }] => data.to_vec(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn numbers_beyond_64_bits_in_data_are_forwarded_verbatim() {
+        for data in [
+            "1e30",
+            "18446744073709551616",
+            "-9223372036854775809",
+            "1.8e308",
+            "-1e400",
+            "3.14159265358979323846264338327950288419716939937510",
+            r#"{"big":[1e999,{"s":"\u00e9 \" 1e999"}],"n":123456789012345678901234567890}"#,
+        ] {
+            let text = format!(r#"{{"event":"chat:msg","room":"lobby","data":{data},"id":1}}"#);
+            assert_eq!(published_data(&text), data.as_bytes(), "{data}");
+        }
+    }
+
+    #[test]
+    fn an_id_beyond_64_bits_is_a_validation_error_not_invalid_json() {
+        for id in ["18446744073709551616", "-1e400", "1e30"] {
+            let text = format!(r#"{{"event":"chat:msg","room":"lobby","data":1,"id":{id}}}"#);
+            let replies = answer(&text);
+            assert_eq!(replies.len(), 1, "{replies:?}");
+            assert!(replies[0].contains("VALIDATION_ERROR"), "{id}: {replies:?}");
+        }
+    }
+
+    #[test]
+    fn a_history_beyond_64_bits_is_a_validation_error() {
+        let replies =
+            answer(r#"{"event":"room:join","data":{"room":"lobby","history":1e400},"id":1}"#);
+        assert!(replies[0].contains("VALIDATION_ERROR"), "{replies:?}");
+    }
+
+    /// Any JSON value: numbers of every size, strings with escapes, nesting.
+    fn json_value() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let number = prop_oneof![
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<u64>().prop_map(|n| n.to_string()),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| format!("{f:e}")),
+            (
+                "-?[1-9][0-9]{0,60}",
+                "(\\.[0-9]{1,40})?",
+                "([eE][-+]?[0-9]{1,4})?"
+            )
+                .prop_map(|(i, f, e)| format!("{i}{f}{e}")),
+        ];
+        let string = "([a-z \u{e9}\u{1f600}]|\\\\[nt\"\\\\/]|\\\\u00e9){0,12}"
+            .prop_map(|s| format!("\"{s}\""));
+        let leaf = prop_oneof![
+            Just("null".to_owned()),
+            Just("true".to_owned()),
+            Just("false".to_owned()),
+            number,
+            string.clone(),
+        ];
+        leaf.prop_recursive(4, 32, 6, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6)
+                    .prop_map(|items| format!("[{}]", items.join(" , "))),
+                proptest::collection::vec((string.clone(), inner), 0..6).prop_map(|fields| {
+                    let fields: Vec<String> = fields
+                        .into_iter()
+                        .map(|(k, v)| format!("{k}:{v}"))
+                        .collect();
+                    format!("{{{}}}", fields.join(","))
+                }),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_json_in_data_is_forwarded_byte_for_byte(data in json_value()) {
+            let text = format!(r#"{{"event":"chat:msg","room":"lobby","data":{data},"id":7}}"#);
+            proptest::prop_assert_eq!(published_data(&text), data.into_bytes());
+        }
     }
 
     #[test]

@@ -322,7 +322,7 @@ impl Shard {
                 accepted,
                 reply,
             } => self.on_joined(room, conn, accepted, reply, now),
-            BusMsg::Reply { conn, text } => self.reply(conn, &text, now),
+            BusMsg::Reply { conn, text } => self.answer(conn, Some(&text), now),
             BusMsg::Published { conn, index, seq } => self.on_published(conn, index, seq, now),
             BusMsg::UserSend {
                 to,
@@ -559,21 +559,25 @@ impl Shard {
         } else {
             entry.conn.forget_room(&room);
         }
-        if let Some(text) = reply {
-            self.reply(conn, &text, now);
-        }
+        self.answer(conn, reply.as_deref(), now);
     }
 
-    /// Queues a reply for `conn` if it is still there.
-    fn reply(&mut self, conn: ConnRef, text: &[u8], now: Instant) {
-        if let Some(entry) = live(&mut self.conns, conn) {
+    /// Queues the answer (if any) to a request `conn` made, if it is still
+    /// there; a close that waited for the connection's last answer follows.
+    fn answer(&mut self, conn: ConnRef, text: Option<&[u8]>, now: Instant) {
+        let Some(entry) = live(&mut self.conns, conn) else {
+            return;
+        };
+        let config = &self.shared.config;
+        if let Some(text) = text {
             let metrics = &self.shared.metrics[self.index];
-            write_through(entry, metrics, text.len(), &self.shared.config);
-            if entry.conn.send_text(text, now, &self.shared.config) {
-                self.shared.metrics[self.index].messages_out.inc();
+            write_through(entry, metrics, text.len(), config);
+            if entry.conn.send_text(text, now, config) {
+                metrics.messages_out.inc();
             }
-            mark(&mut self.conns, &mut self.dirty, conn.key);
         }
+        entry.conn.on_answer(now, config);
+        mark(&mut self.conns, &mut self.dirty, conn.key);
     }
 
     fn on_counted(&mut self, gather: u64, count: usize, now: Instant) {
@@ -593,7 +597,7 @@ impl Shard {
         data.extend_from_slice(b"{\"delivered\":");
         json::write_u64(&mut data, done.delivered as u64);
         data.push(b'}');
-        self.reply(done.conn, &ack_text(&id, &data), now);
+        self.answer(done.conn, Some(&ack_text(&id, &data)), now);
     }
 }
 
