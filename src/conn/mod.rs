@@ -401,6 +401,12 @@ impl Connection {
         matches!(self.state, State::Finishing { .. })
     }
 
+    /// Whether the connection waits for a request head (its first, or the
+    /// next on a kept-alive `POST /publish` connection).
+    pub fn is_awaiting_request(&self) -> bool {
+        matches!(self.state, State::Request { .. })
+    }
+
     /// Whether the connection is an open WebSocket.
     pub fn is_open_websocket(&self) -> bool {
         matches!(self.state, State::Open)

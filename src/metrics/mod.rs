@@ -172,6 +172,11 @@ pub struct ShardMetrics {
     pub handshake_rejections: [Counter; ErrorCode::ALL.len()],
     /// Connections aborted for not answering a ping.
     pub ping_timeouts: Counter,
+    /// Sockets accepted that have not completed a request head yet.
+    pub pre_request: Gauge,
+    /// Sockets closed before their first request head to make room for
+    /// newer ones (`reactor::pre_request`).
+    pub pre_request_evicted: Counter,
     /// Output queued in user space, summed over connections at each sweep.
     pub write_buffer_bytes: Gauge,
     /// Rooms this shard owns.
@@ -213,6 +218,8 @@ impl Default for ShardMetrics {
             rate_limited: Counter::default(),
             handshake_rejections: Default::default(),
             ping_timeouts: Counter::default(),
+            pre_request: Gauge::default(),
+            pre_request_evicted: Counter::default(),
             write_buffer_bytes: Gauge::default(),
             rooms: Gauge::default(),
             inbox: Gauge::default(),
@@ -306,6 +313,8 @@ pub struct Snapshot {
     /// `(code, count)` for every code that can refuse an upgrade.
     pub handshake_rejections: Vec<(ErrorCode, u64)>,
     pub ping_timeouts: u64,
+    pub pre_request: u64,
+    pub pre_request_evicted: u64,
     pub write_buffer_bytes: u64,
     pub handshake_latency: HistogramSnapshot,
     pub fanout_latency: HistogramSnapshot,
@@ -367,6 +376,8 @@ impl Snapshot {
                 .map_or(0, Counter::get);
         }
         self.ping_timeouts += m.ping_timeouts.get();
+        self.pre_request += m.pre_request.get();
+        self.pre_request_evicted += m.pre_request_evicted.get();
         self.write_buffer_bytes += m.write_buffer_bytes.get();
         m.handshake_latency.add_to(&mut self.handshake_latency);
         m.fanout_latency.add_to(&mut self.fanout_latency);

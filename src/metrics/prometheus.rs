@@ -136,6 +136,18 @@ pub fn render(snap: &Snapshot, uptime_seconds: f64, version: &str) -> String {
     );
     gauge(
         w,
+        "roomcast_pre_request_connections",
+        "Sockets accepted that have not sent a complete request head yet.",
+        snap.pre_request,
+    );
+    counter(
+        w,
+        "roomcast_pre_request_evicted_total",
+        "Sockets closed before their first request to make room for newer ones.",
+        snap.pre_request_evicted,
+    );
+    gauge(
+        w,
         "roomcast_write_buffer_bytes",
         "Output queued in user space for all connections (sampled once per sweep).",
         snap.write_buffer_bytes,

@@ -51,6 +51,8 @@ pub fn render(out: &mut Vec<u8>, snap: &Snapshot, about: &About<'_>) {
     w.close();
     w.u64("slow_consumer_closes", snap.slow_consumer_closes);
     w.u64("ping_timeouts", snap.ping_timeouts);
+    w.u64("pre_request", snap.pre_request);
+    w.u64("pre_request_evicted", snap.pre_request_evicted);
     w.u64("write_buffer_bytes", snap.write_buffer_bytes);
     w.close();
     w.open("handshake_rejections");

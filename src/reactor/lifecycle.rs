@@ -23,6 +23,8 @@ pub enum Ending {
     Aborted(AbortReason),
     /// A read or write failed: the peer reset the connection.
     Reset,
+    /// Closed before its first request to make room (`reactor::pre_request`).
+    Evicted,
 }
 
 impl Ending {
@@ -33,6 +35,7 @@ impl Ending {
             Self::Aborted(AbortReason::RequestTimeout) => Some("request_timeout"),
             Self::Aborted(AbortReason::LingerTimeout) => Some("linger_timeout"),
             Self::Reset => Some("reset"),
+            Self::Evicted => Some("evicted"),
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod admission;
 pub mod bus;
 mod fanout;
 mod lifecycle;
+mod pre_request;
 pub mod shard;
 mod users;
 

@@ -48,6 +48,7 @@ use crate::proto::envelope::Parser;
 use crate::reactor::Shared;
 use crate::reactor::bus::BusMsg;
 use crate::reactor::lifecycle::{self, ByteCounts, Ending};
+use crate::reactor::pre_request::{self, PreRequest};
 use crate::rooms::local::LocalRooms;
 use crate::rooms::table::{RoomTable, TableConfig};
 use crate::{log_debug, log_warn, sys};
@@ -120,6 +121,8 @@ pub(super) struct Entry {
     read_again: bool,
     /// For the lifecycle log's `closed` line.
     bytes: ByteCounts,
+    /// Accepted and no request head yet: counted in `Shard::pre_request`.
+    pre_request: bool,
 }
 
 /// A `user:send` or `system:broadcast` waiting for every shard's count.
@@ -174,6 +177,8 @@ pub struct Shard {
     reports: Vec<Report>,
     /// The thread's CPU time as of the last sweep, for the busy ratio.
     busy_at_last_sweep: (Instant, u64),
+    /// Sockets that have not sent a request yet, oldest first.
+    pre_request: PreRequest,
 }
 
 impl Shard {
@@ -192,6 +197,10 @@ impl Shard {
             mut public,
             mut metrics,
         } = listeners;
+        let pre_request = PreRequest::new(pre_request::limit_per_shard(
+            shared.config.max_connections,
+            shared.config.shards,
+        ));
         if let Some(listener) = public.as_mut() {
             poll.registry()
                 .register(listener, LISTENER, Interest::READABLE)?;
@@ -244,6 +253,7 @@ impl Shard {
             drained,
             reported_drained: false,
             busy_at_last_sweep: (Instant::now(), 0),
+            pre_request,
         })
     }
 
@@ -387,6 +397,12 @@ impl Shard {
                 Ok((stream, peer)) => self.adopt(stream, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+                        && self.evict_oldest_pre_request() =>
+                {
+                    // A descriptor is free again: the accept is retried.
+                }
                 Err(e) => {
                     // Out of file descriptors, most likely: the backlog is
                     // retried at the next sweep.
@@ -444,8 +460,14 @@ impl Shard {
             queued_for_flush: false,
             read_again: false,
             bytes: ByteCounts::default(),
+            pre_request: true,
         });
         lifecycle::accepted(id, peer, self.index);
+        self.pre_request.arrived(key, id);
+        if self.pre_request.over_limit() {
+            self.evict_oldest_pre_request();
+        }
+        self.count_pre_request();
         // The client may have written already; edge-triggered readiness
         // reports that on registration, so nothing more to do here.
     }
@@ -538,6 +560,13 @@ impl Shard {
             if entry.input.is_empty() {
                 pool::give(std::mem::take(&mut entry.input));
             }
+        }
+        if entry.pre_request && !entry.conn.is_awaiting_request() {
+            entry.pre_request = false;
+            self.pre_request.left();
+            self.shared.metrics[self.index]
+                .pre_request
+                .set(self.pre_request.count() as u64);
         }
         let now = cx.now;
         for report in self.reports.drain(..) {
@@ -670,6 +699,9 @@ impl Shard {
             self.remove(key, Ending::Aborted(reason));
         }
         self.sample_gauges(now, queued_bytes);
+        let conns = &self.conns;
+        self.pre_request
+            .compact(|key, id| is_pre_request(conns, key, id));
         if self.listener.is_some() {
             self.accept_all();
         }
@@ -690,6 +722,27 @@ impl Shard {
             metrics.busy_ppm.set(ppm.min(1_000_000));
         }
         self.busy_at_last_sweep = (now, busy_ns);
+    }
+
+    /// Closes the oldest socket still without a request, to make room for
+    /// a newer one; returns whether there was one.
+    fn evict_oldest_pre_request(&mut self) -> bool {
+        let conns = &self.conns;
+        let oldest = self
+            .pre_request
+            .oldest(|key, id| is_pre_request(conns, key, id));
+        let Some(key) = oldest else {
+            return false;
+        };
+        self.metrics().pre_request_evicted.inc();
+        self.remove(key, Ending::Evicted);
+        true
+    }
+
+    fn count_pre_request(&self) {
+        self.shared.metrics[self.index]
+            .pre_request
+            .set(self.pre_request.count() as u64);
     }
 
     fn begin_drain(&mut self) {
@@ -723,6 +776,10 @@ impl Shard {
             return;
         };
         let _ = self.poll.registry().deregister(&mut entry.stream);
+        if entry.pre_request {
+            self.pre_request.left();
+            self.count_pre_request();
+        }
         self.forget_connection(key, &entry.conn);
         if entry.conn.is_admitted() {
             self.shared.registry.release(entry.conn.peer_ip());
@@ -735,6 +792,13 @@ impl Shard {
         lifecycle::closed(&entry.conn, ending, entry.bytes, Instant::now());
         pool::give(entry.input);
     }
+}
+
+/// Whether slab `key` still holds connection `id`, without a request yet.
+fn is_pre_request(conns: &Slab<Entry>, key: usize, id: u64) -> bool {
+    conns
+        .get(key)
+        .is_some_and(|e| e.pre_request && e.conn.id() == id)
 }
 
 /// Writes the connection's queue to the socket now if queuing `incoming`
