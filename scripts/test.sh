@@ -29,6 +29,23 @@ ensure_python() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-pip >/dev/null
 }
 
+# redis-server for the Redis tests (tests/redis_*.rs); Debian's package.
+ensure_redis() {
+  if command -v redis-server >/dev/null 2>&1; then
+    return 0
+  fi
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "test.sh: redis-server is missing; install it (apt-get install redis-server)" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  # The package starts a system-wide server; the tests start their own.
+  if command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --now redis-server >/dev/null 2>&1 || true
+  fi
+}
+
 ensure_venv() {
   local stamp="$VENV/.pins"
   if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "${PY_PINS[*]}" ]; then
@@ -84,6 +101,8 @@ autobahn() {
 
 step "python venv"
 ensure_venv
+step "redis-server"
+ensure_redis
 
 step "cargo build"
 cargo build --quiet

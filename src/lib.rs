@@ -18,6 +18,7 @@ pub mod log;
 pub mod metrics;
 pub mod proto;
 pub mod reactor;
+pub mod redis;
 pub mod rooms;
 pub mod sys;
 pub mod ws;

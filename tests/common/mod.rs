@@ -8,6 +8,7 @@
 
 pub mod http;
 pub mod raw;
+pub mod redis;
 pub mod rooms;
 pub mod token;
 pub mod ws;

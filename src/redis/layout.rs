@@ -1,0 +1,91 @@
+//! Where a room lives in Redis: its server, its keys and its channel.
+//!
+//! Every key of a room carries the room name as a `{hash tag}`, so they
+//! all land in one Redis Cluster slot, and the server a room goes to among
+//! several `--redis` servers is chosen the way Redis Cluster chooses a
+//! slot (CRC16 of the tag), so one layout suits both. Room names cannot
+//! hold `{` or `}` (section 4's grammar), so the tag is always the whole
+//! name. Pure functions of names; no connection here.
+
+/// The Redis Cluster hash slot of `tag` (CRC16/XMODEM mod 16384).
+pub fn slot(tag: &[u8]) -> u16 {
+    crc16(tag) % 16_384
+}
+
+/// Which of `servers` (at least one) holds `room`.
+pub fn server_of(room: &str, servers: usize) -> usize {
+    usize::from(slot(room.as_bytes())) % servers.max(1)
+}
+
+/// The names of one room's keys and channel under `prefix`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomKeys {
+    /// The last `seq` given out (`INCR`).
+    pub seq: String,
+    /// The room's current epoch.
+    pub epoch: String,
+    /// The history: a stream whose entry ids are `0-<seq>`.
+    pub log: String,
+    /// The pub/sub channel every node with members subscribes to.
+    pub channel: String,
+}
+
+impl RoomKeys {
+    pub fn new(prefix: &str, room: &str) -> Self {
+        let base = format!("{prefix}:{{{room}}}");
+        Self {
+            seq: format!("{base}:seq"),
+            epoch: format!("{base}:epoch"),
+            log: format!("{base}:log"),
+            channel: base,
+        }
+    }
+}
+
+fn crc16(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &byte in bytes {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_match_redis_cluster() {
+        // Values from `CLUSTER KEYSLOT` on a Redis 7 server.
+        assert_eq!(slot(b"foo"), 12_182);
+        assert_eq!(slot(b"bar"), 5_061);
+        assert_eq!(slot(b"123456789"), 12_739);
+        assert_eq!(crc16(b"123456789"), 0x31c3);
+    }
+
+    #[test]
+    fn every_key_of_a_room_shares_its_tag() {
+        let keys = RoomKeys::new("roomcast", "prices:btc");
+        assert_eq!(keys.seq, "roomcast:{prices:btc}:seq");
+        assert_eq!(keys.epoch, "roomcast:{prices:btc}:epoch");
+        assert_eq!(keys.log, "roomcast:{prices:btc}:log");
+        assert_eq!(keys.channel, "roomcast:{prices:btc}");
+    }
+
+    #[test]
+    fn rooms_spread_over_servers_by_slot() {
+        assert_eq!(server_of("anything", 1), 0);
+        assert_eq!(server_of("foo", 2), 12_182 % 2);
+        let used: std::collections::BTreeSet<usize> = (0..100)
+            .map(|i| server_of(&format!("room-{i}"), 3))
+            .collect();
+        assert_eq!(used.len(), 3);
+    }
+}

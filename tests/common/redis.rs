@@ -1,0 +1,104 @@
+//! A real `redis-server` on a free loopback port, stopped by its PID when
+//! its guard drops, and a blocking RESP client for the tests (built on the
+//! server's own codec, `roomcast::redis::resp`).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use roomcast::redis::resp::{self, Reply};
+
+pub struct RedisServer {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` with no persistence on a free port; panics
+    /// with a hint when it is not installed (scripts/test.sh installs it).
+    pub fn start() -> RedisServer {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (apt-get install redis-server) to start");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not listen on {addr}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        RedisServer { child, addr }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+
+    pub fn connect(&self) -> RedisConn {
+        RedisConn::connect(self.addr)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One blocking connection.
+pub struct RedisConn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RedisConn {
+    pub fn connect(addr: SocketAddr) -> RedisConn {
+        let stream = TcpStream::connect(addr).expect("connect to redis");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        RedisConn {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Sends bytes already encoded (one or more commands).
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write to redis");
+    }
+
+    pub fn call<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Reply {
+        let mut out = Vec::new();
+        resp::write_command(&mut out, args);
+        self.send_raw(&out);
+        self.reply()
+    }
+
+    /// The next reply (or pushed pub/sub message).
+    pub fn reply(&mut self) -> Reply {
+        loop {
+            if let Some((reply, used)) = resp::parse(&self.buf).expect("valid RESP") {
+                self.buf.drain(..used);
+                return reply;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self.stream.read(&mut chunk).expect("a reply from redis");
+            assert!(n > 0, "redis closed the connection");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
