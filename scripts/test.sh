@@ -13,7 +13,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 VENV="$ROOT/target/test-venv"
-PY_PINS=(websockets==17.4 pytest==9.2.0 pytest-timeout==2.4.0 prometheus_client==0.26.0)
+PY_PINS=(websockets==17.4 pytest==9.2.0 pytest-timeout==2.4.0 prometheus_client==0.26.0 redis==8.1.0)
 start=$(date +%s)
 step() { printf '\n== %s (%ss)\n' "$1" "$(( $(date +%s) - start ))"; }
 
