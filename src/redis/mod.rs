@@ -7,8 +7,11 @@
 //! runs them is one thread with its own event loop; nothing here is ever
 //! called on a shard thread, and nothing here touches a socket.
 
+pub mod backoff;
 pub mod layout;
+pub mod pipeline;
 pub mod resp;
+pub mod subscriptions;
 pub mod url;
 
 use layout::RoomKeys;

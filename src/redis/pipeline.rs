@@ -1,0 +1,169 @@
+//! One command connection to Redis, sans-IO: commands are pipelined
+//! (written back to back without waiting), and each reply is matched to the
+//! request that asked for it by order, as Redis answers in order.
+//!
+//! Owns the output bytes, the queue of requests in flight and the input not
+//! yet parsed. Bounded: at most `max_in_flight` requests wait for replies;
+//! past it `push` refuses and the bridge answers the caller `UNAVAILABLE`
+//! (or waits), so a stalled Redis cannot grow a node's memory.
+
+use std::collections::VecDeque;
+
+use crate::redis::resp::{self, Reply, RespError};
+
+#[derive(Debug)]
+pub struct Pipeline<T> {
+    output: Vec<u8>,
+    in_flight: VecDeque<T>,
+    input: Vec<u8>,
+    max_in_flight: usize,
+}
+
+/// `push` found the pipeline full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full;
+
+impl<T> Pipeline<T> {
+    pub fn new(max_in_flight: usize) -> Self {
+        Self {
+            output: Vec::new(),
+            in_flight: VecDeque::new(),
+            input: Vec::new(),
+            max_in_flight,
+        }
+    }
+
+    /// Queues the command `write` appends (exactly one), answered to `token`.
+    pub fn push(&mut self, token: T, write: impl FnOnce(&mut Vec<u8>)) -> Result<(), Full> {
+        if self.in_flight.len() >= self.max_in_flight {
+            return Err(Full);
+        }
+        write(&mut self.output);
+        self.in_flight.push_back(token);
+        Ok(())
+    }
+
+    /// Bytes to write to the socket; call `written` with how many went.
+    pub fn output(&self) -> &[u8] {
+        &self.output
+    }
+
+    pub fn written(&mut self, n: usize) {
+        self.output.drain(..n.min(self.output.len()));
+    }
+
+    /// Requests waiting for a reply.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Feeds bytes read from the socket; every reply now complete is
+    /// returned with its request's token, in order. An error (a reply
+    /// Redis never sends, or one with no request) means the connection
+    /// must be dropped; `reset` then gives back what was in flight.
+    pub fn on_input(&mut self, bytes: &[u8]) -> Result<Vec<(T, Reply)>, PipelineError> {
+        self.input.extend_from_slice(bytes);
+        let mut done = Vec::new();
+        let mut at = 0;
+        while let Some((reply, used)) = resp::parse(&self.input[at..])? {
+            at += used;
+            let token = self
+                .in_flight
+                .pop_front()
+                .ok_or(PipelineError::Unrequested)?;
+            done.push((token, reply));
+        }
+        self.input.drain(..at);
+        Ok(done)
+    }
+
+    /// The connection is gone: the requests it had in flight (whose effect
+    /// on Redis is unknown) and unsent commands are handed back, and the
+    /// pipeline starts empty.
+    pub fn reset(&mut self) -> Vec<T> {
+        self.output.clear();
+        self.input.clear();
+        self.in_flight.drain(..).collect()
+    }
+}
+
+/// Why a command connection must be dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PipelineError {
+    Resp(RespError),
+    /// A reply arrived with no request waiting for it.
+    Unrequested,
+}
+
+impl From<RespError> for PipelineError {
+    fn from(e: RespError) -> Self {
+        PipelineError::Resp(e)
+    }
+}
+
+impl std::fmt::Display for PipelineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PipelineError::Resp(e) => e.fmt(f),
+            PipelineError::Unrequested => f.write_str("a Redis reply with no request"),
+        }
+    }
+}
+
+impl std::error::Error for PipelineError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ping(out: &mut Vec<u8>) {
+        resp::write_command(out, &["PING"]);
+    }
+
+    #[test]
+    fn replies_go_to_their_requests_in_order_across_reads() {
+        let mut p = Pipeline::new(8);
+        p.push("a", ping).unwrap();
+        p.push("b", |out| resp::write_command(out, &["INCR", "k"]))
+            .unwrap();
+        assert_eq!(
+            p.output(),
+            b"*1\r\n$4\r\nPING\r\n*2\r\n$4\r\nINCR\r\n$1\r\nk\r\n"
+        );
+        let all = p.output().to_vec();
+        p.written(5);
+        assert_eq!(p.output(), &all[5..]);
+        assert_eq!(
+            p.on_input(b"+PONG\r\n:").unwrap(),
+            [("a", Reply::Status("PONG".into()))]
+        );
+        assert_eq!(p.in_flight(), 1);
+        assert_eq!(p.on_input(b"7\r\n").unwrap(), [("b", Reply::Integer(7))]);
+        assert_eq!(p.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_full_pipeline_refuses_and_a_reset_hands_back_what_was_in_flight() {
+        let mut p = Pipeline::new(2);
+        p.push(1, ping).unwrap();
+        p.push(2, ping).unwrap();
+        assert_eq!(p.push(3, ping), Err(Full));
+        assert_eq!(p.on_input(b"+PONG\r\n").unwrap().len(), 1);
+        p.push(3, ping).unwrap();
+        assert_eq!(p.reset(), [2, 3]);
+        assert!(p.output().is_empty());
+        assert_eq!(p.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_reply_nobody_asked_for_or_garbage_drops_the_connection() {
+        let mut p: Pipeline<u8> = Pipeline::new(2);
+        assert_eq!(p.on_input(b"+OK\r\n"), Err(PipelineError::Unrequested));
+        let mut p: Pipeline<u8> = Pipeline::new(2);
+        p.push(1, ping).unwrap();
+        assert_eq!(
+            p.on_input(b"?\r\n"),
+            Err(PipelineError::Resp(RespError::UnknownType(b'?')))
+        );
+    }
+}
