@@ -18,6 +18,7 @@
 
 pub mod accept;
 pub mod admission;
+pub mod bridge;
 pub mod bus;
 mod fanout;
 mod lifecycle;

@@ -19,10 +19,6 @@ pub struct Pipeline<T> {
     max_in_flight: usize,
 }
 
-/// `push` found the pipeline full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Full;
-
 impl<T> Pipeline<T> {
     pub fn new(max_in_flight: usize) -> Self {
         Self {
@@ -33,10 +29,11 @@ impl<T> Pipeline<T> {
         }
     }
 
-    /// Queues the command `write` appends (exactly one), answered to `token`.
-    pub fn push(&mut self, token: T, write: impl FnOnce(&mut Vec<u8>)) -> Result<(), Full> {
+    /// Queues the command `write` appends (exactly one), answered to
+    /// `token`; a full pipeline hands `token` back.
+    pub fn push(&mut self, token: T, write: impl FnOnce(&mut Vec<u8>)) -> Result<(), T> {
         if self.in_flight.len() >= self.max_in_flight {
-            return Err(Full);
+            return Err(token);
         }
         write(&mut self.output);
         self.in_flight.push_back(token);
@@ -147,7 +144,7 @@ mod tests {
         let mut p = Pipeline::new(2);
         p.push(1, ping).unwrap();
         p.push(2, ping).unwrap();
-        assert_eq!(p.push(3, ping), Err(Full));
+        assert_eq!(p.push(3, ping), Err(3));
         assert_eq!(p.on_input(b"+PONG\r\n").unwrap().len(), 1);
         p.push(3, ping).unwrap();
         assert_eq!(p.reset(), [2, 3]);

@@ -19,10 +19,11 @@ impl RedisServer {
     /// Starts `redis-server` with no persistence on a free port; panics
     /// with a hint when it is not installed (scripts/test.sh installs it).
     pub fn start() -> RedisServer {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        RedisServer::start_on(free_port())
+    }
+
+    /// Starts one on `port` (again, after `stop`, for restart drills).
+    pub fn start_on(port: u16) -> RedisServer {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
@@ -42,6 +43,12 @@ impl RedisServer {
         RedisServer { child, addr }
     }
 
+    /// Kills the server (SIGKILL: what it held is lost).
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn url(&self) -> String {
         format!("redis://{}", self.addr)
     }
@@ -49,6 +56,14 @@ impl RedisServer {
     pub fn connect(&self) -> RedisConn {
         RedisConn::connect(self.addr)
     }
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 impl Drop for RedisServer {
