@@ -227,3 +227,72 @@ fn the_emitter_publishes_without_a_node_and_refuses_invalid_json() {
     );
     assert_eq!(conn.call(&["GET", &keys.seq]).as_i64(), Some(1));
 }
+
+/// `roomcast_history` for a join asking `query`.
+fn history(
+    conn: &mut RedisConn,
+    keys: &RoomKeys,
+    query: bridge::HistoryQuery<'_>,
+) -> bridge::History {
+    let mut out = Vec::new();
+    bridge::history(&mut out, keys, query, "e-join", KEEP_100);
+    conn.send_raw(&out);
+    let reply = conn.reply();
+    bridge::history_reply(&reply).unwrap_or_else(|| panic!("{reply:?}"))
+}
+
+#[test]
+fn a_join_gets_the_same_history_and_recovery_as_on_one_server() {
+    let (_redis, mut conn) = loaded();
+    let keys = RoomKeys::new("rc", "lobby");
+    // A join to a room nobody published in gives it its epoch.
+    let empty = history(&mut conn, &keys, Default::default());
+    assert_eq!(
+        (empty.epoch.as_str(), empty.seq, empty.recovered),
+        ("e-join", 0, None)
+    );
+    assert!(empty.messages.is_empty());
+    let keep_3 = Retention {
+        messages: 3,
+        ttl_ms: 0,
+    };
+    let texts: Vec<Vec<u8>> = (1..=5)
+        .map(|i| {
+            publish(&mut conn, &keys, &i.to_string(), keep_3);
+            format!(
+                r#"{{"event":"chat:msg","room":"lobby","data":{i},"from":"u1","seq":{i},"ts":1}}"#
+            )
+            .into_bytes()
+        })
+        .collect();
+    let query = |history, since, epoch| bridge::HistoryQuery {
+        history,
+        since,
+        epoch,
+    };
+    // history: k gives the latest k, oldest first; none without it.
+    assert_eq!(
+        history(&mut conn, &keys, query(Some(2), None, None)).messages,
+        texts[3..]
+    );
+    assert!(
+        history(&mut conn, &keys, query(None, None, None))
+            .messages
+            .is_empty()
+    );
+    // since within the kept history, same epoch: what was missed, recovered.
+    let back = history(&mut conn, &keys, query(None, Some(3), Some("e-join")));
+    assert_eq!((back.seq, back.recovered), (5, Some(true)));
+    assert_eq!(back.messages, texts[3..]);
+    let current = history(&mut conn, &keys, query(None, Some(5), Some("e-join")));
+    assert_eq!((current.recovered, current.messages.len()), (Some(true), 0));
+    // Messages gone, another epoch, or a seq from the future: not recovered,
+    // and the retained history (at most k).
+    for (since, epoch) in [(1, "e-join"), (4, "other"), (9, "e-join")] {
+        let lost = history(&mut conn, &keys, query(None, Some(since), Some(epoch)));
+        assert_eq!(lost.recovered, Some(false), "since {since} epoch {epoch}");
+        assert_eq!(lost.messages, texts[2..]);
+    }
+    let lost = history(&mut conn, &keys, query(Some(1), Some(1), Some("e-join")));
+    assert_eq!(lost.messages, texts[4..]);
+}

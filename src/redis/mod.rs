@@ -56,23 +56,99 @@ pub fn publish(
 ) {
     let history = retention.messages.to_string();
     let ttl = retention.ttl_ms.to_string();
-    resp::write_command(
-        out,
-        &[
-            b"FCALL".as_slice(),
-            b"roomcast_publish",
-            b"3",
-            keys.seq.as_bytes(),
-            keys.epoch.as_bytes(),
-            keys.log.as_bytes(),
-            head,
-            tail,
-            fresh_epoch.as_bytes(),
-            history.as_bytes(),
-            ttl.as_bytes(),
-            keys.channel.as_bytes(),
-        ],
-    );
+    let args = [
+        head,
+        tail,
+        fresh_epoch.as_bytes(),
+        history.as_bytes(),
+        ttl.as_bytes(),
+    ];
+    fcall(out, b"roomcast_publish", keys, &args, Some(&keys.channel));
+}
+
+/// Appends `FCALL <function>` on a room's three keys with `args`, then the
+/// room's channel when the function publishes.
+fn fcall(
+    out: &mut Vec<u8>,
+    function: &[u8],
+    keys: &RoomKeys,
+    args: &[&[u8]],
+    channel: Option<&str>,
+) {
+    let mut all: Vec<&[u8]> = vec![
+        b"FCALL",
+        function,
+        b"3",
+        keys.seq.as_bytes(),
+        keys.epoch.as_bytes(),
+        keys.log.as_bytes(),
+    ];
+    all.extend_from_slice(args);
+    all.extend(channel.map(str::as_bytes));
+    resp::write_command(out, &all);
+}
+
+/// What a `room:join` asks of the history (section 7).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HistoryQuery<'a> {
+    pub history: Option<u64>,
+    pub since: Option<u64>,
+    pub epoch: Option<&'a str>,
+}
+
+/// Appends the `FCALL roomcast_history` answering a join's `query`.
+pub fn history(
+    out: &mut Vec<u8>,
+    keys: &RoomKeys,
+    query: HistoryQuery<'_>,
+    fresh_epoch: &str,
+    retention: Retention,
+) {
+    let number = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_default();
+    let (k, since) = (number(query.history), number(query.since));
+    let ttl = retention.ttl_ms.to_string();
+    let epoch = query.epoch.unwrap_or("").as_bytes();
+    let args = [
+        k.as_bytes(),
+        since.as_bytes(),
+        epoch,
+        fresh_epoch.as_bytes(),
+        ttl.as_bytes(),
+    ];
+    fcall(out, b"roomcast_history", keys, &args, None);
+}
+
+/// A room's history as a join sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct History {
+    pub epoch: String,
+    pub seq: u64,
+    /// `None` when the join did not ask to recover (`since` absent).
+    pub recovered: Option<bool>,
+    /// Message texts, oldest first, exactly as delivered live.
+    pub messages: Vec<Vec<u8>>,
+}
+
+/// Reads the reply of `roomcast_history`.
+pub fn history_reply(reply: &Reply) -> Option<History> {
+    let Reply::Array(items) = reply else {
+        return None;
+    };
+    let [epoch, seq, recovered, Reply::Array(messages)] = items.as_slice() else {
+        return None;
+    };
+    Some(History {
+        epoch: String::from_utf8(epoch.as_bytes()?.to_vec()).ok()?,
+        seq: u64::try_from(seq.as_i64()?).ok()?,
+        recovered: match recovered.as_i64()? {
+            -1 => None,
+            n => Some(n == 1),
+        },
+        messages: messages
+            .iter()
+            .map(|m| m.as_bytes().map(<[u8]>::to_vec))
+            .collect::<Option<_>>()?,
+    })
 }
 
 /// A room event as Redis sequenced it.

@@ -57,5 +57,63 @@ local function emit(keys, args)
   return sequence(keys, head, tail, fresh_epoch, tonumber(args[5]), tonumber(args[6]), args[7])
 end
 
+-- The latest `n` messages of a history, oldest first.
+local function latest(log, n)
+  if n <= 0 then
+    return {}
+  end
+  local entries = redis.call('XREVRANGE', log, '+', '-', 'COUNT', n)
+  local messages = {}
+  for i = #entries, 1, -1 do
+    messages[#messages + 1] = entries[i][2][2]
+  end
+  return messages
+end
+
+-- The seq of the oldest message kept, or nil.
+local function oldest(log)
+  local first = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)[1]
+  if not first then
+    return nil
+  end
+  return tonumber(string.match(first[1], '^0%-(%d+)$'))
+end
+
+-- What `room:join` gets back (docs/protocol.md section 7), the same on every
+-- node: {epoch, seq, recovered (-1: not asked, 0, 1), {messages...}}.
+-- ARGV: history k, since, epoch (each '' when absent), a fresh epoch for a
+-- room that has none, the history TTL (ms).
+local function history(keys, args)
+  local k = tonumber(args[1])
+  local since = tonumber(args[2])
+  local asked_epoch = args[3]
+  local epoch = redis.call('GET', keys[2])
+  if not epoch then
+    epoch = args[4]
+    redis.call('DEL', keys[1], keys[3])
+    redis.call('SET', keys[2], epoch)
+    local ttl_ms = tonumber(args[5])
+    if ttl_ms > 0 then
+      redis.call('PEXPIRE', keys[2], ttl_ms)
+    end
+  end
+  local seq = tonumber(redis.call('GET', keys[1]) or '0')
+  if not since then
+    return {epoch, seq, -1, latest(keys[3], k or 0)}
+  end
+  local first = oldest(keys[3])
+  local covered = since == seq or (since < seq and first ~= nil and first <= since + 1)
+  if asked_epoch == epoch and covered then
+    local entries = redis.call('XRANGE', keys[3], '(0-' .. since, '+')
+    local messages = {}
+    for i = 1, #entries do
+      messages[i] = entries[i][2][2]
+    end
+    return {epoch, seq, 1, messages}
+  end
+  return {epoch, seq, 0, latest(keys[3], k or seq)}
+end
+
 redis.register_function('roomcast_publish', publish)
+redis.register_function('roomcast_history', history)
 redis.register_function('roomcast_emit', emit)
