@@ -15,6 +15,7 @@ use roomcast::reactor::bridge::{
     self, BridgeConfig, BridgeHandle, BridgeRequest, BridgeSink, RoomEvent, Unavailable,
 };
 use roomcast::redis::{Retention, Sequenced};
+use roomcast::rooms::wire;
 
 #[derive(Debug)]
 enum Out {
@@ -126,7 +127,10 @@ fn publishes_are_acked_after_sequencing_and_reach_every_serving_shard_in_order()
     while acks.len() < 20 || delivered[0].len() < 20 || delivered[2].len() < 20 {
         match node.next() {
             Out::Sequenced(n, Ok(s)) => acks.push((n, s.seq)),
-            Out::Deliver(shard, event) => delivered[shard].push((event.seq, event.text)),
+            Out::Deliver(shard, event) => {
+                let text = wire::frame_text(&event.frame).into();
+                delivered[shard].push((event.seq, text));
+            }
             other => panic!("{other:?}"),
         }
     }

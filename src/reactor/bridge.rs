@@ -29,6 +29,7 @@ use crate::redis::resp::{self, Reply};
 use crate::redis::subscriptions::{Change, Subscriptions};
 use crate::redis::url::RedisUrl;
 use crate::redis::{self, Retention, Sequenced};
+use crate::rooms::wire;
 
 const WAKER: Token = Token(0);
 /// Most commands waiting for Redis per server; past it, publishes are
@@ -70,8 +71,9 @@ pub struct RoomEvent {
     pub room: Arc<str>,
     pub epoch: Arc<str>,
     pub seq: u64,
-    /// The message text, exactly as Redis stored and published it.
-    pub text: Arc<[u8]>,
+    /// The message as a server text frame, built once for every member;
+    /// its text is exactly what Redis stored and published.
+    pub frame: Arc<[u8]>,
 }
 
 /// Where the bridge's results go (the shards, through their bus).
@@ -135,6 +137,7 @@ pub fn start<S: BridgeSink>(
         config,
         epochs_made: 0,
         up: None,
+        read_buf: Vec::new(),
     };
     let thread = std::thread::Builder::new()
         .name("redis-bridge".into())
@@ -202,6 +205,8 @@ struct Bridge<S: BridgeSink> {
     config: BridgeConfig,
     epochs_made: u64,
     up: Option<bool>,
+    /// What a command connection read this time, reused.
+    read_buf: Vec<u8>,
 }
 
 fn command_token(link: usize) -> Token {
@@ -422,10 +427,11 @@ impl<S: BridgeSink> Bridge<S> {
             return Ok(());
         };
         socket.connected = true;
-        let bytes = read_available(&mut socket.stream)?;
+        self.read_buf.clear();
+        read_available(&mut socket.stream, &mut self.read_buf)?;
         let replies = link
             .pipeline
-            .on_input(&bytes)
+            .on_input(&self.read_buf)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         link.backoff.reset();
         for (pending, reply) in replies {
@@ -459,8 +465,7 @@ impl<S: BridgeSink> Bridge<S> {
             return Ok(());
         };
         socket.connected = true;
-        let bytes = read_available(&mut socket.stream)?;
-        link.sub_input.extend_from_slice(&bytes);
+        read_available(&mut socket.stream, &mut link.sub_input)?;
         let mut at = 0;
         let mut messages = Vec::new();
         while let Some((reply, used)) = resp::parse(&link.sub_input[at..])
@@ -497,14 +502,17 @@ impl<S: BridgeSink> Bridge<S> {
         let Some(message) = redis::channel_message(payload) else {
             return;
         };
-        let room: Arc<str> = room.into();
+        // A room no longer served (unsubscribed meanwhile) has no shard to go to.
+        let Some(room) = self.subscriptions.room(room) else {
+            return;
+        };
         let event = RoomEvent {
             room: room.clone(),
             epoch: message.epoch.into(),
             seq: message.seq,
-            text: message.text.into(),
+            frame: wire::text_frame(message.text),
         };
-        for shard in self.subscriptions.shards_of(&room) {
+        for shard in self.subscriptions.shards_of(&event.room) {
             self.sink.deliver(shard, event.clone());
         }
     }
@@ -571,9 +579,9 @@ fn room_of<'a>(prefix: &str, channel: &'a [u8]) -> Option<&'a str> {
         .strip_suffix('}')
 }
 
-/// Reads until `WouldBlock`; an EOF is an error (Redis went away).
-fn read_available(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
-    let mut bytes = Vec::new();
+/// Appends to `bytes` what the socket has, until `WouldBlock`; an EOF is
+/// an error (Redis went away).
+fn read_available(stream: &mut TcpStream, bytes: &mut Vec<u8>) -> io::Result<()> {
     let mut chunk = [0u8; 16 * 1024];
     loop {
         match stream.read(&mut chunk) {
@@ -584,7 +592,7 @@ fn read_available(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
                 ));
             }
             Ok(n) => bytes.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(bytes),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }

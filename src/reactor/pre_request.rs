@@ -44,20 +44,18 @@ impl PreRequest {
         }
     }
 
-    /// How many sockets are waiting.
-    pub fn count(&self) -> usize {
-        self.count
-    }
-
-    /// A socket was accepted.
-    pub fn arrived(&mut self, key: usize, id: u64) {
+    /// A socket was accepted; returns how many wait now.
+    pub fn arrived(&mut self, key: usize, id: u64) -> u64 {
         self.order.push_back((key, id));
         self.count += 1;
+        self.count as u64
     }
 
-    /// A waiting socket sent its first request head, or went.
-    pub fn left(&mut self) {
+    /// A waiting socket sent its first request head, or went; returns how
+    /// many wait now.
+    pub fn left(&mut self) -> u64 {
         self.count = self.count.saturating_sub(1);
+        self.count as u64
     }
 
     /// Whether the shard holds more than its share.
@@ -105,9 +103,8 @@ mod tests {
         pre.left();
         let waiting = |key: usize, _| key != 0;
         assert_eq!(pre.oldest(waiting), Some(1));
-        pre.left();
+        assert_eq!(pre.left(), 1);
         assert!(!pre.over_limit());
-        assert_eq!(pre.count(), 1);
         assert_eq!(pre.oldest(waiting), Some(2));
         assert_eq!(pre.oldest(waiting), None);
     }

@@ -463,11 +463,11 @@ impl Shard {
             pre_request: true,
         });
         lifecycle::accepted(id, peer, self.index);
-        self.pre_request.arrived(key, id);
+        let waiting = self.pre_request.arrived(key, id);
+        self.metrics().pre_request.set(waiting);
         if self.pre_request.over_limit() {
             self.evict_oldest_pre_request();
         }
-        self.count_pre_request();
         // The client may have written already; edge-triggered readiness
         // reports that on registration, so nothing more to do here.
     }
@@ -563,10 +563,8 @@ impl Shard {
         }
         if entry.pre_request && !entry.conn.is_awaiting_request() {
             entry.pre_request = false;
-            self.pre_request.left();
-            self.shared.metrics[self.index]
-                .pre_request
-                .set(self.pre_request.count() as u64);
+            let waiting = self.pre_request.left();
+            self.shared.metrics[self.index].pre_request.set(waiting);
         }
         let now = cx.now;
         for report in self.reports.drain(..) {
@@ -739,12 +737,6 @@ impl Shard {
         true
     }
 
-    fn count_pre_request(&self) {
-        self.shared.metrics[self.index]
-            .pre_request
-            .set(self.pre_request.count() as u64);
-    }
-
     fn begin_drain(&mut self) {
         self.draining = true;
         let now = Instant::now();
@@ -777,8 +769,8 @@ impl Shard {
         };
         let _ = self.poll.registry().deregister(&mut entry.stream);
         if entry.pre_request {
-            self.pre_request.left();
-            self.count_pre_request();
+            let waiting = self.pre_request.left();
+            self.metrics().pre_request.set(waiting);
         }
         self.forget_connection(key, &entry.conn);
         if entry.conn.is_admitted() {

@@ -45,6 +45,11 @@ impl Subscriptions {
         Some(Change::Unsubscribe(room))
     }
 
+    /// The shared name of a room some shard serves.
+    pub fn room(&self, name: &str) -> Option<&Arc<str>> {
+        self.rooms.get_key_value(name).map(|(room, _)| room)
+    }
+
     /// Whether members of `room` are on shard `shard`.
     pub fn has(&self, room: &str, shard: usize) -> bool {
         self.rooms.get(room).is_some_and(|s| s & (1 << shard) != 0)
@@ -77,6 +82,7 @@ mod tests {
         assert_eq!(subs.shard_joined(&lobby, 3), None);
         assert_eq!(subs.shard_joined(&lobby, 3), None);
         assert_eq!(subs.shards_of("lobby").collect::<Vec<_>>(), [0, 3]);
+        assert!(Arc::ptr_eq(subs.room("lobby").unwrap(), &lobby));
         assert_eq!(subs.shard_left("lobby", 0), None);
         assert!(!subs.has("lobby", 0) && subs.has("lobby", 3));
         assert_eq!(
