@@ -8,8 +8,11 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
-use crate::config::{self, AcceptMode, Config, ConfigError, RoomsConfig, SlowConsumer};
+use crate::config::{
+    self, AcceptMode, ClusterConfig, Config, ConfigError, RoomsConfig, SlowConsumer,
+};
 use crate::log::{Format, Level};
+use crate::redis::url::RedisUrl;
 
 /// roomcast: a fast WebSocket pub/sub server with rooms and JWT auth.
 #[derive(Debug, Parser)]
@@ -22,7 +25,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print a signed token (JWT, HS256) for a user.
     Token(TokenArgs),
     /// Load-test a server on loopback: echo, fanout, connect or idle.
@@ -91,6 +94,15 @@ pub struct ServeArgs {
     /// WebSocket upgrade attempts per second per client IP (IPv6: per /64), with a burst as large; more get 429 (0: no limit).
     #[arg(long, env = "ROOMCAST_HANDSHAKE_RATE", default_value_t = 0.0)]
     pub handshake_rate: f64,
+    /// A Redis server of the cluster, `redis://[[user]:password@]host[:port][/db]` (repeatable: rooms are spread over them); unset: one process, no Redis.
+    #[arg(long, env = "ROOMCAST_REDIS", value_delimiter = ',')]
+    pub redis: Vec<RedisUrl>,
+    /// Prefix of every Redis key and channel of the cluster.
+    #[arg(long, env = "ROOMCAST_REDIS_PREFIX", default_value = "roomcast")]
+    pub redis_prefix: String,
+    /// This node's name in the cluster [default: generated at start].
+    #[arg(long, env = "ROOMCAST_NODE_ID")]
+    pub node_id: Option<String>,
     /// Check the configuration, print it as JSON (secrets redacted) and exit: 0 when valid, 2 otherwise.
     #[arg(long)]
     pub check_config: bool,
@@ -238,6 +250,13 @@ impl ServeArgs {
                 rate_burst: self.rate_burst,
                 slow_consumer: self.slow_consumer,
             },
+            cluster: (!self.redis.is_empty()).then(|| ClusterConfig {
+                servers: self.redis,
+                prefix: self.redis_prefix,
+                node_id: self
+                    .node_id
+                    .unwrap_or_else(|| format!("n{:012x}", crate::auth::random_u64() >> 16)),
+            }),
         };
         config.validate()?;
         config.validate_open_files(open_file_limit)?;
@@ -256,7 +275,7 @@ mod tests {
         let mut argv = vec!["roomcast", "serve"];
         argv.extend_from_slice(args);
         match Cli::try_parse_from(argv).expect("parses").command {
-            Command::Serve(args) => args,
+            Command::Serve(args) => *args,
             _ => unreachable!(),
         }
     }

@@ -67,6 +67,8 @@ pub enum ErrorCode {
     Unauthenticated,
     TokenExpired,
     Internal,
+    /// Cluster mode: the node cannot reach Redis (section 10).
+    Unavailable,
     // HTTP-only errors (sections 1, 2 and 9).
     BadRequest,
     UnsupportedVersion,
@@ -82,7 +84,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for tables and tests.
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 22] = [
         Self::InvalidMessage,
         Self::UnknownEvent,
         Self::ValidationError,
@@ -94,6 +96,7 @@ impl ErrorCode {
         Self::Unauthenticated,
         Self::TokenExpired,
         Self::Internal,
+        Self::Unavailable,
         Self::BadRequest,
         Self::UnsupportedVersion,
         Self::OriginForbidden,
@@ -125,6 +128,7 @@ impl ErrorCode {
             Self::Unauthenticated => "UNAUTHENTICATED",
             Self::TokenExpired => "TOKEN_EXPIRED",
             Self::Internal => "INTERNAL",
+            Self::Unavailable => "UNAVAILABLE",
             Self::BadRequest => "BAD_REQUEST",
             Self::UnsupportedVersion => "UNSUPPORTED_VERSION",
             Self::OriginForbidden => "ORIGIN_FORBIDDEN",
@@ -154,7 +158,7 @@ impl ErrorCode {
             Self::UnsupportedVersion => 426,
             Self::TooManyConnections | Self::RateLimited => 429,
             Self::HeadersTooLarge => 431,
-            Self::ServerBusy | Self::RoomFull | Self::RoomLimit => 503,
+            Self::ServerBusy | Self::RoomFull | Self::RoomLimit | Self::Unavailable => 503,
             Self::Internal => 500,
         }
     }

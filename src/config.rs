@@ -57,6 +57,33 @@ pub struct Config {
     pub handshake_rate: f64,
     /// Room behaviour: permissions, history, presence, limits.
     pub rooms: RoomsConfig,
+    /// Cluster mode (`--redis`); `None`: one process, no Redis.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// The flags of cluster mode (`docs/protocol.md` section 10, `docs/redis.md`).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Rooms are spread over these by a hash of the room name.
+    pub servers: Vec<crate::redis::url::RedisUrl>,
+    /// Every key and channel starts with it.
+    pub prefix: String,
+    /// This node's name in the cluster: in its epochs and on the channels.
+    pub node_id: String,
+}
+
+/// Longest `--node-id` and `--redis-prefix`.
+const MAX_CLUSTER_NAME: usize = 64;
+
+/// Whether `name` is a `--node-id` or `--redis-prefix`: 1-64 of
+/// `A-Z a-z 0-9 _ - .` (no `/`, `:`, braces or spaces, which the key and
+/// channel layout use as separators).
+fn is_cluster_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_CLUSTER_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 /// The flags that shape rooms (`docs/protocol.md` sections 6-8).
@@ -240,6 +267,15 @@ impl Config {
         w.f64("rate_limit", rooms.rate_limit);
         w.f64("rate_burst", rooms.rate_burst);
         w.str("slow_consumer", rooms.slow_consumer.as_str());
+        match &self.cluster {
+            Some(cluster) => {
+                let servers: Vec<String> = cluster.servers.iter().map(|u| u.to_string()).collect();
+                w.strs("redis", &servers);
+                w.str("redis_prefix", &cluster.prefix);
+                w.str("node_id", &cluster.node_id);
+            }
+            None => w.strs("redis", &[]),
+        }
         w.close();
     }
 
@@ -344,6 +380,26 @@ impl Config {
         }
         if !(rooms.rate_burst >= 1.0 && rooms.rate_burst.is_finite()) {
             return out_of_range("rate-burst", "must be a number >= 1");
+        }
+        self.validate_cluster()
+    }
+
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(());
+        };
+        const NAME: &str = "must be 1-64 characters of A-Z, a-z, 0-9, _, - and .";
+        if !is_cluster_name(&cluster.node_id) {
+            return out_of_range("node-id", NAME);
+        }
+        if !is_cluster_name(&cluster.prefix) {
+            return out_of_range("redis-prefix", NAME);
+        }
+        if cluster.servers.iter().any(|url| url.tls) {
+            return out_of_range("redis", "rediss:// (TLS to Redis) is not supported yet");
+        }
+        if self.shards > 64 {
+            return out_of_range("shards", "must be at most 64 with --redis");
         }
         Ok(())
     }

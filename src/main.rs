@@ -13,7 +13,7 @@ use roomcast::{log, sys};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Token(args) => token(args),
         Command::Bench(args) => roomcast::bench::run(args),
     }

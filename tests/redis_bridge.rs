@@ -12,14 +12,15 @@ use crossbeam_channel::{Receiver, Sender};
 
 use common::redis::{RedisServer, free_port};
 use roomcast::reactor::bridge::{
-    self, BridgeConfig, BridgeHandle, BridgeRequest, BridgeSink, RoomEvent, Unavailable,
+    self, BridgeConfig, BridgeHandle, BridgeRequest, BridgeSink, OwnedQuery, RoomEvent, Unavailable,
 };
-use roomcast::redis::{Retention, Sequenced};
+use roomcast::redis::{History, Retention, Sequenced};
 use roomcast::rooms::wire;
 
 #[derive(Debug)]
 enum Out {
     Sequenced(u32, Result<Sequenced, Unavailable>),
+    History(u32, Result<History, Unavailable>),
     Deliver(usize, RoomEvent),
     Link(bool),
 }
@@ -30,6 +31,9 @@ impl BridgeSink for ChannelSink {
     type Answer = u32;
     fn sequenced(&self, answer: u32, outcome: Result<Sequenced, Unavailable>) {
         let _ = self.0.send(Out::Sequenced(answer, outcome));
+    }
+    fn history(&self, answer: u32, outcome: Result<History, Unavailable>) {
+        let _ = self.0.send(Out::History(answer, outcome));
     }
     fn deliver(&self, shard: usize, event: RoomEvent) {
         let _ = self.0.send(Out::Deliver(shard, event));
@@ -57,7 +61,7 @@ impl Node {
             },
             node_id: "n1".into(),
         };
-        let (handle, thread) = bridge::start(config, ChannelSink(tx)).unwrap();
+        let (handle, thread) = bridge::start(config, ChannelSink(tx), Default::default()).unwrap();
         Node {
             handle,
             out,
@@ -96,6 +100,7 @@ impl Node {
             room: room.into(),
             head: head.into_bytes(),
             tail: br#","ts":1}"#.to_vec(),
+            origin: "other-node/0/-".into(),
             answer: n,
         }));
     }
@@ -199,4 +204,48 @@ fn while_redis_is_away_publishes_are_unavailable_and_after_it_returns_they_flow_
     if let Some(second) = second {
         assert_eq!(second.seq, 1);
     }
+}
+
+#[test]
+fn a_history_answer_comes_after_every_event_it_holds_and_before_every_later_one() {
+    let redis = RedisServer::start();
+    let node = Node::start(redis.addr.port());
+    node.wait_link(true);
+    node.serve("lobby", 0);
+    // Publishes and a history request pipelined together, on one connection.
+    for n in 0..10 {
+        node.publish("lobby", n);
+    }
+    assert!(node.handle.send(BridgeRequest::History {
+        room: "lobby".into(),
+        query: OwnedQuery {
+            history: Some(100),
+            ..OwnedQuery::default()
+        },
+        answer: 100,
+    }));
+    for n in 10..20 {
+        node.publish("lobby", n);
+    }
+    let mut delivered_before = None;
+    let mut delivered = Vec::new();
+    let mut acks = 0;
+    while acks < 20 || delivered.len() < 20 || delivered_before.is_none() {
+        match node.next() {
+            Out::Sequenced(_, Ok(_)) => acks += 1,
+            Out::Deliver(0, event) => delivered.push(event.seq),
+            Out::History(100, Ok(history)) => {
+                assert_eq!(history.seq, 10);
+                assert_eq!(history.messages.len(), 10);
+                delivered_before = Some(delivered.len());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(delivered, (1..=20).collect::<Vec<u64>>());
+    assert_eq!(
+        delivered_before,
+        Some(10),
+        "the history holds exactly what was delivered before it"
+    );
 }

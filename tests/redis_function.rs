@@ -39,10 +39,10 @@ fn publish(
     bridge::publish(
         &mut out,
         keys,
-        head.as_bytes(),
-        br#","ts":1}"#,
+        (head.as_bytes(), br#","ts":1}"#),
         "e-fresh",
         retention,
+        "n/1/-",
     );
     conn.send_raw(&out);
     let reply = conn.reply();
@@ -134,7 +134,14 @@ fn a_forgotten_room_starts_a_new_epoch_at_seq_1() {
     // As after the TTL, or a Redis that restarted without its data.
     conn.call(&["DEL", &keys.epoch]);
     let mut out = Vec::new();
-    bridge::publish(&mut out, &keys, b"{\"seq\":", b"}", "e-next", KEEP_100);
+    bridge::publish(
+        &mut out,
+        &keys,
+        (b"{\"seq\":", b"}"),
+        "e-next",
+        KEEP_100,
+        "n/1/-",
+    );
     conn.send_raw(&out);
     let after = bridge::sequenced(&conn.reply()).unwrap();
     assert_eq!((after.seq, after.epoch.as_str()), (1, "e-next"));

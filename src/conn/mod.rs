@@ -63,6 +63,10 @@ pub trait Observe {
     fn snapshot(&self) -> Snapshot;
     /// Time since the server started.
     fn uptime(&self) -> Duration;
+    /// Cluster mode: whether every Redis server is reachable.
+    fn redis_up(&self) -> Option<bool> {
+        None
+    }
 }
 
 /// Everything a connection reads from its shard while handling input.

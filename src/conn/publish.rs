@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::auth::Claims;
+use crate::codes::ErrorCode;
 use crate::conn::report::Report;
 use crate::conn::{Connection, Context, REQUEST_TIMEOUT, State};
 use crate::http::chunked::{ChunkedDecoder, ChunkedError};
@@ -129,10 +130,19 @@ impl BodyReader {
     }
 }
 
+/// What became of one message of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Waiting,
+    Sequenced(u64),
+    /// Refused: the cluster's Redis is away.
+    Refused,
+}
+
 /// The messages of one request, out with the rooms, and the `seq` each got.
 pub(super) struct Results {
     rooms: Vec<Arc<str>>,
-    seqs: Vec<Option<u64>>,
+    seqs: Vec<Outcome>,
     missing: usize,
     /// Whether the response may keep the connection open; cleared when the
     /// peer pipelines too much meanwhile.
@@ -143,38 +153,70 @@ impl Results {
     /// Waiting for one `seq` per room, in body order.
     pub fn new(rooms: Vec<Arc<str>>, keep_alive: bool) -> Self {
         Self {
-            seqs: vec![None; rooms.len()],
+            seqs: vec![Outcome::Waiting; rooms.len()],
             missing: rooms.len(),
             rooms,
             keep_alive,
         }
     }
 
-    /// Records the `seq` of message `index`; true once every message has one.
-    pub fn record(&mut self, index: usize, seq: u64) -> bool {
-        if let Some(slot @ None) = self.seqs.get_mut(index) {
-            *slot = Some(seq);
+    /// Records the `seq` of message `index` (`None`: it was refused);
+    /// true once every message has its outcome.
+    pub fn record(&mut self, index: usize, seq: Option<u64>) -> bool {
+        if let Some(slot @ Outcome::Waiting) = self.seqs.get_mut(index) {
+            *slot = seq.map_or(Outcome::Refused, Outcome::Sequenced);
             self.missing -= 1;
         }
         self.missing == 0
     }
 
-    /// The `200` response: `{"success":true,"results":[{"room","seq"}]}`.
+    /// The response's status: 200, or 503 if any message was refused.
+    pub fn status(&self) -> u16 {
+        if self.seqs.contains(&Outcome::Refused) {
+            ErrorCode::Unavailable.http_status()
+        } else {
+            200
+        }
+    }
+
+    /// `{"success":true,"results":[{"room","seq"}]}`, or with a message
+    /// refused `{"success":false,"error":{..},"results":[..]}` where each
+    /// refused message has `"error":"UNAVAILABLE"` instead of a `seq`: the
+    /// others were published.
     pub fn write_response(&self, out: &mut Vec<u8>) {
-        let mut body = Vec::with_capacity(32 + self.rooms.len() * 48);
-        body.extend_from_slice(b"{\"success\":true,\"results\":[");
-        for (i, (room, seq)) in self.rooms.iter().zip(&self.seqs).enumerate() {
+        let status = self.status();
+        let mut body = Vec::with_capacity(96 + self.rooms.len() * 48);
+        if status == 200 {
+            body.extend_from_slice(b"{\"success\":true,");
+        } else {
+            let code = ErrorCode::Unavailable;
+            let mut error = Vec::with_capacity(96);
+            response::write_error_body(&mut error, code, "the cluster's Redis is unreachable");
+            body.extend_from_slice(b"{\"success\":false,");
+            // The error body's members, without its braces.
+            body.extend_from_slice(&error[1..error.len() - 1]);
+            body.push(b',');
+        }
+        body.extend_from_slice(b"\"results\":[");
+        for (i, (room, outcome)) in self.rooms.iter().zip(&self.seqs).enumerate() {
             if i > 0 {
                 body.push(b',');
             }
             body.extend_from_slice(b"{\"room\":");
             json::write_str(&mut body, room);
-            body.extend_from_slice(b",\"seq\":");
-            json::write_u64(&mut body, seq.unwrap_or_default());
+            match outcome {
+                Outcome::Sequenced(seq) => {
+                    body.extend_from_slice(b",\"seq\":");
+                    json::write_u64(&mut body, *seq);
+                }
+                Outcome::Refused | Outcome::Waiting => {
+                    body.extend_from_slice(b",\"error\":\"UNAVAILABLE\"");
+                }
+            }
             body.push(b'}');
         }
         body.extend_from_slice(b"]}");
-        response::write_json(out, 200, &body, self.keep_alive);
+        response::write_json(out, status, &body, self.keep_alive);
     }
 }
 
@@ -191,7 +233,12 @@ impl Connection {
     /// `seq`. Once every message has one, the `200` response is queued and
     /// `Some(keep_alive)` returned: with `true` the connection reads its
     /// next request (input held back meanwhile should be fed again).
-    pub fn on_published(&mut self, index: usize, seq: u64, now: Instant) -> Option<bool> {
+    pub fn on_published(
+        &mut self,
+        index: usize,
+        seq: Option<u64>,
+        now: Instant,
+    ) -> Option<(bool, u16)> {
         let State::Publishing(results) = &mut self.state else {
             return None;
         };
@@ -199,11 +246,12 @@ impl Connection {
             return None;
         }
         let keep_alive = results.keep_alive;
+        let status = results.status();
         let mut bytes = Vec::with_capacity(256);
         results.write_response(&mut bytes);
         self.out.push_raw(&bytes);
         self.after_response(keep_alive, now);
-        Some(keep_alive)
+        Some((keep_alive, status))
     }
 
     pub(super) fn expect_body(&mut self, head: PublishHead, deadline: Instant, cx: &Context<'_>) {
@@ -336,9 +384,9 @@ mod tests {
     fn results_are_listed_in_body_order_once_all_are_in() {
         let rooms: Vec<Arc<str>> = vec![Arc::from("a"), Arc::from("b\"")];
         let mut results = Results::new(rooms, false);
-        assert!(!results.record(1, 7));
-        assert!(!results.record(1, 8), "a repeated index counts once");
-        assert!(results.record(0, 3));
+        assert!(!results.record(1, Some(7)));
+        assert!(!results.record(1, Some(8)), "a repeated index counts once");
+        assert!(results.record(0, Some(3)));
         let mut out = Vec::new();
         results.write_response(&mut out);
         let text = String::from_utf8(out).unwrap();
@@ -347,5 +395,24 @@ mod tests {
         assert!(text.ends_with(
             r#"{"success":true,"results":[{"room":"a","seq":3},{"room":"b\"","seq":7}]}"#
         ));
+    }
+
+    #[test]
+    fn a_refused_message_makes_the_response_a_503_that_lists_what_went_through() {
+        let rooms: Vec<Arc<str>> = vec![Arc::from("a"), Arc::from("b")];
+        let mut results = Results::new(rooms, true);
+        assert!(!results.record(0, Some(3)));
+        assert!(results.record(1, None));
+        assert_eq!(results.status(), 503);
+        let mut out = Vec::new();
+        results.write_response(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{text}"
+        );
+        assert!(text.ends_with(
+            r#"{"success":false,"error":{"code":"UNAVAILABLE","message":"the cluster's Redis is unreachable"},"results":[{"room":"a","seq":3},{"room":"b","error":"UNAVAILABLE"}]}"#
+        ), "{text}");
     }
 }

@@ -41,7 +41,7 @@ pub(super) fn route(
         (Port::Public, "/ws") => upgrade(Endpoint::Events, request, peer_ip, cx),
         (Port::Public, "/echo") if cx.config.echo => upgrade(Endpoint::Echo, request, peer_ip, cx),
         (Port::Public, "/publish") => publish(request, cx),
-        (_, "/healthz") => healthz(request, cx.draining),
+        (_, "/healthz") => healthz(request, cx.draining, cx.observe.redis_up()),
         (_, "/metrics") if operator_here => metrics(request, cx),
         (_, "/stats") if operator_here => stats(request, cx),
         _ => RequestOutcome::Reject(ErrorCode::NotFound, "no such endpoint"),
@@ -143,16 +143,24 @@ fn body_framing(
     }
 }
 
-fn healthz(request: &HttpRequest<'_>, draining: bool) -> RequestOutcome {
+/// `200 {"status":"ok"}`; `503` while draining, or in cluster mode while
+/// Redis is unreachable (publishes are refused then, so a load balancer
+/// should send new clients elsewhere). In cluster mode the body also says
+/// `"redis":"up"` or `"down"`.
+fn healthz(request: &HttpRequest<'_>, draining: bool, redis_up: Option<bool>) -> RequestOutcome {
     if request.method != "GET" {
         return RequestOutcome::Reject(ErrorCode::MethodNotAllowed, "use GET");
     }
-    let mut bytes = Vec::with_capacity(128);
-    if draining {
-        response::write_json(&mut bytes, 503, br#"{"status":"draining"}"#, false);
-    } else {
-        response::write_json(&mut bytes, 200, br#"{"status":"ok"}"#, false);
-    }
+    let (status, body): (u16, &[u8]) = match (draining, redis_up) {
+        (true, None) => (503, br#"{"status":"draining"}"#),
+        (true, Some(true)) => (503, br#"{"status":"draining","redis":"up"}"#),
+        (true, Some(false)) => (503, br#"{"status":"draining","redis":"down"}"#),
+        (false, None) => (200, br#"{"status":"ok"}"#),
+        (false, Some(true)) => (200, br#"{"status":"ok","redis":"up"}"#),
+        (false, Some(false)) => (503, br#"{"status":"degraded","redis":"down"}"#),
+    };
+    let mut bytes = Vec::with_capacity(160);
+    response::write_json(&mut bytes, status, body, false);
     RequestOutcome::Respond(bytes)
 }
 

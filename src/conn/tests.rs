@@ -456,7 +456,7 @@ fn a_publish_goes_to_the_rooms_and_is_answered_once_every_seq_is_back() {
     };
     assert_eq!((&*message.room, &**from), ("prices:btc", "feed"));
     assert_eq!(&*message.data, br#"{"p" : 1}"#);
-    assert_eq!(conn.on_published(0, 42, h.now), Some(true));
+    assert_eq!(conn.on_published(0, Some(42), h.now), Some((true, 200)));
     let response = output_text(&mut conn);
     assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
     assert!(response.contains("Connection: keep-alive\r\n"));
@@ -472,11 +472,11 @@ fn a_batch_is_answered_in_body_order_whatever_order_the_seqs_come_in() {
         r#"{"messages":[{"room":"prices:a","event":"p:t"},{"room":"prices:b","event":"p:t"}]}"#;
     h.feed(&mut conn, post("Connection: close\r\n", body).as_bytes());
     assert_eq!(h.requests.len(), 2);
-    assert_eq!(conn.on_published(1, 9, h.now), None);
+    assert_eq!(conn.on_published(1, Some(9), h.now), None);
     assert!(take_output(&mut conn).is_empty());
     assert_eq!(
-        conn.on_published(0, 3, h.now),
-        Some(false),
+        conn.on_published(0, Some(3), h.now),
+        Some((false, 200)),
         "Connection: close"
     );
     let response = output_text(&mut conn);
@@ -498,12 +498,12 @@ fn a_body_is_waited_for_and_a_pipelined_request_waits_for_the_response() {
     let body_and_next = format!("{}{}", &first[head_len..], post("", TICK));
     assert_eq!(h.feed(&mut conn, body_and_next.as_bytes()), TICK.len());
     assert_eq!(h.requests.len(), 1);
-    assert_eq!(conn.on_published(0, 1, h.now), Some(true));
+    assert_eq!(conn.on_published(0, Some(1), h.now), Some((true, 200)));
     // The shard feeds what it held back again.
     let rest = &body_and_next[TICK.len()..];
     assert_eq!(h.feed(&mut conn, rest.as_bytes()), rest.len());
     assert_eq!(h.requests.len(), 2);
-    assert_eq!(conn.on_published(0, 2, h.now), Some(true));
+    assert_eq!(conn.on_published(0, Some(2), h.now), Some((true, 200)));
     let responses = output_text(&mut conn);
     let seq1 = responses.find(r#""seq":1"#).unwrap();
     let seq2 = responses.find(r#""seq":2"#).unwrap();
@@ -663,7 +663,7 @@ fn a_body_must_arrive_by_the_request_deadline_and_idle_connections_get_a_fresh_o
     let mut conn = http_conn(&h);
     h.feed(&mut conn, request.as_bytes());
     let answered_at = h.now + Duration::from_secs(9);
-    conn.on_published(0, 1, answered_at);
+    conn.on_published(0, Some(1), answered_at);
     assert_eq!(conn.on_tick(late, 0, &h.config), Tick::Keep);
     assert_eq!(
         conn.on_tick(answered_at + REQUEST_TIMEOUT, 0, &h.config),
@@ -679,7 +679,7 @@ fn too_much_input_pipelined_behind_a_publish_closes_after_its_response() {
     h.feed(&mut conn, request.as_bytes());
     let flood = vec![b'x'; 2 * 1024 + 1];
     assert_eq!(h.feed(&mut conn, &flood), flood.len(), "dropped");
-    assert_eq!(conn.on_published(0, 1, h.now), Some(false));
+    assert_eq!(conn.on_published(0, Some(1), h.now), Some((false, 200)));
     assert!(output_text(&mut conn).contains("Connection: close\r\n"));
     assert!(conn.is_finishing());
 }

@@ -70,6 +70,58 @@ pub const FANOUT_BUCKETS_US: [u64; BOUNDED_BUCKETS] = [
     5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 10_000, 100_000, 1_000_000,
 ];
 
+/// Upper bounds of the Redis command latency buckets, in microseconds.
+pub const REDIS_BUCKETS_US: [u64; BOUNDED_BUCKETS] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 1_000_000, 5_000_000,
+];
+
+/// What the Redis bridge counts (cluster mode only); written by the
+/// bridge's thread alone.
+#[derive(Debug)]
+pub struct RedisMetrics {
+    /// 1 while every Redis server is reachable.
+    pub up: Gauge,
+    /// Connections to a Redis server made again after one was lost.
+    pub reconnects: Counter,
+    /// Commands written and not yet answered, over all servers.
+    pub in_flight: Gauge,
+    /// From queuing a command to reading its reply.
+    pub command_latency: Histogram,
+}
+
+impl Default for RedisMetrics {
+    fn default() -> Self {
+        Self {
+            up: Gauge::default(),
+            reconnects: Counter::default(),
+            in_flight: Gauge::default(),
+            command_latency: Histogram::new(&REDIS_BUCKETS_US),
+        }
+    }
+}
+
+/// The Redis figures of one scrape.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RedisSnapshot {
+    pub up: bool,
+    pub reconnects: u64,
+    pub in_flight: u64,
+    pub command_latency: HistogramSnapshot,
+}
+
+impl RedisMetrics {
+    pub fn snapshot(&self) -> RedisSnapshot {
+        let mut command_latency = HistogramSnapshot::default();
+        self.command_latency.add_to(&mut command_latency);
+        RedisSnapshot {
+            up: self.up.get() == 1,
+            reconnects: self.reconnects.get(),
+            in_flight: self.in_flight.get(),
+            command_latency,
+        }
+    }
+}
+
 /// A latency histogram with fixed buckets (cumulative only when rendered).
 /// The counts live inline, inside the shard's cache-line-aligned metrics.
 #[derive(Debug)]
@@ -319,6 +371,8 @@ pub struct Snapshot {
     pub handshake_latency: HistogramSnapshot,
     pub fanout_latency: HistogramSnapshot,
     pub shards: Vec<ShardSnapshot>,
+    /// Only in cluster mode (`--redis`).
+    pub redis: Option<RedisSnapshot>,
 }
 
 /// The codes an upgrade can be refused with (`docs/protocol.md` section 2).

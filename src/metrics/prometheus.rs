@@ -204,6 +204,32 @@ pub fn render(snap: &Snapshot, uptime_seconds: f64, version: &str) -> String {
         &snap.shards,
         |s| s.busy_seconds,
     );
+    if let Some(redis) = &snap.redis {
+        gauge(
+            w,
+            "roomcast_redis_up",
+            "1 while every Redis server of the cluster is reachable, else 0.",
+            u64::from(redis.up),
+        );
+        counter(
+            w,
+            "roomcast_redis_reconnects_total",
+            "Connections to a Redis server made again after one was lost.",
+            redis.reconnects,
+        );
+        gauge(
+            w,
+            "roomcast_redis_pipeline_depth",
+            "Redis commands sent and not yet answered, over all servers.",
+            redis.in_flight,
+        );
+        histogram(
+            w,
+            "roomcast_redis_command_duration_seconds",
+            "From queuing a publish or history call for Redis to reading its reply.",
+            &redis.command_latency,
+        );
+    }
     header(
         w,
         "roomcast_uptime_seconds",

@@ -72,6 +72,14 @@ pub fn render(out: &mut Vec<u8>, snap: &Snapshot, about: &About<'_>) {
         w.f64("busy_ratio", shard.busy_ratio);
         w.f64("busy_seconds", shard.busy_seconds);
     });
+    if let Some(redis) = &snap.redis {
+        w.open("redis");
+        w.bool("up", redis.up);
+        w.u64("reconnects", redis.reconnects);
+        w.u64("pipeline_depth", redis.in_flight);
+        histogram(&mut w, "command_latency", &redis.command_latency);
+        w.close();
+    }
     w.raw("config", about.config_json);
     w.close();
 }

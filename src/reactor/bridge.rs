@@ -3,11 +3,16 @@
 //!
 //! Shards hand it requests over a channel plus a waker (`BridgeHandle`) and
 //! hear back through a `BridgeSink`; no shard thread ever waits on Redis.
-//! Per `--redis` server it keeps two connections: a command connection whose
-//! commands are pipelined (`redis::pipeline`), and a subscriber connection
-//! for the channels of the rooms this node serves
-//! (`redis::subscriptions`). A lost connection is retried with backoff and
-//! jitter (`redis::backoff`); meanwhile publishes are answered `Unavailable`.
+//! Per `--redis` server it keeps one RESP3 connection (`HELLO 3`) for its
+//! commands and for the channels of the rooms this node serves: commands
+//! are pipelined (`redis::pipeline`), channel messages arrive as pushes in
+//! between. One connection is what keeps a join exact: Redis writes every
+//! event published before a join's `roomcast_history` ran ahead of its
+//! reply and every later one after it, so the member gets each event once,
+//! from its history or live. A lost connection is retried with backoff and
+//! jitter (`redis::backoff`); meanwhile requests are answered
+//! `Unavailable`, and once back every room served is recovered from its
+//! history where its cursor left off (`redis::subscriptions`).
 //! Owns those sockets; the RESP bytes and the function calls come from
 //! `redis`, and what a reply means for a client is the sink's business.
 
@@ -21,18 +26,19 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::log_warn;
+use crate::metrics::RedisMetrics;
 use crate::redis::backoff::Backoff;
 use crate::redis::layout::{self, RoomKeys};
-use crate::redis::pipeline::Pipeline;
+use crate::redis::pipeline::{Incoming, Pipeline};
 use crate::redis::resp::{self, Reply};
 use crate::redis::subscriptions::{Change, Subscriptions};
 use crate::redis::url::RedisUrl;
-use crate::redis::{self, Retention, Sequenced};
+use crate::redis::{self, History, HistoryQuery, Origin, Publisher, Retention, Sequenced};
 use crate::rooms::wire;
+use crate::{log_info, log_warn};
 
-const WAKER: Token = Token(0);
-/// Most commands waiting for Redis per server; past it, publishes are
+const WAKER: Token = Token(usize::MAX);
+/// Most commands waiting for Redis per server; past it, requests are
 /// answered `Unavailable` rather than queued without bound.
 const MAX_IN_FLIGHT: usize = 16_384;
 const RETRY_BASE: Duration = Duration::from_millis(100);
@@ -41,11 +47,20 @@ const RETRY_CAP: Duration = Duration::from_secs(5);
 /// What the bridge is asked to do.
 #[derive(Debug)]
 pub enum BridgeRequest<A> {
-    /// Sequence a room event whose text is `head`, its seq, `tail`.
+    /// Sequence a room event whose text is `head`, its seq, `tail`;
+    /// `origin` (an `Origin` of this node) travels with it on the channel.
     Publish {
         room: Arc<str>,
         head: Vec<u8>,
         tail: Vec<u8>,
+        origin: String,
+        answer: A,
+    },
+    /// Read a room's history for a join, in order with its events: the
+    /// room must be served (`Serve` sent first) for that order to hold.
+    History {
+        room: Arc<str>,
+        query: OwnedQuery,
         answer: A,
     },
     /// Shard `shard` now has members in `room`: its events must come here.
@@ -61,6 +76,24 @@ pub enum BridgeRequest<A> {
     Stop,
 }
 
+/// A join's `history`, `since` and `epoch`, owned to cross threads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnedQuery {
+    pub history: Option<u64>,
+    pub since: Option<u64>,
+    pub epoch: Option<String>,
+}
+
+impl OwnedQuery {
+    fn as_query(&self) -> HistoryQuery<'_> {
+        HistoryQuery {
+            history: self.history,
+            since: self.since,
+            epoch: self.epoch.as_deref(),
+        }
+    }
+}
+
 /// Redis could not take the request (down, or over the in-flight bound).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unavailable;
@@ -74,6 +107,17 @@ pub struct RoomEvent {
     /// The message as a server text frame, built once for every member;
     /// its text is exactly what Redis stored and published.
     pub frame: Arc<[u8]>,
+    /// Set when this node published it.
+    pub from_here: Option<FromHere>,
+}
+
+/// What a node knows of an event it published itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FromHere {
+    /// When the publisher's shard read it, in microseconds since start.
+    pub read_micros: u64,
+    /// The publisher, when it asked not to get its own message back.
+    pub exclude: Option<Publisher>,
 }
 
 /// Where the bridge's results go (the shards, through their bus).
@@ -81,6 +125,9 @@ pub trait BridgeSink: Send + 'static {
     type Answer: Send + 'static;
     /// The outcome of a `Publish`.
     fn sequenced(&self, answer: Self::Answer, outcome: Result<Sequenced, Unavailable>);
+    /// The outcome of a `History`, after every event it covers was given
+    /// to `deliver` and before any it does not.
+    fn history(&self, answer: Self::Answer, outcome: Result<History, Unavailable>);
     /// A room event for shard `shard`, in the room's seq order.
     fn deliver(&self, shard: usize, event: RoomEvent);
     /// Whether every Redis server is reachable, on every change.
@@ -105,7 +152,15 @@ impl<A> Clone for BridgeHandle<A> {
 impl<A> BridgeHandle<A> {
     /// Sends a request and wakes the bridge; false once it has stopped.
     pub fn send(&self, request: BridgeRequest<A>) -> bool {
-        self.requests.send(request).is_ok() && self.waker.wake().is_ok()
+        self.try_send(request).is_ok()
+    }
+
+    /// Sends a request and wakes the bridge; once it has stopped, the
+    /// request comes back.
+    pub fn try_send(&self, request: BridgeRequest<A>) -> Result<(), BridgeRequest<A>> {
+        self.requests.send(request).map_err(|e| e.0)?;
+        let _ = self.waker.wake();
+        Ok(())
     }
 }
 
@@ -115,14 +170,16 @@ pub struct BridgeConfig {
     pub servers: Vec<RedisUrl>,
     pub prefix: String,
     pub retention: Retention,
-    /// Makes the epochs this node creates unique in the cluster.
+    /// Makes the epochs this node creates unique in the cluster, and tells
+    /// its own events apart on the channels.
     pub node_id: String,
 }
 
-/// Starts the bridge thread.
+/// Starts the bridge thread; it writes `metrics` alone.
 pub fn start<S: BridgeSink>(
     config: BridgeConfig,
     sink: S,
+    metrics: Arc<RedisMetrics>,
 ) -> io::Result<(BridgeHandle<S::Answer>, JoinHandle<()>)> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -138,6 +195,7 @@ pub fn start<S: BridgeSink>(
         epochs_made: 0,
         up: None,
         read_buf: Vec::new(),
+        metrics,
     };
     let thread = std::thread::Builder::new()
         .name("redis-bridge".into())
@@ -153,46 +211,58 @@ pub fn start<S: BridgeSink>(
 
 /// What a command's reply is for.
 enum Pending<A> {
-    /// AUTH, SELECT or FUNCTION LOAD: an error reply means the link is unusable.
+    /// HELLO, SELECT or FUNCTION LOAD: an error reply means the link is
+    /// unusable.
     Setup,
-    Publish(A),
-}
-
-/// One side (commands or subscriptions) of a link.
-struct Socket {
-    stream: TcpStream,
-    connected: bool,
+    Publish {
+        answer: A,
+        sent: Instant,
+    },
+    History {
+        answer: A,
+        room: Arc<str>,
+        sent: Instant,
+    },
+    /// After a reconnect: what `room` missed, to deliver.
+    Recover {
+        room: Arc<str>,
+    },
 }
 
 /// Everything about one Redis server.
 struct Link<A> {
     url: RedisUrl,
-    commands: Option<Socket>,
+    stream: Option<TcpStream>,
+    /// The connection is established (a first event came).
+    connected: bool,
+    /// The setup commands are answered: requests may be taken.
+    ready: bool,
+    /// Setup commands not answered yet.
+    setup_left: usize,
     pipeline: Pipeline<Pending<A>>,
-    subscriber: Option<Socket>,
-    sub_output: Vec<u8>,
-    sub_input: Vec<u8>,
     backoff: Backoff,
     retry_at: Instant,
+    /// Has been up before: the next connection is a reconnect.
+    was_up: bool,
 }
 
 impl<A> Link<A> {
     fn new(url: RedisUrl) -> Self {
         Self {
             url,
-            commands: None,
+            stream: None,
+            connected: false,
+            ready: false,
+            setup_left: 0,
             pipeline: Pipeline::new(MAX_IN_FLIGHT),
-            subscriber: None,
-            sub_output: Vec::new(),
-            sub_input: Vec::new(),
             backoff: Backoff::new(RETRY_BASE, RETRY_CAP),
             retry_at: Instant::now(),
+            was_up: false,
         }
     }
 
     fn is_up(&self) -> bool {
-        let ready = |s: &Option<Socket>| s.as_ref().is_some_and(|s| s.connected);
-        ready(&self.commands) && ready(&self.subscriber)
+        self.stream.is_some() && self.ready
     }
 }
 
@@ -205,16 +275,9 @@ struct Bridge<S: BridgeSink> {
     config: BridgeConfig,
     epochs_made: u64,
     up: Option<bool>,
-    /// What a command connection read this time, reused.
+    /// What a connection read this time, reused.
     read_buf: Vec<u8>,
-}
-
-fn command_token(link: usize) -> Token {
-    Token(1 + 2 * link)
-}
-
-fn subscriber_token(link: usize) -> Token {
-    Token(2 + 2 * link)
+    metrics: Arc<RedisMetrics>,
 }
 
 impl<S: BridgeSink> Bridge<S> {
@@ -231,15 +294,8 @@ impl<S: BridgeSink> Bridge<S> {
                 return;
             }
             for event in events.iter() {
-                let token = event.token().0;
-                if token == 0 {
-                    continue;
-                }
-                let link = (token - 1) / 2;
-                if token % 2 == 1 {
-                    self.on_commands(link);
-                } else {
-                    self.on_subscriber(link);
+                if event.token() != WAKER {
+                    self.on_readable(event.token().0);
                 }
             }
             if !self.take_requests() {
@@ -248,6 +304,8 @@ impl<S: BridgeSink> Bridge<S> {
             for link in 0..self.links.len() {
                 self.flush(link);
             }
+            let in_flight: usize = self.links.iter().map(|l| l.pipeline.in_flight()).sum();
+            self.metrics.in_flight.set(in_flight as u64);
         }
     }
 
@@ -268,8 +326,14 @@ impl<S: BridgeSink> Bridge<S> {
                 room,
                 head,
                 tail,
+                origin,
                 answer,
-            } => self.publish(&room, &head, &tail, answer),
+            } => self.publish(&room, (&head, &tail), &origin, answer),
+            BridgeRequest::History {
+                room,
+                query,
+                answer,
+            } => self.history(room, &query, answer),
             BridgeRequest::Serve { room, shard } => {
                 if let Some(change) = self.subscriptions.shard_joined(&room, shard) {
                     self.subscribe(change);
@@ -284,7 +348,7 @@ impl<S: BridgeSink> Bridge<S> {
         }
     }
 
-    fn publish(&mut self, room: &str, head: &[u8], tail: &[u8], answer: S::Answer) {
+    fn publish(&mut self, room: &str, text: (&[u8], &[u8]), origin: &str, answer: S::Answer) {
         let index = layout::server_of(room, self.links.len());
         let keys = RoomKeys::new(&self.config.prefix, room);
         let epoch = self.fresh_epoch();
@@ -293,11 +357,33 @@ impl<S: BridgeSink> Bridge<S> {
         if !link.is_up() {
             return self.sink.sequenced(answer, Err(Unavailable));
         }
-        let pushed = link.pipeline.push(Pending::Publish(answer), |out| {
-            redis::publish(out, &keys, head, tail, &epoch, retention);
-        });
-        if let Err(Pending::Publish(answer)) = pushed {
+        let sent = Instant::now();
+        let pushed = link
+            .pipeline
+            .push(Pending::Publish { answer, sent }, |out| {
+                redis::publish(out, &keys, text, &epoch, retention, origin);
+            });
+        if let Err(Pending::Publish { answer, .. }) = pushed {
             self.sink.sequenced(answer, Err(Unavailable));
+        }
+    }
+
+    fn history(&mut self, room: Arc<str>, query: &OwnedQuery, answer: S::Answer) {
+        let index = layout::server_of(&room, self.links.len());
+        let keys = RoomKeys::new(&self.config.prefix, &room);
+        let epoch = self.fresh_epoch();
+        let retention = self.config.retention;
+        let link = &mut self.links[index];
+        if !link.is_up() {
+            return self.sink.history(answer, Err(Unavailable));
+        }
+        let sent = Instant::now();
+        let pending = Pending::History { answer, room, sent };
+        let pushed = link.pipeline.push(pending, |out| {
+            redis::history(out, &keys, query.as_query(), &epoch, retention);
+        });
+        if let Err(Pending::History { answer, .. }) = pushed {
+            self.sink.history(answer, Err(Unavailable));
         }
     }
 
@@ -315,17 +401,18 @@ impl<S: BridgeSink> Bridge<S> {
         let channel = RoomKeys::new(&self.config.prefix, room).channel;
         let link = &mut self.links[index];
         // Without a connection, the subscription is made when it comes back.
-        if link.subscriber.is_some() {
-            resp::write_command(&mut link.sub_output, &[verb, channel.as_str()]);
+        if link.stream.is_some() {
+            link.pipeline
+                .push_unanswered(|out| resp::write_command(out, &[verb, channel.as_str()]));
         }
     }
 
-    /// Opens the connections of every link that is down and due a retry.
+    /// Opens the connection of every link that is down and due a retry.
     fn connect_due(&mut self) {
         let now = Instant::now();
         for index in 0..self.links.len() {
             let link = &self.links[index];
-            if link.commands.is_some() || now < link.retry_at {
+            if link.stream.is_some() || now < link.retry_at {
                 continue;
             }
             if let Err(e) = self.open(index) {
@@ -335,64 +422,71 @@ impl<S: BridgeSink> Bridge<S> {
         }
     }
 
+    /// Connects, and queues the setup, the subscriptions of every room
+    /// served on this server and the recovery of each.
     fn open(&mut self, index: usize) -> io::Result<()> {
         let addr = resolve(&self.links[index].url)?;
-        let mut commands = TcpStream::connect(addr)?;
-        let mut subscriber = TcpStream::connect(addr)?;
-        let registry = self.poll.registry();
+        let mut stream = TcpStream::connect(addr)?;
         let both = Interest::READABLE | Interest::WRITABLE;
-        registry.register(&mut commands, command_token(index), both)?;
-        registry.register(&mut subscriber, subscriber_token(index), both)?;
+        self.poll
+            .registry()
+            .register(&mut stream, Token(index), both)?;
+        let servers = self.links.len();
         let link = &mut self.links[index];
         link.pipeline.reset();
-        link.sub_output.clear();
-        link.sub_input.clear();
-        for command in setup_commands(&link.url) {
+        let setup = setup_commands(&link.url, &self.config.node_id);
+        link.setup_left = setup.len() + 1;
+        for command in setup {
             let pushed = link
                 .pipeline
                 .push(Pending::Setup, |out| resp::write_command(out, &command));
             debug_assert!(pushed.is_ok());
-            resp::write_command(&mut link.sub_output, &command);
         }
         let _ = link.pipeline.push(Pending::Setup, redis::load_library);
-        let channels: Vec<String> = self
-            .subscriptions
-            .rooms()
-            .filter(|room| layout::server_of(room, self.links.len()) == index)
-            .map(|room| RoomKeys::new(&self.config.prefix, room).channel)
-            .collect();
-        let link = &mut self.links[index];
-        for channel in channels {
-            resp::write_command(&mut link.sub_output, &["SUBSCRIBE", channel.as_str()]);
+        let prefix = &self.config.prefix;
+        for room in self.subscriptions.rooms() {
+            if layout::server_of(room, servers) == index {
+                let channel = RoomKeys::new(prefix, room).channel;
+                link.pipeline
+                    .push_unanswered(|out| resp::write_command(out, &["SUBSCRIBE", &channel]));
+            }
         }
-        link.commands = Some(Socket {
-            stream: commands,
-            connected: false,
-        });
-        link.subscriber = Some(Socket {
-            stream: subscriber,
-            connected: false,
-        });
+        let retention = self.config.retention;
+        let on_server = |room: &str| layout::server_of(room, servers) == index;
+        for (room, cursor) in self.subscriptions.start_recoveries(on_server) {
+            let keys = RoomKeys::new(prefix, &room);
+            let query = HistoryQuery {
+                history: Some(retention.messages),
+                since: Some(cursor.seq),
+                epoch: Some(&cursor.epoch),
+            };
+            let epoch = format!("{}-r{}", self.config.node_id, cursor.seq);
+            let _ = link.pipeline.push(Pending::Recover { room }, |out| {
+                redis::history(out, &keys, query, &epoch, retention);
+            });
+        }
+        link.stream = Some(stream);
+        link.connected = false;
+        link.ready = false;
         Ok(())
     }
 
-    /// A link failed: its sockets go, what it had in flight is answered
+    /// A link failed: its socket goes, what it had in flight is answered
     /// `Unavailable`, and the next attempt is scheduled.
     fn drop_link(&mut self, index: usize) {
         let link = &mut self.links[index];
-        for socket in [link.commands.take(), link.subscriber.take()]
-            .into_iter()
-            .flatten()
-        {
-            let mut stream = socket.stream;
+        if let Some(mut stream) = link.stream.take() {
             let _ = self.poll.registry().deregister(&mut stream);
         }
+        link.ready = false;
         let lost = link.pipeline.reset();
         let delay = link.backoff.next_delay(random());
         link.retry_at = Instant::now() + delay;
         for pending in lost {
-            if let Pending::Publish(answer) = pending {
-                self.sink.sequenced(answer, Err(Unavailable));
+            match pending {
+                Pending::Publish { answer, .. } => self.sink.sequenced(answer, Err(Unavailable)),
+                Pending::History { answer, .. } => self.sink.history(answer, Err(Unavailable)),
+                Pending::Setup | Pending::Recover { .. } => {}
             }
         }
     }
@@ -401,7 +495,7 @@ impl<S: BridgeSink> Bridge<S> {
         let now = Instant::now();
         self.links
             .iter()
-            .filter(|l| l.commands.is_none())
+            .filter(|l| l.stream.is_none())
             .map(|l| l.retry_at.saturating_duration_since(now))
             .min()
     }
@@ -410,84 +504,126 @@ impl<S: BridgeSink> Bridge<S> {
         let up = self.links.iter().all(Link::is_up);
         if self.up != Some(up) {
             self.up = Some(up);
+            self.metrics.up.set(u64::from(up));
             self.sink.link(up);
         }
     }
 
-    fn on_commands(&mut self, index: usize) {
-        if let Err(e) = self.read_commands(index) {
+    fn on_readable(&mut self, index: usize) {
+        if index >= self.links.len() {
+            return;
+        }
+        if let Err(e) = self.read(index) {
             log_warn!("redis bridge: {}: {e}", self.links[index].url);
             self.drop_link(index);
         }
     }
 
-    fn read_commands(&mut self, index: usize) -> io::Result<()> {
+    fn read(&mut self, index: usize) -> io::Result<()> {
         let link = &mut self.links[index];
-        let Some(socket) = link.commands.as_mut() else {
+        let Some(stream) = link.stream.as_mut() else {
             return Ok(());
         };
-        socket.connected = true;
+        link.connected = true;
         self.read_buf.clear();
-        read_available(&mut socket.stream, &mut self.read_buf)?;
-        let replies = link
+        read_available(stream, &mut self.read_buf)?;
+        let incoming = link
             .pipeline
             .on_input(&self.read_buf)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        link.backoff.reset();
-        for (pending, reply) in replies {
-            match (pending, reply) {
-                (Pending::Setup, Reply::Error(e)) => {
+        for item in incoming {
+            match item {
+                Incoming::Push(items) => self.on_push(&items),
+                Incoming::Reply(pending, reply) => self.on_reply(index, pending, reply)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn on_reply(
+        &mut self,
+        index: usize,
+        pending: Pending<S::Answer>,
+        reply: Reply,
+    ) -> io::Result<()> {
+        match pending {
+            Pending::Setup => {
+                if let Reply::Error(e) = reply {
                     return Err(io::Error::other(format!("setup refused: {e}")));
                 }
-                (Pending::Setup, _) => {}
-                (Pending::Publish(answer), reply) => {
-                    let outcome = redis::sequenced(&reply).ok_or(Unavailable);
-                    if outcome.is_err() {
-                        log_warn!("redis bridge: publish refused: {reply:?}");
-                    }
-                    self.sink.sequenced(answer, outcome);
+                let link = &mut self.links[index];
+                link.setup_left = link.setup_left.saturating_sub(1);
+                if link.setup_left == 0 {
+                    self.on_setup_answered(index);
                 }
             }
-        }
-        Ok(())
-    }
-
-    fn on_subscriber(&mut self, index: usize) {
-        if let Err(e) = self.read_subscriber(index) {
-            log_warn!("redis bridge: {} (subscriber): {e}", self.links[index].url);
-            self.drop_link(index);
-        }
-    }
-
-    fn read_subscriber(&mut self, index: usize) -> io::Result<()> {
-        let link = &mut self.links[index];
-        let Some(socket) = link.subscriber.as_mut() else {
-            return Ok(());
-        };
-        socket.connected = true;
-        read_available(&mut socket.stream, &mut link.sub_input)?;
-        let mut at = 0;
-        let mut messages = Vec::new();
-        while let Some((reply, used)) = resp::parse(&link.sub_input[at..])
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
-        {
-            at += used;
-            if let Reply::Error(e) = &reply {
-                return Err(io::Error::other(format!("subscriber refused: {e}")));
+            Pending::Publish { answer, sent } => {
+                self.metrics.command_latency.observe(sent.elapsed());
+                let outcome = redis::sequenced(&reply).ok_or(Unavailable);
+                if outcome.is_err() {
+                    log_warn!("redis bridge: publish refused: {reply:?}");
+                }
+                self.sink.sequenced(answer, outcome);
             }
-            messages.push(reply);
-        }
-        link.sub_input.drain(..at);
-        for reply in messages {
-            self.on_pushed(&reply);
+            Pending::History { answer, room, sent } => {
+                self.metrics.command_latency.observe(sent.elapsed());
+                let outcome = redis::history_reply(&reply).ok_or(Unavailable);
+                match &outcome {
+                    Ok(history) => self
+                        .subscriptions
+                        .observe(&room, &history.epoch, history.seq),
+                    Err(_) => log_warn!("redis bridge: history refused: {reply:?}"),
+                }
+                self.sink.history(answer, outcome);
+            }
+            Pending::Recover { room } => self.on_recovered(&room, &reply),
         }
         Ok(())
     }
 
-    /// A `message` push: the event goes to every shard serving its room.
-    fn on_pushed(&mut self, reply: &Reply) {
-        let Reply::Array(items) = reply else { return };
-        let [kind, channel, payload] = items.as_slice() else {
+    /// The last setup reply is in (the library is loaded): the link takes
+    /// requests.
+    fn on_setup_answered(&mut self, index: usize) {
+        let link = &mut self.links[index];
+        if link.ready {
+            return;
+        }
+        link.ready = true;
+        link.backoff.reset();
+        if link.was_up {
+            self.metrics.reconnects.inc();
+            log_info!("redis bridge: {} is back", link.url);
+        }
+        link.was_up = true;
+    }
+
+    /// What a room missed while the link was down: the events the recovery
+    /// returned go to the shards in order (a gap stays where history did
+    /// not reach; another epoch means Redis lost the room).
+    fn on_recovered(&mut self, room: &str, reply: &Reply) {
+        if !self.subscriptions.recovered(room) {
+            return;
+        }
+        let Some(history) = redis::history_reply(reply) else {
+            log_warn!("redis bridge: recovery of a room refused: {reply:?}");
+            return;
+        };
+        let Some(room) = self.subscriptions.room(room).cloned() else {
+            return;
+        };
+        let first = history.seq + 1 - history.messages.len() as u64;
+        let epoch: Arc<str> = history.epoch.as_str().into();
+        for (i, text) in history.messages.iter().enumerate() {
+            self.forward(&room, &epoch, first + i as u64, text, None);
+        }
+        self.subscriptions
+            .observe(&room, &history.epoch, history.seq);
+    }
+
+    /// A push: a `message` goes to every shard serving its room;
+    /// subscription confirmations need nothing.
+    fn on_push(&mut self, items: &[Reply]) {
+        let [kind, channel, payload] = items else {
             return;
         };
         if kind.as_bytes() != Some(b"message") {
@@ -503,54 +639,69 @@ impl<S: BridgeSink> Bridge<S> {
             return;
         };
         // A room no longer served (unsubscribed meanwhile) has no shard to go to.
-        let Some(room) = self.subscriptions.room(room) else {
+        let Some(room) = self.subscriptions.room(room).cloned() else {
             return;
         };
+        let from_here = Origin::parse(message.origin)
+            .filter(|o| o.node == self.config.node_id)
+            .map(|o| FromHere {
+                read_micros: o.read_micros,
+                exclude: o.exclude,
+            });
+        let epoch: Arc<str> = message.epoch.into();
+        self.forward(&room, &epoch, message.seq, message.text, from_here);
+    }
+
+    /// Hands one event to every shard serving `room`, once, in order.
+    fn forward(
+        &mut self,
+        room: &Arc<str>,
+        epoch: &Arc<str>,
+        seq: u64,
+        text: &[u8],
+        from_here: Option<FromHere>,
+    ) {
+        if !self.subscriptions.forward(room, epoch, seq) {
+            return;
+        }
         let event = RoomEvent {
             room: room.clone(),
-            epoch: message.epoch.into(),
-            seq: message.seq,
-            frame: wire::text_frame(message.text),
+            epoch: epoch.clone(),
+            seq,
+            frame: wire::text_frame(text),
+            from_here,
         };
-        for shard in self.subscriptions.shards_of(&event.room) {
+        for shard in self.subscriptions.shards_of(room) {
             self.sink.deliver(shard, event.clone());
         }
     }
 
-    /// Writes what both connections of a link have queued.
+    /// Writes what a link has queued.
     fn flush(&mut self, index: usize) {
         let link = &mut self.links[index];
-        let mut failed = false;
-        if let Some(socket) = link.commands.as_mut().filter(|s| s.connected) {
-            match write_available(&mut socket.stream, link.pipeline.output()) {
-                Ok(n) => link.pipeline.written(n),
-                Err(_) => failed = true,
+        let Some(stream) = link.stream.as_mut().filter(|_| link.connected) else {
+            return;
+        };
+        match write_available(stream, link.pipeline.output()) {
+            Ok(n) => link.pipeline.written(n),
+            Err(e) => {
+                log_warn!("redis bridge: {}: {e}", link.url);
+                self.drop_link(index);
             }
-        }
-        if let Some(socket) = link.subscriber.as_mut().filter(|s| s.connected) {
-            match write_available(&mut socket.stream, &link.sub_output) {
-                Ok(n) => {
-                    link.sub_output.drain(..n);
-                }
-                Err(_) => failed = true,
-            }
-        }
-        if failed {
-            self.drop_link(index);
         }
     }
 }
 
-/// AUTH and SELECT, as the URL asks.
-fn setup_commands(url: &RedisUrl) -> Vec<Vec<String>> {
-    let mut commands = Vec::new();
-    match (&url.user, &url.password) {
-        (Some(user), Some(password)) => {
-            commands.push(vec!["AUTH".into(), user.clone(), password.clone()]);
-        }
-        (None, Some(password)) => commands.push(vec!["AUTH".into(), password.clone()]),
-        _ => {}
+/// `HELLO 3` (with AUTH when the URL has a password, and the node's client
+/// name) and SELECT.
+fn setup_commands(url: &RedisUrl, node_id: &str) -> Vec<Vec<String>> {
+    let mut hello = vec!["HELLO".to_string(), "3".into()];
+    if let Some(password) = &url.password {
+        let user = url.user.clone().unwrap_or_else(|| "default".into());
+        hello.extend(["AUTH".into(), user, password.clone()]);
     }
+    hello.extend(["SETNAME".into(), format!("roomcast-{node_id}")]);
+    let mut commands = vec![hello];
     if url.db != 0 {
         commands.push(vec!["SELECT".into(), url.db.to_string()]);
     }
@@ -640,12 +791,25 @@ mod tests {
     #[test]
     fn credentials_and_database_become_setup_commands() {
         let url: RedisUrl = "redis://app:pw@h/2".parse().unwrap();
+        let name = ["SETNAME", "roomcast-n1"];
+        let hello = |auth: &[&'static str]| {
+            let mut all = vec!["HELLO", "3"];
+            all.extend_from_slice(auth);
+            all.extend_from_slice(&name);
+            all
+        };
         assert_eq!(
-            setup_commands(&url),
-            [vec!["AUTH", "app", "pw"], vec!["SELECT", "2"]]
+            setup_commands(&url, "n1"),
+            [hello(&["AUTH", "app", "pw"]), vec!["SELECT", "2"]]
         );
         let url: RedisUrl = "redis://:pw@h".parse().unwrap();
-        assert_eq!(setup_commands(&url), [vec!["AUTH", "pw"]]);
-        assert!(setup_commands(&"redis://h".parse().unwrap()).is_empty());
+        assert_eq!(
+            setup_commands(&url, "n1"),
+            [hello(&["AUTH", "default", "pw"])]
+        );
+        assert_eq!(
+            setup_commands(&"redis://h".parse().unwrap(), "n1"),
+            [hello(&[])]
+        );
     }
 }

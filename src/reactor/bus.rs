@@ -101,6 +101,9 @@ pub enum BusMsg {
         index: usize,
         seq: u64,
     },
+    /// To an HTTP publisher's shard: message `index` of its request was
+    /// refused (cluster mode, Redis away).
+    PublishRefused { conn: ConnRef, index: usize },
     /// To every shard: deliver to each connection of `to`, then count.
     UserSend {
         to: Box<str>,

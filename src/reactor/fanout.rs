@@ -23,6 +23,7 @@ use crate::metrics::ShardMetrics;
 use crate::proto::Request;
 use crate::proto::reply::{self, OwnedId};
 use crate::reactor::bus::{BusMsg, ConnRef, PublishAnswer};
+use crate::reactor::cluster::{ClusterPublish, PendingJoin};
 use crate::reactor::shard::{Command, Entry, Gather, Shard, unix_ms, write_through};
 use crate::rooms::table::{Joiner, Publish, Recovery, RoomLog};
 use crate::rooms::{owner_of, wire};
@@ -270,6 +271,19 @@ impl Shard {
                 rejoin,
                 id,
             } => {
+                if self.in_cluster() {
+                    let owner = self.index;
+                    let join = PendingJoin {
+                        owner,
+                        room,
+                        conn,
+                        user,
+                        name,
+                        rejoin,
+                        id,
+                    };
+                    return self.join_in_cluster(join, &recovery);
+                }
                 let joiner = Joiner {
                     shard: conn.shard,
                     user_id: user,
@@ -282,6 +296,7 @@ impl Shard {
                 if let Some(frame) = self.table.leave(&room, shard, &user, now) {
                     self.fan_out(&room, frame, None, Fanout::Other);
                 }
+                self.unserve_if_idle(&room);
             }
             BusMsg::Publish {
                 room,
@@ -293,6 +308,18 @@ impl Shard {
                 answer,
                 read_at,
             } => {
+                if self.in_cluster() {
+                    return self.publish_in_cluster(ClusterPublish {
+                        room: &room,
+                        event: &event,
+                        data: &data,
+                        from: &from,
+                        sender,
+                        echo,
+                        answer,
+                        read_at,
+                    });
+                }
                 let message = Publish {
                     room: &room,
                     event: &event,
@@ -323,7 +350,10 @@ impl Shard {
                 reply,
             } => self.on_joined(room, conn, accepted, reply, now),
             BusMsg::Reply { conn, text } => self.answer(conn, Some(&text), now),
-            BusMsg::Published { conn, index, seq } => self.on_published(conn, index, seq, now),
+            BusMsg::Published { conn, index, seq } => {
+                self.on_published(conn, index, Some(seq), now);
+            }
+            BusMsg::PublishRefused { conn, index } => self.on_published(conn, index, None, now),
             BusMsg::UserSend {
                 to,
                 frame,
@@ -418,7 +448,7 @@ impl Shard {
     }
 
     /// Tells the publisher the `seq` its message got, as it asked.
-    fn answer_publish(&mut self, sender: ConnRef, answer: PublishAnswer, seq: u64) {
+    pub(super) fn answer_publish(&mut self, sender: ConnRef, answer: PublishAnswer, seq: u64) {
         let message = match answer {
             PublishAnswer::Nobody => return,
             PublishAnswer::Ack(id) => {
@@ -440,16 +470,18 @@ impl Shard {
         self.send_to(sender.shard, message);
     }
 
-    /// An HTTP publisher's message got its `seq`; once the response is
-    /// queued, requests it pipelined meanwhile are read.
-    fn on_published(&mut self, conn: ConnRef, index: usize, seq: u64, now: Instant) {
+    /// An HTTP publisher's message got its `seq` (`None`: refused, the
+    /// cluster's Redis being away); once the response is queued, requests
+    /// it pipelined meanwhile are read.
+    fn on_published(&mut self, conn: ConnRef, index: usize, seq: Option<u64>, now: Instant) {
         let Some(entry) = live(&mut self.conns, conn) else {
             return;
         };
         let answered = entry.conn.on_published(index, seq, now);
-        if answered.is_some() {
-            crate::reactor::lifecycle::reported(&entry.conn, &Report::publish_answered(200));
+        if let Some((_, status)) = answered {
+            crate::reactor::lifecycle::reported(&entry.conn, &Report::publish_answered(status));
         }
+        let answered = answered.map(|(keep_alive, _)| keep_alive);
         mark(&mut self.conns, &mut self.dirty, conn.key);
         if answered == Some(true) {
             self.feed(conn.key, 0);
@@ -457,7 +489,7 @@ impl Shard {
     }
 
     /// Sends `frame` to every shard with members of `room`.
-    fn fan_out(
+    pub(super) fn fan_out(
         &mut self,
         room: &Arc<str>,
         frame: Arc<[u8]>,
@@ -662,13 +694,13 @@ fn mark(conns: &mut Slab<Entry>, dirty: &mut Vec<usize>, key: usize) {
     }
 }
 
-fn ack_text(id: &OwnedId, data: &[u8]) -> Vec<u8> {
+pub(super) fn ack_text(id: &OwnedId, data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(48 + data.len());
     reply::ack_ok(&mut out, id.as_id(), data);
     out
 }
 
-fn failure_text(id: Option<&OwnedId>, code: ErrorCode, message: &str) -> Vec<u8> {
+pub(super) fn failure_text(id: Option<&OwnedId>, code: ErrorCode, message: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(96);
     reply::failure(&mut out, id.map(OwnedId::as_id), code, message);
     out

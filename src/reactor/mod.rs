@@ -20,6 +20,7 @@ pub mod accept;
 pub mod admission;
 pub mod bridge;
 pub mod bus;
+mod cluster;
 mod fanout;
 mod lifecycle;
 mod pre_request;
@@ -42,8 +43,12 @@ use crate::auth::Keys;
 use crate::config::{AcceptMode, Config};
 use crate::conn::Observe;
 use crate::log_info;
+use crate::metrics::RedisMetrics;
 use crate::metrics::{ShardMetrics, Snapshot};
+use crate::redis::Retention;
 use admission::Registry;
+use bridge::{BridgeConfig, BridgeHandle, BridgeRequest};
+use cluster::{BridgeAnswer, ShardSink};
 use shard::{Command, Handle, Listeners, Shard};
 use std::time::{Duration, Instant};
 
@@ -64,6 +69,8 @@ pub struct Shared {
     /// handled the batch; a shard that is too far ahead of another stops
     /// reading its sockets (see `shard`).
     pub bus_pending: Box<[AtomicUsize]>,
+    /// Cluster mode: what the Redis bridge counts.
+    pub redis: Option<Arc<RedisMetrics>>,
 }
 
 impl Shared {
@@ -76,11 +83,17 @@ impl Shared {
 
 impl Observe for Shared {
     fn snapshot(&self) -> Snapshot {
-        Snapshot::gather(
+        let mut snapshot = Snapshot::gather(
             &self.metrics,
             self.registry.connections() as u64,
             self.registry.users() as u64,
-        )
+        );
+        snapshot.redis = self.redis.as_ref().map(|r| r.snapshot());
+        snapshot
+    }
+
+    fn redis_up(&self) -> Option<bool> {
+        self.redis.as_ref().map(|r| r.up.get() == 1)
     }
 
     fn uptime(&self) -> Duration {
@@ -94,6 +107,8 @@ pub struct Server {
     metrics_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     shards: Vec<Handle>,
+    /// Cluster mode: the Redis bridge, stopped after the shards.
+    bridge: Option<BridgeHandle<BridgeAnswer>>,
     threads: Vec<JoinHandle<()>>,
     acceptor_stop: Option<Arc<Waker>>,
     drained: Receiver<usize>,
@@ -106,6 +121,7 @@ impl Server {
     /// Binds the listener(s) and starts the threads.
     pub fn bind(config: Config) -> io::Result<Self> {
         let signals = Signals::new([SIGTERM, SIGINT])?;
+        let config_has_cluster = config.cluster.is_some();
         let keys = Keys::new(&config.jwt_secrets);
         let registry = Registry::with_handshake_rate(
             config.max_connections,
@@ -124,6 +140,7 @@ impl Server {
             registry,
             epoch_seed: crate::auth::random_u64(),
             started: Instant::now(),
+            redis: config_has_cluster.then(Arc::default),
         });
         let (drained_tx, drained) = crossbeam_channel::unbounded();
         let mode = shared.config.accept_mode;
@@ -151,6 +168,7 @@ impl Server {
             });
             parts.push((poll, rx));
         }
+        let bridge = start_bridge(&shared, &shards)?;
         for (index, (poll, rx)) in parts.into_iter().enumerate() {
             let own_listeners = Listeners {
                 public: match mode {
@@ -159,7 +177,7 @@ impl Server {
                 },
                 metrics: metrics_listener.take(),
             };
-            let shard = Shard::new(
+            let mut shard = Shard::new(
                 index,
                 poll,
                 rx,
@@ -168,6 +186,7 @@ impl Server {
                 drained_tx.clone(),
                 shards.clone(),
             )?;
+            shard.bridge = bridge.as_ref().map(|(handle, _)| handle.clone());
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("shard-{index}"))
@@ -186,11 +205,16 @@ impl Server {
             );
             acceptor_stop = Some(stop);
         }
+        let bridge = bridge.map(|(handle, thread)| {
+            threads.push(thread);
+            handle
+        });
         Ok(Self {
             addr,
             metrics_addr,
             shared,
             shards,
+            bridge,
             threads,
             acceptor_stop,
             drained,
@@ -267,10 +291,41 @@ impl Server {
         if let Some(stop) = &self.acceptor_stop {
             let _ = stop.wake();
         }
+        if let Some(bridge) = &self.bridge {
+            bridge.send(BridgeRequest::Stop);
+        }
         for thread in self.threads {
             let _ = thread.join();
         }
     }
+}
+
+/// Cluster mode: starts the Redis bridge, whose sink reaches every shard.
+fn start_bridge(
+    shared: &Arc<Shared>,
+    shards: &[Handle],
+) -> io::Result<Option<(BridgeHandle<BridgeAnswer>, JoinHandle<()>)>> {
+    let (Some(cluster), Some(metrics)) = (&shared.config.cluster, &shared.redis) else {
+        return Ok(None);
+    };
+    let rooms = &shared.config.rooms;
+    let config = BridgeConfig {
+        servers: cluster.servers.clone(),
+        prefix: cluster.prefix.clone(),
+        retention: Retention {
+            messages: rooms.history as u64,
+            ttl_ms: if rooms.history == 0 {
+                0
+            } else {
+                rooms.history_ttl.as_millis() as u64
+            },
+        },
+        node_id: cluster.node_id.clone(),
+    };
+    let sink = ShardSink {
+        shards: shards.to_vec(),
+    };
+    bridge::start(config, sink, metrics.clone()).map(Some)
 }
 
 fn open_listeners(config: &Config, mode: AcceptMode) -> io::Result<Vec<TcpListener>> {

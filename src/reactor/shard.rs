@@ -46,7 +46,9 @@ use crate::metrics::ShardMetrics;
 use crate::proto::Request;
 use crate::proto::envelope::Parser;
 use crate::reactor::Shared;
+use crate::reactor::bridge::BridgeHandle;
 use crate::reactor::bus::BusMsg;
+use crate::reactor::cluster::BridgeAnswer;
 use crate::reactor::lifecycle::{self, ByteCounts, Ending};
 use crate::reactor::pre_request::{self, PreRequest};
 use crate::rooms::local::LocalRooms;
@@ -78,6 +80,8 @@ pub enum Command {
     Stop,
     /// Room traffic from shard `from`, batched per turn.
     Bus { from: usize, messages: Vec<BusMsg> },
+    /// From the Redis bridge (cluster mode).
+    Bridge(crate::reactor::cluster::FromBridge),
 }
 
 /// The listeners a shard accepts on.
@@ -179,6 +183,10 @@ pub struct Shard {
     busy_at_last_sweep: (Instant, u64),
     /// Sockets that have not sent a request yet, oldest first.
     pre_request: PreRequest,
+    /// Cluster mode: the Redis bridge, which sequences rooms.
+    pub(super) bridge: Option<BridgeHandle<BridgeAnswer>>,
+    /// Cluster mode: joins waiting for their history, per room owned here.
+    pub(super) joining: HashMap<Arc<str>, usize>,
 }
 
 impl Shard {
@@ -254,6 +262,8 @@ impl Shard {
             reported_drained: false,
             busy_at_last_sweep: (Instant::now(), 0),
             pre_request,
+            bridge: None,
+            joining: HashMap::new(),
         })
     }
 
@@ -372,6 +382,7 @@ impl Shard {
                 Command::Adopt(stream, peer) => self.adopt(stream, peer),
                 Command::Drain => self.begin_drain(),
                 Command::Stop => return false,
+                Command::Bridge(message) => self.on_bridge(message),
                 Command::Bus { from, messages } => {
                     let count = messages.len();
                     for message in messages {

@@ -45,23 +45,24 @@ pub struct Retention {
 
 /// Appends the `FCALL roomcast_publish` that sequences a room event whose
 /// text is `head`, its `seq`, then `tail`; `fresh_epoch` is used if the
-/// room has none.
+/// room has none, and `origin` goes with the event on the channel.
 pub fn publish(
     out: &mut Vec<u8>,
     keys: &RoomKeys,
-    head: &[u8],
-    tail: &[u8],
+    text: (&[u8], &[u8]),
     fresh_epoch: &str,
     retention: Retention,
+    origin: &str,
 ) {
     let history = retention.messages.to_string();
     let ttl = retention.ttl_ms.to_string();
     let args = [
-        head,
-        tail,
+        text.0,
+        text.1,
         fresh_epoch.as_bytes(),
         history.as_bytes(),
         ttl.as_bytes(),
+        origin.as_bytes(),
     ];
     fcall(out, b"roomcast_publish", keys, &args, Some(&keys.channel));
 }
@@ -172,21 +173,89 @@ pub fn sequenced(reply: &Reply) -> Option<Sequenced> {
     })
 }
 
-/// One message from a room's channel: `<epoch> <seq> <message text>`.
+/// One message from a room's channel: `<epoch> <seq> <origin> <message text>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelMessage<'a> {
     pub epoch: &'a str,
     pub seq: u64,
+    /// What the publishing node passed (`Origin`), `-` from the emitter.
+    pub origin: &'a str,
     pub text: &'a [u8],
 }
 
 /// Splits a channel payload; `None` if it is not one roomcast published.
 pub fn channel_message(payload: &[u8]) -> Option<ChannelMessage<'_>> {
-    let mut parts = payload.splitn(3, |&b| b == b' ');
+    let mut parts = payload.splitn(4, |&b| b == b' ');
     let epoch = std::str::from_utf8(parts.next()?).ok()?;
     let seq = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+    let origin = std::str::from_utf8(parts.next()?).ok()?;
     let text = parts.next()?;
-    Some(ChannelMessage { epoch, seq, text })
+    Some(ChannelMessage {
+        epoch,
+        seq,
+        origin,
+        text,
+    })
+}
+
+/// A connection of the publishing node, by shard, slab key and id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Publisher {
+    pub shard: usize,
+    pub key: usize,
+    pub id: u64,
+}
+
+/// Where a room event was published, as the channel carries it:
+/// `<node>/<micros>/<shard>.<key>.<id>` or `<node>/<micros>/-`. The node it
+/// came from leaves out the publisher (a publish without `echo`) and times
+/// the fan-out from the moment it read the message; other nodes ignore it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin<'a> {
+    pub node: &'a str,
+    /// When the publisher's shard read the message, in microseconds since
+    /// the node started.
+    pub read_micros: u64,
+    /// The publisher, to leave out of the fan-out.
+    pub exclude: Option<Publisher>,
+}
+
+impl Origin<'_> {
+    /// The text `parse` reads back.
+    pub fn write(&self) -> String {
+        match self.exclude {
+            Some(p) => format!(
+                "{}/{}/{}.{}.{}",
+                self.node, self.read_micros, p.shard, p.key, p.id
+            ),
+            None => format!("{}/{}/-", self.node, self.read_micros),
+        }
+    }
+}
+
+impl<'a> Origin<'a> {
+    /// Reads an origin; `None` for the emitter's `-` or anything else.
+    pub fn parse(text: &'a str) -> Option<Self> {
+        let mut parts = text.splitn(3, '/');
+        let node = parts.next()?;
+        let read_micros = parts.next()?.parse().ok()?;
+        let exclude = match parts.next()? {
+            "-" => None,
+            conn => {
+                let mut ids = conn.splitn(3, '.');
+                Some(Publisher {
+                    shard: ids.next()?.parse().ok()?,
+                    key: ids.next()?.parse().ok()?,
+                    id: ids.next()?.parse().ok()?,
+                })
+            }
+        };
+        Some(Origin {
+            node,
+            read_micros,
+            exclude,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -201,7 +270,14 @@ mod tests {
             messages: 100,
             ttl_ms: 300_000,
         };
-        publish(&mut out, &keys, b"{\"seq\":", b"}", "e1", retention);
+        publish(
+            &mut out,
+            &keys,
+            (b"{\"seq\":", b"}"),
+            "e1",
+            retention,
+            "n/1/-",
+        );
         let (reply, _) = resp::parse(&out).unwrap().unwrap();
         let Reply::Array(args) = reply else { panic!() };
         let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes().unwrap()).collect();
@@ -219,6 +295,7 @@ mod tests {
                 b"e1",
                 b"100",
                 b"300000",
+                b"n/1/-",
                 b"rc:{lobby}",
             ]
         );
@@ -235,10 +312,34 @@ mod tests {
             })
         );
         assert_eq!(sequenced(&Reply::Integer(7)), None);
-        let message = channel_message(b"e1 7 {\"a\": 1}").unwrap();
-        assert_eq!((message.epoch, message.seq), ("e1", 7));
+        let message = channel_message(b"e1 7 - {\"a\": 1}").unwrap();
+        assert_eq!((message.epoch, message.seq, message.origin), ("e1", 7, "-"));
         assert_eq!(message.text, b"{\"a\": 1}");
-        assert_eq!(channel_message(b"e1 x {}"), None);
+        assert_eq!(channel_message(b"e1 x - {}"), None);
+        assert_eq!(channel_message(b"e1 7 {}"), None);
         assert_eq!(channel_message(b"e1"), None);
+    }
+
+    #[test]
+    fn an_origin_reads_back_what_it_wrote() {
+        let with = Origin {
+            node: "n-1",
+            read_micros: 42,
+            exclude: Some(Publisher {
+                shard: 1,
+                key: 7,
+                id: 99,
+            }),
+        };
+        assert_eq!(with.write(), "n-1/42/1.7.99");
+        assert_eq!(Origin::parse(&with.write()), Some(with));
+        let without = Origin {
+            exclude: None,
+            ..with
+        };
+        assert_eq!(Origin::parse(&without.write()), Some(without));
+        assert_eq!(Origin::parse("-"), None);
+        assert_eq!(Origin::parse("n/x/-"), None);
+        assert_eq!(Origin::parse("n/1/1.2"), None);
     }
 }

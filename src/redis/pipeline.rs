@@ -1,6 +1,9 @@
-//! One command connection to Redis, sans-IO: commands are pipelined
-//! (written back to back without waiting), and each reply is matched to the
-//! request that asked for it by order, as Redis answers in order.
+//! One connection to Redis, sans-IO: commands are pipelined (written back
+//! to back without waiting), and each reply is matched to the request that
+//! asked for it by order, as Redis answers in order. On a RESP3 connection
+//! pushes (channel messages, subscription confirmations) come between the
+//! replies; they are handed out in the order they arrived, which is the
+//! order Redis produced them in, and answer no request.
 //!
 //! Owns the output bytes, the queue of requests in flight and the input not
 //! yet parsed. Bounded: at most `max_in_flight` requests wait for replies;
@@ -40,6 +43,12 @@ impl<T> Pipeline<T> {
         Ok(())
     }
 
+    /// Queues a command that gets no reply of its own (on RESP3, SUBSCRIBE
+    /// and UNSUBSCRIBE are confirmed by pushes).
+    pub fn push_unanswered(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        write(&mut self.output);
+    }
+
     /// Bytes to write to the socket; call `written` with how many went.
     pub fn output(&self) -> &[u8] {
         &self.output
@@ -55,20 +64,25 @@ impl<T> Pipeline<T> {
     }
 
     /// Feeds bytes read from the socket; every reply now complete is
-    /// returned with its request's token, in order. An error (a reply
-    /// Redis never sends, or one with no request) means the connection
-    /// must be dropped; `reset` then gives back what was in flight.
-    pub fn on_input(&mut self, bytes: &[u8]) -> Result<Vec<(T, Reply)>, PipelineError> {
+    /// returned with its request's token, and every push as it is, in the
+    /// order they came. An error (a reply Redis never sends, or one with no
+    /// request) means the connection must be dropped; `reset` then gives
+    /// back what was in flight.
+    pub fn on_input(&mut self, bytes: &[u8]) -> Result<Vec<Incoming<T>>, PipelineError> {
         self.input.extend_from_slice(bytes);
         let mut done = Vec::new();
         let mut at = 0;
         while let Some((reply, used)) = resp::parse(&self.input[at..])? {
             at += used;
+            if let Reply::Push(items) = reply {
+                done.push(Incoming::Push(items));
+                continue;
+            }
             let token = self
                 .in_flight
                 .pop_front()
                 .ok_or(PipelineError::Unrequested)?;
-            done.push((token, reply));
+            done.push(Incoming::Reply(token, reply));
         }
         self.input.drain(..at);
         Ok(done)
@@ -82,6 +96,15 @@ impl<T> Pipeline<T> {
         self.input.clear();
         self.in_flight.drain(..).collect()
     }
+}
+
+/// What came in, in order.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming<T> {
+    /// The reply to the request `T`.
+    Reply(T, Reply),
+    /// A RESP3 push.
+    Push(Vec<Reply>),
 }
 
 /// Why a command connection must be dropped.
@@ -132,11 +155,36 @@ mod tests {
         assert_eq!(p.output(), &all[5..]);
         assert_eq!(
             p.on_input(b"+PONG\r\n:").unwrap(),
-            [("a", Reply::Status("PONG".into()))]
+            [Incoming::Reply("a", Reply::Status("PONG".into()))]
         );
         assert_eq!(p.in_flight(), 1);
-        assert_eq!(p.on_input(b"7\r\n").unwrap(), [("b", Reply::Integer(7))]);
+        assert_eq!(
+            p.on_input(b"7\r\n").unwrap(),
+            [Incoming::Reply("b", Reply::Integer(7))]
+        );
         assert_eq!(p.in_flight(), 0);
+    }
+
+    #[test]
+    fn pushes_come_between_replies_in_order_and_answer_no_request() {
+        let mut p = Pipeline::new(8);
+        p.push_unanswered(|out| resp::write_command(out, &["SUBSCRIBE", "c"]));
+        p.push("a", ping).unwrap();
+        assert_eq!(p.in_flight(), 1);
+        let input = b">3\r\n+subscribe\r\n+c\r\n:1\r\n>1\r\n:9\r\n+PONG\r\n>1\r\n:8\r\n";
+        assert_eq!(
+            p.on_input(input).unwrap(),
+            [
+                Incoming::Push(vec![
+                    Reply::Status("subscribe".into()),
+                    Reply::Status("c".into()),
+                    Reply::Integer(1)
+                ]),
+                Incoming::Push(vec![Reply::Integer(9)]),
+                Incoming::Reply("a", Reply::Status("PONG".into())),
+                Incoming::Push(vec![Reply::Integer(8)]),
+            ]
+        );
     }
 
     #[test]

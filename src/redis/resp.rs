@@ -1,5 +1,8 @@
-//! RESP2, the Redis wire protocol, sans-IO: commands written into a buffer,
-//! replies parsed incrementally from the bytes read so far.
+//! RESP, the Redis wire protocol, sans-IO: commands written into a buffer,
+//! replies parsed incrementally from the bytes read so far. Reads RESP2 and
+//! the RESP3 types a `HELLO 3` connection gets (maps, sets, nulls,
+//! booleans, doubles, verbatim strings and out-of-band pushes), since the
+//! bridge runs its commands and its subscriptions on one RESP3 connection.
 //!
 //! Owns the encoding only. Knows nothing of sockets, of what a command
 //! means, or of when to send it. Everything read from the network is
@@ -47,8 +50,13 @@ pub enum Reply {
     Integer(i64),
     /// `$-1` is `Nil`.
     Bulk(Vec<u8>),
-    /// `*-1` is `Nil`.
+    /// `*-1` is `Nil`. RESP3 maps (keys and values in turn) and sets come
+    /// as arrays too.
     Array(Vec<Reply>),
+    /// RESP3 `>`: out of band (a channel message, a subscription's
+    /// confirmation), never the reply to a command.
+    Push(Vec<Reply>),
+    /// RESP2 `$-1`, `*-1`; RESP3 `_`.
     Nil,
 }
 
@@ -75,7 +83,7 @@ impl Reply {
 /// Why a reply could not be parsed: the connection must be dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RespError {
-    /// A type byte that is not one of `+-:$*`.
+    /// A type byte that is not one of `+-:$*` or the RESP3 ones read here.
     UnknownType(u8),
     /// A length or integer that is not a decimal number.
     BadNumber,
@@ -116,9 +124,50 @@ fn parse_at(input: &[u8], at: usize, depth: usize) -> Result<Option<(Reply, usiz
         b'-' => Ok(Some((Reply::Error(text(line)), after))),
         b':' => Ok(Some((Reply::Integer(number(line)?), after))),
         b'$' => bulk(input, number(line)?, after),
-        b'*' => array(input, number(line)?, after, depth),
+        b'*' | b'~' => array(input, number(line)?, after, depth),
+        b'>' => Ok(
+            array(input, number(line)?, after, depth)?.map(|(reply, at)| match reply {
+                Reply::Array(items) => (Reply::Push(items), at),
+                other => (other, at),
+            }),
+        ),
+        b'%' => map(input, number(line)?, after, depth),
+        b'_' => Ok(Some((Reply::Nil, after))),
+        b'#' => match line {
+            b"t" => Ok(Some((Reply::Integer(1), after))),
+            b"f" => Ok(Some((Reply::Integer(0), after))),
+            _ => Err(RespError::BadNumber),
+        },
+        b',' | b'(' => Ok(Some((Reply::Status(text(line)), after))),
+        b'=' => Ok(
+            bulk(input, number(line)?, after)?.map(|(reply, at)| match reply {
+                // A verbatim string starts with its format: `txt:`.
+                Reply::Bulk(bytes) if bytes.len() >= 4 => (Reply::Bulk(bytes[4..].to_vec()), at),
+                other => (other, at),
+            }),
+        ),
+        b'!' => Ok(
+            bulk(input, number(line)?, after)?.map(|(reply, at)| match reply {
+                Reply::Bulk(bytes) => (Reply::Error(text(&bytes)), at),
+                other => (other, at),
+            }),
+        ),
         other => Err(RespError::UnknownType(other)),
     }
+}
+
+/// A RESP3 map of `len` pairs, as an array of keys and values in turn.
+fn map(
+    input: &[u8],
+    len: i64,
+    at: usize,
+    depth: usize,
+) -> Result<Option<(Reply, usize)>, RespError> {
+    let pairs = usize::try_from(len).map_err(|_| RespError::BadNumber)?;
+    if pairs > MAX_ARRAY_LEN / 2 {
+        return Err(RespError::TooLarge);
+    }
+    array(input, (pairs * 2) as i64, at, depth)
 }
 
 fn bulk(input: &[u8], len: i64, at: usize) -> Result<Option<(Reply, usize)>, RespError> {
@@ -221,6 +270,37 @@ mod tests {
     }
 
     #[test]
+    fn resp3_types_read_as_their_resp2_counterparts() {
+        let input = b"%2\r\n+a\r\n_\r\n+b\r\n#t\r\n";
+        let (reply, used) = parse(input).unwrap().unwrap();
+        assert_eq!(used, input.len());
+        let a = Reply::Status("a".into());
+        let b = Reply::Status("b".into());
+        assert_eq!(
+            reply,
+            Reply::Array(vec![a, Reply::Nil, b, Reply::Integer(1)])
+        );
+        let push = b">3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$1\r\nx\r\n";
+        let (reply, _) = parse(push).unwrap().unwrap();
+        let Reply::Push(items) = reply else {
+            panic!("{reply:?}")
+        };
+        assert_eq!(items[0].as_bytes(), Some(&b"message"[..]));
+        assert_eq!(
+            parse(b",1.5\r\n").unwrap().unwrap().0,
+            Reply::Status("1.5".into())
+        );
+        let verbatim = parse(b"=7\r\ntxt:abc\r\n").unwrap().unwrap().0;
+        assert_eq!(verbatim, Reply::Bulk(b"abc".to_vec()));
+        let error = parse(b"!5\r\nERR x\r\n").unwrap().unwrap().0;
+        assert_eq!(error, Reply::Error("ERR x".into()));
+        assert_eq!(
+            parse(b"~1\r\n:1\r\n").unwrap().unwrap().0,
+            Reply::Array(vec![Reply::Integer(1)])
+        );
+    }
+
+    #[test]
     fn a_partial_reply_asks_for_more_at_every_cut() {
         let input = b"*2\r\n$5\r\nhello\r\n:42\r\n";
         for cut in 0..input.len() {
@@ -232,6 +312,8 @@ mod tests {
     #[test]
     fn malformed_and_oversized_replies_are_errors() {
         assert_eq!(parse(b"?x\r\n"), Err(RespError::UnknownType(b'?')));
+        assert_eq!(parse(b"#x\r\n"), Err(RespError::BadNumber));
+        assert_eq!(parse(b"%-1\r\n"), Err(RespError::BadNumber));
         assert_eq!(parse(b":12a\r\n"), Err(RespError::BadNumber));
         assert_eq!(parse(b"$-2\r\n"), Err(RespError::BadNumber));
         assert_eq!(parse(b"$1\r\nab\r\n"), Err(RespError::BadLineEnding));
@@ -255,7 +337,10 @@ mod tests {
             Just(Reply::Nil),
         ];
         leaf.prop_recursive(3, 24, 5, |inner| {
-            proptest::collection::vec(inner, 0..5).prop_map(Reply::Array)
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5).prop_map(Reply::Array),
+                proptest::collection::vec(inner, 0..5).prop_map(Reply::Push),
+            ]
         })
     }
 
@@ -271,8 +356,13 @@ mod tests {
                 out.extend_from_slice(b);
                 out.extend_from_slice(b"\r\n");
             }
-            Reply::Array(items) => {
-                out.extend_from_slice(format!("*{}\r\n", items.len()).as_bytes());
+            Reply::Array(items) | Reply::Push(items) => {
+                let kind = if matches!(reply, Reply::Push(_)) {
+                    '>'
+                } else {
+                    '*'
+                };
+                out.extend_from_slice(format!("{kind}{}\r\n", items.len()).as_bytes());
                 for item in items {
                     encode(item, out);
                 }

@@ -8,11 +8,12 @@
 --   KEYS[1] <prefix>:{room}:seq    the last seq given out
 --   KEYS[2] <prefix>:{room}:epoch  the current epoch
 --   KEYS[3] <prefix>:{room}:log    the history, a stream with ids 0-<seq>
--- The pub/sub channel <prefix>:{room} carries "<epoch> <seq> <message>".
+-- The pub/sub channel <prefix>:{room} carries "<epoch> <seq> <origin> <message>",
+-- where <origin> is what the publishing node passed ('-' from the emitter).
 
 -- Sequences `head .. seq .. tail` (the message text around its seq) and
 -- returns {seq, epoch}.
-local function sequence(keys, head, tail, fresh_epoch, history, ttl_ms, channel)
+local function sequence(keys, head, tail, fresh_epoch, history, ttl_ms, origin, channel)
   local epoch = redis.call('GET', keys[2])
   if not epoch then
     -- A new room, or one forgotten (expired, or lost with the data): a new
@@ -31,14 +32,16 @@ local function sequence(keys, head, tail, fresh_epoch, history, ttl_ms, channel)
       redis.call('PEXPIRE', key, ttl_ms)
     end
   end
-  redis.call('PUBLISH', channel, epoch .. ' ' .. seq .. ' ' .. message)
+  redis.call('PUBLISH', channel, epoch .. ' ' .. seq .. ' ' .. origin .. ' ' .. message)
   return {seq, epoch}
 end
 
 -- Used by roomcast nodes, which build the message text themselves.
--- ARGV: head, tail, fresh epoch, history length, history TTL (ms), channel.
+-- ARGV: head, tail, fresh epoch, history length, history TTL (ms), origin,
+-- channel.
 local function publish(keys, args)
-  return sequence(keys, args[1], args[2], args[3], tonumber(args[4]), tonumber(args[5]), args[6])
+  return sequence(keys, args[1], args[2], args[3], tonumber(args[4]), tonumber(args[5]),
+    args[6], args[7])
 end
 
 -- The emitter: any backend publishes a room event without a roomcast node.
@@ -54,7 +57,8 @@ local function emit(keys, args)
     .. ',"data":' .. args[3] .. ',"from":' .. cjson.encode(args[4]) .. ',"seq":'
   local tail = ',"ts":' .. ts .. '}'
   local fresh_epoch = 'r' .. time[1] .. time[2]
-  return sequence(keys, head, tail, fresh_epoch, tonumber(args[5]), tonumber(args[6]), args[7])
+  return sequence(keys, head, tail, fresh_epoch, tonumber(args[5]), tonumber(args[6]), '-',
+    args[7])
 end
 
 -- The latest `n` messages of a history, oldest first.

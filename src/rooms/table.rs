@@ -4,8 +4,9 @@
 //! shard's thread and needs no lock; ordering per room follows from it.
 //!
 //! Sans-IO: takes names, bytes and an `Instant`, returns JSON and frames.
-//! This is the piece a Redis-backed implementation replaces when rooms are
-//! shared between processes (`RoomLog` is its interface).
+//! In cluster mode (`reactor::cluster`) Redis sequences the rooms and keeps
+//! their history; the owner then uses this table only to count the node's
+//! members (`admit`, `leave`), for the fan-out, presence and the room limit.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -242,33 +243,58 @@ impl Room {
 
     fn join_data(&self, name: &str, recovery: &Recovery<'_>) -> Vec<u8> {
         let (messages, recovered) = self.recover(recovery);
-        let mut out =
-            Vec::with_capacity(96 + messages.iter().map(|e| e.frame.len()).sum::<usize>());
-        out.extend_from_slice(b"{\"room\":");
-        json::write_str(&mut out, name);
-        out.extend_from_slice(b",\"epoch\":");
-        json::write_str(&mut out, &self.epoch);
-        out.extend_from_slice(b",\"seq\":");
-        json::write_u64(&mut out, self.seq);
-        out.extend_from_slice(b",\"messages\":[");
-        for (i, entry) in messages.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(wire::frame_text(&entry.frame));
+        let state = wire::RoomState {
+            room: name,
+            epoch: &self.epoch,
+            seq: self.seq,
+            recovered,
+            members: self.connections as u64,
+        };
+        wire::join_data(&state, messages.iter().map(|e| wire::frame_text(&e.frame)))
+    }
+}
+
+impl RoomTable {
+    /// Counts a connection of `joiner` into `name` (unless it is a rejoin);
+    /// returns a `presence:join` frame when it is the user's first
+    /// connection in a room that announces presence. The join's history is
+    /// the caller's: this table's (`join`) or the cluster's.
+    pub fn admit(
+        &mut self,
+        name: &str,
+        joiner: &Joiner<'_>,
+    ) -> Result<Option<Arc<[u8]>>, JoinError> {
+        let max_members = self.config.max_room_members;
+        let event_limit = self.config.presence_event_limit;
+        let room = self.room_mut(name);
+        if joiner.rejoin {
+            return Ok(None);
         }
-        out.push(b']');
-        if let Some(recovered) = recovered {
-            out.extend_from_slice(if recovered {
-                b",\"recovered\":true"
-            } else {
-                b",\"recovered\":false"
+        if max_members > 0 && room.connections >= max_members {
+            self.forget_if_empty(name);
+            return Err(JoinError::RoomFull);
+        }
+        room.connections += 1;
+        if let Some(count) = room.per_shard.get_mut(joiner.shard) {
+            *count += 1;
+        }
+        let user = room
+            .users
+            .entry(joiner.user_id.clone())
+            .or_insert(UserPresence {
+                name: joiner.name.map(Into::into),
+                connections: 0,
             });
-        }
-        out.extend_from_slice(b",\"members\":");
-        json::write_u64(&mut out, self.connections as u64);
-        out.push(b'}');
-        out
+        user.connections += 1;
+        let announce =
+            user.connections == 1 && room.announces_presence && room.connections <= event_limit;
+        Ok(announce
+            .then(|| wire::text_frame(&wire::presence_join(name, &joiner.user_id, joiner.name))))
+    }
+
+    /// Connections in `name` counted here (on every shard of this process).
+    pub fn connections(&self, name: &str) -> usize {
+        self.rooms.get(name).map_or(0, |r| r.connections)
     }
 }
 
@@ -281,35 +307,8 @@ impl RoomLog for RoomTable {
         now: Instant,
     ) -> Result<Joined, JoinError> {
         self.prune_or_forget(name, now);
-        let max_members = self.config.max_room_members;
-        let event_limit = self.config.presence_event_limit;
-        let room = self.room_mut(name);
-        let mut presence = None;
-        if !joiner.rejoin {
-            if max_members > 0 && room.connections >= max_members {
-                self.forget_if_empty(name);
-                return Err(JoinError::RoomFull);
-            }
-            room.connections += 1;
-            if let Some(count) = room.per_shard.get_mut(joiner.shard) {
-                *count += 1;
-            }
-            let user = room
-                .users
-                .entry(joiner.user_id.clone())
-                .or_insert(UserPresence {
-                    name: joiner.name.map(Into::into),
-                    connections: 0,
-                });
-            user.connections += 1;
-            if user.connections == 1 && room.announces_presence && room.connections <= event_limit {
-                presence = Some(wire::text_frame(&wire::presence_join(
-                    name,
-                    &joiner.user_id,
-                    joiner.name,
-                )));
-            }
-        }
+        let presence = self.admit(name, joiner)?;
+        let room = self.rooms.get(name).expect("admitted above");
         Ok(Joined {
             data: room.join_data(name, recovery),
             presence,

@@ -37,6 +37,21 @@ pub fn room_message(
     seq: u64,
     ts_ms: u64,
 ) -> Vec<u8> {
+    let (mut out, tail) = room_message_around_seq(event, room, data, from, ts_ms);
+    json::write_u64(&mut out, seq);
+    out.extend_from_slice(&tail);
+    out
+}
+
+/// A room message's text before its `seq` and after it, for Redis to put
+/// the `seq` in between (`redis::publish`).
+pub fn room_message_around_seq(
+    event: &str,
+    room: &str,
+    data: &[u8],
+    from: &str,
+    ts_ms: u64,
+) -> (Vec<u8>, Vec<u8>) {
     let mut out = Vec::with_capacity(64 + event.len() + room.len() + data.len() + from.len());
     out.extend_from_slice(b"{\"event\":");
     json::write_str(&mut out, event);
@@ -47,9 +62,53 @@ pub fn room_message(
     out.extend_from_slice(b",\"from\":");
     json::write_str(&mut out, from);
     out.extend_from_slice(b",\"seq\":");
-    json::write_u64(&mut out, seq);
-    out.extend_from_slice(b",\"ts\":");
-    json::write_u64(&mut out, ts_ms);
+    let mut tail = Vec::with_capacity(24);
+    tail.extend_from_slice(b",\"ts\":");
+    json::write_u64(&mut tail, ts_ms);
+    tail.push(b'}');
+    (out, tail)
+}
+
+/// A room as a join's ack reports it (section 7).
+#[derive(Debug, Clone, Copy)]
+pub struct RoomState<'a> {
+    pub room: &'a str,
+    pub epoch: &'a str,
+    pub seq: u64,
+    /// `None` when the join did not ask to recover.
+    pub recovered: Option<bool>,
+    pub members: u64,
+}
+
+/// `{"room","epoch","seq","messages","recovered"?,"members"}`, the `data`
+/// of a join's ack, with `messages` the texts of the history returned.
+pub fn join_data<'m>(
+    state: &RoomState<'_>,
+    messages: impl Iterator<Item = &'m [u8]> + Clone,
+) -> Vec<u8> {
+    let size: usize = messages.clone().map(<[u8]>::len).sum();
+    let mut out = Vec::with_capacity(96 + size);
+    out.extend_from_slice(b"{\"room\":");
+    json::write_str(&mut out, state.room);
+    out.extend_from_slice(b",\"epoch\":");
+    json::write_str(&mut out, state.epoch);
+    out.extend_from_slice(b",\"seq\":");
+    json::write_u64(&mut out, state.seq);
+    out.extend_from_slice(b",\"messages\":[");
+    for (i, text) in messages.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(text);
+    }
+    out.push(b']');
+    match state.recovered {
+        Some(true) => out.extend_from_slice(b",\"recovered\":true"),
+        Some(false) => out.extend_from_slice(b",\"recovered\":false"),
+        None => {}
+    }
+    out.extend_from_slice(b",\"members\":");
+    json::write_u64(&mut out, state.members);
     out.push(b'}');
     out
 }

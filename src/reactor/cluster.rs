@@ -1,0 +1,391 @@
+//! Cluster mode on a shard (`--redis`, `docs/protocol.md` section 10): the
+//! room owner hands publishes and joins to the Redis bridge instead of its
+//! own table, and fans out what the bridge delivers.
+//!
+//! The owner of a room (`rooms::owner_of`) stays this node's one door to
+//! it: joins, leaves and publishes still reach it over the bus in order, it
+//! still counts the node's members per shard (and so knows where to fan
+//! out), and it alone serves the room to the bridge — subscribed while it
+//! has members or joins in flight. What changes is who sequences: Redis
+//! (`roomcast_publish`), whose channel brings every event back, ours and
+//! other nodes', to the owner, which sends the one frame to every shard
+//! with members exactly as a locally sequenced one. A join's history comes
+//! from Redis too, in order with the room's events (see `bridge`).
+//! The ack of a publish goes from the bridge straight to the publisher's
+//! shard once Redis answered; nothing here waits on Redis.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::codes::ErrorCode;
+use crate::proto::JoinRecovery;
+use crate::proto::reply::OwnedId;
+use crate::reactor::bridge::{
+    BridgeRequest, BridgeSink, FromHere, OwnedQuery, RoomEvent, Unavailable,
+};
+use crate::reactor::bus::{BusMsg, ConnRef, PublishAnswer};
+use crate::reactor::fanout::{Fanout, failure_text};
+use crate::reactor::shard::{Command, Handle, Shard, unix_ms};
+use crate::redis::{History, Origin, Publisher, Sequenced};
+use crate::rooms::table::{Joiner, Publish};
+use crate::rooms::wire;
+
+/// The message a client gets when its request needed Redis and Redis is away.
+const UNAVAILABLE: &str = "the cluster's Redis is unreachable; try again";
+
+/// Who hears back from the bridge.
+#[derive(Debug)]
+pub enum BridgeAnswer {
+    /// The publisher, on its own shard.
+    Publish {
+        sender: ConnRef,
+        answer: PublishAnswer,
+    },
+    /// The room's owner, which then answers the joiner.
+    Join(Box<PendingJoin>),
+}
+
+/// A join waiting for the room's history from Redis, at the owner.
+#[derive(Debug)]
+pub struct PendingJoin {
+    pub owner: usize,
+    pub room: Arc<str>,
+    pub conn: ConnRef,
+    pub user: Arc<str>,
+    pub name: Option<Box<str>>,
+    pub rejoin: bool,
+    pub id: Option<OwnedId>,
+}
+
+/// What the bridge sends a shard.
+#[derive(Debug)]
+pub enum FromBridge {
+    Sequenced(BridgeAnswer, Result<Sequenced, Unavailable>),
+    History(BridgeAnswer, Result<History, Unavailable>),
+    Event(RoomEvent),
+}
+
+/// The bridge's sink: every result goes to the shard it is for.
+pub struct ShardSink {
+    pub shards: Vec<Handle>,
+}
+
+impl ShardSink {
+    fn send(&self, shard: usize, message: FromBridge) {
+        if let Some(handle) = self.shards.get(shard) {
+            handle.send(Command::Bridge(message));
+        }
+    }
+}
+
+impl BridgeAnswer {
+    /// The shard the answer goes to.
+    fn shard(&self) -> usize {
+        match self {
+            BridgeAnswer::Publish { sender, .. } => sender.shard,
+            BridgeAnswer::Join(join) => join.owner,
+        }
+    }
+}
+
+impl BridgeSink for ShardSink {
+    type Answer = BridgeAnswer;
+
+    fn sequenced(&self, answer: BridgeAnswer, outcome: Result<Sequenced, Unavailable>) {
+        self.send(answer.shard(), FromBridge::Sequenced(answer, outcome));
+    }
+
+    fn history(&self, answer: BridgeAnswer, outcome: Result<History, Unavailable>) {
+        self.send(answer.shard(), FromBridge::History(answer, outcome));
+    }
+
+    fn deliver(&self, shard: usize, event: RoomEvent) {
+        self.send(shard, FromBridge::Event(event));
+    }
+
+    fn link(&self, up: bool) {
+        if up {
+            crate::log_info!("redis: connected");
+        } else {
+            crate::log_warn!("redis: unreachable; publishes are refused with UNAVAILABLE");
+        }
+    }
+}
+
+/// A room event to sequence in Redis, as the owner got it.
+pub(super) struct ClusterPublish<'a> {
+    pub room: &'a Arc<str>,
+    pub event: &'a str,
+    pub data: &'a [u8],
+    pub from: &'a str,
+    pub sender: ConnRef,
+    pub echo: bool,
+    pub answer: PublishAnswer,
+    pub read_at: Instant,
+}
+
+impl Shard {
+    /// Whether rooms are sequenced by Redis.
+    pub(super) fn in_cluster(&self) -> bool {
+        self.bridge.is_some()
+    }
+
+    fn to_bridge(&self, request: BridgeRequest<BridgeAnswer>) -> bool {
+        self.bridge.as_ref().is_some_and(|b| b.send(request))
+    }
+
+    /// The owner passes a publish to Redis; the bridge answers the
+    /// publisher and brings the event back on the room's channel.
+    pub(super) fn publish_in_cluster(&mut self, publish: ClusterPublish<'_>) {
+        let message = Publish {
+            room: publish.room,
+            event: publish.event,
+            data: publish.data,
+            from: publish.from,
+            ts_ms: unix_ms(),
+        };
+        let (head, tail) = wire::room_message_around_seq(
+            message.event,
+            message.room,
+            message.data,
+            message.from,
+            message.ts_ms,
+        );
+        let node = self.node_id();
+        let origin = Origin {
+            node: &node,
+            read_micros: publish
+                .read_at
+                .saturating_duration_since(self.shared.started)
+                .as_micros() as u64,
+            exclude: (!publish.echo).then_some(Publisher {
+                shard: publish.sender.shard,
+                key: publish.sender.key,
+                id: publish.sender.id,
+            }),
+        }
+        .write();
+        let (sender, answer) = (publish.sender, publish.answer);
+        let request = BridgeRequest::Publish {
+            room: publish.room.clone(),
+            head,
+            tail,
+            origin,
+            answer: BridgeAnswer::Publish { sender, answer },
+        };
+        if let Some(bridge) = &self.bridge
+            && let Err(BridgeRequest::Publish {
+                answer: BridgeAnswer::Publish { sender, answer },
+                ..
+            }) = bridge.try_send(request)
+        {
+            self.refuse_publish(sender, answer);
+        }
+    }
+
+    fn node_id(&self) -> String {
+        self.shared
+            .config
+            .cluster
+            .as_ref()
+            .map_or_else(String::new, |c| c.node_id.clone())
+    }
+
+    /// The owner asks Redis for a joiner's history, serving the room first
+    /// so that the answer comes in order with the room's events.
+    pub(super) fn join_in_cluster(&mut self, join: PendingJoin, recovery: &JoinRecovery) {
+        let room = join.room.clone();
+        self.serve(&room);
+        *self.joining.entry(room.clone()).or_default() += 1;
+        let query = OwnedQuery {
+            history: recovery.history,
+            since: recovery.since,
+            epoch: recovery.epoch.as_deref().map(Into::into),
+        };
+        let request = BridgeRequest::History {
+            room,
+            query,
+            answer: BridgeAnswer::Join(Box::new(join)),
+        };
+        if let Some(bridge) = &self.bridge
+            && let Err(e) = bridge.try_send(request)
+            && let BridgeRequest::History {
+                answer: BridgeAnswer::Join(join),
+                ..
+            } = e
+        {
+            self.on_history(*join, Err(Unavailable), Instant::now());
+        }
+    }
+
+    /// Subscribes the room's channel when the first member or join comes.
+    fn serve(&mut self, room: &Arc<str>) {
+        if self.table.connections(room) == 0 && !self.joining.contains_key(room) {
+            let shard = self.index;
+            self.to_bridge(BridgeRequest::Serve {
+                room: room.clone(),
+                shard,
+            });
+        }
+    }
+
+    /// Unsubscribes once no member and no join is left.
+    pub(super) fn unserve_if_idle(&mut self, room: &Arc<str>) {
+        if self.in_cluster()
+            && self.table.connections(room) == 0
+            && !self.joining.contains_key(room)
+        {
+            let shard = self.index;
+            self.to_bridge(BridgeRequest::Unserve {
+                room: room.clone(),
+                shard,
+            });
+        }
+    }
+
+    /// What the bridge sent this shard.
+    pub(super) fn on_bridge(&mut self, message: FromBridge) {
+        let now = Instant::now();
+        match message {
+            FromBridge::Sequenced(BridgeAnswer::Publish { sender, answer }, outcome) => {
+                match outcome {
+                    Ok(sequenced) => {
+                        self.metrics().publishes.inc();
+                        self.answer_publish(sender, answer, sequenced.seq);
+                    }
+                    Err(Unavailable) => self.refuse_publish(sender, answer),
+                }
+            }
+            FromBridge::History(BridgeAnswer::Join(join), outcome) => {
+                self.on_history(*join, outcome, now);
+            }
+            FromBridge::Event(event) => self.on_room_event(event),
+            FromBridge::Sequenced(BridgeAnswer::Join(_), _)
+            | FromBridge::History(BridgeAnswer::Publish { .. }, _) => {}
+        }
+    }
+
+    /// A publish Redis did not take: the publisher hears `UNAVAILABLE`.
+    fn refuse_publish(&mut self, sender: ConnRef, answer: PublishAnswer) {
+        let message = match answer {
+            PublishAnswer::Http { index } => BusMsg::PublishRefused {
+                conn: sender,
+                index,
+            },
+            PublishAnswer::Ack(id) => BusMsg::Reply {
+                conn: sender,
+                text: failure_text(Some(&id), ErrorCode::Unavailable, UNAVAILABLE),
+            },
+            PublishAnswer::Nobody => BusMsg::Reply {
+                conn: sender,
+                text: failure_text(None, ErrorCode::Unavailable, UNAVAILABLE),
+            },
+        };
+        self.send_to(sender.shard, message);
+    }
+
+    /// The room's history for a join is in: the owner counts the member
+    /// and answers its shard, before any event the history did not hold.
+    fn on_history(
+        &mut self,
+        join: PendingJoin,
+        outcome: Result<History, Unavailable>,
+        _now: Instant,
+    ) {
+        let room = join.room.clone();
+        if let Some(count) = self.joining.get_mut(&room) {
+            *count -= 1;
+            if *count == 0 {
+                self.joining.remove(&room);
+            }
+        }
+        let conn = join.conn;
+        match outcome {
+            Ok(history) => self.admit_from_history(&join, &history),
+            Err(Unavailable) if join.rejoin => {
+                // Still a member: only this request failed.
+                let text = failure_text(join.id.as_ref(), ErrorCode::Unavailable, UNAVAILABLE);
+                self.send_to(conn.shard, BusMsg::Reply { conn, text });
+            }
+            Err(Unavailable) => {
+                let text = failure_text(join.id.as_ref(), ErrorCode::Unavailable, UNAVAILABLE);
+                let joined = BusMsg::Joined {
+                    room: room.clone(),
+                    conn,
+                    accepted: false,
+                    reply: Some(text),
+                };
+                self.send_to(conn.shard, joined);
+            }
+        }
+        self.unserve_if_idle(&room);
+    }
+
+    fn admit_from_history(&mut self, join: &PendingJoin, history: &History) {
+        let joiner = Joiner {
+            shard: join.conn.shard,
+            user_id: join.user.clone(),
+            name: join.name.as_deref(),
+            rejoin: join.rejoin,
+        };
+        let conn = join.conn;
+        let (accepted, reply) = match self.table.admit(&join.room, &joiner) {
+            Ok(presence) => {
+                if let Some(frame) = presence {
+                    self.fan_out(&join.room, frame, Some(conn), Fanout::Other);
+                }
+                let state = wire::RoomState {
+                    room: &join.room,
+                    epoch: &history.epoch,
+                    seq: history.seq,
+                    recovered: history.recovered,
+                    members: self.table.connections(&join.room) as u64,
+                };
+                let data = wire::join_data(&state, history.messages.iter().map(Vec::as_slice));
+                (
+                    true,
+                    join.id
+                        .as_ref()
+                        .map(|id| super::fanout::ack_text(id, &data)),
+                )
+            }
+            Err(_) => {
+                let text = failure_text(join.id.as_ref(), ErrorCode::RoomFull, "room is full");
+                (false, Some(text))
+            }
+        };
+        let joined = BusMsg::Joined {
+            room: join.room.clone(),
+            conn,
+            accepted,
+            reply,
+        };
+        self.send_to(conn.shard, joined);
+    }
+
+    /// An event from the room's channel: the owner sends its one frame to
+    /// every shard with members, leaving out a publisher of this node that
+    /// asked not to get it back.
+    fn on_room_event(&mut self, event: RoomEvent) {
+        let (exclude, read_at) = match event.from_here {
+            Some(FromHere {
+                read_micros,
+                exclude,
+            }) => (
+                exclude.map(|p| ConnRef {
+                    shard: p.shard,
+                    key: p.key,
+                    id: p.id,
+                }),
+                self.shared.started + Duration::from_micros(read_micros),
+            ),
+            None => (None, Instant::now()),
+        };
+        self.fan_out(
+            &event.room,
+            event.frame,
+            exclude,
+            Fanout::RoomEvent { read_at },
+        );
+    }
+}
