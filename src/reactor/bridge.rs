@@ -526,7 +526,9 @@ impl<S: BridgeSink> Bridge<S> {
         };
         link.connected = true;
         self.read_buf.clear();
-        read_available(stream, &mut self.read_buf)?;
+        // What came before a close is still handled: replies answered,
+        // events delivered.
+        let closed = read_available(stream, &mut self.read_buf);
         let incoming = link
             .pipeline
             .on_input(&self.read_buf)
@@ -537,7 +539,7 @@ impl<S: BridgeSink> Bridge<S> {
                 Incoming::Reply(pending, reply) => self.on_reply(index, pending, reply)?,
             }
         }
-        Ok(())
+        closed
     }
 
     fn on_reply(

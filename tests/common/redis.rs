@@ -24,9 +24,32 @@ impl RedisServer {
 
     /// Starts one on `port` (again, after `stop`, for restart drills).
     pub fn start_on(port: u16) -> RedisServer {
+        RedisServer::spawn(port, &["--appendonly", "no"])
+    }
+
+    /// Starts one on `port` that keeps its data in `dir` with an
+    /// append-only file synced before every reply, so a restart after
+    /// SIGKILL loses nothing it acknowledged.
+    pub fn start_persistent(port: u16, dir: &std::path::Path) -> RedisServer {
+        let dir = dir.to_str().expect("a UTF-8 path");
+        RedisServer::spawn(
+            port,
+            &[
+                "--dir",
+                dir,
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ],
+        )
+    }
+
+    fn spawn(port: u16, persistence: &[&str]) -> RedisServer {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args(["--save", "", "--protected-mode", "no"])
+            .args(persistence)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
