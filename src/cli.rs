@@ -304,6 +304,44 @@ mod tests {
     }
 
     #[test]
+    fn redis_flags_make_a_cluster_and_bad_names_are_refused() {
+        let alone = serve(&[]).into_config(None, 2, 1000).unwrap();
+        assert!(alone.cluster.is_none(), "no --redis: one process");
+        let config = serve(&[
+            "--redis",
+            "redis://a:1,redis://:pw@b/2",
+            "--node-id",
+            "web-1",
+        ])
+        .into_config(None, 2, 1000)
+        .unwrap();
+        let cluster = config.cluster.unwrap();
+        assert_eq!(cluster.servers.len(), 2);
+        assert_eq!(cluster.servers[1].password.as_deref(), Some("pw"));
+        assert_eq!(
+            (cluster.prefix.as_str(), cluster.node_id.as_str()),
+            ("roomcast", "web-1")
+        );
+        let generated = serve(&["--redis", "redis://a"])
+            .into_config(None, 2, 1000)
+            .unwrap();
+        let id = generated.cluster.unwrap().node_id;
+        assert!(
+            id.len() > 4 && id.bytes().all(|b| b.is_ascii_alphanumeric()),
+            "{id}"
+        );
+        for bad in [
+            &["--redis", "redis://a", "--node-id", "a/b"][..],
+            &["--redis", "redis://a", "--redis-prefix", "x:{y}"],
+            &["--redis", "rediss://a"],
+        ] {
+            let error = serve(bad).into_config(None, 2, 1000).unwrap_err();
+            assert!(error.to_string().starts_with("--"), "{error}");
+        }
+        assert!(Cli::try_parse_from(["roomcast", "serve", "--redis", "http://a"]).is_err());
+    }
+
+    #[test]
     fn echo_takes_a_bare_flag_or_a_boolean() {
         assert!(serve(&["--echo"]).echo);
         assert!(serve(&["--echo=true"]).echo);
