@@ -103,6 +103,9 @@ pub struct ServeArgs {
     /// This node's name in the cluster [default: generated at start].
     #[arg(long, env = "ROOMCAST_NODE_ID")]
     pub node_id: Option<String>,
+    /// Run this many copies of the server on the same port (SO_REUSEPORT), joined through --redis, restarted if one dies.
+    #[arg(long, env = "ROOMCAST_PROCESSES", default_value_t = 1)]
+    pub processes: usize,
     /// Check the configuration, print it as JSON (secrets redacted) and exit: 0 when valid, 2 otherwise.
     #[arg(long)]
     pub check_config: bool,
@@ -257,6 +260,7 @@ impl ServeArgs {
                     .node_id
                     .unwrap_or_else(|| format!("n{:012x}", crate::auth::random_u64() >> 16)),
             }),
+            processes: self.processes,
         };
         config.validate()?;
         config.validate_open_files(open_file_limit)?;

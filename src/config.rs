@@ -59,6 +59,8 @@ pub struct Config {
     pub rooms: RoomsConfig,
     /// Cluster mode (`--redis`); `None`: one process, no Redis.
     pub cluster: Option<ClusterConfig>,
+    /// Copies of the server on this machine (`--processes`), 1: just this one.
+    pub processes: usize,
 }
 
 /// The flags of cluster mode (`docs/protocol.md` section 10, `docs/redis.md`).
@@ -71,6 +73,9 @@ pub struct ClusterConfig {
     /// This node's name in the cluster: in its epochs and on the channels.
     pub node_id: String,
 }
+
+/// Most `--processes`.
+const MAX_PROCESSES: usize = 64;
 
 /// Longest `--node-id` and `--redis-prefix`.
 const MAX_CLUSTER_NAME: usize = 64;
@@ -276,6 +281,7 @@ impl Config {
             }
             None => w.strs("redis", &[]),
         }
+        w.u64("processes", self.processes as u64);
         w.close();
     }
 
@@ -381,7 +387,8 @@ impl Config {
         if !(rooms.rate_burst >= 1.0 && rooms.rate_burst.is_finite()) {
             return out_of_range("rate-burst", "must be a number >= 1");
         }
-        self.validate_cluster()
+        self.validate_cluster()?;
+        self.validate_processes()
     }
 
     fn validate_cluster(&self) -> Result<(), ConfigError> {
@@ -400,6 +407,28 @@ impl Config {
         }
         if self.shards > 64 {
             return out_of_range("shards", "must be at most 64 with --redis");
+        }
+        Ok(())
+    }
+
+    fn validate_processes(&self) -> Result<(), ConfigError> {
+        if self.processes == 0 || self.processes > MAX_PROCESSES {
+            return out_of_range("processes", "must be between 1 and 64");
+        }
+        if self.processes == 1 {
+            return Ok(());
+        }
+        if self.cluster.is_none() {
+            return out_of_range(
+                "processes",
+                "needs --redis: the processes share their rooms through it",
+            );
+        }
+        if self.bind.port() == 0 || self.metrics_bind.is_some_and(|a| a.port() == 0) {
+            return out_of_range(
+                "processes",
+                "needs a fixed --bind port (and --metrics-bind port): every process listens on it",
+            );
         }
         Ok(())
     }

@@ -20,5 +20,6 @@ pub mod proto;
 pub mod reactor;
 pub mod redis;
 pub mod rooms;
+pub mod supervisor;
 pub mod sys;
 pub mod ws;

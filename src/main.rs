@@ -8,7 +8,7 @@ use clap::Parser;
 use roomcast::auth::{self, Claims, TimeClaims};
 use roomcast::cli::{Cli, Command, MAX_TOKEN_TTL_SECS, ServeArgs, TokenArgs};
 use roomcast::reactor::Server;
-use roomcast::{log, sys};
+use roomcast::{log, supervisor, sys};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -45,6 +45,9 @@ fn serve(args: ServeArgs) -> ExitCode {
     if let Some(secret) = &generated {
         config.jwt_secrets.push(secret.clone());
     }
+    if config.processes > 1 {
+        return supervise(&config, generated);
+    }
     let server = match Server::bind(config) {
         Ok(server) => server,
         Err(e) => {
@@ -67,6 +70,30 @@ fn serve(args: ServeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--processes N`: this process only starts and watches N servers.
+fn supervise(config: &roomcast::config::Config, generated: Option<String>) -> ExitCode {
+    if let Some(secret) = &generated {
+        print_newcomer_banner(secret, config.bind);
+    }
+    // The flags after `serve`, copied to every child.
+    let args: Vec<_> = std::env::args_os()
+        .skip_while(|arg| arg != "serve")
+        .skip(1)
+        .collect();
+    let plan = supervisor::Plan {
+        processes: config.processes,
+        args,
+        node_id: config
+            .cluster
+            .as_ref()
+            .map_or_else(String::new, |c| c.node_id.clone()),
+        generated_secret: generated,
+        metrics_bind: config.metrics_bind,
+        drain_timeout: config.drain_timeout,
+    };
+    supervisor::run(plan)
 }
 
 /// Started without a secret: show one, a token, and how to connect.

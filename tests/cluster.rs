@@ -491,3 +491,114 @@ fn a_node_killed_leaves_the_others_serving() {
     assert_eq!(seq_of(&member.recv_skip_presence()), 2);
     let _ = q("");
 }
+
+/// The PIDs of `parent`'s children, from /proc.
+fn children_of(parent: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The fields after the command name, which ends with the last ')'.
+        let after = &stat[stat.rfind(')').unwrap_or(0) + 1..];
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        if fields.first() != Some(&"Z") && fields.get(1) == Some(&parent.to_string().as_str()) {
+            found.push(pid);
+        }
+    }
+    found.sort_unstable();
+    found
+}
+
+#[test]
+fn processes_share_one_port_a_dead_one_is_restarted_and_all_stop_together() {
+    let redis = RedisServer::start();
+    let bind = format!("127.0.0.1:{}", free_port());
+    let mut cmd = Server::command();
+    cmd.args(["serve", "--bind", &bind, "--jwt-secret", common::SECRET]);
+    cmd.args(["--redis", &redis.url(), "--processes", "2", "--shards", "1"]);
+    cmd.args([
+        "--node-id",
+        "box",
+        "--log-level",
+        "warn",
+        "--drain-timeout",
+        "1s",
+    ]);
+    let mut supervisor = Server::spawn(cmd);
+    let addr = supervisor.addr();
+    wait_until(Duration::from_secs(10), "two processes serve", || {
+        children_of(supervisor.pid()).len() == 2 && http_get(addr, "/healthz").status == 200
+    });
+    // Both answer on the one port: the kernel spreads connections.
+    let mut nodes = std::collections::BTreeSet::new();
+    wait_until(Duration::from_secs(10), "both processes answer", || {
+        let stats = parse_json(&http_get(addr, "/stats").body);
+        nodes.insert(str_at(&stats, &["config", "node_id"]).to_owned());
+        nodes.len() == 2
+    });
+    assert_eq!(nodes.into_iter().collect::<Vec<_>>(), ["box-0", "box-1"]);
+    // One cluster: every member hears a publish, whichever process it is on.
+    let mut members: Vec<Client> = (0..6)
+        .map(|i| {
+            let mut m = Client::user(addr, &format!("m{i}"));
+            m.join("lobby");
+            m
+        })
+        .collect();
+    let mut feed = publisher(addr, "feed");
+    let seq = feed.publish_ok("lobby", "t:n", "1");
+    for member in &mut members {
+        assert_eq!(seq_of(&member.recv_skip_presence()), seq);
+    }
+
+    let before = children_of(supervisor.pid());
+    let victim = i32::try_from(before[0]).unwrap();
+    // SAFETY: kill(2) on a child of the supervisor this test started.
+    assert_eq!(unsafe { libc::kill(victim, libc::SIGKILL) }, 0);
+    wait_until(
+        Duration::from_secs(10),
+        "the dead process is replaced",
+        || {
+            let now = children_of(supervisor.pid());
+            now.len() == 2 && !now.contains(&before[0])
+        },
+    );
+
+    supervisor.terminate();
+    let status = supervisor.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status}");
+    let left: Vec<u32> = before
+        .iter()
+        .copied()
+        .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+        .collect();
+    assert!(left.is_empty(), "children left running: {left:?}");
+}
+
+#[test]
+fn processes_without_redis_or_on_port_0_are_refused() {
+    for args in [
+        &["--processes", "2", "--bind", "127.0.0.1:18080"][..],
+        &[
+            "--processes",
+            "2",
+            "--redis",
+            "redis://127.0.0.1:1",
+            "--bind",
+            "127.0.0.1:0",
+        ],
+    ] {
+        let out = Server::command()
+            .args(["serve", "--check-config"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--processes: needs"), "{stderr}");
+    }
+}

@@ -67,8 +67,8 @@ def test_the_documented_snippet_publishes_into_the_room(redis_url):
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("published as seq 1 of epoch "), out.stdout
     message = sub.get_message(timeout=2)
-    epoch, seq, text = message["data"].decode().split(" ", 2)
-    assert seq == "1"
+    epoch, seq, origin, text = message["data"].decode().split(" ", 3)
+    assert (seq, origin) == ("1", "-")
     assert text.startswith(
         '{"event":"price:tick","room":"prices:eth","data":{"p":3120.5},'
         '"from":"backend","seq":1,"ts":'
