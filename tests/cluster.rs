@@ -602,3 +602,118 @@ fn processes_without_redis_or_on_port_0_are_refused() {
         assert!(stderr.contains("--processes: needs"), "{stderr}");
     }
 }
+
+/// The next presence event (other messages are skipped).
+fn next_presence(client: &mut Client) -> simd_json::OwnedValue {
+    loop {
+        let text = client.recv();
+        if text.starts_with(r#"{"event":"presence:"#) {
+            return parse_json(&text);
+        }
+    }
+}
+
+fn presence_users(client: &mut Client, room: &str) -> (u64, Vec<(String, u64)>) {
+    let ack = client.request("presence:get", &format!(r#"{{"room":{}}}"#, q(room)), "");
+    let data = ok_data(&ack);
+    let mut users: Vec<(String, u64)> = array_at(data, &["users"])
+        .iter()
+        .map(|u| {
+            (
+                str_at(u, &["userId"]).to_owned(),
+                u64_at(u, &["connections"]),
+            )
+        })
+        .collect();
+    users.sort();
+    (u64_at(data, &["count"]), users)
+}
+
+#[test]
+fn presence_counts_users_and_connections_on_every_node_and_announces_once() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&[&redis], &[]), node(&[&redis], &[]));
+    let mut alice = Client::connect(a.addr(), &Claims::new("alice").name("Alice").token());
+    assert_eq!(u64_at(&alice.join("lobby"), &["members"]), 1);
+    let mut bob = Client::connect(b.addr(), &Claims::new("bob").name("Bob").token());
+    assert_eq!(u64_at(&bob.join("lobby"), &["members"]), 2);
+    let join = next_presence(&mut alice);
+    assert_eq!(str_at(&join, &["event"]), "presence:join");
+    assert_eq!(str_at(&join, &["data", "userId"]), "bob");
+    assert_eq!(str_at(&join, &["data", "name"]), "Bob");
+    // Bob's second tab, on the other node: counted, not announced again.
+    let mut bob2 = Client::connect(a.addr(), &Claims::new("bob").name("Bob").token());
+    assert_eq!(u64_at(&bob2.join("lobby"), &["members"]), 3);
+    let expected = (2, vec![("alice".to_owned(), 1), ("bob".to_owned(), 2)]);
+    assert_eq!(presence_users(&mut alice, "lobby"), expected);
+    assert_eq!(presence_users(&mut bob, "lobby"), expected);
+    alice.assert_quiet(Duration::from_millis(200));
+    // The first tab leaves: no leave yet; the last one: one leave, everywhere.
+    bob.leave("lobby");
+    alice.assert_quiet(Duration::from_millis(200));
+    drop(bob2);
+    let leave = next_presence(&mut alice);
+    assert_eq!(str_at(&leave, &["event"]), "presence:leave");
+    assert_eq!(str_at(&leave, &["data", "userId"]), "bob");
+    assert_eq!(
+        presence_users(&mut alice, "lobby"),
+        (1, vec![("alice".to_owned(), 1)])
+    );
+    let _ = json_str(&leave, &["room"]);
+}
+
+#[test]
+fn a_dead_nodes_connections_leave_its_rooms_within_30_seconds() {
+    let redis = RedisServer::start();
+    let (a, mut b) = (node(&[&redis], &[]), node(&[&redis], &[]));
+    let mut alice = Client::user(a.addr(), "alice");
+    alice.join("lobby");
+    let mut bob = Client::user(b.addr(), "bob");
+    bob.join("lobby");
+    assert_eq!(
+        str_at(&next_presence(&mut alice), &["data", "userId"]),
+        "bob"
+    );
+    b.signal(libc::SIGKILL);
+    b.wait_exit(Duration::from_secs(5));
+    let killed = std::time::Instant::now();
+    let leave = loop {
+        match alice.try_recv(Duration::from_secs(35)) {
+            Some(text) if text.starts_with(r#"{"event":"presence:leave""#) => {
+                break parse_json(&text);
+            }
+            Some(_) => continue,
+            None => panic!("no presence:leave within 35 s of the node's death"),
+        }
+    };
+    assert_eq!(str_at(&leave, &["data", "userId"]), "bob");
+    assert!(
+        killed.elapsed() <= Duration::from_secs(30),
+        "{:?}",
+        killed.elapsed()
+    );
+    assert_eq!(
+        presence_users(&mut alice, "lobby"),
+        (1, vec![("alice".to_owned(), 1)])
+    );
+}
+
+#[test]
+fn presence_is_put_back_after_redis_lost_it() {
+    let port = free_port();
+    let redis = RedisServer::start_on(port);
+    let (a, b) = (node(&[&redis], &[]), node(&[&redis], &[]));
+    let mut alice = Client::user(a.addr(), "alice");
+    alice.join("lobby");
+    let mut bob = Client::user(b.addr(), "bob");
+    bob.join("lobby");
+    redis.stop();
+    let _redis = RedisServer::start_on(port);
+    wait_until(Duration::from_secs(15), "both nodes are back", || {
+        http_get(a.addr(), "/healthz").status == 200 && http_get(b.addr(), "/healthz").status == 200
+    });
+    let expected = (2, vec![("alice".to_owned(), 1), ("bob".to_owned(), 1)]);
+    wait_until(Duration::from_secs(5), "presence synced again", || {
+        presence_users(&mut alice, "lobby") == expected
+    });
+}

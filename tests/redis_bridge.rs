@@ -14,13 +14,13 @@ use common::redis::{RedisServer, free_port};
 use roomcast::reactor::bridge::{
     self, BridgeConfig, BridgeHandle, BridgeRequest, BridgeSink, OwnedQuery, RoomEvent, Unavailable,
 };
-use roomcast::redis::{History, Retention, Sequenced};
+use roomcast::redis::{History, Presence, PresenceChange, Retention, Sequenced};
 use roomcast::rooms::wire;
 
 #[derive(Debug)]
 enum Out {
     Sequenced(u32, Result<Sequenced, Unavailable>),
-    History(u32, Result<History, Unavailable>),
+    Joined(u32, Result<(History, u64), Unavailable>),
     Deliver(usize, RoomEvent),
     Link(bool),
 }
@@ -32,9 +32,11 @@ impl BridgeSink for ChannelSink {
     fn sequenced(&self, answer: u32, outcome: Result<Sequenced, Unavailable>) {
         let _ = self.0.send(Out::Sequenced(answer, outcome));
     }
-    fn history(&self, answer: u32, outcome: Result<History, Unavailable>) {
-        let _ = self.0.send(Out::History(answer, outcome));
+    fn joined(&self, answer: u32, outcome: Result<(History, u64), Unavailable>) {
+        let _ = self.0.send(Out::Joined(answer, outcome));
     }
+    fn presence(&self, _: u32, _: Result<Presence, Unavailable>) {}
+    fn resync(&self) {}
     fn deliver(&self, shard: usize, event: RoomEvent) {
         let _ = self.0.send(Out::Deliver(shard, event));
     }
@@ -60,6 +62,7 @@ impl Node {
                 ttl_ms: 0,
             },
             node_id: "n1".into(),
+            presence: Default::default(),
         };
         let (handle, thread) = bridge::start(config, ChannelSink(tx), Default::default()).unwrap();
         Node {
@@ -216,12 +219,22 @@ fn a_history_answer_comes_after_every_event_it_holds_and_before_every_later_one(
     for n in 0..10 {
         node.publish("lobby", n);
     }
-    assert!(node.handle.send(BridgeRequest::History {
+    assert!(node.handle.send(BridgeRequest::Join {
         room: "lobby".into(),
         query: OwnedQuery {
             history: Some(100),
             ..OwnedQuery::default()
         },
+        change: Box::new(PresenceChange {
+            node: "n1".into(),
+            user: "u".into(),
+            name: None,
+            rejoin: false,
+            announce: false,
+            event_limit: 1000,
+            origin: "n1/0/-".into(),
+            text: b"{}".to_vec(),
+        }),
         answer: 100,
     }));
     for n in 10..20 {
@@ -234,7 +247,8 @@ fn a_history_answer_comes_after_every_event_it_holds_and_before_every_later_one(
         match node.next() {
             Out::Sequenced(_, Ok(_)) => acks += 1,
             Out::Deliver(0, event) => delivered.push(event.seq),
-            Out::History(100, Ok(history)) => {
+            Out::Joined(100, Ok((history, members))) => {
+                assert_eq!(members, 1);
                 assert_eq!(history.seq, 10);
                 assert_eq!(history.messages.len(), 10);
                 delivered_before = Some(delivered.len());

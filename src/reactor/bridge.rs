@@ -27,13 +27,17 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::metrics::RedisMetrics;
+use crate::proto::names::pattern_matches;
 use crate::redis::backoff::Backoff;
 use crate::redis::layout::{self, RoomKeys};
 use crate::redis::pipeline::{Incoming, Pipeline};
 use crate::redis::resp::{self, Reply};
 use crate::redis::subscriptions::{Change, Subscriptions};
 use crate::redis::url::RedisUrl;
-use crate::redis::{self, History, HistoryQuery, Origin, Publisher, Retention, Sequenced};
+use crate::redis::{
+    self, History, HistoryQuery, NodeUser, Origin, Presence, PresenceChange, Publisher, Retention,
+    Sequenced,
+};
 use crate::rooms::wire;
 use crate::{log_info, log_warn};
 
@@ -43,6 +47,11 @@ const WAKER: Token = Token(usize::MAX);
 const MAX_IN_FLIGHT: usize = 16_384;
 const RETRY_BASE: Duration = Duration::from_millis(100);
 const RETRY_CAP: Duration = Duration::from_secs(5);
+/// How often a node writes its heartbeat and looks for dead nodes.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+/// A node whose heartbeat is older is dead: its presence is removed and its
+/// leaves announced (section 10: within 30 s).
+const NODE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What the bridge is asked to do.
 #[derive(Debug)]
@@ -56,12 +65,31 @@ pub enum BridgeRequest<A> {
         origin: String,
         answer: A,
     },
-    /// Read a room's history for a join, in order with its events: the
-    /// room must be served (`Serve` sent first) for that order to hold.
-    History {
+    /// Read a room's history for a join and count the joiner in, in
+    /// order with the room's events: the room must be served (`Serve` sent
+    /// first) for that order to hold.
+    Join {
         room: Arc<str>,
         query: OwnedQuery,
+        change: Box<PresenceChange>,
         answer: A,
+    },
+    /// Count a connection out of a room; `last_here` when it was this
+    /// node's last one there.
+    Leave {
+        room: Arc<str>,
+        change: Box<PresenceChange>,
+        last_here: bool,
+    },
+    /// The room's presence in the cluster (`presence:get`).
+    PresenceGet {
+        room: Arc<str>,
+        answer: A,
+    },
+    /// Set this node's connections in `room` to exactly `users`.
+    Sync {
+        room: Arc<str>,
+        users: Vec<NodeUser>,
     },
     /// Shard `shard` now has members in `room`: its events must come here.
     Serve {
@@ -109,6 +137,8 @@ pub struct RoomEvent {
     pub frame: Arc<[u8]>,
     /// Set when this node published it.
     pub from_here: Option<FromHere>,
+    /// A presence event (no `seq`, never in the history).
+    pub presence: bool,
 }
 
 /// What a node knows of an event it published itself.
@@ -125,9 +155,15 @@ pub trait BridgeSink: Send + 'static {
     type Answer: Send + 'static;
     /// The outcome of a `Publish`.
     fn sequenced(&self, answer: Self::Answer, outcome: Result<Sequenced, Unavailable>);
-    /// The outcome of a `History`, after every event it covers was given
-    /// to `deliver` and before any it does not.
-    fn history(&self, answer: Self::Answer, outcome: Result<History, Unavailable>);
+    /// The outcome of a `Join` (the history, and the room's connections in
+    /// the cluster), after every event the history covers was given to
+    /// `deliver` and before any it does not.
+    fn joined(&self, answer: Self::Answer, outcome: Result<(History, u64), Unavailable>);
+    /// The outcome of a `PresenceGet`.
+    fn presence(&self, answer: Self::Answer, outcome: Result<Presence, Unavailable>);
+    /// A link is (again) ready: every room's presence should be `Sync`ed,
+    /// since Redis may have lost it or reaped it meanwhile.
+    fn resync(&self);
     /// A room event for shard `shard`, in the room's seq order.
     fn deliver(&self, shard: usize, event: RoomEvent);
     /// Whether every Redis server is reachable, on every change.
@@ -173,6 +209,16 @@ pub struct BridgeConfig {
     /// Makes the epochs this node creates unique in the cluster, and tells
     /// its own events apart on the channels.
     pub node_id: String,
+    pub presence: PresenceConfig,
+}
+
+/// Which rooms announce presence, for the leaves of dead nodes and syncs.
+#[derive(Debug, Clone, Default)]
+pub struct PresenceConfig {
+    /// `--presence-rooms`.
+    pub rooms: Vec<String>,
+    /// `--presence-event-limit`.
+    pub event_limit: usize,
 }
 
 /// Starts the bridge thread; it writes `metrics` alone.
@@ -196,6 +242,7 @@ pub fn start<S: BridgeSink>(
         up: None,
         read_buf: Vec::new(),
         metrics,
+        next_heartbeat: Instant::now(),
     };
     let thread = std::thread::Builder::new()
         .name("redis-bridge".into())
@@ -218,10 +265,21 @@ enum Pending<A> {
         answer: A,
         sent: Instant,
     },
-    History {
+    Join {
         answer: A,
         room: Arc<str>,
         sent: Instant,
+    },
+    Presence {
+        answer: A,
+    },
+    /// A reply nobody waits for (leaves, syncs, heartbeats).
+    Ignored,
+    /// The nodes whose heartbeat is older than `NODE_TIMEOUT`.
+    DeadNodes,
+    /// The rooms on this server where the dead `node` counted connections.
+    DeadRooms {
+        node: String,
     },
     /// After a reconnect: what `room` missed, to deliver.
     Recover {
@@ -278,6 +336,7 @@ struct Bridge<S: BridgeSink> {
     /// What a connection read this time, reused.
     read_buf: Vec<u8>,
     metrics: Arc<RedisMetrics>,
+    next_heartbeat: Instant,
 }
 
 impl<S: BridgeSink> Bridge<S> {
@@ -286,7 +345,17 @@ impl<S: BridgeSink> Bridge<S> {
         loop {
             self.connect_due();
             self.report_link();
-            let timeout = self.next_retry();
+            self.heartbeat();
+            for link in 0..self.links.len() {
+                self.flush(link);
+            }
+            let until_heartbeat = self
+                .next_heartbeat
+                .saturating_duration_since(Instant::now());
+            let timeout = Some(
+                self.next_retry()
+                    .map_or(until_heartbeat, |t| t.min(until_heartbeat)),
+            );
             if let Err(e) = self.poll.poll(&mut events, timeout)
                 && e.kind() != io::ErrorKind::Interrupted
             {
@@ -329,11 +398,19 @@ impl<S: BridgeSink> Bridge<S> {
                 origin,
                 answer,
             } => self.publish(&room, (&head, &tail), &origin, answer),
-            BridgeRequest::History {
+            BridgeRequest::Join {
                 room,
                 query,
+                change,
                 answer,
-            } => self.history(room, &query, answer),
+            } => self.join(room, &query, &change, answer),
+            BridgeRequest::Leave {
+                room,
+                change,
+                last_here,
+            } => self.leave(&room, &change, last_here),
+            BridgeRequest::PresenceGet { room, answer } => self.presence(&room, answer),
+            BridgeRequest::Sync { room, users } => self.sync(&room, &users),
             BridgeRequest::Serve { room, shard } => {
                 if let Some(change) = self.subscriptions.shard_joined(&room, shard) {
                     self.subscribe(change);
@@ -368,23 +445,167 @@ impl<S: BridgeSink> Bridge<S> {
         }
     }
 
-    fn history(&mut self, room: Arc<str>, query: &OwnedQuery, answer: S::Answer) {
+    fn join(
+        &mut self,
+        room: Arc<str>,
+        query: &OwnedQuery,
+        change: &PresenceChange,
+        answer: S::Answer,
+    ) {
         let index = layout::server_of(&room, self.links.len());
         let keys = RoomKeys::new(&self.config.prefix, &room);
         let epoch = self.fresh_epoch();
         let retention = self.config.retention;
+        let node_rooms = layout::node_rooms(&self.config.prefix, &self.config.node_id);
         let link = &mut self.links[index];
         if !link.is_up() {
-            return self.sink.history(answer, Err(Unavailable));
+            return self.sink.joined(answer, Err(Unavailable));
+        }
+        if !change.rejoin {
+            // Indexed before it counts, so a reaper always finds it.
+            let _ = link.pipeline.push(Pending::Ignored, |out| {
+                resp::write_command(out, &["SADD", &node_rooms, &room]);
+            });
         }
         let sent = Instant::now();
-        let pending = Pending::History { answer, room, sent };
+        let pending = Pending::Join { answer, room, sent };
         let pushed = link.pipeline.push(pending, |out| {
-            redis::history(out, &keys, query.as_query(), &epoch, retention);
+            redis::join(out, &keys, query.as_query(), &epoch, retention, change);
         });
-        if let Err(Pending::History { answer, .. }) = pushed {
-            self.sink.history(answer, Err(Unavailable));
+        if let Err(Pending::Join { answer, .. }) = pushed {
+            self.sink.joined(answer, Err(Unavailable));
         }
+    }
+
+    /// A leave is not answered: if Redis is away it is lost, and the sync
+    /// after the reconnect puts the room's presence right.
+    fn leave(&mut self, room: &str, change: &PresenceChange, last_here: bool) {
+        let index = layout::server_of(room, self.links.len());
+        let keys = RoomKeys::new(&self.config.prefix, room);
+        let node_rooms = layout::node_rooms(&self.config.prefix, &self.config.node_id);
+        let link = &mut self.links[index];
+        if !link.is_up() {
+            return;
+        }
+        let _ = link
+            .pipeline
+            .push(Pending::Ignored, |out| redis::leave(out, &keys, change));
+        if last_here {
+            let _ = link.pipeline.push(Pending::Ignored, |out| {
+                resp::write_command(out, &["SREM", &node_rooms, room]);
+            });
+        }
+    }
+
+    fn presence(&mut self, room: &str, answer: S::Answer) {
+        let index = layout::server_of(room, self.links.len());
+        let keys = RoomKeys::new(&self.config.prefix, room);
+        let link = &mut self.links[index];
+        if !link.is_up() {
+            return self.sink.presence(answer, Err(Unavailable));
+        }
+        let pushed = link.pipeline.push(Pending::Presence { answer }, |out| {
+            redis::presence(out, &keys, crate::rooms::table::MAX_PRESENCE_USERS);
+        });
+        if let Err(Pending::Presence { answer }) = pushed {
+            self.sink.presence(answer, Err(Unavailable));
+        }
+    }
+
+    fn sync(&mut self, room: &str, users: &[NodeUser]) {
+        let index = layout::server_of(room, self.links.len());
+        let keys = RoomKeys::new(&self.config.prefix, room);
+        let announce = self.announces(room);
+        let limit = self.config.presence.event_limit;
+        let node = &self.config.node_id;
+        let node_rooms = layout::node_rooms(&self.config.prefix, node);
+        let link = &mut self.links[index];
+        if !link.is_up() {
+            return;
+        }
+        let _ = link.pipeline.push(Pending::Ignored, |out| {
+            resp::write_command(out, &["SADD", &node_rooms, room]);
+        });
+        let _ = link.pipeline.push(Pending::Ignored, |out| {
+            redis::sync(out, &keys, room, node, announce, limit, users);
+        });
+    }
+
+    /// Whether `room` announces presence (`--presence-rooms`).
+    fn announces(&self, room: &str) -> bool {
+        self.config
+            .presence
+            .rooms
+            .iter()
+            .any(|p| pattern_matches(p, room))
+    }
+
+    /// Every `HEARTBEAT`: this node's heartbeat on every server, and a look
+    /// for nodes whose heartbeat stopped.
+    fn heartbeat(&mut self) {
+        let now = Instant::now();
+        if now < self.next_heartbeat {
+            return;
+        }
+        self.next_heartbeat = now + HEARTBEAT;
+        let unix_ms = crate::reactor::shard::unix_ms();
+        let set = layout::heartbeats(&self.config.prefix);
+        let node = self.config.node_id.clone();
+        let stale = unix_ms.saturating_sub(NODE_TIMEOUT.as_millis() as u64);
+        for link in self.links.iter_mut().filter(|l| l.is_up()) {
+            let _ = link.pipeline.push(Pending::Ignored, |out| {
+                resp::write_command(out, &["ZADD", &set, &unix_ms.to_string(), &node]);
+            });
+            let _ = link.pipeline.push(Pending::DeadNodes, |out| {
+                let max = format!("({stale}");
+                resp::write_command(
+                    out,
+                    &["ZRANGEBYSCORE", &set, "-inf", &max, "LIMIT", "0", "16"],
+                );
+            });
+        }
+    }
+
+    /// Dead nodes on server `index`: their rooms there are looked up.
+    fn on_dead_nodes(&mut self, index: usize, reply: &Reply) {
+        let Reply::Array(nodes) = reply else { return };
+        for node in nodes.iter().filter_map(Reply::as_bytes) {
+            let node = String::from_utf8_lossy(node).into_owned();
+            if node == self.config.node_id {
+                continue;
+            }
+            log_info!("redis bridge: node {node} stopped its heartbeat; removing its presence");
+            let rooms = layout::node_rooms(&self.config.prefix, &node);
+            let _ = self.links[index]
+                .pipeline
+                .push(Pending::DeadRooms { node }, |out| {
+                    resp::write_command(out, &["SMEMBERS", &rooms]);
+                });
+        }
+    }
+
+    /// The rooms of a dead node: its connections there are removed (with
+    /// the leaves announced), then the node itself.
+    fn on_dead_rooms(&mut self, index: usize, node: &str, reply: &Reply) {
+        let Reply::Array(rooms) = reply else { return };
+        let limit = self.config.presence.event_limit;
+        for room in rooms.iter().filter_map(Reply::as_bytes) {
+            let room = String::from_utf8_lossy(room).into_owned();
+            let keys = RoomKeys::new(&self.config.prefix, &room);
+            let announce = self.announces(&room);
+            let _ = self.links[index].pipeline.push(Pending::Ignored, |out| {
+                redis::sync(out, &keys, &room, node, announce, limit, &[]);
+            });
+        }
+        let rooms_key = layout::node_rooms(&self.config.prefix, node);
+        let set = layout::heartbeats(&self.config.prefix);
+        let link = &mut self.links[index];
+        let _ = link.pipeline.push(Pending::Ignored, |out| {
+            resp::write_command(out, &["DEL", &rooms_key]);
+        });
+        let _ = link.pipeline.push(Pending::Ignored, |out| {
+            resp::write_command(out, &["ZREM", &set, node]);
+        });
     }
 
     fn fresh_epoch(&mut self) -> String {
@@ -485,8 +706,13 @@ impl<S: BridgeSink> Bridge<S> {
         for pending in lost {
             match pending {
                 Pending::Publish { answer, .. } => self.sink.sequenced(answer, Err(Unavailable)),
-                Pending::History { answer, .. } => self.sink.history(answer, Err(Unavailable)),
-                Pending::Setup | Pending::Recover { .. } => {}
+                Pending::Join { answer, .. } => self.sink.joined(answer, Err(Unavailable)),
+                Pending::Presence { answer } => self.sink.presence(answer, Err(Unavailable)),
+                Pending::Setup
+                | Pending::Recover { .. }
+                | Pending::Ignored
+                | Pending::DeadNodes
+                | Pending::DeadRooms { .. } => {}
             }
         }
     }
@@ -567,17 +793,32 @@ impl<S: BridgeSink> Bridge<S> {
                 }
                 self.sink.sequenced(answer, outcome);
             }
-            Pending::History { answer, room, sent } => {
+            Pending::Join { answer, room, sent } => {
                 self.metrics.command_latency.observe(sent.elapsed());
-                let outcome = redis::history_reply(&reply).ok_or(Unavailable);
+                let outcome = redis::join_reply(&reply).ok_or(Unavailable);
                 match &outcome {
-                    Ok(history) => self
-                        .subscriptions
-                        .observe(&room, &history.epoch, history.seq),
-                    Err(_) => log_warn!("redis bridge: history refused: {reply:?}"),
+                    Ok((history, _)) => {
+                        self.subscriptions
+                            .observe(&room, &history.epoch, history.seq);
+                    }
+                    Err(_) => log_warn!("redis bridge: join refused: {reply:?}"),
                 }
-                self.sink.history(answer, outcome);
+                self.sink.joined(answer, outcome);
             }
+            Pending::Presence { answer } => {
+                let outcome = redis::presence_reply(&reply).ok_or(Unavailable);
+                if outcome.is_err() {
+                    log_warn!("redis bridge: presence refused: {reply:?}");
+                }
+                self.sink.presence(answer, outcome);
+            }
+            Pending::Ignored => {
+                if let Reply::Error(e) = reply {
+                    log_warn!("redis bridge: a command was refused: {e}");
+                }
+            }
+            Pending::DeadNodes => self.on_dead_nodes(index, &reply),
+            Pending::DeadRooms { node } => self.on_dead_rooms(index, &node, &reply),
             Pending::Recover { room } => self.on_recovered(&room, &reply),
         }
         Ok(())
@@ -597,6 +838,8 @@ impl<S: BridgeSink> Bridge<S> {
             log_info!("redis bridge: {} is back", link.url);
         }
         link.was_up = true;
+        self.next_heartbeat = Instant::now();
+        self.sink.resync();
     }
 
     /// What a room missed while the link was down: the events the recovery
@@ -650,8 +893,26 @@ impl<S: BridgeSink> Bridge<S> {
                 read_micros: o.read_micros,
                 exclude: o.exclude,
             });
+        if message.epoch == "-" {
+            return self.forward_presence(&room, message.text, from_here);
+        }
         let epoch: Arc<str> = message.epoch.into();
         self.forward(&room, &epoch, message.seq, message.text, from_here);
+    }
+
+    /// A presence event goes to the shards as it comes: it has no `seq`.
+    fn forward_presence(&mut self, room: &Arc<str>, text: &[u8], from_here: Option<FromHere>) {
+        let event = RoomEvent {
+            room: room.clone(),
+            epoch: Arc::from(""),
+            seq: 0,
+            frame: wire::text_frame(text),
+            from_here,
+            presence: true,
+        };
+        for shard in self.subscriptions.shards_of(room) {
+            self.sink.deliver(shard, event.clone());
+        }
     }
 
     /// Hands one event to every shard serving `room`, once, in order.
@@ -672,6 +933,7 @@ impl<S: BridgeSink> Bridge<S> {
             seq,
             frame: wire::text_frame(text),
             from_here,
+            presence: false,
         };
         for shard in self.subscriptions.shards_of(room) {
             self.sink.deliver(shard, event.clone());

@@ -10,7 +10,10 @@
 //! (`roomcast_publish`), whose channel brings every event back, ours and
 //! other nodes', to the owner, which sends the one frame to every shard
 //! with members exactly as a locally sequenced one. A join's history comes
-//! from Redis too, in order with the room's events (see `bridge`).
+//! from Redis too, in order with the room's events (see `bridge`), and so
+//! does presence: Redis counts every node's connections per user and
+//! announces `presence:join` / `presence:leave` on the room's channel; the
+//! owner's table counts only this node's, for the fan-out.
 //! The ack of a publish goes from the bridge straight to the publisher's
 //! shard once Redis answered; nothing here waits on Redis.
 
@@ -26,7 +29,7 @@ use crate::reactor::bridge::{
 use crate::reactor::bus::{BusMsg, ConnRef, PublishAnswer};
 use crate::reactor::fanout::{Fanout, failure_text};
 use crate::reactor::shard::{Command, Handle, Shard, unix_ms};
-use crate::redis::{History, Origin, Publisher, Sequenced};
+use crate::redis::{History, NodeUser, Origin, Presence, PresenceChange, Publisher, Sequenced};
 use crate::rooms::table::{Joiner, Publish};
 use crate::rooms::wire;
 
@@ -43,6 +46,12 @@ pub enum BridgeAnswer {
     },
     /// The room's owner, which then answers the joiner.
     Join(Box<PendingJoin>),
+    /// A `presence:get` asker, on its own shard.
+    Presence {
+        conn: ConnRef,
+        room: Arc<str>,
+        id: OwnedId,
+    },
 }
 
 /// A join waiting for the room's history from Redis, at the owner.
@@ -61,8 +70,11 @@ pub struct PendingJoin {
 #[derive(Debug)]
 pub enum FromBridge {
     Sequenced(BridgeAnswer, Result<Sequenced, Unavailable>),
-    History(BridgeAnswer, Result<History, Unavailable>),
+    Joined(BridgeAnswer, Result<(History, u64), Unavailable>),
+    Presence(BridgeAnswer, Result<Presence, Unavailable>),
     Event(RoomEvent),
+    /// Redis is (again) reachable: tell it this shard's presence.
+    Resync,
 }
 
 /// The bridge's sink: every result goes to the shard it is for.
@@ -84,6 +96,7 @@ impl BridgeAnswer {
         match self {
             BridgeAnswer::Publish { sender, .. } => sender.shard,
             BridgeAnswer::Join(join) => join.owner,
+            BridgeAnswer::Presence { conn, .. } => conn.shard,
         }
     }
 }
@@ -95,8 +108,18 @@ impl BridgeSink for ShardSink {
         self.send(answer.shard(), FromBridge::Sequenced(answer, outcome));
     }
 
-    fn history(&self, answer: BridgeAnswer, outcome: Result<History, Unavailable>) {
-        self.send(answer.shard(), FromBridge::History(answer, outcome));
+    fn joined(&self, answer: BridgeAnswer, outcome: Result<(History, u64), Unavailable>) {
+        self.send(answer.shard(), FromBridge::Joined(answer, outcome));
+    }
+
+    fn presence(&self, answer: BridgeAnswer, outcome: Result<Presence, Unavailable>) {
+        self.send(answer.shard(), FromBridge::Presence(answer, outcome));
+    }
+
+    fn resync(&self) {
+        for shard in 0..self.shards.len() {
+            self.send(shard, FromBridge::Resync);
+        }
     }
 
     fn deliver(&self, shard: usize, event: RoomEvent) {
@@ -191,10 +214,25 @@ impl Shard {
             .map_or_else(String::new, |c| c.node_id.clone())
     }
 
-    /// The owner asks Redis for a joiner's history, serving the room first
-    /// so that the answer comes in order with the room's events.
+    /// The owner asks Redis for a joiner's history, and to count it in,
+    /// serving the room first so that the answer comes in order with the
+    /// room's events. `--max-room-members` is this node's: checked here,
+    /// with the joins still out counted.
     pub(super) fn join_in_cluster(&mut self, join: PendingJoin, recovery: &JoinRecovery) {
         let room = join.room.clone();
+        let max = self.shared.config.rooms.max_room_members;
+        let pending = self.joining.get(&room).copied().unwrap_or(0);
+        if !join.rejoin && max > 0 && self.table.connections(&room) + pending >= max {
+            let text = failure_text(join.id.as_ref(), ErrorCode::RoomFull, "room is full");
+            let conn = join.conn;
+            let joined = BusMsg::Joined {
+                room,
+                conn,
+                accepted: false,
+                reply: Some(text),
+            };
+            return self.send_to(conn.shard, joined);
+        }
         self.serve(&room);
         *self.joining.entry(room.clone()).or_default() += 1;
         let query = OwnedQuery {
@@ -202,19 +240,142 @@ impl Shard {
             since: recovery.since,
             epoch: recovery.epoch.as_deref().map(Into::into),
         };
-        let request = BridgeRequest::History {
+        let text = wire::presence_join(&room, &join.user, join.name.as_deref());
+        let change = self.presence_change(&join, text, Instant::now());
+        let request = BridgeRequest::Join {
             room,
             query,
+            change: Box::new(change),
             answer: BridgeAnswer::Join(Box::new(join)),
         };
         if let Some(bridge) = &self.bridge
-            && let Err(e) = bridge.try_send(request)
-            && let BridgeRequest::History {
+            && let Err(BridgeRequest::Join {
                 answer: BridgeAnswer::Join(join),
                 ..
-            } = e
+            }) = bridge.try_send(request)
         {
-            self.on_history(*join, Err(Unavailable), Instant::now());
+            self.on_cluster_joined(*join, Err(Unavailable));
+        }
+    }
+
+    /// What Redis is told of a connection of `join`'s user coming or going,
+    /// with the presence event `text` to announce if due.
+    fn presence_change(&self, join: &PendingJoin, text: Vec<u8>, now: Instant) -> PresenceChange {
+        let node = self.node_id();
+        let origin = Origin {
+            node: &node,
+            read_micros: now
+                .saturating_duration_since(self.shared.started)
+                .as_micros() as u64,
+            exclude: Some(Publisher {
+                shard: join.conn.shard,
+                key: join.conn.key,
+                id: join.conn.id,
+            }),
+        }
+        .write();
+        PresenceChange {
+            node,
+            user: join.user.to_string(),
+            name: join.name.as_deref().map(Into::into),
+            rejoin: join.rejoin,
+            announce: self.table.announces(&join.room),
+            event_limit: self.shared.config.rooms.presence_event_limit,
+            origin,
+            text,
+        }
+    }
+
+    /// A connection of `user` left `room` here (the owner's table has
+    /// counted it out): Redis counts it out of the cluster.
+    pub(super) fn leave_in_cluster(&mut self, room: &Arc<str>, user: &Arc<str>) {
+        let leaving = PendingJoin {
+            owner: self.index,
+            room: room.clone(),
+            conn: ConnRef {
+                shard: self.index,
+                key: usize::MAX,
+                id: 0,
+            },
+            user: user.clone(),
+            name: None,
+            rejoin: false,
+            id: None,
+        };
+        let mut change =
+            self.presence_change(&leaving, wire::presence_leave(room, user), Instant::now());
+        change.origin = Origin {
+            node: &change.node,
+            read_micros: 0,
+            exclude: None,
+        }
+        .write();
+        let last_here = self.table.connections(room) == 0;
+        self.to_bridge(BridgeRequest::Leave {
+            room: room.clone(),
+            change: Box::new(change),
+            last_here,
+        });
+        self.unserve_if_idle(room);
+    }
+
+    /// `presence:get` across the cluster, asked of Redis by the owner (so
+    /// it comes after the asker's earlier joins).
+    pub(super) fn presence_in_cluster(
+        &mut self,
+        room: Arc<str>,
+        conn: ConnRef,
+        id: Option<OwnedId>,
+    ) {
+        let Some(id) = id else { return };
+        let answer = BridgeAnswer::Presence {
+            conn,
+            room: room.clone(),
+            id,
+        };
+        if let Some(bridge) = &self.bridge
+            && let Err(BridgeRequest::PresenceGet { answer, .. }) =
+                bridge.try_send(BridgeRequest::PresenceGet { room, answer })
+        {
+            self.on_presence(answer, Err(Unavailable));
+        }
+    }
+
+    fn on_presence(&mut self, answer: BridgeAnswer, outcome: Result<Presence, Unavailable>) {
+        let BridgeAnswer::Presence { conn, room, id } = answer else {
+            return;
+        };
+        let text = match outcome {
+            Ok(presence) => {
+                let listed = presence
+                    .listed
+                    .iter()
+                    .map(|u| (u.user.as_str(), u.name.as_deref(), u.connections));
+                let truncated = presence.users > presence.listed.len() as u64;
+                let data = wire::presence_data(&room, presence.users, listed, truncated);
+                super::fanout::ack_text(&id, &data)
+            }
+            Err(Unavailable) => failure_text(Some(&id), ErrorCode::Unavailable, UNAVAILABLE),
+        };
+        self.send_to(conn.shard, BusMsg::Reply { conn, text });
+    }
+
+    /// Redis is reachable again: every room this shard owns is synced to
+    /// this node's connections in it.
+    fn resync(&mut self) {
+        let mut rooms: std::collections::HashMap<String, Vec<NodeUser>> = Default::default();
+        self.table.each_user(|room, user, connections, name| {
+            rooms.entry(room.to_owned()).or_default().push(NodeUser {
+                user: user.to_owned(),
+                connections,
+                name: name.map(Into::into),
+            });
+        });
+        for (room, users) in rooms {
+            self.to_bridge(BridgeRequest::Sync {
+                room: room.into(),
+                users,
+            });
         }
     }
 
@@ -245,7 +406,6 @@ impl Shard {
 
     /// What the bridge sent this shard.
     pub(super) fn on_bridge(&mut self, message: FromBridge) {
-        let now = Instant::now();
         match message {
             FromBridge::Sequenced(BridgeAnswer::Publish { sender, answer }, outcome) => {
                 match outcome {
@@ -256,12 +416,13 @@ impl Shard {
                     Err(Unavailable) => self.refuse_publish(sender, answer),
                 }
             }
-            FromBridge::History(BridgeAnswer::Join(join), outcome) => {
-                self.on_history(*join, outcome, now);
+            FromBridge::Joined(BridgeAnswer::Join(join), outcome) => {
+                self.on_cluster_joined(*join, outcome);
             }
+            FromBridge::Presence(answer, outcome) => self.on_presence(answer, outcome),
             FromBridge::Event(event) => self.on_room_event(event),
-            FromBridge::Sequenced(BridgeAnswer::Join(_), _)
-            | FromBridge::History(BridgeAnswer::Publish { .. }, _) => {}
+            FromBridge::Resync => self.resync(),
+            FromBridge::Sequenced(..) | FromBridge::Joined(..) => {}
         }
     }
 
@@ -286,11 +447,10 @@ impl Shard {
 
     /// The room's history for a join is in: the owner counts the member
     /// and answers its shard, before any event the history did not hold.
-    fn on_history(
+    fn on_cluster_joined(
         &mut self,
         join: PendingJoin,
-        outcome: Result<History, Unavailable>,
-        _now: Instant,
+        outcome: Result<(History, u64), Unavailable>,
     ) {
         let room = join.room.clone();
         if let Some(count) = self.joining.get_mut(&room) {
@@ -301,7 +461,7 @@ impl Shard {
         }
         let conn = join.conn;
         match outcome {
-            Ok(history) => self.admit_from_history(&join, &history),
+            Ok((history, members)) => self.admit_from_history(&join, &history, members),
             Err(Unavailable) if join.rejoin => {
                 // Still a member: only this request failed.
                 let text = failure_text(join.id.as_ref(), ErrorCode::Unavailable, UNAVAILABLE);
@@ -321,7 +481,7 @@ impl Shard {
         self.unserve_if_idle(&room);
     }
 
-    fn admit_from_history(&mut self, join: &PendingJoin, history: &History) {
+    fn admit_from_history(&mut self, join: &PendingJoin, history: &History, members: u64) {
         let joiner = Joiner {
             shard: join.conn.shard,
             user_id: join.user.clone(),
@@ -330,16 +490,14 @@ impl Shard {
         };
         let conn = join.conn;
         let (accepted, reply) = match self.table.admit(&join.room, &joiner) {
-            Ok(presence) => {
-                if let Some(frame) = presence {
-                    self.fan_out(&join.room, frame, Some(conn), Fanout::Other);
-                }
+            // Redis announced the join to the whole cluster, this node included.
+            Ok(_presence) => {
                 let state = wire::RoomState {
                     room: &join.room,
                     epoch: &history.epoch,
                     seq: history.seq,
                     recovered: history.recovered,
-                    members: self.table.connections(&join.room) as u64,
+                    members,
                 };
                 let data = wire::join_data(&state, history.messages.iter().map(Vec::as_slice));
                 (
@@ -350,6 +508,14 @@ impl Shard {
                 )
             }
             Err(_) => {
+                // Counted in by Redis already: counted out again.
+                let text = wire::presence_leave(&join.room, &join.user);
+                let change = self.presence_change(join, text, Instant::now());
+                self.to_bridge(BridgeRequest::Leave {
+                    room: join.room.clone(),
+                    change: Box::new(change),
+                    last_here: false,
+                });
                 let text = failure_text(join.id.as_ref(), ErrorCode::RoomFull, "room is full");
                 (false, Some(text))
             }

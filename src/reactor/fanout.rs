@@ -293,10 +293,13 @@ impl Shard {
                 self.on_join(room, conn, &joiner, &recovery, id, now);
             }
             BusMsg::Leave { room, shard, user } => {
-                if let Some(frame) = self.table.leave(&room, shard, &user, now) {
+                let frame = self.table.leave(&room, shard, &user, now);
+                if self.in_cluster() {
+                    return self.leave_in_cluster(&room, &user);
+                }
+                if let Some(frame) = frame {
                     self.fan_out(&room, frame, None, Fanout::Other);
                 }
-                self.unserve_if_idle(&room);
             }
             BusMsg::Publish {
                 room,
@@ -330,6 +333,9 @@ impl Shard {
                 let exclude = (!echo).then_some(sender);
                 let seq = self.on_publish(&room, &message, exclude, read_at, now);
                 self.answer_publish(sender, answer, seq);
+            }
+            BusMsg::PresenceGet { room, conn, id } if self.in_cluster() => {
+                self.presence_in_cluster(room, conn, id);
             }
             BusMsg::PresenceGet { room, conn, id } => {
                 if let Some(id) = id {

@@ -47,7 +47,7 @@ use crate::metrics::RedisMetrics;
 use crate::metrics::{ShardMetrics, Snapshot};
 use crate::redis::Retention;
 use admission::Registry;
-use bridge::{BridgeConfig, BridgeHandle, BridgeRequest};
+use bridge::{BridgeConfig, BridgeHandle, BridgeRequest, PresenceConfig};
 use cluster::{BridgeAnswer, ShardSink};
 use shard::{Command, Handle, Listeners, Shard};
 use std::time::{Duration, Instant};
@@ -321,6 +321,10 @@ fn start_bridge(
             },
         },
         node_id: cluster.node_id.clone(),
+        presence: PresenceConfig {
+            rooms: rooms.presence_rooms.clone(),
+            event_limit: rooms.presence_event_limit,
+        },
     };
     let sink = ShardSink {
         shards: shards.to_vec(),

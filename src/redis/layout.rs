@@ -26,6 +26,14 @@ pub struct RoomKeys {
     pub epoch: String,
     /// The history: a stream whose entry ids are `0-<seq>`.
     pub log: String,
+    /// Presence: user -> connections in the cluster.
+    pub users: String,
+    /// Presence: user -> display name.
+    pub names: String,
+    /// Presence: `<node>/<user>` -> that node's connections.
+    pub nodes: String,
+    /// Presence: connections in the cluster.
+    pub members: String,
     /// The pub/sub channel every node with members subscribes to.
     pub channel: String,
 }
@@ -37,9 +45,24 @@ impl RoomKeys {
             seq: format!("{base}:seq"),
             epoch: format!("{base}:epoch"),
             log: format!("{base}:log"),
+            users: format!("{base}:users"),
+            names: format!("{base}:names"),
+            nodes: format!("{base}:nodes"),
+            members: format!("{base}:members"),
             channel: base,
         }
     }
+}
+
+/// The sorted set of node heartbeats on each server: node -> unix ms.
+pub fn heartbeats(prefix: &str) -> String {
+    format!("{prefix}:nodes")
+}
+
+/// The set of rooms on one server where `node` counts connections, for
+/// removing them when the node dies.
+pub fn node_rooms(prefix: &str, node: &str) -> String {
+    format!("{prefix}:node:{node}:rooms")
 }
 
 fn crc16(bytes: &[u8]) -> u16 {

@@ -76,17 +76,9 @@ fn fcall(
     args: &[&[u8]],
     channel: Option<&str>,
 ) {
-    let mut all: Vec<&[u8]> = vec![
-        b"FCALL",
-        function,
-        b"3",
-        keys.seq.as_bytes(),
-        keys.epoch.as_bytes(),
-        keys.log.as_bytes(),
-    ];
-    all.extend_from_slice(args);
+    let mut all: Vec<&[u8]> = args.to_vec();
     all.extend(channel.map(str::as_bytes));
-    resp::write_command(out, &all);
+    fcall_with(out, function, &function_keys(keys, false)[..3], &all);
 }
 
 /// What a `room:join` asks of the history (section 7).
@@ -119,6 +111,195 @@ pub fn history(
     fcall(out, b"roomcast_history", keys, &args, None);
 }
 
+/// A connection joining or leaving a room, as presence counts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceChange {
+    pub node: String,
+    pub user: String,
+    pub name: Option<String>,
+    /// Already in the room (a join that only reads the history).
+    pub rejoin: bool,
+    /// The room announces presence (`--presence-rooms`).
+    pub announce: bool,
+    /// `--presence-event-limit`.
+    pub event_limit: usize,
+    /// The channel message's origin.
+    pub origin: String,
+    /// The `presence:join` or `presence:leave` text to publish if due.
+    pub text: Vec<u8>,
+}
+
+/// The seven keys of a room, in the order `roomcast.lua` numbers them for
+/// its functions; `presence_only` leaves out the first three (seq, epoch, log).
+fn function_keys(keys: &RoomKeys, presence_only: bool) -> Vec<&[u8]> {
+    let all = [
+        &keys.seq,
+        &keys.epoch,
+        &keys.log,
+        &keys.users,
+        &keys.names,
+        &keys.nodes,
+        &keys.members,
+    ];
+    let from = if presence_only { 3 } else { 0 };
+    all[from..].iter().map(|k| k.as_bytes()).collect()
+}
+
+/// Appends `FCALL <function> <keys> <args>`.
+fn fcall_with(out: &mut Vec<u8>, function: &[u8], keys: &[&[u8]], args: &[&[u8]]) {
+    let count = keys.len().to_string();
+    let mut all: Vec<&[u8]> = vec![b"FCALL", function, count.as_bytes()];
+    all.extend_from_slice(keys);
+    all.extend_from_slice(args);
+    resp::write_command(out, &all);
+}
+
+fn flag(on: bool) -> &'static [u8] {
+    if on { b"1" } else { b"0" }
+}
+
+/// Appends the `FCALL roomcast_join` answering a join's `query` and
+/// counting the joiner in (`change`).
+pub fn join(
+    out: &mut Vec<u8>,
+    keys: &RoomKeys,
+    query: HistoryQuery<'_>,
+    fresh_epoch: &str,
+    retention: Retention,
+    change: &PresenceChange,
+) {
+    let number = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_default();
+    let (k, since) = (number(query.history), number(query.since));
+    let ttl = retention.ttl_ms.to_string();
+    let limit = change.event_limit.to_string();
+    let args = [
+        k.as_bytes(),
+        since.as_bytes(),
+        query.epoch.unwrap_or("").as_bytes(),
+        fresh_epoch.as_bytes(),
+        ttl.as_bytes(),
+        change.node.as_bytes(),
+        change.user.as_bytes(),
+        change.name.as_deref().unwrap_or("").as_bytes(),
+        flag(change.name.is_some()),
+        flag(change.rejoin),
+        flag(change.announce),
+        limit.as_bytes(),
+        keys.channel.as_bytes(),
+        change.origin.as_bytes(),
+        &change.text,
+    ];
+    fcall_with(out, b"roomcast_join", &function_keys(keys, false), &args);
+}
+
+/// Appends the `FCALL roomcast_leave` counting a connection out.
+pub fn leave(out: &mut Vec<u8>, keys: &RoomKeys, change: &PresenceChange) {
+    let limit = change.event_limit.to_string();
+    let args = [
+        change.node.as_bytes(),
+        change.user.as_bytes(),
+        flag(change.announce),
+        limit.as_bytes(),
+        keys.channel.as_bytes(),
+        change.origin.as_bytes(),
+        &change.text,
+    ];
+    fcall_with(out, b"roomcast_leave", &function_keys(keys, true), &args);
+}
+
+/// One user of a room as this node counts it, for `roomcast_sync`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeUser {
+    pub user: String,
+    pub connections: u32,
+    pub name: Option<String>,
+}
+
+/// Appends the `FCALL roomcast_sync` that sets `node`'s connections in
+/// `room` to exactly `users` (none: a dead node's are all removed).
+pub fn sync(
+    out: &mut Vec<u8>,
+    keys: &RoomKeys,
+    room: &str,
+    node: &str,
+    announce: bool,
+    event_limit: usize,
+    users: &[NodeUser],
+) {
+    let limit = event_limit.to_string();
+    let counts: Vec<String> = users.iter().map(|u| u.connections.to_string()).collect();
+    let mut args: Vec<&[u8]> = vec![
+        node.as_bytes(),
+        room.as_bytes(),
+        flag(announce),
+        limit.as_bytes(),
+        keys.channel.as_bytes(),
+    ];
+    for (user, count) in users.iter().zip(&counts) {
+        args.push(user.user.as_bytes());
+        args.push(count.as_bytes());
+        args.push(user.name.as_deref().unwrap_or("").as_bytes());
+    }
+    fcall_with(out, b"roomcast_sync", &function_keys(keys, true), &args);
+}
+
+/// Appends the `FCALL roomcast_presence` listing at most `limit` users.
+pub fn presence(out: &mut Vec<u8>, keys: &RoomKeys, limit: usize) {
+    let limit = limit.to_string();
+    let keys = [
+        keys.users.as_bytes(),
+        keys.names.as_bytes(),
+        keys.members.as_bytes(),
+    ];
+    fcall_with(out, b"roomcast_presence", &keys, &[limit.as_bytes()]);
+}
+
+/// One user of `presence:get`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresentUser {
+    pub user: String,
+    pub name: Option<String>,
+    pub connections: u64,
+}
+
+/// A room's presence in the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presence {
+    /// Distinct users.
+    pub users: u64,
+    /// Connections.
+    pub connections: u64,
+    /// At most the limit asked for.
+    pub listed: Vec<PresentUser>,
+}
+
+/// Reads the reply of `roomcast_presence`.
+pub fn presence_reply(reply: &Reply) -> Option<Presence> {
+    let Reply::Array(items) = reply else {
+        return None;
+    };
+    let [users, connections, Reply::Array(listed)] = items.as_slice() else {
+        return None;
+    };
+    let text = |r: &Reply| String::from_utf8(r.as_bytes()?.to_vec()).ok();
+    let listed = listed
+        .chunks(3)
+        .map(|c| match c {
+            [user, name, count] => Some(PresentUser {
+                user: text(user)?,
+                name: text(name),
+                connections: u64::try_from(count.as_i64()?).ok()?,
+            }),
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(Presence {
+        users: u64::try_from(users.as_i64()?).ok()?,
+        connections: u64::try_from(connections.as_i64()?).ok()?,
+        listed,
+    })
+}
+
 /// A room's history as a join sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct History {
@@ -135,7 +316,7 @@ pub fn history_reply(reply: &Reply) -> Option<History> {
     let Reply::Array(items) = reply else {
         return None;
     };
-    let [epoch, seq, recovered, Reply::Array(messages)] = items.as_slice() else {
+    let [epoch, seq, recovered, Reply::Array(messages)] = items.get(..4)? else {
         return None;
     };
     Some(History {
@@ -150,6 +331,16 @@ pub fn history_reply(reply: &Reply) -> Option<History> {
             .map(|m| m.as_bytes().map(<[u8]>::to_vec))
             .collect::<Option<_>>()?,
     })
+}
+
+/// Reads the reply of `roomcast_join`: the history, and the room's
+/// connections in the cluster.
+pub fn join_reply(reply: &Reply) -> Option<(History, u64)> {
+    let Reply::Array(items) = reply else {
+        return None;
+    };
+    let members = u64::try_from(items.get(4)?.as_i64()?).ok()?;
+    Some((history_reply(reply)?, members))
 }
 
 /// A room event as Redis sequenced it.

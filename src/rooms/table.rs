@@ -12,7 +12,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::json;
 use crate::proto::names::pattern_matches;
 use crate::rooms::wire;
 
@@ -172,11 +171,7 @@ impl RoomTable {
                 connections: 0,
                 per_shard: vec![0; self.config.shards],
                 users: HashMap::new(),
-                announces_presence: self
-                    .config
-                    .presence_rooms
-                    .iter()
-                    .any(|p| pattern_matches(p, name)),
+                announces_presence: self.announces(name),
             };
             self.rooms.insert(name.into(), room);
         }
@@ -292,6 +287,24 @@ impl RoomTable {
             .then(|| wire::text_frame(&wire::presence_join(name, &joiner.user_id, joiner.name))))
     }
 
+    /// Every room with members here, and each of its users: `f(room, user,
+    /// connections, name)`.
+    pub fn each_user(&self, mut f: impl FnMut(&str, &str, u32, Option<&str>)) {
+        for (room, state) in &self.rooms {
+            for (user, presence) in &state.users {
+                f(room, user, presence.connections, presence.name.as_deref());
+            }
+        }
+    }
+
+    /// Whether `name` announces joins and leaves (`--presence-rooms`).
+    pub fn announces(&self, name: &str) -> bool {
+        self.config
+            .presence_rooms
+            .iter()
+            .any(|p| pattern_matches(p, name))
+    }
+
     /// Connections in `name` counted here (on every shard of this process).
     pub fn connections(&self, name: &str) -> usize {
         self.rooms.get(name).map_or(0, |r| r.connections)
@@ -376,34 +389,16 @@ impl RoomLog for RoomTable {
     }
 
     fn presence(&self, name: &str) -> Vec<u8> {
-        let mut out = Vec::with_capacity(128);
-        out.extend_from_slice(b"{\"room\":");
-        json::write_str(&mut out, name);
         let Some(room) = self.rooms.get(name) else {
-            out.extend_from_slice(b",\"count\":0,\"users\":[]}");
-            return out;
+            return wire::presence_data(name, 0, std::iter::empty(), false);
         };
-        out.extend_from_slice(b",\"count\":");
-        json::write_u64(&mut out, room.users.len() as u64);
-        out.extend_from_slice(b",\"users\":[");
-        for (i, (user_id, user)) in room.users.iter().take(MAX_PRESENCE_USERS).enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(b"{\"userId\":");
-            json::write_str(&mut out, user_id);
-            out.extend_from_slice(b",\"name\":");
-            wire::write_optional_str(&mut out, user.name.as_deref());
-            out.extend_from_slice(b",\"connections\":");
-            json::write_u64(&mut out, u64::from(user.connections));
-            out.push(b'}');
-        }
-        out.push(b']');
-        if room.users.len() > MAX_PRESENCE_USERS {
-            out.extend_from_slice(b",\"truncated\":true");
-        }
-        out.push(b'}');
-        out
+        let listed = room
+            .users
+            .iter()
+            .take(MAX_PRESENCE_USERS)
+            .map(|(id, user)| (&**id, user.name.as_deref(), u64::from(user.connections)));
+        let truncated = room.users.len() > MAX_PRESENCE_USERS;
+        wire::presence_data(name, room.users.len() as u64, listed, truncated)
     }
 
     fn member_shards(&self, name: &str) -> Vec<usize> {

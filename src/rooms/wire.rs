@@ -141,6 +141,41 @@ pub fn presence_join(room: &str, user_id: &str, name: Option<&str>) -> Vec<u8> {
     out
 }
 
+/// `{"room","count","users":[{"userId","name","connections"}],"truncated"?}`,
+/// the `data` of a `presence:get` ack: `count` distinct users, `listed`
+/// as `(user, name, connections)`.
+pub fn presence_data<'a>(
+    room: &str,
+    count: u64,
+    listed: impl Iterator<Item = (&'a str, Option<&'a str>, u64)>,
+    truncated: bool,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    out.extend_from_slice(b"{\"room\":");
+    json::write_str(&mut out, room);
+    out.extend_from_slice(b",\"count\":");
+    json::write_u64(&mut out, count);
+    out.extend_from_slice(b",\"users\":[");
+    for (i, (user, name, connections)) in listed.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"userId\":");
+        json::write_str(&mut out, user);
+        out.extend_from_slice(b",\"name\":");
+        write_optional_str(&mut out, name);
+        out.extend_from_slice(b",\"connections\":");
+        json::write_u64(&mut out, connections);
+        out.push(b'}');
+    }
+    out.push(b']');
+    if truncated {
+        out.extend_from_slice(b",\"truncated\":true");
+    }
+    out.push(b'}');
+    out
+}
+
 /// `{"event":"presence:leave","room","data":{"userId"}}`.
 pub fn presence_leave(room: &str, user_id: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + room.len() + user_id.len());
