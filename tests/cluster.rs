@@ -717,3 +717,92 @@ fn presence_is_put_back_after_redis_lost_it() {
         presence_users(&mut alice, "lobby") == expected
     });
 }
+
+#[test]
+fn user_send_and_broadcast_reach_connections_on_every_node() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&[&redis], &[]), node(&[&redis], &[]));
+    let mut alice = Client::user(a.addr(), "alice");
+    let mut bob1 = Client::user(b.addr(), "bob");
+    let mut bob2 = Client::user(a.addr(), "bob");
+    let mut carol = Client::user(b.addr(), "carol");
+    // The online counts reach Redis asynchronously after the upgrade.
+    let send = |c: &mut Client, to: &str, data: &str| {
+        c.request(
+            "user:send",
+            &format!(r#"{{"to":{},"data":{data}}}"#, q(to)),
+            "",
+        )
+    };
+    let mut delivered = 0;
+    wait_until(
+        Duration::from_secs(5),
+        "bob's connections are counted",
+        || {
+            delivered = u64_at(ok_data(&send(&mut alice, "bob", "0")), &["delivered"]);
+            delivered == 2
+        },
+    );
+    while bob1.try_recv(Duration::from_millis(100)).is_some() {}
+    while bob2.try_recv(Duration::from_millis(100)).is_some() {}
+    let ack = send(&mut alice, "bob", r#"{"text":"hi"}"#);
+    assert_eq!(u64_at(ok_data(&ack), &["delivered"]), 2);
+    for bob in [&mut bob1, &mut bob2] {
+        let v = parse_json(&bob.recv());
+        assert_eq!(str_at(&v, &["event"]), "user:message");
+        assert_eq!(str_at(&v, &["from"]), "alice");
+    }
+    carol.assert_quiet(Duration::from_millis(200));
+    // To oneself: the other tab, on the other node, not the sender.
+    let ack = send(&mut bob1, "bob", "1");
+    assert_eq!(u64_at(ok_data(&ack), &["delivered"]), 1);
+    assert_eq!(str_at(&parse_json(&bob2.recv()), &["from"]), "bob");
+    bob1.assert_quiet(Duration::from_millis(200));
+
+    let mut admin = Client::connect(b.addr(), &Claims::new("root").admin(true).token());
+    let mut count = 0;
+    wait_until(Duration::from_secs(5), "the admin is counted", || {
+        let ack = admin.request(
+            "system:broadcast",
+            r#"{"event":"system:notice","data":0}"#,
+            "",
+        );
+        count = u64_at(ok_data(&ack), &["delivered"]);
+        count == 4
+    });
+    for c in [&mut alice, &mut bob1, &mut bob2, &mut carol] {
+        let mut last = String::new();
+        while let Some(text) = c.try_recv(Duration::from_millis(200)) {
+            last = text;
+        }
+        assert_eq!(
+            str_at(&parse_json(&last), &["event"]),
+            "system:notice",
+            "{last}"
+        );
+    }
+    admin.assert_quiet(Duration::from_millis(200));
+    // A connection that closes is no longer counted.
+    drop(bob2);
+    wait_until(
+        Duration::from_secs(5),
+        "bob's closed tab is no longer counted",
+        || u64_at(ok_data(&send(&mut alice, "bob", "2")), &["delivered"]) == 1,
+    );
+}
+
+#[test]
+fn direct_messages_while_redis_is_away_are_unavailable() {
+    let redis = RedisServer::start();
+    let a = node(&[&redis], &[]);
+    let mut alice = Client::user(a.addr(), "alice");
+    redis.stop();
+    wait_until(Duration::from_secs(10), "the node sees Redis down", || {
+        http_get(a.addr(), "/healthz").status == 503
+    });
+    let ack = alice.request("user:send", r#"{"to":"bob","data":1}"#, "");
+    assert_eq!(ack_error(&ack), "UNAVAILABLE");
+    let ack = alice.request("presence:get", r#"{"room":"lobby"}"#, "");
+    assert_eq!(ack_error(&ack), "UNAVAILABLE");
+    alice.assert_open();
+}

@@ -37,6 +37,8 @@ impl BridgeSink for ChannelSink {
     }
     fn presence(&self, _: u32, _: Result<Presence, Unavailable>) {}
     fn resync(&self) {}
+    fn sent(&self, _: u32, _: Result<u64, Unavailable>) {}
+    fn direct(&self, _: bridge::DirectMessage) {}
     fn deliver(&self, shard: usize, event: RoomEvent) {
         let _ = self.0.send(Out::Deliver(shard, event));
     }

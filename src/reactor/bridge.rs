@@ -86,6 +86,22 @@ pub enum BridgeRequest<A> {
         room: Arc<str>,
         answer: A,
     },
+    /// Count `n` connections of a user in (or out) of the online set that
+    /// `Send` counts.
+    Online {
+        change: Box<PresenceChange>,
+        n: i64,
+        /// This node has no connection left in the online set.
+        last_here: bool,
+    },
+    /// A direct message (`to`) or a broadcast (`None`), `text` its
+    /// message text: to every node, answered with the connections it is for.
+    Send {
+        to: Option<Box<str>>,
+        text: Vec<u8>,
+        origin: String,
+        answer: A,
+    },
     /// Set this node's connections in `room` to exactly `users`.
     Sync {
         room: Arc<str>,
@@ -141,6 +157,16 @@ pub struct RoomEvent {
     pub presence: bool,
 }
 
+/// A direct message or broadcast from the direct channel.
+#[derive(Debug, Clone)]
+pub struct DirectMessage {
+    /// `None`: every `/ws` connection.
+    pub to: Option<Arc<str>>,
+    pub frame: Arc<[u8]>,
+    /// The sender, when it is a connection of this node.
+    pub exclude: Option<Publisher>,
+}
+
 /// What a node knows of an event it published itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FromHere {
@@ -161,6 +187,10 @@ pub trait BridgeSink: Send + 'static {
     fn joined(&self, answer: Self::Answer, outcome: Result<(History, u64), Unavailable>);
     /// The outcome of a `PresenceGet`.
     fn presence(&self, answer: Self::Answer, outcome: Result<Presence, Unavailable>);
+    /// The outcome of a `Send`: how many connections it is for.
+    fn sent(&self, answer: Self::Answer, outcome: Result<u64, Unavailable>);
+    /// A direct message or broadcast for every shard's own connections.
+    fn direct(&self, message: DirectMessage);
     /// A link is (again) ready: every room's presence should be `Sync`ed,
     /// since Redis may have lost it or reaped it meanwhile.
     fn resync(&self);
@@ -271,6 +301,9 @@ enum Pending<A> {
         sent: Instant,
     },
     Presence {
+        answer: A,
+    },
+    Sent {
         answer: A,
     },
     /// A reply nobody waits for (leaves, syncs, heartbeats).
@@ -410,6 +443,17 @@ impl<S: BridgeSink> Bridge<S> {
                 last_here,
             } => self.leave(&room, &change, last_here),
             BridgeRequest::PresenceGet { room, answer } => self.presence(&room, answer),
+            BridgeRequest::Online {
+                change,
+                n,
+                last_here,
+            } => self.online(&change, n, last_here),
+            BridgeRequest::Send {
+                to,
+                text,
+                origin,
+                answer,
+            } => self.send_direct(to.as_deref(), &text, &origin, answer),
             BridgeRequest::Sync { room, users } => self.sync(&room, &users),
             BridgeRequest::Serve { room, shard } => {
                 if let Some(change) = self.subscriptions.shard_joined(&room, shard) {
@@ -531,13 +575,55 @@ impl<S: BridgeSink> Bridge<S> {
         });
     }
 
-    /// Whether `room` announces presence (`--presence-rooms`).
+    fn online(&mut self, change: &PresenceChange, n: i64, last_here: bool) {
+        let index = layout::server_of(redis::ONLINE, self.links.len());
+        let keys = RoomKeys::new(&self.config.prefix, redis::ONLINE);
+        let node_rooms = layout::node_rooms(&self.config.prefix, &self.config.node_id);
+        let link = &mut self.links[index];
+        if !link.is_up() {
+            return;
+        }
+        if n > 0 {
+            let _ = link.pipeline.push(Pending::Ignored, |out| {
+                resp::write_command(out, &["SADD", &node_rooms, redis::ONLINE]);
+            });
+        }
+        let _ = link
+            .pipeline
+            .push(Pending::Ignored, |out| redis::count(out, &keys, change, n));
+        if last_here {
+            let _ = link.pipeline.push(Pending::Ignored, |out| {
+                resp::write_command(out, &["SREM", &node_rooms, redis::ONLINE]);
+            });
+        }
+    }
+
+    fn send_direct(&mut self, to: Option<&str>, text: &[u8], origin: &str, answer: S::Answer) {
+        let index = layout::server_of(redis::ONLINE, self.links.len());
+        let payload = redis::Direct { origin, to, text }.write();
+        let prefix = &self.config.prefix;
+        let link = &mut self.links[index];
+        if !link.is_up() {
+            return self.sink.sent(answer, Err(Unavailable));
+        }
+        let pushed = link.pipeline.push(Pending::Sent { answer }, |out| {
+            redis::send(out, prefix, to, &payload);
+        });
+        if let Err(Pending::Sent { answer }) = pushed {
+            self.sink.sent(answer, Err(Unavailable));
+        }
+    }
+
+    /// Whether `room` announces presence (`--presence-rooms`); the online
+    /// set never does.
     fn announces(&self, room: &str) -> bool {
-        self.config
-            .presence
-            .rooms
-            .iter()
-            .any(|p| pattern_matches(p, room))
+        room != redis::ONLINE
+            && self
+                .config
+                .presence
+                .rooms
+                .iter()
+                .any(|p| pattern_matches(p, room))
     }
 
     /// Every `HEARTBEAT`: this node's heartbeat on every server, and a look
@@ -665,6 +751,11 @@ impl<S: BridgeSink> Bridge<S> {
         }
         let _ = link.pipeline.push(Pending::Setup, redis::load_library);
         let prefix = &self.config.prefix;
+        if layout::server_of(redis::ONLINE, servers) == index {
+            let direct = redis::direct_channel(prefix);
+            link.pipeline
+                .push_unanswered(|out| resp::write_command(out, &["SUBSCRIBE", &direct]));
+        }
         for room in self.subscriptions.rooms() {
             if layout::server_of(room, servers) == index {
                 let channel = RoomKeys::new(prefix, room).channel;
@@ -708,6 +799,7 @@ impl<S: BridgeSink> Bridge<S> {
                 Pending::Publish { answer, .. } => self.sink.sequenced(answer, Err(Unavailable)),
                 Pending::Join { answer, .. } => self.sink.joined(answer, Err(Unavailable)),
                 Pending::Presence { answer } => self.sink.presence(answer, Err(Unavailable)),
+                Pending::Sent { answer } => self.sink.sent(answer, Err(Unavailable)),
                 Pending::Setup
                 | Pending::Recover { .. }
                 | Pending::Ignored
@@ -812,6 +904,16 @@ impl<S: BridgeSink> Bridge<S> {
                 }
                 self.sink.presence(answer, outcome);
             }
+            Pending::Sent { answer } => {
+                let outcome = reply
+                    .as_i64()
+                    .and_then(|n| u64::try_from(n).ok())
+                    .ok_or(Unavailable);
+                if outcome.is_err() {
+                    log_warn!("redis bridge: send refused: {reply:?}");
+                }
+                self.sink.sent(answer, outcome);
+            }
             Pending::Ignored => {
                 if let Reply::Error(e) = reply {
                     log_warn!("redis bridge: a command was refused: {e}");
@@ -877,6 +979,9 @@ impl<S: BridgeSink> Bridge<S> {
         let (Some(channel), Some(payload)) = (channel.as_bytes(), payload.as_bytes()) else {
             return;
         };
+        if channel == redis::direct_channel(&self.config.prefix).as_bytes() {
+            return self.on_direct(payload);
+        }
         let Some(room) = room_of(&self.config.prefix, channel) else {
             return;
         };
@@ -898,6 +1003,21 @@ impl<S: BridgeSink> Bridge<S> {
         }
         let epoch: Arc<str> = message.epoch.into();
         self.forward(&room, &epoch, message.seq, message.text, from_here);
+    }
+
+    /// A direct message or broadcast: every shard delivers to its own.
+    fn on_direct(&mut self, payload: &[u8]) {
+        let Some(direct) = redis::Direct::parse(payload) else {
+            return;
+        };
+        let exclude = Origin::parse(direct.origin)
+            .filter(|o| o.node == self.config.node_id)
+            .and_then(|o| o.exclude);
+        self.sink.direct(DirectMessage {
+            to: direct.to.map(Arc::from),
+            frame: wire::text_frame(direct.text),
+            exclude,
+        });
     }
 
     /// A presence event goes to the shards as it comes: it has no `seq`.

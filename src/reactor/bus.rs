@@ -117,6 +117,9 @@ pub enum BusMsg {
         exclude: ConnRef,
         gather: u64,
     },
+    /// To the owner of the online set (cluster mode): a `/ws` connection
+    /// of `user` opened (`up`) or closed.
+    Online { user: Arc<str>, up: bool },
     /// To the shard gathering counts for a `user:send` or broadcast ack.
     Counted { gather: u64, count: usize },
 }

@@ -24,12 +24,14 @@ use crate::codes::ErrorCode;
 use crate::proto::JoinRecovery;
 use crate::proto::reply::OwnedId;
 use crate::reactor::bridge::{
-    BridgeRequest, BridgeSink, FromHere, OwnedQuery, RoomEvent, Unavailable,
+    BridgeRequest, BridgeSink, DirectMessage, FromHere, OwnedQuery, RoomEvent, Unavailable,
 };
 use crate::reactor::bus::{BusMsg, ConnRef, PublishAnswer};
 use crate::reactor::fanout::{Fanout, failure_text};
 use crate::reactor::shard::{Command, Handle, Shard, unix_ms};
-use crate::redis::{History, NodeUser, Origin, Presence, PresenceChange, Publisher, Sequenced};
+use crate::redis::{
+    self, History, NodeUser, Origin, Presence, PresenceChange, Publisher, Sequenced,
+};
 use crate::rooms::table::{Joiner, Publish};
 use crate::rooms::wire;
 
@@ -52,6 +54,13 @@ pub enum BridgeAnswer {
         room: Arc<str>,
         id: OwnedId,
     },
+    /// The sender of a `user:send` or `system:broadcast`, on its own
+    /// shard; `minus` is its own connection when Redis counted it.
+    Sent {
+        conn: ConnRef,
+        id: Option<OwnedId>,
+        minus: u64,
+    },
 }
 
 /// A join waiting for the room's history from Redis, at the owner.
@@ -73,6 +82,8 @@ pub enum FromBridge {
     Joined(BridgeAnswer, Result<(History, u64), Unavailable>),
     Presence(BridgeAnswer, Result<Presence, Unavailable>),
     Event(RoomEvent),
+    Sent(BridgeAnswer, Result<u64, Unavailable>),
+    Direct(DirectMessage),
     /// Redis is (again) reachable: tell it this shard's presence.
     Resync,
 }
@@ -96,7 +107,7 @@ impl BridgeAnswer {
         match self {
             BridgeAnswer::Publish { sender, .. } => sender.shard,
             BridgeAnswer::Join(join) => join.owner,
-            BridgeAnswer::Presence { conn, .. } => conn.shard,
+            BridgeAnswer::Presence { conn, .. } | BridgeAnswer::Sent { conn, .. } => conn.shard,
         }
     }
 }
@@ -119,6 +130,16 @@ impl BridgeSink for ShardSink {
     fn resync(&self) {
         for shard in 0..self.shards.len() {
             self.send(shard, FromBridge::Resync);
+        }
+    }
+
+    fn sent(&self, answer: BridgeAnswer, outcome: Result<u64, Unavailable>) {
+        self.send(answer.shard(), FromBridge::Sent(answer, outcome));
+    }
+
+    fn direct(&self, message: DirectMessage) {
+        for shard in 0..self.shards.len() {
+            self.send(shard, FromBridge::Direct(message.clone()));
         }
     }
 
@@ -371,12 +392,133 @@ impl Shard {
                 name: name.map(Into::into),
             });
         });
+        if !self.online.is_empty() {
+            let users = self
+                .online
+                .iter()
+                .map(|(user, &connections)| NodeUser {
+                    user: user.to_string(),
+                    connections,
+                    name: None,
+                })
+                .collect();
+            rooms.insert(redis::ONLINE.to_owned(), users);
+        }
         for (room, users) in rooms {
             self.to_bridge(BridgeRequest::Sync {
                 room: room.into(),
                 users,
             });
         }
+    }
+
+    /// At the owner of the online set: a `/ws` connection of `user` on
+    /// this node opened (`up`) or closed; Redis counts it for `user:send`
+    /// and `system:broadcast`.
+    pub(super) fn online_in_cluster(&mut self, user: Arc<str>, up: bool) {
+        let count = self.online.entry(user.clone()).or_default();
+        if up {
+            *count += 1;
+        } else if *count > 0 {
+            *count -= 1;
+        } else {
+            return;
+        }
+        if *count == 0 {
+            self.online.remove(&user);
+        }
+        let change = PresenceChange {
+            node: self.node_id(),
+            user: user.to_string(),
+            name: None,
+            rejoin: false,
+            announce: false,
+            event_limit: 0,
+            origin: String::new(),
+            text: Vec::new(),
+        };
+        let last_here = self.online.is_empty();
+        self.to_bridge(BridgeRequest::Online {
+            change: Box::new(change),
+            n: if up { 1 } else { -1 },
+            last_here,
+        });
+    }
+
+    /// `user:send` (`to`) or `system:broadcast` (`None`) across the
+    /// cluster: published once on the direct channel; every node delivers
+    /// to its own connections, and the ack counts those Redis knew of.
+    pub(super) fn send_in_cluster(
+        &mut self,
+        conn: ConnRef,
+        sender: &str,
+        to: Option<Box<str>>,
+        text: Vec<u8>,
+        id: Option<OwnedId>,
+    ) {
+        let minus = u64::from(to.as_deref().is_none_or(|to| to == sender));
+        let node = self.node_id();
+        let origin = Origin {
+            node: &node,
+            read_micros: 0,
+            exclude: Some(Publisher {
+                shard: conn.shard,
+                key: conn.key,
+                id: conn.id,
+            }),
+        }
+        .write();
+        let request = BridgeRequest::Send {
+            to,
+            text,
+            origin,
+            answer: BridgeAnswer::Sent { conn, id, minus },
+        };
+        if let Some(bridge) = &self.bridge
+            && let Err(BridgeRequest::Send { answer, .. }) = bridge.try_send(request)
+        {
+            self.on_sent(answer, Err(Unavailable));
+        }
+    }
+
+    fn on_sent(&mut self, answer: BridgeAnswer, outcome: Result<u64, Unavailable>) {
+        let BridgeAnswer::Sent { conn, id, minus } = answer else {
+            return;
+        };
+        let text = match outcome {
+            Ok(count) => {
+                let Some(id) = id else { return };
+                let mut data = Vec::with_capacity(24);
+                data.extend_from_slice(b"{\"delivered\":");
+                crate::json::write_u64(&mut data, count.saturating_sub(minus));
+                data.push(b'}');
+                super::fanout::ack_text(&id, &data)
+            }
+            Err(Unavailable) => failure_text(id.as_ref(), ErrorCode::Unavailable, UNAVAILABLE),
+        };
+        self.send_to(conn.shard, BusMsg::Reply { conn, text });
+    }
+
+    /// A direct message or broadcast from any node, for this shard's own
+    /// connections.
+    fn on_direct(&mut self, message: &DirectMessage) {
+        let keys = match &message.to {
+            Some(to) => self.users.keys(to).to_vec(),
+            None => self.users.all(),
+        };
+        let exclude = message.exclude.map_or(
+            ConnRef {
+                shard: usize::MAX,
+                key: usize::MAX,
+                id: 0,
+            },
+            |p| ConnRef {
+                shard: p.shard,
+                key: p.key,
+                id: p.id,
+            },
+        );
+        self.deliver_each(&keys, &message.frame, exclude, Instant::now());
     }
 
     /// Subscribes the room's channel when the first member or join comes.
@@ -422,6 +564,8 @@ impl Shard {
             FromBridge::Presence(answer, outcome) => self.on_presence(answer, outcome),
             FromBridge::Event(event) => self.on_room_event(event),
             FromBridge::Resync => self.resync(),
+            FromBridge::Sent(answer, outcome) => self.on_sent(answer, outcome),
+            FromBridge::Direct(message) => self.on_direct(&message),
             FromBridge::Sequenced(..) | FromBridge::Joined(..) => {}
         }
     }

@@ -144,6 +144,12 @@ impl Shard {
                 let owner = self.owner(&room);
                 self.send_to(owner, BusMsg::PresenceGet { room, conn, id });
             }
+            Request::UserSend { to, text, id } if self.in_cluster() => {
+                self.send_in_cluster(conn, &user, Some(to), text.to_vec(), id);
+            }
+            Request::Broadcast { text, id } if self.in_cluster() => {
+                self.send_in_cluster(conn, &user, None, text.to_vec(), id);
+            }
             Request::UserSend { to, text, id } => self.request_user_send(conn, to, &text, id),
             Request::Broadcast { text, id } => self.request_broadcast(conn, &text, id),
             Request::Refresh { .. } | Request::HttpPublish { .. } => {}
@@ -252,6 +258,7 @@ impl Shard {
         if let Some(user) = conn.user_id() {
             self.users.remove(user, key);
             self.shared.registry.user_disconnected(user);
+            self.count_online(user, false);
             for room in conn.rooms() {
                 self.request_leave(key, room.clone(), user.clone());
             }
@@ -378,6 +385,7 @@ impl Shard {
                 self.deliver_and_count(&keys, &frame, exclude, gather, now);
             }
             BusMsg::Counted { gather, count } => self.on_counted(gather, count, now),
+            BusMsg::Online { user, up } => self.online_in_cluster(user, up),
         }
     }
 
@@ -546,7 +554,17 @@ impl Shard {
         }
     }
 
-    fn deliver_each(
+    /// Cluster mode: tells the owner of the online set that a `/ws`
+    /// connection of `user` opened (`up`) or closed here.
+    pub(super) fn count_online(&mut self, user: &Arc<str>, up: bool) {
+        if self.in_cluster() {
+            let owner = self.owner(crate::redis::ONLINE);
+            let user = user.clone();
+            self.send_to(owner, BusMsg::Online { user, up });
+        }
+    }
+
+    pub(super) fn deliver_each(
         &mut self,
         keys: &[usize],
         frame: &Arc<[u8]>,

@@ -187,6 +187,9 @@ pub struct Shard {
     pub(super) bridge: Option<BridgeHandle<BridgeAnswer>>,
     /// Cluster mode: joins waiting for their history, per room owned here.
     pub(super) joining: HashMap<Arc<str>, usize>,
+    /// Cluster mode, at the owner of the online set: this node's `/ws`
+    /// connections per user.
+    pub(super) online: HashMap<Arc<str>, u32>,
 }
 
 impl Shard {
@@ -264,6 +267,7 @@ impl Shard {
             pre_request,
             bridge: None,
             joining: HashMap::new(),
+            online: HashMap::new(),
         })
     }
 
@@ -585,8 +589,10 @@ impl Shard {
         if entry.conn.take_newly_opened()
             && let Some(user) = entry.conn.user_id()
         {
-            self.users.add(user, key);
-            self.shared.registry.user_connected(user);
+            let user = user.clone();
+            self.users.add(&user, key);
+            self.shared.registry.user_connected(&user);
+            self.count_online(&user, true);
         }
         if !self.requests.is_empty() {
             let requests = std::mem::take(&mut self.requests);

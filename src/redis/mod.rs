@@ -192,6 +192,76 @@ pub fn join(
     fcall_with(out, b"roomcast_join", &function_keys(keys, false), &args);
 }
 
+/// The pseudo-room whose presence is every `/ws` connection of the
+/// cluster (room names are never empty): what `user:send` and
+/// `system:broadcast` count.
+pub const ONLINE: &str = "";
+
+/// Appends the `FCALL roomcast_count` counting `n` connections of
+/// `change.user` in the online set (`n` < 0: out).
+pub fn count(out: &mut Vec<u8>, keys: &RoomKeys, change: &PresenceChange, n: i64) {
+    let n = n.to_string();
+    let args = [change.node.as_bytes(), change.user.as_bytes(), n.as_bytes()];
+    fcall_with(out, b"roomcast_count", &function_keys(keys, true), &args);
+}
+
+/// The channel of direct messages and broadcasts, which every node
+/// subscribes to on the server of the online set.
+pub fn direct_channel(prefix: &str) -> String {
+    format!("{prefix}:direct")
+}
+
+/// A direct message or broadcast on the direct channel:
+/// `<origin> <length of to> <to><message text>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Direct<'a> {
+    pub origin: &'a str,
+    /// `None`: a broadcast to every connection.
+    pub to: Option<&'a str>,
+    pub text: &'a [u8],
+}
+
+impl Direct<'_> {
+    /// The channel payload `parse` reads back.
+    pub fn write(&self) -> Vec<u8> {
+        let to = self.to.unwrap_or("");
+        let mut out = Vec::with_capacity(self.origin.len() + to.len() + self.text.len() + 8);
+        out.extend_from_slice(self.origin.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(to.len().to_string().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(to.as_bytes());
+        out.extend_from_slice(self.text);
+        out
+    }
+}
+
+impl<'a> Direct<'a> {
+    pub fn parse(payload: &'a [u8]) -> Option<Self> {
+        let mut parts = payload.splitn(3, |&b| b == b' ');
+        let origin = std::str::from_utf8(parts.next()?).ok()?;
+        let len: usize = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+        let rest = parts.next()?;
+        let to = std::str::from_utf8(rest.get(..len)?).ok()?;
+        Some(Direct {
+            origin,
+            to: (len > 0).then_some(to),
+            text: &rest[len..],
+        })
+    }
+}
+
+/// Appends the `FCALL roomcast_send` that publishes `payload` on the
+/// direct channel and answers how many connections of `to` (`None`: of
+/// the cluster) it is for.
+pub fn send(out: &mut Vec<u8>, prefix: &str, to: Option<&str>, payload: &[u8]) {
+    let keys = RoomKeys::new(prefix, ONLINE);
+    let channel = direct_channel(prefix);
+    let args = [to.unwrap_or("").as_bytes(), channel.as_bytes(), payload];
+    let keys = [keys.users.as_bytes(), keys.members.as_bytes()];
+    fcall_with(out, b"roomcast_send", &keys, &args);
+}
+
 /// Appends the `FCALL roomcast_leave` counting a connection out.
 pub fn leave(out: &mut Vec<u8>, keys: &RoomKeys, change: &PresenceChange) {
     let limit = change.event_limit.to_string();
@@ -509,6 +579,20 @@ mod tests {
         assert_eq!(channel_message(b"e1 x - {}"), None);
         assert_eq!(channel_message(b"e1 7 {}"), None);
         assert_eq!(channel_message(b"e1"), None);
+    }
+
+    #[test]
+    fn a_direct_message_reads_back_what_it_wrote() {
+        for to in [Some("bob smith"), Some("b"), None] {
+            let direct = Direct {
+                origin: "n/1/0.3.4",
+                to,
+                text: br#"{"event":"x:y"}"#,
+            };
+            assert_eq!(Direct::parse(&direct.write()), Some(direct));
+        }
+        assert_eq!(Direct::parse(b"o 9 ab"), None);
+        assert_eq!(Direct::parse(b"o x ab"), None);
     }
 
     #[test]

@@ -279,7 +279,34 @@ local function sync(keys, args)
   return members(k)
 end
 
+-- Counts `n` connections of `user` on `node` in (or out, n < 0): the online
+-- set (the pseudo-room '') that user:send and system:broadcast count.
+-- KEYS: users, names, nodes, members. ARGV: node, user, n.
+-- Returns the connections counted.
+local function count(keys, args)
+  local k = {nil, nil, nil, keys[1], keys[2], keys[3], keys[4]}
+  count_in(k, args[1], args[2], tonumber(args[3]))
+  return members(k)
+end
+
+-- user:send (to a user) or system:broadcast (to '' : everyone): published
+-- once on the direct channel for every node to deliver to its own
+-- connections. KEYS: users, members (of the online set).
+-- ARGV: to, channel, payload. Returns the connections it is for.
+local function send(keys, args)
+  local n
+  if args[1] == '' then
+    n = redis.call('GET', keys[2])
+  else
+    n = redis.call('HGET', keys[1], args[1])
+  end
+  redis.call('PUBLISH', args[2], args[3])
+  return tonumber(n or '0')
+end
+
 redis.register_function('roomcast_publish', publish)
+redis.register_function('roomcast_count', count)
+redis.register_function('roomcast_send', send)
 redis.register_function('roomcast_history', history)
 redis.register_function('roomcast_join', join)
 redis.register_function('roomcast_leave', leave)
