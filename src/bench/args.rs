@@ -94,9 +94,11 @@ pub struct BenchArgs {
     /// Connect scenario: join and leave a room on each connection before closing it.
     #[arg(long)]
     pub churn: bool,
-    /// The server's process id, to report its CPU time and memory.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// The server's process id, to report its CPU time and memory; repeatable
+    /// (or comma-separated) for a server of several processes (the nodes of a
+    /// cluster, and Redis), whose figures are summed.
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
     /// Print the result as one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,

@@ -39,7 +39,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
 
 fn orchestrate(args: &BenchArgs) -> io::Result<ExitCode> {
     let workers = args.sockets().div_ceil(args.sockets_per_process).max(1);
-    let server_before = args.server_pid.and_then(crate::sys::process_usage);
+    let server_before = server_usage(&args.server_pid);
     let mut processes = (0..workers)
         .map(|i| WorkerProcess::spawn(i, workers))
         .collect::<io::Result<Vec<_>>>()?;
@@ -52,7 +52,7 @@ fn orchestrate(args: &BenchArgs) -> io::Result<ExitCode> {
         "roomcast bench: {connected} connections open in {workers} process(es); measuring for {:?}",
         args.duration
     );
-    let server_start = args.server_pid.and_then(crate::sys::process_usage);
+    let server_start = server_usage(&args.server_pid);
     let start = Instant::now();
     for worker in &mut processes {
         worker.go()?;
@@ -60,7 +60,7 @@ fn orchestrate(args: &BenchArgs) -> io::Result<ExitCode> {
     let results = collect(args, &processes, start)?;
     let window_seconds = start.elapsed().as_secs_f64();
     let bench_cpu_seconds = results.iter().map(|r| r.cpu_seconds).sum();
-    let server_end = args.server_pid.and_then(crate::sys::process_usage);
+    let server_end = server_usage(&args.server_pid);
     for worker in &mut processes {
         let _ = worker.child.wait();
     }
@@ -81,6 +81,27 @@ fn orchestrate(args: &BenchArgs) -> io::Result<ExitCode> {
         write!(stdout, "{}", summary.to_table(args))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The server's CPU time and memory, summed over its processes; `None`
+/// without any, or when one cannot be read (it exited).
+fn server_usage(pids: &[u32]) -> Option<crate::sys::ProcessUsage> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().try_fold(
+        crate::sys::ProcessUsage {
+            cpu_seconds: 0.0,
+            rss_bytes: 0,
+        },
+        |sum, &pid| {
+            let usage = crate::sys::process_usage(pid)?;
+            Some(crate::sys::ProcessUsage {
+                cpu_seconds: sum.cpu_seconds + usage.cpu_seconds,
+                rss_bytes: sum.rss_bytes + usage.rss_bytes,
+            })
+        },
+    )
 }
 
 /// Waits for a worker line starting with `prefix`; returns the rest.

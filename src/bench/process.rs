@@ -23,9 +23,12 @@ use crate::bench::report::{Progress, WorkerResult};
 use crate::bench::worker::{self, Shared, Tally, phase};
 
 /// How long deliveries may keep arriving after the measured window.
-const DRAIN_LIMIT: Duration = Duration::from_secs(3);
-/// Deliveries are done when none arrived for this long.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+/// Deliveries are done when none arrived for this long, or for twice the
+/// largest latency seen, up to `DRAIN_QUIET_MAX`: a fan-out to 100,000
+/// members reaches its last one long after its first.
 const DRAIN_QUIET: Duration = Duration::from_millis(300);
+const DRAIN_QUIET_MAX: Duration = Duration::from_secs(2);
 /// Bound on the connect phase.
 const CONNECT_LIMIT: Duration = Duration::from_secs(120);
 
@@ -100,6 +103,12 @@ fn measure(shared: &Shared, stdout: &mut impl Write) -> io::Result<()> {
 }
 
 fn drain(shared: &Shared) {
+    let slowest = shared
+        .latency
+        .lock()
+        .map(|h| Duration::from_micros(h.max().saturating_mul(2)))
+        .unwrap_or_default();
+    let quiet = slowest.clamp(DRAIN_QUIET, DRAIN_QUIET_MAX);
     let start = Instant::now();
     let mut last = shared.delivered.load(Ordering::Relaxed);
     let mut quiet_since = Instant::now();
@@ -109,7 +118,7 @@ fn drain(shared: &Shared) {
         if now != last {
             last = now;
             quiet_since = Instant::now();
-        } else if quiet_since.elapsed() >= DRAIN_QUIET {
+        } else if quiet_since.elapsed() >= quiet {
             return;
         }
     }

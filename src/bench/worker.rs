@@ -519,6 +519,13 @@ impl<'a> Worker<'a> {
             return;
         };
         if client.state == State::Joining {
+            if data.starts_with(br#"{"event":"ack""#)
+                && payload::find(data, b"\"success\":false").is_some()
+            {
+                // A refused join (a full room, a cluster without Redis):
+                // the client would never get its deliveries.
+                return self.drop_client(key, phase);
+            }
             if data.starts_with(br#"{"event":"ack""#) {
                 client.last_seq = payload::number_after(data, b"\"seq\":").unwrap_or(0);
                 if client.role == Role::Connector {

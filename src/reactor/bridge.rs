@@ -74,12 +74,10 @@ pub enum BridgeRequest<A> {
         change: Box<PresenceChange>,
         answer: A,
     },
-    /// Count a connection out of a room; `last_here` when it was this
-    /// node's last one there.
+    /// Count a connection out of a room.
     Leave {
         room: Arc<str>,
         change: Box<PresenceChange>,
-        last_here: bool,
     },
     /// The room's presence in the cluster (`presence:get`).
     PresenceGet {
@@ -91,6 +89,8 @@ pub enum BridgeRequest<A> {
     Online {
         change: Box<PresenceChange>,
         n: i64,
+        /// This node's first connection in the online set.
+        first_here: bool,
         /// This node has no connection left in the online set.
         last_here: bool,
     },
@@ -273,7 +273,9 @@ pub fn start<S: BridgeSink>(
         read_buf: Vec::new(),
         metrics,
         next_heartbeat: Instant::now(),
+        node_rooms: String::new(),
     };
+    bridge.node_rooms = layout::node_rooms(&bridge.config.prefix, &bridge.config.node_id);
     let thread = std::thread::Builder::new()
         .name("redis-bridge".into())
         .spawn(move || bridge.run())?;
@@ -370,6 +372,8 @@ struct Bridge<S: BridgeSink> {
     read_buf: Vec<u8>,
     metrics: Arc<RedisMetrics>,
     next_heartbeat: Instant,
+    /// This node's room index key (`layout::node_rooms`).
+    node_rooms: String,
 }
 
 impl<S: BridgeSink> Bridge<S> {
@@ -413,13 +417,24 @@ impl<S: BridgeSink> Bridge<S> {
 
     /// Handles every queued request; false on `Stop`.
     fn take_requests(&mut self) -> bool {
-        loop {
+        // A full pipeline takes no more: requests wait in the channel (a
+        // join storm is slowed down, not refused) until Redis answers.
+        while self.has_room() {
             match self.requests.try_recv() {
                 Ok(BridgeRequest::Stop) | Err(TryRecvError::Disconnected) => return false,
                 Ok(request) => self.on_request(request),
                 Err(TryRecvError::Empty) => return true,
             }
         }
+        true
+    }
+
+    /// Whether every link's pipeline can take one more request (at most
+    /// three commands).
+    fn has_room(&self) -> bool {
+        self.links
+            .iter()
+            .all(|l| l.pipeline.in_flight() + 4 <= MAX_IN_FLIGHT)
     }
 
     fn on_request(&mut self, request: BridgeRequest<S::Answer>) {
@@ -437,17 +452,14 @@ impl<S: BridgeSink> Bridge<S> {
                 change,
                 answer,
             } => self.join(room, &query, &change, answer),
-            BridgeRequest::Leave {
-                room,
-                change,
-                last_here,
-            } => self.leave(&room, &change, last_here),
+            BridgeRequest::Leave { room, change } => self.leave(&room, &change),
             BridgeRequest::PresenceGet { room, answer } => self.presence(&room, answer),
             BridgeRequest::Online {
                 change,
                 n,
+                first_here,
                 last_here,
-            } => self.online(&change, n, last_here),
+            } => self.online(&change, n, first_here, last_here),
             BridgeRequest::Send {
                 to,
                 text,
@@ -500,16 +512,9 @@ impl<S: BridgeSink> Bridge<S> {
         let keys = RoomKeys::new(&self.config.prefix, &room);
         let epoch = self.fresh_epoch();
         let retention = self.config.retention;
-        let node_rooms = layout::node_rooms(&self.config.prefix, &self.config.node_id);
         let link = &mut self.links[index];
         if !link.is_up() {
             return self.sink.joined(answer, Err(Unavailable));
-        }
-        if !change.rejoin {
-            // Indexed before it counts, so a reaper always finds it.
-            let _ = link.pipeline.push(Pending::Ignored, |out| {
-                resp::write_command(out, &["SADD", &node_rooms, &room]);
-            });
         }
         let sent = Instant::now();
         let pending = Pending::Join { answer, room, sent };
@@ -523,10 +528,9 @@ impl<S: BridgeSink> Bridge<S> {
 
     /// A leave is not answered: if Redis is away it is lost, and the sync
     /// after the reconnect puts the room's presence right.
-    fn leave(&mut self, room: &str, change: &PresenceChange, last_here: bool) {
+    fn leave(&mut self, room: &str, change: &PresenceChange) {
         let index = layout::server_of(room, self.links.len());
         let keys = RoomKeys::new(&self.config.prefix, room);
-        let node_rooms = layout::node_rooms(&self.config.prefix, &self.config.node_id);
         let link = &mut self.links[index];
         if !link.is_up() {
             return;
@@ -534,11 +538,6 @@ impl<S: BridgeSink> Bridge<S> {
         let _ = link
             .pipeline
             .push(Pending::Ignored, |out| redis::leave(out, &keys, change));
-        if last_here {
-            let _ = link.pipeline.push(Pending::Ignored, |out| {
-                resp::write_command(out, &["SREM", &node_rooms, room]);
-            });
-        }
     }
 
     fn presence(&mut self, room: &str, answer: S::Answer) {
@@ -575,7 +574,7 @@ impl<S: BridgeSink> Bridge<S> {
         });
     }
 
-    fn online(&mut self, change: &PresenceChange, n: i64, last_here: bool) {
+    fn online(&mut self, change: &PresenceChange, n: i64, first_here: bool, last_here: bool) {
         let index = layout::server_of(redis::ONLINE, self.links.len());
         let keys = RoomKeys::new(&self.config.prefix, redis::ONLINE);
         let node_rooms = layout::node_rooms(&self.config.prefix, &self.config.node_id);
@@ -583,7 +582,7 @@ impl<S: BridgeSink> Bridge<S> {
         if !link.is_up() {
             return;
         }
-        if n > 0 {
+        if first_here {
             let _ = link.pipeline.push(Pending::Ignored, |out| {
                 resp::write_command(out, &["SADD", &node_rooms, redis::ONLINE]);
             });
@@ -706,11 +705,21 @@ impl<S: BridgeSink> Bridge<S> {
         };
         let index = layout::server_of(room, self.links.len());
         let channel = RoomKeys::new(&self.config.prefix, room).channel;
+        // The rooms a node serves are where a reaper looks for its
+        // connections, should it die.
+        let (index_verb, node_rooms) = match &change {
+            Change::Subscribe(_) => ("SADD", &self.node_rooms),
+            Change::Unsubscribe(_) => ("SREM", &self.node_rooms),
+        };
         let link = &mut self.links[index];
-        // Without a connection, the subscription is made when it comes back.
+        // Without a connection, the subscription is made when it comes back
+        // (and the index by the sync that follows).
         if link.stream.is_some() {
             link.pipeline
                 .push_unanswered(|out| resp::write_command(out, &[verb, channel.as_str()]));
+            let _ = link.pipeline.push(Pending::Ignored, |out| {
+                resp::write_command(out, &[index_verb, node_rooms.as_str(), room]);
+            });
         }
     }
 

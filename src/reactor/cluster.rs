@@ -331,11 +331,9 @@ impl Shard {
             exclude: None,
         }
         .write();
-        let last_here = self.table.connections(room) == 0;
         self.to_bridge(BridgeRequest::Leave {
             room: room.clone(),
             change: Box::new(change),
-            last_here,
         });
         self.unserve_if_idle(room);
     }
@@ -416,16 +414,17 @@ impl Shard {
     /// this node opened (`up`) or closed; Redis counts it for `user:send`
     /// and `system:broadcast`.
     pub(super) fn online_in_cluster(&mut self, user: Arc<str>, up: bool) {
-        let count = self.online.entry(user.clone()).or_default();
+        let first_here = up && self.online.is_empty();
         if up {
-            *count += 1;
-        } else if *count > 0 {
-            *count -= 1;
+            *self.online.entry(user.clone()).or_default() += 1;
         } else {
-            return;
-        }
-        if *count == 0 {
-            self.online.remove(&user);
+            let Some(count) = self.online.get_mut(&user) else {
+                return;
+            };
+            *count -= 1;
+            if *count == 0 {
+                self.online.remove(&user);
+            }
         }
         let change = PresenceChange {
             node: self.node_id(),
@@ -441,6 +440,7 @@ impl Shard {
         self.to_bridge(BridgeRequest::Online {
             change: Box::new(change),
             n: if up { 1 } else { -1 },
+            first_here,
             last_here,
         });
     }
@@ -658,7 +658,6 @@ impl Shard {
                 self.to_bridge(BridgeRequest::Leave {
                     room: join.room.clone(),
                     change: Box::new(change),
-                    last_here: false,
                 });
                 let text = failure_text(join.id.as_ref(), ErrorCode::RoomFull, "room is full");
                 (false, Some(text))
