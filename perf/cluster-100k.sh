@@ -22,16 +22,6 @@ DURATION=${DURATION:-10s}
 OUT="$PERF_DIR/results/cluster-100k-$(date -u +%Y%m%dT%H%M%SZ).json"
 mkdir -p "$PERF_DIR/results"
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-children_of() {
-    for stat in /proc/[0-9]*/stat; do
-        awk -v p="$1" '{ sub(/^.*\) /, ""); if ($2 == p && $1 != "Z") print FILENAME }' "$stat" 2>/dev/null
-    done | sed 's|/proc/\([0-9]*\)/stat|\1|'
-}
-
 build_release
 REDIS_PORT=$(free_port)
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 &
@@ -63,11 +53,7 @@ timeout 600 "$BIN" bench fanout --addr "127.0.0.1:$PORT" --jwt-secret "$SECRET" 
     --json --server-pid "$pids" >"$WORK/bench.json" 2>"$WORK/bench.err" &
 BENCH=$!
 # Redis' memory while every connection is in: once the bench measures.
-for _ in $(seq 6000); do
-    grep -q 'measuring for' "$WORK/bench.err" && break
-    kill -0 "$BENCH" 2>/dev/null || break
-    sleep 0.1
-done
+wait_measuring "$WORK/bench.err" "$BENCH"
 redis_after=$(redis_rss)
 wait "$BENCH"
 if [ ! -s "$WORK/bench.json" ]; then

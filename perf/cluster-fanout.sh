@@ -30,26 +30,6 @@ OUT="$PERF_DIR/results/cluster-fanout-$(date -u +%Y%m%dT%H%M%SZ).jsonl"
 mkdir -p "$PERF_DIR/results"
 REDIS_PID=""
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-http_status() { # PORT PATH
-    python3 - "$1" "$2" <<'PY' 2>/dev/null || echo 0
-import sys, urllib.request, urllib.error
-try:
-    print(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}{sys.argv[2]}", timeout=2).status)
-except urllib.error.HTTPError as e:
-    print(e.code)
-PY
-}
-
-children_of() {
-    for stat in /proc/[0-9]*/stat; do
-        awk -v p="$1" '{ sub(/^.*\) /, ""); if ($2 == p && $1 != "Z") print FILENAME }' "$stat" 2>/dev/null
-    done | sed 's|/proc/\([0-9]*\)/stat|\1|'
-}
-
 # Redis' own CPU time, to the microsecond (getrusage, from INFO).
 redis_cpu_seconds() {
     redis-cli -p "$REDIS_PORT" INFO cpu | tr -d '\r' |
@@ -112,11 +92,7 @@ run_one() { # CONFIG RUN
     local bench=$!
     # Redis' CPU over the measured window alone (not the connects and closes).
     if [ -n "$REDIS_PID" ]; then
-        for _ in $(seq 3000); do
-            grep -q 'measuring for' "$WORK/bench.err" && break
-            kill -0 "$bench" 2>/dev/null || break
-            sleep 0.05
-        done
+        wait_measuring "$WORK/bench.err" "$bench"
         redis_before=$(redis_cpu_seconds)
         sleep "${DURATION%s}"
         redis_after=$(redis_cpu_seconds)

@@ -52,6 +52,29 @@ stop_server() {
     SERVER_PID=""
 }
 
+# free_port: a loopback port nobody listens on now.
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# children_of PID: the PIDs of PID's live children (from /proc).
+children_of() {
+    for stat in /proc/[0-9]*/stat; do
+        awk -v p="$1" '{ sub(/^.*\) /, ""); if ($2 == p && $1 != "Z") print FILENAME }' "$stat" 2>/dev/null
+    done | sed 's|/proc/\([0-9]*\)/stat|\1|'
+}
+
+# wait_measuring ERRFILE PID: until `roomcast bench` (PID, stderr in
+# ERRFILE) has its connections open and starts its measured window.
+wait_measuring() {
+    for _ in $(seq 6000); do
+        grep -q 'measuring for' "$1" && return 0
+        kill -0 "$2" 2>/dev/null || return 1
+        sleep 0.05
+    done
+    return 1
+}
+
 cleanup() {
     stop_server
     rm -rf "$WORK"
