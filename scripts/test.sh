@@ -119,18 +119,41 @@ check() {
 
 LOGS="$(mktemp -d)"
 AUTOBAHN_PID=""
-# The only process this script starts in the background is Autobahn's server.
+REDIS_PID=""
+# The processes this script starts in the background: Autobahn's server and
+# the Redis of the cluster pass.
 cleanup() {
   [ -n "$AUTOBAHN_PID" ] && kill "$AUTOBAHN_PID" 2>/dev/null
+  [ -n "$REDIS_PID" ] && kill "$REDIS_PID" 2>/dev/null
   rm -rf "$LOGS"
 }
+
+# The one-process suites of rooms, history, presence, direct messages,
+# events, POST /publish and permissions again, each server a cluster of two
+# nodes on one Redis (tests/common: ROOMCAST_TEST_REDIS), so publishers and
+# members land on different nodes.
+cluster_pass() {
+  local port
+  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 &
+  REDIS_PID=$!
+  for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+  local status=0
+  ROOMCAST_TEST_REDIS="redis://127.0.0.1:$port" cargo test --quiet --no-fail-fast \
+    --test rooms --test history --test presence --test direct --test events --test publish \
+    --test permissions -- --test-threads=2 2>&1 | tee "$LOGS/cluster" || status=1
+  kill "$REDIS_PID" 2>/dev/null; wait "$REDIS_PID" 2>/dev/null || true
+  REDIS_PID=""
+  return $status
+}
 trap cleanup EXIT
-: >"$LOGS/cargo"; : >"$LOGS/pytest"
+: >"$LOGS/cargo"; : >"$LOGS/pytest"; : >"$LOGS/cluster"
 
 check "cargo fmt --check" cargo fmt --all -- --check
 check "cargo clippy" cargo clippy --quiet --all-targets -- -D warnings
 # Each integration test starts its own server; two at a time suits 2 cores.
 check "cargo test" bash -c 'set -o pipefail; cargo test --quiet --no-fail-fast -- --test-threads=2 2>&1 | tee "$1"' _ "$LOGS/cargo"
+check "cargo test (cluster of two nodes)" cluster_pass
 check "pytest" bash -c 'set -o pipefail; ROOMCAST_BIN="$1" "$2" -m pytest -q -p no:cacheprovider tests/python 2>&1 | tee "$3"' \
   _ "$TARGET/debug/roomcast" "$VENV/bin/python" "$LOGS/pytest"
 
@@ -146,7 +169,7 @@ fi
 # Totals over every `test result:` line of cargo and pytest's last line.
 count() { { grep -Eo "[0-9]+ $1" || true; } | awk '{n += $1} END {print n + 0}'; }
 total() {
-  echo $(( $(grep -h '^test result:' "$LOGS/cargo" | count "$1") + $(tail -n1 "$LOGS/pytest" | count "$1") ))
+  echo $(( $(grep -h '^test result:' "$LOGS/cargo" "$LOGS/cluster" | count "$1") + $(tail -n1 "$LOGS/pytest" | count "$1") ))
 }
 echo
 echo "test.sh: $AUTOBAHN_RESULT; took $(( $(date +%s) - start ))s"

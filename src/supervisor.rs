@@ -12,7 +12,7 @@
 //! Children are told apart by their node id (`<node-id>-<i>`), share the
 //! JWT secrets (a generated one goes to them through the environment, never
 //! on a command line), and put `--metrics-bind`'s port plus `i` when one is
-//! given.
+//! given. Children get SIGTERM if the supervisor itself dies.
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -145,6 +145,21 @@ fn spawn(plan: &Plan, index: usize, metrics_bind: Option<String>) -> Option<Chil
     }
     if let Some(secret) = &plan.generated_secret {
         command.env("ROOMCAST_JWT_SECRET", secret);
+    }
+    let supervisor = std::process::id();
+    // SAFETY: the closure runs in the child between fork and exec, where
+    // only async-signal-safe calls are allowed: prctl(2), getppid(2) and
+    // _exit(2) are, and it touches no memory but its captured integer.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+            // A supervisor killed outright (SIGKILL, the OOM killer) takes
+            // its children with it instead of leaving them orphaned.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            if libc::getppid() != supervisor as libc::pid_t {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
     }
     match command.spawn() {
         Ok(child) => Some(child),

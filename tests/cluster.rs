@@ -450,10 +450,11 @@ fn the_emitter_publishes_into_a_room_without_a_node() {
     let reply = redis.connect().call(&[
         "FCALL",
         "roomcast_emit",
-        "3",
+        "4",
         &format!("{tag}:seq"),
         &format!("{tag}:epoch"),
         &format!("{tag}:log"),
+        &format!("{tag}:members"),
         "prices:eth",
         "price:tick",
         r#"{"p":3120.5}"#,
@@ -805,4 +806,34 @@ fn direct_messages_while_redis_is_away_are_unavailable() {
     let ack = alice.request("presence:get", r#"{"room":"lobby"}"#, "");
     assert_eq!(ack_error(&ack), "UNAVAILABLE");
     alice.assert_open();
+}
+
+#[test]
+fn processes_do_not_outlive_a_supervisor_killed_outright() {
+    let redis = RedisServer::start();
+    let bind = format!("127.0.0.1:{}", free_port());
+    let mut cmd = Server::command();
+    cmd.args(["serve", "--bind", &bind, "--jwt-secret", common::SECRET]);
+    cmd.args(["--redis", &redis.url(), "--processes", "2", "--shards", "1"]);
+    cmd.args(["--log-level", "warn", "--drain-timeout", "1s"]);
+    let mut supervisor = Server::spawn(cmd);
+    wait_until(Duration::from_secs(10), "two processes run", || {
+        children_of(supervisor.pid()).len() == 2
+    });
+    let children = children_of(supervisor.pid());
+    supervisor.signal(libc::SIGKILL);
+    supervisor.wait_exit(Duration::from_secs(5));
+    // Gone, or a zombie waiting for whoever adopted it to reap it.
+    let exited = |pid: &u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+            stat.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+    };
+    wait_until(Duration::from_secs(15), "the children exit too", || {
+        children.iter().all(exited)
+    });
 }

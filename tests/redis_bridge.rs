@@ -61,7 +61,7 @@ impl Node {
             prefix: "rc".into(),
             retention: Retention {
                 messages: 100,
-                ttl_ms: 0,
+                ttl_ms: 3_600_000,
             },
             node_id: "n1".into(),
             presence: Default::default(),

@@ -15,7 +15,7 @@ use roomcast::redis::{self as bridge, Retention};
 
 const KEEP_100: Retention = Retention {
     messages: 100,
-    ttl_ms: 0,
+    ttl_ms: 3_600_000,
 };
 
 fn loaded() -> (RedisServer, RedisConn) {
@@ -92,10 +92,14 @@ fn a_publish_is_sequenced_stored_and_published_in_one_step() {
         panic!()
     };
     assert_eq!(entry[0], Reply::Bulk(b"0-1".to_vec()));
+    let Reply::Array(fields) = &entry[1] else {
+        panic!("{entry:?}")
+    };
     assert_eq!(
-        entry[1],
-        Reply::Array(vec![Reply::Bulk(b"m".to_vec()), Reply::Bulk(text.to_vec())])
+        fields[..2],
+        [Reply::Bulk(b"m".to_vec()), Reply::Bulk(text.to_vec())]
     );
+    assert_eq!(fields[2], Reply::Bulk(b"t".to_vec()), "the entry's time");
 }
 
 #[test]
@@ -199,10 +203,11 @@ fn emit(conn: &mut RedisConn, keys: &RoomKeys, data: &str) -> Reply {
     conn.call(&[
         "FCALL",
         "roomcast_emit",
-        "3",
+        "4",
         &keys.seq,
         &keys.epoch,
         &keys.log,
+        &keys.members,
         "prices:eth",
         "price:tick",
         data,
@@ -261,7 +266,7 @@ fn a_join_gets_the_same_history_and_recovery_as_on_one_server() {
     assert!(empty.messages.is_empty());
     let keep_3 = Retention {
         messages: 3,
-        ttl_ms: 0,
+        ttl_ms: 3_600_000,
     };
     let texts: Vec<Vec<u8>> = (1..=5)
         .map(|i| {

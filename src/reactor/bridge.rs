@@ -535,9 +535,10 @@ impl<S: BridgeSink> Bridge<S> {
         if !link.is_up() {
             return;
         }
-        let _ = link
-            .pipeline
-            .push(Pending::Ignored, |out| redis::leave(out, &keys, change));
+        let ttl = self.config.retention.ttl_ms;
+        let _ = link.pipeline.push(Pending::Ignored, |out| {
+            redis::leave(out, &keys, change, ttl)
+        });
     }
 
     fn presence(&mut self, room: &str, answer: S::Answer) {
@@ -560,6 +561,7 @@ impl<S: BridgeSink> Bridge<S> {
         let keys = RoomKeys::new(&self.config.prefix, room);
         let announce = self.announces(room);
         let limit = self.config.presence.event_limit;
+        let ttl = self.config.retention.ttl_ms;
         let node = &self.config.node_id;
         let node_rooms = layout::node_rooms(&self.config.prefix, node);
         let link = &mut self.links[index];
@@ -570,7 +572,12 @@ impl<S: BridgeSink> Bridge<S> {
             resp::write_command(out, &["SADD", &node_rooms, room]);
         });
         let _ = link.pipeline.push(Pending::Ignored, |out| {
-            redis::sync(out, &keys, room, node, announce, limit, users);
+            let rules = redis::SyncRules {
+                announce,
+                event_limit: limit,
+                ttl_ms: ttl,
+            };
+            redis::sync(out, &keys, room, node, rules, users);
         });
     }
 
@@ -674,12 +681,18 @@ impl<S: BridgeSink> Bridge<S> {
     fn on_dead_rooms(&mut self, index: usize, node: &str, reply: &Reply) {
         let Reply::Array(rooms) = reply else { return };
         let limit = self.config.presence.event_limit;
+        let ttl = self.config.retention.ttl_ms;
         for room in rooms.iter().filter_map(Reply::as_bytes) {
             let room = String::from_utf8_lossy(room).into_owned();
             let keys = RoomKeys::new(&self.config.prefix, &room);
             let announce = self.announces(&room);
             let _ = self.links[index].pipeline.push(Pending::Ignored, |out| {
-                redis::sync(out, &keys, &room, node, announce, limit, &[]);
+                let rules = redis::SyncRules {
+                    announce,
+                    event_limit: limit,
+                    ttl_ms: ttl,
+                };
+                redis::sync(out, &keys, &room, node, rules, &[]);
             });
         }
         let rooms_key = layout::node_rooms(&self.config.prefix, node);

@@ -41,15 +41,19 @@ const UNAVAILABLE: &str = "the cluster's Redis is unreachable; try again";
 /// Who hears back from the bridge.
 #[derive(Debug)]
 pub enum BridgeAnswer {
-    /// The publisher, on its own shard.
+    /// The publisher, through the room's owner: its answers to one
+    /// connection then keep the order of its requests (a publish's ack
+    /// never overtakes the ack of the join before it).
     Publish {
+        owner: usize,
         sender: ConnRef,
         answer: PublishAnswer,
     },
     /// The room's owner, which then answers the joiner.
     Join(Box<PendingJoin>),
-    /// A `presence:get` asker, on its own shard.
+    /// A `presence:get` asker, through the room's owner (as a publisher).
     Presence {
+        owner: usize,
         conn: ConnRef,
         room: Arc<str>,
         id: OwnedId,
@@ -105,9 +109,9 @@ impl BridgeAnswer {
     /// The shard the answer goes to.
     fn shard(&self) -> usize {
         match self {
-            BridgeAnswer::Publish { sender, .. } => sender.shard,
+            BridgeAnswer::Publish { owner, .. } | BridgeAnswer::Presence { owner, .. } => *owner,
             BridgeAnswer::Join(join) => join.owner,
-            BridgeAnswer::Presence { conn, .. } | BridgeAnswer::Sent { conn, .. } => conn.shard,
+            BridgeAnswer::Sent { conn, .. } => conn.shard,
         }
     }
 }
@@ -215,11 +219,15 @@ impl Shard {
             head,
             tail,
             origin,
-            answer: BridgeAnswer::Publish { sender, answer },
+            answer: BridgeAnswer::Publish {
+                owner: self.index,
+                sender,
+                answer,
+            },
         };
         if let Some(bridge) = &self.bridge
             && let Err(BridgeRequest::Publish {
-                answer: BridgeAnswer::Publish { sender, answer },
+                answer: BridgeAnswer::Publish { sender, answer, .. },
                 ..
             }) = bridge.try_send(request)
         {
@@ -348,6 +356,7 @@ impl Shard {
     ) {
         let Some(id) = id else { return };
         let answer = BridgeAnswer::Presence {
+            owner: self.index,
             conn,
             room: room.clone(),
             id,
@@ -361,7 +370,7 @@ impl Shard {
     }
 
     fn on_presence(&mut self, answer: BridgeAnswer, outcome: Result<Presence, Unavailable>) {
-        let BridgeAnswer::Presence { conn, room, id } = answer else {
+        let BridgeAnswer::Presence { conn, room, id, .. } = answer else {
             return;
         };
         let text = match outcome {
@@ -549,7 +558,7 @@ impl Shard {
     /// What the bridge sent this shard.
     pub(super) fn on_bridge(&mut self, message: FromBridge) {
         match message {
-            FromBridge::Sequenced(BridgeAnswer::Publish { sender, answer }, outcome) => {
+            FromBridge::Sequenced(BridgeAnswer::Publish { sender, answer, .. }, outcome) => {
                 match outcome {
                     Ok(sequenced) => {
                         self.metrics().publishes.inc();

@@ -314,11 +314,7 @@ fn start_bridge(
         prefix: cluster.prefix.clone(),
         retention: Retention {
             messages: rooms.history as u64,
-            ttl_ms: if rooms.history == 0 {
-                0
-            } else {
-                rooms.history_ttl.as_millis() as u64
-            },
+            ttl_ms: rooms.history_ttl.as_millis() as u64,
         },
         node_id: cluster.node_id.clone(),
         presence: PresenceConfig {

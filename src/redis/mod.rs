@@ -38,8 +38,9 @@ pub fn load_library(out: &mut Vec<u8>) {
 pub struct Retention {
     /// Messages kept.
     pub messages: u64,
-    /// How long a room's keys outlive its last message, in milliseconds
-    /// (0: forever).
+    /// `--history-ttl` in milliseconds: older history entries are not
+    /// returned, and a room without members is forgotten this long after
+    /// its newest message.
     pub ttl_ms: u64,
 }
 
@@ -64,21 +65,34 @@ pub fn publish(
         ttl.as_bytes(),
         origin.as_bytes(),
     ];
-    fcall(out, b"roomcast_publish", keys, &args, Some(&keys.channel));
+    fcall(
+        out,
+        b"roomcast_publish",
+        keys,
+        true,
+        &args,
+        Some(&keys.channel),
+    );
 }
 
-/// Appends `FCALL <function>` on a room's three keys with `args`, then the
-/// room's channel when the function publishes.
+/// Appends `FCALL <function>` on a room's `seq`, `epoch` and `log` (and
+/// `members` when the function needs to know whether the room has any)
+/// with `args`, then the room's channel when the function publishes.
 fn fcall(
     out: &mut Vec<u8>,
     function: &[u8],
     keys: &RoomKeys,
+    with_members: bool,
     args: &[&[u8]],
     channel: Option<&str>,
 ) {
     let mut all: Vec<&[u8]> = args.to_vec();
     all.extend(channel.map(str::as_bytes));
-    fcall_with(out, function, &function_keys(keys, false)[..3], &all);
+    let mut names = function_keys(keys, false)[..3].to_vec();
+    if with_members {
+        names.push(keys.members.as_bytes());
+    }
+    fcall_with(out, function, &names, &all);
 }
 
 /// What a `room:join` asks of the history (section 7).
@@ -108,7 +122,7 @@ pub fn history(
         fresh_epoch.as_bytes(),
         ttl.as_bytes(),
     ];
-    fcall(out, b"roomcast_history", keys, &args, None);
+    fcall(out, b"roomcast_history", keys, false, &args, None);
 }
 
 /// A connection joining or leaving a room, as presence counts it.
@@ -262,9 +276,11 @@ pub fn send(out: &mut Vec<u8>, prefix: &str, to: Option<&str>, payload: &[u8]) {
     fcall_with(out, b"roomcast_send", &keys, &args);
 }
 
-/// Appends the `FCALL roomcast_leave` counting a connection out.
-pub fn leave(out: &mut Vec<u8>, keys: &RoomKeys, change: &PresenceChange) {
+/// Appends the `FCALL roomcast_leave` counting a connection out; the last
+/// member's leave lets the room expire `ttl_ms` after its newest message.
+pub fn leave(out: &mut Vec<u8>, keys: &RoomKeys, change: &PresenceChange, ttl_ms: u64) {
     let limit = change.event_limit.to_string();
+    let ttl = ttl_ms.to_string();
     let args = [
         change.node.as_bytes(),
         change.user.as_bytes(),
@@ -273,8 +289,9 @@ pub fn leave(out: &mut Vec<u8>, keys: &RoomKeys, change: &PresenceChange) {
         keys.channel.as_bytes(),
         change.origin.as_bytes(),
         &change.text,
+        ttl.as_bytes(),
     ];
-    fcall_with(out, b"roomcast_leave", &function_keys(keys, true), &args);
+    fcall_with(out, b"roomcast_leave", &function_keys(keys, false), &args);
 }
 
 /// One user of a room as this node counts it, for `roomcast_sync`.
@@ -285,32 +302,45 @@ pub struct NodeUser {
     pub name: Option<String>,
 }
 
+/// What `roomcast_sync` needs of the room's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncRules {
+    /// The room announces presence (`--presence-rooms`).
+    pub announce: bool,
+    /// `--presence-event-limit`.
+    pub event_limit: usize,
+    /// `--history-ttl`, for a room left without members.
+    pub ttl_ms: u64,
+}
+
 /// Appends the `FCALL roomcast_sync` that sets `node`'s connections in
-/// `room` to exactly `users` (none: a dead node's are all removed).
+/// `room` to exactly `users` (none: a dead node's are all removed); a room
+/// left without members expires `ttl_ms` after its newest message.
 pub fn sync(
     out: &mut Vec<u8>,
     keys: &RoomKeys,
     room: &str,
     node: &str,
-    announce: bool,
-    event_limit: usize,
+    rules: SyncRules,
     users: &[NodeUser],
 ) {
-    let limit = event_limit.to_string();
+    let limit = rules.event_limit.to_string();
+    let ttl = rules.ttl_ms.to_string();
     let counts: Vec<String> = users.iter().map(|u| u.connections.to_string()).collect();
     let mut args: Vec<&[u8]> = vec![
         node.as_bytes(),
         room.as_bytes(),
-        flag(announce),
+        flag(rules.announce),
         limit.as_bytes(),
         keys.channel.as_bytes(),
+        ttl.as_bytes(),
     ];
     for (user, count) in users.iter().zip(&counts) {
         args.push(user.user.as_bytes());
         args.push(count.as_bytes());
         args.push(user.name.as_deref().unwrap_or("").as_bytes());
     }
-    fcall_with(out, b"roomcast_sync", &function_keys(keys, true), &args);
+    fcall_with(out, b"roomcast_sync", &function_keys(keys, false), &args);
 }
 
 /// Appends the `FCALL roomcast_presence` listing at most `limit` users.
@@ -547,10 +577,11 @@ mod tests {
             [
                 b"FCALL".as_slice(),
                 b"roomcast_publish",
-                b"3",
+                b"4",
                 b"rc:{lobby}:seq",
                 b"rc:{lobby}:epoch",
                 b"rc:{lobby}:log",
+                b"rc:{lobby}:members",
                 b"{\"seq\":",
                 b"}",
                 b"e1",

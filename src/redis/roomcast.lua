@@ -4,20 +4,66 @@
 -- step, so every node of a cluster sees the same order. Loaded by every
 -- node with FUNCTION LOAD REPLACE; docs/redis.md documents the calls.
 --
--- Keys of a room (all with the room name as hash tag, src/redis/layout.rs):
---   KEYS[1] <prefix>:{room}:seq    the last seq given out
---   KEYS[2] <prefix>:{room}:epoch  the current epoch
---   KEYS[3] <prefix>:{room}:log    the history, a stream with ids 0-<seq>
--- and, for presence (the functions that take seven keys):
+-- Keys of a room (all with the room name as hash tag, src/redis/layout.rs),
+-- numbered as the functions that take seven keys take them:
+--   KEYS[1] <prefix>:{room}:seq      the last seq given out
+--   KEYS[2] <prefix>:{room}:epoch    the current epoch
+--   KEYS[3] <prefix>:{room}:log      the history, a stream with ids 0-<seq>
+--                                    and fields m (the message), t (unix ms)
 --   KEYS[4] <prefix>:{room}:users    hash: user -> connections in the cluster
 --   KEYS[5] <prefix>:{room}:names    hash: user -> display name
 --   KEYS[6] <prefix>:{room}:nodes    hash: <node>/<user> -> that node's connections
 --   KEYS[7] <prefix>:{room}:members  connections in the cluster
 -- The pub/sub channel <prefix>:{room} carries "<epoch> <seq> <origin> <message>",
 -- where <origin> is what the publishing node passed ('-' from the emitter).
+--
+-- A room lives while it has members or history younger than the history
+-- TTL (docs/protocol.md, Decisions: a room with neither is forgotten at
+-- once, and the next join or message starts a new epoch at seq 1). So
+-- seq, epoch and log never expire while members > 0, and expire with the
+-- newest history entry once the last member is gone.
+
+local function now_ms()
+  local time = redis.call('TIME')
+  return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+end
+
+-- The time (unix ms) of a history entry, or nil for one without.
+local function entry_time(entry)
+  local fields = entry[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 't' then
+      return tonumber(fields[i + 1])
+    end
+  end
+  return nil
+end
+
+local function fresh(entry, min_t)
+  local t = entry_time(entry)
+  return t == nil or t >= min_t
+end
+
+-- A room without members: its keys expire with its newest history entry,
+-- or go now when it has none left (or keeps none).
+-- keys: seq, epoch, log.
+local function settle_empty(keys, ttl_ms)
+  local newest = redis.call('XREVRANGE', keys[3], '+', '-', 'COUNT', 1)[1]
+  local left = 0
+  if newest then
+    left = (entry_time(newest) or now_ms()) + ttl_ms - now_ms()
+  end
+  if left <= 0 then
+    redis.call('DEL', keys[1], keys[2], keys[3])
+  else
+    for i = 1, 3 do
+      redis.call('PEXPIRE', keys[i], left)
+    end
+  end
+end
 
 -- Sequences `head .. seq .. tail` (the message text around its seq) and
--- returns {seq, epoch}.
+-- returns {seq, epoch}. keys: seq, epoch, log, members.
 local function sequence(keys, head, tail, fresh_epoch, history, ttl_ms, origin, channel)
   local epoch = redis.call('GET', keys[2])
   if not epoch then
@@ -30,18 +76,24 @@ local function sequence(keys, head, tail, fresh_epoch, history, ttl_ms, origin, 
   local seq = redis.call('INCR', keys[1])
   local message = head .. seq .. tail
   if history > 0 then
-    redis.call('XADD', keys[3], 'MAXLEN', history, '0-' .. seq, 'm', message)
-  end
-  if ttl_ms > 0 then
-    for _, key in ipairs(keys) do
-      redis.call('PEXPIRE', key, ttl_ms)
-    end
+    redis.call('XADD', keys[3], 'MAXLEN', history, '0-' .. seq, 'm', message, 't', now_ms())
   end
   redis.call('PUBLISH', channel, epoch .. ' ' .. seq .. ' ' .. origin .. ' ' .. message)
+  -- With members the room stays (joins made its keys persistent).
+  if tonumber(redis.call('GET', keys[4]) or '0') <= 0 then
+    if history > 0 then
+      for i = 1, 3 do
+        redis.call('PEXPIRE', keys[i], ttl_ms)
+      end
+    else
+      redis.call('DEL', keys[1], keys[2], keys[3])
+    end
+  end
   return {seq, epoch}
 end
 
 -- Used by roomcast nodes, which build the message text themselves.
+-- KEYS: seq, epoch, log, members.
 -- ARGV: head, tail, fresh epoch, history length, history TTL (ms), origin,
 -- channel.
 local function publish(keys, args)
@@ -50,6 +102,7 @@ local function publish(keys, args)
 end
 
 -- The emitter: any backend publishes a room event without a roomcast node.
+-- KEYS: seq, epoch, log, members.
 -- ARGV: room, event, data (JSON text, forwarded verbatim), from,
 --       history length, history TTL (ms), channel.
 local function emit(keys, args)
@@ -66,61 +119,59 @@ local function emit(keys, args)
     args[7])
 end
 
--- The latest `n` messages of a history, oldest first.
-local function latest(log, n)
+-- The latest `n` messages of a history younger than `min_t`, oldest first.
+local function latest(log, n, min_t)
   if n <= 0 then
     return {}
   end
   local entries = redis.call('XREVRANGE', log, '+', '-', 'COUNT', n)
   local messages = {}
   for i = #entries, 1, -1 do
-    messages[#messages + 1] = entries[i][2][2]
+    if fresh(entries[i], min_t) then
+      messages[#messages + 1] = entries[i][2][2]
+    end
   end
   return messages
 end
 
--- The seq of the oldest message kept, or nil.
-local function oldest(log)
-  local first = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)[1]
-  if not first then
-    return nil
-  end
-  return tonumber(string.match(first[1], '^0%-(%d+)$'))
-end
-
 -- What `room:join` gets back (docs/protocol.md section 7), the same on every
 -- node: {epoch, seq, recovered (-1: not asked, 0, 1), {messages...}}.
+-- keys: seq, epoch, log.
 -- ARGV: history k, since, epoch (each '' when absent), a fresh epoch for a
 -- room that has none, the history TTL (ms).
 local function read_history(keys, args)
   local k = tonumber(args[1])
   local since = tonumber(args[2])
   local asked_epoch = args[3]
+  local ttl_ms = tonumber(args[5])
+  local min_t = now_ms() - ttl_ms
   local epoch = redis.call('GET', keys[2])
   if not epoch then
     epoch = args[4]
     redis.call('DEL', keys[1], keys[3])
-    redis.call('SET', keys[2], epoch)
-    local ttl_ms = tonumber(args[5])
-    if ttl_ms > 0 then
-      redis.call('PEXPIRE', keys[2], ttl_ms)
-    end
+    redis.call('SET', keys[2], epoch, 'PX', math.max(ttl_ms, 1))
   end
   local seq = tonumber(redis.call('GET', keys[1]) or '0')
   if not since then
-    return {epoch, seq, -1, latest(keys[3], k or 0)}
+    return {epoch, seq, -1, latest(keys[3], k or 0, min_t)}
   end
-  local first = oldest(keys[3])
-  local covered = since == seq or (since < seq and first ~= nil and first <= since + 1)
+  -- Covered when nothing is missing, or the entry right after `since` is
+  -- kept and young enough (every later one is younger).
+  local covered = since == seq
+  local entries = {}
+  if since < seq then
+    entries = redis.call('XRANGE', keys[3], '(0-' .. since, '+')
+    local first = entries[1]
+    covered = first ~= nil and first[1] == '0-' .. (since + 1) and fresh(first, min_t)
+  end
   if asked_epoch == epoch and covered then
-    local entries = redis.call('XRANGE', keys[3], '(0-' .. since, '+')
     local messages = {}
     for i = 1, #entries do
       messages[i] = entries[i][2][2]
     end
     return {epoch, seq, 1, messages}
   end
-  return {epoch, seq, 0, latest(keys[3], k or seq)}
+  return {epoch, seq, 0, latest(keys[3], k or seq, min_t)}
 end
 
 local function history(keys, args)
@@ -179,6 +230,10 @@ local function join(keys, args)
     end
     local total = count_in(keys, args[6], user, 1)
     local room_total = members(keys)
+    -- A room with members is never forgotten.
+    for i = 1, 3 do
+      redis.call('PERSIST', keys[i])
+    end
     if total == 1 and args[11] == '1' and room_total <= tonumber(args[12]) then
       announce(args[13], args[14], args[15])
     end
@@ -188,18 +243,22 @@ local function join(keys, args)
 end
 
 -- A connection of `user` on `node` left: counted out, with a
--- presence:leave for the user's last connection in the cluster.
--- KEYS: users, names, nodes, members (4-7 of a join's).
+-- presence:leave for the user's last connection in the cluster; the last
+-- member's leave lets the room expire with its history.
+-- KEYS: the seven of a join.
 -- ARGV: node, user, announce (0/1), event limit, channel, origin, the
--- presence:leave text. Returns the room's connections.
+-- presence:leave text, the history TTL (ms). Returns the room's connections.
 local function leave(keys, args)
-  local k = {nil, nil, nil, keys[1], keys[2], keys[3], keys[4]}
-  local before = members(k)
-  local total = count_in(k, args[1], args[2], -1)
+  local before = members(keys)
+  local total = count_in(keys, args[1], args[2], -1)
   if total == 0 and args[3] == '1' and before <= tonumber(args[4]) then
     announce(args[5], args[6], args[7])
   end
-  return members(k)
+  local after = members(keys)
+  if after == 0 and before > 0 then
+    settle_empty(keys, tonumber(args[8]))
+  end
+  return after
 end
 
 -- presence:get. KEYS: users, names, members. ARGV: most users listed.
@@ -230,20 +289,22 @@ end
 -- connections, name or '' ...): after a node lost Redis for a while (its
 -- entries may have been reaped, or Redis lost them), or with an empty list
 -- for a node that died (every entry removed, leaves announced).
--- KEYS: users, names, nodes, members. ARGV: node, room, announce (0/1),
--- event limit, channel, then triples user, connections, name ('' none).
--- Returns the room's connections.
+-- KEYS: the seven of a join. ARGV: node, room, announce (0/1), event
+-- limit, channel, the history TTL (ms), then triples user, connections,
+-- name ('' none). Returns the room's connections.
 local function sync(keys, args)
-  local k = {nil, nil, nil, keys[1], keys[2], keys[3], keys[4]}
+  local k = keys
   local node, room = args[1], args[2]
   local can_announce = args[3] == '1'
   local limit = tonumber(args[4])
   local channel = args[5]
+  local ttl_ms = tonumber(args[6])
+  local had = members(k)
   local wanted = {}
-  for i = 6, #args, 3 do
+  for i = 7, #args, 3 do
     wanted[args[i]] = {tonumber(args[i + 1]), args[i + 2]}
   end
-  local own = redis.call('HGETALL', keys[3])
+  local own = redis.call('HGETALL', keys[6])
   local prefix = node .. '/'
   for i = 1, #own, 2 do
     if string.sub(own[i], 1, #prefix) == prefix then
@@ -265,18 +326,26 @@ local function sync(keys, args)
   for user, entry in pairs(wanted) do
     if entry[1] > 0 then
       if entry[2] ~= '' then
-        redis.call('HSET', keys[2], user, entry[2])
+        redis.call('HSET', keys[5], user, entry[2])
       end
       local total = count_in(k, node, user, entry[1])
       if total == entry[1] and can_announce and members(k) <= limit then
-        local name = redis.call('HGET', keys[2], user)
+        local name = redis.call('HGET', keys[5], user)
         announce(channel, '-', '{"event":"presence:join","room":' .. cjson.encode(room)
           .. ',"data":{"userId":' .. cjson.encode(user) .. ',"name":'
           .. (name and cjson.encode(name) or 'null') .. '}}')
       end
     end
   end
-  return members(k)
+  local now = members(k)
+  if now > 0 then
+    for i = 1, 3 do
+      redis.call('PERSIST', keys[i])
+    end
+  elseif had > 0 then
+    settle_empty(keys, ttl_ms)
+  end
+  return now
 end
 
 -- Counts `n` connections of `user` on `node` in (or out, n < 0): the online

@@ -31,6 +31,30 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 /// Default timeout of every read in the clients.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Whether `Server::start` starts clusters (`ROOMCAST_TEST_REDIS`): figures
+/// of one process (`/metrics`) then cover only the node that answered.
+pub fn in_cluster() -> bool {
+    std::env::var_os("ROOMCAST_TEST_REDIS").is_some()
+}
+
+/// Prefixes for the clusters one test process starts on a shared Redis.
+static NEXT_PREFIX: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// `extra` without what cannot run as `--processes`: `--accept handoff`
+/// (one plain listener) is dropped, SO_REUSEPORT spreads clients anyway.
+fn cluster_compatible<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut out = Vec::new();
+    let mut args = extra.iter();
+    while let Some(&arg) = args.next() {
+        if arg == "--accept" {
+            args.next();
+            continue;
+        }
+        out.push(arg);
+    }
+    out
+}
+
 /// A running `roomcast serve`, killed (SIGKILL) and reaped on drop.
 pub struct Server {
     child: Child,
@@ -43,11 +67,66 @@ pub struct Server {
 
 impl Server {
     /// Starts `roomcast serve --bind 127.0.0.1:0 --jwt-secret SECRET` plus `extra`.
+    ///
+    /// With `ROOMCAST_TEST_REDIS` set to a Redis URL, it starts a cluster
+    /// instead: `--processes 2` on one free port, joined through that Redis
+    /// under a prefix of its own, so the kernel spreads a test's clients
+    /// over two nodes and the test checks cluster mode (scripts/test.sh runs
+    /// the room, history, presence and direct-message suites so).
     pub fn start(extra: &[&str]) -> Server {
         let mut cmd = Server::command();
-        cmd.args(["serve", "--bind", "127.0.0.1:0", "--jwt-secret", SECRET]);
-        cmd.args(extra);
-        Server::spawn(cmd)
+        match std::env::var("ROOMCAST_TEST_REDIS") {
+            Ok(redis) => {
+                let bind = format!("127.0.0.1:{}", self::redis::free_port());
+                let prefix = format!(
+                    "t{}",
+                    NEXT_PREFIX.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                );
+                let prefix = format!("{prefix}-{}", std::process::id());
+                cmd.args(["serve", "--bind", &bind, "--jwt-secret", SECRET]);
+                cmd.args([
+                    "--redis",
+                    &redis,
+                    "--redis-prefix",
+                    &prefix,
+                    "--processes",
+                    "2",
+                ]);
+                cmd.args(["--drain-timeout", "1s"]);
+                cmd.args(cluster_compatible(extra));
+                let server = Server::spawn(cmd);
+                server.wait_for_stdout_count("roomcast listening on", 2);
+                // Each request lands on either node: 20 answers in a row
+                // that Redis is reachable leave about one chance in a
+                // million that a node is not there yet.
+                let mut in_a_row = 0;
+                wait_until(STARTUP_TIMEOUT, "both nodes reach Redis", || {
+                    if http_get(server.addr(), "/healthz").status == 200 {
+                        in_a_row += 1;
+                    } else {
+                        in_a_row = 0;
+                    }
+                    in_a_row >= 20
+                });
+                server
+            }
+            Err(_) => {
+                cmd.args(["serve", "--bind", "127.0.0.1:0", "--jwt-secret", SECRET]);
+                cmd.args(extra);
+                Server::spawn(cmd)
+            }
+        }
+    }
+
+    /// Waits until `count` stdout lines start with `prefix`.
+    fn wait_for_stdout_count(&self, prefix: &str, count: usize) {
+        wait_until(STARTUP_TIMEOUT, "every process listening", || {
+            self.stdout()
+                .iter()
+                .filter(|l| l.starts_with(prefix))
+                .count()
+                >= count
+        });
     }
 
     /// The binary under test, with no arguments yet and none of the
@@ -190,6 +269,15 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if self.exited.is_none() {
+            // A supervisor (`--processes`) passes SIGTERM on to its nodes;
+            // a single process just exits.
+            if in_cluster() {
+                self.signal(libc::SIGTERM);
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+                    thread::sleep(Duration::from_millis(20));
+                }
+            }
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
