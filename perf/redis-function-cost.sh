@@ -29,6 +29,13 @@ run() { # label, command...
 }
 for _ in $(seq "$RUNS"); do
   run publish PUBLISH 'roomcast:{bench}' "e1 1 n/1/- ${HEAD}1${TAIL}"
-  run function FCALL roomcast_publish 3 'roomcast:{bench}:seq' 'roomcast:{bench}:epoch' \
-    'roomcast:{bench}:log' "$HEAD" "$TAIL" e1 100 300000 n/1/- 'roomcast:{bench}'
+  run function FCALL roomcast_publish 4 'roomcast:{bench}:seq' 'roomcast:{bench}:epoch' \
+    'roomcast:{bench}:log' 'roomcast:{bench}:members' "$HEAD" "$TAIL" e1 100 300000 n/1/- \
+    'roomcast:{bench}'
+  # The same room with members: its keys are persistent, no PEXPIRE per publish.
+  redis-cli -p "$PORT" SET 'roomcast:{bench}:members' 1 >/dev/null
+  run function-members FCALL roomcast_publish 4 'roomcast:{bench}:seq' 'roomcast:{bench}:epoch' \
+    'roomcast:{bench}:log' 'roomcast:{bench}:members' "$HEAD" "$TAIL" e1 100 300000 n/1/- \
+    'roomcast:{bench}'
+  redis-cli -p "$PORT" DEL 'roomcast:{bench}:members' >/dev/null
 done
