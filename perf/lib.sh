@@ -57,6 +57,17 @@ free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
+# http_status PORT PATH: the status of GET http://127.0.0.1:PORT/PATH (0: none).
+http_status() {
+    python3 - "$1" "$2" <<'PY' 2>/dev/null || echo 0
+import sys, urllib.request, urllib.error
+try:
+    print(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}{sys.argv[2]}", timeout=2).status)
+except urllib.error.HTTPError as e:
+    print(e.code)
+PY
+}
+
 # children_of PID: the PIDs of PID's live children (from /proc).
 children_of() {
     for stat in /proc/[0-9]*/stat; do
