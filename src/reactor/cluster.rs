@@ -92,6 +92,28 @@ pub enum FromBridge {
     Resync,
 }
 
+/// A connection coming to or leaving a room, as presence counts it.
+struct Mover<'a> {
+    room: &'a str,
+    user: &'a str,
+    name: Option<&'a str>,
+    rejoin: bool,
+    /// The connection, when it is known (a join's).
+    conn: Option<ConnRef>,
+}
+
+impl<'a> Mover<'a> {
+    fn joining(join: &'a PendingJoin) -> Self {
+        Mover {
+            room: &join.room,
+            user: &join.user,
+            name: join.name.as_deref(),
+            rejoin: join.rejoin,
+            conn: Some(join.conn),
+        }
+    }
+}
+
 /// The bridge's sink: every result goes to the shard it is for.
 pub struct ShardSink {
     pub shards: Vec<Handle>,
@@ -270,7 +292,7 @@ impl Shard {
             epoch: recovery.epoch.as_deref().map(Into::into),
         };
         let text = wire::presence_join(&room, &join.user, join.name.as_deref());
-        let change = self.presence_change(&join, text, Instant::now());
+        let change = self.presence_change(Mover::joining(&join), text);
         let request = BridgeRequest::Join {
             room,
             query,
@@ -287,28 +309,27 @@ impl Shard {
         }
     }
 
-    /// What Redis is told of a connection of `join`'s user coming or going,
-    /// with the presence event `text` to announce if due.
-    fn presence_change(&self, join: &PendingJoin, text: Vec<u8>, now: Instant) -> PresenceChange {
+    /// What Redis is told of a connection of `user` coming to or leaving
+    /// `room` (`conn`, left out of the announcement, when known), with the
+    /// presence event `text` to announce if due.
+    fn presence_change(&self, who: Mover<'_>, text: Vec<u8>) -> PresenceChange {
         let node = self.node_id();
         let origin = Origin {
             node: &node,
-            read_micros: now
-                .saturating_duration_since(self.shared.started)
-                .as_micros() as u64,
-            exclude: Some(Publisher {
-                shard: join.conn.shard,
-                key: join.conn.key,
-                id: join.conn.id,
+            read_micros: 0,
+            exclude: who.conn.map(|c| Publisher {
+                shard: c.shard,
+                key: c.key,
+                id: c.id,
             }),
         }
         .write();
         PresenceChange {
             node,
-            user: join.user.to_string(),
-            name: join.name.as_deref().map(Into::into),
-            rejoin: join.rejoin,
-            announce: self.table.announces(&join.room),
+            user: who.user.to_owned(),
+            name: who.name.map(Into::into),
+            rejoin: who.rejoin,
+            announce: self.table.announces(who.room),
             event_limit: self.shared.config.rooms.presence_event_limit,
             origin,
             text,
@@ -318,27 +339,14 @@ impl Shard {
     /// A connection of `user` left `room` here (the owner's table has
     /// counted it out): Redis counts it out of the cluster.
     pub(super) fn leave_in_cluster(&mut self, room: &Arc<str>, user: &Arc<str>) {
-        let leaving = PendingJoin {
-            owner: self.index,
-            room: room.clone(),
-            conn: ConnRef {
-                shard: self.index,
-                key: usize::MAX,
-                id: 0,
-            },
-            user: user.clone(),
+        let who = Mover {
+            room,
+            user,
             name: None,
             rejoin: false,
-            id: None,
+            conn: None,
         };
-        let mut change =
-            self.presence_change(&leaving, wire::presence_leave(room, user), Instant::now());
-        change.origin = Origin {
-            node: &change.node,
-            read_micros: 0,
-            exclude: None,
-        }
-        .write();
+        let change = self.presence_change(who, wire::presence_leave(room, user));
         self.to_bridge(BridgeRequest::Leave {
             room: room.clone(),
             change: Box::new(change),
@@ -663,7 +671,7 @@ impl Shard {
             Err(_) => {
                 // Counted in by Redis already: counted out again.
                 let text = wire::presence_leave(&join.room, &join.user);
-                let change = self.presence_change(join, text, Instant::now());
+                let change = self.presence_change(Mover::joining(join), text);
                 self.to_bridge(BridgeRequest::Leave {
                     room: join.room.clone(),
                     change: Box::new(change),
