@@ -1,0 +1,374 @@
+//! The bridge's connections to its Redis servers, one RESP3 connection per
+//! server: connecting and setting up (`HELLO 3`, `SELECT`, the function
+//! library, the subscriptions and recoveries of the rooms served), reading
+//! replies and pushes in order, writing what the pipeline holds, and on
+//! failure answering what was in flight `Unavailable` and retrying with
+//! backoff and jitter.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Interest, Token};
+
+use super::{Bridge, BridgeSink, Link, Pending, Unavailable};
+use crate::redis::layout::{self, RoomKeys};
+use crate::redis::pipeline::Incoming;
+use crate::redis::resp::{self, Reply};
+use crate::redis::url::RedisUrl;
+use crate::redis::{self, HistoryQuery};
+use crate::{log_info, log_warn};
+
+impl<S: BridgeSink> Bridge<S> {
+    /// Opens the connection of every link that is down and due a retry.
+    pub(super) fn connect_due(&mut self) {
+        let now = Instant::now();
+        for index in 0..self.links.len() {
+            let link = &self.links[index];
+            if link.stream.is_some() || now < link.retry_at {
+                continue;
+            }
+            if let Err(e) = self.open(index) {
+                log_warn!("redis bridge: {}: {e}", self.links[index].url);
+                self.drop_link(index);
+            }
+        }
+    }
+
+    /// Connects, and queues the setup, the subscriptions of every room
+    /// served on this server and the recovery of each.
+    pub(super) fn open(&mut self, index: usize) -> io::Result<()> {
+        let addr = resolve(&self.links[index].url)?;
+        let mut stream = TcpStream::connect(addr)?;
+        let both = Interest::READABLE | Interest::WRITABLE;
+        self.poll
+            .registry()
+            .register(&mut stream, Token(index), both)?;
+        let servers = self.links.len();
+        let link = &mut self.links[index];
+        link.pipeline.reset();
+        let setup = setup_commands(&link.url, &self.config.node_id);
+        link.setup_left = setup.len() + 1;
+        for command in setup {
+            let pushed = link
+                .pipeline
+                .push(Pending::Setup, |out| resp::write_command(out, &command));
+            debug_assert!(pushed.is_ok());
+        }
+        let _ = link.pipeline.push(Pending::Setup, redis::load_library);
+        let prefix = &self.config.prefix;
+        if layout::server_of(redis::ONLINE, servers) == index {
+            let direct = redis::direct_channel(prefix);
+            link.pipeline
+                .push_unanswered(|out| resp::write_command(out, &["SUBSCRIBE", &direct]));
+        }
+        for room in self.subscriptions.rooms() {
+            if layout::server_of(room, servers) == index {
+                let channel = RoomKeys::new(prefix, room).channel;
+                link.pipeline
+                    .push_unanswered(|out| resp::write_command(out, &["SUBSCRIBE", &channel]));
+            }
+        }
+        let retention = self.config.retention;
+        let on_server = |room: &str| layout::server_of(room, servers) == index;
+        for (room, cursor) in self.subscriptions.start_recoveries(on_server) {
+            let keys = RoomKeys::new(prefix, &room);
+            let query = HistoryQuery {
+                history: Some(retention.messages),
+                since: Some(cursor.seq),
+                epoch: Some(&cursor.epoch),
+            };
+            let epoch = format!("{}-r{}", self.config.node_id, cursor.seq);
+            let _ = link.pipeline.push(Pending::Recover { room }, |out| {
+                redis::history(out, &keys, query, &epoch, retention);
+            });
+        }
+        link.stream = Some(stream);
+        link.connected = false;
+        link.ready = false;
+        Ok(())
+    }
+
+    /// A link failed: its socket goes, what it had in flight is answered
+    /// `Unavailable`, and the next attempt is scheduled.
+    pub(super) fn drop_link(&mut self, index: usize) {
+        let link = &mut self.links[index];
+        if let Some(mut stream) = link.stream.take() {
+            let _ = self.poll.registry().deregister(&mut stream);
+        }
+        link.ready = false;
+        let lost = link.pipeline.reset();
+        let delay = link.backoff.next_delay(random());
+        link.retry_at = Instant::now() + delay;
+        for pending in lost {
+            match pending {
+                Pending::Publish { answer, .. } => self.sink.sequenced(answer, Err(Unavailable)),
+                Pending::Join { answer, .. } => self.sink.joined(answer, Err(Unavailable)),
+                Pending::Presence { answer } => self.sink.presence(answer, Err(Unavailable)),
+                Pending::Sent { answer } => self.sink.sent(answer, Err(Unavailable)),
+                Pending::Setup
+                | Pending::Recover { .. }
+                | Pending::Ignored
+                | Pending::DeadNodes
+                | Pending::DeadRooms { .. } => {}
+            }
+        }
+    }
+
+    pub(super) fn next_retry(&self) -> Option<Duration> {
+        let now = Instant::now();
+        self.links
+            .iter()
+            .filter(|l| l.stream.is_none())
+            .map(|l| l.retry_at.saturating_duration_since(now))
+            .min()
+    }
+
+    pub(super) fn report_link(&mut self) {
+        let up = self.links.iter().all(Link::is_up);
+        if self.up != Some(up) {
+            self.up = Some(up);
+            self.metrics.up.set(u64::from(up));
+            self.sink.link(up);
+        }
+    }
+
+    pub(super) fn on_readable(&mut self, index: usize) {
+        if index >= self.links.len() {
+            return;
+        }
+        if let Err(e) = self.read(index) {
+            log_warn!("redis bridge: {}: {e}", self.links[index].url);
+            self.drop_link(index);
+        }
+    }
+
+    pub(super) fn read(&mut self, index: usize) -> io::Result<()> {
+        let link = &mut self.links[index];
+        let Some(stream) = link.stream.as_mut() else {
+            return Ok(());
+        };
+        link.connected = true;
+        self.read_buf.clear();
+        // What came before a close is still handled: replies answered,
+        // events delivered.
+        let closed = read_available(stream, &mut self.read_buf);
+        let incoming = link
+            .pipeline
+            .on_input(&self.read_buf)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        for item in incoming {
+            match item {
+                Incoming::Push(items) => self.on_push(&items),
+                Incoming::Reply(pending, reply) => self.on_reply(index, pending, reply)?,
+            }
+        }
+        closed
+    }
+
+    pub(super) fn on_reply(
+        &mut self,
+        index: usize,
+        pending: Pending<S::Answer>,
+        reply: Reply,
+    ) -> io::Result<()> {
+        match pending {
+            Pending::Setup => {
+                if let Reply::Error(e) = reply {
+                    return Err(io::Error::other(format!("setup refused: {e}")));
+                }
+                let link = &mut self.links[index];
+                link.setup_left = link.setup_left.saturating_sub(1);
+                if link.setup_left == 0 {
+                    self.on_setup_answered(index);
+                }
+            }
+            Pending::Publish { answer, sent } => {
+                self.metrics.command_latency.observe(sent.elapsed());
+                let outcome = redis::sequenced(&reply).ok_or(Unavailable);
+                if outcome.is_err() {
+                    log_warn!("redis bridge: publish refused: {reply:?}");
+                }
+                self.sink.sequenced(answer, outcome);
+            }
+            Pending::Join { answer, room, sent } => {
+                self.metrics.command_latency.observe(sent.elapsed());
+                let outcome = redis::join_reply(&reply).ok_or(Unavailable);
+                match &outcome {
+                    Ok((history, _)) => {
+                        self.subscriptions
+                            .observe(&room, &history.epoch, history.seq);
+                    }
+                    Err(_) => log_warn!("redis bridge: join refused: {reply:?}"),
+                }
+                self.sink.joined(answer, outcome);
+            }
+            Pending::Presence { answer } => {
+                let outcome = redis::presence_reply(&reply).ok_or(Unavailable);
+                if outcome.is_err() {
+                    log_warn!("redis bridge: presence refused: {reply:?}");
+                }
+                self.sink.presence(answer, outcome);
+            }
+            Pending::Sent { answer } => {
+                let outcome = reply
+                    .as_i64()
+                    .and_then(|n| u64::try_from(n).ok())
+                    .ok_or(Unavailable);
+                if outcome.is_err() {
+                    log_warn!("redis bridge: send refused: {reply:?}");
+                }
+                self.sink.sent(answer, outcome);
+            }
+            Pending::Ignored => {
+                if let Reply::Error(e) = reply {
+                    log_warn!("redis bridge: a command was refused: {e}");
+                }
+            }
+            Pending::DeadNodes => self.on_dead_nodes(index, &reply),
+            Pending::DeadRooms { node } => self.on_dead_rooms(index, &node, &reply),
+            Pending::Recover { room } => self.on_recovered(&room, &reply),
+        }
+        Ok(())
+    }
+
+    /// The last setup reply is in (the library is loaded): the link takes
+    /// requests.
+    pub(super) fn on_setup_answered(&mut self, index: usize) {
+        let link = &mut self.links[index];
+        if link.ready {
+            return;
+        }
+        link.ready = true;
+        link.backoff.reset();
+        if link.was_up {
+            self.metrics.reconnects.inc();
+            log_info!("redis bridge: {} is back", link.url);
+        }
+        link.was_up = true;
+        self.next_heartbeat = Instant::now();
+        self.sink.resync();
+    }
+
+    /// Writes what a link has queued.
+    pub(super) fn flush(&mut self, index: usize) {
+        let link = &mut self.links[index];
+        let Some(stream) = link.stream.as_mut().filter(|_| link.connected) else {
+            return;
+        };
+        match write_available(stream, link.pipeline.output()) {
+            Ok(n) => link.pipeline.written(n),
+            Err(e) => {
+                log_warn!("redis bridge: {}: {e}", link.url);
+                self.drop_link(index);
+            }
+        }
+    }
+}
+
+/// `HELLO 3` (with AUTH when the URL has a password, and the node's client
+/// name) and SELECT.
+fn setup_commands(url: &RedisUrl, node_id: &str) -> Vec<Vec<String>> {
+    let mut hello = vec!["HELLO".to_string(), "3".into()];
+    if let Some(password) = &url.password {
+        let user = url.user.clone().unwrap_or_else(|| "default".into());
+        hello.extend(["AUTH".into(), user, password.clone()]);
+    }
+    hello.extend(["SETNAME".into(), format!("roomcast-{node_id}")]);
+    let mut commands = vec![hello];
+    if url.db != 0 {
+        commands.push(vec!["SELECT".into(), url.db.to_string()]);
+    }
+    commands
+}
+
+fn resolve(url: &RedisUrl) -> io::Result<SocketAddr> {
+    if url.tls {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "rediss:// (TLS to Redis) is not supported yet",
+        ));
+    }
+    (url.host.as_str(), url.port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address for the Redis host"))
+}
+
+/// Appends to `bytes` what the socket has, until `WouldBlock`; an EOF is
+/// an error (Redis went away).
+fn read_available(stream: &mut TcpStream, bytes: &mut Vec<u8>) -> io::Result<()> {
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "Redis closed the connection",
+                ));
+            }
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Writes what the socket takes now; returns how much.
+fn write_available(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    let mut written = 0;
+    while written < bytes.len() {
+        match stream.write(&bytes[written..]) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
+}
+
+/// Randomness for the backoff's jitter: std's randomly keyed hasher (fresh
+/// keys per `RandomState`) over the time, so nodes do not retry in step.
+fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    hasher.write_u128(now.as_nanos());
+    hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_and_database_become_setup_commands() {
+        let url: RedisUrl = "redis://app:pw@h/2".parse().unwrap();
+        let name = ["SETNAME", "roomcast-n1"];
+        let hello = |auth: &[&'static str]| {
+            let mut all = vec!["HELLO", "3"];
+            all.extend_from_slice(auth);
+            all.extend_from_slice(&name);
+            all
+        };
+        assert_eq!(
+            setup_commands(&url, "n1"),
+            [hello(&["AUTH", "app", "pw"]), vec!["SELECT", "2"]]
+        );
+        let url: RedisUrl = "redis://:pw@h".parse().unwrap();
+        assert_eq!(
+            setup_commands(&url, "n1"),
+            [hello(&["AUTH", "default", "pw"])]
+        );
+        assert_eq!(
+            setup_commands(&"redis://h".parse().unwrap(), "n1"),
+            [hello(&[])]
+        );
+    }
+}

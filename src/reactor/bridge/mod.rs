@@ -1,0 +1,559 @@
+//! The Redis bridge: one thread per process, with its own mio loop, that
+//! carries room events between this node and Redis (`docs/redis.md`).
+//!
+//! Shards hand it requests over a channel plus a waker (`BridgeHandle`) and
+//! hear back through a `BridgeSink`; no shard thread ever waits on Redis.
+//! Per `--redis` server it keeps one RESP3 connection (`HELLO 3`) for its
+//! commands and for the channels of the rooms this node serves: commands
+//! are pipelined (`redis::pipeline`), channel messages arrive as pushes in
+//! between. One connection is what keeps a join exact: Redis writes every
+//! event published before a join's `roomcast_join` ran ahead of its reply
+//! and every later one after it, so the member gets each event once, from
+//! its history or live. A lost connection is retried with backoff and
+//! jitter (`redis::backoff`); meanwhile requests are answered
+//! `Unavailable`, and once back every room served is recovered from its
+//! history where its cursor left off (`redis::subscriptions`).
+//!
+//! Here: the requests, the loop, publishes and subscriptions. `link`: the
+//! connections. `events`: what the channels bring. `presence`: joins,
+//! leaves, the online set and node liveness. Owns those sockets; the RESP
+//! bytes and the function calls come from `redis`, and what a reply means
+//! for a client is the sink's business.
+
+mod events;
+mod link;
+mod presence;
+
+use std::io;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use mio::net::TcpStream;
+use mio::{Events, Poll, Token, Waker};
+
+use crate::log_warn;
+use crate::metrics::RedisMetrics;
+use crate::redis::backoff::Backoff;
+use crate::redis::layout::{self, RoomKeys};
+use crate::redis::pipeline::Pipeline;
+use crate::redis::resp;
+use crate::redis::subscriptions::{Change, Subscriptions};
+use crate::redis::url::RedisUrl;
+use crate::redis::{
+    self, History, HistoryQuery, NodeUser, Presence, PresenceChange, Publisher, Retention,
+    Sequenced,
+};
+
+const WAKER: Token = Token(usize::MAX);
+/// Most commands waiting for Redis per server; past it, requests are
+/// answered `Unavailable` rather than queued without bound.
+const MAX_IN_FLIGHT: usize = 16_384;
+const RETRY_BASE: Duration = Duration::from_millis(100);
+const RETRY_CAP: Duration = Duration::from_secs(5);
+/// How often a node writes its heartbeat and looks for dead nodes.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+/// A node whose heartbeat is older is dead: its presence is removed and its
+/// leaves announced (section 10: within 30 s).
+const NODE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What the bridge is asked to do.
+#[derive(Debug)]
+pub enum BridgeRequest<A> {
+    /// Sequence a room event whose text is `head`, its seq, `tail`;
+    /// `origin` (an `Origin` of this node) travels with it on the channel.
+    Publish {
+        room: Arc<str>,
+        head: Vec<u8>,
+        tail: Vec<u8>,
+        origin: String,
+        answer: A,
+    },
+    /// Read a room's history for a join and count the joiner in, in
+    /// order with the room's events: the room must be served (`Serve` sent
+    /// first) for that order to hold.
+    Join {
+        room: Arc<str>,
+        query: OwnedQuery,
+        change: Box<PresenceChange>,
+        answer: A,
+    },
+    /// Count a connection out of a room.
+    Leave {
+        room: Arc<str>,
+        change: Box<PresenceChange>,
+    },
+    /// The room's presence in the cluster (`presence:get`).
+    PresenceGet {
+        room: Arc<str>,
+        answer: A,
+    },
+    /// Count `n` connections of a user in (or out) of the online set that
+    /// `Send` counts.
+    Online {
+        change: Box<PresenceChange>,
+        n: i64,
+        /// This node's first connection in the online set.
+        first_here: bool,
+        /// This node has no connection left in the online set.
+        last_here: bool,
+    },
+    /// A direct message (`to`) or a broadcast (`None`), `text` its
+    /// message text: to every node, answered with the connections it is for.
+    Send {
+        to: Option<Box<str>>,
+        text: Vec<u8>,
+        origin: String,
+        answer: A,
+    },
+    /// Set this node's connections in `room` to exactly `users`.
+    Sync {
+        room: Arc<str>,
+        users: Vec<NodeUser>,
+    },
+    /// Shard `shard` now has members in `room`: its events must come here.
+    Serve {
+        room: Arc<str>,
+        shard: usize,
+    },
+    /// Shard `shard` has no member left in `room`.
+    Unserve {
+        room: Arc<str>,
+        shard: usize,
+    },
+    Stop,
+}
+
+/// A join's `history`, `since` and `epoch`, owned to cross threads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnedQuery {
+    pub history: Option<u64>,
+    pub since: Option<u64>,
+    pub epoch: Option<String>,
+}
+
+impl OwnedQuery {
+    fn as_query(&self) -> HistoryQuery<'_> {
+        HistoryQuery {
+            history: self.history,
+            since: self.since,
+            epoch: self.epoch.as_deref(),
+        }
+    }
+}
+
+/// Redis could not take the request (down, or over the in-flight bound).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unavailable;
+
+/// A room event from Redis for one shard's members.
+#[derive(Debug, Clone)]
+pub struct RoomEvent {
+    pub room: Arc<str>,
+    pub epoch: Arc<str>,
+    pub seq: u64,
+    /// The message as a server text frame, built once for every member;
+    /// its text is exactly what Redis stored and published.
+    pub frame: Arc<[u8]>,
+    /// Set when this node published it.
+    pub from_here: Option<FromHere>,
+    /// A presence event (no `seq`, never in the history).
+    pub presence: bool,
+}
+
+/// A direct message or broadcast from the direct channel.
+#[derive(Debug, Clone)]
+pub struct DirectMessage {
+    /// `None`: every `/ws` connection.
+    pub to: Option<Arc<str>>,
+    pub frame: Arc<[u8]>,
+    /// The sender, when it is a connection of this node.
+    pub exclude: Option<Publisher>,
+}
+
+/// What a node knows of an event it published itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FromHere {
+    /// When the publisher's shard read it, in microseconds since start.
+    pub read_micros: u64,
+    /// The publisher, when it asked not to get its own message back.
+    pub exclude: Option<Publisher>,
+}
+
+/// Where the bridge's results go (the shards, through their bus).
+pub trait BridgeSink: Send + 'static {
+    type Answer: Send + 'static;
+    /// The outcome of a `Publish`.
+    fn sequenced(&self, answer: Self::Answer, outcome: Result<Sequenced, Unavailable>);
+    /// The outcome of a `Join` (the history, and the room's connections in
+    /// the cluster), after every event the history covers was given to
+    /// `deliver` and before any it does not.
+    fn joined(&self, answer: Self::Answer, outcome: Result<(History, u64), Unavailable>);
+    /// The outcome of a `PresenceGet`.
+    fn presence(&self, answer: Self::Answer, outcome: Result<Presence, Unavailable>);
+    /// The outcome of a `Send`: how many connections it is for.
+    fn sent(&self, answer: Self::Answer, outcome: Result<u64, Unavailable>);
+    /// A direct message or broadcast for every shard's own connections.
+    fn direct(&self, message: DirectMessage);
+    /// A link is (again) ready: every room's presence should be `Sync`ed,
+    /// since Redis may have lost it or reaped it meanwhile.
+    fn resync(&self);
+    /// A room event for shard `shard`, in the room's seq order.
+    fn deliver(&self, shard: usize, event: RoomEvent);
+    /// Whether every Redis server is reachable, on every change.
+    fn link(&self, up: bool);
+}
+
+/// How shards reach the bridge.
+pub struct BridgeHandle<A> {
+    requests: Sender<BridgeRequest<A>>,
+    waker: Arc<Waker>,
+}
+
+impl<A> Clone for BridgeHandle<A> {
+    fn clone(&self) -> Self {
+        Self {
+            requests: self.requests.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+}
+
+impl<A> BridgeHandle<A> {
+    /// Sends a request and wakes the bridge; false once it has stopped.
+    pub fn send(&self, request: BridgeRequest<A>) -> bool {
+        self.try_send(request).is_ok()
+    }
+
+    /// Sends a request and wakes the bridge; once it has stopped, the
+    /// request comes back.
+    pub fn try_send(&self, request: BridgeRequest<A>) -> Result<(), BridgeRequest<A>> {
+        self.requests.send(request).map_err(|e| e.0)?;
+        let _ = self.waker.wake();
+        Ok(())
+    }
+}
+
+/// The bridge's settings.
+#[derive(Debug, Clone)]
+pub struct BridgeConfig {
+    pub servers: Vec<RedisUrl>,
+    pub prefix: String,
+    pub retention: Retention,
+    /// Makes the epochs this node creates unique in the cluster, and tells
+    /// its own events apart on the channels.
+    pub node_id: String,
+    pub presence: PresenceConfig,
+}
+
+/// Which rooms announce presence, for the leaves of dead nodes and syncs.
+#[derive(Debug, Clone, Default)]
+pub struct PresenceConfig {
+    /// `--presence-rooms`.
+    pub rooms: Vec<String>,
+    /// `--presence-event-limit`.
+    pub event_limit: usize,
+}
+
+/// Starts the bridge thread; it writes `metrics` alone.
+pub fn start<S: BridgeSink>(
+    config: BridgeConfig,
+    sink: S,
+    metrics: Arc<RedisMetrics>,
+) -> io::Result<(BridgeHandle<S::Answer>, JoinHandle<()>)> {
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let links = config.servers.iter().cloned().map(Link::new).collect();
+    let mut bridge = Bridge {
+        poll,
+        requests: rx,
+        sink,
+        links,
+        subscriptions: Subscriptions::default(),
+        config,
+        epochs_made: 0,
+        up: None,
+        read_buf: Vec::new(),
+        metrics,
+        next_heartbeat: Instant::now(),
+        node_rooms: String::new(),
+    };
+    bridge.node_rooms = layout::node_rooms(&bridge.config.prefix, &bridge.config.node_id);
+    let thread = std::thread::Builder::new()
+        .name("redis-bridge".into())
+        .spawn(move || bridge.run())?;
+    Ok((
+        BridgeHandle {
+            requests: tx,
+            waker,
+        },
+        thread,
+    ))
+}
+
+/// What a command's reply is for.
+enum Pending<A> {
+    /// HELLO, SELECT or FUNCTION LOAD: an error reply means the link is
+    /// unusable.
+    Setup,
+    Publish {
+        answer: A,
+        sent: Instant,
+    },
+    Join {
+        answer: A,
+        room: Arc<str>,
+        sent: Instant,
+    },
+    Presence {
+        answer: A,
+    },
+    Sent {
+        answer: A,
+    },
+    /// A reply nobody waits for (leaves, syncs, heartbeats).
+    Ignored,
+    /// The nodes whose heartbeat is older than `NODE_TIMEOUT`.
+    DeadNodes,
+    /// The rooms on this server where the dead `node` counted connections.
+    DeadRooms {
+        node: String,
+    },
+    /// After a reconnect: what `room` missed, to deliver.
+    Recover {
+        room: Arc<str>,
+    },
+}
+
+/// Everything about one Redis server.
+struct Link<A> {
+    url: RedisUrl,
+    stream: Option<TcpStream>,
+    /// The connection is established (a first event came).
+    connected: bool,
+    /// The setup commands are answered: requests may be taken.
+    ready: bool,
+    /// Setup commands not answered yet.
+    setup_left: usize,
+    pipeline: Pipeline<Pending<A>>,
+    backoff: Backoff,
+    retry_at: Instant,
+    /// Has been up before: the next connection is a reconnect.
+    was_up: bool,
+}
+
+impl<A> Link<A> {
+    fn new(url: RedisUrl) -> Self {
+        Self {
+            url,
+            stream: None,
+            connected: false,
+            ready: false,
+            setup_left: 0,
+            pipeline: Pipeline::new(MAX_IN_FLIGHT),
+            backoff: Backoff::new(RETRY_BASE, RETRY_CAP),
+            retry_at: Instant::now(),
+            was_up: false,
+        }
+    }
+
+    fn is_up(&self) -> bool {
+        self.stream.is_some() && self.ready
+    }
+}
+
+struct Bridge<S: BridgeSink> {
+    poll: Poll,
+    requests: Receiver<BridgeRequest<S::Answer>>,
+    sink: S,
+    links: Vec<Link<S::Answer>>,
+    subscriptions: Subscriptions,
+    config: BridgeConfig,
+    epochs_made: u64,
+    up: Option<bool>,
+    /// What a connection read this time, reused.
+    read_buf: Vec<u8>,
+    metrics: Arc<RedisMetrics>,
+    next_heartbeat: Instant,
+    /// This node's room index key (`layout::node_rooms`).
+    node_rooms: String,
+}
+
+impl<S: BridgeSink> Bridge<S> {
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(256);
+        loop {
+            self.connect_due();
+            self.report_link();
+            self.heartbeat();
+            for link in 0..self.links.len() {
+                self.flush(link);
+            }
+            let until_heartbeat = self
+                .next_heartbeat
+                .saturating_duration_since(Instant::now());
+            let timeout = Some(
+                self.next_retry()
+                    .map_or(until_heartbeat, |t| t.min(until_heartbeat)),
+            );
+            if let Err(e) = self.poll.poll(&mut events, timeout)
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                log_warn!("redis bridge: poll failed: {e}");
+                return;
+            }
+            for event in events.iter() {
+                if event.token() != WAKER {
+                    self.on_readable(event.token().0);
+                }
+            }
+            if !self.take_requests() {
+                return;
+            }
+            for link in 0..self.links.len() {
+                self.flush(link);
+            }
+            let in_flight: usize = self.links.iter().map(|l| l.pipeline.in_flight()).sum();
+            self.metrics.in_flight.set(in_flight as u64);
+        }
+    }
+
+    /// Handles every queued request; false on `Stop`.
+    fn take_requests(&mut self) -> bool {
+        // A full pipeline takes no more: requests wait in the channel (a
+        // join storm is slowed down, not refused) until Redis answers.
+        while self.has_room() {
+            match self.requests.try_recv() {
+                Ok(BridgeRequest::Stop) | Err(TryRecvError::Disconnected) => return false,
+                Ok(request) => self.on_request(request),
+                Err(TryRecvError::Empty) => return true,
+            }
+        }
+        true
+    }
+
+    /// Whether every link's pipeline can take one more request (at most
+    /// three commands).
+    fn has_room(&self) -> bool {
+        self.links
+            .iter()
+            .all(|l| l.pipeline.in_flight() + 4 <= MAX_IN_FLIGHT)
+    }
+
+    fn on_request(&mut self, request: BridgeRequest<S::Answer>) {
+        match request {
+            BridgeRequest::Publish {
+                room,
+                head,
+                tail,
+                origin,
+                answer,
+            } => self.publish(&room, (&head, &tail), &origin, answer),
+            BridgeRequest::Join {
+                room,
+                query,
+                change,
+                answer,
+            } => self.join(room, &query, &change, answer),
+            BridgeRequest::Leave { room, change } => self.leave(&room, &change),
+            BridgeRequest::PresenceGet { room, answer } => self.presence(&room, answer),
+            BridgeRequest::Online {
+                change,
+                n,
+                first_here,
+                last_here,
+            } => self.online(&change, n, first_here, last_here),
+            BridgeRequest::Send {
+                to,
+                text,
+                origin,
+                answer,
+            } => self.send_direct(to.as_deref(), &text, &origin, answer),
+            BridgeRequest::Sync { room, users } => self.sync(&room, &users),
+            BridgeRequest::Serve { room, shard } => {
+                if let Some(change) = self.subscriptions.shard_joined(&room, shard) {
+                    self.subscribe(change);
+                }
+            }
+            BridgeRequest::Unserve { room, shard } => {
+                if let Some(change) = self.subscriptions.shard_left(&room, shard) {
+                    self.subscribe(change);
+                }
+            }
+            BridgeRequest::Stop => {}
+        }
+    }
+
+    fn publish(&mut self, room: &str, text: (&[u8], &[u8]), origin: &str, answer: S::Answer) {
+        let index = layout::server_of(room, self.links.len());
+        let keys = RoomKeys::new(&self.config.prefix, room);
+        let epoch = self.fresh_epoch();
+        let retention = self.config.retention;
+        let link = &mut self.links[index];
+        if !link.is_up() {
+            return self.sink.sequenced(answer, Err(Unavailable));
+        }
+        let sent = Instant::now();
+        let pushed = link
+            .pipeline
+            .push(Pending::Publish { answer, sent }, |out| {
+                redis::publish(out, &keys, text, &epoch, retention, origin);
+            });
+        if let Err(Pending::Publish { answer, .. }) = pushed {
+            self.sink.sequenced(answer, Err(Unavailable));
+        }
+    }
+
+    fn fresh_epoch(&mut self) -> String {
+        self.epochs_made += 1;
+        format!("{}-{:x}", self.config.node_id, self.epochs_made)
+    }
+
+    fn subscribe(&mut self, change: Change) {
+        let (verb, room) = match &change {
+            Change::Subscribe(room) => ("SUBSCRIBE", room),
+            Change::Unsubscribe(room) => ("UNSUBSCRIBE", room),
+        };
+        let index = layout::server_of(room, self.links.len());
+        let channel = RoomKeys::new(&self.config.prefix, room).channel;
+        // The rooms a node serves are where a reaper looks for its
+        // connections, should it die.
+        let (index_verb, node_rooms) = match &change {
+            Change::Subscribe(_) => ("SADD", &self.node_rooms),
+            Change::Unsubscribe(_) => ("SREM", &self.node_rooms),
+        };
+        let link = &mut self.links[index];
+        // Without a connection, the subscription is made when it comes back
+        // (and the index by the sync that follows).
+        if link.stream.is_some() {
+            link.pipeline
+                .push_unanswered(|out| resp::write_command(out, &[verb, channel.as_str()]));
+            let _ = link.pipeline.push(Pending::Ignored, |out| {
+                resp::write_command(out, &[index_verb, node_rooms.as_str(), room]);
+            });
+        }
+    }
+}
+
+/// The room of a channel `<prefix>:{<room>}`.
+fn room_of<'a>(prefix: &str, channel: &'a [u8]) -> Option<&'a str> {
+    let channel = std::str::from_utf8(channel).ok()?;
+    channel
+        .strip_prefix(prefix)?
+        .strip_prefix(":{")?
+        .strip_suffix('}')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_channel_names_its_room() {
+        assert_eq!(room_of("rc", b"rc:{prices:btc}"), Some("prices:btc"));
+        assert_eq!(room_of("rc", b"other:{x}"), None);
+        assert_eq!(room_of("rc", b"rc:{x"), None);
+    }
+}

@@ -1,0 +1,233 @@
+//! The bridge's presence work: joins and leaves counted in Redis, presence
+//! lists, the online set behind `user:send` and `system:broadcast`, and
+//! node liveness (heartbeats, and the removal of a dead node's
+//! connections). What the replies mean for clients is the sink's business.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{Bridge, BridgeSink, HEARTBEAT, NODE_TIMEOUT, OwnedQuery, Pending, Unavailable};
+use crate::log_info;
+use crate::proto::names::pattern_matches;
+use crate::redis::layout::{self, RoomKeys};
+use crate::redis::resp::{self, Reply};
+use crate::redis::{self, NodeUser, PresenceChange};
+
+impl<S: BridgeSink> Bridge<S> {
+    pub(super) fn join(
+        &mut self,
+        room: Arc<str>,
+        query: &OwnedQuery,
+        change: &PresenceChange,
+        answer: S::Answer,
+    ) {
+        let index = layout::server_of(&room, self.links.len());
+        let keys = RoomKeys::new(&self.config.prefix, &room);
+        let epoch = self.fresh_epoch();
+        let retention = self.config.retention;
+        let link = &mut self.links[index];
+        if !link.is_up() {
+            return self.sink.joined(answer, Err(Unavailable));
+        }
+        let sent = Instant::now();
+        let pending = Pending::Join { answer, room, sent };
+        let pushed = link.pipeline.push(pending, |out| {
+            redis::join(out, &keys, query.as_query(), &epoch, retention, change);
+        });
+        if let Err(Pending::Join { answer, .. }) = pushed {
+            self.sink.joined(answer, Err(Unavailable));
+        }
+    }
+
+    /// A leave is not answered: if Redis is away it is lost, and the sync
+    /// after the reconnect puts the room's presence right.
+    pub(super) fn leave(&mut self, room: &str, change: &PresenceChange) {
+        let index = layout::server_of(room, self.links.len());
+        let keys = RoomKeys::new(&self.config.prefix, room);
+        let link = &mut self.links[index];
+        if !link.is_up() {
+            return;
+        }
+        let ttl = self.config.retention.ttl_ms;
+        let _ = link.pipeline.push(Pending::Ignored, |out| {
+            redis::leave(out, &keys, change, ttl)
+        });
+    }
+
+    pub(super) fn presence(&mut self, room: &str, answer: S::Answer) {
+        let index = layout::server_of(room, self.links.len());
+        let keys = RoomKeys::new(&self.config.prefix, room);
+        let link = &mut self.links[index];
+        if !link.is_up() {
+            return self.sink.presence(answer, Err(Unavailable));
+        }
+        let pushed = link.pipeline.push(Pending::Presence { answer }, |out| {
+            redis::presence(out, &keys, crate::rooms::table::MAX_PRESENCE_USERS);
+        });
+        if let Err(Pending::Presence { answer }) = pushed {
+            self.sink.presence(answer, Err(Unavailable));
+        }
+    }
+
+    pub(super) fn sync(&mut self, room: &str, users: &[NodeUser]) {
+        let index = layout::server_of(room, self.links.len());
+        let keys = RoomKeys::new(&self.config.prefix, room);
+        let announce = self.announces(room);
+        let limit = self.config.presence.event_limit;
+        let ttl = self.config.retention.ttl_ms;
+        let node = &self.config.node_id;
+        let node_rooms = layout::node_rooms(&self.config.prefix, node);
+        let link = &mut self.links[index];
+        if !link.is_up() {
+            return;
+        }
+        let _ = link.pipeline.push(Pending::Ignored, |out| {
+            resp::write_command(out, &["SADD", &node_rooms, room]);
+        });
+        let _ = link.pipeline.push(Pending::Ignored, |out| {
+            let rules = redis::SyncRules {
+                announce,
+                event_limit: limit,
+                ttl_ms: ttl,
+            };
+            redis::sync(out, &keys, room, node, rules, users);
+        });
+    }
+
+    pub(super) fn online(
+        &mut self,
+        change: &PresenceChange,
+        n: i64,
+        first_here: bool,
+        last_here: bool,
+    ) {
+        let index = layout::server_of(redis::ONLINE, self.links.len());
+        let keys = RoomKeys::new(&self.config.prefix, redis::ONLINE);
+        let node_rooms = layout::node_rooms(&self.config.prefix, &self.config.node_id);
+        let link = &mut self.links[index];
+        if !link.is_up() {
+            return;
+        }
+        if first_here {
+            let _ = link.pipeline.push(Pending::Ignored, |out| {
+                resp::write_command(out, &["SADD", &node_rooms, redis::ONLINE]);
+            });
+        }
+        let _ = link
+            .pipeline
+            .push(Pending::Ignored, |out| redis::count(out, &keys, change, n));
+        if last_here {
+            let _ = link.pipeline.push(Pending::Ignored, |out| {
+                resp::write_command(out, &["SREM", &node_rooms, redis::ONLINE]);
+            });
+        }
+    }
+
+    pub(super) fn send_direct(
+        &mut self,
+        to: Option<&str>,
+        text: &[u8],
+        origin: &str,
+        answer: S::Answer,
+    ) {
+        let index = layout::server_of(redis::ONLINE, self.links.len());
+        let payload = redis::Direct { origin, to, text }.write();
+        let prefix = &self.config.prefix;
+        let link = &mut self.links[index];
+        if !link.is_up() {
+            return self.sink.sent(answer, Err(Unavailable));
+        }
+        let pushed = link.pipeline.push(Pending::Sent { answer }, |out| {
+            redis::send(out, prefix, to, &payload);
+        });
+        if let Err(Pending::Sent { answer }) = pushed {
+            self.sink.sent(answer, Err(Unavailable));
+        }
+    }
+
+    /// Whether `room` announces presence (`--presence-rooms`); the online
+    /// set never does.
+    pub(super) fn announces(&self, room: &str) -> bool {
+        room != redis::ONLINE
+            && self
+                .config
+                .presence
+                .rooms
+                .iter()
+                .any(|p| pattern_matches(p, room))
+    }
+
+    /// Every `HEARTBEAT`: this node's heartbeat on every server, and a look
+    /// for nodes whose heartbeat stopped.
+    pub(super) fn heartbeat(&mut self) {
+        let now = Instant::now();
+        if now < self.next_heartbeat {
+            return;
+        }
+        self.next_heartbeat = now + HEARTBEAT;
+        let unix_ms = crate::reactor::shard::unix_ms();
+        let set = layout::heartbeats(&self.config.prefix);
+        let node = self.config.node_id.clone();
+        let stale = unix_ms.saturating_sub(NODE_TIMEOUT.as_millis() as u64);
+        for link in self.links.iter_mut().filter(|l| l.is_up()) {
+            let _ = link.pipeline.push(Pending::Ignored, |out| {
+                resp::write_command(out, &["ZADD", &set, &unix_ms.to_string(), &node]);
+            });
+            let _ = link.pipeline.push(Pending::DeadNodes, |out| {
+                let max = format!("({stale}");
+                resp::write_command(
+                    out,
+                    &["ZRANGEBYSCORE", &set, "-inf", &max, "LIMIT", "0", "16"],
+                );
+            });
+        }
+    }
+
+    /// Dead nodes on server `index`: their rooms there are looked up.
+    pub(super) fn on_dead_nodes(&mut self, index: usize, reply: &Reply) {
+        let Reply::Array(nodes) = reply else { return };
+        for node in nodes.iter().filter_map(Reply::as_bytes) {
+            let node = String::from_utf8_lossy(node).into_owned();
+            if node == self.config.node_id {
+                continue;
+            }
+            log_info!("redis bridge: node {node} stopped its heartbeat; removing its presence");
+            let rooms = layout::node_rooms(&self.config.prefix, &node);
+            let _ = self.links[index]
+                .pipeline
+                .push(Pending::DeadRooms { node }, |out| {
+                    resp::write_command(out, &["SMEMBERS", &rooms]);
+                });
+        }
+    }
+
+    /// The rooms of a dead node: its connections there are removed (with
+    /// the leaves announced), then the node itself.
+    pub(super) fn on_dead_rooms(&mut self, index: usize, node: &str, reply: &Reply) {
+        let Reply::Array(rooms) = reply else { return };
+        let limit = self.config.presence.event_limit;
+        let ttl = self.config.retention.ttl_ms;
+        for room in rooms.iter().filter_map(Reply::as_bytes) {
+            let room = String::from_utf8_lossy(room).into_owned();
+            let keys = RoomKeys::new(&self.config.prefix, &room);
+            let announce = self.announces(&room);
+            let _ = self.links[index].pipeline.push(Pending::Ignored, |out| {
+                let rules = redis::SyncRules {
+                    announce,
+                    event_limit: limit,
+                    ttl_ms: ttl,
+                };
+                redis::sync(out, &keys, &room, node, rules, &[]);
+            });
+        }
+        let rooms_key = layout::node_rooms(&self.config.prefix, node);
+        let set = layout::heartbeats(&self.config.prefix);
+        let link = &mut self.links[index];
+        let _ = link.pipeline.push(Pending::Ignored, |out| {
+            resp::write_command(out, &["DEL", &rooms_key]);
+        });
+        let _ = link.pipeline.push(Pending::Ignored, |out| {
+            resp::write_command(out, &["ZREM", &set, node]);
+        });
+    }
+}
