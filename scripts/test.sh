@@ -46,6 +46,19 @@ ensure_redis() {
   fi
 }
 
+# Node.js for the browser client's unit tests (clients/js, `node --test`).
+ensure_node() {
+  if command -v node >/dev/null 2>&1; then
+    return 0
+  fi
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "test.sh: node is missing; install nodejs" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs >/dev/null
+}
+
 ensure_venv() {
   local stamp="$VENV/.pins"
   if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "${PY_PINS[*]}" ]; then
@@ -103,6 +116,8 @@ step "python venv"
 ensure_venv
 step "redis-server"
 ensure_redis
+step "node"
+ensure_node
 
 step "cargo build"
 cargo build --quiet
@@ -147,13 +162,14 @@ cluster_pass() {
   return $status
 }
 trap cleanup EXIT
-: >"$LOGS/cargo"; : >"$LOGS/pytest"; : >"$LOGS/cluster"
+: >"$LOGS/cargo"; : >"$LOGS/pytest"; : >"$LOGS/cluster"; : >"$LOGS/node"
 
 check "cargo fmt --check" cargo fmt --all -- --check
 check "cargo clippy" cargo clippy --quiet --all-targets -- -D warnings
 # Each integration test starts its own server; two at a time suits 2 cores.
 check "cargo test" bash -c 'set -o pipefail; cargo test --quiet --no-fail-fast -- --test-threads=2 2>&1 | tee "$1"' _ "$LOGS/cargo"
 check "cargo test (cluster of two nodes)" cluster_pass
+check "node --test (clients/js)" bash -c 'set -o pipefail; cd clients/js && node --test test/ 2>&1 | tee "$1"' _ "$LOGS/node"
 check "pytest" bash -c 'set -o pipefail; ROOMCAST_BIN="$1" "$2" -m pytest -q -p no:cacheprovider tests/python 2>&1 | tee "$3"' \
   _ "$TARGET/debug/roomcast" "$VENV/bin/python" "$LOGS/pytest"
 
@@ -169,7 +185,9 @@ fi
 # Totals over every `test result:` line of cargo and pytest's last line.
 count() { { grep -Eo "[0-9]+ $1" || true; } | awk '{n += $1} END {print n + 0}'; }
 total() {
-  echo $(( $(grep -h '^test result:' "$LOGS/cargo" "$LOGS/cluster" | count "$1") + $(tail -n1 "$LOGS/pytest" | count "$1") ))
+  local node
+  node=$(sed -n "s/^# \(pass\|fail\) \([0-9]*\)$/\2 \1/p" "$LOGS/node" | sed 's/ pass$/ passed/; s/ fail$/ failed/' | count "$1")
+  echo $(( $(grep -h '^test result:' "$LOGS/cargo" "$LOGS/cluster" | count "$1") + $(tail -n1 "$LOGS/pytest" | count "$1") + node ))
 }
 echo
 echo "test.sh: $AUTOBAHN_RESULT; took $(( $(date +%s) - start ))s"

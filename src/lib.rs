@@ -22,4 +22,5 @@ pub mod redis;
 pub mod rooms;
 pub mod supervisor;
 pub mod sys;
+pub mod web;
 pub mod ws;

@@ -176,3 +176,26 @@ fn sixty_four_header_lines_are_served_and_sixty_five_are_431() {
     resp.assert_error(431, "HEADERS_TOO_LARGE");
     assert!(resp.body.contains("more than 64 header fields"), "{resp:?}");
 }
+
+#[test]
+fn the_browser_client_is_served_as_an_es_module() {
+    let server = Server::start(&[]);
+    let resp = http_get(server.addr(), "/roomcast.js");
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(
+        resp.header("Content-Type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    assert_eq!(resp.header("Access-Control-Allow-Origin"), Some("*"));
+    let file = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/clients/js/roomcast.js"
+    ))
+    .unwrap();
+    assert_eq!(resp.body, file, "the file of clients/js, byte for byte");
+    let post = common::http_raw(
+        server.addr(),
+        b"POST /roomcast.js HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(post.status, 405);
+}

@@ -1,6 +1,7 @@
 //! What a complete HTTP request head asks for: an upgrade on `/ws` or
 //! `/echo` (checked by `ws::handshake`), a `POST /publish` body to read,
-//! `/healthz`, `/metrics`, `/stats`, or an error response.
+//! `/healthz`, `/metrics`, `/stats`, a file of `web` (`/roomcast.js`), or
+//! an error response.
 //!
 //! Sans-IO: reads the parsed request and the context, returns the outcome;
 //! the connection state machine acts on it.
@@ -44,6 +45,10 @@ pub(super) fn route(
         (_, "/healthz") => healthz(request, cx.draining, cx.observe.redis_up()),
         (_, "/metrics") if operator_here => metrics(request, cx),
         (_, "/stats") if operator_here => stats(request, cx),
+        (Port::Public, path) => match crate::web::asset(path) {
+            Some(asset) => serve_asset(request, asset),
+            None => RequestOutcome::Reject(ErrorCode::NotFound, "no such endpoint"),
+        },
         _ => RequestOutcome::Reject(ErrorCode::NotFound, "no such endpoint"),
     }
 }
@@ -161,6 +166,16 @@ fn healthz(request: &HttpRequest<'_>, draining: bool, redis_up: Option<bool>) ->
     };
     let mut bytes = Vec::with_capacity(160);
     response::write_json(&mut bytes, status, body, false);
+    RequestOutcome::Respond(bytes)
+}
+
+/// A file of `web`, for `GET`.
+fn serve_asset(request: &HttpRequest<'_>, asset: crate::web::Asset) -> RequestOutcome {
+    if request.method != "GET" {
+        return RequestOutcome::Reject(ErrorCode::MethodNotAllowed, "use GET");
+    }
+    let mut bytes = Vec::with_capacity(asset.body.len() + 256);
+    response::write_asset(&mut bytes, asset.content_type, asset.body);
     RequestOutcome::Respond(bytes)
 }
 

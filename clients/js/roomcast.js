@@ -1,0 +1,454 @@
+// roomcast.js: the browser client of roomcast (docs/protocol.md, docs/client.md).
+// A dependency-free ES module; the server serves it at GET /roomcast.js.
+//
+//   import { connect } from "/roomcast.js";
+//   const client = connect("ws://localhost:8080/ws", { getToken: () => fetchToken() });
+//   const lobby = client.room("lobby");
+//   lobby.on("chat:message", (data, msg) => console.log(msg.from, data));
+//   await lobby.join();
+//   const seq = await lobby.publish("chat:message", { text: "hi" });
+//
+// It reconnects with exponential backoff and full jitter after the close codes
+// section 8 says to retry, rejoins every room with its last `since`/`epoch`,
+// delivers what it recovered before live events, in seq order and once each,
+// keeps publishes made while offline (bounded, with a TTL) and sends them after
+// the rejoin, and treats a connection that stays silent past the ping interval
+// plus a timeout as dead (browsers cannot see ping frames: it sends the bare
+// `ping` text, which the server answers `pong`).
+
+/** Close codes after which a client reconnects (docs/protocol.md section 8). */
+export const RETRY_CLOSE_CODES = new Set([1001, 1006, 1011, 4002, 4003, 4008]);
+/** The token expired: reconnect with a fresh one. */
+export const TOKEN_EXPIRED = 4002;
+
+const DEFAULTS = {
+  reconnect: { base: 500, cap: 30000, maxAttempts: Infinity },
+  ackTimeout: 10000,
+  offlineQueue: { max: 1000, ttl: 60000 },
+  pongTimeout: 10000,
+  refreshBefore: 30000,
+};
+
+/**
+ * The delay before reconnect attempt `attempt` (0 first): exponential backoff
+ * with full jitter, a random point in [0, min(cap, base * 2^attempt)).
+ */
+export function backoffDelay(attempt, { base, cap }, random = Math.random) {
+  const ceiling = Math.min(cap, base * 2 ** Math.min(attempt, 30));
+  return Math.floor(random() * ceiling);
+}
+
+/** The `exp` claim of a JWT, in ms since the epoch; null if unreadable. */
+export function tokenExpiry(token) {
+  try {
+    const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const json = JSON.parse(atob(payload + "=".repeat((4 - (payload.length % 4)) % 4)));
+    return typeof json.exp === "number" ? json.exp * 1000 : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Publishes made while offline: kept in order, at most `max`, each for at most
+ * `ttl` ms. `push` refuses (returns false) when full; `drain` hands back the
+ * live ones in order and the expired ones apart.
+ */
+export class OfflineQueue {
+  constructor({ max, ttl }, now = Date.now) {
+    this.max = max;
+    this.ttl = ttl;
+    this.now = now;
+    this.items = [];
+  }
+  get length() {
+    return this.items.length;
+  }
+  push(item) {
+    this.dropExpired();
+    if (this.items.length >= this.max) return false;
+    this.items.push({ item, at: this.now() });
+    return true;
+  }
+  /** Removes expired items; returns them. */
+  dropExpired() {
+    const limit = this.now() - this.ttl;
+    const expired = [];
+    while (this.items.length && this.items[0].at <= limit) expired.push(this.items.shift().item);
+    return expired;
+  }
+  /** Everything, in order: `{ live, expired }`. The queue is left empty. */
+  drain() {
+    const expired = this.dropExpired();
+    const live = this.items.map((e) => e.item);
+    this.items = [];
+    return { live, expired };
+  }
+}
+
+/**
+ * A room's position: its epoch and the last seq delivered. `accept` says
+ * whether an event is new (and moves past it): each seq once, in order.
+ */
+export class RoomCursor {
+  constructor() {
+    this.epoch = null;
+    this.seq = 0;
+  }
+  /** A join answered with `epoch` at `seq`. */
+  reset(epoch, seq) {
+    this.epoch = epoch;
+    this.seq = seq;
+  }
+  accept(seq) {
+    if (typeof seq !== "number") return true;
+    if (seq <= this.seq) return false;
+    this.seq = seq;
+    return true;
+  }
+  /** What a rejoin asks for: everything after the last event seen. */
+  since() {
+    return this.epoch === null ? {} : { since: this.seq, epoch: this.epoch };
+  }
+}
+
+/** An error from the server (`code` as in docs/protocol.md) or from the client. */
+export class RoomcastError extends Error {
+  constructor(code, message) {
+    super(`${code}: ${message}`);
+    this.code = code;
+  }
+}
+
+class Emitter {
+  constructor() {
+    this.handlers = new Map();
+  }
+  on(event, fn) {
+    if (!this.handlers.has(event)) this.handlers.set(event, new Set());
+    this.handlers.get(event).add(fn);
+    return () => this.off(event, fn);
+  }
+  off(event, fn) {
+    this.handlers.get(event)?.delete(fn);
+  }
+  emit(event, ...args) {
+    for (const fn of [...(this.handlers.get(event) || [])]) {
+      try {
+        fn(...args);
+      } catch (e) {
+        setTimeout(() => {
+          throw e;
+        });
+      }
+    }
+  }
+}
+
+/** One room of a client: join, publish, presence and its events. */
+export class Room extends Emitter {
+  constructor(client, name) {
+    super();
+    this.client = client;
+    this.name = name;
+    this.cursor = new RoomCursor();
+    this.joined = false;
+    this.joinOptions = {};
+  }
+
+  /** Joins (and keeps rejoining after reconnects); resolves with the ack data. */
+  async join(options = {}) {
+    this.joinOptions = options;
+    this.joined = true;
+    const data = await this.client.request("room:join", { room: this.name, ...options });
+    this.cursor.reset(data.epoch, data.seq);
+    this.deliverAll(data.messages || []);
+    return data;
+  }
+
+  async leave() {
+    this.joined = false;
+    return this.client.request("room:leave", { room: this.name });
+  }
+
+  /** Publishes; resolves with the `seq` Redis or the server gave it. */
+  publish(event, data, { echo = false } = {}) {
+    const message = { event, room: this.name, data };
+    if (echo) message.echo = true;
+    return this.client.send(message, { queue: true }).then((ack) => ack.seq);
+  }
+
+  presence() {
+    return this.client.request("presence:get", { room: this.name });
+  }
+
+  /** After a reconnect: join again from where this room's events stopped. */
+  async rejoin() {
+    const data = await this.client.request("room:join", {
+      room: this.name,
+      ...this.joinOptions,
+      ...this.cursor.since(),
+    });
+    if (data.recovered === false) {
+      this.cursor.reset(data.epoch, data.seq);
+      this.emit("reset", { epoch: data.epoch, seq: data.seq, messages: data.messages || [] });
+    } else {
+      if (data.epoch !== this.cursor.epoch) this.cursor.reset(data.epoch, this.cursor.seq);
+      this.deliverAll(data.messages || []);
+      this.cursor.accept(data.seq);
+    }
+    return data;
+  }
+
+  deliverAll(messages) {
+    for (const message of messages) this.deliver(message);
+  }
+
+  deliver(message) {
+    if (message.event.startsWith("presence:")) {
+      this.emit(message.event, message.data, message);
+      return;
+    }
+    if (!this.cursor.accept(message.seq)) return;
+    this.emit(message.event, message.data, message);
+    this.emit("*", message);
+  }
+}
+
+/** A connection that comes back by itself. `state`: connecting, open, reconnecting, closed. */
+export class Client extends Emitter {
+  constructor(url, options = {}) {
+    super();
+    this.url = url;
+    this.options = {
+      ...DEFAULTS,
+      ...options,
+      reconnect: { ...DEFAULTS.reconnect, ...(options.reconnect || {}) },
+      offlineQueue: { ...DEFAULTS.offlineQueue, ...(options.offlineQueue || {}) },
+    };
+    this.token = options.token || null;
+    this.state = "connecting";
+    this.rooms = new Map();
+    this.pending = new Map();
+    this.queue = new OfflineQueue(this.options.offlineQueue);
+    this.nextId = 0;
+    this.attempt = 0;
+    this.ws = null;
+    this.timers = {};
+    this.pingInterval = options.pingInterval || 25000;
+    this.connectNow();
+  }
+
+  /** The room `name` (the same object each time). */
+  room(name) {
+    if (!this.rooms.has(name)) this.rooms.set(name, new Room(this, name));
+    return this.rooms.get(name);
+  }
+
+  /** A direct message to every connection of `user`; resolves with `delivered`. */
+  sendTo(user, event, data) {
+    const payload = { to: user, data };
+    if (event) payload.event = event;
+    return this.request("user:send", payload).then((d) => d.delivered);
+  }
+
+  /** Round trip to the server, in ms. */
+  async ping() {
+    const start = Date.now();
+    await this.request("ping", null);
+    return Date.now() - start;
+  }
+
+  /** Closes for good: no reconnect; queued publishes are refused. */
+  close() {
+    this.state = "closed";
+    this.clearTimers();
+    if (this.ws) this.ws.close(1000);
+    const { live, expired } = this.queue.drain();
+    for (const entry of [...live, ...expired]) entry.reject(new RoomcastError("CLOSED", "client closed"));
+  }
+
+  /**
+   * Sends a reserved event with `data`; resolves with the ack data. Made
+   * while (re)connecting, it waits for the connection like a publish.
+   */
+  request(event, data) {
+    return this.send({ event, data }, { queue: true });
+  }
+
+  /**
+   * Sends `message` with a fresh id; resolves with the ack's data, rejects
+   * with its error, a timeout, or a lost connection. With `queue`, a message
+   * sent while offline waits for the reconnect (bounded, with a TTL).
+   */
+  send(message, { queue = false } = {}) {
+    return new Promise((resolve, reject) => {
+      const entry = { message, resolve, reject };
+      if (this.state === "open") return this.transmit(entry);
+      if (queue && this.state !== "closed") {
+        if (!this.queue.push(entry)) reject(new RoomcastError("QUEUE_FULL", "the offline queue is full"));
+        return;
+      }
+      reject(new RoomcastError("DISCONNECTED", "not connected"));
+    });
+  }
+
+  transmit({ message, resolve, reject }) {
+    const id = `c${++this.nextId}`;
+    const timer = setTimeout(() => {
+      this.pending.delete(id);
+      reject(new RoomcastError("TIMEOUT", `no ack within ${this.options.ackTimeout} ms`));
+    }, this.options.ackTimeout);
+    this.pending.set(id, { resolve, reject, timer });
+    this.ws.send(JSON.stringify({ ...message, id }));
+  }
+
+  async connectNow() {
+    if (this.state === "closed") return;
+    try {
+      if (this.options.getToken) this.token = await this.options.getToken();
+    } catch (e) {
+      this.emit("error", e);
+      return this.scheduleReconnect(1006);
+    }
+    const sep = this.url.includes("?") ? "&" : "?";
+    const ws = new WebSocket(`${this.url}${sep}token=${encodeURIComponent(this.token)}`);
+    this.ws = ws;
+    ws.onmessage = (e) => this.onMessage(e.data);
+    ws.onerror = () => this.emit("error", new RoomcastError("SOCKET", "WebSocket error"));
+    ws.onclose = (e) => {
+      if (this.ws === ws) this.onClose(e.code, e.reason);
+    };
+  }
+
+  onMessage(text) {
+    this.heard();
+    if (text === "pong") return;
+    let message;
+    try {
+      message = JSON.parse(text);
+    } catch {
+      return;
+    }
+    if (message.event === "connection:established") return this.onEstablished(message.data);
+    if (message.event === "ack") return this.onAck(message);
+    if (message.event === "error") return this.emit("error", new RoomcastError(message.data.code, message.data.message));
+    if (message.room && this.rooms.has(message.room)) return this.rooms.get(message.room).deliver(message);
+    this.emit(message.event, message.data, message);
+  }
+
+  async onEstablished(data) {
+    this.pingInterval = data.pingInterval || this.pingInterval;
+    this.connId = data.connId;
+    this.state = "open";
+    this.attempt = 0;
+    this.heard();
+    this.scheduleRefresh();
+    // Rooms joined on an earlier connection; a first join still waiting
+    // goes out with the queue below.
+    const rejoins = [...this.rooms.values()]
+      .filter((r) => r.joined && r.cursor.epoch !== null)
+      .map((r) => r.rejoin().catch((e) => this.emit("error", e)));
+    await Promise.all(rejoins);
+    this.emit("open", data);
+    const { live, expired } = this.queue.drain();
+    for (const entry of expired) entry.reject(new RoomcastError("QUEUE_EXPIRED", "queued past its TTL"));
+    for (const entry of live) {
+      if (this.state === "open") this.transmit(entry);
+      else if (!this.queue.push(entry)) entry.reject(new RoomcastError("QUEUE_FULL", "the offline queue is full"));
+    }
+  }
+
+  onAck(ack) {
+    const pending = this.pending.get(ack.id);
+    if (!pending) return;
+    this.pending.delete(ack.id);
+    clearTimeout(pending.timer);
+    if (ack.success) pending.resolve(ack.data);
+    else pending.reject(new RoomcastError(ack.error.code, ack.error.message));
+  }
+
+  onClose(code, reason) {
+    this.clearTimers();
+    this.ws = null;
+    for (const [id, pending] of this.pending) {
+      clearTimeout(pending.timer);
+      pending.reject(new RoomcastError("DISCONNECTED", "the connection closed before the ack"));
+      this.pending.delete(id);
+    }
+    this.emit("close", code, reason);
+    if (this.state === "closed") return;
+    if (!RETRY_CLOSE_CODES.has(code)) {
+      this.state = "closed";
+      const { live, expired } = this.queue.drain();
+      for (const entry of [...live, ...expired]) entry.reject(new RoomcastError("CLOSED", `closed with ${code}`));
+      return;
+    }
+    this.scheduleReconnect(code);
+  }
+
+  scheduleReconnect(code) {
+    const { maxAttempts } = this.options.reconnect;
+    if (this.attempt >= maxAttempts) {
+      this.state = "closed";
+      this.emit("error", new RoomcastError("GAVE_UP", `no connection after ${this.attempt} attempts`));
+      return;
+    }
+    // A token that expired is replaced by getToken() on the next attempt.
+    if (code === TOKEN_EXPIRED && !this.options.getToken) this.emit("error", new RoomcastError("TOKEN_EXPIRED", "give getToken to reconnect"));
+    const delay = backoffDelay(this.attempt, this.options.reconnect);
+    this.attempt += 1;
+    this.state = "reconnecting";
+    this.emit("reconnecting", this.attempt, delay);
+    this.timers.reconnect = setTimeout(() => this.connectNow(), delay);
+  }
+
+  /** Something came in: the connection lives. Arms the ping and the dead-line. */
+  heard() {
+    clearTimeout(this.timers.ping);
+    clearTimeout(this.timers.dead);
+    if (this.state === "closed") return;
+    this.timers.ping = setTimeout(() => {
+      if (this.ws && this.ws.readyState === 1) this.ws.send("ping");
+    }, this.pingInterval);
+    this.timers.dead = setTimeout(() => {
+      // Silent past the ping interval and the timeout: gone without a close.
+      if (this.ws) {
+        const ws = this.ws;
+        this.ws = null;
+        ws.onclose = null;
+        try {
+          ws.close();
+        } catch {}
+        this.onClose(1006, "heartbeat timeout");
+      }
+    }, this.pingInterval + this.options.pongTimeout);
+  }
+
+  /** With getToken: `connection:refresh` shortly before the token expires. */
+  scheduleRefresh() {
+    clearTimeout(this.timers.refresh);
+    const exp = this.token && tokenExpiry(this.token);
+    if (!exp || !this.options.getToken) return;
+    const at = Math.max(exp - Date.now() - this.options.refreshBefore, 1000);
+    this.timers.refresh = setTimeout(async () => {
+      try {
+        this.token = await this.options.getToken();
+        await this.request("connection:refresh", { token: this.token });
+        this.scheduleRefresh();
+      } catch (e) {
+        this.emit("error", e);
+      }
+    }, at);
+  }
+
+  clearTimers() {
+    for (const timer of Object.values(this.timers)) clearTimeout(timer);
+    this.timers = {};
+  }
+}
+
+/** Opens a client to `url` (`ws://host/ws`) with `{ token }` or `{ getToken }`. */
+export function connect(url, options = {}) {
+  return new Client(url, options);
+}

@@ -1,0 +1,39 @@
+//! Files served from the binary itself: the browser client (`/roomcast.js`,
+//! kept in the repository as `clients/js/`). Owns their bytes and content
+//! types; routing is `conn::routes`' business, and nothing here reads the
+//! disk at run time.
+
+/// A file served as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Asset {
+    pub content_type: &'static str,
+    pub body: &'static [u8],
+}
+
+/// `GET /roomcast.js`: the ES module of `clients/js/roomcast.js`.
+pub const CLIENT_JS: Asset = Asset {
+    content_type: "text/javascript; charset=utf-8",
+    body: include_bytes!("../../clients/js/roomcast.js"),
+};
+
+/// The asset at `path`, if any.
+pub fn asset(path: &str) -> Option<Asset> {
+    match path {
+        "/roomcast.js" => Some(CLIENT_JS),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_is_served_as_a_module() {
+        let client = asset("/roomcast.js").unwrap();
+        assert!(client.content_type.starts_with("text/javascript"));
+        let text = std::str::from_utf8(client.body).unwrap();
+        assert!(text.contains("export function connect("));
+        assert_eq!(asset("/roomcast"), None);
+    }
+}
