@@ -48,7 +48,7 @@ ensure_redis() {
 
 # Node.js for the browser client's unit tests (clients/js, `node --test`).
 ensure_node() {
-  if command -v node >/dev/null 2>&1; then
+  if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
     return 0
   fi
   if [ "$(id -u)" -ne 0 ]; then
@@ -56,7 +56,28 @@ ensure_node() {
     exit 1
   fi
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+}
+
+# Chromium (Debian's) and playwright-core (npm, pinned, no browser download)
+# for the browser tests (tests/browser).
+PLAYWRIGHT_PIN="playwright-core@1.65.1"
+BROWSER_DIR="$ROOT/target/browser"
+ensure_browser() {
+  if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" -ne 0 ]; then
+      echo "test.sh: chromium is missing; install it (apt-get install chromium)" >&2
+      exit 1
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  fi
+  if [ "$(cat "$BROWSER_DIR/.pin" 2>/dev/null)" != "$PLAYWRIGHT_PIN" ]; then
+    rm -rf "$BROWSER_DIR"
+    mkdir -p "$BROWSER_DIR"
+    (cd "$BROWSER_DIR" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --no-audit --no-fund --silent "$PLAYWRIGHT_PIN")
+    echo "$PLAYWRIGHT_PIN" > "$BROWSER_DIR/.pin"
+  fi
 }
 
 ensure_venv() {
@@ -118,6 +139,8 @@ step "redis-server"
 ensure_redis
 step "node"
 ensure_node
+step "chromium and playwright-core"
+ensure_browser
 
 step "cargo build"
 cargo build --quiet
@@ -162,7 +185,7 @@ cluster_pass() {
   return $status
 }
 trap cleanup EXIT
-: >"$LOGS/cargo"; : >"$LOGS/pytest"; : >"$LOGS/cluster"; : >"$LOGS/node"
+: >"$LOGS/cargo"; : >"$LOGS/pytest"; : >"$LOGS/cluster"; : >"$LOGS/node"; : >"$LOGS/browser"
 
 check "cargo fmt --check" cargo fmt --all -- --check
 check "cargo clippy" cargo clippy --quiet --all-targets -- -D warnings
@@ -170,6 +193,8 @@ check "cargo clippy" cargo clippy --quiet --all-targets -- -D warnings
 check "cargo test" bash -c 'set -o pipefail; cargo test --quiet --no-fail-fast -- --test-threads=2 2>&1 | tee "$1"' _ "$LOGS/cargo"
 check "cargo test (cluster of two nodes)" cluster_pass
 check "node --test (clients/js)" bash -c 'set -o pipefail; cd clients/js && node --test test/ 2>&1 | tee "$1"' _ "$LOGS/node"
+check "browser tests (Chromium)" bash -c 'set -o pipefail; ROOMCAST_BIN="$1" PLAYWRIGHT_CORE="$2" CHROMIUM="$(command -v chromium)" node --test tests/browser/ 2>&1 | tee "$3"' \
+  _ "$TARGET/debug/roomcast" "$BROWSER_DIR/node_modules/playwright-core/index.mjs" "$LOGS/browser"
 check "pytest" bash -c 'set -o pipefail; ROOMCAST_BIN="$1" "$2" -m pytest -q -p no:cacheprovider tests/python 2>&1 | tee "$3"' \
   _ "$TARGET/debug/roomcast" "$VENV/bin/python" "$LOGS/pytest"
 
@@ -186,7 +211,7 @@ fi
 count() { { grep -Eo "[0-9]+ $1" || true; } | awk '{n += $1} END {print n + 0}'; }
 total() {
   local node
-  node=$(sed -n "s/^# \(pass\|fail\) \([0-9]*\)$/\2 \1/p" "$LOGS/node" | sed 's/ pass$/ passed/; s/ fail$/ failed/' | count "$1")
+  node=$(sed -n "s/^# \(pass\|fail\) \([0-9]*\)$/\2 \1/p" "$LOGS/node" "$LOGS/browser" | sed 's/ pass$/ passed/; s/ fail$/ failed/' | count "$1")
   echo $(( $(grep -h '^test result:' "$LOGS/cargo" "$LOGS/cluster" | count "$1") + $(tail -n1 "$LOGS/pytest" | count "$1") + node ))
 }
 echo

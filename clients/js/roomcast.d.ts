@@ -1,0 +1,110 @@
+// Types of roomcast.js, the browser client of roomcast (docs/client.md).
+
+export type CloseCode = number;
+
+export interface ReconnectOptions {
+  /** First backoff ceiling, ms (default 500). */
+  base?: number;
+  /** Largest backoff ceiling, ms (default 30000). */
+  cap?: number;
+  /** Attempts before giving up (default: no limit). */
+  maxAttempts?: number;
+}
+
+export interface ConnectOptions {
+  /** A JWT, used for every connection. */
+  token?: string;
+  /** Called before every (re)connection and before the token expires. */
+  getToken?: () => string | Promise<string>;
+  reconnect?: ReconnectOptions;
+  /** How long a request waits for its ack, ms (default 10000). */
+  ackTimeout?: number;
+  /** Publishes kept while offline: at most `max`, each for `ttl` ms (1000, 60000). */
+  offlineQueue?: { max?: number; ttl?: number };
+  /** Extra silence past the ping interval before the connection is dead, ms (10000). */
+  pongTimeout?: number;
+  /** How long before `exp` the token is refreshed, ms (30000). */
+  refreshBefore?: number;
+}
+
+export interface RoomMessage<T = unknown> {
+  event: string;
+  room: string;
+  data: T;
+  from: string;
+  seq: number;
+  ts: number;
+}
+
+export interface JoinOptions {
+  /** Latest messages to get back. */
+  history?: number;
+}
+
+export interface JoinAck {
+  room: string;
+  epoch: string;
+  seq: number;
+  messages: RoomMessage[];
+  recovered?: boolean;
+  members: number;
+}
+
+export interface PresenceList {
+  room: string;
+  count: number;
+  users: { userId: string; name: string | null; connections: number }[];
+  truncated?: true;
+}
+
+export interface Reset {
+  epoch: string;
+  seq: number;
+  messages: RoomMessage[];
+}
+
+export class RoomcastError extends Error {
+  /** A code of docs/protocol.md (FORBIDDEN, RATE_LIMITED, UNAVAILABLE, ...) or of the
+   *  client: TIMEOUT, DISCONNECTED, QUEUE_FULL, QUEUE_EXPIRED, CLOSED, GAVE_UP. */
+  code: string;
+}
+
+export class Room {
+  readonly name: string;
+  join(options?: JoinOptions): Promise<JoinAck>;
+  leave(): Promise<{ room: string }>;
+  /** Resolves with the message's `seq`. */
+  publish(event: string, data?: unknown, options?: { echo?: boolean }): Promise<number>;
+  presence(): Promise<PresenceList>;
+  on(event: "reset", fn: (reset: Reset) => void): () => void;
+  on(event: "presence:join", fn: (data: { userId: string; name: string | null }) => void): () => void;
+  on(event: "presence:leave", fn: (data: { userId: string }) => void): () => void;
+  on(event: "*", fn: (message: RoomMessage) => void): () => void;
+  on<T = unknown>(event: string, fn: (data: T, message: RoomMessage<T>) => void): () => void;
+  off(event: string, fn: (...args: any[]) => void): void;
+}
+
+export type ClientState = "connecting" | "open" | "reconnecting" | "closed";
+
+export class Client {
+  readonly state: ClientState;
+  readonly connId?: string;
+  room(name: string): Room;
+  /** Resolves with `delivered`. */
+  sendTo(user: string, event: string | null, data?: unknown): Promise<number>;
+  /** Round trip, ms. */
+  ping(): Promise<number>;
+  close(): void;
+  on(event: "open", fn: (established: { connId: string; userId: string; serverTime: number; pingInterval: number }) => void): () => void;
+  on(event: "close", fn: (code: CloseCode, reason: string) => void): () => void;
+  on(event: "reconnecting", fn: (attempt: number, delayMs: number) => void): () => void;
+  on(event: "error", fn: (error: Error) => void): () => void;
+  on(event: string, fn: (data: unknown, message: unknown) => void): () => void;
+  off(event: string, fn: (...args: any[]) => void): void;
+}
+
+export function connect(url: string, options?: ConnectOptions): Client;
+
+export const RETRY_CLOSE_CODES: Set<number>;
+export function backoffDelay(attempt: number, options: { base: number; cap: number }, random?: () => number): number;
+export function tokenExpiry(token: string): number | null;
