@@ -30,6 +30,18 @@ pub enum Command {
     Token(TokenArgs),
     /// Load-test a server on loopback: echo, fanout, connect or idle.
     Bench(crate::bench::args::BenchArgs),
+    /// An interactive client: each line typed is sent as one message, each message received is printed.
+    Connect(ConnectArgs),
+}
+
+/// Flags of `roomcast connect`.
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// The server's WebSocket URL, e.g. ws://127.0.0.1:8080/ws?token=JWT.
+    pub url: String,
+    /// A token to send as `Authorization: Bearer` instead of in the URL.
+    #[arg(long, env = "ROOMCAST_TOKEN")]
+    pub token: Option<String>,
 }
 
 /// Flags of `roomcast serve`; each also reads `ROOMCAST_<NAME>`.

@@ -22,5 +22,6 @@ pub mod redis;
 pub mod rooms;
 pub mod supervisor;
 pub mod sys;
+pub mod term;
 pub mod web;
 pub mod ws;

@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(*args),
         Command::Token(args) => token(args),
         Command::Bench(args) => roomcast::bench::run(args),
+        Command::Connect(args) => connect(&args),
     }
 }
 
@@ -96,6 +97,18 @@ fn supervise(config: &roomcast::config::Config, generated: Option<String>) -> Ex
     supervisor::run(plan)
 }
 
+/// `roomcast connect`: 0 when the server closed normally (1000, 1001).
+fn connect(args: &roomcast::cli::ConnectArgs) -> ExitCode {
+    match roomcast::term::run(&args.url, args.token.as_deref()) {
+        Ok(None | Some(1000 | 1001)) => ExitCode::SUCCESS,
+        Ok(Some(_)) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("roomcast connect: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Started without a secret: show one, a token, and how to connect.
 fn print_newcomer_banner(secret: &str, addr: std::net::SocketAddr) {
     let (claims, times) = token_claims("demo", None, vec![], vec![], false, None, 3600);
@@ -103,7 +116,9 @@ fn print_newcomer_banner(secret: &str, addr: std::net::SocketAddr) {
     println!("No --jwt-secret given; generated one for this run:");
     println!("  secret: {secret}");
     println!("  token (sub=demo, valid 1h): {token}");
-    println!("  try: python3 -m websockets 'ws://{addr}/ws?token={token}'");
+    println!("  try: roomcast connect 'ws://{addr}/ws?token={token}'");
+    println!("       (target/release/roomcast after `cargo build --release`), then type:");
+    println!("       {{\"event\":\"room:join\",\"data\":{{\"room\":\"lobby\"}},\"id\":1}}");
 }
 
 fn token(args: TokenArgs) -> ExitCode {

@@ -167,3 +167,61 @@ fn check_config_refuses_nonsense_with_exit_2() {
     assert!(out.stdout.is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--shards: "));
 }
+
+#[test]
+fn connect_sends_each_line_and_prints_each_message() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    let server = Server::start(&[]);
+    let url = format!("ws://{}/ws?token={}", server.addr(), common::token("term"));
+    let mut child = Server::command()
+        .args(["connect", &url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run roomcast connect");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let greeting = lines.next().unwrap().unwrap();
+    assert!(
+        greeting.starts_with(r#"< {"event":"connection:established""#),
+        "{greeting}"
+    );
+    writeln!(
+        stdin,
+        r#"{{"event":"room:join","data":{{"room":"lobby"}},"id":1}}"#
+    )
+    .unwrap();
+    let ack = lines.next().unwrap().unwrap();
+    assert!(
+        ack.starts_with(r#"< {"event":"ack","id":1,"success":true"#),
+        "{ack}"
+    );
+    writeln!(stdin, "ping").unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "< pong");
+    // End of input: a normal close, and a normal exit.
+    drop(stdin);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("closed 1000"), "{stderr}");
+    let jwt = url.split("token=").nth(1).unwrap();
+    assert!(!stderr.contains(jwt), "the token is not printed: {stderr}");
+}
+
+#[test]
+fn connect_explains_a_refused_upgrade() {
+    let server = Server::start(&[]);
+    let out = Server::command()
+        .args(["connect", &format!("ws://{}/ws?token=bad", server.addr())])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("401") && stderr.contains("UNAUTHENTICATED"),
+        "{stderr}"
+    );
+}
