@@ -32,6 +32,28 @@ pub enum Command {
     Bench(crate::bench::args::BenchArgs),
     /// An interactive client: each line typed is sent as one message, each message received is printed.
     Connect(ConnectArgs),
+    /// A synthetic live-price feed: random walks published into rooms prices:SYMBOL.
+    DemoFeed(DemoFeedArgs),
+}
+
+/// Flags of `roomcast demo-feed`.
+#[derive(Debug, Args)]
+pub struct DemoFeedArgs {
+    /// The server to publish to (POST /publish).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// The server's HS256 secret, to sign the feed's token.
+    #[arg(long, env = "ROOMCAST_JWT_SECRET")]
+    pub secret: String,
+    /// Symbols, each with its room prices:T000, prices:T001, ...
+    #[arg(long, default_value_t = 200)]
+    pub symbols: usize,
+    /// Price updates per second, over all symbols.
+    #[arg(long, default_value_t = 50.0)]
+    pub rate: f64,
+    /// Stop after this long (seconds, or ms/s/m); 0: run until interrupted.
+    #[arg(long, default_value = "0", value_parser = duration)]
+    pub duration: Duration,
 }
 
 /// Flags of `roomcast connect`.
@@ -115,6 +137,10 @@ pub struct ServeArgs {
     /// This node's name in the cluster [default: generated at start].
     #[arg(long, env = "ROOMCAST_NODE_ID")]
     pub node_id: Option<String>,
+    /// Run the demo: a synthetic price feed inside the server, and a live page at /demo.
+    #[arg(long, env = "ROOMCAST_DEMO", default_value_t = false, num_args = 0..=1,
+          default_missing_value = "true", action = ArgAction::Set)]
+    pub demo: bool,
     /// Run this many copies of the server on the same port (SO_REUSEPORT), joined through --redis, restarted if one dies.
     #[arg(long, env = "ROOMCAST_PROCESSES", default_value_t = 1)]
     pub processes: usize,
@@ -273,6 +299,7 @@ impl ServeArgs {
                     .unwrap_or_else(|| format!("n{:012x}", crate::auth::random_u64() >> 16)),
             }),
             processes: self.processes,
+            demo: self.demo,
         };
         config.validate()?;
         config.validate_open_files(open_file_limit)?;

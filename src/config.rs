@@ -61,6 +61,8 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     /// Copies of the server on this machine (`--processes`), 1: just this one.
     pub processes: usize,
+    /// `--demo`: run the price feed in-process and serve `/demo`.
+    pub demo: bool,
 }
 
 /// The flags of cluster mode (`docs/protocol.md` section 10, `docs/redis.md`).
@@ -282,6 +284,7 @@ impl Config {
             None => w.strs("redis", &[]),
         }
         w.u64("processes", self.processes as u64);
+        w.bool("demo", self.demo);
         w.close();
     }
 

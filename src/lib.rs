@@ -12,6 +12,7 @@ pub mod cli;
 pub mod codes;
 pub mod config;
 pub mod conn;
+pub mod demo;
 pub mod http;
 pub mod json;
 pub mod log;

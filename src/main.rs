@@ -1,11 +1,10 @@
 //! The `roomcast` binary: parses the command line and runs a command.
 
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 
-use roomcast::auth::{self, Claims, TimeClaims};
+use roomcast::auth;
 use roomcast::cli::{Cli, Command, MAX_TOKEN_TTL_SECS, ServeArgs, TokenArgs};
 use roomcast::reactor::Server;
 use roomcast::{log, supervisor, sys};
@@ -17,6 +16,7 @@ fn main() -> ExitCode {
         Command::Token(args) => token(args),
         Command::Bench(args) => roomcast::bench::run(args),
         Command::Connect(args) => connect(&args),
+        Command::DemoFeed(args) => demo_feed(&args),
     }
 }
 
@@ -61,6 +61,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         print_newcomer_banner(&secret, addr);
     }
     println!("roomcast listening on {addr}");
+    if server.demo() {
+        start_demo(&server, addr);
+    }
     if let Some(metrics) = server.metrics_addr() {
         println!("roomcast metrics on {metrics}");
     }
@@ -97,6 +100,50 @@ fn supervise(config: &roomcast::config::Config, generated: Option<String>) -> Ex
     supervisor::run(plan)
 }
 
+/// `serve --demo`: the feed publishes into this server; the page is at /demo.
+fn start_demo(server: &Server, addr: std::net::SocketAddr) {
+    let mut target = addr;
+    if target.ip().is_unspecified() {
+        target.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let Some(secret) = server.first_secret() else {
+        return;
+    };
+    let config = roomcast::demo::FeedConfig {
+        addr: target,
+        token: roomcast::demo::publisher_token(secret.as_bytes()),
+        symbols: 200,
+        rate: 50.0,
+        duration: None,
+    };
+    let stop = Box::leak(Box::new(std::sync::atomic::AtomicBool::new(false)));
+    std::thread::spawn(move || roomcast::demo::run(&config, stop));
+    println!("demo: a price feed runs; open http://{target}/demo");
+}
+
+/// `roomcast demo-feed`: runs until interrupted or `--duration`.
+fn demo_feed(args: &roomcast::cli::DemoFeedArgs) -> ExitCode {
+    if !(args.rate.is_finite() && args.rate > 0.0 && args.rate <= 10_000.0) || args.symbols == 0 {
+        eprintln!("roomcast demo-feed: --rate must be in (0, 10000] and --symbols at least 1");
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    }
+    let config = roomcast::demo::FeedConfig {
+        addr: args.addr,
+        token: roomcast::demo::publisher_token(args.secret.as_bytes()),
+        symbols: args.symbols,
+        rate: args.rate,
+        duration: (!args.duration.is_zero()).then_some(args.duration),
+    };
+    eprintln!(
+        "demo-feed: {} symbols, {} updates/s into http://{}/publish (rooms prices:T000...)",
+        args.symbols, args.rate, args.addr
+    );
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let published = roomcast::demo::run(&config, &stop);
+    eprintln!("demo-feed: {published} updates published");
+    ExitCode::SUCCESS
+}
+
 /// `roomcast connect`: 0 when the server closed normally (1000, 1001).
 fn connect(args: &roomcast::cli::ConnectArgs) -> ExitCode {
     match roomcast::term::run(&args.url, args.token.as_deref()) {
@@ -111,8 +158,12 @@ fn connect(args: &roomcast::cli::ConnectArgs) -> ExitCode {
 
 /// Started without a secret: show one, a token, and how to connect.
 fn print_newcomer_banner(secret: &str, addr: std::net::SocketAddr) {
-    let (claims, times) = token_claims("demo", None, vec![], vec![], false, None, 3600);
-    let token = auth::mint_with(&claims, times, secret.as_bytes());
+    let spec = auth::TokenSpec {
+        sub: "demo".into(),
+        ttl_secs: 3600,
+        ..Default::default()
+    };
+    let token = auth::mint_spec(&spec, secret.as_bytes());
     println!("No --jwt-secret given; generated one for this run:");
     println!("  secret: {secret}");
     println!("  token (sub=demo, valid 1h): {token}");
@@ -130,50 +181,15 @@ fn token(args: TokenArgs) -> ExitCode {
         eprintln!("roomcast: --sub must be 1 to 128 bytes");
         return ExitCode::from(EXIT_BAD_CONFIG);
     }
-    let (claims, times) = token_claims(
-        &args.sub,
-        args.name,
-        args.rooms,
-        args.publish,
-        args.admin,
-        args.rate,
-        args.ttl,
-    );
-    println!(
-        "{}",
-        auth::mint_with(&claims, times, args.secret.as_bytes())
-    );
+    let spec = auth::TokenSpec {
+        sub: args.sub,
+        name: args.name,
+        rooms: args.rooms,
+        publish: args.publish,
+        admin: args.admin,
+        rate: args.rate,
+        ttl_secs: args.ttl,
+    };
+    println!("{}", auth::mint_spec(&spec, args.secret.as_bytes()));
     ExitCode::SUCCESS
-}
-
-/// A `rooms` or `pub` claim from the command line; none given: the claim is left out.
-fn patterns(list: Vec<String>) -> Option<auth::Patterns> {
-    (!list.is_empty()).then(|| list.into_iter().map(Into::into).collect())
-}
-
-fn token_claims(
-    sub: &str,
-    name: Option<String>,
-    rooms: Vec<String>,
-    publish: Vec<String>,
-    admin: bool,
-    rate: Option<f64>,
-    ttl: u64,
-) -> (Claims, TimeClaims) {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let claims = Claims {
-        name: name.map(Into::into),
-        rooms: patterns(rooms),
-        publish: patterns(publish),
-        admin,
-        rate,
-        ..Claims::new(sub, (now + ttl) as f64)
-    };
-    let times = TimeClaims {
-        nbf: None,
-        iat: Some(now as f64),
-    };
-    (claims, times)
 }

@@ -175,6 +175,41 @@ pub fn mint_with(claims: &Claims, times: TimeClaims, secret: &[u8]) -> String {
     jwt::sign(&payload, secret)
 }
 
+/// What a token minted here says: `roomcast token`, the demo's tokens.
+#[derive(Debug, Clone, Default)]
+pub struct TokenSpec {
+    pub sub: String,
+    pub name: Option<String>,
+    pub rooms: Vec<String>,
+    pub publish: Vec<String>,
+    pub admin: bool,
+    pub rate: Option<f64>,
+    pub ttl_secs: u64,
+}
+
+/// Mints the token `spec` describes, issued now, signed with `secret`.
+pub fn mint_spec(spec: &TokenSpec, secret: &[u8]) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let patterns = |list: &[String]| -> Option<Patterns> {
+        (!list.is_empty()).then(|| list.iter().map(|p| p.as_str().into()).collect())
+    };
+    let claims = Claims {
+        name: spec.name.as_deref().map(Into::into),
+        rooms: patterns(&spec.rooms),
+        publish: patterns(&spec.publish),
+        admin: spec.admin,
+        rate: spec.rate,
+        ..Claims::new(spec.sub.as_str(), (now + spec.ttl_secs) as f64)
+    };
+    let times = TimeClaims {
+        nbf: None,
+        iat: Some(now as f64),
+    };
+    mint_with(&claims, times, secret)
+}
+
 /// A random secret for a server started without one: 32 bytes from the
 /// operating system's CSPRNG, base64url.
 ///

@@ -45,6 +45,7 @@ pub(super) fn route(
         (_, "/healthz") => healthz(request, cx.draining, cx.observe.redis_up()),
         (_, "/metrics") if operator_here => metrics(request, cx),
         (_, "/stats") if operator_here => stats(request, cx),
+        (Port::Public, "/demo") if cx.config.demo => demo_page(request, cx),
         (Port::Public, path) => match crate::web::asset(path) {
             Some(asset) => serve_asset(request, asset),
             None => RequestOutcome::Reject(ErrorCode::NotFound, "no such endpoint"),
@@ -176,6 +177,20 @@ fn serve_asset(request: &HttpRequest<'_>, asset: crate::web::Asset) -> RequestOu
     }
     let mut bytes = Vec::with_capacity(asset.body.len() + 256);
     response::write_asset(&mut bytes, asset.content_type, asset.body);
+    RequestOutcome::Respond(bytes)
+}
+
+/// `--demo`'s page, with a viewer token minted for this visit.
+fn demo_page(request: &HttpRequest<'_>, cx: &Context<'_>) -> RequestOutcome {
+    if request.method != "GET" {
+        return RequestOutcome::Reject(ErrorCode::MethodNotAllowed, "use GET");
+    }
+    let Some(secret) = cx.config.jwt_secrets.first() else {
+        return RequestOutcome::Reject(ErrorCode::NotFound, "no such endpoint");
+    };
+    let body = crate::demo::page(secret.as_bytes());
+    let mut bytes = Vec::with_capacity(body.len() + 256);
+    response::write_page(&mut bytes, &body);
     RequestOutcome::Respond(bytes)
 }
 

@@ -92,6 +92,14 @@ pub fn write_asset(out: &mut Vec<u8>, content_type: &str, body: &[u8]) {
     write_body(out, content_type, body, false);
 }
 
+/// An HTML page made for one request (it may hold a token): never cached.
+pub fn write_page(out: &mut Vec<u8>, body: &[u8]) {
+    write_status_line(out, 200);
+    write_header(out, "Cache-Control", "no-store");
+    write_header(out, "X-Content-Type-Options", "nosniff");
+    write_body(out, "text/html; charset=utf-8", body, false);
+}
+
 fn write_with_headers(
     out: &mut Vec<u8>,
     status: u16,

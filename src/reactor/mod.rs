@@ -227,6 +227,16 @@ impl Server {
         self.addr
     }
 
+    /// Whether `--demo` is on.
+    pub fn demo(&self) -> bool {
+        self.shared.config.demo
+    }
+
+    /// The secret tokens are signed with first (the demo signs its own).
+    pub fn first_secret(&self) -> Option<&str> {
+        self.shared.config.jwt_secrets.first().map(String::as_str)
+    }
+
     /// The bound `--metrics-bind` address, if any.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr

@@ -1,7 +1,7 @@
 //! Files served from the binary itself: the browser client (`/roomcast.js`,
-//! kept in the repository as `clients/js/`). Owns their bytes and content
-//! types; routing is `conn::routes`' business, and nothing here reads the
-//! disk at run time.
+//! kept in the repository as `clients/js/`) and the pages (`/demo`). Owns
+//! their bytes and content types; routing is `conn::routes`' business, and
+//! nothing here reads the disk at run time.
 
 /// A file served as it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,6 +15,9 @@ pub const CLIENT_JS: Asset = Asset {
     content_type: "text/javascript; charset=utf-8",
     body: include_bytes!("../../clients/js/roomcast.js"),
 };
+
+/// The `/demo` page (`demo::page` fills in its token and symbol count).
+pub const DEMO_HTML: &str = include_str!("demo.html");
 
 /// The asset at `path`, if any.
 pub fn asset(path: &str) -> Option<Asset> {

@@ -352,3 +352,24 @@ test("an ack that never comes rejects with TIMEOUT", async () => {
   await p.close();
   await stop(server);
 });
+
+test("the demo page shows ticking prices", async () => {
+  const port = await freePort();
+  const server = await roomcast(port, "--demo");
+  const page = await browser.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e));
+  page.on("console", (m) => m.type() === "error" && errors.push(m.text()));
+  await page.goto(`http://127.0.0.1:${port}/demo`);
+  await waitFor(async () => (await page.textContent("#state")) === "open", "the connection");
+  const first = Number(await page.textContent("#ticks"));
+  await waitFor(async () => Number(await page.textContent("#ticks")) >= first + 5, "ticks");
+  const priced = await page.$$eval("#rows tr", (rows) =>
+    rows.filter((r) => /^\d+\.\d\d$/.test(r.children[1].textContent)).length,
+  );
+  assert.ok(priced >= 3, `${priced} rows have a price`);
+  assert.equal(await page.$$eval("#rows tr", (rows) => rows.length), 20);
+  assert.deepEqual(errors, []);
+  await page.close();
+  await stop(server);
+});
