@@ -193,8 +193,8 @@ check "cargo clippy" cargo clippy --quiet --all-targets -- -D warnings
 check "cargo test" bash -c 'set -o pipefail; cargo test --quiet --no-fail-fast -- --test-threads=2 2>&1 | tee "$1"' _ "$LOGS/cargo"
 check "cargo test (cluster of two nodes)" cluster_pass
 check "node --test (clients/js)" bash -c 'set -o pipefail; cd clients/js && node --test test/ 2>&1 | tee "$1"' _ "$LOGS/node"
-check "browser tests (Chromium)" bash -c 'set -o pipefail; ROOMCAST_BIN="$1" PLAYWRIGHT_CORE="$2" CHROMIUM="$(command -v chromium)" node --test tests/browser/ 2>&1 | tee "$3"' \
-  _ "$TARGET/debug/roomcast" "$BROWSER_DIR/node_modules/playwright-core/index.mjs" "$LOGS/browser"
+check "browser tests (Chromium)" bash -c 'set -o pipefail; SCREENSHOT_DIR="$4" ROOMCAST_BIN="$1" PLAYWRIGHT_CORE="$2" CHROMIUM="$(command -v chromium)" node --test tests/browser/ 2>&1 | tee "$3"' \
+  _ "$TARGET/debug/roomcast" "$BROWSER_DIR/node_modules/playwright-core/index.mjs" "$LOGS/browser" "$TARGET"
 check "pytest" bash -c 'set -o pipefail; ROOMCAST_BIN="$1" "$2" -m pytest -q -p no:cacheprovider tests/python 2>&1 | tee "$3"' \
   _ "$TARGET/debug/roomcast" "$VENV/bin/python" "$LOGS/pytest"
 

@@ -137,6 +137,10 @@ pub struct ServeArgs {
     /// This node's name in the cluster [default: generated at start].
     #[arg(long, env = "ROOMCAST_NODE_ID")]
     pub node_id: Option<String>,
+    /// Serve the live dashboard at / (where /stats is served: the --metrics-bind listener when set).
+    #[arg(long, env = "ROOMCAST_DASHBOARD", default_value_t = true, num_args = 0..=1,
+          default_missing_value = "true", action = ArgAction::Set)]
+    pub dashboard: bool,
     /// Run the demo: a synthetic price feed inside the server, and a live page at /demo.
     #[arg(long, env = "ROOMCAST_DEMO", default_value_t = false, num_args = 0..=1,
           default_missing_value = "true", action = ArgAction::Set)]
@@ -300,6 +304,7 @@ impl ServeArgs {
             }),
             processes: self.processes,
             demo: self.demo,
+            dashboard: self.dashboard,
         };
         config.validate()?;
         config.validate_open_files(open_file_limit)?;

@@ -63,6 +63,8 @@ pub struct Config {
     pub processes: usize,
     /// `--demo`: run the price feed in-process and serve `/demo`.
     pub demo: bool,
+    /// `--dashboard`: serve the live dashboard at `/`, beside `/stats`.
+    pub dashboard: bool,
 }
 
 /// The flags of cluster mode (`docs/protocol.md` section 10, `docs/redis.md`).
@@ -285,6 +287,7 @@ impl Config {
         }
         w.u64("processes", self.processes as u64);
         w.bool("demo", self.demo);
+        w.bool("dashboard", self.dashboard);
         w.close();
     }
 

@@ -45,6 +45,9 @@ pub(super) fn route(
         (_, "/healthz") => healthz(request, cx.draining, cx.observe.redis_up()),
         (_, "/metrics") if operator_here => metrics(request, cx),
         (_, "/stats") if operator_here => stats(request, cx),
+        (_, "/") if operator_here && cx.config.dashboard => {
+            serve_asset(request, crate::web::DASHBOARD)
+        }
         (Port::Public, "/demo") if cx.config.demo => demo_page(request, cx),
         (Port::Public, path) => match crate::web::asset(path) {
             Some(asset) => serve_asset(request, asset),

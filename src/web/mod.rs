@@ -1,5 +1,5 @@
 //! Files served from the binary itself: the browser client (`/roomcast.js`,
-//! kept in the repository as `clients/js/`) and the pages (`/demo`). Owns
+//! kept in the repository as `clients/js/`) and the pages (`/` the dashboard, `/demo`). Owns
 //! their bytes and content types; routing is `conn::routes`' business, and
 //! nothing here reads the disk at run time.
 
@@ -18,6 +18,12 @@ pub const CLIENT_JS: Asset = Asset {
 
 /// The `/demo` page (`demo::page` fills in its token and symbol count).
 pub const DEMO_HTML: &str = include_str!("demo.html");
+
+/// `GET /`: the live dashboard, which polls `/stats` on its own port.
+pub const DASHBOARD: Asset = Asset {
+    content_type: "text/html; charset=utf-8",
+    body: include_bytes!("dashboard.html"),
+};
 
 /// The asset at `path`, if any.
 pub fn asset(path: &str) -> Option<Asset> {

@@ -373,3 +373,34 @@ test("the demo page shows ticking prices", async () => {
   await page.close();
   await stop(server);
 });
+
+test("the dashboard loads without errors and its plots update", async () => {
+  const port = await freePort();
+  const server = await roomcast(port, "--demo");
+  const page = await browser.newPage({ viewport: { width: 1200, height: 800 } });
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e));
+  page.on("console", (m) => m.type() === "error" && errors.push(m.text()));
+  await page.goto(`http://127.0.0.1:${port}/`);
+  // A viewer, so that deliveries and connections show up.
+  const viewer = await browser.newPage();
+  await viewer.goto(`http://127.0.0.1:${port}/demo`);
+  await waitFor(async () => Number(await page.getAttribute("body", "data-samples")) >= 4, "four samples", 20000);
+  const drawn = await page.evaluate(() =>
+    [...document.querySelectorAll("canvas")].map((c) => {
+      const data = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+      let ink = 0;
+      for (let i = 3; i < data.length; i += 4) if (data[i] > 0) ink++;
+      return ink;
+    }),
+  );
+  for (const ink of drawn) assert.ok(ink > 100, `every plot has ink: ${drawn}`);
+  assert.match(await page.textContent("#tiles"), /connections/);
+  assert.ok(Number(await page.textContent("#tiles .tile b")) >= 1, "the viewer is counted");
+  const png = await page.screenshot({ path: `${process.env.SCREENSHOT_DIR || "."}/dashboard.png` });
+  assert.ok(png.length > 10000, `a screenshot with content: ${png.length} bytes`);
+  assert.deepEqual(errors, []);
+  await viewer.close();
+  await page.close();
+  await stop(server);
+});
