@@ -199,3 +199,49 @@ fn the_browser_client_is_served_as_an_es_module() {
     );
     assert_eq!(post.status, 405);
 }
+
+#[test]
+fn stats_lists_the_busiest_rooms() {
+    use common::rooms::{Claims, Client};
+    use simd_json::prelude::*;
+    let server = Server::start(&["--ping-interval", "1s"]);
+    let mut member = Client::user(server.addr(), "member");
+    member.join("hot");
+    let mut feed = Client::connect(
+        server.addr(),
+        &Claims::new("feed").publish(&["*"]).rate(0).token(),
+    );
+    let mut top = String::new();
+    common::wait_until(
+        std::time::Duration::from_secs(10),
+        "rooms_top lists hot",
+        || {
+            for _ in 0..5 {
+                feed.publish_ok("hot", "feed:tick", "1");
+            }
+            let stats = parse_json(&http_get(server.addr(), "/stats").body);
+            top = format!("{:?}", stats.get("rooms_top"));
+            common::json_at(&stats, &["rooms_top"])
+                .and_then(|list| list.as_array())
+                .and_then(|list| list.first())
+                .is_some_and(|first| json_str(first, &["room"]) == Some("hot"))
+        },
+    );
+    assert!(top.contains("members"), "{top}");
+}
+
+#[test]
+fn the_dashboard_is_served_where_stats_is_and_can_be_turned_off() {
+    let server = Server::start(&[]);
+    let page = http_get(server.addr(), "/");
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("Content-Type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(page.body.contains("fetch(\"/stats\""));
+    let off = Server::start(&["--dashboard", "false"]);
+    http_get(off.addr(), "/").assert_error(404, "NOT_FOUND");
+    let demo_off = http_get(server.addr(), "/demo");
+    assert_eq!(demo_off.status, 404, "/demo only with --demo");
+}

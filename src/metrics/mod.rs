@@ -122,6 +122,21 @@ impl RedisMetrics {
     }
 }
 
+/// One of a shard's busiest rooms over its last sweep interval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusyRoom {
+    pub room: std::sync::Arc<str>,
+    /// Connections in the room on this process.
+    pub members: u64,
+    /// Messages published in the interval.
+    pub messages: u64,
+    /// The interval, in milliseconds.
+    pub interval_ms: u64,
+}
+
+/// Rooms listed by `/stats` `rooms_top`.
+pub const TOP_ROOMS: usize = 10;
+
 /// A latency histogram with fixed buckets (cumulative only when rendered).
 /// The counts live inline, inside the shard's cache-line-aligned metrics.
 #[derive(Debug)]
@@ -194,6 +209,9 @@ pub const COUNTED_CLOSE_CODES: [u16; 13] = [
 pub struct ShardMetrics {
     /// Open WebSocket connections on this shard.
     pub connections: Gauge,
+    /// The busiest rooms this shard owns, as of its last sweep: written at
+    /// the sweep and read by scrapes, never on the message path.
+    pub busiest: parking_lot::Mutex<Vec<BusyRoom>>,
     /// WebSocket connections opened (upgrades completed).
     pub opened: Counter,
     /// WebSocket connections ended, per `COUNTED_CLOSE_CODES`, then other
@@ -256,6 +274,7 @@ impl Default for ShardMetrics {
     fn default() -> Self {
         Self {
             connections: Gauge::default(),
+            busiest: parking_lot::Mutex::new(Vec::new()),
             opened: Counter::default(),
             closed: Default::default(),
             messages_in: Counter::default(),
@@ -371,6 +390,8 @@ pub struct Snapshot {
     pub handshake_latency: HistogramSnapshot,
     pub fanout_latency: HistogramSnapshot,
     pub shards: Vec<ShardSnapshot>,
+    /// The busiest rooms over every shard, most messages first.
+    pub busiest: Vec<BusyRoom>,
     /// Only in cluster mode (`--redis`).
     pub redis: Option<RedisSnapshot>,
 }
@@ -403,7 +424,11 @@ impl Snapshot {
         };
         for shard in shards {
             snap.add_shard(shard);
+            snap.busiest.extend(shard.busiest.lock().iter().cloned());
         }
+        snap.busiest
+            .sort_unstable_by(|a, b| b.messages.cmp(&a.messages).then(b.members.cmp(&a.members)));
+        snap.busiest.truncate(TOP_ROOMS);
         snap
     }
 

@@ -72,6 +72,14 @@ pub fn render(out: &mut Vec<u8>, snap: &Snapshot, about: &About<'_>) {
         w.f64("busy_ratio", shard.busy_ratio);
         w.f64("busy_seconds", shard.busy_seconds);
     });
+    w.objects("rooms_top", snap.busiest.iter(), |w, room| {
+        w.str("room", &room.room);
+        w.u64("members", room.members);
+        w.f64(
+            "messages_per_second",
+            room.messages as f64 * 1000.0 / room.interval_ms.max(1) as f64,
+        );
+    });
     if let Some(redis) = &snap.redis {
         w.open("redis");
         w.bool("up", redis.up);

@@ -737,6 +737,19 @@ impl Shard {
             metrics.busy_ppm.set(ppm.min(1_000_000));
         }
         self.busy_at_last_sweep = (now, busy_ns);
+        let interval_ms = window / 1_000_000;
+        let busiest = self
+            .table
+            .busiest(crate::metrics::TOP_ROOMS)
+            .into_iter()
+            .map(|(room, members, messages)| crate::metrics::BusyRoom {
+                room,
+                members,
+                messages,
+                interval_ms,
+            })
+            .collect();
+        *self.shared.metrics[self.index].busiest.lock() = busiest;
     }
 
     /// Closes the oldest socket still without a request, to make room for

@@ -128,6 +128,8 @@ struct Room {
     /// By user id; the keys share the strings of the connections' claims.
     users: HashMap<Arc<str>, UserPresence>,
     announces_presence: bool,
+    /// Messages published since the last `busiest` (the dashboard's rate).
+    published: u64,
 }
 
 /// The rooms owned by one shard.
@@ -172,6 +174,7 @@ impl RoomTable {
                 per_shard: vec![0; self.config.shards],
                 users: HashMap::new(),
                 announces_presence: self.announces(name),
+                published: 0,
             };
             self.rooms.insert(name.into(), room);
         }
@@ -305,6 +308,32 @@ impl RoomTable {
             .any(|p| pattern_matches(p, name))
     }
 
+    /// A message was published into `name` (cluster mode: it came back
+    /// from Redis); counted for `busiest`.
+    pub fn count_published(&mut self, name: &str) {
+        if let Some(room) = self.rooms.get_mut(name) {
+            room.published += 1;
+        }
+    }
+
+    /// The `n` rooms with the most messages since the last call (then those
+    /// with the most connections): `(room, connections here, messages)`.
+    /// The counts start again from zero.
+    pub fn busiest(&mut self, n: usize) -> Vec<(Arc<str>, u64, u64)> {
+        let mut all: Vec<(Arc<str>, u64, u64)> = self
+            .rooms
+            .iter_mut()
+            .filter(|(name, _)| !name.is_empty())
+            .map(|(name, room)| {
+                let published = std::mem::take(&mut room.published);
+                (Arc::from(&**name), room.connections as u64, published)
+            })
+            .collect();
+        all.sort_unstable_by(|a, b| b.2.cmp(&a.2).then(b.1.cmp(&a.1)));
+        all.truncate(n);
+        all
+    }
+
     /// Connections in `name` counted here (on every shard of this process).
     pub fn connections(&self, name: &str) -> usize {
         self.rooms.get(name).map_or(0, |r| r.connections)
@@ -361,6 +390,7 @@ impl RoomLog for RoomTable {
         let keep = self.config.history;
         let room = self.room_mut(message.room);
         room.seq += 1;
+        room.published += 1;
         let text = wire::room_message(
             message.event,
             message.room,

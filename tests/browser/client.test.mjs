@@ -396,6 +396,8 @@ test("the dashboard loads without errors and its plots update", async () => {
   );
   for (const ink of drawn) assert.ok(ink > 100, `every plot has ink: ${drawn}`);
   assert.match(await page.textContent("#tiles"), /connections/);
+  await waitFor(async () => (await page.$$eval("#rooms tbody tr", (r) => r.length)) > 0, "the busiest rooms");
+  assert.match(await page.textContent("#rooms tbody"), /prices:T\d{3}/);
   assert.ok(Number(await page.textContent("#tiles .tile b")) >= 1, "the viewer is counted");
   const png = await page.screenshot({ path: `${process.env.SCREENSHOT_DIR || "."}/dashboard.png` });
   assert.ok(png.length > 10000, `a screenshot with content: ${png.length} bytes`);
