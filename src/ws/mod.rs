@@ -1,10 +1,13 @@
 //! RFC 6455: the frame codec and the opening handshake.
 //!
 //! Owns the wire format of WebSocket frames (`frame`, `mask`, `utf8`,
-//! `decoder`) and the validation of an HTTP upgrade request (`handshake`).
+//! `decoder`), the validation of an HTTP upgrade request (`handshake`) and
+//! the negotiation of permessage-deflate (`extensions`, RFC 7692; not yet
+//! offered by the server).
 //! Knows nothing of sockets, rooms or the JSON envelope.
 
 pub mod decoder;
+pub mod extensions;
 pub mod frame;
 pub mod handshake;
 pub mod mask;

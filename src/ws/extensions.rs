@@ -1,0 +1,215 @@
+//! `Sec-WebSocket-Extensions` negotiation of permessage-deflate (RFC 7692
+//! section 7), sans-IO: the client's offers in, the server's answer out.
+//!
+//! The server's policy is fixed by what compress-once fan-out needs:
+//! - it always answers `server_no_context_takeover`, so every message it
+//!   sends is compressed on its own and the same bytes can go to every
+//!   member of a room;
+//! - it always answers `client_no_context_takeover` (RFC 7692 7.1.1.2 lets
+//!   a server ask for it even when not offered), so a connection keeps no
+//!   inflate window between messages and an idle one holds no deflate state;
+//! - it compresses with a 15-bit window, so an offer that limits
+//!   `server_max_window_bits` below 15 is declined (the next offer, or no
+//!   compression, is used), and it inflates any window the client uses.
+//!
+//! Offers are read as RFC 7230 lists; an offer with an unknown parameter, a
+//! repeated one or a bad value is declined (7.1: "MUST decline"), never an
+//! error for the whole upgrade. Owns the parsing and the answer; the frames
+//! and the compression itself are elsewhere.
+
+/// The extension's name.
+pub const PERMESSAGE_DEFLATE: &str = "permessage-deflate";
+
+/// The agreement the server answers with (and then holds to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deflate {
+    /// The value of the response's `Sec-WebSocket-Extensions`.
+    pub response: &'static str,
+}
+
+/// The one answer the server gives to an offer it accepts.
+const RESPONSE: &str = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+
+/// The agreement for the first offer of permessage-deflate the server can
+/// accept among `headers` (every `Sec-WebSocket-Extensions` line, in
+/// order), or `None`: no compression.
+pub fn negotiate<'a>(headers: impl IntoIterator<Item = &'a str>) -> Option<Deflate> {
+    headers
+        .into_iter()
+        .flat_map(split_list)
+        .find(|offer| acceptable(offer))
+        .map(|_| Deflate { response: RESPONSE })
+}
+
+/// The elements of a comma-separated list, outside quoted strings.
+fn split_list(value: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, b) in value.bytes().enumerate() {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            b',' if !quoted => {
+                out.push(value[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(value[start..].trim());
+    out.retain(|element| !element.is_empty());
+    out
+}
+
+/// Whether one offer (`name; param; param=value`) is permessage-deflate
+/// with parameters this server can agree to.
+fn acceptable(offer: &str) -> bool {
+    let mut parts = offer.split(';').map(str::trim);
+    if !parts
+        .next()
+        .is_some_and(|name| name.eq_ignore_ascii_case(PERMESSAGE_DEFLATE))
+    {
+        return false;
+    }
+    let mut seen = [false; 4];
+    for param in parts {
+        let (name, value) = match param.split_once('=') {
+            Some((name, raw)) => match unquote(raw.trim()) {
+                Some(value) => (name.trim(), Some(value)),
+                None => return false,
+            },
+            None => (param, None),
+        };
+        let slot = match name.to_ascii_lowercase().as_str() {
+            "server_no_context_takeover" if value.is_none() => 0,
+            "client_no_context_takeover" if value.is_none() => 1,
+            // This server compresses with a 15-bit window only.
+            "server_max_window_bits" if window_bits(value.as_deref()) == Some(15) => 2,
+            "server_max_window_bits" => return false,
+            // Any client window is inflated; a value must be valid.
+            "client_max_window_bits"
+                if value.is_none() || window_bits(value.as_deref()).is_some() =>
+            {
+                3
+            }
+            _ => return false,
+        };
+        if std::mem::replace(&mut seen[slot], true) {
+            return false;
+        }
+    }
+    true
+}
+
+/// A parameter value: a token, or a quoted string without its quotes (and
+/// escapes); `None` when malformed.
+fn unquote(value: &str) -> Option<String> {
+    if let Some(inner) = value.strip_prefix('"') {
+        let inner = inner.strip_suffix('"')?;
+        let mut out = String::with_capacity(inner.len());
+        let mut chars = inner.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => out.push(chars.next()?),
+                '"' => return None,
+                c => out.push(c),
+            }
+        }
+        return Some(out);
+    }
+    let is_token = !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    is_token.then(|| value.to_owned())
+}
+
+/// A window size parameter: 8 to 15, in plain digits with no leading zero.
+fn window_bits(value: Option<&str>) -> Option<u8> {
+    let value = value?;
+    if value.starts_with('0') || value.len() > 2 {
+        return None;
+    }
+    value.parse().ok().filter(|bits| (8..=15).contains(bits))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn agreed(headers: &[&str]) -> bool {
+        negotiate(headers.iter().copied()).is_some()
+    }
+
+    #[test]
+    fn a_plain_offer_gets_both_no_context_takeovers() {
+        let deflate = negotiate(["permessage-deflate"]).unwrap();
+        assert_eq!(
+            deflate.response,
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+        );
+        assert!(agreed(&["permessage-deflate; client_max_window_bits"]));
+        assert!(agreed(&["Permessage-Deflate; Client_Max_Window_Bits=10"]));
+        assert!(agreed(&[
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+        ]));
+        assert!(agreed(&[
+            "permessage-deflate; server_max_window_bits=\"15\""
+        ]));
+    }
+
+    #[test]
+    fn offers_it_cannot_accept_are_declined_and_the_next_one_is_tried() {
+        assert!(!agreed(&[]));
+        assert!(!agreed(&["x-webkit-deflate-frame"]));
+        assert!(!agreed(&["permessage-deflate; server_max_window_bits=10"]));
+        assert!(agreed(&[
+            "permessage-deflate; server_max_window_bits=10, permessage-deflate"
+        ]));
+        assert!(
+            agreed(&["foo", "permessage-deflate"]),
+            "a later header line"
+        );
+        for bad in [
+            "permessage-deflate; unknown",
+            "permessage-deflate; client_max_window_bits=16",
+            "permessage-deflate; client_max_window_bits=7",
+            "permessage-deflate; client_max_window_bits=010",
+            "permessage-deflate; server_no_context_takeover=1",
+            "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+            "permessage-deflate; server_max_window_bits",
+            "permessage-deflate; client_max_window_bits=\"1\"0\"",
+            "permessage-deflate; client_max_window_bits=a b",
+        ] {
+            assert!(!agreed(&[bad]), "{bad}");
+        }
+    }
+
+    #[test]
+    fn commas_inside_quoted_strings_do_not_split_offers() {
+        assert_eq!(
+            split_list(r#"a; p="x,y", b ,, c"#),
+            [r#"a; p="x,y""#, "b", "c"]
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn any_header_is_answered_without_panicking(
+            lines in proptest::collection::vec("[ -~]{0,80}", 0..4)
+        ) {
+            let result = negotiate(lines.iter().map(String::as_str));
+            if let Some(deflate) = result {
+                prop_assert!(deflate.response.starts_with(PERMESSAGE_DEFLATE));
+            }
+        }
+
+        #[test]
+        fn every_valid_client_window_is_accepted(bits in 8u8..=15) {
+            let offer = format!("permessage-deflate; client_max_window_bits={bits}");
+            prop_assert!(negotiate([offer.as_str()]).is_some());
+        }
+    }
+}
