@@ -2,11 +2,12 @@
 //!
 //! Owns the wire format of WebSocket frames (`frame`, `mask`, `utf8`,
 //! `decoder`), the validation of an HTTP upgrade request (`handshake`) and
-//! the negotiation of permessage-deflate (`extensions`, RFC 7692; not yet
-//! offered by the server).
+//! permessage-deflate (RFC 7692): its negotiation (`extensions`) and its
+//! compression (`deflate`), not yet offered by the server.
 //! Knows nothing of sockets, rooms or the JSON envelope.
 
 pub mod decoder;
+pub mod deflate;
 pub mod extensions;
 pub mod frame;
 pub mod handshake;
