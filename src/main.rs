@@ -61,8 +61,11 @@ fn serve(args: ServeArgs) -> ExitCode {
         print_newcomer_banner(&secret, addr);
     }
     println!("roomcast listening on {addr}");
-    if server.demo() {
-        start_demo(&server, addr);
+    // A supervised node leaves the feed to its supervisor: one feed a machine.
+    if server.demo() && std::env::var_os(supervisor::SUPERVISED_ENV).is_none() {
+        if let Some(secret) = server.first_secret() {
+            start_demo(addr, secret);
+        }
     }
     if let Some(metrics) = server.metrics_addr() {
         println!("roomcast metrics on {metrics}");
@@ -97,18 +100,20 @@ fn supervise(config: &roomcast::config::Config, generated: Option<String>) -> Ex
         metrics_bind: config.metrics_bind,
         drain_timeout: config.drain_timeout,
     };
+    if config.demo
+        && let Some(secret) = config.jwt_secrets.first()
+    {
+        start_demo(config.bind, secret);
+    }
     supervisor::run(plan)
 }
 
 /// `serve --demo`: the feed publishes into this server; the page is at /demo.
-fn start_demo(server: &Server, addr: std::net::SocketAddr) {
+fn start_demo(addr: std::net::SocketAddr, secret: &str) {
     let mut target = addr;
     if target.ip().is_unspecified() {
         target.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    let Some(secret) = server.first_secret() else {
-        return;
-    };
     let config = roomcast::demo::FeedConfig {
         addr: target,
         token: roomcast::demo::publisher_token(secret.as_bytes()),

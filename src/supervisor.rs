@@ -24,6 +24,10 @@ use signal_hook::iterator::Signals;
 
 use crate::{log_info, log_warn};
 
+/// Set in every child's environment: a supervised node (with `--demo`, the
+/// supervisor runs the one feed).
+pub const SUPERVISED_ENV: &str = "ROOMCAST_SUPERVISED";
+
 /// How often the supervisor looks at its children and signals.
 const POLL: Duration = Duration::from_millis(100);
 /// A child that dies is started again after this long, so one that cannot
@@ -146,6 +150,7 @@ fn spawn(plan: &Plan, index: usize, metrics_bind: Option<String>) -> Option<Chil
     if let Some(secret) = &plan.generated_secret {
         command.env("ROOMCAST_JWT_SECRET", secret);
     }
+    command.env(SUPERVISED_ENV, "1");
     let supervisor = std::process::id();
     // SAFETY: the closure runs in the child between fork and exec, where
     // only async-signal-safe calls are allowed: prctl(2), getppid(2) and
