@@ -62,10 +62,11 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
     println!("roomcast listening on {addr}");
     // A supervised node leaves the feed to its supervisor: one feed a machine.
-    if server.demo() && std::env::var_os(supervisor::SUPERVISED_ENV).is_none() {
-        if let Some(secret) = server.first_secret() {
-            start_demo(addr, secret);
-        }
+    if server.demo()
+        && std::env::var_os(supervisor::SUPERVISED_ENV).is_none()
+        && let Some(secret) = server.first_secret()
+    {
+        start_demo(addr, secret);
     }
     if let Some(metrics) = server.metrics_addr() {
         println!("roomcast metrics on {metrics}");
