@@ -179,21 +179,8 @@ fn post(conn: &mut Option<TcpStream>, config: &FeedConfig, body: &str) -> io::Re
 
 /// Reads one response; its status and whether the connection stays open.
 fn read_response(stream: &mut TcpStream) -> io::Result<(u16, bool)> {
-    let mut input = Vec::new();
+    let (input, end) = crate::http::client::read_head(stream)?;
     let mut chunk = [0u8; 4096];
-    let end = loop {
-        if let Some(at) = input.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
-        }
-        if input.len() > 64 * 1024 {
-            return Err(io::Error::other("an oversized response head"));
-        }
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
-            return Err(io::Error::other("the server closed the connection"));
-        }
-        input.extend_from_slice(&chunk[..n]);
-    };
     let head = String::from_utf8_lossy(&input[..end]).to_ascii_lowercase();
     let status = head
         .split_whitespace()

@@ -128,21 +128,8 @@ fn handshake(
     }
     request.push_str("\r\n");
     stream.write_all(request.as_bytes())?;
-    let mut input = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let end = loop {
-        if let Some(at) = input.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
-        }
-        if input.len() > 64 * 1024 {
-            return Err(ConnectError::Refused("an oversized response head".into()));
-        }
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
-            return Err(ConnectError::Refused("the connection closed".into()));
-        }
-        input.extend_from_slice(&chunk[..n]);
-    };
+    let (mut input, end) =
+        crate::http::client::read_head(stream).map_err(|e| ConnectError::Refused(e.to_string()))?;
     let head = String::from_utf8_lossy(&input[..end]).into_owned();
     let expected = crate::ws::handshake::accept_key(&key);
     let accepted = head.starts_with("HTTP/1.1 101")

@@ -221,9 +221,8 @@ impl Shard {
             message.from,
             message.ts_ms,
         );
-        let node = self.node_id();
         let origin = Origin {
-            node: &node,
+            node: self.node_id(),
             read_micros: publish
                 .read_at
                 .saturating_duration_since(self.shared.started)
@@ -257,12 +256,12 @@ impl Shard {
         }
     }
 
-    fn node_id(&self) -> String {
+    fn node_id(&self) -> &str {
         self.shared
             .config
             .cluster
             .as_ref()
-            .map_or_else(String::new, |c| c.node_id.clone())
+            .map_or("", |c| c.node_id.as_str())
     }
 
     /// The owner asks Redis for a joiner's history, and to count it in,
@@ -313,9 +312,8 @@ impl Shard {
     /// `room` (`conn`, left out of the announcement, when known), with the
     /// presence event `text` to announce if due.
     fn presence_change(&self, who: Mover<'_>, text: Vec<u8>) -> PresenceChange {
-        let node = self.node_id();
         let origin = Origin {
-            node: &node,
+            node: self.node_id(),
             read_micros: 0,
             exclude: who.conn.map(|c| Publisher {
                 shard: c.shard,
@@ -325,7 +323,7 @@ impl Shard {
         }
         .write();
         PresenceChange {
-            node,
+            node: self.node_id().to_owned(),
             user: who.user.to_owned(),
             name: who.name.map(Into::into),
             rejoin: who.rejoin,
@@ -444,7 +442,7 @@ impl Shard {
             }
         }
         let change = PresenceChange {
-            node: self.node_id(),
+            node: self.node_id().to_owned(),
             user: user.to_string(),
             name: None,
             rejoin: false,
@@ -474,9 +472,8 @@ impl Shard {
         id: Option<OwnedId>,
     ) {
         let minus = u64::from(to.as_deref().is_none_or(|to| to == sender));
-        let node = self.node_id();
         let origin = Origin {
-            node: &node,
+            node: self.node_id(),
             read_micros: 0,
             exclude: Some(Publisher {
                 shard: conn.shard,

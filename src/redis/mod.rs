@@ -103,6 +103,37 @@ pub struct HistoryQuery<'a> {
     pub epoch: Option<&'a str>,
 }
 
+/// The numbers of the five leading arguments of `roomcast_history` (and of
+/// `roomcast_join`, which starts with them), as text.
+struct HistoryNumbers {
+    k: String,
+    since: String,
+    ttl: String,
+}
+
+impl HistoryNumbers {
+    fn new(query: &HistoryQuery<'_>, retention: Retention) -> Self {
+        let number = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_default();
+        Self {
+            k: number(query.history),
+            since: number(query.since),
+            ttl: retention.ttl_ms.to_string(),
+        }
+    }
+
+    /// `history`, `since`, `epoch` (each empty when absent), the fresh
+    /// epoch and the TTL.
+    fn args<'a>(&'a self, query: &HistoryQuery<'a>, fresh_epoch: &'a str) -> [&'a [u8]; 5] {
+        [
+            self.k.as_bytes(),
+            self.since.as_bytes(),
+            query.epoch.unwrap_or("").as_bytes(),
+            fresh_epoch.as_bytes(),
+            self.ttl.as_bytes(),
+        ]
+    }
+}
+
 /// Appends the `FCALL roomcast_history` answering a join's `query`.
 pub fn history(
     out: &mut Vec<u8>,
@@ -111,17 +142,8 @@ pub fn history(
     fresh_epoch: &str,
     retention: Retention,
 ) {
-    let number = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_default();
-    let (k, since) = (number(query.history), number(query.since));
-    let ttl = retention.ttl_ms.to_string();
-    let epoch = query.epoch.unwrap_or("").as_bytes();
-    let args = [
-        k.as_bytes(),
-        since.as_bytes(),
-        epoch,
-        fresh_epoch.as_bytes(),
-        ttl.as_bytes(),
-    ];
+    let numbers = HistoryNumbers::new(&query, retention);
+    let args = numbers.args(&query, fresh_epoch);
     fcall(out, b"roomcast_history", keys, false, &args, None);
 }
 
@@ -182,16 +204,10 @@ pub fn join(
     retention: Retention,
     change: &PresenceChange,
 ) {
-    let number = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_default();
-    let (k, since) = (number(query.history), number(query.since));
-    let ttl = retention.ttl_ms.to_string();
+    let numbers = HistoryNumbers::new(&query, retention);
     let limit = change.event_limit.to_string();
-    let args = [
-        k.as_bytes(),
-        since.as_bytes(),
-        query.epoch.unwrap_or("").as_bytes(),
-        fresh_epoch.as_bytes(),
-        ttl.as_bytes(),
+    let history = numbers.args(&query, fresh_epoch);
+    let presence = [
         change.node.as_bytes(),
         change.user.as_bytes(),
         change.name.as_deref().unwrap_or("").as_bytes(),
@@ -203,6 +219,8 @@ pub fn join(
         change.origin.as_bytes(),
         &change.text,
     ];
+    let mut args = history.to_vec();
+    args.extend_from_slice(&presence);
     fcall_with(out, b"roomcast_join", &function_keys(keys, false), &args);
 }
 

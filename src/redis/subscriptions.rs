@@ -93,28 +93,28 @@ impl Subscriptions {
 
     /// Whether the event `seq` of `epoch` in `room` goes to the shards: a
     /// served room, not recovering, and an event past the cursor (or of
-    /// another epoch). The cursor moves to a forwarded event.
-    pub fn forward(&mut self, room: &str, epoch: &str, seq: u64) -> bool {
-        let Some(served) = self.rooms.get_mut(room) else {
-            return false;
-        };
+    /// another epoch). The cursor moves to a forwarded event, whose epoch
+    /// comes back shared (allocated only when the epoch changes).
+    pub fn forward(&mut self, room: &str, epoch: &str, seq: u64) -> Option<Arc<str>> {
+        let served = self.rooms.get_mut(room)?;
         if served.recovering {
-            return false;
+            return None;
         }
         if let Some(cursor) = &mut served.cursor
             && &*cursor.epoch == epoch
         {
             if seq <= cursor.seq {
-                return false;
+                return None;
             }
             cursor.seq = seq;
-            return true;
+            return Some(cursor.epoch.clone());
         }
+        let epoch: Arc<str> = epoch.into();
         served.cursor = Some(Cursor {
-            epoch: epoch.into(),
+            epoch: epoch.clone(),
             seq,
         });
-        true
+        Some(epoch)
     }
 
     /// A join read `room` at `seq` of `epoch`, in order with its events:
@@ -209,16 +209,22 @@ mod tests {
     fn the_cursor_forwards_each_event_once_and_in_order() {
         let mut subs = Subscriptions::default();
         let lobby: Arc<str> = "lobby".into();
-        assert!(!subs.forward("lobby", "e1", 1), "not served");
+        assert!(subs.forward("lobby", "e1", 1).is_none(), "not served");
         subs.shard_joined(&lobby, 0);
         subs.observe("lobby", "e1", 4);
-        assert!(!subs.forward("lobby", "e1", 4), "the join read it");
-        assert!(subs.forward("lobby", "e1", 5));
-        assert!(!subs.forward("lobby", "e1", 5), "a duplicate");
+        assert!(subs.forward("lobby", "e1", 4).is_none(), "the join read it");
+        assert!(subs.forward("lobby", "e1", 5).is_some());
+        assert!(subs.forward("lobby", "e1", 5).is_none(), "a duplicate");
         subs.observe("lobby", "e1", 3);
-        assert!(subs.forward("lobby", "e1", 6), "observe never moves back");
-        assert!(subs.forward("lobby", "e2", 1), "a new epoch starts over");
-        assert!(subs.forward("lobby", "e2", 2));
+        assert!(
+            subs.forward("lobby", "e1", 6).is_some(),
+            "observe never moves back"
+        );
+        assert!(
+            subs.forward("lobby", "e2", 1).is_some(),
+            "a new epoch starts over"
+        );
+        assert!(subs.forward("lobby", "e2", 2).is_some());
     }
 
     #[test]
@@ -227,7 +233,7 @@ mod tests {
         let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
         subs.shard_joined(&a, 0);
         subs.shard_joined(&b, 0);
-        assert!(subs.forward("a", "e", 7));
+        assert!(subs.forward("a", "e", 7).is_some());
         let recoveries = subs.start_recoveries(|_| true);
         assert_eq!(
             recoveries,
@@ -240,11 +246,14 @@ mod tests {
             )],
             "b never delivered anything: nothing to recover"
         );
-        assert!(!subs.forward("a", "e", 9), "held: the recovery returns it");
-        assert!(subs.forward("b", "e", 1));
+        assert!(
+            subs.forward("a", "e", 9).is_none(),
+            "held: the recovery returns it"
+        );
+        assert!(subs.forward("b", "e", 1).is_some());
         assert!(subs.recovered("a"));
         assert!(!subs.recovered("a"));
-        assert!(subs.forward("a", "e", 8));
-        assert!(subs.forward("a", "e", 9));
+        assert!(subs.forward("a", "e", 8).is_some());
+        assert!(subs.forward("a", "e", 9).is_some());
     }
 }

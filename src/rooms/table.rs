@@ -320,18 +320,28 @@ impl RoomTable {
     /// with the most connections): `(room, connections here, messages)`.
     /// The counts start again from zero.
     pub fn busiest(&mut self, n: usize) -> Vec<(Arc<str>, u64, u64)> {
-        let mut all: Vec<(Arc<str>, u64, u64)> = self
+        let mut all: Vec<(&str, u64, u64)> = self
             .rooms
             .iter_mut()
             .filter(|(name, _)| !name.is_empty())
             .map(|(name, room)| {
-                let published = std::mem::take(&mut room.published);
-                (Arc::from(&**name), room.connections as u64, published)
+                (
+                    &**name,
+                    room.connections as u64,
+                    std::mem::take(&mut room.published),
+                )
             })
             .collect();
-        all.sort_unstable_by(|a, b| b.2.cmp(&a.2).then(b.1.cmp(&a.1)));
-        all.truncate(n);
-        all
+        let order = |a: &(&str, u64, u64), b: &(&str, u64, u64)| b.2.cmp(&a.2).then(b.1.cmp(&a.1));
+        // Only the top `n` are sorted, and only they get a shared name.
+        if all.len() > n {
+            all.select_nth_unstable_by(n, order);
+            all.truncate(n);
+        }
+        all.sort_unstable_by(order);
+        all.into_iter()
+            .map(|(name, members, published)| (Arc::from(name), members, published))
+            .collect()
     }
 
     /// Connections in `name` counted here (on every shard of this process).

@@ -27,9 +27,8 @@ impl<S: BridgeSink> Bridge<S> {
             return;
         };
         let first = history.seq + 1 - history.messages.len() as u64;
-        let epoch: Arc<str> = history.epoch.as_str().into();
         for (i, text) in history.messages.iter().enumerate() {
-            self.forward(&room, &epoch, first + i as u64, text, None);
+            self.forward(&room, &history.epoch, first + i as u64, text, None);
         }
         self.subscriptions
             .observe(&room, &history.epoch, history.seq);
@@ -47,7 +46,7 @@ impl<S: BridgeSink> Bridge<S> {
         let (Some(channel), Some(payload)) = (channel.as_bytes(), payload.as_bytes()) else {
             return;
         };
-        if channel == redis::direct_channel(&self.config.prefix).as_bytes() {
+        if channel == self.direct_channel.as_bytes() {
             return self.on_direct(payload);
         }
         let Some(room) = room_of(&self.config.prefix, channel) else {
@@ -69,8 +68,7 @@ impl<S: BridgeSink> Bridge<S> {
         if message.epoch == "-" {
             return self.forward_presence(&room, message.text, from_here);
         }
-        let epoch: Arc<str> = message.epoch.into();
-        self.forward(&room, &epoch, message.seq, message.text, from_here);
+        self.forward(&room, message.epoch, message.seq, message.text, from_here);
     }
 
     /// A direct message or broadcast: every shard delivers to its own.
@@ -112,17 +110,17 @@ impl<S: BridgeSink> Bridge<S> {
     pub(super) fn forward(
         &mut self,
         room: &Arc<str>,
-        epoch: &Arc<str>,
+        epoch: &str,
         seq: u64,
         text: &[u8],
         from_here: Option<FromHere>,
     ) {
-        if !self.subscriptions.forward(room, epoch, seq) {
+        let Some(epoch) = self.subscriptions.forward(room, epoch, seq) else {
             return;
-        }
+        };
         let event = RoomEvent {
             room: room.clone(),
-            epoch: epoch.clone(),
+            epoch,
             seq,
             frame: wire::text_frame(text),
             from_here,

@@ -59,9 +59,9 @@ impl<S: BridgeSink> Bridge<S> {
         let _ = link.pipeline.push(Pending::Setup, redis::load_library);
         let prefix = &self.config.prefix;
         if layout::server_of(redis::ONLINE, servers) == index {
-            let direct = redis::direct_channel(prefix);
+            let direct = &self.direct_channel;
             link.pipeline
-                .push_unanswered(|out| resp::write_command(out, &["SUBSCRIBE", &direct]));
+                .push_unanswered(|out| resp::write_command(out, &["SUBSCRIBE", direct]));
         }
         for room in self.subscriptions.rooms() {
             if layout::server_of(room, servers) == index {

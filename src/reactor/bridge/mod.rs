@@ -24,6 +24,7 @@ mod events;
 mod link;
 mod presence;
 
+use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -50,6 +51,8 @@ const WAKER: Token = Token(usize::MAX);
 /// Most commands waiting for Redis per server; past it, requests are
 /// answered `Unavailable` rather than queued without bound.
 const MAX_IN_FLIGHT: usize = 16_384;
+/// Rooms whose key names are kept; past it the cache starts afresh.
+const MAX_CACHED_KEYS: usize = 65_536;
 const RETRY_BASE: Duration = Duration::from_millis(100);
 const RETRY_CAP: Duration = Duration::from_secs(5);
 /// How often a node writes its heartbeat and looks for dead nodes.
@@ -279,8 +282,11 @@ pub fn start<S: BridgeSink>(
         metrics,
         next_heartbeat: Instant::now(),
         node_rooms: String::new(),
+        direct_channel: String::new(),
+        keys: HashMap::new(),
     };
     bridge.node_rooms = layout::node_rooms(&bridge.config.prefix, &bridge.config.node_id);
+    bridge.direct_channel = redis::direct_channel(&bridge.config.prefix);
     let thread = std::thread::Builder::new()
         .name("redis-bridge".into())
         .spawn(move || bridge.run())?;
@@ -379,6 +385,10 @@ struct Bridge<S: BridgeSink> {
     next_heartbeat: Instant,
     /// This node's room index key (`layout::node_rooms`).
     node_rooms: String,
+    /// The channel of direct messages and broadcasts (`redis::direct_channel`).
+    direct_channel: String,
+    /// The key names of the rooms in use, built once each (`keys_of`).
+    keys: HashMap<Arc<str>, Arc<RoomKeys>>,
 }
 
 impl<S: BridgeSink> Bridge<S> {
@@ -486,9 +496,23 @@ impl<S: BridgeSink> Bridge<S> {
         }
     }
 
+    /// The key names of `room`: eight strings, built once per room in use
+    /// rather than for every message.
+    fn keys_of(&mut self, room: &str) -> Arc<RoomKeys> {
+        if let Some(keys) = self.keys.get(room) {
+            return keys.clone();
+        }
+        if self.keys.len() >= MAX_CACHED_KEYS {
+            self.keys.clear();
+        }
+        let keys = Arc::new(RoomKeys::new(&self.config.prefix, room));
+        self.keys.insert(room.into(), keys.clone());
+        keys
+    }
+
     fn publish(&mut self, room: &str, text: (&[u8], &[u8]), origin: &str, answer: S::Answer) {
         let index = layout::server_of(room, self.links.len());
-        let keys = RoomKeys::new(&self.config.prefix, room);
+        let keys = self.keys_of(room);
         let epoch = self.fresh_epoch();
         let retention = self.config.retention;
         let link = &mut self.links[index];
@@ -517,7 +541,7 @@ impl<S: BridgeSink> Bridge<S> {
             Change::Unsubscribe(room) => ("UNSUBSCRIBE", room),
         };
         let index = layout::server_of(room, self.links.len());
-        let channel = RoomKeys::new(&self.config.prefix, room).channel;
+        let channel = self.keys_of(room).channel.clone();
         // The rooms a node serves are where a reaper looks for its
         // connections, should it die.
         let (index_verb, node_rooms) = match &change {

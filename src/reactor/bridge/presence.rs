@@ -22,7 +22,7 @@ impl<S: BridgeSink> Bridge<S> {
         answer: S::Answer,
     ) {
         let index = layout::server_of(&room, self.links.len());
-        let keys = RoomKeys::new(&self.config.prefix, &room);
+        let keys = self.keys_of(&room);
         let epoch = self.fresh_epoch();
         let retention = self.config.retention;
         let link = &mut self.links[index];
@@ -43,7 +43,7 @@ impl<S: BridgeSink> Bridge<S> {
     /// after the reconnect puts the room's presence right.
     pub(super) fn leave(&mut self, room: &str, change: &PresenceChange) {
         let index = layout::server_of(room, self.links.len());
-        let keys = RoomKeys::new(&self.config.prefix, room);
+        let keys = self.keys_of(room);
         let link = &mut self.links[index];
         if !link.is_up() {
             return;
@@ -56,7 +56,7 @@ impl<S: BridgeSink> Bridge<S> {
 
     pub(super) fn presence(&mut self, room: &str, answer: S::Answer) {
         let index = layout::server_of(room, self.links.len());
-        let keys = RoomKeys::new(&self.config.prefix, room);
+        let keys = self.keys_of(room);
         let link = &mut self.links[index];
         if !link.is_up() {
             return self.sink.presence(answer, Err(Unavailable));
@@ -71,18 +71,18 @@ impl<S: BridgeSink> Bridge<S> {
 
     pub(super) fn sync(&mut self, room: &str, users: &[NodeUser]) {
         let index = layout::server_of(room, self.links.len());
-        let keys = RoomKeys::new(&self.config.prefix, room);
+        let keys = self.keys_of(room);
         let announce = self.announces(room);
         let limit = self.config.presence.event_limit;
         let ttl = self.config.retention.ttl_ms;
         let node = &self.config.node_id;
-        let node_rooms = layout::node_rooms(&self.config.prefix, node);
+        let node_rooms = &self.node_rooms;
         let link = &mut self.links[index];
         if !link.is_up() {
             return;
         }
         let _ = link.pipeline.push(Pending::Ignored, |out| {
-            resp::write_command(out, &["SADD", &node_rooms, room]);
+            resp::write_command(out, &["SADD", node_rooms, room]);
         });
         let _ = link.pipeline.push(Pending::Ignored, |out| {
             let rules = redis::SyncRules {
@@ -102,15 +102,15 @@ impl<S: BridgeSink> Bridge<S> {
         last_here: bool,
     ) {
         let index = layout::server_of(redis::ONLINE, self.links.len());
-        let keys = RoomKeys::new(&self.config.prefix, redis::ONLINE);
-        let node_rooms = layout::node_rooms(&self.config.prefix, &self.config.node_id);
+        let keys = self.keys_of(redis::ONLINE);
+        let node_rooms = &self.node_rooms;
         let link = &mut self.links[index];
         if !link.is_up() {
             return;
         }
         if first_here {
             let _ = link.pipeline.push(Pending::Ignored, |out| {
-                resp::write_command(out, &["SADD", &node_rooms, redis::ONLINE]);
+                resp::write_command(out, &["SADD", node_rooms, redis::ONLINE]);
             });
         }
         let _ = link
@@ -118,7 +118,7 @@ impl<S: BridgeSink> Bridge<S> {
             .push(Pending::Ignored, |out| redis::count(out, &keys, change, n));
         if last_here {
             let _ = link.pipeline.push(Pending::Ignored, |out| {
-                resp::write_command(out, &["SREM", &node_rooms, redis::ONLINE]);
+                resp::write_command(out, &["SREM", node_rooms, redis::ONLINE]);
             });
         }
     }
