@@ -4,6 +4,7 @@
 //! variables, and turns them into a validated `Config`. Runs nothing itself.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
@@ -13,6 +14,7 @@ use crate::config::{
 };
 use crate::log::{Format, Level};
 use crate::redis::url::RedisUrl;
+use crate::tls::TlsFiles;
 
 /// roomcast: a fast WebSocket pub/sub server with rooms and JWT auth.
 #[derive(Debug, Parser)]
@@ -145,6 +147,15 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOMCAST_DEMO", default_value_t = false, num_args = 0..=1,
           default_missing_value = "true", action = ArgAction::Set)]
     pub demo: bool,
+    /// PEM certificate chain: the public port speaks TLS (https://, wss://); reloaded on SIGHUP. Needs --tls-key.
+    #[arg(long, env = "ROOMCAST_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1); reloaded on SIGHUP.
+    #[arg(long, env = "ROOMCAST_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// How long a new connection may take to finish its TLS handshake and send its request head; an idle kept-alive connection gets as long for its next request.
+    #[arg(long, env = "ROOMCAST_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub handshake_timeout: Duration,
     /// Run this many copies of the server on the same port (SO_REUSEPORT), joined through --redis, restarted if one dies.
     #[arg(long, env = "ROOMCAST_PROCESSES", default_value_t = 1)]
     pub processes: usize,
@@ -305,6 +316,11 @@ impl ServeArgs {
             processes: self.processes,
             demo: self.demo,
             dashboard: self.dashboard,
+            tls: match (self.tls_cert, self.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+                _ => None,
+            },
+            handshake_timeout: self.handshake_timeout,
         };
         config.validate()?;
         config.validate_open_files(open_file_limit)?;

@@ -201,6 +201,8 @@ pub mod limits {
     pub const MAX_HEARTBEAT_SECS: u64 = 3600;
     /// Largest `--drain-timeout`, in seconds: ten minutes.
     pub const MAX_DRAIN_TIMEOUT_SECS: u64 = 600;
+    /// Largest `--handshake-timeout`, in seconds: five minutes.
+    pub const MAX_HANDSHAKE_TIMEOUT_SECS: u64 = 300;
     /// File descriptors kept out of `--max-connections`: listeners, pollers,
     /// wakers and plain HTTP requests being answered.
     pub const FD_RESERVE: usize = 128;

@@ -65,6 +65,11 @@ pub struct Config {
     pub demo: bool,
     /// `--dashboard`: serve the live dashboard at `/`, beside `/stats`.
     pub dashboard: bool,
+    /// `--tls-cert` and `--tls-key`: the public port speaks TLS.
+    pub tls: Option<crate::tls::TlsFiles>,
+    /// How long a new connection has for its TLS handshake and request
+    /// head (and a kept-alive one for its next request).
+    pub handshake_timeout: Duration,
 }
 
 /// The flags of cluster mode (`docs/protocol.md` section 10, `docs/redis.md`).
@@ -288,6 +293,17 @@ impl Config {
         w.u64("processes", self.processes as u64);
         w.bool("demo", self.demo);
         w.bool("dashboard", self.dashboard);
+        match &self.tls {
+            Some(files) => {
+                w.str("tls_cert", &files.cert.display().to_string());
+                w.str("tls_key", &files.key.display().to_string());
+            }
+            None => w.null("tls_cert"),
+        }
+        w.u64(
+            "handshake_timeout_ms",
+            self.handshake_timeout.as_millis() as u64,
+        );
         w.close();
     }
 
@@ -360,6 +376,10 @@ impl Config {
         }
         if self.drain_timeout > Duration::from_secs(limits::MAX_DRAIN_TIMEOUT_SECS) {
             return out_of_range("drain-timeout", "must be at most 10m");
+        }
+        let handshake = 100..=limits::MAX_HANDSHAKE_TIMEOUT_SECS * 1000;
+        if !handshake.contains(&millis(self.handshake_timeout)) {
+            return out_of_range("handshake-timeout", "must be between 100ms and 5m");
         }
         if self.rooms.history > 0 && self.rooms.history_ttl < Duration::from_secs(1) {
             return out_of_range(

@@ -24,5 +24,6 @@ pub mod rooms;
 pub mod supervisor;
 pub mod sys;
 pub mod term;
+pub mod tls;
 pub mod web;
 pub mod ws;

@@ -34,6 +34,12 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
+    if let Some(files) = &config.tls
+        && let Err(e) = roomcast::tls::Acceptor::load(files.clone())
+    {
+        eprintln!("roomcast: --tls-cert/--tls-key: {e}");
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    }
     if check_only {
         let mut json = Vec::with_capacity(1024);
         config.write_json(&mut json);

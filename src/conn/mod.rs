@@ -43,7 +43,8 @@ use session::SessionState;
 use std::sync::Arc;
 use websocket::{BoundedSink, End, on_frames};
 
-/// How long a client may take to send a request head and its body; an idle
+/// How long a client may take, by default (`--handshake-timeout`), to
+/// finish its TLS handshake and send a request head and its body; an idle
 /// keep-alive connection gets this long for its next request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -174,6 +175,8 @@ pub struct Connection {
     /// The oldest ping not yet followed by any inbound frame.
     unanswered_ping: Option<Instant>,
     next_ping: Instant,
+    /// `--handshake-timeout`, for the deadline of each request.
+    request_timeout: Duration,
     /// The user, rooms and limits of an upgraded connection; kept until the
     /// connection is dropped so its rooms can be left.
     session: Option<Box<SessionState>>,
@@ -224,8 +227,19 @@ impl Connection {
             close_code: None,
             unanswered_ping: None,
             next_ping: now,
+            request_timeout: REQUEST_TIMEOUT,
             session: None,
         }
+    }
+
+    /// The same connection, with `timeout` for its TLS handshake and
+    /// request head (and each later request) instead of `REQUEST_TIMEOUT`.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        if let State::Request { deadline, .. } = &mut self.state {
+            *deadline = self.accepted_at + timeout;
+        }
+        self
     }
 
     /// The same connection, come in on `port`.

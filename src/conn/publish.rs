@@ -13,7 +13,7 @@ use std::time::Instant;
 use crate::auth::Claims;
 use crate::codes::ErrorCode;
 use crate::conn::report::Report;
-use crate::conn::{Connection, Context, REQUEST_TIMEOUT, State};
+use crate::conn::{Connection, Context, State};
 use crate::http::chunked::{ChunkedDecoder, ChunkedError};
 use crate::http::request::HeadReader;
 use crate::http::response;
@@ -341,7 +341,7 @@ impl Connection {
         if keep_alive {
             self.state = State::Request {
                 reader: HeadReader::default(),
-                deadline: now + REQUEST_TIMEOUT,
+                deadline: now + self.request_timeout,
             };
         } else {
             self.finish(now);

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::codes::{ErrorCode, close};
+use crate::tls::TlsFailure;
 
 /// A count only its shard's thread increments.
 #[derive(Debug, Default)]
@@ -242,6 +243,10 @@ pub struct ShardMetrics {
     pub handshake_rejections: [Counter; ErrorCode::ALL.len()],
     /// Connections aborted for not answering a ping.
     pub ping_timeouts: Counter,
+    /// TLS handshakes completed.
+    pub tls_handshakes: Counter,
+    /// TLS handshakes that failed, per `TlsFailure`.
+    pub tls_failures: [Counter; TlsFailure::ALL.len()],
     /// Sockets accepted that have not completed a request head yet.
     pub pre_request: Gauge,
     /// Sockets closed before their first request head to make room for
@@ -289,6 +294,8 @@ impl Default for ShardMetrics {
             rate_limited: Counter::default(),
             handshake_rejections: Default::default(),
             ping_timeouts: Counter::default(),
+            tls_handshakes: Counter::default(),
+            tls_failures: Default::default(),
             pre_request: Gauge::default(),
             pre_request_evicted: Counter::default(),
             write_buffer_bytes: Gauge::default(),
@@ -384,6 +391,9 @@ pub struct Snapshot {
     /// `(code, count)` for every code that can refuse an upgrade.
     pub handshake_rejections: Vec<(ErrorCode, u64)>,
     pub ping_timeouts: u64,
+    pub tls_handshakes: u64,
+    /// `(reason, count)` for every `TlsFailure`.
+    pub tls_failures: Vec<(TlsFailure, u64)>,
     pub pre_request: u64,
     pub pre_request_evicted: u64,
     pub write_buffer_bytes: u64,
@@ -420,6 +430,7 @@ impl Snapshot {
                 .chain([(0, 0)])
                 .collect(),
             handshake_rejections: REJECTION_CODES.iter().map(|&c| (c, 0)).collect(),
+            tls_failures: TlsFailure::ALL.iter().map(|&f| (f, 0)).collect(),
             ..Default::default()
         };
         for shard in shards {
@@ -455,6 +466,10 @@ impl Snapshot {
                 .map_or(0, Counter::get);
         }
         self.ping_timeouts += m.ping_timeouts.get();
+        self.tls_handshakes += m.tls_handshakes.get();
+        for (failure, count) in &mut self.tls_failures {
+            *count += m.tls_failures[failure.index()].get();
+        }
         self.pre_request += m.pre_request.get();
         self.pre_request_evicted += m.pre_request_evicted.get();
         self.write_buffer_bytes += m.write_buffer_bytes.get();

@@ -130,6 +130,25 @@ pub fn render(snap: &Snapshot, uptime_seconds: f64, version: &str) -> String {
     }
     counter(
         w,
+        "roomcast_tls_handshakes_total",
+        "TLS handshakes completed.",
+        snap.tls_handshakes,
+    );
+    header(
+        w,
+        "roomcast_tls_handshake_failures_total",
+        "TLS handshakes that did not complete, by reason.",
+        "counter",
+    );
+    for &(failure, count) in &snap.tls_failures {
+        let reason = failure.as_str();
+        let _ = writeln!(
+            w,
+            "roomcast_tls_handshake_failures_total{{reason=\"{reason}\"}} {count}"
+        );
+    }
+    counter(
+        w,
         "roomcast_ping_timeouts_total",
         "Connections aborted for not answering a ping in time.",
         snap.ping_timeouts,

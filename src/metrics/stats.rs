@@ -60,6 +60,14 @@ pub fn render(out: &mut Vec<u8>, snap: &Snapshot, about: &About<'_>) {
         w.u64(code.as_str(), count);
     }
     w.close();
+    w.open("tls");
+    w.u64("handshakes", snap.tls_handshakes);
+    w.open("failures");
+    for &(failure, count) in &snap.tls_failures {
+        w.u64(failure.as_str(), count);
+    }
+    w.close();
+    w.close();
     w.open("latency");
     histogram(&mut w, "handshake", &snap.handshake_latency);
     histogram(&mut w, "fanout", &snap.fanout_latency);

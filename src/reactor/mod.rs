@@ -3,7 +3,8 @@
 //! `Server::bind` opens the listener(s) and starts one shard thread per
 //! `--shards` (see `shard`), plus, in hand-off mode, an acceptor thread
 //! (see `accept`). `Server::run` waits for SIGTERM/SIGINT and runs the
-//! graceful shutdown of `docs/protocol.md` section 8.
+//! graceful shutdown of `docs/protocol.md` section 8; SIGHUP reloads the
+//! TLS certificate.
 //!
 //! How sockets reach shards (`--accept`): by default (`reuseport`) every
 //! shard accepts on its own SO_REUSEPORT listener and the kernel spreads
@@ -25,6 +26,7 @@ mod fanout;
 mod lifecycle;
 mod pre_request;
 pub mod shard;
+pub mod transport;
 mod users;
 
 use std::io;
@@ -36,13 +38,13 @@ use std::thread::JoinHandle;
 use crossbeam_channel::Receiver;
 use mio::net::TcpListener;
 use mio::{Poll, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::auth::Keys;
 use crate::config::{AcceptMode, Config};
 use crate::conn::Observe;
-use crate::log_info;
+use crate::{log_info, log_warn};
 use crate::metrics::RedisMetrics;
 use crate::metrics::{ShardMetrics, Snapshot};
 use crate::redis::Retention;
@@ -71,6 +73,8 @@ pub struct Shared {
     pub bus_pending: Box<[AtomicUsize]>,
     /// Cluster mode: what the Redis bridge counts.
     pub redis: Option<Arc<RedisMetrics>>,
+    /// `--tls-cert`: the public port speaks TLS.
+    pub tls: Option<crate::tls::Acceptor>,
 }
 
 impl Shared {
@@ -120,7 +124,14 @@ pub struct Server {
 impl Server {
     /// Binds the listener(s) and starts the threads.
     pub fn bind(config: Config) -> io::Result<Self> {
-        let signals = Signals::new([SIGTERM, SIGINT])?;
+        let signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+        let tls = match &config.tls {
+            Some(files) => Some(
+                crate::tls::Acceptor::load(files.clone())
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+            ),
+            None => None,
+        };
         let config_has_cluster = config.cluster.is_some();
         let keys = Keys::new(&config.jwt_secrets);
         let registry = Registry::with_handshake_rate(
@@ -141,6 +152,7 @@ impl Server {
             epoch_seed: crate::auth::random_u64(),
             started: Instant::now(),
             redis: config_has_cluster.then(Arc::default),
+            tls,
         });
         let (drained_tx, drained) = crossbeam_channel::unbounded();
         let mode = shared.config.accept_mode;
@@ -246,7 +258,7 @@ impl Server {
     pub fn run_until_signalled(mut self) -> io::Result<()> {
         let mut signals = match self.signals.take() {
             Some(signals) => signals,
-            None => Signals::new([SIGTERM, SIGINT])?,
+            None => Signals::new([SIGTERM, SIGINT, SIGHUP])?,
         };
         let (signal_tx, signal_rx) = crossbeam_channel::unbounded();
         std::thread::Builder::new()
@@ -258,7 +270,12 @@ impl Server {
                     }
                 }
             })?;
-        let _ = signal_rx.recv();
+        while let Ok(signal) = signal_rx.recv() {
+            if signal != SIGHUP {
+                break;
+            }
+            self.reload_certificate();
+        }
         log_info!(
             "shutting down: draining {} connections",
             self.shared.registry.connections()
@@ -266,6 +283,22 @@ impl Server {
         self.drain(&signal_rx);
         self.stop();
         Ok(())
+    }
+
+    /// SIGHUP: new TLS handshakes get the certificate now in the files;
+    /// established connections keep theirs.
+    fn reload_certificate(&self) {
+        let Some(acceptor) = &self.shared.tls else {
+            log_info!("SIGHUP: no --tls-cert, nothing to reload");
+            return;
+        };
+        match acceptor.reload() {
+            Ok(()) => log_info!(
+                "SIGHUP: certificate reloaded from {}",
+                acceptor.files().cert.display()
+            ),
+            Err(e) => log_warn!("SIGHUP: certificate not reloaded, the old one stays: {e}"),
+        }
     }
 
     /// Refuses new upgrades, closes every WebSocket with 1001 and waits

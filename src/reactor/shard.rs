@@ -27,8 +27,8 @@
 //! is read-only but for the admission counters touched at connect and close
 //! and the bus counts above.
 
-use std::io::{self, IoSlice, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -51,6 +51,8 @@ use crate::reactor::bus::BusMsg;
 use crate::reactor::cluster::BridgeAnswer;
 use crate::reactor::lifecycle::{self, ByteCounts, Ending};
 use crate::reactor::pre_request::{self, PreRequest};
+use crate::reactor::transport::Transport;
+use crate::tls::TlsFailure;
 use crate::rooms::local::LocalRooms;
 use crate::rooms::table::{RoomTable, TableConfig};
 use crate::{log_debug, log_warn, sys};
@@ -109,7 +111,8 @@ impl Handle {
 
 /// A socket and its connection state.
 pub(super) struct Entry {
-    stream: TcpStream,
+    /// The socket, plain or with a TLS session over it.
+    io: Transport,
     pub(super) conn: Connection,
     /// Input not yet consumed (an incomplete head or frame); empty and
     /// unallocated while idle.
@@ -447,7 +450,7 @@ impl Shard {
         self.adopt_on(stream, peer, Port::Public);
     }
 
-    fn adopt_on(&mut self, mut stream: TcpStream, peer: SocketAddr, port: Port) {
+    fn adopt_on(&mut self, stream: TcpStream, peer: SocketAddr, port: Port) {
         if let Err(e) = prepare_socket(&stream, self.shared.config.max_write_buffer) {
             log_debug!("shard {}: socket setup failed for {peer}: {e}", self.index);
             return;
@@ -456,17 +459,29 @@ impl Shard {
         self.next_conn += 1;
         let entry = self.conns.vacant_entry();
         let key = entry.key();
+        let mut io = match (&self.shared.tls, port) {
+            (Some(acceptor), Port::Public) => match acceptor.session() {
+                Ok(session) => Transport::tls(stream, session),
+                Err(e) => {
+                    log_warn!("shard {}: no TLS session for {peer}: {e}", self.index);
+                    return;
+                }
+            },
+            _ => Transport::Plain(stream),
+        };
         if let Err(e) = self
             .poll
             .registry()
-            .register(&mut stream, Token(key), Interest::READABLE)
+            .register(io.socket(), Token(key), Interest::READABLE)
         {
             log_warn!("shard {}: register failed: {e}", self.index);
             return;
         }
         entry.insert(Entry {
-            stream,
-            conn: Connection::new(id, peer.ip(), Instant::now()).on_port(port),
+            io,
+            conn: Connection::new(id, peer.ip(), Instant::now())
+                .on_port(port)
+                .with_request_timeout(self.shared.config.handshake_timeout),
             input: Vec::new(),
             writable_interest: false,
             socket_full: false,
@@ -501,7 +516,11 @@ impl Shard {
             if entry.peer_closed {
                 return;
             }
-            match entry.stream.read(&mut self.read_buf) {
+            let read = entry.io.read(&mut self.read_buf);
+            if entry.io.take_established() {
+                self.shared.metrics[self.index].tls_handshakes.inc();
+            }
+            match read {
                 Ok(0) => {
                     entry.peer_closed = true;
                     entry.conn.on_eof(Instant::now());
@@ -511,7 +530,7 @@ impl Shard {
                 Ok(n) => {
                     self.shared.metrics[self.index].bytes_in.add(n as u64);
                     entry.bytes.read += n as u64;
-                    let short = n < self.read_buf.len();
+                    let short = n < self.read_buf.len() && entry.io.short_read_drains();
                     self.feed(key, n);
                     self.after_slice(key);
                     budget = budget.saturating_sub(n);
@@ -651,7 +670,7 @@ impl Shard {
             self.remove(key, Ending::Reset);
             return;
         }
-        let pending = !entry.conn.outbound().is_empty();
+        let pending = !entry.conn.outbound().is_empty() || entry.io.has_pending_output();
         if pending != entry.writable_interest {
             let interest = if pending {
                 Interest::READABLE | Interest::WRITABLE
@@ -661,7 +680,7 @@ impl Shard {
             if self
                 .poll
                 .registry()
-                .reregister(&mut entry.stream, Token(key), interest)
+                .reregister(entry.io.socket(), Token(key), interest)
                 .is_err()
             {
                 self.remove(key, Ending::Reset);
@@ -679,7 +698,7 @@ impl Shard {
             }
             if !entry.write_shut {
                 entry.write_shut = true;
-                let _ = entry.stream.shutdown(Shutdown::Write);
+                entry.io.shutdown_write();
             }
         } else if entry.peer_closed && !entry.conn.is_publishing() {
             self.remove(key, Ending::Finished);
@@ -797,7 +816,8 @@ impl Shard {
         let Some(mut entry) = self.conns.try_remove(key) else {
             return;
         };
-        let _ = self.poll.registry().deregister(&mut entry.stream);
+        let _ = self.poll.registry().deregister(entry.io.socket());
+        self.count_tls_failure(&entry, ending);
         if entry.pre_request {
             let waiting = self.pre_request.left();
             self.metrics().pre_request.set(waiting);
@@ -813,6 +833,21 @@ impl Shard {
         }
         lifecycle::closed(&entry.conn, ending, entry.bytes, Instant::now());
         pool::give(entry.input);
+    }
+}
+
+impl Shard {
+    /// A TLS handshake that failed, or was still under way when the
+    /// connection was dropped (by the request deadline, or the peer), is
+    /// counted by why.
+    fn count_tls_failure(&self, entry: &Entry, ending: Ending) {
+        let failure = entry.io.failure().or_else(|| {
+            let timed_out = ending == Ending::Aborted(AbortReason::RequestTimeout);
+            (timed_out && entry.io.is_handshaking()).then_some(TlsFailure::Timeout)
+        });
+        if let Some(failure) = failure {
+            self.metrics().tls_failures[failure.index()].inc();
+        }
     }
 }
 
@@ -840,13 +875,21 @@ pub(super) fn write_through(
     }
 }
 
-/// Writes as much queued output as the socket takes.
+/// Writes as much queued output as the socket takes (encrypted output
+/// held back by an earlier full socket first).
 fn write_pending(entry: &mut Entry, metrics: &ShardMetrics) -> io::Result<()> {
     let out = entry.conn.outbound();
-    while !out.is_empty() {
+    loop {
+        if !entry.io.flush()? {
+            entry.socket_full = true;
+            return Ok(());
+        }
+        if out.is_empty() {
+            return Ok(());
+        }
         let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
         let count = out.io_slices(&mut slices);
-        match entry.stream.write_vectored(&slices[..count]) {
+        match entry.io.write_vectored(&slices[..count]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
                 entry.socket_full = false;
@@ -862,7 +905,6 @@ fn write_pending(entry: &mut Entry, metrics: &ShardMetrics) -> io::Result<()> {
             Err(e) => return Err(e),
         }
     }
-    Ok(())
 }
 
 fn prepare_socket(stream: &TcpStream, max_write_buffer: usize) -> io::Result<()> {
