@@ -377,6 +377,12 @@ impl Config {
         if self.drain_timeout > Duration::from_secs(limits::MAX_DRAIN_TIMEOUT_SECS) {
             return out_of_range("drain-timeout", "must be at most 10m");
         }
+        if self.demo && self.tls.is_some() {
+            return out_of_range(
+                "demo",
+                "the in-process demo feed publishes over plain HTTP; run `roomcast demo-feed` beside a TLS server instead",
+            );
+        }
         let handshake = 100..=limits::MAX_HANDSHAKE_TIMEOUT_SECS * 1000;
         if !handshake.contains(&millis(self.handshake_timeout)) {
             return out_of_range("handshake-timeout", "must be between 100ms and 5m");

@@ -6,7 +6,8 @@
 //! this same binary with the same flags, each listening on the same port
 //! with `SO_REUSEPORT` (the kernel spreads connections over every shard of
 //! every child) and joined through `--redis`. It restarts a child that
-//! dies, and on SIGTERM or SIGINT passes the signal on and waits for every
+//! dies, passes SIGHUP on (each node reloads its TLS certificate), and on
+//! SIGTERM or SIGINT passes the signal on and waits for every
 //! child to drain. It serves nothing itself and never touches a socket.
 //!
 //! Children are told apart by their node id (`<node-id>-<i>`), share the
@@ -19,7 +20,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::{log_info, log_warn};
@@ -86,7 +87,7 @@ pub fn child_args(plan: &Plan, index: usize, metrics_bind: Option<String>) -> Ve
 
 /// Runs the children until a signal, then stops them.
 pub fn run(plan: Plan) -> ExitCode {
-    let mut signals = match Signals::new([SIGTERM, SIGINT]) {
+    let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP]) {
         Ok(signals) => signals,
         Err(e) => {
             eprintln!("roomcast: cannot handle signals: {e}");
@@ -104,7 +105,19 @@ pub fn run(plan: Plan) -> ExitCode {
     let mut restart_at: Vec<Option<Instant>> = vec![None; plan.processes];
     log_info!("supervising {} processes", plan.processes);
     loop {
-        if signals.pending().next().is_some() {
+        let mut stopping = false;
+        for signal in signals.pending() {
+            if signal == SIGHUP {
+                // Each node reloads its own TLS certificate.
+                children
+                    .iter()
+                    .flatten()
+                    .for_each(|c| send_signal(c, SIGHUP));
+            } else {
+                stopping = true;
+            }
+        }
+        if stopping {
             break;
         }
         for i in 0..plan.processes {
@@ -175,16 +188,21 @@ fn spawn(plan: &Plan, index: usize, metrics_bind: Option<String>) -> Option<Chil
     }
 }
 
+/// Sends `signal` to a child that has not been reaped.
+fn send_signal(child: &Child, signal: libc::c_int) {
+    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: kill(2) on the PID of a child this process spawned and
+        // has not reaped, so the PID cannot belong to another process.
+        unsafe { libc::kill(pid, signal) };
+    }
+}
+
 /// Passes SIGTERM to every child and waits for them to drain; past
 /// `patience`, the ones left are killed.
 fn stop(children: Vec<Option<Child>>, patience: Duration) -> ExitCode {
     let mut children: Vec<Child> = children.into_iter().flatten().collect();
     for child in &children {
-        if let Ok(pid) = libc::pid_t::try_from(child.id()) {
-            // SAFETY: kill(2) on the PID of a child this process spawned and
-            // has not reaped, so the PID cannot belong to another process.
-            unsafe { libc::kill(pid, SIGTERM) };
-        }
+        send_signal(child, SIGTERM);
     }
     let deadline = Instant::now() + patience;
     let mut clean = true;

@@ -52,9 +52,9 @@ use crate::reactor::cluster::BridgeAnswer;
 use crate::reactor::lifecycle::{self, ByteCounts, Ending};
 use crate::reactor::pre_request::{self, PreRequest};
 use crate::reactor::transport::Transport;
-use crate::tls::TlsFailure;
 use crate::rooms::local::LocalRooms;
 use crate::rooms::table::{RoomTable, TableConfig};
+use crate::tls::TlsFailure;
 use crate::{log_debug, log_warn, sys};
 use std::collections::HashMap;
 
