@@ -409,3 +409,51 @@ fn unusable_certificates_are_refused_at_start_with_a_clear_message() {
     assert!(String::from_utf8_lossy(&alone.stderr).contains("--tls-key"));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_tls_client_that_stops_reading_is_closed_4008_while_a_reader_keeps_going() {
+    let tls = TlsServer::start(&["--shards", "1", "--max-write-buffer", "64KiB"]);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut reader = tls.wss("/echo", &token("reader"));
+    let reader_stop = stop.clone();
+    let reader_thread = std::thread::spawn(move || {
+        let mut round_trips = 0;
+        while !reader_stop.load(std::sync::atomic::Ordering::SeqCst) {
+            echo_round_trip(&mut reader, Message::binary(vec![7u8; 1024]));
+            round_trips += 1;
+        }
+        round_trips
+    });
+
+    let tcp = common::connect_with_small_rcvbuf(tls.server.addr(), 4096);
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let session = ClientConnection::new(tls.pki.client(), name).unwrap();
+    let url = format!("wss://localhost:{}/echo", tls.server.addr().port());
+    let mut request = tungstenite::client::IntoClientRequest::into_client_request(url).unwrap();
+    let auth = format!("Bearer {}", token("slow")).parse().unwrap();
+    request.headers_mut().insert("Authorization", auth);
+    let (mut slow, _) = tungstenite::client(request, StreamOwned::new(session, tcp)).unwrap();
+    let message = vec![1u8; 16 * 1024];
+    for _ in 0..512 {
+        // An error means the server closed us: stop sending.
+        if slow.send(Message::binary(message.clone())).is_err() {
+            break;
+        }
+    }
+    let code = loop {
+        match slow.read() {
+            Ok(Message::Close(frame)) => break frame.map(|f| u16::from(f.code)),
+            Ok(_) => {}
+            Err(e) => panic!("no close frame: {e}"),
+        }
+    };
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(code, Some(4008));
+    assert!(reader_thread.join().unwrap() >= 20);
+    drop(slow);
+    wait_until(Duration::from_secs(5), "the 4008 counted", || {
+        metric(tls.metrics, "roomcast_slow_consumer_closes_total") == 1.0
+    });
+}
