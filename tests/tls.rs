@@ -427,7 +427,8 @@ fn a_tls_client_that_stops_reading_is_closed_4008_while_a_reader_keeps_going() {
 
     let tcp = common::connect_with_small_rcvbuf(tls.server.addr(), 4096);
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    tcp.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let name = ServerName::try_from("localhost").unwrap();
     let session = ClientConnection::new(tls.pki.client(), name).unwrap();
     let url = format!("wss://localhost:{}/echo", tls.server.addr().port());
@@ -456,4 +457,69 @@ fn a_tls_client_that_stops_reading_is_closed_4008_while_a_reader_keeps_going() {
     wait_until(Duration::from_secs(5), "the 4008 counted", || {
         metric(tls.metrics, "roomcast_slow_consumer_closes_total") == 1.0
     });
+}
+
+/// `roomcast bench <args> --tls --json` against the TLS server.
+fn bench_over_tls(tls: &TlsServer, args: &[&str]) -> simd_json::OwnedValue {
+    let output = Server::command()
+        .arg("bench")
+        .args(args)
+        .args([
+            "--tls",
+            "--threads",
+            "1",
+            "--json",
+            "--jwt-secret",
+            common::SECRET,
+        ])
+        .arg("--addr")
+        .arg(tls.server.addr().to_string())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    common::parse_json(stdout.trim())
+}
+
+fn count(result: &simd_json::OwnedValue, key: &str) -> u64 {
+    use simd_json::prelude::*;
+    common::json_at(result, &[key])
+        .and_then(|v| v.as_u64())
+        .unwrap_or_else(|| panic!("no {key} in {result:?}"))
+}
+
+#[test]
+fn the_load_generator_speaks_wss() {
+    let tls = TlsServer::start(&["--shards", "2"]);
+    let echo = bench_over_tls(&tls, &["echo", "-c", "4", "-w", "4", "-d", "500ms"]);
+    assert_eq!(count(&echo, "connected"), 4);
+    assert!(count(&echo, "sent") > 0);
+    assert_eq!(count(&echo, "delivered"), count(&echo, "sent"));
+    assert_eq!(count(&echo, "errors"), 0);
+
+    let fanout = bench_over_tls(
+        &tls,
+        &["fanout", "-c", "20", "--publishers", "1", "-d", "500ms"],
+    );
+    assert!(count(&fanout, "expected") > 0);
+    assert_eq!(count(&fanout, "delivered"), count(&fanout, "expected"));
+    assert_eq!(count(&fanout, "lost"), 0);
+    assert_eq!(count(&fanout, "errors"), 0);
+
+    let connect = bench_over_tls(&tls, &["connect", "-c", "4", "-d", "500ms"]);
+    let handshakes = count(&connect, "handshakes");
+    assert!(handshakes > 0);
+    assert_eq!(count(&connect, "errors"), 0);
+    // Every WebSocket above came through a TLS handshake on the server.
+    let echo_and_fanout = 4 + 20 + 2;
+    let counted = metric(tls.metrics, "roomcast_tls_handshakes_total");
+    assert!(
+        counted >= (handshakes + echo_and_fanout) as f64,
+        "{counted} < {handshakes}"
+    );
+    assert_eq!(tls.failures("protocol"), 0.0);
 }

@@ -99,6 +99,9 @@ pub struct BenchArgs {
     /// cluster, and Redis), whose figures are summed.
     #[arg(long, value_delimiter = ',')]
     pub server_pid: Vec<u32>,
+    /// Speak TLS (wss://, TLS 1.3 when the server offers it); the server's certificate is not checked (loopback only).
+    #[arg(long)]
+    pub tls: bool,
     /// Print the result as one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,

@@ -11,6 +11,7 @@ pub mod client;
 pub mod payload;
 pub mod process;
 pub mod report;
+pub mod tls;
 pub mod worker;
 
 use std::io::{self, Write};

@@ -5,7 +5,7 @@
 //! (atomics, read once a second for progress) and hand their histograms
 //! and tallies back when they finish.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,6 +19,7 @@ use crate::auth::{self, Claims};
 use crate::bench::args::{BenchArgs, Scenario, Target};
 use crate::bench::client::{self, Incoming};
 use crate::bench::payload::{self, ID_PLACEHOLDER, Template};
+use crate::bench::tls::{self, BenchStream};
 use crate::ws::frame::OpCode;
 
 /// The phases of a run, shared by every thread of a process.
@@ -110,7 +111,7 @@ enum State {
 }
 
 struct Client {
-    stream: TcpStream,
+    stream: BenchStream,
     role: Role,
     state: State,
     input: Vec<u8>,
@@ -131,7 +132,7 @@ struct Client {
 
 impl Client {
     /// A client whose upgrade request for `path` is queued.
-    fn new(stream: TcpStream, role: Role, path: &str, host: &str) -> Self {
+    fn new(stream: BenchStream, role: Role, path: &str, host: &str) -> Self {
         Self {
             stream,
             role,
@@ -170,6 +171,8 @@ struct Worker<'a> {
     measure_start: Option<Instant>,
     last_delivery: Instant,
     total_started: usize,
+    /// `--tls`: the configuration of every client session.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl<'a> Worker<'a> {
@@ -200,6 +203,7 @@ impl<'a> Worker<'a> {
             measure_start: None,
             last_delivery: Instant::now(),
             total_started: 0,
+            tls: args.tls.then(tls::client_config),
         })
     }
 
@@ -308,13 +312,11 @@ impl<'a> Worker<'a> {
         let args = self.args;
         let role = self.role_of(global);
         let source = (!args.src_ips.is_empty()).then(|| args.src_ips[global % args.src_ips.len()]);
-        let stream = crate::sys::connect_from(source, args.addr)?;
-        stream.set_nodelay(true)?;
-        let mut stream = TcpStream::from_std(stream);
+        let mut stream = self.open_socket(source)?;
         let entry = self.clients.vacant_entry();
         let key = entry.key();
         self.poll.registry().register(
-            &mut stream,
+            stream.socket(),
             Token(key),
             Interest::READABLE | Interest::WRITABLE,
         )?;
@@ -352,18 +354,24 @@ impl<'a> Worker<'a> {
         source: Option<std::net::IpAddr>,
     ) -> io::Result<()> {
         let args = self.args;
-        let stream = crate::sys::connect_from(source, args.addr)?;
-        stream.set_nodelay(true)?;
-        let mut stream = TcpStream::from_std(stream);
+        let mut stream = self.open_socket(source)?;
         let entry = self.clients.vacant_entry();
         self.poll.registry().register(
-            &mut stream,
+            stream.socket(),
             Token(entry.key()),
             Interest::READABLE | Interest::WRITABLE,
         )?;
         let path = request_path(args, role, global);
         entry.insert(Client::new(stream, role, &path, &args.addr.to_string()));
         Ok(())
+    }
+
+    /// A socket to the server, with a TLS session over it under `--tls`.
+    fn open_socket(&self, source: Option<std::net::IpAddr>) -> io::Result<BenchStream> {
+        let stream = crate::sys::connect_from(source, self.args.addr)?;
+        stream.set_nodelay(true)?;
+        let host = self.args.addr.ip().to_string();
+        BenchStream::new(TcpStream::from_std(stream), self.tls.as_ref(), &host)
     }
 
     fn report_ready(&mut self) {
@@ -509,8 +517,8 @@ impl<'a> Worker<'a> {
     /// A connect-scenario connection is done: close it and let another start.
     fn finish_connector(&mut self, key: usize) {
         if let Some(mut client) = self.clients.try_remove(key) {
-            let _ = self.poll.registry().deregister(&mut client.stream);
-            let _ = crate::sys::reset_on_close(&client.stream);
+            let _ = self.poll.registry().deregister(client.stream.socket());
+            let _ = crate::sys::reset_on_close(client.stream.socket());
         }
     }
 
@@ -720,7 +728,21 @@ impl<'a> Worker<'a> {
         let Some(client) = self.clients.get_mut(key) else {
             return;
         };
-        while !client.out.is_empty() {
+        loop {
+            match client.stream.flush() {
+                Ok(true) => {}
+                Ok(false) => {
+                    client.writable = false;
+                    return;
+                }
+                Err(_) => {
+                    client.state = State::Closed;
+                    return;
+                }
+            }
+            if client.out.is_empty() {
+                break;
+            }
             match client.stream.write(&client.out) {
                 Ok(0) => break,
                 Ok(n) => {
@@ -744,7 +766,7 @@ impl<'a> Worker<'a> {
         let Some(mut client) = self.clients.try_remove(key) else {
             return;
         };
-        let _ = self.poll.registry().deregister(&mut client.stream);
+        let _ = self.poll.registry().deregister(client.stream.socket());
         if client.role != Role::Connector && phase < phase::DRAIN {
             self.tally.errors += 1;
             self.shared.errors.fetch_add(1, Ordering::Relaxed);
@@ -764,6 +786,7 @@ impl<'a> Worker<'a> {
         for (_, client) in self.clients.iter_mut() {
             client::close_frame(&mut client.out);
             let _ = client.stream.write(&client.out);
+            let _ = client.stream.flush();
         }
         self.clients.clear();
     }

@@ -144,13 +144,8 @@ impl TlsStream {
             self.refuse_plaintext()?;
         }
         loop {
-            match self.session.reader().read(buf) {
-                Ok(n) => return Ok(n),
-                // The peer closed without close_notify: an ordinary end
-                // for a WebSocket, whose close handshake says it all.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
+            if let Some(n) = crate::tls::read_plaintext(&mut self.session, buf)? {
+                return Ok(n);
             }
             let was_handshaking = self.session.is_handshaking();
             if self.session.read_tls(&mut self.socket)? == 0 {
@@ -216,15 +211,6 @@ impl TlsStream {
     }
 
     fn flush(&mut self) -> io::Result<bool> {
-        while self.session.wants_write() {
-            match self.session.write_tls(&mut self.socket) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(true)
+        crate::tls::write_records(&mut self.session, &mut self.socket)
     }
 }

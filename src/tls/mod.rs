@@ -33,6 +33,42 @@ const ALPN_HTTP_1_1: &[u8] = b"http/1.1";
 /// own bounded queue (`--max-write-buffer`): a few TLS records.
 pub const SEND_BUFFER_LIMIT: usize = 64 * 1024;
 
+/// Plaintext `session` has decrypted: `Some(0)` at the end of the stream
+/// (close_notify, or the peer closing without it: an ordinary end for a
+/// WebSocket, whose close handshake says it all), `None` when it needs
+/// more records from the socket.
+pub fn read_plaintext<D>(
+    session: &mut rustls::ConnectionCommon<D>,
+    buf: &mut [u8],
+) -> io::Result<Option<usize>> {
+    use std::io::Read;
+    match session.reader().read(buf) {
+        Ok(n) => Ok(Some(n)),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(Some(0)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes the records `session` holds to `socket` until none is left
+/// (`Ok(true)`) or the socket is full (`Ok(false)`). Shared by the server's
+/// connections and the load generator's clients.
+pub fn write_records<D>(
+    session: &mut rustls::ConnectionCommon<D>,
+    socket: &mut impl io::Write,
+) -> io::Result<bool> {
+    while session.wants_write() {
+        match session.write_tls(socket) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
 /// Why a TLS handshake did not complete, for `/metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsFailure {
