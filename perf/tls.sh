@@ -7,6 +7,8 @@
 #   echo      64 connections x 32 B, window 16 (closed loop)
 #   fanout    1,000 subscribers of one room, 64 B, 100 messages/s
 #             (100,000 deliveries/s offered to both)
+#   idle      5,000 connections each joined to a room: server RSS per
+#             connection once the handshakes are done
 #
 # Reported: server CPU per handshake or per delivered message (the
 # server's user + system time over the measured window), the rate, p50/p99.
@@ -21,7 +23,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 set +e
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-5s}
-SCENARIOS=${SCENARIOS:-"connect echo fanout"}
+SCENARIOS=${SCENARIOS:-"connect echo fanout idle"}
 OUT="$PERF_DIR/results/tls-$(date -u +%Y%m%dT%H%M%SZ).jsonl"
 mkdir -p "$PERF_DIR/results"
 
@@ -40,6 +42,7 @@ run_one() { # SCENARIO TRANSPORT RUN
         connect) bench_args+=(connect -c 16) ;;
         echo) bench_args+=(echo -c 64 -w 16 -s 32) ;;
         fanout) bench_args+=(fanout -c 1000 --rooms 1 --publishers 1 -s 64 --rate 100) ;;
+        idle) bench_args+=(idle -c 5000 --rooms 10) ;;
     esac
     start_server "${server_args[@]}" || return
     timeout 120 "$BIN" bench "${bench_args[@]}" --addr "127.0.0.1:$SERVER_PORT" \
@@ -72,9 +75,9 @@ import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 med = statistics.median
 print(f"raw: {sys.argv[1]}")
-print("| scenario | transport | rate | server CPU µs per op | × plain | p50 µs | p99 µs | errors | lost | out of order |")
-print("|---|---|---|---|---|---|---|---|---|---|")
-for scenario in ["connect", "echo", "fanout"]:
+print("| scenario | transport | rate | server CPU µs per op | × plain | p50 µs | p99 µs | RSS B/conn | errors | lost | out of order |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
+for scenario in ["connect", "echo", "fanout", "idle"]:
     base = None
     for transport in ["plain", "tls"]:
         rs = [r for r in rows if r["scenario"] == scenario and r["transport"] == transport]
@@ -82,10 +85,11 @@ for scenario in ["connect", "echo", "fanout"]:
             continue
         key = "handshakes_per_second" if scenario == "connect" else "messages_per_second"
         unit = "handshakes/s" if scenario == "connect" else "msgs/s"
-        cpu = med([r["server"]["cpu_us_per_message"] for r in rs])
+        cpu = med([r["server"]["cpu_us_per_message"] or 0 for r in rs])
         base = cpu if transport == "plain" else base
         print(f"| {scenario} | {transport} | {med([r[key] for r in rs]):,.0f} {unit} | {cpu:.3f} | "
               f"{cpu / base if base else float('nan'):.2f} | {med([r['latency_us']['p50'] for r in rs]):,} | "
-              f"{med([r['latency_us']['p99'] for r in rs]):,} | {sum(r['errors'] for r in rs)} | "
+              f"{med([r['latency_us']['p99'] for r in rs]):,} | "
+              f"{med([r['server']['rss_per_connection_bytes'] for r in rs]):,.0f} | {sum(r['errors'] for r in rs)} | "
               f"{sum(r['lost'] or 0 for r in rs)} | {sum(r['out_of_order'] for r in rs)} |")
 PY

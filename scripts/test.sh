@@ -46,6 +46,19 @@ ensure_redis() {
   fi
 }
 
+# openssl makes the throwaway certificates of the TLS tests (Python, Autobahn over wss).
+ensure_openssl() {
+  if command -v openssl >/dev/null 2>&1; then
+    return 0
+  fi
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "test.sh: openssl is missing; install it (apt-get install openssl)" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+}
+
 # Node.js for the browser client's unit tests (clients/js, `node --test`).
 ensure_node() {
   if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
@@ -92,13 +105,21 @@ ensure_venv() {
   echo "${PY_PINS[*]}" > "$stamp"
 }
 
-# Runs Autobahn's fuzzingclient against `roomcast serve --echo`; fails on any
-# FAILED, NON-STRICT or MISSING case.
+# Runs Autobahn's fuzzingclient against `roomcast serve --echo` over SCHEME
+# (ws or wss: TLS with a throwaway certificate, through the runner's own TLS
+# client); fails on any FAILED, NON-STRICT or MISSING case. Sets
+# AUTOBAHN_RESULT_<SCHEME>.
 autobahn() {
-  local bin="$TARGET/debug/roomcast" secret="autobahn-$RANDOM$RANDOM" log out="$TARGET/autobahn"
+  local scheme="$1" bin="$TARGET/debug/roomcast" secret="autobahn-$RANDOM$RANDOM" log out="$TARGET/autobahn-$1"
+  local tls_flags=()
   log="$(mktemp)"
+  if [ "$scheme" = wss ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=localhost \
+      -keyout "$log.key" -out "$log.crt" 2>/dev/null || return 1
+    tls_flags=(--tls-cert "$log.crt" --tls-key "$log.key")
+  fi
   "$bin" serve --echo --max-message-size 16MiB --max-write-buffer 16MiB --bind 127.0.0.1:0 --jwt-secret "$secret" \
-      --log-level warn >"$log" 2>&1 &
+      --log-level warn "${tls_flags[@]}" >"$log" 2>&1 &
   local pid=$!
   AUTOBAHN_PID=$pid
   local addr=""
@@ -118,17 +139,17 @@ autobahn() {
   local jwt
   jwt="$("$bin" token --secret "$secret" --sub autobahn --ttl 3600)" || return 1
   set +e
-  bash "$ROOT/../shared/autobahn/run.sh" --timeout 600 "ws://$addr/echo?token=$jwt" "$out" | tee "$out.txt"
+  bash "$ROOT/../shared/autobahn/run.sh" --timeout 600 "$scheme://$addr/echo?token=$jwt" "$out" | tee "$out.txt"
   set -e
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   AUTOBAHN_PID=""
-  rm -f "$log"
+  rm -f "$log" "$log.key" "$log.crt"
   local last
   last="$(grep '^autobahn: .* of [0-9]*$' "$out.txt" | tail -n1)"
-  AUTOBAHN_RESULT="${last:-autobahn: no summary}"
+  printf -v "AUTOBAHN_RESULT_${scheme^^}" '%s' "$scheme ${last:-autobahn: no summary}"
   if [ -z "$last" ] || ! grep -Eq ' 0 NON-STRICT, .* 0 FAILED, 0 MISSING of ' <<<"$last"; then
-    echo "test.sh: Autobahn is not clean: ${last:-no summary line}" >&2
+    echo "test.sh: Autobahn over $scheme is not clean: ${last:-no summary line}" >&2
     return 1
   fi
 }
@@ -137,6 +158,7 @@ step "python venv"
 ensure_venv
 step "redis-server"
 ensure_redis
+ensure_openssl
 step "node"
 ensure_node
 step "chromium and playwright-core"
@@ -202,7 +224,9 @@ AUTOBAHN_RESULT="autobahn: skipped"
 if [ "${SKIP_AUTOBAHN:-0}" = 1 ]; then
   step "autobahn skipped (SKIP_AUTOBAHN=1)"
 elif [ -f "$ROOT/../shared/autobahn/run.sh" ]; then
-  check "autobahn" autobahn
+  check "autobahn (ws://)" autobahn ws
+  check "autobahn (wss://)" autobahn wss
+  AUTOBAHN_RESULT="autobahn: ${AUTOBAHN_RESULT_WS:-ws: not run}; ${AUTOBAHN_RESULT_WSS:-wss: not run}"
 else
   step "autobahn skipped (no ../shared/autobahn/run.sh)"
 fi

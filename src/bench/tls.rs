@@ -21,9 +21,8 @@ use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureSch
 
 /// The client configuration every TLS socket of a bench run shares.
 pub fn client_config() -> Arc<ClientConfig> {
-    // The ring provider, as the server's (see `tls`).
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // The server's provider: X25519 first, as browsers offer it.
+    let provider = Arc::new(crate::tls::provider());
     let verifier = Arc::new(AnyCertificate(provider.clone()));
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
