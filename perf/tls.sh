@@ -87,8 +87,12 @@ for scenario in ["connect", "echo", "fanout", "idle"]:
         unit = "handshakes/s" if scenario == "connect" else "msgs/s"
         cpu = med([r["server"]["cpu_us_per_message"] or 0 for r in rs])
         base = cpu if transport == "plain" else base
-        print(f"| {scenario} | {transport} | {med([r[key] for r in rs]):,.0f} {unit} | {cpu:.3f} | "
-              f"{cpu / base if base else float('nan'):.2f} | {med([r['latency_us']['p50'] for r in rs]):,} | "
+        # idle: nothing is measured per operation, only memory.
+        rate = "-" if scenario == "idle" else f"{med([r[key] for r in rs]):,.0f} {unit}"
+        cpu_text = "-" if scenario == "idle" else f"{cpu:.3f}"
+        ratio = "-" if scenario == "idle" else f"{cpu / base if base else float('nan'):.2f}"
+        print(f"| {scenario} | {transport} | {rate} | {cpu_text} | "
+              f"{ratio} | {med([r['latency_us']['p50'] for r in rs]):,} | "
               f"{med([r['latency_us']['p99'] for r in rs]):,} | "
               f"{med([r['server']['rss_per_connection_bytes'] for r in rs]):,.0f} | {sum(r['errors'] for r in rs)} | "
               f"{sum(r['lost'] or 0 for r in rs)} | {sum(r['out_of_order'] for r in rs)} |")

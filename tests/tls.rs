@@ -293,6 +293,7 @@ fn time_until_closed(tcp: &mut TcpStream) -> Duration {
 #[test]
 fn garbage_truncated_and_abandoned_handshakes_are_dropped_and_counted() {
     let tls = TlsServer::start(&["--handshake-timeout", "700ms"]);
+    let fds_before = open_fds(&tls.server);
 
     // A handshake record whose body is not a ClientHello.
     let mut garbage = TcpStream::connect(tls.server.addr()).unwrap();
@@ -333,6 +334,18 @@ fn garbage_truncated_and_abandoned_handshakes_are_dropped_and_counted() {
     let mut ws = tls.wss("/echo", &token("bob"));
     echo_round_trip(&mut ws, Message::text("still here"));
     assert_eq!(tls.failures("protocol"), 1.0);
+    drop(ws);
+    drop((garbage, truncated));
+    wait_until(Duration::from_secs(5), "every socket given back", || {
+        open_fds(&tls.server) <= fds_before
+    });
+}
+
+/// File descriptors the server process holds.
+fn open_fds(server: &Server) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
+        .unwrap()
+        .count()
 }
 
 /// The bytes of a real ClientHello for the server's name.
