@@ -214,6 +214,11 @@ pub mod limits {
     /// WebSocket sockets a shard accepts per event-loop turn before it
     /// serves its other connections; the rest wait for the next turn.
     pub const ACCEPT_BUDGET: usize = 64;
+    /// Hand-off mode (`--accept handoff`): sockets the acceptor may have
+    /// handed to the shards and they not yet adopted, per shard, before it
+    /// stops accepting and leaves the rest in the kernel's backlog. The
+    /// shards adopt `ACCEPT_BUDGET` a turn, as in reuseport mode.
+    pub const HANDOFF_PER_SHARD: usize = 2 * ACCEPT_BUDGET;
     /// Room-traffic messages one shard may have sent another and not yet
     /// seen handled before it stops reading its client sockets; it reads
     /// again once the count is below half of this. Several event-loop turns

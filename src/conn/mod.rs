@@ -573,7 +573,7 @@ impl Connection {
         let report = match outcome {
             RequestOutcome::Upgraded(endpoint, accepted) => {
                 self.open(endpoint, accepted, cx);
-                Report::Opened(endpoint)
+                Some(Report::Opened(endpoint))
             }
             // Reported once answered (`on_body`, `on_published`).
             RequestOutcome::Publish(head) => return self.expect_body(*head, deadline, cx),
@@ -594,7 +594,7 @@ impl Connection {
                 Report::rejected(request, code)
             }
         };
-        cx.reports.push(report);
+        cx.reports.extend(report);
     }
 
     fn open(&mut self, endpoint: Endpoint, accepted: Accepted, cx: &mut Context<'_>) {

@@ -4,11 +4,15 @@
 //! Owns the content of a report, which is chosen so that no line can leak a
 //! credential: the method, the path without its query (cut short), the
 //! status and the error code. Never a header value, a query or a token.
+//! Also owns each report's log level, so that a report whose line would not
+//! be written is not built: no allocation per request while its level is
+//! off.
 
 use crate::codes::ErrorCode;
 use crate::codes::limits::MAX_LOGGED_PATH;
 use crate::conn::Endpoint;
 use crate::http::request::Request;
+use crate::log::{self, Level};
 
 /// One thing that happened to a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,33 +31,40 @@ pub enum Report {
         path: Box<str>,
         status: u16,
     },
+    /// A `POST /publish` was answered with `status` after its body was read.
+    Published { status: u16 },
 }
 
 impl Report {
-    /// An error response to `request`.
-    pub(super) fn rejected(request: &Request<'_>, code: ErrorCode) -> Self {
-        Self::Rejected {
+    /// The level of the line each report becomes.
+    pub fn level(&self) -> Level {
+        match self {
+            Self::Opened(_) | Self::Rejected { .. } => Level::Info,
+            Self::Answered { .. } | Self::Published { .. } => Level::Debug,
+        }
+    }
+
+    /// An error response to `request`; `None` while info lines are off.
+    pub(super) fn rejected(request: &Request<'_>, code: ErrorCode) -> Option<Self> {
+        log::enabled(Level::Info).then(|| Self::Rejected {
             path: Some(clip(request.path)),
             code,
-        }
+        })
     }
 
     /// A `POST /publish` answered with `status` after its body was read.
     pub(crate) fn publish_answered(status: u16) -> Self {
-        Self::Answered {
-            method: "POST".into(),
-            path: "/publish".into(),
-            status,
-        }
+        Self::Published { status }
     }
 
-    /// `request` answered with `response`, a complete HTTP response.
-    pub(super) fn answered(request: &Request<'_>, response: &[u8]) -> Self {
-        Self::Answered {
+    /// `request` answered with `response`, a complete HTTP response; `None`
+    /// while debug lines are off.
+    pub(super) fn answered(request: &Request<'_>, response: &[u8]) -> Option<Self> {
+        log::enabled(Level::Debug).then(|| Self::Answered {
             method: clip(request.method),
             path: clip(request.path),
             status: status_of(response),
-        }
+        })
     }
 }
 
@@ -84,6 +95,22 @@ mod tests {
     fn status_is_read_from_the_status_line() {
         assert_eq!(status_of(b"HTTP/1.1 503 Service Unavailable\r\n"), 503);
         assert_eq!(status_of(b"HTTP/1.1"), 0);
+    }
+
+    #[test]
+    fn a_report_is_built_only_when_its_line_would_be_written() {
+        let head = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+        let (request, _) = crate::http::request::HeadReader::default()
+            .parse(head, 1024)
+            .unwrap()
+            .unwrap();
+        let answered = Report::answered(&request, b"HTTP/1.1 200 OK\r\n");
+        assert_eq!(answered.is_some(), log::enabled(Level::Debug));
+        let rejected = Report::rejected(&request, ErrorCode::BadRequest);
+        assert_eq!(rejected.is_some(), log::enabled(Level::Info));
+        for report in answered.iter().chain(&rejected) {
+            assert!(log::enabled(report.level()));
+        }
     }
 
     #[test]

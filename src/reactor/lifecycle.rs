@@ -98,18 +98,23 @@ pub fn reported(conn: &Connection, report: &Report) {
             method,
             path,
             status,
-        } => log::event(
-            Level::Debug,
-            "http",
-            &[
-                id,
-                ip,
-                ("method", Field::Str(method)),
-                ("path", Field::Str(path)),
-                ("status", Field::U64(u64::from(*status))),
-            ],
-        ),
+        } => http_line(id, ip, method, path, *status),
+        Report::Published { status } => http_line(id, ip, "POST", "/publish", *status),
     }
+}
+
+fn http_line(id: (&str, Field<'_>), ip: (&str, Field<'_>), method: &str, path: &str, status: u16) {
+    log::event(
+        Level::Debug,
+        "http",
+        &[
+            id,
+            ip,
+            ("method", Field::Str(method)),
+            ("path", Field::Str(path)),
+            ("status", Field::U64(u64::from(status))),
+        ],
+    );
 }
 
 /// A socket was dropped. A WebSocket's end is logged at info with its

@@ -71,6 +71,9 @@ pub struct Shared {
     /// handled the batch; a shard that is too far ahead of another stops
     /// reading its sockets (see `shard`).
     pub bus_pending: Box<[AtomicUsize]>,
+    /// Hand-off mode: sockets the acceptor handed over and the shards have
+    /// not adopted yet.
+    pub handoff_pending: Arc<AtomicUsize>,
     /// Cluster mode: what the Redis bridge counts.
     pub redis: Option<Arc<RedisMetrics>>,
     /// `--tls-cert`: the public port speaks TLS.
@@ -152,6 +155,7 @@ impl Server {
             epoch_seed: crate::auth::random_u64(),
             started: Instant::now(),
             redis: config_has_cluster.then(Arc::default),
+            handoff_pending: Arc::default(),
             tls,
         });
         let (drained_tx, drained) = crossbeam_channel::unbounded();
@@ -210,10 +214,11 @@ impl Server {
             let listener = listeners.remove(0);
             let (poll, stop) = accept::poll_with_stop()?;
             let handles = shards.clone();
+            let pending = shared.handoff_pending.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name("acceptor".into())
-                    .spawn(move || accept::run(listener, poll, handles))?,
+                    .spawn(move || accept::run(listener, poll, handles, pending))?,
             );
             acceptor_stop = Some(stop);
         }

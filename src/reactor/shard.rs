@@ -159,8 +159,12 @@ pub struct Shard {
     /// Not reading client sockets: another shard is too far behind on the
     /// room traffic this one sent it.
     holding_back: bool,
-    /// The accept budget ran out with sockets maybe left in the backlog.
+    /// The accept budget ran out with sockets maybe left in the backlog
+    /// (or handed over, in hand-off mode).
     accept_again: bool,
+    /// Hand-off mode: sockets the acceptor handed over, adopted
+    /// `ACCEPT_BUDGET` a turn.
+    handed_over: std::collections::VecDeque<(TcpStream, SocketAddr)>,
     next_tick: Instant,
     tick: Duration,
     next_conn: u64,
@@ -260,6 +264,7 @@ impl Shard {
             again: Vec::new(),
             holding_back: false,
             accept_again: false,
+            handed_over: std::collections::VecDeque::new(),
             next_tick: Instant::now() + tick,
             tick,
             next_conn: 0,
@@ -335,6 +340,7 @@ impl Shard {
             if std::mem::take(&mut self.accept_again) {
                 self.accept_all();
             }
+            self.adopt_handed_over();
             if Instant::now() >= self.next_tick {
                 self.sweep();
             }
@@ -386,7 +392,7 @@ impl Shard {
     fn on_commands(&mut self) -> bool {
         while let Ok(command) = self.commands.try_recv() {
             match command {
-                Command::Adopt(stream, peer) => self.adopt(stream, peer),
+                Command::Adopt(stream, peer) => self.handed_over.push_back((stream, peer)),
                 Command::Drain => self.begin_drain(),
                 Command::Stop => return false,
                 Command::Bridge(message) => self.on_bridge(message),
@@ -430,6 +436,21 @@ impl Shard {
             }
         }
         self.accept_again = true;
+    }
+
+    /// Adopts up to `ACCEPT_BUDGET` of the sockets the acceptor handed
+    /// over; the rest wait for the next turn, like a backlog.
+    fn adopt_handed_over(&mut self) {
+        for _ in 0..ACCEPT_BUDGET {
+            let Some((stream, peer)) = self.handed_over.pop_front() else {
+                return;
+            };
+            self.shared.handoff_pending.fetch_sub(1, Ordering::Relaxed);
+            self.adopt(stream, peer);
+        }
+        if !self.handed_over.is_empty() {
+            self.accept_again = true;
+        }
     }
 
     /// Accepts operator connections on the `--metrics-bind` listener.
