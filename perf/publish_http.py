@@ -6,6 +6,9 @@ request and per message (utime+stime of all its threads, from /proc).
 
     python3 perf/publish_http.py --port 8080 --token "$T" --requests 2000 --batch 1 --server-pid $SP
 
+Start the server with `--publish-rate 0` (or give the token a `rate` of 0):
+otherwise requests past 1,000 messages per second are answered 429.
+
 Only loopback addresses are accepted; the run is bounded by --requests."""
 
 import argparse

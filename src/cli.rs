@@ -147,6 +147,9 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOMCAST_DEMO", default_value_t = false, num_args = 0..=1,
           default_missing_value = "true", action = ArgAction::Set)]
     pub demo: bool,
+    /// POST /publish messages per second per token subject, with a burst as large (the token's `rate` overrides; 0: no limit); over it 429 RATE_LIMITED.
+    #[arg(long, env = "ROOMCAST_PUBLISH_RATE", default_value_t = 1000.0)]
+    pub publish_rate: f64,
     /// PEM certificate chain: the public port speaks TLS (https://, wss://); reloaded on SIGHUP. Needs --tls-key.
     #[arg(long, env = "ROOMCAST_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -321,6 +324,7 @@ impl ServeArgs {
                 _ => None,
             },
             handshake_timeout: self.handshake_timeout,
+            publish_rate: self.publish_rate,
         };
         config.validate()?;
         config.validate_open_files(open_file_limit)?;

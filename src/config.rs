@@ -70,6 +70,9 @@ pub struct Config {
     /// How long a new connection has for its TLS handshake and request
     /// head (and a kept-alive one for its next request).
     pub handshake_timeout: Duration,
+    /// `POST /publish` messages per second per token subject (the token's
+    /// `rate` overrides); 0: no limit.
+    pub publish_rate: f64,
 }
 
 /// The flags of cluster mode (`docs/protocol.md` section 10, `docs/redis.md`).
@@ -304,6 +307,7 @@ impl Config {
             "handshake_timeout_ms",
             self.handshake_timeout.as_millis() as u64,
         );
+        w.f64("publish_rate", self.publish_rate);
         w.close();
     }
 
@@ -399,6 +403,9 @@ impl Config {
     fn validate_limits(&self) -> Result<(), ConfigError> {
         if self.max_connections == 0 {
             return out_of_range("max-connections", "must be at least 1");
+        }
+        if !is_rate(self.publish_rate) {
+            return out_of_range("publish-rate", "must be a number >= 0");
         }
         if !is_rate(self.handshake_rate) {
             return out_of_range("handshake-rate", "must be a number >= 0");

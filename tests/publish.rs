@@ -411,3 +411,50 @@ fn other_methods_are_405() {
     assert_failure(&resp, 405, "METHOD_NOT_ALLOWED");
     assert_eq!(resp.header("allow"), Some("POST"));
 }
+
+#[test]
+fn a_token_over_its_publish_rate_is_answered_429_and_others_are_not() {
+    if common::in_cluster() {
+        // The budget is per node (like the per-IP limits): with requests
+        // spread over two nodes, one node's count is not the subject's.
+        return;
+    }
+    let server = Server::start(&["--publish-rate", "5"]);
+    let token = publisher(&["*"]);
+    let one = post(Some(&token), "", &message("r", "feed:tick", "1"));
+    // The burst is the rate: five messages at once, then 429.
+    for _ in 0..5 {
+        assert_eq!(send(&server, &one).status, 200);
+    }
+    let refused = send(&server, &one);
+    assert_failure(&refused, 429, "RATE_LIMITED");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+
+    // Another subject has a budget of its own, and a token's `rate` claim
+    // overrides the flag (0: no limit).
+    let other = Claims::new("other-feed").publish(&["*"]).token();
+    assert_eq!(
+        send(
+            &server,
+            &post(Some(&other), "", &message("r", "feed:tick", "2"))
+        )
+        .status,
+        200
+    );
+    let unlimited = Claims::new("bulk").publish(&["*"]).rate(0).token();
+    let twenty: Vec<String> = (0..20)
+        .map(|i| message("r", "feed:tick", &i.to_string()))
+        .collect();
+    for _ in 0..3 {
+        let resp = send(&server, &post(Some(&unlimited), "", &batch(&twenty)));
+        assert_eq!(results(&resp).len(), 20);
+    }
+
+    // A batch takes as many tokens as it has messages: a full budget lets
+    // one through, then the subject waits for the debt to be paid back.
+    let batcher = Claims::new("batcher").publish(&["*"]).token();
+    let request = post(Some(&batcher), "", &batch(&twenty));
+    assert_eq!(results(&send(&server, &request)).len(), 20);
+    assert_failure(&send(&server, &request), 429, "RATE_LIMITED");
+    assert!(common::metric(server.addr(), "roomcast_rate_limited_total") >= 2.0);
+}

@@ -56,6 +56,10 @@ pub trait Admission {
     fn admit(&self, ip: IpAddr, now: Instant) -> Result<(), ErrorCode>;
     /// Gives back a slot reserved by `admit`.
     fn release(&self, ip: IpAddr);
+    /// Takes `messages` from the `POST /publish` budget of the token
+    /// subject `subject` at `rate` messages per second (0: no limit);
+    /// false when it is spent.
+    fn admit_publish(&self, subject: &str, messages: usize, rate: f64, now: Instant) -> bool;
 }
 
 /// What the operator endpoints (`/metrics`, `/stats`) read of the whole server.
@@ -175,8 +179,6 @@ pub struct Connection {
     /// The oldest ping not yet followed by any inbound frame.
     unanswered_ping: Option<Instant>,
     next_ping: Instant,
-    /// `--handshake-timeout`, for the deadline of each request.
-    request_timeout: Duration,
     /// The user, rooms and limits of an upgraded connection; kept until the
     /// connection is dropped so its rooms can be left.
     session: Option<Box<SessionState>>,
@@ -227,15 +229,14 @@ impl Connection {
             close_code: None,
             unanswered_ping: None,
             next_ping: now,
-            request_timeout: REQUEST_TIMEOUT,
             session: None,
         }
     }
 
     /// The same connection, with `timeout` for its TLS handshake and
-    /// request head (and each later request) instead of `REQUEST_TIMEOUT`.
+    /// first request head instead of `REQUEST_TIMEOUT` (later requests on a
+    /// kept-alive connection get `--handshake-timeout` from the config).
     pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = timeout;
         if let State::Request { deadline, .. } = &mut self.state {
             *deadline = self.accepted_at + timeout;
         }

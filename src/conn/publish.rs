@@ -8,7 +8,7 @@
 //! rooms, which are reached only through `proto::Request::HttpPublish`.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::auth::Claims;
 use crate::codes::ErrorCode;
@@ -18,6 +18,7 @@ use crate::http::chunked::{ChunkedDecoder, ChunkedError};
 use crate::http::request::HeadReader;
 use crate::http::response;
 use crate::json;
+use crate::proto::publish::PublishError;
 use crate::proto::{self, Request};
 
 /// A `/publish` head that passed every check a head can pass.
@@ -147,16 +148,20 @@ pub(super) struct Results {
     /// Whether the response may keep the connection open; cleared when the
     /// peer pipelines too much meanwhile.
     pub keep_alive: bool,
+    /// How long the next request on a kept-alive connection may take
+    /// (`--handshake-timeout`).
+    next_request_timeout: Duration,
 }
 
 impl Results {
     /// Waiting for one `seq` per room, in body order.
-    pub fn new(rooms: Vec<Arc<str>>, keep_alive: bool) -> Self {
+    pub fn new(rooms: Vec<Arc<str>>, keep_alive: bool, next_request_timeout: Duration) -> Self {
         Self {
             seqs: vec![Outcome::Waiting; rooms.len()],
             missing: rooms.len(),
             rooms,
             keep_alive,
+            next_request_timeout,
         }
     }
 
@@ -247,10 +252,11 @@ impl Connection {
         }
         let keep_alive = results.keep_alive;
         let status = results.status();
+        let timeout = results.next_request_timeout;
         let mut bytes = Vec::with_capacity(256);
         results.write_response(&mut bytes);
         self.out.push_raw(&bytes);
-        self.after_response(keep_alive, now);
+        self.after_response(keep_alive, timeout, now);
         Some((keep_alive, status))
     }
 
@@ -283,22 +289,41 @@ impl Connection {
             Some(decoded) => decoded,
             None => input.get_mut(..length).unwrap_or_default(),
         };
-        match proto::publish::parse(body, cx.parser, &received.claims) {
+        let parsed =
+            proto::publish::parse(body, cx.parser, &received.claims).and_then(|messages| {
+                let rate = received.claims.rate.unwrap_or(cx.config.publish_rate);
+                let subject = &received.claims.sub;
+                if cx
+                    .admission
+                    .admit_publish(subject, messages.len(), rate, cx.now)
+                {
+                    Ok(messages)
+                } else {
+                    cx.metrics.rate_limited.inc();
+                    Err(PublishError::RateLimited { rate })
+                }
+            });
+        match parsed {
             Ok(messages) => self.send_to_rooms(messages, &received.claims, received.keep_alive, cx),
             Err(error) => {
                 let mut bytes = Vec::with_capacity(256);
                 let keep_alive = received.keep_alive;
+                // A client over the rate may try again in a second.
+                let retry: &[(&str, &str)] = match error {
+                    PublishError::RateLimited { .. } => &[("Retry-After", "1")],
+                    _ => &[],
+                };
                 response::write_failure(
                     &mut bytes,
                     error.code(),
                     &error.message(),
-                    &[],
+                    retry,
                     keep_alive,
                 );
                 self.out.push_raw(&bytes);
                 cx.reports
                     .push(Report::publish_answered(error.code().http_status()));
-                self.after_response(keep_alive, cx.now);
+                self.after_response(keep_alive, cx.config.handshake_timeout, cx.now);
             }
         }
     }
@@ -320,7 +345,8 @@ impl Connection {
                 from: claims.sub.clone(),
             });
         }
-        self.state = State::Publishing(Box::new(Results::new(rooms, keep_alive)));
+        let timeout = cx.config.handshake_timeout;
+        self.state = State::Publishing(Box::new(Results::new(rooms, keep_alive, timeout)));
     }
 
     /// A chunked body that breaks its framing or the size limit: answered,
@@ -337,11 +363,11 @@ impl Connection {
 
     /// After a response: the next request on a kept-alive connection gets
     /// a fresh deadline; otherwise the connection finishes.
-    fn after_response(&mut self, keep_alive: bool, now: Instant) {
+    fn after_response(&mut self, keep_alive: bool, timeout: Duration, now: Instant) {
         if keep_alive {
             self.state = State::Request {
                 reader: HeadReader::default(),
-                deadline: now + self.request_timeout,
+                deadline: now + timeout,
             };
         } else {
             self.finish(now);
@@ -383,7 +409,7 @@ mod tests {
     #[test]
     fn results_are_listed_in_body_order_once_all_are_in() {
         let rooms: Vec<Arc<str>> = vec![Arc::from("a"), Arc::from("b\"")];
-        let mut results = Results::new(rooms, false);
+        let mut results = Results::new(rooms, false, crate::conn::REQUEST_TIMEOUT);
         assert!(!results.record(1, Some(7)));
         assert!(!results.record(1, Some(8)), "a repeated index counts once");
         assert!(results.record(0, Some(3)));
@@ -400,7 +426,7 @@ mod tests {
     #[test]
     fn a_refused_message_makes_the_response_a_503_that_lists_what_went_through() {
         let rooms: Vec<Arc<str>> = vec![Arc::from("a"), Arc::from("b")];
-        let mut results = Results::new(rooms, true);
+        let mut results = Results::new(rooms, true, crate::conn::REQUEST_TIMEOUT);
         assert!(!results.record(0, Some(3)));
         assert!(results.record(1, None));
         assert_eq!(results.status(), 503);

@@ -20,6 +20,9 @@ impl Admission for AdmitAll {
         Ok(())
     }
     fn release(&self, _: IpAddr) {}
+    fn admit_publish(&self, _: &str, _: usize, _: f64, _: Instant) -> bool {
+        true
+    }
 }
 
 impl Observe for AdmitAll {

@@ -33,7 +33,7 @@ pub struct Message {
 }
 
 /// Why a body was refused; `code()` and `message()` make the answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum PublishError {
     /// The body is not JSON.
     NotJson,
@@ -53,6 +53,9 @@ pub enum PublishError {
     },
     /// The token's `pub` patterns do not cover `room`.
     Forbidden { room: Arc<str> },
+    /// The token's subject is over its publish rate (the token's `rate`,
+    /// else `--publish-rate`), in messages per second.
+    RateLimited { rate: f64 },
 }
 
 /// What is wrong with one message.
@@ -82,12 +85,13 @@ impl Problem {
 
 impl PublishError {
     /// `INVALID_MESSAGE` when the body is not a JSON object,
-    /// `FORBIDDEN` for a room the token does not cover, else
-    /// `VALIDATION_ERROR`.
+    /// `FORBIDDEN` for a room the token does not cover, `RATE_LIMITED`
+    /// over the publish rate, else `VALIDATION_ERROR`.
     pub const fn code(&self) -> ErrorCode {
         match self {
             Self::NotJson | Self::NotAnObject => ErrorCode::InvalidMessage,
             Self::Forbidden { .. } => ErrorCode::Forbidden,
+            Self::RateLimited { .. } => ErrorCode::RateLimited,
             _ => ErrorCode::ValidationError,
         }
     }
@@ -113,6 +117,9 @@ impl PublishError {
             } => format!("messages[{index}]: {}", problem.message()),
             // Room names are validated before permissions: safe to show.
             Self::Forbidden { room } => format!("may not publish to {room}"),
+            Self::RateLimited { rate } => {
+                format!("over the publish rate of {rate} messages per second")
+            }
         }
     }
 }

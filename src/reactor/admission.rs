@@ -1,6 +1,7 @@
 //! Server-wide connection accounting: `--max-connections`,
-//! `--max-connections-per-ip`, `--handshake-rate`, the draining flag, and
-//! the count of distinct users for the `users` gauge.
+//! `--max-connections-per-ip`, `--handshake-rate`, the draining flag, the
+//! count of distinct users for the `users` gauge, and the `POST /publish`
+//! rate per token subject.
 //!
 //! Touched once per upgrade attempt and once when a WebSocket ends, never
 //! per message; the per-IP map (only when that limit is set), the rate
@@ -11,13 +12,14 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 
 use crate::codes::ErrorCode;
 use crate::codes::limits::MAX_RATE_TRACKED_ADDRESSES;
 use crate::conn::Admission;
+use crate::reactor::buckets::{Buckets, Rate};
 
 /// Counts of admitted WebSocket connections.
 pub struct Registry {
@@ -34,6 +36,8 @@ pub struct Registry {
     user_hasher: RandomState,
     /// `--handshake-rate`; `None` when off.
     handshakes: Option<HandshakeRate>,
+    /// `POST /publish` messages per token subject (keyed like `users`).
+    publishes: Buckets<u64>,
 }
 
 impl Registry {
@@ -54,6 +58,7 @@ impl Registry {
             draining: AtomicBool::new(false),
             users: Mutex::new(HashMap::new()),
             user_hasher: RandomState::new(),
+            publishes: Buckets::new(MAX_RATE_TRACKED_ADDRESSES),
         }
     }
 
@@ -126,6 +131,15 @@ impl Admission for Registry {
         Ok(())
     }
 
+    fn admit_publish(&self, subject: &str, messages: usize, rate: f64, now: Instant) -> bool {
+        if rate <= 0.0 {
+            return true;
+        }
+        let key = self.user_hasher.hash_one(subject);
+        let rate = Rate::per_second(rate);
+        self.publishes.take(key, messages as f64, rate, now)
+    }
+
     fn release(&self, ip: IpAddr) {
         self.total.fetch_sub(1, Ordering::SeqCst);
         if self.max_per_ip == 0 {
@@ -142,28 +156,11 @@ impl Admission for Registry {
 }
 
 /// A token bucket per client address for upgrade attempts: refills at
-/// `rate` per second up to a burst of `rate` (at least 1).
-///
-/// IPv6 addresses are keyed by their /64, which one client usually holds
-/// whole. At most `cap` addresses are tracked; when a new one arrives at
-/// the cap, buckets that have refilled (they hold nothing a fresh bucket
-/// would not) are dropped. If none has, the new address shares one
-/// overflow bucket with every other untracked address: memory stays
-/// bounded, and a flood from very many addresses is still limited as a
-/// whole rather than let through.
+/// `rate` per second up to a burst of `rate` (at least 1). IPv6 addresses
+/// are keyed by their /64, which one client usually holds whole.
 struct HandshakeRate {
-    rate: f64,
-    burst: f64,
-    cap: usize,
-    state: Mutex<Buckets>,
-}
-
-struct Buckets {
-    by_address: HashMap<AddressKey, Bucket>,
-    overflow: Bucket,
-    /// No eviction sweep before this: one that just freed nothing would
-    /// free nothing again so soon.
-    next_sweep: Option<Instant>,
+    rate: Rate,
+    buckets: Buckets<AddressKey>,
 }
 
 /// An IPv4 address, or the /64 prefix of an IPv6 one.
@@ -185,103 +182,29 @@ impl AddressKey {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn full(burst: f64, now: Instant) -> Self {
-        Self {
-            tokens: burst,
-            at: now,
-        }
-    }
-
-    fn refill(&mut self, rate: f64, burst: f64, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * rate).min(burst);
-        self.at = now;
-    }
-
-    /// Takes one token if there is one.
-    fn take(&mut self, rate: f64, burst: f64, now: Instant) -> bool {
-        self.refill(rate, burst, now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Whether the bucket would be full by `now`: forgetting it loses nothing.
-    fn is_refilled(&self, rate: f64, burst: f64, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens + elapsed * rate >= burst
-    }
-}
-
-/// How long an eviction sweep that freed nothing holds off the next.
-const SWEEP_BACKOFF: Duration = Duration::from_secs(1);
-
 impl HandshakeRate {
     fn new(rate: f64, cap: usize) -> Self {
-        let burst = rate.max(1.0);
-        let now = Instant::now();
         Self {
-            rate,
-            burst,
-            cap,
-            state: Mutex::new(Buckets {
-                by_address: HashMap::new(),
-                overflow: Bucket::full(burst, now),
-                next_sweep: None,
-            }),
+            rate: Rate::per_second(rate),
+            buckets: Buckets::new(cap),
         }
     }
 
     /// Takes one attempt from `ip`'s bucket; false when it is empty.
     fn take(&self, ip: IpAddr, now: Instant) -> bool {
-        let (rate, burst) = (self.rate, self.burst);
-        let key = AddressKey::of(ip);
-        let mut state = self.state.lock();
-        if let Some(bucket) = state.by_address.get_mut(&key) {
-            return bucket.take(rate, burst, now);
-        }
-        if state.by_address.len() >= self.cap {
-            self.evict_refilled(&mut state, now);
-        }
-        if state.by_address.len() >= self.cap {
-            return state.overflow.take(rate, burst, now);
-        }
-        let mut bucket = Bucket::full(burst, now);
-        let taken = bucket.take(rate, burst, now);
-        state.by_address.insert(key, bucket);
-        taken
-    }
-
-    fn evict_refilled(&self, state: &mut Buckets, now: Instant) {
-        if state.next_sweep.is_some_and(|at| now < at) {
-            return;
-        }
-        let (rate, burst) = (self.rate, self.burst);
-        state
-            .by_address
-            .retain(|_, bucket| !bucket.is_refilled(rate, burst, now));
-        state.next_sweep = (state.by_address.len() >= self.cap).then_some(now + SWEEP_BACKOFF);
+        self.buckets.take(AddressKey::of(ip), 1.0, self.rate, now)
     }
 
     #[cfg(test)]
     fn tracked(&self) -> usize {
-        self.state.lock().by_address.len()
+        self.buckets.tracked()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1));
     const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));

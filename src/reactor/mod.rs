@@ -20,6 +20,7 @@
 pub mod accept;
 pub mod admission;
 pub mod bridge;
+mod buckets;
 pub mod bus;
 mod cluster;
 mod fanout;
