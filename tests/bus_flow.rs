@@ -30,14 +30,14 @@ const FLOOD: Duration = Duration::from_secs(4);
 /// flood went on.
 const RSS_GROWTH_LIMIT: u64 = 100 * 1024 * 1024;
 
-/// The shard `--shards 2` gives `room` to (FNV-1a, as `rooms::owner_of`).
-fn owner_of(room: &str) -> usize {
+/// The shard of `shards` that owns `room` (FNV-1a, as `rooms::owner_of`).
+fn owner_of(room: &str, shards: usize) -> usize {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in room.bytes() {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
-    (hash % 2) as usize
+    (hash % shards as u64) as usize
 }
 
 /// The next text message, skipping anything that is not an ack for `id`.
@@ -54,13 +54,25 @@ fn ack_for(ws: &mut RawWs, id: u64) -> u64 {
 
 #[test]
 fn a_publisher_flooding_a_slower_shard_is_paused_not_queued() {
+    flood_a_slower_shard(2);
+}
+
+/// The same with three shards: flow control is per pair of shards, so it
+/// holds whatever their number.
+#[test]
+fn flow_control_holds_with_three_shards_too() {
+    flood_a_slower_shard(3);
+}
+
+fn flood_a_slower_shard(shards: usize) {
     let room = (0..)
         .map(|i| format!("flood-{i}"))
-        .find(|r| owner_of(r) == 0)
+        .find(|r| owner_of(r, shards) == 0)
         .unwrap();
+    let shard_count = shards.to_string();
     let server = Server::start(&[
         "--shards",
-        "2",
+        &shard_count,
         "--accept",
         "handoff",
         "--slow-consumer",
@@ -73,9 +85,9 @@ fn a_publisher_flooding_a_slower_shard_is_paused_not_queued() {
         "presence-only",
     ]);
     let addr = server.addr();
-    // Hand-off deals connections round-robin: even ones to shard 0 (the
-    // owner), odd ones to shard 1. Each member is followed by a connection
-    // that closes at once, so every member lands on shard 0.
+    // Hand-off deals connections round-robin over the shards. Each member
+    // (on shard 0, the owner) is followed by a connection to every other
+    // shard that closes at once, so every member lands on shard 0.
     let join = format!(r#"{{"event":"room:join","data":{{"room":"{room}"}},"id":1}}"#);
     let mut members = Vec::with_capacity(MEMBERS);
     for i in 0..MEMBERS {
@@ -87,7 +99,9 @@ fn a_publisher_flooding_a_slower_shard_is_paused_not_queued() {
         let ack = parse_json(std::str::from_utf8(&ack).unwrap());
         common::rooms::ok_data(&ack);
         members.push(member);
-        drop(TcpStream::connect(addr).unwrap());
+        for _ in 1..shards {
+            drop(TcpStream::connect(addr).unwrap());
+        }
     }
     // The next connection goes to shard 1.
     drop(TcpStream::connect(addr).unwrap());

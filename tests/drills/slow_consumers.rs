@@ -20,8 +20,9 @@ const WRITE_BOUND: u64 = 512 * 1024;
 #[test]
 #[ignore = "a drill: scripts/test.sh runs the drills (cargo test --test drills -- --ignored)"]
 fn stalled_members_cost_their_bound_and_fast_members_lose_nothing() {
-    let (members, stalled, messages) = pick((200, 20, 5_000u64), (1_000, 100, 50_000u64));
-    let size = 1024;
+    // Messages of about 60 KB: 5 MB and 50 MB published in all.
+    let (members, stalled, messages) = pick((200, 20, 84u64), (1_000, 100, 840u64));
+    let size = 60_000;
     let drill = Drill::start(
         "slow-consumers",
         &format!(
@@ -30,7 +31,14 @@ fn stalled_members_cost_their_bound_and_fast_members_lose_nothing() {
         ),
         "every reading member gets every message in order; RSS stays within the write bounds",
     );
-    let server = Server::start(&["--shards", "2", "--max-write-buffer", "512KiB"]);
+    let server = Server::start(&[
+        "--shards",
+        "2",
+        "--max-write-buffer",
+        "512KiB",
+        "--max-message-size",
+        "128KiB",
+    ]);
     let (addr, pid) = (server.addr(), server.pid());
     let rss_before = rss_bytes(pid);
     // The load generator's room 0 is `bench-0`; stalled members join it too.
