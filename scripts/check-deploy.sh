@@ -115,12 +115,12 @@ haproxy_cfg() {
   local dir="$WORK/haproxy" cfg
   mkdir -p "$dir"
   cfg="$(python3 tests/python/deploy_configs.py haproxy "$dir" 8443 127.0.0.1:8081 127.0.0.1:8082)" || return 1
-  haproxy -c -q -f "$cfg"
+  haproxy -c -f "$cfg" >/dev/null
 }
 
 dockerfile() {
   [ -x "$VENV/bin/hadolint" ] || { echo "no hadolint in $VENV"; return 1; }
-  "$VENV/bin/hadolint" "$DEPLOY/docker/Dockerfile"
+  "$VENV/bin/hadolint" --no-color "$DEPLOY/docker/Dockerfile"
 }
 
 kubernetes_schemas() {
