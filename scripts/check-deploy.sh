@@ -20,6 +20,8 @@
 #   scripts/check-deploy.sh                   (after cargo build)
 #   ROOMCAST_BIN=... DEPLOY_VENV=... scripts/check-deploy.sh
 set -uo pipefail
+# Debian installs nginx and haproxy in /usr/sbin, which a non-login PATH may lack.
+export PATH="$PATH:/usr/sbin:/sbin"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"

@@ -66,6 +66,8 @@ ensure_openssl() {
 # roomcast) and systemd-analyze, for scripts/check-deploy.sh; Debian's.
 ensure_deploy_tools() {
   local missing=()
+  # Debian installs nginx and haproxy in /usr/sbin, which a non-login PATH may lack.
+  PATH="$PATH:/usr/sbin:/sbin"
   command -v nginx >/dev/null 2>&1 || missing+=(nginx)
   command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
   command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)

@@ -24,15 +24,20 @@ import deploy_configs
 from conftest import TIMEOUT, claims, free_port, mint, request
 
 PROXIES = {
-    "nginx": lambda conf: ["nginx", "-c", str(conf), "-g", "daemon off;"],
-    "haproxy": lambda cfg: ["haproxy", "-f", str(cfg), "-db"],
+    "nginx": lambda exe, conf: [exe, "-c", str(conf), "-g", "daemon off;"],
+    "haproxy": lambda exe, cfg: [exe, "-f", str(cfg), "-db"],
 }
+
+
+def proxy_executable(kind):
+    """Debian installs both in /usr/sbin, which a non-login PATH may lack."""
+    return shutil.which(kind, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
 
 
 class Proxy:
     """A running proxy on https://localhost:port in front of `servers`."""
 
-    def __init__(self, kind, servers):
+    def __init__(self, kind, executable, servers):
         self.servers = servers
         # Not under pytest's 0700 tmp_path: nginx's workers drop to `nobody`.
         self.dir = tempfile.mkdtemp(prefix=f"roomcast-{kind}-")
@@ -42,7 +47,7 @@ class Proxy:
         conf = render(self.dir, self.port, [s.addr for s in servers])
         self.context = ssl.create_default_context(cafile=os.path.join(self.dir, "cert.pem"))
         self.proc = subprocess.Popen(
-            PROXIES[kind](conf), stdin=subprocess.DEVNULL,
+            PROXIES[kind](executable, conf), stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
         self._wait_healthy()
@@ -100,10 +105,11 @@ class Proxy:
 @pytest.fixture(params=sorted(PROXIES))
 def proxy(request, start_server, redis_server):
     kind = request.param
-    if shutil.which(kind) is None:
+    executable = proxy_executable(kind)
+    if executable is None:
         pytest.skip(f"{kind} is not installed (apt-get install {kind})")
     servers = [start_server("--redis", redis_server, "--log-level", "warn") for _ in range(2)]
-    proxy = Proxy(kind, servers)
+    proxy = Proxy(kind, executable, servers)
     yield proxy
     proxy.stop()
 
