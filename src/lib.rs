@@ -17,6 +17,7 @@ pub mod http;
 pub mod json;
 pub mod log;
 pub mod metrics;
+pub mod preflight;
 pub mod proto;
 pub mod reactor;
 pub mod redis;

@@ -7,7 +7,7 @@ use clap::Parser;
 use roomcast::auth;
 use roomcast::cli::{Cli, Command, MAX_TOKEN_TTL_SECS, ServeArgs, TokenArgs};
 use roomcast::reactor::Server;
-use roomcast::{log, supervisor, sys};
+use roomcast::{log, preflight, supervisor, sys};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -44,6 +44,12 @@ fn serve(args: ServeArgs) -> ExitCode {
         let mut json = Vec::with_capacity(1024);
         config.write_json(&mut json);
         println!("{}", String::from_utf8_lossy(&json));
+        // Warnings go to stderr and keep the exit status 0: the server would
+        // start, it would just not do well in production.
+        let facts = preflight::Facts::probe(&config);
+        for warning in preflight::warnings(&config, &facts) {
+            eprintln!("roomcast: warning: {warning}");
+        }
         return ExitCode::SUCCESS;
     }
     log::set_level(config.log_level);

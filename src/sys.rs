@@ -43,6 +43,12 @@ pub fn reset_on_close(socket: &impl AsRawFd) -> io::Result<()> {
 
 /// The soft limit on open files of this process.
 pub fn open_file_limit() -> usize {
+    open_file_limits().map_or(1024, |limits| limits.soft)
+}
+
+/// The soft and hard limits on open files of this process; `None` when
+/// they cannot be read.
+pub fn open_file_limits() -> Option<OpenFileLimits> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -51,9 +57,21 @@ pub fn open_file_limit() -> usize {
     // to a live, properly aligned local of exactly that type.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
     if rc != 0 {
-        return 1024;
+        return None;
     }
-    usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
+    let size = |n: libc::rlim_t| usize::try_from(n).unwrap_or(usize::MAX);
+    Some(OpenFileLimits {
+        soft: size(limit.rlim_cur),
+        hard: size(limit.rlim_max),
+    })
+}
+
+/// `RLIMIT_NOFILE`: the soft limit is in force; the process may raise it
+/// up to the hard limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenFileLimits {
+    pub soft: usize,
+    pub hard: usize,
 }
 
 /// CPU time (user + system) the calling thread has used so far; zero if the
@@ -76,7 +94,7 @@ pub fn thread_cpu_time() -> std::time::Duration {
 
 /// Pending connections the kernel queues per listener; std's default of 128
 /// drops connection attempts under a burst of reconnects.
-const LISTEN_BACKLOG: libc::c_int = 4096;
+pub const LISTEN_BACKLOG: libc::c_int = 4096;
 
 /// A non-blocking listener bound with `SO_REUSEPORT` (and `SO_REUSEADDR`),
 /// so that several shards can each accept on the same port.

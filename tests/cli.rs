@@ -169,6 +169,47 @@ fn check_config_refuses_nonsense_with_exit_2() {
 }
 
 #[test]
+fn check_config_warns_about_what_will_bite_in_production() {
+    // A port nothing listens on: the Redis probe is refused at once.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let redis = format!("redis://127.0.0.1:{}", closed.local_addr().unwrap().port());
+    drop(closed);
+    let out = serve_output(&[
+        "--check-config",
+        "--redis",
+        &redis,
+        // 100 TiB per connection: more than any machine's memory.
+        "--max-write-buffer",
+        "100000000MiB",
+        "--max-connections",
+        "10",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    common::parse_json(String::from_utf8(out.stdout).unwrap().trim());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("roomcast: warning: memory: 10 connections x 104857600000000 bytes"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "roomcast: warning: redis: {redis}/0 did not answer PING"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_config_is_quiet_about_a_configuration_that_fits() {
+    let out = serve_output(&["--check-config", "--max-connections", "10"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for topic in ["memory", "redis", "open files"] {
+        assert!(!stderr.contains(&format!("warning: {topic}")), "{stderr}");
+    }
+}
+
+#[test]
 fn connect_sends_each_line_and_prints_each_message() {
     use std::io::{BufRead, BufReader, Write};
     use std::process::Stdio;

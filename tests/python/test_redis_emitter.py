@@ -4,10 +4,8 @@ a real redis-server with roomcast's function library loaded."""
 import os
 import pathlib
 import re
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 import redis
@@ -15,36 +13,12 @@ import redis
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def redis_url():
-    port = free_port()
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-         "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis.from_url(url).ping()
-                break
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.05)
-        library = (ROOT / "src" / "redis" / "roomcast.lua").read_text()
-        redis.Redis.from_url(url).function_load(library, replace=True)
-        yield url
-    finally:
-        proc.kill()
-        proc.wait()
+def redis_url(redis_server):
+    """The throwaway Redis with roomcast's function library loaded."""
+    library = (ROOT / "src" / "redis" / "roomcast.lua").read_text()
+    redis.Redis.from_url(redis_server).function_load(library, replace=True)
+    return redis_server
 
 
 def snippet():

@@ -1,0 +1,425 @@
+//! `serve --check-config`'s warnings: what a valid configuration will still
+//! run into on this machine in production.
+//!
+//! Owns the probes (`/proc` and cgroup files, the open-file limits, one
+//! blocking `PING` to each `--redis` server) and the decisions made from
+//! their readings. The decisions are pure: `warnings` takes the
+//! configuration and the readings and returns what to say, so they are
+//! tested with made-up numbers. A probe that cannot read its fact leaves it
+//! out rather than guess. Nothing here refuses a configuration (that is
+//! `Config::validate`'s job, exit status 2) or touches a running server.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, max_connections_for};
+use crate::redis::resp::{self, Reply};
+use crate::redis::url::RedisUrl;
+use crate::sys::OpenFileLimits;
+
+/// How long `--check-config` waits for each Redis server: a start-up check
+/// must not hang on a firewall that drops packets.
+pub const REDIS_PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// What the probes read on this machine; `None` or empty: unknown.
+#[derive(Debug, Default)]
+pub struct Facts {
+    pub open_files: Option<OpenFileLimits>,
+    /// `/proc/sys/net/core/somaxconn`: the kernel's cap on a listen backlog.
+    pub somaxconn: Option<u64>,
+    /// The memory this process may use: `MemTotal`, or the cgroup's
+    /// `memory.max` when lower (a container's limit).
+    pub memory_bytes: Option<u64>,
+    /// Each `--redis` server and the outcome of one `PING`.
+    pub redis: Vec<(String, Result<(), ProbeError>)>,
+}
+
+impl Facts {
+    /// Reads every fact `config` needs; pings each `--redis` server.
+    pub fn probe(config: &Config) -> Self {
+        let redis = config.cluster.as_ref().map_or_else(Vec::new, |cluster| {
+            let ping = |url: &RedisUrl| (url.to_string(), ping(url, REDIS_PROBE_TIMEOUT));
+            cluster.servers.iter().map(ping).collect()
+        });
+        Self {
+            open_files: crate::sys::open_file_limits(),
+            somaxconn: read_number("/proc/sys/net/core/somaxconn"),
+            memory_bytes: memory_limit(),
+            redis,
+        }
+    }
+}
+
+/// One thing that will bite.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Warning {
+    /// `--max-connections` took its default from a soft open-file limit
+    /// that the process could raise up to `hard`.
+    OpenFiles {
+        max_connections: usize,
+        soft: usize,
+        hard: usize,
+    },
+    /// The kernel caps every listen backlog below what roomcast asks for.
+    Somaxconn { somaxconn: u64, backlog: u64 },
+    /// The write buffers the configuration allows exceed the memory.
+    Memory {
+        per_connection: u64,
+        connections: u64,
+        memory: u64,
+    },
+    /// A `--redis` server did not answer `PING`.
+    Redis { url: String, error: String },
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::OpenFiles {
+                max_connections,
+                soft,
+                hard,
+            } => write!(
+                f,
+                "open files: --max-connections is {max_connections}, set by the soft \
+                 open-file limit {soft}; the hard limit {hard} would allow {}: raise the \
+                 soft limit (ulimit -n, or LimitNOFILE= in the systemd unit)",
+                max_connections_for(*hard)
+            ),
+            Self::Somaxconn { somaxconn, backlog } => write!(
+                f,
+                "somaxconn: net.core.somaxconn is {somaxconn}, below the listen backlog \
+                 of {backlog}: in a reconnect burst the kernel drops connection attempts \
+                 past {somaxconn} and clients wait for SYN retries (1 s, 3 s, ...); \
+                 sysctl -w net.core.somaxconn={backlog}"
+            ),
+            Self::Memory {
+                per_connection,
+                connections,
+                memory,
+            } => write!(
+                f,
+                "memory: {connections} connections x {per_connection} bytes of write \
+                 buffer = {} MiB, more than the {} MiB this process may use: clients that \
+                 all fall behind at once can exhaust memory before they are closed; \
+                 lower --max-write-buffer or --max-connections",
+                (per_connection * connections) >> 20,
+                memory >> 20
+            ),
+            Self::Redis { url, error } => write!(
+                f,
+                "redis: {url} did not answer PING ({error}); the server still starts, \
+                 but answers /healthz with 503 and publishes with UNAVAILABLE until \
+                 it can reach Redis"
+            ),
+        }
+    }
+}
+
+/// The warnings for `config` on a machine with `facts`, in a fixed order.
+pub fn warnings(config: &Config, facts: &Facts) -> Vec<Warning> {
+    let mut found = Vec::new();
+    found.extend(open_files(config.max_connections, facts.open_files));
+    found.extend(somaxconn(facts.somaxconn));
+    found.extend(memory(config, facts.memory_bytes));
+    for (url, outcome) in &facts.redis {
+        if let Err(error) = outcome {
+            found.push(Warning::Redis {
+                url: url.clone(),
+                error: error.to_string(),
+            });
+        }
+    }
+    found
+}
+
+/// Over the soft limit is refused by `Config::validate_open_files`; what is
+/// left to warn about is a ceiling set by a soft limit that could be higher.
+fn open_files(max_connections: usize, limits: Option<OpenFileLimits>) -> Option<Warning> {
+    let OpenFileLimits { soft, hard } = limits?;
+    let capped_by_soft = max_connections == max_connections_for(soft);
+    (capped_by_soft && soft < hard).then_some(Warning::OpenFiles {
+        max_connections,
+        soft,
+        hard,
+    })
+}
+
+fn somaxconn(somaxconn: Option<u64>) -> Option<Warning> {
+    let somaxconn = somaxconn?;
+    let backlog = crate::sys::LISTEN_BACKLOG as u64;
+    (somaxconn < backlog).then_some(Warning::Somaxconn { somaxconn, backlog })
+}
+
+/// Each connection may hold `--max-write-buffer` unsent, and with TLS also
+/// the records rustls has not written yet.
+fn memory(config: &Config, memory: Option<u64>) -> Option<Warning> {
+    let memory = memory?;
+    let tls = if config.tls.is_some() {
+        crate::tls::SEND_BUFFER_LIMIT
+    } else {
+        0
+    };
+    let per_connection = (config.max_write_buffer + tls) as u64;
+    let connections = config.max_connections as u64;
+    let total = per_connection.saturating_mul(connections);
+    (total > memory).then_some(Warning::Memory {
+        per_connection,
+        connections,
+        memory,
+    })
+}
+
+/// Why a Redis server did not answer `PING`.
+#[derive(Debug)]
+pub enum ProbeError {
+    /// The host name has no address.
+    Resolve(io::Error),
+    /// No TCP connection within the timeout.
+    Connect(io::Error),
+    /// The connection broke or timed out during the exchange.
+    Io(io::Error),
+    /// Redis answered with an error (`WRONGPASS`, `NOAUTH`, ...).
+    Refused(String),
+    /// The reply was not RESP, or not `PONG`.
+    Unexpected,
+}
+
+impl fmt::Display for ProbeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Resolve(e) => write!(f, "cannot resolve: {e}"),
+            Self::Connect(e) => write!(f, "cannot connect: {e}"),
+            Self::Io(e) => write!(f, "{e}"),
+            Self::Refused(message) => write!(f, "Redis answered: {message}"),
+            Self::Unexpected => f.write_str("not a Redis PONG"),
+        }
+    }
+}
+
+impl std::error::Error for ProbeError {}
+
+/// Connects, authenticates when the URL has a password, and sends `PING`,
+/// all within `timeout` (blocking: this runs before any event loop).
+pub fn ping(url: &RedisUrl, timeout: Duration) -> Result<(), ProbeError> {
+    let deadline = Instant::now() + timeout;
+    let addr = resolve(url).map_err(ProbeError::Resolve)?;
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(ProbeError::Connect)?;
+    let mut commands = Vec::new();
+    let mut expected = 1;
+    if let Some(password) = &url.password {
+        let user = url.user.as_deref().unwrap_or("default");
+        resp::write_command(&mut commands, &["AUTH", user, password]);
+        expected = 2;
+    }
+    resp::write_command(&mut commands, &["PING"]);
+    stream.write_all(&commands).map_err(ProbeError::Io)?;
+    let replies = read_replies(&mut stream, expected, deadline)?;
+    match replies.last() {
+        Some(Reply::Status(pong)) if pong == "PONG" => Ok(()),
+        _ => Err(ProbeError::Unexpected),
+    }
+}
+
+fn resolve(url: &RedisUrl) -> io::Result<SocketAddr> {
+    (url.host.as_str(), url.port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))
+}
+
+/// Reads until `count` replies have arrived; the first error reply is the
+/// answer (a failed `AUTH` makes the `PING` after it fail too).
+fn read_replies(
+    stream: &mut TcpStream,
+    count: usize,
+    deadline: Instant,
+) -> Result<Vec<Reply>, ProbeError> {
+    let mut input = Vec::new();
+    let mut replies = Vec::new();
+    let mut chunk = [0u8; 512];
+    while replies.len() < count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let left = left.max(Duration::from_millis(1));
+        stream
+            .set_read_timeout(Some(left))
+            .map_err(ProbeError::Io)?;
+        let n = stream.read(&mut chunk).map_err(ProbeError::Io)?;
+        if n == 0 {
+            return Err(ProbeError::Io(io::ErrorKind::UnexpectedEof.into()));
+        }
+        input.extend_from_slice(&chunk[..n]);
+        while let Some((reply, used)) = resp::parse(&input).map_err(|_| ProbeError::Unexpected)? {
+            input.drain(..used);
+            if let Reply::Error(message) = reply {
+                return Err(ProbeError::Refused(message));
+            }
+            replies.push(reply);
+        }
+    }
+    Ok(replies)
+}
+
+/// The lower of `MemTotal` and the cgroup v2 `memory.max` (a number, or
+/// `max` for none).
+fn memory_limit() -> Option<u64> {
+    let total = mem_total(&std::fs::read_to_string("/proc/meminfo").ok()?)?;
+    let cgroup = read_number("/sys/fs/cgroup/memory.max");
+    Some(cgroup.map_or(total, |limit| limit.min(total)))
+}
+
+/// `MemTotal` of a `/proc/meminfo` text, in bytes.
+fn mem_total(meminfo: &str) -> Option<u64> {
+    let kib: u64 = meminfo
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    kib.checked_mul(1024)
+}
+
+fn read_number(path: &str) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(max_connections: usize, max_write_buffer: usize) -> Config {
+        let cli = <crate::cli::Cli as clap::Parser>::try_parse_from([
+            "roomcast",
+            "serve",
+            "--jwt-secret",
+            "s",
+        ])
+        .unwrap();
+        let crate::cli::Command::Serve(args) = cli.command else {
+            unreachable!()
+        };
+        let mut config = args.into_config(None, 2, 1 << 20).unwrap();
+        config.max_connections = max_connections;
+        config.max_write_buffer = max_write_buffer;
+        config
+    }
+
+    fn limits(soft: usize, hard: usize) -> Option<OpenFileLimits> {
+        Some(OpenFileLimits { soft, hard })
+    }
+
+    #[test]
+    fn a_default_ceiling_from_a_raisable_soft_limit_is_reported() {
+        let warning = open_files(896, limits(1024, 524_288)).unwrap();
+        let text = warning.to_string();
+        assert!(text.contains("soft open-file limit 1024"), "{text}");
+        assert!(text.contains("would allow 524160"), "{text}");
+    }
+
+    #[test]
+    fn an_explicit_ceiling_or_a_soft_limit_at_the_hard_one_is_fine() {
+        assert_eq!(open_files(500, limits(1024, 524_288)), None);
+        assert_eq!(open_files(896, limits(1024, 1024)), None);
+        assert_eq!(open_files(896, None), None);
+    }
+
+    #[test]
+    fn somaxconn_below_the_backlog_is_reported() {
+        let Some(Warning::Somaxconn { somaxconn, backlog }) = somaxconn(Some(128)) else {
+            panic!("no warning for 128");
+        };
+        assert_eq!((somaxconn, backlog), (128, 4096));
+        assert_eq!(super::somaxconn(Some(4096)), None);
+        assert_eq!(super::somaxconn(None), None);
+    }
+
+    #[test]
+    fn write_buffers_above_the_memory_are_reported() {
+        let config = config(100_000, 512 * 1024);
+        let warning = memory(&config, Some(16 << 30)).unwrap();
+        assert!(warning.to_string().contains("= 50000 MiB"), "{warning}");
+        assert_eq!(memory(&config, Some(64 << 30)), None);
+        assert_eq!(memory(&config, None), None);
+    }
+
+    #[test]
+    fn tls_adds_its_record_buffer_to_each_connection() {
+        let mut config = config(10, 1024);
+        config.tls = Some(crate::tls::TlsFiles {
+            cert: "c.pem".into(),
+            key: "k.pem".into(),
+        });
+        let Some(Warning::Memory { per_connection, .. }) = memory(&config, Some(1)) else {
+            panic!("no warning");
+        };
+        assert_eq!(per_connection, 1024 + 64 * 1024);
+    }
+
+    #[test]
+    fn warnings_come_in_order_and_only_failed_pings_count() {
+        let facts = Facts {
+            open_files: limits(1024, 4096),
+            somaxconn: Some(128),
+            memory_bytes: Some(1 << 20),
+            redis: vec![
+                ("redis://a:6379/0".into(), Ok(())),
+                ("redis://b:6379/0".into(), Err(ProbeError::Unexpected)),
+            ],
+        };
+        let found = warnings(&config(896, 64 * 1024), &facts);
+        let topics: Vec<_> = found
+            .iter()
+            .map(|w| w.to_string().split(':').next().unwrap().to_owned())
+            .collect();
+        assert_eq!(topics, ["open files", "somaxconn", "memory", "redis"]);
+        assert!(found[3].to_string().contains("redis://b:6379/0"));
+    }
+
+    #[test]
+    fn mem_total_is_read_in_bytes() {
+        let meminfo = "MemTotal:       24684544 kB\nMemFree:  100 kB\n";
+        assert_eq!(mem_total(meminfo), Some(24_684_544 * 1024));
+        assert_eq!(mem_total("MemFree: 1 kB\n"), None);
+    }
+
+    #[test]
+    fn a_closed_port_is_a_connect_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let url: RedisUrl = format!("redis://127.0.0.1:{port}").parse().unwrap();
+        let error = ping(&url, Duration::from_millis(500)).unwrap_err();
+        assert!(matches!(error, ProbeError::Connect(_)), "{error}");
+    }
+
+    #[test]
+    fn a_pong_passes_and_an_auth_error_is_reported() {
+        for (answer, ok) in [(&b"+PONG\r\n"[..], true), (b"-WRONGPASS bad\r\n", false)] {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let server = std::thread::spawn(move || {
+                let (mut socket, _) = listener.accept().unwrap();
+                let mut request = [0u8; 256];
+                let _ = socket.read(&mut request).unwrap();
+                socket.write_all(answer).unwrap();
+                if !ok {
+                    socket.write_all(b"-NOAUTH\r\n").unwrap();
+                }
+            });
+            let password = if ok { "" } else { ":pw@" };
+            let url: RedisUrl = format!("redis://{password}127.0.0.1:{port}")
+                .parse()
+                .unwrap();
+            let outcome = ping(&url, Duration::from_secs(2));
+            server.join().unwrap();
+            match outcome {
+                Ok(()) => assert!(ok),
+                Err(ProbeError::Refused(message)) => assert_eq!(message, "WRONGPASS bad"),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+}
