@@ -207,12 +207,17 @@ cluster_pass() {
   return $status
 }
 trap cleanup EXIT
-: >"$LOGS/cargo"; : >"$LOGS/pytest"; : >"$LOGS/cluster"; : >"$LOGS/node"; : >"$LOGS/browser"
+: >"$LOGS/cargo"; : >"$LOGS/fuzz"; : >"$LOGS/pytest"; : >"$LOGS/cluster"; : >"$LOGS/node"; : >"$LOGS/browser"
 
 check "cargo fmt --check" cargo fmt --all -- --check
 check "cargo clippy" cargo clippy --quiet --all-targets -- -D warnings
 # Each integration test starts its own server; two at a time suits 2 cores.
-check "cargo test" bash -c 'set -o pipefail; cargo test --quiet --no-fail-fast -- --test-threads=2 2>&1 | tee "$1"' _ "$LOGS/cargo"
+# The fuzz targets only replay their corpus here; the next step fuzzes.
+check "cargo test" bash -c 'set -o pipefail; ROOMCAST_FUZZ_SECS=0 cargo test --quiet --no-fail-fast -- --test-threads=2 2>&1 | tee "$1"' _ "$LOGS/cargo"
+# Every parser's fuzz target for a bounded time: 8 targets x 12 s, two at a
+# time, about 50 s. In debug: a release build runs 5-16 times the executions
+# but costs about 4 minutes of building on a fresh machine.
+check "fuzz targets (tests/fuzz)" bash -c 'set -o pipefail; ROOMCAST_FUZZ_SECS="${ROOMCAST_FUZZ_SECS:-12}" cargo test --test fuzz -- --nocapture --test-threads=2 2>&1 | tee "$1"' _ "$LOGS/fuzz"
 check "cargo test (cluster of two nodes)" cluster_pass
 check "node --test (clients/js)" bash -c 'set -o pipefail; cd clients/js && node --test test/ 2>&1 | tee "$1"' _ "$LOGS/node"
 check "browser tests (Chromium)" bash -c 'set -o pipefail; SCREENSHOT_DIR="$4" ROOMCAST_BIN="$1" PLAYWRIGHT_CORE="$2" CHROMIUM="$(command -v chromium)" node --test tests/browser/ 2>&1 | tee "$3"' \
@@ -236,7 +241,7 @@ count() { { grep -Eo "[0-9]+ $1" || true; } | awk '{n += $1} END {print n + 0}';
 total() {
   local node
   node=$(sed -n "s/^# \(pass\|fail\) \([0-9]*\)$/\2 \1/p" "$LOGS/node" "$LOGS/browser" | sed 's/ pass$/ passed/; s/ fail$/ failed/' | count "$1")
-  echo $(( $(grep -h '^test result:' "$LOGS/cargo" "$LOGS/cluster" | count "$1") + $(tail -n1 "$LOGS/pytest" | count "$1") + node ))
+  echo $(( $(grep -h '^test result:' "$LOGS/cargo" "$LOGS/fuzz" "$LOGS/cluster" | count "$1") + $(tail -n1 "$LOGS/pytest" | count "$1") + node ))
 }
 echo
 echo "test.sh: $AUTOBAHN_RESULT; took $(( $(date +%s) - start ))s"
