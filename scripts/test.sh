@@ -246,12 +246,17 @@ cluster_pass() {
 }
 trap cleanup EXIT
 : >"$LOGS/cargo"; : >"$LOGS/pytest"; : >"$LOGS/cluster"; : >"$LOGS/node"; : >"$LOGS/browser"
-: >"$LOGS/drills"; : >"$LOGS/deploy"
+: >"$LOGS/drills"; : >"$LOGS/deploy"; : >"$LOGS/fuzz"
 
 check "cargo fmt --check" cargo fmt --all -- --check
 check "cargo clippy" cargo clippy --quiet --all-targets -- -D warnings
 # Each integration test starts its own server; two at a time suits 2 cores.
-check "cargo test" bash -c 'set -o pipefail; cargo test --quiet --no-fail-fast -- --test-threads=2 2>&1 | tee "$1"' _ "$LOGS/cargo"
+# The fuzz targets only replay their corpus here; the next step fuzzes.
+check "cargo test" bash -c 'set -o pipefail; ROOMCAST_FUZZ_SECS=0 cargo test --quiet --no-fail-fast -- --test-threads=2 2>&1 | tee "$1"' _ "$LOGS/cargo"
+# Every parser's fuzz target for a bounded time: 8 targets x 12 s, two at a
+# time, about 50 s. In debug: a release build runs 5-16 times the executions
+# but costs about 4 minutes of building on a fresh machine.
+check "fuzz targets (tests/fuzz)" bash -c 'set -o pipefail; ROOMCAST_FUZZ_SECS="${ROOMCAST_FUZZ_SECS:-12}" cargo test --test fuzz -- --nocapture --test-threads=2 2>&1 | tee "$1"' _ "$LOGS/fuzz"
 check "cargo test (cluster of two nodes)" cluster_pass
 # The fault drills (tests/drills), one at a time, at their quick size.
 check "fault drills" bash -c 'set -o pipefail; cargo test --quiet --test drills -- --ignored --nocapture --test-threads=1 2>&1 | tee "$1"' _ "$LOGS/drills"
@@ -280,7 +285,7 @@ count() { { grep -Eo "[0-9]+ $1" || true; } | awk '{n += $1} END {print n + 0}';
 total() {
   local node
   node=$(sed -n "s/^# \(pass\|fail\) \([0-9]*\)$/\2 \1/p" "$LOGS/node" "$LOGS/browser" | sed 's/ pass$/ passed/; s/ fail$/ failed/' | count "$1")
-  echo $(( $(grep -h '^test result:' "$LOGS/cargo" "$LOGS/cluster" "$LOGS/drills" | count "$1") \
+  echo $(( $(grep -h '^test result:' "$LOGS/cargo" "$LOGS/fuzz" "$LOGS/cluster" "$LOGS/drills" | count "$1") \
     + $(tail -n1 "$LOGS/pytest" | count "$1") + $(tail -n1 "$LOGS/deploy" | count "$1") + node ))
 }
 echo

@@ -60,13 +60,15 @@ fn number_end(json: &[u8], at: usize) -> usize {
 }
 
 /// Whether simd-json holds `token`: an integer within `i64` or `u64`, or a
-/// float that stays finite. A token that is no number at all "fits": the
-/// parser reports it as the syntax error it is.
+/// float that stays finite. A token that is no JSON number at all "fits":
+/// the parser reports it as the syntax error it is. (Rust's own number
+/// parsing is laxer than JSON's: `0123` or `1.e5` must not be rewritten
+/// into a valid stand-in, or invalid `data` would be forwarded as JSON.)
 fn fits(token: &[u8]) -> bool {
     let Ok(text) = std::str::from_utf8(token) else {
         return true;
     };
-    if token.len() < STAND_IN.len() {
+    if token.len() < STAND_IN.len() || !is_json_number(token) {
         return true;
     }
     if text.contains(['.', 'e', 'E']) {
@@ -76,6 +78,36 @@ fn fits(token: &[u8]) -> bool {
         return text.parse::<u64>().is_ok() || !is_digits(text);
     };
     text.parse::<i64>().is_ok() || !is_digits(digits)
+}
+
+/// RFC 8259: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
+fn is_json_number(token: &[u8]) -> bool {
+    let unsigned = token.strip_prefix(b"-").unwrap_or(token);
+    let int_len = digit_run(unsigned);
+    if int_len == 0 || (int_len > 1 && unsigned[0] == b'0') {
+        return false;
+    }
+    let mut rest = &unsigned[int_len..];
+    if let Some(fraction) = rest.strip_prefix(b".") {
+        let len = digit_run(fraction);
+        if len == 0 {
+            return false;
+        }
+        rest = &fraction[len..];
+    }
+    if let Some(exponent) = rest.strip_prefix(b"e").or_else(|| rest.strip_prefix(b"E")) {
+        let exponent = exponent
+            .strip_prefix(b"+")
+            .or_else(|| exponent.strip_prefix(b"-"))
+            .unwrap_or(exponent);
+        let len = digit_run(exponent);
+        return len > 0 && len == exponent.len();
+    }
+    rest.is_empty()
+}
+
+fn digit_run(bytes: &[u8]) -> usize {
+    bytes.iter().take_while(|b| b.is_ascii_digit()).count()
 }
 
 fn is_digits(text: &str) -> bool {
@@ -138,5 +170,22 @@ mod tests {
         for text in ["--12345", "1e+e5", "12-34-56", "1.2.3.4.5"] {
             assert_eq!(tamed(text), text);
         }
+    }
+
+    /// Found by the `envelope` fuzz target: Rust parses `0123...` and
+    /// `1.e400`, JSON does not; taming them made invalid `data` valid.
+    #[test]
+    fn out_of_range_numbers_that_are_not_json_are_left_for_the_parser() {
+        for text in [
+            "-0123456789012345678901234567890",
+            "0123456789012345678901234567890",
+            "1.e400",
+            "01e400",
+            "-.5e400",
+            "1e400.5",
+        ] {
+            assert_eq!(tamed(text), text);
+        }
+        assert_eq!(tamed("-1.5E+400"), "1e300    ");
     }
 }

@@ -1,0 +1,62 @@
+//! Fuzz targets for every parser that reads bytes from the network: the
+//! HTTP request head, chunked bodies, WebSocket frames, `/ws` envelopes,
+//! JWTs, `POST /publish` bodies, `Sec-WebSocket-Extensions` offers and Redis
+//! replies.
+//!
+//! Each target replays its corpus (`tests/fuzz/corpus/<target>/`), then
+//! mutates corpus entries and generates structure-aware inputs for
+//! `ROOMCAST_FUZZ_SECS` seconds (default 2), checking oracles, not only
+//! the absence of panics. `ROOMCAST_FUZZ_SEED` reproduces a run;
+//! `tests/fuzz/README.md` tells how to run longer and keep a finding.
+
+mod engine;
+mod json;
+
+mod chunked_body;
+mod envelope;
+mod extensions;
+mod http_head;
+mod jwt;
+mod publish_body;
+mod resp;
+mod ws_frames;
+
+#[test]
+fn http_head() {
+    engine::run(&http_head::TARGET);
+}
+
+#[test]
+fn chunked_body() {
+    engine::run(&chunked_body::TARGET);
+}
+
+#[test]
+fn ws_frames() {
+    engine::run(&ws_frames::TARGET);
+}
+
+#[test]
+fn envelope() {
+    engine::run(&envelope::TARGET);
+}
+
+#[test]
+fn jwt() {
+    engine::run(&jwt::TARGET);
+}
+
+#[test]
+fn publish_body() {
+    engine::run(&publish_body::TARGET);
+}
+
+#[test]
+fn extensions() {
+    engine::run(&extensions::TARGET);
+}
+
+#[test]
+fn resp() {
+    engine::run(&resp::TARGET);
+}
