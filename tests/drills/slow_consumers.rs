@@ -25,8 +25,7 @@ fn stalled_members_cost_their_bound_and_fast_members_lose_nothing() {
     // readers (the load generator's clients, on the same 2 cores as the
     // server) can take: faster, they would fall behind for want of CPU and
     // be cut as the slow consumers they then are.
-    let (members, stalled, default_mb, rate) =
-        pick((200, 20, 5u64, "8"), (1_000, 100, 20u64, "4"));
+    let (members, stalled, default_mb, rate) = pick((200, 20, 5u64, "8"), (1_000, 100, 20u64, "4"));
     let size = 60_000;
     let megabytes = std::env::var("ROOMCAST_DRILL_PUBLISH_MB")
         .ok()
@@ -86,10 +85,10 @@ fn stalled_members_cost_their_bound_and_fast_members_lose_nothing() {
             "--publishers",
             "1",
             "--rate",
-            "0",
+            rate,
         ])
         .args([
-            "-c", &readers, "-s", &size_flag, "--count", &count, "-d", "120s",
+            "-c", &readers, "-s", &size_flag, "--count", &count, "-d", "1200s",
         ])
         .args([
             "--json",
