@@ -11,6 +11,7 @@
 //! its results), `websocket` (frames on an open WebSocket), with `session`,
 //! `rate` and `outbound` for what an open connection carries.
 
+pub mod compression;
 pub mod outbound;
 pub mod pool;
 mod publish;
@@ -34,6 +35,7 @@ use crate::proto::{self, Request, envelope::Parser};
 use crate::ws::decoder::Decoder;
 use crate::ws::frame::OpCode;
 use crate::ws::handshake::Accepted;
+use compression::Codec;
 use outbound::Outbound;
 use publish::{BodyRead, BodyReader, Results};
 use rate::RateLimit;
@@ -81,6 +83,8 @@ pub struct Context<'a> {
     pub parser: &'a mut Parser,
     /// Scratch space for building replies.
     pub scratch: &'a mut Vec<u8>,
+    /// The shard's permessage-deflate state, for every connection.
+    pub codec: &'a mut Codec,
     pub now: Instant,
     /// Wall-clock time, for tokens and `serverTime`.
     pub unix_ms: u64,
@@ -267,6 +271,12 @@ impl Connection {
         self.session.as_ref().map_or(&[], |s| &s.rooms)
     }
 
+    /// Whether data frames to this connection may be compressed
+    /// (permessage-deflate agreed with the server's full window).
+    pub fn compresses_out(&self) -> bool {
+        self.session.as_ref().is_some_and(|s| s.compresses_out())
+    }
+
     /// Whether the connection counts `room` as joined or joining.
     pub fn in_room(&self, room: &str) -> bool {
         self.rooms().iter().any(|r| &**r == room)
@@ -340,13 +350,21 @@ impl Connection {
         !self.out.is_empty() && self.out.pending() + incoming > config.max_write_buffer / 2
     }
 
-    /// Queues a reply built elsewhere (an ack from the rooms); returns
+    /// Queues a reply built elsewhere (an ack from the rooms), compressed
+    /// with the shard's `codec` when the connection agreed to it; returns
     /// whether it was queued.
-    pub fn send_text(&mut self, text: &[u8], now: Instant, config: &Config) -> bool {
+    pub fn send_text(
+        &mut self,
+        text: &[u8],
+        now: Instant,
+        config: &Config,
+        codec: &mut Codec,
+    ) -> bool {
         if !matches!(self.state, State::Open | State::Closing { .. }) {
             return false;
         }
-        let mut sink = BoundedSink::new(&mut self.out, config.max_write_buffer);
+        let codec = self.compresses_out().then_some(codec);
+        let mut sink = BoundedSink::new(&mut self.out, config.max_write_buffer, codec);
         sink.push(OpCode::Text, text);
         if sink.overflowed {
             self.end_websocket(End::SlowConsumer, now, config);
@@ -588,7 +606,7 @@ impl Connection {
         cx.metrics
             .count_open(cx.now.saturating_duration_since(self.accepted_at));
         cx.scratch.clear();
-        response::write_switching_protocols(cx.scratch, &accepted.accept_key, accepted.subprotocol);
+        accepted.write_response(cx.scratch);
         self.out.push_raw(cx.scratch);
         if endpoint == Endpoint::Events {
             cx.scratch.clear();
@@ -610,7 +628,7 @@ impl Connection {
             held_back: None,
             events: endpoint == Endpoint::Events,
             newly_opened: endpoint == Endpoint::Events,
-            decoder: Decoder::new(cx.config.max_message_size, true),
+            decoder: Decoder::new(cx.config.max_message_size, true).with_deflate(accepted.deflate),
             awaiting: 0,
         }));
         self.state = State::Open;
