@@ -11,9 +11,8 @@ import time
 import urllib.request
 
 from websockets.extensions.permessage_deflate import PerMessageDeflate
-from websockets.sync.client import connect
 
-from conftest import TIMEOUT, claims, mint, request
+from conftest import TIMEOUT, claims, open_ws, request
 
 
 def bytes_sent(addr):
@@ -28,16 +27,7 @@ def bytes_sent(addr):
 def member(server, sub, room, compression, **extra):
     """A client in `room`; `compression="deflate"` offers permessage-deflate
     (the library's default), `None` does not."""
-    with connect(
-        server.url("/ws"),
-        additional_headers={"Authorization": f"Bearer {mint(claims(sub, **extra))}"},
-        open_timeout=TIMEOUT,
-        close_timeout=TIMEOUT,
-        proxy=None,
-        compression=compression,
-    ) as ws:
-        hello = json.loads(ws.recv(timeout=TIMEOUT))
-        assert hello["event"] == "connection:established"
+    with open_ws(server, claims(sub, **extra), compression) as ws:
         ack, _ = request(ws, {"event": "room:join", "data": {"room": room}, "id": "j"})
         assert ack["success"] is True, ack
         yield ws
