@@ -33,6 +33,7 @@ use crate::http::response;
 use crate::metrics::{ShardMetrics, Snapshot};
 use crate::proto::{self, Request, envelope::Parser};
 use crate::ws::decoder::Decoder;
+use crate::ws::extensions::Deflate;
 use crate::ws::frame::OpCode;
 use crate::ws::handshake::Accepted;
 use compression::Codec;
@@ -173,6 +174,11 @@ pub struct Connection {
     out: Outbound,
     /// Whether this connection holds a slot from `Admission::admit`.
     admitted: bool,
+    /// Data frames to it may be compressed (permessage-deflate agreed with
+    /// a 15-bit window). Kept here, not only in the boxed session's
+    /// decoder, so that a fan-out reads it without another cache miss per
+    /// member.
+    compresses: bool,
     /// The close code sent or received, for the lifecycle log.
     close_code: Option<u16>,
     /// The oldest ping not yet followed by any inbound frame.
@@ -225,6 +231,7 @@ impl Connection {
             },
             out: Outbound::default(),
             admitted: false,
+            compresses: false,
             close_code: None,
             unanswered_ping: None,
             next_ping: now,
@@ -274,7 +281,7 @@ impl Connection {
     /// Whether data frames to this connection may be compressed
     /// (permessage-deflate agreed with the server's full window).
     pub fn compresses_out(&self) -> bool {
-        self.session.as_ref().is_some_and(|s| s.compresses_out())
+        self.compresses
     }
 
     /// Whether the connection counts `room` as joined or joining.
@@ -603,6 +610,7 @@ impl Connection {
 
     fn open(&mut self, endpoint: Endpoint, accepted: Accepted, cx: &mut Context<'_>) {
         self.admitted = true;
+        self.compresses = accepted.deflate.is_some_and(Deflate::compresses_out);
         cx.metrics
             .count_open(cx.now.saturating_duration_since(self.accepted_at));
         cx.scratch.clear();

@@ -77,14 +77,6 @@ impl SessionState {
         }
     }
 
-    /// Whether data frames to this connection may be compressed (the
-    /// agreement is in the decoder; the deflate state is the shard's
-    /// `compression::Codec`). Not while `websocket::on_frames` has the
-    /// decoder out: it asks the decoder itself.
-    pub fn compresses_out(&self) -> bool {
-        self.decoder.compresses_out()
-    }
-
     /// One answer owed arrived.
     pub fn on_answer(&mut self) {
         if self.awaiting != u16::MAX {
