@@ -8,7 +8,6 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use roomcast::auth::{self, Claims, Keys, TimeClaims};
 use roomcast::http::request::HeadReader;
-use roomcast::http::response;
 use roomcast::ws::handshake::{UpgradePolicy, check_upgrade};
 use std::hint::black_box;
 
@@ -67,12 +66,13 @@ fn upgrade_once(request: &[u8], keys: &Keys, origins: &[String], out: &mut Vec<u
         leeway_secs: 0.0,
         allowed_origins: origins,
         now_unix: NOW,
+        compression: false,
     };
     let Ok(accepted) = check_upgrade(&req, &policy, &mut || Ok(())) else {
         panic!("benchmark request is refused");
     };
     out.clear();
-    response::write_switching_protocols(out, &accepted.accept_key, accepted.subprotocol);
+    accepted.write_response(out);
 }
 
 fn bench_upgrade(c: &mut Criterion) {

@@ -92,6 +92,7 @@ fn open_connection(id: u64, config: &Config, keys: &Keys, parser: &mut Parser) -
         metrics: &ShardMetrics::default(),
         parser,
         scratch: &mut scratch,
+        codec: &mut Default::default(),
         now,
         unix_ms: 0,
         draining: false,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::config::{
-    self, AcceptMode, ClusterConfig, Config, ConfigError, RoomsConfig, SlowConsumer,
+    self, AcceptMode, ClusterConfig, Compression, Config, ConfigError, RoomsConfig, SlowConsumer,
 };
 use crate::log::{Format, Level};
 use crate::redis::url::RedisUrl;
@@ -118,6 +118,9 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOMCAST_ECHO", default_value_t = false, num_args = 0..=1,
           default_missing_value = "true", action = ArgAction::Set)]
     pub echo: bool,
+    /// permessage-deflate (RFC 7692) for clients that offer it: off or on.
+    #[arg(long, env = "ROOMCAST_COMPRESSION", value_enum, default_value = "off")]
+    pub compression: Compression,
     /// How sockets reach the shards: a SO_REUSEPORT listener per shard (reuseport) or one acceptor handing off (handoff).
     #[arg(long, env = "ROOMCAST_ACCEPT", default_value = "reuseport", value_parser = accept_mode, hide = true)]
     pub accept: AcceptMode,
@@ -292,6 +295,7 @@ impl ServeArgs {
             allowed_origins: self.allowed_origins,
             drain_timeout: self.drain_timeout,
             echo: self.echo,
+            compression: self.compression,
             accept_mode: self.accept,
             log_level: self.log_level,
             log_format: self.log_format,
@@ -361,6 +365,14 @@ mod tests {
         assert_eq!(config.drain_timeout, Duration::from_secs(10));
         assert_eq!(config.max_connections, 20_000 - 128);
         assert!(!config.echo);
+        assert_eq!(config.compression, Compression::Off);
+    }
+
+    #[test]
+    fn compression_is_off_or_on() {
+        assert_eq!(serve(&["--compression", "on"]).compression, Compression::On);
+        assert_eq!(serve(&["--compression=off"]).compression, Compression::Off);
+        assert!(Cli::try_parse_from(["roomcast", "serve", "--compression", "gzip"]).is_err());
     }
 
     #[test]

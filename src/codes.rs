@@ -261,6 +261,24 @@ pub mod limits {
     /// How long a close the server decided on waits for the answers the
     /// rooms still owe the connection (acks of requests already executed).
     pub const CLOSE_AWAIT_ANSWERS_MILLIS: u64 = 2_000;
+    /// permessage-deflate: data messages shorter than this are sent
+    /// uncompressed (RSV1 clear) even to a connection that agreed to the
+    /// extension. An ack or a short event gains a few bytes at best, and a
+    /// deflate call costs more than the bytes it saves.
+    pub const COMPRESS_MIN_BYTES: usize = 128;
+    /// permessage-deflate: a compressed message may take this share more
+    /// than `--max-message-size` on the wire (1/1024, plus
+    /// `COMPRESSED_SLACK_BYTES`). Deflate's stored blocks grow incompressible
+    /// data by 5 bytes per block (at most 64 KiB, often 16 KiB), so a message
+    /// of the maximum size still fits compressed; the limit that counts is
+    /// on the inflated size.
+    pub const COMPRESSED_SLACK_DIVISOR: usize = 1024;
+    /// permessage-deflate: the fixed part of the slack above (the block
+    /// headers and the flush of a short message).
+    pub const COMPRESSED_SLACK_BYTES: usize = 64;
+    /// permessage-deflate: an inflate buffer grown past this by one large
+    /// message is freed afterwards instead of kept by the shard.
+    pub const MAX_KEPT_INFLATE_BUFFER: usize = 1024 * 1024;
 }
 
 #[cfg(test)]

@@ -46,6 +46,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Whether `/echo` is served.
     pub echo: bool,
+    /// `--compression`: whether permessage-deflate is negotiated.
+    pub compression: Compression,
     /// How connections reach the shards.
     pub accept_mode: AcceptMode,
     /// Verbosity of the lifecycle log on stderr.
@@ -128,6 +130,27 @@ pub struct RoomsConfig {
     pub rate_burst: f64,
     /// What happens to room events for a client over its write bound.
     pub slow_consumer: SlowConsumer,
+}
+
+/// `--compression`: whether the server negotiates permessage-deflate
+/// (RFC 7692) with clients that offer it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Compression {
+    /// `Sec-WebSocket-Extensions` is ignored: the wire is exactly v1.
+    #[default]
+    Off,
+    /// An acceptable offer is agreed to (`docs/protocol.md`, decisions).
+    On,
+}
+
+impl Compression {
+    /// The flag value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::On => "on",
+        }
+    }
 }
 
 /// The `--slow-consumer` policies of section 8.
@@ -267,6 +290,7 @@ impl Config {
         w.strs("allowed_origins", &self.allowed_origins);
         w.u64("drain_timeout_ms", self.drain_timeout.as_millis() as u64);
         w.bool("echo", self.echo);
+        w.str("compression", self.compression.as_str());
         w.str("log_level", self.log_level.as_str());
         w.str("log_format", self.log_format.as_str());
         w.f64("handshake_rate", self.handshake_rate);

@@ -131,6 +131,47 @@ fn fanout_delivers_published_times_members_in_order() {
 }
 
 #[test]
+fn compressed_fanout_of_price_updates_adds_up_and_reads_fewer_bytes() {
+    let server = Server::start(&["--shards", "2", "--compression", "on"]);
+    let run = |compression: bool| {
+        let mut args = vec![
+            "fanout",
+            "-c",
+            "20",
+            "--payload",
+            "prices",
+            "-s",
+            "1024",
+            "-d",
+            "600ms",
+        ];
+        if compression {
+            args.push("--compression");
+        }
+        bench(&server, &args)
+    };
+    let plain = run(false);
+    let compressed = run(true);
+    for result in [&plain, &compressed] {
+        let expected = count(result, "expected");
+        assert!(expected > 0);
+        assert_eq!(count(result, "delivered"), expected);
+        assert_eq!(count(result, "out_of_order"), 0);
+        assert_eq!(count(result, "errors"), 0);
+    }
+    assert_eq!(count(&plain, "compressed"), 0);
+    assert!(count(&compressed, "compressed") >= count(&compressed, "delivered"));
+    let per_delivery = |r: &OwnedValue| number(r, &["bytes_per_delivery"]);
+    assert!(per_delivery(&plain) > 1024.0, "{}", per_delivery(&plain));
+    assert!(
+        per_delivery(&compressed) < per_delivery(&plain) * 0.8,
+        "{} vs {}",
+        per_delivery(&compressed),
+        per_delivery(&plain)
+    );
+}
+
+#[test]
 fn paced_fanout_sends_about_the_asked_rate() {
     let server = Server::start(&[]);
     let result = bench(&server, &["fanout", "-c", "10", "--rate", "50", "-d", "1s"]);

@@ -31,6 +31,16 @@ pub enum Target {
     Socketio,
 }
 
+/// What a fan-out publisher's `data` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Payload {
+    /// A string: the record, padded with `x` to --size bytes.
+    Padded,
+    /// A JSON price update of about --size bytes: a symbol and order book
+    /// levels with varied digits, compressible as real market data is.
+    Prices,
+}
+
 /// Flags of `roomcast bench`.
 #[derive(Debug, Clone, Args)]
 #[command(after_help = "Scenarios:
@@ -73,6 +83,13 @@ pub struct BenchArgs {
     /// Payload size in bytes (echo message; fanout `data` padding).
     #[arg(long, short = 's', default_value_t = 32)]
     pub size: usize,
+    /// Fan-out `data` (roomcast target): padded string or JSON price update.
+    #[arg(long, value_enum, default_value = "padded")]
+    pub payload: Payload,
+    /// Offer permessage-deflate in every upgrade; frames the server sends
+    /// compressed are inflated before they are counted.
+    #[arg(long)]
+    pub compression: bool,
     /// Messages in flight per echo connection; per room at --rate 0 (fanout).
     #[arg(long, short = 'w', default_value_t = 16)]
     pub window: usize,
@@ -165,6 +182,9 @@ impl BenchArgs {
             return Err(BadArgs(
                 "--jwt-secret is needed to mint tokens for roomcast",
             ));
+        }
+        if self.compression && self.target == Target::Socketio {
+            return Err(BadArgs("--compression is for the roomcast and raw targets"));
         }
         if self.sockets_per_process == 0 || self.sockets_per_process > 19_000 {
             return Err(BadArgs("--sockets-per-process must be between 1 and 19000"));

@@ -1,6 +1,8 @@
-//! One load-generator connection, sans-IO: the opening handshake it sends,
-//! the server frames it reads back, and the replies the protocol requires
-//! of a client (pong, close, Socket.IO's `40` and `3`).
+//! One load-generator connection, sans-IO: the opening handshake it sends
+//! (offering permessage-deflate with `--compression`), the server frames it
+//! reads back (compressed ones marked for the caller to inflate), and the
+//! replies the protocol requires of a client (pong, close, Socket.IO's `40`
+//! and `3`).
 
 use crate::bench::args::Target;
 use crate::ws::frame::{OpCode, encode_masked_frame, parse_header};
@@ -8,19 +10,42 @@ use crate::ws::frame::{OpCode, encode_masked_frame, parse_header};
 /// Masks the bench's own control frames; the server unmasks whatever key it gets.
 const CONTROL_MASK: [u8; 4] = [0x5a, 0x17, 0xc3, 0x2e];
 
-/// The request line's target and the request itself.
-pub fn upgrade_request(path: &str, host: &str) -> Vec<u8> {
+/// What a browser offers: permessage-deflate, any client window.
+const DEFLATE_OFFER: &str = "permessage-deflate; client_max_window_bits";
+
+/// The request line's target and the request itself; `deflate` offers
+/// permessage-deflate.
+pub fn upgrade_request(path: &str, host: &str, deflate: bool) -> Vec<u8> {
+    let offer = if deflate {
+        format!("Sec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n")
+    } else {
+        String::new()
+    };
     format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
     )
     .into_bytes()
 }
 
-/// Where the response head ends, and whether it is `101`.
-pub fn response_head(input: &[u8]) -> Option<(usize, bool)> {
-    let end = input.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    Some((end, input.starts_with(b"HTTP/1.1 101")))
+/// A response head: where it ends, whether it is `101`, and whether the
+/// server agreed to permessage-deflate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub len: usize,
+    pub upgraded: bool,
+    pub deflate: bool,
+}
+
+/// The response head at the start of `input`, once complete.
+pub fn response_head(input: &[u8]) -> Option<Head> {
+    let len = input.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&input[..len]).to_ascii_lowercase();
+    Some(Head {
+        len,
+        upgraded: input.starts_with(b"HTTP/1.1 101"),
+        deflate: head.contains("\r\nsec-websocket-extensions: permessage-deflate"),
+    })
 }
 
 /// A message from the server, as the scenarios see it.
@@ -29,6 +54,8 @@ pub enum Incoming {
     /// A data message (for Socket.IO: the payload of an event packet), as
     /// its range in the input, so the caller can read it without a copy.
     Data(std::ops::Range<usize>),
+    /// A compressed data message (RSV1): its deflate bytes' range, to inflate.
+    Compressed(std::ops::Range<usize>),
     /// The connection is ready for traffic (Socket.IO after `40`).
     Ready,
     /// The server closed.
@@ -64,6 +91,9 @@ pub fn next_message(input: &[u8], target: Target, out: &mut Vec<u8>) -> Option<(
         }
         OpCode::Text if target == Target::Socketio => {
             socketio_packet(payload, header.header_len, out)
+        }
+        OpCode::Text | OpCode::Binary if header.compressed => {
+            Incoming::Compressed(header.header_len..end)
         }
         OpCode::Text | OpCode::Binary => Incoming::Data(header.header_len..end),
         _ => Incoming::Other,
@@ -152,12 +182,31 @@ mod tests {
     fn response_heads() {
         assert_eq!(
             response_head(b"HTTP/1.1 101 Switching Protocols\r\n\r\nrest"),
-            Some((36, true))
+            Some(Head {
+                len: 36,
+                upgraded: true,
+                deflate: false
+            })
         );
         assert_eq!(
-            response_head(b"HTTP/1.1 401 Unauthorized\r\n\r\n").map(|r| r.1),
+            response_head(b"HTTP/1.1 401 Unauthorized\r\n\r\n").map(|r| r.upgraded),
             Some(false)
         );
         assert_eq!(response_head(b"HTTP/1.1 101"), None);
+        let agreed = b"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Extensions: \
+            permessage-deflate; server_no_context_takeover\r\n\r\n";
+        assert!(response_head(agreed).unwrap().deflate);
+        let request = String::from_utf8(upgrade_request("/ws", "h", true)).unwrap();
+        assert!(request.contains("\r\nSec-WebSocket-Extensions: permessage-deflate"));
+        assert!(request.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn compressed_frames_are_marked_for_inflation() {
+        let mut frame = Vec::new();
+        crate::ws::frame::encode_compressed_frame(OpCode::Text, b"\xf2\x48", &mut frame);
+        let mut out = Vec::new();
+        let (_, incoming) = next_message(&frame, Target::Roomcast, &mut out).unwrap();
+        assert_eq!(incoming, Incoming::Compressed(2..4));
     }
 }

@@ -229,6 +229,8 @@ fn summarize(
         server,
         bench_cpu_seconds,
         bench_threads: args.thread_count() * workers,
+        bytes_read: results.iter().map(|r| r.bytes_read).sum(),
+        compressed: results.iter().map(|r| r.compressed).sum(),
     }
 }
 

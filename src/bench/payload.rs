@@ -41,6 +41,47 @@ pub fn placeholder_record(publisher: u32, padding_to: usize) -> String {
     record
 }
 
+/// A JSON price update of about `size` bytes (at least the record's
+/// object), as a market-data feed publishes it: the record in `"t"`, a
+/// symbol, and order book levels whose prices step down and up by varied
+/// ticks and whose sizes have varied digits, so that it compresses like
+/// real data rather than like padding.
+pub fn price_update(record: &str, size: usize) -> String {
+    let mut out = format!(r#"{{"t":"{record}","sym":"BTC-USD","venue":"xchg","#);
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move |modulo: u64| {
+        // xorshift64: deterministic, varied digits.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % modulo
+    };
+    let (mut bid, mut ask) = (6_700_150_u64, 6_700_200_u64);
+    let mut levels = String::new();
+    let mut asks = String::new();
+    while out.len() + levels.len() + asks.len() + 24 < size {
+        bid -= 1 + next(40);
+        ask += 1 + next(40);
+        let sep = if levels.is_empty() { "" } else { "," };
+        levels.push_str(&format!(
+            "{sep}[{}.{:02},{}.{:04}]",
+            bid / 100,
+            bid % 100,
+            next(5),
+            next(10_000)
+        ));
+        asks.push_str(&format!(
+            "{sep}[{}.{:02},{}.{:04}]",
+            ask / 100,
+            ask % 100,
+            next(5),
+            next(10_000)
+        ));
+    }
+    out.push_str(&format!(r#""bids":[{levels}],"asks":[{asks}]}}"#));
+    out
+}
+
 /// The placeholder of a 10-digit string id.
 pub const ID_PLACEHOLDER: &str = "#########";
 
@@ -201,6 +242,21 @@ mod tests {
                 counter: 42
             }
         );
+    }
+
+    #[test]
+    fn a_price_update_is_json_of_about_the_size_with_its_record() {
+        let record = placeholder_record(4, 0);
+        let text = price_update(&record, 1024);
+        assert!((1000..=1100).contains(&text.len()), "{}", text.len());
+        let mut bytes = text.clone().into_bytes();
+        assert!(simd_json::to_borrowed_value(&mut bytes).is_ok(), "{text}");
+        let wrapped = format!(r#"{{"event":"bench:msg","room":"bench-0","data":{text}}}"#);
+        assert_eq!(
+            find_record(wrapped.as_bytes()).map(|r| r.publisher),
+            Some(4)
+        );
+        assert!(price_update(&record, 0).starts_with(r#"{"t":"T"#));
     }
 
     #[test]

@@ -164,6 +164,8 @@ fn combine(shared: &Shared, tallies: &[Tally]) -> WorkerResult {
         published,
         latency: encode_histogram(&latency),
         cpu_seconds: 0.0,
+        bytes_read: tallies.iter().map(|t| t.bytes_read).sum(),
+        compressed: tallies.iter().map(|t| t.compressed).sum(),
     }
 }
 

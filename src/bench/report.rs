@@ -34,6 +34,10 @@ pub struct WorkerResult {
     pub latency: String,
     /// CPU time the worker process used in the measured window and drain.
     pub cpu_seconds: f64,
+    /// Bytes read off the sockets from the measured window on.
+    pub bytes_read: u64,
+    /// Messages that arrived compressed (permessage-deflate).
+    pub compressed: u64,
 }
 
 fn field(value: &simd_json::BorrowedValue<'_>, name: &str) -> u64 {
@@ -73,7 +77,7 @@ impl WorkerResult {
     pub fn to_json(&self) -> String {
         let published: Vec<String> = self.published.iter().map(u64::to_string).collect();
         format!(
-            r#"{{"sent":{},"delivered":{},"out_of_order":{},"handshakes":{},"errors":{},"connected":{},"published":[{}],"latency":"{}","cpu_seconds":{}}}"#,
+            r#"{{"sent":{},"delivered":{},"out_of_order":{},"handshakes":{},"errors":{},"connected":{},"published":[{}],"latency":"{}","cpu_seconds":{},"bytes_read":{},"compressed":{}}}"#,
             self.sent,
             self.delivered,
             self.out_of_order,
@@ -82,7 +86,9 @@ impl WorkerResult {
             self.connected,
             published.join(","),
             self.latency,
-            self.cpu_seconds
+            self.cpu_seconds,
+            self.bytes_read,
+            self.compressed
         )
     }
 
@@ -108,6 +114,8 @@ impl WorkerResult {
                 .get("cpu_seconds")
                 .and_then(|v| v.as_f64())
                 .unwrap_or(0.0),
+            bytes_read: field(&value, "bytes_read"),
+            compressed: field(&value, "compressed"),
         })
     }
 }
@@ -135,6 +143,10 @@ pub struct Summary {
     pub server: Option<ServerFigures>,
     pub bench_cpu_seconds: f64,
     pub bench_threads: usize,
+    /// Bytes the clients read off their sockets from the measured window on.
+    pub bytes_read: u64,
+    /// Messages that arrived compressed (permessage-deflate).
+    pub compressed: u64,
 }
 
 impl Summary {
@@ -160,6 +172,12 @@ impl Summary {
             self.handshakes
         };
         (operations > 0).then(|| server.cpu_seconds * 1e6 / operations as f64)
+    }
+
+    /// Bytes on the wire per delivered message (everything read, acks and
+    /// frame headers included, over the deliveries).
+    fn bytes_per_delivery(&self) -> Option<f64> {
+        (self.delivered > 0).then(|| self.bytes_read as f64 / self.delivered as f64)
     }
 
     fn rss_per_connection(&self) -> Option<f64> {
@@ -213,6 +231,7 @@ impl Summary {
                 r#"{{"scenario":"{}","target":"{}","conns":{},"rooms":{},"publishers":{},"size":{},"window":{},"rate":{},"#,
                 r#""duration_seconds":{:.3},"connected":{},"sent":{},"delivered":{},"expected":{},"lost":{},"duplicates":{},"out_of_order":{},"#,
                 r#""handshakes":{},"errors":{},"messages_per_second":{:.1},"handshakes_per_second":{:.1},"#,
+                r#""bytes_read":{},"bytes_per_delivery":{},"compressed":{},"#,
                 r#""latency_us":{{"p50":{},"p90":{},"p99":{},"p999":{},"max":{}}},"server":{},"#,
                 r#""bench":{{"cpu_seconds":{:.4},"threads":{},"utilization":{:.3}}},"saturated":"{}"}}"#
             ),
@@ -236,6 +255,9 @@ impl Summary {
             self.errors,
             self.rate(self.delivered),
             self.rate(self.handshakes),
+            self.bytes_read,
+            opt(self.bytes_per_delivery()),
+            self.compressed,
             self.percentile(0.5),
             self.percentile(0.9),
             self.percentile(0.99),
@@ -290,6 +312,16 @@ impl Summary {
             format!("{} ({:.0}/s)", self.handshakes, self.rate(self.handshakes)),
         );
         row(&mut out, "errors", self.errors.to_string());
+        if let Some(bytes) = self.bytes_per_delivery() {
+            row(
+                &mut out,
+                "bytes read per delivery",
+                format!("{bytes:.1} B ({} B in all)", self.bytes_read),
+            );
+        }
+        if self.compressed > 0 {
+            row(&mut out, "arrived compressed", self.compressed.to_string());
+        }
         row(
             &mut out,
             "latency µs p50/p90/p99/p99.9/max",
@@ -371,6 +403,8 @@ mod tests {
             published: vec![4, 1],
             latency: "abc=".into(),
             cpu_seconds: 0.25,
+            bytes_read: 9000,
+            compressed: 6,
         };
         assert_eq!(WorkerResult::from_json(&result.to_json()), Some(result));
         let progress = Progress {

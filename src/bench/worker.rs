@@ -16,10 +16,11 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::auth::{self, Claims};
-use crate::bench::args::{BenchArgs, Scenario, Target};
+use crate::bench::args::{BenchArgs, Payload, Scenario, Target};
 use crate::bench::client::{self, Incoming};
 use crate::bench::payload::{self, ID_PLACEHOLDER, Template};
 use crate::bench::tls::{self, BenchStream};
+use crate::ws::deflate::Inflater;
 use crate::ws::frame::OpCode;
 
 /// The phases of a run, shared by every thread of a process.
@@ -76,7 +77,15 @@ pub struct Tally {
     pub duplicates: u64,
     pub handshakes: u64,
     pub errors: u64,
+    /// Bytes read off the sockets from the measured window on.
+    pub bytes_read: u64,
+    /// Deliveries that arrived compressed (permessage-deflate).
+    pub compressed: u64,
 }
+
+/// The most a compressed message may inflate to here: the largest server
+/// message a run can see (`--size` is at most 1 MiB) with room for JSON.
+const MAX_INFLATED: usize = 4 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
@@ -131,14 +140,15 @@ struct Client {
 }
 
 impl Client {
-    /// A client whose upgrade request for `path` is queued.
-    fn new(stream: BenchStream, role: Role, path: &str, host: &str) -> Self {
+    /// A client whose upgrade request for `path` is queued, offering
+    /// permessage-deflate when `deflate`.
+    fn new(stream: BenchStream, role: Role, path: &str, host: &str, deflate: bool) -> Self {
         Self {
             stream,
             role,
             state: State::Handshaking,
             input: Vec::new(),
-            out: client::upgrade_request(path, host),
+            out: client::upgrade_request(path, host, deflate),
             writable: true,
             opened_at: Instant::now(),
             in_flight: Vec::new(),
@@ -173,6 +183,9 @@ struct Worker<'a> {
     total_started: usize,
     /// `--tls`: the configuration of every client session.
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// Inflates compressed server messages, one at a time, into `inflated`.
+    inflater: Inflater,
+    inflated: Vec<u8>,
 }
 
 impl<'a> Worker<'a> {
@@ -197,6 +210,8 @@ impl<'a> Worker<'a> {
                 duplicates: 0,
                 handshakes: 0,
                 errors: 0,
+                bytes_read: 0,
+                compressed: 0,
             },
             ready_reported: false,
             last_merge: Instant::now(),
@@ -204,6 +219,8 @@ impl<'a> Worker<'a> {
             last_delivery: Instant::now(),
             total_started: 0,
             tls: args.tls.then(tls::client_config),
+            inflater: Inflater::default(),
+            inflated: Vec::new(),
         })
     }
 
@@ -326,7 +343,8 @@ impl<'a> Worker<'a> {
             Role::Publisher { .. } if args.probed() => templates.iter().map(|t| t.0).collect(),
             _ => Vec::new(),
         };
-        let mut client = Client::new(stream, role, &path, &args.addr.to_string());
+        let host = args.addr.to_string();
+        let mut client = Client::new(stream, role, &path, &host, args.compression);
         let windowed = role == Role::Echo || !probes.is_empty();
         client.in_flight = if windowed {
             vec![0; templates.len()]
@@ -362,7 +380,8 @@ impl<'a> Worker<'a> {
             Interest::READABLE | Interest::WRITABLE,
         )?;
         let path = request_path(args, role, global);
-        entry.insert(Client::new(stream, role, &path, &args.addr.to_string()));
+        let host = args.addr.to_string();
+        entry.insert(Client::new(stream, role, &path, &host, args.compression));
         Ok(())
     }
 
@@ -400,6 +419,9 @@ impl<'a> Worker<'a> {
                     return;
                 }
                 Ok(n) => {
+                    if phase >= phase::MEASURE {
+                        self.tally.bytes_read += n as u64;
+                    }
                     client.input.extend_from_slice(&buf[..n]);
                     self.process_input(key, phase, now);
                 }
@@ -422,12 +444,14 @@ impl<'a> Worker<'a> {
         let mut input = std::mem::take(&mut client.input);
         let mut used = 0;
         if client.state == State::Handshaking {
-            let Some((end, ok)) = client::response_head(&input) else {
+            let Some(head) = client::response_head(&input) else {
                 client.input = input;
                 return;
             };
-            used = end;
-            if !ok {
+            used = head.len;
+            if !head.upgraded || (self.args.compression && !head.deflate) {
+                // Refused, or compression asked for and not agreed: the
+                // run would not measure what it says.
                 self.tally.errors += 1;
                 self.shared.errors.fetch_add(1, Ordering::Relaxed);
                 self.drop_client(key, phase);
@@ -457,6 +481,10 @@ impl<'a> Worker<'a> {
                         now,
                     );
                 }
+                Incoming::Compressed(range) => {
+                    let deflated = &input[start + range.start..start + range.end];
+                    self.on_compressed(key, deflated, phase, now);
+                }
                 Incoming::Ready => self.mark_open(key),
                 Incoming::Closed => client.state = State::Closed,
                 Incoming::Other => {}
@@ -466,6 +494,24 @@ impl<'a> Worker<'a> {
         if let Some(client) = self.clients.get_mut(key) {
             client.input = input;
         }
+    }
+
+    /// A compressed message: inflated into the worker's buffer, then
+    /// handled like any other; one that does not inflate is an error.
+    fn on_compressed(&mut self, key: usize, deflated: &[u8], phase: u8, now: Instant) {
+        let mut inflated = std::mem::take(&mut self.inflated);
+        inflated.clear();
+        match self.inflater.inflate(deflated, MAX_INFLATED, &mut inflated) {
+            Ok(()) => {
+                self.tally.compressed += 1;
+                self.on_data(key, &inflated, phase, now);
+            }
+            Err(_) => {
+                self.tally.errors += 1;
+                self.shared.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.inflated = inflated;
     }
 
     fn on_open(&mut self, key: usize, now: Instant) {
@@ -856,8 +902,15 @@ fn template_for(args: &BenchArgs, role: Role) -> Option<Arc<Template>> {
         ),
         (_, Role::Echo) => Template::new(OpCode::Binary, record.as_bytes(), mask),
         (Target::Roomcast, _) => {
+            let data = match args.payload {
+                Payload::Padded => format!(r#""{record}""#),
+                Payload::Prices => {
+                    let record = payload::placeholder_record(publisher, 0);
+                    payload::price_update(&record, args.size)
+                }
+            };
             let text = format!(
-                r#"{{"event":"bench:msg","room":"bench-{room}","data":"{record}","id":"{ID_PLACEHOLDER}#"}}"#
+                r#"{{"event":"bench:msg","room":"bench-{room}","data":{data},"id":"{ID_PLACEHOLDER}#"}}"#
             );
             Template::new(OpCode::Text, text.as_bytes(), mask)
         }

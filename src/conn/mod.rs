@@ -11,6 +11,7 @@
 //! its results), `websocket` (frames on an open WebSocket), with `session`,
 //! `rate` and `outbound` for what an open connection carries.
 
+pub mod compression;
 pub mod outbound;
 pub mod pool;
 mod publish;
@@ -32,8 +33,10 @@ use crate::http::response;
 use crate::metrics::{ShardMetrics, Snapshot};
 use crate::proto::{self, Request, envelope::Parser};
 use crate::ws::decoder::Decoder;
+use crate::ws::extensions::Deflate;
 use crate::ws::frame::OpCode;
 use crate::ws::handshake::Accepted;
+use compression::Codec;
 use outbound::Outbound;
 use publish::{BodyRead, BodyReader, Results};
 use rate::RateLimit;
@@ -86,6 +89,8 @@ pub struct Context<'a> {
     pub parser: &'a mut Parser,
     /// Scratch space for building replies.
     pub scratch: &'a mut Vec<u8>,
+    /// The shard's permessage-deflate state, for every connection.
+    pub codec: &'a mut Codec,
     pub now: Instant,
     /// Wall-clock time, for tokens and `serverTime`.
     pub unix_ms: u64,
@@ -174,6 +179,11 @@ pub struct Connection {
     out: Outbound,
     /// Whether this connection holds a slot from `Admission::admit`.
     admitted: bool,
+    /// Data frames to it may be compressed (permessage-deflate agreed with
+    /// a 15-bit window). Kept here, not only in the boxed session's
+    /// decoder, so that a fan-out reads it without another cache miss per
+    /// member.
+    compresses: bool,
     /// The close code sent or received, for the lifecycle log.
     close_code: Option<u16>,
     /// The oldest ping not yet followed by any inbound frame.
@@ -226,6 +236,7 @@ impl Connection {
             },
             out: Outbound::default(),
             admitted: false,
+            compresses: false,
             close_code: None,
             unanswered_ping: None,
             next_ping: now,
@@ -280,6 +291,12 @@ impl Connection {
     /// Rooms the connection is in or joining.
     pub fn rooms(&self) -> &[Arc<str>] {
         self.session.as_ref().map_or(&[], |s| &s.rooms)
+    }
+
+    /// Whether data frames to this connection may be compressed
+    /// (permessage-deflate agreed with the server's full window).
+    pub fn compresses_out(&self) -> bool {
+        self.compresses
     }
 
     /// Whether the connection counts `room` as joined or joining.
@@ -355,13 +372,21 @@ impl Connection {
         !self.out.is_empty() && self.out.pending() + incoming > config.max_write_buffer / 2
     }
 
-    /// Queues a reply built elsewhere (an ack from the rooms); returns
+    /// Queues a reply built elsewhere (an ack from the rooms), compressed
+    /// with the shard's `codec` when the connection agreed to it; returns
     /// whether it was queued.
-    pub fn send_text(&mut self, text: &[u8], now: Instant, config: &Config) -> bool {
+    pub fn send_text(
+        &mut self,
+        text: &[u8],
+        now: Instant,
+        config: &Config,
+        codec: &mut Codec,
+    ) -> bool {
         if !matches!(self.state, State::Open | State::Closing { .. }) {
             return false;
         }
-        let mut sink = BoundedSink::new(&mut self.out, config.max_write_buffer);
+        let codec = self.compresses_out().then_some(codec);
+        let mut sink = BoundedSink::new(&mut self.out, config.max_write_buffer, codec);
         sink.push(OpCode::Text, text);
         if sink.overflowed {
             self.end_websocket(End::SlowConsumer, now, config);
@@ -600,10 +625,11 @@ impl Connection {
 
     fn open(&mut self, endpoint: Endpoint, accepted: Accepted, cx: &mut Context<'_>) {
         self.admitted = true;
+        self.compresses = accepted.deflate.is_some_and(Deflate::compresses_out);
         cx.metrics
             .count_open(cx.now.saturating_duration_since(self.accepted_at));
         cx.scratch.clear();
-        response::write_switching_protocols(cx.scratch, &accepted.accept_key, accepted.subprotocol);
+        accepted.write_response(cx.scratch);
         self.out.push_raw(cx.scratch);
         if endpoint == Endpoint::Events {
             cx.scratch.clear();
@@ -625,7 +651,7 @@ impl Connection {
             held_back: None,
             events: endpoint == Endpoint::Events,
             newly_opened: endpoint == Endpoint::Events,
-            decoder: Decoder::new(cx.config.max_message_size, true),
+            decoder: Decoder::new(cx.config.max_message_size, true).with_deflate(accepted.deflate),
             awaiting: 0,
         }));
         self.state = State::Open;

@@ -91,9 +91,24 @@ impl Outbound {
 
     /// Queues one unmasked frame built from `payload`.
     pub fn push_frame(&mut self, opcode: OpCode, payload: &[u8]) {
-        self.ensure_inline(payload.len() + frame::MAX_HEADER_LEN);
+        self.push_encoded(payload.len(), |inline| {
+            frame::encode_frame(opcode, payload, inline);
+        });
+    }
+
+    /// Queues one unmasked data frame with RSV1 set: `deflated` is a
+    /// message compressed for permessage-deflate.
+    pub fn push_compressed(&mut self, opcode: OpCode, deflated: &[u8]) {
+        self.push_encoded(deflated.len(), |inline| {
+            frame::encode_compressed_frame(opcode, deflated, inline);
+        });
+    }
+
+    /// Queues the frame `encode` appends, its payload `payload_len` bytes.
+    fn push_encoded(&mut self, payload_len: usize, encode: impl FnOnce(&mut Vec<u8>)) {
+        self.ensure_inline(payload_len + frame::MAX_HEADER_LEN);
         let before = self.inline.len();
-        frame::encode_frame(opcode, payload, &mut self.inline);
+        encode(&mut self.inline);
         self.push_inline(self.inline.len() - before);
     }
 

@@ -68,6 +68,7 @@ fn upgrade(
         leeway_secs: cx.config.jwt_leeway.as_secs_f64(),
         allowed_origins: &cx.config.allowed_origins,
         now_unix: cx.unix_ms as f64 / 1000.0,
+        compression: cx.config.compression == crate::config::Compression::On,
     };
     let (admission, now) = (cx.admission, cx.now);
     match handshake::check_upgrade(request, &policy, &mut || admission.admit(peer_ip, now)) {

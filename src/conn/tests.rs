@@ -50,6 +50,7 @@ struct Harness {
     requests: Vec<Request>,
     reports: Vec<report::Report>,
     metrics: ShardMetrics,
+    codec: Codec,
     now: Instant,
 }
 
@@ -62,6 +63,7 @@ impl Harness {
             requests: Vec::new(),
             reports: Vec::new(),
             metrics: ShardMetrics::default(),
+            codec: Codec::default(),
             now: Instant::now(),
         }
     }
@@ -77,6 +79,7 @@ impl Harness {
             metrics: &self.metrics,
             parser: &mut self.parser,
             scratch: &mut scratch,
+            codec: &mut self.codec,
             now: self.now,
             unix_ms: 1_000,
             draining: false,
@@ -315,10 +318,10 @@ fn a_close_waits_for_the_answers_the_rooms_owe() {
     assert!(!before.ends_with(&close), "closed before the answers came");
     assert!(!conn.is_finishing());
     let ack = |id: u32| format!(r#"{{"event":"ack","id":{id},"success":true}}"#);
-    assert!(conn.send_text(ack(1).as_bytes(), h.now, &h.config));
+    assert!(conn.send_text(ack(1).as_bytes(), h.now, &h.config, &mut h.codec));
     conn.on_answer(h.now, &h.config);
     assert!(!conn.is_finishing(), "one answer is still owed");
-    assert!(conn.send_text(ack(2).as_bytes(), h.now, &h.config));
+    assert!(conn.send_text(ack(2).as_bytes(), h.now, &h.config, &mut h.codec));
     conn.on_answer(h.now, &h.config);
     assert!(conn.is_finishing());
     let after = take_output(&mut conn);
@@ -342,7 +345,7 @@ fn a_close_owed_answers_goes_out_by_its_deadline() {
     let close = close_frame(close::RATE_LIMITED, "rate limit exceeded");
     assert_eq!(take_output(&mut conn), close);
     // An answer that comes after the close is not sent.
-    assert!(!conn.send_text(br#"{"event":"ack","id":1}"#, late, &h.config));
+    assert!(!conn.send_text(br#"{"event":"ack","id":1}"#, late, &h.config, &mut h.codec));
 }
 
 /// A connection owing the rooms one answer, to a publish with an id.
@@ -367,7 +370,7 @@ fn a_shutdown_close_waits_for_the_answers_owed() {
     assert_eq!(conn.close_code(), Some(close::GOING_AWAY));
     assert!(take_output(&mut conn).is_empty());
     let ack = br#"{"event":"ack","id":9,"success":true,"data":{"seq":1}}"#;
-    assert!(conn.send_text(ack, h.now, &h.config));
+    assert!(conn.send_text(ack, h.now, &h.config, &mut h.codec));
     conn.on_answer(h.now, &h.config);
     let mut expected = wire::text_frame(ack).to_vec();
     expected.extend_from_slice(&close_frame(close::GOING_AWAY, "server shutting down"));
@@ -399,11 +402,11 @@ fn a_slow_consumer_is_cut_without_waiting_for_answers() {
     ack.extend_from_slice(&huge);
     ack.extend_from_slice(b"\"}");
     assert!(
-        conn.send_text(&ack, h.now, &h.config),
+        conn.send_text(&ack, h.now, &h.config, &mut h.codec),
         "a first frame always fits"
     );
     assert!(
-        !conn.send_text(&ack, h.now, &h.config),
+        !conn.send_text(&ack, h.now, &h.config, &mut h.codec),
         "over twice the bound"
     );
     assert!(conn.is_finishing());

@@ -1,17 +1,21 @@
-//! An open WebSocket's input, sans-IO: decoding frames, the rate limit,
-//! handing `/ws` text to the event protocol (`proto`) or echoing on
-//! `/echo`, and the bound on the replies a message may queue.
+//! An open WebSocket's input, sans-IO: decoding frames, inflating
+//! compressed messages (permessage-deflate), the rate limit, handing `/ws`
+//! text to the event protocol (`proto`) or echoing on `/echo`, and the
+//! bound on the replies a message may queue (compressed when the
+//! connection agreed to it).
 //!
 //! Owns how one batch of input becomes replies and room requests. Must not
 //! touch: the connection's other states (`conn`), sockets or clocks.
 
 use crate::codes::close;
+use crate::conn::compression::Codec;
 use crate::conn::outbound::Outbound;
 use crate::conn::rate::Verdict;
 use crate::conn::session::SessionState;
 use crate::conn::{Context, Endpoint};
 use crate::proto::{self, Request, Session, Sink};
 use crate::ws::decoder::{CloseFrame, Decoder, Message};
+use crate::ws::deflate::InflateError;
 use crate::ws::frame::OpCode;
 
 /// How a WebSocket ends.
@@ -23,6 +27,14 @@ pub(super) enum End {
     Reply(Option<u16>),
     /// The client fell too far behind: cut after the frame in flight, close 4008.
     SlowConsumer,
+}
+
+/// How the messages of one connection are handled.
+#[derive(Clone, Copy)]
+struct Handling {
+    endpoint: Endpoint,
+    /// Replies may be compressed (permessage-deflate with the full window).
+    compress: bool,
 }
 
 /// The result of feeding input to an open WebSocket.
@@ -58,6 +70,11 @@ fn decode_and_handle(
     } else {
         Endpoint::Echo
     };
+    // The session's decoder is this one's stand-in: ask this one.
+    let handling = Handling {
+        endpoint,
+        compress: decoder.compresses_out(),
+    };
     let mut consumed = 0;
     loop {
         let decoded = match decoder.decode(&mut input[consumed..]) {
@@ -83,7 +100,7 @@ fn decode_and_handle(
                 end: None,
             };
         };
-        let end = on_message(message, endpoint, session, out, cx);
+        let end = on_message(message, handling, session, out, cx);
         consumed += used;
         if end.is_some() {
             return Step {
@@ -96,30 +113,55 @@ fn decode_and_handle(
 
 fn on_message(
     message: Message<'_>,
-    endpoint: Endpoint,
+    handling: Handling,
     session: &mut SessionState,
     out: &mut Outbound,
     cx: &mut Context<'_>,
 ) -> Option<End> {
-    let mut sink = BoundedSink::new(out, cx.config.max_write_buffer);
+    if let Message::Compressed { text, payload } = message {
+        return on_compressed(text, payload, handling, session, out, cx);
+    }
+    let Context {
+        config,
+        keys,
+        metrics,
+        parser,
+        scratch,
+        codec,
+        now,
+        unix_ms,
+        requests,
+        ..
+    } = cx;
+    let codec = handling.compress.then_some(&mut **codec);
+    let mut sink = BoundedSink::new(out, config.max_write_buffer, codec);
     if matches!(message, Message::Text(_) | Message::Binary(_)) {
-        cx.metrics.messages_in.inc();
+        metrics.messages_in.inc();
     }
     match message {
-        Message::Text(payload) => match endpoint {
+        Message::Text(payload) => match handling.endpoint {
             Endpoint::Echo => sink.push(OpCode::Text, payload),
-            Endpoint::Events => match session.check_rate(&cx.config.rooms, cx.now) {
-                Verdict::Allow => on_event_text(payload, session, &mut sink, cx),
+            Endpoint::Events => match session.check_rate(&config.rooms, *now) {
+                Verdict::Allow => {
+                    let view = Session {
+                        claims: &session.claims,
+                        rooms: &session.rooms,
+                        config: &config.rooms,
+                        keys,
+                        leeway_secs: config.jwt_leeway.as_secs_f64(),
+                    };
+                    proto::on_text(payload, parser, view, *unix_ms, scratch, &mut sink);
+                }
                 Verdict::Limited => {
-                    cx.metrics.rate_limited.inc();
-                    proto::on_rate_limited(payload, cx.parser, cx.scratch, &mut sink)
+                    metrics.rate_limited.inc();
+                    proto::on_rate_limited(payload, parser, scratch, &mut sink)
                 }
                 Verdict::Flood => {
                     return Some(End::Close(close::RATE_LIMITED));
                 }
             },
         },
-        Message::Binary(payload) => match endpoint {
+        Message::Binary(payload) => match handling.endpoint {
             Endpoint::Echo => sink.push(OpCode::Binary, payload),
             Endpoint::Events => {
                 return Some(End::Close(close::UNSUPPORTED_DATA));
@@ -128,39 +170,55 @@ fn on_message(
         Message::Ping(payload) => sink.push(OpCode::Pong, payload),
         Message::Pong(_) => {}
         Message::Close(frame) => return Some(End::Reply(frame.map(|f: CloseFrame<'_>| f.code))),
+        // Handled above.
+        Message::Compressed { .. } => {}
     }
-    cx.metrics.messages_out.add(sink.messages);
+    metrics.messages_out.add(sink.messages);
     let end = sink.overflowed.then_some(End::SlowConsumer);
     for request in sink.requests {
         session.apply(&request);
         if !matches!(request, Request::Refresh { .. }) {
-            cx.requests.push(request);
+            requests.push(request);
         }
     }
     end
 }
 
-fn on_event_text(
-    payload: &mut [u8],
-    session: &SessionState,
-    sink: &mut BoundedSink<'_>,
+/// A compressed message: inflated into the shard's buffer under
+/// `--max-message-size` (past it: 1009; not deflate: 1007), text checked
+/// for UTF-8 (1007), then handled like the same message sent uncompressed.
+fn on_compressed(
+    text: bool,
+    payload: &[u8],
+    handling: Handling,
+    session: &mut SessionState,
+    out: &mut Outbound,
     cx: &mut Context<'_>,
-) {
-    let view = Session {
-        claims: &session.claims,
-        rooms: &session.rooms,
-        config: &cx.config.rooms,
-        keys: cx.keys,
-        leeway_secs: cx.config.jwt_leeway.as_secs_f64(),
+) -> Option<End> {
+    // The buffer steps out of the codec while the message borrows it and
+    // the handlers borrow the whole context.
+    let mut inflated = cx.codec.take_buffer();
+    let limit = cx.config.max_message_size;
+    let end = match cx.codec.inflater().inflate(payload, limit, &mut inflated) {
+        Err(InflateError::TooBig) => Some(End::Close(close::TOO_BIG)),
+        Err(InflateError::Corrupt) => Some(End::Close(close::INVALID_PAYLOAD)),
+        Ok(()) if text && std::str::from_utf8(&inflated).is_err() => {
+            Some(End::Close(close::INVALID_PAYLOAD))
+        }
+        Ok(()) if text => on_message(Message::Text(&mut inflated), handling, session, out, cx),
+        Ok(()) => on_message(Message::Binary(&mut inflated), handling, session, out, cx),
     };
-    proto::on_text(payload, cx.parser, view, cx.unix_ms, cx.scratch, sink);
+    cx.codec.give_buffer(inflated);
+    end
 }
 
 /// Queues replies to the sender, up to twice `--max-write-buffer` (replies
 /// are not room events: `docs/protocol.md` section 8). A message always fits
-/// into an empty queue.
+/// into an empty queue. With a codec (the connection agreed to
+/// permessage-deflate) data frames worth it go compressed.
 pub(super) struct BoundedSink<'a> {
     out: &'a mut Outbound,
+    codec: Option<&'a mut Codec>,
     limit: usize,
     pub overflowed: bool,
     /// Data messages queued, for the shard's counters.
@@ -169,9 +227,14 @@ pub(super) struct BoundedSink<'a> {
 }
 
 impl<'a> BoundedSink<'a> {
-    pub fn new(out: &'a mut Outbound, max_write_buffer: usize) -> Self {
+    pub fn new(
+        out: &'a mut Outbound,
+        max_write_buffer: usize,
+        codec: Option<&'a mut Codec>,
+    ) -> Self {
         Self {
             out,
+            codec,
             limit: max_write_buffer.saturating_mul(2),
             overflowed: false,
             messages: 0,
@@ -183,11 +246,19 @@ impl<'a> BoundedSink<'a> {
         if self.overflowed {
             return;
         }
-        if !self.out.is_empty() && self.out.pending() + payload.len() > self.limit {
+        let compressed = match self.codec.as_deref_mut() {
+            Some(codec) if !opcode.is_control() => codec.compress(payload),
+            _ => None,
+        };
+        let len = compressed.map_or(payload.len(), <[u8]>::len);
+        if !self.out.is_empty() && self.out.pending() + len > self.limit {
             self.overflowed = true;
             return;
         }
-        self.out.push_frame(opcode, payload);
+        match compressed {
+            Some(deflated) => self.out.push_compressed(opcode, deflated),
+            None => self.out.push_frame(opcode, payload),
+        }
         if !opcode.is_control() {
             self.messages += 1;
         }

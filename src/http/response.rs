@@ -114,15 +114,23 @@ fn write_with_headers(
     write_body(out, "application/json", body, keep_alive);
 }
 
-/// `101 Switching Protocols` completing a WebSocket handshake. No extension
-/// is ever negotiated (protocol section 2).
-pub fn write_switching_protocols(out: &mut Vec<u8>, accept_key: &str, subprotocol: Option<&str>) {
+/// `101 Switching Protocols` completing a WebSocket handshake, with the
+/// subprotocol and the extensions agreed, if any (protocol sections 2, 11).
+pub fn write_switching_protocols(
+    out: &mut Vec<u8>,
+    accept_key: &str,
+    subprotocol: Option<&str>,
+    extensions: Option<&str>,
+) {
     write_status_line(out, 101);
     write_header(out, "Upgrade", "websocket");
     write_header(out, "Connection", "Upgrade");
     write_header(out, "Sec-WebSocket-Accept", accept_key);
     if let Some(protocol) = subprotocol {
         write_header(out, "Sec-WebSocket-Protocol", protocol);
+    }
+    if let Some(extensions) = extensions {
+        write_header(out, "Sec-WebSocket-Extensions", extensions);
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -272,6 +280,7 @@ mod tests {
             &mut out,
             "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
             Some("roomcast.v1"),
+            None,
         );
         assert_eq!(
             text(&out),
@@ -279,9 +288,13 @@ mod tests {
              Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: roomcast.v1\r\n\r\n"
         );
         out.clear();
-        write_switching_protocols(&mut out, "abc", None);
+        write_switching_protocols(&mut out, "abc", None, None);
         assert!(!text(&out).contains("Sec-WebSocket-Protocol"));
+        assert!(!text(&out).contains("Sec-WebSocket-Extensions"));
         assert!(text(&out).ends_with("abc\r\n\r\n"));
+        out.clear();
+        write_switching_protocols(&mut out, "abc", None, Some("permessage-deflate"));
+        assert!(text(&out).ends_with("Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n"));
     }
 
     #[test]

@@ -8,6 +8,13 @@
 //! then sends `Deliver` with that same `Arc<[u8]>` to every shard with
 //! members, itself included; each of those walks its member list
 //! (`rooms::local`) and queues the frame for each member by reference.
+//!
+//! permessage-deflate, compress once: members whose connection compresses
+//! get a second shared frame, the text deflated (RSV1 set) by this shard's
+//! `Codec` on the first such member of the delivery and then shared by
+//! reference like the plain one. A room message is thus deflated at most
+//! once per shard with compressing members, on that shard's own thread:
+//! no lock, and no work at all on a shard whose members do not compress.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,6 +23,7 @@ use std::time::Instant;
 use slab::Slab;
 
 use crate::codes::ErrorCode;
+use crate::conn::compression::SharedFrame;
 use crate::conn::report::Report;
 use crate::conn::{Delivered, Delivery};
 use crate::json;
@@ -525,7 +533,8 @@ impl Shard {
     }
 
     /// Queues one frame for every member of `room` on this shard: the same
-    /// bytes for all, by reference.
+    /// bytes for all, by reference (the compressed twin, made once, for
+    /// those that compress).
     fn deliver_local(
         &mut self,
         room: &Arc<str>,
@@ -538,11 +547,13 @@ impl Shard {
         let metrics = &self.shared.metrics[self.index];
         let kind = fanout.kind();
         let mut tally = Tally::default();
+        let mut shared = SharedFrame::new(frame);
         for &key in self.local.members(room) {
             if exclude.is_some_and(|x| x.shard == self.index && x.key == key) {
                 continue;
             }
             if let Some(entry) = self.conns.get_mut(key) {
+                let frame = shared.for_member(entry.conn.compresses_out(), &mut self.codec);
                 write_through(entry, metrics, frame.len(), config);
                 tally.count(entry.conn.deliver(room, frame, kind, now, config));
                 mark(&mut self.conns, &mut self.dirty, key);
@@ -573,6 +584,7 @@ impl Shard {
     ) -> usize {
         let room: Arc<str> = Arc::from("");
         let mut count = 0;
+        let mut shared = SharedFrame::new(frame);
         for &key in keys {
             if exclude.shard == self.index && exclude.key == key {
                 continue;
@@ -582,6 +594,7 @@ impl Shard {
                     continue;
                 }
                 let metrics = &self.shared.metrics[self.index];
+                let frame = shared.for_member(entry.conn.compresses_out(), &mut self.codec);
                 write_through(entry, metrics, frame.len(), &self.shared.config);
                 let delivered =
                     entry
@@ -628,7 +641,7 @@ impl Shard {
         if let Some(text) = text {
             let metrics = &self.shared.metrics[self.index];
             write_through(entry, metrics, text.len(), config);
-            if entry.conn.send_text(text, now, config) {
+            if entry.conn.send_text(text, now, config, &mut self.codec) {
                 metrics.messages_out.inc();
             }
         }

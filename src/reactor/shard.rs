@@ -39,6 +39,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::codes::limits::{ACCEPT_BUDGET, BUS_HIGH_WATER, SEND_BUFFER_PER_BOUND};
+use crate::conn::compression::Codec;
 use crate::conn::outbound::MAX_IO_SLICES;
 use crate::conn::report::Report;
 use crate::conn::{AbortReason, Admission, Connection, Context, Port, Tick, pool};
@@ -150,6 +151,9 @@ pub struct Shard {
     pub(super) shared: Arc<Shared>,
     parser: Parser,
     scratch: Vec<u8>,
+    /// permessage-deflate for every connection here: one deflate and one
+    /// inflate state per shard, none per connection.
+    pub(super) codec: Codec,
     read_buf: Vec<u8>,
     /// Connections with output queued this turn.
     pub(super) dirty: Vec<usize>,
@@ -259,6 +263,7 @@ impl Shard {
             shared,
             parser: Parser::default(),
             scratch: Vec::with_capacity(1024),
+            codec: Codec::default(),
             read_buf: vec![0; READ_CHUNK],
             dirty: Vec::new(),
             again: Vec::new(),
@@ -595,6 +600,7 @@ impl Shard {
             metrics: &self.shared.metrics[self.index],
             parser: &mut self.parser,
             scratch: &mut self.scratch,
+            codec: &mut self.codec,
             now: Instant::now(),
             unix_ms: unix_ms(),
             draining: self.shared.registry.is_draining(),

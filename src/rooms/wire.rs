@@ -10,11 +10,26 @@ use crate::ws::frame::{self, OpCode};
 
 /// A complete server text frame holding `text`.
 pub fn text_frame(text: &[u8]) -> Arc<[u8]> {
+    shared_frame(text, false)
+}
+
+/// A complete server text frame with RSV1 set, holding a message
+/// compressed by `ws::deflate` (permessage-deflate): one per room message
+/// and shard, shared by every member that agreed to the extension.
+pub fn compressed_text_frame(deflated: &[u8]) -> Arc<[u8]> {
+    shared_frame(deflated, true)
+}
+
+fn shared_frame(payload: &[u8], compressed: bool) -> Arc<[u8]> {
     let mut header = [0u8; 10];
-    let header_len = frame::encode_header(true, OpCode::Text, text.len(), &mut header);
-    let mut bytes = Vec::with_capacity(header_len + text.len());
+    let header_len = if compressed {
+        frame::encode_compressed_header(OpCode::Text, payload.len(), &mut header)
+    } else {
+        frame::encode_header(true, OpCode::Text, payload.len(), &mut header)
+    };
+    let mut bytes = Vec::with_capacity(header_len + payload.len());
     bytes.extend_from_slice(&header[..header_len]);
-    bytes.extend_from_slice(text);
+    bytes.extend_from_slice(payload);
     Arc::from(bytes)
 }
 

@@ -6,8 +6,16 @@
 //! text as it arrives, and how far an incomplete frame has been unmasked.
 //! Must not touch sockets or the caller's buffer beyond the bytes it is
 //! given, and never copies an unfragmented message: it is unmasked in place.
+//!
+//! With permessage-deflate agreed (`with_deflate`), RSV1 on the first frame
+//! of a text or binary message marks it compressed: its bytes are deflate,
+//! so they are not UTF-8-validated here, and it is handed out as
+//! `Message::Compressed` for the caller to inflate under the size limit
+//! (and validate). RSV1 anywhere else is a protocol error.
 
 use crate::codes::close::is_valid_from_peer;
+use crate::codes::limits::{COMPRESSED_SLACK_BYTES, COMPRESSED_SLACK_DIVISOR};
+use crate::ws::extensions::Deflate;
 use crate::ws::frame::{FrameHeader, OpCode, parse_header};
 use crate::ws::mask::unmask;
 use crate::ws::utf8::Utf8Validator;
@@ -33,6 +41,13 @@ pub enum Message<'a> {
     Pong(&'a [u8]),
     /// `None`: the close payload was empty.
     Close(Option<CloseFrame<'a>>),
+    /// A compressed (RSV1) text or binary message, unmasked but still
+    /// deflate: not UTF-8-validated, and at most `max_message_size` plus a
+    /// small slack. The caller inflates it (no context takeover: on its own).
+    Compressed {
+        text: bool,
+        payload: &'a [u8],
+    },
 }
 
 /// The result of one [`Decoder::decode`] call.
@@ -44,11 +59,45 @@ pub struct Decoded<'a> {
     pub message: Option<Message<'a>>,
 }
 
-/// The data message kinds a fragmented message can be.
+/// The data message kinds a message can be. One byte even inside an
+/// `Option` (the bool's spare values are the other variants' tags).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum DataKind {
     Text,
     Binary,
+    /// RSV1 on its first frame: deflate bytes, of a text message or not.
+    Compressed {
+        text: bool,
+    },
+}
+
+impl DataKind {
+    /// The kind of a message whose first frame has `header`.
+    fn of_first(header: &FrameHeader) -> Self {
+        let text = header.opcode == OpCode::Text;
+        match (header.compressed, text) {
+            (true, text) => Self::Compressed { text },
+            (false, true) => Self::Text,
+            (false, false) => Self::Binary,
+        }
+    }
+
+    fn is_compressed(self) -> bool {
+        matches!(self, Self::Compressed { .. })
+    }
+}
+
+/// What permessage-deflate means for a connection's frames, from its
+/// agreement: one byte, where the agreement itself would take two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deflating {
+    /// Not agreed: RSV1 is reserved.
+    Off,
+    /// Compressed messages are accepted; none are sent (the client limited
+    /// the server's window below 15 bits).
+    InflateOnly,
+    /// Compressed messages both ways.
+    Both,
 }
 
 /// A complete frame found in the input: where it is and what it is.
@@ -67,6 +116,10 @@ pub struct Decoder {
     /// Saturated at `u32::MAX` (4 GiB - 1).
     max_message_size: u32,
     require_mask: bool,
+    /// The permessage-deflate agreement: with one, RSV1 may start a data
+    /// message. Kept here rather than in the connection's session, whose
+    /// size is at its malloc chunk's edge, while the decoder has a byte.
+    deflate: Deflating,
     /// The kind of the fragmented message being assembled, if any.
     fragmented: Option<DataKind>,
     /// The fragments received so far of the message in progress.
@@ -90,11 +143,29 @@ impl Decoder {
         Self {
             max_message_size: u32::try_from(max_message_size).unwrap_or(u32::MAX),
             require_mask,
+            deflate: Deflating::Off,
             fragmented: None,
             assembly: Vec::new(),
             utf8: Utf8Validator::default(),
             unmasked_prefix: 0,
         }
+    }
+
+    /// The same decoder, accepting compressed messages when `agreed`
+    /// holds an agreement (permessage-deflate was negotiated).
+    pub fn with_deflate(mut self, agreed: Option<Deflate>) -> Self {
+        self.deflate = match agreed {
+            None => Deflating::Off,
+            Some(deflate) if deflate.compresses_out() => Deflating::Both,
+            Some(_) => Deflating::InflateOnly,
+        };
+        self
+    }
+
+    /// Whether the agreement lets the server compress what it sends to
+    /// this peer (the decoder keeps the connection's agreement).
+    pub fn compresses_out(&self) -> bool {
+        self.deflate == Deflating::Both
     }
 
     /// `input` is the connection's unconsumed input. Frames are unmasked IN
@@ -180,7 +251,7 @@ impl Decoder {
         let arrived = &mut frame_bytes[header.header_len..];
         let complete = arrived.len() >= payload_len;
         let available = arrived.len().min(payload_len);
-        if !complete && !self.is_text_payload(header.opcode) {
+        if !complete && !self.is_text_payload(&header) {
             // Only text gains from early unmasking (fail-fast UTF-8 checks);
             // anything else is unmasked in one go once complete.
             return Ok(None);
@@ -199,35 +270,68 @@ impl Decoder {
     }
 
     /// Checks what the frame header means in the current state: masking,
-    /// fragmentation order and message size.
+    /// RSV1, fragmentation order and message size.
     fn check_header(&self, header: &FrameHeader) -> Result<(), ProtocolError> {
         if self.require_mask && header.mask.is_none() {
             return Err(ProtocolError::UnmaskedFrame);
         }
+        self.check_compressed_bit(header)?;
         match (header.opcode, self.fragmented) {
             (OpCode::Continuation, None) => Err(ProtocolError::UnexpectedContinuation),
             (OpCode::Text | OpCode::Binary, Some(_)) => Err(ProtocolError::ExpectedContinuation),
             // Known before the payload arrives: fail now rather than buffer.
-            (OpCode::Continuation | OpCode::Text | OpCode::Binary, _) => {
-                self.check_message_size(header.payload_len)
+            (OpCode::Text | OpCode::Binary, None) => {
+                self.check_message_size(header.payload_len, header.compressed)
+            }
+            (OpCode::Continuation, Some(kind)) => {
+                self.check_message_size(header.payload_len, kind.is_compressed())
             }
             (OpCode::Close | OpCode::Ping | OpCode::Pong, _) => Ok(()),
         }
     }
 
+    /// RFC 7692 6.1: RSV1 only with the extension agreed, and only on the
+    /// first frame of a data message.
+    fn check_compressed_bit(&self, header: &FrameHeader) -> Result<(), ProtocolError> {
+        if !header.compressed {
+            return Ok(());
+        }
+        if self.deflate == Deflating::Off {
+            return Err(ProtocolError::ReservedBits);
+        }
+        match header.opcode {
+            OpCode::Text | OpCode::Binary => Ok(()),
+            _ => Err(ProtocolError::MisplacedCompressedBit),
+        }
+    }
+
     /// The message so far plus a frame of `payload_len` bytes must fit.
-    fn check_message_size(&self, payload_len: u64) -> Result<(), ProtocolError> {
+    fn check_message_size(&self, payload_len: u64, compressed: bool) -> Result<(), ProtocolError> {
         let total = (self.assembly.len() as u64).saturating_add(payload_len);
-        if total > u64::from(self.max_message_size) {
+        if total > self.wire_limit(compressed) {
             return Err(ProtocolError::MessageTooBig);
         }
         Ok(())
     }
 
-    /// Whether a frame with `opcode` carries bytes of a text message.
-    fn is_text_payload(&self, opcode: OpCode) -> bool {
-        match opcode {
-            OpCode::Text => true,
+    /// The most bytes a message may take on the wire: `max_message_size`,
+    /// with a slack for a compressed one, since deflate grows
+    /// incompressible data a little (its inflated size is what the caller
+    /// holds to `max_message_size`).
+    fn wire_limit(&self, compressed: bool) -> u64 {
+        let max = u64::from(self.max_message_size);
+        if !compressed {
+            return max;
+        }
+        let slack = max / COMPRESSED_SLACK_DIVISOR as u64 + COMPRESSED_SLACK_BYTES as u64;
+        max.saturating_add(slack)
+    }
+
+    /// Whether a frame with `header` carries bytes of a text message still
+    /// to validate (a compressed message's bytes are deflate, not text).
+    fn is_text_payload(&self, header: &FrameHeader) -> bool {
+        match header.opcode {
+            OpCode::Text => !header.compressed,
             OpCode::Continuation => self.fragmented == Some(DataKind::Text),
             _ => false,
         }
@@ -247,7 +351,7 @@ impl Decoder {
         if let Some(mask) = header.mask {
             unmask(new_bytes, mask, seen);
         }
-        if self.is_text_payload(header.opcode) {
+        if self.is_text_payload(header) {
             self.utf8
                 .feed(new_bytes)
                 .map_err(|_| ProtocolError::InvalidUtf8)?;
@@ -266,14 +370,13 @@ impl Decoder {
         input: &[u8],
     ) -> Result<Option<DataKind>, ProtocolError> {
         let kind = match (frame.header.opcode, self.fragmented) {
-            (OpCode::Text, _) => DataKind::Text,
             (OpCode::Continuation, Some(kind)) => kind,
-            _ => DataKind::Binary,
+            _ => DataKind::of_first(&frame.header),
         };
         let payload = &input[frame.payload_start..frame.payload_end];
         let starts_fragmented = frame.header.opcode != OpCode::Continuation && !frame.header.fin;
         if frame.header.opcode == OpCode::Continuation || starts_fragmented {
-            self.append_fragment(payload);
+            self.append_fragment(payload, kind.is_compressed());
             self.fragmented = Some(kind);
         }
         if !frame.header.fin {
@@ -286,16 +389,17 @@ impl Decoder {
     }
 
     /// Appends a fragment, growing the buffer without ever reserving past
-    /// `max_message_size` (check_header guaranteed the fragment fits).
-    fn append_fragment(&mut self, fragment: &[u8]) {
+    /// the message's wire limit (check_header guaranteed the fragment fits).
+    fn append_fragment(&mut self, fragment: &[u8], compressed: bool) {
         let needed = self.assembly.len() + fragment.len();
         if needed > self.assembly.capacity() {
             // Amortised doubling, capped at the most a message may hold.
+            let limit = usize::try_from(self.wire_limit(compressed)).unwrap_or(usize::MAX);
             let target = self
                 .assembly
                 .capacity()
                 .saturating_mul(2)
-                .min(self.max_message_size as usize)
+                .min(limit)
                 .max(needed);
             self.assembly.reserve_exact(target - self.assembly.len());
         }
@@ -331,6 +435,7 @@ fn data_message(kind: DataKind, payload: &mut [u8]) -> Message<'_> {
     match kind {
         DataKind::Text => Message::Text(payload),
         DataKind::Binary => Message::Binary(payload),
+        DataKind::Compressed { text } => Message::Compressed { text, payload },
     }
 }
 
@@ -352,6 +457,7 @@ mod tests {
         Ping(Vec<u8>),
         Pong(Vec<u8>),
         Close(Option<(u16, String)>),
+        Compressed { text: bool, payload: Vec<u8> },
     }
 
     impl From<Message<'_>> for Owned {
@@ -364,6 +470,10 @@ mod tests {
                 Message::Ping(bytes) => Owned::Ping(bytes.to_vec()),
                 Message::Pong(bytes) => Owned::Pong(bytes.to_vec()),
                 Message::Close(close) => Owned::Close(close.map(|c| (c.code, c.reason.to_owned()))),
+                Message::Compressed { text, payload } => Owned::Compressed {
+                    text,
+                    payload: payload.to_vec(),
+                },
             }
         }
     }
@@ -393,7 +503,8 @@ mod tests {
                 };
                 assert!(consumed <= input.len());
                 input.drain(..consumed);
-                let max = decoder.max_message_size as usize;
+                // A compressed message may use the slack over the limit.
+                let max = decoder.wire_limit(decoder.deflate != Deflating::Off) as usize;
                 assert!(decoder.buffered() <= max);
                 assert!(decoder.assembly.capacity() <= max);
                 match message {
@@ -405,9 +516,9 @@ mod tests {
         (messages, None)
     }
 
-    fn run_split(max: usize, require_mask: bool, stream: &[u8], split: usize) -> Outcome {
+    fn run_split(make: &impl Fn() -> Decoder, stream: &[u8], split: usize) -> Outcome {
         let (a, b) = stream.split_at(split);
-        run_chunks(&mut Decoder::new(max, require_mask), [a, b])
+        run_chunks(&mut make(), [a, b])
     }
 
     /// The 2-way split points to try: all of them for small streams; for big
@@ -423,16 +534,21 @@ mod tests {
     /// Feeds `stream` whole, split in two at every point, and one byte at a
     /// time; all must give `expected`.
     fn check_with(max: usize, require_mask: bool, stream: &[u8], expected: Outcome) {
-        let whole = run_chunks(&mut Decoder::new(max, require_mask), [stream]);
+        check_decoder(|| Decoder::new(max, require_mask), stream, expected);
+    }
+
+    /// `check_with` for the decoders `make` builds.
+    fn check_decoder(make: impl Fn() -> Decoder, stream: &[u8], expected: Outcome) {
+        let whole = run_chunks(&mut make(), [stream]);
         assert_eq!(whole, expected, "whole");
         for split in split_points(stream.len()) {
             assert_eq!(
-                run_split(max, require_mask, stream, split),
+                run_split(&make, stream, split),
                 expected,
                 "split at {split}"
             );
         }
-        let bytewise = run_chunks(&mut Decoder::new(max, require_mask), stream.chunks(1));
+        let bytewise = run_chunks(&mut make(), stream.chunks(1));
         assert_eq!(bytewise, expected, "byte at a time");
     }
 
@@ -859,6 +975,116 @@ mod tests {
         assert_eq!(decoder.assembly.capacity(), 0);
     }
 
+    // --- permessage-deflate (RSV1) --------------------------------------
+
+    /// A stream of masked frames given as (fin, rsv1, opcode, payload).
+    fn rsv_stream(frames: &[(bool, bool, OpCode, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (i, (fin, rsv1, opcode, payload)) in frames.iter().enumerate() {
+            let start = out.len();
+            let mask = [MASK[0], MASK[1], MASK[2], i as u8];
+            encode_masked_frame(*fin, *opcode, payload, mask, &mut out);
+            if *rsv1 {
+                out[start] |= 0x40;
+            }
+        }
+        out
+    }
+
+    fn deflating(max: usize) -> impl Fn() -> Decoder {
+        let agreed = Deflate {
+            server_max_window_bits: None,
+        };
+        move || Decoder::new(max, true).with_deflate(Some(agreed))
+    }
+
+    fn compressed(text: bool, payload: &[u8]) -> Owned {
+        Owned::Compressed {
+            text,
+            payload: payload.to_vec(),
+        }
+    }
+
+    #[test]
+    fn rsv1_on_a_first_frame_hands_out_the_compressed_bytes_unvalidated() {
+        // Deflate bytes are not UTF-8: a compressed text is not checked here.
+        let stream = rsv_stream(&[
+            (true, true, OpCode::Text, b"\xf2\x48\xcd\xc9\xc9\x07\x00"),
+            (true, false, OpCode::Text, b"plain"),
+            (true, true, OpCode::Binary, b"\xff\xfe"),
+        ]);
+        let expected = vec![
+            compressed(true, b"\xf2\x48\xcd\xc9\xc9\x07\x00"),
+            text("plain"),
+            compressed(false, b"\xff\xfe"),
+        ];
+        check_decoder(deflating(BIG), &stream, (expected, None));
+    }
+
+    #[test]
+    fn a_fragmented_compressed_message_is_joined_with_controls_between() {
+        let stream = rsv_stream(&[
+            (false, true, OpCode::Text, b"\xf2\x48"),
+            (true, false, OpCode::Ping, b"p"),
+            (false, false, OpCode::Continuation, b"\xcd\xc9"),
+            (true, false, OpCode::Continuation, b"\xc9\x07\x00"),
+        ]);
+        let expected = vec![
+            Owned::Ping(b"p".to_vec()),
+            compressed(true, b"\xf2\x48\xcd\xc9\xc9\x07\x00"),
+        ];
+        check_decoder(deflating(BIG), &stream, (expected, None));
+    }
+
+    #[test]
+    fn rsv1_anywhere_else_is_a_protocol_error() {
+        let continuation = rsv_stream(&[
+            (false, true, OpCode::Text, b"a"),
+            (true, true, OpCode::Continuation, b"b"),
+        ]);
+        let uncompressed_then_rsv1 = rsv_stream(&[
+            (false, false, OpCode::Text, b"a"),
+            (true, true, OpCode::Continuation, b"b"),
+        ]);
+        for stream in [continuation, uncompressed_then_rsv1] {
+            check_decoder(
+                deflating(BIG),
+                &stream,
+                (vec![], Some(ProtocolError::MisplacedCompressedBit)),
+            );
+        }
+        for opcode in [OpCode::Ping, OpCode::Pong, OpCode::Close] {
+            let stream = rsv_stream(&[(true, true, opcode, b"")]);
+            check_decoder(
+                deflating(BIG),
+                &stream,
+                (vec![], Some(ProtocolError::MisplacedCompressedBit)),
+            );
+        }
+        // Not negotiated: RSV1 is a reserved bit like the others.
+        let stream = rsv_stream(&[(true, true, OpCode::Text, b"a")]);
+        check_error(&stream, &[], ProtocolError::ReservedBits);
+        assert_eq!(ProtocolError::MisplacedCompressedBit.close_code(), 1002);
+    }
+
+    #[test]
+    fn a_compressed_message_may_be_slightly_over_the_size_limit() {
+        let max = 4096;
+        let slack = max / COMPRESSED_SLACK_DIVISOR + COMPRESSED_SLACK_BYTES;
+        let fits = vec![7u8; max + slack];
+        let stream = rsv_stream(&[(true, true, OpCode::Binary, &fits)]);
+        let outcome = run_chunks(&mut deflating(max)(), [&stream[..]]);
+        assert_eq!(outcome, (vec![compressed(false, &fits)], None));
+        let over = vec![7u8; max + slack + 1];
+        let stream = rsv_stream(&[(true, true, OpCode::Binary, &over)]);
+        let outcome = run_chunks(&mut deflating(max)(), [&stream[..]]);
+        assert_eq!(outcome, (vec![], Some(ProtocolError::MessageTooBig)));
+        // Uncompressed, the limit is exact.
+        let stream = rsv_stream(&[(true, false, OpCode::Binary, &fits)]);
+        let outcome = run_chunks(&mut deflating(max)(), [&stream[..]]);
+        assert_eq!(outcome, (vec![], Some(ProtocolError::MessageTooBig)));
+    }
+
     // --- Fail fast --------------------------------------------------------
 
     /// Feeds only the first `arrived` bytes of `stream` and returns the result.
@@ -1089,9 +1315,12 @@ mod tests {
             sizes in proptest::collection::vec(1usize..300, 1..8),
             max in 0usize..300,
             require_mask in any::<bool>(),
+            deflate in any::<bool>(),
         ) {
             // run_chunks asserts the assembly buffer bound after every call.
-            let _ = run_chunks(&mut Decoder::new(max, require_mask), chunked(&bytes, &sizes));
+            let agreed = deflate.then_some(Deflate { server_max_window_bits: None });
+            let mut decoder = Decoder::new(max, require_mask).with_deflate(agreed);
+            let _ = run_chunks(&mut decoder, chunked(&bytes, &sizes));
         }
 
         #[test]

@@ -8,27 +8,53 @@
 //! - it always answers `client_no_context_takeover` (RFC 7692 7.1.1.2 lets
 //!   a server ask for it even when not offered), so a connection keeps no
 //!   inflate window between messages and an idle one holds no deflate state;
-//! - it compresses with a 15-bit window, so an offer that limits
-//!   `server_max_window_bits` below 15 is declined (the next offer, or no
-//!   compression, is used), and it inflates any window the client uses.
+//! - it compresses with a 15-bit window only. An offer that limits
+//!   `server_max_window_bits` to N (8 to 15) is accepted with N echoed, and
+//!   when N < 15 that connection is simply never sent a compressed frame
+//!   (7.2.1 lets a sender send any message uncompressed, RSV1 clear);
+//! - it inflates any window the client uses, so `client_max_window_bits`
+//!   is accepted with or without a value and not answered.
 //!
 //! Offers are read as RFC 7230 lists; an offer with an unknown parameter, a
 //! repeated one or a bad value is declined (7.1: "MUST decline"), never an
 //! error for the whole upgrade. Owns the parsing and the answer; the frames
 //! and the compression itself are elsewhere.
 
+use std::fmt::Write as _;
+
 /// The extension's name.
 pub const PERMESSAGE_DEFLATE: &str = "permessage-deflate";
 
-/// The agreement the server answers with (and then holds to).
+/// The LZ77 window the server compresses with, in bits (32 KiB).
+const SERVER_WINDOW_BITS: u8 = 15;
+
+/// What the server agreed to with one client (and then holds to).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deflate {
-    /// The value of the response's `Sec-WebSocket-Extensions`.
-    pub response: &'static str,
+    /// The client's `server_max_window_bits`, echoed in the answer; `None`
+    /// when the offer did not limit the server's window.
+    pub server_max_window_bits: Option<u8>,
 }
 
-/// The one answer the server gives to an offer it accepts.
-const RESPONSE: &str = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+impl Deflate {
+    /// Whether messages to this client may be compressed: only when the
+    /// client takes the server's full 15-bit window.
+    pub fn compresses_out(self) -> bool {
+        self.server_max_window_bits
+            .is_none_or(|bits| bits == SERVER_WINDOW_BITS)
+    }
+
+    /// The value of the 101 response's `Sec-WebSocket-Extensions`.
+    pub fn response(self) -> String {
+        let mut out = String::with_capacity(96);
+        out.push_str(PERMESSAGE_DEFLATE);
+        out.push_str("; server_no_context_takeover; client_no_context_takeover");
+        if let Some(bits) = self.server_max_window_bits {
+            let _ = write!(out, "; server_max_window_bits={bits}");
+        }
+        out
+    }
+}
 
 /// The agreement for the first offer of permessage-deflate the server can
 /// accept among `headers` (every `Sec-WebSocket-Extensions` line, in
@@ -37,8 +63,7 @@ pub fn negotiate<'a>(headers: impl IntoIterator<Item = &'a str>) -> Option<Defla
     headers
         .into_iter()
         .flat_map(split_list)
-        .find(|offer| acceptable(offer))
-        .map(|_| Deflate { response: RESPONSE })
+        .find_map(acceptable)
 }
 
 /// The elements of a comma-separated list, outside quoted strings.
@@ -62,44 +87,47 @@ fn split_list(value: &str) -> Vec<&str> {
     out
 }
 
-/// Whether one offer (`name; param; param=value`) is permessage-deflate
-/// with parameters this server can agree to.
-fn acceptable(offer: &str) -> bool {
+/// The agreement for one offer (`name; param; param=value`) when it is
+/// permessage-deflate with parameters this server can agree to.
+fn acceptable(offer: &str) -> Option<Deflate> {
     let mut parts = offer.split(';').map(str::trim);
     if !parts
         .next()
         .is_some_and(|name| name.eq_ignore_ascii_case(PERMESSAGE_DEFLATE))
     {
-        return false;
+        return None;
     }
+    let mut agreed = Deflate {
+        server_max_window_bits: None,
+    };
     let mut seen = [false; 4];
     for param in parts {
         let (name, value) = match param.split_once('=') {
-            Some((name, raw)) => match unquote(raw.trim()) {
-                Some(value) => (name.trim(), Some(value)),
-                None => return false,
-            },
+            Some((name, raw)) => (name.trim(), Some(unquote(raw.trim())?)),
             None => (param, None),
         };
         let slot = match name.to_ascii_lowercase().as_str() {
             "server_no_context_takeover" if value.is_none() => 0,
             "client_no_context_takeover" if value.is_none() => 1,
-            // This server compresses with a 15-bit window only.
-            "server_max_window_bits" if window_bits(value.as_deref()) == Some(15) => 2,
-            "server_max_window_bits" => return false,
+            // Any server window is accepted: below 15 the client just gets
+            // uncompressed frames.
+            "server_max_window_bits" => {
+                agreed.server_max_window_bits = Some(window_bits(value.as_deref())?);
+                2
+            }
             // Any client window is inflated; a value must be valid.
             "client_max_window_bits"
                 if value.is_none() || window_bits(value.as_deref()).is_some() =>
             {
                 3
             }
-            _ => return false,
+            _ => return None,
         };
         if std::mem::replace(&mut seen[slot], true) {
-            return false;
+            return None;
         }
     }
-    true
+    Some(agreed)
 }
 
 /// A parameter value: a token, or a quoted string without its quotes (and
@@ -143,31 +171,55 @@ mod tests {
         negotiate(headers.iter().copied()).is_some()
     }
 
+    fn window(headers: &[&str]) -> Option<u8> {
+        negotiate(headers.iter().copied())
+            .unwrap()
+            .server_max_window_bits
+    }
+
     #[test]
     fn a_plain_offer_gets_both_no_context_takeovers() {
         let deflate = negotiate(["permessage-deflate"]).unwrap();
         assert_eq!(
-            deflate.response,
+            deflate.response(),
             "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
         );
+        assert!(deflate.compresses_out());
         assert!(agreed(&["permessage-deflate; client_max_window_bits"]));
         assert!(agreed(&["Permessage-Deflate; Client_Max_Window_Bits=10"]));
         assert!(agreed(&[
             "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
         ]));
-        assert!(agreed(&[
-            "permessage-deflate; server_max_window_bits=\"15\""
-        ]));
+        assert_eq!(
+            window(&["permessage-deflate; server_max_window_bits=\"15\""]),
+            Some(15)
+        );
+    }
+
+    #[test]
+    fn a_limited_server_window_is_echoed_and_then_nothing_is_compressed() {
+        let deflate = negotiate(["permessage-deflate; server_max_window_bits=9"]).unwrap();
+        assert_eq!(deflate.server_max_window_bits, Some(9));
+        assert!(!deflate.compresses_out());
+        assert_eq!(
+            deflate.response(),
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover; \
+             server_max_window_bits=9"
+        );
+        let full = negotiate(["permessage-deflate; server_max_window_bits=15"]).unwrap();
+        assert!(full.compresses_out());
+        assert!(full.response().ends_with("; server_max_window_bits=15"));
     }
 
     #[test]
     fn offers_it_cannot_accept_are_declined_and_the_next_one_is_tried() {
         assert!(!agreed(&[]));
         assert!(!agreed(&["x-webkit-deflate-frame"]));
-        assert!(!agreed(&["permessage-deflate; server_max_window_bits=10"]));
-        assert!(agreed(&[
-            "permessage-deflate; server_max_window_bits=10, permessage-deflate"
-        ]));
+        assert_eq!(
+            window(&["permessage-deflate; server_max_window_bits=7, permessage-deflate"]),
+            None,
+            "the second offer"
+        );
         assert!(
             agreed(&["foo", "permessage-deflate"]),
             "a later header line"
@@ -177,6 +229,9 @@ mod tests {
             "permessage-deflate; client_max_window_bits=16",
             "permessage-deflate; client_max_window_bits=7",
             "permessage-deflate; client_max_window_bits=010",
+            "permessage-deflate; server_max_window_bits=16",
+            "permessage-deflate; server_max_window_bits=7",
+            "permessage-deflate; server_max_window_bits=9; server_max_window_bits=9",
             "permessage-deflate; server_no_context_takeover=1",
             "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
             "permessage-deflate; server_max_window_bits",
@@ -202,7 +257,7 @@ mod tests {
         ) {
             let result = negotiate(lines.iter().map(String::as_str));
             if let Some(deflate) = result {
-                prop_assert!(deflate.response.starts_with(PERMESSAGE_DEFLATE));
+                prop_assert!(deflate.response().starts_with(PERMESSAGE_DEFLATE));
             }
         }
 
@@ -210,6 +265,16 @@ mod tests {
         fn every_valid_client_window_is_accepted(bits in 8u8..=15) {
             let offer = format!("permessage-deflate; client_max_window_bits={bits}");
             prop_assert!(negotiate([offer.as_str()]).is_some());
+        }
+
+        #[test]
+        fn every_valid_server_window_is_accepted_and_echoed(bits in 8u8..=15) {
+            let offer = format!("permessage-deflate; server_max_window_bits={bits}");
+            let deflate = negotiate([offer.as_str()]).unwrap();
+            prop_assert_eq!(deflate.server_max_window_bits, Some(bits));
+            prop_assert_eq!(deflate.compresses_out(), bits == 15);
+            let echoed = format!("server_max_window_bits={bits}");
+            prop_assert!(deflate.response().ends_with(&echoed));
         }
     }
 }

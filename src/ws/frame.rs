@@ -17,8 +17,13 @@ pub const MAX_HEADER_LEN: usize = 14;
 
 /// The FIN bit of the first header byte.
 const FIN_BIT: u8 = 0x80;
-/// RSV1, RSV2 and RSV3: no extension is negotiated, so all must be 0.
-const RSV_BITS: u8 = 0x70;
+/// RSV1: set on the first frame of a message compressed with
+/// permessage-deflate (RFC 7692 6); whether that is allowed is the
+/// decoder's call.
+const RSV1_BIT: u8 = 0x40;
+/// RSV2 and RSV3: no extension the server agrees to uses them, so they
+/// must be 0.
+const RSV2_RSV3_BITS: u8 = 0x30;
 const OPCODE_BITS: u8 = 0x0f;
 /// The MASK bit of the second header byte.
 const MASK_BIT: u8 = 0x80;
@@ -84,14 +89,19 @@ pub struct FrameHeader {
     pub payload_len: u64,
     /// Bytes taken by the header, mask included: the payload starts here.
     pub header_len: usize,
+    /// RSV1 is set: the message is compressed (permessage-deflate).
+    pub compressed: bool,
 }
 
 /// A violation of RFC 6455 by the peer. Each one closes the connection with
 /// the code given by [`ProtocolError::close_code`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProtocolError {
-    /// An RSV bit is set but no extension was negotiated.
+    /// RSV2 or RSV3 is set, or RSV1 without permessage-deflate agreed.
     ReservedBits,
+    /// RSV1 on a continuation or a control frame: only the first frame of
+    /// a data message may say it is compressed (RFC 7692 6.1).
+    MisplacedCompressedBit,
     /// An opcode RFC 6455 reserves (0x3-0x7, 0xB-0xF).
     ReservedOpcode,
     /// A control frame with FIN clear.
@@ -135,6 +145,7 @@ impl ProtocolError {
     fn description(self) -> &'static str {
         match self {
             Self::ReservedBits => "reserved bits set",
+            Self::MisplacedCompressedBit => "RSV1 on a continuation or control frame",
             Self::ReservedOpcode => "reserved opcode",
             Self::FragmentedControl => "fragmented control frame",
             Self::ControlTooLong => "control frame payload over 125 bytes",
@@ -165,7 +176,8 @@ impl std::error::Error for ProtocolError {}
 /// Parses a frame header at the start of `buf`. `Ok(None)` when `buf` holds
 /// less than the whole header.
 ///
-/// Checks everything the header alone can tell: RSV bits must be 0, no
+/// Checks everything the header alone can tell: RSV2 and RSV3 must be 0
+/// (RSV1 is reported in `compressed`, for the decoder to judge), no
 /// reserved opcodes, control frames are final and at most 125 bytes, a
 /// 64-bit length has its top bit clear, and lengths use the minimal
 /// encoding (RFC 6455 5.2). Each check is made as soon as the bytes it needs
@@ -175,6 +187,7 @@ pub fn parse_header(buf: &[u8]) -> Result<Option<FrameHeader>, ProtocolError> {
         return Ok(None);
     };
     let (fin, opcode) = parse_first_byte(first)?;
+    let compressed = first & RSV1_BIT != 0;
     let len7 = second & LEN7_BITS;
     check_control_frame(fin, opcode, len7)?;
 
@@ -193,12 +206,13 @@ pub fn parse_header(buf: &[u8]) -> Result<Option<FrameHeader>, ProtocolError> {
         mask,
         payload_len,
         header_len,
+        compressed,
     }))
 }
 
-/// FIN and the opcode; rejects RSV bits and reserved opcodes.
+/// FIN and the opcode; rejects RSV2, RSV3 and reserved opcodes.
 fn parse_first_byte(first: u8) -> Result<(bool, OpCode), ProtocolError> {
-    if first & RSV_BITS != 0 {
+    if first & RSV2_RSV3_BITS != 0 {
         return Err(ProtocolError::ReservedBits);
     }
     let opcode = OpCode::from_bits(first & OPCODE_BITS).ok_or(ProtocolError::ReservedOpcode)?;
@@ -286,13 +300,33 @@ fn encode_payload_len(payload_len: usize, out: &mut [u8; 10]) -> usize {
     }
 }
 
+/// Server frames of a compressed message: the header of a final frame
+/// with RSV1 set (permessage-deflate, RFC 7692 6); returns its length.
+pub fn encode_compressed_header(opcode: OpCode, payload_len: usize, out: &mut [u8; 10]) -> usize {
+    let header_len = encode_header(true, opcode, payload_len, out);
+    out[0] |= RSV1_BIT;
+    header_len
+}
+
 /// Appends a whole unmasked, final frame (header, then payload) to `out`,
 /// reserving once.
 pub fn encode_frame(opcode: OpCode, payload: &[u8], out: &mut Vec<u8>) {
     let mut header = [0; 10];
     let header_len = encode_header(true, opcode, payload.len(), &mut header);
-    out.reserve(header_len + payload.len());
-    out.extend_from_slice(&header[..header_len]);
+    append_frame(&header[..header_len], payload, out);
+}
+
+/// Appends a whole unmasked, final frame with RSV1 set: `payload` is a
+/// message compressed by `ws::deflate`.
+pub fn encode_compressed_frame(opcode: OpCode, payload: &[u8], out: &mut Vec<u8>) {
+    let mut header = [0; 10];
+    let header_len = encode_compressed_header(opcode, payload.len(), &mut header);
+    append_frame(&header[..header_len], payload, out);
+}
+
+fn append_frame(header: &[u8], payload: &[u8], out: &mut Vec<u8>) {
+    out.reserve(header.len() + payload.len());
+    out.extend_from_slice(header);
     out.extend_from_slice(payload);
 }
 
@@ -325,8 +359,33 @@ pub fn encode_masked_frame(
     mask: [u8; 4],
     out: &mut Vec<u8>,
 ) {
+    encode_masked(fin, false, opcode, payload, mask, out);
+}
+
+/// Client side: appends a masked final frame with RSV1 set, `payload`
+/// being a message compressed by `ws::deflate`.
+pub fn encode_masked_compressed_frame(
+    opcode: OpCode,
+    payload: &[u8],
+    mask: [u8; 4],
+    out: &mut Vec<u8>,
+) {
+    encode_masked(true, true, opcode, payload, mask, out);
+}
+
+fn encode_masked(
+    fin: bool,
+    compressed: bool,
+    opcode: OpCode,
+    payload: &[u8],
+    mask: [u8; 4],
+    out: &mut Vec<u8>,
+) {
     let mut header = [0; 10];
     let header_len = encode_header(fin, opcode, payload.len(), &mut header);
+    if compressed {
+        header[0] |= RSV1_BIT;
+    }
     header[1] |= MASK_BIT;
     out.reserve(header_len + MASK_KEY_LEN + payload.len());
     out.extend_from_slice(&header[..header_len]);
@@ -388,6 +447,7 @@ mod tests {
                 mask: Some(MASK),
                 payload_len: 5,
                 header_len: 6,
+                compressed: false,
             }
         );
     }
@@ -431,13 +491,40 @@ mod tests {
     }
 
     #[test]
-    fn rejects_reserved_bits() {
-        for rsv in [0x40, 0x20, 0x10] {
+    fn rejects_rsv2_and_rsv3_always() {
+        for rsv in [0x20, 0x10, 0x30, 0x70, 0x60, 0x50] {
             assert_eq!(
                 parse_all_prefixes(&[0x81 | rsv, 0x80, 1, 2, 3, 4]),
                 Err(ProtocolError::ReservedBits)
             );
         }
+    }
+
+    #[test]
+    fn rsv1_is_reported_for_the_decoder_to_judge() {
+        for first in [0xc1, 0xc2, 0x40, 0xc9, 0xc0] {
+            let header = parse_all_prefixes(&[first, 0x80, 1, 2, 3, 4])
+                .unwrap()
+                .unwrap();
+            assert!(header.compressed, "{first:#x}");
+        }
+        let plain = parse_header(&[0x81, 0x80, 1, 2, 3, 4]).unwrap().unwrap();
+        assert!(!plain.compressed);
+    }
+
+    #[test]
+    fn compressed_frames_carry_rsv1() {
+        let mut out = Vec::new();
+        encode_compressed_frame(OpCode::Text, b"\xf2\x48", &mut out);
+        assert_eq!(out, [0xc1, 0x02, 0xf2, 0x48]);
+        let header = parse_header(&out).unwrap().unwrap();
+        assert!(header.compressed && header.fin);
+        let mut masked = Vec::new();
+        encode_masked_compressed_frame(OpCode::Binary, b"ab", MASK, &mut masked);
+        let header = parse_header(&masked).unwrap().unwrap();
+        assert!(header.compressed);
+        assert_eq!(header.opcode, OpCode::Binary);
+        assert_eq!(header.mask, Some(MASK));
     }
 
     #[test]
@@ -588,6 +675,7 @@ mod tests {
         assert_eq!(ProtocolError::MessageTooBig.close_code(), 1009);
         assert_eq!(ProtocolError::InvalidCloseReason.close_code(), 1002);
         assert_eq!(ProtocolError::ReservedBits.close_code(), 1002);
+        assert_eq!(ProtocolError::MisplacedCompressedBit.close_code(), 1002);
         assert_eq!(
             ProtocolError::UnmaskedFrame.to_string(),
             "unmasked client frame"

@@ -3,7 +3,8 @@
 //!
 //! Owns: the upgrade decision, in the order of `docs/protocol.md` section 2
 //! (request shape, version, origin, connection slot, token), the
-//! `Sec-WebSocket-Accept` key and subprotocol selection.
+//! `Sec-WebSocket-Accept` key, subprotocol selection and, with
+//! `--compression on`, the permessage-deflate agreement (`extensions`).
 //!
 //! Must not touch: sockets, routing (the caller has matched the path), the
 //! connection counters (reached only through the caller's `admit`), or the
@@ -13,6 +14,7 @@ use crate::auth::{self, Claims, Keys};
 use crate::codes::{ErrorCode, SUBPROTOCOL};
 use crate::http::request::{Request, Version};
 use crate::http::response;
+use crate::ws::extensions::{self, Deflate};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
@@ -26,6 +28,9 @@ pub struct UpgradePolicy<'a> {
     /// `--allowed-origins`; empty: any origin.
     pub allowed_origins: &'a [String],
     pub now_unix: f64,
+    /// `--compression on`: permessage-deflate is negotiated when offered;
+    /// otherwise `Sec-WebSocket-Extensions` is ignored.
+    pub compression: bool,
 }
 
 /// An upgrade that passed every check.
@@ -36,12 +41,22 @@ pub struct Accepted {
     pub accept_key: String,
     /// `Some(SUBPROTOCOL)` when the client offered it.
     pub subprotocol: Option<&'static str>,
+    /// The permessage-deflate agreement, when compression is on and the
+    /// client offered something acceptable.
+    pub deflate: Option<Deflate>,
 }
 
 impl Accepted {
-    /// Appends the `101 Switching Protocols` response.
+    /// Appends the `101 Switching Protocols` response; it carries
+    /// `Sec-WebSocket-Extensions` exactly when an agreement was made.
     pub fn write_response(&self, out: &mut Vec<u8>) {
-        response::write_switching_protocols(out, &self.accept_key, self.subprotocol);
+        let extensions = self.deflate.map(Deflate::response);
+        response::write_switching_protocols(
+            out,
+            &self.accept_key,
+            self.subprotocol,
+            extensions.as_deref(),
+        );
     }
 }
 
@@ -140,6 +155,10 @@ pub fn check_upgrade(
         claims,
         accept_key: accept_key(key),
         subprotocol: offered_subprotocol(req),
+        deflate: policy
+            .compression
+            .then(|| extensions::negotiate(req.headers("sec-websocket-extensions")))
+            .flatten(),
     })
 }
 
@@ -293,6 +312,15 @@ mod tests {
     }
 
     fn run(text: &str, origins: &[&str], admit_answer: Result<(), ErrorCode>) -> Outcome {
+        run_with(text, origins, admit_answer, false)
+    }
+
+    fn run_with(
+        text: &str,
+        origins: &[&str],
+        admit_answer: Result<(), ErrorCode>,
+        compression: bool,
+    ) -> Outcome {
         let (req, _) = HeadReader::default()
             .parse(text.as_bytes(), 8192)
             .unwrap()
@@ -304,6 +332,7 @@ mod tests {
             leeway_secs: 0.0,
             allowed_origins: &allowed_origins,
             now_unix: NOW,
+            compression,
         };
         let mut admit_calls = 0;
         let result = check_upgrade(&req, &policy, &mut || {
@@ -393,6 +422,36 @@ mod tests {
             run(&two_lines, &[], Ok(())).result.unwrap().subprotocol,
             Some(SUBPROTOCOL)
         );
+    }
+
+    #[test]
+    fn deflate_is_agreed_only_when_on_and_offered_on_any_line() {
+        let offer = |value: Option<&str>| request_text(&[("Sec-WebSocket-Extensions", value)]);
+        let deflate =
+            |text: &str, on: bool| run_with(text, &[], Ok(()), on).result.unwrap().deflate;
+        let offered = offer(Some("permessage-deflate; client_max_window_bits"));
+        assert_eq!(deflate(&offered, false), None, "compression off");
+        assert!(deflate(&offered, true).is_some());
+        assert_eq!(deflate(&offer(None), true), None, "not offered");
+        assert_eq!(deflate(&offer(Some("x-webkit-deflate-frame")), true), None);
+        let second_line = offer(Some("foo")).replace(
+            "\r\n\r\n",
+            "\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
+        );
+        assert!(deflate(&second_line, true).is_some());
+
+        let mut response = Vec::new();
+        let accepted = run_with(&offered, &[], Ok(()), true).result.unwrap();
+        accepted.write_response(&mut response);
+        let response = String::from_utf8(response).unwrap();
+        assert!(response.contains(
+            "\r\nSec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; \
+             client_no_context_takeover\r\n"
+        ));
+        let mut plain = Vec::new();
+        let accepted = run_with(&offered, &[], Ok(()), false).result.unwrap();
+        accepted.write_response(&mut plain);
+        assert!(!String::from_utf8(plain).unwrap().contains("Extensions"));
     }
 
     fn expect_before_admission(text: &str, origins: &[&str], code: ErrorCode) {

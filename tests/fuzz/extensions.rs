@@ -39,7 +39,17 @@ fn check(input: &[u8]) {
     let lines: Vec<&str> = text.split('\n').collect();
     let answer = negotiate(lines.iter().copied());
     if let Some(deflate) = answer {
-        assert_eq!(deflate.response, RESPONSE);
+        let response = deflate.response();
+        let window = deflate
+            .server_max_window_bits
+            .map(|bits| format!("; server_max_window_bits={bits}"))
+            .unwrap_or_default();
+        assert_eq!(response, format!("{RESPONSE}{window}"));
+        assert!(
+            deflate
+                .server_max_window_bits
+                .is_none_or(|bits| (8..=15).contains(&bits))
+        );
     }
     let any_line = lines.iter().any(|line| negotiate([*line]).is_some());
     assert_eq!(

@@ -52,6 +52,9 @@ fn own(message: Message<'_>, max: usize) -> Owned {
         Message::Ping(bytes) => Owned::Ping(bytes.to_vec()),
         Message::Pong(bytes) => Owned::Pong(bytes.to_vec()),
         Message::Close(close) => Owned::Close(close.map(|c| (c.code, c.reason.to_owned()))),
+        // RSV1 is refused by a decoder that was not told the extension
+        // was agreed, as this one was not.
+        Message::Compressed { .. } => panic!("a compressed message without permessage-deflate"),
     };
     match &owned {
         Owned::Text(b) | Owned::Binary(b) => assert!(b.len() <= max, "message {} > {max}", b.len()),

@@ -79,14 +79,16 @@ def token(sub="py-user", ttl=3600):
 
 
 @contextlib.contextmanager
-def open_ws(server, claims):
-    """A connected client that has read its greeting."""
+def open_ws(server, claims, compression="deflate"):
+    """A connected client that has read its greeting; `compression=None`
+    does not offer permessage-deflate (the library offers it by default)."""
     with connect(
         server.url("/ws"),
         additional_headers={"Authorization": f"Bearer {mint(claims)}"},
         open_timeout=TIMEOUT,
         close_timeout=TIMEOUT,
         proxy=None,
+        compression=compression,
     ) as ws:
         hello = json.loads(ws.recv(timeout=TIMEOUT))
         assert hello["event"] == "connection:established"
