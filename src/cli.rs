@@ -61,11 +61,14 @@ pub struct DemoFeedArgs {
 /// Flags of `roomcast connect`.
 #[derive(Debug, Args)]
 pub struct ConnectArgs {
-    /// The server's WebSocket URL, e.g. ws://127.0.0.1:8080/ws?token=JWT.
+    /// The server's WebSocket URL, e.g. ws://127.0.0.1:8080/ws?token=JWT or wss://chat.example.com/ws.
     pub url: String,
     /// A token to send as `Authorization: Bearer` instead of in the URL.
     #[arg(long, env = "ROOMCAST_TOKEN")]
     pub token: Option<String>,
+    /// wss://: trust the authorities in this PEM file instead of the system's (/etc/ssl/certs/ca-certificates.crt).
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
 }
 
 /// Flags of `roomcast serve`; each also reads `ROOMCAST_<NAME>`.

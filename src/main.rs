@@ -164,7 +164,7 @@ fn demo_feed(args: &roomcast::cli::DemoFeedArgs) -> ExitCode {
 
 /// `roomcast connect`: 0 when the server closed normally (1000, 1001).
 fn connect(args: &roomcast::cli::ConnectArgs) -> ExitCode {
-    match roomcast::term::run(&args.url, args.token.as_deref()) {
+    match roomcast::term::run(&args.url, args.token.as_deref(), args.ca.as_deref()) {
         Ok(None | Some(1000 | 1001)) => ExitCode::SUCCESS,
         Ok(Some(_)) => ExitCode::FAILURE,
         Err(e) => {

@@ -4,15 +4,35 @@
 //! or the bare `ping`); each message received is printed on a line of its
 //! own, prefixed `< `.
 //!
-//! Blocking std sockets and two threads (stdin, the socket): this is a tool
-//! for a person, not part of the server. Frames come from `ws::frame`; the
-//! opening handshake is checked against `ws::handshake::accept_key`.
+//! Blocking std sockets and two threads (stdin, the socket) sharing the
+//! connection behind a lock: this is a tool for a person, not part of the
+//! server. `wss://` runs over rustls, checking the server's certificate
+//! against the system's authorities (or `--ca`). Frames come from
+//! `ws::frame`; the opening handshake is checked against
+//! `ws::handshake::accept_key`.
 
 use std::io::{self, BufRead, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 
 use crate::ws::frame::{OpCode, encode_masked_frame, parse_header};
+
+/// Where Debian (and most Linux systems) keep the trusted authorities.
+const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// How long a read waits before letting the sending thread have the
+/// connection (both share one lock).
+const READ_SLICE: Duration = Duration::from_millis(50);
+
+/// A connection that reads and writes: a socket, or TLS over one.
+trait Link: Read + Write + Send {}
+impl<T: Read + Write + Send> Link for T {}
+
+type Shared = Arc<Mutex<Box<dyn Link>>>;
 
 /// Most bytes of a message printed; longer ones are cut with a note.
 const MAX_SHOWN: usize = 64 * 1024;
@@ -23,6 +43,8 @@ pub enum ConnectError {
     /// Not `ws://host[:port]/path`.
     Url(&'static str),
     Io(io::Error),
+    /// `wss://`: no usable authorities, or a TLS failure.
+    Tls(String),
     /// The server answered the upgrade with something else than 101.
     Refused(String),
 }
@@ -30,8 +52,9 @@ pub enum ConnectError {
 impl std::fmt::Display for ConnectError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ConnectError::Url(why) => write!(f, "not a ws:// URL: {why}"),
+            ConnectError::Url(why) => write!(f, "not a ws:// or wss:// URL: {why}"),
             ConnectError::Io(e) => write!(f, "{e}"),
+            ConnectError::Tls(why) => write!(f, "TLS: {why}"),
             ConnectError::Refused(head) => write!(f, "the server refused the upgrade: {head}"),
         }
     }
@@ -43,23 +66,36 @@ impl From<io::Error> for ConnectError {
     }
 }
 
-/// A `ws://` URL split into what the connection needs.
+/// A `ws://` or `wss://` URL split into what the connection needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WsUrl {
     /// `host:port`, for connecting and the `Host` header.
     pub authority: String,
     /// Path and query, at least `/`.
     pub target: String,
+    /// `wss://`.
+    pub tls: bool,
 }
 
-/// Reads `ws://host[:port][/path][?query]`; `wss://` is refused (no TLS yet).
-pub fn parse_url(url: &str) -> Result<WsUrl, ConnectError> {
-    if url.starts_with("wss://") {
-        return Err(ConnectError::Url("wss:// (TLS) is not supported yet"));
+impl WsUrl {
+    /// The host without its port or IPv6 brackets, for the certificate.
+    fn host(&self) -> &str {
+        let host = self
+            .authority
+            .rsplit_once(':')
+            .map_or(self.authority.as_str(), |(host, _)| host);
+        host.trim_start_matches('[').trim_end_matches(']')
     }
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or(ConnectError::Url("it must start with ws://"))?;
+}
+
+/// Reads `ws://` or `wss://host[:port][/path][?query]` (ports 80 and 443
+/// by default).
+pub fn parse_url(url: &str) -> Result<WsUrl, ConnectError> {
+    let (rest, tls) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+        (Some(rest), _) => (rest, false),
+        (_, Some(rest)) => (rest, true),
+        _ => return Err(ConnectError::Url("it must start with ws:// or wss://")),
+    };
     let (authority, target) = match rest.find(['/', '?']) {
         Some(at) if rest.as_bytes()[at] == b'?' => (&rest[..at], format!("/{}", &rest[at..])),
         Some(at) => (&rest[..at], rest[at..].to_owned()),
@@ -68,36 +104,92 @@ pub fn parse_url(url: &str) -> Result<WsUrl, ConnectError> {
     if authority.is_empty() {
         return Err(ConnectError::Url("no host"));
     }
-    let authority = if authority
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        || authority.ends_with(']') && authority.starts_with('[')
-    {
+    let has_port = authority.rsplit_once(':').is_some_and(|(host, p)| {
+        p.parse::<u16>().is_ok() && (!host.contains(':') || host.ends_with(']'))
+    });
+    let authority = if has_port {
         authority.to_owned()
     } else {
-        format!("{authority}:80")
+        format!("{authority}:{}", if tls { 443 } else { 80 })
     };
-    Ok(WsUrl { authority, target })
+    Ok(WsUrl {
+        authority,
+        target,
+        tls,
+    })
 }
 
 /// Connects, then relays stdin lines out and messages in until either side
-/// closes. Returns the close code the server sent, if any.
-pub fn run(url: &str, token: Option<&str>) -> Result<Option<u16>, ConnectError> {
+/// closes. Returns the close code the server sent, if any. `ca` replaces
+/// the system's authorities for `wss://`.
+pub fn run(url: &str, token: Option<&str>, ca: Option<&Path>) -> Result<Option<u16>, ConnectError> {
     let url = parse_url(url)?;
     let addr = url
         .authority
         .to_socket_addrs()?
         .next()
         .ok_or(ConnectError::Url("the host has no address"))?;
-    let mut stream = TcpStream::connect(addr)?;
-    stream.set_nodelay(true)?;
-    let mut input = handshake(&mut stream, &url, token)?;
-    eprintln!("connected to ws://{}{}", url.authority, redact(&url.target));
-    let writer = Arc::new(Mutex::new(stream.try_clone()?));
-    let stdin_writer = writer.clone();
-    std::thread::spawn(move || send_lines(&stdin_writer));
-    let code = receive(&mut stream, &mut input, &writer)?;
-    Ok(code)
+    let socket = TcpStream::connect(addr)?;
+    socket.set_nodelay(true)?;
+    let mut link: Box<dyn Link> = if url.tls {
+        Box::new(tls_link(socket.try_clone()?, &url, ca)?)
+    } else {
+        Box::new(socket.try_clone()?)
+    };
+    let mut input = handshake(&mut link, &url, token)?;
+    let scheme = if url.tls { "wss" } else { "ws" };
+    eprintln!(
+        "connected to {scheme}://{}{}",
+        url.authority,
+        redact(&url.target)
+    );
+    // Reads give the lock up now and then, for the sending thread.
+    socket.set_read_timeout(Some(READ_SLICE))?;
+    let shared: Shared = Arc::new(Mutex::new(link));
+    let sender = shared.clone();
+    std::thread::spawn(move || send_lines(&sender));
+    receive(&shared, &mut input)
+}
+
+/// A TLS session over `socket` for the URL's host, its certificate checked
+/// against `ca` or the system's authorities; the handshake is done here so
+/// that a refused certificate is reported as such.
+fn tls_link(
+    socket: TcpStream,
+    url: &WsUrl,
+    ca: Option<&Path>,
+) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>, ConnectError> {
+    let bundle = ca.unwrap_or(Path::new(SYSTEM_CA_BUNDLE));
+    let pem = std::fs::read(bundle).map_err(|e| {
+        ConnectError::Tls(format!("cannot read {}: {e} (pass --ca)", bundle.display()))
+    })?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem).flatten() {
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        return Err(ConnectError::Tls(format!(
+            "no certificate in {}",
+            bundle.display()
+        )));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(crate::tls::provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConnectError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from(url.host().to_owned())
+        .map_err(|_| ConnectError::Url("the host is not a valid server name"))?;
+    let session = rustls::ClientConnection::new(Arc::new(config), name)
+        .map_err(|e| ConnectError::Tls(e.to_string()))?;
+    let mut stream = rustls::StreamOwned::new(session, socket);
+    while stream.conn.is_handshaking() {
+        stream
+            .conn
+            .complete_io(&mut stream.sock)
+            .map_err(|e| ConnectError::Tls(e.to_string()))?;
+    }
+    Ok(stream)
 }
 
 /// The path with its `token=` value hidden, for printing.
@@ -113,7 +205,7 @@ fn redact(target: &str) -> String {
 
 /// Sends the upgrade and reads the response head; returns what followed it.
 fn handshake(
-    stream: &mut TcpStream,
+    stream: &mut Box<dyn Link>,
     url: &WsUrl,
     token: Option<&str>,
 ) -> Result<Vec<u8>, ConnectError> {
@@ -157,18 +249,19 @@ fn base64_key() -> String {
 }
 
 /// Writes one client frame (masked with a fresh key, as RFC 6455 asks).
-fn write_frame(writer: &Mutex<TcpStream>, opcode: OpCode, payload: &[u8]) -> io::Result<()> {
+fn write_frame(link: &Shared, opcode: OpCode, payload: &[u8]) -> io::Result<()> {
     let mask = (crate::auth::random_u64() as u32).to_be_bytes();
     let mut out = Vec::with_capacity(payload.len() + 14);
     encode_masked_frame(true, opcode, payload, mask, &mut out);
-    let mut stream = writer
+    let mut link = link
         .lock()
-        .map_err(|_| io::Error::other("writer poisoned"))?;
-    stream.write_all(&out)
+        .map_err(|_| io::Error::other("connection poisoned"))?;
+    link.write_all(&out)?;
+    link.flush()
 }
 
 /// Every stdin line becomes a text message; at EOF the connection is closed.
-fn send_lines(writer: &Mutex<TcpStream>) {
+fn send_lines(writer: &Shared) {
     for line in io::stdin().lock().lines() {
         let Ok(line) = line else { break };
         if line.is_empty() {
@@ -182,11 +275,8 @@ fn send_lines(writer: &Mutex<TcpStream>) {
 }
 
 /// Prints every message until the server closes; answers pings.
-fn receive(
-    stream: &mut TcpStream,
-    input: &mut Vec<u8>,
-    writer: &Mutex<TcpStream>,
-) -> Result<Option<u16>, ConnectError> {
+fn receive(link: &Shared, input: &mut Vec<u8>) -> Result<Option<u16>, ConnectError> {
+    let writer = link;
     let mut chunk = [0u8; 16 * 1024];
     let mut stdout = io::stdout();
     loop {
@@ -227,13 +317,32 @@ fn receive(
                 _ => {}
             }
         }
-        let n = stream.read(&mut chunk)?;
+        let n = match read_slice(link, &mut chunk) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         if n == 0 {
             eprintln!("the connection closed without a close frame");
             return Ok(None);
         }
         input.extend_from_slice(&chunk[..n]);
     }
+}
+
+/// One read of at most `READ_SLICE`, holding the lock only meanwhile.
+fn read_slice(link: &Shared, chunk: &mut [u8]) -> io::Result<usize> {
+    let mut link = link
+        .lock()
+        .map_err(|_| io::Error::other("connection poisoned"))?;
+    link.read(chunk)
 }
 
 #[cfg(test)]
@@ -252,8 +361,13 @@ mod tests {
         assert_eq!(parse_url("ws://h:1?x").unwrap().target, "/?x");
         assert_eq!(parse_url("ws://[::1]:9/a").unwrap().authority, "[::1]:9");
         assert!(parse_url("http://h/").is_err());
-        assert!(parse_url("wss://h/").is_err());
         assert!(parse_url("ws:///ws").is_err());
+        let secure = parse_url("wss://example.com/ws").unwrap();
+        assert_eq!(secure.authority, "example.com:443");
+        assert!(secure.tls);
+        assert_eq!(secure.host(), "example.com");
+        assert_eq!(parse_url("wss://[::1]/").unwrap().authority, "[::1]:443");
+        assert_eq!(parse_url("wss://[::1]:8443/").unwrap().host(), "::1");
     }
 
     #[test]

@@ -27,6 +27,8 @@ type TlsStream = StreamOwned<ClientConnection, TcpStream>;
 /// signed, written as PEM files.
 struct Pki {
     ca: CertificateDer<'static>,
+    /// The authority's certificate as PEM, for clients that read a file.
+    ca_file: PathBuf,
     cert: PathBuf,
     key: PathBuf,
 }
@@ -45,9 +47,11 @@ impl Pki {
             .unwrap();
         let pki = Pki {
             ca: ca.der().clone(),
+            ca_file: dir.join(format!("{name}-ca.crt")),
             cert: dir.join(format!("{name}.crt")),
             key: dir.join(format!("{name}.key")),
         };
+        std::fs::write(&pki.ca_file, ca.pem()).unwrap();
         std::fs::write(&pki.cert, leaf.pem()).unwrap();
         std::fs::write(&pki.key, key.serialize_pem()).unwrap();
         pki
@@ -535,4 +539,47 @@ fn the_load_generator_speaks_wss() {
         "{counted} < {handshakes}"
     );
     assert_eq!(tls.failures("protocol"), 0.0);
+}
+
+#[test]
+fn the_terminal_client_speaks_wss_and_checks_the_certificate() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let tls = TlsServer::start(&[]);
+    let url = format!(
+        "wss://localhost:{}/echo?token={}",
+        tls.server.addr().port(),
+        token("term")
+    );
+    let mut child = Server::command()
+        .args(["connect", &url, "--ca"])
+        .arg(&tls.pki.ca_file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    writeln!(stdin, "over TLS").unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "< over TLS");
+    writeln!(stdin, "and again").unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "< and again");
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+
+    // Another authority does not vouch for this server.
+    let other = Pki::new(&tls.dir, "other");
+    let refused = Server::command()
+        .args(["connect", &url, "--ca"])
+        .arg(&other.ca_file)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("TLS:") && stderr.contains("certificate"),
+        "{stderr}"
+    );
 }
