@@ -511,7 +511,7 @@ impl Connection {
                     let Some(session) = self.session.as_mut() else {
                         return input.len();
                     };
-                    on_frames(session, rest, &mut self.out, cx)
+                    on_frames(session, rest, &mut self.out, self.compresses, cx)
                 }
                 State::Closing { .. } | State::Finishing { .. } => return input.len(),
             };
@@ -651,7 +651,8 @@ impl Connection {
             held_back: None,
             events: endpoint == Endpoint::Events,
             newly_opened: endpoint == Endpoint::Events,
-            decoder: Decoder::new(cx.config.max_message_size, true).with_deflate(accepted.deflate),
+            decoder: Decoder::new(cx.config.max_message_size, true)
+                .with_deflate(accepted.deflate.is_some()),
             awaiting: 0,
         }));
         self.state = State::Open;

@@ -43,17 +43,20 @@ pub(super) struct Step {
     pub end: Option<End>,
 }
 
-/// Decodes and handles every complete message in `input`.
+/// Decodes and handles every complete message in `input`; replies are
+/// compressed when the connection `compresses` (permessage-deflate with
+/// the full window).
 pub(super) fn on_frames(
     session: &mut SessionState,
     input: &mut [u8],
     out: &mut Outbound,
+    compresses: bool,
     cx: &mut Context<'_>,
 ) -> Step {
     // The decoder lends out slices of itself while the rest of the session
     // handles them, so it steps out of the session for the call.
     let mut decoder = std::mem::replace(&mut session.decoder, Decoder::new(0, true));
-    let step = decode_and_handle(&mut decoder, session, input, out, cx);
+    let step = decode_and_handle(&mut decoder, session, input, out, compresses, cx);
     session.decoder = decoder;
     step
 }
@@ -63,6 +66,7 @@ fn decode_and_handle(
     session: &mut SessionState,
     input: &mut [u8],
     out: &mut Outbound,
+    compress: bool,
     cx: &mut Context<'_>,
 ) -> Step {
     let endpoint = if session.events {
@@ -70,11 +74,7 @@ fn decode_and_handle(
     } else {
         Endpoint::Echo
     };
-    // The session's decoder is this one's stand-in: ask this one.
-    let handling = Handling {
-        endpoint,
-        compress: decoder.compresses_out(),
-    };
+    let handling = Handling { endpoint, compress };
     let mut consumed = 0;
     loop {
         let decoded = match decoder.decode(&mut input[consumed..]) {

@@ -15,7 +15,6 @@
 
 use crate::codes::close::is_valid_from_peer;
 use crate::codes::limits::{COMPRESSED_SLACK_BYTES, COMPRESSED_SLACK_DIVISOR};
-use crate::ws::extensions::Deflate;
 use crate::ws::frame::{FrameHeader, OpCode, parse_header};
 use crate::ws::mask::unmask;
 use crate::ws::utf8::Utf8Validator;
@@ -87,19 +86,6 @@ impl DataKind {
     }
 }
 
-/// What permessage-deflate means for a connection's frames, from its
-/// agreement: one byte, where the agreement itself would take two.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Deflating {
-    /// Not agreed: RSV1 is reserved.
-    Off,
-    /// Compressed messages are accepted; none are sent (the client limited
-    /// the server's window below 15 bits).
-    InflateOnly,
-    /// Compressed messages both ways.
-    Both,
-}
-
 /// A complete frame found in the input: where it is and what it is.
 struct FrameSpan {
     header: FrameHeader,
@@ -116,10 +102,10 @@ pub struct Decoder {
     /// Saturated at `u32::MAX` (4 GiB - 1).
     max_message_size: u32,
     require_mask: bool,
-    /// The permessage-deflate agreement: with one, RSV1 may start a data
-    /// message. Kept here rather than in the connection's session, whose
-    /// size is at its malloc chunk's edge, while the decoder has a byte.
-    deflate: Deflating,
+    /// permessage-deflate was agreed: RSV1 may start a data message.
+    /// Whether the server compresses what it sends is the connection's
+    /// business, not the decoder's.
+    inflates: bool,
     /// The kind of the fragmented message being assembled, if any.
     fragmented: Option<DataKind>,
     /// The fragments received so far of the message in progress.
@@ -143,7 +129,7 @@ impl Decoder {
         Self {
             max_message_size: u32::try_from(max_message_size).unwrap_or(u32::MAX),
             require_mask,
-            deflate: Deflating::Off,
+            inflates: false,
             fragmented: None,
             assembly: Vec::new(),
             utf8: Utf8Validator::default(),
@@ -152,20 +138,10 @@ impl Decoder {
     }
 
     /// The same decoder, accepting compressed messages when `agreed`
-    /// holds an agreement (permessage-deflate was negotiated).
-    pub fn with_deflate(mut self, agreed: Option<Deflate>) -> Self {
-        self.deflate = match agreed {
-            None => Deflating::Off,
-            Some(deflate) if deflate.compresses_out() => Deflating::Both,
-            Some(_) => Deflating::InflateOnly,
-        };
+    /// (permessage-deflate was negotiated).
+    pub fn with_deflate(mut self, agreed: bool) -> Self {
+        self.inflates = agreed;
         self
-    }
-
-    /// Whether the agreement lets the server compress what it sends to
-    /// this peer (the decoder keeps the connection's agreement).
-    pub fn compresses_out(&self) -> bool {
-        self.deflate == Deflating::Both
     }
 
     /// `input` is the connection's unconsumed input. Frames are unmasked IN
@@ -296,7 +272,7 @@ impl Decoder {
         if !header.compressed {
             return Ok(());
         }
-        if self.deflate == Deflating::Off {
+        if !self.inflates {
             return Err(ProtocolError::ReservedBits);
         }
         match header.opcode {
@@ -504,7 +480,7 @@ mod tests {
                 assert!(consumed <= input.len());
                 input.drain(..consumed);
                 // A compressed message may use the slack over the limit.
-                let max = decoder.wire_limit(decoder.deflate != Deflating::Off) as usize;
+                let max = decoder.wire_limit(decoder.inflates) as usize;
                 assert!(decoder.buffered() <= max);
                 assert!(decoder.assembly.capacity() <= max);
                 match message {
@@ -992,10 +968,7 @@ mod tests {
     }
 
     fn deflating(max: usize) -> impl Fn() -> Decoder {
-        let agreed = Deflate {
-            server_max_window_bits: None,
-        };
-        move || Decoder::new(max, true).with_deflate(Some(agreed))
+        move || Decoder::new(max, true).with_deflate(true)
     }
 
     fn compressed(text: bool, payload: &[u8]) -> Owned {
@@ -1318,8 +1291,7 @@ mod tests {
             deflate in any::<bool>(),
         ) {
             // run_chunks asserts the assembly buffer bound after every call.
-            let agreed = deflate.then_some(Deflate { server_max_window_bits: None });
-            let mut decoder = Decoder::new(max, require_mask).with_deflate(agreed);
+            let mut decoder = Decoder::new(max, require_mask).with_deflate(deflate);
             let _ = run_chunks(&mut decoder, chunked(&bytes, &sizes));
         }
 
