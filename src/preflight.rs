@@ -272,14 +272,7 @@ fn memory_limit() -> Option<u64> {
 
 /// `MemTotal` of a `/proc/meminfo` text, in bytes.
 fn mem_total(meminfo: &str) -> Option<u64> {
-    let kib: u64 = meminfo
-        .lines()
-        .find_map(|line| line.strip_prefix("MemTotal:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    kib.checked_mul(1024)
+    crate::sys::kib_field(meminfo, "MemTotal:")?.checked_mul(1024)
 }
 
 fn read_number(path: &str) -> Option<u64> {

@@ -202,13 +202,7 @@ pub fn process_usage(pid: u32) -> Option<ProcessUsage> {
     // SAFETY: sysconf takes no pointers.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss_kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
+    let rss_kib = kib_field(&status, "VmRSS:")?;
     Some(ProcessUsage {
         cpu_seconds: ticks as f64 / per_second,
         rss_bytes: rss_kib * 1024,
@@ -281,6 +275,17 @@ fn set_int_option(
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// The value of a `Name:   123 kB` line of a `/proc` text
+/// (`/proc/meminfo`, `/proc/PID/status`), in KiB.
+pub fn kib_field(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]
