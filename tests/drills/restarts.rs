@@ -70,58 +70,88 @@ fn subscribers(
     handles
 }
 
-/// Stops the publisher and the subscribers; checks and reports what each
-/// saw.
-fn finish(
-    drill: &Drill,
-    publisher: thread::JoinHandle<(std::collections::BTreeSet<u64>, u64)>,
+/// Subscribers spread over the nodes and a publisher sending to each node
+/// in turn, running until `finish`.
+struct Load {
     subscribers: Vec<thread::JoinHandle<Seen>>,
-    stop: &AtomicBool,
-    target: &std::sync::atomic::AtomicU64,
-    publishing: &AtomicBool,
-) {
-    publishing.store(true, Ordering::Relaxed);
-    let (acked, failed) = publisher.join().unwrap();
-    tracker::set_target(target, &acked);
-    let waiting = Instant::now();
-    stop.store(true, Ordering::Relaxed);
-    let seen = tracker::join_all(subscribers);
-    drill.figure(
-        "publishes acknowledged, refused or failed",
-        format!("{}, {failed}", acked.len()),
-    );
-    drill.figure(
-        "subscribers caught up after the last publish in",
-        ms(waiting.elapsed()),
-    );
-    let reconnects: u32 = seen.iter().map(|s| s.reconnects).sum();
-    let longest = seen
-        .iter()
-        .map(|s| s.longest_outage)
-        .max()
-        .unwrap_or_default();
-    drill.figure(
-        "reconnects, longest time without a room",
-        format!("{reconnects}, {}", ms(longest)),
-    );
-    assert!(
-        acked.len() > 10,
-        "the publisher got through: {}",
-        acked.len()
-    );
-    for (i, subscriber) in seen.iter().enumerate() {
-        let from = subscriber.seqs.first().copied().unwrap_or(u64::MAX);
-        let (missed, in_order) = tracker::check(subscriber, &acked, from);
-        assert!(
-            missed.is_empty(),
-            "subscriber {i} missed acknowledged {missed:?}"
+    publisher: thread::JoinHandle<(std::collections::BTreeSet<u64>, u64)>,
+    /// Tells the subscribers to stop once they have seen `target`.
+    stop: Arc<AtomicBool>,
+    target: Arc<std::sync::atomic::AtomicU64>,
+    /// Tells the publisher to stop.
+    publishing: Arc<AtomicBool>,
+}
+
+impl Load {
+    /// `count` subscribers (in before this returns) and a publisher that
+    /// pauses `pause` between messages.
+    fn start(addrs: &[SocketAddr], count: usize, pause: Duration) -> Load {
+        let (stop, target) = (Arc::default(), tracker::target());
+        let subscribers = subscribers(addrs, count, &stop, &target);
+        let publishing = Arc::new(AtomicBool::new(false));
+        let publisher = tracker::publisher(addrs.to_vec(), pause, publishing.clone());
+        Load {
+            subscribers,
+            publisher,
+            stop,
+            target,
+            publishing,
+        }
+    }
+
+    /// Stops the publisher and the subscribers; checks and reports what
+    /// each saw.
+    fn finish(self, drill: &Drill) {
+        let Load {
+            subscribers,
+            publisher,
+            stop,
+            target,
+            publishing,
+        } = self;
+        publishing.store(true, Ordering::Relaxed);
+        let (acked, failed) = publisher.join().unwrap();
+        tracker::set_target(&target, &acked);
+        let waiting = Instant::now();
+        stop.store(true, Ordering::Relaxed);
+        let seen = tracker::join_all(subscribers);
+        drill.figure(
+            "publishes acknowledged, refused or failed",
+            format!("{}, {failed}", acked.len()),
+        );
+        drill.figure(
+            "subscribers caught up after the last publish in",
+            ms(waiting.elapsed()),
+        );
+        let reconnects: u32 = seen.iter().map(|s| s.reconnects).sum();
+        let longest = seen
+            .iter()
+            .map(|s| s.longest_outage)
+            .max()
+            .unwrap_or_default();
+        drill.figure(
+            "reconnects, longest time without a room",
+            format!("{reconnects}, {}", ms(longest)),
         );
         assert!(
-            in_order,
-            "subscriber {i} saw a gap or a repeat: {:?}",
-            subscriber.seqs
+            acked.len() > 10,
+            "the publisher got through: {}",
+            acked.len()
         );
-        assert_eq!(subscriber.resets, 0, "subscriber {i} had to reset");
+        for (i, subscriber) in seen.iter().enumerate() {
+            let from = subscriber.seqs.first().copied().unwrap_or(u64::MAX);
+            let (missed, in_order) = tracker::check(subscriber, &acked, from);
+            assert!(
+                missed.is_empty(),
+                "subscriber {i} missed acknowledged {missed:?}"
+            );
+            assert!(
+                in_order,
+                "subscriber {i} saw a gap or a repeat: {:?}",
+                subscriber.seqs
+            );
+            assert_eq!(subscriber.resets, 0, "subscriber {i} had to reset");
+        }
     }
 }
 
@@ -140,14 +170,7 @@ fn a_node_killed_under_load_and_restarted_loses_no_subscriber_anything() {
     let redis = RedisServer::start();
     let port = free_port();
     let mut server = node(&redis.url(), port);
-    let addrs = [server.addr()];
-    let (stop, done, target) = (
-        Arc::default(),
-        Arc::new(AtomicBool::new(false)),
-        tracker::target(),
-    );
-    let subs = subscribers(&addrs, count, &stop, &target);
-    let publisher = tracker::publisher(addrs.to_vec(), pause, done.clone());
+    let load = Load::start(&[server.addr()], count, pause);
     thread::sleep(Duration::from_secs(1));
     server.signal(libc::SIGKILL);
     server.wait_exit(Duration::from_secs(10));
@@ -155,7 +178,7 @@ fn a_node_killed_under_load_and_restarted_loses_no_subscriber_anything() {
     let server = node(&redis.url(), port);
     drill.figure("node back and serving after", ms(killed.elapsed()));
     thread::sleep(Duration::from_millis(1500));
-    finish(&drill, publisher, subs, &stop, &target, &done);
+    load.finish(&drill);
     assert_no_secrets(&server, &[], &[]);
 }
 
@@ -180,13 +203,7 @@ fn a_cluster_loses_a_node_and_then_redis_under_load_and_loses_nothing_acknowledg
     let url = redis.url();
     let nodes: Vec<Server> = (0..3).map(|_| node(&url, 0)).collect();
     let addrs: Vec<SocketAddr> = nodes.iter().map(Server::addr).collect();
-    let (stop, done, target) = (
-        Arc::default(),
-        Arc::new(AtomicBool::new(false)),
-        tracker::target(),
-    );
-    let subs = subscribers(&addrs, count, &stop, &target);
-    let publisher = tracker::publisher(addrs.clone(), pause, done.clone());
+    let load = Load::start(&addrs, count, pause);
     thread::sleep(Duration::from_secs(1));
     let mut nodes = nodes;
     let mut dead = nodes.pop().unwrap();
@@ -207,7 +224,7 @@ fn a_cluster_loses_a_node_and_then_redis_under_load_and_loses_nothing_acknowledg
         ms(redis_down.elapsed()),
     );
     thread::sleep(Duration::from_millis(1500));
-    finish(&drill, publisher, subs, &stop, &target, &done);
+    load.finish(&drill);
     for node in &nodes {
         assert_no_secrets(node, &[], &[]);
     }
