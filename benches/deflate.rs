@@ -17,7 +17,7 @@ use std::sync::Arc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use flate2::{Compress, Compression, FlushCompress};
 use roomcast::conn::compression::{Codec, SharedFrame};
-use roomcast::rooms::wire;
+use roomcast::proto::wire;
 use roomcast::ws::deflate::{Deflater, Inflater};
 
 /// Members of the room in the fan-out benchmarks.

@@ -16,9 +16,9 @@ use roomcast::conn::outbound::MAX_IO_SLICES;
 use roomcast::conn::{Admission, Connection, Context, Delivery, Observe};
 use roomcast::metrics::{ShardMetrics, Snapshot};
 use roomcast::proto::envelope::Parser;
+use roomcast::proto::wire;
 use roomcast::proto::{self, Request, Session, Sink};
 use roomcast::reactor::bus::{BusMsg, ConnRef, Fanout};
-use roomcast::rooms::wire;
 use std::hint::black_box;
 
 const SECRET: &str = "bench-secret";

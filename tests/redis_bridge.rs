@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use common::redis::{RedisServer, free_port};
+use roomcast::proto::wire;
 use roomcast::reactor::bridge::{
     self, BridgeConfig, BridgeHandle, BridgeRequest, BridgeSink, OwnedQuery, RoomEvent, Unavailable,
 };
 use roomcast::redis::{History, Presence, PresenceChange, Retention, Sequenced};
-use roomcast::rooms::wire;
 
 #[derive(Debug)]
 enum Out {

@@ -18,7 +18,7 @@
 use std::sync::Arc;
 
 use crate::codes::limits::{COMPRESS_MIN_BYTES, MAX_KEPT_INFLATE_BUFFER};
-use crate::rooms::wire;
+use crate::proto::wire;
 use crate::ws::deflate::{Deflater, Inflater};
 
 /// The shard's compression state; see the module doc.

@@ -14,7 +14,7 @@ use crate::conn::Delivered;
 use crate::conn::outbound::Outbound;
 use crate::conn::rate::{RateLimit, Verdict};
 use crate::proto::Request;
-use crate::rooms::wire;
+use crate::proto::wire;
 use crate::ws::decoder::Decoder;
 use crate::ws::frame::OpCode;
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::*;
 use crate::auth;
 use crate::cli::{Cli, Command};
-use crate::rooms::wire;
+use crate::proto::wire;
 use crate::ws::frame::encode_masked_frame;
 
 const SECRET: &str = "unit-secret";

@@ -16,8 +16,8 @@ use crate::json;
 use crate::proto::envelope::Envelope;
 use crate::proto::names::{self, may_join};
 use crate::proto::reply::{self, OwnedId};
+use crate::proto::wire;
 use crate::proto::{JoinRecovery, Request, Session, Sink, scan};
-use crate::rooms::wire;
 
 /// A refusal: the code and the message the client reads.
 pub type Outcome = Result<(), (ErrorCode, &'static str)>;

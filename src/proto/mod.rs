@@ -11,6 +11,7 @@ mod numbers;
 pub mod publish;
 pub mod reply;
 pub mod scan;
+pub mod wire;
 
 use std::sync::Arc;
 

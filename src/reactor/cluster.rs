@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use crate::codes::ErrorCode;
 use crate::proto::JoinRecovery;
 use crate::proto::reply::OwnedId;
+use crate::proto::wire;
 use crate::reactor::bridge::{
     BridgeRequest, BridgeSink, DirectMessage, FromHere, OwnedQuery, RoomEvent, Unavailable,
 };
@@ -33,7 +34,6 @@ use crate::redis::{
     self, History, NodeUser, Origin, Presence, PresenceChange, Publisher, Sequenced,
 };
 use crate::rooms::table::{Joiner, Publish};
-use crate::rooms::wire;
 
 /// The message a client gets when its request needed Redis and Redis is away.
 const UNAVAILABLE: &str = "the cluster's Redis is unreachable; try again";

@@ -30,11 +30,12 @@ use crate::json;
 use crate::metrics::ShardMetrics;
 use crate::proto::Request;
 use crate::proto::reply::{self, OwnedId};
+use crate::proto::wire;
 use crate::reactor::bus::{BusMsg, ConnRef, PublishAnswer};
 use crate::reactor::cluster::{ClusterPublish, PendingJoin};
 use crate::reactor::shard::{Command, Entry, Gather, Shard, unix_ms, write_through};
+use crate::rooms::owner_of;
 use crate::rooms::table::{Joiner, Publish, Recovery, RoomLog};
-use crate::rooms::{owner_of, wire};
 
 impl Shard {
     /// Queues a bus message for `shard` (this one included); sent at the

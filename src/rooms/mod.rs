@@ -13,7 +13,6 @@
 
 pub mod local;
 pub mod table;
-pub mod wire;
 
 /// The shard that owns `room`: a stable hash (FNV-1a) of its name.
 pub fn owner_of(room: &str, shards: usize) -> usize {

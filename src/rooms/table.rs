@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::proto::names::pattern_matches;
-use crate::rooms::wire;
+use crate::proto::wire;
 
 /// Most users listed by `presence:get`.
 pub const MAX_PRESENCE_USERS: usize = 1000;

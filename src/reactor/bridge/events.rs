@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use super::{Bridge, BridgeSink, DirectMessage, FromHere, RoomEvent, room_of};
 use crate::log_warn;
+use crate::proto::wire;
 use crate::redis::resp::Reply;
 use crate::redis::{self, Origin};
-use crate::rooms::wire;
 
 impl<S: BridgeSink> Bridge<S> {
     /// What a room missed while the link was down: the events the recovery
