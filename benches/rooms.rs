@@ -18,7 +18,7 @@ use roomcast::metrics::{ShardMetrics, Snapshot};
 use roomcast::proto::envelope::Parser;
 use roomcast::proto::wire;
 use roomcast::proto::{self, Request, Session, Sink};
-use roomcast::reactor::bus::{BusMsg, ConnRef, Fanout};
+use roomcast::rooms::bus::{BusMsg, ConnRef, Fanout};
 use std::hint::black_box;
 
 const SECRET: &str = "bench-secret";

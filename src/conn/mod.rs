@@ -51,6 +51,15 @@ use websocket::{BoundedSink, End, on_frames};
 /// keep-alive connection gets this long for its next request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A connection anywhere in the process: its shard, its slab key there,
+/// and its `id`, which tells it from a newer connection given the same key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnRef {
+    pub shard: usize,
+    pub key: usize,
+    pub id: u64,
+}
+
 /// Server-wide decisions a connection cannot make alone.
 pub trait Admission {
     /// Reserves a WebSocket slot for `ip`'s upgrade attempt at `now`, or

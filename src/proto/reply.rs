@@ -123,6 +123,33 @@ pub fn established(
     out.extend_from_slice(b"}}");
 }
 
+/// `ack_ok` as a text of its own, for an answer that travels to the
+/// connection's shard before it is queued.
+pub fn ack_text(id: &OwnedId, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(48 + data.len());
+    ack_ok(&mut out, id.as_id(), data);
+    out
+}
+
+/// `failure` as a text of its own.
+pub fn failure_text(id: Option<&OwnedId>, code: ErrorCode, message: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(96);
+    failure(&mut out, id.map(OwnedId::as_id), code, message);
+    out
+}
+
+/// `{"<field>":<n>}`: the `data` of a publish ack (`seq`) and of a
+/// `user:send` or broadcast ack (`delivered`).
+pub fn count_data(field: &str, n: u64) -> Vec<u8> {
+    let mut data = Vec::with_capacity(field.len() + 24);
+    data.extend_from_slice(b"{\"");
+    data.extend_from_slice(field.as_bytes());
+    data.extend_from_slice(b"\":");
+    json::write_u64(&mut data, n);
+    data.push(b'}');
+    data
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,14 +21,11 @@ pub mod accept;
 pub mod admission;
 pub mod bridge;
 mod buckets;
-pub mod bus;
-mod cluster;
-mod fanout;
 mod lifecycle;
+mod outlet;
 mod pre_request;
 pub mod shard;
 pub mod transport;
-mod users;
 
 use std::io;
 use std::net::SocketAddr;
@@ -48,11 +45,13 @@ use crate::conn::Observe;
 use crate::metrics::RedisMetrics;
 use crate::metrics::{ShardMetrics, Snapshot};
 use crate::redis::Retention;
+use crate::redis::requests::{DirectMessage, RoomEvent, Unavailable};
+use crate::redis::{History, Presence, Sequenced};
+use crate::rooms::cluster::{BridgeAnswer, FromBridge};
 use crate::{log_info, log_warn};
 use admission::Registry;
-use bridge::{BridgeConfig, BridgeHandle, BridgeRequest, PresenceConfig};
-use cluster::{BridgeAnswer, ShardSink};
-use shard::{Command, Handle, Listeners, Shard};
+use bridge::{BridgeConfig, BridgeHandle, BridgeRequest, BridgeSink, PresenceConfig};
+use shard::{Channels, Command, Handle, Listeners, Shard};
 use std::time::{Duration, Instant};
 
 /// State every shard reads; mutated only through the admission counters,
@@ -194,16 +193,13 @@ impl Server {
                 },
                 metrics: metrics_listener.take(),
             };
-            let mut shard = Shard::new(
-                index,
-                poll,
-                rx,
-                own_listeners,
-                shared.clone(),
-                drained_tx.clone(),
-                shards.clone(),
-            )?;
-            shard.bridge = bridge.as_ref().map(|(handle, _)| handle.clone());
+            let channels = Channels {
+                commands: rx,
+                drained: drained_tx.clone(),
+                peers: shards.clone(),
+                bridge: bridge.as_ref().map(|(handle, _)| handle.clone()),
+            };
+            let shard = Shard::new(index, poll, own_listeners, shared.clone(), channels)?;
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("shard-{index}"))
@@ -391,6 +387,63 @@ fn open_listeners(config: &Config, mode: AcceptMode) -> io::Result<Vec<TcpListen
                 listeners.push(TcpListener::from_std(crate::sys::reuseport_listener(addr)?));
             }
             Ok(listeners)
+        }
+    }
+}
+
+/// The bridge's sink: every result goes to the shard it is for.
+struct ShardSink {
+    shards: Vec<Handle>,
+}
+
+impl ShardSink {
+    fn send(&self, shard: usize, message: FromBridge) {
+        if let Some(handle) = self.shards.get(shard) {
+            handle.send(Command::Bridge(message));
+        }
+    }
+}
+
+impl BridgeSink for ShardSink {
+    type Answer = BridgeAnswer;
+
+    fn sequenced(&self, answer: BridgeAnswer, outcome: Result<Sequenced, Unavailable>) {
+        self.send(answer.shard(), FromBridge::Sequenced(answer, outcome));
+    }
+
+    fn joined(&self, answer: BridgeAnswer, outcome: Result<(History, u64), Unavailable>) {
+        self.send(answer.shard(), FromBridge::Joined(answer, outcome));
+    }
+
+    fn presence(&self, answer: BridgeAnswer, outcome: Result<Presence, Unavailable>) {
+        self.send(answer.shard(), FromBridge::Presence(answer, outcome));
+    }
+
+    fn resync(&self) {
+        for shard in 0..self.shards.len() {
+            self.send(shard, FromBridge::Resync);
+        }
+    }
+
+    fn sent(&self, answer: BridgeAnswer, outcome: Result<u64, Unavailable>) {
+        self.send(answer.shard(), FromBridge::Sent(answer, outcome));
+    }
+
+    fn direct(&self, message: DirectMessage) {
+        for shard in 0..self.shards.len() {
+            self.send(shard, FromBridge::Direct(message.clone()));
+        }
+    }
+
+    fn deliver(&self, shard: usize, event: RoomEvent) {
+        self.send(shard, FromBridge::Event(event));
+    }
+
+    fn link(&self, up: bool) {
+        if up {
+            log_info!("redis: connected");
+        } else {
+            log_warn!("redis: unreachable; publishes are refused with UNAVAILABLE");
         }
     }
 }

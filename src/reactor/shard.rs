@@ -42,22 +42,22 @@ use crate::codes::limits::{ACCEPT_BUDGET, BUS_HIGH_WATER, SEND_BUFFER_PER_BOUND}
 use crate::conn::compression::Codec;
 use crate::conn::outbound::MAX_IO_SLICES;
 use crate::conn::report::Report;
-use crate::conn::{AbortReason, Admission, Connection, Context, Port, Tick, pool};
+use crate::conn::{AbortReason, Admission, ConnRef, Connection, Context, Port, Tick, pool};
 use crate::metrics::ShardMetrics;
 use crate::proto::Request;
 use crate::proto::envelope::Parser;
 use crate::reactor::Shared;
 use crate::reactor::bridge::BridgeHandle;
-use crate::reactor::bus::BusMsg;
-use crate::reactor::cluster::BridgeAnswer;
 use crate::reactor::lifecycle::{self, ByteCounts, Ending};
+use crate::reactor::outlet::ShardOutlet;
 use crate::reactor::pre_request::{self, PreRequest};
 use crate::reactor::transport::Transport;
-use crate::rooms::local::LocalRooms;
-use crate::rooms::table::{RoomTable, TableConfig};
+use crate::rooms::bus::BusMsg;
+use crate::rooms::cluster::{BridgeAnswer, ClusterSide, FromBridge};
+use crate::rooms::table::TableConfig;
+use crate::rooms::{Asker, Router, RouterConfig, Time};
 use crate::tls::TlsFailure;
 use crate::{log_debug, log_warn, sys};
-use std::collections::HashMap;
 
 /// The token of the shard's waker.
 pub const WAKER: Token = Token(usize::MAX);
@@ -84,7 +84,7 @@ pub enum Command {
     /// Room traffic from shard `from`, batched per turn.
     Bus { from: usize, messages: Vec<BusMsg> },
     /// From the Redis bridge (cluster mode).
-    Bridge(crate::reactor::cluster::FromBridge),
+    Bridge(FromBridge),
 }
 
 /// The listeners a shard accepts on.
@@ -94,6 +94,18 @@ pub struct Listeners {
     pub public: Option<TcpListener>,
     /// The `--metrics-bind` listener (given to one shard).
     pub metrics: Option<TcpListener>,
+}
+
+/// How a shard reaches other threads, and they it.
+pub struct Channels {
+    /// Its own inbox.
+    pub commands: Receiver<Command>,
+    /// Told once every connection is gone after `Command::Drain`.
+    pub drained: Sender<usize>,
+    /// Every shard, this one included, for room traffic.
+    pub peers: Vec<Handle>,
+    /// Cluster mode: the Redis bridge.
+    pub bridge: Option<BridgeHandle<BridgeAnswer>>,
 }
 
 /// How other threads reach a shard.
@@ -113,7 +125,7 @@ impl Handle {
 /// A socket and its connection state.
 pub(super) struct Entry {
     /// The socket, plain or with a TLS session over it.
-    io: Transport,
+    pub(super) io: Transport,
     pub(super) conn: Connection,
     /// Input not yet consumed (an incomplete head or frame); empty and
     /// unallocated while idle.
@@ -121,42 +133,34 @@ pub(super) struct Entry {
     writable_interest: bool,
     /// The last write met `WouldBlock` and no WRITABLE event came since:
     /// writing through again would only fail again.
-    socket_full: bool,
+    pub(super) socket_full: bool,
     write_shut: bool,
     peer_closed: bool,
     pub(super) queued_for_flush: bool,
     /// On the `again` list, so it is put there once.
     read_again: bool,
     /// For the lifecycle log's `closed` line.
-    bytes: ByteCounts,
+    pub(super) bytes: ByteCounts,
     /// Accepted and no request head yet: counted in `Shard::pre_request`.
     pre_request: bool,
 }
 
-/// A `user:send` or `system:broadcast` waiting for every shard's count.
-pub(super) struct Gather {
-    pub conn: crate::reactor::bus::ConnRef,
-    pub id: Option<crate::proto::reply::OwnedId>,
-    pub remaining: usize,
-    pub delivered: usize,
-}
-
 pub struct Shard {
-    pub(super) index: usize,
+    index: usize,
     poll: Poll,
-    pub(super) conns: Slab<Entry>,
+    conns: Slab<Entry>,
     commands: Receiver<Command>,
     listener: Option<TcpListener>,
     metrics_listener: Option<TcpListener>,
-    pub(super) shared: Arc<Shared>,
+    shared: Arc<Shared>,
     parser: Parser,
     scratch: Vec<u8>,
     /// permessage-deflate for every connection here: one deflate and one
     /// inflate state per shard, none per connection.
-    pub(super) codec: Codec,
+    codec: Codec,
     read_buf: Vec<u8>,
     /// Connections with output queued this turn.
-    pub(super) dirty: Vec<usize>,
+    dirty: Vec<usize>,
     /// Connections whose read budget ran out with input maybe left, and,
     /// while holding back, those that became readable.
     again: Vec<usize>,
@@ -176,17 +180,14 @@ pub struct Shard {
     drained: Sender<usize>,
     reported_drained: bool,
     /// Every shard, this one included, for room traffic.
-    pub(super) peers: Vec<Handle>,
-    /// Room traffic queued this turn, per destination shard.
-    pub(super) outbox: Vec<Vec<BusMsg>>,
-    /// The rooms this shard owns.
-    pub(super) table: RoomTable,
-    /// Members on this shard, per room.
-    pub(super) local: LocalRooms,
-    /// `/ws` connections on this shard, per user.
-    pub(super) users: crate::reactor::users::UserIndex,
-    pub(super) gathers: HashMap<u64, Gather>,
-    pub(super) next_gather: u64,
+    peers: Vec<Handle>,
+    /// The rooms as this shard sees them.
+    router: Router,
+    /// HTTP publishers answered by the rooms, whose pipelined requests are
+    /// read next (`ShardOutlet::refeed`).
+    refeed: Vec<usize>,
+    /// What `ShardOutlet::no_room` lends.
+    no_room: Arc<str>,
     requests: Vec<Request>,
     /// What connections reported during `feed`, for the lifecycle log.
     reports: Vec<Report>,
@@ -195,12 +196,7 @@ pub struct Shard {
     /// Sockets that have not sent a request yet, oldest first.
     pre_request: PreRequest,
     /// Cluster mode: the Redis bridge, which sequences rooms.
-    pub(super) bridge: Option<BridgeHandle<BridgeAnswer>>,
-    /// Cluster mode: joins waiting for their history, per room owned here.
-    pub(super) joining: HashMap<Arc<str>, usize>,
-    /// Cluster mode, at the owner of the online set: this node's `/ws`
-    /// connections per user.
-    pub(super) online: HashMap<Arc<str>, u32>,
+    bridge: Option<BridgeHandle<BridgeAnswer>>,
 }
 
 impl Shard {
@@ -209,16 +205,20 @@ impl Shard {
     pub fn new(
         index: usize,
         poll: Poll,
-        commands: Receiver<Command>,
         listeners: Listeners,
         shared: Arc<Shared>,
-        drained: Sender<usize>,
-        peers: Vec<Handle>,
+        channels: Channels,
     ) -> io::Result<Self> {
         let Listeners {
             mut public,
             mut metrics,
         } = listeners;
+        let Channels {
+            commands,
+            drained,
+            peers,
+            bridge,
+        } = channels;
         let pre_request = PreRequest::new(pre_request::limit_per_shard(
             shared.config.max_connections,
             shared.config.shards,
@@ -232,26 +232,12 @@ impl Shard {
                 .register(listener, METRICS_LISTENER, Interest::READABLE)?;
         }
         let tick = tick_interval(&shared.config);
-        let rooms = &shared.config.rooms;
-        let table = RoomTable::new(
-            TableConfig {
-                shards: peers.len(),
-                history: rooms.history,
-                history_ttl: rooms.history_ttl,
-                presence_rooms: rooms.presence_rooms.clone(),
-                presence_event_limit: rooms.presence_event_limit,
-                max_room_members: rooms.max_room_members,
-            },
-            shared.epoch_seed.wrapping_add(index as u64),
-        );
+        let router = Router::new(router_config(&shared, index, peers.len(), bridge.is_some()));
         Ok(Self {
-            outbox: peers.iter().map(|_| Vec::new()).collect(),
             peers,
-            table,
-            local: LocalRooms::default(),
-            users: Default::default(),
-            gathers: HashMap::new(),
-            next_gather: 0,
+            router,
+            refeed: Vec::new(),
+            no_room: Arc::from(""),
             requests: Vec::new(),
             reports: Vec::new(),
             index,
@@ -278,9 +264,7 @@ impl Shard {
             reported_drained: false,
             busy_at_last_sweep: (Instant::now(), 0),
             pre_request,
-            bridge: None,
-            joining: HashMap::new(),
-            online: HashMap::new(),
+            bridge,
         })
     }
 
@@ -389,7 +373,7 @@ impl Shard {
     }
 
     /// This shard's counters.
-    pub(super) fn metrics(&self) -> &crate::metrics::ShardMetrics {
+    fn metrics(&self) -> &crate::metrics::ShardMetrics {
         &self.shared.metrics[self.index]
     }
 
@@ -400,11 +384,17 @@ impl Shard {
                 Command::Adopt(stream, peer) => self.handed_over.push_back((stream, peer)),
                 Command::Drain => self.begin_drain(),
                 Command::Stop => return false,
-                Command::Bridge(message) => self.on_bridge(message),
+                Command::Bridge(message) => {
+                    let time = self.time();
+                    let (router, mut out) = self.split();
+                    router.on_bridge(message, time, &mut out);
+                }
                 Command::Bus { from, messages } => {
                     let count = messages.len();
+                    let time = self.time();
+                    let (router, mut out) = self.split();
                     for message in messages {
-                        self.on_bus(message);
+                        router.on_bus(message, time, &mut out);
                     }
                     if let Some(pending) = self.shared.bus_pending(from, self.index) {
                         pending.fetch_sub(count, Ordering::Relaxed);
@@ -635,17 +625,103 @@ impl Shard {
         if entry.conn.take_newly_opened()
             && let Some(user) = entry.conn.user_id()
         {
-            let user = user.clone();
-            self.users.add(&user, key);
-            self.shared.registry.user_connected(&user);
-            self.count_online(&user, true);
+            self.router.opened(key, user);
+            self.shared.registry.user_connected(user);
         }
         if !self.requests.is_empty() {
-            let requests = std::mem::take(&mut self.requests);
-            for request in requests {
-                self.on_request(key, request, now);
+            let asker = Asker {
+                conn: ConnRef {
+                    shard: self.index,
+                    key,
+                    id: entry.conn.id(),
+                },
+                user: entry.conn.user_id(),
+                name: entry.conn.user_name(),
+            };
+            for request in self.requests.drain(..) {
+                self.router.on_request(asker, request, now);
             }
         }
+    }
+
+    /// The router and this shard's connections, apart, for one router call.
+    fn split(&mut self) -> (&mut Router, ShardOutlet<'_>) {
+        let out = ShardOutlet {
+            conns: &mut self.conns,
+            dirty: &mut self.dirty,
+            codec: &mut self.codec,
+            config: &self.shared.config,
+            metrics: &self.shared.metrics[self.index],
+            refeed: &mut self.refeed,
+            no_room: &self.no_room,
+        };
+        (&mut self.router, out)
+    }
+
+    fn time(&self) -> Time {
+        Time {
+            now: Instant::now(),
+            unix_ms: unix_ms(),
+        }
+    }
+
+    /// Lets the router finish what this turn started here: the bus
+    /// messages it sent this shard, the requests HTTP publishers pipelined
+    /// behind an answered publish, and its requests for the bridge (those
+    /// the bridge cannot take are answered as refused).
+    fn settle_rooms(&mut self) {
+        loop {
+            let time = self.time();
+            let (router, mut out) = self.split();
+            router.run_own(time, &mut out);
+            let refused: Vec<_> = match &self.bridge {
+                Some(bridge) => self
+                    .router
+                    .take_bridge_requests()
+                    .into_iter()
+                    .filter_map(|request| bridge.try_send(request).err())
+                    .collect(),
+                None => Vec::new(),
+            };
+            let any_refused = !refused.is_empty();
+            for request in refused {
+                let (router, mut out) = self.split();
+                router.bridge_refused(request, time, &mut out);
+            }
+            if self.refeed.is_empty() && !any_refused {
+                return;
+            }
+            for key in std::mem::take(&mut self.refeed) {
+                self.feed(key, 0);
+            }
+        }
+    }
+
+    /// Settles the rooms, then sends every other shard its batch with one
+    /// wake-up each, counted in `Shared::bus_pending` for flow control
+    /// (its own are never counted: they are handled here and then).
+    fn pump(&mut self) {
+        self.settle_rooms();
+        for shard in 0..self.peers.len() {
+            if shard == self.index {
+                continue;
+            }
+            let messages = self.router.take_outbox(shard);
+            if messages.is_empty() {
+                continue;
+            }
+            // Counted before it is sent, so the receiver never subtracts
+            // what was not added yet.
+            if let Some(pending) = self.shared.bus_pending(self.index, shard) {
+                pending.fetch_add(messages.len(), Ordering::Relaxed);
+            }
+            self.peers[shard].send(Command::Bus {
+                from: self.index,
+                messages,
+            });
+        }
+        let rooms = self.router.rooms_owned() as u64;
+        self.metrics().rooms.set(rooms);
     }
 
     /// Between two slices of one connection's input (`READ_CHUNK` each):
@@ -654,7 +730,7 @@ impl Shard {
     /// its bound, so a flooding client balloons no queue before the turn
     /// ends.
     fn after_slice(&mut self, key: usize) {
-        self.handle_own_outbox();
+        self.settle_rooms();
         if let Some(entry) = self.conns.get_mut(key) {
             let metrics = &self.shared.metrics[self.index];
             write_through(entry, metrics, 0, &self.shared.config);
@@ -662,11 +738,8 @@ impl Shard {
     }
 
     fn mark_dirty(&mut self, key: usize) {
-        if let Some(entry) = self.conns.get_mut(key)
-            && !entry.queued_for_flush
-        {
-            entry.queued_for_flush = true;
-            self.dirty.push(key);
+        if let Some(entry) = self.conns.get_mut(key) {
+            mark(entry, &mut self.dirty, key);
         }
     }
 
@@ -746,9 +819,8 @@ impl Shard {
                 Tick::Keep => {
                     let pending = entry.conn.outbound().pending();
                     queued_bytes += pending as u64;
-                    if pending > 0 && !entry.queued_for_flush {
-                        entry.queued_for_flush = true;
-                        self.dirty.push(key);
+                    if pending > 0 {
+                        mark(entry, &mut self.dirty, key);
                     }
                 }
             }
@@ -766,7 +838,7 @@ impl Shard {
         if self.listener.is_some() {
             self.accept_all();
         }
-        crate::rooms::table::RoomLog::sweep(&mut self.table, now);
+        self.router.sweep(now);
     }
 
     /// Levels sampled once per sweep: queued output and the busy ratio.
@@ -785,7 +857,7 @@ impl Shard {
         self.busy_at_last_sweep = (now, busy_ns);
         let interval_ms = window / 1_000_000;
         let busiest = self
-            .table
+            .router
             .busiest(crate::metrics::TOP_ROOMS)
             .into_iter()
             .map(|(room, members, messages)| crate::metrics::BusyRoom {
@@ -849,7 +921,10 @@ impl Shard {
             let waiting = self.pre_request.left();
             self.metrics().pre_request.set(waiting);
         }
-        self.forget_connection(key, &entry.conn);
+        if let Some(user) = entry.conn.user_id() {
+            self.shared.registry.user_disconnected(user);
+            self.router.closed(key, user, entry.conn.rooms());
+        }
         if entry.conn.is_admitted() {
             self.shared.registry.release(entry.conn.peer_ip());
             let code = entry
@@ -875,6 +950,37 @@ impl Shard {
         if let Some(failure) = failure {
             self.metrics().tls_failures[failure.index()].inc();
         }
+    }
+}
+
+/// Puts a connection on the turn's flush list, once.
+pub(super) fn mark(entry: &mut Entry, dirty: &mut Vec<usize>, key: usize) {
+    if !entry.queued_for_flush {
+        entry.queued_for_flush = true;
+        dirty.push(key);
+    }
+}
+
+/// What the router of shard `index` runs with.
+fn router_config(shared: &Shared, index: usize, shards: usize, cluster: bool) -> RouterConfig {
+    let rooms = &shared.config.rooms;
+    let node_id = shared.config.cluster.as_ref().map(|c| c.node_id.clone());
+    RouterConfig {
+        shard: index,
+        shards,
+        table: TableConfig {
+            shards,
+            history: rooms.history,
+            history_ttl: rooms.history_ttl,
+            presence_rooms: rooms.presence_rooms.clone(),
+            presence_event_limit: rooms.presence_event_limit,
+            max_room_members: rooms.max_room_members,
+        },
+        epoch_seed: shared.epoch_seed.wrapping_add(index as u64),
+        cluster: cluster.then(|| ClusterSide {
+            node_id: node_id.unwrap_or_default(),
+            started: shared.started,
+        }),
     }
 }
 

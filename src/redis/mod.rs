@@ -10,10 +10,12 @@
 pub mod backoff;
 pub mod layout;
 pub mod pipeline;
+pub mod requests;
 pub mod resp;
 pub mod subscriptions;
 pub mod url;
 
+use crate::conn::ConnRef;
 use layout::RoomKeys;
 use resp::Reply;
 
@@ -507,14 +509,6 @@ pub fn channel_message(payload: &[u8]) -> Option<ChannelMessage<'_>> {
     })
 }
 
-/// A connection of the publishing node, by shard, slab key and id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Publisher {
-    pub shard: usize,
-    pub key: usize,
-    pub id: u64,
-}
-
 /// Where a room event was published, as the channel carries it:
 /// `<node>/<micros>/<shard>.<key>.<id>` or `<node>/<micros>/-`. The node it
 /// came from leaves out the publisher (a publish without `echo`) and times
@@ -526,7 +520,7 @@ pub struct Origin<'a> {
     /// the node started.
     pub read_micros: u64,
     /// The publisher, to leave out of the fan-out.
-    pub exclude: Option<Publisher>,
+    pub exclude: Option<ConnRef>,
 }
 
 impl Origin<'_> {
@@ -552,7 +546,7 @@ impl<'a> Origin<'a> {
             "-" => None,
             conn => {
                 let mut ids = conn.splitn(3, '.');
-                Some(Publisher {
+                Some(ConnRef {
                     shard: ids.next()?.parse().ok()?,
                     key: ids.next()?.parse().ok()?,
                     id: ids.next()?.parse().ok()?,
@@ -649,7 +643,7 @@ mod tests {
         let with = Origin {
             node: "n-1",
             read_micros: 42,
-            exclude: Some(Publisher {
+            exclude: Some(ConnRef {
                 shard: 1,
                 key: 7,
                 id: 99,

@@ -1,18 +1,35 @@
-//! Rooms: who is in which room, and how a room message reaches them.
+//! Rooms: who is in which room, who orders it, and how a room message
+//! reaches every member. Sans-IO throughout: the reactor feeds the router
+//! requests, bus messages, bridge answers and the time, and carries out
+//! what it returns; nothing here touches a socket, a channel or a clock.
 //!
-//! Two halves, both sans-IO:
-//! - `table`: the owner's view. Each room is owned by one shard
-//!   (`owner_of`), which assigns its `seq`, keeps its history and presence
-//!   and knows which shards have members. Serializing a room on one thread
-//!   is what orders it.
-//! - `local`: each shard's member lists, room -> connection keys, used for
-//!   the fan-out of a frame the owner encoded once.
+//! - `router`: one shard's room protocol (join, leave, publish,
+//!   `user:send`, `system:broadcast`, presence, recovery), as requester,
+//!   room owner and member side.
+//! - `sequencer`: the one seam between local and Redis sequencing;
+//!   `cluster` is the Redis side of it, `table` the local one (and, in
+//!   cluster mode, the owner's count of this node's members).
+//! - `local`: each shard's member lists, walked for a fan-out; `users`:
+//!   each shard's `/ws` connections per user; `gather`: the counts of a
+//!   `user:send` or broadcast across shards.
+//! - `bus`: the messages between shards; `outlet`: the interface through
+//!   which the router reaches its shard's connections.
 //!
-//! `wire` writes the texts and frames. The reactor moves messages between
-//! shards; this module never touches a channel or a socket.
+//! Each room is owned by one shard (`owner_of`); serializing a room on one
+//! thread is what orders it. The frames themselves are written by
+//! `proto::wire`, once per message.
 
+pub mod bus;
+pub mod cluster;
+pub mod gather;
 pub mod local;
+pub mod outlet;
+pub mod router;
+pub mod sequencer;
 pub mod table;
+pub mod users;
+
+pub use router::{Asker, Router, RouterConfig, Time};
 
 /// The shard that owns `room`: a stable hash (FNV-1a) of its name.
 pub fn owner_of(room: &str, shards: usize) -> usize {
@@ -25,17 +42,4 @@ pub fn owner_of(room: &str, shards: usize) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn owners_are_stable_and_spread() {
-        assert_eq!(owner_of("lobby", 4), owner_of("lobby", 4));
-        let mut counts = [0; 4];
-        for i in 0..1000 {
-            counts[owner_of(&format!("room-{i}"), 4)] += 1;
-        }
-        assert!(counts.iter().all(|&c| c > 150), "{counts:?}");
-        assert_eq!(owner_of("x", 1), 0);
-    }
-}
+mod tests;

@@ -4,7 +4,7 @@
 //! shard's thread and needs no lock; ordering per room follows from it.
 //!
 //! Sans-IO: takes names, bytes and an `Instant`, returns JSON and frames.
-//! In cluster mode (`reactor::cluster`) Redis sequences the rooms and keeps
+//! In cluster mode (`rooms::cluster`) Redis sequences the rooms and keeps
 //! their history; the owner then uses this table only to count the node's
 //! members (`admit`, `leave`), for the fan-out, presence and the room limit.
 
@@ -17,31 +17,6 @@ use crate::proto::wire;
 
 /// Most users listed by `presence:get`.
 pub const MAX_PRESENCE_USERS: usize = 1000;
-
-/// What the owner of a room does with it; one implementation per backend.
-pub trait RoomLog {
-    /// Adds a connection of `joiner` on `shard` (or re-reads the room for a
-    /// connection already in it) and returns the join ack's `data`.
-    fn join(
-        &mut self,
-        room: &str,
-        joiner: &Joiner<'_>,
-        recovery: &Recovery<'_>,
-        now: Instant,
-    ) -> Result<Joined, JoinError>;
-    /// Removes a connection; returns a `presence:leave` frame when it was
-    /// the user's last connection in a room that announces presence.
-    fn leave(&mut self, room: &str, shard: usize, user_id: &str, now: Instant)
-    -> Option<Arc<[u8]>>;
-    /// Assigns the next `seq`, encodes the message once, keeps it in history.
-    fn publish(&mut self, message: &Publish<'_>, now: Instant) -> Published;
-    /// The `data` of a `presence:get` ack.
-    fn presence(&self, room: &str) -> Vec<u8>;
-    /// The shards that have members in `room`.
-    fn member_shards(&self, room: &str) -> Vec<usize>;
-    /// Drops expired history and forgets rooms with nothing left.
-    fn sweep(&mut self, now: Instant);
-}
 
 /// Settings of the table, from the command line.
 #[derive(Debug, Clone)]
@@ -150,6 +125,11 @@ impl RoomTable {
             epoch_seed,
             epochs_made: 0,
         }
+    }
+
+    /// The settings it runs with.
+    pub fn config(&self) -> &TableConfig {
+        &self.config
     }
 
     /// Rooms currently known.
@@ -350,8 +330,10 @@ impl RoomTable {
     }
 }
 
-impl RoomLog for RoomTable {
-    fn join(
+impl RoomTable {
+    /// Adds a connection of `joiner` on `shard` (or re-reads the room for a
+    /// connection already in it) and returns the join ack's `data`.
+    pub fn join(
         &mut self,
         name: &str,
         joiner: &Joiner<'_>,
@@ -367,7 +349,9 @@ impl RoomLog for RoomTable {
         })
     }
 
-    fn leave(
+    /// Removes a connection; returns a `presence:leave` frame when it was
+    /// the user's last connection in a room that announces presence.
+    pub fn leave(
         &mut self,
         name: &str,
         shard: usize,
@@ -395,7 +379,8 @@ impl RoomLog for RoomTable {
         presence
     }
 
-    fn publish(&mut self, message: &Publish<'_>, now: Instant) -> Published {
+    /// Assigns the next `seq`, encodes the message once, keeps it in history.
+    pub fn publish(&mut self, message: &Publish<'_>, now: Instant) -> Published {
         self.prune_or_forget(message.room, now);
         let keep = self.config.history;
         let room = self.room_mut(message.room);
@@ -428,7 +413,8 @@ impl RoomLog for RoomTable {
         published
     }
 
-    fn presence(&self, name: &str) -> Vec<u8> {
+    /// The `data` of a `presence:get` ack.
+    pub fn presence(&self, name: &str) -> Vec<u8> {
         let Some(room) = self.rooms.get(name) else {
             return wire::presence_data(name, 0, std::iter::empty(), false);
         };
@@ -441,7 +427,8 @@ impl RoomLog for RoomTable {
         wire::presence_data(name, room.users.len() as u64, listed, truncated)
     }
 
-    fn member_shards(&self, name: &str) -> Vec<usize> {
+    /// The shards that have members in `room`.
+    pub fn member_shards(&self, name: &str) -> Vec<usize> {
         self.rooms.get(name).map_or_else(Vec::new, |room| {
             room.per_shard
                 .iter()
@@ -452,7 +439,8 @@ impl RoomLog for RoomTable {
         })
     }
 
-    fn sweep(&mut self, now: Instant) {
+    /// Drops expired history and forgets rooms with nothing left.
+    pub fn sweep(&mut self, now: Instant) {
         let ttl = self.config.history_ttl;
         self.rooms.retain(|_, room| {
             room.prune(ttl, now);

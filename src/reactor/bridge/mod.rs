@@ -42,9 +42,10 @@ use crate::redis::pipeline::Pipeline;
 use crate::redis::resp;
 use crate::redis::subscriptions::{Change, Subscriptions};
 use crate::redis::url::RedisUrl;
-use crate::redis::{
-    self, History, HistoryQuery, NodeUser, Presence, PresenceChange, Publisher, Retention,
-    Sequenced,
+use crate::redis::{self, History, Presence, Retention, Sequenced};
+
+pub use crate::redis::requests::{
+    BridgeRequest, DirectMessage, FromHere, OwnedQuery, RoomEvent, Unavailable,
 };
 
 const WAKER: Token = Token(usize::MAX);
@@ -60,129 +61,6 @@ const HEARTBEAT: Duration = Duration::from_secs(5);
 /// A node whose heartbeat is older is dead: its presence is removed and its
 /// leaves announced (section 10: within 30 s).
 const NODE_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// What the bridge is asked to do.
-#[derive(Debug)]
-pub enum BridgeRequest<A> {
-    /// Sequence a room event whose text is `head`, its seq, `tail`;
-    /// `origin` (an `Origin` of this node) travels with it on the channel.
-    Publish {
-        room: Arc<str>,
-        head: Vec<u8>,
-        tail: Vec<u8>,
-        origin: String,
-        answer: A,
-    },
-    /// Read a room's history for a join and count the joiner in, in
-    /// order with the room's events: the room must be served (`Serve` sent
-    /// first) for that order to hold.
-    Join {
-        room: Arc<str>,
-        query: OwnedQuery,
-        change: Box<PresenceChange>,
-        answer: A,
-    },
-    /// Count a connection out of a room.
-    Leave {
-        room: Arc<str>,
-        change: Box<PresenceChange>,
-    },
-    /// The room's presence in the cluster (`presence:get`).
-    PresenceGet {
-        room: Arc<str>,
-        answer: A,
-    },
-    /// Count `n` connections of a user in (or out) of the online set that
-    /// `Send` counts.
-    Online {
-        change: Box<PresenceChange>,
-        n: i64,
-        /// This node's first connection in the online set.
-        first_here: bool,
-        /// This node has no connection left in the online set.
-        last_here: bool,
-    },
-    /// A direct message (`to`) or a broadcast (`None`), `text` its
-    /// message text: to every node, answered with the connections it is for.
-    Send {
-        to: Option<Box<str>>,
-        text: Vec<u8>,
-        origin: String,
-        answer: A,
-    },
-    /// Set this node's connections in `room` to exactly `users`.
-    Sync {
-        room: Arc<str>,
-        users: Vec<NodeUser>,
-    },
-    /// Shard `shard` now has members in `room`: its events must come here.
-    Serve {
-        room: Arc<str>,
-        shard: usize,
-    },
-    /// Shard `shard` has no member left in `room`.
-    Unserve {
-        room: Arc<str>,
-        shard: usize,
-    },
-    Stop,
-}
-
-/// A join's `history`, `since` and `epoch`, owned to cross threads.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OwnedQuery {
-    pub history: Option<u64>,
-    pub since: Option<u64>,
-    pub epoch: Option<String>,
-}
-
-impl OwnedQuery {
-    fn as_query(&self) -> HistoryQuery<'_> {
-        HistoryQuery {
-            history: self.history,
-            since: self.since,
-            epoch: self.epoch.as_deref(),
-        }
-    }
-}
-
-/// Redis could not take the request (down, or over the in-flight bound).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Unavailable;
-
-/// A room event from Redis for one shard's members.
-#[derive(Debug, Clone)]
-pub struct RoomEvent {
-    pub room: Arc<str>,
-    pub epoch: Arc<str>,
-    pub seq: u64,
-    /// The message as a server text frame, built once for every member;
-    /// its text is exactly what Redis stored and published.
-    pub frame: Arc<[u8]>,
-    /// Set when this node published it.
-    pub from_here: Option<FromHere>,
-    /// A presence event (no `seq`, never in the history).
-    pub presence: bool,
-}
-
-/// A direct message or broadcast from the direct channel.
-#[derive(Debug, Clone)]
-pub struct DirectMessage {
-    /// `None`: every `/ws` connection.
-    pub to: Option<Arc<str>>,
-    pub frame: Arc<[u8]>,
-    /// The sender, when it is a connection of this node.
-    pub exclude: Option<Publisher>,
-}
-
-/// What a node knows of an event it published itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FromHere {
-    /// When the publisher's shard read it, in microseconds since start.
-    pub read_micros: u64,
-    /// The publisher, when it asked not to get its own message back.
-    pub exclude: Option<Publisher>,
-}
 
 /// Where the bridge's results go (the shards, through their bus).
 pub trait BridgeSink: Send + 'static {

@@ -1,0 +1,245 @@
+//! The messages routers on different shards send each other about rooms,
+//! users and replies.
+//!
+//! The router queues them per destination (`Router::take_outbox`); the
+//! reactor carries each shard's batch of one event-loop turn in one
+//! channel message with one wake-up. Messages between two shards stay in
+//! order, which is what keeps every room's messages in `seq` order on
+//! every shard.
+
+use std::sync::Arc;
+
+use std::time::Instant;
+
+use crate::codes::ErrorCode;
+pub use crate::conn::ConnRef;
+use crate::proto::JoinRecovery;
+use crate::proto::reply::{self, OwnedId};
+
+/// Who hears the `seq` of a published message.
+#[derive(Debug)]
+pub enum PublishAnswer {
+    /// Nobody: a WebSocket message without an `id`.
+    Nobody,
+    /// A WebSocket client, in an ack with its `id`.
+    Ack(OwnedId),
+    /// An HTTP publisher: message `index` of its request body.
+    Http { index: usize },
+}
+
+impl PublishAnswer {
+    /// The answer a WebSocket message with this `id` asks for.
+    pub fn ack(id: Option<OwnedId>) -> Self {
+        id.map_or(Self::Nobody, Self::Ack)
+    }
+}
+
+/// One message between shards.
+#[derive(Debug)]
+pub enum BusMsg {
+    /// To a room's owner: count a connection in and answer with the join ack.
+    Join {
+        room: Arc<str>,
+        conn: ConnRef,
+        /// The token's `sub`, shared with the connection's claims.
+        user: Arc<str>,
+        name: Option<Box<str>>,
+        recovery: JoinRecovery,
+        rejoin: bool,
+        id: Option<OwnedId>,
+    },
+    /// To a room's owner: a connection of `user` on `shard` left.
+    Leave {
+        room: Arc<str>,
+        shard: usize,
+        user: Arc<str>,
+    },
+    /// To a room's owner: sequence, record and fan out a room event.
+    Publish {
+        room: Arc<str>,
+        event: Box<str>,
+        data: Box<[u8]>,
+        from: Arc<str>,
+        sender: ConnRef,
+        echo: bool,
+        /// Who hears the `seq` back.
+        answer: PublishAnswer,
+        /// When the publisher's shard read it, for the fan-out latency.
+        read_at: Instant,
+    },
+    /// To a room's owner: answer `presence:get`.
+    PresenceGet {
+        room: Arc<str>,
+        conn: ConnRef,
+        id: Option<OwnedId>,
+    },
+    /// To a shard with members: queue `frame` for its members of `room`.
+    Deliver {
+        room: Arc<str>,
+        frame: Arc<[u8]>,
+        exclude: Option<ConnRef>,
+        fanout: Fanout,
+    },
+    /// To the joiner's shard: the owner's answer to `Join`.
+    Joined {
+        room: Arc<str>,
+        conn: ConnRef,
+        accepted: bool,
+        reply: Option<Vec<u8>>,
+    },
+    /// To a connection's shard: a reply to queue for it.
+    Reply { conn: ConnRef, text: Vec<u8> },
+    /// To an HTTP publisher's shard: message `index` of its request got `seq`.
+    Published {
+        conn: ConnRef,
+        index: usize,
+        seq: u64,
+    },
+    /// To an HTTP publisher's shard: message `index` of its request was
+    /// refused (cluster mode, Redis away).
+    PublishRefused { conn: ConnRef, index: usize },
+    /// To every shard: deliver to each connection of `to`, then count.
+    UserSend {
+        to: Box<str>,
+        frame: Arc<[u8]>,
+        exclude: ConnRef,
+        gather: u64,
+    },
+    /// To every shard: deliver to each `/ws` connection, then count.
+    Broadcast {
+        frame: Arc<[u8]>,
+        exclude: ConnRef,
+        gather: u64,
+    },
+    /// To the owner of the online set (cluster mode): a `/ws` connection
+    /// of `user` opened (`up`) or closed.
+    Online { user: Arc<str>, up: bool },
+    /// To the shard gathering counts for a `user:send` or broadcast ack.
+    Counted { gather: u64, count: usize },
+}
+
+/// What a `Deliver` carries: a room event, or anything else (presence).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fanout {
+    /// A sequenced room event, read from its publisher at `read_at`.
+    RoomEvent { read_at: Instant },
+    /// A presence event: no `seq`, never conflated or dropped as a room
+    /// event, not a delivery in the metrics.
+    Other,
+}
+
+/// Bus messages queued during one turn, per destination shard (this one
+/// included: the router handles its own before the turn ends).
+#[derive(Debug)]
+pub struct Outbox {
+    queues: Vec<Vec<BusMsg>>,
+}
+
+impl Outbox {
+    /// An empty outbox for `shards` destinations.
+    pub fn new(shards: usize) -> Self {
+        Self {
+            queues: (0..shards).map(|_| Vec::new()).collect(),
+        }
+    }
+
+    /// How many shards there are.
+    pub fn shards(&self) -> usize {
+        self.queues.len()
+    }
+
+    /// Queues `message` for `shard`; sent in order.
+    pub fn send(&mut self, shard: usize, message: BusMsg) {
+        if let Some(queue) = self.queues.get_mut(shard) {
+            queue.push(message);
+        }
+    }
+
+    /// What is queued for `shard`, leaving its queue empty.
+    pub fn take(&mut self, shard: usize) -> Vec<BusMsg> {
+        self.queues
+            .get_mut(shard)
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Whether anything is queued for `shard`.
+    pub fn has(&self, shard: usize) -> bool {
+        self.queues.get(shard).is_some_and(|q| !q.is_empty())
+    }
+
+    /// Sends `frame` to each of `shards`, for its members of `room`.
+    pub fn fan_out(
+        &mut self,
+        shards: impl IntoIterator<Item = usize>,
+        room: &Arc<str>,
+        frame: &Arc<[u8]>,
+        exclude: Option<ConnRef>,
+        fanout: Fanout,
+    ) {
+        for shard in shards {
+            let deliver = BusMsg::Deliver {
+                room: room.clone(),
+                frame: frame.clone(),
+                exclude,
+                fanout,
+            };
+            self.send(shard, deliver);
+        }
+    }
+
+    /// The owner's answer to a join of `conn`: accepted or not, and the
+    /// text to queue for it.
+    pub fn joined(
+        &mut self,
+        room: Arc<str>,
+        conn: ConnRef,
+        accepted: bool,
+        reply: Option<Vec<u8>>,
+    ) {
+        let joined = BusMsg::Joined {
+            room,
+            conn,
+            accepted,
+            reply,
+        };
+        self.send(conn.shard, joined);
+    }
+
+    /// Tells a publisher the `seq` its message got, as it asked.
+    pub fn answer_publish(&mut self, sender: ConnRef, answer: PublishAnswer, seq: u64) {
+        let message = match answer {
+            PublishAnswer::Nobody => return,
+            PublishAnswer::Ack(id) => BusMsg::Reply {
+                conn: sender,
+                text: reply::ack_text(&id, &reply::count_data("seq", seq)),
+            },
+            PublishAnswer::Http { index } => BusMsg::Published {
+                conn: sender,
+                index,
+                seq,
+            },
+        };
+        self.send(sender.shard, message);
+    }
+
+    /// Tells a publisher (or a request's sender) its request failed with
+    /// `code`; an HTTP publisher hears it in its response.
+    pub fn refuse(&mut self, sender: ConnRef, answer: PublishAnswer, code: ErrorCode, why: &str) {
+        let message = match answer {
+            PublishAnswer::Http { index } => BusMsg::PublishRefused {
+                conn: sender,
+                index,
+            },
+            PublishAnswer::Ack(id) => BusMsg::Reply {
+                conn: sender,
+                text: reply::failure_text(Some(&id), code, why),
+            },
+            PublishAnswer::Nobody => BusMsg::Reply {
+                conn: sender,
+                text: reply::failure_text(None, code, why),
+            },
+        };
+        self.send(sender.shard, message);
+    }
+}

@@ -1,0 +1,363 @@
+//! One shard's room router: the room protocol of sections 6-7 and 10 as a
+//! state machine that takes a connection's requests, bus messages from
+//! other shards, the Redis bridge's answers and the time, and returns what
+//! to send where: bus messages per shard (`take_outbox`), requests for the
+//! bridge (`take_bridge_requests`) and frames for this shard's connections
+//! (through its `Outlet`). No socket, thread or clock inside.
+//!
+//! Three roles meet here, one per kind of message:
+//! - the *requester*, on the shard of the connection that asked: turns a
+//!   request into a bus message for the room's owner (`on_request`);
+//! - the *owner* of a room (`owner_of`), which orders everything about it:
+//!   joins, leaves, publishes and `presence:get` reach it over the bus in
+//!   order, and it has them sequenced (`sequencer`: here, or by Redis);
+//! - the *member side*, on every shard with members: delivers the owner's
+//!   one frame to its members and the owner's answers to its connections.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::conn::ConnRef;
+use crate::proto::Request;
+use crate::proto::reply::OwnedId;
+use crate::proto::wire;
+use crate::redis::requests::BridgeRequest;
+use crate::rooms::bus::{BusMsg, Fanout, Outbox, PublishAnswer};
+use crate::rooms::cluster::{BridgeAnswer, ClusterSide, RedisRooms};
+use crate::rooms::gather::Gathers;
+use crate::rooms::local::LocalRooms;
+use crate::rooms::outlet::Outlet;
+use crate::rooms::owner_of;
+use crate::rooms::sequencer::Sequencer;
+use crate::rooms::table::{RoomTable, TableConfig};
+use crate::rooms::users::UserIndex;
+
+/// What a router is built with.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// This shard's index.
+    pub shard: usize,
+    /// How many shards the process runs.
+    pub shards: usize,
+    pub table: TableConfig,
+    /// Makes room epochs unique across shards and restarts.
+    pub epoch_seed: u64,
+    /// Cluster mode: Redis sequences the rooms.
+    pub cluster: Option<ClusterSide>,
+}
+
+/// The moment a message is handled, as the reactor read it.
+#[derive(Debug, Clone, Copy)]
+pub struct Time {
+    pub now: Instant,
+    /// Milliseconds since the Unix epoch, for the `ts` of room events.
+    pub unix_ms: u64,
+}
+
+/// The connection a request comes from.
+#[derive(Debug, Clone, Copy)]
+pub struct Asker<'a> {
+    pub conn: ConnRef,
+    /// The token's `sub`; `None` for a connection that is not a `/ws` one.
+    pub user: Option<&'a Arc<str>>,
+    pub name: Option<&'a str>,
+}
+
+/// Rooms as one shard sees them.
+pub struct Router {
+    shard: usize,
+    /// The rooms this shard owns.
+    pub(super) table: RoomTable,
+    /// Members on this shard, per room.
+    pub(super) local: LocalRooms,
+    /// `/ws` connections on this shard, per user.
+    pub(super) users: UserIndex,
+    pub(super) gathers: Gathers,
+    /// Who sequences the rooms: this table, or Redis.
+    pub(super) sequencer: Sequencer,
+    pub(super) outbox: Outbox,
+}
+
+impl Router {
+    pub fn new(config: RouterConfig) -> Self {
+        let shard = config.shard;
+        let sequencer = match config.cluster {
+            Some(side) => Sequencer::Redis(Box::new(RedisRooms::new(shard, side))),
+            None => Sequencer::Local,
+        };
+        Self {
+            shard,
+            table: RoomTable::new(config.table, config.epoch_seed),
+            local: LocalRooms::default(),
+            users: UserIndex::default(),
+            gathers: Gathers::default(),
+            sequencer,
+            outbox: Outbox::new(config.shards),
+        }
+    }
+
+    /// This shard's index.
+    pub(super) fn shard(&self) -> usize {
+        self.shard
+    }
+
+    /// The shard that owns `room`.
+    pub(super) fn owner(&self, room: &str) -> usize {
+        owner_of(room, self.outbox.shards())
+    }
+
+    /// Bus messages queued for `shard`, to be sent in one batch.
+    pub fn take_outbox(&mut self, shard: usize) -> Vec<BusMsg> {
+        self.outbox.take(shard)
+    }
+
+    /// Requests for the Redis bridge (cluster mode), in order.
+    pub fn take_bridge_requests(&mut self) -> Vec<BridgeRequest<BridgeAnswer>> {
+        self.sequencer.take_bridge_requests()
+    }
+
+    /// Rooms this shard owns.
+    pub fn rooms_owned(&self) -> usize {
+        self.table.len()
+    }
+
+    /// The `n` busiest rooms owned here since the last call:
+    /// `(room, connections, messages)`.
+    pub fn busiest(&mut self, n: usize) -> Vec<(Arc<str>, u64, u64)> {
+        self.table.busiest(n)
+    }
+
+    /// Drops expired history and forgets rooms with nothing left.
+    pub fn sweep(&mut self, now: Instant) {
+        self.table.sweep(now);
+    }
+
+    /// Handles the bus messages this shard sent itself until none are left.
+    pub fn run_own(&mut self, time: Time, out: &mut impl Outlet) {
+        while self.outbox.has(self.shard) {
+            for message in self.outbox.take(self.shard) {
+                self.on_bus(message, time, out);
+            }
+        }
+    }
+
+    /// A `/ws` connection of `user` opened on this shard.
+    pub fn opened(&mut self, key: usize, user: &Arc<str>) {
+        self.users.add(user, key);
+        self.count_online(user, true);
+    }
+
+    /// A `/ws` connection of `user` is gone: it leaves its `rooms`.
+    pub fn closed(&mut self, key: usize, user: &Arc<str>, rooms: &[Arc<str>]) {
+        self.users.remove(user, key);
+        self.count_online(user, false);
+        for room in rooms {
+            self.request_leave(key, room.clone(), user.clone());
+        }
+    }
+
+    /// Work a connection's message, read at `now`, asked for: each kind
+    /// becomes the bus message for the room's owner, or for every shard.
+    pub fn on_request(&mut self, asker: Asker<'_>, request: Request, now: Instant) {
+        let conn = asker.conn;
+        if let Request::HttpPublish {
+            index,
+            message,
+            from,
+        } = request
+        {
+            let publish = BusMsg::Publish {
+                room: message.room,
+                event: message.event,
+                data: message.data,
+                from,
+                sender: conn,
+                // The HTTP connection is in no room: nobody to leave out.
+                echo: true,
+                answer: PublishAnswer::Http { index },
+                read_at: now,
+            };
+            return self.send_to_owner(publish);
+        }
+        let Some(user) = asker.user.cloned() else {
+            return;
+        };
+        match request {
+            Request::Join {
+                room,
+                id,
+                recovery,
+                rejoin,
+            } => self.send_to_owner(BusMsg::Join {
+                room,
+                conn,
+                user,
+                name: asker.name.map(Into::into),
+                recovery,
+                rejoin,
+                id,
+            }),
+            Request::Leave { room } => self.request_leave(conn.key, room, user),
+            Request::Publish {
+                room,
+                event,
+                data,
+                echo,
+                id,
+            } => self.send_to_owner(BusMsg::Publish {
+                room,
+                event,
+                data,
+                from: user,
+                sender: conn,
+                echo,
+                answer: PublishAnswer::ack(id),
+                read_at: now,
+            }),
+            Request::PresenceGet { room, id } => {
+                self.send_to_owner(BusMsg::PresenceGet { room, conn, id });
+            }
+            Request::UserSend { to, text, id } => {
+                self.send_to_users(conn, &user, Some(to), text, id)
+            }
+            Request::Broadcast { text, id } => self.send_to_users(conn, &user, None, text, id),
+            Request::Refresh { .. } | Request::HttpPublish { .. } => {}
+        }
+    }
+
+    /// Sends a room's message to its owner.
+    fn send_to_owner(&mut self, message: BusMsg) {
+        let room = match &message {
+            BusMsg::Join { room, .. }
+            | BusMsg::Leave { room, .. }
+            | BusMsg::Publish { room, .. }
+            | BusMsg::PresenceGet { room, .. } => room,
+            _ => return,
+        };
+        let owner = self.owner(room);
+        self.outbox.send(owner, message);
+    }
+
+    /// Connection `key` leaves `room` here, and the owner is told.
+    fn request_leave(&mut self, key: usize, room: Arc<str>, user: Arc<str>) {
+        self.local.remove(&room, key);
+        let shard = self.shard;
+        self.send_to_owner(BusMsg::Leave { room, shard, user });
+    }
+
+    /// `user:send` (`to`) or `system:broadcast` (`None`) in one process:
+    /// framed once and sent to every shard, each of which counts the
+    /// connections it reached, under one gather that answers `conn`.
+    pub(super) fn gather_from_every_shard(
+        &mut self,
+        conn: ConnRef,
+        to: Option<Box<str>>,
+        text: &[u8],
+        id: Option<OwnedId>,
+    ) {
+        let gather = self.gathers.start(conn, id, self.outbox.shards());
+        let frame = wire::text_frame(text);
+        for shard in 0..self.outbox.shards() {
+            let frame = frame.clone();
+            let message = match &to {
+                Some(to) => BusMsg::UserSend {
+                    to: to.clone(),
+                    frame,
+                    exclude: conn,
+                    gather,
+                },
+                None => BusMsg::Broadcast {
+                    frame,
+                    exclude: conn,
+                    gather,
+                },
+            };
+            self.outbox.send(shard, message);
+        }
+    }
+
+    /// Handles one bus message: the owner's kinds go to the sequencer, the
+    /// rest are the member side's.
+    pub fn on_bus(&mut self, message: BusMsg, time: Time, out: &mut impl Outlet) {
+        match message {
+            BusMsg::Join { .. }
+            | BusMsg::Leave { .. }
+            | BusMsg::Publish { .. }
+            | BusMsg::PresenceGet { .. }
+            | BusMsg::Online { .. } => self.at_owner(message, time, out),
+            BusMsg::Deliver {
+                room,
+                frame,
+                exclude,
+                fanout,
+            } => {
+                let skip = self.own_key(exclude);
+                let members = self.local.members(&room);
+                out.deliver(members, skip, &frame, Some(&room), fanout, time.now);
+            }
+            BusMsg::Joined {
+                room,
+                conn,
+                accepted,
+                reply,
+            } => {
+                if out.settle_join(conn, &room, accepted) {
+                    self.local.add(&room, conn.key);
+                }
+                out.answer(conn, reply.as_deref(), time.now);
+            }
+            BusMsg::Reply { conn, text } => out.answer(conn, Some(&text), time.now),
+            BusMsg::Published { conn, index, seq } => {
+                out.http_published(conn, index, Some(seq), time.now);
+            }
+            BusMsg::PublishRefused { conn, index } => {
+                out.http_published(conn, index, None, time.now);
+            }
+            BusMsg::UserSend {
+                to,
+                frame,
+                exclude,
+                gather,
+            } => {
+                let count =
+                    self.deliver_direct(self.users.keys(&to), &frame, Some(exclude), time, out);
+                self.outbox
+                    .send(exclude.shard, BusMsg::Counted { gather, count });
+            }
+            BusMsg::Broadcast {
+                frame,
+                exclude,
+                gather,
+            } => {
+                let count =
+                    self.deliver_direct(&self.users.all(), &frame, Some(exclude), time, out);
+                self.outbox
+                    .send(exclude.shard, BusMsg::Counted { gather, count });
+            }
+            BusMsg::Counted { gather, count } => {
+                if let Some((conn, text)) = self.gathers.counted(gather, count) {
+                    out.answer(conn, Some(&text), time.now);
+                }
+            }
+        }
+    }
+
+    /// A direct message or broadcast for `keys` on this shard, leaving out
+    /// its sender; returns how many connections it reached.
+    pub(super) fn deliver_direct(
+        &self,
+        keys: &[usize],
+        frame: &Arc<[u8]>,
+        exclude: Option<ConnRef>,
+        time: Time,
+        out: &mut impl Outlet,
+    ) -> usize {
+        let skip = self.own_key(exclude);
+        out.deliver(keys, skip, frame, None, Fanout::Other, time.now)
+    }
+
+    /// The slab key of `conn` when it is a connection of this shard.
+    fn own_key(&self, conn: Option<ConnRef>) -> Option<usize> {
+        conn.filter(|c| c.shard == self.shard).map(|c| c.key)
+    }
+}

@@ -1,0 +1,268 @@
+//! The one seam between local and Redis sequencing: who orders a room's
+//! joins and events, keeps its history and counts its presence.
+//!
+//! `Local`: the room's owner shard, with its `RoomTable` (one process).
+//! `Redis`: the cluster's Redis (`--redis`, section 10), reached through
+//! the bridge; the owner stays this node's one door to the room and its
+//! table counts only this node's members, for the fan-out.
+//!
+//! Every decision that differs between the two is a `match` in this file;
+//! nothing else in the router asks which one it runs.
+
+use crate::codes::ErrorCode;
+use crate::conn::ConnRef;
+use crate::proto::reply::{self, OwnedId};
+use crate::redis::requests::BridgeRequest;
+use crate::rooms::bus::{BusMsg, Fanout};
+use crate::rooms::cluster::{BridgeAnswer, ClusterPublish, FromBridge, PendingJoin, RedisRooms};
+use crate::rooms::outlet::Outlet;
+use crate::rooms::router::{Router, Time};
+use crate::rooms::table::{Joiner, Publish, Recovery};
+use std::sync::Arc;
+
+/// Who sequences the rooms.
+pub enum Sequencer {
+    /// Each room's owner shard.
+    Local,
+    /// The cluster's Redis.
+    Redis(Box<RedisRooms>),
+}
+
+impl Sequencer {
+    /// What is queued for the bridge (nothing in one process).
+    pub fn take_bridge_requests(&mut self) -> Vec<BridgeRequest<BridgeAnswer>> {
+        match self {
+            Sequencer::Local => Vec::new(),
+            Sequencer::Redis(redis) => redis.take_requests(),
+        }
+    }
+}
+
+impl Router {
+    /// A room's message at its owner: joins, leaves, publishes,
+    /// `presence:get`, and the online set of cluster mode.
+    pub(super) fn at_owner(&mut self, message: BusMsg, time: Time, out: &mut impl Outlet) {
+        let owner = self.shard();
+        match message {
+            BusMsg::Join {
+                room,
+                conn,
+                user,
+                name,
+                recovery,
+                rejoin,
+                id,
+            } => match &mut self.sequencer {
+                Sequencer::Local => {
+                    let joiner = Joiner {
+                        shard: conn.shard,
+                        user_id: user,
+                        name: name.as_deref(),
+                        rejoin,
+                    };
+                    let recovery = Recovery {
+                        history: recovery.history,
+                        since: recovery.since,
+                        epoch: recovery.epoch.as_deref(),
+                    };
+                    self.join_here(room, conn, &joiner, &recovery, id, time);
+                }
+                Sequencer::Redis(redis) => {
+                    let join = PendingJoin {
+                        owner,
+                        room,
+                        conn,
+                        user,
+                        name,
+                        rejoin,
+                        id,
+                    };
+                    redis.join(&mut self.table, &mut self.outbox, join, &recovery);
+                }
+            },
+            BusMsg::Leave { room, shard, user } => {
+                let presence = self.table.leave(&room, shard, &user, time.now);
+                match &mut self.sequencer {
+                    Sequencer::Local => {
+                        if let Some(frame) = presence {
+                            let shards = self.table.member_shards(&room);
+                            self.outbox
+                                .fan_out(shards, &room, &frame, None, Fanout::Other);
+                        }
+                    }
+                    Sequencer::Redis(redis) => redis.leave(&self.table, &room, &user),
+                }
+            }
+            BusMsg::Publish {
+                room,
+                event,
+                data,
+                from,
+                sender,
+                echo,
+                answer,
+                read_at,
+            } => {
+                let message = Publish {
+                    room: &room,
+                    event: &event,
+                    data: &data,
+                    from: &from,
+                    ts_ms: time.unix_ms,
+                };
+                match &mut self.sequencer {
+                    Sequencer::Local => {
+                        out.metrics().publishes.inc();
+                        let published = self.table.publish(&message, time.now);
+                        let exclude = (!echo).then_some(sender);
+                        let shards = self.table.member_shards(&room);
+                        let fanout = Fanout::RoomEvent { read_at };
+                        self.outbox
+                            .fan_out(shards, &room, &published.frame, exclude, fanout);
+                        self.outbox.answer_publish(sender, answer, published.seq);
+                    }
+                    Sequencer::Redis(redis) => redis.publish(ClusterPublish {
+                        room: &room,
+                        message: &message,
+                        sender,
+                        echo,
+                        answer,
+                        read_at,
+                    }),
+                }
+            }
+            BusMsg::PresenceGet { room, conn, id } => {
+                let Some(id) = id else { return };
+                match &mut self.sequencer {
+                    Sequencer::Local => {
+                        let text = reply::ack_text(&id, &self.table.presence(&room));
+                        self.outbox.send(conn.shard, BusMsg::Reply { conn, text });
+                    }
+                    Sequencer::Redis(redis) => redis.presence_get(room, conn, id),
+                }
+            }
+            BusMsg::Online { user, up } => {
+                if let Sequencer::Redis(redis) = &mut self.sequencer {
+                    redis.online(user, up);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The owner admits a member (or refuses: the room is full), announces
+    /// it to the room's presence and answers the member's shard.
+    fn join_here(
+        &mut self,
+        room: Arc<str>,
+        conn: ConnRef,
+        joiner: &Joiner<'_>,
+        recovery: &Recovery<'_>,
+        id: Option<OwnedId>,
+        time: Time,
+    ) {
+        let (accepted, reply) = match self.table.join(&room, joiner, recovery, time.now) {
+            Ok(joined) => {
+                if let Some(frame) = joined.presence {
+                    let shards = self.table.member_shards(&room);
+                    self.outbox
+                        .fan_out(shards, &room, &frame, Some(conn), Fanout::Other);
+                }
+                (true, id.map(|id| reply::ack_text(&id, &joined.data)))
+            }
+            Err(_) => {
+                let text = reply::failure_text(id.as_ref(), ErrorCode::RoomFull, "room is full");
+                (false, Some(text))
+            }
+        };
+        self.outbox.joined(room, conn, accepted, reply);
+    }
+
+    /// Cluster mode: tells the owner of the online set that a `/ws`
+    /// connection of `user` opened (`up`) or closed here.
+    pub(super) fn count_online(&mut self, user: &Arc<str>, up: bool) {
+        match self.sequencer {
+            Sequencer::Local => {}
+            Sequencer::Redis(_) => {
+                let owner = self.owner(crate::redis::ONLINE);
+                let user = user.clone();
+                self.outbox.send(owner, BusMsg::Online { user, up });
+            }
+        }
+    }
+
+    /// `user:send` (`to`) or `system:broadcast` (`None`) from `conn`.
+    pub(super) fn send_to_users(
+        &mut self,
+        conn: ConnRef,
+        sender: &str,
+        to: Option<Box<str>>,
+        text: Vec<u8>,
+        id: Option<OwnedId>,
+    ) {
+        match &mut self.sequencer {
+            Sequencer::Local => self.gather_from_every_shard(conn, to, &text, id),
+            Sequencer::Redis(redis) => redis.send(conn, sender, to, text, id),
+        }
+    }
+
+    /// What the bridge sent this shard (cluster mode).
+    pub fn on_bridge(&mut self, message: FromBridge, time: Time, out: &mut impl Outlet) {
+        let Sequencer::Redis(redis) = &mut self.sequencer else {
+            return;
+        };
+        match message {
+            FromBridge::Sequenced(BridgeAnswer::Publish { sender, answer, .. }, outcome) => {
+                match outcome {
+                    Ok(sequenced) => {
+                        out.metrics().publishes.inc();
+                        self.outbox.answer_publish(sender, answer, sequenced.seq);
+                    }
+                    Err(_) => redis.refuse(&mut self.outbox, sender, answer),
+                }
+            }
+            FromBridge::Joined(BridgeAnswer::Join(join), outcome) => {
+                redis.joined(&mut self.table, &mut self.outbox, *join, outcome);
+            }
+            FromBridge::Presence(answer, outcome) => {
+                redis.presence(&mut self.outbox, answer, outcome);
+            }
+            FromBridge::Event(event) => {
+                let (exclude, fanout) = redis.event_fanout(&event, time.now);
+                if fanout != Fanout::Other {
+                    self.table.count_published(&event.room);
+                }
+                let shards = self.table.member_shards(&event.room);
+                self.outbox
+                    .fan_out(shards, &event.room, &event.frame, exclude, fanout);
+            }
+            FromBridge::Resync => redis.resync(&self.table),
+            FromBridge::Sent(answer, outcome) => redis.sent(&mut self.outbox, answer, outcome),
+            FromBridge::Direct(message) => {
+                let all;
+                let keys = match &message.to {
+                    Some(to) => self.users.keys(to),
+                    None => {
+                        all = self.users.all();
+                        &all
+                    }
+                };
+                self.deliver_direct(keys, &message.frame, message.exclude, time, out);
+            }
+            FromBridge::Sequenced(..) | FromBridge::Joined(..) => {}
+        }
+    }
+
+    /// A request the bridge could not take (it has stopped): its asker
+    /// hears `UNAVAILABLE` as if Redis had refused it.
+    pub fn bridge_refused(
+        &mut self,
+        request: BridgeRequest<BridgeAnswer>,
+        time: Time,
+        out: &mut impl Outlet,
+    ) {
+        if let Some(message) = FromBridge::refused(request) {
+            self.on_bridge(message, time, out);
+        }
+    }
+}

@@ -1,0 +1,474 @@
+//! The router in memory: several shards' routers wired by a test bus, a
+//! scripted Redis bridge, and an outlet that records what each connection
+//! was given.
+
+mod cluster;
+mod local;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::conn::ConnRef;
+use crate::metrics::ShardMetrics;
+use crate::proto::reply::OwnedId;
+use crate::proto::{JoinRecovery, Request, publish, wire};
+use crate::redis::requests::BridgeRequest;
+use crate::rooms::bus::Fanout;
+use crate::rooms::cluster::{BridgeAnswer, ClusterSide, FromBridge};
+use crate::rooms::outlet::Outlet;
+use crate::rooms::table::TableConfig;
+use crate::rooms::{Asker, Router, RouterConfig, Time, owner_of};
+
+/// What a connection was given, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Got {
+    /// A room event (`Fanout::RoomEvent`).
+    Event(String),
+    /// Anything else delivered: presence, direct messages, broadcasts.
+    Other(String),
+    /// The answer to one of its requests (`None`: answered without a text).
+    Answer(Option<String>),
+    /// An HTTP publisher's message `index` got `seq` (`None`: refused).
+    Published(usize, Option<u64>),
+}
+
+struct TestConn {
+    id: u64,
+    user: Arc<str>,
+    /// Rooms joined or joining, as the connection's session keeps them.
+    rooms: Vec<Arc<str>>,
+    got: Vec<Got>,
+}
+
+/// One shard's connections as the router sees them.
+#[derive(Default)]
+struct TestOutlet {
+    conns: HashMap<usize, TestConn>,
+    metrics: ShardMetrics,
+}
+
+impl TestOutlet {
+    fn live(&mut self, conn: ConnRef) -> Option<&mut TestConn> {
+        self.conns.get_mut(&conn.key).filter(|c| c.id == conn.id)
+    }
+}
+
+fn text_of(frame: &[u8]) -> String {
+    String::from_utf8(wire::frame_text(frame).to_vec()).expect("UTF-8")
+}
+
+impl Outlet for TestOutlet {
+    fn deliver(
+        &mut self,
+        keys: &[usize],
+        skip: Option<usize>,
+        frame: &Arc<[u8]>,
+        room: Option<&Arc<str>>,
+        fanout: Fanout,
+        _now: Instant,
+    ) -> usize {
+        let mut reached = 0;
+        for key in keys {
+            if skip == Some(*key) {
+                continue;
+            }
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            reached += 1;
+            let text = text_of(frame);
+            conn.got.push(match fanout {
+                Fanout::RoomEvent { .. } => {
+                    assert!(room.is_some(), "a room event names its room");
+                    self.metrics.deliveries.inc();
+                    Got::Event(text)
+                }
+                Fanout::Other => Got::Other(text),
+            });
+        }
+        reached
+    }
+
+    fn answer(&mut self, conn: ConnRef, text: Option<&[u8]>, _now: Instant) {
+        if let Some(c) = self.live(conn) {
+            let text = text.map(|t| String::from_utf8(t.to_vec()).expect("UTF-8"));
+            c.got.push(Got::Answer(text));
+        }
+    }
+
+    fn settle_join(&mut self, conn: ConnRef, room: &str, accepted: bool) -> bool {
+        let Some(c) = self.live(conn) else {
+            return false;
+        };
+        if accepted {
+            return c.rooms.iter().any(|r| &**r == room);
+        }
+        c.rooms.retain(|r| &**r != room);
+        false
+    }
+
+    fn http_published(&mut self, conn: ConnRef, index: usize, seq: Option<u64>, _now: Instant) {
+        if let Some(c) = self.live(conn) {
+            c.got.push(Got::Published(index, seq));
+        }
+    }
+
+    fn metrics(&self) -> &ShardMetrics {
+        &self.metrics
+    }
+}
+
+/// Settings of the routers under test.
+#[derive(Clone)]
+pub struct Setup {
+    shards: usize,
+    history: usize,
+    presence_rooms: Vec<String>,
+    presence_event_limit: usize,
+    max_room_members: usize,
+    cluster: bool,
+}
+
+impl Setup {
+    pub fn local(shards: usize) -> Self {
+        Self {
+            shards,
+            history: 100,
+            presence_rooms: vec!["chat:*".into()],
+            presence_event_limit: 100,
+            max_room_members: 0,
+            cluster: false,
+        }
+    }
+
+    pub fn cluster(shards: usize) -> Self {
+        Self {
+            cluster: true,
+            ..Self::local(shards)
+        }
+    }
+
+    pub fn history(mut self, history: usize) -> Self {
+        self.history = history;
+        self
+    }
+
+    pub fn max_room_members(mut self, max: usize) -> Self {
+        self.max_room_members = max;
+        self
+    }
+
+    pub fn build(self) -> Shards {
+        let started = Instant::now();
+        let routers = (0..self.shards)
+            .map(|shard| {
+                Router::new(RouterConfig {
+                    shard,
+                    shards: self.shards,
+                    table: TableConfig {
+                        shards: self.shards,
+                        history: self.history,
+                        history_ttl: Duration::from_secs(60),
+                        presence_rooms: self.presence_rooms.clone(),
+                        presence_event_limit: self.presence_event_limit,
+                        max_room_members: self.max_room_members,
+                    },
+                    epoch_seed: 0x5eed + shard as u64,
+                    cluster: self.cluster.then(|| ClusterSide {
+                        node_id: "n1".into(),
+                        started,
+                    }),
+                })
+            })
+            .collect();
+        Shards {
+            routers,
+            outlets: (0..self.shards).map(|_| TestOutlet::default()).collect(),
+            bridge: Vec::new(),
+            bridge_stopped: false,
+            time: Time {
+                now: started,
+                unix_ms: 1_700_000_000_000,
+            },
+            next_id: 1,
+        }
+    }
+}
+
+/// Several shards' routers, the bus between them, and the bridge's inbox.
+pub struct Shards {
+    routers: Vec<Router>,
+    outlets: Vec<TestOutlet>,
+    /// What the routers asked of the bridge, in order, with the asking shard.
+    pub bridge: Vec<(usize, BridgeRequest<BridgeAnswer>)>,
+    /// The bridge has stopped: requests come back to their router.
+    pub bridge_stopped: bool,
+    pub time: Time,
+    next_id: u64,
+}
+
+impl Shards {
+    /// A `/ws` connection of `user` opens on `shard`.
+    pub fn connect(&mut self, shard: usize, user: &str) -> ConnRef {
+        let outlet = &mut self.outlets[shard];
+        let key = (0..)
+            .find(|k| !outlet.conns.contains_key(k))
+            .expect("a key");
+        let conn = ConnRef {
+            shard,
+            key,
+            id: self.next_id,
+        };
+        self.next_id += 1;
+        let user: Arc<str> = Arc::from(user);
+        outlet.conns.insert(
+            key,
+            TestConn {
+                id: conn.id,
+                user: user.clone(),
+                rooms: Vec::new(),
+                got: Vec::new(),
+            },
+        );
+        self.routers[shard].opened(key, &user);
+        self.settle();
+        conn
+    }
+
+    /// The connection is gone.
+    pub fn close(&mut self, conn: ConnRef) {
+        let Some(c) = self.outlets[conn.shard].conns.remove(&conn.key) else {
+            return;
+        };
+        self.routers[conn.shard].closed(conn.key, &c.user, &c.rooms);
+        self.settle();
+    }
+
+    /// `conn` sends `request`, as its session applied it.
+    pub fn request(&mut self, conn: ConnRef, request: Request) {
+        let outlet = &mut self.outlets[conn.shard];
+        let c = outlet.conns.get_mut(&conn.key).expect("open");
+        match &request {
+            Request::Join { room, .. } if !c.rooms.contains(room) => c.rooms.push(room.clone()),
+            // As `proto::events` does: only a member's leave reaches the rooms.
+            Request::Leave { room } if !c.rooms.contains(room) => return,
+            Request::Leave { room } => c.rooms.retain(|r| r != room),
+            _ => {}
+        }
+        let user = c.user.clone();
+        let asker = Asker {
+            conn,
+            user: Some(&user),
+            name: None,
+        };
+        self.routers[conn.shard].on_request(asker, request, self.time.now);
+        self.settle();
+    }
+
+    /// A `POST /publish` message from an HTTP connection (no user) on `shard`.
+    pub fn http_publish(&mut self, shard: usize, index: usize, room: &str, data: &str) -> ConnRef {
+        let conn = self.connect(shard, "http");
+        let asker = Asker {
+            conn,
+            user: None,
+            name: None,
+        };
+        let request = Request::HttpPublish {
+            index,
+            message: publish::Message {
+                room: room.into(),
+                event: "tick".into(),
+                data: data.as_bytes().into(),
+            },
+            from: Arc::from("backend"),
+        };
+        self.routers[shard].on_request(asker, request, self.time.now);
+        self.settle();
+        conn
+    }
+
+    /// The bridge sends shard `shard` a message.
+    pub fn bridge_sends(&mut self, shard: usize, message: FromBridge) {
+        let time = self.time;
+        self.routers[shard].on_bridge(message, time, &mut self.outlets[shard]);
+        self.settle();
+    }
+
+    /// Takes the bridge's inbox.
+    pub fn take_bridge(&mut self) -> Vec<(usize, BridgeRequest<BridgeAnswer>)> {
+        std::mem::take(&mut self.bridge)
+    }
+
+    /// Runs every shard's bus until no message is left in flight.
+    pub fn settle(&mut self) {
+        let time = self.time;
+        loop {
+            let mut moved = false;
+            for shard in 0..self.routers.len() {
+                self.routers[shard].run_own(time, &mut self.outlets[shard]);
+                for request in self.routers[shard].take_bridge_requests() {
+                    moved = true;
+                    if self.bridge_stopped {
+                        self.routers[shard].bridge_refused(request, time, &mut self.outlets[shard]);
+                    } else {
+                        self.bridge.push((shard, request));
+                    }
+                }
+                for to in 0..self.routers.len() {
+                    if to == shard {
+                        continue;
+                    }
+                    for message in self.routers[shard].take_outbox(to) {
+                        moved = true;
+                        self.routers[to].on_bus(message, time, &mut self.outlets[to]);
+                    }
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    /// What `conn` was given since the last call.
+    pub fn got(&mut self, conn: ConnRef) -> Vec<Got> {
+        self.outlets[conn.shard]
+            .conns
+            .get_mut(&conn.key)
+            .map(|c| std::mem::take(&mut c.got))
+            .unwrap_or_default()
+    }
+
+    /// Whether `conn` is on its shard's member list of `room`.
+    pub fn is_member(&self, conn: ConnRef, room: &str) -> bool {
+        self.routers[conn.shard]
+            .local
+            .members(room)
+            .contains(&conn.key)
+    }
+
+    /// Room events delivered, over every shard.
+    pub fn deliveries(&self) -> u64 {
+        self.outlets
+            .iter()
+            .map(|o| o.metrics.deliveries.get())
+            .sum()
+    }
+
+    /// Publishes counted, over every shard.
+    pub fn publishes(&self) -> u64 {
+        self.outlets.iter().map(|o| o.metrics.publishes.get()).sum()
+    }
+
+    pub fn router(&mut self, shard: usize) -> &mut Router {
+        &mut self.routers[shard]
+    }
+}
+
+pub fn id(n: i64) -> Option<OwnedId> {
+    Some(OwnedId::Int(n))
+}
+
+pub fn join(room: &str, id: Option<OwnedId>) -> Request {
+    Request::Join {
+        room: room.into(),
+        id,
+        recovery: JoinRecovery::default(),
+        rejoin: false,
+    }
+}
+
+pub fn join_with(room: &str, recovery: JoinRecovery) -> Request {
+    Request::Join {
+        room: room.into(),
+        id: id(1),
+        recovery,
+        rejoin: false,
+    }
+}
+
+pub fn leave(room: &str) -> Request {
+    Request::Leave { room: room.into() }
+}
+
+pub fn publish(room: &str, data: &str, echo: bool, id: Option<OwnedId>) -> Request {
+    Request::Publish {
+        room: room.into(),
+        event: "chat".into(),
+        data: data.as_bytes().into(),
+        echo,
+        id,
+    }
+}
+
+pub fn user_send(to: &str, text: &str, id: Option<OwnedId>) -> Request {
+    Request::UserSend {
+        to: to.into(),
+        text: text.as_bytes().to_vec(),
+        id,
+    }
+}
+
+pub fn broadcast(text: &str, id: Option<OwnedId>) -> Request {
+    Request::Broadcast {
+        text: text.as_bytes().to_vec(),
+        id,
+    }
+}
+
+pub fn presence_get(room: &str, id: Option<OwnedId>) -> Request {
+    Request::PresenceGet {
+        room: room.into(),
+        id,
+    }
+}
+
+/// The texts of `got`'s room events.
+pub fn events(got: &[Got]) -> Vec<&str> {
+    got.iter()
+        .filter_map(|g| match g {
+            Got::Event(text) => Some(text.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The answer texts of `got`.
+pub fn answers(got: &[Got]) -> Vec<&str> {
+    got.iter()
+        .filter_map(|g| match g {
+            Got::Answer(Some(text)) => Some(text.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The `seq` field of a room event's text.
+pub fn seq_of(text: &str) -> u64 {
+    let at = text.find("\"seq\":").expect("a seq") + 6;
+    text[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a number")
+}
+
+/// A room owned by `shard` out of `shards`.
+pub fn room_owned_by(shard: usize, shards: usize, prefix: &str) -> String {
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|room| owner_of(room, shards) == shard)
+        .expect("a room")
+}
+
+#[test]
+fn owners_are_stable_and_spread() {
+    assert_eq!(owner_of("lobby", 4), owner_of("lobby", 4));
+    let mut counts = [0; 4];
+    for i in 0..1000 {
+        counts[owner_of(&format!("room-{i}"), 4)] += 1;
+    }
+    assert!(counts.iter().all(|&c| c > 150), "{counts:?}");
+    assert_eq!(owner_of("x", 1), 0);
+}
