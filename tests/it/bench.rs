@@ -1,0 +1,237 @@
+//! The bundled load generator, run briefly against the real server: its
+//! counts must add up and its JSON must carry every field. No speed is
+//! asserted.
+
+use crate::common;
+
+use std::process::Command;
+
+use common::{SECRET, Server, json_at, parse_json};
+use simd_json::OwnedValue;
+use simd_json::prelude::*;
+
+/// Runs `roomcast bench <args> --json` against `server` and parses its result.
+fn bench(server: &Server, args: &[&str]) -> OwnedValue {
+    let addr = server.addr().to_string();
+    let pid = server.pid().to_string();
+    let output = Command::new(env!("CARGO_BIN_EXE_roomcast"))
+        .arg("bench")
+        .args(args)
+        .args([
+            "--addr",
+            &addr,
+            "--jwt-secret",
+            SECRET,
+            "--server-pid",
+            &pid,
+            "--threads",
+            "1",
+            "--json",
+        ])
+        .output()
+        .expect("run roomcast bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "bench failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    parse_json(stdout.trim())
+}
+
+fn number(result: &OwnedValue, path: &[&str]) -> f64 {
+    json_at(result, path)
+        .and_then(|v| v.as_f64().or_else(|| v.as_u64().map(|n| n as f64)))
+        .unwrap_or_else(|| panic!("no number at {path:?} in {result:?}"))
+}
+
+fn count(result: &OwnedValue, key: &str) -> u64 {
+    json_at(result, &[key])
+        .and_then(|v| v.as_u64())
+        .unwrap_or_else(|| panic!("no count {key} in {result:?}"))
+}
+
+const FIELDS: [&str; 19] = [
+    "scenario",
+    "target",
+    "conns",
+    "duration_seconds",
+    "connected",
+    "sent",
+    "delivered",
+    "expected",
+    "lost",
+    "duplicates",
+    "out_of_order",
+    "handshakes",
+    "errors",
+    "messages_per_second",
+    "handshakes_per_second",
+    "latency_us",
+    "server",
+    "bench",
+    "saturated",
+];
+
+fn assert_every_field(result: &OwnedValue) {
+    for field in FIELDS {
+        assert!(
+            json_at(result, &[field]).is_some(),
+            "missing {field} in {result:?}"
+        );
+    }
+    for percentile in ["p50", "p90", "p99", "p999", "max"] {
+        number(result, &["latency_us", percentile]);
+    }
+    for figure in ["cpu_seconds", "rss_before_bytes", "rss_after_bytes"] {
+        number(result, &["server", figure]);
+    }
+}
+
+#[test]
+fn echo_gets_back_every_message_it_sent() {
+    let server = Server::start(&["--echo"]);
+    let result = bench(&server, &["echo", "-c", "4", "-w", "4", "-d", "500ms"]);
+    assert_every_field(&result);
+    assert_eq!(count(&result, "connected"), 4);
+    assert!(count(&result, "sent") > 0);
+    assert_eq!(count(&result, "delivered"), count(&result, "sent"));
+    assert_eq!(count(&result, "errors"), 0);
+    assert!(number(&result, &["latency_us", "p50"]) > 0.0);
+}
+
+#[test]
+fn fanout_delivers_published_times_members_in_order() {
+    let server = Server::start(&["--shards", "2"]);
+    let result = bench(
+        &server,
+        &[
+            "fanout",
+            "-c",
+            "40",
+            "--rooms",
+            "3",
+            "--publishers",
+            "2",
+            "-d",
+            "800ms",
+        ],
+    );
+    assert_every_field(&result);
+    // 40 subscribers, 2 publishers and a probe per room a publisher
+    // publishes to: publisher 0 takes rooms 0 and 2, publisher 1 room 1.
+    assert_eq!(count(&result, "connected"), 45);
+    let expected = count(&result, "expected");
+    assert!(expected > 0);
+    assert_eq!(count(&result, "delivered"), expected);
+    assert_eq!(count(&result, "lost"), 0);
+    assert_eq!(count(&result, "out_of_order"), 0);
+    assert_eq!(count(&result, "errors"), 0);
+    assert!(number(&result, &["server", "cpu_us_per_message"]) > 0.0);
+}
+
+#[test]
+fn compressed_fanout_of_price_updates_adds_up_and_reads_fewer_bytes() {
+    let server = Server::start(&["--shards", "2", "--compression", "on"]);
+    let run = |compression: bool| {
+        let mut args = vec![
+            "fanout",
+            "-c",
+            "20",
+            "--payload",
+            "prices",
+            "-s",
+            "1024",
+            "-d",
+            "600ms",
+        ];
+        if compression {
+            args.push("--compression");
+        }
+        bench(&server, &args)
+    };
+    let plain = run(false);
+    let compressed = run(true);
+    for result in [&plain, &compressed] {
+        let expected = count(result, "expected");
+        assert!(expected > 0);
+        assert_eq!(count(result, "delivered"), expected);
+        assert_eq!(count(result, "out_of_order"), 0);
+        assert_eq!(count(result, "errors"), 0);
+    }
+    assert_eq!(count(&plain, "compressed"), 0);
+    assert!(count(&compressed, "compressed") >= count(&compressed, "delivered"));
+    let per_delivery = |r: &OwnedValue| number(r, &["bytes_per_delivery"]);
+    assert!(per_delivery(&plain) > 1024.0, "{}", per_delivery(&plain));
+    assert!(
+        per_delivery(&compressed) < per_delivery(&plain) * 0.8,
+        "{} vs {}",
+        per_delivery(&compressed),
+        per_delivery(&plain)
+    );
+}
+
+#[test]
+fn paced_fanout_sends_about_the_asked_rate() {
+    let server = Server::start(&[]);
+    let result = bench(&server, &["fanout", "-c", "10", "--rate", "50", "-d", "1s"]);
+    let sent = count(&result, "sent");
+    assert!((30..=70).contains(&sent), "asked 50/s for 1 s, sent {sent}");
+    assert_eq!(count(&result, "delivered"), sent * 10);
+    assert_eq!(count(&result, "lost"), 0);
+}
+
+#[test]
+fn connect_counts_handshakes_and_churn_joins_and_leaves() {
+    let server = Server::start(&[]);
+    for extra in [&[][..], &["--churn"][..]] {
+        let mut args = vec!["connect", "-c", "4", "-d", "500ms"];
+        args.extend_from_slice(extra);
+        let result = bench(&server, &args);
+        assert_every_field(&result);
+        assert!(count(&result, "handshakes") > 4, "{result:?}");
+        assert_eq!(count(&result, "errors"), 0, "{result:?}");
+    }
+}
+
+#[test]
+fn idle_holds_every_connection_in_a_room() {
+    let server = Server::start(&[]);
+    let result = bench(
+        &server,
+        &["idle", "-c", "50", "--rooms", "5", "-d", "300ms"],
+    );
+    assert_every_field(&result);
+    assert_eq!(count(&result, "connected"), 50);
+    assert_eq!(count(&result, "errors"), 0);
+    assert!(json_at(&result, &["server", "rss_per_connection_bytes"]).is_some());
+}
+
+#[test]
+fn a_non_loopback_address_is_refused() {
+    let output = Command::new(env!("CARGO_BIN_EXE_roomcast"))
+        .args([
+            "bench",
+            "echo",
+            "--addr",
+            "10.0.0.1:80",
+            "--jwt-secret",
+            "x",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("loopback"));
+}
+
+#[test]
+fn help_documents_every_scenario() {
+    let output = Command::new(env!("CARGO_BIN_EXE_roomcast"))
+        .args(["bench", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    for scenario in ["echo", "fanout", "connect", "idle"] {
+        assert!(help.contains(scenario), "{scenario} missing from:\n{help}");
+    }
+}

@@ -1,0 +1,40 @@
+//! The integration tests, one module per surface (`tests/README.md` has the
+//! table), in one test binary: linked once instead of once per surface.
+//!
+//! Run one surface with its module path as the filter:
+//! `cargo test --test it rooms::`.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod backpressure;
+mod bench;
+mod bus_flow;
+mod cli;
+mod close_acks;
+mod close_codes;
+mod cluster;
+mod compression;
+mod concurrency;
+mod direct;
+mod echo;
+mod events;
+mod handshake;
+mod harness;
+mod heartbeat;
+mod history;
+mod http;
+mod lifecycle_log;
+mod permissions;
+mod pre_request;
+mod presence;
+mod publish;
+mod rate_limit;
+mod redis_bridge;
+mod redis_function;
+mod refresh;
+mod room_errors;
+mod rooms;
+mod shutdown;
+mod slow_consumers;
+mod tls;

@@ -1,0 +1,267 @@
+//! The Redis bridge thread (`reactor::bridge`) against a real
+//! `redis-server`: publishes answered after Redis sequenced them, room
+//! events delivered to every shard serving the room in seq order, and
+//! what happens while Redis is away and after it comes back.
+
+use crate::common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use common::redis::{RedisServer, free_port};
+use roomcast::proto::wire;
+use roomcast::reactor::bridge::{
+    self, BridgeConfig, BridgeHandle, BridgeRequest, BridgeSink, OwnedQuery, RoomEvent, Unavailable,
+};
+use roomcast::redis::{History, Presence, PresenceChange, Retention, Sequenced};
+
+#[derive(Debug)]
+enum Out {
+    Sequenced(u32, Result<Sequenced, Unavailable>),
+    Joined(u32, Result<(History, u64), Unavailable>),
+    Deliver(usize, RoomEvent),
+    Link(bool),
+}
+
+struct ChannelSink(Sender<Out>);
+
+impl BridgeSink for ChannelSink {
+    type Answer = u32;
+    fn sequenced(&self, answer: u32, outcome: Result<Sequenced, Unavailable>) {
+        let _ = self.0.send(Out::Sequenced(answer, outcome));
+    }
+    fn joined(&self, answer: u32, outcome: Result<(History, u64), Unavailable>) {
+        let _ = self.0.send(Out::Joined(answer, outcome));
+    }
+    fn presence(&self, _: u32, _: Result<Presence, Unavailable>) {}
+    fn resync(&self) {}
+    fn sent(&self, _: u32, _: Result<u64, Unavailable>) {}
+    fn direct(&self, _: bridge::DirectMessage) {}
+    fn deliver(&self, shard: usize, event: RoomEvent) {
+        let _ = self.0.send(Out::Deliver(shard, event));
+    }
+    fn link(&self, up: bool) {
+        let _ = self.0.send(Out::Link(up));
+    }
+}
+
+struct Node {
+    handle: BridgeHandle<u32>,
+    out: Receiver<Out>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Node {
+    fn start(port: u16) -> Node {
+        let (tx, out) = crossbeam_channel::unbounded();
+        let config = BridgeConfig {
+            servers: vec![format!("redis://127.0.0.1:{port}").parse().unwrap()],
+            prefix: "rc".into(),
+            retention: Retention {
+                messages: 100,
+                ttl_ms: 3_600_000,
+            },
+            node_id: "n1".into(),
+            presence: Default::default(),
+        };
+        let (handle, thread) = bridge::start(config, ChannelSink(tx), Default::default()).unwrap();
+        Node {
+            handle,
+            out,
+            thread: Some(thread),
+        }
+    }
+
+    fn next(&self) -> Out {
+        self.out
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the bridge answers within 10 s")
+    }
+
+    fn wait_link(&self, up: bool) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            assert!(Instant::now() < deadline, "link never became {up}");
+            if let Ok(Out::Link(now)) = self.out.recv_timeout(Duration::from_millis(100))
+                && now == up
+            {
+                return;
+            }
+        }
+    }
+
+    fn serve(&self, room: &str, shard: usize) {
+        assert!(self.handle.send(BridgeRequest::Serve {
+            room: room.into(),
+            shard,
+        }));
+    }
+
+    fn publish(&self, room: &str, n: u32) {
+        let head = format!(r#"{{"event":"chat:msg","room":"{room}","data":{n},"from":"u","seq":"#);
+        assert!(self.handle.send(BridgeRequest::Publish {
+            room: room.into(),
+            head: head.into_bytes(),
+            tail: br#","ts":1}"#.to_vec(),
+            origin: "other-node/0/-".into(),
+            answer: n,
+        }));
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.handle.send(BridgeRequest::Stop);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[test]
+fn publishes_are_acked_after_sequencing_and_reach_every_serving_shard_in_order() {
+    let redis = RedisServer::start();
+    let node = Node::start(redis.addr.port());
+    node.wait_link(true);
+    node.serve("lobby", 0);
+    node.serve("lobby", 2);
+    // The subscription is in place once an event comes back; publish until then.
+    std::thread::sleep(Duration::from_millis(200));
+    for n in 0..20 {
+        node.publish("lobby", n);
+    }
+    let mut acks = Vec::new();
+    let mut delivered: [Vec<(u64, Arc<[u8]>)>; 3] = Default::default();
+    while acks.len() < 20 || delivered[0].len() < 20 || delivered[2].len() < 20 {
+        match node.next() {
+            Out::Sequenced(n, Ok(s)) => acks.push((n, s.seq)),
+            Out::Deliver(shard, event) => {
+                let text = wire::frame_text(&event.frame).into();
+                delivered[shard].push((event.seq, text));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        acks,
+        (0..20).map(|n| (n, u64::from(n) + 1)).collect::<Vec<_>>()
+    );
+    assert!(delivered[1].is_empty());
+    assert_eq!(delivered[0], delivered[2]);
+    let seqs: Vec<u64> = delivered[0].iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, (1..=20).collect::<Vec<u64>>());
+    assert_eq!(
+        &*delivered[0][0].1,
+        br#"{"event":"chat:msg","room":"lobby","data":0,"from":"u","seq":1,"ts":1}"#
+    );
+}
+
+#[test]
+fn while_redis_is_away_publishes_are_unavailable_and_after_it_returns_they_flow_again() {
+    let port = free_port();
+    let node = Node::start(port);
+    node.publish("lobby", 1);
+    assert!(matches!(
+        node.next(),
+        Out::Link(false) | Out::Sequenced(1, Err(Unavailable))
+    ));
+    let redis = RedisServer::start_on(port);
+    node.wait_link(true);
+    node.serve("lobby", 0);
+    std::thread::sleep(Duration::from_millis(200));
+    node.publish("lobby", 2);
+    let mut got = (None, None);
+    while got.0.is_none() || got.1.is_none() {
+        match node.next() {
+            Out::Sequenced(2, outcome) => got.0 = Some(outcome.unwrap()),
+            Out::Deliver(0, event) => got.1 = Some(event.seq),
+            Out::Sequenced(1, Err(Unavailable)) | Out::Link(_) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    let first = got.0.unwrap();
+    assert_eq!((first.seq, got.1), (1, Some(1)));
+    // Redis dies with its data: the link goes down, then comes back, the
+    // room is subscribed again, and the room starts a new epoch.
+    redis.stop();
+    node.wait_link(false);
+    node.publish("lobby", 3);
+    let _redis = RedisServer::start_on(port);
+    node.wait_link(true);
+    std::thread::sleep(Duration::from_millis(200));
+    node.publish("lobby", 4);
+    let mut second = None;
+    loop {
+        match node.next() {
+            Out::Sequenced(3, outcome) => assert_eq!(outcome, Err(Unavailable)),
+            Out::Sequenced(4, outcome) => second = Some(outcome.unwrap()),
+            Out::Deliver(0, event) => {
+                assert_eq!(event.seq, 1, "a new epoch starts at 1");
+                assert_ne!(*event.epoch, *first.epoch);
+                break;
+            }
+            Out::Link(_) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    if let Some(second) = second {
+        assert_eq!(second.seq, 1);
+    }
+}
+
+#[test]
+fn a_history_answer_comes_after_every_event_it_holds_and_before_every_later_one() {
+    let redis = RedisServer::start();
+    let node = Node::start(redis.addr.port());
+    node.wait_link(true);
+    node.serve("lobby", 0);
+    // Publishes and a history request pipelined together, on one connection.
+    for n in 0..10 {
+        node.publish("lobby", n);
+    }
+    assert!(node.handle.send(BridgeRequest::Join {
+        room: "lobby".into(),
+        query: OwnedQuery {
+            history: Some(100),
+            ..OwnedQuery::default()
+        },
+        change: Box::new(PresenceChange {
+            node: "n1".into(),
+            user: "u".into(),
+            name: None,
+            rejoin: false,
+            announce: false,
+            event_limit: 1000,
+            origin: "n1/0/-".into(),
+            text: b"{}".to_vec(),
+        }),
+        answer: 100,
+    }));
+    for n in 10..20 {
+        node.publish("lobby", n);
+    }
+    let mut delivered_before = None;
+    let mut delivered = Vec::new();
+    let mut acks = 0;
+    while acks < 20 || delivered.len() < 20 || delivered_before.is_none() {
+        match node.next() {
+            Out::Sequenced(_, Ok(_)) => acks += 1,
+            Out::Deliver(0, event) => delivered.push(event.seq),
+            Out::Joined(100, Ok((history, members))) => {
+                assert_eq!(members, 1);
+                assert_eq!(history.seq, 10);
+                assert_eq!(history.messages.len(), 10);
+                delivered_before = Some(delivered.len());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(delivered, (1..=20).collect::<Vec<u64>>());
+    assert_eq!(
+        delivered_before,
+        Some(10),
+        "the history holds exactly what was delivered before it"
+    );
+}

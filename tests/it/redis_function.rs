@@ -1,0 +1,310 @@
+//! The Redis Functions that sequence room events for a cluster
+//! (`src/redis/roomcast.lua`), run on a real `redis-server`: one atomic
+//! INCR + history append + PUBLISH per event, the same order for every
+//! subscriber, epochs that start over when a room is forgotten, and the
+//! emitter call that lets any backend publish.
+
+use crate::common;
+
+use std::thread;
+
+use common::redis::{RedisConn, RedisServer};
+use roomcast::redis::layout::RoomKeys;
+use roomcast::redis::resp::Reply;
+use roomcast::redis::{self as bridge, Retention};
+
+const KEEP_100: Retention = Retention {
+    messages: 100,
+    ttl_ms: 3_600_000,
+};
+
+fn loaded() -> (RedisServer, RedisConn) {
+    let redis = RedisServer::start();
+    let mut conn = redis.connect();
+    let mut load = Vec::new();
+    bridge::load_library(&mut load);
+    conn.send_raw(&load);
+    assert_eq!(conn.reply(), Reply::Bulk(b"roomcast".to_vec()));
+    (redis, conn)
+}
+
+fn publish(
+    conn: &mut RedisConn,
+    keys: &RoomKeys,
+    text: &str,
+    retention: Retention,
+) -> bridge::Sequenced {
+    let mut out = Vec::new();
+    let head = format!(r#"{{"event":"chat:msg","room":"lobby","data":{text},"from":"u1","seq":"#);
+    bridge::publish(
+        &mut out,
+        keys,
+        (head.as_bytes(), br#","ts":1}"#),
+        "e-fresh",
+        retention,
+        "n/1/-",
+    );
+    conn.send_raw(&out);
+    let reply = conn.reply();
+    bridge::sequenced(&reply).unwrap_or_else(|| panic!("{reply:?}"))
+}
+
+fn subscribe(redis: &RedisServer, channel: &str) -> RedisConn {
+    let mut sub = redis.connect();
+    let reply = sub.call(&["SUBSCRIBE", channel]);
+    assert!(matches!(reply, Reply::Array(_)), "{reply:?}");
+    sub
+}
+
+/// The payload of the next pub/sub message on `sub`.
+fn next_message(sub: &mut RedisConn) -> Vec<u8> {
+    match sub.reply() {
+        Reply::Array(items) if items.first() == Some(&Reply::Bulk(b"message".to_vec())) => {
+            items[2].as_bytes().unwrap().to_vec()
+        }
+        other => panic!("not a message: {other:?}"),
+    }
+}
+
+#[test]
+fn a_publish_is_sequenced_stored_and_published_in_one_step() {
+    let (redis, mut conn) = loaded();
+    let keys = RoomKeys::new("rc", "lobby");
+    let mut sub = subscribe(&redis, &keys.channel);
+    let first = publish(&mut conn, &keys, r#"{"n":1e400}"#, KEEP_100);
+    let second = publish(&mut conn, &keys, "2", KEEP_100);
+    assert_eq!((first.seq, second.seq), (1, 2));
+    assert_eq!(first.epoch, "e-fresh");
+    assert_eq!(second.epoch, "e-fresh");
+    let live = next_message(&mut sub);
+    let message = bridge::channel_message(&live).unwrap();
+    assert_eq!((message.epoch, message.seq), ("e-fresh", 1));
+    let text =
+        br#"{"event":"chat:msg","room":"lobby","data":{"n":1e400},"from":"u1","seq":1,"ts":1}"#;
+    assert_eq!(message.text, text);
+    // The history holds the very bytes delivered live, under id 0-<seq>.
+    let stored = conn.call(&["XRANGE", &keys.log, "-", "+"]);
+    let Reply::Array(entries) = stored else {
+        panic!("{stored:?}")
+    };
+    assert_eq!(entries.len(), 2);
+    let Reply::Array(entry) = &entries[0] else {
+        panic!()
+    };
+    assert_eq!(entry[0], Reply::Bulk(b"0-1".to_vec()));
+    let Reply::Array(fields) = &entry[1] else {
+        panic!("{entry:?}")
+    };
+    assert_eq!(
+        fields[..2],
+        [Reply::Bulk(b"m".to_vec()), Reply::Bulk(text.to_vec())]
+    );
+    assert_eq!(fields[2], Reply::Bulk(b"t".to_vec()), "the entry's time");
+}
+
+#[test]
+fn history_keeps_the_newest_messages_and_expires_with_the_room() {
+    let (_redis, mut conn) = loaded();
+    let keys = RoomKeys::new("rc", "prices:btc");
+    let keep_3 = Retention {
+        messages: 3,
+        ttl_ms: 60_000,
+    };
+    for i in 0..10 {
+        publish(&mut conn, &keys, &i.to_string(), keep_3);
+    }
+    assert_eq!(conn.call(&["XLEN", &keys.log]), Reply::Integer(3));
+    let first_kept = conn.call(&["XRANGE", &keys.log, "-", "+", "COUNT", "1"]);
+    let Reply::Array(entries) = first_kept else {
+        panic!()
+    };
+    let Reply::Array(entry) = &entries[0] else {
+        panic!()
+    };
+    assert_eq!(entry[0], Reply::Bulk(b"0-8".to_vec()));
+    for key in [&keys.seq, &keys.epoch, &keys.log] {
+        let ttl = conn.call(&["PTTL", key.as_str()]).as_i64().unwrap();
+        assert!((1..=60_000).contains(&ttl), "{key}: {ttl}");
+    }
+}
+
+#[test]
+fn a_forgotten_room_starts_a_new_epoch_at_seq_1() {
+    let (_redis, mut conn) = loaded();
+    let keys = RoomKeys::new("rc", "lobby");
+    for _ in 0..5 {
+        publish(&mut conn, &keys, "0", KEEP_100);
+    }
+    // As after the TTL, or a Redis that restarted without its data.
+    conn.call(&["DEL", &keys.epoch]);
+    let mut out = Vec::new();
+    bridge::publish(
+        &mut out,
+        &keys,
+        (b"{\"seq\":", b"}"),
+        "e-next",
+        KEEP_100,
+        "n/1/-",
+    );
+    conn.send_raw(&out);
+    let after = bridge::sequenced(&conn.reply()).unwrap();
+    assert_eq!((after.seq, after.epoch.as_str()), (1, "e-next"));
+    assert_eq!(conn.call(&["XLEN", &keys.log]), Reply::Integer(1));
+}
+
+#[test]
+fn concurrent_publishers_get_one_order_seen_by_every_subscriber() {
+    let (redis, _conn) = loaded();
+    let keys = RoomKeys::new("rc", "game:1");
+    let mut subs: Vec<RedisConn> = (0..3).map(|_| subscribe(&redis, &keys.channel)).collect();
+    let publishers: Vec<_> = (0..4)
+        .map(|p| {
+            let mut conn = redis.connect();
+            let keys = keys.clone();
+            thread::spawn(move || {
+                (0..50)
+                    .map(|i| publish(&mut conn, &keys, &format!("{}", p * 1000 + i), KEEP_100).seq)
+                    .collect::<Vec<u64>>()
+            })
+        })
+        .collect();
+    let mut acked: Vec<u64> = publishers
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    acked.sort_unstable();
+    assert_eq!(acked, (1..=200).collect::<Vec<u64>>());
+    let orders: Vec<Vec<(u64, Vec<u8>)>> = subs
+        .iter_mut()
+        .map(|sub| {
+            (0..200)
+                .map(|_| {
+                    let payload = next_message(sub);
+                    let m = bridge::channel_message(&payload).unwrap();
+                    (m.seq, m.text.to_vec())
+                })
+                .collect()
+        })
+        .collect();
+    let seqs: Vec<u64> = orders[0].iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=200).collect::<Vec<u64>>(),
+        "in seq order, no gap"
+    );
+    assert!(
+        orders.iter().all(|o| o == &orders[0]),
+        "every subscriber, the same bytes"
+    );
+}
+
+/// The emitter call of docs/redis.md, for room `prices:eth`.
+fn emit(conn: &mut RedisConn, keys: &RoomKeys, data: &str) -> Reply {
+    conn.call(&[
+        "FCALL",
+        "roomcast_emit",
+        "4",
+        &keys.seq,
+        &keys.epoch,
+        &keys.log,
+        &keys.members,
+        "prices:eth",
+        "price:tick",
+        data,
+        "backend",
+        "100",
+        "300000",
+        &keys.channel,
+    ])
+}
+
+#[test]
+fn the_emitter_publishes_without_a_node_and_refuses_invalid_json() {
+    let (redis, mut conn) = loaded();
+    let keys = RoomKeys::new("roomcast", "prices:eth");
+    let mut sub = subscribe(&redis, &keys.channel);
+    let reply = emit(&mut conn, &keys, r#"{"p":3120.5}"#);
+    let sequenced = bridge::sequenced(&reply).unwrap_or_else(|| panic!("{reply:?}"));
+    assert_eq!(sequenced.seq, 1);
+    let payload = next_message(&mut sub);
+    let text = std::str::from_utf8(bridge::channel_message(&payload).unwrap().text).unwrap();
+    assert!(
+        text.starts_with(r#"{"event":"price:tick","room":"prices:eth","data":{"p":3120.5},"from":"backend","seq":1,"ts":"#),
+        "{text}"
+    );
+    let refused = emit(&mut conn, &keys, "{not json");
+    assert!(
+        matches!(&refused, Reply::Error(e) if e.starts_with("INVALID_MESSAGE")),
+        "{refused:?}"
+    );
+    assert_eq!(conn.call(&["GET", &keys.seq]).as_i64(), Some(1));
+}
+
+/// `roomcast_history` for a join asking `query`.
+fn history(
+    conn: &mut RedisConn,
+    keys: &RoomKeys,
+    query: bridge::HistoryQuery<'_>,
+) -> bridge::History {
+    let mut out = Vec::new();
+    bridge::history(&mut out, keys, query, "e-join", KEEP_100);
+    conn.send_raw(&out);
+    let reply = conn.reply();
+    bridge::history_reply(&reply).unwrap_or_else(|| panic!("{reply:?}"))
+}
+
+#[test]
+fn a_join_gets_the_same_history_and_recovery_as_on_one_server() {
+    let (_redis, mut conn) = loaded();
+    let keys = RoomKeys::new("rc", "lobby");
+    // A join to a room nobody published in gives it its epoch.
+    let empty = history(&mut conn, &keys, Default::default());
+    assert_eq!(
+        (empty.epoch.as_str(), empty.seq, empty.recovered),
+        ("e-join", 0, None)
+    );
+    assert!(empty.messages.is_empty());
+    let keep_3 = Retention {
+        messages: 3,
+        ttl_ms: 3_600_000,
+    };
+    let texts: Vec<Vec<u8>> = (1..=5)
+        .map(|i| {
+            publish(&mut conn, &keys, &i.to_string(), keep_3);
+            format!(
+                r#"{{"event":"chat:msg","room":"lobby","data":{i},"from":"u1","seq":{i},"ts":1}}"#
+            )
+            .into_bytes()
+        })
+        .collect();
+    let query = |history, since, epoch| bridge::HistoryQuery {
+        history,
+        since,
+        epoch,
+    };
+    // history: k gives the latest k, oldest first; none without it.
+    assert_eq!(
+        history(&mut conn, &keys, query(Some(2), None, None)).messages,
+        texts[3..]
+    );
+    assert!(
+        history(&mut conn, &keys, query(None, None, None))
+            .messages
+            .is_empty()
+    );
+    // since within the kept history, same epoch: what was missed, recovered.
+    let back = history(&mut conn, &keys, query(None, Some(3), Some("e-join")));
+    assert_eq!((back.seq, back.recovered), (5, Some(true)));
+    assert_eq!(back.messages, texts[3..]);
+    let current = history(&mut conn, &keys, query(None, Some(5), Some("e-join")));
+    assert_eq!((current.recovered, current.messages.len()), (Some(true), 0));
+    // Messages gone, another epoch, or a seq from the future: not recovered,
+    // and the retained history (at most k).
+    for (since, epoch) in [(1, "e-join"), (4, "other"), (9, "e-join")] {
+        let lost = history(&mut conn, &keys, query(None, Some(since), Some(epoch)));
+        assert_eq!(lost.recovered, Some(false), "since {since} epoch {epoch}");
+        assert_eq!(lost.messages, texts[2..]);
+    }
+    let lost = history(&mut conn, &keys, query(Some(1), Some(1), Some("e-join")));
+    assert_eq!(lost.messages, texts[4..]);
+}
