@@ -1,4 +1,5 @@
-//! The one OS seam: socket options and limits that std and mio do not expose.
+//! The one OS seam: socket options and limits that std and mio do not
+//! expose, and the clocks (the wall clock's `unix_ms`, thread CPU time).
 //!
 //! Owns every `libc` call of the server. Nothing here knows about
 //! connections, frames or shards.
@@ -72,6 +73,15 @@ pub fn open_file_limits() -> Option<OpenFileLimits> {
 pub struct OpenFileLimits {
     pub soft: usize,
     pub hard: usize,
+}
+
+/// Milliseconds since the Unix epoch by the wall clock (0 if it reads
+/// earlier): the time the sans-IO core is given, log timestamps, and the
+/// `iat` of minted tokens.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// CPU time (user + system) the calling thread has used so far; zero if the

@@ -28,12 +28,13 @@ use crate::reactor::bridge::{
 };
 use crate::reactor::bus::{BusMsg, ConnRef, PublishAnswer};
 use crate::reactor::fanout::{Fanout, failure_text};
-use crate::reactor::shard::{Command, Handle, Shard, unix_ms};
+use crate::reactor::shard::{Command, Handle, Shard};
 use crate::redis::{
     self, History, NodeUser, Origin, Presence, PresenceChange, Publisher, Sequenced,
 };
 use crate::rooms::table::{Joiner, Publish};
 use crate::rooms::wire;
+use crate::sys::unix_ms;
 
 /// The message a client gets when its request needed Redis and Redis is away.
 const UNAVAILABLE: &str = "the cluster's Redis is unreachable; try again";

@@ -32,9 +32,10 @@ use crate::proto::Request;
 use crate::proto::reply::{self, OwnedId};
 use crate::reactor::bus::{BusMsg, ConnRef, PublishAnswer};
 use crate::reactor::cluster::{ClusterPublish, PendingJoin};
-use crate::reactor::shard::{Command, Entry, Gather, Shard, unix_ms, write_through};
+use crate::reactor::shard::{Command, Entry, Gather, Shard, write_through};
 use crate::rooms::table::{Joiner, Publish, Recovery, RoomLog};
 use crate::rooms::{owner_of, wire};
+use crate::sys::unix_ms;
 
 impl Shard {
     /// Queues a bus message for `shard` (this one included); sent at the

@@ -31,7 +31,7 @@ use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
@@ -55,6 +55,7 @@ use crate::reactor::pre_request::{self, PreRequest};
 use crate::reactor::transport::Transport;
 use crate::rooms::local::LocalRooms;
 use crate::rooms::table::{RoomTable, TableConfig};
+use crate::sys::unix_ms;
 use crate::tls::TlsFailure;
 use crate::{log_debug, log_warn, sys};
 use std::collections::HashMap;
@@ -944,11 +945,4 @@ fn prepare_socket(stream: &TcpStream, max_write_buffer: usize) -> io::Result<()>
 fn tick_interval(config: &crate::config::Config) -> Duration {
     let shortest = config.ping_interval.min(config.ping_timeout);
     (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
