@@ -9,6 +9,12 @@
 //! The client tools of the `roomcast` binary (`bench`, `connect`,
 //! `demo-feed`) are not part of this library: they live in the binary
 //! (`src/client/`) and use it as any client would.
+//!
+//! `unsafe` is denied everywhere but in `sys` (raw socket options, rlimits,
+//! clocks) and `supervisor` (fork-time setup of its children), where every
+//! block states why it is sound.
+
+#![deny(unsafe_code)]
 
 pub mod auth;
 pub mod cli;

@@ -2,6 +2,8 @@
 //! the server's (`serve`, `token`, from the library's `cli`) or one of the
 //! client tools of `client` (`bench`, `connect`, `demo-feed`).
 
+#![deny(unsafe_code)]
+
 mod client;
 
 use std::process::ExitCode;
