@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use roomcast::auth::{self, Claims, Keys};
-use roomcast::cli::{Cli, Command as CliCommand};
+use roomcast::cli::ServeArgs;
 use roomcast::codes::ErrorCode;
 use roomcast::config::Config;
 use roomcast::conn::outbound::MAX_IO_SLICES;
@@ -57,10 +57,7 @@ impl Sink for Discard {
 }
 
 fn config() -> Config {
-    let cli = <Cli as clap::Parser>::parse_from(["roomcast", "serve", "--jwt-secret", SECRET]);
-    let CliCommand::Serve(args) = cli.command else {
-        unreachable!()
-    };
+    let args = ServeArgs::try_parse_from(["--jwt-secret", SECRET]).expect("parses");
     let mut config = args.into_config(None, 1, 100_000).expect("valid");
     config.max_write_buffer = 64 << 20;
     config

@@ -1,13 +1,16 @@
-//! The command line: `roomcast serve` and `roomcast token`.
+//! The server's command line: `roomcast serve` and `roomcast token`.
 //!
-//! Owns flag names, defaults, help text and the `ROOMCAST_*` environment
-//! variables, and turns them into a validated `Config`. Runs nothing itself.
+//! Owns their flag names, defaults, help text and the `ROOMCAST_*`
+//! environment variables, and turns them into a validated `Config`. Runs
+//! nothing itself; the binary (`main.rs`) puts these commands beside the
+//! client tools' and runs them.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{ArgAction, Args, Parser, Subcommand};
+use clap::{ArgAction, Args, FromArgMatches, Subcommand};
 
 use crate::config::{
     self, AcceptMode, ClusterConfig, Compression, Config, ConfigError, RoomsConfig, SlowConsumer,
@@ -16,59 +19,14 @@ use crate::log::{Format, Level};
 use crate::redis::url::RedisUrl;
 use crate::tls::TlsFiles;
 
-/// roomcast: a fast WebSocket pub/sub server with rooms and JWT auth.
-#[derive(Debug, Parser)]
-#[command(name = "roomcast", version, about)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
+/// The server's commands. The binary adds the client tools' commands
+/// (`bench`, `connect`, `demo-feed`) beside them.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub enum ServerCommand {
     /// Run the server.
     Serve(Box<ServeArgs>),
     /// Print a signed token (JWT, HS256) for a user.
     Token(TokenArgs),
-    /// Load-test a server on loopback: echo, fanout, connect or idle.
-    Bench(crate::bench::args::BenchArgs),
-    /// An interactive client: each line typed is sent as one message, each message received is printed.
-    Connect(ConnectArgs),
-    /// A synthetic live-price feed: random walks published into rooms prices:SYMBOL.
-    DemoFeed(DemoFeedArgs),
-}
-
-/// Flags of `roomcast demo-feed`.
-#[derive(Debug, Args)]
-pub struct DemoFeedArgs {
-    /// The server to publish to (POST /publish).
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub addr: SocketAddr,
-    /// The server's HS256 secret, to sign the feed's token.
-    #[arg(long, env = "ROOMCAST_JWT_SECRET")]
-    pub secret: String,
-    /// Symbols, each with its room prices:T000, prices:T001, ...
-    #[arg(long, default_value_t = 200)]
-    pub symbols: usize,
-    /// Price updates per second, over all symbols.
-    #[arg(long, default_value_t = 50.0)]
-    pub rate: f64,
-    /// Stop after this long (seconds, or ms/s/m); 0: run until interrupted.
-    #[arg(long, default_value = "0", value_parser = duration)]
-    pub duration: Duration,
-}
-
-/// Flags of `roomcast connect`.
-#[derive(Debug, Args)]
-pub struct ConnectArgs {
-    /// The server's WebSocket URL, e.g. ws://127.0.0.1:8080/ws?token=JWT or wss://chat.example.com/ws.
-    pub url: String,
-    /// A token to send as `Authorization: Bearer` instead of in the URL.
-    #[arg(long, env = "ROOMCAST_TOKEN")]
-    pub token: Option<String>,
-    /// wss://: trust the authorities in this PEM file instead of the system's (/etc/ssl/certs/ca-certificates.crt).
-    #[arg(long)]
-    pub ca: Option<PathBuf>,
 }
 
 /// Flags of `roomcast serve`; each also reads `ROOMCAST_<NAME>`.
@@ -268,6 +226,18 @@ fn accept_mode(text: &str) -> Result<AcceptMode, String> {
 }
 
 impl ServeArgs {
+    /// Parses the flags of `roomcast serve` alone (no program or command
+    /// name), with the environment's `ROOMCAST_*` variables: how the tests
+    /// and benchmarks build a configuration.
+    pub fn try_parse_from<I, T>(flags: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let command = Self::augment_args(clap::Command::new("serve").no_binary_name(true));
+        Self::from_arg_matches(&command.try_get_matches_from(flags)?)
+    }
+
     /// Builds and validates the configuration. `env_secrets` is the value of
     /// `ROOMCAST_JWT_SECRET`, merged with the `--jwt-secret` flags.
     pub fn into_config(
@@ -347,12 +317,7 @@ mod tests {
     use super::*;
 
     fn serve(args: &[&str]) -> ServeArgs {
-        let mut argv = vec!["roomcast", "serve"];
-        argv.extend_from_slice(args);
-        match Cli::try_parse_from(argv).expect("parses").command {
-            Command::Serve(args) => *args,
-            _ => unreachable!(),
-        }
+        ServeArgs::try_parse_from(args).expect("parses")
     }
 
     #[test]
@@ -375,7 +340,7 @@ mod tests {
     fn compression_is_off_or_on() {
         assert_eq!(serve(&["--compression", "on"]).compression, Compression::On);
         assert_eq!(serve(&["--compression=off"]).compression, Compression::Off);
-        assert!(Cli::try_parse_from(["roomcast", "serve", "--compression", "gzip"]).is_err());
+        assert!(ServeArgs::try_parse_from(["--compression", "gzip"]).is_err());
     }
 
     #[test]
@@ -421,7 +386,7 @@ mod tests {
             let error = serve(bad).into_config(None, 2, 1000).unwrap_err();
             assert!(error.to_string().starts_with("--"), "{error}");
         }
-        assert!(Cli::try_parse_from(["roomcast", "serve", "--redis", "http://a"]).is_err());
+        assert!(ServeArgs::try_parse_from(["--redis", "http://a"]).is_err());
     }
 
     #[test]
@@ -443,11 +408,7 @@ mod tests {
                 .into_config(None, 2, 1000)
                 .is_err()
         );
-        let parse = |args: &[&str]| {
-            let mut argv = vec!["roomcast", "serve"];
-            argv.extend_from_slice(args);
-            Cli::try_parse_from(argv).is_err()
-        };
+        let parse = |args: &[&str]| ServeArgs::try_parse_from(args).is_err();
         assert!(parse(&["--ping-interval", "soon"]));
         assert!(parse(&["--log-format", "xml"]));
         assert!(parse(&["--max-message-size", "1GB"]));
@@ -497,12 +458,7 @@ mod tests {
             (&["--handshake-rate", "inf"], "--handshake-rate: "),
         ];
         for (args, message) in cases {
-            let parsed = {
-                let mut argv = vec!["roomcast", "serve"];
-                argv.extend_from_slice(args);
-                Cli::try_parse_from(argv)
-            };
-            if parsed.is_err() {
+            if ServeArgs::try_parse_from(*args).is_err() {
                 assert!(message.is_empty(), "{args:?} not parsed");
                 continue;
             }

@@ -5,14 +5,22 @@
 //! return bytes and actions. Sockets, `mio` and threads live only in
 //! `reactor` (and raw socket options in `sys`). `docs/architecture.md`
 //! follows one message through these modules.
+//!
+//! The client tools of the `roomcast` binary (`bench`, `connect`,
+//! `demo-feed`) are not part of this library: they live in the binary
+//! (`src/client/`) and use it as any client would.
+//!
+//! `unsafe` is denied everywhere but in `sys` (raw socket options, rlimits,
+//! clocks) and `supervisor` (fork-time setup of its children), where every
+//! block states why it is sound.
+
+#![deny(unsafe_code)]
 
 pub mod auth;
-pub mod bench;
 pub mod cli;
 pub mod codes;
 pub mod config;
 pub mod conn;
-pub mod demo;
 pub mod http;
 pub mod json;
 pub mod log;
@@ -24,7 +32,6 @@ pub mod redis;
 pub mod rooms;
 pub mod supervisor;
 pub mod sys;
-pub mod term;
 pub mod tls;
 pub mod web;
 pub mod ws;

@@ -1,22 +1,48 @@
-//! The `roomcast` binary: parses the command line and runs a command.
+//! The `roomcast` binary: parses the command line and runs a command —
+//! the server's (`serve`, `token`, from the library's `cli`) or one of the
+//! client tools of `client` (`bench`, `connect`, `demo-feed`).
+
+#![deny(unsafe_code)]
+
+mod client;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 use roomcast::auth;
-use roomcast::cli::{Cli, Command, MAX_TOKEN_TTL_SECS, ServeArgs, TokenArgs};
+use roomcast::cli::{MAX_TOKEN_TTL_SECS, ServeArgs, ServerCommand, TokenArgs};
 use roomcast::reactor::Server;
 use roomcast::{log, preflight, supervisor, sys};
+
+/// roomcast: a fast WebSocket pub/sub server with rooms and JWT auth.
+#[derive(Debug, Parser)]
+#[command(name = "roomcast", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    #[command(flatten)]
+    Server(ServerCommand),
+    /// Load-test a server on loopback: echo, fanout, connect or idle.
+    Bench(client::bench::args::BenchArgs),
+    /// An interactive client: each line typed is sent as one message, each message received is printed.
+    Connect(client::term::ConnectArgs),
+    /// A synthetic live-price feed: random walks published into rooms prices:SYMBOL.
+    DemoFeed(client::demo::DemoFeedArgs),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve(*args),
-        Command::Token(args) => token(args),
-        Command::Bench(args) => roomcast::bench::run(args),
-        Command::Connect(args) => connect(&args),
-        Command::DemoFeed(args) => demo_feed(&args),
+        Command::Server(ServerCommand::Serve(args)) => serve(*args),
+        Command::Server(ServerCommand::Token(args)) => token(args),
+        Command::Bench(args) => client::bench::run(args),
+        Command::Connect(args) => client::term::run_command(&args),
+        Command::DemoFeed(args) => client::demo::run_command(&args),
     }
 }
 
@@ -78,7 +104,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         && std::env::var_os(supervisor::SUPERVISED_ENV).is_none()
         && let Some(secret) = server.first_secret()
     {
-        start_demo(addr, secret);
+        client::demo::start_in_process(addr, secret);
     }
     if let Some(metrics) = server.metrics_addr() {
         println!("roomcast metrics on {metrics}");
@@ -116,62 +142,9 @@ fn supervise(config: &roomcast::config::Config, generated: Option<String>) -> Ex
     if config.demo
         && let Some(secret) = config.jwt_secrets.first()
     {
-        start_demo(config.bind, secret);
+        client::demo::start_in_process(config.bind, secret);
     }
     supervisor::run(plan)
-}
-
-/// `serve --demo`: the feed publishes into this server; the page is at /demo.
-fn start_demo(addr: std::net::SocketAddr, secret: &str) {
-    let mut target = addr;
-    if target.ip().is_unspecified() {
-        target.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    let config = roomcast::demo::FeedConfig {
-        addr: target,
-        token: roomcast::demo::publisher_token(secret.as_bytes()),
-        symbols: 200,
-        rate: 50.0,
-        duration: None,
-    };
-    let stop = Box::leak(Box::new(std::sync::atomic::AtomicBool::new(false)));
-    std::thread::spawn(move || roomcast::demo::run(&config, stop));
-    println!("demo: a price feed runs; open http://{target}/demo");
-}
-
-/// `roomcast demo-feed`: runs until interrupted or `--duration`.
-fn demo_feed(args: &roomcast::cli::DemoFeedArgs) -> ExitCode {
-    if !(args.rate.is_finite() && args.rate > 0.0 && args.rate <= 10_000.0) || args.symbols == 0 {
-        eprintln!("roomcast demo-feed: --rate must be in (0, 10000] and --symbols at least 1");
-        return ExitCode::from(EXIT_BAD_CONFIG);
-    }
-    let config = roomcast::demo::FeedConfig {
-        addr: args.addr,
-        token: roomcast::demo::publisher_token(args.secret.as_bytes()),
-        symbols: args.symbols,
-        rate: args.rate,
-        duration: (!args.duration.is_zero()).then_some(args.duration),
-    };
-    eprintln!(
-        "demo-feed: {} symbols, {} updates/s into http://{}/publish (rooms prices:T000...)",
-        args.symbols, args.rate, args.addr
-    );
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let published = roomcast::demo::run(&config, &stop);
-    eprintln!("demo-feed: {published} updates published");
-    ExitCode::SUCCESS
-}
-
-/// `roomcast connect`: 0 when the server closed normally (1000, 1001).
-fn connect(args: &roomcast::cli::ConnectArgs) -> ExitCode {
-    match roomcast::term::run(&args.url, args.token.as_deref(), args.ca.as_deref()) {
-        Ok(None | Some(1000 | 1001)) => ExitCode::SUCCESS,
-        Ok(Some(_)) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("roomcast connect: {e}");
-            ExitCode::FAILURE
-        }
-    }
 }
 
 /// Started without a secret: show one, a token, and how to connect.
@@ -181,7 +154,7 @@ fn print_newcomer_banner(secret: &str, addr: std::net::SocketAddr) {
         ttl_secs: 3600,
         ..Default::default()
     };
-    let token = auth::mint_spec(&spec, secret.as_bytes());
+    let token = auth::mint_spec(&spec, secret.as_bytes(), sys::unix_ms() / 1000);
     println!("No --jwt-secret given; generated one for this run:");
     println!("  secret: {secret}");
     println!("  token (sub=demo, valid 1h): {token}");
@@ -208,6 +181,7 @@ fn token(args: TokenArgs) -> ExitCode {
         rate: args.rate,
         ttl_secs: args.ttl,
     };
-    println!("{}", auth::mint_spec(&spec, args.secret.as_bytes()));
+    let token = auth::mint_spec(&spec, args.secret.as_bytes(), sys::unix_ms() / 1000);
+    println!("{token}");
     ExitCode::SUCCESS
 }

@@ -284,16 +284,7 @@ mod tests {
     use super::*;
 
     fn config(max_connections: usize, max_write_buffer: usize) -> Config {
-        let cli = <crate::cli::Cli as clap::Parser>::try_parse_from([
-            "roomcast",
-            "serve",
-            "--jwt-secret",
-            "s",
-        ])
-        .unwrap();
-        let crate::cli::Command::Serve(args) = cli.command else {
-            unreachable!()
-        };
+        let args = crate::cli::ServeArgs::try_parse_from(["--jwt-secret", "s"]).unwrap();
         let mut config = args.into_config(None, 2, 1 << 20).unwrap();
         config.max_connections = max_connections;
         config.max_write_buffer = max_write_buffer;

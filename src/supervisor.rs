@@ -15,6 +15,8 @@
 //! on a command line), and put `--metrics-bind`'s port plus `i` when one is
 //! given. Children get SIGTERM if the supervisor itself dies.
 
+#![allow(unsafe_code)]
+
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitCode};
@@ -188,13 +190,10 @@ fn spawn(plan: &Plan, index: usize, metrics_bind: Option<String>) -> Option<Chil
     }
 }
 
-/// Sends `signal` to a child that has not been reaped.
+/// Sends `signal` to a child that has not been reaped, so its PID cannot
+/// belong to another process. A child that has just exited is not an error.
 fn send_signal(child: &Child, signal: libc::c_int) {
-    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
-        // SAFETY: kill(2) on the PID of a child this process spawned and
-        // has not reaped, so the PID cannot belong to another process.
-        unsafe { libc::kill(pid, signal) };
-    }
+    let _ = crate::sys::signal(child.id(), signal);
 }
 
 /// Passes SIGTERM to every child and waits for them to drain; past

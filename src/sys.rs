@@ -1,7 +1,12 @@
-//! The one OS seam: socket options and limits that std and mio do not expose.
+//! The one OS seam: socket options and limits that std and mio do not
+//! expose, and the clocks (the wall clock's `unix_ms`, thread CPU time).
 //!
-//! Owns every `libc` call of the server. Nothing here knows about
-//! connections, frames or shards.
+//! Owns the `libc` calls of the server (but the supervisor's fork-time setup
+//! of its children) and so, with `supervisor`, all of its `unsafe`: each
+//! block says why it is sound. Nothing here knows about connections, frames
+//! or shards.
+
+#![allow(unsafe_code)]
 
 use std::io;
 use std::net::SocketAddr;
@@ -74,6 +79,28 @@ pub struct OpenFileLimits {
     pub hard: usize,
 }
 
+/// Milliseconds since the Unix epoch by the wall clock (0 if it reads
+/// earlier): the time the sans-IO core is given, log timestamps, and the
+/// `iat` of minted tokens.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Sends `signal` to process `pid` (kill(2)). The caller makes sure the PID
+/// is still the process it means: a child it has not reaped.
+pub fn signal(pid: u32, signal: libc::c_int) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(io::Error::other)?;
+    // SAFETY: kill(2) takes no pointers, so it cannot touch our memory; a
+    // PID or signal it refuses is reported through its result.
+    if unsafe { libc::kill(pid, signal) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// CPU time (user + system) the calling thread has used so far; zero if the
 /// clock cannot be read.
 pub fn thread_cpu_time() -> std::time::Duration {
@@ -114,7 +141,8 @@ fn listener(addr: SocketAddr, reuseport: bool) -> io::Result<std::net::TcpListen
         set_int_option(&socket, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
     }
     bind(&socket, addr)?;
-    // SAFETY: listen() takes no pointers.
+    // SAFETY: listen() takes no pointers, so it cannot touch our memory; a
+    // bad descriptor is reported through its result.
     if unsafe { libc::listen(socket.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
         return Err(io::Error::last_os_error());
     }
@@ -315,7 +343,9 @@ mod tests {
     fn send_buffer(socket: &impl AsRawFd) -> libc::c_int {
         let mut value: libc::c_int = 0;
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: value/len are live locals of the types getsockopt writes.
+        // SAFETY: `value` is a live c_int and `len` holds its size, so the
+        // kernel writes at most that many bytes through the pointer, and
+        // writes the length it used back through `&mut len`, a live socklen_t.
         let rc = unsafe {
             libc::getsockopt(
                 socket.as_raw_fd(),

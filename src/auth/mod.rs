@@ -187,11 +187,10 @@ pub struct TokenSpec {
     pub ttl_secs: u64,
 }
 
-/// Mints the token `spec` describes, issued now, signed with `secret`.
-pub fn mint_spec(spec: &TokenSpec, secret: &[u8]) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+/// Mints the token `spec` describes, issued at `now` (seconds since the
+/// Unix epoch: the caller's time, as everywhere in the sans-IO core),
+/// signed with `secret`.
+pub fn mint_spec(spec: &TokenSpec, secret: &[u8], now: u64) -> String {
     let patterns = |list: &[String]| -> Option<Patterns> {
         (!list.is_empty()).then(|| list.iter().map(|p| p.as_str().into()).collect())
     };

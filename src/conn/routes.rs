@@ -184,7 +184,8 @@ fn serve_asset(request: &HttpRequest<'_>, asset: crate::web::Asset) -> RequestOu
     RequestOutcome::Respond(bytes)
 }
 
-/// `--demo`'s page, with a viewer token minted for this visit.
+/// `--demo`'s page, with a viewer token minted for this visit at the
+/// connection's time.
 fn demo_page(request: &HttpRequest<'_>, cx: &Context<'_>) -> RequestOutcome {
     if request.method != "GET" {
         return RequestOutcome::Reject(ErrorCode::MethodNotAllowed, "use GET");
@@ -192,7 +193,7 @@ fn demo_page(request: &HttpRequest<'_>, cx: &Context<'_>) -> RequestOutcome {
     let Some(secret) = cx.config.jwt_secrets.first() else {
         return RequestOutcome::Reject(ErrorCode::NotFound, "no such endpoint");
     };
-    let body = crate::demo::page(secret.as_bytes());
+    let body = crate::web::demo::page(secret.as_bytes(), cx.unix_ms);
     let mut bytes = Vec::with_capacity(body.len() + 256);
     response::write_page(&mut bytes, &body);
     RequestOutcome::Respond(bytes)

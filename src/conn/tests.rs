@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::*;
 use crate::auth;
-use crate::cli::{Cli, Command};
+use crate::cli::ServeArgs;
 use crate::proto::wire;
 use crate::ws::frame::encode_masked_frame;
 
@@ -35,11 +35,9 @@ impl Observe for AdmitAll {
 }
 
 fn config(args: &[&str]) -> Config {
-    let mut argv = vec!["roomcast", "serve", "--jwt-secret", SECRET];
-    argv.extend_from_slice(args);
-    let Command::Serve(serve) = <Cli as clap::Parser>::parse_from(argv).command else {
-        unreachable!()
-    };
+    let mut flags = vec!["--jwt-secret", SECRET];
+    flags.extend_from_slice(args);
+    let serve = ServeArgs::try_parse_from(flags).expect("parses");
     serve.into_config(None, 1, 10_000).unwrap()
 }
 
@@ -712,4 +710,16 @@ fn an_idle_connection_stays_small() {
     );
     assert!(size_of::<Claims>() <= 96, "{}", size_of::<Claims>());
     assert!(size_of::<Decoder>() <= 40, "{}", size_of::<Decoder>());
+}
+
+#[test]
+fn the_demo_page_token_is_issued_at_the_connections_time() {
+    let mut h = Harness::new(&["--demo"]);
+    let (response, _) = answer(&mut h, "GET /demo HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let start = response.find("const token = \"").expect("a token") + "const token = \"".len();
+    let token = &response[start..start + response[start..].find('"').unwrap()];
+    // The harness's `unix_ms` is 1 000 ms after the epoch, not the clock.
+    let claims = auth::verify(token, &h.keys, 1.0, 0.0).expect("valid at that time");
+    assert_eq!(claims.exp, 1.0 + 3600.0);
 }

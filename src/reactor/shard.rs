@@ -31,7 +31,7 @@ use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
@@ -56,6 +56,7 @@ use crate::rooms::bus::BusMsg;
 use crate::rooms::cluster::{BridgeAnswer, ClusterSide, FromBridge};
 use crate::rooms::table::TableConfig;
 use crate::rooms::{Asker, Router, RouterConfig, Time};
+use crate::sys::unix_ms;
 use crate::tls::TlsFailure;
 use crate::{log_debug, log_warn, sys};
 
@@ -1050,11 +1051,4 @@ fn prepare_socket(stream: &TcpStream, max_write_buffer: usize) -> io::Result<()>
 fn tick_interval(config: &crate::config::Config) -> Duration {
     let shortest = config.ping_interval.min(config.ping_timeout);
     (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -16,8 +16,10 @@ pub const CLIENT_JS: Asset = Asset {
     body: include_bytes!("../../clients/js/roomcast.js"),
 };
 
+pub mod demo;
+
 /// The `/demo` page (`demo::page` fills in its token and symbol count).
-pub const DEMO_HTML: &str = include_str!("demo.html");
+const DEMO_HTML: &str = include_str!("demo.html");
 
 /// `GET /`: the live dashboard, which polls `/stats` on its own port.
 pub const DASHBOARD: Asset = Asset {

@@ -197,10 +197,10 @@ impl Server {
     /// Sends `sig` to this server's PID, unless it was already reaped.
     pub fn signal(&self, sig: libc::c_int) {
         assert!(self.exited.is_none(), "server already exited");
-        let pid = libc::pid_t::try_from(self.pid()).unwrap();
-        // SAFETY: kill(2) with the PID of our own un-reaped child.
-        let rc = unsafe { libc::kill(pid, sig) };
-        assert_eq!(rc, 0, "kill({pid}, {sig})");
+        let pid = self.pid();
+        if let Err(e) = roomcast::sys::signal(pid, sig) {
+            panic!("kill({pid}, {sig}): {e}");
+        }
     }
 
     /// Waits for the process to exit; panics after `timeout`.
@@ -420,8 +420,11 @@ fn connect_socket(
         assert!(rc >= 0, "{what}: {}", std::io::Error::last_os_error());
     };
     let len = |size: usize| libc::socklen_t::try_from(size).unwrap();
-    // SAFETY: plain socket calls on a descriptor we own; OwnedFd closes it on
-    // any failure, TcpStream after success.
+    // SAFETY: each pointer passed points to a live local (`size`, a c_int;
+    // `sin`, a sockaddr_in) with exactly that local's length, and the kernel
+    // only reads through it. `raw` is checked to be a fresh descriptor,
+    // owned by nothing else, before OwnedFd takes it (and closes it when a
+    // check panics; TcpStream after success).
     unsafe {
         let raw = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
         check(raw, "socket");
@@ -459,21 +462,6 @@ fn connect_socket(
 
 /// Closes `stream` with a TCP reset (SO_LINGER 0) instead of a FIN.
 pub fn reset(stream: std::net::TcpStream) {
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt(2) on a descriptor that `stream` owns and closes.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&raw const linger).cast(),
-            libc::socklen_t::try_from(std::mem::size_of::<libc::linger>()).unwrap(),
-        )
-    };
-    assert_eq!(rc, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+    roomcast::sys::reset_on_close(&stream).expect("SO_LINGER");
     drop(stream);
 }

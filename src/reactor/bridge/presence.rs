@@ -165,7 +165,7 @@ impl<S: BridgeSink> Bridge<S> {
             return;
         }
         self.next_heartbeat = now + HEARTBEAT;
-        let unix_ms = crate::reactor::shard::unix_ms();
+        let unix_ms = crate::sys::unix_ms();
         let set = layout::heartbeats(&self.config.prefix);
         let node = self.config.node_id.clone();
         let stale = unix_ms.saturating_sub(NODE_TIMEOUT.as_millis() as u64);

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use simd_json::prelude::*;
 
-use crate::bench::args::BenchArgs;
+use crate::client::bench::args::BenchArgs;
 
 /// A worker's counters, once a second.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -45,7 +45,7 @@ fn field(value: &simd_json::BorrowedValue<'_>, name: &str) -> u64 {
 }
 
 impl Progress {
-    pub fn to_json(&self) -> String {
+    pub fn to_json(self) -> String {
         format!(
             r#"{{"sent":{},"delivered":{},"connected":{},"handshakes":{},"errors":{},"p50_us":{},"p99_us":{}}}"#,
             self.sent,

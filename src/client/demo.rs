@@ -1,47 +1,112 @@
-//! The demo: a synthetic live-price feed, for a first look at roomcast in
-//! a browser. `roomcast demo-feed` runs it against a server; `serve --demo`
-//! runs it inside the server's process and serves `GET /demo`, a page that
-//! shows 20 symbols ticking through `/roomcast.js`.
+//! The demo's price feed: a synthetic live-price feed, for a first look at
+//! roomcast in a browser. `roomcast demo-feed` runs it against a server;
+//! `serve --demo` runs it in a thread of the server's process, publishing
+//! into that server, whose `GET /demo` page (`web::demo`) shows 20 symbols
+//! ticking through `/roomcast.js`.
 //!
 //! Each symbol `T000`, `T001`, ... has its room `prices:<symbol>` and a price
 //! that walks at random. Ticks are published over one kept-alive
-//! `POST /publish` connection, a batch every 100 ms. Owns the feed and the
-//! demo page's token; nothing here is on the server's hot path.
+//! `POST /publish` connection, a batch every 100 ms, like any other client
+//! of the server would. Owns the feed, its flags and its token.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::auth::{self, TokenSpec};
+use clap::Args;
+use roomcast::auth::{self, TokenSpec};
+
+/// Flags of `roomcast demo-feed`.
+#[derive(Debug, Args)]
+pub struct DemoFeedArgs {
+    /// The server to publish to (POST /publish).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// The server's HS256 secret, to sign the feed's token.
+    #[arg(long, env = "ROOMCAST_JWT_SECRET")]
+    pub secret: String,
+    /// Symbols, each with its room prices:T000, prices:T001, ...
+    #[arg(long, default_value_t = 200)]
+    pub symbols: usize,
+    /// Price updates per second, over all symbols.
+    #[arg(long, default_value_t = 50.0)]
+    pub rate: f64,
+    /// Stop after this long (seconds, or ms/s/m); 0: run until interrupted.
+    #[arg(long, default_value = "0", value_parser = roomcast::config::parse_duration)]
+    pub duration: Duration,
+}
+
+/// `roomcast demo-feed`: runs until interrupted or `--duration`.
+pub fn run_command(args: &DemoFeedArgs) -> ExitCode {
+    if !(args.rate.is_finite() && args.rate > 0.0 && args.rate <= 10_000.0) || args.symbols == 0 {
+        eprintln!("roomcast demo-feed: --rate must be in (0, 10000] and --symbols at least 1");
+        return ExitCode::from(crate::EXIT_BAD_CONFIG);
+    }
+    let config = FeedConfig {
+        addr: args.addr,
+        token: publisher_token(args.secret.as_bytes()),
+        symbols: args.symbols,
+        rate: args.rate,
+        duration: (!args.duration.is_zero()).then_some(args.duration),
+    };
+    eprintln!(
+        "demo-feed: {} symbols, {} updates/s into http://{}/publish (rooms prices:T000...)",
+        args.symbols, args.rate, args.addr
+    );
+    let stop = AtomicBool::new(false);
+    let published = run(&config, &stop);
+    eprintln!("demo-feed: {published} updates published");
+    ExitCode::SUCCESS
+}
+
+/// `serve --demo`: the feed runs for the rest of the process in a thread of
+/// its own, publishing into the server at `addr` (loopback when it listens
+/// on every address); the page is at /demo.
+pub fn start_in_process(addr: SocketAddr, secret: &str) {
+    let mut target = addr;
+    if target.ip().is_unspecified() {
+        target.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let config = FeedConfig {
+        addr: target,
+        token: publisher_token(secret.as_bytes()),
+        symbols: 200,
+        rate: 50.0,
+        duration: None,
+    };
+    // Never set: the feed stops with the process.
+    static STOP: AtomicBool = AtomicBool::new(false);
+    std::thread::spawn(move || run(&config, &STOP));
+    println!("demo: a price feed runs; open http://{target}/demo");
+}
 
 /// Batches a second.
 const TICKS_PER_SECOND: u32 = 10;
 /// Most messages in one batch (`POST /publish` takes up to 1000).
 const MAX_BATCH: usize = 1000;
-/// Symbols the demo page shows.
-pub const PAGE_SYMBOLS: usize = 20;
 
 /// The name of symbol `i`.
-pub fn symbol(i: usize) -> String {
+fn symbol(i: usize) -> String {
     format!("T{i:03}")
 }
 
 /// The feed's settings.
 #[derive(Debug, Clone)]
-pub struct FeedConfig {
-    pub addr: SocketAddr,
+struct FeedConfig {
+    addr: SocketAddr,
     /// A token that may publish to `prices:*` (see `publisher_token`).
-    pub token: String,
-    pub symbols: usize,
+    token: String,
+    symbols: usize,
     /// Price updates a second, over all symbols.
-    pub rate: f64,
+    rate: f64,
     /// Stop after this long; `None`: until `stop`.
-    pub duration: Option<Duration>,
+    duration: Option<Duration>,
 }
 
 /// A token for the feed: may publish to `prices:*`, no rate limit.
-pub fn publisher_token(secret: &[u8]) -> String {
+fn publisher_token(secret: &[u8]) -> String {
     let spec = TokenSpec {
         sub: "demo-feed".into(),
         publish: vec!["prices:*".into()],
@@ -49,19 +114,7 @@ pub fn publisher_token(secret: &[u8]) -> String {
         ttl_secs: 365 * 24 * 3600,
         ..Default::default()
     };
-    auth::mint_spec(&spec, secret)
-}
-
-/// A token for one visitor of `/demo`: may join `prices:*`, for an hour.
-pub fn viewer_token(secret: &[u8]) -> String {
-    let spec = TokenSpec {
-        sub: format!("viewer-{:x}", auth::random_u64() >> 40),
-        name: Some("demo viewer".into()),
-        rooms: vec!["prices:*".into()],
-        ttl_secs: 3600,
-        ..Default::default()
-    };
-    auth::mint_spec(&spec, secret)
+    auth::mint_spec(&spec, secret, roomcast::sys::unix_ms() / 1000)
 }
 
 /// A small xorshift generator: the walk needs no cryptographic randomness.
@@ -119,7 +172,7 @@ fn batch(walk: &mut Walk, n: usize) -> String {
 
 /// Runs the feed until `stop` is set (or its duration passes); returns the
 /// ticks published. A lost connection is made again a second later.
-pub fn run(config: &FeedConfig, stop: &AtomicBool) -> u64 {
+fn run(config: &FeedConfig, stop: &AtomicBool) -> u64 {
     let mut walk = Walk::new(config.symbols.max(1), auth::random_u64());
     let per_tick = config.rate / f64::from(TICKS_PER_SECOND);
     let started = Instant::now();
@@ -137,7 +190,7 @@ pub fn run(config: &FeedConfig, stop: &AtomicBool) -> u64 {
             match post(&mut conn, config, &body) {
                 Ok(()) => published += n as u64,
                 Err(e) => {
-                    crate::log_warn!("demo feed: {e}; trying again in a second");
+                    roomcast::log_warn!("demo feed: {e}; trying again in a second");
                     conn = None;
                     std::thread::sleep(Duration::from_secs(1));
                     next = Instant::now();
@@ -179,7 +232,7 @@ fn post(conn: &mut Option<TcpStream>, config: &FeedConfig, body: &str) -> io::Re
 
 /// Reads one response; its status and whether the connection stays open.
 fn read_response(stream: &mut TcpStream) -> io::Result<(u16, bool)> {
-    let (input, end) = crate::http::client::read_head(stream)?;
+    let (input, end) = roomcast::http::client::read_head(stream)?;
     let mut chunk = [0u8; 4096];
     let head = String::from_utf8_lossy(&input[..end]).to_ascii_lowercase();
     let status = head
@@ -201,14 +254,6 @@ fn read_response(stream: &mut TcpStream) -> io::Result<(u16, bool)> {
         have += n;
     }
     Ok((status, !head.contains("connection: close")))
-}
-
-/// The `/demo` page, with a viewer token for this visit.
-pub fn page(secret: &[u8]) -> Vec<u8> {
-    crate::web::DEMO_HTML
-        .replace("{{TOKEN}}", &viewer_token(secret))
-        .replace("{{SYMBOLS}}", &PAGE_SYMBOLS.to_string())
-        .into_bytes()
 }
 
 #[cfg(test)]

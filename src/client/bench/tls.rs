@@ -22,7 +22,7 @@ use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureSch
 /// The client configuration every TLS socket of a bench run shares.
 pub fn client_config() -> Arc<ClientConfig> {
     // The server's provider: X25519 first, as browsers offer it.
-    let provider = Arc::new(crate::tls::provider());
+    let provider = Arc::new(roomcast::tls::provider());
     let verifier = Arc::new(AnyCertificate(provider.clone()));
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -104,7 +104,7 @@ impl BenchStream {
 impl TlsClient {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            if let Some(n) = crate::tls::read_plaintext(&mut self.session, buf)? {
+            if let Some(n) = roomcast::tls::read_plaintext(&mut self.session, buf)? {
                 return Ok(n);
             }
             if self.session.read_tls(&mut self.socket)? == 0 {
@@ -119,7 +119,7 @@ impl TlsClient {
     }
 
     fn flush(&mut self) -> io::Result<bool> {
-        crate::tls::write_records(&mut self.session, &mut self.socket)
+        roomcast::tls::write_records(&mut self.session, &mut self.socket)
     }
 }
 

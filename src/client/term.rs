@@ -13,14 +13,41 @@
 
 use std::io::{self, BufRead, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use clap::Args;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 
-use crate::ws::frame::{OpCode, encode_masked_frame, parse_header};
+use roomcast::ws::frame::{OpCode, encode_masked_frame, parse_header};
+
+/// Flags of `roomcast connect`.
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// The server's WebSocket URL, e.g. ws://127.0.0.1:8080/ws?token=JWT or wss://chat.example.com/ws.
+    pub url: String,
+    /// A token to send as `Authorization: Bearer` instead of in the URL.
+    #[arg(long, env = "ROOMCAST_TOKEN")]
+    pub token: Option<String>,
+    /// wss://: trust the authorities in this PEM file instead of the system's (/etc/ssl/certs/ca-certificates.crt).
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+}
+
+/// `roomcast connect`: 0 when the server closed normally (1000, 1001).
+pub fn run_command(args: &ConnectArgs) -> ExitCode {
+    match run(&args.url, args.token.as_deref(), args.ca.as_deref()) {
+        Ok(None | Some(1000 | 1001)) => ExitCode::SUCCESS,
+        Ok(Some(_)) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("roomcast connect: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// Where Debian (and most Linux systems) keep the trusted authorities.
 const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -173,7 +200,7 @@ fn tls_link(
             bundle.display()
         )));
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(crate::tls::provider()))
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(roomcast::tls::provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| ConnectError::Tls(e.to_string()))?
         .with_root_certificates(roots)
@@ -220,10 +247,10 @@ fn handshake(
     }
     request.push_str("\r\n");
     stream.write_all(request.as_bytes())?;
-    let (mut input, end) =
-        crate::http::client::read_head(stream).map_err(|e| ConnectError::Refused(e.to_string()))?;
+    let (mut input, end) = roomcast::http::client::read_head(stream)
+        .map_err(|e| ConnectError::Refused(e.to_string()))?;
     let head = String::from_utf8_lossy(&input[..end]).into_owned();
-    let expected = crate::ws::handshake::accept_key(&key);
+    let expected = roomcast::ws::handshake::accept_key(&key);
     let accepted = head.starts_with("HTTP/1.1 101")
         && head.lines().any(|l| {
             l.to_ascii_lowercase().starts_with("sec-websocket-accept:") && l.ends_with(&expected)
@@ -242,15 +269,15 @@ fn handshake(
 
 fn base64_key() -> String {
     use base64::Engine;
-    let bytes = crate::auth::random_u64().to_le_bytes();
-    let more = crate::auth::random_u64().to_le_bytes();
+    let bytes = roomcast::auth::random_u64().to_le_bytes();
+    let more = roomcast::auth::random_u64().to_le_bytes();
     let key: Vec<u8> = bytes.iter().chain(&more).copied().collect();
     base64::engine::general_purpose::STANDARD.encode(key)
 }
 
 /// Writes one client frame (masked with a fresh key, as RFC 6455 asks).
 fn write_frame(link: &Shared, opcode: OpCode, payload: &[u8]) -> io::Result<()> {
-    let mask = (crate::auth::random_u64() as u32).to_be_bytes();
+    let mask = (roomcast::auth::random_u64() as u32).to_be_bytes();
     let mut out = Vec::with_capacity(payload.len() + 14);
     encode_masked_frame(true, opcode, payload, mask, &mut out);
     let mut link = link

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use crate::config::ConfigError;
+use roomcast::config::ConfigError;
 
 /// What to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -137,7 +137,7 @@ pub struct BenchArgs {
 }
 
 fn duration(text: &str) -> Result<Duration, ConfigError> {
-    crate::config::parse_duration(text)
+    roomcast::config::parse_duration(text)
 }
 
 /// Why the flags cannot be run.

@@ -4,8 +4,8 @@
 //! replies the protocol requires of a client (pong, close, Socket.IO's `40`
 //! and `3`).
 
-use crate::bench::args::Target;
-use crate::ws::frame::{OpCode, encode_masked_frame, parse_header};
+use crate::client::bench::args::Target;
+use roomcast::ws::frame::{OpCode, encode_masked_frame, parse_header};
 
 /// Masks the bench's own control frames; the server unmasks whatever key it gets.
 const CONTROL_MASK: [u8; 4] = [0x5a, 0x17, 0xc3, 0x2e];
@@ -139,7 +139,7 @@ pub fn text_frame(text: &[u8], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ws::frame::encode_frame;
+    use roomcast::ws::frame::encode_frame;
 
     #[test]
     fn server_frames_and_pings_are_handled() {
@@ -204,7 +204,7 @@ mod tests {
     #[test]
     fn compressed_frames_are_marked_for_inflation() {
         let mut frame = Vec::new();
-        crate::ws::frame::encode_compressed_frame(OpCode::Text, b"\xf2\x48", &mut frame);
+        roomcast::ws::frame::encode_compressed_frame(OpCode::Text, b"\xf2\x48", &mut frame);
         let mut out = Vec::new();
         let (_, incoming) = next_message(&frame, Target::Roomcast, &mut out).unwrap();
         assert_eq!(incoming, Incoming::Compressed(2..4));

@@ -15,13 +15,13 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::auth::{self, Claims};
-use crate::bench::args::{BenchArgs, Payload, Scenario, Target};
-use crate::bench::client::{self, Incoming};
-use crate::bench::payload::{self, ID_PLACEHOLDER, Template};
-use crate::bench::tls::{self, BenchStream};
-use crate::ws::deflate::Inflater;
-use crate::ws::frame::OpCode;
+use crate::client::bench::args::{BenchArgs, Payload, Scenario, Target};
+use crate::client::bench::client::{self, Incoming};
+use crate::client::bench::payload::{self, ID_PLACEHOLDER, Template};
+use crate::client::bench::tls::{self, BenchStream};
+use roomcast::auth::{self, Claims};
+use roomcast::ws::deflate::Inflater;
+use roomcast::ws::frame::OpCode;
 
 /// The phases of a run, shared by every thread of a process.
 pub mod phase {
@@ -74,7 +74,6 @@ pub struct Tally {
     pub published: Vec<u64>,
     pub delivered: u64,
     pub out_of_order: u64,
-    pub duplicates: u64,
     pub handshakes: u64,
     pub errors: u64,
     /// Bytes read off the sockets from the measured window on.
@@ -207,7 +206,6 @@ impl<'a> Worker<'a> {
                 published: vec![0; args.rooms],
                 delivered: 0,
                 out_of_order: 0,
-                duplicates: 0,
                 handshakes: 0,
                 errors: 0,
                 bytes_read: 0,
@@ -387,7 +385,7 @@ impl<'a> Worker<'a> {
 
     /// A socket to the server, with a TLS session over it under `--tls`.
     fn open_socket(&self, source: Option<std::net::IpAddr>) -> io::Result<BenchStream> {
-        let stream = crate::sys::connect_from(source, self.args.addr)?;
+        let stream = roomcast::sys::connect_from(source, self.args.addr)?;
         stream.set_nodelay(true)?;
         let host = self.args.addr.ip().to_string();
         BenchStream::new(TcpStream::from_std(stream), self.tls.as_ref(), &host)
@@ -564,7 +562,7 @@ impl<'a> Worker<'a> {
     fn finish_connector(&mut self, key: usize) {
         if let Some(mut client) = self.clients.try_remove(key) {
             let _ = self.poll.registry().deregister(client.stream.socket());
-            let _ = crate::sys::reset_on_close(client.stream.socket());
+            let _ = roomcast::sys::reset_on_close(client.stream.socket());
         }
     }
 

@@ -26,7 +26,7 @@ use report::{Progress, ServerFigures, Summary, WorkerResult};
 pub fn run(args: BenchArgs) -> ExitCode {
     if let Err(e) = args.validate() {
         eprintln!("roomcast bench: {e}");
-        return ExitCode::from(2);
+        return ExitCode::from(crate::EXIT_BAD_CONFIG);
     }
     let outcome = match args.worker_index {
         Some(index) => process::run_worker(args, index).map(|()| ExitCode::SUCCESS),
@@ -86,18 +86,18 @@ fn orchestrate(args: &BenchArgs) -> io::Result<ExitCode> {
 
 /// The server's CPU time and memory, summed over its processes; `None`
 /// without any, or when one cannot be read (it exited).
-fn server_usage(pids: &[u32]) -> Option<crate::sys::ProcessUsage> {
+fn server_usage(pids: &[u32]) -> Option<roomcast::sys::ProcessUsage> {
     if pids.is_empty() {
         return None;
     }
     pids.iter().try_fold(
-        crate::sys::ProcessUsage {
+        roomcast::sys::ProcessUsage {
             cpu_seconds: 0.0,
             rss_bytes: 0,
         },
         |sum, &pid| {
-            let usage = crate::sys::process_usage(pid)?;
-            Some(crate::sys::ProcessUsage {
+            let usage = roomcast::sys::process_usage(pid)?;
+            Some(roomcast::sys::ProcessUsage {
                 cpu_seconds: sum.cpu_seconds + usage.cpu_seconds,
                 rss_bytes: sum.rss_bytes + usage.rss_bytes,
             })
@@ -182,9 +182,9 @@ fn summarize(
     args: &BenchArgs,
     results: &[WorkerResult],
     window_seconds: f64,
-    server_before: Option<crate::sys::ProcessUsage>,
-    server_start: Option<crate::sys::ProcessUsage>,
-    server_end: Option<crate::sys::ProcessUsage>,
+    server_before: Option<roomcast::sys::ProcessUsage>,
+    server_start: Option<roomcast::sys::ProcessUsage>,
+    server_end: Option<roomcast::sys::ProcessUsage>,
     bench_cpu_seconds: f64,
     workers: usize,
 ) -> Summary {

@@ -18,9 +18,9 @@ use base64::Engine as _;
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 
-use crate::bench::args::{BenchArgs, Scenario};
-use crate::bench::report::{Progress, WorkerResult};
-use crate::bench::worker::{self, Shared, Tally, phase};
+use crate::client::bench::args::{BenchArgs, Scenario};
+use crate::client::bench::report::{Progress, WorkerResult};
+use crate::client::bench::worker::{self, Shared, Tally, phase};
 
 /// How long deliveries may keep arriving after the measured window.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
@@ -170,7 +170,7 @@ fn combine(shared: &Shared, tallies: &[Tally]) -> WorkerResult {
 }
 
 fn own_cpu_seconds() -> f64 {
-    crate::sys::process_usage(std::process::id()).map_or(0.0, |u| u.cpu_seconds)
+    roomcast::sys::process_usage(std::process::id()).map_or(0.0, |u| u.cpu_seconds)
 }
 
 /// A histogram as base64 text (V2 serialization), to cross a process boundary.

@@ -8,7 +8,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::ws::frame::{OpCode, encode_masked_frame};
+use roomcast::ws::frame::{OpCode, encode_masked_frame};
 
 /// Length of the record at the start of a payload's variable part.
 pub const RECORD_LEN: usize = 35;
@@ -102,16 +102,6 @@ impl Template {
             record_at,
             id_at,
         }
-    }
-
-    /// Length of the frame.
-    pub fn len(&self) -> usize {
-        self.frame.len()
-    }
-
-    /// Whether the frame is empty (never, for a real template).
-    pub fn is_empty(&self) -> bool {
-        self.frame.is_empty()
     }
 
     /// Appends the frame with the send time, counter and id filled in.
@@ -214,7 +204,7 @@ pub fn now_us() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ws::decoder::{Decoder, Message};
+    use roomcast::ws::decoder::{Decoder, Message};
 
     #[test]
     fn a_template_patches_time_counter_and_id_under_the_mask() {
