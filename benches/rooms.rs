@@ -62,7 +62,7 @@ fn config() -> Config {
         unreachable!()
     };
     let mut config = args.into_config(None, 1, 100_000).expect("valid");
-    config.max_write_buffer = 64 << 20;
+    config.backpressure.max_write_buffer = 64 << 20;
     config
 }
 

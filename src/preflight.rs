@@ -121,7 +121,7 @@ impl fmt::Display for Warning {
 /// The warnings for `config` on a machine with `facts`, in a fixed order.
 pub fn warnings(config: &Config, facts: &Facts) -> Vec<Warning> {
     let mut found = Vec::new();
-    found.extend(open_files(config.max_connections, facts.open_files));
+    found.extend(open_files(config.limits.max_connections, facts.open_files));
     found.extend(somaxconn(facts.somaxconn));
     found.extend(memory(config, facts.memory_bytes));
     for (url, outcome) in &facts.redis {
@@ -157,13 +157,13 @@ fn somaxconn(somaxconn: Option<u64>) -> Option<Warning> {
 /// the records rustls has not written yet.
 fn memory(config: &Config, memory: Option<u64>) -> Option<Warning> {
     let memory = memory?;
-    let tls = if config.tls.is_some() {
+    let tls = if config.listen.tls.is_some() {
         crate::tls::SEND_BUFFER_LIMIT
     } else {
         0
     };
-    let per_connection = (config.max_write_buffer + tls) as u64;
-    let connections = config.max_connections as u64;
+    let per_connection = (config.backpressure.max_write_buffer + tls) as u64;
+    let connections = config.limits.max_connections as u64;
     let total = per_connection.saturating_mul(connections);
     (total > memory).then_some(Warning::Memory {
         per_connection,
@@ -295,8 +295,8 @@ mod tests {
             unreachable!()
         };
         let mut config = args.into_config(None, 2, 1 << 20).unwrap();
-        config.max_connections = max_connections;
-        config.max_write_buffer = max_write_buffer;
+        config.limits.max_connections = max_connections;
+        config.backpressure.max_write_buffer = max_write_buffer;
         config
     }
 
@@ -341,7 +341,7 @@ mod tests {
     #[test]
     fn tls_adds_its_record_buffer_to_each_connection() {
         let mut config = config(10, 1024);
-        config.tls = Some(crate::tls::TlsFiles {
+        config.listen.tls = Some(crate::tls::TlsFiles {
             cert: "c.pem".into(),
             key: "k.pem".into(),
         });

@@ -328,7 +328,7 @@ impl Shard {
             name: who.name.map(Into::into),
             rejoin: who.rejoin,
             announce: self.table.announces(who.room),
-            event_limit: self.shared.config.rooms.presence_event_limit,
+            event_limit: self.shared.config.rooms.presence.event_limit,
             origin,
             text,
         }

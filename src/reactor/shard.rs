@@ -54,7 +54,7 @@ use crate::reactor::lifecycle::{self, ByteCounts, Ending};
 use crate::reactor::pre_request::{self, PreRequest};
 use crate::reactor::transport::Transport;
 use crate::rooms::local::LocalRooms;
-use crate::rooms::table::{RoomTable, TableConfig};
+use crate::rooms::table::RoomTable;
 use crate::tls::TlsFailure;
 use crate::{log_debug, log_warn, sys};
 use std::collections::HashMap;
@@ -220,8 +220,8 @@ impl Shard {
             mut metrics,
         } = listeners;
         let pre_request = PreRequest::new(pre_request::limit_per_shard(
-            shared.config.max_connections,
-            shared.config.shards,
+            shared.config.limits.max_connections,
+            shared.config.listen.shards,
         ));
         if let Some(listener) = public.as_mut() {
             poll.registry()
@@ -232,16 +232,9 @@ impl Shard {
                 .register(listener, METRICS_LISTENER, Interest::READABLE)?;
         }
         let tick = tick_interval(&shared.config);
-        let rooms = &shared.config.rooms;
         let table = RoomTable::new(
-            TableConfig {
-                shards: peers.len(),
-                history: rooms.history,
-                history_ttl: rooms.history_ttl,
-                presence_rooms: rooms.presence_rooms.clone(),
-                presence_event_limit: rooms.presence_event_limit,
-                max_room_members: rooms.max_room_members,
-            },
+            shared.config.rooms.clone(),
+            peers.len(),
             shared.epoch_seed.wrapping_add(index as u64),
         );
         Ok(Self {
@@ -477,7 +470,7 @@ impl Shard {
     }
 
     fn adopt_on(&mut self, stream: TcpStream, peer: SocketAddr, port: Port) {
-        if let Err(e) = prepare_socket(&stream, self.shared.config.max_write_buffer) {
+        if let Err(e) = prepare_socket(&stream, self.shared.config.backpressure.max_write_buffer) {
             log_debug!("shard {}: socket setup failed for {peer}: {e}", self.index);
             return;
         }
@@ -507,7 +500,7 @@ impl Shard {
             io,
             conn: Connection::new(id, peer.ip(), Instant::now())
                 .on_port(port)
-                .with_request_timeout(self.shared.config.handshake_timeout),
+                .with_request_timeout(self.shared.config.listen.handshake_timeout),
             input: Vec::new(),
             writable_interest: false,
             socket_full: false,
@@ -942,7 +935,7 @@ fn prepare_socket(stream: &TcpStream, max_write_buffer: usize) -> io::Result<()>
 /// The sweep runs often enough to time heartbeats to a quarter of their
 /// shortest period, and at least once a second for the other deadlines.
 fn tick_interval(config: &crate::config::Config) -> Duration {
-    let shortest = config.ping_interval.min(config.ping_timeout);
+    let shortest = config.heartbeat.interval.min(config.heartbeat.timeout);
     (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
 }
 

@@ -34,6 +34,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use mio::net::TcpStream;
 use mio::{Events, Poll, Token, Waker};
 
+use crate::config::{ClusterConfig, HistoryConfig, PresenceConfig};
 use crate::log_warn;
 use crate::metrics::RedisMetrics;
 use crate::redis::backoff::Backoff;
@@ -43,8 +44,7 @@ use crate::redis::resp;
 use crate::redis::subscriptions::{Change, Subscriptions};
 use crate::redis::url::RedisUrl;
 use crate::redis::{
-    self, History, HistoryQuery, NodeUser, Presence, PresenceChange, Publisher, Retention,
-    Sequenced,
+    self, History, HistoryQuery, NodeUser, Presence, PresenceChange, Publisher, Sequenced,
 };
 
 const WAKER: Token = Token(usize::MAX);
@@ -238,25 +238,18 @@ impl<A> BridgeHandle<A> {
     }
 }
 
-/// The bridge's settings.
+/// The bridge's settings: the node's cluster group and the parts of the
+/// rooms group that Redis keeps for it.
 #[derive(Debug, Clone)]
 pub struct BridgeConfig {
-    pub servers: Vec<RedisUrl>,
-    pub prefix: String,
-    pub retention: Retention,
-    /// Makes the epochs this node creates unique in the cluster, and tells
-    /// its own events apart on the channels.
-    pub node_id: String,
+    /// The servers, the prefix and the node id, which makes the epochs this
+    /// node creates unique in the cluster and tells its own events apart on
+    /// the channels.
+    pub cluster: ClusterConfig,
+    /// What the history of each room keeps.
+    pub history: HistoryConfig,
+    /// Which rooms announce presence, for the leaves of dead nodes and syncs.
     pub presence: PresenceConfig,
-}
-
-/// Which rooms announce presence, for the leaves of dead nodes and syncs.
-#[derive(Debug, Clone, Default)]
-pub struct PresenceConfig {
-    /// `--presence-rooms`.
-    pub rooms: Vec<String>,
-    /// `--presence-event-limit`.
-    pub event_limit: usize,
 }
 
 /// Starts the bridge thread; it writes `metrics` alone.
@@ -268,7 +261,13 @@ pub fn start<S: BridgeSink>(
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let (tx, rx) = crossbeam_channel::unbounded();
-    let links = config.servers.iter().cloned().map(Link::new).collect();
+    let links = config
+        .cluster
+        .servers
+        .iter()
+        .cloned()
+        .map(Link::new)
+        .collect();
     let mut bridge = Bridge {
         poll,
         requests: rx,
@@ -285,8 +284,11 @@ pub fn start<S: BridgeSink>(
         direct_channel: String::new(),
         keys: HashMap::new(),
     };
-    bridge.node_rooms = layout::node_rooms(&bridge.config.prefix, &bridge.config.node_id);
-    bridge.direct_channel = redis::direct_channel(&bridge.config.prefix);
+    bridge.node_rooms = layout::node_rooms(
+        &bridge.config.cluster.prefix,
+        &bridge.config.cluster.node_id,
+    );
+    bridge.direct_channel = redis::direct_channel(&bridge.config.cluster.prefix);
     let thread = std::thread::Builder::new()
         .name("redis-bridge".into())
         .spawn(move || bridge.run())?;
@@ -505,7 +507,7 @@ impl<S: BridgeSink> Bridge<S> {
         if self.keys.len() >= MAX_CACHED_KEYS {
             self.keys.clear();
         }
-        let keys = Arc::new(RoomKeys::new(&self.config.prefix, room));
+        let keys = Arc::new(RoomKeys::new(&self.config.cluster.prefix, room));
         self.keys.insert(room.into(), keys.clone());
         keys
     }
@@ -514,7 +516,7 @@ impl<S: BridgeSink> Bridge<S> {
         let index = layout::server_of(room, self.links.len());
         let keys = self.keys_of(room);
         let epoch = self.fresh_epoch();
-        let retention = self.config.retention;
+        let retention = self.config.history;
         let link = &mut self.links[index];
         if !link.is_up() {
             return self.sink.sequenced(answer, Err(Unavailable));
@@ -532,7 +534,7 @@ impl<S: BridgeSink> Bridge<S> {
 
     fn fresh_epoch(&mut self) -> String {
         self.epochs_made += 1;
-        format!("{}-{:x}", self.config.node_id, self.epochs_made)
+        format!("{}-{:x}", self.config.cluster.node_id, self.epochs_made)
     }
 
     fn subscribe(&mut self, change: Change) {
