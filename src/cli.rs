@@ -647,6 +647,20 @@ mod tests {
             (&["--rate-limit", "NaN"], "--rate-limit: "),
             (&["--handshake-rate=-1"], "--handshake-rate: "),
             (&["--handshake-rate", "inf"], "--handshake-rate: "),
+            // Settings that one group allows only with another's.
+            (
+                &["--demo", "--tls-cert", "a.pem", "--tls-key", "a.key"],
+                "--demo: ",
+            ),
+            (&["--processes", "2"], "--processes: needs --redis"),
+            (
+                &["--redis", "redis://a", "--shards", "65"],
+                "--shards: must be at most 64 with --redis",
+            ),
+            (
+                &["--max-write-buffer", "1023"],
+                "--max-write-buffer: must be at least 1KiB",
+            ),
         ];
         for (args, message) in cases {
             let parsed = {

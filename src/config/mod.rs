@@ -37,15 +37,23 @@ pub use web::WebConfig;
 /// Everything `roomcast serve` runs with, grouped by concern.
 #[derive(Clone)]
 pub struct Config {
+    /// Listeners, shards, processes, TLS, compression and their timeouts.
     pub listen: ListenConfig,
+    /// Token secrets, leeway and allowed origins.
     pub auth: AuthConfig,
+    /// Sizes, connection counts and rates past which clients are refused.
     pub limits: LimitsConfig,
+    /// Pings and the timeout of a silent connection.
     pub heartbeat: HeartbeatConfig,
+    /// The bound on unsent output and what happens past it.
     pub backpressure: BackpressureConfig,
+    /// Room permissions and limits, history and presence.
     pub rooms: RoomsConfig,
     /// Cluster mode (`--redis`); `None`: one process, no Redis.
     pub cluster: Option<ClusterConfig>,
+    /// The optional endpoints: `/echo`, `/demo`, the dashboard.
     pub web: WebConfig,
+    /// The lifecycle log on stderr.
     pub log: LogConfig,
 }
 
