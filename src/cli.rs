@@ -377,25 +377,12 @@ impl ServeArgs {
             listen: self.listen.into_config(cores),
             auth: self.auth.into_config(env_secrets),
             limits: self.limits.into_config(open_file_limit),
-            heartbeat: HeartbeatConfig {
-                interval: self.heartbeat.ping_interval,
-                timeout: self.heartbeat.ping_timeout,
-            },
-            backpressure: BackpressureConfig {
-                max_write_buffer: self.backpressure.max_write_buffer,
-                slow_consumer: self.backpressure.slow_consumer,
-            },
-            rooms: self.rooms.into_config(),
+            heartbeat: self.heartbeat.into(),
+            backpressure: self.backpressure.into(),
+            rooms: self.rooms.into(),
             cluster: self.cluster.into_config(),
-            web: WebConfig {
-                echo: self.web.echo,
-                demo: self.web.demo,
-                dashboard: self.web.dashboard,
-            },
-            log: LogConfig {
-                level: self.log.log_level,
-                format: self.log.log_format,
-            },
+            web: self.web.into(),
+            log: self.log.into(),
         };
         config.validate()?;
         config.limits.validate_open_files(open_file_limit)?;
@@ -453,21 +440,58 @@ impl LimitsArgs {
     }
 }
 
-impl RoomsArgs {
-    fn into_config(self) -> RoomsConfig {
-        RoomsConfig {
-            default_rooms: self.default_rooms,
-            members_publish: self.members_publish,
-            max_rooms_per_connection: self.max_rooms_per_connection,
-            max_room_members: self.max_room_members,
+impl From<HeartbeatArgs> for HeartbeatConfig {
+    fn from(args: HeartbeatArgs) -> Self {
+        Self {
+            interval: args.ping_interval,
+            timeout: args.ping_timeout,
+        }
+    }
+}
+
+impl From<BackpressureArgs> for BackpressureConfig {
+    fn from(args: BackpressureArgs) -> Self {
+        Self {
+            max_write_buffer: args.max_write_buffer,
+            slow_consumer: args.slow_consumer,
+        }
+    }
+}
+
+impl From<RoomsArgs> for RoomsConfig {
+    fn from(args: RoomsArgs) -> Self {
+        Self {
+            default_rooms: args.default_rooms,
+            members_publish: args.members_publish,
+            max_rooms_per_connection: args.max_rooms_per_connection,
+            max_room_members: args.max_room_members,
             history: HistoryConfig {
-                messages: self.history.history,
-                ttl: self.history.history_ttl,
+                messages: args.history.history,
+                ttl: args.history.history_ttl,
             },
             presence: PresenceConfig {
-                rooms: self.presence.presence_rooms,
-                event_limit: self.presence.presence_event_limit,
+                rooms: args.presence.presence_rooms,
+                event_limit: args.presence.presence_event_limit,
             },
+        }
+    }
+}
+
+impl From<WebArgs> for WebConfig {
+    fn from(args: WebArgs) -> Self {
+        Self {
+            echo: args.echo,
+            demo: args.demo,
+            dashboard: args.dashboard,
+        }
+    }
+}
+
+impl From<LogArgs> for LogConfig {
+    fn from(args: LogArgs) -> Self {
+        Self {
+            level: args.log_level,
+            format: args.log_format,
         }
     }
 }
