@@ -43,7 +43,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::auth::Keys;
-use crate::config::{AcceptMode, Config};
+use crate::config::{AcceptMode, Config, ListenConfig};
 use crate::conn::Observe;
 use crate::metrics::RedisMetrics;
 use crate::metrics::{ShardMetrics, Snapshot};
@@ -160,7 +160,7 @@ impl Server {
         });
         let (drained_tx, drained) = crossbeam_channel::unbounded();
         let mode = shared.config.listen.accept_mode;
-        let mut listeners = open_listeners(&shared.config, mode)?;
+        let mut listeners = open_listeners(&shared.config.listen)?;
         let addr = listeners[0].local_addr()?;
         let mut metrics_listener = match shared.config.listen.metrics_bind {
             Some(bind) => Some(TcpListener::from_std(crate::sys::plain_listener(bind)?)),
@@ -368,17 +368,18 @@ fn start_bridge(
     bridge::start(config, sink, metrics.clone()).map(Some)
 }
 
-fn open_listeners(config: &Config, mode: AcceptMode) -> io::Result<Vec<TcpListener>> {
-    match mode {
+/// The public listeners: one in hand-off mode, one per shard otherwise.
+fn open_listeners(config: &ListenConfig) -> io::Result<Vec<TcpListener>> {
+    match config.accept_mode {
         AcceptMode::Handoff => {
-            let listener = crate::sys::plain_listener(config.listen.bind)?;
+            let listener = crate::sys::plain_listener(config.bind)?;
             Ok(vec![TcpListener::from_std(listener)])
         }
         AcceptMode::ReusePort => {
-            let first = crate::sys::reuseport_listener(config.listen.bind)?;
+            let first = crate::sys::reuseport_listener(config.bind)?;
             let addr = first.local_addr()?;
             let mut listeners = vec![TcpListener::from_std(first)];
-            for _ in 1..config.listen.shards {
+            for _ in 1..config.shards {
                 listeners.push(TcpListener::from_std(crate::sys::reuseport_listener(addr)?));
             }
             Ok(listeners)
