@@ -46,7 +46,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         println!("{}", String::from_utf8_lossy(&json));
         // Warnings go to stderr and keep the exit status 0: the server would
         // start, it would just not do well in production.
-        let facts = preflight::Facts::probe(&config);
+        let facts = preflight::Facts::probe(config.cluster.as_ref());
         for warning in preflight::warnings(&config, &facts) {
             eprintln!("roomcast: warning: {warning}");
         }

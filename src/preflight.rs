@@ -14,7 +14,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, max_connections_for};
+use crate::config::{ClusterConfig, Config, max_connections_for};
 use crate::redis::resp::{self, Reply};
 use crate::redis::url::RedisUrl;
 use crate::sys::OpenFileLimits;
@@ -37,9 +37,10 @@ pub struct Facts {
 }
 
 impl Facts {
-    /// Reads every fact `config` needs; pings each `--redis` server.
-    pub fn probe(config: &Config) -> Self {
-        let redis = config.cluster.as_ref().map_or_else(Vec::new, |cluster| {
+    /// Reads every fact the warnings need; pings each `--redis` server of
+    /// `cluster`.
+    pub fn probe(cluster: Option<&ClusterConfig>) -> Self {
+        let redis = cluster.map_or_else(Vec::new, |cluster| {
             let ping = |url: &RedisUrl| (url.to_string(), ping(url, REDIS_PROBE_TIMEOUT));
             cluster.servers.iter().map(ping).collect()
         });
