@@ -59,7 +59,7 @@ impl Sink for Discard {
 fn config() -> Config {
     let args = ServeArgs::try_parse_from(["--jwt-secret", SECRET]).expect("parses");
     let mut config = args.into_config(None, 1, 100_000).expect("valid");
-    config.max_write_buffer = 64 << 20;
+    config.backpressure.max_write_buffer = 64 << 20;
     config
 }
 

@@ -4,6 +4,10 @@
 //! environment variables, and turns them into a validated `Config`. Runs
 //! nothing itself; the binary (`main.rs`) puts these commands beside the
 //! client tools' and runs them.
+//!
+//! The flags of `serve` mirror `Config`'s groups: one clap `Args` struct per
+//! group, flattened into `ServeArgs`, each with its own `--help` section
+//! and its own conversion into the group.
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -13,7 +17,9 @@ use std::time::Duration;
 use clap::{ArgAction, Args, FromArgMatches, Subcommand};
 
 use crate::config::{
-    self, AcceptMode, ClusterConfig, Compression, Config, ConfigError, RoomsConfig, SlowConsumer,
+    self, AcceptMode, AuthConfig, BackpressureConfig, ClusterConfig, Compression, Config,
+    ConfigError, HeartbeatConfig, HistoryConfig, LimitsConfig, ListenConfig, LogConfig,
+    PresenceConfig, RoomsConfig, SlowConsumer, WebConfig,
 };
 use crate::log::{Format, Level};
 use crate::redis::url::RedisUrl;
@@ -29,9 +35,37 @@ pub enum ServerCommand {
     Token(TokenArgs),
 }
 
-/// Flags of `roomcast serve`; each also reads `ROOMCAST_<NAME>`.
+/// Flags of `roomcast serve`, in one group per concern of `Config` (each
+/// its own section of `--help`); each flag also reads `ROOMCAST_<NAME>`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    #[command(flatten)]
+    pub listen: ListenArgs,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    #[command(flatten)]
+    pub limits: LimitsArgs,
+    #[command(flatten)]
+    pub heartbeat: HeartbeatArgs,
+    #[command(flatten)]
+    pub backpressure: BackpressureArgs,
+    #[command(flatten)]
+    pub rooms: RoomsArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub web: WebArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// Check the configuration, print it as JSON (secrets redacted) and exit: 0 when valid, 2 otherwise.
+    #[arg(long, help_heading = "Check")]
+    pub check_config: bool,
+}
+
+/// `Config::listen`.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Listen")]
+pub struct ListenArgs {
     /// Address to listen on.
     #[arg(long, env = "ROOMCAST_BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
@@ -41,6 +75,33 @@ pub struct ServeArgs {
     /// Shard threads, each with its own event loop [default: number of cores].
     #[arg(long, env = "ROOMCAST_SHARDS")]
     pub shards: Option<usize>,
+    /// How sockets reach the shards: a SO_REUSEPORT listener per shard (reuseport) or one acceptor handing off (handoff).
+    #[arg(long, env = "ROOMCAST_ACCEPT", default_value = "reuseport", value_parser = accept_mode, hide = true)]
+    pub accept: AcceptMode,
+    /// Run this many copies of the server on the same port (SO_REUSEPORT), joined through --redis, restarted if one dies.
+    #[arg(long, env = "ROOMCAST_PROCESSES", default_value_t = 1)]
+    pub processes: usize,
+    /// PEM certificate chain: the public port speaks TLS (https://, wss://); reloaded on SIGHUP. Needs --tls-key.
+    #[arg(long, env = "ROOMCAST_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1); reloaded on SIGHUP.
+    #[arg(long, env = "ROOMCAST_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// permessage-deflate (RFC 7692) for clients that offer it: off or on.
+    #[arg(long, env = "ROOMCAST_COMPRESSION", value_enum, default_value = "off")]
+    pub compression: Compression,
+    /// How long a new connection may take to finish its TLS handshake and send its request head; an idle kept-alive connection gets as long for its next request.
+    #[arg(long, env = "ROOMCAST_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub handshake_timeout: Duration,
+    /// How long queued output is flushed at shutdown.
+    #[arg(long, env = "ROOMCAST_DRAIN_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub drain_timeout: Duration,
+}
+
+/// `Config::auth`.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Auth")]
+pub struct AuthArgs {
     /// HS256 secret for tokens; repeat for key rotation. Merged with the
     /// comma-separated list in ROOMCAST_JWT_SECRET. None: a random one is generated and printed.
     #[arg(long = "jwt-secret", action = ArgAction::Append)]
@@ -48,87 +109,74 @@ pub struct ServeArgs {
     /// Leeway applied to exp and nbf (at most 60s).
     #[arg(long, env = "ROOMCAST_JWT_LEEWAY", default_value = "0", value_parser = duration)]
     pub jwt_leeway: Duration,
+    /// Comma-separated origins allowed to upgrade; unset: any origin.
+    #[arg(long, env = "ROOMCAST_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+}
+
+/// `Config::limits`.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Limits")]
+pub struct LimitsArgs {
     /// Largest WebSocket message (bytes, or KiB/MiB); larger closes with 1009.
     #[arg(long, env = "ROOMCAST_MAX_MESSAGE_SIZE", default_value = "64KiB", value_parser = size)]
     pub max_message_size: usize,
     /// Largest HTTP request head; larger gets 431.
     #[arg(long, env = "ROOMCAST_MAX_HEADER_BYTES", default_value = "8KiB", value_parser = size)]
     pub max_header_bytes: usize,
-    /// Bound on each connection's unsent output; a client that falls further behind is closed with 4008.
-    #[arg(long, env = "ROOMCAST_MAX_WRITE_BUFFER", default_value = "512KiB", value_parser = size)]
-    pub max_write_buffer: usize,
-    /// How often each connection is pinged (seconds, or ms/s/m).
-    #[arg(long, env = "ROOMCAST_PING_INTERVAL", default_value = "25s", value_parser = duration)]
-    pub ping_interval: Duration,
-    /// A connection silent this long after a ping is aborted.
-    #[arg(long, env = "ROOMCAST_PING_TIMEOUT", default_value = "20s", value_parser = duration)]
-    pub ping_timeout: Duration,
     /// Most WebSocket connections at once; more get 503 [default: the open-file limit less a reserve].
     #[arg(long, env = "ROOMCAST_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
     /// Most WebSocket connections from one IP address; more get 429 (0: no limit).
     #[arg(long, env = "ROOMCAST_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
     pub max_connections_per_ip: usize,
-    /// Comma-separated origins allowed to upgrade; unset: any origin.
-    #[arg(long, env = "ROOMCAST_ALLOWED_ORIGINS", value_delimiter = ',')]
-    pub allowed_origins: Vec<String>,
-    /// How long queued output is flushed at shutdown.
-    #[arg(long, env = "ROOMCAST_DRAIN_TIMEOUT", default_value = "10s", value_parser = duration)]
-    pub drain_timeout: Duration,
-    /// Serve /echo (verbatim echo, for conformance suites and raw benchmarks).
-    #[arg(long, env = "ROOMCAST_ECHO", default_value_t = false, num_args = 0..=1,
-          default_missing_value = "true", action = ArgAction::Set)]
-    pub echo: bool,
-    /// permessage-deflate (RFC 7692) for clients that offer it: off or on.
-    #[arg(long, env = "ROOMCAST_COMPRESSION", value_enum, default_value = "off")]
-    pub compression: Compression,
-    /// How sockets reach the shards: a SO_REUSEPORT listener per shard (reuseport) or one acceptor handing off (handoff).
-    #[arg(long, env = "ROOMCAST_ACCEPT", default_value = "reuseport", value_parser = accept_mode, hide = true)]
-    pub accept: AcceptMode,
-    /// Log verbosity.
-    #[arg(long, env = "ROOMCAST_LOG_LEVEL", value_enum, default_value = "info")]
-    pub log_level: Level,
-    /// Log lines as text or as JSON objects, one per line.
-    #[arg(long, env = "ROOMCAST_LOG_FORMAT", value_enum, default_value = "text")]
-    pub log_format: Format,
     /// WebSocket upgrade attempts per second per client IP (IPv6: per /64), with a burst as large; more get 429 (0: no limit).
     #[arg(long, env = "ROOMCAST_HANDSHAKE_RATE", default_value_t = 0.0)]
     pub handshake_rate: f64,
-    /// A Redis server of the cluster, `redis://[[user]:password@]host[:port][/db]` (repeatable: rooms are spread over them); unset: one process, no Redis.
-    #[arg(long, env = "ROOMCAST_REDIS", value_delimiter = ',')]
-    pub redis: Vec<RedisUrl>,
-    /// Prefix of every Redis key and channel of the cluster.
-    #[arg(long, env = "ROOMCAST_REDIS_PREFIX", default_value = "roomcast")]
-    pub redis_prefix: String,
-    /// This node's name in the cluster [default: generated at start].
-    #[arg(long, env = "ROOMCAST_NODE_ID")]
-    pub node_id: Option<String>,
-    /// Serve the live dashboard at / (where /stats is served: the --metrics-bind listener when set).
-    #[arg(long, env = "ROOMCAST_DASHBOARD", default_value_t = true, num_args = 0..=1,
-          default_missing_value = "true", action = ArgAction::Set)]
-    pub dashboard: bool,
-    /// Run the demo: a synthetic price feed inside the server, and a live page at /demo.
-    #[arg(long, env = "ROOMCAST_DEMO", default_value_t = false, num_args = 0..=1,
-          default_missing_value = "true", action = ArgAction::Set)]
-    pub demo: bool,
     /// POST /publish messages per second per token subject, with a burst as large (the token's `rate` overrides; 0: no limit); over it 429 RATE_LIMITED.
     #[arg(long, env = "ROOMCAST_PUBLISH_RATE", default_value_t = 1000.0)]
     pub publish_rate: f64,
-    /// PEM certificate chain: the public port speaks TLS (https://, wss://); reloaded on SIGHUP. Needs --tls-key.
-    #[arg(long, env = "ROOMCAST_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1); reloaded on SIGHUP.
-    #[arg(long, env = "ROOMCAST_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    /// How long a new connection may take to finish its TLS handshake and send its request head; an idle kept-alive connection gets as long for its next request.
-    #[arg(long, env = "ROOMCAST_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = duration)]
-    pub handshake_timeout: Duration,
-    /// Run this many copies of the server on the same port (SO_REUSEPORT), joined through --redis, restarted if one dies.
-    #[arg(long, env = "ROOMCAST_PROCESSES", default_value_t = 1)]
-    pub processes: usize,
-    /// Check the configuration, print it as JSON (secrets redacted) and exit: 0 when valid, 2 otherwise.
-    #[arg(long)]
-    pub check_config: bool,
+    /// Messages per second per connection (the token's `rate` claim overrides it; 0: unlimited).
+    #[arg(long, env = "ROOMCAST_RATE_LIMIT", default_value_t = 50.0)]
+    pub rate_limit: f64,
+    /// Messages a connection may send in a burst above the rate.
+    #[arg(long, env = "ROOMCAST_RATE_BURST", default_value_t = 100.0)]
+    pub rate_burst: f64,
+}
+
+/// `Config::heartbeat`.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Heartbeat")]
+pub struct HeartbeatArgs {
+    /// How often each connection is pinged (seconds, or ms/s/m).
+    #[arg(long, env = "ROOMCAST_PING_INTERVAL", default_value = "25s", value_parser = duration)]
+    pub ping_interval: Duration,
+    /// A connection silent this long after a ping is aborted.
+    #[arg(long, env = "ROOMCAST_PING_TIMEOUT", default_value = "20s", value_parser = duration)]
+    pub ping_timeout: Duration,
+}
+
+/// `Config::backpressure`.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Backpressure")]
+pub struct BackpressureArgs {
+    /// Bound on each connection's unsent output; a client that falls further behind is closed with 4008.
+    #[arg(long, env = "ROOMCAST_MAX_WRITE_BUFFER", default_value = "512KiB", value_parser = size)]
+    pub max_write_buffer: usize,
+    /// What happens to room events for a client over its write bound: close (4008), drop, or conflate.
+    #[arg(
+        long,
+        env = "ROOMCAST_SLOW_CONSUMER",
+        value_enum,
+        default_value = "close"
+    )]
+    pub slow_consumer: SlowConsumer,
+}
+
+/// `Config::rooms`, with its history and presence.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Rooms")]
+pub struct RoomsArgs {
     /// Comma-separated join patterns for tokens without a `rooms` claim.
     #[arg(
         long,
@@ -141,6 +189,34 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOMCAST_MEMBERS_PUBLISH", default_value_t = true, num_args = 0..=1,
           default_missing_value = "true", action = ArgAction::Set)]
     pub members_publish: bool,
+    /// Most rooms one connection may be in; more get ROOM_LIMIT.
+    #[arg(long, env = "ROOMCAST_MAX_ROOMS_PER_CONNECTION", default_value_t = 100)]
+    pub max_rooms_per_connection: usize,
+    /// Most connections in one room; more get ROOM_FULL (0: no limit).
+    #[arg(long, env = "ROOMCAST_MAX_ROOM_MEMBERS", default_value_t = 0)]
+    pub max_room_members: usize,
+    #[command(flatten)]
+    pub history: HistoryArgs,
+    #[command(flatten)]
+    pub presence: PresenceArgs,
+}
+
+/// `Config::rooms.history`.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Room history")]
+pub struct HistoryArgs {
+    /// Messages each room keeps for history and recovery (1: the last value; 0: none).
+    #[arg(long, env = "ROOMCAST_HISTORY", default_value_t = 1)]
+    pub history: usize,
+    /// Age after which history entries are dropped.
+    #[arg(long, env = "ROOMCAST_HISTORY_TTL", default_value = "300", value_parser = duration)]
+    pub history_ttl: Duration,
+}
+
+/// `Config::rooms.presence`.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Presence")]
+pub struct PresenceArgs {
     /// Comma-separated patterns of rooms that announce joins and leaves.
     #[arg(
         long,
@@ -152,32 +228,51 @@ pub struct ServeArgs {
     /// Rooms with more connections than this announce no joins and leaves.
     #[arg(long, env = "ROOMCAST_PRESENCE_EVENT_LIMIT", default_value_t = 1000)]
     pub presence_event_limit: usize,
-    /// Most rooms one connection may be in; more get ROOM_LIMIT.
-    #[arg(long, env = "ROOMCAST_MAX_ROOMS_PER_CONNECTION", default_value_t = 100)]
-    pub max_rooms_per_connection: usize,
-    /// Most connections in one room; more get ROOM_FULL (0: no limit).
-    #[arg(long, env = "ROOMCAST_MAX_ROOM_MEMBERS", default_value_t = 0)]
-    pub max_room_members: usize,
-    /// Messages each room keeps for history and recovery (1: the last value; 0: none).
-    #[arg(long, env = "ROOMCAST_HISTORY", default_value_t = 1)]
-    pub history: usize,
-    /// Age after which history entries are dropped.
-    #[arg(long, env = "ROOMCAST_HISTORY_TTL", default_value = "300", value_parser = duration)]
-    pub history_ttl: Duration,
-    /// Messages per second per connection (the token's `rate` claim overrides it; 0: unlimited).
-    #[arg(long, env = "ROOMCAST_RATE_LIMIT", default_value_t = 50.0)]
-    pub rate_limit: f64,
-    /// Messages a connection may send in a burst above the rate.
-    #[arg(long, env = "ROOMCAST_RATE_BURST", default_value_t = 100.0)]
-    pub rate_burst: f64,
-    /// What happens to room events for a client over its write bound: close (4008), drop, or conflate.
-    #[arg(
-        long,
-        env = "ROOMCAST_SLOW_CONSUMER",
-        value_enum,
-        default_value = "close"
-    )]
-    pub slow_consumer: SlowConsumer,
+}
+
+/// `Config::cluster`.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Cluster")]
+pub struct ClusterArgs {
+    /// A Redis server of the cluster, `redis://[[user]:password@]host[:port][/db]` (repeatable: rooms are spread over them); unset: one process, no Redis.
+    #[arg(long, env = "ROOMCAST_REDIS", value_delimiter = ',')]
+    pub redis: Vec<RedisUrl>,
+    /// Prefix of every Redis key and channel of the cluster.
+    #[arg(long, env = "ROOMCAST_REDIS_PREFIX", default_value = "roomcast")]
+    pub redis_prefix: String,
+    /// This node's name in the cluster [default: generated at start].
+    #[arg(long, env = "ROOMCAST_NODE_ID")]
+    pub node_id: Option<String>,
+}
+
+/// `Config::web`.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Web")]
+pub struct WebArgs {
+    /// Serve /echo (verbatim echo, for conformance suites and raw benchmarks).
+    #[arg(long, env = "ROOMCAST_ECHO", default_value_t = false, num_args = 0..=1,
+          default_missing_value = "true", action = ArgAction::Set)]
+    pub echo: bool,
+    /// Run the demo: a synthetic price feed inside the server, and a live page at /demo.
+    #[arg(long, env = "ROOMCAST_DEMO", default_value_t = false, num_args = 0..=1,
+          default_missing_value = "true", action = ArgAction::Set)]
+    pub demo: bool,
+    /// Serve the live dashboard at / (where /stats is served: the --metrics-bind listener when set).
+    #[arg(long, env = "ROOMCAST_DASHBOARD", default_value_t = true, num_args = 0..=1,
+          default_missing_value = "true", action = ArgAction::Set)]
+    pub dashboard: bool,
+}
+
+/// `Config::log`.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Log")]
+pub struct LogArgs {
+    /// Log verbosity.
+    #[arg(long, env = "ROOMCAST_LOG_LEVEL", value_enum, default_value = "info")]
+    pub log_level: Level,
+    /// Log lines as text or as JSON objects, one per line.
+    #[arg(long, env = "ROOMCAST_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: Format,
 }
 
 /// Flags of `roomcast token`.
@@ -239,73 +334,148 @@ impl ServeArgs {
     }
 
     /// Builds and validates the configuration. `env_secrets` is the value of
-    /// `ROOMCAST_JWT_SECRET`, merged with the `--jwt-secret` flags.
+    /// `ROOMCAST_JWT_SECRET`, merged with the `--jwt-secret` flags; `cores`
+    /// and `open_file_limit` give the defaults of `--shards` and
+    /// `--max-connections`.
     pub fn into_config(
         self,
         env_secrets: Option<&str>,
         cores: usize,
         open_file_limit: usize,
     ) -> Result<Config, ConfigError> {
-        let mut jwt_secrets = self.jwt_secret;
-        if let Some(list) = env_secrets {
-            jwt_secrets.extend(list.split(',').filter(|s| !s.is_empty()).map(String::from));
-        }
         let config = Config {
+            listen: self.listen.into_config(cores),
+            auth: self.auth.into_config(env_secrets),
+            limits: self.limits.into_config(open_file_limit),
+            heartbeat: self.heartbeat.into(),
+            backpressure: self.backpressure.into(),
+            rooms: self.rooms.into(),
+            cluster: self.cluster.into_config(),
+            web: self.web.into(),
+            log: self.log.into(),
+        };
+        config.validate()?;
+        config.limits.validate_open_files(open_file_limit)?;
+        Ok(config)
+    }
+}
+
+impl ListenArgs {
+    fn into_config(self, cores: usize) -> ListenConfig {
+        ListenConfig {
             bind: self.bind,
             metrics_bind: self.metrics_bind,
             shards: self.shards.unwrap_or(cores),
-            jwt_secrets,
-            jwt_leeway: self.jwt_leeway,
-            max_message_size: self.max_message_size,
-            max_header_bytes: self.max_header_bytes,
-            max_write_buffer: self.max_write_buffer,
-            ping_interval: self.ping_interval,
-            ping_timeout: self.ping_timeout,
-            max_connections: self
-                .max_connections
-                .unwrap_or_else(|| config::max_connections_for(open_file_limit)),
-            max_connections_per_ip: self.max_connections_per_ip,
-            allowed_origins: self.allowed_origins,
-            drain_timeout: self.drain_timeout,
-            echo: self.echo,
-            compression: self.compression,
             accept_mode: self.accept,
-            log_level: self.log_level,
-            log_format: self.log_format,
-            handshake_rate: self.handshake_rate,
-            rooms: RoomsConfig {
-                default_rooms: self.default_rooms,
-                members_publish: self.members_publish,
-                presence_rooms: self.presence_rooms,
-                presence_event_limit: self.presence_event_limit,
-                max_rooms_per_connection: self.max_rooms_per_connection,
-                max_room_members: self.max_room_members,
-                history: self.history,
-                history_ttl: self.history_ttl,
-                rate_limit: self.rate_limit,
-                rate_burst: self.rate_burst,
-                slow_consumer: self.slow_consumer,
-            },
-            cluster: (!self.redis.is_empty()).then(|| ClusterConfig {
-                servers: self.redis,
-                prefix: self.redis_prefix,
-                node_id: self
-                    .node_id
-                    .unwrap_or_else(|| format!("n{:012x}", crate::auth::random_u64() >> 16)),
-            }),
             processes: self.processes,
-            demo: self.demo,
-            dashboard: self.dashboard,
             tls: match (self.tls_cert, self.tls_key) {
                 (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
                 _ => None,
             },
+            compression: self.compression,
             handshake_timeout: self.handshake_timeout,
+            drain_timeout: self.drain_timeout,
+        }
+    }
+}
+
+impl AuthArgs {
+    fn into_config(self, env_secrets: Option<&str>) -> AuthConfig {
+        let mut secrets = self.jwt_secret;
+        if let Some(list) = env_secrets {
+            secrets.extend(list.split(',').filter(|s| !s.is_empty()).map(String::from));
+        }
+        AuthConfig {
+            secrets,
+            leeway: self.jwt_leeway,
+            allowed_origins: self.allowed_origins,
+        }
+    }
+}
+
+impl LimitsArgs {
+    fn into_config(self, open_file_limit: usize) -> LimitsConfig {
+        LimitsConfig {
+            max_message_size: self.max_message_size,
+            max_header_bytes: self.max_header_bytes,
+            max_connections: self
+                .max_connections
+                .unwrap_or_else(|| config::max_connections_for(open_file_limit)),
+            max_connections_per_ip: self.max_connections_per_ip,
+            handshake_rate: self.handshake_rate,
             publish_rate: self.publish_rate,
-        };
-        config.validate()?;
-        config.validate_open_files(open_file_limit)?;
-        Ok(config)
+            rate_limit: self.rate_limit,
+            rate_burst: self.rate_burst,
+        }
+    }
+}
+
+impl From<HeartbeatArgs> for HeartbeatConfig {
+    fn from(args: HeartbeatArgs) -> Self {
+        Self {
+            interval: args.ping_interval,
+            timeout: args.ping_timeout,
+        }
+    }
+}
+
+impl From<BackpressureArgs> for BackpressureConfig {
+    fn from(args: BackpressureArgs) -> Self {
+        Self {
+            max_write_buffer: args.max_write_buffer,
+            slow_consumer: args.slow_consumer,
+        }
+    }
+}
+
+impl From<RoomsArgs> for RoomsConfig {
+    fn from(args: RoomsArgs) -> Self {
+        Self {
+            default_rooms: args.default_rooms,
+            members_publish: args.members_publish,
+            max_rooms_per_connection: args.max_rooms_per_connection,
+            max_room_members: args.max_room_members,
+            history: HistoryConfig {
+                messages: args.history.history,
+                ttl: args.history.history_ttl,
+            },
+            presence: PresenceConfig {
+                rooms: args.presence.presence_rooms,
+                event_limit: args.presence.presence_event_limit,
+            },
+        }
+    }
+}
+
+impl From<WebArgs> for WebConfig {
+    fn from(args: WebArgs) -> Self {
+        Self {
+            echo: args.echo,
+            demo: args.demo,
+            dashboard: args.dashboard,
+        }
+    }
+}
+
+impl From<LogArgs> for LogConfig {
+    fn from(args: LogArgs) -> Self {
+        Self {
+            level: args.log_level,
+            format: args.log_format,
+        }
+    }
+}
+
+impl ClusterArgs {
+    /// `None` without `--redis`; a node id is generated when none is given.
+    fn into_config(self) -> Option<ClusterConfig> {
+        (!self.redis.is_empty()).then(|| ClusterConfig {
+            servers: self.redis,
+            prefix: self.redis_prefix,
+            node_id: self
+                .node_id
+                .unwrap_or_else(|| format!("n{:012x}", crate::auth::random_u64() >> 16)),
+        })
     }
 }
 
@@ -323,23 +493,29 @@ mod tests {
     #[test]
     fn defaults_follow_the_protocol() {
         let config = serve(&[]).into_config(None, 2, 20_000).unwrap();
-        assert_eq!(config.bind, "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(config.shards, 2);
-        assert_eq!(config.max_message_size, 64 * 1024);
-        assert_eq!(config.max_header_bytes, 8 * 1024);
-        assert_eq!(config.max_write_buffer, 512 * 1024);
-        assert_eq!(config.ping_interval, Duration::from_secs(25));
-        assert_eq!(config.ping_timeout, Duration::from_secs(20));
-        assert_eq!(config.drain_timeout, Duration::from_secs(10));
-        assert_eq!(config.max_connections, 20_000 - 128);
-        assert!(!config.echo);
-        assert_eq!(config.compression, Compression::Off);
+        assert_eq!(config.listen.bind, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.listen.shards, 2);
+        assert_eq!(config.limits.max_message_size, 64 * 1024);
+        assert_eq!(config.limits.max_header_bytes, 8 * 1024);
+        assert_eq!(config.backpressure.max_write_buffer, 512 * 1024);
+        assert_eq!(config.heartbeat.interval, Duration::from_secs(25));
+        assert_eq!(config.heartbeat.timeout, Duration::from_secs(20));
+        assert_eq!(config.listen.drain_timeout, Duration::from_secs(10));
+        assert_eq!(config.limits.max_connections, 20_000 - 128);
+        assert!(!config.web.echo);
+        assert_eq!(config.listen.compression, Compression::Off);
     }
 
     #[test]
     fn compression_is_off_or_on() {
-        assert_eq!(serve(&["--compression", "on"]).compression, Compression::On);
-        assert_eq!(serve(&["--compression=off"]).compression, Compression::Off);
+        assert_eq!(
+            serve(&["--compression", "on"]).listen.compression,
+            Compression::On
+        );
+        assert_eq!(
+            serve(&["--compression=off"]).listen.compression,
+            Compression::Off
+        );
         assert!(ServeArgs::try_parse_from(["--compression", "gzip"]).is_err());
     }
 
@@ -348,7 +524,7 @@ mod tests {
         let config = serve(&["--jwt-secret", "a", "--jwt-secret", "b"])
             .into_config(Some("c,d"), 2, 1000)
             .unwrap();
-        assert_eq!(config.jwt_secrets, ["a", "b", "c", "d"]);
+        assert_eq!(config.auth.secrets, ["a", "b", "c", "d"]);
     }
 
     #[test]
@@ -391,9 +567,9 @@ mod tests {
 
     #[test]
     fn echo_takes_a_bare_flag_or_a_boolean() {
-        assert!(serve(&["--echo"]).echo);
-        assert!(serve(&["--echo=true"]).echo);
-        assert!(!serve(&["--echo=false"]).echo);
+        assert!(serve(&["--echo"]).web.echo);
+        assert!(serve(&["--echo=true"]).web.echo);
+        assert!(!serve(&["--echo=false"]).web.echo);
     }
 
     #[test]
@@ -456,6 +632,20 @@ mod tests {
             (&["--rate-limit", "NaN"], "--rate-limit: "),
             (&["--handshake-rate=-1"], "--handshake-rate: "),
             (&["--handshake-rate", "inf"], "--handshake-rate: "),
+            // Settings that one group allows only with another's.
+            (
+                &["--demo", "--tls-cert", "a.pem", "--tls-key", "a.key"],
+                "--demo: ",
+            ),
+            (&["--processes", "2"], "--processes: needs --redis"),
+            (
+                &["--redis", "redis://a", "--shards", "65"],
+                "--shards: must be at most 64 with --redis",
+            ),
+            (
+                &["--max-write-buffer", "1023"],
+                "--max-write-buffer: must be at least 1KiB",
+            ),
         ];
         for (args, message) in cases {
             if ServeArgs::try_parse_from(*args).is_err() {
@@ -491,6 +681,6 @@ mod tests {
         ])
         .into_config(None, 2, 10_000)
         .unwrap();
-        assert_eq!(config.handshake_rate, 2.5);
+        assert_eq!(config.limits.handshake_rate, 2.5);
     }
 }

@@ -60,6 +60,24 @@ pub fn write_i64(out: &mut Vec<u8>, n: i64) {
     write_u64(out, n.unsigned_abs());
 }
 
+/// Writes a number; NaN and infinities, which JSON cannot hold, as 0.
+pub fn write_f64(out: &mut Vec<u8>, n: f64) {
+    let n = if n.is_finite() { n } else { 0.0 };
+    out.extend_from_slice(format!("{n}").as_bytes());
+}
+
+/// Writes an array of strings.
+pub fn write_strs(out: &mut Vec<u8>, values: &[String]) {
+    out.push(b'[');
+    for (i, value) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, value);
+    }
+    out.push(b']');
+}
+
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Writes one JSON object field by field, in the order given, commas
@@ -102,8 +120,7 @@ impl<'a> ObjectWriter<'a> {
     /// A number; NaN and infinities, which JSON cannot hold, are written as 0.
     pub fn f64(&mut self, key: &str, value: f64) {
         self.key(key);
-        let value = if value.is_finite() { value } else { 0.0 };
-        self.out.extend_from_slice(format!("{value}").as_bytes());
+        write_f64(self.out, value);
     }
 
     pub fn bool(&mut self, key: &str, value: bool) {
@@ -122,14 +139,7 @@ impl<'a> ObjectWriter<'a> {
     /// An array of strings.
     pub fn strs(&mut self, key: &str, values: &[String]) {
         self.key(key);
-        self.out.push(b'[');
-        for (i, value) in values.iter().enumerate() {
-            if i > 0 {
-                self.out.push(b',');
-            }
-            write_str(self.out, value);
-        }
-        self.out.push(b']');
+        write_strs(self.out, values);
     }
 
     /// Starts an object nested under `key`; `close` ends it.

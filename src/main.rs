@@ -60,7 +60,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
-    if let Some(files) = &config.tls
+    if let Some(files) = &config.listen.tls
         && let Err(e) = roomcast::tls::Acceptor::load(files.clone())
     {
         eprintln!("roomcast: --tls-cert/--tls-key: {e}");
@@ -72,19 +72,19 @@ fn serve(args: ServeArgs) -> ExitCode {
         println!("{}", String::from_utf8_lossy(&json));
         // Warnings go to stderr and keep the exit status 0: the server would
         // start, it would just not do well in production.
-        let facts = preflight::Facts::probe(&config);
+        let facts = preflight::Facts::probe(config.cluster.as_ref());
         for warning in preflight::warnings(&config, &facts) {
             eprintln!("roomcast: warning: {warning}");
         }
         return ExitCode::SUCCESS;
     }
-    log::set_level(config.log_level);
-    log::set_format(config.log_format);
-    let generated = config.jwt_secrets.is_empty().then(auth::random_secret);
+    log::set_level(config.log.level);
+    log::set_format(config.log.format);
+    let generated = config.auth.secrets.is_empty().then(auth::random_secret);
     if let Some(secret) = &generated {
-        config.jwt_secrets.push(secret.clone());
+        config.auth.secrets.push(secret.clone());
     }
-    if config.processes > 1 {
+    if config.listen.processes > 1 {
         return supervise(&config, generated);
     }
     let server = match Server::bind(config) {
@@ -121,7 +121,7 @@ fn serve(args: ServeArgs) -> ExitCode {
 /// `--processes N`: this process only starts and watches N servers.
 fn supervise(config: &roomcast::config::Config, generated: Option<String>) -> ExitCode {
     if let Some(secret) = &generated {
-        print_newcomer_banner(secret, config.bind);
+        print_newcomer_banner(secret, config.listen.bind);
     }
     // The flags after `serve`, copied to every child.
     let args: Vec<_> = std::env::args_os()
@@ -129,20 +129,20 @@ fn supervise(config: &roomcast::config::Config, generated: Option<String>) -> Ex
         .skip(1)
         .collect();
     let plan = supervisor::Plan {
-        processes: config.processes,
+        processes: config.listen.processes,
         args,
         node_id: config
             .cluster
             .as_ref()
             .map_or_else(String::new, |c| c.node_id.clone()),
         generated_secret: generated,
-        metrics_bind: config.metrics_bind,
-        drain_timeout: config.drain_timeout,
+        metrics_bind: config.listen.metrics_bind,
+        drain_timeout: config.listen.drain_timeout,
     };
-    if config.demo
-        && let Some(secret) = config.jwt_secrets.first()
+    if config.web.demo
+        && let Some(secret) = config.auth.secrets.first()
     {
-        client::demo::start_in_process(config.bind, secret);
+        client::demo::start_in_process(config.listen.bind, secret);
     }
     supervisor::run(plan)
 }

@@ -14,7 +14,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, max_connections_for};
+use crate::config::{ClusterConfig, Config, max_connections_for};
 use crate::redis::resp::{self, Reply};
 use crate::redis::url::RedisUrl;
 use crate::sys::OpenFileLimits;
@@ -37,9 +37,10 @@ pub struct Facts {
 }
 
 impl Facts {
-    /// Reads every fact `config` needs; pings each `--redis` server.
-    pub fn probe(config: &Config) -> Self {
-        let redis = config.cluster.as_ref().map_or_else(Vec::new, |cluster| {
+    /// Reads every fact the warnings need; pings each `--redis` server of
+    /// `cluster`.
+    pub fn probe(cluster: Option<&ClusterConfig>) -> Self {
+        let redis = cluster.map_or_else(Vec::new, |cluster| {
             let ping = |url: &RedisUrl| (url.to_string(), ping(url, REDIS_PROBE_TIMEOUT));
             cluster.servers.iter().map(ping).collect()
         });
@@ -121,7 +122,7 @@ impl fmt::Display for Warning {
 /// The warnings for `config` on a machine with `facts`, in a fixed order.
 pub fn warnings(config: &Config, facts: &Facts) -> Vec<Warning> {
     let mut found = Vec::new();
-    found.extend(open_files(config.max_connections, facts.open_files));
+    found.extend(open_files(config.limits.max_connections, facts.open_files));
     found.extend(somaxconn(facts.somaxconn));
     found.extend(memory(config, facts.memory_bytes));
     for (url, outcome) in &facts.redis {
@@ -157,13 +158,13 @@ fn somaxconn(somaxconn: Option<u64>) -> Option<Warning> {
 /// the records rustls has not written yet.
 fn memory(config: &Config, memory: Option<u64>) -> Option<Warning> {
     let memory = memory?;
-    let tls = if config.tls.is_some() {
+    let tls = if config.listen.tls.is_some() {
         crate::tls::SEND_BUFFER_LIMIT
     } else {
         0
     };
-    let per_connection = (config.max_write_buffer + tls) as u64;
-    let connections = config.max_connections as u64;
+    let per_connection = (config.backpressure.max_write_buffer + tls) as u64;
+    let connections = config.limits.max_connections as u64;
     let total = per_connection.saturating_mul(connections);
     (total > memory).then_some(Warning::Memory {
         per_connection,
@@ -286,8 +287,8 @@ mod tests {
     fn config(max_connections: usize, max_write_buffer: usize) -> Config {
         let args = crate::cli::ServeArgs::try_parse_from(["--jwt-secret", "s"]).unwrap();
         let mut config = args.into_config(None, 2, 1 << 20).unwrap();
-        config.max_connections = max_connections;
-        config.max_write_buffer = max_write_buffer;
+        config.limits.max_connections = max_connections;
+        config.backpressure.max_write_buffer = max_write_buffer;
         config
     }
 
@@ -332,7 +333,7 @@ mod tests {
     #[test]
     fn tls_adds_its_record_buffer_to_each_connection() {
         let mut config = config(10, 1024);
-        config.tls = Some(crate::tls::TlsFiles {
+        config.listen.tls = Some(crate::tls::TlsFiles {
             cert: "c.pem".into(),
             key: "k.pem".into(),
         });

@@ -340,10 +340,10 @@ impl Connection {
         if !self.is_open_websocket() {
             return Delivered::NotOpen;
         }
-        let bound = config.max_write_buffer;
+        let bound = config.backpressure.max_write_buffer;
         let fits =
             |out: &Outbound, limit: usize| out.is_empty() || out.pending() + frame.len() <= limit;
-        if kind == Delivery::Other || config.rooms.slow_consumer == SlowConsumer::Close {
+        if kind == Delivery::Other || config.backpressure.slow_consumer == SlowConsumer::Close {
             let limit = if kind == Delivery::Other {
                 bound.saturating_mul(2)
             } else {
@@ -367,7 +367,7 @@ impl Connection {
             self.out.push_shared(frame.clone());
             Delivered::Queued
         } else {
-            session.hold_back(room, frame, config.rooms.slow_consumer)
+            session.hold_back(room, frame, config.backpressure.slow_consumer)
         }
     }
 
@@ -378,7 +378,8 @@ impl Connection {
     /// it comes rather than judged in user space first; a client that reads
     /// keeps up, and only one whose socket is full reaches the bound.
     pub fn wants_write_through(&self, incoming: usize, config: &Config) -> bool {
-        !self.out.is_empty() && self.out.pending() + incoming > config.max_write_buffer / 2
+        !self.out.is_empty()
+            && self.out.pending() + incoming > config.backpressure.max_write_buffer / 2
     }
 
     /// Queues a reply built elsewhere (an ack from the rooms), compressed
@@ -395,7 +396,7 @@ impl Connection {
             return false;
         }
         let codec = self.compresses_out().then_some(codec);
-        let mut sink = BoundedSink::new(&mut self.out, config.max_write_buffer, codec);
+        let mut sink = BoundedSink::new(&mut self.out, config.backpressure.max_write_buffer, codec);
         sink.push(OpCode::Text, text);
         if sink.overflowed {
             self.end_websocket(End::SlowConsumer, now, config);
@@ -420,7 +421,9 @@ impl Connection {
     /// held back for it (`system:dropped`, or the newest event per room).
     /// Returns whether anything was queued.
     pub fn release_held_back(&mut self, config: &Config) -> bool {
-        if !self.is_open_websocket() || self.out.pending() >= config.max_write_buffer / 2 {
+        if !self.is_open_websocket()
+            || self.out.pending() >= config.backpressure.max_write_buffer / 2
+        {
             return false;
         }
         let Some(session) = self.session.as_mut() else {
@@ -475,7 +478,7 @@ impl Connection {
             let step = match &mut self.state {
                 State::Request { reader, deadline } => {
                     let deadline = *deadline;
-                    match reader.parse(&input[consumed..], cx.config.max_header_bytes) {
+                    match reader.parse(&input[consumed..], cx.config.limits.max_header_bytes) {
                         Ok(Some((request, head_len))) => {
                             let outcome = route(&request, self.port, self.peer_ip, cx);
                             consumed += head_len;
@@ -509,7 +512,9 @@ impl Connection {
                 State::Publishing(results) => {
                     // A client may pipeline requests, but not without bound.
                     let waiting = input.len() - consumed;
-                    if waiting > cx.config.max_header_bytes + cx.config.max_message_size {
+                    if waiting
+                        > cx.config.limits.max_header_bytes + cx.config.limits.max_message_size
+                    {
                         results.keep_alive = false;
                         return input.len();
                     }
@@ -563,14 +568,15 @@ impl Connection {
             State::Finishing { deadline } if now >= *deadline => {
                 // A client that has not yet read our last bytes (a slow
                 // consumer's 4008) gets up to --drain-timeout more to read them.
-                let flushing = !self.out.is_empty() && now < *deadline + config.drain_timeout;
+                let flushing =
+                    !self.out.is_empty() && now < *deadline + config.listen.drain_timeout;
                 if !flushing {
                     return Tick::Abort(AbortReason::LingerTimeout);
                 }
             }
             State::Open => {
                 if let Some(sent) = self.unanswered_ping
-                    && now.duration_since(sent) >= config.ping_timeout
+                    && now.duration_since(sent) >= config.heartbeat.timeout
                 {
                     return Tick::Abort(AbortReason::PingTimeout);
                 }
@@ -583,7 +589,7 @@ impl Connection {
                 } else if now >= self.next_ping {
                     self.out.push_frame(OpCode::Ping, b"");
                     self.unanswered_ping.get_or_insert(now);
-                    self.next_ping = now + config.ping_interval;
+                    self.next_ping = now + config.heartbeat.interval;
                 }
             }
             _ => {}
@@ -647,20 +653,20 @@ impl Connection {
                 &format!("{:x}", self.id),
                 &accepted.claims.sub,
                 cx.unix_ms,
-                cx.config.ping_interval.as_millis() as u64,
+                cx.config.heartbeat.interval.as_millis() as u64,
             );
             self.out.push_frame(OpCode::Text, cx.scratch);
             cx.metrics.messages_out.inc();
         }
-        self.next_ping = cx.now + cx.config.ping_interval;
+        self.next_ping = cx.now + cx.config.heartbeat.interval;
         self.session = Some(Box::new(SessionState {
-            rate: RateLimit::new(cx.config.rooms.rate_burst, cx.now),
+            rate: RateLimit::new(cx.config.limits.rate_burst, cx.now),
             claims: accepted.claims,
             rooms: Vec::new(),
             held_back: None,
             events: endpoint == Endpoint::Events,
             newly_opened: endpoint == Endpoint::Events,
-            decoder: Decoder::new(cx.config.max_message_size, true)
+            decoder: Decoder::new(cx.config.limits.max_message_size, true)
                 .with_deflate(accepted.deflate.is_some()),
             awaiting: 0,
         }));
@@ -717,7 +723,7 @@ impl Connection {
         }
         self.close_code = code.or(Some(close::NO_STATUS));
         let linger = if code == Some(close::GOING_AWAY) {
-            config.drain_timeout
+            config.listen.drain_timeout
         } else {
             Duration::from_millis(limits::CLOSE_LINGER_MILLIS)
         };
@@ -728,7 +734,7 @@ impl Connection {
 }
 
 fn token_expired(claims: &Claims, unix_ms: u64, config: &Config) -> bool {
-    let deadline = claims.exp + config.jwt_leeway.as_secs_f64();
+    let deadline = claims.exp + config.auth.leeway.as_secs_f64();
     unix_ms as f64 / 1000.0 >= deadline
 }
 

@@ -266,7 +266,7 @@ impl Connection {
             response::write_continue(&mut bytes);
             self.out.push_raw(&bytes);
         }
-        let reader = BodyReader::new(head, cx.config.max_message_size, deadline);
+        let reader = BodyReader::new(head, cx.config.limits.max_message_size, deadline);
         self.state = State::Body(Box::new(reader));
     }
 
@@ -291,7 +291,10 @@ impl Connection {
         };
         let parsed =
             proto::publish::parse(body, cx.parser, &received.claims).and_then(|messages| {
-                let rate = received.claims.rate.unwrap_or(cx.config.publish_rate);
+                let rate = received
+                    .claims
+                    .rate
+                    .unwrap_or(cx.config.limits.publish_rate);
                 let subject = &received.claims.sub;
                 if cx
                     .admission
@@ -323,7 +326,7 @@ impl Connection {
                 self.out.push_raw(&bytes);
                 cx.reports
                     .push(Report::publish_answered(error.code().http_status()));
-                self.after_response(keep_alive, cx.config.handshake_timeout, cx.now);
+                self.after_response(keep_alive, cx.config.listen.handshake_timeout, cx.now);
             }
         }
     }
@@ -345,7 +348,7 @@ impl Connection {
                 from: claims.sub.clone(),
             });
         }
-        let timeout = cx.config.handshake_timeout;
+        let timeout = cx.config.listen.handshake_timeout;
         self.state = State::Publishing(Box::new(Results::new(rooms, keep_alive, timeout)));
     }
 

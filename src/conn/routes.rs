@@ -35,20 +35,22 @@ pub(super) fn route(
     cx: &mut Context<'_>,
 ) -> RequestOutcome {
     let operator_here = match port {
-        Port::Public => cx.config.metrics_bind.is_none(),
+        Port::Public => cx.config.listen.metrics_bind.is_none(),
         Port::Metrics => true,
     };
     match (port, request.path) {
         (Port::Public, "/ws") => upgrade(Endpoint::Events, request, peer_ip, cx),
-        (Port::Public, "/echo") if cx.config.echo => upgrade(Endpoint::Echo, request, peer_ip, cx),
+        (Port::Public, "/echo") if cx.config.web.echo => {
+            upgrade(Endpoint::Echo, request, peer_ip, cx)
+        }
         (Port::Public, "/publish") => publish(request, cx),
         (_, "/healthz") => healthz(request, cx.draining, cx.observe.redis_up()),
         (_, "/metrics") if operator_here => metrics(request, cx),
         (_, "/stats") if operator_here => stats(request, cx),
-        (_, "/") if operator_here && cx.config.dashboard => {
+        (_, "/") if operator_here && cx.config.web.dashboard => {
             serve_asset(request, crate::web::DASHBOARD)
         }
-        (Port::Public, "/demo") if cx.config.demo => demo_page(request, cx),
+        (Port::Public, "/demo") if cx.config.web.demo => demo_page(request, cx),
         (Port::Public, path) => match crate::web::asset(path) {
             Some(asset) => serve_asset(request, asset),
             None => RequestOutcome::Reject(ErrorCode::NotFound, "no such endpoint"),
@@ -65,10 +67,10 @@ fn upgrade(
 ) -> RequestOutcome {
     let policy = UpgradePolicy {
         keys: cx.keys,
-        leeway_secs: cx.config.jwt_leeway.as_secs_f64(),
-        allowed_origins: &cx.config.allowed_origins,
+        leeway_secs: cx.config.auth.leeway.as_secs_f64(),
+        allowed_origins: &cx.config.auth.allowed_origins,
         now_unix: cx.unix_ms as f64 / 1000.0,
-        compression: cx.config.compression == crate::config::Compression::On,
+        compression: cx.config.listen.compression == crate::config::Compression::On,
     };
     let (admission, now) = (cx.admission, cx.now);
     match handshake::check_upgrade(request, &policy, &mut || admission.admit(peer_ip, now)) {
@@ -102,7 +104,7 @@ fn publish(request: &HttpRequest<'_>, cx: &Context<'_>) -> RequestOutcome {
     }
     let token = request.token().unwrap_or("");
     let now_unix = cx.unix_ms as f64 / 1000.0;
-    let leeway = cx.config.jwt_leeway.as_secs_f64();
+    let leeway = cx.config.auth.leeway.as_secs_f64();
     let claims = match auth::verify(token, cx.keys, now_unix, leeway) {
         Ok(claims) => claims,
         Err(error) => {
@@ -113,7 +115,7 @@ fn publish(request: &HttpRequest<'_>, cx: &Context<'_>) -> RequestOutcome {
             );
         }
     };
-    let framing = match body_framing(request, cx.config.max_message_size) {
+    let framing = match body_framing(request, cx.config.limits.max_message_size) {
         Ok(framing) => framing,
         Err((code, message)) => return refuse(code, message, &[]),
     };
@@ -190,7 +192,7 @@ fn demo_page(request: &HttpRequest<'_>, cx: &Context<'_>) -> RequestOutcome {
     if request.method != "GET" {
         return RequestOutcome::Reject(ErrorCode::MethodNotAllowed, "use GET");
     }
-    let Some(secret) = cx.config.jwt_secrets.first() else {
+    let Some(secret) = cx.config.auth.secrets.first() else {
         return RequestOutcome::Reject(ErrorCode::NotFound, "no such endpoint");
     };
     let body = crate::web::demo::page(secret.as_bytes(), cx.unix_ms);

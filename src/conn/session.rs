@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::auth::Claims;
-use crate::config::{RoomsConfig, SlowConsumer};
+use crate::config::{LimitsConfig, SlowConsumer};
 use crate::conn::Delivered;
 use crate::conn::outbound::Outbound;
 use crate::conn::rate::{RateLimit, Verdict};
@@ -91,7 +91,7 @@ impl SessionState {
 
     /// Accounts one data message at `now`, at the rate of the token's `rate`
     /// claim (else `--rate-limit`) with `--rate-burst`.
-    pub fn check_rate(&mut self, config: &RoomsConfig, now: Instant) -> Verdict {
+    pub fn check_rate(&mut self, config: &LimitsConfig, now: Instant) -> Verdict {
         let rate = self.claims.rate.unwrap_or(config.rate_limit);
         self.rate.check(rate, config.rate_burst, now)
     }

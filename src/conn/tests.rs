@@ -146,7 +146,9 @@ fn event(seq: u64, size: usize) -> Arc<[u8]> {
 /// returns the last `seq` delivered.
 fn fill(h: &Harness, conn: &mut Connection, room: &Arc<str>) -> u64 {
     let mut seq = 0;
-    while conn.outbound().pending() + event(seq + 1, 1000).len() <= h.config.max_write_buffer {
+    while conn.outbound().pending() + event(seq + 1, 1000).len()
+        <= h.config.backpressure.max_write_buffer
+    {
         seq += 1;
         conn.deliver(
             room,
@@ -395,7 +397,7 @@ fn a_slow_consumer_is_cut_without_waiting_for_answers() {
     let mut h = Harness::new(&["--rate-limit", "1", "--rate-burst", "2"]);
     let mut conn = closed_4003_owing_two_joins(&mut h);
     take_output(&mut conn);
-    let huge = vec![b'x'; h.config.max_write_buffer * 3];
+    let huge = vec![b'x'; h.config.backpressure.max_write_buffer * 3];
     let mut ack = br#"{"event":"ack","id":1,"data":""#.to_vec();
     ack.extend_from_slice(&huge);
     ack.extend_from_slice(b"\"}");

@@ -134,21 +134,21 @@ fn on_message(
         ..
     } = cx;
     let codec = handling.compress.then_some(&mut **codec);
-    let mut sink = BoundedSink::new(out, config.max_write_buffer, codec);
+    let mut sink = BoundedSink::new(out, config.backpressure.max_write_buffer, codec);
     if matches!(message, Message::Text(_) | Message::Binary(_)) {
         metrics.messages_in.inc();
     }
     match message {
         Message::Text(payload) => match handling.endpoint {
             Endpoint::Echo => sink.push(OpCode::Text, payload),
-            Endpoint::Events => match session.check_rate(&config.rooms, *now) {
+            Endpoint::Events => match session.check_rate(&config.limits, *now) {
                 Verdict::Allow => {
                     let view = Session {
                         claims: &session.claims,
                         rooms: &session.rooms,
                         config: &config.rooms,
                         keys,
-                        leeway_secs: config.jwt_leeway.as_secs_f64(),
+                        leeway_secs: config.auth.leeway.as_secs_f64(),
                     };
                     proto::on_text(payload, parser, view, *unix_ms, scratch, &mut sink);
                 }
@@ -198,7 +198,7 @@ fn on_compressed(
     // The buffer steps out of the codec while the message borrows it and
     // the handlers borrow the whole context.
     let mut inflated = cx.codec.take_buffer();
-    let limit = cx.config.max_message_size;
+    let limit = cx.config.limits.max_message_size;
     let end = match cx.codec.inflater().inflate(payload, limit, &mut inflated) {
         Err(InflateError::TooBig) => Some(End::Close(close::TOO_BIG)),
         Err(InflateError::Corrupt) => Some(End::Close(close::INVALID_PAYLOAD)),

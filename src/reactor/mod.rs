@@ -40,17 +40,16 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::auth::Keys;
-use crate::config::{AcceptMode, Config};
+use crate::config::{AcceptMode, Config, ListenConfig};
 use crate::conn::Observe;
 use crate::metrics::RedisMetrics;
 use crate::metrics::{ShardMetrics, Snapshot};
-use crate::redis::Retention;
 use crate::redis::requests::{DirectMessage, RoomEvent, Unavailable};
 use crate::redis::{History, Presence, Sequenced};
 use crate::rooms::cluster::{BridgeAnswer, FromBridge};
 use crate::{log_info, log_warn};
 use admission::Registry;
-use bridge::{BridgeConfig, BridgeHandle, BridgeRequest, BridgeSink, PresenceConfig};
+use bridge::{BridgeConfig, BridgeHandle, BridgeRequest, BridgeSink};
 use shard::{Channels, Command, Handle, Listeners, Shard};
 use std::time::{Duration, Instant};
 
@@ -84,7 +83,7 @@ impl Shared {
     /// The count of messages `from` sent `to` and `to` has not handled yet
     /// (`None` only for a shard index out of range).
     pub fn bus_pending(&self, from: usize, to: usize) -> Option<&AtomicUsize> {
-        self.bus_pending.get(from * self.config.shards + to)
+        self.bus_pending.get(from * self.config.listen.shards + to)
     }
 }
 
@@ -128,7 +127,7 @@ impl Server {
     /// Binds the listener(s) and starts the threads.
     pub fn bind(config: Config) -> io::Result<Self> {
         let signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
-        let tls = match &config.tls {
+        let tls = match &config.listen.tls {
             Some(files) => Some(
                 crate::tls::Acceptor::load(files.clone())
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
@@ -136,17 +135,17 @@ impl Server {
             None => None,
         };
         let config_has_cluster = config.cluster.is_some();
-        let keys = Keys::new(&config.jwt_secrets);
+        let keys = Keys::new(&config.auth.secrets);
         let registry = Registry::with_handshake_rate(
-            config.max_connections,
-            config.max_connections_per_ip,
-            config.handshake_rate,
+            config.limits.max_connections,
+            config.limits.max_connections_per_ip,
+            config.limits.handshake_rate,
         );
         let shared = Arc::new(Shared {
-            metrics: (0..config.shards)
+            metrics: (0..config.listen.shards)
                 .map(|_| ShardMetrics::default())
                 .collect(),
-            bus_pending: (0..config.shards * config.shards)
+            bus_pending: (0..config.listen.shards * config.listen.shards)
                 .map(|_| AtomicUsize::new(0))
                 .collect(),
             config,
@@ -159,10 +158,10 @@ impl Server {
             tls,
         });
         let (drained_tx, drained) = crossbeam_channel::unbounded();
-        let mode = shared.config.accept_mode;
-        let mut listeners = open_listeners(&shared.config, mode)?;
+        let mode = shared.config.listen.accept_mode;
+        let mut listeners = open_listeners(&shared.config.listen)?;
         let addr = listeners[0].local_addr()?;
-        let mut metrics_listener = match shared.config.metrics_bind {
+        let mut metrics_listener = match shared.config.listen.metrics_bind {
             Some(bind) => Some(TcpListener::from_std(crate::sys::plain_listener(bind)?)),
             None => None,
         };
@@ -174,7 +173,7 @@ impl Server {
         let mut threads = Vec::new();
         // Every shard needs every other's handle before any starts.
         let mut parts = Vec::new();
-        for _ in 0..shared.config.shards {
+        for _ in 0..shared.config.listen.shards {
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), shard::WAKER)?);
             let (tx, rx) = crossbeam_channel::unbounded();
@@ -243,12 +242,12 @@ impl Server {
 
     /// Whether `--demo` is on.
     pub fn demo(&self) -> bool {
-        self.shared.config.demo
+        self.shared.config.web.demo
     }
 
     /// The secret tokens are signed with first (the demo signs its own).
     pub fn first_secret(&self) -> Option<&str> {
-        self.shared.config.jwt_secrets.first().map(String::as_str)
+        self.shared.config.auth.secrets.first().map(String::as_str)
     }
 
     /// The bound `--metrics-bind` address, if any.
@@ -310,7 +309,7 @@ impl Server {
         for shard in &self.shards {
             shard.send(Command::Drain);
         }
-        let deadline = std::time::Instant::now() + self.shared.config.drain_timeout;
+        let deadline = std::time::Instant::now() + self.shared.config.listen.drain_timeout;
         let mut waiting = self.shards.len();
         while waiting > 0 {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -355,17 +354,9 @@ fn start_bridge(
     };
     let rooms = &shared.config.rooms;
     let config = BridgeConfig {
-        servers: cluster.servers.clone(),
-        prefix: cluster.prefix.clone(),
-        retention: Retention {
-            messages: rooms.history as u64,
-            ttl_ms: rooms.history_ttl.as_millis() as u64,
-        },
-        node_id: cluster.node_id.clone(),
-        presence: PresenceConfig {
-            rooms: rooms.presence_rooms.clone(),
-            event_limit: rooms.presence_event_limit,
-        },
+        cluster: cluster.clone(),
+        history: rooms.history,
+        presence: rooms.presence.clone(),
     };
     let sink = ShardSink {
         shards: shards.to_vec(),
@@ -373,8 +364,9 @@ fn start_bridge(
     bridge::start(config, sink, metrics.clone()).map(Some)
 }
 
-fn open_listeners(config: &Config, mode: AcceptMode) -> io::Result<Vec<TcpListener>> {
-    match mode {
+/// The public listeners: one in hand-off mode, one per shard otherwise.
+fn open_listeners(config: &ListenConfig) -> io::Result<Vec<TcpListener>> {
+    match config.accept_mode {
         AcceptMode::Handoff => {
             let listener = crate::sys::plain_listener(config.bind)?;
             Ok(vec![TcpListener::from_std(listener)])

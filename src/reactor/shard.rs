@@ -54,7 +54,6 @@ use crate::reactor::pre_request::{self, PreRequest};
 use crate::reactor::transport::Transport;
 use crate::rooms::bus::BusMsg;
 use crate::rooms::cluster::{BridgeAnswer, ClusterSide, FromBridge};
-use crate::rooms::table::TableConfig;
 use crate::rooms::{Asker, Router, RouterConfig, Time};
 use crate::sys::unix_ms;
 use crate::tls::TlsFailure;
@@ -221,8 +220,8 @@ impl Shard {
             bridge,
         } = channels;
         let pre_request = PreRequest::new(pre_request::limit_per_shard(
-            shared.config.max_connections,
-            shared.config.shards,
+            shared.config.limits.max_connections,
+            shared.config.listen.shards,
         ));
         if let Some(listener) = public.as_mut() {
             poll.registry()
@@ -468,7 +467,7 @@ impl Shard {
     }
 
     fn adopt_on(&mut self, stream: TcpStream, peer: SocketAddr, port: Port) {
-        if let Err(e) = prepare_socket(&stream, self.shared.config.max_write_buffer) {
+        if let Err(e) = prepare_socket(&stream, self.shared.config.backpressure.max_write_buffer) {
             log_debug!("shard {}: socket setup failed for {peer}: {e}", self.index);
             return;
         }
@@ -498,7 +497,7 @@ impl Shard {
             io,
             conn: Connection::new(id, peer.ip(), Instant::now())
                 .on_port(port)
-                .with_request_timeout(self.shared.config.handshake_timeout),
+                .with_request_timeout(self.shared.config.listen.handshake_timeout),
             input: Vec::new(),
             writable_interest: false,
             socket_full: false,
@@ -964,19 +963,11 @@ pub(super) fn mark(entry: &mut Entry, dirty: &mut Vec<usize>, key: usize) {
 
 /// What the router of shard `index` runs with.
 fn router_config(shared: &Shared, index: usize, shards: usize, cluster: bool) -> RouterConfig {
-    let rooms = &shared.config.rooms;
     let node_id = shared.config.cluster.as_ref().map(|c| c.node_id.clone());
     RouterConfig {
         shard: index,
         shards,
-        table: TableConfig {
-            shards,
-            history: rooms.history,
-            history_ttl: rooms.history_ttl,
-            presence_rooms: rooms.presence_rooms.clone(),
-            presence_event_limit: rooms.presence_event_limit,
-            max_room_members: rooms.max_room_members,
-        },
+        rooms: shared.config.rooms.clone(),
         epoch_seed: shared.epoch_seed.wrapping_add(index as u64),
         cluster: cluster.then(|| ClusterSide {
             node_id: node_id.unwrap_or_default(),
@@ -1049,6 +1040,6 @@ fn prepare_socket(stream: &TcpStream, max_write_buffer: usize) -> io::Result<()>
 /// The sweep runs often enough to time heartbeats to a quarter of their
 /// shortest period, and at least once a second for the other deadlines.
 fn tick_interval(config: &crate::config::Config) -> Duration {
-    let shortest = config.ping_interval.min(config.ping_timeout);
+    let shortest = config.heartbeat.interval.min(config.heartbeat.timeout);
     (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
 }

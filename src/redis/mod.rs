@@ -15,6 +15,7 @@ pub mod resp;
 pub mod subscriptions;
 pub mod url;
 
+use crate::config::HistoryConfig;
 use crate::conn::ConnRef;
 use layout::RoomKeys;
 use resp::Reply;
@@ -35,17 +36,6 @@ pub fn load_library(out: &mut Vec<u8>) {
     );
 }
 
-/// What the history of a room keeps (`--history`, `--history-ttl`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retention {
-    /// Messages kept.
-    pub messages: u64,
-    /// `--history-ttl` in milliseconds: older history entries are not
-    /// returned, and a room without members is forgotten this long after
-    /// its newest message.
-    pub ttl_ms: u64,
-}
-
 /// Appends the `FCALL roomcast_publish` that sequences a room event whose
 /// text is `head`, its `seq`, then `tail`; `fresh_epoch` is used if the
 /// room has none, and `origin` goes with the event on the channel.
@@ -54,11 +44,11 @@ pub fn publish(
     keys: &RoomKeys,
     text: (&[u8], &[u8]),
     fresh_epoch: &str,
-    retention: Retention,
+    retention: HistoryConfig,
     origin: &str,
 ) {
     let history = retention.messages.to_string();
-    let ttl = retention.ttl_ms.to_string();
+    let ttl = retention.ttl_ms().to_string();
     let args = [
         text.0,
         text.1,
@@ -114,12 +104,12 @@ struct HistoryNumbers {
 }
 
 impl HistoryNumbers {
-    fn new(query: &HistoryQuery<'_>, retention: Retention) -> Self {
+    fn new(query: &HistoryQuery<'_>, retention: HistoryConfig) -> Self {
         let number = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_default();
         Self {
             k: number(query.history),
             since: number(query.since),
-            ttl: retention.ttl_ms.to_string(),
+            ttl: retention.ttl_ms().to_string(),
         }
     }
 
@@ -142,7 +132,7 @@ pub fn history(
     keys: &RoomKeys,
     query: HistoryQuery<'_>,
     fresh_epoch: &str,
-    retention: Retention,
+    retention: HistoryConfig,
 ) {
     let numbers = HistoryNumbers::new(&query, retention);
     let args = numbers.args(&query, fresh_epoch);
@@ -203,7 +193,7 @@ pub fn join(
     keys: &RoomKeys,
     query: HistoryQuery<'_>,
     fresh_epoch: &str,
-    retention: Retention,
+    retention: HistoryConfig,
     change: &PresenceChange,
 ) {
     let numbers = HistoryNumbers::new(&query, retention);
@@ -569,9 +559,9 @@ mod tests {
     fn a_publish_names_its_three_keys_and_channel() {
         let mut out = Vec::new();
         let keys = RoomKeys::new("rc", "lobby");
-        let retention = Retention {
+        let retention = HistoryConfig {
             messages: 100,
-            ttl_ms: 300_000,
+            ttl: std::time::Duration::from_secs(300),
         };
         publish(
             &mut out,

@@ -282,7 +282,7 @@ impl RedisRooms {
             name: who.name.map(Into::into),
             rejoin: who.rejoin,
             announce: table.announces(who.room),
-            event_limit: table.config().presence_event_limit,
+            event_limit: table.config().presence.event_limit,
             origin: self.origin(None, who.conn),
             text,
         }

@@ -17,6 +17,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::config::RoomsConfig;
 use crate::conn::ConnRef;
 use crate::proto::Request;
 use crate::proto::reply::OwnedId;
@@ -29,7 +30,7 @@ use crate::rooms::local::LocalRooms;
 use crate::rooms::outlet::Outlet;
 use crate::rooms::owner_of;
 use crate::rooms::sequencer::Sequencer;
-use crate::rooms::table::{RoomTable, TableConfig};
+use crate::rooms::table::RoomTable;
 use crate::rooms::users::UserIndex;
 
 /// What a router is built with.
@@ -39,7 +40,7 @@ pub struct RouterConfig {
     pub shard: usize,
     /// How many shards the process runs.
     pub shards: usize,
-    pub table: TableConfig,
+    pub rooms: RoomsConfig,
     /// Makes room epochs unique across shards and restarts.
     pub epoch_seed: u64,
     /// Cluster mode: Redis sequences the rooms.
@@ -87,7 +88,7 @@ impl Router {
         };
         Self {
             shard,
-            table: RoomTable::new(config.table, config.epoch_seed),
+            table: RoomTable::new(config.rooms, config.shards, config.epoch_seed),
             local: LocalRooms::default(),
             users: UserIndex::default(),
             gathers: Gathers::default(),

@@ -12,22 +12,12 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::config::RoomsConfig;
 use crate::proto::names::pattern_matches;
 use crate::proto::wire;
 
 /// Most users listed by `presence:get`.
 pub const MAX_PRESENCE_USERS: usize = 1000;
-
-/// Settings of the table, from the command line.
-#[derive(Debug, Clone)]
-pub struct TableConfig {
-    pub shards: usize,
-    pub history: usize,
-    pub history_ttl: Duration,
-    pub presence_rooms: Vec<String>,
-    pub presence_event_limit: usize,
-    pub max_room_members: usize,
-}
 
 /// Who joins.
 #[derive(Debug, Clone)]
@@ -109,7 +99,9 @@ struct Room {
 
 /// The rooms owned by one shard.
 pub struct RoomTable {
-    config: TableConfig,
+    config: RoomsConfig,
+    /// Shards of this node: the length of each room's member counts.
+    shards: usize,
     rooms: HashMap<Box<str>, Room>,
     /// Makes epochs unique across shards and restarts.
     epoch_seed: u64,
@@ -117,10 +109,12 @@ pub struct RoomTable {
 }
 
 impl RoomTable {
-    /// An empty table; `epoch_seed` should differ per shard and per process.
-    pub fn new(config: TableConfig, epoch_seed: u64) -> Self {
+    /// An empty table for a node of `shards` shards; `epoch_seed` should
+    /// differ per shard and per process.
+    pub fn new(config: RoomsConfig, shards: usize, epoch_seed: u64) -> Self {
         Self {
             config,
+            shards,
             rooms: HashMap::new(),
             epoch_seed,
             epochs_made: 0,
@@ -128,7 +122,7 @@ impl RoomTable {
     }
 
     /// The settings it runs with.
-    pub fn config(&self) -> &TableConfig {
+    pub fn config(&self) -> &RoomsConfig {
         &self.config
     }
 
@@ -151,7 +145,7 @@ impl RoomTable {
                 seq: 0,
                 history: VecDeque::new(),
                 connections: 0,
-                per_shard: vec![0; self.config.shards],
+                per_shard: vec![0; self.shards],
                 users: HashMap::new(),
                 announces_presence: self.announces(name),
                 published: 0,
@@ -164,7 +158,7 @@ impl RoomTable {
     /// Prunes `name`'s history and forgets the room if nothing is left, so
     /// that what comes next starts a new epoch at once (not at the next sweep).
     fn prune_or_forget(&mut self, name: &str, now: Instant) {
-        let ttl = self.config.history_ttl;
+        let ttl = self.config.history.ttl;
         if let Some(room) = self.rooms.get_mut(name) {
             room.prune(ttl, now);
         }
@@ -243,7 +237,7 @@ impl RoomTable {
         joiner: &Joiner<'_>,
     ) -> Result<Option<Arc<[u8]>>, JoinError> {
         let max_members = self.config.max_room_members;
-        let event_limit = self.config.presence_event_limit;
+        let event_limit = self.config.presence.event_limit;
         let room = self.room_mut(name);
         if joiner.rejoin {
             return Ok(None);
@@ -283,7 +277,8 @@ impl RoomTable {
     /// Whether `name` announces joins and leaves (`--presence-rooms`).
     pub fn announces(&self, name: &str) -> bool {
         self.config
-            .presence_rooms
+            .presence
+            .rooms
             .iter()
             .any(|p| pattern_matches(p, name))
     }
@@ -358,7 +353,7 @@ impl RoomTable {
         user_id: &str,
         _now: Instant,
     ) -> Option<Arc<[u8]>> {
-        let event_limit = self.config.presence_event_limit;
+        let event_limit = self.config.presence.event_limit;
         let room = self.rooms.get_mut(name)?;
         let announce_if_last = room.announces_presence && room.connections <= event_limit;
         room.connections = room.connections.saturating_sub(1);
@@ -382,7 +377,7 @@ impl RoomTable {
     /// Assigns the next `seq`, encodes the message once, keeps it in history.
     pub fn publish(&mut self, message: &Publish<'_>, now: Instant) -> Published {
         self.prune_or_forget(message.room, now);
-        let keep = self.config.history;
+        let keep = self.config.history.messages;
         let room = self.room_mut(message.room);
         room.seq += 1;
         room.published += 1;
@@ -441,7 +436,7 @@ impl RoomTable {
 
     /// Drops expired history and forgets rooms with nothing left.
     pub fn sweep(&mut self, now: Instant) {
-        let ttl = self.config.history_ttl;
+        let ttl = self.config.history.ttl;
         self.rooms.retain(|_, room| {
             room.prune(ttl, now);
             room.connections > 0 || !room.history.is_empty()
@@ -454,17 +449,9 @@ mod tests {
     use super::*;
 
     fn table(history: usize) -> RoomTable {
-        RoomTable::new(
-            TableConfig {
-                shards: 2,
-                history,
-                history_ttl: Duration::from_secs(300),
-                presence_rooms: vec!["*".into()],
-                presence_event_limit: 1000,
-                max_room_members: 0,
-            },
-            7,
-        )
+        let mut config = RoomsConfig::default();
+        config.history.messages = history;
+        RoomTable::new(config, 2, 7)
     }
 
     fn joiner(user: &str, shard: usize) -> Joiner<'static> {

@@ -266,3 +266,181 @@ fn connect_explains_a_refused_upgrade() {
         "{stderr}"
     );
 }
+
+/// Every `serve` setting with a value other than its default, as
+/// (flag, environment variable, value). `--jwt-secret` is absent: it is
+/// repeated on the command line and a comma list in `ROOMCAST_JWT_SECRET`.
+/// `--demo` stays off because the in-process feed refuses TLS.
+const RICH_SETTINGS: &[(&str, &str, &str)] = &[
+    ("--bind", "ROOMCAST_BIND", "127.0.0.1:47123"),
+    ("--metrics-bind", "ROOMCAST_METRICS_BIND", "127.0.0.1:47124"),
+    ("--shards", "ROOMCAST_SHARDS", "3"),
+    ("--jwt-leeway", "ROOMCAST_JWT_LEEWAY", "5s"),
+    ("--max-message-size", "ROOMCAST_MAX_MESSAGE_SIZE", "128KiB"),
+    ("--max-header-bytes", "ROOMCAST_MAX_HEADER_BYTES", "16KiB"),
+    ("--max-write-buffer", "ROOMCAST_MAX_WRITE_BUFFER", "2MiB"),
+    ("--ping-interval", "ROOMCAST_PING_INTERVAL", "30s"),
+    ("--ping-timeout", "ROOMCAST_PING_TIMEOUT", "1500ms"),
+    ("--max-connections", "ROOMCAST_MAX_CONNECTIONS", "500"),
+    (
+        "--max-connections-per-ip",
+        "ROOMCAST_MAX_CONNECTIONS_PER_IP",
+        "20",
+    ),
+    (
+        "--allowed-origins",
+        "ROOMCAST_ALLOWED_ORIGINS",
+        "https://a.example,http://localhost:3000",
+    ),
+    ("--drain-timeout", "ROOMCAST_DRAIN_TIMEOUT", "3s"),
+    ("--echo", "ROOMCAST_ECHO", "true"),
+    ("--compression", "ROOMCAST_COMPRESSION", "on"),
+    ("--accept", "ROOMCAST_ACCEPT", "handoff"),
+    ("--log-level", "ROOMCAST_LOG_LEVEL", "debug"),
+    ("--log-format", "ROOMCAST_LOG_FORMAT", "json"),
+    ("--handshake-rate", "ROOMCAST_HANDSHAKE_RATE", "2.5"),
+    // Ports nothing listens on: the probes are refused at once.
+    (
+        "--redis",
+        "ROOMCAST_REDIS",
+        "redis://:pw@127.0.0.1:1/3,redis://user:pw@localhost:2",
+    ),
+    ("--redis-prefix", "ROOMCAST_REDIS_PREFIX", "golden"),
+    ("--node-id", "ROOMCAST_NODE_ID", "node-7"),
+    ("--dashboard", "ROOMCAST_DASHBOARD", "false"),
+    ("--publish-rate", "ROOMCAST_PUBLISH_RATE", "250"),
+    ("--handshake-timeout", "ROOMCAST_HANDSHAKE_TIMEOUT", "7s"),
+    ("--processes", "ROOMCAST_PROCESSES", "2"),
+    (
+        "--default-rooms",
+        "ROOMCAST_DEFAULT_ROOMS",
+        "lobby,prices:*",
+    ),
+    ("--members-publish", "ROOMCAST_MEMBERS_PUBLISH", "false"),
+    ("--presence-rooms", "ROOMCAST_PRESENCE_ROOMS", "lobby"),
+    (
+        "--presence-event-limit",
+        "ROOMCAST_PRESENCE_EVENT_LIMIT",
+        "50",
+    ),
+    (
+        "--max-rooms-per-connection",
+        "ROOMCAST_MAX_ROOMS_PER_CONNECTION",
+        "20",
+    ),
+    ("--max-room-members", "ROOMCAST_MAX_ROOM_MEMBERS", "300"),
+    ("--history", "ROOMCAST_HISTORY", "25"),
+    ("--history-ttl", "ROOMCAST_HISTORY_TTL", "2m"),
+    ("--rate-limit", "ROOMCAST_RATE_LIMIT", "12.5"),
+    ("--rate-burst", "ROOMCAST_RATE_BURST", "30"),
+    ("--slow-consumer", "ROOMCAST_SLOW_CONSUMER", "conflate"),
+];
+
+/// A self-signed `localhost` certificate and its key, written to a
+/// directory of this test's own.
+fn tls_files() -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("roomcast-golden-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.join("golden.crt"), dir.join("golden.key"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    (dir, cert, key)
+}
+
+/// `--check-config`'s stdout for `cmd`, which must exit 0, with `dir`
+/// written as `$DIR` so that the output does not depend on where it ran.
+fn checked_config(mut cmd: std::process::Command, dir: Option<&std::path::Path>) -> String {
+    let out = cmd.output().expect("run roomcast serve --check-config");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    match dir {
+        Some(dir) => stdout.replace(dir.to_str().unwrap(), "$DIR"),
+        None => stdout,
+    }
+}
+
+/// Compares `actual` with the file `tests/golden/NAME`; with
+/// `BLESS_GOLDEN=1` in the environment, rewrites the file instead.
+fn assert_golden(name: &str, actual: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    if std::env::var_os("BLESS_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (BLESS_GOLDEN=1 writes it)", path.display()));
+    assert_eq!(actual, expected, "differs from {}", path.display());
+}
+
+#[test]
+fn check_config_prints_every_setting_as_the_golden_file_from_flags_or_environment() {
+    let (dir, cert, key) = tls_files();
+    let mut by_flags = Server::command();
+    by_flags.args(["serve", "--check-config"]);
+    by_flags.args(["--jwt-secret", "golden-one", "--jwt-secret", "golden-two"]);
+    for (flag, _, value) in RICH_SETTINGS {
+        by_flags.arg(format!("{flag}={value}"));
+    }
+    by_flags
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key);
+    let from_flags = checked_config(by_flags, Some(&dir));
+    assert_golden("check-config-rich.json", &from_flags);
+
+    let mut by_env = Server::command();
+    by_env.args(["serve", "--check-config"]);
+    by_env.env("ROOMCAST_JWT_SECRET", "golden-one,golden-two");
+    for (_, env, value) in RICH_SETTINGS {
+        by_env.env(env, value);
+    }
+    by_env
+        .env("ROOMCAST_TLS_CERT", &cert)
+        .env("ROOMCAST_TLS_KEY", &key);
+    assert_eq!(checked_config(by_env, Some(&dir)), from_flags);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn check_config_of_a_plain_server_is_the_golden_file() {
+    // The settings that vary by machine are pinned; the rest are defaults
+    // but for the demo, which only a server without TLS can run.
+    let mut cmd = Server::command();
+    cmd.args(["serve", "--check-config", "--jwt-secret", "plain"]);
+    cmd.args(["--shards", "2", "--max-connections", "100", "--demo"]);
+    let plain = checked_config(cmd, None);
+    assert_golden("check-config-plain.json", &plain);
+}
+
+/// Each flag of `serve --help` with its environment variable, if it has
+/// one, sorted: what the help offers, whatever its layout.
+fn help_flags(help: &str) -> String {
+    let mut flags: Vec<String> = Vec::new();
+    for line in help.lines().map(str::trim_start) {
+        if line.starts_with("--") || line.starts_with("-h, --") {
+            let flag = line.trim_start_matches("-h, ");
+            flags.push(flag.split([' ', '=']).next().unwrap().to_owned());
+        } else if let Some(env) = line.strip_prefix("[env: ") {
+            let name = env.split('=').next().unwrap();
+            let last = flags.last_mut().expect("an env line after its flag");
+            last.push(' ');
+            last.push_str(name);
+        }
+    }
+    flags.sort();
+    flags.iter().map(|f| format!("{f}\n")).collect()
+}
+
+#[test]
+fn serve_help_offers_the_golden_flags_and_environment_variables() {
+    let out = Server::command()
+        .args(["serve", "--help"])
+        .output()
+        .expect("run roomcast serve --help");
+    assert!(out.status.success(), "{out:?}");
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert_golden("serve-flags.txt", &help_flags(&help));
+}

@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use common::redis::{RedisServer, free_port};
+use roomcast::config::{ClusterConfig, HistoryConfig, PresenceConfig};
 use roomcast::proto::wire;
 use roomcast::reactor::bridge::{
     self, BridgeConfig, BridgeHandle, BridgeRequest, BridgeSink, OwnedQuery, RoomEvent, Unavailable,
 };
-use roomcast::redis::{History, Presence, PresenceChange, Retention, Sequenced};
+use roomcast::redis::{History, Presence, PresenceChange, Sequenced};
 
 #[derive(Debug)]
 enum Out {
@@ -57,14 +58,19 @@ impl Node {
     fn start(port: u16) -> Node {
         let (tx, out) = crossbeam_channel::unbounded();
         let config = BridgeConfig {
-            servers: vec![format!("redis://127.0.0.1:{port}").parse().unwrap()],
-            prefix: "rc".into(),
-            retention: Retention {
-                messages: 100,
-                ttl_ms: 3_600_000,
+            cluster: ClusterConfig {
+                servers: vec![format!("redis://127.0.0.1:{port}").parse().unwrap()],
+                prefix: "rc".into(),
+                node_id: "n1".into(),
             },
-            node_id: "n1".into(),
-            presence: Default::default(),
+            history: HistoryConfig {
+                messages: 100,
+                ttl: Duration::from_secs(3600),
+            },
+            presence: PresenceConfig {
+                rooms: Vec::new(),
+                event_limit: 1000,
+            },
         };
         let (handle, thread) = bridge::start(config, ChannelSink(tx), Default::default()).unwrap();
         Node {

@@ -7,15 +7,17 @@
 use crate::common;
 
 use std::thread;
+use std::time::Duration;
 
 use common::redis::{RedisConn, RedisServer};
+use roomcast::config::HistoryConfig;
+use roomcast::redis as bridge;
 use roomcast::redis::layout::RoomKeys;
 use roomcast::redis::resp::Reply;
-use roomcast::redis::{self as bridge, Retention};
 
-const KEEP_100: Retention = Retention {
+const KEEP_100: HistoryConfig = HistoryConfig {
     messages: 100,
-    ttl_ms: 3_600_000,
+    ttl: Duration::from_secs(3600),
 };
 
 fn loaded() -> (RedisServer, RedisConn) {
@@ -32,7 +34,7 @@ fn publish(
     conn: &mut RedisConn,
     keys: &RoomKeys,
     text: &str,
-    retention: Retention,
+    retention: HistoryConfig,
 ) -> bridge::Sequenced {
     let mut out = Vec::new();
     let head = format!(r#"{{"event":"chat:msg","room":"lobby","data":{text},"from":"u1","seq":"#);
@@ -106,9 +108,9 @@ fn a_publish_is_sequenced_stored_and_published_in_one_step() {
 fn history_keeps_the_newest_messages_and_expires_with_the_room() {
     let (_redis, mut conn) = loaded();
     let keys = RoomKeys::new("rc", "prices:btc");
-    let keep_3 = Retention {
+    let keep_3 = HistoryConfig {
         messages: 3,
-        ttl_ms: 60_000,
+        ttl: Duration::from_secs(60),
     };
     for i in 0..10 {
         publish(&mut conn, &keys, &i.to_string(), keep_3);
@@ -264,9 +266,9 @@ fn a_join_gets_the_same_history_and_recovery_as_on_one_server() {
         ("e-join", 0, None)
     );
     assert!(empty.messages.is_empty());
-    let keep_3 = Retention {
+    let keep_3 = HistoryConfig {
         messages: 3,
-        ttl_ms: 3_600_000,
+        ttl: Duration::from_secs(3600),
     };
     let texts: Vec<Vec<u8>> = (1..=5)
         .map(|i| {

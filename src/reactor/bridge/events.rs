@@ -49,7 +49,7 @@ impl<S: BridgeSink> Bridge<S> {
         if channel == self.direct_channel.as_bytes() {
             return self.on_direct(payload);
         }
-        let Some(room) = room_of(&self.config.prefix, channel) else {
+        let Some(room) = room_of(&self.config.cluster.prefix, channel) else {
             return;
         };
         let Some(message) = redis::channel_message(payload) else {
@@ -60,7 +60,7 @@ impl<S: BridgeSink> Bridge<S> {
             return;
         };
         let from_here = Origin::parse(message.origin)
-            .filter(|o| o.node == self.config.node_id)
+            .filter(|o| o.node == self.config.cluster.node_id)
             .map(|o| FromHere {
                 read_micros: o.read_micros,
                 exclude: o.exclude,
@@ -77,7 +77,7 @@ impl<S: BridgeSink> Bridge<S> {
             return;
         };
         let exclude = Origin::parse(direct.origin)
-            .filter(|o| o.node == self.config.node_id)
+            .filter(|o| o.node == self.config.cluster.node_id)
             .and_then(|o| o.exclude);
         self.sink.direct(DirectMessage {
             to: direct.to.map(Arc::from),

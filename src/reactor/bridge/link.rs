@@ -48,7 +48,7 @@ impl<S: BridgeSink> Bridge<S> {
         let servers = self.links.len();
         let link = &mut self.links[index];
         link.pipeline.reset();
-        let setup = setup_commands(&link.url, &self.config.node_id);
+        let setup = setup_commands(&link.url, &self.config.cluster.node_id);
         link.setup_left = setup.len() + 1;
         for command in setup {
             let pushed = link
@@ -57,7 +57,7 @@ impl<S: BridgeSink> Bridge<S> {
             debug_assert!(pushed.is_ok());
         }
         let _ = link.pipeline.push(Pending::Setup, redis::load_library);
-        let prefix = &self.config.prefix;
+        let prefix = &self.config.cluster.prefix;
         if layout::server_of(redis::ONLINE, servers) == index {
             let direct = &self.direct_channel;
             link.pipeline
@@ -70,16 +70,16 @@ impl<S: BridgeSink> Bridge<S> {
                     .push_unanswered(|out| resp::write_command(out, &["SUBSCRIBE", &channel]));
             }
         }
-        let retention = self.config.retention;
+        let retention = self.config.history;
         let on_server = |room: &str| layout::server_of(room, servers) == index;
         for (room, cursor) in self.subscriptions.start_recoveries(on_server) {
             let keys = RoomKeys::new(prefix, &room);
             let query = HistoryQuery {
-                history: Some(retention.messages),
+                history: Some(retention.messages as u64),
                 since: Some(cursor.seq),
                 epoch: Some(&cursor.epoch),
             };
-            let epoch = format!("{}-r{}", self.config.node_id, cursor.seq);
+            let epoch = format!("{}-r{}", self.config.cluster.node_id, cursor.seq);
             let _ = link.pipeline.push(Pending::Recover { room }, |out| {
                 redis::history(out, &keys, query, &epoch, retention);
             });

@@ -34,6 +34,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use mio::net::TcpStream;
 use mio::{Events, Poll, Token, Waker};
 
+use crate::config::{ClusterConfig, HistoryConfig, PresenceConfig};
 use crate::log_warn;
 use crate::metrics::RedisMetrics;
 use crate::redis::backoff::Backoff;
@@ -42,7 +43,7 @@ use crate::redis::pipeline::Pipeline;
 use crate::redis::resp;
 use crate::redis::subscriptions::{Change, Subscriptions};
 use crate::redis::url::RedisUrl;
-use crate::redis::{self, History, Presence, Retention, Sequenced};
+use crate::redis::{self, History, Presence, Sequenced};
 
 pub use crate::redis::requests::{
     BridgeRequest, DirectMessage, FromHere, OwnedQuery, RoomEvent, Unavailable,
@@ -116,25 +117,18 @@ impl<A> BridgeHandle<A> {
     }
 }
 
-/// The bridge's settings.
+/// The bridge's settings: the node's cluster group and the parts of the
+/// rooms group that Redis keeps for it.
 #[derive(Debug, Clone)]
 pub struct BridgeConfig {
-    pub servers: Vec<RedisUrl>,
-    pub prefix: String,
-    pub retention: Retention,
-    /// Makes the epochs this node creates unique in the cluster, and tells
-    /// its own events apart on the channels.
-    pub node_id: String,
+    /// The servers, the prefix and the node id, which makes the epochs this
+    /// node creates unique in the cluster and tells its own events apart on
+    /// the channels.
+    pub cluster: ClusterConfig,
+    /// What the history of each room keeps.
+    pub history: HistoryConfig,
+    /// Which rooms announce presence, for the leaves of dead nodes and syncs.
     pub presence: PresenceConfig,
-}
-
-/// Which rooms announce presence, for the leaves of dead nodes and syncs.
-#[derive(Debug, Clone, Default)]
-pub struct PresenceConfig {
-    /// `--presence-rooms`.
-    pub rooms: Vec<String>,
-    /// `--presence-event-limit`.
-    pub event_limit: usize,
 }
 
 /// Starts the bridge thread; it writes `metrics` alone.
@@ -146,7 +140,13 @@ pub fn start<S: BridgeSink>(
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let (tx, rx) = crossbeam_channel::unbounded();
-    let links = config.servers.iter().cloned().map(Link::new).collect();
+    let links = config
+        .cluster
+        .servers
+        .iter()
+        .cloned()
+        .map(Link::new)
+        .collect();
     let mut bridge = Bridge {
         poll,
         requests: rx,
@@ -163,8 +163,11 @@ pub fn start<S: BridgeSink>(
         direct_channel: String::new(),
         keys: HashMap::new(),
     };
-    bridge.node_rooms = layout::node_rooms(&bridge.config.prefix, &bridge.config.node_id);
-    bridge.direct_channel = redis::direct_channel(&bridge.config.prefix);
+    bridge.node_rooms = layout::node_rooms(
+        &bridge.config.cluster.prefix,
+        &bridge.config.cluster.node_id,
+    );
+    bridge.direct_channel = redis::direct_channel(&bridge.config.cluster.prefix);
     let thread = std::thread::Builder::new()
         .name("redis-bridge".into())
         .spawn(move || bridge.run())?;
@@ -383,7 +386,7 @@ impl<S: BridgeSink> Bridge<S> {
         if self.keys.len() >= MAX_CACHED_KEYS {
             self.keys.clear();
         }
-        let keys = Arc::new(RoomKeys::new(&self.config.prefix, room));
+        let keys = Arc::new(RoomKeys::new(&self.config.cluster.prefix, room));
         self.keys.insert(room.into(), keys.clone());
         keys
     }
@@ -392,7 +395,7 @@ impl<S: BridgeSink> Bridge<S> {
         let index = layout::server_of(room, self.links.len());
         let keys = self.keys_of(room);
         let epoch = self.fresh_epoch();
-        let retention = self.config.retention;
+        let retention = self.config.history;
         let link = &mut self.links[index];
         if !link.is_up() {
             return self.sink.sequenced(answer, Err(Unavailable));
@@ -410,7 +413,7 @@ impl<S: BridgeSink> Bridge<S> {
 
     fn fresh_epoch(&mut self) -> String {
         self.epochs_made += 1;
-        format!("{}-{:x}", self.config.node_id, self.epochs_made)
+        format!("{}-{:x}", self.config.cluster.node_id, self.epochs_made)
     }
 
     fn subscribe(&mut self, change: Change) {

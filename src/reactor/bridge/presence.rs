@@ -24,7 +24,7 @@ impl<S: BridgeSink> Bridge<S> {
         let index = layout::server_of(&room, self.links.len());
         let keys = self.keys_of(&room);
         let epoch = self.fresh_epoch();
-        let retention = self.config.retention;
+        let retention = self.config.history;
         let link = &mut self.links[index];
         if !link.is_up() {
             return self.sink.joined(answer, Err(Unavailable));
@@ -48,7 +48,7 @@ impl<S: BridgeSink> Bridge<S> {
         if !link.is_up() {
             return;
         }
-        let ttl = self.config.retention.ttl_ms;
+        let ttl = self.config.history.ttl_ms();
         let _ = link.pipeline.push(Pending::Ignored, |out| {
             redis::leave(out, &keys, change, ttl)
         });
@@ -74,8 +74,8 @@ impl<S: BridgeSink> Bridge<S> {
         let keys = self.keys_of(room);
         let announce = self.announces(room);
         let limit = self.config.presence.event_limit;
-        let ttl = self.config.retention.ttl_ms;
-        let node = &self.config.node_id;
+        let ttl = self.config.history.ttl_ms();
+        let node = &self.config.cluster.node_id;
         let node_rooms = &self.node_rooms;
         let link = &mut self.links[index];
         if !link.is_up() {
@@ -132,7 +132,7 @@ impl<S: BridgeSink> Bridge<S> {
     ) {
         let index = layout::server_of(redis::ONLINE, self.links.len());
         let payload = redis::Direct { origin, to, text }.write();
-        let prefix = &self.config.prefix;
+        let prefix = &self.config.cluster.prefix;
         let link = &mut self.links[index];
         if !link.is_up() {
             return self.sink.sent(answer, Err(Unavailable));
@@ -166,8 +166,8 @@ impl<S: BridgeSink> Bridge<S> {
         }
         self.next_heartbeat = now + HEARTBEAT;
         let unix_ms = crate::sys::unix_ms();
-        let set = layout::heartbeats(&self.config.prefix);
-        let node = self.config.node_id.clone();
+        let set = layout::heartbeats(&self.config.cluster.prefix);
+        let node = self.config.cluster.node_id.clone();
         let stale = unix_ms.saturating_sub(NODE_TIMEOUT.as_millis() as u64);
         for link in self.links.iter_mut().filter(|l| l.is_up()) {
             let _ = link.pipeline.push(Pending::Ignored, |out| {
@@ -188,11 +188,11 @@ impl<S: BridgeSink> Bridge<S> {
         let Reply::Array(nodes) = reply else { return };
         for node in nodes.iter().filter_map(Reply::as_bytes) {
             let node = String::from_utf8_lossy(node).into_owned();
-            if node == self.config.node_id {
+            if node == self.config.cluster.node_id {
                 continue;
             }
             log_info!("redis bridge: node {node} stopped its heartbeat; removing its presence");
-            let rooms = layout::node_rooms(&self.config.prefix, &node);
+            let rooms = layout::node_rooms(&self.config.cluster.prefix, &node);
             let _ = self.links[index]
                 .pipeline
                 .push(Pending::DeadRooms { node }, |out| {
@@ -206,10 +206,10 @@ impl<S: BridgeSink> Bridge<S> {
     pub(super) fn on_dead_rooms(&mut self, index: usize, node: &str, reply: &Reply) {
         let Reply::Array(rooms) = reply else { return };
         let limit = self.config.presence.event_limit;
-        let ttl = self.config.retention.ttl_ms;
+        let ttl = self.config.history.ttl_ms();
         for room in rooms.iter().filter_map(Reply::as_bytes) {
             let room = String::from_utf8_lossy(room).into_owned();
-            let keys = RoomKeys::new(&self.config.prefix, &room);
+            let keys = RoomKeys::new(&self.config.cluster.prefix, &room);
             let announce = self.announces(&room);
             let _ = self.links[index].pipeline.push(Pending::Ignored, |out| {
                 let rules = redis::SyncRules {
@@ -220,8 +220,8 @@ impl<S: BridgeSink> Bridge<S> {
                 redis::sync(out, &keys, &room, node, rules, &[]);
             });
         }
-        let rooms_key = layout::node_rooms(&self.config.prefix, node);
-        let set = layout::heartbeats(&self.config.prefix);
+        let rooms_key = layout::node_rooms(&self.config.cluster.prefix, node);
+        let set = layout::heartbeats(&self.config.cluster.prefix);
         let link = &mut self.links[index];
         let _ = link.pipeline.push(Pending::Ignored, |out| {
             resp::write_command(out, &["DEL", &rooms_key]);

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::config::RoomsConfig;
 use crate::conn::ConnRef;
 use crate::metrics::ShardMetrics;
 use crate::proto::reply::OwnedId;
@@ -17,7 +18,6 @@ use crate::redis::requests::BridgeRequest;
 use crate::rooms::bus::Fanout;
 use crate::rooms::cluster::{BridgeAnswer, ClusterSide, FromBridge};
 use crate::rooms::outlet::Outlet;
-use crate::rooms::table::TableConfig;
 use crate::rooms::{Asker, Router, RouterConfig, Time, owner_of};
 
 /// What a connection was given, in order.
@@ -159,6 +159,16 @@ impl Setup {
         self
     }
 
+    fn rooms_config(&self) -> RoomsConfig {
+        let mut rooms = RoomsConfig::default();
+        rooms.history.messages = self.history;
+        rooms.history.ttl = Duration::from_secs(60);
+        rooms.presence.rooms = self.presence_rooms.clone();
+        rooms.presence.event_limit = self.presence_event_limit;
+        rooms.max_room_members = self.max_room_members;
+        rooms
+    }
+
     pub fn build(self) -> Shards {
         let started = Instant::now();
         let routers = (0..self.shards)
@@ -166,14 +176,7 @@ impl Setup {
                 Router::new(RouterConfig {
                     shard,
                     shards: self.shards,
-                    table: TableConfig {
-                        shards: self.shards,
-                        history: self.history,
-                        history_ttl: Duration::from_secs(60),
-                        presence_rooms: self.presence_rooms.clone(),
-                        presence_event_limit: self.presence_event_limit,
-                        max_room_members: self.max_room_members,
-                    },
+                    rooms: self.rooms_config(),
                     epoch_seed: 0x5eed + shard as u64,
                     cluster: self.cluster.then(|| ClusterSide {
                         node_id: "n1".into(),

@@ -1,0 +1,60 @@
+//! The cluster group: the Redis servers a node joins and its names there
+//! (`docs/protocol.md` section 10, `docs/redis.md`).
+
+use super::{ConfigError, JsonFields, out_of_range};
+
+/// Cluster mode (`--redis`); `Config::cluster` is `None` without it.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Rooms are spread over these by a hash of the room name.
+    pub servers: Vec<crate::redis::url::RedisUrl>,
+    /// Every key and channel starts with it.
+    pub prefix: String,
+    /// This node's name in the cluster: in its epochs and on the channels.
+    pub node_id: String,
+}
+
+/// Longest `--node-id` and `--redis-prefix`.
+const MAX_CLUSTER_NAME: usize = 64;
+
+/// The most shards a node of a cluster may run.
+pub(super) const MAX_CLUSTER_SHARDS: usize = 64;
+
+impl ClusterConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        const NAME: &str = "must be 1-64 characters of A-Z, a-z, 0-9, _, - and .";
+        if !is_cluster_name(&self.node_id) {
+            return out_of_range("node-id", NAME);
+        }
+        if !is_cluster_name(&self.prefix) {
+            return out_of_range("redis-prefix", NAME);
+        }
+        if self.servers.iter().any(|url| url.tls) {
+            return out_of_range("redis", "rediss:// (TLS to Redis) is not supported yet");
+        }
+        Ok(())
+    }
+
+    /// Writes `redis` (empty without a cluster), `redis_prefix` and `node_id`.
+    pub(super) fn write_json(cluster: Option<&Self>, w: &mut JsonFields) {
+        let Some(cluster) = cluster else {
+            w.strs("redis", &[]);
+            return;
+        };
+        let servers: Vec<String> = cluster.servers.iter().map(|u| u.to_string()).collect();
+        w.strs("redis", &servers);
+        w.str("redis_prefix", &cluster.prefix);
+        w.str("node_id", &cluster.node_id);
+    }
+}
+
+/// Whether `name` is a `--node-id` or `--redis-prefix`: 1-64 of
+/// `A-Z a-z 0-9 _ - .` (no `/`, `:`, braces or spaces, which the key and
+/// channel layout use as separators).
+fn is_cluster_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_CLUSTER_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
