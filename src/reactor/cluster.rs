@@ -688,7 +688,9 @@ impl Shard {
 
     /// An event from the room's channel: the owner sends its one frame to
     /// every shard with members, leaving out a publisher of this node that
-    /// asked not to get it back.
+    /// asked not to get it back. A presence event goes out as presence does
+    /// in one process (not a delivery, not timed, never held back in place
+    /// of a room event); a room event counts for `/stats` `rooms_top`.
     fn on_room_event(&mut self, event: RoomEvent) {
         let (exclude, read_at) = match event.from_here {
             Some(FromHere {
@@ -704,11 +706,12 @@ impl Shard {
             ),
             None => (None, Instant::now()),
         };
-        self.fan_out(
-            &event.room,
-            event.frame,
-            exclude,
-            Fanout::RoomEvent { read_at },
-        );
+        let fanout = if event.presence {
+            Fanout::Other
+        } else {
+            self.table.count_published(&event.room);
+            Fanout::RoomEvent { read_at }
+        };
+        self.fan_out(&event.room, event.frame, exclude, fanout);
     }
 }
