@@ -94,15 +94,10 @@ const MAX_PROCESSES: usize = 64;
 /// Longest `--node-id` and `--redis-prefix`.
 const MAX_CLUSTER_NAME: usize = 64;
 
-/// Whether `name` is a `--node-id` or `--redis-prefix`: 1-64 of
-/// `A-Z a-z 0-9 _ - .` (no `/`, `:`, braces or spaces, which the key and
-/// channel layout use as separators).
+/// Whether `name` is a `--node-id` or `--redis-prefix`: 1-64 bytes that
+/// the key and channel layout never uses as separators.
 fn is_cluster_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_CLUSTER_NAME
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    crate::redis::layout::is_name(name, MAX_CLUSTER_NAME)
 }
 
 /// The flags that shape rooms (`docs/protocol.md` sections 6-8).
@@ -256,9 +251,6 @@ pub fn parse_size(text: &str) -> Result<usize, ConfigError> {
     let n: usize = number.trim().parse().map_err(|_| bad())?;
     n.checked_mul(unit).ok_or_else(bad)
 }
-
-/// The most messages a room may keep.
-const MAX_HISTORY: usize = 10_000;
 
 /// The largest message size the server accepts at all (for Autobahn's 16 MiB cases, with room).
 const MAX_MESSAGE_SIZE_CEILING: usize = 64 * 1024 * 1024;
@@ -435,7 +427,7 @@ impl Config {
             return out_of_range("handshake-rate", "must be a number >= 0");
         }
         let rooms = &self.rooms;
-        if rooms.history > MAX_HISTORY {
+        if rooms.history > limits::MAX_HISTORY {
             return out_of_range("history", "must be at most 10000");
         }
         if rooms.max_rooms_per_connection == 0 || rooms.max_rooms_per_connection > 10_000 {
