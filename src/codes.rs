@@ -233,6 +233,12 @@ pub mod limits {
     /// user space as fast as it arrives, and the bound judges only a
     /// client that falls behind.
     pub const SEND_BUFFER_PER_BOUND: usize = 2;
+    /// Largest `--history`: the most messages a room keeps, and so the most
+    /// a history read from Redis may hold.
+    pub const MAX_HISTORY: usize = 10_000;
+    /// Longest epoch read from Redis, in bytes: a node's own are its
+    /// `--node-id` (at most 64) and a hex counter; the emitter's are shorter.
+    pub const MAX_EPOCH_LEN: usize = 96;
     /// Most messages in one `POST /publish` body.
     pub const MAX_PUBLISH_MESSAGES: usize = 1000;
     /// Longest chunk-size line (size and ignored extensions) of a chunked

@@ -48,13 +48,8 @@ impl ClusterConfig {
     }
 }
 
-/// Whether `name` is a `--node-id` or `--redis-prefix`: 1-64 of
-/// `A-Z a-z 0-9 _ - .` (no `/`, `:`, braces or spaces, which the key and
-/// channel layout use as separators).
+/// Whether `name` is a `--node-id` or `--redis-prefix`: 1-64 bytes that
+/// the key and channel layout never uses as separators.
 fn is_cluster_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_CLUSTER_NAME
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    crate::redis::layout::is_name(name, MAX_CLUSTER_NAME)
 }

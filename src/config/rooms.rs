@@ -47,9 +47,6 @@ pub struct PresenceConfig {
     pub event_limit: usize,
 }
 
-/// The most messages a room may keep.
-const MAX_HISTORY: usize = 10_000;
-
 impl Default for RoomsConfig {
     fn default() -> Self {
         Self {
@@ -116,7 +113,7 @@ impl HistoryConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.messages > MAX_HISTORY {
+        if self.messages > crate::codes::limits::MAX_HISTORY {
             return out_of_range("history", "must be at most 10000");
         }
         if self.messages > 0 && self.ttl < Duration::from_secs(1) {

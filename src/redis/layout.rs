@@ -7,6 +7,17 @@
 //! hold `{` or `}` (section 4's grammar), so the tag is always the whole
 //! name. Pure functions of names; no connection here.
 
+/// Whether `name` is 1 to `max_len` of `A-Z a-z 0-9 _ - .`: none of the
+/// `/`, `:`, braces or spaces that keys, channels and channel payloads use
+/// as separators. Node ids, key prefixes and epochs are such names.
+pub fn is_name(name: &str, max_len: usize) -> bool {
+    !name.is_empty()
+        && name.len() <= max_len
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
 /// The Redis Cluster hash slot of `tag` (CRC16/XMODEM mod 16384).
 pub fn slot(tag: &[u8]) -> u16 {
     crc16(tag) % 16_384

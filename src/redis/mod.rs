@@ -6,6 +6,12 @@
 //! (`roomcast.lua`, with the commands that call it here). The bridge that
 //! runs them is one thread with its own event loop; nothing here is ever
 //! called on a shard thread, and nothing here touches a socket.
+//!
+//! What Redis answers and what its channels carry is input, checked here
+//! as client input is: a reply or payload out of shape or out of bounds
+//! (a count past `MAX_COUNT`, a history longer than its `seq` allows or
+//! than `MAX_HISTORY`, an epoch that is not a name) is refused (`None`),
+//! so nothing downstream does arithmetic on unchecked numbers.
 
 pub mod backoff;
 pub mod layout;
@@ -19,6 +25,39 @@ use crate::config::HistoryConfig;
 use crate::conn::ConnRef;
 use layout::RoomKeys;
 use resp::Reply;
+
+use crate::codes::limits::{MAX_EPOCH_LEN, MAX_HISTORY, MAX_SAFE_INTEGER, MAX_SUB_LEN};
+use crate::rooms::table::MAX_PRESENCE_USERS;
+
+/// The largest number taken from Redis (a `seq`, a count, a time in
+/// microseconds): 2^53 - 1, which reaches a client's JSON exactly and
+/// leaves room to add to it.
+pub const MAX_COUNT: u64 = MAX_SAFE_INTEGER.unsigned_abs();
+
+/// A number Redis answered (a count, or `roomcast_send`'s reply): an
+/// integer from 0 to `MAX_COUNT`.
+pub fn count_reply(reply: &Reply) -> Option<u64> {
+    u64::try_from(reply.as_i64()?)
+        .ok()
+        .filter(|&n| n <= MAX_COUNT)
+}
+
+/// A number in a channel payload, written as roomcast writes it: decimal
+/// digits without a sign or a leading zero, at most `MAX_COUNT`.
+fn decimal(text: &str) -> Option<u64> {
+    let canonical =
+        text.bytes().all(|b| b.is_ascii_digit()) && (text == "0" || !text.starts_with('0'));
+    canonical
+        .then(|| text.parse().ok())
+        .flatten()
+        .filter(|&n| n <= MAX_COUNT)
+}
+
+/// An epoch Redis gave: a name (`layout::is_name`) of at most `MAX_EPOCH_LEN`.
+fn epoch(bytes: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    layout::is_name(text, MAX_EPOCH_LEN).then(|| text.to_owned())
+}
 
 /// The function library, loaded by every node (`FUNCTION LOAD REPLACE`).
 pub const LIBRARY: &str = include_str!("roomcast.lua");
@@ -261,16 +300,20 @@ impl Direct<'_> {
 }
 
 impl<'a> Direct<'a> {
+    /// Reads a payload `write` made; `None` for anything else (a `to`
+    /// longer than a user id can be among them).
     pub fn parse(payload: &'a [u8]) -> Option<Self> {
         let mut parts = payload.splitn(3, |&b| b == b' ');
         let origin = std::str::from_utf8(parts.next()?).ok()?;
-        let len: usize = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+        let len = decimal(std::str::from_utf8(parts.next()?).ok()?)?;
+        let len = usize::try_from(len).ok().filter(|&n| n <= MAX_SUB_LEN)?;
         let rest = parts.next()?;
-        let to = std::str::from_utf8(rest.get(..len)?).ok()?;
+        let (to, text) = rest.split_at_checked(len)?;
+        let to = std::str::from_utf8(to).ok()?;
         Some(Direct {
             origin,
             to: (len > 0).then_some(to),
-            text: &rest[len..],
+            text,
         })
     }
 }
@@ -383,7 +426,9 @@ pub struct Presence {
     pub listed: Vec<PresentUser>,
 }
 
-/// Reads the reply of `roomcast_presence`.
+/// Reads the reply of `roomcast_presence`: at most `MAX_PRESENCE_USERS`
+/// users listed (what was asked for), no more than the users counted,
+/// each a user id of at most `MAX_SUB_LEN` bytes.
 pub fn presence_reply(reply: &Reply) -> Option<Presence> {
     let Reply::Array(items) = reply else {
         return None;
@@ -391,21 +436,29 @@ pub fn presence_reply(reply: &Reply) -> Option<Presence> {
     let [users, connections, Reply::Array(listed)] = items.as_slice() else {
         return None;
     };
+    let users = count_reply(users)?;
+    let shown = listed.len() / 3;
+    if listed.len() % 3 != 0 || shown > MAX_PRESENCE_USERS || u64::try_from(shown).ok()? > users {
+        return None;
+    }
     let text = |r: &Reply| String::from_utf8(r.as_bytes()?.to_vec()).ok();
     let listed = listed
-        .chunks(3)
-        .map(|c| match c {
-            [user, name, count] => Some(PresentUser {
-                user: text(user)?,
+        .chunks_exact(3)
+        .map(|c| {
+            let [user, name, connections] = c else {
+                return None;
+            };
+            let user = text(user).filter(|u| !u.is_empty() && u.len() <= MAX_SUB_LEN)?;
+            Some(PresentUser {
+                user,
                 name: text(name),
-                connections: u64::try_from(count.as_i64()?).ok()?,
-            }),
-            _ => None,
+                connections: count_reply(connections)?,
+            })
         })
         .collect::<Option<Vec<_>>>()?;
     Some(Presence {
-        users: u64::try_from(users.as_i64()?).ok()?,
-        connections: u64::try_from(connections.as_i64()?).ok()?,
+        users,
+        connections: count_reply(connections)?,
         listed,
     })
 }
@@ -417,24 +470,42 @@ pub struct History {
     pub seq: u64,
     /// `None` when the join did not ask to recover (`since` absent).
     pub recovered: Option<bool>,
-    /// Message texts, oldest first, exactly as delivered live.
+    /// Message texts, oldest first, exactly as delivered live: the last
+    /// `messages.len()` events up to `seq`.
     pub messages: Vec<Vec<u8>>,
 }
 
-/// Reads the reply of `roomcast_history`.
+impl History {
+    /// The `seq` of the oldest message; `None` when there are more
+    /// messages than events up to `seq` (never so from `history_reply`).
+    pub fn first_seq(&self) -> Option<u64> {
+        let held = u64::try_from(self.messages.len()).ok()?;
+        self.seq.checked_add(1)?.checked_sub(held)
+    }
+}
+
+/// Reads the reply of `roomcast_history`: an epoch, a `seq` within
+/// `MAX_COUNT`, whether it recovered (-1: not asked, 0, 1) and at most
+/// `seq` and `MAX_HISTORY` messages.
 pub fn history_reply(reply: &Reply) -> Option<History> {
     let Reply::Array(items) = reply else {
         return None;
     };
-    let [epoch, seq, recovered, Reply::Array(messages)] = items.get(..4)? else {
+    let [epoch_reply, seq, recovered, Reply::Array(messages)] = items.get(..4)? else {
         return None;
     };
+    let seq = count_reply(seq)?;
+    if messages.len() > MAX_HISTORY || u64::try_from(messages.len()).ok()? > seq {
+        return None;
+    }
     Some(History {
-        epoch: String::from_utf8(epoch.as_bytes()?.to_vec()).ok()?,
-        seq: u64::try_from(seq.as_i64()?).ok()?,
+        epoch: epoch(epoch_reply.as_bytes()?)?,
+        seq,
         recovered: match recovered.as_i64()? {
             -1 => None,
-            n => Some(n == 1),
+            0 => Some(false),
+            1 => Some(true),
+            _ => return None,
         },
         messages: messages
             .iter()
@@ -449,7 +520,7 @@ pub fn join_reply(reply: &Reply) -> Option<(History, u64)> {
     let Reply::Array(items) = reply else {
         return None;
     };
-    let members = u64::try_from(items.get(4)?.as_i64()?).ok()?;
+    let members = count_reply(items.get(4)?)?;
     Some((history_reply(reply)?, members))
 }
 
@@ -460,17 +531,18 @@ pub struct Sequenced {
     pub epoch: String,
 }
 
-/// Reads the `{seq, epoch}` reply of `roomcast_publish` or `roomcast_emit`.
+/// Reads the `{seq, epoch}` reply of `roomcast_publish` or `roomcast_emit`:
+/// an event's `seq` is 1 to `MAX_COUNT`.
 pub fn sequenced(reply: &Reply) -> Option<Sequenced> {
     let Reply::Array(items) = reply else {
         return None;
     };
-    let [seq, epoch] = items.as_slice() else {
+    let [seq, epoch_reply] = items.as_slice() else {
         return None;
     };
     Some(Sequenced {
-        seq: u64::try_from(seq.as_i64()?).ok()?,
-        epoch: String::from_utf8(epoch.as_bytes()?.to_vec()).ok()?,
+        seq: count_reply(seq).filter(|&seq| seq > 0)?,
+        epoch: epoch(epoch_reply.as_bytes()?)?,
     })
 }
 
@@ -484,11 +556,21 @@ pub struct ChannelMessage<'a> {
     pub text: &'a [u8],
 }
 
-/// Splits a channel payload; `None` if it is not one roomcast published.
+/// The epoch of a presence event on a room's channel, whose `seq` is 0.
+pub const PRESENCE_EPOCH: &str = "-";
+
+/// Splits a channel payload; `None` if it is not one roomcast published:
+/// a room event (an epoch and a `seq` of 1 to `MAX_COUNT`) or a presence
+/// event (`- 0`).
 pub fn channel_message(payload: &[u8]) -> Option<ChannelMessage<'_>> {
     let mut parts = payload.splitn(4, |&b| b == b' ');
     let epoch = std::str::from_utf8(parts.next()?).ok()?;
-    let seq = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+    let seq = decimal(std::str::from_utf8(parts.next()?).ok()?)?;
+    let presence = epoch == PRESENCE_EPOCH;
+    let event = !presence && layout::is_name(epoch, MAX_EPOCH_LEN);
+    if !(presence && seq == 0 || event && seq > 0) {
+        return None;
+    }
     let origin = std::str::from_utf8(parts.next()?).ok()?;
     let text = parts.next()?;
     Some(ChannelMessage {
@@ -527,19 +609,21 @@ impl Origin<'_> {
 }
 
 impl<'a> Origin<'a> {
-    /// Reads an origin; `None` for the emitter's `-` or anything else.
+    /// Reads an origin `write` made; `None` for the emitter's `-` or
+    /// anything else (numbers past `MAX_COUNT` among them).
     pub fn parse(text: &'a str) -> Option<Self> {
         let mut parts = text.splitn(3, '/');
         let node = parts.next()?;
-        let read_micros = parts.next()?.parse().ok()?;
+        let read_micros = decimal(parts.next()?)?;
+        let index = |text: Option<&str>| usize::try_from(decimal(text?)?).ok();
         let exclude = match parts.next()? {
             "-" => None,
             conn => {
                 let mut ids = conn.splitn(3, '.');
                 Some(ConnRef {
-                    shard: ids.next()?.parse().ok()?,
-                    key: ids.next()?.parse().ok()?,
-                    id: ids.next()?.parse().ok()?,
+                    shard: index(ids.next())?,
+                    key: index(ids.next())?,
+                    id: decimal(ids.next()?)?,
                 })
             }
         };
@@ -649,5 +733,162 @@ mod tests {
         assert_eq!(Origin::parse("-"), None);
         assert_eq!(Origin::parse("n/x/-"), None);
         assert_eq!(Origin::parse("n/1/1.2"), None);
+    }
+
+    fn bulk(text: &str) -> Reply {
+        Reply::Bulk(text.as_bytes().to_vec())
+    }
+
+    /// `roomcast_history`'s reply shape: epoch, seq, recovered, messages.
+    fn history_of(epoch: &str, seq: i64, recovered: i64, messages: usize) -> Reply {
+        Reply::Array(vec![
+            bulk(epoch),
+            Reply::Integer(seq),
+            Reply::Integer(recovered),
+            Reply::Array(vec![bulk("{}"); messages]),
+        ])
+    }
+
+    #[test]
+    fn a_history_with_more_messages_than_its_seq_is_refused() {
+        // Taken before, it made the recovery compute `seq + 1 - len`:
+        // a panic in debug, a wrap (and events of seq near 2^64) in release.
+        assert_eq!(history_reply(&history_of("n-1", 1, 1, 3)), None);
+        assert_eq!(history_reply(&history_of("n-1", 0, -1, 1)), None);
+        let exact = history_reply(&history_of("n-1", 3, 1, 3)).unwrap();
+        assert_eq!((exact.seq, exact.first_seq()), (3, Some(1)));
+        let mut join = history_of("n-1", 1, 1, 2);
+        if let Reply::Array(items) = &mut join {
+            items.push(Reply::Integer(1));
+        }
+        assert_eq!(join_reply(&join), None);
+    }
+
+    #[test]
+    fn a_history_out_of_bounds_is_refused() {
+        let longest = i64::try_from(MAX_HISTORY).unwrap();
+        assert!(history_reply(&history_of("n-1", longest, -1, MAX_HISTORY)).is_some());
+        assert_eq!(
+            history_reply(&history_of("n-1", longest + 1, -1, MAX_HISTORY + 1)),
+            None
+        );
+        let max = MAX_SAFE_INTEGER;
+        assert!(history_reply(&history_of("n-1", max, -1, 0)).is_some());
+        for (epoch, seq, recovered) in [
+            ("n-1", max + 1, -1),
+            ("n-1", i64::MAX, -1),
+            ("n-1", -1, -1),
+            ("n-1", 1, 2),
+            ("n-1", 1, -2),
+            ("", 1, -1),
+            ("n 1", 1, -1),
+            (&"e".repeat(MAX_EPOCH_LEN + 1), 1, -1),
+        ] {
+            assert_eq!(history_reply(&history_of(epoch, seq, recovered, 0)), None);
+        }
+        let members = |n: i64| {
+            let Reply::Array(mut items) = history_of("n-1", 1, -1, 1) else {
+                unreachable!()
+            };
+            items.push(Reply::Integer(n));
+            join_reply(&Reply::Array(items))
+        };
+        assert_eq!(members(2).map(|(_, m)| m), Some(2));
+        assert_eq!(members(-1), None);
+        assert_eq!(members(max + 1), None);
+    }
+
+    #[test]
+    fn a_sequenced_reply_out_of_bounds_is_refused() {
+        let reply = |seq: i64, epoch: &str| Reply::Array(vec![Reply::Integer(seq), bulk(epoch)]);
+        assert!(sequenced(&reply(MAX_SAFE_INTEGER, "n-1")).is_some());
+        for (seq, epoch) in [
+            (0, "n-1"),
+            (-1, "n-1"),
+            (MAX_SAFE_INTEGER + 1, "n-1"),
+            (1, "a:b"),
+        ] {
+            assert_eq!(sequenced(&reply(seq, epoch)), None, "{seq} {epoch}");
+        }
+    }
+
+    /// `roomcast_presence`'s reply shape: users, connections, then
+    /// user, name, connections for each listed.
+    fn presence_of(users: i64, connections: i64, listed: &[(&str, i64)]) -> Reply {
+        let listed = listed
+            .iter()
+            .flat_map(|&(user, n)| [bulk(user), Reply::Nil, Reply::Integer(n)])
+            .collect();
+        Reply::Array(vec![
+            Reply::Integer(users),
+            Reply::Integer(connections),
+            Reply::Array(listed),
+        ])
+    }
+
+    #[test]
+    fn a_presence_reply_out_of_bounds_is_refused() {
+        let ok = presence_reply(&presence_of(2, 3, &[("a", 1), ("b", 2)])).unwrap();
+        assert_eq!((ok.users, ok.connections, ok.listed.len()), (2, 3, 2));
+        let long = "u".repeat(MAX_SUB_LEN + 1);
+        let too_many: Vec<(&str, i64)> = vec![("u", 1); MAX_PRESENCE_USERS + 1];
+        let max = MAX_SAFE_INTEGER;
+        for reply in [
+            presence_of(1, 3, &[("a", 1), ("b", 2)]),
+            presence_of(-1, 3, &[]),
+            presence_of(1, max + 1, &[("a", 1)]),
+            presence_of(1, 1, &[("a", -1)]),
+            presence_of(1, 1, &[("", 1)]),
+            presence_of(1, 1, &[(&long, 1)]),
+            presence_of(max, max, &too_many),
+        ] {
+            assert_eq!(presence_reply(&reply), None, "{reply:?}");
+        }
+        let Reply::Array(mut ragged) = presence_of(1, 1, &[("a", 1)]) else {
+            unreachable!()
+        };
+        if let Some(Reply::Array(listed)) = ragged.last_mut() {
+            listed.pop();
+        }
+        assert_eq!(presence_reply(&Reply::Array(ragged)), None);
+    }
+
+    #[test]
+    fn a_channel_payload_out_of_bounds_is_refused() {
+        let presence = channel_message(b"- 0 n/0/- {}").unwrap();
+        assert_eq!((presence.epoch, presence.seq), (PRESENCE_EPOCH, 0));
+        assert_eq!(
+            channel_message(b"e1 9007199254740991 - {}").unwrap().seq,
+            MAX_COUNT
+        );
+        for payload in [
+            &b"e1 9007199254740992 - {}"[..],
+            b"e1 18446744073709551616 - {}",
+            b"e1 0 - {}",
+            b"- 1 - {}",
+            b"e1 +7 - {}",
+            b"e1 07 - {}",
+            b"e:1 7 - {}",
+        ] {
+            let text = String::from_utf8_lossy(payload);
+            assert_eq!(channel_message(payload), None, "{text}");
+        }
+        for origin in [
+            "n/9007199254740992/-",
+            "n/1/0.1.18446744073709551616",
+            "n/+1/-",
+            "n/01/-",
+        ] {
+            assert_eq!(Origin::parse(origin), None, "{origin}");
+        }
+        let long = format!("o {} {}", MAX_SUB_LEN + 1, "u".repeat(MAX_SUB_LEN + 1));
+        for payload in [
+            long.as_bytes(),
+            b"o +1 ab",
+            b"o 01 ab",
+            b"o 18446744073709551616 ab",
+        ] {
+            assert_eq!(Direct::parse(payload), None);
+        }
     }
 }

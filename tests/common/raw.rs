@@ -211,6 +211,29 @@ impl RawWs {
         code.expect("close frame without a status code")
     }
 
+    /// The text frames read until `quiet` of silence (room events come
+    /// unfragmented); panics on a close frame.
+    pub fn drain_texts(&mut self, quiet: Duration) -> Vec<String> {
+        self.set_read_timeout(quiet);
+        let mut texts = Vec::new();
+        loop {
+            match self.try_read_frame() {
+                Ok(f) if f.opcode == opcode::TEXT => {
+                    assert!(f.fin, "room events come unfragmented here");
+                    texts.push(f.text().to_owned());
+                }
+                Ok(f) if f.opcode == opcode::CLOSE => panic!(
+                    "closed with {:?} after {} messages",
+                    f.close_code(),
+                    texts.len()
+                ),
+                Ok(_) => {}
+                Err(NoFrame::Timeout) => return texts,
+                Err(e) => panic!("no frame: {e:?}"),
+            }
+        }
+    }
+
     /// Asserts the server closes the TCP connection with nothing more to read.
     pub fn expect_eof(&mut self) {
         match self.try_read_frame() {

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use roomcast::redis::resp::{self, Reply};
 
+use super::{Server, http_get, wait_until};
+
 pub struct RedisServer {
     child: Child,
     pub addr: SocketAddr,
@@ -79,6 +81,26 @@ impl RedisServer {
     pub fn connect(&self) -> RedisConn {
         RedisConn::connect(self.addr)
     }
+}
+
+/// A `roomcast` node of a cluster on `redis` (each URL one `--redis`,
+/// `--history 100` unless `extra` says otherwise), plus `extra`, once it
+/// reached Redis.
+pub fn node(redis: &[&RedisServer], extra: &[&str]) -> Server {
+    let mut args: Vec<String> = Vec::new();
+    for server in redis {
+        args.extend(["--redis".into(), server.url()]);
+    }
+    if !extra.contains(&"--history") {
+        args.extend(["--history".into(), "100".into()]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start(&args);
+    wait_until(Duration::from_secs(10), "the node reaches Redis", || {
+        http_get(server.addr(), "/healthz").status == 200
+    });
+    server
 }
 
 /// A loopback port nobody listens on right now.

@@ -139,6 +139,11 @@ pub fn alice_and_bob_in_lobby(extra: &[&str]) -> (Server, Client, Client) {
     (server, a, b)
 }
 
+/// A client of `sub` that may publish anywhere, at any rate.
+pub fn publisher(addr: SocketAddr, sub: &str) -> Client {
+    Client::connect(addr, &Claims::new(sub).publish(&["*"]).rate(0).token())
+}
+
 /// A `/ws` client. Acks are matched to requests by `id`; every other message
 /// received meanwhile is kept, in order, for [`Client::recv`].
 pub struct Client {
@@ -499,4 +504,12 @@ pub fn rss_bytes(pid: u32) -> u64 {
         .and_then(|n| n.parse().ok())
         .expect("VmRSS value");
     kb * 1024
+}
+
+/// The `seq` of a room event, read from its tail (`,"seq":N,"ts":T}`)
+/// without parsing 16 KiB of data.
+pub fn seq_tail(text: &str) -> u64 {
+    let at = text.rfind(r#","seq":"#).expect("seq in a room event") + 7;
+    let end = at + text[at..].find(',').expect("ts after seq");
+    text[at..end].parse().expect("integer seq")
 }

@@ -1,7 +1,7 @@
 //! Fuzz targets for every parser that reads bytes from the network: the
 //! HTTP request head, chunked bodies, WebSocket frames, `/ws` envelopes,
-//! JWTs, `POST /publish` bodies, `Sec-WebSocket-Extensions` offers and Redis
-//! replies.
+//! JWTs, `POST /publish` bodies, `Sec-WebSocket-Extensions` offers, Redis
+//! replies, and what the bridge decodes from them and from Redis' channels.
 //!
 //! Each target replays its corpus (`tests/fuzz/corpus/<target>/`), then
 //! mutates corpus entries and generates structure-aware inputs for
@@ -18,6 +18,7 @@ mod extensions;
 mod http_head;
 mod jwt;
 mod publish_body;
+mod redis_replies;
 mod resp;
 mod ws_frames;
 
@@ -59,4 +60,9 @@ fn extensions() {
 #[test]
 fn resp() {
     engine::run(&resp::TARGET);
+}
+
+#[test]
+fn redis_replies() {
+    engine::run(&redis_replies::TARGET);
 }

@@ -67,7 +67,7 @@ fn check(input: &[u8]) {
 
 /// Writes a reply in canonical RESP; `None` when a status or error holds a
 /// CR (only a verbatim error can) and has no line form.
-fn write(reply: &Reply, out: &mut Vec<u8>) -> Option<()> {
+pub fn write(reply: &Reply, out: &mut Vec<u8>) -> Option<()> {
     let items = |kind: u8, items: &[Reply], out: &mut Vec<u8>| {
         out.extend_from_slice(format!("{}{}\r\n", char::from(kind), items.len()).as_bytes());
         items.iter().try_for_each(|item| write(item, out))

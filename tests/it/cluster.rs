@@ -7,34 +7,12 @@ use crate::common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::redis::{Proxy, RedisServer, free_port};
+use common::redis::{Proxy, RedisServer, free_port, node};
 use common::rooms::{
-    Claims, Client, ack_error, ack_seq, array_at, ok_data, q, seq_of, str_at, u64_at,
+    Claims, Client, ack_error, ack_seq, array_at, ok_data, publisher, q, seq_of, str_at, u64_at,
 };
 use common::{HttpConn, Server, http_get, json_str, parse_json, wait_until};
 use roomcast::redis::resp::Reply;
-
-/// A node of a cluster on `redis` (each URL one `--redis`), plus `extra`.
-fn node(redis: &[&RedisServer], extra: &[&str]) -> Server {
-    let mut args: Vec<String> = Vec::new();
-    for server in redis {
-        args.extend(["--redis".into(), server.url()]);
-    }
-    if !extra.contains(&"--history") {
-        args.extend(["--history".into(), "100".into()]);
-    }
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let server = Server::start(&args);
-    wait_until(Duration::from_secs(10), "the node reaches Redis", || {
-        http_get(server.addr(), "/healthz").status == 200
-    });
-    server
-}
-
-fn publisher(addr: std::net::SocketAddr, sub: &str) -> Client {
-    Client::connect(addr, &Claims::new(sub).publish(&["*"]).rate(0).token())
-}
 
 fn post_publish(server: &Server, body: &str) -> common::HttpResponse {
     let token = Claims::new("backend").publish(&["*"]).token();

@@ -14,6 +14,7 @@ mod cli;
 mod close_acks;
 mod close_codes;
 mod cluster;
+mod cluster_drifts;
 mod compression;
 mod concurrency;
 mod direct;

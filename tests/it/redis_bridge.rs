@@ -16,6 +16,7 @@ use roomcast::proto::wire;
 use roomcast::reactor::bridge::{
     self, BridgeConfig, BridgeHandle, BridgeRequest, BridgeSink, OwnedQuery, RoomEvent, Unavailable,
 };
+use roomcast::redis::resp::Reply;
 use roomcast::redis::{History, Presence, PresenceChange, Sequenced};
 
 #[derive(Debug)]
@@ -270,4 +271,58 @@ fn a_history_answer_comes_after_every_event_it_holds_and_before_every_later_one(
         Some(10),
         "the history holds exactly what was delivered before it"
     );
+}
+
+/// Redis holding more history than its `seq` allows (a corrupted or
+/// hostile server) answers a recovery with more messages than `seq`: the
+/// reply is refused, as client input would be, and the bridge goes on
+/// serving the room instead of failing on `seq + 1 - messages`.
+#[test]
+fn a_recovery_with_more_messages_than_its_seq_is_refused_and_the_bridge_goes_on() {
+    let redis = RedisServer::start();
+    let proxy = common::redis::Proxy::start(redis.addr);
+    let node = Node::start(proxy.addr.port());
+    node.wait_link(true);
+    node.serve("lobby", 0);
+    std::thread::sleep(Duration::from_millis(200));
+    for n in 1..=3 {
+        node.publish("lobby", n);
+    }
+    let mut delivered = Vec::new();
+    while delivered.len() < 3 {
+        match node.next() {
+            Out::Deliver(0, event) => delivered.push(event.seq),
+            Out::Sequenced(_, outcome) => assert!(outcome.is_ok()),
+            other => panic!("{other:?}"),
+        }
+    }
+    proxy.cut();
+    node.wait_link(false);
+    // Entries 4..=50 in the log while seq says 5: a recovery from 3 gets 47.
+    let mut conn = redis.connect();
+    let at = common::rooms::now_ms().to_string();
+    for seq in 4..=50 {
+        let id = format!("0-{seq}");
+        let reply = conn.call(&["XADD", "rc:{lobby}:log", &id, "m", "{}", "t", &at]);
+        assert!(matches!(reply, Reply::Bulk(_)), "{reply:?}");
+    }
+    conn.call(&["SET", "rc:{lobby}:seq", "5"]);
+    proxy.restore();
+    node.wait_link(true);
+    // Answered after the recovery (one link, in order): nothing of lobby
+    // comes first, and another room's events still flow.
+    node.serve("other", 1);
+    std::thread::sleep(Duration::from_millis(200));
+    node.publish("other", 6);
+    loop {
+        match node.next() {
+            Out::Deliver(1, event) => {
+                assert_eq!(event.seq, 1);
+                break;
+            }
+            Out::Sequenced(6, outcome) => assert!(outcome.is_ok()),
+            Out::Link(_) => {}
+            other => panic!("nothing of the refused recovery is delivered: {other:?}"),
+        }
+    }
 }

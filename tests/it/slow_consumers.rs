@@ -10,8 +10,7 @@ use crate::common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::raw::NoFrame;
-use common::rooms::{Claims, Client, event, keys, rss_bytes, u64_at};
+use common::rooms::{Claims, Client, event, keys, rss_bytes, seq_tail, u64_at};
 use common::{RawWs, Server, connect_with_small_rcvbuf, opcode, parse_json};
 use simd_json::prelude::*;
 
@@ -20,14 +19,6 @@ const PAD: usize = 16 * 1024;
 const MESSAGES: u64 = 3200;
 /// RSS growth allowed while publishing 50 MB at a client that does not read.
 const RSS_GROWTH_LIMIT: u64 = 30 * 1024 * 1024;
-
-/// The `seq` of a room event, read from its tail (`,"seq":N,"ts":T}`)
-/// without parsing 16 KiB of data.
-fn seq_tail(text: &str) -> u64 {
-    let at = text.rfind(r#","seq":"#).expect("seq in a room event") + 7;
-    let end = at + text[at..].find(',').expect("ts after seq");
-    text[at..end].parse().expect("integer seq")
-}
 
 /// `room` of a room event, read from its head (`{"event":E,"room":R,`).
 fn room_head(text: &str) -> &str {
@@ -115,31 +106,6 @@ fn flood(s: &mut Setup) -> (BTreeMap<&'static str, u64>, u64) {
     (last, after.saturating_sub(before))
 }
 
-/// Reads the slow member's frames until `quiet` of silence: the texts.
-/// Panics on a close frame.
-fn drain(slow: &mut RawWs, quiet: Duration) -> Vec<String> {
-    slow.set_read_timeout(quiet);
-    let mut texts = Vec::new();
-    loop {
-        match slow.try_read_frame() {
-            Ok(f) if f.opcode == opcode::TEXT => {
-                assert!(f.fin, "room events come unfragmented here");
-                texts.push(f.text().to_owned());
-            }
-            Ok(f) if f.opcode == opcode::CLOSE => {
-                panic!(
-                    "slow member closed with {:?} after {} messages",
-                    f.close_code(),
-                    texts.len()
-                )
-            }
-            Ok(_) => {}
-            Err(NoFrame::Timeout) => return texts,
-            Err(e) => panic!("slow member: {e:?}"),
-        }
-    }
-}
-
 #[test]
 fn close_policy_closes_the_slow_member_4008_and_the_fast_one_gets_everything() {
     let mut s = setup("close", vec!["feed"]);
@@ -187,7 +153,7 @@ fn drop_policy_tells_the_slow_member_how_many_were_dropped() {
         growth < RSS_GROWTH_LIMIT,
         "RSS grew by {growth} bytes while publishing at a slow client"
     );
-    let texts = drain(s.slow.as_mut().unwrap(), Duration::from_secs(1));
+    let texts = s.slow.as_mut().unwrap().drain_texts(Duration::from_secs(1));
     let mut received = 0u64;
     let mut dropped = 0u64;
     let mut notices = 0;
@@ -226,7 +192,7 @@ fn drop_policy_tells_the_slow_member_how_many_were_dropped() {
     s.publisher
         .send(r#"{"event":"feed:tick","room":"feed","data":"after"}"#);
     assert_eq!(seq_tail(&s.fast.recv()), MESSAGES + 1);
-    let next = drain(s.slow.as_mut().unwrap(), Duration::from_secs(1));
+    let next = s.slow.as_mut().unwrap().drain_texts(Duration::from_secs(1));
     assert_eq!(next.len(), 1, "{next:?}");
     assert_eq!(seq_tail(&next[0]), MESSAGES + 1);
 }
@@ -239,7 +205,7 @@ fn conflate_policy_delivers_the_newest_event_per_room_with_a_seq_gap() {
         growth < RSS_GROWTH_LIMIT,
         "RSS grew by {growth} bytes while publishing at a slow client"
     );
-    let texts = drain(s.slow.as_mut().unwrap(), Duration::from_secs(1));
+    let texts = s.slow.as_mut().unwrap().drain_texts(Duration::from_secs(1));
     let mut seen: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
     for text in &texts {
         assert!(

@@ -26,9 +26,12 @@ impl<S: BridgeSink> Bridge<S> {
         let Some(room) = self.subscriptions.room(room).cloned() else {
             return;
         };
-        let first = history.seq + 1 - history.messages.len() as u64;
-        for (i, text) in history.messages.iter().enumerate() {
-            self.forward(&room, &history.epoch, first + i as u64, text, None);
+        // `history_reply` holds no more messages than `seq` allows.
+        let Some(first) = history.first_seq() else {
+            return;
+        };
+        for (seq, text) in (first..).zip(&history.messages) {
+            self.forward(&room, &history.epoch, seq, text, None);
         }
         self.subscriptions
             .observe(&room, &history.epoch, history.seq);
@@ -65,7 +68,7 @@ impl<S: BridgeSink> Bridge<S> {
                 read_micros: o.read_micros,
                 exclude: o.exclude,
             });
-        if message.epoch == "-" {
+        if message.epoch == redis::PRESENCE_EPOCH {
             return self.forward_presence(&room, message.text, from_here);
         }
         self.forward(&room, message.epoch, message.seq, message.text, from_here);

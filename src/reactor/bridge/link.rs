@@ -212,10 +212,7 @@ impl<S: BridgeSink> Bridge<S> {
                 self.sink.presence(answer, outcome);
             }
             Pending::Sent { answer } => {
-                let outcome = reply
-                    .as_i64()
-                    .and_then(|n| u64::try_from(n).ok())
-                    .ok_or(Unavailable);
+                let outcome = redis::count_reply(&reply).ok_or(Unavailable);
                 if outcome.is_err() {
                     log_warn!("redis bridge: send refused: {reply:?}");
                 }
