@@ -3,7 +3,7 @@
 //! Owns the wire format of WebSocket frames (`frame`, `mask`, `utf8`,
 //! `decoder`), the validation of an HTTP upgrade request (`handshake`) and
 //! permessage-deflate (RFC 7692): its negotiation (`extensions`) and its
-//! compression (`deflate`), not yet offered by the server.
+//! compression (`deflate`), offered with `--compression on`.
 //! Knows nothing of sockets, rooms or the JSON envelope.
 
 pub mod decoder;
