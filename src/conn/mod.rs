@@ -9,8 +9,10 @@
 //! The states live here; what happens inside two of them has its own file:
 //! `routes` (a complete request head), `publish` (a `POST /publish` body and
 //! its results), `websocket` (frames on an open WebSocket), with `session`,
-//! `rate` and `outbound` for what an open connection carries.
+//! `rate` and `outbound` for what an open connection carries, and
+//! `backpressure` for what becomes of output a client is slow to read.
 
+pub mod backpressure;
 pub mod compression;
 pub mod outbound;
 pub mod pool;
@@ -27,7 +29,6 @@ use std::time::{Duration, Instant};
 use crate::auth::{Claims, Keys};
 use crate::codes::{ErrorCode, close, limits};
 use crate::config::Config;
-use crate::config::SlowConsumer;
 use crate::http::request::{HeadReader, Request as HttpRequest};
 use crate::http::response;
 use crate::metrics::{ShardMetrics, Snapshot};
@@ -36,6 +37,7 @@ use crate::ws::decoder::Decoder;
 use crate::ws::extensions::Deflate;
 use crate::ws::frame::OpCode;
 use crate::ws::handshake::Accepted;
+use backpressure::{Backpressure, Fate};
 use compression::Codec;
 use outbound::Outbound;
 use publish::{BodyRead, BodyReader, Results};
@@ -111,7 +113,7 @@ pub struct Context<'a> {
     pub reports: &'a mut Vec<Report>,
 }
 
-/// How a frame from the rooms is bounded (section 8).
+/// How a frame from the rooms is bounded (section 8, `backpressure`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
     /// A room event: over the bound, `--slow-consumer` decides.
@@ -340,34 +342,27 @@ impl Connection {
         if !self.is_open_websocket() {
             return Delivered::NotOpen;
         }
-        let bound = config.backpressure.max_write_buffer;
-        let fits =
-            |out: &Outbound, limit: usize| out.is_empty() || out.pending() + frame.len() <= limit;
-        if kind == Delivery::Other || config.backpressure.slow_consumer == SlowConsumer::Close {
-            let limit = if kind == Delivery::Other {
-                bound.saturating_mul(2)
-            } else {
-                bound
-            };
-            if fits(&self.out, limit) {
-                self.out.push_shared(frame.clone());
-                return Delivered::Queued;
-            }
-            self.end_websocket(End::SlowConsumer, now, config);
-            return Delivered::Closed;
-        }
-        let Some(session) = self.session.as_mut() else {
-            return Delivered::NotOpen;
+        let rule = Backpressure::of(config);
+        // Whatever was held back goes first, so a room's events stay in
+        // order. The session (another cache line per member) is read only
+        // under a policy that holds events back.
+        let holding_back = rule.holds_back(kind) && {
+            self.release_if_caught_up(rule);
+            self.is_holding_back()
         };
-        // Whatever was held back goes first, so a room's events stay in order.
-        if session.is_holding_back() && self.out.pending() < bound / 2 {
-            session.release(&mut self.out);
-        }
-        if !session.is_holding_back() && fits(&self.out, bound) {
-            self.out.push_shared(frame.clone());
-            Delivered::Queued
-        } else {
-            session.hold_back(room, frame, config.backpressure.slow_consumer)
+        match rule.fate(self.out.pending(), frame.len(), kind, holding_back) {
+            Fate::Queue => {
+                self.out.push_shared(frame.clone());
+                Delivered::Queued
+            }
+            Fate::HoldBack(how) => match self.session.as_mut() {
+                Some(session) => session.hold_back(room, frame, how),
+                None => Delivered::NotOpen,
+            },
+            Fate::Close => {
+                self.end_websocket(End::SlowConsumer, now, config);
+                Delivered::Closed
+            }
         }
     }
 
@@ -378,8 +373,7 @@ impl Connection {
     /// it comes rather than judged in user space first; a client that reads
     /// keeps up, and only one whose socket is full reaches the bound.
     pub fn wants_write_through(&self, incoming: usize, config: &Config) -> bool {
-        !self.out.is_empty()
-            && self.out.pending() + incoming > config.backpressure.max_write_buffer / 2
+        Backpressure::of(config).writes_through(self.out.pending(), incoming)
     }
 
     /// Queues a reply built elsewhere (an ack from the rooms), compressed
@@ -396,7 +390,7 @@ impl Connection {
             return false;
         }
         let codec = self.compresses_out().then_some(codec);
-        let mut sink = BoundedSink::new(&mut self.out, config.backpressure.max_write_buffer, codec);
+        let mut sink = BoundedSink::new(&mut self.out, Backpressure::of(config), codec);
         sink.push(OpCode::Text, text);
         if sink.overflowed {
             self.end_websocket(End::SlowConsumer, now, config);
@@ -421,15 +415,22 @@ impl Connection {
     /// held back for it (`system:dropped`, or the newest event per room).
     /// Returns whether anything was queued.
     pub fn release_held_back(&mut self, config: &Config) -> bool {
-        if !self.is_open_websocket()
-            || self.out.pending() >= config.backpressure.max_write_buffer / 2
-        {
-            return false;
+        self.is_open_websocket() && self.release_if_caught_up(Backpressure::of(config))
+    }
+
+    /// Queues what was held back if the queue is below half the bound;
+    /// returns whether anything was queued.
+    fn release_if_caught_up(&mut self, rule: Backpressure) -> bool {
+        let pending = self.out.pending();
+        match self.session.as_mut() {
+            Some(session) if rule.releases(pending) => session.release(&mut self.out),
+            _ => false,
         }
-        let Some(session) = self.session.as_mut() else {
-            return false;
-        };
-        session.release(&mut self.out)
+    }
+
+    /// Whether room events are held back from this slow client.
+    fn is_holding_back(&self) -> bool {
+        self.session.as_ref().is_some_and(|s| s.is_holding_back())
     }
 
     /// The queued output, for the reactor to write.

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::auth::Claims;
-use crate::config::{LimitsConfig, SlowConsumer};
+use crate::config::LimitsConfig;
 use crate::conn::Delivered;
+use crate::conn::backpressure::HoldBack;
 use crate::conn::outbound::Outbound;
 use crate::conn::rate::{RateLimit, Verdict};
 use crate::proto::Request;
@@ -96,21 +97,16 @@ impl SessionState {
         self.rate.check(rate, config.rate_burst, now)
     }
 
-    /// A room event that did not fit: counted (drop) or kept as the room's
-    /// newest (conflate).
-    pub fn hold_back(
-        &mut self,
-        room: &Arc<str>,
-        frame: &Arc<[u8]>,
-        policy: SlowConsumer,
-    ) -> Delivered {
+    /// A room event held back (`backpressure::Fate::HoldBack`): counted
+    /// (drop) or kept as the room's newest (conflate).
+    pub fn hold_back(&mut self, room: &Arc<str>, frame: &Arc<[u8]>, how: HoldBack) -> Delivered {
         let held = self.held_back.get_or_insert_with(Default::default);
-        match policy {
-            SlowConsumer::Drop => {
+        match how {
+            HoldBack::Drop => {
                 held.dropped += 1;
                 Delivered::Dropped
             }
-            SlowConsumer::Conflate => match held.conflated.iter_mut().find(|(r, _)| r == room) {
+            HoldBack::Conflate => match held.conflated.iter_mut().find(|(r, _)| r == room) {
                 Some(slot) => {
                     slot.1 = frame.clone();
                     Delivered::Conflated
@@ -120,7 +116,6 @@ impl SessionState {
                     Delivered::HeldBack
                 }
             },
-            SlowConsumer::Close => Delivered::Closed,
         }
     }
 

@@ -9,7 +9,7 @@ use super::*;
 use crate::auth;
 use crate::cli::ServeArgs;
 use crate::proto::wire;
-use crate::ws::frame::encode_masked_frame;
+use crate::ws::frame::{self, encode_masked_frame};
 
 const SECRET: &str = "unit-secret";
 
@@ -273,6 +273,106 @@ fn conflate_policy_keeps_the_newest_event_per_room() {
     let released = take_output(&mut conn);
     assert!(released.ends_with(wire::frame_text(&newest)));
     assert!(!String::from_utf8_lossy(&released).contains(&format!("\"seq\":{},", sent + 1)));
+}
+
+/// What `deliver` makes of a message of `kind` past its bound under `policy`.
+fn past_the_bound(kind: Delivery, policy: &str) -> Delivered {
+    match (kind, policy) {
+        (Delivery::RoomEvent, "drop") => Delivered::Dropped,
+        (Delivery::RoomEvent, "conflate") => Delivered::HeldBack,
+        _ => Delivered::Closed,
+    }
+}
+
+/// An open connection whose queue holds `pending` unsent bytes.
+fn with_pending(h: &mut Harness, pending: usize) -> Connection {
+    let mut conn = h.open();
+    if pending > 0 {
+        conn.outbound().push_raw(&vec![0; pending]);
+    }
+    conn
+}
+
+#[test]
+fn deliver_queues_up_to_each_kinds_bound_and_applies_the_policy_one_byte_past_it() {
+    let room: Arc<str> = Arc::from("r");
+    for policy in ["close", "drop", "conflate"] {
+        let mut h = small_buffer(policy);
+        let bound = h.config.backpressure.max_write_buffer;
+        for (kind, limit) in [(Delivery::RoomEvent, bound), (Delivery::Other, 2 * bound)] {
+            let case = format!("{kind:?} under {policy}");
+            for (len, expected) in [
+                (limit - 1001, Delivered::Queued),
+                (limit - 1000, Delivered::Queued),
+                (limit - 999, past_the_bound(kind, policy)),
+            ] {
+                let mut conn = with_pending(&mut h, 1000);
+                let frame: Arc<[u8]> = vec![b'x'; len].into();
+                let delivered = conn.deliver(&room, &frame, kind, h.now, &h.config);
+                assert_eq!(delivered, expected, "{case}, a {len}-byte frame");
+                let closed = expected == Delivered::Closed;
+                assert_eq!(conn.is_finishing(), closed, "{case}, a {len}-byte frame");
+            }
+            let mut conn = with_pending(&mut h, 0);
+            let huge: Arc<[u8]> = vec![b'x'; 3 * limit].into();
+            let delivered = conn.deliver(&room, &huge, kind, h.now, &h.config);
+            assert_eq!(
+                delivered,
+                Delivered::Queued,
+                "{case}: an empty queue takes any frame"
+            );
+        }
+    }
+}
+
+#[test]
+fn replies_queue_up_to_twice_the_bound_counting_their_whole_frames() {
+    for policy in ["close", "drop", "conflate"] {
+        let mut h = small_buffer(policy);
+        let limit = 2 * h.config.backpressure.max_write_buffer;
+        for (frame_len, fits) in [
+            (limit - 1001, true),
+            (limit - 1000, true),
+            (limit - 999, false),
+        ] {
+            let mut conn = with_pending(&mut h, 1000);
+            // A 16-bit length: a 4-byte header.
+            let text = vec![b'x'; frame_len - 4];
+            assert_eq!(frame::server_frame_len(text.len()), frame_len);
+            let queued = conn.send_text(&text, h.now, &h.config, &mut h.codec);
+            assert_eq!(queued, fits, "a {frame_len}-byte reply under {policy}");
+            assert_eq!(conn.is_finishing(), !fits);
+            if !fits {
+                assert_eq!(conn.close_code(), Some(close::SLOW_CONSUMER));
+            }
+        }
+        let mut conn = with_pending(&mut h, 0);
+        let huge = vec![b'x'; 3 * limit];
+        assert!(
+            conn.send_text(&huge, h.now, &h.config, &mut h.codec),
+            "an empty queue takes any reply"
+        );
+    }
+}
+
+#[test]
+fn a_pong_counts_its_header_against_twice_the_bound() {
+    let mut h = small_buffer("close");
+    let limit = 2 * h.config.backpressure.max_write_buffer;
+    let payload = [b'p'; 125];
+    let mut ping = Vec::new();
+    encode_masked_frame(true, OpCode::Ping, &payload, [1, 2, 3, 4], &mut ping);
+    for (pending, fits) in [
+        (limit - frame::server_frame_len(125), true),
+        (limit - 126, false),
+    ] {
+        let mut conn = with_pending(&mut h, pending);
+        h.feed(&mut conn, &ping);
+        assert_eq!(conn.is_open_websocket(), fits, "{pending} bytes pending");
+        if !fits {
+            assert_eq!(conn.close_code(), Some(close::SLOW_CONSUMER));
+        }
+    }
 }
 
 #[test]

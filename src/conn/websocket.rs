@@ -8,15 +8,16 @@
 //! touch: the connection's other states (`conn`), sockets or clocks.
 
 use crate::codes::close;
+use crate::conn::backpressure::{Backpressure, Fate};
 use crate::conn::compression::Codec;
 use crate::conn::outbound::Outbound;
 use crate::conn::rate::Verdict;
 use crate::conn::session::SessionState;
-use crate::conn::{Context, Endpoint};
+use crate::conn::{Context, Delivery, Endpoint};
 use crate::proto::{self, Request, Session, Sink};
 use crate::ws::decoder::{CloseFrame, Decoder, Message};
 use crate::ws::deflate::InflateError;
-use crate::ws::frame::OpCode;
+use crate::ws::frame::{self, OpCode};
 
 /// How a WebSocket ends.
 #[derive(Debug, Clone, Copy)]
@@ -134,7 +135,7 @@ fn on_message(
         ..
     } = cx;
     let codec = handling.compress.then_some(&mut **codec);
-    let mut sink = BoundedSink::new(out, config.backpressure.max_write_buffer, codec);
+    let mut sink = BoundedSink::new(out, Backpressure::of(config), codec);
     if matches!(message, Message::Text(_) | Message::Binary(_)) {
         metrics.messages_in.inc();
     }
@@ -212,14 +213,14 @@ fn on_compressed(
     end
 }
 
-/// Queues replies to the sender, up to twice `--max-write-buffer` (replies
-/// are not room events: `docs/protocol.md` section 8). A message always fits
-/// into an empty queue. With a codec (the connection agreed to
+/// Queues replies to the sender within their bound (they are not room
+/// events: twice `--max-write-buffer`, as `backpressure` decides), their
+/// whole frames counted. With a codec (the connection agreed to
 /// permessage-deflate) data frames worth it go compressed.
 pub(super) struct BoundedSink<'a> {
     out: &'a mut Outbound,
     codec: Option<&'a mut Codec>,
-    limit: usize,
+    rule: Backpressure,
     pub overflowed: bool,
     /// Data messages queued, for the shard's counters.
     messages: u64,
@@ -227,15 +228,11 @@ pub(super) struct BoundedSink<'a> {
 }
 
 impl<'a> BoundedSink<'a> {
-    pub fn new(
-        out: &'a mut Outbound,
-        max_write_buffer: usize,
-        codec: Option<&'a mut Codec>,
-    ) -> Self {
+    pub fn new(out: &'a mut Outbound, rule: Backpressure, codec: Option<&'a mut Codec>) -> Self {
         Self {
             out,
             codec,
-            limit: max_write_buffer.saturating_mul(2),
+            rule,
             overflowed: false,
             messages: 0,
             requests: Vec::new(),
@@ -250,8 +247,13 @@ impl<'a> BoundedSink<'a> {
             Some(codec) if !opcode.is_control() => codec.compress(payload),
             _ => None,
         };
-        let len = compressed.map_or(payload.len(), <[u8]>::len);
-        if !self.out.is_empty() && self.out.pending() + len > self.limit {
+        let len = frame::server_frame_len(compressed.map_or(payload.len(), <[u8]>::len));
+        // A reply is never held back: it is queued or the client is cut.
+        if self
+            .rule
+            .fate(self.out.pending(), len, Delivery::Other, false)
+            != Fate::Queue
+        {
             self.overflowed = true;
             return;
         }

@@ -12,7 +12,10 @@
 //!   `WouldBlock` or the budget;
 //! - encrypted output can be pending with the connection's queue empty
 //!   (`has_pending_output`), and WRITABLE interest must cover it;
-//! - the bytes rustls holds are bounded by `tls::SEND_BUFFER_LIMIT`.
+//! - the bytes rustls holds are bounded by `tls::SEND_BUFFER_LIMIT`, outside
+//!   the connection's own bound (`conn::backpressure`): new plaintext is
+//!   taken only once the previous records are out, so a slow client's
+//!   backlog stays in the connection's queue, where that bound judges it.
 //!
 //! Owns the socket of one connection. Must not touch the connection's
 //! state: bad TLS input ends here, as an error the shard drops the socket

@@ -282,6 +282,14 @@ pub fn encode_header(fin: bool, opcode: OpCode, payload_len: usize, out: &mut [u
     encode_payload_len(payload_len, out)
 }
 
+/// The length of a whole server frame (unmasked: header and payload)
+/// carrying `payload_len` bytes: what it takes in a connection's queue.
+#[inline]
+pub fn server_frame_len(payload_len: usize) -> usize {
+    let mut header = [0; 10];
+    encode_payload_len(payload_len, &mut header) + payload_len
+}
+
 /// Writes the length fields (byte 1 onwards) of a header with the MASK bit
 /// clear; returns the header length so far.
 fn encode_payload_len(payload_len: usize, out: &mut [u8; 10]) -> usize {
@@ -477,6 +485,15 @@ mod tests {
             assert_eq!(header.payload_len, len as u64);
             assert_eq!(header.header_len, header_len);
             assert_eq!(bytes.len(), header_len + len);
+        }
+    }
+
+    #[test]
+    fn server_frame_len_is_what_encoding_appends() {
+        for len in [0, 125, 126, 65535, 65536] {
+            let mut out = Vec::new();
+            encode_frame(OpCode::Text, &vec![b'x'; len], &mut out);
+            assert_eq!(server_frame_len(len), out.len(), "payload of {len}");
         }
     }
 
