@@ -923,7 +923,12 @@ impl Shard {
         }
         if let Some(user) = entry.conn.user_id() {
             self.shared.registry.user_disconnected(user);
-            self.router.closed(key, user, entry.conn.rooms());
+            let conn = ConnRef {
+                shard: self.index,
+                key,
+                id: entry.conn.id(),
+            };
+            self.router.closed(conn, user, entry.conn.rooms());
         }
         if entry.conn.is_admitted() {
             self.shared.registry.release(entry.conn.peer_ip());

@@ -48,10 +48,10 @@ pub enum BusMsg {
         rejoin: bool,
         id: Option<OwnedId>,
     },
-    /// To a room's owner: a connection of `user` on `shard` left.
+    /// To a room's owner: connection `conn` of `user` left (or closed).
     Leave {
         room: Arc<str>,
-        shard: usize,
+        conn: ConnRef,
         user: Arc<str>,
     },
     /// To a room's owner: sequence, record and fan out a room event.

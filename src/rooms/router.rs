@@ -149,11 +149,11 @@ impl Router {
     }
 
     /// A `/ws` connection of `user` is gone: it leaves its `rooms`.
-    pub fn closed(&mut self, key: usize, user: &Arc<str>, rooms: &[Arc<str>]) {
-        self.users.remove(user, key);
+    pub fn closed(&mut self, conn: ConnRef, user: &Arc<str>, rooms: &[Arc<str>]) {
+        self.users.remove(user, conn.key);
         self.count_online(user, false);
         for room in rooms {
-            self.request_leave(key, room.clone(), user.clone());
+            self.request_leave(conn, room.clone(), user.clone());
         }
     }
 
@@ -198,7 +198,7 @@ impl Router {
                 rejoin,
                 id,
             }),
-            Request::Leave { room } => self.request_leave(conn.key, room, user),
+            Request::Leave { room } => self.request_leave(conn, room, user),
             Request::Publish {
                 room,
                 event,
@@ -240,10 +240,9 @@ impl Router {
     }
 
     /// Connection `key` leaves `room` here, and the owner is told.
-    fn request_leave(&mut self, key: usize, room: Arc<str>, user: Arc<str>) {
-        self.local.remove(&room, key);
-        let shard = self.shard;
-        self.send_to_owner(BusMsg::Leave { room, shard, user });
+    fn request_leave(&mut self, conn: ConnRef, room: Arc<str>, user: Arc<str>) {
+        self.local.remove(&room, conn.key);
+        self.send_to_owner(BusMsg::Leave { room, conn, user });
     }
 
     /// `user:send` (`to`) or `system:broadcast` (`None`) in one process:

@@ -80,19 +80,24 @@ impl Router {
                     redis.join(&mut self.table, &mut self.outbox, join, &recovery);
                 }
             },
-            BusMsg::Leave { room, shard, user } => {
-                let presence = self.table.leave(&room, shard, &user, time.now);
-                match &mut self.sequencer {
-                    Sequencer::Local => {
-                        if let Some(frame) = presence {
-                            let shards = self.table.member_shards(&room);
-                            self.outbox
-                                .fan_out(shards, &room, &frame, None, Fanout::Other);
-                        }
+            BusMsg::Leave { room, conn, user } => match &mut self.sequencer {
+                Sequencer::Local => {
+                    let presence = self.table.leave(&room, conn.shard, &user, time.now);
+                    if let Some(frame) = presence {
+                        let shards = self.table.member_shards(&room);
+                        self.outbox
+                            .fan_out(shards, &room, &frame, None, Fanout::Other);
                     }
-                    Sequencer::Redis(redis) => redis.leave(&self.table, &room, &user),
                 }
-            }
+                Sequencer::Redis(redis) => {
+                    // A join still out is counted out once Redis answers
+                    // it: Redis counts it in then, and this table has not.
+                    if !redis.cancel_join(&room, conn) {
+                        self.table.leave(&room, conn.shard, &user, time.now);
+                        redis.leave(&self.table, &room, &user);
+                    }
+                }
+            },
             BusMsg::Publish {
                 room,
                 event,

@@ -543,3 +543,44 @@ fn a_conflatable_room_event_and_presence_stay_apart() {
         "{got:?}"
     );
 }
+
+#[test]
+fn a_connection_gone_while_its_join_waits_for_redis_leaves_no_ghost_member() {
+    let mut s = Setup::cluster(2).build();
+    let room = room_owned_by(1, 2, "r");
+    let alice = s.connect(0, "alice");
+    s.take_bridge();
+    s.request(alice, join(&room, id(1)));
+    s.close(alice);
+    // Redis counted alice in when it ran the join.
+    let mut requests = answer_joins(&mut s, || Ok((history(0, &[]), 1)));
+    requests.extend(s.take_bridge());
+    let kinds = kinds(&requests);
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "leave").count(),
+        1,
+        "{kinds:?}"
+    );
+    assert!(kinds.contains(&"unserve"), "{kinds:?}");
+    assert_eq!(s.router(1).table.connections(&room), 0);
+}
+
+#[test]
+fn a_leave_right_after_a_join_is_answered_and_counted_out_once_redis_answers() {
+    let mut s = Setup::cluster(1).build();
+    let alice = s.connect(0, "alice");
+    s.take_bridge();
+    s.request(alice, join("lobby", id(1)));
+    s.request(alice, leave("lobby"));
+    assert!(
+        !kinds(&s.bridge).contains(&"leave"),
+        "not before Redis answered"
+    );
+    let mut requests = answer_joins(&mut s, || Ok((history(3, &[]), 1)));
+    requests.extend(s.take_bridge());
+    assert_eq!(kinds(&requests), ["serve", "leave", "unserve"]);
+    let got = s.got(alice);
+    assert!(answers(&got)[0].contains("\"success\":true"), "{got:?}");
+    assert!(!s.is_member(alice, "lobby"));
+    assert_eq!(s.router(0).table.connections("lobby"), 0);
+}

@@ -244,7 +244,7 @@ impl Shards {
         let Some(c) = self.outlets[conn.shard].conns.remove(&conn.key) else {
             return;
         };
-        self.routers[conn.shard].closed(conn.key, &c.user, &c.rooms);
+        self.routers[conn.shard].closed(conn, &c.user, &c.rooms);
         self.settle();
     }
 
