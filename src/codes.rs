@@ -236,6 +236,8 @@ pub mod limits {
     /// Largest `--history`: the most messages a room keeps, and so the most
     /// a history read from Redis may hold.
     pub const MAX_HISTORY: usize = 10_000;
+    /// Most users listed by `presence:get` (the count is exact beyond it).
+    pub const MAX_PRESENCE_USERS: usize = 1000;
     /// Longest epoch read from Redis, in bytes: a node's own are its
     /// `--node-id` (at most 64) and a hex counter; the emitter's are shorter.
     pub const MAX_EPOCH_LEN: usize = 96;

@@ -129,8 +129,8 @@ impl FromBridge {
     }
 }
 
-/// A room event to sequence in Redis, as the owner got it.
-pub struct ClusterPublish<'a> {
+/// A room event to sequence, as the owner got it.
+pub struct PublishAtOwner<'a> {
     pub room: &'a Arc<str>,
     pub message: &'a Publish<'a>,
     pub sender: ConnRef,
@@ -219,7 +219,7 @@ impl RedisRooms {
 
     /// The owner passes a publish to Redis; the answer and the event come
     /// back through the bridge.
-    pub fn publish(&mut self, publish: ClusterPublish<'_>) {
+    pub fn publish(&mut self, publish: PublishAtOwner<'_>) {
         let message = publish.message;
         let (head, tail) = wire::room_message_around_seq(
             message.event,

@@ -11,10 +11,11 @@
 
 use crate::codes::ErrorCode;
 use crate::conn::ConnRef;
+use crate::proto::JoinRecovery;
 use crate::proto::reply::{self, OwnedId};
 use crate::redis::requests::BridgeRequest;
 use crate::rooms::bus::{BusMsg, Fanout};
-use crate::rooms::cluster::{BridgeAnswer, ClusterPublish, FromBridge, PendingJoin, RedisRooms};
+use crate::rooms::cluster::{BridgeAnswer, FromBridge, PendingJoin, PublishAtOwner, RedisRooms};
 use crate::rooms::outlet::Outlet;
 use crate::rooms::router::{Router, Time};
 use crate::rooms::table::{Joiner, Publish, Recovery};
@@ -42,7 +43,6 @@ impl Router {
     /// A room's message at its owner: joins, leaves, publishes,
     /// `presence:get`, and the online set of cluster mode.
     pub(super) fn at_owner(&mut self, message: BusMsg, time: Time, out: &mut impl Outlet) {
-        let owner = self.shard();
         match message {
             BusMsg::Join {
                 room,
@@ -52,52 +52,20 @@ impl Router {
                 recovery,
                 rejoin,
                 id,
-            } => match &mut self.sequencer {
-                Sequencer::Local => {
-                    let joiner = Joiner {
-                        shard: conn.shard,
-                        user_id: user,
-                        name: name.as_deref(),
-                        rejoin,
-                    };
-                    let recovery = Recovery {
-                        history: recovery.history,
-                        since: recovery.since,
-                        epoch: recovery.epoch.as_deref(),
-                    };
-                    self.join_here(room, conn, &joiner, &recovery, id, time);
-                }
-                Sequencer::Redis(redis) => {
-                    let join = PendingJoin {
-                        owner,
-                        room,
-                        conn,
-                        user,
-                        name,
-                        rejoin,
-                        id,
-                    };
-                    redis.join(&mut self.table, &mut self.outbox, join, &recovery);
-                }
-            },
-            BusMsg::Leave { room, conn, user } => match &mut self.sequencer {
-                Sequencer::Local => {
-                    let presence = self.table.leave(&room, conn.shard, &user, time.now);
-                    if let Some(frame) = presence {
-                        let shards = self.table.member_shards(&room);
-                        self.outbox
-                            .fan_out(shards, &room, &frame, None, Fanout::Other);
-                    }
-                }
-                Sequencer::Redis(redis) => {
-                    // A join still out is counted out once Redis answers
-                    // it: Redis counts it in then, and this table has not.
-                    if !redis.cancel_join(&room, conn) {
-                        self.table.leave(&room, conn.shard, &user, time.now);
-                        redis.leave(&self.table, &room, &user);
-                    }
-                }
-            },
+            } => {
+                let owner = self.shard();
+                let join = PendingJoin {
+                    owner,
+                    room,
+                    conn,
+                    user,
+                    name,
+                    rejoin,
+                    id,
+                };
+                self.join_at_owner(join, &recovery, time);
+            }
+            BusMsg::Leave { room, conn, user } => self.leave_at_owner(&room, conn, &user, time),
             BusMsg::Publish {
                 room,
                 event,
@@ -115,43 +83,96 @@ impl Router {
                     from: &from,
                     ts_ms: time.unix_ms,
                 };
-                match &mut self.sequencer {
-                    Sequencer::Local => {
-                        out.metrics().publishes.inc();
-                        let published = self.table.publish(&message, time.now);
-                        let exclude = (!echo).then_some(sender);
-                        let shards = self.table.member_shards(&room);
-                        let fanout = Fanout::RoomEvent { read_at };
-                        self.outbox
-                            .fan_out(shards, &room, &published.frame, exclude, fanout);
-                        self.outbox.answer_publish(sender, answer, published.seq);
-                    }
-                    Sequencer::Redis(redis) => redis.publish(ClusterPublish {
-                        room: &room,
-                        message: &message,
-                        sender,
-                        echo,
-                        answer,
-                        read_at,
-                    }),
-                }
+                let publish = PublishAtOwner {
+                    room: &room,
+                    message: &message,
+                    sender,
+                    echo,
+                    answer,
+                    read_at,
+                };
+                self.publish_at_owner(publish, time, out);
             }
-            BusMsg::PresenceGet { room, conn, id } => {
-                let Some(id) = id else { return };
-                match &mut self.sequencer {
-                    Sequencer::Local => {
-                        let text = reply::ack_text(&id, &self.table.presence(&room));
-                        self.outbox.send(conn.shard, BusMsg::Reply { conn, text });
-                    }
-                    Sequencer::Redis(redis) => redis.presence_get(room, conn, id),
+            BusMsg::PresenceGet {
+                room,
+                conn,
+                id: Some(id),
+            } => match &mut self.sequencer {
+                Sequencer::Local => {
+                    let text = reply::ack_text(&id, &self.table.presence(&room));
+                    self.outbox.send(conn.shard, BusMsg::Reply { conn, text });
                 }
-            }
+                Sequencer::Redis(redis) => redis.presence_get(room, conn, id),
+            },
             BusMsg::Online { user, up } => {
                 if let Sequencer::Redis(redis) = &mut self.sequencer {
                     redis.online(user, up);
                 }
             }
             _ => {}
+        }
+    }
+
+    fn join_at_owner(&mut self, join: PendingJoin, recovery: &JoinRecovery, time: Time) {
+        match &mut self.sequencer {
+            Sequencer::Local => {
+                let joiner = Joiner {
+                    shard: join.conn.shard,
+                    user_id: join.user,
+                    name: join.name.as_deref(),
+                    rejoin: join.rejoin,
+                };
+                let recovery = Recovery {
+                    history: recovery.history,
+                    since: recovery.since,
+                    epoch: recovery.epoch.as_deref(),
+                };
+                self.join_here(join.room, join.conn, &joiner, &recovery, join.id, time);
+            }
+            Sequencer::Redis(redis) => {
+                redis.join(&mut self.table, &mut self.outbox, join, recovery);
+            }
+        }
+    }
+
+    fn leave_at_owner(&mut self, room: &Arc<str>, conn: ConnRef, user: &Arc<str>, time: Time) {
+        match &mut self.sequencer {
+            Sequencer::Local => {
+                let presence = self.table.leave(room, conn.shard, user, time.now);
+                if let Some(frame) = presence {
+                    let shards = self.table.member_shards(room);
+                    self.outbox
+                        .fan_out(shards, room, &frame, None, Fanout::Other);
+                }
+            }
+            Sequencer::Redis(redis) => {
+                // A join still out is counted out once Redis answers it:
+                // Redis counts it in then, and this table has not.
+                if !redis.cancel_join(room, conn) {
+                    self.table.leave(room, conn.shard, user, time.now);
+                    redis.leave(&self.table, room, user);
+                }
+            }
+        }
+    }
+
+    fn publish_at_owner(&mut self, publish: PublishAtOwner<'_>, time: Time, out: &mut impl Outlet) {
+        match &mut self.sequencer {
+            Sequencer::Local => {
+                out.metrics().publishes.inc();
+                let published = self.table.publish(publish.message, time.now);
+                let exclude = (!publish.echo).then_some(publish.sender);
+                let room = publish.room;
+                let shards = self.table.member_shards(room);
+                let fanout = Fanout::RoomEvent {
+                    read_at: publish.read_at,
+                };
+                self.outbox
+                    .fan_out(shards, room, &published.frame, exclude, fanout);
+                self.outbox
+                    .answer_publish(publish.sender, publish.answer, published.seq);
+            }
+            Sequencer::Redis(redis) => redis.publish(publish),
         }
     }
 

@@ -12,12 +12,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::codes::limits::MAX_PRESENCE_USERS;
 use crate::config::RoomsConfig;
 use crate::proto::names::pattern_matches;
 use crate::proto::wire;
-
-/// Most users listed by `presence:get`.
-pub const MAX_PRESENCE_USERS: usize = 1000;
 
 /// Who joins.
 #[derive(Debug, Clone)]

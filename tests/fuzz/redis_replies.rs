@@ -12,13 +12,13 @@
 //! to the same value; a decoded payload written back is the input, byte
 //! for byte (the writers are the server's own, where it has them).
 
+use roomcast::codes::limits::MAX_PRESENCE_USERS;
 use roomcast::codes::limits::{MAX_EPOCH_LEN, MAX_HISTORY, MAX_SUB_LEN};
 use roomcast::redis::layout::is_name;
 use roomcast::redis::resp::{Reply, parse};
 use roomcast::redis::{
     self, Direct, History, MAX_COUNT, Origin, PRESENCE_EPOCH, Presence, Sequenced,
 };
-use roomcast::rooms::table::MAX_PRESENCE_USERS;
 
 use crate::engine::{Rng, Target};
 use crate::resp::write;

@@ -62,7 +62,7 @@ impl<S: BridgeSink> Bridge<S> {
             return self.sink.presence(answer, Err(Unavailable));
         }
         let pushed = link.pipeline.push(Pending::Presence { answer }, |out| {
-            redis::presence(out, &keys, crate::rooms::table::MAX_PRESENCE_USERS);
+            redis::presence(out, &keys, crate::codes::limits::MAX_PRESENCE_USERS);
         });
         if let Err(Pending::Presence { answer }) = pushed {
             self.sink.presence(answer, Err(Unavailable));
