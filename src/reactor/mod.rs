@@ -21,11 +21,15 @@ pub mod accept;
 pub mod admission;
 pub mod bridge;
 mod buckets;
+mod entry;
 mod lifecycle;
 mod outlet;
 mod pre_request;
 pub mod shard;
+mod shared;
 pub mod transport;
+
+pub use shared::Shared;
 
 use std::io;
 use std::net::SocketAddr;
@@ -41,9 +45,7 @@ use signal_hook::iterator::Signals;
 
 use crate::auth::Keys;
 use crate::config::{AcceptMode, Config, ListenConfig};
-use crate::conn::Observe;
-use crate::metrics::RedisMetrics;
-use crate::metrics::{ShardMetrics, Snapshot};
+use crate::metrics::ShardMetrics;
 use crate::redis::requests::{DirectMessage, RoomEvent, Unavailable};
 use crate::redis::{History, Presence, Sequenced};
 use crate::rooms::cluster::{BridgeAnswer, FromBridge};
@@ -51,61 +53,7 @@ use crate::{log_info, log_warn};
 use admission::Registry;
 use bridge::{BridgeConfig, BridgeHandle, BridgeRequest, BridgeSink};
 use shard::{Channels, Command, Handle, Listeners, Shard};
-use std::time::{Duration, Instant};
-
-/// State every shard reads; mutated only through the admission counters,
-/// each shard's own metrics and the bus counts.
-pub struct Shared {
-    pub config: Config,
-    pub keys: Keys,
-    pub registry: Registry,
-    /// Random per process, so room epochs never repeat across restarts.
-    pub epoch_seed: u64,
-    /// One per shard, written only by that shard's thread.
-    pub metrics: Box<[ShardMetrics]>,
-    pub started: Instant,
-    /// Room-traffic messages sent and not yet handled, per ordered pair of
-    /// shards: `bus_pending[from * shards + to]`. The sender adds a batch's
-    /// length when it sends it, the receiver subtracts it once it has
-    /// handled the batch; a shard that is too far ahead of another stops
-    /// reading its sockets (see `shard`).
-    pub bus_pending: Box<[AtomicUsize]>,
-    /// Hand-off mode: sockets the acceptor handed over and the shards have
-    /// not adopted yet.
-    pub handoff_pending: Arc<AtomicUsize>,
-    /// Cluster mode: what the Redis bridge counts.
-    pub redis: Option<Arc<RedisMetrics>>,
-    /// `--tls-cert`: the public port speaks TLS.
-    pub tls: Option<crate::tls::Acceptor>,
-}
-
-impl Shared {
-    /// The count of messages `from` sent `to` and `to` has not handled yet
-    /// (`None` only for a shard index out of range).
-    pub fn bus_pending(&self, from: usize, to: usize) -> Option<&AtomicUsize> {
-        self.bus_pending.get(from * self.config.listen.shards + to)
-    }
-}
-
-impl Observe for Shared {
-    fn snapshot(&self) -> Snapshot {
-        let mut snapshot = Snapshot::gather(
-            &self.metrics,
-            self.registry.connections() as u64,
-            self.registry.users() as u64,
-        );
-        snapshot.redis = self.redis.as_ref().map(|r| r.snapshot());
-        snapshot
-    }
-
-    fn redis_up(&self) -> Option<bool> {
-        self.redis.as_ref().map(|r| r.up.get() == 1)
-    }
-
-    fn uptime(&self) -> Duration {
-        self.started.elapsed()
-    }
-}
+use std::time::Instant;
 
 /// A running server.
 pub struct Server {

@@ -19,8 +19,8 @@ use crate::conn::compression::{Codec, SharedFrame};
 use crate::conn::report::Report;
 use crate::conn::{ConnRef, Delivered, Delivery};
 use crate::metrics::ShardMetrics;
+use crate::reactor::entry::{Entry, mark, write_through};
 use crate::reactor::lifecycle;
-use crate::reactor::shard::{Entry, mark, write_through};
 use crate::rooms::bus::Fanout;
 use crate::rooms::outlet::Outlet;
 

@@ -27,7 +27,7 @@
 //! is read-only but for the admission counters touched at connect and close
 //! and the bus counts above.
 
-use std::io::{self, IoSlice};
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -40,15 +40,14 @@ use slab::Slab;
 
 use crate::codes::limits::{ACCEPT_BUDGET, BUS_HIGH_WATER, SEND_BUFFER_PER_BOUND};
 use crate::conn::compression::Codec;
-use crate::conn::outbound::MAX_IO_SLICES;
 use crate::conn::report::Report;
 use crate::conn::{AbortReason, Admission, ConnRef, Connection, Context, Port, Tick, pool};
-use crate::metrics::ShardMetrics;
 use crate::proto::Request;
 use crate::proto::envelope::Parser;
-use crate::reactor::Shared;
+use crate::reactor::shared::Shared;
 use crate::reactor::bridge::BridgeHandle;
-use crate::reactor::lifecycle::{self, ByteCounts, Ending};
+use crate::reactor::entry::{Entry, mark, write_pending, write_through};
+use crate::reactor::lifecycle::{self, Ending};
 use crate::reactor::outlet::ShardOutlet;
 use crate::reactor::pre_request::{self, PreRequest};
 use crate::reactor::transport::Transport;
@@ -120,29 +119,6 @@ impl Handle {
     pub fn send(&self, command: Command) -> bool {
         self.commands.send(command).is_ok() && self.waker.wake().is_ok()
     }
-}
-
-/// A socket and its connection state.
-pub(super) struct Entry {
-    /// The socket, plain or with a TLS session over it.
-    pub(super) io: Transport,
-    pub(super) conn: Connection,
-    /// Input not yet consumed (an incomplete head or frame); empty and
-    /// unallocated while idle.
-    input: Vec<u8>,
-    writable_interest: bool,
-    /// The last write met `WouldBlock` and no WRITABLE event came since:
-    /// writing through again would only fail again.
-    pub(super) socket_full: bool,
-    write_shut: bool,
-    peer_closed: bool,
-    pub(super) queued_for_flush: bool,
-    /// On the `again` list, so it is put there once.
-    read_again: bool,
-    /// For the lifecycle log's `closed` line.
-    pub(super) bytes: ByteCounts,
-    /// Accepted and no request head yet: counted in `Shard::pre_request`.
-    pre_request: bool,
 }
 
 pub struct Shard {
@@ -493,21 +469,10 @@ impl Shard {
             log_warn!("shard {}: register failed: {e}", self.index);
             return;
         }
-        entry.insert(Entry {
-            io,
-            conn: Connection::new(id, peer.ip(), Instant::now())
-                .on_port(port)
-                .with_request_timeout(self.shared.config.listen.handshake_timeout),
-            input: Vec::new(),
-            writable_interest: false,
-            socket_full: false,
-            write_shut: false,
-            peer_closed: false,
-            queued_for_flush: false,
-            read_again: false,
-            bytes: ByteCounts::default(),
-            pre_request: true,
-        });
+        let conn = Connection::new(id, peer.ip(), Instant::now())
+            .on_port(port)
+            .with_request_timeout(self.shared.config.listen.handshake_timeout);
+        entry.insert(Entry::accepted(io, conn));
         lifecycle::accepted(id, peer, self.index);
         let waiting = self.pre_request.arrived(key, id);
         self.metrics().pre_request.set(waiting);
@@ -958,14 +923,6 @@ impl Shard {
     }
 }
 
-/// Puts a connection on the turn's flush list, once.
-pub(super) fn mark(entry: &mut Entry, dirty: &mut Vec<usize>, key: usize) {
-    if !entry.queued_for_flush {
-        entry.queued_for_flush = true;
-        dirty.push(key);
-    }
-}
-
 /// What the router of shard `index` runs with.
 fn router_config(shared: &Shared, index: usize, shards: usize, cluster: bool) -> RouterConfig {
     let node_id = shared.config.cluster.as_ref().map(|c| c.node_id.clone());
@@ -986,55 +943,6 @@ fn is_pre_request(conns: &Slab<Entry>, key: usize, id: u64) -> bool {
     conns
         .get(key)
         .is_some_and(|e| e.pre_request && e.conn.id() == id)
-}
-
-/// Writes the connection's queue to the socket now if queuing `incoming`
-/// more bytes would take it past half its bound
-/// (`Connection::wants_write_through`), so that a burst leaves as it
-/// arrives instead of being judged as backlog. A socket that was full is
-/// left alone until its WRITABLE event. A write error is left for
-/// the end-of-turn flush, which meets it again and drops the connection.
-pub(super) fn write_through(
-    entry: &mut Entry,
-    metrics: &ShardMetrics,
-    incoming: usize,
-    config: &crate::config::Config,
-) {
-    if !entry.socket_full && entry.conn.wants_write_through(incoming, config) {
-        let _ = write_pending(entry, metrics);
-    }
-}
-
-/// Writes as much queued output as the socket takes (encrypted output
-/// held back by an earlier full socket first).
-fn write_pending(entry: &mut Entry, metrics: &ShardMetrics) -> io::Result<()> {
-    let out = entry.conn.outbound();
-    loop {
-        if !entry.io.flush()? {
-            entry.socket_full = true;
-            return Ok(());
-        }
-        if out.is_empty() {
-            return Ok(());
-        }
-        let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
-        let count = out.io_slices(&mut slices);
-        match entry.io.write_vectored(&slices[..count]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                entry.socket_full = false;
-                metrics.bytes_out.add(n as u64);
-                entry.bytes.written += n as u64;
-                out.advance(n);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                entry.socket_full = true;
-                return Ok(());
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 fn prepare_socket(stream: &TcpStream, max_write_buffer: usize) -> io::Result<()> {

@@ -1,0 +1,67 @@
+//! What every shard of the process shares: the configuration and keys,
+//! the admission registry, each shard's counters, and the counts of the
+//! bus's flow control. Read-only but for atomics; nothing per message.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::{Duration, Instant};
+
+use crate::auth::Keys;
+use crate::config::Config;
+use crate::conn::Observe;
+use crate::metrics::{RedisMetrics, ShardMetrics, Snapshot};
+use crate::reactor::admission::Registry;
+
+/// State every shard reads; mutated only through the admission counters,
+/// each shard's own metrics and the bus counts.
+pub struct Shared {
+    pub config: Config,
+    pub keys: Keys,
+    pub registry: Registry,
+    /// Random per process, so room epochs never repeat across restarts.
+    pub epoch_seed: u64,
+    /// One per shard, written only by that shard's thread.
+    pub metrics: Box<[ShardMetrics]>,
+    pub started: Instant,
+    /// Room-traffic messages sent and not yet handled, per ordered pair of
+    /// shards: `bus_pending[from * shards + to]`. The sender adds a batch's
+    /// length when it sends it, the receiver subtracts it once it has
+    /// handled the batch; a shard that is too far ahead of another stops
+    /// reading its sockets (see `shard`).
+    pub bus_pending: Box<[AtomicUsize]>,
+    /// Hand-off mode: sockets the acceptor handed over and the shards have
+    /// not adopted yet.
+    pub handoff_pending: Arc<AtomicUsize>,
+    /// Cluster mode: what the Redis bridge counts.
+    pub redis: Option<Arc<RedisMetrics>>,
+    /// `--tls-cert`: the public port speaks TLS.
+    pub tls: Option<crate::tls::Acceptor>,
+}
+
+impl Shared {
+    /// The count of messages `from` sent `to` and `to` has not handled yet
+    /// (`None` only for a shard index out of range).
+    pub fn bus_pending(&self, from: usize, to: usize) -> Option<&AtomicUsize> {
+        self.bus_pending.get(from * self.config.listen.shards + to)
+    }
+}
+
+impl Observe for Shared {
+    fn snapshot(&self) -> Snapshot {
+        let mut snapshot = Snapshot::gather(
+            &self.metrics,
+            self.registry.connections() as u64,
+            self.registry.users() as u64,
+        );
+        snapshot.redis = self.redis.as_ref().map(|r| r.snapshot());
+        snapshot
+    }
+
+    fn redis_up(&self) -> Option<bool> {
+        self.redis.as_ref().map(|r| r.up.get() == 1)
+    }
+
+    fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
