@@ -1,9 +1,10 @@
 //! roomcast: a WebSocket pub/sub server.
 //!
 //! The crate is split so that the protocol core is sans-IO: the modules
-//! `ws`, `http`, `auth`, `proto` and `conn` take bytes and an `Instant` and
-//! return bytes and actions. Sockets, `mio` and threads live only in
-//! `reactor` (and raw socket options in `sys`). `docs/architecture.md`
+//! `ws`, `http`, `auth`, `proto`, `conn`, `rooms` (the room router) and
+//! `redis` (RESP and the cluster's functions) take bytes, messages and an
+//! `Instant` and return bytes and actions. Sockets, `mio` and threads live
+//! only in `reactor` (and raw socket options in `sys`). `docs/architecture.md`
 //! follows one message through these modules.
 //!
 //! The client tools of the `roomcast` binary (`bench`, `connect`,
