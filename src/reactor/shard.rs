@@ -44,12 +44,12 @@ use crate::conn::report::Report;
 use crate::conn::{AbortReason, Admission, ConnRef, Connection, Context, Port, Tick, pool};
 use crate::proto::Request;
 use crate::proto::envelope::Parser;
-use crate::reactor::shared::Shared;
-use crate::reactor::bridge::BridgeHandle;
+use crate::reactor::bridge::{BridgeHandle, BridgeRequest};
 use crate::reactor::entry::{Entry, mark, write_pending, write_through};
 use crate::reactor::lifecycle::{self, Ending};
 use crate::reactor::outlet::ShardOutlet;
 use crate::reactor::pre_request::{self, PreRequest};
+use crate::reactor::shared::Shared;
 use crate::reactor::transport::Transport;
 use crate::rooms::bus::BusMsg;
 use crate::rooms::cluster::{BridgeAnswer, ClusterSide, FromBridge};
@@ -636,20 +636,15 @@ impl Shard {
     /// the bridge cannot take are answered as refused).
     fn settle_rooms(&mut self) {
         loop {
-            let time = self.time();
-            let (router, mut out) = self.split();
-            router.run_own(time, &mut out);
-            let refused: Vec<_> = match &self.bridge {
-                Some(bridge) => self
-                    .router
-                    .take_bridge_requests()
-                    .into_iter()
-                    .filter_map(|request| bridge.try_send(request).err())
-                    .collect(),
-                None => Vec::new(),
-            };
+            if self.router.has_own_work() {
+                let time = self.time();
+                let (router, mut out) = self.split();
+                router.run_own(time, &mut out);
+            }
+            let refused = self.send_bridge_requests();
             let any_refused = !refused.is_empty();
             for request in refused {
+                let time = self.time();
                 let (router, mut out) = self.split();
                 router.bridge_refused(request, time, &mut out);
             }
@@ -660,6 +655,19 @@ impl Shard {
                 self.feed(key, 0);
             }
         }
+    }
+
+    /// Hands the router's requests to the bridge (cluster mode); returns
+    /// those it could not take, the bridge having stopped.
+    fn send_bridge_requests(&mut self) -> Vec<BridgeRequest<BridgeAnswer>> {
+        let Some(bridge) = &self.bridge else {
+            return Vec::new();
+        };
+        self.router
+            .take_bridge_requests()
+            .into_iter()
+            .filter_map(|request| bridge.try_send(request).err())
+            .collect()
     }
 
     /// Settles the rooms, then sends every other shard its batch with one

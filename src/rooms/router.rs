@@ -133,6 +133,11 @@ impl Router {
         self.table.sweep(now);
     }
 
+    /// Whether this shard sent itself bus messages not handled yet.
+    pub fn has_own_work(&self) -> bool {
+        self.outbox.has(self.shard)
+    }
+
     /// Handles the bus messages this shard sent itself until none are left.
     pub fn run_own(&mut self, time: Time, out: &mut impl Outlet) {
         while self.outbox.has(self.shard) {

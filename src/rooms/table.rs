@@ -421,15 +421,13 @@ impl RoomTable {
     }
 
     /// The shards that have members in `room`.
-    pub fn member_shards(&self, name: &str) -> Vec<usize> {
-        self.rooms.get(name).map_or_else(Vec::new, |room| {
-            room.per_shard
-                .iter()
-                .enumerate()
-                .filter(|(_, n)| **n > 0)
-                .map(|(shard, _)| shard)
-                .collect()
-        })
+    pub fn member_shards(&self, name: &str) -> impl Iterator<Item = usize> + '_ {
+        let counts = self.rooms.get(name).map_or(&[][..], |room| &room.per_shard);
+        counts
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(shard, _)| shard)
     }
 
     /// Drops expired history and forgets rooms with nothing left.
@@ -684,6 +682,6 @@ mod tests {
             )
             .ends_with("\"members\":1}")
         );
-        assert_eq!(t.member_shards("r"), [0]);
+        assert_eq!(t.member_shards("r").collect::<Vec<_>>(), [0]);
     }
 }
