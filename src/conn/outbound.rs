@@ -160,12 +160,12 @@ impl Outbound {
 
     /// Fills `slices` with the pending bytes, front first, as many as fit;
     /// returns how many. Consecutive inline frames are contiguous and share
-    /// one slice.
-    pub fn io_slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
-        let room = slices.len();
+    /// one slice. An array, not a slice: with its length known the
+    /// compiler drops the bounds check of every frame.
+    pub fn io_slices<'a, const N: usize>(&'a self, slices: &mut [IoSlice<'a>; N]) -> usize {
         let mut count = 0;
         let mut push = |bytes: &'a [u8]| {
-            if count < room && !bytes.is_empty() {
+            if count < N && !bytes.is_empty() {
                 slices[count] = IoSlice::new(bytes);
                 count += 1;
             }
