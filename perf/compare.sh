@@ -35,7 +35,7 @@ SERVER_CORE=${SERVER_CORE:-0}
 BENCH_CORE=${BENCH_CORE:-1}
 BUILD=${BUILD:-1}
 RESULTS_MD=${RESULTS_MD:-$PERF_DIR/RESULTS.md}
-ALL_CASES="echo-32 echo-1k fanout-1k fanout-10k fanout-1k-20 fanout-1k-200 fanout-10k-20 fanout-rooms fanout-rooms-w16 idle-10k idle-19k"
+ALL_CASES="echo-32 echo-1k fanout-1k fanout-10k fanout-1k-20 fanout-1k-100 fanout-1k-200 fanout-10k-20 fanout-rooms fanout-rooms-w16 idle-10k idle-19k"
 ALL_SERVERS="floor roomcast tokio-tungstenite fastwebsockets node-ws socketio"
 CASES=${CASES:-$ALL_CASES}
 SERVERS=${SERVERS:-$ALL_SERVERS}
@@ -60,6 +60,7 @@ CASES = [
     ("fanout-1k", "fan-out to 1,000 subscribers of one room, 64 B, max rate (1 publisher)"),
     ("fanout-10k", "fan-out to 10,000 subscribers of one room, 64 B, max rate (1 publisher)"),
     ("fanout-1k-20", "fan-out to 1,000 subscribers of one room, 64 B, 20 messages/s"),
+    ("fanout-1k-100", "fan-out to 1,000 subscribers of one room, 64 B, 100 messages/s"),
     ("fanout-1k-200", "fan-out to 1,000 subscribers of one room, 64 B, 200 messages/s (200 k deliveries/s offered to every server)"),
     ("fanout-10k-20", "fan-out to 10,000 subscribers of one room, 64 B, 20 messages/s (200 k deliveries/s offered to every server)"),
     ("fanout-rooms", "fan-out over 1,000 rooms × 10 subscribers (10,000 subscribers), 64 B, 1 in flight per room"),
@@ -347,28 +348,6 @@ target_of() {
         roomcast | roomcast-base) echo roomcast ;;
         socketio) echo socketio ;;
         *) echo raw ;;
-    esac
-}
-
-# The bench arguments of a case (after `roomcast bench`, before --addr).
-case_args() {
-    case $1 in
-        echo-32) echo "echo -c 64 -s 32 -w 16" ;;
-        echo-1k) echo "echo -c 64 -s 1024 -w 16" ;;
-        fanout-1k) echo "fanout -c 1000 --rooms 1 --publishers 1 -s 64 --rate 0" ;;
-        fanout-10k) echo "fanout -c 10000 --rooms 1 --publishers 1 -s 64 --rate 0" ;;
-        fanout-1k-20) echo "fanout -c 1000 --rooms 1 --publishers 1 -s 64 --rate 20" ;;
-        # The same offered load for every server, whatever its queues do.
-        fanout-1k-200) echo "fanout -c 1000 --rooms 1 --publishers 1 -s 64 --rate 200" ;;
-        fanout-10k-20) echo "fanout -c 10000 --rooms 1 --publishers 1 -s 64 --rate 20" ;;
-        # A peer's publisher is bound to one room's path, so 10 publishers would
-        # reach only 10 of the 1,000 rooms: one publisher per room, for every
-        # server. The window is per room (a probe subscriber per room).
-        fanout-rooms) echo "fanout -c 10000 --rooms 1000 --publishers 1000 -s 64 --rate 0 -w 1" ;;
-        fanout-rooms-w16) echo "fanout -c 10000 --rooms 1000 --publishers 1000 -s 64 --rate 0 -w 16" ;;
-        idle-10k) echo "idle -c 10000 --rooms 1" ;;
-        idle-19k) echo "idle -c 19000 --rooms 1" ;;
-        *) return 1 ;;
     esac
 }
 

@@ -86,6 +86,61 @@ wait_measuring() {
     return 1
 }
 
+# The bench arguments of a case (after `roomcast bench`, before --addr).
+case_args() {
+    case $1 in
+        echo-32) echo "echo -c 64 -s 32 -w 16" ;;
+        echo-1k) echo "echo -c 64 -s 1024 -w 16" ;;
+        fanout-1k) echo "fanout -c 1000 --rooms 1 --publishers 1 -s 64 --rate 0" ;;
+        fanout-10k) echo "fanout -c 10000 --rooms 1 --publishers 1 -s 64 --rate 0" ;;
+        fanout-1k-20) echo "fanout -c 1000 --rooms 1 --publishers 1 -s 64 --rate 20" ;;
+        fanout-1k-100) echo "fanout -c 1000 --rooms 1 --publishers 1 -s 64 --rate 100" ;;
+        # The same offered load for every server, whatever its queues do.
+        fanout-1k-200) echo "fanout -c 1000 --rooms 1 --publishers 1 -s 64 --rate 200" ;;
+        fanout-10k-20) echo "fanout -c 10000 --rooms 1 --publishers 1 -s 64 --rate 20" ;;
+        # A peer's publisher is bound to one room's path, so 10 publishers would
+        # reach only 10 of the 1,000 rooms: one publisher per room, for every
+        # server. The window is per room (a probe subscriber per room).
+        fanout-rooms) echo "fanout -c 10000 --rooms 1000 --publishers 1000 -s 64 --rate 0 -w 1" ;;
+        fanout-rooms-w16) echo "fanout -c 10000 --rooms 1000 --publishers 1000 -s 64 --rate 0 -w 16" ;;
+        idle-10k) echo "idle -c 10000 --rooms 1" ;;
+        idle-19k) echo "idle -c 19000 --rooms 1" ;;
+        *) return 1 ;;
+    esac
+}
+
+# start_pinned_roomcast BIN [WRAPPER...]: a fresh roomcast server with the
+# flags of compare.sh's runs (`--shards 1`, `--echo`, a 512 KiB bound) on
+# 127.0.0.1:0, pinned to SERVER_CORE, run under WRAPPER if given (e.g.
+# valgrind); sets SERVER_PID and SERVER_PORT (empty if it did not start).
+start_pinned_roomcast() {
+    local bin=$1
+    shift
+    : >"$WORK/server.err"
+    taskset -c "${SERVER_CORE:-0}" "$@" "$bin" serve --bind 127.0.0.1:0 --shards 1 \
+        --jwt-secret "$SECRET" --echo --max-write-buffer 512KiB --log-level warn \
+        >"$WORK/server.out" 2>"$WORK/server.err" &
+    SERVER_PID=$!
+    SERVER_PORT=""
+    for _ in $(seq 400); do
+        SERVER_PORT=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$WORK/server.out" | head -1)
+        [ -n "$SERVER_PORT" ] && return 0
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    stop_server
+    return 1
+}
+
+# server_metric NAME: the sum of the lines of counter NAME in the server's /metrics.
+server_metric() {
+    python3 - "$SERVER_PORT" "$1" <<'PY'
+import sys, urllib.request
+body = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode()
+print(int(sum(float(l.split()[-1]) for l in body.splitlines() if l.startswith(sys.argv[2]))))
+PY
+}
+
 cleanup() {
     stop_server
     rm -rf "$WORK"

@@ -152,12 +152,20 @@ impl Outbound {
             .map_or(0, |c| c.len() - self.head_written);
     }
 
-    /// Fills `slices` with the pending bytes, front first; returns how many.
-    /// Consecutive inline frames are contiguous and share one slice.
-    pub fn io_slices<'a>(&'a self, slices: &mut [IoSlice<'a>; MAX_IO_SLICES]) -> usize {
+    /// Frames queued (a partly written one included): `io_slices` needs
+    /// at most this many slices for all of them.
+    pub fn frames(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// Fills `slices` with the pending bytes, front first, as many as fit;
+    /// returns how many. Consecutive inline frames are contiguous and share
+    /// one slice. An array, not a slice: with its length known the
+    /// compiler drops the bounds check of every frame.
+    pub fn io_slices<'a, const N: usize>(&'a self, slices: &mut [IoSlice<'a>; N]) -> usize {
         let mut count = 0;
         let mut push = |bytes: &'a [u8]| {
-            if count < MAX_IO_SLICES && !bytes.is_empty() {
+            if count < N && !bytes.is_empty() {
                 slices[count] = IoSlice::new(bytes);
                 count += 1;
             }
@@ -320,6 +328,24 @@ mod tests {
         drain_all(&mut out);
         assert_eq!(out.inline.capacity(), 0);
         assert_eq!(out.chunks.capacity(), 0);
+    }
+
+    #[test]
+    fn a_short_slice_array_takes_the_front_frames() {
+        let mut out = Outbound::default();
+        out.push_raw(b"a");
+        out.push_raw(b"b");
+        out.push_shared(Arc::from(&b"c"[..]));
+        out.push_shared(Arc::from(&b"d"[..]));
+        out.push_raw(b"e");
+        assert_eq!(out.frames(), 5);
+        let mut slices = [IoSlice::new(&[]); 2];
+        assert_eq!(out.io_slices(&mut slices), 2);
+        let front: Vec<u8> = slices.iter().flat_map(|s| s.iter().copied()).collect();
+        assert_eq!(front, b"abc");
+        out.advance(front.len());
+        assert_eq!(out.frames(), 2);
+        assert_eq!(drain_all(&mut out), b"de");
     }
 
     #[test]
