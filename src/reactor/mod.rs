@@ -34,7 +34,6 @@ pub use shared::Shared;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::Receiver;
@@ -43,17 +42,13 @@ use mio::{Poll, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::auth::Keys;
 use crate::config::{AcceptMode, Config, ListenConfig};
-use crate::metrics::ShardMetrics;
 use crate::redis::requests::{DirectMessage, RoomEvent, Unavailable};
 use crate::redis::{History, Presence, Sequenced};
 use crate::rooms::cluster::{BridgeAnswer, FromBridge};
 use crate::{log_info, log_warn};
-use admission::Registry;
 use bridge::{BridgeConfig, BridgeHandle, BridgeRequest, BridgeSink};
 use shard::{Channels, Command, Handle, Listeners, Shard};
-use std::time::Instant;
 
 /// A running server.
 pub struct Server {
@@ -75,36 +70,7 @@ impl Server {
     /// Binds the listener(s) and starts the threads.
     pub fn bind(config: Config) -> io::Result<Self> {
         let signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
-        let tls = match &config.listen.tls {
-            Some(files) => Some(
-                crate::tls::Acceptor::load(files.clone())
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
-            ),
-            None => None,
-        };
-        let config_has_cluster = config.cluster.is_some();
-        let keys = Keys::new(&config.auth.secrets);
-        let registry = Registry::with_handshake_rate(
-            config.limits.max_connections,
-            config.limits.max_connections_per_ip,
-            config.limits.handshake_rate,
-        );
-        let shared = Arc::new(Shared {
-            metrics: (0..config.listen.shards)
-                .map(|_| ShardMetrics::default())
-                .collect(),
-            bus_pending: (0..config.listen.shards * config.listen.shards)
-                .map(|_| AtomicUsize::new(0))
-                .collect(),
-            config,
-            keys,
-            registry,
-            epoch_seed: crate::auth::random_u64(),
-            started: Instant::now(),
-            redis: config_has_cluster.then(Arc::default),
-            handoff_pending: Arc::default(),
-            tls,
-        });
+        let shared = Arc::new(Shared::new(config)?);
         let (drained_tx, drained) = crossbeam_channel::unbounded();
         let mode = shared.config.listen.accept_mode;
         let mut listeners = open_listeners(&shared.config.listen)?;
@@ -117,20 +83,8 @@ impl Server {
             Some(listener) => Some(listener.local_addr()?),
             None => None,
         };
-        let mut shards = Vec::new();
         let mut threads = Vec::new();
-        // Every shard needs every other's handle before any starts.
-        let mut parts = Vec::new();
-        for _ in 0..shared.config.listen.shards {
-            let poll = Poll::new()?;
-            let waker = Arc::new(Waker::new(poll.registry(), shard::WAKER)?);
-            let (tx, rx) = crossbeam_channel::unbounded();
-            shards.push(Handle {
-                commands: tx,
-                waker,
-            });
-            parts.push((poll, rx));
-        }
+        let (shards, parts) = shard_channels(shared.config.listen.shards)?;
         let bridge = start_bridge(&shared, &shards)?;
         for (index, (poll, rx)) in parts.into_iter().enumerate() {
             let own_listeners = Listeners {
@@ -290,6 +244,23 @@ impl Server {
             let _ = thread.join();
         }
     }
+}
+
+/// Every shard's poll and inbox, and the handles that reach them: every
+/// shard needs every other's handle before any starts.
+type ShardParts = (Vec<Handle>, Vec<(Poll, Receiver<Command>)>);
+
+fn shard_channels(count: usize) -> io::Result<ShardParts> {
+    let mut handles = Vec::new();
+    let mut parts = Vec::new();
+    for _ in 0..count {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), shard::WAKER)?);
+        let (commands, inbox) = crossbeam_channel::unbounded();
+        handles.push(Handle { commands, waker });
+        parts.push((poll, inbox));
+    }
+    Ok((handles, parts))
 }
 
 /// Cluster mode: starts the Redis bridge, whose sink reaches every shard.

@@ -2,6 +2,7 @@
 //! the admission registry, each shard's counters, and the counts of the
 //! bus's flow control. Read-only but for atomics; nothing per message.
 
+use std::io;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
@@ -39,6 +40,37 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The state of a server about to start with `config`; loads the TLS
+    /// certificate, if any.
+    pub fn new(config: Config) -> io::Result<Self> {
+        let tls = match &config.listen.tls {
+            Some(files) => Some(
+                crate::tls::Acceptor::load(files.clone())
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+            ),
+            None => None,
+        };
+        let shards = config.listen.shards;
+        let limits = &config.limits;
+        let registry = Registry::with_handshake_rate(
+            limits.max_connections,
+            limits.max_connections_per_ip,
+            limits.handshake_rate,
+        );
+        Ok(Self {
+            keys: Keys::new(&config.auth.secrets),
+            registry,
+            metrics: (0..shards).map(|_| ShardMetrics::default()).collect(),
+            bus_pending: (0..shards * shards).map(|_| AtomicUsize::new(0)).collect(),
+            epoch_seed: crate::auth::random_u64(),
+            started: Instant::now(),
+            redis: config.cluster.is_some().then(Arc::default),
+            handoff_pending: Arc::default(),
+            tls,
+            config,
+        })
+    }
+
     /// The count of messages `from` sent `to` and `to` has not handled yet
     /// (`None` only for a shard index out of range).
     pub fn bus_pending(&self, from: usize, to: usize) -> Option<&AtomicUsize> {
