@@ -2,7 +2,10 @@
 //!
 //! `Server::bind` opens the listener(s) and starts one shard thread per
 //! `--shards` (see `shard`), plus, in hand-off mode, an acceptor thread
-//! (see `accept`). `Server::run` waits for SIGTERM/SIGINT and runs the
+//! (see `accept`) and, in cluster mode, the Redis bridge (see `bridge`).
+//! Each shard runs its connections' state machines (`conn`) and its room
+//! router (`rooms::Router`), and carries out what they return: bytes to
+//! sockets, bus batches to other shards, requests to the bridge. `Server::run` waits for SIGTERM/SIGINT and runs the
 //! graceful shutdown of `docs/protocol.md` section 8; SIGHUP reloads the
 //! TLS certificate.
 //!

@@ -17,8 +17,11 @@
 //! Here: the requests, the loop, publishes and subscriptions. `link`: the
 //! connections. `events`: what the channels bring. `presence`: joins,
 //! leaves, the online set and node liveness. Owns those sockets; the RESP
-//! bytes and the function calls come from `redis`, and what a reply means
-//! for a client is the sink's business.
+//! bytes and the function calls come from `redis`, the requests and what
+//! comes back unasked from `redis::requests`; what a reply means for a
+//! client is the room router's business (`rooms::cluster`), reached through
+//! the sink the reactor gives it (`ShardSink`, one `Command::Bridge` per
+//! answer to the shard it is for).
 
 mod events;
 mod link;
