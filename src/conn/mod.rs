@@ -612,30 +612,35 @@ impl Connection {
         deadline: Instant,
         cx: &mut Context<'_>,
     ) {
-        let report = match outcome {
+        let (mut bytes, report) = match outcome {
             RequestOutcome::Upgraded(endpoint, accepted) => {
                 self.open(endpoint, accepted, cx);
-                Some(Report::Opened(endpoint))
+                cx.reports.push(Report::Opened(endpoint));
+                return;
             }
             // Reported once answered (`on_body`, `on_published`).
             RequestOutcome::Publish(head) => return self.expect_body(*head, deadline, cx),
             RequestOutcome::Respond(bytes) => {
-                self.out.push_raw(&bytes);
-                self.finish(cx.now);
-                Report::answered(request, &bytes)
+                let report = Report::answered(request, &bytes);
+                (bytes, report)
             }
             RequestOutcome::Refused(rejection) => {
                 let mut bytes = Vec::with_capacity(256);
                 rejection.write_response(&mut bytes);
-                self.out.push_raw(&bytes);
-                self.finish(cx.now);
-                Report::rejected(request, rejection.code)
+                (bytes, Report::rejected(request, rejection.code))
             }
-            RequestOutcome::Reject(code, message) => {
-                self.finish_http_error(code, message, cx.now);
-                Report::rejected(request, code)
+            RequestOutcome::Reject(code, message, headers) => {
+                let mut bytes = Vec::with_capacity(256);
+                response::write_error(&mut bytes, code, message, headers);
+                (bytes, Report::rejected(request, code))
             }
         };
+        // The one place every answer to a `HEAD` passes: none has a body.
+        if request.method == "HEAD" {
+            response::cut_body(&mut bytes);
+        }
+        self.out.push_raw(&bytes);
+        self.finish(cx.now);
         cx.reports.extend(report);
     }
 

@@ -3,6 +3,11 @@
 //! `/healthz`, `/metrics`, `/stats`, a file of `web` (`/roomcast.js`), or
 //! an error response.
 //!
+//! Also owns which methods each path takes (RFC 9110): a resource served
+//! to `GET` is served to `HEAD` too (the connection cuts the body), every
+//! known path answers `OPTIONS` with `204` and `Allow`, and every `405`
+//! carries `Allow`.
+//!
 //! Sans-IO: reads the parsed request and the context, returns the outcome;
 //! the connection state machine acts on it.
 
@@ -25,8 +30,27 @@ pub(super) enum RequestOutcome {
     Respond(Vec<u8>),
     /// A refused upgrade, answered with its status and code.
     Refused(Rejection),
-    Reject(ErrorCode, &'static str),
+    /// An error, with the headers it needs (`Allow` for a 405).
+    Reject(ErrorCode, &'static str, &'static [Header]),
 }
+
+/// A response header, name and value.
+type Header = (&'static str, &'static str);
+
+/// The methods of a resource served to `GET`.
+const GET_METHODS: &str = "GET, HEAD, OPTIONS";
+/// The methods of `/publish`.
+const POST_METHODS: &str = "POST, OPTIONS";
+/// Every method the public port takes on some path, for `OPTIONS *`.
+const SERVER_METHODS: &str = "GET, HEAD, POST, OPTIONS";
+/// What the files of `web` send beside `Access-Control-Allow-Origin: *`
+/// (`response::write_asset`), so that their `OPTIONS` says the same.
+const ASSET_CORS: &[Header] = &[
+    ("Access-Control-Allow-Origin", "*"),
+    ("Access-Control-Allow-Methods", GET_METHODS),
+];
+const NOT_FOUND: RequestOutcome =
+    RequestOutcome::Reject(ErrorCode::NotFound, "no such endpoint", &[]);
 
 pub(super) fn route(
     request: &HttpRequest<'_>,
@@ -39,23 +63,77 @@ pub(super) fn route(
         Port::Metrics => true,
     };
     match (port, request.path) {
-        (Port::Public, "/ws") => upgrade(Endpoint::Events, request, peer_ip, cx),
-        (Port::Public, "/echo") if cx.config.web.echo => {
-            upgrade(Endpoint::Echo, request, peer_ip, cx)
-        }
+        (_, "*") => server_options(request, port),
+        (Port::Public, "/ws") => without_upgrade(request.method)
+            .unwrap_or_else(|| upgrade(Endpoint::Events, request, peer_ip, cx)),
+        (Port::Public, "/echo") if cx.config.web.echo => without_upgrade(request.method)
+            .unwrap_or_else(|| upgrade(Endpoint::Echo, request, peer_ip, cx)),
+        (Port::Public, "/publish") if request.method == "OPTIONS" => options(POST_METHODS, &[]),
         (Port::Public, "/publish") => publish(request, cx),
-        (_, "/healthz") => healthz(request, cx.draining, cx.observe.redis_up()),
-        (_, "/metrics") if operator_here => metrics(request, cx),
-        (_, "/stats") if operator_here => stats(request, cx),
+        (_, "/healthz") => get(request, &[], || healthz(cx.draining, cx.observe.redis_up())),
+        (_, "/metrics") if operator_here => get(request, &[], || metrics(cx)),
+        (_, "/stats") if operator_here => get(request, &[], || stats(cx)),
         (_, "/") if operator_here && cx.config.web.dashboard => {
-            serve_asset(request, crate::web::DASHBOARD)
+            get(request, ASSET_CORS, || serve_asset(crate::web::DASHBOARD))
         }
-        (Port::Public, "/demo") if cx.config.web.demo => demo_page(request, cx),
+        (Port::Public, "/demo") if cx.config.web.demo => get(request, &[], || demo_page(cx)),
         (Port::Public, path) => match crate::web::asset(path) {
-            Some(asset) => serve_asset(request, asset),
-            None => RequestOutcome::Reject(ErrorCode::NotFound, "no such endpoint"),
+            Some(asset) => get(request, ASSET_CORS, || serve_asset(asset)),
+            None => NOT_FOUND,
         },
-        _ => RequestOutcome::Reject(ErrorCode::NotFound, "no such endpoint"),
+        _ => NOT_FOUND,
+    }
+}
+
+/// A resource served to `GET` and `HEAD` alike (the connection cuts the
+/// body of the answer to a `HEAD`, so both run the same checks and get the
+/// same head), described to `OPTIONS` with `cors`, its CORS headers.
+fn get(
+    request: &HttpRequest<'_>,
+    cors: &[Header],
+    serve: impl FnOnce() -> RequestOutcome,
+) -> RequestOutcome {
+    match request.method {
+        "GET" | "HEAD" => serve(),
+        "OPTIONS" => options(GET_METHODS, cors),
+        _ => RequestOutcome::Reject(
+            ErrorCode::MethodNotAllowed,
+            "use GET or HEAD",
+            &[("Allow", GET_METHODS)],
+        ),
+    }
+}
+
+/// `204` with `Allow: allow` and `extra` headers.
+fn options(allow: &str, extra: &[Header]) -> RequestOutcome {
+    let mut headers = Vec::with_capacity(1 + extra.len());
+    headers.push(("Allow", allow));
+    headers.extend_from_slice(extra);
+    let mut bytes = Vec::with_capacity(128);
+    response::write_no_content(&mut bytes, &headers);
+    RequestOutcome::Respond(bytes)
+}
+
+/// `OPTIONS *` asks what the server takes at all; `*` names no resource
+/// for any other method.
+fn server_options(request: &HttpRequest<'_>, port: Port) -> RequestOutcome {
+    match (request.method, port) {
+        ("OPTIONS", Port::Public) => options(SERVER_METHODS, &[]),
+        ("OPTIONS", Port::Metrics) => options(GET_METHODS, &[]),
+        _ => NOT_FOUND,
+    }
+}
+
+/// `/ws` and `/echo` are resources for `GET`: the answer to a method that
+/// does not try to upgrade, `None` for the others. A `HEAD` cannot upgrade,
+/// so it is answered as a `GET` without the upgrade headers is, before any
+/// admission or token check. Every other method goes to the upgrade checks,
+/// which refuse it with a `400` (protocol section 2), not a `405`.
+fn without_upgrade(method: &str) -> Option<RequestOutcome> {
+    match method {
+        "HEAD" => Some(RequestOutcome::Refused(handshake::NO_UPGRADE_TOKEN)),
+        "OPTIONS" => Some(options(GET_METHODS, &[])),
+        _ => None,
     }
 }
 
@@ -99,7 +177,7 @@ fn publish(request: &HttpRequest<'_>, cx: &Context<'_>) -> RequestOutcome {
         return refuse(
             ErrorCode::MethodNotAllowed,
             "use POST",
-            &[("Allow", "POST")],
+            &[("Allow", POST_METHODS)],
         );
     }
     let token = request.token().unwrap_or("");
@@ -159,10 +237,7 @@ fn body_framing(
 /// Redis is unreachable (publishes are refused then, so a load balancer
 /// should send new clients elsewhere). In cluster mode the body also says
 /// `"redis":"up"` or `"down"`.
-fn healthz(request: &HttpRequest<'_>, draining: bool, redis_up: Option<bool>) -> RequestOutcome {
-    if request.method != "GET" {
-        return RequestOutcome::Reject(ErrorCode::MethodNotAllowed, "use GET");
-    }
+fn healthz(draining: bool, redis_up: Option<bool>) -> RequestOutcome {
     let (status, body): (u16, &[u8]) = match (draining, redis_up) {
         (true, None) => (503, br#"{"status":"draining"}"#),
         (true, Some(true)) => (503, br#"{"status":"draining","redis":"up"}"#),
@@ -176,11 +251,8 @@ fn healthz(request: &HttpRequest<'_>, draining: bool, redis_up: Option<bool>) ->
     RequestOutcome::Respond(bytes)
 }
 
-/// A file of `web`, for `GET`.
-fn serve_asset(request: &HttpRequest<'_>, asset: crate::web::Asset) -> RequestOutcome {
-    if request.method != "GET" {
-        return RequestOutcome::Reject(ErrorCode::MethodNotAllowed, "use GET");
-    }
+/// A file of `web`.
+fn serve_asset(asset: crate::web::Asset) -> RequestOutcome {
     let mut bytes = Vec::with_capacity(asset.body.len() + 256);
     response::write_asset(&mut bytes, asset.content_type, asset.body);
     RequestOutcome::Respond(bytes)
@@ -188,12 +260,9 @@ fn serve_asset(request: &HttpRequest<'_>, asset: crate::web::Asset) -> RequestOu
 
 /// `--demo`'s page, with a viewer token minted for this visit at the
 /// connection's time.
-fn demo_page(request: &HttpRequest<'_>, cx: &Context<'_>) -> RequestOutcome {
-    if request.method != "GET" {
-        return RequestOutcome::Reject(ErrorCode::MethodNotAllowed, "use GET");
-    }
+fn demo_page(cx: &Context<'_>) -> RequestOutcome {
     let Some(secret) = cx.config.auth.secrets.first() else {
-        return RequestOutcome::Reject(ErrorCode::NotFound, "no such endpoint");
+        return NOT_FOUND;
     };
     let body = crate::web::demo::page(secret.as_bytes(), cx.unix_ms);
     let mut bytes = Vec::with_capacity(body.len() + 256);
@@ -201,10 +270,7 @@ fn demo_page(request: &HttpRequest<'_>, cx: &Context<'_>) -> RequestOutcome {
     RequestOutcome::Respond(bytes)
 }
 
-fn metrics(request: &HttpRequest<'_>, cx: &Context<'_>) -> RequestOutcome {
-    if request.method != "GET" {
-        return RequestOutcome::Reject(ErrorCode::MethodNotAllowed, "use GET");
-    }
+fn metrics(cx: &Context<'_>) -> RequestOutcome {
     let body = prometheus::render(
         &cx.observe.snapshot(),
         cx.observe.uptime().as_secs_f64(),
@@ -221,10 +287,7 @@ fn metrics(request: &HttpRequest<'_>, cx: &Context<'_>) -> RequestOutcome {
     RequestOutcome::Respond(bytes)
 }
 
-fn stats(request: &HttpRequest<'_>, cx: &Context<'_>) -> RequestOutcome {
-    if request.method != "GET" {
-        return RequestOutcome::Reject(ErrorCode::MethodNotAllowed, "use GET");
-    }
+fn stats(cx: &Context<'_>) -> RequestOutcome {
     let mut config_json = Vec::with_capacity(1024);
     cx.config.write_json(&mut config_json);
     let about = stats::About {

@@ -1,8 +1,9 @@
 //! HTTP/1.1 responses written straight into an output buffer.
 //!
 //! Owns: the status line, the framing headers (`Content-Type`,
-//! `Content-Length`, `Connection`) and the JSON error body
-//! `{"error":{"code":"...","message":"..."}}` of `docs/protocol.md`.
+//! `Content-Length`, `Connection`), the JSON error body
+//! `{"error":{"code":"...","message":"..."}}` of `docs/protocol.md`, and
+//! the bodiless answers: `204 No Content` and the cut made for `HEAD`.
 //!
 //! Must not touch: sockets, routing decisions, or what a body means. Every
 //! function appends one whole response and never allocates beyond `out`.
@@ -13,7 +14,8 @@ use crate::json;
 /// `{"error":{"code":"...","message":"..."}}` with the code's HTTP status and
 /// `Connection: close` (every error ends the connection, protocol section 1).
 /// `extra_headers` are written as given, e.g.
-/// `[("Sec-WebSocket-Version", "13")]` for 426 or `[("Allow", "GET")]` for 405.
+/// `[("Sec-WebSocket-Version", "13")]` for 426 or
+/// `[("Allow", "GET, HEAD, OPTIONS")]` for 405.
 pub fn write_error(
     out: &mut Vec<u8>,
     code: ErrorCode,
@@ -81,7 +83,6 @@ pub fn write_text(
     write_body(out, content_type, body, keep_alive);
 }
 
-/// A JSON response with `extra_headers` before the framing headers.
 /// A static file: `content_type`, cacheable for a minute, importable from
 /// pages of any origin (an ES module needs CORS), `Connection: close`.
 pub fn write_asset(out: &mut Vec<u8>, content_type: &str, body: &[u8]) {
@@ -100,6 +101,29 @@ pub fn write_page(out: &mut Vec<u8>, body: &[u8]) {
     write_body(out, "text/html; charset=utf-8", body, false);
 }
 
+/// `204 No Content` with `headers` (an `OPTIONS` answer's `Allow`) and
+/// `Connection: close`; no `Content-Length`, which a 204 must not carry
+/// (RFC 9110 8.6).
+pub fn write_no_content(out: &mut Vec<u8>, headers: &[(&str, &str)]) {
+    write_status_line(out, 204);
+    for (name, value) in headers {
+        write_header(out, name, value);
+    }
+    write_header(out, "Connection", "close");
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Cuts `response`, one whole response, after its head: the answer to a
+/// `HEAD`, whose head still describes the body a `GET` would get,
+/// `Content-Length` included (RFC 9110 9.3.2). A response without a
+/// complete head is left as it is.
+pub fn cut_body(response: &mut Vec<u8>) {
+    if let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") {
+        response.truncate(end + 4);
+    }
+}
+
+/// A JSON response with `extra_headers` before the framing headers.
 fn write_with_headers(
     out: &mut Vec<u8>,
     status: u16,
@@ -246,6 +270,29 @@ mod tests {
         );
         assert!(text(&out).starts_with("HTTP/1.1 405 Method Not Allowed\r\nAllow: POST\r\n"));
         assert!(text(&out).contains("Connection: close\r\n"));
+    }
+
+    #[test]
+    fn no_content_has_no_length_and_closes() {
+        let mut out = Vec::new();
+        write_no_content(&mut out, &[("Allow", "POST, OPTIONS")]);
+        assert_eq!(
+            text(&out),
+            "HTTP/1.1 204 No Content\r\nAllow: POST, OPTIONS\r\nConnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn a_cut_response_keeps_its_head_and_length_but_not_its_body() {
+        let mut out = Vec::new();
+        write_json(&mut out, 200, br#"{"status":"ok"}"#, false);
+        let whole = out.clone();
+        cut_body(&mut out);
+        assert!(text(&out).ends_with("Content-Length: 15\r\nConnection: close\r\n\r\n"));
+        assert_eq!(out.len(), whole.len() - 15);
+        let mut partial = b"HTTP/1.1 200 OK\r\n".to_vec();
+        cut_body(&mut partial);
+        assert_eq!(partial, b"HTTP/1.1 200 OK\r\n");
     }
 
     #[test]

@@ -112,7 +112,9 @@ impl Refusal {
 const NOT_GET: Rejection = Rejection::new(ErrorCode::BadRequest, "WebSocket upgrade requires GET");
 const NOT_HTTP_1_1: Rejection =
     Rejection::new(ErrorCode::BadRequest, "WebSocket upgrade requires HTTP/1.1");
-const NO_UPGRADE_TOKEN: Rejection =
+/// Also the answer to a `HEAD` on an upgrade path: a `HEAD` cannot
+/// upgrade, so it gets what a `GET` without the upgrade headers gets.
+pub const NO_UPGRADE_TOKEN: Rejection =
     Rejection::new(ErrorCode::BadRequest, "missing Upgrade: websocket");
 const NO_CONNECTION_TOKEN: Rejection =
     Rejection::new(ErrorCode::BadRequest, "missing Connection: Upgrade");

@@ -127,11 +127,7 @@ pub fn http_get(addr: SocketAddr, path: &str) -> HttpResponse {
 /// Sends `request` verbatim on a new connection and reads one response.
 /// The body is read by `Content-Length`, else to end of stream; a 101 has none.
 pub fn http_raw(addr: SocketAddr, request: &[u8]) -> HttpResponse {
-    let mut stream = TcpStream::connect(addr).expect("tcp connect");
-    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-    stream.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
-    // The server may answer (and close) before reading all of a bad request.
-    let _ = stream.write_all(request);
+    let mut stream = send_on_new_connection(addr, request);
     let (mut resp, mut body) = read_head(&mut stream);
     if resp.status != 101 {
         let want = resp
@@ -141,6 +137,26 @@ pub fn http_raw(addr: SocketAddr, request: &[u8]) -> HttpResponse {
         resp.body = String::from_utf8(body).expect("UTF-8 body");
     }
     resp
+}
+
+/// Sends `request` verbatim on a new connection and reads one response
+/// head, whatever its `Content-Length` says (the answer to a `HEAD`, or a
+/// `204`); returns it and every byte the server sent after it until it
+/// closed the connection, which a bodiless response leaves empty.
+pub fn http_head_and_rest(addr: SocketAddr, request: &[u8]) -> (HttpResponse, Vec<u8>) {
+    let mut stream = send_on_new_connection(addr, request);
+    let (resp, mut rest) = read_head(&mut stream);
+    read_body(&mut stream, &mut rest, None);
+    (resp, rest)
+}
+
+fn send_on_new_connection(addr: SocketAddr, request: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).expect("tcp connect");
+    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
+    // The server may answer (and close) before reading all of a bad request.
+    let _ = stream.write_all(request);
+    stream
 }
 
 fn read_body(stream: &mut TcpStream, body: &mut Vec<u8>, want: Option<usize>) {
@@ -236,9 +252,7 @@ impl HttpConn {
 
     /// The next response; a `1xx` has no body.
     pub fn read_response(&mut self) -> HttpResponse {
-        let end = read_until_head_end(&mut self.stream, &mut self.buf);
-        let mut resp = parse_head(&self.buf[..end]);
-        self.buf.drain(..end);
+        let mut resp = self.read_head_only();
         if resp.status >= 200 {
             let length: usize = resp
                 .header("content-length")
@@ -257,6 +271,20 @@ impl HttpConn {
             resp.body = String::from_utf8(body).expect("UTF-8 body");
         }
         resp
+    }
+
+    /// The next response's head only, whatever its `Content-Length` says:
+    /// the answer to a `HEAD`.
+    pub fn read_head_only(&mut self) -> HttpResponse {
+        let end = read_until_head_end(&mut self.stream, &mut self.buf);
+        let resp = parse_head(&self.buf[..end]);
+        self.buf.drain(..end);
+        resp
+    }
+
+    /// Bytes read past the last response and not yet parsed.
+    pub fn unread(&self) -> &[u8] {
+        &self.buf
     }
 
     /// Whether the server closed the connection (EOF within the read timeout).

@@ -21,7 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-pub use self::http::{HttpConn, HttpResponse, UpgradeRequest, http_get, http_raw};
+pub use self::http::{
+    HttpConn, HttpResponse, UpgradeRequest, http_get, http_head_and_rest, http_raw,
+};
 pub use self::raw::{Frame, RawWs, opcode};
 pub use self::token::{SECRET, mint, token};
 pub use self::ws::{Ws, expect_close, recv, recv_json, recv_text, ws_connect, ws_request, ws_try};

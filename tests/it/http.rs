@@ -137,12 +137,18 @@ fn stats_show_the_configuration_without_its_secret() {
     assert_eq!(history, Some(7));
 }
 
-#[test]
-fn metrics_bind_serves_operators_on_their_own_port_only() {
+/// A server with `--metrics-bind` on an ephemeral port, and that port.
+fn with_metrics_port() -> (Server, std::net::SocketAddr) {
     let server = Server::start(&["--metrics-bind", "127.0.0.1:0"]);
-    let metrics: std::net::SocketAddr = common::wait_for_stdout(&server, "roomcast metrics on ")
+    let metrics = common::wait_for_stdout(&server, "roomcast metrics on ")
         .parse()
         .expect("metrics address");
+    (server, metrics)
+}
+
+#[test]
+fn metrics_bind_serves_operators_on_their_own_port_only() {
+    let (server, metrics) = with_metrics_port();
     assert_ne!(metrics, server.addr());
     for path in ["/metrics", "/stats", "/healthz"] {
         assert_eq!(http_get(metrics, path).status, 200, "{path}");
@@ -244,4 +250,155 @@ fn the_dashboard_is_served_where_stats_is_and_can_be_turned_off() {
     http_get(off.addr(), "/").assert_error(404, "NOT_FOUND");
     let demo_off = http_get(server.addr(), "/demo");
     assert_eq!(demo_off.status, 404, "/demo only with --demo");
+}
+
+/// `METHOD path` with `Connection: close`, as bytes.
+fn request(method: &str, path: &str) -> Vec<u8> {
+    format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").into_bytes()
+}
+
+/// A `HEAD` and its answer's head, asserting that nothing follows it.
+fn head(addr: std::net::SocketAddr, path: &str) -> common::HttpResponse {
+    let (resp, rest) = common::http_head_and_rest(addr, &request("HEAD", path));
+    assert!(rest.is_empty(), "HEAD {path}: body bytes {rest:?}");
+    resp
+}
+
+/// Every GET resource: the static ones answer a `HEAD` with a GET's exact
+/// head; `/metrics`, `/stats` and `/demo` (a fresh token per load) change
+/// between two requests, so their lengths are compared up to what moved.
+#[test]
+fn head_is_answered_like_get_without_a_body() {
+    let server = Server::start(&["--demo"]);
+    for path in [
+        "/",
+        "/healthz",
+        "/roomcast.js",
+        "/demo",
+        "/metrics",
+        "/stats",
+    ] {
+        let get = http_get(server.addr(), path);
+        let head = head(server.addr(), path);
+        assert_eq!((head.status, get.status), (200, 200), "{path}: {head:?}");
+        for name in [
+            "Content-Type",
+            "Cache-Control",
+            "Access-Control-Allow-Origin",
+        ] {
+            assert_eq!(head.header(name), get.header(name), "{path}: {name}");
+        }
+        let length: usize = head.header("Content-Length").unwrap().parse().unwrap();
+        if matches!(path, "/metrics" | "/stats" | "/demo") {
+            assert!(length.abs_diff(get.body.len()) < 64, "{path}: {length}");
+        } else {
+            assert_eq!(length, get.body.len(), "{path}");
+        }
+    }
+}
+
+#[test]
+fn head_errors_carry_no_body_either() {
+    let server = Server::start(&["--echo"]);
+    let unknown = head(server.addr(), "/nope");
+    assert_eq!(unknown.status, 404, "{unknown:?}");
+    let get = http_get(server.addr(), "/nope");
+    assert_eq!(
+        unknown.header("Content-Length").unwrap(),
+        get.body.len().to_string()
+    );
+    // A HEAD cannot upgrade: it gets what a GET without upgrade headers gets.
+    for path in ["/ws", "/echo"] {
+        let plain = http_get(server.addr(), path);
+        plain.assert_error(400, "BAD_REQUEST");
+        let req = UpgradeRequest::new(path).method("HEAD").bearer(&token("u"));
+        let (resp, rest) = common::http_head_and_rest(server.addr(), &req.to_bytes());
+        assert!(rest.is_empty(), "HEAD {path}: {rest:?}");
+        assert_eq!(resp.status, 400, "{resp:?}");
+        assert_eq!(
+            resp.header("Content-Length").unwrap(),
+            plain.body.len().to_string()
+        );
+    }
+    let publish = head(server.addr(), "/publish");
+    assert_eq!(publish.status, 405);
+    assert_eq!(publish.header("Allow"), Some("POST, OPTIONS"));
+}
+
+#[test]
+fn head_leaves_nothing_for_the_client_to_misread_as_a_body() {
+    let server = Server::start(&[]);
+    let mut conn = common::HttpConn::connect(server.addr());
+    let mut pipelined = request("HEAD", "/healthz");
+    pipelined.extend_from_slice(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    conn.send(&pipelined);
+    let resp = conn.read_head_only();
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("Content-Length"), Some("15"));
+    assert_eq!(resp.header("Connection"), Some("close"));
+    // Plain responses close the connection (protocol notes, HTTP): the head
+    // is the last thing on the wire.
+    assert!(conn.unread().is_empty(), "{:?}", conn.unread());
+    assert!(conn.is_closed_by_server());
+}
+
+#[test]
+fn every_405_says_which_methods_the_path_takes() {
+    let server = Server::start(&["--demo"]);
+    let wrong = [
+        ("DELETE", "/healthz"),
+        ("POST", "/metrics"),
+        ("PUT", "/stats"),
+        ("POST", "/"),
+        ("POST", "/roomcast.js"),
+        ("PATCH", "/demo"),
+    ];
+    for (method, path) in wrong {
+        let resp = http_raw(server.addr(), &request(method, path));
+        resp.assert_error(405, "METHOD_NOT_ALLOWED");
+        assert_eq!(
+            resp.header("Allow"),
+            Some("GET, HEAD, OPTIONS"),
+            "{method} {path}"
+        );
+    }
+}
+
+#[test]
+fn options_answers_204_with_the_methods_of_the_path() {
+    let server = Server::start(&["--demo", "--echo"]);
+    let cases = [
+        ("/healthz", "GET, HEAD, OPTIONS", None),
+        ("/metrics", "GET, HEAD, OPTIONS", None),
+        ("/stats", "GET, HEAD, OPTIONS", None),
+        ("/demo", "GET, HEAD, OPTIONS", None),
+        ("/ws", "GET, HEAD, OPTIONS", None),
+        ("/echo", "GET, HEAD, OPTIONS", None),
+        ("/", "GET, HEAD, OPTIONS", Some("*")),
+        ("/roomcast.js", "GET, HEAD, OPTIONS", Some("*")),
+        ("/publish", "POST, OPTIONS", None),
+        ("*", "GET, HEAD, POST, OPTIONS", None),
+    ];
+    for (path, allow, cors) in cases {
+        let (resp, rest) = common::http_head_and_rest(server.addr(), &request("OPTIONS", path));
+        assert_eq!(resp.status, 204, "OPTIONS {path}: {resp:?}");
+        assert!(rest.is_empty(), "OPTIONS {path}: {rest:?}");
+        assert_eq!(resp.header("Allow"), Some(allow), "{path}");
+        assert_eq!(resp.header("Content-Length"), None, "{path}");
+        assert_eq!(resp.header("Access-Control-Allow-Origin"), cors, "{path}");
+    }
+    http_raw(server.addr(), &request("OPTIONS", "/nope")).assert_error(404, "NOT_FOUND");
+}
+
+#[test]
+fn the_metrics_port_answers_head_and_options_for_its_own_paths_only() {
+    let (server, operator) = with_metrics_port();
+    assert_eq!(head(operator, "/metrics").status, 200);
+    assert_eq!(
+        head(server.addr(), "/metrics").status,
+        404,
+        "not on the public port"
+    );
+    let (options, _) = common::http_head_and_rest(operator, &request("OPTIONS", "*"));
+    assert_eq!(options.header("Allow"), Some("GET, HEAD, OPTIONS"));
 }

@@ -409,7 +409,23 @@ fn other_methods_are_405() {
     let server = Server::start(&[]);
     let resp = send(&server, b"GET /publish HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
     assert_failure(&resp, 405, "METHOD_NOT_ALLOWED");
-    assert_eq!(resp.header("allow"), Some("POST"));
+    assert_eq!(resp.header("allow"), Some("POST, OPTIONS"));
+}
+
+#[test]
+fn a_head_pipelined_behind_a_publish_is_answered_without_a_body() {
+    let server = Server::start(&[]);
+    let token = publisher(&["*"]);
+    let mut requests = post(Some(&token), "", &message("lobby", "chat:message", "1"));
+    requests.extend_from_slice(b"HEAD /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    let mut conn = HttpConn::connect(server.addr());
+    conn.send(&requests);
+    assert_eq!(conn.read_response().status, 200);
+    let head = conn.read_head_only();
+    assert_eq!(head.status, 200, "{head:?}");
+    assert_eq!(head.header("Content-Length"), Some("15"));
+    assert!(conn.unread().is_empty(), "{:?}", conn.unread());
+    assert!(conn.is_closed_by_server());
 }
 
 #[test]
