@@ -43,8 +43,9 @@ const GET_METHODS: &str = "GET, HEAD, OPTIONS";
 const POST_METHODS: &str = "POST, OPTIONS";
 /// Every method the public port takes on some path, for `OPTIONS *`.
 const SERVER_METHODS: &str = "GET, HEAD, POST, OPTIONS";
-/// What the files of `web` send beside `Access-Control-Allow-Origin: *`
-/// (`response::write_asset`), so that their `OPTIONS` says the same.
+/// The CORS headers of an `OPTIONS` on a file of `web`: the
+/// `Access-Control-Allow-Origin: *` its `GET` carries
+/// (`response::write_asset`), and the methods a page may use on it.
 const ASSET_CORS: &[Header] = &[
     ("Access-Control-Allow-Origin", "*"),
     ("Access-Control-Allow-Methods", GET_METHODS),
