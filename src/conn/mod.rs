@@ -14,6 +14,7 @@
 
 pub mod backpressure;
 pub mod compression;
+pub mod id;
 pub mod outbound;
 pub mod pool;
 mod publish;
@@ -39,6 +40,7 @@ use crate::ws::frame::OpCode;
 use crate::ws::handshake::Accepted;
 use backpressure::{Backpressure, Fate};
 use compression::Codec;
+use id::{ConnId, Issuer};
 use outbound::Outbound;
 use publish::{BodyRead, BodyReader, Results};
 use rate::RateLimit;
@@ -107,6 +109,8 @@ pub struct Context<'a> {
     pub unix_ms: u64,
     /// Whether the server is shutting down.
     pub draining: bool,
+    /// What the connection ids this process gives out start with.
+    pub issuer: Issuer<'a>,
     /// Work for the rooms that the connection's messages asked for.
     pub requests: &'a mut Vec<Request>,
     /// What became of each request, for the shard's lifecycle log.
@@ -279,6 +283,11 @@ impl Connection {
     /// The connection's id, unique within the process.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The connection's id as clients and the logs see it.
+    pub fn conn_id<'a>(&self, issuer: Issuer<'a>) -> ConnId<'a> {
+        issuer.id(self.id)
     }
 
     /// The token's `sub` of an upgraded connection, `/ws` or `/echo`.
@@ -651,7 +660,7 @@ impl Connection {
             cx.scratch.clear();
             proto::reply::established(
                 cx.scratch,
-                &format!("{:x}", self.id),
+                &self.conn_id(cx.issuer).to_string(),
                 &accepted.claims.sub,
                 cx.unix_ms,
                 cx.config.heartbeat.interval.as_millis() as u64,
