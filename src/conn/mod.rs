@@ -9,8 +9,9 @@
 //! The states live here; what happens inside two of them has its own file:
 //! `routes` (a complete request head), `publish` (a `POST /publish` body and
 //! its results), `websocket` (frames on an open WebSocket), with `session`,
-//! `rate` and `outbound` for what an open connection carries, and
-//! `backpressure` for what becomes of output a client is slow to read.
+//! `rate` and `outbound` for what an open connection carries,
+//! `backpressure` for what becomes of output a client is slow to read, and
+//! `id` for the connection id clients and the logs see.
 
 pub mod backpressure;
 pub mod compression;
