@@ -93,6 +93,10 @@ fn open_connection(id: u64, config: &Config, keys: &Keys, parser: &mut Parser) -
         now,
         unix_ms: 0,
         draining: false,
+        issuer: roomcast::conn::id::Issuer {
+            node: None,
+            boot: 0,
+        },
         requests: &mut requests,
         reports: &mut reports,
     };

@@ -15,6 +15,9 @@ use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use crate::conn::id::ConnId;
+#[cfg(test)]
+use crate::conn::id::Issuer;
 use crate::sys::unix_ms;
 
 /// How much is logged.
@@ -51,7 +54,7 @@ impl Level {
 /// How lines are written (`--log-format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
-    /// `2026-11-22T05:17:17.123Z INFO closed conn=1a code=1000 ...`
+    /// `2026-11-22T05:17:17.123Z INFO closed conn=9f2c41d0-0-1a code=1000 ...`
     Text,
     /// One JSON object per line: `{"ts","level","event",...}` or `{"ts","level","msg"}`.
     Json,
@@ -75,8 +78,9 @@ pub enum Field<'a> {
     Str(&'a str),
     /// A number.
     U64(u64),
-    /// A number in lower-case hex, as a string (connection ids).
-    Hex(u64),
+    /// A connection id, as a string (`[<node>:]<boot>-<shard>-<n>`, no character
+    /// that needs quoting or escaping).
+    Conn(ConnId<'a>),
     /// An address.
     Ip(IpAddr),
     /// An address and port.
@@ -253,7 +257,7 @@ fn push_display(out: &mut Vec<u8>, value: &Field<'_>) {
     let _ = match value {
         Field::Str(s) => text.write_str(s),
         Field::U64(n) => write!(text, "{n}"),
-        Field::Hex(n) => write!(text, "{n:x}"),
+        Field::Conn(id) => write!(text, "{id}"),
         Field::Ip(ip) => write!(text, "{ip}"),
         Field::Addr(addr) => write!(text, "{addr}"),
     };
@@ -386,7 +390,16 @@ mod tests {
 
     fn closed_fields() -> [(&'static str, Field<'static>); 5] {
         [
-            ("conn", Field::Hex(26)),
+            (
+                "conn",
+                Field::Conn(
+                    Issuer {
+                        node: Some("eu-1"),
+                        boot: 0xc0ffee,
+                    }
+                    .id(26),
+                ),
+            ),
             ("ip", Field::Ip(IpAddr::from([127, 0, 0, 1]))),
             ("code", Field::U64(1000)),
             ("path", Field::Str("/a b\"c\n")),
@@ -408,7 +421,7 @@ mod tests {
         );
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "2026-11-22T05:17:17.123Z INFO closed conn=1a ip=127.0.0.1 code=1000 \
+            "2026-11-22T05:17:17.123Z INFO closed conn=eu-1:00c0ffee-0-1a ip=127.0.0.1 code=1000 \
              path=\"/a b\\\"c\\n\" peer=[::1]:80\n"
         );
     }
@@ -427,7 +440,7 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "{\"ts\":\"1970-01-01T00:00:00.000Z\",\"level\":\"debug\",\"event\":\"closed\",\
-             \"conn\":\"1a\",\"ip\":\"127.0.0.1\",\"code\":1000,\"path\":\"/a b\\\"c\\n\",\
+             \"conn\":\"eu-1:00c0ffee-0-1a\",\"ip\":\"127.0.0.1\",\"code\":1000,\"path\":\"/a b\\\"c\\n\",\
              \"peer\":\"[::1]:80\"}\n"
         );
     }

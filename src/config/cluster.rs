@@ -50,6 +50,6 @@ impl ClusterConfig {
 
 /// Whether `name` is a `--node-id` or `--redis-prefix`: 1-64 bytes that
 /// the key and channel layout never uses as separators.
-fn is_cluster_name(name: &str) -> bool {
+pub fn is_cluster_name(name: &str) -> bool {
     crate::redis::layout::is_name(name, MAX_CLUSTER_NAME)
 }

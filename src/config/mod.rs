@@ -26,7 +26,7 @@ use std::time::Duration;
 
 pub use auth::AuthConfig;
 pub use backpressure::{BackpressureConfig, SlowConsumer};
-pub use cluster::ClusterConfig;
+pub use cluster::{ClusterConfig, is_cluster_name};
 pub use heartbeat::HeartbeatConfig;
 pub use limits::{LimitsConfig, max_connections_for};
 pub use listen::{AcceptMode, Compression, ListenConfig};
@@ -124,6 +124,11 @@ pub fn parse_size(text: &str) -> Result<usize, ConfigError> {
 }
 
 impl Config {
+    /// `--node-id` in cluster mode; `None` in one process.
+    pub fn node_id(&self) -> Option<&str> {
+        self.cluster.as_ref().map(|c| c.node_id.as_str())
+    }
+
     /// The effective configuration as one JSON object, for `/stats` and
     /// `--check-config`. Secrets are never written, only how many there are.
     pub fn write_json(&self, out: &mut Vec<u8>) {

@@ -9,11 +9,13 @@
 //! The states live here; what happens inside two of them has its own file:
 //! `routes` (a complete request head), `publish` (a `POST /publish` body and
 //! its results), `websocket` (frames on an open WebSocket), with `session`,
-//! `rate` and `outbound` for what an open connection carries, and
-//! `backpressure` for what becomes of output a client is slow to read.
+//! `rate` and `outbound` for what an open connection carries,
+//! `backpressure` for what becomes of output a client is slow to read, and
+//! `id` for the connection id clients and the logs see.
 
 pub mod backpressure;
 pub mod compression;
+pub mod id;
 pub mod outbound;
 pub mod pool;
 mod publish;
@@ -39,6 +41,7 @@ use crate::ws::frame::OpCode;
 use crate::ws::handshake::Accepted;
 use backpressure::{Backpressure, Fate};
 use compression::Codec;
+use id::{ConnId, Issuer};
 use outbound::Outbound;
 use publish::{BodyRead, BodyReader, Results};
 use rate::RateLimit;
@@ -107,6 +110,8 @@ pub struct Context<'a> {
     pub unix_ms: u64,
     /// Whether the server is shutting down.
     pub draining: bool,
+    /// What the connection ids this process gives out start with.
+    pub issuer: Issuer<'a>,
     /// Work for the rooms that the connection's messages asked for.
     pub requests: &'a mut Vec<Request>,
     /// What became of each request, for the shard's lifecycle log.
@@ -279,6 +284,11 @@ impl Connection {
     /// The connection's id, unique within the process.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The connection's id as clients and the logs see it.
+    pub fn conn_id<'a>(&self, issuer: Issuer<'a>) -> ConnId<'a> {
+        issuer.id(self.id)
     }
 
     /// The token's `sub` of an upgraded connection, `/ws` or `/echo`.
@@ -656,7 +666,7 @@ impl Connection {
             cx.scratch.clear();
             proto::reply::established(
                 cx.scratch,
-                &format!("{:x}", self.id),
+                &self.conn_id(cx.issuer).to_string(),
                 &accepted.claims.sub,
                 cx.unix_ms,
                 cx.config.heartbeat.interval.as_millis() as u64,

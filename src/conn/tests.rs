@@ -81,6 +81,10 @@ impl Harness {
             now: self.now,
             unix_ms: 1_000,
             draining: false,
+            issuer: Issuer {
+                node: self.config.node_id(),
+                boot: 0xc0ffee,
+            },
             requests: &mut self.requests,
             reports: &mut self.reports,
         };
@@ -92,15 +96,22 @@ impl Harness {
     }
 
     fn open_as(&mut self, claims: Claims) -> Connection {
+        let mut conn = self.upgrade(1, claims);
+        take_output(&mut conn);
+        conn
+    }
+
+    /// Connection `id` upgraded to `/ws` as `claims`; its output (the
+    /// handshake response and `connection:established`) is left queued.
+    fn upgrade(&mut self, id: u64, claims: Claims) -> Connection {
         let token = auth::mint(&claims, SECRET.as_bytes());
         let request = format!(
             "GET /ws?token={token} HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
-        let mut conn = Connection::new(1, IpAddr::V4(Ipv4Addr::LOCALHOST), self.now);
+        let mut conn = Connection::new(id, IpAddr::V4(Ipv4Addr::LOCALHOST), self.now);
         self.feed(&mut conn, request.as_bytes());
         assert!(conn.is_open_websocket());
-        take_output(&mut conn);
         conn
     }
 
@@ -536,6 +547,20 @@ const TICK: &str = r#"{"room":"prices:btc","event":"price:tick","data":{"p" : 1}
 
 fn output_text(conn: &mut Connection) -> String {
     String::from_utf8(take_output(conn)).unwrap()
+}
+
+#[test]
+fn the_conn_id_names_the_process_the_shard_and_the_count_and_in_a_cluster_the_node() {
+    let node = ["--redis", "redis://127.0.0.1:1", "--node-id", "edge-1"];
+    for (args, expected) in [
+        (&[][..], r#""connId":"00c0ffee-2-1a""#),
+        (&node[..], r#""connId":"edge-1:00c0ffee-2-1a""#),
+    ] {
+        let mut h = Harness::new(args);
+        let mut conn = h.upgrade(id::raw(2, 0x1a), Claims::new("u1", f64::MAX));
+        let out = String::from_utf8_lossy(&take_output(&mut conn)).into_owned();
+        assert!(out.contains(expected), "{out}");
+    }
 }
 
 fn http_conn(h: &Harness) -> Connection {

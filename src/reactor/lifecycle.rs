@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::codes::close;
+use crate::conn::id::{ConnId, Issuer};
 use crate::conn::report::Report;
 use crate::conn::{AbortReason, Connection, Endpoint};
 use crate::log::{self, Field, Level};
@@ -48,12 +49,12 @@ pub struct ByteCounts {
 }
 
 /// A socket was accepted (debug).
-pub fn accepted(conn: u64, peer: SocketAddr, shard: usize) {
+pub fn accepted(conn: ConnId<'_>, peer: SocketAddr, shard: usize) {
     log::event(
         Level::Debug,
         "accepted",
         &[
-            ("conn", Field::Hex(conn)),
+            ("conn", Field::Conn(conn)),
             ("peer", Field::Addr(peer)),
             ("shard", Field::U64(shard as u64)),
         ],
@@ -61,8 +62,8 @@ pub fn accepted(conn: u64, peer: SocketAddr, shard: usize) {
 }
 
 /// What a connection reported about a request.
-pub fn reported(conn: &Connection, report: &Report) {
-    let id = ("conn", Field::Hex(conn.id()));
+pub fn reported(conn: &Connection, issuer: Issuer<'_>, report: &Report) {
+    let id = ("conn", Field::Conn(conn.conn_id(issuer)));
     let ip = ("ip", Field::Ip(conn.peer_ip()));
     match report {
         Report::Opened(endpoint) => {
@@ -120,7 +121,13 @@ fn http_line(id: (&str, Field<'_>), ip: (&str, Field<'_>), method: &str, path: &
 /// A socket was dropped. A WebSocket's end is logged at info with its
 /// close code (1006 when no close frame was sent or received) and, for an
 /// abort, the reason; a plain HTTP connection's at debug, without a code.
-pub fn closed(conn: &Connection, ending: Ending, bytes: ByteCounts, now: Instant) {
+pub fn closed(
+    conn: &Connection,
+    issuer: Issuer<'_>,
+    ending: Ending,
+    bytes: ByteCounts,
+    now: Instant,
+) {
     let websocket = conn.is_admitted();
     let level = if websocket { Level::Info } else { Level::Debug };
     if !log::enabled(level) {
@@ -135,7 +142,7 @@ pub fn closed(conn: &Connection, ending: Ending, bytes: ByteCounts, now: Instant
         fields[n] = field;
         n += 1;
     };
-    push(("conn", Field::Hex(conn.id())));
+    push(("conn", Field::Conn(conn.conn_id(issuer))));
     push(("ip", Field::Ip(conn.peer_ip())));
     if websocket {
         push(("code", Field::U64(u64::from(code))));

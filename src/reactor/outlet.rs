@@ -16,6 +16,7 @@ use slab::Slab;
 
 use crate::config::Config;
 use crate::conn::compression::{Codec, SharedFrame};
+use crate::conn::id::Issuer;
 use crate::conn::report::Report;
 use crate::conn::{ConnRef, Delivered, Delivery};
 use crate::metrics::ShardMetrics;
@@ -31,6 +32,8 @@ pub(super) struct ShardOutlet<'a> {
     pub dirty: &'a mut Vec<usize>,
     pub codec: &'a mut Codec,
     pub config: &'a Config,
+    /// For the connection ids on lifecycle lines.
+    pub issuer: Issuer<'a>,
     pub metrics: &'a ShardMetrics,
     /// HTTP publishers whose response is queued: requests they pipelined
     /// meanwhile are read once the router call returns.
@@ -107,7 +110,7 @@ impl Outlet for ShardOutlet<'_> {
         };
         let answered = entry.conn.on_published(index, seq, now);
         if let Some((_, status)) = answered {
-            lifecycle::reported(&entry.conn, &Report::publish_answered(status));
+            lifecycle::reported(&entry.conn, self.issuer, &Report::publish_answered(status));
         }
         mark(entry, self.dirty, conn.key);
         if answered.is_some_and(|(keep_alive, _)| keep_alive) {

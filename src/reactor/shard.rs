@@ -40,6 +40,7 @@ use slab::Slab;
 
 use crate::codes::limits::{ACCEPT_BUDGET, BUS_HIGH_WATER, SEND_BUFFER_PER_BOUND};
 use crate::conn::compression::Codec;
+use crate::conn::id;
 use crate::conn::report::Report;
 use crate::conn::{AbortReason, Admission, ConnRef, Connection, Context, Port, Tick, pool};
 use crate::proto::Request;
@@ -447,7 +448,7 @@ impl Shard {
             log_debug!("shard {}: socket setup failed for {peer}: {e}", self.index);
             return;
         }
-        let id = ((self.index as u64) << 40) | self.next_conn;
+        let id = id::raw(self.index, self.next_conn);
         self.next_conn += 1;
         let entry = self.conns.vacant_entry();
         let key = entry.key();
@@ -473,7 +474,7 @@ impl Shard {
             .on_port(port)
             .with_request_timeout(self.shared.config.listen.handshake_timeout);
         entry.insert(Entry::accepted(io, conn));
-        lifecycle::accepted(id, peer, self.index);
+        lifecycle::accepted(self.shared.issuer().id(id), peer, self.index);
         let waiting = self.pre_request.arrived(key, id);
         self.metrics().pre_request.set(waiting);
         if self.pre_request.over_limit() {
@@ -559,6 +560,7 @@ impl Shard {
             now: Instant::now(),
             unix_ms: unix_ms(),
             draining: self.shared.registry.is_draining(),
+            issuer: self.shared.issuer(),
             requests: &mut self.requests,
             reports: &mut self.reports,
         };
@@ -584,7 +586,7 @@ impl Shard {
         }
         let now = cx.now;
         for report in self.reports.drain(..) {
-            lifecycle::reported(&entry.conn, &report);
+            lifecycle::reported(&entry.conn, self.shared.issuer(), &report);
         }
         // Only a `/ws` connection is newly opened, and it has a user.
         if entry.conn.take_newly_opened()
@@ -616,6 +618,7 @@ impl Shard {
             dirty: &mut self.dirty,
             codec: &mut self.codec,
             config: &self.shared.config,
+            issuer: self.shared.issuer(),
             metrics: &self.shared.metrics[self.index],
             refeed: &mut self.refeed,
             no_room: &self.no_room,
@@ -911,7 +914,8 @@ impl Shard {
                 .unwrap_or(crate::codes::close::ABNORMAL);
             self.shared.metrics[self.index].count_close(code);
         }
-        lifecycle::closed(&entry.conn, ending, entry.bytes, Instant::now());
+        let issuer = self.shared.issuer();
+        lifecycle::closed(&entry.conn, issuer, ending, entry.bytes, Instant::now());
         pool::give(entry.input);
     }
 }

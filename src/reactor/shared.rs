@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crate::auth::Keys;
 use crate::config::Config;
 use crate::conn::Observe;
+use crate::conn::id::Issuer;
 use crate::metrics::{RedisMetrics, ShardMetrics, Snapshot};
 use crate::reactor::admission::Registry;
 
@@ -21,6 +22,9 @@ pub struct Shared {
     pub registry: Registry,
     /// Random per process, so room epochs never repeat across restarts.
     pub epoch_seed: u64,
+    /// Random per process, in every connection id (`conn::id`), so that
+    /// ids do not repeat across restarts.
+    pub boot: u32,
     /// One per shard, written only by that shard's thread.
     pub metrics: Box<[ShardMetrics]>,
     pub started: Instant,
@@ -40,6 +44,14 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// What this process's connection ids start with.
+    pub fn issuer(&self) -> Issuer<'_> {
+        Issuer {
+            node: self.config.node_id(),
+            boot: self.boot,
+        }
+    }
+
     /// The state of a server about to start with `config`; loads the TLS
     /// certificate, if any.
     pub fn new(config: Config) -> io::Result<Self> {
@@ -63,6 +75,7 @@ impl Shared {
             metrics: (0..shards).map(|_| ShardMetrics::default()).collect(),
             bus_pending: (0..shards * shards).map(|_| AtomicUsize::new(0)).collect(),
             epoch_seed: crate::auth::random_u64(),
+            boot: crate::auth::random_u64() as u32,
             started: Instant::now(),
             redis: config.cluster.is_some().then(Arc::default),
             handoff_pending: Arc::default(),

@@ -12,6 +12,7 @@ use common::rooms::{
     Claims, Client, ack_error, ack_seq, array_at, ok_data, publisher, q, seq_of, str_at, u64_at,
 };
 use common::{HttpConn, Server, http_get, json_str, parse_json, wait_until};
+use roomcast::conn::id::ConnId;
 use roomcast::redis::resp::Reply;
 
 fn post_publish(server: &Server, body: &str) -> common::HttpResponse {
@@ -177,6 +178,29 @@ fn concurrent_publishers_on_three_nodes_are_seen_in_one_order_by_every_member() 
             Some(first) => assert_eq!(first, &events, "byte-identical on every node"),
         }
         member.assert_quiet(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn conn_ids_name_their_node_so_two_nodes_never_give_out_the_same() {
+    let redis = RedisServer::start();
+    let one_shard = ["--shards", "1"];
+    let a = node(
+        &[&redis],
+        &[&one_shard[..], &["--node-id", "edge-1"]].concat(),
+    );
+    let b = node(
+        &[&redis],
+        &[&one_shard[..], &["--node-id", "edge-1.b"]].concat(),
+    );
+    let (on_a, on_b) = (Client::user(a.addr(), "u"), Client::user(b.addr(), "u"));
+    let (id_a, id_b) = (on_a.conn_id(), on_b.conn_id());
+    assert_ne!(id_a, id_b);
+    for (server, id, node_id) in [(&a, &id_a, "edge-1"), (&b, &id_b, "edge-1.b")] {
+        let parsed = ConnId::parse(id).unwrap_or_else(|e| panic!("{id}: {e:?}"));
+        assert_eq!((parsed.node, parsed.shard), (Some(node_id), 0), "{id}");
+        // The node's log names the connection the same way.
+        server.wait_for_log(&[" opened ", &format!("conn={id} ")]);
     }
 }
 

@@ -81,6 +81,20 @@ fn each_connection_gets_its_own_conn_id() {
 }
 
 #[test]
+fn conn_ids_do_not_repeat_after_a_restart() {
+    let run = || {
+        let server = Server::start(&["--shards", "1"]);
+        let (_ws, hello) = connect(&server, "u1");
+        json_str(&hello, &["data", "connId"]).unwrap().to_owned()
+    };
+    let (before, after) = (run(), run());
+    assert_ne!(before, after);
+    // The same shard and count; the process's random tag differs.
+    let local = |id: &str| id.split_once('-').map(|(_, rest)| rest.to_owned());
+    assert_eq!(local(&before), local(&after), "{before} {after}");
+}
+
+#[test]
 fn ping_event_with_id_gets_a_pong_and_an_ack() {
     let server = Server::start(&[]);
     let (mut ws, _) = connect(&server, "u1");

@@ -47,7 +47,8 @@ fn lifecycle_lines_appear_and_never_carry_a_token_or_the_secret() {
         ws_request(addr, &format!("/ws?token={in_query}"), None),
     )
     .unwrap();
-    recv_json(&mut by_query);
+    let hello = recv_json(&mut by_query);
+    let conn_id = json_str(&hello, &["data", "connId"]).unwrap().to_owned();
     let (mut by_header, _) = ws_try(addr, ws_request(addr, "/ws", Some(&in_header))).unwrap();
     recv_json(&mut by_header);
     let refused = UpgradeRequest::new("/ws").bearer(&bad_signature).send(addr);
@@ -80,7 +81,10 @@ fn lifecycle_lines_appear_and_never_carry_a_token_or_the_secret() {
     close_normally(&mut by_query);
     close_normally(&mut by_header);
 
+    // Every line of one connection names it as `connection:established` did.
     let conn = conn_of(&server, "query-user");
+    assert_eq!(conn, conn_id);
+    server.wait_for_log(&[" accepted ", &format!("conn={conn} ")]);
     let closed = server.wait_for_log(&[" closed ", &format!("conn={conn} "), "code=1000"]);
     for field in ["ip=127.0.0.1", "duration_ms=", "bytes_in=", "bytes_out="] {
         assert!(closed.contains(field), "{field} missing: {closed}");
