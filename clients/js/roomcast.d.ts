@@ -2,6 +2,24 @@
 
 export type CloseCode = number;
 
+/** What the `close` event says: the code, the reason, and whether the client reconnects. */
+export interface CloseInfo {
+  code: CloseCode;
+  reason: string;
+  /** `shouldReconnect(code)`, unless the client was closed or ran out of attempts. */
+  reconnect: boolean;
+}
+
+/** A WebSocket constructor: the browser's, Node 22's, or the `ws` package's. */
+export type WebSocketConstructor = new (url: string) => {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onmessage: ((event: { data: unknown }) => void) | null;
+  onerror: ((event: unknown) => void) | null;
+  onclose: ((event: { code: number; reason: string }) => void) | null;
+};
+
 export interface ReconnectOptions {
   /** First backoff ceiling, ms (default 500). */
   base?: number;
@@ -25,6 +43,8 @@ export interface ConnectOptions {
   pongTimeout?: number;
   /** How long before `exp` the token is refreshed, ms (30000). */
   refreshBefore?: number;
+  /** The WebSocket constructor to use (default: the global one; `connect` throws NO_WEBSOCKET without either). */
+  WebSocket?: WebSocketConstructor;
 }
 
 export interface RoomMessage<T = unknown> {
@@ -50,6 +70,13 @@ export interface JoinAck {
   members: number;
 }
 
+/** `room:subscribed` (the server API's `subscribe`): where the room stands. */
+export interface Subscribed {
+  epoch: string;
+  seq: number;
+  members: number;
+}
+
 export interface PresenceList {
   room: string;
   count: number;
@@ -65,18 +92,24 @@ export interface Reset {
 
 export class RoomcastError extends Error {
   /** A code of docs/protocol.md (FORBIDDEN, RATE_LIMITED, UNAVAILABLE, ...) or of the
-   *  client: TIMEOUT, DISCONNECTED, QUEUE_FULL, QUEUE_EXPIRED, CLOSED, GAVE_UP. */
+   *  client: TIMEOUT, DISCONNECTED, QUEUE_FULL, QUEUE_EXPIRED, CLOSED, GAVE_UP, NO_WEBSOCKET. */
   code: string;
 }
 
 export class Room {
   readonly name: string;
+  /** Joined by the application: rejoined by the client after every reconnect. */
+  readonly joined: boolean;
+  /** Subscribed by the server (room:subscribed) until room:unsubscribed or leave(); the server restores it after a reconnect. */
+  readonly subscribed: boolean;
   join(options?: JoinOptions): Promise<JoinAck>;
   leave(): Promise<{ room: string }>;
   /** Resolves with the message's `seq`. */
   publish(event: string, data?: unknown, options?: { echo?: boolean }): Promise<number>;
   presence(): Promise<PresenceList>;
   on(event: "reset", fn: (reset: Reset) => void): () => void;
+  on(event: "subscribed", fn: (data: Subscribed) => void): () => void;
+  on(event: "unsubscribed", fn: (data: {}) => void): () => void;
   on(event: "presence:join", fn: (data: { userId: string; name: string | null }) => void): () => void;
   on(event: "presence:leave", fn: (data: { userId: string }) => void): () => void;
   on(event: "*", fn: (message: RoomMessage) => void): () => void;
@@ -96,7 +129,9 @@ export class Client {
   ping(): Promise<number>;
   close(): void;
   on(event: "open", fn: (established: { connId: string; userId: string; serverTime: number; pingInterval: number }) => void): () => void;
-  on(event: "close", fn: (code: CloseCode, reason: string) => void): () => void;
+  on(event: "close", fn: (code: CloseCode, reason: string, info: CloseInfo) => void): () => void;
+  on(event: "subscribed", fn: (room: Room, data: Subscribed) => void): () => void;
+  on(event: "unsubscribed", fn: (room: Room, data: {}) => void): () => void;
   on(event: "reconnecting", fn: (attempt: number, delayMs: number) => void): () => void;
   on(event: "error", fn: (error: Error) => void): () => void;
   on(event: string, fn: (data: unknown, message: unknown) => void): () => void;
@@ -105,6 +140,9 @@ export class Client {
 
 export function connect(url: string, options?: ConnectOptions): Client;
 
-export const RETRY_CLOSE_CODES: Set<number>;
+/** Codes below 2000 that are never followed by a reconnect: 1000, 1002, 1003, 1007, 1008, 1009. */
+export const FINAL_CLOSE_CODES: Set<number>;
+/** Reconnect after 4000-4499 and 1001-1999 but FINAL_CLOSE_CODES; not after anything else (4500-4999 included). */
+export function shouldReconnect(code: CloseCode): boolean;
 export function backoffDelay(attempt: number, options: { base: number; cap: number }, random?: () => number): number;
 export function tokenExpiry(token: string): number | null;

@@ -9,15 +9,36 @@
 //   const seq = await lobby.publish("chat:message", { text: "hi" });
 //
 // It reconnects with exponential backoff and full jitter after the close codes
-// section 8 says to retry, rejoins every room with its last `since`/`epoch`,
+// sections 8 and 12 say to retry (`shouldReconnect`), rejoins every room it
+// joined with its last `since`/`epoch`, follows the rooms the server subscribes
+// it to (`room:subscribed`, `room:unsubscribed`, section 12),
 // delivers what it recovered before live events, in seq order and once each,
 // keeps publishes made while offline (bounded, with a TTL) and sends them after
 // the rejoin, and treats a connection that stays silent past the ping interval
 // plus a timeout as dead (browsers cannot see ping frames: it sends the bare
-// `ping` text, which the server answers `pong`).
+// `ping` text, which the server answers `pong`). It uses the global
+// `WebSocket`, or the constructor given as `connect(url, { WebSocket })`.
 
-/** Close codes after which a client reconnects (docs/protocol.md section 8). */
-export const RETRY_CLOSE_CODES = new Set([1001, 1006, 1011, 4002, 4003, 4008]);
+/**
+ * Close codes below 2000 after which a client does not reconnect: a normal
+ * close, and the ones the same messages would cause again (section 8).
+ */
+export const FINAL_CLOSE_CODES = new Set([1000, 1002, 1003, 1007, 1008, 1009]);
+
+/**
+ * Whether a close with `code` is followed by a reconnect (sections 8 and 12):
+ * yes after 4000-4499 (4002, 4003, 4008 and the server API's retryable
+ * `disconnect` codes) and after any 1001-1999 but FINAL_CLOSE_CODES (1001,
+ * 1006, 1011 and the other transport or server-side failures, which a later
+ * attempt may not meet); no after 4500-4999 (the server API's `disconnect`,
+ * 4500 by default) nor after codes no one gave roomcast a meaning
+ * (below 1000, 2000-3999, 5000 and up): retrying what is not understood could
+ * go against what the server meant.
+ */
+export function shouldReconnect(code) {
+  if (code >= 4000 && code <= 4499) return true;
+  return code >= 1001 && code <= 1999 && !FINAL_CLOSE_CODES.has(code);
+}
 /** The token expired: reconnect with a fresh one. */
 export const TOKEN_EXPIRED = 4002;
 
@@ -145,7 +166,12 @@ class Emitter {
   }
 }
 
-/** One room of a client: join, publish, presence and its events. */
+/**
+ * One room of a client: join, publish, presence and its events. A room is
+ * `joined` by the application (and rejoined by the client after reconnects)
+ * or `subscribed` by the server (section 12: restored by the server, never
+ * rejoined by the client), or both.
+ */
 export class Room extends Emitter {
   constructor(client, name) {
     super();
@@ -153,7 +179,10 @@ export class Room extends Emitter {
     this.name = name;
     this.cursor = new RoomCursor();
     this.joined = false;
+    this.subscribed = false;
     this.joinOptions = {};
+    // Live events held while a recovery is in flight, so recovered ones come first.
+    this.held = null;
   }
 
   /** Joins (and keeps rejoining after reconnects); resolves with the ack data. */
@@ -168,6 +197,7 @@ export class Room extends Emitter {
 
   async leave() {
     this.joined = false;
+    this.subscribed = false;
     return this.client.request("room:leave", { room: this.name });
   }
 
@@ -182,13 +212,38 @@ export class Room extends Emitter {
     return this.client.request("presence:get", { room: this.name });
   }
 
-  /** After a reconnect: join again from where this room's events stopped. */
+  /**
+   * Joins again from where this room's events stopped and delivers what was
+   * missed (after a reconnect, or when the server restores a subscription).
+   * Live events that arrive meanwhile wait for the recovered ones.
+   */
   async rejoin() {
-    const data = await this.client.request("room:join", {
-      room: this.name,
-      ...this.joinOptions,
-      ...this.cursor.since(),
-    });
+    // A rejoin already holding events (a reconnect's and a restored
+    // subscription's) lets the first one release them.
+    const holding = this.held === null;
+    if (holding) this.held = [];
+    try {
+      const data = await this.client.request("room:join", {
+        room: this.name,
+        ...this.joinOptions,
+        ...this.cursor.since(),
+      });
+      this.recovered(data);
+      return data;
+    } finally {
+      if (holding) this.release();
+    }
+  }
+
+  /** Delivers the live events held during a recovery. */
+  release() {
+    const held = this.held;
+    this.held = null;
+    this.deliverAll(held);
+  }
+
+  /** A rejoin's answer: the missed messages in order, or a `reset`. */
+  recovered(data) {
     if (data.recovered === false) {
       this.cursor.reset(data.epoch, data.seq);
       this.emit("reset", { epoch: data.epoch, seq: data.seq, messages: data.messages || [] });
@@ -197,14 +252,54 @@ export class Room extends Emitter {
       this.deliverAll(data.messages || []);
       this.cursor.accept(data.seq);
     }
-    return data;
   }
 
+  /**
+   * `room:subscribed` (section 12): the server put this connection in the
+   * room. A first subscription starts at the server's `seq`; one the server
+   * restores after a reconnect delivers what was missed since the last `seq`
+   * (a `room:join` with `since`, harmless for a connection already in the
+   * room) or, when that is refused (a subscription skips the join
+   * permissions), emits `reset` with no messages.
+   */
+  onSubscribed(data) {
+    const restored = this.subscribed && this.cursor.epoch !== null;
+    this.subscribed = true;
+    this.client.emit("subscribed", this, data);
+    this.emit("subscribed", data);
+    if (!restored) return this.cursor.reset(data.epoch, data.seq);
+    if (data.epoch === this.cursor.epoch && data.seq <= this.cursor.seq) return;
+    this.rejoin().catch((e) => this.unrecovered(data, e));
+  }
+
+  /** A restored subscription whose missed messages could not be had. */
+  unrecovered(data, error) {
+    this.client.emit("error", error);
+    if (error.code === "DISCONNECTED") return;
+    this.cursor.reset(data.epoch, Math.max(data.seq, this.cursor.seq));
+    this.emit("reset", { epoch: data.epoch, seq: data.seq, messages: [] });
+  }
+
+  /** `room:unsubscribed`: the server took this connection out of the room. */
+  onUnsubscribed(data) {
+    this.subscribed = false;
+    this.joined = false;
+    this.client.emit("unsubscribed", this, data);
+    this.emit("unsubscribed", data);
+  }
+
+  /** Messages of a join's or a rejoin's answer, or held ones: delivered now. */
   deliverAll(messages) {
-    for (const message of messages) this.deliver(message);
+    for (const message of messages) this.pass(message);
   }
 
+  /** A live message: held while a recovery is in flight. */
   deliver(message) {
+    if (this.held) this.held.push(message);
+    else this.pass(message);
+  }
+
+  pass(message) {
     if (message.event.startsWith("presence:")) {
       this.emit(message.event, message.data, message);
       return;
@@ -226,6 +321,10 @@ export class Client extends Emitter {
       reconnect: { ...DEFAULTS.reconnect, ...(options.reconnect || {}) },
       offlineQueue: { ...DEFAULTS.offlineQueue, ...(options.offlineQueue || {}) },
     };
+    this.WebSocket = options.WebSocket || globalThis.WebSocket;
+    if (typeof this.WebSocket !== "function") {
+      throw new RoomcastError("NO_WEBSOCKET", "no global WebSocket: pass one as connect(url, { WebSocket })");
+    }
     this.token = options.token || null;
     this.state = "connecting";
     this.rooms = new Map();
@@ -312,7 +411,7 @@ export class Client extends Emitter {
       return this.scheduleReconnect(1006);
     }
     const sep = this.url.includes("?") ? "&" : "?";
-    const ws = new WebSocket(`${this.url}${sep}token=${encodeURIComponent(this.token)}`);
+    const ws = new this.WebSocket(`${this.url}${sep}token=${encodeURIComponent(this.token)}`);
     this.ws = ws;
     ws.onmessage = (e) => this.onMessage(e.data);
     ws.onerror = () => this.emit("error", new RoomcastError("SOCKET", "WebSocket error"));
@@ -333,6 +432,8 @@ export class Client extends Emitter {
     if (message.event === "connection:established") return this.onEstablished(message.data);
     if (message.event === "ack") return this.onAck(message);
     if (message.event === "error") return this.emit("error", new RoomcastError(message.data.code, message.data.message));
+    if (message.event === "room:subscribed") return this.room(message.room).onSubscribed(message.data);
+    if (message.event === "room:unsubscribed") return this.rooms.get(message.room)?.onUnsubscribed(message.data);
     if (message.room && this.rooms.has(message.room)) return this.rooms.get(message.room).deliver(message);
     this.emit(message.event, message.data, message);
   }
@@ -376,9 +477,10 @@ export class Client extends Emitter {
       pending.reject(new RoomcastError("DISCONNECTED", "the connection closed before the ack"));
       this.pending.delete(id);
     }
-    this.emit("close", code, reason);
+    const reconnect = this.state !== "closed" && shouldReconnect(code) && this.attempt < this.options.reconnect.maxAttempts;
+    this.emit("close", code, reason, { code, reason, reconnect });
     if (this.state === "closed") return;
-    if (!RETRY_CLOSE_CODES.has(code)) {
+    if (!shouldReconnect(code)) {
       this.state = "closed";
       const { live, expired } = this.queue.drain();
       for (const entry of [...live, ...expired]) entry.reject(new RoomcastError("CLOSED", `closed with ${code}`));
@@ -448,7 +550,12 @@ export class Client extends Emitter {
   }
 }
 
-/** Opens a client to `url` (`ws://host/ws`) with `{ token }` or `{ getToken }`. */
+/**
+ * Opens a client to `url` (`ws://host/ws`) with `{ token }` or `{ getToken }`,
+ * and `{ WebSocket }` where there is no global one (Node 20 without
+ * `--experimental-websocket`: the `ws` package's). Throws `NO_WEBSOCKET` when
+ * there is neither.
+ */
 export function connect(url, options = {}) {
   return new Client(url, options);
 }

@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 
-import { backoffDelay, OfflineQueue, RoomCursor, tokenExpiry, RETRY_CLOSE_CODES } from "../roomcast.js";
+import { backoffDelay, OfflineQueue, RoomCursor, tokenExpiry, shouldReconnect } from "../roomcast.js";
 
 test("backoff grows exponentially to the cap, with full jitter", () => {
   const options = { base: 100, cap: 1000 };
@@ -58,7 +58,9 @@ test("a token's expiry is read from its payload", () => {
   assert.equal(tokenExpiry(`${b64({})}.${b64({ sub: "u" })}.s`), null);
 });
 
-test("the close codes to retry are section 8's", () => {
-  for (const code of [1001, 1006, 1011, 4002, 4003, 4008]) assert.ok(RETRY_CLOSE_CODES.has(code), `${code}`);
-  for (const code of [1000, 1002, 1003, 1007, 1008, 1009]) assert.ok(!RETRY_CLOSE_CODES.has(code), `${code}`);
+test("the close codes to retry are sections 8 and 12's, and the ranges' edges", () => {
+  const retried = [1001, 1006, 1011, 4002, 4003, 4008, 4000, 4499, 1005, 1012, 1013, 1014, 1015, 1999];
+  const final = [1000, 1002, 1003, 1007, 1008, 1009, 4500, 4999, 3999, 3000, 2000, 5000, 999, 0];
+  for (const code of retried) assert.equal(shouldReconnect(code), true, `${code}`);
+  for (const code of final) assert.equal(shouldReconnect(code), false, `${code}`);
 });
