@@ -89,8 +89,12 @@ fn conn_ids_do_not_repeat_after_a_restart() {
     };
     let (before, after) = (run(), run());
     assert_ne!(before, after);
-    // The same shard and count; the process's random tag differs.
-    let local = |id: &str| id.split_once('-').map(|(_, rest)| rest.to_owned());
+    // The same shard and count; the process's random tag differs (after
+    // the node's name, on a cluster node).
+    let local = |id: &str| {
+        let id = id.rsplit_once(':').map_or(id, |(_, local)| local);
+        id.split_once('-').map(|(_, rest)| rest.to_owned())
+    };
     assert_eq!(local(&before), local(&after), "{before} {after}");
 }
 
