@@ -58,7 +58,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A connection anywhere in the process: its shard, its slab key there,
 /// and its `id`, which tells it from a newer connection given the same key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConnRef {
     pub shard: usize,
     pub key: usize,

@@ -162,22 +162,12 @@ impl<'a> Mover<'a> {
     }
 }
 
-/// A join the owner passed to Redis and that Redis has not answered.
-#[derive(Debug, Clone, Copy)]
-struct Joining {
-    conn: ConnRef,
-    rejoin: bool,
-    /// The connection left (or closed) meanwhile: once Redis answers, what
-    /// it counted in is counted out again instead of being admitted.
-    cancelled: bool,
-}
-
 /// One shard's side of Redis sequencing.
 pub struct RedisRooms {
     shard: usize,
     side: ClusterSide,
     /// Joins waiting for their history, per room owned here.
-    joining: HashMap<Arc<str>, Vec<Joining>>,
+    joining: HashMap<Arc<str>, usize>,
     /// At the owner of the online set: this node's `/ws` connections per user.
     online: HashMap<Arc<str>, u32>,
     /// For the bridge, in order.
@@ -261,17 +251,13 @@ impl RedisRooms {
     ) {
         let room = join.room.clone();
         let max = table.config().max_room_members;
-        let pending = self.joining.get(&room).map_or(0, Vec::len);
+        let pending = self.joining.get(&room).copied().unwrap_or(0);
         if !join.rejoin && max > 0 && table.connections(&room) + pending >= max {
             let text = reply::failure_text(join.id.as_ref(), ErrorCode::RoomFull, "room is full");
             return outbox.joined(room, join.conn, false, Some(text));
         }
         self.serve(table, &room);
-        self.joining.entry(room.clone()).or_default().push(Joining {
-            conn: join.conn,
-            rejoin: join.rejoin,
-            cancelled: false,
-        });
+        *self.joining.entry(room.clone()).or_default() += 1;
         let query = OwnedQuery {
             history: recovery.history,
             since: recovery.since,
@@ -299,23 +285,6 @@ impl RedisRooms {
             event_limit: table.config().presence.event_limit,
             origin: self.origin(None, who.conn),
             text,
-        }
-    }
-
-    /// Connection `conn` left `room` while its join waits for Redis: the
-    /// answer will count it out (true); false when no such join is out.
-    pub fn cancel_join(&mut self, room: &str, conn: ConnRef) -> bool {
-        let waiting = self.joining.get_mut(room).and_then(|joins| {
-            joins
-                .iter_mut()
-                .find(|j| j.conn == conn && !j.rejoin && !j.cancelled)
-        });
-        match waiting {
-            Some(join) => {
-                join.cancelled = true;
-                true
-            }
-            None => false,
         }
     }
 
@@ -515,17 +484,14 @@ impl RedisRooms {
         outcome: Result<(History, u64), Unavailable>,
     ) {
         let room = join.room.clone();
-        let cancelled = self.take_joining(&room, join.conn);
+        if let Some(count) = self.joining.get_mut(&room) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.joining.remove(&room);
+            }
+        }
         let conn = join.conn;
         match outcome {
-            Ok((history, _)) if cancelled => {
-                self.count_out(table, &join);
-                let text = join.id.as_ref().map(|id| {
-                    let state = room_state(&join.room, &history, 0);
-                    reply::ack_text(id, &wire::join_data(&state, std::iter::empty()))
-                });
-                outbox.joined(room.clone(), conn, false, text);
-            }
             Ok((history, members)) => self.admit(table, outbox, &join, &history, members),
             Err(Unavailable) => {
                 let text =
@@ -541,24 +507,8 @@ impl RedisRooms {
         self.unserve_if_idle(table, &room);
     }
 
-    /// Forgets the join of `conn` waiting in `room`; returns whether it was
-    /// cancelled meanwhile.
-    fn take_joining(&mut self, room: &str, conn: ConnRef) -> bool {
-        let Some(joins) = self.joining.get_mut(room) else {
-            return false;
-        };
-        let cancelled = match joins.iter().position(|j| j.conn == conn) {
-            Some(at) => joins.remove(at).cancelled,
-            None => false,
-        };
-        if joins.is_empty() {
-            self.joining.remove(room);
-        }
-        cancelled
-    }
-
     /// Redis counted a joiner in that this node does not admit (the room
-    /// is full here, or the connection left meanwhile): counted out again.
+    /// is full here): counted out again.
     fn count_out(&mut self, table: &RoomTable, join: &PendingJoin) {
         let text = wire::presence_leave(&join.room, &join.user);
         let change = self.presence_change(table, Mover::joining(join), text);

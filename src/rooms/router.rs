@@ -14,6 +14,7 @@
 //! - the *member side*, on every shard with members: delivers the owner's
 //!   one frame to its members and the owner's answers to its connections.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -74,6 +75,12 @@ pub struct Router {
     /// `/ws` connections on this shard, per user.
     pub(super) users: UserIndex,
     pub(super) gathers: Gathers,
+    /// Joins of this shard's connections the owner has not answered, by
+    /// room and connection: a leave meanwhile waits for the answer (the
+    /// user it leaves as, once it is asked for). The owner may refuse the
+    /// join, and then has nothing to count out; once it has counted the
+    /// connection in, the leave goes.
+    joins_out: HashMap<(Arc<str>, ConnRef), Option<Arc<str>>>,
     /// Who sequences the rooms: this table, or Redis.
     pub(super) sequencer: Sequencer,
     pub(super) outbox: Outbox,
@@ -92,6 +99,7 @@ impl Router {
             local: LocalRooms::default(),
             users: UserIndex::default(),
             gathers: Gathers::default(),
+            joins_out: HashMap::new(),
             sequencer,
             outbox: Outbox::new(config.shards),
         }
@@ -194,15 +202,20 @@ impl Router {
                 id,
                 recovery,
                 rejoin,
-            } => self.send_to_owner(BusMsg::Join {
-                room,
-                conn,
-                user,
-                name: asker.name.map(Into::into),
-                recovery,
-                rejoin,
-                id,
-            }),
+            } => {
+                if !rejoin {
+                    self.joins_out.insert((room.clone(), conn), None);
+                }
+                self.send_to_owner(BusMsg::Join {
+                    room,
+                    conn,
+                    user,
+                    name: asker.name.map(Into::into),
+                    recovery,
+                    rejoin,
+                    id,
+                });
+            }
             Request::Leave { room } => self.request_leave(conn, room, user),
             Request::Publish {
                 room,
@@ -245,9 +258,27 @@ impl Router {
     }
 
     /// Connection `key` leaves `room` here, and the owner is told.
+    /// A leave while the join is still out waits for the owner's answer:
+    /// the owner may refuse the join, and then has nothing to count out.
     fn request_leave(&mut self, conn: ConnRef, room: Arc<str>, user: Arc<str>) {
         self.local.remove(&room, conn.key);
+        let key = (room, conn);
+        if let Some(leaving) = self.joins_out.get_mut(&key) {
+            *leaving = Some(user);
+            return;
+        }
+        let (room, _) = key;
         self.send_to_owner(BusMsg::Leave { room, conn, user });
+    }
+
+    /// The owner answered a join: a leave that waited for it goes now if
+    /// the owner counted the connection in.
+    fn join_answered(&mut self, room: &Arc<str>, conn: ConnRef, accepted: bool) {
+        let leaving = self.joins_out.remove(&(room.clone(), conn)).flatten();
+        if let (true, Some(user)) = (accepted, leaving) {
+            let room = room.clone();
+            self.send_to_owner(BusMsg::Leave { room, conn, user });
+        }
     }
 
     /// `user:send` (`to`) or `system:broadcast` (`None`) in one process:
@@ -306,6 +337,7 @@ impl Router {
                 accepted,
                 reply,
             } => {
+                self.join_answered(&room, conn, accepted);
                 if out.settle_join(conn, &room, accepted) {
                     self.local.add(&room, conn.key);
                 }

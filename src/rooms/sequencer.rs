@@ -146,12 +146,8 @@ impl Router {
                 }
             }
             Sequencer::Redis(redis) => {
-                // A join still out is counted out once Redis answers it:
-                // Redis counts it in then, and this table has not.
-                if !redis.cancel_join(room, conn) {
-                    self.table.leave(room, conn.shard, user, time.now);
-                    redis.leave(&self.table, room, user);
-                }
+                self.table.leave(room, conn.shard, user, time.now);
+                redis.leave(&self.table, room, user);
             }
         }
     }

@@ -590,3 +590,17 @@ fn a_gap_wider_than_the_history_is_not_recovered() {
     let ack = answers(&s.got(bob))[0].to_owned();
     assert!(ack.contains(r#""recovered":false"#), "{ack}");
 }
+
+#[test]
+fn a_leave_behind_a_refused_join_does_not_count_out_another_member() {
+    let mut s = Setup::local(2).max_room_members(1).build();
+    let room = room_owned_by(1, 2, "full");
+    let alice = joined(&mut s, 0, "alice", &room);
+    let bob = s.connect(0, "bob");
+    // Both reach the owner before its answer to the join comes back.
+    s.requests_at_once(bob, vec![join(&room, id(1)), leave(&room)]);
+    assert!(answers(&s.got(bob))[0].contains("ROOM_FULL"));
+    s.request(alice, publish(&room, "1", true, None));
+    assert_eq!(events(&s.got(alice)).len(), 1, "alice is still counted");
+    assert!(events(&s.got(bob)).is_empty());
+}

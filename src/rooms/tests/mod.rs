@@ -269,6 +269,30 @@ impl Shards {
         self.settle();
     }
 
+    /// `conn` sends `requests` in one read: none is answered before the
+    /// last is handed to the router.
+    pub fn requests_at_once(&mut self, conn: ConnRef, requests: Vec<Request>) {
+        for request in requests {
+            let c = self.outlets[conn.shard]
+                .conns
+                .get_mut(&conn.key)
+                .expect("open");
+            match &request {
+                Request::Join { room, .. } if !c.rooms.contains(room) => c.rooms.push(room.clone()),
+                Request::Leave { room } => c.rooms.retain(|r| r != room),
+                _ => {}
+            }
+            let user = c.user.clone();
+            let asker = Asker {
+                conn,
+                user: Some(&user),
+                name: None,
+            };
+            self.routers[conn.shard].on_request(asker, request, self.time.now);
+        }
+        self.settle();
+    }
+
     /// A `POST /publish` message from an HTTP connection (no user) on `shard`.
     pub fn http_publish(&mut self, shard: usize, index: usize, room: &str, data: &str) -> ConnRef {
         let conn = self.connect(shard, "http");
