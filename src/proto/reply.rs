@@ -138,16 +138,18 @@ pub fn failure_text(id: Option<&OwnedId>, code: ErrorCode, message: &str) -> Vec
     out
 }
 
-/// `{"<field>":<n>}`: the `data` of a publish ack (`seq`) and of a
-/// `user:send` or broadcast ack (`delivered`).
-pub fn count_data(field: &str, n: u64) -> Vec<u8> {
-    let mut data = Vec::with_capacity(field.len() + 24);
-    data.extend_from_slice(b"{\"");
-    data.extend_from_slice(field.as_bytes());
-    data.extend_from_slice(b"\":");
-    json::write_u64(&mut data, n);
-    data.push(b'}');
-    data
+/// The ack of `id` whose `data` is `{"<field>":<n>}`: a publish's `seq`,
+/// a `user:send` or broadcast's `delivered`. Written into one buffer.
+pub fn count_ack(id: &OwnedId, field: &str, n: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(80 + field.len());
+    out.extend_from_slice(b"{\"event\":\"ack\",\"id\":");
+    write_id(&mut out, id.as_id());
+    out.extend_from_slice(b",\"success\":true,\"data\":{\"");
+    out.extend_from_slice(field.as_bytes());
+    out.extend_from_slice(b"\":");
+    json::write_u64(&mut out, n);
+    out.extend_from_slice(b"}}");
+    out
 }
 
 #[cfg(test)]
@@ -194,6 +196,18 @@ mod tests {
         assert_eq!(
             text(|o| pong(o, 5)),
             r#"{"event":"pong","data":{"serverTime":5}}"#
+        );
+    }
+
+    #[test]
+    fn a_count_ack_is_an_ack_with_its_count_as_data() {
+        let id = OwnedId::Str("a\"b".into());
+        let mut expected = Vec::new();
+        ack_ok(&mut expected, id.as_id(), br#"{"seq":42}"#);
+        assert_eq!(count_ack(&id, "seq", 42), expected);
+        assert_eq!(
+            String::from_utf8(count_ack(&OwnedId::Int(7), "delivered", 0)).unwrap(),
+            r#"{"event":"ack","id":7,"success":true,"data":{"delivered":0}}"#
         );
     }
 }

@@ -212,7 +212,7 @@ impl Outbox {
             PublishAnswer::Nobody => return,
             PublishAnswer::Ack(id) => BusMsg::Reply {
                 conn: sender,
-                text: reply::ack_text(&id, &reply::count_data("seq", seq)),
+                text: reply::count_ack(&id, "seq", seq),
             },
             PublishAnswer::Http { index } => BusMsg::Published {
                 conn: sender,

@@ -444,8 +444,7 @@ impl RedisRooms {
         let text = match outcome {
             Ok(count) => {
                 let Some(id) = id else { return };
-                let data = reply::count_data("delivered", count.saturating_sub(minus));
-                reply::ack_text(&id, &data)
+                reply::count_ack(&id, "delivered", count.saturating_sub(minus))
             }
             Err(Unavailable) => {
                 reply::failure_text(id.as_ref(), ErrorCode::Unavailable, UNAVAILABLE)

@@ -48,8 +48,8 @@ impl Gathers {
             return None;
         }
         let done = self.waiting.remove(&gather)?;
-        let data = reply::count_data("delivered", done.delivered);
-        Some((done.conn, reply::ack_text(&done.id?, &data)))
+        let text = reply::count_ack(&done.id?, "delivered", done.delivered);
+        Some((done.conn, text))
     }
 
     /// Gathers still waiting.
