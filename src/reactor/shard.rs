@@ -174,6 +174,9 @@ pub struct Shard {
     pre_request: PreRequest,
     /// Cluster mode: the Redis bridge, which sequences rooms.
     bridge: Option<BridgeHandle<BridgeAnswer>>,
+    /// The router's requests for the bridge on their way to it; empty
+    /// between turns, its allocation kept.
+    bridge_out: Vec<BridgeRequest<BridgeAnswer>>,
 }
 
 impl Shard {
@@ -242,6 +245,7 @@ impl Shard {
             busy_at_last_sweep: (Instant::now(), 0),
             pre_request,
             bridge,
+            bridge_out: Vec::new(),
         })
     }
 
@@ -660,15 +664,16 @@ impl Shard {
         }
     }
 
-    /// Hands the router's requests to the bridge (cluster mode); returns
-    /// those it could not take, the bridge having stopped.
+    /// Hands the router's requests to the bridge (cluster mode), through
+    /// a buffer kept from turn to turn; returns those it could not take,
+    /// the bridge having stopped.
     fn send_bridge_requests(&mut self) -> Vec<BridgeRequest<BridgeAnswer>> {
         let Some(bridge) = &self.bridge else {
             return Vec::new();
         };
-        self.router
-            .take_bridge_requests()
-            .into_iter()
+        self.router.move_bridge_requests(&mut self.bridge_out);
+        self.bridge_out
+            .drain(..)
             .filter_map(|request| bridge.try_send(request).err())
             .collect()
     }

@@ -185,9 +185,10 @@ impl RedisRooms {
         }
     }
 
-    /// What is queued for the bridge.
-    pub fn take_requests(&mut self) -> Vec<BridgeRequest<BridgeAnswer>> {
-        std::mem::take(&mut self.requests)
+    /// Moves what is queued for the bridge to the end of `into`; both
+    /// keep their capacity.
+    pub fn move_requests(&mut self, into: &mut Vec<BridgeRequest<BridgeAnswer>>) {
+        into.append(&mut self.requests);
     }
 
     fn node_id(&self) -> &str {

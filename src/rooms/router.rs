@@ -2,7 +2,7 @@
 //! state machine that takes a connection's requests, bus messages from
 //! other shards, the Redis bridge's answers and the time, and returns what
 //! to send where: bus messages per shard (`take_outbox`), requests for the
-//! bridge (`take_bridge_requests`) and frames for this shard's connections
+//! bridge (`move_bridge_requests`) and frames for this shard's connections
 //! (through its `Outlet`). No socket, thread or clock inside.
 //!
 //! Three roles meet here, one per kind of message:
@@ -121,8 +121,8 @@ impl Router {
     }
 
     /// Requests for the Redis bridge (cluster mode), in order.
-    pub fn take_bridge_requests(&mut self) -> Vec<BridgeRequest<BridgeAnswer>> {
-        self.sequencer.take_bridge_requests()
+    pub fn move_bridge_requests(&mut self, into: &mut Vec<BridgeRequest<BridgeAnswer>>) {
+        self.sequencer.move_bridge_requests(into);
     }
 
     /// Rooms this shard owns.

@@ -30,11 +30,12 @@ pub enum Sequencer {
 }
 
 impl Sequencer {
-    /// What is queued for the bridge (nothing in one process).
-    pub fn take_bridge_requests(&mut self) -> Vec<BridgeRequest<BridgeAnswer>> {
+    /// Moves what is queued for the bridge to `into` (nothing in one
+    /// process).
+    pub fn move_bridge_requests(&mut self, into: &mut Vec<BridgeRequest<BridgeAnswer>>) {
         match self {
-            Sequencer::Local => Vec::new(),
-            Sequencer::Redis(redis) => redis.take_requests(),
+            Sequencer::Local => {}
+            Sequencer::Redis(redis) => redis.move_requests(into),
         }
     }
 }

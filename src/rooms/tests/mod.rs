@@ -334,7 +334,9 @@ impl Shards {
             let mut moved = false;
             for shard in 0..self.routers.len() {
                 self.routers[shard].run_own(time, &mut self.outlets[shard]);
-                for request in self.routers[shard].take_bridge_requests() {
+                let mut requests = Vec::new();
+                self.routers[shard].move_bridge_requests(&mut requests);
+                for request in requests {
                     moved = true;
                     if self.bridge_stopped {
                         self.routers[shard].bridge_refused(request, time, &mut self.outlets[shard]);
