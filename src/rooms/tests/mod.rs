@@ -250,11 +250,28 @@ impl Shards {
 
     /// `conn` sends `request`, as its session applied it.
     pub fn request(&mut self, conn: ConnRef, request: Request) {
-        let outlet = &mut self.outlets[conn.shard];
-        let c = outlet.conns.get_mut(&conn.key).expect("open");
+        self.requests_at_once(conn, vec![request]);
+    }
+
+    /// `conn` sends `requests` in one read: none is answered before the
+    /// last is handed to the router.
+    pub fn requests_at_once(&mut self, conn: ConnRef, requests: Vec<Request>) {
+        for request in requests {
+            self.hand_over(conn, request);
+        }
+        self.settle();
+    }
+
+    /// Applies `request` to the connection's session, as `proto::events`
+    /// does, and hands it to the router if it is work for the rooms.
+    fn hand_over(&mut self, conn: ConnRef, request: Request) {
+        let c = self.outlets[conn.shard]
+            .conns
+            .get_mut(&conn.key)
+            .expect("open");
         match &request {
             Request::Join { room, .. } if !c.rooms.contains(room) => c.rooms.push(room.clone()),
-            // As `proto::events` does: only a member's leave reaches the rooms.
+            // Only a member's leave reaches the rooms.
             Request::Leave { room } if !c.rooms.contains(room) => return,
             Request::Leave { room } => c.rooms.retain(|r| r != room),
             _ => {}
@@ -266,31 +283,6 @@ impl Shards {
             name: None,
         };
         self.routers[conn.shard].on_request(asker, request, self.time.now);
-        self.settle();
-    }
-
-    /// `conn` sends `requests` in one read: none is answered before the
-    /// last is handed to the router.
-    pub fn requests_at_once(&mut self, conn: ConnRef, requests: Vec<Request>) {
-        for request in requests {
-            let c = self.outlets[conn.shard]
-                .conns
-                .get_mut(&conn.key)
-                .expect("open");
-            match &request {
-                Request::Join { room, .. } if !c.rooms.contains(room) => c.rooms.push(room.clone()),
-                Request::Leave { room } => c.rooms.retain(|r| r != room),
-                _ => {}
-            }
-            let user = c.user.clone();
-            let asker = Asker {
-                conn,
-                user: Some(&user),
-                name: None,
-            };
-            self.routers[conn.shard].on_request(asker, request, self.time.now);
-        }
-        self.settle();
     }
 
     /// A `POST /publish` message from an HTTP connection (no user) on `shard`.
