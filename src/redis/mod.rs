@@ -26,8 +26,9 @@ use crate::conn::ConnRef;
 use layout::RoomKeys;
 use resp::Reply;
 
-use crate::codes::limits::MAX_PRESENCE_USERS;
-use crate::codes::limits::{MAX_EPOCH_LEN, MAX_HISTORY, MAX_SAFE_INTEGER, MAX_SUB_LEN};
+use crate::codes::limits::{
+    MAX_EPOCH_LEN, MAX_HISTORY, MAX_PRESENCE_USERS, MAX_SAFE_INTEGER, MAX_SUB_LEN,
+};
 
 /// The largest number taken from Redis (a `seq`, a count, a time in
 /// microseconds): 2^53 - 1, which reaches a client's JSON exactly and
