@@ -170,7 +170,7 @@ fn bench_fanout(c: &mut Criterion) {
                 let now = Instant::now();
                 let start = Instant::now();
                 for member in &mut members {
-                    member.deliver(&room, &frame, Delivery::RoomEvent, now, &config);
+                    member.deliver(Some(&room), &frame, Delivery::RoomEvent, now, &config);
                 }
                 total += start.elapsed();
                 members.iter_mut().for_each(drain);
@@ -192,7 +192,7 @@ fn bench_fanout(c: &mut Criterion) {
             for _ in 0..TURN_EVENTS {
                 for member in members.iter_mut() {
                     black_box(member.wants_write_through(frame.len(), &config));
-                    member.deliver(&room, &frame, Delivery::RoomEvent, now, &config);
+                    member.deliver(Some(&room), &frame, Delivery::RoomEvent, now, &config);
                 }
             }
             let mut slices_total = 0;

@@ -340,10 +340,11 @@ impl Connection {
     }
 
     /// Queues a frame from the rooms, within the bound of section 8, and
-    /// says what became of it.
+    /// says what became of it; `room` is a room event's room (the one a
+    /// held-back event is kept under), `None` for anything else.
     pub fn deliver(
         &mut self,
-        room: &Arc<str>,
+        room: Option<&Arc<str>>,
         frame: &Arc<[u8]>,
         kind: Delivery,
         now: Instant,
@@ -365,9 +366,9 @@ impl Connection {
                 self.out.push_shared(frame.clone());
                 Delivered::Queued
             }
-            Fate::HoldBack(how) => match self.session.as_mut() {
-                Some(session) => session.hold_back(room, frame, how),
-                None => Delivered::NotOpen,
+            Fate::HoldBack(how) => match (self.session.as_mut(), room) {
+                (Some(session), Some(room)) => session.hold_back(room, frame, how),
+                _ => Delivered::NotOpen,
             },
             Fate::Close => {
                 self.end_websocket(End::SlowConsumer, now, config);

@@ -162,7 +162,7 @@ fn fill(h: &Harness, conn: &mut Connection, room: &Arc<str>) -> u64 {
     {
         seq += 1;
         conn.deliver(
-            room,
+            Some(room),
             &event(seq, 1000),
             Delivery::RoomEvent,
             h.now,
@@ -220,7 +220,7 @@ fn close_policy_cuts_a_slow_consumer_with_4008() {
     let sent = fill(&h, &mut conn, &room);
     assert!(conn.is_open_websocket());
     conn.deliver(
-        &room,
+        Some(&room),
         &event(sent + 1, 1000),
         Delivery::RoomEvent,
         h.now,
@@ -243,7 +243,7 @@ fn drop_policy_counts_and_reports_dropped_events_once_caught_up() {
     let sent = fill(&h, &mut conn, &room);
     for extra in 1..=5 {
         conn.deliver(
-            &room,
+            Some(&room),
             &event(sent + extra, 1000),
             Delivery::RoomEvent,
             h.now,
@@ -272,13 +272,13 @@ fn conflate_policy_keeps_the_newest_event_per_room() {
     let sent = fill(&h, &mut conn, &room);
     let newest = event(sent + 2, 1000);
     conn.deliver(
-        &room,
+        Some(&room),
         &event(sent + 1, 1000),
         Delivery::RoomEvent,
         h.now,
         &h.config,
     );
-    conn.deliver(&room, &newest, Delivery::RoomEvent, h.now, &h.config);
+    conn.deliver(Some(&room), &newest, Delivery::RoomEvent, h.now, &h.config);
     take_output(&mut conn);
     assert!(conn.release_held_back(&h.config));
     let released = take_output(&mut conn);
@@ -319,14 +319,14 @@ fn deliver_queues_up_to_each_kinds_bound_and_applies_the_policy_one_byte_past_it
             ] {
                 let mut conn = with_pending(&mut h, 1000);
                 let frame: Arc<[u8]> = vec![b'x'; len].into();
-                let delivered = conn.deliver(&room, &frame, kind, h.now, &h.config);
+                let delivered = conn.deliver(Some(&room), &frame, kind, h.now, &h.config);
                 assert_eq!(delivered, expected, "{case}, a {len}-byte frame");
                 let closed = expected == Delivered::Closed;
                 assert_eq!(conn.is_finishing(), closed, "{case}, a {len}-byte frame");
             }
             let mut conn = with_pending(&mut h, 0);
             let huge: Arc<[u8]> = vec![b'x'; 3 * limit].into();
-            let delivered = conn.deliver(&room, &huge, kind, h.now, &h.config);
+            let delivered = conn.deliver(Some(&room), &huge, kind, h.now, &h.config);
             assert_eq!(
                 delivered,
                 Delivered::Queued,

@@ -38,9 +38,6 @@ pub(super) struct ShardOutlet<'a> {
     /// HTTP publishers whose response is queued: requests they pipelined
     /// meanwhile are read once the router call returns.
     pub refeed: &'a mut Vec<usize>,
-    /// The room of a delivery that is not a room event (never read then,
-    /// but `Connection::deliver` takes one).
-    pub no_room: &'a Arc<str>,
 }
 
 impl Outlet for ShardOutlet<'_> {
@@ -57,7 +54,6 @@ impl Outlet for ShardOutlet<'_> {
             Fanout::RoomEvent { .. } => Delivery::RoomEvent,
             Fanout::Other => Delivery::Other,
         };
-        let room = room.unwrap_or(self.no_room);
         let mut tally = Tally::default();
         let mut shared = SharedFrame::new(frame);
         for &key in keys {

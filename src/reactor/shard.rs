@@ -163,8 +163,6 @@ pub struct Shard {
     /// HTTP publishers answered by the rooms, whose pipelined requests are
     /// read next (`ShardOutlet::refeed`).
     refeed: Vec<usize>,
-    /// What `ShardOutlet::no_room` lends.
-    no_room: Arc<str>,
     requests: Vec<Request>,
     /// What connections reported during `feed`, for the lifecycle log.
     reports: Vec<Report>,
@@ -217,7 +215,6 @@ impl Shard {
             peers,
             router,
             refeed: Vec::new(),
-            no_room: Arc::from(""),
             requests: Vec::new(),
             reports: Vec::new(),
             index,
@@ -625,7 +622,6 @@ impl Shard {
             issuer: self.shared.issuer(),
             metrics: &self.shared.metrics[self.index],
             refeed: &mut self.refeed,
-            no_room: &self.no_room,
         };
         (&mut self.router, out)
     }
