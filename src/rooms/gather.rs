@@ -52,11 +52,6 @@ impl Gathers {
         Some((done.conn, text))
     }
 
-    /// Gathers still waiting.
-    pub fn len(&self) -> usize {
-        self.waiting.len()
-    }
-
     /// Whether none is waiting.
     pub fn is_empty(&self) -> bool {
         self.waiting.is_empty()
