@@ -261,12 +261,9 @@ fn credential(
     env_keys: Option<String>,
     env_token: Option<String>,
 ) -> Result<Credential, ApiError> {
-    let first_env_key = env_keys.and_then(|keys| {
-        keys.split(',')
-            .map(str::trim)
-            .find(|k| !k.is_empty())
-            .map(str::to_owned)
-    });
+    // Split as the server splits it, so that the first key is one it holds.
+    let first_env_key =
+        env_keys.and_then(|keys| keys.split(',').find(|k| !k.is_empty()).map(str::to_owned));
     let env_token = env_token.filter(|t| !t.trim().is_empty());
     let credential = match (&args.api_key, &args.token, first_env_key, env_token) {
         (Some(key), _, _, _) => Credential::Key(key.clone()),
@@ -491,7 +488,7 @@ mod tests {
 
     #[test]
     fn flags_win_over_the_environment_and_the_first_env_key_is_used() {
-        let env = || Some(" k1 ,k2".to_owned());
+        let env = || Some(",k1,k2".to_owned());
         let token = || Some("jwt-env".to_owned());
         let flag_key = args(&["info", "--api-key", "flag"]);
         assert_eq!(

@@ -87,7 +87,7 @@ fn a_command_line_that_cannot_be_sent_exits_2_before_connecting() {
     let addr = closed_port();
     let cases: &[(&[&str], Env, &str)] = &[
         (&["info"], &[], "no credential"),
-        (&["info"], &[("ROOMCAST_API_KEY", " , ")], "no credential"),
+        (&["info"], &[("ROOMCAST_API_KEY", ",,")], "no credential"),
         (
             &["info", "[1]", "--api-key", "k"],
             &[],
