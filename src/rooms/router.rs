@@ -240,7 +240,7 @@ impl Router {
                 self.send_to_users(conn, &user, Some(to), text, id)
             }
             Request::Broadcast { text, id } => self.send_to_users(conn, &user, None, text, id),
-            Request::Refresh { .. } | Request::HttpPublish { .. } => {}
+            Request::Refresh { .. } | Request::HttpPublish { .. } | Request::Api { .. } => {}
         }
     }
 
