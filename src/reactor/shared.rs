@@ -131,3 +131,27 @@ impl Observe for Shared {
         self.started.elapsed()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(args: &[&str]) -> Shared {
+        let mut flags = vec!["--jwt-secret", "s"];
+        flags.extend_from_slice(args);
+        let args = crate::cli::ServeArgs::try_parse_from(flags).unwrap();
+        Shared::new(args.into_config(None, 1, 1 << 20).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_live_nodes_are_this_node_alone_until_the_bridge_reads_them() {
+        assert!(shared(&[]).live_nodes().is_empty(), "no cluster, no node");
+        let cluster = ["--redis", "redis://127.0.0.1:1", "--node-id", "n1"];
+        let node = shared(&cluster);
+        assert_eq!(node.config.node_id(), Some("n1"));
+        assert_eq!(*node.live_nodes(), [Box::from("n1")]);
+        let read: Arc<[Box<str>]> = Arc::new(["n1".into(), "n2".into()]);
+        node.set_live_nodes(read.clone());
+        assert!(Arc::ptr_eq(&node.live_nodes(), &read));
+    }
+}
