@@ -386,7 +386,10 @@ impl RedisRooms {
             RoomAsk::History(query) => BridgeRequest::History {
                 room,
                 query: OwnedQuery {
-                    history: crate::rooms::api::recovery(&query).history,
+                    // Redis takes a count it can hold; no room keeps more.
+                    history: crate::rooms::api::recovery(&query)
+                        .history
+                        .map(|k| k.min(crate::codes::limits::MAX_HISTORY as u64)),
                     since: query.since,
                     epoch: query.epoch.map(Into::into),
                 },
