@@ -13,6 +13,8 @@
 //! `backpressure` for what becomes of output a client is slow to read, and
 //! `id` for the connection id clients and the logs see.
 
+mod api;
+pub use api::Subscribing;
 pub mod backpressure;
 pub mod compression;
 pub mod id;
@@ -224,6 +226,9 @@ enum State {
     /// arrives meanwhile (a pipelined request) is left unconsumed until the
     /// response is queued.
     Publishing(Box<Results>),
+    /// A Server API call is with the rooms; pipelined input waits as for
+    /// `Publishing`.
+    Calling(Box<api::Calling>),
     /// An upgraded WebSocket; its decoder and session are in `session`.
     Open,
     /// The server decided to close (with `close_code`) while the
@@ -522,12 +527,17 @@ impl Connection {
                     }
                 }
                 State::Publishing(results) => {
-                    // A client may pipeline requests, but not without bound.
-                    let waiting = input.len() - consumed;
-                    if waiting
-                        > cx.config.limits.max_header_bytes + cx.config.limits.max_message_size
-                    {
+                    let body = cx.config.limits.max_message_size;
+                    if pipelined_too_much(input.len() - consumed, body, cx.config) {
                         results.keep_alive = false;
+                        return input.len();
+                    }
+                    return consumed;
+                }
+                State::Calling(calling) => {
+                    let body = cx.config.limits.max_message_size.max(limits::MIN_API_BODY);
+                    if pipelined_too_much(input.len() - consumed, body, cx.config) {
+                        calling.keep_alive = false;
                         return input.len();
                     }
                     return consumed;
@@ -630,7 +640,7 @@ impl Connection {
                 return;
             }
             // Reported once answered (`on_body`, `on_published`).
-            RequestOutcome::Publish(head) => return self.expect_body(*head, deadline, cx),
+            RequestOutcome::Body(head) => return self.expect_body(*head, deadline, cx),
             RequestOutcome::Respond(bytes) => {
                 let report = Report::answered(request, &bytes);
                 (bytes, report)
@@ -734,8 +744,21 @@ impl Connection {
 
     /// Queues the close frame; the last output, written before the drain.
     fn push_close(&mut self, code: Option<u16>, now: Instant, config: &Config) {
-        match code {
-            Some(code) => self.out.push_close(code, close::reason(code)),
+        let reason = code.map(close::reason);
+        self.push_close_with(code.zip(reason), now, config);
+    }
+
+    /// Queues the close frame with `code` and `reason` (none: an empty
+    /// close), the last output.
+    pub(super) fn push_close_with(
+        &mut self,
+        frame: Option<(u16, &str)>,
+        now: Instant,
+        config: &Config,
+    ) {
+        let code = frame.map(|(code, _)| code);
+        match frame {
+            Some((code, reason)) => self.out.push_close(code, reason),
             None => self.out.push_frame(OpCode::Close, b""),
         }
         self.close_code = code.or(Some(close::NO_STATUS));
@@ -748,6 +771,13 @@ impl Connection {
             deadline: now + linger,
         };
     }
+}
+
+/// A client may pipeline requests behind one the rooms are answering, but
+/// not without bound: past a request head and a body, the rest is dropped
+/// and the connection closes after the answer.
+fn pipelined_too_much(waiting: usize, body: usize, config: &Config) -> bool {
+    waiting > config.limits.max_header_bytes + body
 }
 
 fn token_expired(claims: &Claims, unix_ms: u64, config: &Config) -> bool {

@@ -41,6 +41,19 @@ pub enum BridgeRequest<A> {
         room: Arc<str>,
         answer: A,
     },
+    /// Read the room's history as a join would, without joining (the
+    /// Server API's `history`).
+    History {
+        room: Arc<str>,
+        query: OwnedQuery,
+        answer: A,
+    },
+    /// Drop the room's history, keeping its `seq` and epoch (the Server
+    /// API's `history_remove`).
+    HistoryRemove {
+        room: Arc<str>,
+        answer: A,
+    },
     /// Count `n` connections of a user in (or out) of the online set that
     /// `Send` counts.
     Online {
@@ -58,6 +71,17 @@ pub enum BridgeRequest<A> {
         text: Vec<u8>,
         origin: String,
         answer: A,
+    },
+    /// A Server API message (section 12), opaque here: to every node
+    /// (`None`, on `<prefix>:api`) or to one node's replies channel
+    /// (`<prefix>:api:<node>`), this node included when it is one of
+    /// them. Nothing answers it: while Redis is away, over the pipeline's
+    /// bound or over `api::MAX_API_PAYLOAD` it is dropped, and once the
+    /// bridge has stopped it is refused with nobody to tell, so whoever
+    /// waits for replies sees the nodes that did not answer in time.
+    ApiCast {
+        to: Option<Box<str>>,
+        payload: Vec<u8>,
     },
     /// Set this node's connections in `room` to exactly `users`.
     Sync {

@@ -59,9 +59,14 @@ impl<S: BridgeSink> Bridge<S> {
         let _ = link.pipeline.push(Pending::Setup, redis::load_library);
         let prefix = &self.config.cluster.prefix;
         if layout::server_of(redis::ONLINE, servers) == index {
-            let direct = &self.direct_channel;
+            let channels = [
+                "SUBSCRIBE",
+                &self.direct_channel,
+                &self.api_channel,
+                &self.api_node_channel,
+            ];
             link.pipeline
-                .push_unanswered(|out| resp::write_command(out, &["SUBSCRIBE", direct]));
+                .push_unanswered(|out| resp::write_command(out, &channels));
         }
         for room in self.subscriptions.rooms() {
             if layout::server_of(room, servers) == index {
@@ -106,11 +111,13 @@ impl<S: BridgeSink> Bridge<S> {
                 Pending::Publish { answer, .. } => self.sink.sequenced(answer, Err(Unavailable)),
                 Pending::Join { answer, .. } => self.sink.joined(answer, Err(Unavailable)),
                 Pending::Presence { answer } => self.sink.presence(answer, Err(Unavailable)),
+                Pending::RoomRead { answer, .. } => self.sink.room_read(answer, Err(Unavailable)),
                 Pending::Sent { answer } => self.sink.sent(answer, Err(Unavailable)),
                 Pending::Setup
                 | Pending::Recover { .. }
                 | Pending::Ignored
                 | Pending::DeadNodes
+                | Pending::LiveNodes
                 | Pending::DeadRooms { .. } => {}
             }
         }
@@ -204,6 +211,17 @@ impl<S: BridgeSink> Bridge<S> {
                 }
                 self.sink.joined(answer, outcome);
             }
+            Pending::RoomRead { answer, remove } => {
+                let outcome = if remove {
+                    redis::count_reply(&reply).map(|_| None).ok_or(Unavailable)
+                } else {
+                    redis::history_reply(&reply).map(Some).ok_or(Unavailable)
+                };
+                if outcome.is_err() {
+                    log_warn!("redis bridge: history read refused: {reply:?}");
+                }
+                self.sink.room_read(answer, outcome);
+            }
             Pending::Presence { answer } => {
                 let outcome = redis::presence_reply(&reply).ok_or(Unavailable);
                 if outcome.is_err() {
@@ -224,6 +242,7 @@ impl<S: BridgeSink> Bridge<S> {
                 }
             }
             Pending::DeadNodes => self.on_dead_nodes(index, &reply),
+            Pending::LiveNodes => self.on_live_nodes(&reply),
             Pending::DeadRooms { node } => self.on_dead_rooms(index, &node, &reply),
             Pending::Recover { room } => self.on_recovered(&room, &reply),
         }

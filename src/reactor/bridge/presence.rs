@@ -69,6 +69,28 @@ impl<S: BridgeSink> Bridge<S> {
         }
     }
 
+    /// The Server API's `history` (`query`) or `history_remove` (`None`).
+    pub(super) fn room_read(&mut self, room: &str, query: Option<&OwnedQuery>, answer: S::Answer) {
+        let index = layout::server_of(room, self.links.len());
+        let keys = self.keys_of(room);
+        let epoch = self.fresh_epoch();
+        let retention = self.config.history;
+        let link = &mut self.links[index];
+        if !link.is_up() {
+            return self.sink.room_read(answer, Err(Unavailable));
+        }
+        let remove = query.is_none();
+        let pushed = link
+            .pipeline
+            .push(Pending::RoomRead { answer, remove }, |out| match query {
+                Some(query) => redis::history(out, &keys, query.as_query(), &epoch, retention),
+                None => crate::redis::resp::write_command(out, &["DEL", &keys.log]),
+            });
+        if let Err(Pending::RoomRead { answer, .. }) = pushed {
+            self.sink.room_read(answer, Err(Unavailable));
+        }
+    }
+
     pub(super) fn sync(&mut self, room: &str, users: &[NodeUser]) {
         let index = layout::server_of(room, self.links.len());
         let keys = self.keys_of(room);
@@ -157,8 +179,10 @@ impl<S: BridgeSink> Bridge<S> {
                 .any(|p| pattern_matches(p, room))
     }
 
-    /// Every `HEARTBEAT`: this node's heartbeat on every server, and a look
-    /// for nodes whose heartbeat stopped.
+    /// Every `HEARTBEAT`: this node's heartbeat on every server, a look
+    /// for nodes whose heartbeat stopped, and the list of those whose
+    /// heartbeat did not, on the online set's server: the one the Server
+    /// API travels through, so a node listed there can hear it.
     pub(super) fn heartbeat(&mut self) {
         let now = Instant::now();
         if now < self.next_heartbeat {
@@ -179,6 +203,13 @@ impl<S: BridgeSink> Bridge<S> {
                     out,
                     &["ZRANGEBYSCORE", &set, "-inf", &max, "LIMIT", "0", "16"],
                 );
+            });
+        }
+        let online = layout::server_of(redis::ONLINE, self.links.len());
+        let link = &mut self.links[online];
+        if link.is_up() {
+            let _ = link.pipeline.push(Pending::LiveNodes, |out| {
+                redis::api::live_nodes(out, &set, stale);
             });
         }
     }
