@@ -21,6 +21,7 @@ use std::time::Duration;
 use clap::Args;
 use simd_json::prelude::*;
 
+use roomcast::codes::limits::MAX_API_METHOD_LEN;
 use roomcast::http::chunked::{ChunkedDecoder, ChunkedError};
 
 use super::pretty::pretty;
@@ -242,7 +243,7 @@ impl<T: Read + Write> ReadWrite for T {}
 /// server knows it is the server's to say (`404 NOT_FOUND`).
 fn check_method(method: &str) -> Result<(), ApiError> {
     let fits = !method.is_empty()
-        && method.len() <= 64
+        && method.len() <= MAX_API_METHOD_LEN
         && method
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_');
