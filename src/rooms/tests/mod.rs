@@ -473,7 +473,7 @@ impl Shards {
     }
 
     /// A Server API message from another node reaches shard `shard`.
-    pub fn from_node(&mut self, shard: usize, payload: Vec<u8>) {
+    pub fn node_sends(&mut self, shard: usize, payload: Vec<u8>) {
         let time = self.time;
         self.routers[shard].on_cluster_api(payload, time, &mut self.outlets[shard]);
         self.settle();

@@ -243,8 +243,8 @@ fn in_a_cluster_other_nodes_are_asked_and_the_silent_ones_named() {
         reason: "disconnected".into(),
     };
     let answer = cluster::write_answer(op, "n2", &command, &Part::Count(3));
-    shards.from_node(0, answer.clone());
-    shards.from_node(0, answer);
+    shards.node_sends(0, answer.clone());
+    shards.node_sends(0, answer);
     shards.time.now += Duration::from_secs(3);
     shards.api_tick();
     assert_eq!(
@@ -260,7 +260,7 @@ fn in_a_cluster_a_command_from_another_node_is_answered_to_it() {
     let a = shards.connect(1, "ann");
     shards.take_bridge();
     let command = crate::api::NodeCommand::User { user: "ann".into() };
-    shards.from_node(0, cluster::write_command(cluster::op(0, 9), "n2", &command));
+    shards.node_sends(0, cluster::write_command(cluster::op(0, 9), "n2", &command));
     let answers: Vec<_> = shards
         .take_bridge()
         .into_iter()
@@ -288,7 +288,7 @@ fn in_a_cluster_a_command_from_another_node_is_answered_to_it() {
         )
     );
     // Its own command, heard back on the channel, is not run twice.
-    shards.from_node(
+    shards.node_sends(
         0,
         cluster::write_command(cluster::op(0, 10), "n1", &command),
     );
