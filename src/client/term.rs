@@ -30,7 +30,7 @@ pub struct ConnectArgs {
     /// The server's WebSocket URL, e.g. ws://127.0.0.1:8080/ws?token=JWT or wss://chat.example.com/ws.
     pub url: String,
     /// A token to send as `Authorization: Bearer` instead of in the URL.
-    #[arg(long, env = "ROOMCAST_TOKEN")]
+    #[arg(long, env = "ROOMCAST_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// wss://: trust the authorities in this PEM file instead of the system's (/etc/ssl/certs/ca-certificates.crt).
     #[arg(long)]
