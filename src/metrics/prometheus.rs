@@ -15,7 +15,8 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Renders every metric; `uptime_seconds` and `version` come from the caller.
 pub fn render(snap: &Snapshot, uptime_seconds: f64, version: &str) -> String {
-    let mut out = String::with_capacity(8 * 1024);
+    // The Server API's series are most of it.
+    let mut out = String::with_capacity(32 * 1024);
     let w = &mut out;
     gauge(
         w,
@@ -266,8 +267,8 @@ pub fn render(snap: &Snapshot, uptime_seconds: f64, version: &str) -> String {
 }
 
 /// Every method and status, zeros included: the set of series is fixed
-/// (13 methods by 9 statuses, 12 histograms) rather than growing with
-/// traffic, and a series present from the start lets `rate()` and
+/// (`API_METHODS` by the statuses counted, one histogram per method, about
+/// 20 KiB of text) rather than growing with traffic, and a series present from the start lets `rate()` and
 /// `increase()` see a method's first call. The unknown method's histogram
 /// is left out: such calls are refused before a body, never timed.
 fn api(w: &mut String, methods: &[ApiMethodSnapshot]) {
