@@ -18,8 +18,8 @@ use clap::{ArgAction, Args, FromArgMatches, Subcommand};
 
 use crate::config::{
     self, AcceptMode, ApiConfig, AuthConfig, BackpressureConfig, ClusterConfig, Compression,
-    Config, ConfigError, HeartbeatConfig, HistoryConfig, LimitsConfig, ListenConfig, LogConfig,
-    PresenceConfig, RoomsConfig, SlowConsumer, WebConfig,
+    Config, ConfigError, HeartbeatConfig, HistoryConfig, HooksConfig, LimitsConfig, ListenConfig,
+    LogConfig, PresenceConfig, RoomsConfig, SlowConsumer, WebConfig,
 };
 use crate::log::{Format, Level};
 use crate::redis::url::RedisUrl;
@@ -57,6 +57,8 @@ pub struct ServeArgs {
     pub web: WebArgs,
     #[command(flatten)]
     pub api: ApiArgs,
+    #[command(flatten)]
+    pub hooks: HooksArgs,
     #[command(flatten)]
     pub log: LogArgs,
     /// Check the configuration, print it as JSON (secrets redacted) and exit: 0 when valid, 2 otherwise.
@@ -278,6 +280,35 @@ pub struct ApiArgs {
     pub api_timeout: Duration,
 }
 
+/// `Config::hooks`.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Backend hooks")]
+pub struct HooksArgs {
+    /// How long a hook request may take (webhooks, proxies), time in the queue included.
+    #[arg(long, env = "ROOMCAST_HOOK_TIMEOUT", default_value = "1s", value_parser = duration)]
+    pub hook_timeout: Duration,
+    /// The secret hook requests are signed with (X-Roomcast-Signature) [default: the first JWT secret].
+    #[arg(long, env = "ROOMCAST_HOOK_SECRET", hide_env_values = true)]
+    pub hook_secret: Option<String>,
+    /// Most hook requests in flight per hook URL; past a bounded queue, refused at once.
+    #[arg(long, env = "ROOMCAST_HOOK_CONCURRENCY", default_value_t = 64)]
+    pub hook_concurrency: usize,
+    /// A PEM file of authorities trusted for https:// hooks, instead of the system's.
+    #[arg(long, env = "ROOMCAST_HOOK_CA")]
+    pub hook_ca: Option<PathBuf>,
+}
+
+impl From<HooksArgs> for HooksConfig {
+    fn from(args: HooksArgs) -> Self {
+        Self {
+            timeout: args.hook_timeout,
+            secret: args.hook_secret,
+            concurrency: args.hook_concurrency,
+            ca: args.hook_ca,
+        }
+    }
+}
+
 /// The lists the environment adds to repeatable flags: values separated
 /// by commas, merged after the flags' own.
 #[derive(Debug, Clone, Copy, Default)]
@@ -400,6 +431,7 @@ impl ServeArgs {
                 keys: merged(self.api.api_key, env.api_keys),
                 timeout: self.api.api_timeout,
             },
+            hooks: self.hooks.into(),
             log: self.log.into(),
         };
         config.validate()?;
@@ -550,6 +582,34 @@ mod tests {
         assert_eq!(config.limits.max_connections, 20_000 - 128);
         assert!(!config.web.echo);
         assert_eq!(config.listen.compression, Compression::Off);
+        assert_eq!(config.hooks.timeout, Duration::from_secs(1));
+        assert_eq!(config.hooks.concurrency, 64);
+        assert_eq!(config.hooks.secret, None);
+        assert_eq!(config.hooks.ca, None);
+    }
+
+    #[test]
+    fn hook_flags_fill_their_group_and_hide_the_secret() {
+        let args = [
+            "--hook-timeout=250ms",
+            "--hook-secret=s",
+            "--hook-concurrency=3",
+            "--hook-ca=/ca.pem",
+            "--jwt-secret=jwt",
+        ];
+        let config = serve(&args)
+            .into_config(EnvLists::default(), 2, 20_000)
+            .unwrap();
+        assert_eq!(config.hooks.timeout, Duration::from_millis(250));
+        assert_eq!(config.hooks.secret(&config.auth.secrets), Some("s"));
+        assert_eq!(config.hooks.concurrency, 3);
+        assert_eq!(config.hooks.ca, Some(PathBuf::from("/ca.pem")));
+        let command = ServeArgs::augment_args(clap::Command::new("serve"));
+        let secret = command
+            .get_arguments()
+            .find(|a| a.get_id() == "hook_secret")
+            .unwrap();
+        assert!(secret.is_hide_env_values_set());
     }
 
     #[test]
@@ -696,6 +756,11 @@ mod tests {
                 &["--max-write-buffer", "1023"],
                 "--max-write-buffer: must be at least 1KiB",
             ),
+            (&["--hook-timeout", "0"], "--hook-timeout: "),
+            (&["--hook-timeout", "61s"], "--hook-timeout: "),
+            (&["--hook-secret", ""], "--hook-secret: "),
+            (&["--hook-concurrency", "0"], "--hook-concurrency: "),
+            (&["--hook-concurrency", "1025"], "--hook-concurrency: "),
         ];
         for (args, message) in cases {
             if ServeArgs::try_parse_from(*args).is_err() {

@@ -4,8 +4,10 @@
 //! `ws`, `http`, `auth`, `proto`, `conn`, `rooms` (the room router) and
 //! `redis` (RESP and the cluster's functions) take bytes, messages and an
 //! `Instant` and return bytes and actions. Sockets, `mio` and threads live
-//! only in `reactor` (and raw socket options in `sys`). `docs/architecture.md`
-//! follows one message through these modules.
+//! only in `reactor` (and raw socket options in `sys`), but for the hooks
+//! client thread (`hooks::client`), which talks to the application's
+//! backends and serves no client; the rest of `hooks` is sans-IO too.
+//! `docs/architecture.md` follows one message through these modules.
 //!
 //! The client tools of the `roomcast` binary (`bench`, `connect`,
 //! `demo-feed`) are not part of this library: they live in the binary
@@ -23,6 +25,7 @@ pub mod cli;
 pub mod codes;
 pub mod config;
 pub mod conn;
+pub mod hooks;
 pub mod http;
 pub mod json;
 pub mod log;

@@ -19,8 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Args;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 
 use roomcast::ws::frame::{OpCode, encode_masked_frame, parse_header};
 
@@ -49,8 +48,6 @@ pub fn run_command(args: &ConnectArgs) -> ExitCode {
     }
 }
 
-/// Where Debian (and most Linux systems) keep the trusted authorities.
-const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// How long a read waits before letting the sending thread have the
 /// connection (both share one lock).
 const READ_SLICE: Duration = Duration::from_millis(50);
@@ -190,28 +187,11 @@ pub fn tls_link(
     host: &str,
     ca: Option<&Path>,
 ) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>, ConnectError> {
-    let bundle = ca.unwrap_or(Path::new(SYSTEM_CA_BUNDLE));
-    let pem = std::fs::read(bundle).map_err(|e| {
-        ConnectError::Tls(format!("cannot read {}: {e} (pass --ca)", bundle.display()))
-    })?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&pem).flatten() {
-        let _ = roots.add(cert);
-    }
-    if roots.is_empty() {
-        return Err(ConnectError::Tls(format!(
-            "no certificate in {}",
-            bundle.display()
-        )));
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(roomcast::tls::provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ConnectError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = roomcast::tls::client_config(ca)
+        .map_err(|e| ConnectError::Tls(format!("{e} (pass --ca)")))?;
     let name = ServerName::try_from(host.to_owned())
         .map_err(|_| ConnectError::Url("the host is not a valid server name"))?;
-    let session = rustls::ClientConnection::new(Arc::new(config), name)
+    let session = rustls::ClientConnection::new(config, name)
         .map_err(|e| ConnectError::Tls(e.to_string()))?;
     let mut stream = rustls::StreamOwned::new(session, socket);
     while stream.conn.is_handshaking() {

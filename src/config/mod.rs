@@ -3,7 +3,7 @@
 //!
 //! A `Config` is a set of groups, one per concern, each in its own module:
 //! `listen`, `auth`, `limits`, `heartbeat`, `backpressure`, `rooms` (with
-//! its `history` and `presence`), `cluster`, `web` and `log`. Each group
+//! its `history` and `presence`), `cluster`, `web`, `api`, `hooks` and `log`. Each group
 //! validates its own values and writes its own fields of the JSON that
 //! `/stats` and `--check-config` print; `Config` adds the checks that span
 //! groups and the order of the JSON fields. A `Config` that exists is one
@@ -15,6 +15,7 @@ mod auth;
 mod backpressure;
 mod cluster;
 mod heartbeat;
+mod hooks;
 mod limits;
 mod listen;
 mod logging;
@@ -30,6 +31,7 @@ pub use auth::AuthConfig;
 pub use backpressure::{BackpressureConfig, SlowConsumer};
 pub use cluster::{ClusterConfig, is_cluster_name};
 pub use heartbeat::HeartbeatConfig;
+pub use hooks::{HOOK_QUEUE_PER_SLOT, HooksConfig};
 pub use limits::{LimitsConfig, max_connections_for};
 pub use listen::{AcceptMode, Compression, ListenConfig};
 pub use logging::LogConfig;
@@ -57,6 +59,8 @@ pub struct Config {
     pub web: WebConfig,
     /// The Server API's keys and timeout.
     pub api: ApiConfig,
+    /// How backend hooks are sent: timeout, signing secret, concurrency, CA.
+    pub hooks: HooksConfig,
     /// The lifecycle log on stderr.
     pub log: LogConfig,
 }
@@ -146,6 +150,7 @@ impl Config {
         ClusterConfig::write_json(self.cluster.as_ref(), &mut fields);
         self.web.write_json(&mut fields);
         self.api.write_json(&mut fields);
+        self.hooks.write_json(&mut fields);
         self.log.write_json(&mut fields);
         fields.write_ordered(out);
     }
@@ -160,6 +165,7 @@ impl Config {
         self.backpressure.validate(self.limits.max_message_size)?;
         self.rooms.validate()?;
         self.api.validate()?;
+        self.hooks.validate()?;
         if let Some(cluster) = &self.cluster {
             cluster.validate()?;
         }

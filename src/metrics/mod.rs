@@ -10,8 +10,11 @@
 //! Sans-IO: no sockets and no clocks; callers pass durations in. Must not
 //! decide anything: counts only.
 
+mod hooks;
 pub mod prometheus;
 pub mod stats;
+
+pub use hooks::{HOOK_BUCKETS_US, HOOK_FAILURE_REASONS, HookMetrics, HookSnapshot};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

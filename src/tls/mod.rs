@@ -1,7 +1,8 @@
 //! TLS for the public port (`docs/protocol.md` section 11): the certificate
 //! and key from `--tls-cert` and `--tls-key`, the rustls server
 //! configuration every connection's session is made from, and the reload
-//! on SIGHUP.
+//! on SIGHUP; for the client side (hook backends, the binary's clients),
+//! the authorities trusted (`roots`).
 //!
 //! rustls is sans-IO like the rest of the core: a session takes the
 //! socket's bytes and gives bytes back. Driving it over a socket is the
@@ -12,6 +13,8 @@
 //! sessions already established keep their keys, so no connection drops.
 //! A reload that fails (a missing file, a key that does not match the
 //! certificate) keeps the certificate in use and says why.
+
+mod roots;
 
 use std::fmt;
 use std::io;
@@ -24,6 +27,8 @@ use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, ServerConfig, ServerConnection};
 use rustls::sign::CertifiedKey;
+
+pub use roots::{RootsError, SYSTEM_CA_BUNDLE, client_config};
 
 /// The only application protocol spoken over TLS (ALPN): WebSockets and
 /// the plain endpoints are all HTTP/1.1.

@@ -2,7 +2,8 @@
 //! HTTP request head, chunked bodies, WebSocket frames, `/ws` envelopes,
 //! JWTs, `POST /publish` bodies, Server API bodies and the API's messages
 //! between nodes, `Sec-WebSocket-Extensions` offers, Redis replies, and
-//! what the bridge decodes from them and from Redis' channels.
+//! what the bridge decodes from them and from Redis' channels, and the
+//! responses of hook backends.
 //!
 //! Each target replays its corpus (`tests/fuzz/corpus/<target>/`), then
 //! mutates corpus entries and generates structure-aware inputs for
@@ -17,6 +18,7 @@ mod api_body;
 mod chunked_body;
 mod envelope;
 mod extensions;
+mod hook_response;
 mod http_head;
 mod jwt;
 mod publish_body;
@@ -67,6 +69,11 @@ fn extensions() {
 #[test]
 fn resp() {
     engine::run(&resp::TARGET);
+}
+
+#[test]
+fn hook_response() {
+    engine::run(&hook_response::TARGET);
 }
 
 #[test]

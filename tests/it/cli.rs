@@ -338,6 +338,14 @@ const RICH_SETTINGS: &[(&str, &str, &str)] = &[
     ("--slow-consumer", "ROOMCAST_SLOW_CONSUMER", "conflate"),
     ("--api-key", "ROOMCAST_API_KEY", "an-api-key"),
     ("--api-timeout", "ROOMCAST_API_TIMEOUT", "750ms"),
+    ("--hook-timeout", "ROOMCAST_HOOK_TIMEOUT", "2500ms"),
+    ("--hook-secret", "ROOMCAST_HOOK_SECRET", "a-hook-secret"),
+    ("--hook-concurrency", "ROOMCAST_HOOK_CONCURRENCY", "8"),
+    (
+        "--hook-ca",
+        "ROOMCAST_HOOK_CA",
+        "/etc/roomcast/hooks-ca.pem",
+    ),
 ];
 
 /// A self-signed `localhost` certificate and its key, written to a
@@ -428,7 +436,8 @@ fn help_flags(help: &str) -> String {
             let flag = line.trim_start_matches("-h, ");
             flags.push(flag.split([' ', '=']).next().unwrap().to_owned());
         } else if let Some(env) = line.strip_prefix("[env: ") {
-            let name = env.split('=').next().unwrap();
+            // A secret's variable is shown without its value: `[env: NAME]`.
+            let name = env.split(['=', ']']).next().unwrap();
             let last = flags.last_mut().expect("an env line after its flag");
             last.push(' ');
             last.push_str(name);

@@ -24,6 +24,7 @@ mod handshake;
 mod harness;
 mod heartbeat;
 mod history;
+mod hooks_client;
 mod http;
 mod lifecycle_log;
 mod permissions;

@@ -24,17 +24,17 @@ use common::{READ_TIMEOUT, Server, metric, wait_for_stdout, wait_until};
 type TlsStream = StreamOwned<ClientConnection, TcpStream>;
 
 /// A certificate authority of its own and a `localhost` certificate it
-/// signed, written as PEM files.
-struct Pki {
+/// signed, written as PEM files (the hooks client's tests use it too).
+pub(crate) struct Pki {
     ca: CertificateDer<'static>,
     /// The authority's certificate as PEM, for clients that read a file.
-    ca_file: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
+    pub(crate) ca_file: PathBuf,
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
 }
 
 impl Pki {
-    fn new(dir: &Path, name: &str) -> Pki {
+    pub(crate) fn new(dir: &Path, name: &str) -> Pki {
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -84,7 +84,7 @@ fn client_config(
     Arc::new(config)
 }
 
-fn temp_dir() -> PathBuf {
+pub(crate) fn temp_dir() -> PathBuf {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

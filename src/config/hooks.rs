@@ -1,0 +1,142 @@
+//! The hooks group (section 13): how long a hook request may take, the
+//! secret requests are signed with, how many may be in flight per URL, and
+//! the authorities an `https://` backend's certificate is checked against.
+//! The URLs themselves (`--webhook`, the proxies) belong to the groups of
+//! the features that use them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{ConfigError, JsonFields, out_of_range};
+
+/// Longest `--hook-timeout`.
+const MAX_HOOK_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most `--hook-concurrency`.
+const MAX_HOOK_CONCURRENCY: usize = 1024;
+/// Requests that may wait per URL, per request allowed in flight: a burst
+/// of sixteen times the backend's parallelism is absorbed, beyond that the
+/// backend is not keeping up and callers hear so at once.
+pub const HOOK_QUEUE_PER_SLOT: usize = 16;
+
+/// How backend hooks are sent.
+#[derive(Clone)]
+pub struct HooksConfig {
+    /// `--hook-timeout`: bounds each request, time in the queue included.
+    pub timeout: Duration,
+    /// `--hook-secret`; `None`: the first JWT secret (`secret`).
+    pub secret: Option<String>,
+    /// `--hook-concurrency`: most requests in flight per URL.
+    pub concurrency: usize,
+    /// `--hook-ca`: a PEM bundle trusted instead of the system's.
+    pub ca: Option<PathBuf>,
+}
+
+impl HooksConfig {
+    /// The key requests are signed with: `--hook-secret`, else the first
+    /// JWT secret (the first `--jwt-secret` flag, else the first of
+    /// `ROOMCAST_JWT_SECRET`, else the one generated at start-up).
+    pub fn secret<'a>(&'a self, jwt_secrets: &'a [String]) -> Option<&'a str> {
+        self.secret
+            .as_deref()
+            .or(jwt_secrets.first().map(String::as_str))
+    }
+
+    /// Most requests waiting per URL beyond those in flight.
+    pub fn queue(&self) -> usize {
+        self.concurrency * HOOK_QUEUE_PER_SLOT
+    }
+
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.timeout.is_zero() || self.timeout > MAX_HOOK_TIMEOUT {
+            return out_of_range("hook-timeout", "must be between 1ms and 60s");
+        }
+        if self.secret.as_deref().is_some_and(str::is_empty) {
+            return out_of_range("hook-secret", "must not be empty");
+        }
+        if self.concurrency == 0 || self.concurrency > MAX_HOOK_CONCURRENCY {
+            return out_of_range("hook-concurrency", "must be between 1 and 1024");
+        }
+        Ok(())
+    }
+
+    /// The secret is never written: only whether it is its own.
+    pub(super) fn write_json(&self, w: &mut JsonFields) {
+        w.u64("hook_timeout_ms", super::millis(self.timeout));
+        let secret = match self.secret {
+            Some(_) => "<redacted>",
+            None => "<the first JWT secret>",
+        };
+        w.str("hook_secret", secret);
+        w.u64("hook_concurrency", self.concurrency as u64);
+        match &self.ca {
+            Some(path) => w.str("hook_ca", &path.to_string_lossy()),
+            None => w.null("hook_ca"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hooks() -> HooksConfig {
+        HooksConfig {
+            timeout: Duration::from_secs(1),
+            secret: None,
+            concurrency: 64,
+            ca: None,
+        }
+    }
+
+    #[test]
+    fn the_secret_defaults_to_the_first_jwt_secret() {
+        let jwt = ["first".to_owned(), "second".to_owned()];
+        assert_eq!(hooks().secret(&jwt), Some("first"));
+        assert_eq!(hooks().secret(&[]), None);
+        let own = HooksConfig {
+            secret: Some("own".into()),
+            ..hooks()
+        };
+        assert_eq!(own.secret(&jwt), Some("own"));
+        assert_eq!(hooks().queue(), 1024);
+    }
+
+    #[test]
+    fn values_out_of_range_name_their_flag() {
+        let refusal = |config: HooksConfig| config.validate().unwrap_err().to_string();
+        let zero = HooksConfig {
+            timeout: Duration::ZERO,
+            ..hooks()
+        };
+        assert!(refusal(zero).starts_with("--hook-timeout"));
+        let empty = HooksConfig {
+            secret: Some(String::new()),
+            ..hooks()
+        };
+        assert!(refusal(empty).starts_with("--hook-secret"));
+        let none = HooksConfig {
+            concurrency: 0,
+            ..hooks()
+        };
+        assert!(refusal(none).starts_with("--hook-concurrency"));
+        assert!(hooks().validate().is_ok());
+    }
+
+    #[test]
+    fn the_json_never_shows_the_secret() {
+        let config = HooksConfig {
+            secret: Some("s3cret".into()),
+            ca: Some("/etc/ca.pem".into()),
+            ..hooks()
+        };
+        let mut fields = JsonFields::default();
+        config.write_json(&mut fields);
+        let mut out = Vec::new();
+        fields.write_ordered(&mut out);
+        let json = String::from_utf8(out).unwrap();
+        assert_eq!(
+            json,
+            r#"{"hook_timeout_ms":1000,"hook_secret":"<redacted>","hook_concurrency":64,"hook_ca":"/etc/ca.pem"}"#
+        );
+    }
+}

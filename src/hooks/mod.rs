@@ -1,0 +1,160 @@
+//! Backend hooks (section 13): the HTTP client that webhooks and proxies
+//! will send their requests through.
+//!
+//! Owns: hook URLs (`url`), the request signature (`sign`), the HTTP/1.1
+//! client codec (`http`, sans-IO) and the hooks thread (`client`): one
+//! thread per process with its own mio loop, kept-alive connections per
+//! URL, at most `--hook-concurrency` requests in flight per URL, a bounded
+//! queue per URL, `--hook-timeout` bounding each request from the moment
+//! it is handed over (time in the queue included), `https://` through
+//! rustls. Like the Redis bridge, shards hand it requests over a channel
+//! plus a waker (`HookHandle`) and hear back through a sink (`HookSink`),
+//! so no shard ever waits on a backend: a refusal for a full queue is
+//! synchronous (`Refused`), every other outcome comes through the sink,
+//! exactly once per request taken.
+//!
+//! Must not touch: what a hook's JSON means or what its answer decides
+//! (the webhook batches and the proxies' decisions belong to their own
+//! modules, on the shards' side of the sink), the shards' sockets, or the
+//! room router. The client thread is the one place outside `reactor` that
+//! holds sockets: it serves no client, so nothing it does can hold one up.
+//!
+//! # How webhooks and proxies will use it
+//!
+//! The server starts one client (`client::start`) with every configured
+//! URL (`--webhook`, `--connect-proxy`, `--subscribe-proxy`,
+//! `--publish-proxy`, `--rpc-proxy`), each at its own `url_index`, and
+//! gives each shard a clone of the `HookHandle`. The sink is the reactor's
+//! (one `Command` per answer to the shard the answer names, as
+//! `ShardSink` does for the bridge), so `A` is whatever identifies the
+//! waiting party: a connection and its request id for a proxy, a batch
+//! number for webhooks.
+//!
+//! - A proxy decision: the shard writes the JSON body, sends it with
+//!   `deadline = now + --hook-timeout` and parks the connection's request;
+//!   `Err(Refused)` is `UNAVAILABLE` at once (section 13.2: "past a bounded
+//!   queue, `UNAVAILABLE` at once"); an answer with a `2xx` status is
+//!   parsed as `{"result"}`/`{"error"}`, anything else (`HookError`, a
+//!   non-`2xx` status, an unreadable body) is `UNAVAILABLE` (503 for a
+//!   connect). A connection's room events stay in order because the shard,
+//!   not this client, holds the later ones until the earlier is decided.
+//! - Webhooks: one webhook task (its own module, fed by the shards and, in
+//!   a cluster, by the node that owns the event) batches events and sends
+//!   one request per batch; a non-`2xx` answer or an error is retried with
+//!   backoff by that task, which keeps its own queue and its own timers.
+//!   This client never retries: whether a request may be sent twice is
+//!   the caller's decision.
+//!
+//! Metrics are `metrics::HookMetrics`, written by the hooks thread alone
+//! (the `overloaded` count by the senders).
+
+pub mod client;
+pub mod http;
+pub mod sign;
+pub mod url;
+
+use std::fmt;
+
+pub use client::{HookHandle, HookRequest, HookResponse, HookSink, Refused};
+
+/// Why a hook request got no response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookError {
+    /// The URL's queue is full: refused at once, nothing was sent.
+    Overloaded,
+    /// The deadline passed: in the queue (then nothing was sent), while
+    /// connecting, or waiting for a complete response.
+    Timeout,
+    /// No connection could be made (the name does not resolve, the port
+    /// refuses, the network is unreachable).
+    Connect,
+    /// The TLS handshake failed (a certificate not trusted or not for the
+    /// host, a protocol error), or the TLS stream broke.
+    Tls,
+    /// The backend reset or closed the connection before a complete
+    /// response.
+    Closed,
+    /// The response is not HTTP roomcast reads, or over a bound.
+    Response(http::ResponseError),
+    /// The hooks thread has stopped (the server is shutting down).
+    Stopped,
+    /// No URL has the request's `url_index`.
+    NoSuchUrl,
+}
+
+impl HookError {
+    /// The reasons failures are counted under, in `index` order.
+    pub const REASONS: [&'static str; 9] = [
+        "overloaded",
+        "timeout",
+        "connect",
+        "tls",
+        "closed",
+        "too_large",
+        "bad_response",
+        "stopped",
+        "no_such_url",
+    ];
+
+    /// This error's slot in `REASONS`.
+    pub const fn index(self) -> usize {
+        match self {
+            Self::Overloaded => 0,
+            Self::Timeout => 1,
+            Self::Connect => 2,
+            Self::Tls => 3,
+            Self::Closed => 4,
+            Self::Response(http::ResponseError::BodyTooLarge) => 5,
+            Self::Response(_) => 6,
+            Self::Stopped => 7,
+            Self::NoSuchUrl => 8,
+        }
+    }
+
+    /// The label failures of this kind are counted under.
+    pub const fn reason(self) -> &'static str {
+        Self::REASONS[self.index()]
+    }
+}
+
+impl fmt::Display for HookError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Overloaded => f.write_str("the hook's queue is full"),
+            Self::Timeout => f.write_str("no answer within --hook-timeout"),
+            Self::Connect => f.write_str("cannot connect to the hook's backend"),
+            Self::Tls => f.write_str("TLS with the hook's backend failed"),
+            Self::Closed => f.write_str("the backend closed the connection"),
+            Self::Response(e) => write!(f, "the backend's response: {e}"),
+            Self::Stopped => f.write_str("the hooks client has stopped"),
+            Self::NoSuchUrl => f.write_str("no hook URL at that index"),
+        }
+    }
+}
+
+impl std::error::Error for HookError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_its_own_reason() {
+        let errors = [
+            HookError::Overloaded,
+            HookError::Timeout,
+            HookError::Connect,
+            HookError::Tls,
+            HookError::Closed,
+            HookError::Response(http::ResponseError::BodyTooLarge),
+            HookError::Response(http::ResponseError::Header),
+            HookError::Stopped,
+            HookError::NoSuchUrl,
+        ];
+        for (i, error) in errors.iter().enumerate() {
+            assert_eq!(error.index(), i, "{error}");
+        }
+        assert_eq!(errors.len(), HookError::REASONS.len());
+        assert_eq!(HookError::Timeout.reason(), "timeout");
+    }
+}

@@ -1,0 +1,123 @@
+//! What the hooks client counts (`hooks::client`): written by the hooks
+//! thread alone, but for `overloaded`, which the senders count because a
+//! request refused for a full queue never reaches the thread.
+//!
+//! Not rendered yet: `/metrics` and `/stats` will show a `HookSnapshot`
+//! once the server starts a hooks client (with webhooks and proxies).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{BOUNDED_BUCKETS, Counter, Gauge, Histogram, HistogramSnapshot};
+use crate::hooks::HookError;
+
+/// Upper bounds of the hook latency buckets, in microseconds: from the
+/// hooks thread taking a request to its complete response. Backends answer
+/// in milliseconds; `--hook-timeout` is 1 s by default, at most 60 s.
+pub const HOOK_BUCKETS_US: [u64; BOUNDED_BUCKETS] = [
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    5_000_000,
+];
+
+/// Failure reasons counted, one slot each (`HookError::index`).
+pub const HOOK_FAILURE_REASONS: usize = HookError::REASONS.len();
+
+#[derive(Debug)]
+pub struct HookMetrics {
+    /// Requests the hooks thread took (every one gets a response or a
+    /// failure).
+    pub requests: Counter,
+    /// Complete responses, whatever their status.
+    pub responses: Counter,
+    /// Complete responses with a status outside 2xx.
+    pub non_2xx: Counter,
+    /// Requests that got no response, by reason (`HookError::index`); the
+    /// `overloaded` slot stays 0 here (see `overloaded`).
+    pub failures: [Counter; HOOK_FAILURE_REASONS],
+    /// Requests refused for a full queue, counted by the senders (shards),
+    /// hence an atomic add rather than the single writer's load and store.
+    overloaded: AtomicU64,
+    /// Connections opened to backends.
+    pub connects: Counter,
+    /// Connections open now (idle ones included).
+    pub connections: Gauge,
+    /// Requests on a connection now.
+    pub in_flight: Gauge,
+    /// Requests waiting for a connection now.
+    pub queued: Gauge,
+    /// From the thread taking a request to its complete response.
+    pub latency: Histogram,
+}
+
+impl Default for HookMetrics {
+    fn default() -> Self {
+        Self {
+            requests: Counter::default(),
+            responses: Counter::default(),
+            non_2xx: Counter::default(),
+            failures: Default::default(),
+            overloaded: AtomicU64::new(0),
+            connects: Counter::default(),
+            connections: Gauge::default(),
+            in_flight: Gauge::default(),
+            queued: Gauge::default(),
+            latency: Histogram::new(&HOOK_BUCKETS_US),
+        }
+    }
+}
+
+/// The hook figures of one scrape.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HookSnapshot {
+    pub requests: u64,
+    pub responses: u64,
+    pub non_2xx: u64,
+    /// By reason, in `HookError::REASONS` order, `overloaded` included.
+    pub failures: [u64; HOOK_FAILURE_REASONS],
+    pub connects: u64,
+    pub connections: u64,
+    pub in_flight: u64,
+    pub queued: u64,
+    pub latency: HistogramSnapshot,
+}
+
+impl HookMetrics {
+    /// One more request refused for a full queue; any thread.
+    pub fn count_overloaded(&self) {
+        self.overloaded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> HookSnapshot {
+        let mut latency = HistogramSnapshot::default();
+        self.latency.add_to(&mut latency);
+        let mut failures = self.failures.each_ref().map(Counter::get);
+        failures[HookError::Overloaded.index()] += self.overloaded.load(Ordering::Relaxed);
+        HookSnapshot {
+            requests: self.requests.get(),
+            responses: self.responses.get(),
+            non_2xx: self.non_2xx.get(),
+            failures,
+            connects: self.connects.get(),
+            connections: self.connections.get(),
+            in_flight: self.in_flight.get(),
+            queued: self.queued.get(),
+            latency,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overloads_counted_by_senders_join_the_failures() {
+        let metrics = HookMetrics::default();
+        metrics.count_overloaded();
+        metrics.count_overloaded();
+        metrics.failures[HookError::Timeout.index()].inc();
+        let snapshot = metrics.snapshot();
+        assert_eq!(snapshot.failures[HookError::Overloaded.index()], 2);
+        assert_eq!(snapshot.failures[HookError::Timeout.index()], 1);
+        assert_eq!(snapshot.latency.counts.len(), BOUNDED_BUCKETS + 1);
+    }
+}
