@@ -27,12 +27,13 @@ mod origin;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use mio::{Events, Poll, Token, Waker};
+use parking_lot::RwLock;
 use slab::Slab;
 
 use super::HookError;
@@ -115,7 +116,21 @@ struct Shared {
     /// Per URL: requests sent and not yet on a connection or failed.
     waiting: Box<[AtomicUsize]>,
     queue: usize,
-    stop: AtomicBool,
+    /// Whether requests are taken. Senders hold it for reading while they
+    /// send, so once the thread has set it false (holding it for writing)
+    /// no request can slip into the channel behind its last look: every
+    /// request taken is answered.
+    open: RwLock<bool>,
+}
+
+impl Shared {
+    fn is_open(&self) -> bool {
+        *self.open.read()
+    }
+
+    fn close(&self) {
+        *self.open.write() = false;
+    }
 }
 
 /// How shards reach the hooks thread.
@@ -146,7 +161,8 @@ impl<A> HookHandle<A> {
         let Some(waiting) = self.shared.waiting.get(request.url_index) else {
             return refuse(HookError::NoSuchUrl, request);
         };
-        if self.shared.stop.load(Ordering::Acquire) {
+        let open = self.shared.open.read();
+        if !*open {
             return refuse(HookError::Stopped, request);
         }
         if waiting.fetch_add(1, Ordering::AcqRel) >= self.shared.queue {
@@ -165,7 +181,7 @@ impl<A> HookHandle<A> {
     /// Asks the thread to stop: what waits or is in flight is answered
     /// `Stopped`, later sends are refused.
     pub fn stop(&self) {
-        self.shared.stop.store(true, Ordering::Release);
+        self.shared.close();
         let _ = self.waker.wake();
     }
 }
@@ -183,7 +199,7 @@ pub fn start<S: HookSink>(
     let shared = Arc::new(Shared {
         waiting: config.urls.iter().map(|_| AtomicUsize::new(0)).collect(),
         queue: config.queue,
-        stop: AtomicBool::new(false),
+        open: RwLock::new(true),
     });
     let mut client = Client {
         poll,
@@ -266,7 +282,7 @@ impl<S: HookSink> Client<S> {
 
     /// Queues every request sent; false once stopped.
     fn take_requests(&mut self) -> bool {
-        if self.shared.stop.load(Ordering::Acquire) {
+        if !self.shared.is_open() {
             return false;
         }
         let taken = Instant::now();
@@ -462,7 +478,7 @@ impl<S: HookSink> Client<S> {
 
     /// Answers everything left `Stopped`, and refuses what comes after.
     fn stop_all(&mut self) {
-        self.shared.stop.store(true, Ordering::Release);
+        self.shared.close();
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
             self.close(key, HookError::Stopped);
@@ -474,7 +490,7 @@ impl<S: HookSink> Client<S> {
                 self.fail(late.answer, HookError::Stopped);
             }
         }
-        // Requests sent before `stop` was seen.
+        // Requests sent before the client closed; none can follow them.
         while let Ok(request) = self.requests.try_recv() {
             self.leave_queue(request.url_index);
             self.fail(request.answer, HookError::Stopped);

@@ -172,11 +172,6 @@ impl ResponseReader {
         matches!(self.phase, Phase::Done)
     }
 
-    /// Whether any byte of the response has arrived.
-    pub fn has_started(&self) -> bool {
-        self.head_total > 0
-    }
-
     /// Reads what `input` holds of the response. Call again with the bytes
     /// that follow the consumed ones until `done`, or `end` when the
     /// connection ends. After an error the reader must not be used again.

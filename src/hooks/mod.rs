@@ -11,7 +11,7 @@
 //! plus a waker (`HookHandle`) and hear back through a sink (`HookSink`),
 //! so no shard ever waits on a backend: a refusal for a full queue is
 //! synchronous (`Refused`), every other outcome comes through the sink,
-//! exactly once per request taken.
+//! exactly once per request `send` accepted (stopping included).
 //!
 //! Must not touch: what a hook's JSON means or what its answer decides
 //! (the webhook batches and the proxies' decisions belong to their own
