@@ -21,6 +21,7 @@
 //! addresses or names in `/etc/hosts` for backends that must not wait on
 //! DNS.
 
+mod config;
 mod conn;
 mod origin;
 
@@ -37,17 +38,19 @@ use parking_lot::RwLock;
 use slab::Slab;
 
 use super::HookError;
-use super::sign::Signer;
-use super::url::HookUrl;
 use crate::log_warn;
 use crate::metrics::HookMetrics;
+pub use config::{ClientConfig, SetupError};
 use conn::{Conn, Pumped};
 use origin::{Origin, Waiting};
 
 const WAKER: Token = Token(usize::MAX);
-/// How long an idle connection is kept: under the 5 s that common backend
-/// servers (Node.js, Go behind many proxies) keep one, so roomcast closes
-/// it first and never writes into a connection the backend is closing.
+/// How long an idle connection is kept: under the 5 s Node.js keeps one
+/// by default (the shortest common default), so that roomcast closes it
+/// first. A request written into a connection the backend is closing at
+/// that instant fails `Closed` and is not sent again (a POST may not be
+/// safe to repeat); a backend with a shorter idle timeout makes that
+/// likelier.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// One read's scratch buffer.
 const READ_BUF: usize = 16 * 1024;
@@ -91,24 +94,6 @@ impl<A> std::fmt::Debug for Refused<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Refused({:?})", self.error)
     }
-}
-
-/// What the client runs with.
-#[derive(Debug, Clone)]
-pub struct ClientConfig {
-    /// The URLs requests name by index.
-    pub urls: Vec<HookUrl>,
-    /// Signs every request (`--hook-secret`).
-    pub signer: Signer,
-    /// Most requests in flight per URL (`--hook-concurrency`), hence most
-    /// connections per URL.
-    pub concurrency: usize,
-    /// Most requests waiting per URL beyond those in flight.
-    pub queue: usize,
-    /// Longest response body read.
-    pub max_response_body: usize,
-    /// For `https://` URLs: the authorities trusted (`tls::client_config`).
-    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// What senders and the thread share.

@@ -272,6 +272,34 @@ fn request(n: u32, timeout: Duration) -> HookRequest<u32> {
     }
 }
 
+/// A body of about `len` bytes: large bodies cross many socket writes
+/// (and, over TLS, rustls' 64 KiB plaintext buffer).
+fn large_body(len: usize) -> Vec<u8> {
+    format!(r#"{{"n":0,"pad":"{}"}}"#, "x".repeat(len)).into_bytes()
+}
+
+impl Client {
+    /// Sends `body` whole and checks the backend saw it and echoed it.
+    fn round_trip_large(&self, backend: &Backend, body: Vec<u8>) {
+        let before = backend.seen.count();
+        let request = HookRequest {
+            url_index: 0,
+            body: body.clone(),
+            deadline: Instant::now() + Duration::from_secs(8),
+            answer: 99,
+        };
+        self.handle.send(request).unwrap();
+        let (answer, outcome) = self.next();
+        assert_eq!(answer, 99);
+        let response = outcome.unwrap();
+        assert_eq!(response.body.len(), body.len() + r#"{"result":}"#.len());
+        let seen = backend.seen.requests();
+        assert_eq!(seen.len(), before + 1);
+        assert!(seen[before].body == body, "the body arrived changed");
+        seen[before].assert_signed();
+    }
+}
+
 fn ok_body(n: u32) -> Vec<u8> {
     format!(r#"{{"result":{{"n":{n}}}}}"#).into_bytes()
 }
@@ -311,6 +339,15 @@ fn requests_arrive_signed_and_share_one_kept_alive_connection() {
     assert_eq!((snapshot.connects, snapshot.connections), (1, 1));
     assert_eq!(snapshot.failures.iter().sum::<u64>(), 0);
     assert_eq!(snapshot.latency.counts.iter().sum::<u64>(), 10);
+}
+
+#[test]
+fn a_large_body_is_written_whole_across_many_writes() {
+    let backend = Backend::start(keep_alive(Duration::ZERO));
+    let client = Client::start(&backend.url("/"), |c| c.max_response_body = 4 << 20);
+    client.round_trip_large(&backend, large_body(3 << 20));
+    client.round_trip_large(&backend, large_body(10));
+    assert_eq!(backend.seen.accepted.load(Ordering::SeqCst), 1);
 }
 
 #[test]
@@ -634,10 +671,14 @@ fn https_against_a_local_authority_and_a_refused_certificate() {
     let backend = tls_backend(&pki, local);
     let url = format!("https://localhost:{}/hooks", backend.addr.port());
     let trusted = roomcast::tls::client_config(Some(&pki.ca_file)).unwrap();
-    let client = Client::start(&url, |c| c.tls = Some(trusted));
+    let client = Client::start(&url, |c| {
+        c.tls = Some(trusted);
+        c.max_response_body = 2 << 20;
+    });
     for n in 0..3 {
         assert_ok(&client.call(n, Duration::from_secs(5)), n);
     }
+    client.round_trip_large(&backend, large_body(1 << 20));
     assert_eq!(backend.seen.accepted.load(Ordering::SeqCst), 1);
     for request in backend.seen.requests() {
         assert_eq!(request.request_line, "POST /hooks HTTP/1.1");
@@ -654,7 +695,7 @@ fn https_against_a_local_authority_and_a_refused_certificate() {
     );
     assert_eq!(
         backend.seen.count(),
-        3,
+        4,
         "nothing was sent to an untrusted server"
     );
     std::fs::remove_dir_all(&dir).unwrap();
