@@ -9,30 +9,37 @@
 //! request whose deadline passes while it waits is failed without being
 //! sent, one that passes while connecting, writing or reading closes its
 //! connection (a backend that never answers or drips a byte at a time is
-//! cut off there). Nothing is retried.
+//! cut off there).
 //!
 //! The queue bound is kept by the senders: `HookHandle::send` counts the
 //! URL's waiting requests and refuses past `queue` before anything is
 //! queued, so the channel never holds more than `queue` per URL.
 //!
-//! Known limit: a host name is resolved on this thread, blocking, when a
-//! connection is opened (at most once per `origin::RESOLVED_FOR`), so a
-//! slow resolver delays this thread's other work, never a shard. Give IP
-//! addresses or names in `/etc/hosts` for backends that must not wait on
-//! DNS.
+//! A connection that cannot be made sent nothing, so its request goes to
+//! the host's next address, if it has another, within its deadline
+//! (`origin`: `localhost` may be `::1` and `127.0.0.1` with the backend on
+//! one). That is the only second attempt: once a byte may have reached
+//! the backend, nothing is sent again.
+//!
+//! Known limit: a host name is resolved on this thread, blocking
+//! (`Resolver::system`), when a connection is opened and the last lookup
+//! is stale (10 s; 1 s for one that found nothing), so a slow resolver
+//! delays this thread's other work, never a shard. Give IP addresses or
+//! names in `/etc/hosts` for backends that must not wait on DNS.
 
 mod config;
 mod conn;
+mod handle;
 mod origin;
 
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, TryRecvError};
 use mio::{Events, Poll, Token, Waker};
 use parking_lot::RwLock;
 use slab::Slab;
@@ -40,9 +47,11 @@ use slab::Slab;
 use super::HookError;
 use crate::log_warn;
 use crate::metrics::HookMetrics;
-pub use config::{ClientConfig, SetupError};
+pub use config::{ClientConfig, Resolver, SetupError};
 use conn::{Conn, Pumped};
-use origin::{Origin, Waiting};
+use handle::Shared;
+pub use handle::{HookHandle, HookRequest, HookResponse, HookSink, Refused};
+use origin::{Address, Origin, Waiting};
 
 const WAKER: Token = Token(usize::MAX);
 /// How long an idle connection is kept: under the 5 s Node.js keeps one
@@ -54,122 +63,6 @@ const WAKER: Token = Token(usize::MAX);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// One read's scratch buffer.
 const READ_BUF: usize = 16 * 1024;
-
-/// A request for the hooks thread.
-pub struct HookRequest<A> {
-    /// Which of the client's URLs to POST to.
-    pub url_index: usize,
-    /// The JSON body, sent as is and signed.
-    pub body: Vec<u8>,
-    /// No answer is waited for past it, time in the queue included.
-    pub deadline: Instant,
-    /// Given back with the outcome.
-    pub answer: A,
-}
-
-/// A complete response, whatever its status: what a non-`2xx` status
-/// means is the caller's to say.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HookResponse {
-    pub status: u16,
-    pub body: Vec<u8>,
-}
-
-/// Where outcomes go: exactly one per request `send` accepted, on the
-/// hooks thread, so an implementation only forwards (as the reactor's
-/// sink does for the bridge).
-pub trait HookSink: Send + 'static {
-    type Answer: Send + 'static;
-    fn answered(&self, answer: Self::Answer, outcome: Result<HookResponse, HookError>);
-}
-
-/// A request `send` did not take, given back with why: `Overloaded`,
-/// `Stopped` or `NoSuchUrl`.
-pub struct Refused<A> {
-    pub error: HookError,
-    pub request: HookRequest<A>,
-}
-
-impl<A> std::fmt::Debug for Refused<A> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Refused({:?})", self.error)
-    }
-}
-
-/// What senders and the thread share.
-struct Shared {
-    /// Per URL: requests sent and not yet on a connection or failed.
-    waiting: Box<[AtomicUsize]>,
-    queue: usize,
-    /// Whether requests are taken. Senders hold it for reading while they
-    /// send, so once the thread has set it false (holding it for writing)
-    /// no request can slip into the channel behind its last look: every
-    /// request taken is answered.
-    open: RwLock<bool>,
-}
-
-impl Shared {
-    fn is_open(&self) -> bool {
-        *self.open.read()
-    }
-
-    fn close(&self) {
-        *self.open.write() = false;
-    }
-}
-
-/// How shards reach the hooks thread.
-pub struct HookHandle<A> {
-    requests: Sender<HookRequest<A>>,
-    waker: Arc<Waker>,
-    shared: Arc<Shared>,
-    metrics: Arc<HookMetrics>,
-}
-
-impl<A> Clone for HookHandle<A> {
-    fn clone(&self) -> Self {
-        Self {
-            requests: self.requests.clone(),
-            waker: self.waker.clone(),
-            shared: self.shared.clone(),
-            metrics: self.metrics.clone(),
-        }
-    }
-}
-
-impl<A> HookHandle<A> {
-    /// Hands a request to the hooks thread, or refuses it at once: its
-    /// URL's queue is full (`Overloaded`), the thread has stopped
-    /// (`Stopped`), or there is no such URL (`NoSuchUrl`). Never blocks.
-    pub fn send(&self, request: HookRequest<A>) -> Result<(), Refused<A>> {
-        let refuse = |error, request| Err(Refused { error, request });
-        let Some(waiting) = self.shared.waiting.get(request.url_index) else {
-            return refuse(HookError::NoSuchUrl, request);
-        };
-        let open = self.shared.open.read();
-        if !*open {
-            return refuse(HookError::Stopped, request);
-        }
-        if waiting.fetch_add(1, Ordering::AcqRel) >= self.shared.queue {
-            waiting.fetch_sub(1, Ordering::AcqRel);
-            self.metrics.count_overloaded();
-            return refuse(HookError::Overloaded, request);
-        }
-        if let Err(e) = self.requests.send(request) {
-            waiting.fetch_sub(1, Ordering::AcqRel);
-            return refuse(HookError::Stopped, e.0);
-        }
-        let _ = self.waker.wake();
-        Ok(())
-    }
-
-    /// Asks the thread to stop: what waits or is in flight is answered
-    /// `Stopped`, later sends are refused.
-    pub fn stop(&self) {
-        self.shared.close();
-        let _ = self.waker.wake();
-    }
-}
 
 /// Starts the hooks thread; it writes `metrics` alone (but for the
 /// senders' `overloaded` count).
@@ -214,6 +107,8 @@ struct Job<A> {
     answer: A,
     deadline: Instant,
     taken: Instant,
+    /// Addresses that refused the connection for it.
+    refused: usize,
 }
 
 /// A connection, the URL it is for, and the request it carries if any.
@@ -364,35 +259,44 @@ impl<S: HookSink> Client<S> {
         Ok(key)
     }
 
+    /// Where a new connection of `url` goes: a lookup (blocking) when the
+    /// last is stale.
     fn resolve(&mut self, url: usize, now: Instant) -> Result<SocketAddr, HookError> {
         let origin = &mut self.origins[url];
-        if let Some(addr) = origin.address(now) {
-            return Ok(addr);
+        if origin.address(now) == Address::Lookup {
+            let addrs = self
+                .config
+                .resolver
+                .resolve(&origin.url.host, origin.url.port);
+            origin.resolved(addrs, now);
         }
-        let addr = (origin.url.host.as_str(), origin.url.port)
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut addrs| addrs.next())
-            .ok_or(HookError::Connect)?;
-        origin.resolved(addr, now);
-        Ok(addr)
+        match origin.address(now) {
+            Address::Use(addr) => Ok(addr),
+            Address::Unresolved | Address::Lookup => Err(HookError::Connect),
+        }
     }
 
     /// Writes the request on connection `key` (signed now) and starts it.
     fn send_on(&mut self, key: usize, waiting: Waiting<S::Answer>) {
-        let entry = &mut self.conns[key];
-        let url = &self.origins[entry.url].url;
+        let url = &self.origins[self.conns[key].url].url;
         let timestamp = crate::sys::unix_ms();
         let signature = self.config.signer.sign(timestamp, &waiting.body);
-        entry.conn.start(
-            |out| super::http::write_request(out, url, &waiting.body, timestamp, &signature),
-            self.config.max_response_body,
-        );
-        entry.job = Some(Job {
+        let mut request = Vec::new();
+        super::http::write_request(&mut request, url, &waiting.body, timestamp, &signature);
+        let job = Job {
             answer: waiting.answer,
             deadline: waiting.deadline,
             taken: waiting.taken,
-        });
+            refused: 0,
+        };
+        self.start_on(key, job, request);
+    }
+
+    /// Starts `job`, whose bytes are `request`, on connection `key`.
+    fn start_on(&mut self, key: usize, job: Job<S::Answer>, request: Vec<u8>) {
+        let entry = &mut self.conns[key];
+        entry.conn.start(request, self.config.max_response_body);
+        entry.job = Some(job);
         self.origins[entry.url].busy += 1;
         // Edge-triggered: a kept-alive connection will not say it is
         // writable again, so the request is written now.
@@ -439,12 +343,22 @@ impl<S: HookSink> Client<S> {
         entry.conn.deregister(self.poll.registry());
         let origin = &mut self.origins[entry.url];
         origin.idle.retain(|&k| k != key);
-        if error == HookError::Connect {
-            origin.forget_address();
+        let Some(mut job) = entry.job else {
+            return;
+        };
+        origin.busy -= 1;
+        if error != HookError::Connect {
+            return self.fail(job.answer, error);
         }
-        if let Some(job) = entry.job {
-            origin.busy -= 1;
-            self.fail(job.answer, error);
+        // Nothing was sent: the next address may take it, within its time.
+        job.refused += 1;
+        let addresses = origin.skip_address();
+        if job.refused >= addresses || job.deadline <= Instant::now() {
+            return self.fail(job.answer, error);
+        }
+        match self.connection(entry.url, Instant::now()) {
+            Ok(next) => self.start_on(next, job, entry.conn.take_request()),
+            Err(e) => self.fail(job.answer, e),
         }
     }
 

@@ -13,7 +13,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use ring::hmac;
-use roomcast::hooks::client::{self, ClientConfig};
+use roomcast::hooks::client::{self, ClientConfig, Resolver};
 use roomcast::hooks::http::ResponseError;
 use roomcast::hooks::sign::Signer;
 use roomcast::hooks::{HookError, HookHandle, HookRequest, HookResponse, HookSink};
@@ -214,6 +214,7 @@ impl Client {
             queue: 1024,
             max_response_body: 64 * 1024,
             tls: None,
+            resolver: Resolver::system(),
         };
         tune(&mut config);
         let (tx, outcomes) = mpsc::channel();
@@ -522,18 +523,62 @@ fn a_connection_reset_or_closed_before_the_response_fails_closed() {
     assert_eq!(snapshot.failures[HookError::Closed.index()], 3);
 }
 
-#[test]
-fn a_refused_port_fails_connect() {
-    // A port that was just free: nothing listens there.
-    let addr = TcpListener::bind("127.0.0.1:0")
+/// A port that was just free: nothing listens there.
+fn refusing_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
-        .unwrap();
-    let client = Client::start(&format!("http://{addr}/"), |_| {});
+        .unwrap()
+}
+
+#[test]
+fn a_refused_port_fails_connect() {
+    let client = Client::start(&format!("http://{}/", refusing_addr()), |_| {});
     assert_eq!(
         client.call(1, Duration::from_secs(5)),
         Err(HookError::Connect)
     );
+}
+
+#[test]
+fn a_name_whose_first_address_refuses_is_reached_at_the_next() {
+    let backend = Backend::start(keep_alive(Duration::ZERO));
+    let addrs = vec![refusing_addr(), backend.addr];
+    let lookups = Arc::new(AtomicUsize::new(0));
+    let counted = lookups.clone();
+    let client = Client::start("http://backend.test:8000/hook", move |c| {
+        c.resolver = Resolver::new(move |host, port| {
+            assert_eq!((host, port), ("backend.test", 8000));
+            counted.fetch_add(1, Ordering::SeqCst);
+            addrs.clone()
+        });
+    });
+    for n in 0..3 {
+        assert_ok(&client.call(n, Duration::from_secs(5)), n);
+    }
+    assert_eq!(lookups.load(Ordering::SeqCst), 1, "the lookup is kept");
+    let snapshot = client.metrics.snapshot();
+    assert_eq!(snapshot.connects, 2, "one refused, one kept alive");
+    assert_eq!(snapshot.failures.iter().sum::<u64>(), 0);
+    let requests = backend.seen.requests();
+    assert_eq!(requests[0].header("Host"), Some("backend.test:8000"));
+
+    let nowhere = Client::start("http://nowhere.test/", |c| {
+        c.resolver = Resolver::new(|_, _| Vec::new());
+    });
+    assert_eq!(
+        nowhere.call(1, Duration::from_secs(5)),
+        Err(HookError::Connect)
+    );
+    let refused = vec![refusing_addr(), refusing_addr()];
+    let dead = Client::start("http://dead.test/", move |c| {
+        c.resolver = Resolver::new(move |_, _| refused.clone());
+    });
+    assert_eq!(
+        dead.call(1, Duration::from_secs(5)),
+        Err(HookError::Connect)
+    );
+    assert_eq!(dead.metrics.snapshot().connects, 2, "each address once");
 }
 
 #[test]

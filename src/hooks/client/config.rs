@@ -4,6 +4,7 @@
 //! (`--hook-ca`, else the system's), loaded once at start.
 
 use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 
 use crate::config::HooksConfig;
@@ -26,6 +27,44 @@ pub struct ClientConfig {
     pub max_response_body: usize,
     /// For `https://` URLs: the authorities trusted (`tls::client_config`).
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// How host names are looked up.
+    pub resolver: Resolver,
+}
+
+/// Looks a host name up: the system's resolver, or, in tests, a name with
+/// the addresses a test needs (one that refuses, then one that answers).
+#[derive(Clone)]
+pub struct Resolver(Arc<Lookup>);
+
+/// A lookup: host and port in, addresses out.
+type Lookup = dyn Fn(&str, u16) -> Vec<SocketAddr> + Send + Sync;
+
+impl Resolver {
+    /// `getaddrinfo`, through `ToSocketAddrs`: blocking.
+    pub fn system() -> Self {
+        Self::new(|host, port| {
+            (host, port)
+                .to_socket_addrs()
+                .map(Iterator::collect)
+                .unwrap_or_default()
+        })
+    }
+
+    pub fn new(lookup: impl Fn(&str, u16) -> Vec<SocketAddr> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(lookup))
+    }
+
+    /// The addresses of `host`, in the order to try them; none if it does
+    /// not resolve.
+    pub fn resolve(&self, host: &str, port: u16) -> Vec<SocketAddr> {
+        (self.0)(host, port)
+    }
+}
+
+impl fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Resolver")
+    }
 }
 
 /// Why no client could be made from the configuration.
@@ -74,6 +113,7 @@ impl ClientConfig {
             queue: hooks.queue(),
             max_response_body,
             tls,
+            resolver: Resolver::system(),
         })
     }
 }

@@ -86,11 +86,18 @@ impl Conn {
     }
 
     /// Takes a request (its bytes, signed) and a reader for its response.
-    pub fn start(&mut self, request: impl FnOnce(&mut Vec<u8>), max_body: usize) {
-        self.out.clear();
+    pub fn start(&mut self, request: Vec<u8>, max_body: usize) {
+        self.out = request;
         self.written = 0;
-        request(&mut self.out);
         self.reader = Some(ResponseReader::new(max_body));
+    }
+
+    /// Gives back the request's bytes, for another connection when this
+    /// one could not be made (nothing of it was sent).
+    pub fn take_request(&mut self) -> Vec<u8> {
+        self.reader = None;
+        self.written = 0;
+        std::mem::take(&mut self.out)
     }
 
     /// Writes what it can, reads what has come; `read_buf` is scratch.

@@ -2,6 +2,13 @@
 //! connection, in arrival order, the idle connections kept for it, how
 //! many carry a request, and where its host resolved to.
 //!
+//! A name may resolve to several addresses (`localhost` to `::1` and
+//! `127.0.0.1`, with a backend listening on one of them): connections go
+//! to the first until one fails to connect, then to the next, round and
+//! round, and the name is resolved again after `RESOLVED_FOR`. A lookup
+//! that found nothing is remembered for `UNRESOLVED_FOR`, so a dead
+//! resolver costs one blocking lookup per second, not one per request.
+//!
 //! Sans-IO: no sockets, the caller brings the time. The bound of the queue
 //! is kept by the senders (`Shared::waiting`), before a request is ever
 //! queued here.
@@ -14,6 +21,8 @@ use crate::hooks::url::HookUrl;
 
 /// How long a resolved address list is used before asking again.
 const RESOLVED_FOR: Duration = Duration::from_secs(10);
+/// How long a lookup that found nothing stands.
+const UNRESOLVED_FOR: Duration = Duration::from_secs(1);
 
 /// A request taken by the client, not yet on a connection.
 pub(super) struct Waiting<A> {
@@ -35,7 +44,21 @@ pub(super) struct Origin<A> {
     pub idle: Vec<usize>,
     /// Connections carrying a request (connecting ones included).
     pub busy: usize,
-    resolved: Option<(SocketAddr, Instant)>,
+    /// The addresses of the last lookup (none if it failed), when it was
+    /// made, and which one connections go to.
+    resolved: Option<(Vec<SocketAddr>, Instant)>,
+    next_address: usize,
+}
+
+/// Where a new connection should go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Address {
+    /// To this address.
+    Use(SocketAddr),
+    /// Nowhere: the name did not resolve a moment ago.
+    Unresolved,
+    /// The name must be looked up (`resolved`).
+    Lookup,
 }
 
 impl<A> Origin<A> {
@@ -47,6 +70,7 @@ impl<A> Origin<A> {
             idle: Vec::new(),
             busy: 0,
             resolved: None,
+            next_address: 0,
         }
     }
 
@@ -97,20 +121,30 @@ impl<A> Origin<A> {
         self.earliest
     }
 
-    /// The address resolved less than `RESOLVED_FOR` ago, if any.
-    pub fn address(&self, now: Instant) -> Option<SocketAddr> {
-        self.resolved
-            .filter(|(_, at)| now.duration_since(*at) < RESOLVED_FOR)
-            .map(|(addr, _)| addr)
+    /// Where the next connection goes, as far as the last lookup says.
+    pub fn address(&self, now: Instant) -> Address {
+        let Some((addrs, at)) = &self.resolved else {
+            return Address::Lookup;
+        };
+        let age = now.saturating_duration_since(*at);
+        match addrs.get(self.next_address % addrs.len().max(1)) {
+            Some(&addr) if age < RESOLVED_FOR => Address::Use(addr),
+            None if age < UNRESOLVED_FOR => Address::Unresolved,
+            _ => Address::Lookup,
+        }
     }
 
-    pub fn resolved(&mut self, addr: SocketAddr, now: Instant) {
-        self.resolved = Some((addr, now));
+    /// The result of a lookup (empty: it found nothing).
+    pub fn resolved(&mut self, addrs: Vec<SocketAddr>, now: Instant) {
+        self.resolved = Some((addrs, now));
+        self.next_address = 0;
     }
 
-    /// A connection to the address failed: resolve again next time.
-    pub fn forget_address(&mut self) {
-        self.resolved = None;
+    /// A connection to the current address failed: the next goes to the
+    /// next address. Returns how many addresses there are.
+    pub fn skip_address(&mut self) -> usize {
+        self.next_address = self.next_address.wrapping_add(1);
+        self.resolved.as_ref().map_or(0, |(addrs, _)| addrs.len())
     }
 }
 
@@ -168,15 +202,22 @@ mod tests {
     }
 
     #[test]
-    fn a_resolved_address_is_kept_for_a_while() {
+    fn addresses_are_kept_for_a_while_and_tried_in_turn() {
         let now = Instant::now();
         let mut o = origin();
-        let addr: SocketAddr = "127.0.0.1:80".parse().unwrap();
-        assert_eq!(o.address(now), None);
-        o.resolved(addr, now);
-        assert_eq!(o.address(now + Duration::from_secs(1)), Some(addr));
-        assert_eq!(o.address(now + RESOLVED_FOR), None);
-        o.forget_address();
-        assert_eq!(o.address(now), None);
+        let (v6, v4): (SocketAddr, SocketAddr) =
+            ("[::1]:80".parse().unwrap(), "127.0.0.1:80".parse().unwrap());
+        assert_eq!(o.address(now), Address::Lookup);
+        o.resolved(vec![v6, v4], now);
+        assert_eq!(o.address(now + Duration::from_secs(1)), Address::Use(v6));
+        assert_eq!(o.skip_address(), 2);
+        assert_eq!(o.address(now), Address::Use(v4));
+        o.skip_address();
+        assert_eq!(o.address(now), Address::Use(v6), "round and round");
+        assert_eq!(o.address(now + RESOLVED_FOR), Address::Lookup);
+        o.resolved(Vec::new(), now);
+        assert_eq!(o.address(now), Address::Unresolved);
+        assert_eq!(o.skip_address(), 0);
+        assert_eq!(o.address(now + UNRESOLVED_FOR), Address::Lookup);
     }
 }
