@@ -59,11 +59,14 @@ pub fn client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, Roo
     if roots.is_empty() {
         return Err(RootsError::NoCertificate(path.to_owned()));
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(super::provider()))
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(super::provider()))
         .with_safe_default_protocol_versions()
         .map_err(RootsError::Config)?
         .with_root_certificates(roots)
         .with_no_client_auth();
+    // Every client of roomcast speaks HTTP/1.1 (hooks, WebSocket upgrades):
+    // said up front, a server that would pick HTTP/2 cannot.
+    config.alpn_protocols = vec![super::ALPN_HTTP_1_1.to_vec()];
     Ok(Arc::new(config))
 }
 
