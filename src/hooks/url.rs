@@ -6,7 +6,9 @@
 //! password in a URL would end up in logs and `--check-config`, and the
 //! signature already says who is calling), no fragment (never sent), and
 //! only the visible ASCII of RFC 3986 in the path, so the request line
-//! roomcast writes is always valid.
+//! roomcast writes is always valid. A query often carries a backend's key
+//! (`?token=...`), so `Display` and `Debug` show that there is one, not
+//! what it says, and a URL can be logged or printed by `--check-config`.
 
 use std::fmt;
 
@@ -163,9 +165,14 @@ fn host_and_port(authority: &str, tls: bool) -> Result<(String, u16), UrlError> 
 }
 
 impl fmt::Display for HookUrl {
+    /// The URL with its query hidden.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let scheme = if self.tls { "https" } else { "http" };
-        write!(f, "{scheme}://{}{}", self.authority(), self.path)
+        let (path, query) = match self.path.split_once('?') {
+            Some((path, _)) => (path, "?***"),
+            None => (self.path.as_str(), ""),
+        };
+        write!(f, "{scheme}://{}{path}{query}", self.authority())
     }
 }
 
@@ -207,7 +214,16 @@ mod tests {
         assert_eq!(url("http://h:80/").authority(), "h");
         assert_eq!(url("https://h:80/").authority(), "h:80");
         assert_eq!(url("http://[::1]:81/").authority(), "[::1]:81");
-        assert_eq!(url("https://h:8443/a?b").to_string(), "https://h:8443/a?b");
+        assert_eq!(url("https://h:8443/a").to_string(), "https://h:8443/a");
+    }
+
+    #[test]
+    fn a_query_is_sent_but_never_shown() {
+        let u = url("https://h/hooks?token=s3cret&v=1");
+        assert_eq!(u.path, "/hooks?token=s3cret&v=1");
+        let shown = format!("{u} {u:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert_eq!(u.to_string(), "https://h/hooks?***");
     }
 
     #[test]
