@@ -101,6 +101,24 @@ pub fn join_data<'m>(
     state: &RoomState<'_>,
     messages: impl Iterator<Item = &'m [u8]> + Clone,
 ) -> Vec<u8> {
+    room_data(state, messages, true)
+}
+
+/// `{"room","epoch","seq","messages","recovered"?}`: the result of a Server
+/// API `history` (section 12), a join's `data` without `members`.
+pub fn history_data<'m>(
+    state: &RoomState<'_>,
+    messages: impl Iterator<Item = &'m [u8]> + Clone,
+) -> Vec<u8> {
+    room_data(state, messages, false)
+}
+
+/// A join's `data` (`with_members`) or a `history` result.
+pub fn room_data<'m>(
+    state: &RoomState<'_>,
+    messages: impl Iterator<Item = &'m [u8]> + Clone,
+    with_members: bool,
+) -> Vec<u8> {
     let size: usize = messages.clone().map(<[u8]>::len).sum();
     let mut out = Vec::with_capacity(96 + size);
     out.extend_from_slice(b"{\"room\":");
@@ -122,9 +140,37 @@ pub fn join_data<'m>(
         Some(false) => out.extend_from_slice(b",\"recovered\":false"),
         None => {}
     }
+    if with_members {
+        out.extend_from_slice(b",\"members\":");
+        json::write_u64(&mut out, state.members);
+    }
+    out.push(b'}');
+    out
+}
+
+/// `{"event":"room:subscribed","room","data":{"epoch","seq","members"}}`:
+/// a Server API `subscribe` put the connection in the room (section 12).
+pub fn subscribed(state: &RoomState<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(96 + state.room.len() + state.epoch.len());
+    out.extend_from_slice(b"{\"event\":\"room:subscribed\",\"room\":");
+    json::write_str(&mut out, state.room);
+    out.extend_from_slice(b",\"data\":{\"epoch\":");
+    json::write_str(&mut out, state.epoch);
+    out.extend_from_slice(b",\"seq\":");
+    json::write_u64(&mut out, state.seq);
     out.extend_from_slice(b",\"members\":");
     json::write_u64(&mut out, state.members);
-    out.push(b'}');
+    out.extend_from_slice(b"}}");
+    out
+}
+
+/// `{"event":"room:unsubscribed","room","data":{}}`: a Server API
+/// `unsubscribe` took the connection out of the room (section 12).
+pub fn unsubscribed(room: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + room.len());
+    out.extend_from_slice(b"{\"event\":\"room:unsubscribed\",\"room\":");
+    json::write_str(&mut out, room);
+    out.extend_from_slice(b",\"data\":{}}");
     out
 }
 

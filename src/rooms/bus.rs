@@ -11,10 +11,15 @@ use std::sync::Arc;
 
 use std::time::Instant;
 
+use crate::api::command::HistoryQuery;
+use crate::api::part::Part;
+use crate::api::reply::Reply;
+use crate::api::{Call, NodeCommand};
 use crate::codes::ErrorCode;
 pub use crate::conn::ConnRef;
 use crate::proto::JoinRecovery;
 use crate::proto::reply::{self, OwnedId};
+use crate::proto::wire;
 
 /// Who hears the `seq` of a published message.
 #[derive(Debug)]
@@ -25,12 +30,48 @@ pub enum PublishAnswer {
     Ack(OwnedId),
     /// An HTTP publisher: message `index` of its request body.
     Http { index: usize },
+    /// A Server API call (`call`, on the sender's shard): message `index`
+    /// of its current command.
+    Api { call: u64, index: usize },
 }
 
 impl PublishAnswer {
     /// The answer a WebSocket message with this `id` asks for.
     pub fn ack(id: Option<OwnedId>) -> Self {
         id.map_or(Self::Nobody, Self::Ack)
+    }
+}
+
+/// What a joining member is told once the owner decided.
+#[derive(Debug)]
+pub enum JoinAnswer {
+    /// Its `room:join`'s ack (an `error` event when refused without `id`).
+    Ack(Option<OwnedId>),
+    /// A Server API `subscribe` (section 12): `room:subscribed` when
+    /// admitted, nothing when refused.
+    Subscribed,
+}
+
+impl JoinAnswer {
+    /// The text for an admitted member: the ack with the join's `data`,
+    /// or the `room:subscribed` event of the room's `state`.
+    pub fn admitted(
+        &self,
+        state: &wire::RoomState<'_>,
+        data: impl FnOnce() -> Vec<u8>,
+    ) -> Option<Vec<u8>> {
+        match self {
+            JoinAnswer::Ack(id) => id.as_ref().map(|id| reply::ack_text(id, &data())),
+            JoinAnswer::Subscribed => Some(wire::subscribed(state)),
+        }
+    }
+
+    /// The text for a refused member.
+    pub fn refused(&self, code: ErrorCode, why: &str) -> Option<Vec<u8>> {
+        match self {
+            JoinAnswer::Ack(id) => Some(reply::failure_text(id.as_ref(), code, why)),
+            JoinAnswer::Subscribed => None,
+        }
     }
 }
 
@@ -46,7 +87,8 @@ pub enum BusMsg {
         name: Option<Box<str>>,
         recovery: JoinRecovery,
         rejoin: bool,
-        id: Option<OwnedId>,
+        /// What the member is told: an ack, or `room:subscribed`.
+        answer: JoinAnswer,
     },
     /// To a room's owner: connection `conn` of `user` left (or closed).
     Leave {
@@ -116,6 +158,57 @@ pub enum BusMsg {
     Online { user: Arc<str>, up: bool },
     /// To the shard gathering counts for a `user:send` or broadcast ack.
     Counted { gather: u64, count: usize },
+    /// To an API connection's own shard: run its call (`rooms::api`).
+    ApiCall {
+        conn: ConnRef,
+        call: Box<Call>,
+        from: Arc<str>,
+    },
+    /// To a call's shard: message `index` of its current command got
+    /// `seq` (`None`: refused, Redis away).
+    ApiPublished {
+        call: u64,
+        index: usize,
+        seq: Option<u64>,
+    },
+    /// To a room's owner: read or change the room for a call.
+    ApiRoom {
+        room: Arc<str>,
+        ask: RoomAsk,
+        to: ApiTo,
+    },
+    /// To a call's shard: the reply of its current command.
+    ApiDone { call: u64, reply: Reply },
+    /// To every shard of this node: carry out `command` on its own
+    /// connections or rooms, and answer gather `to` with a part.
+    ApiShard {
+        command: Arc<NodeCommand>,
+        to: ApiTo,
+    },
+    /// To a gather's shard: one shard's part.
+    ApiPart { gather: u64, part: Part },
+    /// To a call's shard, from the shard the bridge hands API messages
+    /// to: node `from`'s part of call `op`, as its result text.
+    ApiAnswer {
+        op: u64,
+        from: String,
+        result: Vec<u8>,
+    },
+}
+
+/// A call or gather of the Server API, on the shard that runs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiTo {
+    pub shard: usize,
+    pub id: u64,
+}
+
+/// What a Server API call asks of a room's owner.
+#[derive(Debug)]
+pub enum RoomAsk {
+    Presence,
+    History(HistoryQuery),
+    HistoryRemove,
 }
 
 /// What a `Deliver` carries: a room event, or anything else (presence).
@@ -219,6 +312,11 @@ impl Outbox {
                 index,
                 seq,
             },
+            PublishAnswer::Api { call, index } => BusMsg::ApiPublished {
+                call,
+                index,
+                seq: Some(seq),
+            },
         };
         self.send(sender.shard, message);
     }
@@ -230,6 +328,11 @@ impl Outbox {
             PublishAnswer::Http { index } => BusMsg::PublishRefused {
                 conn: sender,
                 index,
+            },
+            PublishAnswer::Api { call, index } => BusMsg::ApiPublished {
+                call,
+                index,
+                seq: None,
             },
             PublishAnswer::Ack(id) => BusMsg::Reply {
                 conn: sender,

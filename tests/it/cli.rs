@@ -1,5 +1,7 @@
 //! The command line around the server: `roomcast token`, the generated
-//! secret, and the listening line.
+//! secret, and the listening line; `roomcast api` in `cli::api`.
+
+mod api;
 
 use crate::common;
 
@@ -334,6 +336,8 @@ const RICH_SETTINGS: &[(&str, &str, &str)] = &[
     ("--rate-limit", "ROOMCAST_RATE_LIMIT", "12.5"),
     ("--rate-burst", "ROOMCAST_RATE_BURST", "30"),
     ("--slow-consumer", "ROOMCAST_SLOW_CONSUMER", "conflate"),
+    ("--api-key", "ROOMCAST_API_KEY", "an-api-key"),
+    ("--api-timeout", "ROOMCAST_API_TIMEOUT", "750ms"),
 ];
 
 /// A self-signed `localhost` certificate and its key, written to a

@@ -64,6 +64,11 @@ const RETRY_BASE: Duration = Duration::from_millis(100);
 const RETRY_CAP: Duration = Duration::from_secs(5);
 /// How often a node writes its heartbeat and looks for dead nodes.
 const HEARTBEAT: Duration = Duration::from_secs(5);
+/// How often a node reads which nodes are live (for the Server API): more
+/// often than heartbeats, so that a node that just started (its first
+/// heartbeat is written as soon as Redis is reachable) is waited for by
+/// the others' calls within a second.
+const LIVE_NODES_READ: Duration = Duration::from_secs(1);
 /// A node whose heartbeat is older is dead: its presence is removed and its
 /// leaves announced (section 10: within 30 s).
 const NODE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -81,6 +86,8 @@ pub trait BridgeSink: Send + 'static {
     fn presence(&self, answer: Self::Answer, outcome: Result<Presence, Unavailable>);
     /// The outcome of a `Send`: how many connections it is for.
     fn sent(&self, answer: Self::Answer, outcome: Result<u64, Unavailable>);
+    /// The outcome of a `History` (`Some`) or a `HistoryRemove` (`None`).
+    fn room_read(&self, answer: Self::Answer, outcome: Result<Option<History>, Unavailable>);
     /// A direct message or broadcast for every shard's own connections.
     fn direct(&self, message: DirectMessage);
     /// A link is (again) ready: every room's presence should be `Sync`ed,
@@ -172,6 +179,7 @@ pub fn start<S: BridgeSink>(
         read_buf: Vec::new(),
         metrics,
         next_heartbeat: Instant::now(),
+        next_live_read: Instant::now(),
         node_rooms: String::new(),
         direct_channel: String::new(),
         api_channel: String::new(),
@@ -219,6 +227,11 @@ enum Pending<A> {
     },
     Presence {
         answer: A,
+    },
+    /// A `History` (`remove: false`) or `HistoryRemove`.
+    RoomRead {
+        answer: A,
+        remove: bool,
     },
     Sent {
         answer: A,
@@ -289,6 +302,8 @@ struct Bridge<S: BridgeSink> {
     read_buf: Vec<u8>,
     metrics: Arc<RedisMetrics>,
     next_heartbeat: Instant,
+    /// When the live nodes are read next (`LIVE_NODES_READ`).
+    next_live_read: Instant,
     /// This node's room index key (`layout::node_rooms`).
     node_rooms: String,
     /// The channel of direct messages and broadcasts (`redis::direct_channel`).
@@ -310,11 +325,13 @@ impl<S: BridgeSink> Bridge<S> {
             self.connect_due();
             self.report_link();
             self.heartbeat();
+            self.read_live_nodes();
             for link in 0..self.links.len() {
                 self.flush(link);
             }
             let until_heartbeat = self
                 .next_heartbeat
+                .min(self.next_live_read)
                 .saturating_duration_since(Instant::now());
             let timeout = Some(
                 self.next_retry()
@@ -381,6 +398,12 @@ impl<S: BridgeSink> Bridge<S> {
             } => self.join(room, &query, &change, answer),
             BridgeRequest::Leave { room, change } => self.leave(&room, &change),
             BridgeRequest::PresenceGet { room, answer } => self.presence(&room, answer),
+            BridgeRequest::History {
+                room,
+                query,
+                answer,
+            } => self.room_read(&room, Some(&query), answer),
+            BridgeRequest::HistoryRemove { room, answer } => self.room_read(&room, None, answer),
             BridgeRequest::Online {
                 change,
                 n,

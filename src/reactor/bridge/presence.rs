@@ -6,7 +6,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Bridge, BridgeSink, HEARTBEAT, NODE_TIMEOUT, OwnedQuery, Pending, Unavailable};
+use super::{
+    Bridge, BridgeSink, HEARTBEAT, LIVE_NODES_READ, NODE_TIMEOUT, OwnedQuery, Pending, Unavailable,
+};
 use crate::log_info;
 use crate::proto::names::pattern_matches;
 use crate::redis::layout::{self, RoomKeys};
@@ -66,6 +68,28 @@ impl<S: BridgeSink> Bridge<S> {
         });
         if let Err(Pending::Presence { answer }) = pushed {
             self.sink.presence(answer, Err(Unavailable));
+        }
+    }
+
+    /// The Server API's `history` (`query`) or `history_remove` (`None`).
+    pub(super) fn room_read(&mut self, room: &str, query: Option<&OwnedQuery>, answer: S::Answer) {
+        let index = layout::server_of(room, self.links.len());
+        let keys = self.keys_of(room);
+        let epoch = self.fresh_epoch();
+        let retention = self.config.history;
+        let link = &mut self.links[index];
+        if !link.is_up() {
+            return self.sink.room_read(answer, Err(Unavailable));
+        }
+        let remove = query.is_none();
+        let pushed = link
+            .pipeline
+            .push(Pending::RoomRead { answer, remove }, |out| match query {
+                Some(query) => redis::history(out, &keys, query.as_query(), &epoch, retention),
+                None => crate::redis::resp::write_command(out, &["DEL", &keys.log]),
+            });
+        if let Err(Pending::RoomRead { answer, .. }) = pushed {
+            self.sink.room_read(answer, Err(Unavailable));
         }
     }
 
@@ -183,6 +207,18 @@ impl<S: BridgeSink> Bridge<S> {
                 );
             });
         }
+    }
+
+    /// Reads the live nodes, on the online set's server, every
+    /// `LIVE_NODES_READ`.
+    pub(super) fn read_live_nodes(&mut self) {
+        let now = Instant::now();
+        if now < self.next_live_read {
+            return;
+        }
+        self.next_live_read = now + LIVE_NODES_READ;
+        let set = layout::heartbeats(&self.config.cluster.prefix);
+        let stale = crate::sys::unix_ms().saturating_sub(NODE_TIMEOUT.as_millis() as u64);
         let online = layout::server_of(redis::ONLINE, self.links.len());
         let link = &mut self.links[online];
         if link.is_up() {
