@@ -160,6 +160,7 @@ test("a subscription from the console reaches room:subscribed, then what the con
   await waitFor(async () => (await con.$$eval("#history tbody tr", (r) => r.length)) === 1, "the message in the history");
   const cells = await con.$$eval("#history tbody td", (tds) => tds.map((td) => td.textContent));
   assert.deepEqual([cells[0], cells[1], cells[2], cells[4]], ["1", "news:flash", "api", JSON.stringify({ text: markup })]);
+  assert.match(cells[3], /^\d\d:\d\d:\d\d\.\d{3}$/, "the time of day");
   assert.equal(await con.evaluate(() => document.querySelectorAll("#console img, #console b:not(#user-summary b)").length), 0,
     "server data is text, never markup");
   assert.equal(await con.evaluate(() => window.pwned), undefined);
@@ -170,6 +171,7 @@ test("a subscription from the console reaches room:subscribed, then what the con
   await con.click("#rooms-form button");
   await waitFor(async () => (await text(con, "#rooms-summary")) === "1 room", "the room list");
   assert.deepEqual(await con.$$eval("#room-list tbody td", (tds) => tds.map((td) => td.textContent)), ["news", "1", "1"]);
+  await con.screenshot({ path: `${process.env.SCREENSHOT_DIR || "."}/console.png`, fullPage: true });
 
   // Unsubscribed from the console: nothing published later reaches the page.
   await con.click("#unsubscribe");
@@ -269,6 +271,26 @@ test("the console's credential: a token goes as Bearer, a key as X-API-Key, refu
   assert.equal(await con.inputValue("#credential"), "", "a reload forgets it");
   assert.deepEqual(con.errors, []);
   await con.close();
+  await stop(server);
+});
+
+test("behind --metrics-bind the console calls the API of that listener", async () => {
+  const [port, metricsPort] = [await freePort(), await freePort()];
+  const server = await roomcast(port, "--api-key", KEY, "--metrics-bind", `127.0.0.1:${metricsPort}`);
+  const user = await page(port);
+  await user.evaluate(async ({ url, tok }) => {
+    window.client = rc.connect(url, { token: tok });
+    await client.room("ops:desk").join();
+  }, { url: `ws://127.0.0.1:${port}/ws`, tok: token("desk") });
+  const con = await dashboard(metricsPort);
+  await con.fill("#credential", KEY);
+  await con.fill("#rooms-pattern", "ops:*");
+  await con.click("#rooms-form button");
+  await waitFor(async () => (await text(con, "#rooms-summary")) === "1 room", "the room list");
+  assert.deepEqual(await con.$$eval("#room-list tbody td", (tds) => tds.map((td) => td.textContent)), ["ops:desk", "1", "1"]);
+  assert.equal(await text(con, "#rooms-error"), "");
+  assert.deepEqual(con.errors, []);
+  await Promise.all([con.close(), user.close()]);
   await stop(server);
 });
 
