@@ -239,7 +239,11 @@ test("the console's credential: a token goes as Bearer, a key as X-API-Key, refu
   assert.equal(apiCalls().at(-1).headers["x-api-key"], "wrong-key");
   assert.equal(apiCalls().at(-1).headers.authorization, undefined);
   assert.equal(await listRooms(KEY), "");
-  await con.fill("#credential", "");
+  const callsBefore = apiCalls().length;
+  assert.equal(await listRooms("clé"), "an API key or token is printable ASCII");
+  assert.equal(apiCalls().length, callsBefore, "not sent");
+  await con.click("#forget");
+  assert.equal(await con.inputValue("#credential"), "");
   await con.press("#rooms-pattern", "Enter");
   await waitFor(async () => /API key or an admin token/.test(await text(con, "#rooms-error")), "the ask for a credential");
 
