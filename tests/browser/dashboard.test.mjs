@@ -109,6 +109,26 @@ test("the console disconnects one connection, then the rest with a code: the pag
   await stop(server);
 });
 
+test("a disconnect with a code of 4000-4499 is followed by a reconnect", async () => {
+  const port = await freePort();
+  const server = await roomcast(port, "--api-key", KEY);
+  const p = await page(port);
+  const first = await p.evaluate(async ({ url, tok }) => {
+    window.client = rc.connect(url, { token: tok, reconnect: { base: 20, cap: 50 } });
+    window.closes = [];
+    client.on("close", (code, reason, info) => closes.push(info));
+    await new Promise((resolve) => client.on("open", resolve));
+    return client.connId;
+  }, { url: `ws://127.0.0.1:${port}/ws`, tok: token("flaky") });
+  const reply = await api(port, "disconnect", { user: "flaky", code: 4499, reason: "move along" });
+  assert.deepEqual([reply.status, reply.body], [200, { result: { connections: 1 } }]);
+  await waitFor(() => p.evaluate((id) => client.state === "open" && client.connId !== id, first), "the reconnect");
+  assert.deepEqual(await p.evaluate(() => closes), [{ code: 4499, reason: "move along", reconnect: true }]);
+  assert.deepEqual(p.errors, []);
+  await p.close();
+  await stop(server);
+});
+
 test("a subscription from the console reaches room:subscribed, then what the console publishes reaches the page", async () => {
   const port = await freePort();
   const server = await roomcast(port, "--api-key", KEY, "--history", "50");
