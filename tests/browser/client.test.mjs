@@ -8,24 +8,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import net from "node:net";
 
-import { browser, freePort, page, roomcast, run, stop, token, waitFor } from "./harness.mjs";
-
-async function redis() {
-  const port = await freePort();
-  await run("redis-server", ["--port", `${port}`, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], "");
-  for (let i = 0; i < 100; i++) {
-    const up = await new Promise((resolve) => {
-      const socket = net.connect(port, "127.0.0.1", () => {
-        socket.end();
-        resolve(true);
-      });
-      socket.on("error", () => resolve(false));
-    });
-    if (up) break;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return `redis://127.0.0.1:${port}`;
-}
+import { browser, freePort, page, redis, roomcast, stop, token, waitFor } from "./harness.mjs";
 
 async function publishHttp(port, room, data) {
   const res = await fetch(`http://127.0.0.1:${port}/publish`, {

@@ -6,7 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 
-import { browser, freePort, page, roomcast, stop, token, waitFor } from "./harness.mjs";
+import { browser, freePort, page, redis, roomcast, stop, token, waitFor } from "./harness.mjs";
 
 const KEY = "console-test-key";
 
@@ -227,6 +227,60 @@ test("a subscription by a direct API call reaches the page's room:subscribed han
   assert.deepEqual(reader.errors, []);
   await reader.close();
   await stop(server);
+});
+
+test("in a cluster the console reaches every node, and names a node that does not answer in time", async () => {
+  const url = await redis();
+  const [portA, portB] = [await freePort(), await freePort()];
+  const cluster = (node) => ["--api-key", KEY, "--redis", url, "--node-id", node, "--api-timeout", "500ms"];
+  const a = await roomcast(portA, ...cluster("east"));
+  const b = await roomcast(portB, ...cluster("west"));
+  const open = async (port) => {
+    const p = await page(port);
+    await p.evaluate(async ({ url, tok }) => {
+      window.client = rc.connect(url, { token: tok });
+      window.got = [];
+      window.closes = [];
+      client.on("subscribed", (room) => room.on("desk:note", (data) => got.push(data)));
+      client.on("close", (code) => closes.push(code));
+      await new Promise((resolve) => client.on("open", resolve));
+    }, { url: `ws://127.0.0.1:${port}/ws`, tok: token("roamer") });
+    return p;
+  };
+  const [onA, onB] = [await open(portA), await open(portB)];
+  const con = await dashboard(portA);
+  await con.fill("#credential", KEY);
+  await lookUpUser(con, "roamer", 2);
+  const nodes = await con.$$eval("#user-connections tbody tr", (trs) => trs.map((tr) => tr.cells[1].textContent).sort());
+  assert.deepEqual(nodes, ["east", "west"]);
+  await con.fill("#subscribe-room", "desk");
+  await con.click("#subscribe-form button");
+  await waitFor(async () => (await text(con, "#user-outcome")) === "subscribe: 2 connections", "the subscribe on both nodes");
+  await con.fill("#room-name", "desk");
+  await con.click("#room-form button");
+  await waitFor(async () => (await text(con, "#presence-summary")) === "desk: 1 user", "the presence");
+  await con.fill("#publish-event", "desk:note");
+  await con.fill("#publish-data", '"hello"');
+  await con.click("#publish-form button");
+  await waitFor(async () => (await text(con, "#publish-outcome")) === "published to desk as seq 1", "the publish");
+  for (const p of [onA, onB]) await waitFor(() => p.evaluate(() => got.length === 1), "the note on both nodes");
+  assert.deepEqual(await onB.evaluate(() => got), ["hello"]);
+
+  // West stops answering: the disconnect applies on east and says whom it missed.
+  b.kill("SIGSTOP");
+  try {
+    await con.click("#disconnect-all");
+    await waitFor(async () => (await text(con, "#user-outcome")).startsWith("disconnect:"), "the disconnect's reply", 5000);
+    assert.equal(await text(con, "#user-outcome"), "disconnect: 1 connection (no answer in time from west)");
+    await waitFor(() => onA.evaluate(() => closes.length === 1), "the close on east");
+    assert.deepEqual(await onA.evaluate(() => closes), [4500]);
+  } finally {
+    b.kill("SIGCONT");
+  }
+  assert.deepEqual(con.errors, []);
+  await Promise.all([con.close(), onA.close(), onB.close()]);
+  await stop(a);
+  await stop(b);
 });
 
 test("the console's credential: a token goes as Bearer, a key as X-API-Key, refusals are shown, and neither is stored", async () => {

@@ -87,6 +87,24 @@ export function roomcast(port, ...extra) {
   return run(BIN, ["serve", "--bind", `127.0.0.1:${port}`, "--jwt-secret", SECRET, ...extra], "roomcast listening on");
 }
 
+/** A redis-server on a free loopback port, once it takes connections; its URL. */
+export async function redis() {
+  const port = await freePort();
+  await run("redis-server", ["--port", `${port}`, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], "");
+  for (let i = 0; i < 100; i++) {
+    const up = await new Promise((resolve) => {
+      const socket = net.connect(port, "127.0.0.1", () => {
+        socket.end();
+        resolve(true);
+      });
+      socket.on("error", () => resolve(false));
+    });
+    if (up) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return `redis://127.0.0.1:${port}`;
+}
+
 export function stop(proc, signal = "SIGKILL") {
   return new Promise((resolve) => {
     if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
