@@ -27,7 +27,8 @@ async function lookUpUser(con, user, rows) {
   await con.fill("#user-name", user);
   await con.click("#user-form button");
   await waitFor(async () => (await con.$$eval("#user-connections tbody tr", (r) => r.length)) === rows
-    && (await con.textContent("#user-summary")).startsWith(user), `${rows} connections of ${user}`);
+    && (await con.textContent("#user-summary")).startsWith(user),
+  async () => `${rows} connections of ${user}; the console shows "${await text(con, "#user-summary")}" ${await text(con, "#user-error")}`);
 }
 
 /** A direct server API call, as a backend would make it. */
@@ -247,6 +248,8 @@ test("in a cluster the console reaches every node, and names a node that does no
     }, { url: `ws://127.0.0.1:${port}/ws`, tok: token("roamer") });
     return p;
   };
+  // A node learns of the others from Redis within a second of their start.
+  await waitFor(async () => (await api(portA, "info", {})).body.result?.nodes.length === 2, "east to know west");
   const [onA, onB] = [await open(portA), await open(portB)];
   const con = await dashboard(portA);
   await con.fill("#credential", KEY);

@@ -127,11 +127,12 @@ export async function page(port) {
   return page;
 }
 
+/** Polls `fn` until it is true; `what` (text, or a function giving it) names what timed out. */
 export async function waitFor(fn, what, ms = 15000) {
   const deadline = Date.now() + ms;
   for (;;) {
     if (await fn()) return;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${typeof what === "function" ? await what() : what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
 }
