@@ -135,6 +135,7 @@ fn bench_envelope(c: &mut Criterion) {
                     config: &config.rooms,
                     keys: &keys,
                     leeway_secs: 0.0,
+                    rpc_proxy: false,
                 };
                 let mut sink = Discard(0);
                 proto::on_text(payload, &mut parser, session, 0, &mut Vec::new(), &mut sink);

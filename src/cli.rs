@@ -21,6 +21,7 @@ use crate::config::{
     Config, ConfigError, HeartbeatConfig, HistoryConfig, HooksConfig, LimitsConfig, ListenConfig,
     LogConfig, PresenceConfig, RoomsConfig, SlowConsumer, WebConfig,
 };
+use crate::hooks::url::HookUrl;
 use crate::log::{Format, Level};
 use crate::redis::url::RedisUrl;
 use crate::tls::TlsFiles;
@@ -296,6 +297,20 @@ pub struct HooksArgs {
     /// A PEM file of authorities trusted for https:// hooks, instead of the system's.
     #[arg(long, env = "ROOMCAST_HOOK_CA")]
     pub hook_ca: Option<PathBuf>,
+    /// The backend URL that answers client `rpc:<method>` events (section 13.2).
+    #[arg(long, env = "ROOMCAST_RPC_PROXY")]
+    pub rpc_proxy: Option<HookUrl>,
+    /// The backend URL that decides clients' room events before they are published.
+    #[arg(long, env = "ROOMCAST_PUBLISH_PROXY")]
+    pub publish_proxy: Option<HookUrl>,
+    /// Comma-separated patterns of the rooms whose events go to --publish-proxy.
+    #[arg(
+        long,
+        env = "ROOMCAST_PUBLISH_PROXY_ROOMS",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    pub publish_proxy_rooms: Vec<String>,
 }
 
 impl From<HooksArgs> for HooksConfig {
@@ -305,6 +320,9 @@ impl From<HooksArgs> for HooksConfig {
             secret: args.hook_secret,
             concurrency: args.hook_concurrency,
             ca: args.hook_ca,
+            rpc_proxy: args.rpc_proxy,
+            publish_proxy: args.publish_proxy,
+            publish_proxy_rooms: args.publish_proxy_rooms,
         }
     }
 }

@@ -92,6 +92,15 @@ fn serve(args: ServeArgs) -> ExitCode {
     if let Some(secret) = &generated {
         config.auth.secrets.push(secret.clone());
     }
+    // Checked once the signing key is known (a generated secret included),
+    // before any process starts: a `--hook-ca` that cannot be read is a
+    // configuration error, as a bad `--tls-cert` is.
+    if config.hooks.any_url()
+        && let Err(e) = roomcast::reactor::hooks::client_config(&config)
+    {
+        eprintln!("roomcast: {e}");
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    }
     if config.listen.processes > 1 {
         return supervise(&config, generated);
     }

@@ -1,13 +1,16 @@
 //! The hooks group (section 13): how long a hook request may take, the
 //! secret requests are signed with, how many may be in flight per URL, and
 //! the authorities an `https://` backend's certificate is checked against.
-//! The URLs themselves (`--webhook`, the proxies) belong to the groups of
-//! the features that use them.
+//! The proxies' URLs (`--rpc-proxy`, `--publish-proxy` and its rooms) are
+//! here too: the server starts one hooks client for all of them, so it
+//! reads them together; webhooks will add theirs.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{ConfigError, JsonFields, out_of_range};
+use crate::hooks::url::HookUrl;
+use crate::proto::names::is_valid_pattern;
 
 /// Longest `--hook-timeout`.
 const MAX_HOOK_TIMEOUT: Duration = Duration::from_secs(60);
@@ -29,6 +32,13 @@ pub struct HooksConfig {
     pub concurrency: usize,
     /// `--hook-ca`: a PEM bundle trusted instead of the system's.
     pub ca: Option<PathBuf>,
+    /// `--rpc-proxy`: where `rpc:<method>` events go.
+    pub rpc_proxy: Option<HookUrl>,
+    /// `--publish-proxy`: decides client room events before they are
+    /// sequenced.
+    pub publish_proxy: Option<HookUrl>,
+    /// `--publish-proxy-rooms`: the room patterns whose events it decides.
+    pub publish_proxy_rooms: Vec<String>,
 }
 
 impl HooksConfig {
@@ -46,7 +56,18 @@ impl HooksConfig {
         self.concurrency * HOOK_QUEUE_PER_SLOT
     }
 
+    /// Whether any hook URL is given: only then is a client started.
+    pub fn any_url(&self) -> bool {
+        self.rpc_proxy.is_some() || self.publish_proxy.is_some()
+    }
+
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if !self.publish_proxy_rooms.iter().all(|p| is_valid_pattern(p)) {
+            return out_of_range(
+                "publish-proxy-rooms",
+                "every pattern must be a room pattern",
+            );
+        }
         if self.timeout.is_zero() || self.timeout > MAX_HOOK_TIMEOUT {
             return out_of_range("hook-timeout", "must be between 1ms and 60s");
         }
@@ -72,6 +93,16 @@ impl HooksConfig {
             Some(path) => w.str("hook_ca", &path.to_string_lossy()),
             None => w.null("hook_ca"),
         }
+        for (key, url) in [
+            ("rpc_proxy", &self.rpc_proxy),
+            ("publish_proxy", &self.publish_proxy),
+        ] {
+            match url {
+                Some(url) => w.str(key, &url.to_string()),
+                None => w.null(key),
+            }
+        }
+        w.strs("publish_proxy_rooms", &self.publish_proxy_rooms);
     }
 }
 
@@ -85,6 +116,9 @@ mod tests {
             secret: None,
             concurrency: 64,
             ca: None,
+            rpc_proxy: None,
+            publish_proxy: None,
+            publish_proxy_rooms: vec!["*".into()],
         }
     }
 
@@ -136,7 +170,7 @@ mod tests {
         let json = String::from_utf8(out).unwrap();
         assert_eq!(
             json,
-            r#"{"hook_timeout_ms":1000,"hook_secret":"<redacted>","hook_concurrency":64,"hook_ca":"/etc/ca.pem"}"#
+            r#"{"hook_timeout_ms":1000,"hook_secret":"<redacted>","hook_concurrency":64,"hook_ca":"/etc/ca.pem","rpc_proxy":null,"publish_proxy":null,"publish_proxy_rooms":["*"]}"#
         );
     }
 }

@@ -157,6 +157,7 @@ fn on_message(
                         config: &config.rooms,
                         keys,
                         leeway_secs: config.auth.leeway.as_secs_f64(),
+                        rpc_proxy: config.hooks.rpc_proxy.is_some(),
                     };
                     proto::on_text(payload, parser, view, *unix_ms, scratch, &mut sink);
                 }

@@ -48,6 +48,7 @@
 //! Metrics are `metrics::HookMetrics`, written by the hooks thread alone
 //! (the `overloaded` count by the senders).
 
+pub mod answer;
 pub mod client;
 pub mod http;
 pub mod sign;

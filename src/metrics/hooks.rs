@@ -1,9 +1,11 @@
 //! What the hooks client counts (`hooks::client`): written by the hooks
 //! thread alone, but for `overloaded`, which the senders count because a
-//! request refused for a full queue never reaches the thread.
+//! request refused for a full queue never reaches the thread, and
+//! `unreadable`.
 //!
-//! Not rendered yet: `/metrics` and `/stats` will show a `HookSnapshot`
-//! once the server starts a hooks client (with webhooks and proxies).
+//! `/metrics` and `/stats` show a `HookSnapshot` while the server runs a
+//! hooks client (any hook URL given). `unreadable` is counted by the
+//! shards, which read the proxies' answers.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -36,6 +38,10 @@ pub struct HookMetrics {
     /// Requests refused for a full queue, counted by the senders (shards),
     /// hence an atomic add rather than the single writer's load and store.
     overloaded: AtomicU64,
+    /// Proxy answers that were complete but unreadable (a non-`2xx`
+    /// status, not JSON, a bad shape or code), counted by the shards that
+    /// read them.
+    unreadable: AtomicU64,
     /// Connections opened to backends.
     pub connects: Counter,
     /// Connections open now (idle ones included).
@@ -56,6 +62,7 @@ impl Default for HookMetrics {
             non_2xx: Counter::default(),
             failures: Default::default(),
             overloaded: AtomicU64::new(0),
+            unreadable: AtomicU64::new(0),
             connects: Counter::default(),
             connections: Gauge::default(),
             in_flight: Gauge::default(),
@@ -73,6 +80,8 @@ pub struct HookSnapshot {
     pub non_2xx: u64,
     /// By reason, in `HookError::REASONS` order, `overloaded` included.
     pub failures: [u64; HOOK_FAILURE_REASONS],
+    /// Proxy answers received but unreadable.
+    pub unreadable: u64,
     pub connects: u64,
     pub connections: u64,
     pub in_flight: u64,
@@ -86,6 +95,11 @@ impl HookMetrics {
         self.overloaded.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// One more proxy answer that could not be read; any thread.
+    pub fn count_unreadable(&self) {
+        self.unreadable.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn snapshot(&self) -> HookSnapshot {
         let mut latency = HistogramSnapshot::default();
         self.latency.add_to(&mut latency);
@@ -96,6 +110,7 @@ impl HookMetrics {
             responses: self.responses.get(),
             non_2xx: self.non_2xx.get(),
             failures,
+            unreadable: self.unreadable.load(Ordering::Relaxed),
             connects: self.connects.get(),
             connections: self.connections.get(),
             in_flight: self.in_flight.get(),

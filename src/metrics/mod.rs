@@ -486,6 +486,8 @@ pub struct Snapshot {
     pub busiest: Vec<BusyRoom>,
     /// Only in cluster mode (`--redis`).
     pub redis: Option<RedisSnapshot>,
+    /// Only with a hook URL (`--rpc-proxy`, `--publish-proxy`).
+    pub hooks: Option<HookSnapshot>,
 }
 
 /// The codes an upgrade can be refused with (`docs/protocol.md` section 2).

@@ -6,8 +6,9 @@
 
 use std::fmt::Write;
 
+use crate::hooks::HookError;
 use crate::metrics::{
-    API_UNKNOWN_METHOD, ApiMethodSnapshot, HistogramSnapshot, ShardSnapshot, Snapshot,
+    API_UNKNOWN_METHOD, ApiMethodSnapshot, HistogramSnapshot, HookSnapshot, ShardSnapshot, Snapshot,
 };
 
 /// The `Content-Type` of the exposition format.
@@ -249,6 +250,9 @@ pub fn render(snap: &Snapshot, uptime_seconds: f64, version: &str) -> String {
             &redis.command_latency,
         );
     }
+    if let Some(hooks) = &snap.hooks {
+        hook_series(w, hooks);
+    }
     header(
         w,
         "roomcast_uptime_seconds",
@@ -313,6 +317,74 @@ fn code_label(code: u16) -> String {
     } else {
         code.to_string()
     }
+}
+
+/// The hooks client's series (any hook URL given).
+fn hook_series(w: &mut String, hooks: &HookSnapshot) {
+    counter(
+        w,
+        "roomcast_hook_requests_total",
+        "Hook requests the hooks thread took (webhooks and proxies).",
+        hooks.requests,
+    );
+    counter(
+        w,
+        "roomcast_hook_responses_total",
+        "Complete responses from hook backends, whatever their status.",
+        hooks.responses,
+    );
+    counter(
+        w,
+        "roomcast_hook_non_2xx_total",
+        "Complete responses from hook backends with a status outside 2xx.",
+        hooks.non_2xx,
+    );
+    let name = "roomcast_hook_failures_total";
+    header(
+        w,
+        name,
+        "Hook requests that got no response, by reason.",
+        "counter",
+    );
+    for (reason, count) in HookError::REASONS.iter().zip(&hooks.failures) {
+        let _ = writeln!(w, "{name}{{reason=\"{reason}\"}} {count}");
+    }
+    counter(
+        w,
+        "roomcast_hook_unreadable_answers_total",
+        "Proxy answers that were complete but unreadable (non-2xx, not JSON, a bad shape or code).",
+        hooks.unreadable,
+    );
+    counter(
+        w,
+        "roomcast_hook_connects_total",
+        "Connections opened to hook backends.",
+        hooks.connects,
+    );
+    gauge(
+        w,
+        "roomcast_hook_connections",
+        "Connections to hook backends open now, idle ones included.",
+        hooks.connections,
+    );
+    gauge(
+        w,
+        "roomcast_hook_in_flight",
+        "Hook requests on a connection now.",
+        hooks.in_flight,
+    );
+    gauge(
+        w,
+        "roomcast_hook_queued",
+        "Hook requests waiting for a connection now.",
+        hooks.queued,
+    );
+    histogram(
+        w,
+        "roomcast_hook_duration_seconds",
+        "From the hooks thread taking a request to its complete response.",
+        &hooks.latency,
+    );
 }
 
 fn header(w: &mut String, name: &str, help: &str, kind: &str) {

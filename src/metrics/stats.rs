@@ -5,6 +5,7 @@
 //! Integers at the top level (`connections`, `users`, `rooms`,
 //! `uptime_seconds`), as `docs/protocol.md` section 1 asks; groups below.
 
+use crate::hooks::HookError;
 use crate::json::ObjectWriter;
 use crate::metrics::{API_UNKNOWN_METHOD, ApiMethodSnapshot, HistogramSnapshot, Snapshot};
 
@@ -87,6 +88,24 @@ pub fn render(out: &mut Vec<u8>, snap: &Snapshot, about: &About<'_>) {
         w.u64("reconnects", redis.reconnects);
         w.u64("pipeline_depth", redis.in_flight);
         histogram(&mut w, "command_latency", &redis.command_latency);
+        w.close();
+    }
+    if let Some(hooks) = &snap.hooks {
+        w.open("hooks");
+        w.u64("requests", hooks.requests);
+        w.u64("responses", hooks.responses);
+        w.u64("non_2xx", hooks.non_2xx);
+        w.open("failures");
+        for (reason, count) in HookError::REASONS.iter().zip(&hooks.failures) {
+            w.u64(reason, *count);
+        }
+        w.close();
+        w.u64("unreadable", hooks.unreadable);
+        w.u64("connects", hooks.connects);
+        w.u64("connections", hooks.connections);
+        w.u64("in_flight", hooks.in_flight);
+        w.u64("queued", hooks.queued);
+        histogram(&mut w, "latency", &hooks.latency);
         w.close();
     }
     w.raw("config", about.config_json);

@@ -188,6 +188,20 @@ pub fn publish(event: &Event<'_, '_, '_>, sink: &mut dyn Sink) -> Outcome {
     Ok(())
 }
 
+/// `rpc:<method>` (section 13.2): a call the `--rpc-proxy` answers.
+pub fn rpc(event: &Event<'_, '_, '_>, sink: &mut dyn Sink) -> Outcome {
+    let method = event.envelope.event.strip_prefix("rpc:");
+    let (Some(method), true) = (method, event.session.rpc_proxy) else {
+        return Err((ErrorCode::UnknownEvent, "unknown event"));
+    };
+    sink.request(Request::Rpc {
+        method: method.into(),
+        data: event.data_text.unwrap_or(b"null").into(),
+        id: event.id(),
+    });
+    Ok(())
+}
+
 /// The event name a `user:send` or `system:broadcast` may carry: the
 /// grammar, outside the reserved namespaces or inside `allowed_namespace`.
 fn forwarded_event<'v>(

@@ -7,7 +7,7 @@
 pub mod envelope;
 pub mod events;
 pub mod names;
-mod numbers;
+pub(crate) mod numbers;
 pub mod publish;
 pub mod reply;
 pub mod scan;
@@ -33,6 +33,8 @@ pub struct Session<'a> {
     /// For `connection:refresh`.
     pub keys: &'a Keys,
     pub leeway_secs: f64,
+    /// Whether `--rpc-proxy` is given: without it `rpc:*` is unknown.
+    pub rpc_proxy: bool,
 }
 
 /// What `room:join` asks to get back.
@@ -94,6 +96,13 @@ pub enum Request {
         call: Box<crate::api::Call>,
         from: Arc<str>,
     },
+    /// `rpc:<method>` for the `--rpc-proxy` (section 13.2); `data` is the
+    /// exact text the client sent.
+    Rpc {
+        method: Box<str>,
+        data: Box<[u8]>,
+        id: Option<OwnedId>,
+    },
 }
 
 impl Request {
@@ -102,7 +111,8 @@ impl Request {
     /// with an `id` (its ack). A connection closes only once these are in.
     pub fn awaits_answer(&self) -> bool {
         match self {
-            Request::Join { .. } => true,
+            // Answered even without an id: a failure is an error event.
+            Request::Join { .. } | Request::Rpc { .. } => true,
             Request::Publish { id, .. }
             | Request::UserSend { id, .. }
             | Request::PresenceGet { id, .. }
@@ -206,6 +216,7 @@ fn dispatch(
         "presence:get" => events::presence_get(event, sink),
         "connection:refresh" => events::refresh(event, scratch, sink),
         "system:broadcast" => events::broadcast(event, sink),
+        _ if names::namespace(name) == "rpc" => events::rpc(event, sink),
         _ if names::is_reserved(name) => Err((ErrorCode::UnknownEvent, "unknown event")),
         _ => events::publish(event, sink),
     }
@@ -266,6 +277,7 @@ mod tests {
             config,
             keys: &keys,
             leeway_secs: 0.0,
+            rpc_proxy: false,
         };
         let mut collected = Collected::default();
         let mut payload = text.as_bytes().to_vec();

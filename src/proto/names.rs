@@ -5,8 +5,10 @@
 
 use crate::codes::limits::{MAX_EVENT_LEN, MAX_ROOM_LEN};
 
-/// Namespaces whose events the server handles itself.
-pub const RESERVED_NAMESPACES: [&str; 5] = ["room", "user", "presence", "connection", "system"];
+/// Namespaces whose events the server handles itself (`rpc` from v1.2:
+/// the `--rpc-proxy` calls).
+pub const RESERVED_NAMESPACES: [&str; 6] =
+    ["room", "user", "presence", "connection", "system", "rpc"];
 /// Bare event names the server reserves.
 pub const RESERVED_BARE_NAMES: [&str; 4] = ["ack", "error", "ping", "pong"];
 

@@ -49,10 +49,12 @@ fn write_id(out: &mut Vec<u8>, id: Id<'_>) {
     }
 }
 
-fn write_error_object(out: &mut Vec<u8>, code: ErrorCode, message: &str) {
-    out.extend_from_slice(b"{\"code\":\"");
-    out.extend_from_slice(code.as_str().as_bytes());
-    out.extend_from_slice(b"\",\"message\":");
+/// `code` is one of section 4 or, from a backend's answer (section 13.2),
+/// the application's own, already checked to be `[A-Z][A-Z0-9_]{0,31}`.
+fn write_error_object(out: &mut Vec<u8>, code: &str, message: &str) {
+    out.extend_from_slice(b"{\"code\":");
+    json::write_str(out, code);
+    out.extend_from_slice(b",\"message\":");
     json::write_str(out, message);
     out.push(b'}');
 }
@@ -68,6 +70,10 @@ pub fn ack_ok(out: &mut Vec<u8>, id: Id<'_>, data: &[u8]) {
 
 /// `{"event":"ack","id":…,"success":false,"error":{"code","message"}}`.
 pub fn ack_err(out: &mut Vec<u8>, id: Id<'_>, code: ErrorCode, message: &str) {
+    ack_err_code(out, id, code.as_str(), message);
+}
+
+fn ack_err_code(out: &mut Vec<u8>, id: Id<'_>, code: &str, message: &str) {
     out.extend_from_slice(b"{\"event\":\"ack\",\"id\":");
     write_id(out, id);
     out.extend_from_slice(b",\"success\":false,\"error\":");
@@ -77,6 +83,10 @@ pub fn ack_err(out: &mut Vec<u8>, id: Id<'_>, code: ErrorCode, message: &str) {
 
 /// `{"event":"error","data":{"code","message"}}`.
 pub fn error_event(out: &mut Vec<u8>, code: ErrorCode, message: &str) {
+    error_event_code(out, code.as_str(), message);
+}
+
+fn error_event_code(out: &mut Vec<u8>, code: &str, message: &str) {
     out.extend_from_slice(b"{\"event\":\"error\",\"data\":");
     write_error_object(out, code, message);
     out.push(b'}');
@@ -84,9 +94,14 @@ pub fn error_event(out: &mut Vec<u8>, code: ErrorCode, message: &str) {
 
 /// A failure answered as an ack when the message had a valid id, else as an error event.
 pub fn failure(out: &mut Vec<u8>, id: Option<Id<'_>>, code: ErrorCode, message: &str) {
+    failure_code(out, id, code.as_str(), message);
+}
+
+/// `failure` with a code given as text: a backend's (section 13.2).
+pub fn failure_code(out: &mut Vec<u8>, id: Option<Id<'_>>, code: &str, message: &str) {
     match id {
-        Some(id) => ack_err(out, id, code, message),
-        None => error_event(out, code, message),
+        Some(id) => ack_err_code(out, id, code, message),
+        None => error_event_code(out, code, message),
     }
 }
 
@@ -133,8 +148,13 @@ pub fn ack_text(id: &OwnedId, data: &[u8]) -> Vec<u8> {
 
 /// `failure` as a text of its own.
 pub fn failure_text(id: Option<&OwnedId>, code: ErrorCode, message: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(96);
-    failure(&mut out, id.map(OwnedId::as_id), code, message);
+    failure_code_text(id, code.as_str(), message)
+}
+
+/// `failure_code` as a text of its own.
+pub fn failure_code_text(id: Option<&OwnedId>, code: &str, message: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(96 + message.len());
+    failure_code(&mut out, id.map(OwnedId::as_id), code, message);
     out
 }
 

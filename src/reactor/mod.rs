@@ -2,7 +2,9 @@
 //!
 //! `Server::bind` opens the listener(s) and starts one shard thread per
 //! `--shards` (see `shard`), plus, in hand-off mode, an acceptor thread
-//! (see `accept`) and, in cluster mode, the Redis bridge (see `bridge`).
+//! (see `accept`), in cluster mode, the Redis bridge (see `bridge`), and,
+//! with any hook URL, the hooks client (`crate::hooks`, its shard side in
+//! `hooks`).
 //! Each shard runs its connections' state machines (`conn`) and its room
 //! router (`rooms::Router`), and carries out what they return: bytes to
 //! sockets, bus batches to other shards, requests to the bridge. `Server::run` waits for SIGTERM/SIGINT and runs the
@@ -25,6 +27,7 @@ pub mod admission;
 pub mod bridge;
 mod buckets;
 mod entry;
+pub mod hooks;
 mod lifecycle;
 mod outlet;
 mod pre_request;
@@ -46,11 +49,13 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::config::{AcceptMode, Config, ListenConfig};
+use crate::hooks::HookHandle;
 use crate::redis::requests::{DirectMessage, RoomEvent, Unavailable};
 use crate::redis::{History, Presence, Sequenced};
 use crate::rooms::cluster::{BridgeAnswer, FromBridge};
 use crate::{log_info, log_warn};
 use bridge::{BridgeConfig, BridgeHandle, BridgeRequest, BridgeSink};
+use hooks::HookAnswer;
 use shard::{Channels, Command, Handle, Listeners, Shard};
 
 /// A running server.
@@ -61,6 +66,8 @@ pub struct Server {
     shards: Vec<Handle>,
     /// Cluster mode: the Redis bridge, stopped after the shards.
     bridge: Option<BridgeHandle<BridgeAnswer>>,
+    /// Any hook URL given: the hooks client, stopped after the shards.
+    hooks: Option<HookHandle<HookAnswer>>,
     threads: Vec<JoinHandle<()>>,
     acceptor_stop: Option<Arc<Waker>>,
     drained: Receiver<usize>,
@@ -89,6 +96,7 @@ impl Server {
         let mut threads = Vec::new();
         let (shards, parts) = shard_channels(shared.config.listen.shards)?;
         let bridge = start_bridge(&shared, &shards)?;
+        let hooks = start_hooks(&shared, &shards)?;
         for (index, (poll, rx)) in parts.into_iter().enumerate() {
             let own_listeners = Listeners {
                 public: match mode {
@@ -102,6 +110,7 @@ impl Server {
                 drained: drained_tx.clone(),
                 peers: shards.clone(),
                 bridge: bridge.as_ref().map(|(handle, _)| handle.clone()),
+                hooks: hooks.as_ref().map(|(handle, _)| handle.clone()),
             };
             let shard = Shard::new(index, poll, own_listeners, shared.clone(), channels)?;
             threads.push(
@@ -127,12 +136,17 @@ impl Server {
             threads.push(thread);
             handle
         });
+        let hooks = hooks.map(|(handle, thread)| {
+            threads.push(thread);
+            handle
+        });
         Ok(Self {
             addr,
             metrics_addr,
             shared,
             shards,
             bridge,
+            hooks,
             threads,
             acceptor_stop,
             drained,
@@ -243,6 +257,9 @@ impl Server {
         if let Some(bridge) = &self.bridge {
             bridge.send(BridgeRequest::Stop);
         }
+        if let Some(hooks) = &self.hooks {
+            hooks.stop();
+        }
         for thread in self.threads {
             let _ = thread.join();
         }
@@ -285,6 +302,24 @@ fn start_bridge(
         shared: shared.clone(),
     };
     bridge::start(config, sink, metrics.clone()).map(Some)
+}
+
+/// Any hook URL given: starts the hooks client, whose sink reaches every
+/// shard. The JWT secrets are final by now (a generated one included), so
+/// the default signing key is known.
+fn start_hooks(
+    shared: &Arc<Shared>,
+    shards: &[Handle],
+) -> io::Result<Option<(HookHandle<HookAnswer>, JoinHandle<()>)>> {
+    let Some(metrics) = &shared.hooks else {
+        return Ok(None);
+    };
+    let config = hooks::client_config(&shared.config)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let sink = hooks::ShardHookSink {
+        shards: shards.to_vec(),
+    };
+    crate::hooks::client::start(config, sink, metrics.clone()).map(Some)
 }
 
 /// The public listeners: one in hand-off mode, one per shard otherwise.

@@ -85,17 +85,7 @@ impl Outlet for ShardOutlet<'_> {
     }
 
     fn answer(&mut self, conn: ConnRef, text: Option<&[u8]>, now: Instant) {
-        let Some(entry) = live(self.conns, conn) else {
-            return;
-        };
-        if let Some(text) = text {
-            write_through(entry, self.metrics, text.len(), self.config);
-            if entry.conn.send_text(text, now, self.config, self.codec) {
-                self.metrics.messages_out.inc();
-            }
-        }
-        entry.conn.on_answer(now, self.config);
-        mark(entry, self.dirty, conn.key);
+        self.reply(conn, text, true, now);
     }
 
     fn settle_join(&mut self, conn: ConnRef, room: &str, accepted: bool) -> bool {
@@ -279,6 +269,33 @@ impl Tally {
 }
 
 /// The entry of `conn` if it is still the same connection.
+impl ShardOutlet<'_> {
+    /// Queues `text` (if any) for `conn`; `awaited`: it ends one of the
+    /// answers the connection waits for before it may close (an error
+    /// event for a request without an id ends none).
+    pub(super) fn reply(
+        &mut self,
+        conn: ConnRef,
+        text: Option<&[u8]>,
+        awaited: bool,
+        now: Instant,
+    ) {
+        let Some(entry) = live(self.conns, conn) else {
+            return;
+        };
+        if let Some(text) = text {
+            write_through(entry, self.metrics, text.len(), self.config);
+            if entry.conn.send_text(text, now, self.config, self.codec) {
+                self.metrics.messages_out.inc();
+            }
+        }
+        if awaited {
+            entry.conn.on_answer(now, self.config);
+        }
+        mark(entry, self.dirty, conn.key);
+    }
+}
+
 fn live(conns: &mut Slab<Entry>, conn: ConnRef) -> Option<&mut Entry> {
     conns.get_mut(conn.key).filter(|e| e.conn.id() == conn.id)
 }

@@ -43,10 +43,12 @@ use crate::conn::compression::Codec;
 use crate::conn::id;
 use crate::conn::report::Report;
 use crate::conn::{AbortReason, Admission, ConnRef, Connection, Context, Port, Tick, pool};
+use crate::hooks::{HookError, HookHandle, HookResponse};
 use crate::proto::Request;
 use crate::proto::envelope::Parser;
 use crate::reactor::bridge::{BridgeHandle, BridgeRequest};
 use crate::reactor::entry::{Entry, mark, write_pending, write_through};
+use crate::reactor::hooks::{HookAnswer, Proxies};
 use crate::reactor::lifecycle::{self, Ending};
 use crate::reactor::outlet::ShardOutlet;
 use crate::reactor::pre_request::{self, PreRequest};
@@ -54,10 +56,12 @@ use crate::reactor::shared::Shared;
 use crate::reactor::transport::Transport;
 use crate::rooms::bus::BusMsg;
 use crate::rooms::cluster::{BridgeAnswer, ClusterSide, FromBridge};
-use crate::rooms::{Asker, Router, RouterConfig, Time};
+use crate::rooms::{Router, RouterConfig, Time};
 use crate::sys::unix_ms;
 use crate::tls::TlsFailure;
 use crate::{log_debug, log_warn, sys};
+
+mod proxied;
 
 /// The token of the shard's waker.
 pub const WAKER: Token = Token(usize::MAX);
@@ -85,6 +89,8 @@ pub enum Command {
     Bus { from: usize, messages: Vec<BusMsg> },
     /// From the Redis bridge (cluster mode).
     Bridge(FromBridge),
+    /// A backend's answer to a proxy request, or why there is none.
+    Hook(HookAnswer, Result<HookResponse, HookError>),
 }
 
 /// The listeners a shard accepts on.
@@ -106,6 +112,8 @@ pub struct Channels {
     pub peers: Vec<Handle>,
     /// Cluster mode: the Redis bridge.
     pub bridge: Option<BridgeHandle<BridgeAnswer>>,
+    /// Any hook URL given: the hooks client.
+    pub hooks: Option<HookHandle<HookAnswer>>,
 }
 
 /// How other threads reach a shard.
@@ -175,6 +183,8 @@ pub struct Shard {
     /// The router's requests for the bridge on their way to it; empty
     /// between turns, its allocation kept.
     bridge_out: Vec<BridgeRequest<BridgeAnswer>>,
+    /// Any proxy URL given: the requests that go to backends.
+    proxies: Option<Proxies>,
 }
 
 impl Shard {
@@ -196,7 +206,14 @@ impl Shard {
             drained,
             peers,
             bridge,
+            hooks,
         } = channels;
+        let proxies = match (hooks, &shared.hooks) {
+            (Some(handle), Some(metrics)) => {
+                Some(Proxies::new(handle, &shared.config.hooks, metrics.clone()))
+            }
+            _ => None,
+        };
         let pre_request = PreRequest::new(pre_request::limit_per_shard(
             shared.config.limits.max_connections,
             shared.config.listen.shards,
@@ -243,6 +260,7 @@ impl Shard {
             pre_request,
             bridge,
             bridge_out: Vec::new(),
+            proxies,
         })
     }
 
@@ -374,6 +392,7 @@ impl Shard {
                 Command::Adopt(stream, peer) => self.handed_over.push_back((stream, peer)),
                 Command::Drain => self.begin_drain(),
                 Command::Stop => return false,
+                Command::Hook(answer, outcome) => self.on_hook(answer, outcome),
                 Command::Bridge(message) => {
                     let time = self.time();
                     let (router, mut out) = self.split();
@@ -609,18 +628,7 @@ impl Shard {
             self.shared.registry.user_connected(user);
         }
         if !self.requests.is_empty() {
-            let asker = Asker {
-                conn: ConnRef {
-                    shard: self.index,
-                    key,
-                    id: entry.conn.id(),
-                },
-                user: entry.conn.user_id(),
-                name: entry.conn.user_name(),
-            };
-            for request in self.requests.drain(..) {
-                self.router.on_request(asker, request, now);
-            }
+            self.route_requests(key, now);
         }
     }
 
@@ -915,6 +923,9 @@ impl Shard {
             return;
         };
         let _ = self.poll.registry().deregister(entry.io.socket());
+        if let Some(proxies) = self.proxies.as_mut() {
+            proxies.forget(key);
+        }
         self.count_tls_failure(&entry, ending);
         if entry.pre_request {
             let waiting = self.pre_request.left();

@@ -1,6 +1,7 @@
 //! What every shard of the process shares: the configuration and keys,
 //! the admission registry, each shard's counters, the counts of the bus's
-//! flow control, and the cluster's live nodes. Read-only but for atomics
+//! flow control, the cluster's live nodes, and what the Redis bridge and
+//! the hooks client count. Read-only but for atomics
 //! and the live nodes' lock, which only the Redis bridge writes and only
 //! the Server API reads; nothing per message.
 
@@ -15,7 +16,7 @@ use crate::auth::Keys;
 use crate::config::Config;
 use crate::conn::Observe;
 use crate::conn::id::Issuer;
-use crate::metrics::{RedisMetrics, ShardMetrics, Snapshot};
+use crate::metrics::{HookMetrics, RedisMetrics, ShardMetrics, Snapshot};
 use crate::reactor::admission::Registry;
 
 /// State every shard reads; mutated only through the admission counters,
@@ -43,6 +44,8 @@ pub struct Shared {
     pub handoff_pending: Arc<AtomicUsize>,
     /// Cluster mode: what the Redis bridge counts.
     pub redis: Option<Arc<RedisMetrics>>,
+    /// Any hook URL given: what the hooks client counts.
+    pub hooks: Option<Arc<HookMetrics>>,
     /// `--tls-cert`: the public port speaks TLS.
     pub tls: Option<crate::tls::Acceptor>,
     /// Cluster mode: the nodes the Server API waits for (`live_nodes`).
@@ -84,6 +87,7 @@ impl Shared {
             boot: crate::auth::random_u64() as u32,
             started: Instant::now(),
             redis: config.cluster.is_some().then(Arc::default),
+            hooks: config.hooks.any_url().then(Arc::default),
             handoff_pending: Arc::default(),
             tls,
             live_nodes: RwLock::new(config.node_id().map(Box::from).into_iter().collect()),
@@ -120,6 +124,7 @@ impl Observe for Shared {
             self.registry.users() as u64,
         );
         snapshot.redis = self.redis.as_ref().map(|r| r.snapshot());
+        snapshot.hooks = self.hooks.as_ref().map(|h| h.snapshot());
         snapshot
     }
 

@@ -247,7 +247,11 @@ impl Router {
                 self.send_to_users(conn, &user, Some(to), text, id)
             }
             Request::Broadcast { text, id } => self.send_to_users(conn, &user, None, text, id),
-            Request::Refresh { .. } | Request::HttpPublish { .. } | Request::Api { .. } => {}
+            // The shard hands calls to the rpc proxy; none reaches here.
+            Request::Refresh { .. }
+            | Request::HttpPublish { .. }
+            | Request::Api { .. }
+            | Request::Rpc { .. } => {}
         }
     }
 

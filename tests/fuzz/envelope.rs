@@ -59,6 +59,7 @@ fn handle(input: &[u8], parser: &mut Parser) -> Collect {
         config: &config,
         keys: &keys,
         leeway_secs: 0.0,
+        rpc_proxy: true,
     };
     let mut payload = input.to_vec();
     let mut collect = Collect::default();

@@ -130,6 +130,9 @@ mod tests {
             secret: None,
             concurrency: 4,
             ca: ca.map(Into::into),
+            rpc_proxy: None,
+            publish_proxy: None,
+            publish_proxy_rooms: Vec::new(),
         }
     }
 
