@@ -4,16 +4,19 @@
 //! for the `HookHandle` it sends through: the shard carries out the
 //! decisions (`shard::proxied`).
 //!
-//! Order: a connection's room requests (joins, leaves, room events,
-//! `presence:get`) sent while one of its room events waits for the
-//! publish proxy are held here, per connection, and handed back in order
-//! once the decision is in. They are held on the connection's shard, not
-//! at the room's owner, because the order to keep is the connection's
-//! across rooms (a `room:leave` behind a message to that room must not
-//! overtake it) and only the connection's shard sees all of them; holding
-//! them in the router's owners would stall every other connection's
-//! events to the same room behind one backend call. `user:send`,
-//! broadcasts and rpc calls are not room events and are not held.
+//! Order: from a connection's first room event at the publish proxy until
+//! its line is empty again, its room requests (joins, leaves, room events,
+//! `presence:get`) wait in a line of its own here, and are carried out
+//! from the front as far as every earlier one is decided. Decisions are
+//! asked for at once, side by side (up to `--hook-concurrency` per URL),
+//! so a connection's rate is not one backend round trip per message; the
+//! line only puts the answers back in order. The line is on the
+//! connection's shard, not at the room's owner, because the order to keep
+//! is the connection's across rooms (a `room:leave` behind a message to
+//! that room must not overtake it) and only its shard sees all of them;
+//! holding them at the owners would stall every other connection's events
+//! to the same room behind one backend call. `user:send`, broadcasts and
+//! rpc calls are not room events and do not wait.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -44,9 +47,9 @@ pub struct HookAnswer {
 pub enum Asked {
     /// `rpc:<method>`: its ack.
     Rpc { id: Option<OwnedId> },
-    /// A room event (`Request::Publish`) of `user`, published or refused
-    /// by the answer.
-    Publish { request: Request, user: Arc<str> },
+    /// A room event, the `ticket`-th the connection sent to the publish
+    /// proxy; the request itself waits in the connection's line.
+    Publish { ticket: u64 },
 }
 
 /// The hooks client's sink: every answer goes to the shard of the
@@ -114,28 +117,41 @@ pub struct Sender<'a> {
 pub enum Routed {
     /// To the rooms, as usual.
     Router(Request),
-    /// Sent to a backend, or held behind a pending decision.
+    /// Sent to a backend, or in line behind a pending decision.
     Taken,
-    /// Refused at once (`UNAVAILABLE`: the backend's queue is full);
-    /// `awaited`: the connection counts an answer for it.
-    Failed { text: Vec<u8>, awaited: bool },
+    /// Refused at once (`UNAVAILABLE`: the backend's queue is full); it
+    /// ends one of the answers the connection waits for.
+    Failed(Vec<u8>),
 }
 
-/// What an answer decides.
-pub enum Decision {
-    /// Write `text` (if any) to the connection; `awaited`: it ends one of
-    /// the answers the connection waits for.
-    Answer {
-        conn: ConnRef,
+/// What is carried out for a connection, in the order it sent them.
+pub enum Step {
+    /// To the rooms (a room event, its data maybe replaced by the proxy).
+    Route(Request),
+    /// `text` (if any) to the connection; `awaited`: it ends one of the
+    /// answers the connection waits for.
+    Reply {
         text: Option<Vec<u8>>,
         awaited: bool,
     },
-    /// Publish this room event (its data maybe replaced) as `user`'s.
-    Publish {
-        conn: ConnRef,
-        request: Request,
-        user: Arc<str>,
-    },
+}
+
+/// One place in a connection's line.
+enum Slot {
+    /// At the publish proxy, to come back with `ticket`.
+    Asked { ticket: u64, request: Request },
+    /// Decided, or never asked (a join, a leave, a room no proxy decides).
+    Ready(Step),
+}
+
+/// A connection's room requests from its first one at the publish proxy
+/// on: its decisions are asked for at once, side by side, and carried out
+/// in the order the connection sent them.
+struct Line {
+    /// The connection's id: a slab key is reused.
+    id: u64,
+    next_ticket: u64,
+    slots: VecDeque<Slot>,
 }
 
 /// One shard's proxies.
@@ -145,9 +161,8 @@ pub struct Proxies {
     timeout: Duration,
     publish_rooms: Vec<String>,
     metrics: Arc<HookMetrics>,
-    /// Connections (by slab key) with a room event at the publish proxy:
-    /// their id and the room requests they sent since, in order.
-    held: HashMap<usize, (u64, VecDeque<Request>)>,
+    /// Connections (by slab key) with room events at the publish proxy.
+    lines: HashMap<usize, Line>,
 }
 
 impl Proxies {
@@ -162,96 +177,123 @@ impl Proxies {
             timeout: config.timeout,
             publish_rooms: config.publish_proxy_rooms.clone(),
             metrics,
-            held: HashMap::new(),
+            lines: HashMap::new(),
         }
     }
 
-    /// Where `request` from `sender` goes.
+    /// Where `request` from `sender` goes. A request put in the
+    /// connection's line is carried out by `ready`.
     pub fn route(&mut self, sender: &Sender<'_>, request: Request, now: Instant) -> Routed {
         let conn = sender.conn;
-        if is_room_request(&request)
-            && let Some((id, queue)) = self.held.get_mut(&conn.key)
+        if self
+            .lines
+            .get(&conn.key)
+            .is_some_and(|line| line.id != conn.id)
         {
-            if *id == conn.id {
-                queue.push_back(request);
-                return Routed::Taken;
-            }
-            self.held.remove(&conn.key);
+            self.lines.remove(&conn.key);
         }
         match request {
             Request::Rpc { method, data, id } => {
                 let Some(url_index) = self.urls.rpc else {
-                    return unavailable(id.as_ref(), true);
+                    return Routed::Failed(unavailable_text(id.as_ref()));
                 };
                 let mut body = head(sender);
                 body.extend_from_slice(b",\"method\":");
                 json::write_str(&mut body, &method);
                 finish(&mut body, &data);
-                let asked = Asked::Rpc { id };
-                self.send(url_index, body, conn, asked, now)
+                let answer = HookAnswer {
+                    conn,
+                    asked: Asked::Rpc { id },
+                };
+                match self.send(url_index, body, answer, now) {
+                    Ok(()) => Routed::Taken,
+                    Err(answer) => match answer.asked {
+                        Asked::Rpc { id } => Routed::Failed(unavailable_text(id.as_ref())),
+                        Asked::Publish { .. } => Routed::Taken,
+                    },
+                }
             }
             Request::Publish {
                 ref room,
                 ref event,
                 ref data,
-                ref id,
                 ..
             } if self.urls.publish.is_some() && matches_any(&self.publish_rooms, room) => {
-                let awaited = id.is_some();
                 let mut body = head(sender);
                 body.extend_from_slice(b",\"room\":");
                 json::write_str(&mut body, room);
                 body.extend_from_slice(b",\"event\":");
                 json::write_str(&mut body, event);
                 finish(&mut body, data);
-                let asked = Asked::Publish {
-                    request,
-                    user: sender.user.clone(),
+                let line = self.lines.entry(conn.key).or_insert(Line {
+                    id: conn.id,
+                    next_ticket: 0,
+                    slots: VecDeque::new(),
+                });
+                let ticket = line.next_ticket;
+                line.next_ticket += 1;
+                let answer = HookAnswer {
+                    conn,
+                    asked: Asked::Publish { ticket },
                 };
                 let url_index = self.urls.publish.unwrap_or_default();
-                let routed = self.send(url_index, body, conn, asked, now);
-                match routed {
-                    Routed::Taken => {
-                        self.held.insert(conn.key, (conn.id, VecDeque::new()));
-                        Routed::Taken
+                let slot = match self.send(url_index, body, answer, now) {
+                    Ok(()) => Slot::Asked { ticket, request },
+                    Err(_) => {
+                        Slot::Ready(refusal(&request, unavailable_text(request_id(&request))))
                     }
-                    Routed::Failed { text, .. } => Routed::Failed { text, awaited },
-                    other => other,
-                }
+                };
+                self.line(conn).push_back(slot);
+                Routed::Taken
+            }
+            request if is_room_request(&request) && self.lines.contains_key(&conn.key) => {
+                self.line(conn).push_back(Slot::Ready(Step::Route(request)));
+                Routed::Taken
             }
             other => Routed::Router(other),
         }
     }
 
+    fn line(&mut self, conn: ConnRef) -> &mut VecDeque<Slot> {
+        &mut self
+            .lines
+            .entry(conn.key)
+            .or_insert(Line {
+                id: conn.id,
+                next_ticket: 0,
+                slots: VecDeque::new(),
+            })
+            .slots
+    }
+
+    /// Hands a request to the hooks client; gives its answer back when the
+    /// client refuses it at once (`UNAVAILABLE` for the caller).
     fn send(
         &self,
         url_index: usize,
         body: Vec<u8>,
-        conn: ConnRef,
-        asked: Asked,
+        answer: HookAnswer,
         now: Instant,
-    ) -> Routed {
+    ) -> Result<(), HookAnswer> {
         let request = HookRequest {
             url_index,
             body,
             deadline: now + self.timeout,
-            answer: HookAnswer { conn, asked },
+            answer,
         };
-        match self.handle.send(request) {
-            Ok(()) => Routed::Taken,
-            Err(refused) => {
-                log_debug!("proxy request refused: {}", refused.error);
-                let id = match &refused.request.answer.asked {
-                    Asked::Rpc { id } => id.as_ref(),
-                    Asked::Publish { request, .. } => request_id(request),
-                };
-                unavailable(id, true)
-            }
-        }
+        self.handle.send(request).map_err(|refused| {
+            log_debug!("proxy request refused: {}", refused.error);
+            refused.request.answer
+        })
     }
 
-    /// What a backend's answer (or its failure) decides.
-    pub fn decide(&self, answer: HookAnswer, outcome: Result<HookResponse, HookError>) -> Decision {
+    /// A backend's answer (or its failure): an rpc's reply, or, for a room
+    /// event, `None`: its decision waits in the line (`ready`).
+    pub fn decide(
+        &mut self,
+        answer: HookAnswer,
+        outcome: Result<HookResponse, HookError>,
+    ) -> Option<Step> {
         let HookAnswer { conn, asked } = answer;
         let read = match outcome {
             Ok(response) => self.read(answer::parse(response.status, &response.body)),
@@ -269,36 +311,46 @@ impl Proxies {
                     }
                     None => Some(unavailable_text(id.as_ref())),
                 };
-                Decision::Answer {
-                    conn,
+                Some(Step::Reply {
                     text,
                     awaited: true,
-                }
+                })
             }
-            Asked::Publish { request, user } => {
-                let id = request_id(&request);
-                let awaited = id.is_some();
-                let refusal = |text| Decision::Answer {
-                    conn,
-                    text: Some(text),
-                    awaited,
+            Asked::Publish { ticket } => {
+                let read = match read {
+                    Some(Answer::Result(result)) => self
+                        .read(answer::publish_data(&result))
+                        .map(|data| Ok(data.map(Box::<[u8]>::from))),
+                    Some(Answer::Error { code, message }) => Some(Err((code, message))),
+                    None => None,
                 };
-                match read {
-                    Some(Answer::Result(result)) => {
-                        match self.read(answer::publish_data(&result)) {
-                            Some(data) => Decision::Publish {
-                                conn,
-                                request: replace_data(request, data),
-                                user,
-                            },
-                            None => refusal(unavailable_text(id)),
-                        }
+                let line = self.lines.get_mut(&conn.key).filter(|l| l.id == conn.id)?;
+                let slot = line
+                    .slots
+                    .iter_mut()
+                    .find(|slot| matches!(slot, Slot::Asked { ticket: t, .. } if *t == ticket))?;
+                let Slot::Asked { request, .. } = std::mem::replace(
+                    slot,
+                    Slot::Ready(Step::Reply {
+                        text: None,
+                        awaited: false,
+                    }),
+                ) else {
+                    return None;
+                };
+                let id = request_id(&request);
+                *slot = Slot::Ready(match read {
+                    Some(Ok(data)) => Step::Route(replace_data(request, data)),
+                    Some(Err((code, message))) => {
+                        let text = reply::failure_code_text(id, &code, &message);
+                        refusal(&request, text)
                     }
-                    Some(Answer::Error { code, message }) => {
-                        refusal(reply::failure_code_text(id, &code, &message))
+                    None => {
+                        let text = unavailable_text(id);
+                        refusal(&request, text)
                     }
-                    None => refusal(unavailable_text(id)),
-                }
+                });
+                None
             }
         }
     }
@@ -312,28 +364,42 @@ impl Proxies {
         .ok()
     }
 
-    /// The room requests `conn` sent behind its decided room event, in
-    /// order, to be routed again (the next room event to the proxy holds
-    /// the rest again).
-    pub fn release(&mut self, conn: ConnRef) -> VecDeque<Request> {
-        match self.held.get(&conn.key) {
-            Some((id, _)) if *id == conn.id => self
-                .held
-                .remove(&conn.key)
-                .map(|(_, queue)| queue)
-                .unwrap_or_default(),
-            _ => VecDeque::new(),
+    /// What `conn` can carry out now, in the order it sent them: the front
+    /// of its line up to the first room event still undecided.
+    pub fn ready(&mut self, conn: ConnRef) -> Vec<Step> {
+        let Some(line) = self.lines.get_mut(&conn.key).filter(|l| l.id == conn.id) else {
+            return Vec::new();
+        };
+        let mut steps = Vec::new();
+        while let Some(Slot::Ready(_)) = line.slots.front() {
+            if let Some(Slot::Ready(step)) = line.slots.pop_front() {
+                steps.push(step);
+            }
         }
+        if line.slots.is_empty() {
+            self.lines.remove(&conn.key);
+        }
+        steps
     }
 
-    /// Connection `key` is gone: what it had held goes with it.
+    /// Connection `key` is gone: its line goes with it (events not yet
+    /// decided are not published: nobody is left to hear their acks).
     pub fn forget(&mut self, key: usize) {
-        self.held.remove(&key);
+        self.lines.remove(&key);
     }
 
     /// Stops the client: what waits is answered `Stopped`.
     pub fn stop(&self) {
         self.handle.stop();
+    }
+}
+
+/// A room event refused with `text`, which ends an awaited answer only if
+/// the event had an id (else it is an error event).
+fn refusal(request: &Request, text: Vec<u8>) -> Step {
+    Step::Reply {
+        text: Some(text),
+        awaited: request_id(request).is_some(),
     }
 }
 
@@ -376,14 +442,7 @@ fn unavailable_text(id: Option<&OwnedId>) -> Vec<u8> {
     reply::failure_text(id, ErrorCode::Unavailable, "the backend did not decide")
 }
 
-fn unavailable(id: Option<&OwnedId>, awaited: bool) -> Routed {
-    Routed::Failed {
-        text: unavailable_text(id),
-        awaited,
-    }
-}
-
-fn replace_data(request: Request, replacement: Option<&[u8]>) -> Request {
+fn replace_data(request: Request, replacement: Option<Box<[u8]>>) -> Request {
     match (request, replacement) {
         (
             Request::Publish {
@@ -397,7 +456,7 @@ fn replace_data(request: Request, replacement: Option<&[u8]>) -> Request {
         ) => Request::Publish {
             room,
             event,
-            data: data.into(),
+            data,
             echo,
             id,
         },

@@ -42,14 +42,14 @@ impl HookSink for Outcomes {
 
 /// A request as the backend read it.
 #[derive(Debug, Clone)]
-struct Received {
-    request_line: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+pub(crate) struct Received {
+    pub(crate) request_line: String,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Received {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -58,7 +58,7 @@ impl Received {
 
     /// Checks the signature as a backend would: the HMAC-SHA256 of
     /// `<timestamp>.<body>`, and a timestamp close to now.
-    fn assert_signed(&self) {
+    pub(crate) fn assert_signed(&self) {
         let timestamp = self.header("X-Roomcast-Timestamp").expect("timestamp");
         let ms: u64 = timestamp.parse().expect("a number of ms");
         let now = roomcast::sys::unix_ms();
@@ -77,7 +77,7 @@ impl Received {
 }
 
 /// Reads one request; `None` at the end of the connection.
-fn read_request(conn: &mut impl BufRead) -> Option<Received> {
+pub(crate) fn read_request(conn: &mut impl BufRead) -> Option<Received> {
     let mut line = String::new();
     if conn.read_line(&mut line).ok()? == 0 {
         return None;
@@ -107,7 +107,7 @@ fn read_request(conn: &mut impl BufRead) -> Option<Received> {
 
 /// What a backend shares with the test.
 #[derive(Default)]
-struct Seen {
+pub(crate) struct Seen {
     /// Connections accepted.
     accepted: AtomicUsize,
     /// Requests read, in order.
@@ -118,28 +118,28 @@ struct Seen {
 }
 
 impl Seen {
-    fn record(&self, request: Received) {
+    pub(crate) fn record(&self, request: Received) {
         self.requests.lock().unwrap().push(request);
     }
 
-    fn requests(&self) -> Vec<Received> {
+    pub(crate) fn requests(&self) -> Vec<Received> {
         self.requests.lock().unwrap().clone()
     }
 
-    fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.requests.lock().unwrap().len()
     }
 }
 
 /// A backend: each accepted connection is served by `serve` on a thread
 /// of its own, with the number of the connection (from 0).
-struct Backend {
-    addr: SocketAddr,
-    seen: Arc<Seen>,
+pub(crate) struct Backend {
+    pub(crate) addr: SocketAddr,
+    pub(crate) seen: Arc<Seen>,
 }
 
 impl Backend {
-    fn start<F>(serve: F) -> Backend
+    pub(crate) fn start<F>(serve: F) -> Backend
     where
         F: Fn(TcpStream, usize, &Seen) + Send + Sync + 'static,
     {
@@ -166,7 +166,7 @@ impl Backend {
         Backend { addr, seen }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 }

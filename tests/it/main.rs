@@ -25,6 +25,7 @@ mod harness;
 mod heartbeat;
 mod history;
 mod hooks_client;
+mod hooks_proxy;
 mod http;
 mod lifecycle_log;
 mod permissions;

@@ -1,16 +1,18 @@
 //! The shard carrying out what the proxies decide (`reactor::hooks`): a
-//! connection's requests go to a backend, wait behind a pending decision,
+//! connection's requests go to a backend, wait in the connection's line,
 //! or go to the router; an answer becomes an ack, a refusal, or a publish
-//! followed by the requests it held.
+//! followed by whatever the connection sent behind it.
 
-use std::collections::VecDeque;
 use std::time::Instant;
+
+use slab::Slab;
 
 use super::Shard;
 use crate::conn::ConnRef;
 use crate::hooks::{HookError, HookResponse};
 use crate::proto::Request;
-use crate::reactor::hooks::{Asked, Decision, HookAnswer, Routed, Sender};
+use crate::reactor::entry::Entry;
+use crate::reactor::hooks::{HookAnswer, Routed, Sender, Step};
 use crate::rooms::Asker;
 
 impl Shard {
@@ -19,31 +21,23 @@ impl Shard {
         let mut requests = std::mem::take(&mut self.requests);
         let id = self.conns.get(key).map(|entry| entry.conn.id());
         if let Some(id) = id {
-            self.route(
-                ConnRef {
-                    shard: self.index,
-                    key,
-                    id,
-                },
-                requests.drain(..),
-                now,
-            );
+            let conn = ConnRef {
+                shard: self.index,
+                key,
+                id,
+            };
+            self.route(conn, requests.drain(..), now);
         }
         requests.clear();
         self.requests = requests;
     }
 
-    /// Routes `conn`'s requests in order: to a proxy, held behind one of
-    /// its room events at the publish proxy, or to the router. Those of a
-    /// connection that is gone are dropped.
+    /// Routes `conn`'s requests in order: to a proxy, into the
+    /// connection's line behind a room event at the publish proxy, or to
+    /// the router.
     fn route(&mut self, conn: ConnRef, requests: impl Iterator<Item = Request>, now: Instant) {
-        let Some(entry) = self.conns.get(conn.key).filter(|e| e.conn.id() == conn.id) else {
+        let Some(asker) = asker(&self.conns, conn) else {
             return;
-        };
-        let asker = Asker {
-            conn,
-            user: entry.conn.user_id(),
-            name: entry.conn.user_name(),
         };
         let (Some(proxies), Some(user)) = (self.proxies.as_mut(), asker.user) else {
             for request in requests {
@@ -62,13 +56,14 @@ impl Shard {
             match proxies.route(&sender, request, now) {
                 Routed::Router(request) => self.router.on_request(asker, request, now),
                 Routed::Taken => {}
-                Routed::Failed { text, awaited } => failed.push((text, awaited)),
+                Routed::Failed(text) => failed.push(text),
             }
         }
         let (_, mut out) = self.split();
-        for (text, awaited) in failed {
-            out.reply(conn, Some(&text), awaited, now);
+        for text in failed {
+            out.reply(conn, Some(&text), true, now);
         }
+        self.carry_out(conn, now);
     }
 
     /// A backend answered (or did not, in time).
@@ -77,42 +72,49 @@ impl Shard {
             return;
         };
         let conn = answer.conn;
-        let publish = matches!(answer.asked, Asked::Publish { .. });
         let now = Instant::now();
         match proxies.decide(answer, outcome) {
-            Decision::Answer {
-                conn,
-                text,
-                awaited,
-            } => {
+            Some(Step::Reply { text, awaited }) => {
                 let (_, mut out) = self.split();
                 out.reply(conn, text.as_deref(), awaited, now);
             }
-            Decision::Publish {
-                conn,
-                request,
-                user,
-            } => {
-                // Published even if the connection has closed since: it
-                // sent the event while open, as a publish read just before
-                // a close is.
-                let asker = Asker {
-                    conn,
-                    user: Some(&user),
-                    name: None,
-                };
-                self.router.on_request(asker, request, now);
-            }
-        }
-        if publish {
-            let held: VecDeque<Request> = self
-                .proxies
-                .as_mut()
-                .map(|proxies| proxies.release(conn))
-                .unwrap_or_default();
-            if !held.is_empty() {
-                self.route(conn, held.into_iter(), now);
-            }
+            Some(Step::Route(_)) => {}
+            None => self.carry_out(conn, now),
         }
     }
+
+    /// Carries out the front of `conn`'s line, as far as it is decided.
+    fn carry_out(&mut self, conn: ConnRef, now: Instant) {
+        let Some(proxies) = self.proxies.as_mut() else {
+            return;
+        };
+        let steps = proxies.ready(conn);
+        if steps.is_empty() {
+            return;
+        }
+        let Some(asker) = asker(&self.conns, conn) else {
+            return;
+        };
+        let mut replies = Vec::new();
+        for step in steps {
+            match step {
+                Step::Route(request) => self.router.on_request(asker, request, now),
+                Step::Reply { text, awaited } => replies.push((text, awaited)),
+            }
+        }
+        let (_, mut out) = self.split();
+        for (text, awaited) in replies {
+            out.reply(conn, text.as_deref(), awaited, now);
+        }
+    }
+}
+
+/// `conn` as the router knows a connection asking, if it is still here.
+fn asker(conns: &Slab<Entry>, conn: ConnRef) -> Option<Asker<'_>> {
+    let entry = conns.get(conn.key).filter(|e| e.conn.id() == conn.id)?;
+    Some(Asker {
+        conn,
+        user: entry.conn.user_id(),
+        name: entry.conn.user_name(),
+    })
 }
