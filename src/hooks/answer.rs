@@ -208,6 +208,19 @@ mod tests {
     }
 
     #[test]
+    fn deep_nesting_is_bounded_not_a_stack_overflow() {
+        let nested = |depth| format!(r#"{{"result":{}{}}}"#, "[".repeat(depth), "]".repeat(depth));
+        match parse(200, nested(100).as_bytes()) {
+            Ok(Answer::Result(result)) => assert_eq!(result.len(), 200),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            parse(200, nested(500_000).as_bytes()),
+            Err(AnswerError::NotJson)
+        );
+    }
+
+    #[test]
     fn a_publish_result_keeps_or_replaces_the_data() {
         assert_eq!(publish_data(b"{}"), Ok(None));
         assert_eq!(

@@ -3,7 +3,7 @@
 //! JWTs, `POST /publish` bodies, Server API bodies and the API's messages
 //! between nodes, `Sec-WebSocket-Extensions` offers, Redis replies, and
 //! what the bridge decodes from them and from Redis' channels, and the
-//! responses of hook backends.
+//! responses of hook backends and the proxies' answers in them.
 //!
 //! Each target replays its corpus (`tests/fuzz/corpus/<target>/`), then
 //! mutates corpus entries and generates structure-aware inputs for
@@ -21,6 +21,7 @@ mod extensions;
 mod hook_response;
 mod http_head;
 mod jwt;
+mod proxy_answer;
 mod publish_body;
 mod redis_replies;
 mod resp;
@@ -74,6 +75,11 @@ fn resp() {
 #[test]
 fn hook_response() {
     engine::run(&hook_response::TARGET);
+}
+
+#[test]
+fn proxy_answer() {
+    engine::run(&proxy_answer::TARGET);
 }
 
 #[test]

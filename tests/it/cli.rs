@@ -346,6 +346,21 @@ const RICH_SETTINGS: &[(&str, &str, &str)] = &[
         "ROOMCAST_HOOK_CA",
         "/etc/roomcast/hooks-ca.pem",
     ),
+    (
+        "--rpc-proxy",
+        "ROOMCAST_RPC_PROXY",
+        "http://backend.internal:8080/rpc?key=k3y",
+    ),
+    (
+        "--publish-proxy",
+        "ROOMCAST_PUBLISH_PROXY",
+        "https://backend.internal/publish",
+    ),
+    (
+        "--publish-proxy-rooms",
+        "ROOMCAST_PUBLISH_PROXY_ROOMS",
+        "chat:*,news",
+    ),
 ];
 
 /// A self-signed `localhost` certificate and its key, written to a
