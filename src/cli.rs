@@ -311,6 +311,17 @@ pub struct HooksArgs {
         default_value = "*"
     )]
     pub publish_proxy_rooms: Vec<String>,
+    /// The backend URL that decides clients' joins (room:join) to matching rooms.
+    #[arg(long, env = "ROOMCAST_SUBSCRIBE_PROXY")]
+    pub subscribe_proxy: Option<HookUrl>,
+    /// Comma-separated patterns of the rooms whose joins go to --subscribe-proxy.
+    #[arg(
+        long,
+        env = "ROOMCAST_SUBSCRIBE_PROXY_ROOMS",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    pub subscribe_proxy_rooms: Vec<String>,
 }
 
 impl From<HooksArgs> for HooksConfig {
@@ -323,6 +334,8 @@ impl From<HooksArgs> for HooksConfig {
             rpc_proxy: args.rpc_proxy,
             publish_proxy: args.publish_proxy,
             publish_proxy_rooms: args.publish_proxy_rooms,
+            subscribe_proxy: args.subscribe_proxy,
+            subscribe_proxy_rooms: args.subscribe_proxy_rooms,
         }
     }
 }

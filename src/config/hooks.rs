@@ -1,7 +1,8 @@
 //! The hooks group (section 13): how long a hook request may take, the
 //! secret requests are signed with, how many may be in flight per URL, and
 //! the authorities an `https://` backend's certificate is checked against.
-//! The proxies' URLs (`--rpc-proxy`, `--publish-proxy` and its rooms) are
+//! The proxies' URLs (`--rpc-proxy`, `--publish-proxy`, `--subscribe-proxy`
+//! and their rooms) are
 //! here too: the server starts one hooks client for all of them, so it
 //! reads them together; webhooks will add theirs.
 
@@ -39,6 +40,10 @@ pub struct HooksConfig {
     pub publish_proxy: Option<HookUrl>,
     /// `--publish-proxy-rooms`: the room patterns whose events it decides.
     pub publish_proxy_rooms: Vec<String>,
+    /// `--subscribe-proxy`: decides clients' joins.
+    pub subscribe_proxy: Option<HookUrl>,
+    /// `--subscribe-proxy-rooms`: the room patterns whose joins it decides.
+    pub subscribe_proxy_rooms: Vec<String>,
 }
 
 impl HooksConfig {
@@ -58,15 +63,18 @@ impl HooksConfig {
 
     /// Whether any hook URL is given: only then is a client started.
     pub fn any_url(&self) -> bool {
-        self.rpc_proxy.is_some() || self.publish_proxy.is_some()
+        self.rpc_proxy.is_some() || self.publish_proxy.is_some() || self.subscribe_proxy.is_some()
     }
 
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
-        if !self.publish_proxy_rooms.iter().all(|p| is_valid_pattern(p)) {
-            return out_of_range(
-                "publish-proxy-rooms",
-                "every pattern must be a room pattern",
-            );
+        let patterns = [
+            ("publish-proxy-rooms", &self.publish_proxy_rooms),
+            ("subscribe-proxy-rooms", &self.subscribe_proxy_rooms),
+        ];
+        for (flag, patterns) in patterns {
+            if !patterns.iter().all(|p| is_valid_pattern(p)) {
+                return out_of_range(flag, "every pattern must be a room pattern");
+            }
         }
         if self.timeout.is_zero() || self.timeout > MAX_HOOK_TIMEOUT {
             return out_of_range("hook-timeout", "must be between 1ms and 60s");
@@ -96,6 +104,7 @@ impl HooksConfig {
         for (key, url) in [
             ("rpc_proxy", &self.rpc_proxy),
             ("publish_proxy", &self.publish_proxy),
+            ("subscribe_proxy", &self.subscribe_proxy),
         ] {
             match url {
                 Some(url) => w.str(key, &url.to_string()),
@@ -103,6 +112,7 @@ impl HooksConfig {
             }
         }
         w.strs("publish_proxy_rooms", &self.publish_proxy_rooms);
+        w.strs("subscribe_proxy_rooms", &self.subscribe_proxy_rooms);
     }
 }
 
@@ -119,6 +129,8 @@ mod tests {
             rpc_proxy: None,
             publish_proxy: None,
             publish_proxy_rooms: vec!["*".into()],
+            subscribe_proxy: None,
+            subscribe_proxy_rooms: vec!["*".into()],
         }
     }
 
@@ -153,6 +165,16 @@ mod tests {
             ..hooks()
         };
         assert!(refusal(none).starts_with("--hook-concurrency"));
+        let spaces = HooksConfig {
+            subscribe_proxy_rooms: vec!["a room".into()],
+            ..hooks()
+        };
+        assert!(refusal(spaces).starts_with("--subscribe-proxy-rooms"));
+        let empty = HooksConfig {
+            publish_proxy_rooms: vec![String::new()],
+            ..hooks()
+        };
+        assert!(refusal(empty).starts_with("--publish-proxy-rooms"));
         assert!(hooks().validate().is_ok());
     }
 
@@ -170,7 +192,7 @@ mod tests {
         let json = String::from_utf8(out).unwrap();
         assert_eq!(
             json,
-            r#"{"hook_timeout_ms":1000,"hook_secret":"<redacted>","hook_concurrency":64,"hook_ca":"/etc/ca.pem","rpc_proxy":null,"publish_proxy":null,"publish_proxy_rooms":["*"]}"#
+            r#"{"hook_timeout_ms":1000,"hook_secret":"<redacted>","hook_concurrency":64,"hook_ca":"/etc/ca.pem","rpc_proxy":null,"publish_proxy":null,"subscribe_proxy":null,"publish_proxy_rooms":["*"],"subscribe_proxy_rooms":["*"]}"#
         );
     }
 }

@@ -319,6 +319,18 @@ impl Connection {
         self.session.as_ref().map_or(&[], |s| &s.rooms)
     }
 
+    /// Whether the connection may publish to `room` now (section 7): a
+    /// `pub` pattern of its token, or membership where members publish.
+    /// For a room event that waited for a proxy's decision on an earlier
+    /// join, which may have been refused meanwhile.
+    pub fn may_publish(&self, room: &str, members_publish: bool) -> bool {
+        self.session.as_ref().is_some_and(|s| {
+            let patterns = s.claims.publish.as_deref().unwrap_or_default();
+            crate::proto::names::matches_any(patterns, room)
+                || (members_publish && s.rooms.iter().any(|r| &**r == room))
+        })
+    }
+
     /// Whether data frames to this connection may be compressed
     /// (permessage-deflate agreed with the server's full window).
     pub fn compresses_out(&self) -> bool {

@@ -125,6 +125,9 @@ pub fn join(event: &Event<'_, '_, '_>, sink: &mut dyn Sink) -> Outcome {
             epoch,
         },
         rejoin,
+        meta: event
+            .data_text
+            .and_then(|data| scan::field_range(data, "meta").map(|r| data[r].into())),
     });
     Ok(())
 }

@@ -53,6 +53,8 @@ pub enum Request {
         id: Option<OwnedId>,
         recovery: JoinRecovery,
         rejoin: bool,
+        /// The exact text of `data.meta`, for the `--subscribe-proxy`.
+        meta: Option<Box<[u8]>>,
     },
     Leave {
         room: Arc<str>,
@@ -428,6 +430,7 @@ mod tests {
                     epoch: Some("e".into())
                 },
                 rejoin: false,
+                meta: None,
             }]
         );
     }

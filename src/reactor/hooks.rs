@@ -1,5 +1,5 @@
-//! The shards' side of the proxies (section 13.2): which requests go to a
-//! backend, the bodies they are sent as, the requests a connection sent
+//! The shards' side of the proxies (section 13.2: rpc, publish and
+//! subscribe): which requests go to a backend, the bodies they are sent as, the requests a connection sent
 //! behind a pending decision, and what each answer decides. Sans-IO but
 //! for the `HookHandle` it sends through: the shard carries out the
 //! decisions (`shard::proxied`).
@@ -47,9 +47,10 @@ pub struct HookAnswer {
 pub enum Asked {
     /// `rpc:<method>`: its ack.
     Rpc { id: Option<OwnedId> },
-    /// A room event, the `ticket`-th the connection sent to the publish
-    /// proxy; the request itself waits in the connection's line.
-    Publish { ticket: u64 },
+    /// A room event for the publish proxy or a join for the subscribe
+    /// proxy, the connection's `ticket`-th; the request itself waits in
+    /// the connection's line.
+    Room { ticket: u64 },
 }
 
 /// The hooks client's sink: every answer goes to the shard of the
@@ -72,6 +73,7 @@ impl HookSink for ShardHookSink {
 pub struct ProxyUrls {
     pub rpc: Option<usize>,
     pub publish: Option<usize>,
+    pub subscribe: Option<usize>,
 }
 
 /// Every hook URL the configuration gives, and where each proxy's is.
@@ -85,7 +87,15 @@ pub fn urls(config: &HooksConfig) -> (Vec<HookUrl>, ProxyUrls) {
     };
     let rpc = add(&config.rpc_proxy);
     let publish = add(&config.publish_proxy);
-    (urls, ProxyUrls { rpc, publish })
+    let subscribe = add(&config.subscribe_proxy);
+    (
+        urls,
+        ProxyUrls {
+            rpc,
+            publish,
+            subscribe,
+        },
+    )
 }
 
 /// Longest proxy answer read, beyond `--max-message-size`: a publish
@@ -134,6 +144,9 @@ pub enum Step {
         text: Option<Vec<u8>>,
         awaited: bool,
     },
+    /// A join the subscribe proxy refused (or could not decide): the
+    /// connection is not in `room` after all, and hears `text`.
+    RefuseJoin { room: Arc<str>, text: Vec<u8> },
 }
 
 /// One place in a connection's line.
@@ -154,14 +167,25 @@ struct Line {
     slots: VecDeque<Slot>,
 }
 
+impl Line {
+    fn new(id: u64) -> Self {
+        Self {
+            id,
+            next_ticket: 0,
+            slots: VecDeque::new(),
+        }
+    }
+}
+
 /// One shard's proxies.
 pub struct Proxies {
     handle: HookHandle<HookAnswer>,
     urls: ProxyUrls,
     timeout: Duration,
     publish_rooms: Vec<String>,
+    subscribe_rooms: Vec<String>,
     metrics: Arc<HookMetrics>,
-    /// Connections (by slab key) with room events at the publish proxy.
+    /// Connections (by slab key) with room requests at a proxy.
     lines: HashMap<usize, Line>,
 }
 
@@ -176,6 +200,7 @@ impl Proxies {
             urls: urls(config).1,
             timeout: config.timeout,
             publish_rooms: config.publish_proxy_rooms.clone(),
+            subscribe_rooms: config.subscribe_proxy_rooms.clone(),
             metrics,
             lines: HashMap::new(),
         }
@@ -197,9 +222,7 @@ impl Proxies {
                 let Some(url_index) = self.urls.rpc else {
                     return Routed::Failed(unavailable_text(id.as_ref()));
                 };
-                let mut body = head(sender);
-                body.extend_from_slice(b",\"method\":");
-                json::write_str(&mut body, &method);
+                let mut body = head(sender, "method", &method);
                 finish(&mut body, &data);
                 let answer = HookAnswer {
                     conn,
@@ -209,7 +232,7 @@ impl Proxies {
                     Ok(()) => Routed::Taken,
                     Err(answer) => match answer.asked {
                         Asked::Rpc { id } => Routed::Failed(unavailable_text(id.as_ref())),
-                        Asked::Publish { .. } => Routed::Taken,
+                        Asked::Room { .. } => Routed::Taken,
                     },
                 }
             }
@@ -218,33 +241,27 @@ impl Proxies {
                 ref event,
                 ref data,
                 ..
-            } if self.urls.publish.is_some() && matches_any(&self.publish_rooms, room) => {
-                let mut body = head(sender);
-                body.extend_from_slice(b",\"room\":");
-                json::write_str(&mut body, room);
+            } if let Some(url_index) = self.urls.publish
+                && matches_any(&self.publish_rooms, room) =>
+            {
+                let mut body = head(sender, "room", room);
                 body.extend_from_slice(b",\"event\":");
                 json::write_str(&mut body, event);
                 finish(&mut body, data);
-                let line = self.lines.entry(conn.key).or_insert(Line {
-                    id: conn.id,
-                    next_ticket: 0,
-                    slots: VecDeque::new(),
-                });
-                let ticket = line.next_ticket;
-                line.next_ticket += 1;
-                let answer = HookAnswer {
-                    conn,
-                    asked: Asked::Publish { ticket },
-                };
-                let url_index = self.urls.publish.unwrap_or_default();
-                let slot = match self.send(url_index, body, answer, now) {
-                    Ok(()) => Slot::Asked { ticket, request },
-                    Err(_) => {
-                        Slot::Ready(refusal(&request, unavailable_text(request_id(&request))))
-                    }
-                };
-                self.line(conn).push_back(slot);
-                Routed::Taken
+                self.ask(url_index, body, conn, request, now)
+            }
+            // A rejoin was decided when the connection first joined.
+            Request::Join {
+                ref room,
+                rejoin: false,
+                ref meta,
+                ..
+            } if let Some(url_index) = self.urls.subscribe
+                && matches_any(&self.subscribe_rooms, room) =>
+            {
+                let mut body = head(sender, "room", room);
+                finish(&mut body, meta.as_deref().unwrap_or(b"null"));
+                self.ask(url_index, body, conn, request, now)
             }
             request if is_room_request(&request) && self.lines.contains_key(&conn.key) => {
                 self.line(conn).push_back(Slot::Ready(Step::Route(request)));
@@ -254,15 +271,42 @@ impl Proxies {
         }
     }
 
+    /// Sends a room request's decision to a proxy and puts the request in
+    /// the connection's line (refused at once, if the client refuses it).
+    fn ask(
+        &mut self,
+        url_index: usize,
+        body: Vec<u8>,
+        conn: ConnRef,
+        request: Request,
+        now: Instant,
+    ) -> Routed {
+        let line = self
+            .lines
+            .entry(conn.key)
+            .or_insert_with(|| Line::new(conn.id));
+        let ticket = line.next_ticket;
+        line.next_ticket += 1;
+        let answer = HookAnswer {
+            conn,
+            asked: Asked::Room { ticket },
+        };
+        let slot = match self.send(url_index, body, answer, now) {
+            Ok(()) => Slot::Asked { ticket, request },
+            Err(_) => {
+                let text = unavailable_text(request_id(&request));
+                Slot::Ready(refusal(request, text))
+            }
+        };
+        self.line(conn).push_back(slot);
+        Routed::Taken
+    }
+
     fn line(&mut self, conn: ConnRef) -> &mut VecDeque<Slot> {
         &mut self
             .lines
             .entry(conn.key)
-            .or_insert(Line {
-                id: conn.id,
-                next_ticket: 0,
-                slots: VecDeque::new(),
-            })
+            .or_insert_with(|| Line::new(conn.id))
             .slots
     }
 
@@ -316,8 +360,10 @@ impl Proxies {
                     awaited: true,
                 })
             }
-            Asked::Publish { ticket } => {
+            Asked::Room { ticket } => {
                 let read = match read {
+                    // Both proxies answer an object: a join's is `{}`, a
+                    // room event's may carry the data to publish instead.
                     Some(Answer::Result(result)) => self
                         .read(answer::publish_data(&result))
                         .map(|data| Ok(data.map(Box::<[u8]>::from))),
@@ -329,26 +375,25 @@ impl Proxies {
                     .slots
                     .iter_mut()
                     .find(|slot| matches!(slot, Slot::Asked { ticket: t, .. } if *t == ticket))?;
-                let Slot::Asked { request, .. } = std::mem::replace(
-                    slot,
-                    Slot::Ready(Step::Reply {
-                        text: None,
-                        awaited: false,
-                    }),
-                ) else {
+                let placeholder = Slot::Ready(Step::Reply {
+                    text: None,
+                    awaited: false,
+                });
+                let Slot::Asked { request, .. } = std::mem::replace(slot, placeholder) else {
                     return None;
                 };
-                let id = request_id(&request);
-                *slot = Slot::Ready(match read {
-                    Some(Ok(data)) => Step::Route(replace_data(request, data)),
-                    Some(Err((code, message))) => {
-                        let text = reply::failure_code_text(id, &code, &message);
-                        refusal(&request, text)
-                    }
-                    None => {
-                        let text = unavailable_text(id);
-                        refusal(&request, text)
-                    }
+                let text = match &read {
+                    Some(Ok(_)) => None,
+                    Some(Err((code, message))) => Some(reply::failure_code_text(
+                        request_id(&request),
+                        code,
+                        message,
+                    )),
+                    None => Some(unavailable_text(request_id(&request))),
+                };
+                *slot = Slot::Ready(match (read, text) {
+                    (Some(Ok(data)), _) => Step::Route(replace_data(request, data)),
+                    (_, text) => refusal(request, text.unwrap_or_default()),
                 });
                 None
             }
@@ -394,12 +439,16 @@ impl Proxies {
     }
 }
 
-/// A room event refused with `text`, which ends an awaited answer only if
-/// the event had an id (else it is an error event).
-fn refusal(request: &Request, text: Vec<u8>) -> Step {
-    Step::Reply {
-        text: Some(text),
-        awaited: request_id(request).is_some(),
+/// A room request refused with `text`: a join is always awaited and the
+/// connection is not in the room after all; a room event's refusal ends
+/// an awaited answer only if it had an id (else it is an error event).
+fn refusal(request: Request, text: Vec<u8>) -> Step {
+    match request {
+        Request::Join { room, .. } => Step::RefuseJoin { room, text },
+        request => Step::Reply {
+            awaited: request_id(&request).is_some(),
+            text: Some(text),
+        },
     }
 }
 
@@ -416,18 +465,23 @@ fn is_room_request(request: &Request) -> bool {
 
 fn request_id(request: &Request) -> Option<&OwnedId> {
     match request {
-        Request::Publish { id, .. } => id.as_ref(),
+        Request::Publish { id, .. } | Request::Join { id, .. } => id.as_ref(),
         _ => None,
     }
 }
 
-/// `{"user":…,"connId":…`: what every proxy body but the connect's starts with.
-fn head(sender: &Sender<'_>) -> Vec<u8> {
+/// `{"user":…,"connId":…,"<field>":<value>`: what every proxy body but
+/// the connect's starts with (`field` names the method or the room).
+fn head(sender: &Sender<'_>, field: &str, value: &str) -> Vec<u8> {
     let mut body = Vec::with_capacity(256);
     body.extend_from_slice(b"{\"user\":");
     json::write_str(&mut body, sender.user);
     body.extend_from_slice(b",\"connId\":");
     json::write_str(&mut body, sender.conn_id);
+    body.push(b',');
+    json::write_str(&mut body, field);
+    body.push(b':');
+    json::write_str(&mut body, value);
     body
 }
 

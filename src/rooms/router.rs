@@ -209,6 +209,7 @@ impl Router {
                 id,
                 recovery,
                 rejoin,
+                meta: _,
             } => {
                 if !rejoin {
                     self.note_join_out(room.clone(), conn);

@@ -361,6 +361,16 @@ const RICH_SETTINGS: &[(&str, &str, &str)] = &[
         "ROOMCAST_PUBLISH_PROXY_ROOMS",
         "chat:*,news",
     ),
+    (
+        "--subscribe-proxy",
+        "ROOMCAST_SUBSCRIBE_PROXY",
+        "http://[::1]:9000/join",
+    ),
+    (
+        "--subscribe-proxy-rooms",
+        "ROOMCAST_SUBSCRIBE_PROXY_ROOMS",
+        "private:*",
+    ),
 ];
 
 /// A self-signed `localhost` certificate and its key, written to a

@@ -415,3 +415,79 @@ fn an_unreadable_hook_ca_exits_2() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--hook-ca: "), "{stderr}");
 }
+
+/// Decides joins by room: invited (after 100 ms), not invited, too slow.
+fn subscribe_backend() -> Backend {
+    backend(|body, _| match field(body, "room") {
+        room if room.starts_with("private:yes") => {
+            Reply::ok(r#"{"result":{}}"#).after(Duration::from_millis(100))
+        }
+        "private:slow" => Reply::ok(r#"{"result":{}}"#).after(Duration::from_secs(3)),
+        _ => Reply::ok(r#"{"error":{"code":"NOT_INVITED","message":"ask for an invite"}}"#),
+    })
+}
+
+#[test]
+fn the_subscribe_proxy_decides_joins_and_events_behind_them_wait() {
+    let backend = subscribe_backend();
+    let url = backend.url("/join");
+    let server = server(&[
+        "--subscribe-proxy",
+        &url,
+        "--subscribe-proxy-rooms",
+        "private:*",
+        "--hook-timeout",
+        "500ms",
+        "--presence-rooms",
+        "none",
+    ]);
+    let mut alice = Client::user(server.addr(), "alice");
+
+    let ack = alice.join_with(r#"{"room":"private:yes","meta":{"invite" : "abc"}}"#);
+    assert_eq!(
+        json_at(ok_data(&ack), &["members"]).and_then(|v| v.as_u64()),
+        Some(1)
+    );
+    let seen = backend.seen.requests();
+    let body = parse_json(std::str::from_utf8(&seen[0].body).unwrap());
+    assert_eq!(field(&body, "user"), "alice");
+    assert_eq!(field(&body, "connId"), alice.conn_id());
+    assert_eq!(field(&body, "room"), "private:yes");
+    assert!(String::from_utf8_lossy(&seen[0].body).ends_with(r#""data":{"invite" : "abc"}}"#));
+
+    let refused = alice.join_with(r#"{"room":"private:no"}"#);
+    assert_eq!(ack_error(&refused), "NOT_INVITED");
+    assert!(String::from_utf8_lossy(&backend.seen.requests()[1].body).ends_with(r#""data":null}"#));
+    let ack = alice.publish("private:no", "chat:msg", "1");
+    assert_eq!(
+        ack_error(&ack),
+        "NOT_IN_ROOM",
+        "a refused join leaves no membership"
+    );
+
+    let slow = alice.join_with(r#"{"room":"private:slow"}"#);
+    assert_eq!(ack_error(&slow), "UNAVAILABLE");
+
+    // A join then a room event sent at once: the event waits for the
+    // join's decision, and is refused with it when the join is.
+    let asked = backend.seen.count();
+    alice.send(r#"{"event":"room:join","data":{"room":"private:no2"},"id":"j"}"#);
+    alice.send(r#"{"event":"chat:msg","room":"private:no2","data":1,"id":"p"}"#);
+    assert_eq!(ack_error(&parse_json(&alice.wait_ack("j"))), "NOT_INVITED");
+    assert_eq!(ack_error(&parse_json(&alice.wait_ack("p"))), "NOT_IN_ROOM");
+    alice.send(r#"{"event":"room:join","data":{"room":"private:yes2"},"id":"j2"}"#);
+    alice.send(r#"{"event":"chat:msg","room":"private:yes2","data":2,"id":"p2"}"#);
+    ok_data(&parse_json(&alice.wait_ack("j2")));
+    assert_eq!(ack_seq(&parse_json(&alice.wait_ack("p2"))), 1);
+    assert_eq!(backend.seen.count(), asked + 2);
+    alice.join("private:yes");
+    assert_eq!(
+        backend.seen.count(),
+        asked + 2,
+        "a rejoin is not asked again"
+    );
+
+    // Rooms outside the patterns join without the backend.
+    alice.join("open");
+    assert_eq!(backend.seen.count(), asked + 2);
+}

@@ -133,6 +133,8 @@ mod tests {
             rpc_proxy: None,
             publish_proxy: None,
             publish_proxy_rooms: Vec::new(),
+            subscribe_proxy: None,
+            subscribe_proxy_rooms: Vec::new(),
         }
     }
 

@@ -8,12 +8,15 @@ use std::time::Instant;
 use slab::Slab;
 
 use super::Shard;
+use crate::codes::ErrorCode;
 use crate::conn::ConnRef;
 use crate::hooks::{HookError, HookResponse};
 use crate::proto::Request;
+use crate::proto::reply;
 use crate::reactor::entry::Entry;
 use crate::reactor::hooks::{HookAnswer, Routed, Sender, Step};
 use crate::rooms::Asker;
+use crate::rooms::outlet::Outlet;
 
 impl Shard {
     /// The requests connection `key` made this turn.
@@ -78,33 +81,50 @@ impl Shard {
                 let (_, mut out) = self.split();
                 out.reply(conn, text.as_deref(), awaited, now);
             }
-            Some(Step::Route(_)) => {}
+            Some(Step::Route(_) | Step::RefuseJoin { .. }) => {}
             None => self.carry_out(conn, now),
         }
     }
 
-    /// Carries out the front of `conn`'s line, as far as it is decided.
+    /// Carries out the front of `conn`'s line, as far as it is decided,
+    /// one step after the other: a refused join leaves the room before a
+    /// room event behind it is checked.
     fn carry_out(&mut self, conn: ConnRef, now: Instant) {
         let Some(proxies) = self.proxies.as_mut() else {
             return;
         };
-        let steps = proxies.ready(conn);
-        if steps.is_empty() {
-            return;
-        }
-        let Some(asker) = asker(&self.conns, conn) else {
-            return;
-        };
-        let mut replies = Vec::new();
-        for step in steps {
+        let members_publish = self.shared.config.rooms.members_publish;
+        for step in proxies.ready(conn) {
             match step {
-                Step::Route(request) => self.router.on_request(asker, request, now),
-                Step::Reply { text, awaited } => replies.push((text, awaited)),
+                Step::Route(request) => {
+                    let Some(asker) = asker(&self.conns, conn) else {
+                        return;
+                    };
+                    // The join it relied on may have been refused since.
+                    if let Request::Publish { room, id, .. } = &request
+                        && !self.conns[conn.key].conn.may_publish(room, members_publish)
+                    {
+                        let text = reply::failure_text(
+                            id.as_ref(),
+                            ErrorCode::NotInRoom,
+                            "join the room before publishing to it",
+                        );
+                        let (_, mut out) = self.split();
+                        out.reply(conn, Some(&text), id.is_some(), now);
+                        continue;
+                    }
+                    self.router.on_request(asker, request, now);
+                }
+                Step::Reply { text, awaited } => {
+                    let (_, mut out) = self.split();
+                    out.reply(conn, text.as_deref(), awaited, now);
+                }
+                Step::RefuseJoin { room, text } => {
+                    let (_, mut out) = self.split();
+                    out.settle_join(conn, &room, false);
+                    out.reply(conn, Some(&text), true, now);
+                }
             }
-        }
-        let (_, mut out) = self.split();
-        for (text, awaited) in replies {
-            out.reply(conn, text.as_deref(), awaited, now);
         }
     }
 }

@@ -150,6 +150,7 @@ fn a_rejoin_redis_could_not_take_keeps_the_membership() {
             id: id(9),
             recovery: JoinRecovery::default(),
             rejoin: true,
+            meta: None,
         },
     );
     answer_joins(&mut s, || Err(Unavailable));

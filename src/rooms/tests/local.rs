@@ -287,6 +287,7 @@ fn a_rejoin_is_answered_without_counting_twice() {
             id: id(2),
             recovery: JoinRecovery::default(),
             rejoin: true,
+            meta: None,
         },
     );
     let got = s.got(alice);

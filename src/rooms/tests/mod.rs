@@ -569,6 +569,7 @@ pub fn join(room: &str, id: Option<OwnedId>) -> Request {
         id,
         recovery: JoinRecovery::default(),
         rejoin: false,
+        meta: None,
     }
 }
 
@@ -578,6 +579,7 @@ pub fn join_with(room: &str, recovery: JoinRecovery) -> Request {
         id: id(1),
         recovery,
         rejoin: false,
+        meta: None,
     }
 }
 
