@@ -143,6 +143,15 @@ impl Server {
         cmd
     }
 
+    /// `serve --bind 127.0.0.1:0 --jwt-secret SECRET` of one process,
+    /// whatever `ROOMCAST_TEST_REDIS` says: for a test that sets the
+    /// environment, or reads one process's counters.
+    pub fn single_command() -> Command {
+        let mut cmd = Server::command();
+        cmd.args(["serve", "--bind", "127.0.0.1:0", "--jwt-secret", SECRET]);
+        cmd
+    }
+
     /// Spawns `cmd` and waits for `roomcast listening on ADDR` on its stdout.
     pub fn spawn(mut cmd: Command) -> Server {
         cmd.stdin(Stdio::null())

@@ -104,16 +104,9 @@ fn max_message_size_flag_moves_the_limit() {
 
 #[test]
 fn max_message_size_is_read_from_the_environment() {
-    let mut cmd = Server::command();
-    cmd.args([
-        "serve",
-        "--bind",
-        "127.0.0.1:0",
-        "--jwt-secret",
-        common::SECRET,
-    ])
-    .env("ROOMCAST_ECHO", "true")
-    .env("ROOMCAST_MAX_MESSAGE_SIZE", "100");
+    let mut cmd = Server::single_command();
+    cmd.env("ROOMCAST_ECHO", "true")
+        .env("ROOMCAST_MAX_MESSAGE_SIZE", "100");
     let server = Server::spawn(cmd);
     let mut ws = RawWs::connect(server.addr(), "/echo", &token("u1"));
     ws.send_frame(true, opcode::TEXT, text_of(100).as_bytes());

@@ -381,14 +381,7 @@ fn joining_a_room_whose_history_expired_starts_a_new_epoch() {
 
 #[test]
 fn history_ttl_from_the_environment_in_milliseconds() {
-    let mut cmd = Server::command();
-    cmd.args([
-        "serve",
-        "--bind",
-        "127.0.0.1:0",
-        "--jwt-secret",
-        common::SECRET,
-    ]);
+    let mut cmd = Server::single_command();
     cmd.env("ROOMCAST_HISTORY", "5");
     cmd.env("ROOMCAST_HISTORY_TTL", "1200ms");
     let server = Server::spawn(cmd);

@@ -113,8 +113,8 @@ pub(crate) struct Seen {
     /// Requests read, in order.
     requests: Mutex<Vec<Received>>,
     /// Requests being answered now, and the most at once.
-    busy: AtomicUsize,
-    most_busy: AtomicUsize,
+    pub(crate) busy: AtomicUsize,
+    pub(crate) most_busy: AtomicUsize,
 }
 
 impl Seen {

@@ -140,14 +140,7 @@ fn default_rooms_default_is_star() {
 
 #[test]
 fn default_rooms_from_the_environment() {
-    let mut cmd = Server::command();
-    cmd.args([
-        "serve",
-        "--bind",
-        "127.0.0.1:0",
-        "--jwt-secret",
-        common::SECRET,
-    ]);
+    let mut cmd = Server::single_command();
     cmd.env("ROOMCAST_DEFAULT_ROOMS", "env-room");
     let server = Server::spawn(cmd);
     check_joins(
@@ -234,14 +227,7 @@ fn members_publish_true_is_the_default_and_explicit() {
 
 #[test]
 fn members_publish_from_the_environment() {
-    let mut cmd = Server::command();
-    cmd.args([
-        "serve",
-        "--bind",
-        "127.0.0.1:0",
-        "--jwt-secret",
-        common::SECRET,
-    ]);
+    let mut cmd = Server::single_command();
     cmd.env("ROOMCAST_MEMBERS_PUBLISH", "false");
     let server = Server::spawn(cmd);
     let mut member = Client::user(server.addr(), "member");
