@@ -37,6 +37,11 @@ use crate::proto::names::matches_any;
 use crate::proto::reply::{self, OwnedId};
 use crate::reactor::shard::{Command, Handle};
 
+/// Most room requests one connection may have in its line: a client that
+/// sends faster than the backend decides is refused past it (`UNAVAILABLE`)
+/// rather than queued without bound (its rate limit may be off).
+pub const MAX_LINE: usize = 256;
+
 /// What a shard waits for from a backend, given back with the answer.
 pub struct HookAnswer {
     pub conn: ConnRef,
@@ -129,9 +134,9 @@ pub enum Routed {
     Router(Request),
     /// Sent to a backend, or in line behind a pending decision.
     Taken,
-    /// Refused at once (`UNAVAILABLE`: the backend's queue is full); it
-    /// ends one of the answers the connection waits for.
-    Failed(Vec<u8>),
+    /// Refused at once (`UNAVAILABLE`: the backend's queue or the
+    /// connection's line is full), to be carried out now.
+    Now(Step),
 }
 
 /// What is carried out for a connection, in the order it sent them.
@@ -220,7 +225,7 @@ impl Proxies {
         match request {
             Request::Rpc { method, data, id } => {
                 let Some(url_index) = self.urls.rpc else {
-                    return Routed::Failed(unavailable_text(id.as_ref()));
+                    return Routed::Now(rpc_unavailable(id.as_ref()));
                 };
                 let mut body = head(sender, "method", &method);
                 finish(&mut body, &data);
@@ -231,7 +236,7 @@ impl Proxies {
                 match self.send(url_index, body, answer, now) {
                     Ok(()) => Routed::Taken,
                     Err(answer) => match answer.asked {
-                        Asked::Rpc { id } => Routed::Failed(unavailable_text(id.as_ref())),
+                        Asked::Rpc { id } => Routed::Now(rpc_unavailable(id.as_ref())),
                         Asked::Room { .. } => Routed::Taken,
                     },
                 }
@@ -285,6 +290,10 @@ impl Proxies {
             .lines
             .entry(conn.key)
             .or_insert_with(|| Line::new(conn.id));
+        if line.slots.len() >= MAX_LINE {
+            let text = unavailable_text(request_id(&request));
+            return Routed::Now(refusal(request, text));
+        }
         let ticket = line.next_ticket;
         line.next_ticket += 1;
         let answer = HookAnswer {
@@ -432,10 +441,13 @@ impl Proxies {
     pub fn forget(&mut self, key: usize) {
         self.lines.remove(&key);
     }
+}
 
-    /// Stops the client: what waits is answered `Stopped`.
-    pub fn stop(&self) {
-        self.handle.stop();
+/// An rpc call that could not be sent.
+fn rpc_unavailable(id: Option<&OwnedId>) -> Step {
+    Step::Reply {
+        text: Some(unavailable_text(id)),
+        awaited: true,
     }
 }
 

@@ -504,3 +504,52 @@ fn the_subscribe_proxy_decides_joins_and_events_behind_them_wait() {
     alice.join("open");
     assert_eq!(backend.seen.count(), asked + 2);
 }
+
+#[test]
+fn a_connection_sending_faster_than_the_backend_decides_is_refused_past_its_line() {
+    let backend = backend(|_, _| Reply::ok(r#"{"result":{}}"#).after(Duration::from_millis(50)));
+    let url = backend.url("/");
+    let server = server(&[
+        "--publish-proxy",
+        &url,
+        "--hook-timeout",
+        "10s",
+        "--presence-rooms",
+        "none",
+    ]);
+    let mut alice = common::rooms::publisher(server.addr(), "alice");
+    alice.join("flood");
+    let sent = 300;
+    // All written before the first decision comes back.
+    for i in 0..sent {
+        alice.send(&format!(
+            r#"{{"event":"msg:n","room":"flood","data":{i},"id":"f{i}"}}"#
+        ));
+    }
+    let mut outcome = std::collections::HashMap::new();
+    while outcome.len() < sent {
+        let ack = parse_json(&alice.recv());
+        if json_str(&ack, &["event"]) == Some("ack") {
+            outcome.insert(json_str(&ack, &["id"]).unwrap().to_owned(), ack);
+        }
+    }
+    let mut last_seq = 0;
+    let mut refused = Vec::new();
+    for i in 0..sent {
+        let ack = &outcome[&format!("f{i}")];
+        if json_at(ack, &["success"]).and_then(|v| v.as_bool()) == Some(true) {
+            let seq = ack_seq(ack);
+            assert!(seq > last_seq, "f{i}: {seq} after {last_seq}");
+            last_seq = seq;
+        } else {
+            assert_eq!(ack_error(ack), "UNAVAILABLE", "f{i}");
+            refused.push(i);
+        }
+    }
+    assert!(!refused.is_empty(), "the line is bounded");
+    assert!(
+        sent - refused.len() >= 256,
+        "a full line's worth is decided: {} refused",
+        refused.len()
+    );
+}

@@ -54,17 +54,16 @@ impl Shard {
             user,
             conn_id: &conn_id,
         };
-        let mut failed = Vec::new();
+        let mut refused = Vec::new();
         for request in requests {
             match proxies.route(&sender, request, now) {
                 Routed::Router(request) => self.router.on_request(asker, request, now),
                 Routed::Taken => {}
-                Routed::Failed(text) => failed.push(text),
+                Routed::Now(step) => refused.push(step),
             }
         }
-        let (_, mut out) = self.split();
-        for text in failed {
-            out.reply(conn, Some(&text), true, now);
+        for step in refused {
+            self.carry_step(conn, step, now);
         }
         self.carry_out(conn, now);
     }
@@ -77,11 +76,7 @@ impl Shard {
         let conn = answer.conn;
         let now = Instant::now();
         match proxies.decide(answer, outcome) {
-            Some(Step::Reply { text, awaited }) => {
-                let (_, mut out) = self.split();
-                out.reply(conn, text.as_deref(), awaited, now);
-            }
-            Some(Step::Route(_) | Step::RefuseJoin { .. }) => {}
+            Some(step) => self.carry_step(conn, step, now),
             None => self.carry_out(conn, now),
         }
     }
@@ -93,37 +88,41 @@ impl Shard {
         let Some(proxies) = self.proxies.as_mut() else {
             return;
         };
-        let members_publish = self.shared.config.rooms.members_publish;
         for step in proxies.ready(conn) {
-            match step {
-                Step::Route(request) => {
-                    let Some(asker) = asker(&self.conns, conn) else {
-                        return;
-                    };
-                    // The join it relied on may have been refused since.
-                    if let Request::Publish { room, id, .. } = &request
-                        && !self.conns[conn.key].conn.may_publish(room, members_publish)
-                    {
-                        let text = reply::failure_text(
-                            id.as_ref(),
-                            ErrorCode::NotInRoom,
-                            "join the room before publishing to it",
-                        );
-                        let (_, mut out) = self.split();
-                        out.reply(conn, Some(&text), id.is_some(), now);
-                        continue;
-                    }
-                    self.router.on_request(asker, request, now);
-                }
-                Step::Reply { text, awaited } => {
+            self.carry_step(conn, step, now);
+        }
+    }
+
+    fn carry_step(&mut self, conn: ConnRef, step: Step, now: Instant) {
+        match step {
+            Step::Route(request) => {
+                let Some(asker) = asker(&self.conns, conn) else {
+                    return;
+                };
+                let members_publish = self.shared.config.rooms.members_publish;
+                // The join it relied on may have been refused since.
+                if let Request::Publish { room, id, .. } = &request
+                    && !self.conns[conn.key].conn.may_publish(room, members_publish)
+                {
+                    let text = reply::failure_text(
+                        id.as_ref(),
+                        ErrorCode::NotInRoom,
+                        "join the room before publishing to it",
+                    );
                     let (_, mut out) = self.split();
-                    out.reply(conn, text.as_deref(), awaited, now);
+                    out.reply(conn, Some(&text), id.is_some(), now);
+                    return;
                 }
-                Step::RefuseJoin { room, text } => {
-                    let (_, mut out) = self.split();
-                    out.settle_join(conn, &room, false);
-                    out.reply(conn, Some(&text), true, now);
-                }
+                self.router.on_request(asker, request, now);
+            }
+            Step::Reply { text, awaited } => {
+                let (_, mut out) = self.split();
+                out.reply(conn, text.as_deref(), awaited, now);
+            }
+            Step::RefuseJoin { room, text } => {
+                let (_, mut out) = self.split();
+                out.settle_join(conn, &room, false);
+                out.reply(conn, Some(&text), true, now);
             }
         }
     }
