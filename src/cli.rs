@@ -322,6 +322,9 @@ pub struct HooksArgs {
         default_value = "*"
     )]
     pub subscribe_proxy_rooms: Vec<String>,
+    /// The backend URL that gives the claims of an upgrade to /ws without a token.
+    #[arg(long, env = "ROOMCAST_CONNECT_PROXY")]
+    pub connect_proxy: Option<HookUrl>,
 }
 
 impl From<HooksArgs> for HooksConfig {
@@ -336,6 +339,7 @@ impl From<HooksArgs> for HooksConfig {
             publish_proxy_rooms: args.publish_proxy_rooms,
             subscribe_proxy: args.subscribe_proxy,
             subscribe_proxy_rooms: args.subscribe_proxy_rooms,
+            connect_proxy: args.connect_proxy,
         }
     }
 }

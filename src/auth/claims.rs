@@ -82,6 +82,17 @@ impl Claims {
     /// Parses a payload into its claims and its time claims. `json` is
     /// parsed in place (simd-json) and left scrambled.
     pub fn from_json(json: &mut [u8]) -> Result<(Self, TimeClaims), ClaimsError> {
+        Self::parse(json, true)
+    }
+
+    /// The claims a connect proxy's backend answered (section 13.2): those
+    /// of a token, but `exp` is optional (without it the connection never
+    /// expires); the time claims are not read.
+    pub fn from_backend(json: &mut [u8]) -> Result<Self, ClaimsError> {
+        Self::parse(json, false).map(|(claims, _)| claims)
+    }
+
+    fn parse(json: &mut [u8], exp_required: bool) -> Result<(Self, TimeClaims), ClaimsError> {
         if nesting_depth_exceeds(json, MAX_JSON_DEPTH) {
             return Err(ClaimsError::NotJson);
         }
@@ -91,7 +102,10 @@ impl Claims {
         };
         let claim = |key: &str| object.get(key);
         let sub = required(claim("sub"), as_sub)?;
-        let exp = required(claim("exp"), as_number)?;
+        let exp = match exp_required {
+            true => required(claim("exp"), as_number)?,
+            false => optional(claim("exp"), as_number)?.unwrap_or(f64::INFINITY),
+        };
         let times = TimeClaims {
             nbf: optional(claim("nbf"), as_number)?,
             iat: optional(claim("iat"), as_number)?,

@@ -2,7 +2,7 @@
 //! secret requests are signed with, how many may be in flight per URL, and
 //! the authorities an `https://` backend's certificate is checked against.
 //! The proxies' URLs (`--rpc-proxy`, `--publish-proxy`, `--subscribe-proxy`
-//! and their rooms) are
+//! and their rooms, `--connect-proxy`) are
 //! here too: the server starts one hooks client for all of them, so it
 //! reads them together; webhooks will add theirs.
 
@@ -44,6 +44,9 @@ pub struct HooksConfig {
     pub subscribe_proxy: Option<HookUrl>,
     /// `--subscribe-proxy-rooms`: the room patterns whose joins it decides.
     pub subscribe_proxy_rooms: Vec<String>,
+    /// `--connect-proxy`: gives the claims of upgrades to `/ws` without a
+    /// token.
+    pub connect_proxy: Option<HookUrl>,
 }
 
 impl HooksConfig {
@@ -63,7 +66,10 @@ impl HooksConfig {
 
     /// Whether any hook URL is given: only then is a client started.
     pub fn any_url(&self) -> bool {
-        self.rpc_proxy.is_some() || self.publish_proxy.is_some() || self.subscribe_proxy.is_some()
+        self.rpc_proxy.is_some()
+            || self.publish_proxy.is_some()
+            || self.subscribe_proxy.is_some()
+            || self.connect_proxy.is_some()
     }
 
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
@@ -105,6 +111,7 @@ impl HooksConfig {
             ("rpc_proxy", &self.rpc_proxy),
             ("publish_proxy", &self.publish_proxy),
             ("subscribe_proxy", &self.subscribe_proxy),
+            ("connect_proxy", &self.connect_proxy),
         ] {
             match url {
                 Some(url) => w.str(key, &url.to_string()),
@@ -131,6 +138,7 @@ mod tests {
             publish_proxy_rooms: vec!["*".into()],
             subscribe_proxy: None,
             subscribe_proxy_rooms: vec!["*".into()],
+            connect_proxy: None,
         }
     }
 
@@ -192,7 +200,7 @@ mod tests {
         let json = String::from_utf8(out).unwrap();
         assert_eq!(
             json,
-            r#"{"hook_timeout_ms":1000,"hook_secret":"<redacted>","hook_concurrency":64,"hook_ca":"/etc/ca.pem","rpc_proxy":null,"publish_proxy":null,"subscribe_proxy":null,"publish_proxy_rooms":["*"],"subscribe_proxy_rooms":["*"]}"#
+            r#"{"hook_timeout_ms":1000,"hook_secret":"<redacted>","hook_concurrency":64,"hook_ca":"/etc/ca.pem","rpc_proxy":null,"publish_proxy":null,"subscribe_proxy":null,"connect_proxy":null,"publish_proxy_rooms":["*"],"subscribe_proxy_rooms":["*"]}"#
         );
     }
 }

@@ -40,7 +40,7 @@ use crate::proto::{self, Request, envelope::Parser};
 use crate::ws::decoder::Decoder;
 use crate::ws::extensions::Deflate;
 use crate::ws::frame::OpCode;
-use crate::ws::handshake::Accepted;
+use crate::ws::handshake::{Accepted, Upgrade};
 use backpressure::{Backpressure, Fate};
 use compression::Codec;
 use id::{ConnId, Issuer};
@@ -229,6 +229,10 @@ enum State {
     /// A Server API call is with the rooms; pipelined input waits as for
     /// `Publishing`.
     Calling(Box<api::Calling>),
+    /// An upgrade to `/ws` without a token, with a connection slot held,
+    /// waiting for the `--connect-proxy`'s claims (section 13.2); input
+    /// waits unconsumed, as for `Publishing`.
+    AwaitingClaims(Box<AwaitingClaims>),
     /// An upgraded WebSocket; its decoder and session are in `session`.
     Open,
     /// The server decided to close (with `close_code`) while the
@@ -242,6 +246,28 @@ enum State {
     /// bytes instead of a reset.
     Finishing { deadline: Instant },
 }
+
+/// An upgrade waiting for its claims, and, once the shard has it, what
+/// the connect proxy decided (carried out by the next `on_input`, which has
+/// the context to open the WebSocket).
+pub struct AwaitingClaims {
+    upgrade: Upgrade,
+    deadline: Instant,
+    decided: Option<ConnectDecision>,
+}
+
+/// What the connect proxy decided about an upgrade.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConnectDecision {
+    /// Upgrade with these claims.
+    Claims(Claims),
+    /// Answer `response` (a complete HTTP response), counted under `code`.
+    Refused { code: ErrorCode, response: Vec<u8> },
+}
+
+/// How long past `--hook-timeout` an upgrade waits for its claims: the
+/// hooks client answers every request by then, this only guards the slot.
+const CLAIMS_GRACE: Duration = Duration::from_secs(1);
 
 impl Connection {
     /// A freshly accepted connection.
@@ -554,6 +580,24 @@ impl Connection {
                     }
                     return consumed;
                 }
+                State::AwaitingClaims(waiting) => match waiting.decided.take() {
+                    Some(decision) => {
+                        self.on_connect_decision(decision, cx);
+                        continue;
+                    }
+                    None => {
+                        let waiting = input.len() - consumed;
+                        if waiting > cx.config.limits.max_message_size {
+                            self.finish_http_error(
+                                ErrorCode::BadRequest,
+                                "sent before the upgrade",
+                                cx.now,
+                            );
+                            return input.len();
+                        }
+                        return consumed;
+                    }
+                },
                 State::Open => {
                     let rest = &mut input[consumed..];
                     let Some(session) = self.session.as_mut() else {
@@ -593,6 +637,9 @@ impl Connection {
                 return Tick::Abort(AbortReason::RequestTimeout);
             }
             State::Body(reader) if now >= reader.deadline() => {
+                return Tick::Abort(AbortReason::RequestTimeout);
+            }
+            State::AwaitingClaims(waiting) if now >= waiting.deadline => {
                 return Tick::Abort(AbortReason::RequestTimeout);
             }
             State::Closing { deadline } if now >= *deadline => {
@@ -651,6 +698,18 @@ impl Connection {
                 cx.reports.push(Report::Opened(endpoint));
                 return;
             }
+            RequestOutcome::AwaitClaims(upgrade, body) => {
+                // The slot is held: released on a refusal, or when the
+                // connection is dropped meanwhile.
+                self.admitted = true;
+                self.state = State::AwaitingClaims(Box::new(AwaitingClaims {
+                    upgrade,
+                    deadline: cx.now + cx.config.hooks.timeout + CLAIMS_GRACE,
+                    decided: None,
+                }));
+                cx.requests.push(Request::Connect { body });
+                return;
+            }
             // Reported once answered (`on_body`, `on_published`).
             RequestOutcome::Body(head) => return self.expect_body(*head, deadline, cx),
             RequestOutcome::Respond(bytes) => {
@@ -675,6 +734,57 @@ impl Connection {
         self.out.push_raw(&bytes);
         self.finish(cx.now);
         cx.reports.extend(report);
+    }
+
+    /// Hands the connect proxy's decision to an upgrade waiting for it;
+    /// the shard then feeds the connection (`on_input`) to carry it out.
+    /// False when the connection is not waiting for one.
+    pub fn decide_connect(&mut self, decision: ConnectDecision) -> bool {
+        match &mut self.state {
+            State::AwaitingClaims(waiting) => {
+                waiting.decided = Some(decision);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn on_connect_decision(&mut self, decision: ConnectDecision, cx: &mut Context<'_>) {
+        let finished = State::Finishing {
+            deadline: cx.now + Duration::from_millis(limits::CLOSE_LINGER_MILLIS),
+        };
+        let State::AwaitingClaims(waiting) = std::mem::replace(&mut self.state, finished) else {
+            return;
+        };
+        match decision {
+            ConnectDecision::Claims(claims) if !cx.draining => {
+                self.open(Endpoint::Events, waiting.upgrade.with(claims), cx);
+                cx.reports.push(Report::Opened(Endpoint::Events));
+            }
+            decision => {
+                let (code, response) = match decision {
+                    ConnectDecision::Refused { code, response } => (code, response),
+                    ConnectDecision::Claims(_) => {
+                        let mut bytes = Vec::with_capacity(128);
+                        response::write_error(
+                            &mut bytes,
+                            ErrorCode::ServerBusy,
+                            "shutting down",
+                            &[],
+                        );
+                        (ErrorCode::ServerBusy, bytes)
+                    }
+                };
+                cx.metrics.count_rejection(code);
+                cx.admission.release(self.peer_ip);
+                self.admitted = false;
+                self.out.push_raw(&response);
+                cx.reports.push(Report::Rejected {
+                    path: Some("/ws".into()),
+                    code,
+                });
+            }
+        }
     }
 
     fn open(&mut self, endpoint: Endpoint, accepted: Accepted, cx: &mut Context<'_>) {

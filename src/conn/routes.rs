@@ -23,11 +23,14 @@ use crate::conn::{Context, Endpoint, Port};
 use crate::http::request::{BodyFraming, Request as HttpRequest, Version};
 use crate::http::response;
 use crate::metrics::{prometheus, stats};
-use crate::ws::handshake::{self, Accepted, Rejection, UpgradePolicy};
+use crate::ws::handshake::{self, Accepted, Rejection, Upgrade, UpgradePolicy};
 
 /// What a complete request head asks for.
 pub(super) enum RequestOutcome {
     Upgraded(Endpoint, Accepted),
+    /// An upgrade to `/ws` without a token, with a connection slot held:
+    /// the `--connect-proxy` gives its claims; `body` is the request for it.
+    AwaitClaims(Upgrade, Vec<u8>),
     /// A `/publish` or `/api/<method>` whose body is to be read.
     Body(Box<BodyHead>),
     Respond(Vec<u8>),
@@ -160,8 +163,18 @@ fn upgrade(
         compression: cx.config.listen.compression == crate::config::Compression::On,
     };
     let (admission, now) = (cx.admission, cx.now);
-    match handshake::check_upgrade(request, &policy, &mut || admission.admit(peer_ip, now)) {
-        Ok(accepted) => RequestOutcome::Upgraded(endpoint, accepted),
+    let mut admit = || admission.admit(peer_ip, now);
+    let proxied = endpoint == Endpoint::Events
+        && cx.config.hooks.connect_proxy.is_some()
+        && request.token().is_none();
+    let checked = match proxied {
+        true => handshake::check_before_token(request, &policy, &mut admit)
+            .map(|upgrade| RequestOutcome::AwaitClaims(upgrade, connect_body(request, peer_ip))),
+        false => handshake::check_upgrade(request, &policy, &mut admit)
+            .map(|accepted| RequestOutcome::Upgraded(endpoint, accepted)),
+    };
+    match checked {
+        Ok(outcome) => outcome,
         Err(refusal) => {
             cx.metrics.count_rejection(refusal.rejection.code);
             if refusal.admitted {
@@ -170,6 +183,31 @@ fn upgrade(
             RequestOutcome::Refused(refusal.rejection)
         }
     }
+}
+
+/// The connect proxy's request (section 13.2): `{"ip", "headers":
+/// {"cookie", "origin", "user-agent"} (those present), "query"}`.
+fn connect_body(request: &HttpRequest<'_>, peer_ip: IpAddr) -> Vec<u8> {
+    let mut body = Vec::with_capacity(256);
+    body.extend_from_slice(b"{\"ip\":");
+    crate::json::write_str(&mut body, &peer_ip.to_string());
+    body.extend_from_slice(b",\"headers\":{");
+    let mut first = true;
+    for name in ["cookie", "origin", "user-agent"] {
+        if let Some(value) = request.header(name) {
+            if !first {
+                body.push(b',');
+            }
+            first = false;
+            crate::json::write_str(&mut body, name);
+            body.push(b':');
+            crate::json::write_str(&mut body, value);
+        }
+    }
+    body.extend_from_slice(b"},\"query\":");
+    crate::json::write_str(&mut body, request.query.unwrap_or(""));
+    body.push(b'}');
+    body
 }
 
 /// The checks a `/publish` head can pass before its body is read, in this

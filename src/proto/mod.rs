@@ -98,6 +98,12 @@ pub enum Request {
         call: Box<crate::api::Call>,
         from: Arc<str>,
     },
+    /// An upgrade to `/ws` without a token waits for the `--connect-proxy`
+    /// (section 13.2): `body` is the request for it. Not the rooms' work:
+    /// the shard takes it before them.
+    Connect {
+        body: Vec<u8>,
+    },
     /// `rpc:<method>` for the `--rpc-proxy` (section 13.2); `data` is the
     /// exact text the client sent.
     Rpc {
@@ -120,6 +126,7 @@ impl Request {
             | Request::PresenceGet { id, .. }
             | Request::Broadcast { id, .. } => id.is_some(),
             Request::Leave { .. }
+            | Request::Connect { .. }
             | Request::Refresh { .. }
             | Request::HttpPublish { .. }
             | Request::Api { .. } => false,

@@ -22,13 +22,16 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::auth::Claims;
 use crate::codes::ErrorCode;
 use crate::config::{Config, HooksConfig};
 use crate::conn::ConnRef;
+use crate::conn::ConnectDecision;
 use crate::hooks::answer::{self, Answer, AnswerError};
 use crate::hooks::client::{ClientConfig, SetupError};
 use crate::hooks::url::HookUrl;
 use crate::hooks::{HookError, HookHandle, HookRequest, HookResponse, HookSink};
+use crate::http::response as http_response;
 use crate::json;
 use crate::log_debug;
 use crate::metrics::HookMetrics;
@@ -52,6 +55,8 @@ pub struct HookAnswer {
 pub enum Asked {
     /// `rpc:<method>`: its ack.
     Rpc { id: Option<OwnedId> },
+    /// An upgrade to `/ws` without a token: its claims.
+    Connect,
     /// A room event for the publish proxy or a join for the subscribe
     /// proxy, the connection's `ticket`-th; the request itself waits in
     /// the connection's line.
@@ -79,6 +84,7 @@ pub struct ProxyUrls {
     pub rpc: Option<usize>,
     pub publish: Option<usize>,
     pub subscribe: Option<usize>,
+    pub connect: Option<usize>,
 }
 
 /// Every hook URL the configuration gives, and where each proxy's is.
@@ -93,12 +99,14 @@ pub fn urls(config: &HooksConfig) -> (Vec<HookUrl>, ProxyUrls) {
     let rpc = add(&config.rpc_proxy);
     let publish = add(&config.publish_proxy);
     let subscribe = add(&config.subscribe_proxy);
+    let connect = add(&config.connect_proxy);
     (
         urls,
         ProxyUrls {
             rpc,
             publish,
             subscribe,
+            connect,
         },
     )
 }
@@ -237,7 +245,7 @@ impl Proxies {
                     Ok(()) => Routed::Taken,
                     Err(answer) => match answer.asked {
                         Asked::Rpc { id } => Routed::Now(rpc_unavailable(id.as_ref())),
-                        Asked::Room { .. } => Routed::Taken,
+                        Asked::Room { .. } | Asked::Connect => Routed::Taken,
                     },
                 }
             }
@@ -354,6 +362,8 @@ impl Proxies {
             Err(_) => None,
         };
         match asked {
+            // Decided by `decide_connect`, which the shard calls instead.
+            Asked::Connect => None,
             Asked::Rpc { id } => {
                 let text = match read {
                     Some(Answer::Result(result)) => {
@@ -409,6 +419,51 @@ impl Proxies {
         }
     }
 
+    /// Sends an upgrade's connect request; the decision when it cannot be
+    /// sent (`503 UNAVAILABLE`).
+    pub fn connect(&self, conn: ConnRef, body: Vec<u8>, now: Instant) -> Option<ConnectDecision> {
+        let Some(url_index) = self.urls.connect else {
+            return Some(connect_unavailable());
+        };
+        let answer = HookAnswer {
+            conn,
+            asked: Asked::Connect,
+        };
+        self.send(url_index, body, answer, now)
+            .err()
+            .map(|_| connect_unavailable())
+    }
+
+    /// What the connect proxy's answer decides, at `unix_ms` with `leeway`
+    /// seconds for an `exp` it gave: claims, or a `401` (`UNAUTHENTICATED`,
+    /// `TOKEN_EXPIRED`), `403` (any other code) or `503 UNAVAILABLE`.
+    pub fn decide_connect(
+        &self,
+        outcome: Result<HookResponse, HookError>,
+        unix_ms: u64,
+        leeway: f64,
+    ) -> ConnectDecision {
+        let read = match outcome {
+            Ok(response) => self.read(answer::parse(response.status, &response.body)),
+            Err(_) => None,
+        };
+        match read {
+            Some(Answer::Result(result)) => {
+                let mut json = result.into_vec();
+                let claims = Claims::from_backend(&mut json).map_err(|_| AnswerError::Shape);
+                match self.read(claims) {
+                    Some(claims) if claims.exp + leeway <= unix_ms as f64 / 1000.0 => {
+                        refused_connect("TOKEN_EXPIRED", "the backend's claims have expired")
+                    }
+                    Some(claims) => ConnectDecision::Claims(claims),
+                    None => connect_unavailable(),
+                }
+            }
+            Some(Answer::Error { code, message }) => refused_connect(&code, &message),
+            None => connect_unavailable(),
+        }
+    }
+
     /// An answer read, or counted and logged as unreadable.
     fn read<T>(&self, read: Result<T, AnswerError>) -> Option<T> {
         read.map_err(|e| {
@@ -440,6 +495,39 @@ impl Proxies {
     /// decided are not published: nobody is left to hear their acks).
     pub fn forget(&mut self, key: usize) {
         self.lines.remove(&key);
+    }
+}
+
+/// A connect the backend refused with `code`: `401` for the codes of a
+/// missing or expired token, `403` for any other.
+fn refused_connect(code: &str, message: &str) -> ConnectDecision {
+    let counted = match code {
+        "UNAUTHENTICATED" => ErrorCode::Unauthenticated,
+        "TOKEN_EXPIRED" => ErrorCode::TokenExpired,
+        _ => ErrorCode::Forbidden,
+    };
+    let mut body = Vec::with_capacity(64 + message.len());
+    body.extend_from_slice(b"{\"error\":{\"code\":");
+    json::write_str(&mut body, code);
+    body.extend_from_slice(b",\"message\":");
+    json::write_str(&mut body, message);
+    body.extend_from_slice(b"}}");
+    let mut response = Vec::with_capacity(160 + body.len());
+    http_response::write_json(&mut response, counted.http_status(), &body, false);
+    ConnectDecision::Refused {
+        code: counted,
+        response,
+    }
+}
+
+/// A connect the backend did not decide: `503 UNAVAILABLE`.
+pub fn connect_unavailable() -> ConnectDecision {
+    let mut response = Vec::with_capacity(160);
+    let message = "the backend did not decide";
+    http_response::write_error(&mut response, ErrorCode::Unavailable, message, &[]);
+    ConnectDecision::Refused {
+        code: ErrorCode::Unavailable,
+        response,
     }
 }
 

@@ -248,10 +248,11 @@ impl Router {
                 self.send_to_users(conn, &user, Some(to), text, id)
             }
             Request::Broadcast { text, id } => self.send_to_users(conn, &user, None, text, id),
-            // The shard hands calls to the rpc proxy; none reaches here.
+            // The shard hands these to the proxies; none reaches here.
             Request::Refresh { .. }
             | Request::HttpPublish { .. }
             | Request::Api { .. }
+            | Request::Connect { .. }
             | Request::Rpc { .. } => {}
         }
     }

@@ -148,13 +148,24 @@ pub fn check_upgrade(
     policy: &UpgradePolicy<'_>,
     admit: &mut dyn FnMut() -> Result<(), ErrorCode>,
 ) -> Result<Accepted, Refusal> {
+    let upgrade = check_before_token(req, policy, admit)?;
+    let claims = authenticate(req, policy).map_err(Refusal::after_admission)?;
+    Ok(upgrade.with(claims))
+}
+
+/// Steps 1-4 of `check_upgrade`: an upgrade whose claims come from
+/// elsewhere (the connect proxy, section 13.2). On `Ok` the caller holds
+/// a connection slot.
+pub fn check_before_token(
+    req: &Request<'_>,
+    policy: &UpgradePolicy<'_>,
+    admit: &mut dyn FnMut() -> Result<(), ErrorCode>,
+) -> Result<Upgrade, Refusal> {
     let key = check_request_shape(req).map_err(Refusal::before_admission)?;
     check_version(req).map_err(Refusal::before_admission)?;
     check_origin(req, policy.allowed_origins).map_err(Refusal::before_admission)?;
     admit().map_err(|code| Refusal::before_admission(admission_rejection(code)))?;
-    let claims = authenticate(req, policy).map_err(Refusal::after_admission)?;
-    Ok(Accepted {
-        claims,
+    Ok(Upgrade {
         accept_key: accept_key(key),
         subprotocol: offered_subprotocol(req),
         deflate: policy
@@ -162,6 +173,26 @@ pub fn check_upgrade(
             .then(|| extensions::negotiate(req.headers("sec-websocket-extensions")))
             .flatten(),
     })
+}
+
+/// An upgrade that passed every check but the claims.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upgrade {
+    accept_key: String,
+    subprotocol: Option<&'static str>,
+    deflate: Option<Deflate>,
+}
+
+impl Upgrade {
+    /// The upgrade accepted with `claims`.
+    pub fn with(self, claims: Claims) -> Accepted {
+        Accepted {
+            claims,
+            accept_key: self.accept_key,
+            subprotocol: self.subprotocol,
+            deflate: self.deflate,
+        }
+    }
 }
 
 /// `base64(SHA-1(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))`.

@@ -371,6 +371,11 @@ const RICH_SETTINGS: &[(&str, &str, &str)] = &[
         "ROOMCAST_SUBSCRIBE_PROXY_ROOMS",
         "private:*",
     ),
+    (
+        "--connect-proxy",
+        "ROOMCAST_CONNECT_PROXY",
+        "http://127.0.0.1:9001/connect",
+    ),
 ];
 
 /// A self-signed `localhost` certificate and its key, written to a

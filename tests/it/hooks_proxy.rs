@@ -553,3 +553,124 @@ fn a_connection_sending_faster_than_the_backend_decides_is_refused_past_its_line
         refused.len()
     );
 }
+
+/// Decides upgrades by the session cookie.
+fn connect_backend() -> Backend {
+    backend(
+        |body, _| match json_str(body, &["headers", "cookie"]).unwrap_or("") {
+            "session=carol" => {
+                Reply::ok(r#"{"result":{"sub":"carol","name":"Carol","rooms":["lobby"]}}"#)
+            }
+            "session=expired" => {
+                Reply::ok(r#"{"error":{"code":"TOKEN_EXPIRED","message":"log in again"}}"#)
+            }
+            "session=banned" => Reply::ok(r#"{"error":{"code":"BANNED","message":"go away"}}"#),
+            "session=nosub" => Reply::ok(r#"{"result":{"name":"nobody"}}"#),
+            "session=past" => Reply::ok(r#"{"result":{"sub":"old","exp":1000}}"#),
+            "session=slow" => {
+                Reply::ok(r#"{"result":{"sub":"late"}}"#).after(Duration::from_secs(3))
+            }
+            _ => Reply::ok(r#"{"error":{"code":"UNAUTHENTICATED","message":"no session"}}"#),
+        },
+    )
+}
+
+/// An upgrade to `/ws?query` with `cookie` and no token.
+fn upgrade_with_cookie(
+    addr: std::net::SocketAddr,
+    query: &str,
+    cookie: Option<&str>,
+) -> Result<common::ws::Ws, (u16, String)> {
+    let mut request = common::ws::ws_request(addr, &format!("/ws{query}"), None);
+    if let Some(cookie) = cookie {
+        request
+            .headers_mut()
+            .insert("Cookie", cookie.parse().unwrap());
+    }
+    match common::ws::ws_try(addr, request) {
+        Ok((ws, _)) => Ok(ws),
+        Err(tungstenite::Error::Http(response)) => {
+            let body = response.body().as_deref().map(String::from_utf8_lossy);
+            Err((
+                response.status().as_u16(),
+                body.unwrap_or_default().into_owned(),
+            ))
+        }
+        Err(e) => panic!("upgrade failed: {e}"),
+    }
+}
+
+#[test]
+fn the_connect_proxy_gives_the_claims_of_an_upgrade_without_a_token() {
+    let backend = connect_backend();
+    let url = backend.url("/connect");
+    let server = server(&["--connect-proxy", &url, "--hook-timeout", "500ms"]);
+    let addr = server.addr();
+
+    let mut ws = upgrade_with_cookie(addr, "?app=chat", Some("session=carol")).expect("upgraded");
+    let hello = parse_json(&common::ws::recv_text(&mut ws));
+    assert_eq!(json_str(&hello, &["event"]), Some("connection:established"));
+    assert_eq!(json_str(&hello, &["data", "userId"]), Some("carol"));
+    let seen = backend.seen.requests();
+    let body = parse_json(std::str::from_utf8(&seen[0].body).unwrap());
+    assert_eq!(json_str(&body, &["ip"]), Some("127.0.0.1"));
+    assert_eq!(json_str(&body, &["query"]), Some("app=chat"));
+    assert_eq!(
+        json_str(&body, &["headers", "cookie"]),
+        Some("session=carol")
+    );
+    assert_eq!(
+        json_at(&body, &["headers", "origin"]),
+        None,
+        "only the headers sent"
+    );
+    // The claims are the connection's: its rooms claim decides its joins.
+    ws.send(tungstenite::Message::text(
+        r#"{"event":"room:join","data":{"room":"lobby"},"id":1}"#,
+    ))
+    .unwrap();
+    let ack = parse_json(&common::ws::recv_text(&mut ws));
+    assert_eq!(
+        json_at(&ack, &["success"]).and_then(|v| v.as_bool()),
+        Some(true),
+        "{ack:?}"
+    );
+    ws.send(tungstenite::Message::text(
+        r#"{"event":"room:join","data":{"room":"elsewhere"},"id":2}"#,
+    ))
+    .unwrap();
+    let ack = parse_json(&common::ws::recv_text(&mut ws));
+    assert_eq!(ack_error(&ack), "FORBIDDEN");
+
+    let refusals = [
+        (Some("session=expired"), 401, "TOKEN_EXPIRED"),
+        (None, 401, "UNAUTHENTICATED"),
+        (Some("session=banned"), 403, "BANNED"),
+        (Some("session=nosub"), 503, "UNAVAILABLE"),
+        (Some("session=past"), 401, "TOKEN_EXPIRED"),
+        (Some("session=slow"), 503, "UNAVAILABLE"),
+    ];
+    for (cookie, status, code) in refusals {
+        let (got, body) = upgrade_with_cookie(addr, "", cookie).expect_err("refused");
+        assert_eq!(got, status, "{cookie:?}: {body}");
+        let body = parse_json(&body);
+        assert_eq!(
+            json_str(&body, &["error", "code"]),
+            Some(code),
+            "{cookie:?}"
+        );
+    }
+    let (_, body) = upgrade_with_cookie(addr, "", Some("session=banned")).unwrap_err();
+    assert_eq!(
+        json_str(&parse_json(&body), &["error", "message"]),
+        Some("go away")
+    );
+
+    // A token is checked as ever, without the backend.
+    let asked = backend.seen.count();
+    let token = common::rooms::Claims::new("dave").token();
+    let mut ws = common::ws::ws_connect(addr, "/ws", &token);
+    let hello = parse_json(&common::ws::recv_text(&mut ws));
+    assert_eq!(json_str(&hello, &["data", "userId"]), Some("dave"));
+    assert_eq!(backend.seen.count(), asked);
+}

@@ -135,6 +135,7 @@ mod tests {
             publish_proxy_rooms: Vec::new(),
             subscribe_proxy: None,
             subscribe_proxy_rooms: Vec::new(),
+            connect_proxy: None,
         }
     }
 

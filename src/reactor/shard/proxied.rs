@@ -10,13 +10,15 @@ use slab::Slab;
 use super::Shard;
 use crate::codes::ErrorCode;
 use crate::conn::ConnRef;
+use crate::conn::ConnectDecision;
 use crate::hooks::{HookError, HookResponse};
 use crate::proto::Request;
 use crate::proto::reply;
 use crate::reactor::entry::Entry;
-use crate::reactor::hooks::{HookAnswer, Routed, Sender, Step};
+use crate::reactor::hooks::{Asked, HookAnswer, Routed, Sender, Step, connect_unavailable};
 use crate::rooms::Asker;
 use crate::rooms::outlet::Outlet;
+use crate::sys::unix_ms;
 
 impl Shard {
     /// The requests connection `key` made this turn.
@@ -29,7 +31,13 @@ impl Shard {
                 key,
                 id,
             };
-            self.route(conn, requests.drain(..), now);
+            // An upgrade waiting for its claims makes no other request.
+            if let [Request::Connect { body }] = requests.as_mut_slice() {
+                let body = std::mem::take(body);
+                self.connect(conn, body, now);
+            } else {
+                self.route(conn, requests.drain(..), now);
+            }
         }
         requests.clear();
         self.requests = requests;
@@ -75,9 +83,40 @@ impl Shard {
         };
         let conn = answer.conn;
         let now = Instant::now();
+        if let Asked::Connect = answer.asked {
+            let leeway = self.shared.config.auth.leeway.as_secs_f64();
+            let decision = proxies.decide_connect(outcome, unix_ms(), leeway);
+            return self.connect_decided(conn, decision);
+        }
         match proxies.decide(answer, outcome) {
             Some(step) => self.carry_step(conn, step, now),
             None => self.carry_out(conn, now),
+        }
+    }
+
+    /// Asks the connect proxy for an upgrade's claims.
+    fn connect(&mut self, conn: ConnRef, body: Vec<u8>, now: Instant) {
+        let refused = match self.proxies.as_ref() {
+            Some(proxies) => proxies.connect(conn, body, now),
+            None => Some(connect_unavailable()),
+        };
+        if let Some(decision) = refused {
+            self.connect_decided(conn, decision);
+        }
+    }
+
+    /// The upgrade carries out the decision when it is next fed (the
+    /// connection has what it takes to open then): fed again this turn.
+    fn connect_decided(&mut self, conn: ConnRef, decision: ConnectDecision) {
+        let live = self
+            .conns
+            .get_mut(conn.key)
+            .filter(|e| e.conn.id() == conn.id);
+        if let Some(entry) = live
+            && entry.conn.decide_connect(decision)
+        {
+            self.refeed.push(conn.key);
+            self.mark_dirty(conn.key);
         }
     }
 
