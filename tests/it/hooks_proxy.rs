@@ -674,3 +674,48 @@ fn the_connect_proxy_gives_the_claims_of_an_upgrade_without_a_token() {
     assert_eq!(json_str(&hello, &["data", "userId"]), Some("dave"));
     assert_eq!(backend.seen.count(), asked);
 }
+
+#[test]
+fn an_upgrade_waiting_for_claims_holds_its_slot_until_decided_or_dropped() {
+    let backend = connect_backend();
+    let url = backend.url("/connect");
+    let server = single_server(&[
+        "--connect-proxy",
+        &url,
+        "--hook-timeout",
+        "300ms",
+        "--max-connections",
+        "1",
+    ]);
+    let addr = server.addr();
+    let token = common::rooms::Claims::new("dave").token();
+    // Refusals give the slot back.
+    for cookie in ["session=banned", "session=nosub"] {
+        upgrade_with_cookie(addr, "", Some(cookie)).expect_err("refused");
+    }
+    drop(common::ws::ws_connect(addr, "/ws", &token));
+    // A client that goes away while its claims are asked for gives it
+    // back too, once the connection is gone.
+    let mut request = common::ws::ws_request(addr, "/ws", None);
+    request
+        .headers_mut()
+        .insert("Cookie", "session=slow".parse().unwrap());
+    let raw = std::net::TcpStream::connect(addr).unwrap();
+    let (head, _) = request.into_parts();
+    let mut text = format!("GET {} HTTP/1.1\r\n", head.uri.path());
+    for (name, value) in &head.headers {
+        text.push_str(&format!("{}: {}\r\n", name, value.to_str().unwrap()));
+    }
+    text.push_str("\r\n");
+    (&raw).write_all(text.as_bytes()).unwrap();
+    common::wait_until(Duration::from_secs(5), "the backend is asked", || {
+        backend.seen.count() == 3
+    });
+    // While it waits, the slot is taken.
+    let busy = upgrade_with_cookie(addr, "", Some("session=carol")).expect_err("no slot");
+    assert_eq!(busy.0, 503, "{busy:?}");
+    drop(raw);
+    common::wait_until(Duration::from_secs(5), "the slot is free again", || {
+        upgrade_with_cookie(addr, "", Some("session=carol")).is_ok()
+    });
+}
