@@ -19,16 +19,18 @@
 //! room router. The client thread is the one place outside `reactor` that
 //! holds sockets: it serves no client, so nothing it does can hold one up.
 //!
-//! # How webhooks and proxies will use it
+//! # How proxies use it, and how webhooks will
 //!
 //! The server starts one client (`client::start`) with every configured
-//! URL (`--webhook`, `--connect-proxy`, `--subscribe-proxy`,
-//! `--publish-proxy`, `--rpc-proxy`), each at its own `url_index`, and
-//! gives each shard a clone of the `HookHandle`. The sink is the reactor's
-//! (one `Command` per answer to the shard the answer names, as
-//! `ShardSink` does for the bridge), so `A` is whatever identifies the
-//! waiting party: a connection and its request id for a proxy, a batch
-//! number for webhooks.
+//! URL (`--connect-proxy`, `--subscribe-proxy`, `--publish-proxy`,
+//! `--rpc-proxy`; `--webhook` to come), each at its own `url_index`
+//! (`reactor::hooks::urls`), and gives each shard a clone of the
+//! `HookHandle`. The sink is the reactor's (`reactor::hooks::ShardHookSink`:
+//! one `Command::Hook` per answer to the shard of the connection that
+//! asked, as `ShardSink` does for the bridge), so `A` is whatever
+//! identifies the waiting party: a connection and what it asked for a
+//! proxy (`reactor::hooks::HookAnswer`), a batch number for webhooks.
+//! What an answer says is read by `answer`.
 //!
 //! - A proxy decision: the shard writes the JSON body, sends it with
 //!   `deadline = now + --hook-timeout` and parks the connection's request;

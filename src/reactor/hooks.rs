@@ -27,6 +27,7 @@ use crate::codes::ErrorCode;
 use crate::config::{Config, HooksConfig};
 use crate::conn::ConnRef;
 use crate::conn::ConnectDecision;
+use crate::conn::id::ConnId;
 use crate::hooks::answer::{self, Answer, AnswerError};
 use crate::hooks::client::{ClientConfig, SetupError};
 use crate::hooks::url::HookUrl;
@@ -132,8 +133,9 @@ pub fn client_config(config: &Config) -> Result<ClientConfig, SetupError> {
 pub struct Sender<'a> {
     pub conn: ConnRef,
     pub user: &'a Arc<str>,
-    /// The connection id as clients see it (`connId`).
-    pub conn_id: &'a str,
+    /// The connection id as clients see it (`connId`), written only into
+    /// a request that goes to a backend.
+    pub conn_id: ConnId<'a>,
 }
 
 /// Where a connection's request goes now.
@@ -577,7 +579,7 @@ fn head(sender: &Sender<'_>, field: &str, value: &str) -> Vec<u8> {
     body.extend_from_slice(b"{\"user\":");
     json::write_str(&mut body, sender.user);
     body.extend_from_slice(b",\"connId\":");
-    json::write_str(&mut body, sender.conn_id);
+    json::write_str(&mut body, &sender.conn_id.to_string());
     body.push(b',');
     json::write_str(&mut body, field);
     body.push(b':');

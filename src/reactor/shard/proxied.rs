@@ -56,11 +56,10 @@ impl Shard {
             }
             return;
         };
-        let conn_id = self.shared.issuer().id(conn.id).to_string();
         let sender = Sender {
             conn,
             user,
-            conn_id: &conn_id,
+            conn_id: self.shared.issuer().id(conn.id),
         };
         let mut refused = Vec::new();
         for request in requests {
