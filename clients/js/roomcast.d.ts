@@ -125,6 +125,8 @@ export class Client {
   room(name: string): Room;
   /** Resolves with `delivered`. */
   sendTo(user: string, event: string | null, data?: unknown): Promise<number>;
+  /** `rpc:<method>` answered by the server's --rpc-proxy: the backend's result. */
+  rpc<T = unknown>(method: string, data?: unknown): Promise<T>;
   /** Round trip, ms. */
   ping(): Promise<number>;
   close(): void;

@@ -351,6 +351,15 @@ export class Client extends Emitter {
     return this.request("user:send", payload).then((d) => d.delivered);
   }
 
+  /**
+   * Calls `method` on the application's backend through the server's
+   * `--rpc-proxy` (`rpc:<method>`); resolves with the backend's result,
+   * rejects with its error code.
+   */
+  rpc(method, data) {
+    return this.request(`rpc:${method}`, data === undefined ? null : data);
+  }
+
   /** Round trip to the server, in ms. */
   async ping() {
     const start = Date.now();
@@ -410,8 +419,11 @@ export class Client extends Emitter {
       this.emit("error", e);
       return this.scheduleReconnect(1006);
     }
+    // Without a token the upgrade goes as it is: the server's connect proxy
+    // decides it by what the browser sends (its cookies, the query).
     const sep = this.url.includes("?") ? "&" : "?";
-    const ws = new this.WebSocket(`${this.url}${sep}token=${encodeURIComponent(this.token)}`);
+    const target = this.token ? `${this.url}${sep}token=${encodeURIComponent(this.token)}` : this.url;
+    const ws = new this.WebSocket(target);
     this.ws = ws;
     ws.onmessage = (e) => this.onMessage(e.data);
     ws.onerror = () => this.emit("error", new RoomcastError("SOCKET", "WebSocket error"));
@@ -551,8 +563,9 @@ export class Client extends Emitter {
 }
 
 /**
- * Opens a client to `url` (`ws://host/ws`) with `{ token }` or `{ getToken }`,
- * and `{ WebSocket }` where there is no global one (Node 20 without
+ * Opens a client to `url` (`ws://host/ws`) with `{ token }` or `{ getToken }`
+ * (or neither, where the server's `--connect-proxy` admits the browser by its
+ * cookies), and `{ WebSocket }` where there is no global one (Node 20 without
  * `--experimental-websocket`: the `ws` package's). Throws `NO_WEBSOCKET` when
  * there is neither.
  */

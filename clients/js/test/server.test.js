@@ -18,12 +18,12 @@ import path from "node:path";
 import readline from "node:readline";
 
 import { connect } from "../roomcast.js";
+import { BOUND_MS, firstLine, next } from "./harness.js";
 
 const HERE = fileURLToPath(import.meta.url);
 const ROOT = path.resolve(path.dirname(HERE), "../../..");
 const BIN = process.env.ROOMCAST_BIN || path.join(process.env.CARGO_TARGET_DIR || path.join(ROOT, "target"), "debug/roomcast");
 const SECRET = "node-client-test-secret";
-const BOUND_MS = 20000;
 
 if (process.env.ROOMCAST_CLIENT_URL) await client(process.env.ROOMCAST_CLIENT_URL, JSON.parse(process.env.ROOMCAST_TOKENS));
 else {
@@ -72,25 +72,6 @@ function mint(sub, ttl, extra = []) {
   return execFileSync(BIN, args, { encoding: "utf8" }).trim();
 }
 
-/** The first match of `pattern` in a line of `proc`'s stdout or stderr, within the bound. */
-function firstLine(proc, pattern) {
-  return new Promise((resolve, reject) => {
-    let seen = "";
-    const timer = setTimeout(() => reject(new Error(`roomcast did not start: ${seen}`)), BOUND_MS);
-    const look = (chunk) => {
-      seen += chunk;
-      const match = seen.split("\n").map((line) => pattern.exec(line)).find(Boolean);
-      if (match) {
-        clearTimeout(timer);
-        resolve(match[1]);
-      }
-    };
-    proc.stdout.on("data", look);
-    proc.stderr.on("data", look);
-    proc.on("exit", (code) => reject(new Error(`roomcast exited with ${code}: ${seen}`)));
-  });
-}
-
 /** The child: the client's side, each step a JSON line on stdout. */
 async function client(url, tokens) {
   const say = (step) => process.stdout.write(`${JSON.stringify(step)}\n`);
@@ -130,14 +111,4 @@ async function client(url, tokens) {
   rx.close();
   tx.close();
   clearTimeout(bound);
-}
-
-/** The arguments of `emitter`'s next `event`. */
-function next(emitter, event) {
-  return new Promise((resolve) => {
-    const off = emitter.on(event, (...args) => {
-      off();
-      resolve(args);
-    });
-  });
 }
