@@ -23,6 +23,7 @@
 # REPS (3 pairs per contend), INTERVALS ("0 1": seconds between rooms calls),
 # CLOSE_AFTER (6: a last fan-out run in which every member connection is
 # reset this many seconds in, so 100,000 rooms are left at once; 0: none),
+# CLOSE_ON (all; a or b: only the members on node A or B, 50,000 rooms),
 # CONTEND_CONFIG (cluster; single: one process, no Redis, members and fan-out
 # on it), BENCH_NODE (a: the fan-out on the node the API is called on; b:
 # on the other),
@@ -42,6 +43,7 @@ CALLS=${CALLS:-20}
 REPS=${REPS:-3}
 INTERVALS=${INTERVALS:-"0 1"}
 CLOSE_AFTER=${CLOSE_AFTER:-6}
+CLOSE_ON=${CLOSE_ON:-all}
 CONTEND_CONFIG=${CONTEND_CONFIG:-cluster}
 BENCH_NODE=${BENCH_NODE:-a}
 BENCH_ARGS=${BENCH_ARGS:-"fanout -c 1000 --rooms 1 --publishers 1 -s 64 --rate 200 -d 10s"}
@@ -167,7 +169,7 @@ for part in $PARTS; do
             "${CLIENT[@]}" contend --api-port "$A_PORT" --ws-ports "$A_PORT,$B_PORT" --key "$KEY" \
                 --secret "$SECRET" --conns "$CONNS" --rooms-per-conn "$ROOMS_PER_CONN" \
                 --reps "$REPS" --interval "$interval" --bench "$bench" \
-                --close-after "$CLOSE_AFTER" | record "contend-$CONTEND_CONFIG-$BENCH_NODE-$interval" 1
+                --close-after "$CLOSE_AFTER" --close-on "$CLOSE_ON" | record "contend-$CONTEND_CONFIG-$BENCH_NODE-$interval" 1
             stop_all
         done ;;
     esac

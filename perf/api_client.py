@@ -395,15 +395,18 @@ def contend(args):
         proc = subprocess.Popen(bench, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         time.sleep(args.close_after)
         t0 = time.perf_counter()
-        for c in conns:
-            c.close()
-        conns = []
+        # Members alternate over --ws-ports: even indexes on the first node.
+        for i, c in enumerate(conns):
+            if args.close_on == "all" or (i % 2 == 0) == (args.close_on == "a"):
+                c.close()
+        conns = [c for i, c in enumerate(conns)
+                 if not (args.close_on == "all" or (i % 2 == 0) == (args.close_on == "a"))]
         api = Api(args.api_port, args.key)
         rooms_left, empty_s = None, None
         while time.perf_counter() - t0 < 30:
             status, body, _ = api.call("info", {})
             rooms_left = sum(n["rooms"] for n in json.loads(body)["result"]["nodes"]) if status == 200 else None
-            if rooms_left == 0:
+            if rooms_left == (0 if args.close_on == "all" else args.rooms_per_conn * len(conns)):
                 empty_s = time.perf_counter() - t0
                 break
             time.sleep(0.02)
@@ -414,7 +417,7 @@ def contend(args):
                      "latency_us": r.get("latency_us"), "lost": r.get("lost"),
                      "messages_per_second": r.get("messages_per_second"),
                      "server_cpu_us_per_message": (r.get("server") or {}).get("cpu_us_per_message"),
-                     "closed_after_s": args.close_after, "seconds_until_no_rooms": empty_s,
+                     "closed_after_s": args.close_after, "closed_on": args.close_on, "seconds_until_no_rooms": empty_s,
                      "rooms_left": rooms_left})
         print(json.dumps(runs[-1]), file=sys.stderr)
     for c in conns:
@@ -453,6 +456,8 @@ def main():
     p.add_argument("--interval", type=float, default=0, help="contend: pause between rooms calls (s)")
     p.add_argument("--close-after", type=float, default=0,
                    help="contend: one more run, resetting every member connection after this many s")
+    p.add_argument("--close-on", choices=["all", "a", "b"], default="all",
+                   help="contend: reset the members on every node, or only on the first (a) or second (b) of --ws-ports")
     p.add_argument("--bench-timeout", type=float, default=120)
     args = p.parse_args()
     print(json.dumps({"latency": latency, "rooms": rooms, "contend": contend}[args.mode](args)))

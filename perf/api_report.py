@@ -75,8 +75,8 @@ for r in rows:
               f"{lu.get('p50', 0) / 1000:.2f} | {lu.get('p99', 0) / 1000:.2f} | "
               f"{x['messages_per_second'] or 0:,.0f} | {x['lost']} | {x['server_cpu_us_per_message']} |")
         if x["cond"] == "close":
-            print(f"(close: every member connection reset {x['closed_after_s']} s after the bench started; "
-                  f"rooms with members gone after {x['seconds_until_no_rooms']} s)")
+            print(f"(close: the member connections on {x.get('closed_on', 'all')} reset {x['closed_after_s']} s after the bench started; "
+                  f"their rooms gone after {x['seconds_until_no_rooms']} s)")
     m = r["median_ms"]
     print(f"median p99: idle {m['idle']['p99']:.2f} ms, rooms {m['rooms']['p99']:.2f} ms; "
           f"p99 ratio per pair {', '.join(f'{x:.2f}' for x in r['p99_ratio_per_rep'])}; "
