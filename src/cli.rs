@@ -325,7 +325,34 @@ pub struct HooksArgs {
     /// The backend URL that gives the claims of an upgrade to /ws without a token.
     #[arg(long, env = "ROOMCAST_CONNECT_PROXY")]
     pub connect_proxy: Option<HookUrl>,
+    /// The backend URL webhooks are POSTed to, in batches (section 13.1).
+    #[arg(long, env = "ROOMCAST_WEBHOOK")]
+    pub webhook: Option<HookUrl>,
+    /// Comma-separated webhook event types sent [default: every type].
+    #[arg(
+        long,
+        env = "ROOMCAST_WEBHOOK_EVENTS",
+        value_delimiter = ',',
+        default_value = WEBHOOK_TYPES_DEFAULT
+    )]
+    pub webhook_events: Vec<String>,
+    /// Comma-separated patterns of the rooms whose messages are sent as room.message webhooks.
+    #[arg(long, env = "ROOMCAST_WEBHOOK_ROOMS", value_delimiter = ',')]
+    pub webhook_rooms: Vec<String>,
+    /// How long an emptied room (or a user gone offline) waits for a rejoin before room.vacated (user.offline).
+    #[arg(long, env = "ROOMCAST_WEBHOOK_VACATE_DELAY", default_value = "3s", value_parser = duration)]
+    pub webhook_vacate_delay: Duration,
+    /// How long a webhook batch is retried (backoff 0.5s to 30s) before it is dropped.
+    #[arg(long, env = "ROOMCAST_WEBHOOK_RETRY", default_value = "5m", value_parser = duration)]
+    pub webhook_retry: Duration,
+    /// Most webhook events waiting to be sent; past it the oldest are dropped.
+    #[arg(long, env = "ROOMCAST_WEBHOOK_QUEUE", default_value_t = 100_000)]
+    pub webhook_queue: usize,
 }
+
+/// Every webhook type, as `--webhook-events` defaults to.
+const WEBHOOK_TYPES_DEFAULT: &str =
+    "room.occupied,room.vacated,user.online,user.offline,presence.join,presence.leave,room.message";
 
 impl From<HooksArgs> for HooksConfig {
     fn from(args: HooksArgs) -> Self {
@@ -340,6 +367,12 @@ impl From<HooksArgs> for HooksConfig {
             subscribe_proxy: args.subscribe_proxy,
             subscribe_proxy_rooms: args.subscribe_proxy_rooms,
             connect_proxy: args.connect_proxy,
+            webhook: args.webhook,
+            webhook_events: args.webhook_events,
+            webhook_rooms: args.webhook_rooms,
+            webhook_vacate_delay: args.webhook_vacate_delay,
+            webhook_retry: args.webhook_retry,
+            webhook_queue: args.webhook_queue,
         }
     }
 }
@@ -796,6 +829,9 @@ mod tests {
             (&["--hook-secret", ""], "--hook-secret: "),
             (&["--hook-concurrency", "0"], "--hook-concurrency: "),
             (&["--hook-concurrency", "1025"], "--hook-concurrency: "),
+            (&["--webhook-events", "room.opened"], "--webhook-events: "),
+            (&["--webhook-queue", "0"], "--webhook-queue: "),
+            (&["--webhook-rooms", "a room"], "--webhook-rooms: "),
         ];
         for (args, message) in cases {
             if ServeArgs::try_parse_from(*args).is_err() {

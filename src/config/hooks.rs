@@ -3,14 +3,16 @@
 //! the authorities an `https://` backend's certificate is checked against.
 //! The proxies' URLs (`--rpc-proxy`, `--publish-proxy`, `--subscribe-proxy`
 //! and their rooms, `--connect-proxy`) are
-//! here too: the server starts one hooks client for all of them, so it
-//! reads them together; webhooks will add theirs.
+//! here too, and the webhook's (`--webhook` and how its events are chosen,
+//! held, retried and bounded): the server starts one hooks client for all
+//! of them, so it reads them together.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{ConfigError, JsonFields, out_of_range};
 use crate::hooks::url::HookUrl;
+use crate::hooks::webhook::EventType;
 use crate::proto::names::is_valid_pattern;
 
 /// Longest `--hook-timeout`.
@@ -21,6 +23,13 @@ const MAX_HOOK_CONCURRENCY: usize = 1024;
 /// of sixteen times the backend's parallelism is absorbed, beyond that the
 /// backend is not keeping up and callers hear so at once.
 pub const HOOK_QUEUE_PER_SLOT: usize = 16;
+
+/// Longest `--webhook-vacate-delay`.
+const MAX_VACATE_DELAY: Duration = Duration::from_secs(3600);
+/// Longest `--webhook-retry`.
+const MAX_WEBHOOK_RETRY: Duration = Duration::from_secs(24 * 3600);
+/// Most `--webhook-queue`.
+const MAX_WEBHOOK_QUEUE: usize = 10_000_000;
 
 /// How backend hooks are sent.
 #[derive(Clone)]
@@ -47,6 +56,43 @@ pub struct HooksConfig {
     /// `--connect-proxy`: gives the claims of upgrades to `/ws` without a
     /// token.
     pub connect_proxy: Option<HookUrl>,
+    /// `--webhook`: where webhook batches are POSTed.
+    pub webhook: Option<HookUrl>,
+    /// `--webhook-events`: the types sent (names of `EventType`).
+    pub webhook_events: Vec<String>,
+    /// `--webhook-rooms`: the room patterns whose messages are sent.
+    pub webhook_rooms: Vec<String>,
+    /// `--webhook-vacate-delay`: how long `room.vacated` and `user.offline`
+    /// wait for a rejoin that cancels them.
+    pub webhook_vacate_delay: Duration,
+    /// `--webhook-retry`: how long a batch is retried before it is dropped.
+    pub webhook_retry: Duration,
+    /// `--webhook-queue`: most events waiting; past it the oldest go.
+    pub webhook_queue: usize,
+}
+
+/// The flags' defaults, with no hook URL.
+impl Default for HooksConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(1),
+            secret: None,
+            concurrency: 64,
+            ca: None,
+            rpc_proxy: None,
+            publish_proxy: None,
+            publish_proxy_rooms: vec!["*".into()],
+            subscribe_proxy: None,
+            subscribe_proxy_rooms: vec!["*".into()],
+            connect_proxy: None,
+            webhook: None,
+            webhook_events: EventType::ALL.iter().map(|t| t.name().into()).collect(),
+            webhook_rooms: Vec::new(),
+            webhook_vacate_delay: Duration::from_secs(3),
+            webhook_retry: Duration::from_secs(300),
+            webhook_queue: 100_000,
+        }
+    }
 }
 
 impl HooksConfig {
@@ -70,12 +116,23 @@ impl HooksConfig {
             || self.publish_proxy.is_some()
             || self.subscribe_proxy.is_some()
             || self.connect_proxy.is_some()
+            || self.webhook.is_some()
+    }
+
+    /// The webhook types `--webhook-events` chose (every name was checked
+    /// by `validate`).
+    pub fn webhook_types(&self) -> Vec<EventType> {
+        self.webhook_events
+            .iter()
+            .filter_map(|name| EventType::from_name(name))
+            .collect()
     }
 
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         let patterns = [
             ("publish-proxy-rooms", &self.publish_proxy_rooms),
             ("subscribe-proxy-rooms", &self.subscribe_proxy_rooms),
+            ("webhook-rooms", &self.webhook_rooms),
         ];
         for (flag, patterns) in patterns {
             if !patterns.iter().all(|p| is_valid_pattern(p)) {
@@ -90,6 +147,31 @@ impl HooksConfig {
         }
         if self.concurrency == 0 || self.concurrency > MAX_HOOK_CONCURRENCY {
             return out_of_range("hook-concurrency", "must be between 1 and 1024");
+        }
+        self.validate_webhook()
+    }
+
+    fn validate_webhook(&self) -> Result<(), ConfigError> {
+        if let Some(bad) = self
+            .webhook_events
+            .iter()
+            .find(|name| EventType::from_name(name).is_none())
+        {
+            return out_of_range(
+                "webhook-events",
+                format!(
+                    "{bad:?} is not a webhook type (room.occupied, room.vacated, user.online, user.offline, presence.join, presence.leave, room.message)"
+                ),
+            );
+        }
+        if self.webhook_vacate_delay > MAX_VACATE_DELAY {
+            return out_of_range("webhook-vacate-delay", "must be at most 1h");
+        }
+        if self.webhook_retry > MAX_WEBHOOK_RETRY {
+            return out_of_range("webhook-retry", "must be at most 24h");
+        }
+        if self.webhook_queue == 0 || self.webhook_queue > MAX_WEBHOOK_QUEUE {
+            return out_of_range("webhook-queue", "must be between 1 and 10000000");
         }
         Ok(())
     }
@@ -120,6 +202,18 @@ impl HooksConfig {
         }
         w.strs("publish_proxy_rooms", &self.publish_proxy_rooms);
         w.strs("subscribe_proxy_rooms", &self.subscribe_proxy_rooms);
+        match &self.webhook {
+            Some(url) => w.str("webhook", &url.to_string()),
+            None => w.null("webhook"),
+        }
+        w.strs("webhook_events", &self.webhook_events);
+        w.strs("webhook_rooms", &self.webhook_rooms);
+        w.u64(
+            "webhook_vacate_delay_ms",
+            super::millis(self.webhook_vacate_delay),
+        );
+        w.u64("webhook_retry_ms", super::millis(self.webhook_retry));
+        w.u64("webhook_queue", self.webhook_queue as u64);
     }
 }
 
@@ -129,16 +223,8 @@ mod tests {
 
     fn hooks() -> HooksConfig {
         HooksConfig {
-            timeout: Duration::from_secs(1),
-            secret: None,
-            concurrency: 64,
-            ca: None,
-            rpc_proxy: None,
-            publish_proxy: None,
-            publish_proxy_rooms: vec!["*".into()],
-            subscribe_proxy: None,
-            subscribe_proxy_rooms: vec!["*".into()],
-            connect_proxy: None,
+            webhook_events: vec!["room.message".into()],
+            ..HooksConfig::default()
         }
     }
 
@@ -183,6 +269,21 @@ mod tests {
             ..hooks()
         };
         assert!(refusal(empty).starts_with("--publish-proxy-rooms"));
+        let unknown = HooksConfig {
+            webhook_events: vec!["room.opened".into()],
+            ..hooks()
+        };
+        assert!(refusal(unknown).starts_with("--webhook-events"));
+        let none = HooksConfig {
+            webhook_queue: 0,
+            ..hooks()
+        };
+        assert!(refusal(none).starts_with("--webhook-queue"));
+        let spaces = HooksConfig {
+            webhook_rooms: vec!["a room".into()],
+            ..hooks()
+        };
+        assert!(refusal(spaces).starts_with("--webhook-rooms"));
         assert!(hooks().validate().is_ok());
     }
 
@@ -200,7 +301,7 @@ mod tests {
         let json = String::from_utf8(out).unwrap();
         assert_eq!(
             json,
-            r#"{"hook_timeout_ms":1000,"hook_secret":"<redacted>","hook_concurrency":64,"hook_ca":"/etc/ca.pem","rpc_proxy":null,"publish_proxy":null,"subscribe_proxy":null,"connect_proxy":null,"publish_proxy_rooms":["*"],"subscribe_proxy_rooms":["*"]}"#
+            r#"{"hook_timeout_ms":1000,"hook_secret":"<redacted>","hook_concurrency":64,"hook_ca":"/etc/ca.pem","rpc_proxy":null,"publish_proxy":null,"subscribe_proxy":null,"connect_proxy":null,"publish_proxy_rooms":["*"],"subscribe_proxy_rooms":["*"],"webhook":null,"webhook_events":["room.message"],"webhook_rooms":[],"webhook_vacate_delay_ms":3000,"webhook_retry_ms":300000,"webhook_queue":100000}"#
         );
     }
 }

@@ -55,6 +55,7 @@ pub mod client;
 pub mod http;
 pub mod sign;
 pub mod url;
+pub mod webhook;
 
 use std::fmt;
 

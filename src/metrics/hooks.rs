@@ -52,6 +52,15 @@ pub struct HookMetrics {
     pub queued: Gauge,
     /// From the thread taking a request to its complete response.
     pub latency: Histogram,
+    /// Webhooks, written by the webhooks thread alone: events waiting
+    /// (the batch in flight included), events acknowledged, tries after a
+    /// batch's first, events dropped for a full queue and for running out
+    /// of `--webhook-retry`.
+    pub webhook_queued: Gauge,
+    pub webhook_delivered: Gauge,
+    pub webhook_retries: Gauge,
+    pub webhook_dropped_queue: Gauge,
+    pub webhook_dropped_retry: Gauge,
 }
 
 impl Default for HookMetrics {
@@ -68,6 +77,11 @@ impl Default for HookMetrics {
             in_flight: Gauge::default(),
             queued: Gauge::default(),
             latency: Histogram::new(&HOOK_BUCKETS_US),
+            webhook_queued: Gauge::default(),
+            webhook_delivered: Gauge::default(),
+            webhook_retries: Gauge::default(),
+            webhook_dropped_queue: Gauge::default(),
+            webhook_dropped_retry: Gauge::default(),
         }
     }
 }
@@ -87,6 +101,17 @@ pub struct HookSnapshot {
     pub in_flight: u64,
     pub queued: u64,
     pub latency: HistogramSnapshot,
+    pub webhooks: WebhookSnapshot,
+}
+
+/// The webhook figures of one scrape (all 0 without `--webhook`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WebhookSnapshot {
+    pub queued: u64,
+    pub delivered: u64,
+    pub retries: u64,
+    pub dropped_queue: u64,
+    pub dropped_retry: u64,
 }
 
 impl HookMetrics {
@@ -98,6 +123,16 @@ impl HookMetrics {
     /// One more proxy answer that could not be read; any thread.
     pub fn count_unreadable(&self) {
         self.unreadable.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The webhooks thread's figures, after each of its steps. Its counts
+    /// only grow, so they are kept as gauges written by their one writer.
+    pub fn record_webhooks(&self, queued: usize, counts: crate::hooks::webhook::Counts) {
+        self.webhook_queued.set(queued as u64);
+        self.webhook_delivered.set(counts.delivered);
+        self.webhook_retries.set(counts.retries);
+        self.webhook_dropped_queue.set(counts.dropped_queue);
+        self.webhook_dropped_retry.set(counts.dropped_retry);
     }
 
     pub fn snapshot(&self) -> HookSnapshot {
@@ -116,6 +151,13 @@ impl HookMetrics {
             in_flight: self.in_flight.get(),
             queued: self.queued.get(),
             latency,
+            webhooks: WebhookSnapshot {
+                queued: self.webhook_queued.get(),
+                delivered: self.webhook_delivered.get(),
+                retries: self.webhook_retries.get(),
+                dropped_queue: self.webhook_dropped_queue.get(),
+                dropped_retry: self.webhook_dropped_retry.get(),
+            },
         }
     }
 }

@@ -385,6 +385,42 @@ fn hook_series(w: &mut String, hooks: &HookSnapshot) {
         "From the hooks thread taking a request to its complete response.",
         &hooks.latency,
     );
+    let webhooks = &hooks.webhooks;
+    gauge(
+        w,
+        "roomcast_webhook_queued",
+        "Webhook events waiting to be acknowledged, the batch in flight included.",
+        webhooks.queued,
+    );
+    counter(
+        w,
+        "roomcast_webhook_delivered_total",
+        "Webhook events the backend acknowledged (2xx).",
+        webhooks.delivered,
+    );
+    counter(
+        w,
+        "roomcast_webhook_retries_total",
+        "Webhook batches tried again after a failure or a non-2xx answer.",
+        webhooks.retries,
+    );
+    let name = "roomcast_webhook_dropped_total";
+    header(
+        w,
+        name,
+        "Webhook events dropped: the queue was full, or their batch ran out of --webhook-retry.",
+        "counter",
+    );
+    let _ = writeln!(
+        w,
+        "{name}{{reason=\"queue_full\"}} {}",
+        webhooks.dropped_queue
+    );
+    let _ = writeln!(
+        w,
+        "{name}{{reason=\"retry_expired\"}} {}",
+        webhooks.dropped_retry
+    );
 }
 
 fn header(w: &mut String, name: &str, help: &str, kind: &str) {

@@ -106,6 +106,16 @@ pub fn render(out: &mut Vec<u8>, snap: &Snapshot, about: &About<'_>) {
         w.u64("in_flight", hooks.in_flight);
         w.u64("queued", hooks.queued);
         histogram(&mut w, "latency", &hooks.latency);
+        let webhooks = &hooks.webhooks;
+        w.open("webhooks");
+        w.u64("queued", webhooks.queued);
+        w.u64("delivered", webhooks.delivered);
+        w.u64("retries", webhooks.retries);
+        w.open("dropped");
+        w.u64("queue_full", webhooks.dropped_queue);
+        w.u64("retry_expired", webhooks.dropped_retry);
+        w.close();
+        w.close();
         w.close();
     }
     w.raw("config", about.config_json);

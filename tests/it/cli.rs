@@ -376,6 +376,24 @@ const RICH_SETTINGS: &[(&str, &str, &str)] = &[
         "ROOMCAST_CONNECT_PROXY",
         "http://127.0.0.1:9001/connect",
     ),
+    (
+        "--webhook",
+        "ROOMCAST_WEBHOOK",
+        "http://127.0.0.1:9002/events?key=k",
+    ),
+    (
+        "--webhook-events",
+        "ROOMCAST_WEBHOOK_EVENTS",
+        "room.occupied,room.message",
+    ),
+    ("--webhook-rooms", "ROOMCAST_WEBHOOK_ROOMS", "chat:*"),
+    (
+        "--webhook-vacate-delay",
+        "ROOMCAST_WEBHOOK_VACATE_DELAY",
+        "1500ms",
+    ),
+    ("--webhook-retry", "ROOMCAST_WEBHOOK_RETRY", "2m"),
+    ("--webhook-queue", "ROOMCAST_WEBHOOK_QUEUE", "5000"),
 ];
 
 /// A self-signed `localhost` certificate and its key, written to a

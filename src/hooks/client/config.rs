@@ -120,22 +120,15 @@ impl ClientConfig {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn hooks(ca: Option<&str>) -> HooksConfig {
         HooksConfig {
-            timeout: Duration::from_secs(1),
-            secret: None,
             concurrency: 4,
             ca: ca.map(Into::into),
-            rpc_proxy: None,
-            publish_proxy: None,
             publish_proxy_rooms: Vec::new(),
-            subscribe_proxy: None,
             subscribe_proxy_rooms: Vec::new(),
-            connect_proxy: None,
+            ..HooksConfig::default()
         }
     }
 

@@ -1,0 +1,462 @@
+//! Webhooks (section 13.1): the events, their JSON, and the sans-IO
+//! outbox that holds, batches, retries and bounds them.
+//!
+//! Owns: what an event is (`Event`, `EventType`), its JSON, and `Outbox`,
+//! the state machine between the shards that notice events and the hooks
+//! client that POSTs them. It is fed events and answers with the time and
+//! says what to send and when it next needs the time; `thread` runs it on
+//! a thread of its own ("webhooks"), so its clock (the 50 ms batching, the
+//! vacate delay, the backoff) never runs on a thread that serves clients,
+//! and a shard's part is one channel send per event.
+//!
+//! - Held: `room.vacated` and `user.offline` wait `--webhook-vacate-delay`;
+//!   a `room.occupied` (`user.online`) for the same room (user) meanwhile
+//!   cancels both. Any other event about that room or user sends the held
+//!   one first, so that events about one room or user stay in the order
+//!   they happened.
+//! - Batched: at most `MAX_BATCH` events, sent once the first has waited
+//!   `LINGER` or the batch is full.
+//! - One batch in flight at a time, in order: events about one room or one
+//!   user arrive in the order they happened, retries included. A `2xx`
+//!   acknowledges the batch; anything else is retried with backoff
+//!   (`BACKOFF_MIN` doubling up to `BACKOFF_MAX`) until `--webhook-retry`
+//!   has passed since its first try, then the batch is dropped and counted.
+//! - Bounded: at most `--webhook-queue` events wait (the batch in flight
+//!   not counted); past it the oldest is dropped and counted.
+//!
+//! Must not touch: sockets, channels, clocks (the thread's), or what the
+//! shards know about rooms and users (they only say what happened).
+
+pub mod thread;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::json;
+
+/// Most events in one batch.
+pub const MAX_BATCH: usize = 100;
+/// Longest a batch's first event waits for others.
+pub const LINGER: Duration = Duration::from_millis(50);
+/// The first retry's delay; each next one doubles it.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(500);
+/// The longest delay between two tries.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// The kinds of webhook events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventType {
+    RoomOccupied,
+    RoomVacated,
+    UserOnline,
+    UserOffline,
+    PresenceJoin,
+    PresenceLeave,
+    RoomMessage,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 7] = [
+        Self::RoomOccupied,
+        Self::RoomVacated,
+        Self::UserOnline,
+        Self::UserOffline,
+        Self::PresenceJoin,
+        Self::PresenceLeave,
+        Self::RoomMessage,
+    ];
+
+    /// The `type` field.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::RoomOccupied => "room.occupied",
+            Self::RoomVacated => "room.vacated",
+            Self::UserOnline => "user.online",
+            Self::UserOffline => "user.offline",
+            Self::PresenceJoin => "presence.join",
+            Self::PresenceLeave => "presence.leave",
+            Self::RoomMessage => "room.message",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    const fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// A set of event types (`--webhook-events`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Types(u8);
+
+impl Types {
+    pub fn of(types: &[EventType]) -> Self {
+        Self(types.iter().fold(0, |mask, t| mask | t.bit()))
+    }
+
+    pub fn contains(self, t: EventType) -> bool {
+        self.0 & t.bit() != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+/// A sequenced room message (`room.message`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub room: Arc<str>,
+    pub event: Box<str>,
+    /// The `data` JSON text as published.
+    pub data: Box<[u8]>,
+    pub from: Box<str>,
+    pub seq: u64,
+    pub ts: u64,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum What {
+    RoomOccupied(Arc<str>),
+    RoomVacated(Arc<str>),
+    UserOnline(Arc<str>),
+    UserOffline(Arc<str>),
+    PresenceJoin { room: Arc<str>, user: Arc<str> },
+    PresenceLeave { room: Arc<str>, user: Arc<str> },
+    RoomMessage(Box<Message>),
+}
+
+/// An event as a shard noticed it, with its `time` (unix ms).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub what: What,
+    pub time: u64,
+}
+
+/// What a held event is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Subject {
+    Room(Arc<str>),
+    User(Arc<str>),
+}
+
+impl What {
+    pub fn kind(&self) -> EventType {
+        match self {
+            Self::RoomOccupied(_) => EventType::RoomOccupied,
+            Self::RoomVacated(_) => EventType::RoomVacated,
+            Self::UserOnline(_) => EventType::UserOnline,
+            Self::UserOffline(_) => EventType::UserOffline,
+            Self::PresenceJoin { .. } => EventType::PresenceJoin,
+            Self::PresenceLeave { .. } => EventType::PresenceLeave,
+            Self::RoomMessage(_) => EventType::RoomMessage,
+        }
+    }
+
+    fn room(&self) -> Option<&Arc<str>> {
+        match self {
+            Self::RoomOccupied(room) | Self::RoomVacated(room) => Some(room),
+            Self::PresenceJoin { room, .. } | Self::PresenceLeave { room, .. } => Some(room),
+            Self::RoomMessage(message) => Some(&message.room),
+            Self::UserOnline(_) | Self::UserOffline(_) => None,
+        }
+    }
+
+    fn user(&self) -> Option<&Arc<str>> {
+        match self {
+            Self::UserOnline(user) | Self::UserOffline(user) => Some(user),
+            Self::PresenceJoin { user, .. } | Self::PresenceLeave { user, .. } => Some(user),
+            _ => None,
+        }
+    }
+}
+
+impl Event {
+    /// `{"id","type","time",...}`.
+    fn write(&self, id: &str, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"id\":");
+        json::write_str(out, id);
+        out.extend_from_slice(b",\"type\":\"");
+        out.extend_from_slice(self.what.kind().name().as_bytes());
+        out.extend_from_slice(b"\",\"time\":");
+        json::write_u64(out, self.time);
+        let field = |out: &mut Vec<u8>, key: &str, value: &str| {
+            out.extend_from_slice(b",\"");
+            out.extend_from_slice(key.as_bytes());
+            out.extend_from_slice(b"\":");
+            json::write_str(out, value);
+        };
+        match &self.what {
+            What::RoomMessage(m) => {
+                field(out, "room", &m.room);
+                field(out, "event", &m.event);
+                out.extend_from_slice(b",\"data\":");
+                out.extend_from_slice(&m.data);
+                field(out, "from", &m.from);
+                out.extend_from_slice(b",\"seq\":");
+                json::write_u64(out, m.seq);
+                out.extend_from_slice(b",\"ts\":");
+                json::write_u64(out, m.ts);
+            }
+            what => {
+                if let Some(room) = what.room() {
+                    field(out, "room", room);
+                }
+                if let Some(user) = what.user() {
+                    field(out, "user", user);
+                }
+            }
+        }
+        out.push(b'}');
+    }
+}
+
+/// How the outbox behaves.
+#[derive(Debug, Clone)]
+pub struct OutboxConfig {
+    /// Prefix of every event's `id`: unique to this process.
+    pub node: String,
+    pub vacate_delay: Duration,
+    pub retry: Duration,
+    pub queue: usize,
+}
+
+/// A batch to POST now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// Given back with its answer (`Outbox::answered`).
+    pub number: u64,
+    /// `{"events":[...]}`.
+    pub body: Vec<u8>,
+}
+
+/// What the outbox counted, for the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Events acknowledged by the backend.
+    pub delivered: u64,
+    /// Tries after a batch's first.
+    pub retries: u64,
+    /// Events dropped: their batch ran out of `--webhook-retry`.
+    pub dropped_retry: u64,
+    /// Events dropped: the queue was full.
+    pub dropped_queue: u64,
+}
+
+/// The batch at the backend or waiting to be tried again.
+struct Flight {
+    number: u64,
+    body: Vec<u8>,
+    events: usize,
+    first_try: Instant,
+    failures: u32,
+    /// `None`: at the backend; `Some(at)`: to be tried again at `at`.
+    retry_at: Option<Instant>,
+}
+
+/// Between the shards and the backend; see the module doc.
+pub struct Outbox {
+    config: OutboxConfig,
+    next_id: u64,
+    next_batch: u64,
+    /// Held vacates and offlines, by subject, with their generation.
+    held: HashMap<Subject, (u64, Event)>,
+    /// Held events by due time: the delay is one, so pushes come in order.
+    due: VecDeque<(Instant, Subject, u64)>,
+    next_generation: u64,
+    /// Encoded events waiting, with when each came.
+    queue: VecDeque<(Instant, Vec<u8>)>,
+    flight: Option<Flight>,
+    counts: Counts,
+}
+
+impl Outbox {
+    pub fn new(config: OutboxConfig) -> Self {
+        Self {
+            config,
+            next_id: 0,
+            next_batch: 0,
+            held: HashMap::new(),
+            due: VecDeque::new(),
+            next_generation: 0,
+            queue: VecDeque::new(),
+            flight: None,
+            counts: Counts::default(),
+        }
+    }
+
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    /// Events waiting (held ones not counted; the batch in flight is).
+    pub fn depth(&self) -> usize {
+        self.queue.len() + self.flight.as_ref().map_or(0, |f| f.events)
+    }
+
+    /// An event a shard noticed.
+    pub fn push(&mut self, event: Event, now: Instant) {
+        match &event.what {
+            What::RoomOccupied(room) => {
+                if self.cancel(&Subject::Room(room.clone())) {
+                    return;
+                }
+            }
+            What::UserOnline(user) => {
+                if self.cancel(&Subject::User(user.clone())) {
+                    return;
+                }
+            }
+            What::RoomVacated(room) => return self.hold(Subject::Room(room.clone()), event, now),
+            What::UserOffline(user) => return self.hold(Subject::User(user.clone()), event, now),
+            what => {
+                if let Some(room) = what.room() {
+                    self.release(&Subject::Room(room.clone()), now);
+                }
+                if let Some(user) = what.user() {
+                    self.release(&Subject::User(user.clone()), now);
+                }
+            }
+        }
+        self.enqueue(&event, now);
+    }
+
+    /// Whether a held event about `subject` was there (and is no more).
+    fn cancel(&mut self, subject: &Subject) -> bool {
+        self.held.remove(subject).is_some()
+    }
+
+    fn hold(&mut self, subject: Subject, event: Event, now: Instant) {
+        // A second vacate before any occupy cannot happen; were it to, the
+        // first is sent rather than lost.
+        self.release(&subject, now);
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let due = now + self.config.vacate_delay;
+        self.due.push_back((due, subject.clone(), generation));
+        self.held.insert(subject, (generation, event));
+    }
+
+    /// Sends the held event about `subject` now, if there is one.
+    fn release(&mut self, subject: &Subject, now: Instant) {
+        if let Some((_, event)) = self.held.remove(subject) {
+            self.enqueue(&event, now);
+        }
+    }
+
+    fn enqueue(&mut self, event: &Event, now: Instant) {
+        let id = format!("{}-{}", self.config.node, self.next_id);
+        self.next_id += 1;
+        let mut text = Vec::with_capacity(96);
+        event.write(&id, &mut text);
+        if self.queue.len() >= self.config.queue {
+            self.queue.pop_front();
+            self.counts.dropped_queue += 1;
+        }
+        self.queue.push_back((now, text));
+    }
+
+    /// Held events whose delay is over go to the queue.
+    fn release_due(&mut self, now: Instant) {
+        while let Some((due, _, _)) = self.due.front()
+            && *due <= now
+        {
+            let (_, subject, generation) = self.due.pop_front().expect("front above");
+            if self
+                .held
+                .get(&subject)
+                .is_some_and(|(g, _)| *g == generation)
+            {
+                self.release(&subject, now);
+            }
+        }
+    }
+
+    /// The batch to send now, if any: a retry that is due, else a new
+    /// batch when no other is in flight and the queue's first event has
+    /// waited `LINGER` or a batch is full.
+    pub fn poll(&mut self, now: Instant) -> Option<Batch> {
+        self.release_due(now);
+        if let Some(flight) = &mut self.flight {
+            return match flight.retry_at {
+                Some(at) if at <= now => {
+                    flight.retry_at = None;
+                    self.counts.retries += 1;
+                    Some(Batch {
+                        number: flight.number,
+                        body: flight.body.clone(),
+                    })
+                }
+                _ => None,
+            };
+        }
+        let (first, _) = self.queue.front()?;
+        if self.queue.len() < MAX_BATCH && *first + LINGER > now {
+            return None;
+        }
+        let take = self.queue.len().min(MAX_BATCH);
+        let mut body = b"{\"events\":[".to_vec();
+        for (i, (_, text)) in self.queue.drain(..take).enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(&text);
+        }
+        body.extend_from_slice(b"]}");
+        let number = self.next_batch;
+        self.next_batch += 1;
+        self.flight = Some(Flight {
+            number,
+            body: body.clone(),
+            events: take,
+            first_try: now,
+            failures: 0,
+            retry_at: None,
+        });
+        Some(Batch { number, body })
+    }
+
+    /// The backend's answer to batch `number`: `acknowledged` for a `2xx`.
+    pub fn answered(&mut self, number: u64, acknowledged: bool, now: Instant) {
+        let Some(flight) = &mut self.flight else {
+            return;
+        };
+        if flight.number != number || flight.retry_at.is_some() {
+            return;
+        }
+        if acknowledged {
+            self.counts.delivered += flight.events as u64;
+            self.flight = None;
+            return;
+        }
+        let give_up = flight.first_try + self.config.retry;
+        if now >= give_up {
+            self.counts.dropped_retry += flight.events as u64;
+            self.flight = None;
+            return;
+        }
+        let backoff = BACKOFF_MIN
+            .saturating_mul(1 << flight.failures.min(16))
+            .min(BACKOFF_MAX);
+        flight.failures += 1;
+        flight.retry_at = Some((now + backoff).min(give_up));
+    }
+
+    /// When `poll` has something to do next, if ever without new input.
+    pub fn next_timer(&self) -> Option<Instant> {
+        let held = self.due.front().map(|(at, _, _)| *at);
+        let queued = match &self.flight {
+            Some(flight) => flight.retry_at,
+            None => self.queue.front().map(|(at, _)| *at + LINGER),
+        };
+        held.into_iter().chain(queued).min()
+    }
+}
+
+#[cfg(test)]
+mod tests;
