@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::{ConfigError, JsonFields, out_of_range};
 use crate::hooks::url::HookUrl;
-use crate::hooks::webhook::EventType;
+use crate::hooks::webhook::{EventType, Types};
 use crate::proto::names::is_valid_pattern;
 
 /// Longest `--hook-timeout`.
@@ -121,11 +121,13 @@ impl HooksConfig {
 
     /// The webhook types `--webhook-events` chose (every name was checked
     /// by `validate`).
-    pub fn webhook_types(&self) -> Vec<EventType> {
-        self.webhook_events
+    pub fn webhook_types_set(&self) -> Types {
+        let types: Vec<EventType> = self
+            .webhook_events
             .iter()
             .filter_map(|name| EventType::from_name(name))
-            .collect()
+            .collect();
+        Types::of(&types)
     }
 
     pub(super) fn validate(&self) -> Result<(), ConfigError> {

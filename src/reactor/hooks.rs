@@ -31,6 +31,7 @@ use crate::conn::id::ConnId;
 use crate::hooks::answer::{self, Answer, AnswerError};
 use crate::hooks::client::{ClientConfig, SetupError};
 use crate::hooks::url::HookUrl;
+use crate::hooks::webhook::thread::WebhookHandle;
 use crate::hooks::{HookError, HookHandle, HookRequest, HookResponse, HookSink};
 use crate::http::response as http_response;
 use crate::json;
@@ -64,18 +65,35 @@ pub enum Asked {
     Room { ticket: u64 },
 }
 
-/// The hooks client's sink: every answer goes to the shard of the
-/// connection that asked.
+/// Who waits for a hook request's outcome: a connection (a proxy's
+/// decision) or the webhooks thread (a batch, by its number).
+pub enum Hooked {
+    Proxy(HookAnswer),
+    Webhook(u64),
+}
+
+/// The hooks client's sink: a proxy's answer goes to the shard of the
+/// connection that asked, a webhook batch's to the webhooks thread.
 pub struct ShardHookSink {
     pub shards: Vec<Handle>,
+    pub webhooks: Option<WebhookHandle>,
 }
 
 impl HookSink for ShardHookSink {
-    type Answer = HookAnswer;
+    type Answer = Hooked;
 
-    fn answered(&self, answer: HookAnswer, outcome: Result<HookResponse, HookError>) {
-        if let Some(handle) = self.shards.get(answer.conn.shard) {
-            handle.send(Command::Hook(answer, outcome));
+    fn answered(&self, answer: Hooked, outcome: Result<HookResponse, HookError>) {
+        match answer {
+            Hooked::Proxy(answer) => {
+                if let Some(handle) = self.shards.get(answer.conn.shard) {
+                    handle.send(Command::Hook(answer, outcome));
+                }
+            }
+            Hooked::Webhook(batch) => {
+                if let Some(webhooks) = &self.webhooks {
+                    webhooks.answered(batch, outcome);
+                }
+            }
         }
     }
 }
@@ -86,6 +104,7 @@ pub struct ProxyUrls {
     pub publish: Option<usize>,
     pub subscribe: Option<usize>,
     pub connect: Option<usize>,
+    pub webhook: Option<usize>,
 }
 
 /// Every hook URL the configuration gives, and where each proxy's is.
@@ -101,6 +120,7 @@ pub fn urls(config: &HooksConfig) -> (Vec<HookUrl>, ProxyUrls) {
     let publish = add(&config.publish_proxy);
     let subscribe = add(&config.subscribe_proxy);
     let connect = add(&config.connect_proxy);
+    let webhook = add(&config.webhook);
     (
         urls,
         ProxyUrls {
@@ -108,6 +128,7 @@ pub fn urls(config: &HooksConfig) -> (Vec<HookUrl>, ProxyUrls) {
             publish,
             subscribe,
             connect,
+            webhook,
         },
     )
 }
@@ -194,7 +215,7 @@ impl Line {
 
 /// One shard's proxies.
 pub struct Proxies {
-    handle: HookHandle<HookAnswer>,
+    handle: HookHandle<Hooked>,
     urls: ProxyUrls,
     timeout: Duration,
     publish_rooms: Vec<String>,
@@ -206,7 +227,7 @@ pub struct Proxies {
 
 impl Proxies {
     pub fn new(
-        handle: HookHandle<HookAnswer>,
+        handle: HookHandle<Hooked>,
         config: &HooksConfig,
         metrics: Arc<HookMetrics>,
     ) -> Self {
@@ -342,12 +363,17 @@ impl Proxies {
             url_index,
             body,
             deadline: now + self.timeout,
-            answer,
+            answer: Hooked::Proxy(answer),
         };
-        self.handle.send(request).map_err(|refused| {
-            log_debug!("proxy request refused: {}", refused.error);
-            refused.request.answer
-        })
+        let Err(refused) = self.handle.send(request) else {
+            return Ok(());
+        };
+        log_debug!("proxy request refused: {}", refused.error);
+        match refused.request.answer {
+            Hooked::Proxy(answer) => Err(answer),
+            // Not what was sent: nothing to give back.
+            Hooked::Webhook(_) => Ok(()),
+        }
     }
 
     /// A backend's answer (or its failure): an rpc's reply, or, for a room

@@ -50,12 +50,14 @@ use signal_hook::iterator::Signals;
 
 use crate::config::{AcceptMode, Config, ListenConfig};
 use crate::hooks::HookHandle;
+use crate::hooks::webhook::OutboxConfig;
+use crate::hooks::webhook::thread::{self as webhook_thread, WebhookHandle};
 use crate::redis::requests::{DirectMessage, RoomEvent, Unavailable};
 use crate::redis::{History, Presence, Sequenced};
 use crate::rooms::cluster::{BridgeAnswer, FromBridge};
 use crate::{log_info, log_warn};
 use bridge::{BridgeConfig, BridgeHandle, BridgeRequest, BridgeSink};
-use hooks::HookAnswer;
+use hooks::Hooked;
 use shard::{Channels, Command, Handle, Listeners, Shard};
 
 /// A running server.
@@ -67,7 +69,10 @@ pub struct Server {
     /// Cluster mode: the Redis bridge, stopped after the shards.
     bridge: Option<BridgeHandle<BridgeAnswer>>,
     /// Any hook URL given: the hooks client, stopped after the shards.
-    hooks: Option<HookHandle<HookAnswer>>,
+    hooks: Option<HookHandle<Hooked>>,
+    /// `--webhook`: the webhooks thread, stopped after the shards, before
+    /// the hooks client.
+    webhooks: Option<WebhookHandle>,
     threads: Vec<JoinHandle<()>>,
     acceptor_stop: Option<Arc<Waker>>,
     drained: Receiver<usize>,
@@ -110,7 +115,8 @@ impl Server {
                 drained: drained_tx.clone(),
                 peers: shards.clone(),
                 bridge: bridge.as_ref().map(|(handle, _)| handle.clone()),
-                hooks: hooks.as_ref().map(|(handle, _)| handle.clone()),
+                hooks: hooks.as_ref().map(|hooks| hooks.handle.clone()),
+                webhooks: hooks.as_ref().and_then(|hooks| hooks.webhooks.clone()),
             };
             let shard = Shard::new(index, poll, own_listeners, shared.clone(), channels)?;
             threads.push(
@@ -136,10 +142,13 @@ impl Server {
             threads.push(thread);
             handle
         });
-        let hooks = hooks.map(|(handle, thread)| {
-            threads.push(thread);
-            handle
-        });
+        let (hooks, webhooks) = match hooks {
+            Some(started) => {
+                threads.extend(started.threads);
+                (Some(started.handle), started.webhooks)
+            }
+            None => (None, None),
+        };
         Ok(Self {
             addr,
             metrics_addr,
@@ -147,6 +156,7 @@ impl Server {
             shards,
             bridge,
             hooks,
+            webhooks,
             threads,
             acceptor_stop,
             drained,
@@ -257,6 +267,9 @@ impl Server {
         if let Some(bridge) = &self.bridge {
             bridge.send(BridgeRequest::Stop);
         }
+        if let Some(webhooks) = &self.webhooks {
+            webhooks.stop();
+        }
         if let Some(hooks) = &self.hooks {
             hooks.stop();
         }
@@ -304,22 +317,63 @@ fn start_bridge(
     bridge::start(config, sink, metrics.clone()).map(Some)
 }
 
+/// The hooks client and, with `--webhook`, the webhooks thread.
+struct StartedHooks {
+    handle: HookHandle<Hooked>,
+    webhooks: Option<WebhookHandle>,
+    threads: Vec<JoinHandle<()>>,
+}
+
 /// Any hook URL given: starts the hooks client, whose sink reaches every
-/// shard. The JWT secrets are final by now (a generated one included), so
-/// the default signing key is known.
-fn start_hooks(
-    shared: &Arc<Shared>,
-    shards: &[Handle],
-) -> io::Result<Option<(HookHandle<HookAnswer>, JoinHandle<()>)>> {
+/// shard (and the webhooks thread, which it starts with `--webhook`). The
+/// JWT secrets are final by now (a generated one included), so the
+/// default signing key is known.
+fn start_hooks(shared: &Arc<Shared>, shards: &[Handle]) -> io::Result<Option<StartedHooks>> {
     let Some(metrics) = &shared.hooks else {
         return Ok(None);
     };
     let config = hooks::client_config(&shared.config)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let group = &shared.config.hooks;
+    let webhook_url = hooks::urls(group).1.webhook;
+    let channel = webhook_url.map(|_| webhook_thread::channel(group.webhook_types_set()));
     let sink = hooks::ShardHookSink {
         shards: shards.to_vec(),
+        webhooks: channel.as_ref().map(|(handle, _)| handle.clone()),
     };
-    crate::hooks::client::start(config, sink, metrics.clone()).map(Some)
+    let (handle, thread) = crate::hooks::client::start(config, sink, metrics.clone())?;
+    let mut threads = vec![thread];
+    let mut webhooks = None;
+    if let (Some((webhook, inputs)), Some(url_index)) = (channel, webhook_url) {
+        let outbox = OutboxConfig {
+            node: format!(
+                "{}{:x}",
+                shared.config.node_id().unwrap_or_default(),
+                shared.epoch_seed
+            ),
+            vacate_delay: group.webhook_vacate_delay,
+            retry: group.webhook_retry,
+            queue: group.webhook_queue,
+        };
+        let client = webhook_thread::Client {
+            handle: handle.clone(),
+            url_index,
+            timeout: group.timeout,
+            wrap: Hooked::Webhook,
+        };
+        threads.push(webhook_thread::start(
+            outbox,
+            inputs,
+            client,
+            metrics.clone(),
+        )?);
+        webhooks = Some(webhook);
+    }
+    Ok(Some(StartedHooks {
+        handle,
+        webhooks,
+        threads,
+    }))
 }
 
 /// The public listeners: one in hand-off mode, one per shard otherwise.

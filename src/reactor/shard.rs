@@ -43,12 +43,14 @@ use crate::conn::compression::Codec;
 use crate::conn::id;
 use crate::conn::report::Report;
 use crate::conn::{AbortReason, Admission, ConnRef, Connection, Context, Port, Tick, pool};
+use crate::hooks::webhook::Event;
+use crate::hooks::webhook::thread::WebhookHandle;
 use crate::hooks::{HookError, HookHandle, HookResponse};
 use crate::proto::Request;
 use crate::proto::envelope::Parser;
 use crate::reactor::bridge::{BridgeHandle, BridgeRequest};
 use crate::reactor::entry::{Entry, mark, write_pending, write_through};
-use crate::reactor::hooks::{HookAnswer, Proxies};
+use crate::reactor::hooks::{HookAnswer, Hooked, Proxies};
 use crate::reactor::lifecycle::{self, Ending};
 use crate::reactor::outlet::ShardOutlet;
 use crate::reactor::pre_request::{self, PreRequest};
@@ -56,6 +58,7 @@ use crate::reactor::shared::Shared;
 use crate::reactor::transport::Transport;
 use crate::rooms::bus::BusMsg;
 use crate::rooms::cluster::{BridgeAnswer, ClusterSide, FromBridge};
+use crate::rooms::notes::NoteRules;
 use crate::rooms::{Router, RouterConfig, Time};
 use crate::sys::unix_ms;
 use crate::tls::TlsFailure;
@@ -113,7 +116,9 @@ pub struct Channels {
     /// Cluster mode: the Redis bridge.
     pub bridge: Option<BridgeHandle<BridgeAnswer>>,
     /// Any hook URL given: the hooks client.
-    pub hooks: Option<HookHandle<HookAnswer>>,
+    pub hooks: Option<HookHandle<Hooked>>,
+    /// `--webhook`: the webhooks thread, told what the rooms noticed.
+    pub webhooks: Option<WebhookHandle>,
 }
 
 /// How other threads reach a shard.
@@ -185,6 +190,7 @@ pub struct Shard {
     bridge_out: Vec<BridgeRequest<BridgeAnswer>>,
     /// Any proxy URL given: the requests that go to backends.
     proxies: Option<Proxies>,
+    webhooks: Option<WebhookHandle>,
 }
 
 impl Shard {
@@ -207,6 +213,7 @@ impl Shard {
             peers,
             bridge,
             hooks,
+            webhooks,
         } = channels;
         let proxies = match (hooks, &shared.hooks) {
             (Some(handle), Some(metrics)) => {
@@ -261,6 +268,7 @@ impl Shard {
             bridge,
             bridge_out: Vec::new(),
             proxies,
+            webhooks,
         })
     }
 
@@ -701,6 +709,7 @@ impl Shard {
     /// (its own are never counted: they are handled here and then).
     fn pump(&mut self) {
         self.settle_rooms();
+        self.send_notes();
         for shard in 0..self.peers.len() {
             if shard == self.index {
                 continue;
@@ -721,6 +730,22 @@ impl Shard {
         }
         let rooms = self.router.rooms_owned() as u64;
         self.metrics().rooms.set(rooms);
+    }
+
+    /// Hands what the rooms noticed to the webhooks thread, stamped now
+    /// (within the turn they happened in).
+    fn send_notes(&mut self) {
+        let Some(webhooks) = &self.webhooks else {
+            return;
+        };
+        let notes = self.router.take_notes();
+        if notes.is_empty() {
+            return;
+        }
+        let time = unix_ms();
+        for what in notes {
+            webhooks.notice(Event { what, time });
+        }
     }
 
     /// Between two slices of one connection's input (`READ_CHUNK` each):
@@ -972,6 +997,7 @@ impl Shard {
 /// What the router of shard `index` runs with.
 fn router_config(shared: &Shared, index: usize, shards: usize, cluster: bool) -> RouterConfig {
     let node_id = shared.config.cluster.as_ref().map(|c| c.node_id.clone());
+    let hooks = &shared.config.hooks;
     RouterConfig {
         shard: index,
         shards,
@@ -980,6 +1006,12 @@ fn router_config(shared: &Shared, index: usize, shards: usize, cluster: bool) ->
         cluster: cluster.then(|| ClusterSide {
             node_id: node_id.unwrap_or_default(),
             started: shared.started,
+        }),
+        // In cluster mode no node sees a room's or a user's first and last
+        // (config refuses --webhook with --redis).
+        notes: (!cluster && hooks.webhook.is_some()).then(|| NoteRules {
+            types: hooks.webhook_types_set(),
+            message_rooms: hooks.webhook_rooms.clone(),
         }),
     }
 }

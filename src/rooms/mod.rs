@@ -12,6 +12,7 @@
 //! - `local`: each shard's member lists, walked for a fan-out; `users`:
 //!   each shard's `/ws` connections per user; `gather`: the counts of a
 //!   `user:send` or broadcast across shards.
+//! - `notes`: what the rooms notice for webhooks (one process).
 //! - `api`: the Server API's calls carried out across shards and nodes.
 //! - `bus`: the messages between shards; `outlet`: the interface through
 //!   which the router reaches its shard's connections.
@@ -25,6 +26,7 @@ pub mod bus;
 pub mod cluster;
 pub mod gather;
 pub mod local;
+pub mod notes;
 pub mod outlet;
 pub mod router;
 pub mod sequencer;

@@ -20,6 +20,7 @@ use std::time::Instant;
 
 use crate::config::RoomsConfig;
 use crate::conn::ConnRef;
+use crate::hooks::webhook::What;
 use crate::proto::Request;
 use crate::proto::reply::OwnedId;
 use crate::proto::wire;
@@ -29,6 +30,7 @@ use crate::rooms::bus::{BusMsg, Fanout, JoinAnswer, Outbox, PublishAnswer};
 use crate::rooms::cluster::{BridgeAnswer, ClusterSide, RedisRooms};
 use crate::rooms::gather::Gathers;
 use crate::rooms::local::LocalRooms;
+use crate::rooms::notes::{NoteRules, Notes};
 use crate::rooms::outlet::Outlet;
 use crate::rooms::owner_of;
 use crate::rooms::sequencer::Sequencer;
@@ -47,6 +49,8 @@ pub struct RouterConfig {
     pub epoch_seed: u64,
     /// Cluster mode: Redis sequences the rooms.
     pub cluster: Option<ClusterSide>,
+    /// `--webhook` (one process): what is noticed for it.
+    pub notes: Option<NoteRules>,
 }
 
 /// The moment a message is handled, as the reactor read it.
@@ -96,9 +100,11 @@ impl Router {
             Some(side) => Sequencer::Redis(Box::new(RedisRooms::new(shard, side))),
             None => Sequencer::Local,
         };
+        let mut table = RoomTable::new(config.rooms, config.shards, config.epoch_seed);
+        table.notes = config.notes.map(Notes::new);
         Self {
             shard,
-            table: RoomTable::new(config.rooms, config.shards, config.epoch_seed),
+            table,
             local: LocalRooms::default(),
             users: UserIndex::default(),
             gathers: Gathers::default(),
@@ -122,6 +128,15 @@ impl Router {
     /// Bus messages queued for `shard`, to be sent in one batch.
     pub fn take_outbox(&mut self, shard: usize) -> Vec<BusMsg> {
         self.outbox.take(shard)
+    }
+
+    /// The webhook events noticed since the last call, in order.
+    pub fn take_notes(&mut self) -> Vec<What> {
+        self.table
+            .notes
+            .as_mut()
+            .map(Notes::take)
+            .unwrap_or_default()
     }
 
     /// Requests for the Redis bridge (cluster mode), in order.

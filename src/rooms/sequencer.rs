@@ -105,11 +105,14 @@ impl Router {
                 }
                 Sequencer::Redis(redis) => redis.presence_get(room, conn, id),
             },
-            BusMsg::Online { user, up } => {
-                if let Sequencer::Redis(redis) = &mut self.sequencer {
-                    redis.online(user, up);
+            BusMsg::Online { user, up } => match &mut self.sequencer {
+                Sequencer::Local => {
+                    if let Some(notes) = &mut self.table.notes {
+                        notes.online(&user, up);
+                    }
                 }
-            }
+                Sequencer::Redis(redis) => redis.online(user, up),
+            },
             _ => {}
         }
     }
@@ -202,16 +205,18 @@ impl Router {
         self.outbox.joined(room, conn, accepted, reply);
     }
 
-    /// Cluster mode: tells the owner of the online set that a `/ws`
-    /// connection of `user` opened (`up`) or closed here.
+    /// Tells the owner of the online set that a `/ws` connection of
+    /// `user` opened (`up`) or closed here: in cluster mode, for Redis's
+    /// online set; in one process, for webhooks (`user.online`/`offline`).
     pub(super) fn count_online(&mut self, user: &Arc<str>, up: bool) {
-        match self.sequencer {
-            Sequencer::Local => {}
-            Sequencer::Redis(_) => {
-                let owner = self.owner(crate::redis::ONLINE);
-                let user = user.clone();
-                self.outbox.send(owner, BusMsg::Online { user, up });
-            }
+        let counted = match self.sequencer {
+            Sequencer::Local => self.table.notes.is_some(),
+            Sequencer::Redis(_) => true,
+        };
+        if counted {
+            let owner = self.owner(crate::redis::ONLINE);
+            let user = user.clone();
+            self.outbox.send(owner, BusMsg::Online { user, up });
         }
     }
 

@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 
 use crate::codes::limits::MAX_PRESENCE_USERS;
 use crate::config::RoomsConfig;
+use crate::hooks::webhook::Message;
 use crate::proto::names::pattern_matches;
 use crate::proto::wire;
+use crate::rooms::notes::Notes;
 
 /// Who joins.
 #[derive(Debug, Clone)]
@@ -104,6 +106,9 @@ pub struct RoomTable {
     /// Makes epochs unique across shards and restarts.
     epoch_seed: u64,
     epochs_made: u64,
+    /// `--webhook` (one process): the rooms' firsts and lasts and their
+    /// messages, noticed here because only the owner sees them.
+    pub notes: Option<Notes>,
 }
 
 impl RoomTable {
@@ -116,6 +121,7 @@ impl RoomTable {
             rooms: HashMap::new(),
             epoch_seed,
             epochs_made: 0,
+            notes: None,
         }
     }
 
@@ -269,8 +275,18 @@ impl RoomTable {
                 connections: 0,
             });
         user.connections += 1;
-        let announce =
-            user.connections == 1 && room.announces_presence && room.connections <= event_limit;
+        let first_here = user.connections == 1;
+        let occupied = room.connections == 1;
+        let presence_room = room.announces_presence;
+        let announce = first_here && presence_room && room.connections <= event_limit;
+        if let Some(notes) = &mut self.notes {
+            if occupied {
+                notes.room(name, true);
+            }
+            if first_here && presence_room {
+                notes.presence(name, &joiner.user_id, true);
+            }
+        }
         Ok(announce
             .then(|| wire::text_frame(&wire::presence_join(name, &joiner.user_id, joiner.name))))
     }
@@ -415,13 +431,24 @@ impl RoomTable {
             *count = count.saturating_sub(1);
         }
         let mut presence = None;
+        let mut left = None;
         if let Some(user) = room.users.get_mut(user_id) {
             user.connections -= 1;
             if user.connections == 0 {
-                room.users.remove(user_id);
+                left = room.users.remove_entry(user_id).map(|(user, _)| user);
                 if announce_if_last {
                     presence = Some(wire::text_frame(&wire::presence_leave(name, user_id)));
                 }
+            }
+        }
+        let vacated = room.connections == 0;
+        let presence_room = room.announces_presence;
+        if let Some(notes) = &mut self.notes {
+            if let Some(user) = left.filter(|_| presence_room) {
+                notes.presence(name, &user, false);
+            }
+            if vacated {
+                notes.room(name, false);
             }
         }
         self.forget_if_empty(name);
@@ -458,6 +485,18 @@ impl RoomTable {
             seq: room.seq,
             frame,
         };
+        if let Some(notes) = &mut self.notes
+            && notes.wants_message(message.room)
+        {
+            notes.message(Message {
+                room: message.room.into(),
+                event: message.event.into(),
+                data: message.data.into(),
+                from: message.from.into(),
+                seq: published.seq,
+                ts: message.ts_ms,
+            });
+        }
         self.forget_if_empty(message.room);
         published
     }

@@ -41,3 +41,4 @@ mod rooms;
 mod shutdown;
 mod slow_consumers;
 mod tls;
+mod webhooks;

@@ -303,6 +303,7 @@ impl Setup {
                         node_id: "n1".into(),
                         started,
                     }),
+                    notes: None,
                 })
             })
             .collect();
