@@ -1,8 +1,10 @@
 //! Backend hooks (section 13): the HTTP client that webhooks and proxies
-//! will send their requests through.
+//! send their requests through, and the webhooks' outbox.
 //!
 //! Owns: hook URLs (`url`), the request signature (`sign`), the HTTP/1.1
-//! client codec (`http`, sans-IO) and the hooks thread (`client`): one
+//! client codec (`http`, sans-IO), the webhook events and their outbox
+//! (`webhook`, sans-IO, and its "webhooks" thread) and the hooks thread
+//! (`client`): one
 //! thread per process with its own mio loop, kept-alive connections per
 //! URL, at most `--hook-concurrency` requests in flight per URL, a bounded
 //! queue per URL, `--hook-timeout` bounding each request from the moment
@@ -13,23 +15,23 @@
 //! synchronous (`Refused`), every other outcome comes through the sink,
 //! exactly once per request `send` accepted (stopping included).
 //!
-//! Must not touch: what a hook's JSON means or what its answer decides
-//! (the webhook batches and the proxies' decisions belong to their own
-//! modules, on the shards' side of the sink), the shards' sockets, or the
+//! Must not touch: what a proxy's answer decides (the shards' side of the
+//! sink, `reactor::hooks`), what the rooms notice (`rooms::notes`), the shards' sockets, or the
 //! room router. The client thread is the one place outside `reactor` that
 //! holds sockets: it serves no client, so nothing it does can hold one up.
 //!
-//! # How proxies use it, and how webhooks will
+//! # How proxies and webhooks use it
 //!
 //! The server starts one client (`client::start`) with every configured
 //! URL (`--connect-proxy`, `--subscribe-proxy`, `--publish-proxy`,
-//! `--rpc-proxy`; `--webhook` to come), each at its own `url_index`
+//! `--rpc-proxy`, `--webhook`), each at its own `url_index`
 //! (`reactor::hooks::urls`), and gives each shard a clone of the
 //! `HookHandle`. The sink is the reactor's (`reactor::hooks::ShardHookSink`:
 //! one `Command::Hook` per answer to the shard of the connection that
 //! asked, as `ShardSink` does for the bridge), so `A` is whatever
 //! identifies the waiting party: a connection and what it asked for a
-//! proxy (`reactor::hooks::HookAnswer`), a batch number for webhooks.
+//! proxy (`reactor::hooks::Hooked::Proxy`), a batch number for webhooks
+//! (`Hooked::Webhook`).
 //! What an answer says is read by `answer`.
 //!
 //! - A proxy decision: the shard writes the JSON body, sends it with
@@ -40,12 +42,16 @@
 //!   non-`2xx` status, an unreadable body) is `UNAVAILABLE` (503 for a
 //!   connect). A connection's room events stay in order because the shard,
 //!   not this client, holds the later ones until the earlier is decided.
-//! - Webhooks: one webhook task (its own module, fed by the shards and, in
-//!   a cluster, by the node that owns the event) batches events and sends
-//!   one request per batch; a non-`2xx` answer or an error is retried with
-//!   backoff by that task, which keeps its own queue and its own timers.
-//!   This client never retries: whether a request may be sent twice is
-//!   the caller's decision.
+//! - Webhooks: the "webhooks" thread (`webhook::thread`), fed by the
+//!   shards, runs the outbox (`webhook::Outbox`) and sends one request per
+//!   batch, its number as the answer (`reactor::hooks::Hooked::Webhook`,
+//!   which the sink hands back to that thread); a non-`2xx` answer or an
+//!   error is retried with backoff by the outbox, which keeps its own
+//!   queue and timers. The webhooks thread is not this client's thread:
+//!   its clock (batching, vacate delay, backoff) has a loop of its own,
+//!   and this client stays generic over what waits for an answer. This
+//!   client never retries: whether a request may be sent twice is the
+//!   caller's decision.
 //!
 //! Metrics are `metrics::HookMetrics`, written by the hooks thread alone
 //! (the `overloaded` count by the senders).
