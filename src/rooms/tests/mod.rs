@@ -4,6 +4,7 @@
 
 mod cluster;
 mod local;
+mod notes;
 mod server_api;
 
 use std::collections::HashMap;
@@ -13,12 +14,14 @@ use std::time::{Duration, Instant};
 use crate::api::{self, part::ConnInfo, reply::Reply};
 use crate::config::RoomsConfig;
 use crate::conn::ConnRef;
+use crate::hooks::webhook::{EventType, Types, What};
 use crate::metrics::ShardMetrics;
 use crate::proto::reply::OwnedId;
 use crate::proto::{JoinRecovery, Request, publish, wire};
 use crate::redis::requests::BridgeRequest;
 use crate::rooms::bus::Fanout;
 use crate::rooms::cluster::{BridgeAnswer, ClusterSide, FromBridge};
+use crate::rooms::notes::NoteRules;
 use crate::rooms::outlet::{ApiJoin, NodeFacts, Outlet};
 use crate::rooms::{Asker, Router, RouterConfig, Time, owner_of};
 
@@ -249,6 +252,8 @@ pub struct Setup {
     presence_event_limit: usize,
     max_room_members: usize,
     cluster: bool,
+    /// `--webhook`: the rooms notice every type, messages of `chat:*`.
+    notes: bool,
 }
 
 impl Setup {
@@ -260,6 +265,7 @@ impl Setup {
             presence_event_limit: 100,
             max_room_members: 0,
             cluster: false,
+            notes: false,
         }
     }
 
@@ -272,6 +278,16 @@ impl Setup {
 
     pub fn history(mut self, history: usize) -> Self {
         self.history = history;
+        self
+    }
+
+    pub fn webhooks(mut self) -> Self {
+        self.notes = true;
+        self
+    }
+
+    pub fn presence_event_limit(mut self, limit: usize) -> Self {
+        self.presence_event_limit = limit;
         self
     }
 
@@ -303,7 +319,10 @@ impl Setup {
                         node_id: "n1".into(),
                         started,
                     }),
-                    notes: None,
+                    notes: self.notes.then(|| NoteRules {
+                        types: Types::of(&EventType::ALL),
+                        message_rooms: vec!["chat:*".into()],
+                    }),
                 })
             })
             .collect();
@@ -457,6 +476,15 @@ impl Shards {
         self.routers[shard].on_request(asker, request, self.time.now);
         self.settle();
         conn
+    }
+
+    /// What every shard noticed for webhooks since the last call, shard by
+    /// shard.
+    pub fn notes(&mut self) -> Vec<What> {
+        self.routers
+            .iter_mut()
+            .flat_map(Router::take_notes)
+            .collect()
     }
 
     /// The live nodes shard `shard` knows (cluster mode).
