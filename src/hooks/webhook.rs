@@ -11,9 +11,10 @@
 //!
 //! - Held: `room.vacated` and `user.offline` wait `--webhook-vacate-delay`;
 //!   a `room.occupied` (`user.online`) for the same room (user) meanwhile
-//!   cancels both. Any other event about that room or user sends the held
-//!   one first, so that events about one room or user stay in the order
-//!   they happened.
+//!   cancels both. Any other event about that room sends its held vacate
+//!   first, so that events about one room stay in the order they
+//!   happened; a user's held offline waits its delay whatever comes (see
+//!   `Outbox::push`).
 //! - Batched: at most `MAX_BATCH` events, sent once the first has waited
 //!   `LINGER` or the batch is full.
 //! - One batch in flight at a time, in order: events about one room or one
@@ -171,7 +172,7 @@ impl What {
         match self {
             Self::UserOnline(user) | Self::UserOffline(user) => Some(user),
             Self::PresenceJoin { user, .. } | Self::PresenceLeave { user, .. } => Some(user),
-            _ => None,
+            Self::RoomOccupied(_) | Self::RoomVacated(_) | Self::RoomMessage(_) => None,
         }
     }
 }
@@ -314,12 +315,14 @@ impl Outbox {
             }
             What::RoomVacated(room) => return self.hold(Subject::Room(room.clone()), event, now),
             What::UserOffline(user) => return self.hold(Subject::User(user.clone()), event, now),
+            // A held user.offline is not sent early for a presence event:
+            // a user's connections and their rooms are counted on different
+            // shards, so the `user.online` that cancels it may come after a
+            // `presence.join` of the new connection, and the `presence.leave`
+            // of the last one after the offline itself.
             what => {
                 if let Some(room) = what.room() {
                     self.release(&Subject::Room(room.clone()), now);
-                }
-                if let Some(user) = what.user() {
-                    self.release(&Subject::User(user.clone()), now);
                 }
             }
         }

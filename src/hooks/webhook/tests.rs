@@ -184,3 +184,33 @@ fn types_choose_by_name() {
     }
     assert_eq!(EventType::from_name("room"), None);
 }
+
+#[test]
+fn presence_events_neither_send_nor_cancel_a_held_offline() {
+    let t0 = Instant::now();
+    let mut o = outbox(1000);
+    let (room, user) = (room("r"), room("u"));
+    // The last connection closed: its leave is counted after the offline.
+    o.push(event(What::UserOffline(user.clone())), t0);
+    let leave = What::PresenceLeave {
+        room: room.clone(),
+        user: user.clone(),
+    };
+    o.push(event(leave), t0);
+    let batch = o.poll(t0 + LINGER).unwrap();
+    assert_eq!(events(&batch)[0]["type"], "presence.leave");
+    o.answered(batch.number, true, t0 + LINGER);
+    // A new connection's join counted before its online: the offline is
+    // cancelled still.
+    o.push(
+        event(What::PresenceJoin {
+            room,
+            user: user.clone(),
+        }),
+        t0,
+    );
+    o.push(event(What::UserOnline(user)), t0);
+    let batch = o.poll(t0 + Duration::from_secs(5)).unwrap();
+    let types: Vec<_> = events(&batch).iter().map(|e| e["type"].clone()).collect();
+    assert_eq!(types, ["presence.join"]);
+}
