@@ -167,10 +167,10 @@ impl HooksConfig {
             );
         }
         if self.webhook_vacate_delay > MAX_VACATE_DELAY {
-            return out_of_range("webhook-vacate-delay", "must be at most 1h");
+            return out_of_range("webhook-vacate-delay", "must be at most 60m");
         }
         if self.webhook_retry > MAX_WEBHOOK_RETRY {
-            return out_of_range("webhook-retry", "must be at most 24h");
+            return out_of_range("webhook-retry", "must be at most 1440m (a day)");
         }
         if self.webhook_queue == 0 || self.webhook_queue > MAX_WEBHOOK_QUEUE {
             return out_of_range("webhook-queue", "must be between 1 and 10000000");

@@ -25,6 +25,9 @@
 //! - Bounded: at most `--webhook-queue` events wait (the batch in flight
 //!   not counted); past it the oldest is dropped and counted.
 //!
+//! - Stopping (`flush`): held events are sent at once, batches go without
+//!   waiting, and the thread gives it one `--hook-timeout` (`thread`).
+//!
 //! Must not touch: sockets, channels, clocks (the thread's), or what the
 //! shards know about rooms and users (they only say what happened).
 
@@ -274,6 +277,8 @@ pub struct Outbox {
     queue: VecDeque<(Instant, Vec<u8>)>,
     flight: Option<Flight>,
     counts: Counts,
+    /// Stopping: batches go without waiting for more events.
+    flushing: bool,
 }
 
 impl Outbox {
@@ -288,6 +293,7 @@ impl Outbox {
             queue: VecDeque::new(),
             flight: None,
             counts: Counts::default(),
+            flushing: false,
         }
     }
 
@@ -298,6 +304,27 @@ impl Outbox {
     /// Events waiting (held ones not counted; the batch in flight is).
     pub fn depth(&self) -> usize {
         self.queue.len() + self.flight.as_ref().map_or(0, |f| f.events)
+    }
+
+    /// Whether nothing is held, waiting or in flight.
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty() && self.queue.is_empty() && self.flight.is_none()
+    }
+
+    /// The server stops: held events are sent now (the rooms and users
+    /// are gone and nobody will rejoin here), and batches no longer wait
+    /// for more events.
+    pub fn flush(&mut self, now: Instant) {
+        while let Some((_, subject, generation)) = self.due.pop_front() {
+            if self
+                .held
+                .get(&subject)
+                .is_some_and(|(g, _)| *g == generation)
+            {
+                self.release(&subject, now);
+            }
+        }
+        self.flushing = true;
     }
 
     /// An event a shard noticed.
@@ -399,7 +426,7 @@ impl Outbox {
             };
         }
         let (first, _) = self.queue.front()?;
-        if self.queue.len() < MAX_BATCH && *first + LINGER > now {
+        if !self.flushing && self.queue.len() < MAX_BATCH && *first + LINGER > now {
             return None;
         }
         let take = self.queue.len().min(MAX_BATCH);
@@ -453,9 +480,14 @@ impl Outbox {
     /// When `poll` has something to do next, if ever without new input.
     pub fn next_timer(&self) -> Option<Instant> {
         let held = self.due.front().map(|(at, _, _)| *at);
+        let linger = if self.flushing {
+            Duration::ZERO
+        } else {
+            LINGER
+        };
         let queued = match &self.flight {
             Some(flight) => flight.retry_at,
-            None => self.queue.front().map(|(at, _)| *at + LINGER),
+            None => self.queue.front().map(|(at, _)| *at + linger),
         };
         held.into_iter().chain(queued).min()
     }

@@ -70,9 +70,11 @@ pub struct Server {
     bridge: Option<BridgeHandle<BridgeAnswer>>,
     /// Any hook URL given: the hooks client, stopped after the shards.
     hooks: Option<HookHandle<Hooked>>,
-    /// `--webhook`: the webhooks thread, stopped after the shards, before
-    /// the hooks client.
-    webhooks: Option<WebhookHandle>,
+    /// The hooks client's thread, joined last.
+    hooks_thread: Option<JoinHandle<()>>,
+    /// `--webhook`: the webhooks thread, stopped once the shards are gone
+    /// (so that what they noticed last is sent), before the hooks client.
+    webhooks: Option<(WebhookHandle, JoinHandle<()>)>,
     threads: Vec<JoinHandle<()>>,
     acceptor_stop: Option<Arc<Waker>>,
     drained: Receiver<usize>,
@@ -116,7 +118,10 @@ impl Server {
                 peers: shards.clone(),
                 bridge: bridge.as_ref().map(|(handle, _)| handle.clone()),
                 hooks: hooks.as_ref().map(|hooks| hooks.handle.clone()),
-                webhooks: hooks.as_ref().and_then(|hooks| hooks.webhooks.clone()),
+                webhooks: hooks
+                    .as_ref()
+                    .and_then(|hooks| hooks.webhooks.as_ref())
+                    .map(|(handle, _)| handle.clone()),
             };
             let shard = Shard::new(index, poll, own_listeners, shared.clone(), channels)?;
             threads.push(
@@ -142,12 +147,9 @@ impl Server {
             threads.push(thread);
             handle
         });
-        let (hooks, webhooks) = match hooks {
-            Some(started) => {
-                threads.extend(started.threads);
-                (Some(started.handle), started.webhooks)
-            }
-            None => (None, None),
+        let (hooks, hooks_thread, webhooks) = match hooks {
+            Some(started) => (Some(started.handle), Some(started.thread), started.webhooks),
+            None => (None, None, None),
         };
         Ok(Self {
             addr,
@@ -156,6 +158,7 @@ impl Server {
             shards,
             bridge,
             hooks,
+            hooks_thread,
             webhooks,
             threads,
             acceptor_stop,
@@ -267,13 +270,20 @@ impl Server {
         if let Some(bridge) = &self.bridge {
             bridge.send(BridgeRequest::Stop);
         }
-        if let Some(webhooks) = &self.webhooks {
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+        // The shards are gone: the webhooks thread sends what they noticed
+        // last (bounded by --hook-timeout) through the hooks client, which
+        // stops after it.
+        if let Some((webhooks, thread)) = self.webhooks {
             webhooks.stop();
+            let _ = thread.join();
         }
         if let Some(hooks) = &self.hooks {
             hooks.stop();
         }
-        for thread in self.threads {
+        if let Some(thread) = self.hooks_thread {
             let _ = thread.join();
         }
     }
@@ -320,8 +330,8 @@ fn start_bridge(
 /// The hooks client and, with `--webhook`, the webhooks thread.
 struct StartedHooks {
     handle: HookHandle<Hooked>,
-    webhooks: Option<WebhookHandle>,
-    threads: Vec<JoinHandle<()>>,
+    thread: JoinHandle<()>,
+    webhooks: Option<(WebhookHandle, JoinHandle<()>)>,
 }
 
 /// Any hook URL given: starts the hooks client, whose sink reaches every
@@ -342,7 +352,6 @@ fn start_hooks(shared: &Arc<Shared>, shards: &[Handle]) -> io::Result<Option<Sta
         webhooks: channel.as_ref().map(|(handle, _)| handle.clone()),
     };
     let (handle, thread) = crate::hooks::client::start(config, sink, metrics.clone())?;
-    let mut threads = vec![thread];
     let mut webhooks = None;
     if let (Some((webhook, inputs)), Some(url_index)) = (channel, webhook_url) {
         let outbox = OutboxConfig {
@@ -361,18 +370,13 @@ fn start_hooks(shared: &Arc<Shared>, shards: &[Handle]) -> io::Result<Option<Sta
             timeout: group.timeout,
             wrap: Hooked::Webhook,
         };
-        threads.push(webhook_thread::start(
-            outbox,
-            inputs,
-            client,
-            metrics.clone(),
-        )?);
-        webhooks = Some(webhook);
+        let thread = webhook_thread::start(outbox, inputs, client, metrics.clone())?;
+        webhooks = Some((webhook, thread));
     }
     Ok(Some(StartedHooks {
         handle,
+        thread,
         webhooks,
-        threads,
     }))
 }
 

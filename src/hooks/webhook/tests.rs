@@ -214,3 +214,20 @@ fn presence_events_neither_send_nor_cancel_a_held_offline() {
     let types: Vec<_> = events(&batch).iter().map(|e| e["type"].clone()).collect();
     assert_eq!(types, ["presence.join"]);
 }
+
+#[test]
+fn a_flush_sends_what_is_held_at_once() {
+    let t0 = Instant::now();
+    let mut o = outbox(1000);
+    o.push(event(What::RoomVacated(room("r"))), t0);
+    o.push(event(What::UserOffline(room("u"))), t0);
+    assert!(!o.is_empty());
+    assert_eq!(o.poll(t0), None);
+    o.flush(t0);
+    assert_eq!(o.next_timer(), Some(t0));
+    let batch = o.poll(t0).unwrap();
+    let types: Vec<_> = events(&batch).iter().map(|e| e["type"].clone()).collect();
+    assert_eq!(types, ["room.vacated", "user.offline"]);
+    o.answered(batch.number, true, t0);
+    assert!(o.is_empty());
+}

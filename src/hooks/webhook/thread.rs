@@ -49,7 +49,9 @@ impl WebhookHandle {
         let _ = self.inputs.send(Input::Answered(batch, outcome));
     }
 
-    /// Asks the thread to stop; what waits is not sent.
+    /// Asks the thread to stop: what is held or waits is sent at once, for
+    /// at most one `--hook-timeout`; then it exits (join it before the
+    /// hooks client stops, which carries the last batches).
     pub fn stop(&self) {
         let _ = self.inputs.send(Input::Stop);
     }
@@ -84,6 +86,8 @@ pub fn start<A: Send + 'static>(
 }
 
 fn run<A>(mut outbox: Outbox, inputs: &Receiver<Input>, client: &Client<A>, metrics: &HookMetrics) {
+    // Set once stopping: the last moment anything is sent.
+    let mut stop_at: Option<Instant> = None;
     loop {
         let now = Instant::now();
         while let Some(batch) = outbox.poll(now) {
@@ -99,7 +103,16 @@ fn run<A>(mut outbox: Outbox, inputs: &Receiver<Input>, client: &Client<A>, metr
             }
         }
         metrics.record_webhooks(outbox.depth(), outbox.counts());
-        let input = match outbox.next_timer() {
+        if let Some(at) = stop_at
+            && (outbox.is_empty() || at <= now)
+        {
+            break;
+        }
+        let next = match (outbox.next_timer(), stop_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let input = match next {
             Some(at) => inputs.recv_timeout(at.saturating_duration_since(Instant::now())),
             None => inputs.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
@@ -115,7 +128,11 @@ fn run<A>(mut outbox: Outbox, inputs: &Receiver<Input>, client: &Client<A>, metr
                 }
                 outbox.answered(batch, acknowledged, now);
             }
-            Ok(Input::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+            Ok(Input::Stop) => {
+                outbox.flush(now);
+                stop_at.get_or_insert(now + client.timeout);
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
             Err(RecvTimeoutError::Timeout) => {}
         }
     }
