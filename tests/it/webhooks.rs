@@ -171,6 +171,10 @@ fn each_webhook_type_comes_signed_in_the_order_it_happened() {
         9.0
     );
     assert_eq!(metric(server.addr(), "roomcast_webhook_queued"), 0.0);
+    let stats = parse_json(&common::http_get(server.addr(), "/stats").body);
+    let webhooks = common::json_at(&stats, &["hooks", "webhooks"]).expect("/stats hooks.webhooks");
+    assert_eq!(webhooks["delivered"].as_u64(), Some(9), "{webhooks:?}");
+    assert_eq!(webhooks["dropped"]["queue_full"].as_u64(), Some(0));
 }
 
 #[test]
