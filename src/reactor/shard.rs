@@ -399,7 +399,14 @@ impl Shard {
             match command {
                 Command::Adopt(stream, peer) => self.handed_over.push_back((stream, peer)),
                 Command::Drain => self.begin_drain(),
-                Command::Stop => return false,
+                Command::Stop => {
+                    // What the rooms noticed in this last turn still goes
+                    // to the webhooks thread, which flushes after the
+                    // shards are gone.
+                    self.settle_rooms();
+                    self.send_notes();
+                    return false;
+                }
                 Command::Hook(answer, outcome) => self.on_hook(answer, outcome),
                 Command::Bridge(message) => {
                     let time = self.time();
