@@ -261,6 +261,9 @@ impl Server {
 
     /// Stops every thread and waits for them.
     pub fn stop(self) {
+        if self.webhooks.is_some() {
+            self.count_out();
+        }
         for shard in &self.shards {
             shard.send(Command::Stop);
         }
@@ -285,6 +288,31 @@ impl Server {
         }
         if let Some(thread) = self.hooks_thread {
             let _ = thread.join();
+        }
+    }
+}
+
+/// Longest a stop waits for the shards to count their last connections
+/// out (`Server::count_out`).
+const COUNT_OUT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Server {
+    /// `--webhook`: connections the drain left are counted out of their
+    /// rooms on every shard, and each shard has sent its bus messages,
+    /// before any shard is told to stop: the owners take those (one hop)
+    /// before their own `Stop`, so the last leaves and offlines are
+    /// noticed and sent.
+    fn count_out(&self) {
+        let (done, counted) = crossbeam_channel::unbounded();
+        for shard in &self.shards {
+            shard.send(Command::CountOut(done.clone()));
+        }
+        let deadline = std::time::Instant::now() + COUNT_OUT_WAIT;
+        for _ in 0..self.shards.len() {
+            if counted.recv_deadline(deadline).is_err() {
+                log_warn!("webhooks: a shard did not count its connections out in time");
+                return;
+            }
         }
     }
 }

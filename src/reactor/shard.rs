@@ -86,6 +86,10 @@ pub enum Command {
     Adopt(TcpStream, SocketAddr),
     /// Begin the graceful shutdown.
     Drain,
+    /// The drain is over (`--webhook`): every connection still here is
+    /// dropped and counted out of its rooms, the bus sent, and the sender
+    /// told, so the rooms' owners notice the last leaves before they stop.
+    CountOut(Sender<usize>),
     /// Exit the loop now.
     Stop,
     /// Room traffic from shard `from`, batched per turn.
@@ -399,6 +403,15 @@ impl Shard {
             match command {
                 Command::Adopt(stream, peer) => self.handed_over.push_back((stream, peer)),
                 Command::Drain => self.begin_drain(),
+                Command::CountOut(done) => {
+                    let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+                    for key in keys {
+                        // They did not finish the close in the drain's time.
+                        self.remove(key, Ending::Aborted(AbortReason::LingerTimeout));
+                    }
+                    self.pump();
+                    let _ = done.send(self.index);
+                }
                 Command::Stop => {
                     // What the rooms noticed in this last turn still goes
                     // to the webhooks thread, which flushes after the

@@ -260,6 +260,36 @@ fn a_graceful_stop_sends_what_is_held_and_waiting() {
 }
 
 #[test]
+fn a_stop_counts_out_the_connections_the_drain_left() {
+    let hooks = Hooks::always_ok();
+    let mut server = server(
+        &hooks.url(),
+        &["--webhook-vacate-delay", "60m", "--drain-timeout", "300ms"],
+    );
+    // Hank never answers the drain's close: his connection is still open
+    // when the drain ends.
+    let mut hank = Client::user(server.addr(), "hank");
+    hank.join("r");
+    hooks.wait_for("the occupy", 3);
+    server.terminate();
+    assert!(server.wait_exit(WAIT).success());
+    let mut summary = hooks.summary();
+    summary.sort();
+    assert_eq!(
+        summary,
+        [
+            "presence.join r hank",
+            "presence.leave r hank",
+            "room.occupied r",
+            "room.vacated r",
+            "user.offline hank",
+            "user.online hank",
+        ]
+    );
+    drop(hank);
+}
+
+#[test]
 fn batches_hold_at_most_a_hundred_and_500s_lose_nothing_nor_reorder() {
     // The first two tries are refused; every later one is taken.
     let hooks = Hooks::start(|n| if n < 2 { 500 } else { 200 });
