@@ -228,10 +228,28 @@ fn a_quick_rejoin_or_reconnect_within_the_delay_sends_neither_vacated_nor_occupi
     );
 }
 
+/// Stops `server` gracefully and checks that every event of `user`'s
+/// visit to room `r` was sent before it exited.
+fn assert_all_sent_by_the_stop(mut server: Server, hooks: &Hooks, user: &str) {
+    server.terminate();
+    assert!(server.wait_exit(WAIT).success());
+    let mut summary = hooks.summary();
+    summary.sort();
+    let expected = [
+        format!("presence.join r {user}"),
+        format!("presence.leave r {user}"),
+        "room.occupied r".to_owned(),
+        "room.vacated r".to_owned(),
+        format!("user.offline {user}"),
+        format!("user.online {user}"),
+    ];
+    assert_eq!(summary, expected);
+}
+
 #[test]
 fn a_graceful_stop_sends_what_is_held_and_waiting() {
     let hooks = Hooks::always_ok();
-    let mut server = server(
+    let server = server(
         &hooks.url(),
         &["--webhook-vacate-delay", "60m", "--drain-timeout", "2s"],
     );
@@ -241,28 +259,14 @@ fn a_graceful_stop_sends_what_is_held_and_waiting() {
     hooks.wait_for("the leave", 4);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(hooks.events().len(), 4, "the vacate and offline are held");
-    server.terminate();
-    assert!(server.wait_exit(WAIT).success());
-    // Held for an hour, they went before the server exited.
-    let mut summary = hooks.summary();
-    summary.sort();
-    assert_eq!(
-        summary,
-        [
-            "presence.join r gina",
-            "presence.leave r gina",
-            "room.occupied r",
-            "room.vacated r",
-            "user.offline gina",
-            "user.online gina",
-        ]
-    );
+    // Held for an hour, they go before the server exits.
+    assert_all_sent_by_the_stop(server, &hooks, "gina");
 }
 
 #[test]
 fn a_stop_counts_out_the_connections_the_drain_left() {
     let hooks = Hooks::always_ok();
-    let mut server = server(
+    let server = server(
         &hooks.url(),
         &["--webhook-vacate-delay", "60m", "--drain-timeout", "300ms"],
     );
@@ -271,21 +275,7 @@ fn a_stop_counts_out_the_connections_the_drain_left() {
     let mut hank = Client::user(server.addr(), "hank");
     hank.join("r");
     hooks.wait_for("the occupy", 3);
-    server.terminate();
-    assert!(server.wait_exit(WAIT).success());
-    let mut summary = hooks.summary();
-    summary.sort();
-    assert_eq!(
-        summary,
-        [
-            "presence.join r hank",
-            "presence.leave r hank",
-            "room.occupied r",
-            "room.vacated r",
-            "user.offline hank",
-            "user.online hank",
-        ]
-    );
+    assert_all_sent_by_the_stop(server, &hooks, "hank");
     drop(hank);
 }
 
