@@ -1,0 +1,347 @@
+//! The server API in a cluster (PROTOCOL.md sections 10 and 12): two real
+//! `roomcast` nodes sharing a real `redis-server`, the API called on one
+//! node acting on WebSocket clients of the other, counts and listings
+//! summed over both, and `missingNodes` when a node is stopped (SIGSTOP,
+//! always followed by SIGCONT).
+
+use crate::common;
+
+use std::time::{Duration, Instant};
+
+use simd_json::OwnedValue;
+use simd_json::prelude::*;
+
+use common::api::{
+    API_KEY, Api, assert_subscribed, assert_unsubscribed, each_sorted, expect_marker, member,
+    result_of, u64_of, user_conn, user_connections,
+};
+use common::redis::{RedisServer, node};
+use common::rooms::{array_at, assert_room_event, publisher, q, str_at};
+use common::{Server, parse_json, wait_until};
+
+const QUIET: Duration = Duration::from_millis(300);
+const CLOSE_WAIT: Duration = Duration::from_secs(3);
+
+/// Two nodes, `node-a` and `node-b`, on one Redis, each given the API key
+/// and `extra`, once each lists both in `info`.
+fn cluster(extra: &[&str]) -> (RedisServer, Server, Server) {
+    let redis = RedisServer::start();
+    let start = |id: &str| {
+        let mut args = vec!["--api-key", API_KEY, "--node-id", id];
+        args.extend(["--presence-rooms", "pres:*"]);
+        args.extend_from_slice(extra);
+        node(&[&redis], &args)
+    };
+    let (a, b) = (start("node-a"), start("node-b"));
+    for server in [&a, &b] {
+        let api = Api::key(server.addr());
+        wait_until(Duration::from_secs(10), "info lists both nodes", || {
+            let resp = api.call("info", "{}");
+            resp.status == 200
+                && each_sorted(&result_of(&resp, "info"), "nodes", "node") == ["node-a", "node-b"]
+        });
+    }
+    (redis, a, b)
+}
+
+fn json(text: &str) -> OwnedValue {
+    parse_json(text)
+}
+
+/// Sends SIGCONT to a stopped node when dropped, also when the test fails.
+struct Stopped(u32);
+
+impl Stopped {
+    fn stop(server: &Server) -> Stopped {
+        server.signal(libc::SIGSTOP);
+        Stopped(server.pid())
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = roomcast::sys::signal(self.0, libc::SIGCONT);
+    }
+}
+
+#[test]
+fn disconnect_on_one_node_closes_the_users_connections_on_both() {
+    let (_redis, a, b) = cluster(&[]);
+    let mut on_a = member(a.addr(), "bob", &[]);
+    let mut on_b = member(b.addr(), "bob", &[]);
+    let mut alice = member(b.addr(), "alice", &[]);
+    let body = r#"{"user":"bob","code":4400,"reason":"maintenance"}"#;
+    assert_eq!(Api::key(a.addr()).connections("disconnect", body), 2);
+    for bob in [&mut on_a, &mut on_b] {
+        assert_eq!(bob.close_frame(CLOSE_WAIT), (4400, "maintenance".into()));
+    }
+    alice.assert_open();
+
+    // One connection of the other node by its id, with the defaults.
+    let mut kept = member(a.addr(), "bob", &[]);
+    let mut gone = member(b.addr(), "bob", &[]);
+    let body = format!(r#"{{"user":"bob","connId":{}}}"#, q(&gone.conn_id()));
+    assert_eq!(Api::key(a.addr()).connections("disconnect", &body), 1);
+    assert_eq!(gone.close_frame(CLOSE_WAIT), (4500, "disconnected".into()));
+    kept.assert_open();
+    alice.assert_open();
+}
+
+#[test]
+fn subscribe_on_one_node_delivers_what_either_node_publishes_next() {
+    let (_redis, a, b) = cluster(&[]);
+    let mut alice = publisher(a.addr(), "alice");
+    alice.join("news");
+    assert_eq!(alice.publish_ok("news", "news:item", "1"), 1);
+    let mut bobs = [member(b.addr(), "bob", &[]), member(a.addr(), "bob", &[])];
+    let api_a = Api::key(a.addr());
+    let body = r#"{"user":"bob","room":"news"}"#;
+    assert_eq!(api_a.connections("subscribe", body), 2);
+    for bob in &mut bobs {
+        let data = assert_subscribed(&bob.recv(), "news");
+        assert_eq!(u64_of(&data, "seq"), 1, "{data:?}");
+    }
+    assert_eq!(alice.publish_ok("news", "news:item", "2"), 2);
+    assert_eq!(Api::key(b.addr()).publish("news", "news:item", "3"), 3);
+    for bob in &mut bobs {
+        assert_room_event(&bob.recv(), "news:item", "news", "2", "alice", 2);
+        assert_room_event(&bob.recv(), "news:item", "news", "3", "api", 3);
+    }
+    // Counted again on both nodes, and told nothing.
+    assert_eq!(Api::key(b.addr()).connections("subscribe", body), 2);
+    api_a.mark("news", 4, "a second subscribe");
+    for bob in &mut bobs {
+        expect_marker(bob, "news", 4, "a second subscribe");
+    }
+    let presence = api_a.ok("presence", r#"{"room":"news"}"#);
+    assert_eq!(u64_of(&presence, "count"), 2, "{presence:?}");
+}
+
+#[test]
+fn unsubscribe_on_one_node_stops_delivery_on_the_other() {
+    let (_redis, a, b) = cluster(&[]);
+    let mut alice = publisher(a.addr(), "alice");
+    alice.join("news");
+    let mut bob = member(b.addr(), "bob", &["news", "side"]);
+    let api_a = Api::key(a.addr());
+    let body = r#"{"user":"bob","room":"news"}"#;
+    assert_eq!(api_a.connections("unsubscribe", body), 1);
+    assert_unsubscribed(&bob.recv(), "news");
+    assert_eq!(alice.publish_ok("news", "news:item", "1"), 1);
+    assert_eq!(Api::key(b.addr()).publish("news", "news:item", "2"), 2);
+    assert_room_event(&alice.recv(), "news:item", "news", "2", "api", 2);
+    api_a.assert_next_is_marker(&mut bob, "side", 1, "an unsubscribe from the other node");
+    assert_eq!(api_a.connections("unsubscribe", body), 0);
+}
+
+#[test]
+fn presence_announces_a_subscribe_from_the_other_node() {
+    let (_redis, a, b) = cluster(&[]);
+    let mut alice = member(a.addr(), "alice", &["pres:room"]);
+    let mut bob = member(b.addr(), "bob", &[]);
+    let body = r#"{"user":"bob","room":"pres:room"}"#;
+    assert_eq!(Api::key(a.addr()).connections("subscribe", body), 1);
+    assert_subscribed(&bob.recv(), "pres:room");
+    assert_eq!(
+        alice.recv_json(),
+        json(r#"{"event":"presence:join","room":"pres:room","data":{"userId":"bob","name":null}}"#)
+    );
+    assert_eq!(Api::key(b.addr()).connections("unsubscribe", body), 1);
+    assert_unsubscribed(&bob.recv(), "pres:room");
+    assert_eq!(
+        alice.recv_json(),
+        json(r#"{"event":"presence:leave","room":"pres:room","data":{"userId":"bob"}}"#)
+    );
+}
+
+#[test]
+fn user_lists_the_connections_of_both_nodes_with_their_node() {
+    let (_redis, a, b) = cluster(&[]);
+    let on_a = member(a.addr(), "alice", &["a", "b:1"]);
+    let on_b = member(b.addr(), "alice", &["a"]);
+    let _bob = member(b.addr(), "bob", &["b:2"]);
+    for server in [&a, &b] {
+        let got = Api::key(server.addr()).ok("user", r#"{"user":"alice"}"#);
+        let expected = vec![
+            user_conn("node-a", &on_a, &["a", "b:1"]),
+            user_conn("node-b", &on_b, &["a"]),
+        ];
+        assert_eq!(user_connections(&got, "alice"), expected);
+    }
+}
+
+#[test]
+fn info_and_rooms_count_over_both_nodes() {
+    let (_redis, a, b) = cluster(&[]);
+    let _clients = [
+        member(a.addr(), "alice", &["a", "b:1"]),
+        member(b.addr(), "alice", &["a"]),
+        member(b.addr(), "bob", &["b:2"]),
+    ];
+    for server in [&a, &b] {
+        let api = Api::key(server.addr());
+        let info = api.ok("info", "{}");
+        let mut nodes = array_at(&info, &["nodes"]).clone();
+        nodes.sort_by(|x, y| str_at(x, &["node"]).cmp(str_at(y, &["node"])));
+        let counts: Vec<(String, u64, u64, u64)> = nodes
+            .iter()
+            .map(|n| {
+                assert_eq!(str_at(n, &["version"]), env!("CARGO_PKG_VERSION"));
+                let count = |k| u64_of(n, k);
+                let name = str_at(n, &["node"]).to_owned();
+                (name, count("connections"), count("users"), count("rooms"))
+            })
+            .collect();
+        let expected = [("node-a", 1, 1, 2), ("node-b", 2, 2, 2)]
+            .map(|(n, c, u, r)| (n.to_owned(), c, u, r))
+            .to_vec();
+        assert_eq!(counts, expected, "{info:?}");
+
+        let a_room = r#"{"room":"a","connections":2,"users":1}"#;
+        let b1 = r#"{"room":"b:1","connections":1,"users":1}"#;
+        let b2 = r#"{"room":"b:2","connections":1,"users":1}"#;
+        let all = api.ok("rooms", "{}");
+        assert_eq!(all, json(&format!(r#"{{"rooms":[{a_room},{b1},{b2}]}}"#)));
+        let some = api.ok("rooms", r#"{"pattern":"b:*"}"#);
+        assert_eq!(some, json(&format!(r#"{{"rooms":[{b1},{b2}]}}"#)));
+    }
+}
+
+#[test]
+fn presence_history_and_history_remove_answer_the_same_on_either_node() {
+    let (_redis, a, b) = cluster(&[]);
+    let mut alice = member(a.addr(), "alice", &["h"]);
+    let _bob = member(b.addr(), "bob", &["h"]);
+    let mut feed = publisher(b.addr(), "feed");
+    for i in 1..=3 {
+        feed.publish_ok("h", "t:x", &i.to_string());
+    }
+    let live: Vec<OwnedValue> = (0..3).map(|_| alice.recv_json()).collect();
+    let (api_a, api_b) = (Api::key(a.addr()), Api::key(b.addr()));
+    let presence = api_a.ok("presence", r#"{"room":"h"}"#);
+    assert_eq!(u64_of(&presence, "count"), 2, "{presence:?}");
+    assert_eq!(
+        each_sorted(&api_b.ok("presence", r#"{"room":"h"}"#), "users", "userId"),
+        each_sorted(&presence, "users", "userId")
+    );
+    let history = api_a.ok("history", r#"{"room":"h"}"#);
+    assert_eq!(array_at(&history, &["messages"]), &live);
+    assert_eq!(api_b.ok("history", r#"{"room":"h"}"#), history);
+    let epoch = str_at(&history, &["epoch"]).to_owned();
+
+    assert_eq!(api_b.ok("history_remove", r#"{"room":"h"}"#), json("{}"));
+    for api in [&api_a, &api_b] {
+        let after = api.ok("history", r#"{"room":"h"}"#);
+        assert!(array_at(&after, &["messages"]).is_empty(), "{after:?}");
+        assert_eq!(
+            (u64_of(&after, "seq"), str_at(&after, &["epoch"])),
+            (3, &*epoch)
+        );
+    }
+    assert_eq!(api_a.publish("h", "t:x", "4"), 4, "the count goes on");
+    assert_room_event(&alice.recv(), "t:x", "h", "4", "api", 4);
+}
+
+#[test]
+fn batch_on_one_node_runs_in_order_against_the_other() {
+    let (_redis, a, b) = cluster(&[]);
+    let mut bob = member(b.addr(), "bob", &[]);
+    let bob_in =
+        |method: &str| format!(r#"{{"method":"{method}","params":{{"user":"bob","room":"r"}}}}"#);
+    let publish = |n: u32| {
+        format!(r#"{{"method":"publish","params":{{"room":"r","event":"t:n","data":{n}}}}}"#)
+    };
+    let commands = [
+        bob_in("subscribe"),
+        publish(1),
+        r#"{"method":"no_such_method","params":{}}"#.to_owned(),
+        r#"{"method":"broadcast","params":{"rooms":["r","bad room"],"event":"t:b","data":0}}"#
+            .to_owned(),
+        bob_in("unsubscribe"),
+        publish(3),
+    ];
+    let body = format!(r#"{{"commands":[{}]}}"#, commands.join(","));
+    let got = Api::key(a.addr()).ok("batch", &body);
+    let replies = array_at(&got, &["replies"]);
+    assert_eq!(replies.len(), 6, "{got:?}");
+    let one = json(r#"{"result":{"connections":1}}"#);
+    assert_eq!(replies[0], one);
+    assert_eq!(
+        replies[1],
+        json(r#"{"result":{"results":[{"room":"r","seq":1}]}}"#)
+    );
+    assert_eq!(
+        str_at(&replies[2], &["error", "code"]),
+        "NOT_FOUND",
+        "{got:?}"
+    );
+    let broadcast = array_at(&replies[3], &["result", "results"]);
+    assert_eq!(broadcast[0], json(r#"{"room":"r","seq":2}"#), "{got:?}");
+    assert_eq!(
+        str_at(&broadcast[1], &["error", "code"]),
+        "VALIDATION_ERROR"
+    );
+    assert_eq!(replies[4], one);
+    assert_eq!(
+        replies[5],
+        json(r#"{"result":{"results":[{"room":"r","seq":3}]}}"#)
+    );
+
+    assert_subscribed(&bob.recv(), "r");
+    assert_room_event(&bob.recv(), "t:n", "r", "1", "api", 1);
+    assert_room_event(&bob.recv(), "t:b", "r", "0", "api", 2);
+    assert_unsubscribed(&bob.recv(), "r");
+    bob.assert_quiet(QUIET);
+}
+
+/// Disconnects bob (one connection on each node) through `a` while `b` is
+/// stopped; the reply and how long it took.
+fn disconnect_with_b_stopped(a: &Server, b: &Server) -> (OwnedValue, Duration) {
+    let mut on_a = member(a.addr(), "bob", &[]);
+    let _on_b = member(b.addr(), "bob", &[]);
+    let stopped = Stopped::stop(b);
+    let started = Instant::now();
+    let resp = Api::key(a.addr()).call("disconnect", r#"{"user":"bob"}"#);
+    let took = started.elapsed();
+    let result = result_of(&resp, "disconnect with a node stopped");
+    assert_eq!(on_a.close_frame(CLOSE_WAIT).0, 4500);
+    drop(stopped);
+    (result, took)
+}
+
+/// Waits until a per-user command on `a` is answered by every node again.
+fn wait_for_every_node(a: &Server) {
+    let api = Api::key(a.addr());
+    wait_until(Duration::from_secs(5), "both nodes answer again", || {
+        let result = api.ok("subscribe", r#"{"user":"nobody","room":"x"}"#);
+        result == json(r#"{"connections":0}"#)
+    });
+}
+
+#[test]
+fn a_node_that_does_not_answer_in_time_is_listed_in_missing_nodes() {
+    let (_redis, a, b) = cluster(&["--api-timeout", "500ms"]);
+    let (result, took) = disconnect_with_b_stopped(&a, &b);
+    assert_eq!(
+        result,
+        json(r#"{"connections":1,"missingNodes":["node-b"]}"#),
+        "after {took:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_millis(1500),
+        "answered after {took:?} with --api-timeout 500ms"
+    );
+    wait_for_every_node(&a);
+}
+
+#[test]
+fn the_api_timeout_is_two_seconds_by_default() {
+    let (_redis, a, b) = cluster(&[]);
+    let (result, took) = disconnect_with_b_stopped(&a, &b);
+    assert_eq!(result["missingNodes"], json(r#"["node-b"]"#), "{result:?}");
+    assert!(
+        took >= Duration::from_millis(1800) && took < Duration::from_millis(3000),
+        "answered after {took:?} by default"
+    );
+    wait_for_every_node(&a);
+}
