@@ -58,7 +58,9 @@ impl Sink for Discard {
 
 fn config() -> Config {
     let args = ServeArgs::try_parse_from(["--jwt-secret", SECRET]).expect("parses");
-    let mut config = args.into_config(None, 1, 100_000).expect("valid");
+    let mut config = args
+        .into_config(roomcast::cli::EnvLists::default(), 1, 100_000)
+        .expect("valid");
     config.backpressure.max_write_buffer = 64 << 20;
     config
 }

@@ -17,8 +17,8 @@ use std::time::Duration;
 use clap::{ArgAction, Args, FromArgMatches, Subcommand};
 
 use crate::config::{
-    self, AcceptMode, AuthConfig, BackpressureConfig, ClusterConfig, Compression, Config,
-    ConfigError, HeartbeatConfig, HistoryConfig, LimitsConfig, ListenConfig, LogConfig,
+    self, AcceptMode, ApiConfig, AuthConfig, BackpressureConfig, ClusterConfig, Compression,
+    Config, ConfigError, HeartbeatConfig, HistoryConfig, LimitsConfig, ListenConfig, LogConfig,
     PresenceConfig, RoomsConfig, SlowConsumer, WebConfig,
 };
 use crate::log::{Format, Level};
@@ -55,6 +55,8 @@ pub struct ServeArgs {
     pub cluster: ClusterArgs,
     #[command(flatten)]
     pub web: WebArgs,
+    #[command(flatten)]
+    pub api: ApiArgs,
     #[command(flatten)]
     pub log: LogArgs,
     /// Check the configuration, print it as JSON (secrets redacted) and exit: 0 when valid, 2 otherwise.
@@ -263,6 +265,47 @@ pub struct WebArgs {
     pub dashboard: bool,
 }
 
+/// `Config::api`.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Server API")]
+pub struct ApiArgs {
+    /// A key that opens POST /api/<method> (X-API-Key); repeatable. Merged with the
+    /// comma-separated list in ROOMCAST_API_KEY. Admin tokens open it too.
+    #[arg(long = "api-key", action = ArgAction::Append)]
+    pub api_key: Vec<String>,
+    /// How long a cluster-wide API command waits for every live node.
+    #[arg(long, env = "ROOMCAST_API_TIMEOUT", default_value = "2s", value_parser = duration)]
+    pub api_timeout: Duration,
+}
+
+/// The lists the environment adds to repeatable flags: values separated
+/// by commas, merged after the flags' own.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EnvLists<'a> {
+    /// `ROOMCAST_JWT_SECRET`, added to `--jwt-secret`.
+    pub jwt_secrets: Option<&'a str>,
+    /// `ROOMCAST_API_KEY`, added to `--api-key`.
+    pub api_keys: Option<&'a str>,
+}
+
+impl<'a> EnvLists<'a> {
+    /// Only `ROOMCAST_JWT_SECRET`.
+    pub fn secrets(jwt_secrets: Option<&'a str>) -> Self {
+        Self {
+            jwt_secrets,
+            api_keys: None,
+        }
+    }
+}
+
+/// `flags`, then the non-empty comma-separated values of `env`.
+fn merged(mut flags: Vec<String>, env: Option<&str>) -> Vec<String> {
+    if let Some(list) = env {
+        flags.extend(list.split(',').filter(|s| !s.is_empty()).map(String::from));
+    }
+    flags
+}
+
 /// `Config::log`.
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Log")]
@@ -333,25 +376,30 @@ impl ServeArgs {
         Self::from_arg_matches(&command.try_get_matches_from(flags)?)
     }
 
-    /// Builds and validates the configuration. `env_secrets` is the value of
-    /// `ROOMCAST_JWT_SECRET`, merged with the `--jwt-secret` flags; `cores`
+    /// Builds and validates the configuration. `env` holds the lists of
+    /// `ROOMCAST_JWT_SECRET` and `ROOMCAST_API_KEY`, merged with the
+    /// `--jwt-secret` and `--api-key` flags; `cores`
     /// and `open_file_limit` give the defaults of `--shards` and
     /// `--max-connections`.
     pub fn into_config(
         self,
-        env_secrets: Option<&str>,
+        env: EnvLists<'_>,
         cores: usize,
         open_file_limit: usize,
     ) -> Result<Config, ConfigError> {
         let config = Config {
             listen: self.listen.into_config(cores),
-            auth: self.auth.into_config(env_secrets),
+            auth: self.auth.into_config(env.jwt_secrets),
             limits: self.limits.into_config(open_file_limit),
             heartbeat: self.heartbeat.into(),
             backpressure: self.backpressure.into(),
             rooms: self.rooms.into(),
             cluster: self.cluster.into_config(),
             web: self.web.into(),
+            api: ApiConfig {
+                keys: merged(self.api.api_key, env.api_keys),
+                timeout: self.api.api_timeout,
+            },
             log: self.log.into(),
         };
         config.validate()?;
@@ -381,12 +429,8 @@ impl ListenArgs {
 
 impl AuthArgs {
     fn into_config(self, env_secrets: Option<&str>) -> AuthConfig {
-        let mut secrets = self.jwt_secret;
-        if let Some(list) = env_secrets {
-            secrets.extend(list.split(',').filter(|s| !s.is_empty()).map(String::from));
-        }
         AuthConfig {
-            secrets,
+            secrets: merged(self.jwt_secret, env_secrets),
             leeway: self.jwt_leeway,
             allowed_origins: self.allowed_origins,
         }
@@ -492,7 +536,9 @@ mod tests {
 
     #[test]
     fn defaults_follow_the_protocol() {
-        let config = serve(&[]).into_config(None, 2, 20_000).unwrap();
+        let config = serve(&[])
+            .into_config(EnvLists::default(), 2, 20_000)
+            .unwrap();
         assert_eq!(config.listen.bind, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(config.listen.shards, 2);
         assert_eq!(config.limits.max_message_size, 64 * 1024);
@@ -522,14 +568,16 @@ mod tests {
     #[test]
     fn secrets_from_flags_and_environment_are_merged() {
         let config = serve(&["--jwt-secret", "a", "--jwt-secret", "b"])
-            .into_config(Some("c,d"), 2, 1000)
+            .into_config(EnvLists::secrets(Some("c,d")), 2, 1000)
             .unwrap();
         assert_eq!(config.auth.secrets, ["a", "b", "c", "d"]);
     }
 
     #[test]
     fn redis_flags_make_a_cluster_and_bad_names_are_refused() {
-        let alone = serve(&[]).into_config(None, 2, 1000).unwrap();
+        let alone = serve(&[])
+            .into_config(EnvLists::default(), 2, 1000)
+            .unwrap();
         assert!(alone.cluster.is_none(), "no --redis: one process");
         let config = serve(&[
             "--redis",
@@ -537,7 +585,7 @@ mod tests {
             "--node-id",
             "web-1",
         ])
-        .into_config(None, 2, 1000)
+        .into_config(EnvLists::default(), 2, 1000)
         .unwrap();
         let cluster = config.cluster.unwrap();
         assert_eq!(cluster.servers.len(), 2);
@@ -547,7 +595,7 @@ mod tests {
             ("roomcast", "web-1")
         );
         let generated = serve(&["--redis", "redis://a"])
-            .into_config(None, 2, 1000)
+            .into_config(EnvLists::default(), 2, 1000)
             .unwrap();
         let id = generated.cluster.unwrap().node_id;
         assert!(
@@ -559,7 +607,9 @@ mod tests {
             &["--redis", "redis://a", "--redis-prefix", "x:{y}"],
             &["--redis", "rediss://a"],
         ] {
-            let error = serve(bad).into_config(None, 2, 1000).unwrap_err();
+            let error = serve(bad)
+                .into_config(EnvLists::default(), 2, 1000)
+                .unwrap_err();
             assert!(error.to_string().starts_with("--"), "{error}");
         }
         assert!(ServeArgs::try_parse_from(["--redis", "http://a"]).is_err());
@@ -576,12 +626,12 @@ mod tests {
     fn nonsense_values_are_refused() {
         assert!(
             serve(&["--shards", "0"])
-                .into_config(None, 2, 1000)
+                .into_config(EnvLists::default(), 2, 1000)
                 .is_err()
         );
         assert!(
             serve(&["--jwt-leeway", "61"])
-                .into_config(None, 2, 1000)
+                .into_config(EnvLists::default(), 2, 1000)
                 .is_err()
         );
         let parse = |args: &[&str]| ServeArgs::try_parse_from(args).is_err();
@@ -592,7 +642,7 @@ mod tests {
 
     /// The message for `args`, which must be refused.
     fn refusal(args: &[&str]) -> String {
-        match serve(args).into_config(None, 2, 10_000) {
+        match serve(args).into_config(EnvLists::default(), 2, 10_000) {
             Ok(config) => panic!("{args:?} accepted: {config:?}"),
             Err(e) => e.to_string(),
         }
@@ -679,7 +729,7 @@ mod tests {
             "--bind",
             "127.0.0.1:0",
         ])
-        .into_config(None, 2, 10_000)
+        .into_config(EnvLists::default(), 2, 10_000)
         .unwrap();
         assert_eq!(config.limits.handshake_rate, 2.5);
     }

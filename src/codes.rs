@@ -33,6 +33,14 @@ pub mod close {
     pub const RATE_LIMITED: u16 = 4003;
     /// The client did not read its output fast enough.
     pub const SLOW_CONSUMER: u16 = 4008;
+    /// The Server API's `disconnect` (section 12) without a `code`: the
+    /// client does not reconnect.
+    pub const API_DISCONNECT: u16 = 4500;
+    /// The reason of an API `disconnect` without one.
+    pub const API_DISCONNECT_REASON: &str = "disconnected";
+    /// The close codes an API `disconnect` may give: 4000-4499 ask the
+    /// client to reconnect, 4500-4999 not to.
+    pub const API_CODES: std::ops::RangeInclusive<u16> = 4000..=4999;
 
     /// The reason the server puts in its close frame with `code`.
     pub const fn reason(code: u16) -> &'static str {
@@ -243,6 +251,24 @@ pub mod limits {
     pub const MAX_EPOCH_LEN: usize = 96;
     /// Most messages in one `POST /publish` body.
     pub const MAX_PUBLISH_MESSAGES: usize = 1000;
+    /// The least a Server API body may hold whatever `--max-message-size`
+    /// says (section 12: 1 MiB, or `--max-message-size` when larger).
+    pub const MIN_API_BODY: usize = 1024 * 1024;
+    /// Most commands in one API `batch`.
+    pub const MAX_API_BATCH: usize = 100;
+    /// Most rooms in one API `broadcast`.
+    pub const MAX_API_BROADCAST_ROOMS: usize = 1000;
+    /// Longest `reason` of an API `disconnect`, in bytes.
+    pub const MAX_API_REASON: usize = 120;
+    /// Most rooms an API `rooms` lists; past it the reply says `truncated`.
+    pub const MAX_API_ROOMS: usize = 10_000;
+    /// Longest API method name, in bytes (the longest is `history_remove`).
+    pub const MAX_API_METHOD_LEN: usize = 32;
+    /// Longest `--api-key`, in bytes.
+    pub const MAX_API_KEY_BYTES: usize = 256;
+    /// Largest API message between nodes of a cluster, in bytes (a `rooms`
+    /// part of `MAX_API_ROOMS` long room names fits with room to spare).
+    pub const MAX_API_CLUSTER_MESSAGE: usize = 16 * 1024 * 1024;
     /// Longest chunk-size line (size and ignored extensions) of a chunked
     /// body, in bytes, CRLF included.
     pub const MAX_CHUNK_LINE: usize = 1024;

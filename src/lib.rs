@@ -17,6 +17,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod codes;

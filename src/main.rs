@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use roomcast::auth;
-use roomcast::cli::{MAX_TOKEN_TTL_SECS, ServeArgs, ServerCommand, TokenArgs};
+use roomcast::cli::{EnvLists, MAX_TOKEN_TTL_SECS, ServeArgs, ServerCommand, TokenArgs};
 use roomcast::reactor::Server;
 use roomcast::{log, preflight, supervisor, sys};
 
@@ -52,8 +52,13 @@ const EXIT_BAD_CONFIG: u8 = 2;
 fn serve(args: ServeArgs) -> ExitCode {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let env_secrets = std::env::var("ROOMCAST_JWT_SECRET").ok();
+    let env_api_keys = std::env::var("ROOMCAST_API_KEY").ok();
+    let env = EnvLists {
+        jwt_secrets: env_secrets.as_deref(),
+        api_keys: env_api_keys.as_deref(),
+    };
     let check_only = args.check_config;
-    let mut config = match args.into_config(env_secrets.as_deref(), cores, sys::open_file_limit()) {
+    let mut config = match args.into_config(env, cores, sys::open_file_limit()) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("roomcast: {e}");

@@ -286,7 +286,9 @@ mod tests {
 
     fn config(max_connections: usize, max_write_buffer: usize) -> Config {
         let args = crate::cli::ServeArgs::try_parse_from(["--jwt-secret", "s"]).unwrap();
-        let mut config = args.into_config(None, 2, 1 << 20).unwrap();
+        let mut config = args
+            .into_config(crate::cli::EnvLists::default(), 2, 1 << 20)
+            .unwrap();
         config.limits.max_connections = max_connections;
         config.backpressure.max_write_buffer = max_write_buffer;
         config

@@ -10,6 +10,7 @@
 //! the server can run with. Knows nothing of clap's parsing (see `cli`) or
 //! of sockets; parts of the server that need one concern take its group.
 
+mod api;
 mod auth;
 mod backpressure;
 mod cluster;
@@ -24,6 +25,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
+pub use api::ApiConfig;
 pub use auth::AuthConfig;
 pub use backpressure::{BackpressureConfig, SlowConsumer};
 pub use cluster::{ClusterConfig, is_cluster_name};
@@ -53,6 +55,8 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     /// The optional endpoints: `/echo`, `/demo`, the dashboard.
     pub web: WebConfig,
+    /// The Server API's keys and timeout.
+    pub api: ApiConfig,
     /// The lifecycle log on stderr.
     pub log: LogConfig,
 }
@@ -141,6 +145,7 @@ impl Config {
         self.rooms.write_json(&mut fields);
         ClusterConfig::write_json(self.cluster.as_ref(), &mut fields);
         self.web.write_json(&mut fields);
+        self.api.write_json(&mut fields);
         self.log.write_json(&mut fields);
         fields.write_ordered(out);
     }
@@ -154,6 +159,7 @@ impl Config {
         self.heartbeat.validate()?;
         self.backpressure.validate(self.limits.max_message_size)?;
         self.rooms.validate()?;
+        self.api.validate()?;
         if let Some(cluster) = &self.cluster {
             cluster.validate()?;
         }

@@ -13,6 +13,7 @@
 //! `backpressure` for what becomes of output a client is slow to read, and
 //! `id` for the connection id clients and the logs see.
 
+mod api;
 pub mod backpressure;
 pub mod compression;
 pub mod id;
@@ -224,6 +225,9 @@ enum State {
     /// arrives meanwhile (a pipelined request) is left unconsumed until the
     /// response is queued.
     Publishing(Box<Results>),
+    /// A Server API call is with the rooms; pipelined input waits as for
+    /// `Publishing`.
+    Calling(Box<api::Calling>),
     /// An upgraded WebSocket; its decoder and session are in `session`.
     Open,
     /// The server decided to close (with `close_code`) while the
@@ -522,12 +526,15 @@ impl Connection {
                     }
                 }
                 State::Publishing(results) => {
-                    // A client may pipeline requests, but not without bound.
-                    let waiting = input.len() - consumed;
-                    if waiting
-                        > cx.config.limits.max_header_bytes + cx.config.limits.max_message_size
-                    {
+                    if pipelined_too_much(input.len() - consumed, cx.config) {
                         results.keep_alive = false;
+                        return input.len();
+                    }
+                    return consumed;
+                }
+                State::Calling(calling) => {
+                    if pipelined_too_much(input.len() - consumed, cx.config) {
+                        calling.keep_alive = false;
                         return input.len();
                     }
                     return consumed;
@@ -630,7 +637,7 @@ impl Connection {
                 return;
             }
             // Reported once answered (`on_body`, `on_published`).
-            RequestOutcome::Publish(head) => return self.expect_body(*head, deadline, cx),
+            RequestOutcome::Body(head) => return self.expect_body(*head, deadline, cx),
             RequestOutcome::Respond(bytes) => {
                 let report = Report::answered(request, &bytes);
                 (bytes, report)
@@ -748,6 +755,14 @@ impl Connection {
             deadline: now + linger,
         };
     }
+}
+
+/// A client may pipeline requests behind one the rooms are answering, but
+/// not without bound: past a request head and a body, the rest is dropped
+/// and the connection closes after the answer.
+fn pipelined_too_much(waiting: usize, config: &Config) -> bool {
+    waiting
+        > config.limits.max_header_bytes + config.limits.max_message_size.max(limits::MIN_API_BODY)
 }
 
 fn token_expired(claims: &Claims, unix_ms: u64, config: &Config) -> bool {

@@ -10,8 +10,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::api::Method;
+use crate::api::auth::Caller;
 use crate::auth::Claims;
 use crate::codes::ErrorCode;
+use crate::codes::limits;
 use crate::conn::report::Report;
 use crate::conn::{Connection, Context, State};
 use crate::http::chunked::{ChunkedDecoder, ChunkedError};
@@ -21,14 +24,34 @@ use crate::json;
 use crate::proto::publish::PublishError;
 use crate::proto::{self, Request};
 
-/// A `/publish` head that passed every check a head can pass.
-pub(super) struct PublishHead {
-    pub claims: Claims,
+/// A request with a body (`POST /publish`, `POST /api/<method>`) whose
+/// head passed every check a head can pass.
+pub(super) struct BodyHead {
+    pub purpose: Purpose,
     pub framing: Framing,
     /// Whether the response may keep the connection open.
     pub keep_alive: bool,
     /// `Expect: 100-continue`: the client waits for `100 Continue`.
     pub expects_continue: bool,
+}
+
+/// What a body is for, and who sent it.
+pub(super) enum Purpose {
+    /// Messages to publish, under the token's claims.
+    Publish(Claims),
+    /// A Server API call (section 12).
+    Api { method: Method, caller: Caller },
+}
+
+impl Purpose {
+    /// The most bytes the body may have: `--max-message-size`, or for the
+    /// API at least `MIN_API_BODY` (section 12).
+    pub(super) fn limit(&self, max_message_size: usize) -> usize {
+        match self {
+            Purpose::Publish(_) => max_message_size,
+            Purpose::Api { .. } => max_message_size.max(limits::MIN_API_BODY),
+        }
+    }
 }
 
 /// How the body arrives.
@@ -41,7 +64,7 @@ pub(super) enum Framing {
 
 /// The body of a `/publish` request, as it arrives.
 pub(super) struct BodyReader {
-    claims: Claims,
+    purpose: Purpose,
     keep_alive: bool,
     body: Body,
     /// When the whole request must have arrived (the head's deadline).
@@ -70,7 +93,7 @@ pub(super) enum BodyRead {
 
 /// A complete body and what the head said about it.
 pub(super) struct Received {
-    pub claims: Claims,
+    pub purpose: Purpose,
     pub keep_alive: bool,
     /// The decoded body of a chunked request; `None` when the body is the
     /// first `Content-Length` bytes of the input.
@@ -80,7 +103,7 @@ pub(super) struct Received {
 impl BodyReader {
     /// A reader for the body `head` announced, of at most `limit` bytes,
     /// due by `deadline`.
-    pub fn new(head: PublishHead, limit: usize, deadline: Instant) -> Self {
+    pub fn new(head: BodyHead, limit: usize, deadline: Instant) -> Self {
         let body = match head.framing {
             Framing::Length(length) => Body::Length(length),
             Framing::Chunked => Body::Chunked {
@@ -89,7 +112,7 @@ impl BodyReader {
             },
         };
         Self {
-            claims: head.claims,
+            purpose: head.purpose,
             keep_alive: head.keep_alive,
             body,
             deadline,
@@ -124,7 +147,7 @@ impl BodyReader {
             Body::Chunked { decoded, .. } => Some(decoded),
         };
         Received {
-            claims: self.claims,
+            purpose: self.purpose,
             keep_alive: self.keep_alive,
             decoded,
         }
@@ -228,10 +251,10 @@ impl Results {
 /// The `POST /publish` states of a connection: reading the body, waiting
 /// for the rooms, answering.
 impl Connection {
-    /// Whether a `POST /publish` is waiting for the rooms' answers; the
+    /// Whether a `POST /publish` or an API call is waiting for the rooms' answers; the
     /// connection must stay until they come, even if the peer half-closed.
     pub fn is_publishing(&self) -> bool {
-        matches!(self.state, State::Publishing(_))
+        matches!(self.state, State::Publishing(_) | State::Calling(_))
     }
 
     /// The rooms gave message `index` of the pending `POST /publish` its
@@ -260,13 +283,14 @@ impl Connection {
         Some((keep_alive, status))
     }
 
-    pub(super) fn expect_body(&mut self, head: PublishHead, deadline: Instant, cx: &Context<'_>) {
+    pub(super) fn expect_body(&mut self, head: BodyHead, deadline: Instant, cx: &Context<'_>) {
         if head.expects_continue {
             let mut bytes = Vec::with_capacity(32);
             response::write_continue(&mut bytes);
             self.out.push_raw(&bytes);
         }
-        let reader = BodyReader::new(head, cx.config.limits.max_message_size, deadline);
+        let limit = head.purpose.limit(cx.config.limits.max_message_size);
+        let reader = BodyReader::new(head, limit, deadline);
         self.state = State::Body(Box::new(reader));
     }
 
@@ -289,28 +313,30 @@ impl Connection {
             Some(decoded) => decoded,
             None => input.get_mut(..length).unwrap_or_default(),
         };
-        let parsed =
-            proto::publish::parse(body, cx.parser, &received.claims).and_then(|messages| {
-                let rate = received
-                    .claims
-                    .rate
-                    .unwrap_or(cx.config.limits.publish_rate);
-                let subject = &received.claims.sub;
-                if cx
-                    .admission
-                    .admit_publish(subject, messages.len(), rate, cx.now)
-                {
-                    Ok(messages)
-                } else {
-                    cx.metrics.rate_limited.inc();
-                    Err(PublishError::RateLimited { rate })
-                }
-            });
+        let keep_alive = received.keep_alive;
+        let claims = match received.purpose {
+            Purpose::Publish(claims) => claims,
+            Purpose::Api { method, caller } => {
+                return self.on_api_body(method, caller, body, keep_alive, cx);
+            }
+        };
+        let parsed = proto::publish::parse(body, cx.parser, &claims).and_then(|messages| {
+            let rate = claims.rate.unwrap_or(cx.config.limits.publish_rate);
+            let subject = &claims.sub;
+            if cx
+                .admission
+                .admit_publish(subject, messages.len(), rate, cx.now)
+            {
+                Ok(messages)
+            } else {
+                cx.metrics.rate_limited.inc();
+                Err(PublishError::RateLimited { rate })
+            }
+        });
         match parsed {
-            Ok(messages) => self.send_to_rooms(messages, &received.claims, received.keep_alive, cx),
+            Ok(messages) => self.send_to_rooms(messages, &claims, keep_alive, cx),
             Err(error) => {
                 let mut bytes = Vec::with_capacity(256);
-                let keep_alive = received.keep_alive;
                 // A client over the rate may try again in a second.
                 let retry: &[(&str, &str)] = match error {
                     PublishError::RateLimited { .. } => &[("Retry-After", "1")],
@@ -366,7 +392,7 @@ impl Connection {
 
     /// After a response: the next request on a kept-alive connection gets
     /// a fresh deadline; otherwise the connection finishes.
-    fn after_response(&mut self, keep_alive: bool, timeout: Duration, now: Instant) {
+    pub(super) fn after_response(&mut self, keep_alive: bool, timeout: Duration, now: Instant) {
         if keep_alive {
             self.state = State::Request {
                 reader: HeadReader::default(),
@@ -382,9 +408,9 @@ impl Connection {
 mod tests {
     use super::*;
 
-    fn head(framing: Framing) -> PublishHead {
-        PublishHead {
-            claims: Claims::new("u", f64::MAX),
+    fn head(framing: Framing) -> BodyHead {
+        BodyHead {
+            purpose: Purpose::Publish(Claims::new("u", f64::MAX)),
             framing,
             keep_alive: true,
             expects_continue: false,

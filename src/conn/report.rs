@@ -33,13 +33,15 @@ pub enum Report {
     },
     /// A `POST /publish` was answered with `status` after its body was read.
     Published { status: u16 },
+    /// A Server API call to `method` was answered with `status`.
+    Called { method: &'static str, status: u16 },
 }
 
 impl Report {
     /// The level of the line each report becomes.
     pub fn level(&self) -> Level {
         match self {
-            Self::Opened(_) | Self::Rejected { .. } => Level::Info,
+            Self::Opened(_) | Self::Rejected { .. } | Self::Called { .. } => Level::Info,
             Self::Answered { .. } | Self::Published { .. } => Level::Debug,
         }
     }
@@ -55,6 +57,11 @@ impl Report {
     /// A `POST /publish` answered with `status` after its body was read.
     pub(crate) fn publish_answered(status: u16) -> Self {
         Self::Published { status }
+    }
+
+    /// A Server API call to `method` answered with `status`.
+    pub(crate) fn api_answered(method: &'static str, status: u16) -> Self {
+        Self::Called { method, status }
     }
 
     /// `request` answered with `response`, a complete HTTP response; `None`

@@ -12,10 +12,13 @@
 //! the connection state machine acts on it.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
+use crate::api::Method;
+use crate::api::auth::{Presented, Verifier};
 use crate::auth;
 use crate::codes::ErrorCode;
-use crate::conn::publish::{Framing, PublishHead};
+use crate::conn::publish::{BodyHead, Framing, Purpose};
 use crate::conn::{Context, Endpoint, Port};
 use crate::http::request::{BodyFraming, Request as HttpRequest, Version};
 use crate::http::response;
@@ -25,8 +28,8 @@ use crate::ws::handshake::{self, Accepted, Rejection, UpgradePolicy};
 /// What a complete request head asks for.
 pub(super) enum RequestOutcome {
     Upgraded(Endpoint, Accepted),
-    /// A `/publish` whose body is to be read.
-    Publish(Box<PublishHead>),
+    /// A `/publish` or `/api/<method>` whose body is to be read.
+    Body(Box<BodyHead>),
     Respond(Vec<u8>),
     /// A refused upgrade, answered with its status and code.
     Refused(Rejection),
@@ -39,7 +42,9 @@ type Header = (&'static str, &'static str);
 
 /// The methods of a resource served to `GET`.
 const GET_METHODS: &str = "GET, HEAD, OPTIONS";
-/// The methods of `/publish`.
+/// Where the Server API's methods are.
+const API_PREFIX: &str = "/api/";
+/// The methods of `/publish` and the Server API.
 const POST_METHODS: &str = "POST, OPTIONS";
 /// Every method the public port takes on some path, for `OPTIONS *`.
 const SERVER_METHODS: &str = "GET, HEAD, POST, OPTIONS";
@@ -74,6 +79,9 @@ pub(super) fn route(
         (_, "/healthz") => get(request, &[], || healthz(cx.draining, cx.observe.redis_up())),
         (_, "/metrics") if operator_here => get(request, &[], || metrics(cx)),
         (_, "/stats") if operator_here => get(request, &[], || stats(cx)),
+        (_, path) if operator_here && path.starts_with(API_PREFIX) => {
+            api(request, &path[API_PREFIX.len()..], cx)
+        }
         (_, "/") if operator_here && cx.config.web.dashboard => {
             get(request, ASSET_CORS, || serve_asset(crate::web::DASHBOARD))
         }
@@ -194,12 +202,84 @@ fn publish(request: &HttpRequest<'_>, cx: &Context<'_>) -> RequestOutcome {
             );
         }
     };
-    let framing = match body_framing(request, cx.config.limits.max_message_size) {
-        Ok(framing) => framing,
-        Err((code, message)) => return refuse(code, message, &[]),
+    body_head(request, Purpose::Publish(claims), cx)
+}
+
+/// `POST /api/<method>` (section 12). Checked in this order: the HTTP
+/// method (405), the caller (401, 403: before anything else about the
+/// call), the API method (404), then the body's framing and announced
+/// length (400, 411, 413). Every refusal closes the connection, since the
+/// body, if any, is left unread.
+fn api(request: &HttpRequest<'_>, name: &str, cx: &Context<'_>) -> RequestOutcome {
+    match request.method {
+        "POST" => {}
+        "OPTIONS" => return options(POST_METHODS, &[]),
+        _ => {
+            return RequestOutcome::Reject(
+                ErrorCode::MethodNotAllowed,
+                "use POST",
+                &[("Allow", POST_METHODS)],
+            );
+        }
+    }
+    let verifier = Verifier {
+        api_keys: &cx.config.api.keys,
+        jwt_keys: cx.keys,
+        now_unix: cx.unix_ms as f64 / 1000.0,
+        leeway_secs: cx.config.auth.leeway.as_secs_f64(),
     };
-    RequestOutcome::Publish(Box::new(PublishHead {
-        claims,
+    let presented = Presented {
+        key: request.header("x-api-key"),
+        token: request.bearer_token(),
+    };
+    let caller = match verifier.authenticate(presented) {
+        Ok(caller) => caller,
+        Err(error) => {
+            let challenge: &[Header] = match error.code {
+                ErrorCode::Forbidden => &[],
+                _ => &[("WWW-Authenticate", "Bearer")],
+            };
+            let mut bytes = Vec::with_capacity(256);
+            response::write_error(&mut bytes, error.code, &error.message, challenge);
+            count_refused_call(name, error.code, cx);
+            return RequestOutcome::Respond(bytes);
+        }
+    };
+    match Method::named(name) {
+        Some(method) => body_head(request, Purpose::Api { method, caller }, cx),
+        None => {
+            count_refused_call(name, ErrorCode::NotFound, cx);
+            RequestOutcome::Reject(ErrorCode::NotFound, "no such API method", &[])
+        }
+    }
+}
+
+/// Counts a call refused before its body was read.
+fn count_refused_call(name: &str, code: ErrorCode, cx: &Context<'_>) {
+    let method = Method::named(name).map_or(usize::MAX, Method::index);
+    cx.metrics
+        .count_api(method, code.http_status(), Duration::ZERO);
+}
+
+/// The head of a request whose body is to be read for `purpose`, or the
+/// refusal of its framing or announced length.
+fn body_head(request: &HttpRequest<'_>, purpose: Purpose, cx: &Context<'_>) -> RequestOutcome {
+    let limit = purpose.limit(cx.config.limits.max_message_size);
+    let framing = match body_framing(request, limit) {
+        Ok(framing) => framing,
+        Err((code, message)) => {
+            let mut bytes = Vec::with_capacity(256);
+            match purpose {
+                Purpose::Publish(_) => {
+                    response::write_failure(&mut bytes, code, message, &[], false);
+                }
+                Purpose::Api { .. } => response::write_error(&mut bytes, code, message, &[]),
+            }
+            return RequestOutcome::Respond(bytes);
+        }
+    };
+    RequestOutcome::Body(Box::new(BodyHead {
+        purpose,
         framing,
         keep_alive: request.wants_keep_alive() && !cx.draining,
         expects_continue: request.version == Version::Http11

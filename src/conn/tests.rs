@@ -38,7 +38,9 @@ fn config(args: &[&str]) -> Config {
     let mut flags = vec!["--jwt-secret", SECRET];
     flags.extend_from_slice(args);
     let serve = ServeArgs::try_parse_from(flags).expect("parses");
-    serve.into_config(None, 1, 10_000).unwrap()
+    serve
+        .into_config(crate::cli::EnvLists::default(), 1, 10_000)
+        .unwrap()
 }
 
 struct Harness {

@@ -204,7 +204,8 @@ impl<'a> Request<'a> {
             .or_else(|| self.query_param("token").filter(|t| !t.is_empty()))
     }
 
-    fn bearer_token(&self) -> Option<&'a str> {
+    /// The token of an `Authorization: Bearer` header.
+    pub fn bearer_token(&self) -> Option<&'a str> {
         let (scheme, token) = self.header("authorization")?.split_once(' ')?;
         let token = token.trim_start_matches(' ');
         (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)

@@ -76,6 +76,20 @@ pub const REDIS_BUCKETS_US: [u64; BOUNDED_BUCKETS] = [
     50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 1_000_000, 5_000_000,
 ];
 
+/// Upper bounds of the Server API latency buckets, in microseconds: from
+/// a call's body being read to its response being queued.
+pub const API_BUCKETS_US: [u64; BOUNDED_BUCKETS] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 500_000, 2_000_000, 10_000_000,
+];
+
+/// HTTP statuses Server API calls are counted under, one by one; any other
+/// lands in one more slot.
+pub const API_STATUSES: [u16; 8] = [200, 400, 401, 403, 404, 405, 413, 503];
+
+/// Server API methods counted: each of `api::Method::ALL`, then one for a
+/// path that names no method.
+pub const API_METHODS: usize = crate::api::Method::ALL.len() + 1;
+
 /// What the Redis bridge counts (cluster mode only); written by the
 /// bridge's thread alone.
 #[derive(Debug)]
@@ -273,6 +287,11 @@ pub struct ShardMetrics {
     pub handshake_latency: Histogram,
     /// From reading a publish to queuing it for the last member on this shard.
     pub fanout_latency: Histogram,
+    /// Server API calls answered here, per method (`API_METHODS`) and
+    /// status (`API_STATUSES`, then other).
+    pub api_calls: [[Counter; API_STATUSES.len() + 1]; API_METHODS],
+    /// Server API latency per method, for the calls whose body was read.
+    pub api_latency: [Histogram; API_METHODS],
 }
 
 impl Default for ShardMetrics {
@@ -306,11 +325,28 @@ impl Default for ShardMetrics {
             busy_ppm: Gauge::default(),
             handshake_latency: Histogram::new(&HANDSHAKE_BUCKETS_US),
             fanout_latency: Histogram::new(&FANOUT_BUCKETS_US),
+            api_calls: Default::default(),
+            api_latency: std::array::from_fn(|_| Histogram::new(&API_BUCKETS_US)),
         }
     }
 }
 
 impl ShardMetrics {
+    /// Counts a Server API call to method `method` (`Method::index`, or
+    /// `API_METHODS - 1` for none) answered with `status` after `latency`
+    /// (zero for a call refused before its body was read: not timed).
+    pub fn count_api(&self, method: usize, status: u16, latency: Duration) {
+        let method = method.min(API_METHODS - 1);
+        let slot = API_STATUSES
+            .iter()
+            .position(|&s| s == status)
+            .unwrap_or(API_STATUSES.len());
+        self.api_calls[method][slot].inc();
+        if !latency.is_zero() {
+            self.api_latency[method].observe(latency);
+        }
+    }
+
     /// Counts a WebSocket connection opened `handshake` after its socket
     /// was accepted.
     pub fn count_open(&self, handshake: Duration) {

@@ -88,6 +88,12 @@ pub enum Request {
         message: publish::Message,
         from: Arc<str>,
     },
+    /// A Server API call (section 12) by `from`: its commands run in
+    /// order and their replies come back to the connection together.
+    Api {
+        call: Box<crate::api::Call>,
+        from: Arc<str>,
+    },
 }
 
 impl Request {
@@ -101,7 +107,10 @@ impl Request {
             | Request::UserSend { id, .. }
             | Request::PresenceGet { id, .. }
             | Request::Broadcast { id, .. } => id.is_some(),
-            Request::Leave { .. } | Request::Refresh { .. } | Request::HttpPublish { .. } => false,
+            Request::Leave { .. }
+            | Request::Refresh { .. }
+            | Request::HttpPublish { .. }
+            | Request::Api { .. } => false,
         }
     }
 }

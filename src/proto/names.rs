@@ -50,6 +50,16 @@ pub fn is_reserved(event: &str) -> bool {
     RESERVED_NAMESPACES.contains(&namespace(event))
 }
 
+/// Whether `pattern` is a room pattern (section 2): `*`, a room name, or
+/// a room name's prefix followed by `*`.
+pub fn is_valid_pattern(pattern: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some("") => true,
+        Some(prefix) => prefix.len() < MAX_ROOM_LEN && is_valid_room(prefix),
+        None => is_valid_room(pattern),
+    }
+}
+
 /// Whether `room` matches `pattern`: an exact name, a prefix ending in `*`, or `*`.
 pub fn pattern_matches(pattern: &str, room: &str) -> bool {
     match pattern.strip_suffix('*') {
@@ -103,6 +113,16 @@ mod tests {
         }
         for bad in ["", "has space", "é", "a*", &"r".repeat(129)] {
             assert!(!is_valid_room(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn patterns_are_names_prefixes_or_all() {
+        for ok in ["*", "lobby", "prices:*", "a", "x/y@z-1.2_3:*"] {
+            assert!(is_valid_pattern(ok), "{ok:?} refused");
+        }
+        for bad in ["", "**", "a*b", "*a", "sp ace*", "é*", &"r".repeat(129)] {
+            assert!(!is_valid_pattern(bad), "{bad:?} accepted");
         }
     }
 

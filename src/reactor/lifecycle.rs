@@ -101,6 +101,7 @@ pub fn reported(conn: &Connection, issuer: Issuer<'_>, report: &Report) {
             status,
         } => http_line(id, ip, method, path, *status),
         Report::Published { status } => http_line(id, ip, "POST", "/publish", *status),
+        Report::Called { method, status } => api_line(id, ip, method, *status),
     }
 }
 
@@ -113,6 +114,21 @@ fn http_line(id: (&str, Field<'_>), ip: (&str, Field<'_>), method: &str, path: &
             ip,
             ("method", Field::Str(method)),
             ("path", Field::Str(path)),
+            ("status", Field::U64(u64::from(status))),
+        ],
+    );
+}
+
+/// A Server API call: an operator's act, so logged at info (never its
+/// body or credential).
+fn api_line(id: (&str, Field<'_>), ip: (&str, Field<'_>), method: &str, status: u16) {
+    log::event(
+        Level::Info,
+        "api",
+        &[
+            id,
+            ip,
+            ("method", Field::Str(method)),
             ("status", Field::U64(u64::from(status))),
         ],
     );

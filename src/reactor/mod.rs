@@ -282,6 +282,7 @@ fn start_bridge(
     };
     let sink = ShardSink {
         shards: shards.to_vec(),
+        shared: shared.clone(),
     };
     bridge::start(config, sink, metrics.clone()).map(Some)
 }
@@ -305,9 +306,11 @@ fn open_listeners(config: &ListenConfig) -> io::Result<Vec<TcpListener>> {
     }
 }
 
-/// The bridge's sink: every result goes to the shard it is for.
+/// The bridge's sink: every result goes to the shard it is for, and the
+/// live nodes to `Shared`.
 struct ShardSink {
     shards: Vec<Handle>,
+    shared: Arc<Shared>,
 }
 
 impl ShardSink {
@@ -359,5 +362,14 @@ impl BridgeSink for ShardSink {
         } else {
             log_warn!("redis: unreachable; publishes are refused with UNAVAILABLE");
         }
+    }
+
+    /// Shard 0 reads every Server API message of the cluster for the node.
+    fn api(&self, payload: Vec<u8>) {
+        self.send(0, FromBridge::Api(payload));
+    }
+
+    fn live_nodes(&self, nodes: Arc<[Box<str>]>) {
+        self.shared.set_live_nodes(nodes);
     }
 }

@@ -1,11 +1,15 @@
 //! What every shard of the process shares: the configuration and keys,
-//! the admission registry, each shard's counters, and the counts of the
-//! bus's flow control. Read-only but for atomics; nothing per message.
+//! the admission registry, each shard's counters, the counts of the bus's
+//! flow control, and the cluster's live nodes. Read-only but for atomics
+//! and the live nodes' lock, which only the Redis bridge writes and only
+//! the Server API reads; nothing per message.
 
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
 
 use crate::auth::Keys;
 use crate::config::Config;
@@ -41,6 +45,8 @@ pub struct Shared {
     pub redis: Option<Arc<RedisMetrics>>,
     /// `--tls-cert`: the public port speaks TLS.
     pub tls: Option<crate::tls::Acceptor>,
+    /// Cluster mode: the nodes the Server API waits for (`live_nodes`).
+    live_nodes: RwLock<Arc<[Box<str>]>>,
 }
 
 impl Shared {
@@ -80,8 +86,23 @@ impl Shared {
             redis: config.cluster.is_some().then(Arc::default),
             handoff_pending: Arc::default(),
             tls,
+            live_nodes: RwLock::new(config.node_id().map(Box::from).into_iter().collect()),
             config,
         })
+    }
+
+    /// Cluster mode: the nodes whose heartbeat the Redis bridge last saw
+    /// within 20 s, this one included, sorted (at most
+    /// `redis::api::MAX_NODES`); the Server API waits for each one's reply.
+    /// Until the bridge first reads them, only this node; empty outside
+    /// cluster mode. This node's own id is `config.node_id()`.
+    pub fn live_nodes(&self) -> Arc<[Box<str>]> {
+        self.live_nodes.read().clone()
+    }
+
+    /// What the Redis bridge read of the live nodes.
+    pub fn set_live_nodes(&self, nodes: Arc<[Box<str>]>) {
+        *self.live_nodes.write() = nodes;
     }
 
     /// The count of messages `from` sent `to` and `to` has not handled yet
@@ -108,5 +129,29 @@ impl Observe for Shared {
 
     fn uptime(&self) -> Duration {
         self.started.elapsed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(args: &[&str]) -> Shared {
+        let mut flags = vec!["--jwt-secret", "s"];
+        flags.extend_from_slice(args);
+        let args = crate::cli::ServeArgs::try_parse_from(flags).unwrap();
+        Shared::new(args.into_config(None, 1, 1 << 20).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_live_nodes_are_this_node_alone_until_the_bridge_reads_them() {
+        assert!(shared(&[]).live_nodes().is_empty(), "no cluster, no node");
+        let cluster = ["--redis", "redis://127.0.0.1:1", "--node-id", "n1"];
+        let node = shared(&cluster);
+        assert_eq!(node.config.node_id(), Some("n1"));
+        assert_eq!(*node.live_nodes(), [Box::from("n1")]);
+        let read: Arc<[Box<str>]> = Arc::new(["n1".into(), "n2".into()]);
+        node.set_live_nodes(read.clone());
+        assert!(Arc::ptr_eq(&node.live_nodes(), &read));
     }
 }

@@ -76,6 +76,18 @@ pub fn node_rooms(prefix: &str, node: &str) -> String {
     format!("{prefix}:node:{node}:rooms")
 }
 
+/// The Server API's channel for commands every node runs (section 12),
+/// subscribed by every node on the server of the online set.
+pub fn api_channel(prefix: &str) -> String {
+    format!("{prefix}:api")
+}
+
+/// The channel of `node`'s Server API replies, on the same server as
+/// `api_channel`. A node id holds no `:`, so it never names another one.
+pub fn api_node_channel(prefix: &str, node: &str) -> String {
+    format!("{prefix}:api:{node}")
+}
+
 fn crc16(bytes: &[u8]) -> u16 {
     let mut crc: u16 = 0;
     for &byte in bytes {
@@ -111,6 +123,16 @@ mod tests {
         assert_eq!(keys.epoch, "roomcast:{prices:btc}:epoch");
         assert_eq!(keys.log, "roomcast:{prices:btc}:log");
         assert_eq!(keys.channel, "roomcast:{prices:btc}");
+    }
+
+    #[test]
+    fn api_channels_are_apart_from_room_and_direct_channels() {
+        assert_eq!(api_channel("rc"), "rc:api");
+        assert_eq!(api_node_channel("rc", "n-1"), "rc:api:n-1");
+        // A room's channel always has its braces; the direct channel is
+        // `<prefix>:direct`.
+        assert_ne!(api_channel("rc"), RoomKeys::new("rc", "api").channel);
+        assert_ne!(api_channel("rc"), crate::redis::direct_channel("rc"));
     }
 
     #[test]

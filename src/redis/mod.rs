@@ -1,11 +1,12 @@
 //! Scale-out on Redis (`docs/protocol.md` section 10), sans-IO parts.
 //!
 //! Owns what a roomcast node says to Redis: the RESP codec (`resp`), the
-//! `--redis` URLs (`url`), where a room's keys and channel live (`layout`)
-//! and the Redis Functions that sequence a room event atomically
-//! (`roomcast.lua`, with the commands that call it here). The bridge that
-//! runs them is one thread with its own event loop; nothing here is ever
-//! called on a shard thread, and nothing here touches a socket.
+//! `--redis` URLs (`url`), where a room's keys and channel live
+//! (`layout`), the Redis Functions that sequence a room event atomically
+//! (`roomcast.lua`, with the commands that call it here), and the Server
+//! API's transport between nodes (`api`). The bridge that runs them is one
+//! thread with its own event loop; nothing here is ever called on a shard
+//! thread, and nothing here touches a socket.
 //!
 //! What Redis answers and what its channels carry is input, checked here
 //! as client input is: a reply or payload out of shape or out of bounds
@@ -13,6 +14,7 @@
 //! than `MAX_HISTORY`, an epoch that is not a name) is refused (`None`),
 //! so nothing downstream does arithmetic on unchecked numbers.
 
+pub mod api;
 pub mod backoff;
 pub mod layout;
 pub mod pipeline;

@@ -59,6 +59,17 @@ pub enum BridgeRequest<A> {
         origin: String,
         answer: A,
     },
+    /// A Server API message (section 12), opaque here: to every node
+    /// (`None`, on `<prefix>:api`) or to one node's replies channel
+    /// (`<prefix>:api:<node>`), this node included when it is one of
+    /// them. Nothing answers it: while Redis is away, over the pipeline's
+    /// bound or over `api::MAX_API_PAYLOAD` it is dropped, and once the
+    /// bridge has stopped it is refused with nobody to tell, so whoever
+    /// waits for replies sees the nodes that did not answer in time.
+    ApiCast {
+        to: Option<Box<str>>,
+        payload: Vec<u8>,
+    },
     /// Set this node's connections in `room` to exactly `users`.
     Sync {
         room: Arc<str>,

@@ -107,6 +107,9 @@ pub enum FromBridge {
     Direct(DirectMessage),
     /// Redis is (again) reachable: tell it this shard's presence.
     Resync,
+    /// A Server API message from a node of the cluster (this one too),
+    /// to shard 0 (section 12).
+    Api(Vec<u8>),
 }
 
 impl FromBridge {

@@ -240,7 +240,7 @@ impl Router {
                 self.send_to_users(conn, &user, Some(to), text, id)
             }
             Request::Broadcast { text, id } => self.send_to_users(conn, &user, None, text, id),
-            Request::Refresh { .. } | Request::HttpPublish { .. } => {}
+            Request::Refresh { .. } | Request::HttpPublish { .. } | Request::Api { .. } => {}
         }
     }
 
@@ -397,4 +397,7 @@ impl Router {
     fn own_key(&self, conn: Option<ConnRef>) -> Option<usize> {
         conn.filter(|c| c.shard == self.shard).map(|c| c.key)
     }
+
+    /// A Server API message from another node (or this one) over Redis (section 12).
+    pub fn on_cluster_api(&mut self, _payload: Vec<u8>, _time: Time, _out: &mut impl Outlet) {}
 }

@@ -260,6 +260,7 @@ impl Router {
                     .fan_out(shards, &event.room, &event.frame, exclude, fanout);
             }
             FromBridge::Resync => redis.resync(&self.table),
+            FromBridge::Api(payload) => self.on_cluster_api(payload, time, out),
             FromBridge::Sent(answer, outcome) => redis.sent(&mut self.outbox, answer, outcome),
             FromBridge::Direct(message) => {
                 let all;

@@ -1,10 +1,12 @@
 //! The Redis bridge thread (`reactor::bridge`) against a real
 //! `redis-server`: publishes answered after Redis sequenced them, room
-//! events delivered to every shard serving the room in seq order, and
-//! what happens while Redis is away and after it comes back.
+//! events delivered to every shard serving the room in seq order, what
+//! happens while Redis is away and after it comes back, and the Server
+//! API's transport: its channels and the list of live nodes.
 
 use crate::common;
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +27,8 @@ enum Out {
     Joined(u32, Result<(History, u64), Unavailable>),
     Deliver(usize, RoomEvent),
     Link(bool),
+    Api(Vec<u8>),
+    LiveNodes(Vec<String>),
 }
 
 struct ChannelSink(Sender<Out>);
@@ -47,22 +51,36 @@ impl BridgeSink for ChannelSink {
     fn link(&self, up: bool) {
         let _ = self.0.send(Out::Link(up));
     }
+    fn api(&self, payload: Vec<u8>) {
+        let _ = self.0.send(Out::Api(payload));
+    }
+    fn live_nodes(&self, nodes: Arc<[Box<str>]>) {
+        let _ = self.0.send(Out::LiveNodes(
+            nodes.iter().map(|n| n.to_string()).collect(),
+        ));
+    }
 }
 
 struct Node {
     handle: BridgeHandle<u32>,
     out: Receiver<Out>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The live nodes the bridge last reported.
+    live_nodes: RefCell<Vec<String>>,
 }
 
 impl Node {
     fn start(port: u16) -> Node {
+        Node::start_as(port, "n1")
+    }
+
+    fn start_as(port: u16, node_id: &str) -> Node {
         let (tx, out) = crossbeam_channel::unbounded();
         let config = BridgeConfig {
             cluster: ClusterConfig {
                 servers: vec![format!("redis://127.0.0.1:{port}").parse().unwrap()],
                 prefix: "rc".into(),
-                node_id: "n1".into(),
+                node_id: node_id.into(),
             },
             history: HistoryConfig {
                 messages: 100,
@@ -78,6 +96,7 @@ impl Node {
             handle,
             out,
             thread: Some(thread),
+            live_nodes: RefCell::default(),
         }
     }
 
@@ -325,4 +344,117 @@ fn a_recovery_with_more_messages_than_its_seq_is_refused_and_the_bridge_goes_on(
             other => panic!("nothing of the refused recovery is delivered: {other:?}"),
         }
     }
+}
+
+impl Node {
+    fn api_cast(&self, to: Option<&str>, payload: &[u8]) {
+        assert!(self.handle.send(BridgeRequest::ApiCast {
+            to: to.map(Box::from),
+            payload: payload.to_vec(),
+        }));
+    }
+
+    /// The next Server API message this node received.
+    fn next_api(&self) -> Vec<u8> {
+        loop {
+            match self.next() {
+                Out::Api(payload) => return payload,
+                Out::LiveNodes(nodes) => *self.live_nodes.borrow_mut() = nodes,
+                Out::Link(_) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    /// Waits until the bridge reports exactly `expected` as the live nodes.
+    fn wait_live_nodes(&self, expected: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(12);
+        while *self.live_nodes.borrow() != expected {
+            assert!(
+                Instant::now() < deadline,
+                "live nodes never became {expected:?}"
+            );
+            if let Ok(Out::LiveNodes(nodes)) = self.out.recv_timeout(Duration::from_millis(100)) {
+                *self.live_nodes.borrow_mut() = nodes;
+            }
+        }
+    }
+}
+
+/// `PUBSUB NUMSUB` of one channel: how many connections listen on it.
+fn listeners(conn: &mut common::redis::RedisConn, channel: &str) -> i64 {
+    let reply = conn.call(&["PUBSUB", "NUMSUB", channel]);
+    let Reply::Array(items) = &reply else {
+        panic!("{reply:?}")
+    };
+    items[1].as_i64().expect("a count")
+}
+
+fn wait_listeners(conn: &mut common::redis::RedisConn, channel: &str, n: i64) {
+    common::wait_until(Duration::from_secs(10), channel, || {
+        listeners(conn, channel) == n
+    });
+}
+
+#[test]
+fn every_node_listens_on_the_api_channels_and_a_cast_reaches_every_node_or_one() {
+    let redis = RedisServer::start();
+    let mut conn = redis.connect();
+    // A node whose heartbeat stopped 60 s ago is not live.
+    let long_ago = (common::rooms::now_ms() - 60_000).to_string();
+    conn.call(&["ZADD", "rc:nodes", &long_ago, "gone"]);
+    let n1 = Node::start_as(redis.addr.port(), "n1");
+    n1.wait_link(true);
+    let n2 = Node::start_as(redis.addr.port(), "n2");
+    n2.wait_link(true);
+    wait_listeners(&mut conn, "rc:api", 2);
+    wait_listeners(&mut conn, "rc:api:n1", 1);
+    wait_listeners(&mut conn, "rc:api:n2", 1);
+    assert_eq!(listeners(&mut conn, "rc:api:gone"), 0);
+
+    n1.api_cast(None, b"to all");
+    assert_eq!(n1.next_api(), b"to all", "the caster is a node too");
+    assert_eq!(n2.next_api(), b"to all");
+    n1.api_cast(Some("n2"), b"to n2");
+    n1.api_cast(Some("n1"), b"to n1");
+    assert_eq!(n2.next_api(), b"to n2");
+    assert_eq!(n1.next_api(), b"to n1", "n1 never got n2's message");
+
+    // Over 16 MiB is dropped on both sides; what follows still flows.
+    let huge = vec![b'x'; 16 * 1024 * 1024 + 1];
+    n1.api_cast(Some("n2"), &huge);
+    let mut command = Vec::new();
+    roomcast::redis::resp::write_command(&mut command, &[&b"PUBLISH"[..], b"rc:api:n2", &huge]);
+    conn.send_raw(&command);
+    assert_eq!(conn.reply().as_i64(), Some(1), "Redis took it to n2");
+    n1.api_cast(Some("n2"), b"after");
+    assert_eq!(n2.next_api(), b"after");
+
+    // n1 was alone at its first heartbeat round; the next one sees n2.
+    n2.wait_live_nodes(&["n1", "n2"]);
+    n1.wait_live_nodes(&["n1", "n2"]);
+}
+
+#[test]
+fn the_api_channels_are_subscribed_again_after_a_reconnect() {
+    let redis = RedisServer::start();
+    let proxy = common::redis::Proxy::start(redis.addr);
+    let node = Node::start(proxy.addr.port());
+    node.wait_link(true);
+    let mut conn = redis.connect();
+    wait_listeners(&mut conn, "rc:api", 1);
+    proxy.cut();
+    node.wait_link(false);
+    wait_listeners(&mut conn, "rc:api", 0);
+    node.api_cast(None, b"lost");
+    proxy.restore();
+    node.wait_link(true);
+    wait_listeners(&mut conn, "rc:api", 1);
+    wait_listeners(&mut conn, "rc:api:n1", 1);
+    node.api_cast(None, b"again");
+    assert_eq!(
+        node.next_api(),
+        b"again",
+        "a cast while Redis was away is dropped"
+    );
 }

@@ -1,7 +1,7 @@
 //! What comes in on the channels: room events handed to the shards once
 //! each and in `seq` order (`redis::subscriptions` keeps the cursor),
-//! presence events, direct messages, and what a room missed while its link
-//! was down.
+//! presence events, direct messages, Server API messages (to `api`), and
+//! what a room missed while its link was down.
 
 use std::sync::Arc;
 
@@ -51,6 +51,9 @@ impl<S: BridgeSink> Bridge<S> {
         };
         if channel == self.direct_channel.as_bytes() {
             return self.on_direct(payload);
+        }
+        if channel == self.api_channel.as_bytes() || channel == self.api_node_channel.as_bytes() {
+            return self.on_api(payload);
         }
         let Some(room) = room_of(&self.config.cluster.prefix, channel) else {
             return;

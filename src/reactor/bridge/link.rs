@@ -59,9 +59,14 @@ impl<S: BridgeSink> Bridge<S> {
         let _ = link.pipeline.push(Pending::Setup, redis::load_library);
         let prefix = &self.config.cluster.prefix;
         if layout::server_of(redis::ONLINE, servers) == index {
-            let direct = &self.direct_channel;
+            let channels = [
+                "SUBSCRIBE",
+                &self.direct_channel,
+                &self.api_channel,
+                &self.api_node_channel,
+            ];
             link.pipeline
-                .push_unanswered(|out| resp::write_command(out, &["SUBSCRIBE", direct]));
+                .push_unanswered(|out| resp::write_command(out, &channels));
         }
         for room in self.subscriptions.rooms() {
             if layout::server_of(room, servers) == index {
@@ -111,6 +116,7 @@ impl<S: BridgeSink> Bridge<S> {
                 | Pending::Recover { .. }
                 | Pending::Ignored
                 | Pending::DeadNodes
+                | Pending::LiveNodes
                 | Pending::DeadRooms { .. } => {}
             }
         }
@@ -224,6 +230,7 @@ impl<S: BridgeSink> Bridge<S> {
                 }
             }
             Pending::DeadNodes => self.on_dead_nodes(index, &reply),
+            Pending::LiveNodes => self.on_live_nodes(&reply),
             Pending::DeadRooms { node } => self.on_dead_rooms(index, &node, &reply),
             Pending::Recover { room } => self.on_recovered(&room, &reply),
         }

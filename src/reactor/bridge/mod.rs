@@ -16,13 +16,15 @@
 //!
 //! Here: the requests, the loop, publishes and subscriptions. `link`: the
 //! connections. `events`: what the channels bring. `presence`: joins,
-//! leaves, the online set and node liveness. Owns those sockets; the RESP
+//! leaves, the online set and node liveness. `api`: the Server API's
+//! messages between nodes and the list of live nodes. Owns those sockets; the RESP
 //! bytes and the function calls come from `redis`, the requests and what
 //! comes back unasked from `redis::requests`; what a reply means for a
 //! client is the room router's business (`rooms::cluster`), reached through
 //! the sink the reactor gives it (`ShardSink`, one `Command::Bridge` per
 //! answer to the shard it is for).
 
+mod api;
 mod events;
 mod link;
 mod presence;
@@ -88,6 +90,14 @@ pub trait BridgeSink: Send + 'static {
     fn deliver(&self, shard: usize, event: RoomEvent);
     /// Whether every Redis server is reachable, on every change.
     fn link(&self, up: bool);
+    /// A Server API message from a node (this one too) on `<prefix>:api`
+    /// or on this node's `<prefix>:api:<node>`, at most
+    /// `redis::api::MAX_API_PAYLOAD` bytes.
+    fn api(&self, payload: Vec<u8>);
+    /// The nodes whose heartbeat is at most `NODE_TIMEOUT` old, this one
+    /// included, sorted: on every change, read each `HEARTBEAT` (while the
+    /// online set's server is away, the last list stands).
+    fn live_nodes(&self, nodes: Arc<[Box<str>]>);
 }
 
 /// How shards reach the bridge.
@@ -164,13 +174,23 @@ pub fn start<S: BridgeSink>(
         next_heartbeat: Instant::now(),
         node_rooms: String::new(),
         direct_channel: String::new(),
+        api_channel: String::new(),
+        api_node_channel: String::new(),
+        live_nodes: Arc::new([]),
         keys: HashMap::new(),
     };
     bridge.node_rooms = layout::node_rooms(
         &bridge.config.cluster.prefix,
         &bridge.config.cluster.node_id,
     );
-    bridge.direct_channel = redis::direct_channel(&bridge.config.cluster.prefix);
+    let (prefix, node) = (
+        &bridge.config.cluster.prefix,
+        &bridge.config.cluster.node_id,
+    );
+    bridge.direct_channel = redis::direct_channel(prefix);
+    bridge.api_channel = layout::api_channel(prefix);
+    bridge.api_node_channel = layout::api_node_channel(prefix, node);
+    bridge.live_nodes = Arc::new([node.as_str().into()]);
     let thread = std::thread::Builder::new()
         .name("redis-bridge".into())
         .spawn(move || bridge.run())?;
@@ -207,6 +227,8 @@ enum Pending<A> {
     Ignored,
     /// The nodes whose heartbeat is older than `NODE_TIMEOUT`.
     DeadNodes,
+    /// The nodes whose heartbeat is not (`redis::api::live_nodes`).
+    LiveNodes,
     /// The rooms on this server where the dead `node` counted connections.
     DeadRooms {
         node: String,
@@ -271,6 +293,12 @@ struct Bridge<S: BridgeSink> {
     node_rooms: String,
     /// The channel of direct messages and broadcasts (`redis::direct_channel`).
     direct_channel: String,
+    /// The Server API's channel to every node (`layout::api_channel`).
+    api_channel: String,
+    /// This node's Server API replies channel (`layout::api_node_channel`).
+    api_node_channel: String,
+    /// The live nodes the sink was last told of (`BridgeSink::live_nodes`).
+    live_nodes: Arc<[Box<str>]>,
     /// The key names of the rooms in use, built once each (`keys_of`).
     keys: HashMap<Arc<str>, Arc<RoomKeys>>,
 }
@@ -366,6 +394,7 @@ impl<S: BridgeSink> Bridge<S> {
                 answer,
             } => self.send_direct(to.as_deref(), &text, &origin, answer),
             BridgeRequest::Sync { room, users } => self.sync(&room, &users),
+            BridgeRequest::ApiCast { to, payload } => self.api_cast(to.as_deref(), &payload),
             BridgeRequest::Serve { room, shard } => {
                 if let Some(change) = self.subscriptions.shard_joined(&room, shard) {
                     self.subscribe(change);

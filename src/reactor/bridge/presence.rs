@@ -157,8 +157,10 @@ impl<S: BridgeSink> Bridge<S> {
                 .any(|p| pattern_matches(p, room))
     }
 
-    /// Every `HEARTBEAT`: this node's heartbeat on every server, and a look
-    /// for nodes whose heartbeat stopped.
+    /// Every `HEARTBEAT`: this node's heartbeat on every server, a look
+    /// for nodes whose heartbeat stopped, and the list of those whose
+    /// heartbeat did not, on the online set's server: the one the Server
+    /// API travels through, so a node listed there can hear it.
     pub(super) fn heartbeat(&mut self) {
         let now = Instant::now();
         if now < self.next_heartbeat {
@@ -179,6 +181,13 @@ impl<S: BridgeSink> Bridge<S> {
                     out,
                     &["ZRANGEBYSCORE", &set, "-inf", &max, "LIMIT", "0", "16"],
                 );
+            });
+        }
+        let online = layout::server_of(redis::ONLINE, self.links.len());
+        let link = &mut self.links[online];
+        if link.is_up() {
+            let _ = link.pipeline.push(Pending::LiveNodes, |out| {
+                redis::api::live_nodes(out, &set, stale);
             });
         }
     }

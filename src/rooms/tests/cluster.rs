@@ -19,6 +19,7 @@ fn kinds(requests: &[(usize, BridgeRequest<BridgeAnswer>)]) -> Vec<&'static str>
             BridgeRequest::Online { .. } => "online",
             BridgeRequest::Send { .. } => "send",
             BridgeRequest::Sync { .. } => "sync",
+            BridgeRequest::ApiCast { .. } => "api",
             BridgeRequest::Serve { .. } => "serve",
             BridgeRequest::Unserve { .. } => "unserve",
             BridgeRequest::Stop => "stop",

@@ -1,0 +1,356 @@
+//! What each shard, and then each node, answers for a `NodeCommand`, and
+//! how the answers add up: counts are summed, a user's connections listed
+//! together, rooms merged by name (sorted, at most `MAX_API_ROOMS`), nodes
+//! listed.
+//!
+//! A part is written as the result of its command (`write_result`) and
+//! read back from that same JSON (`read_result`): that is how a node's
+//! answer travels to the node that was called.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use simd_json::prelude::*;
+use simd_json::tape::Value;
+
+use super::NodeCommand;
+use crate::codes::limits::{MAX_API_ROOMS, MAX_ROOM_LEN};
+use crate::json::ObjectWriter;
+use crate::proto::envelope::Parser;
+
+/// A connection of a user, as `user` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnInfo {
+    pub conn_id: String,
+    pub node: String,
+    pub rooms: Vec<Arc<str>>,
+}
+
+/// A room with members, as `rooms` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomCount {
+    pub room: Arc<str>,
+    pub connections: u64,
+    pub users: u64,
+}
+
+/// A node, as `info` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub node: String,
+    pub version: String,
+    pub uptime_seconds: u64,
+    pub connections: u64,
+    pub users: u64,
+    pub rooms: u64,
+}
+
+/// One shard's or one node's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    /// Connections disconnected, subscribed or unsubscribed; rooms with
+    /// members (a shard's share of `info`).
+    Count(u64),
+    Conns(Vec<ConnInfo>),
+    Rooms {
+        rooms: Vec<RoomCount>,
+        truncated: bool,
+    },
+    Nodes(Vec<NodeInfo>),
+}
+
+impl Part {
+    /// The answer of nobody yet: what merging starts from.
+    pub fn empty_for(command: &NodeCommand) -> Self {
+        match command {
+            NodeCommand::User { .. } => Part::Conns(Vec::new()),
+            NodeCommand::Rooms { .. } => Part::Rooms {
+                rooms: Vec::new(),
+                truncated: false,
+            },
+            NodeCommand::Info => Part::Nodes(Vec::new()),
+            _ => Part::Count(0),
+        }
+    }
+
+    /// Adds `other` in; parts of different kinds (a confused peer) are
+    /// ignored.
+    pub fn merge(&mut self, other: Part) {
+        match (self, other) {
+            (Part::Count(a), Part::Count(b)) => *a = a.saturating_add(b),
+            (Part::Conns(a), Part::Conns(b)) => a.extend(b),
+            (Part::Nodes(a), Part::Nodes(b)) => a.extend(b),
+            (
+                Part::Rooms { rooms, truncated },
+                Part::Rooms {
+                    rooms: more,
+                    truncated: more_truncated,
+                },
+            ) => {
+                let mut merged: BTreeMap<Arc<str>, (u64, u64)> = BTreeMap::new();
+                for r in std::mem::take(rooms).into_iter().chain(more) {
+                    let entry = merged.entry(r.room).or_default();
+                    entry.0 = entry.0.saturating_add(r.connections);
+                    entry.1 = entry.1.saturating_add(r.users);
+                }
+                *truncated |= more_truncated || merged.len() > MAX_API_ROOMS;
+                *rooms = merged
+                    .into_iter()
+                    .take(MAX_API_ROOMS)
+                    .map(|(room, (connections, users))| RoomCount {
+                        room,
+                        connections,
+                        users,
+                    })
+                    .collect();
+            }
+            _ => {}
+        }
+    }
+
+    /// A shard's rooms, any order and any number: sorted and bounded.
+    pub fn rooms(mut list: Vec<RoomCount>) -> Self {
+        list.sort_unstable_by(|a, b| a.room.cmp(&b.room));
+        let truncated = list.len() > MAX_API_ROOMS;
+        list.truncate(MAX_API_ROOMS);
+        Part::Rooms {
+            rooms: list,
+            truncated,
+        }
+    }
+
+    /// The command's result: `{"connections": n}`, `{"user",
+    /// "connections": [...]}`, `{"rooms": [...], "truncated"?}` or
+    /// `{"nodes": [...]}`, with `missingNodes` when some did not answer.
+    pub fn write_result(&self, command: &NodeCommand, missing: &[Box<str>], out: &mut Vec<u8>) {
+        let mut w = ObjectWriter::new(out);
+        match self {
+            Part::Count(n) => w.u64("connections", *n),
+            Part::Conns(conns) => {
+                if let NodeCommand::User { user } = command {
+                    w.str("user", user);
+                }
+                w.objects("connections", conns, |w, c| {
+                    w.str("connId", &c.conn_id);
+                    w.str("node", &c.node);
+                    w.raw("rooms", &names_json(&c.rooms));
+                });
+            }
+            Part::Rooms { rooms, truncated } => {
+                w.objects("rooms", rooms, |w, r| {
+                    w.str("room", &r.room);
+                    w.u64("connections", r.connections);
+                    w.u64("users", r.users);
+                });
+                if *truncated {
+                    w.bool("truncated", true);
+                }
+            }
+            Part::Nodes(nodes) => w.objects("nodes", nodes, |w, n| {
+                w.str("node", &n.node);
+                w.str("version", &n.version);
+                w.u64("uptimeSeconds", n.uptime_seconds);
+                w.u64("connections", n.connections);
+                w.u64("users", n.users);
+                w.u64("rooms", n.rooms);
+            }),
+        }
+        if !missing.is_empty() {
+            w.raw("missingNodes", &names_json(missing));
+        }
+        w.close();
+    }
+
+    /// Reads back what `write_result` wrote for `command` (a node's
+    /// answer); `None` for anything else.
+    pub fn read_result(
+        command: &NodeCommand,
+        text: &mut [u8],
+        parser: &mut Parser,
+    ) -> Option<Self> {
+        parser.with_json(text, |value| {
+            let object = value?.as_object()?;
+            Some(match Part::empty_for(command) {
+                Part::Count(_) => Part::Count(object.get("connections")?.as_u64()?),
+                Part::Conns(_) => Part::Conns(read_list(object.get("connections")?, read_conn)?),
+                Part::Rooms { .. } => Part::Rooms {
+                    rooms: read_list(object.get("rooms")?, read_room)?,
+                    truncated: object.get("truncated").and_then(|v| v.as_bool()) == Some(true),
+                },
+                Part::Nodes(_) => Part::Nodes(read_list(object.get("nodes")?, read_node)?),
+            })
+        })
+    }
+}
+
+/// A JSON array of strings.
+fn names_json<S: AsRef<str>>(names: &[S]) -> Vec<u8> {
+    let mut list = Vec::with_capacity(16 * names.len() + 2);
+    list.push(b'[');
+    for (i, name) in names.iter().enumerate() {
+        if i > 0 {
+            list.push(b',');
+        }
+        crate::json::write_str(&mut list, name.as_ref());
+    }
+    list.push(b']');
+    list
+}
+
+/// Longest name read from a peer's answer (node ids, versions, connection
+/// ids and user ids are all shorter).
+const MAX_NAME: usize = 256;
+
+fn read_list<T>(value: Value<'_, '_>, each: impl Fn(Value<'_, '_>) -> Option<T>) -> Option<Vec<T>> {
+    let list = value.as_array()?;
+    if list.len() > MAX_API_ROOMS + 1 {
+        return None;
+    }
+    list.iter().map(each).collect()
+}
+
+fn name(value: Option<Value<'_, '_>>, max: usize) -> Option<String> {
+    value?
+        .into_string()
+        .filter(|s| s.len() <= max)
+        .map(str::to_owned)
+}
+
+fn read_conn(value: Value<'_, '_>) -> Option<ConnInfo> {
+    let object = value.as_object()?;
+    let rooms = read_list(object.get("rooms")?, |v| {
+        name(Some(v), MAX_ROOM_LEN).map(Arc::from)
+    })?;
+    Some(ConnInfo {
+        conn_id: name(object.get("connId"), MAX_NAME)?,
+        node: name(object.get("node"), MAX_NAME)?,
+        rooms,
+    })
+}
+
+fn read_room(value: Value<'_, '_>) -> Option<RoomCount> {
+    let object = value.as_object()?;
+    Some(RoomCount {
+        room: Arc::from(name(object.get("room"), MAX_ROOM_LEN)?),
+        connections: object.get("connections")?.as_u64()?,
+        users: object.get("users")?.as_u64()?,
+    })
+}
+
+fn read_node(value: Value<'_, '_>) -> Option<NodeInfo> {
+    let object = value.as_object()?;
+    let number = |key: &str| object.get(key)?.as_u64();
+    Some(NodeInfo {
+        node: name(object.get("node"), MAX_NAME)?,
+        version: name(object.get("version"), MAX_NAME)?,
+        uptime_seconds: number("uptimeSeconds")?,
+        connections: number("connections")?,
+        users: number("users")?,
+        rooms: number("rooms")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room(name: &str, connections: u64, users: u64) -> RoomCount {
+        RoomCount {
+            room: Arc::from(name),
+            connections,
+            users,
+        }
+    }
+
+    fn round_trip(command: &NodeCommand, part: &Part) -> Part {
+        let mut text = Vec::new();
+        part.write_result(command, &[], &mut text);
+        Part::read_result(command, &mut text, &mut Parser::default()).expect("reads back")
+    }
+
+    #[test]
+    fn rooms_merge_by_name_sorted_and_summed() {
+        let mut part = Part::rooms(vec![room("b", 2, 1), room("a", 1, 1)]);
+        part.merge(Part::rooms(vec![room("b", 3, 2), room("c", 1, 1)]));
+        assert_eq!(
+            part,
+            Part::Rooms {
+                rooms: vec![room("a", 1, 1), room("b", 5, 3), room("c", 1, 1)],
+                truncated: false
+            }
+        );
+    }
+
+    #[test]
+    fn rooms_are_bounded_and_say_so() {
+        let many =
+            |from: usize| (from..from + MAX_API_ROOMS).map(|i| room(&format!("r{i:06}"), 1, 1));
+        let mut part = Part::rooms(many(0).collect());
+        assert!(matches!(
+            &part,
+            Part::Rooms {
+                truncated: false,
+                ..
+            }
+        ));
+        part.merge(Part::rooms(many(5).collect()));
+        let Part::Rooms { rooms, truncated } = &part else {
+            unreachable!()
+        };
+        assert!(truncated);
+        assert_eq!(rooms.len(), MAX_API_ROOMS);
+        assert_eq!(&*rooms[0].room, "r000000");
+        assert_eq!(rooms[5].connections, 2);
+    }
+
+    #[test]
+    fn every_kind_reads_back_what_it_wrote() {
+        let user = NodeCommand::User { user: "u".into() };
+        let conns = Part::Conns(vec![ConnInfo {
+            conn_id: "n1:ab-0-1".to_owned(),
+            node: "n1".to_owned(),
+            rooms: vec![Arc::from("lobby"), Arc::from("x\"y")],
+        }]);
+        assert_eq!(round_trip(&user, &conns), conns);
+        let rooms_command = NodeCommand::Rooms { pattern: None };
+        let rooms = Part::Rooms {
+            rooms: vec![room("a", 1, 1)],
+            truncated: true,
+        };
+        assert_eq!(round_trip(&rooms_command, &rooms), rooms);
+        let nodes = Part::Nodes(vec![NodeInfo {
+            node: "n".to_owned(),
+            version: "1.2.0".to_owned(),
+            uptime_seconds: 3,
+            connections: 4,
+            users: 2,
+            rooms: 1,
+        }]);
+        assert_eq!(round_trip(&NodeCommand::Info, &nodes), nodes);
+        let info = NodeCommand::Info;
+        let count = Part::Count(7);
+        let disconnect = NodeCommand::Disconnect {
+            user: "u".into(),
+            conn_id: None,
+            code: 4500,
+            reason: "r".into(),
+        };
+        assert_eq!(round_trip(&disconnect, &count), count);
+        let mut wrong = b"{\"connections\":\"x\"}".to_vec();
+        assert_eq!(
+            Part::read_result(&info, &mut wrong, &mut Parser::default()),
+            None
+        );
+    }
+
+    #[test]
+    fn missing_nodes_are_named_only_when_there_are_some() {
+        let command = NodeCommand::User { user: "u".into() };
+        let mut out = Vec::new();
+        Part::Conns(Vec::new()).write_result(&command, &[], &mut out);
+        assert_eq!(out, br#"{"user":"u","connections":[]}"#);
+        out.clear();
+        Part::Count(2).write_result(&command, &["b".into()], &mut out);
+        assert_eq!(out, br#"{"connections":2,"missingNodes":["b"]}"#);
+    }
+}
