@@ -128,6 +128,32 @@ pub fn join_data<'m>(
     out
 }
 
+/// `{"event":"room:subscribed","room","data":{"epoch","seq","members"}}`:
+/// a Server API `subscribe` put the connection in the room (section 12).
+pub fn subscribed(state: &RoomState<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(96 + state.room.len() + state.epoch.len());
+    out.extend_from_slice(b"{\"event\":\"room:subscribed\",\"room\":");
+    json::write_str(&mut out, state.room);
+    out.extend_from_slice(b",\"data\":{\"epoch\":");
+    json::write_str(&mut out, state.epoch);
+    out.extend_from_slice(b",\"seq\":");
+    json::write_u64(&mut out, state.seq);
+    out.extend_from_slice(b",\"members\":");
+    json::write_u64(&mut out, state.members);
+    out.extend_from_slice(b"}}");
+    out
+}
+
+/// `{"event":"room:unsubscribed","room","data":{}}`: a Server API
+/// `unsubscribe` took the connection out of the room (section 12).
+pub fn unsubscribed(room: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + room.len());
+    out.extend_from_slice(b"{\"event\":\"room:unsubscribed\",\"room\":");
+    json::write_str(&mut out, room);
+    out.extend_from_slice(b",\"data\":{}}");
+    out
+}
+
 /// `{"event","data","from","ts"}`: a direct message or a broadcast.
 pub fn direct_message(event: &str, data: &[u8], from: &str, ts_ms: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(48 + event.len() + data.len() + from.len());

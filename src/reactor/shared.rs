@@ -140,7 +140,11 @@ mod tests {
         let mut flags = vec!["--jwt-secret", "s"];
         flags.extend_from_slice(args);
         let args = crate::cli::ServeArgs::try_parse_from(flags).unwrap();
-        Shared::new(args.into_config(None, 1, 1 << 20).unwrap()).unwrap()
+        Shared::new(
+            args.into_config(crate::cli::EnvLists::default(), 1, 1 << 20)
+                .unwrap(),
+        )
+        .unwrap()
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::codes::ErrorCode;
 pub use crate::conn::ConnRef;
 use crate::proto::JoinRecovery;
 use crate::proto::reply::{self, OwnedId};
+use crate::proto::wire;
 
 /// Who hears the `seq` of a published message.
 #[derive(Debug)]
@@ -34,6 +35,39 @@ impl PublishAnswer {
     }
 }
 
+/// What a joining member is told once the owner decided.
+#[derive(Debug)]
+pub enum JoinAnswer {
+    /// Its `room:join`'s ack (an `error` event when refused without `id`).
+    Ack(Option<OwnedId>),
+    /// A Server API `subscribe` (section 12): `room:subscribed` when
+    /// admitted, nothing when refused.
+    Subscribed,
+}
+
+impl JoinAnswer {
+    /// The text for an admitted member: the ack with the join's `data`,
+    /// or the `room:subscribed` event of the room's `state`.
+    pub fn admitted(
+        &self,
+        state: &wire::RoomState<'_>,
+        data: impl FnOnce() -> Vec<u8>,
+    ) -> Option<Vec<u8>> {
+        match self {
+            JoinAnswer::Ack(id) => id.as_ref().map(|id| reply::ack_text(id, &data())),
+            JoinAnswer::Subscribed => Some(wire::subscribed(state)),
+        }
+    }
+
+    /// The text for a refused member.
+    pub fn refused(&self, code: ErrorCode, why: &str) -> Option<Vec<u8>> {
+        match self {
+            JoinAnswer::Ack(id) => Some(reply::failure_text(id.as_ref(), code, why)),
+            JoinAnswer::Subscribed => None,
+        }
+    }
+}
+
 /// One message between shards.
 #[derive(Debug)]
 pub enum BusMsg {
@@ -46,7 +80,8 @@ pub enum BusMsg {
         name: Option<Box<str>>,
         recovery: JoinRecovery,
         rejoin: bool,
-        id: Option<OwnedId>,
+        /// What the member is told: an ack, or `room:subscribed`.
+        answer: JoinAnswer,
     },
     /// To a room's owner: connection `conn` of `user` left (or closed).
     Leave {

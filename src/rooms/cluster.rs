@@ -28,7 +28,7 @@ use crate::redis::requests::{
     BridgeRequest, DirectMessage, FromHere, OwnedQuery, RoomEvent, Unavailable,
 };
 use crate::redis::{self, History, NodeUser, Origin, Presence, PresenceChange, Sequenced};
-use crate::rooms::bus::{BusMsg, Fanout, Outbox, PublishAnswer};
+use crate::rooms::bus::{BusMsg, Fanout, JoinAnswer, Outbox, PublishAnswer};
 use crate::rooms::table::{Joiner, Publish, RoomTable};
 
 /// The message a client gets when its request needed Redis and Redis is away.
@@ -93,7 +93,7 @@ pub struct PendingJoin {
     pub user: Arc<str>,
     pub name: Option<Box<str>>,
     pub rejoin: bool,
-    pub id: Option<OwnedId>,
+    pub answer: JoinAnswer,
 }
 
 /// What the bridge sends a shard.
@@ -257,8 +257,8 @@ impl RedisRooms {
         let max = table.config().max_room_members;
         let pending = self.joining.get(&room).copied().unwrap_or(0);
         if !join.rejoin && max > 0 && table.connections(&room) + pending >= max {
-            let text = reply::failure_text(join.id.as_ref(), ErrorCode::RoomFull, "room is full");
-            return outbox.joined(room, join.conn, false, Some(text));
+            let text = join.answer.refused(ErrorCode::RoomFull, "room is full");
+            return outbox.joined(room, join.conn, false, text);
         }
         self.serve(table, &room);
         *self.joining.entry(room.clone()).or_default() += 1;
@@ -497,13 +497,12 @@ impl RedisRooms {
         match outcome {
             Ok((history, members)) => self.admit(table, outbox, &join, &history, members),
             Err(Unavailable) => {
-                let text =
-                    reply::failure_text(join.id.as_ref(), ErrorCode::Unavailable, UNAVAILABLE);
-                if join.rejoin {
+                let text = join.answer.refused(ErrorCode::Unavailable, UNAVAILABLE);
+                match (join.rejoin, text) {
                     // Still a member: only this request failed.
-                    outbox.send(conn.shard, BusMsg::Reply { conn, text });
-                } else {
-                    outbox.joined(room.clone(), conn, false, Some(text));
+                    (true, Some(text)) => outbox.send(conn.shard, BusMsg::Reply { conn, text }),
+                    (true, None) => {}
+                    (false, text) => outbox.joined(room.clone(), conn, false, text),
                 }
             }
         }
@@ -540,14 +539,18 @@ impl RedisRooms {
             // Redis announced the join to the whole cluster, this node included.
             Ok(_presence) => {
                 let state = room_state(&join.room, history, members);
-                let data = wire::join_data(&state, history.messages.iter().map(Vec::as_slice));
-                (true, join.id.as_ref().map(|id| reply::ack_text(id, &data)))
+                let messages = history.messages.iter().map(Vec::as_slice);
+                let text = join
+                    .answer
+                    .admitted(&state, || wire::join_data(&state, messages));
+                (true, text)
             }
             Err(_) => {
                 self.count_out(table, join);
-                let text =
-                    reply::failure_text(join.id.as_ref(), ErrorCode::RoomFull, "room is full");
-                (false, Some(text))
+                (
+                    false,
+                    join.answer.refused(ErrorCode::RoomFull, "room is full"),
+                )
             }
         };
         outbox.joined(join.room.clone(), conn, accepted, reply);

@@ -24,7 +24,7 @@ use crate::proto::Request;
 use crate::proto::reply::OwnedId;
 use crate::proto::wire;
 use crate::redis::requests::BridgeRequest;
-use crate::rooms::bus::{BusMsg, Fanout, Outbox, PublishAnswer};
+use crate::rooms::bus::{BusMsg, Fanout, JoinAnswer, Outbox, PublishAnswer};
 use crate::rooms::cluster::{BridgeAnswer, ClusterSide, RedisRooms};
 use crate::rooms::gather::Gathers;
 use crate::rooms::local::LocalRooms;
@@ -213,7 +213,7 @@ impl Router {
                     name: asker.name.map(Into::into),
                     recovery,
                     rejoin,
-                    id,
+                    answer: JoinAnswer::Ack(id),
                 });
             }
             Request::Leave { room } => self.request_leave(conn, room, user),

@@ -14,7 +14,7 @@ use crate::conn::ConnRef;
 use crate::proto::JoinRecovery;
 use crate::proto::reply::{self, OwnedId};
 use crate::redis::requests::BridgeRequest;
-use crate::rooms::bus::{BusMsg, Fanout};
+use crate::rooms::bus::{BusMsg, Fanout, JoinAnswer};
 use crate::rooms::cluster::{BridgeAnswer, FromBridge, PendingJoin, PublishAtOwner, RedisRooms};
 use crate::rooms::outlet::Outlet;
 use crate::rooms::router::{Router, Time};
@@ -52,7 +52,7 @@ impl Router {
                 name,
                 recovery,
                 rejoin,
-                id,
+                answer,
             } => {
                 let owner = self.shard();
                 let join = PendingJoin {
@@ -62,7 +62,7 @@ impl Router {
                     user,
                     name,
                     rejoin,
-                    id,
+                    answer,
                 };
                 self.join_at_owner(join, &recovery, time);
             }
@@ -128,7 +128,7 @@ impl Router {
                     since: recovery.since,
                     epoch: recovery.epoch.as_deref(),
                 };
-                self.join_here(join.room, join.conn, &joiner, &recovery, join.id, time);
+                self.join_here(join.room, join.conn, &joiner, &recovery, &join.answer, time);
             }
             Sequencer::Redis(redis) => {
                 redis.join(&mut self.table, &mut self.outbox, join, recovery);
@@ -181,7 +181,7 @@ impl Router {
         conn: ConnRef,
         joiner: &Joiner<'_>,
         recovery: &Recovery<'_>,
-        id: Option<OwnedId>,
+        answer: &JoinAnswer,
         time: Time,
     ) {
         let (accepted, reply) = match self.table.join(&room, joiner, recovery, time.now) {
@@ -191,12 +191,13 @@ impl Router {
                     self.outbox
                         .fan_out(shards, &room, &frame, Some(conn), Fanout::Other);
                 }
-                (true, id.map(|id| reply::ack_text(&id, &joined.data)))
+                let text = self
+                    .table
+                    .state(&room)
+                    .and_then(|state| answer.admitted(&state, || joined.data));
+                (true, text)
             }
-            Err(_) => {
-                let text = reply::failure_text(id.as_ref(), ErrorCode::RoomFull, "room is full");
-                (false, Some(text))
-            }
+            Err(_) => (false, answer.refused(ErrorCode::RoomFull, "room is full")),
         };
         self.outbox.joined(room, conn, accepted, reply);
     }

@@ -317,6 +317,18 @@ impl RoomTable {
             .collect()
     }
 
+    /// The room as a `room:subscribed` reports it (`None`: not known here).
+    pub fn state(&self, name: &str) -> Option<wire::RoomState<'_>> {
+        let (name, room) = self.rooms.get_key_value(name)?;
+        Some(wire::RoomState {
+            room: name,
+            epoch: &room.epoch,
+            seq: room.seq,
+            recovered: None,
+            members: room.connections as u64,
+        })
+    }
+
     /// Connections in `name` counted here (on every shard of this process).
     pub fn connections(&self, name: &str) -> usize {
         self.rooms.get(name).map_or(0, |r| r.connections)
