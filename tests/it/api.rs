@@ -109,6 +109,15 @@ fn broadcast_publishes_to_each_room_in_order_and_reports_each() {
     assert_room_event(&one.recv(), "news:flash", "r1", r#"{"x":1}"#, "api", 1);
     assert_room_event(&one.recv(), "news:flash", "r1", r#"{"x":1}"#, "api", 2);
     assert_room_event(&two.recv(), "news:flash", "r2", r#"{"x":1}"#, "api", 1);
+
+    // From an admin token, the messages are its `sub`'s.
+    let admin = Api::with(server.addr(), Cred::admin("ops"));
+    let result = admin.ok(
+        "broadcast",
+        r#"{"rooms":["r2"],"event":"news:flash","data":2}"#,
+    );
+    assert_eq!(result, json(r#"{"results":[{"room":"r2","seq":2}]}"#));
+    assert_room_event(&two.recv(), "news:flash", "r2", "2", "ops", 2);
     two.assert_quiet(QUIET);
 }
 

@@ -345,3 +345,28 @@ fn the_api_timeout_is_two_seconds_by_default() {
     );
     wait_for_every_node(&a);
 }
+
+#[test]
+fn without_redis_a_publish_is_unavailable_and_no_connection_is_closed() {
+    let (redis, a, _b) = cluster(&[]);
+    let mut bob = member(a.addr(), "bob", &["news"]);
+    redis.stop();
+    wait_until(
+        Duration::from_secs(10),
+        "healthz reports Redis down",
+        || common::http_get(a.addr(), "/healthz").status == 503,
+    );
+    let api = Api::key(a.addr());
+    let publish = r#"{"room":"news","event":"t:x","data":1}"#;
+    api.refused("publish", publish, 503, "UNAVAILABLE");
+    let batch = format!(r#"{{"commands":[{{"method":"publish","params":{publish}}}]}}"#);
+    let got = api.ok("batch", &batch);
+    let replies = array_at(&got, &["replies"]);
+    assert_eq!(
+        str_at(&replies[0], &["error", "code"]),
+        "UNAVAILABLE",
+        "{got:?}"
+    );
+    bob.assert_open();
+    bob.assert_quiet(QUIET);
+}
