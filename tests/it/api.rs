@@ -473,6 +473,37 @@ fn rooms_lists_rooms_with_members_sorted_with_their_counts() {
 }
 
 #[test]
+fn rooms_lists_at_most_ten_thousand_then_says_truncated() {
+    const ROOMS: usize = 10_001;
+    let server = server(&["--max-rooms-per-connection", "20000"]);
+    let mut alice = member(server.addr(), "alice", &[]);
+    // Joins sent a thousand at a time, then their acks read.
+    for chunk in (0..ROOMS).collect::<Vec<_>>().chunks(1000) {
+        for i in chunk {
+            alice.send(&format!(
+                r#"{{"event":"room:join","data":{{"room":"r{i:05}"}},"id":{i}}}"#
+            ));
+        }
+        for _ in chunk {
+            let ack = alice.recv_json();
+            ok_data(&ack);
+        }
+    }
+    let got = Api::key(server.addr()).ok("rooms", "{}");
+    assert_eq!(keys(&got), sorted(&["rooms", "truncated"]));
+    assert_eq!(got["truncated"], OwnedValue::from(true));
+    let rooms = array_at(&got, &["rooms"]);
+    assert_eq!(rooms.len(), 10_000);
+    for (i, room) in rooms.iter().enumerate() {
+        let expected = format!(r#"{{"room":"r{i:05}","connections":1,"users":1}}"#);
+        assert_eq!(room, &json(&expected), "sorted by name");
+    }
+    let some = Api::key(server.addr()).ok("rooms", r#"{"pattern":"r1000*"}"#);
+    let last = r#"{"rooms":[{"room":"r10000","connections":1,"users":1}]}"#;
+    assert_eq!(some, json(last), "not truncated");
+}
+
+#[test]
 fn user_lists_every_connection_with_its_node_and_rooms() {
     let server = server(&[]);
     let api = Api::key(server.addr());
