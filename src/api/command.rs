@@ -94,9 +94,10 @@ impl Method {
 pub enum Command {
     /// The body of `POST /publish`: one message or several.
     Publish(Vec<Message>),
-    /// One event into each of `rooms`; a bad room name is that room's error.
+    /// One event into each of `rooms`; a bad room name is that room's
+    /// error, with the name as given (cut to `MAX_ROOM_LEN` bytes).
     Broadcast {
-        rooms: Vec<Result<Arc<str>, ApiError>>,
+        rooms: Vec<BroadcastRoom>,
         event: Box<str>,
         data: Box<[u8]>,
     },
@@ -113,6 +114,10 @@ pub enum Command {
     /// A command every node of the cluster carries out on its connections.
     Node(NodeCommand),
 }
+
+/// A room of a `broadcast`: its name, or the name as given (cut to
+/// `MAX_ROOM_LEN` bytes) and why it is not one.
+pub type BroadcastRoom = Result<Arc<str>, (Box<str>, ApiError)>;
 
 /// What a `history` call asks for, as a `room:join` would.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -359,7 +364,10 @@ fn read_broadcast(params: &Object<'_, '_>, data: Option<Box<[u8]>>) -> Result<Co
         .iter()
         .map(|v| match v.into_string() {
             Some(room) if is_valid_room(room) => Ok(Arc::from(room)),
-            _ => Err(ApiError::invalid("invalid room name")),
+            name => Err((
+                clip(name.unwrap_or_default(), crate::codes::limits::MAX_ROOM_LEN),
+                ApiError::invalid("invalid room name"),
+            )),
         })
         .collect();
     let event = p
@@ -377,6 +385,15 @@ fn read_broadcast(params: &Object<'_, '_>, data: Option<Box<[u8]>>) -> Result<Co
         event: event.into(),
         data: data.unwrap_or_else(|| Box::from(b"null".as_slice())),
     })
+}
+
+/// At most `max` bytes of `text`, cut at a character boundary.
+fn clip(text: &str, max: usize) -> Box<str> {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].into()
 }
 
 /// `{"commands":[{"method","params"?}, ...]}`: the shape is checked with

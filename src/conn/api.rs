@@ -6,14 +6,18 @@
 //! caller's authentication (`routes`, before the body), what the body
 //! means (`api::command`) or how the commands run (`rooms::api`).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::api::auth::Caller;
 use crate::api::reply::{self, Reply};
 use crate::api::{Method, command};
+use crate::config::Config;
+use crate::conn::compression::Codec;
 use crate::conn::report::Report;
 use crate::conn::{Connection, Context, State};
 use crate::proto::Request;
+use crate::proto::wire;
 
 /// A call whose commands are with the rooms.
 pub(crate) struct Calling {
@@ -88,5 +92,67 @@ impl Connection {
         self.out.push_raw(&bytes);
         self.after_response(keep_alive, timeout, now);
         Some((keep_alive, method, status, latency))
+    }
+}
+
+/// What a connection did for a Server API `subscribe`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subscribing {
+    /// It counts the room as joined or joining: counted, told nothing.
+    Already,
+    /// Not an open `/ws` connection, or at `--max-rooms-per-connection`.
+    Skipped,
+    /// It counts the room as joining now; the owner's answer is owed.
+    Joining,
+}
+
+/// The Server API's acts on an open WebSocket (section 12).
+impl Connection {
+    /// `disconnect`: the queued output, then the close `code` with
+    /// `reason`, at once: unlike a close the server decides for the
+    /// connection's own conduct, it does not wait for answers the rooms
+    /// still owe it (an operator's disconnect is not held up by them).
+    /// False if it is not an open `/ws` connection.
+    pub fn disconnect(&mut self, code: u16, reason: &str, now: Instant, config: &Config) -> bool {
+        if !self.is_open_websocket() || self.user_id().is_none() {
+            return false;
+        }
+        self.push_close_with(Some((code, reason)), now, config);
+        true
+    }
+
+    /// `subscribe`: counts `room` as joining unless it is in it already or
+    /// at `max_rooms` rooms.
+    pub fn subscribe(&mut self, room: &Arc<str>, max_rooms: usize) -> Subscribing {
+        if !self.is_open_websocket() || self.user_id().is_none() {
+            return Subscribing::Skipped;
+        }
+        if self.in_room(room) {
+            return Subscribing::Already;
+        }
+        match self.session.as_mut() {
+            Some(session) if session.rooms.len() < max_rooms => {
+                session.join_for_api(room);
+                Subscribing::Joining
+            }
+            _ => Subscribing::Skipped,
+        }
+    }
+
+    /// `unsubscribe`: takes `room` off the connection's rooms and queues
+    /// `room:unsubscribed`; false if it was not in it.
+    pub fn unsubscribe(
+        &mut self,
+        room: &str,
+        now: Instant,
+        config: &Config,
+        codec: &mut Codec,
+    ) -> bool {
+        if !self.is_open_websocket() || !self.in_room(room) {
+            return false;
+        }
+        self.forget_room(room);
+        self.send_text(&wire::unsubscribed(room), now, config, codec);
+        true
     }
 }

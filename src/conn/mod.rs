@@ -14,6 +14,7 @@
 //! `id` for the connection id clients and the logs see.
 
 mod api;
+pub use api::Subscribing;
 pub mod backpressure;
 pub mod compression;
 pub mod id;
@@ -526,14 +527,16 @@ impl Connection {
                     }
                 }
                 State::Publishing(results) => {
-                    if pipelined_too_much(input.len() - consumed, cx.config) {
+                    let body = cx.config.limits.max_message_size;
+                    if pipelined_too_much(input.len() - consumed, body, cx.config) {
                         results.keep_alive = false;
                         return input.len();
                     }
                     return consumed;
                 }
                 State::Calling(calling) => {
-                    if pipelined_too_much(input.len() - consumed, cx.config) {
+                    let body = cx.config.limits.max_message_size.max(limits::MIN_API_BODY);
+                    if pipelined_too_much(input.len() - consumed, body, cx.config) {
                         calling.keep_alive = false;
                         return input.len();
                     }
@@ -741,8 +744,21 @@ impl Connection {
 
     /// Queues the close frame; the last output, written before the drain.
     fn push_close(&mut self, code: Option<u16>, now: Instant, config: &Config) {
-        match code {
-            Some(code) => self.out.push_close(code, close::reason(code)),
+        let reason = code.map(close::reason);
+        self.push_close_with(code.zip(reason), now, config);
+    }
+
+    /// Queues the close frame with `code` and `reason` (none: an empty
+    /// close), the last output.
+    pub(super) fn push_close_with(
+        &mut self,
+        frame: Option<(u16, &str)>,
+        now: Instant,
+        config: &Config,
+    ) {
+        let code = frame.map(|(code, _)| code);
+        match frame {
+            Some((code, reason)) => self.out.push_close(code, reason),
             None => self.out.push_frame(OpCode::Close, b""),
         }
         self.close_code = code.or(Some(close::NO_STATUS));
@@ -760,9 +776,8 @@ impl Connection {
 /// A client may pipeline requests behind one the rooms are answering, but
 /// not without bound: past a request head and a body, the rest is dropped
 /// and the connection closes after the answer.
-fn pipelined_too_much(waiting: usize, config: &Config) -> bool {
-    waiting
-        > config.limits.max_header_bytes + config.limits.max_message_size.max(limits::MIN_API_BODY)
+fn pipelined_too_much(waiting: usize, body: usize, config: &Config) -> bool {
+    waiting > config.limits.max_header_bytes + body
 }
 
 fn token_expired(claims: &Claims, unix_ms: u64, config: &Config) -> bool {

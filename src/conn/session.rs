@@ -78,6 +78,13 @@ impl SessionState {
         }
     }
 
+    /// Counts `room` as joining for a Server API `subscribe`, as `apply`
+    /// does for a `room:join`: the owner's answer is owed.
+    pub fn join_for_api(&mut self, room: &Arc<str>) {
+        self.rooms.push(room.clone());
+        self.awaiting = self.awaiting.saturating_add(1);
+    }
+
     /// One answer owed arrived.
     pub fn on_answer(&mut self) {
         if self.awaiting != u16::MAX {

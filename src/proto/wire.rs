@@ -101,6 +101,24 @@ pub fn join_data<'m>(
     state: &RoomState<'_>,
     messages: impl Iterator<Item = &'m [u8]> + Clone,
 ) -> Vec<u8> {
+    room_data(state, messages, true)
+}
+
+/// `{"room","epoch","seq","messages","recovered"?}`: the result of a Server
+/// API `history` (section 12), a join's `data` without `members`.
+pub fn history_data<'m>(
+    state: &RoomState<'_>,
+    messages: impl Iterator<Item = &'m [u8]> + Clone,
+) -> Vec<u8> {
+    room_data(state, messages, false)
+}
+
+/// A join's `data` (`with_members`) or a `history` result.
+pub fn room_data<'m>(
+    state: &RoomState<'_>,
+    messages: impl Iterator<Item = &'m [u8]> + Clone,
+    with_members: bool,
+) -> Vec<u8> {
     let size: usize = messages.clone().map(<[u8]>::len).sum();
     let mut out = Vec::with_capacity(96 + size);
     out.extend_from_slice(b"{\"room\":");
@@ -122,8 +140,10 @@ pub fn join_data<'m>(
         Some(false) => out.extend_from_slice(b",\"recovered\":false"),
         None => {}
     }
-    out.extend_from_slice(b",\"members\":");
-    json::write_u64(&mut out, state.members);
+    if with_members {
+        out.extend_from_slice(b",\"members\":");
+        json::write_u64(&mut out, state.members);
+    }
     out.push(b'}');
     out
 }

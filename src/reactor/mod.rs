@@ -336,6 +336,10 @@ impl BridgeSink for ShardSink {
         self.send(answer.shard(), FromBridge::Presence(answer, outcome));
     }
 
+    fn room_read(&self, answer: BridgeAnswer, outcome: Result<Option<History>, Unavailable>) {
+        self.send(answer.shard(), FromBridge::RoomRead(answer, outcome));
+    }
+
     fn resync(&self) {
         for shard in 0..self.shards.len() {
             self.send(shard, FromBridge::Resync);

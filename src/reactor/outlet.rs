@@ -14,7 +14,11 @@ use std::time::Instant;
 
 use slab::Slab;
 
+use crate::api::STANDALONE_NODE;
+use crate::api::part::ConnInfo;
+use crate::api::reply::Reply;
 use crate::config::Config;
+use crate::conn::Subscribing;
 use crate::conn::compression::{Codec, SharedFrame};
 use crate::conn::id::Issuer;
 use crate::conn::report::Report;
@@ -22,8 +26,9 @@ use crate::conn::{ConnRef, Delivered, Delivery};
 use crate::metrics::ShardMetrics;
 use crate::reactor::entry::{Entry, mark, write_through};
 use crate::reactor::lifecycle;
+use crate::reactor::shared::Shared;
 use crate::rooms::bus::Fanout;
-use crate::rooms::outlet::Outlet;
+use crate::rooms::outlet::{ApiJoin, NodeFacts, Outlet};
 
 /// A shard's connections, lent to the router for one call.
 pub(super) struct ShardOutlet<'a> {
@@ -38,6 +43,10 @@ pub(super) struct ShardOutlet<'a> {
     /// HTTP publishers whose response is queued: requests they pipelined
     /// meanwhile are read once the router call returns.
     pub refeed: &'a mut Vec<usize>,
+    /// What the Server API reports of the node.
+    pub shared: &'a Shared,
+    /// This shard's index.
+    pub shard: usize,
 }
 
 impl Outlet for ShardOutlet<'_> {
@@ -116,6 +125,125 @@ impl Outlet for ShardOutlet<'_> {
 
     fn metrics(&self) -> &ShardMetrics {
         self.metrics
+    }
+
+    fn api_answered(&mut self, conn: ConnRef, batch: bool, replies: &[Reply], now: Instant) {
+        let Some(entry) = live(self.conns, conn) else {
+            return;
+        };
+        let Some((keep_alive, method, status, latency)) =
+            entry.conn.on_api_answered(batch, replies, now)
+        else {
+            return;
+        };
+        self.metrics.count_api(method.index(), status, latency);
+        let report = Report::api_answered(method.name(), status);
+        lifecycle::reported(&entry.conn, self.issuer, &report);
+        mark(entry, self.dirty, conn.key);
+        if keep_alive {
+            self.refeed.push(conn.key);
+        }
+    }
+
+    fn api_disconnect(
+        &mut self,
+        key: usize,
+        conn_id: Option<&str>,
+        close: (u16, &str),
+        now: Instant,
+    ) -> bool {
+        let Some(entry) = target(self.conns, self.issuer, key, conn_id) else {
+            return false;
+        };
+        let (code, reason) = close;
+        let done = entry.conn.disconnect(code, reason, now, self.config);
+        mark(entry, self.dirty, key);
+        done
+    }
+
+    fn api_subscribe(&mut self, key: usize, conn_id: Option<&str>, room: &Arc<str>) -> ApiJoin {
+        let max_rooms = self.config.rooms.max_rooms_per_connection;
+        let shard = self.shard;
+        let Some(entry) = target(self.conns, self.issuer, key, conn_id) else {
+            return ApiJoin::Skipped;
+        };
+        match entry.conn.subscribe(room, max_rooms) {
+            Subscribing::Already => ApiJoin::Already,
+            Subscribing::Skipped => ApiJoin::Skipped,
+            Subscribing::Joining => match entry.conn.user_id() {
+                Some(user) => ApiJoin::Joining {
+                    conn: ConnRef {
+                        shard,
+                        key,
+                        id: entry.conn.id(),
+                    },
+                    user: user.clone(),
+                    name: entry.conn.user_name().map(Into::into),
+                },
+                None => ApiJoin::Skipped,
+            },
+        }
+    }
+
+    fn api_unsubscribe(
+        &mut self,
+        key: usize,
+        conn_id: Option<&str>,
+        room: &Arc<str>,
+        now: Instant,
+    ) -> Option<(ConnRef, Arc<str>)> {
+        let entry = target(self.conns, self.issuer, key, conn_id)?;
+        if !entry.conn.unsubscribe(room, now, self.config, self.codec) {
+            return None;
+        }
+        mark(entry, self.dirty, key);
+        let user = entry.conn.user_id()?.clone();
+        let conn = ConnRef {
+            shard: self.shard,
+            key,
+            id: entry.conn.id(),
+        };
+        Some((conn, user))
+    }
+
+    fn api_describe(&self, key: usize) -> Option<ConnInfo> {
+        let entry = self.conns.get(key)?;
+        Some(ConnInfo {
+            conn_id: entry.conn.conn_id(self.issuer).to_string(),
+            node: self.node_name().to_owned(),
+            rooms: entry.conn.rooms().to_vec(),
+        })
+    }
+
+    fn node_facts(&self) -> NodeFacts {
+        NodeFacts {
+            node: Arc::from(self.node_name()),
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_seconds: self.shared.started.elapsed().as_secs(),
+            connections: self.shared.registry.connections() as u64,
+            users: self.shared.registry.users() as u64,
+            live_nodes: self.shared.live_nodes(),
+            api_timeout: self.config.api.timeout,
+        }
+    }
+}
+
+/// The entry of `key` if `conn_id` (when given) names it.
+fn target<'e>(
+    conns: &'e mut Slab<Entry>,
+    issuer: Issuer<'_>,
+    key: usize,
+    conn_id: Option<&str>,
+) -> Option<&'e mut Entry> {
+    let entry = conns.get_mut(key)?;
+    let named = conn_id.is_none_or(|id| entry.conn.conn_id(issuer).to_string() == id);
+    named.then_some(entry)
+}
+
+impl ShardOutlet<'_> {
+    /// This node's name in the Server API's replies.
+    fn node_name(&self) -> &str {
+        self.config.node_id().unwrap_or(STANDALONE_NODE)
     }
 }
 

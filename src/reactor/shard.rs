@@ -622,6 +622,8 @@ impl Shard {
             issuer: self.shared.issuer(),
             metrics: &self.shared.metrics[self.index],
             refeed: &mut self.refeed,
+            shared: &self.shared,
+            shard: self.index,
         };
         (&mut self.router, out)
     }
@@ -816,6 +818,9 @@ impl Shard {
             self.accept_all();
         }
         self.router.sweep(now);
+        let time = self.time();
+        let (router, mut out) = self.split();
+        router.api_tick(time, &mut out);
     }
 
     /// Levels sampled once per sweep: queued output and the busy ratio.

@@ -41,6 +41,19 @@ pub enum BridgeRequest<A> {
         room: Arc<str>,
         answer: A,
     },
+    /// Read the room's history as a join would, without joining (the
+    /// Server API's `history`).
+    History {
+        room: Arc<str>,
+        query: OwnedQuery,
+        answer: A,
+    },
+    /// Drop the room's history, keeping its `seq` and epoch (the Server
+    /// API's `history_remove`).
+    HistoryRemove {
+        room: Arc<str>,
+        answer: A,
+    },
     /// Count `n` connections of a user in (or out) of the online set that
     /// `Send` counts.
     Online {

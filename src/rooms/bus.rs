@@ -11,6 +11,10 @@ use std::sync::Arc;
 
 use std::time::Instant;
 
+use crate::api::command::HistoryQuery;
+use crate::api::part::Part;
+use crate::api::reply::Reply;
+use crate::api::{Call, NodeCommand};
 use crate::codes::ErrorCode;
 pub use crate::conn::ConnRef;
 use crate::proto::JoinRecovery;
@@ -26,6 +30,9 @@ pub enum PublishAnswer {
     Ack(OwnedId),
     /// An HTTP publisher: message `index` of its request body.
     Http { index: usize },
+    /// A Server API call (`call`, on the sender's shard): message `index`
+    /// of its current command.
+    Api { call: u64, index: usize },
 }
 
 impl PublishAnswer {
@@ -151,6 +158,57 @@ pub enum BusMsg {
     Online { user: Arc<str>, up: bool },
     /// To the shard gathering counts for a `user:send` or broadcast ack.
     Counted { gather: u64, count: usize },
+    /// To an API connection's own shard: run its call (`rooms::api`).
+    ApiCall {
+        conn: ConnRef,
+        call: Box<Call>,
+        from: Arc<str>,
+    },
+    /// To a call's shard: message `index` of its current command got
+    /// `seq` (`None`: refused, Redis away).
+    ApiPublished {
+        call: u64,
+        index: usize,
+        seq: Option<u64>,
+    },
+    /// To a room's owner: read or change the room for a call.
+    ApiRoom {
+        room: Arc<str>,
+        ask: RoomAsk,
+        to: ApiTo,
+    },
+    /// To a call's shard: the reply of its current command.
+    ApiDone { call: u64, reply: Reply },
+    /// To every shard of this node: carry out `command` on its own
+    /// connections or rooms, and answer gather `to` with a part.
+    ApiShard {
+        command: Arc<NodeCommand>,
+        to: ApiTo,
+    },
+    /// To a gather's shard: one shard's part.
+    ApiPart { gather: u64, part: Part },
+    /// To a call's shard, from the shard the bridge hands API messages
+    /// to: node `from`'s part of call `op`, as its result text.
+    ApiAnswer {
+        op: u64,
+        from: String,
+        result: Vec<u8>,
+    },
+}
+
+/// A call or gather of the Server API, on the shard that runs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiTo {
+    pub shard: usize,
+    pub id: u64,
+}
+
+/// What a Server API call asks of a room's owner.
+#[derive(Debug)]
+pub enum RoomAsk {
+    Presence,
+    History(HistoryQuery),
+    HistoryRemove,
 }
 
 /// What a `Deliver` carries: a room event, or anything else (presence).
@@ -254,6 +312,11 @@ impl Outbox {
                 index,
                 seq,
             },
+            PublishAnswer::Api { call, index } => BusMsg::ApiPublished {
+                call,
+                index,
+                seq: Some(seq),
+            },
         };
         self.send(sender.shard, message);
     }
@@ -265,6 +328,11 @@ impl Outbox {
             PublishAnswer::Http { index } => BusMsg::PublishRefused {
                 conn: sender,
                 index,
+            },
+            PublishAnswer::Api { call, index } => BusMsg::ApiPublished {
+                call,
+                index,
+                seq: None,
             },
             PublishAnswer::Ack(id) => BusMsg::Reply {
                 conn: sender,

@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::api::ApiError;
 use crate::codes::ErrorCode;
 use crate::conn::ConnRef;
 use crate::proto::JoinRecovery;
@@ -28,7 +29,7 @@ use crate::redis::requests::{
     BridgeRequest, DirectMessage, FromHere, OwnedQuery, RoomEvent, Unavailable,
 };
 use crate::redis::{self, History, NodeUser, Origin, Presence, PresenceChange, Sequenced};
-use crate::rooms::bus::{BusMsg, Fanout, JoinAnswer, Outbox, PublishAnswer};
+use crate::rooms::bus::{ApiTo, BusMsg, Fanout, JoinAnswer, Outbox, PublishAnswer, RoomAsk};
 use crate::rooms::table::{Joiner, Publish, RoomTable};
 
 /// The message a client gets when its request needed Redis and Redis is away.
@@ -64,6 +65,12 @@ pub enum BridgeAnswer {
         room: Arc<str>,
         id: OwnedId,
     },
+    /// A Server API call's read or change of a room (section 12).
+    Api {
+        owner: usize,
+        room: Arc<str>,
+        to: ApiTo,
+    },
     /// The sender of a `user:send` or `system:broadcast`, on its own
     /// shard; `minus` is its own connection when Redis counted it.
     Sent {
@@ -77,7 +84,9 @@ impl BridgeAnswer {
     /// The shard the answer goes to.
     pub fn shard(&self) -> usize {
         match self {
-            BridgeAnswer::Publish { owner, .. } | BridgeAnswer::Presence { owner, .. } => *owner,
+            BridgeAnswer::Publish { owner, .. }
+            | BridgeAnswer::Presence { owner, .. }
+            | BridgeAnswer::Api { owner, .. } => *owner,
             BridgeAnswer::Join(join) => join.owner,
             BridgeAnswer::Sent { conn, .. } => conn.shard,
         }
@@ -107,6 +116,9 @@ pub enum FromBridge {
     Direct(DirectMessage),
     /// Redis is (again) reachable: tell it this shard's presence.
     Resync,
+    /// What Redis answered a Server API `history` (`Some`) or
+    /// `history_remove` (`None`).
+    RoomRead(BridgeAnswer, Result<Option<History>, Unavailable>),
     /// A Server API message from a node of the cluster (this one too),
     /// to shard 0 (section 12).
     Api(Vec<u8>),
@@ -122,6 +134,9 @@ impl FromBridge {
             }
             BridgeRequest::Join { answer, .. } => {
                 Some(FromBridge::Joined(answer, Err(Unavailable)))
+            }
+            BridgeRequest::History { answer, .. } | BridgeRequest::HistoryRemove { answer, .. } => {
+                Some(FromBridge::RoomRead(answer, Err(Unavailable)))
             }
             BridgeRequest::PresenceGet { answer, .. } => {
                 Some(FromBridge::Presence(answer, Err(Unavailable)))
@@ -330,22 +345,87 @@ impl RedisRooms {
         answer: BridgeAnswer,
         outcome: Result<Presence, Unavailable>,
     ) {
-        let BridgeAnswer::Presence { conn, room, id, .. } = answer else {
+        let data = |room: &str, presence: Presence| {
+            let listed = presence
+                .listed
+                .iter()
+                .map(|u| (u.user.as_str(), u.name.as_deref(), u.connections));
+            let truncated = presence.users > presence.listed.len() as u64;
+            wire::presence_data(room, presence.users, listed, truncated)
+        };
+        match answer {
+            BridgeAnswer::Presence { conn, room, id, .. } => {
+                let text = match outcome {
+                    Ok(presence) => reply::ack_text(&id, &data(&room, presence)),
+                    Err(Unavailable) => {
+                        reply::failure_text(Some(&id), ErrorCode::Unavailable, UNAVAILABLE)
+                    }
+                };
+                outbox.send(conn.shard, BusMsg::Reply { conn, text });
+            }
+            BridgeAnswer::Api { room, to, .. } => {
+                let reply = outcome
+                    .map(|presence| data(&room, presence))
+                    .map_err(|Unavailable| ApiError::unavailable());
+                outbox.send(to.shard, BusMsg::ApiDone { call: to.id, reply });
+            }
+            _ => {}
+        }
+    }
+
+    /// A Server API call's read or change of `room` (section 12), which
+    /// Redis answers.
+    pub fn api_room(&mut self, room: Arc<str>, ask: RoomAsk, to: ApiTo) {
+        let answer = BridgeAnswer::Api {
+            owner: self.shard,
+            room: room.clone(),
+            to,
+        };
+        self.requests.push(match ask {
+            RoomAsk::Presence => BridgeRequest::PresenceGet { room, answer },
+            RoomAsk::History(query) => BridgeRequest::History {
+                room,
+                query: OwnedQuery {
+                    // Redis takes a count it can hold; no room keeps more.
+                    history: crate::rooms::api::recovery(&query)
+                        .history
+                        .map(|k| k.min(crate::codes::limits::MAX_HISTORY as u64)),
+                    since: query.since,
+                    epoch: query.epoch.map(Into::into),
+                },
+                answer,
+            },
+            RoomAsk::HistoryRemove => BridgeRequest::HistoryRemove { room, answer },
+        });
+    }
+
+    /// A Server API message for every node (`to: None`) or one.
+    pub fn api_cast(&mut self, to: Option<Box<str>>, payload: Vec<u8>) {
+        self.requests.push(BridgeRequest::ApiCast { to, payload });
+    }
+
+    /// What Redis answered a call's `history` or `history_remove`.
+    pub fn api_room_answered(
+        &self,
+        outbox: &mut Outbox,
+        answer: BridgeAnswer,
+        outcome: Result<Option<History>, Unavailable>,
+    ) {
+        let BridgeAnswer::Api { room, to, .. } = answer else {
             return;
         };
-        let text = match outcome {
-            Ok(presence) => {
-                let listed = presence
-                    .listed
-                    .iter()
-                    .map(|u| (u.user.as_str(), u.name.as_deref(), u.connections));
-                let truncated = presence.users > presence.listed.len() as u64;
-                let data = wire::presence_data(&room, presence.users, listed, truncated);
-                reply::ack_text(&id, &data)
+        let reply = match outcome {
+            Ok(Some(history)) => {
+                let state = room_state(&room, &history, 0);
+                Ok(wire::history_data(
+                    &state,
+                    history.messages.iter().map(Vec::as_slice),
+                ))
             }
-            Err(Unavailable) => reply::failure_text(Some(&id), ErrorCode::Unavailable, UNAVAILABLE),
+            Ok(None) => Ok(b"{}".to_vec()),
+            Err(Unavailable) => Err(ApiError::unavailable()),
         };
-        outbox.send(conn.shard, BusMsg::Reply { conn, text });
+        outbox.send(to.shard, BusMsg::ApiDone { call: to.id, reply });
     }
 
     /// Redis is reachable again: every room this shard owns is synced to

@@ -12,6 +12,7 @@
 //! - `local`: each shard's member lists, walked for a fan-out; `users`:
 //!   each shard's `/ws` connections per user; `gather`: the counts of a
 //!   `user:send` or broadcast across shards.
+//! - `api`: the Server API's calls carried out across shards and nodes.
 //! - `bus`: the messages between shards; `outlet`: the interface through
 //!   which the router reaches its shard's connections.
 //!
@@ -19,6 +20,7 @@
 //! thread is what orders it. The frames themselves are written by
 //! `proto::wire`, once per message.
 
+pub mod api;
 pub mod bus;
 pub mod cluster;
 pub mod gather;

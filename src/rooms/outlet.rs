@@ -7,7 +7,10 @@
 //! list, and counts what it queued. It never sees a room's state.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use crate::api::part::ConnInfo;
+use crate::api::reply::Reply;
 
 use crate::conn::ConnRef;
 use crate::metrics::ShardMetrics;
@@ -43,4 +46,71 @@ pub trait Outlet {
 
     /// This shard's counters.
     fn metrics(&self) -> &ShardMetrics;
+
+    /// The replies of a Server API call, for its connection to answer.
+    fn api_answered(&mut self, conn: ConnRef, batch: bool, replies: &[Reply], now: Instant);
+
+    /// Closes connection `key` (if `conn_id` is `None` or its id) with
+    /// `code` and `reason` after its queued output (section 12's
+    /// `disconnect`); returns whether it did.
+    fn api_disconnect(
+        &mut self,
+        key: usize,
+        conn_id: Option<&str>,
+        close: (u16, &str),
+        now: Instant,
+    ) -> bool;
+
+    /// Puts connection `key` (if `conn_id` is `None` or its id) in `room`
+    /// for a Server API `subscribe`: counts it as joining, as a
+    /// `room:join` would.
+    fn api_subscribe(&mut self, key: usize, conn_id: Option<&str>, room: &Arc<str>) -> ApiJoin;
+
+    /// Takes connection `key` (if `conn_id` is `None` or its id) out of
+    /// `room` and queues `room:unsubscribed`; returns it if it was in.
+    fn api_unsubscribe(
+        &mut self,
+        key: usize,
+        conn_id: Option<&str>,
+        room: &Arc<str>,
+        now: Instant,
+    ) -> Option<(ConnRef, Arc<str>)>;
+
+    /// Connection `key` as the Server API's `user` lists it.
+    fn api_describe(&self, key: usize) -> Option<ConnInfo>;
+
+    /// What the Server API reports of this node.
+    fn node_facts(&self) -> NodeFacts;
+}
+
+/// What a connection did for a Server API `subscribe`.
+#[derive(Debug)]
+pub enum ApiJoin {
+    /// It is in the room already (or joining): counted, told nothing.
+    Already,
+    /// Not this connection, or it is at `--max-rooms-per-connection`.
+    Skipped,
+    /// It is joining now: the owner is to be asked.
+    Joining {
+        conn: ConnRef,
+        user: Arc<str>,
+        name: Option<Box<str>>,
+    },
+}
+
+/// This node as the Server API reports it.
+#[derive(Debug, Clone)]
+pub struct NodeFacts {
+    /// `--node-id`, or `api::STANDALONE_NODE`.
+    pub node: Arc<str>,
+    pub version: &'static str,
+    pub uptime_seconds: u64,
+    /// WebSocket connections on the node.
+    pub connections: u64,
+    /// Distinct users with a `/ws` connection on the node.
+    pub users: u64,
+    /// Cluster mode: the nodes whose heartbeat is recent, this one included.
+    pub live_nodes: Arc<[Box<str>]>,
+    /// How long a call waits for the other nodes (`--api-timeout`).
+    pub api_timeout: Duration,
 }

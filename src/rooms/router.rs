@@ -24,6 +24,7 @@ use crate::proto::Request;
 use crate::proto::reply::OwnedId;
 use crate::proto::wire;
 use crate::redis::requests::BridgeRequest;
+use crate::rooms::api::ApiState;
 use crate::rooms::bus::{BusMsg, Fanout, JoinAnswer, Outbox, PublishAnswer};
 use crate::rooms::cluster::{BridgeAnswer, ClusterSide, RedisRooms};
 use crate::rooms::gather::Gathers;
@@ -84,6 +85,8 @@ pub struct Router {
     /// Who sequences the rooms: this table, or Redis.
     pub(super) sequencer: Sequencer,
     pub(super) outbox: Outbox,
+    /// Server API calls and gathers (`rooms::api`).
+    pub(super) api: ApiState,
 }
 
 impl Router {
@@ -102,6 +105,7 @@ impl Router {
             joins_out: HashMap::new(),
             sequencer,
             outbox: Outbox::new(config.shards),
+            api: ApiState::default(),
         }
     }
 
@@ -174,6 +178,9 @@ impl Router {
     /// becomes the bus message for the room's owner, or for every shard.
     pub fn on_request(&mut self, asker: Asker<'_>, request: Request, now: Instant) {
         let conn = asker.conn;
+        if let Request::Api { call, from } = request {
+            return self.api_request(conn, call, from);
+        }
         if let Request::HttpPublish {
             index,
             message,
@@ -204,7 +211,7 @@ impl Router {
                 rejoin,
             } => {
                 if !rejoin {
-                    self.joins_out.insert((room.clone(), conn), None);
+                    self.note_join_out(room.clone(), conn);
                 }
                 self.send_to_owner(BusMsg::Join {
                     room,
@@ -244,8 +251,20 @@ impl Router {
         }
     }
 
+    /// A join of `conn` is on its way to the owner: a leave meanwhile waits
+    /// for its answer.
+    pub(super) fn note_join_out(&mut self, room: Arc<str>, conn: ConnRef) {
+        self.joins_out.insert((room, conn), None);
+    }
+
+    /// Connection `conn` of `user` leaves `room` (a Server API
+    /// `unsubscribe`), as if it had sent `room:leave`.
+    pub(super) fn leave(&mut self, conn: ConnRef, room: Arc<str>, user: Arc<str>) {
+        self.request_leave(conn, room, user);
+    }
+
     /// Sends a room's message to its owner.
-    fn send_to_owner(&mut self, message: BusMsg) {
+    pub(super) fn send_to_owner(&mut self, message: BusMsg) {
         let room = match &message {
             BusMsg::Join { room, .. }
             | BusMsg::Leave { room, .. }
@@ -342,6 +361,7 @@ impl Router {
                     self.local.add(&room, conn.key);
                 }
                 out.answer(conn, reply.as_deref(), time.now);
+                self.api_join_answered(&room, conn, accepted);
             }
             BusMsg::Reply { conn, text } => out.answer(conn, Some(&text), time.now),
             BusMsg::Published { conn, index, seq } => {
@@ -376,6 +396,13 @@ impl Router {
                     out.answer(conn, Some(&text), time.now);
                 }
             }
+            BusMsg::ApiCall { .. }
+            | BusMsg::ApiPublished { .. }
+            | BusMsg::ApiRoom { .. }
+            | BusMsg::ApiDone { .. }
+            | BusMsg::ApiShard { .. }
+            | BusMsg::ApiPart { .. }
+            | BusMsg::ApiAnswer { .. } => self.on_api_bus(message, time, out),
         }
     }
 
@@ -399,5 +426,7 @@ impl Router {
     }
 
     /// A Server API message from another node (or this one) over Redis (section 12).
-    pub fn on_cluster_api(&mut self, _payload: Vec<u8>, _time: Time, _out: &mut impl Outlet) {}
+    pub fn on_cluster_api(&mut self, payload: Vec<u8>, _time: Time, out: &mut impl Outlet) {
+        self.api_from_node(payload, out);
+    }
 }

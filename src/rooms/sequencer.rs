@@ -251,6 +251,9 @@ impl Router {
             FromBridge::Presence(answer, outcome) => {
                 redis.presence(&mut self.outbox, answer, outcome);
             }
+            FromBridge::RoomRead(answer, outcome) => {
+                redis.api_room_answered(&mut self.outbox, answer, outcome);
+            }
             FromBridge::Event(event) => {
                 let (exclude, fanout) = redis.event_fanout(&event, time.now);
                 if fanout != Fanout::Other {

@@ -211,7 +211,19 @@ impl Room {
         (last_k(k), Some(false))
     }
 
+    /// The result of a Server API `history`: as a join with this
+    /// `recovery` would get it, without `members`.
+    fn history_data(&self, name: &str, recovery: &Recovery<'_>) -> Vec<u8> {
+        self.write_recovered(name, recovery, false)
+    }
+
     fn join_data(&self, name: &str, recovery: &Recovery<'_>) -> Vec<u8> {
+        self.write_recovered(name, recovery, true)
+    }
+
+    /// The room's state and the messages `recovery` gets, `with_members`
+    /// (a join's `data`) or not (a `history` result).
+    fn write_recovered(&self, name: &str, recovery: &Recovery<'_>, with_members: bool) -> Vec<u8> {
         let (messages, recovered) = self.recover(recovery);
         let state = wire::RoomState {
             room: name,
@@ -220,7 +232,8 @@ impl Room {
             recovered,
             members: self.connections as u64,
         };
-        wire::join_data(&state, messages.iter().map(|e| wire::frame_text(&e.frame)))
+        let texts = messages.iter().map(|e| wire::frame_text(&e.frame));
+        wire::room_data(&state, texts, with_members)
     }
 }
 
@@ -315,6 +328,37 @@ impl RoomTable {
         all.into_iter()
             .map(|(name, members, published)| (Arc::from(name), members, published))
             .collect()
+    }
+
+    /// A room's history as a join with `recovery` would read it (section
+    /// 12's `history`); a room not known here reads as a new one, and is
+    /// not kept.
+    pub fn history(&mut self, name: &str, recovery: &Recovery<'_>, now: Instant) -> Vec<u8> {
+        self.prune_or_forget(name, now);
+        let data = self.room_mut(name).history_data(name, recovery);
+        self.forget_if_empty(name);
+        data
+    }
+
+    /// Drops a room's messages (section 12's `history_remove`); its `seq`
+    /// and epoch stay while it has members.
+    pub fn remove_history(&mut self, name: &str) {
+        if let Some(room) = self.rooms.get_mut(name) {
+            room.history.clear();
+        }
+        self.forget_if_empty(name);
+    }
+
+    /// Rooms with members here whose name `matches`: `(room, connections,
+    /// users)`, in no order.
+    pub fn rooms_with_members(
+        &self,
+        matches: impl Fn(&str) -> bool,
+    ) -> impl Iterator<Item = (&str, u64, u64)> {
+        self.rooms
+            .iter()
+            .filter(move |(name, room)| room.connections > 0 && matches(name))
+            .map(|(name, room)| (&**name, room.connections as u64, room.users.len() as u64))
     }
 
     /// The room as a `room:subscribed` reports it (`None`: not known here).

@@ -42,6 +42,7 @@ impl BridgeSink for ChannelSink {
         let _ = self.0.send(Out::Joined(answer, outcome));
     }
     fn presence(&self, _: u32, _: Result<Presence, Unavailable>) {}
+    fn room_read(&self, _: u32, _: Result<Option<roomcast::redis::History>, Unavailable>) {}
     fn resync(&self) {}
     fn sent(&self, _: u32, _: Result<u64, Unavailable>) {}
     fn direct(&self, _: bridge::DirectMessage) {}

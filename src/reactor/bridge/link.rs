@@ -111,6 +111,7 @@ impl<S: BridgeSink> Bridge<S> {
                 Pending::Publish { answer, .. } => self.sink.sequenced(answer, Err(Unavailable)),
                 Pending::Join { answer, .. } => self.sink.joined(answer, Err(Unavailable)),
                 Pending::Presence { answer } => self.sink.presence(answer, Err(Unavailable)),
+                Pending::RoomRead { answer, .. } => self.sink.room_read(answer, Err(Unavailable)),
                 Pending::Sent { answer } => self.sink.sent(answer, Err(Unavailable)),
                 Pending::Setup
                 | Pending::Recover { .. }
@@ -209,6 +210,17 @@ impl<S: BridgeSink> Bridge<S> {
                     Err(_) => log_warn!("redis bridge: join refused: {reply:?}"),
                 }
                 self.sink.joined(answer, outcome);
+            }
+            Pending::RoomRead { answer, remove } => {
+                let outcome = if remove {
+                    redis::count_reply(&reply).map(|_| None).ok_or(Unavailable)
+                } else {
+                    redis::history_reply(&reply).map(Some).ok_or(Unavailable)
+                };
+                if outcome.is_err() {
+                    log_warn!("redis bridge: history read refused: {reply:?}");
+                }
+                self.sink.room_read(answer, outcome);
             }
             Pending::Presence { answer } => {
                 let outcome = redis::presence_reply(&reply).ok_or(Unavailable);

@@ -81,6 +81,8 @@ pub trait BridgeSink: Send + 'static {
     fn presence(&self, answer: Self::Answer, outcome: Result<Presence, Unavailable>);
     /// The outcome of a `Send`: how many connections it is for.
     fn sent(&self, answer: Self::Answer, outcome: Result<u64, Unavailable>);
+    /// The outcome of a `History` (`Some`) or a `HistoryRemove` (`None`).
+    fn room_read(&self, answer: Self::Answer, outcome: Result<Option<History>, Unavailable>);
     /// A direct message or broadcast for every shard's own connections.
     fn direct(&self, message: DirectMessage);
     /// A link is (again) ready: every room's presence should be `Sync`ed,
@@ -219,6 +221,11 @@ enum Pending<A> {
     },
     Presence {
         answer: A,
+    },
+    /// A `History` (`remove: false`) or `HistoryRemove`.
+    RoomRead {
+        answer: A,
+        remove: bool,
     },
     Sent {
         answer: A,
@@ -381,6 +388,12 @@ impl<S: BridgeSink> Bridge<S> {
             } => self.join(room, &query, &change, answer),
             BridgeRequest::Leave { room, change } => self.leave(&room, &change),
             BridgeRequest::PresenceGet { room, answer } => self.presence(&room, answer),
+            BridgeRequest::History {
+                room,
+                query,
+                answer,
+            } => self.room_read(&room, Some(&query), answer),
+            BridgeRequest::HistoryRemove { room, answer } => self.room_read(&room, None, answer),
             BridgeRequest::Online {
                 change,
                 n,

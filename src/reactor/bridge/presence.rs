@@ -69,6 +69,28 @@ impl<S: BridgeSink> Bridge<S> {
         }
     }
 
+    /// The Server API's `history` (`query`) or `history_remove` (`None`).
+    pub(super) fn room_read(&mut self, room: &str, query: Option<&OwnedQuery>, answer: S::Answer) {
+        let index = layout::server_of(room, self.links.len());
+        let keys = self.keys_of(room);
+        let epoch = self.fresh_epoch();
+        let retention = self.config.history;
+        let link = &mut self.links[index];
+        if !link.is_up() {
+            return self.sink.room_read(answer, Err(Unavailable));
+        }
+        let remove = query.is_none();
+        let pushed = link
+            .pipeline
+            .push(Pending::RoomRead { answer, remove }, |out| match query {
+                Some(query) => redis::history(out, &keys, query.as_query(), &epoch, retention),
+                None => crate::redis::resp::write_command(out, &["DEL", &keys.log]),
+            });
+        if let Err(Pending::RoomRead { answer, .. }) = pushed {
+            self.sink.room_read(answer, Err(Unavailable));
+        }
+    }
+
     pub(super) fn sync(&mut self, room: &str, users: &[NodeUser]) {
         let index = layout::server_of(room, self.links.len());
         let keys = self.keys_of(room);

@@ -20,6 +20,8 @@ fn kinds(requests: &[(usize, BridgeRequest<BridgeAnswer>)]) -> Vec<&'static str>
             BridgeRequest::Send { .. } => "send",
             BridgeRequest::Sync { .. } => "sync",
             BridgeRequest::ApiCast { .. } => "api",
+            BridgeRequest::History { .. } => "history",
+            BridgeRequest::HistoryRemove { .. } => "history_remove",
             BridgeRequest::Serve { .. } => "serve",
             BridgeRequest::Unserve { .. } => "unserve",
             BridgeRequest::Stop => "stop",

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::api::{self, part::ConnInfo, reply::Reply};
 use crate::config::RoomsConfig;
 use crate::conn::ConnRef;
 use crate::metrics::ShardMetrics;
@@ -17,7 +18,7 @@ use crate::proto::{JoinRecovery, Request, publish, wire};
 use crate::redis::requests::BridgeRequest;
 use crate::rooms::bus::Fanout;
 use crate::rooms::cluster::{BridgeAnswer, ClusterSide, FromBridge};
-use crate::rooms::outlet::Outlet;
+use crate::rooms::outlet::{ApiJoin, NodeFacts, Outlet};
 use crate::rooms::{Asker, Router, RouterConfig, Time, owner_of};
 
 /// What a connection was given, in order.
@@ -31,6 +32,11 @@ pub enum Got {
     Answer(Option<String>),
     /// An HTTP publisher's message `index` got `seq` (`None`: refused).
     Published(usize, Option<u64>),
+    /// A Server API call's replies: the one reply object, or a batch's
+    /// `{"replies":[...]}`.
+    Api(String),
+    /// A Server API `disconnect`: the close code and reason.
+    Closed(u16, String),
 }
 
 struct TestConn {
@@ -44,8 +50,11 @@ struct TestConn {
 /// One shard's connections as the router sees them.
 #[derive(Default)]
 struct TestOutlet {
+    shard: usize,
     conns: HashMap<usize, TestConn>,
     metrics: ShardMetrics,
+    /// The cluster's live nodes, as the bridge would report them.
+    live_nodes: Vec<Box<str>>,
 }
 
 impl TestOutlet {
@@ -117,6 +126,117 @@ impl Outlet for TestOutlet {
     fn metrics(&self) -> &ShardMetrics {
         &self.metrics
     }
+
+    fn api_answered(&mut self, conn: ConnRef, batch: bool, replies: &[Reply], _now: Instant) {
+        let mut text = Vec::new();
+        if batch {
+            text.extend_from_slice(b"{\"replies\":[");
+            for (i, reply) in replies.iter().enumerate() {
+                if i > 0 {
+                    text.push(b',');
+                }
+                api::reply::write_reply(&mut text, reply);
+            }
+            text.extend_from_slice(b"]}");
+        } else if let [reply] = replies {
+            api::reply::write_reply(&mut text, reply);
+        }
+        if let Some(c) = self.live(conn) {
+            c.got
+                .push(Got::Api(String::from_utf8(text).expect("UTF-8")));
+        }
+    }
+
+    fn api_disconnect(
+        &mut self,
+        key: usize,
+        conn_id: Option<&str>,
+        close: (u16, &str),
+        _now: Instant,
+    ) -> bool {
+        let Some(c) = self.target(key, conn_id) else {
+            return false;
+        };
+        c.got.push(Got::Closed(close.0, close.1.to_owned()));
+        true
+    }
+
+    fn api_subscribe(&mut self, key: usize, conn_id: Option<&str>, room: &Arc<str>) -> ApiJoin {
+        let shard = self.shard;
+        let Some(c) = self.target(key, conn_id) else {
+            return ApiJoin::Skipped;
+        };
+        if c.rooms.contains(room) {
+            return ApiJoin::Already;
+        }
+        c.rooms.push(room.clone());
+        ApiJoin::Joining {
+            conn: ConnRef {
+                shard,
+                key,
+                id: c.id,
+            },
+            user: c.user.clone(),
+            name: None,
+        }
+    }
+
+    fn api_unsubscribe(
+        &mut self,
+        key: usize,
+        conn_id: Option<&str>,
+        room: &Arc<str>,
+        _now: Instant,
+    ) -> Option<(ConnRef, Arc<str>)> {
+        let shard = self.shard;
+        let c = self.target(key, conn_id)?;
+        if !c.rooms.contains(room) {
+            return None;
+        }
+        c.rooms.retain(|r| r != room);
+        c.got.push(Got::Other(
+            String::from_utf8(wire::unsubscribed(room)).expect("UTF-8"),
+        ));
+        Some((
+            ConnRef {
+                shard,
+                key,
+                id: c.id,
+            },
+            c.user.clone(),
+        ))
+    }
+
+    fn api_describe(&self, key: usize) -> Option<ConnInfo> {
+        let c = self.conns.get(&key)?;
+        Some(ConnInfo {
+            conn_id: format!("c{}", c.id),
+            node: "n1".to_owned(),
+            rooms: c.rooms.clone(),
+        })
+    }
+
+    fn node_facts(&self) -> NodeFacts {
+        NodeFacts {
+            node: Arc::from("n1"),
+            version: "test",
+            uptime_seconds: 1,
+            connections: self.conns.len() as u64,
+            users: 1,
+            live_nodes: self.live_nodes.clone().into(),
+            api_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl TestOutlet {
+    /// Connection `key`, if `conn_id` (when given) is its id (`c<id>`).
+    fn target(&mut self, key: usize, conn_id: Option<&str>) -> Option<&mut TestConn> {
+        let c = self.conns.get_mut(&key)?;
+        conn_id
+            .is_none_or(|id| id == format!("c{}", c.id))
+            .then_some(c)
+    }
 }
 
 /// Settings of the routers under test.
@@ -187,7 +307,12 @@ impl Setup {
             .collect();
         Shards {
             routers,
-            outlets: (0..self.shards).map(|_| TestOutlet::default()).collect(),
+            outlets: (0..self.shards)
+                .map(|shard| TestOutlet {
+                    shard,
+                    ..TestOutlet::default()
+                })
+                .collect(),
             bridge: Vec::new(),
             bridge_stopped: false,
             time: Time {
