@@ -370,3 +370,19 @@ fn without_redis_a_publish_is_unavailable_and_no_connection_is_closed() {
     bob.assert_open();
     bob.assert_quiet(QUIET);
 }
+
+#[test]
+fn a_node_that_just_started_is_reached_at_once() {
+    let redis = RedisServer::start();
+    let start = |id: &str| node(&[&redis], &["--api-key", API_KEY, "--node-id", id]);
+    let a = start("node-a");
+    let b = start("node-b");
+    let mut on_b = member(b.addr(), "bob", &[]);
+    let started = Instant::now();
+    let result = Api::key(a.addr()).ok("disconnect", r#"{"user":"bob"}"#);
+    let took = started.elapsed();
+    assert_eq!(result, json(r#"{"connections":1}"#), "after {took:?}");
+    assert_eq!(on_b.close_frame(CLOSE_WAIT).0, 4500);
+    let info = Api::key(b.addr()).ok("info", "{}");
+    assert_eq!(each_sorted(&info, "nodes", "node"), ["node-a", "node-b"]);
+}

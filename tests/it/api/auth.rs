@@ -39,7 +39,7 @@ fn keys_from_flags_and_the_environment_are_merged() {
         "flag-one1",
         "FLAG-ONE",
         "env-one,env-two",
-        "flag-one ",
+        "flag-onf",
     ] {
         let api = Api::with(server.addr(), Cred::Key(key.into()));
         assert_refused(&api.call("info", "{}"), 401, "UNAUTHENTICATED", key);

@@ -320,7 +320,7 @@ fn bodies_over_the_bound_are_413_and_the_bound_is_at_least_a_mebibyte() {
     alice.assert_open();
 
     // A larger --max-message-size raises the bound.
-    let server = super::server(&["--max-message-size", "2MiB"]);
+    let server = super::server(&["--max-message-size", "2MiB", "--max-write-buffer", "4MiB"]);
     let api = Api::key(server.addr());
     result_of(
         &api.call_bytes("presence", &padded_presence(2 * MIB)),
