@@ -27,7 +27,8 @@ fn keys_from_flags_and_the_environment_are_merged() {
     let mut cmd = Server::command();
     cmd.args(["serve", "--bind", "127.0.0.1:0", "--jwt-secret", SECRET]);
     cmd.args(["--api-key", "flag-one", "--api-key", "flag-two"]);
-    cmd.env("ROOMCAST_API_KEY", "env-one,env-two");
+    // Empty entries of the list are no key.
+    cmd.env("ROOMCAST_API_KEY", ",env-one,,env-two,");
     let server = Server::spawn(cmd);
     for key in ["flag-one", "flag-two", "env-one", "env-two"] {
         let api = Api::with(server.addr(), Cred::Key(key.into()));
@@ -40,6 +41,7 @@ fn keys_from_flags_and_the_environment_are_merged() {
         "FLAG-ONE",
         "env-one,env-two",
         "flag-onf",
+        "",
     ] {
         let api = Api::with(server.addr(), Cred::Key(key.into()));
         assert_refused(&api.call("info", "{}"), 401, "UNAUTHENTICATED", key);
@@ -174,5 +176,35 @@ fn keys_and_tokens_appear_in_no_reply_log_or_metric() {
     let signature = admin.rsplit('.').next().unwrap();
     for secret in [API_KEY, wrong, &admin, signature] {
         assert!(!seen.contains(secret), "{} leaked", q(&secret[..8]));
+    }
+}
+
+#[test]
+fn without_a_key_only_admin_tokens_open_the_api_and_an_empty_key_is_none() {
+    let server = Server::start(&[]);
+    for key in ["", "anything"] {
+        let api = Api::with(server.addr(), Cred::Key(key.into()));
+        assert_refused(&api.call("info", "{}"), 401, "UNAUTHENTICATED", key);
+    }
+    let admin = Api::with(server.addr(), Cred::admin("ops"));
+    result_of(&admin.call("info", "{}"), "an admin token");
+
+    // An empty --api-key either stops the start or opens nothing.
+    let mut cmd = Server::command();
+    cmd.args(["serve", "--bind", "127.0.0.1:0", "--jwt-secret", SECRET]);
+    cmd.args(["--api-key", "", "--check-config"]);
+    let out = cmd.output().expect("roomcast serve --check-config");
+    if out.status.success() {
+        let server = Server::start(&["--api-key", ""]);
+        let api = Api::with(server.addr(), Cred::Key(String::new()));
+        assert_refused(
+            &api.call("info", "{}"),
+            401,
+            "UNAUTHENTICATED",
+            "an empty key",
+        );
+    } else {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--api-key"), "{stderr}");
     }
 }
