@@ -334,6 +334,8 @@ const RICH_SETTINGS: &[(&str, &str, &str)] = &[
     ("--rate-limit", "ROOMCAST_RATE_LIMIT", "12.5"),
     ("--rate-burst", "ROOMCAST_RATE_BURST", "30"),
     ("--slow-consumer", "ROOMCAST_SLOW_CONSUMER", "conflate"),
+    ("--api-key", "ROOMCAST_API_KEY", "an-api-key"),
+    ("--api-timeout", "ROOMCAST_API_TIMEOUT", "750ms"),
 ];
 
 /// A self-signed `localhost` certificate and its key, written to a

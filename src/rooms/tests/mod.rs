@@ -4,6 +4,7 @@
 
 mod cluster;
 mod local;
+mod server_api;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -430,6 +431,52 @@ impl Shards {
         self.routers[shard].on_request(asker, request, self.time.now);
         self.settle();
         conn
+    }
+
+    /// A Server API call with `body` to `method` from an HTTP connection
+    /// on `shard`; returns the connection, which gets `Got::Api`.
+    pub fn api_call(&mut self, shard: usize, method: &str, body: &str) -> ConnRef {
+        let conn = self.connect(shard, "http");
+        let method = api::Method::named(method).expect("a method");
+        let call = api::command::parse(
+            method,
+            &mut body.as_bytes().to_vec(),
+            &mut Default::default(),
+        )
+        .expect("a valid call");
+        let asker = Asker {
+            conn,
+            user: None,
+            name: None,
+        };
+        let request = Request::Api {
+            call: Box::new(call),
+            from: Arc::from("api"),
+        };
+        self.routers[shard].on_request(asker, request, self.time.now);
+        self.settle();
+        conn
+    }
+
+    /// The live nodes shard `shard` knows (cluster mode).
+    pub fn set_live_nodes(&mut self, shard: usize, nodes: &[&str]) {
+        self.outlets[shard].live_nodes = nodes.iter().map(|&n| n.into()).collect();
+    }
+
+    /// The shards' Server API deadlines are checked at `time`.
+    pub fn api_tick(&mut self) {
+        let time = self.time;
+        for shard in 0..self.routers.len() {
+            self.routers[shard].api_tick(time, &mut self.outlets[shard]);
+        }
+        self.settle();
+    }
+
+    /// A Server API message from another node reaches shard `shard`.
+    pub fn node_sends(&mut self, shard: usize, payload: Vec<u8>) {
+        let time = self.time;
+        self.routers[shard].on_cluster_api(payload, time, &mut self.outlets[shard]);
+        self.settle();
     }
 
     /// The bridge sends shard `shard` a message.
