@@ -208,3 +208,24 @@ fn without_a_key_only_admin_tokens_open_the_api_and_an_empty_key_is_none() {
         assert!(stderr.contains("--api-key"), "{stderr}");
     }
 }
+
+#[test]
+fn with_a_key_and_a_token_the_key_decides_alone() {
+    let server = server(&[]);
+    let both = |key: &str, jwt: &str| {
+        let request = format!(
+            "POST /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {key}\r\n\
+             Authorization: Bearer {jwt}\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{{}}"
+        );
+        http_raw(server.addr(), request.as_bytes())
+    };
+    let admin = Claims::new("ops").admin(true).token();
+    let user = Claims::new("u").token();
+    assert_refused(
+        &both("wrong", &admin),
+        401,
+        "UNAUTHENTICATED",
+        "a wrong key",
+    );
+    result_of(&both(API_KEY, &user), "the key with a plain token");
+}

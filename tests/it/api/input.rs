@@ -101,11 +101,17 @@ fn other_http_methods_are_405_and_options_is_204() {
         assert_api_error(&resp, 405, "METHOD_NOT_ALLOWED", verb);
         assert_eq!(resp.header("Allow"), Some("POST, OPTIONS"), "{verb}");
     }
-    let req = request_bytes("OPTIONS", "/api/publish", &Cred::key(), b"");
-    let (resp, rest) = http_head_and_rest(addr, &req);
-    assert_eq!(resp.status, 204, "{resp:?}");
-    assert_eq!(resp.header("Allow"), Some("POST, OPTIONS"));
-    assert!(rest.is_empty(), "{rest:?}");
+    // The HTTP method says nothing about the API: answered whoever asks
+    // (docs/api.md), and for any name under /api/.
+    let resp = http_raw(addr, &request_bytes("GET", "/api/nope", &Cred::None, b""));
+    assert_api_error(&resp, 405, "METHOD_NOT_ALLOWED", "GET without a credential");
+    for cred in [Cred::key(), Cred::None] {
+        let req = request_bytes("OPTIONS", "/api/publish", &cred, b"");
+        let (resp, rest) = http_head_and_rest(addr, &req);
+        assert_eq!(resp.status, 204, "{resp:?}");
+        assert_eq!(resp.header("Allow"), Some("POST, OPTIONS"));
+        assert!(rest.is_empty(), "{rest:?}");
+    }
 }
 
 #[test]
@@ -181,6 +187,19 @@ fn missing_or_ill_typed_parameters_are_validation_errors() {
         ("batch", "{}"),
         ("batch", r#"{"commands":{}}"#),
         ("batch", r#"{"commands":"publish"}"#),
+        // A batch whose shape is wrong runs none of its commands.
+        (
+            "batch",
+            r#"{"commands":[{"method":"publish","params":{"room":"lobby","event":"t:x","data":1}},5]}"#,
+        ),
+        (
+            "batch",
+            r#"{"commands":[{"method":"publish","params":{"room":"lobby","event":"t:x","data":1}},{"method":5}]}"#,
+        ),
+        (
+            "batch",
+            r#"{"commands":[{"method":"publish","params":{"room":"lobby","event":"t:x","data":1}},{"method":"info","params":[]}]}"#,
+        ),
     ]);
     let mut seq = 1;
     assert_each_refused(&api, &mut alice, &mut seq, "VALIDATION_ERROR", &cases);
