@@ -335,6 +335,42 @@ fn a_node_that_does_not_answer_in_time_is_listed_in_missing_nodes() {
 }
 
 #[test]
+fn with_a_node_stopped_every_method_answers_within_the_timeout() {
+    let (_redis, a, b) = cluster(&["--api-timeout", "500ms"]);
+    let mut on_a = member(a.addr(), "bob", &["r"]);
+    let _on_b = member(b.addr(), "bob", &["r"]);
+    let stopped = Stopped::stop(&b);
+    let api = Api::key(a.addr());
+    let calls = [
+        ("user", r#"{"user":"bob"}"#),
+        ("rooms", "{}"),
+        ("info", "{}"),
+        ("subscribe", r#"{"user":"bob","room":"s"}"#),
+        ("unsubscribe", r#"{"user":"bob","room":"s"}"#),
+        ("publish", r#"{"room":"r","event":"t:x","data":1}"#),
+        ("presence", r#"{"room":"r"}"#),
+        ("history", r#"{"room":"r"}"#),
+    ];
+    for (method, body) in calls {
+        let started = Instant::now();
+        let result = result_of(&api.call(method, body), method);
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(1500), "{method} took {took:?}");
+        if let Some(missing) = result.get("missingNodes") {
+            assert_eq!(missing, &json(r#"["node-b"]"#), "{method}: {result:?}");
+        }
+    }
+    let user = api.ok("user", r#"{"user":"bob"}"#);
+    let nodes = each_sorted(&user, "connections", "node");
+    assert!(nodes.contains(&"node-a".to_owned()), "{user:?}");
+    assert_subscribed(&on_a.recv(), "s");
+    assert_unsubscribed(&on_a.recv(), "s");
+    assert_room_event(&on_a.recv(), "t:x", "r", "1", "api", 1);
+    drop(stopped);
+    wait_for_every_node(&a);
+}
+
+#[test]
 fn the_api_timeout_is_two_seconds_by_default() {
     let (_redis, a, b) = cluster(&[]);
     let (result, took) = disconnect_with_b_stopped(&a, &b);
