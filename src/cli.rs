@@ -343,7 +343,7 @@ pub struct TokenArgs {
     #[arg(long, default_value_t = 3600)]
     pub ttl: u64,
     /// The HS256 secret to sign with.
-    #[arg(long, env = "ROOMCAST_JWT_SECRET")]
+    #[arg(long, env = "ROOMCAST_JWT_SECRET", hide_env_values = true)]
     pub secret: String,
 }
 

@@ -1,6 +1,6 @@
 //! The `roomcast` binary: parses the command line and runs a command —
 //! the server's (`serve`, `token`, from the library's `cli`) or one of the
-//! client tools of `client` (`bench`, `connect`, `demo-feed`).
+//! client tools of `client` (`api`, `bench`, `connect`, `demo-feed`).
 
 #![deny(unsafe_code)]
 
@@ -27,6 +27,8 @@ struct Cli {
 enum Command {
     #[command(flatten)]
     Server(ServerCommand),
+    /// Call the Server API: POST /api/METHOD with a JSON object, as an API key or an admin token.
+    Api(client::api::ApiArgs),
     /// Load-test a server on loopback: echo, fanout, connect or idle.
     Bench(client::bench::args::BenchArgs),
     /// An interactive client: each line typed is sent as one message, each message received is printed.
@@ -40,6 +42,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Server(ServerCommand::Serve(args)) => serve(*args),
         Command::Server(ServerCommand::Token(args)) => token(args),
+        Command::Api(args) => client::api::run_command(&args),
         Command::Bench(args) => client::bench::run(args),
         Command::Connect(args) => client::term::run_command(&args),
         Command::DemoFeed(args) => client::demo::run_command(&args),

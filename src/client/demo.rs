@@ -25,7 +25,7 @@ pub struct DemoFeedArgs {
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
     /// The server's HS256 secret, to sign the feed's token.
-    #[arg(long, env = "ROOMCAST_JWT_SECRET")]
+    #[arg(long, env = "ROOMCAST_JWT_SECRET", hide_env_values = true)]
     pub secret: String,
     /// Symbols, each with its room prices:T000, prices:T001, ...
     #[arg(long, default_value_t = 200)]

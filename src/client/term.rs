@@ -30,7 +30,7 @@ pub struct ConnectArgs {
     /// The server's WebSocket URL, e.g. ws://127.0.0.1:8080/ws?token=JWT or wss://chat.example.com/ws.
     pub url: String,
     /// A token to send as `Authorization: Bearer` instead of in the URL.
-    #[arg(long, env = "ROOMCAST_TOKEN")]
+    #[arg(long, env = "ROOMCAST_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// wss://: trust the authorities in this PEM file instead of the system's (/etc/ssl/certs/ca-certificates.crt).
     #[arg(long)]
@@ -107,12 +107,16 @@ pub struct WsUrl {
 impl WsUrl {
     /// The host without its port or IPv6 brackets, for the certificate.
     fn host(&self) -> &str {
-        let host = self
-            .authority
-            .rsplit_once(':')
-            .map_or(self.authority.as_str(), |(host, _)| host);
-        host.trim_start_matches('[').trim_end_matches(']')
+        host_of(&self.authority)
     }
+}
+
+/// The host of `host:port` without its port or IPv6 brackets.
+pub fn host_of(authority: &str) -> &str {
+    let host = authority
+        .rsplit_once(':')
+        .map_or(authority, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 /// Reads `ws://` or `wss://host[:port][/path][?query]` (ports 80 and 443
@@ -159,7 +163,7 @@ pub fn run(url: &str, token: Option<&str>, ca: Option<&Path>) -> Result<Option<u
     let socket = TcpStream::connect(addr)?;
     socket.set_nodelay(true)?;
     let mut link: Box<dyn Link> = if url.tls {
-        Box::new(tls_link(socket.try_clone()?, &url, ca)?)
+        Box::new(tls_link(socket.try_clone()?, url.host(), ca)?)
     } else {
         Box::new(socket.try_clone()?)
     };
@@ -178,12 +182,12 @@ pub fn run(url: &str, token: Option<&str>, ca: Option<&Path>) -> Result<Option<u
     receive(&shared, &mut input)
 }
 
-/// A TLS session over `socket` for the URL's host, its certificate checked
-/// against `ca` or the system's authorities; the handshake is done here so
-/// that a refused certificate is reported as such.
-fn tls_link(
+/// A TLS session over `socket` for `host`, its certificate checked against
+/// `ca` or the system's authorities; the handshake is done here so that a
+/// refused certificate is reported as such. `roomcast api --tls` uses it too.
+pub fn tls_link(
     socket: TcpStream,
-    url: &WsUrl,
+    host: &str,
     ca: Option<&Path>,
 ) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>, ConnectError> {
     let bundle = ca.unwrap_or(Path::new(SYSTEM_CA_BUNDLE));
@@ -205,7 +209,7 @@ fn tls_link(
         .map_err(|e| ConnectError::Tls(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let name = ServerName::try_from(url.host().to_owned())
+    let name = ServerName::try_from(host.to_owned())
         .map_err(|_| ConnectError::Url("the host is not a valid server name"))?;
     let session = rustls::ClientConnection::new(Arc::new(config), name)
         .map_err(|e| ConnectError::Tls(e.to_string()))?;

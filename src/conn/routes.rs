@@ -205,22 +205,16 @@ fn publish(request: &HttpRequest<'_>, cx: &Context<'_>) -> RequestOutcome {
     body_head(request, Purpose::Publish(claims), cx)
 }
 
-/// `POST /api/<method>` (section 12). Checked in this order: the HTTP
-/// method (405), the caller (401, 403: before anything else about the
-/// call), the API method (404), then the body's framing and announced
+/// `POST /api/<method>` (section 12). Checked in this order: the caller
+/// (401, 403: before anything else, as section 12 says), the HTTP method
+/// (405), the API method (404), then the body's framing and announced
 /// length (400, 411, 413). Every refusal closes the connection, since the
-/// body, if any, is left unread.
+/// body, if any, is left unread. `OPTIONS` alone needs no credential: it
+/// tells only which methods the path takes, and a browser's preflight
+/// carries none.
 fn api(request: &HttpRequest<'_>, name: &str, cx: &Context<'_>) -> RequestOutcome {
-    match request.method {
-        "POST" => {}
-        "OPTIONS" => return options(POST_METHODS, &[]),
-        _ => {
-            return RequestOutcome::Reject(
-                ErrorCode::MethodNotAllowed,
-                "use POST",
-                &[("Allow", POST_METHODS)],
-            );
-        }
+    if request.method == "OPTIONS" {
+        return options(POST_METHODS, &[]);
     }
     let verifier = Verifier {
         api_keys: &cx.config.api.keys,
@@ -245,6 +239,13 @@ fn api(request: &HttpRequest<'_>, name: &str, cx: &Context<'_>) -> RequestOutcom
             return RequestOutcome::Respond(bytes);
         }
     };
+    if request.method != "POST" {
+        return RequestOutcome::Reject(
+            ErrorCode::MethodNotAllowed,
+            "use POST",
+            &[("Allow", POST_METHODS)],
+        );
+    }
     match Method::named(name) {
         Some(method) => body_head(request, Purpose::Api { method, caller }, cx),
         None => {

@@ -1,5 +1,7 @@
 //! The command line around the server: `roomcast token`, the generated
-//! secret, and the listening line.
+//! secret, and the listening line; `roomcast api` in `cli::api`.
+
+mod api;
 
 use crate::common;
 

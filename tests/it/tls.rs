@@ -583,3 +583,45 @@ fn the_terminal_client_speaks_wss_and_checks_the_certificate() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_api_client_speaks_tls_and_checks_the_certificate() {
+    // No --metrics-bind: the API is served on the TLS port.
+    let dir = temp_dir();
+    let pki = Pki::new(&dir, "api");
+    let server = Server::start(&[
+        "--api-key",
+        "tls-api-key",
+        "--tls-cert",
+        pki.cert.to_str().unwrap(),
+        "--tls-key",
+        pki.key.to_str().unwrap(),
+    ]);
+    let call = |ca: &Path| {
+        Server::command()
+            .args(["api", "info", "--api-key", "tls-api-key", "--tls", "--ca"])
+            .arg(ca)
+            .args(["--addr", &format!("localhost:{}", server.addr().port())])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = call(&pki.ca_file);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let reply = common::parse_json(&String::from_utf8_lossy(&out.stdout));
+    assert!(
+        common::json_at(&reply, &["result", "nodes"]).is_some(),
+        "{reply:?}"
+    );
+
+    // Another authority does not vouch for this server.
+    let other = Pki::new(&dir, "other");
+    let refused = call(&other.ca_file);
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("TLS:") && stderr.contains("certificate"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -69,7 +69,13 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value = "roomcast")]
     pub target: Target,
     /// Secret to mint tokens with (roomcast target).
-    #[arg(long = "jwt-secret", env = "ROOMCAST_JWT_SECRET", default_value = "")]
+    #[arg(
+        long = "jwt-secret",
+        env = "ROOMCAST_JWT_SECRET",
+        default_value = "",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
     pub jwt_secret: String,
     /// Connections (echo, connect concurrency, idle) or subscribers (fanout).
     #[arg(long, short = 'c', default_value_t = 64)]

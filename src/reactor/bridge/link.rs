@@ -264,6 +264,7 @@ impl<S: BridgeSink> Bridge<S> {
         }
         link.was_up = true;
         self.next_heartbeat = Instant::now();
+        self.next_live_read = Instant::now();
         self.sink.resync();
     }
 

@@ -64,6 +64,11 @@ const RETRY_BASE: Duration = Duration::from_millis(100);
 const RETRY_CAP: Duration = Duration::from_secs(5);
 /// How often a node writes its heartbeat and looks for dead nodes.
 const HEARTBEAT: Duration = Duration::from_secs(5);
+/// How often a node reads which nodes are live (for the Server API): more
+/// often than heartbeats, so that a node that just started (its first
+/// heartbeat is written as soon as Redis is reachable) is waited for by
+/// the others' calls within a second.
+const LIVE_NODES_READ: Duration = Duration::from_secs(1);
 /// A node whose heartbeat is older is dead: its presence is removed and its
 /// leaves announced (section 10: within 30 s).
 const NODE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -174,6 +179,7 @@ pub fn start<S: BridgeSink>(
         read_buf: Vec::new(),
         metrics,
         next_heartbeat: Instant::now(),
+        next_live_read: Instant::now(),
         node_rooms: String::new(),
         direct_channel: String::new(),
         api_channel: String::new(),
@@ -296,6 +302,8 @@ struct Bridge<S: BridgeSink> {
     read_buf: Vec<u8>,
     metrics: Arc<RedisMetrics>,
     next_heartbeat: Instant,
+    /// When the live nodes are read next (`LIVE_NODES_READ`).
+    next_live_read: Instant,
     /// This node's room index key (`layout::node_rooms`).
     node_rooms: String,
     /// The channel of direct messages and broadcasts (`redis::direct_channel`).
@@ -317,11 +325,13 @@ impl<S: BridgeSink> Bridge<S> {
             self.connect_due();
             self.report_link();
             self.heartbeat();
+            self.read_live_nodes();
             for link in 0..self.links.len() {
                 self.flush(link);
             }
             let until_heartbeat = self
                 .next_heartbeat
+                .min(self.next_live_read)
                 .saturating_duration_since(Instant::now());
             let timeout = Some(
                 self.next_retry()

@@ -6,7 +6,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Bridge, BridgeSink, HEARTBEAT, NODE_TIMEOUT, OwnedQuery, Pending, Unavailable};
+use super::{
+    Bridge, BridgeSink, HEARTBEAT, LIVE_NODES_READ, NODE_TIMEOUT, OwnedQuery, Pending, Unavailable,
+};
 use crate::log_info;
 use crate::proto::names::pattern_matches;
 use crate::redis::layout::{self, RoomKeys};
@@ -205,6 +207,18 @@ impl<S: BridgeSink> Bridge<S> {
                 );
             });
         }
+    }
+
+    /// Reads the live nodes, on the online set's server, every
+    /// `LIVE_NODES_READ`.
+    pub(super) fn read_live_nodes(&mut self) {
+        let now = Instant::now();
+        if now < self.next_live_read {
+            return;
+        }
+        self.next_live_read = now + LIVE_NODES_READ;
+        let set = layout::heartbeats(&self.config.cluster.prefix);
+        let stale = crate::sys::unix_ms().saturating_sub(NODE_TIMEOUT.as_millis() as u64);
         let online = layout::server_of(redis::ONLINE, self.links.len());
         let link = &mut self.links[online];
         if link.is_up() {
