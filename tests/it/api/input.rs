@@ -93,7 +93,7 @@ fn an_unknown_method_is_not_found() {
 }
 
 #[test]
-fn other_http_methods_are_405_and_options_is_204() {
+fn other_http_methods_are_405_and_options_is_204_without_a_credential() {
     let server = server(&[]);
     let addr = server.addr();
     for verb in ["GET", "PUT", "DELETE", "PATCH"] {
@@ -101,10 +101,10 @@ fn other_http_methods_are_405_and_options_is_204() {
         assert_api_error(&resp, 405, "METHOD_NOT_ALLOWED", verb);
         assert_eq!(resp.header("Allow"), Some("POST, OPTIONS"), "{verb}");
     }
-    // The HTTP method says nothing about the API: answered whoever asks
-    // (docs/api.md), and for any name under /api/.
+    // Without a credential a wrong HTTP method learns nothing either;
+    // OPTIONS alone needs none (docs/api.md).
     let resp = http_raw(addr, &request_bytes("GET", "/api/nope", &Cred::None, b""));
-    assert_api_error(&resp, 405, "METHOD_NOT_ALLOWED", "GET without a credential");
+    assert_api_error(&resp, 401, "UNAUTHENTICATED", "GET without a credential");
     for cred in [Cred::key(), Cred::None] {
         let req = request_bytes("OPTIONS", "/api/publish", &cred, b"");
         let (resp, rest) = http_head_and_rest(addr, &req);
