@@ -38,6 +38,12 @@ fn server(extra: &[&str]) -> Server {
         "pres:*",
         "--history",
         "100",
+        // Consecutive connections on different shards: every gathering
+        // method has to reach both.
+        "--shards",
+        "2",
+        "--accept",
+        "handoff",
     ];
     args.extend_from_slice(extra);
     Server::start(&args)
@@ -215,20 +221,20 @@ fn subscribe_joins_every_connection_of_the_user_which_then_gets_the_room() {
         Client::connect(server.addr(), &token),
         Client::connect(server.addr(), &token),
     ];
-    let mut alice = member(server.addr(), "alice", &["lobby"]);
+    let mut alice = publisher(server.addr(), "alice");
+    alice.join("lobby");
     assert_eq!(
         api.connections("subscribe", r#"{"user":"bob","room":"news"}"#),
         2
     );
+    // Published at once by a client, then through the API.
+    assert_eq!(alice.publish_ok("news", "news:item", "4"), 4);
     for bob in &mut bobs {
         let data = assert_subscribed(&bob.recv(), "news");
         assert_eq!(u64_of(&data, "seq"), 3, "{data:?}");
         assert_eq!(str_at(&data, &["epoch"]), epoch, "{data:?}");
         assert!(u64_of(&data, "members") <= 2, "{data:?}");
-    }
-    assert_eq!(api.publish("news", "news:item", "4"), 4);
-    for bob in &mut bobs {
-        assert_room_event(&bob.recv(), "news:item", "news", "4", "api", 4);
+        assert_room_event(&bob.recv(), "news:item", "news", "4", "alice", 4);
     }
     // Already in the room: counted, told nothing.
     assert_eq!(
@@ -414,6 +420,24 @@ fn history_answers_what_room_join_answers() {
     let stale = since(3, "not-the-epoch");
     assert_eq!(stale["recovered"], OwnedValue::from(false), "{stale:?}");
     assert_eq!(array_at(&stale, &["messages"]), &live);
+
+    // As a join would: no message for history 0, the whole history and
+    // `recovered: false` for a since without its epoch.
+    for (body, join) in [
+        (r#"{"room":"h","limit":0}"#, r#"{"room":"h","history":0}"#),
+        (r#"{"room":"h","since":3}"#, r#"{"room":"h","since":3}"#),
+    ] {
+        let got = api.ok("history", body);
+        let mut dave = member(server.addr(), "dave", &[]);
+        let joined = dave.join_with(join);
+        let data = ok_data(&joined);
+        assert_eq!(
+            array_at(&got, &["messages"]),
+            array_at(data, &["messages"]),
+            "{body}"
+        );
+        assert_eq!(got.get("recovered"), data.get("recovered"), "{body}");
+    }
 
     let unknown = api.ok("history", r#"{"room":"never"}"#);
     assert!(array_at(&unknown, &["messages"]).is_empty(), "{unknown:?}");

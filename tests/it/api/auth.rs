@@ -50,13 +50,20 @@ fn keys_from_flags_and_the_environment_are_merged() {
 
 #[test]
 fn admin_tokens_are_accepted_and_every_other_token_refused() {
-    let server = server(&[]);
+    let server = server(&["--jwt-secret", "rotated-secret-7a"]);
     let addr = server.addr();
     let call = |jwt: String| Api::with(addr, Cred::Bearer(jwt)).call("info", "{}");
     result_of(
         &call(Claims::new("ops").admin(true).token()),
         "an admin token",
     );
+    let claims = Claims::new("ops").admin(true).json();
+    let rotated = sign(
+        r#"{"alg":"HS256","typ":"JWT"}"#,
+        &claims,
+        "rotated-secret-7a",
+    );
+    result_of(&call(rotated), "an admin token of the second secret");
 
     // `roomcast token --admin` mints one too.
     let out = Server::command()
@@ -80,7 +87,18 @@ fn admin_tokens_are_accepted_and_every_other_token_refused() {
         "TOKEN_EXPIRED",
         "an expired admin token",
     );
-    let claims = Claims::new("ops").admin(true).json();
+    let early = format!(
+        r#"{{"sub":"ops","admin":true,"exp":{},"nbf":{}}}"#,
+        now() + 7200,
+        now() + 3600
+    );
+    let early = common::mint(&early);
+    assert_refused(
+        &call(early),
+        401,
+        "TOKEN_EXPIRED",
+        "an admin token not valid yet",
+    );
     let unauthenticated = [
         (
             "another secret",
