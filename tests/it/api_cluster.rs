@@ -88,6 +88,28 @@ fn disconnect_on_one_node_closes_the_users_connections_on_both() {
 }
 
 #[test]
+fn a_disconnect_after_a_publish_closes_the_other_nodes_members_after_the_message() {
+    let (_redis, a, b) = cluster(&[]);
+    let mut bobs: Vec<_> = (0..5).map(|_| member(b.addr(), "bob", &["r"])).collect();
+    let body = r#"{"commands":[
+        {"method":"publish","params":{"room":"r","event":"last:words","data":"bye"}},
+        {"method":"disconnect","params":{"user":"bob"}}]}"#;
+    let result = Api::key(a.addr()).ok("batch", body);
+    assert_eq!(
+        result,
+        json(
+            r#"{"replies":[{"result":{"results":[{"room":"r","seq":1}]}},{"result":{"connections":5}}]}"#
+        )
+    );
+    for bob in &mut bobs {
+        let text = bob.try_recv(CLOSE_WAIT);
+        let text = text.expect("the message published before the disconnect");
+        assert_room_event(&text, "last:words", "r", r#""bye""#, "api", 1);
+        assert_eq!(bob.close_frame(CLOSE_WAIT), (4500, "disconnected".into()));
+    }
+}
+
+#[test]
 fn subscribe_on_one_node_delivers_what_either_node_publishes_next() {
     let (_redis, a, b) = cluster(&[]);
     let mut alice = publisher(a.addr(), "alice");
