@@ -473,6 +473,25 @@ fn history_remove_drops_the_messages_and_keeps_seq_and_epoch_while_remembered() 
 }
 
 #[test]
+fn history_remove_of_a_room_without_members_forgets_it() {
+    let server = server(&[]);
+    let api = Api::key(server.addr());
+    for i in 1..=3 {
+        api.publish("lonely", "t:x", &i.to_string());
+    }
+    let before = api.ok("history", r#"{"room":"lonely"}"#);
+    assert_eq!(api.ok("history_remove", r#"{"room":"lonely"}"#), json("{}"));
+    // No members and no history left: section 7 forgets the room, and its
+    // next message starts a new epoch at seq 1.
+    assert_eq!(api.publish("lonely", "t:x", "4"), 1);
+    let after = api.ok("history", r#"{"room":"lonely"}"#);
+    assert_ne!(str_at(&after, &["epoch"]), str_at(&before, &["epoch"]));
+    assert_eq!(array_at(&after, &["messages"]).len(), 1, "{after:?}");
+    // Removing the history of a room nobody ever used is no error.
+    assert_eq!(api.ok("history_remove", r#"{"room":"never"}"#), json("{}"));
+}
+
+#[test]
 fn rooms_lists_rooms_with_members_sorted_with_their_counts() {
     let server = server(&[]);
     let api = Api::key(server.addr());

@@ -265,6 +265,33 @@ fn presence_history_and_history_remove_answer_the_same_on_either_node() {
 }
 
 #[test]
+fn history_remove_forgets_a_room_without_members_on_any_node() {
+    let (_redis, a, b) = cluster(&[]);
+    let (api_a, api_b) = (Api::key(a.addr()), Api::key(b.addr()));
+    for i in 1..=3 {
+        api_a.publish("lonely", "t:x", &i.to_string());
+    }
+    let before = api_b.ok("history", r#"{"room":"lonely"}"#);
+    assert_eq!(
+        api_b.ok("history_remove", r#"{"room":"lonely"}"#),
+        json("{}")
+    );
+    assert_eq!(
+        api_a.publish("lonely", "t:x", "4"),
+        1,
+        "a new epoch at seq 1"
+    );
+    for api in [&api_a, &api_b] {
+        let after = api.ok("history", r#"{"room":"lonely"}"#);
+        assert_ne!(str_at(&after, &["epoch"]), str_at(&before, &["epoch"]));
+        assert_eq!(
+            (u64_of(&after, "seq"), array_at(&after, &["messages"]).len()),
+            (1, 1)
+        );
+    }
+}
+
+#[test]
 fn batch_on_one_node_runs_in_order_against_the_other() {
     let (_redis, a, b) = cluster(&[]);
     let mut bob = member(b.addr(), "bob", &[]);
