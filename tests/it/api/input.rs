@@ -349,6 +349,62 @@ fn bodies_over_the_bound_are_413_and_the_bound_is_at_least_a_mebibyte() {
     assert_api_error(&resp, 413, "PAYLOAD_TOO_LARGE", "2 MiB + 1");
 }
 
+/// `POST /api/<method>` with `head_extra` header lines and `body` sent as
+/// chunks of at most 64 KiB.
+fn chunked(method: &str, head_extra: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "POST /api/{method} HTTP/1.1\r\nHost: 127.0.0.1\r\n{head_extra}Connection: close\r\n\
+         Transfer-Encoding: chunked\r\n\r\n"
+    )
+    .into_bytes();
+    for chunk in body.chunks(64 << 10) {
+        out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        out.extend_from_slice(chunk);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
+#[test]
+fn a_chunked_body_is_read_and_bounded_like_any_other() {
+    const MIB: usize = 1 << 20;
+    let server = server(&[]);
+    let addr = server.addr();
+    let mut alice = member(addr, "alice", &["lobby"]);
+    let key = format!("x-api-key: {API_KEY}\r\n");
+    let body = br#"{"room":"lobby","event":"t:chunked","data":[1,2]}"#;
+    let resp = http_raw(addr, &chunked("publish", &key, body));
+    result_of(&resp, "a chunked publish with a lower-case key header");
+    common::rooms::assert_room_event(&alice.recv(), "t:chunked", "lobby", "[1,2]", "api", 1);
+
+    let resp = http_raw(addr, &chunked("presence", &key, &padded_presence(MIB + 1)));
+    assert_api_error(&resp, 413, "PAYLOAD_TOO_LARGE", "a chunked body over 1 MiB");
+    let resp = http_raw(addr, &chunked("presence", "", &padded_presence(MIB + 1)));
+    assert_api_error(&resp, 401, "UNAUTHENTICATED", "the same without a key");
+    // Chunks that do not parse are no HTTP/1.1: section 1's 400, in the
+    // shape of every API error.
+    let mut bad = chunked("publish", &key, body);
+    bad.splice(bad.len() - 5.., b"zz\r\n\r\n".iter().copied());
+    let resp = http_raw(addr, &bad);
+    assert_api_error(&resp, 400, "BAD_REQUEST", "malformed chunks");
+    Api::key(addr).assert_next_is_marker(&mut alice, "lobby", 2, "chunked bodies");
+}
+
+#[test]
+fn a_post_without_content_length_has_an_empty_body() {
+    let server = server(&[]);
+    // RFC 9112 6.3: a request with neither Content-Length nor
+    // Transfer-Encoding has a body of length zero, which is `{}` here.
+    let request = format!(
+        "POST /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {API_KEY}\r\n\
+         Connection: close\r\n\r\n"
+    );
+    let resp = http_raw(server.addr(), request.as_bytes());
+    let info = result_of(&resp, "info without Content-Length");
+    assert_eq!(common::rooms::keys(&info), ["nodes"]);
+}
+
 #[test]
 fn the_api_is_served_on_the_metrics_listener_when_there_is_one() {
     let server = Server::start(&["--api-key", API_KEY, "--metrics-bind", "127.0.0.1:0"]);
