@@ -133,6 +133,8 @@ fn missing_or_ill_typed_parameters_are_validation_errors() {
     let mut alice = member(server.addr(), "alice", &["lobby"]);
     let long_room = "r".repeat(129);
     let long_room = format!(r#"{{"room":{}}}"#, q(&long_room));
+    // A `sub` is 1-128 bytes (section 2).
+    let long_user = format!(r#"{{"user":{}}}"#, q(&"u".repeat(129)));
     let cases = owned(&[
         ("publish", "{}"),
         ("publish", r#"{"room":"lobby","data":1}"#),
@@ -182,6 +184,9 @@ fn missing_or_ill_typed_parameters_are_validation_errors() {
         ("unsubscribe", r#"{"user":"alice"}"#),
         ("unsubscribe", r#"{"user":"alice","room":7}"#),
         ("user", "{}"),
+        ("user", &long_user),
+        ("user", r#"{"user":""}"#),
+        ("disconnect", r#"{"user":""}"#),
         ("user", r#"{"user":["alice"]}"#),
         ("rooms", r#"{"pattern":5}"#),
         ("batch", "{}"),
