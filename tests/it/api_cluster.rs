@@ -21,6 +21,8 @@ use common::{Server, parse_json, wait_until};
 
 const QUIET: Duration = Duration::from_millis(300);
 const CLOSE_WAIT: Duration = Duration::from_secs(3);
+/// How late past `--api-timeout` a reply may come on a loaded machine.
+const SLACK: Duration = Duration::from_millis(400);
 
 /// Two nodes, `node-a` and `node-b`, on one Redis, each given the API key
 /// and `extra`, once each lists both in `info`.
@@ -377,7 +379,7 @@ fn a_node_that_does_not_answer_in_time_is_listed_in_missing_nodes() {
         "after {took:?}"
     );
     assert!(
-        took >= Duration::from_millis(400) && took < Duration::from_millis(1500),
+        took >= Duration::from_millis(450) && took < Duration::from_millis(500) + SLACK,
         "answered after {took:?} with --api-timeout 500ms"
     );
     wait_for_every_node(&a);
@@ -404,7 +406,11 @@ fn with_a_node_stopped_every_method_answers_within_the_timeout() {
         let started = Instant::now();
         let result = result_of(&api.call(method, body), method);
         let took = started.elapsed();
-        assert!(took < Duration::from_millis(1500), "{method} took {took:?}");
+        let bound = Duration::from_millis(500) + SLACK;
+        assert!(
+            took < bound,
+            "{method} took {took:?} with --api-timeout 500ms"
+        );
         if let Some(missing) = result.get("missingNodes") {
             assert_eq!(missing, &json(r#"["node-b"]"#), "{method}: {result:?}");
         }
@@ -425,7 +431,7 @@ fn the_api_timeout_is_two_seconds_by_default() {
     let (result, took) = disconnect_with_b_stopped(&a, &b);
     assert_eq!(result["missingNodes"], json(r#"["node-b"]"#), "{result:?}");
     assert!(
-        took >= Duration::from_millis(1800) && took < Duration::from_millis(3000),
+        took >= Duration::from_millis(1950) && took < Duration::from_secs(2) + SLACK,
         "answered after {took:?} by default"
     );
     wait_for_every_node(&a);
