@@ -267,6 +267,32 @@ fn presence_history_and_history_remove_answer_the_same_on_either_node() {
 }
 
 #[test]
+fn a_broadcast_to_a_thousand_rooms_reaches_members_on_the_other_node() {
+    let (_redis, a, b) = cluster(&[]);
+    let mut first = member(b.addr(), "first", &["b0"]);
+    let mut last = member(b.addr(), "last", &["b999"]);
+    let rooms: Vec<String> = (0..1000).map(|i| q(&format!("b{i}"))).collect();
+    let body = format!(
+        r#"{{"rooms":[{}],"event":"t:x","data":0}}"#,
+        rooms.join(",")
+    );
+    let started = Instant::now();
+    let result = Api::key(a.addr()).ok("broadcast", &body);
+    let took = started.elapsed();
+    let list = array_at(&result, &["results"]);
+    assert_eq!(list.len(), 1000);
+    for (i, entry) in list.iter().enumerate() {
+        assert_eq!(entry, &json(&format!(r#"{{"room":"b{i}","seq":1}}"#)));
+    }
+    assert!(
+        took < Duration::from_secs(2),
+        "a thousand rooms took {took:?}"
+    );
+    assert_room_event(&first.recv(), "t:x", "b0", "0", "api", 1);
+    assert_room_event(&last.recv(), "t:x", "b999", "0", "api", 1);
+}
+
+#[test]
 fn history_remove_forgets_a_room_without_members_on_any_node() {
     let (_redis, a, b) = cluster(&[]);
     let (api_a, api_b) = (Api::key(a.addr()), Api::key(b.addr()));
