@@ -179,6 +179,41 @@ fn presence_announces_a_subscribe_from_the_other_node() {
 }
 
 #[test]
+fn a_user_on_both_nodes_is_announced_once_on_subscribe_unsubscribe_and_disconnect() {
+    let (_redis, a, b) = cluster(&[]);
+    let mut alice = member(a.addr(), "alice", &["pres:room"]);
+    let mut bobs = [member(a.addr(), "bob", &[]), member(b.addr(), "bob", &[])];
+    let api = Api::key(b.addr());
+    let room = r#"{"user":"bob","room":"pres:room"}"#;
+    let join =
+        r#"{"event":"presence:join","room":"pres:room","data":{"userId":"bob","name":null}}"#;
+    let leave = r#"{"event":"presence:leave","room":"pres:room","data":{"userId":"bob"}}"#;
+    let steps: [(&str, &str, u64); 4] = [
+        ("subscribe", join, 2),
+        ("unsubscribe", leave, 2),
+        ("subscribe", join, 2),
+        ("disconnect", leave, 2),
+    ];
+    for (n, (method, event, count)) in steps.into_iter().enumerate() {
+        let body = if method == "disconnect" {
+            r#"{"user":"bob"}"#
+        } else {
+            room
+        };
+        assert_eq!(api.connections(method, body), count, "{method}");
+        assert_eq!(alice.recv_json(), json(event), "{method}");
+        // One announcement per user, not per connection or node.
+        let what = format!("{method} {n}");
+        api.mark("pres:room", n as u64 + 1, &what);
+        let text = alice.recv();
+        assert!(text.contains("test:marker"), "after {what}: {text}");
+    }
+    for bob in &mut bobs {
+        assert_eq!(bob.close_frame(CLOSE_WAIT).0, 4500);
+    }
+}
+
+#[test]
 fn user_lists_the_connections_of_both_nodes_with_their_node() {
     let (_redis, a, b) = cluster(&[]);
     let on_a = member(a.addr(), "alice", &["a", "b:1"]);
