@@ -214,6 +214,39 @@ fn a_user_on_both_nodes_is_announced_once_on_subscribe_unsubscribe_and_disconnec
 }
 
 #[test]
+fn concurrent_calls_on_both_nodes_each_get_their_own_answer() {
+    const USERS: usize = 12;
+    let (_redis, a, b) = cluster(&[]);
+    let mut clients: Vec<_> = (0..USERS)
+        .map(|i| member(b.addr(), &format!("user{i}"), &[]))
+        .collect();
+    let _on_a = member(a.addr(), "user0", &[]);
+    let addrs = [a.addr(), b.addr()];
+    let calls: Vec<_> = (0..USERS)
+        .map(|i| {
+            let api = Api::key(addrs[i % 2]);
+            std::thread::spawn(move || {
+                let body = format!(r#"{{"user":"user{i}","room":"room{i}"}}"#);
+                api.ok("subscribe", &body)
+            })
+        })
+        .collect();
+    for (i, call) in calls.into_iter().enumerate() {
+        let expected = if i == 0 { 2 } else { 1 };
+        let result = call.join().expect("a call");
+        assert_eq!(
+            result,
+            json(&format!(r#"{{"connections":{expected}}}"#)),
+            "user{i}"
+        );
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        assert_subscribed(&client.recv(), &format!("room{i}"));
+        client.assert_quiet(Duration::from_millis(50));
+    }
+}
+
+#[test]
 fn user_lists_the_connections_of_both_nodes_with_their_node() {
     let (_redis, a, b) = cluster(&[]);
     let on_a = member(a.addr(), "alice", &["a", "b:1"]);
