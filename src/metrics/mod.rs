@@ -90,6 +90,16 @@ pub const API_STATUSES: [u16; 8] = [200, 400, 401, 403, 404, 405, 413, 503];
 /// path that names no method.
 pub const API_METHODS: usize = crate::api::Method::ALL.len() + 1;
 
+/// The label of the last `API_METHODS` slot: a path naming no method.
+pub const API_UNKNOWN_METHOD: &str = "unknown";
+
+/// The name a method slot is shown under.
+pub fn api_method_label(index: usize) -> &'static str {
+    crate::api::Method::ALL
+        .get(index)
+        .map_or(API_UNKNOWN_METHOD, |m| m.name())
+}
+
 /// What the Redis bridge counts (cluster mode only); written by the
 /// bridge's thread alone.
 #[derive(Debug)]
@@ -405,6 +415,37 @@ impl HistogramSnapshot {
     }
 }
 
+/// The Server API figures of one method slot, summed over shards.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ApiMethodSnapshot {
+    /// `Method::name`, or `API_UNKNOWN_METHOD` for the last slot.
+    pub method: &'static str,
+    /// `(status, count)` for `API_STATUSES`, then `(0, other)`.
+    pub calls: Vec<(u16, u64)>,
+    /// Calls whose body was read; always empty for the unknown slot,
+    /// whose calls are refused before any body.
+    pub latency: HistogramSnapshot,
+}
+
+impl ApiMethodSnapshot {
+    fn empty(index: usize) -> Self {
+        Self {
+            method: api_method_label(index),
+            calls: API_STATUSES
+                .iter()
+                .map(|&s| (s, 0))
+                .chain([(0, 0)])
+                .collect(),
+            latency: HistogramSnapshot::default(),
+        }
+    }
+
+    /// Calls answered, whatever the status.
+    pub fn total(&self) -> u64 {
+        self.calls.iter().map(|(_, n)| n).sum()
+    }
+}
+
 /// Every figure, summed over shards, as of one scrape.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
@@ -436,6 +477,8 @@ pub struct Snapshot {
     pub handshake_latency: HistogramSnapshot,
     pub fanout_latency: HistogramSnapshot,
     pub shards: Vec<ShardSnapshot>,
+    /// Server API calls, one entry per `API_METHODS` slot in order.
+    pub api: Vec<ApiMethodSnapshot>,
     /// The busiest rooms over every shard, most messages first.
     pub busiest: Vec<BusyRoom>,
     /// Only in cluster mode (`--redis`).
@@ -467,6 +510,7 @@ impl Snapshot {
                 .collect(),
             handshake_rejections: REJECTION_CODES.iter().map(|&c| (c, 0)).collect(),
             tls_failures: TlsFailure::ALL.iter().map(|&f| (f, 0)).collect(),
+            api: (0..API_METHODS).map(ApiMethodSnapshot::empty).collect(),
             ..Default::default()
         };
         for shard in shards {
@@ -511,6 +555,13 @@ impl Snapshot {
         self.write_buffer_bytes += m.write_buffer_bytes.get();
         m.handshake_latency.add_to(&mut self.handshake_latency);
         m.fanout_latency.add_to(&mut self.fanout_latency);
+        for ((method, calls), latency) in self.api.iter_mut().zip(&m.api_calls).zip(&m.api_latency)
+        {
+            for (slot, counter) in method.calls.iter_mut().zip(calls) {
+                slot.1 += counter.get();
+            }
+            latency.add_to(&mut method.latency);
+        }
         self.shards.push(ShardSnapshot {
             connections: m.connections.get(),
             inbox: m.inbox.get(),
@@ -583,5 +634,35 @@ mod tests {
         assert_eq!(snap.shards.len(), 2);
         assert_eq!(snap.shards[1].connections, 5);
         assert_eq!(snap.fanout_latency.counts[0], 2);
+    }
+
+    #[test]
+    fn snapshot_sums_api_calls_per_method_and_status() {
+        use crate::api::Method;
+        let shards = [ShardMetrics::default(), ShardMetrics::default()];
+        let publish = Method::Publish.index();
+        shards[0].count_api(publish, 200, Duration::from_micros(90));
+        shards[1].count_api(publish, 200, Duration::from_millis(3));
+        shards[1].count_api(publish, 400, Duration::ZERO);
+        shards[0].count_api(Method::Batch.index(), 418, Duration::from_micros(1));
+        shards[1].count_api(usize::MAX, 404, Duration::ZERO);
+        let snap = Snapshot::gather(&shards, 0, 0);
+        assert_eq!(snap.api.len(), API_METHODS);
+        let names: Vec<_> = snap.api.iter().map(|a| a.method).collect();
+        assert_eq!(names.first(), Some(&"publish"));
+        assert_eq!(names.last(), Some(&API_UNKNOWN_METHOD));
+        let publish = &snap.api[publish];
+        assert_eq!(publish.calls[0], (200, 2));
+        assert_eq!(publish.calls[1], (400, 1));
+        assert_eq!(publish.total(), 3);
+        // The refused call was not timed.
+        assert_eq!(publish.latency.count(), 2);
+        assert_eq!(publish.latency.counts[0], 1);
+        assert_eq!(publish.latency.sum_ns, 3_090_000);
+        let batch = &snap.api[Method::Batch.index()];
+        assert_eq!(batch.calls.last(), Some(&(0, 1)));
+        let unknown = snap.api.last().unwrap();
+        assert_eq!(unknown.calls[4], (404, 1));
+        assert_eq!(unknown.latency.count(), 0);
     }
 }

@@ -6,14 +6,17 @@
 
 use std::fmt::Write;
 
-use crate::metrics::{HistogramSnapshot, ShardSnapshot, Snapshot};
+use crate::metrics::{
+    API_UNKNOWN_METHOD, ApiMethodSnapshot, HistogramSnapshot, ShardSnapshot, Snapshot,
+};
 
 /// The `Content-Type` of the exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Renders every metric; `uptime_seconds` and `version` come from the caller.
 pub fn render(snap: &Snapshot, uptime_seconds: f64, version: &str) -> String {
-    let mut out = String::with_capacity(8 * 1024);
+    // The Server API's series are most of it.
+    let mut out = String::with_capacity(32 * 1024);
     let w = &mut out;
     gauge(
         w,
@@ -46,11 +49,7 @@ pub fn render(snap: &Snapshot, uptime_seconds: f64, version: &str) -> String {
         "counter",
     );
     for &(code, count) in &snap.closed {
-        let code = if code == 0 {
-            "other".to_owned()
-        } else {
-            code.to_string()
-        };
+        let code = code_label(code);
         let _ = writeln!(
             w,
             "roomcast_connections_closed_total{{code=\"{code}\"}} {count}"
@@ -183,6 +182,7 @@ pub fn render(snap: &Snapshot, uptime_seconds: f64, version: &str) -> String {
         "From reading a publish to queuing it for the last member, observed once per shard with members.",
         &snap.fanout_latency,
     );
+    api(w, &snap.api);
     per_shard(
         w,
         "roomcast_shard_connections",
@@ -266,6 +266,55 @@ pub fn render(snap: &Snapshot, uptime_seconds: f64, version: &str) -> String {
     out
 }
 
+/// Every method and status, zeros included: the set of series is fixed
+/// (`API_METHODS` by the statuses counted, one histogram per method, about
+/// 20 KiB of text) rather than growing with traffic, and a series present from the start lets `rate()` and
+/// `increase()` see a method's first call. The unknown method's histogram
+/// is left out: such calls are refused before a body, never timed.
+fn api(w: &mut String, methods: &[ApiMethodSnapshot]) {
+    const REQUESTS: &str = "roomcast_api_requests_total";
+    header(
+        w,
+        REQUESTS,
+        "Server API calls answered, by method (unknown: a path naming none) and HTTP status (other: any status not listed).",
+        "counter",
+    );
+    for m in methods {
+        for &(status, count) in &m.calls {
+            let method = m.method;
+            let status = code_label(status);
+            let _ = writeln!(
+                w,
+                "{REQUESTS}{{method=\"{method}\",status=\"{status}\"}} {count}"
+            );
+        }
+    }
+    const DURATION: &str = "roomcast_api_request_duration_seconds";
+    header(
+        w,
+        DURATION,
+        "From reading a Server API call's body to queuing its response, by method.",
+        "histogram",
+    );
+    for m in methods.iter().filter(|m| m.method != API_UNKNOWN_METHOD) {
+        histogram_series(
+            w,
+            DURATION,
+            &format!("method=\"{}\",", m.method),
+            &m.latency,
+        );
+    }
+}
+
+/// A counted close code or HTTP status, `0` being the slot of all others.
+fn code_label(code: u16) -> String {
+    if code == 0 {
+        "other".to_owned()
+    } else {
+        code.to_string()
+    }
+}
+
 fn header(w: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(w, "# HELP {name} {help}");
     let _ = writeln!(w, "# TYPE {name} {kind}");
@@ -298,15 +347,27 @@ fn counter(w: &mut String, name: &str, help: &str, value: u64) {
 
 fn histogram(w: &mut String, name: &str, help: &str, h: &HistogramSnapshot) {
     header(w, name, help, "histogram");
+    histogram_series(w, name, "", h);
+}
+
+/// The series of one histogram, cumulative; `labels` is empty or ends
+/// with a comma.
+fn histogram_series(w: &mut String, name: &str, labels: &str, h: &HistogramSnapshot) {
     let mut cumulative = 0;
     for (bound_us, count) in h.bounds_us.iter().zip(&h.counts) {
         cumulative += count;
         let le = *bound_us as f64 / 1e6;
-        let _ = writeln!(w, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        let _ = writeln!(w, "{name}_bucket{{{labels}le=\"{le}\"}} {cumulative}");
     }
-    let _ = writeln!(w, "{name}_bucket{{le=\"+Inf\"}} {}", h.count());
-    let _ = writeln!(w, "{name}_sum {}", h.sum_ns as f64 / 1e9);
-    let _ = writeln!(w, "{name}_count {}", h.count());
+    let _ = writeln!(w, "{name}_bucket{{{labels}le=\"+Inf\"}} {}", h.count());
+    let labels = labels.trim_end_matches(',');
+    let braces = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let _ = writeln!(w, "{name}_sum{braces} {}", h.sum_ns as f64 / 1e9);
+    let _ = writeln!(w, "{name}_count{braces} {}", h.count());
 }
 
 #[cfg(test)]
@@ -370,5 +431,50 @@ mod tests {
         );
         assert!(text.contains("# TYPE roomcast_handshake_duration_seconds histogram\n"));
         assert!(text.ends_with("roomcast_build_info{version=\"0.1.0\"} 1\n"));
+    }
+
+    #[test]
+    fn renders_api_calls_by_method_and_status_with_cumulative_latency() {
+        use crate::api::Method;
+        use crate::metrics::{API_METHODS, API_STATUSES};
+        let shards = [ShardMetrics::default()];
+        let publish = Method::Publish.index();
+        shards[0].count_api(publish, 200, Duration::from_micros(80));
+        shards[0].count_api(publish, 200, Duration::from_millis(2));
+        shards[0].count_api(publish, 502, Duration::from_millis(2));
+        shards[0].count_api(usize::MAX, 404, Duration::ZERO);
+        let text = render(&Snapshot::gather(&shards, 0, 0), 1.0, "0.1.0");
+        let requests = |method: &str, status: &str| {
+            let series =
+                format!("roomcast_api_requests_total{{method=\"{method}\",status=\"{status}\"}}");
+            sample(&text, &series)
+        };
+        assert_eq!(requests("publish", "200"), 2.0);
+        assert_eq!(requests("publish", "other"), 1.0);
+        assert_eq!(requests("history_remove", "413"), 0.0);
+        assert_eq!(requests("unknown", "404"), 1.0);
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("roomcast_api_requests_total{"))
+            .count();
+        assert_eq!(series, API_METHODS * (API_STATUSES.len() + 1));
+        let bucket = |le: &str| {
+            let series = format!(
+                "roomcast_api_request_duration_seconds_bucket{{method=\"publish\",le=\"{le}\"}}"
+            );
+            sample(&text, &series)
+        };
+        assert_eq!(bucket("0.0001"), 1.0);
+        assert_eq!(bucket("0.001"), 1.0);
+        assert_eq!(bucket("0.0025"), 3.0);
+        assert_eq!(bucket("+Inf"), 3.0);
+        let publish_count = "roomcast_api_request_duration_seconds_count{method=\"publish\"}";
+        assert_eq!(sample(&text, publish_count), 3.0);
+        let publish_sum = "roomcast_api_request_duration_seconds_sum{method=\"publish\"}";
+        assert!((sample(&text, publish_sum) - 0.00408).abs() < 1e-9);
+        assert!(text.contains("# TYPE roomcast_api_request_duration_seconds histogram\n"));
+        assert!(!text.contains("roomcast_api_request_duration_seconds_count{method=\"unknown\"}"));
+        // Unlabelled histograms keep their plain sum and count.
+        assert_eq!(sample(&text, "roomcast_fanout_duration_seconds_count"), 0.0);
     }
 }

@@ -6,7 +6,7 @@
 //! `uptime_seconds`), as `docs/protocol.md` section 1 asks; groups below.
 
 use crate::json::ObjectWriter;
-use crate::metrics::{HistogramSnapshot, Snapshot};
+use crate::metrics::{API_UNKNOWN_METHOD, ApiMethodSnapshot, HistogramSnapshot, Snapshot};
 
 /// What `/stats` shows beyond the snapshot.
 pub struct About<'a> {
@@ -40,15 +40,7 @@ pub fn render(out: &mut Vec<u8>, snap: &Snapshot, about: &About<'_>) {
     w.open("connections_detail");
     w.u64("opened", snap.opened);
     w.u64("closed", snap.closed_total());
-    w.open("closed_by_code");
-    for &(code, count) in &snap.closed {
-        if code == 0 {
-            w.u64("other", count);
-        } else {
-            w.u64(&code.to_string(), count);
-        }
-    }
-    w.close();
+    by_code(&mut w, "closed_by_code", &snap.closed);
     w.u64("slow_consumer_closes", snap.slow_consumer_closes);
     w.u64("ping_timeouts", snap.ping_timeouts);
     w.u64("pre_request", snap.pre_request);
@@ -72,6 +64,7 @@ pub fn render(out: &mut Vec<u8>, snap: &Snapshot, about: &About<'_>) {
     histogram(&mut w, "handshake", &snap.handshake_latency);
     histogram(&mut w, "fanout", &snap.fanout_latency);
     w.close();
+    api(&mut w, &snap.api);
     w.objects("shards", snap.shards.iter().enumerate(), |w, (i, shard)| {
         w.u64("shard", i as u64);
         w.u64("connections", shard.connections);
@@ -100,6 +93,37 @@ pub fn render(out: &mut Vec<u8>, snap: &Snapshot, about: &About<'_>) {
     w.close();
 }
 
+/// `"api":{"<method>":{"requests","by_status":{"200",...,"other"},"latency"}}`,
+/// every method, zeros included; `unknown` (a path naming no method) has
+/// no `latency`, its calls being refused before any body.
+fn api(w: &mut ObjectWriter<'_>, methods: &[ApiMethodSnapshot]) {
+    w.open("api");
+    for method in methods {
+        w.open(method.method);
+        w.u64("requests", method.total());
+        by_code(w, "by_status", &method.calls);
+        if method.method != API_UNKNOWN_METHOD {
+            histogram(w, "latency", &method.latency);
+        }
+        w.close();
+    }
+    w.close();
+}
+
+/// `{"<code>": count, ..., "other": count}` under `key`, code `0` being
+/// the slot of every code not listed.
+fn by_code(w: &mut ObjectWriter<'_>, key: &str, counts: &[(u16, u64)]) {
+    w.open(key);
+    for &(code, count) in counts {
+        if code == 0 {
+            w.u64("other", count);
+        } else {
+            w.u64(&code.to_string(), count);
+        }
+    }
+    w.close();
+}
+
 /// `{"count","sum_seconds","buckets":[{"le_us","count"}...]}` under `key`,
 /// counts per bucket (not cumulative); the last bucket has `"le_us": null`.
 fn histogram(w: &mut ObjectWriter<'_>, key: &str, h: &HistogramSnapshot) {
@@ -118,6 +142,8 @@ fn histogram(w: &mut ObjectWriter<'_>, key: &str, h: &HistogramSnapshot) {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::metrics::ShardMetrics;
 
@@ -147,5 +173,40 @@ mod tests {
         // simd-json agrees it is JSON.
         let value = simd_json::to_owned_value(&mut out).expect("valid JSON");
         drop(value);
+    }
+
+    #[test]
+    fn stats_show_api_calls_per_method() {
+        use crate::api::Method;
+        use simd_json::prelude::*;
+        let shards = [ShardMetrics::default()];
+        shards[0].count_api(Method::History.index(), 200, Duration::from_micros(300));
+        shards[0].count_api(Method::History.index(), 503, Duration::from_secs(20));
+        shards[0].count_api(usize::MAX, 404, Duration::ZERO);
+        let snap = Snapshot::gather(&shards, 0, 0);
+        let mut out = Vec::new();
+        let about = About {
+            uptime_seconds: 1,
+            version: "0.1.0",
+            config_json: b"{}",
+        };
+        render(&mut out, &snap, &about);
+        let value = simd_json::to_owned_value(&mut out).expect("valid JSON");
+        let history = &value["api"]["history"];
+        assert_eq!(history["requests"].as_u64(), Some(2));
+        assert_eq!(history["by_status"]["200"].as_u64(), Some(1));
+        assert_eq!(history["by_status"]["503"].as_u64(), Some(1));
+        assert_eq!(history["by_status"]["other"].as_u64(), Some(0));
+        assert_eq!(history["latency"]["count"].as_u64(), Some(2));
+        let buckets = history["latency"]["buckets"].as_array().unwrap();
+        assert_eq!(buckets[2]["le_us"].as_u64(), Some(500));
+        assert_eq!(buckets[2]["count"].as_u64(), Some(1));
+        assert!(buckets.last().unwrap()["le_us"].is_null());
+        assert_eq!(buckets.last().unwrap()["count"].as_u64(), Some(1));
+        let unknown = &value["api"]["unknown"];
+        assert_eq!(unknown["by_status"]["404"].as_u64(), Some(1));
+        assert!(unknown.get("latency").is_none());
+        let methods = value["api"].as_object().unwrap().len();
+        assert_eq!(methods, Method::ALL.len() + 1);
     }
 }

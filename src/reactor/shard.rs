@@ -251,7 +251,13 @@ impl Shard {
         let mut events = Events::with_capacity(1024);
         loop {
             let holding_back = self.update_holding_back();
-            let until_tick = self.next_tick.saturating_duration_since(Instant::now());
+            // A Server API call waiting for other nodes is answered at its
+            // deadline, not at the next sweep.
+            let wake_at = self
+                .router
+                .api_deadline()
+                .map_or(self.next_tick, |d| d.min(self.next_tick));
+            let until_tick = wake_at.saturating_duration_since(Instant::now());
             let timeout = if self.accept_again {
                 Duration::ZERO
             } else if holding_back {
@@ -310,6 +316,12 @@ impl Shard {
             self.adopt_handed_over();
             if Instant::now() >= self.next_tick {
                 self.sweep();
+            } else if self
+                .router
+                .api_deadline()
+                .is_some_and(|d| Instant::now() >= d)
+            {
+                self.api_tick();
             }
             self.pump();
             self.flush_dirty();
@@ -818,6 +830,11 @@ impl Shard {
             self.accept_all();
         }
         self.router.sweep(now);
+        self.api_tick();
+    }
+
+    /// Server API calls past their `--api-timeout` are answered.
+    fn api_tick(&mut self) {
         let time = self.time();
         let (router, mut out) = self.split();
         router.api_tick(time, &mut out);

@@ -678,6 +678,18 @@ impl Router {
         self.api_nodes_settle(id, time, out, false);
     }
 
+    /// The earliest deadline of a call waiting for other nodes.
+    pub fn api_deadline(&self) -> Option<Instant> {
+        self.api
+            .calls
+            .values()
+            .filter_map(|call| match &call.step {
+                Step::Nodes(wait) if wait.local => Some(wait.deadline),
+                _ => None,
+            })
+            .min()
+    }
+
     /// Calls past `--api-timeout` are answered with what came.
     pub fn api_tick(&mut self, time: Time, out: &mut impl Outlet) {
         let late: Vec<u64> = self

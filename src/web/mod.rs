@@ -21,7 +21,8 @@ pub mod demo;
 /// The `/demo` page (`demo::page` fills in its token and symbol count).
 const DEMO_HTML: &str = include_str!("demo.html");
 
-/// `GET /`: the live dashboard, which polls `/stats` on its own port.
+/// `GET /`: the live dashboard, which polls `/stats` on its own port, and
+/// the operator console, which calls the server API (`/api/*`) there.
 pub const DASHBOARD: Asset = Asset {
     content_type: "text/html; charset=utf-8",
     body: include_bytes!("dashboard.html"),
@@ -46,5 +47,25 @@ mod tests {
         let text = std::str::from_utf8(client.body).unwrap();
         assert!(text.contains("export function connect("));
         assert_eq!(asset("/roomcast"), None);
+    }
+
+    /// The console holds an operator's credential and shows what users put
+    /// in their tokens: it keeps the one out of storage and the other out of
+    /// markup.
+    #[test]
+    fn the_dashboard_neither_stores_nor_parses_markup() {
+        let page = std::str::from_utf8(DASHBOARD.body).unwrap();
+        for banned in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "localStorage",
+            "sessionStorage",
+            "document.cookie",
+        ] {
+            assert!(!page.contains(banned), "the dashboard uses {banned}");
+        }
+        assert!(page.contains("fetch(`/api/${method}`"));
     }
 }

@@ -2,130 +2,13 @@
 // roomcast binary and, for the restart drill, a real redis-server: every
 // server on a free loopback port, stopped by its PID.
 //
-// Run by scripts/test.sh: ROOMCAST_BIN (the binary), PLAYWRIGHT_CORE (the
-// path of playwright-core's index.mjs) and CHROMIUM (Debian's chromium).
-import { test, before, after } from "node:test";
+// Run by scripts/test.sh; the harness (harness.mjs) says with what.
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { createHash, createHmac } from "node:crypto";
+import { createHash } from "node:crypto";
 import net from "node:net";
 
-const BIN = process.env.ROOMCAST_BIN;
-const SECRET = "browser-test-secret";
-const { chromium } = await import(process.env.PLAYWRIGHT_CORE);
-
-let browser;
-const started = [];
-
-before(async () => {
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: [
-      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    ],
-  });
-});
-
-after(async () => {
-  await browser?.close();
-  for (const proc of started) if (proc.exitCode === null) proc.kill("SIGKILL");
-});
-
-function b64url(value) {
-  return Buffer.from(JSON.stringify(value)).toString("base64url");
-}
-
-/** An HS256 token, signed here independently of the server's code. */
-function token(sub, ttlSeconds = 3600, extra = {}) {
-  const head = `${b64url({ alg: "HS256", typ: "JWT" })}.${b64url({
-    sub,
-    exp: Math.floor(Date.now() / 1000) + ttlSeconds,
-    ...extra,
-  })}`;
-  return `${head}.${createHmac("sha256", SECRET).update(head).digest("base64url")}`;
-}
-
-function freePort() {
-  return new Promise((resolve) => {
-    const server = net.createServer();
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-/** Starts a process and waits for a line of its stdout or stderr starting with `ready`. */
-function run(cmd, args, ready) {
-  const proc = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
-  started.push(proc);
-  return new Promise((resolve, reject) => {
-    let seen = "";
-    const timer = setTimeout(() => reject(new Error(`${cmd} did not start: ${seen}`)), 20000);
-    const look = (chunk) => {
-      seen += chunk;
-      if (seen.split("\n").some((line) => line.startsWith(ready))) {
-        clearTimeout(timer);
-        resolve(proc);
-      }
-    };
-    proc.stdout.on("data", look);
-    proc.stderr.on("data", look);
-  });
-}
-
-function roomcast(port, ...extra) {
-  return run(BIN, ["serve", "--bind", `127.0.0.1:${port}`, "--jwt-secret", SECRET, ...extra], "roomcast listening on");
-}
-
-async function redis() {
-  const port = await freePort();
-  await run("redis-server", ["--port", `${port}`, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], "");
-  for (let i = 0; i < 100; i++) {
-    const up = await new Promise((resolve) => {
-      const socket = net.connect(port, "127.0.0.1", () => {
-        socket.end();
-        resolve(true);
-      });
-      socket.on("error", () => resolve(false));
-    });
-    if (up) break;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return `redis://127.0.0.1:${port}`;
-}
-
-function stop(proc, signal = "SIGKILL") {
-  return new Promise((resolve) => {
-    if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
-    proc.once("exit", () => resolve());
-    proc.kill(signal);
-  });
-}
-
-/** A page of the server's origin, with the client module loaded as `rc`. */
-async function page(port) {
-  const page = await browser.newPage();
-  const errors = [];
-  page.on("pageerror", (e) => errors.push(e));
-  await page.goto(`http://127.0.0.1:${port}/healthz`);
-  await page.evaluate(async () => {
-    window.rc = await import("/roomcast.js");
-    window.log = [];
-  });
-  page.errors = errors;
-  return page;
-}
-
-async function waitFor(fn, what, ms = 15000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    if (await fn()) return;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+import { browser, freePort, page, redis, roomcast, stop, token, waitFor } from "./harness.mjs";
 
 async function publishHttp(port, room, data) {
   const res = await fetch(`http://127.0.0.1:${port}/publish`, {
@@ -370,39 +253,6 @@ test("the demo page shows ticking prices", async () => {
   assert.ok(priced >= 3, `${priced} rows have a price`);
   assert.equal(await page.$$eval("#rows tr", (rows) => rows.length), 20);
   assert.deepEqual(errors, []);
-  await page.close();
-  await stop(server);
-});
-
-test("the dashboard loads without errors and its plots update", async () => {
-  const port = await freePort();
-  const server = await roomcast(port, "--demo");
-  const page = await browser.newPage({ viewport: { width: 1200, height: 800 } });
-  const errors = [];
-  page.on("pageerror", (e) => errors.push(e));
-  page.on("console", (m) => m.type() === "error" && errors.push(m.text()));
-  await page.goto(`http://127.0.0.1:${port}/`);
-  // A viewer, so that deliveries and connections show up.
-  const viewer = await browser.newPage();
-  await viewer.goto(`http://127.0.0.1:${port}/demo`);
-  await waitFor(async () => Number(await page.getAttribute("body", "data-samples")) >= 4, "four samples", 20000);
-  const drawn = await page.evaluate(() =>
-    [...document.querySelectorAll("canvas")].map((c) => {
-      const data = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
-      let ink = 0;
-      for (let i = 3; i < data.length; i += 4) if (data[i] > 0) ink++;
-      return ink;
-    }),
-  );
-  for (const ink of drawn) assert.ok(ink > 100, `every plot has ink: ${drawn}`);
-  assert.match(await page.textContent("#tiles"), /connections/);
-  await waitFor(async () => (await page.$$eval("#rooms tbody tr", (r) => r.length)) > 0, "the busiest rooms");
-  assert.match(await page.textContent("#rooms tbody"), /prices:T\d{3}/);
-  assert.ok(Number(await page.textContent("#tiles .tile b")) >= 1, "the viewer is counted");
-  const png = await page.screenshot({ path: `${process.env.SCREENSHOT_DIR || "."}/dashboard.png` });
-  assert.ok(png.length > 10000, `a screenshot with content: ${png.length} bytes`);
-  assert.deepEqual(errors, []);
-  await viewer.close();
   await page.close();
   await stop(server);
 });

@@ -1,7 +1,8 @@
 //! Fuzz targets for every parser that reads bytes from the network: the
 //! HTTP request head, chunked bodies, WebSocket frames, `/ws` envelopes,
-//! JWTs, `POST /publish` bodies, `Sec-WebSocket-Extensions` offers, Redis
-//! replies, and what the bridge decodes from them and from Redis' channels.
+//! JWTs, `POST /publish` bodies, Server API bodies and the API's messages
+//! between nodes, `Sec-WebSocket-Extensions` offers, Redis replies, and
+//! what the bridge decodes from them and from Redis' channels.
 //!
 //! Each target replays its corpus (`tests/fuzz/corpus/<target>/`), then
 //! mutates corpus entries and generates structure-aware inputs for
@@ -12,6 +13,7 @@
 mod engine;
 mod json;
 
+mod api_body;
 mod chunked_body;
 mod envelope;
 mod extensions;
@@ -50,6 +52,11 @@ fn jwt() {
 #[test]
 fn publish_body() {
     engine::run(&publish_body::TARGET);
+}
+
+#[test]
+fn api_body() {
+    engine::run(&api_body::TARGET);
 }
 
 #[test]

@@ -402,3 +402,45 @@ fn the_metrics_port_answers_head_and_options_for_its_own_paths_only() {
     let (options, _) = common::http_head_and_rest(operator, &request("OPTIONS", "*"));
     assert_eq!(options.header("Allow"), Some("GET, HEAD, OPTIONS"));
 }
+
+/// `POST /api/<method>` with `key` (none: no `X-API-Key`) and `body`.
+fn api_call(addr: std::net::SocketAddr, method: &str, key: Option<&str>, body: &str) -> u16 {
+    let key = key.map_or(String::new(), |k| format!("X-API-Key: {k}\r\n"));
+    let req = format!(
+        "POST /api/{method} HTTP/1.1\r\nHost: 127.0.0.1\r\n{key}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    http_raw(addr, req.as_bytes()).status
+}
+
+#[test]
+fn metrics_and_stats_count_api_calls_by_method_and_status() {
+    use simd_json::prelude::*;
+    const KEY: &str = "metrics-test-key-31";
+    let server = Server::start(&["--api-key", KEY]);
+    let addr = server.addr();
+    assert_eq!(api_call(addr, "info", Some(KEY), "{}"), 200);
+    assert_eq!(api_call(addr, "info", Some(KEY), ""), 200);
+    assert_eq!(api_call(addr, "presence", Some(KEY), "{"), 400);
+    assert_eq!(api_call(addr, "presence", None, "{}"), 401);
+    assert_eq!(api_call(addr, "nope", Some(KEY), "{}"), 404);
+    let requests = |method: &str, status: &str| {
+        format!("roomcast_api_requests_total{{method=\"{method}\",status=\"{status}\"}}")
+    };
+    common::wait_for_metric(addr, &requests("info", "200"), 2.0);
+    common::wait_for_metric(addr, &requests("presence", "400"), 1.0);
+    common::wait_for_metric(addr, &requests("presence", "401"), 1.0);
+    common::wait_for_metric(addr, &requests("unknown", "404"), 1.0);
+    assert_eq!(common::metric(addr, &requests("publish", "200")), 0.0);
+    // Only the calls whose body was read are timed.
+    let count = "roomcast_api_request_duration_seconds_count{method=\"info\"}";
+    assert_eq!(common::metric(addr, count), 2.0);
+    let count = "roomcast_api_request_duration_seconds_count{method=\"presence\"}";
+    assert_eq!(common::metric(addr, count), 0.0);
+    let stats = parse_json(&http_get(addr, "/stats").body);
+    let at = |path: &[&str]| common::json_at(&stats, path).and_then(|v| v.as_u64());
+    assert_eq!(at(&["api", "info", "requests"]), Some(2));
+    assert_eq!(at(&["api", "info", "latency", "count"]), Some(2));
+    assert_eq!(at(&["api", "presence", "by_status", "401"]), Some(1));
+    assert_eq!(at(&["api", "unknown", "by_status", "404"]), Some(1));
+}

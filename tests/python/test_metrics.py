@@ -178,3 +178,27 @@ def test_metrics_bind_moves_metrics_and_stats_off_the_public_port(start_server):
         except urllib.error.HTTPError as err:
             assert err.code == 404
             assert json.loads(err.read())["error"]["code"] == "NOT_FOUND"
+
+
+def test_api_calls_read_by_the_reference_parser(start_server):
+    key = "py-metrics-key-8c1f"
+    server = start_server("--api-key", key)
+    addr = server.addr
+    req = urllib.request.Request(
+        f"http://{addr}/api/info", data=b"{}", method="POST", headers={"X-API-Key": key}
+    )
+    with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
+        assert resp.status == 200
+    samples = wait_for(addr, "roomcast_api_requests_total", 1, method="info", status="200")
+    _, types = metrics(addr)
+    assert types["roomcast_api_requests"] == "counter"
+    assert types["roomcast_api_request_duration_seconds"] == "histogram"
+    assert value(samples, "roomcast_api_requests_total", method="unknown", status="other") == 0
+    duration = "roomcast_api_request_duration_seconds"
+    assert value(samples, f"{duration}_count", method="info") == 1
+    assert value(samples, f"{duration}_bucket", method="info", le="+Inf") == 1
+    assert value(samples, f"{duration}_sum", method="info") > 0
+    assert value(samples, f"{duration}_count", method="publish") == 0
+    assert (f"{duration}_count", frozenset({("method", "unknown")})) not in samples
+    _, body = scrape(addr, "/stats")
+    assert json.loads(body)["api"]["info"]["by_status"]["200"] == 1
