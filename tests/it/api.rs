@@ -208,6 +208,24 @@ fn disconnect_sends_the_queued_output_before_the_close() {
 }
 
 #[test]
+fn disconnect_waits_for_a_large_queued_output() {
+    let server = server(&[]);
+    let api = Api::key(server.addr());
+    let mut bob = member(server.addr(), "bob", &["feed"]);
+    // 40 events of 8 KiB, queued while bob reads nothing.
+    let data = q(&"x".repeat(8 << 10));
+    let one = format!(r#"{{"room":"feed","event":"t:big","data":{data}}}"#);
+    let messages = vec![one; 40].join(",");
+    let result = api.ok("publish", &format!(r#"{{"messages":[{messages}]}}"#));
+    assert_eq!(array_at(&result, &["results"]).len(), 40);
+    assert_eq!(api.connections("disconnect", r#"{"user":"bob"}"#), 1);
+    for seq in 1..=40 {
+        assert_room_event(&bob.recv(), "t:big", "feed", &data, "api", seq);
+    }
+    assert_eq!(bob.close_frame(CLOSE_WAIT), (4500, "disconnected".into()));
+}
+
+#[test]
 fn subscribe_joins_every_connection_of_the_user_which_then_gets_the_room() {
     let server = server(&[]);
     let api = Api::key(server.addr());
