@@ -28,30 +28,11 @@ SUBSCRIBERS=${SUBSCRIBERS:-10000}
 CONFIGS=${CONFIGS:-"embedded cluster-1 cluster-2 cluster-4"}
 OUT="$PERF_DIR/results/cluster-fanout-$(date -u +%Y%m%dT%H%M%SZ).jsonl"
 mkdir -p "$PERF_DIR/results"
-REDIS_PID=""
 
 # Redis' own CPU time, to the microsecond (getrusage, from INFO).
 redis_cpu_seconds() {
     redis-cli -p "$REDIS_PORT" INFO cpu | tr -d '\r' |
         awk -F: '/^used_cpu_(user|sys):/ { s += $2 } END { printf "%.6f\n", s }'
-}
-
-start_redis() {
-    local port; port=$(free_port)
-    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 &
-    REDIS_PID=$!
-    for _ in $(seq 100); do
-        redis-cli -p "$port" ping >/dev/null 2>&1 && break
-        sleep 0.05
-    done
-    REDIS_URL="redis://127.0.0.1:$port"
-    REDIS_PORT=$port
-}
-
-stop_redis() {
-    [ -n "$REDIS_PID" ] || return 0
-    kill "$REDIS_PID" 2>/dev/null; wait "$REDIS_PID" 2>/dev/null
-    REDIS_PID=""
 }
 
 run_one() { # CONFIG RUN

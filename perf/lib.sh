@@ -141,6 +141,27 @@ print(int(sum(float(l.split()[-1]) for l in body.splitlines() if l.startswith(sy
 PY
 }
 
+# start_redis: a fresh redis-server on a free loopback port, no persistence;
+# sets REDIS_PID, REDIS_PORT and REDIS_URL. stop_redis stops it by PID.
+REDIS_PID=""
+start_redis() {
+    local port; port=$(free_port)
+    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 &
+    REDIS_PID=$!
+    for _ in $(seq 100); do
+        redis-cli -p "$port" ping >/dev/null 2>&1 && break
+        sleep 0.05
+    done
+    REDIS_URL="redis://127.0.0.1:$port"
+    REDIS_PORT=$port
+}
+
+stop_redis() {
+    [ -n "$REDIS_PID" ] || return 0
+    kill "$REDIS_PID" 2>/dev/null; wait "$REDIS_PID" 2>/dev/null
+    REDIS_PID=""
+}
+
 cleanup() {
     stop_server
     rm -rf "$WORK"

@@ -7,7 +7,6 @@
 //! read back from that same JSON (`read_result`): that is how a node's
 //! answer travels to the node that was called.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use simd_json::prelude::*;
@@ -87,36 +86,35 @@ impl Part {
                     truncated: more_truncated,
                 },
             ) => {
-                let mut merged: BTreeMap<Arc<str>, (u64, u64)> = BTreeMap::new();
-                for r in std::mem::take(rooms).into_iter().chain(more) {
-                    let entry = merged.entry(r.room).or_default();
-                    entry.0 = entry.0.saturating_add(r.connections);
-                    entry.1 = entry.1.saturating_add(r.users);
-                }
-                *truncated |= more_truncated || merged.len() > MAX_API_ROOMS;
-                *rooms = merged
-                    .into_iter()
-                    .take(MAX_API_ROOMS)
-                    .map(|(room, (connections, users))| RoomCount {
-                        room,
-                        connections,
-                        users,
-                    })
-                    .collect();
+                let (merged, cut) = merge_sorted(std::mem::take(rooms), more);
+                *rooms = merged;
+                *truncated |= more_truncated || cut;
             }
             _ => {}
         }
     }
 
-    /// A shard's rooms, any order and any number: sorted and bounded.
-    pub fn rooms(mut list: Vec<RoomCount>) -> Self {
-        list.sort_unstable_by(|a, b| a.room.cmp(&b.room));
+    /// A shard's rooms `(name, connections, users)`, any order and any
+    /// number: the first `MAX_API_ROOMS` by name are chosen by reference
+    /// (a linear selection), and only those are sorted and copied, so a
+    /// shard with many rooms spends little of its turn on them.
+    pub fn rooms<'a>(list: impl Iterator<Item = (&'a str, u64, u64)>) -> Self {
+        let mut list: Vec<(&str, u64, u64)> = list.collect();
         let truncated = list.len() > MAX_API_ROOMS;
-        list.truncate(MAX_API_ROOMS);
-        Part::Rooms {
-            rooms: list,
-            truncated,
+        if truncated {
+            list.select_nth_unstable_by(MAX_API_ROOMS, |a, b| a.0.cmp(b.0));
+            list.truncate(MAX_API_ROOMS);
         }
+        list.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let rooms = list
+            .into_iter()
+            .map(|(room, connections, users)| RoomCount {
+                room: Arc::from(room),
+                connections,
+                users,
+            })
+            .collect();
+        Part::Rooms { rooms, truncated }
     }
 
     /// The command's result: `{"connections": n}`, `{"user",
@@ -180,6 +178,39 @@ impl Part {
                 Part::Nodes(_) => Part::Nodes(read_list(object.get("nodes")?, read_node)?),
             })
         })
+    }
+}
+
+/// Two lists sorted by name as one, a room in both summed, cut to
+/// `MAX_API_ROOMS`; and whether anything was cut.
+fn merge_sorted(a: Vec<RoomCount>, b: Vec<RoomCount>) -> (Vec<RoomCount>, bool) {
+    let mut merged = Vec::with_capacity((a.len() + b.len()).min(MAX_API_ROOMS));
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    loop {
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => match x.room.cmp(&y.room) {
+                std::cmp::Ordering::Less => a.next(),
+                std::cmp::Ordering::Greater => b.next(),
+                std::cmp::Ordering::Equal => {
+                    let (x, y) = (a.next(), b.next());
+                    x.zip(y).map(|(x, y)| RoomCount {
+                        room: x.room,
+                        connections: x.connections.saturating_add(y.connections),
+                        users: x.users.saturating_add(y.users),
+                    })
+                }
+            },
+            (Some(_), None) => a.next(),
+            (None, Some(_)) => b.next(),
+            (None, None) => return (merged, false),
+        };
+        let Some(next) = next else {
+            return (merged, false);
+        };
+        if merged.len() == MAX_API_ROOMS {
+            return (merged, true);
+        }
+        merged.push(next);
     }
 }
 
@@ -270,8 +301,8 @@ mod tests {
 
     #[test]
     fn rooms_merge_by_name_sorted_and_summed() {
-        let mut part = Part::rooms(vec![room("b", 2, 1), room("a", 1, 1)]);
-        part.merge(Part::rooms(vec![room("b", 3, 2), room("c", 1, 1)]));
+        let mut part = Part::rooms([("b", 2, 1), ("a", 1, 1)].into_iter());
+        part.merge(Part::rooms([("b", 3, 2), ("c", 1, 1)].into_iter()));
         assert_eq!(
             part,
             Part::Rooms {
@@ -283,9 +314,9 @@ mod tests {
 
     #[test]
     fn rooms_are_bounded_and_say_so() {
-        let many =
-            |from: usize| (from..from + MAX_API_ROOMS).map(|i| room(&format!("r{i:06}"), 1, 1));
-        let mut part = Part::rooms(many(0).collect());
+        let names = |from: usize| (from..from + MAX_API_ROOMS).map(|i| format!("r{i:06}"));
+        let (first, second): (Vec<_>, Vec<_>) = (names(0).collect(), names(5).collect());
+        let mut part = Part::rooms(first.iter().map(|n| (n.as_str(), 1, 1)));
         assert!(matches!(
             &part,
             Part::Rooms {
@@ -293,7 +324,7 @@ mod tests {
                 ..
             }
         ));
-        part.merge(Part::rooms(many(5).collect()));
+        part.merge(Part::rooms(second.iter().map(|n| (n.as_str(), 1, 1))));
         let Part::Rooms { rooms, truncated } = &part else {
             unreachable!()
         };
@@ -301,6 +332,27 @@ mod tests {
         assert_eq!(rooms.len(), MAX_API_ROOMS);
         assert_eq!(&*rooms[0].room, "r000000");
         assert_eq!(rooms[5].connections, 2);
+    }
+
+    #[test]
+    fn a_shard_keeps_the_first_rooms_by_name_of_many() {
+        let names: Vec<String> = (0..3 * MAX_API_ROOMS)
+            .rev()
+            .map(|i| format!("r{i:06}"))
+            .collect();
+        let Part::Rooms { rooms, truncated } =
+            Part::rooms(names.iter().map(|n| (n.as_str(), 2, 1)))
+        else {
+            unreachable!()
+        };
+        assert!(truncated);
+        assert_eq!(rooms.len(), MAX_API_ROOMS);
+        assert!(rooms.windows(2).all(|w| w[0].room < w[1].room), "sorted");
+        assert_eq!(&*rooms[0].room, "r000000");
+        assert_eq!(
+            rooms[MAX_API_ROOMS - 1].room.as_ref(),
+            format!("r{:06}", MAX_API_ROOMS - 1)
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use crate::api::cluster::{self, NodeMessage};
 use crate::api::command::{BroadcastRoom, HistoryQuery};
-use crate::api::part::{NodeInfo, Part, RoomCount};
+use crate::api::part::{NodeInfo, Part};
 use crate::api::reply::Reply;
 use crate::api::{ApiError, Call, Command, NodeCommand};
 use crate::conn::ConnRef;
@@ -476,15 +476,7 @@ impl Router {
             NodeCommand::Rooms { pattern } => {
                 let matches =
                     |room: &str| pattern.as_deref().is_none_or(|p| pattern_matches(p, room));
-                let rooms =
-                    self.table
-                        .rooms_with_members(matches)
-                        .map(|(room, connections, users)| RoomCount {
-                            room: Arc::from(room),
-                            connections,
-                            users,
-                        });
-                Part::rooms(rooms.collect())
+                Part::rooms(self.table.rooms_with_members(matches))
             }
             NodeCommand::Info => {
                 Part::Count(self.table.rooms_with_members(|_| true).count() as u64)
