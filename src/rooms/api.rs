@@ -101,6 +101,10 @@ struct NodeWait {
     expected: Vec<Box<str>>,
     answered: Vec<Box<str>>,
     deadline: Instant,
+    /// Every part is in (or the deadline passed) and a cluster `rooms`
+    /// waits for Redis to count each room's distinct users: the nodes
+    /// that did not answer.
+    counting: Option<Vec<Box<str>>>,
 }
 
 /// Who a gather's part is for.
@@ -384,6 +388,7 @@ impl Router {
             expected,
             answered: Vec::new(),
             deadline: time.now + facts.api_timeout,
+            counting: None,
         }))
     }
 
@@ -595,6 +600,7 @@ impl Router {
     /// A call waiting for nodes is answered once every node's part is in,
     /// or (`timed_out`) with what came, naming the nodes that did not answer.
     fn api_nodes_settle(&mut self, id: u64, time: Time, out: &mut impl Outlet, timed_out: bool) {
+        let shard = self.shard();
         let Some(CallState {
             step: Step::Nodes(wait),
             ..
@@ -608,12 +614,57 @@ impl Router {
             .filter(|n| !wait.answered.contains(n))
             .cloned()
             .collect();
-        if !wait.local || (!missing.is_empty() && !timed_out) {
+        if wait.counting.is_some() || !wait.local || (!missing.is_empty() && !timed_out) {
+            return;
+        }
+        // In a cluster each node counts its own users of a room: Redis
+        // counts the distinct ones of the rooms listed.
+        if let (Sequencer::Redis(redis), Part::Rooms { rooms, .. }) =
+            (&mut self.sequencer, &wait.part)
+            && !rooms.is_empty()
+        {
+            let names = rooms.iter().map(|r| r.room.clone()).collect();
+            redis.api_room_users(names, ApiTo { shard, id });
+            wait.counting = Some(missing);
             return;
         }
         let mut result = Vec::with_capacity(256);
         wait.part.write_result(&wait.command, &missing, &mut result);
         self.api_command_done(id, Ok(result), time, out);
+    }
+
+    /// Redis counted the distinct users of a cluster `rooms`' rooms
+    /// (`None`: it could not).
+    pub(super) fn api_room_users(
+        &mut self,
+        id: u64,
+        counts: Option<Vec<u64>>,
+        time: Time,
+        out: &mut impl Outlet,
+    ) {
+        let Some(CallState {
+            step: Step::Nodes(wait),
+            ..
+        }) = self.api.calls.get_mut(&id)
+        else {
+            return;
+        };
+        let (Some(missing), Part::Rooms { rooms, .. }) = (wait.counting.take(), &mut wait.part)
+        else {
+            return;
+        };
+        let reply = match counts {
+            Some(counts) if counts.len() == rooms.len() => {
+                for (room, users) in rooms.iter_mut().zip(counts) {
+                    room.users = users;
+                }
+                let mut result = Vec::with_capacity(256);
+                wait.part.write_result(&wait.command, &missing, &mut result);
+                Ok(result)
+            }
+            _ => Err(ApiError::unavailable()),
+        };
+        self.api_command_done(id, reply, time, out);
     }
 
     /// A message from another node over Redis, on the shard the bridge
@@ -676,7 +727,7 @@ impl Router {
             .calls
             .values()
             .filter_map(|call| match &call.step {
-                Step::Nodes(wait) if wait.local => Some(wait.deadline),
+                Step::Nodes(wait) if wait.local && wait.counting.is_none() => Some(wait.deadline),
                 _ => None,
             })
             .min()

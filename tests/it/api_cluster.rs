@@ -289,9 +289,8 @@ fn info_and_rooms_count_over_both_nodes() {
             .to_vec();
         assert_eq!(counts, expected, "{info:?}");
 
-        // alice is in "a" on both nodes: `users` is summed over the nodes
-        // (docs/api.md, Limitations), `connections` exact.
-        let a_room = r#"{"room":"a","connections":2,"users":2}"#;
+        // alice is in "a" on both nodes: one distinct user, counted by Redis.
+        let a_room = r#"{"room":"a","connections":2,"users":1}"#;
         let b1 = r#"{"room":"b:1","connections":1,"users":1}"#;
         let b2 = r#"{"room":"b:2","connections":1,"users":1}"#;
         let all = api.ok("rooms", "{}");
