@@ -30,7 +30,12 @@ pub struct ConnInfo {
 pub struct RoomCount {
     pub room: Arc<str>,
     pub connections: u64,
+    /// Distinct users; summed when parts of several nodes merged
+    /// (`shared`), until Redis counts them.
     pub users: u64,
+    /// Two parts had the room (two nodes have members in it): a user may
+    /// be counted in both. Never written: only the merging node knows.
+    pub shared: bool,
 }
 
 /// A node, as `info` lists it.
@@ -112,6 +117,7 @@ impl Part {
                 room: Arc::from(room),
                 connections,
                 users,
+                shared: false,
             })
             .collect();
         Part::Rooms { rooms, truncated }
@@ -197,6 +203,7 @@ fn merge_sorted(a: Vec<RoomCount>, b: Vec<RoomCount>) -> (Vec<RoomCount>, bool) 
                         room: x.room,
                         connections: x.connections.saturating_add(y.connections),
                         users: x.users.saturating_add(y.users),
+                        shared: true,
                     })
                 }
             },
@@ -265,6 +272,7 @@ fn read_room(value: Value<'_, '_>) -> Option<RoomCount> {
         room: Arc::from(name(object.get("room"), MAX_ROOM_LEN)?),
         connections: object.get("connections")?.as_u64()?,
         users: object.get("users")?.as_u64()?,
+        shared: false,
     })
 }
 
@@ -290,6 +298,7 @@ mod tests {
             room: Arc::from(name),
             connections,
             users,
+            shared: false,
         }
     }
 
@@ -306,7 +315,14 @@ mod tests {
         assert_eq!(
             part,
             Part::Rooms {
-                rooms: vec![room("a", 1, 1), room("b", 5, 3), room("c", 1, 1)],
+                rooms: vec![
+                    room("a", 1, 1),
+                    RoomCount {
+                        shared: true,
+                        ..room("b", 5, 3)
+                    },
+                    room("c", 1, 1)
+                ],
                 truncated: false
             }
         );

@@ -119,6 +119,12 @@ impl BodyReader {
         }
     }
 
+    /// Whether the body is a Server API call's (its errors have the API's
+    /// shape, not `/publish`'s).
+    pub fn is_api(&self) -> bool {
+        matches!(self.purpose, Purpose::Api { .. })
+    }
+
     /// When the whole request must have arrived.
     pub fn deadline(&self) -> Instant {
         self.deadline
@@ -383,7 +389,12 @@ impl Connection {
     /// start is unknown.
     pub(super) fn refuse_body(&mut self, error: ChunkedError, cx: &mut Context<'_>) {
         let mut bytes = Vec::with_capacity(256);
-        response::write_failure(&mut bytes, error.code(), error.message(), &[], false);
+        let api = matches!(&self.state, State::Body(reader) if reader.is_api());
+        if api {
+            response::write_error(&mut bytes, error.code(), error.message(), &[]);
+        } else {
+            response::write_failure(&mut bytes, error.code(), error.message(), &[], false);
+        }
         self.out.push_raw(&bytes);
         cx.reports
             .push(Report::publish_answered(error.code().http_status()));

@@ -306,6 +306,11 @@ fn body_head(request: &HttpRequest<'_>, purpose: Purpose, cx: &Context<'_>) -> R
     let limit = purpose.limit(cx.config.limits.max_message_size);
     let framing = match body_framing(request, limit) {
         Ok(framing) => framing,
+        // A request without either header has no body (RFC 9112 6.3): an
+        // API call takes that as `{}` (section 12); `/publish` needs one.
+        Err((ErrorCode::LengthRequired, _)) if matches!(purpose, Purpose::Api { .. }) => {
+            Framing::Length(0)
+        }
         Err((code, message)) => {
             let mut bytes = Vec::with_capacity(256);
             match purpose {

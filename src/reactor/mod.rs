@@ -461,6 +461,10 @@ impl BridgeSink for ShardSink {
         self.send(answer.shard(), FromBridge::RoomRead(answer, outcome));
     }
 
+    fn room_users(&self, answer: BridgeAnswer, outcome: Result<Vec<u64>, Unavailable>) {
+        self.send(answer.shard(), FromBridge::RoomUsers(answer, outcome));
+    }
+
     fn resync(&self) {
         for shard in 0..self.shards.len() {
             self.send(shard, FromBridge::Resync);

@@ -399,6 +399,13 @@ pub fn sync(
     fcall_with(out, b"roomcast_sync", &function_keys(keys, false), &args);
 }
 
+/// Appends the `FCALL roomcast_forget` of the Server API's
+/// `history_remove`: the room's messages go, and the room itself when it
+/// has no member in the cluster.
+pub fn forget(out: &mut Vec<u8>, keys: &RoomKeys) {
+    fcall(out, b"roomcast_forget", keys, true, &[], None);
+}
+
 /// Appends the `FCALL roomcast_presence` listing at most `limit` users.
 pub fn presence(out: &mut Vec<u8>, keys: &RoomKeys, limit: usize) {
     let limit = limit.to_string();

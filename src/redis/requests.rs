@@ -48,10 +48,16 @@ pub enum BridgeRequest<A> {
         query: OwnedQuery,
         answer: A,
     },
-    /// Drop the room's history, keeping its `seq` and epoch (the Server
-    /// API's `history_remove`).
+    /// Drop the room's history, and the room when no node has members in
+    /// it (the Server API's `history_remove`).
     HistoryRemove {
         room: Arc<str>,
+        answer: A,
+    },
+    /// The distinct users in the cluster of each of `rooms` (the Server
+    /// API's `rooms`), answered together, in order.
+    RoomUsers {
+        rooms: Vec<Arc<str>>,
         answer: A,
     },
     /// Count `n` connections of a user in (or out) of the online set that

@@ -178,6 +178,20 @@ local function history(keys, args)
   return read_history(keys, args)
 end
 
+-- The Server API's history_remove: the room's messages go; while it has
+-- members anywhere in the cluster its seq and epoch stay (the next message
+-- continues the count), otherwise the room is forgotten and its next
+-- message starts a new epoch at seq 1. Keys: seq, epoch, log, members.
+-- Returns 1 when the room was forgotten, 0 when only its messages went.
+local function forget(keys, args)
+  if tonumber(redis.call('GET', keys[4]) or '0') > 0 then
+    redis.call('DEL', keys[3])
+    return 0
+  end
+  redis.call('DEL', keys[1], keys[2], keys[3])
+  return 1
+end
+
 -- Presence. A presence event goes on the room's channel as
 -- "- 0 <origin> <event>": no epoch, no seq, never in the history.
 local function announce(channel, origin, text)
@@ -382,3 +396,4 @@ redis.register_function('roomcast_leave', leave)
 redis.register_function('roomcast_presence', presence)
 redis.register_function('roomcast_sync', sync)
 redis.register_function('roomcast_emit', emit)
+redis.register_function('roomcast_forget', forget)

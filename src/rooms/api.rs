@@ -51,6 +51,9 @@ pub struct ApiState {
     /// Joins of this shard's connections for a `subscribe`: the tally
     /// each counts in.
     joins: HashMap<(Arc<str>, ConnRef), u64>,
+    /// Gathers whose command came from some shards, not all yet: how
+    /// many (`BusMsg::ApiShard`).
+    relayed: HashMap<ApiTo, usize>,
     /// For the parts other nodes send.
     parser: Parser,
 }
@@ -101,6 +104,10 @@ struct NodeWait {
     expected: Vec<Box<str>>,
     answered: Vec<Box<str>>,
     deadline: Instant,
+    /// Every part is in (or the deadline passed) and a cluster `rooms`
+    /// waits for Redis to count each room's distinct users: the nodes
+    /// that did not answer.
+    counting: Option<Vec<Box<str>>>,
 }
 
 /// Who a gather's part is for.
@@ -160,7 +167,21 @@ impl Router {
                 }
             }
             BusMsg::ApiDone { call, reply } => self.api_command_done(call, reply, time, out),
-            BusMsg::ApiShard { command, to } => self.api_on_shard(&command, to, time, out),
+            BusMsg::ApiRelay { command, to } => {
+                for shard in 0..self.outbox.shards() {
+                    let command = command.clone();
+                    self.outbox.send(shard, BusMsg::ApiShard { command, to });
+                }
+            }
+            BusMsg::ApiShard { command, to } => {
+                let from_all = self.outbox.shards();
+                let arrived = self.api.relayed.entry(to).or_default();
+                *arrived += 1;
+                if *arrived == from_all {
+                    self.api.relayed.remove(&to);
+                    self.api_on_shard(&command, to, time, out);
+                }
+            }
             BusMsg::ApiPart { gather, part } => self.api_part(gather, part, time, out),
             BusMsg::ApiAnswer { op, from, result } => self.api_answer(op, from, result, time, out),
             _ => {}
@@ -384,10 +405,19 @@ impl Router {
             expected,
             answered: Vec::new(),
             deadline: time.now + facts.api_timeout,
+            counting: None,
         }))
     }
 
     /// Starts a gather of every shard's part of `command` on this node.
+    ///
+    /// The command reaches each shard through every shard (`ApiRelay`,
+    /// then `ApiShard` from each): the channel between two shards is
+    /// FIFO, so a shard carries it out only after every room message that
+    /// any shard sent it before the command came by. A message published
+    /// before a `disconnect` (acked, or in a cluster pushed by Redis
+    /// before the command) thus reaches the members before their close,
+    /// whichever shard owns its room.
     fn api_gather(&mut self, origin: Origin, command: Arc<NodeCommand>) {
         let gather = self.api.next_id();
         let shards = self.outbox.shards();
@@ -397,7 +427,7 @@ impl Router {
         };
         for shard in 0..shards {
             let command = command.clone();
-            self.outbox.send(shard, BusMsg::ApiShard { command, to });
+            self.outbox.send(shard, BusMsg::ApiRelay { command, to });
         }
         // A shard's share of `info` is its count of rooms; the node's
         // figures join them once all are in (`api_part`).
@@ -595,6 +625,7 @@ impl Router {
     /// A call waiting for nodes is answered once every node's part is in,
     /// or (`timed_out`) with what came, naming the nodes that did not answer.
     fn api_nodes_settle(&mut self, id: u64, time: Time, out: &mut impl Outlet, timed_out: bool) {
+        let shard = self.shard();
         let Some(CallState {
             step: Step::Nodes(wait),
             ..
@@ -608,12 +639,63 @@ impl Router {
             .filter(|n| !wait.answered.contains(n))
             .cloned()
             .collect();
-        if !wait.local || (!missing.is_empty() && !timed_out) {
+        if wait.counting.is_some() || !wait.local || (!missing.is_empty() && !timed_out) {
+            return;
+        }
+        // In a cluster each node counts its own users of a room: Redis
+        // counts the distinct ones of the rooms listed by several nodes
+        // (a room on one node has its count already).
+        let shared: Vec<Arc<str>> = match &wait.part {
+            Part::Rooms { rooms, .. } => rooms
+                .iter()
+                .filter(|r| r.shared)
+                .map(|r| r.room.clone())
+                .collect(),
+            _ => Vec::new(),
+        };
+        if let (Sequencer::Redis(redis), false) = (&mut self.sequencer, shared.is_empty()) {
+            redis.api_room_users(shared, ApiTo { shard, id });
+            wait.counting = Some(missing);
             return;
         }
         let mut result = Vec::with_capacity(256);
         wait.part.write_result(&wait.command, &missing, &mut result);
         self.api_command_done(id, Ok(result), time, out);
+    }
+
+    /// Redis counted the distinct users of a cluster `rooms`' shared
+    /// rooms, in order (`None`: it could not).
+    pub(super) fn api_room_users(
+        &mut self,
+        id: u64,
+        counts: Option<Vec<u64>>,
+        time: Time,
+        out: &mut impl Outlet,
+    ) {
+        let Some(CallState {
+            step: Step::Nodes(wait),
+            ..
+        }) = self.api.calls.get_mut(&id)
+        else {
+            return;
+        };
+        let (Some(missing), Part::Rooms { rooms, .. }) = (wait.counting.take(), &mut wait.part)
+        else {
+            return;
+        };
+        let mut shared: Vec<_> = rooms.iter_mut().filter(|r| r.shared).collect();
+        let reply = match counts {
+            Some(counts) if counts.len() == shared.len() => {
+                for (room, users) in shared.iter_mut().zip(counts) {
+                    room.users = users;
+                }
+                let mut result = Vec::with_capacity(256);
+                wait.part.write_result(&wait.command, &missing, &mut result);
+                Ok(result)
+            }
+            _ => Err(ApiError::unavailable()),
+        };
+        self.api_command_done(id, reply, time, out);
     }
 
     /// A message from another node over Redis, on the shard the bridge
@@ -676,7 +758,7 @@ impl Router {
             .calls
             .values()
             .filter_map(|call| match &call.step {
-                Step::Nodes(wait) if wait.local => Some(wait.deadline),
+                Step::Nodes(wait) if wait.local && wait.counting.is_none() => Some(wait.deadline),
                 _ => None,
             })
             .min()

@@ -179,8 +179,16 @@ pub enum BusMsg {
     },
     /// To a call's shard: the reply of its current command.
     ApiDone { call: u64, reply: Reply },
-    /// To every shard of this node: carry out `command` on its own
-    /// connections or rooms, and answer gather `to` with a part.
+    /// To every shard of this node, from a gather's shard: pass `command`
+    /// on to every shard (`ApiShard`), behind the room traffic this shard
+    /// already sent them.
+    ApiRelay {
+        command: Arc<NodeCommand>,
+        to: ApiTo,
+    },
+    /// To every shard of this node, from every shard: once it came from
+    /// all of them, carry out `command` on its own connections or rooms,
+    /// and answer gather `to` with a part.
     ApiShard {
         command: Arc<NodeCommand>,
         to: ApiTo,
@@ -197,7 +205,7 @@ pub enum BusMsg {
 }
 
 /// A call or gather of the Server API, on the shard that runs it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ApiTo {
     pub shard: usize,
     pub id: u64,

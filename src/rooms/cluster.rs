@@ -119,6 +119,8 @@ pub enum FromBridge {
     /// What Redis answered a Server API `history` (`Some`) or
     /// `history_remove` (`None`).
     RoomRead(BridgeAnswer, Result<Option<History>, Unavailable>),
+    /// What Redis counted for a Server API `rooms`: each room's users.
+    RoomUsers(BridgeAnswer, Result<Vec<u64>, Unavailable>),
     /// A Server API message from a node of the cluster (this one too),
     /// to shard 0 (section 12).
     Api(Vec<u8>),
@@ -134,6 +136,9 @@ impl FromBridge {
             }
             BridgeRequest::Join { answer, .. } => {
                 Some(FromBridge::Joined(answer, Err(Unavailable)))
+            }
+            BridgeRequest::RoomUsers { answer, .. } => {
+                Some(FromBridge::RoomUsers(answer, Err(Unavailable)))
             }
             BridgeRequest::History { answer, .. } | BridgeRequest::HistoryRemove { answer, .. } => {
                 Some(FromBridge::RoomRead(answer, Err(Unavailable)))
@@ -397,6 +402,17 @@ impl RedisRooms {
             },
             RoomAsk::HistoryRemove => BridgeRequest::HistoryRemove { room, answer },
         });
+    }
+
+    /// The cluster's distinct users of each of `rooms`, for call `to`.
+    pub fn api_room_users(&mut self, rooms: Vec<Arc<str>>, to: ApiTo) {
+        let answer = BridgeAnswer::Api {
+            owner: to.shard,
+            room: Arc::from(""),
+            to,
+        };
+        self.requests
+            .push(BridgeRequest::RoomUsers { rooms, answer });
     }
 
     /// A Server API message for every node (`to: None`) or one.

@@ -421,6 +421,7 @@ impl Router {
             | BusMsg::ApiPublished { .. }
             | BusMsg::ApiRoom { .. }
             | BusMsg::ApiDone { .. }
+            | BusMsg::ApiRelay { .. }
             | BusMsg::ApiShard { .. }
             | BusMsg::ApiPart { .. }
             | BusMsg::ApiAnswer { .. } => self.on_api_bus(message, time, out),

@@ -259,6 +259,10 @@ impl Router {
             FromBridge::RoomRead(answer, outcome) => {
                 redis.api_room_answered(&mut self.outbox, answer, outcome);
             }
+            FromBridge::RoomUsers(BridgeAnswer::Api { to, .. }, outcome) => {
+                self.api_room_users(to.id, outcome.ok(), time, out);
+            }
+            FromBridge::RoomUsers(..) => {}
             FromBridge::Event(event) => {
                 let (exclude, fanout) = redis.event_fanout(&event, time.now);
                 if fanout != Fanout::Other {

@@ -6,6 +6,7 @@
 //! its [`Server`] guard drops, so no test can hang or leak a process.
 #![allow(dead_code, unused_imports)]
 
+pub mod api;
 pub mod http;
 pub mod raw;
 pub mod redis;

@@ -300,13 +300,21 @@ impl Client {
 
     /// Reads until a close frame; its code. Other messages are skipped.
     pub fn expect_close(&mut self, timeout: Duration) -> u16 {
+        self.close_frame(timeout).0
+    }
+
+    /// Reads until a close frame; its code and reason (1005 and no reason
+    /// for a close frame without a body). Other messages are skipped.
+    pub fn close_frame(&mut self, timeout: Duration) -> (u16, String) {
         self.ws.get_mut().set_read_timeout(Some(timeout)).unwrap();
         let deadline = Instant::now() + timeout;
         loop {
             match self.ws.read() {
                 Ok(Message::Close(frame)) => {
                     let _ = self.ws.flush();
-                    return frame.map_or(u16::from(CloseCode::Status), |f| u16::from(f.code));
+                    return frame.map_or((u16::from(CloseCode::Status), String::new()), |f| {
+                        (u16::from(f.code), f.reason.as_str().to_owned())
+                    });
                 }
                 Ok(_) => {}
                 Err(tungstenite::Error::Io(e)) if is_timeout(&e) => {

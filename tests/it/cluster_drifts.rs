@@ -159,7 +159,7 @@ fn stats_rooms_top_counts_the_messages_published_in_cluster_mode() {
             .and_then(|list| list.first())
             .filter(|first| common::json_str(first, &["room"]) == Some("hot"))
             .and_then(|first| first.get("messages_per_second"))
-            .and_then(|rate| rate.as_f64());
+            .and_then(|rate| rate.cast_f64());
         if hot.is_some_and(|rate| rate > 0.0) {
             return;
         }

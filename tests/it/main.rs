@@ -7,6 +7,8 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod api;
+mod api_cluster;
 mod backpressure;
 mod bench;
 mod bus_flow;

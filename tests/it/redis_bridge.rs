@@ -43,6 +43,7 @@ impl BridgeSink for ChannelSink {
     }
     fn presence(&self, _: u32, _: Result<Presence, Unavailable>) {}
     fn room_read(&self, _: u32, _: Result<Option<roomcast::redis::History>, Unavailable>) {}
+    fn room_users(&self, _: u32, _: Result<Vec<u64>, Unavailable>) {}
     fn resync(&self) {}
     fn sent(&self, _: u32, _: Result<u64, Unavailable>) {}
     fn direct(&self, _: bridge::DirectMessage) {}

@@ -21,7 +21,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 import deploy_configs
-from conftest import TIMEOUT, claims, free_port, mint, request
+from conftest import TIMEOUT, TLS_HANDSHAKE_TIMEOUT, claims, free_port, mint, request
 
 PROXIES = {
     "nginx": lambda exe, conf: [exe, "-c", str(conf), "-g", "daemon off;"],
@@ -88,7 +88,7 @@ class Proxy:
         path, headers = ("/ws?token=" + jwt, {}) if query else ("/ws", {"Authorization": f"Bearer {jwt}"})
         return connect(
             self.url("wss", path), ssl=self.context, additional_headers=headers,
-            open_timeout=TIMEOUT, close_timeout=TIMEOUT, proxy=None,
+            open_timeout=TLS_HANDSHAKE_TIMEOUT, close_timeout=TIMEOUT, proxy=None,
         )
 
     def stop(self):

@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 from websockets.sync.client import connect
 
-from conftest import TIMEOUT, claims, mint, request
+from conftest import TIMEOUT, TLS_HANDSHAKE_TIMEOUT, claims, mint, request
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def test_rooms_over_wss_and_publish_over_https(tls_server):
         f"wss://localhost:{port}/ws",
         ssl=context,
         additional_headers={"Authorization": f"Bearer {mint(claims('py-wss'))}"},
-        open_timeout=TIMEOUT,
+        open_timeout=TLS_HANDSHAKE_TIMEOUT,
         close_timeout=TIMEOUT,
         proxy=None,
     ) as ws:
@@ -72,4 +72,4 @@ def test_a_client_that_does_not_trust_the_certificate_is_refused_by_itself(tls_s
     _, _, port = tls_server
     with pytest.raises(ssl.SSLCertVerificationError):
         connect(f"wss://localhost:{port}/ws", ssl=ssl.create_default_context(),
-                open_timeout=TIMEOUT, proxy=None)
+                open_timeout=TLS_HANDSHAKE_TIMEOUT, proxy=None)

@@ -12,7 +12,73 @@ use crate::redis::api::{self, MAX_API_PAYLOAD};
 use crate::redis::resp::{self, Reply};
 use crate::redis::{self, layout};
 
+/// A `RoomUsers` request on its way: the counts so far.
+pub(super) struct UserCounts<A> {
+    answer: A,
+    counts: Vec<u64>,
+    /// Counts not in yet.
+    left: usize,
+    /// A count could not be had: the whole answer is `Unavailable`.
+    failed: bool,
+}
+
 impl<S: BridgeSink> Bridge<S> {
+    /// `HLEN` of each room's users hash, on the room's server, pipelined;
+    /// answered once every count is in.
+    pub(super) fn room_users(&mut self, rooms: &[Arc<str>], answer: S::Answer) {
+        if rooms.is_empty() {
+            return self.sink.room_users(answer, Ok(Vec::new()));
+        }
+        self.next_gather += 1;
+        let gather = self.next_gather;
+        let counts = UserCounts {
+            answer,
+            counts: vec![0; rooms.len()],
+            left: rooms.len(),
+            failed: false,
+        };
+        self.room_users.insert(gather, counts);
+        for (index, room) in rooms.iter().enumerate() {
+            let server = layout::server_of(room, self.links.len());
+            let keys = self.keys_of(room);
+            let link = &mut self.links[server];
+            let pending = super::Pending::RoomUsers { gather, index };
+            let sent = link.is_up()
+                && link
+                    .pipeline
+                    .push(pending, |out| {
+                        resp::write_command(out, &["HLEN", &keys.users])
+                    })
+                    .is_ok();
+            if !sent {
+                self.counted_users(gather, index, None);
+            }
+        }
+    }
+
+    /// One room's count of a `RoomUsers` (`None`: it could not be had).
+    pub(super) fn counted_users(&mut self, gather: u64, index: usize, count: Option<u64>) {
+        let Some(counts) = self.room_users.get_mut(&gather) else {
+            return;
+        };
+        match (count, counts.counts.get_mut(index)) {
+            (Some(n), Some(slot)) => *slot = n,
+            _ => counts.failed = true,
+        }
+        counts.left -= 1;
+        if counts.left > 0 {
+            return;
+        }
+        if let Some(done) = self.room_users.remove(&gather) {
+            let outcome = if done.failed {
+                Err(super::Unavailable)
+            } else {
+                Ok(done.counts)
+            };
+            self.sink.room_users(done.answer, outcome);
+        }
+    }
+
     /// A `PUBLISH` on the API channel (`to: None`) or on `to`'s replies
     /// channel, on the online set's server where every node listens.
     /// Nothing answers it, so nothing waits: what cannot go is dropped.

@@ -112,6 +112,7 @@ impl<S: BridgeSink> Bridge<S> {
                 Pending::Join { answer, .. } => self.sink.joined(answer, Err(Unavailable)),
                 Pending::Presence { answer } => self.sink.presence(answer, Err(Unavailable)),
                 Pending::RoomRead { answer, .. } => self.sink.room_read(answer, Err(Unavailable)),
+                Pending::RoomUsers { gather, index } => self.counted_users(gather, index, None),
                 Pending::Sent { answer } => self.sink.sent(answer, Err(Unavailable)),
                 Pending::Setup
                 | Pending::Recover { .. }
@@ -210,6 +211,10 @@ impl<S: BridgeSink> Bridge<S> {
                     Err(_) => log_warn!("redis bridge: join refused: {reply:?}"),
                 }
                 self.sink.joined(answer, outcome);
+            }
+            Pending::RoomUsers { gather, index } => {
+                let count = redis::count_reply(&reply);
+                self.counted_users(gather, index, count);
             }
             Pending::RoomRead { answer, remove } => {
                 let outcome = if remove {

@@ -88,6 +88,8 @@ pub trait BridgeSink: Send + 'static {
     fn sent(&self, answer: Self::Answer, outcome: Result<u64, Unavailable>);
     /// The outcome of a `History` (`Some`) or a `HistoryRemove` (`None`).
     fn room_read(&self, answer: Self::Answer, outcome: Result<Option<History>, Unavailable>);
+    /// The outcome of a `RoomUsers`: each room's distinct users, in order.
+    fn room_users(&self, answer: Self::Answer, outcome: Result<Vec<u64>, Unavailable>);
     /// A direct message or broadcast for every shard's own connections.
     fn direct(&self, message: DirectMessage);
     /// A link is (again) ready: every room's presence should be `Sync`ed,
@@ -186,6 +188,8 @@ pub fn start<S: BridgeSink>(
         api_node_channel: String::new(),
         live_nodes: Arc::new([]),
         keys: HashMap::new(),
+        room_users: HashMap::new(),
+        next_gather: 0,
     };
     bridge.node_rooms = layout::node_rooms(
         &bridge.config.cluster.prefix,
@@ -232,6 +236,11 @@ enum Pending<A> {
     RoomRead {
         answer: A,
         remove: bool,
+    },
+    /// One room's users of `RoomUsers` gather `gather`.
+    RoomUsers {
+        gather: u64,
+        index: usize,
     },
     Sent {
         answer: A,
@@ -316,6 +325,9 @@ struct Bridge<S: BridgeSink> {
     live_nodes: Arc<[Box<str>]>,
     /// The key names of the rooms in use, built once each (`keys_of`).
     keys: HashMap<Arc<str>, Arc<RoomKeys>>,
+    /// `RoomUsers` requests whose counts are coming, by gather.
+    room_users: HashMap<u64, api::UserCounts<S::Answer>>,
+    next_gather: u64,
 }
 
 impl<S: BridgeSink> Bridge<S> {
@@ -404,6 +416,7 @@ impl<S: BridgeSink> Bridge<S> {
                 answer,
             } => self.room_read(&room, Some(&query), answer),
             BridgeRequest::HistoryRemove { room, answer } => self.room_read(&room, None, answer),
+            BridgeRequest::RoomUsers { rooms, answer } => self.room_users(&rooms, answer),
             BridgeRequest::Online {
                 change,
                 n,

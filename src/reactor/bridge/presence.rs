@@ -86,7 +86,7 @@ impl<S: BridgeSink> Bridge<S> {
             .pipeline
             .push(Pending::RoomRead { answer, remove }, |out| match query {
                 Some(query) => redis::history(out, &keys, query.as_query(), &epoch, retention),
-                None => crate::redis::resp::write_command(out, &["DEL", &keys.log]),
+                None => redis::forget(out, &keys),
             });
         if let Err(Pending::RoomRead { answer, .. }) = pushed {
             self.sink.room_read(answer, Err(Unavailable));

@@ -22,6 +22,7 @@ fn kinds(requests: &[(usize, BridgeRequest<BridgeAnswer>)]) -> Vec<&'static str>
             BridgeRequest::ApiCast { .. } => "api",
             BridgeRequest::History { .. } => "history",
             BridgeRequest::HistoryRemove { .. } => "history_remove",
+            BridgeRequest::RoomUsers { .. } => "room_users",
             BridgeRequest::Serve { .. } => "serve",
             BridgeRequest::Unserve { .. } => "unserve",
             BridgeRequest::Stop => "stop",
