@@ -1,5 +1,8 @@
 // What the tests against the real binary share: reading the server's
-// output, and waiting for a client's next event.
+// output, and waiting for a client's next event; running a client in a child
+// process and reading its report.
+import { spawn } from "node:child_process";
+import readline from "node:readline";
 
 export const BOUND_MS = 20000;
 
@@ -30,4 +33,27 @@ export function next(emitter, event) {
       resolve(args);
     });
   });
+}
+
+/**
+ * Runs `file` as a child node process (with `--experimental-websocket` where
+ * Node has no global WebSocket, as Node 20) with `env` added, and gives the
+ * JSON lines it wrote on stdout. The child is killed by its PID if the
+ * caller's bound ends first.
+ */
+export async function childReport(file, env) {
+  const flags = globalThis.WebSocket ? [] : ["--experimental-websocket"];
+  const child = spawn(process.execPath, [...flags, file], {
+    stdio: ["ignore", "pipe", "inherit"],
+    env: { ...process.env, ...env },
+  });
+  const timer = setTimeout(() => child.exitCode === null && child.kill("SIGKILL"), BOUND_MS);
+  try {
+    const report = [];
+    for await (const line of readline.createInterface({ input: child.stdout })) report.push(JSON.parse(line));
+    return report;
+  } finally {
+    clearTimeout(timer);
+    if (child.exitCode === null) child.kill("SIGKILL");
+  }
 }

@@ -11,10 +11,9 @@ import { createServer } from "node:http";
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
-import readline from "node:readline";
 
 import { connect } from "../roomcast.js";
-import { BOUND_MS, firstLine } from "./harness.js";
+import { BOUND_MS, childReport, firstLine } from "./harness.js";
 
 const HERE = fileURLToPath(import.meta.url);
 const ROOT = path.resolve(path.dirname(HERE), "../../..");
@@ -31,18 +30,9 @@ else {
       ["serve", "--bind", "127.0.0.1:0", "--jwt-secret", "node-hooks-secret", "--connect-proxy", `${url}/connect`, "--rpc-proxy", `${url}/rpc`],
       { stdio: ["ignore", "pipe", "pipe"] },
     );
-    let child;
     try {
       const addr = await firstLine(server, /^roomcast listening on (\S+)/);
-      const flags = globalThis.WebSocket ? [] : ["--experimental-websocket"];
-      child = spawn(process.execPath, [...flags, HERE], {
-        stdio: ["ignore", "pipe", "inherit"],
-        env: { ...process.env, ROOMCAST_CLIENT_URL: `ws://${addr}/ws` },
-      });
-      const report = [];
-      for await (const line of readline.createInterface({ input: child.stdout })) {
-        report.push(JSON.parse(line));
-      }
+      const report = await childReport(HERE, { ROOMCAST_CLIENT_URL: `ws://${addr}/ws` });
       assert.deepEqual(report, [
         { step: "refused" },
         { step: "open", user: "erin" },
@@ -50,7 +40,6 @@ else {
         { step: "rpc failed", code: "NO_SUCH_METHOD", message: "NO_SUCH_METHOD: nope" },
       ]);
     } finally {
-      if (child && child.exitCode === null) child.kill("SIGKILL");
       if (server.exitCode === null) server.kill("SIGKILL");
       backend.close();
     }
