@@ -98,6 +98,8 @@ impl EventType {
 pub struct Types(u8);
 
 impl Types {
+    pub const NONE: Self = Self(0);
+
     pub fn of(types: &[EventType]) -> Self {
         Self(types.iter().fold(0, |mask, t| mask | t.bit()))
     }
@@ -108,6 +110,16 @@ impl Types {
 
     pub fn is_empty(self) -> bool {
         self.0 == 0
+    }
+
+    /// The mask as `roomcast.lua` reads it (`TYPE_BITS`: bit `i` is
+    /// `EventType::ALL[i]`).
+    pub const fn bits(self) -> u8 {
+        self.0
+    }
+
+    pub const fn without(self, t: EventType) -> Self {
+        Self(self.0 & !t.bit())
     }
 }
 

@@ -53,10 +53,10 @@ use crate::hooks::HookHandle;
 use crate::hooks::webhook::OutboxConfig;
 use crate::hooks::webhook::thread::{self as webhook_thread, WebhookHandle};
 use crate::redis::requests::{DirectMessage, RoomEvent, Unavailable};
-use crate::redis::{History, Presence, Sequenced};
+use crate::redis::{self, History, Presence, Sequenced};
 use crate::rooms::cluster::{BridgeAnswer, FromBridge};
 use crate::{log_info, log_warn};
-use bridge::{BridgeConfig, BridgeHandle, BridgeRequest, BridgeSink};
+use bridge::{BridgeConfig, BridgeHandle, BridgeRequest, BridgeSink, WebhookRules};
 use hooks::Hooked;
 use shard::{Channels, Command, Handle, Listeners, Shard};
 
@@ -347,6 +347,13 @@ fn start_bridge(
         cluster: cluster.clone(),
         history: rooms.history,
         presence: rooms.presence.clone(),
+        webhooks: shared.config.hooks.webhook.as_ref().map(|_| WebhookRules {
+            flags: redis::WebhookFlags {
+                types: shared.config.hooks.webhook_types_set(),
+                queue: shared.config.hooks.webhook_queue,
+            },
+            message_rooms: shared.config.hooks.webhook_rooms.clone(),
+        }),
     };
     let sink = ShardSink {
         shards: shards.to_vec(),

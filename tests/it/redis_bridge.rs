@@ -92,6 +92,7 @@ impl Node {
                 rooms: Vec::new(),
                 event_limit: 1000,
             },
+            webhooks: None,
         };
         let (handle, thread) = bridge::start(config, ChannelSink(tx), Default::default()).unwrap();
         Node {

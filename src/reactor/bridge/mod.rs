@@ -40,8 +40,10 @@ use mio::net::TcpStream;
 use mio::{Events, Poll, Token, Waker};
 
 use crate::config::{ClusterConfig, HistoryConfig, PresenceConfig};
+use crate::hooks::webhook::{EventType, Types};
 use crate::log_warn;
 use crate::metrics::RedisMetrics;
+use crate::proto::names::matches_any;
 use crate::redis::backoff::Backoff;
 use crate::redis::layout::{self, RoomKeys};
 use crate::redis::pipeline::Pipeline;
@@ -151,6 +153,18 @@ pub struct BridgeConfig {
     pub history: HistoryConfig,
     /// Which rooms announce presence, for the leaves of dead nodes and syncs.
     pub presence: PresenceConfig,
+    /// `--webhook`: which transitions the functions add to each server's
+    /// stream of webhook events (section 13.1).
+    pub webhooks: Option<WebhookRules>,
+}
+
+/// The webhook events this node asks Redis to record.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookRules {
+    /// The types (`--webhook-events`) and the stream's bound.
+    pub flags: redis::WebhookFlags,
+    /// `--webhook-rooms`: the rooms whose messages are recorded.
+    pub message_rooms: Vec<String>,
 }
 
 /// Starts the bridge thread; it writes `metrics` alone.
@@ -464,6 +478,7 @@ impl<S: BridgeSink> Bridge<S> {
         let keys = self.keys_of(room);
         let epoch = self.fresh_epoch();
         let retention = self.config.history;
+        let hooks = self.message_hooks(room);
         let link = &mut self.links[index];
         if !link.is_up() {
             return self.sink.sequenced(answer, Err(Unavailable));
@@ -472,10 +487,39 @@ impl<S: BridgeSink> Bridge<S> {
         let pushed = link
             .pipeline
             .push(Pending::Publish { answer, sent }, |out| {
-                redis::publish(out, &keys, text, &epoch, retention, origin);
+                redis::publish(out, &keys, text, &epoch, retention, origin, hooks.at(room));
             });
         if let Err(Pending::Publish { answer, .. }) = pushed {
             self.sink.sequenced(answer, Err(Unavailable));
+        }
+    }
+
+    /// The flags of calls that count (all types but `room.message`).
+    fn count_hooks(&self) -> redis::WebhookFlags {
+        self.config
+            .webhooks
+            .as_ref()
+            .map(|w| redis::WebhookFlags {
+                types: w.flags.types.without(EventType::RoomMessage),
+                ..w.flags
+            })
+            .unwrap_or_default()
+    }
+
+    /// The flags of a publish to `room`: `room.message` alone, when
+    /// `--webhook-rooms` matches it.
+    fn message_hooks(&self, room: &str) -> redis::WebhookFlags {
+        match &self.config.webhooks {
+            Some(w)
+                if w.flags.types.contains(EventType::RoomMessage)
+                    && matches_any(&w.message_rooms, room) =>
+            {
+                redis::WebhookFlags {
+                    types: Types::of(&[EventType::RoomMessage]),
+                    ..w.flags
+                }
+            }
+            _ => redis::WebhookFlags::default(),
         }
     }
 
