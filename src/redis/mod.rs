@@ -22,6 +22,7 @@ pub mod requests;
 pub mod resp;
 pub mod subscriptions;
 pub mod url;
+pub mod webhooks;
 
 use crate::config::HistoryConfig;
 use crate::conn::ConnRef;

@@ -35,7 +35,8 @@ end
 -- user's first or last connection in a room or in the cluster) is added
 -- to the stream in the same atomic step as the counting, so the one node
 -- that sends webhooks reads every transition of a room or user once, in
--- the order it happened. The entry id carries the Redis time.
+-- the order it happened. The entry id carries the Redis time. As on one
+-- server, presence.* are those of rooms that announce presence.
 local TYPE_BITS = {
   ['room.occupied'] = 1, ['room.vacated'] = 2, ['user.online'] = 4, ['user.offline'] = 8,
   ['presence.join'] = 16, ['presence.leave'] = 32, ['room.message'] = 64,
@@ -295,7 +296,7 @@ local function join(keys, args)
     if before == 0 and room_total > 0 then
       hook(hooks, 'room.occupied', true)
     end
-    if total == 1 then
+    if total == 1 and args[11] == '1' then
       hook(hooks, 'presence.join', true, user)
     end
     -- A room with members is never forgotten.
@@ -324,7 +325,7 @@ local function leave(keys, args)
   if total == 0 and args[3] == '1' and before <= tonumber(args[4]) then
     announce(args[5], args[6], args[7])
   end
-  if total == 0 then
+  if total == 0 and args[3] == '1' then
     hook(hooks, 'presence.leave', true, args[2])
   end
   local after = members(keys)
@@ -393,7 +394,7 @@ local function sync(keys, args)
         if total == 0 and can_announce and before <= limit then
           announce(channel, '-', leave_text(room, user))
         end
-        if total == 0 then
+        if total == 0 and can_announce then
           hook(hooks, 'presence.leave', true, user)
         end
         if before > 0 and members(k) == 0 then
@@ -415,7 +416,7 @@ local function sync(keys, args)
       if before == 0 then
         hook(hooks, 'room.occupied', true)
       end
-      if total == entry[1] then
+      if total == entry[1] and can_announce then
         hook(hooks, 'presence.join', true, user)
       end
       if total == entry[1] and can_announce and members(k) <= limit then

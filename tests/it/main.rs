@@ -45,3 +45,4 @@ mod shutdown;
 mod slow_consumers;
 mod tls;
 mod webhooks;
+mod webhooks_cluster;

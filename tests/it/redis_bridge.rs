@@ -94,7 +94,8 @@ impl Node {
             },
             webhooks: None,
         };
-        let (handle, thread) = bridge::start(config, ChannelSink(tx), Default::default()).unwrap();
+        let (handle, thread) =
+            bridge::start(config, ChannelSink(tx), Default::default(), None).unwrap();
         Node {
             handle,
             out,

@@ -40,7 +40,7 @@ fn change(node: &str, user: &str) -> PresenceChange {
         user: user.into(),
         name: None,
         rejoin: false,
-        announce: false,
+        announce: true,
         event_limit: 100,
         origin: format!("{node}/1/-"),
         text: Vec::new(),
@@ -212,7 +212,7 @@ fn a_sync_records_what_it_changes_and_a_dead_nodes_removal_vacates() {
     let on = all_but_messages();
     let keys = RoomKeys::new("rc", "lobby");
     let rules = SyncRules {
-        announce: false,
+        announce: true,
         event_limit: 100,
         ttl_ms: 60_000,
         hooks: on,

@@ -28,6 +28,9 @@ mod api;
 mod events;
 mod link;
 mod presence;
+mod webhooks;
+
+pub use webhooks::WebhookFeed;
 
 use std::collections::HashMap;
 use std::io;
@@ -172,6 +175,7 @@ pub fn start<S: BridgeSink>(
     config: BridgeConfig,
     sink: S,
     metrics: Arc<RedisMetrics>,
+    feed: Option<WebhookFeed>,
 ) -> io::Result<(BridgeHandle<S::Answer>, JoinHandle<()>)> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -183,6 +187,8 @@ pub fn start<S: BridgeSink>(
         .cloned()
         .map(Link::new)
         .collect();
+    let servers = config.cluster.servers.len();
+    let webhooks = feed.map(|feed| webhooks::Reader::new(feed, &config.cluster.prefix, servers));
     let mut bridge = Bridge {
         poll,
         requests: rx,
@@ -201,6 +207,8 @@ pub fn start<S: BridgeSink>(
         api_channel: String::new(),
         api_node_channel: String::new(),
         live_nodes: Arc::new([]),
+        live_known: false,
+        webhooks,
         keys: HashMap::new(),
         room_users: HashMap::new(),
         next_gather: 0,
@@ -273,6 +281,14 @@ enum Pending<A> {
     Recover {
         room: Arc<str>,
     },
+    /// The webhook stream cursor of server `index` (`bridge::webhooks`).
+    WebhookCursor {
+        index: usize,
+    },
+    /// New entries of server `index`'s webhook stream.
+    WebhookRead {
+        index: usize,
+    },
 }
 
 /// Everything about one Redis server.
@@ -337,6 +353,10 @@ struct Bridge<S: BridgeSink> {
     api_node_channel: String,
     /// The live nodes the sink was last told of (`BridgeSink::live_nodes`).
     live_nodes: Arc<[Box<str>]>,
+    /// The live nodes were read from Redis at least once.
+    live_known: bool,
+    /// `--webhook` in a cluster: the streams' reader.
+    webhooks: Option<webhooks::Reader>,
     /// The key names of the rooms in use, built once each (`keys_of`).
     keys: HashMap<Arc<str>, Arc<RoomKeys>>,
     /// `RoomUsers` requests whose counts are coming, by gather.
@@ -352,12 +372,15 @@ impl<S: BridgeSink> Bridge<S> {
             self.report_link();
             self.heartbeat();
             self.read_live_nodes();
+            self.read_webhooks();
             for link in 0..self.links.len() {
                 self.flush(link);
             }
+            let next_webhooks = self.webhooks.as_ref().map(webhooks::Reader::next_read);
             let until_heartbeat = self
                 .next_heartbeat
                 .min(self.next_live_read)
+                .min(next_webhooks.unwrap_or(self.next_live_read))
                 .saturating_duration_since(Instant::now());
             let timeout = Some(
                 self.next_retry()

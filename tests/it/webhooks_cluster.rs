@@ -1,0 +1,132 @@
+//! Webhooks in a cluster (section 13.1): two real nodes on a real
+//! `redis-server`, clients on both, and the signature-checking backend of
+//! `webhooks`. Each event is sent once, by one node; a room's events come
+//! in the order they happened whichever node its members came through;
+//! and a room re-occupied through the other node within the vacate delay
+//! sends neither `room.vacated` nor a second `room.occupied`.
+
+use std::time::Duration;
+
+use simd_json::prelude::*;
+
+use crate::common;
+use crate::webhooks::{CHAT_FLAGS, HOOK_SECRET, Hooks, WAIT, assert_only_the_last_leave_vacates};
+use common::redis::{RedisServer, node};
+use common::rooms::Client;
+use common::{Server, metric, wait_until};
+
+fn hooked_node(redis: &RedisServer, id: &str, hooks: &Hooks, extra: &[&str]) -> Server {
+    let url = hooks.url();
+    let mut args = vec![
+        "--node-id",
+        id,
+        "--hook-secret",
+        HOOK_SECRET,
+        "--webhook",
+        url.as_str(),
+    ];
+    args.extend_from_slice(extra);
+    node(&[redis], &args)
+}
+
+/// The lines of `summary` about `subject` (a room or a user).
+fn about(summary: &[String], subject: &str) -> Vec<String> {
+    summary
+        .iter()
+        .filter(|line| line.split(' ').nth(1) == Some(subject))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn each_event_is_sent_once_by_one_node_in_the_order_it_happened() {
+    let redis = RedisServer::start();
+    let hooks = Hooks::always_ok();
+    let a = hooked_node(&redis, "wh-a", &hooks, &CHAT_FLAGS);
+    let b = hooked_node(&redis, "wh-b", &hooks, &CHAT_FLAGS);
+    let mut alice = Client::user(a.addr(), "alice");
+    let mut bob = Client::user(b.addr(), "bob");
+    alice.join("chat:1");
+    bob.join("chat:1");
+    bob.publish_ok("chat:1", "chat:say", r#"{"text":"hi"}"#);
+    alice.join("quiet");
+    alice.leave("chat:1");
+    bob.leave("chat:1");
+    drop(alice);
+    drop(bob);
+    hooks.wait_for("every event", 13);
+    // Nothing more comes: no node sends an event twice.
+    std::thread::sleep(Duration::from_millis(1500));
+    let summary = hooks.summary();
+    assert_eq!(summary.len(), 13, "{summary:?}");
+    assert_eq!(
+        about(&summary, "chat:1"),
+        [
+            "room.occupied chat:1",
+            "presence.join chat:1 alice",
+            "presence.join chat:1 bob",
+            "room.message chat:1",
+            "presence.leave chat:1 alice",
+            "presence.leave chat:1 bob",
+            "room.vacated chat:1",
+        ]
+    );
+    assert_eq!(
+        about(&summary, "quiet"),
+        ["room.occupied quiet", "room.vacated quiet"]
+    );
+    for user in ["alice", "bob"] {
+        assert_eq!(
+            about(&summary, user),
+            [
+                format!("user.online {user}"),
+                format!("user.offline {user}")
+            ]
+        );
+    }
+    let message = hooks
+        .events()
+        .into_iter()
+        .find(|e| e["type"].as_str() == Some("room.message"))
+        .unwrap();
+    assert_eq!(common::json_str(&message, &["from"]), Some("bob"));
+    assert_eq!(common::json_str(&message, &["data", "text"]), Some("hi"));
+    // One node sent them all: the live node with the smallest id.
+    let delivered = |server: &Server| metric(server.addr(), "roomcast_webhook_delivered_total");
+    assert_eq!((delivered(&a), delivered(&b)), (13.0, 0.0));
+}
+
+#[test]
+fn a_quick_rejoin_through_the_other_node_sends_neither_vacated_nor_occupied() {
+    let redis = RedisServer::start();
+    let hooks = Hooks::always_ok();
+    let flags = [
+        "--webhook-vacate-delay",
+        "2s",
+        "--webhook-events",
+        "room.occupied,room.vacated,user.online,user.offline",
+    ];
+    let a = hooked_node(&redis, "wh-a", &hooks, &flags);
+    let b = hooked_node(&redis, "wh-b", &hooks, &flags);
+    let mut on_a = Client::user(a.addr(), "carol");
+    on_a.join("r");
+    hooks.wait_for("the occupy", 2);
+    on_a.leave("r");
+    drop(on_a);
+    let mut on_b = Client::user(b.addr(), "carol");
+    on_b.join("r");
+    // Past the delay the vacate and the offline were cancelled.
+    assert_only_the_last_leave_vacates(&hooks, on_b);
+    wait_until(WAIT, "the cursor is kept", || {
+        let mut conn = redis.connect();
+        let cursor = conn.call(&["GET", "roomcast:webhooks:cursor:0"]);
+        let last = conn.call(&["XREVRANGE", "roomcast:webhooks", "+", "-", "COUNT", "1"]);
+        let roomcast::redis::resp::Reply::Array(last) = last else {
+            return false;
+        };
+        let roomcast::redis::resp::Reply::Array(entry) = &last[0] else {
+            return false;
+        };
+        cursor.as_bytes().is_some() && cursor.as_bytes() == entry[0].as_bytes()
+    });
+}
