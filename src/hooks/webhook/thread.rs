@@ -239,3 +239,39 @@ fn run<A>(mut outbox: Outbox, inputs: &Receiver<Input>, ends: &Ends<'_, A>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_moves_only_past_events_all_done_before_it() {
+        let mut cursors = Cursors::default();
+        let a1 = cursors.track(0, "1-0".into());
+        let b1 = cursors.track(1, "5-0".into());
+        let a2 = cursors.track(0, "2-0".into());
+        let a3 = cursors.track(0, "3-0".into());
+        // a2 done, a1 not yet: server 0's cursor stays.
+        assert_eq!(cursors.done(&[a2]), []);
+        assert_eq!(
+            cursors.done(&[a1, b1]),
+            [
+                Cursor {
+                    server: 0,
+                    id: "2-0".into()
+                },
+                Cursor {
+                    server: 1,
+                    id: "5-0".into()
+                }
+            ]
+        );
+        assert_eq!(
+            cursors.done(&[a3, a3]),
+            [Cursor {
+                server: 0,
+                id: "3-0".into()
+            }]
+        );
+    }
+}
