@@ -54,6 +54,12 @@ impl Hooks {
         Hooks::start(|_| 200)
     }
 
+    /// How many requests came, whatever their answer.
+    pub(crate) fn batches_seen(&self) -> Vec<u16> {
+        let batches = self.batches.lock().unwrap();
+        batches.iter().map(|(status, _)| *status).collect()
+    }
+
     pub(crate) fn url(&self) -> String {
         self.backend.url("/events")
     }

@@ -130,3 +130,35 @@ fn a_quick_rejoin_through_the_other_node_sends_neither_vacated_nor_occupied() {
         cursor.as_bytes().is_some() && cursor.as_bytes() == entry[0].as_bytes()
     });
 }
+
+#[test]
+fn a_node_taking_over_sends_what_the_backend_had_not_acknowledged() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let redis = RedisServer::start();
+    let up = Arc::new(AtomicBool::new(false));
+    let backend_up = up.clone();
+    let hooks = Hooks::start(move |_| {
+        if backend_up.load(Ordering::SeqCst) {
+            200
+        } else {
+            500
+        }
+    });
+    let flags = ["--webhook-events", "room.occupied,user.online"];
+    let mut a = hooked_node(&redis, "wh-a", &hooks, &flags);
+    let b = hooked_node(&redis, "wh-b", &hooks, &flags);
+    let mut dave = Client::user(b.addr(), "dave");
+    dave.join("r");
+    // The sender (wh-a) tried and was refused; then it dies at once.
+    wait_until(WAIT, "a refused batch", || !hooks.batches_seen().is_empty());
+    a.signal(libc::SIGKILL);
+    a.wait_exit(WAIT);
+    up.store(true, Ordering::SeqCst);
+    // Once wh-a's heartbeat is stale, wh-b reads from the kept cursor.
+    wait_until(Duration::from_secs(40), "wh-b sends", || {
+        hooks.events().len() >= 2
+    });
+    assert_eq!(hooks.summary(), ["user.online dave", "room.occupied r"]);
+    assert_eq!(metric(b.addr(), "roomcast_webhook_delivered_total"), 2.0);
+}
