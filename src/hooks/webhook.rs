@@ -304,6 +304,15 @@ struct Flight {
 /// hear when the outbox is done with it (`Outbox::take_done`).
 pub type Tag = u64;
 
+/// Where a tagged event came from: its tag, and the `id` it is sent with,
+/// the same whichever node sends it (so a backend can tell an event sent
+/// again after a take-over).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub tag: Tag,
+    pub id: Box<str>,
+}
+
 /// Between the shards and the backend; see the module doc.
 pub struct Outbox {
     config: OutboxConfig,
@@ -311,7 +320,7 @@ pub struct Outbox {
     next_batch: u64,
     /// Held vacates and offlines, by subject, with their generation and
     /// tag.
-    held: HashMap<Subject, (u64, Event, Option<Tag>)>,
+    held: HashMap<Subject, (u64, Event, Option<Source>)>,
     /// Held events by due time: the delay is one, so pushes come in order.
     due: VecDeque<(Instant, Subject, u64)>,
     next_generation: u64,
@@ -378,23 +387,24 @@ impl Outbox {
     }
 
     /// An event whose end (acknowledged, dropped, cancelled) its feeder
-    /// wants to hear of: `tag` comes out of `take_done` then.
-    pub fn push_tagged(&mut self, event: Event, tag: Option<Tag>, now: Instant) {
+    /// wants to hear of: its tag comes out of `take_done` then.
+    pub fn push_tagged(&mut self, event: Event, source: Option<Source>, now: Instant) {
         let cancels = match &event.what {
             What::RoomOccupied(room) => Some(Subject::Room(room.clone())),
             What::UserOnline(user) => Some(Subject::User(user.clone())),
             What::RoomVacated(room) => {
-                return self.hold(Subject::Room(room.clone()), event, tag, now);
+                return self.hold(Subject::Room(room.clone()), event, source, now);
             }
             What::UserOffline(user) => {
-                return self.hold(Subject::User(user.clone()), event, tag, now);
+                return self.hold(Subject::User(user.clone()), event, source, now);
             }
             _ => None,
         };
         if let Some(subject) = cancels
             && let Some((_, _, held)) = self.held.remove(&subject)
         {
-            self.done.extend(held.into_iter().chain(tag));
+            let tags = held.into_iter().chain(source).map(|s| s.tag);
+            self.done.extend(tags);
             return;
         }
         match &event.what {
@@ -410,7 +420,7 @@ impl Outbox {
                 }
             }
         }
-        self.enqueue(&event, tag, now);
+        self.enqueue(&event, source, now);
     }
 
     /// The tags of the events the outbox is done with since last asked.
@@ -418,7 +428,7 @@ impl Outbox {
         std::mem::take(&mut self.done)
     }
 
-    fn hold(&mut self, subject: Subject, event: Event, tag: Option<Tag>, now: Instant) {
+    fn hold(&mut self, subject: Subject, event: Event, source: Option<Source>, now: Instant) {
         // A second vacate before any occupy cannot happen; were it to, the
         // first is sent rather than lost.
         self.release(&subject, now);
@@ -426,19 +436,24 @@ impl Outbox {
         self.next_generation += 1;
         let due = now + self.config.vacate_delay;
         self.due.push_back((due, subject.clone(), generation));
-        self.held.insert(subject, (generation, event, tag));
+        self.held.insert(subject, (generation, event, source));
     }
 
     /// Sends the held event about `subject` now, if there is one.
     fn release(&mut self, subject: &Subject, now: Instant) {
-        if let Some((_, event, tag)) = self.held.remove(subject) {
-            self.enqueue(&event, tag, now);
+        if let Some((_, event, source)) = self.held.remove(subject) {
+            self.enqueue(&event, source, now);
         }
     }
 
-    fn enqueue(&mut self, event: &Event, tag: Option<Tag>, now: Instant) {
-        let id = format!("{}-{}", self.config.node, self.next_id);
-        self.next_id += 1;
+    fn enqueue(&mut self, event: &Event, source: Option<Source>, now: Instant) {
+        let (tag, id) = match source {
+            Some(Source { tag, id }) => (Some(tag), id.into_string()),
+            None => {
+                self.next_id += 1;
+                (None, format!("{}-{}", self.config.node, self.next_id - 1))
+            }
+        };
         let mut text = Vec::with_capacity(96);
         event.write(&id, &mut text);
         if self.queue.len() >= self.config.queue

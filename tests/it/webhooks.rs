@@ -54,10 +54,20 @@ impl Hooks {
         Hooks::start(|_| 200)
     }
 
-    /// How many requests came, whatever their answer.
-    pub(crate) fn batches_seen(&self) -> Vec<u16> {
+    /// The ids of the events of the batches answered `status`, each once,
+    /// in the order they first came.
+    pub(crate) fn ids_answered(&self, status: u16) -> Vec<String> {
         let batches = self.batches.lock().unwrap();
-        batches.iter().map(|(status, _)| *status).collect()
+        let mut ids: Vec<String> = Vec::new();
+        for (_, body) in batches.iter().filter(|(s, _)| *s == status) {
+            for event in body["events"].as_array().unwrap() {
+                let id = event["id"].as_str().unwrap().to_owned();
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+        }
+        ids
     }
 
     pub(crate) fn url(&self) -> String {

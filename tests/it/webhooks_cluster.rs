@@ -151,7 +151,9 @@ fn a_node_taking_over_sends_what_the_backend_had_not_acknowledged() {
     let mut dave = Client::user(b.addr(), "dave");
     dave.join("r");
     // The sender (wh-a) tried and was refused; then it dies at once.
-    wait_until(WAIT, "a refused batch", || !hooks.batches_seen().is_empty());
+    wait_until(WAIT, "a refused batch", || {
+        hooks.ids_answered(500).len() >= 2
+    });
     a.signal(libc::SIGKILL);
     a.wait_exit(WAIT);
     up.store(true, Ordering::SeqCst);
@@ -161,4 +163,8 @@ fn a_node_taking_over_sends_what_the_backend_had_not_acknowledged() {
     });
     assert_eq!(hooks.summary(), ["user.online dave", "room.occupied r"]);
     assert_eq!(metric(b.addr(), "roomcast_webhook_delivered_total"), 2.0);
+    // Sent again under the ids they first had: a backend can tell.
+    let ids = hooks.ids_answered(200);
+    assert_eq!(ids, hooks.ids_answered(500));
+    assert!(ids.iter().all(|id| id.starts_with("r0-")), "{ids:?}");
 }

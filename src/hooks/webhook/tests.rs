@@ -232,22 +232,31 @@ fn a_flush_sends_what_is_held_at_once() {
     assert!(o.is_empty());
 }
 
+fn tagged(tag: Tag) -> Source {
+    Source {
+        tag,
+        id: format!("r0-{tag}-0").into(),
+    }
+}
+
 #[test]
 fn tagged_events_are_done_once_acknowledged_dropped_or_cancelled() {
     let t0 = Instant::now();
     let mut o = outbox(2);
     let vacated = || event(What::RoomVacated(room("r")));
-    o.push_tagged(event(What::RoomOccupied(room("r"))), Some(1), t0);
-    o.push_tagged(vacated(), Some(2), t0);
+    o.push_tagged(event(What::RoomOccupied(room("r"))), Some(tagged(1)), t0);
+    o.push_tagged(vacated(), Some(tagged(2)), t0);
     // Re-occupied within the delay: the vacate and the occupy are done.
-    o.push_tagged(event(What::RoomOccupied(room("r"))), Some(3), t0);
+    o.push_tagged(event(What::RoomOccupied(room("r"))), Some(tagged(3)), t0);
     assert_eq!(o.take_done(), [2, 3]);
-    o.push_tagged(vacated(), Some(4), t0);
-    o.push_tagged(event(What::UserOnline(room("u"))), Some(5), t0);
+    o.push_tagged(vacated(), Some(tagged(4)), t0);
+    o.push_tagged(event(What::UserOnline(room("u"))), Some(tagged(5)), t0);
     // The queue holds two: the oldest goes, and is done.
-    o.push_tagged(event(What::UserOnline(room("v"))), Some(6), t0);
+    o.push_tagged(event(What::UserOnline(room("v"))), Some(tagged(6)), t0);
     assert_eq!(o.take_done(), [1]);
     let batch = o.poll(t0 + LINGER).unwrap();
+    let ids: Vec<OwnedValue> = events(&batch).iter().map(|e| e["id"].clone()).collect();
+    assert_eq!(ids, ["r0-5-0", "r0-6-0"], "the ids they came with");
     assert_eq!(o.take_done(), Vec::<Tag>::new(), "in flight, not done");
     o.answered(batch.number, true, t0 + LINGER);
     assert_eq!(o.take_done(), [5, 6]);

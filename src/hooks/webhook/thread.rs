@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use super::{Event, Outbox, OutboxConfig, Tag, Types};
+use super::{Event, Outbox, OutboxConfig, Source, Tag, Types};
 use crate::hooks::{HookError, HookHandle, HookRequest, HookResponse};
 use crate::log_debug;
 use crate::metrics::HookMetrics;
@@ -218,8 +218,13 @@ fn run<A>(mut outbox: Outbox, inputs: &Receiver<Input>, ends: &Ends<'_, A>) {
         match input {
             Ok(Input::Event(event)) => outbox.push(event, now),
             Ok(Input::Read { event, server, id }) => {
-                let tag = tracked.track(server, id);
-                outbox.push_tagged(event, Some(tag), now);
+                // The entry names the event in the cluster: every node that
+                // sends it sends it under the same id.
+                let source = Source {
+                    id: format!("r{server}-{id}").into(),
+                    tag: tracked.track(server, id),
+                };
+                outbox.push_tagged(event, Some(source), now);
             }
             Ok(Input::Answered(batch, outcome)) => {
                 let acknowledged = outcome
