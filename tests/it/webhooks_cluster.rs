@@ -16,6 +16,10 @@ use common::rooms::Client;
 use common::{Server, metric, wait_until};
 
 fn hooked_node(redis: &RedisServer, id: &str, hooks: &Hooks, extra: &[&str]) -> Server {
+    hooked_node_on(&[redis], id, hooks, extra)
+}
+
+fn hooked_node_on(redis: &[&RedisServer], id: &str, hooks: &Hooks, extra: &[&str]) -> Server {
     let url = hooks.url();
     let mut args = vec![
         "--node-id",
@@ -26,7 +30,7 @@ fn hooked_node(redis: &RedisServer, id: &str, hooks: &Hooks, extra: &[&str]) -> 
         url.as_str(),
     ];
     args.extend_from_slice(extra);
-    node(&[redis], &args)
+    node(redis, &args)
 }
 
 /// The lines of `summary` about `subject` (a room or a user).
@@ -167,4 +171,49 @@ fn a_node_taking_over_sends_what_the_backend_had_not_acknowledged() {
     let ids = hooks.ids_answered(200);
     assert_eq!(ids, hooks.ids_answered(500));
     assert!(ids.iter().all(|id| id.starts_with("r0-")), "{ids:?}");
+}
+
+#[test]
+fn rooms_on_two_redis_servers_are_read_from_both_each_in_order() {
+    let (r1, r2) = (RedisServer::start(), RedisServer::start());
+    let hooks = Hooks::always_ok();
+    let flags = [
+        "--webhook-events",
+        "room.occupied,room.vacated",
+        "--webhook-vacate-delay",
+        "100ms",
+    ];
+    let a = hooked_node_on(&[&r1, &r2], "wh-a", &hooks, &flags);
+    let b = hooked_node_on(&[&r1, &r2], "wh-b", &hooks, &flags);
+    let rooms: Vec<String> = (0..8).map(|i| format!("room{i}")).collect();
+    let servers: std::collections::HashSet<usize> = rooms
+        .iter()
+        .map(|r| roomcast::redis::layout::server_of(r, 2))
+        .collect();
+    assert_eq!(servers.len(), 2, "the rooms are on both servers");
+    let mut on_a = Client::user(a.addr(), "erin");
+    let mut on_b = Client::user(b.addr(), "frank");
+    for room in &rooms {
+        on_a.join(room);
+        on_b.join(room);
+        on_a.leave(room);
+        on_b.leave(room);
+    }
+    hooks.wait_for("every room occupied and vacated", 16);
+    std::thread::sleep(Duration::from_millis(500));
+    let summary = hooks.summary();
+    assert_eq!(summary.len(), 16, "{summary:?}");
+    for room in &rooms {
+        assert_eq!(
+            about(&summary, room),
+            [
+                format!("room.occupied {room}"),
+                format!("room.vacated {room}")
+            ]
+        );
+    }
+    let ids = hooks.ids_answered(200);
+    for server in ["r0-", "r1-"] {
+        assert!(ids.iter().any(|id| id.starts_with(server)), "{ids:?}");
+    }
 }
