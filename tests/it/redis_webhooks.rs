@@ -54,11 +54,17 @@ fn run(conn: &mut RedisConn, out: &[u8]) -> Reply {
     reply
 }
 
+/// Rooms named `quiet*` do not announce presence.
+fn announcing(room: &str, mut who: PresenceChange) -> PresenceChange {
+    who.announce = !room.starts_with("quiet");
+    who
+}
+
 fn join(conn: &mut RedisConn, room: &str, node: &str, user: &str, hooks: WebhookFlags) {
     let keys = RoomKeys::new("rc", room);
     let mut out = Vec::new();
     let query = Default::default();
-    let who = change(node, user);
+    let who = announcing(room, change(node, user));
     bridge::join(&mut out, &keys, query, "e", KEEP, &who, hooks.at(room));
     run(conn, &out);
 }
@@ -66,7 +72,8 @@ fn join(conn: &mut RedisConn, room: &str, node: &str, user: &str, hooks: Webhook
 fn leave(conn: &mut RedisConn, room: &str, node: &str, user: &str, hooks: WebhookFlags) {
     let keys = RoomKeys::new("rc", room);
     let mut out = Vec::new();
-    bridge::leave(&mut out, &keys, &change(node, user), 60_000, hooks.at(room));
+    let who = announcing(room, change(node, user));
+    bridge::leave(&mut out, &keys, &who, 60_000, hooks.at(room));
     run(conn, &out);
 }
 
@@ -132,6 +139,9 @@ fn a_rooms_first_and_last_member_and_a_users_first_and_last_connection_are_recor
     leave(&mut conn, "lobby", "b", "u1", on);
     leave(&mut conn, "lobby", "b", "u2", on);
     join(&mut conn, "lobby", "a", "u3", on);
+    // Presence only where the room announces it, as on one server.
+    join(&mut conn, "quiet", "a", "u1", on);
+    leave(&mut conn, "quiet", "a", "u1", on);
     online(&mut conn, "a", "u1", 1, on);
     online(&mut conn, "b", "u1", 1, on);
     online(&mut conn, "a", "u1", -1, on);
@@ -148,6 +158,8 @@ fn a_rooms_first_and_last_member_and_a_users_first_and_last_connection_are_recor
             "room.vacated lobby -",
             "room.occupied lobby -",
             "presence.join lobby u3",
+            "room.occupied quiet -",
+            "room.vacated quiet -",
             "user.online - u1",
             "user.offline - u1",
         ]

@@ -216,4 +216,10 @@ fn rooms_on_two_redis_servers_are_read_from_both_each_in_order() {
     for server in ["r0-", "r1-"] {
         assert!(ids.iter().any(|id| id.starts_with(server)), "{ids:?}");
     }
+    // Both stop gracefully, the sender and the other.
+    drop((on_a, on_b));
+    for mut node in [a, b] {
+        node.terminate();
+        assert!(node.wait_exit(WAIT).success());
+    }
 }
