@@ -832,10 +832,6 @@ mod tests {
             (&["--webhook-events", "room.opened"], "--webhook-events: "),
             (&["--webhook-queue", "0"], "--webhook-queue: "),
             (&["--webhook-rooms", "a room"], "--webhook-rooms: "),
-            (
-                &["--webhook", "http://h/", "--redis", "redis://127.0.0.1"],
-                "--webhook: ",
-            ),
         ];
         for (args, message) in cases {
             if ServeArgs::try_parse_from(*args).is_err() {

@@ -183,12 +183,6 @@ impl Config {
         if self.cluster.is_some() && self.listen.shards > cluster::MAX_CLUSTER_SHARDS {
             return out_of_range("shards", "must be at most 64 with --redis");
         }
-        if self.hooks.webhook.is_some() && self.cluster.is_some() {
-            return out_of_range(
-                "webhook",
-                "not with --redis yet: a cluster's webhooks must come from where Redis decides a room's and a user's first and last, which is to come",
-            );
-        }
         if self.listen.processes > 1 && self.cluster.is_none() {
             return out_of_range(
                 "processes",

@@ -98,6 +98,8 @@ impl EventType {
 pub struct Types(u8);
 
 impl Types {
+    pub const NONE: Self = Self(0);
+
     pub fn of(types: &[EventType]) -> Self {
         Self(types.iter().fold(0, |mask, t| mask | t.bit()))
     }
@@ -108,6 +110,16 @@ impl Types {
 
     pub fn is_empty(self) -> bool {
         self.0 == 0
+    }
+
+    /// The mask as `roomcast.lua` reads it (`TYPE_BITS`: bit `i` is
+    /// `EventType::ALL[i]`).
+    pub const fn bits(self) -> u8 {
+        self.0
+    }
+
+    pub const fn without(self, t: EventType) -> Self {
+        Self(self.0 & !t.bit())
     }
 }
 
@@ -130,9 +142,22 @@ pub enum What {
     RoomVacated(Arc<str>),
     UserOnline(Arc<str>),
     UserOffline(Arc<str>),
-    PresenceJoin { room: Arc<str>, user: Arc<str> },
-    PresenceLeave { room: Arc<str>, user: Arc<str> },
+    PresenceJoin {
+        room: Arc<str>,
+        user: Arc<str>,
+    },
+    PresenceLeave {
+        room: Arc<str>,
+        user: Arc<str>,
+    },
     RoomMessage(Box<Message>),
+    /// A `room.message` as Redis recorded it in a cluster: the sequenced
+    /// message text, whose fields (`event`, `room`, `data`, `from`, `seq`,
+    /// `ts`) are the event's.
+    RoomMessageText {
+        room: Arc<str>,
+        text: Box<[u8]>,
+    },
 }
 
 /// An event as a shard noticed it, with its `time` (unix ms).
@@ -158,7 +183,7 @@ impl What {
             Self::UserOffline(_) => EventType::UserOffline,
             Self::PresenceJoin { .. } => EventType::PresenceJoin,
             Self::PresenceLeave { .. } => EventType::PresenceLeave,
-            Self::RoomMessage(_) => EventType::RoomMessage,
+            Self::RoomMessage(_) | Self::RoomMessageText { .. } => EventType::RoomMessage,
         }
     }
 
@@ -167,6 +192,7 @@ impl What {
             Self::RoomOccupied(room) | Self::RoomVacated(room) => Some(room),
             Self::PresenceJoin { room, .. } | Self::PresenceLeave { room, .. } => Some(room),
             Self::RoomMessage(message) => Some(&message.room),
+            Self::RoomMessageText { room, .. } => Some(room),
             Self::UserOnline(_) | Self::UserOffline(_) => None,
         }
     }
@@ -175,7 +201,10 @@ impl What {
         match self {
             Self::UserOnline(user) | Self::UserOffline(user) => Some(user),
             Self::PresenceJoin { user, .. } | Self::PresenceLeave { user, .. } => Some(user),
-            Self::RoomOccupied(_) | Self::RoomVacated(_) | Self::RoomMessage(_) => None,
+            Self::RoomOccupied(_)
+            | Self::RoomVacated(_)
+            | Self::RoomMessage(_)
+            | Self::RoomMessageText { .. } => None,
         }
     }
 }
@@ -189,6 +218,13 @@ impl Event {
         out.extend_from_slice(self.what.kind().name().as_bytes());
         out.extend_from_slice(b"\",\"time\":");
         json::write_u64(out, self.time);
+        if let What::RoomMessageText { text, .. } = &self.what
+            && text.len() > 2
+        {
+            out.push(b',');
+            out.extend_from_slice(&text[1..]);
+            return;
+        }
         let field = |out: &mut Vec<u8>, key: &str, value: &str| {
             out.extend_from_slice(b",\"");
             out.extend_from_slice(key.as_bytes());
@@ -261,6 +297,20 @@ struct Flight {
     failures: u32,
     /// `None`: at the backend; `Some(at)`: to be tried again at `at`.
     retry_at: Option<Instant>,
+    tags: Vec<Tag>,
+}
+
+/// What the feeder of a tagged event (`Outbox::push_tagged`) calls it, to
+/// hear when the outbox is done with it (`Outbox::take_done`).
+pub type Tag = u64;
+
+/// Where a tagged event came from: its tag, and the `id` it is sent with,
+/// the same whichever node sends it (so a backend can tell an event sent
+/// again after a take-over).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub tag: Tag,
+    pub id: Box<str>,
 }
 
 /// Between the shards and the backend; see the module doc.
@@ -268,17 +318,20 @@ pub struct Outbox {
     config: OutboxConfig,
     next_id: u64,
     next_batch: u64,
-    /// Held vacates and offlines, by subject, with their generation.
-    held: HashMap<Subject, (u64, Event)>,
+    /// Held vacates and offlines, by subject, with their generation and
+    /// tag.
+    held: HashMap<Subject, (u64, Event, Option<Source>)>,
     /// Held events by due time: the delay is one, so pushes come in order.
     due: VecDeque<(Instant, Subject, u64)>,
     next_generation: u64,
-    /// Encoded events waiting, with when each came.
-    queue: VecDeque<(Instant, Vec<u8>)>,
+    /// Encoded events waiting, with when each came and their tag.
+    queue: VecDeque<(Instant, Vec<u8>, Option<Tag>)>,
     flight: Option<Flight>,
     counts: Counts,
     /// Stopping: batches go without waiting for more events.
     flushing: bool,
+    /// Tags of events that are done with (`take_done`).
+    done: Vec<Tag>,
 }
 
 impl Outbox {
@@ -294,6 +347,7 @@ impl Outbox {
             flight: None,
             counts: Counts::default(),
             flushing: false,
+            done: Vec::new(),
         }
     }
 
@@ -319,7 +373,7 @@ impl Outbox {
             if self
                 .held
                 .get(&subject)
-                .is_some_and(|(g, _)| *g == generation)
+                .is_some_and(|(g, _, _)| *g == generation)
             {
                 self.release(&subject, now);
             }
@@ -329,39 +383,52 @@ impl Outbox {
 
     /// An event a shard noticed.
     pub fn push(&mut self, event: Event, now: Instant) {
+        self.push_tagged(event, None, now);
+    }
+
+    /// An event whose end (acknowledged, dropped, cancelled) its feeder
+    /// wants to hear of: its tag comes out of `take_done` then.
+    pub fn push_tagged(&mut self, event: Event, source: Option<Source>, now: Instant) {
+        let cancels = match &event.what {
+            What::RoomOccupied(room) => Some(Subject::Room(room.clone())),
+            What::UserOnline(user) => Some(Subject::User(user.clone())),
+            What::RoomVacated(room) => {
+                return self.hold(Subject::Room(room.clone()), event, source, now);
+            }
+            What::UserOffline(user) => {
+                return self.hold(Subject::User(user.clone()), event, source, now);
+            }
+            _ => None,
+        };
+        if let Some(subject) = cancels
+            && let Some((_, _, held)) = self.held.remove(&subject)
+        {
+            let tags = held.into_iter().chain(source).map(|s| s.tag);
+            self.done.extend(tags);
+            return;
+        }
         match &event.what {
-            What::RoomOccupied(room) => {
-                if self.cancel(&Subject::Room(room.clone())) {
-                    return;
-                }
-            }
-            What::UserOnline(user) => {
-                if self.cancel(&Subject::User(user.clone())) {
-                    return;
-                }
-            }
-            What::RoomVacated(room) => return self.hold(Subject::Room(room.clone()), event, now),
-            What::UserOffline(user) => return self.hold(Subject::User(user.clone()), event, now),
             // A held user.offline is not sent early for a presence event:
             // a user's connections and their rooms are counted on different
             // shards, so the `user.online` that cancels it may come after a
             // `presence.join` of the new connection, and the `presence.leave`
             // of the last one after the offline itself.
+            What::RoomOccupied(_) | What::UserOnline(_) => {}
             what => {
                 if let Some(room) = what.room() {
                     self.release(&Subject::Room(room.clone()), now);
                 }
             }
         }
-        self.enqueue(&event, now);
+        self.enqueue(&event, source, now);
     }
 
-    /// Whether a held event about `subject` was there (and is no more).
-    fn cancel(&mut self, subject: &Subject) -> bool {
-        self.held.remove(subject).is_some()
+    /// The tags of the events the outbox is done with since last asked.
+    pub fn take_done(&mut self) -> Vec<Tag> {
+        std::mem::take(&mut self.done)
     }
 
-    fn hold(&mut self, subject: Subject, event: Event, now: Instant) {
+    fn hold(&mut self, subject: Subject, event: Event, source: Option<Source>, now: Instant) {
         // A second vacate before any occupy cannot happen; were it to, the
         // first is sent rather than lost.
         self.release(&subject, now);
@@ -369,26 +436,33 @@ impl Outbox {
         self.next_generation += 1;
         let due = now + self.config.vacate_delay;
         self.due.push_back((due, subject.clone(), generation));
-        self.held.insert(subject, (generation, event));
+        self.held.insert(subject, (generation, event, source));
     }
 
     /// Sends the held event about `subject` now, if there is one.
     fn release(&mut self, subject: &Subject, now: Instant) {
-        if let Some((_, event)) = self.held.remove(subject) {
-            self.enqueue(&event, now);
+        if let Some((_, event, source)) = self.held.remove(subject) {
+            self.enqueue(&event, source, now);
         }
     }
 
-    fn enqueue(&mut self, event: &Event, now: Instant) {
-        let id = format!("{}-{}", self.config.node, self.next_id);
-        self.next_id += 1;
+    fn enqueue(&mut self, event: &Event, source: Option<Source>, now: Instant) {
+        let (tag, id) = match source {
+            Some(Source { tag, id }) => (Some(tag), id.into_string()),
+            None => {
+                self.next_id += 1;
+                (None, format!("{}-{}", self.config.node, self.next_id - 1))
+            }
+        };
         let mut text = Vec::with_capacity(96);
         event.write(&id, &mut text);
-        if self.queue.len() >= self.config.queue {
-            self.queue.pop_front();
+        if self.queue.len() >= self.config.queue
+            && let Some((_, _, dropped)) = self.queue.pop_front()
+        {
+            self.done.extend(dropped);
             self.counts.dropped_queue += 1;
         }
-        self.queue.push_back((now, text));
+        self.queue.push_back((now, text, tag));
     }
 
     /// Held events whose delay is over go to the queue.
@@ -400,7 +474,7 @@ impl Outbox {
             if self
                 .held
                 .get(&subject)
-                .is_some_and(|(g, _)| *g == generation)
+                .is_some_and(|(g, _, _)| *g == generation)
             {
                 self.release(&subject, now);
             }
@@ -425,17 +499,19 @@ impl Outbox {
                 _ => None,
             };
         }
-        let (first, _) = self.queue.front()?;
+        let (first, _, _) = self.queue.front()?;
         if !self.flushing && self.queue.len() < MAX_BATCH && *first + LINGER > now {
             return None;
         }
         let take = self.queue.len().min(MAX_BATCH);
         let mut body = b"{\"events\":[".to_vec();
-        for (i, (_, text)) in self.queue.drain(..take).enumerate() {
+        let mut tags = Vec::new();
+        for (i, (_, text, tag)) in self.queue.drain(..take).enumerate() {
             if i > 0 {
                 body.push(b',');
             }
             body.extend_from_slice(&text);
+            tags.extend(tag);
         }
         body.extend_from_slice(b"]}");
         let number = self.next_batch;
@@ -447,6 +523,7 @@ impl Outbox {
             first_try: now,
             failures: 0,
             retry_at: None,
+            tags,
         });
         Some(Batch { number, body })
     }
@@ -459,14 +536,14 @@ impl Outbox {
         if flight.number != number || flight.retry_at.is_some() {
             return;
         }
-        if acknowledged {
-            self.counts.delivered += flight.events as u64;
-            self.flight = None;
-            return;
-        }
         let give_up = flight.first_try + self.config.retry;
-        if now >= give_up {
-            self.counts.dropped_retry += flight.events as u64;
+        if acknowledged || now >= give_up {
+            if acknowledged {
+                self.counts.delivered += flight.events as u64;
+            } else {
+                self.counts.dropped_retry += flight.events as u64;
+            }
+            self.done.append(&mut flight.tags);
             self.flight = None;
             return;
         }
@@ -487,7 +564,7 @@ impl Outbox {
         };
         let queued = match &self.flight {
             Some(flight) => flight.retry_at,
-            None => self.queue.front().map(|(at, _)| *at + linger),
+            None => self.queue.front().map(|(at, _, _)| *at + linger),
         };
         held.into_iter().chain(queued).min()
     }

@@ -53,10 +53,10 @@ use crate::hooks::HookHandle;
 use crate::hooks::webhook::OutboxConfig;
 use crate::hooks::webhook::thread::{self as webhook_thread, WebhookHandle};
 use crate::redis::requests::{DirectMessage, RoomEvent, Unavailable};
-use crate::redis::{History, Presence, Sequenced};
+use crate::redis::{self, History, Presence, Sequenced};
 use crate::rooms::cluster::{BridgeAnswer, FromBridge};
 use crate::{log_info, log_warn};
-use bridge::{BridgeConfig, BridgeHandle, BridgeRequest, BridgeSink};
+use bridge::{BridgeConfig, BridgeHandle, BridgeRequest, BridgeSink, WebhookFeed, WebhookRules};
 use hooks::Hooked;
 use shard::{Channels, Command, Handle, Listeners, Shard};
 
@@ -102,8 +102,9 @@ impl Server {
         };
         let mut threads = Vec::new();
         let (shards, parts) = shard_channels(shared.config.listen.shards)?;
-        let bridge = start_bridge(&shared, &shards)?;
-        let hooks = start_hooks(&shared, &shards)?;
+        let webhooks = WebhookWiring::new(&shared);
+        let bridge = start_bridge(&shared, &shards, webhooks.feed)?;
+        let hooks = start_hooks(&shared, &shards, webhooks.thread)?;
         for (index, (poll, rx)) in parts.into_iter().enumerate() {
             let own_listeners = Listeners {
                 public: match mode {
@@ -334,10 +335,57 @@ fn shard_channels(count: usize) -> io::Result<ShardParts> {
     Ok((handles, parts))
 }
 
+/// `--webhook`: the webhooks thread's channel, made before the bridge and
+/// the hooks client that reach it; in cluster mode the bridge feeds it
+/// what it reads from Redis, and hears back how far that is done with.
+struct WebhookWiring {
+    feed: Option<WebhookFeed>,
+    thread: Option<WebhookInputs>,
+}
+
+/// The webhooks thread's end of its channels.
+struct WebhookInputs {
+    handle: WebhookHandle,
+    inputs: Receiver<webhook_thread::Input>,
+    cursors: Option<crossbeam_channel::Sender<webhook_thread::Cursor>>,
+}
+
+impl WebhookWiring {
+    fn new(shared: &Shared) -> Self {
+        let group = &shared.config.hooks;
+        if group.webhook.is_none() {
+            return Self {
+                feed: None,
+                thread: None,
+            };
+        }
+        let (handle, inputs) = webhook_thread::channel(group.webhook_types_set());
+        let (feed, cursors) = if shared.config.cluster.is_some() {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let feed = WebhookFeed {
+                events: handle.clone(),
+                cursors: rx,
+            };
+            (Some(feed), Some(tx))
+        } else {
+            (None, None)
+        };
+        Self {
+            feed,
+            thread: Some(WebhookInputs {
+                handle,
+                inputs,
+                cursors,
+            }),
+        }
+    }
+}
+
 /// Cluster mode: starts the Redis bridge, whose sink reaches every shard.
 fn start_bridge(
     shared: &Arc<Shared>,
     shards: &[Handle],
+    feed: Option<WebhookFeed>,
 ) -> io::Result<Option<(BridgeHandle<BridgeAnswer>, JoinHandle<()>)>> {
     let (Some(cluster), Some(metrics)) = (&shared.config.cluster, &shared.redis) else {
         return Ok(None);
@@ -347,12 +395,19 @@ fn start_bridge(
         cluster: cluster.clone(),
         history: rooms.history,
         presence: rooms.presence.clone(),
+        webhooks: shared.config.hooks.webhook.as_ref().map(|_| WebhookRules {
+            flags: redis::WebhookFlags {
+                types: shared.config.hooks.webhook_types_set(),
+                queue: shared.config.hooks.webhook_queue,
+            },
+            message_rooms: shared.config.hooks.webhook_rooms.clone(),
+        }),
     };
     let sink = ShardSink {
         shards: shards.to_vec(),
         shared: shared.clone(),
     };
-    bridge::start(config, sink, metrics.clone()).map(Some)
+    bridge::start(config, sink, metrics.clone(), feed).map(Some)
 }
 
 /// The hooks client and, with `--webhook`, the webhooks thread.
@@ -366,7 +421,11 @@ struct StartedHooks {
 /// shard (and the webhooks thread, which it starts with `--webhook`). The
 /// JWT secrets are final by now (a generated one included), so the
 /// default signing key is known.
-fn start_hooks(shared: &Arc<Shared>, shards: &[Handle]) -> io::Result<Option<StartedHooks>> {
+fn start_hooks(
+    shared: &Arc<Shared>,
+    shards: &[Handle],
+    webhook: Option<WebhookInputs>,
+) -> io::Result<Option<StartedHooks>> {
     let Some(metrics) = &shared.hooks else {
         return Ok(None);
     };
@@ -374,14 +433,13 @@ fn start_hooks(shared: &Arc<Shared>, shards: &[Handle]) -> io::Result<Option<Sta
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let group = &shared.config.hooks;
     let webhook_url = hooks::urls(group).1.webhook;
-    let channel = webhook_url.map(|_| webhook_thread::channel(group.webhook_types_set()));
     let sink = hooks::ShardHookSink {
         shards: shards.to_vec(),
-        webhooks: channel.as_ref().map(|(handle, _)| handle.clone()),
+        webhooks: webhook.as_ref().map(|w| w.handle.clone()),
     };
     let (handle, thread) = crate::hooks::client::start(config, sink, metrics.clone())?;
     let mut webhooks = None;
-    if let (Some((webhook, inputs)), Some(url_index)) = (channel, webhook_url) {
+    if let (Some(webhook), Some(url_index)) = (webhook, webhook_url) {
         let outbox = OutboxConfig {
             node: format!(
                 "{}{:x}",
@@ -398,8 +456,14 @@ fn start_hooks(shared: &Arc<Shared>, shards: &[Handle]) -> io::Result<Option<Sta
             timeout: group.timeout,
             wrap: Hooked::Webhook,
         };
-        let thread = webhook_thread::start(outbox, inputs, client, metrics.clone())?;
-        webhooks = Some((webhook, thread));
+        let thread = webhook_thread::start(
+            outbox,
+            webhook.inputs,
+            client,
+            metrics.clone(),
+            webhook.cursors,
+        )?;
+        webhooks = Some((webhook.handle, thread));
     }
     Ok(Some(StartedHooks {
         handle,

@@ -1027,8 +1027,8 @@ fn router_config(shared: &Shared, index: usize, shards: usize, cluster: bool) ->
             node_id: node_id.unwrap_or_default(),
             started: shared.started,
         }),
-        // In cluster mode no node sees a room's or a user's first and last
-        // (config refuses --webhook with --redis).
+        // In cluster mode no node sees a room's or a user's first and last:
+        // Redis records them and one node sends them (`bridge::webhooks`).
         notes: (!cluster && hooks.webhook.is_some()).then(|| NoteRules {
             types: hooks.webhook_types_set(),
             message_rooms: hooks.webhook_rooms.clone(),

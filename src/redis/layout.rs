@@ -47,6 +47,9 @@ pub struct RoomKeys {
     pub members: String,
     /// The pub/sub channel every node with members subscribes to.
     pub channel: String,
+    /// This server's stream of webhook events (`webhooks`), which the
+    /// functions add a room's transitions to.
+    pub webhooks: String,
 }
 
 impl RoomKeys {
@@ -61,8 +64,22 @@ impl RoomKeys {
             nodes: format!("{base}:nodes"),
             members: format!("{base}:members"),
             channel: base,
+            webhooks: webhooks(prefix),
         }
     }
+}
+
+/// The stream of webhook events on each server (section 13.1): the
+/// functions add every transition they make there, and the one node that
+/// sends webhooks reads it.
+pub fn webhooks(prefix: &str) -> String {
+    format!("{prefix}:webhooks")
+}
+
+/// Where the node that sends webhooks keeps how far it has read server
+/// `index`'s stream: the id of the last event the backend acknowledged.
+pub fn webhooks_cursor(prefix: &str, index: usize) -> String {
+    format!("{prefix}:webhooks:cursor:{index}")
 }
 
 /// The sorted set of node heartbeats on each server: node -> unix ms.

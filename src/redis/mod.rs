@@ -22,9 +22,11 @@ pub mod requests;
 pub mod resp;
 pub mod subscriptions;
 pub mod url;
+pub mod webhooks;
 
 use crate::config::HistoryConfig;
 use crate::conn::ConnRef;
+use crate::hooks::webhook::Types;
 use layout::RoomKeys;
 use resp::Reply;
 
@@ -78,6 +80,52 @@ pub fn load_library(out: &mut Vec<u8>) {
     );
 }
 
+/// What a node with webhooks on asks the functions to add to the server's
+/// stream of webhook events (section 13.1): the types wanted and the
+/// stream's bound.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WebhookFlags {
+    /// Empty: webhooks off, nothing is added.
+    pub types: Types,
+    /// `--webhook-queue`: about the most entries the stream keeps.
+    pub queue: usize,
+}
+
+impl WebhookFlags {
+    /// These flags for a call about `room`.
+    pub fn at(self, room: &str) -> RoomHooks<'_> {
+        RoomHooks { flags: self, room }
+    }
+}
+
+/// The webhook flags of one call, with the room its events are about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomHooks<'a> {
+    pub flags: WebhookFlags,
+    pub room: &'a str,
+}
+
+impl RoomHooks<'_> {
+    /// Webhooks off.
+    pub const OFF: RoomHooks<'static> = RoomHooks {
+        flags: WebhookFlags {
+            types: Types::NONE,
+            queue: 0,
+        },
+        room: "",
+    };
+
+    /// The four trailing arguments (stream, mask, bound, room).
+    fn args(self, keys: &RoomKeys) -> [Vec<u8>; 4] {
+        [
+            keys.webhooks.as_bytes().to_vec(),
+            self.flags.types.bits().to_string().into_bytes(),
+            self.flags.queue.to_string().into_bytes(),
+            self.room.as_bytes().to_vec(),
+        ]
+    }
+}
+
 /// Appends the `FCALL roomcast_publish` that sequences a room event whose
 /// text is `head`, its `seq`, then `tail`; `fresh_epoch` is used if the
 /// room has none, and `origin` goes with the event on the channel.
@@ -88,45 +136,33 @@ pub fn publish(
     fresh_epoch: &str,
     retention: HistoryConfig,
     origin: &str,
+    hooks: RoomHooks<'_>,
 ) {
     let history = retention.messages.to_string();
     let ttl = retention.ttl_ms().to_string();
-    let args = [
+    let hooks = hooks.args(keys);
+    let mut args = vec![
         text.0,
         text.1,
         fresh_epoch.as_bytes(),
         history.as_bytes(),
         ttl.as_bytes(),
         origin.as_bytes(),
+        keys.channel.as_bytes(),
     ];
-    fcall(
-        out,
-        b"roomcast_publish",
-        keys,
-        true,
-        &args,
-        Some(&keys.channel),
-    );
+    args.extend(hooks.iter().map(Vec::as_slice));
+    fcall(out, b"roomcast_publish", keys, true, &args);
 }
 
 /// Appends `FCALL <function>` on a room's `seq`, `epoch` and `log` (and
 /// `members` when the function needs to know whether the room has any)
-/// with `args`, then the room's channel when the function publishes.
-fn fcall(
-    out: &mut Vec<u8>,
-    function: &[u8],
-    keys: &RoomKeys,
-    with_members: bool,
-    args: &[&[u8]],
-    channel: Option<&str>,
-) {
-    let mut all: Vec<&[u8]> = args.to_vec();
-    all.extend(channel.map(str::as_bytes));
+/// with `args`.
+fn fcall(out: &mut Vec<u8>, function: &[u8], keys: &RoomKeys, with_members: bool, args: &[&[u8]]) {
     let mut names = function_keys(keys, false)[..3].to_vec();
     if with_members {
         names.push(keys.members.as_bytes());
     }
-    fcall_with(out, function, &names, &all);
+    fcall_with(out, function, &names, args);
 }
 
 /// What a `room:join` asks of the history (section 7).
@@ -178,7 +214,7 @@ pub fn history(
 ) {
     let numbers = HistoryNumbers::new(&query, retention);
     let args = numbers.args(&query, fresh_epoch);
-    fcall(out, b"roomcast_history", keys, false, &args, None);
+    fcall(out, b"roomcast_history", keys, false, &args);
 }
 
 /// A connection joining or leaving a room, as presence counts it.
@@ -237,6 +273,7 @@ pub fn join(
     fresh_epoch: &str,
     retention: HistoryConfig,
     change: &PresenceChange,
+    hooks: RoomHooks<'_>,
 ) {
     let numbers = HistoryNumbers::new(&query, retention);
     let limit = change.event_limit.to_string();
@@ -253,8 +290,10 @@ pub fn join(
         change.origin.as_bytes(),
         &change.text,
     ];
+    let hooks = hooks.args(keys);
     let mut args = history.to_vec();
     args.extend_from_slice(&presence);
+    args.extend(hooks.iter().map(Vec::as_slice));
     fcall_with(out, b"roomcast_join", &function_keys(keys, false), &args);
 }
 
@@ -265,9 +304,17 @@ pub const ONLINE: &str = "";
 
 /// Appends the `FCALL roomcast_count` counting `n` connections of
 /// `change.user` in the online set (`n` < 0: out).
-pub fn count(out: &mut Vec<u8>, keys: &RoomKeys, change: &PresenceChange, n: i64) {
+pub fn count(
+    out: &mut Vec<u8>,
+    keys: &RoomKeys,
+    change: &PresenceChange,
+    n: i64,
+    hooks: WebhookFlags,
+) {
     let n = n.to_string();
-    let args = [change.node.as_bytes(), change.user.as_bytes(), n.as_bytes()];
+    let hooks = hooks.at(ONLINE).args(keys);
+    let mut args = vec![change.node.as_bytes(), change.user.as_bytes(), n.as_bytes()];
+    args.extend(hooks.iter().map(Vec::as_slice));
     fcall_with(out, b"roomcast_count", &function_keys(keys, true), &args);
 }
 
@@ -334,10 +381,17 @@ pub fn send(out: &mut Vec<u8>, prefix: &str, to: Option<&str>, payload: &[u8]) {
 
 /// Appends the `FCALL roomcast_leave` counting a connection out; the last
 /// member's leave lets the room expire `ttl_ms` after its newest message.
-pub fn leave(out: &mut Vec<u8>, keys: &RoomKeys, change: &PresenceChange, ttl_ms: u64) {
+pub fn leave(
+    out: &mut Vec<u8>,
+    keys: &RoomKeys,
+    change: &PresenceChange,
+    ttl_ms: u64,
+    hooks: RoomHooks<'_>,
+) {
     let limit = change.event_limit.to_string();
     let ttl = ttl_ms.to_string();
-    let args = [
+    let hooks = hooks.args(keys);
+    let mut args = vec![
         change.node.as_bytes(),
         change.user.as_bytes(),
         flag(change.announce),
@@ -347,6 +401,7 @@ pub fn leave(out: &mut Vec<u8>, keys: &RoomKeys, change: &PresenceChange, ttl_ms
         &change.text,
         ttl.as_bytes(),
     ];
+    args.extend(hooks.iter().map(Vec::as_slice));
     fcall_with(out, b"roomcast_leave", &function_keys(keys, false), &args);
 }
 
@@ -367,6 +422,8 @@ pub struct SyncRules {
     pub event_limit: usize,
     /// `--history-ttl`, for a room left without members.
     pub ttl_ms: u64,
+    /// The node's webhook flags (section 13.1).
+    pub hooks: WebhookFlags,
 }
 
 /// Appends the `FCALL roomcast_sync` that sets `node`'s connections in
@@ -383,6 +440,7 @@ pub fn sync(
     let limit = rules.event_limit.to_string();
     let ttl = rules.ttl_ms.to_string();
     let counts: Vec<String> = users.iter().map(|u| u.connections.to_string()).collect();
+    let hooks = rules.hooks.at(room).args(keys);
     let mut args: Vec<&[u8]> = vec![
         node.as_bytes(),
         room.as_bytes(),
@@ -391,6 +449,7 @@ pub fn sync(
         keys.channel.as_bytes(),
         ttl.as_bytes(),
     ];
+    args.extend(hooks.iter().map(Vec::as_slice));
     for (user, count) in users.iter().zip(&counts) {
         args.push(user.user.as_bytes());
         args.push(count.as_bytes());
@@ -403,7 +462,7 @@ pub fn sync(
 /// `history_remove`: the room's messages go, and the room itself when it
 /// has no member in the cluster.
 pub fn forget(out: &mut Vec<u8>, keys: &RoomKeys) {
-    fcall(out, b"roomcast_forget", keys, true, &[], None);
+    fcall(out, b"roomcast_forget", keys, true, &[]);
 }
 
 /// Appends the `FCALL roomcast_presence` listing at most `limit` users.
@@ -650,7 +709,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_publish_names_its_three_keys_and_channel() {
+    fn a_publish_names_its_keys_channel_and_webhook_flags() {
         let mut out = Vec::new();
         let keys = RoomKeys::new("rc", "lobby");
         let retention = HistoryConfig {
@@ -664,6 +723,11 @@ mod tests {
             "e1",
             retention,
             "n/1/-",
+            WebhookFlags {
+                types: Types::of(&[crate::hooks::webhook::EventType::RoomMessage]),
+                queue: 500,
+            }
+            .at("lobby"),
         );
         let (reply, _) = resp::parse(&out).unwrap().unwrap();
         let Reply::Array(args) = reply else { panic!() };
@@ -685,8 +749,25 @@ mod tests {
                 b"300000",
                 b"n/1/-",
                 b"rc:{lobby}",
+                b"rc:webhooks",
+                b"64",
+                b"500",
+                b"lobby",
             ]
         );
+    }
+
+    #[test]
+    fn the_library_reads_the_type_mask_as_rust_writes_it() {
+        for (i, t) in crate::hooks::webhook::EventType::ALL
+            .into_iter()
+            .enumerate()
+        {
+            let bit = 1u8 << i;
+            assert_eq!(Types::of(&[t]).bits(), bit);
+            let entry = format!("['{}'] = {bit}", t.name());
+            assert!(LIBRARY.contains(&entry), "{entry}");
+        }
     }
 
     #[test]

@@ -28,6 +28,51 @@ local function now_ms()
   return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 end
 
+-- Webhooks in a cluster (docs/protocol.md section 13.1). A node that has
+-- webhooks on passes four arguments: this server's stream of webhook
+-- events, the types wanted (a mask of TYPE_BITS), the stream's bound, and
+-- the room. A transition the call makes (a room's first or last member, a
+-- user's first or last connection in a room or in the cluster) is added
+-- to the stream in the same atomic step as the counting, so the one node
+-- that sends webhooks reads every transition of a room or user once, in
+-- the order it happened. The entry id carries the Redis time. As on one
+-- server, presence.* are those of rooms that announce presence.
+local TYPE_BITS = {
+  ['room.occupied'] = 1, ['room.vacated'] = 2, ['user.online'] = 4, ['user.offline'] = 8,
+  ['presence.join'] = 16, ['presence.leave'] = 32, ['room.message'] = 64,
+}
+
+-- The webhook arguments starting at `args[from]`, or nil when off.
+local function hooks_of(args, from)
+  local mask = tonumber(args[from + 1] or '0') or 0
+  if mask == 0 then
+    return nil
+  end
+  return {key = args[from], mask = mask, maxlen = args[from + 2], room = args[from + 3]}
+end
+
+-- Adds an event of `kind` about the hooks' room (`with_room`) and `user`
+-- (or none) to the stream, if that kind is wanted.
+local function hook(w, kind, with_room, user, message)
+  if w == nil or bit.band(w.mask, TYPE_BITS[kind]) == 0 then
+    return
+  end
+  local fields = {'type', kind}
+  if with_room then
+    fields[#fields + 1] = 'room'
+    fields[#fields + 1] = w.room
+  end
+  if user then
+    fields[#fields + 1] = 'user'
+    fields[#fields + 1] = user
+  end
+  if message then
+    fields[#fields + 1] = 'm'
+    fields[#fields + 1] = message
+  end
+  redis.call('XADD', w.key, 'MAXLEN', '~', w.maxlen, '*', unpack(fields))
+end
+
 -- The time (unix ms) of a history entry, or nil for one without.
 local function entry_time(entry)
   local fields = entry[2]
@@ -64,7 +109,7 @@ end
 
 -- Sequences `head .. seq .. tail` (the message text around its seq) and
 -- returns {seq, epoch}. keys: seq, epoch, log, members.
-local function sequence(keys, head, tail, fresh_epoch, history, ttl_ms, origin, channel)
+local function sequence(keys, head, tail, fresh_epoch, history, ttl_ms, origin, channel, hooks)
   local epoch = redis.call('GET', keys[2])
   if not epoch then
     -- A new room, or one forgotten (expired, or lost with the data): a new
@@ -79,6 +124,7 @@ local function sequence(keys, head, tail, fresh_epoch, history, ttl_ms, origin, 
     redis.call('XADD', keys[3], 'MAXLEN', history, '0-' .. seq, 'm', message, 't', now_ms())
   end
   redis.call('PUBLISH', channel, epoch .. ' ' .. seq .. ' ' .. origin .. ' ' .. message)
+  hook(hooks, 'room.message', true, nil, message)
   -- With members the room stays (joins made its keys persistent).
   if tonumber(redis.call('GET', keys[4]) or '0') <= 0 then
     if history > 0 then
@@ -95,10 +141,11 @@ end
 -- Used by roomcast nodes, which build the message text themselves.
 -- KEYS: seq, epoch, log, members.
 -- ARGV: head, tail, fresh epoch, history length, history TTL (ms), origin,
--- channel.
+-- channel, then the webhook arguments (optional; the node sets the
+-- room.message bit only for a room that --webhook-rooms matches).
 local function publish(keys, args)
   return sequence(keys, args[1], args[2], args[3], tonumber(args[4]), tonumber(args[5]),
-    args[6], args[7])
+    args[6], args[7], hooks_of(args, 8))
 end
 
 -- The emitter: any backend publishes a room event without a roomcast node.
@@ -233,17 +280,25 @@ end
 -- presence:join for the user's first connection in the cluster.
 -- ARGV 1-5 as roomcast_history, then: node, user, name ('' for none),
 -- has name (0/1), rejoin (0/1), announce (0/1), event limit, channel,
--- origin, the presence:join text.
+-- origin, the presence:join text, then the webhook arguments (optional).
 -- Returns {epoch, seq, recovered, {messages...}, members}.
 local function join(keys, args)
   local reply = read_history(keys, args)
   if args[10] ~= '1' then
+    local hooks = hooks_of(args, 16)
     local user = args[7]
     if args[9] == '1' then
       redis.call('HSET', keys[5], user, args[8])
     end
+    local before = members(keys)
     local total = count_in(keys, args[6], user, 1)
     local room_total = members(keys)
+    if before == 0 and room_total > 0 then
+      hook(hooks, 'room.occupied', true)
+    end
+    if total == 1 and args[11] == '1' then
+      hook(hooks, 'presence.join', true, user)
+    end
     -- A room with members is never forgotten.
     for i = 1, 3 do
       redis.call('PERSIST', keys[i])
@@ -261,15 +316,21 @@ end
 -- member's leave lets the room expire with its history.
 -- KEYS: the seven of a join.
 -- ARGV: node, user, announce (0/1), event limit, channel, origin, the
--- presence:leave text, the history TTL (ms). Returns the room's connections.
+-- presence:leave text, the history TTL (ms), then the webhook arguments
+-- (optional). Returns the room's connections.
 local function leave(keys, args)
+  local hooks = hooks_of(args, 9)
   local before = members(keys)
   local total = count_in(keys, args[1], args[2], -1)
   if total == 0 and args[3] == '1' and before <= tonumber(args[4]) then
     announce(args[5], args[6], args[7])
   end
+  if total == 0 and args[3] == '1' then
+    hook(hooks, 'presence.leave', true, args[2])
+  end
   local after = members(keys)
   if after == 0 and before > 0 then
+    hook(hooks, 'room.vacated', true)
     settle_empty(keys, tonumber(args[8]))
   end
   return after
@@ -304,8 +365,9 @@ end
 -- entries may have been reaped, or Redis lost them), or with an empty list
 -- for a node that died (every entry removed, leaves announced).
 -- KEYS: the seven of a join. ARGV: node, room, announce (0/1), event
--- limit, channel, the history TTL (ms), then triples user, connections,
--- name ('' none). Returns the room's connections.
+-- limit, channel, the history TTL (ms), the four webhook arguments (each
+-- '' when off), then triples user, connections, name ('' none). Returns
+-- the room's connections.
 local function sync(keys, args)
   local k = keys
   local node, room = args[1], args[2]
@@ -313,9 +375,10 @@ local function sync(keys, args)
   local limit = tonumber(args[4])
   local channel = args[5]
   local ttl_ms = tonumber(args[6])
+  local hooks = hooks_of(args, 7)
   local had = members(k)
   local wanted = {}
-  for i = 7, #args, 3 do
+  for i = 11, #args, 3 do
     wanted[args[i]] = {tonumber(args[i + 1]), args[i + 2]}
   end
   local own = redis.call('HGETALL', keys[6])
@@ -331,6 +394,12 @@ local function sync(keys, args)
         if total == 0 and can_announce and before <= limit then
           announce(channel, '-', leave_text(room, user))
         end
+        if total == 0 and can_announce then
+          hook(hooks, 'presence.leave', true, user)
+        end
+        if before > 0 and members(k) == 0 then
+          hook(hooks, 'room.vacated', true)
+        end
       end
       if wanted[user] then
         wanted[user][1] = want - math.min(want, have)
@@ -342,7 +411,14 @@ local function sync(keys, args)
       if entry[2] ~= '' then
         redis.call('HSET', keys[5], user, entry[2])
       end
+      local before = members(k)
       local total = count_in(k, node, user, entry[1])
+      if before == 0 then
+        hook(hooks, 'room.occupied', true)
+      end
+      if total == entry[1] and can_announce then
+        hook(hooks, 'presence.join', true, user)
+      end
       if total == entry[1] and can_announce and members(k) <= limit then
         local name = redis.call('HGET', keys[5], user)
         announce(channel, '-', '{"event":"presence:join","room":' .. cjson.encode(room)
@@ -364,11 +440,20 @@ end
 
 -- Counts `n` connections of `user` on `node` in (or out, n < 0): the online
 -- set (the pseudo-room '') that user:send and system:broadcast count.
--- KEYS: users, names, nodes, members. ARGV: node, user, n.
+-- KEYS: users, names, nodes, members. ARGV: node, user, n, then the
+-- webhook arguments (optional): a user's first connection in the cluster
+-- is user.online, their last user.offline.
 -- Returns the connections counted.
 local function count(keys, args)
   local k = {nil, nil, nil, keys[1], keys[2], keys[3], keys[4]}
-  count_in(k, args[1], args[2], tonumber(args[3]))
+  local n = tonumber(args[3])
+  local hooks = hooks_of(args, 4)
+  local total = count_in(k, args[1], args[2], n)
+  if total ~= nil and n > 0 and total == n then
+    hook(hooks, 'user.online', false, args[2])
+  elseif total == 0 and n < 0 then
+    hook(hooks, 'user.offline', false, args[2])
+  end
   return members(k)
 end
 

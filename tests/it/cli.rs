@@ -376,8 +376,7 @@ const RICH_SETTINGS: &[(&str, &str, &str)] = &[
         "ROOMCAST_CONNECT_PROXY",
         "http://127.0.0.1:9001/connect",
     ),
-    // --webhook itself is refused with --redis (for now): the plain
-    // settings' test gives it.
+    // --webhook itself: the plain settings' test gives it.
     (
         "--webhook-events",
         "ROOMCAST_WEBHOOK_EVENTS",

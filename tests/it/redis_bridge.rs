@@ -92,8 +92,10 @@ impl Node {
                 rooms: Vec::new(),
                 event_limit: 1000,
             },
+            webhooks: None,
         };
-        let (handle, thread) = bridge::start(config, ChannelSink(tx), Default::default()).unwrap();
+        let (handle, thread) =
+            bridge::start(config, ChannelSink(tx), Default::default(), None).unwrap();
         Node {
             handle,
             out,

@@ -20,7 +20,8 @@ const KEEP_100: HistoryConfig = HistoryConfig {
     ttl: Duration::from_secs(3600),
 };
 
-fn loaded() -> (RedisServer, RedisConn) {
+/// A `redis-server` with the library loaded, and a connection to it.
+pub(crate) fn loaded() -> (RedisServer, RedisConn) {
     let redis = RedisServer::start();
     let mut conn = redis.connect();
     let mut load = Vec::new();
@@ -45,6 +46,7 @@ fn publish(
         "e-fresh",
         retention,
         "n/1/-",
+        bridge::RoomHooks::OFF,
     );
     conn.send_raw(&out);
     let reply = conn.reply();
@@ -147,6 +149,7 @@ fn a_forgotten_room_starts_a_new_epoch_at_seq_1() {
         "e-next",
         KEEP_100,
         "n/1/-",
+        bridge::RoomHooks::OFF,
     );
     conn.send_raw(&out);
     let after = bridge::sequenced(&conn.reply()).unwrap();

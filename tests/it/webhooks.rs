@@ -18,18 +18,18 @@ use common::rooms::Client;
 use common::{Server, json_str, metric, parse_json, wait_until};
 
 /// What `hooks_client`'s backend checks signatures with.
-const HOOK_SECRET: &str = "hook-test-secret";
-const WAIT: Duration = Duration::from_secs(15);
+pub(crate) const HOOK_SECRET: &str = "hook-test-secret";
+pub(crate) const WAIT: Duration = Duration::from_secs(15);
 
 /// A webhook backend and the batches it answered, each with its status.
-struct Hooks {
+pub(crate) struct Hooks {
     backend: Backend,
     batches: Arc<Mutex<Vec<(u16, OwnedValue)>>>,
 }
 
 impl Hooks {
     /// Answers the `n`-th request (from 0) with `status(n)`.
-    fn start(status: impl Fn(usize) -> u16 + Send + Sync + 'static) -> Hooks {
+    pub(crate) fn start(status: impl Fn(usize) -> u16 + Send + Sync + 'static) -> Hooks {
         let batches = Arc::new(Mutex::new(Vec::new()));
         let kept = batches.clone();
         let count = AtomicUsize::new(0);
@@ -50,17 +50,33 @@ impl Hooks {
         Hooks { backend, batches }
     }
 
-    fn always_ok() -> Hooks {
+    pub(crate) fn always_ok() -> Hooks {
         Hooks::start(|_| 200)
     }
 
-    fn url(&self) -> String {
+    /// The ids of the events of the batches answered `status`, each once,
+    /// in the order they first came.
+    pub(crate) fn ids_answered(&self, status: u16) -> Vec<String> {
+        let batches = self.batches.lock().unwrap();
+        let mut ids: Vec<String> = Vec::new();
+        for (_, body) in batches.iter().filter(|(s, _)| *s == status) {
+            for event in body["events"].as_array().unwrap() {
+                let id = event["id"].as_str().unwrap().to_owned();
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+        }
+        ids
+    }
+
+    pub(crate) fn url(&self) -> String {
         self.backend.url("/events")
     }
 
     /// Every event of the acknowledged batches, in the order they came,
     /// each once (a retried batch may repeat).
-    fn events(&self) -> Vec<OwnedValue> {
+    pub(crate) fn events(&self) -> Vec<OwnedValue> {
         let mut seen = std::collections::HashSet::new();
         let batches = self.batches.lock().unwrap();
         let acked = batches.iter().filter(|(status, _)| *status == 200);
@@ -71,7 +87,7 @@ impl Hooks {
     }
 
     /// `type` and `room`/`user` of each event, in order.
-    fn summary(&self) -> Vec<String> {
+    pub(crate) fn summary(&self) -> Vec<String> {
         self.events()
             .iter()
             .map(|e| {
@@ -83,7 +99,7 @@ impl Hooks {
             .collect()
     }
 
-    fn wait_for(&self, what: &str, count: usize) -> Vec<String> {
+    pub(crate) fn wait_for(&self, what: &str, count: usize) -> Vec<String> {
         wait_until(WAIT, what, || self.events().len() >= count);
         self.summary()
     }
@@ -96,20 +112,20 @@ fn server(hooks_url: &str, flags: &[&str]) -> Server {
     Server::spawn(cmd)
 }
 
+/// Messages and presence of the `chat:*` rooms, and a short vacate delay.
+pub(crate) const CHAT_FLAGS: [&str; 6] = [
+    "--webhook-rooms",
+    "chat:*",
+    "--presence-rooms",
+    "chat:*",
+    "--webhook-vacate-delay",
+    "300ms",
+];
+
 #[test]
 fn each_webhook_type_comes_signed_in_the_order_it_happened() {
     let hooks = Hooks::always_ok();
-    let server = server(
-        &hooks.url(),
-        &[
-            "--webhook-rooms",
-            "chat:*",
-            "--presence-rooms",
-            "chat:*",
-            "--webhook-vacate-delay",
-            "300ms",
-        ],
-    );
+    let server = server(&hooks.url(), &CHAT_FLAGS);
     let before = common::rooms::now_ms();
     let mut alice = Client::user(server.addr(), "alice");
     alice.join("chat:1");
@@ -210,7 +226,14 @@ fn a_quick_rejoin_or_reconnect_within_the_delay_sends_neither_vacated_nor_occupi
     drop(carol);
     let mut carol = Client::user(server.addr(), "carol");
     carol.join("r");
-    // Past the delay: nothing held is left to send.
+    assert_only_the_last_leave_vacates(&hooks, carol);
+}
+
+/// With a vacate delay of 2s, once `carol`, the last in room `r`, has
+/// come back quickly: past the delay only her first `user.online` and
+/// `room.occupied r` were sent; her last leave (`carol` goes) then sends
+/// the vacate and the offline.
+pub(crate) fn assert_only_the_last_leave_vacates(hooks: &Hooks, carol: Client) {
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(hooks.summary(), ["user.online carol", "room.occupied r"]);
     drop(carol);

@@ -231,3 +231,62 @@ fn a_flush_sends_what_is_held_at_once() {
     o.answered(batch.number, true, t0);
     assert!(o.is_empty());
 }
+
+fn tagged(tag: Tag) -> Source {
+    Source {
+        tag,
+        id: format!("r0-{tag}-0").into(),
+    }
+}
+
+#[test]
+fn tagged_events_are_done_once_acknowledged_dropped_or_cancelled() {
+    let t0 = Instant::now();
+    let mut o = outbox(2);
+    let vacated = || event(What::RoomVacated(room("r")));
+    o.push_tagged(event(What::RoomOccupied(room("r"))), Some(tagged(1)), t0);
+    o.push_tagged(vacated(), Some(tagged(2)), t0);
+    // Re-occupied within the delay: the vacate and the occupy are done.
+    o.push_tagged(event(What::RoomOccupied(room("r"))), Some(tagged(3)), t0);
+    assert_eq!(o.take_done(), [2, 3]);
+    o.push_tagged(vacated(), Some(tagged(4)), t0);
+    o.push_tagged(event(What::UserOnline(room("u"))), Some(tagged(5)), t0);
+    // The queue holds two: the oldest goes, and is done.
+    o.push_tagged(event(What::UserOnline(room("v"))), Some(tagged(6)), t0);
+    assert_eq!(o.take_done(), [1]);
+    let batch = o.poll(t0 + LINGER).unwrap();
+    let ids: Vec<OwnedValue> = events(&batch).iter().map(|e| e["id"].clone()).collect();
+    assert_eq!(ids, ["r0-5-0", "r0-6-0"], "the ids they came with");
+    assert_eq!(o.take_done(), Vec::<Tag>::new(), "in flight, not done");
+    o.answered(batch.number, true, t0 + LINGER);
+    assert_eq!(o.take_done(), [5, 6]);
+    // The held vacate goes once its delay is over.
+    let later = t0 + Duration::from_secs(3);
+    assert_eq!(o.poll(later), None, "queued now, waits its linger");
+    let batch = o.poll(later + LINGER).unwrap();
+    o.answered(batch.number, false, later + Duration::from_secs(120));
+    assert_eq!(o.take_done(), [4], "dropped past its retry time");
+}
+
+#[test]
+fn a_message_recorded_by_redis_is_sent_with_its_own_fields() {
+    let t0 = Instant::now();
+    let mut o = outbox(10);
+    let text = br#"{"event":"chat","room":"r","data":{"n":1},"from":"u1","seq":4,"ts":9}"#;
+    o.push(
+        event(What::RoomMessageText {
+            room: room("r"),
+            text: text.as_slice().into(),
+        }),
+        t0,
+    );
+    let sent = events(&o.poll(t0 + LINGER).unwrap());
+    assert_eq!(sent[0]["type"], "room.message");
+    assert_eq!(sent[0]["time"], 7);
+    assert_eq!(sent[0]["room"], "r");
+    assert_eq!(sent[0]["event"], "chat");
+    assert_eq!(sent[0]["data"], simd_json::json!({"n": 1}));
+    assert_eq!(sent[0]["seq"], 4);
+    assert_eq!(sent[0]["ts"], 9);
+    assert_eq!(sent[0]["from"], "u1");
+}

@@ -7,14 +7,21 @@
 //!
 //! Its channel is unbounded because a shard must never wait on it; the
 //! thread only moves events into the outbox, whose bound drops the oldest.
+//!
+//! In a cluster the events come from Redis instead (`WebhookHandle::read`,
+//! from the bridge of the node that sends them), each with where it was
+//! read: once the outbox is done with every event of a server up to one
+//! (`Cursors`), that event's id goes back to the bridge (`Cursor`), which
+//! keeps it in Redis for the node that takes over.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use super::{Event, Outbox, OutboxConfig, Types};
+use super::{Event, Outbox, OutboxConfig, Source, Tag, Types};
 use crate::hooks::{HookError, HookHandle, HookRequest, HookResponse};
 use crate::log_debug;
 use crate::metrics::HookMetrics;
@@ -22,6 +29,12 @@ use crate::metrics::HookMetrics;
 /// What the thread hears.
 pub enum Input {
     Event(Event),
+    /// An event read from server `server`'s stream under entry `id`.
+    Read {
+        event: Event,
+        server: usize,
+        id: String,
+    },
     /// The outcome of batch number `.0`.
     Answered(u64, Result<HookResponse, HookError>),
     Stop,
@@ -41,6 +54,13 @@ impl WebhookHandle {
     pub fn notice(&self, event: Event) {
         if self.types.contains(event.what.kind()) {
             let _ = self.inputs.send(Input::Event(event));
+        }
+    }
+
+    /// An event read from Redis (cluster mode), in the stream's order.
+    pub fn read(&self, event: Event, server: usize, id: String) {
+        if self.types.contains(event.what.kind()) {
+            let _ = self.inputs.send(Input::Read { event, server, id });
         }
     }
 
@@ -66,6 +86,60 @@ pub struct Client<A> {
     pub wrap: fn(u64) -> A,
 }
 
+/// How far the outbox is done with server `server`'s stream: every entry
+/// up to `id` included, so a node taking over reads from after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub server: usize,
+    pub id: String,
+}
+
+/// The events read from Redis that the outbox is not done with, per
+/// server in stream order, to tell how far each stream is done with.
+#[derive(Default)]
+struct Cursors {
+    next_tag: Tag,
+    server_of: HashMap<Tag, usize>,
+    /// Per server: (tag, entry id, done) in stream order.
+    open: Vec<VecDeque<(Tag, String, bool)>>,
+}
+
+impl Cursors {
+    fn track(&mut self, server: usize, id: String) -> Tag {
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        if self.open.len() <= server {
+            self.open.resize_with(server + 1, VecDeque::new);
+        }
+        self.open[server].push_back((tag, id, false));
+        self.server_of.insert(tag, server);
+        tag
+    }
+
+    /// Marks `tags` done; the cursors that moved.
+    fn done(&mut self, tags: &[Tag]) -> Vec<Cursor> {
+        let mut moved: Vec<Option<String>> = vec![None; self.open.len()];
+        for tag in tags {
+            let Some(server) = self.server_of.remove(tag) else {
+                continue;
+            };
+            let open = &mut self.open[server];
+            if let Ok(i) = open.binary_search_by_key(tag, |(t, _, _)| *t) {
+                open[i].2 = true;
+            }
+            while let Some((_, _, true)) = open.front() {
+                let (_, id, _) = open.pop_front().expect("front above");
+                moved[server] = Some(id);
+            }
+        }
+        moved
+            .into_iter()
+            .enumerate()
+            .filter_map(|(server, id)| id.map(|id| Cursor { server, id }))
+            .collect()
+    }
+}
+
 /// The thread's channel, made before the hooks client (whose sink needs
 /// the handle) and the thread (which needs the client).
 pub fn channel(types: Types) -> (WebhookHandle, Receiver<Input>) {
@@ -74,21 +148,45 @@ pub fn channel(types: Types) -> (WebhookHandle, Receiver<Input>) {
 }
 
 /// Starts the thread.
+/// Starts the thread; `cursors` hears how far the events read from Redis
+/// are done with.
 pub fn start<A: Send + 'static>(
     config: OutboxConfig,
     inputs: Receiver<Input>,
     client: Client<A>,
     metrics: Arc<HookMetrics>,
+    cursors: Option<Sender<Cursor>>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("webhooks".into())
-        .spawn(move || run(Outbox::new(config), &inputs, &client, &metrics))
+        .spawn(move || {
+            let ends = Ends {
+                client: &client,
+                metrics: &metrics,
+                cursors: cursors.as_ref(),
+            };
+            run(Outbox::new(config), &inputs, &ends);
+        })
 }
 
-fn run<A>(mut outbox: Outbox, inputs: &Receiver<Input>, client: &Client<A>, metrics: &HookMetrics) {
+/// Where the thread's results go.
+struct Ends<'a, A> {
+    client: &'a Client<A>,
+    metrics: &'a HookMetrics,
+    cursors: Option<&'a Sender<Cursor>>,
+}
+
+fn run<A>(mut outbox: Outbox, inputs: &Receiver<Input>, ends: &Ends<'_, A>) {
+    let (client, metrics) = (ends.client, ends.metrics);
+    let mut tracked = Cursors::default();
     // Set once stopping: the last moment anything is sent.
     let mut stop_at: Option<Instant> = None;
     loop {
+        if let Some(cursors) = ends.cursors {
+            for cursor in tracked.done(&outbox.take_done()) {
+                let _ = cursors.send(cursor);
+            }
+        }
         let now = Instant::now();
         while let Some(batch) = outbox.poll(now) {
             let request = HookRequest {
@@ -119,6 +217,15 @@ fn run<A>(mut outbox: Outbox, inputs: &Receiver<Input>, client: &Client<A>, metr
         let now = Instant::now();
         match input {
             Ok(Input::Event(event)) => outbox.push(event, now),
+            Ok(Input::Read { event, server, id }) => {
+                // The entry names the event in the cluster: every node that
+                // sends it sends it under the same id.
+                let source = Source {
+                    id: format!("r{server}-{id}").into(),
+                    tag: tracked.track(server, id),
+                };
+                outbox.push_tagged(event, Some(source), now);
+            }
             Ok(Input::Answered(batch, outcome)) => {
                 let acknowledged = outcome
                     .as_ref()
@@ -135,5 +242,41 @@ fn run<A>(mut outbox: Outbox, inputs: &Receiver<Input>, client: &Client<A>, metr
             Err(RecvTimeoutError::Disconnected) => break,
             Err(RecvTimeoutError::Timeout) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_moves_only_past_events_all_done_before_it() {
+        let mut cursors = Cursors::default();
+        let a1 = cursors.track(0, "1-0".into());
+        let b1 = cursors.track(1, "5-0".into());
+        let a2 = cursors.track(0, "2-0".into());
+        let a3 = cursors.track(0, "3-0".into());
+        // a2 done, a1 not yet: server 0's cursor stays.
+        assert_eq!(cursors.done(&[a2]), []);
+        assert_eq!(
+            cursors.done(&[a1, b1]),
+            [
+                Cursor {
+                    server: 0,
+                    id: "2-0".into()
+                },
+                Cursor {
+                    server: 1,
+                    id: "5-0".into()
+                }
+            ]
+        );
+        assert_eq!(
+            cursors.done(&[a3, a3]),
+            [Cursor {
+                server: 0,
+                id: "3-0".into()
+            }]
+        );
     }
 }

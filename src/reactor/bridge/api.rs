@@ -122,6 +122,7 @@ impl<S: BridgeSink> Bridge<S> {
         let Some(nodes) = api::live_nodes_reply(reply, node) else {
             return log_warn!("redis bridge: the list of live nodes is out of shape");
         };
+        self.live_known = true;
         if *nodes != *self.live_nodes {
             self.live_nodes = Arc::from(nodes);
             self.sink.live_nodes(self.live_nodes.clone());

@@ -114,6 +114,8 @@ impl<S: BridgeSink> Bridge<S> {
                 Pending::RoomRead { answer, .. } => self.sink.room_read(answer, Err(Unavailable)),
                 Pending::RoomUsers { gather, index } => self.counted_users(gather, index, None),
                 Pending::Sent { answer } => self.sink.sent(answer, Err(Unavailable)),
+                Pending::WebhookCursor { index } => self.on_webhook_cursor(index, None),
+                Pending::WebhookRead { index } => self.on_webhook_read(index, None),
                 Pending::Setup
                 | Pending::Recover { .. }
                 | Pending::Ignored
@@ -250,6 +252,8 @@ impl<S: BridgeSink> Bridge<S> {
             Pending::LiveNodes => self.on_live_nodes(&reply),
             Pending::DeadRooms { node } => self.on_dead_rooms(index, &node, &reply),
             Pending::Recover { room } => self.on_recovered(&room, &reply),
+            Pending::WebhookCursor { index } => self.on_webhook_cursor(index, Some(&reply)),
+            Pending::WebhookRead { index } => self.on_webhook_read(index, Some(&reply)),
         }
         Ok(())
     }

@@ -28,6 +28,9 @@ mod api;
 mod events;
 mod link;
 mod presence;
+mod webhooks;
+
+pub use webhooks::WebhookFeed;
 
 use std::collections::HashMap;
 use std::io;
@@ -40,8 +43,10 @@ use mio::net::TcpStream;
 use mio::{Events, Poll, Token, Waker};
 
 use crate::config::{ClusterConfig, HistoryConfig, PresenceConfig};
+use crate::hooks::webhook::{EventType, Types};
 use crate::log_warn;
 use crate::metrics::RedisMetrics;
+use crate::proto::names::matches_any;
 use crate::redis::backoff::Backoff;
 use crate::redis::layout::{self, RoomKeys};
 use crate::redis::pipeline::Pipeline;
@@ -151,6 +156,18 @@ pub struct BridgeConfig {
     pub history: HistoryConfig,
     /// Which rooms announce presence, for the leaves of dead nodes and syncs.
     pub presence: PresenceConfig,
+    /// `--webhook`: which transitions the functions add to each server's
+    /// stream of webhook events (section 13.1).
+    pub webhooks: Option<WebhookRules>,
+}
+
+/// The webhook events this node asks Redis to record.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookRules {
+    /// The types (`--webhook-events`) and the stream's bound.
+    pub flags: redis::WebhookFlags,
+    /// `--webhook-rooms`: the rooms whose messages are recorded.
+    pub message_rooms: Vec<String>,
 }
 
 /// Starts the bridge thread; it writes `metrics` alone.
@@ -158,6 +175,7 @@ pub fn start<S: BridgeSink>(
     config: BridgeConfig,
     sink: S,
     metrics: Arc<RedisMetrics>,
+    feed: Option<WebhookFeed>,
 ) -> io::Result<(BridgeHandle<S::Answer>, JoinHandle<()>)> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -169,6 +187,8 @@ pub fn start<S: BridgeSink>(
         .cloned()
         .map(Link::new)
         .collect();
+    let servers = config.cluster.servers.len();
+    let webhooks = feed.map(|feed| webhooks::Reader::new(feed, &config.cluster.prefix, servers));
     let mut bridge = Bridge {
         poll,
         requests: rx,
@@ -187,6 +207,8 @@ pub fn start<S: BridgeSink>(
         api_channel: String::new(),
         api_node_channel: String::new(),
         live_nodes: Arc::new([]),
+        live_known: false,
+        webhooks,
         keys: HashMap::new(),
         room_users: HashMap::new(),
         next_gather: 0,
@@ -259,6 +281,14 @@ enum Pending<A> {
     Recover {
         room: Arc<str>,
     },
+    /// The webhook stream cursor of server `index` (`bridge::webhooks`).
+    WebhookCursor {
+        index: usize,
+    },
+    /// New entries of server `index`'s webhook stream.
+    WebhookRead {
+        index: usize,
+    },
 }
 
 /// Everything about one Redis server.
@@ -323,6 +353,10 @@ struct Bridge<S: BridgeSink> {
     api_node_channel: String,
     /// The live nodes the sink was last told of (`BridgeSink::live_nodes`).
     live_nodes: Arc<[Box<str>]>,
+    /// The live nodes were read from Redis at least once.
+    live_known: bool,
+    /// `--webhook` in a cluster: the streams' reader.
+    webhooks: Option<webhooks::Reader>,
     /// The key names of the rooms in use, built once each (`keys_of`).
     keys: HashMap<Arc<str>, Arc<RoomKeys>>,
     /// `RoomUsers` requests whose counts are coming, by gather.
@@ -338,12 +372,15 @@ impl<S: BridgeSink> Bridge<S> {
             self.report_link();
             self.heartbeat();
             self.read_live_nodes();
+            self.read_webhooks();
             for link in 0..self.links.len() {
                 self.flush(link);
             }
+            let next_webhooks = self.webhooks.as_ref().map(webhooks::Reader::next_read);
             let until_heartbeat = self
                 .next_heartbeat
                 .min(self.next_live_read)
+                .min(next_webhooks.unwrap_or(self.next_live_read))
                 .saturating_duration_since(Instant::now());
             let timeout = Some(
                 self.next_retry()
@@ -464,6 +501,7 @@ impl<S: BridgeSink> Bridge<S> {
         let keys = self.keys_of(room);
         let epoch = self.fresh_epoch();
         let retention = self.config.history;
+        let hooks = self.message_hooks(room);
         let link = &mut self.links[index];
         if !link.is_up() {
             return self.sink.sequenced(answer, Err(Unavailable));
@@ -472,10 +510,39 @@ impl<S: BridgeSink> Bridge<S> {
         let pushed = link
             .pipeline
             .push(Pending::Publish { answer, sent }, |out| {
-                redis::publish(out, &keys, text, &epoch, retention, origin);
+                redis::publish(out, &keys, text, &epoch, retention, origin, hooks.at(room));
             });
         if let Err(Pending::Publish { answer, .. }) = pushed {
             self.sink.sequenced(answer, Err(Unavailable));
+        }
+    }
+
+    /// The flags of calls that count (all types but `room.message`).
+    fn count_hooks(&self) -> redis::WebhookFlags {
+        self.config
+            .webhooks
+            .as_ref()
+            .map(|w| redis::WebhookFlags {
+                types: w.flags.types.without(EventType::RoomMessage),
+                ..w.flags
+            })
+            .unwrap_or_default()
+    }
+
+    /// The flags of a publish to `room`: `room.message` alone, when
+    /// `--webhook-rooms` matches it.
+    fn message_hooks(&self, room: &str) -> redis::WebhookFlags {
+        match &self.config.webhooks {
+            Some(w)
+                if w.flags.types.contains(EventType::RoomMessage)
+                    && matches_any(&w.message_rooms, room) =>
+            {
+                redis::WebhookFlags {
+                    types: Types::of(&[EventType::RoomMessage]),
+                    ..w.flags
+                }
+            }
+            _ => redis::WebhookFlags::default(),
         }
     }
 

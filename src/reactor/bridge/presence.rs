@@ -27,15 +27,31 @@ impl<S: BridgeSink> Bridge<S> {
         let keys = self.keys_of(&room);
         let epoch = self.fresh_epoch();
         let retention = self.config.history;
+        let hooks = self.count_hooks();
         let link = &mut self.links[index];
         if !link.is_up() {
             return self.sink.joined(answer, Err(Unavailable));
         }
         let sent = Instant::now();
-        let pending = Pending::Join { answer, room, sent };
-        let pushed = link.pipeline.push(pending, |out| {
-            redis::join(out, &keys, query.as_query(), &epoch, retention, change);
-        });
+        let pushed = link.pipeline.push(
+            Pending::Join {
+                answer,
+                room: room.clone(),
+                sent,
+            },
+            |out| {
+                let query = query.as_query();
+                redis::join(
+                    out,
+                    &keys,
+                    query,
+                    &epoch,
+                    retention,
+                    change,
+                    hooks.at(&room),
+                );
+            },
+        );
         if let Err(Pending::Join { answer, .. }) = pushed {
             self.sink.joined(answer, Err(Unavailable));
         }
@@ -46,13 +62,14 @@ impl<S: BridgeSink> Bridge<S> {
     pub(super) fn leave(&mut self, room: &str, change: &PresenceChange) {
         let index = layout::server_of(room, self.links.len());
         let keys = self.keys_of(room);
+        let hooks = self.count_hooks();
         let link = &mut self.links[index];
         if !link.is_up() {
             return;
         }
         let ttl = self.config.history.ttl_ms();
         let _ = link.pipeline.push(Pending::Ignored, |out| {
-            redis::leave(out, &keys, change, ttl)
+            redis::leave(out, &keys, change, ttl, hooks.at(room))
         });
     }
 
@@ -99,6 +116,7 @@ impl<S: BridgeSink> Bridge<S> {
         let announce = self.announces(room);
         let limit = self.config.presence.event_limit;
         let ttl = self.config.history.ttl_ms();
+        let hooks = self.count_hooks();
         let node = &self.config.cluster.node_id;
         let node_rooms = &self.node_rooms;
         let link = &mut self.links[index];
@@ -113,6 +131,7 @@ impl<S: BridgeSink> Bridge<S> {
                 announce,
                 event_limit: limit,
                 ttl_ms: ttl,
+                hooks,
             };
             redis::sync(out, &keys, room, node, rules, users);
         });
@@ -127,6 +146,7 @@ impl<S: BridgeSink> Bridge<S> {
     ) {
         let index = layout::server_of(redis::ONLINE, self.links.len());
         let keys = self.keys_of(redis::ONLINE);
+        let hooks = self.count_hooks();
         let node_rooms = &self.node_rooms;
         let link = &mut self.links[index];
         if !link.is_up() {
@@ -137,9 +157,9 @@ impl<S: BridgeSink> Bridge<S> {
                 resp::write_command(out, &["SADD", node_rooms, redis::ONLINE]);
             });
         }
-        let _ = link
-            .pipeline
-            .push(Pending::Ignored, |out| redis::count(out, &keys, change, n));
+        let _ = link.pipeline.push(Pending::Ignored, |out| {
+            redis::count(out, &keys, change, n, hooks)
+        });
         if last_here {
             let _ = link.pipeline.push(Pending::Ignored, |out| {
                 resp::write_command(out, &["SREM", node_rooms, redis::ONLINE]);
@@ -252,6 +272,7 @@ impl<S: BridgeSink> Bridge<S> {
         let Reply::Array(rooms) = reply else { return };
         let limit = self.config.presence.event_limit;
         let ttl = self.config.history.ttl_ms();
+        let hooks = self.count_hooks();
         for room in rooms.iter().filter_map(Reply::as_bytes) {
             let room = String::from_utf8_lossy(room).into_owned();
             let keys = RoomKeys::new(&self.config.cluster.prefix, &room);
@@ -261,6 +282,7 @@ impl<S: BridgeSink> Bridge<S> {
                     announce,
                     event_limit: limit,
                     ttl_ms: ttl,
+                    hooks,
                 };
                 redis::sync(out, &keys, &room, node, rules, &[]);
             });
