@@ -719,3 +719,45 @@ fn an_upgrade_waiting_for_claims_holds_its_slot_until_decided_or_dropped() {
         upgrade_with_cookie(addr, "", Some("session=carol")).is_ok()
     });
 }
+
+/// A publish proxy that never answers in time holds up only the rooms it
+/// decides: another room's members keep their round trip.
+#[test]
+fn a_room_keeps_its_round_trip_while_another_rooms_publish_proxy_times_out() {
+    let stuck = backend(|_, _| Reply::ok(r#"{"result":{}}"#).after(Duration::from_secs(5)));
+    let url = stuck.url("/publish");
+    let server = single_server(&[
+        "--hook-timeout",
+        "3s",
+        "--publish-proxy",
+        &url,
+        "--publish-proxy-rooms",
+        "slow:*",
+        "--rate-limit",
+        "0",
+    ]);
+    let addr = server.addr();
+    let mut waiting = Client::user(addr, "waiting");
+    waiting.join("slow:1");
+    for n in 0..20 {
+        let text = format!(r#"{{"event":"chat:msg","room":"slow:1","data":{n},"id":"w{n}"}}"#);
+        waiting.send(&text);
+    }
+    let mut alice = Client::user(addr, "alice");
+    alice.join("fast");
+    let mut worst = Duration::ZERO;
+    for _ in 0..50 {
+        let started = Instant::now();
+        let ack = alice.publish("fast", "chat:msg", "1");
+        ok_data(&ack);
+        worst = worst.max(started.elapsed());
+    }
+    // Each decision of the other room takes the whole --hook-timeout.
+    assert!(worst < Duration::from_secs(1), "worst round trip {worst:?}");
+    // The other room's events are still waiting for their decisions, and
+    // then fail UNAVAILABLE, in order.
+    for n in 0..20 {
+        let ack = waiting.wait_ack(&format!("w{n}"));
+        assert!(ack.contains("UNAVAILABLE"), "w{n}: {ack}");
+    }
+}
