@@ -29,6 +29,7 @@ use crate::conn::ConnRef;
 use crate::hooks::webhook::Types;
 use layout::RoomKeys;
 use resp::Reply;
+use std::borrow::Cow;
 
 use crate::codes::limits::{
     MAX_EPOCH_LEN, MAX_HISTORY, MAX_PRESENCE_USERS, MAX_SAFE_INTEGER, MAX_SUB_LEN,
@@ -115,13 +116,22 @@ impl RoomHooks<'_> {
         room: "",
     };
 
-    /// The four trailing arguments (stream, mask, bound, room).
-    fn args(self, keys: &RoomKeys) -> [Vec<u8>; 4] {
+    /// The four trailing arguments (stream, mask, bound, room). With
+    /// webhooks off (every call of a node without `--webhook`, on the
+    /// per-message path too) the library reads only the mask, `0`: nothing
+    /// is allocated or copied for the others.
+    fn args<'a>(self, keys: &'a RoomKeys) -> [Cow<'a, [u8]>; 4]
+    where
+        Self: 'a,
+    {
+        if self.flags.types == Types::NONE {
+            return [b"".as_slice(), b"0", b"0", b""].map(Cow::Borrowed);
+        }
         [
-            keys.webhooks.as_bytes().to_vec(),
-            self.flags.types.bits().to_string().into_bytes(),
-            self.flags.queue.to_string().into_bytes(),
-            self.room.as_bytes().to_vec(),
+            Cow::Borrowed(keys.webhooks.as_bytes()),
+            Cow::Owned(self.flags.types.bits().to_string().into_bytes()),
+            Cow::Owned(self.flags.queue.to_string().into_bytes()),
+            Cow::Borrowed(self.room.as_bytes()),
         ]
     }
 }
@@ -150,7 +160,7 @@ pub fn publish(
         origin.as_bytes(),
         keys.channel.as_bytes(),
     ];
-    args.extend(hooks.iter().map(Vec::as_slice));
+    args.extend(hooks.iter().map(AsRef::as_ref));
     fcall(out, b"roomcast_publish", keys, true, &args);
 }
 
@@ -293,7 +303,7 @@ pub fn join(
     let hooks = hooks.args(keys);
     let mut args = history.to_vec();
     args.extend_from_slice(&presence);
-    args.extend(hooks.iter().map(Vec::as_slice));
+    args.extend(hooks.iter().map(AsRef::as_ref));
     fcall_with(out, b"roomcast_join", &function_keys(keys, false), &args);
 }
 
@@ -314,7 +324,7 @@ pub fn count(
     let n = n.to_string();
     let hooks = hooks.at(ONLINE).args(keys);
     let mut args = vec![change.node.as_bytes(), change.user.as_bytes(), n.as_bytes()];
-    args.extend(hooks.iter().map(Vec::as_slice));
+    args.extend(hooks.iter().map(AsRef::as_ref));
     fcall_with(out, b"roomcast_count", &function_keys(keys, true), &args);
 }
 
@@ -401,7 +411,7 @@ pub fn leave(
         &change.text,
         ttl.as_bytes(),
     ];
-    args.extend(hooks.iter().map(Vec::as_slice));
+    args.extend(hooks.iter().map(AsRef::as_ref));
     fcall_with(out, b"roomcast_leave", &function_keys(keys, false), &args);
 }
 
@@ -449,7 +459,7 @@ pub fn sync(
         keys.channel.as_bytes(),
         ttl.as_bytes(),
     ];
-    args.extend(hooks.iter().map(Vec::as_slice));
+    args.extend(hooks.iter().map(AsRef::as_ref));
     for (user, count) in users.iter().zip(&counts) {
         args.push(user.user.as_bytes());
         args.push(count.as_bytes());
