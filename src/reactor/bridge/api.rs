@@ -79,7 +79,7 @@ impl<S: BridgeSink> Bridge<S> {
         }
     }
 
-    /// A `PUBLISH` on the API channel (`to: None`) or on `to`'s replies
+    /// An `SPUBLISH` on the API channel (`to: None`) or on `to`'s replies
     /// channel, on the online set's server where every node listens.
     /// Nothing answers it, so nothing waits: what cannot go is dropped.
     pub(super) fn api_cast(&mut self, to: Option<&str>, payload: &[u8]) {
@@ -102,7 +102,7 @@ impl<S: BridgeSink> Bridge<S> {
             return;
         }
         let _ = link.pipeline.push(super::Pending::Ignored, |out| {
-            resp::write_command(out, &[b"PUBLISH".as_slice(), channel.as_bytes(), payload]);
+            resp::write_command(out, &[b"SPUBLISH".as_slice(), channel.as_bytes(), payload]);
         });
     }
 

@@ -60,7 +60,7 @@ impl<S: BridgeSink> Bridge<S> {
         let prefix = &self.config.cluster.prefix;
         if layout::server_of(redis::ONLINE, servers) == index {
             let channels = [
-                "SUBSCRIBE",
+                "SSUBSCRIBE",
                 &self.direct_channel,
                 &self.api_channel,
                 &self.api_node_channel,
@@ -72,7 +72,7 @@ impl<S: BridgeSink> Bridge<S> {
             if layout::server_of(room, servers) == index {
                 let channel = RoomKeys::new(prefix, room).channel;
                 link.pipeline
-                    .push_unanswered(|out| resp::write_command(out, &["SUBSCRIBE", &channel]));
+                    .push_unanswered(|out| resp::write_command(out, &["SSUBSCRIBE", &channel]));
             }
         }
         let retention = self.config.history;

@@ -553,8 +553,8 @@ impl<S: BridgeSink> Bridge<S> {
 
     fn subscribe(&mut self, change: Change) {
         let (verb, room) = match &change {
-            Change::Subscribe(room) => ("SUBSCRIBE", room),
-            Change::Unsubscribe(room) => ("UNSUBSCRIBE", room),
+            Change::Subscribe(room) => ("SSUBSCRIBE", room),
+            Change::Unsubscribe(room) => ("SUNSUBSCRIBE", room),
         };
         let index = layout::server_of(room, self.links.len());
         let channel = self.keys_of(room).channel.clone();
