@@ -20,6 +20,7 @@ pub mod layout;
 pub mod pipeline;
 pub mod requests;
 pub mod resp;
+pub mod slots;
 pub mod subscriptions;
 pub mod url;
 pub mod webhooks;
