@@ -23,7 +23,7 @@ use crate::config::{
 };
 use crate::hooks::url::HookUrl;
 use crate::log::{Format, Level};
-use crate::redis::url::RedisUrl;
+use crate::redis::url::RedisUrls;
 use crate::tls::TlsFiles;
 
 /// The server's commands. The binary adds the client tools' commands
@@ -239,9 +239,9 @@ pub struct PresenceArgs {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Cluster")]
 pub struct ClusterArgs {
-    /// A Redis server of the cluster, `redis://[[user]:password@]host[:port][/db]` (repeatable: rooms are spread over them); unset: one process, no Redis.
-    #[arg(long, env = "ROOMCAST_REDIS", value_delimiter = ',')]
-    pub redis: Vec<RedisUrl>,
+    /// A Redis server of the cluster, `redis://[[user]:password@]host[:port][/db]` (repeatable or comma-separated: rooms are spread over them), or one Redis Cluster, `redis+cluster://[[user]:password@]host:port[,host:port...]`; unset: one process, no Redis.
+    #[arg(long, env = "ROOMCAST_REDIS")]
+    pub redis: Vec<RedisUrls>,
     /// Prefix of every Redis key and channel of the cluster.
     #[arg(long, env = "ROOMCAST_REDIS_PREFIX", default_value = "roomcast")]
     pub redis_prefix: String,
@@ -614,7 +614,7 @@ impl ClusterArgs {
     /// `None` without `--redis`; a node id is generated when none is given.
     fn into_config(self) -> Option<ClusterConfig> {
         (!self.redis.is_empty()).then(|| ClusterConfig {
-            servers: self.redis,
+            servers: self.redis.into_iter().flat_map(|list| list.0).collect(),
             prefix: self.redis_prefix,
             node_id: self
                 .node_id
@@ -734,6 +734,7 @@ mod tests {
             &["--redis", "redis://a", "--node-id", "a/b"][..],
             &["--redis", "redis://a", "--redis-prefix", "x:{y}"],
             &["--redis", "rediss://a"],
+            &["--redis", "redis+cluster://a:1,redis://b"],
         ] {
             let error = serve(bad)
                 .into_config(EnvLists::default(), 2, 1000)
@@ -741,6 +742,31 @@ mod tests {
             assert!(error.to_string().starts_with("--"), "{error}");
         }
         assert!(ServeArgs::try_parse_from(["--redis", "http://a"]).is_err());
+        let cluster = serve(&["--redis", "redis+cluster://:pw@a:7000,b:7001"])
+            .into_config(EnvLists::default(), 2, 1000)
+            .unwrap()
+            .cluster
+            .unwrap();
+        assert!(cluster.is_redis_cluster());
+        let hooked = [
+            "--redis",
+            "redis+cluster://a:1",
+            "--webhook",
+            "http://h/x",
+            "--hook-secret",
+            "s3cret-s3cret-s3cret-s3cret-s3cret",
+        ];
+        let error = serve(&hooked)
+            .into_config(EnvLists::default(), 2, 1000)
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("--webhook: not with a redis+cluster://"),
+            "{error}"
+        );
+        assert_eq!(cluster.servers.len(), 1);
+        assert_eq!(cluster.servers[0].seeds.len(), 2);
     }
 
     #[test]

@@ -32,7 +32,20 @@ impl ClusterConfig {
         if self.servers.iter().any(|url| url.tls) {
             return out_of_range("redis", "rediss:// (TLS to Redis) is not supported yet");
         }
+        if self.is_redis_cluster() && self.servers.len() > 1 {
+            return out_of_range(
+                "redis",
+                "a redis+cluster:// URL stands alone: the Redis Cluster spreads the rooms",
+            );
+        }
         Ok(())
+    }
+
+    /// `--redis redis+cluster://...`: one Redis Cluster.
+    pub fn is_redis_cluster(&self) -> bool {
+        self.servers
+            .iter()
+            .any(crate::redis::url::RedisUrl::is_cluster)
     }
 
     /// Writes `redis` (empty without a cluster), `redis_prefix` and `node_id`.

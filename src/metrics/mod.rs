@@ -115,6 +115,10 @@ pub struct RedisMetrics {
     pub in_flight: Gauge,
     /// From queuing a command to reading its reply.
     pub command_latency: Histogram,
+    /// Redis Cluster: commands sent again after `-MOVED` or `-ASK`.
+    pub cluster_redirects: Counter,
+    /// Redis Cluster: slot maps refused (out of shape or out of bounds).
+    pub cluster_maps_refused: Counter,
 }
 
 impl Default for RedisMetrics {
@@ -124,6 +128,8 @@ impl Default for RedisMetrics {
             reconnects: Counter::default(),
             in_flight: Gauge::default(),
             command_latency: Histogram::new(&REDIS_BUCKETS_US),
+            cluster_redirects: Counter::default(),
+            cluster_maps_refused: Counter::default(),
         }
     }
 }
@@ -135,6 +141,8 @@ pub struct RedisSnapshot {
     pub reconnects: u64,
     pub in_flight: u64,
     pub command_latency: HistogramSnapshot,
+    pub cluster_redirects: u64,
+    pub cluster_maps_refused: u64,
 }
 
 impl RedisMetrics {
@@ -146,6 +154,8 @@ impl RedisMetrics {
             reconnects: self.reconnects.get(),
             in_flight: self.in_flight.get(),
             command_latency,
+            cluster_redirects: self.cluster_redirects.get(),
+            cluster_maps_refused: self.cluster_maps_refused.get(),
         }
     }
 }

@@ -237,6 +237,18 @@ pub fn render(snap: &Snapshot, uptime_seconds: f64, version: &str) -> String {
             "Connections to a Redis server made again after one was lost.",
             redis.reconnects,
         );
+        counter(
+            w,
+            "roomcast_redis_cluster_redirects_total",
+            "Redis Cluster: commands sent again after a MOVED or ASK redirection.",
+            redis.cluster_redirects,
+        );
+        counter(
+            w,
+            "roomcast_redis_cluster_maps_refused_total",
+            "Redis Cluster: slot maps refused as out of shape or bounds (the last one stands).",
+            redis.cluster_maps_refused,
+        );
         gauge(
             w,
             "roomcast_redis_pipeline_depth",

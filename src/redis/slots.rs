@@ -169,8 +169,12 @@ impl SlotMap {
 
     /// The master holding `slot` (taken modulo `SLOTS`).
     pub fn master_of(&self, slot: u16) -> &Address {
-        let index = self.owners[usize::from(slot) % SLOTS];
-        &self.masters[usize::from(index)]
+        &self.masters[self.owner(slot)]
+    }
+
+    /// The index in `masters` of the master holding `slot` (modulo `SLOTS`).
+    pub fn owner(&self, slot: u16) -> usize {
+        usize::from(self.owners[usize::from(slot) % SLOTS])
     }
 }
 

@@ -1,5 +1,6 @@
-//! `--redis` URLs: `redis://[[user]:password@]host[:port][/db]`, and
-//! `rediss://` for TLS.
+//! `--redis` URLs: `redis://[[user]:password@]host[:port][/db]`,
+//! `rediss://` for TLS, and `redis+cluster://[[user]:password@]host:port[,host:port...]`
+//! for a Redis Cluster (its seed nodes).
 //!
 //! Owns the parsing and the typed result; connecting is the bridge's job.
 //! The password is kept out of `Debug` and `Display`, so a URL can be
@@ -21,6 +22,9 @@ pub struct RedisUrl {
     pub user: Option<String>,
     pub password: Option<String>,
     pub db: u32,
+    /// `redis+cluster://`: every seed node given, the first being
+    /// `host:port`; empty for any other URL.
+    pub seeds: Vec<(String, u16)>,
 }
 
 /// Why a `--redis` value is not a Redis URL.
@@ -36,6 +40,10 @@ pub enum UrlError {
     Db,
     /// A `%` not followed by two hex digits, or not UTF-8 once decoded.
     Escape,
+    /// `redis+cluster://` with a database: a Redis Cluster has only 0.
+    ClusterDb,
+    /// A bare `host:port` that follows no `redis+cluster://` URL.
+    Seed,
 }
 
 impl fmt::Display for UrlError {
@@ -46,6 +54,10 @@ impl fmt::Display for UrlError {
             UrlError::Port => "the Redis URL's port is not a number from 1 to 65535",
             UrlError::Db => "the Redis URL's database (after /) is not a number",
             UrlError::Escape => "the Redis URL has a malformed %-escape",
+            UrlError::ClusterDb => {
+                "a redis+cluster:// URL names no database (a Redis Cluster has only 0)"
+            }
+            UrlError::Seed => "a bare host:port in --redis follows only a redis+cluster:// URL",
         })
     }
 }
@@ -56,6 +68,9 @@ impl std::str::FromStr for RedisUrl {
     type Err = UrlError;
 
     fn from_str(url: &str) -> Result<Self, UrlError> {
+        if let Some(rest) = url.strip_prefix("redis+cluster://") {
+            return cluster_url(rest);
+        }
         let (tls, rest) = if let Some(rest) = url.strip_prefix("redis://") {
             (false, rest)
         } else if let Some(rest) = url.strip_prefix("rediss://") {
@@ -87,7 +102,66 @@ impl std::str::FromStr for RedisUrl {
             user,
             password,
             db,
+            seeds: Vec::new(),
         })
+    }
+}
+
+/// `redis+cluster://[[user]:password@]host:port[,host:port...]`.
+fn cluster_url(rest: &str) -> Result<RedisUrl, UrlError> {
+    let (hosts, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if !path.split(['?', '#']).next().unwrap_or("").is_empty() {
+        return Err(UrlError::ClusterDb);
+    }
+    let (first, others) = hosts.split_once(',').unwrap_or((hosts, ""));
+    let mut url: RedisUrl = format!("redis://{first}").parse()?;
+    url.seeds.push((url.host.clone(), url.port));
+    for seed in others.split(',').filter(|s| !s.is_empty()) {
+        url.seeds.push(host_and_port(seed)?);
+    }
+    Ok(url)
+}
+
+impl RedisUrl {
+    /// A `redis+cluster://` URL.
+    pub fn is_cluster(&self) -> bool {
+        !self.seeds.is_empty()
+    }
+
+    /// The same credentials, at `host:port` (a cluster node the slot map names).
+    pub fn at(&self, host: &str, port: u16) -> RedisUrl {
+        RedisUrl {
+            host: host.to_owned(),
+            port,
+            seeds: Vec::new(),
+            ..self.clone()
+        }
+    }
+}
+
+/// The values of `--redis`: URLs separated by commas, where a bare
+/// `host:port` after a `redis+cluster://` URL is one more seed of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisUrls(pub Vec<RedisUrl>);
+
+impl std::str::FromStr for RedisUrls {
+    type Err = UrlError;
+
+    fn from_str(text: &str) -> Result<Self, UrlError> {
+        let mut urls: Vec<RedisUrl> = Vec::new();
+        for part in text.split(',') {
+            if part.contains("://") {
+                urls.push(part.parse()?);
+                continue;
+            }
+            match urls.last_mut() {
+                Some(cluster) if cluster.is_cluster() && !part.is_empty() => {
+                    cluster.seeds.push(host_and_port(part)?);
+                }
+                _ => return Err(UrlError::Seed),
+            }
+        }
+        Ok(RedisUrls(urls))
     }
 }
 
@@ -140,7 +214,11 @@ fn decode(s: &str) -> Result<String, UrlError> {
 impl fmt::Display for RedisUrl {
     /// The URL with the password hidden.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = if self.tls { "rediss" } else { "redis" };
+        let scheme = match (self.is_cluster(), self.tls) {
+            (true, _) => "redis+cluster",
+            (false, true) => "rediss",
+            (false, false) => "redis",
+        };
         write!(f, "{scheme}://")?;
         match (&self.user, &self.password) {
             (Some(user), Some(_)) => write!(f, "{user}:***@")?,
@@ -148,11 +226,23 @@ impl fmt::Display for RedisUrl {
             (Some(user), None) => write!(f, "{user}@")?,
             (None, None) => {}
         }
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}/{}", self.host, self.port, self.db)
-        } else {
-            write!(f, "{}:{}/{}", self.host, self.port, self.db)
+        if self.is_cluster() {
+            for (i, (host, port)) in self.seeds.iter().enumerate() {
+                let comma = if i > 0 { "," } else { "" };
+                write_host(f, comma, host, *port)?;
+            }
+            return Ok(());
         }
+        write_host(f, "", &self.host, self.port)?;
+        write!(f, "/{}", self.db)
+    }
+}
+
+fn write_host(f: &mut fmt::Formatter<'_>, before: &str, host: &str, port: u16) -> fmt::Result {
+    if host.contains(':') {
+        write!(f, "{before}[{host}]:{port}")
+    } else {
+        write!(f, "{before}{host}:{port}")
     }
 }
 
@@ -196,6 +286,54 @@ mod tests {
         let shown = format!("{u} {u:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
         assert_eq!(u.to_string(), "redis://app:***@h:6379/0");
+    }
+
+    #[test]
+    fn a_cluster_url_lists_its_seeds_and_hides_its_password() {
+        let u = url("redis+cluster://app:s3cret@10.0.0.1:7000,10.0.0.2:7001,[::1]:7002");
+        assert!(u.is_cluster());
+        assert_eq!((u.host.as_str(), u.port, u.db), ("10.0.0.1", 7000, 0));
+        assert_eq!(
+            u.seeds,
+            [
+                ("10.0.0.1".to_owned(), 7000),
+                ("10.0.0.2".to_owned(), 7001),
+                ("::1".to_owned(), 7002)
+            ]
+        );
+        assert_eq!(u.password.as_deref(), Some("s3cret"));
+        let shown = format!("{u} {u:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert_eq!(
+            u.to_string(),
+            "redis+cluster://app:***@10.0.0.1:7000,10.0.0.2:7001,[::1]:7002"
+        );
+        let node = u.at("10.0.0.3", 7003);
+        assert!(!node.is_cluster());
+        assert_eq!(node.to_string(), "redis://app:***@10.0.0.3:7003/0");
+        assert!(!url("redis://h").is_cluster());
+        assert_eq!(
+            "redis+cluster://h:1/2".parse::<RedisUrl>(),
+            Err(UrlError::ClusterDb)
+        );
+        assert_eq!(
+            "redis+cluster://h:1,h:0".parse::<RedisUrl>(),
+            Err(UrlError::Port)
+        );
+    }
+
+    #[test]
+    fn a_list_splits_at_commas_and_keeps_a_cluster_s_seeds_together() {
+        let list: RedisUrls = "redis+cluster://h1:7000,h2:7001,redis://c:1"
+            .parse()
+            .unwrap();
+        assert_eq!(list.0.len(), 2);
+        assert_eq!(list.0[0].seeds.len(), 2);
+        assert_eq!(list.0[1].host, "c");
+        let two: RedisUrls = "redis://a:1,redis://:pw@b/2".parse().unwrap();
+        assert_eq!(two.0.len(), 2);
+        assert_eq!("redis://a,b:1".parse::<RedisUrls>(), Err(UrlError::Seed));
+        assert_eq!("b:1".parse::<RedisUrls>(), Err(UrlError::Seed));
     }
 
     #[test]

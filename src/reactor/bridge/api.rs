@@ -39,7 +39,7 @@ impl<S: BridgeSink> Bridge<S> {
         };
         self.room_users.insert(gather, counts);
         for (index, room) in rooms.iter().enumerate() {
-            let server = layout::server_of(room, self.links.len());
+            let server = self.route(room);
             let keys = self.keys_of(room);
             let link = &mut self.links[server];
             let pending = super::Pending::RoomUsers { gather, index };
@@ -96,7 +96,7 @@ impl<S: BridgeSink> Bridge<S> {
             }
             Some(_) => return log_warn!("redis bridge: an API message for no node id"),
         };
-        let index = layout::server_of(redis::ONLINE, self.links.len());
+        let index = self.route(redis::ONLINE);
         let link = &mut self.links[index];
         if !link.is_up() {
             return;

@@ -5,15 +5,17 @@
 //! failure answering what was in flight `Unavailable` and retrying with
 //! backoff and jitter.
 
+use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
 use super::{Bridge, BridgeSink, Link, Pending, Unavailable};
-use crate::redis::layout::{self, RoomKeys};
+use crate::redis::layout::RoomKeys;
 use crate::redis::pipeline::Incoming;
 use crate::redis::resp::{self, Reply};
 use crate::redis::url::RedisUrl;
@@ -26,7 +28,7 @@ impl<S: BridgeSink> Bridge<S> {
         let now = Instant::now();
         for index in 0..self.links.len() {
             let link = &self.links[index];
-            if link.stream.is_some() || now < link.retry_at {
+            if link.stream.is_some() || link.retired || now < link.retry_at {
                 continue;
             }
             if let Err(e) = self.open(index) {
@@ -45,7 +47,7 @@ impl<S: BridgeSink> Bridge<S> {
         self.poll
             .registry()
             .register(&mut stream, Token(index), both)?;
-        let servers = self.links.len();
+        let in_cluster = self.topology.is_some();
         let link = &mut self.links[index];
         link.pipeline.reset();
         let setup = setup_commands(&link.url, &self.config.cluster.node_id);
@@ -56,29 +58,56 @@ impl<S: BridgeSink> Bridge<S> {
                 .push(Pending::Setup, |out| resp::write_command(out, &command));
             debug_assert!(pushed.is_ok());
         }
+        if in_cluster {
+            // Before the library: a replica refuses FUNCTION LOAD, and its
+            // map still says where the masters are.
+            let _ = link.pipeline.push(Pending::Topology, |out| {
+                resp::write_command(out, &["CLUSTER", "SLOTS"]);
+            });
+        }
         let _ = link.pipeline.push(Pending::Setup, redis::load_library);
-        let prefix = &self.config.cluster.prefix;
-        if layout::server_of(redis::ONLINE, servers) == index {
-            let channels = [
-                "SSUBSCRIBE",
-                &self.direct_channel,
-                &self.api_channel,
-                &self.api_node_channel,
-            ];
-            link.pipeline
-                .push_unanswered(|out| resp::write_command(out, &channels));
+        if self.route(redis::ONLINE) == index {
+            self.subscribe_node_channels(index);
         }
-        for room in self.subscriptions.rooms() {
-            if layout::server_of(room, servers) == index {
-                let channel = RoomKeys::new(prefix, room).channel;
-                link.pipeline
-                    .push_unanswered(|out| resp::write_command(out, &["SSUBSCRIBE", &channel]));
-            }
+        let rooms: Vec<Arc<str>> = self
+            .subscriptions
+            .rooms()
+            .filter(|room| self.route(room) == index)
+            .cloned()
+            .collect();
+        self.serve_on(index, &rooms);
+        let link = &mut self.links[index];
+        link.stream = Some(stream);
+        link.connected = false;
+        link.ready = false;
+        Ok(())
+    }
+
+    /// Subscribes the direct and Server API channels on link `index`.
+    pub(super) fn subscribe_node_channels(&mut self, index: usize) {
+        let channels = [
+            self.direct_channel.clone(),
+            self.api_channel.clone(),
+            self.api_node_channel.clone(),
+        ];
+        for channel in channels {
+            self.push_subscription(index, "SSUBSCRIBE", &channel, None);
         }
+    }
+
+    /// Subscribes `rooms` on link `index` and recovers, from its cursor,
+    /// what each missed meanwhile.
+    pub(super) fn serve_on(&mut self, index: usize, rooms: &[Arc<str>]) {
+        let prefix = self.config.cluster.prefix.clone();
+        for room in rooms {
+            let channel = RoomKeys::new(&prefix, room).channel;
+            self.push_subscription(index, "SSUBSCRIBE", &channel, Some(room.clone()));
+        }
+        let wanted: HashSet<&str> = rooms.iter().map(|r| &**r).collect();
         let retention = self.config.history;
-        let on_server = |room: &str| layout::server_of(room, servers) == index;
-        for (room, cursor) in self.subscriptions.start_recoveries(on_server) {
-            let keys = RoomKeys::new(prefix, &room);
+        let link = &mut self.links[index];
+        for (room, cursor) in self.subscriptions.start_recoveries(|r| wanted.contains(r)) {
+            let keys = RoomKeys::new(&prefix, &room);
             let query = HistoryQuery {
                 history: Some(retention.messages as u64),
                 since: Some(cursor.seq),
@@ -89,10 +118,34 @@ impl<S: BridgeSink> Bridge<S> {
                 redis::history(out, &keys, query, &epoch, retention);
             });
         }
-        link.stream = Some(stream);
-        link.connected = false;
-        link.ready = false;
-        Ok(())
+    }
+
+    /// Queues `verb` (`SSUBSCRIBE` or `SUNSUBSCRIBE`) of one channel on link
+    /// `index`. In a Redis Cluster it waits for its confirmation, since a
+    /// node that does not serve the channel's slot answers an error.
+    pub(super) fn push_subscription(
+        &mut self,
+        index: usize,
+        verb: &'static str,
+        channel: &str,
+        room: Option<Arc<str>>,
+    ) {
+        let link = &mut self.links[index];
+        let write = |out: &mut Vec<u8>| resp::write_command(out, &[verb, channel]);
+        if self.topology.is_none() {
+            return link.pipeline.push_unanswered(write);
+        }
+        let kind: &'static [u8] = if verb == "SSUBSCRIBE" {
+            b"ssubscribe"
+        } else {
+            b"sunsubscribe"
+        };
+        let _ = link.pipeline.push_confirmed(
+            Pending::Subscribed { room },
+            kind,
+            channel.as_bytes(),
+            write,
+        );
     }
 
     /// A link failed: its socket goes, what it had in flight is answered
@@ -106,23 +159,40 @@ impl<S: BridgeSink> Bridge<S> {
         let lost = link.pipeline.reset();
         let delay = link.backoff.next_delay(random());
         link.retry_at = Instant::now() + delay;
+        if let Some(topology) = &mut self.topology {
+            topology.link_lost();
+        }
         for pending in lost {
-            match pending {
-                Pending::Publish { answer, .. } => self.sink.sequenced(answer, Err(Unavailable)),
-                Pending::Join { answer, .. } => self.sink.joined(answer, Err(Unavailable)),
-                Pending::Presence { answer } => self.sink.presence(answer, Err(Unavailable)),
-                Pending::RoomRead { answer, .. } => self.sink.room_read(answer, Err(Unavailable)),
-                Pending::RoomUsers { gather, index } => self.counted_users(gather, index, None),
-                Pending::Sent { answer } => self.sink.sent(answer, Err(Unavailable)),
-                Pending::WebhookCursor { index } => self.on_webhook_cursor(index, None),
-                Pending::WebhookRead { index } => self.on_webhook_read(index, None),
-                Pending::Setup
-                | Pending::Recover { .. }
-                | Pending::Ignored
-                | Pending::DeadNodes
-                | Pending::LiveNodes
-                | Pending::DeadRooms { .. } => {}
+            self.unavailable(pending);
+        }
+    }
+
+    /// What a request waited for cannot be had: it is answered `Unavailable`.
+    pub(super) fn unavailable(&mut self, pending: Pending<S::Answer>) {
+        match pending {
+            Pending::Publish { answer, .. } => self.sink.sequenced(answer, Err(Unavailable)),
+            Pending::Join { answer, .. } => self.sink.joined(answer, Err(Unavailable)),
+            Pending::Presence { answer } => self.sink.presence(answer, Err(Unavailable)),
+            Pending::RoomRead { answer, .. } => self.sink.room_read(answer, Err(Unavailable)),
+            Pending::RoomUsers { gather, index } => self.counted_users(gather, index, None),
+            Pending::Sent { answer } => self.sink.sent(answer, Err(Unavailable)),
+            Pending::WebhookCursor { index } => self.on_webhook_cursor(index, None),
+            Pending::WebhookRead { index } => self.on_webhook_read(index, None),
+            Pending::Topology => self.on_topology(None),
+            Pending::Recover { room } => {
+                // Live events flow again; in a Redis Cluster the room is
+                // served again after the next slot map.
+                self.subscriptions.recovered(&room);
+                if let Some(topology) = &mut self.topology {
+                    topology.serve_again(Some(room));
+                }
             }
+            Pending::Setup
+            | Pending::Subscribed { .. }
+            | Pending::Ignored
+            | Pending::DeadNodes
+            | Pending::LiveNodes
+            | Pending::DeadRooms { .. } => {}
         }
     }
 
@@ -130,13 +200,13 @@ impl<S: BridgeSink> Bridge<S> {
         let now = Instant::now();
         self.links
             .iter()
-            .filter(|l| l.stream.is_none())
+            .filter(|l| l.stream.is_none() && !l.retired)
             .map(|l| l.retry_at.saturating_duration_since(now))
             .min()
     }
 
     pub(super) fn report_link(&mut self) {
-        let up = self.links.iter().all(Link::is_up);
+        let up = self.links.iter().filter(|l| !l.retired).all(Link::is_up);
         if self.up != Some(up) {
             self.up = Some(up);
             self.metrics.up.set(u64::from(up));
@@ -172,6 +242,12 @@ impl<S: BridgeSink> Bridge<S> {
             match item {
                 Incoming::Push(items) => self.on_push(&items),
                 Incoming::Reply(pending, reply) => self.on_reply(index, pending, reply)?,
+                Incoming::Redirect {
+                    token,
+                    error,
+                    command,
+                    redirects,
+                } => self.redirected(token, &error, command, redirects),
             }
         }
         closed
@@ -252,6 +328,8 @@ impl<S: BridgeSink> Bridge<S> {
             Pending::LiveNodes => self.on_live_nodes(&reply),
             Pending::DeadRooms { node } => self.on_dead_rooms(index, &node, &reply),
             Pending::Recover { room } => self.on_recovered(&room, &reply),
+            Pending::Topology => self.on_topology(Some(&reply)),
+            Pending::Subscribed { room } => self.on_subscribed(room, &reply),
             Pending::WebhookCursor { index } => self.on_webhook_cursor(index, Some(&reply)),
             Pending::WebhookRead { index } => self.on_webhook_read(index, Some(&reply)),
         }

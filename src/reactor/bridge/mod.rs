@@ -25,6 +25,7 @@
 //! answer to the shard it is for).
 
 mod api;
+mod cluster;
 mod events;
 mod link;
 mod presence;
@@ -180,13 +181,23 @@ pub fn start<S: BridgeSink>(
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let (tx, rx) = crossbeam_channel::unbounded();
-    let links = config
+    let redis_cluster = config
         .cluster
         .servers
         .iter()
-        .cloned()
-        .map(Link::new)
-        .collect();
+        .find(|url| url.is_cluster())
+        .cloned();
+    let links = match &redis_cluster {
+        Some(url) => cluster::Topology::seed_links(url),
+        None => config
+            .cluster
+            .servers
+            .iter()
+            .cloned()
+            .map(Link::new)
+            .collect(),
+    };
+    let topology = redis_cluster.map(cluster::Topology::new);
     let servers = config.cluster.servers.len();
     let webhooks = feed.map(|feed| webhooks::Reader::new(feed, &config.cluster.prefix, servers));
     let mut bridge = Bridge {
@@ -212,6 +223,7 @@ pub fn start<S: BridgeSink>(
         keys: HashMap::new(),
         room_users: HashMap::new(),
         next_gather: 0,
+        topology,
     };
     bridge.node_rooms = layout::node_rooms(
         &bridge.config.cluster.prefix,
@@ -281,6 +293,13 @@ enum Pending<A> {
     Recover {
         room: Arc<str>,
     },
+    /// Redis Cluster: a `CLUSTER SLOTS` (`bridge::cluster`).
+    Topology,
+    /// Redis Cluster: an `SSUBSCRIBE`/`SUNSUBSCRIBE` of `room`'s channel
+    /// (`None`: a node-level one), confirmed by a push or refused.
+    Subscribed {
+        room: Option<Arc<str>>,
+    },
     /// The webhook stream cursor of server `index` (`bridge::webhooks`).
     WebhookCursor {
         index: usize,
@@ -306,6 +325,8 @@ struct Link<A> {
     retry_at: Instant,
     /// Has been up before: the next connection is a reconnect.
     was_up: bool,
+    /// Redis Cluster: its node is no longer a master; not reconnected.
+    retired: bool,
 }
 
 impl<A> Link<A> {
@@ -320,6 +341,16 @@ impl<A> Link<A> {
             backoff: Backoff::new(RETRY_BASE, RETRY_CAP),
             retry_at: Instant::now(),
             was_up: false,
+            retired: false,
+        }
+    }
+
+    /// A link to a Redis Cluster node, whose commands are kept until
+    /// answered, for `-MOVED` and `-ASK`.
+    fn for_cluster(url: RedisUrl) -> Self {
+        Self {
+            pipeline: Pipeline::keeping(MAX_IN_FLIGHT),
+            ..Self::new(url)
         }
     }
 
@@ -362,6 +393,8 @@ struct Bridge<S: BridgeSink> {
     /// `RoomUsers` requests whose counts are coming, by gather.
     room_users: HashMap<u64, api::UserCounts<S::Answer>>,
     next_gather: u64,
+    /// `redis+cluster://`: the slot map and its links (`bridge::cluster`).
+    topology: Option<cluster::Topology>,
 }
 
 impl<S: BridgeSink> Bridge<S> {
@@ -369,6 +402,7 @@ impl<S: BridgeSink> Bridge<S> {
         let mut events = Events::with_capacity(256);
         loop {
             self.connect_due();
+            self.refresh_map();
             self.report_link();
             self.heartbeat();
             self.read_live_nodes();
@@ -382,10 +416,14 @@ impl<S: BridgeSink> Bridge<S> {
                 .min(self.next_live_read)
                 .min(next_webhooks.unwrap_or(self.next_live_read))
                 .saturating_duration_since(Instant::now());
-            let timeout = Some(
-                self.next_retry()
-                    .map_or(until_heartbeat, |t| t.min(until_heartbeat)),
-            );
+            let mut timeout = self
+                .next_retry()
+                .map_or(until_heartbeat, |t| t.min(until_heartbeat));
+            if self.topology.is_some() {
+                // The map is asked for again within this when it may be stale.
+                timeout = timeout.min(Duration::from_millis(100));
+            }
+            let timeout = Some(timeout);
             if let Err(e) = self.poll.poll(&mut events, timeout)
                 && e.kind() != io::ErrorKind::Interrupted
             {
@@ -397,6 +435,7 @@ impl<S: BridgeSink> Bridge<S> {
                     self.on_readable(event.token().0);
                 }
             }
+            self.apply_map();
             if !self.take_requests() {
                 return;
             }
@@ -497,7 +536,7 @@ impl<S: BridgeSink> Bridge<S> {
     }
 
     fn publish(&mut self, room: &str, text: (&[u8], &[u8]), origin: &str, answer: S::Answer) {
-        let index = layout::server_of(room, self.links.len());
+        let index = self.route(room);
         let keys = self.keys_of(room);
         let epoch = self.fresh_epoch();
         let retention = self.config.history;
@@ -556,20 +595,28 @@ impl<S: BridgeSink> Bridge<S> {
             Change::Subscribe(room) => ("SSUBSCRIBE", room),
             Change::Unsubscribe(room) => ("SUNSUBSCRIBE", room),
         };
-        let index = layout::server_of(room, self.links.len());
+        let index = self.route(room);
         let channel = self.keys_of(room).channel.clone();
         // The rooms a node serves are where a reaper looks for its
         // connections, should it die.
-        let (index_verb, node_rooms) = match &change {
-            Change::Subscribe(_) => ("SADD", &self.node_rooms),
-            Change::Unsubscribe(_) => ("SREM", &self.node_rooms),
+        let index_verb = match &change {
+            Change::Subscribe(_) => "SADD",
+            Change::Unsubscribe(_) => "SREM",
         };
-        let link = &mut self.links[index];
         // Without a connection, the subscription is made when it comes back
         // (and the index by the sync that follows).
+        if self.links[index].stream.is_none() {
+            return;
+        }
+        let served = match &change {
+            Change::Subscribe(room) => Some(room.clone()),
+            Change::Unsubscribe(_) => None,
+        };
+        self.push_subscription(index, verb, &channel, served);
+        let at = self.index_link(index);
+        let node_rooms = &self.node_rooms;
+        let link = &mut self.links[at];
         if link.stream.is_some() {
-            link.pipeline
-                .push_unanswered(|out| resp::write_command(out, &[verb, channel.as_str()]));
             let _ = link.pipeline.push(Pending::Ignored, |out| {
                 resp::write_command(out, &[index_verb, node_rooms.as_str(), room]);
             });
