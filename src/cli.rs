@@ -248,6 +248,9 @@ pub struct ClusterArgs {
     /// This node's name in the cluster [default: generated at start].
     #[arg(long, env = "ROOMCAST_NODE_ID")]
     pub node_id: Option<String>,
+    /// Acknowledge a publish only once this many replicas of its Redis server have it (WAIT, 1 s; else UNAVAILABLE), 0-16.
+    #[arg(long, env = "ROOMCAST_REDIS_REPLICAS", default_value_t = 0)]
+    pub redis_replicas: u8,
 }
 
 /// `Config::web`.
@@ -619,6 +622,7 @@ impl ClusterArgs {
             node_id: self
                 .node_id
                 .unwrap_or_else(|| format!("n{:012x}", crate::auth::random_u64() >> 16)),
+            replicas: self.redis_replicas,
         })
     }
 }
@@ -717,6 +721,10 @@ mod tests {
         .unwrap();
         let cluster = config.cluster.unwrap();
         assert_eq!(cluster.servers.len(), 2);
+        assert_eq!(
+            cluster.replicas, 0,
+            "acknowledged without waiting by default"
+        );
         assert_eq!(cluster.servers[1].password.as_deref(), Some("pw"));
         assert_eq!(
             (cluster.prefix.as_str(), cluster.node_id.as_str()),
@@ -734,6 +742,7 @@ mod tests {
             &["--redis", "redis://a", "--node-id", "a/b"][..],
             &["--redis", "redis://a", "--redis-prefix", "x:{y}"],
             &["--redis", "rediss://a"],
+            &["--redis", "redis://a", "--redis-replicas", "17"],
         ] {
             let error = serve(bad)
                 .into_config(EnvLists::default(), 2, 1000)

@@ -83,6 +83,7 @@ impl Node {
                 servers: vec![format!("redis://127.0.0.1:{port}").parse().unwrap()],
                 prefix: "rc".into(),
                 node_id: node_id.into(),
+                replicas: 0,
             },
             history: HistoryConfig {
                 messages: 100,

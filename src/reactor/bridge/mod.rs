@@ -28,6 +28,7 @@ mod api;
 mod events;
 mod link;
 mod presence;
+mod replicas;
 mod webhooks;
 
 pub use webhooks::WebhookFeed;
@@ -246,6 +247,11 @@ enum Pending<A> {
         answer: A,
         sent: Instant,
     },
+    /// The `WAIT` covering the `covers` publishes answered before it that
+    /// `Link::replication` holds.
+    Replicated {
+        covers: usize,
+    },
     Join {
         answer: A,
         room: Arc<str>,
@@ -306,6 +312,8 @@ struct Link<A> {
     retry_at: Instant,
     /// Has been up before: the next connection is a reconnect.
     was_up: bool,
+    /// With `--redis-replicas`: publishes waiting for their `WAIT`.
+    replication: replicas::Replication<A>,
 }
 
 impl<A> Link<A> {
@@ -320,6 +328,7 @@ impl<A> Link<A> {
             backoff: Backoff::new(RETRY_BASE, RETRY_CAP),
             retry_at: Instant::now(),
             was_up: false,
+            replication: replicas::Replication::default(),
         }
     }
 
@@ -512,8 +521,11 @@ impl<S: BridgeSink> Bridge<S> {
             .push(Pending::Publish { answer, sent }, |out| {
                 redis::publish(out, &keys, text, &epoch, retention, origin, hooks.at(room));
             });
-        if let Err(Pending::Publish { answer, .. }) = pushed {
-            self.sink.sequenced(answer, Err(Unavailable));
+        match pushed {
+            Ok(()) if self.config.cluster.replicas > 0 => link.replication.published(),
+            Ok(()) => {}
+            Err(Pending::Publish { answer, .. }) => self.sink.sequenced(answer, Err(Unavailable)),
+            Err(_) => {}
         }
     }
 
