@@ -205,9 +205,8 @@ impl<S: BridgeSink> Bridge<S> {
                 if outcome.is_err() {
                     log_warn!("redis bridge: publish refused: {reply:?}");
                 }
-                if self.config.cluster.replicas > 0 {
-                    self.links[index].replication.sequenced(answer, outcome);
-                } else {
+                let now = self.links[index].replication.sequenced(answer, outcome);
+                if let Some((answer, outcome)) = now {
                     self.sink.sequenced(answer, outcome);
                 }
             }

@@ -186,7 +186,7 @@ pub fn start<S: BridgeSink>(
         .servers
         .iter()
         .cloned()
-        .map(Link::new)
+        .map(|url| Link::new(url, config.cluster.replicas))
         .collect();
     let servers = config.cluster.servers.len();
     let webhooks = feed.map(|feed| webhooks::Reader::new(feed, &config.cluster.prefix, servers));
@@ -317,7 +317,7 @@ struct Link<A> {
 }
 
 impl<A> Link<A> {
-    fn new(url: RedisUrl) -> Self {
+    fn new(url: RedisUrl, replicas: u8) -> Self {
         Self {
             url,
             stream: None,
@@ -328,7 +328,7 @@ impl<A> Link<A> {
             backoff: Backoff::new(RETRY_BASE, RETRY_CAP),
             retry_at: Instant::now(),
             was_up: false,
-            replication: replicas::Replication::default(),
+            replication: replicas::Replication::new(replicas),
         }
     }
 
@@ -522,8 +522,7 @@ impl<S: BridgeSink> Bridge<S> {
                 redis::publish(out, &keys, text, &epoch, retention, origin, hooks.at(room));
             });
         match pushed {
-            Ok(()) if self.config.cluster.replicas > 0 => link.replication.published(),
-            Ok(()) => {}
+            Ok(()) => link.replication.published(),
             Err(Pending::Publish { answer, .. }) => self.sink.sequenced(answer, Err(Unavailable)),
             Err(_) => {}
         }

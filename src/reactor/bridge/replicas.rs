@@ -28,18 +28,24 @@ pub(super) const REPLICA_WAIT: Duration = Duration::from_secs(1);
 
 /// The publishes of one link waiting for their replicas.
 pub(super) struct Replication<A> {
+    /// `--redis-replicas`: 0 answers every publish as Redis does.
+    replicas: u8,
     /// Publishes in the pipeline that no `WAIT` covers yet.
     uncovered: usize,
     /// A `WAIT` is in the pipeline.
     waiting: bool,
     /// The outcomes of publishes Redis answered, oldest first, held until
     /// the `WAIT` that covers them is answered.
-    answered: VecDeque<(A, Result<Sequenced, Unavailable>)>,
+    answered: VecDeque<(A, Outcome)>,
 }
 
-impl<A> Default for Replication<A> {
-    fn default() -> Self {
+/// What a publish's caller is answered.
+type Outcome = Result<Sequenced, Unavailable>;
+
+impl<A> Replication<A> {
+    pub(super) fn new(replicas: u8) -> Self {
         Self {
+            replicas,
             uncovered: 0,
             waiting: false,
             answered: VecDeque::new(),
@@ -50,12 +56,20 @@ impl<A> Default for Replication<A> {
 impl<A> Replication<A> {
     /// A publish was queued on the link.
     pub(super) fn published(&mut self) {
-        self.uncovered += 1;
+        if self.replicas > 0 {
+            self.uncovered += 1;
+        }
     }
 
-    /// A publish's own reply: its outcome waits for its `WAIT`.
-    pub(super) fn sequenced(&mut self, answer: A, outcome: Result<Sequenced, Unavailable>) {
+    /// A publish's own reply: with replicas to wait for, its outcome is
+    /// held until its `WAIT` is answered; otherwise it is handed back, to
+    /// answer now.
+    pub(super) fn sequenced(&mut self, answer: A, outcome: Outcome) -> Option<(A, Outcome)> {
+        if self.replicas == 0 {
+            return Some((answer, outcome));
+        }
         self.answered.push_back((answer, outcome));
+        None
     }
 
     /// How many publishes a `WAIT` appended now would cover, if one is due.
@@ -70,7 +84,7 @@ impl<A> Replication<A> {
     }
 
     /// A `WAIT` was answered: the `covers` oldest outcomes, which it covers.
-    fn answered(&mut self, covers: usize) -> Vec<(A, Result<Sequenced, Unavailable>)> {
+    fn answered(&mut self, covers: usize) -> Vec<(A, Outcome)> {
         self.waiting = false;
         let covers = covers.min(self.answered.len());
         self.answered.drain(..covers).collect()
@@ -96,8 +110,8 @@ impl<S: BridgeSink> Bridge<S> {
     /// Before a flush: one `WAIT` for the publishes of link `index` that no
     /// `WAIT` covers yet (with `--redis-replicas` above 0).
     pub(super) fn cover_publishes(&mut self, index: usize) {
-        let replicas = self.config.cluster.replicas;
         let link = &mut self.links[index];
+        let replicas = link.replication.replicas;
         let Some(covers) = link.replication.due() else {
             return;
         };
@@ -117,7 +131,7 @@ impl<S: BridgeSink> Bridge<S> {
     /// held: each is acknowledged if Redis sequenced it and enough replicas
     /// confirmed, `Unavailable` otherwise.
     pub(super) fn on_replicated(&mut self, index: usize, covers: usize, reply: &Reply) {
-        let wanted = i64::from(self.config.cluster.replicas);
+        let wanted = i64::from(self.links[index].replication.replicas);
         let confirmed = matches!(reply, Reply::Integer(n) if *n >= wanted);
         if !confirmed {
             log_warn!(
@@ -139,7 +153,7 @@ mod tests {
 
     #[test]
     fn one_wait_at_a_time_covers_every_publish_queued_before_it() {
-        let mut r: Replication<u32> = Replication::default();
+        let mut r: Replication<u32> = Replication::new(1);
         assert_eq!(r.due(), None, "nothing to cover");
         r.published();
         r.published();
@@ -147,14 +161,22 @@ mod tests {
         r.covered();
         r.published();
         assert_eq!(r.due(), None, "one WAIT in flight at a time");
-        r.sequenced(1, Err(Unavailable));
-        r.sequenced(2, Err(Unavailable));
-        r.sequenced(3, Err(Unavailable));
+        for answer in 1..=3 {
+            assert!(r.sequenced(answer, Err(Unavailable)).is_none(), "held");
+        }
         let first: Vec<u32> = r.answered(2).into_iter().map(|(a, _)| a).collect();
         assert_eq!(first, [1, 2], "the WAIT answers only what it covered");
         assert_eq!(r.due(), Some(1));
         assert_eq!(r.reset(), [3]);
         assert_eq!(r.due(), None);
+    }
+
+    #[test]
+    fn without_replicas_nothing_is_held_or_waited_for() {
+        let mut r: Replication<u32> = Replication::new(0);
+        r.published();
+        assert_eq!(r.due(), None);
+        assert!(r.sequenced(1, Err(Unavailable)).is_some());
     }
 
     #[test]
