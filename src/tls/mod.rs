@@ -74,6 +74,55 @@ pub fn write_records<D>(
     Ok(true)
 }
 
+/// Plaintext from `session`, pulling records from `socket` as they are
+/// needed: `Some(0)` at the end of the stream, `None` when the socket has
+/// nothing more for now. Records that do not check (a certificate refused,
+/// an alert from the peer) are an `InvalidData` error carrying the
+/// `rustls::Error`; the alert rustls queued for the peer is left to send.
+/// Shared by the clients over mio (hooks, the Redis bridge).
+pub fn read_through<D>(
+    session: &mut rustls::ConnectionCommon<D>,
+    socket: &mut impl io::Read,
+    buf: &mut [u8],
+) -> io::Result<Option<usize>> {
+    loop {
+        if let Some(n) = read_plaintext(session, buf)? {
+            return Ok(Some(n));
+        }
+        match session.read_tls(socket) {
+            Ok(0) => return Ok(Some(0)),
+            Ok(_) => {
+                session
+                    .process_new_packets()
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Hands `session` what it takes of `plaintext` and writes its records to
+/// `socket`, until everything is written or the socket or rustls's buffer
+/// is full; returns how much plaintext was taken. Before the handshake is
+/// done rustls keeps the plaintext (up to its buffer limit) for after it.
+pub fn write_through<D>(
+    session: &mut rustls::ConnectionCommon<D>,
+    socket: &mut impl io::Write,
+    plaintext: &[u8],
+) -> io::Result<usize> {
+    use std::io::Write;
+    let mut taken = 0;
+    while write_records(session, socket)? && taken < plaintext.len() {
+        match session.writer().write(&plaintext[taken..])? {
+            0 => break,
+            n => taken += n,
+        }
+    }
+    Ok(taken)
+}
+
 /// Why a TLS handshake did not complete, for `/metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsFailure {
