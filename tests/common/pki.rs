@@ -17,6 +17,7 @@ pub struct Authority {
 
 /// A certificate and its key, as PEM files.
 pub struct Issued {
+    pub der: CertificateDer<'static>,
     pub cert: PathBuf,
     pub key: PathBuf,
 }
@@ -53,6 +54,7 @@ impl Authority {
             .signed_by(&key, &issuer)
             .unwrap();
         let issued = Issued {
+            der: cert.der().clone(),
             cert: dir.join(format!("{name}.crt")),
             key: dir.join(format!("{name}.key")),
         };
