@@ -348,6 +348,75 @@ mod tests {
         acceptor.certificate.key.read().cert.clone()
     }
 
+    /// One direction of an in-memory socket: `WouldBlock` when empty.
+    #[derive(Default)]
+    struct Pipe(std::collections::VecDeque<u8>);
+
+    impl io::Read for Pipe {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0.is_empty() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            io::Read::read(&mut self.0, buf)
+        }
+    }
+
+    impl io::Write for Pipe {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.extend(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A client trusting `ca` writes `b"PING"` before the handshake and
+    /// steps with the server of `files` until it arrives; what the server
+    /// read, or the client's error.
+    fn ping(files: &TlsFiles, ca: &Path) -> io::Result<Vec<u8>> {
+        let config = client_config(Some(ca)).unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut client = rustls::ClientConnection::new(config, name).unwrap();
+        let mut server = Acceptor::load(files.clone()).unwrap().session().unwrap();
+        let (mut to_server, mut to_client) = (Pipe::default(), Pipe::default());
+        let mut buf = [0u8; 64];
+        // Taken before the handshake, and kept for after it.
+        assert_eq!(write_through(&mut client, &mut to_server, b"PING")?, 4);
+        for _ in 0..10 {
+            if let Some(n) = read_through(&mut server, &mut to_server, &mut buf)? {
+                return Ok(buf[..n].to_vec());
+            }
+            write_records(&mut server, &mut to_client)?;
+            read_through(&mut client, &mut to_client, &mut buf)?;
+            write_through(&mut client, &mut to_server, b"")?;
+        }
+        panic!("no plaintext after 10 steps");
+    }
+
+    #[test]
+    fn plaintext_written_before_the_handshake_arrives_after_it() {
+        let dir = temp_dir("through");
+        let files = write_pair(&dir, "a");
+        assert_eq!(ping(&files, &files.cert).unwrap(), b"PING");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_certificate_from_another_authority_is_invalid_data_from_rustls() {
+        let dir = temp_dir("unknown");
+        let (files, other) = (write_pair(&dir, "a"), write_pair(&dir, "b"));
+        let error = ping(&files, &other.cert).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        let inner = error.into_inner().unwrap().downcast::<rustls::Error>();
+        assert!(
+            matches!(*inner.unwrap(), rustls::Error::InvalidCertificate(_)),
+            "refused for its certificate"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     #[test]
     fn a_pair_loads_and_a_reload_swaps_the_certificate() {
         let dir = temp_dir("reload");
