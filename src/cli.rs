@@ -251,6 +251,9 @@ pub struct ClusterArgs {
     /// A PEM file of authorities trusted for rediss:// servers, instead of the system's.
     #[arg(long, env = "ROOMCAST_REDIS_CA")]
     pub redis_ca: Option<PathBuf>,
+    /// Acknowledge a publish only once this many replicas of its Redis server have it (WAIT, 1 s; else UNAVAILABLE), 0-16.
+    #[arg(long, env = "ROOMCAST_REDIS_REPLICAS", default_value_t = 0)]
+    pub redis_replicas: u8,
 }
 
 /// `Config::web`.
@@ -623,6 +626,7 @@ impl ClusterArgs {
                 .node_id
                 .unwrap_or_else(|| format!("n{:012x}", crate::auth::random_u64() >> 16)),
             ca: self.redis_ca,
+            replicas: self.redis_replicas,
         })
     }
 }
@@ -721,6 +725,10 @@ mod tests {
         .unwrap();
         let cluster = config.cluster.unwrap();
         assert_eq!(cluster.servers.len(), 2);
+        assert_eq!(
+            cluster.replicas, 0,
+            "acknowledged without waiting by default"
+        );
         assert_eq!(cluster.servers[1].password.as_deref(), Some("pw"));
         assert_eq!(
             (cluster.prefix.as_str(), cluster.node_id.as_str()),
@@ -737,6 +745,7 @@ mod tests {
         for bad in [
             &["--redis", "redis://a", "--node-id", "a/b"][..],
             &["--redis", "redis://a", "--redis-prefix", "x:{y}"],
+            &["--redis", "redis://a", "--redis-replicas", "17"],
         ] {
             let error = serve(bad)
                 .into_config(EnvLists::default(), 2, 1000)

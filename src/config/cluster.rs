@@ -15,7 +15,14 @@ pub struct ClusterConfig {
     /// `--redis-ca`: a PEM bundle trusted for `rediss://` servers instead
     /// of the system's.
     pub ca: Option<std::path::PathBuf>,
+    /// `--redis-replicas`: a publish is acknowledged only once this many
+    /// replicas of its server have it (`WAIT`); 0 acknowledges at once.
+    pub replicas: u8,
 }
+
+/// Most `--redis-replicas`: more replicas than that per master is not a
+/// setup anyone runs, and `WAIT` waits for the slowest of them.
+pub const MAX_REDIS_REPLICAS: u8 = 16;
 
 /// Longest `--node-id` and `--redis-prefix`.
 const MAX_CLUSTER_NAME: usize = 64;
@@ -32,11 +39,14 @@ impl ClusterConfig {
         if !is_cluster_name(&self.prefix) {
             return out_of_range("redis-prefix", NAME);
         }
+        if self.replicas > MAX_REDIS_REPLICAS {
+            return out_of_range("redis-replicas", "must be 0-16");
+        }
         Ok(())
     }
 
     /// Writes `redis` (empty without a cluster), `redis_prefix`, `node_id`
-    /// and `redis_ca`.
+    /// `redis_replicas` and `redis_ca`.
     pub(super) fn write_json(cluster: Option<&Self>, w: &mut JsonFields) {
         let Some(cluster) = cluster else {
             w.strs("redis", &[]);
@@ -50,6 +60,7 @@ impl ClusterConfig {
             Some(path) => w.str("redis_ca", &path.to_string_lossy()),
             None => w.null("redis_ca"),
         }
+        w.u64("redis_replicas", cluster.replicas.into());
     }
 }
 

@@ -77,6 +77,56 @@ impl RedisServer {
         server
     }
 
+    /// Starts a replica of `master` (no persistence) on a free port, once
+    /// it is in sync: its link to the master is up and the master counts
+    /// it. For replicated setups (`--redis-replicas`, Sentinel).
+    pub fn start_replica_of(master: &RedisServer) -> RedisServer {
+        let (host, port) = (master.addr.ip().to_string(), master.addr.port().to_string());
+        let replica = RedisServer::spawn(
+            free_port(),
+            &["--appendonly", "no", "--replicaof", &host, &port],
+        );
+        let before = Instant::now();
+        let (mut on_master, mut on_replica) = (master.connect(), replica.connect());
+        loop {
+            let linked = info_has(&mut on_replica, "master_link_status:up");
+            if linked
+                && info_has(
+                    &mut on_master,
+                    &format!("port={},state=online", replica.addr.port()),
+                )
+            {
+                return replica;
+            }
+            assert!(
+                before.elapsed() < Duration::from_secs(10),
+                "the replica on {} did not sync with {}",
+                replica.addr,
+                master.addr
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Freezes the server (SIGSTOP): it keeps its connections but answers
+    /// nothing, as a hung host would, until `resume`.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill to run");
+        assert!(status.success(), "kill {signal} {}", self.child.id());
+    }
+
     fn spawn(port: u16, persistence: &[&str]) -> RedisServer {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
@@ -126,6 +176,14 @@ impl RedisServer {
     }
 }
 
+/// Whether `INFO replication` holds `needle`.
+fn info_has(conn: &mut RedisConn, needle: &str) -> bool {
+    match conn.call(&["INFO", "replication"]) {
+        Reply::Bulk(info) => String::from_utf8_lossy(&info).contains(needle),
+        other => panic!("INFO replication: {other:?}"),
+    }
+}
+
 /// A `roomcast` node of a cluster on `redis` (each URL one `--redis`,
 /// `--history 100` unless `extra` says otherwise), plus `extra`, once it
 /// reached Redis.
@@ -156,6 +214,7 @@ pub fn free_port() -> u16 {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        // A paused server dies of SIGKILL all the same.
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -17,6 +17,7 @@ mod close_acks;
 mod close_codes;
 mod cluster;
 mod cluster_drifts;
+mod cluster_failover;
 mod compression;
 mod concurrency;
 mod direct;

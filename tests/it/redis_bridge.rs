@@ -84,6 +84,7 @@ impl Node {
                 prefix: "rc".into(),
                 node_id: node_id.into(),
                 ca: None,
+                replicas: 0,
             },
             history: HistoryConfig {
                 messages: 100,

@@ -13,11 +13,11 @@ use mio::{Interest, Token};
 
 use super::stream::Stream;
 use super::{Bridge, BridgeSink, Link, Pending, Unavailable};
+use crate::redis;
 use crate::redis::layout::{self, RoomKeys};
 use crate::redis::pipeline::Incoming;
 use crate::redis::resp::{self, Reply};
 use crate::redis::url::RedisUrl;
-use crate::redis::{self, HistoryQuery};
 use crate::{log_info, log_warn};
 
 impl<S: BridgeSink> Bridge<S> {
@@ -79,14 +79,15 @@ impl<S: BridgeSink> Bridge<S> {
         let on_server = |room: &str| layout::server_of(room, servers) == index;
         for (room, cursor) in self.subscriptions.start_recoveries(on_server) {
             let keys = RoomKeys::new(prefix, &room);
-            let query = HistoryQuery {
-                history: Some(retention.messages as u64),
-                since: Some(cursor.seq),
-                epoch: Some(&cursor.epoch),
-            };
-            let epoch = format!("{}-r{}", self.config.cluster.node_id, cursor.seq);
+            // The epoch a room that Redis lost entirely starts: one this
+            // node never made before, as the room may have lost an epoch
+            // started by an earlier recovery at the same seq.
+            self.epochs_made += 1;
+            let epoch = format!("{}-r{:x}", self.config.cluster.node_id, self.epochs_made);
+            // Queued ahead of any publish this connection will carry, so a
+            // room's seq is raised before the next one is given out.
             let _ = link.pipeline.push(Pending::Recover { room }, |out| {
-                redis::history(out, &keys, query, &epoch, retention);
+                redis::recover(out, &keys, (&cursor.epoch, cursor.seq), &epoch, retention);
             });
         }
         link.stream = Some(stream);
@@ -104,6 +105,9 @@ impl<S: BridgeSink> Bridge<S> {
         }
         link.ready = false;
         let lost = link.pipeline.reset();
+        for answer in link.replication.reset() {
+            self.sink.sequenced(answer, Err(Unavailable));
+        }
         let delay = link.backoff.next_delay(random());
         link.retry_at = Instant::now() + delay;
         for pending in lost {
@@ -117,6 +121,7 @@ impl<S: BridgeSink> Bridge<S> {
                 Pending::WebhookCursor { index } => self.on_webhook_cursor(index, None),
                 Pending::WebhookRead { index } => self.on_webhook_read(index, None),
                 Pending::Setup
+                | Pending::Replicated { .. }
                 | Pending::Recover { .. }
                 | Pending::Ignored
                 | Pending::DeadNodes
@@ -200,8 +205,12 @@ impl<S: BridgeSink> Bridge<S> {
                 if outcome.is_err() {
                     log_warn!("redis bridge: publish refused: {reply:?}");
                 }
-                self.sink.sequenced(answer, outcome);
+                let now = self.links[index].replication.sequenced(answer, outcome);
+                if let Some((answer, outcome)) = now {
+                    self.sink.sequenced(answer, outcome);
+                }
             }
+            Pending::Replicated { covers } => self.on_replicated(index, covers, &reply),
             Pending::Join { answer, room, sent } => {
                 self.metrics.command_latency.observe(sent.elapsed());
                 let outcome = redis::join_reply(&reply).ok_or(Unavailable);
@@ -277,8 +286,10 @@ impl<S: BridgeSink> Bridge<S> {
         self.sink.resync();
     }
 
-    /// Writes what a link has queued.
+    /// Writes what a link has queued (and a `WAIT` for its publishes,
+    /// with `--redis-replicas`).
     pub(super) fn flush(&mut self, index: usize) {
+        self.cover_publishes(index);
         let link = &mut self.links[index];
         let Some(stream) = link.stream.as_mut().filter(|_| link.connected) else {
             return;

@@ -28,6 +28,7 @@ mod api;
 mod events;
 mod link;
 mod presence;
+mod replicas;
 mod stream;
 mod webhooks;
 
@@ -189,7 +190,7 @@ pub fn start<S: BridgeSink>(
         .servers
         .iter()
         .cloned()
-        .map(Link::new)
+        .map(|url| Link::new(url, config.cluster.replicas))
         .collect();
     let servers = config.cluster.servers.len();
     let webhooks = feed.map(|feed| webhooks::Reader::new(feed, &config.cluster.prefix, servers));
@@ -249,6 +250,11 @@ enum Pending<A> {
     Publish {
         answer: A,
         sent: Instant,
+    },
+    /// The `WAIT` covering the `covers` publishes answered before it that
+    /// `Link::replication` holds.
+    Replicated {
+        covers: usize,
     },
     Join {
         answer: A,
@@ -310,10 +316,12 @@ struct Link<A> {
     retry_at: Instant,
     /// Has been up before: the next connection is a reconnect.
     was_up: bool,
+    /// With `--redis-replicas`: publishes waiting for their `WAIT`.
+    replication: replicas::Replication<A>,
 }
 
 impl<A> Link<A> {
-    fn new(url: RedisUrl) -> Self {
+    fn new(url: RedisUrl, replicas: u8) -> Self {
         Self {
             url,
             stream: None,
@@ -324,6 +332,7 @@ impl<A> Link<A> {
             backoff: Backoff::new(RETRY_BASE, RETRY_CAP),
             retry_at: Instant::now(),
             was_up: false,
+            replication: replicas::Replication::new(replicas),
         }
     }
 
@@ -516,8 +525,10 @@ impl<S: BridgeSink> Bridge<S> {
             .push(Pending::Publish { answer, sent }, |out| {
                 redis::publish(out, &keys, text, &epoch, retention, origin, hooks.at(room));
             });
-        if let Err(Pending::Publish { answer, .. }) = pushed {
-            self.sink.sequenced(answer, Err(Unavailable));
+        match pushed {
+            Ok(()) => link.replication.published(),
+            Err(Pending::Publish { answer, .. }) => self.sink.sequenced(answer, Err(Unavailable)),
+            Err(_) => {}
         }
     }
 
