@@ -4,17 +4,21 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use roomcast::redis::resp::{self, Reply};
 
+use super::pki::Issued;
 use super::{Server, http_get, wait_until};
 
 pub struct RedisServer {
     child: Child,
     pub addr: SocketAddr,
+    /// The TLS port's address, for servers started with `start_tls`.
+    pub tls_addr: Option<SocketAddr>,
 }
 
 impl RedisServer {
@@ -45,6 +49,32 @@ impl RedisServer {
                 "always",
             ],
         )
+    }
+
+    /// Starts one that also speaks TLS, on a port of its own (`tls_url`),
+    /// with `cert`; the plain port stays for the tests' own commands.
+    pub fn start_tls(cert: &Issued, ca: &Path) -> RedisServer {
+        let tls_port = free_port();
+        let (cert, key) = (cert.cert.to_str().unwrap(), cert.key.to_str().unwrap());
+        let mut server = RedisServer::spawn(
+            free_port(),
+            &[
+                "--appendonly",
+                "no",
+                "--tls-port",
+                &tls_port.to_string(),
+                "--tls-cert-file",
+                cert,
+                "--tls-key-file",
+                key,
+                "--tls-ca-cert-file",
+                ca.to_str().unwrap(),
+                "--tls-auth-clients",
+                "no",
+            ],
+        );
+        server.tls_addr = Some(format!("127.0.0.1:{tls_port}").parse().unwrap());
+        server
     }
 
     /// Starts a replica of `master` (no persistence) on a free port, once
@@ -115,7 +145,11 @@ impl RedisServer {
             );
             thread::sleep(Duration::from_millis(20));
         }
-        RedisServer { child, addr }
+        RedisServer {
+            child,
+            addr,
+            tls_addr: None,
+        }
     }
 
     /// Kills the server (SIGKILL: what it held is lost).
@@ -126,6 +160,15 @@ impl RedisServer {
 
     pub fn url(&self) -> String {
         format!("redis://{}", self.addr)
+    }
+
+    /// `rediss://` to the TLS port, by IP address: the certificate must
+    /// name `127.0.0.1`.
+    pub fn tls_url(&self) -> String {
+        format!(
+            "rediss://{}",
+            self.tls_addr.expect("started with start_tls")
+        )
     }
 
     pub fn connect(&self) -> RedisConn {

@@ -38,6 +38,7 @@ mod publish;
 mod rate_limit;
 mod redis_bridge;
 mod redis_function;
+mod redis_tls;
 mod redis_webhooks;
 mod refresh;
 mod room_errors;

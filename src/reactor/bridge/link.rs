@@ -5,13 +5,13 @@
 //! failure answering what was in flight `Unavailable` and retrying with
 //! backoff and jitter.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
 use mio::{Interest, Token};
 
+use super::stream::Stream;
 use super::{Bridge, BridgeSink, Link, Pending, Unavailable};
 use crate::redis;
 use crate::redis::layout::{self, RoomKeys};
@@ -39,12 +39,12 @@ impl<S: BridgeSink> Bridge<S> {
     /// Connects, and queues the setup, the subscriptions of every room
     /// served on this server and the recovery of each.
     pub(super) fn open(&mut self, index: usize) -> io::Result<()> {
-        let addr = resolve(&self.links[index].url)?;
-        let mut stream = TcpStream::connect(addr)?;
+        let url = &self.links[index].url;
+        let mut stream = Stream::connect(resolve(url)?, url, self.config.tls.as_ref())?;
         let both = Interest::READABLE | Interest::WRITABLE;
         self.poll
             .registry()
-            .register(&mut stream, Token(index), both)?;
+            .register(stream.socket(), Token(index), both)?;
         let servers = self.links.len();
         let link = &mut self.links[index];
         link.pipeline.reset();
@@ -101,7 +101,7 @@ impl<S: BridgeSink> Bridge<S> {
     pub(super) fn drop_link(&mut self, index: usize) {
         let link = &mut self.links[index];
         if let Some(mut stream) = link.stream.take() {
-            let _ = self.poll.registry().deregister(&mut stream);
+            let _ = self.poll.registry().deregister(stream.socket());
         }
         link.ready = false;
         let lost = link.pipeline.reset();
@@ -168,7 +168,7 @@ impl<S: BridgeSink> Bridge<S> {
         self.read_buf.clear();
         // What came before a close is still handled: replies answered,
         // events delivered.
-        let closed = read_available(stream, &mut self.read_buf);
+        let closed = stream.read_available(&mut self.read_buf);
         let incoming = link
             .pipeline
             .on_input(&self.read_buf)
@@ -294,7 +294,7 @@ impl<S: BridgeSink> Bridge<S> {
         let Some(stream) = link.stream.as_mut().filter(|_| link.connected) else {
             return;
         };
-        match write_available(stream, link.pipeline.output()) {
+        match stream.write_available(link.pipeline.output()) {
             Ok(n) => link.pipeline.written(n),
             Err(e) => {
                 log_warn!("redis bridge: {}: {e}", link.url);
@@ -321,51 +321,10 @@ fn setup_commands(url: &RedisUrl, node_id: &str) -> Vec<Vec<String>> {
 }
 
 fn resolve(url: &RedisUrl) -> io::Result<SocketAddr> {
-    if url.tls {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "rediss:// (TLS to Redis) is not supported yet",
-        ));
-    }
     (url.host.as_str(), url.port)
         .to_socket_addrs()?
         .next()
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address for the Redis host"))
-}
-
-/// Appends to `bytes` what the socket has, until `WouldBlock`; an EOF is
-/// an error (Redis went away).
-fn read_available(stream: &mut TcpStream, bytes: &mut Vec<u8>) -> io::Result<()> {
-    let mut chunk = [0u8; 16 * 1024];
-    loop {
-        match stream.read(&mut chunk) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "Redis closed the connection",
-                ));
-            }
-            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Writes what the socket takes now; returns how much.
-fn write_available(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<usize> {
-    let mut written = 0;
-    while written < bytes.len() {
-        match stream.write(&bytes[written..]) {
-            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
-            Ok(n) => written += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(written)
 }
 
 /// Randomness for the backoff's jitter: std's randomly keyed hasher (fresh

@@ -29,8 +29,10 @@ mod events;
 mod link;
 mod presence;
 mod replicas;
+mod stream;
 mod webhooks;
 
+pub use stream::client_tls;
 pub use webhooks::WebhookFeed;
 
 use std::collections::HashMap;
@@ -40,7 +42,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
-use mio::net::TcpStream;
 use mio::{Events, Poll, Token, Waker};
 
 use crate::config::{ClusterConfig, HistoryConfig, PresenceConfig};
@@ -160,6 +161,9 @@ pub struct BridgeConfig {
     /// `--webhook`: which transitions the functions add to each server's
     /// stream of webhook events (section 13.1).
     pub webhooks: Option<WebhookRules>,
+    /// For `rediss://` servers: the authorities their certificates are
+    /// checked against (`client_tls`), built once at start.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// The webhook events this node asks Redis to record.
@@ -300,7 +304,7 @@ enum Pending<A> {
 /// Everything about one Redis server.
 struct Link<A> {
     url: RedisUrl,
-    stream: Option<TcpStream>,
+    stream: Option<stream::Stream>,
     /// The connection is established (a first event came).
     connected: bool,
     /// The setup commands are answered: requests may be taken.
