@@ -131,6 +131,15 @@ impl RedisServer {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--protected-mode", "no"])
+            // A replica's full sync then goes over the socket, so no test
+            // leaves an RDB file in its working directory.
+            .args([
+                "--repl-diskless-sync",
+                "yes",
+                "--repl-diskless-sync-delay",
+                "0",
+            ])
+            .args(["--repl-diskless-load", "on-empty-db"])
             .args(persistence)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
