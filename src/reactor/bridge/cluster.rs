@@ -36,6 +36,8 @@ const MAX_REDIRECTS: u8 = 3;
 pub(super) struct Topology {
     /// The URL given (credentials), for the links to the masters.
     template: RedisUrl,
+    /// `--redis-replicas`, for the links to the masters.
+    replicas: u8,
     map: Option<SlotMap>,
     /// Per master of `map` (in its order), the link to it.
     owners: Vec<usize>,
@@ -53,10 +55,11 @@ pub(super) struct Topology {
 }
 
 impl Topology {
-    pub(super) fn new(template: RedisUrl) -> Self {
+    pub(super) fn new(template: RedisUrl, replicas: u8) -> Self {
         let now = Instant::now();
         Self {
             template,
+            replicas,
             map: None,
             owners: Vec::new(),
             fresh: None,
@@ -69,10 +72,10 @@ impl Topology {
     }
 
     /// The links of the seed nodes, which the first map replaces.
-    pub(super) fn seed_links<A>(url: &RedisUrl) -> Vec<Link<A>> {
+    pub(super) fn seed_links<A>(url: &RedisUrl, replicas: u8) -> Vec<Link<A>> {
         url.seeds
             .iter()
-            .map(|(host, port)| Link::for_cluster(url.at(host, *port)))
+            .map(|(host, port)| Link::for_cluster(url.at(host, *port), replicas))
             .collect()
     }
 
@@ -236,7 +239,8 @@ impl<S: BridgeSink> Bridge<S> {
         let Some(topology) = &self.topology else {
             return 0;
         };
-        let link = Link::for_cluster(topology.template.at(&master.host, master.port));
+        let url = topology.template.at(&master.host, master.port);
+        let link = Link::for_cluster(url, topology.replicas);
         match self
             .links
             .iter()

@@ -29,8 +29,11 @@ mod cluster;
 mod events;
 mod link;
 mod presence;
+mod replicas;
+mod stream;
 mod webhooks;
 
+pub use stream::client_tls;
 pub use webhooks::WebhookFeed;
 
 use std::collections::HashMap;
@@ -40,7 +43,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
-use mio::net::TcpStream;
 use mio::{Events, Poll, Token, Waker};
 
 use crate::config::{ClusterConfig, HistoryConfig, PresenceConfig};
@@ -160,6 +162,9 @@ pub struct BridgeConfig {
     /// `--webhook`: which transitions the functions add to each server's
     /// stream of webhook events (section 13.1).
     pub webhooks: Option<WebhookRules>,
+    /// For `rediss://` servers: the authorities their certificates are
+    /// checked against (`client_tls`), built once at start.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// The webhook events this node asks Redis to record.
@@ -187,17 +192,18 @@ pub fn start<S: BridgeSink>(
         .iter()
         .find(|url| url.is_cluster())
         .cloned();
+    let replicas = config.cluster.replicas;
     let links = match &redis_cluster {
-        Some(url) => cluster::Topology::seed_links(url),
+        Some(url) => cluster::Topology::seed_links(url, replicas),
         None => config
             .cluster
             .servers
             .iter()
             .cloned()
-            .map(Link::new)
+            .map(|url| Link::new(url, replicas))
             .collect(),
     };
-    let topology = redis_cluster.map(cluster::Topology::new);
+    let topology = redis_cluster.map(|url| cluster::Topology::new(url, replicas));
     let servers = config.cluster.servers.len();
     let webhooks = feed.map(|feed| webhooks::Reader::new(feed, &config.cluster.prefix, servers));
     let mut bridge = Bridge {
@@ -258,6 +264,11 @@ enum Pending<A> {
         answer: A,
         sent: Instant,
     },
+    /// The `WAIT` covering the `covers` publishes answered before it that
+    /// `Link::replication` holds.
+    Replicated {
+        covers: usize,
+    },
     Join {
         answer: A,
         room: Arc<str>,
@@ -313,7 +324,7 @@ enum Pending<A> {
 /// Everything about one Redis server.
 struct Link<A> {
     url: RedisUrl,
-    stream: Option<TcpStream>,
+    stream: Option<stream::Stream>,
     /// The connection is established (a first event came).
     connected: bool,
     /// The setup commands are answered: requests may be taken.
@@ -325,12 +336,14 @@ struct Link<A> {
     retry_at: Instant,
     /// Has been up before: the next connection is a reconnect.
     was_up: bool,
+    /// With `--redis-replicas`: publishes waiting for their `WAIT`.
+    replication: replicas::Replication<A>,
     /// Redis Cluster: its node is no longer a master; not reconnected.
     retired: bool,
 }
 
 impl<A> Link<A> {
-    fn new(url: RedisUrl) -> Self {
+    fn new(url: RedisUrl, replicas: u8) -> Self {
         Self {
             url,
             stream: None,
@@ -341,16 +354,17 @@ impl<A> Link<A> {
             backoff: Backoff::new(RETRY_BASE, RETRY_CAP),
             retry_at: Instant::now(),
             was_up: false,
+            replication: replicas::Replication::new(replicas),
             retired: false,
         }
     }
 
     /// A link to a Redis Cluster node, whose commands are kept until
     /// answered, for `-MOVED` and `-ASK`.
-    fn for_cluster(url: RedisUrl) -> Self {
+    fn for_cluster(url: RedisUrl, replicas: u8) -> Self {
         Self {
             pipeline: Pipeline::keeping(MAX_IN_FLIGHT),
-            ..Self::new(url)
+            ..Self::new(url, replicas)
         }
     }
 
@@ -551,8 +565,10 @@ impl<S: BridgeSink> Bridge<S> {
             .push(Pending::Publish { answer, sent }, |out| {
                 redis::publish(out, &keys, text, &epoch, retention, origin, hooks.at(room));
             });
-        if let Err(Pending::Publish { answer, .. }) = pushed {
-            self.sink.sequenced(answer, Err(Unavailable));
+        match pushed {
+            Ok(()) => link.replication.published(),
+            Err(Pending::Publish { answer, .. }) => self.sink.sequenced(answer, Err(Unavailable)),
+            Err(_) => {}
         }
     }
 
