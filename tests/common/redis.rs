@@ -383,7 +383,7 @@ impl RedisCluster {
             std::env::temp_dir().join(format!("roomcast-rcluster-{}-{nanos}", std::process::id()));
         let mut nodes = Vec::new();
         for _ in 0..masters * (1 + replicas) {
-            let port = free_port();
+            let port = cluster_port();
             let node_dir = dir.join(port.to_string());
             std::fs::create_dir_all(&node_dir).unwrap();
             let child = Command::new("redis-server")
@@ -523,6 +523,17 @@ impl RedisCluster {
             self.wait_state_ok(node.addr);
         }
         self.master_of(slot)
+    }
+}
+
+/// A free port whose cluster bus port (+ 10000) is free too.
+fn cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        let bus = port.checked_add(10_000);
+        if bus.is_some_and(|bus| TcpListener::bind(("127.0.0.1", bus)).is_ok()) {
+            return port;
+        }
     }
 }
 
