@@ -37,6 +37,7 @@ mod publish;
 mod rate_limit;
 mod redis_bridge;
 mod redis_function;
+mod redis_history_bounds;
 mod redis_webhooks;
 mod refresh;
 mod room_errors;
