@@ -9,7 +9,10 @@
 --   KEYS[1] <prefix>:{room}:seq      the last seq given out
 --   KEYS[2] <prefix>:{room}:epoch    the current epoch
 --   KEYS[3] <prefix>:{room}:log      the history, a stream with ids 0-<seq>
---                                    and fields m (the message), t (unix ms)
+--                                    and fields m (the message), t (unix ms,
+--                                    the publishing node's clock); trimmed
+--                                    approximately: the history is only the
+--                                    entries of the last --history seqs
 --   KEYS[4] <prefix>:{room}:users    hash: user -> connections in the cluster
 --   KEYS[5] <prefix>:{room}:names    hash: user -> display name
 --   KEYS[6] <prefix>:{room}:nodes    hash: <node>/<user> -> that node's connections
