@@ -11,7 +11,9 @@
 # With BASELINE=<git revision>, that revision's library is loaded too (as
 # library `baseline`, its functions renamed `baseline_*`) and called with
 # the arguments its nodes sent, taking turns with the current one in every
-# run. The PUBLISH rows run 5 x REQUESTS calls: a bare PUBLISH costs a few
+# run. A function that does nothing (`floor_noop`), called with the same
+# keys and arguments as roomcast_publish, shows what any FCALL of that
+# shape costs before it makes a call. The PUBLISH rows run 5 x REQUESTS calls: a bare PUBLISH costs a few
 # hundred ns, and /proc counts CPU in 10 ms ticks. Prints every run, then
 # the medians and their ratios to PUBLISH, then INFO commandstats of one
 # extra pass of each function (the calls it makes inside, µs per call).
@@ -31,6 +33,8 @@ if [ -n "$BASELINE" ]; then
     | sed -e '1s/name=roomcast/name=baseline/' -e "s/register_function('roomcast_/register_function('baseline_/" \
     | redis-cli -p "$PORT" -x FUNCTION LOAD REPLACE >/dev/null
 fi
+printf '#!lua name=floor\nredis.register_function("floor_noop", function() return 1 end)\n' \
+  | redis-cli -p "$PORT" -x FUNCTION LOAD REPLACE >/dev/null
 HEAD='{"event":"price:tick","room":"bench","data":{"bid":67001.5,"ask":67002.0},"from":"feed","seq":'
 TAIL=',"ts":1700000000000}'
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
@@ -65,6 +69,9 @@ baseline() { # label, room
 }
 pass() {
   run publish $((N * 5)) PUBLISH 'roomcast:{bench}' "e1 1 n/1/- ${HEAD}1${TAIL}"
+  # shellcheck disable=SC2046
+  run fcall-noop "$N" FCALL floor_noop 4 $(keys bench) "$HEAD" "$TAIL" e1 100 300000 n/1/- \
+    'roomcast:{bench}' 1700000000000
   [ -z "$BASELINE" ] || baseline baseline "base"
   current function "bench"
   # The same rooms with members: their keys are persistent, no PEXPIRE per publish.
