@@ -224,6 +224,14 @@ impl HistoryNumbers {
             self.ttl.as_bytes(),
         ]
     }
+
+    /// The arguments of `roomcast_history` and `roomcast_recover`: those of
+    /// `args`, then the history length.
+    fn read_args<'a>(&'a self, query: &HistoryQuery<'a>, fresh_epoch: &'a str) -> Vec<&'a [u8]> {
+        let mut args = self.args(query, fresh_epoch).to_vec();
+        args.push(self.kept.as_bytes());
+        args
+    }
 }
 
 /// Appends the `FCALL roomcast_history` answering a join's `query`.
@@ -235,9 +243,29 @@ pub fn history(
     retention: HistoryConfig,
 ) {
     let numbers = HistoryNumbers::new(&query, retention);
-    let mut args = numbers.args(&query, fresh_epoch).to_vec();
-    args.push(numbers.kept.as_bytes());
+    let args = numbers.read_args(&query, fresh_epoch);
     fcall(out, b"roomcast_history", keys, false, &args);
+}
+
+/// Appends the `FCALL roomcast_recover` of a node that delivered a room up
+/// to `seq` of `epoch` and reconnected: what it missed, as `history` reads
+/// it, after raising an engine's `seq` that is behind in that epoch
+/// (section 15: no `seq` given out twice in an epoch).
+pub fn recover(
+    out: &mut Vec<u8>,
+    keys: &RoomKeys,
+    (epoch, seq): (&str, u64),
+    fresh_epoch: &str,
+    retention: HistoryConfig,
+) {
+    let query = HistoryQuery {
+        history: Some(retention.messages as u64),
+        since: Some(seq),
+        epoch: Some(epoch),
+    };
+    let numbers = HistoryNumbers::new(&query, retention);
+    let args = numbers.read_args(&query, fresh_epoch);
+    fcall(out, b"roomcast_recover", keys, false, &args);
 }
 
 /// A connection joining or leaving a room, as presence counts it.
