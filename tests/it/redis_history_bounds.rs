@@ -115,6 +115,16 @@ fn a_log_longer_than_the_history_reads_back_exactly_the_last_messages() {
     );
     let current = history(&mut conn, &keys, KEEP_5, query(None, Some(250), epoch));
     assert_eq!((current.recovered, current.messages.len()), (Some(true), 0));
+    // So does a node's recovery after a reconnect.
+    let mut out = Vec::new();
+    bridge::recover(&mut out, &keys, (epoch.unwrap(), 244), "e-next", KEEP_5);
+    conn.send_raw(&out);
+    let reply = conn.reply();
+    let recovered = bridge::history_reply(&reply).unwrap_or_else(|| panic!("{reply:?}"));
+    assert_eq!(
+        (recovered.recovered, recovered.messages),
+        (Some(false), texts(246..=250))
+    );
     // A join reads the same bounds.
     assert_eq!(
         join(&mut conn, &keys, query(Some(50), None, None)).messages,
