@@ -248,6 +248,9 @@ pub struct ClusterArgs {
     /// This node's name in the cluster [default: generated at start].
     #[arg(long, env = "ROOMCAST_NODE_ID")]
     pub node_id: Option<String>,
+    /// A Redis server that answers no command (nor the PING sent every idle second) within this is unreachable: UNAVAILABLE, /healthz 503, reconnect (100ms-60s).
+    #[arg(long, env = "ROOMCAST_REDIS_TIMEOUT", default_value = "2s", value_parser = duration)]
+    pub redis_timeout: Duration,
 }
 
 /// `Config::web`.
@@ -619,6 +622,7 @@ impl ClusterArgs {
             node_id: self
                 .node_id
                 .unwrap_or_else(|| format!("n{:012x}", crate::auth::random_u64() >> 16)),
+            timeout: self.redis_timeout,
         })
     }
 }
@@ -722,6 +726,7 @@ mod tests {
             (cluster.prefix.as_str(), cluster.node_id.as_str()),
             ("roomcast", "web-1")
         );
+        assert_eq!(cluster.timeout, Duration::from_secs(2));
         let generated = serve(&["--redis", "redis://a"])
             .into_config(EnvLists::default(), 2, 1000)
             .unwrap();
@@ -734,6 +739,8 @@ mod tests {
             &["--redis", "redis://a", "--node-id", "a/b"][..],
             &["--redis", "redis://a", "--redis-prefix", "x:{y}"],
             &["--redis", "rediss://a"],
+            &["--redis", "redis://a", "--redis-timeout", "50ms"],
+            &["--redis", "redis://a", "--redis-timeout", "61s"],
         ] {
             let error = serve(bad)
                 .into_config(EnvLists::default(), 2, 1000)

@@ -1,6 +1,8 @@
 //! The cluster group: the Redis servers a node joins and its names there
 //! (`docs/protocol.md` section 10, `docs/redis.md`).
 
+use std::time::Duration;
+
 use super::{ConfigError, JsonFields, out_of_range};
 
 /// Cluster mode (`--redis`); `Config::cluster` is `None` without it.
@@ -12,7 +14,15 @@ pub struct ClusterConfig {
     pub prefix: String,
     /// This node's name in the cluster: in its epochs and on the channels.
     pub node_id: String,
+    /// `--redis-timeout`: a server that answers no command (or heartbeat
+    /// `PING`) within it is unreachable (section 15).
+    pub timeout: Duration,
 }
+
+/// The range of `--redis-timeout`: above a loopback round trip under load,
+/// below what a client would wait for an answer.
+const REDIS_TIMEOUT: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(100)..=Duration::from_secs(60);
 
 /// Longest `--node-id` and `--redis-prefix`.
 const MAX_CLUSTER_NAME: usize = 64;
@@ -29,13 +39,17 @@ impl ClusterConfig {
         if !is_cluster_name(&self.prefix) {
             return out_of_range("redis-prefix", NAME);
         }
+        if !REDIS_TIMEOUT.contains(&self.timeout) {
+            return out_of_range("redis-timeout", "must be between 100ms and 60s");
+        }
         if self.servers.iter().any(|url| url.tls) {
             return out_of_range("redis", "rediss:// (TLS to Redis) is not supported yet");
         }
         Ok(())
     }
 
-    /// Writes `redis` (empty without a cluster), `redis_prefix` and `node_id`.
+    /// Writes `redis` (empty without a cluster), `redis_prefix`, `node_id`
+    /// and `redis_timeout_ms`.
     pub(super) fn write_json(cluster: Option<&Self>, w: &mut JsonFields) {
         let Some(cluster) = cluster else {
             w.strs("redis", &[]);
@@ -45,6 +59,7 @@ impl ClusterConfig {
         w.strs("redis", &servers);
         w.str("redis_prefix", &cluster.prefix);
         w.str("node_id", &cluster.node_id);
+        w.u64("redis_timeout_ms", super::millis(cluster.timeout));
     }
 }
 

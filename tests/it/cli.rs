@@ -309,6 +309,7 @@ const RICH_SETTINGS: &[(&str, &str, &str)] = &[
     ),
     ("--redis-prefix", "ROOMCAST_REDIS_PREFIX", "golden"),
     ("--node-id", "ROOMCAST_NODE_ID", "node-7"),
+    ("--redis-timeout", "ROOMCAST_REDIS_TIMEOUT", "750ms"),
     ("--dashboard", "ROOMCAST_DASHBOARD", "false"),
     ("--publish-rate", "ROOMCAST_PUBLISH_RATE", "250"),
     ("--handshake-timeout", "ROOMCAST_HANDSHAKE_TIMEOUT", "7s"),
