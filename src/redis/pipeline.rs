@@ -18,6 +18,9 @@ use std::time::Instant;
 
 use crate::redis::resp::{self, Reply, RespError};
 
+/// Bytes of buffer a reset pipeline keeps.
+const KEPT_CAPACITY: usize = 64 * 1024;
+
 /// How much may wait for Redis on one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bounds {
@@ -143,7 +146,13 @@ impl<T> Pipeline<T> {
         self.input.clear();
         self.queued_at.clear();
         self.overflowed = false;
-        self.in_flight.drain(..).collect()
+        let lost = self.in_flight.drain(..).collect();
+        // What a stalled Redis made grow is given back, not kept for good.
+        self.output.shrink_to(KEPT_CAPACITY);
+        self.input.shrink_to(KEPT_CAPACITY);
+        self.in_flight.shrink_to(KEPT_CAPACITY / 64);
+        self.queued_at.shrink_to(KEPT_CAPACITY / 64);
+        lost
     }
 }
 

@@ -17,7 +17,7 @@ use crate::tracker::{self, Seen};
 
 /// A node on `redis` (keeping a history long enough for every outage) on
 /// `port` (0: any).
-fn node(redis: &str, port: u16) -> Server {
+pub(crate) fn node(redis: &str, port: u16) -> Server {
     let mut command = Server::command();
     command.args([
         "serve",
@@ -42,7 +42,7 @@ fn node(redis: &str, port: u16) -> Server {
 }
 
 /// Starts `count` subscribers spread over `addrs`; waits until they are in.
-fn subscribers(
+pub(crate) fn subscribers(
     addrs: &[SocketAddr],
     count: usize,
     stop: &Arc<AtomicBool>,
