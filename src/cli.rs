@@ -239,7 +239,7 @@ pub struct PresenceArgs {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Cluster")]
 pub struct ClusterArgs {
-    /// A Redis server of the cluster, `redis://[[user]:password@]host[:port][/db]` (repeatable: rooms are spread over them); unset: one process, no Redis.
+    /// A Redis server of the cluster, `redis://[[user]:password@]host[:port][/db]` or `rediss://` for TLS (repeatable: rooms are spread over them); unset: one process, no Redis.
     #[arg(long, env = "ROOMCAST_REDIS", value_delimiter = ',')]
     pub redis: Vec<RedisUrl>,
     /// Prefix of every Redis key and channel of the cluster.
@@ -248,6 +248,12 @@ pub struct ClusterArgs {
     /// This node's name in the cluster [default: generated at start].
     #[arg(long, env = "ROOMCAST_NODE_ID")]
     pub node_id: Option<String>,
+    /// A PEM file of authorities trusted for rediss:// servers, instead of the system's.
+    #[arg(long, env = "ROOMCAST_REDIS_CA")]
+    pub redis_ca: Option<PathBuf>,
+    /// Acknowledge a publish only once this many replicas of its Redis server have it (WAIT, 1 s; else UNAVAILABLE), 0-16.
+    #[arg(long, env = "ROOMCAST_REDIS_REPLICAS", default_value_t = 0)]
+    pub redis_replicas: u8,
     /// A Redis server that answers no command (nor the PING sent every idle second) within this is unreachable: UNAVAILABLE, /healthz 503, reconnect (100ms-60s).
     #[arg(long, env = "ROOMCAST_REDIS_TIMEOUT", default_value = "2s", value_parser = duration)]
     pub redis_timeout: Duration,
@@ -622,6 +628,8 @@ impl ClusterArgs {
             node_id: self
                 .node_id
                 .unwrap_or_else(|| format!("n{:012x}", crate::auth::random_u64() >> 16)),
+            ca: self.redis_ca,
+            replicas: self.redis_replicas,
             timeout: self.redis_timeout,
         })
     }
@@ -721,6 +729,10 @@ mod tests {
         .unwrap();
         let cluster = config.cluster.unwrap();
         assert_eq!(cluster.servers.len(), 2);
+        assert_eq!(
+            cluster.replicas, 0,
+            "acknowledged without waiting by default"
+        );
         assert_eq!(cluster.servers[1].password.as_deref(), Some("pw"));
         assert_eq!(
             (cluster.prefix.as_str(), cluster.node_id.as_str()),
@@ -738,9 +750,17 @@ mod tests {
         for bad in [
             &["--redis", "redis://a", "--node-id", "a/b"][..],
             &["--redis", "redis://a", "--redis-prefix", "x:{y}"],
-            &["--redis", "rediss://a"],
+            &["--redis", "redis://a", "--redis-replicas", "17"],
             &["--redis", "redis://a", "--redis-timeout", "50ms"],
             &["--redis", "redis://a", "--redis-timeout", "61s"],
+            &[
+                "--redis",
+                "redis://a",
+                "--redis-replicas",
+                "1",
+                "--redis-timeout",
+                "1s",
+            ],
         ] {
             let error = serve(bad)
                 .into_config(EnvLists::default(), 2, 1000)
@@ -748,6 +768,13 @@ mod tests {
             assert!(error.to_string().starts_with("--"), "{error}");
         }
         assert!(ServeArgs::try_parse_from(["--redis", "http://a"]).is_err());
+        let tls = serve(&["--redis", "rediss://a", "--redis-ca", "/ca.pem"])
+            .into_config(EnvLists::default(), 2, 1000)
+            .unwrap()
+            .cluster
+            .unwrap();
+        assert!(tls.servers[0].tls);
+        assert_eq!(tls.ca.as_deref(), Some(std::path::Path::new("/ca.pem")));
     }
 
     #[test]

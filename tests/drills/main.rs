@@ -15,6 +15,7 @@ mod half_open;
 mod harness;
 mod reconnect_storm;
 mod redis_freeze;
+mod redis_tls;
 mod restarts;
 mod slow_consumers;
 mod slowloris;

@@ -18,6 +18,11 @@ use crate::tracker::{self, Seen};
 /// A node on `redis` (keeping a history long enough for every outage) on
 /// `port` (0: any).
 pub(crate) fn node(redis: &str, port: u16) -> Server {
+    node_with(redis, port, &[])
+}
+
+/// `node`, with `extra` arguments.
+pub(crate) fn node_with(redis: &str, port: u16, extra: &[&str]) -> Server {
     let mut command = Server::command();
     command.args([
         "serve",
@@ -34,6 +39,7 @@ pub(crate) fn node(redis: &str, port: u16) -> Server {
         "--log-level",
         "debug",
     ]);
+    command.args(extra);
     let server = Server::spawn(command);
     wait_until(Duration::from_secs(15), "the node reaches Redis", || {
         http_get(server.addr(), "/healthz").status == 200
@@ -72,7 +78,7 @@ pub(crate) fn subscribers(
 
 /// Subscribers spread over the nodes and a publisher sending to each node
 /// in turn, running until `finish`.
-struct Load {
+pub(crate) struct Load {
     subscribers: Vec<thread::JoinHandle<Seen>>,
     publisher: thread::JoinHandle<(std::collections::BTreeSet<u64>, u64)>,
     /// Tells the subscribers to stop once they have seen `target`.
@@ -85,7 +91,7 @@ struct Load {
 impl Load {
     /// `count` subscribers (in before this returns) and a publisher that
     /// pauses `pause` between messages.
-    fn start(addrs: &[SocketAddr], count: usize, pause: Duration) -> Load {
+    pub(crate) fn start(addrs: &[SocketAddr], count: usize, pause: Duration) -> Load {
         let (stop, target) = (Arc::default(), tracker::target());
         let subscribers = subscribers(addrs, count, &stop, &target);
         let publishing = Arc::new(AtomicBool::new(false));
@@ -101,7 +107,7 @@ impl Load {
 
     /// Stops the publisher and the subscribers; checks and reports what
     /// each saw.
-    fn finish(self, drill: &Drill) {
+    pub(crate) fn finish(self, drill: &Drill) {
         let Load {
             subscribers,
             publisher,

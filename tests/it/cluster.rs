@@ -228,7 +228,7 @@ fn post_publish_on_any_node_is_the_same_as_on_one_server() {
     );
 }
 
-trait Quiet {
+pub(crate) trait Quiet {
     fn recv_skip_presence_or_none(&mut self) -> Option<String>;
 }
 

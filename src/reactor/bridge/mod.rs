@@ -30,8 +30,11 @@ mod bounds;
 mod events;
 mod link;
 mod presence;
+mod replicas;
+mod stream;
 mod webhooks;
 
+pub use stream::client_tls;
 pub use webhooks::WebhookFeed;
 
 use std::collections::HashMap;
@@ -41,7 +44,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use mio::net::TcpStream;
 use mio::{Events, Poll, Token, Waker};
 
 use crate::config::{ClusterConfig, HistoryConfig, PresenceConfig};
@@ -162,6 +164,9 @@ pub struct BridgeConfig {
     /// `--webhook`: which transitions the functions add to each server's
     /// stream of webhook events (section 13.1).
     pub webhooks: Option<WebhookRules>,
+    /// For `rediss://` servers: the authorities their certificates are
+    /// checked against (`client_tls`), built once at start.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// The webhook events this node asks Redis to record.
@@ -189,7 +194,7 @@ pub fn start<S: BridgeSink>(
         .servers
         .iter()
         .cloned()
-        .map(|url| Link::new(url, timeout))
+        .map(|url| Link::new(url, config.cluster.replicas, timeout))
         .collect();
     let servers = config.cluster.servers.len();
     let webhooks = feed.map(|feed| webhooks::Reader::new(feed, &config.cluster.prefix, servers));
@@ -251,6 +256,11 @@ enum Pending<A> {
         answer: A,
         sent: Instant,
     },
+    /// The `WAIT` covering the `covers` publishes answered before it that
+    /// `Link::replication` holds.
+    Replicated {
+        covers: usize,
+    },
     Join {
         answer: A,
         room: Arc<str>,
@@ -299,7 +309,7 @@ enum Pending<A> {
 /// Everything about one Redis server.
 struct Link<A> {
     url: RedisUrl,
-    stream: Option<TcpStream>,
+    stream: Option<stream::Stream>,
     /// The connection is established (a first event came).
     connected: bool,
     /// The setup commands are answered: requests may be taken.
@@ -311,12 +321,14 @@ struct Link<A> {
     retry_at: Instant,
     /// Has been up before: the next connection is a reconnect.
     was_up: bool,
+    /// With `--redis-replicas`: publishes waiting for their `WAIT`.
+    replication: replicas::Replication<A>,
     /// Whether Redis answers in time (`--redis-timeout`), and its pings.
     liveness: Liveness,
 }
 
 impl<A> Link<A> {
-    fn new(url: RedisUrl, timeout: Duration) -> Self {
+    fn new(url: RedisUrl, replicas: u8, timeout: Duration) -> Self {
         Self {
             url,
             stream: None,
@@ -327,6 +339,7 @@ impl<A> Link<A> {
             backoff: Backoff::new(RETRY_BASE, RETRY_CAP),
             retry_at: Instant::now(),
             was_up: false,
+            replication: replicas::Replication::new(replicas),
             liveness: Liveness::new(timeout),
         }
     }
@@ -506,8 +519,10 @@ impl<S: BridgeSink> Bridge<S> {
             .push(Pending::Publish { answer, sent }, |out| {
                 redis::publish(out, &keys, text, &epoch, retention, origin, hooks.at(room));
             });
-        if let Err(Pending::Publish { answer, .. }) = pushed {
-            self.sink.sequenced(answer, Err(Unavailable));
+        match pushed {
+            Ok(()) => link.replication.published(),
+            Err(Pending::Publish { answer, .. }) => self.sink.sequenced(answer, Err(Unavailable)),
+            Err(_) => {}
         }
     }
 
