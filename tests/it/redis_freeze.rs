@@ -51,9 +51,10 @@ fn a_frozen_redis_is_unreachable_within_the_timeout_and_a_node_recovers_after_it
             http_get(server.addr(), "/healthz").status == 503
         });
     }
+    // At most a ping's second and the timeout, with room for a busy machine.
     let degraded_in = froze.elapsed();
     assert!(
-        degraded_in < Duration::from_millis(2000),
+        degraded_in < Duration::from_millis(2500),
         "degraded after {degraded_in:?}"
     );
     let started = Instant::now();
@@ -72,6 +73,19 @@ fn a_frozen_redis_is_unreachable_within_the_timeout_and_a_node_recovers_after_it
         assert!(metric(server.addr(), "roomcast_redis_timeouts_total") >= 1.0);
         assert_eq!(metric(server.addr(), "roomcast_redis_up"), 0.0);
     }
+
+    // Reconnecting to the frozen server connects (the kernel accepts) but
+    // its setup is never answered: bounded by the same timeout.
+    wait_until(
+        Duration::from_secs(5),
+        "a reconnect attempt timed out",
+        || metric(b.addr(), "roomcast_redis_timeouts_total") >= 2.0,
+    );
+    assert!(
+        log_of(&b).contains("not connected and set up within 500ms"),
+        "{}",
+        log_of(&b)
+    );
 
     frozen.thaw();
     for server in [&a, &b] {
