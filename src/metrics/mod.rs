@@ -111,6 +111,9 @@ pub struct RedisMetrics {
     pub up: Gauge,
     /// Connections to a Redis server made again after one was lost.
     pub reconnects: Counter,
+    /// Links dropped because Redis answered nothing within
+    /// `--redis-timeout` (a command, a heartbeat `PING`, or the setup).
+    pub timeouts: Counter,
     /// Commands written and not yet answered, over all servers.
     pub in_flight: Gauge,
     /// From queuing a command to reading its reply.
@@ -122,6 +125,7 @@ impl Default for RedisMetrics {
         Self {
             up: Gauge::default(),
             reconnects: Counter::default(),
+            timeouts: Counter::default(),
             in_flight: Gauge::default(),
             command_latency: Histogram::new(&REDIS_BUCKETS_US),
         }
@@ -133,6 +137,7 @@ impl Default for RedisMetrics {
 pub struct RedisSnapshot {
     pub up: bool,
     pub reconnects: u64,
+    pub timeouts: u64,
     pub in_flight: u64,
     pub command_latency: HistogramSnapshot,
 }
@@ -144,6 +149,7 @@ impl RedisMetrics {
         RedisSnapshot {
             up: self.up.get() == 1,
             reconnects: self.reconnects.get(),
+            timeouts: self.timeouts.get(),
             in_flight: self.in_flight.get(),
             command_latency,
         }

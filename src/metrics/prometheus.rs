@@ -237,6 +237,12 @@ pub fn render(snap: &Snapshot, uptime_seconds: f64, version: &str) -> String {
             "Connections to a Redis server made again after one was lost.",
             redis.reconnects,
         );
+        counter(
+            w,
+            "roomcast_redis_timeouts_total",
+            "Redis links dropped for answering nothing within --redis-timeout.",
+            redis.timeouts,
+        );
         gauge(
             w,
             "roomcast_redis_pipeline_depth",

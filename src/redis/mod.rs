@@ -3,8 +3,9 @@
 //! Owns what a roomcast node says to Redis: the RESP codec (`resp`), the
 //! `--redis` URLs (`url`), where a room's keys and channel live
 //! (`layout`), the Redis Functions that sequence a room event atomically
-//! (`roomcast.lua`, with the commands that call it here), and the Server
-//! API's transport between nodes (`api`). The bridge that runs them is one
+//! (`roomcast.lua`, with the commands that call it here), the Server
+//! API's transport between nodes (`api`), and whether a server still
+//! answers (`liveness`). The bridge that runs them is one
 //! thread with its own event loop; nothing here is ever called on a shard
 //! thread, and nothing here touches a socket.
 //!
@@ -17,6 +18,7 @@
 pub mod api;
 pub mod backoff;
 pub mod layout;
+pub mod liveness;
 pub mod pipeline;
 pub mod requests;
 pub mod resp;

@@ -131,6 +131,15 @@ impl RedisServer {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--protected-mode", "no"])
+            // A replica's full sync then goes over the socket, so no test
+            // leaves an RDB file in its working directory.
+            .args([
+                "--repl-diskless-sync",
+                "yes",
+                "--repl-diskless-sync-delay",
+                "0",
+            ])
+            .args(["--repl-diskless-load", "on-empty-db"])
             .args(persistence)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -160,6 +169,15 @@ impl RedisServer {
 
     pub fn url(&self) -> String {
         format!("redis://{}", self.addr)
+    }
+
+    /// Freezes the server (SIGSTOP) until the guard is dropped (SIGCONT):
+    /// its sockets stay open and it answers nothing, as a Redis stuck in a
+    /// long command, swapping or paused by its host does. Even a test that
+    /// panics meanwhile thaws it (and `Drop` kills it anyway).
+    pub fn freeze(&self) -> Frozen<'_> {
+        roomcast::sys::signal(self.child.id(), libc::SIGSTOP).expect("SIGSTOP redis-server");
+        Frozen { redis: self }
     }
 
     /// `rediss://` to the TLS port, by IP address: the certificate must
@@ -217,6 +235,22 @@ impl Drop for RedisServer {
         // A paused server dies of SIGKILL all the same.
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A frozen `RedisServer`; dropping it thaws the server.
+pub struct Frozen<'a> {
+    redis: &'a RedisServer,
+}
+
+impl Frozen<'_> {
+    /// Lets the server run again (SIGCONT).
+    pub fn thaw(self) {}
+}
+
+impl Drop for Frozen<'_> {
+    fn drop(&mut self) {
+        let _ = roomcast::sys::signal(self.redis.child.id(), libc::SIGCONT);
     }
 }
 

@@ -14,6 +14,7 @@ mod accept_flood;
 mod half_open;
 mod harness;
 mod reconnect_storm;
+mod redis_freeze;
 mod redis_tls;
 mod restarts;
 mod slow_consumers;

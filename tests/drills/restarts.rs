@@ -17,7 +17,7 @@ use crate::tracker::{self, Seen};
 
 /// A node on `redis` (keeping a history long enough for every outage) on
 /// `port` (0: any).
-fn node(redis: &str, port: u16) -> Server {
+pub(crate) fn node(redis: &str, port: u16) -> Server {
     node_with(redis, port, &[])
 }
 
@@ -48,7 +48,7 @@ pub(crate) fn node_with(redis: &str, port: u16, extra: &[&str]) -> Server {
 }
 
 /// Starts `count` subscribers spread over `addrs`; waits until they are in.
-fn subscribers(
+pub(crate) fn subscribers(
     addrs: &[SocketAddr],
     count: usize,
     stop: &Arc<AtomicBool>,
