@@ -91,7 +91,8 @@ fn a_log_longer_than_the_history_reads_back_exactly_the_last_messages() {
         (6..=105).contains(&stored),
         "approximate: more than 5 kept, at most one node more: {stored}"
     );
-    let epoch = Some(epoch.as_str());
+    let name = epoch.as_str();
+    let epoch = Some(name);
     let all = history(&mut conn, &keys, KEEP_5, query(Some(100), None, None));
     assert_eq!((all.seq, all.messages), (250, texts(246..=250)));
     let two = history(&mut conn, &keys, KEEP_5, query(Some(2), None, None));
@@ -117,7 +118,7 @@ fn a_log_longer_than_the_history_reads_back_exactly_the_last_messages() {
     assert_eq!((current.recovered, current.messages.len()), (Some(true), 0));
     // So does a node's recovery after a reconnect.
     let mut out = Vec::new();
-    bridge::recover(&mut out, &keys, (epoch.unwrap(), 244), "e-next", KEEP_5);
+    bridge::recover(&mut out, &keys, (name, 244), "e-next", KEEP_5);
     conn.send_raw(&out);
     let reply = conn.reply();
     let recovered = bridge::history_reply(&reply).unwrap_or_else(|| panic!("{reply:?}"));
