@@ -111,6 +111,8 @@ pub struct RedisMetrics {
     pub up: Gauge,
     /// Connections to a Redis server made again after one was lost.
     pub reconnects: Counter,
+    /// Times a Sentinel named a master other than the one it named before.
+    pub master_changes: Counter,
     /// Commands written and not yet answered, over all servers.
     pub in_flight: Gauge,
     /// From queuing a command to reading its reply.
@@ -122,6 +124,7 @@ impl Default for RedisMetrics {
         Self {
             up: Gauge::default(),
             reconnects: Counter::default(),
+            master_changes: Counter::default(),
             in_flight: Gauge::default(),
             command_latency: Histogram::new(&REDIS_BUCKETS_US),
         }
@@ -133,6 +136,7 @@ impl Default for RedisMetrics {
 pub struct RedisSnapshot {
     pub up: bool,
     pub reconnects: u64,
+    pub master_changes: u64,
     pub in_flight: u64,
     pub command_latency: HistogramSnapshot,
 }
@@ -144,6 +148,7 @@ impl RedisMetrics {
         RedisSnapshot {
             up: self.up.get() == 1,
             reconnects: self.reconnects.get(),
+            master_changes: self.master_changes.get(),
             in_flight: self.in_flight.get(),
             command_latency,
         }

@@ -237,6 +237,12 @@ pub fn render(snap: &Snapshot, uptime_seconds: f64, version: &str) -> String {
             "Connections to a Redis server made again after one was lost.",
             redis.reconnects,
         );
+        counter(
+            w,
+            "roomcast_redis_master_changes_total",
+            "Times a Sentinel named a new master for a redis+sentinel:// server.",
+            redis.master_changes,
+        );
         gauge(
             w,
             "roomcast_redis_pipeline_depth",

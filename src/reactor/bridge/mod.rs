@@ -17,7 +17,8 @@
 //! Here: the requests, the loop, publishes and subscriptions. `link`: the
 //! connections. `events`: what the channels bring. `presence`: joins,
 //! leaves, the online set and node liveness. `api`: the Server API's
-//! messages between nodes and the list of live nodes. Owns those sockets; the RESP
+//! messages between nodes and the list of live nodes. `sentinel`: where a
+//! `redis+sentinel://` server's master is. Owns those sockets; the RESP
 //! bytes and the function calls come from `redis`, the requests and what
 //! comes back unasked from `redis::requests`; what a reply means for a
 //! client is the room router's business (`rooms::cluster`), reached through
@@ -28,12 +29,14 @@ mod api;
 mod events;
 mod link;
 mod presence;
+mod sentinel;
 mod webhooks;
 
 pub use webhooks::WebhookFeed;
 
 use std::collections::HashMap;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -180,18 +183,27 @@ pub fn start<S: BridgeSink>(
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let (tx, rx) = crossbeam_channel::unbounded();
-    let links = config
+    let (named, masters) = crossbeam_channel::unbounded();
+    let mut links: Vec<Link<S::Answer>> = config
         .cluster
         .servers
         .iter()
         .cloned()
         .map(Link::new)
         .collect();
+    for (index, link) in links.iter_mut().enumerate() {
+        if let Some(sentinels) = &link.url.sentinel {
+            let watch =
+                sentinel::Watch::start(index, sentinels.clone(), named.clone(), waker.clone());
+            link.watch = Some(watch?);
+        }
+    }
     let servers = config.cluster.servers.len();
     let webhooks = feed.map(|feed| webhooks::Reader::new(feed, &config.cluster.prefix, servers));
     let mut bridge = Bridge {
         poll,
         requests: rx,
+        masters,
         sink,
         links,
         subscriptions: Subscriptions::default(),
@@ -242,6 +254,9 @@ enum Pending<A> {
     /// HELLO, SELECT or FUNCTION LOAD: an error reply means the link is
     /// unusable.
     Setup,
+    /// `ROLE`, in the setup of a Sentinel-managed server: a server that
+    /// is not the master is unusable too.
+    Role,
     Publish {
         answer: A,
         sent: Instant,
@@ -295,6 +310,10 @@ enum Pending<A> {
 struct Link<A> {
     url: RedisUrl,
     stream: Option<TcpStream>,
+    /// Where the connection goes, or went last.
+    addr: Option<SocketAddr>,
+    /// `redis+sentinel://`: the watcher that names the master.
+    watch: Option<sentinel::Watch>,
     /// The connection is established (a first event came).
     connected: bool,
     /// The setup commands are answered: requests may be taken.
@@ -313,6 +332,8 @@ impl<A> Link<A> {
         Self {
             url,
             stream: None,
+            addr: None,
+            watch: None,
             connected: false,
             ready: false,
             setup_left: 0,
@@ -326,11 +347,19 @@ impl<A> Link<A> {
     fn is_up(&self) -> bool {
         self.stream.is_some() && self.ready
     }
+
+    /// Whether there is a server to connect to: a Sentinel-managed one
+    /// waits for its watcher to name the master.
+    fn knows_address(&self) -> bool {
+        self.watch.as_ref().is_none_or(|w| w.master.is_some())
+    }
 }
 
 struct Bridge<S: BridgeSink> {
     poll: Poll,
     requests: Receiver<BridgeRequest<S::Answer>>,
+    /// The masters the Sentinel watchers name, by link.
+    masters: Receiver<(usize, SocketAddr)>,
     sink: S,
     links: Vec<Link<S::Answer>>,
     subscriptions: Subscriptions,
@@ -396,6 +425,9 @@ impl<S: BridgeSink> Bridge<S> {
                 if event.token() != WAKER {
                     self.on_readable(event.token().0);
                 }
+            }
+            while let Ok((index, addr)) = self.masters.try_recv() {
+                self.on_master(index, addr);
             }
             if !self.take_requests() {
                 return;
