@@ -115,6 +115,7 @@ impl std::str::FromStr for RedisUrl {
         };
         let (host, port) = match &sentinel {
             Some(sentinels) => sentinels.addrs[0].clone(),
+            None if hostport.contains(',') => return Err(UrlError::Host),
             None => host_and_port(hostport, DEFAULT_PORT)?,
         };
         let db = match path {
@@ -131,6 +132,38 @@ impl std::str::FromStr for RedisUrl {
             sentinel,
         })
     }
+}
+
+/// A comma-separated list of URLs (`--redis`, `ROOMCAST_REDIS`). A comma
+/// inside a URL separates a `redis+sentinel://` URL's hosts; only one
+/// followed by a scheme (`name://`) starts the next URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisUrls(pub Vec<RedisUrl>);
+
+impl std::str::FromStr for RedisUrls {
+    type Err = UrlError;
+
+    fn from_str(list: &str) -> Result<Self, UrlError> {
+        let mut urls = Vec::new();
+        let mut start = 0;
+        for (comma, _) in list.match_indices(',') {
+            if starts_with_scheme(&list[comma + 1..]) {
+                urls.push(list[start..comma].parse()?);
+                start = comma + 1;
+            }
+        }
+        urls.push(list[start..].parse()?);
+        Ok(RedisUrls(urls))
+    }
+}
+
+fn starts_with_scheme(text: &str) -> bool {
+    text.split_once("://").is_some_and(|(scheme, _)| {
+        !scheme.is_empty()
+            && scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+    })
 }
 
 fn host_and_port(hostport: &str, default_port: u16) -> Result<(String, u16), UrlError> {
@@ -301,6 +334,24 @@ mod tests {
         let u = url("redis+sentinel://h:1/mymaster");
         assert_eq!((u.sentinel.unwrap().master.as_str(), u.db), ("mymaster", 0));
         assert_eq!(url("redis://h").sentinel, None);
+    }
+
+    #[test]
+    fn a_list_splits_only_before_a_scheme() {
+        let list: RedisUrls = "redis://a:1,redis+sentinel://s1,s2:2/m,rediss://b"
+            .parse()
+            .unwrap();
+        let shown: Vec<String> = list.0.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "redis://a:1/0",
+                "redis+sentinel://s1:26379,s2:2/m/0",
+                "rediss://b:6379/0"
+            ]
+        );
+        assert_eq!("redis://a,".parse::<RedisUrls>(), Err(UrlError::Host));
+        assert_eq!("redis://a,b".parse::<RedisUrls>(), Err(UrlError::Host));
     }
 
     #[test]

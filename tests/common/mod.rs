@@ -11,6 +11,7 @@ pub mod http;
 pub mod raw;
 pub mod redis;
 pub mod rooms;
+pub mod sentinel;
 pub mod token;
 pub mod ws;
 

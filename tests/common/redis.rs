@@ -29,6 +29,29 @@ impl RedisServer {
         RedisServer::spawn(port, &["--appendonly", "no"])
     }
 
+    /// Starts a replica of `master` (`--replicaof`) on a free port, and
+    /// waits until the master lists it in sync.
+    pub fn start_replica(master: &RedisServer) -> RedisServer {
+        let master_port = master.addr.port().to_string();
+        let replica = RedisServer::spawn(
+            free_port(),
+            &[
+                "--appendonly",
+                "no",
+                "--replicaof",
+                "127.0.0.1",
+                &master_port,
+            ],
+        );
+        let online = format!("port={},state=online", replica.addr.port());
+        let mut conn = master.connect();
+        wait_until(Duration::from_secs(10), "the replica is in sync", || {
+            let info = conn.call(&["INFO", "replication"]);
+            matches!(info, Reply::Bulk(text) if String::from_utf8_lossy(&text).contains(&online))
+        });
+        replica
+    }
+
     /// Starts one on `port` that keeps its data in `dir` with an
     /// append-only file synced before every reply, so a restart after
     /// SIGKILL loses nothing it acknowledged.

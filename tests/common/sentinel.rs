@@ -1,0 +1,161 @@
+//! A Redis Sentinel setup on loopback: a master, one replica and three
+//! Sentinels (`redis-server <conf> --sentinel`, quorum 2, the master down
+//! after 1 s without answers), all on free ports, with the Sentinels'
+//! configuration files in a directory of their own; every process is
+//! stopped by its PID when the guard drops.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use roomcast::redis::resp::Reply;
+
+use super::redis::{RedisConn, RedisServer, free_port};
+use super::wait_until;
+
+/// The name the Sentinels know the master by.
+pub const MASTER_NAME: &str = "roomcast";
+
+pub struct SentinelSetup {
+    /// `None` once killed (`kill_master`).
+    pub master: Option<RedisServer>,
+    pub replica: Option<RedisServer>,
+    pub sentinels: Vec<SocketAddr>,
+    children: Vec<Child>,
+    dir: PathBuf,
+}
+
+impl SentinelSetup {
+    /// Starts the master, its replica, then the Sentinels, and waits until
+    /// every Sentinel knows the replica and the two other Sentinels (what
+    /// a failover needs).
+    pub fn start() -> SentinelSetup {
+        let master = RedisServer::start();
+        let replica = RedisServer::start_replica(&master);
+        let dir = std::env::temp_dir().join(format!(
+            "roomcast-sentinel-{}-{}",
+            std::process::id(),
+            master.addr.port()
+        ));
+        std::fs::create_dir_all(&dir).expect("a temp dir for the Sentinels");
+        let mut setup = SentinelSetup {
+            master: Some(master),
+            replica: Some(replica),
+            sentinels: Vec::new(),
+            children: Vec::new(),
+            dir,
+        };
+        let master_port = setup.master.as_ref().unwrap().addr.port();
+        for _ in 0..3 {
+            let (child, addr) = start_sentinel(&setup.dir, master_port, 2);
+            setup.children.push(child);
+            setup.sentinels.push(addr);
+        }
+        for &sentinel in &setup.sentinels {
+            let mut conn = RedisConn::connect(sentinel);
+            wait_until(
+                Duration::from_secs(20),
+                "the Sentinels know each other",
+                || {
+                    let others = conn.call(&["SENTINEL", "sentinels", MASTER_NAME]);
+                    let replicas = conn.call(&["SENTINEL", "replicas", MASTER_NAME]);
+                    matches!((others, replicas), (Reply::Array(o), Reply::Array(r)) if o.len() == 2 && r.len() == 1)
+                },
+            );
+        }
+        setup
+    }
+
+    /// `redis+sentinel://` with the three Sentinels and the master's name.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self.sentinels.iter().map(|a| a.to_string()).collect();
+        format!("redis+sentinel://{}/{MASTER_NAME}", hosts.join(","))
+    }
+
+    /// Where the first Sentinel that answers says the master is.
+    pub fn master_addr(&self) -> Option<SocketAddr> {
+        self.sentinels.iter().find_map(|&s| master_addr_at(s))
+    }
+
+    /// Kills the master (SIGKILL).
+    pub fn kill_master(&mut self) {
+        if let Some(master) = self.master.take() {
+            master.stop();
+        }
+    }
+
+    /// Waits until the Sentinels name a master other than `old`; returns
+    /// it and when it was first seen.
+    pub fn wait_for_switch(&self, old: SocketAddr, within: Duration) -> (SocketAddr, Instant) {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(new) = self.master_addr().filter(|&a| a != old) {
+                return (new, Instant::now());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Sentinel did not switch from {old} within {within:?}"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Starts one Sentinel on a free port monitoring a master on
+/// `master_port` (which need not be listening) with `quorum`.
+pub fn start_sentinel(dir: &std::path::Path, master_port: u16, quorum: u8) -> (Child, SocketAddr) {
+    let port = free_port();
+    let conf = dir.join(format!("sentinel-{port}.conf"));
+    let text = format!(
+        "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {dir}\n\
+         sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} {quorum}\n\
+         sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
+         sentinel failover-timeout {MASTER_NAME} 5000\n",
+        dir = dir.display()
+    );
+    std::fs::write(&conf, text).expect("write sentinel.conf");
+    let child = Command::new("redis-server")
+        .arg(&conf)
+        .arg("--sentinel")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server --sentinel (apt-get install redis-server) to start");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_until(Duration::from_secs(10), "the Sentinel listens", || {
+        TcpStream::connect(addr).is_ok()
+    });
+    (child, addr)
+}
+
+/// What the Sentinel at `sentinel` names the master, if it answers.
+pub fn master_addr_at(sentinel: SocketAddr) -> Option<SocketAddr> {
+    let stream = TcpStream::connect_timeout(&sentinel, Duration::from_millis(500)).ok()?;
+    drop(stream);
+    let mut conn = RedisConn::connect(sentinel);
+    match conn.call(&["SENTINEL", "get-master-addr-by-name", MASTER_NAME]) {
+        Reply::Array(items) => match items.as_slice() {
+            [Reply::Bulk(host), Reply::Bulk(port)] => format!(
+                "{}:{}",
+                String::from_utf8_lossy(host),
+                String::from_utf8_lossy(port)
+            )
+            .parse()
+            .ok(),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+impl Drop for SentinelSetup {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
