@@ -1,8 +1,8 @@
 //! A Redis Sentinel setup on loopback: a master, one replica and three
 //! Sentinels (`redis-server <conf> --sentinel`, quorum 2, the master down
-//! after 1 s without answers), all on free ports, with the Sentinels'
-//! configuration files in a directory of their own; every process is
-//! stopped by its PID when the guard drops.
+//! after 1 s without answers), all on free ports, each Sentinel with its
+//! configuration file in a directory of its own; every process is stopped
+//! by its PID, and every directory removed, when its guard drops.
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -23,7 +23,13 @@ pub struct SentinelSetup {
     pub master: Option<RedisServer>,
     pub replica: Option<RedisServer>,
     pub sentinels: Vec<SocketAddr>,
-    children: Vec<Child>,
+    processes: Vec<Sentinel>,
+}
+
+/// One Sentinel process.
+pub struct Sentinel {
+    child: Child,
+    pub addr: SocketAddr,
     dir: PathBuf,
 }
 
@@ -34,25 +40,15 @@ impl SentinelSetup {
     pub fn start() -> SentinelSetup {
         let master = RedisServer::start();
         let replica = RedisServer::start_replica(&master);
-        let dir = std::env::temp_dir().join(format!(
-            "roomcast-sentinel-{}-{}",
-            std::process::id(),
-            master.addr.port()
-        ));
-        std::fs::create_dir_all(&dir).expect("a temp dir for the Sentinels");
-        let mut setup = SentinelSetup {
+        let processes: Vec<Sentinel> = (0..3)
+            .map(|_| Sentinel::start(master.addr.port(), 2))
+            .collect();
+        let setup = SentinelSetup {
             master: Some(master),
             replica: Some(replica),
-            sentinels: Vec::new(),
-            children: Vec::new(),
-            dir,
+            sentinels: processes.iter().map(|s| s.addr).collect(),
+            processes,
         };
-        let master_port = setup.master.as_ref().unwrap().addr.port();
-        for _ in 0..3 {
-            let (child, addr) = start_sentinel(&setup.dir, master_port, 2);
-            setup.children.push(child);
-            setup.sentinels.push(addr);
-        }
         for &sentinel in &setup.sentinels {
             let mut conn = RedisConn::connect(sentinel);
             wait_until(
@@ -103,31 +99,45 @@ impl SentinelSetup {
     }
 }
 
-/// Starts one Sentinel on a free port monitoring a master on
-/// `master_port` (which need not be listening) with `quorum`.
-pub fn start_sentinel(dir: &std::path::Path, master_port: u16, quorum: u8) -> (Child, SocketAddr) {
-    let port = free_port();
-    let conf = dir.join(format!("sentinel-{port}.conf"));
-    let text = format!(
-        "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {dir}\n\
+impl Sentinel {
+    /// Starts one Sentinel on a free port monitoring a master on
+    /// `master_port` (which need not be listening) with `quorum`.
+    pub fn start(master_port: u16, quorum: u8) -> Sentinel {
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("roomcast-sentinel-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temp dir for the Sentinel");
+        let conf = dir.join("sentinel.conf");
+        let text = format!(
+            "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {dir}\n\
          sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} {quorum}\n\
          sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
          sentinel failover-timeout {MASTER_NAME} 5000\n",
-        dir = dir.display()
-    );
-    std::fs::write(&conf, text).expect("write sentinel.conf");
-    let child = Command::new("redis-server")
-        .arg(&conf)
-        .arg("--sentinel")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server --sentinel (apt-get install redis-server) to start");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_until(Duration::from_secs(10), "the Sentinel listens", || {
-        TcpStream::connect(addr).is_ok()
-    });
-    (child, addr)
+            dir = dir.display()
+        );
+        std::fs::write(&conf, text).expect("write sentinel.conf");
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server --sentinel (apt-get install redis-server) to start");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let sentinel = Sentinel { child, addr, dir };
+        wait_until(Duration::from_secs(10), "the Sentinel listens", || {
+            TcpStream::connect(addr).is_ok()
+        });
+        sentinel
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// What the Sentinel at `sentinel` names the master, if it answers.
@@ -147,15 +157,5 @@ pub fn master_addr_at(sentinel: SocketAddr) -> Option<SocketAddr> {
             _ => None,
         },
         _ => None,
-    }
-}
-
-impl Drop for SentinelSetup {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::redis::{RedisConn, RedisServer, free_port};
 use common::rooms::{Client, ack_error, ack_seq, publisher, u64_at};
-use common::sentinel::{SentinelSetup, start_sentinel};
+use common::sentinel::{Sentinel, SentinelSetup};
 use common::{Server, http_get, parse_json, wait_until};
 
 /// A node on `url` with `--history 100`, once it reached the master.
@@ -166,10 +166,9 @@ fn a_master_demoted_under_a_node_is_noticed_and_the_node_follows_sentinel() {
 
 #[test]
 fn a_sentinel_naming_an_unreachable_master_leaves_the_node_unavailable_without_spinning() {
-    let dir = std::env::temp_dir().join(format!("roomcast-sentinel-dead-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
     let nobody = free_port();
-    let (mut sentinel, addr) = start_sentinel(&dir, nobody, 1);
+    let sentinel = Sentinel::start(nobody, 1);
+    let addr = sentinel.addr;
     // The second Sentinel of the URL is not there at all.
     let url = format!("redis+sentinel://{addr},127.0.0.1:{}/roomcast", free_port());
     let node = Server::start(&["--redis", &url]);
@@ -194,7 +193,4 @@ fn a_sentinel_naming_an_unreachable_master_leaves_the_node_unavailable_without_s
     let mut publisher = publisher(node.addr(), "feed");
     let refused = publisher.publish("r", "t:n", "1");
     assert_eq!(ack_error(&refused), "UNAVAILABLE", "{refused:?}");
-    let _ = sentinel.kill();
-    let _ = sentinel.wait();
-    let _ = std::fs::remove_dir_all(&dir);
 }
