@@ -13,6 +13,7 @@ mod common;
 mod accept_flood;
 mod half_open;
 mod harness;
+mod load;
 mod reconnect_storm;
 mod restarts;
 mod slow_consumers;
