@@ -1,4 +1,4 @@
-//! A Redis Sentinel setup on loopback: a master, one replica and three
+//! A Redis Sentinel setup on loopback: a master, its replicas and three
 //! Sentinels (`redis-server <conf> --sentinel`, quorum 2, the master down
 //! after 1 s without answers), all on free ports, each Sentinel with its
 //! configuration file in a directory of its own; every process is stopped
@@ -21,7 +21,7 @@ pub const MASTER_NAME: &str = "roomcast";
 pub struct SentinelSetup {
     /// `None` once killed (`kill_master`).
     pub master: Option<RedisServer>,
-    pub replica: Option<RedisServer>,
+    pub replicas: Vec<RedisServer>,
     pub sentinels: Vec<SocketAddr>,
     processes: Vec<Sentinel>,
 }
@@ -34,18 +34,20 @@ pub struct Sentinel {
 }
 
 impl SentinelSetup {
-    /// Starts the master, its replica, then the Sentinels, and waits until
-    /// every Sentinel knows the replica and the two other Sentinels (what
-    /// a failover needs).
-    pub fn start() -> SentinelSetup {
+    /// Starts the master, `replicas` replicas of it, then the Sentinels,
+    /// and waits until every Sentinel knows the replicas and the two other
+    /// Sentinels (what a failover needs).
+    pub fn start(replicas: usize) -> SentinelSetup {
         let master = RedisServer::start();
-        let replica = RedisServer::start_replica(&master);
+        let replicas: Vec<RedisServer> = (0..replicas)
+            .map(|_| RedisServer::start_replica(&master))
+            .collect();
         let processes: Vec<Sentinel> = (0..3)
             .map(|_| Sentinel::start(master.addr.port(), 2))
             .collect();
         let setup = SentinelSetup {
             master: Some(master),
-            replica: Some(replica),
+            replicas,
             sentinels: processes.iter().map(|s| s.addr).collect(),
             processes,
         };
@@ -57,7 +59,8 @@ impl SentinelSetup {
                 || {
                     let others = conn.call(&["SENTINEL", "sentinels", MASTER_NAME]);
                     let replicas = conn.call(&["SENTINEL", "replicas", MASTER_NAME]);
-                    matches!((others, replicas), (Reply::Array(o), Reply::Array(r)) if o.len() == 2 && r.len() == 1)
+                    let count = setup.replicas.len();
+                    matches!((others, replicas), (Reply::Array(o), Reply::Array(r)) if o.len() == 2 && r.len() == count)
                 },
             );
         }

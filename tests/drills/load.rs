@@ -1,8 +1,9 @@
-//! The load of the drills that kill things: subscribers spread over the
-//! nodes that reconnect and recover (`tracker::subscriber`), a publisher
-//! sending to each node in turn (`tracker::publisher`), and the check, once
-//! it stops, that every acknowledged message reached every subscriber once
-//! and in order, with no reset.
+//! The load of the drills that kill things: nodes with a long history,
+//! subscribers spread over them that reconnect and recover
+//! (`tracker::subscriber`), a publisher sending to each node in turn
+//! (`tracker::publisher`), and the check, once it stops, that every
+//! acknowledged message reached every subscriber once and in order, with
+//! no reset.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,9 +11,36 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::common::{metric, wait_until};
+use crate::common::{SECRET, Server, http_get, metric, wait_until};
 use crate::harness::{Drill, ms};
 use crate::tracker::{self, Seen};
+
+/// A node on `redis` (keeping a history long enough for every outage) on
+/// `port` (0: any), with `extra` flags.
+pub fn node(redis: &str, port: u16, extra: &[&str]) -> Server {
+    let mut command = Server::command();
+    command.args([
+        "serve",
+        "--bind",
+        &format!("127.0.0.1:{port}"),
+        "--jwt-secret",
+        SECRET,
+    ]);
+    command.args([
+        "--redis",
+        redis,
+        "--history",
+        "10000",
+        "--log-level",
+        "debug",
+    ]);
+    command.args(extra);
+    let server = Server::spawn(command);
+    wait_until(Duration::from_secs(15), "the node reaches Redis", || {
+        http_get(server.addr(), "/healthz").status == 200
+    });
+    server
+}
 
 /// Starts `count` subscribers spread over `addrs`; waits until they are in.
 pub fn subscribers(
@@ -47,7 +75,7 @@ pub fn subscribers(
 /// in turn, running until `finish`.
 pub struct Load {
     subscribers: Vec<thread::JoinHandle<Seen>>,
-    publisher: thread::JoinHandle<(std::collections::BTreeSet<u64>, u64)>,
+    publisher: thread::JoinHandle<tracker::Published>,
     /// Tells the subscribers to stop once they have seen `target`.
     stop: Arc<AtomicBool>,
     target: Arc<std::sync::atomic::AtomicU64>,
@@ -83,7 +111,11 @@ impl Load {
             publishing,
         } = self;
         publishing.store(true, Ordering::Relaxed);
-        let (acked, failed) = publisher.join().unwrap();
+        let tracker::Published {
+            acked,
+            failed,
+            longest_gap,
+        } = publisher.join().unwrap();
         tracker::set_target(&target, &acked);
         let waiting = Instant::now();
         stop.store(true, Ordering::Relaxed);
@@ -91,6 +123,10 @@ impl Load {
         drill.figure(
             "publishes acknowledged, refused or failed",
             format!("{}, {failed}", acked.len()),
+        );
+        drill.figure(
+            "longest time without an acknowledged publish",
+            ms(longest_gap),
         );
         drill.figure(
             "subscribers caught up after the last publish in",

@@ -16,6 +16,7 @@ mod harness;
 mod load;
 mod reconnect_storm;
 mod restarts;
+mod sentinel_failover;
 mod slow_consumers;
 mod slowloris;
 mod tracker;

@@ -9,35 +9,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common::redis::{RedisServer, free_port};
-use crate::common::{SECRET, Server, http_get, wait_until};
+use crate::common::{Server, http_get, wait_until};
 use crate::harness::{Drill, assert_no_secrets, ms, pick};
-use crate::load::Load;
-
-/// A node on `redis` (keeping a history long enough for every outage) on
-/// `port` (0: any).
-fn node(redis: &str, port: u16) -> Server {
-    let mut command = Server::command();
-    command.args([
-        "serve",
-        "--bind",
-        &format!("127.0.0.1:{port}"),
-        "--jwt-secret",
-        SECRET,
-    ]);
-    command.args([
-        "--redis",
-        redis,
-        "--history",
-        "10000",
-        "--log-level",
-        "debug",
-    ]);
-    let server = Server::spawn(command);
-    wait_until(Duration::from_secs(15), "the node reaches Redis", || {
-        http_get(server.addr(), "/healthz").status == 200
-    });
-    server
-}
+use crate::load::{Load, node};
 
 #[test]
 #[ignore = "a drill: scripts/test.sh runs the drills (cargo test --test drills -- --ignored)"]
@@ -53,13 +27,13 @@ fn a_node_killed_under_load_and_restarted_loses_no_subscriber_anything() {
     );
     let redis = RedisServer::start();
     let port = free_port();
-    let mut server = node(&redis.url(), port);
+    let mut server = node(&redis.url(), port, &[]);
     let load = Load::start(&[server.addr()], count, pause);
     thread::sleep(Duration::from_secs(1));
     server.signal(libc::SIGKILL);
     server.wait_exit(Duration::from_secs(10));
     let killed = Instant::now();
-    let server = node(&redis.url(), port);
+    let server = node(&redis.url(), port, &[]);
     drill.figure("node back and serving after", ms(killed.elapsed()));
     thread::sleep(Duration::from_millis(1500));
     load.finish(&drill);
@@ -85,7 +59,7 @@ fn a_cluster_loses_a_node_and_then_redis_under_load_and_loses_nothing_acknowledg
     let redis_port = free_port();
     let redis = RedisServer::start_persistent(redis_port, &dir);
     let url = redis.url();
-    let nodes: Vec<Server> = (0..3).map(|_| node(&url, 0)).collect();
+    let nodes: Vec<Server> = (0..3).map(|_| node(&url, 0, &[])).collect();
     let addrs: Vec<SocketAddr> = nodes.iter().map(Server::addr).collect();
     let load = Load::start(&addrs, count, pause);
     thread::sleep(Duration::from_secs(1));

@@ -64,7 +64,7 @@ fn publish_until_acked(feed: &mut Client, room: &str, text: &str) -> u64 {
 
 #[test]
 fn nodes_find_the_master_through_sentinel_and_follow_a_failover_within_5s() {
-    let mut setup = SentinelSetup::start();
+    let mut setup = SentinelSetup::start(1);
     let url = setup.url();
     let (a, b) = (sentinel_node(&url), sentinel_node(&url));
     let mut member = Client::user(a.addr(), "member");
@@ -123,7 +123,7 @@ fn nodes_find_the_master_through_sentinel_and_follow_a_failover_within_5s() {
 
 #[test]
 fn a_master_demoted_under_a_node_is_noticed_and_the_node_follows_sentinel() {
-    let setup = SentinelSetup::start();
+    let setup = SentinelSetup::start(1);
     let node = sentinel_node(&setup.url());
     let mut feed = publisher(node.addr(), "feed");
     assert_eq!(feed.publish_ok("demoted", "t:n", "1"), 1);
