@@ -261,7 +261,7 @@ impl<S: BridgeSink> Bridge<S> {
             Pending::Role => match sentinel::role(&reply) {
                 Role::Master => self.on_setup_reply(index),
                 Role::Replica => return Err(self.not_master(index, "ROLE says replica")),
-                Role::Other => return Err(self.not_master(index, &format!("ROLE {reply:?}"))),
+                Role::Other => return Err(self.not_master(index, "ROLE says neither")),
             },
             Pending::Setup => {
                 if let Reply::Error(e) = reply {

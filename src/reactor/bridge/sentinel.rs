@@ -61,6 +61,7 @@ impl Watch {
             subscribed: None,
             last: None,
             failing: false,
+            unresolved: None,
         };
         std::thread::Builder::new()
             .name(format!("redis-sentinel-{index}"))
@@ -89,16 +90,20 @@ struct Watcher {
     last: Option<SocketAddr>,
     /// No Sentinel answered the last time: said once, not every second.
     failing: bool,
+    /// A master named that does not resolve: said once too.
+    unresolved: Option<MasterAddr>,
 }
 
 impl Watcher {
     fn run(mut self) {
         let mut next_check = Instant::now();
+        let mut doubted = false;
         loop {
             if Instant::now() >= next_check {
-                if !self.check() {
+                if !self.check(doubted) {
                     return;
                 }
+                doubted = false;
                 if self.subscribed.is_none() {
                     self.subscribed = self.subscribe();
                 }
@@ -134,6 +139,7 @@ impl Watcher {
                 Ok(()) => {
                     while self.looks.try_recv().is_ok() {}
                     next_check = Instant::now();
+                    doubted = true;
                 }
                 Err(RecvTimeoutError::Disconnected) => return,
                 Err(RecvTimeoutError::Timeout) => {}
@@ -142,23 +148,33 @@ impl Watcher {
     }
 
     /// Asks the Sentinels in turn for the master; false once the bridge
-    /// has gone.
-    fn check(&mut self) -> bool {
+    /// has gone. When the bridge `doubted` the master named last (it was
+    /// not one), another Sentinel's different answer is preferred: the
+    /// first to answer may be one that missed the failover.
+    fn check(&mut self, doubted: bool) -> bool {
         let count = self.sentinels.addrs.len();
         let mut errors = Vec::new();
+        let mut same = None;
         for step in 0..count {
             let which = (self.next + step) % count;
             match self.ask(which) {
                 Ok(master) => {
-                    self.next = which;
                     if self.failing {
                         log_info!("redis sentinel: {} answers again", self.sentinel(which));
                         self.failing = false;
                     }
+                    if doubted && resolve(&master) == self.last {
+                        same.get_or_insert(master);
+                        continue;
+                    }
+                    self.next = which;
                     return self.name(&master);
                 }
                 Err(e) => errors.push(format!("{}: {e}", self.sentinel(which))),
             }
+        }
+        if let Some(master) = same {
+            return self.name(&master);
         }
         if !self.failing {
             log_warn!(
@@ -202,16 +218,14 @@ impl Watcher {
     /// Tells the bridge about `master` if it is new; false once the bridge
     /// has gone.
     fn name(&mut self, master: &MasterAddr) -> bool {
-        let addr = match (master.host.as_str(), master.port).to_socket_addrs() {
-            Ok(mut addrs) => addrs.next(),
-            Err(e) => {
-                log_warn!("redis sentinel: the master {master} does not resolve: {e}");
-                None
+        let Some(addr) = resolve(master) else {
+            if self.unresolved.as_ref() != Some(master) {
+                log_warn!("redis sentinel: the master {master} has no address");
+                self.unresolved = Some(master.clone());
             }
-        };
-        let Some(addr) = addr else {
             return true;
         };
+        self.unresolved = None;
         if self.last == Some(addr) {
             return true;
         }
@@ -227,6 +241,13 @@ impl Watcher {
         let (host, port) = &self.sentinels.addrs[which];
         format!("Sentinel {host}:{port}")
     }
+}
+
+fn resolve(master: &MasterAddr) -> Option<SocketAddr> {
+    (master.host.as_str(), master.port)
+        .to_socket_addrs()
+        .ok()?
+        .next()
 }
 
 /// Why one Sentinel gave no master.
