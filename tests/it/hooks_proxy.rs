@@ -679,11 +679,13 @@ fn the_connect_proxy_gives_the_claims_of_an_upgrade_without_a_token() {
 fn an_upgrade_waiting_for_claims_holds_its_slot_until_decided_or_dropped() {
     let backend = connect_backend();
     let url = backend.url("/connect");
+    // The backend answers `session=slow` after 3 s and the hook would wait
+    // 10 s: a slot freed within 2 s of the drop was freed by the drop.
     let server = single_server(&[
         "--connect-proxy",
         &url,
         "--hook-timeout",
-        "300ms",
+        "10s",
         "--max-connections",
         "1",
     ]);
@@ -708,14 +710,14 @@ fn an_upgrade_waiting_for_claims_holds_its_slot_until_decided_or_dropped() {
     }
     text.push_str("\r\n");
     (&raw).write_all(text.as_bytes()).unwrap();
-    common::wait_until(Duration::from_secs(5), "the backend is asked", || {
+    common::wait_until(Duration::from_secs(10), "the backend is asked", || {
         backend.seen.count() == 3
     });
     // While it waits, the slot is taken.
     let busy = upgrade_with_cookie(addr, "", Some("session=carol")).expect_err("no slot");
     assert_eq!(busy.0, 503, "{busy:?}");
     drop(raw);
-    common::wait_until(Duration::from_secs(5), "the slot is free again", || {
+    common::wait_until(Duration::from_secs(2), "the slot is free again", || {
         upgrade_with_cookie(addr, "", Some("session=carol")).is_ok()
     });
 }
