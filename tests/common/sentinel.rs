@@ -2,15 +2,19 @@
 //! Sentinels (`redis-server <conf> --sentinel`, quorum 2, the master down
 //! after 1 s without answers), all on free ports, each Sentinel with its
 //! configuration file in a directory of its own; every process is stopped
-//! by its PID, and every directory removed, when its guard drops.
+//! by its PID, and every directory removed, when its guard drops. And a
+//! fake Sentinel that answers what a test tells it to.
 
-use std::net::{SocketAddr, TcpStream};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use roomcast::redis::resp::Reply;
+use roomcast::redis::resp::{self, Reply};
 
 use super::redis::{RedisConn, RedisServer, free_port};
 use super::wait_until;
@@ -160,5 +164,104 @@ pub fn master_addr_at(sentinel: SocketAddr) -> Option<SocketAddr> {
             _ => None,
         },
         _ => None,
+    }
+}
+
+/// A Sentinel that is not one: it answers every command but `SUBSCRIBE`
+/// with the next of the `answers` set last (raw RESP, in turn), for tests
+/// of what a node does with bad or changing answers. `SUBSCRIBE` is
+/// confirmed and the connection then left quiet.
+pub struct FakeSentinel {
+    pub addr: SocketAddr,
+    answers: Arc<Mutex<Vec<Vec<u8>>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FakeSentinel {
+    pub fn start() -> FakeSentinel {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a port for the fake Sentinel");
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let answers: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (answers2, stop2) = (answers.clone(), stop.clone());
+        thread::spawn(move || {
+            let turn = Arc::new(AtomicUsize::new(0));
+            while !stop2.load(Ordering::Relaxed) {
+                let Ok((stream, _)) = listener.accept() else {
+                    thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let (answers, stop, turn) = (answers2.clone(), stop2.clone(), turn.clone());
+                thread::spawn(move || serve_fake(stream, &answers, &stop, &turn));
+            }
+        });
+        FakeSentinel {
+            addr,
+            answers,
+            stop,
+        }
+    }
+
+    /// What the next commands are answered, in turn.
+    pub fn answer(&self, answers: &[&[u8]]) {
+        *self.answers.lock().unwrap() = answers.iter().map(|a| a.to_vec()).collect();
+    }
+}
+
+/// `get-master-addr-by-name`'s answer naming `addr`.
+pub fn master_answer(addr: SocketAddr) -> Vec<u8> {
+    let (host, port) = (addr.ip().to_string(), addr.port().to_string());
+    format!(
+        "*2\r\n${}\r\n{host}\r\n${}\r\n{port}\r\n",
+        host.len(),
+        port.len()
+    )
+    .into_bytes()
+}
+
+fn serve_fake(
+    mut stream: TcpStream,
+    answers: &Mutex<Vec<Vec<u8>>>,
+    stop: &AtomicBool,
+    turn: &AtomicUsize,
+) {
+    stream.set_nonblocking(false).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut input = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !stop.load(Ordering::Relaxed) {
+        match stream.read(&mut chunk) {
+            Ok(0) => return,
+            Ok(n) => input.extend_from_slice(&chunk[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
+            Err(_) => return,
+        }
+        while let Ok(Some((command, used))) = resp::parse(&input) {
+            input.drain(..used);
+            let subscribe = matches!(&command, Reply::Array(items)
+                if matches!(items.first(), Some(Reply::Bulk(verb)) if verb.eq_ignore_ascii_case(b"subscribe")));
+            let answer = if subscribe {
+                b"*3\r\n$9\r\nsubscribe\r\n$14\r\n+switch-master\r\n:1\r\n".to_vec()
+            } else {
+                let answers = answers.lock().unwrap();
+                if answers.is_empty() {
+                    b"$-1\r\n".to_vec()
+                } else {
+                    answers[turn.fetch_add(1, Ordering::Relaxed) % answers.len()].clone()
+                }
+            };
+            if stream.write_all(&answer).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for FakeSentinel {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::redis::{RedisConn, RedisServer, free_port};
 use common::rooms::{Client, ack_error, ack_seq, publisher, u64_at};
-use common::sentinel::{Sentinel, SentinelSetup};
+use common::sentinel::{FakeSentinel, Sentinel, SentinelSetup, master_answer};
 use common::{Server, http_get, parse_json, wait_until};
 
 /// A node on `url` with `--history 100`, once it reached the master.
@@ -193,4 +193,59 @@ fn a_sentinel_naming_an_unreachable_master_leaves_the_node_unavailable_without_s
     let mut publisher = publisher(node.addr(), "feed");
     let refused = publisher.publish("r", "t:n", "1");
     assert_eq!(ack_error(&refused), "UNAVAILABLE", "{refused:?}");
+}
+
+#[test]
+fn bad_then_changing_sentinel_answers_are_survived_without_spinning() {
+    let fake = FakeSentinel::start();
+    fake.answer(&[
+        b":1\r\n",
+        b"*2\r\n$9\r\n127.0.0.1\r\n$1\r\n0\r\n",
+        b"*1\r\n$1\r\nh\r\n",
+        b"-ERR no such master\r\n",
+        b"$-1\r\n",
+        b"*2\r\n$3\r\na b\r\n$4\r\n6379\r\n",
+        b"?not RESP\r\n",
+    ]);
+    let url = format!("redis+sentinel://{}/roomcast", fake.addr);
+    let node = Server::start(&["--redis", &url]);
+    node.wait_for_log(&["no Sentinel names the master"]);
+    let before = cpu_ticks(node.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        cpu_ticks(node.pid()) - before < 40,
+        "spinning on bad answers"
+    );
+    assert_eq!(http_get(node.addr(), "/healthz").status, 503);
+    let warnings = node
+        .stderr()
+        .matches("no Sentinel names the master")
+        .count();
+    assert_eq!(warnings, 1, "said once:\n{}", node.stderr());
+
+    // Two masters named in turn, one each second: each change is taken,
+    // counted and said, and costs a reconnect, not a spin.
+    let (a, b) = (RedisServer::start(), RedisServer::start());
+    fake.answer(&[&master_answer(a.addr), &master_answer(b.addr)]);
+    let before = cpu_ticks(node.pid());
+    wait_until(Duration::from_secs(10), "the master changes twice", || {
+        metric(&node, "roomcast_redis_master_changes_total") >= Some(2)
+    });
+    assert!(
+        cpu_ticks(node.pid()) - before < 100,
+        "spinning on a flapping master"
+    );
+
+    fake.answer(&[&master_answer(b.addr)]);
+    wait_until(
+        Duration::from_secs(5),
+        "the node settles on one master",
+        || healthy(&node),
+    );
+    let mut feed = publisher(node.addr(), "feed");
+    publish_until_acked(&mut feed, "settled", "1");
+    assert!(
+        node.stderr()
+            .contains(&format!("Sentinel names the master {}", b.addr))
+    );
 }
