@@ -6,6 +6,10 @@ request and per message (utime+stime of all its threads, from /proc).
 
     python3 perf/publish_http.py --port 8080 --token "$T" --requests 2000 --batch 1 --server-pid $SP
 
+With --connections K, K keep-alive connections (one thread each) share the
+requests, each sending its next request once the last was answered. Every
+request's latency (send to full response) gives the p50 and p99 reported.
+
 Start the server with `--publish-rate 0` (or give the token a `rate` of 0):
 otherwise requests past 1,000 messages per second are answered 429.
 
@@ -16,7 +20,9 @@ import http.client
 import ipaddress
 import json
 import os
+import statistics
 import sys
+import threading
 import time
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -42,6 +48,7 @@ def main():
     ap.add_argument("--token", required=True, help="a token whose pub claim covers bench-*")
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=1, help="messages per request (1: single form)")
+    ap.add_argument("--connections", type=int, default=1, help="keep-alive connections in parallel")
     ap.add_argument("--server-pid", type=int)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -49,26 +56,48 @@ def main():
         sys.exit("publish_http.py: only loopback targets")
     if not 1 <= args.requests <= 1_000_000 or not 1 <= args.batch <= 1000:
         sys.exit("publish_http.py: --requests 1..1000000, --batch 1..1000")
+    if not 1 <= args.connections <= 256:
+        sys.exit("publish_http.py: --connections 1..256")
 
     bodies = [body(args.batch, n).encode() for n in range(min(args.requests, 256))]
     headers = {"Authorization": f"Bearer {args.token}", "Content-Type": "application/json"}
-    conn = http.client.HTTPConnection(args.host, args.port, timeout=10)
+    latencies, failures = [], []
+
+    def send(first):
+        conn = http.client.HTTPConnection(args.host, args.port, timeout=10)
+        mine = []
+        for n in range(first, args.requests, args.connections):
+            sent = time.monotonic()
+            conn.request("POST", "/publish", body=bodies[n % len(bodies)], headers=headers)
+            resp = conn.getresponse()
+            payload = resp.read()
+            mine.append(time.monotonic() - sent)
+            if resp.status != 200:
+                failures.append(f"request {n}: {resp.status} {payload[:200]!r}")
+                break
+        conn.close()
+        latencies.extend(mine)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(args.connections)]
     cpu0 = cpu_seconds(args.server_pid) if args.server_pid else None
     start = time.monotonic()
-    for n in range(args.requests):
-        conn.request("POST", "/publish", body=bodies[n % len(bodies)], headers=headers)
-        resp = conn.getresponse()
-        payload = resp.read()
-        if resp.status != 200:
-            sys.exit(f"publish_http.py: request {n}: {resp.status} {payload[:200]!r}")
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     elapsed = time.monotonic() - start
-    conn.close()
+    if failures:
+        sys.exit(f"publish_http.py: {failures[0]}")
+    cuts = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
     result = {
         "requests": args.requests,
         "batch": args.batch,
         "seconds": round(elapsed, 3),
         "requests_per_s": round(args.requests / elapsed),
         "messages_per_s": round(args.requests * args.batch / elapsed),
+        "connections": args.connections,
+        "p50_ms": round(cuts[49] * 1000, 3),
+        "p99_ms": round(cuts[98] * 1000, 3),
     }
     if cpu0 is not None:
         cpu = cpu_seconds(args.server_pid) - cpu0

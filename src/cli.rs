@@ -239,7 +239,7 @@ pub struct PresenceArgs {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Cluster")]
 pub struct ClusterArgs {
-    /// A Redis server of the cluster, `redis://[[user]:password@]host[:port][/db]`, or `redis+sentinel://[[user]:password@]host:port[,host:port...]/MASTER[/db]` for the master Sentinel names (repeatable, or comma-separated: rooms are spread over them); unset: one process, no Redis.
+    /// A Redis server of the cluster, `redis://[[user]:password@]host[:port][/db]`, `rediss://` for TLS, or `redis+sentinel://[[user]:password@]host:port[,host:port...]/MASTER[/db]` for the master Sentinel names (repeatable, or comma-separated: rooms are spread over them); unset: one process, no Redis.
     #[arg(long, env = "ROOMCAST_REDIS")]
     pub redis: Vec<RedisUrls>,
     /// Prefix of every Redis key and channel of the cluster.
@@ -248,6 +248,12 @@ pub struct ClusterArgs {
     /// This node's name in the cluster [default: generated at start].
     #[arg(long, env = "ROOMCAST_NODE_ID")]
     pub node_id: Option<String>,
+    /// A PEM file of authorities trusted for rediss:// servers, instead of the system's.
+    #[arg(long, env = "ROOMCAST_REDIS_CA")]
+    pub redis_ca: Option<PathBuf>,
+    /// Acknowledge a publish only once this many replicas of its Redis server have it (WAIT, 1 s; else UNAVAILABLE), 0-16.
+    #[arg(long, env = "ROOMCAST_REDIS_REPLICAS", default_value_t = 0)]
+    pub redis_replicas: u8,
 }
 
 /// `Config::web`.
@@ -619,6 +625,8 @@ impl ClusterArgs {
             node_id: self
                 .node_id
                 .unwrap_or_else(|| format!("n{:012x}", crate::auth::random_u64() >> 16)),
+            ca: self.redis_ca,
+            replicas: self.redis_replicas,
         })
     }
 }
@@ -717,6 +725,10 @@ mod tests {
         .unwrap();
         let cluster = config.cluster.unwrap();
         assert_eq!(cluster.servers.len(), 2);
+        assert_eq!(
+            cluster.replicas, 0,
+            "acknowledged without waiting by default"
+        );
         assert_eq!(cluster.servers[1].password.as_deref(), Some("pw"));
         assert_eq!(
             (cluster.prefix.as_str(), cluster.node_id.as_str()),
@@ -733,7 +745,7 @@ mod tests {
         for bad in [
             &["--redis", "redis://a", "--node-id", "a/b"][..],
             &["--redis", "redis://a", "--redis-prefix", "x:{y}"],
-            &["--redis", "rediss://a"],
+            &["--redis", "redis://a", "--redis-replicas", "17"],
         ] {
             let error = serve(bad)
                 .into_config(EnvLists::default(), 2, 1000)
@@ -741,6 +753,13 @@ mod tests {
             assert!(error.to_string().starts_with("--"), "{error}");
         }
         assert!(ServeArgs::try_parse_from(["--redis", "http://a"]).is_err());
+        let tls = serve(&["--redis", "rediss://a", "--redis-ca", "/ca.pem"])
+            .into_config(EnvLists::default(), 2, 1000)
+            .unwrap()
+            .cluster
+            .unwrap();
+        assert!(tls.servers[0].tls);
+        assert_eq!(tls.ca.as_deref(), Some(std::path::Path::new("/ca.pem")));
     }
 
     #[test]

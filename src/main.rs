@@ -74,6 +74,17 @@ fn serve(args: ServeArgs) -> ExitCode {
         eprintln!("roomcast: --tls-cert/--tls-key: {e}");
         return ExitCode::from(EXIT_BAD_CONFIG);
     }
+    if let Some(cluster) = &config.cluster
+        && let Err(e) = roomcast::reactor::bridge::client_tls(cluster)
+    {
+        let flag = if cluster.ca.is_some() {
+            "--redis-ca"
+        } else {
+            "rediss://"
+        };
+        eprintln!("roomcast: {flag}: {e}");
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    }
     if check_only {
         let mut json = Vec::with_capacity(1024);
         config.write_json(&mut json);

@@ -12,7 +12,17 @@ pub struct ClusterConfig {
     pub prefix: String,
     /// This node's name in the cluster: in its epochs and on the channels.
     pub node_id: String,
+    /// `--redis-ca`: a PEM bundle trusted for `rediss://` servers instead
+    /// of the system's.
+    pub ca: Option<std::path::PathBuf>,
+    /// `--redis-replicas`: a publish is acknowledged only once this many
+    /// replicas of its server have it (`WAIT`); 0 acknowledges at once.
+    pub replicas: u8,
 }
+
+/// Most `--redis-replicas`: more replicas than that per master is not a
+/// setup anyone runs, and `WAIT` waits for the slowest of them.
+pub const MAX_REDIS_REPLICAS: u8 = 16;
 
 /// Longest `--node-id` and `--redis-prefix`.
 const MAX_CLUSTER_NAME: usize = 64;
@@ -29,13 +39,14 @@ impl ClusterConfig {
         if !is_cluster_name(&self.prefix) {
             return out_of_range("redis-prefix", NAME);
         }
-        if self.servers.iter().any(|url| url.tls) {
-            return out_of_range("redis", "rediss:// (TLS to Redis) is not supported yet");
+        if self.replicas > MAX_REDIS_REPLICAS {
+            return out_of_range("redis-replicas", "must be 0-16");
         }
         Ok(())
     }
 
-    /// Writes `redis` (empty without a cluster), `redis_prefix` and `node_id`.
+    /// Writes `redis` (empty without a cluster), `redis_prefix`, `node_id`
+    /// `redis_replicas` and `redis_ca`.
     pub(super) fn write_json(cluster: Option<&Self>, w: &mut JsonFields) {
         let Some(cluster) = cluster else {
             w.strs("redis", &[]);
@@ -45,6 +56,11 @@ impl ClusterConfig {
         w.strs("redis", &servers);
         w.str("redis_prefix", &cluster.prefix);
         w.str("node_id", &cluster.node_id);
+        match &cluster.ca {
+            Some(path) => w.str("redis_ca", &path.to_string_lossy()),
+            None => w.null("redis_ca"),
+        }
+        w.u64("redis_replicas", cluster.replicas.into());
     }
 }
 

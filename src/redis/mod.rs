@@ -229,6 +229,32 @@ pub fn history(
     fcall(out, b"roomcast_history", keys, false, &args);
 }
 
+/// Appends the `FCALL roomcast_recover` of a node that delivered a room up
+/// to `seq` of `epoch` and reconnected: what it missed, as `history` reads
+/// it, after raising an engine's `seq` that is behind in that epoch
+/// (section 15: no `seq` given out twice in an epoch).
+pub fn recover(
+    out: &mut Vec<u8>,
+    keys: &RoomKeys,
+    (epoch, seq): (&str, u64),
+    fresh_epoch: &str,
+    retention: HistoryConfig,
+) {
+    let query = HistoryQuery {
+        history: Some(retention.messages as u64),
+        since: Some(seq),
+        epoch: Some(epoch),
+    };
+    let numbers = HistoryNumbers::new(&query, retention);
+    fcall(
+        out,
+        b"roomcast_recover",
+        keys,
+        false,
+        &numbers.args(&query, fresh_epoch),
+    );
+}
+
 /// A connection joining or leaving a room, as presence counts it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresenceChange {

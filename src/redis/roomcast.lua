@@ -166,17 +166,23 @@ local function emit(keys, args)
     args[7])
 end
 
--- The latest `n` messages of a history younger than `min_t`, oldest first.
-local function latest(log, n, min_t)
+-- The latest `n` messages up to `seq` of a history younger than `min_t`,
+-- oldest first, without a gap: a node tells each one's seq by its place
+-- (the last is `seq`), so a lost message (a seq raised by `recover`) ends
+-- them.
+local function latest(log, n, min_t, seq)
   if n <= 0 then
     return {}
   end
   local entries = redis.call('XREVRANGE', log, '+', '-', 'COUNT', n)
+  local run = 0
+  while run < #entries and entries[run + 1][1] == '0-' .. (seq - run)
+      and fresh(entries[run + 1], min_t) do
+    run = run + 1
+  end
   local messages = {}
-  for i = #entries, 1, -1 do
-    if fresh(entries[i], min_t) then
-      messages[#messages + 1] = entries[i][2][2]
-    end
+  for i = run, 1, -1 do
+    messages[#messages + 1] = entries[i][2][2]
   end
   return messages
 end
@@ -200,7 +206,7 @@ local function read_history(keys, args)
   end
   local seq = tonumber(redis.call('GET', keys[1]) or '0')
   if not since then
-    return {epoch, seq, -1, latest(keys[3], k or 0, min_t)}
+    return {epoch, seq, -1, latest(keys[3], k or 0, min_t, seq)}
   end
   -- Covered when nothing is missing, or the entry right after `since` is
   -- kept and young enough (every later one is younger).
@@ -218,10 +224,31 @@ local function read_history(keys, args)
     end
     return {epoch, seq, 1, messages}
   end
-  return {epoch, seq, 0, latest(keys[3], k or seq, min_t)}
+  return {epoch, seq, 0, latest(keys[3], k or seq, min_t, seq)}
 end
 
 local function history(keys, args)
+  return read_history(keys, args)
+end
+
+-- A node's recovery of a room after a reconnect: what it missed since it
+-- delivered `since` of `epoch`, as `history` reads it. An engine behind
+-- the node in that epoch lost writes (a failover to a replica that had not
+-- got them, a restart from an older file): its seq is raised to `since`, so
+-- no seq the node delivered is given out again in the epoch. The history
+-- is kept; what was lost is a gap. (A join's `since` raises nothing: a
+-- client may send any number.) Same keys and arguments as `history`.
+local function recover(keys, args)
+  local since = tonumber(args[2])
+  if since and redis.call('GET', keys[2]) == args[3]
+      and tonumber(redis.call('GET', keys[1]) or '0') < since then
+    redis.call('SET', keys[1], since, 'KEEPTTL')
+    -- A seq key that was gone would otherwise outlive the room's epoch.
+    local ttl = redis.call('PTTL', keys[2])
+    if ttl > 0 then
+      redis.call('PEXPIRE', keys[1], ttl)
+    end
+  end
   return read_history(keys, args)
 end
 
@@ -476,6 +503,7 @@ redis.register_function('roomcast_publish', publish)
 redis.register_function('roomcast_count', count)
 redis.register_function('roomcast_send', send)
 redis.register_function('roomcast_history', history)
+redis.register_function('roomcast_recover', recover)
 redis.register_function('roomcast_join', join)
 redis.register_function('roomcast_leave', leave)
 redis.register_function('roomcast_presence', presence)

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod http;
+pub mod pki;
 pub mod raw;
 pub mod redis;
 pub mod rooms;

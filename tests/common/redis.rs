@@ -4,17 +4,21 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use roomcast::redis::resp::{self, Reply};
 
+use super::pki::Issued;
 use super::{Server, http_get, wait_until};
 
 pub struct RedisServer {
     child: Child,
     pub addr: SocketAddr,
+    /// The TLS port's address, for servers started with `start_tls`.
+    pub tls_addr: Option<SocketAddr>,
 }
 
 impl RedisServer {
@@ -27,29 +31,6 @@ impl RedisServer {
     /// Starts one on `port` (again, after `stop`, for restart drills).
     pub fn start_on(port: u16) -> RedisServer {
         RedisServer::spawn(port, &["--appendonly", "no"])
-    }
-
-    /// Starts a replica of `master` (`--replicaof`) on a free port, and
-    /// waits until the master lists it in sync.
-    pub fn start_replica(master: &RedisServer) -> RedisServer {
-        let master_port = master.addr.port().to_string();
-        let replica = RedisServer::spawn(
-            free_port(),
-            &[
-                "--appendonly",
-                "no",
-                "--replicaof",
-                "127.0.0.1",
-                &master_port,
-            ],
-        );
-        let online = format!("port={},state=online", replica.addr.port());
-        let mut conn = master.connect();
-        wait_until(Duration::from_secs(10), "the replica is in sync", || {
-            let info = conn.call(&["INFO", "replication"]);
-            matches!(info, Reply::Bulk(text) if String::from_utf8_lossy(&text).contains(&online))
-        });
-        replica
     }
 
     /// Starts one on `port` that keeps its data in `dir` with an
@@ -70,10 +51,95 @@ impl RedisServer {
         )
     }
 
+    /// Starts one that also speaks TLS, on a port of its own (`tls_url`),
+    /// with `cert`; the plain port stays for the tests' own commands.
+    pub fn start_tls(cert: &Issued, ca: &Path) -> RedisServer {
+        let tls_port = free_port();
+        let (cert, key) = (cert.cert.to_str().unwrap(), cert.key.to_str().unwrap());
+        let mut server = RedisServer::spawn(
+            free_port(),
+            &[
+                "--appendonly",
+                "no",
+                "--tls-port",
+                &tls_port.to_string(),
+                "--tls-cert-file",
+                cert,
+                "--tls-key-file",
+                key,
+                "--tls-ca-cert-file",
+                ca.to_str().unwrap(),
+                "--tls-auth-clients",
+                "no",
+            ],
+        );
+        server.tls_addr = Some(format!("127.0.0.1:{tls_port}").parse().unwrap());
+        server
+    }
+
+    /// Starts a replica of `master` (no persistence) on a free port, once
+    /// it is in sync: its link to the master is up and the master counts
+    /// it. For replicated setups (`--redis-replicas`, Sentinel).
+    pub fn start_replica_of(master: &RedisServer) -> RedisServer {
+        let (host, port) = (master.addr.ip().to_string(), master.addr.port().to_string());
+        let replica = RedisServer::spawn(
+            free_port(),
+            &["--appendonly", "no", "--replicaof", &host, &port],
+        );
+        let before = Instant::now();
+        let (mut on_master, mut on_replica) = (master.connect(), replica.connect());
+        loop {
+            let linked = info_has(&mut on_replica, "master_link_status:up");
+            if linked
+                && info_has(
+                    &mut on_master,
+                    &format!("port={},state=online", replica.addr.port()),
+                )
+            {
+                return replica;
+            }
+            assert!(
+                before.elapsed() < Duration::from_secs(10),
+                "the replica on {} did not sync with {}",
+                replica.addr,
+                master.addr
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Freezes the server (SIGSTOP): it keeps its connections but answers
+    /// nothing, as a hung host would, until `resume`.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill to run");
+        assert!(status.success(), "kill {signal} {}", self.child.id());
+    }
+
     fn spawn(port: u16, persistence: &[&str]) -> RedisServer {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--protected-mode", "no"])
+            // A replica's full sync then goes over the socket, so no test
+            // leaves an RDB file in its working directory.
+            .args([
+                "--repl-diskless-sync",
+                "yes",
+                "--repl-diskless-sync-delay",
+                "0",
+            ])
+            .args(["--repl-diskless-load", "on-empty-db"])
             .args(persistence)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -88,7 +154,11 @@ impl RedisServer {
             );
             thread::sleep(Duration::from_millis(20));
         }
-        RedisServer { child, addr }
+        RedisServer {
+            child,
+            addr,
+            tls_addr: None,
+        }
     }
 
     /// Kills the server (SIGKILL: what it held is lost).
@@ -101,8 +171,25 @@ impl RedisServer {
         format!("redis://{}", self.addr)
     }
 
+    /// `rediss://` to the TLS port, by IP address: the certificate must
+    /// name `127.0.0.1`.
+    pub fn tls_url(&self) -> String {
+        format!(
+            "rediss://{}",
+            self.tls_addr.expect("started with start_tls")
+        )
+    }
+
     pub fn connect(&self) -> RedisConn {
         RedisConn::connect(self.addr)
+    }
+}
+
+/// Whether `INFO replication` holds `needle`.
+fn info_has(conn: &mut RedisConn, needle: &str) -> bool {
+    match conn.call(&["INFO", "replication"]) {
+        Reply::Bulk(info) => String::from_utf8_lossy(&info).contains(needle),
+        other => panic!("INFO replication: {other:?}"),
     }
 }
 
@@ -136,6 +223,7 @@ pub fn free_port() -> u16 {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        // A paused server dies of SIGKILL all the same.
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

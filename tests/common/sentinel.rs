@@ -44,7 +44,7 @@ impl SentinelSetup {
     pub fn start(replicas: usize) -> SentinelSetup {
         let master = RedisServer::start();
         let replicas: Vec<RedisServer> = (0..replicas)
-            .map(|_| RedisServer::start_replica(&master))
+            .map(|_| RedisServer::start_replica_of(&master))
             .collect();
         let processes: Vec<Sentinel> = (0..3)
             .map(|_| Sentinel::start(master.addr.port(), 2))

@@ -15,7 +15,7 @@ use common::{HttpConn, Server, http_get, json_str, parse_json, wait_until};
 use roomcast::conn::id::ConnId;
 use roomcast::redis::resp::Reply;
 
-fn post_publish(server: &Server, body: &str) -> common::HttpResponse {
+pub(crate) fn post_publish(server: &Server, body: &str) -> common::HttpResponse {
     let token = Claims::new("backend").publish(&["*"]).token();
     let request = format!(
         "POST /publish HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
@@ -228,7 +228,7 @@ fn post_publish_on_any_node_is_the_same_as_on_one_server() {
     );
 }
 
-trait Quiet {
+pub(crate) trait Quiet {
     fn recv_skip_presence_or_none(&mut self) -> Option<String>;
 }
 

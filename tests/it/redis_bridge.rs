@@ -83,6 +83,8 @@ impl Node {
                 servers: vec![format!("redis://127.0.0.1:{port}").parse().unwrap()],
                 prefix: "rc".into(),
                 node_id: node_id.into(),
+                ca: None,
+                replicas: 0,
             },
             history: HistoryConfig {
                 messages: 100,
@@ -93,6 +95,7 @@ impl Node {
                 event_limit: 1000,
             },
             webhooks: None,
+            tls: None,
         };
         let (handle, thread) =
             bridge::start(config, ChannelSink(tx), Default::default(), None).unwrap();

@@ -313,3 +313,84 @@ fn a_join_gets_the_same_history_and_recovery_as_on_one_server() {
     let lost = history(&mut conn, &keys, query(Some(1), Some(1), Some("e-join")));
     assert_eq!(lost.messages, texts[4..]);
 }
+
+/// `roomcast_recover`: a node's recovery after a reconnect.
+fn recover(conn: &mut RedisConn, keys: &RoomKeys, since: u64, epoch: &str) -> bridge::History {
+    let mut out = Vec::new();
+    bridge::recover(&mut out, keys, (epoch, since), "e-recover", KEEP_100);
+    conn.send_raw(&out);
+    let reply = conn.reply();
+    bridge::history_reply(&reply).unwrap_or_else(|| panic!("{reply:?}"))
+}
+
+#[test]
+fn a_recovery_raises_a_seq_the_engine_lost_so_no_seq_is_given_out_twice() {
+    let (_redis, mut conn) = loaded();
+    let keys = RoomKeys::new("rc", "lobby");
+    for i in 1..=5 {
+        publish(&mut conn, &keys, &i.to_string(), KEEP_100);
+    }
+    // A failover to a replica that had not got 4 and 5.
+    assert_eq!(
+        conn.call(&["SET", &keys.seq, "3"]),
+        Reply::Status("OK".into())
+    );
+    assert_eq!(
+        conn.call(&["XDEL", &keys.log, "0-4", "0-5"]),
+        Reply::Integer(2)
+    );
+    assert_eq!(
+        conn.call(&["XSETID", &keys.log, "0-3"]),
+        Reply::Status("OK".into())
+    );
+    // A join's `since` is a client's number: it raises nothing.
+    let asked = bridge::HistoryQuery {
+        history: None,
+        since: Some(5),
+        epoch: Some("e-fresh"),
+    };
+    let joined = history(&mut conn, &keys, asked);
+    assert_eq!((joined.seq, joined.recovered), (3, Some(false)));
+    // Nor does a recovery from another epoch.
+    assert_eq!(recover(&mut conn, &keys, 9, "other").seq, 3);
+    // A node that delivered 5 of this epoch raises the seq to it.
+    let raised = recover(&mut conn, &keys, 5, "e-fresh");
+    assert_eq!(
+        (raised.epoch.as_str(), raised.seq, raised.recovered),
+        ("e-fresh", 5, Some(true))
+    );
+    assert!(raised.messages.is_empty());
+    assert_eq!(
+        recover(&mut conn, &keys, 4, "e-fresh").seq,
+        5,
+        "never lowered"
+    );
+    let next = publish(&mut conn, &keys, "6", KEEP_100);
+    assert_eq!((next.seq, next.epoch.as_str()), (6, "e-fresh"));
+    // The history keeps 1-3 and 6, but serves only what follows the gap,
+    // as each message's seq is told by its place.
+    let after = history(
+        &mut conn,
+        &keys,
+        bridge::HistoryQuery {
+            history: Some(10),
+            since: Some(3),
+            epoch: Some("e-fresh"),
+        },
+    );
+    assert_eq!((after.seq, after.recovered), (6, Some(false)));
+    assert_eq!(after.messages.len(), 1);
+    assert_eq!(after.first_seq(), Some(6));
+    let from_5 = recover(&mut conn, &keys, 5, "e-fresh");
+    assert_eq!((from_5.recovered, from_5.messages.len()), (Some(true), 1));
+    // A room the engine lost entirely starts a new epoch, at seq 0.
+    assert_eq!(
+        conn.call(&["DEL", &keys.seq, &keys.epoch, &keys.log]),
+        Reply::Integer(3)
+    );
+    let fresh = recover(&mut conn, &keys, 6, "e-fresh");
+    assert_eq!(
+        (fresh.epoch.as_str(), fresh.seq, fresh.recovered),
+        ("e-recover", 0, Some(false))
+    );
+}

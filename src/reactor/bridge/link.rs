@@ -9,20 +9,20 @@
 //! the master was demoted: the link is dropped and the watcher asked to
 //! look again.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
 use mio::{Interest, Token};
 
+use super::stream::Stream;
 use super::{Bridge, BridgeSink, Link, Pending, Unavailable};
+use crate::redis;
 use crate::redis::layout::{self, RoomKeys};
 use crate::redis::pipeline::Incoming;
 use crate::redis::resp::{self, Reply};
 use crate::redis::sentinel::{self, Role};
 use crate::redis::url::RedisUrl;
-use crate::redis::{self, HistoryQuery};
 use crate::{log_info, log_warn};
 
 impl<S: BridgeSink> Bridge<S> {
@@ -52,11 +52,11 @@ impl<S: BridgeSink> Bridge<S> {
             None => resolve(&link.url)?,
         };
         link.addr = Some(addr);
-        let mut stream = TcpStream::connect(addr)?;
+        let mut stream = Stream::connect(addr, &link.url, self.config.tls.as_ref())?;
         let both = Interest::READABLE | Interest::WRITABLE;
         self.poll
             .registry()
-            .register(&mut stream, Token(index), both)?;
+            .register(stream.socket(), Token(index), both)?;
         let servers = self.links.len();
         let link = &mut self.links[index];
         link.pipeline.reset();
@@ -97,14 +97,15 @@ impl<S: BridgeSink> Bridge<S> {
         let on_server = |room: &str| layout::server_of(room, servers) == index;
         for (room, cursor) in self.subscriptions.start_recoveries(on_server) {
             let keys = RoomKeys::new(prefix, &room);
-            let query = HistoryQuery {
-                history: Some(retention.messages as u64),
-                since: Some(cursor.seq),
-                epoch: Some(&cursor.epoch),
-            };
-            let epoch = format!("{}-r{}", self.config.cluster.node_id, cursor.seq);
+            // The epoch a room that Redis lost entirely starts: one this
+            // node never made before, as the room may have lost an epoch
+            // started by an earlier recovery at the same seq.
+            self.epochs_made += 1;
+            let epoch = format!("{}-r{:x}", self.config.cluster.node_id, self.epochs_made);
+            // Queued ahead of any publish this connection will carry, so a
+            // room's seq is raised before the next one is given out.
             let _ = link.pipeline.push(Pending::Recover { room }, |out| {
-                redis::history(out, &keys, query, &epoch, retention);
+                redis::recover(out, &keys, (&cursor.epoch, cursor.seq), &epoch, retention);
             });
         }
         link.stream = Some(stream);
@@ -118,10 +119,13 @@ impl<S: BridgeSink> Bridge<S> {
     pub(super) fn drop_link(&mut self, index: usize) {
         let link = &mut self.links[index];
         if let Some(mut stream) = link.stream.take() {
-            let _ = self.poll.registry().deregister(&mut stream);
+            let _ = self.poll.registry().deregister(stream.socket());
         }
         link.ready = false;
         let lost = link.pipeline.reset();
+        for answer in link.replication.reset() {
+            self.sink.sequenced(answer, Err(Unavailable));
+        }
         let delay = link.backoff.next_delay(random());
         link.retry_at = Instant::now() + delay;
         for pending in lost {
@@ -142,6 +146,7 @@ impl<S: BridgeSink> Bridge<S> {
             Pending::WebhookRead { index } => self.on_webhook_read(index, None),
             Pending::Setup
             | Pending::Role
+            | Pending::Replicated { .. }
             | Pending::Recover { .. }
             | Pending::Ignored
             | Pending::DeadNodes
@@ -219,7 +224,7 @@ impl<S: BridgeSink> Bridge<S> {
         self.read_buf.clear();
         // What came before a close is still handled: replies answered,
         // events delivered.
-        let closed = read_available(stream, &mut self.read_buf);
+        let closed = stream.read_available(&mut self.read_buf);
         let incoming = link
             .pipeline
             .on_input(&self.read_buf)
@@ -275,8 +280,12 @@ impl<S: BridgeSink> Bridge<S> {
                 if outcome.is_err() {
                     log_warn!("redis bridge: publish refused: {reply:?}");
                 }
-                self.sink.sequenced(answer, outcome);
+                let now = self.links[index].replication.sequenced(answer, outcome);
+                if let Some((answer, outcome)) = now {
+                    self.sink.sequenced(answer, outcome);
+                }
             }
+            Pending::Replicated { covers } => self.on_replicated(index, covers, &reply),
             Pending::Join { answer, room, sent } => {
                 self.metrics.command_latency.observe(sent.elapsed());
                 let outcome = redis::join_reply(&reply).ok_or(Unavailable);
@@ -360,13 +369,15 @@ impl<S: BridgeSink> Bridge<S> {
         self.sink.resync();
     }
 
-    /// Writes what a link has queued.
+    /// Writes what a link has queued (and a `WAIT` for its publishes,
+    /// with `--redis-replicas`).
     pub(super) fn flush(&mut self, index: usize) {
+        self.cover_publishes(index);
         let link = &mut self.links[index];
         let Some(stream) = link.stream.as_mut().filter(|_| link.connected) else {
             return;
         };
-        match write_available(stream, link.pipeline.output()) {
+        match stream.write_available(link.pipeline.output()) {
             Ok(n) => link.pipeline.written(n),
             Err(e) => {
                 log_warn!("redis bridge: {}: {e}", link.url);
@@ -393,51 +404,10 @@ fn setup_commands(url: &RedisUrl, node_id: &str) -> Vec<Vec<String>> {
 }
 
 fn resolve(url: &RedisUrl) -> io::Result<SocketAddr> {
-    if url.tls {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "rediss:// (TLS to Redis) is not supported yet",
-        ));
-    }
     (url.host.as_str(), url.port)
         .to_socket_addrs()?
         .next()
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address for the Redis host"))
-}
-
-/// Appends to `bytes` what the socket has, until `WouldBlock`; an EOF is
-/// an error (Redis went away).
-fn read_available(stream: &mut TcpStream, bytes: &mut Vec<u8>) -> io::Result<()> {
-    let mut chunk = [0u8; 16 * 1024];
-    loop {
-        match stream.read(&mut chunk) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "Redis closed the connection",
-                ));
-            }
-            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Writes what the socket takes now; returns how much.
-fn write_available(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<usize> {
-    let mut written = 0;
-    while written < bytes.len() {
-        match stream.write(&bytes[written..]) {
-            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
-            Ok(n) => written += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(written)
 }
 
 /// Randomness for the backoff's jitter: std's randomly keyed hasher (fresh

@@ -29,9 +29,12 @@ mod api;
 mod events;
 mod link;
 mod presence;
+mod replicas;
 mod sentinel;
+mod stream;
 mod webhooks;
 
+pub use stream::client_tls;
 pub use webhooks::WebhookFeed;
 
 use std::collections::HashMap;
@@ -42,7 +45,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
-use mio::net::TcpStream;
 use mio::{Events, Poll, Token, Waker};
 
 use crate::config::{ClusterConfig, HistoryConfig, PresenceConfig};
@@ -162,6 +164,9 @@ pub struct BridgeConfig {
     /// `--webhook`: which transitions the functions add to each server's
     /// stream of webhook events (section 13.1).
     pub webhooks: Option<WebhookRules>,
+    /// For `rediss://` servers: the authorities their certificates are
+    /// checked against (`client_tls`), built once at start.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// The webhook events this node asks Redis to record.
@@ -189,7 +194,7 @@ pub fn start<S: BridgeSink>(
         .servers
         .iter()
         .cloned()
-        .map(Link::new)
+        .map(|url| Link::new(url, config.cluster.replicas))
         .collect();
     for (index, link) in links.iter_mut().enumerate() {
         if let Some(sentinels) = &link.url.sentinel {
@@ -261,6 +266,11 @@ enum Pending<A> {
         answer: A,
         sent: Instant,
     },
+    /// The `WAIT` covering the `covers` publishes answered before it that
+    /// `Link::replication` holds.
+    Replicated {
+        covers: usize,
+    },
     Join {
         answer: A,
         room: Arc<str>,
@@ -309,7 +319,7 @@ enum Pending<A> {
 /// Everything about one Redis server.
 struct Link<A> {
     url: RedisUrl,
-    stream: Option<TcpStream>,
+    stream: Option<stream::Stream>,
     /// Where the connection goes, or went last.
     addr: Option<SocketAddr>,
     /// `redis+sentinel://`: the watcher that names the master.
@@ -325,10 +335,12 @@ struct Link<A> {
     retry_at: Instant,
     /// Has been up before: the next connection is a reconnect.
     was_up: bool,
+    /// With `--redis-replicas`: publishes waiting for their `WAIT`.
+    replication: replicas::Replication<A>,
 }
 
 impl<A> Link<A> {
-    fn new(url: RedisUrl) -> Self {
+    fn new(url: RedisUrl, replicas: u8) -> Self {
         Self {
             url,
             stream: None,
@@ -341,6 +353,7 @@ impl<A> Link<A> {
             backoff: Backoff::new(RETRY_BASE, RETRY_CAP),
             retry_at: Instant::now(),
             was_up: false,
+            replication: replicas::Replication::new(replicas),
         }
     }
 
@@ -544,8 +557,10 @@ impl<S: BridgeSink> Bridge<S> {
             .push(Pending::Publish { answer, sent }, |out| {
                 redis::publish(out, &keys, text, &epoch, retention, origin, hooks.at(room));
             });
-        if let Err(Pending::Publish { answer, .. }) = pushed {
-            self.sink.sequenced(answer, Err(Unavailable));
+        match pushed {
+            Ok(()) => link.replication.published(),
+            Err(Pending::Publish { answer, .. }) => self.sink.sequenced(answer, Err(Unavailable)),
+            Err(_) => {}
         }
     }
 
