@@ -4,10 +4,10 @@
 //! `--redis` URLs (`url`), what Sentinels answer (`sentinel`), where a
 //! room's keys and channel live (`layout`), the Redis Functions that
 //! sequence a room event atomically (`roomcast.lua`, with the commands
-//! that call it here), and the Server API's transport between nodes
-//! (`api`). The bridge that runs them is one thread with its own event
-//! loop; nothing here is ever called on a shard thread, and nothing here
-//! touches a socket.
+//! that call it here), the Server API's transport between nodes (`api`),
+//! and whether a server still answers (`liveness`). The bridge that runs
+//! them is one thread with its own event loop; nothing here is ever called
+//! on a shard thread, and nothing here touches a socket.
 //!
 //! What Redis answers and what its channels carry is input, checked here
 //! as client input is: a reply or payload out of shape or out of bounds
@@ -18,6 +18,7 @@
 pub mod api;
 pub mod backoff;
 pub mod layout;
+pub mod liveness;
 pub mod pipeline;
 pub mod requests;
 pub mod resp;

@@ -128,14 +128,7 @@ fn session(
         let message = match ws.read() {
             Ok(Message::Text(text)) => text,
             Ok(_) => continue,
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue;
-            }
+            Err(e) if nothing_yet(&e) => continue,
             Err(_) => return Err(()),
         };
         let value = parse_json(&message);
@@ -148,6 +141,14 @@ fn session(
             None => {}
         }
     }
+}
+
+/// Whether a read failed only for its timeout: nothing came yet.
+pub fn nothing_yet(error: &tungstenite::Error) -> bool {
+    matches!(error, tungstenite::Error::Io(e) if matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    ))
 }
 
 fn on_joined(

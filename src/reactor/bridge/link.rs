@@ -122,6 +122,7 @@ impl<S: BridgeSink> Bridge<S> {
             let _ = self.poll.registry().deregister(stream.socket());
         }
         link.ready = false;
+        link.liveness.down();
         let lost = link.pipeline.reset();
         for answer in link.replication.reset() {
             self.sink.sequenced(answer, Err(Unavailable));
@@ -198,6 +199,11 @@ impl<S: BridgeSink> Bridge<S> {
 
     pub(super) fn report_link(&mut self) {
         let up = self.links.iter().all(Link::is_up);
+        // A node that has not tried yet is not down: nothing is said (and
+        // `/healthz` keeps its 503) until every first attempt ended.
+        if self.up.is_none() && !up && self.links.iter().any(Link::first_try) {
+            return;
+        }
         if self.up != Some(up) {
             self.up = Some(up);
             self.metrics.up.set(u64::from(up));
@@ -359,6 +365,7 @@ impl<S: BridgeSink> Bridge<S> {
         }
         link.ready = true;
         link.backoff.reset();
+        link.liveness.ready(Instant::now());
         if link.was_up {
             self.metrics.reconnects.inc();
             log_info!("redis bridge: {} is back", link.url);

@@ -15,7 +15,8 @@
 //! history where its cursor left off (`redis::subscriptions`).
 //!
 //! Here: the requests, the loop, publishes and subscriptions. `link`: the
-//! connections. `events`: what the channels bring. `presence`: joins,
+//! connections. `bounds`: what waits for Redis, bounded in time
+//! (`--redis-timeout`) and in size. `events`: what the channels bring. `presence`: joins,
 //! leaves, the online set and node liveness. `api`: the Server API's
 //! messages between nodes and the list of live nodes. `sentinel`: where a
 //! `redis+sentinel://` server's master is. Owns those sockets; the RESP
@@ -26,6 +27,7 @@
 //! answer to the shard it is for).
 
 mod api;
+mod bounds;
 mod events;
 mod link;
 mod presence;
@@ -44,7 +46,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, Sender};
 use mio::{Events, Poll, Token, Waker};
 
 use crate::config::{ClusterConfig, HistoryConfig, PresenceConfig};
@@ -54,6 +56,7 @@ use crate::metrics::RedisMetrics;
 use crate::proto::names::matches_any;
 use crate::redis::backoff::Backoff;
 use crate::redis::layout::{self, RoomKeys};
+use crate::redis::liveness::Liveness;
 use crate::redis::pipeline::Pipeline;
 use crate::redis::resp;
 use crate::redis::subscriptions::{Change, Subscriptions};
@@ -65,8 +68,8 @@ pub use crate::redis::requests::{
 };
 
 const WAKER: Token = Token(usize::MAX);
-/// Most commands waiting for Redis per server; past it, requests are
-/// answered `Unavailable` rather than queued without bound.
+/// Most requests waiting for Redis per server; past it, requests are
+/// answered `Unavailable` rather than queued without bound (`bounds`).
 const MAX_IN_FLIGHT: usize = 16_384;
 /// Rooms whose key names are kept; past it the cache starts afresh.
 const MAX_CACHED_KEYS: usize = 65_536;
@@ -189,12 +192,13 @@ pub fn start<S: BridgeSink>(
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let (tx, rx) = crossbeam_channel::unbounded();
     let (named, masters) = crossbeam_channel::unbounded();
+    let timeout = config.cluster.timeout;
     let mut links: Vec<Link<S::Answer>> = config
         .cluster
         .servers
         .iter()
         .cloned()
-        .map(|url| Link::new(url, config.cluster.replicas))
+        .map(|url| Link::new(url, config.cluster.replicas, timeout))
         .collect();
     for (index, link) in links.iter_mut().enumerate() {
         if let Some(sentinels) = &link.url.sentinel {
@@ -215,6 +219,7 @@ pub fn start<S: BridgeSink>(
         config,
         epochs_made: 0,
         up: None,
+        backlog: false,
         read_buf: Vec::new(),
         metrics,
         next_heartbeat: Instant::now(),
@@ -337,10 +342,12 @@ struct Link<A> {
     was_up: bool,
     /// With `--redis-replicas`: publishes waiting for their `WAIT`.
     replication: replicas::Replication<A>,
+    /// Whether Redis answers in time (`--redis-timeout`), and its pings.
+    liveness: Liveness,
 }
 
 impl<A> Link<A> {
-    fn new(url: RedisUrl, replicas: u8) -> Self {
+    fn new(url: RedisUrl, replicas: u8, timeout: Duration) -> Self {
         Self {
             url,
             stream: None,
@@ -349,11 +356,12 @@ impl<A> Link<A> {
             connected: false,
             ready: false,
             setup_left: 0,
-            pipeline: Pipeline::new(MAX_IN_FLIGHT),
+            pipeline: Pipeline::new(bounds::ALL),
             backoff: Backoff::new(RETRY_BASE, RETRY_CAP),
             retry_at: Instant::now(),
             was_up: false,
             replication: replicas::Replication::new(replicas),
+            liveness: Liveness::new(timeout),
         }
     }
 
@@ -365,6 +373,11 @@ impl<A> Link<A> {
     /// waits for its watcher to name the master.
     fn knows_address(&self) -> bool {
         self.watch.as_ref().is_none_or(|w| w.master.is_some())
+    }
+
+    /// Neither up yet nor failed yet: its first attempt is under way.
+    fn first_try(&self) -> bool {
+        !self.was_up && self.backoff.failures() == 0
     }
 }
 
@@ -379,6 +392,8 @@ struct Bridge<S: BridgeSink> {
     config: BridgeConfig,
     epochs_made: u64,
     up: Option<bool>,
+    /// Requests were left in the channel last turn (`bounds`).
+    backlog: bool,
     /// What a connection read this time, reused.
     read_buf: Vec<u8>,
     metrics: Arc<RedisMetrics>,
@@ -410,6 +425,7 @@ impl<S: BridgeSink> Bridge<S> {
     fn run(&mut self) {
         let mut events = Events::with_capacity(256);
         loop {
+            self.watch_links(Instant::now());
             self.connect_due();
             self.report_link();
             self.heartbeat();
@@ -424,10 +440,10 @@ impl<S: BridgeSink> Bridge<S> {
                 .min(self.next_live_read)
                 .min(next_webhooks.unwrap_or(self.next_live_read))
                 .saturating_duration_since(Instant::now());
-            let timeout = Some(
-                self.next_retry()
-                    .map_or(until_heartbeat, |t| t.min(until_heartbeat)),
-            );
+            let timeout = self
+                .next_retry()
+                .map_or(until_heartbeat, |t| t.min(until_heartbeat));
+            let timeout = Some(self.until_next_check(timeout));
             if let Err(e) = self.poll.poll(&mut events, timeout)
                 && e.kind() != io::ErrorKind::Interrupted
             {
@@ -451,28 +467,6 @@ impl<S: BridgeSink> Bridge<S> {
             let in_flight: usize = self.links.iter().map(|l| l.pipeline.in_flight()).sum();
             self.metrics.in_flight.set(in_flight as u64);
         }
-    }
-
-    /// Handles every queued request; false on `Stop`.
-    fn take_requests(&mut self) -> bool {
-        // A full pipeline takes no more: requests wait in the channel (a
-        // join storm is slowed down, not refused) until Redis answers.
-        while self.has_room() {
-            match self.requests.try_recv() {
-                Ok(BridgeRequest::Stop) | Err(TryRecvError::Disconnected) => return false,
-                Ok(request) => self.on_request(request),
-                Err(TryRecvError::Empty) => return true,
-            }
-        }
-        true
-    }
-
-    /// Whether every link's pipeline can take one more request (at most
-    /// three commands).
-    fn has_room(&self) -> bool {
-        self.links
-            .iter()
-            .all(|l| l.pipeline.in_flight() + 4 <= MAX_IN_FLIGHT)
     }
 
     fn on_request(&mut self, request: BridgeRequest<S::Answer>) {
