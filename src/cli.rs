@@ -23,7 +23,7 @@ use crate::config::{
 };
 use crate::hooks::url::HookUrl;
 use crate::log::{Format, Level};
-use crate::redis::url::RedisUrl;
+use crate::redis::url::RedisUrls;
 use crate::tls::TlsFiles;
 
 /// The server's commands. The binary adds the client tools' commands
@@ -239,9 +239,9 @@ pub struct PresenceArgs {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Cluster")]
 pub struct ClusterArgs {
-    /// A Redis server of the cluster, `redis://[[user]:password@]host[:port][/db]` or `rediss://` for TLS (repeatable: rooms are spread over them); unset: one process, no Redis.
-    #[arg(long, env = "ROOMCAST_REDIS", value_delimiter = ',')]
-    pub redis: Vec<RedisUrl>,
+    /// A Redis server of the cluster, `redis://[[user]:password@]host[:port][/db]`, `rediss://` for TLS, or `redis+sentinel://[[user]:password@]host:port[,host:port...]/MASTER[/db]` for the master Sentinel names (repeatable, or comma-separated: rooms are spread over them); unset: one process, no Redis.
+    #[arg(long, env = "ROOMCAST_REDIS")]
+    pub redis: Vec<RedisUrls>,
     /// Prefix of every Redis key and channel of the cluster.
     #[arg(long, env = "ROOMCAST_REDIS_PREFIX", default_value = "roomcast")]
     pub redis_prefix: String,
@@ -623,7 +623,7 @@ impl ClusterArgs {
     /// `None` without `--redis`; a node id is generated when none is given.
     fn into_config(self) -> Option<ClusterConfig> {
         (!self.redis.is_empty()).then(|| ClusterConfig {
-            servers: self.redis,
+            servers: self.redis.into_iter().flat_map(|list| list.0).collect(),
             prefix: self.redis_prefix,
             node_id: self
                 .node_id

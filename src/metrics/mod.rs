@@ -111,6 +111,8 @@ pub struct RedisMetrics {
     pub up: Gauge,
     /// Connections to a Redis server made again after one was lost.
     pub reconnects: Counter,
+    /// Times a Sentinel named a master other than the one it named before.
+    pub master_changes: Counter,
     /// Links dropped because Redis answered nothing within
     /// `--redis-timeout` (a command, a heartbeat `PING`, or the setup).
     pub timeouts: Counter,
@@ -125,6 +127,7 @@ impl Default for RedisMetrics {
         Self {
             up: Gauge::default(),
             reconnects: Counter::default(),
+            master_changes: Counter::default(),
             timeouts: Counter::default(),
             in_flight: Gauge::default(),
             command_latency: Histogram::new(&REDIS_BUCKETS_US),
@@ -137,6 +140,7 @@ impl Default for RedisMetrics {
 pub struct RedisSnapshot {
     pub up: bool,
     pub reconnects: u64,
+    pub master_changes: u64,
     pub timeouts: u64,
     pub in_flight: u64,
     pub command_latency: HistogramSnapshot,
@@ -149,6 +153,7 @@ impl RedisMetrics {
         RedisSnapshot {
             up: self.up.get() == 1,
             reconnects: self.reconnects.get(),
+            master_changes: self.master_changes.get(),
             timeouts: self.timeouts.get(),
             in_flight: self.in_flight.get(),
             command_latency,

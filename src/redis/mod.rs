@@ -1,13 +1,13 @@
 //! Scale-out on Redis (`docs/protocol.md` section 10), sans-IO parts.
 //!
 //! Owns what a roomcast node says to Redis: the RESP codec (`resp`), the
-//! `--redis` URLs (`url`), where a room's keys and channel live
-//! (`layout`), the Redis Functions that sequence a room event atomically
-//! (`roomcast.lua`, with the commands that call it here), the Server
-//! API's transport between nodes (`api`), and whether a server still
-//! answers (`liveness`). The bridge that runs them is one
-//! thread with its own event loop; nothing here is ever called on a shard
-//! thread, and nothing here touches a socket.
+//! `--redis` URLs (`url`), what Sentinels answer (`sentinel`), where a
+//! room's keys and channel live (`layout`), the Redis Functions that
+//! sequence a room event atomically (`roomcast.lua`, with the commands
+//! that call it here), the Server API's transport between nodes (`api`),
+//! and whether a server still answers (`liveness`). The bridge that runs
+//! them is one thread with its own event loop; nothing here is ever called
+//! on a shard thread, and nothing here touches a socket.
 //!
 //! What Redis answers and what its channels carry is input, checked here
 //! as client input is: a reply or payload out of shape or out of bounds
@@ -22,6 +22,7 @@ pub mod liveness;
 pub mod pipeline;
 pub mod requests;
 pub mod resp;
+pub mod sentinel;
 pub mod subscriptions;
 pub mod url;
 pub mod webhooks;

@@ -21,7 +21,7 @@ use crate::common::redis::RedisServer;
 use crate::common::rooms::{Claims, ack_seq, rss_bytes};
 use crate::common::{Server, http_get, json_at, metric, parse_json, wait_until, ws_connect};
 use crate::harness::{Drill, assert_no_secrets, ms, pick};
-use crate::restarts::{node, subscribers};
+use crate::load::{node, subscribers};
 use crate::tracker;
 
 /// `--redis-timeout`'s default, which the nodes run with.
@@ -170,7 +170,7 @@ fn redis_frozen_under_load_is_noticed_in_time_bounds_what_waits_and_loses_nothin
          acknowledged message reaches every member once, in order, after SIGCONT",
     );
     let redis = RedisServer::start();
-    let nodes = [node(&redis.url(), 0), node(&redis.url(), 0)];
+    let nodes = [node(&redis.url(), 0, &[]), node(&redis.url(), 0, &[])];
     let addrs: Vec<SocketAddr> = nodes.iter().map(Server::addr).collect();
     let (stop_members, target) = (Arc::new(AtomicBool::new(false)), tracker::target());
     let members = subscribers(&addrs, count, &stop_members, &target);

@@ -45,6 +45,7 @@ mod redis_webhooks;
 mod refresh;
 mod room_errors;
 mod rooms;
+mod sentinel;
 mod shutdown;
 mod slow_consumers;
 mod tls;

@@ -3,7 +3,11 @@
 //! library, the subscriptions and recoveries of the rooms served), reading
 //! replies and pushes in order, writing what the pipeline holds, and on
 //! failure answering what was in flight `Unavailable` and retrying with
-//! backoff and jitter.
+//! backoff and jitter. A Sentinel-managed server is connected where its
+//! watcher last named the master, checked with `ROLE`, and left for the
+//! new master as soon as the watcher names one; a `READONLY` reply means
+//! the master was demoted: the link is dropped and the watcher asked to
+//! look again.
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -17,6 +21,7 @@ use crate::redis;
 use crate::redis::layout::{self, RoomKeys};
 use crate::redis::pipeline::Incoming;
 use crate::redis::resp::{self, Reply};
+use crate::redis::sentinel::{self, Role};
 use crate::redis::url::RedisUrl;
 use crate::{log_info, log_warn};
 
@@ -26,7 +31,7 @@ impl<S: BridgeSink> Bridge<S> {
         let now = Instant::now();
         for index in 0..self.links.len() {
             let link = &self.links[index];
-            if link.stream.is_some() || now < link.retry_at {
+            if link.stream.is_some() || now < link.retry_at || !link.knows_address() {
                 continue;
             }
             if let Err(e) = self.open(index) {
@@ -39,8 +44,15 @@ impl<S: BridgeSink> Bridge<S> {
     /// Connects, and queues the setup, the subscriptions of every room
     /// served on this server and the recovery of each.
     pub(super) fn open(&mut self, index: usize) -> io::Result<()> {
-        let url = &self.links[index].url;
-        let mut stream = Stream::connect(resolve(url)?, url, self.config.tls.as_ref())?;
+        let link = &mut self.links[index];
+        let addr = match &link.watch {
+            Some(watch) => watch
+                .master
+                .ok_or_else(|| io::Error::other("no master named"))?,
+            None => resolve(&link.url)?,
+        };
+        link.addr = Some(addr);
+        let mut stream = Stream::connect(addr, &link.url, self.config.tls.as_ref())?;
         let both = Interest::READABLE | Interest::WRITABLE;
         self.poll
             .registry()
@@ -55,6 +67,12 @@ impl<S: BridgeSink> Bridge<S> {
                 .pipeline
                 .push(Pending::Setup, |out| resp::write_command(out, &command));
             debug_assert!(pushed.is_ok());
+        }
+        if link.watch.is_some() {
+            link.setup_left += 1;
+            let _ = link
+                .pipeline
+                .push(Pending::Role, |out| resp::write_command(out, &["ROLE"]));
         }
         let _ = link.pipeline.push(Pending::Setup, redis::load_library);
         let prefix = &self.config.cluster.prefix;
@@ -112,31 +130,69 @@ impl<S: BridgeSink> Bridge<S> {
         let delay = link.backoff.next_delay(random());
         link.retry_at = Instant::now() + delay;
         for pending in lost {
-            match pending {
-                Pending::Publish { answer, .. } => self.sink.sequenced(answer, Err(Unavailable)),
-                Pending::Join { answer, .. } => self.sink.joined(answer, Err(Unavailable)),
-                Pending::Presence { answer } => self.sink.presence(answer, Err(Unavailable)),
-                Pending::RoomRead { answer, .. } => self.sink.room_read(answer, Err(Unavailable)),
-                Pending::RoomUsers { gather, index } => self.counted_users(gather, index, None),
-                Pending::Sent { answer } => self.sink.sent(answer, Err(Unavailable)),
-                Pending::WebhookCursor { index } => self.on_webhook_cursor(index, None),
-                Pending::WebhookRead { index } => self.on_webhook_read(index, None),
-                Pending::Setup
-                | Pending::Replicated { .. }
-                | Pending::Recover { .. }
-                | Pending::Ignored
-                | Pending::DeadNodes
-                | Pending::LiveNodes
-                | Pending::DeadRooms { .. } => {}
-            }
+            self.answer_unavailable(pending);
         }
+    }
+
+    /// Answers a request whose reply will not come, or will not be read.
+    fn answer_unavailable(&mut self, pending: Pending<S::Answer>) {
+        match pending {
+            Pending::Publish { answer, .. } => self.sink.sequenced(answer, Err(Unavailable)),
+            Pending::Join { answer, .. } => self.sink.joined(answer, Err(Unavailable)),
+            Pending::Presence { answer } => self.sink.presence(answer, Err(Unavailable)),
+            Pending::RoomRead { answer, .. } => self.sink.room_read(answer, Err(Unavailable)),
+            Pending::RoomUsers { gather, index } => self.counted_users(gather, index, None),
+            Pending::Sent { answer } => self.sink.sent(answer, Err(Unavailable)),
+            Pending::WebhookCursor { index } => self.on_webhook_cursor(index, None),
+            Pending::WebhookRead { index } => self.on_webhook_read(index, None),
+            Pending::Setup
+            | Pending::Role
+            | Pending::Replicated { .. }
+            | Pending::Recover { .. }
+            | Pending::Ignored
+            | Pending::DeadNodes
+            | Pending::LiveNodes
+            | Pending::DeadRooms { .. } => {}
+        }
+    }
+
+    /// The watcher of link `index` names `addr` the master: a link
+    /// connected elsewhere leaves at once, and the next attempt is now.
+    pub(super) fn on_master(&mut self, index: usize, addr: SocketAddr) {
+        let Some(link) = self.links.get_mut(index) else {
+            return;
+        };
+        let Some(watch) = link.watch.as_mut() else {
+            return;
+        };
+        if watch.master.replace(addr).is_some() {
+            self.metrics.master_changes.inc();
+        }
+        log_info!(
+            "redis bridge: {}: Sentinel names the master {addr}",
+            link.url
+        );
+        if link.stream.is_some() && link.addr != Some(addr) {
+            self.drop_link(index);
+        }
+        self.links[index].retry_at = Instant::now();
+    }
+
+    /// The server of link `index` is not the master (any more).
+    fn not_master(&mut self, index: usize, what: &str) -> io::Error {
+        let link = &self.links[index];
+        if let Some(watch) = &link.watch {
+            watch.look_again();
+        }
+        let addr = link.addr.map_or_else(String::new, |a| format!(" ({a})"));
+        io::Error::other(format!("the server{addr} is not the master: {what}"))
     }
 
     pub(super) fn next_retry(&self) -> Option<Duration> {
         let now = Instant::now();
         self.links
             .iter()
-            .filter(|l| l.stream.is_none())
+            .filter(|l| l.stream.is_none() && l.knows_address())
             .map(|l| l.retry_at.saturating_duration_since(now))
             .min()
     }
@@ -179,13 +235,17 @@ impl<S: BridgeSink> Bridge<S> {
             .pipeline
             .on_input(&self.read_buf)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        // Past a reply that fails the link, the replies read with it are
+        // answered as the link's in-flight requests are.
+        let mut failed = Ok(());
         for item in incoming {
             match item {
                 Incoming::Push(items) => self.on_push(&items),
-                Incoming::Reply(pending, reply) => self.on_reply(index, pending, reply)?,
+                Incoming::Reply(pending, _) if failed.is_err() => self.answer_unavailable(pending),
+                Incoming::Reply(pending, reply) => failed = self.on_reply(index, pending, reply),
             }
         }
-        closed
+        failed.and(closed)
     }
 
     pub(super) fn on_reply(
@@ -194,16 +254,31 @@ impl<S: BridgeSink> Bridge<S> {
         pending: Pending<S::Answer>,
         reply: Reply,
     ) -> io::Result<()> {
+        let readonly = sentinel::is_readonly(&reply);
+        self.answer(index, pending, reply)?;
+        if readonly {
+            return Err(self.not_master(index, "it answered READONLY"));
+        }
+        Ok(())
+    }
+
+    fn answer(
+        &mut self,
+        index: usize,
+        pending: Pending<S::Answer>,
+        reply: Reply,
+    ) -> io::Result<()> {
         match pending {
+            Pending::Role => match sentinel::role(&reply) {
+                Role::Master => self.on_setup_reply(index),
+                Role::Replica => return Err(self.not_master(index, "ROLE says replica")),
+                Role::Other => return Err(self.not_master(index, "ROLE says neither")),
+            },
             Pending::Setup => {
                 if let Reply::Error(e) = reply {
                     return Err(io::Error::other(format!("setup refused: {e}")));
                 }
-                let link = &mut self.links[index];
-                link.setup_left = link.setup_left.saturating_sub(1);
-                if link.setup_left == 0 {
-                    self.on_setup_answered(index);
-                }
+                self.on_setup_reply(index);
             }
             Pending::Publish { answer, sent } => {
                 self.metrics.command_latency.observe(sent.elapsed());
@@ -271,6 +346,14 @@ impl<S: BridgeSink> Bridge<S> {
             Pending::WebhookRead { index } => self.on_webhook_read(index, Some(&reply)),
         }
         Ok(())
+    }
+
+    fn on_setup_reply(&mut self, index: usize) {
+        let link = &mut self.links[index];
+        link.setup_left = link.setup_left.saturating_sub(1);
+        if link.setup_left == 0 {
+            self.on_setup_answered(index);
+        }
     }
 
     /// The last setup reply is in (the library is loaded): the link takes

@@ -18,7 +18,8 @@
 //! connections. `bounds`: what waits for Redis, bounded in time
 //! (`--redis-timeout`) and in size. `events`: what the channels bring. `presence`: joins,
 //! leaves, the online set and node liveness. `api`: the Server API's
-//! messages between nodes and the list of live nodes. Owns those sockets; the RESP
+//! messages between nodes and the list of live nodes. `sentinel`: where a
+//! `redis+sentinel://` server's master is. Owns those sockets; the RESP
 //! bytes and the function calls come from `redis`, the requests and what
 //! comes back unasked from `redis::requests`; what a reply means for a
 //! client is the room router's business (`rooms::cluster`), reached through
@@ -31,6 +32,7 @@ mod events;
 mod link;
 mod presence;
 mod replicas;
+mod sentinel;
 mod stream;
 mod webhooks;
 
@@ -39,6 +41,7 @@ pub use webhooks::WebhookFeed;
 
 use std::collections::HashMap;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -188,19 +191,28 @@ pub fn start<S: BridgeSink>(
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let (tx, rx) = crossbeam_channel::unbounded();
+    let (named, masters) = crossbeam_channel::unbounded();
     let timeout = config.cluster.timeout;
-    let links = config
+    let mut links: Vec<Link<S::Answer>> = config
         .cluster
         .servers
         .iter()
         .cloned()
         .map(|url| Link::new(url, config.cluster.replicas, timeout))
         .collect();
+    for (index, link) in links.iter_mut().enumerate() {
+        if let Some(sentinels) = &link.url.sentinel {
+            let watch =
+                sentinel::Watch::start(index, sentinels.clone(), named.clone(), waker.clone());
+            link.watch = Some(watch?);
+        }
+    }
     let servers = config.cluster.servers.len();
     let webhooks = feed.map(|feed| webhooks::Reader::new(feed, &config.cluster.prefix, servers));
     let mut bridge = Bridge {
         poll,
         requests: rx,
+        masters,
         sink,
         links,
         subscriptions: Subscriptions::default(),
@@ -252,6 +264,9 @@ enum Pending<A> {
     /// HELLO, SELECT or FUNCTION LOAD: an error reply means the link is
     /// unusable.
     Setup,
+    /// `ROLE`, in the setup of a Sentinel-managed server: a server that
+    /// is not the master is unusable too.
+    Role,
     Publish {
         answer: A,
         sent: Instant,
@@ -310,6 +325,10 @@ enum Pending<A> {
 struct Link<A> {
     url: RedisUrl,
     stream: Option<stream::Stream>,
+    /// Where the connection goes, or went last.
+    addr: Option<SocketAddr>,
+    /// `redis+sentinel://`: the watcher that names the master.
+    watch: Option<sentinel::Watch>,
     /// The connection is established (a first event came).
     connected: bool,
     /// The setup commands are answered: requests may be taken.
@@ -332,6 +351,8 @@ impl<A> Link<A> {
         Self {
             url,
             stream: None,
+            addr: None,
+            watch: None,
             connected: false,
             ready: false,
             setup_left: 0,
@@ -348,6 +369,12 @@ impl<A> Link<A> {
         self.stream.is_some() && self.ready
     }
 
+    /// Whether there is a server to connect to: a Sentinel-managed one
+    /// waits for its watcher to name the master.
+    fn knows_address(&self) -> bool {
+        self.watch.as_ref().is_none_or(|w| w.master.is_some())
+    }
+
     /// Neither up yet nor failed yet: its first attempt is under way.
     fn first_try(&self) -> bool {
         !self.was_up && self.backoff.failures() == 0
@@ -357,6 +384,8 @@ impl<A> Link<A> {
 struct Bridge<S: BridgeSink> {
     poll: Poll,
     requests: Receiver<BridgeRequest<S::Answer>>,
+    /// The masters the Sentinel watchers name, by link.
+    masters: Receiver<(usize, SocketAddr)>,
     sink: S,
     links: Vec<Link<S::Answer>>,
     subscriptions: Subscriptions,
@@ -425,6 +454,9 @@ impl<S: BridgeSink> Bridge<S> {
                 if event.token() != WAKER {
                     self.on_readable(event.token().0);
                 }
+            }
+            while let Ok((index, addr)) = self.masters.try_recv() {
+                self.on_master(index, addr);
             }
             if !self.take_requests() {
                 return;
