@@ -239,7 +239,7 @@ pub struct PresenceArgs {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Cluster")]
 pub struct ClusterArgs {
-    /// A Redis server of the cluster, `redis://[[user]:password@]host[:port][/db]` or `rediss://` for TLS (repeatable or comma-separated: rooms are spread over them), or one Redis Cluster, `redis+cluster://[[user]:password@]host:port[,host:port...]`; unset: one process, no Redis.
+    /// A Redis server of the cluster, `redis://[[user]:password@]host[:port][/db]`, `rediss://` for TLS, or `redis+sentinel://[[user]:password@]host:port[,host:port...]/MASTER[/db]` for the master Sentinel names (repeatable, or comma-separated: rooms are spread over them); or one Redis Cluster, `redis+cluster://[[user]:password@]host:port[,host:port...]`; unset: one process, no Redis.
     #[arg(long, env = "ROOMCAST_REDIS")]
     pub redis: Vec<RedisUrls>,
     /// Prefix of every Redis key and channel of the cluster.
@@ -254,6 +254,9 @@ pub struct ClusterArgs {
     /// Acknowledge a publish only once this many replicas of its Redis server have it (WAIT, 1 s; else UNAVAILABLE), 0-16.
     #[arg(long, env = "ROOMCAST_REDIS_REPLICAS", default_value_t = 0)]
     pub redis_replicas: u8,
+    /// A Redis server that answers no command (nor the PING sent every idle second) within this is unreachable: UNAVAILABLE, /healthz 503, reconnect (100ms-60s).
+    #[arg(long, env = "ROOMCAST_REDIS_TIMEOUT", default_value = "2s", value_parser = duration)]
+    pub redis_timeout: Duration,
 }
 
 /// `Config::web`.
@@ -627,6 +630,7 @@ impl ClusterArgs {
                 .unwrap_or_else(|| format!("n{:012x}", crate::auth::random_u64() >> 16)),
             ca: self.redis_ca,
             replicas: self.redis_replicas,
+            timeout: self.redis_timeout,
         })
     }
 }
@@ -734,6 +738,7 @@ mod tests {
             (cluster.prefix.as_str(), cluster.node_id.as_str()),
             ("roomcast", "web-1")
         );
+        assert_eq!(cluster.timeout, Duration::from_secs(2));
         let generated = serve(&["--redis", "redis://a"])
             .into_config(EnvLists::default(), 2, 1000)
             .unwrap();
@@ -747,6 +752,16 @@ mod tests {
             &["--redis", "redis://a", "--redis-prefix", "x:{y}"],
             &["--redis", "redis+cluster://a:1,redis://b"],
             &["--redis", "redis://a", "--redis-replicas", "17"],
+            &["--redis", "redis://a", "--redis-timeout", "50ms"],
+            &["--redis", "redis://a", "--redis-timeout", "61s"],
+            &[
+                "--redis",
+                "redis://a",
+                "--redis-replicas",
+                "1",
+                "--redis-timeout",
+                "1s",
+            ],
         ] {
             let error = serve(bad)
                 .into_config(EnvLists::default(), 2, 1000)

@@ -210,7 +210,9 @@ pub fn ping(url: &RedisUrl, timeout: Duration) -> Result<(), ProbeError> {
     let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(ProbeError::Connect)?;
     let mut commands = Vec::new();
     let mut expected = 1;
-    if let Some(password) = &url.password {
+    // A Sentinel URL's credentials are the master's: its first Sentinel,
+    // which is what is pinged, is asked without them.
+    if let Some(password) = url.password.as_ref().filter(|_| url.sentinel.is_none()) {
         let user = url.user.as_deref().unwrap_or("default");
         resp::write_command(&mut commands, &["AUTH", user, password]);
         expected = 2;

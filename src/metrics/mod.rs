@@ -111,6 +111,11 @@ pub struct RedisMetrics {
     pub up: Gauge,
     /// Connections to a Redis server made again after one was lost.
     pub reconnects: Counter,
+    /// Times a Sentinel named a master other than the one it named before.
+    pub master_changes: Counter,
+    /// Links dropped because Redis answered nothing within
+    /// `--redis-timeout` (a command, a heartbeat `PING`, or the setup).
+    pub timeouts: Counter,
     /// Commands written and not yet answered, over all servers.
     pub in_flight: Gauge,
     /// From queuing a command to reading its reply.
@@ -126,6 +131,8 @@ impl Default for RedisMetrics {
         Self {
             up: Gauge::default(),
             reconnects: Counter::default(),
+            master_changes: Counter::default(),
+            timeouts: Counter::default(),
             in_flight: Gauge::default(),
             command_latency: Histogram::new(&REDIS_BUCKETS_US),
             cluster_redirects: Counter::default(),
@@ -139,6 +146,8 @@ impl Default for RedisMetrics {
 pub struct RedisSnapshot {
     pub up: bool,
     pub reconnects: u64,
+    pub master_changes: u64,
+    pub timeouts: u64,
     pub in_flight: u64,
     pub command_latency: HistogramSnapshot,
     pub cluster_redirects: u64,
@@ -152,6 +161,8 @@ impl RedisMetrics {
         RedisSnapshot {
             up: self.up.get() == 1,
             reconnects: self.reconnects.get(),
+            master_changes: self.master_changes.get(),
+            timeouts: self.timeouts.get(),
             in_flight: self.in_flight.get(),
             command_latency,
             cluster_redirects: self.cluster_redirects.get(),

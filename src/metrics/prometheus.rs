@@ -239,6 +239,18 @@ pub fn render(snap: &Snapshot, uptime_seconds: f64, version: &str) -> String {
         );
         counter(
             w,
+            "roomcast_redis_master_changes_total",
+            "Times a Sentinel named a new master for a redis+sentinel:// server.",
+            redis.master_changes,
+        );
+        counter(
+            w,
+            "roomcast_redis_timeouts_total",
+            "Redis links dropped for answering nothing within --redis-timeout.",
+            redis.timeouts,
+        );
+        counter(
+            w,
             "roomcast_redis_cluster_redirects_total",
             "Redis Cluster: commands sent again after a MOVED or ASK redirection.",
             redis.cluster_redirects,

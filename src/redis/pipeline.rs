@@ -6,9 +6,12 @@
 //! order Redis produced them in, and answer no request.
 //!
 //! Owns the output bytes, the queue of requests in flight and the input not
-//! yet parsed. Bounded: at most `max_in_flight` requests wait for replies;
-//! past it `push` refuses and the bridge answers the caller `UNAVAILABLE`
-//! (or waits), so a stalled Redis cannot grow a node's memory.
+//! yet parsed. Bounded (`Bounds`): past its bound in requests waiting for
+//! replies or in bytes not yet written, `push` refuses and says so
+//! (`take_overflow`), so a stalled Redis cannot grow a node's memory; the
+//! bridge keeps a lower bound of its own for what callers wait for
+//! (`within`). It also remembers when each request was queued (`stamp`),
+//! for the bridge to tell a Redis that stopped answering (`oldest`).
 //!
 //! For a Redis Cluster (`keeping`), each command's bytes are kept until
 //! its reply, so that a command refused with `-MOVED` or `-ASK` (not run)
@@ -17,17 +20,36 @@
 //! subscription to a slot it does not serve with an error reply instead.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 use crate::redis::resp::{self, Reply, RespError};
+
+/// Bytes of buffer a reset pipeline keeps.
+const KEPT_CAPACITY: usize = 64 * 1024;
+
+/// How much may wait for Redis on one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// Requests waiting for a reply.
+    pub in_flight: usize,
+    /// Output bytes not yet written to the socket (what was written is
+    /// the kernel's and Redis's to hold, not this process's).
+    pub unsent: usize,
+}
 
 #[derive(Debug)]
 pub struct Pipeline<T> {
     output: Vec<u8>,
     in_flight: VecDeque<T>,
+    /// When each of the first `queued_at.len()` requests in flight was
+    /// queued; the ones after it were pushed since the last `stamp`.
+    queued_at: VecDeque<Instant>,
+    input: Vec<u8>,
+    bounds: Bounds,
+    /// A push was refused since the last `take_overflow`.
+    overflowed: bool,
     /// Per request in flight, in step with `in_flight`: how it is answered.
     waits: VecDeque<Wait>,
-    input: Vec<u8>,
-    max_in_flight: usize,
     /// Keep each command's bytes until its reply (`keeping`).
     keep: bool,
 }
@@ -45,23 +67,25 @@ struct Wait {
 }
 
 impl<T> Pipeline<T> {
-    pub fn new(max_in_flight: usize) -> Self {
+    pub fn new(bounds: Bounds) -> Self {
         Self {
             output: Vec::new(),
             in_flight: VecDeque::new(),
-            waits: VecDeque::new(),
+            queued_at: VecDeque::new(),
             input: Vec::new(),
-            max_in_flight,
+            bounds,
+            overflowed: false,
+            waits: VecDeque::new(),
             keep: false,
         }
     }
 
     /// A pipeline that keeps each command until its reply, for `-MOVED`
     /// and `-ASK` (Redis Cluster).
-    pub fn keeping(max_in_flight: usize) -> Self {
+    pub fn keeping(bounds: Bounds) -> Self {
         Self {
             keep: true,
-            ..Self::new(max_in_flight)
+            ..Self::new(bounds)
         }
     }
 
@@ -102,7 +126,8 @@ impl<T> Pipeline<T> {
         mut wait: Wait,
         write: impl FnOnce(&mut Vec<u8>),
     ) -> Result<(), T> {
-        if self.in_flight.len() >= self.max_in_flight {
+        if !self.within(self.bounds) {
+            self.overflowed = true;
             return Err(token);
         }
         let start = self.output.len();
@@ -115,6 +140,29 @@ impl<T> Pipeline<T> {
         self.in_flight.push_back(token);
         self.waits.push_back(wait);
         Ok(())
+    }
+
+    /// Whether less than `bounds` waits: one more request may be pushed.
+    pub fn within(&self, bounds: Bounds) -> bool {
+        self.in_flight.len() < bounds.in_flight && self.output.len() < bounds.unsent
+    }
+
+    /// Whether a push was refused since the last call.
+    pub fn take_overflow(&mut self) -> bool {
+        std::mem::take(&mut self.overflowed)
+    }
+
+    /// Dates the requests pushed since the last call `now`: the caller
+    /// calls it once per turn of its loop, before it waits.
+    pub fn stamp(&mut self, now: Instant) {
+        let unstamped = self.in_flight.len() - self.queued_at.len();
+        self.queued_at.extend(std::iter::repeat_n(now, unstamped));
+    }
+
+    /// When the oldest request still waiting for its reply was queued
+    /// (`None`: none waits, or it was pushed since the last `stamp`).
+    pub fn oldest(&self) -> Option<Instant> {
+        self.queued_at.front().copied()
     }
 
     /// Queues a command that gets no reply of its own (on RESP3, SUBSCRIBE
@@ -151,6 +199,7 @@ impl<T> Pipeline<T> {
             if let Reply::Push(items) = reply {
                 if self.confirms(&items) {
                     self.waits.pop_front();
+                    self.queued_at.pop_front();
                     if let Some(token) = self.in_flight.pop_front() {
                         done.push(Incoming::Reply(token, Reply::Push(items)));
                     }
@@ -163,6 +212,8 @@ impl<T> Pipeline<T> {
                 .in_flight
                 .pop_front()
                 .ok_or(PipelineError::Unrequested)?;
+            // The dated requests come first: if any is, this one was.
+            self.queued_at.pop_front();
             let wait = self.waits.pop_front().unwrap_or_default();
             match (reply, wait.command) {
                 (Reply::Error(error), Some(command)) if is_redirect(&error) => {
@@ -180,6 +231,24 @@ impl<T> Pipeline<T> {
         Ok(done)
     }
 
+    /// The connection is gone: the requests it had in flight (whose effect
+    /// on Redis is unknown) and unsent commands are handed back, and the
+    /// pipeline starts empty.
+    pub fn reset(&mut self) -> Vec<T> {
+        self.output.clear();
+        self.input.clear();
+        self.queued_at.clear();
+        self.waits.clear();
+        self.overflowed = false;
+        let lost = self.in_flight.drain(..).collect();
+        // What a stalled Redis made grow is given back, not kept for good.
+        self.output.shrink_to(KEPT_CAPACITY);
+        self.input.shrink_to(KEPT_CAPACITY);
+        self.in_flight.shrink_to(KEPT_CAPACITY / 64);
+        self.queued_at.shrink_to(KEPT_CAPACITY / 64);
+        lost
+    }
+
     /// Whether `push` is the confirmation the oldest request waits for.
     fn confirms(&self, push: &[Reply]) -> bool {
         let Some(Wait {
@@ -190,16 +259,6 @@ impl<T> Pipeline<T> {
             return false;
         };
         matches!(push, [k, c, ..] if k.as_bytes() == Some(kind) && c.as_bytes() == Some(channel))
-    }
-
-    /// The connection is gone: the requests it had in flight (whose effect
-    /// on Redis is unknown) and unsent commands are handed back, and the
-    /// pipeline starts empty.
-    pub fn reset(&mut self) -> Vec<T> {
-        self.output.clear();
-        self.input.clear();
-        self.waits.clear();
-        self.in_flight.drain(..).collect()
     }
 }
 
@@ -259,9 +318,17 @@ mod tests {
         resp::write_command(out, &["PING"]);
     }
 
+    /// At most `n` requests in flight, bytes unbounded.
+    fn requests(n: usize) -> Bounds {
+        Bounds {
+            in_flight: n,
+            unsent: usize::MAX,
+        }
+    }
+
     #[test]
     fn replies_go_to_their_requests_in_order_across_reads() {
-        let mut p = Pipeline::new(8);
+        let mut p = Pipeline::new(requests(8));
         p.push("a", ping).unwrap();
         p.push("b", |out| resp::write_command(out, &["INCR", "k"]))
             .unwrap();
@@ -286,7 +353,7 @@ mod tests {
 
     #[test]
     fn pushes_come_between_replies_in_order_and_answer_no_request() {
-        let mut p = Pipeline::new(8);
+        let mut p = Pipeline::new(requests(8));
         p.push_unanswered(|out| resp::write_command(out, &["SUBSCRIBE", "c"]));
         p.push("a", ping).unwrap();
         assert_eq!(p.in_flight(), 1);
@@ -308,7 +375,7 @@ mod tests {
 
     #[test]
     fn a_full_pipeline_refuses_and_a_reset_hands_back_what_was_in_flight() {
-        let mut p = Pipeline::new(2);
+        let mut p = Pipeline::new(requests(2));
         p.push(1, ping).unwrap();
         p.push(2, ping).unwrap();
         assert_eq!(p.push(3, ping), Err(3));
@@ -321,7 +388,7 @@ mod tests {
 
     #[test]
     fn a_subscription_is_answered_by_its_confirmation_or_an_error() {
-        let mut p = Pipeline::new(8);
+        let mut p = Pipeline::new(requests(8));
         let ssub = |out: &mut Vec<u8>| resp::write_command(out, &["SSUBSCRIBE", "c"]);
         p.push_confirmed("sub", b"ssubscribe", b"c", ssub).unwrap();
         p.push("ping", ping).unwrap();
@@ -351,7 +418,7 @@ mod tests {
 
     #[test]
     fn a_keeping_pipeline_hands_back_a_redirected_command() {
-        let mut p = Pipeline::keeping(8);
+        let mut p = Pipeline::keeping(requests(8));
         p.push("a", ping).unwrap();
         p.push("b", ping).unwrap();
         let got = p.on_input(b"-MOVED 7 h:1\r\n-ERR no\r\n").unwrap();
@@ -369,7 +436,7 @@ mod tests {
             .unwrap();
         let got = p.on_input(b"-ASK 7 h:2\r\n").unwrap();
         assert!(matches!(got[0], Incoming::Redirect { redirects: 1, .. }));
-        let mut plain = Pipeline::new(8);
+        let mut plain = Pipeline::new(requests(8));
         plain.push("a", ping).unwrap();
         let got = plain.on_input(b"-MOVED 7 h:1\r\n").unwrap();
         assert_eq!(
@@ -380,13 +447,69 @@ mod tests {
 
     #[test]
     fn a_reply_nobody_asked_for_or_garbage_drops_the_connection() {
-        let mut p: Pipeline<u8> = Pipeline::new(2);
+        let mut p: Pipeline<u8> = Pipeline::new(requests(2));
         assert_eq!(p.on_input(b"+OK\r\n"), Err(PipelineError::Unrequested));
-        let mut p: Pipeline<u8> = Pipeline::new(2);
+        let mut p: Pipeline<u8> = Pipeline::new(requests(2));
         p.push(1, ping).unwrap();
         assert_eq!(
             p.on_input(b"?\r\n"),
             Err(PipelineError::Resp(RespError::UnknownType(b'?')))
         );
+    }
+
+    #[test]
+    fn unsent_bytes_are_bounded_and_a_refusal_is_reported_once() {
+        let bounds = Bounds {
+            in_flight: 100,
+            unsent: 20,
+        };
+        let mut p = Pipeline::new(bounds);
+        p.push(1, ping).unwrap();
+        assert!(p.within(bounds));
+        p.push(2, ping).unwrap();
+        assert_eq!(p.output().len(), 28);
+        assert!(!p.within(bounds));
+        assert!(!p.take_overflow());
+        assert_eq!(p.push(3, ping), Err(3));
+        assert!(p.take_overflow());
+        assert!(!p.take_overflow());
+        // What was written no longer counts against the bound.
+        p.written(28);
+        p.push(3, ping).unwrap();
+        // A lower bound of the caller's own refuses earlier.
+        let lower = Bounds {
+            in_flight: 3,
+            unsent: 20,
+        };
+        assert!(!p.within(lower));
+    }
+
+    #[test]
+    fn the_oldest_unanswered_request_is_dated_by_the_stamp_after_its_push() {
+        let start = Instant::now();
+        let later = |ms| start + std::time::Duration::from_millis(ms);
+        let mut p = Pipeline::new(requests(8));
+        assert_eq!(p.oldest(), None);
+        p.push("a", ping).unwrap();
+        // Pushed this turn: not dated yet, so not late either.
+        assert_eq!(p.oldest(), None);
+        p.stamp(start);
+        p.push("b", ping).unwrap();
+        p.stamp(later(100));
+        p.stamp(later(200));
+        assert_eq!(p.oldest(), Some(start));
+        p.on_input(b"+PONG\r\n").unwrap();
+        assert_eq!(p.oldest(), Some(later(100)));
+        p.push("c", ping).unwrap();
+        p.on_input(b"+PONG\r\n").unwrap();
+        // "c" was pushed after the last stamp.
+        assert_eq!(p.oldest(), None);
+        p.stamp(later(300));
+        assert_eq!(p.oldest(), Some(later(300)));
+        p.reset();
+        assert_eq!(p.oldest(), None);
+        p.push("d", ping).unwrap();
+        p.stamp(later(400));
+        assert_eq!(p.oldest(), Some(later(400)));
     }
 }

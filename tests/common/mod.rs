@@ -12,6 +12,7 @@ pub mod pki;
 pub mod raw;
 pub mod redis;
 pub mod rooms;
+pub mod sentinel;
 pub mod token;
 pub mod ws;
 

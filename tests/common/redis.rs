@@ -171,6 +171,15 @@ impl RedisServer {
         format!("redis://{}", self.addr)
     }
 
+    /// Freezes the server (SIGSTOP) until the guard is dropped (SIGCONT):
+    /// its sockets stay open and it answers nothing, as a Redis stuck in a
+    /// long command, swapping or paused by its host does. Even a test that
+    /// panics meanwhile thaws it (and `Drop` kills it anyway).
+    pub fn freeze(&self) -> Frozen<'_> {
+        roomcast::sys::signal(self.child.id(), libc::SIGSTOP).expect("SIGSTOP redis-server");
+        Frozen { redis: self }
+    }
+
     /// `rediss://` to the TLS port, by IP address: the certificate must
     /// name `127.0.0.1`.
     pub fn tls_url(&self) -> String {
@@ -226,6 +235,22 @@ impl Drop for RedisServer {
         // A paused server dies of SIGKILL all the same.
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A frozen `RedisServer`; dropping it thaws the server.
+pub struct Frozen<'a> {
+    redis: &'a RedisServer,
+}
+
+impl Frozen<'_> {
+    /// Lets the server run again (SIGCONT).
+    pub fn thaw(self) {}
+}
+
+impl Drop for Frozen<'_> {
+    fn drop(&mut self) {
+        let _ = roomcast::sys::signal(self.redis.child.id(), libc::SIGCONT);
     }
 }
 

@@ -15,7 +15,7 @@ use crate::common::redis::RedisCluster;
 use crate::common::rooms::{Client, publisher, seq_of};
 use crate::common::{Server, http_get, json_at, wait_until};
 use crate::harness::{Drill, assert_no_secrets, ms, pick};
-use crate::restarts::node_with;
+use crate::load::node;
 use roomcast::redis::layout;
 use simd_json::prelude::*;
 
@@ -75,7 +75,7 @@ fn a_redis_cluster_shard_fails_over_and_only_its_rooms_pause() {
          acknowledged messages in order",
     );
     let mut cluster = RedisCluster::start(3, 1);
-    let node: Server = node_with(&cluster.url(), 0, &[]);
+    let node: Server = node(&cluster.url(), 0, &[]);
     let addr = node.addr();
     // Rooms grouped by their shard's master, `per_shard` each.
     let mut shards: Vec<(SocketAddr, Vec<String>)> = Vec::new();

@@ -14,7 +14,7 @@ use crate::common::pki::{Authority, temp_dir};
 use crate::common::redis::RedisServer;
 use crate::common::{Server, http_get, metric, wait_until};
 use crate::harness::{Drill, assert_no_secrets, ms, pick};
-use crate::restarts::{Load, node_with};
+use crate::load::{Load, node};
 
 /// The certificate Redis presents to a new TLS client now.
 fn served_certificate(addr: SocketAddr, ca: &std::path::Path) -> CertificateDer<'static> {
@@ -52,9 +52,7 @@ fn the_redis_certificate_rotates_under_load_and_the_nodes_reconnect_losing_nothi
     let redis = RedisServer::start_tls(&first, &ca.file);
     let tls_addr = redis.tls_addr.unwrap();
     let trust = ["--redis-ca", ca.file.to_str().unwrap()];
-    let nodes: Vec<Server> = (0..2)
-        .map(|_| node_with(&redis.tls_url(), 0, &trust))
-        .collect();
+    let nodes: Vec<Server> = (0..2).map(|_| node(&redis.tls_url(), 0, &trust)).collect();
     let addrs: Vec<SocketAddr> = nodes.iter().map(Server::addr).collect();
     let load = Load::start(&addrs, count, pause);
     thread::sleep(Duration::from_secs(1));

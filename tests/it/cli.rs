@@ -310,6 +310,7 @@ const RICH_SETTINGS: &[(&str, &str, &str)] = &[
     ("--redis-prefix", "ROOMCAST_REDIS_PREFIX", "golden"),
     ("--node-id", "ROOMCAST_NODE_ID", "node-7"),
     ("--redis-replicas", "ROOMCAST_REDIS_REPLICAS", "1"),
+    ("--redis-timeout", "ROOMCAST_REDIS_TIMEOUT", "2500ms"),
     ("--dashboard", "ROOMCAST_DASHBOARD", "false"),
     ("--publish-rate", "ROOMCAST_PUBLISH_RATE", "250"),
     ("--handshake-timeout", "ROOMCAST_HANDSHAKE_TIMEOUT", "7s"),

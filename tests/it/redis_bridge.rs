@@ -22,7 +22,7 @@ use roomcast::redis::resp::Reply;
 use roomcast::redis::{History, Presence, PresenceChange, Sequenced};
 
 #[derive(Debug)]
-enum Out {
+pub(crate) enum Out {
     Sequenced(u32, Result<Sequenced, Unavailable>),
     Joined(u32, Result<(History, u64), Unavailable>),
     Deliver(usize, RoomEvent),
@@ -63,7 +63,7 @@ impl BridgeSink for ChannelSink {
     }
 }
 
-struct Node {
+pub(crate) struct Node {
     handle: BridgeHandle<u32>,
     out: Receiver<Out>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -77,6 +77,11 @@ impl Node {
     }
 
     fn start_as(port: u16, node_id: &str) -> Node {
+        Node::start_with(port, node_id, Duration::from_secs(2))
+    }
+
+    /// A bridge with `--redis-timeout` `timeout`.
+    pub(crate) fn start_with(port: u16, node_id: &str, timeout: Duration) -> Node {
         let (tx, out) = crossbeam_channel::unbounded();
         let config = BridgeConfig {
             cluster: ClusterConfig {
@@ -85,6 +90,7 @@ impl Node {
                 node_id: node_id.into(),
                 ca: None,
                 replicas: 0,
+                timeout,
             },
             history: HistoryConfig {
                 messages: 100,
@@ -107,13 +113,13 @@ impl Node {
         }
     }
 
-    fn next(&self) -> Out {
+    pub(crate) fn next(&self) -> Out {
         self.out
             .recv_timeout(Duration::from_secs(10))
             .expect("the bridge answers within 10 s")
     }
 
-    fn wait_link(&self, up: bool) {
+    pub(crate) fn wait_link(&self, up: bool) {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             assert!(Instant::now() < deadline, "link never became {up}");
@@ -132,7 +138,7 @@ impl Node {
         }));
     }
 
-    fn publish(&self, room: &str, n: u32) {
+    pub(crate) fn publish(&self, room: &str, n: u32) {
         let head = format!(r#"{{"event":"chat:msg","room":"{room}","data":{n},"from":"u","seq":"#);
         assert!(self.handle.send(BridgeRequest::Publish {
             room: room.into(),

@@ -36,8 +36,9 @@ const MAX_REDIRECTS: u8 = 3;
 pub(super) struct Topology {
     /// The URL given (credentials), for the links to the masters.
     template: RedisUrl,
-    /// `--redis-replicas`, for the links to the masters.
+    /// `--redis-replicas` and `--redis-timeout`, for the links to the masters.
     replicas: u8,
+    timeout: Duration,
     map: Option<SlotMap>,
     /// Per master of `map` (in its order), the link to it.
     owners: Vec<usize>,
@@ -55,11 +56,12 @@ pub(super) struct Topology {
 }
 
 impl Topology {
-    pub(super) fn new(template: RedisUrl, replicas: u8) -> Self {
+    pub(super) fn new(template: RedisUrl, replicas: u8, timeout: Duration) -> Self {
         let now = Instant::now();
         Self {
             template,
             replicas,
+            timeout,
             map: None,
             owners: Vec::new(),
             fresh: None,
@@ -72,10 +74,10 @@ impl Topology {
     }
 
     /// The links of the seed nodes, which the first map replaces.
-    pub(super) fn seed_links<A>(url: &RedisUrl, replicas: u8) -> Vec<Link<A>> {
+    pub(super) fn seed_links<A>(url: &RedisUrl, replicas: u8, timeout: Duration) -> Vec<Link<A>> {
         url.seeds
             .iter()
-            .map(|(host, port)| Link::for_cluster(url.at(host, *port), replicas))
+            .map(|(host, port)| Link::for_cluster(url.at(host, *port), replicas, timeout))
             .collect()
     }
 
@@ -240,7 +242,7 @@ impl<S: BridgeSink> Bridge<S> {
             return 0;
         };
         let url = topology.template.at(&master.host, master.port);
-        let link = Link::for_cluster(url, topology.replicas);
+        let link = Link::for_cluster(url, topology.replicas, topology.timeout);
         match self
             .links
             .iter()
@@ -294,13 +296,13 @@ impl<S: BridgeSink> Bridge<S> {
         });
         let (Some(redirect), Some(target)) = (redirect, target) else {
             log_warn!("redis cluster: {error}: no link to follow it; answered unavailable");
-            return self.unavailable(pending);
+            return self.answer_unavailable(pending);
         };
         if redirects >= MAX_REDIRECTS {
             log_warn!(
                 "redis cluster: {error}: {redirects} redirections already; answered unavailable"
             );
-            return self.unavailable(pending);
+            return self.answer_unavailable(pending);
         }
         let link = &mut self.links[target];
         if matches!(redirect, Redirect::Ask { .. }) {
@@ -310,7 +312,7 @@ impl<S: BridgeSink> Bridge<S> {
         }
         match link.pipeline.push_again(pending, command, redirects + 1) {
             Ok(()) => self.metrics.cluster_redirects.inc(),
-            Err(pending) => self.unavailable(pending),
+            Err(pending) => self.answer_unavailable(pending),
         }
     }
 

@@ -3,7 +3,11 @@
 //! library, the subscriptions and recoveries of the rooms served), reading
 //! replies and pushes in order, writing what the pipeline holds, and on
 //! failure answering what was in flight `Unavailable` and retrying with
-//! backoff and jitter.
+//! backoff and jitter. A Sentinel-managed server is connected where its
+//! watcher last named the master, checked with `ROLE`, and left for the
+//! new master as soon as the watcher names one; a `READONLY` reply means
+//! the master was demoted: the link is dropped and the watcher asked to
+//! look again.
 
 use std::collections::HashSet;
 use std::io;
@@ -19,6 +23,7 @@ use crate::redis;
 use crate::redis::layout::RoomKeys;
 use crate::redis::pipeline::Incoming;
 use crate::redis::resp::{self, Reply};
+use crate::redis::sentinel::{self, Role};
 use crate::redis::url::RedisUrl;
 use crate::{log_info, log_warn};
 
@@ -28,7 +33,8 @@ impl<S: BridgeSink> Bridge<S> {
         let now = Instant::now();
         for index in 0..self.links.len() {
             let link = &self.links[index];
-            if link.stream.is_some() || link.retired || now < link.retry_at {
+            if link.stream.is_some() || link.retired || now < link.retry_at || !link.knows_address()
+            {
                 continue;
             }
             if let Err(e) = self.open(index) {
@@ -41,8 +47,15 @@ impl<S: BridgeSink> Bridge<S> {
     /// Connects, and queues the setup, the subscriptions of every room
     /// served on this server and the recovery of each.
     pub(super) fn open(&mut self, index: usize) -> io::Result<()> {
-        let url = &self.links[index].url;
-        let mut stream = Stream::connect(resolve(url)?, url, self.config.tls.as_ref())?;
+        let link = &mut self.links[index];
+        let addr = match &link.watch {
+            Some(watch) => watch
+                .master
+                .ok_or_else(|| io::Error::other("no master named"))?,
+            None => resolve(&link.url)?,
+        };
+        link.addr = Some(addr);
+        let mut stream = Stream::connect(addr, &link.url, self.config.tls.as_ref())?;
         let both = Interest::READABLE | Interest::WRITABLE;
         self.poll
             .registry()
@@ -57,6 +70,12 @@ impl<S: BridgeSink> Bridge<S> {
                 .pipeline
                 .push(Pending::Setup, |out| resp::write_command(out, &command));
             debug_assert!(pushed.is_ok());
+        }
+        if link.watch.is_some() {
+            link.setup_left += 1;
+            let _ = link
+                .pipeline
+                .push(Pending::Role, |out| resp::write_command(out, &["ROLE"]));
         }
         if in_cluster {
             // Before the library: a replica refuses FUNCTION LOAD, and its
@@ -157,6 +176,7 @@ impl<S: BridgeSink> Bridge<S> {
             let _ = self.poll.registry().deregister(stream.socket());
         }
         link.ready = false;
+        link.liveness.down();
         let lost = link.pipeline.reset();
         for answer in link.replication.reset() {
             self.sink.sequenced(answer, Err(Unavailable));
@@ -167,12 +187,12 @@ impl<S: BridgeSink> Bridge<S> {
             topology.link_lost();
         }
         for pending in lost {
-            self.unavailable(pending);
+            self.answer_unavailable(pending);
         }
     }
 
-    /// What a request waited for cannot be had: it is answered `Unavailable`.
-    pub(super) fn unavailable(&mut self, pending: Pending<S::Answer>) {
+    /// Answers a request whose reply will not come, or will not be read.
+    pub(super) fn answer_unavailable(&mut self, pending: Pending<S::Answer>) {
         match pending {
             Pending::Publish { answer, .. } => self.sink.sequenced(answer, Err(Unavailable)),
             Pending::Join { answer, .. } => self.sink.joined(answer, Err(Unavailable)),
@@ -192,6 +212,7 @@ impl<S: BridgeSink> Bridge<S> {
                 }
             }
             Pending::Setup
+            | Pending::Role
             | Pending::Replicated { .. }
             | Pending::Subscribed { .. }
             | Pending::Ignored
@@ -201,17 +222,54 @@ impl<S: BridgeSink> Bridge<S> {
         }
     }
 
+    /// The watcher of link `index` names `addr` the master: a link
+    /// connected elsewhere leaves at once, and the next attempt is now.
+    pub(super) fn on_master(&mut self, index: usize, addr: SocketAddr) {
+        let Some(link) = self.links.get_mut(index) else {
+            return;
+        };
+        let Some(watch) = link.watch.as_mut() else {
+            return;
+        };
+        if watch.master.replace(addr).is_some() {
+            self.metrics.master_changes.inc();
+        }
+        log_info!(
+            "redis bridge: {}: Sentinel names the master {addr}",
+            link.url
+        );
+        if link.stream.is_some() && link.addr != Some(addr) {
+            self.drop_link(index);
+        }
+        self.links[index].retry_at = Instant::now();
+    }
+
+    /// The server of link `index` is not the master (any more).
+    fn not_master(&mut self, index: usize, what: &str) -> io::Error {
+        let link = &self.links[index];
+        if let Some(watch) = &link.watch {
+            watch.look_again();
+        }
+        let addr = link.addr.map_or_else(String::new, |a| format!(" ({a})"));
+        io::Error::other(format!("the server{addr} is not the master: {what}"))
+    }
+
     pub(super) fn next_retry(&self) -> Option<Duration> {
         let now = Instant::now();
         self.links
             .iter()
-            .filter(|l| l.stream.is_none() && !l.retired)
+            .filter(|l| l.stream.is_none() && !l.retired && l.knows_address())
             .map(|l| l.retry_at.saturating_duration_since(now))
             .min()
     }
 
     pub(super) fn report_link(&mut self) {
         let up = self.links.iter().filter(|l| !l.retired).all(Link::is_up);
+        // A node that has not tried yet is not down: nothing is said (and
+        // `/healthz` keeps its 503) until every first attempt ended.
+        if self.up.is_none() && !up && self.links.iter().any(Link::first_try) {
+            return;
+        }
         if self.up != Some(up) {
             self.up = Some(up);
             self.metrics.up.set(u64::from(up));
@@ -243,10 +301,17 @@ impl<S: BridgeSink> Bridge<S> {
             .pipeline
             .on_input(&self.read_buf)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        // Past a reply that fails the link, the replies read with it are
+        // answered as the link's in-flight requests are.
+        let mut failed = Ok(());
         for item in incoming {
             match item {
                 Incoming::Push(items) => self.on_push(&items),
-                Incoming::Reply(pending, reply) => self.on_reply(index, pending, reply)?,
+                Incoming::Reply(pending, _) if failed.is_err() => self.answer_unavailable(pending),
+                Incoming::Reply(pending, reply) => failed = self.on_reply(index, pending, reply),
+                Incoming::Redirect { token, .. } if failed.is_err() => {
+                    self.answer_unavailable(token);
+                }
                 Incoming::Redirect {
                     token,
                     error,
@@ -255,7 +320,7 @@ impl<S: BridgeSink> Bridge<S> {
                 } => self.redirected(token, &error, command, redirects),
             }
         }
-        closed
+        failed.and(closed)
     }
 
     pub(super) fn on_reply(
@@ -264,16 +329,31 @@ impl<S: BridgeSink> Bridge<S> {
         pending: Pending<S::Answer>,
         reply: Reply,
     ) -> io::Result<()> {
+        let readonly = sentinel::is_readonly(&reply);
+        self.answer(index, pending, reply)?;
+        if readonly {
+            return Err(self.not_master(index, "it answered READONLY"));
+        }
+        Ok(())
+    }
+
+    fn answer(
+        &mut self,
+        index: usize,
+        pending: Pending<S::Answer>,
+        reply: Reply,
+    ) -> io::Result<()> {
         match pending {
+            Pending::Role => match sentinel::role(&reply) {
+                Role::Master => self.on_setup_reply(index),
+                Role::Replica => return Err(self.not_master(index, "ROLE says replica")),
+                Role::Other => return Err(self.not_master(index, "ROLE says neither")),
+            },
             Pending::Setup => {
                 if let Reply::Error(e) = reply {
                     return Err(io::Error::other(format!("setup refused: {e}")));
                 }
-                let link = &mut self.links[index];
-                link.setup_left = link.setup_left.saturating_sub(1);
-                if link.setup_left == 0 {
-                    self.on_setup_answered(index);
-                }
+                self.on_setup_reply(index);
             }
             Pending::Publish { answer, sent } => {
                 self.metrics.command_latency.observe(sent.elapsed());
@@ -345,6 +425,14 @@ impl<S: BridgeSink> Bridge<S> {
         Ok(())
     }
 
+    fn on_setup_reply(&mut self, index: usize) {
+        let link = &mut self.links[index];
+        link.setup_left = link.setup_left.saturating_sub(1);
+        if link.setup_left == 0 {
+            self.on_setup_answered(index);
+        }
+    }
+
     /// The last setup reply is in (the library is loaded): the link takes
     /// requests.
     pub(super) fn on_setup_answered(&mut self, index: usize) {
@@ -354,6 +442,7 @@ impl<S: BridgeSink> Bridge<S> {
         }
         link.ready = true;
         link.backoff.reset();
+        link.liveness.ready(Instant::now());
         if link.was_up {
             self.metrics.reconnects.inc();
             log_info!("redis bridge: {} is back", link.url);

@@ -15,9 +15,11 @@
 //! history where its cursor left off (`redis::subscriptions`).
 //!
 //! Here: the requests, the loop, publishes and subscriptions. `link`: the
-//! connections. `events`: what the channels bring. `presence`: joins,
+//! connections. `bounds`: what waits for Redis, bounded in time
+//! (`--redis-timeout`) and in size. `events`: what the channels bring. `presence`: joins,
 //! leaves, the online set and node liveness. `api`: the Server API's
-//! messages between nodes and the list of live nodes. Owns those sockets; the RESP
+//! messages between nodes and the list of live nodes. `sentinel`: where a
+//! `redis+sentinel://` server's master is. Owns those sockets; the RESP
 //! bytes and the function calls come from `redis`, the requests and what
 //! comes back unasked from `redis::requests`; what a reply means for a
 //! client is the room router's business (`rooms::cluster`), reached through
@@ -25,11 +27,13 @@
 //! answer to the shard it is for).
 
 mod api;
+mod bounds;
 mod cluster;
 mod events;
 mod link;
 mod presence;
 mod replicas;
+mod sentinel;
 mod stream;
 mod webhooks;
 
@@ -38,11 +42,12 @@ pub use webhooks::WebhookFeed;
 
 use std::collections::HashMap;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, Sender};
 use mio::{Events, Poll, Token, Waker};
 
 use crate::config::{ClusterConfig, HistoryConfig, PresenceConfig};
@@ -52,6 +57,7 @@ use crate::metrics::RedisMetrics;
 use crate::proto::names::matches_any;
 use crate::redis::backoff::Backoff;
 use crate::redis::layout::{self, RoomKeys};
+use crate::redis::liveness::Liveness;
 use crate::redis::pipeline::Pipeline;
 use crate::redis::resp;
 use crate::redis::subscriptions::{Change, Subscriptions};
@@ -63,8 +69,8 @@ pub use crate::redis::requests::{
 };
 
 const WAKER: Token = Token(usize::MAX);
-/// Most commands waiting for Redis per server; past it, requests are
-/// answered `Unavailable` rather than queued without bound.
+/// Most requests waiting for Redis per server; past it, requests are
+/// answered `Unavailable` rather than queued without bound (`bounds`).
 const MAX_IN_FLIGHT: usize = 16_384;
 /// Rooms whose key names are kept; past it the cache starts afresh.
 const MAX_CACHED_KEYS: usize = 65_536;
@@ -186,35 +192,46 @@ pub fn start<S: BridgeSink>(
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let (tx, rx) = crossbeam_channel::unbounded();
+    let (named, masters) = crossbeam_channel::unbounded();
+    let timeout = config.cluster.timeout;
+    let replicas = config.cluster.replicas;
     let redis_cluster = config
         .cluster
         .servers
         .iter()
         .find(|url| url.is_cluster())
         .cloned();
-    let replicas = config.cluster.replicas;
-    let links = match &redis_cluster {
-        Some(url) => cluster::Topology::seed_links(url, replicas),
+    let mut links: Vec<Link<S::Answer>> = match &redis_cluster {
+        Some(url) => cluster::Topology::seed_links(url, replicas, timeout),
         None => config
             .cluster
             .servers
             .iter()
             .cloned()
-            .map(|url| Link::new(url, replicas))
+            .map(|url| Link::new(url, replicas, timeout))
             .collect(),
     };
-    let topology = redis_cluster.map(|url| cluster::Topology::new(url, replicas));
+    for (index, link) in links.iter_mut().enumerate() {
+        if let Some(sentinels) = &link.url.sentinel {
+            let watch =
+                sentinel::Watch::start(index, sentinels.clone(), named.clone(), waker.clone());
+            link.watch = Some(watch?);
+        }
+    }
+    let topology = redis_cluster.map(|url| cluster::Topology::new(url, replicas, timeout));
     let servers = config.cluster.servers.len();
     let webhooks = feed.map(|feed| webhooks::Reader::new(feed, &config.cluster.prefix, servers));
     let mut bridge = Bridge {
         poll,
         requests: rx,
+        masters,
         sink,
         links,
         subscriptions: Subscriptions::default(),
         config,
         epochs_made: 0,
         up: None,
+        backlog: false,
         read_buf: Vec::new(),
         metrics,
         next_heartbeat: Instant::now(),
@@ -260,6 +277,9 @@ enum Pending<A> {
     /// HELLO, SELECT or FUNCTION LOAD: an error reply means the link is
     /// unusable.
     Setup,
+    /// `ROLE`, in the setup of a Sentinel-managed server: a server that
+    /// is not the master is unusable too.
+    Role,
     Publish {
         answer: A,
         sent: Instant,
@@ -325,6 +345,10 @@ enum Pending<A> {
 struct Link<A> {
     url: RedisUrl,
     stream: Option<stream::Stream>,
+    /// Where the connection goes, or went last.
+    addr: Option<SocketAddr>,
+    /// `redis+sentinel://`: the watcher that names the master.
+    watch: Option<sentinel::Watch>,
     /// The connection is established (a first event came).
     connected: bool,
     /// The setup commands are answered: requests may be taken.
@@ -338,50 +362,70 @@ struct Link<A> {
     was_up: bool,
     /// With `--redis-replicas`: publishes waiting for their `WAIT`.
     replication: replicas::Replication<A>,
+    /// Whether Redis answers in time (`--redis-timeout`), and its pings.
+    liveness: Liveness,
     /// Redis Cluster: its node is no longer a master; not reconnected.
     retired: bool,
 }
 
 impl<A> Link<A> {
-    fn new(url: RedisUrl, replicas: u8) -> Self {
+    fn new(url: RedisUrl, replicas: u8, timeout: Duration) -> Self {
         Self {
             url,
             stream: None,
+            addr: None,
+            watch: None,
             connected: false,
             ready: false,
             setup_left: 0,
-            pipeline: Pipeline::new(MAX_IN_FLIGHT),
+            pipeline: Pipeline::new(bounds::ALL),
             backoff: Backoff::new(RETRY_BASE, RETRY_CAP),
             retry_at: Instant::now(),
             was_up: false,
             replication: replicas::Replication::new(replicas),
+            liveness: Liveness::new(timeout),
             retired: false,
         }
     }
 
     /// A link to a Redis Cluster node, whose commands are kept until
     /// answered, for `-MOVED` and `-ASK`.
-    fn for_cluster(url: RedisUrl, replicas: u8) -> Self {
+    fn for_cluster(url: RedisUrl, replicas: u8, timeout: Duration) -> Self {
         Self {
-            pipeline: Pipeline::keeping(MAX_IN_FLIGHT),
-            ..Self::new(url, replicas)
+            pipeline: Pipeline::keeping(bounds::ALL),
+            ..Self::new(url, replicas, timeout)
         }
     }
 
     fn is_up(&self) -> bool {
         self.stream.is_some() && self.ready
     }
+
+    /// Whether there is a server to connect to: a Sentinel-managed one
+    /// waits for its watcher to name the master.
+    fn knows_address(&self) -> bool {
+        self.watch.as_ref().is_none_or(|w| w.master.is_some())
+    }
+
+    /// Neither up yet nor failed yet: its first attempt is under way.
+    fn first_try(&self) -> bool {
+        !self.was_up && self.backoff.failures() == 0
+    }
 }
 
 struct Bridge<S: BridgeSink> {
     poll: Poll,
     requests: Receiver<BridgeRequest<S::Answer>>,
+    /// The masters the Sentinel watchers name, by link.
+    masters: Receiver<(usize, SocketAddr)>,
     sink: S,
     links: Vec<Link<S::Answer>>,
     subscriptions: Subscriptions,
     config: BridgeConfig,
     epochs_made: u64,
     up: Option<bool>,
+    /// Requests were left in the channel last turn (`bounds`).
+    backlog: bool,
     /// What a connection read this time, reused.
     read_buf: Vec<u8>,
     metrics: Arc<RedisMetrics>,
@@ -415,6 +459,7 @@ impl<S: BridgeSink> Bridge<S> {
     fn run(&mut self) {
         let mut events = Events::with_capacity(256);
         loop {
+            self.watch_links(Instant::now());
             self.connect_due();
             self.refresh_map();
             self.report_link();
@@ -437,7 +482,7 @@ impl<S: BridgeSink> Bridge<S> {
                 // The map is asked for again within this when it may be stale.
                 timeout = timeout.min(Duration::from_millis(100));
             }
-            let timeout = Some(timeout);
+            let timeout = Some(self.until_next_check(timeout));
             if let Err(e) = self.poll.poll(&mut events, timeout)
                 && e.kind() != io::ErrorKind::Interrupted
             {
@@ -449,6 +494,9 @@ impl<S: BridgeSink> Bridge<S> {
                     self.on_readable(event.token().0);
                 }
             }
+            while let Ok((index, addr)) = self.masters.try_recv() {
+                self.on_master(index, addr);
+            }
             self.apply_map();
             if !self.take_requests() {
                 return;
@@ -459,28 +507,6 @@ impl<S: BridgeSink> Bridge<S> {
             let in_flight: usize = self.links.iter().map(|l| l.pipeline.in_flight()).sum();
             self.metrics.in_flight.set(in_flight as u64);
         }
-    }
-
-    /// Handles every queued request; false on `Stop`.
-    fn take_requests(&mut self) -> bool {
-        // A full pipeline takes no more: requests wait in the channel (a
-        // join storm is slowed down, not refused) until Redis answers.
-        while self.has_room() {
-            match self.requests.try_recv() {
-                Ok(BridgeRequest::Stop) | Err(TryRecvError::Disconnected) => return false,
-                Ok(request) => self.on_request(request),
-                Err(TryRecvError::Empty) => return true,
-            }
-        }
-        true
-    }
-
-    /// Whether every link's pipeline can take one more request (at most
-    /// three commands).
-    fn has_room(&self) -> bool {
-        self.links
-            .iter()
-            .all(|l| l.pipeline.in_flight() + 4 <= MAX_IN_FLIGHT)
     }
 
     fn on_request(&mut self, request: BridgeRequest<S::Answer>) {
