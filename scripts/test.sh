@@ -218,8 +218,8 @@ while True:
     except (OSError, OverflowError):
         pass
 ')"
-    mkdir -p "$LOGS/rcluster/$port"
-    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$LOGS/rcluster/$port" \
+    mkdir -p "$LOGS/rcluster-nodes/$port"
+    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$LOGS/rcluster-nodes/$port" \
       --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 1000 \
       --cluster-require-full-coverage no >/dev/null 2>&1 &
     RCLUSTER_PIDS+=($!)
