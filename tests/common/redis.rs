@@ -573,3 +573,53 @@ impl Drop for RedisCluster {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+impl RedisCluster {
+    /// Moves `slot` and its keys to the master at `to`, as a reshard does:
+    /// IMPORTING/MIGRATING, `MIGRATE` of every key, then `SETSLOT NODE` on
+    /// every master.
+    pub fn move_slot(&self, slot: u16, to: SocketAddr) {
+        let from = self.master_of(slot);
+        let id = |addr: SocketAddr| {
+            let reply = RedisConn::connect(addr).call(&["CLUSTER", "MYID"]);
+            String::from_utf8_lossy(reply.as_bytes().expect("an id")).into_owned()
+        };
+        let (from_id, to_id) = (id(from), id(to));
+        let slot = slot.to_string();
+        let mut source = RedisConn::connect(from);
+        let mut target = RedisConn::connect(to);
+        target.call(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]);
+        source.call(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]);
+        loop {
+            let Reply::Array(keys) = source.call(&["CLUSTER", "GETKEYSINSLOT", &slot, "100"])
+            else {
+                panic!("GETKEYSINSLOT")
+            };
+            if keys.is_empty() {
+                break;
+            }
+            let (host, port) = (to.ip().to_string(), to.port().to_string());
+            let mut migrate: Vec<Vec<u8>> = ["MIGRATE", &host, &port, "", "0", "5000", "KEYS"]
+                .iter()
+                .map(|s| s.as_bytes().to_vec())
+                .collect();
+            migrate.extend(keys.iter().map(|k| k.as_bytes().unwrap().to_vec()));
+            let reply = source.call(&migrate);
+            assert!(!matches!(reply, Reply::Error(_)), "MIGRATE: {reply:?}");
+        }
+        for node in self.nodes[..self.masters]
+            .iter()
+            .filter(|n| n.child.is_some())
+        {
+            RedisConn::connect(node.addr).call(&["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+        }
+        wait_until(Duration::from_secs(10), "the slot moved", || {
+            self.master_of(slot.parse().unwrap()) == to
+        });
+    }
+
+    /// The masters' addresses.
+    pub fn masters(&self) -> Vec<SocketAddr> {
+        self.nodes[..self.masters].iter().map(|n| n.addr).collect()
+    }
+}

@@ -192,3 +192,46 @@ fn a_failover_pauses_only_its_shard_s_rooms() {
     });
     let _ = &mut members;
 }
+
+#[test]
+fn a_room_whose_slot_moves_keeps_its_members_and_order() {
+    let cluster = RedisCluster::start(3, 0);
+    let a = node_on(&cluster, "rs-a");
+    let room = "resharded";
+    let slot = layout::slot(room.as_bytes());
+    let mut member = Client::user(a.addr(), "member");
+    member.join(room);
+    let mut feed = common::rooms::publisher(a.addr(), "feed");
+    assert_eq!(feed.publish_ok(room, "t:n", "1"), 1);
+    assert_eq!(seq_of(&member.recv_skip_presence()), 1);
+    let from = cluster.master_of(slot);
+    let to = cluster.masters().into_iter().find(|m| *m != from).unwrap();
+    cluster.move_slot(slot, to);
+    // The next publishes are redirected (or follow the new map), and the
+    // member, subscribed again at the new master, gets each in order.
+    let mut seqs = Vec::new();
+    wait_until(
+        Duration::from_secs(10),
+        "publishes are acknowledged again",
+        || {
+            if let Some(seq) = acked(&feed.publish(room, "t:n", "2")) {
+                seqs.push(seq);
+            }
+            seqs.len() >= 3
+        },
+    );
+    let mut seen = Vec::new();
+    while seen.last() != seqs.last() {
+        seen.push(seq_of(&member.recv_skip_presence()));
+    }
+    assert_eq!(
+        seen, seqs,
+        "the member got each acknowledged message once, in order"
+    );
+    assert_eq!(seqs[0], 2, "the room's history moved with its slot");
+    let said = a.stderr();
+    assert!(
+        said.contains("a channel moved"),
+        "the node saw its channel unsubscribed: {said}"
+    );
+}
