@@ -318,10 +318,15 @@ impl<S: BridgeSink> Bridge<S> {
 
     /// The answer to a subscription in a Redis Cluster: a refusal (the
     /// channel's slot is elsewhere) has it made again after the next map.
-    pub(super) fn on_subscribed(&mut self, room: Option<Arc<str>>, reply: &Reply) {
+    /// A refused unsubscription needs nothing: that node does not serve
+    /// the channel.
+    pub(super) fn on_subscribed(&mut self, room: Option<Arc<str>>, subscribe: bool, reply: &Reply) {
         let Reply::Error(error) = reply else {
             return;
         };
+        if !subscribe {
+            return;
+        }
         log_warn!("redis cluster: a subscription was refused: {error}");
         let served = match &room {
             Some(room) => self.subscriptions.room(room).is_some(),

@@ -160,8 +160,9 @@ impl<S: BridgeSink> Bridge<S> {
         } else {
             b"sunsubscribe"
         };
+        let subscribe = verb == "SSUBSCRIBE";
         let _ = link.pipeline.push_confirmed(
-            Pending::Subscribed { room },
+            Pending::Subscribed { room, subscribe },
             kind,
             channel.as_bytes(),
             write,
@@ -418,7 +419,7 @@ impl<S: BridgeSink> Bridge<S> {
             Pending::DeadRooms { node } => self.on_dead_rooms(index, &node, &reply),
             Pending::Recover { room } => self.on_recovered(&room, &reply),
             Pending::Topology => self.on_topology(Some(&reply)),
-            Pending::Subscribed { room } => self.on_subscribed(room, &reply),
+            Pending::Subscribed { room, subscribe } => self.on_subscribed(room, subscribe, &reply),
             Pending::WebhookCursor { index } => self.on_webhook_cursor(index, Some(&reply)),
             Pending::WebhookRead { index } => self.on_webhook_read(index, Some(&reply)),
         }

@@ -326,10 +326,12 @@ enum Pending<A> {
     },
     /// Redis Cluster: a `CLUSTER SLOTS` (`bridge::cluster`).
     Topology,
-    /// Redis Cluster: an `SSUBSCRIBE`/`SUNSUBSCRIBE` of `room`'s channel
-    /// (`None`: a node-level one), confirmed by a push or refused.
+    /// Redis Cluster: an `SSUBSCRIBE` (`subscribe`) or `SUNSUBSCRIBE` of
+    /// `room`'s channel (`None`: a node-level one, or any unsubscription),
+    /// confirmed by a push or refused.
     Subscribed {
         room: Option<Arc<str>>,
+        subscribe: bool,
     },
     /// The webhook stream cursor of server `index` (`bridge::webhooks`).
     WebhookCursor {
