@@ -249,8 +249,8 @@ check "cargo clippy" cargo clippy --quiet --all-targets -- -D warnings
 # Each integration test starts its own server; two at a time suits 2 cores.
 # The fuzz targets only replay their corpus here; the next step fuzzes.
 check "cargo test" bash -c 'set -o pipefail; ROOMCAST_FUZZ_SECS=0 cargo test --quiet --no-fail-fast -- --test-threads=2 2>&1 | tee "$1"' _ "$LOGS/cargo"
-# Every parser's fuzz target for a bounded time: 10 targets x 12 s, two at a
-# time, about 60 s. In debug: a release build runs 5-16 times the executions
+# Every parser's fuzz target for a bounded time: 13 targets x 12 s, two at a
+# time, about 80 s. In debug: a release build runs 5-16 times the executions
 # but costs about 4 minutes of building on a fresh machine.
 check "fuzz targets (tests/fuzz)" bash -c 'set -o pipefail; ROOMCAST_FUZZ_SECS="${ROOMCAST_FUZZ_SECS:-12}" cargo test --test fuzz -- --nocapture --test-threads=2 2>&1 | tee "$1"' _ "$LOGS/fuzz"
 check "cargo test (cluster of two nodes)" cluster_pass
