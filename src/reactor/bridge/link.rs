@@ -268,7 +268,9 @@ impl<S: BridgeSink> Bridge<S> {
         let up = self.links.iter().filter(|l| !l.retired).all(Link::is_up);
         // A node that has not tried yet is not down: nothing is said (and
         // `/healthz` keeps its 503) until every first attempt ended.
-        if self.up.is_none() && !up && self.links.iter().any(Link::first_try) {
+        let waited_out = self.started.elapsed() >= self.config.cluster.timeout;
+        let trying = |l: &Link<S::Answer>| l.first_try() && (l.knows_address() || !waited_out);
+        if self.up.is_none() && !up && self.links.iter().any(trying) {
             return;
         }
         if self.up != Some(up) {

@@ -236,6 +236,7 @@ pub fn start<S: BridgeSink>(
         metrics,
         next_heartbeat: Instant::now(),
         next_live_read: Instant::now(),
+        started: Instant::now(),
         node_rooms: String::new(),
         direct_channel: String::new(),
         api_channel: String::new(),
@@ -434,6 +435,9 @@ struct Bridge<S: BridgeSink> {
     next_heartbeat: Instant,
     /// When the live nodes are read next (`LIVE_NODES_READ`).
     next_live_read: Instant,
+    /// When the bridge started: a link still waiting for its Sentinels to
+    /// name a master has had its first try once `--redis-timeout` passed.
+    started: Instant,
     /// This node's room index key (`layout::node_rooms`).
     node_rooms: String,
     /// The channel of direct messages and broadcasts (`redis::direct_channel`).
