@@ -58,6 +58,24 @@ pub fn room_message(
     out
 }
 
+/// `{"event","room","data","from","ts"}`, in exactly that order: a
+/// volatile room event (section 14), which has no `seq`.
+pub fn volatile_message(event: &str, room: &str, data: &[u8], from: &str, ts_ms: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + event.len() + room.len() + data.len() + from.len());
+    out.extend_from_slice(b"{\"event\":");
+    json::write_str(&mut out, event);
+    out.extend_from_slice(b",\"room\":");
+    json::write_str(&mut out, room);
+    out.extend_from_slice(b",\"data\":");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b",\"from\":");
+    json::write_str(&mut out, from);
+    out.extend_from_slice(b",\"ts\":");
+    json::write_u64(&mut out, ts_ms);
+    out.push(b'}');
+    out
+}
+
 /// A room message's text before its `seq` and after it, for Redis to put
 /// the `seq` in between (`redis::publish`).
 pub fn room_message_around_seq(

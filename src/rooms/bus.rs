@@ -18,6 +18,7 @@ use crate::api::{Call, NodeCommand};
 use crate::codes::ErrorCode;
 pub use crate::conn::ConnRef;
 use crate::proto::JoinRecovery;
+use crate::proto::publish::NO_SEQ;
 use crate::proto::reply::{self, OwnedId};
 use crate::proto::wire;
 
@@ -108,6 +109,18 @@ pub enum BusMsg {
         answer: PublishAnswer,
         /// When the publisher's shard read it, for the fan-out latency.
         read_at: Instant,
+    },
+    /// To a room's owner: a volatile event (section 14) for the members
+    /// connected now, with no `seq` and no history (`rooms::volatile`).
+    Volatile {
+        room: Arc<str>,
+        event: Box<str>,
+        data: Box<[u8]>,
+        from: Arc<str>,
+        sender: ConnRef,
+        echo: bool,
+        /// Who hears `{}` back.
+        answer: PublishAnswer,
     },
     /// To a room's owner: answer `presence:get`.
     PresenceGet {
@@ -227,6 +240,9 @@ pub enum Fanout {
     /// A presence event: no `seq`, never conflated or dropped as a room
     /// event, not a delivery in the metrics.
     Other,
+    /// A volatile room event (section 14): no `seq`, left out for a member
+    /// whose queue is above half its bound.
+    Volatile,
 }
 
 /// Bus messages queued during one turn, per destination shard (this one
@@ -325,6 +341,19 @@ impl Outbox {
                 index,
                 seq: Some(seq),
             },
+        };
+        self.send(sender.shard, message);
+    }
+
+    /// Tells the publisher of a volatile event that it went out: an ack
+    /// `{}`, or `NO_SEQ` where a `seq` would go.
+    pub fn answer_volatile(&mut self, sender: ConnRef, answer: PublishAnswer) {
+        let message = match answer {
+            PublishAnswer::Ack(id) => BusMsg::Reply {
+                conn: sender,
+                text: reply::ack_text(&id, b"{}"),
+            },
+            answer => return self.answer_publish(sender, answer, NO_SEQ),
         };
         self.send(sender.shard, message);
     }

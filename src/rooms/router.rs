@@ -202,6 +202,17 @@ impl Router {
             from,
         } = request
         {
+            if message.volatile {
+                return self.send_to_owner(BusMsg::Volatile {
+                    room: message.room,
+                    event: message.event,
+                    data: message.data,
+                    from,
+                    sender: conn,
+                    echo: true,
+                    answer: PublishAnswer::Http { index },
+                });
+            }
             let publish = BusMsg::Publish {
                 room: message.room,
                 event: message.event,
@@ -245,6 +256,23 @@ impl Router {
                 event,
                 data,
                 echo,
+                volatile: true,
+                id,
+            } => self.send_to_owner(BusMsg::Volatile {
+                room,
+                event,
+                data,
+                from: user,
+                sender: conn,
+                echo,
+                answer: PublishAnswer::ack(id),
+            }),
+            Request::Publish {
+                room,
+                event,
+                data,
+                echo,
+                volatile: false,
                 id,
             } => self.send_to_owner(BusMsg::Publish {
                 room,
@@ -290,6 +318,7 @@ impl Router {
             BusMsg::Join { room, .. }
             | BusMsg::Leave { room, .. }
             | BusMsg::Publish { room, .. }
+            | BusMsg::Volatile { room, .. }
             | BusMsg::PresenceGet { room, .. } => room,
             _ => return,
         };
@@ -359,6 +388,7 @@ impl Router {
             BusMsg::Join { .. }
             | BusMsg::Leave { .. }
             | BusMsg::Publish { .. }
+            | BusMsg::Volatile { .. }
             | BusMsg::PresenceGet { .. }
             | BusMsg::Online { .. } => self.at_owner(message, time, out),
             BusMsg::Deliver {

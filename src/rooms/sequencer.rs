@@ -13,6 +13,7 @@ use crate::codes::ErrorCode;
 use crate::conn::ConnRef;
 use crate::proto::JoinRecovery;
 use crate::proto::reply::{self, OwnedId};
+use crate::proto::wire;
 use crate::redis::requests::BridgeRequest;
 use crate::rooms::bus::{BusMsg, Fanout, JoinAnswer};
 use crate::rooms::cluster::{BridgeAnswer, FromBridge, PendingJoin, PublishAtOwner, RedisRooms};
@@ -93,6 +94,30 @@ impl Router {
                     read_at,
                 };
                 self.publish_at_owner(publish, time, out);
+            }
+            BusMsg::Volatile {
+                room,
+                event,
+                data,
+                from,
+                sender,
+                echo,
+                answer,
+            } => {
+                out.metrics().volatile.inc();
+                let text = wire::volatile_message(&event, &room, &data, &from, time.unix_ms);
+                let exclude = (!echo).then_some(sender);
+                match &mut self.sequencer {
+                    // No seq, no history: straight to the shards with members.
+                    Sequencer::Local => {
+                        let frame = wire::text_frame(&text);
+                        let shards = self.table.member_shards(&room);
+                        self.outbox
+                            .fan_out(shards, &room, &frame, exclude, Fanout::Volatile);
+                        self.outbox.answer_volatile(sender, answer);
+                    }
+                    Sequencer::Redis(redis) => redis.volatile(room, text, exclude, sender, answer),
+                }
             }
             BusMsg::PresenceGet {
                 room,
@@ -265,7 +290,7 @@ impl Router {
             FromBridge::RoomUsers(..) => {}
             FromBridge::Event(event) => {
                 let (exclude, fanout) = redis.event_fanout(&event, time.now);
-                if fanout != Fanout::Other {
+                if matches!(fanout, Fanout::RoomEvent { .. }) {
                     self.table.count_published(&event.room);
                 }
                 let shards = self.table.member_shards(&event.room);
