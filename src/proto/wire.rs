@@ -61,6 +61,15 @@ pub fn room_message(
 /// `{"event","room","data","from","ts"}`, in exactly that order: a
 /// volatile room event (section 14), which has no `seq`.
 pub fn volatile_message(event: &str, room: &str, data: &[u8], from: &str, ts_ms: u64) -> Vec<u8> {
+    let mut out = event_head(event, room, data, from);
+    out.extend_from_slice(b",\"ts\":");
+    json::write_u64(&mut out, ts_ms);
+    out.push(b'}');
+    out
+}
+
+/// `{"event","room","data","from"` of a room event, open for what follows.
+fn event_head(event: &str, room: &str, data: &[u8], from: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + event.len() + room.len() + data.len() + from.len());
     out.extend_from_slice(b"{\"event\":");
     json::write_str(&mut out, event);
@@ -70,9 +79,6 @@ pub fn volatile_message(event: &str, room: &str, data: &[u8], from: &str, ts_ms:
     out.extend_from_slice(data);
     out.extend_from_slice(b",\"from\":");
     json::write_str(&mut out, from);
-    out.extend_from_slice(b",\"ts\":");
-    json::write_u64(&mut out, ts_ms);
-    out.push(b'}');
     out
 }
 
@@ -85,15 +91,7 @@ pub fn room_message_around_seq(
     from: &str,
     ts_ms: u64,
 ) -> (Vec<u8>, Vec<u8>) {
-    let mut out = Vec::with_capacity(64 + event.len() + room.len() + data.len() + from.len());
-    out.extend_from_slice(b"{\"event\":");
-    json::write_str(&mut out, event);
-    out.extend_from_slice(b",\"room\":");
-    json::write_str(&mut out, room);
-    out.extend_from_slice(b",\"data\":");
-    out.extend_from_slice(data);
-    out.extend_from_slice(b",\"from\":");
-    json::write_str(&mut out, from);
+    let mut out = event_head(event, room, data, from);
     out.extend_from_slice(b",\"seq\":");
     let mut tail = Vec::with_capacity(24);
     tail.extend_from_slice(b",\"ts\":");
