@@ -357,3 +357,31 @@ fn calls(info: &roomcast::redis::resp::Reply, command: &str) -> u64 {
             rest.split(',').next().unwrap().parse().expect("a count")
         })
 }
+
+#[test]
+fn a_volatile_client_event_goes_through_the_publish_proxy_which_is_told_so() {
+    let backend = crate::hooks_proxy::publish_backend();
+    let url = backend.url("/publish");
+    let server = crate::hooks_proxy::server(&["--publish-proxy", &url, "--presence-rooms", "none"]);
+    let mut alice = Client::user(server.addr(), "alice");
+    let mut bob = Client::user(server.addr(), "bob");
+    alice.join("chat:1");
+    bob.join("chat:1");
+    let ack = send_volatile(&mut alice, "chat:1", "msg:swap", r#""original""#);
+    assert!(ack.ends_with(r#""data":{}}"#), "{ack}");
+    assert_volatile(
+        &bob.recv(),
+        "msg:swap",
+        "chat:1",
+        r#"{"swapped" : true, "n":1.50}"#,
+        "alice",
+    );
+    let asked = String::from_utf8(backend.seen.requests()[0].body.clone()).unwrap();
+    assert!(
+        asked.contains(r#""event":"msg:swap","volatile":true,"data":"original"}"#),
+        "{asked}"
+    );
+    let refused = alice.request("msg:bad", "1", r#""room":"chat:1","volatile":true"#);
+    assert_eq!(ack_error(&refused), "BANNED_WORD");
+    bob.assert_quiet(QUIET);
+}
