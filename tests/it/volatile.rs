@@ -385,3 +385,27 @@ fn a_volatile_client_event_goes_through_the_publish_proxy_which_is_told_so() {
     assert_eq!(ack_error(&refused), "BANNED_WORD");
     bob.assert_quiet(QUIET);
 }
+
+#[test]
+fn a_volatile_event_makes_no_room_message_webhook() {
+    use crate::webhooks::{CHAT_FLAGS, Hooks};
+    let hooks = Hooks::always_ok();
+    let server = crate::webhooks::server(&hooks.url(), &CHAT_FLAGS);
+    let mut alice = Client::user(server.addr(), "alice");
+    alice.join("chat:1");
+    send_volatile(&mut alice, "chat:1", "typing:start", "null");
+    alice.publish_ok("chat:1", "chat:say", r#""hi""#);
+    hooks.wait_for("the room's message", 4);
+    let messages: Vec<String> = hooks
+        .summary()
+        .into_iter()
+        .filter(|line| line.starts_with("room.message"))
+        .collect();
+    assert_eq!(messages, ["room.message chat:1"]);
+    let events = hooks.events();
+    let message = events
+        .iter()
+        .find(|e| e["type"].as_str() == Some("room.message"))
+        .unwrap();
+    assert_eq!(message["event"].as_str(), Some("chat:say"));
+}
