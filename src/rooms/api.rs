@@ -32,7 +32,7 @@ use crate::proto::JoinRecovery;
 use crate::proto::envelope::Parser;
 use crate::proto::names::pattern_matches;
 use crate::proto::publish::NO_SEQ;
-use crate::rooms::bus::{ApiTo, BusMsg, JoinAnswer, PublishAnswer, RoomAsk};
+use crate::rooms::bus::{ApiTo, BusMsg, JoinAnswer, PublishAnswer, RoomAsk, ToOwner};
 use crate::rooms::outlet::{ApiJoin, Outlet};
 use crate::rooms::router::{Router, Time};
 use crate::rooms::sequencer::Sequencer;
@@ -295,28 +295,16 @@ impl Router {
                     names.push(room.clone());
                     outcomes.push(None);
                     missing += 1;
-                    let message = if volatile {
-                        BusMsg::Volatile {
-                            room,
-                            event,
-                            data,
-                            from: from.clone(),
-                            sender: conn,
-                            echo: true,
-                            answer: PublishAnswer::Api { call: id, index },
-                        }
-                    } else {
-                        BusMsg::Publish {
-                            room,
-                            event,
-                            data,
-                            from: from.clone(),
-                            sender: conn,
-                            echo: true,
-                            answer: PublishAnswer::Api { call: id, index },
-                            read_at: time.now,
-                        }
+                    let publish = ToOwner {
+                        room,
+                        event,
+                        data,
+                        from: from.clone(),
+                        sender: conn,
+                        echo: true,
+                        answer: PublishAnswer::Api { call: id, index },
                     };
+                    let message = publish.into_message(volatile, time.now);
                     self.send_to_owner(message);
                 }
                 Err((name, error)) => {

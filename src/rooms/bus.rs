@@ -43,6 +43,38 @@ impl PublishAnswer {
     }
 }
 
+/// A room event on its way to the room's owner, from any publisher.
+#[derive(Debug)]
+pub struct ToOwner {
+    pub room: Arc<str>,
+    pub event: Box<str>,
+    pub data: Box<[u8]>,
+    pub from: Arc<str>,
+    pub sender: ConnRef,
+    pub echo: bool,
+    pub answer: PublishAnswer,
+}
+
+impl ToOwner {
+    /// The bus message: `Volatile` (section 14), or `Publish` to be
+    /// sequenced, read from its publisher at `read_at`.
+    pub fn into_message(self, volatile: bool, read_at: Instant) -> BusMsg {
+        if volatile {
+            return BusMsg::Volatile(self);
+        }
+        BusMsg::Publish {
+            room: self.room,
+            event: self.event,
+            data: self.data,
+            from: self.from,
+            sender: self.sender,
+            echo: self.echo,
+            answer: self.answer,
+            read_at,
+        }
+    }
+}
+
 /// What a joining member is told once the owner decided.
 #[derive(Debug)]
 pub enum JoinAnswer {
@@ -111,17 +143,8 @@ pub enum BusMsg {
         read_at: Instant,
     },
     /// To a room's owner: a volatile event (section 14) for the members
-    /// connected now, with no `seq` and no history (`rooms::volatile`).
-    Volatile {
-        room: Arc<str>,
-        event: Box<str>,
-        data: Box<[u8]>,
-        from: Arc<str>,
-        sender: ConnRef,
-        echo: bool,
-        /// Who hears `{}` back.
-        answer: PublishAnswer,
-    },
+    /// connected now, with no `seq` and no history; its publisher hears `{}`.
+    Volatile(ToOwner),
     /// To a room's owner: answer `presence:get`.
     PresenceGet {
         room: Arc<str>,
