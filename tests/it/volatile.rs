@@ -334,6 +334,8 @@ fn across_two_nodes_a_volatile_event_is_one_plain_publish_outside_history() {
     assert_eq!(calls(&after, "spublish") - calls(&before, "spublish"), 5);
     alice.assert_quiet(QUIET);
     assert_eq!(alice.publish_ok("lobby", "chat:msg", "2"), 2);
+    // Node b's cursor of the room did not move: the next event is no gap.
+    assert_eq!(seq_of(&bob.recv_skip_presence()), 2);
     let mut carol = Client::user(b.addr(), "carol");
     let joined = carol.join_with(r#"{"room":"lobby","history":10}"#);
     let messages = array_at(ok_data(&joined), &["messages"]);
