@@ -291,6 +291,48 @@ mod tests {
     }
 
     #[test]
+    fn paced_and_plain_positions_stay_right_and_leaves_drop_their_slots() {
+        let now = Instant::now();
+        let second = Some(Duration::from_secs(1));
+        let frame: Arc<[u8]> = Arc::from(&b"e"[..]);
+        let mut rooms = LocalRooms::default();
+        for key in 0..20 {
+            rooms.add("r", key);
+        }
+        for key in (0..20).step_by(2) {
+            rooms.set_pace("r", key, second, now);
+        }
+        let mut first: Vec<usize> = rooms.recipients("r", &frame, None, true, now).to_vec();
+        first.sort_unstable();
+        assert_eq!(
+            first,
+            (0..20).collect::<Vec<_>>(),
+            "a first event goes to all"
+        );
+        let mut second_event = rooms.recipients("r", &frame, None, true, now).to_vec();
+        second_event.sort_unstable();
+        assert_eq!(second_event, (1..20).step_by(2).collect::<Vec<_>>());
+        assert_eq!(rooms.pending(), 10);
+        for key in (0..20).step_by(4) {
+            assert!(rooms.remove("r", key));
+        }
+        assert_eq!(rooms.pending(), 5);
+        for key in 0..20 {
+            assert_eq!(rooms.contains("r", key), key % 4 != 0, "{key}");
+        }
+        let due = rooms.take_due(now + Duration::from_secs(1));
+        assert_eq!(due.len(), 1, "one frame for all");
+        let mut keys = due[0].keys.clone();
+        keys.sort_unstable();
+        assert_eq!(keys, [2, 6, 10, 14, 18]);
+        for key in 0..20 {
+            rooms.remove("r", key);
+        }
+        assert!(rooms.is_empty());
+        assert_eq!(rooms.pending(), 0);
+    }
+
+    #[test]
     fn positions_stay_right_after_many_swaps() {
         let mut rooms = LocalRooms::default();
         for key in 0..100 {
