@@ -1,6 +1,6 @@
 //! Fuzz targets for every parser that reads bytes from the network: the
 //! HTTP request head, chunked bodies, WebSocket frames, `/ws` envelopes,
-//! JWTs, `POST /publish` bodies, Server API bodies and the API's messages
+//! Fossil deltas, JWTs, `POST /publish` bodies, Server API bodies and the API's messages
 //! between nodes, `Sec-WebSocket-Extensions` offers, Redis replies, and
 //! what the bridge decodes from them (Redis Cluster's slot map and
 //! redirections too) and from Redis' channels, and the
@@ -19,6 +19,7 @@ mod api_body;
 mod chunked_body;
 mod envelope;
 mod extensions;
+mod fossil;
 mod hook_response;
 mod http_head;
 mod jwt;
@@ -77,6 +78,11 @@ fn extensions() {
 #[test]
 fn resp() {
     engine::run(&resp::TARGET);
+}
+
+#[test]
+fn fossil() {
+    engine::run(&fossil::TARGET);
 }
 
 #[test]
