@@ -137,6 +137,12 @@ pub fn join(event: &Event<'_, '_, '_>, sink: &mut dyn Sink) -> Outcome {
         ),
     };
     let min_interval = max_rate_interval(event.data_field("maxRate"))?;
+    let delta = match event.data_field("delta") {
+        None => false,
+        Some(v) => v
+            .as_bool()
+            .ok_or((ErrorCode::ValidationError, "delta must be a boolean"))?,
+    };
     sink.request(Request::Join {
         room,
         id: event.id(),
@@ -150,6 +156,7 @@ pub fn join(event: &Event<'_, '_, '_>, sink: &mut dyn Sink) -> Outcome {
             .data_text
             .and_then(|data| scan::field_range(data, "meta").map(|r| data[r].into())),
         min_interval,
+        delta,
     });
     Ok(())
 }

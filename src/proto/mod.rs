@@ -60,6 +60,9 @@ pub enum Request {
         /// `data.maxRate` (section 14) as the least time between two room
         /// events for this member; `None`: every event at once.
         min_interval: Option<Duration>,
+        /// `data.delta` (section 14): room events that directly follow the
+        /// last one this member was sent come as Fossil deltas.
+        delta: bool,
     },
     Leave {
         room: Arc<str>,
@@ -462,6 +465,39 @@ mod tests {
     }
 
     #[test]
+    fn join_reads_delta_as_a_boolean() {
+        for (delta, want) in [("true", true), ("false", false)] {
+            let text = format!(
+                r#"{{"event":"room:join","data":{{"room":"prices:btc","delta":{delta}}}}}"#
+            );
+            match requests(&text, &[]).as_slice() {
+                [Request::Join { delta, .. }] => assert_eq!(*delta, want),
+                other => panic!("{other:?}"),
+            }
+        }
+        match requests(r#"{"event":"room:join","data":{"room":"prices:btc"}}"#, &[]).as_slice() {
+            [Request::Join { delta, .. }] => assert!(!delta),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_delta_not_a_boolean_is_a_validation_error() {
+        for delta in ["1", "0", "\"true\"", "null", "[true]", "{}"] {
+            let text = format!(
+                r#"{{"event":"room:join","data":{{"room":"prices:btc","delta":{delta}}},"id":1}}"#
+            );
+            let replies = answer(&text);
+            assert_eq!(replies.len(), 1, "{delta}: {replies:?}");
+            assert!(
+                replies[0].contains("VALIDATION_ERROR"),
+                "{delta}: {replies:?}"
+            );
+            assert!(replies[0].contains("delta"), "{delta}: {replies:?}");
+        }
+    }
+
+    #[test]
     fn join_reads_its_arguments_from_data() {
         let sent = requests(
             r#"{"event":"room:join","data":{"room":"prices:btc","history":5,"since":3,"epoch":"e"}}"#,
@@ -480,6 +516,7 @@ mod tests {
                 rejoin: false,
                 meta: None,
                 min_interval: None,
+                delta: false,
             }]
         );
     }

@@ -49,8 +49,9 @@ pub(super) struct ShardOutlet<'a> {
     pub shard: usize,
 }
 
-impl Outlet for ShardOutlet<'_> {
-    fn deliver(
+impl ShardOutlet<'_> {
+    #[allow(clippy::too_many_arguments)]
+    fn deliver_to(
         &mut self,
         keys: &[usize],
         skip: Option<usize>,
@@ -58,6 +59,7 @@ impl Outlet for ShardOutlet<'_> {
         room: Option<&Arc<str>>,
         fanout: Fanout,
         now: Instant,
+        mut queued: Option<&mut Vec<usize>>,
     ) -> usize {
         let kind = match fanout {
             Fanout::RoomEvent { .. } => Delivery::RoomEvent,
@@ -75,7 +77,11 @@ impl Outlet for ShardOutlet<'_> {
             };
             let frame = shared.for_member(entry.conn.compresses_out(), self.codec);
             write_through(entry, self.metrics, frame.len(), self.config);
-            tally.count(entry.conn.deliver(room, frame, kind, now, self.config));
+            let delivered = entry.conn.deliver(room, frame, kind, now, self.config);
+            if let (Some(queued), Delivered::Queued) = (queued.as_deref_mut(), delivered) {
+                queued.push(key);
+            }
+            tally.count(delivered);
             mark(entry, self.dirty, key);
         }
         tally.record(self.metrics, kind);
@@ -83,6 +89,32 @@ impl Outlet for ShardOutlet<'_> {
             self.metrics.fanout_latency.observe(read_at.elapsed());
         }
         tally.reached
+    }
+}
+
+impl Outlet for ShardOutlet<'_> {
+    fn deliver(
+        &mut self,
+        keys: &[usize],
+        skip: Option<usize>,
+        frame: &Arc<[u8]>,
+        room: Option<&Arc<str>>,
+        fanout: Fanout,
+        now: Instant,
+    ) -> usize {
+        self.deliver_to(keys, skip, frame, room, fanout, now, None)
+    }
+
+    fn deliver_noting(
+        &mut self,
+        keys: &[usize],
+        frame: &Arc<[u8]>,
+        room: &Arc<str>,
+        fanout: Fanout,
+        now: Instant,
+        queued: &mut Vec<usize>,
+    ) -> usize {
+        self.deliver_to(keys, None, frame, Some(room), fanout, now, Some(queued))
     }
 
     fn answer(&mut self, conn: ConnRef, text: Option<&[u8]>, now: Instant) {

@@ -24,6 +24,7 @@
 pub mod api;
 pub mod bus;
 pub mod cluster;
+pub mod delta;
 pub mod gather;
 pub mod local;
 pub mod notes;

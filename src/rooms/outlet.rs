@@ -31,6 +31,19 @@ pub trait Outlet {
         now: Instant,
     ) -> usize;
 
+    /// As `deliver` for a room event, noting in `queued` the keys it was
+    /// queued for (not held back, dropped or left out): section 14's
+    /// deltas follow what each member was queued.
+    fn deliver_noting(
+        &mut self,
+        keys: &[usize],
+        frame: &Arc<[u8]>,
+        room: &Arc<str>,
+        fanout: Fanout,
+        now: Instant,
+        queued: &mut Vec<usize>,
+    ) -> usize;
+
     /// Queues `text` (if any) as the answer to a request `conn` made, if it
     /// is still here, and counts the answer as in (a close waiting for its
     /// last answer follows).

@@ -28,6 +28,7 @@ use crate::redis::requests::BridgeRequest;
 use crate::rooms::api::ApiState;
 use crate::rooms::bus::{BusMsg, Fanout, JoinAnswer, Outbox, PublishAnswer, ToOwner};
 use crate::rooms::cluster::{BridgeAnswer, ClusterSide, RedisRooms};
+use crate::rooms::delta::{Deltas, Plan};
 use crate::rooms::gather::Gathers;
 use crate::rooms::local::{LocalRooms, Pacing};
 use crate::rooms::notes::{NoteRules, Notes};
@@ -89,6 +90,10 @@ pub struct Router {
     /// The `maxRate` interval of joins the owner has not answered, for
     /// connections not on the member list yet: applied once they are.
     paces_out: HashMap<(Arc<str>, ConnRef), Duration>,
+    /// Members that take room events as deltas (`data.delta`).
+    deltas: Deltas,
+    /// Joins with `data.delta` the owner has not answered.
+    deltas_out: HashMap<(Arc<str>, ConnRef), bool>,
     /// Who sequences the rooms: this table, or Redis.
     pub(super) sequencer: Sequencer,
     pub(super) outbox: Outbox,
@@ -113,6 +118,8 @@ impl Router {
             gathers: Gathers::default(),
             joins_out: HashMap::new(),
             paces_out: HashMap::new(),
+            deltas: Deltas::default(),
+            deltas_out: HashMap::new(),
             sequencer,
             outbox: Outbox::new(config.shards),
             api: ApiState::default(),
@@ -229,11 +236,17 @@ impl Router {
                 rejoin,
                 meta: _,
                 min_interval,
+                delta,
             } => {
                 if !rejoin {
                     self.note_join_out(room.clone(), conn);
                 }
                 self.pace(&room, conn, min_interval, now);
+                if self.local.contains(&room, conn.key) {
+                    self.deltas.set(&room, conn.key, delta);
+                } else {
+                    self.deltas_out.insert((room.clone(), conn), delta);
+                }
                 self.send_to_owner(BusMsg::Join {
                     room,
                     conn,
@@ -308,6 +321,14 @@ impl Router {
     pub fn send_due(&mut self, time: Time, out: &mut impl Outlet) {
         for due in self.local.take_due(time.now) {
             let fanout = Fanout::RoomEvent { read_at: time.now };
+            if self.deltas.has(&due.room) {
+                let plan = self
+                    .deltas
+                    .plan_sending(&due.room, &due.frame, &due.keys, None);
+                let (room, frame) = (&due.room, &due.frame);
+                deliver_planned(&mut self.deltas, plan, room, frame, fanout, time.now, out);
+                continue;
+            }
             out.deliver(
                 &due.keys,
                 None,
@@ -344,8 +365,10 @@ impl Router {
     /// the owner may refuse the join, and then has nothing to count out.
     fn request_leave(&mut self, conn: ConnRef, room: Arc<str>, user: Arc<str>) {
         self.local.remove(&room, conn.key);
+        self.deltas.remove(&room, conn.key);
         let key = (room, conn);
         self.paces_out.remove(&key);
+        self.deltas_out.remove(&key);
         if let Some(leaving) = self.joins_out.get_mut(&key) {
             *leaving = Some(user);
             return;
@@ -418,7 +441,12 @@ impl Router {
                     Fanout::Other => Pacing::None,
                 };
                 let members = self.local.recipients(&room, &frame, skip, pacing, time.now);
-                out.deliver(members, skip, &frame, Some(&room), fanout, time.now);
+                if pacing == Pacing::Conflate && self.deltas.has(&room) {
+                    let plan = self.deltas.plan(&room, &frame, members, skip);
+                    deliver_planned(&mut self.deltas, plan, &room, &frame, fanout, time.now, out);
+                } else {
+                    out.deliver(members, skip, &frame, Some(&room), fanout, time.now);
+                }
             }
             BusMsg::Joined {
                 room,
@@ -428,8 +456,10 @@ impl Router {
             } => {
                 self.join_answered(&room, conn, accepted);
                 let pace = self.paces_out.remove(&(room.clone(), conn));
+                let delta = self.deltas_out.remove(&(room.clone(), conn));
                 if out.settle_join(conn, &room, accepted) && self.local.add(&room, conn.key) {
                     self.local.set_pace(&room, conn.key, pace, time.now);
+                    self.deltas.set(&room, conn.key, delta == Some(true));
                 }
                 out.answer(conn, reply.as_deref(), time.now);
                 self.api_join_answered(&room, conn, accepted);
@@ -500,5 +530,26 @@ impl Router {
     /// A Server API message from another node (or this one) over Redis (section 12).
     pub fn on_cluster_api(&mut self, payload: Vec<u8>, _time: Time, out: &mut impl Outlet) {
         self.api_from_node(payload, out);
+    }
+}
+
+/// Sends a room event as `plan` says, whole or as a delta, and notes for
+/// each delta member whether it was queued.
+fn deliver_planned(
+    deltas: &mut Deltas,
+    plan: Plan,
+    room: &Arc<str>,
+    frame: &Arc<[u8]>,
+    fanout: Fanout,
+    now: Instant,
+    out: &mut impl Outlet,
+) {
+    let mut queued = Vec::new();
+    out.deliver_noting(&plan.whole, frame, room, fanout, now, &mut queued);
+    deltas.sent(room, frame, &plan.whole, &queued);
+    if let Some((delta, takers)) = plan.delta {
+        queued.clear();
+        out.deliver_noting(&takers, &delta, room, fanout, now, &mut queued);
+        deltas.sent(room, frame, &takers, &queued);
     }
 }

@@ -156,6 +156,7 @@ fn a_rejoin_redis_could_not_take_keeps_the_membership() {
             rejoin: true,
             meta: None,
             min_interval: None,
+            delta: false,
         },
     );
     answer_joins(&mut s, || Err(Unavailable));

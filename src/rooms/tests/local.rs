@@ -289,6 +289,7 @@ fn a_rejoin_is_answered_without_counting_twice() {
             rejoin: true,
             meta: None,
             min_interval: None,
+            delta: false,
         },
     );
     let got = s.got(alice);

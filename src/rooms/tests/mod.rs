@@ -3,6 +3,7 @@
 //! was given.
 
 mod cluster;
+mod delta;
 mod local;
 mod notes;
 mod paced;
@@ -106,6 +107,19 @@ impl Outlet for TestOutlet {
             });
         }
         reached
+    }
+
+    fn deliver_noting(
+        &mut self,
+        keys: &[usize],
+        frame: &Arc<[u8]>,
+        room: &Arc<str>,
+        fanout: Fanout,
+        now: Instant,
+        queued: &mut Vec<usize>,
+    ) -> usize {
+        queued.extend(keys.iter().filter(|k| self.conns.contains_key(k)));
+        self.deliver(keys, None, frame, Some(room), fanout, now)
     }
 
     fn answer(&mut self, conn: ConnRef, text: Option<&[u8]>, _now: Instant) {
@@ -641,6 +655,7 @@ pub fn join(room: &str, id: Option<OwnedId>) -> Request {
         rejoin: false,
         meta: None,
         min_interval: None,
+        delta: false,
     }
 }
 
@@ -652,6 +667,7 @@ pub fn join_with(room: &str, recovery: JoinRecovery) -> Request {
         rejoin: false,
         meta: None,
         min_interval: None,
+        delta: false,
     }
 }
 
@@ -664,6 +680,20 @@ pub fn join_paced(room: &str, rate: f64, rejoin: bool) -> Request {
         rejoin,
         meta: None,
         min_interval: Some(Duration::from_secs_f64(1.0 / rate)),
+        delta: false,
+    }
+}
+
+/// A join with `data.delta: true`.
+pub fn join_delta(room: &str, rejoin: bool) -> Request {
+    Request::Join {
+        room: room.into(),
+        id: id(1),
+        recovery: JoinRecovery::default(),
+        rejoin,
+        meta: None,
+        min_interval: None,
+        delta: true,
     }
 }
 

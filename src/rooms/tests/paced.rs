@@ -3,7 +3,7 @@
 
 use super::*;
 
-fn joined_as(s: &mut Shards, shard: usize, user: &str, request: Request) -> ConnRef {
+pub(super) fn joined_as(s: &mut Shards, shard: usize, user: &str, request: Request) -> ConnRef {
     let conn = s.connect(shard, user);
     s.request(conn, request);
     let got = s.got(conn);

@@ -1,0 +1,338 @@
+//! `data.delta` (section 14) on one shard: which members of a room joined
+//! with it, the last room event each was queued, and the room's last event,
+//! whose `data` is the base of the next event's delta.
+//!
+//! A room event is numbered here as it is fanned out; a delta member whose
+//! last queued event is the room's last one, when this event's `seq`
+//! directly follows that one's, gets the delta frame
+//! `{"event","room","delta","from","seq","ts"}`; everyone else the whole
+//! frame. The delta is encoded at most once per event on this shard, and
+//! only when some member takes it (a paced member's held-back event, sent
+//! at its slot, takes the same one if it is still the room's last); the base is the very frame that member
+//! was queued, so what it rebuilds is exactly this event's `data` even
+//! across an epoch the shard did not see change. A member whose event was
+//! held back, dropped or conflated (a slow consumer) or skipped (`maxRate`)
+//! has no known last event: its next event is whole. A room without delta
+//! members here costs nothing: it has no entry.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+use crate::json;
+use crate::proto::{fossil, scan, wire};
+
+/// A room event as this shard fanned it out.
+struct Fanned {
+    /// This shard's number for it.
+    number: u64,
+    seq: u64,
+    /// The whole frame, shared with the members given it.
+    frame: Arc<[u8]>,
+    /// Where its `data` is in the frame's text.
+    data: Range<usize>,
+}
+
+impl Fanned {
+    fn data(&self) -> &[u8] {
+        &wire::frame_text(&self.frame)[self.data.clone()]
+    }
+}
+
+/// The room's last event on this shard.
+struct Last {
+    event: Fanned,
+    /// The event before, when this one's `seq` directly follows it.
+    base: Option<Fanned>,
+    /// The delta frame from `base`, once encoded (`None` inside: there is
+    /// none, the delta being no shorter or not UTF-8).
+    delta: Option<Option<Arc<[u8]>>>,
+}
+
+#[derive(Default)]
+struct DeltaRoom {
+    /// Delta members here, with the number of the last event each was
+    /// queued, when it is known.
+    members: HashMap<usize, Option<u64>>,
+    last: Option<Last>,
+    /// Events numbered so far.
+    count: u64,
+}
+
+/// A room event's fan-out to a room with delta members.
+pub struct Plan {
+    /// Who gets the whole frame.
+    pub whole: Vec<usize>,
+    /// The delta frame and who gets it; `None` when nobody does.
+    pub delta: Option<(Arc<[u8]>, Vec<usize>)>,
+}
+
+/// The delta members of this shard's rooms.
+#[derive(Default)]
+pub struct Deltas {
+    rooms: HashMap<Arc<str>, DeltaRoom>,
+}
+
+/// A room event's `seq` and the range of its `data` in `text`, as
+/// `wire::room_message` writes it.
+fn read_event(text: &[u8]) -> Option<(u64, Range<usize>)> {
+    let seq = scan::field_range(text, "seq")?;
+    let seq = std::str::from_utf8(&text[seq]).ok()?.parse().ok()?;
+    let data = scan::field_range(text, "data")?;
+    Some((seq, data))
+}
+
+/// The delta frame of `text` (whose `data` is at `data`) from `base`, when
+/// the delta is valid UTF-8 and shorter than `data`.
+fn delta_frame(base: &[u8], text: &[u8], data: Range<usize>) -> Option<Arc<[u8]>> {
+    const KEY: &[u8] = b"\"data\":";
+    let key_start = data.start.checked_sub(KEY.len())?;
+    if &text[key_start..data.start] != KEY {
+        return None;
+    }
+    let delta = fossil::encode(base, &text[data.clone()]);
+    if delta.len() >= data.len() {
+        return None;
+    }
+    let delta = std::str::from_utf8(&delta).ok()?;
+    let mut out = Vec::with_capacity(text.len() - data.len() + delta.len() + 16);
+    out.extend_from_slice(&text[..key_start]);
+    out.extend_from_slice(b"\"delta\":");
+    json::write_str(&mut out, delta);
+    out.extend_from_slice(&text[data.end..]);
+    Some(wire::text_frame(&out))
+}
+
+impl Deltas {
+    /// Sets whether member `key` of `room` takes deltas; taking them anew
+    /// (a join or a rejoin) starts from a whole event.
+    pub fn set(&mut self, room: &Arc<str>, key: usize, delta: bool) {
+        if delta {
+            let local = self.rooms.entry(room.clone()).or_default();
+            local.members.insert(key, None);
+        } else {
+            self.remove(room, key);
+        }
+    }
+
+    /// Member `key` left `room`.
+    pub fn remove(&mut self, room: &str, key: usize) {
+        if let Some(local) = self.rooms.get_mut(room) {
+            local.members.remove(&key);
+            if local.members.is_empty() {
+                self.rooms.remove(room);
+            }
+        }
+    }
+
+    /// Whether `room` has delta members here.
+    pub fn has(&self, room: &str) -> bool {
+        self.rooms.contains_key(room)
+    }
+
+    /// Who of `recipients` (but `skip`) gets the room event `frame`, new
+    /// here, whole and who as a delta; numbers it as `room`'s last.
+    pub fn plan(
+        &mut self,
+        room: &str,
+        frame: &Arc<[u8]>,
+        recipients: &[usize],
+        skip: Option<usize>,
+    ) -> Plan {
+        if let Some(local) = self.rooms.get_mut(room) {
+            local.count += 1;
+            let previous = local.last.take().map(|last| last.event);
+            local.last = read_event(wire::frame_text(frame)).map(|(seq, data)| {
+                let event = Fanned {
+                    number: local.count,
+                    seq,
+                    frame: frame.clone(),
+                    data,
+                };
+                let base = previous.filter(|p| p.seq.checked_add(1) == Some(seq));
+                Last {
+                    event,
+                    base,
+                    delta: None,
+                }
+            });
+        }
+        self.plan_sending(room, frame, recipients, skip)
+    }
+
+    /// Who of `recipients` (but `skip`) gets `frame`, an event of `room`
+    /// fanned out already (held back for a paced member), whole and who as
+    /// a delta: only the room's last event has one.
+    pub fn plan_sending(
+        &mut self,
+        room: &str,
+        frame: &Arc<[u8]>,
+        recipients: &[usize],
+        skip: Option<usize>,
+    ) -> Plan {
+        let mut whole: Vec<usize> = recipients
+            .iter()
+            .copied()
+            .filter(|&k| Some(k) != skip)
+            .collect();
+        let last = self
+            .rooms
+            .get_mut(room)
+            .and_then(|local| local.last.as_mut().map(|last| (last, &local.members)))
+            .filter(|(last, _)| Arc::ptr_eq(&last.event.frame, frame));
+        let Some((last, members)) = last else {
+            return Plan { whole, delta: None };
+        };
+        let Some(base) = last.base.as_ref().map(|b| b.number) else {
+            return Plan { whole, delta: None };
+        };
+        let (takers, rest): (Vec<usize>, Vec<usize>) = whole
+            .iter()
+            .partition(|key| members.get(key) == Some(&Some(base)));
+        if takers.is_empty() {
+            return Plan { whole, delta: None };
+        }
+        let delta = last
+            .delta
+            .get_or_insert_with(|| {
+                let base = last.base.as_ref().map_or(&[][..], Fanned::data);
+                delta_frame(base, wire::frame_text(frame), last.event.data.clone())
+            })
+            .clone();
+        match delta {
+            Some(delta) => {
+                whole = rest;
+                Plan {
+                    whole,
+                    delta: Some((delta, takers)),
+                }
+            }
+            None => Plan { whole, delta: None },
+        }
+    }
+
+    /// What became of room `room`'s event `frame` for `sent` (members
+    /// given it, in the order given) of which `queued` were queued it: those know it as their
+    /// last event if it is the room's last, the others no last event.
+    pub fn sent(&mut self, room: &str, frame: &Arc<[u8]>, sent: &[usize], queued: &[usize]) {
+        let Some(local) = self.rooms.get_mut(room) else {
+            return;
+        };
+        let number = local
+            .last
+            .as_ref()
+            .filter(|last| Arc::ptr_eq(&last.event.frame, frame))
+            .map(|last| last.event.number);
+        // `queued` is a subsequence of `sent`, in its order.
+        let mut queued = queued.iter().peekable();
+        for key in sent {
+            let was_queued = queued.next_if_eq(&key).is_some();
+            if let Some(known) = local.members.get_mut(key) {
+                *known = number.filter(|_| was_queued);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(seq: u64, data: &str) -> Arc<[u8]> {
+        wire::text_frame(&wire::room_message("e", "r", data.as_bytes(), "u", seq, 7))
+    }
+
+    fn rebuild(base: &str, frame: &[u8]) -> String {
+        use simd_json::prelude::*;
+        let mut text = wire::frame_text(frame).to_vec();
+        let v = simd_json::to_owned_value(&mut text).unwrap();
+        let delta = v.get("delta").and_then(|d| d.as_str()).unwrap();
+        let out = fossil::apply(base.as_bytes(), delta.as_bytes(), 1 << 20).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    const A: &str = r#"{"price":101.25,"symbol":"ACME","venue":"XNAS","currency":"USD","é":"ü"}"#;
+    const B: &str = r#"{"price":101.27,"symbol":"ACME","venue":"XNAS","currency":"USD","é":"ü"}"#;
+    const C: &str = r#"{"price":101.30,"symbol":"ACME","venue":"XNAS","currency":"USD","é":"ü"}"#;
+
+    #[test]
+    fn a_member_gets_a_delta_only_after_the_event_before() {
+        let room: Arc<str> = Arc::from("r");
+        let mut deltas = Deltas::default();
+        deltas.set(&room, 1, true);
+        let first = event(1, A);
+        let plan = deltas.plan("r", &first, &[1, 2], None);
+        assert_eq!(plan.whole, [1, 2], "the first after a join is whole");
+        assert!(plan.delta.is_none());
+        deltas.sent("r", &first, &[1, 2], &[1, 2]);
+
+        let second = event(2, B);
+        let plan = deltas.plan("r", &second, &[1, 2], None);
+        assert_eq!(plan.whole, [2]);
+        let (frame, keys) = plan.delta.expect("a delta");
+        assert_eq!(keys, [1]);
+        let text = std::str::from_utf8(wire::frame_text(&frame)).unwrap();
+        assert!(
+            text.starts_with(r#"{"event":"e","room":"r","delta":""#),
+            "{text}"
+        );
+        assert!(text.ends_with(r#","from":"u","seq":2,"ts":7}"#), "{text}");
+        assert_eq!(rebuild(A, &frame), B);
+        deltas.sent("r", &second, &[1], &[]);
+
+        let third = event(3, C);
+        let plan = deltas.plan("r", &third, &[1, 2], None);
+        assert!(plan.delta.is_none(), "not queued the last: whole");
+        deltas.sent("r", &third, &[1, 2], &[1, 2]);
+
+        let gap = event(5, A);
+        let plan = deltas.plan("r", &gap, &[1], None);
+        assert!(plan.delta.is_none(), "a gap in seq: whole");
+        deltas.sent("r", &gap, &[1], &[1]);
+        let next = event(6, B);
+        assert!(deltas.plan("r", &next, &[1], None).delta.is_some());
+    }
+
+    #[test]
+    fn a_skipped_event_or_a_rejoin_makes_the_next_whole() {
+        let room: Arc<str> = Arc::from("r");
+        let mut deltas = Deltas::default();
+        deltas.set(&room, 1, true);
+        let first = event(1, A);
+        deltas.plan("r", &first, &[1], None);
+        deltas.sent("r", &first, &[1], &[1]);
+        let second = event(2, B);
+        let plan = deltas.plan("r", &second, &[], None);
+        assert!(plan.whole.is_empty() && plan.delta.is_none(), "held back");
+        let third = event(3, C);
+        assert!(deltas.plan("r", &third, &[1], None).delta.is_none());
+        deltas.sent("r", &third, &[1], &[1]);
+        deltas.set(&room, 1, true);
+        let fourth = event(4, A);
+        assert!(
+            deltas.plan("r", &fourth, &[1], None).delta.is_none(),
+            "a rejoin restarts"
+        );
+        deltas.sent("r", &first, &[1], &[1]);
+        let fifth = event(5, B);
+        assert!(
+            deltas.plan("r", &fifth, &[1], None).delta.is_none(),
+            "an older frame sent late is not the base"
+        );
+    }
+
+    #[test]
+    fn no_delta_when_it_is_not_shorter() {
+        let room: Arc<str> = Arc::from("r");
+        let mut deltas = Deltas::default();
+        deltas.set(&room, 1, true);
+        let first = event(1, "1");
+        deltas.plan("r", &first, &[1], None);
+        deltas.sent("r", &first, &[1], &[1]);
+        let plan = deltas.plan("r", &event(2, "2"), &[1], None);
+        assert_eq!(plan.whole, [1]);
+        assert!(plan.delta.is_none());
+        deltas.remove("r", 1);
+        assert!(!deltas.has("r"));
+    }
+}
