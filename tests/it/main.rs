@@ -20,6 +20,7 @@ mod cluster_drifts;
 mod cluster_failover;
 mod compression;
 mod concurrency;
+mod delta;
 mod direct;
 mod echo;
 mod events;
