@@ -7,7 +7,7 @@
 //! order, which is what keeps every room's messages in `seq` order on
 //! every shard.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use std::time::Instant;
 
@@ -157,6 +157,10 @@ pub enum BusMsg {
         frame: Arc<[u8]>,
         exclude: Option<ConnRef>,
         fanout: Fanout,
+        /// A room event's delta frame (section 14), shared by the shards
+        /// it is sent to so that the first one to need it encodes it for
+        /// all of them; `None` for other fan-outs.
+        delta: Option<SharedDelta>,
     },
     /// To the joiner's shard: the owner's answer to `Join`.
     Joined {
@@ -255,6 +259,11 @@ pub enum RoomAsk {
     HistoryRemove,
 }
 
+/// One room event's delta frame, encoded by the first shard that needs
+/// it: the frame of the event it was encoded from, and the delta frame
+/// (`None`: the delta is not shorter, or not UTF-8).
+pub type SharedDelta = Arc<OnceLock<(Arc<[u8]>, Option<Arc<[u8]>>)>>;
+
 /// What a `Deliver` carries: a room event, or anything else (presence).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fanout {
@@ -317,12 +326,14 @@ impl Outbox {
         exclude: Option<ConnRef>,
         fanout: Fanout,
     ) {
+        let delta = matches!(fanout, Fanout::RoomEvent { .. }).then(SharedDelta::default);
         for shard in shards {
             let deliver = BusMsg::Deliver {
                 room: room.clone(),
                 frame: frame.clone(),
                 exclude,
                 fanout,
+                delta: delta.clone(),
             };
             self.send(shard, deliver);
         }

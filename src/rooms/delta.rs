@@ -6,9 +6,12 @@
 //! last queued event is the room's last one, when this event's `seq`
 //! directly follows that one's, gets the delta frame
 //! `{"event","room","delta","from","seq","ts"}`; everyone else the whole
-//! frame. The delta is encoded at most once per event on this shard, and
-//! only when some member takes it (a paced member's held-back event, sent
-//! at its slot, takes the same one if it is still the room's last); the base is the very frame that member
+//! frame. The delta is encoded at most once per event on the node, and
+//! only when some member takes it: the shards an event is sent to share a
+//! cell the first one that needs the delta fills (`bus::SharedDelta`),
+//! which the others use when their previous event is the same frame. A
+//! paced member's held-back event, sent at its slot, takes the same delta
+//! if it is still the room's last; the base is the very frame that member
 //! was queued, so what it rebuilds is exactly this event's `data` even
 //! across an epoch the shard did not see change. A member whose event was
 //! held back, dropped or conflated (a slow consumer) or skipped (`maxRate`)
@@ -21,6 +24,7 @@ use std::sync::Arc;
 
 use crate::json;
 use crate::proto::{fossil, scan, wire};
+use crate::rooms::bus::SharedDelta;
 
 /// A room event as this shard fanned it out.
 struct Fanned {
@@ -138,6 +142,7 @@ impl Deltas {
         frame: &Arc<[u8]>,
         recipients: &[usize],
         skip: Option<usize>,
+        shared: Option<&SharedDelta>,
     ) -> Plan {
         if let Some(local) = self.rooms.get_mut(room) {
             local.count += 1;
@@ -157,18 +162,21 @@ impl Deltas {
                 }
             });
         }
-        self.plan_sending(room, frame, recipients, skip)
+        self.plan_sending(room, frame, recipients, skip, shared)
     }
 
     /// Who of `recipients` (but `skip`) gets `frame`, an event of `room`
     /// fanned out already (held back for a paced member), whole and who as
-    /// a delta: only the room's last event has one.
+    /// a delta: only the room's last event has one. `shared`: the delta
+    /// of this event as another shard of the node may have encoded it,
+    /// used when it was encoded from the same event (the same frame).
     pub fn plan_sending(
         &mut self,
         room: &str,
         frame: &Arc<[u8]>,
         recipients: &[usize],
         skip: Option<usize>,
+        shared: Option<&SharedDelta>,
     ) -> Plan {
         let mut whole: Vec<usize> = recipients
             .iter()
@@ -195,8 +203,18 @@ impl Deltas {
         let delta = last
             .delta
             .get_or_insert_with(|| {
-                let base = last.base.as_ref().map_or(&[][..], Fanned::data);
-                delta_frame(base, wire::frame_text(frame), last.event.data.clone())
+                let base = last.base.as_ref()?;
+                let encode = || {
+                    delta_frame(
+                        base.data(),
+                        wire::frame_text(frame),
+                        last.event.data.clone(),
+                    )
+                };
+                match shared.map(|cell| cell.get_or_init(|| (base.frame.clone(), encode()))) {
+                    Some((from, delta)) if Arc::ptr_eq(from, &base.frame) => delta.clone(),
+                    _ => encode(),
+                }
             })
             .clone();
         match delta {
@@ -261,13 +279,13 @@ mod tests {
         let mut deltas = Deltas::default();
         deltas.set(&room, 1, true);
         let first = event(1, A);
-        let plan = deltas.plan("r", &first, &[1, 2], None);
+        let plan = deltas.plan("r", &first, &[1, 2], None, None);
         assert_eq!(plan.whole, [1, 2], "the first after a join is whole");
         assert!(plan.delta.is_none());
         deltas.sent("r", &first, &[1, 2], &[1, 2]);
 
         let second = event(2, B);
-        let plan = deltas.plan("r", &second, &[1, 2], None);
+        let plan = deltas.plan("r", &second, &[1, 2], None, None);
         assert_eq!(plan.whole, [2]);
         let (frame, keys) = plan.delta.expect("a delta");
         assert_eq!(keys, [1]);
@@ -281,16 +299,16 @@ mod tests {
         deltas.sent("r", &second, &[1], &[]);
 
         let third = event(3, C);
-        let plan = deltas.plan("r", &third, &[1, 2], None);
+        let plan = deltas.plan("r", &third, &[1, 2], None, None);
         assert!(plan.delta.is_none(), "not queued the last: whole");
         deltas.sent("r", &third, &[1, 2], &[1, 2]);
 
         let gap = event(5, A);
-        let plan = deltas.plan("r", &gap, &[1], None);
+        let plan = deltas.plan("r", &gap, &[1], None, None);
         assert!(plan.delta.is_none(), "a gap in seq: whole");
         deltas.sent("r", &gap, &[1], &[1]);
         let next = event(6, B);
-        assert!(deltas.plan("r", &next, &[1], None).delta.is_some());
+        assert!(deltas.plan("r", &next, &[1], None, None).delta.is_some());
     }
 
     #[test]
@@ -299,24 +317,24 @@ mod tests {
         let mut deltas = Deltas::default();
         deltas.set(&room, 1, true);
         let first = event(1, A);
-        deltas.plan("r", &first, &[1], None);
+        deltas.plan("r", &first, &[1], None, None);
         deltas.sent("r", &first, &[1], &[1]);
         let second = event(2, B);
-        let plan = deltas.plan("r", &second, &[], None);
+        let plan = deltas.plan("r", &second, &[], None, None);
         assert!(plan.whole.is_empty() && plan.delta.is_none(), "held back");
         let third = event(3, C);
-        assert!(deltas.plan("r", &third, &[1], None).delta.is_none());
+        assert!(deltas.plan("r", &third, &[1], None, None).delta.is_none());
         deltas.sent("r", &third, &[1], &[1]);
         deltas.set(&room, 1, true);
         let fourth = event(4, A);
         assert!(
-            deltas.plan("r", &fourth, &[1], None).delta.is_none(),
+            deltas.plan("r", &fourth, &[1], None, None).delta.is_none(),
             "a rejoin restarts"
         );
         deltas.sent("r", &first, &[1], &[1]);
         let fifth = event(5, B);
         assert!(
-            deltas.plan("r", &fifth, &[1], None).delta.is_none(),
+            deltas.plan("r", &fifth, &[1], None, None).delta.is_none(),
             "an older frame sent late is not the base"
         );
     }
@@ -327,12 +345,52 @@ mod tests {
         let mut deltas = Deltas::default();
         deltas.set(&room, 1, true);
         let first = event(1, "1");
-        deltas.plan("r", &first, &[1], None);
+        deltas.plan("r", &first, &[1], None, None);
         deltas.sent("r", &first, &[1], &[1]);
-        let plan = deltas.plan("r", &event(2, "2"), &[1], None);
+        let plan = deltas.plan("r", &event(2, "2"), &[1], None, None);
         assert_eq!(plan.whole, [1]);
         assert!(plan.delta.is_none());
         deltas.remove("r", 1);
         assert!(!deltas.has("r"));
+    }
+
+    #[test]
+    fn two_shards_share_one_encoding_of_an_event_from_the_same_base() {
+        let room: Arc<str> = Arc::from("r");
+        let (mut one, mut two) = (Deltas::default(), Deltas::default());
+        one.set(&room, 1, true);
+        two.set(&room, 2, true);
+        let first = event(1, A);
+        for (deltas, key) in [(&mut one, 1), (&mut two, 2)] {
+            deltas.plan("r", &first, &[key], None, Some(&SharedDelta::default()));
+            deltas.sent("r", &first, &[key], &[key]);
+        }
+        let second = event(2, B);
+        let cell = SharedDelta::default();
+        let a = one
+            .plan("r", &second, &[1], None, Some(&cell))
+            .delta
+            .unwrap()
+            .0;
+        let b = two
+            .plan("r", &second, &[2], None, Some(&cell))
+            .delta
+            .unwrap()
+            .0;
+        assert!(Arc::ptr_eq(&a, &b), "encoded once for both");
+
+        // A shard whose previous event is another frame encodes its own.
+        let mut three = Deltas::default();
+        three.set(&room, 3, true);
+        let other_first = event(1, C);
+        three.plan("r", &other_first, &[3], None, None);
+        three.sent("r", &other_first, &[3], &[3]);
+        let c = three
+            .plan("r", &second, &[3], None, Some(&cell))
+            .delta
+            .unwrap()
+            .0;
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert_eq!(rebuild(C, &c), B);
     }
 }

@@ -324,7 +324,7 @@ impl Router {
             if self.deltas.has(&due.room) {
                 let plan = self
                     .deltas
-                    .plan_sending(&due.room, &due.frame, &due.keys, None);
+                    .plan_sending(&due.room, &due.frame, &due.keys, None, None);
                 let (room, frame) = (&due.room, &due.frame);
                 deliver_planned(&mut self.deltas, plan, room, frame, fanout, time.now, out);
                 continue;
@@ -433,6 +433,7 @@ impl Router {
                 frame,
                 exclude,
                 fanout,
+                delta,
             } => {
                 let skip = self.own_key(exclude);
                 let pacing = match fanout {
@@ -442,7 +443,9 @@ impl Router {
                 };
                 let members = self.local.recipients(&room, &frame, skip, pacing, time.now);
                 if pacing == Pacing::Conflate && self.deltas.has(&room) {
-                    let plan = self.deltas.plan(&room, &frame, members, skip);
+                    let plan = self
+                        .deltas
+                        .plan(&room, &frame, members, skip, delta.as_ref());
                     deliver_planned(&mut self.deltas, plan, &room, &frame, fanout, time.now, out);
                 } else {
                     out.deliver(members, skip, &frame, Some(&room), fanout, time.now);
