@@ -88,8 +88,12 @@ fn publish(conn: &mut RedisConn, room: &str, hooks: WebhookFlags) {
     let keys = RoomKeys::new("rc", room);
     let head = format!(r#"{{"event":"chat:msg","room":"{room}","data":1,"from":"u1","seq":"#);
     let mut out = Vec::new();
-    let text = (head.as_bytes(), br#","ts":7}"#.as_slice());
-    bridge::publish(&mut out, &keys, text, "e", KEEP, "a/1/-", hooks.at(room));
+    let message = bridge::Unsequenced {
+        head: head.into_bytes(),
+        tail: br#","ts":7}"#.to_vec(),
+        origin: "a/1/-".into(),
+    };
+    bridge::publish(&mut out, &keys, &[message], "e", KEEP, hooks.at(room));
     run(conn, &out);
 }
 

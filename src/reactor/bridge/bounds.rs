@@ -9,7 +9,10 @@
 //!
 //! In size: a request someone waits for (a publish, a join, a presence or
 //! history read, a send, an API cast) is taken only while its link holds
-//! less than `REQUESTS`; past it, it is answered `Unavailable` at once,
+//! less than `REQUESTS` (a batch of publishes sent as one call counts as
+//! many requests as it has publishes; those taken but not yet sent, at
+//! most a turn's `TAKE_PER_TURN`, are not counted yet, and `ALL` leaves
+//! room for them); past it, it is answered `Unavailable` at once,
 //! never left waiting in the channel (which the bridge drains every turn).
 //! Bookkeeping that nobody waits for (leaves, syncs, the online set,
 //! subscriptions, heartbeats) may go past `REQUESTS` up to `ALL`, so it is
@@ -55,22 +58,28 @@ const TAKE_PER_TURN: usize = 4096;
 impl<S: BridgeSink> Bridge<S> {
     /// Handles what is in the channel, at most `TAKE_PER_TURN`; false on
     /// `Stop`. Sets `backlog` when more is waiting.
+    /// The publishes taken are sent before it returns (`batch`).
     pub(super) fn take_requests(&mut self) -> bool {
+        let (more, backlog) = self.take_some();
+        self.send_batches();
+        self.backlog = backlog;
+        more
+    }
+
+    /// `take_requests` but for the batches: whether to go on, and whether
+    /// requests were left in the channel.
+    fn take_some(&mut self) -> (bool, bool) {
         for _ in 0..TAKE_PER_TURN {
             match self.requests.try_recv() {
                 Ok(BridgeRequest::Stop) | Err(crossbeam_channel::TryRecvError::Disconnected) => {
-                    return false;
+                    return (false, self.backlog);
                 }
                 Ok(request) if self.over_bound(&request) => self.refuse(request),
                 Ok(request) => self.on_request(request),
-                Err(crossbeam_channel::TryRecvError::Empty) => {
-                    self.backlog = false;
-                    return true;
-                }
+                Err(crossbeam_channel::TryRecvError::Empty) => return (true, false),
             }
         }
-        self.backlog = true;
-        true
+        (true, true)
     }
 
     /// Whether `request` waits for an answer on a link that holds
@@ -78,7 +87,12 @@ impl<S: BridgeSink> Bridge<S> {
     fn over_bound(&self, request: &BridgeRequest<S::Answer>) -> bool {
         let full = |room: &str| {
             let link = &self.links[layout::server_of(room, self.links.len())];
-            !link.pipeline.within(REQUESTS)
+            // A batch of publishes is one command that answers each.
+            let in_flight = REQUESTS.in_flight.saturating_sub(link.batched);
+            !link.pipeline.within(Bounds {
+                in_flight,
+                ..REQUESTS
+            })
         };
         match request {
             BridgeRequest::Publish { room, .. }

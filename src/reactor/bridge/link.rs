@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use mio::{Interest, Token};
 
 use super::stream::Stream;
-use super::{Bridge, BridgeSink, Link, Pending, Unavailable};
+use super::{Bridge, BridgeSink, Link, Pending, Sequenced, Unavailable};
 use crate::redis;
 use crate::redis::layout::{self, RoomKeys};
 use crate::redis::pipeline::Incoming;
@@ -124,6 +124,7 @@ impl<S: BridgeSink> Bridge<S> {
         link.ready = false;
         link.liveness.down();
         let lost = link.pipeline.reset();
+        link.batched = 0;
         for answer in link.replication.reset() {
             self.sink.sequenced(answer, Err(Unavailable));
         }
@@ -137,7 +138,7 @@ impl<S: BridgeSink> Bridge<S> {
     /// Answers a request whose reply will not come, or will not be read.
     fn answer_unavailable(&mut self, pending: Pending<S::Answer>) {
         match pending {
-            Pending::Publish { answer, .. } => self.sink.sequenced(answer, Err(Unavailable)),
+            Pending::Publish { answers, .. } => self.unavailable(answers),
             Pending::Join { answer, .. } => self.sink.joined(answer, Err(Unavailable)),
             Pending::Presence { answer } => self.sink.presence(answer, Err(Unavailable)),
             Pending::RoomRead { answer, .. } => self.sink.room_read(answer, Err(Unavailable)),
@@ -248,6 +249,21 @@ impl<S: BridgeSink> Bridge<S> {
         failed.and(closed)
     }
 
+    /// The outcomes of a batch of publishes of link `index`, each answered
+    /// now or, with replicas to wait for, once its `WAIT` is.
+    fn sequenced(
+        &mut self,
+        index: usize,
+        outcomes: impl Iterator<Item = (S::Answer, Result<Sequenced, Unavailable>)>,
+    ) {
+        for (answer, outcome) in outcomes {
+            let now = self.links[index].replication.sequenced(answer, outcome);
+            if let Some((answer, outcome)) = now {
+                self.sink.sequenced(answer, outcome);
+            }
+        }
+    }
+
     pub(super) fn on_reply(
         &mut self,
         index: usize,
@@ -280,16 +296,19 @@ impl<S: BridgeSink> Bridge<S> {
                 }
                 self.on_setup_reply(index);
             }
-            Pending::Publish { answer, sent } => {
+            Pending::Publish { answers, sent } => {
                 self.metrics.command_latency.observe(sent.elapsed());
-                let outcome = redis::sequenced(&reply).ok_or(Unavailable);
-                if outcome.is_err() {
-                    log_warn!("redis bridge: publish refused: {reply:?}");
-                }
-                let now = self.links[index].replication.sequenced(answer, outcome);
-                if let Some((answer, outcome)) = now {
-                    self.sink.sequenced(answer, outcome);
-                }
+                let link = &mut self.links[index];
+                link.batched = link.batched.saturating_sub(answers.len() - 1);
+                let n = answers.len();
+                let outcomes: Vec<_> = match redis::sequenced_run(&reply, n) {
+                    Some(run) => run.into_iter().map(Ok).collect(),
+                    None => {
+                        log_warn!("redis bridge: publish refused: {reply:?}");
+                        std::iter::repeat_n(Err(Unavailable), n).collect()
+                    }
+                };
+                self.sequenced(index, answers.into_iter().zip(outcomes));
             }
             Pending::Replicated { covers } => self.on_replicated(index, covers, &reply),
             Pending::Join { answer, room, sent } => {

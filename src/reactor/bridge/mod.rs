@@ -14,7 +14,8 @@
 //! `Unavailable`, and once back every room served is recovered from its
 //! history where its cursor left off (`redis::subscriptions`).
 //!
-//! Here: the requests, the loop, publishes and subscriptions. `link`: the
+//! Here: the requests, the loop, publishes and subscriptions. `batch`: the
+//! publishes to a room taken together, sent as one call. `link`: the
 //! connections. `bounds`: what waits for Redis, bounded in time
 //! (`--redis-timeout`) and in size. `events`: what the channels bring. `presence`: joins,
 //! leaves, the online set and node liveness. `api`: the Server API's
@@ -27,6 +28,7 @@
 //! answer to the shard it is for).
 
 mod api;
+mod batch;
 mod bounds;
 mod events;
 mod link;
@@ -61,7 +63,7 @@ use crate::redis::pipeline::Pipeline;
 use crate::redis::resp;
 use crate::redis::subscriptions::{Change, Subscriptions};
 use crate::redis::url::RedisUrl;
-use crate::redis::{self, History, Presence, Sequenced};
+use crate::redis::{self, History, Presence, Sequenced, Unsequenced};
 
 pub use crate::redis::requests::{
     BridgeRequest, DirectMessage, FromHere, OwnedQuery, RoomEvent, Unavailable,
@@ -232,6 +234,7 @@ pub fn start<S: BridgeSink>(
         live_known: false,
         webhooks,
         keys: HashMap::new(),
+        batches: batch::Batches::default(),
         room_users: HashMap::new(),
         next_gather: 0,
     };
@@ -267,8 +270,10 @@ enum Pending<A> {
     /// `ROLE`, in the setup of a Sentinel-managed server: a server that
     /// is not the master is unusable too.
     Role,
+    /// A `roomcast_publish` of a batch: `answers[i]` is the `i`th
+    /// message's.
     Publish {
-        answer: A,
+        answers: Vec<A>,
         sent: Instant,
     },
     /// The `WAIT` covering the `covers` publishes answered before it that
@@ -342,6 +347,9 @@ struct Link<A> {
     was_up: bool,
     /// With `--redis-replicas`: publishes waiting for their `WAIT`.
     replication: replicas::Replication<A>,
+    /// Publishes in flight beyond one per command: a batch of `n` waits as
+    /// one command and counts `n` (`bounds`).
+    batched: usize,
     /// Whether Redis answers in time (`--redis-timeout`), and its pings.
     liveness: Liveness,
 }
@@ -361,6 +369,7 @@ impl<A> Link<A> {
             retry_at: Instant::now(),
             was_up: false,
             replication: replicas::Replication::new(replicas),
+            batched: 0,
             liveness: Liveness::new(timeout),
         }
     }
@@ -416,6 +425,8 @@ struct Bridge<S: BridgeSink> {
     webhooks: Option<webhooks::Reader>,
     /// The key names of the rooms in use, built once each (`keys_of`).
     keys: HashMap<Arc<str>, Arc<RoomKeys>>,
+    /// Publishes taken this turn, not sent yet (`batch`).
+    batches: batch::Batches<S::Answer>,
     /// `RoomUsers` requests whose counts are coming, by gather.
     room_users: HashMap<u64, api::UserCounts<S::Answer>>,
     next_gather: u64,
@@ -470,6 +481,10 @@ impl<S: BridgeSink> Bridge<S> {
     }
 
     fn on_request(&mut self, request: BridgeRequest<S::Answer>) {
+        // Everything but a publish goes after the publishes taken before it.
+        if !matches!(request, BridgeRequest::Publish { .. }) {
+            self.send_batches();
+        }
         match request {
             BridgeRequest::Publish {
                 room,
@@ -477,7 +492,12 @@ impl<S: BridgeSink> Bridge<S> {
                 tail,
                 origin,
                 answer,
-            } => self.publish(&room, (&head, &tail), &origin, answer),
+            } => {
+                let message = Unsequenced { head, tail, origin };
+                if let Some(full) = self.batches.add(room, message, answer) {
+                    self.publish(full);
+                }
+            }
             BridgeRequest::Join {
                 room,
                 query,
@@ -535,26 +555,54 @@ impl<S: BridgeSink> Bridge<S> {
         keys
     }
 
-    fn publish(&mut self, room: &str, text: (&[u8], &[u8]), origin: &str, answer: S::Answer) {
-        let index = layout::server_of(room, self.links.len());
-        let keys = self.keys_of(room);
+    /// Sends every batch of publishes collected (`batch`).
+    pub(super) fn send_batches(&mut self) {
+        if self.batches.is_empty() {
+            return;
+        }
+        for batch in self.batches.take_all() {
+            self.publish(batch);
+        }
+    }
+
+    /// Sequences a batch of publishes to one room with one call.
+    fn publish(&mut self, batch: batch::Batch<S::Answer>) {
+        let batch::Batch {
+            room,
+            messages,
+            answers,
+            ..
+        } = batch;
+        let index = layout::server_of(&room, self.links.len());
+        let keys = self.keys_of(&room);
         let epoch = self.fresh_epoch();
         let retention = self.config.history;
-        let hooks = self.message_hooks(room);
+        let hooks = self.message_hooks(&room);
         let link = &mut self.links[index];
+        let n = answers.len();
         if !link.is_up() {
-            return self.sink.sequenced(answer, Err(Unavailable));
+            return self.unavailable(answers);
         }
         let sent = Instant::now();
         let pushed = link
             .pipeline
-            .push(Pending::Publish { answer, sent }, |out| {
-                redis::publish(out, &keys, text, &epoch, retention, origin, hooks.at(room));
+            .push(Pending::Publish { answers, sent }, |out| {
+                redis::publish(out, &keys, &messages, &epoch, retention, hooks.at(&room));
             });
         match pushed {
-            Ok(()) => link.replication.published(),
-            Err(Pending::Publish { answer, .. }) => self.sink.sequenced(answer, Err(Unavailable)),
+            Ok(()) => {
+                link.batched += n - 1;
+                link.replication.published(n);
+            }
+            Err(Pending::Publish { answers, .. }) => self.unavailable(answers),
             Err(_) => {}
+        }
+    }
+
+    /// Answers publishes `Unavailable`.
+    fn unavailable(&self, answers: Vec<S::Answer>) {
+        for answer in answers {
+            self.sink.sequenced(answer, Err(Unavailable));
         }
     }
 
