@@ -145,13 +145,16 @@ local function sequence(keys, args, at, n, fresh_epoch, history, ttl_ms, channel
     local head, tail, origin = args[at + 3 * i], args[at + 3 * i + 1], args[at + 3 * i + 2]
     local id = string.format('%d', first + i)
     local message = head .. id .. tail
-    if keep then
-      -- Trimmed approximately: Redis drops whole stream nodes only, so the
-      -- log keeps the last `history` entries and at most one node more (100
-      -- entries or 4 KiB by default). Exact trimming walked the oldest node's
-      -- entries on every call, and saved no memory: a trimmed entry stays in
-      -- its node until the whole node goes. The readers (`latest`,
-      -- `read_history`) never return more than the last `history`.
+    if keep and i < n - 1 then
+      redis.call('XADD', keys[3], '0-' .. id, 'm', message, 't', now)
+    elseif keep then
+      -- Trimmed approximately, once per call (by its last entry): Redis
+      -- drops whole stream nodes only, so the log keeps the last `history`
+      -- entries and at most one node more (100 entries or 4 KiB by
+      -- default). Exact trimming walked the oldest node's entries on every
+      -- call, and saved no memory: a trimmed entry stays in its node until
+      -- the whole node goes. The readers (`latest`, `read_history`) never
+      -- return more than the last `history`.
       redis.call('XADD', keys[3], 'MAXLEN', '~', history, '0-' .. id, 'm', message, 't', now)
     end
     redis.call('PUBLISH', channel, epoch .. ' ' .. id .. ' ' .. origin .. ' ' .. message)

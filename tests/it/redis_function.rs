@@ -53,7 +53,7 @@ fn chat(data: &str, origin: &str) -> bridge::Unsequenced {
 
 /// One `roomcast_publish` of a `chat:msg` per `data`, as a node sends the
 /// publishes to a room it took together.
-fn publish_run(
+pub(crate) fn publish_run(
     conn: &mut RedisConn,
     keys: &RoomKeys,
     data: &[&str],
