@@ -1,19 +1,25 @@
-//! Publishes to one room taken in the same turn go to Redis as one
-//! `roomcast_publish` call (`docs/redis.md`, "Cost per message").
+//! Publishes to one room go to Redis together, as one `roomcast_publish`
+//! call (`docs/redis.md`, "Cost per message").
 //!
 //! What a function call costs Redis before it does anything is about three
-//! bare `PUBLISH`es, more than the work of sequencing one message; under
-//! load the bridge takes many requests per turn, often several publishes
-//! to the same room, and one call sequences them all. Order is kept: the
-//! publishes of a room are collected in the order they were taken, and
-//! any other request sends every collected batch first (`Bridge::on_request`),
-//! as does the end of the turn's taking (`take_requests`). So the pipeline
-//! carries everything in the order it was asked for, except that the
-//! publishes of different rooms between two other requests may pass each
-//! other: rooms are sequenced independently. A batch is sent as soon as it
-//! holds `MAX_MESSAGES` or `MAX_BYTES`, so one call stays short.
+//! bare `PUBLISH`es, more than the work of sequencing one message. So the
+//! publishes to a room are collected, in the order they were taken, and
+//! sent as one call when the room has no call of its own waiting for
+//! Redis; while one waits, the next ones gather and go as one call once
+//! its reply came (group commit). An idle room's publish goes at once;
+//! under load, a room's calls carry what came while the last one was in
+//! Redis, so the calls per second stay about what Redis answers and the
+//! messages per call grow with the load. A batch is sent anyway as soon as
+//! it holds `MAX_MESSAGES` or `MAX_BYTES`, so one call stays short.
 //!
-//! Owns the batches being collected, sans-IO; the bridge sends them.
+//! Order is kept: any other request sends every collected batch first,
+//! waiting or not (`Bridge::on_request`), so the pipeline carries
+//! everything in the order it was asked for, except that publishes to
+//! different rooms between two other requests may pass each other: rooms
+//! are sequenced independently.
+//!
+//! Owns the batches being collected and the calls each room has waiting,
+//! sans-IO; the bridge sends them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -51,13 +57,15 @@ impl<A> Batch<A> {
     }
 }
 
-/// The batches of one turn, one per room, in the order of their rooms'
-/// first publish.
+/// The batches being collected, one per room, in the order of their
+/// rooms' first publish, and the calls each room has waiting.
 #[derive(Debug)]
 pub(super) struct Batches<A> {
     open: Vec<Batch<A>>,
     /// Where each room's batch is in `open`.
     by_room: HashMap<Arc<str>, usize>,
+    /// The rooms with calls waiting for Redis, and how many.
+    in_flight: HashMap<Arc<str>, usize>,
 }
 
 impl<A> Default for Batches<A> {
@@ -65,6 +73,7 @@ impl<A> Default for Batches<A> {
         Self {
             open: Vec::new(),
             by_room: HashMap::new(),
+            in_flight: HashMap::new(),
         }
     }
 }
@@ -106,8 +115,38 @@ impl<A> Batches<A> {
             .filter(|batch| !batch.messages.is_empty())
     }
 
+    /// The batches of the rooms without a call waiting, in order; the
+    /// others stay, to go once their room's call is answered.
+    pub(super) fn take_ready(&mut self) -> Vec<Batch<A>> {
+        let (ready, held): (Vec<_>, Vec<_>) = std::mem::take(&mut self.open)
+            .into_iter()
+            .filter(|batch| !batch.messages.is_empty())
+            .partition(|batch| !self.in_flight.contains_key(&batch.room));
+        self.by_room.clear();
+        for (at, batch) in held.iter().enumerate() {
+            self.by_room.insert(batch.room.clone(), at);
+        }
+        self.open = held;
+        ready
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.open.is_empty()
+    }
+
+    /// A call for `room` went to Redis.
+    pub(super) fn sent(&mut self, room: &Arc<str>) {
+        *self.in_flight.entry(room.clone()).or_default() += 1;
+    }
+
+    /// A call for `room` was answered, or will never be.
+    pub(super) fn answered(&mut self, room: &str) {
+        if let Some(calls) = self.in_flight.get_mut(room) {
+            *calls -= 1;
+            if *calls == 0 {
+                self.in_flight.remove(room);
+            }
+        }
     }
 }
 
@@ -173,6 +212,48 @@ mod tests {
         assert_eq!(rest.len(), 2);
         assert_eq!(heads(&rest[0]), [b"o1", b"o2"], "other rooms untouched");
         assert_eq!(heads(&rest[1]), [b"next"]);
+    }
+
+    #[test]
+    fn a_room_with_a_call_waiting_gathers_until_it_is_answered() {
+        let mut batches = Batches::default();
+        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        batches.add(a.clone(), message("a1"), 1);
+        let ready = batches.take_ready();
+        assert_eq!(
+            heads(&ready[0]),
+            [b"a1"],
+            "an idle room's publish goes at once"
+        );
+        batches.sent(&a);
+        batches.add(a.clone(), message("a2"), 2);
+        batches.add(b.clone(), message("b1"), 3);
+        batches.add(a.clone(), message("a3"), 4);
+        let ready = batches.take_ready();
+        assert_eq!(ready.len(), 1);
+        assert_eq!((&*ready[0].room, heads(&ready[0])), ("b", vec![&b"b1"[..]]));
+        assert!(!batches.is_empty(), "a's wait for its call");
+        batches.add(a.clone(), message("a4"), 5);
+        assert!(batches.take_ready().is_empty());
+        batches.answered("a");
+        let ready = batches.take_ready();
+        assert_eq!(heads(&ready[0]), [b"a2", b"a3", b"a4"]);
+        assert_eq!(ready[0].answers, [2, 4, 5]);
+        assert!(batches.is_empty());
+        // Two calls waiting: the room waits for both.
+        batches.sent(&a);
+        batches.sent(&a);
+        batches.answered("a");
+        batches.add(a.clone(), message("a5"), 6);
+        assert!(batches.take_ready().is_empty());
+        batches.answered("a");
+        assert_eq!(batches.take_ready().len(), 1);
+        // Another request sends what waits too, in order.
+        batches.sent(&a);
+        batches.add(b.clone(), message("b2"), 7);
+        batches.add(a.clone(), message("a6"), 8);
+        let all: Vec<Batch<u32>> = batches.take_all().collect();
+        assert_eq!(all.iter().map(|b| &*b.room).collect::<Vec<_>>(), ["b", "a"]);
     }
 
     #[test]

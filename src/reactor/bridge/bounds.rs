@@ -10,9 +10,7 @@
 //! In size: a request someone waits for (a publish, a join, a presence or
 //! history read, a send, an API cast) is taken only while its link holds
 //! less than `REQUESTS` (a batch of publishes sent as one call counts as
-//! many requests as it has publishes; those taken but not yet sent, at
-//! most a turn's `TAKE_PER_TURN`, are not counted yet, and `ALL` leaves
-//! room for them); past it, it is answered `Unavailable` at once,
+//! many requests as it has publishes, and so does one waiting to be sent); past it, it is answered `Unavailable` at once,
 //! never left waiting in the channel (which the bridge drains every turn).
 //! Bookkeeping that nobody waits for (leaves, syncs, the online set,
 //! subscriptions, heartbeats) may go past `REQUESTS` up to `ALL`, so it is
@@ -58,10 +56,11 @@ const TAKE_PER_TURN: usize = 4096;
 impl<S: BridgeSink> Bridge<S> {
     /// Handles what is in the channel, at most `TAKE_PER_TURN`; false on
     /// `Stop`. Sets `backlog` when more is waiting.
-    /// The publishes taken are sent before it returns (`batch`).
+    /// The publishes taken are sent before it returns, but those to a room
+    /// whose last call Redis has not answered yet (`batch`).
     pub(super) fn take_requests(&mut self) -> bool {
         let (more, backlog) = self.take_some();
-        self.send_batches();
+        self.send_ready_batches();
         self.backlog = backlog;
         more
     }
@@ -87,7 +86,8 @@ impl<S: BridgeSink> Bridge<S> {
     fn over_bound(&self, request: &BridgeRequest<S::Answer>) -> bool {
         let full = |room: &str| {
             let link = &self.links[layout::server_of(room, self.links.len())];
-            // A batch of publishes is one command that answers each.
+            // A batch of publishes is one command that answers each, and
+            // publishes wait in batches before they are sent.
             let in_flight = REQUESTS.in_flight.saturating_sub(link.batched);
             !link.pipeline.within(Bounds {
                 in_flight,

@@ -124,21 +124,26 @@ impl<S: BridgeSink> Bridge<S> {
         link.ready = false;
         link.liveness.down();
         let lost = link.pipeline.reset();
-        link.batched = 0;
         for answer in link.replication.reset() {
             self.sink.sequenced(answer, Err(Unavailable));
         }
         let delay = link.backoff.next_delay(random());
         link.retry_at = Instant::now() + delay;
         for pending in lost {
-            self.answer_unavailable(pending);
+            self.answer_unavailable(index, pending);
         }
     }
 
-    /// Answers a request whose reply will not come, or will not be read.
-    fn answer_unavailable(&mut self, pending: Pending<S::Answer>) {
+    /// Answers a request of link `index` whose reply will not come, or will
+    /// not be read.
+    fn answer_unavailable(&mut self, index: usize, pending: Pending<S::Answer>) {
         match pending {
-            Pending::Publish { answers, .. } => self.unavailable(answers),
+            Pending::Publish { room, answers, .. } => {
+                self.publish_answered(index, &room, answers.len());
+                for answer in answers {
+                    self.sink.sequenced(answer, Err(Unavailable));
+                }
+            }
             Pending::Join { answer, .. } => self.sink.joined(answer, Err(Unavailable)),
             Pending::Presence { answer } => self.sink.presence(answer, Err(Unavailable)),
             Pending::RoomRead { answer, .. } => self.sink.room_read(answer, Err(Unavailable)),
@@ -242,11 +247,22 @@ impl<S: BridgeSink> Bridge<S> {
         for item in incoming {
             match item {
                 Incoming::Push(items) => self.on_push(&items),
-                Incoming::Reply(pending, _) if failed.is_err() => self.answer_unavailable(pending),
+                Incoming::Reply(pending, _) if failed.is_err() => {
+                    self.answer_unavailable(index, pending);
+                }
                 Incoming::Reply(pending, reply) => failed = self.on_reply(index, pending, reply),
             }
         }
         failed.and(closed)
+    }
+
+    /// A call of `n` publishes to `room` on link `index` is answered (or
+    /// never will be): the room's next batch may go, and the bound no
+    /// longer counts them.
+    fn publish_answered(&mut self, index: usize, room: &str, n: usize) {
+        let link = &mut self.links[index];
+        link.batched = link.batched.saturating_sub(n - 1);
+        self.batches.answered(room);
     }
 
     /// The outcomes of a batch of publishes of link `index`, each answered
@@ -296,11 +312,14 @@ impl<S: BridgeSink> Bridge<S> {
                 }
                 self.on_setup_reply(index);
             }
-            Pending::Publish { answers, sent } => {
+            Pending::Publish {
+                room,
+                answers,
+                sent,
+            } => {
                 self.metrics.command_latency.observe(sent.elapsed());
-                let link = &mut self.links[index];
-                link.batched = link.batched.saturating_sub(answers.len() - 1);
                 let n = answers.len();
+                self.publish_answered(index, &room, n);
                 let outcomes: Vec<_> = match redis::sequenced_run(&reply, n) {
                     Some(run) => run.into_iter().map(Ok).collect(),
                     None => {

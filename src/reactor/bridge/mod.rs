@@ -270,9 +270,10 @@ enum Pending<A> {
     /// `ROLE`, in the setup of a Sentinel-managed server: a server that
     /// is not the master is unusable too.
     Role,
-    /// A `roomcast_publish` of a batch: `answers[i]` is the `i`th
-    /// message's.
+    /// A `roomcast_publish` of a batch to `room`: `answers[i]` is the
+    /// `i`th message's.
     Publish {
+        room: Arc<str>,
         answers: Vec<A>,
         sent: Instant,
     },
@@ -347,8 +348,10 @@ struct Link<A> {
     was_up: bool,
     /// With `--redis-replicas`: publishes waiting for their `WAIT`.
     replication: replicas::Replication<A>,
-    /// Publishes in flight beyond one per command: a batch of `n` waits as
-    /// one command and counts `n` (`bounds`).
+    /// Publishes taken and not answered yet, beyond the one per command
+    /// that the pipeline counts: a batch of `n` waits as one command and
+    /// counts `n`, one collected or held (`batch`) counts before it is
+    /// sent (`bounds`).
     batched: usize,
     /// Whether Redis answers in time (`--redis-timeout`), and its pings.
     liveness: Liveness,
@@ -493,6 +496,8 @@ impl<S: BridgeSink> Bridge<S> {
                 origin,
                 answer,
             } => {
+                let index = layout::server_of(&room, self.links.len());
+                self.links[index].batched += 1;
                 let message = Unsequenced { head, tail, origin };
                 if let Some(full) = self.batches.add(room, message, answer) {
                     self.publish(full);
@@ -555,12 +560,22 @@ impl<S: BridgeSink> Bridge<S> {
         keys
     }
 
-    /// Sends every batch of publishes collected (`batch`).
+    /// Sends every batch of publishes collected, waiting or not (`batch`).
     pub(super) fn send_batches(&mut self) {
         if self.batches.is_empty() {
             return;
         }
         for batch in self.batches.take_all() {
+            self.publish(batch);
+        }
+    }
+
+    /// Sends the batches of publishes whose room has no call waiting.
+    pub(super) fn send_ready_batches(&mut self) {
+        if self.batches.is_empty() {
+            return;
+        }
+        for batch in self.batches.take_ready() {
             self.publish(batch);
         }
     }
@@ -581,26 +596,32 @@ impl<S: BridgeSink> Bridge<S> {
         let link = &mut self.links[index];
         let n = answers.len();
         if !link.is_up() {
-            return self.unavailable(answers);
+            return self.unavailable(index, answers);
         }
         let sent = Instant::now();
-        let pushed = link
-            .pipeline
-            .push(Pending::Publish { answers, sent }, |out| {
-                redis::publish(out, &keys, &messages, &epoch, retention, hooks.at(&room));
-            });
+        let pending = Pending::Publish {
+            room: room.clone(),
+            answers,
+            sent,
+        };
+        let pushed = link.pipeline.push(pending, |out| {
+            redis::publish(out, &keys, &messages, &epoch, retention, hooks.at(&room));
+        });
         match pushed {
             Ok(()) => {
-                link.batched += n - 1;
+                link.batched = link.batched.saturating_sub(1);
                 link.replication.published(n);
+                self.batches.sent(&room);
             }
-            Err(Pending::Publish { answers, .. }) => self.unavailable(answers),
+            Err(Pending::Publish { answers, .. }) => self.unavailable(index, answers),
             Err(_) => {}
         }
     }
 
-    /// Answers publishes `Unavailable`.
-    fn unavailable(&self, answers: Vec<S::Answer>) {
+    /// Answers publishes of link `index` that were not sent `Unavailable`.
+    fn unavailable(&mut self, index: usize, answers: Vec<S::Answer>) {
+        let link = &mut self.links[index];
+        link.batched = link.batched.saturating_sub(answers.len());
         for answer in answers {
             self.sink.sequenced(answer, Err(Unavailable));
         }
