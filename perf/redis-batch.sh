@@ -8,10 +8,11 @@
 # room taken in one bridge turn in one call) take turns at every rate in
 # every run, with the same bench client. Also reported: the messages per
 # FCALL (the batch size seen; the few other calls of the window, such as
-# heartbeats, count too), deliveries lost or out of order.
+# heartbeats, count too), the publish-to-delivery latency, deliveries lost
+# or out of order.
 #
-#   perf/redis-batch.sh                                  # 3 runs, 10 s windows
-#   RUNS=5 RATES="2000 20000 40000" perf/redis-batch.sh
+#   perf/redis-batch.sh                                  # 3 runs, 10 s windows (about 5 min)
+#   RUNS=1 DURATION=3s RATES="2000 50000" perf/redis-batch.sh
 #
 # Everything is on 127.0.0.1, each run is bounded, and only the processes
 # this script started are stopped, by PID. Raw results go to
@@ -20,10 +21,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 set +e
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-10s}
-RATES=${RATES:-"2000 20000"}
+RATES=${RATES:-"20000 100000"}
 ROOMS=${ROOMS:-4}
 PUBLISHERS=${PUBLISHERS:-4}
-SUBSCRIBERS=${SUBSCRIBERS:-32}
+SUBSCRIBERS=${SUBSCRIBERS:-8}
 BASELINE=${BASELINE:-main}
 OUT="$PERF_DIR/results/redis-batch-$(date -u +%Y%m%dT%H%M%SZ).jsonl"
 mkdir -p "$PERF_DIR/results"
@@ -108,8 +109,8 @@ python3 - "$OUT" "$BASELINE" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 print(f"raw: {sys.argv[1]} (before: {sys.argv[2]})")
-print("| offered msgs/s | build | sequenced per window | Redis CPU µs/message | runs | messages per FCALL | lost | out of order |")
-print("|---|---|---|---|---|---|---|---|")
+print("| offered msgs/s | build | sequenced per window | Redis CPU µs/message | runs | messages per FCALL | p50 ms | p99 ms | lost | out of order |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 med = statistics.median
 for rate in sorted({r["rate"] for r in rows}):
     for label in ["before", "after"]:
@@ -119,5 +120,6 @@ for rate in sorted({r["rate"] for r in rows}):
         cpu = [r["redis_cpu_us_per_message"] for r in rs]
         print(f"| {rate:,} | {label} | {med([r['sequenced'] for r in rs]):,.0f} | {med(cpu):.2f} | "
               f"{', '.join(f'{c:.2f}' for c in cpu)} | {med([r['messages_per_fcall'] for r in rs]):.1f} | "
+              f"{med([r['latency_us']['p50'] for r in rs]) / 1000:.2f} | {med([r['latency_us']['p99'] for r in rs]) / 1000:.2f} | "
               f"{sum(r.get('lost', 0) for r in rs)} | {sum(r.get('out_of_order', 0) for r in rs)} |")
 PY

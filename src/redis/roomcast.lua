@@ -117,10 +117,10 @@ local function occupied(count)
   return count ~= false and count ~= '0' and string.byte(count, 1) ~= 45 -- '-'
 end
 
--- Sequences `n` messages of a room in one step, the `i`th (from 0) taking
--- the text `args[at + 3i] .. seq .. args[at + 3i + 1]` and the origin
--- `args[at + 3i + 2]`, and returns {the first seq, epoch}: the `i`th got
--- the first + i. keys: seq, epoch, log, members. `history` and `ttl_ms`
+-- Sequences `count` (a text) messages of a room in one step, the `i`th
+-- (from 0) taking the text `args[at + 3i] .. seq .. args[at + 3i + 1]`
+-- and the origin `args[at + 3i + 2]`, and returns {the first seq, epoch}:
+-- the `i`th got the first + i. keys: seq, epoch, log, members. `history` and `ttl_ms`
 -- are the texts the caller passed, `now` the unix ms it stamps the entries
 -- with. This runs for every room message, so it makes as few calls and
 -- conversions as it can: the epoch, the seq and the members are read and
@@ -130,7 +130,7 @@ end
 -- moves an entry's expiry by as much against a TTL of seconds or minutes);
 -- each seq turned into text once, numbers passed to Redis as the caller's
 -- texts.
-local function sequence(keys, args, at, n, fresh_epoch, history, ttl_ms, channel, hooks, now)
+local function sequence(keys, args, at, count, fresh_epoch, history, ttl_ms, channel, hooks, now)
   local epoch = redis.call('GET', keys[2])
   if not epoch then
     -- A new room, or one forgotten (expired, or lost with the data): a new
@@ -139,7 +139,10 @@ local function sequence(keys, args, at, n, fresh_epoch, history, ttl_ms, channel
     redis.call('DEL', keys[1], keys[3])
     redis.call('SET', keys[2], epoch)
   end
-  local first = redis.call('INCRBY', keys[1], n) - n + 1
+  -- The count goes to Redis as the caller's text: a Lua number would be
+  -- formatted with printf on the way.
+  local n = tonumber(count)
+  local first = redis.call('INCRBY', keys[1], count) - n + 1
   local keep = history ~= '0'
   for i = 0, n - 1 do
     local head, tail, origin = args[at + 3 * i], args[at + 3 * i + 1], args[at + 3 * i + 2]
@@ -186,7 +189,7 @@ local function publish(keys, args)
   if not n or n < 1 or #args < 6 + 3 * n then
     return redis.error_reply('ERR roomcast_publish: a count of 1 or more, then its messages')
   end
-  return sequence(keys, args, 7, n, args[1], args[2], args[3], args[4],
+  return sequence(keys, args, 7, args[6], args[1], args[2], args[3], args[4],
     hooks_of(args, 7 + 3 * n), args[5])
 end
 
@@ -204,7 +207,7 @@ local function emit(keys, args)
     .. ',"data":' .. args[3] .. ',"from":' .. cjson.encode(args[4]) .. ',"seq":'
   local tail = ',"ts":' .. ts .. '}'
   local fresh_epoch = 'r' .. time[1] .. time[2]
-  return sequence(keys, {head, tail, '-'}, 1, 1, fresh_epoch, args[5], args[6], args[7], nil, ts)
+  return sequence(keys, {head, tail, '-'}, 1, '1', fresh_epoch, args[5], args[6], args[7], nil, ts)
 end
 
 -- The latest `n` messages up to `seq` of a history younger than `min_t`,
