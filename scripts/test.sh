@@ -94,9 +94,10 @@ LOGS="$(mktemp -d)"
 AUTOBAHN_JOB=""
 REDIS_PID=""
 SENTINEL_PIDS=()
+RCLUSTER_PIDS=()
 # The processes this script starts in the background: the Autobahn run and
-# its server, the Redis of the cluster pass, and the master, replica and
-# Sentinels of the Sentinel pass.
+# its server, the Redis of the cluster pass, the master, replica and
+# Sentinels of the Sentinel pass, and the nodes of the Redis Cluster pass.
 cleanup() {
   [ -n "$AUTOBAHN_JOB" ] && kill "$AUTOBAHN_JOB" 2>/dev/null
   for pidfile in "$LOGS"/autobahn-*.pid; do
@@ -105,6 +106,7 @@ cleanup() {
   [ -n "$REDIS_PID" ] && kill "$REDIS_PID" 2>/dev/null
   local pid
   for pid in "${SENTINEL_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+  for pid in "${RCLUSTER_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
   rm -rf "$LOGS"
 }
 
@@ -199,7 +201,47 @@ sentinel_pass() {
   SENTINEL_PIDS=()
   return $status
 }
-: >"$LOGS/cargo"; : >"$LOGS/pytest"; : >"$LOGS/cluster"; : >"$LOGS/sentinel"; : >"$LOGS/node"; : >"$LOGS/browser"
+# The same suites on a Redis Cluster of three masters (redis+cluster://,
+# sharded pub/sub), each node in a directory of its own under $LOGS: the
+# cluster is waited for 10 s at most, the suites 5 minutes at most.
+rcluster_pass() {
+  local ports=() port seeds="" pid status=0
+  for _ in 1 2 3; do
+    # A node's cluster bus listens on its port + 10000: both must be free.
+    port="$(python3 -c '
+import socket
+while True:
+    s, b = socket.socket(), socket.socket()
+    s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]
+    try:
+        b.bind(("127.0.0.1", p + 10000)); print(p); break
+    except (OSError, OverflowError):
+        pass
+')"
+    mkdir -p "$LOGS/rcluster-nodes/$port"
+    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$LOGS/rcluster-nodes/$port" \
+      --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 1000 \
+      --cluster-require-full-coverage no >/dev/null 2>&1 &
+    RCLUSTER_PIDS+=($!)
+    ports+=("$port")
+    seeds="$seeds${seeds:+,}127.0.0.1:$port"
+  done
+  for port in "${ports[@]}"; do
+    for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+  done
+  redis-cli --cluster create ${seeds//,/ } --cluster-replicas 0 --cluster-yes >"$LOGS/rcluster-create.log" 2>&1 || status=1
+  for port in "${ports[@]}"; do
+    for _ in $(seq 200); do
+      redis-cli -p "$port" cluster info 2>/dev/null | grep -q '^cluster_state:ok' && break; sleep 0.05
+    done
+  done
+  [ "$status" = 0 ] && { ROOMCAST_TEST_REDIS="redis+cluster://$seeds" timeout 300 cargo test --quiet --test it -- --test-threads=2 \
+    "${CLUSTER_SUITES[@]}" 2>&1 | tee "$LOGS/rcluster" || status=1; }
+  for pid in "${RCLUSTER_PIDS[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; done
+  RCLUSTER_PIDS=()
+  return $status
+}
+: >"$LOGS/cargo"; : >"$LOGS/pytest"; : >"$LOGS/cluster"; : >"$LOGS/sentinel"; : >"$LOGS/rcluster"; : >"$LOGS/node"; : >"$LOGS/browser"
 : >"$LOGS/drills"; : >"$LOGS/deploy"; : >"$LOGS/fuzz"
 
 check "cargo fmt --check" cargo fmt --all -- --check
@@ -207,12 +249,13 @@ check "cargo clippy" cargo clippy --quiet --all-targets -- -D warnings
 # Each integration test starts its own server; two at a time suits 2 cores.
 # The fuzz targets only replay their corpus here; the next step fuzzes.
 check "cargo test" bash -c 'set -o pipefail; ROOMCAST_FUZZ_SECS=0 cargo test --quiet --no-fail-fast -- --test-threads=2 2>&1 | tee "$1"' _ "$LOGS/cargo"
-# Every parser's fuzz target for a bounded time: 10 targets x 12 s, two at a
-# time, about 60 s. In debug: a release build runs 5-16 times the executions
+# Every parser's fuzz target for a bounded time: 13 targets x 12 s, two at a
+# time, about 80 s. In debug: a release build runs 5-16 times the executions
 # but costs about 4 minutes of building on a fresh machine.
 check "fuzz targets (tests/fuzz)" bash -c 'set -o pipefail; ROOMCAST_FUZZ_SECS="${ROOMCAST_FUZZ_SECS:-12}" cargo test --test fuzz -- --nocapture --test-threads=2 2>&1 | tee "$1"' _ "$LOGS/fuzz"
 check "cargo test (cluster of two nodes)" cluster_pass
 check "cargo test (cluster of two nodes, Redis through Sentinel)" sentinel_pass
+check "cargo test (cluster of two nodes on a Redis Cluster)" rcluster_pass
 # The fault drills (tests/drills), one at a time, at their quick size.
 check "fault drills" bash -c 'set -o pipefail; cargo test --quiet --test drills -- --ignored --nocapture --test-threads=1 2>&1 | tee "$1"' _ "$LOGS/drills"
 # The client's unit tests, and the client under Node against the binary.
@@ -235,7 +278,7 @@ count() { { grep -Eo "[0-9]+ $1" || true; } | awk '{n += $1} END {print n + 0}';
 total() {
   local node
   node=$(sed -n "s/^# \(pass\|fail\) \([0-9]*\)$/\2 \1/p" "$LOGS/node" "$LOGS/browser" | sed 's/ pass$/ passed/; s/ fail$/ failed/' | count "$1")
-  echo $(( $(grep -h '^test result:' "$LOGS/cargo" "$LOGS/fuzz" "$LOGS/cluster" "$LOGS/sentinel" "$LOGS/drills" | count "$1") \
+  echo $(( $(grep -h '^test result:' "$LOGS/cargo" "$LOGS/fuzz" "$LOGS/cluster" "$LOGS/sentinel" "$LOGS/rcluster" "$LOGS/drills" | count "$1") \
     + $(tail -n1 "$LOGS/pytest" | count "$1") + $(tail -n1 "$LOGS/deploy" | count "$1") + node ))
 }
 echo

@@ -239,7 +239,7 @@ pub struct PresenceArgs {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Cluster")]
 pub struct ClusterArgs {
-    /// A Redis server of the cluster, `redis://[[user]:password@]host[:port][/db]`, `rediss://` for TLS, or `redis+sentinel://[[user]:password@]host:port[,host:port...]/MASTER[/db]` for the master Sentinel names (repeatable, or comma-separated: rooms are spread over them); unset: one process, no Redis.
+    /// A Redis server of the cluster, `redis://[[user]:password@]host[:port][/db]`, `rediss://` for TLS, or `redis+sentinel://[[user]:password@]host:port[,host:port...]/MASTER[/db]` for the master Sentinel names (repeatable, or comma-separated: rooms are spread over them); or one Redis Cluster, `redis+cluster://[[user]:password@]host:port[,host:port...]`; unset: one process, no Redis.
     #[arg(long, env = "ROOMCAST_REDIS")]
     pub redis: Vec<RedisUrls>,
     /// Prefix of every Redis key and channel of the cluster.
@@ -750,6 +750,7 @@ mod tests {
         for bad in [
             &["--redis", "redis://a", "--node-id", "a/b"][..],
             &["--redis", "redis://a", "--redis-prefix", "x:{y}"],
+            &["--redis", "redis+cluster://a:1,redis://b"],
             &["--redis", "redis://a", "--redis-replicas", "17"],
             &["--redis", "redis://a", "--redis-timeout", "50ms"],
             &["--redis", "redis://a", "--redis-timeout", "61s"],
@@ -775,6 +776,31 @@ mod tests {
             .unwrap();
         assert!(tls.servers[0].tls);
         assert_eq!(tls.ca.as_deref(), Some(std::path::Path::new("/ca.pem")));
+        let cluster = serve(&["--redis", "redis+cluster://:pw@a:7000,b:7001"])
+            .into_config(EnvLists::default(), 2, 1000)
+            .unwrap()
+            .cluster
+            .unwrap();
+        assert!(cluster.is_redis_cluster());
+        assert_eq!(cluster.servers.len(), 1);
+        assert_eq!(cluster.servers[0].seeds.len(), 2);
+        let hooked = [
+            "--redis",
+            "redis+cluster://a:1",
+            "--webhook",
+            "http://h/x",
+            "--hook-secret",
+            "s3cret-s3cret-s3cret-s3cret-s3cret",
+        ];
+        let error = serve(&hooked)
+            .into_config(EnvLists::default(), 2, 1000)
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("--webhook: not with a redis+cluster://"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -67,7 +67,20 @@ impl ClusterConfig {
                 "must be at least 1500ms with --redis-replicas",
             );
         }
+        if self.is_redis_cluster() && self.servers.len() > 1 {
+            return out_of_range(
+                "redis",
+                "a redis+cluster:// URL stands alone: the Redis Cluster spreads the rooms",
+            );
+        }
         Ok(())
+    }
+
+    /// `--redis redis+cluster://...`: one Redis Cluster.
+    pub fn is_redis_cluster(&self) -> bool {
+        self.servers
+            .iter()
+            .any(crate::redis::url::RedisUrl::is_cluster)
     }
 
     /// Writes `redis` (empty without a cluster), `redis_prefix`, `node_id`,

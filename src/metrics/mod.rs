@@ -120,6 +120,10 @@ pub struct RedisMetrics {
     pub in_flight: Gauge,
     /// From queuing a command to reading its reply.
     pub command_latency: Histogram,
+    /// Redis Cluster: commands sent again after `-MOVED` or `-ASK`.
+    pub cluster_redirects: Counter,
+    /// Redis Cluster: slot maps refused (out of shape or out of bounds).
+    pub cluster_maps_refused: Counter,
 }
 
 impl Default for RedisMetrics {
@@ -131,6 +135,8 @@ impl Default for RedisMetrics {
             timeouts: Counter::default(),
             in_flight: Gauge::default(),
             command_latency: Histogram::new(&REDIS_BUCKETS_US),
+            cluster_redirects: Counter::default(),
+            cluster_maps_refused: Counter::default(),
         }
     }
 }
@@ -144,6 +150,8 @@ pub struct RedisSnapshot {
     pub timeouts: u64,
     pub in_flight: u64,
     pub command_latency: HistogramSnapshot,
+    pub cluster_redirects: u64,
+    pub cluster_maps_refused: u64,
 }
 
 impl RedisMetrics {
@@ -157,6 +165,8 @@ impl RedisMetrics {
             timeouts: self.timeouts.get(),
             in_flight: self.in_flight.get(),
             command_latency,
+            cluster_redirects: self.cluster_redirects.get(),
+            cluster_maps_refused: self.cluster_maps_refused.get(),
         }
     }
 }

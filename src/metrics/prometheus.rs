@@ -249,6 +249,18 @@ pub fn render(snap: &Snapshot, uptime_seconds: f64, version: &str) -> String {
             "Redis links dropped for answering nothing within --redis-timeout.",
             redis.timeouts,
         );
+        counter(
+            w,
+            "roomcast_redis_cluster_redirects_total",
+            "Redis Cluster: commands sent again after a MOVED or ASK redirection.",
+            redis.cluster_redirects,
+        );
+        counter(
+            w,
+            "roomcast_redis_cluster_maps_refused_total",
+            "Redis Cluster: slot maps refused as out of shape or bounds (the last one stands).",
+            redis.cluster_maps_refused,
+        );
         gauge(
             w,
             "roomcast_redis_pipeline_depth",

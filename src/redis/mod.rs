@@ -23,6 +23,7 @@ pub mod pipeline;
 pub mod requests;
 pub mod resp;
 pub mod sentinel;
+pub mod slots;
 pub mod subscriptions;
 pub mod url;
 pub mod webhooks;
@@ -399,7 +400,7 @@ pub fn count(
 /// The channel of direct messages and broadcasts, which every node
 /// subscribes to on the server of the online set.
 pub fn direct_channel(prefix: &str) -> String {
-    format!("{prefix}:direct")
+    format!("{prefix}:{{{}}}:direct", layout::NODE_TAG)
 }
 
 /// A direct message or broadcast on the direct channel:

@@ -12,6 +12,12 @@
 //! bridge keeps a lower bound of its own for what callers wait for
 //! (`within`). It also remembers when each request was queued (`stamp`),
 //! for the bridge to tell a Redis that stopped answering (`oldest`).
+//!
+//! For a Redis Cluster (`keeping`), each command's bytes are kept until
+//! its reply, so that a command refused with `-MOVED` or `-ASK` (not run)
+//! can be sent again elsewhere; and a subscription may wait for its
+//! confirmation push (`push_confirmed`), since a cluster node answers a
+//! subscription to a slot it does not serve with an error reply instead.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -42,6 +48,22 @@ pub struct Pipeline<T> {
     bounds: Bounds,
     /// A push was refused since the last `take_overflow`.
     overflowed: bool,
+    /// Per request in flight, in step with `in_flight`: how it is answered.
+    waits: VecDeque<Wait>,
+    /// Keep each command's bytes until its reply (`keeping`).
+    keep: bool,
+}
+
+/// How one request in flight is answered, and what to send again.
+#[derive(Debug, Default)]
+struct Wait {
+    /// A push `[kind, channel, ...]` answers it (a subscription's
+    /// confirmation), or an error reply.
+    confirm: Option<(&'static [u8], Vec<u8>)>,
+    /// The command, kept for a redirection.
+    command: Option<Vec<u8>>,
+    /// Redirections it followed so far.
+    redirects: u8,
 }
 
 impl<T> Pipeline<T> {
@@ -53,18 +75,70 @@ impl<T> Pipeline<T> {
             input: Vec::new(),
             bounds,
             overflowed: false,
+            waits: VecDeque::new(),
+            keep: false,
+        }
+    }
+
+    /// A pipeline that keeps each command until its reply, for `-MOVED`
+    /// and `-ASK` (Redis Cluster).
+    pub fn keeping(bounds: Bounds) -> Self {
+        Self {
+            keep: true,
+            ..Self::new(bounds)
         }
     }
 
     /// Queues the command `write` appends (exactly one), answered to
     /// `token`; a full pipeline hands `token` back.
     pub fn push(&mut self, token: T, write: impl FnOnce(&mut Vec<u8>)) -> Result<(), T> {
+        self.push_waiting(token, Wait::default(), write)
+    }
+
+    /// Queues a command answered by the push `[kind, channel, ...]` (or an
+    /// error reply): an `SSUBSCRIBE` or `SUNSUBSCRIBE` of one channel.
+    pub fn push_confirmed(
+        &mut self,
+        token: T,
+        kind: &'static [u8],
+        channel: &[u8],
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), T> {
+        let wait = Wait {
+            confirm: Some((kind, channel.to_vec())),
+            ..Wait::default()
+        };
+        self.push_waiting(token, wait, write)
+    }
+
+    /// Queues `command` again after a redirection (its `redirects`-th).
+    pub fn push_again(&mut self, token: T, command: Vec<u8>, redirects: u8) -> Result<(), T> {
+        let wait = Wait {
+            redirects,
+            ..Wait::default()
+        };
+        self.push_waiting(token, wait, |out| out.extend_from_slice(&command))
+    }
+
+    fn push_waiting(
+        &mut self,
+        token: T,
+        mut wait: Wait,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), T> {
         if !self.within(self.bounds) {
             self.overflowed = true;
             return Err(token);
         }
+        let start = self.output.len();
         write(&mut self.output);
+        // A subscription is not sent again elsewhere: its confirmation is
+        // awaited where it went (a refusal is an ordinary error reply).
+        if self.keep && wait.confirm.is_none() {
+            wait.command = Some(self.output[start..].to_vec());
+        }
         self.in_flight.push_back(token);
+        self.waits.push_back(wait);
         Ok(())
     }
 
@@ -123,7 +197,15 @@ impl<T> Pipeline<T> {
         while let Some((reply, used)) = resp::parse(&self.input[at..])? {
             at += used;
             if let Reply::Push(items) = reply {
-                done.push(Incoming::Push(items));
+                if self.confirms(&items) {
+                    self.waits.pop_front();
+                    self.queued_at.pop_front();
+                    if let Some(token) = self.in_flight.pop_front() {
+                        done.push(Incoming::Reply(token, Reply::Push(items)));
+                    }
+                } else {
+                    done.push(Incoming::Push(items));
+                }
                 continue;
             }
             let token = self
@@ -132,7 +214,18 @@ impl<T> Pipeline<T> {
                 .ok_or(PipelineError::Unrequested)?;
             // The dated requests come first: if any is, this one was.
             self.queued_at.pop_front();
-            done.push(Incoming::Reply(token, reply));
+            let wait = self.waits.pop_front().unwrap_or_default();
+            match (reply, wait.command) {
+                (Reply::Error(error), Some(command)) if is_redirect(&error) => {
+                    done.push(Incoming::Redirect {
+                        token,
+                        error,
+                        command,
+                        redirects: wait.redirects,
+                    });
+                }
+                (reply, _) => done.push(Incoming::Reply(token, reply)),
+            }
         }
         self.input.drain(..at);
         Ok(done)
@@ -145,6 +238,7 @@ impl<T> Pipeline<T> {
         self.output.clear();
         self.input.clear();
         self.queued_at.clear();
+        self.waits.clear();
         self.overflowed = false;
         let lost = self.in_flight.drain(..).collect();
         // What a stalled Redis made grow is given back, not kept for good.
@@ -154,6 +248,23 @@ impl<T> Pipeline<T> {
         self.queued_at.shrink_to(KEPT_CAPACITY / 64);
         lost
     }
+
+    /// Whether `push` is the confirmation the oldest request waits for.
+    fn confirms(&self, push: &[Reply]) -> bool {
+        let Some(Wait {
+            confirm: Some((kind, channel)),
+            ..
+        }) = self.waits.front()
+        else {
+            return false;
+        };
+        matches!(push, [k, c, ..] if k.as_bytes() == Some(kind) && c.as_bytes() == Some(channel))
+    }
+}
+
+/// `-MOVED ...` or `-ASK ...`: a Redis Cluster node did not run the command.
+fn is_redirect(error: &str) -> bool {
+    error.starts_with("MOVED ") || error.starts_with("ASK ")
 }
 
 /// What came in, in order.
@@ -163,6 +274,15 @@ pub enum Incoming<T> {
     Reply(T, Reply),
     /// A RESP3 push.
     Push(Vec<Reply>),
+    /// `-MOVED` or `-ASK` to the request `token` of a `keeping` pipeline:
+    /// not run; `command` may go again where `error` says, as the
+    /// `redirects + 1`-th redirection.
+    Redirect {
+        token: T,
+        error: String,
+        command: Vec<u8>,
+        redirects: u8,
+    },
 }
 
 /// Why a command connection must be dropped.
@@ -264,6 +384,65 @@ mod tests {
         assert_eq!(p.reset(), [2, 3]);
         assert!(p.output().is_empty());
         assert_eq!(p.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_subscription_is_answered_by_its_confirmation_or_an_error() {
+        let mut p = Pipeline::new(requests(8));
+        let ssub = |out: &mut Vec<u8>| resp::write_command(out, &["SSUBSCRIBE", "c"]);
+        p.push_confirmed("sub", b"ssubscribe", b"c", ssub).unwrap();
+        p.push("ping", ping).unwrap();
+        let input = b">3\r\n$8\r\nsmessage\r\n$1\r\nd\r\n$1\r\nx\r\n>3\r\n$10\r\nssubscribe\r\n$1\r\nc\r\n:1\r\n+PONG\r\n";
+        let got = p.on_input(input).unwrap();
+        assert!(
+            matches!(got[0], Incoming::Push(_)),
+            "another channel's message"
+        );
+        assert!(matches!(got[1], Incoming::Reply("sub", Reply::Push(_))));
+        assert_eq!(
+            got[2],
+            Incoming::Reply("ping", Reply::Status("PONG".into()))
+        );
+        p.push_confirmed("sub", b"ssubscribe", b"c", ssub).unwrap();
+        p.push("ping", ping).unwrap();
+        let got = p.on_input(b"-MOVED 1 h:1\r\n+PONG\r\n").unwrap();
+        assert_eq!(
+            got[0],
+            Incoming::Reply("sub", Reply::Error("MOVED 1 h:1".into()))
+        );
+        assert_eq!(
+            got[1],
+            Incoming::Reply("ping", Reply::Status("PONG".into()))
+        );
+    }
+
+    #[test]
+    fn a_keeping_pipeline_hands_back_a_redirected_command() {
+        let mut p = Pipeline::keeping(requests(8));
+        p.push("a", ping).unwrap();
+        p.push("b", ping).unwrap();
+        let got = p.on_input(b"-MOVED 7 h:1\r\n-ERR no\r\n").unwrap();
+        assert_eq!(
+            got[0],
+            Incoming::Redirect {
+                token: "a",
+                error: "MOVED 7 h:1".into(),
+                command: b"*1\r\n$4\r\nPING\r\n".to_vec(),
+                redirects: 0
+            }
+        );
+        assert_eq!(got[1], Incoming::Reply("b", Reply::Error("ERR no".into())));
+        p.push_again("a", b"*1\r\n$4\r\nPING\r\n".to_vec(), 1)
+            .unwrap();
+        let got = p.on_input(b"-ASK 7 h:2\r\n").unwrap();
+        assert!(matches!(got[0], Incoming::Redirect { redirects: 1, .. }));
+        let mut plain = Pipeline::new(requests(8));
+        plain.push("a", ping).unwrap();
+        let got = plain.on_input(b"-MOVED 7 h:1\r\n").unwrap();
+        assert_eq!(
+            got[0],
+            Incoming::Reply("a", Reply::Error("MOVED 7 h:1".into()))
+        );
     }
 
     #[test]

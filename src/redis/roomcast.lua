@@ -17,7 +17,8 @@
 --   KEYS[5] <prefix>:{room}:names    hash: user -> display name
 --   KEYS[6] <prefix>:{room}:nodes    hash: <node>/<user> -> that node's connections
 --   KEYS[7] <prefix>:{room}:members  connections in the cluster
--- The pub/sub channel <prefix>:{room} carries "<epoch> <seq> <origin> <message>",
+-- The sharded pub/sub channel <prefix>:{room} (SPUBLISH: in a Redis Cluster
+-- it reaches only the shard of the room's slot) carries "<epoch> <seq> <origin> <message>",
 -- where <origin> is what the publishing node passed ('-' from the emitter).
 --
 -- A room lives while it has members or history younger than the history
@@ -160,7 +161,7 @@ local function sequence(keys, args, at, count, fresh_epoch, history, ttl_ms, cha
       -- return more than the last `history`.
       redis.call('XADD', keys[3], 'MAXLEN', '~', history, '0-' .. id, 'm', message, 't', now)
     end
-    redis.call('PUBLISH', channel, epoch .. ' ' .. id .. ' ' .. origin .. ' ' .. message)
+    redis.call('SPUBLISH', channel, epoch .. ' ' .. id .. ' ' .. origin .. ' ' .. message)
     hook(hooks, 'room.message', true, nil, message)
   end
   -- With members the room stays (joins made its keys persistent).
@@ -320,7 +321,7 @@ end
 -- Presence. A presence event goes on the room's channel as
 -- "- 0 <origin> <event>": no epoch, no seq, never in the history.
 local function announce(channel, origin, text)
-  redis.call('PUBLISH', channel, '- 0 ' .. origin .. ' ' .. text)
+  redis.call('SPUBLISH', channel, '- 0 ' .. origin .. ' ' .. text)
 end
 
 -- Adds `n` (1 or -1, or any count) connections of `user` from `node`;
@@ -537,8 +538,8 @@ local function count(keys, args)
 end
 
 -- user:send (to a user) or system:broadcast (to '' : everyone): published
--- once on the direct channel for every node to deliver to its own
--- connections. KEYS: users, members (of the online set).
+-- once on the direct channel (<prefix>:{~}:direct, in the online set's
+-- slot) for every node to deliver to its own connections. KEYS: users, members (of the online set).
 -- ARGV: to, channel, payload. Returns the connections it is for.
 local function send(keys, args)
   local n
@@ -547,7 +548,7 @@ local function send(keys, args)
   else
     n = redis.call('HGET', keys[1], args[1])
   end
-  redis.call('PUBLISH', args[2], args[3])
+  redis.call('SPUBLISH', args[2], args[3])
   return tonumber(n or '0')
 end
 

@@ -1,7 +1,9 @@
 //! `--redis` URLs: `redis://[[user]:password@]host[:port][/db]`,
 //! `rediss://` for TLS, and
 //! `redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/MASTER[/db]`
-//! for a master that Redis Sentinel names (the hosts are Sentinels).
+//! for a master that Redis Sentinel names (the hosts are Sentinels), and
+//! `redis+cluster://[[user]:password@]host:port[,host:port...]` for a Redis
+//! Cluster (the hosts are seed nodes).
 //!
 //! Owns the parsing and the typed result; connecting is the bridge's job.
 //! The password is kept out of `Debug` and `Display`, so a URL can be
@@ -30,6 +32,9 @@ pub struct RedisUrl {
     /// Sentinel's. The credentials and `db` are the master's: Sentinels
     /// are asked without `AUTH`.
     pub sentinel: Option<Sentinels>,
+    /// `redis+cluster://`: every seed node given, the first being
+    /// `host:port`; empty for any other URL.
+    pub seeds: Vec<(String, u16)>,
 }
 
 /// Where a `redis+sentinel://` URL's master is asked for.
@@ -57,12 +62,16 @@ pub enum UrlError {
     Master,
     /// A `%` not followed by two hex digits, or not UTF-8 once decoded.
     Escape,
+    /// `redis+cluster://` with a database: a Redis Cluster has only 0.
+    ClusterDb,
 }
 
 impl fmt::Display for UrlError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            UrlError::Scheme => "a Redis URL starts with redis://, rediss:// or redis+sentinel://",
+            UrlError::Scheme => {
+                "a Redis URL starts with redis://, rediss://, redis+sentinel:// or redis+cluster://"
+            }
             UrlError::Host => "the Redis URL has no valid host",
             UrlError::Port => "the Redis URL's port is not a number from 1 to 65535",
             UrlError::Db => "the Redis URL's database (after /) is not a number",
@@ -70,6 +79,9 @@ impl fmt::Display for UrlError {
                 "a redis+sentinel:// URL names the master after the hosts: /MASTER[/db]"
             }
             UrlError::Escape => "the Redis URL has a malformed %-escape",
+            UrlError::ClusterDb => {
+                "a redis+cluster:// URL names no database (a Redis Cluster has only 0)"
+            }
         })
     }
 }
@@ -80,6 +92,9 @@ impl std::str::FromStr for RedisUrl {
     type Err = UrlError;
 
     fn from_str(url: &str) -> Result<Self, UrlError> {
+        if let Some(rest) = url.strip_prefix("redis+cluster://") {
+            return cluster_url(rest);
+        }
         let (tls, sentinel, rest) = if let Some(rest) = url.strip_prefix("redis://") {
             (false, false, rest)
         } else if let Some(rest) = url.strip_prefix("rediss://") {
@@ -130,7 +145,42 @@ impl std::str::FromStr for RedisUrl {
             password,
             db,
             sentinel,
+            seeds: Vec::new(),
         })
+    }
+}
+
+/// `redis+cluster://[[user]:password@]host:port[,host:port...]`.
+fn cluster_url(rest: &str) -> Result<RedisUrl, UrlError> {
+    let (hosts, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if !path.split(['?', '#']).next().unwrap_or("").is_empty() {
+        return Err(UrlError::ClusterDb);
+    }
+    let mut hosts = hosts.split(',');
+    let first = hosts.next().unwrap_or("");
+    let mut url: RedisUrl = format!("redis://{first}").parse()?;
+    url.seeds.push((url.host.clone(), url.port));
+    for seed in hosts {
+        url.seeds.push(host_and_port(seed, DEFAULT_PORT)?);
+    }
+    Ok(url)
+}
+
+impl RedisUrl {
+    /// A `redis+cluster://` URL.
+    pub fn is_cluster(&self) -> bool {
+        !self.seeds.is_empty()
+    }
+
+    /// The same credentials, at `host:port` (a cluster node the slot map names).
+    pub fn at(&self, host: &str, port: u16) -> RedisUrl {
+        RedisUrl {
+            host: host.to_owned(),
+            port,
+            sentinel: None,
+            seeds: Vec::new(),
+            ..self.clone()
+        }
     }
 }
 
@@ -216,6 +266,7 @@ impl fmt::Display for RedisUrl {
     /// The URL with the password hidden.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let scheme = match (self.tls, &self.sentinel) {
+            _ if self.is_cluster() => "redis+cluster",
             (_, Some(_)) => "redis+sentinel",
             (true, None) => "rediss",
             (false, None) => "redis",
@@ -226,6 +277,15 @@ impl fmt::Display for RedisUrl {
             (None, Some(_)) => f.write_str(":***@")?,
             (Some(user), None) => write!(f, "{user}@")?,
             (None, None) => {}
+        }
+        if self.is_cluster() {
+            for (i, (host, port)) in self.seeds.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(",")?;
+                }
+                write_host(f, host, *port)?;
+            }
+            return Ok(());
         }
         let Some(sentinels) = &self.sentinel else {
             write_host(f, &self.host, self.port)?;
@@ -352,6 +412,46 @@ mod tests {
         );
         assert_eq!("redis://a,".parse::<RedisUrls>(), Err(UrlError::Host));
         assert_eq!("redis://a,b".parse::<RedisUrls>(), Err(UrlError::Host));
+    }
+
+    #[test]
+    fn a_cluster_url_lists_its_seeds_and_hides_its_password() {
+        let u = url("redis+cluster://app:s3cret@10.0.0.1:7000,10.0.0.2:7001,[::1]:7002");
+        assert!(u.is_cluster());
+        assert_eq!((u.host.as_str(), u.port, u.db), ("10.0.0.1", 7000, 0));
+        assert_eq!(
+            u.seeds,
+            [
+                ("10.0.0.1".to_owned(), 7000),
+                ("10.0.0.2".to_owned(), 7001),
+                ("::1".to_owned(), 7002)
+            ]
+        );
+        assert_eq!(u.password.as_deref(), Some("s3cret"));
+        let shown = format!("{u} {u:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert_eq!(
+            u.to_string(),
+            "redis+cluster://app:***@10.0.0.1:7000,10.0.0.2:7001,[::1]:7002"
+        );
+        let node = u.at("10.0.0.3", 7003);
+        assert!(!node.is_cluster());
+        assert_eq!(node.to_string(), "redis://app:***@10.0.0.3:7003/0");
+        assert!(!url("redis://h").is_cluster());
+        for (text, error) in [
+            ("redis+cluster://h:1/2", UrlError::ClusterDb),
+            ("redis+cluster://h:1,h:0", UrlError::Port),
+            ("redis+cluster://h:1,", UrlError::Host),
+            ("redis+cluster://", UrlError::Host),
+        ] {
+            assert_eq!(text.parse::<RedisUrl>(), Err(error), "{text}");
+        }
+        let list: RedisUrls = "redis+cluster://h1:7000,h2:7001,redis://c:1"
+            .parse()
+            .unwrap();
+        assert_eq!(list.0.len(), 2);
+        assert_eq!(list.0[0].seeds.len(), 2);
+        assert_eq!(list.0[1].host, "c");
     }
 
     #[test]

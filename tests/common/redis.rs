@@ -380,3 +380,246 @@ impl Drop for Proxy {
         self.cut();
     }
 }
+
+/// A Redis Cluster of real `redis-server`s on free loopback ports, each in
+/// a temporary directory of its own (its `nodes.conf`): `masters` masters
+/// with `replicas` replicas each, made by `redis-cli --cluster create`,
+/// and waited for until every node says `cluster_state:ok`. Every
+/// process is killed by its PID when the guard drops.
+pub struct RedisCluster {
+    pub nodes: Vec<ClusterNode>,
+    masters: usize,
+    dir: std::path::PathBuf,
+}
+
+/// One node of a `RedisCluster`.
+pub struct ClusterNode {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+}
+
+impl RedisCluster {
+    pub fn start(masters: usize, replicas: usize) -> RedisCluster {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let dir =
+            std::env::temp_dir().join(format!("roomcast-rcluster-{}-{nanos}", std::process::id()));
+        let mut nodes = Vec::new();
+        for _ in 0..masters * (1 + replicas) {
+            let port = cluster_port();
+            let node_dir = dir.join(port.to_string());
+            std::fs::create_dir_all(&node_dir).unwrap();
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+                .args([
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                ])
+                .args(["--cluster-node-timeout", "1000"])
+                // Otherwise every slot is refused while one has no master.
+                .args(["--cluster-require-full-coverage", "no"])
+                // A replica may take over however long ago it last heard
+                // its master (a test kills one soon after the start).
+                .args(["--cluster-replica-validity-factor", "0"])
+                .arg("--dir")
+                .arg(&node_dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server (apt-get install redis-server) to start");
+            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            nodes.push(ClusterNode {
+                child: Some(child),
+                addr,
+            });
+        }
+        let cluster = RedisCluster {
+            nodes,
+            masters,
+            dir,
+        };
+        for node in &cluster.nodes {
+            wait_until(Duration::from_secs(10), "a cluster node listens", || {
+                TcpStream::connect(node.addr).is_ok()
+            });
+        }
+        let mut create = Command::new("redis-cli");
+        create.args(["--cluster", "create"]);
+        create.args(cluster.nodes.iter().map(|n| n.addr.to_string()));
+        create.args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"]);
+        let status = create
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli to run");
+        assert!(status.success(), "redis-cli --cluster create failed");
+        for node in &cluster.nodes {
+            cluster.wait_state_ok(node.addr);
+        }
+        for node in &cluster.nodes[masters..] {
+            wait_until(Duration::from_secs(20), "a replica in sync", || {
+                let info = RedisConn::connect(node.addr).call(&["INFO", "replication"]);
+                info.as_bytes()
+                    .is_some_and(|b| String::from_utf8_lossy(b).contains("master_link_status:up"))
+            });
+        }
+        cluster
+    }
+
+    fn wait_state_ok(&self, addr: SocketAddr) {
+        wait_until(Duration::from_secs(20), "cluster_state:ok", || {
+            let Ok(stream) = TcpStream::connect(addr) else {
+                return false;
+            };
+            drop(stream);
+            let info = RedisConn::connect(addr).call(&["CLUSTER", "INFO"]);
+            info.as_bytes()
+                .is_some_and(|b| String::from_utf8_lossy(b).contains("cluster_state:ok"))
+        });
+    }
+
+    /// `redis+cluster://` with every master's address as a seed.
+    pub fn url(&self) -> String {
+        let seeds: Vec<String> = self.nodes[..self.masters]
+            .iter()
+            .map(|n| n.addr.to_string())
+            .collect();
+        format!("redis+cluster://{}", seeds.join(","))
+    }
+
+    /// A node still running, to ask.
+    pub fn any(&self) -> RedisConn {
+        let node = self
+            .nodes
+            .iter()
+            .find(|n| n.child.is_some())
+            .expect("a running node");
+        RedisConn::connect(node.addr)
+    }
+
+    /// The address of the master of `slot`, as the running nodes say.
+    pub fn master_of(&self, slot: u16) -> SocketAddr {
+        let reply = self.any().call(&["CLUSTER", "SLOTS"]);
+        let Reply::Array(ranges) = reply else {
+            panic!("CLUSTER SLOTS: {reply:?}")
+        };
+        for range in ranges {
+            let Reply::Array(items) = range else { continue };
+            let (Some(start), Some(end)) = (items[0].as_i64(), items[1].as_i64()) else {
+                continue;
+            };
+            if (start..=end).contains(&i64::from(slot)) {
+                let Reply::Array(master) = &items[2] else {
+                    continue;
+                };
+                let host = String::from_utf8_lossy(master[0].as_bytes().unwrap()).into_owned();
+                let port = master[1].as_i64().unwrap();
+                return format!("{host}:{port}").parse().unwrap();
+            }
+        }
+        panic!("no master for slot {slot}")
+    }
+
+    /// SIGKILLs the node at `addr`.
+    pub fn kill(&mut self, addr: SocketAddr) {
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.addr == addr)
+            .expect("a node of this cluster");
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits until the running nodes name another master than `gone` for
+    /// `slot` and say `cluster_state:ok` (a replica was promoted).
+    pub fn wait_failover(&self, slot: u16, gone: SocketAddr) -> SocketAddr {
+        wait_until(Duration::from_secs(30), "a replica is promoted", || {
+            self.master_of(slot) != gone
+        });
+        for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+            self.wait_state_ok(node.addr);
+        }
+        self.master_of(slot)
+    }
+}
+
+/// A free port whose cluster bus port (+ 10000) is free too.
+fn cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        let bus = port.checked_add(10_000);
+        if bus.is_some_and(|bus| TcpListener::bind(("127.0.0.1", bus)).is_ok()) {
+            return port;
+        }
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl RedisCluster {
+    /// Moves `slot` and its keys to the master at `to`, as a reshard does:
+    /// IMPORTING/MIGRATING, `MIGRATE` of every key, then `SETSLOT NODE` on
+    /// every master.
+    pub fn move_slot(&self, slot: u16, to: SocketAddr) {
+        let from = self.master_of(slot);
+        let id = |addr: SocketAddr| {
+            let reply = RedisConn::connect(addr).call(&["CLUSTER", "MYID"]);
+            String::from_utf8_lossy(reply.as_bytes().expect("an id")).into_owned()
+        };
+        let (from_id, to_id) = (id(from), id(to));
+        let slot = slot.to_string();
+        let mut source = RedisConn::connect(from);
+        let mut target = RedisConn::connect(to);
+        target.call(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]);
+        source.call(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]);
+        loop {
+            let Reply::Array(keys) = source.call(&["CLUSTER", "GETKEYSINSLOT", &slot, "100"])
+            else {
+                panic!("GETKEYSINSLOT")
+            };
+            if keys.is_empty() {
+                break;
+            }
+            let (host, port) = (to.ip().to_string(), to.port().to_string());
+            let mut migrate: Vec<Vec<u8>> = ["MIGRATE", &host, &port, "", "0", "5000", "KEYS"]
+                .iter()
+                .map(|s| s.as_bytes().to_vec())
+                .collect();
+            migrate.extend(keys.iter().map(|k| k.as_bytes().unwrap().to_vec()));
+            let reply = source.call(&migrate);
+            assert!(!matches!(reply, Reply::Error(_)), "MIGRATE: {reply:?}");
+        }
+        for node in self.nodes[..self.masters]
+            .iter()
+            .filter(|n| n.child.is_some())
+        {
+            RedisConn::connect(node.addr).call(&["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+        }
+        wait_until(Duration::from_secs(10), "the slot moved", || {
+            self.master_of(slot.parse().unwrap()) == to
+        });
+    }
+
+    /// The masters' addresses.
+    pub fn masters(&self) -> Vec<SocketAddr> {
+        self.nodes[..self.masters].iter().map(|n| n.addr).collect()
+    }
+}

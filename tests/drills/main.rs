@@ -15,6 +15,7 @@ mod half_open;
 mod harness;
 mod load;
 mod reconnect_storm;
+mod redis_cluster;
 mod redis_freeze;
 mod redis_tls;
 mod restarts;

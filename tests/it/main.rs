@@ -37,6 +37,7 @@ mod presence;
 mod publish;
 mod rate_limit;
 mod redis_bridge;
+mod redis_cluster;
 mod redis_freeze;
 mod redis_function;
 mod redis_history_bounds;

@@ -71,15 +71,15 @@ pub(crate) fn publish_run(
 
 fn subscribe(redis: &RedisServer, channel: &str) -> RedisConn {
     let mut sub = redis.connect();
-    let reply = sub.call(&["SUBSCRIBE", channel]);
+    let reply = sub.call(&["SSUBSCRIBE", channel]);
     assert!(matches!(reply, Reply::Array(_)), "{reply:?}");
     sub
 }
 
-/// The payload of the next pub/sub message on `sub`.
+/// The payload of the next sharded pub/sub message on `sub`.
 fn next_message(sub: &mut RedisConn) -> Vec<u8> {
     match sub.reply() {
-        Reply::Array(items) if items.first() == Some(&Reply::Bulk(b"message".to_vec())) => {
+        Reply::Array(items) if items.first() == Some(&Reply::Bulk(b"smessage".to_vec())) => {
             items[2].as_bytes().unwrap().to_vec()
         }
         other => panic!("not a message: {other:?}"),

@@ -135,3 +135,31 @@ fn a_redis_ca_that_cannot_be_used_is_a_configuration_error() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn check_config_says_why_a_redis_certificate_does_not_check() {
+    let dir = temp_dir("redis-tls-check");
+    let ca = Authority::new(&dir, "ca");
+    let other = Authority::new(&dir, "other");
+    let redis = RedisServer::start_tls(&ca.issue(&dir, "redis", &["127.0.0.1"]), &ca.file);
+    let check = |trusted: &Path| {
+        let out = Server::command()
+            .args(["serve", "--check-config", "--jwt-secret", "s"])
+            .args(["--redis", &redis.tls_url()])
+            .arg("--redis-ca")
+            .arg(trusted)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "a warning, not a refusal");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let refused = check(&other.file);
+    assert!(
+        refused.contains("warning: redis: rediss://127.0.0.1:")
+            && refused.contains("TLS: invalid peer certificate: UnknownIssuer"),
+        "{refused}"
+    );
+    let trusted = check(&ca.file);
+    assert!(!trusted.contains("warning: redis"), "{trusted}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

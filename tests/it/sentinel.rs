@@ -210,6 +210,9 @@ fn bad_then_changing_sentinel_answers_are_survived_without_spinning() {
     let url = format!("redis+sentinel://{}/roomcast", fake.addr);
     let node = Server::start(&["--redis", &url]);
     node.wait_for_log(&["no Sentinel names the master"]);
+    // Past --redis-timeout without a master the node says it is down, as
+    // one whose Redis refuses connections does.
+    node.wait_for_log(&["redis: unreachable"]);
     let before = cpu_ticks(node.pid());
     std::thread::sleep(Duration::from_secs(2));
     assert!(

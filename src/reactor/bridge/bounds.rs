@@ -29,7 +29,6 @@
 use std::time::{Duration, Instant};
 
 use super::{Bridge, BridgeRequest, BridgeSink, MAX_IN_FLIGHT, Pending, Unavailable};
-use crate::redis::layout;
 use crate::redis::pipeline::Bounds;
 use crate::redis::resp;
 use crate::{log_warn, redis};
@@ -85,10 +84,11 @@ impl<S: BridgeSink> Bridge<S> {
     /// `REQUESTS` already.
     fn over_bound(&self, request: &BridgeRequest<S::Answer>) -> bool {
         let full = |room: &str| {
-            let link = &self.links[layout::server_of(room, self.links.len())];
+            let link = &self.links[self.route(room)];
             // A batch of publishes is one command that answers each, and
-            // publishes wait in batches before they are sent.
-            let in_flight = REQUESTS.in_flight.saturating_sub(link.batched);
+            // publishes wait in batches before they are sent: they count
+            // as that many requests, against every link.
+            let in_flight = REQUESTS.in_flight.saturating_sub(self.batched);
             !link.pipeline.within(Bounds {
                 in_flight,
                 ..REQUESTS

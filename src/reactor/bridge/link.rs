@@ -9,8 +9,10 @@
 //! the master was demoted: the link is dropped and the watcher asked to
 //! look again.
 
+use std::collections::HashSet;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::{Interest, Token};
@@ -18,7 +20,7 @@ use mio::{Interest, Token};
 use super::stream::Stream;
 use super::{Bridge, BridgeSink, Link, Pending, Sequenced, Unavailable};
 use crate::redis;
-use crate::redis::layout::{self, RoomKeys};
+use crate::redis::layout::RoomKeys;
 use crate::redis::pipeline::Incoming;
 use crate::redis::resp::{self, Reply};
 use crate::redis::sentinel::{self, Role};
@@ -31,7 +33,8 @@ impl<S: BridgeSink> Bridge<S> {
         let now = Instant::now();
         for index in 0..self.links.len() {
             let link = &self.links[index];
-            if link.stream.is_some() || now < link.retry_at || !link.knows_address() {
+            if link.stream.is_some() || link.retired || now < link.retry_at || !link.knows_address()
+            {
                 continue;
             }
             if let Err(e) = self.open(index) {
@@ -57,7 +60,7 @@ impl<S: BridgeSink> Bridge<S> {
         self.poll
             .registry()
             .register(stream.socket(), Token(index), both)?;
-        let servers = self.links.len();
+        let in_cluster = self.topology.is_some();
         let link = &mut self.links[index];
         link.pipeline.reset();
         let setup = setup_commands(&link.url, &self.config.cluster.node_id);
@@ -74,29 +77,56 @@ impl<S: BridgeSink> Bridge<S> {
                 .pipeline
                 .push(Pending::Role, |out| resp::write_command(out, &["ROLE"]));
         }
+        if in_cluster {
+            // Before the library: a replica refuses FUNCTION LOAD, and its
+            // map still says where the masters are.
+            let _ = link.pipeline.push(Pending::Topology, |out| {
+                resp::write_command(out, &["CLUSTER", "SLOTS"]);
+            });
+        }
         let _ = link.pipeline.push(Pending::Setup, redis::load_library);
-        let prefix = &self.config.cluster.prefix;
-        if layout::server_of(redis::ONLINE, servers) == index {
-            let channels = [
-                "SUBSCRIBE",
-                &self.direct_channel,
-                &self.api_channel,
-                &self.api_node_channel,
-            ];
-            link.pipeline
-                .push_unanswered(|out| resp::write_command(out, &channels));
+        if self.route(redis::ONLINE) == index {
+            self.subscribe_node_channels(index);
         }
-        for room in self.subscriptions.rooms() {
-            if layout::server_of(room, servers) == index {
-                let channel = RoomKeys::new(prefix, room).channel;
-                link.pipeline
-                    .push_unanswered(|out| resp::write_command(out, &["SUBSCRIBE", &channel]));
-            }
+        let rooms: Vec<Arc<str>> = self
+            .subscriptions
+            .rooms()
+            .filter(|room| self.route(room) == index)
+            .cloned()
+            .collect();
+        self.serve_on(index, &rooms);
+        let link = &mut self.links[index];
+        link.stream = Some(stream);
+        link.connected = false;
+        link.ready = false;
+        Ok(())
+    }
+
+    /// Subscribes the direct and Server API channels on link `index`.
+    pub(super) fn subscribe_node_channels(&mut self, index: usize) {
+        let channels = [
+            self.direct_channel.clone(),
+            self.api_channel.clone(),
+            self.api_node_channel.clone(),
+        ];
+        for channel in channels {
+            self.push_subscription(index, "SSUBSCRIBE", &channel, None);
         }
+    }
+
+    /// Subscribes `rooms` on link `index` and recovers, from its cursor,
+    /// what each missed meanwhile.
+    pub(super) fn serve_on(&mut self, index: usize, rooms: &[Arc<str>]) {
+        let prefix = self.config.cluster.prefix.clone();
+        for room in rooms {
+            let channel = RoomKeys::new(&prefix, room).channel;
+            self.push_subscription(index, "SSUBSCRIBE", &channel, Some(room.clone()));
+        }
+        let wanted: HashSet<&str> = rooms.iter().map(|r| &**r).collect();
         let retention = self.config.history;
-        let on_server = |room: &str| layout::server_of(room, servers) == index;
-        for (room, cursor) in self.subscriptions.start_recoveries(on_server) {
-            let keys = RoomKeys::new(prefix, &room);
+        let link = &mut self.links[index];
+        for (room, cursor) in self.subscriptions.start_recoveries(|r| wanted.contains(r)) {
+            let keys = RoomKeys::new(&prefix, &room);
             // The epoch a room that Redis lost entirely starts: one this
             // node never made before, as the room may have lost an epoch
             // started by an earlier recovery at the same seq.
@@ -108,10 +138,35 @@ impl<S: BridgeSink> Bridge<S> {
                 redis::recover(out, &keys, (&cursor.epoch, cursor.seq), &epoch, retention);
             });
         }
-        link.stream = Some(stream);
-        link.connected = false;
-        link.ready = false;
-        Ok(())
+    }
+
+    /// Queues `verb` (`SSUBSCRIBE` or `SUNSUBSCRIBE`) of one channel on link
+    /// `index`. In a Redis Cluster it waits for its confirmation, since a
+    /// node that does not serve the channel's slot answers an error.
+    pub(super) fn push_subscription(
+        &mut self,
+        index: usize,
+        verb: &'static str,
+        channel: &str,
+        room: Option<Arc<str>>,
+    ) {
+        let link = &mut self.links[index];
+        let write = |out: &mut Vec<u8>| resp::write_command(out, &[verb, channel]);
+        if self.topology.is_none() {
+            return link.pipeline.push_unanswered(write);
+        }
+        let kind: &'static [u8] = if verb == "SSUBSCRIBE" {
+            b"ssubscribe"
+        } else {
+            b"sunsubscribe"
+        };
+        let subscribe = verb == "SSUBSCRIBE";
+        let _ = link.pipeline.push_confirmed(
+            Pending::Subscribed { room, subscribe },
+            kind,
+            channel.as_bytes(),
+            write,
+        );
     }
 
     /// A link failed: its socket goes, what it had in flight is answered
@@ -129,17 +184,19 @@ impl<S: BridgeSink> Bridge<S> {
         }
         let delay = link.backoff.next_delay(random());
         link.retry_at = Instant::now() + delay;
+        if let Some(topology) = &mut self.topology {
+            topology.link_lost();
+        }
         for pending in lost {
-            self.answer_unavailable(index, pending);
+            self.answer_unavailable(pending);
         }
     }
 
-    /// Answers a request of link `index` whose reply will not come, or will
-    /// not be read.
-    fn answer_unavailable(&mut self, index: usize, pending: Pending<S::Answer>) {
+    /// Answers a request whose reply will not come, or will not be read.
+    pub(super) fn answer_unavailable(&mut self, pending: Pending<S::Answer>) {
         match pending {
             Pending::Publish { room, answers, .. } => {
-                self.publish_answered(index, &room, answers.len());
+                self.publish_answered(&room, answers.len());
                 for answer in answers {
                     self.sink.sequenced(answer, Err(Unavailable));
                 }
@@ -151,10 +208,19 @@ impl<S: BridgeSink> Bridge<S> {
             Pending::Sent { answer } => self.sink.sent(answer, Err(Unavailable)),
             Pending::WebhookCursor { index } => self.on_webhook_cursor(index, None),
             Pending::WebhookRead { index } => self.on_webhook_read(index, None),
+            Pending::Topology => self.on_topology(None),
+            Pending::Recover { room } => {
+                // Live events flow again; in a Redis Cluster the room is
+                // served again after the next slot map.
+                self.subscriptions.recovered(&room);
+                if let Some(topology) = &mut self.topology {
+                    topology.serve_again(Some(room));
+                }
+            }
             Pending::Setup
             | Pending::Role
             | Pending::Replicated { .. }
-            | Pending::Recover { .. }
+            | Pending::Subscribed { .. }
             | Pending::Ignored
             | Pending::DeadNodes
             | Pending::LiveNodes
@@ -198,16 +264,18 @@ impl<S: BridgeSink> Bridge<S> {
         let now = Instant::now();
         self.links
             .iter()
-            .filter(|l| l.stream.is_none() && l.knows_address())
+            .filter(|l| l.stream.is_none() && !l.retired && l.knows_address())
             .map(|l| l.retry_at.saturating_duration_since(now))
             .min()
     }
 
     pub(super) fn report_link(&mut self) {
-        let up = self.links.iter().all(Link::is_up);
+        let up = self.links.iter().filter(|l| !l.retired).all(Link::is_up);
         // A node that has not tried yet is not down: nothing is said (and
         // `/healthz` keeps its 503) until every first attempt ended.
-        if self.up.is_none() && !up && self.links.iter().any(Link::first_try) {
+        let waited_out = self.started.elapsed() >= self.config.cluster.timeout;
+        let trying = |l: &Link<S::Answer>| l.first_try() && (l.knows_address() || !waited_out);
+        if self.up.is_none() && !up && self.links.iter().any(trying) {
             return;
         }
         if self.up != Some(up) {
@@ -247,21 +315,26 @@ impl<S: BridgeSink> Bridge<S> {
         for item in incoming {
             match item {
                 Incoming::Push(items) => self.on_push(&items),
-                Incoming::Reply(pending, _) if failed.is_err() => {
-                    self.answer_unavailable(index, pending);
-                }
+                Incoming::Reply(pending, _) if failed.is_err() => self.answer_unavailable(pending),
                 Incoming::Reply(pending, reply) => failed = self.on_reply(index, pending, reply),
+                Incoming::Redirect { token, .. } if failed.is_err() => {
+                    self.answer_unavailable(token);
+                }
+                Incoming::Redirect {
+                    token,
+                    error,
+                    command,
+                    redirects,
+                } => self.redirected(token, &error, command, redirects),
             }
         }
         failed.and(closed)
     }
 
-    /// A call of `n` publishes to `room` on link `index` is answered (or
-    /// never will be): the room's next batch may go, and the bound no
-    /// longer counts them.
-    fn publish_answered(&mut self, index: usize, room: &str, n: usize) {
-        let link = &mut self.links[index];
-        link.batched = link.batched.saturating_sub(n - 1);
+    /// A call of `n` publishes to `room` is answered (or never will be):
+    /// the room's next batch may go, and the bound no longer counts them.
+    fn publish_answered(&mut self, room: &str, n: usize) {
+        self.batched = self.batched.saturating_sub(n - 1);
         self.batches.answered(room);
     }
 
@@ -319,7 +392,7 @@ impl<S: BridgeSink> Bridge<S> {
             } => {
                 self.metrics.command_latency.observe(sent.elapsed());
                 let n = answers.len();
-                self.publish_answered(index, &room, n);
+                self.publish_answered(&room, n);
                 let outcomes: Vec<_> = match redis::sequenced_run(&reply, n) {
                     Some(run) => run.into_iter().map(Ok).collect(),
                     None => {
@@ -380,6 +453,8 @@ impl<S: BridgeSink> Bridge<S> {
             Pending::LiveNodes => self.on_live_nodes(&reply),
             Pending::DeadRooms { node } => self.on_dead_rooms(index, &node, &reply),
             Pending::Recover { room } => self.on_recovered(&room, &reply),
+            Pending::Topology => self.on_topology(Some(&reply)),
+            Pending::Subscribed { room, subscribe } => self.on_subscribed(room, subscribe, &reply),
             Pending::WebhookCursor { index } => self.on_webhook_cursor(index, Some(&reply)),
             Pending::WebhookRead { index } => self.on_webhook_read(index, Some(&reply)),
         }

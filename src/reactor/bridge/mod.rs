@@ -30,6 +30,7 @@
 mod api;
 mod batch;
 mod bounds;
+mod cluster;
 mod events;
 mod link;
 mod presence;
@@ -195,13 +196,23 @@ pub fn start<S: BridgeSink>(
     let (tx, rx) = crossbeam_channel::unbounded();
     let (named, masters) = crossbeam_channel::unbounded();
     let timeout = config.cluster.timeout;
-    let mut links: Vec<Link<S::Answer>> = config
+    let replicas = config.cluster.replicas;
+    let redis_cluster = config
         .cluster
         .servers
         .iter()
-        .cloned()
-        .map(|url| Link::new(url, config.cluster.replicas, timeout))
-        .collect();
+        .find(|url| url.is_cluster())
+        .cloned();
+    let mut links: Vec<Link<S::Answer>> = match &redis_cluster {
+        Some(url) => cluster::Topology::seed_links(url, replicas, timeout),
+        None => config
+            .cluster
+            .servers
+            .iter()
+            .cloned()
+            .map(|url| Link::new(url, replicas, timeout))
+            .collect(),
+    };
     for (index, link) in links.iter_mut().enumerate() {
         if let Some(sentinels) = &link.url.sentinel {
             let watch =
@@ -209,6 +220,7 @@ pub fn start<S: BridgeSink>(
             link.watch = Some(watch?);
         }
     }
+    let topology = redis_cluster.map(|url| cluster::Topology::new(url, replicas, timeout));
     let servers = config.cluster.servers.len();
     let webhooks = feed.map(|feed| webhooks::Reader::new(feed, &config.cluster.prefix, servers));
     let mut bridge = Bridge {
@@ -226,6 +238,7 @@ pub fn start<S: BridgeSink>(
         metrics,
         next_heartbeat: Instant::now(),
         next_live_read: Instant::now(),
+        started: Instant::now(),
         node_rooms: String::new(),
         direct_channel: String::new(),
         api_channel: String::new(),
@@ -235,8 +248,10 @@ pub fn start<S: BridgeSink>(
         webhooks,
         keys: HashMap::new(),
         batches: batch::Batches::default(),
+        batched: 0,
         room_users: HashMap::new(),
         next_gather: 0,
+        topology,
     };
     bridge.node_rooms = layout::node_rooms(
         &bridge.config.cluster.prefix,
@@ -317,6 +332,15 @@ enum Pending<A> {
     Recover {
         room: Arc<str>,
     },
+    /// Redis Cluster: a `CLUSTER SLOTS` (`bridge::cluster`).
+    Topology,
+    /// Redis Cluster: an `SSUBSCRIBE` (`subscribe`) or `SUNSUBSCRIBE` of
+    /// `room`'s channel (`None`: a node-level one, or any unsubscription),
+    /// confirmed by a push or refused.
+    Subscribed {
+        room: Option<Arc<str>>,
+        subscribe: bool,
+    },
     /// The webhook stream cursor of server `index` (`bridge::webhooks`).
     WebhookCursor {
         index: usize,
@@ -348,13 +372,10 @@ struct Link<A> {
     was_up: bool,
     /// With `--redis-replicas`: publishes waiting for their `WAIT`.
     replication: replicas::Replication<A>,
-    /// Publishes taken and not answered yet, beyond the one per command
-    /// that the pipeline counts: a batch of `n` waits as one command and
-    /// counts `n`, one collected or held (`batch`) counts before it is
-    /// sent (`bounds`).
-    batched: usize,
     /// Whether Redis answers in time (`--redis-timeout`), and its pings.
     liveness: Liveness,
+    /// Redis Cluster: its node is no longer a master; not reconnected.
+    retired: bool,
 }
 
 impl<A> Link<A> {
@@ -372,8 +393,17 @@ impl<A> Link<A> {
             retry_at: Instant::now(),
             was_up: false,
             replication: replicas::Replication::new(replicas),
-            batched: 0,
             liveness: Liveness::new(timeout),
+            retired: false,
+        }
+    }
+
+    /// A link to a Redis Cluster node, whose commands are kept until
+    /// answered, for `-MOVED` and `-ASK`.
+    fn for_cluster(url: RedisUrl, replicas: u8, timeout: Duration) -> Self {
+        Self {
+            pipeline: Pipeline::keeping(bounds::ALL),
+            ..Self::new(url, replicas, timeout)
         }
     }
 
@@ -412,6 +442,9 @@ struct Bridge<S: BridgeSink> {
     next_heartbeat: Instant,
     /// When the live nodes are read next (`LIVE_NODES_READ`).
     next_live_read: Instant,
+    /// When the bridge started: a link still waiting for its Sentinels to
+    /// name a master has had its first try once `--redis-timeout` passed.
+    started: Instant,
     /// This node's room index key (`layout::node_rooms`).
     node_rooms: String,
     /// The channel of direct messages and broadcasts (`redis::direct_channel`).
@@ -428,11 +461,19 @@ struct Bridge<S: BridgeSink> {
     webhooks: Option<webhooks::Reader>,
     /// The key names of the rooms in use, built once each (`keys_of`).
     keys: HashMap<Arc<str>, Arc<RoomKeys>>,
-    /// Publishes taken this turn, not sent yet (`batch`).
+    /// Publishes taken and not sent yet (`batch`).
     batches: batch::Batches<S::Answer>,
+    /// Publishes taken and not answered yet, beyond the one per command
+    /// that a pipeline counts: a batch of `n` waits as one command and
+    /// counts `n`; one collected or held (`batch`) counts before it is
+    /// sent (`bounds`). Kept for all links together: a call may be
+    /// redirected to another link in a Redis Cluster.
+    batched: usize,
     /// `RoomUsers` requests whose counts are coming, by gather.
     room_users: HashMap<u64, api::UserCounts<S::Answer>>,
     next_gather: u64,
+    /// `redis+cluster://`: the slot map and its links (`bridge::cluster`).
+    topology: Option<cluster::Topology>,
 }
 
 impl<S: BridgeSink> Bridge<S> {
@@ -441,6 +482,7 @@ impl<S: BridgeSink> Bridge<S> {
         loop {
             self.watch_links(Instant::now());
             self.connect_due();
+            self.refresh_map();
             self.report_link();
             self.heartbeat();
             self.read_live_nodes();
@@ -454,9 +496,13 @@ impl<S: BridgeSink> Bridge<S> {
                 .min(self.next_live_read)
                 .min(next_webhooks.unwrap_or(self.next_live_read))
                 .saturating_duration_since(Instant::now());
-            let timeout = self
+            let mut timeout = self
                 .next_retry()
                 .map_or(until_heartbeat, |t| t.min(until_heartbeat));
+            if self.topology.is_some() {
+                // The map is asked for again within this when it may be stale.
+                timeout = timeout.min(Duration::from_millis(100));
+            }
             let timeout = Some(self.until_next_check(timeout));
             if let Err(e) = self.poll.poll(&mut events, timeout)
                 && e.kind() != io::ErrorKind::Interrupted
@@ -472,6 +518,7 @@ impl<S: BridgeSink> Bridge<S> {
             while let Ok((index, addr)) = self.masters.try_recv() {
                 self.on_master(index, addr);
             }
+            self.apply_map();
             if !self.take_requests() {
                 return;
             }
@@ -496,8 +543,7 @@ impl<S: BridgeSink> Bridge<S> {
                 origin,
                 answer,
             } => {
-                let index = layout::server_of(&room, self.links.len());
-                self.links[index].batched += 1;
+                self.batched += 1;
                 let message = Unsequenced { head, tail, origin };
                 if let Some(full) = self.batches.add(room, message, answer) {
                     self.publish(full);
@@ -588,7 +634,7 @@ impl<S: BridgeSink> Bridge<S> {
             answers,
             ..
         } = batch;
-        let index = layout::server_of(&room, self.links.len());
+        let index = self.route(&room);
         let keys = self.keys_of(&room);
         let epoch = self.fresh_epoch();
         let retention = self.config.history;
@@ -596,7 +642,7 @@ impl<S: BridgeSink> Bridge<S> {
         let link = &mut self.links[index];
         let n = answers.len();
         if !link.is_up() {
-            return self.unavailable(index, answers);
+            return self.unavailable(answers);
         }
         let sent = Instant::now();
         let pending = Pending::Publish {
@@ -609,19 +655,18 @@ impl<S: BridgeSink> Bridge<S> {
         });
         match pushed {
             Ok(()) => {
-                link.batched = link.batched.saturating_sub(1);
                 link.replication.published(n);
+                self.batched = self.batched.saturating_sub(1);
                 self.batches.sent(&room);
             }
-            Err(Pending::Publish { answers, .. }) => self.unavailable(index, answers),
+            Err(Pending::Publish { answers, .. }) => self.unavailable(answers),
             Err(_) => {}
         }
     }
 
-    /// Answers publishes of link `index` that were not sent `Unavailable`.
-    fn unavailable(&mut self, index: usize, answers: Vec<S::Answer>) {
-        let link = &mut self.links[index];
-        link.batched = link.batched.saturating_sub(answers.len());
+    /// Answers publishes that were not sent `Unavailable`.
+    fn unavailable(&mut self, answers: Vec<S::Answer>) {
+        self.batched = self.batched.saturating_sub(answers.len());
         for answer in answers {
             self.sink.sequenced(answer, Err(Unavailable));
         }
@@ -663,23 +708,31 @@ impl<S: BridgeSink> Bridge<S> {
 
     fn subscribe(&mut self, change: Change) {
         let (verb, room) = match &change {
-            Change::Subscribe(room) => ("SUBSCRIBE", room),
-            Change::Unsubscribe(room) => ("UNSUBSCRIBE", room),
+            Change::Subscribe(room) => ("SSUBSCRIBE", room),
+            Change::Unsubscribe(room) => ("SUNSUBSCRIBE", room),
         };
-        let index = layout::server_of(room, self.links.len());
+        let index = self.route(room);
         let channel = self.keys_of(room).channel.clone();
         // The rooms a node serves are where a reaper looks for its
         // connections, should it die.
-        let (index_verb, node_rooms) = match &change {
-            Change::Subscribe(_) => ("SADD", &self.node_rooms),
-            Change::Unsubscribe(_) => ("SREM", &self.node_rooms),
+        let index_verb = match &change {
+            Change::Subscribe(_) => "SADD",
+            Change::Unsubscribe(_) => "SREM",
         };
-        let link = &mut self.links[index];
         // Without a connection, the subscription is made when it comes back
         // (and the index by the sync that follows).
+        if self.links[index].stream.is_none() {
+            return;
+        }
+        let served = match &change {
+            Change::Subscribe(room) => Some(room.clone()),
+            Change::Unsubscribe(_) => None,
+        };
+        self.push_subscription(index, verb, &channel, served);
+        let at = self.index_link(index);
+        let node_rooms = &self.node_rooms;
+        let link = &mut self.links[at];
         if link.stream.is_some() {
-            link.pipeline
-                .push_unanswered(|out| resp::write_command(out, &[verb, channel.as_str()]));
             let _ = link.pipeline.push(Pending::Ignored, |out| {
                 resp::write_command(out, &[index_verb, node_rooms.as_str(), room]);
             });
