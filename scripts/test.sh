@@ -149,7 +149,7 @@ check() {
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
-CLUSTER_SUITES=(rooms:: history:: presence:: direct:: events:: publish:: permissions::)
+CLUSTER_SUITES=(rooms:: history:: presence:: direct:: events:: publish:: permissions:: volatile::)
 cluster_pass() {
   local port
   port="$(free_port)"

@@ -52,7 +52,8 @@ export interface RoomMessage<T = unknown> {
   room: string;
   data: T;
   from: string;
-  seq: number;
+  /** Absent on a volatile event. */
+  seq?: number;
   ts: number;
 }
 
@@ -104,8 +105,10 @@ export class Room {
   readonly subscribed: boolean;
   join(options?: JoinOptions): Promise<JoinAck>;
   leave(): Promise<{ room: string }>;
+  /** A volatile event (typing, cursors): to the members connected now, no `seq` or history; never queued offline. */
+  publish(event: string, data: unknown, options: { echo?: boolean; volatile: true }): Promise<undefined>;
   /** Resolves with the message's `seq`. */
-  publish(event: string, data?: unknown, options?: { echo?: boolean }): Promise<number>;
+  publish(event: string, data?: unknown, options?: { echo?: boolean; volatile?: false }): Promise<number>;
   presence(): Promise<PresenceList>;
   on(event: "reset", fn: (reset: Reset) => void): () => void;
   on(event: "subscribed", fn: (data: Subscribed) => void): () => void;

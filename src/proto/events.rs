@@ -167,6 +167,12 @@ pub fn publish(event: &Event<'_, '_, '_>, sink: &mut dyn Sink) -> Outcome {
             .as_bool()
             .ok_or((ErrorCode::ValidationError, "echo must be a boolean"))?,
     };
+    let volatile = match event.envelope.field("volatile") {
+        None => false,
+        Some(v) => v
+            .as_bool()
+            .ok_or((ErrorCode::ValidationError, "volatile must be a boolean"))?,
+    };
     let session = &event.session;
     let publish_patterns = session.claims.publish.as_deref().unwrap_or_default();
     let allowed = names::matches_any(publish_patterns, &room)
@@ -186,6 +192,7 @@ pub fn publish(event: &Event<'_, '_, '_>, sink: &mut dyn Sink) -> Outcome {
         event: event.envelope.event.into(),
         data: event.data_text.unwrap_or(b"null").into(),
         echo,
+        volatile,
         id: event.id(),
     });
     Ok(())

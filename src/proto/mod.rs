@@ -64,6 +64,8 @@ pub enum Request {
         event: Box<str>,
         data: Box<[u8]>,
         echo: bool,
+        /// Section 14: to the members connected now, with no `seq` or history.
+        volatile: bool,
         id: Option<OwnedId>,
     },
     /// `text` is the message every connection of `to` gets.
@@ -415,6 +417,7 @@ mod tests {
                 event: "chat:msg".into(),
                 data: br#"{"t" : "\u00e9"}"#.as_slice().into(),
                 echo: true,
+                volatile: false,
                 id: Some(OwnedId::Int(1)),
             }]
         );

@@ -26,7 +26,7 @@ use crate::proto::reply::OwnedId;
 use crate::proto::wire;
 use crate::redis::requests::BridgeRequest;
 use crate::rooms::api::ApiState;
-use crate::rooms::bus::{BusMsg, Fanout, JoinAnswer, Outbox, PublishAnswer};
+use crate::rooms::bus::{BusMsg, Fanout, JoinAnswer, Outbox, PublishAnswer, ToOwner};
 use crate::rooms::cluster::{BridgeAnswer, ClusterSide, RedisRooms};
 use crate::rooms::gather::Gathers;
 use crate::rooms::local::LocalRooms;
@@ -202,7 +202,7 @@ impl Router {
             from,
         } = request
         {
-            let publish = BusMsg::Publish {
+            let publish = ToOwner {
                 room: message.room,
                 event: message.event,
                 data: message.data,
@@ -211,9 +211,8 @@ impl Router {
                 // The HTTP connection is in no room: nobody to leave out.
                 echo: true,
                 answer: PublishAnswer::Http { index },
-                read_at: now,
             };
-            return self.send_to_owner(publish);
+            return self.send_to_owner(publish.into_message(message.volatile, now));
         }
         let Some(user) = asker.user.cloned() else {
             return;
@@ -245,17 +244,20 @@ impl Router {
                 event,
                 data,
                 echo,
+                volatile,
                 id,
-            } => self.send_to_owner(BusMsg::Publish {
-                room,
-                event,
-                data,
-                from: user,
-                sender: conn,
-                echo,
-                answer: PublishAnswer::ack(id),
-                read_at: now,
-            }),
+            } => {
+                let publish = ToOwner {
+                    room,
+                    event,
+                    data,
+                    from: user,
+                    sender: conn,
+                    echo,
+                    answer: PublishAnswer::ack(id),
+                };
+                self.send_to_owner(publish.into_message(volatile, now));
+            }
             Request::PresenceGet { room, id } => {
                 self.send_to_owner(BusMsg::PresenceGet { room, conn, id });
             }
@@ -291,6 +293,7 @@ impl Router {
             | BusMsg::Leave { room, .. }
             | BusMsg::Publish { room, .. }
             | BusMsg::PresenceGet { room, .. } => room,
+            BusMsg::Volatile(event) => &event.room,
             _ => return,
         };
         let owner = self.owner(room);
@@ -359,6 +362,7 @@ impl Router {
             BusMsg::Join { .. }
             | BusMsg::Leave { .. }
             | BusMsg::Publish { .. }
+            | BusMsg::Volatile(_)
             | BusMsg::PresenceGet { .. }
             | BusMsg::Online { .. } => self.at_owner(message, time, out),
             BusMsg::Deliver {

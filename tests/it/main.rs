@@ -50,5 +50,6 @@ mod sentinel;
 mod shutdown;
 mod slow_consumers;
 mod tls;
+mod volatile;
 mod webhooks;
 mod webhooks_cluster;

@@ -10,8 +10,9 @@
 //! In size: a request someone waits for (a publish, a join, a presence or
 //! history read, a send, an API cast) is taken only while its link holds
 //! less than `REQUESTS` (a batch of publishes sent as one call counts as
-//! many requests as it has publishes, and so does one waiting to be sent); past it, it is answered `Unavailable` at once,
-//! never left waiting in the channel (which the bridge drains every turn).
+//! many requests as it has publishes, and so does one waiting to be sent);
+//! past it, it is answered `Unavailable` at once, never left waiting in the
+//! channel (which the bridge drains every turn).
 //! Bookkeeping that nobody waits for (leaves, syncs, the online set,
 //! subscriptions, heartbeats) may go past `REQUESTS` up to `ALL`, so it is
 //! not lost to a burst of publishes while the link is up; a link that
@@ -54,9 +55,9 @@ const TAKE_PER_TURN: usize = 4096;
 
 impl<S: BridgeSink> Bridge<S> {
     /// Handles what is in the channel, at most `TAKE_PER_TURN`; false on
-    /// `Stop`. Sets `backlog` when more is waiting.
-    /// The publishes taken are sent before it returns, but those to a room
-    /// whose last call Redis has not answered yet (`batch`).
+    /// `Stop`. Sets `backlog` when more is waiting. The publishes taken are
+    /// sent before it returns, but those to a room whose last call Redis
+    /// has not answered yet (`batch`).
     pub(super) fn take_requests(&mut self) -> bool {
         let (more, backlog) = self.take_some();
         self.send_ready_batches();
@@ -96,6 +97,7 @@ impl<S: BridgeSink> Bridge<S> {
         };
         match request {
             BridgeRequest::Publish { room, .. }
+            | BridgeRequest::Volatile { room, .. }
             | BridgeRequest::Join { room, .. }
             | BridgeRequest::PresenceGet { room, .. }
             | BridgeRequest::History { room, .. }
@@ -122,7 +124,9 @@ impl<S: BridgeSink> Bridge<S> {
                 sink.room_read(answer, Err(Unavailable));
             }
             BridgeRequest::RoomUsers { answer, .. } => sink.room_users(answer, Err(Unavailable)),
-            BridgeRequest::Send { answer, .. } => sink.sent(answer, Err(Unavailable)),
+            BridgeRequest::Send { answer, .. } | BridgeRequest::Volatile { answer, .. } => {
+                sink.sent(answer, Err(Unavailable));
+            }
             // Nobody waits for it: whoever waits for replies counts this
             // node's as missing.
             BridgeRequest::ApiCast { .. } => {}

@@ -549,6 +549,12 @@ impl<S: BridgeSink> Bridge<S> {
                     self.publish(full);
                 }
             }
+            BridgeRequest::Volatile {
+                room,
+                text,
+                origin,
+                answer,
+            } => self.volatile(&room, &text, &origin, answer),
             BridgeRequest::Join {
                 room,
                 query,
@@ -669,6 +675,23 @@ impl<S: BridgeSink> Bridge<S> {
         self.batched = self.batched.saturating_sub(answers.len());
         for answer in answers {
             self.sink.sequenced(answer, Err(Unavailable));
+        }
+    }
+
+    /// A volatile event: one `SPUBLISH` on the room's channel, no
+    /// function, answered as a `Send` once Redis took it.
+    fn volatile(&mut self, room: &str, text: &[u8], origin: &str, answer: S::Answer) {
+        let index = self.route(room);
+        let keys = self.keys_of(room);
+        let link = &mut self.links[index];
+        if !link.is_up() {
+            return self.sink.sent(answer, Err(Unavailable));
+        }
+        let pushed = link.pipeline.push(Pending::Sent { answer }, |out| {
+            redis::volatile(out, &keys.channel, origin, text);
+        });
+        if let Err(Pending::Sent { answer }) = pushed {
+            self.sink.sent(answer, Err(Unavailable));
         }
     }
 

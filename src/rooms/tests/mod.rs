@@ -16,6 +16,7 @@ use crate::config::RoomsConfig;
 use crate::conn::ConnRef;
 use crate::hooks::webhook::{EventType, Types, What};
 use crate::metrics::ShardMetrics;
+use crate::proto::publish::NO_SEQ;
 use crate::proto::reply::OwnedId;
 use crate::proto::{JoinRecovery, Request, publish, wire};
 use crate::redis::requests::BridgeRequest;
@@ -32,6 +33,8 @@ pub enum Got {
     Event(String),
     /// Anything else delivered: presence, direct messages, broadcasts.
     Other(String),
+    /// A volatile room event (`Fanout::Volatile`).
+    Volatile(String),
     /// The answer to one of its requests (`None`: answered without a text).
     Answer(Option<String>),
     /// An HTTP publisher's message `index` got `seq` (`None`: refused).
@@ -98,6 +101,7 @@ impl Outlet for TestOutlet {
                     Got::Event(text)
                 }
                 Fanout::Other => Got::Other(text),
+                Fanout::Volatile => Got::Volatile(text),
             });
         }
         reached
@@ -433,6 +437,22 @@ impl Shards {
 
     /// A `POST /publish` message from an HTTP connection (no user) on `shard`.
     pub fn http_publish(&mut self, shard: usize, index: usize, room: &str, data: &str) -> ConnRef {
+        self.http_message(shard, index, room, data, false)
+    }
+
+    /// As `http_publish`, a volatile message (section 14).
+    pub fn http_volatile(&mut self, shard: usize, index: usize, room: &str, data: &str) -> ConnRef {
+        self.http_message(shard, index, room, data, true)
+    }
+
+    fn http_message(
+        &mut self,
+        shard: usize,
+        index: usize,
+        room: &str,
+        data: &str,
+        volatile: bool,
+    ) -> ConnRef {
         let conn = self.connect(shard, "http");
         let asker = Asker {
             conn,
@@ -445,6 +465,7 @@ impl Shards {
                 room: room.into(),
                 event: "tick".into(),
                 data: data.as_bytes().into(),
+                volatile,
             },
             from: Arc::from("backend"),
         };
@@ -622,6 +643,19 @@ pub fn publish(room: &str, data: &str, echo: bool, id: Option<OwnedId>) -> Reque
         event: "chat".into(),
         data: data.as_bytes().into(),
         echo,
+        volatile: false,
+        id,
+    }
+}
+
+/// A volatile room event (section 14).
+pub fn volatile(room: &str, data: &str, echo: bool, id: Option<OwnedId>) -> Request {
+    Request::Publish {
+        room: room.into(),
+        event: "chat".into(),
+        data: data.as_bytes().into(),
+        echo,
+        volatile: true,
         id,
     }
 }
