@@ -123,11 +123,12 @@ def cpu_ticks(pids):
 
 
 def rusage_seconds(conns):
-    total = 0.0
+    """Each redis-server's CPU seconds (getrusage, from INFO cpu)."""
+    out = []
     for c in conns:
         i = c.info("cpu")
-        total += float(i["used_cpu_user"]) + float(i["used_cpu_sys"])
-    return total
+        out.append(float(i["used_cpu_user"]) + float(i["used_cpu_sys"]))
+    return out
 
 
 def handled(conn):
@@ -201,7 +202,8 @@ def run_mode(mode, masters, pubs, subs, channels, args, pids):
     t0, r0, k0 = time.monotonic(), rusage_seconds(masters), cpu_ticks(pids)
     time.sleep(args.idle)
     t1, r1, k1 = time.monotonic(), rusage_seconds(masters), cpu_ticks(pids)
-    idle_r, idle_k = (r1 - r0) / (t1 - t0), (k1 - k0) / (t1 - t0)
+    idle_each = [(b - a) / (t1 - t0) for a, b in zip(r0, r1)]
+    idle_r, idle_k = sum(idle_each), (k1 - k0) / (t1 - t0)
     before = [handled(m) for m in masters]
     t0, r0, k0 = time.monotonic(), rusage_seconds(masters), cpu_ticks(pids)
     sent = received = 0
@@ -221,11 +223,21 @@ def run_mode(mode, masters, pubs, subs, channels, args, pids):
                     raise RuntimeError(f"{verb} reached no subscriber")
         received += drain(subs, marker, batch, time.monotonic() + 30)
         sent += batch
-    t1, r1, k1 = time.monotonic(), rusage_seconds(masters), cpu_ticks(pids)
+    publish_s = time.monotonic() - t0
+    # The bus forwards asynchronously: the window ends once no master's
+    # counts move any more (bounded), so the other masters' work is in it.
     after = [handled(m) for m in masters]
+    for _ in range(40):
+        time.sleep(0.05)
+        now = [handled(m) for m in masters]
+        if now == after:
+            break
+        after = now
+    t1, r1, k1 = time.monotonic(), rusage_seconds(masters), cpu_ticks(pids)
     window = t1 - t0
     per_master = [{k: a[k] - b[k] for k in a} for a, b in zip(after, before)]
-    busy_r = (r1 - r0) - idle_r * window
+    busy_each = [(b - a) - i * window for a, b, i in zip(r0, r1, idle_each)]
+    busy_r = sum(busy_each)
     busy_k = ((k1 - k0) - idle_k * window) / TICKS
     return {
         "mode": mode,
@@ -235,9 +247,12 @@ def run_mode(mode, masters, pubs, subs, channels, args, pids):
         "channels": len(flat),
         "size": args.size,
         "window_s": window,
+        "batch": args.batch,
+        "messages_per_second": sent / publish_s,
         "redis_cpu_us_per_message": busy_r * 1e6 / sent,
         "redis_cpu_us_per_message_proc_stat": busy_k * 1e6 / sent,
         "redis_idle_cpu_per_second": idle_r,
+        "redis_cpu_us_per_message_per_master": [b * 1e6 / sent for b in busy_each],
         # Publishes a master executed plus those the bus brought it.
         "handled_per_master": [
             m["publish_calls"] + m["spublish_calls"] + m["bus_publish_received"] + m["bus_publishshard_received"]

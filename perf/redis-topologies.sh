@@ -19,7 +19,9 @@
 #   PARTS=fanout TOPOLOGIES=standalone RUNS=3 perf/redis-topologies.sh
 #
 # Knobs: RUNS (5), PARTS ("pubsub fanout"), TOPOLOGIES ("standalone
-# cluster"), MESSAGES (100000, pubsub), CHANNELS (30, pubsub), SIZE (64),
+# cluster"), MESSAGES (100000, pubsub), CHANNELS (30, pubsub), BATCH (300
+# publishes pipelined per batch, spread over the masters, pubsub; 1: one at
+# a time), SIZE (64),
 # SUBSCRIBERS (2000), ROOMS (12), RATE (200 room messages/s over all
 # rooms), DURATION (10s). Without ROOMCAST_BIN the release binary is built.
 #
@@ -33,6 +35,7 @@ PARTS=${PARTS:-"pubsub fanout"}
 TOPOLOGIES=${TOPOLOGIES:-"standalone cluster"}
 MESSAGES=${MESSAGES:-100000}
 CHANNELS=${CHANNELS:-30}
+BATCH=${BATCH:-300}
 SIZE=${SIZE:-64}
 SUBSCRIBERS=${SUBSCRIBERS:-2000}
 ROOMS=${ROOMS:-12}
@@ -144,7 +147,7 @@ part_pubsub() {
     start_cluster || { stop_redises; return 1; }
     timeout 1800 python3 "$PERF_DIR/cluster_pubsub.py" \
         --ports "$(IFS=,; echo "${REDIS_PORTS[*]}")" --pids "$(IFS=,; echo "${REDIS_PIDS[*]}")" \
-        --messages "$MESSAGES" --runs "$RUNS" --channels "$CHANNELS" --size "$SIZE" |
+        --messages "$MESSAGES" --runs "$RUNS" --channels "$CHANNELS" --size "$SIZE" --batch "$BATCH" |
         python3 -c '
 import json, sys
 for line in sys.stdin:

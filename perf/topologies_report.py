@@ -37,15 +37,19 @@ def paired(rows, field, a, b, label, value):
 
 
 def pubsub_table(rows):
-    print("\n| mode | Redis CPU µs/message (all 3 masters) | range | /proc/PID/stat µs/message | publishes handled per master (median) | messages/s |")
-    print("|---|---|---|---|---|---|")
+    batches = sorted({r["batch"] for r in rows})
+    print(f"\npipelined batches of {', '.join(map(str, batches))} publishes")
+    print("\n| mode | Redis CPU µs/message (all 3 masters) | range | /proc/PID/stat µs/message | per master µs/message | publishes handled per master (median) | messages/s |")
+    print("|---|---|---|---|---|---|---|")
     for mode, rs in groups(rows, "mode", ("classic", "sharded")):
         cpu = [r["redis_cpu_us_per_message"] for r in rs]
+        each = [med([r["redis_cpu_us_per_message_per_master"][i] for r in rs]) for i in range(len(rs[0]["handled_per_master"]))]
         handled = [med([r["handled_per_master"][i] for r in rs]) for i in range(len(rs[0]["handled_per_master"]))]
         print(f"| {mode} (`{rs[0]['command']}`) | {med(cpu):.2f} | {span(cpu)} | "
               f"{med([r['redis_cpu_us_per_message_proc_stat'] for r in rs]):.2f} | "
+              f"{' / '.join(f'{c:.2f}' for c in each)} | "
               f"{' / '.join(f'{h:,.0f}' for h in handled)} (of {rs[0]['messages']:,}) | "
-              f"{med([r['messages'] / r['window_s'] for r in rs]):,.0f} |")
+              f"{med([r['messages_per_second'] for r in rs]):,.0f} |")
     print()
     paired(rows, "mode", "classic", "sharded", "Redis CPU per message", lambda r: r["redis_cpu_us_per_message"])
 
