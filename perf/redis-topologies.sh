@@ -24,6 +24,8 @@
 # a time), SIZE (64),
 # SUBSCRIBERS (2000), ROOMS (12), RATE (200 room messages/s over all
 # rooms), DURATION (10s). Without ROOMCAST_BIN the release binary is built.
+# With BASE_BIN (another roomcast build), the topology `standalone-base`
+# runs that build over one redis-server, to compare two builds side by side.
 #
 # Everything is on 127.0.0.1 and bounded; only the processes this script
 # started are stopped, by PID. Raw results go to
@@ -33,6 +35,7 @@ set +e
 RUNS=${RUNS:-5}
 PARTS=${PARTS:-"pubsub fanout"}
 TOPOLOGIES=${TOPOLOGIES:-"standalone cluster"}
+BASE_BIN=${BASE_BIN:-}
 MESSAGES=${MESSAGES:-100000}
 CHANNELS=${CHANNELS:-30}
 BATCH=${BATCH:-300}
@@ -159,12 +162,14 @@ for line in sys.stdin:
 
 fanout_one() { # TOPOLOGY RUN
     local topology=$1 run=$2 port; port=$(free_port)
+    local bin=$BIN
     case "$topology" in
         standalone) start_standalone ;;
+        standalone-base) bin=$BASE_BIN; start_standalone ;;
         cluster) start_cluster || { stop_redises; return 1; } ;;
     esac
     : >"$WORK/server.err"
-    "$BIN" serve --bind "127.0.0.1:$port" --jwt-secret "$SECRET" --log-level warn --rate-limit 0 \
+    "$bin" serve --bind "127.0.0.1:$port" --jwt-secret "$SECRET" --log-level warn --rate-limit 0 \
         --redis "$REDIS_URL_NOW" --processes 2 --shards 1 >"$WORK/server.out" 2>>"$WORK/server.err" &
     SERVER_PID=$!
     local nodes="" healthy=0
@@ -190,6 +195,7 @@ fanout_one() { # TOPOLOGY RUN
     idle1=$(redis_cpu_seconds); t1=$(date +%s.%N)
     : >"$WORK/bench.err"
     : >"$WORK/bench.json"
+    # One load generator for every topology and build: ROOMCAST_BIN's.
     timeout 300 "$BIN" bench fanout --addr "127.0.0.1:$port" --jwt-secret "$SECRET" \
         -c "$SUBSCRIBERS" --rooms "$ROOMS" --publishers 1 -s "$SIZE" --rate "$RATE" -d "$DURATION" \
         --json --server-pid "$SERVER_PID,$nodes" >"$WORK/bench.json" 2>>"$WORK/bench.err" &

@@ -57,8 +57,8 @@ def pubsub_table(rows):
 def fanout_table(rows):
     print("\n| topology | deliveries/s | server CPU µs/delivery | Redis CPU µs/room message | range | p50 ms | p99 ms | lost | out of order |")
     print("|---|---|---|---|---|---|---|---|---|")
-    calls = {}
-    for topology, rs in groups(rows, "topology", ("standalone", "cluster")):
+    calls, shares = {}, {}
+    for topology, rs in groups(rows, "topology", ("standalone-base", "standalone", "cluster")):
         redis = [r["redis_cpu_us_per_message"] for r in rs]
         print(f"| {topology} | {med([r['messages_per_second'] for r in rs]):,.0f} | "
               f"{med([r['server']['cpu_us_per_message'] for r in rs]):.3f} | {med(redis):.1f} | {span(redis)} | "
@@ -66,15 +66,22 @@ def fanout_table(rows):
               f"{sum(r['lost'] for r in rs)} | {sum(r['out_of_order'] for r in rs)} |")
         # Per run, the calls of every server together per room message; then the median.
         names = sorted({k for r in rs for s in r["redis_servers"] for k in s["calls"]})
+        shares[topology] = [
+            med([r["redis_servers"][i]["calls"].get("fcall", 0) / r["redis_window_messages"] for r in rs])
+            for i in range(len(rs[0]["redis_servers"]))
+        ]
         calls[topology] = {
             k: med([sum(s["calls"].get(k, 0) for s in r["redis_servers"]) / r["redis_window_messages"] for r in rs]) for k in names
         }
     print()
     for topology, per in calls.items():
         print(f"{topology}: Redis calls per room message, all servers: "
-              f"{', '.join(f'{k} {v:.2f}' for k, v in per.items() if v >= 0.01)}")
+              f"{', '.join(f'{k} {v:.2f}' for k, v in per.items() if v >= 0.01)}; "
+              f"share of the FCALLs per server: {' / '.join(f'{x:.2f}' for x in shares[topology])}")
     paired(rows, "topology", "cluster", "standalone", "Redis CPU per room message", lambda r: r["redis_cpu_us_per_message"])
     paired(rows, "topology", "cluster", "standalone", "server CPU per delivery", lambda r: r["server"]["cpu_us_per_message"])
+    paired(rows, "topology", "standalone", "standalone-base", "Redis CPU per room message", lambda r: r["redis_cpu_us_per_message"])
+    paired(rows, "topology", "standalone", "standalone-base", "server CPU per delivery", lambda r: r["server"]["cpu_us_per_message"])
 
 
 def main():
