@@ -26,6 +26,8 @@
 # rooms), DURATION (10s). Without ROOMCAST_BIN the release binary is built.
 # With BASE_BIN (another roomcast build), the topology `standalone-base`
 # runs that build over one redis-server, to compare two builds side by side.
+# The topology `cluster-1` is a Redis Cluster of one master holding every
+# slot: what cluster mode costs a server, apart from spreading over three.
 #
 # Everything is on 127.0.0.1 and bounded; only the processes this script
 # started are stopped, by PID. Raw results go to
@@ -60,13 +62,15 @@ start_standalone() {
     REDIS_URL_NOW=$REDIS_URL
 }
 
-# Three masters, no replicas; each one's cluster bus on a port of its own
-# (cluster-port), so no port + 10000 has to be free.
+# MASTERS masters (3 unless given), no replicas; each one's cluster bus on
+# a port of its own (cluster-port), so no port + 10000 has to be free. One
+# master holds every slot itself (redis-cli --cluster create needs three).
 start_cluster() {
+    local masters=${1:-3}
     REDIS_PIDS=()
     REDIS_PORTS=()
     local port bus dir
-    for _ in 1 2 3; do
+    for _ in $(seq "$masters"); do
         port=$(free_port)
         bus=$(free_port)
         dir="$WORK/cluster-$port"
@@ -83,9 +87,12 @@ start_cluster() {
             sleep 0.05
         done
     done
-    redis-cli --cluster create $(printf '127.0.0.1:%s ' "${REDIS_PORTS[@]}") \
-        --cluster-replicas 0 --cluster-yes >"$WORK/cluster-create.log" 2>&1 ||
-        { echo "redis-topologies: cluster create failed" >&2; cat "$WORK/cluster-create.log" >&2; return 1; }
+    if [ "$masters" -eq 1 ]; then
+        redis-cli -p "${REDIS_PORTS[0]}" CLUSTER ADDSLOTSRANGE 0 16383 >"$WORK/cluster-create.log" 2>&1
+    else
+        redis-cli --cluster create $(printf '127.0.0.1:%s ' "${REDIS_PORTS[@]}") \
+            --cluster-replicas 0 --cluster-yes >"$WORK/cluster-create.log" 2>&1
+    fi || { echo "redis-topologies: cluster create failed" >&2; cat "$WORK/cluster-create.log" >&2; return 1; }
     # Every master must know every other and see every slot served.
     local ok
     for _ in $(seq 200); do
@@ -94,10 +101,10 @@ start_cluster() {
             redis-cli -p "$port" CLUSTER INFO | tr -d '\r' |
                 grep -q '^cluster_state:ok' && ok=$((ok + 1))
         done
-        [ "$ok" -eq 3 ] && break
+        [ "$ok" -eq "$masters" ] && break
         sleep 0.05
     done
-    [ "$ok" -eq 3 ] || { echo "redis-topologies: cluster not ok" >&2; return 1; }
+    [ "$ok" -eq "$masters" ] || { echo "redis-topologies: cluster not ok" >&2; return 1; }
     REDIS_URL_NOW="redis+cluster://$(printf '127.0.0.1:%s,' "${REDIS_PORTS[@]}" | sed 's/,$//')"
 }
 
@@ -124,6 +131,7 @@ redis_snapshot() {
     for port in "${REDIS_PORTS[@]}"; do
         echo "== $port"
         redis-cli -p "$port" INFO cpu | tr -d '\r'
+        redis-cli -p "$port" INFO stats | tr -d '\r' | grep '^total_\(reads\|writes\)_processed:'
         redis-cli -p "$port" INFO commandstats | tr -d '\r'
         redis-cli -p "$port" CLUSTER INFO 2>/dev/null | tr -d '\r' | grep '^cluster_stats' || true
     done | python3 -c '
@@ -132,10 +140,13 @@ out, cur = [], None
 for line in sys.stdin:
     line = line.strip()
     if line.startswith("== "):
-        cur = {"port": int(line[3:]), "cpu": 0.0, "calls": {}, "bus": {}}
+        cur = {"port": int(line[3:]), "cpu": 0.0, "calls": {}, "bus": {}, "io": {}}
         out.append(cur)
     elif line.startswith("used_cpu_user:") or line.startswith("used_cpu_sys:"):
         cur["cpu"] += float(line.split(":")[1])
+    elif line.startswith("total_"):
+        key, value = line[6:].split(":")
+        cur["io"][key] = int(value)
     elif line.startswith("cmdstat_"):
         name, rest = line[8:].split(":", 1)
         cur["calls"][name] = int(dict(kv.split("=") for kv in rest.split(","))["calls"])
@@ -166,7 +177,8 @@ fanout_one() { # TOPOLOGY RUN
     case "$topology" in
         standalone) start_standalone ;;
         standalone-base) bin=$BASE_BIN; start_standalone ;;
-        cluster) start_cluster || { stop_redises; return 1; } ;;
+        cluster) start_cluster 3 || { stop_redises; return 1; } ;;
+        cluster-1) start_cluster 1 || { stop_redises; return 1; } ;;
     esac
     : >"$WORK/server.err"
     "$bin" serve --bind "127.0.0.1:$port" --jwt-secret "$SECRET" --log-level warn --rate-limit 0 \
@@ -224,7 +236,8 @@ servers = []
 for b, a in zip(before, after):
     calls = {k: v - b["calls"].get(k, 0) for k, v in a["calls"].items() if v != b["calls"].get(k, 0)}
     bus = {k: v - b["bus"].get(k, 0) for k, v in a["bus"].items() if v != b["bus"].get(k, 0)}
-    servers.append({"port": a["port"], "cpu_s": a["cpu"] - b["cpu"], "calls": calls, "bus": bus})
+    io = {k: v - b["io"].get(k, 0) for k, v in a["io"].items()}
+    servers.append({"port": a["port"], "cpu_s": a["cpu"] - b["cpu"], "calls": calls, "bus": bus, "io": io})
 busy = sum(s["cpu_s"] for s in servers) - idle_per_second * window
 # The publisher is paced: the room messages of the sampled window are its
 # rate times the window (the bench's own count covers its whole window).

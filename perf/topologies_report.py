@@ -57,8 +57,8 @@ def pubsub_table(rows):
 def fanout_table(rows):
     print("\n| topology | deliveries/s | server CPU µs/delivery | Redis CPU µs/room message | range | p50 ms | p99 ms | lost | out of order |")
     print("|---|---|---|---|---|---|---|---|---|")
-    calls, shares = {}, {}
-    for topology, rs in groups(rows, "topology", ("standalone-base", "standalone", "cluster")):
+    calls, shares, io = {}, {}, {}
+    for topology, rs in groups(rows, "topology", ("standalone-base", "standalone", "cluster-1", "cluster")):
         redis = [r["redis_cpu_us_per_message"] for r in rs]
         print(f"| {topology} | {med([r['messages_per_second'] for r in rs]):,.0f} | "
               f"{med([r['server']['cpu_us_per_message'] for r in rs]):.3f} | {med(redis):.1f} | {span(redis)} | "
@@ -70,6 +70,12 @@ def fanout_table(rows):
             med([r["redis_servers"][i]["calls"].get("fcall", 0) / r["redis_window_messages"] for r in rs])
             for i in range(len(rs[0]["redis_servers"]))
         ]
+        # Reads a server processed (one per client socket read, so per wake-up
+        # and connection), all servers together, per room message.
+        io[topology] = [
+            med([sum(s.get("io", {}).get(k, 0) for s in r["redis_servers"]) / r["redis_window_messages"] for r in rs])
+            for k in ("reads_processed", "writes_processed")
+        ]
         calls[topology] = {
             k: med([sum(s["calls"].get(k, 0) for s in r["redis_servers"]) / r["redis_window_messages"] for r in rs]) for k in names
         }
@@ -77,9 +83,12 @@ def fanout_table(rows):
     for topology, per in calls.items():
         print(f"{topology}: Redis calls per room message, all servers: "
               f"{', '.join(f'{k} {v:.2f}' for k, v in per.items() if v >= 0.01)}; "
-              f"share of the FCALLs per server: {' / '.join(f'{x:.2f}' for x in shares[topology])}")
+              f"share of the FCALLs per server: {' / '.join(f'{x:.2f}' for x in shares[topology])}; "
+              f"socket reads {io[topology][0]:.2f} and writes {io[topology][1]:.2f} per room message")
     paired(rows, "topology", "cluster", "standalone", "Redis CPU per room message", lambda r: r["redis_cpu_us_per_message"])
     paired(rows, "topology", "cluster", "standalone", "server CPU per delivery", lambda r: r["server"]["cpu_us_per_message"])
+    paired(rows, "topology", "cluster-1", "standalone", "Redis CPU per room message", lambda r: r["redis_cpu_us_per_message"])
+    paired(rows, "topology", "cluster", "cluster-1", "Redis CPU per room message", lambda r: r["redis_cpu_us_per_message"])
     paired(rows, "topology", "standalone", "standalone-base", "Redis CPU per room message", lambda r: r["redis_cpu_us_per_message"])
     paired(rows, "topology", "standalone", "standalone-base", "server CPU per delivery", lambda r: r["server"]["cpu_us_per_message"])
 
