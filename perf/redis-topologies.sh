@@ -172,7 +172,7 @@ for line in sys.stdin:
 }
 
 fanout_one() { # TOPOLOGY RUN
-    local topology=$1 run=$2 port; port=$(free_port)
+    local topology=$1 run=$2 port
     local bin=$BIN
     case "$topology" in
         standalone) start_standalone ;;
@@ -180,6 +180,8 @@ fanout_one() { # TOPOLOGY RUN
         cluster) start_cluster 3 || { stop_redises; return 1; } ;;
         cluster-1) start_cluster 1 || { stop_redises; return 1; } ;;
     esac
+    # Chosen once Redis listens, so that no redis-server takes it meanwhile.
+    port=$(free_port)
     : >"$WORK/server.err"
     "$bin" serve --bind "127.0.0.1:$port" --jwt-secret "$SECRET" --log-level warn --rate-limit 0 \
         --redis "$REDIS_URL_NOW" --processes 2 --shards 1 >"$WORK/server.out" 2>>"$WORK/server.err" &
