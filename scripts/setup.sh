@@ -40,6 +40,9 @@ missing_packages() {
     printf '%s\n' python3-venv python3-pip
   fi
   have redis-server || echo redis-server
+  # Debian's wrapper around `redis-server --sentinel` (the tests start
+  # Sentinels with redis-server itself).
+  have redis-sentinel || echo redis-sentinel
   have openssl || echo openssl
   have nginx || echo nginx
   have haproxy || echo haproxy
@@ -72,7 +75,7 @@ apt_install() {
   [ "$status" -eq 0 ] || return "$status"
   local services=() package
   for package in "$@"; do
-    case "$package" in redis-server | nginx | haproxy) services+=("$package") ;; esac
+    case "$package" in redis-server | redis-sentinel | nginx | haproxy) services+=("$package") ;; esac
   done
   if [ "${#services[@]}" -gt 0 ] && have systemctl; then
     systemctl disable --now "${services[@]}" >/dev/null 2>&1 || true

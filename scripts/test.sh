@@ -93,14 +93,20 @@ cargo build --quiet
 LOGS="$(mktemp -d)"
 AUTOBAHN_JOB=""
 REDIS_PID=""
+SENTINEL_PIDS=()
+RCLUSTER_PIDS=()
 # The processes this script starts in the background: the Autobahn run and
-# its server, and the Redis of the cluster pass.
+# its server, the Redis of the cluster pass, the master, replica and
+# Sentinels of the Sentinel pass, and the nodes of the Redis Cluster pass.
 cleanup() {
   [ -n "$AUTOBAHN_JOB" ] && kill "$AUTOBAHN_JOB" 2>/dev/null
   for pidfile in "$LOGS"/autobahn-*.pid; do
     [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null
   done
   [ -n "$REDIS_PID" ] && kill "$REDIS_PID" 2>/dev/null
+  local pid
+  for pid in "${SENTINEL_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+  for pid in "${RCLUSTER_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
   rm -rf "$LOGS"
 }
 
@@ -140,20 +146,102 @@ check() {
 # selected by module path: `rooms::`, not `rooms`, which would also take
 # `cluster::rooms_spread_over_two_redis_servers_by_name` (a filter matches
 # any part of a test's name).
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+CLUSTER_SUITES=(rooms:: history:: presence:: direct:: events:: publish:: permissions::)
 cluster_pass() {
   local port
-  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  port="$(free_port)"
   redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 &
   REDIS_PID=$!
   for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
   local status=0
   ROOMCAST_TEST_REDIS="redis://127.0.0.1:$port" cargo test --quiet --test it -- --test-threads=2 \
-    rooms:: history:: presence:: direct:: events:: publish:: permissions:: 2>&1 | tee "$LOGS/cluster" || status=1
+    "${CLUSTER_SUITES[@]}" 2>&1 | tee "$LOGS/cluster" || status=1
   kill "$REDIS_PID" 2>/dev/null; wait "$REDIS_PID" 2>/dev/null || true
   REDIS_PID=""
   return $status
 }
-: >"$LOGS/cargo"; : >"$LOGS/pytest"; : >"$LOGS/cluster"; : >"$LOGS/node"; : >"$LOGS/browser"
+
+# The same suites once more with the nodes finding their Redis through
+# Sentinel (`redis+sentinel://`): a master, one replica and three Sentinels
+# (quorum 2), each Sentinel's configuration in $LOGS/sentinel-N/. The
+# Sentinels are waited for 10 s at most, the suites 5 minutes at most.
+sentinel_pass() {
+  local master replica port i pid status=0 hosts=()
+  master="$(free_port)"; replica="$(free_port)"
+  redis-server --port "$master" --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 &
+  SENTINEL_PIDS+=($!)
+  redis-server --port "$replica" --bind 127.0.0.1 --save '' --appendonly no \
+    --replicaof 127.0.0.1 "$master" >/dev/null 2>&1 &
+  SENTINEL_PIDS+=($!)
+  for i in 1 2 3; do
+    port="$(free_port)"
+    hosts+=("127.0.0.1:$port")
+    mkdir -p "$LOGS/sentinel-$i"
+    printf '%s\n' "port $port" "bind 127.0.0.1" "dir $LOGS/sentinel-$i" \
+      "sentinel monitor roomcast 127.0.0.1 $master 2" \
+      "sentinel down-after-milliseconds roomcast 1000" \
+      "sentinel failover-timeout roomcast 5000" >"$LOGS/sentinel-$i/sentinel.conf"
+    redis-server "$LOGS/sentinel-$i/sentinel.conf" --sentinel >/dev/null 2>&1 &
+    SENTINEL_PIDS+=($!)
+  done
+  for port in "${hosts[@]}"; do
+    for _ in $(seq 200); do
+      redis-cli -p "${port#*:}" sentinel get-master-addr-by-name roomcast 2>/dev/null | grep -q . && break
+      sleep 0.05
+    done
+  done
+  local url
+  url="redis+sentinel://$(IFS=,; echo "${hosts[*]}")/roomcast"
+  ROOMCAST_TEST_REDIS="$url" timeout 300 cargo test --quiet --test it -- --test-threads=2 \
+    "${CLUSTER_SUITES[@]}" 2>&1 | tee "$LOGS/sentinel" || status=1
+  for pid in "${SENTINEL_PIDS[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; done
+  SENTINEL_PIDS=()
+  return $status
+}
+# The same suites on a Redis Cluster of three masters (redis+cluster://,
+# sharded pub/sub), each node in a directory of its own under $LOGS: the
+# cluster is waited for 10 s at most, the suites 5 minutes at most.
+rcluster_pass() {
+  local ports=() port seeds="" pid status=0
+  for _ in 1 2 3; do
+    # A node's cluster bus listens on its port + 10000: both must be free.
+    port="$(python3 -c '
+import socket
+while True:
+    s, b = socket.socket(), socket.socket()
+    s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]
+    try:
+        b.bind(("127.0.0.1", p + 10000)); print(p); break
+    except (OSError, OverflowError):
+        pass
+')"
+    mkdir -p "$LOGS/rcluster-nodes/$port"
+    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$LOGS/rcluster-nodes/$port" \
+      --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 1000 \
+      --cluster-require-full-coverage no >/dev/null 2>&1 &
+    RCLUSTER_PIDS+=($!)
+    ports+=("$port")
+    seeds="$seeds${seeds:+,}127.0.0.1:$port"
+  done
+  for port in "${ports[@]}"; do
+    for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+  done
+  redis-cli --cluster create ${seeds//,/ } --cluster-replicas 0 --cluster-yes >"$LOGS/rcluster-create.log" 2>&1 || status=1
+  for port in "${ports[@]}"; do
+    for _ in $(seq 200); do
+      redis-cli -p "$port" cluster info 2>/dev/null | grep -q '^cluster_state:ok' && break; sleep 0.05
+    done
+  done
+  [ "$status" = 0 ] && { ROOMCAST_TEST_REDIS="redis+cluster://$seeds" timeout 300 cargo test --quiet --test it -- --test-threads=2 \
+    "${CLUSTER_SUITES[@]}" 2>&1 | tee "$LOGS/rcluster" || status=1; }
+  for pid in "${RCLUSTER_PIDS[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; done
+  RCLUSTER_PIDS=()
+  return $status
+}
+: >"$LOGS/cargo"; : >"$LOGS/pytest"; : >"$LOGS/cluster"; : >"$LOGS/sentinel"; : >"$LOGS/rcluster"; : >"$LOGS/node"; : >"$LOGS/browser"
 : >"$LOGS/drills"; : >"$LOGS/deploy"; : >"$LOGS/fuzz"
 
 check "cargo fmt --check" cargo fmt --all -- --check
@@ -161,11 +249,13 @@ check "cargo clippy" cargo clippy --quiet --all-targets -- -D warnings
 # Each integration test starts its own server; two at a time suits 2 cores.
 # The fuzz targets only replay their corpus here; the next step fuzzes.
 check "cargo test" bash -c 'set -o pipefail; ROOMCAST_FUZZ_SECS=0 cargo test --quiet --no-fail-fast -- --test-threads=2 2>&1 | tee "$1"' _ "$LOGS/cargo"
-# Every parser's fuzz target for a bounded time: 10 targets x 12 s, two at a
-# time, about 60 s. In debug: a release build runs 5-16 times the executions
+# Every parser's fuzz target for a bounded time: 13 targets x 12 s, two at a
+# time, about 80 s. In debug: a release build runs 5-16 times the executions
 # but costs about 4 minutes of building on a fresh machine.
 check "fuzz targets (tests/fuzz)" bash -c 'set -o pipefail; ROOMCAST_FUZZ_SECS="${ROOMCAST_FUZZ_SECS:-12}" cargo test --test fuzz -- --nocapture --test-threads=2 2>&1 | tee "$1"' _ "$LOGS/fuzz"
 check "cargo test (cluster of two nodes)" cluster_pass
+check "cargo test (cluster of two nodes, Redis through Sentinel)" sentinel_pass
+check "cargo test (cluster of two nodes on a Redis Cluster)" rcluster_pass
 # The fault drills (tests/drills), one at a time, at their quick size.
 check "fault drills" bash -c 'set -o pipefail; cargo test --quiet --test drills -- --ignored --nocapture --test-threads=1 2>&1 | tee "$1"' _ "$LOGS/drills"
 # The client's unit tests, and the client under Node against the binary.
@@ -188,7 +278,7 @@ count() { { grep -Eo "[0-9]+ $1" || true; } | awk '{n += $1} END {print n + 0}';
 total() {
   local node
   node=$(sed -n "s/^# \(pass\|fail\) \([0-9]*\)$/\2 \1/p" "$LOGS/node" "$LOGS/browser" | sed 's/ pass$/ passed/; s/ fail$/ failed/' | count "$1")
-  echo $(( $(grep -h '^test result:' "$LOGS/cargo" "$LOGS/fuzz" "$LOGS/cluster" "$LOGS/drills" | count "$1") \
+  echo $(( $(grep -h '^test result:' "$LOGS/cargo" "$LOGS/fuzz" "$LOGS/cluster" "$LOGS/sentinel" "$LOGS/rcluster" "$LOGS/drills" | count "$1") \
     + $(tail -n1 "$LOGS/pytest" | count "$1") + $(tail -n1 "$LOGS/deploy" | count "$1") + node ))
 }
 echo

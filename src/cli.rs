@@ -23,7 +23,7 @@ use crate::config::{
 };
 use crate::hooks::url::HookUrl;
 use crate::log::{Format, Level};
-use crate::redis::url::RedisUrl;
+use crate::redis::url::RedisUrls;
 use crate::tls::TlsFiles;
 
 /// The server's commands. The binary adds the client tools' commands
@@ -239,18 +239,24 @@ pub struct PresenceArgs {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Cluster")]
 pub struct ClusterArgs {
-    /// A Redis server of the cluster, `redis://[[user]:password@]host[:port][/db]` (repeatable: rooms are spread over them); unset: one process, no Redis.
-    #[arg(long, env = "ROOMCAST_REDIS", value_delimiter = ',')]
-    pub redis: Vec<RedisUrl>,
+    /// A Redis server of the cluster, `redis://[[user]:password@]host[:port][/db]`, `rediss://` for TLS, or `redis+sentinel://[[user]:password@]host:port[,host:port...]/MASTER[/db]` for the master Sentinel names (repeatable, or comma-separated: rooms are spread over them); or one Redis Cluster, `redis+cluster://[[user]:password@]host:port[,host:port...]`; unset: one process, no Redis.
+    #[arg(long, env = "ROOMCAST_REDIS")]
+    pub redis: Vec<RedisUrls>,
     /// Prefix of every Redis key and channel of the cluster.
     #[arg(long, env = "ROOMCAST_REDIS_PREFIX", default_value = "roomcast")]
     pub redis_prefix: String,
     /// This node's name in the cluster [default: generated at start].
     #[arg(long, env = "ROOMCAST_NODE_ID")]
     pub node_id: Option<String>,
+    /// A PEM file of authorities trusted for rediss:// servers, instead of the system's.
+    #[arg(long, env = "ROOMCAST_REDIS_CA")]
+    pub redis_ca: Option<PathBuf>,
     /// Acknowledge a publish only once this many replicas of its Redis server have it (WAIT, 1 s; else UNAVAILABLE), 0-16.
     #[arg(long, env = "ROOMCAST_REDIS_REPLICAS", default_value_t = 0)]
     pub redis_replicas: u8,
+    /// A Redis server that answers no command (nor the PING sent every idle second) within this is unreachable: UNAVAILABLE, /healthz 503, reconnect (100ms-60s).
+    #[arg(long, env = "ROOMCAST_REDIS_TIMEOUT", default_value = "2s", value_parser = duration)]
+    pub redis_timeout: Duration,
 }
 
 /// `Config::web`.
@@ -617,12 +623,14 @@ impl ClusterArgs {
     /// `None` without `--redis`; a node id is generated when none is given.
     fn into_config(self) -> Option<ClusterConfig> {
         (!self.redis.is_empty()).then(|| ClusterConfig {
-            servers: self.redis,
+            servers: self.redis.into_iter().flat_map(|list| list.0).collect(),
             prefix: self.redis_prefix,
             node_id: self
                 .node_id
                 .unwrap_or_else(|| format!("n{:012x}", crate::auth::random_u64() >> 16)),
+            ca: self.redis_ca,
             replicas: self.redis_replicas,
+            timeout: self.redis_timeout,
         })
     }
 }
@@ -730,6 +738,7 @@ mod tests {
             (cluster.prefix.as_str(), cluster.node_id.as_str()),
             ("roomcast", "web-1")
         );
+        assert_eq!(cluster.timeout, Duration::from_secs(2));
         let generated = serve(&["--redis", "redis://a"])
             .into_config(EnvLists::default(), 2, 1000)
             .unwrap();
@@ -741,8 +750,18 @@ mod tests {
         for bad in [
             &["--redis", "redis://a", "--node-id", "a/b"][..],
             &["--redis", "redis://a", "--redis-prefix", "x:{y}"],
-            &["--redis", "rediss://a"],
+            &["--redis", "redis+cluster://a:1,redis://b"],
             &["--redis", "redis://a", "--redis-replicas", "17"],
+            &["--redis", "redis://a", "--redis-timeout", "50ms"],
+            &["--redis", "redis://a", "--redis-timeout", "61s"],
+            &[
+                "--redis",
+                "redis://a",
+                "--redis-replicas",
+                "1",
+                "--redis-timeout",
+                "1s",
+            ],
         ] {
             let error = serve(bad)
                 .into_config(EnvLists::default(), 2, 1000)
@@ -750,6 +769,38 @@ mod tests {
             assert!(error.to_string().starts_with("--"), "{error}");
         }
         assert!(ServeArgs::try_parse_from(["--redis", "http://a"]).is_err());
+        let tls = serve(&["--redis", "rediss://a", "--redis-ca", "/ca.pem"])
+            .into_config(EnvLists::default(), 2, 1000)
+            .unwrap()
+            .cluster
+            .unwrap();
+        assert!(tls.servers[0].tls);
+        assert_eq!(tls.ca.as_deref(), Some(std::path::Path::new("/ca.pem")));
+        let cluster = serve(&["--redis", "redis+cluster://:pw@a:7000,b:7001"])
+            .into_config(EnvLists::default(), 2, 1000)
+            .unwrap()
+            .cluster
+            .unwrap();
+        assert!(cluster.is_redis_cluster());
+        assert_eq!(cluster.servers.len(), 1);
+        assert_eq!(cluster.servers[0].seeds.len(), 2);
+        let hooked = [
+            "--redis",
+            "redis+cluster://a:1",
+            "--webhook",
+            "http://h/x",
+            "--hook-secret",
+            "s3cret-s3cret-s3cret-s3cret-s3cret",
+        ];
+        let error = serve(&hooked)
+            .into_config(EnvLists::default(), 2, 1000)
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("--webhook: not with a redis+cluster://"),
+            "{error}"
+        );
     }
 
     #[test]

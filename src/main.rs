@@ -74,13 +74,27 @@ fn serve(args: ServeArgs) -> ExitCode {
         eprintln!("roomcast: --tls-cert/--tls-key: {e}");
         return ExitCode::from(EXIT_BAD_CONFIG);
     }
+    let redis_tls = match config
+        .cluster
+        .as_ref()
+        .map(roomcast::reactor::bridge::client_tls)
+    {
+        None => None,
+        Some(Ok(tls)) => tls,
+        Some(Err(e)) => {
+            let ca = config.cluster.as_ref().is_some_and(|c| c.ca.is_some());
+            let flag = if ca { "--redis-ca" } else { "rediss://" };
+            eprintln!("roomcast: {flag}: {e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
     if check_only {
         let mut json = Vec::with_capacity(1024);
         config.write_json(&mut json);
         println!("{}", String::from_utf8_lossy(&json));
         // Warnings go to stderr and keep the exit status 0: the server would
         // start, it would just not do well in production.
-        let facts = preflight::Facts::probe(config.cluster.as_ref());
+        let facts = preflight::Facts::probe(config.cluster.as_ref(), redis_tls.as_ref());
         for warning in preflight::warnings(&config, &facts) {
             eprintln!("roomcast: warning: {warning}");
         }

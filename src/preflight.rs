@@ -12,7 +12,11 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 use crate::config::{ClusterConfig, Config, max_connections_for};
 use crate::redis::resp::{self, Reply};
@@ -38,10 +42,10 @@ pub struct Facts {
 
 impl Facts {
     /// Reads every fact the warnings need; pings each `--redis` server of
-    /// `cluster`.
-    pub fn probe(cluster: Option<&ClusterConfig>) -> Self {
+    /// `cluster`, over TLS with `tls` for `rediss://`.
+    pub fn probe(cluster: Option<&ClusterConfig>, tls: Option<&Arc<ClientConfig>>) -> Self {
         let redis = cluster.map_or_else(Vec::new, |cluster| {
-            let ping = |url: &RedisUrl| (url.to_string(), ping(url, REDIS_PROBE_TIMEOUT));
+            let ping = |url: &RedisUrl| (url.to_string(), ping(url, REDIS_PROBE_TIMEOUT, tls));
             cluster.servers.iter().map(ping).collect()
         });
         Self {
@@ -186,6 +190,9 @@ pub enum ProbeError {
     Refused(String),
     /// The reply was not RESP, or not `PONG`.
     Unexpected,
+    /// `rediss://`: the TLS handshake failed (a certificate that does not
+    /// check, a name it does not cover, no TLS on that port).
+    Tls(String),
 }
 
 impl fmt::Display for ProbeError {
@@ -196,32 +203,72 @@ impl fmt::Display for ProbeError {
             Self::Io(e) => write!(f, "{e}"),
             Self::Refused(message) => write!(f, "Redis answered: {message}"),
             Self::Unexpected => f.write_str("not a Redis PONG"),
+            Self::Tls(message) => write!(f, "TLS: {message}"),
         }
     }
 }
 
 impl std::error::Error for ProbeError {}
 
-/// Connects, authenticates when the URL has a password, and sends `PING`,
-/// all within `timeout` (blocking: this runs before any event loop).
-pub fn ping(url: &RedisUrl, timeout: Duration) -> Result<(), ProbeError> {
+/// Connects (over TLS for `rediss://`), authenticates when the URL has a
+/// password, and sends `PING`, all within `timeout` (blocking: this runs
+/// before any event loop).
+pub fn ping(
+    url: &RedisUrl,
+    timeout: Duration,
+    tls: Option<&Arc<ClientConfig>>,
+) -> Result<(), ProbeError> {
     let deadline = Instant::now() + timeout;
     let addr = resolve(url).map_err(ProbeError::Resolve)?;
-    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(ProbeError::Connect)?;
+    let socket = TcpStream::connect_timeout(&addr, timeout).map_err(ProbeError::Connect)?;
+    socket
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| socket.set_write_timeout(Some(timeout)))
+        .map_err(ProbeError::Io)?;
     let mut commands = Vec::new();
     let mut expected = 1;
-    if let Some(password) = &url.password {
+    // A Sentinel URL's credentials are the master's: its first Sentinel,
+    // which is what is pinged, is asked without them.
+    if let Some(password) = url.password.as_ref().filter(|_| url.sentinel.is_none()) {
         let user = url.user.as_deref().unwrap_or("default");
         resp::write_command(&mut commands, &["AUTH", user, password]);
         expected = 2;
     }
     resp::write_command(&mut commands, &["PING"]);
-    stream.write_all(&commands).map_err(ProbeError::Io)?;
-    let replies = read_replies(&mut stream, expected, deadline)?;
+    let replies = match tls.filter(|_| url.tls) {
+        None => exchange(socket, &commands, expected, deadline)?,
+        Some(config) => {
+            let tls_error = |e: &dyn fmt::Display| ProbeError::Tls(e.to_string());
+            let name = ServerName::try_from(url.host.clone()).map_err(|e| tls_error(&e))?;
+            let session = ClientConnection::new(config.clone(), name).map_err(|e| tls_error(&e))?;
+            // rustls says why a handshake failed as an `InvalidData` error.
+            exchange(
+                StreamOwned::new(session, socket),
+                &commands,
+                expected,
+                deadline,
+            )
+            .map_err(|e| match e {
+                ProbeError::Io(e) if e.kind() == io::ErrorKind::InvalidData => tls_error(&e),
+                e => e,
+            })?
+        }
+    };
     match replies.last() {
         Some(Reply::Status(pong)) if pong == "PONG" => Ok(()),
         _ => Err(ProbeError::Unexpected),
     }
+}
+
+/// Writes `commands` and reads `count` replies.
+fn exchange(
+    mut stream: impl Read + Write,
+    commands: &[u8],
+    count: usize,
+    deadline: Instant,
+) -> Result<Vec<Reply>, ProbeError> {
+    stream.write_all(commands).map_err(ProbeError::Io)?;
+    read_replies(&mut stream, count, deadline)
 }
 
 fn resolve(url: &RedisUrl) -> io::Result<SocketAddr> {
@@ -232,9 +279,10 @@ fn resolve(url: &RedisUrl) -> io::Result<SocketAddr> {
 }
 
 /// Reads until `count` replies have arrived; the first error reply is the
-/// answer (a failed `AUTH` makes the `PING` after it fail too).
+/// answer (a failed `AUTH` makes the `PING` after it fail too). Each read
+/// is bounded by the socket's timeout, the whole by `deadline`.
 fn read_replies(
-    stream: &mut TcpStream,
+    stream: &mut impl Read,
     count: usize,
     deadline: Instant,
 ) -> Result<Vec<Reply>, ProbeError> {
@@ -242,11 +290,9 @@ fn read_replies(
     let mut replies = Vec::new();
     let mut chunk = [0u8; 512];
     while replies.len() < count {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let left = left.max(Duration::from_millis(1));
-        stream
-            .set_read_timeout(Some(left))
-            .map_err(ProbeError::Io)?;
+        if Instant::now() >= deadline {
+            return Err(ProbeError::Io(io::ErrorKind::TimedOut.into()));
+        }
         let n = stream.read(&mut chunk).map_err(ProbeError::Io)?;
         if n == 0 {
             return Err(ProbeError::Io(io::ErrorKind::UnexpectedEof.into()));
@@ -378,7 +424,7 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         drop(listener);
         let url: RedisUrl = format!("redis://127.0.0.1:{port}").parse().unwrap();
-        let error = ping(&url, Duration::from_millis(500)).unwrap_err();
+        let error = ping(&url, Duration::from_millis(500), None).unwrap_err();
         assert!(matches!(error, ProbeError::Connect(_)), "{error}");
     }
 
@@ -400,7 +446,7 @@ mod tests {
             let url: RedisUrl = format!("redis://{password}127.0.0.1:{port}")
                 .parse()
                 .unwrap();
-            let outcome = ping(&url, Duration::from_secs(2));
+            let outcome = ping(&url, Duration::from_secs(2), None);
             server.join().unwrap();
             match outcome {
                 Ok(()) => assert!(ok),

@@ -1,6 +1,8 @@
 //! The cluster group: the Redis servers a node joins and its names there
 //! (`docs/protocol.md` section 10, `docs/redis.md`).
 
+use std::time::Duration;
+
 use super::{ConfigError, JsonFields, out_of_range};
 
 /// Cluster mode (`--redis`); `Config::cluster` is `None` without it.
@@ -12,14 +14,29 @@ pub struct ClusterConfig {
     pub prefix: String,
     /// This node's name in the cluster: in its epochs and on the channels.
     pub node_id: String,
+    /// `--redis-ca`: a PEM bundle trusted for `rediss://` servers instead
+    /// of the system's.
+    pub ca: Option<std::path::PathBuf>,
     /// `--redis-replicas`: a publish is acknowledged only once this many
     /// replicas of its server have it (`WAIT`); 0 acknowledges at once.
     pub replicas: u8,
+    /// `--redis-timeout`: a server that answers no command (or heartbeat
+    /// `PING`) within it is unreachable (section 15).
+    pub timeout: Duration,
 }
 
 /// Most `--redis-replicas`: more replicas than that per master is not a
 /// setup anyone runs, and `WAIT` waits for the slowest of them.
 pub const MAX_REDIS_REPLICAS: u8 = 16;
+
+/// The range of `--redis-timeout`: above a loopback round trip under load,
+/// below what a client would wait for an answer.
+const REDIS_TIMEOUT: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(100)..=Duration::from_secs(60);
+
+/// Least `--redis-timeout` with `--redis-replicas`: a `WAIT`'s second and
+/// a round trip under load.
+const MIN_TIMEOUT_WITH_REPLICAS: Duration = Duration::from_millis(1500);
 
 /// Longest `--node-id` and `--redis-prefix`.
 const MAX_CLUSTER_NAME: usize = 64;
@@ -39,14 +56,35 @@ impl ClusterConfig {
         if self.replicas > MAX_REDIS_REPLICAS {
             return out_of_range("redis-replicas", "must be 0-16");
         }
-        if self.servers.iter().any(|url| url.tls) {
-            return out_of_range("redis", "rediss:// (TLS to Redis) is not supported yet");
+        if !REDIS_TIMEOUT.contains(&self.timeout) {
+            return out_of_range("redis-timeout", "must be between 100ms and 60s");
+        }
+        // A `WAIT` blocks the connection up to its second: a timeout that
+        // short would drop the link whenever the replicas lag.
+        if self.replicas > 0 && self.timeout < MIN_TIMEOUT_WITH_REPLICAS {
+            return out_of_range(
+                "redis-timeout",
+                "must be at least 1500ms with --redis-replicas",
+            );
+        }
+        if self.is_redis_cluster() && self.servers.len() > 1 {
+            return out_of_range(
+                "redis",
+                "a redis+cluster:// URL stands alone: the Redis Cluster spreads the rooms",
+            );
         }
         Ok(())
     }
 
-    /// Writes `redis` (empty without a cluster), `redis_prefix`, `node_id`
-    /// and `redis_replicas`.
+    /// `--redis redis+cluster://...`: one Redis Cluster.
+    pub fn is_redis_cluster(&self) -> bool {
+        self.servers
+            .iter()
+            .any(crate::redis::url::RedisUrl::is_cluster)
+    }
+
+    /// Writes `redis` (empty without a cluster), `redis_prefix`, `node_id`,
+    /// `redis_replicas`, `redis_ca` and `redis_timeout_ms`.
     pub(super) fn write_json(cluster: Option<&Self>, w: &mut JsonFields) {
         let Some(cluster) = cluster else {
             w.strs("redis", &[]);
@@ -56,7 +94,12 @@ impl ClusterConfig {
         w.strs("redis", &servers);
         w.str("redis_prefix", &cluster.prefix);
         w.str("node_id", &cluster.node_id);
+        match &cluster.ca {
+            Some(path) => w.str("redis_ca", &path.to_string_lossy()),
+            None => w.null("redis_ca"),
+        }
         w.u64("redis_replicas", cluster.replicas.into());
+        w.u64("redis_timeout_ms", super::millis(cluster.timeout));
     }
 }
 

@@ -111,10 +111,19 @@ pub struct RedisMetrics {
     pub up: Gauge,
     /// Connections to a Redis server made again after one was lost.
     pub reconnects: Counter,
+    /// Times a Sentinel named a master other than the one it named before.
+    pub master_changes: Counter,
+    /// Links dropped because Redis answered nothing within
+    /// `--redis-timeout` (a command, a heartbeat `PING`, or the setup).
+    pub timeouts: Counter,
     /// Commands written and not yet answered, over all servers.
     pub in_flight: Gauge,
     /// From queuing a command to reading its reply.
     pub command_latency: Histogram,
+    /// Redis Cluster: commands sent again after `-MOVED` or `-ASK`.
+    pub cluster_redirects: Counter,
+    /// Redis Cluster: slot maps refused (out of shape or out of bounds).
+    pub cluster_maps_refused: Counter,
 }
 
 impl Default for RedisMetrics {
@@ -122,8 +131,12 @@ impl Default for RedisMetrics {
         Self {
             up: Gauge::default(),
             reconnects: Counter::default(),
+            master_changes: Counter::default(),
+            timeouts: Counter::default(),
             in_flight: Gauge::default(),
             command_latency: Histogram::new(&REDIS_BUCKETS_US),
+            cluster_redirects: Counter::default(),
+            cluster_maps_refused: Counter::default(),
         }
     }
 }
@@ -133,8 +146,12 @@ impl Default for RedisMetrics {
 pub struct RedisSnapshot {
     pub up: bool,
     pub reconnects: u64,
+    pub master_changes: u64,
+    pub timeouts: u64,
     pub in_flight: u64,
     pub command_latency: HistogramSnapshot,
+    pub cluster_redirects: u64,
+    pub cluster_maps_refused: u64,
 }
 
 impl RedisMetrics {
@@ -144,8 +161,12 @@ impl RedisMetrics {
         RedisSnapshot {
             up: self.up.get() == 1,
             reconnects: self.reconnects.get(),
+            master_changes: self.master_changes.get(),
+            timeouts: self.timeouts.get(),
             in_flight: self.in_flight.get(),
             command_latency,
+            cluster_redirects: self.cluster_redirects.get(),
+            cluster_maps_refused: self.cluster_maps_refused.get(),
         }
     }
 }

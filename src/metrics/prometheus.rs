@@ -237,6 +237,30 @@ pub fn render(snap: &Snapshot, uptime_seconds: f64, version: &str) -> String {
             "Connections to a Redis server made again after one was lost.",
             redis.reconnects,
         );
+        counter(
+            w,
+            "roomcast_redis_master_changes_total",
+            "Times a Sentinel named a new master for a redis+sentinel:// server.",
+            redis.master_changes,
+        );
+        counter(
+            w,
+            "roomcast_redis_timeouts_total",
+            "Redis links dropped for answering nothing within --redis-timeout.",
+            redis.timeouts,
+        );
+        counter(
+            w,
+            "roomcast_redis_cluster_redirects_total",
+            "Redis Cluster: commands sent again after a MOVED or ASK redirection.",
+            redis.cluster_redirects,
+        );
+        counter(
+            w,
+            "roomcast_redis_cluster_maps_refused_total",
+            "Redis Cluster: slot maps refused as out of shape or bounds (the last one stands).",
+            redis.cluster_maps_refused,
+        );
         gauge(
             w,
             "roomcast_redis_pipeline_depth",

@@ -86,6 +86,8 @@ pub fn render(out: &mut Vec<u8>, snap: &Snapshot, about: &About<'_>) {
         w.open("redis");
         w.bool("up", redis.up);
         w.u64("reconnects", redis.reconnects);
+        w.u64("master_changes", redis.master_changes);
+        w.u64("timeouts", redis.timeouts);
         w.u64("pipeline_depth", redis.in_flight);
         histogram(&mut w, "command_latency", &redis.command_latency);
         w.close();

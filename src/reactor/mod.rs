@@ -391,6 +391,8 @@ fn start_bridge(
         return Ok(None);
     };
     let rooms = &shared.config.rooms;
+    let tls =
+        bridge::client_tls(cluster).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let config = BridgeConfig {
         cluster: cluster.clone(),
         history: rooms.history,
@@ -402,6 +404,7 @@ fn start_bridge(
             },
             message_rooms: shared.config.hooks.webhook_rooms.clone(),
         }),
+        tls,
     };
     let sink = ShardSink {
         shards: shards.to_vec(),

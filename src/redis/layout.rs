@@ -5,7 +5,10 @@
 //! several `--redis` servers is chosen the way Redis Cluster chooses a
 //! slot (CRC16 of the tag), so one layout suits both. Room names cannot
 //! hold `{` or `}` (section 4's grammar), so the tag is always the whole
-//! name. Pure functions of names; no connection here.
+//! name. Node-level keys and channels (the online set, the direct and
+//! Server API channels, heartbeats, node room indexes) share the tag
+//! `NODE_TAG`, which no room name can be, so the functions that use them
+//! together touch one slot. Pure functions of names; no connection here.
 
 /// Whether `name` is 1 to `max_len` of `A-Z a-z 0-9 _ - .`: none of the
 /// `/`, `:`, braces or spaces that keys, channels and channel payloads use
@@ -21,6 +24,17 @@ pub fn is_name(name: &str, max_len: usize) -> bool {
 /// The Redis Cluster hash slot of `tag` (CRC16/XMODEM mod 16384).
 pub fn slot(tag: &[u8]) -> u16 {
     crc16(tag) % 16_384
+}
+
+/// The hash tag of node-level keys and channels: `~` is outside the room
+/// grammar, so no room shares their names (an empty `{}` would not do: Redis
+/// Cluster then hashes the whole key, and they would spread over slots).
+pub const NODE_TAG: &str = "~";
+
+/// The hash tag `room`'s keys and channel carry: its name, or `NODE_TAG`
+/// for the online set (the pseudo-room `redis::ONLINE`, empty).
+pub fn tag_of(room: &str) -> &str {
+    if room.is_empty() { NODE_TAG } else { room }
 }
 
 /// Which of `servers` (at least one) holds `room`.
@@ -54,7 +68,7 @@ pub struct RoomKeys {
 
 impl RoomKeys {
     pub fn new(prefix: &str, room: &str) -> Self {
-        let base = format!("{prefix}:{{{room}}}");
+        let base = format!("{prefix}:{{{}}}", tag_of(room));
         Self {
             seq: format!("{base}:seq"),
             epoch: format!("{base}:epoch"),
@@ -84,25 +98,25 @@ pub fn webhooks_cursor(prefix: &str, index: usize) -> String {
 
 /// The sorted set of node heartbeats on each server: node -> unix ms.
 pub fn heartbeats(prefix: &str) -> String {
-    format!("{prefix}:nodes")
+    format!("{prefix}:{{{NODE_TAG}}}:heartbeats")
 }
 
 /// The set of rooms on one server where `node` counts connections, for
 /// removing them when the node dies.
 pub fn node_rooms(prefix: &str, node: &str) -> String {
-    format!("{prefix}:node:{node}:rooms")
+    format!("{prefix}:{{{NODE_TAG}}}:node:{node}:rooms")
 }
 
 /// The Server API's channel for commands every node runs (section 12),
 /// subscribed by every node on the server of the online set.
 pub fn api_channel(prefix: &str) -> String {
-    format!("{prefix}:api")
+    format!("{prefix}:{{{NODE_TAG}}}:api")
 }
 
 /// The channel of `node`'s Server API replies, on the same server as
 /// `api_channel`. A node id holds no `:`, so it never names another one.
 pub fn api_node_channel(prefix: &str, node: &str) -> String {
-    format!("{prefix}:api:{node}")
+    format!("{prefix}:{{{NODE_TAG}}}:api:{node}")
 }
 
 fn crc16(bytes: &[u8]) -> u16 {
@@ -144,12 +158,35 @@ mod tests {
 
     #[test]
     fn api_channels_are_apart_from_room_and_direct_channels() {
-        assert_eq!(api_channel("rc"), "rc:api");
-        assert_eq!(api_node_channel("rc", "n-1"), "rc:api:n-1");
+        assert_eq!(api_channel("rc"), "rc:{~}:api");
+        assert_eq!(api_node_channel("rc", "n-1"), "rc:{~}:api:n-1");
         // A room's channel always has its braces; the direct channel is
         // `<prefix>:direct`.
         assert_ne!(api_channel("rc"), RoomKeys::new("rc", "api").channel);
         assert_ne!(api_channel("rc"), crate::redis::direct_channel("rc"));
+    }
+
+    #[test]
+    fn node_level_keys_and_channels_share_one_slot() {
+        let online = RoomKeys::new("rc", "");
+        assert_eq!(online.users, "rc:{~}:users");
+        let names = [
+            online.users,
+            online.names,
+            online.nodes,
+            online.members,
+            crate::redis::direct_channel("rc"),
+            api_channel("rc"),
+            api_node_channel("rc", "n-1"),
+            heartbeats("rc"),
+            node_rooms("rc", "n-1"),
+        ];
+        let distinct: std::collections::BTreeSet<&String> = names.iter().collect();
+        assert_eq!(distinct.len(), names.len(), "{names:?}");
+        for name in &names {
+            assert!(name.starts_with("rc:{~}:"), "{name}");
+        }
+        assert_eq!(tag_of("lobby"), "lobby");
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! Scale-out on Redis (`docs/protocol.md` section 10), sans-IO parts.
 //!
 //! Owns what a roomcast node says to Redis: the RESP codec (`resp`), the
-//! `--redis` URLs (`url`), where a room's keys and channel live
-//! (`layout`), the Redis Functions that sequence a room event atomically
-//! (`roomcast.lua`, with the commands that call it here), and the Server
-//! API's transport between nodes (`api`). The bridge that runs them is one
-//! thread with its own event loop; nothing here is ever called on a shard
-//! thread, and nothing here touches a socket.
+//! `--redis` URLs (`url`), what Sentinels answer (`sentinel`), where a
+//! room's keys and channel live (`layout`), the Redis Functions that
+//! sequence a room event atomically (`roomcast.lua`, with the commands
+//! that call it here), the Server API's transport between nodes (`api`),
+//! and whether a server still answers (`liveness`). The bridge that runs
+//! them is one thread with its own event loop; nothing here is ever called
+//! on a shard thread, and nothing here touches a socket.
 //!
 //! What Redis answers and what its channels carry is input, checked here
 //! as client input is: a reply or payload out of shape or out of bounds
@@ -17,9 +18,12 @@
 pub mod api;
 pub mod backoff;
 pub mod layout;
+pub mod liveness;
 pub mod pipeline;
 pub mod requests;
 pub mod resp;
+pub mod sentinel;
+pub mod slots;
 pub mod subscriptions;
 pub mod url;
 pub mod webhooks;
@@ -138,7 +142,9 @@ impl RoomHooks<'_> {
 
 /// Appends the `FCALL roomcast_publish` that sequences a room event whose
 /// text is `head`, its `seq`, then `tail`; `fresh_epoch` is used if the
-/// room has none, and `origin` goes with the event on the channel.
+/// room has none, and `origin` goes with the event on the channel. The
+/// history entry is stamped with this node's clock, read here: the
+/// function then makes no `TIME` call of its own on the per-message path.
 pub fn publish(
     out: &mut Vec<u8>,
     keys: &RoomKeys,
@@ -150,7 +156,7 @@ pub fn publish(
 ) {
     let history = retention.messages.to_string();
     let ttl = retention.ttl_ms().to_string();
-    let hooks = hooks.args(keys);
+    let now = crate::sys::unix_ms().to_string();
     let mut args = vec![
         text.0,
         text.1,
@@ -159,8 +165,15 @@ pub fn publish(
         ttl.as_bytes(),
         origin.as_bytes(),
         keys.channel.as_bytes(),
+        now.as_bytes(),
     ];
-    args.extend(hooks.iter().map(AsRef::as_ref));
+    // Every argument costs Redis a copy and a Lua string on each message:
+    // the webhook ones, optional, go only when webhooks are on.
+    let on = hooks.flags.types != Types::NONE;
+    let hooks = hooks.args(keys);
+    if on {
+        args.extend(hooks.iter().map(AsRef::as_ref));
+    }
     fcall(out, b"roomcast_publish", keys, true, &args);
 }
 
@@ -184,11 +197,13 @@ pub struct HistoryQuery<'a> {
 }
 
 /// The numbers of the five leading arguments of `roomcast_history` (and of
-/// `roomcast_join`, which starts with them), as text.
+/// `roomcast_join`, which starts with them), as text, and the history
+/// length that bounds what both read (the log may keep more).
 struct HistoryNumbers {
     k: String,
     since: String,
     ttl: String,
+    kept: String,
 }
 
 impl HistoryNumbers {
@@ -198,6 +213,7 @@ impl HistoryNumbers {
             k: number(query.history),
             since: number(query.since),
             ttl: retention.ttl_ms().to_string(),
+            kept: retention.messages.to_string(),
         }
     }
 
@@ -212,6 +228,14 @@ impl HistoryNumbers {
             self.ttl.as_bytes(),
         ]
     }
+
+    /// The arguments of `roomcast_history` and `roomcast_recover`: those of
+    /// `args`, then the history length.
+    fn read_args<'a>(&'a self, query: &HistoryQuery<'a>, fresh_epoch: &'a str) -> Vec<&'a [u8]> {
+        let mut args = self.args(query, fresh_epoch).to_vec();
+        args.push(self.kept.as_bytes());
+        args
+    }
 }
 
 /// Appends the `FCALL roomcast_history` answering a join's `query`.
@@ -223,7 +247,7 @@ pub fn history(
     retention: HistoryConfig,
 ) {
     let numbers = HistoryNumbers::new(&query, retention);
-    let args = numbers.args(&query, fresh_epoch);
+    let args = numbers.read_args(&query, fresh_epoch);
     fcall(out, b"roomcast_history", keys, false, &args);
 }
 
@@ -244,13 +268,8 @@ pub fn recover(
         epoch: Some(epoch),
     };
     let numbers = HistoryNumbers::new(&query, retention);
-    fcall(
-        out,
-        b"roomcast_recover",
-        keys,
-        false,
-        &numbers.args(&query, fresh_epoch),
-    );
+    let args = numbers.read_args(&query, fresh_epoch);
+    fcall(out, b"roomcast_recover", keys, false, &args);
 }
 
 /// A connection joining or leaving a room, as presence counts it.
@@ -330,6 +349,7 @@ pub fn join(
     let mut args = history.to_vec();
     args.extend_from_slice(&presence);
     args.extend(hooks.iter().map(AsRef::as_ref));
+    args.push(numbers.kept.as_bytes());
     fcall_with(out, b"roomcast_join", &function_keys(keys, false), &args);
 }
 
@@ -357,7 +377,7 @@ pub fn count(
 /// The channel of direct messages and broadcasts, which every node
 /// subscribes to on the server of the online set.
 pub fn direct_channel(prefix: &str) -> String {
-    format!("{prefix}:direct")
+    format!("{prefix}:{{{}}}:direct", layout::NODE_TAG)
 }
 
 /// A direct message or broadcast on the direct channel:
@@ -765,9 +785,16 @@ mod tests {
             }
             .at("lobby"),
         );
+        let before = crate::sys::unix_ms();
         let (reply, _) = resp::parse(&out).unwrap().unwrap();
         let Reply::Array(args) = reply else { panic!() };
-        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes().unwrap()).collect();
+        let mut args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes().unwrap()).collect();
+        // The entry's time, from this node's clock.
+        let now: u64 = std::str::from_utf8(args.remove(14))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(now.abs_diff(before) < 60_000, "{now} {before}");
         assert_eq!(
             args,
             [
@@ -791,6 +818,23 @@ mod tests {
                 b"lobby",
             ]
         );
+    }
+
+    #[test]
+    fn a_publish_without_webhooks_leaves_their_arguments_out() {
+        let mut out = Vec::new();
+        let keys = RoomKeys::new("rc", "lobby");
+        let retention = HistoryConfig {
+            messages: 1,
+            ttl: std::time::Duration::from_secs(300),
+        };
+        let text = (b"{\"seq\":".as_slice(), b"}".as_slice());
+        publish(&mut out, &keys, text, "e1", retention, "-", RoomHooks::OFF);
+        let (reply, _) = resp::parse(&out).unwrap().unwrap();
+        let Reply::Array(args) = reply else { panic!() };
+        // FCALL, the name, the key count, four keys, eight arguments.
+        assert_eq!(args.len(), 15, "{args:?}");
+        assert_eq!(args[13], Reply::Bulk(b"rc:{lobby}".to_vec()));
     }
 
     #[test]

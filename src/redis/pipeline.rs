@@ -6,41 +6,163 @@
 //! order Redis produced them in, and answer no request.
 //!
 //! Owns the output bytes, the queue of requests in flight and the input not
-//! yet parsed. Bounded: at most `max_in_flight` requests wait for replies;
-//! past it `push` refuses and the bridge answers the caller `UNAVAILABLE`
-//! (or waits), so a stalled Redis cannot grow a node's memory.
+//! yet parsed. Bounded (`Bounds`): past its bound in requests waiting for
+//! replies or in bytes not yet written, `push` refuses and says so
+//! (`take_overflow`), so a stalled Redis cannot grow a node's memory; the
+//! bridge keeps a lower bound of its own for what callers wait for
+//! (`within`). It also remembers when each request was queued (`stamp`),
+//! for the bridge to tell a Redis that stopped answering (`oldest`).
+//!
+//! For a Redis Cluster (`keeping`), each command's bytes are kept until
+//! its reply, so that a command refused with `-MOVED` or `-ASK` (not run)
+//! can be sent again elsewhere; and a subscription may wait for its
+//! confirmation push (`push_confirmed`), since a cluster node answers a
+//! subscription to a slot it does not serve with an error reply instead.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 use crate::redis::resp::{self, Reply, RespError};
+
+/// Bytes of buffer a reset pipeline keeps.
+const KEPT_CAPACITY: usize = 64 * 1024;
+
+/// How much may wait for Redis on one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// Requests waiting for a reply.
+    pub in_flight: usize,
+    /// Output bytes not yet written to the socket (what was written is
+    /// the kernel's and Redis's to hold, not this process's).
+    pub unsent: usize,
+}
 
 #[derive(Debug)]
 pub struct Pipeline<T> {
     output: Vec<u8>,
     in_flight: VecDeque<T>,
+    /// When each of the first `queued_at.len()` requests in flight was
+    /// queued; the ones after it were pushed since the last `stamp`.
+    queued_at: VecDeque<Instant>,
     input: Vec<u8>,
-    max_in_flight: usize,
+    bounds: Bounds,
+    /// A push was refused since the last `take_overflow`.
+    overflowed: bool,
+    /// Per request in flight, in step with `in_flight`: how it is answered.
+    waits: VecDeque<Wait>,
+    /// Keep each command's bytes until its reply (`keeping`).
+    keep: bool,
+}
+
+/// How one request in flight is answered, and what to send again.
+#[derive(Debug, Default)]
+struct Wait {
+    /// A push `[kind, channel, ...]` answers it (a subscription's
+    /// confirmation), or an error reply.
+    confirm: Option<(&'static [u8], Vec<u8>)>,
+    /// The command, kept for a redirection.
+    command: Option<Vec<u8>>,
+    /// Redirections it followed so far.
+    redirects: u8,
 }
 
 impl<T> Pipeline<T> {
-    pub fn new(max_in_flight: usize) -> Self {
+    pub fn new(bounds: Bounds) -> Self {
         Self {
             output: Vec::new(),
             in_flight: VecDeque::new(),
+            queued_at: VecDeque::new(),
             input: Vec::new(),
-            max_in_flight,
+            bounds,
+            overflowed: false,
+            waits: VecDeque::new(),
+            keep: false,
+        }
+    }
+
+    /// A pipeline that keeps each command until its reply, for `-MOVED`
+    /// and `-ASK` (Redis Cluster).
+    pub fn keeping(bounds: Bounds) -> Self {
+        Self {
+            keep: true,
+            ..Self::new(bounds)
         }
     }
 
     /// Queues the command `write` appends (exactly one), answered to
     /// `token`; a full pipeline hands `token` back.
     pub fn push(&mut self, token: T, write: impl FnOnce(&mut Vec<u8>)) -> Result<(), T> {
-        if self.in_flight.len() >= self.max_in_flight {
+        self.push_waiting(token, Wait::default(), write)
+    }
+
+    /// Queues a command answered by the push `[kind, channel, ...]` (or an
+    /// error reply): an `SSUBSCRIBE` or `SUNSUBSCRIBE` of one channel.
+    pub fn push_confirmed(
+        &mut self,
+        token: T,
+        kind: &'static [u8],
+        channel: &[u8],
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), T> {
+        let wait = Wait {
+            confirm: Some((kind, channel.to_vec())),
+            ..Wait::default()
+        };
+        self.push_waiting(token, wait, write)
+    }
+
+    /// Queues `command` again after a redirection (its `redirects`-th).
+    pub fn push_again(&mut self, token: T, command: Vec<u8>, redirects: u8) -> Result<(), T> {
+        let wait = Wait {
+            redirects,
+            ..Wait::default()
+        };
+        self.push_waiting(token, wait, |out| out.extend_from_slice(&command))
+    }
+
+    fn push_waiting(
+        &mut self,
+        token: T,
+        mut wait: Wait,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), T> {
+        if !self.within(self.bounds) {
+            self.overflowed = true;
             return Err(token);
         }
+        let start = self.output.len();
         write(&mut self.output);
+        // A subscription is not sent again elsewhere: its confirmation is
+        // awaited where it went (a refusal is an ordinary error reply).
+        if self.keep && wait.confirm.is_none() {
+            wait.command = Some(self.output[start..].to_vec());
+        }
         self.in_flight.push_back(token);
+        self.waits.push_back(wait);
         Ok(())
+    }
+
+    /// Whether less than `bounds` waits: one more request may be pushed.
+    pub fn within(&self, bounds: Bounds) -> bool {
+        self.in_flight.len() < bounds.in_flight && self.output.len() < bounds.unsent
+    }
+
+    /// Whether a push was refused since the last call.
+    pub fn take_overflow(&mut self) -> bool {
+        std::mem::take(&mut self.overflowed)
+    }
+
+    /// Dates the requests pushed since the last call `now`: the caller
+    /// calls it once per turn of its loop, before it waits.
+    pub fn stamp(&mut self, now: Instant) {
+        let unstamped = self.in_flight.len() - self.queued_at.len();
+        self.queued_at.extend(std::iter::repeat_n(now, unstamped));
+    }
+
+    /// When the oldest request still waiting for its reply was queued
+    /// (`None`: none waits, or it was pushed since the last `stamp`).
+    pub fn oldest(&self) -> Option<Instant> {
+        self.queued_at.front().copied()
     }
 
     /// Queues a command that gets no reply of its own (on RESP3, SUBSCRIBE
@@ -75,14 +197,35 @@ impl<T> Pipeline<T> {
         while let Some((reply, used)) = resp::parse(&self.input[at..])? {
             at += used;
             if let Reply::Push(items) = reply {
-                done.push(Incoming::Push(items));
+                if self.confirms(&items) {
+                    self.waits.pop_front();
+                    self.queued_at.pop_front();
+                    if let Some(token) = self.in_flight.pop_front() {
+                        done.push(Incoming::Reply(token, Reply::Push(items)));
+                    }
+                } else {
+                    done.push(Incoming::Push(items));
+                }
                 continue;
             }
             let token = self
                 .in_flight
                 .pop_front()
                 .ok_or(PipelineError::Unrequested)?;
-            done.push(Incoming::Reply(token, reply));
+            // The dated requests come first: if any is, this one was.
+            self.queued_at.pop_front();
+            let wait = self.waits.pop_front().unwrap_or_default();
+            match (reply, wait.command) {
+                (Reply::Error(error), Some(command)) if is_redirect(&error) => {
+                    done.push(Incoming::Redirect {
+                        token,
+                        error,
+                        command,
+                        redirects: wait.redirects,
+                    });
+                }
+                (reply, _) => done.push(Incoming::Reply(token, reply)),
+            }
         }
         self.input.drain(..at);
         Ok(done)
@@ -94,8 +237,34 @@ impl<T> Pipeline<T> {
     pub fn reset(&mut self) -> Vec<T> {
         self.output.clear();
         self.input.clear();
-        self.in_flight.drain(..).collect()
+        self.queued_at.clear();
+        self.waits.clear();
+        self.overflowed = false;
+        let lost = self.in_flight.drain(..).collect();
+        // What a stalled Redis made grow is given back, not kept for good.
+        self.output.shrink_to(KEPT_CAPACITY);
+        self.input.shrink_to(KEPT_CAPACITY);
+        self.in_flight.shrink_to(KEPT_CAPACITY / 64);
+        self.queued_at.shrink_to(KEPT_CAPACITY / 64);
+        lost
     }
+
+    /// Whether `push` is the confirmation the oldest request waits for.
+    fn confirms(&self, push: &[Reply]) -> bool {
+        let Some(Wait {
+            confirm: Some((kind, channel)),
+            ..
+        }) = self.waits.front()
+        else {
+            return false;
+        };
+        matches!(push, [k, c, ..] if k.as_bytes() == Some(kind) && c.as_bytes() == Some(channel))
+    }
+}
+
+/// `-MOVED ...` or `-ASK ...`: a Redis Cluster node did not run the command.
+fn is_redirect(error: &str) -> bool {
+    error.starts_with("MOVED ") || error.starts_with("ASK ")
 }
 
 /// What came in, in order.
@@ -105,6 +274,15 @@ pub enum Incoming<T> {
     Reply(T, Reply),
     /// A RESP3 push.
     Push(Vec<Reply>),
+    /// `-MOVED` or `-ASK` to the request `token` of a `keeping` pipeline:
+    /// not run; `command` may go again where `error` says, as the
+    /// `redirects + 1`-th redirection.
+    Redirect {
+        token: T,
+        error: String,
+        command: Vec<u8>,
+        redirects: u8,
+    },
 }
 
 /// Why a command connection must be dropped.
@@ -140,9 +318,17 @@ mod tests {
         resp::write_command(out, &["PING"]);
     }
 
+    /// At most `n` requests in flight, bytes unbounded.
+    fn requests(n: usize) -> Bounds {
+        Bounds {
+            in_flight: n,
+            unsent: usize::MAX,
+        }
+    }
+
     #[test]
     fn replies_go_to_their_requests_in_order_across_reads() {
-        let mut p = Pipeline::new(8);
+        let mut p = Pipeline::new(requests(8));
         p.push("a", ping).unwrap();
         p.push("b", |out| resp::write_command(out, &["INCR", "k"]))
             .unwrap();
@@ -167,7 +353,7 @@ mod tests {
 
     #[test]
     fn pushes_come_between_replies_in_order_and_answer_no_request() {
-        let mut p = Pipeline::new(8);
+        let mut p = Pipeline::new(requests(8));
         p.push_unanswered(|out| resp::write_command(out, &["SUBSCRIBE", "c"]));
         p.push("a", ping).unwrap();
         assert_eq!(p.in_flight(), 1);
@@ -189,7 +375,7 @@ mod tests {
 
     #[test]
     fn a_full_pipeline_refuses_and_a_reset_hands_back_what_was_in_flight() {
-        let mut p = Pipeline::new(2);
+        let mut p = Pipeline::new(requests(2));
         p.push(1, ping).unwrap();
         p.push(2, ping).unwrap();
         assert_eq!(p.push(3, ping), Err(3));
@@ -201,14 +387,129 @@ mod tests {
     }
 
     #[test]
+    fn a_subscription_is_answered_by_its_confirmation_or_an_error() {
+        let mut p = Pipeline::new(requests(8));
+        let ssub = |out: &mut Vec<u8>| resp::write_command(out, &["SSUBSCRIBE", "c"]);
+        p.push_confirmed("sub", b"ssubscribe", b"c", ssub).unwrap();
+        p.push("ping", ping).unwrap();
+        let input = b">3\r\n$8\r\nsmessage\r\n$1\r\nd\r\n$1\r\nx\r\n>3\r\n$10\r\nssubscribe\r\n$1\r\nc\r\n:1\r\n+PONG\r\n";
+        let got = p.on_input(input).unwrap();
+        assert!(
+            matches!(got[0], Incoming::Push(_)),
+            "another channel's message"
+        );
+        assert!(matches!(got[1], Incoming::Reply("sub", Reply::Push(_))));
+        assert_eq!(
+            got[2],
+            Incoming::Reply("ping", Reply::Status("PONG".into()))
+        );
+        p.push_confirmed("sub", b"ssubscribe", b"c", ssub).unwrap();
+        p.push("ping", ping).unwrap();
+        let got = p.on_input(b"-MOVED 1 h:1\r\n+PONG\r\n").unwrap();
+        assert_eq!(
+            got[0],
+            Incoming::Reply("sub", Reply::Error("MOVED 1 h:1".into()))
+        );
+        assert_eq!(
+            got[1],
+            Incoming::Reply("ping", Reply::Status("PONG".into()))
+        );
+    }
+
+    #[test]
+    fn a_keeping_pipeline_hands_back_a_redirected_command() {
+        let mut p = Pipeline::keeping(requests(8));
+        p.push("a", ping).unwrap();
+        p.push("b", ping).unwrap();
+        let got = p.on_input(b"-MOVED 7 h:1\r\n-ERR no\r\n").unwrap();
+        assert_eq!(
+            got[0],
+            Incoming::Redirect {
+                token: "a",
+                error: "MOVED 7 h:1".into(),
+                command: b"*1\r\n$4\r\nPING\r\n".to_vec(),
+                redirects: 0
+            }
+        );
+        assert_eq!(got[1], Incoming::Reply("b", Reply::Error("ERR no".into())));
+        p.push_again("a", b"*1\r\n$4\r\nPING\r\n".to_vec(), 1)
+            .unwrap();
+        let got = p.on_input(b"-ASK 7 h:2\r\n").unwrap();
+        assert!(matches!(got[0], Incoming::Redirect { redirects: 1, .. }));
+        let mut plain = Pipeline::new(requests(8));
+        plain.push("a", ping).unwrap();
+        let got = plain.on_input(b"-MOVED 7 h:1\r\n").unwrap();
+        assert_eq!(
+            got[0],
+            Incoming::Reply("a", Reply::Error("MOVED 7 h:1".into()))
+        );
+    }
+
+    #[test]
     fn a_reply_nobody_asked_for_or_garbage_drops_the_connection() {
-        let mut p: Pipeline<u8> = Pipeline::new(2);
+        let mut p: Pipeline<u8> = Pipeline::new(requests(2));
         assert_eq!(p.on_input(b"+OK\r\n"), Err(PipelineError::Unrequested));
-        let mut p: Pipeline<u8> = Pipeline::new(2);
+        let mut p: Pipeline<u8> = Pipeline::new(requests(2));
         p.push(1, ping).unwrap();
         assert_eq!(
             p.on_input(b"?\r\n"),
             Err(PipelineError::Resp(RespError::UnknownType(b'?')))
         );
+    }
+
+    #[test]
+    fn unsent_bytes_are_bounded_and_a_refusal_is_reported_once() {
+        let bounds = Bounds {
+            in_flight: 100,
+            unsent: 20,
+        };
+        let mut p = Pipeline::new(bounds);
+        p.push(1, ping).unwrap();
+        assert!(p.within(bounds));
+        p.push(2, ping).unwrap();
+        assert_eq!(p.output().len(), 28);
+        assert!(!p.within(bounds));
+        assert!(!p.take_overflow());
+        assert_eq!(p.push(3, ping), Err(3));
+        assert!(p.take_overflow());
+        assert!(!p.take_overflow());
+        // What was written no longer counts against the bound.
+        p.written(28);
+        p.push(3, ping).unwrap();
+        // A lower bound of the caller's own refuses earlier.
+        let lower = Bounds {
+            in_flight: 3,
+            unsent: 20,
+        };
+        assert!(!p.within(lower));
+    }
+
+    #[test]
+    fn the_oldest_unanswered_request_is_dated_by_the_stamp_after_its_push() {
+        let start = Instant::now();
+        let later = |ms| start + std::time::Duration::from_millis(ms);
+        let mut p = Pipeline::new(requests(8));
+        assert_eq!(p.oldest(), None);
+        p.push("a", ping).unwrap();
+        // Pushed this turn: not dated yet, so not late either.
+        assert_eq!(p.oldest(), None);
+        p.stamp(start);
+        p.push("b", ping).unwrap();
+        p.stamp(later(100));
+        p.stamp(later(200));
+        assert_eq!(p.oldest(), Some(start));
+        p.on_input(b"+PONG\r\n").unwrap();
+        assert_eq!(p.oldest(), Some(later(100)));
+        p.push("c", ping).unwrap();
+        p.on_input(b"+PONG\r\n").unwrap();
+        // "c" was pushed after the last stamp.
+        assert_eq!(p.oldest(), None);
+        p.stamp(later(300));
+        assert_eq!(p.oldest(), Some(later(300)));
+        p.reset();
+        assert_eq!(p.oldest(), None);
+        p.push("d", ping).unwrap();
+        p.stamp(later(400));
+        assert_eq!(p.oldest(), Some(later(400)));
     }
 }

@@ -9,12 +9,16 @@
 --   KEYS[1] <prefix>:{room}:seq      the last seq given out
 --   KEYS[2] <prefix>:{room}:epoch    the current epoch
 --   KEYS[3] <prefix>:{room}:log      the history, a stream with ids 0-<seq>
---                                    and fields m (the message), t (unix ms)
+--                                    and fields m (the message), t (unix ms,
+--                                    the publishing node's clock); trimmed
+--                                    approximately: the history is only the
+--                                    entries of the last --history seqs
 --   KEYS[4] <prefix>:{room}:users    hash: user -> connections in the cluster
 --   KEYS[5] <prefix>:{room}:names    hash: user -> display name
 --   KEYS[6] <prefix>:{room}:nodes    hash: <node>/<user> -> that node's connections
 --   KEYS[7] <prefix>:{room}:members  connections in the cluster
--- The pub/sub channel <prefix>:{room} carries "<epoch> <seq> <origin> <message>",
+-- The sharded pub/sub channel <prefix>:{room} (SPUBLISH: in a Redis Cluster
+-- it reaches only the shard of the room's slot) carries "<epoch> <seq> <origin> <message>",
 -- where <origin> is what the publishing node passed ('-' from the emitter).
 --
 -- A room lives while it has members or history younger than the history
@@ -107,9 +111,22 @@ local function settle_empty(keys, ttl_ms)
   end
 end
 
+-- Whether a room has members anywhere in the cluster, from the text of
+-- its members key (an integer that INCRBY wrote, or false when absent):
+-- compared as text, which spares the per-message path a number parse.
+local function occupied(count)
+  return count ~= false and count ~= '0' and string.byte(count, 1) ~= 45 -- '-'
+end
+
 -- Sequences `head .. seq .. tail` (the message text around its seq) and
--- returns {seq, epoch}. keys: seq, epoch, log, members.
-local function sequence(keys, head, tail, fresh_epoch, history, ttl_ms, origin, channel, hooks)
+-- returns {seq, epoch}. keys: seq, epoch, log, members. `history` and
+-- `ttl_ms` are the texts the caller passed, `now` the unix ms it stamps
+-- the entry with. This runs for every room message, so it makes as few
+-- calls and conversions as it can: no TIME (the caller's clock stamps the
+-- entry: nodes' clocks differ by milliseconds, which moves an entry's
+-- expiry by as much against a TTL of seconds or minutes), the seq turned
+-- into text once, numbers passed to Redis as the caller's texts.
+local function sequence(keys, head, tail, fresh_epoch, history, ttl_ms, origin, channel, hooks, now)
   local epoch = redis.call('GET', keys[2])
   if not epoch then
     -- A new room, or one forgotten (expired, or lost with the data): a new
@@ -119,15 +136,23 @@ local function sequence(keys, head, tail, fresh_epoch, history, ttl_ms, origin, 
     redis.call('SET', keys[2], epoch)
   end
   local seq = redis.call('INCR', keys[1])
-  local message = head .. seq .. tail
-  if history > 0 then
-    redis.call('XADD', keys[3], 'MAXLEN', history, '0-' .. seq, 'm', message, 't', now_ms())
+  local id = string.format('%d', seq)
+  local message = head .. id .. tail
+  local keep = history ~= '0'
+  if keep then
+    -- Trimmed approximately: Redis drops whole stream nodes only, so the
+    -- log keeps the last `history` entries and at most one node more (100
+    -- entries or 4 KiB by default). Exact trimming walked the oldest node's
+    -- entries on every call, and saved no memory: a trimmed entry stays in
+    -- its node until the whole node goes. The readers (`latest`,
+    -- `read_history`) never return more than the last `history`.
+    redis.call('XADD', keys[3], 'MAXLEN', '~', history, '0-' .. id, 'm', message, 't', now)
   end
-  redis.call('PUBLISH', channel, epoch .. ' ' .. seq .. ' ' .. origin .. ' ' .. message)
+  redis.call('SPUBLISH', channel, epoch .. ' ' .. id .. ' ' .. origin .. ' ' .. message)
   hook(hooks, 'room.message', true, nil, message)
   -- With members the room stays (joins made its keys persistent).
-  if tonumber(redis.call('GET', keys[4]) or '0') <= 0 then
-    if history > 0 then
+  if not occupied(redis.call('GET', keys[4])) then
+    if keep then
       for i = 1, 3 do
         redis.call('PEXPIRE', keys[i], ttl_ms)
       end
@@ -141,11 +166,12 @@ end
 -- Used by roomcast nodes, which build the message text themselves.
 -- KEYS: seq, epoch, log, members.
 -- ARGV: head, tail, fresh epoch, history length, history TTL (ms), origin,
--- channel, then the webhook arguments (optional; the node sets the
--- room.message bit only for a room that --webhook-rooms matches).
+-- channel, the time (unix ms), then the webhook arguments (optional, left
+-- out when off; the node sets the room.message bit only for a room that
+-- --webhook-rooms matches).
 local function publish(keys, args)
-  return sequence(keys, args[1], args[2], args[3], tonumber(args[4]), tonumber(args[5]),
-    args[6], args[7], hooks_of(args, 8))
+  return sequence(keys, args[1], args[2], args[3], args[4], args[5], args[6], args[7],
+    hooks_of(args, 9), args[8])
 end
 
 -- The emitter: any backend publishes a room event without a roomcast node.
@@ -162,19 +188,19 @@ local function emit(keys, args)
     .. ',"data":' .. args[3] .. ',"from":' .. cjson.encode(args[4]) .. ',"seq":'
   local tail = ',"ts":' .. ts .. '}'
   local fresh_epoch = 'r' .. time[1] .. time[2]
-  return sequence(keys, head, tail, fresh_epoch, tonumber(args[5]), tonumber(args[6]), '-',
-    args[7])
+  return sequence(keys, head, tail, fresh_epoch, args[5], args[6], '-', args[7], nil, ts)
 end
 
 -- The latest `n` messages up to `seq` of a history younger than `min_t`,
 -- oldest first, without a gap: a node tells each one's seq by its place
 -- (the last is `seq`), so a lost message (a seq raised by `recover`) ends
--- them.
-local function latest(log, n, min_t, seq)
+-- them. Only seqs from `from` on are read (the log may keep older ones:
+-- see `sequence`).
+local function latest(log, n, min_t, seq, from)
   if n <= 0 then
     return {}
   end
-  local entries = redis.call('XREVRANGE', log, '+', '-', 'COUNT', n)
+  local entries = redis.call('XREVRANGE', log, '+', string.format('0-%d', from), 'COUNT', n)
   local run = 0
   while run < #entries and entries[run + 1][1] == '0-' .. (seq - run)
       and fresh(entries[run + 1], min_t) do
@@ -191,8 +217,11 @@ end
 -- node: {epoch, seq, recovered (-1: not asked, 0, 1), {messages...}}.
 -- keys: seq, epoch, log.
 -- ARGV: history k, since, epoch (each '' when absent), a fresh epoch for a
--- room that has none, the history TTL (ms).
-local function read_history(keys, args)
+-- room that has none, the history TTL (ms). `kept` is the history length
+-- (--history): the log may hold more (trimming is approximate), and only
+-- the messages of the last `kept` seqs count as kept; nil (a caller that
+-- did not pass it) counts the whole log.
+local function read_history(keys, args, kept)
   local k = tonumber(args[1])
   local since = tonumber(args[2])
   local asked_epoch = args[3]
@@ -205,14 +234,16 @@ local function read_history(keys, args)
     redis.call('SET', keys[2], epoch, 'PX', math.max(ttl_ms, 1))
   end
   local seq = tonumber(redis.call('GET', keys[1]) or '0')
+  local from = kept and math.max(seq - kept + 1, 0) or 0
   if not since then
-    return {epoch, seq, -1, latest(keys[3], k or 0, min_t, seq)}
+    return {epoch, seq, -1, latest(keys[3], k or 0, min_t, seq, from)}
   end
   -- Covered when nothing is missing, or the entry right after `since` is
-  -- kept and young enough (every later one is younger).
+  -- kept and young enough (every later one is younger, give or take the
+  -- milliseconds by which the clocks of the nodes that stamped them differ).
   local covered = since == seq
   local entries = {}
-  if since < seq then
+  if since < seq and since >= from - 1 then
     entries = redis.call('XRANGE', keys[3], '(0-' .. since, '+')
     local first = entries[1]
     covered = first ~= nil and first[1] == '0-' .. (since + 1) and fresh(first, min_t)
@@ -224,11 +255,12 @@ local function read_history(keys, args)
     end
     return {epoch, seq, 1, messages}
   end
-  return {epoch, seq, 0, latest(keys[3], k or seq, min_t, seq)}
+  return {epoch, seq, 0, latest(keys[3], k or seq, min_t, seq, from)}
 end
 
+-- ARGV: those of `read_history`, then the history length (--history).
 local function history(keys, args)
-  return read_history(keys, args)
+  return read_history(keys, args, tonumber(args[6]))
 end
 
 -- A node's recovery of a room after a reconnect: what it missed since it
@@ -249,7 +281,7 @@ local function recover(keys, args)
       redis.call('PEXPIRE', keys[1], ttl)
     end
   end
-  return read_history(keys, args)
+  return read_history(keys, args, tonumber(args[6]))
 end
 
 -- The Server API's history_remove: the room's messages go; while it has
@@ -269,7 +301,7 @@ end
 -- Presence. A presence event goes on the room's channel as
 -- "- 0 <origin> <event>": no epoch, no seq, never in the history.
 local function announce(channel, origin, text)
-  redis.call('PUBLISH', channel, '- 0 ' .. origin .. ' ' .. text)
+  redis.call('SPUBLISH', channel, '- 0 ' .. origin .. ' ' .. text)
 end
 
 -- Adds `n` (1 or -1, or any count) connections of `user` from `node`;
@@ -307,10 +339,11 @@ end
 -- presence:join for the user's first connection in the cluster.
 -- ARGV 1-5 as roomcast_history, then: node, user, name ('' for none),
 -- has name (0/1), rejoin (0/1), announce (0/1), event limit, channel,
--- origin, the presence:join text, then the webhook arguments (optional).
+-- origin, the presence:join text, the four webhook arguments (each '' or 0
+-- when off), then the history length (--history).
 -- Returns {epoch, seq, recovered, {messages...}, members}.
 local function join(keys, args)
-  local reply = read_history(keys, args)
+  local reply = read_history(keys, args, tonumber(args[20]))
   if args[10] ~= '1' then
     local hooks = hooks_of(args, 16)
     local user = args[7]
@@ -485,8 +518,8 @@ local function count(keys, args)
 end
 
 -- user:send (to a user) or system:broadcast (to '' : everyone): published
--- once on the direct channel for every node to deliver to its own
--- connections. KEYS: users, members (of the online set).
+-- once on the direct channel (<prefix>:{~}:direct, in the online set's
+-- slot) for every node to deliver to its own connections. KEYS: users, members (of the online set).
 -- ARGV: to, channel, payload. Returns the connections it is for.
 local function send(keys, args)
   local n
@@ -495,7 +528,7 @@ local function send(keys, args)
   else
     n = redis.call('HGET', keys[1], args[1])
   end
-  redis.call('PUBLISH', args[2], args[3])
+  redis.call('SPUBLISH', args[2], args[3])
   return tonumber(n or '0')
 end
 

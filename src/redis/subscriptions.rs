@@ -2,7 +2,7 @@
 //! delivered. A room's channel is subscribed when the first of the node's
 //! shards has a member in it and unsubscribed when the last one has none
 //! (Socket.IO's per-room subscriptions), so a node only receives the rooms
-//! it serves, and Redis work per room message is one PUBLISH whatever the
+//! it serves, and Redis work per room message is one SPUBLISH whatever the
 //! number of members.
 //!
 //! Each room served keeps a *cursor*: the epoch and `seq` of the last event
@@ -12,7 +12,7 @@
 //! room are dropped, since its answer, ordered after them on the one
 //! connection, holds them too.
 //!
-//! Sans-IO: it says which SUBSCRIBE / UNSUBSCRIBE to send and which events
+//! Sans-IO: it says which SSUBSCRIBE / SUNSUBSCRIBE to send and which events
 //! to forward; the bridge sends and forwards.
 
 use std::collections::HashMap;

@@ -74,6 +74,55 @@ pub fn write_records<D>(
     Ok(true)
 }
 
+/// Plaintext from `session`, pulling records from `socket` as they are
+/// needed: `Some(0)` at the end of the stream, `None` when the socket has
+/// nothing more for now. Records that do not check (a certificate refused,
+/// an alert from the peer) are an `InvalidData` error carrying the
+/// `rustls::Error`; the alert rustls queued for the peer is left to send.
+/// Shared by the clients over mio (hooks, the Redis bridge).
+pub fn read_through<D>(
+    session: &mut rustls::ConnectionCommon<D>,
+    socket: &mut impl io::Read,
+    buf: &mut [u8],
+) -> io::Result<Option<usize>> {
+    loop {
+        if let Some(n) = read_plaintext(session, buf)? {
+            return Ok(Some(n));
+        }
+        match session.read_tls(socket) {
+            Ok(0) => return Ok(Some(0)),
+            Ok(_) => {
+                session
+                    .process_new_packets()
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Hands `session` what it takes of `plaintext` and writes its records to
+/// `socket`, until everything is written or the socket or rustls's buffer
+/// is full; returns how much plaintext was taken. Before the handshake is
+/// done rustls keeps the plaintext (up to its buffer limit) for after it.
+pub fn write_through<D>(
+    session: &mut rustls::ConnectionCommon<D>,
+    socket: &mut impl io::Write,
+    plaintext: &[u8],
+) -> io::Result<usize> {
+    use std::io::Write;
+    let mut taken = 0;
+    while write_records(session, socket)? && taken < plaintext.len() {
+        match session.writer().write(&plaintext[taken..])? {
+            0 => break,
+            n => taken += n,
+        }
+    }
+    Ok(taken)
+}
+
 /// Why a TLS handshake did not complete, for `/metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsFailure {
@@ -297,6 +346,75 @@ mod tests {
 
     fn served_chain(acceptor: &Acceptor) -> Vec<CertificateDer<'static>> {
         acceptor.certificate.key.read().cert.clone()
+    }
+
+    /// One direction of an in-memory socket: `WouldBlock` when empty.
+    #[derive(Default)]
+    struct Pipe(std::collections::VecDeque<u8>);
+
+    impl io::Read for Pipe {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0.is_empty() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            io::Read::read(&mut self.0, buf)
+        }
+    }
+
+    impl io::Write for Pipe {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.extend(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A client trusting `ca` writes `b"PING"` before the handshake and
+    /// steps with the server of `files` until it arrives; what the server
+    /// read, or the client's error.
+    fn ping(files: &TlsFiles, ca: &Path) -> io::Result<Vec<u8>> {
+        let config = client_config(Some(ca)).unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut client = rustls::ClientConnection::new(config, name).unwrap();
+        let mut server = Acceptor::load(files.clone()).unwrap().session().unwrap();
+        let (mut to_server, mut to_client) = (Pipe::default(), Pipe::default());
+        let mut buf = [0u8; 64];
+        // Taken before the handshake, and kept for after it.
+        assert_eq!(write_through(&mut client, &mut to_server, b"PING")?, 4);
+        for _ in 0..10 {
+            if let Some(n) = read_through(&mut server, &mut to_server, &mut buf)? {
+                return Ok(buf[..n].to_vec());
+            }
+            write_records(&mut server, &mut to_client)?;
+            read_through(&mut client, &mut to_client, &mut buf)?;
+            write_through(&mut client, &mut to_server, b"")?;
+        }
+        panic!("no plaintext after 10 steps");
+    }
+
+    #[test]
+    fn plaintext_written_before_the_handshake_arrives_after_it() {
+        let dir = temp_dir("through");
+        let files = write_pair(&dir, "a");
+        assert_eq!(ping(&files, &files.cert).unwrap(), b"PING");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_certificate_from_another_authority_is_invalid_data_from_rustls() {
+        let dir = temp_dir("unknown");
+        let (files, other) = (write_pair(&dir, "a"), write_pair(&dir, "b"));
+        let error = ping(&files, &other.cert).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        let inner = error.into_inner().unwrap().downcast::<rustls::Error>();
+        assert!(
+            matches!(*inner.unwrap(), rustls::Error::InvalidCertificate(_)),
+            "refused for its certificate"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

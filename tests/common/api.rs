@@ -258,3 +258,16 @@ pub fn user_conn(node: &str, client: &Client, rooms: &[&str]) -> UserConn {
     let rooms = rooms.iter().map(|r| r.to_string()).collect();
     (node.to_owned(), client.conn_id(), rooms)
 }
+
+/// Waits until `info` on the node at `addr` lists exactly `nodes` (sorted).
+pub fn wait_info_nodes(addr: SocketAddr, nodes: &[&str]) {
+    let api = Api::key(addr);
+    super::wait_until(
+        std::time::Duration::from_secs(10),
+        "info lists every node",
+        || {
+            let resp = api.call("info", "{}");
+            resp.status == 200 && each_sorted(&result_of(&resp, "info"), "nodes", "node") == nodes
+        },
+    );
+}

@@ -8,9 +8,11 @@
 
 pub mod api;
 pub mod http;
+pub mod pki;
 pub mod raw;
 pub mod redis;
 pub mod rooms;
+pub mod sentinel;
 pub mod token;
 pub mod ws;
 

@@ -128,14 +128,7 @@ fn session(
         let message = match ws.read() {
             Ok(Message::Text(text)) => text,
             Ok(_) => continue,
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue;
-            }
+            Err(e) if nothing_yet(&e) => continue,
             Err(_) => return Err(()),
         };
         let value = parse_json(&message);
@@ -148,6 +141,14 @@ fn session(
             None => {}
         }
     }
+}
+
+/// Whether a read failed only for its timeout: nothing came yet.
+pub fn nothing_yet(error: &tungstenite::Error) -> bool {
+    matches!(error, tungstenite::Error::Io(e) if matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    ))
 }
 
 fn on_joined(
@@ -189,29 +190,43 @@ fn record(event: &simd_json::OwnedValue, at: &mut Option<(String, u64)>, seen: &
     }
 }
 
+/// What a publisher got done.
+#[derive(Debug, Default)]
+pub struct Published {
+    /// The `seq`s acknowledged.
+    pub acked: BTreeSet<u64>,
+    /// The requests refused or failed.
+    pub failed: u64,
+    /// The longest time between two acknowledgements.
+    pub longest_gap: Duration,
+}
+
 /// Publishes `n`, `n + 1`, ... into `ROOM` with `POST /publish`, to each
-/// address in turn, every `pause`, until `stop`; the `seq`s acknowledged
-/// and the requests refused or failed.
+/// address in turn, every `pause`, until `stop`.
 pub fn publisher(
     addrs: Vec<SocketAddr>,
     pause: Duration,
     stop: Arc<AtomicBool>,
-) -> JoinHandle<(BTreeSet<u64>, u64)> {
+) -> JoinHandle<Published> {
     thread::spawn(move || {
         let token = Claims::new("drill-feed").publish(&["*"]).rate(0).token();
-        let (mut acked, mut failed) = (BTreeSet::new(), 0u64);
+        let mut published = Published::default();
+        let mut last_ack: Option<Instant> = None;
         let mut n = 0u64;
         while !stop.load(Ordering::Relaxed) {
             n += 1;
             match publish_once(addrs[n as usize % addrs.len()], &token, n) {
                 Some(seq) => {
-                    acked.insert(seq);
+                    published.acked.insert(seq);
+                    let gap = last_ack.map_or(Duration::ZERO, |at| at.elapsed());
+                    published.longest_gap = published.longest_gap.max(gap);
+                    last_ack = Some(Instant::now());
                 }
-                None => failed += 1,
+                None => published.failed += 1,
             }
             thread::sleep(pause);
         }
-        (acked, failed)
+        published
     })
 }
 

@@ -2,7 +2,8 @@
 //! HTTP request head, chunked bodies, WebSocket frames, `/ws` envelopes,
 //! JWTs, `POST /publish` bodies, Server API bodies and the API's messages
 //! between nodes, `Sec-WebSocket-Extensions` offers, Redis replies, and
-//! what the bridge decodes from them and from Redis' channels, and the
+//! what the bridge decodes from them (Redis Cluster's slot map and
+//! redirections too) and from Redis' channels, and the
 //! responses of hook backends and the proxies' answers in them.
 //!
 //! Each target replays its corpus (`tests/fuzz/corpus/<target>/`), then
@@ -24,8 +25,14 @@ mod jwt;
 mod proxy_answer;
 mod publish_body;
 mod redis_replies;
+mod redis_slots;
 mod resp;
 mod ws_frames;
+
+#[test]
+fn redis_slots() {
+    engine::run(&redis_slots::TARGET);
+}
 
 #[test]
 fn http_head() {

@@ -36,12 +36,7 @@ fn cluster(extra: &[&str]) -> (RedisServer, Server, Server) {
     };
     let (a, b) = (start("node-a"), start("node-b"));
     for server in [&a, &b] {
-        let api = Api::key(server.addr());
-        wait_until(Duration::from_secs(10), "info lists both nodes", || {
-            let resp = api.call("info", "{}");
-            resp.status == 200
-                && each_sorted(&result_of(&resp, "info"), "nodes", "node") == ["node-a", "node-b"]
-        });
+        common::api::wait_info_nodes(server.addr(), &["node-a", "node-b"]);
     }
     (redis, a, b)
 }

@@ -310,6 +310,7 @@ const RICH_SETTINGS: &[(&str, &str, &str)] = &[
     ("--redis-prefix", "ROOMCAST_REDIS_PREFIX", "golden"),
     ("--node-id", "ROOMCAST_NODE_ID", "node-7"),
     ("--redis-replicas", "ROOMCAST_REDIS_REPLICAS", "1"),
+    ("--redis-timeout", "ROOMCAST_REDIS_TIMEOUT", "2500ms"),
     ("--dashboard", "ROOMCAST_DASHBOARD", "false"),
     ("--publish-rate", "ROOMCAST_PUBLISH_RATE", "250"),
     ("--handshake-timeout", "ROOMCAST_HANDSHAKE_TIMEOUT", "7s"),
@@ -444,7 +445,10 @@ fn check_config_prints_every_setting_as_the_golden_file_from_flags_or_environmen
         .arg("--tls-cert")
         .arg(&cert)
         .arg("--tls-key")
-        .arg(&key);
+        .arg(&key)
+        // Any certificate serves as an authority to trust.
+        .arg("--redis-ca")
+        .arg(&cert);
     let from_flags = checked_config(by_flags, Some(&dir));
     assert_golden("check-config-rich.json", &from_flags);
 
@@ -456,7 +460,8 @@ fn check_config_prints_every_setting_as_the_golden_file_from_flags_or_environmen
     }
     by_env
         .env("ROOMCAST_TLS_CERT", &cert)
-        .env("ROOMCAST_TLS_KEY", &key);
+        .env("ROOMCAST_TLS_KEY", &key)
+        .env("ROOMCAST_REDIS_CA", &cert);
     assert_eq!(checked_config(by_env, Some(&dir)), from_flags);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -22,7 +22,7 @@ use roomcast::redis::resp::Reply;
 use roomcast::redis::{History, Presence, PresenceChange, Sequenced};
 
 #[derive(Debug)]
-enum Out {
+pub(crate) enum Out {
     Sequenced(u32, Result<Sequenced, Unavailable>),
     Joined(u32, Result<(History, u64), Unavailable>),
     Deliver(usize, RoomEvent),
@@ -63,7 +63,7 @@ impl BridgeSink for ChannelSink {
     }
 }
 
-struct Node {
+pub(crate) struct Node {
     handle: BridgeHandle<u32>,
     out: Receiver<Out>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -77,13 +77,20 @@ impl Node {
     }
 
     fn start_as(port: u16, node_id: &str) -> Node {
+        Node::start_with(port, node_id, Duration::from_secs(2))
+    }
+
+    /// A bridge with `--redis-timeout` `timeout`.
+    pub(crate) fn start_with(port: u16, node_id: &str, timeout: Duration) -> Node {
         let (tx, out) = crossbeam_channel::unbounded();
         let config = BridgeConfig {
             cluster: ClusterConfig {
                 servers: vec![format!("redis://127.0.0.1:{port}").parse().unwrap()],
                 prefix: "rc".into(),
                 node_id: node_id.into(),
+                ca: None,
                 replicas: 0,
+                timeout,
             },
             history: HistoryConfig {
                 messages: 100,
@@ -94,6 +101,7 @@ impl Node {
                 event_limit: 1000,
             },
             webhooks: None,
+            tls: None,
         };
         let (handle, thread) =
             bridge::start(config, ChannelSink(tx), Default::default(), None).unwrap();
@@ -105,13 +113,13 @@ impl Node {
         }
     }
 
-    fn next(&self) -> Out {
+    pub(crate) fn next(&self) -> Out {
         self.out
             .recv_timeout(Duration::from_secs(10))
             .expect("the bridge answers within 10 s")
     }
 
-    fn wait_link(&self, up: bool) {
+    pub(crate) fn wait_link(&self, up: bool) {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             assert!(Instant::now() < deadline, "link never became {up}");
@@ -130,7 +138,7 @@ impl Node {
         }));
     }
 
-    fn publish(&self, room: &str, n: u32) {
+    pub(crate) fn publish(&self, room: &str, n: u32) {
         let head = format!(r#"{{"event":"chat:msg","room":"{room}","data":{n},"from":"u","seq":"#);
         assert!(self.handle.send(BridgeRequest::Publish {
             room: room.into(),
@@ -386,9 +394,9 @@ impl Node {
     }
 }
 
-/// `PUBSUB NUMSUB` of one channel: how many connections listen on it.
+/// `PUBSUB SHARDNUMSUB` of one (sharded) channel: how many connections listen on it.
 fn listeners(conn: &mut common::redis::RedisConn, channel: &str) -> i64 {
-    let reply = conn.call(&["PUBSUB", "NUMSUB", channel]);
+    let reply = conn.call(&["PUBSUB", "SHARDNUMSUB", channel]);
     let Reply::Array(items) = &reply else {
         panic!("{reply:?}")
     };
@@ -407,15 +415,15 @@ fn every_node_listens_on_the_api_channels_and_a_cast_reaches_every_node_or_one()
     let mut conn = redis.connect();
     // A node whose heartbeat stopped 60 s ago is not live.
     let long_ago = (common::rooms::now_ms() - 60_000).to_string();
-    conn.call(&["ZADD", "rc:nodes", &long_ago, "gone"]);
+    conn.call(&["ZADD", "rc:{~}:heartbeats", &long_ago, "gone"]);
     let n1 = Node::start_as(redis.addr.port(), "n1");
     n1.wait_link(true);
     let n2 = Node::start_as(redis.addr.port(), "n2");
     n2.wait_link(true);
-    wait_listeners(&mut conn, "rc:api", 2);
-    wait_listeners(&mut conn, "rc:api:n1", 1);
-    wait_listeners(&mut conn, "rc:api:n2", 1);
-    assert_eq!(listeners(&mut conn, "rc:api:gone"), 0);
+    wait_listeners(&mut conn, "rc:{~}:api", 2);
+    wait_listeners(&mut conn, "rc:{~}:api:n1", 1);
+    wait_listeners(&mut conn, "rc:{~}:api:n2", 1);
+    assert_eq!(listeners(&mut conn, "rc:{~}:api:gone"), 0);
 
     n1.api_cast(None, b"to all");
     assert_eq!(n1.next_api(), b"to all", "the caster is a node too");
@@ -429,7 +437,10 @@ fn every_node_listens_on_the_api_channels_and_a_cast_reaches_every_node_or_one()
     let huge = vec![b'x'; 16 * 1024 * 1024 + 1];
     n1.api_cast(Some("n2"), &huge);
     let mut command = Vec::new();
-    roomcast::redis::resp::write_command(&mut command, &[&b"PUBLISH"[..], b"rc:api:n2", &huge]);
+    roomcast::redis::resp::write_command(
+        &mut command,
+        &[&b"SPUBLISH"[..], b"rc:{~}:api:n2", &huge],
+    );
     conn.send_raw(&command);
     assert_eq!(conn.reply().as_i64(), Some(1), "Redis took it to n2");
     n1.api_cast(Some("n2"), b"after");
@@ -447,15 +458,15 @@ fn the_api_channels_are_subscribed_again_after_a_reconnect() {
     let node = Node::start(proxy.addr.port());
     node.wait_link(true);
     let mut conn = redis.connect();
-    wait_listeners(&mut conn, "rc:api", 1);
+    wait_listeners(&mut conn, "rc:{~}:api", 1);
     proxy.cut();
     node.wait_link(false);
-    wait_listeners(&mut conn, "rc:api", 0);
+    wait_listeners(&mut conn, "rc:{~}:api", 0);
     node.api_cast(None, b"lost");
     proxy.restore();
     node.wait_link(true);
-    wait_listeners(&mut conn, "rc:api", 1);
-    wait_listeners(&mut conn, "rc:api:n1", 1);
+    wait_listeners(&mut conn, "rc:{~}:api", 1);
+    wait_listeners(&mut conn, "rc:{~}:api:n1", 1);
     node.api_cast(None, b"again");
     assert_eq!(
         node.next_api(),

@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use tungstenite::{Message, WebSocket};
 
+use common::pki::Authority;
 use common::rooms::Claims;
 use common::token::token;
 use common::{READ_TIMEOUT, Server, metric, wait_for_stdout, wait_until};
@@ -35,26 +35,14 @@ pub(crate) struct Pki {
 
 impl Pki {
     pub(crate) fn new(dir: &Path, name: &str) -> Pki {
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::from_params(&ca_params, &ca_key);
-        let key = KeyPair::generate().unwrap();
-        let leaf = CertificateParams::new(vec!["localhost".to_owned()])
-            .unwrap()
-            .signed_by(&key, &issuer)
-            .unwrap();
-        let pki = Pki {
-            ca: ca.der().clone(),
-            ca_file: dir.join(format!("{name}-ca.crt")),
-            cert: dir.join(format!("{name}.crt")),
-            key: dir.join(format!("{name}.key")),
-        };
-        std::fs::write(&pki.ca_file, ca.pem()).unwrap();
-        std::fs::write(&pki.cert, leaf.pem()).unwrap();
-        std::fs::write(&pki.key, key.serialize_pem()).unwrap();
-        pki
+        let authority = Authority::new(dir, name);
+        let leaf = authority.issue(dir, name, &["localhost"]);
+        Pki {
+            ca: authority.der.clone(),
+            ca_file: authority.file,
+            cert: leaf.cert,
+            key: leaf.key,
+        }
     }
 
     /// A client that trusts only this authority.
@@ -85,13 +73,7 @@ fn client_config(
 }
 
 pub(crate) fn temp_dir() -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let dir = std::env::temp_dir().join(format!("roomcast-tls-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::pki::temp_dir("tls")
 }
 
 /// A TLS server with `/echo`, its plaintext metrics port and its PKI.

@@ -160,20 +160,10 @@ impl Conn {
             }
             return Ok(());
         };
-        // rustls takes plaintext up to its buffer limit (before the
-        // handshake is done too) and hands it back as records.
-        loop {
-            let before = self.written;
-            if self.written < self.out.len() {
-                let rest = &self.out[self.written..];
-                self.written += session.writer().write(rest).map_err(|_| broken)?;
-            }
-            let drained =
-                crate::tls::write_records(session, &mut self.stream).map_err(|_| broken)?;
-            if !drained || self.written == before {
-                return Ok(());
-            }
-        }
+        let rest = &self.out[self.written..];
+        self.written +=
+            crate::tls::write_through(session, &mut self.stream, rest).map_err(|_| broken)?;
+        Ok(())
     }
 
     /// Plaintext read: `None` when the socket has no more for now,
@@ -190,21 +180,10 @@ impl Conn {
                 }
             }
         };
-        loop {
-            match crate::tls::read_plaintext(session, buf) {
-                Ok(Some(n)) => return Ok(Some(n)),
-                Ok(None) => {}
-                Err(_) => return Err(HookError::Tls),
-            }
-            match session.read_tls(&mut self.stream) {
-                Ok(0) => return Ok(Some(0)),
-                Ok(_) => {
-                    session.process_new_packets().map_err(|_| HookError::Tls)?;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Err(broken),
-            }
+        match crate::tls::read_through(session, &mut self.stream, buf) {
+            Ok(read) => Ok(read),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => Err(HookError::Tls),
+            Err(_) => Err(broken),
         }
     }
 

@@ -39,7 +39,7 @@ impl<S: BridgeSink> Bridge<S> {
         };
         self.room_users.insert(gather, counts);
         for (index, room) in rooms.iter().enumerate() {
-            let server = layout::server_of(room, self.links.len());
+            let server = self.route(room);
             let keys = self.keys_of(room);
             let link = &mut self.links[server];
             let pending = super::Pending::RoomUsers { gather, index };
@@ -79,7 +79,7 @@ impl<S: BridgeSink> Bridge<S> {
         }
     }
 
-    /// A `PUBLISH` on the API channel (`to: None`) or on `to`'s replies
+    /// An `SPUBLISH` on the API channel (`to: None`) or on `to`'s replies
     /// channel, on the online set's server where every node listens.
     /// Nothing answers it, so nothing waits: what cannot go is dropped.
     pub(super) fn api_cast(&mut self, to: Option<&str>, payload: &[u8]) {
@@ -96,13 +96,13 @@ impl<S: BridgeSink> Bridge<S> {
             }
             Some(_) => return log_warn!("redis bridge: an API message for no node id"),
         };
-        let index = layout::server_of(redis::ONLINE, self.links.len());
+        let index = self.route(redis::ONLINE);
         let link = &mut self.links[index];
         if !link.is_up() {
             return;
         }
         let _ = link.pipeline.push(super::Pending::Ignored, |out| {
-            resp::write_command(out, &[b"PUBLISH".as_slice(), channel.as_bytes(), payload]);
+            resp::write_command(out, &[b"SPUBLISH".as_slice(), channel.as_bytes(), payload]);
         });
     }
 

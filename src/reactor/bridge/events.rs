@@ -37,13 +37,20 @@ impl<S: BridgeSink> Bridge<S> {
             .observe(&room, &history.epoch, history.seq);
     }
 
-    /// A push: a `message` goes to every shard serving its room;
-    /// subscription confirmations need nothing.
+    /// A push: an `smessage` (sharded pub/sub) goes to every shard serving
+    /// its room; an `sunsubscribe` nobody asked for is a Redis Cluster that
+    /// moved the channel (`cluster`); other confirmations need nothing.
     pub(super) fn on_push(&mut self, items: &[Reply]) {
         let [kind, channel, payload] = items else {
             return;
         };
-        if kind.as_bytes() != Some(b"message") {
+        if kind.as_bytes() == Some(b"sunsubscribe") {
+            if let Some(channel) = channel.as_bytes() {
+                self.on_unsubscribed(channel);
+            }
+            return;
+        }
+        if kind.as_bytes() != Some(b"smessage") {
             return;
         }
         let (Some(channel), Some(payload)) = (channel.as_bytes(), payload.as_bytes()) else {

@@ -3,20 +3,27 @@
 //! library, the subscriptions and recoveries of the rooms served), reading
 //! replies and pushes in order, writing what the pipeline holds, and on
 //! failure answering what was in flight `Unavailable` and retrying with
-//! backoff and jitter.
+//! backoff and jitter. A Sentinel-managed server is connected where its
+//! watcher last named the master, checked with `ROLE`, and left for the
+//! new master as soon as the watcher names one; a `READONLY` reply means
+//! the master was demoted: the link is dropped and the watcher asked to
+//! look again.
 
-use std::io::{self, Read, Write};
+use std::collections::HashSet;
+use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
 use mio::{Interest, Token};
 
+use super::stream::Stream;
 use super::{Bridge, BridgeSink, Link, Pending, Unavailable};
 use crate::redis;
-use crate::redis::layout::{self, RoomKeys};
+use crate::redis::layout::RoomKeys;
 use crate::redis::pipeline::Incoming;
 use crate::redis::resp::{self, Reply};
+use crate::redis::sentinel::{self, Role};
 use crate::redis::url::RedisUrl;
 use crate::{log_info, log_warn};
 
@@ -26,7 +33,8 @@ impl<S: BridgeSink> Bridge<S> {
         let now = Instant::now();
         for index in 0..self.links.len() {
             let link = &self.links[index];
-            if link.stream.is_some() || now < link.retry_at {
+            if link.stream.is_some() || link.retired || now < link.retry_at || !link.knows_address()
+            {
                 continue;
             }
             if let Err(e) = self.open(index) {
@@ -39,13 +47,20 @@ impl<S: BridgeSink> Bridge<S> {
     /// Connects, and queues the setup, the subscriptions of every room
     /// served on this server and the recovery of each.
     pub(super) fn open(&mut self, index: usize) -> io::Result<()> {
-        let addr = resolve(&self.links[index].url)?;
-        let mut stream = TcpStream::connect(addr)?;
+        let link = &mut self.links[index];
+        let addr = match &link.watch {
+            Some(watch) => watch
+                .master
+                .ok_or_else(|| io::Error::other("no master named"))?,
+            None => resolve(&link.url)?,
+        };
+        link.addr = Some(addr);
+        let mut stream = Stream::connect(addr, &link.url, self.config.tls.as_ref())?;
         let both = Interest::READABLE | Interest::WRITABLE;
         self.poll
             .registry()
-            .register(&mut stream, Token(index), both)?;
-        let servers = self.links.len();
+            .register(stream.socket(), Token(index), both)?;
+        let in_cluster = self.topology.is_some();
         let link = &mut self.links[index];
         link.pipeline.reset();
         let setup = setup_commands(&link.url, &self.config.cluster.node_id);
@@ -56,29 +71,62 @@ impl<S: BridgeSink> Bridge<S> {
                 .push(Pending::Setup, |out| resp::write_command(out, &command));
             debug_assert!(pushed.is_ok());
         }
+        if link.watch.is_some() {
+            link.setup_left += 1;
+            let _ = link
+                .pipeline
+                .push(Pending::Role, |out| resp::write_command(out, &["ROLE"]));
+        }
+        if in_cluster {
+            // Before the library: a replica refuses FUNCTION LOAD, and its
+            // map still says where the masters are.
+            let _ = link.pipeline.push(Pending::Topology, |out| {
+                resp::write_command(out, &["CLUSTER", "SLOTS"]);
+            });
+        }
         let _ = link.pipeline.push(Pending::Setup, redis::load_library);
-        let prefix = &self.config.cluster.prefix;
-        if layout::server_of(redis::ONLINE, servers) == index {
-            let channels = [
-                "SUBSCRIBE",
-                &self.direct_channel,
-                &self.api_channel,
-                &self.api_node_channel,
-            ];
-            link.pipeline
-                .push_unanswered(|out| resp::write_command(out, &channels));
+        if self.route(redis::ONLINE) == index {
+            self.subscribe_node_channels(index);
         }
-        for room in self.subscriptions.rooms() {
-            if layout::server_of(room, servers) == index {
-                let channel = RoomKeys::new(prefix, room).channel;
-                link.pipeline
-                    .push_unanswered(|out| resp::write_command(out, &["SUBSCRIBE", &channel]));
-            }
+        let rooms: Vec<Arc<str>> = self
+            .subscriptions
+            .rooms()
+            .filter(|room| self.route(room) == index)
+            .cloned()
+            .collect();
+        self.serve_on(index, &rooms);
+        let link = &mut self.links[index];
+        link.stream = Some(stream);
+        link.connected = false;
+        link.ready = false;
+        Ok(())
+    }
+
+    /// Subscribes the direct and Server API channels on link `index`.
+    pub(super) fn subscribe_node_channels(&mut self, index: usize) {
+        let channels = [
+            self.direct_channel.clone(),
+            self.api_channel.clone(),
+            self.api_node_channel.clone(),
+        ];
+        for channel in channels {
+            self.push_subscription(index, "SSUBSCRIBE", &channel, None);
         }
+    }
+
+    /// Subscribes `rooms` on link `index` and recovers, from its cursor,
+    /// what each missed meanwhile.
+    pub(super) fn serve_on(&mut self, index: usize, rooms: &[Arc<str>]) {
+        let prefix = self.config.cluster.prefix.clone();
+        for room in rooms {
+            let channel = RoomKeys::new(&prefix, room).channel;
+            self.push_subscription(index, "SSUBSCRIBE", &channel, Some(room.clone()));
+        }
+        let wanted: HashSet<&str> = rooms.iter().map(|r| &**r).collect();
         let retention = self.config.history;
-        let on_server = |room: &str| layout::server_of(room, servers) == index;
-        for (room, cursor) in self.subscriptions.start_recoveries(on_server) {
-            let keys = RoomKeys::new(prefix, &room);
+        let link = &mut self.links[index];
+        for (room, cursor) in self.subscriptions.start_recoveries(|r| wanted.contains(r)) {
+            let keys = RoomKeys::new(&prefix, &room);
             // The epoch a room that Redis lost entirely starts: one this
             // node never made before, as the room may have lost an epoch
             // started by an earlier recovery at the same seq.
@@ -90,10 +138,35 @@ impl<S: BridgeSink> Bridge<S> {
                 redis::recover(out, &keys, (&cursor.epoch, cursor.seq), &epoch, retention);
             });
         }
-        link.stream = Some(stream);
-        link.connected = false;
-        link.ready = false;
-        Ok(())
+    }
+
+    /// Queues `verb` (`SSUBSCRIBE` or `SUNSUBSCRIBE`) of one channel on link
+    /// `index`. In a Redis Cluster it waits for its confirmation, since a
+    /// node that does not serve the channel's slot answers an error.
+    pub(super) fn push_subscription(
+        &mut self,
+        index: usize,
+        verb: &'static str,
+        channel: &str,
+        room: Option<Arc<str>>,
+    ) {
+        let link = &mut self.links[index];
+        let write = |out: &mut Vec<u8>| resp::write_command(out, &[verb, channel]);
+        if self.topology.is_none() {
+            return link.pipeline.push_unanswered(write);
+        }
+        let kind: &'static [u8] = if verb == "SSUBSCRIBE" {
+            b"ssubscribe"
+        } else {
+            b"sunsubscribe"
+        };
+        let subscribe = verb == "SSUBSCRIBE";
+        let _ = link.pipeline.push_confirmed(
+            Pending::Subscribed { room, subscribe },
+            kind,
+            channel.as_bytes(),
+            write,
+        );
     }
 
     /// A link failed: its socket goes, what it had in flight is answered
@@ -101,47 +174,105 @@ impl<S: BridgeSink> Bridge<S> {
     pub(super) fn drop_link(&mut self, index: usize) {
         let link = &mut self.links[index];
         if let Some(mut stream) = link.stream.take() {
-            let _ = self.poll.registry().deregister(&mut stream);
+            let _ = self.poll.registry().deregister(stream.socket());
         }
         link.ready = false;
+        link.liveness.down();
         let lost = link.pipeline.reset();
         for answer in link.replication.reset() {
             self.sink.sequenced(answer, Err(Unavailable));
         }
         let delay = link.backoff.next_delay(random());
         link.retry_at = Instant::now() + delay;
-        for pending in lost {
-            match pending {
-                Pending::Publish { answer, .. } => self.sink.sequenced(answer, Err(Unavailable)),
-                Pending::Join { answer, .. } => self.sink.joined(answer, Err(Unavailable)),
-                Pending::Presence { answer } => self.sink.presence(answer, Err(Unavailable)),
-                Pending::RoomRead { answer, .. } => self.sink.room_read(answer, Err(Unavailable)),
-                Pending::RoomUsers { gather, index } => self.counted_users(gather, index, None),
-                Pending::Sent { answer } => self.sink.sent(answer, Err(Unavailable)),
-                Pending::WebhookCursor { index } => self.on_webhook_cursor(index, None),
-                Pending::WebhookRead { index } => self.on_webhook_read(index, None),
-                Pending::Setup
-                | Pending::Replicated { .. }
-                | Pending::Recover { .. }
-                | Pending::Ignored
-                | Pending::DeadNodes
-                | Pending::LiveNodes
-                | Pending::DeadRooms { .. } => {}
-            }
+        if let Some(topology) = &mut self.topology {
+            topology.link_lost();
         }
+        for pending in lost {
+            self.answer_unavailable(pending);
+        }
+    }
+
+    /// Answers a request whose reply will not come, or will not be read.
+    pub(super) fn answer_unavailable(&mut self, pending: Pending<S::Answer>) {
+        match pending {
+            Pending::Publish { answer, .. } => self.sink.sequenced(answer, Err(Unavailable)),
+            Pending::Join { answer, .. } => self.sink.joined(answer, Err(Unavailable)),
+            Pending::Presence { answer } => self.sink.presence(answer, Err(Unavailable)),
+            Pending::RoomRead { answer, .. } => self.sink.room_read(answer, Err(Unavailable)),
+            Pending::RoomUsers { gather, index } => self.counted_users(gather, index, None),
+            Pending::Sent { answer } => self.sink.sent(answer, Err(Unavailable)),
+            Pending::WebhookCursor { index } => self.on_webhook_cursor(index, None),
+            Pending::WebhookRead { index } => self.on_webhook_read(index, None),
+            Pending::Topology => self.on_topology(None),
+            Pending::Recover { room } => {
+                // Live events flow again; in a Redis Cluster the room is
+                // served again after the next slot map.
+                self.subscriptions.recovered(&room);
+                if let Some(topology) = &mut self.topology {
+                    topology.serve_again(Some(room));
+                }
+            }
+            Pending::Setup
+            | Pending::Role
+            | Pending::Replicated { .. }
+            | Pending::Subscribed { .. }
+            | Pending::Ignored
+            | Pending::DeadNodes
+            | Pending::LiveNodes
+            | Pending::DeadRooms { .. } => {}
+        }
+    }
+
+    /// The watcher of link `index` names `addr` the master: a link
+    /// connected elsewhere leaves at once, and the next attempt is now.
+    pub(super) fn on_master(&mut self, index: usize, addr: SocketAddr) {
+        let Some(link) = self.links.get_mut(index) else {
+            return;
+        };
+        let Some(watch) = link.watch.as_mut() else {
+            return;
+        };
+        if watch.master.replace(addr).is_some() {
+            self.metrics.master_changes.inc();
+        }
+        log_info!(
+            "redis bridge: {}: Sentinel names the master {addr}",
+            link.url
+        );
+        if link.stream.is_some() && link.addr != Some(addr) {
+            self.drop_link(index);
+        }
+        self.links[index].retry_at = Instant::now();
+    }
+
+    /// The server of link `index` is not the master (any more).
+    fn not_master(&mut self, index: usize, what: &str) -> io::Error {
+        let link = &self.links[index];
+        if let Some(watch) = &link.watch {
+            watch.look_again();
+        }
+        let addr = link.addr.map_or_else(String::new, |a| format!(" ({a})"));
+        io::Error::other(format!("the server{addr} is not the master: {what}"))
     }
 
     pub(super) fn next_retry(&self) -> Option<Duration> {
         let now = Instant::now();
         self.links
             .iter()
-            .filter(|l| l.stream.is_none())
+            .filter(|l| l.stream.is_none() && !l.retired && l.knows_address())
             .map(|l| l.retry_at.saturating_duration_since(now))
             .min()
     }
 
     pub(super) fn report_link(&mut self) {
-        let up = self.links.iter().all(Link::is_up);
+        let up = self.links.iter().filter(|l| !l.retired).all(Link::is_up);
+        // A node that has not tried yet is not down: nothing is said (and
+        // `/healthz` keeps its 503) until every first attempt ended.
+        let waited_out = self.started.elapsed() >= self.config.cluster.timeout;
+        let trying = |l: &Link<S::Answer>| l.first_try() && (l.knows_address() || !waited_out);
+        if self.up.is_none() && !up && self.links.iter().any(trying) {
+            return;
+        }
         if self.up != Some(up) {
             self.up = Some(up);
             self.metrics.up.set(u64::from(up));
@@ -168,18 +299,31 @@ impl<S: BridgeSink> Bridge<S> {
         self.read_buf.clear();
         // What came before a close is still handled: replies answered,
         // events delivered.
-        let closed = read_available(stream, &mut self.read_buf);
+        let closed = stream.read_available(&mut self.read_buf);
         let incoming = link
             .pipeline
             .on_input(&self.read_buf)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        // Past a reply that fails the link, the replies read with it are
+        // answered as the link's in-flight requests are.
+        let mut failed = Ok(());
         for item in incoming {
             match item {
                 Incoming::Push(items) => self.on_push(&items),
-                Incoming::Reply(pending, reply) => self.on_reply(index, pending, reply)?,
+                Incoming::Reply(pending, _) if failed.is_err() => self.answer_unavailable(pending),
+                Incoming::Reply(pending, reply) => failed = self.on_reply(index, pending, reply),
+                Incoming::Redirect { token, .. } if failed.is_err() => {
+                    self.answer_unavailable(token);
+                }
+                Incoming::Redirect {
+                    token,
+                    error,
+                    command,
+                    redirects,
+                } => self.redirected(token, &error, command, redirects),
             }
         }
-        closed
+        failed.and(closed)
     }
 
     pub(super) fn on_reply(
@@ -188,16 +332,31 @@ impl<S: BridgeSink> Bridge<S> {
         pending: Pending<S::Answer>,
         reply: Reply,
     ) -> io::Result<()> {
+        let readonly = sentinel::is_readonly(&reply);
+        self.answer(index, pending, reply)?;
+        if readonly {
+            return Err(self.not_master(index, "it answered READONLY"));
+        }
+        Ok(())
+    }
+
+    fn answer(
+        &mut self,
+        index: usize,
+        pending: Pending<S::Answer>,
+        reply: Reply,
+    ) -> io::Result<()> {
         match pending {
+            Pending::Role => match sentinel::role(&reply) {
+                Role::Master => self.on_setup_reply(index),
+                Role::Replica => return Err(self.not_master(index, "ROLE says replica")),
+                Role::Other => return Err(self.not_master(index, "ROLE says neither")),
+            },
             Pending::Setup => {
                 if let Reply::Error(e) = reply {
                     return Err(io::Error::other(format!("setup refused: {e}")));
                 }
-                let link = &mut self.links[index];
-                link.setup_left = link.setup_left.saturating_sub(1);
-                if link.setup_left == 0 {
-                    self.on_setup_answered(index);
-                }
+                self.on_setup_reply(index);
             }
             Pending::Publish { answer, sent } => {
                 self.metrics.command_latency.observe(sent.elapsed());
@@ -261,10 +420,20 @@ impl<S: BridgeSink> Bridge<S> {
             Pending::LiveNodes => self.on_live_nodes(&reply),
             Pending::DeadRooms { node } => self.on_dead_rooms(index, &node, &reply),
             Pending::Recover { room } => self.on_recovered(&room, &reply),
+            Pending::Topology => self.on_topology(Some(&reply)),
+            Pending::Subscribed { room, subscribe } => self.on_subscribed(room, subscribe, &reply),
             Pending::WebhookCursor { index } => self.on_webhook_cursor(index, Some(&reply)),
             Pending::WebhookRead { index } => self.on_webhook_read(index, Some(&reply)),
         }
         Ok(())
+    }
+
+    fn on_setup_reply(&mut self, index: usize) {
+        let link = &mut self.links[index];
+        link.setup_left = link.setup_left.saturating_sub(1);
+        if link.setup_left == 0 {
+            self.on_setup_answered(index);
+        }
     }
 
     /// The last setup reply is in (the library is loaded): the link takes
@@ -276,6 +445,7 @@ impl<S: BridgeSink> Bridge<S> {
         }
         link.ready = true;
         link.backoff.reset();
+        link.liveness.ready(Instant::now());
         if link.was_up {
             self.metrics.reconnects.inc();
             log_info!("redis bridge: {} is back", link.url);
@@ -294,7 +464,7 @@ impl<S: BridgeSink> Bridge<S> {
         let Some(stream) = link.stream.as_mut().filter(|_| link.connected) else {
             return;
         };
-        match write_available(stream, link.pipeline.output()) {
+        match stream.write_available(link.pipeline.output()) {
             Ok(n) => link.pipeline.written(n),
             Err(e) => {
                 log_warn!("redis bridge: {}: {e}", link.url);
@@ -321,51 +491,10 @@ fn setup_commands(url: &RedisUrl, node_id: &str) -> Vec<Vec<String>> {
 }
 
 fn resolve(url: &RedisUrl) -> io::Result<SocketAddr> {
-    if url.tls {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "rediss:// (TLS to Redis) is not supported yet",
-        ));
-    }
     (url.host.as_str(), url.port)
         .to_socket_addrs()?
         .next()
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address for the Redis host"))
-}
-
-/// Appends to `bytes` what the socket has, until `WouldBlock`; an EOF is
-/// an error (Redis went away).
-fn read_available(stream: &mut TcpStream, bytes: &mut Vec<u8>) -> io::Result<()> {
-    let mut chunk = [0u8; 16 * 1024];
-    loop {
-        match stream.read(&mut chunk) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "Redis closed the connection",
-                ));
-            }
-            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Writes what the socket takes now; returns how much.
-fn write_available(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<usize> {
-    let mut written = 0;
-    while written < bytes.len() {
-        match stream.write(&bytes[written..]) {
-            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
-            Ok(n) => written += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(written)
 }
 
 /// Randomness for the backoff's jitter: std's randomly keyed hasher (fresh

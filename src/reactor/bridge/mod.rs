@@ -15,9 +15,11 @@
 //! history where its cursor left off (`redis::subscriptions`).
 //!
 //! Here: the requests, the loop, publishes and subscriptions. `link`: the
-//! connections. `events`: what the channels bring. `presence`: joins,
+//! connections. `bounds`: what waits for Redis, bounded in time
+//! (`--redis-timeout`) and in size. `events`: what the channels bring. `presence`: joins,
 //! leaves, the online set and node liveness. `api`: the Server API's
-//! messages between nodes and the list of live nodes. Owns those sockets; the RESP
+//! messages between nodes and the list of live nodes. `sentinel`: where a
+//! `redis+sentinel://` server's master is. Owns those sockets; the RESP
 //! bytes and the function calls come from `redis`, the requests and what
 //! comes back unasked from `redis::requests`; what a reply means for a
 //! client is the room router's business (`rooms::cluster`), reached through
@@ -25,22 +27,27 @@
 //! answer to the shard it is for).
 
 mod api;
+mod bounds;
+mod cluster;
 mod events;
 mod link;
 mod presence;
 mod replicas;
+mod sentinel;
+mod stream;
 mod webhooks;
 
+pub use stream::client_tls;
 pub use webhooks::WebhookFeed;
 
 use std::collections::HashMap;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
-use mio::net::TcpStream;
+use crossbeam_channel::{Receiver, Sender};
 use mio::{Events, Poll, Token, Waker};
 
 use crate::config::{ClusterConfig, HistoryConfig, PresenceConfig};
@@ -50,6 +57,7 @@ use crate::metrics::RedisMetrics;
 use crate::proto::names::matches_any;
 use crate::redis::backoff::Backoff;
 use crate::redis::layout::{self, RoomKeys};
+use crate::redis::liveness::Liveness;
 use crate::redis::pipeline::Pipeline;
 use crate::redis::resp;
 use crate::redis::subscriptions::{Change, Subscriptions};
@@ -61,8 +69,8 @@ pub use crate::redis::requests::{
 };
 
 const WAKER: Token = Token(usize::MAX);
-/// Most commands waiting for Redis per server; past it, requests are
-/// answered `Unavailable` rather than queued without bound.
+/// Most requests waiting for Redis per server; past it, requests are
+/// answered `Unavailable` rather than queued without bound (`bounds`).
 const MAX_IN_FLIGHT: usize = 16_384;
 /// Rooms whose key names are kept; past it the cache starts afresh.
 const MAX_CACHED_KEYS: usize = 65_536;
@@ -160,6 +168,9 @@ pub struct BridgeConfig {
     /// `--webhook`: which transitions the functions add to each server's
     /// stream of webhook events (section 13.1).
     pub webhooks: Option<WebhookRules>,
+    /// For `rediss://` servers: the authorities their certificates are
+    /// checked against (`client_tls`), built once at start.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// The webhook events this node asks Redis to record.
@@ -181,28 +192,51 @@ pub fn start<S: BridgeSink>(
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let (tx, rx) = crossbeam_channel::unbounded();
-    let links = config
+    let (named, masters) = crossbeam_channel::unbounded();
+    let timeout = config.cluster.timeout;
+    let replicas = config.cluster.replicas;
+    let redis_cluster = config
         .cluster
         .servers
         .iter()
-        .cloned()
-        .map(|url| Link::new(url, config.cluster.replicas))
-        .collect();
+        .find(|url| url.is_cluster())
+        .cloned();
+    let mut links: Vec<Link<S::Answer>> = match &redis_cluster {
+        Some(url) => cluster::Topology::seed_links(url, replicas, timeout),
+        None => config
+            .cluster
+            .servers
+            .iter()
+            .cloned()
+            .map(|url| Link::new(url, replicas, timeout))
+            .collect(),
+    };
+    for (index, link) in links.iter_mut().enumerate() {
+        if let Some(sentinels) = &link.url.sentinel {
+            let watch =
+                sentinel::Watch::start(index, sentinels.clone(), named.clone(), waker.clone());
+            link.watch = Some(watch?);
+        }
+    }
+    let topology = redis_cluster.map(|url| cluster::Topology::new(url, replicas, timeout));
     let servers = config.cluster.servers.len();
     let webhooks = feed.map(|feed| webhooks::Reader::new(feed, &config.cluster.prefix, servers));
     let mut bridge = Bridge {
         poll,
         requests: rx,
+        masters,
         sink,
         links,
         subscriptions: Subscriptions::default(),
         config,
         epochs_made: 0,
         up: None,
+        backlog: false,
         read_buf: Vec::new(),
         metrics,
         next_heartbeat: Instant::now(),
         next_live_read: Instant::now(),
+        started: Instant::now(),
         node_rooms: String::new(),
         direct_channel: String::new(),
         api_channel: String::new(),
@@ -213,6 +247,7 @@ pub fn start<S: BridgeSink>(
         keys: HashMap::new(),
         room_users: HashMap::new(),
         next_gather: 0,
+        topology,
     };
     bridge.node_rooms = layout::node_rooms(
         &bridge.config.cluster.prefix,
@@ -243,6 +278,9 @@ enum Pending<A> {
     /// HELLO, SELECT or FUNCTION LOAD: an error reply means the link is
     /// unusable.
     Setup,
+    /// `ROLE`, in the setup of a Sentinel-managed server: a server that
+    /// is not the master is unusable too.
+    Role,
     Publish {
         answer: A,
         sent: Instant,
@@ -287,6 +325,15 @@ enum Pending<A> {
     Recover {
         room: Arc<str>,
     },
+    /// Redis Cluster: a `CLUSTER SLOTS` (`bridge::cluster`).
+    Topology,
+    /// Redis Cluster: an `SSUBSCRIBE` (`subscribe`) or `SUNSUBSCRIBE` of
+    /// `room`'s channel (`None`: a node-level one, or any unsubscription),
+    /// confirmed by a push or refused.
+    Subscribed {
+        room: Option<Arc<str>>,
+        subscribe: bool,
+    },
     /// The webhook stream cursor of server `index` (`bridge::webhooks`).
     WebhookCursor {
         index: usize,
@@ -300,7 +347,11 @@ enum Pending<A> {
 /// Everything about one Redis server.
 struct Link<A> {
     url: RedisUrl,
-    stream: Option<TcpStream>,
+    stream: Option<stream::Stream>,
+    /// Where the connection goes, or went last.
+    addr: Option<SocketAddr>,
+    /// `redis+sentinel://`: the watcher that names the master.
+    watch: Option<sentinel::Watch>,
     /// The connection is established (a first event came).
     connected: bool,
     /// The setup commands are answered: requests may be taken.
@@ -314,44 +365,79 @@ struct Link<A> {
     was_up: bool,
     /// With `--redis-replicas`: publishes waiting for their `WAIT`.
     replication: replicas::Replication<A>,
+    /// Whether Redis answers in time (`--redis-timeout`), and its pings.
+    liveness: Liveness,
+    /// Redis Cluster: its node is no longer a master; not reconnected.
+    retired: bool,
 }
 
 impl<A> Link<A> {
-    fn new(url: RedisUrl, replicas: u8) -> Self {
+    fn new(url: RedisUrl, replicas: u8, timeout: Duration) -> Self {
         Self {
             url,
             stream: None,
+            addr: None,
+            watch: None,
             connected: false,
             ready: false,
             setup_left: 0,
-            pipeline: Pipeline::new(MAX_IN_FLIGHT),
+            pipeline: Pipeline::new(bounds::ALL),
             backoff: Backoff::new(RETRY_BASE, RETRY_CAP),
             retry_at: Instant::now(),
             was_up: false,
             replication: replicas::Replication::new(replicas),
+            liveness: Liveness::new(timeout),
+            retired: false,
+        }
+    }
+
+    /// A link to a Redis Cluster node, whose commands are kept until
+    /// answered, for `-MOVED` and `-ASK`.
+    fn for_cluster(url: RedisUrl, replicas: u8, timeout: Duration) -> Self {
+        Self {
+            pipeline: Pipeline::keeping(bounds::ALL),
+            ..Self::new(url, replicas, timeout)
         }
     }
 
     fn is_up(&self) -> bool {
         self.stream.is_some() && self.ready
     }
+
+    /// Whether there is a server to connect to: a Sentinel-managed one
+    /// waits for its watcher to name the master.
+    fn knows_address(&self) -> bool {
+        self.watch.as_ref().is_none_or(|w| w.master.is_some())
+    }
+
+    /// Neither up yet nor failed yet: its first attempt is under way.
+    fn first_try(&self) -> bool {
+        !self.was_up && self.backoff.failures() == 0
+    }
 }
 
 struct Bridge<S: BridgeSink> {
     poll: Poll,
     requests: Receiver<BridgeRequest<S::Answer>>,
+    /// The masters the Sentinel watchers name, by link.
+    masters: Receiver<(usize, SocketAddr)>,
     sink: S,
     links: Vec<Link<S::Answer>>,
     subscriptions: Subscriptions,
     config: BridgeConfig,
     epochs_made: u64,
     up: Option<bool>,
+    /// Requests were left in the channel last turn (`bounds`).
+    backlog: bool,
     /// What a connection read this time, reused.
     read_buf: Vec<u8>,
     metrics: Arc<RedisMetrics>,
     next_heartbeat: Instant,
     /// When the live nodes are read next (`LIVE_NODES_READ`).
     next_live_read: Instant,
+    /// When the bridge started: a link still waiting for its Sentinels to
+    /// name a master has had its first try once `--redis-timeout` passed.
+    started: Instant,
     /// This node's room index key (`layout::node_rooms`).
     node_rooms: String,
     /// The channel of direct messages and broadcasts (`redis::direct_channel`).
@@ -371,13 +457,17 @@ struct Bridge<S: BridgeSink> {
     /// `RoomUsers` requests whose counts are coming, by gather.
     room_users: HashMap<u64, api::UserCounts<S::Answer>>,
     next_gather: u64,
+    /// `redis+cluster://`: the slot map and its links (`bridge::cluster`).
+    topology: Option<cluster::Topology>,
 }
 
 impl<S: BridgeSink> Bridge<S> {
     fn run(&mut self) {
         let mut events = Events::with_capacity(256);
         loop {
+            self.watch_links(Instant::now());
             self.connect_due();
+            self.refresh_map();
             self.report_link();
             self.heartbeat();
             self.read_live_nodes();
@@ -391,10 +481,14 @@ impl<S: BridgeSink> Bridge<S> {
                 .min(self.next_live_read)
                 .min(next_webhooks.unwrap_or(self.next_live_read))
                 .saturating_duration_since(Instant::now());
-            let timeout = Some(
-                self.next_retry()
-                    .map_or(until_heartbeat, |t| t.min(until_heartbeat)),
-            );
+            let mut timeout = self
+                .next_retry()
+                .map_or(until_heartbeat, |t| t.min(until_heartbeat));
+            if self.topology.is_some() {
+                // The map is asked for again within this when it may be stale.
+                timeout = timeout.min(Duration::from_millis(100));
+            }
+            let timeout = Some(self.until_next_check(timeout));
             if let Err(e) = self.poll.poll(&mut events, timeout)
                 && e.kind() != io::ErrorKind::Interrupted
             {
@@ -406,6 +500,10 @@ impl<S: BridgeSink> Bridge<S> {
                     self.on_readable(event.token().0);
                 }
             }
+            while let Ok((index, addr)) = self.masters.try_recv() {
+                self.on_master(index, addr);
+            }
+            self.apply_map();
             if !self.take_requests() {
                 return;
             }
@@ -415,28 +513,6 @@ impl<S: BridgeSink> Bridge<S> {
             let in_flight: usize = self.links.iter().map(|l| l.pipeline.in_flight()).sum();
             self.metrics.in_flight.set(in_flight as u64);
         }
-    }
-
-    /// Handles every queued request; false on `Stop`.
-    fn take_requests(&mut self) -> bool {
-        // A full pipeline takes no more: requests wait in the channel (a
-        // join storm is slowed down, not refused) until Redis answers.
-        while self.has_room() {
-            match self.requests.try_recv() {
-                Ok(BridgeRequest::Stop) | Err(TryRecvError::Disconnected) => return false,
-                Ok(request) => self.on_request(request),
-                Err(TryRecvError::Empty) => return true,
-            }
-        }
-        true
-    }
-
-    /// Whether every link's pipeline can take one more request (at most
-    /// three commands).
-    fn has_room(&self) -> bool {
-        self.links
-            .iter()
-            .all(|l| l.pipeline.in_flight() + 4 <= MAX_IN_FLIGHT)
     }
 
     fn on_request(&mut self, request: BridgeRequest<S::Answer>) {
@@ -506,7 +582,7 @@ impl<S: BridgeSink> Bridge<S> {
     }
 
     fn publish(&mut self, room: &str, text: (&[u8], &[u8]), origin: &str, answer: S::Answer) {
-        let index = layout::server_of(room, self.links.len());
+        let index = self.route(room);
         let keys = self.keys_of(room);
         let epoch = self.fresh_epoch();
         let retention = self.config.history;
@@ -564,23 +640,31 @@ impl<S: BridgeSink> Bridge<S> {
 
     fn subscribe(&mut self, change: Change) {
         let (verb, room) = match &change {
-            Change::Subscribe(room) => ("SUBSCRIBE", room),
-            Change::Unsubscribe(room) => ("UNSUBSCRIBE", room),
+            Change::Subscribe(room) => ("SSUBSCRIBE", room),
+            Change::Unsubscribe(room) => ("SUNSUBSCRIBE", room),
         };
-        let index = layout::server_of(room, self.links.len());
+        let index = self.route(room);
         let channel = self.keys_of(room).channel.clone();
         // The rooms a node serves are where a reaper looks for its
         // connections, should it die.
-        let (index_verb, node_rooms) = match &change {
-            Change::Subscribe(_) => ("SADD", &self.node_rooms),
-            Change::Unsubscribe(_) => ("SREM", &self.node_rooms),
+        let index_verb = match &change {
+            Change::Subscribe(_) => "SADD",
+            Change::Unsubscribe(_) => "SREM",
         };
-        let link = &mut self.links[index];
         // Without a connection, the subscription is made when it comes back
         // (and the index by the sync that follows).
+        if self.links[index].stream.is_none() {
+            return;
+        }
+        let served = match &change {
+            Change::Subscribe(room) => Some(room.clone()),
+            Change::Unsubscribe(_) => None,
+        };
+        self.push_subscription(index, verb, &channel, served);
+        let at = self.index_link(index);
+        let node_rooms = &self.node_rooms;
+        let link = &mut self.links[at];
         if link.stream.is_some() {
-            link.pipeline
-                .push_unanswered(|out| resp::write_command(out, &[verb, channel.as_str()]));
             let _ = link.pipeline.push(Pending::Ignored, |out| {
                 resp::write_command(out, &[index_verb, node_rooms.as_str(), room]);
             });

@@ -23,7 +23,7 @@ impl<S: BridgeSink> Bridge<S> {
         change: &PresenceChange,
         answer: S::Answer,
     ) {
-        let index = layout::server_of(&room, self.links.len());
+        let index = self.route(&room);
         let keys = self.keys_of(&room);
         let epoch = self.fresh_epoch();
         let retention = self.config.history;
@@ -60,7 +60,7 @@ impl<S: BridgeSink> Bridge<S> {
     /// A leave is not answered: if Redis is away it is lost, and the sync
     /// after the reconnect puts the room's presence right.
     pub(super) fn leave(&mut self, room: &str, change: &PresenceChange) {
-        let index = layout::server_of(room, self.links.len());
+        let index = self.route(room);
         let keys = self.keys_of(room);
         let hooks = self.count_hooks();
         let link = &mut self.links[index];
@@ -74,7 +74,7 @@ impl<S: BridgeSink> Bridge<S> {
     }
 
     pub(super) fn presence(&mut self, room: &str, answer: S::Answer) {
-        let index = layout::server_of(room, self.links.len());
+        let index = self.route(room);
         let keys = self.keys_of(room);
         let link = &mut self.links[index];
         if !link.is_up() {
@@ -90,7 +90,7 @@ impl<S: BridgeSink> Bridge<S> {
 
     /// The Server API's `history` (`query`) or `history_remove` (`None`).
     pub(super) fn room_read(&mut self, room: &str, query: Option<&OwnedQuery>, answer: S::Answer) {
-        let index = layout::server_of(room, self.links.len());
+        let index = self.route(room);
         let keys = self.keys_of(room);
         let epoch = self.fresh_epoch();
         let retention = self.config.history;
@@ -111,21 +111,25 @@ impl<S: BridgeSink> Bridge<S> {
     }
 
     pub(super) fn sync(&mut self, room: &str, users: &[NodeUser]) {
-        let index = layout::server_of(room, self.links.len());
+        let index = self.route(room);
         let keys = self.keys_of(room);
         let announce = self.announces(room);
         let limit = self.config.presence.event_limit;
         let ttl = self.config.history.ttl_ms();
         let hooks = self.count_hooks();
+        let at = self.index_link(index);
         let node = &self.config.cluster.node_id;
         let node_rooms = &self.node_rooms;
-        let link = &mut self.links[index];
-        if !link.is_up() {
+        if !self.links[index].is_up() {
             return;
         }
-        let _ = link.pipeline.push(Pending::Ignored, |out| {
-            resp::write_command(out, &["SADD", node_rooms, room]);
-        });
+        let index_link = &mut self.links[at];
+        if index_link.is_up() {
+            let _ = index_link.pipeline.push(Pending::Ignored, |out| {
+                resp::write_command(out, &["SADD", node_rooms, room]);
+            });
+        }
+        let link = &mut self.links[index];
         let _ = link.pipeline.push(Pending::Ignored, |out| {
             let rules = redis::SyncRules {
                 announce,
@@ -144,7 +148,7 @@ impl<S: BridgeSink> Bridge<S> {
         first_here: bool,
         last_here: bool,
     ) {
-        let index = layout::server_of(redis::ONLINE, self.links.len());
+        let index = self.route(redis::ONLINE);
         let keys = self.keys_of(redis::ONLINE);
         let hooks = self.count_hooks();
         let node_rooms = &self.node_rooms;
@@ -174,7 +178,7 @@ impl<S: BridgeSink> Bridge<S> {
         origin: &str,
         answer: S::Answer,
     ) {
-        let index = layout::server_of(redis::ONLINE, self.links.len());
+        let index = self.route(redis::ONLINE);
         let payload = redis::Direct { origin, to, text }.write();
         let prefix = &self.config.cluster.prefix;
         let link = &mut self.links[index];
@@ -215,7 +219,11 @@ impl<S: BridgeSink> Bridge<S> {
         let set = layout::heartbeats(&self.config.cluster.prefix);
         let node = self.config.cluster.node_id.clone();
         let stale = unix_ms.saturating_sub(NODE_TIMEOUT.as_millis() as u64);
-        for link in self.links.iter_mut().filter(|l| l.is_up()) {
+        for index in self.heartbeat_links() {
+            let link = &mut self.links[index];
+            if !link.is_up() {
+                continue;
+            }
             let _ = link.pipeline.push(Pending::Ignored, |out| {
                 resp::write_command(out, &["ZADD", &set, &unix_ms.to_string(), &node]);
             });
@@ -239,7 +247,7 @@ impl<S: BridgeSink> Bridge<S> {
         self.next_live_read = now + LIVE_NODES_READ;
         let set = layout::heartbeats(&self.config.cluster.prefix);
         let stale = crate::sys::unix_ms().saturating_sub(NODE_TIMEOUT.as_millis() as u64);
-        let online = layout::server_of(redis::ONLINE, self.links.len());
+        let online = self.route(redis::ONLINE);
         let link = &mut self.links[online];
         if link.is_up() {
             let _ = link.pipeline.push(Pending::LiveNodes, |out| {
@@ -277,7 +285,16 @@ impl<S: BridgeSink> Bridge<S> {
             let room = String::from_utf8_lossy(room).into_owned();
             let keys = RoomKeys::new(&self.config.cluster.prefix, &room);
             let announce = self.announces(&room);
-            let _ = self.links[index].pipeline.push(Pending::Ignored, |out| {
+            // On its own server; in a Redis Cluster, at its slot's master.
+            let at = if self.topology.is_some() {
+                self.route(&room)
+            } else {
+                index
+            };
+            if !self.links[at].is_up() {
+                continue;
+            }
+            let _ = self.links[at].pipeline.push(Pending::Ignored, |out| {
                 let rules = redis::SyncRules {
                     announce,
                     event_limit: limit,

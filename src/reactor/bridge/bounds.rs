@@ -1,0 +1,177 @@
+//! What waits for Redis is bounded, in time and in size (section 15).
+//!
+//! In time: a link whose oldest command has waited `--redis-timeout` for
+//! its reply (the setup's commands, and so the TCP connect, included) is
+//! dropped like a link that failed: what it had in flight is answered
+//! `Unavailable`, `/healthz` says `503`, and the bridge reconnects with
+//! backoff. An idle ready link pings every second (`redis::liveness`), so
+//! a node with nothing to say notices a frozen Redis as soon.
+//!
+//! In size: a request someone waits for (a publish, a join, a presence or
+//! history read, a send, an API cast) is taken only while its link holds
+//! less than `REQUESTS`; past it, it is answered `Unavailable` at once,
+//! never left waiting in the channel (which the bridge drains every turn).
+//! Bookkeeping that nobody waits for (leaves, syncs, the online set,
+//! subscriptions, heartbeats) may go past `REQUESTS` up to `ALL`, so it is
+//! not lost to a burst of publishes while the link is up; a link that
+//! cannot take even that is dropped, and the reconnect's resync (every
+//! room's presence `Sync`ed, every subscription made again, every room
+//! recovered from its history) puts right whatever was not sent.
+//!
+//! The shards queue nothing of their own while they wait: each turn hands
+//! the bridge everything (`RedisRooms::move_requests`), and what the bridge
+//! answers at once comes back as any answer does. What a connection or a
+//! room keeps while it waits (a pending join, a `POST /publish`'s results,
+//! the count of answers owed) is one entry per request in the bridge, so
+//! the same bound holds it.
+
+use std::time::{Duration, Instant};
+
+use super::{Bridge, BridgeRequest, BridgeSink, MAX_IN_FLIGHT, Pending, Unavailable};
+use crate::redis::pipeline::Bounds;
+use crate::redis::resp;
+use crate::{log_warn, redis};
+
+/// Most a link holds for requests someone waits for: at most
+/// `MAX_IN_FLIGHT` of them waiting for replies, and 16 MiB of commands not
+/// yet written (a frozen Redis fills the socket's buffers first).
+pub(super) const REQUESTS: Bounds = Bounds {
+    in_flight: MAX_IN_FLIGHT,
+    unsent: 16 << 20,
+};
+
+/// Most a link holds at all: bookkeeping has as much again beyond
+/// `REQUESTS`. About 32 MiB and 32,768 small entries per Redis server.
+pub(super) const ALL: Bounds = Bounds {
+    in_flight: 2 * MAX_IN_FLIGHT,
+    unsent: 2 * REQUESTS.unsent,
+};
+
+/// Most requests taken from the channel in one turn: the bridge then
+/// writes, reads and checks its deadlines before it takes more.
+const TAKE_PER_TURN: usize = 4096;
+
+impl<S: BridgeSink> Bridge<S> {
+    /// Handles what is in the channel, at most `TAKE_PER_TURN`; false on
+    /// `Stop`. Sets `backlog` when more is waiting.
+    pub(super) fn take_requests(&mut self) -> bool {
+        for _ in 0..TAKE_PER_TURN {
+            match self.requests.try_recv() {
+                Ok(BridgeRequest::Stop) | Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                    return false;
+                }
+                Ok(request) if self.over_bound(&request) => self.refuse(request),
+                Ok(request) => self.on_request(request),
+                Err(crossbeam_channel::TryRecvError::Empty) => {
+                    self.backlog = false;
+                    return true;
+                }
+            }
+        }
+        self.backlog = true;
+        true
+    }
+
+    /// Whether `request` waits for an answer on a link that holds
+    /// `REQUESTS` already.
+    fn over_bound(&self, request: &BridgeRequest<S::Answer>) -> bool {
+        let full = |room: &str| {
+            let link = &self.links[self.route(room)];
+            !link.pipeline.within(REQUESTS)
+        };
+        match request {
+            BridgeRequest::Publish { room, .. }
+            | BridgeRequest::Join { room, .. }
+            | BridgeRequest::PresenceGet { room, .. }
+            | BridgeRequest::History { room, .. }
+            | BridgeRequest::HistoryRemove { room, .. } => full(room),
+            BridgeRequest::Send { .. } | BridgeRequest::ApiCast { .. } => full(redis::ONLINE),
+            BridgeRequest::RoomUsers { rooms, .. } => rooms.iter().any(|room| full(room)),
+            BridgeRequest::Leave { .. }
+            | BridgeRequest::Online { .. }
+            | BridgeRequest::Sync { .. }
+            | BridgeRequest::Serve { .. }
+            | BridgeRequest::Unserve { .. }
+            | BridgeRequest::Stop => false,
+        }
+    }
+
+    /// Answers a request over the bound `Unavailable`, now.
+    fn refuse(&mut self, request: BridgeRequest<S::Answer>) {
+        let sink = &self.sink;
+        match request {
+            BridgeRequest::Publish { answer, .. } => sink.sequenced(answer, Err(Unavailable)),
+            BridgeRequest::Join { answer, .. } => sink.joined(answer, Err(Unavailable)),
+            BridgeRequest::PresenceGet { answer, .. } => sink.presence(answer, Err(Unavailable)),
+            BridgeRequest::History { answer, .. } | BridgeRequest::HistoryRemove { answer, .. } => {
+                sink.room_read(answer, Err(Unavailable));
+            }
+            BridgeRequest::RoomUsers { answer, .. } => sink.room_users(answer, Err(Unavailable)),
+            BridgeRequest::Send { answer, .. } => sink.sent(answer, Err(Unavailable)),
+            // Nobody waits for it: whoever waits for replies counts this
+            // node's as missing.
+            BridgeRequest::ApiCast { .. } => {}
+            bookkeeping => self.on_request(bookkeeping),
+        }
+    }
+
+    /// Once per turn, before anything is sent: links whose Redis did not
+    /// answer in time, or that could not take their bookkeeping, are
+    /// dropped; idle ready links ping.
+    pub(super) fn watch_links(&mut self, now: Instant) {
+        for index in 0..self.links.len() {
+            let link = &mut self.links[index];
+            if link.stream.is_none() {
+                continue;
+            }
+            if link.liveness.overdue(link.pipeline.oldest(), now) {
+                let timeout = link.liveness.timeout();
+                if link.ready {
+                    log_warn!(
+                        "redis bridge: {}: no answer within {timeout:?} (--redis-timeout); reconnecting",
+                        link.url
+                    );
+                } else {
+                    log_warn!(
+                        "redis bridge: {}: not connected and set up within {timeout:?} (--redis-timeout); retrying",
+                        link.url
+                    );
+                }
+                self.metrics.timeouts.inc();
+                self.drop_link(index);
+                continue;
+            }
+            if link.pipeline.take_overflow() {
+                log_warn!(
+                    "redis bridge: {}: over {} commands or {} MiB waiting for Redis; reconnecting",
+                    link.url,
+                    ALL.in_flight,
+                    ALL.unsent >> 20
+                );
+                self.drop_link(index);
+                continue;
+            }
+            let idle = link.pipeline.in_flight() == 0;
+            if link.is_up() && link.liveness.ping_due(idle, now) {
+                let _ = link
+                    .pipeline
+                    .push(Pending::Ignored, |out| resp::write_command(out, &["PING"]));
+            }
+        }
+    }
+
+    /// Right before the bridge waits: dates what this turn queued, and
+    /// shortens `wait` to the next deadline or ping (to nothing while
+    /// requests are left in the channel).
+    pub(super) fn until_next_check(&mut self, wait: Duration) -> Duration {
+        let now = Instant::now();
+        let mut wait = wait;
+        for link in &mut self.links {
+            link.pipeline.stamp(now);
+            if let Some(at) = link.liveness.next_check(link.pipeline.oldest()) {
+                wait = wait.min(at.saturating_duration_since(now));
+            }
+        }
+        if self.backlog { Duration::ZERO } else { wait }
+    }
+}
