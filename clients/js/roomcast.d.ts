@@ -52,13 +52,21 @@ export interface RoomMessage<T = unknown> {
   room: string;
   data: T;
   from: string;
-  seq: number;
+  /** Absent on a volatile event. */
+  seq?: number;
   ts: number;
 }
 
 export interface JoinOptions {
   /** Latest messages to get back. */
   history?: number;
+  /**
+   * At most this many of the room's events a second (0.1 to 1000, section
+   * 14): faster ones are conflated to the newest, which arrives within
+   * `1/maxRate` s; skipped events show as `seq` gaps. A join without it on a
+   * joined room removes the rate.
+   */
+  maxRate?: number;
 }
 
 export interface JoinAck {
@@ -104,8 +112,10 @@ export class Room {
   readonly subscribed: boolean;
   join(options?: JoinOptions): Promise<JoinAck>;
   leave(): Promise<{ room: string }>;
+  /** A volatile event (typing, cursors): to the members connected now, no `seq` or history; never queued offline. */
+  publish(event: string, data: unknown, options: { echo?: boolean; volatile: true }): Promise<undefined>;
   /** Resolves with the message's `seq`. */
-  publish(event: string, data?: unknown, options?: { echo?: boolean }): Promise<number>;
+  publish(event: string, data?: unknown, options?: { echo?: boolean; volatile?: false }): Promise<number>;
   presence(): Promise<PresenceList>;
   on(event: "reset", fn: (reset: Reset) => void): () => void;
   on(event: "subscribed", fn: (data: Subscribed) => void): () => void;

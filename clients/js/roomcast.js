@@ -185,11 +185,14 @@ export class Room extends Emitter {
     this.held = null;
   }
 
-  /** Joins (and keeps rejoining after reconnects); resolves with the ack data. */
+  /**
+   * Joins (and keeps rejoining after reconnects, with the options of the
+   * last join the server accepted); resolves with the ack data.
+   */
   async join(options = {}) {
-    this.joinOptions = options;
     this.joined = true;
     const data = await this.client.request("room:join", { room: this.name, ...options });
+    this.joinOptions = options;
     this.cursor.reset(data.epoch, data.seq);
     this.deliverAll(data.messages || []);
     return data;
@@ -201,11 +204,18 @@ export class Room extends Emitter {
     return this.client.request("room:leave", { room: this.name });
   }
 
-  /** Publishes; resolves with the `seq` Redis or the server gave it. */
-  publish(event, data, { echo = false } = {}) {
+  /**
+   * Publishes; resolves with the `seq` Redis or the server gave it. A
+   * `volatile` event (typing, cursors) reaches the members connected now,
+   * with no `seq` or history: it resolves with `undefined`, and is never
+   * kept in the offline queue (it would be stale): offline it rejects with
+   * `DISCONNECTED`.
+   */
+  publish(event, data, { echo = false, volatile = false } = {}) {
     const message = { event, room: this.name, data };
     if (echo) message.echo = true;
-    return this.client.send(message, { queue: true }).then((ack) => ack.seq);
+    if (volatile) message.volatile = true;
+    return this.client.send(message, { queue: !volatile }).then((ack) => ack.seq);
   }
 
   presence() {

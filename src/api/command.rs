@@ -100,6 +100,8 @@ pub enum Command {
         rooms: Vec<BroadcastRoom>,
         event: Box<str>,
         data: Box<[u8]>,
+        /// Section 14: to the members connected now, no `seq` or history.
+        volatile: bool,
     },
     Presence {
         room: Arc<str>,
@@ -380,10 +382,17 @@ fn read_broadcast(params: &Object<'_, '_>, data: Option<Box<[u8]>>) -> Result<Co
     if is_reserved(event) {
         return Err(ApiError::invalid("event namespace is reserved"));
     }
+    let volatile = match p.get("volatile") {
+        None => false,
+        Some(v) => v
+            .as_bool()
+            .ok_or_else(|| ApiError::invalid("volatile must be a boolean"))?,
+    };
     Ok(Command::Broadcast {
         rooms,
         event: event.into(),
         data: data.unwrap_or_else(|| Box::from(b"null".as_slice())),
+        volatile,
     })
 }
 

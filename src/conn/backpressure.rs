@@ -28,7 +28,10 @@
 //! 5. What was held back is released (queued, before any newer room event)
 //!    once `pending < B / 2`. The release itself is not bounded: it is one
 //!    `system:dropped` notice or one frame per room the client is in.
-//! 6. Not a fate but the same bound: once a non-empty queue would pass
+//! 6. A volatile room event (section 14) is queued only while
+//!    `pending <= B / 2`, else skipped for that connection: never held
+//!    back, never a cause of 4008. Volatile events go first without.
+//! 7. Not a fate but the same bound: once a non-empty queue would pass
 //!    `B / 2`, it is written to the socket before more is queued, so the
 //!    bound judges a client that falls behind rather than a burst that
 //!    arrived within one turn of the event loop.
@@ -59,6 +62,8 @@ pub enum Fate {
     Queue,
     /// Keep it from the client for now (rule 4).
     HoldBack(HoldBack),
+    /// Leave it out for this client (rule 6: a volatile event).
+    Skip,
     /// The client is a slow consumer: close with 4008.
     Close,
 }
@@ -106,6 +111,13 @@ impl Backpressure {
         let limit = match kind {
             Delivery::RoomEvent => self.bound,
             Delivery::Other => self.bound.saturating_mul(2),
+            Delivery::Volatile => {
+                return if pending <= self.bound / 2 {
+                    Fate::Queue
+                } else {
+                    Fate::Skip
+                };
+            }
         };
         let fits = pending == 0 || pending.saturating_add(len) <= limit;
         match self.hold_back {
@@ -124,7 +136,7 @@ impl Backpressure {
     }
 
     /// Whether the queue should be written to the socket before `incoming`
-    /// more bytes are queued (rule 6).
+    /// more bytes are queued (rule 7).
     #[inline]
     pub fn writes_through(self, pending: usize, incoming: usize) -> bool {
         pending != 0 && pending.saturating_add(incoming) > self.bound / 2
@@ -156,6 +168,22 @@ mod tests {
         match kind {
             RoomEvent => B,
             Other => 2 * B,
+            Delivery::Volatile => B / 2,
+        }
+    }
+
+    #[test]
+    fn a_volatile_event_is_queued_up_to_half_the_bound_and_skipped_past_it_never_closed() {
+        for policy in POLICIES {
+            let rule = Backpressure::new(B, policy);
+            let fate =
+                |pending, holding_back| rule.fate(pending, 100, Delivery::Volatile, holding_back);
+            assert_eq!(fate(0, false), Fate::Queue, "{policy:?}");
+            assert_eq!(fate(B / 2, false), Fate::Queue, "{policy:?}");
+            assert_eq!(fate(B / 2, true), Fate::Queue, "{policy:?}");
+            assert_eq!(fate(B / 2 + 1, false), Fate::Skip, "{policy:?}");
+            assert_eq!(fate(10 * B, false), Fate::Skip, "{policy:?}");
+            assert!(!rule.holds_back(Delivery::Volatile));
         }
     }
 

@@ -127,6 +127,9 @@ pub enum Delivery {
     RoomEvent,
     /// Anything else (acks, presence, direct messages): up to twice the bound.
     Other,
+    /// A volatile room event (section 14): only to a queue at most half
+    /// full, never held back, never a reason to close.
+    Volatile,
 }
 
 /// What became of a frame offered to `Connection::deliver`.
@@ -140,6 +143,8 @@ pub enum Delivered {
     Dropped,
     /// Kept in place of an older event of the room, which is lost (`conflate`).
     Conflated,
+    /// A volatile event left out: the queue was above half its bound.
+    Skipped,
     /// Over the bound: the connection is closing with 4008.
     Closed,
     /// The connection is not an open WebSocket.
@@ -413,6 +418,7 @@ impl Connection {
                 (Some(session), Some(room)) => session.hold_back(room, frame, how),
                 _ => Delivered::NotOpen,
             },
+            Fate::Skip => Delivered::Skipped,
             Fate::Close => {
                 self.end_websocket(End::SlowConsumer, now, config);
                 Delivered::Closed

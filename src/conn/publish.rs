@@ -21,7 +21,7 @@ use crate::http::chunked::{ChunkedDecoder, ChunkedError};
 use crate::http::request::HeadReader;
 use crate::http::response;
 use crate::json;
-use crate::proto::publish::PublishError;
+use crate::proto::publish::{NO_SEQ, PublishError};
 use crate::proto::{self, Request};
 
 /// A request with a body (`POST /publish`, `POST /api/<method>`) whose
@@ -165,6 +165,8 @@ impl BodyReader {
 enum Outcome {
     Waiting,
     Sequenced(u64),
+    /// A volatile message went out (section 14): it has no `seq`.
+    Volatile,
     /// Refused: the cluster's Redis is away.
     Refused,
 }
@@ -198,7 +200,11 @@ impl Results {
     /// true once every message has its outcome.
     pub fn record(&mut self, index: usize, seq: Option<u64>) -> bool {
         if let Some(slot @ Outcome::Waiting) = self.seqs.get_mut(index) {
-            *slot = seq.map_or(Outcome::Refused, Outcome::Sequenced);
+            *slot = match seq {
+                None => Outcome::Refused,
+                Some(NO_SEQ) => Outcome::Volatile,
+                Some(seq) => Outcome::Sequenced(seq),
+            };
             self.missing -= 1;
         }
         self.missing == 0
@@ -243,6 +249,7 @@ impl Results {
                     body.extend_from_slice(b",\"seq\":");
                     json::write_u64(&mut body, *seq);
                 }
+                Outcome::Volatile => {}
                 Outcome::Refused | Outcome::Waiting => {
                     body.extend_from_slice(b",\"error\":\"UNAVAILABLE\"");
                 }

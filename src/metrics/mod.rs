@@ -283,6 +283,12 @@ pub struct ShardMetrics {
     pub dropped: Counter,
     /// Room events replaced by a newer one (`--slow-consumer conflate`).
     pub conflated: Counter,
+    /// Volatile events (section 14) this shard fanned out as their room's
+    /// owner, or sent to Redis.
+    pub volatile: Counter,
+    /// Volatile events not queued for a member whose queue was above half
+    /// its bound.
+    pub volatile_dropped: Counter,
     /// Connections closed with 4008.
     pub slow_consumer_closes: Counter,
     /// Messages refused by the per-connection rate limit.
@@ -343,6 +349,8 @@ impl Default for ShardMetrics {
             deliveries: Counter::default(),
             dropped: Counter::default(),
             conflated: Counter::default(),
+            volatile: Counter::default(),
+            volatile_dropped: Counter::default(),
             slow_consumer_closes: Counter::default(),
             rate_limited: Counter::default(),
             handshake_rejections: Default::default(),
@@ -487,6 +495,8 @@ pub struct Snapshot {
     pub deliveries: u64,
     pub dropped: u64,
     pub conflated: u64,
+    pub volatile: u64,
+    pub volatile_dropped: u64,
     pub slow_consumer_closes: u64,
     pub rate_limited: u64,
     /// `(code, count)` for every code that can refuse an upgrade.
@@ -563,6 +573,8 @@ impl Snapshot {
         self.deliveries += m.deliveries.get();
         self.dropped += m.dropped.get();
         self.conflated += m.conflated.get();
+        self.volatile += m.volatile.get();
+        self.volatile_dropped += m.volatile_dropped.get();
         self.slow_consumer_closes += m.slow_consumer_closes.get();
         self.rate_limited += m.rate_limited.get();
         for (code, count) in &mut self.handshake_rejections {

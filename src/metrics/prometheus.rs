@@ -106,6 +106,18 @@ pub fn render(snap: &Snapshot, uptime_seconds: f64, version: &str) -> String {
     );
     counter(
         w,
+        "roomcast_volatile_total",
+        "Volatile room events published (no seq, no history).",
+        snap.volatile,
+    );
+    counter(
+        w,
+        "roomcast_volatile_dropped_total",
+        "Volatile room events not sent to a member whose queue was above half its bound.",
+        snap.volatile_dropped,
+    );
+    counter(
+        w,
         "roomcast_slow_consumer_closes_total",
         "Connections closed with 4008 for falling behind.",
         snap.slow_consumer_closes,

@@ -23,6 +23,10 @@ use crate::proto::envelope::Parser;
 use crate::proto::names::{is_reserved, is_valid_event, is_valid_room, matches_any};
 use crate::proto::scan;
 
+/// The `seq` an HTTP or API publisher hears back for a volatile message:
+/// never one a sequenced message gets (they count from 1).
+pub const NO_SEQ: u64 = 0;
+
 /// One message to publish, valid and permitted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
@@ -30,6 +34,8 @@ pub struct Message {
     pub event: Box<str>,
     /// The exact JSON text of `data` as sent.
     pub data: Box<[u8]>,
+    /// Section 14: to the members connected now, with no `seq` or history.
+    pub volatile: bool,
 }
 
 /// Why a body was refused; `code()` and `message()` make the answer.
@@ -68,6 +74,8 @@ pub enum Problem {
     InvalidEvent,
     /// The event lies in a reserved namespace (`room`, `user`, ...).
     ReservedEvent,
+    /// `volatile` is not a boolean.
+    InvalidVolatile,
 }
 
 impl Problem {
@@ -79,6 +87,7 @@ impl Problem {
             Self::MissingEvent => "event is missing or not a string",
             Self::InvalidEvent => "invalid event name",
             Self::ReservedEvent => "event namespace is reserved",
+            Self::InvalidVolatile => "volatile must be a boolean",
         }
     }
 }
@@ -229,10 +238,15 @@ fn read_message(
     if is_reserved(event) {
         return Err(invalid(Problem::ReservedEvent));
     }
+    let volatile = match object.get("volatile") {
+        None => false,
+        Some(v) => v.as_bool().ok_or(invalid(Problem::InvalidVolatile))?,
+    };
     Ok(Message {
         room: Arc::from(room),
         event: event.into(),
         data: data.unwrap_or_else(|| Box::from(b"null".as_slice())),
+        volatile,
     })
 }
 
@@ -258,6 +272,31 @@ mod tests {
             room: Arc::from(room),
             event: event.into(),
             data: data.as_bytes().into(),
+            volatile: false,
+        }
+    }
+
+    #[test]
+    fn volatile_is_read_per_message_and_must_be_a_boolean() {
+        let messages = run(
+            r#"{"messages":[{"room":"a","event":"x:y","volatile":true},{"room":"b","event":"x:y","volatile":false}]}"#,
+            &["*"],
+        )
+        .unwrap();
+        assert_eq!(
+            messages.iter().map(|m| m.volatile).collect::<Vec<_>>(),
+            [true, false]
+        );
+        for bad in ["1", "\"true\"", "null", "{}"] {
+            let body = format!(r#"{{"room":"a","event":"x:y","volatile":{bad}}}"#);
+            assert_eq!(
+                error(&body),
+                (
+                    ErrorCode::ValidationError,
+                    "volatile must be a boolean".to_owned()
+                ),
+                "{bad}"
+            );
         }
     }
 

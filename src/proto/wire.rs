@@ -58,15 +58,18 @@ pub fn room_message(
     out
 }
 
-/// A room message's text before its `seq` and after it, for Redis to put
-/// the `seq` in between (`redis::publish`).
-pub fn room_message_around_seq(
-    event: &str,
-    room: &str,
-    data: &[u8],
-    from: &str,
-    ts_ms: u64,
-) -> (Vec<u8>, Vec<u8>) {
+/// `{"event","room","data","from","ts"}`, in exactly that order: a
+/// volatile room event (section 14), which has no `seq`.
+pub fn volatile_message(event: &str, room: &str, data: &[u8], from: &str, ts_ms: u64) -> Vec<u8> {
+    let mut out = event_head(event, room, data, from);
+    out.extend_from_slice(b",\"ts\":");
+    json::write_u64(&mut out, ts_ms);
+    out.push(b'}');
+    out
+}
+
+/// `{"event","room","data","from"` of a room event, open for what follows.
+fn event_head(event: &str, room: &str, data: &[u8], from: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + event.len() + room.len() + data.len() + from.len());
     out.extend_from_slice(b"{\"event\":");
     json::write_str(&mut out, event);
@@ -76,6 +79,19 @@ pub fn room_message_around_seq(
     out.extend_from_slice(data);
     out.extend_from_slice(b",\"from\":");
     json::write_str(&mut out, from);
+    out
+}
+
+/// A room message's text before its `seq` and after it, for Redis to put
+/// the `seq` in between (`redis::publish`).
+pub fn room_message_around_seq(
+    event: &str,
+    room: &str,
+    data: &[u8],
+    from: &str,
+    ts_ms: u64,
+) -> (Vec<u8>, Vec<u8>) {
+    let mut out = event_head(event, room, data, from);
     out.extend_from_slice(b",\"seq\":");
     let mut tail = Vec::with_capacity(24);
     tail.extend_from_slice(b",\"ts\":");

@@ -276,6 +276,7 @@ impl Proxies {
                 ref room,
                 ref event,
                 ref data,
+                volatile,
                 ..
             } if let Some(url_index) = self.urls.publish
                 && matches_any(&self.publish_rooms, room) =>
@@ -283,6 +284,10 @@ impl Proxies {
                 let mut body = head(sender, "room", room);
                 body.extend_from_slice(b",\"event\":");
                 json::write_str(&mut body, event);
+                // The backend may want to skip storing a typing indicator.
+                if volatile {
+                    body.extend_from_slice(b",\"volatile\":true");
+                }
                 finish(&mut body, data);
                 self.ask(url_index, body, conn, request, now)
             }
@@ -631,6 +636,7 @@ fn replace_data(request: Request, replacement: Option<Box<[u8]>>) -> Request {
                 room,
                 event,
                 echo,
+                volatile,
                 id,
                 ..
             },
@@ -640,6 +646,7 @@ fn replace_data(request: Request, replacement: Option<Box<[u8]>>) -> Request {
             event,
             data,
             echo,
+            volatile,
             id,
         },
         (request, _) => request,

@@ -62,6 +62,7 @@ impl Outlet for ShardOutlet<'_> {
         let kind = match fanout {
             Fanout::RoomEvent { .. } => Delivery::RoomEvent,
             Fanout::Other => Delivery::Other,
+            Fanout::Volatile => Delivery::Volatile,
         };
         let mut tally = Tally::default();
         let mut shared = SharedFrame::new(frame);
@@ -245,6 +246,7 @@ struct Tally {
     queued: u64,
     dropped: u64,
     conflated: u64,
+    skipped: u64,
 }
 
 impl Tally {
@@ -254,6 +256,7 @@ impl Tally {
             Delivered::Queued => self.queued += 1,
             Delivered::Dropped => self.dropped += 1,
             Delivered::Conflated => self.conflated += 1,
+            Delivered::Skipped => self.skipped += 1,
             Delivered::HeldBack | Delivered::Closed | Delivered::NotOpen => {}
         }
     }
@@ -265,6 +268,7 @@ impl Tally {
             metrics.dropped.add(self.dropped);
             metrics.conflated.add(self.conflated);
         }
+        metrics.volatile_dropped.add(self.skipped);
     }
 }
 

@@ -684,16 +684,32 @@ pub struct ChannelMessage<'a> {
 /// The epoch of a presence event on a room's channel, whose `seq` is 0.
 pub const PRESENCE_EPOCH: &str = "-";
 
+/// The epoch of a volatile event (section 14) on a room's channel, whose
+/// `seq` is 0: never a name (`layout::is_name`), so never a room's epoch.
+pub const VOLATILE_EPOCH: &str = "~";
+
+/// Appends the `SPUBLISH` of a volatile event on a room's `channel`:
+/// `~ 0 <origin> <text>`, which `channel_message` reads back.
+pub fn volatile(out: &mut Vec<u8>, channel: &str, origin: &str, text: &[u8]) {
+    let mut payload = Vec::with_capacity(VOLATILE_EPOCH.len() + origin.len() + text.len() + 4);
+    payload.extend_from_slice(VOLATILE_EPOCH.as_bytes());
+    payload.extend_from_slice(b" 0 ");
+    payload.extend_from_slice(origin.as_bytes());
+    payload.push(b' ');
+    payload.extend_from_slice(text);
+    resp::write_command(out, &[b"SPUBLISH".as_slice(), channel.as_bytes(), &payload]);
+}
+
 /// Splits a channel payload; `None` if it is not one roomcast published:
-/// a room event (an epoch and a `seq` of 1 to `MAX_COUNT`) or a presence
-/// event (`- 0`).
+/// a room event (an epoch and a `seq` of 1 to `MAX_COUNT`), a presence
+/// event (`- 0`) or a volatile event (`~ 0`).
 pub fn channel_message(payload: &[u8]) -> Option<ChannelMessage<'_>> {
     let mut parts = payload.splitn(4, |&b| b == b' ');
     let epoch = std::str::from_utf8(parts.next()?).ok()?;
     let seq = decimal(std::str::from_utf8(parts.next()?).ok()?)?;
-    let presence = epoch == PRESENCE_EPOCH;
-    let event = !presence && layout::is_name(epoch, MAX_EPOCH_LEN);
-    if !(presence && seq == 0 || event && seq > 0) {
+    let unsequenced = epoch == PRESENCE_EPOCH || epoch == VOLATILE_EPOCH;
+    let event = !unsequenced && layout::is_name(epoch, MAX_EPOCH_LEN);
+    if !(unsequenced && seq == 0 || event && seq > 0) {
         return None;
     }
     let origin = std::str::from_utf8(parts.next()?).ok()?;
@@ -867,6 +883,24 @@ mod tests {
         assert_eq!(channel_message(b"e1 x - {}"), None);
         assert_eq!(channel_message(b"e1 7 {}"), None);
         assert_eq!(channel_message(b"e1"), None);
+    }
+
+    #[test]
+    fn a_volatile_event_is_one_spublish_whose_payload_reads_back_unsequenced() {
+        let mut out = Vec::new();
+        volatile(&mut out, "rc:{lobby}", "n1/0/0.1.2", b"{\"a\":1}");
+        let sent = String::from_utf8(out).unwrap();
+        assert!(sent.starts_with("*3\r\n$8\r\nSPUBLISH\r\n$10\r\nrc:{lobby}\r\n"));
+        let payload = sent.split("\r\n").nth(6).unwrap();
+        assert_eq!(payload, "~ 0 n1/0/0.1.2 {\"a\":1}");
+        let message = channel_message(payload.as_bytes()).unwrap();
+        assert_eq!((message.epoch, message.seq), (VOLATILE_EPOCH, 0));
+        assert_eq!(message.origin, "n1/0/0.1.2");
+        assert_eq!(message.text, b"{\"a\":1}");
+        // Strict: a volatile event has seq 0, and `~` is never an epoch.
+        assert_eq!(channel_message(b"~ 1 - {}"), None);
+        assert_eq!(channel_message(b"~~ 0 - {}"), None);
+        assert_eq!(channel_message(b"~ 0 -"), None);
     }
 
     #[test]

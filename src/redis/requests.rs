@@ -22,6 +22,15 @@ pub enum BridgeRequest<A> {
         origin: String,
         answer: A,
     },
+    /// A volatile event (section 14) whose text is `text`: one plain
+    /// publish on the room's channel, no sequencing, no history; `origin`
+    /// (an `Origin` of this node) travels with it. Answered as a `Send`.
+    Volatile {
+        room: Arc<str>,
+        text: Vec<u8>,
+        origin: String,
+        answer: A,
+    },
     /// Read a room's history for a join and count the joiner in, in
     /// order with the room's events: the room must be served (`Serve` sent
     /// first) for that order to hold.
@@ -142,6 +151,9 @@ pub struct RoomEvent {
     pub from_here: Option<FromHere>,
     /// A presence event (no `seq`, never in the history).
     pub presence: bool,
+    /// A volatile event (section 14): no `seq`, never in the history, left
+    /// out for members whose queue is above half its bound.
+    pub volatile: bool,
 }
 
 /// A direct message or broadcast from the direct channel.

@@ -31,7 +31,8 @@ use crate::json::ObjectWriter;
 use crate::proto::JoinRecovery;
 use crate::proto::envelope::Parser;
 use crate::proto::names::pattern_matches;
-use crate::rooms::bus::{ApiTo, BusMsg, JoinAnswer, PublishAnswer, RoomAsk};
+use crate::proto::publish::NO_SEQ;
+use crate::rooms::bus::{ApiTo, BusMsg, JoinAnswer, PublishAnswer, RoomAsk, ToOwner};
 use crate::rooms::outlet::{ApiJoin, Outlet};
 use crate::rooms::router::{Router, Time};
 use crate::rooms::sequencer::Sequencer;
@@ -242,11 +243,16 @@ impl Router {
         let step = match command {
             Command::Publish(messages) => {
                 let rooms = messages.iter().map(|m| Ok(m.room.clone())).collect();
-                let events = messages.into_iter().map(|m| (m.event, m.data));
+                let events = messages.into_iter().map(|m| (m.event, m.data, m.volatile));
                 self.api_publish(id, rooms, events, false, time)
             }
-            Command::Broadcast { rooms, event, data } => {
-                let events = std::iter::repeat_n((event, data), rooms.len());
+            Command::Broadcast {
+                rooms,
+                event,
+                data,
+                volatile,
+            } => {
+                let events = std::iter::repeat_n((event, data, volatile), rooms.len());
                 self.api_publish(id, rooms, events, true, time)
             }
             Command::Presence { room } => self.api_ask_owner(room, RoomAsk::Presence, to),
@@ -272,7 +278,7 @@ impl Router {
         &mut self,
         id: u64,
         rooms: Vec<BroadcastRoom>,
-        events: impl Iterator<Item = (Box<str>, Box<[u8]>)>,
+        events: impl Iterator<Item = (Box<str>, Box<[u8]>, bool)>,
         broadcast: bool,
         time: Time,
     ) -> Result<Step, Reply> {
@@ -283,13 +289,13 @@ impl Router {
         let mut names = Vec::with_capacity(rooms.len());
         let mut outcomes = Vec::with_capacity(rooms.len());
         let mut missing = 0;
-        for (index, (room, (event, data))) in rooms.into_iter().zip(events).enumerate() {
+        for (index, (room, (event, data, volatile))) in rooms.into_iter().zip(events).enumerate() {
             match room {
                 Ok(room) => {
                     names.push(room.clone());
                     outcomes.push(None);
                     missing += 1;
-                    self.send_to_owner(BusMsg::Publish {
+                    let publish = ToOwner {
                         room,
                         event,
                         data,
@@ -297,8 +303,9 @@ impl Router {
                         sender: conn,
                         echo: true,
                         answer: PublishAnswer::Api { call: id, index },
-                        read_at: time.now,
-                    });
+                    };
+                    let message = publish.into_message(volatile, time.now);
+                    self.send_to_owner(message);
                 }
                 Err((name, error)) => {
                     names.push(Arc::from(name));
@@ -798,6 +805,8 @@ impl Publishing {
             |w, (room, outcome)| {
                 w.str("room", room);
                 match outcome {
+                    // A volatile message has no `seq` (section 14).
+                    Some(Ok(NO_SEQ)) => {}
                     Some(Ok(seq)) => w.u64("seq", *seq),
                     Some(Err(error)) => {
                         w.open("error");

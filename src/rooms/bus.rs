@@ -18,6 +18,7 @@ use crate::api::{Call, NodeCommand};
 use crate::codes::ErrorCode;
 pub use crate::conn::ConnRef;
 use crate::proto::JoinRecovery;
+use crate::proto::publish::NO_SEQ;
 use crate::proto::reply::{self, OwnedId};
 use crate::proto::wire;
 
@@ -39,6 +40,38 @@ impl PublishAnswer {
     /// The answer a WebSocket message with this `id` asks for.
     pub fn ack(id: Option<OwnedId>) -> Self {
         id.map_or(Self::Nobody, Self::Ack)
+    }
+}
+
+/// A room event on its way to the room's owner, from any publisher.
+#[derive(Debug)]
+pub struct ToOwner {
+    pub room: Arc<str>,
+    pub event: Box<str>,
+    pub data: Box<[u8]>,
+    pub from: Arc<str>,
+    pub sender: ConnRef,
+    pub echo: bool,
+    pub answer: PublishAnswer,
+}
+
+impl ToOwner {
+    /// The bus message: `Volatile` (section 14), or `Publish` to be
+    /// sequenced, read from its publisher at `read_at`.
+    pub fn into_message(self, volatile: bool, read_at: Instant) -> BusMsg {
+        if volatile {
+            return BusMsg::Volatile(self);
+        }
+        BusMsg::Publish {
+            room: self.room,
+            event: self.event,
+            data: self.data,
+            from: self.from,
+            sender: self.sender,
+            echo: self.echo,
+            answer: self.answer,
+            read_at,
+        }
     }
 }
 
@@ -109,6 +142,9 @@ pub enum BusMsg {
         /// When the publisher's shard read it, for the fan-out latency.
         read_at: Instant,
     },
+    /// To a room's owner: a volatile event (section 14) for the members
+    /// connected now, with no `seq` and no history; its publisher hears `{}`.
+    Volatile(ToOwner),
     /// To a room's owner: answer `presence:get`.
     PresenceGet {
         room: Arc<str>,
@@ -227,6 +263,9 @@ pub enum Fanout {
     /// A presence event: no `seq`, never conflated or dropped as a room
     /// event, not a delivery in the metrics.
     Other,
+    /// A volatile room event (section 14): no `seq`, left out for a member
+    /// whose queue is above half its bound.
+    Volatile,
 }
 
 /// Bus messages queued during one turn, per destination shard (this one
@@ -325,6 +364,19 @@ impl Outbox {
                 index,
                 seq: Some(seq),
             },
+        };
+        self.send(sender.shard, message);
+    }
+
+    /// Tells the publisher of a volatile event that it went out: an ack
+    /// `{}`, or `NO_SEQ` where a `seq` would go.
+    pub fn answer_volatile(&mut self, sender: ConnRef, answer: PublishAnswer) {
+        let message = match answer {
+            PublishAnswer::Ack(id) => BusMsg::Reply {
+                conn: sender,
+                text: reply::ack_text(&id, b"{}"),
+            },
+            answer => return self.answer_publish(sender, answer, NO_SEQ),
         };
         self.send(sender.shard, message);
     }

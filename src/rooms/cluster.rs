@@ -65,6 +65,13 @@ pub enum BridgeAnswer {
         room: Arc<str>,
         id: OwnedId,
     },
+    /// The publisher of a volatile event, through the room's owner (as
+    /// for `Publish`): Redis took it (`{}`) or not (`UNAVAILABLE`).
+    Volatile {
+        owner: usize,
+        sender: ConnRef,
+        answer: PublishAnswer,
+    },
     /// A Server API call's read or change of a room (section 12).
     Api {
         owner: usize,
@@ -85,6 +92,7 @@ impl BridgeAnswer {
     pub fn shard(&self) -> usize {
         match self {
             BridgeAnswer::Publish { owner, .. }
+            | BridgeAnswer::Volatile { owner, .. }
             | BridgeAnswer::Presence { owner, .. }
             | BridgeAnswer::Api { owner, .. } => *owner,
             BridgeAnswer::Join(join) => join.owner,
@@ -146,7 +154,9 @@ impl FromBridge {
             BridgeRequest::PresenceGet { answer, .. } => {
                 Some(FromBridge::Presence(answer, Err(Unavailable)))
             }
-            BridgeRequest::Send { answer, .. } => Some(FromBridge::Sent(answer, Err(Unavailable))),
+            BridgeRequest::Send { answer, .. } | BridgeRequest::Volatile { answer, .. } => {
+                Some(FromBridge::Sent(answer, Err(Unavailable)))
+            }
             _ => None,
         }
     }
@@ -253,6 +263,30 @@ impl RedisRooms {
                 owner: self.shard,
                 sender: publish.sender,
                 answer: publish.answer,
+            },
+        });
+    }
+
+    /// The owner passes a volatile event (section 14) to Redis as one
+    /// plain publish on the room's channel; every node with members, this
+    /// one included, fans it out from there.
+    pub fn volatile(
+        &mut self,
+        room: Arc<str>,
+        text: Vec<u8>,
+        exclude: Option<ConnRef>,
+        sender: ConnRef,
+        answer: PublishAnswer,
+    ) {
+        let origin = self.origin(None, exclude);
+        self.requests.push(BridgeRequest::Volatile {
+            room,
+            text,
+            origin,
+            answer: BridgeAnswer::Volatile {
+                owner: self.shard,
+                sender,
+                answer,
             },
         });
     }
@@ -538,8 +572,15 @@ impl RedisRooms {
         answer: BridgeAnswer,
         outcome: Result<u64, Unavailable>,
     ) {
-        let BridgeAnswer::Sent { conn, id, minus } = answer else {
-            return;
+        let (conn, id, minus) = match answer {
+            BridgeAnswer::Sent { conn, id, minus } => (conn, id, minus),
+            BridgeAnswer::Volatile { sender, answer, .. } => {
+                return match outcome {
+                    Ok(_) => outbox.answer_volatile(sender, answer),
+                    Err(Unavailable) => self.refuse(outbox, sender, answer),
+                };
+            }
+            _ => return,
         };
         let text = match outcome {
             Ok(count) => {
@@ -670,7 +711,9 @@ impl RedisRooms {
             }
             None => (None, now),
         };
-        let fanout = if event.presence {
+        let fanout = if event.volatile {
+            Fanout::Volatile
+        } else if event.presence {
             Fanout::Other
         } else {
             Fanout::RoomEvent { read_at }

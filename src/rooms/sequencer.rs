@@ -13,8 +13,9 @@ use crate::codes::ErrorCode;
 use crate::conn::ConnRef;
 use crate::proto::JoinRecovery;
 use crate::proto::reply::{self, OwnedId};
+use crate::proto::wire;
 use crate::redis::requests::BridgeRequest;
-use crate::rooms::bus::{BusMsg, Fanout, JoinAnswer};
+use crate::rooms::bus::{BusMsg, Fanout, JoinAnswer, ToOwner};
 use crate::rooms::cluster::{BridgeAnswer, FromBridge, PendingJoin, PublishAtOwner, RedisRooms};
 use crate::rooms::outlet::Outlet;
 use crate::rooms::router::{Router, Time};
@@ -94,6 +95,7 @@ impl Router {
                 };
                 self.publish_at_owner(publish, time, out);
             }
+            BusMsg::Volatile(event) => self.volatile_at_owner(event, time, out),
             BusMsg::PresenceGet {
                 room,
                 conn,
@@ -114,6 +116,31 @@ impl Router {
                 Sequencer::Redis(redis) => redis.online(user, up),
             },
             _ => {}
+        }
+    }
+
+    /// A volatile event (section 14): written once, with no `seq`, and
+    /// fanned out here or handed to Redis as one plain publish.
+    fn volatile_at_owner(&mut self, event: ToOwner, time: Time, out: &mut impl Outlet) {
+        out.metrics().volatile.inc();
+        let text = wire::volatile_message(
+            &event.event,
+            &event.room,
+            &event.data,
+            &event.from,
+            time.unix_ms,
+        );
+        let (room, sender, answer) = (event.room, event.sender, event.answer);
+        let exclude = (!event.echo).then_some(sender);
+        match &mut self.sequencer {
+            Sequencer::Local => {
+                let frame = wire::text_frame(&text);
+                let shards = self.table.member_shards(&room);
+                self.outbox
+                    .fan_out(shards, &room, &frame, exclude, Fanout::Volatile);
+                self.outbox.answer_volatile(sender, answer);
+            }
+            Sequencer::Redis(redis) => redis.volatile(room, text, exclude, sender, answer),
         }
     }
 
@@ -265,7 +292,7 @@ impl Router {
             FromBridge::RoomUsers(..) => {}
             FromBridge::Event(event) => {
                 let (exclude, fanout) = redis.event_fanout(&event, time.now);
-                if fanout != Fanout::Other {
+                if matches!(fanout, Fanout::RoomEvent { .. }) {
                     self.table.count_published(&event.room);
                 }
                 let shards = self.table.member_shards(&event.room);

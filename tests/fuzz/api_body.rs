@@ -162,7 +162,9 @@ fn check_command(command: &Command, parser: &mut Parser) {
                 assert!(json::parses(&m.data), "data is not JSON");
             }
         }
-        Command::Broadcast { rooms, event, data } => {
+        Command::Broadcast {
+            rooms, event, data, ..
+        } => {
             assert!((1..=MAX_API_BROADCAST_ROOMS).contains(&rooms.len()));
             for room in rooms {
                 match room {

@@ -75,7 +75,7 @@ fn field<'v>(body: &'v OwnedValue, name: &str) -> &'v str {
     json_str(body, &[name]).unwrap_or_default()
 }
 
-fn server(flags: &[&str]) -> Server {
+pub(crate) fn server(flags: &[&str]) -> Server {
     let mut args = vec!["--hook-secret", HOOK_SECRET];
     args.extend_from_slice(flags);
     Server::start(&args)
@@ -228,7 +228,7 @@ fn a_slow_or_dead_backend_is_unavailable_within_the_hook_timeout() {
 }
 
 /// Decides room events by their event name.
-fn publish_backend() -> Backend {
+pub(crate) fn publish_backend() -> Backend {
     backend(|body, _| match field(body, "event") {
         "msg:bad" => Reply::ok(r#"{"error":{"code":"BANNED_WORD","message":"not here"}}"#),
         "msg:swap" => Reply::ok(r#"{"result":{"data":{"swapped" : true, "n":1.50}}}"#),

@@ -105,7 +105,7 @@ impl Hooks {
     }
 }
 
-fn server(hooks_url: &str, flags: &[&str]) -> Server {
+pub(crate) fn server(hooks_url: &str, flags: &[&str]) -> Server {
     let mut cmd = Server::single_command();
     cmd.args(["--hook-secret", HOOK_SECRET, "--webhook", hooks_url])
         .args(flags);

@@ -1,6 +1,6 @@
 // The client over a fake WebSocket: which close codes it retries (sections 8
 // and 12) and what it tells the application, what it does with pending acks
-// and the offline queue, the WebSocket constructor it uses, and the rooms the
+// and the offline queue (volatile publishes stay out of it), the WebSocket constructor it uses, and the rooms the
 // server subscribes it to (section 12).
 import { test, beforeEach, afterEach } from "node:test";
 import assert from "node:assert/strict";
@@ -120,6 +120,30 @@ test("a publish waiting for its ack is refused when the connection drops; one ma
   assert.equal(JSON.parse(second.sent[0]).data, 2, "sent after the reconnect");
   second.ack(0, { seq: 7 });
   assert.equal(await queued, 7);
+});
+
+test("a volatile publish carries volatile, resolves without a seq, and is never queued offline", async () => {
+  const c = client();
+  await tick();
+  FakeSocket.all[0].open();
+  const sent = c.room("r").publish("typing:start", null, { volatile: true });
+  assert.equal(FakeSocket.all[0].messages()[0].volatile, true);
+  FakeSocket.all[0].ack(0, {});
+  assert.equal(await sent, undefined);
+  FakeSocket.all[0].serverClose(1006);
+  await assert.rejects(c.room("r").publish("typing:stop", null, { volatile: true }), (e) => e.code === "DISCONNECTED");
+  const queued = c.room("r").publish("x:y", 2);
+  await tick(20);
+  const second = FakeSocket.all.at(-1);
+  second.open();
+  await tick();
+  assert.deepEqual(
+    second.messages().map((m) => m.event),
+    ["x:y"],
+    "only the sequenced publish waited for the reconnect",
+  );
+  second.ack(0, { seq: 1 });
+  assert.equal(await queued, 1);
 });
 
 test("getToken gives every connection a fresh token", async () => {

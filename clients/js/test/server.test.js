@@ -1,6 +1,6 @@
 // The client under Node against the real roomcast binary, on a free loopback
 // port, through a WebSocket constructor given as `connect(url, { WebSocket })`:
-// join, publish and receive; an expired token (4002) and a fresh one from
+// join, publish and receive (a volatile event too); an expired token (4002) and a fresh one from
 // getToken; the server's shutdown (SIGTERM: 1001) followed by a reconnect
 // attempt. The binary is ROOMCAST_BIN, else target/debug/roomcast (run
 // `cargo build` first).
@@ -52,6 +52,8 @@ else {
       assert.deepEqual(report, [
         { step: "no global WebSocket", code: "NO_WEBSOCKET" },
         { step: "received", data: { text: "hi" }, seq: 1, from: "tx" },
+        { step: "volatile", data: { on: true }, keys: ["event", "room", "data", "from", "ts"] },
+        { step: "volatile acked", acked: true },
         { step: "closed", info: { code: 4002, reason: "token expired", reconnect: true } },
         { step: "received", data: { text: "again" }, seq: 2, from: "tx" },
         { step: "ready" },
@@ -96,6 +98,13 @@ async function client(url, tokens) {
   let heard = received();
   await tx.room("live").publish("chat:msg", { text: "hi" });
   await heard;
+  // A volatile event: no seq, acked without one, and the next message's seq is 2.
+  const typed = next(rx.room("live"), "typing:start").then(([data, message]) =>
+    say({ step: "volatile", data, seq: message.seq, keys: Object.keys(message) }),
+  );
+  const acked = await tx.room("live").publish("typing:start", { on: true }, { volatile: true });
+  await typed;
+  say({ step: "volatile acked", acked: acked === undefined });
   const reopened = next(rx, "open");
   await closed();
   await reopened;

@@ -133,10 +133,13 @@ fn history_reads_like_a_join() {
 
 #[test]
 fn broadcast_keeps_bad_rooms_as_their_own_errors() {
-    let Ok(Command::Broadcast { rooms, event, data }) = one(
+    let Ok(Command::Broadcast {
+        rooms, event, data, ..
+    }) = one(
         Method::Broadcast,
         r#"{"rooms":["a","bad room","b"],"event":"x:y","data":{"k" : "\u00e9"}}"#,
-    ) else {
+    )
+    else {
         panic!("a broadcast")
     };
     assert_eq!(rooms.len(), 3);

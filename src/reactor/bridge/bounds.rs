@@ -81,6 +81,7 @@ impl<S: BridgeSink> Bridge<S> {
         };
         match request {
             BridgeRequest::Publish { room, .. }
+            | BridgeRequest::Volatile { room, .. }
             | BridgeRequest::Join { room, .. }
             | BridgeRequest::PresenceGet { room, .. }
             | BridgeRequest::History { room, .. }
@@ -107,7 +108,9 @@ impl<S: BridgeSink> Bridge<S> {
                 sink.room_read(answer, Err(Unavailable));
             }
             BridgeRequest::RoomUsers { answer, .. } => sink.room_users(answer, Err(Unavailable)),
-            BridgeRequest::Send { answer, .. } => sink.sent(answer, Err(Unavailable)),
+            BridgeRequest::Send { answer, .. } | BridgeRequest::Volatile { answer, .. } => {
+                sink.sent(answer, Err(Unavailable));
+            }
             // Nobody waits for it: whoever waits for replies counts this
             // node's as missing.
             BridgeRequest::ApiCast { .. } => {}

@@ -79,7 +79,10 @@ impl<S: BridgeSink> Bridge<S> {
                 exclude: o.exclude,
             });
         if message.epoch == redis::PRESENCE_EPOCH {
-            return self.forward_presence(&room, message.text, from_here);
+            return self.forward_presence(&room, message.text, from_here, false);
+        }
+        if message.epoch == redis::VOLATILE_EPOCH {
+            return self.forward_presence(&room, message.text, from_here, true);
         }
         self.forward(&room, message.epoch, message.seq, message.text, from_here);
     }
@@ -99,12 +102,14 @@ impl<S: BridgeSink> Bridge<S> {
         });
     }
 
-    /// A presence event goes to the shards as it comes: it has no `seq`.
+    /// A presence event, or a `volatile` one, goes to the shards as it
+    /// comes: it has no `seq`, and the room's cursor does not move.
     pub(super) fn forward_presence(
         &mut self,
         room: &Arc<str>,
         text: &[u8],
         from_here: Option<FromHere>,
+        volatile: bool,
     ) {
         let event = RoomEvent {
             room: room.clone(),
@@ -112,7 +117,8 @@ impl<S: BridgeSink> Bridge<S> {
             seq: 0,
             frame: wire::text_frame(text),
             from_here,
-            presence: true,
+            presence: !volatile,
+            volatile,
         };
         for shard in self.subscriptions.shards_of(room) {
             self.sink.deliver(shard, event.clone());
@@ -138,6 +144,7 @@ impl<S: BridgeSink> Bridge<S> {
             frame: wire::text_frame(text),
             from_here,
             presence: false,
+            volatile: false,
         };
         for shard in self.subscriptions.shards_of(room) {
             self.sink.deliver(shard, event.clone());

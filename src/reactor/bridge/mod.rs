@@ -524,6 +524,12 @@ impl<S: BridgeSink> Bridge<S> {
                 origin,
                 answer,
             } => self.publish(&room, (&head, &tail), &origin, answer),
+            BridgeRequest::Volatile {
+                room,
+                text,
+                origin,
+                answer,
+            } => self.volatile(&room, &text, &origin, answer),
             BridgeRequest::Join {
                 room,
                 query,
@@ -601,6 +607,23 @@ impl<S: BridgeSink> Bridge<S> {
             Ok(()) => link.replication.published(),
             Err(Pending::Publish { answer, .. }) => self.sink.sequenced(answer, Err(Unavailable)),
             Err(_) => {}
+        }
+    }
+
+    /// A volatile event: one `SPUBLISH` on the room's channel, no
+    /// function, answered as a `Send` once Redis took it.
+    fn volatile(&mut self, room: &str, text: &[u8], origin: &str, answer: S::Answer) {
+        let index = self.route(room);
+        let keys = self.keys_of(room);
+        let link = &mut self.links[index];
+        if !link.is_up() {
+            return self.sink.sent(answer, Err(Unavailable));
+        }
+        let pushed = link.pipeline.push(Pending::Sent { answer }, |out| {
+            redis::volatile(out, &keys.channel, origin, text);
+        });
+        if let Err(Pending::Sent { answer }) = pushed {
+            self.sink.sent(answer, Err(Unavailable));
         }
     }
 

@@ -13,6 +13,7 @@ fn kinds(requests: &[(usize, BridgeRequest<BridgeAnswer>)]) -> Vec<&'static str>
         .iter()
         .map(|(_, r)| match r {
             BridgeRequest::Publish { .. } => "publish",
+            BridgeRequest::Volatile { .. } => "volatile",
             BridgeRequest::Join { .. } => "join",
             BridgeRequest::Leave { .. } => "leave",
             BridgeRequest::PresenceGet { .. } => "presence",
@@ -77,6 +78,7 @@ fn event(room: &str, seq: u64, from_here: Option<FromHere>) -> RoomEvent {
         frame: wire::text_frame(&text),
         from_here,
         presence: false,
+        volatile: false,
     }
 }
 
@@ -88,6 +90,7 @@ fn presence_event(room: &str) -> RoomEvent {
         frame: wire::text_frame(&wire::presence_join(room, "bob", None)),
         from_here: None,
         presence: true,
+        volatile: false,
     }
 }
 
@@ -152,6 +155,7 @@ fn a_rejoin_redis_could_not_take_keeps_the_membership() {
             recovery: JoinRecovery::default(),
             rejoin: true,
             meta: None,
+            min_interval: None,
         },
     );
     answer_joins(&mut s, || Err(Unavailable));
@@ -588,4 +592,103 @@ fn a_leave_right_after_a_join_is_answered_and_counted_out_once_redis_answers() {
     assert!(answers(&got)[0].contains("\"success\":true"), "{got:?}");
     assert!(!s.is_member(alice, "lobby"));
     assert_eq!(s.router(0).table.connections("lobby"), 0);
+}
+
+#[test]
+fn a_volatile_event_is_one_plain_publish_acked_empty_once_redis_took_it() {
+    let mut s = Setup::cluster(2).build();
+    let room = room_owned_by(1, 2, "v");
+    let alice = joined(&mut s, 0, "alice", &room);
+    s.take_bridge();
+    s.request(alice, volatile(&room, "1", false, id(4)));
+    let requests = s.take_bridge();
+    assert_eq!(kinds(&requests), ["volatile"]);
+    let Some((
+        1,
+        BridgeRequest::Volatile {
+            text,
+            origin,
+            answer,
+            ..
+        },
+    )) = requests.into_iter().next()
+    else {
+        panic!("a volatile publish from the owner")
+    };
+    assert_eq!(
+        String::from_utf8(text).unwrap(),
+        format!(r#"{{"event":"chat","room":"{room}","data":1,"from":"alice","ts":1700000000000}}"#)
+    );
+    assert!(
+        origin.ends_with(&format!("/0.{}.{}", alice.key, alice.id)),
+        "{origin}"
+    );
+    assert!(s.got(alice).is_empty(), "nothing before Redis took it");
+    s.bridge_sends(1, FromBridge::Sent(answer, Ok(1)));
+    assert_eq!(
+        answers(&s.got(alice)),
+        [r#"{"event":"ack","id":4,"success":true,"data":{}}"#]
+    );
+    assert_eq!(s.publishes(), 0);
+}
+
+#[test]
+fn a_volatile_event_redis_refused_is_answered_unavailable() {
+    let mut s = Setup::cluster(1).build();
+    let alice = joined(&mut s, 0, "alice", "lobby");
+    s.take_bridge();
+    s.request(alice, volatile("lobby", "1", true, id(4)));
+    let (_, request) = s.take_bridge().remove(0);
+    let Some(refused) = FromBridge::refused(request) else {
+        panic!("a volatile event waits for an answer")
+    };
+    s.bridge_sends(0, refused);
+    assert!(answers(&s.got(alice))[0].contains(r#""code":"UNAVAILABLE""#));
+}
+
+#[test]
+fn a_volatile_event_from_redis_reaches_members_as_volatile() {
+    let mut s = Setup::cluster(2).build();
+    let alice = joined(&mut s, 0, "alice", "lobby");
+    let bob = joined(&mut s, 1, "bob", "lobby");
+    let text = wire::volatile_message("chat", "lobby", b"1", "alice", 5);
+    let event = RoomEvent {
+        room: "lobby".into(),
+        epoch: "".into(),
+        seq: 0,
+        frame: wire::text_frame(&text),
+        from_here: Some(FromHere {
+            read_micros: 0,
+            exclude: Some(alice),
+        }),
+        presence: false,
+        volatile: true,
+    };
+    s.bridge_sends(owner_of("lobby", 2), FromBridge::Event(event));
+    assert!(s.got(alice).is_empty(), "no echo asked");
+    assert_eq!(
+        s.got(bob),
+        [Got::Volatile(
+            r#"{"event":"chat","room":"lobby","data":1,"from":"alice","ts":5}"#.to_owned()
+        )]
+    );
+}
+
+#[test]
+fn room_events_from_redis_are_paced_for_a_member_with_max_rate() {
+    let mut s = Setup::cluster(2).build();
+    let room = room_owned_by(0, 2, "r");
+    let plain = joined(&mut s, 0, "alice", &room);
+    let paced = s.connect(1, "bob");
+    s.request(paced, join_paced(&room, 2.0, false));
+    answer_joins(&mut s, || Ok((history(0, &[]), 2)));
+    assert!(answers(&s.got(paced))[0].contains("\"success\":true"));
+    for seq in 1..=5 {
+        s.bridge_sends(0, FromBridge::Event(event(&room, seq, None)));
+    }
+    let seqs = |got: Vec<Got>| -> Vec<u64> { events(&got).iter().map(|t| seq_of(t)).collect() };
+    assert_eq!(seqs(s.got(plain)), [1, 2, 3, 4, 5]);
+    assert_eq!(seqs(s.got(paced)), [1]);
+    s.advance(s.time.now + Duration::from_millis(500));
+    assert_eq!(seqs(s.got(paced)), [5], "the newest, at the next slot");
 }

@@ -288,6 +288,7 @@ fn a_rejoin_is_answered_without_counting_twice() {
             recovery: JoinRecovery::default(),
             rejoin: true,
             meta: None,
+            min_interval: None,
         },
     );
     let got = s.got(alice);
@@ -604,4 +605,85 @@ fn a_leave_behind_a_refused_join_does_not_count_out_another_member() {
     s.request(alice, publish(&room, "1", true, None));
     assert_eq!(events(&s.got(alice)).len(), 1, "alice is still counted");
     assert!(events(&s.got(bob)).is_empty());
+}
+
+#[test]
+fn a_volatile_event_reaches_members_without_seq_and_is_acked_with_empty_data() {
+    let mut s = Setup::local(3).build();
+    let alice = joined(&mut s, 1, "alice", "lobby");
+    let bob = joined(&mut s, 2, "bob", "lobby");
+    s.request(alice, volatile("lobby", r#"{"typing":true}"#, false, id(3)));
+    assert_eq!(
+        s.got(bob),
+        [Got::Volatile(
+            r#"{"event":"chat","room":"lobby","data":{"typing":true},"from":"alice","ts":1700000000000}"#
+                .to_owned()
+        )]
+    );
+    assert_eq!(
+        s.got(alice),
+        [Got::Answer(Some(
+            r#"{"event":"ack","id":3,"success":true,"data":{}}"#.to_owned()
+        ))]
+    );
+    assert_eq!(s.publishes(), 0, "not sequenced");
+}
+
+#[test]
+fn a_volatile_event_takes_no_seq_and_stays_out_of_history() {
+    let mut s = Setup::local(2).build();
+    let alice = joined(&mut s, 0, "alice", "h");
+    s.request(alice, publish("h", "1", true, None));
+    s.request(alice, volatile("h", "2", true, None));
+    s.request(alice, publish("h", "3", true, id(4)));
+    let got = s.got(alice);
+    assert_eq!(
+        events(&got).iter().map(|e| seq_of(e)).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert_eq!(
+        answers(&got),
+        [r#"{"event":"ack","id":4,"success":true,"data":{"seq":2}}"#]
+    );
+    let bob = s.connect(1, "bob");
+    let recovery = JoinRecovery {
+        history: Some(10),
+        ..JoinRecovery::default()
+    };
+    s.request(bob, join_with("h", recovery));
+    let ack = answers(&s.got(bob))[0].to_owned();
+    assert!(ack.contains(r#""seq":2,"messages":[{"#), "{ack}");
+    assert!(!ack.contains(r#""data":2,"#), "{ack}");
+}
+
+#[test]
+fn a_connections_volatile_events_reach_each_member_in_order() {
+    let mut s = Setup::local(3).build();
+    let room = "cursor";
+    let owner = owner_of(room, 3);
+    let publisher = (owner + 1) % 3;
+    let alice = joined(&mut s, publisher, "alice", room);
+    let bob = joined(&mut s, (owner + 2) % 3, "bob", room);
+    for n in 0..5 {
+        s.request(alice, volatile(room, &n.to_string(), false, None));
+    }
+    let got = s.got(bob);
+    let data: Vec<_> = got
+        .iter()
+        .map(|g| match g {
+            Got::Volatile(text) => text[text.find("\"data\":").unwrap() + 7..].chars().next(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(data, ['0', '1', '2', '3', '4'].map(Some));
+    assert!(s.got(alice).is_empty(), "no echo, no id: nothing back");
+}
+
+#[test]
+fn an_http_volatile_publish_answers_no_seq() {
+    let mut s = Setup::local(2).build();
+    let bob = joined(&mut s, 1, "bob", "feed");
+    let http = s.http_volatile(0, 0, "feed", "7");
+    assert_eq!(s.got(http), [Got::Published(0, Some(NO_SEQ))]);
+    assert!(matches!(&s.got(bob)[..], [Got::Volatile(text)] if !text.contains("\"seq\"")));
 }

@@ -5,6 +5,7 @@
 mod cluster;
 mod local;
 mod notes;
+mod paced;
 mod server_api;
 
 use std::collections::HashMap;
@@ -16,6 +17,7 @@ use crate::config::RoomsConfig;
 use crate::conn::ConnRef;
 use crate::hooks::webhook::{EventType, Types, What};
 use crate::metrics::ShardMetrics;
+use crate::proto::publish::NO_SEQ;
 use crate::proto::reply::OwnedId;
 use crate::proto::{JoinRecovery, Request, publish, wire};
 use crate::redis::requests::BridgeRequest;
@@ -32,6 +34,8 @@ pub enum Got {
     Event(String),
     /// Anything else delivered: presence, direct messages, broadcasts.
     Other(String),
+    /// A volatile room event (`Fanout::Volatile`).
+    Volatile(String),
     /// The answer to one of its requests (`None`: answered without a text).
     Answer(Option<String>),
     /// An HTTP publisher's message `index` got `seq` (`None`: refused).
@@ -98,6 +102,7 @@ impl Outlet for TestOutlet {
                     Got::Event(text)
                 }
                 Fanout::Other => Got::Other(text),
+                Fanout::Volatile => Got::Volatile(text),
             });
         }
         reached
@@ -433,6 +438,22 @@ impl Shards {
 
     /// A `POST /publish` message from an HTTP connection (no user) on `shard`.
     pub fn http_publish(&mut self, shard: usize, index: usize, room: &str, data: &str) -> ConnRef {
+        self.http_message(shard, index, room, data, false)
+    }
+
+    /// As `http_publish`, a volatile message (section 14).
+    pub fn http_volatile(&mut self, shard: usize, index: usize, room: &str, data: &str) -> ConnRef {
+        self.http_message(shard, index, room, data, true)
+    }
+
+    fn http_message(
+        &mut self,
+        shard: usize,
+        index: usize,
+        room: &str,
+        data: &str,
+        volatile: bool,
+    ) -> ConnRef {
         let conn = self.connect(shard, "http");
         let asker = Asker {
             conn,
@@ -445,6 +466,7 @@ impl Shards {
                 room: room.into(),
                 event: "tick".into(),
                 data: data.as_bytes().into(),
+                volatile,
             },
             from: Arc::from("backend"),
         };
@@ -564,10 +586,7 @@ impl Shards {
 
     /// Whether `conn` is on its shard's member list of `room`.
     pub fn is_member(&self, conn: ConnRef, room: &str) -> bool {
-        self.routers[conn.shard]
-            .local
-            .members(room)
-            .contains(&conn.key)
+        self.routers[conn.shard].local.contains(room, conn.key)
     }
 
     /// Room events delivered, over every shard.
@@ -581,6 +600,28 @@ impl Shards {
     /// Publishes counted, over every shard.
     pub fn publishes(&self) -> u64 {
         self.outlets.iter().map(|o| o.metrics.publishes.get()).sum()
+    }
+
+    /// Time passes until `to`, each shard sending its paced members'
+    /// held-back events at their slots, as its loop would wake for them.
+    pub fn advance(&mut self, to: Instant) {
+        loop {
+            let slot = self.routers.iter().filter_map(Router::next_slot).min();
+            let Some(slot) = slot.filter(|&slot| slot <= to) else {
+                break;
+            };
+            self.time.now = self.time.now.max(slot);
+            let time = self.time;
+            for shard in 0..self.routers.len() {
+                self.routers[shard].send_due(time, &mut self.outlets[shard]);
+            }
+        }
+        self.time.now = self.time.now.max(to);
+    }
+
+    /// Paced members holding an event back, over every shard.
+    pub fn held_back(&self) -> usize {
+        self.routers.iter().map(|r| r.local.pending()).sum()
     }
 
     pub fn router(&mut self, shard: usize) -> &mut Router {
@@ -599,6 +640,7 @@ pub fn join(room: &str, id: Option<OwnedId>) -> Request {
         recovery: JoinRecovery::default(),
         rejoin: false,
         meta: None,
+        min_interval: None,
     }
 }
 
@@ -609,6 +651,19 @@ pub fn join_with(room: &str, recovery: JoinRecovery) -> Request {
         recovery,
         rejoin: false,
         meta: None,
+        min_interval: None,
+    }
+}
+
+/// A join with `data.maxRate: rate`.
+pub fn join_paced(room: &str, rate: f64, rejoin: bool) -> Request {
+    Request::Join {
+        room: room.into(),
+        id: id(1),
+        recovery: JoinRecovery::default(),
+        rejoin,
+        meta: None,
+        min_interval: Some(Duration::from_secs_f64(1.0 / rate)),
     }
 }
 
@@ -622,6 +677,19 @@ pub fn publish(room: &str, data: &str, echo: bool, id: Option<OwnedId>) -> Reque
         event: "chat".into(),
         data: data.as_bytes().into(),
         echo,
+        volatile: false,
+        id,
+    }
+}
+
+/// A volatile room event (section 14).
+pub fn volatile(room: &str, data: &str, echo: bool, id: Option<OwnedId>) -> Request {
+    Request::Publish {
+        room: room.into(),
+        event: "chat".into(),
+        data: data.as_bytes().into(),
+        echo,
+        volatile: true,
         id,
     }
 }
