@@ -140,7 +140,7 @@ check() {
 }
 
 # The one-process suites of rooms, history, presence, direct messages,
-# events, POST /publish and permissions again, each server a cluster of two
+# events, POST /publish, permissions and maxRate again, each server a cluster of two
 # nodes on one Redis (tests/common: ROOMCAST_TEST_REDIS), so publishers and
 # members land on different nodes. The suites are modules of tests/it,
 # selected by module path: `rooms::`, not `rooms`, which would also take
@@ -149,7 +149,7 @@ check() {
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
-CLUSTER_SUITES=(rooms:: history:: presence:: direct:: events:: publish:: permissions:: volatile::)
+CLUSTER_SUITES=(rooms:: history:: presence:: direct:: events:: publish:: permissions:: volatile:: max_rate::)
 cluster_pass() {
   local port
   port="$(free_port)"

@@ -195,6 +195,10 @@ pub mod limits {
     pub const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
     /// Longest accepted `sub` claim, in bytes.
     pub const MAX_SUB_LEN: usize = 128;
+    /// Slowest `room:join` `data.maxRate`, in events per second (section 14).
+    pub const MIN_MAX_RATE: f64 = 0.1;
+    /// Fastest `room:join` `data.maxRate`, in events per second.
+    pub const MAX_MAX_RATE: f64 = 1000.0;
     /// Deepest JSON nesting accepted in an envelope.
     pub const MAX_JSON_DEPTH: usize = 64;
     /// Most header lines accepted in one HTTP request.

@@ -60,6 +60,13 @@ export interface RoomMessage<T = unknown> {
 export interface JoinOptions {
   /** Latest messages to get back. */
   history?: number;
+  /**
+   * At most this many of the room's events a second (0.1 to 1000, section
+   * 14): faster ones are conflated to the newest, which arrives within
+   * `1/maxRate` s; skipped events show as `seq` gaps. A join without it on a
+   * joined room removes the rate.
+   */
+  maxRate?: number;
 }
 
 export interface JoinAck {

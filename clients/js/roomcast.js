@@ -185,11 +185,14 @@ export class Room extends Emitter {
     this.held = null;
   }
 
-  /** Joins (and keeps rejoining after reconnects); resolves with the ack data. */
+  /**
+   * Joins (and keeps rejoining after reconnects, with the options of the
+   * last join the server accepted); resolves with the ack data.
+   */
   async join(options = {}) {
-    this.joinOptions = options;
     this.joined = true;
     const data = await this.client.request("room:join", { room: this.name, ...options });
+    this.joinOptions = options;
     this.cursor.reset(data.epoch, data.seq);
     this.deliverAll(data.messages || []);
     return data;

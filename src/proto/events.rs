@@ -5,13 +5,14 @@
 //! requests to the sink. Knows nothing of shards or of where rooms live.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use simd_json::prelude::*;
 use simd_json::tape::Value;
 
 use crate::auth::{self, AuthError};
 use crate::codes::ErrorCode;
-use crate::codes::limits::MAX_SUB_LEN;
+use crate::codes::limits::{MAX_MAX_RATE, MAX_SUB_LEN, MIN_MAX_RATE};
 use crate::json;
 use crate::proto::envelope::Envelope;
 use crate::proto::names::{self, may_join};
@@ -90,6 +91,25 @@ fn optional_count(
     }
 }
 
+/// `data.maxRate` (section 14), absent allowed, as the least interval
+/// between two room events: a number from `MIN_MAX_RATE` to
+/// `MAX_MAX_RATE` per second, integer or not.
+fn max_rate_interval(
+    value: Option<Value<'_, '_>>,
+) -> Result<Option<Duration>, (ErrorCode, &'static str)> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let rate = value
+        .cast_f64()
+        .filter(|rate| (MIN_MAX_RATE..=MAX_MAX_RATE).contains(rate))
+        .ok_or((
+            ErrorCode::ValidationError,
+            "maxRate must be a number from 0.1 to 1000",
+        ))?;
+    Ok(Some(Duration::from_secs_f64(1.0 / rate)))
+}
+
 /// `room:join`.
 pub fn join(event: &Event<'_, '_, '_>, sink: &mut dyn Sink) -> Outcome {
     let room = event.room_argument()?;
@@ -116,6 +136,7 @@ pub fn join(event: &Event<'_, '_, '_>, sink: &mut dyn Sink) -> Outcome {
                 .into(),
         ),
     };
+    let min_interval = max_rate_interval(event.data_field("maxRate"))?;
     sink.request(Request::Join {
         room,
         id: event.id(),
@@ -128,6 +149,7 @@ pub fn join(event: &Event<'_, '_, '_>, sink: &mut dyn Sink) -> Outcome {
         meta: event
             .data_text
             .and_then(|data| scan::field_range(data, "meta").map(|r| data[r].into())),
+        min_interval,
     });
     Ok(())
 }

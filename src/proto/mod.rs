@@ -14,6 +14,7 @@ pub mod scan;
 pub mod wire;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::auth::{Claims, Keys};
 use crate::codes::ErrorCode;
@@ -55,6 +56,9 @@ pub enum Request {
         rejoin: bool,
         /// The exact text of `data.meta`, for the `--subscribe-proxy`.
         meta: Option<Box<[u8]>>,
+        /// `data.maxRate` (section 14) as the least time between two room
+        /// events for this member; `None`: every event at once.
+        min_interval: Option<Duration>,
     },
     Leave {
         room: Arc<str>,
@@ -424,6 +428,39 @@ mod tests {
     }
 
     #[test]
+    fn join_reads_max_rate_as_an_interval() {
+        for (rate, millis) in [("2", 500), ("0.1", 10_000), ("1000", 1), ("2.5e0", 400)] {
+            let text = format!(
+                r#"{{"event":"room:join","data":{{"room":"prices:btc","maxRate":{rate}}}}}"#
+            );
+            match requests(&text, &[]).as_slice() {
+                [Request::Join { min_interval, .. }] => {
+                    assert_eq!(*min_interval, Some(Duration::from_millis(millis)), "{rate}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_max_rate_out_of_range_or_not_a_number_is_a_validation_error() {
+        for rate in [
+            "0", "0.09", "1000.5", "-1", "1e400", "\"5\"", "null", "true", "[2]",
+        ] {
+            let text = format!(
+                r#"{{"event":"room:join","data":{{"room":"prices:btc","maxRate":{rate}}},"id":1}}"#
+            );
+            let replies = answer(&text);
+            assert_eq!(replies.len(), 1, "{rate}: {replies:?}");
+            assert!(
+                replies[0].contains("VALIDATION_ERROR"),
+                "{rate}: {replies:?}"
+            );
+            assert!(replies[0].contains("maxRate"), "{rate}: {replies:?}");
+        }
+    }
+
+    #[test]
     fn join_reads_its_arguments_from_data() {
         let sent = requests(
             r#"{"event":"room:join","data":{"room":"prices:btc","history":5,"since":3,"epoch":"e"}}"#,
@@ -441,6 +478,7 @@ mod tests {
                 },
                 rejoin: false,
                 meta: None,
+                min_interval: None,
             }]
         );
     }

@@ -282,11 +282,12 @@ impl Shard {
         loop {
             let holding_back = self.update_holding_back();
             // A Server API call waiting for other nodes is answered at its
-            // deadline, not at the next sweep.
-            let wake_at = self
-                .router
-                .api_deadline()
-                .map_or(self.next_tick, |d| d.min(self.next_tick));
+            // deadline, and a paced member's held-back event sent at its
+            // slot, not at the next sweep.
+            let wake_at = [self.router.api_deadline(), self.router.next_slot()]
+                .into_iter()
+                .flatten()
+                .fold(self.next_tick, Instant::min);
             let until_tick = wake_at.saturating_duration_since(Instant::now());
             let timeout = if self.accept_again {
                 Duration::ZERO
@@ -352,6 +353,13 @@ impl Shard {
                 .is_some_and(|d| Instant::now() >= d)
             {
                 self.api_tick();
+            }
+            if self
+                .router
+                .next_slot()
+                .is_some_and(|at| Instant::now() >= at)
+            {
+                self.send_due();
             }
             self.pump();
             self.flush_dirty();
@@ -884,6 +892,14 @@ impl Shard {
         }
         self.router.sweep(now);
         self.api_tick();
+    }
+
+    /// Paced members (`maxRate`) are sent the events they held back until
+    /// this slot.
+    fn send_due(&mut self) {
+        let time = self.time();
+        let (router, mut out) = self.split();
+        router.send_due(time, &mut out);
     }
 
     /// Server API calls past their `--api-timeout` are answered.

@@ -3,19 +3,97 @@
 //!
 //! Join and leave are O(1) (a position index per room, swap-remove); the
 //! fan-out walks a plain `Vec`. Knows keys, not connections.
+//!
+//! Members that joined with `maxRate` (section 14) are kept apart, each
+//! with its pace (`paced`): a room event reaches the plain members as
+//! before, and those paced members whose slot has come; the others hold it
+//! back as their newest pending event, sent from the shard's `Slots` when
+//! their slot comes. A room without paced members costs nothing more.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-#[derive(Default)]
+use crate::rooms::paced::{Offered, Paced, Slots};
+
+/// How `maxRate` (section 14) applies to an event delivered in a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pacing {
+    /// Not at all: presence events, which carry no `seq` to show a skip.
+    None,
+    /// Sequenced room events: a paced member whose slot has not come holds
+    /// the newest back for its slot.
+    Conflate,
+    /// Volatile events: a paced member gets one only into a free slot.
+    FreeSlotOnly,
+}
+
+/// Where a member is on its room's lists.
+#[derive(Debug, Clone, Copy)]
+enum Place {
+    Plain(usize),
+    Paced(usize),
+}
+
 struct LocalRoom {
+    /// The room's name, shared with the map's key and the slots.
+    name: Arc<str>,
     members: Vec<usize>,
-    positions: HashMap<usize, usize>,
+    paced: Vec<Paced>,
+    positions: HashMap<usize, Place>,
+}
+
+impl LocalRoom {
+    fn new(name: Arc<str>) -> Self {
+        Self {
+            name,
+            members: Vec::new(),
+            paced: Vec::new(),
+            positions: HashMap::new(),
+        }
+    }
+
+    fn take_plain(&mut self, position: usize) {
+        self.members.swap_remove(position);
+        if let Some(&moved) = self.members.get(position) {
+            self.positions.insert(moved, Place::Plain(position));
+        }
+    }
+
+    fn take_paced(&mut self, position: usize) -> Paced {
+        let paced = self.paced.swap_remove(position);
+        if let Some(moved) = self.paced.get(position) {
+            self.positions.insert(moved.key, Place::Paced(position));
+        }
+        paced
+    }
+
+    fn add_plain(&mut self, key: usize) {
+        self.positions.insert(key, Place::Plain(self.members.len()));
+        self.members.push(key);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.members.is_empty() && self.paced.is_empty()
+    }
+}
+
+/// Paced events due at a slot: one frame for the `keys` of one room.
+#[derive(Debug)]
+pub struct Due {
+    pub room: Arc<str>,
+    pub frame: Arc<[u8]>,
+    pub keys: Vec<usize>,
 }
 
 /// Rooms with members on this shard.
 #[derive(Default)]
 pub struct LocalRooms {
-    rooms: HashMap<Box<str>, LocalRoom>,
+    rooms: HashMap<Arc<str>, LocalRoom>,
+    /// Paced members holding an event back, by slot.
+    slots: Slots,
+    /// The recipients of a fan-out in a room with paced members.
+    scratch: Vec<usize>,
 }
 
 impl LocalRooms {
@@ -23,37 +101,178 @@ impl LocalRooms {
     pub fn add(&mut self, room: &str, key: usize) -> bool {
         let local = match self.rooms.get_mut(room) {
             Some(local) => local,
-            None => self.rooms.entry(room.into()).or_default(),
+            None => {
+                let name: Arc<str> = room.into();
+                self.rooms
+                    .entry(name.clone())
+                    .or_insert_with(|| LocalRoom::new(name))
+            }
         };
         if local.positions.contains_key(&key) {
             return false;
         }
-        local.positions.insert(key, local.members.len());
-        local.members.push(key);
+        local.add_plain(key);
         true
     }
 
-    /// Removes connection `key` from `room`; false when it was not there.
+    /// Removes connection `key` from `room` (and its pending event, if
+    /// paced); false when it was not there.
     pub fn remove(&mut self, room: &str, key: usize) -> bool {
         let Some(local) = self.rooms.get_mut(room) else {
             return false;
         };
-        let Some(position) = local.positions.remove(&key) else {
+        let Some(place) = local.positions.remove(&key) else {
             return false;
         };
-        local.members.swap_remove(position);
-        if let Some(&moved) = local.members.get(position) {
-            local.positions.insert(moved, position);
+        match place {
+            Place::Plain(position) => local.take_plain(position),
+            Place::Paced(position) => {
+                if let Some(at) = local.take_paced(position).slot() {
+                    self.slots.remove(at, &local.name, key);
+                }
+            }
         }
-        if local.members.is_empty() {
+        if local.is_empty() {
             self.rooms.remove(room);
         }
         true
     }
 
-    /// The connections in `room` on this shard.
+    /// Whether connection `key` is on `room`'s lists here.
+    pub fn contains(&self, room: &str, key: usize) -> bool {
+        self.rooms
+            .get(room)
+            .is_some_and(|local| local.positions.contains_key(&key))
+    }
+
+    /// Sets the pace of member `key` of `room`: at most one room event per
+    /// `interval`, or (`None`) every event at once. A member that held an
+    /// event back is plain again once that event is sent, at once.
+    pub fn set_pace(&mut self, room: &str, key: usize, interval: Option<Duration>, now: Instant) {
+        let Some(local) = self.rooms.get_mut(room) else {
+            return;
+        };
+        let Some(&place) = local.positions.get(&key) else {
+            return;
+        };
+        match (place, interval) {
+            (Place::Plain(position), Some(interval)) => {
+                local.take_plain(position);
+                local.positions.insert(key, Place::Paced(local.paced.len()));
+                local.paced.push(Paced::new(key, interval, now));
+            }
+            (Place::Paced(position), None) if local.paced[position].slot().is_none() => {
+                local.take_paced(position);
+                local.add_plain(key);
+            }
+            (Place::Paced(position), interval) => {
+                let interval = interval.unwrap_or(Duration::ZERO);
+                if let Some((old, new)) = local.paced[position].repace(interval, now) {
+                    self.slots.remove(old, &local.name, key);
+                    self.slots.insert(new, &local.name, key);
+                }
+            }
+            (Place::Plain(_), None) => {}
+        }
+    }
+
+    /// The plain members of `room` on this shard.
     pub fn members(&self, room: &str) -> &[usize] {
         self.rooms.get(room).map_or(&[], |local| &local.members)
+    }
+
+    /// Who gets `frame` in `room` now: every member for `Pacing::None`
+    /// (an event no pace applies to), else the plain members and those
+    /// paced members (but `skip`) whose slot has come; for
+    /// `Pacing::Conflate` the other paced members hold it back, for
+    /// `Pacing::FreeSlotOnly` they go without.
+    pub fn recipients(
+        &mut self,
+        room: &str,
+        frame: &Arc<[u8]>,
+        skip: Option<usize>,
+        pacing: Pacing,
+        now: Instant,
+    ) -> &[usize] {
+        let Some(local) = self.rooms.get_mut(room) else {
+            return &[];
+        };
+        let name = &local.name;
+        if local.paced.is_empty() {
+            return &local.members;
+        }
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&local.members);
+        for member in &mut local.paced {
+            if pacing == Pacing::None {
+                self.scratch.push(member.key);
+                continue;
+            }
+            if skip == Some(member.key) {
+                continue;
+            }
+            if pacing == Pacing::FreeSlotOnly {
+                if member.offer_volatile(now) {
+                    self.scratch.push(member.key);
+                }
+                continue;
+            }
+            match member.offer(frame, now) {
+                Offered::Now { unschedule } => {
+                    if let Some(at) = unschedule {
+                        self.slots.remove(at, name, member.key);
+                    }
+                    self.scratch.push(member.key);
+                }
+                Offered::Held { schedule } => {
+                    if let Some(at) = schedule {
+                        self.slots.insert(at, name, member.key);
+                    }
+                }
+            }
+        }
+        &self.scratch
+    }
+
+    /// When the earliest held-back event is due.
+    pub fn next_slot(&self) -> Option<Instant> {
+        self.slots.earliest()
+    }
+
+    /// The held-back events due at `now`, one `Due` per distinct frame, so
+    /// each is written (and compressed) once for all its members.
+    pub fn take_due(&mut self, now: Instant) -> Vec<Due> {
+        let mut due: Vec<Due> = Vec::new();
+        while let Some((room, key)) = self.slots.pop_due(now) {
+            let Some(local) = self.rooms.get_mut(&room) else {
+                continue;
+            };
+            let Some(&Place::Paced(position)) = local.positions.get(&key) else {
+                continue;
+            };
+            let Some(frame) = local.paced[position].take_due(now) else {
+                continue;
+            };
+            if local.paced[position].is_unpaced() {
+                // Its pace was removed while this event waited.
+                local.take_paced(position);
+                local.add_plain(key);
+            }
+            match due.iter_mut().find(|d| Arc::ptr_eq(&d.frame, &frame)) {
+                Some(same) => same.keys.push(key),
+                None => due.push(Due {
+                    room,
+                    frame,
+                    keys: vec![key],
+                }),
+            }
+        }
+        due
+    }
+
+    /// Paced members holding an event back, over every room.
+    pub fn pending(&self) -> usize {
+        self.slots.len()
     }
 
     /// Rooms with members here.
@@ -88,6 +307,52 @@ mod tests {
         }
         assert!(rooms.is_empty());
         assert!(rooms.members("r").is_empty());
+    }
+
+    #[test]
+    fn paced_and_plain_positions_stay_right_and_leaves_drop_their_slots() {
+        let now = Instant::now();
+        let second = Some(Duration::from_secs(1));
+        let frame: Arc<[u8]> = Arc::from(&b"e"[..]);
+        let mut rooms = LocalRooms::default();
+        for key in 0..20 {
+            rooms.add("r", key);
+        }
+        for key in (0..20).step_by(2) {
+            rooms.set_pace("r", key, second, now);
+        }
+        let mut first: Vec<usize> = rooms
+            .recipients("r", &frame, None, Pacing::Conflate, now)
+            .to_vec();
+        first.sort_unstable();
+        assert_eq!(
+            first,
+            (0..20).collect::<Vec<_>>(),
+            "a first event goes to all"
+        );
+        let mut second_event = rooms
+            .recipients("r", &frame, None, Pacing::Conflate, now)
+            .to_vec();
+        second_event.sort_unstable();
+        assert_eq!(second_event, (1..20).step_by(2).collect::<Vec<_>>());
+        assert_eq!(rooms.pending(), 10);
+        for key in (0..20).step_by(4) {
+            assert!(rooms.remove("r", key));
+        }
+        assert_eq!(rooms.pending(), 5);
+        for key in 0..20 {
+            assert_eq!(rooms.contains("r", key), key % 4 != 0, "{key}");
+        }
+        let due = rooms.take_due(now + Duration::from_secs(1));
+        assert_eq!(due.len(), 1, "one frame for all");
+        let mut keys = due[0].keys.clone();
+        keys.sort_unstable();
+        assert_eq!(keys, [2, 6, 10, 14, 18]);
+        for key in 0..20 {
+            rooms.remove("r", key);
+        }
+        assert!(rooms.is_empty());
+        assert_eq!(rooms.pending(), 0);
     }
 
     #[test]

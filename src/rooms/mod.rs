@@ -28,6 +28,7 @@ pub mod gather;
 pub mod local;
 pub mod notes;
 pub mod outlet;
+pub mod paced;
 pub mod router;
 pub mod sequencer;
 pub mod table;

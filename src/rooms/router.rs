@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::RoomsConfig;
 use crate::conn::ConnRef;
@@ -29,7 +29,7 @@ use crate::rooms::api::ApiState;
 use crate::rooms::bus::{BusMsg, Fanout, JoinAnswer, Outbox, PublishAnswer, ToOwner};
 use crate::rooms::cluster::{BridgeAnswer, ClusterSide, RedisRooms};
 use crate::rooms::gather::Gathers;
-use crate::rooms::local::LocalRooms;
+use crate::rooms::local::{LocalRooms, Pacing};
 use crate::rooms::notes::{NoteRules, Notes};
 use crate::rooms::outlet::Outlet;
 use crate::rooms::owner_of;
@@ -86,6 +86,9 @@ pub struct Router {
     /// join, and then has nothing to count out; once it has counted the
     /// connection in, the leave goes.
     joins_out: HashMap<(Arc<str>, ConnRef), Option<Arc<str>>>,
+    /// The `maxRate` interval of joins the owner has not answered, for
+    /// connections not on the member list yet: applied once they are.
+    paces_out: HashMap<(Arc<str>, ConnRef), Duration>,
     /// Who sequences the rooms: this table, or Redis.
     pub(super) sequencer: Sequencer,
     pub(super) outbox: Outbox,
@@ -109,6 +112,7 @@ impl Router {
             users: UserIndex::default(),
             gathers: Gathers::default(),
             joins_out: HashMap::new(),
+            paces_out: HashMap::new(),
             sequencer,
             outbox: Outbox::new(config.shards),
             api: ApiState::default(),
@@ -224,10 +228,12 @@ impl Router {
                 recovery,
                 rejoin,
                 meta: _,
+                min_interval,
             } => {
                 if !rejoin {
                     self.note_join_out(room.clone(), conn);
                 }
+                self.pace(&room, conn, min_interval, now);
                 self.send_to_owner(BusMsg::Join {
                     room,
                     conn,
@@ -280,6 +286,39 @@ impl Router {
         self.joins_out.insert((room, conn), None);
     }
 
+    /// A join (or rejoin) of `conn` asked for this pace in `room`: a member
+    /// here takes it now, a joiner once the owner has admitted it.
+    fn pace(&mut self, room: &Arc<str>, conn: ConnRef, interval: Option<Duration>, now: Instant) {
+        if self.local.contains(room, conn.key) {
+            self.local.set_pace(room, conn.key, interval, now);
+        } else if let Some(interval) = interval {
+            self.paces_out.insert((room.clone(), conn), interval);
+        } else {
+            self.paces_out.remove(&(room.clone(), conn));
+        }
+    }
+
+    /// When a paced member's held-back event is due (`maxRate`), for the
+    /// shard's poll timeout.
+    pub fn next_slot(&self) -> Option<Instant> {
+        self.local.next_slot()
+    }
+
+    /// Sends the paced members' held-back events whose slot has come.
+    pub fn send_due(&mut self, time: Time, out: &mut impl Outlet) {
+        for due in self.local.take_due(time.now) {
+            let fanout = Fanout::RoomEvent { read_at: time.now };
+            out.deliver(
+                &due.keys,
+                None,
+                &due.frame,
+                Some(&due.room),
+                fanout,
+                time.now,
+            );
+        }
+    }
+
     /// Connection `conn` of `user` leaves `room` (a Server API
     /// `unsubscribe`), as if it had sent `room:leave`.
     pub(super) fn leave(&mut self, conn: ConnRef, room: Arc<str>, user: Arc<str>) {
@@ -306,6 +345,7 @@ impl Router {
     fn request_leave(&mut self, conn: ConnRef, room: Arc<str>, user: Arc<str>) {
         self.local.remove(&room, conn.key);
         let key = (room, conn);
+        self.paces_out.remove(&key);
         if let Some(leaving) = self.joins_out.get_mut(&key) {
             *leaving = Some(user);
             return;
@@ -372,7 +412,12 @@ impl Router {
                 fanout,
             } => {
                 let skip = self.own_key(exclude);
-                let members = self.local.members(&room);
+                let pacing = match fanout {
+                    Fanout::RoomEvent { .. } => Pacing::Conflate,
+                    Fanout::Volatile => Pacing::FreeSlotOnly,
+                    Fanout::Other => Pacing::None,
+                };
+                let members = self.local.recipients(&room, &frame, skip, pacing, time.now);
                 out.deliver(members, skip, &frame, Some(&room), fanout, time.now);
             }
             BusMsg::Joined {
@@ -382,8 +427,9 @@ impl Router {
                 reply,
             } => {
                 self.join_answered(&room, conn, accepted);
-                if out.settle_join(conn, &room, accepted) {
-                    self.local.add(&room, conn.key);
+                let pace = self.paces_out.remove(&(room.clone(), conn));
+                if out.settle_join(conn, &room, accepted) && self.local.add(&room, conn.key) {
+                    self.local.set_pace(&room, conn.key, pace, time.now);
                 }
                 out.answer(conn, reply.as_deref(), time.now);
                 self.api_join_answered(&room, conn, accepted);

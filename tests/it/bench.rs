@@ -182,6 +182,49 @@ fn paced_fanout_sends_about_the_asked_rate() {
 }
 
 #[test]
+fn fanout_with_max_rate_paces_the_subscribers() {
+    let server = Server::start(&[]);
+    let args = [
+        "fanout",
+        "-c",
+        "10",
+        "--rate",
+        "50",
+        "-d",
+        "1s",
+        "--max-rate",
+        "5",
+    ];
+    let result = bench(&server, &args);
+    let sent = count(&result, "sent");
+    let delivered = count(&result, "delivered");
+    assert!(sent >= 30, "asked 50/s for 1 s, sent {sent}");
+    // At 5/s over about a second: one at once, five more, and slack.
+    assert!(
+        (10..=10 * 10).contains(&delivered),
+        "{delivered} deliveries of {sent} messages to 10 members at 5/s"
+    );
+    assert!(json_at(&result, &["lost"]).is_none_or(|lost| lost.is_null()));
+}
+
+#[test]
+fn max_rate_is_refused_out_of_range_or_outside_fanout() {
+    for args in [
+        &["fanout", "--max-rate", "0"][..],
+        &["echo", "--max-rate", "5"][..],
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_roomcast"))
+            .arg("bench")
+            .args(args)
+            .args(["--jwt-secret", "x"])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(String::from_utf8_lossy(&output.stderr).contains("--max-rate"));
+    }
+}
+
+#[test]
 fn connect_counts_handshakes_and_churn_joins_and_leaves() {
     let server = Server::start(&[]);
     for extra in [&[][..], &["--churn"][..]] {

@@ -31,6 +31,7 @@ mod hooks_client;
 mod hooks_proxy;
 mod http;
 mod lifecycle_log;
+mod max_rate;
 mod permissions;
 mod pre_request;
 mod presence;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use roomcast::codes::limits::{MAX_MAX_RATE, MIN_MAX_RATE};
 use roomcast::config::ConfigError;
 
 /// What to measure.
@@ -102,6 +103,11 @@ pub struct BenchArgs {
     /// Fan-out: total messages per second over all publishers; 0: as fast as the window allows.
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
+    /// Fan-out (roomcast target): subscribers join with `data.maxRate` (0.1
+    /// to 1000 per second); the latency probes do not. Deliveries are then
+    /// not checked against what was published.
+    #[arg(long)]
+    pub max_rate: Option<f64>,
     /// Length of the measured window.
     #[arg(long, short = 'd', default_value = "5s", value_parser = duration)]
     pub duration: Duration,
@@ -183,6 +189,15 @@ impl BenchArgs {
         }
         if !(self.rate >= 0.0 && self.rate.is_finite()) {
             return Err(BadArgs("--rate must be a number >= 0"));
+        }
+        if let Some(rate) = self.max_rate
+            && (self.scenario != Scenario::Fanout
+                || self.target != Target::Roomcast
+                || !(MIN_MAX_RATE..=MAX_MAX_RATE).contains(&rate))
+        {
+            return Err(BadArgs(
+                "--max-rate is a number from 0.1 to 1000, for the roomcast target's fanout",
+            ));
         }
         if self.target == Target::Roomcast && self.jwt_secret.is_empty() {
             return Err(BadArgs(

@@ -544,8 +544,13 @@ impl<'a> Worker<'a> {
                 Role::Subscriber { room } | Role::Probe { room, .. } | Role::Idle { room },
             ) if joins => {
                 client.state = State::Joining;
-                let join =
-                    format!(r#"{{"event":"room:join","data":{{"room":"bench-{room}"}},"id":"j"}}"#);
+                let max_rate = match (client.role, args.max_rate) {
+                    (Role::Subscriber { .. }, Some(rate)) => format!(r#","maxRate":{rate}"#),
+                    _ => String::new(),
+                };
+                let join = format!(
+                    r#"{{"event":"room:join","data":{{"room":"bench-{room}"{max_rate}}},"id":"j"}}"#
+                );
                 client::text_frame(join.as_bytes(), &mut client.out);
             }
             _ => client.state = State::Open,

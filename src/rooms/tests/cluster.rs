@@ -155,6 +155,7 @@ fn a_rejoin_redis_could_not_take_keeps_the_membership() {
             recovery: JoinRecovery::default(),
             rejoin: true,
             meta: None,
+            min_interval: None,
         },
     );
     answer_joins(&mut s, || Err(Unavailable));
@@ -671,4 +672,23 @@ fn a_volatile_event_from_redis_reaches_members_as_volatile() {
             r#"{"event":"chat","room":"lobby","data":1,"from":"alice","ts":5}"#.to_owned()
         )]
     );
+}
+
+#[test]
+fn room_events_from_redis_are_paced_for_a_member_with_max_rate() {
+    let mut s = Setup::cluster(2).build();
+    let room = room_owned_by(0, 2, "r");
+    let plain = joined(&mut s, 0, "alice", &room);
+    let paced = s.connect(1, "bob");
+    s.request(paced, join_paced(&room, 2.0, false));
+    answer_joins(&mut s, || Ok((history(0, &[]), 2)));
+    assert!(answers(&s.got(paced))[0].contains("\"success\":true"));
+    for seq in 1..=5 {
+        s.bridge_sends(0, FromBridge::Event(event(&room, seq, None)));
+    }
+    let seqs = |got: Vec<Got>| -> Vec<u64> { events(&got).iter().map(|t| seq_of(t)).collect() };
+    assert_eq!(seqs(s.got(plain)), [1, 2, 3, 4, 5]);
+    assert_eq!(seqs(s.got(paced)), [1]);
+    s.advance(s.time.now + Duration::from_millis(500));
+    assert_eq!(seqs(s.got(paced)), [5], "the newest, at the next slot");
 }

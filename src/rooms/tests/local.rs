@@ -288,6 +288,7 @@ fn a_rejoin_is_answered_without_counting_twice() {
             recovery: JoinRecovery::default(),
             rejoin: true,
             meta: None,
+            min_interval: None,
         },
     );
     let got = s.got(alice);

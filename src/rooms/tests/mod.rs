@@ -5,6 +5,7 @@
 mod cluster;
 mod local;
 mod notes;
+mod paced;
 mod server_api;
 
 use std::collections::HashMap;
@@ -585,10 +586,7 @@ impl Shards {
 
     /// Whether `conn` is on its shard's member list of `room`.
     pub fn is_member(&self, conn: ConnRef, room: &str) -> bool {
-        self.routers[conn.shard]
-            .local
-            .members(room)
-            .contains(&conn.key)
+        self.routers[conn.shard].local.contains(room, conn.key)
     }
 
     /// Room events delivered, over every shard.
@@ -602,6 +600,28 @@ impl Shards {
     /// Publishes counted, over every shard.
     pub fn publishes(&self) -> u64 {
         self.outlets.iter().map(|o| o.metrics.publishes.get()).sum()
+    }
+
+    /// Time passes until `to`, each shard sending its paced members'
+    /// held-back events at their slots, as its loop would wake for them.
+    pub fn advance(&mut self, to: Instant) {
+        loop {
+            let slot = self.routers.iter().filter_map(Router::next_slot).min();
+            let Some(slot) = slot.filter(|&slot| slot <= to) else {
+                break;
+            };
+            self.time.now = self.time.now.max(slot);
+            let time = self.time;
+            for shard in 0..self.routers.len() {
+                self.routers[shard].send_due(time, &mut self.outlets[shard]);
+            }
+        }
+        self.time.now = self.time.now.max(to);
+    }
+
+    /// Paced members holding an event back, over every shard.
+    pub fn held_back(&self) -> usize {
+        self.routers.iter().map(|r| r.local.pending()).sum()
     }
 
     pub fn router(&mut self, shard: usize) -> &mut Router {
@@ -620,6 +640,7 @@ pub fn join(room: &str, id: Option<OwnedId>) -> Request {
         recovery: JoinRecovery::default(),
         rejoin: false,
         meta: None,
+        min_interval: None,
     }
 }
 
@@ -630,6 +651,19 @@ pub fn join_with(room: &str, recovery: JoinRecovery) -> Request {
         recovery,
         rejoin: false,
         meta: None,
+        min_interval: None,
+    }
+}
+
+/// A join with `data.maxRate: rate`.
+pub fn join_paced(room: &str, rate: f64, rejoin: bool) -> Request {
+    Request::Join {
+        room: room.into(),
+        id: id(1),
+        recovery: JoinRecovery::default(),
+        rejoin,
+        meta: None,
+        min_interval: Some(Duration::from_secs_f64(1.0 / rate)),
     }
 }
 
