@@ -453,7 +453,7 @@ impl<S: BridgeSink> Bridge<S> {
             Pending::LiveNodes => self.on_live_nodes(&reply),
             Pending::DeadRooms { node } => self.on_dead_rooms(index, &node, &reply),
             Pending::Recover { room } => self.on_recovered(&room, &reply),
-            Pending::Topology => self.on_topology(Some(&reply)),
+            Pending::Topology => self.on_topology(Some((index, &reply))),
             Pending::Subscribed { room, subscribe } => self.on_subscribed(room, subscribe, &reply),
             Pending::WebhookCursor { index } => self.on_webhook_cursor(index, Some(&reply)),
             Pending::WebhookRead { index } => self.on_webhook_read(index, Some(&reply)),
