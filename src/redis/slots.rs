@@ -96,7 +96,10 @@ impl std::error::Error for MapError {}
 impl SlotMap {
     /// Reads a `CLUSTER SLOTS` reply: every slot held by exactly one
     /// master, or the whole map is refused.
-    pub fn from_slots(reply: &Reply) -> Result<SlotMap, MapError> {
+    /// A master named with an empty host is on the host that was asked,
+    /// `asked_host` (Redis' documented meaning: a node that knows no better
+    /// name for itself, as a one-master cluster does).
+    pub fn from_slots(reply: &Reply, asked_host: &str) -> Result<SlotMap, MapError> {
         let Reply::Array(ranges) = reply else {
             return Err(MapError::Shape);
         };
@@ -119,7 +122,7 @@ impl SlotMap {
             if end < start {
                 return Err(MapError::Range);
             }
-            let address = master_address(master)?;
+            let address = master_address(master, asked_host)?;
             for (at, owner) in held[start..=end].iter_mut().enumerate() {
                 if owner.is_some() {
                     return Err(MapError::Overlap(slot_number(start + at)));
@@ -182,8 +185,8 @@ fn slot_number(slot: usize) -> u16 {
     u16::try_from(slot).unwrap_or(u16::MAX)
 }
 
-/// `[host, port, id, ...]`.
-fn master_address(master: &[Reply]) -> Result<Address, MapError> {
+/// `[host, port, id, ...]`; an empty host is `asked_host`.
+fn master_address(master: &[Reply], asked_host: &str) -> Result<Address, MapError> {
     let [host, port, ..] = master else {
         return Err(MapError::Shape);
     };
@@ -196,6 +199,7 @@ fn master_address(master: &[Reply]) -> Result<Address, MapError> {
         .and_then(|p| u16::try_from(p).ok())
         .filter(|&p| p != 0)
         .ok_or(MapError::Address)?;
+    let host = if host.is_empty() { asked_host } else { host };
     if host.is_empty() || host.contains(['[', ']', ' ']) {
         return Err(MapError::Address);
     }
@@ -277,7 +281,7 @@ mod tests {
 
     #[test]
     fn a_map_gives_each_slot_its_master() {
-        let map = SlotMap::from_slots(&Reply::Array(three())).unwrap();
+        let map = SlotMap::from_slots(&Reply::Array(three()), "asked").unwrap();
         assert_eq!(map.masters().len(), 3);
         let port = |slot| map.master_of(slot).port;
         assert_eq!((port(0), port(5460), port(5461)), (7000, 7000, 7001));
@@ -288,33 +292,50 @@ mod tests {
     }
 
     #[test]
+    fn a_master_without_a_host_is_on_the_host_asked() {
+        let one = vec![range(0, 16383, "", 7000)];
+        let map = SlotMap::from_slots(&Reply::Array(one), "10.0.0.9").unwrap();
+        let master = Address {
+            host: "10.0.0.9".into(),
+            port: 7000,
+        };
+        assert_eq!(map.masters(), [master]);
+    }
+
+    #[test]
     fn a_map_that_leaves_a_slot_out_or_overlaps_is_refused() {
         let mut gap = three();
         gap[1] = range(5461, 10921, "127.0.0.1", 7001);
         assert_eq!(
-            SlotMap::from_slots(&Reply::Array(gap)),
+            SlotMap::from_slots(&Reply::Array(gap), "asked"),
             Err(MapError::Uncovered(10922))
         );
         let mut overlap = three();
         overlap.push(range(100, 100, "127.0.0.1", 7003));
         assert_eq!(
-            SlotMap::from_slots(&Reply::Array(overlap)),
+            SlotMap::from_slots(&Reply::Array(overlap), "asked"),
             Err(MapError::Overlap(100))
         );
         for (bad, error) in [
             (range(0, 16384, "h", 1), MapError::Range),
             (range(5, 4, "h", 1), MapError::Range),
             (range(-1, 4, "h", 1), MapError::Range),
-            (range(0, 16383, "", 1), MapError::Address),
+            (range(0, 16383, "a b", 1), MapError::Address),
             (range(0, 16383, "h", 0), MapError::Address),
             (range(0, 16383, "h", 65_536), MapError::Address),
             (Reply::Integer(1), MapError::Shape),
         ] {
-            assert_eq!(SlotMap::from_slots(&Reply::Array(vec![bad])), Err(error));
+            assert_eq!(
+                SlotMap::from_slots(&Reply::Array(vec![bad]), "asked"),
+                Err(error)
+            );
         }
-        assert_eq!(SlotMap::from_slots(&Reply::Nil), Err(MapError::Shape));
         assert_eq!(
-            SlotMap::from_slots(&Reply::Array(vec![])),
+            SlotMap::from_slots(&Reply::Nil, "asked"),
+            Err(MapError::Shape)
+        );
+        assert_eq!(
+            SlotMap::from_slots(&Reply::Array(vec![]), "asked"),
             Err(MapError::Uncovered(0))
         );
     }
@@ -323,7 +344,7 @@ mod tests {
     fn too_many_masters_are_refused() {
         let ranges = (0..SLOTS as i64).map(|s| range(s, s, "h", 1 + s)).collect();
         assert_eq!(
-            SlotMap::from_slots(&Reply::Array(ranges)),
+            SlotMap::from_slots(&Reply::Array(ranges), "asked"),
             Err(MapError::TooManyMasters)
         );
     }

@@ -38,7 +38,7 @@ pub const TARGET: Target = Target {
 
 fn check(input: &[u8]) {
     if let Ok(Some((reply, _))) = parse(input)
-        && let Ok(map) = SlotMap::from_slots(&reply)
+        && let Ok(map) = SlotMap::from_slots(&reply, "asked")
     {
         check_map(&map);
     }
@@ -74,7 +74,7 @@ fn check_map(map: &SlotMap) {
             })
             .collect(),
     );
-    assert_eq!(SlotMap::from_slots(&again).as_ref(), Ok(map));
+    assert_eq!(SlotMap::from_slots(&again, "asked").as_ref(), Ok(map));
 }
 
 fn range(first: i64, last: i64, host: &str, port: i64) -> Reply {

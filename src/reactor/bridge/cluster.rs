@@ -158,17 +158,19 @@ impl<S: BridgeSink> Bridge<S> {
         }
     }
 
-    /// A `CLUSTER SLOTS` reply (`None`: its link went down first).
-    pub(super) fn on_topology(&mut self, reply: Option<&Reply>) {
+    /// A `CLUSTER SLOTS` reply and the link it came from (`None`: the
+    /// link went down first).
+    pub(super) fn on_topology(&mut self, answer: Option<(usize, &Reply)>) {
         let Some(topology) = &mut self.topology else {
             return;
         };
         topology.asking = false;
-        let Some(reply) = reply else {
+        let Some((index, reply)) = answer else {
             topology.stale = true;
             return;
         };
-        match SlotMap::from_slots(reply) {
+        let asked = self.links.get(index).map_or("", |l| l.url.host.as_str());
+        match SlotMap::from_slots(reply, asked) {
             Ok(map) if topology.map.as_ref() != Some(&map) || !topology.again.is_empty() => {
                 topology.fresh = Some(map);
             }
