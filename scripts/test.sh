@@ -259,8 +259,8 @@ check "cargo test (cluster of two nodes on a Redis Cluster)" rcluster_pass
 # The fault drills (tests/drills), one at a time, at their quick size.
 check "fault drills" bash -c 'set -o pipefail; cargo test --quiet --test drills -- --ignored --nocapture --test-threads=1 2>&1 | tee "$1"' _ "$LOGS/drills"
 # The client's unit tests, and the client under Node against the binary.
-check "node --test (clients/js)" bash -c 'set -o pipefail; cd clients/js && ROOMCAST_BIN="$2" node --test test/ 2>&1 | tee "$1"' \
-  _ "$LOGS/node" "$TARGET/debug/roomcast"
+check "node --test (clients/js)" bash -c 'set -o pipefail; cd clients/js && ROOMCAST_BIN="$2" FOSSIL_DELTA="$3" node --test test/ 2>&1 | tee "$1"' \
+  _ "$LOGS/node" "$TARGET/debug/roomcast" "$ORACLE_DIR/node_modules/fossil-delta/fossil-delta.js"
 check "browser tests (Chromium)" bash -c 'set -o pipefail; SCREENSHOT_DIR="$4" ROOMCAST_BIN="$1" PLAYWRIGHT_CORE="$2" CHROMIUM="$(command -v chromium)" node --test tests/browser/ 2>&1 | tee "$3"' \
   _ "$TARGET/debug/roomcast" "$BROWSER_DIR/node_modules/playwright-core/index.mjs" "$LOGS/browser" "$TARGET"
 check "pytest" bash -c 'set -o pipefail; ROOMCAST_BIN="$1" "$2" -m pytest -q -p no:cacheprovider tests/python 2>&1 | tee "$3"' \

@@ -67,6 +67,14 @@ export interface JoinOptions {
    * joined room removes the rate.
    */
   maxRate?: number;
+  /**
+   * Events that directly follow the last one received come as Fossil
+   * deltas of their `data` (section 14), fewer bytes on the wire; the client
+   * applies them before the application sees the event, whose `data` is
+   * then as if it came whole. A delta that does not apply is an `error`
+   * (code `DELTA`) and its event is left out.
+   */
+  delta?: boolean;
 }
 
 export interface JoinAck {
@@ -158,3 +166,7 @@ export const FINAL_CLOSE_CODES: Set<number>;
 export function shouldReconnect(code: CloseCode): boolean;
 export function backoffDelay(attempt: number, options: { base: number; cap: number }, random?: () => number): number;
 export function tokenExpiry(token: string): number | null;
+/** Applies a Fossil delta (section 14) to `source`; throws a `RoomcastError` (code `DELTA`) when it does not apply. */
+export function fossilApply(source: Uint8Array, delta: Uint8Array): Uint8Array;
+/** The exact text of the top-level `data` of a JSON object text, or null. */
+export function dataText(text: string): string | null;

@@ -133,6 +133,125 @@ export class RoomCursor {
   }
 }
 
+const FOSSIL_DIGITS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz~";
+const FOSSIL_VALUES = new Map([...FOSSIL_DIGITS].map((c, i) => [c.charCodeAt(0), i]));
+
+/** Fossil's checksum: the sum of the bytes' big-endian 32-bit words, the last padded. */
+function fossilChecksum(bytes) {
+  let sum = 0;
+  for (let i = 0; i < bytes.length; i += 4) {
+    const word = bytes[i] * 0x1000000 + (bytes[i + 1] ?? 0) * 0x10000 + (bytes[i + 2] ?? 0) * 0x100 + (bytes[i + 3] ?? 0);
+    sum = (sum + word) % 0x100000000;
+  }
+  return sum;
+}
+
+/**
+ * Applies a Fossil delta (the format of the Fossil SCM, section 14's
+ * `data.delta`) to `source`; both and the result are `Uint8Array`s. Throws
+ * on a delta that does not apply, its checksum included.
+ */
+export function fossilApply(source, delta) {
+  let pos = 0;
+  const int = () => {
+    let v = 0;
+    for (let d; pos < delta.length && (d = FOSSIL_VALUES.get(delta[pos])) !== undefined; pos++) v = v * 64 + d;
+    return v;
+  };
+  const fail = (why) => {
+    throw new RoomcastError("DELTA", why);
+  };
+  const limit = int();
+  if (delta[pos++] !== 0x0a) fail("size not terminated by a newline");
+  const out = new Uint8Array(limit);
+  let total = 0;
+  while (pos < delta.length) {
+    const count = int();
+    const op = delta[pos++];
+    if (op === 0x40) {
+      const offset = int();
+      if (delta[pos++] !== 0x2c) fail("copy not terminated by ','");
+      if (total + count > limit) fail("output larger than announced");
+      if (offset + count > source.length) fail("copy past the end of the source");
+      out.set(source.subarray(offset, offset + count), total);
+      total += count;
+    } else if (op === 0x3a) {
+      if (total + count > limit) fail("output larger than announced");
+      if (pos + count > delta.length) fail("insert past the end of the delta");
+      out.set(delta.subarray(pos, pos + count), total);
+      total += count;
+      pos += count;
+    } else if (op === 0x3b) {
+      if (total !== limit) fail("output shorter than announced");
+      if (count !== fossilChecksum(out)) fail("bad checksum");
+      return out;
+    } else {
+      fail("unknown operator");
+    }
+  }
+  return fail("unterminated delta");
+}
+
+function skipString(text, i) {
+  for (i++; i < text.length; i++) {
+    if (text[i] === "\\") i++;
+    else if (text[i] === '"') return i + 1;
+  }
+  return text.length;
+}
+
+function skipValue(text, i) {
+  if (text[i] === '"') return skipString(text, i);
+  if (text[i] === "{" || text[i] === "[") {
+    for (let depth = 0; i < text.length; ) {
+      const c = text[i];
+      if (c === '"') {
+        i = skipString(text, i);
+        continue;
+      }
+      if (c === "{" || c === "[") depth++;
+      else if ((c === "}" || c === "]") && --depth === 0) return i + 1;
+      i++;
+    }
+    return i;
+  }
+  while (i < text.length && !",}] \t\r\n".includes(text[i])) i++;
+  return i;
+}
+
+/**
+ * The exact text of the top-level `data` of a JSON object text, which a
+ * delta's source is (section 14): a re-serialised value could differ.
+ */
+export function dataText(text) {
+  const space = /[ \t\r\n]*/y;
+  const ws = (i) => {
+    space.lastIndex = i;
+    space.test(text);
+    return space.lastIndex;
+  };
+  let i = ws(0);
+  if (text[i] !== "{") return null;
+  i++;
+  for (;;) {
+    i = ws(i);
+    if (text[i] !== '"') return null;
+    const keyEnd = skipString(text, i);
+    const key = text.slice(i + 1, keyEnd - 1);
+    i = ws(keyEnd);
+    if (text[i] !== ":") return null;
+    const start = ws(i + 1);
+    const end = skipValue(text, start);
+    if (key === "data") return text.slice(start, end);
+    i = ws(end);
+    if (text[i] !== ",") return null;
+    i++;
+  }
+}
+
+const UTF8 = new TextEncoder();
+const FROM_UTF8 = new TextDecoder("utf-8", { fatal: true });
+
 /** An error from the server (`code` as in docs/protocol.md) or from the client. */
 export class RoomcastError extends Error {
   constructor(code, message) {
@@ -183,6 +302,34 @@ export class Room extends Emitter {
     this.joinOptions = {};
     // Live events held while a recovery is in flight, so recovered ones come first.
     this.held = null;
+    // The `data` text of the last live sequenced event: a delta's source.
+    this.lastData = null;
+  }
+
+  /**
+   * Section 14's deltas, as a message arrives: keeps each live sequenced
+   * event's `data` text and rebuilds a delta event's `data` from the one
+   * before, so the application sees `data` as if the event came whole.
+   * False for a delta that does not apply (reported as an `error`).
+   */
+  undelta(text, message) {
+    if (typeof message.seq !== "number") return true;
+    if (typeof message.delta !== "string") {
+      this.lastData = "data" in message ? dataText(text) : null;
+      return true;
+    }
+    try {
+      if (this.lastData === null) throw new RoomcastError("DELTA", "no event to apply a delta to");
+      const bytes = fossilApply(UTF8.encode(this.lastData), UTF8.encode(message.delta));
+      this.lastData = FROM_UTF8.decode(bytes);
+      message.data = JSON.parse(this.lastData);
+    } catch (e) {
+      this.lastData = null;
+      this.client.emit("error", e instanceof RoomcastError ? e : new RoomcastError("DELTA", String(e)));
+      return false;
+    }
+    delete message.delta;
+    return true;
   }
 
   /**
@@ -456,7 +603,11 @@ export class Client extends Emitter {
     if (message.event === "error") return this.emit("error", new RoomcastError(message.data.code, message.data.message));
     if (message.event === "room:subscribed") return this.room(message.room).onSubscribed(message.data);
     if (message.event === "room:unsubscribed") return this.rooms.get(message.room)?.onUnsubscribed(message.data);
-    if (message.room && this.rooms.has(message.room)) return this.rooms.get(message.room).deliver(message);
+    if (message.room && this.rooms.has(message.room)) {
+      const room = this.rooms.get(message.room);
+      if (room.undelta(text, message)) room.deliver(message);
+      return;
+    }
     this.emit(message.event, message.data, message);
   }
 
