@@ -182,3 +182,106 @@ fn a_delta_that_is_not_a_boolean_is_a_validation_error() {
     }
     ok_data(&client.join_with(r#"{"room":"lobby","delta":false}"#));
 }
+
+/// A tick of about 20 KiB of which 4 KiB change every time: deltas are
+/// about a fifth of the data, and a member that does not read fills its
+/// queue within a few thousand events.
+fn big_tick(n: u64) -> String {
+    let mut state = n.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let fresh: String = (0..4096)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(b"0123456789abcdef"[(state % 16) as usize])
+        })
+        .collect();
+    format!(
+        r#"{{"n":{n},"fresh":"{fresh}","same":"{}"}}"#,
+        "ü".repeat(8 * 1024)
+    )
+}
+
+/// Under `--slow-consumer conflate` and `drop`, a delta member that stops
+/// reading gets, once it reads again, only events it can rebuild: the one
+/// after what was held back, dropped or replaced is whole.
+#[test]
+fn a_slow_delta_member_rebuilds_every_event_it_gets_after_held_back_ones() {
+    for policy in ["drop", "conflate"] {
+        let bound = ["--max-write-buffer", "64KiB"];
+        let server = Server::start(&[&bound[..], &["--slow-consumer", policy]].concat());
+        let addr = server.addr();
+        let room = "feed:big";
+        let mut fast = member(addr, "fast", room, "");
+        let stream = common::connect_with_small_rcvbuf(addr, 4096);
+        let mut slow =
+            common::RawWs::upgrade(stream, "/ws", &common::rooms::Claims::new("slow").token());
+        slow.read_message();
+        let join = format!(
+            r#"{{"event":"room:join","data":{{"room":{},"delta":true}},"id":1}}"#,
+            q(room)
+        );
+        slow.send_frame(true, common::opcode::TEXT, join.as_bytes());
+        slow.read_message();
+        let mut publisher = publisher(addr, "feed");
+        let mut sent = std::collections::HashMap::new();
+        const EVENTS: u64 = 2500;
+        let mut publish = |n: u64| {
+            publisher.send(&format!(
+                r#"{{"event":"feed:tick","room":{},"data":{}}}"#,
+                q(room),
+                big_tick(n)
+            ));
+            let text = next_tick(&mut fast);
+            sent.insert(seq_of(&text), data_of(&text));
+        };
+        for n in 1..=EVENTS {
+            publish(n);
+        }
+        let mut texts = slow.drain_texts(Duration::from_secs(2));
+        // Dropped events show as a gap only before the next one.
+        for n in EVENTS + 1..=EVENTS + 3 {
+            publish(n);
+        }
+        texts.extend(slow.drain_texts(Duration::from_secs(1)));
+        let mut rebuilt = Rebuilt::default();
+        for text in texts
+            .iter()
+            .filter(|t| t.starts_with(r#"{"event":"feed:tick""#))
+        {
+            rebuilt.take(text);
+        }
+        for ((seq, _), data) in rebuilt.came.iter().zip(&rebuilt.datas) {
+            assert_eq!(Some(data), sent.get(seq), "{policy}: seq {seq}");
+        }
+        let came = &rebuilt.came;
+        assert!(
+            came.iter().any(|&(_, delta)| delta),
+            "{policy}: no delta at all"
+        );
+        let gaps = came.windows(2).filter(|w| w[1].0 != w[0].0 + 1).count();
+        assert!(
+            gaps > 0,
+            "{policy}: the member was never held back: {} events, {} texts, last {:?}",
+            came.len(),
+            texts.len(),
+            came.last()
+        );
+        for w in came.windows(2) {
+            if w[1].0 != w[0].0 + 1 {
+                assert!(!w[1].1, "{policy}: after a gap the event is whole: {w:?}");
+            }
+        }
+        if policy == "conflate" {
+            assert!(
+                came.iter().any(|c| c.0 == EVENTS),
+                "{policy}: the newest of the flood arrives"
+            );
+        }
+        assert_eq!(
+            &came[came.len() - 2..],
+            [(EVENTS + 2, true), (EVENTS + 3, true)],
+            "{policy}"
+        );
+    }
+}
