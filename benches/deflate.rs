@@ -20,6 +20,8 @@ use roomcast::conn::compression::{Codec, SharedFrame};
 use roomcast::proto::wire;
 use roomcast::ws::deflate::{Deflater, Inflater};
 
+mod feed;
+
 /// Members of the room in the fan-out benchmarks.
 const MEMBERS: usize = 1000;
 /// Messages in the context-takeover comparison.
@@ -29,20 +31,7 @@ const STREAM: usize = 1000;
 fn price_update() -> Vec<u8> {
     let mut text =
         String::from(r#"{"event":"price:tick","room":"prices:BTC-USD","data":{"levels":["#);
-    let mut i = 0;
-    while text.len() < 1000 {
-        if i > 0 {
-            text.push(',');
-        }
-        text.push_str(&format!(
-            r#"{{"px":{}.{:02},"qty":{}.{}}}"#,
-            67000 + i,
-            i * 7 % 100,
-            i % 9,
-            i % 7
-        ));
-        i += 1;
-    }
+    feed::push_levels(&mut text, 1000);
     text.push_str(r#"]},"from":"feed","seq":41,"ts":1700000000000}"#);
     text.into_bytes()
 }

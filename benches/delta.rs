@@ -19,6 +19,8 @@ use roomcast::proto::{fossil, wire};
 use roomcast::rooms::bus::SharedDelta;
 use roomcast::rooms::delta::Deltas;
 
+mod feed;
+
 /// Delta members of the room in the fan-out benchmark.
 const MEMBERS: usize = 1000;
 
@@ -31,20 +33,7 @@ fn tick(n: u64) -> String {
         n * 7 % 100,
         1_000_000 + n * 13
     );
-    let mut i = 0;
-    while text.len() < 1000 {
-        if i > 0 {
-            text.push(',');
-        }
-        text.push_str(&format!(
-            r#"{{"px":{}.{:02},"qty":{}.{}}}"#,
-            67000 + i,
-            i * 7 % 100,
-            i % 9,
-            i % 7
-        ));
-        i += 1;
-    }
+    feed::push_levels(&mut text, 1000);
     text.push_str("]}");
     text
 }
