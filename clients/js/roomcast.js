@@ -302,8 +302,10 @@ export class Room extends Emitter {
     this.joinOptions = {};
     // Live events held while a recovery is in flight, so recovered ones come first.
     this.held = null;
-    // The `data` text of the last live sequenced event: a delta's source.
+    // The `data` text of the last live sequenced event: a delta's source,
+    // kept once the room was joined with `delta`.
     this.lastData = null;
+    this.keepsData = false;
   }
 
   /**
@@ -315,7 +317,7 @@ export class Room extends Emitter {
   undelta(text, message) {
     if (typeof message.seq !== "number") return true;
     if (typeof message.delta !== "string") {
-      this.lastData = "data" in message ? dataText(text) : null;
+      if (this.keepsData) this.lastData = "data" in message ? dataText(text) : null;
       return true;
     }
     try {
@@ -338,6 +340,7 @@ export class Room extends Emitter {
    */
   async join(options = {}) {
     this.joined = true;
+    if (options.delta) this.keepsData = true;
     const data = await this.client.request("room:join", { room: this.name, ...options });
     this.joinOptions = options;
     this.cursor.reset(data.epoch, data.seq);
