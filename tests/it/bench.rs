@@ -181,20 +181,13 @@ fn paced_fanout_sends_about_the_asked_rate() {
     assert_eq!(count(&result, "lost"), 0);
 }
 
+/// A fan-out to 10 subscribers at 50 messages a second for a second.
+const TEN_AT_50: [&str; 7] = ["fanout", "-c", "10", "--rate", "50", "-d", "1s"];
+
 #[test]
 fn fanout_with_max_rate_paces_the_subscribers() {
     let server = Server::start(&[]);
-    let args = [
-        "fanout",
-        "-c",
-        "10",
-        "--rate",
-        "50",
-        "-d",
-        "1s",
-        "--max-rate",
-        "5",
-    ];
+    let args = [&TEN_AT_50[..], &["--max-rate", "5"]].concat();
     let result = bench(&server, &args);
     let sent = count(&result, "sent");
     let delivered = count(&result, "delivered");
@@ -207,11 +200,36 @@ fn fanout_with_max_rate_paces_the_subscribers() {
     assert!(json_at(&result, &["lost"]).is_none_or(|lost| lost.is_null()));
 }
 
+/// `--delta`: every event reaches every subscriber, most as deltas, so
+/// fewer bytes per delivery than the same run without it.
 #[test]
-fn max_rate_is_refused_out_of_range_or_outside_fanout() {
-    for args in [
-        &["fanout", "--max-rate", "0"][..],
-        &["echo", "--max-rate", "5"][..],
+fn fanout_with_delta_delivers_everything_in_fewer_bytes() {
+    let server = Server::start(&[]);
+    let mut per_delivery = Vec::new();
+    for delta in [false, true] {
+        let mut args = [&TEN_AT_50[..], &["--payload", "prices", "-s", "1024"]].concat();
+        if delta {
+            args.push("--delta");
+        }
+        let result = bench(&server, &args);
+        let sent = count(&result, "sent");
+        assert!(sent >= 30, "asked 50/s for 1 s, sent {sent}");
+        assert_eq!(count(&result, "lost"), 0, "{result:?}");
+        assert_eq!(count(&result, "out_of_order"), 0, "{result:?}");
+        per_delivery.push(count(&result, "bytes_read") / count(&result, "delivered"));
+    }
+    assert!(
+        per_delivery[1] * 3 < per_delivery[0],
+        "bytes per delivery without and with --delta: {per_delivery:?}"
+    );
+}
+
+#[test]
+fn max_rate_and_delta_are_refused_out_of_range_or_outside_fanout() {
+    for (args, flag) in [
+        (&["fanout", "--max-rate", "0"][..], "--max-rate"),
+        (&["echo", "--max-rate", "5"][..], "--max-rate"),
+        (&["echo", "--delta"][..], "--delta"),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_roomcast"))
             .arg("bench")
@@ -220,7 +238,7 @@ fn max_rate_is_refused_out_of_range_or_outside_fanout() {
             .output()
             .unwrap();
         assert_eq!(output.status.code(), Some(2), "{args:?}");
-        assert!(String::from_utf8_lossy(&output.stderr).contains("--max-rate"));
+        assert!(String::from_utf8_lossy(&output.stderr).contains(flag));
     }
 }
 

@@ -108,6 +108,11 @@ pub struct BenchArgs {
     /// not checked against what was published.
     #[arg(long)]
     pub max_rate: Option<f64>,
+    /// Fan-out (roomcast target): subscribers join with `data.delta: true`
+    /// and get most events as Fossil deltas (section 14), which carry no
+    /// latency record: the latency is the probes' and the whole events'.
+    #[arg(long)]
+    pub delta: bool,
     /// Length of the measured window.
     #[arg(long, short = 'd', default_value = "5s", value_parser = duration)]
     pub duration: Duration,
@@ -198,6 +203,9 @@ impl BenchArgs {
             return Err(BadArgs(
                 "--max-rate is a number from 0.1 to 1000, for the roomcast target's fanout",
             ));
+        }
+        if self.delta && (self.scenario != Scenario::Fanout || self.target != Target::Roomcast) {
+            return Err(BadArgs("--delta is for the roomcast target's fanout"));
         }
         if self.target == Target::Roomcast && self.jwt_secret.is_empty() {
             return Err(BadArgs(

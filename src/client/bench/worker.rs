@@ -544,12 +544,15 @@ impl<'a> Worker<'a> {
                 Role::Subscriber { room } | Role::Probe { room, .. } | Role::Idle { room },
             ) if joins => {
                 client.state = State::Joining;
-                let max_rate = match (client.role, args.max_rate) {
+                let mut options = match (client.role, args.max_rate) {
                     (Role::Subscriber { .. }, Some(rate)) => format!(r#","maxRate":{rate}"#),
                     _ => String::new(),
                 };
+                if args.delta && matches!(client.role, Role::Subscriber { .. }) {
+                    options.push_str(r#","delta":true"#);
+                }
                 let join = format!(
-                    r#"{{"event":"room:join","data":{{"room":"bench-{room}"{max_rate}}},"id":"j"}}"#
+                    r#"{{"event":"room:join","data":{{"room":"bench-{room}"{options}}},"id":"j"}}"#
                 );
                 client::text_frame(join.as_bytes(), &mut client.out);
             }
