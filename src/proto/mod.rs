@@ -6,6 +6,7 @@
 
 pub mod envelope;
 pub mod events;
+pub mod msgpack;
 pub mod names;
 pub(crate) mod numbers;
 pub mod publish;
