@@ -12,11 +12,14 @@
 # library `baseline`, its functions renamed `baseline_*`) and called with
 # the arguments its nodes sent, taking turns with the current one in every
 # run. A function that does nothing (`floor_noop`), called with the same
-# keys and arguments as roomcast_publish, shows what any FCALL of that
+# keys and arguments as roomcast_publish of one message, shows what any FCALL of that
 # shape costs before it makes a call. The PUBLISH rows run 5 x REQUESTS calls: a bare PUBLISH costs a few
 # hundred ns, and /proc counts CPU in 10 ms ticks. Prints every run, then
 # the medians and their ratios to PUBLISH, then INFO commandstats of one
 # extra pass of each function (the calls it makes inside, µs per call).
+# The batch-K rows call roomcast_publish with K messages at a time, as a
+# node sends the publishes to a room it took in one turn (REQUESTS
+# messages in REQUESTS / K calls), and give µs per message.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 N="${1:-200000}"
@@ -46,38 +49,43 @@ run() { # label, calls, command...
   before=$(cpu_ticks)
   redis-benchmark -p "$PORT" -n "$n" -c 4 -P 16 -q "$@" >/dev/null
   after=$(cpu_ticks)
-  # Clock ticks are 1/100 s: microseconds of Redis CPU per call.
-  awk -v t=$((after - before)) -v n="$n" -v l="$label" 'BEGIN {printf "%s %.3f\n", l, t * 10000 / n}' \
+  # Clock ticks are 1/100 s: microseconds of Redis CPU per call (per
+  # message with PER messages a call).
+  awk -v t=$((after - before)) -v n="$((n * ${PER:-1}))" -v l="$label" 'BEGIN {printf "%s %.3f\n", l, t * 10000 / n}' \
     | tee -a "$RAW"
 }
 keys() { # room: the four keys of roomcast_publish
   echo "roomcast:{$1}:seq roomcast:{$1}:epoch roomcast:{$1}:log roomcast:{$1}:members"
 }
 # The current call, as src/redis/mod.rs `publish` writes it without
-# webhooks: then the time of the entry (unix ms).
-current() { # label, room
+# webhooks, with K messages (default 1): fresh epoch, history length, TTL,
+# channel, the entries' time (unix ms), K, then K times head, tail, origin.
+current() { # label, room, K
+  local k="${3:-1}" messages=() i
+  for i in $(seq "$k"); do messages+=("$HEAD" "$TAIL" n/1/-); done
   # shellcheck disable=SC2046
-  run "$1" "$N" FCALL roomcast_publish 4 $(keys "$2") "$HEAD" "$TAIL" e1 100 300000 n/1/- \
-    "roomcast:{$2}" 1700000000000
+  PER=$k run "$1" $((N / k)) FCALL roomcast_publish 4 $(keys "$2") e1 100 300000 \
+    "roomcast:{$2}" 1700000000000 "$k" "${messages[@]}"
 }
-# The baseline's call, as the old script (and its nodes, less the four
-# empty webhook arguments) made it.
+# The baseline's call, one message, as main's nodes made it before batches
+# (an older baseline takes the first eight arguments only).
 baseline() { # label, room
   # shellcheck disable=SC2046
   run "$1" "$N" FCALL baseline_publish 4 $(keys "$2") "$HEAD" "$TAIL" e1 100 300000 n/1/- \
-    "roomcast:{$2}"
+    "roomcast:{$2}" 1700000000000
 }
 pass() {
   run publish $((N * 5)) PUBLISH 'roomcast:{bench}' "e1 1 n/1/- ${HEAD}1${TAIL}"
   # shellcheck disable=SC2046
-  run fcall-noop "$N" FCALL floor_noop 4 $(keys bench) "$HEAD" "$TAIL" e1 100 300000 n/1/- \
-    'roomcast:{bench}' 1700000000000
+  run fcall-noop "$N" FCALL floor_noop 4 $(keys bench) e1 100 300000 'roomcast:{bench}' \
+    1700000000000 1 "$HEAD" "$TAIL" n/1/-
   [ -z "$BASELINE" ] || baseline baseline "base"
   current function "bench"
   # The same rooms with members: their keys are persistent, no PEXPIRE per publish.
   redis-cli -p "$PORT" MSET 'roomcast:{bench}:members' 1 'roomcast:{base}:members' 1 >/dev/null
   [ -z "$BASELINE" ] || baseline baseline-members "base"
   current function-members "bench"
+  for k in 4 16 64; do current "batch-$k-members" "bench" "$k"; done
   redis-cli -p "$PORT" DEL 'roomcast:{bench}:members' 'roomcast:{base}:members' >/dev/null
 }
 for _ in $(seq "$RUNS"); do pass; done

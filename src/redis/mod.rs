@@ -140,34 +140,57 @@ impl RoomHooks<'_> {
     }
 }
 
-/// Appends the `FCALL roomcast_publish` that sequences a room event whose
-/// text is `head`, its `seq`, then `tail`; `fresh_epoch` is used if the
-/// room has none, and `origin` goes with the event on the channel. The
-/// history entry is stamped with this node's clock, read here: the
-/// function then makes no `TIME` call of its own on the per-message path.
+/// A room event to sequence: its text is `head`, its `seq`, then `tail`;
+/// `origin` goes with it on the channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsequenced {
+    pub head: Vec<u8>,
+    pub tail: Vec<u8>,
+    pub origin: String,
+}
+
+impl Unsequenced {
+    /// The bytes this event adds to a `publish` call.
+    pub fn size(&self) -> usize {
+        self.head.len() + self.tail.len() + self.origin.len()
+    }
+}
+
+/// Appends the `FCALL roomcast_publish` that sequences `messages` (at least
+/// one) of the room of `keys` in this order, giving them consecutive seqs
+/// (`sequenced_run` reads the reply); `fresh_epoch` is used if the room has
+/// none. The history entries are stamped with this node's clock, read
+/// here: the function then makes no `TIME` call of its own on the
+/// per-message path.
 pub fn publish(
     out: &mut Vec<u8>,
     keys: &RoomKeys,
-    text: (&[u8], &[u8]),
+    messages: &[Unsequenced],
     fresh_epoch: &str,
     retention: HistoryConfig,
-    origin: &str,
     hooks: RoomHooks<'_>,
 ) {
     let history = retention.messages.to_string();
     let ttl = retention.ttl_ms().to_string();
     let now = crate::sys::unix_ms().to_string();
-    let mut args = vec![
-        text.0,
-        text.1,
+    let count = messages.len().to_string();
+    let mut args = Vec::with_capacity(10 + 3 * messages.len());
+    args.extend([
         fresh_epoch.as_bytes(),
         history.as_bytes(),
         ttl.as_bytes(),
-        origin.as_bytes(),
         keys.channel.as_bytes(),
         now.as_bytes(),
-    ];
-    // Every argument costs Redis a copy and a Lua string on each message:
+        count.as_bytes(),
+    ]);
+    for message in messages {
+        args.extend([
+            message.head.as_slice(),
+            &message.tail,
+            message.origin.as_bytes(),
+        ]);
+    }
+    // Every argument costs Redis a copy and a Lua string on each call:
     // the webhook ones, optional, go only when webhooks are on.
     let on = hooks.flags.types != Types::NONE;
     let hooks = hooks.args(keys);
@@ -671,6 +694,27 @@ pub fn sequenced(reply: &Reply) -> Option<Sequenced> {
     })
 }
 
+/// Reads the reply of a `roomcast_publish` of `n` events: each one's
+/// `Sequenced`, in the order they were passed (their seqs follow the
+/// first's), every seq 1 to `MAX_COUNT`.
+pub fn sequenced_run(reply: &Reply, n: usize) -> Option<Vec<Sequenced>> {
+    let first = sequenced(reply)?;
+    let last = first
+        .seq
+        .checked_add(u64::try_from(n).ok()?.checked_sub(1)?)?;
+    if last > MAX_COUNT {
+        return None;
+    }
+    Some(
+        (first.seq..=last)
+            .map(|seq| Sequenced {
+                seq,
+                epoch: first.epoch.clone(),
+            })
+            .collect(),
+    )
+}
+
 /// One message from a room's channel: `<epoch> <seq> <origin> <message text>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelMessage<'a> {
@@ -780,21 +824,32 @@ impl<'a> Origin<'a> {
 mod tests {
     use super::*;
 
+    fn message(head: &[u8], origin: &str) -> Unsequenced {
+        Unsequenced {
+            head: head.to_vec(),
+            tail: b"}".to_vec(),
+            origin: origin.into(),
+        }
+    }
+
     #[test]
-    fn a_publish_names_its_keys_channel_and_webhook_flags() {
+    fn a_publish_names_its_keys_channel_messages_and_webhook_flags() {
         let mut out = Vec::new();
         let keys = RoomKeys::new("rc", "lobby");
         let retention = HistoryConfig {
             messages: 100,
             ttl: std::time::Duration::from_secs(300),
         };
+        let messages = [
+            message(b"{\"seq\":", "n/1/-"),
+            message(b"{\"s\":", "n/2/0.1.2"),
+        ];
         publish(
             &mut out,
             &keys,
-            (b"{\"seq\":", b"}"),
+            &messages,
             "e1",
             retention,
-            "n/1/-",
             WebhookFlags {
                 types: Types::of(&[crate::hooks::webhook::EventType::RoomMessage]),
                 queue: 500,
@@ -805,8 +860,8 @@ mod tests {
         let (reply, _) = resp::parse(&out).unwrap().unwrap();
         let Reply::Array(args) = reply else { panic!() };
         let mut args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes().unwrap()).collect();
-        // The entry's time, from this node's clock.
-        let now: u64 = std::str::from_utf8(args.remove(14))
+        // The entries' time, from this node's clock.
+        let now: u64 = std::str::from_utf8(args.remove(11))
             .unwrap()
             .parse()
             .unwrap();
@@ -821,13 +876,17 @@ mod tests {
                 b"rc:{lobby}:epoch",
                 b"rc:{lobby}:log",
                 b"rc:{lobby}:members",
-                b"{\"seq\":",
-                b"}",
                 b"e1",
                 b"100",
                 b"300000",
-                b"n/1/-",
                 b"rc:{lobby}",
+                b"2",
+                b"{\"seq\":",
+                b"}",
+                b"n/1/-",
+                b"{\"s\":",
+                b"}",
+                b"n/2/0.1.2",
                 b"rc:webhooks",
                 b"64",
                 b"500",
@@ -844,13 +903,31 @@ mod tests {
             messages: 1,
             ttl: std::time::Duration::from_secs(300),
         };
-        let text = (b"{\"seq\":".as_slice(), b"}".as_slice());
-        publish(&mut out, &keys, text, "e1", retention, "-", RoomHooks::OFF);
+        let messages = [message(b"{\"seq\":", "-")];
+        publish(&mut out, &keys, &messages, "e1", retention, RoomHooks::OFF);
         let (reply, _) = resp::parse(&out).unwrap().unwrap();
         let Reply::Array(args) = reply else { panic!() };
-        // FCALL, the name, the key count, four keys, eight arguments.
-        assert_eq!(args.len(), 15, "{args:?}");
-        assert_eq!(args[13], Reply::Bulk(b"rc:{lobby}".to_vec()));
+        // FCALL, the name, the key count, four keys, six arguments, one message.
+        assert_eq!(args.len(), 16, "{args:?}");
+        assert_eq!(args[10], Reply::Bulk(b"rc:{lobby}".to_vec()));
+    }
+
+    #[test]
+    fn a_run_of_events_gets_consecutive_seqs_from_the_first() {
+        let reply = |seq: i64| Reply::Array(vec![Reply::Integer(seq), Reply::Bulk(b"e1".to_vec())]);
+        let run = sequenced_run(&reply(7), 3).unwrap();
+        let seqs: Vec<u64> = run.iter().map(|s| s.seq).collect();
+        assert_eq!(seqs, [7, 8, 9]);
+        assert!(run.iter().all(|s| s.epoch == "e1"));
+        let last = i64::try_from(MAX_COUNT).unwrap();
+        assert!(sequenced_run(&reply(last), 1).is_some());
+        assert_eq!(sequenced_run(&reply(last), 2), None, "past MAX_COUNT");
+        assert_eq!(sequenced_run(&reply(0), 1), None);
+        assert_eq!(
+            sequenced_run(&reply(1), 0),
+            None,
+            "a call sequences one at least"
+        );
     }
 
     #[test]

@@ -118,15 +118,20 @@ local function occupied(count)
   return count ~= false and count ~= '0' and string.byte(count, 1) ~= 45 -- '-'
 end
 
--- Sequences `head .. seq .. tail` (the message text around its seq) and
--- returns {seq, epoch}. keys: seq, epoch, log, members. `history` and
--- `ttl_ms` are the texts the caller passed, `now` the unix ms it stamps
--- the entry with. This runs for every room message, so it makes as few
--- calls and conversions as it can: no TIME (the caller's clock stamps the
--- entry: nodes' clocks differ by milliseconds, which moves an entry's
--- expiry by as much against a TTL of seconds or minutes), the seq turned
--- into text once, numbers passed to Redis as the caller's texts.
-local function sequence(keys, head, tail, fresh_epoch, history, ttl_ms, origin, channel, hooks, now)
+-- Sequences `count` (a text) messages of a room in one step, the `i`th
+-- (from 0) taking the text `args[at + 3i] .. seq .. args[at + 3i + 1]`
+-- and the origin `args[at + 3i + 2]`, and returns {the first seq, epoch}:
+-- the `i`th got the first + i. keys: seq, epoch, log, members. `history` and `ttl_ms`
+-- are the texts the caller passed, `now` the unix ms it stamps the entries
+-- with. This runs for every room message, so it makes as few calls and
+-- conversions as it can: the epoch, the seq and the members are read and
+-- the expiry settled once per call, not per message (a node sends the
+-- messages of a room it took together as one call); no TIME (the caller's
+-- clock stamps the entries: nodes' clocks differ by milliseconds, which
+-- moves an entry's expiry by as much against a TTL of seconds or minutes);
+-- each seq turned into text once, numbers passed to Redis as the caller's
+-- texts.
+local function sequence(keys, args, at, count, fresh_epoch, history, ttl_ms, channel, hooks, now)
   local epoch = redis.call('GET', keys[2])
   if not epoch then
     -- A new room, or one forgotten (expired, or lost with the data): a new
@@ -135,21 +140,30 @@ local function sequence(keys, head, tail, fresh_epoch, history, ttl_ms, origin, 
     redis.call('DEL', keys[1], keys[3])
     redis.call('SET', keys[2], epoch)
   end
-  local seq = redis.call('INCR', keys[1])
-  local id = string.format('%d', seq)
-  local message = head .. id .. tail
+  -- The count goes to Redis as the caller's text: a Lua number would be
+  -- formatted with printf on the way.
+  local n = tonumber(count)
+  local first = redis.call('INCRBY', keys[1], count) - n + 1
   local keep = history ~= '0'
-  if keep then
-    -- Trimmed approximately: Redis drops whole stream nodes only, so the
-    -- log keeps the last `history` entries and at most one node more (100
-    -- entries or 4 KiB by default). Exact trimming walked the oldest node's
-    -- entries on every call, and saved no memory: a trimmed entry stays in
-    -- its node until the whole node goes. The readers (`latest`,
-    -- `read_history`) never return more than the last `history`.
-    redis.call('XADD', keys[3], 'MAXLEN', '~', history, '0-' .. id, 'm', message, 't', now)
+  for i = 0, n - 1 do
+    local head, tail, origin = args[at + 3 * i], args[at + 3 * i + 1], args[at + 3 * i + 2]
+    local id = string.format('%d', first + i)
+    local message = head .. id .. tail
+    if keep and i < n - 1 then
+      redis.call('XADD', keys[3], '0-' .. id, 'm', message, 't', now)
+    elseif keep then
+      -- Trimmed approximately, once per call (by its last entry): Redis
+      -- drops whole stream nodes only, so the log keeps the last `history`
+      -- entries and at most one node more (100 entries or 4 KiB by
+      -- default). Exact trimming walked the oldest node's entries on every
+      -- call, and saved no memory: a trimmed entry stays in its node until
+      -- the whole node goes. The readers (`latest`, `read_history`) never
+      -- return more than the last `history`.
+      redis.call('XADD', keys[3], 'MAXLEN', '~', history, '0-' .. id, 'm', message, 't', now)
+    end
+    redis.call('SPUBLISH', channel, epoch .. ' ' .. id .. ' ' .. origin .. ' ' .. message)
+    hook(hooks, 'room.message', true, nil, message)
   end
-  redis.call('SPUBLISH', channel, epoch .. ' ' .. id .. ' ' .. origin .. ' ' .. message)
-  hook(hooks, 'room.message', true, nil, message)
   -- With members the room stays (joins made its keys persistent).
   if not occupied(redis.call('GET', keys[4])) then
     if keep then
@@ -160,18 +174,24 @@ local function sequence(keys, head, tail, fresh_epoch, history, ttl_ms, origin, 
       redis.call('DEL', keys[1], keys[2], keys[3])
     end
   end
-  return {seq, epoch}
+  return {first, epoch}
 end
 
--- Used by roomcast nodes, which build the message text themselves.
+-- Used by roomcast nodes, which build the message text themselves: the
+-- messages of one room, in the order they were taken.
 -- KEYS: seq, epoch, log, members.
--- ARGV: head, tail, fresh epoch, history length, history TTL (ms), origin,
--- channel, the time (unix ms), then the webhook arguments (optional, left
--- out when off; the node sets the room.message bit only for a room that
--- --webhook-rooms matches).
+-- ARGV: fresh epoch, history length, history TTL (ms), channel, the time
+-- (unix ms), the number of messages n (at least 1), then n times: head,
+-- tail, origin; then the webhook arguments (optional, left out when off;
+-- the node sets the room.message bit only for a room that --webhook-rooms
+-- matches). Returns {the first message's seq, epoch}.
 local function publish(keys, args)
-  return sequence(keys, args[1], args[2], args[3], args[4], args[5], args[6], args[7],
-    hooks_of(args, 9), args[8])
+  local n = tonumber(args[6])
+  if not n or n < 1 or #args < 6 + 3 * n then
+    return redis.error_reply('ERR roomcast_publish: a count of 1 or more, then its messages')
+  end
+  return sequence(keys, args, 7, args[6], args[1], args[2], args[3], args[4],
+    hooks_of(args, 7 + 3 * n), args[5])
 end
 
 -- The emitter: any backend publishes a room event without a roomcast node.
@@ -188,7 +208,7 @@ local function emit(keys, args)
     .. ',"data":' .. args[3] .. ',"from":' .. cjson.encode(args[4]) .. ',"seq":'
   local tail = ',"ts":' .. ts .. '}'
   local fresh_epoch = 'r' .. time[1] .. time[2]
-  return sequence(keys, head, tail, fresh_epoch, args[5], args[6], '-', args[7], nil, ts)
+  return sequence(keys, {head, tail, '-'}, 1, '1', fresh_epoch, args[5], args[6], args[7], nil, ts)
 end
 
 -- The latest `n` messages up to `seq` of a history younger than `min_t`,

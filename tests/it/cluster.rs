@@ -181,6 +181,113 @@ fn concurrent_publishers_on_three_nodes_are_seen_in_one_order_by_every_member() 
     }
 }
 
+/// The number of `FCALL`s Redis ran, from `INFO commandstats`.
+fn fcalls(redis: &RedisServer) -> u64 {
+    let info = redis.connect().call(&["INFO", "commandstats"]);
+    let info = String::from_utf8_lossy(info.as_bytes().unwrap()).into_owned();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_fcall:calls="))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no fcall stats: {info}"))
+}
+
+#[test]
+fn a_burst_of_publishes_to_one_room_is_sequenced_in_batches_without_a_gap() {
+    const PUBLISHERS: u64 = 8;
+    const PER_PUBLISHER: u64 = 100;
+    let redis = RedisServer::start();
+    let (a, b) = (node(&[&redis], &[]), node(&[&redis], &[]));
+    let mut members: Vec<Client> = [&a, &a, &b]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let mut m = Client::user(n.addr(), &format!("member{i}"));
+            m.join("burst");
+            m
+        })
+        .collect();
+    let calls_before = fcalls(&redis);
+    // Every publisher sends all its messages before it reads an ack, so
+    // the node takes many publishes to the room at once.
+    let threads: Vec<_> = (0..PUBLISHERS)
+        .map(|p| {
+            let addr = a.addr();
+            std::thread::spawn(move || {
+                let mut client = publisher(addr, &format!("pub{p}"));
+                let ids: Vec<String> = (0..PER_PUBLISHER)
+                    .map(|i| {
+                        let id = client.new_id();
+                        let data = p * 1000 + i;
+                        client.send(&format!(
+                            r#"{{"event":"t:n","room":"burst","data":{data},"id":{}}}"#,
+                            q(&id)
+                        ));
+                        id
+                    })
+                    .collect();
+                ids.iter()
+                    .map(|id| ack_seq(&parse_json(&client.wait_ack(id))))
+                    .collect::<Vec<u64>>()
+            })
+        })
+        .collect();
+    let mut acked = Vec::new();
+    for thread in threads {
+        let seqs = thread.join().unwrap();
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "a publisher's seqs in the order it sent: {seqs:?}"
+        );
+        acked.extend(seqs);
+    }
+    acked.sort_unstable();
+    let total = PUBLISHERS * PER_PUBLISHER;
+    assert_eq!(
+        acked,
+        (1..=total).collect::<Vec<_>>(),
+        "every seq acked once"
+    );
+    let calls = fcalls(&redis) - calls_before;
+    assert!(
+        calls < total,
+        "{total} publishes in {calls} calls: none batched"
+    );
+    let mut first: Option<Vec<String>> = None;
+    for member in &mut members {
+        let events = read_events(member, total as usize);
+        let seqs: Vec<u64> = events.iter().map(|t| seq_of(t)).collect();
+        assert_eq!(
+            seqs,
+            (1..=total).collect::<Vec<_>>(),
+            "no gap, duplicate or reordering"
+        );
+        let mut last: HashMap<u64, u64> = HashMap::new();
+        for text in &events {
+            let n = u64_at(&parse_json(text), &["data"]);
+            if let Some(prev) = last.insert(n / 1000, n) {
+                assert!(n > prev, "publisher order kept: {prev} then {n}");
+            }
+        }
+        match &first {
+            None => first = Some(events),
+            Some(first) => assert_eq!(first, &events, "byte-identical for every member"),
+        }
+        member.assert_quiet(Duration::from_millis(200));
+    }
+    // The history holds the same messages as were delivered live.
+    let mut late = Client::user(b.addr(), "late");
+    let joined = late.join_with(r#"{"room":"burst","history":100}"#);
+    let history: Vec<String> = array_at(ok_data(&joined), &["messages"])
+        .iter()
+        .map(|m| format!("{m:?}"))
+        .collect();
+    let live: Vec<String> = first.unwrap()[(total as usize - 100)..]
+        .iter()
+        .map(|t| format!("{:?}", parse_json(t)))
+        .collect();
+    assert_eq!(history, live);
+}
+
 #[test]
 fn conn_ids_name_their_node_so_two_nodes_never_give_out_the_same() {
     let redis = RedisServer::start();

@@ -37,20 +37,36 @@ pub(crate) fn publish(
     text: &str,
     retention: HistoryConfig,
 ) -> bridge::Sequenced {
+    let mut run = publish_run(conn, keys, &[text], "n/1/-", retention);
+    run.pop().unwrap()
+}
+
+/// A `chat:msg` of `data` (JSON text) from `u1` in `lobby`.
+fn chat(data: &str, origin: &str) -> bridge::Unsequenced {
+    bridge::Unsequenced {
+        head: format!(r#"{{"event":"chat:msg","room":"lobby","data":{data},"from":"u1","seq":"#)
+            .into_bytes(),
+        tail: br#","ts":1}"#.to_vec(),
+        origin: origin.into(),
+    }
+}
+
+/// One `roomcast_publish` of a `chat:msg` per `data`, as a node sends the
+/// publishes to a room it took together.
+pub(crate) fn publish_run(
+    conn: &mut RedisConn,
+    keys: &RoomKeys,
+    data: &[&str],
+    origin: &str,
+    retention: HistoryConfig,
+) -> Vec<bridge::Sequenced> {
+    let messages: Vec<_> = data.iter().map(|d| chat(d, origin)).collect();
     let mut out = Vec::new();
-    let head = format!(r#"{{"event":"chat:msg","room":"lobby","data":{text},"from":"u1","seq":"#);
-    bridge::publish(
-        &mut out,
-        keys,
-        (head.as_bytes(), br#","ts":1}"#),
-        "e-fresh",
-        retention,
-        "n/1/-",
-        bridge::RoomHooks::OFF,
-    );
+    let hooks = bridge::RoomHooks::OFF;
+    bridge::publish(&mut out, keys, &messages, "e-fresh", retention, hooks);
     conn.send_raw(&out);
     let reply = conn.reply();
-    bridge::sequenced(&reply).unwrap_or_else(|| panic!("{reply:?}"))
+    bridge::sequenced_run(&reply, data.len()).unwrap_or_else(|| panic!("{reply:?}"))
 }
 
 fn subscribe(redis: &RedisServer, channel: &str) -> RedisConn {
@@ -107,6 +123,115 @@ fn a_publish_is_sequenced_stored_and_published_in_one_step() {
 }
 
 #[test]
+fn a_batch_is_sequenced_stored_and_published_in_its_order_in_one_call() {
+    let (redis, mut conn) = loaded();
+    let keys = RoomKeys::new("rc", "lobby");
+    let mut sub = subscribe(&redis, &keys.channel);
+    let first = publish(&mut conn, &keys, "0", KEEP_100);
+    let data: Vec<String> = (1..=16).map(|i| format!(r#"{{"i":{i}}}"#)).collect();
+    let data: Vec<&str> = data.iter().map(String::as_str).collect();
+    let run = publish_run(&mut conn, &keys, &data, "n/1/0.2.9", KEEP_100);
+    let after = publish(&mut conn, &keys, "17", KEEP_100);
+    let seqs: Vec<u64> = run.iter().map(|s| s.seq).collect();
+    assert_eq!(first.seq, 1);
+    assert_eq!(seqs, (2..=17).collect::<Vec<u64>>());
+    assert!(run.iter().all(|s| s.epoch == "e-fresh"));
+    assert_eq!(after.seq, 18, "the seq counted every message of the batch");
+    // One function call for the batch.
+    let stats = conn.call(&["INFO", "commandstats"]);
+    let stats = String::from_utf8_lossy(stats.as_bytes().unwrap()).into_owned();
+    assert!(stats.contains("cmdstat_fcall:calls=3,"), "{stats}");
+    let stored = conn.call(&["XRANGE", &keys.log, "-", "+"]);
+    let Reply::Array(entries) = stored else {
+        panic!("{stored:?}")
+    };
+    assert_eq!(entries.len(), 18);
+    for seq in 1..=18u64 {
+        let live = next_message(&mut sub);
+        let message = bridge::channel_message(&live).unwrap();
+        assert_eq!((message.epoch, message.seq), ("e-fresh", seq));
+        let (origin, data) = match seq {
+            1 => ("n/1/-", "0".to_owned()),
+            18 => ("n/1/-", "17".to_owned()),
+            i => ("n/1/0.2.9", format!(r#"{{"i":{}}}"#, i - 1)),
+        };
+        assert_eq!(message.origin, origin);
+        let text = format!(
+            r#"{{"event":"chat:msg","room":"lobby","data":{data},"from":"u1","seq":{seq},"ts":1}}"#
+        );
+        assert_eq!(message.text, text.as_bytes());
+        // The history holds the very bytes delivered live, under id 0-<seq>.
+        let Reply::Array(entry) = &entries[usize::try_from(seq).unwrap() - 1] else {
+            panic!()
+        };
+        assert_eq!(entry[0], Reply::Bulk(format!("0-{seq}").into_bytes()));
+        let Reply::Array(fields) = &entry[1] else {
+            panic!("{entry:?}")
+        };
+        assert_eq!(fields[1], Reply::Bulk(text.into_bytes()));
+    }
+}
+
+#[test]
+fn a_batch_in_a_room_without_members_expires_with_its_newest_entry() {
+    let (_redis, mut conn) = loaded();
+    let keys = RoomKeys::new("rc", "lobby");
+    let short = HistoryConfig {
+        messages: 2,
+        ttl: Duration::from_secs(60),
+    };
+    let run = publish_run(&mut conn, &keys, &["1", "2", "3"], "-", short);
+    assert_eq!(run.last().unwrap().seq, 3);
+    for key in [&keys.seq, &keys.epoch, &keys.log] {
+        let Reply::Integer(ttl) = conn.call(&["PTTL", key]) else {
+            panic!()
+        };
+        assert!((59_000..=60_000).contains(&ttl), "{key}: {ttl}");
+    }
+    let none = HistoryConfig {
+        messages: 0,
+        ttl: Duration::from_secs(60),
+    };
+    let other = RoomKeys::new("rc", "gone");
+    assert_eq!(
+        publish_run(&mut conn, &other, &["1", "2"], "-", none)[1].seq,
+        2
+    );
+    assert_eq!(
+        conn.call(&["EXISTS", &other.seq, &other.epoch, &other.log]),
+        Reply::Integer(0)
+    );
+}
+
+#[test]
+fn a_call_without_its_messages_is_refused_and_sequences_nothing() {
+    let (_redis, mut conn) = loaded();
+    let keys = RoomKeys::new("rc", "lobby");
+    for count in ["0", "2", "x"] {
+        let reply = conn.call(&[
+            "FCALL",
+            "roomcast_publish",
+            "4",
+            &keys.seq,
+            &keys.epoch,
+            &keys.log,
+            &keys.members,
+            "e",
+            "100",
+            "60000",
+            &keys.channel,
+            "1",
+            count,
+            "{",
+            "}",
+            "-",
+        ]);
+        assert!(matches!(reply, Reply::Error(_)), "{count}: {reply:?}");
+    }
+    assert_eq!(conn.call(&["EXISTS", &keys.seq]), Reply::Integer(0));
+}
+
+#[test]
 fn history_keeps_the_newest_messages_and_expires_with_the_room() {
     let (_redis, mut conn) = loaded();
     let keys = RoomKeys::new("rc", "prices:btc");
@@ -144,14 +269,14 @@ fn a_forgotten_room_starts_a_new_epoch_at_seq_1() {
     // As after the TTL, or a Redis that restarted without its data.
     conn.call(&["DEL", &keys.epoch]);
     let mut out = Vec::new();
+    let hooks = bridge::RoomHooks::OFF;
     bridge::publish(
         &mut out,
         &keys,
-        (b"{\"seq\":", b"}"),
+        &[chat("0", "-")],
         "e-next",
         KEEP_100,
-        "n/1/-",
-        bridge::RoomHooks::OFF,
+        hooks,
     );
     conn.send_raw(&out);
     let after = bridge::sequenced(&conn.reply()).unwrap();

@@ -6,7 +6,7 @@
 //! clock still expire with the history TTL. On a real `redis-server`.
 
 use crate::common;
-use crate::redis_function::{history, loaded, publish};
+use crate::redis_function::{history, loaded, publish, publish_run};
 
 use std::thread;
 use std::time::Duration;
@@ -75,6 +75,24 @@ fn join(
     bridge::join_reply(&reply)
         .unwrap_or_else(|| panic!("{reply:?}"))
         .0
+}
+
+#[test]
+fn batches_trim_the_log_as_single_publishes_do() {
+    let (_redis, mut conn) = loaded();
+    let keys = RoomKeys::new("rc", "lobby");
+    for batch in 0..5u64 {
+        let data: Vec<String> = (1..=50).map(|i| (batch * 50 + i).to_string()).collect();
+        let data: Vec<&str> = data.iter().map(String::as_str).collect();
+        publish_run(&mut conn, &keys, &data, "n/1/-", KEEP_5);
+    }
+    let stored = conn.call(&["XLEN", &keys.log]).as_i64().unwrap();
+    assert!(
+        (6..=105).contains(&stored),
+        "approximate: more than 5 kept, at most one node more: {stored}"
+    );
+    let all = history(&mut conn, &keys, KEEP_5, query(Some(100), None, None));
+    assert_eq!((all.seq, all.messages), (250, texts(246..=250)));
 }
 
 #[test]

@@ -85,11 +85,24 @@ fn online(conn: &mut RedisConn, node: &str, user: &str, n: i64, hooks: WebhookFl
 }
 
 fn publish(conn: &mut RedisConn, room: &str, hooks: WebhookFlags) {
+    publish_run(conn, room, hooks, &[1]);
+}
+
+/// One call with a message of each `data`, as a node sends a room's
+/// publishes taken together.
+fn publish_run(conn: &mut RedisConn, room: &str, hooks: WebhookFlags, data: &[u32]) {
     let keys = RoomKeys::new("rc", room);
-    let head = format!(r#"{{"event":"chat:msg","room":"{room}","data":1,"from":"u1","seq":"#);
+    let messages: Vec<_> = data
+        .iter()
+        .map(|d| bridge::Unsequenced {
+            head: format!(r#"{{"event":"chat:msg","room":"{room}","data":{d},"from":"u1","seq":"#)
+                .into_bytes(),
+            tail: br#","ts":7}"#.to_vec(),
+            origin: "a/1/-".into(),
+        })
+        .collect();
     let mut out = Vec::new();
-    let text = (head.as_bytes(), br#","ts":7}"#.as_slice());
-    bridge::publish(&mut out, &keys, text, "e", KEEP, "a/1/-", hooks.at(room));
+    bridge::publish(&mut out, &keys, &messages, "e", KEEP, hooks.at(room));
     run(conn, &out);
 }
 
@@ -207,6 +220,9 @@ fn a_message_is_recorded_as_sequenced_when_the_node_asks() {
     publish(&mut conn, "chat:1", messages);
     publish(&mut conn, "other", WebhookFlags::default());
     publish(&mut conn, "chat:1", messages);
+    publish_run(&mut conn, "other", WebhookFlags::default(), &[2, 3]);
+    // Each message of a batch, in order.
+    publish_run(&mut conn, "chat:1", messages, &[2, 3]);
     assert_eq!(
         recorded(&mut conn).0,
         [
@@ -214,6 +230,10 @@ fn a_message_is_recorded_as_sequenced_when_the_node_asks() {
             r#"{"event":"chat:msg","room":"chat:1","data":1,"from":"u1","seq":1,"ts":7}"#,
             "room.message chat:1 -",
             r#"{"event":"chat:msg","room":"chat:1","data":1,"from":"u1","seq":2,"ts":7}"#,
+            "room.message chat:1 -",
+            r#"{"event":"chat:msg","room":"chat:1","data":2,"from":"u1","seq":3,"ts":7}"#,
+            "room.message chat:1 -",
+            r#"{"event":"chat:msg","room":"chat:1","data":3,"from":"u1","seq":4,"ts":7}"#,
         ]
     );
 }

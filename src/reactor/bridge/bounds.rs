@@ -9,8 +9,10 @@
 //!
 //! In size: a request someone waits for (a publish, a join, a presence or
 //! history read, a send, an API cast) is taken only while its link holds
-//! less than `REQUESTS`; past it, it is answered `Unavailable` at once,
-//! never left waiting in the channel (which the bridge drains every turn).
+//! less than `REQUESTS` (a batch of publishes sent as one call counts as
+//! many requests as it has publishes, and so does one waiting to be sent);
+//! past it, it is answered `Unavailable` at once, never left waiting in the
+//! channel (which the bridge drains every turn).
 //! Bookkeeping that nobody waits for (leaves, syncs, the online set,
 //! subscriptions, heartbeats) may go past `REQUESTS` up to `ALL`, so it is
 //! not lost to a burst of publishes while the link is up; a link that
@@ -53,23 +55,30 @@ const TAKE_PER_TURN: usize = 4096;
 
 impl<S: BridgeSink> Bridge<S> {
     /// Handles what is in the channel, at most `TAKE_PER_TURN`; false on
-    /// `Stop`. Sets `backlog` when more is waiting.
+    /// `Stop`. Sets `backlog` when more is waiting. The publishes taken are
+    /// sent before it returns, but those to a room whose last call Redis
+    /// has not answered yet (`batch`).
     pub(super) fn take_requests(&mut self) -> bool {
+        let (more, backlog) = self.take_some();
+        self.send_ready_batches();
+        self.backlog = backlog;
+        more
+    }
+
+    /// `take_requests` but for the batches: whether to go on, and whether
+    /// requests were left in the channel.
+    fn take_some(&mut self) -> (bool, bool) {
         for _ in 0..TAKE_PER_TURN {
             match self.requests.try_recv() {
                 Ok(BridgeRequest::Stop) | Err(crossbeam_channel::TryRecvError::Disconnected) => {
-                    return false;
+                    return (false, self.backlog);
                 }
                 Ok(request) if self.over_bound(&request) => self.refuse(request),
                 Ok(request) => self.on_request(request),
-                Err(crossbeam_channel::TryRecvError::Empty) => {
-                    self.backlog = false;
-                    return true;
-                }
+                Err(crossbeam_channel::TryRecvError::Empty) => return (true, false),
             }
         }
-        self.backlog = true;
-        true
+        (true, true)
     }
 
     /// Whether `request` waits for an answer on a link that holds
@@ -77,7 +86,14 @@ impl<S: BridgeSink> Bridge<S> {
     fn over_bound(&self, request: &BridgeRequest<S::Answer>) -> bool {
         let full = |room: &str| {
             let link = &self.links[self.route(room)];
-            !link.pipeline.within(REQUESTS)
+            // A batch of publishes is one command that answers each, and
+            // publishes wait in batches before they are sent: they count
+            // as that many requests, against every link.
+            let in_flight = REQUESTS.in_flight.saturating_sub(self.batched);
+            !link.pipeline.within(Bounds {
+                in_flight,
+                ..REQUESTS
+            })
         };
         match request {
             BridgeRequest::Publish { room, .. }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use mio::{Interest, Token};
 
 use super::stream::Stream;
-use super::{Bridge, BridgeSink, Link, Pending, Unavailable};
+use super::{Bridge, BridgeSink, Link, Pending, Sequenced, Unavailable};
 use crate::redis;
 use crate::redis::layout::RoomKeys;
 use crate::redis::pipeline::Incoming;
@@ -195,7 +195,12 @@ impl<S: BridgeSink> Bridge<S> {
     /// Answers a request whose reply will not come, or will not be read.
     pub(super) fn answer_unavailable(&mut self, pending: Pending<S::Answer>) {
         match pending {
-            Pending::Publish { answer, .. } => self.sink.sequenced(answer, Err(Unavailable)),
+            Pending::Publish { room, answers, .. } => {
+                self.publish_answered(&room, answers.len());
+                for answer in answers {
+                    self.sink.sequenced(answer, Err(Unavailable));
+                }
+            }
             Pending::Join { answer, .. } => self.sink.joined(answer, Err(Unavailable)),
             Pending::Presence { answer } => self.sink.presence(answer, Err(Unavailable)),
             Pending::RoomRead { answer, .. } => self.sink.room_read(answer, Err(Unavailable)),
@@ -326,6 +331,28 @@ impl<S: BridgeSink> Bridge<S> {
         failed.and(closed)
     }
 
+    /// A call of `n` publishes to `room` is answered (or never will be):
+    /// the room's next batch may go, and the bound no longer counts them.
+    fn publish_answered(&mut self, room: &str, n: usize) {
+        self.batched = self.batched.saturating_sub(n - 1);
+        self.batches.answered(room);
+    }
+
+    /// The outcomes of a batch of publishes of link `index`, each answered
+    /// now or, with replicas to wait for, once its `WAIT` is.
+    fn sequenced(
+        &mut self,
+        index: usize,
+        outcomes: impl Iterator<Item = (S::Answer, Result<Sequenced, Unavailable>)>,
+    ) {
+        for (answer, outcome) in outcomes {
+            let now = self.links[index].replication.sequenced(answer, outcome);
+            if let Some((answer, outcome)) = now {
+                self.sink.sequenced(answer, outcome);
+            }
+        }
+    }
+
     pub(super) fn on_reply(
         &mut self,
         index: usize,
@@ -358,16 +385,22 @@ impl<S: BridgeSink> Bridge<S> {
                 }
                 self.on_setup_reply(index);
             }
-            Pending::Publish { answer, sent } => {
+            Pending::Publish {
+                room,
+                answers,
+                sent,
+            } => {
                 self.metrics.command_latency.observe(sent.elapsed());
-                let outcome = redis::sequenced(&reply).ok_or(Unavailable);
-                if outcome.is_err() {
-                    log_warn!("redis bridge: publish refused: {reply:?}");
-                }
-                let now = self.links[index].replication.sequenced(answer, outcome);
-                if let Some((answer, outcome)) = now {
-                    self.sink.sequenced(answer, outcome);
-                }
+                let n = answers.len();
+                self.publish_answered(&room, n);
+                let outcomes: Vec<_> = match redis::sequenced_run(&reply, n) {
+                    Some(run) => run.into_iter().map(Ok).collect(),
+                    None => {
+                        log_warn!("redis bridge: publish refused: {reply:?}");
+                        std::iter::repeat_n(Err(Unavailable), n).collect()
+                    }
+                };
+                self.sequenced(index, answers.into_iter().zip(outcomes));
             }
             Pending::Replicated { covers } => self.on_replicated(index, covers, &reply),
             Pending::Join { answer, room, sent } => {

@@ -14,7 +14,8 @@
 //! `Unavailable`, and once back every room served is recovered from its
 //! history where its cursor left off (`redis::subscriptions`).
 //!
-//! Here: the requests, the loop, publishes and subscriptions. `link`: the
+//! Here: the requests, the loop, publishes and subscriptions. `batch`: the
+//! publishes to a room taken together, sent as one call. `link`: the
 //! connections. `bounds`: what waits for Redis, bounded in time
 //! (`--redis-timeout`) and in size. `events`: what the channels bring. `presence`: joins,
 //! leaves, the online set and node liveness. `api`: the Server API's
@@ -27,6 +28,7 @@
 //! answer to the shard it is for).
 
 mod api;
+mod batch;
 mod bounds;
 mod cluster;
 mod events;
@@ -62,7 +64,7 @@ use crate::redis::pipeline::Pipeline;
 use crate::redis::resp;
 use crate::redis::subscriptions::{Change, Subscriptions};
 use crate::redis::url::RedisUrl;
-use crate::redis::{self, History, Presence, Sequenced};
+use crate::redis::{self, History, Presence, Sequenced, Unsequenced};
 
 pub use crate::redis::requests::{
     BridgeRequest, DirectMessage, FromHere, OwnedQuery, RoomEvent, Unavailable,
@@ -245,6 +247,8 @@ pub fn start<S: BridgeSink>(
         live_known: false,
         webhooks,
         keys: HashMap::new(),
+        batches: batch::Batches::default(),
+        batched: 0,
         room_users: HashMap::new(),
         next_gather: 0,
         topology,
@@ -281,8 +285,11 @@ enum Pending<A> {
     /// `ROLE`, in the setup of a Sentinel-managed server: a server that
     /// is not the master is unusable too.
     Role,
+    /// A `roomcast_publish` of a batch to `room`: `answers[i]` is the
+    /// `i`th message's.
     Publish {
-        answer: A,
+        room: Arc<str>,
+        answers: Vec<A>,
         sent: Instant,
     },
     /// The `WAIT` covering the `covers` publishes answered before it that
@@ -454,6 +461,14 @@ struct Bridge<S: BridgeSink> {
     webhooks: Option<webhooks::Reader>,
     /// The key names of the rooms in use, built once each (`keys_of`).
     keys: HashMap<Arc<str>, Arc<RoomKeys>>,
+    /// Publishes taken and not sent yet (`batch`).
+    batches: batch::Batches<S::Answer>,
+    /// Publishes taken and not answered yet, beyond the one per command
+    /// that a pipeline counts: a batch of `n` waits as one command and
+    /// counts `n`; one collected or held (`batch`) counts before it is
+    /// sent (`bounds`). Kept for all links together: a call may be
+    /// redirected to another link in a Redis Cluster.
+    batched: usize,
     /// `RoomUsers` requests whose counts are coming, by gather.
     room_users: HashMap<u64, api::UserCounts<S::Answer>>,
     next_gather: u64,
@@ -516,6 +531,10 @@ impl<S: BridgeSink> Bridge<S> {
     }
 
     fn on_request(&mut self, request: BridgeRequest<S::Answer>) {
+        // Everything but a publish goes after the publishes taken before it.
+        if !matches!(request, BridgeRequest::Publish { .. }) {
+            self.send_batches();
+        }
         match request {
             BridgeRequest::Publish {
                 room,
@@ -523,7 +542,13 @@ impl<S: BridgeSink> Bridge<S> {
                 tail,
                 origin,
                 answer,
-            } => self.publish(&room, (&head, &tail), &origin, answer),
+            } => {
+                self.batched += 1;
+                let message = Unsequenced { head, tail, origin };
+                if let Some(full) = self.batches.add(room, message, answer) {
+                    self.publish(full);
+                }
+            }
             BridgeRequest::Volatile {
                 room,
                 text,
@@ -587,26 +612,69 @@ impl<S: BridgeSink> Bridge<S> {
         keys
     }
 
-    fn publish(&mut self, room: &str, text: (&[u8], &[u8]), origin: &str, answer: S::Answer) {
-        let index = self.route(room);
-        let keys = self.keys_of(room);
+    /// Sends every batch of publishes collected, waiting or not (`batch`).
+    pub(super) fn send_batches(&mut self) {
+        if self.batches.is_empty() {
+            return;
+        }
+        for batch in self.batches.take_all() {
+            self.publish(batch);
+        }
+    }
+
+    /// Sends the batches of publishes whose room has no call waiting.
+    pub(super) fn send_ready_batches(&mut self) {
+        if self.batches.is_empty() {
+            return;
+        }
+        for batch in self.batches.take_ready() {
+            self.publish(batch);
+        }
+    }
+
+    /// Sequences a batch of publishes to one room with one call.
+    fn publish(&mut self, batch: batch::Batch<S::Answer>) {
+        let batch::Batch {
+            room,
+            messages,
+            answers,
+            ..
+        } = batch;
+        let index = self.route(&room);
+        let keys = self.keys_of(&room);
         let epoch = self.fresh_epoch();
         let retention = self.config.history;
-        let hooks = self.message_hooks(room);
+        let hooks = self.message_hooks(&room);
         let link = &mut self.links[index];
+        let n = answers.len();
         if !link.is_up() {
-            return self.sink.sequenced(answer, Err(Unavailable));
+            return self.unavailable(answers);
         }
         let sent = Instant::now();
-        let pushed = link
-            .pipeline
-            .push(Pending::Publish { answer, sent }, |out| {
-                redis::publish(out, &keys, text, &epoch, retention, origin, hooks.at(room));
-            });
+        let pending = Pending::Publish {
+            room: room.clone(),
+            answers,
+            sent,
+        };
+        let pushed = link.pipeline.push(pending, |out| {
+            redis::publish(out, &keys, &messages, &epoch, retention, hooks.at(&room));
+        });
         match pushed {
-            Ok(()) => link.replication.published(),
-            Err(Pending::Publish { answer, .. }) => self.sink.sequenced(answer, Err(Unavailable)),
+            Ok(()) => {
+                link.replication.published(n);
+                self.batched = self.batched.saturating_sub(1);
+                self.batches.sent(&room);
+            }
+            Err(Pending::Publish { answers, .. }) => self.unavailable(answers),
             Err(_) => {}
+        }
+    }
+
+    /// Answers publishes that were not sent `Unavailable`.
+    fn unavailable(&mut self, answers: Vec<S::Answer>) {
+        self.batched = self.batched.saturating_sub(answers.len());
+        for answer in answers {
+            self.sink.sequenced(answer, Err(Unavailable));
         }
     }
 

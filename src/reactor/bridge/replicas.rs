@@ -54,10 +54,11 @@ impl<A> Replication<A> {
 }
 
 impl<A> Replication<A> {
-    /// A publish was queued on the link.
-    pub(super) fn published(&mut self) {
+    /// `n` publishes were queued on the link (one call may carry many:
+    /// each is held for the `WAIT` as a publish of its own).
+    pub(super) fn published(&mut self, n: usize) {
         if self.replicas > 0 {
-            self.uncovered += 1;
+            self.uncovered += n;
         }
     }
 
@@ -155,11 +156,10 @@ mod tests {
     fn one_wait_at_a_time_covers_every_publish_queued_before_it() {
         let mut r: Replication<u32> = Replication::new(1);
         assert_eq!(r.due(), None, "nothing to cover");
-        r.published();
-        r.published();
+        r.published(2);
         assert_eq!(r.due(), Some(2));
         r.covered();
-        r.published();
+        r.published(1);
         assert_eq!(r.due(), None, "one WAIT in flight at a time");
         for answer in 1..=3 {
             assert!(r.sequenced(answer, Err(Unavailable)).is_none(), "held");
@@ -174,7 +174,7 @@ mod tests {
     #[test]
     fn without_replicas_nothing_is_held_or_waited_for() {
         let mut r: Replication<u32> = Replication::new(0);
-        r.published();
+        r.published(3);
         assert_eq!(r.due(), None);
         assert!(r.sequenced(1, Err(Unavailable)).is_some());
     }
