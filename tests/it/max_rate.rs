@@ -215,8 +215,15 @@ fn a_rejoin_without_max_rate_sends_the_held_event_and_then_everything() {
         .collect();
     assert_eq!(seq_of(&member.recv_skip_presence()), seqs[0]);
     ok_data(&member.join_with(r#"{"room":"lobby"}"#));
-    // The held event goes at once, not 10 s later.
-    assert_eq!(seq_of(&member.recv_skip_presence()), seqs[2]);
+    // The held event goes at once, not 10 s later. In a cluster the acks
+    // come before the events are back from Redis, so the rejoin may find
+    // the second held and the third arrive after it, unpaced.
+    let first = seq_of(&member.recv_skip_presence());
+    if first == seqs[1] {
+        assert_eq!(seq_of(&member.recv_skip_presence()), seqs[2]);
+    } else {
+        assert_eq!(first, seqs[2]);
+    }
     let next = common::rooms::ack_seq(&publisher.publish("lobby", "feed:tick", "1"));
     let after = common::rooms::ack_seq(&publisher.publish("lobby", "feed:tick", "1"));
     assert_eq!(seq_of(&member.recv_skip_presence()), next);
