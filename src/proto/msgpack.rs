@@ -104,11 +104,19 @@ impl<'a> Reader<'a> {
             .fold(0u64, |acc, &b| (acc << 8) | u64::from(b)))
     }
 
+    /// A length of `n` bytes (a string's bytes, a container's entries).
     fn len(&mut self, n: usize) -> Result<usize, DecodeError> {
-        // A length past what is left can only end truncated: say so before
-        // looping over it.
-        let len = usize::try_from(self.be(n)?).map_err(|_| DecodeError::Truncated)?;
-        Ok(len)
+        usize::try_from(self.be(n)?).map_err(|_| DecodeError::Truncated)
+    }
+
+    /// Refuses a container of `n` entries (each at least `min` bytes) that
+    /// cannot fit in what is left, before writing or looping over any.
+    fn fits(&self, n: usize, min: usize) -> Result<(), DecodeError> {
+        let left = self.input.len() - self.at;
+        if n.saturating_mul(min) > left {
+            return Err(DecodeError::Truncated);
+        }
+        Ok(())
     }
 
     fn value(&mut self, out: &mut Vec<u8>, depth: usize) -> Result<(), DecodeError> {
@@ -183,6 +191,7 @@ impl<'a> Reader<'a> {
         if depth >= MAX_JSON_DEPTH {
             return Err(DecodeError::TooDeep);
         }
+        self.fits(n, 1)?;
         out.push(b'[');
         for i in 0..n {
             if i > 0 {
@@ -198,6 +207,7 @@ impl<'a> Reader<'a> {
         if depth >= MAX_JSON_DEPTH {
             return Err(DecodeError::TooDeep);
         }
+        self.fits(n, 2)?;
         out.push(b'{');
         for i in 0..n {
             if i > 0 {
