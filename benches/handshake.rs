@@ -67,6 +67,7 @@ fn upgrade_once(request: &[u8], keys: &Keys, origins: &[String], out: &mut Vec<u
         allowed_origins: origins,
         now_unix: NOW,
         compression: false,
+        msgpack: true,
     };
     let Ok(accepted) = check_upgrade(&req, &policy, &mut || Ok(())) else {
         panic!("benchmark request is refused");

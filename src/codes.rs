@@ -178,8 +178,11 @@ impl std::fmt::Display for ErrorCode {
     }
 }
 
-/// The only subprotocol roomcast selects.
+/// The subprotocol of JSON text frames.
 pub const SUBPROTOCOL: &str = "roomcast.v1";
+/// The subprotocol of MessagePack binary frames (section 14); chosen over
+/// `SUBPROTOCOL` when a client offers both.
+pub const SUBPROTOCOL_MSGPACK: &str = "roomcast.msgpack";
 
 /// Bounds on everything that comes from the network, and flag defaults.
 pub mod limits {

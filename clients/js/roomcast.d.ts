@@ -11,9 +11,12 @@ export interface CloseInfo {
 }
 
 /** A WebSocket constructor: the browser's, Node 22's, or the `ws` package's. */
-export type WebSocketConstructor = new (url: string) => {
+export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => {
   readonly readyState: number;
-  send(data: string): void;
+  /** The subprotocol the server chose ("" for none). */
+  readonly protocol?: string;
+  binaryType?: string;
+  send(data: string | Uint8Array): void;
   close(code?: number, reason?: string): void;
   onmessage: ((event: { data: unknown }) => void) | null;
   onerror: ((event: unknown) => void) | null;
@@ -45,6 +48,11 @@ export interface ConnectOptions {
   refreshBefore?: number;
   /** The WebSocket constructor to use (default: the global one; `connect` throws NO_WEBSOCKET without either). */
   WebSocket?: WebSocketConstructor;
+  /**
+   * "msgpack": offer `roomcast.msgpack` (section 14) and, once the server
+   * chose it, speak MessagePack in binary frames (default "json").
+   */
+  protocol?: "json" | "msgpack";
 }
 
 export interface RoomMessage<T = unknown> {
@@ -108,7 +116,8 @@ export interface Reset {
 
 export class RoomcastError extends Error {
   /** A code of docs/protocol.md (FORBIDDEN, RATE_LIMITED, UNAVAILABLE, ...) or of the
-   *  client: TIMEOUT, DISCONNECTED, QUEUE_FULL, QUEUE_EXPIRED, CLOSED, GAVE_UP, NO_WEBSOCKET. */
+   *  client: TIMEOUT, DISCONNECTED, QUEUE_FULL, QUEUE_EXPIRED, CLOSED, GAVE_UP, NO_WEBSOCKET,
+   *  BAD_OPTION; INVALID_MSGPACK from `decodeMsgpack`. */
   code: string;
 }
 
@@ -170,3 +179,10 @@ export function tokenExpiry(token: string): number | null;
 export function fossilApply(source: Uint8Array, delta: Uint8Array): Uint8Array;
 /** The exact text of the top-level `data` of a JSON object text, or null. */
 export function dataText(text: string): string | null;
+
+/** "roomcast.msgpack", the subprotocol of `{ protocol: "msgpack" }`. */
+export const MSGPACK_PROTOCOL: string;
+/** The MessagePack bytes of what `JSON.stringify` would write of `value`. */
+export function encodeMsgpack(value: unknown): Uint8Array;
+/** One MessagePack message's value, as `JSON.parse` reads the same JSON; throws INVALID_MSGPACK on bin, ext, non-string keys, bad UTF-8, truncated or trailing bytes. */
+export function decodeMsgpack(data: ArrayBuffer | ArrayBufferView): unknown;

@@ -18,6 +18,9 @@
 // plus a timeout as dead (browsers cannot see ping frames: it sends the bare
 // `ping` text, which the server answers `pong`). It uses the global
 // `WebSocket`, or the constructor given as `connect(url, { WebSocket })`.
+// With `connect(url, { protocol: "msgpack" })` it offers the `roomcast.msgpack`
+// subprotocol (section 14) and, once the server chose it, speaks MessagePack
+// in binary frames with its own small codec (`encodeMsgpack`, `decodeMsgpack`).
 
 /**
  * Close codes below 2000 after which a client does not reconnect: a normal
@@ -249,8 +252,165 @@ export function dataText(text) {
   }
 }
 
-const UTF8 = new TextEncoder();
-const FROM_UTF8 = new TextDecoder("utf-8", { fatal: true });
+/** The subprotocol of `connect(url, { protocol: "msgpack" })`. */
+export const MSGPACK_PROTOCOL = "roomcast.msgpack";
+
+const utf8Encoder = new TextEncoder();
+const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * The MessagePack bytes (a Uint8Array) of what `JSON.stringify` would write
+ * of `value`: objects as maps (keys in order, `undefined` and functions
+ * left out), safe integers as integers in their smallest form, every other
+ * number as a float64 (NaN and infinities, which JSON writes `null`, as nil),
+ * strings as UTF-8, `toJSON` honoured.
+ */
+export function encodeMsgpack(value) {
+  const out = [];
+  const bytes = (...b) => out.push(...b);
+  const be = (n, width) => {
+    for (let shift = (width - 1) * 8; shift >= 0; shift -= 8) out.push(Math.floor(n / 2 ** shift) % 256);
+  };
+  const header = (n, fix, fixMax, tags) => {
+    if (n <= fixMax) bytes(fix | n);
+    else if (n <= 0xff && tags[0]) bytes(tags[0], n);
+    else if (n <= 0xffff) (bytes(tags[1]), be(n, 2));
+    else (bytes(tags[2]), be(n, 4));
+  };
+  const write = (v) => {
+    if (v && typeof v.toJSON === "function") v = v.toJSON();
+    if (v === null || v === undefined || typeof v === "function" || typeof v === "symbol") return bytes(0xc0);
+    if (v === true) return bytes(0xc3);
+    if (v === false) return bytes(0xc2);
+    if (typeof v === "number") {
+      if (!Number.isFinite(v)) return bytes(0xc0);
+      if (Number.isSafeInteger(v) && !Object.is(v, -0)) {
+        if (v >= 0 && v < 0x80) return bytes(v);
+        if (v < 0 && v >= -32) return bytes(v + 256);
+        if (v >= 0) {
+          if (v <= 0xff) return bytes(0xcc, v);
+          if (v <= 0xffff) return (bytes(0xcd), be(v, 2));
+          if (v <= 0xffffffff) return (bytes(0xce), be(v, 4));
+          return (bytes(0xcf), be(v, 8));
+        }
+        if (v >= -0x80) return bytes(0xd0, v + 0x100);
+        if (v >= -0x8000) return (bytes(0xd1), be(v + 0x10000, 2));
+        if (v >= -0x80000000) return (bytes(0xd2), be(v + 0x100000000, 4));
+        // Two's complement of a safe negative integer in 64 bits.
+        return (bytes(0xd3), be(Math.floor(v / 2 ** 32) + 2 ** 32, 4), be(((v % 2 ** 32) + 2 ** 32) % 2 ** 32, 4));
+      }
+      const view = new DataView(new ArrayBuffer(8));
+      view.setFloat64(0, v);
+      return bytes(0xcb, ...new Uint8Array(view.buffer));
+    }
+    if (typeof v === "bigint") return write(Number(v));
+    if (typeof v === "string") {
+      const utf8 = utf8Encoder.encode(v);
+      header(utf8.length, 0xa0, 31, [0xd9, 0xda, 0xdb]);
+      for (const b of utf8) out.push(b);
+      return;
+    }
+    if (Array.isArray(v)) {
+      header(v.length, 0x90, 15, [0, 0xdc, 0xdd]);
+      for (const item of v) write(item);
+      return;
+    }
+    if (v instanceof Number || v instanceof String || v instanceof Boolean) return write(v.valueOf());
+    const entries = Object.entries(v).filter(([, item]) => item !== undefined && typeof item !== "function" && typeof item !== "symbol");
+    header(entries.length, 0x80, 15, [0, 0xde, 0xdf]);
+    for (const [key, item] of entries) {
+      write(key);
+      write(item);
+    }
+  };
+  write(value);
+  return Uint8Array.from(out);
+}
+
+/**
+ * The value of one MessagePack message (ArrayBuffer or byte view), as
+ * `JSON.parse` would give it of the same JSON: maps as objects (string
+ * keys only), integers beyond 2^53 as the nearest number. Throws
+ * `INVALID_MSGPACK` on bin, ext, non-string keys, bad UTF-8, truncation or
+ * trailing bytes.
+ */
+export function decodeMsgpack(data) {
+  const input = data instanceof ArrayBuffer ? new Uint8Array(data) : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  const view = new DataView(input.buffer, input.byteOffset, input.byteLength);
+  let at = 0;
+  const fail = (why) => {
+    throw new RoomcastError("INVALID_MSGPACK", why);
+  };
+  const need = (n) => {
+    if (at + n > input.length) fail("truncated");
+    const start = at;
+    at += n;
+    return start;
+  };
+  const uint = (n) => {
+    const start = need(n);
+    let v = 0;
+    for (let i = 0; i < n; i++) v = v * 256 + input[start + i];
+    return v;
+  };
+  const str = (n) => {
+    const start = need(n);
+    try {
+      return utf8Decoder.decode(input.subarray(start, start + n));
+    } catch {
+      return fail("a string is not UTF-8");
+    }
+  };
+  const array = (n, depth) => {
+    const items = [];
+    for (let i = 0; i < n; i++) items.push(read(depth + 1));
+    return items;
+  };
+  const map = (n, depth) => {
+    const object = {};
+    for (let i = 0; i < n; i++) {
+      const key = read(depth + 1);
+      if (typeof key !== "string") fail("a map key is not a string");
+      Object.defineProperty(object, key, { value: read(depth + 1), enumerable: true, writable: true, configurable: true });
+    }
+    return object;
+  };
+  const read = (depth) => {
+    if (depth > 512) fail("nested too deep");
+    const tag = uint(1);
+    if (tag < 0x80) return tag;
+    if (tag >= 0xe0) return tag - 256;
+    if (tag >= 0xa0 && tag <= 0xbf) return str(tag & 0x1f);
+    if (tag >= 0x90 && tag <= 0x9f) return array(tag & 0x0f, depth);
+    if (tag >= 0x80 && tag <= 0x8f) return map(tag & 0x0f, depth);
+    switch (tag) {
+      case 0xc0: return null;
+      case 0xc2: return false;
+      case 0xc3: return true;
+      case 0xca: return view.getFloat32(need(4));
+      case 0xcb: return view.getFloat64(need(8));
+      case 0xcc: return uint(1);
+      case 0xcd: return uint(2);
+      case 0xce: return uint(4);
+      case 0xcf: return uint(8);
+      case 0xd0: return view.getInt8(need(1));
+      case 0xd1: return view.getInt16(need(2));
+      case 0xd2: return view.getInt32(need(4));
+      case 0xd3: return Number(view.getBigInt64(need(8)));
+      case 0xd9: return str(uint(1));
+      case 0xda: return str(uint(2));
+      case 0xdb: return str(uint(4));
+      case 0xdc: return array(uint(2), depth);
+      case 0xdd: return array(uint(4), depth);
+      case 0xde: return map(uint(2), depth);
+      case 0xdf: return map(uint(4), depth);
+      default: return fail(`type 0x${tag.toString(16)} has no JSON form`);
+    }
+  };
+  const value = read(0);
+  if (at !== input.length) fail("bytes after the value");
+  return value;
+}
 
 /** An error from the server (`code` as in docs/protocol.md) or from the client. */
 export class RoomcastError extends Error {
@@ -317,13 +477,15 @@ export class Room extends Emitter {
   undelta(text, message) {
     if (typeof message.seq !== "number") return true;
     if (typeof message.delta !== "string") {
-      if (this.keepsData) this.lastData = "data" in message ? dataText(text) : null;
+      // A MessagePack payload is no JSON text: the server sends such a
+      // connection every event whole.
+      if (this.keepsData) this.lastData = "data" in message && typeof text === "string" ? dataText(text) : null;
       return true;
     }
     try {
       if (this.lastData === null) throw new RoomcastError("DELTA", "no event to apply a delta to");
-      const bytes = fossilApply(UTF8.encode(this.lastData), UTF8.encode(message.delta));
-      this.lastData = FROM_UTF8.decode(bytes);
+      const bytes = fossilApply(utf8Encoder.encode(this.lastData), utf8Encoder.encode(message.delta));
+      this.lastData = utf8Decoder.decode(bytes);
       message.data = JSON.parse(this.lastData);
     } catch (e) {
       this.lastData = null;
@@ -495,6 +657,12 @@ export class Client extends Emitter {
     this.ws = null;
     this.timers = {};
     this.pingInterval = options.pingInterval || 25000;
+    if (options.protocol && options.protocol !== "json" && options.protocol !== "msgpack") {
+      throw new RoomcastError("BAD_OPTION", `protocol is "json" or "msgpack", not ${JSON.stringify(options.protocol)}`);
+    }
+    // Whether the current connection speaks MessagePack: the server chose
+    // it, which its first message (binary) shows.
+    this.packed = false;
     this.connectNow();
   }
 
@@ -568,7 +736,12 @@ export class Client extends Emitter {
       reject(new RoomcastError("TIMEOUT", `no ack within ${this.options.ackTimeout} ms`));
     }, this.options.ackTimeout);
     this.pending.set(id, { resolve, reject, timer });
-    this.ws.send(JSON.stringify({ ...message, id }));
+    this.write({ ...message, id });
+  }
+
+  /** Sends one message in the connection's encoding. */
+  write(message) {
+    this.ws.send(this.packed ? encodeMsgpack(message) : JSON.stringify(message));
   }
 
   async connectNow() {
@@ -583,8 +756,11 @@ export class Client extends Emitter {
     // decides it by what the browser sends (its cookies, the query).
     const sep = this.url.includes("?") ? "&" : "?";
     const target = this.token ? `${this.url}${sep}token=${encodeURIComponent(this.token)}` : this.url;
-    const ws = new this.WebSocket(target);
+    const msgpack = this.options.protocol === "msgpack";
+    const ws = msgpack ? new this.WebSocket(target, MSGPACK_PROTOCOL) : new this.WebSocket(target);
+    if (msgpack) ws.binaryType = "arraybuffer";
     this.ws = ws;
+    this.packed = false;
     ws.onmessage = (e) => this.onMessage(e.data);
     ws.onerror = () => this.emit("error", new RoomcastError("SOCKET", "WebSocket error"));
     ws.onclose = (e) => {
@@ -592,12 +768,16 @@ export class Client extends Emitter {
     };
   }
 
-  onMessage(text) {
+  onMessage(payload) {
     this.heard();
-    if (text === "pong") return;
+    if (payload === "pong") return;
     let message;
     try {
-      message = JSON.parse(text);
+      if (typeof payload === "string") message = JSON.parse(payload);
+      else {
+        message = decodeMsgpack(payload);
+        this.packed = true;
+      }
     } catch {
       return;
     }
@@ -608,7 +788,7 @@ export class Client extends Emitter {
     if (message.event === "room:unsubscribed") return this.rooms.get(message.room)?.onUnsubscribed(message.data);
     if (message.room && this.rooms.has(message.room)) {
       const room = this.rooms.get(message.room);
-      if (room.undelta(text, message)) room.deliver(message);
+      if (room.undelta(payload, message)) room.deliver(message);
       return;
     }
     this.emit(message.event, message.data, message);
@@ -687,7 +867,11 @@ export class Client extends Emitter {
     clearTimeout(this.timers.dead);
     if (this.state === "closed") return;
     this.timers.ping = setTimeout(() => {
-      if (this.ws && this.ws.readyState === 1) this.ws.send("ping");
+      // The bare "ping" text has no MessagePack form: a `ping` event then.
+      if (this.ws && this.ws.readyState === 1) {
+        if (this.packed) this.write({ event: "ping" });
+        else this.ws.send("ping");
+      }
     }, this.pingInterval);
     this.timers.dead = setTimeout(() => {
       // Silent past the ping interval and the timeout: gone without a close.
@@ -731,7 +915,9 @@ export class Client extends Emitter {
  * (or neither, where the server's `--connect-proxy` admits the browser by its
  * cookies), and `{ WebSocket }` where there is no global one (Node 20 without
  * `--experimental-websocket`: the `ws` package's). Throws `NO_WEBSOCKET` when
- * there is neither.
+ * there is neither. `{ protocol: "msgpack" }` offers `roomcast.msgpack`:
+ * every message both ways is then MessagePack in a binary frame (the
+ * application still sees and gives plain values).
  */
 export function connect(url, options = {}) {
   return new Client(url, options);

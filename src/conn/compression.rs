@@ -48,10 +48,15 @@ impl Codec {
     }
 
     /// The compressed twin (RSV1) of a room's shared text `frame`
-    /// (`wire::text_frame`), or `None` when its text is not worth it.
+    /// (`wire::text_frame`), or of its MessagePack binary twin
+    /// (`conn::packed`), or `None` when its payload is not worth it.
     pub fn compress_frame(&mut self, frame: &[u8]) -> Option<Arc<[u8]>> {
-        self.compress(wire::frame_text(frame))
-            .map(wire::compressed_text_frame)
+        let twin = if wire::is_binary_frame(frame) {
+            wire::compressed_binary_frame
+        } else {
+            wire::compressed_text_frame
+        };
+        self.compress(wire::frame_text(frame)).map(twin)
     }
 
     /// The shard's inflater, to inflate a compressed message into the

@@ -19,6 +19,7 @@ pub mod backpressure;
 pub mod compression;
 pub mod id;
 pub mod outbound;
+pub mod packed;
 pub mod pool;
 mod publish;
 pub mod rate;
@@ -190,6 +191,28 @@ pub enum Port {
     Metrics,
 }
 
+/// How data frames reach a client, in one byte so that `Connection`
+/// stays within its size (`an_idle_connection_stays_small`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Wire(u8);
+
+impl Wire {
+    const COMPRESSES: u8 = 1;
+    const MSGPACK: u8 = 2;
+
+    fn new(compresses: bool, msgpack: bool) -> Self {
+        Wire((u8::from(compresses) * Self::COMPRESSES) | (u8::from(msgpack) * Self::MSGPACK))
+    }
+
+    fn compresses(self) -> bool {
+        self.0 & Self::COMPRESSES != 0
+    }
+
+    fn msgpack(self) -> bool {
+        self.0 & Self::MSGPACK != 0
+    }
+}
+
 /// A client connection.
 pub struct Connection {
     id: u64,
@@ -202,11 +225,11 @@ pub struct Connection {
     out: Outbound,
     /// Whether this connection holds a slot from `Admission::admit`.
     admitted: bool,
-    /// Data frames to it may be compressed (permessage-deflate agreed with
-    /// a 15-bit window). Kept here, not only in the boxed session's
-    /// decoder, so that a fan-out reads it without another cache miss per
-    /// member.
-    compresses: bool,
+    /// Whether data frames to it may be compressed (permessage-deflate
+    /// agreed with a 15-bit window) and are MessagePack (`roomcast.msgpack`,
+    /// section 14). Kept here, not only in the boxed session's decoder, so
+    /// that a fan-out reads it without another cache miss per member.
+    wire: Wire,
     /// The close code sent or received, for the lifecycle log.
     close_code: Option<u16>,
     /// The oldest ping not yet followed by any inbound frame.
@@ -288,7 +311,7 @@ impl Connection {
             },
             out: Outbound::default(),
             admitted: false,
-            compresses: false,
+            wire: Wire::default(),
             close_code: None,
             unanswered_ping: None,
             next_ping: now,
@@ -365,7 +388,13 @@ impl Connection {
     /// Whether data frames to this connection may be compressed
     /// (permessage-deflate agreed with the server's full window).
     pub fn compresses_out(&self) -> bool {
-        self.compresses
+        self.wire.compresses()
+    }
+
+    /// Whether the connection chose `roomcast.msgpack`: frames shared by a
+    /// fan-out go to it as their MessagePack twin (`conn::packed`).
+    pub fn speaks_msgpack(&self) -> bool {
+        self.wire.msgpack()
     }
 
     /// Whether the connection counts `room` as joined or joining.
@@ -450,8 +479,9 @@ impl Connection {
             return false;
         }
         let codec = self.compresses_out().then_some(codec);
-        let mut sink = BoundedSink::new(&mut self.out, Backpressure::of(config), codec);
-        sink.push(OpCode::Text, text);
+        let mut sink = BoundedSink::new(&mut self.out, Backpressure::of(config), codec)
+            .with_msgpack(self.wire.msgpack());
+        proto::Sink::send_text(&mut sink, text);
         if sink.overflowed {
             self.end_websocket(End::SlowConsumer, now, config);
             return false;
@@ -483,7 +513,9 @@ impl Connection {
     fn release_if_caught_up(&mut self, rule: Backpressure) -> bool {
         let pending = self.out.pending();
         match self.session.as_mut() {
-            Some(session) if rule.releases(pending) => session.release(&mut self.out),
+            Some(session) if rule.releases(pending) => {
+                session.release(&mut self.out, self.wire.msgpack())
+            }
             _ => false,
         }
     }
@@ -609,7 +641,13 @@ impl Connection {
                     let Some(session) = self.session.as_mut() else {
                         return input.len();
                     };
-                    on_frames(session, rest, &mut self.out, self.compresses, cx)
+                    on_frames(
+                        session,
+                        rest,
+                        &mut self.out,
+                        (self.wire.compresses(), self.wire.msgpack()),
+                        cx,
+                    )
                 }
                 State::Closing { .. } | State::Finishing { .. } => return input.len(),
             };
@@ -795,7 +833,10 @@ impl Connection {
 
     fn open(&mut self, endpoint: Endpoint, accepted: Accepted, cx: &mut Context<'_>) {
         self.admitted = true;
-        self.compresses = accepted.deflate.is_some_and(Deflate::compresses_out);
+        self.wire = Wire::new(
+            accepted.deflate.is_some_and(Deflate::compresses_out),
+            endpoint == Endpoint::Events && accepted.msgpack(),
+        );
         cx.metrics
             .count_open(cx.now.saturating_duration_since(self.accepted_at));
         cx.scratch.clear();
@@ -810,7 +851,7 @@ impl Connection {
                 cx.unix_ms,
                 cx.config.heartbeat.interval.as_millis() as u64,
             );
-            self.out.push_frame(OpCode::Text, cx.scratch);
+            packed::push_message(&mut self.out, self.wire.msgpack(), cx.scratch);
             cx.metrics.messages_out.inc();
         }
         self.next_ping = cx.now + cx.config.heartbeat.interval;

@@ -161,6 +161,7 @@ fn upgrade(
         allowed_origins: &cx.config.auth.allowed_origins,
         now_unix: cx.unix_ms as f64 / 1000.0,
         compression: cx.config.listen.compression == crate::config::Compression::On,
+        msgpack: endpoint == Endpoint::Events,
     };
     let (admission, now) = (cx.admission, cx.now);
     let mut admit = || admission.admit(peer_ip, now);

@@ -13,11 +13,11 @@ use crate::config::LimitsConfig;
 use crate::conn::Delivered;
 use crate::conn::backpressure::HoldBack;
 use crate::conn::outbound::Outbound;
+use crate::conn::packed;
 use crate::conn::rate::{RateLimit, Verdict};
 use crate::proto::Request;
 use crate::proto::wire;
 use crate::ws::decoder::Decoder;
-use crate::ws::frame::OpCode;
 
 /// Room events a slow consumer did not get yet.
 #[derive(Default)]
@@ -132,12 +132,12 @@ impl SessionState {
     }
 
     /// Queues what was held back; returns whether there was anything.
-    pub fn release(&mut self, out: &mut Outbound) -> bool {
+    pub fn release(&mut self, out: &mut Outbound, msgpack: bool) -> bool {
         let Some(held) = self.held_back.take() else {
             return false;
         };
         if held.dropped > 0 {
-            out.push_frame(OpCode::Text, &wire::dropped(held.dropped));
+            packed::push_message(out, msgpack, &wire::dropped(held.dropped));
         }
         for (_, frame) in held.conflated {
             out.push_shared(frame);

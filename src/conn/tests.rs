@@ -106,10 +106,15 @@ impl Harness {
     /// Connection `id` upgraded to `/ws` as `claims`; its output (the
     /// handshake response and `connection:established`) is left queued.
     fn upgrade(&mut self, id: u64, claims: Claims) -> Connection {
+        self.upgrade_with(id, claims, "")
+    }
+
+    /// `upgrade` with `headers` (whole lines) added to the request.
+    fn upgrade_with(&mut self, id: u64, claims: Claims, headers: &str) -> Connection {
         let token = auth::mint(&claims, SECRET.as_bytes());
         let request = format!(
             "GET /ws?token={token} HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
         );
         let mut conn = Connection::new(id, IpAddr::V4(Ipv4Addr::LOCALHOST), self.now);
         self.feed(&mut conn, request.as_bytes());
@@ -202,6 +207,22 @@ fn join_and_publish_become_requests_and_membership_is_tracked() {
     assert!(!conn.in_room("lobby"));
 }
 
+/// Fills the queue to its bound, then delivers one room event more, to
+/// room "r"; returns the room and that event's `seq`.
+fn past_the_bound_by_one(h: &Harness, conn: &mut Connection) -> (Arc<str>, u64) {
+    let room: Arc<str> = Arc::from("r");
+    let sent = fill(h, conn, &room);
+    assert!(conn.is_open_websocket());
+    conn.deliver(
+        Some(&room),
+        &event(sent + 1, 1000),
+        Delivery::RoomEvent,
+        h.now,
+        &h.config,
+    );
+    (room, sent + 1)
+}
+
 /// A harness with a 16 KiB write bound (and messages as large) under `policy`.
 fn small_buffer(policy: &str) -> Harness {
     Harness::new(&[
@@ -218,16 +239,7 @@ fn small_buffer(policy: &str) -> Harness {
 fn close_policy_cuts_a_slow_consumer_with_4008() {
     let mut h = small_buffer("close");
     let mut conn = h.open();
-    let room: Arc<str> = Arc::from("r");
-    let sent = fill(&h, &mut conn, &room);
-    assert!(conn.is_open_websocket());
-    conn.deliver(
-        Some(&room),
-        &event(sent + 1, 1000),
-        Delivery::RoomEvent,
-        h.now,
-        &h.config,
-    );
+    past_the_bound_by_one(&h, &mut conn);
     assert!(conn.is_finishing());
     assert_eq!(conn.close_code(), Some(close::SLOW_CONSUMER));
     let output = take_output(&mut conn);
@@ -266,26 +278,97 @@ fn drop_policy_counts_and_reports_dropped_events_once_caught_up() {
     );
 }
 
+/// The JSON text of each MessagePack binary frame in `output` (after the
+/// 101's head, if any), "text" for a text frame (room frames given to
+/// `deliver` as they are: the outlet picks a member's form), "close CODE".
+fn packed_messages(output: &[u8]) -> Vec<String> {
+    let mut at = output
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(0, |end| end + 4);
+    let mut texts = Vec::new();
+    while at < output.len() {
+        let header = crate::ws::frame::parse_header(&output[at..])
+            .unwrap()
+            .unwrap();
+        let end = at + header.header_len + header.payload_len as usize;
+        let payload = &output[at + header.header_len..end];
+        match header.opcode {
+            OpCode::Binary => {
+                let mut json = Vec::new();
+                crate::proto::msgpack::to_json(payload, &mut json).unwrap();
+                texts.push(String::from_utf8(json).unwrap());
+            }
+            OpCode::Close => texts.push(format!(
+                "close {}",
+                u16::from_be_bytes([payload[0], payload[1]])
+            )),
+            OpCode::Text => texts.push("text".into()),
+            other => panic!("a {other:?} frame to a MessagePack connection"),
+        }
+        at = end;
+    }
+    texts
+}
+
+#[test]
+fn a_msgpack_connection_gets_every_message_in_msgpack_and_closes_1003_on_text() {
+    let mut h = small_buffer("drop");
+    let mut conn = h.upgrade_with(
+        1,
+        Claims::new("u1", f64::MAX),
+        "Sec-WebSocket-Protocol: roomcast.msgpack\r\n",
+    );
+    let output = take_output(&mut conn);
+    assert!(
+        String::from_utf8_lossy(&output).contains("Sec-WebSocket-Protocol: roomcast.msgpack\r\n")
+    );
+    let hello = packed_messages(&output);
+    assert!(
+        hello[0].starts_with(r#"{"event":"connection:established""#),
+        "{hello:?}"
+    );
+    assert!(conn.speaks_msgpack());
+
+    // A reply from the rooms, and `system:dropped` once caught up.
+    assert!(conn.send_text(
+        br#"{"event":"ack","id":7,"success":true,"data":{}}"#,
+        h.now,
+        &h.config,
+        &mut Codec::default()
+    ));
+    past_the_bound_by_one(&h, &mut conn);
+    let first = packed_messages(&take_output(&mut conn));
+    assert_eq!(
+        first[0],
+        r#"{"event":"ack","id":7,"success":true,"data":{}}"#
+    );
+    assert!(conn.release_held_back(&h.config));
+    assert_eq!(
+        packed_messages(&take_output(&mut conn)),
+        [r#"{"event":"system:dropped","data":{"count":1}}"#]
+    );
+
+    h.send_text(&mut conn, r#"{"event":"ping"}"#);
+    assert_eq!(conn.close_code(), Some(close::UNSUPPORTED_DATA));
+    assert_eq!(
+        packed_messages(&take_output(&mut conn)).last().unwrap(),
+        "close 1003"
+    );
+}
+
 #[test]
 fn conflate_policy_keeps_the_newest_event_per_room() {
     let mut h = small_buffer("conflate");
     let mut conn = h.open();
-    let room: Arc<str> = Arc::from("r");
-    let sent = fill(&h, &mut conn, &room);
-    let newest = event(sent + 2, 1000);
-    conn.deliver(
-        Some(&room),
-        &event(sent + 1, 1000),
-        Delivery::RoomEvent,
-        h.now,
-        &h.config,
-    );
+    let (room, held) = past_the_bound_by_one(&h, &mut conn);
+    let newest = event(held + 1, 1000);
     conn.deliver(Some(&room), &newest, Delivery::RoomEvent, h.now, &h.config);
     take_output(&mut conn);
     assert!(conn.release_held_back(&h.config));
     let released = take_output(&mut conn);
     assert!(released.ends_with(wire::frame_text(&newest)));
-    assert!(!String::from_utf8_lossy(&released).contains(&format!("\"seq\":{},", sent + 1)));
+    assert!(!String::from_utf8_lossy(&released).contains(&format!("\"seq\":{held},")));
 }
 
 /// What `deliver` makes of a message of `kind` past its bound under `policy`.

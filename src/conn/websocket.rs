@@ -2,19 +2,25 @@
 //! compressed messages (permessage-deflate), the rate limit, handing `/ws`
 //! text to the event protocol (`proto`) or echoing on `/echo`, and the
 //! bound on the replies a message may queue (compressed when the
-//! connection agreed to it).
+//! connection agreed to it). On a `roomcast.msgpack` connection binary
+//! messages are read as MessagePack into JSON text for the same event
+//! protocol, text messages close it with 1003, and replies go out as
+//! MessagePack in binary frames.
 //!
 //! Owns how one batch of input becomes replies and room requests. Must not
 //! touch: the connection's other states (`conn`), sockets or clocks.
 
+use crate::codes::ErrorCode;
 use crate::codes::close;
 use crate::conn::backpressure::{Backpressure, Fate};
 use crate::conn::compression::Codec;
 use crate::conn::outbound::Outbound;
+use crate::conn::packed;
 use crate::conn::rate::Verdict;
 use crate::conn::session::SessionState;
 use crate::conn::{Context, Delivery, Endpoint};
-use crate::proto::{self, Request, Session, Sink};
+use crate::metrics::ShardMetrics;
+use crate::proto::{self, Request, Session, Sink, msgpack, reply};
 use crate::ws::decoder::{CloseFrame, Decoder, Message};
 use crate::ws::deflate::InflateError;
 use crate::ws::frame::{self, OpCode};
@@ -36,6 +42,8 @@ struct Handling {
     endpoint: Endpoint,
     /// Replies may be compressed (permessage-deflate with the full window).
     compress: bool,
+    /// `roomcast.msgpack`: messages both ways are MessagePack.
+    msgpack: bool,
 }
 
 /// The result of feeding input to an open WebSocket.
@@ -46,18 +54,27 @@ pub(super) struct Step {
 
 /// Decodes and handles every complete message in `input`; replies are
 /// compressed when the connection `compresses` (permessage-deflate with
-/// the full window).
+/// the full window), and MessagePack when it chose `msgpack`.
 pub(super) fn on_frames(
     session: &mut SessionState,
     input: &mut [u8],
     out: &mut Outbound,
-    compresses: bool,
+    (compresses, msgpack): (bool, bool),
     cx: &mut Context<'_>,
 ) -> Step {
     // The decoder lends out slices of itself while the rest of the session
     // handles them, so it steps out of the session for the call.
     let mut decoder = std::mem::replace(&mut session.decoder, Decoder::new(0, true));
-    let step = decode_and_handle(&mut decoder, session, input, out, compresses, cx);
+    let handling = Handling {
+        endpoint: if session.events {
+            Endpoint::Events
+        } else {
+            Endpoint::Echo
+        },
+        compress: compresses,
+        msgpack,
+    };
+    let step = decode_and_handle(&mut decoder, session, input, out, handling, cx);
     session.decoder = decoder;
     step
 }
@@ -67,15 +84,9 @@ fn decode_and_handle(
     session: &mut SessionState,
     input: &mut [u8],
     out: &mut Outbound,
-    compress: bool,
+    handling: Handling,
     cx: &mut Context<'_>,
 ) -> Step {
-    let endpoint = if session.events {
-        Endpoint::Events
-    } else {
-        Endpoint::Echo
-    };
-    let handling = Handling { endpoint, compress };
     let mut consumed = 0;
     loop {
         let decoded = match decoder.decode(&mut input[consumed..]) {
@@ -142,10 +153,36 @@ fn on_message(
         ..
     } = cx;
     let codec = handling.compress.then_some(&mut **codec);
-    let mut sink = BoundedSink::new(out, Backpressure::of(config), codec);
+    let mut sink =
+        BoundedSink::new(out, Backpressure::of(config), codec).with_msgpack(handling.msgpack);
     if matches!(message, Message::Text(_) | Message::Binary(_)) {
         metrics.messages_in.inc();
     }
+    // A MessagePack message's JSON text, handled below as a text message.
+    let mut converted = Vec::new();
+    let message = match message {
+        Message::Text(_) if handling.msgpack => return Some(End::Close(close::UNSUPPORTED_DATA)),
+        Message::Binary(payload) if handling.msgpack => {
+            converted.reserve(payload.len() * 2);
+            if let Err(error) = msgpack::to_json(payload, &mut converted) {
+                // Counted by the rate limit like a message that is not JSON.
+                let (code, message) = match session.check_rate(&config.limits, *now) {
+                    Verdict::Allow => (ErrorCode::ValidationError, error.message()),
+                    Verdict::Limited => {
+                        metrics.rate_limited.inc();
+                        (ErrorCode::RateLimited, "rate limit exceeded")
+                    }
+                    Verdict::Flood => return Some(End::Close(close::RATE_LIMITED)),
+                };
+                scratch.clear();
+                reply::failure(scratch, None, code, message);
+                sink.send_text(scratch);
+                return finish(sink, session, metrics, requests);
+            }
+            Message::Text(&mut converted)
+        }
+        other => other,
+    };
     match message {
         Message::Text(payload) => match handling.endpoint {
             Endpoint::Echo => sink.push(OpCode::Text, payload),
@@ -182,6 +219,17 @@ fn on_message(
         // Inflated by `on_compressed` before it comes here.
         Message::Compressed { .. } => {}
     }
+    finish(sink, session, metrics, requests)
+}
+
+/// Counts what one message queued and hands its requests on.
+#[inline(always)]
+fn finish(
+    sink: BoundedSink<'_>,
+    session: &mut SessionState,
+    metrics: &ShardMetrics,
+    requests: &mut Vec<Request>,
+) -> Option<End> {
     metrics.messages_out.add(sink.messages);
     let end = sink.overflowed.then_some(End::SlowConsumer);
     for request in sink.requests {
@@ -233,6 +281,9 @@ pub(super) struct BoundedSink<'a> {
     /// Data messages queued, for the shard's counters.
     messages: u64,
     requests: Vec<Request>,
+    /// `Some` on a `roomcast.msgpack` connection: the buffer its text
+    /// replies are converted in.
+    packed: Option<Vec<u8>>,
 }
 
 impl<'a> BoundedSink<'a> {
@@ -244,7 +295,15 @@ impl<'a> BoundedSink<'a> {
             overflowed: false,
             messages: 0,
             requests: Vec::new(),
+            packed: None,
         }
+    }
+
+    /// The same sink, sending text replies as MessagePack binary frames
+    /// when `msgpack`.
+    pub fn with_msgpack(mut self, msgpack: bool) -> Self {
+        self.packed = msgpack.then(Vec::new);
+        self
     }
 
     // Inlined into the echo and event paths: as a call it cost an echo
@@ -280,7 +339,14 @@ impl<'a> BoundedSink<'a> {
 
 impl Sink for BoundedSink<'_> {
     fn send_text(&mut self, text: &[u8]) {
-        self.push(OpCode::Text, text);
+        let Some(mut packed) = self.packed.take() else {
+            self.push(OpCode::Text, text);
+            return;
+        };
+        if packed::pack(text, &mut packed) {
+            self.push(OpCode::Binary, &packed);
+        }
+        self.packed = Some(packed);
     }
 
     fn request(&mut self, request: Request) {

@@ -7,6 +7,7 @@
 pub mod envelope;
 pub mod events;
 pub mod fossil;
+pub mod msgpack;
 pub mod names;
 pub(crate) mod numbers;
 pub mod publish;

@@ -13,6 +13,17 @@ pub fn text_frame(text: &[u8]) -> Arc<[u8]> {
     shared_frame(text, false)
 }
 
+/// A complete server binary frame holding `payload`: a message in
+/// MessagePack (section 14), shared like a text frame.
+pub fn binary_frame(payload: &[u8]) -> Arc<[u8]> {
+    frame_of(OpCode::Binary, payload, false)
+}
+
+/// `binary_frame` with RSV1 set, holding a compressed message.
+pub fn compressed_binary_frame(deflated: &[u8]) -> Arc<[u8]> {
+    frame_of(OpCode::Binary, deflated, true)
+}
+
 /// A complete server text frame with RSV1 set, holding a message
 /// compressed by `ws::deflate` (permessage-deflate): one per room message
 /// and shard, shared by every member that agreed to the extension.
@@ -21,11 +32,15 @@ pub fn compressed_text_frame(deflated: &[u8]) -> Arc<[u8]> {
 }
 
 fn shared_frame(payload: &[u8], compressed: bool) -> Arc<[u8]> {
+    frame_of(OpCode::Text, payload, compressed)
+}
+
+fn frame_of(opcode: OpCode, payload: &[u8], compressed: bool) -> Arc<[u8]> {
     let mut header = [0u8; 10];
     let header_len = if compressed {
-        frame::encode_compressed_header(OpCode::Text, payload.len(), &mut header)
+        frame::encode_compressed_header(opcode, payload.len(), &mut header)
     } else {
-        frame::encode_header(true, OpCode::Text, payload.len(), &mut header)
+        frame::encode_header(true, opcode, payload.len(), &mut header)
     };
     let mut bytes = Vec::with_capacity(header_len + payload.len());
     bytes.extend_from_slice(&header[..header_len]);
@@ -33,7 +48,13 @@ fn shared_frame(payload: &[u8], compressed: bool) -> Arc<[u8]> {
     Arc::from(bytes)
 }
 
-/// The JSON text inside a frame built by `text_frame`.
+/// Whether a frame built here is a binary one.
+pub fn is_binary_frame(frame: &[u8]) -> bool {
+    // Opcode 0x2 (RFC 6455), in the low bits of the first byte.
+    frame.first().is_some_and(|b| b & 0x0f == 0x2)
+}
+
+/// The payload inside a frame built here (the JSON text of a `text_frame`).
 pub fn frame_text(frame: &[u8]) -> &[u8] {
     let header_len = match frame.get(1).map(|b| b & 0x7f) {
         Some(126) => 4,

@@ -8,7 +8,13 @@
 //! once per shard with compressing members, on that shard's own thread:
 //! no lock, and no work at all on a shard whose members do not compress.
 //! Every connection given something goes on the turn's flush list once.
+//!
+//! MessagePack members (`roomcast.msgpack`) get the frame's MessagePack
+//! twin from the node's memo (`conn::packed`), fetched once per delivery
+//! on the first such member, and compressed once per delivery the same
+//! way for those that compress.
 
+use std::cell::OnceCell;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -68,6 +74,8 @@ impl ShardOutlet<'_> {
         };
         let mut tally = Tally::default();
         let mut shared = SharedFrame::new(frame);
+        let twin = OnceCell::new();
+        let mut packed = None;
         for &key in keys {
             if skip == Some(key) {
                 continue;
@@ -75,10 +83,25 @@ impl ShardOutlet<'_> {
             let Some(entry) = self.conns.get_mut(key) else {
                 continue;
             };
-            let frame = shared.for_member(entry.conn.compresses_out(), self.codec);
+            let compresses = entry.conn.compresses_out();
+            let msgpack = entry.conn.speaks_msgpack();
+            let frame = if msgpack {
+                let Some(twin) = twin.get_or_init(|| self.shared.packed.twin(frame)) else {
+                    continue;
+                };
+                packed
+                    .get_or_insert_with(|| SharedFrame::new(twin))
+                    .for_member(compresses, self.codec)
+            } else {
+                shared.for_member(compresses, self.codec)
+            };
             write_through(entry, self.metrics, frame.len(), self.config);
             let delivered = entry.conn.deliver(room, frame, kind, now, self.config);
-            if let (Some(queued), Delivered::Queued) = (queued.as_deref_mut(), delivered) {
+            // A MessagePack member never sees the JSON text a delta is
+            // taken from: noted as not queued, it gets every event whole.
+            if let (Some(queued), Delivered::Queued, false) =
+                (queued.as_deref_mut(), delivered, msgpack)
+            {
                 queued.push(key);
             }
             tally.count(delivered);

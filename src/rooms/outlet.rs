@@ -32,8 +32,9 @@ pub trait Outlet {
     ) -> usize;
 
     /// As `deliver` for a room event, noting in `queued` the keys it was
-    /// queued for (not held back, dropped or left out): section 14's
-    /// deltas follow what each member was queued.
+    /// queued for (not held back, dropped or left out) as JSON text:
+    /// section 14's deltas follow what each member was queued, and a
+    /// MessagePack member, which never sees that text, is never noted.
     fn deliver_noting(
         &mut self,
         keys: &[usize],

@@ -11,7 +11,7 @@
 //! token format (`auth`).
 
 use crate::auth::{self, Claims, Keys};
-use crate::codes::{ErrorCode, SUBPROTOCOL};
+use crate::codes::{ErrorCode, SUBPROTOCOL, SUBPROTOCOL_MSGPACK};
 use crate::http::request::{Request, Version};
 use crate::http::response;
 use crate::ws::extensions::{self, Deflate};
@@ -31,6 +31,9 @@ pub struct UpgradePolicy<'a> {
     /// `--compression on`: permessage-deflate is negotiated when offered;
     /// otherwise `Sec-WebSocket-Extensions` is ignored.
     pub compression: bool,
+    /// `/ws`: `roomcast.msgpack` is selected when offered (section 14);
+    /// `/echo` echoes bytes and has no use for it.
+    pub msgpack: bool,
 }
 
 /// An upgrade that passed every check.
@@ -39,7 +42,8 @@ pub struct Accepted {
     pub claims: Claims,
     /// The `Sec-WebSocket-Accept` value.
     pub accept_key: String,
-    /// `Some(SUBPROTOCOL)` when the client offered it.
+    /// `Some(SUBPROTOCOL_MSGPACK)` or `Some(SUBPROTOCOL)` when the client
+    /// offered it.
     pub subprotocol: Option<&'static str>,
     /// The permessage-deflate agreement, when compression is on and the
     /// client offered something acceptable.
@@ -47,6 +51,11 @@ pub struct Accepted {
 }
 
 impl Accepted {
+    /// Whether every message is MessagePack in a binary frame (section 14).
+    pub fn msgpack(&self) -> bool {
+        self.subprotocol == Some(SUBPROTOCOL_MSGPACK)
+    }
+
     /// Appends the `101 Switching Protocols` response; it carries
     /// `Sec-WebSocket-Extensions` exactly when an agreement was made.
     pub fn write_response(&self, out: &mut Vec<u8>) {
@@ -167,7 +176,7 @@ pub fn check_before_token(
     admit().map_err(|code| Refusal::before_admission(admission_rejection(code)))?;
     Ok(Upgrade {
         accept_key: accept_key(key),
-        subprotocol: offered_subprotocol(req),
+        subprotocol: offered_subprotocol(req, policy.msgpack),
         deflate: policy
             .compression
             .then(|| extensions::negotiate(req.headers("sec-websocket-extensions")))
@@ -280,14 +289,20 @@ fn authenticate(req: &Request<'_>, policy: &UpgradePolicy<'_>) -> Result<Claims,
         .map_err(|error| Rejection::new(error.code(), error.message()))
 }
 
-/// `Some(SUBPROTOCOL)` when any `Sec-WebSocket-Protocol` line lists it.
+/// `Some(SUBPROTOCOL_MSGPACK)` when any `Sec-WebSocket-Protocol` line lists
+/// it and `msgpack` allows it, else `Some(SUBPROTOCOL)` when one lists that.
 /// Subprotocol names are compared exactly: the client checks that the server
 /// echoes one of the names it sent, byte for byte.
-fn offered_subprotocol(req: &Request<'_>) -> Option<&'static str> {
-    req.headers("sec-websocket-protocol")
-        .flat_map(|value| value.split(','))
-        .any(|offered| offered.trim_matches([' ', '\t']) == SUBPROTOCOL)
-        .then_some(SUBPROTOCOL)
+fn offered_subprotocol(req: &Request<'_>, msgpack: bool) -> Option<&'static str> {
+    let offered = |name: &str| {
+        req.headers("sec-websocket-protocol")
+            .flat_map(|value| value.split(','))
+            .any(|offered| offered.trim_matches([' ', '\t']) == name)
+    };
+    if msgpack && offered(SUBPROTOCOL_MSGPACK) {
+        return Some(SUBPROTOCOL_MSGPACK);
+    }
+    offered(SUBPROTOCOL).then_some(SUBPROTOCOL)
 }
 
 #[cfg(test)]
@@ -366,6 +381,7 @@ mod tests {
             allowed_origins: &allowed_origins,
             now_unix: NOW,
             compression,
+            msgpack: true,
         };
         let mut admit_calls = 0;
         let result = check_upgrade(&req, &policy, &mut || {
@@ -437,6 +453,16 @@ mod tests {
             (Some("chat"), None),
             (Some("ROOMCAST.V1"), None),
             (Some("roomcast.v2"), None),
+            (Some("roomcast.msgpack"), Some(SUBPROTOCOL_MSGPACK)),
+            (
+                Some("roomcast.v1, roomcast.msgpack"),
+                Some(SUBPROTOCOL_MSGPACK),
+            ),
+            (
+                Some("roomcast.msgpack,roomcast.v1"),
+                Some(SUBPROTOCOL_MSGPACK),
+            ),
+            (Some("roomcast.MsgPack"), None),
             (None, None),
         ];
         for (offer, selected) in offers {

@@ -1,7 +1,7 @@
 //! Fuzz targets for every parser that reads bytes from the network: the
 //! HTTP request head, chunked bodies, WebSocket frames, `/ws` envelopes,
 //! Fossil deltas, JWTs, `POST /publish` bodies, Server API bodies and the API's messages
-//! between nodes, `Sec-WebSocket-Extensions` offers, Redis replies, and
+//! between nodes, `Sec-WebSocket-Extensions` offers, `roomcast.msgpack` messages, Redis replies, and
 //! what the bridge decodes from them (Redis Cluster's slot map and
 //! redirections too) and from Redis' channels, and the
 //! responses of hook backends and the proxies' answers in them.
@@ -23,6 +23,7 @@ mod fossil;
 mod hook_response;
 mod http_head;
 mod jwt;
+mod msgpack;
 mod proxy_answer;
 mod publish_body;
 mod redis_replies;
@@ -53,6 +54,11 @@ fn ws_frames() {
 #[test]
 fn envelope() {
     engine::run(&envelope::TARGET);
+}
+
+#[test]
+fn msgpack() {
+    engine::run(&msgpack::TARGET);
 }
 
 #[test]

@@ -172,6 +172,73 @@ fn compressed_fanout_of_price_updates_adds_up_and_reads_fewer_bytes() {
 }
 
 #[test]
+fn msgpack_fanout_adds_up_and_reads_fewer_bytes_than_json() {
+    let server = Server::start(&["--shards", "2", "--compression", "on"]);
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "fanout", "-c", "20", "--rooms", "2", "-s", "256", "-d", "600ms",
+        ];
+        args.extend_from_slice(extra);
+        bench(&server, &args)
+    };
+    let json = run(&[]);
+    let packed = run(&["--protocol", "msgpack"]);
+    let packed_compressed = run(&["--protocol", "msgpack", "--compression"]);
+    for result in [&json, &packed, &packed_compressed] {
+        assert_every_field(result);
+        let expected = count(result, "expected");
+        assert!(expected > 0, "{result:?}");
+        assert_eq!(count(result, "delivered"), expected, "{result:?}");
+        assert_eq!(count(result, "out_of_order"), 0);
+        assert_eq!(count(result, "errors"), 0, "{result:?}");
+    }
+    assert_eq!(
+        json_at(&packed, &["protocol"]).and_then(|p| p.as_str()),
+        Some("msgpack")
+    );
+    // Keys lose their quotes and colons, `seq` and `ts` their digits.
+    let per_delivery = |r: &OwnedValue| number(r, &["bytes_per_delivery"]);
+    assert!(
+        per_delivery(&packed) < per_delivery(&json) - 10.0,
+        "{} vs {}",
+        per_delivery(&packed),
+        per_delivery(&json)
+    );
+    assert!(count(&packed_compressed, "compressed") >= count(&packed_compressed, "delivered"));
+
+    // Joins and leaves in MessagePack too.
+    let churn = bench(
+        &server,
+        &[
+            "connect",
+            "-c",
+            "4",
+            "-d",
+            "400ms",
+            "--churn",
+            "--protocol",
+            "msgpack",
+        ],
+    );
+    assert!(count(&churn, "handshakes") > 4, "{churn:?}");
+    assert_eq!(count(&churn, "errors"), 0, "{churn:?}");
+}
+
+#[test]
+fn msgpack_is_refused_where_it_means_nothing() {
+    for args in [&["echo"][..], &["fanout", "--target", "raw"][..]] {
+        let output = Command::new(env!("CARGO_BIN_EXE_roomcast"))
+            .arg("bench")
+            .args(args)
+            .args(["--protocol", "msgpack", "--jwt-secret", "x"])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(String::from_utf8_lossy(&output.stderr).contains("--protocol msgpack"));
+    }
+}
+
+#[test]
 fn paced_fanout_sends_about_the_asked_rate() {
     let server = Server::start(&[]);
     let result = bench(&server, &["fanout", "-c", "10", "--rate", "50", "-d", "1s"]);

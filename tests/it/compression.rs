@@ -39,7 +39,7 @@ fn deflate(data: &[u8]) -> Vec<u8> {
 }
 
 /// What a compressed frame's payload inflates to (RFC 7692 7.2.2).
-fn inflate(payload: &[u8]) -> Vec<u8> {
+pub(crate) fn inflate(payload: &[u8]) -> Vec<u8> {
     let mut input = payload.to_vec();
     input.extend_from_slice(&[0, 0, 0xff, 0xff]);
     let mut decompress = Decompress::new(false);
@@ -56,7 +56,7 @@ fn inflate(payload: &[u8]) -> Vec<u8> {
 }
 
 /// A masked final frame with RSV1 holding `data` deflated.
-fn compressed_frame(opcode: u8, data: &[u8]) -> Vec<u8> {
+pub(crate) fn compressed_frame(opcode: u8, data: &[u8]) -> Vec<u8> {
     encode_frame(true, RSV1, opcode, &deflate(data), Some(MASK))
 }
 

@@ -33,6 +33,7 @@ mod hooks_proxy;
 mod http;
 mod lifecycle_log;
 mod max_rate;
+mod msgpack;
 mod permissions;
 mod pre_request;
 mod presence;

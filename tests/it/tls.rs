@@ -535,6 +535,32 @@ fn the_load_generator_speaks_wss() {
 }
 
 #[test]
+fn msgpack_fanout_over_wss_with_compression() {
+    let tls = TlsServer::start(&["--shards", "2", "--compression", "on"]);
+    let fanout = bench_over_tls(
+        &tls,
+        &[
+            "fanout",
+            "-c",
+            "10",
+            "--protocol",
+            "msgpack",
+            "--compression",
+            "--payload",
+            "prices",
+            "-s",
+            "512",
+            "-d",
+            "500ms",
+        ],
+    );
+    assert!(count(&fanout, "expected") > 0);
+    assert_eq!(count(&fanout, "delivered"), count(&fanout, "expected"));
+    assert_eq!(count(&fanout, "errors"), 0);
+    assert!(count(&fanout, "compressed") >= count(&fanout, "delivered"));
+}
+
+#[test]
 fn the_terminal_client_speaks_wss_and_checks_the_certificate() {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;

@@ -32,6 +32,15 @@ pub enum Target {
     Socketio,
 }
 
+/// How roomcast clients encode their messages on `/ws`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    /// JSON in text frames.
+    Json,
+    /// `roomcast.msgpack`: MessagePack in binary frames (section 14).
+    Msgpack,
+}
+
 /// What a fan-out publisher's `data` is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Payload {
@@ -93,6 +102,10 @@ pub struct BenchArgs {
     /// Fan-out `data` (roomcast target): padded string or JSON price update.
     #[arg(long, value_enum, default_value = "padded")]
     pub payload: Payload,
+    /// Encoding on /ws (roomcast target): JSON text frames, or offer
+    /// `roomcast.msgpack` and speak MessagePack in binary frames.
+    #[arg(long, value_enum, default_value = "json")]
+    pub protocol: Protocol,
     /// Offer permessage-deflate in every upgrade; frames the server sends
     /// compressed are inflated before they are counted.
     #[arg(long)]
@@ -212,6 +225,11 @@ impl BenchArgs {
                 "--jwt-secret is needed to mint tokens for roomcast",
             ));
         }
+        if self.msgpack() && (self.target != Target::Roomcast || self.scenario == Scenario::Echo) {
+            return Err(BadArgs(
+                "--protocol msgpack is for the roomcast target's /ws scenarios",
+            ));
+        }
         if self.compression && self.target == Target::Socketio {
             return Err(BadArgs("--compression is for the roomcast and raw targets"));
         }
@@ -219,6 +237,11 @@ impl BenchArgs {
             return Err(BadArgs("--sockets-per-process must be between 1 and 19000"));
         }
         Ok(())
+    }
+
+    /// Whether clients speak `roomcast.msgpack`.
+    pub fn msgpack(&self) -> bool {
+        self.protocol == Protocol::Msgpack
     }
 
     /// Whether fan-out publishers keep a window per room, with probes.

@@ -1,10 +1,13 @@
 //! One load-generator connection, sans-IO: the opening handshake it sends
-//! (offering permessage-deflate with `--compression`), the server frames it
+//! (offering permessage-deflate with `--compression`, `roomcast.msgpack`
+//! with `--protocol msgpack`), the server frames it
 //! reads back (compressed ones marked for the caller to inflate), and the
 //! replies the protocol requires of a client (pong, close, Socket.IO's `40`
 //! and `3`).
 
 use crate::client::bench::args::Target;
+use roomcast::codes::SUBPROTOCOL_MSGPACK;
+use roomcast::proto::msgpack;
 use roomcast::ws::frame::{OpCode, encode_masked_frame, parse_header};
 
 /// Masks the bench's own control frames; the server unmasks whatever key it gets.
@@ -14,13 +17,18 @@ const CONTROL_MASK: [u8; 4] = [0x5a, 0x17, 0xc3, 0x2e];
 const DEFLATE_OFFER: &str = "permessage-deflate; client_max_window_bits";
 
 /// The request line's target and the request itself; `deflate` offers
-/// permessage-deflate.
-pub fn upgrade_request(path: &str, host: &str, deflate: bool) -> Vec<u8> {
-    let offer = if deflate {
+/// permessage-deflate, `msgpack` the `roomcast.msgpack` subprotocol.
+pub fn upgrade_request(path: &str, host: &str, deflate: bool, msgpack: bool) -> Vec<u8> {
+    let mut offer = if deflate {
         format!("Sec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n")
     } else {
         String::new()
     };
+    if msgpack {
+        offer.push_str(&format!(
+            "Sec-WebSocket-Protocol: {SUBPROTOCOL_MSGPACK}\r\n"
+        ));
+    }
     format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
@@ -35,6 +43,8 @@ pub struct Head {
     pub len: usize,
     pub upgraded: bool,
     pub deflate: bool,
+    /// The server chose `roomcast.msgpack`.
+    pub msgpack: bool,
 }
 
 /// The response head at the start of `input`, once complete.
@@ -45,6 +55,9 @@ pub fn response_head(input: &[u8]) -> Option<Head> {
         len,
         upgraded: input.starts_with(b"HTTP/1.1 101"),
         deflate: head.contains("\r\nsec-websocket-extensions: permessage-deflate"),
+        msgpack: head.contains(&format!(
+            "\r\nsec-websocket-protocol: {SUBPROTOCOL_MSGPACK}\r\n"
+        )),
     })
 }
 
@@ -136,6 +149,23 @@ pub fn text_frame(text: &[u8], out: &mut Vec<u8>) {
     encode_masked_frame(true, OpCode::Text, text, CONTROL_MASK, out);
 }
 
+/// A client message written as JSON `text`: a text frame, or with
+/// `msgpack` its MessagePack in a binary frame.
+pub fn message_frame(text: &[u8], msgpack: bool, out: &mut Vec<u8>) {
+    if !msgpack {
+        return text_frame(text, out);
+    }
+    let packed = pack(text);
+    encode_masked_frame(true, OpCode::Binary, &packed, CONTROL_MASK, out);
+}
+
+/// The MessagePack form of the bench's own JSON `text`.
+pub fn pack(text: &[u8]) -> Vec<u8> {
+    let mut packed = Vec::with_capacity(text.len());
+    msgpack::from_json(text, &mut packed).expect("the bench writes JSON");
+    packed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,7 +215,8 @@ mod tests {
             Some(Head {
                 len: 36,
                 upgraded: true,
-                deflate: false
+                deflate: false,
+                msgpack: false,
             })
         );
         assert_eq!(
@@ -196,9 +227,16 @@ mod tests {
         let agreed = b"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Extensions: \
             permessage-deflate; server_no_context_takeover\r\n\r\n";
         assert!(response_head(agreed).unwrap().deflate);
-        let request = String::from_utf8(upgrade_request("/ws", "h", true)).unwrap();
+        let request = String::from_utf8(upgrade_request("/ws", "h", true, false)).unwrap();
         assert!(request.contains("\r\nSec-WebSocket-Extensions: permessage-deflate"));
+        assert!(!request.contains("Sec-WebSocket-Protocol"));
         assert!(request.ends_with("\r\n\r\n"));
+        let request = String::from_utf8(upgrade_request("/ws", "h", false, true)).unwrap();
+        assert!(request.contains("\r\nSec-WebSocket-Protocol: roomcast.msgpack\r\n"));
+        let chosen = b"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Protocol: \
+            roomcast.msgpack\r\n\r\n";
+        assert!(response_head(chosen).unwrap().msgpack);
+        assert!(!response_head(agreed).unwrap().msgpack);
     }
 
     #[test]

@@ -228,7 +228,7 @@ impl Summary {
         });
         format!(
             concat!(
-                r#"{{"scenario":"{}","target":"{}","conns":{},"rooms":{},"publishers":{},"size":{},"window":{},"rate":{},"#,
+                r#"{{"scenario":"{}","target":"{}","protocol":"{}","conns":{},"rooms":{},"publishers":{},"size":{},"window":{},"rate":{},"#,
                 r#""duration_seconds":{:.3},"connected":{},"sent":{},"delivered":{},"expected":{},"lost":{},"duplicates":{},"out_of_order":{},"#,
                 r#""handshakes":{},"errors":{},"messages_per_second":{:.1},"handshakes_per_second":{:.1},"#,
                 r#""bytes_read":{},"bytes_per_delivery":{},"compressed":{},"#,
@@ -237,6 +237,7 @@ impl Summary {
             ),
             name(&args.scenario),
             name(&args.target),
+            name(&args.protocol),
             args.conns,
             args.rooms,
             args.publishers,
@@ -276,10 +277,11 @@ impl Summary {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "roomcast bench {} against {} ({})",
+            "roomcast bench {} against {} ({}, {})",
             name(&args.scenario),
             args.addr,
-            name(&args.target)
+            name(&args.target),
+            name(&args.protocol)
         );
         let row = |out: &mut String, name: &str, value: String| {
             let _ = writeln!(out, "  {name:<28} {value}");

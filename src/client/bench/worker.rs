@@ -140,14 +140,21 @@ struct Client {
 
 impl Client {
     /// A client whose upgrade request for `path` is queued, offering
-    /// permessage-deflate when `deflate`.
-    fn new(stream: BenchStream, role: Role, path: &str, host: &str, deflate: bool) -> Self {
+    /// permessage-deflate when `deflate` and `roomcast.msgpack` when
+    /// `msgpack`.
+    fn new(
+        stream: BenchStream,
+        role: Role,
+        path: &str,
+        host: &str,
+        (deflate, msgpack): (bool, bool),
+    ) -> Self {
         Self {
             stream,
             role,
             state: State::Handshaking,
             input: Vec::new(),
-            out: client::upgrade_request(path, host, deflate),
+            out: client::upgrade_request(path, host, deflate, msgpack),
             writable: true,
             opened_at: Instant::now(),
             in_flight: Vec::new(),
@@ -185,6 +192,9 @@ struct Worker<'a> {
     /// Inflates compressed server messages, one at a time, into `inflated`.
     inflater: Inflater,
     inflated: Vec<u8>,
+    /// `--protocol msgpack`: a server message's MessagePack as JSON text,
+    /// read by the same scenario code as a JSON client's.
+    unpacked: Vec<u8>,
 }
 
 impl<'a> Worker<'a> {
@@ -219,6 +229,7 @@ impl<'a> Worker<'a> {
             tls: args.tls.then(tls::client_config),
             inflater: Inflater::default(),
             inflated: Vec::new(),
+            unpacked: Vec::new(),
         })
     }
 
@@ -342,7 +353,13 @@ impl<'a> Worker<'a> {
             _ => Vec::new(),
         };
         let host = args.addr.to_string();
-        let mut client = Client::new(stream, role, &path, &host, args.compression);
+        let mut client = Client::new(
+            stream,
+            role,
+            &path,
+            &host,
+            (args.compression, args.msgpack()),
+        );
         let windowed = role == Role::Echo || !probes.is_empty();
         client.in_flight = if windowed {
             vec![0; templates.len()]
@@ -379,7 +396,13 @@ impl<'a> Worker<'a> {
         )?;
         let path = request_path(args, role, global);
         let host = args.addr.to_string();
-        entry.insert(Client::new(stream, role, &path, &host, args.compression));
+        entry.insert(Client::new(
+            stream,
+            role,
+            &path,
+            &host,
+            (args.compression, args.msgpack()),
+        ));
         Ok(())
     }
 
@@ -447,9 +470,12 @@ impl<'a> Worker<'a> {
                 return;
             };
             used = head.len;
-            if !head.upgraded || (self.args.compression && !head.deflate) {
-                // Refused, or compression asked for and not agreed: the
-                // run would not measure what it says.
+            if !head.upgraded
+                || (self.args.compression && !head.deflate)
+                || (self.args.msgpack() && !head.msgpack)
+            {
+                // Refused, or compression or MessagePack asked for and not
+                // agreed: the run would not measure what it says.
                 self.tally.errors += 1;
                 self.shared.errors.fetch_add(1, Ordering::Relaxed);
                 self.drop_client(key, phase);
@@ -472,7 +498,7 @@ impl<'a> Worker<'a> {
                 // `input` is a local the handlers cannot touch, so they read
                 // the payload in place: nothing is copied per message.
                 Incoming::Data(range) => {
-                    self.on_data(
+                    self.on_message(
                         key,
                         &input[start + range.start..start + range.end],
                         phase,
@@ -502,7 +528,7 @@ impl<'a> Worker<'a> {
         match self.inflater.inflate(deflated, MAX_INFLATED, &mut inflated) {
             Ok(()) => {
                 self.tally.compressed += 1;
-                self.on_data(key, &inflated, phase, now);
+                self.on_message(key, &inflated, phase, now);
             }
             Err(_) => {
                 self.tally.errors += 1;
@@ -510,6 +536,24 @@ impl<'a> Worker<'a> {
             }
         }
         self.inflated = inflated;
+    }
+
+    /// A whole server message; with `--protocol msgpack` turned into the
+    /// JSON text the scenarios read (one that is not MessagePack is an
+    /// error).
+    fn on_message(&mut self, key: usize, data: &[u8], phase: u8, now: Instant) {
+        if !self.args.msgpack() {
+            return self.on_data(key, data, phase, now);
+        }
+        let mut unpacked = std::mem::take(&mut self.unpacked);
+        unpacked.clear();
+        if roomcast::proto::msgpack::to_json(data, &mut unpacked).is_ok() {
+            self.on_data(key, &unpacked, phase, now);
+        } else {
+            self.tally.errors += 1;
+            self.shared.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.unpacked = unpacked;
     }
 
     fn on_open(&mut self, key: usize, now: Instant) {
@@ -530,8 +574,9 @@ impl<'a> Worker<'a> {
                 let _ = self.tally.latency.record(micros.max(1));
                 if args.churn && args.target == Target::Roomcast {
                     client.state = State::Joining;
-                    client::text_frame(
+                    client::message_frame(
                         br#"{"event":"room:join","data":{"room":"bench-churn"},"id":"j"}"#,
+                        args.msgpack(),
                         &mut client.out,
                     );
                 } else {
@@ -554,7 +599,7 @@ impl<'a> Worker<'a> {
                 let join = format!(
                     r#"{{"event":"room:join","data":{{"room":"bench-{room}"{options}}},"id":"j"}}"#
                 );
-                client::text_frame(join.as_bytes(), &mut client.out);
+                client::message_frame(join.as_bytes(), args.msgpack(), &mut client.out);
             }
             _ => client.state = State::Open,
         }
@@ -590,8 +635,9 @@ impl<'a> Worker<'a> {
                 client.last_seq = payload::number_after(data, b"\"seq\":").unwrap_or(0);
                 if client.role == Role::Connector {
                     if data.windows(9).any(|w| w == b"\"id\":\"j\"") {
-                        client::text_frame(
+                        client::message_frame(
                             br#"{"event":"room:leave","data":{"room":"bench-churn"},"id":"l"}"#,
+                            self.args.msgpack(),
                             &mut client.out,
                         );
                         return;
@@ -918,7 +964,11 @@ fn template_for(args: &BenchArgs, role: Role) -> Option<Arc<Template>> {
             let text = format!(
                 r#"{{"event":"bench:msg","room":"bench-{room}","data":{data},"id":"{ID_PLACEHOLDER}#"}}"#
             );
-            Template::new(OpCode::Text, text.as_bytes(), mask)
+            if args.msgpack() {
+                Template::new(OpCode::Binary, &client::pack(text.as_bytes()), mask)
+            } else {
+                Template::new(OpCode::Text, text.as_bytes(), mask)
+            }
         }
         (Target::Raw, _) => Template::new(OpCode::Binary, record.as_bytes(), mask),
         (Target::Socketio, _) => Template::new(

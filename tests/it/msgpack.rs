@@ -1,0 +1,393 @@
+//! The `roomcast.msgpack` subprotocol (PROTOCOL.md section 14): chosen in
+//! the 101 when offered, every message both ways a MessagePack map in a
+//! binary frame, a text frame closed with 1003, what JSON cannot say
+//! refused with `VALIDATION_ERROR`, JSON and MessagePack members of one
+//! room seeing the same events, with permessage-deflate too. MessagePack
+//! is written and read here by a codec of the test's own, not the
+//! server's, so that a shared bug cannot hide.
+
+use crate::common;
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use simd_json::OwnedValue;
+use simd_json::prelude::*;
+use tungstenite::Message;
+
+use common::http::{UpgradeRequest, read_head};
+use common::rooms::{Claims, Client, q};
+use common::ws::{Ws, ws_request, ws_try};
+use common::{RawWs, Server, opcode, parse_json};
+
+const PROTOCOL: &str = "roomcast.msgpack";
+
+/// The test's MessagePack writer: the smallest forms, as any library does.
+fn pack(value: &OwnedValue, out: &mut Vec<u8>) {
+    fn len(out: &mut Vec<u8>, n: usize, fix: u8, fix_max: usize, tags: [u8; 3]) {
+        match n {
+            _ if n <= fix_max => out.push(fix | n as u8),
+            _ if n <= 0xff && tags[0] != 0 => out.extend_from_slice(&[tags[0], n as u8]),
+            _ if n <= 0xffff => {
+                out.push(tags[1]);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            _ => {
+                out.push(tags[2]);
+                out.extend_from_slice(&(n as u32).to_be_bytes());
+            }
+        }
+    }
+    if let Some(s) = value.as_str() {
+        len(out, s.len(), 0xa0, 31, [0xd9, 0xda, 0xdb]);
+        out.extend_from_slice(s.as_bytes());
+    } else if let Some(items) = value.as_array() {
+        len(out, items.len(), 0x90, 15, [0, 0xdc, 0xdd]);
+        items.iter().for_each(|item| pack(item, out));
+    } else if let Some(entries) = value.as_object() {
+        len(out, entries.len(), 0x80, 15, [0, 0xde, 0xdf]);
+        for (key, item) in entries.iter() {
+            pack(&OwnedValue::from(key.to_string()), out);
+            pack(item, out);
+        }
+    } else if value.is_null() {
+        out.push(0xc0);
+    } else if let Some(b) = value.as_bool() {
+        out.push(if b { 0xc3 } else { 0xc2 });
+    } else if let Some(n) = value.as_u64() {
+        out.push(0xcf);
+        out.extend_from_slice(&n.to_be_bytes());
+    } else if let Some(n) = value.as_i64() {
+        out.push(0xd3);
+        out.extend_from_slice(&n.to_be_bytes());
+    } else {
+        out.push(0xcb);
+        out.extend_from_slice(&value.as_f64().unwrap().to_bits().to_be_bytes());
+    }
+}
+
+fn packed(json: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    pack(&parse_json(json), &mut out);
+    out
+}
+
+/// The test's MessagePack reader, for the types the server may send.
+fn unpack(bytes: &[u8], at: &mut usize) -> OwnedValue {
+    let mut take = |n: usize| {
+        let slice = &bytes[*at..*at + n];
+        *at += n;
+        slice.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
+    };
+    let tag = take(1) as u8;
+    let (kind, n) = match tag {
+        0x00..=0x7f => return OwnedValue::from(u64::from(tag)),
+        0xe0..=0xff => return OwnedValue::from(i64::from(tag as i8)),
+        0xc0 => return OwnedValue::null(),
+        0xc2 => return OwnedValue::from(false),
+        0xc3 => return OwnedValue::from(true),
+        0xcc..=0xcf => return OwnedValue::from(take(1 << (tag - 0xcc))),
+        0xd0 => return OwnedValue::from(i64::from(take(1) as u8 as i8)),
+        0xd1 => return OwnedValue::from(i64::from(take(2) as u16 as i16)),
+        0xd2 => return OwnedValue::from(i64::from(take(4) as u32 as i32)),
+        0xd3 => return OwnedValue::from(take(8) as i64),
+        0xcb => return OwnedValue::from(f64::from_bits(take(8))),
+        0xa0..=0xbf => ('s', usize::from(tag & 0x1f)),
+        0xd9 => ('s', take(1) as usize),
+        0xda => ('s', take(2) as usize),
+        0xdb => ('s', take(4) as usize),
+        0x90..=0x9f => ('a', usize::from(tag & 0x0f)),
+        0xdc => ('a', take(2) as usize),
+        0xdd => ('a', take(4) as usize),
+        0x80..=0x8f => ('m', usize::from(tag & 0x0f)),
+        0xde => ('m', take(2) as usize),
+        0xdf => ('m', take(4) as usize),
+        _ => panic!("the server sent MessagePack type {tag:#x}"),
+    };
+    match kind {
+        's' => {
+            let s = std::str::from_utf8(&bytes[*at..*at + n]).expect("UTF-8");
+            *at += n;
+            OwnedValue::from(s.to_owned())
+        }
+        'a' => OwnedValue::from((0..n).map(|_| unpack(bytes, at)).collect::<Vec<_>>()),
+        _ => {
+            let mut object = simd_json::owned::Object::new();
+            for _ in 0..n {
+                let key = unpack(bytes, at);
+                let key = key.as_str().expect("string keys").to_owned();
+                object.insert(key, unpack(bytes, at));
+            }
+            OwnedValue::from(object)
+        }
+    }
+}
+
+/// One whole MessagePack value, nothing after it.
+fn unpacked(bytes: &[u8]) -> OwnedValue {
+    let mut at = 0;
+    let value = unpack(bytes, &mut at);
+    assert_eq!(at, bytes.len(), "bytes after the value");
+    value
+}
+
+/// A `/ws` client that offered `offer` (tungstenite checks the 101 names
+/// one of them).
+struct Packed {
+    ws: Ws,
+}
+
+impl Packed {
+    fn connect(addr: SocketAddr, sub: &str, offer: &str) -> (Packed, OwnedValue) {
+        let mut req = ws_request(addr, "/ws", Some(&Claims::new(sub).token()));
+        req.headers_mut()
+            .insert("Sec-WebSocket-Protocol", offer.parse().unwrap());
+        let (ws, response) = ws_try(addr, req).expect("upgrade");
+        assert_eq!(
+            response.headers()["sec-websocket-protocol"],
+            PROTOCOL,
+            "the 101 chooses MessagePack"
+        );
+        let mut client = Packed { ws };
+        let hello = client.recv();
+        assert_eq!(hello["event"], "connection:established", "{hello:?}");
+        (client, hello)
+    }
+
+    fn send(&mut self, json: &str) {
+        self.send_bytes(packed(json));
+    }
+
+    fn send_bytes(&mut self, bytes: Vec<u8>) {
+        self.ws.send(Message::binary(bytes)).unwrap();
+    }
+
+    fn recv(&mut self) -> OwnedValue {
+        loop {
+            match self.ws.read().expect("a message") {
+                Message::Binary(bytes) => return unpacked(&bytes),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("not a binary frame: {other:?}"),
+            }
+        }
+    }
+
+    fn recv_skip_presence(&mut self) -> OwnedValue {
+        loop {
+            let value = self.recv();
+            if !value["event"].as_str().unwrap().starts_with("presence:") {
+                return value;
+            }
+        }
+    }
+
+    fn expect_close(&mut self) -> u16 {
+        loop {
+            match self.ws.read() {
+                Ok(Message::Close(Some(frame))) => return frame.code.into(),
+                Ok(Message::Close(None)) => panic!("close without a code"),
+                Ok(_) => continue,
+                Err(e) => panic!("no close frame: {e}"),
+            }
+        }
+    }
+}
+
+/// The code of a failed ack or of an error event.
+fn error_code(reply: &OwnedValue) -> &str {
+    let error = match reply.get("error") {
+        Some(error) => error,
+        None => reply.get("data").unwrap_or_else(|| panic!("{reply:?}")),
+    };
+    error
+        .get_str("code")
+        .unwrap_or_else(|| panic!("not an error: {reply:?}"))
+}
+
+#[test]
+fn msgpack_and_json_members_see_the_same_room_events() {
+    let server = Server::start(&[]);
+    let (mut packed_member, hello) = Packed::connect(server.addr(), "mp", PROTOCOL);
+    assert!(hello["data"]["connId"].is_str(), "{hello:?}");
+    let mut json_member = Client::user(server.addr(), "js");
+    json_member.join("lobby");
+    packed_member.send(r#"{"event":"room:join","room":"lobby","data":{"room":"lobby"},"id":1}"#);
+    let ack = packed_member.recv_skip_presence();
+    assert_eq!(ack["event"], "ack", "{ack:?}");
+    assert_eq!(ack["id"], 1u64, "an integer id stays an integer");
+    assert_eq!(ack["data"]["room"], "lobby", "{ack:?}");
+
+    // Integers past 2^53, floats, nil, nesting and unicode, both ways.
+    let data = r#"{"big":18446744073709551615,"neg":-9223372036854775808,"f":0.1,"none":null,"deep":[[{"é":"😀"}]],"t":true}"#;
+    packed_member.send(&format!(
+        r#"{{"event":"chat:msg","room":"lobby","data":{data},"id":"p1","echo":true}}"#
+    ));
+    // The ack and the echoed event, in either order.
+    let (mut ack, mut echoed) = (
+        packed_member.recv_skip_presence(),
+        packed_member.recv_skip_presence(),
+    );
+    if echoed.get_str("event") == Some("ack") {
+        std::mem::swap(&mut ack, &mut echoed);
+    }
+    assert_eq!(ack.get_str("id"), Some("p1"), "{ack:?}");
+    let seq = ack["data"]["seq"].as_u64().unwrap();
+    let seen = json_member.recv_skip_presence();
+    let seen = parse_json(&seen);
+    assert_eq!(echoed, seen, "one event, two encodings");
+    assert_eq!(echoed["data"], parse_json(data));
+    assert_eq!(echoed["seq"], seq);
+    assert_eq!(echoed["from"], "mp");
+
+    // A JSON publisher's event reaches the MessagePack member.
+    json_member.publish_ok("lobby", "chat:msg", r#"{"text":"hi","n":[1,2.5]}"#);
+    let event = packed_member.recv_skip_presence();
+    assert_eq!(event["data"], parse_json(r#"{"text":"hi","n":[1,2.5]}"#));
+    assert_eq!(event["from"], "js");
+
+    // Direct messages and errors are MessagePack too.
+    json_member.request(
+        "user:send",
+        r#"{"to":"mp","event":"dm:hi","data":{"x":1}}"#,
+        "",
+    );
+    let direct = packed_member.recv_skip_presence();
+    assert_eq!(direct["event"], "dm:hi", "{direct:?}");
+    packed_member.send(r#"{"event":"no such","id":2}"#);
+    let refused = packed_member.recv_skip_presence();
+    assert_eq!(error_code(&refused), "VALIDATION_ERROR", "{refused:?}");
+}
+
+#[test]
+fn what_json_cannot_say_is_a_validation_error() {
+    let server = Server::start(&[]);
+    let (mut client, _) = Packed::connect(server.addr(), "mp", "roomcast.v1, roomcast.msgpack");
+    let event = packed(r#"{"event":"chat:msg","room":"r"}"#);
+    let with_data = |value: &[u8]| {
+        let mut bytes = vec![0x83];
+        bytes.extend_from_slice(&event[1..]);
+        bytes.extend_from_slice(&[0xa4, b'd', b'a', b't', b'a']);
+        bytes.extend_from_slice(value);
+        bytes
+    };
+    let deep = [vec![0x91; 70], vec![0xc0]].concat();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("bin", with_data(&[0xc4, 2, 1, 2])),
+        ("ext", with_data(&[0xd4, 1, 0])),
+        ("non-string key", vec![0x81, 0x01, 0xa1, b'x']),
+        ("truncated", event[..event.len() - 2].to_vec()),
+        ("too deep", with_data(&deep)),
+        ("NaN", with_data(&[0xcb, 0x7f, 0xf8, 0, 0, 0, 0, 0, 0])),
+        ("string past its end", vec![0x81, 0xa5, b'e', b'v']),
+        ("reserved type", vec![0xc1]),
+        (
+            "two values",
+            [packed(r#"{"event":"ping"}"#), vec![0xc0]].concat(),
+        ),
+    ];
+    for (what, bytes) in cases {
+        client.send_bytes(bytes);
+        let reply = client.recv();
+        assert_eq!(error_code(&reply), "VALIDATION_ERROR", "{what}: {reply:?}");
+    }
+    // Well-formed MessagePack gets what the same JSON would.
+    for (json, code) in [
+        ("[1,2]", "INVALID_MESSAGE"),
+        (r#"{"event":"NOPE"}"#, "VALIDATION_ERROR"),
+        (
+            r#"{"event":"chat:msg","room":"r","id":9007199254740992}"#,
+            "VALIDATION_ERROR",
+        ),
+    ] {
+        client.send(json);
+        let reply = client.recv();
+        assert_eq!(error_code(&reply), code, "{json}: {reply:?}");
+    }
+    client.send(r#"{"event":"ping"}"#);
+    let pong = client.recv();
+    assert_eq!(
+        pong.get_str("event"),
+        Some("pong"),
+        "the connection lives on: {pong:?}"
+    );
+}
+
+#[test]
+fn a_text_frame_closes_a_msgpack_connection_with_1003() {
+    let server = Server::start(&[]);
+    let (mut client, _) = Packed::connect(server.addr(), "mp", PROTOCOL);
+    client
+        .ws
+        .send(Message::text(r#"{"event":"ping"}"#))
+        .unwrap();
+    assert_eq!(client.expect_close(), 1003);
+
+    // And a JSON connection still closes with 1003 on a binary frame.
+    let mut json = Client::user(server.addr(), "js");
+    json.send_binary(&packed(r#"{"event":"ping"}"#));
+    assert_eq!(json.expect_close(Duration::from_secs(5)), 1003);
+}
+
+#[test]
+fn without_the_offer_a_connection_speaks_json() {
+    let server = Server::start(&[]);
+    let mut req = ws_request(server.addr(), "/ws", Some(&Claims::new("js").token()));
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", "roomcast.v1".parse().unwrap());
+    let (mut ws, response) = ws_try(server.addr(), req).unwrap();
+    assert_eq!(response.headers()["sec-websocket-protocol"], "roomcast.v1");
+    assert!(matches!(ws.read().unwrap(), Message::Text(_)));
+}
+
+#[test]
+fn msgpack_room_events_are_compressed_when_agreed() {
+    let server = Server::start(&["--compression", "on"]);
+    let addr = server.addr();
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let request = UpgradeRequest::new("/ws")
+        .bearer(&Claims::new("mp").token())
+        .header("Sec-WebSocket-Protocol", PROTOCOL)
+        .header("Sec-WebSocket-Extensions", "permessage-deflate");
+    stream.write_all(&request.to_bytes()).unwrap();
+    let (head, rest) = read_head(&mut stream);
+    assert_eq!(head.status, 101, "{head:?}");
+    assert_eq!(head.header("sec-websocket-protocol"), Some(PROTOCOL));
+    assert!(head.header("sec-websocket-extensions").is_some());
+    let mut member = RawWs::from_parts(stream, rest);
+    let (kind, hello) = member.read_message();
+    assert_eq!(kind, opcode::BINARY);
+    assert_eq!(unpacked(&hello)["event"], "connection:established");
+
+    // A compressed join, answered.
+    let join = packed(r#"{"event":"room:join","room":"feed","data":{"room":"feed"},"id":"j"}"#);
+    member.send_raw(&crate::compression::compressed_frame(opcode::BINARY, &join));
+    let frame = member.read_non_ping();
+    assert_eq!(frame.opcode, opcode::BINARY);
+    let ack = unpacked(&inflate_if(&frame));
+    assert_eq!(ack["id"], "j", "{ack:?}");
+
+    let mut publisher = common::rooms::publisher(addr, "pub");
+    let text = "compressible price update ".repeat(40);
+    publisher.publish_ok("feed", "price:tick", &format!(r#"{{"t":{}}}"#, q(&text)));
+    let frame = member.read_non_ping();
+    assert_eq!(
+        (frame.opcode, frame.rsv),
+        (opcode::BINARY, 0b100),
+        "RSV1 binary"
+    );
+    assert!(frame.payload.len() < text.len() / 4);
+    let event = unpacked(&crate::compression::inflate(&frame.payload));
+    assert_eq!(event["data"]["t"], text.as_str());
+}
+
+fn inflate_if(frame: &common::raw::Frame) -> Vec<u8> {
+    if frame.rsv == 0b100 {
+        crate::compression::inflate(&frame.payload)
+    } else {
+        frame.payload.clone()
+    }
+}
