@@ -391,3 +391,27 @@ fn inflate_if(frame: &common::raw::Frame) -> Vec<u8> {
         frame.payload.clone()
     }
 }
+
+/// `data.delta` (section 14) is over the JSON text of `data`, which a
+/// MessagePack member never sees: it gets every event whole, while a JSON
+/// delta member of the same room gets deltas.
+#[test]
+fn a_msgpack_member_joined_with_delta_gets_every_event_whole() {
+    let server = Server::start(&[]);
+    let (mut packed_member, _) = Packed::connect(server.addr(), "mp", PROTOCOL);
+    packed_member.send(r#"{"event":"room:join","data":{"room":"lobby","delta":true},"id":1}"#);
+    assert_eq!(packed_member.recv_skip_presence()["event"], "ack");
+    let mut json_member = Client::user(server.addr(), "js");
+    common::rooms::ok_data(&json_member.join_with(r#"{"room":"lobby","delta":true}"#));
+    let mut publisher = common::rooms::publisher(server.addr(), "feed");
+    let book = "[67000.5,1.25],".repeat(40);
+    for n in 1..=5 {
+        let data = format!(r#"{{"n":{n},"book":[{book}[0,0]]}}"#);
+        publisher.publish_ok("lobby", "feed:tick", &data);
+        let event = packed_member.recv_skip_presence();
+        assert_eq!(event["data"]["n"], n, "{event:?}");
+        assert!(event.get("delta").is_none(), "{event:?}");
+        let text = json_member.recv_skip_presence();
+        assert_eq!(text.contains(r#""delta":"#), n > 1, "{text}");
+    }
+}
