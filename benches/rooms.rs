@@ -235,7 +235,7 @@ fn bench_handoff(c: &mut Criterion) {
                     fanout: Fanout::RoomEvent {
                         read_at: Instant::now(),
                     },
-                    delta: Some(Default::default()),
+                    made: Default::default(),
                 })
                 .collect();
             tx.send(batch).expect("send");

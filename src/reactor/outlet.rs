@@ -10,11 +10,12 @@
 //! Every connection given something goes on the turn's flush list once.
 //!
 //! MessagePack members (`roomcast.msgpack`) get the frame's MessagePack
-//! twin from the node's memo (`conn::packed`), fetched once per delivery
-//! on the first such member, and compressed once per delivery the same
-//! way for those that compress.
+//! twin from the cell the frame travels with (`conn::packed::Twin`),
+//! converted by the first shard that needs it and shared by the others
+//! (a frame without one, a paced member's held-back event, is converted
+//! once for the delivery), and compressed once per delivery the same way
+//! for those that compress. No lock either way.
 
-use std::cell::OnceCell;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,6 +28,7 @@ use crate::config::Config;
 use crate::conn::Subscribing;
 use crate::conn::compression::{Codec, SharedFrame};
 use crate::conn::id::Issuer;
+use crate::conn::packed::{self, Twin};
 use crate::conn::report::Report;
 use crate::conn::{ConnRef, Delivered, Delivery};
 use crate::metrics::ShardMetrics;
@@ -61,7 +63,7 @@ impl ShardOutlet<'_> {
         &mut self,
         keys: &[usize],
         skip: Option<usize>,
-        frame: &Arc<[u8]>,
+        (frame, twin): (&Arc<[u8]>, Option<&Twin>),
         room: Option<&Arc<str>>,
         fanout: Fanout,
         now: Instant,
@@ -74,7 +76,8 @@ impl ShardOutlet<'_> {
         };
         let mut tally = Tally::default();
         let mut shared = SharedFrame::new(frame);
-        let twin = OnceCell::new();
+        let own = Twin::new();
+        let twin = twin.unwrap_or(&own);
         let mut packed = None;
         for &key in keys {
             if skip == Some(key) {
@@ -86,7 +89,7 @@ impl ShardOutlet<'_> {
             let compresses = entry.conn.compresses_out();
             let msgpack = entry.conn.speaks_msgpack();
             let frame = if msgpack {
-                let Some(twin) = twin.get_or_init(|| self.shared.packed.twin(frame)) else {
+                let Some(twin) = packed::twin(twin, frame) else {
                     continue;
                 };
                 packed
@@ -121,22 +124,25 @@ impl Outlet for ShardOutlet<'_> {
         keys: &[usize],
         skip: Option<usize>,
         frame: &Arc<[u8]>,
+        twin: Option<&Twin>,
         room: Option<&Arc<str>>,
         fanout: Fanout,
         now: Instant,
     ) -> usize {
-        self.deliver_to(keys, skip, frame, room, fanout, now, None)
+        self.deliver_to(keys, skip, (frame, twin), room, fanout, now, None)
     }
 
     fn deliver_noting(
         &mut self,
         keys: &[usize],
         frame: &Arc<[u8]>,
+        twin: Option<&Twin>,
         room: &Arc<str>,
         fanout: Fanout,
         now: Instant,
         queued: &mut Vec<usize>,
     ) -> usize {
+        let frame = (frame, twin);
         self.deliver_to(keys, None, frame, Some(room), fanout, now, Some(queued))
     }
 

@@ -1,11 +1,9 @@
 //! What every shard of the process shares: the configuration and keys,
 //! the admission registry, each shard's counters, the counts of the bus's
 //! flow control, the cluster's live nodes, and what the Redis bridge and
-//! the hooks client count, and the MessagePack twins of shared frames.
-//! Read-only but for atomics, the live nodes' lock, which only the Redis
-//! bridge writes and only the Server API reads, and the twins' memo,
-//! locked once per delivery on a shard only where MessagePack connections
-//! are (`conn::packed`).
+//! the hooks client count. Read-only but for atomics and the live nodes'
+//! lock, which only the Redis bridge writes and only the Server API
+//! reads: no lock here is on the per-message path.
 
 use std::io;
 use std::sync::Arc;
@@ -18,7 +16,6 @@ use crate::auth::Keys;
 use crate::config::Config;
 use crate::conn::Observe;
 use crate::conn::id::Issuer;
-use crate::conn::packed::PackedFrames;
 use crate::metrics::{HookMetrics, RedisMetrics, ShardMetrics, Snapshot};
 use crate::reactor::admission::Registry;
 
@@ -51,8 +48,6 @@ pub struct Shared {
     pub hooks: Option<Arc<HookMetrics>>,
     /// `--tls-cert`: the public port speaks TLS.
     pub tls: Option<crate::tls::Acceptor>,
-    /// The MessagePack twins of frames shared across shards (section 14).
-    pub packed: PackedFrames,
     /// Cluster mode: the nodes the Server API waits for (`live_nodes`).
     live_nodes: RwLock<Arc<[Box<str>]>>,
 }
@@ -95,7 +90,6 @@ impl Shared {
             hooks: config.hooks.any_url().then(Arc::default),
             handoff_pending: Arc::default(),
             tls,
-            packed: PackedFrames::default(),
             live_nodes: RwLock::new(config.node_id().map(Box::from).into_iter().collect()),
             config,
         })

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use crate::conn::ConnRef;
+use crate::conn::packed::Twin;
 use crate::redis::{HistoryQuery, NodeUser, PresenceChange};
 
 /// What the bridge is asked to do.
@@ -162,6 +163,8 @@ pub struct DirectMessage {
     /// `None`: every `/ws` connection.
     pub to: Option<Arc<str>>,
     pub frame: Arc<[u8]>,
+    /// The frame's MessagePack twin, made once for every shard.
+    pub twin: Arc<Twin>,
     /// The sender, when it is a connection of this node.
     pub exclude: Option<ConnRef>,
 }

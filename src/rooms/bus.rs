@@ -17,6 +17,7 @@ use crate::api::reply::Reply;
 use crate::api::{Call, NodeCommand};
 use crate::codes::ErrorCode;
 pub use crate::conn::ConnRef;
+pub use crate::conn::packed::Twin;
 use crate::proto::JoinRecovery;
 use crate::proto::publish::NO_SEQ;
 use crate::proto::reply::{self, OwnedId};
@@ -157,10 +158,8 @@ pub enum BusMsg {
         frame: Arc<[u8]>,
         exclude: Option<ConnRef>,
         fanout: Fanout,
-        /// A room event's delta frame (section 14), shared by the shards
-        /// it is sent to so that the first one to need it encodes it for
-        /// all of them; `None` for other fan-outs.
-        delta: Option<SharedDelta>,
+        /// What the shards it is sent to encode once for all of them.
+        made: Arc<Encodings>,
     },
     /// To the joiner's shard: the owner's answer to `Join`.
     Joined {
@@ -184,12 +183,14 @@ pub enum BusMsg {
     UserSend {
         to: Box<str>,
         frame: Arc<[u8]>,
+        twin: Arc<Twin>,
         exclude: ConnRef,
         gather: u64,
     },
     /// To every shard: deliver to each `/ws` connection, then count.
     Broadcast {
         frame: Arc<[u8]>,
+        twin: Arc<Twin>,
         exclude: ConnRef,
         gather: u64,
     },
@@ -262,7 +263,18 @@ pub enum RoomAsk {
 /// One room event's delta frame, encoded by the first shard that needs
 /// it: the frame of the event it was encoded from, and the delta frame
 /// (`None`: the delta is not shorter, or not UTF-8).
-pub type SharedDelta = Arc<OnceLock<(Arc<[u8]>, Option<Arc<[u8]>>)>>;
+pub type SharedDelta = OnceLock<(Arc<[u8]>, Option<Arc<[u8]>>)>;
+
+/// What the shards a fan-out goes to encode once for all of them, in one
+/// allocation per message: each cell is filled by the first shard that
+/// needs it, and a shard that needs neither never touches them.
+#[derive(Debug, Default)]
+pub struct Encodings {
+    /// The frame's MessagePack twin.
+    pub twin: Twin,
+    /// A room event's delta (never filled for other fan-outs).
+    pub delta: SharedDelta,
+}
 
 /// What a `Deliver` carries: a room event, or anything else (presence).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -326,14 +338,14 @@ impl Outbox {
         exclude: Option<ConnRef>,
         fanout: Fanout,
     ) {
-        let delta = matches!(fanout, Fanout::RoomEvent { .. }).then(SharedDelta::default);
+        let made = Arc::new(Encodings::default());
         for shard in shards {
             let deliver = BusMsg::Deliver {
                 room: room.clone(),
                 frame: frame.clone(),
                 exclude,
                 fanout,
-                delta: delta.clone(),
+                made: made.clone(),
             };
             self.send(shard, deliver);
         }
@@ -415,5 +427,33 @@ impl Outbox {
             },
         };
         self.send(sender.shard, message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fan_out_shares_one_encodings_cell_across_its_shards() {
+        let mut outbox = Outbox::new(3);
+        let room: Arc<str> = Arc::from("r");
+        let frame: Arc<[u8]> = Arc::from(&b"{}"[..]);
+        outbox.fan_out([0, 2], &room, &frame, None, Fanout::Other);
+        outbox.fan_out([0], &room, &frame, None, Fanout::Other);
+        let mut made = |shard: usize| -> Vec<Arc<Encodings>> {
+            outbox
+                .take(shard)
+                .into_iter()
+                .map(|message| match message {
+                    BusMsg::Deliver { made, .. } => made,
+                    other => panic!("{other:?}"),
+                })
+                .collect()
+        };
+        let (first, last) = (made(0), made(2));
+        assert_eq!((first.len(), last.len()), (2, 1));
+        assert!(Arc::ptr_eq(&first[0], &last[0]), "one cell per message");
+        assert!(!Arc::ptr_eq(&first[0], &first[1]), "a cell per message");
     }
 }

@@ -14,18 +14,22 @@ use crate::api::reply::Reply;
 
 use crate::conn::ConnRef;
 use crate::metrics::ShardMetrics;
-use crate::rooms::bus::Fanout;
+use crate::rooms::bus::{Fanout, Twin};
 
 /// What the router asks of its shard's connections.
 pub trait Outlet {
     /// Queues `frame` for each connection of `keys` but `skip`; `room` is
     /// the room of a room event (`Fanout::RoomEvent`), for conflation.
+    /// `twin`: the cell the frame's MessagePack twin is shared in by the
+    /// shards it was sent to (`None`: converted for this delivery alone).
     /// Returns how many connections it reached.
+    #[allow(clippy::too_many_arguments)]
     fn deliver(
         &mut self,
         keys: &[usize],
         skip: Option<usize>,
         frame: &Arc<[u8]>,
+        twin: Option<&Twin>,
         room: Option<&Arc<str>>,
         fanout: Fanout,
         now: Instant,
@@ -35,10 +39,12 @@ pub trait Outlet {
     /// queued for (not held back, dropped or left out) as JSON text:
     /// section 14's deltas follow what each member was queued, and a
     /// MessagePack member, which never sees that text, is never noted.
+    #[allow(clippy::too_many_arguments)]
     fn deliver_noting(
         &mut self,
         keys: &[usize],
         frame: &Arc<[u8]>,
+        twin: Option<&Twin>,
         room: &Arc<str>,
         fanout: Fanout,
         now: Instant,

@@ -26,7 +26,7 @@ use crate::proto::reply::OwnedId;
 use crate::proto::wire;
 use crate::redis::requests::BridgeRequest;
 use crate::rooms::api::ApiState;
-use crate::rooms::bus::{BusMsg, Fanout, JoinAnswer, Outbox, PublishAnswer, ToOwner};
+use crate::rooms::bus::{BusMsg, Fanout, JoinAnswer, Outbox, PublishAnswer, ToOwner, Twin};
 use crate::rooms::cluster::{BridgeAnswer, ClusterSide, RedisRooms};
 use crate::rooms::delta::{Deltas, Plan};
 use crate::rooms::gather::Gathers;
@@ -326,6 +326,7 @@ impl Router {
                     .deltas
                     .plan_sending(&due.room, &due.frame, &due.keys, None, None);
                 let (room, frame) = (&due.room, &due.frame);
+                let frame = (frame, None);
                 deliver_planned(&mut self.deltas, plan, room, frame, fanout, time.now, out);
                 continue;
             }
@@ -333,6 +334,7 @@ impl Router {
                 &due.keys,
                 None,
                 &due.frame,
+                None,
                 Some(&due.room),
                 fanout,
                 time.now,
@@ -399,17 +401,20 @@ impl Router {
     ) {
         let gather = self.gathers.start(conn, id, self.outbox.shards());
         let frame = wire::text_frame(text);
+        let twin = Arc::new(Twin::default());
         for shard in 0..self.outbox.shards() {
-            let frame = frame.clone();
+            let (frame, twin) = (frame.clone(), twin.clone());
             let message = match &to {
                 Some(to) => BusMsg::UserSend {
                     to: to.clone(),
                     frame,
+                    twin,
                     exclude: conn,
                     gather,
                 },
                 None => BusMsg::Broadcast {
                     frame,
+                    twin,
                     exclude: conn,
                     gather,
                 },
@@ -433,7 +438,7 @@ impl Router {
                 frame,
                 exclude,
                 fanout,
-                delta,
+                made,
             } => {
                 let skip = self.own_key(exclude);
                 let pacing = match fanout {
@@ -445,10 +450,12 @@ impl Router {
                 if pacing == Pacing::Conflate && self.deltas.has(&room) {
                     let plan = self
                         .deltas
-                        .plan(&room, &frame, members, skip, delta.as_ref());
-                    deliver_planned(&mut self.deltas, plan, &room, &frame, fanout, time.now, out);
+                        .plan(&room, &frame, members, skip, Some(&made.delta));
+                    let frame = (&frame, Some(&made.twin));
+                    deliver_planned(&mut self.deltas, plan, &room, frame, fanout, time.now, out);
                 } else {
-                    out.deliver(members, skip, &frame, Some(&room), fanout, time.now);
+                    let twin = Some(&made.twin);
+                    out.deliver(members, skip, &frame, twin, Some(&room), fanout, time.now);
                 }
             }
             BusMsg::Joined {
@@ -477,21 +484,23 @@ impl Router {
             BusMsg::UserSend {
                 to,
                 frame,
+                twin,
                 exclude,
                 gather,
             } => {
-                let count =
-                    self.deliver_direct(self.users.keys(&to), &frame, Some(exclude), time, out);
+                let keys = self.users.keys(&to);
+                let count = self.deliver_direct(keys, (&frame, &twin), Some(exclude), time, out);
                 self.outbox
                     .send(exclude.shard, BusMsg::Counted { gather, count });
             }
             BusMsg::Broadcast {
                 frame,
+                twin,
                 exclude,
                 gather,
             } => {
-                let count =
-                    self.deliver_direct(&self.users.all(), &frame, Some(exclude), time, out);
+                let keys = &self.users.all();
+                let count = self.deliver_direct(keys, (&frame, &twin), Some(exclude), time, out);
                 self.outbox
                     .send(exclude.shard, BusMsg::Counted { gather, count });
             }
@@ -511,18 +520,19 @@ impl Router {
         }
     }
 
-    /// A direct message or broadcast for `keys` on this shard, leaving out
-    /// its sender; returns how many connections it reached.
+    /// A direct message or broadcast (its frame and the frame's shared
+    /// MessagePack twin) for `keys` on this shard, leaving out its sender;
+    /// returns how many connections it reached.
     pub(super) fn deliver_direct(
         &self,
         keys: &[usize],
-        frame: &Arc<[u8]>,
+        (frame, twin): (&Arc<[u8]>, &Twin),
         exclude: Option<ConnRef>,
         time: Time,
         out: &mut impl Outlet,
     ) -> usize {
         let skip = self.own_key(exclude);
-        out.deliver(keys, skip, frame, None, Fanout::Other, time.now)
+        out.deliver(keys, skip, frame, Some(twin), None, Fanout::Other, time.now)
     }
 
     /// The slab key of `conn` when it is a connection of this shard.
@@ -536,23 +546,25 @@ impl Router {
     }
 }
 
-/// Sends a room event as `plan` says, whole or as a delta, and notes for
+/// Sends a room event (its frame and, fanned out, the frame's shared
+/// MessagePack twin) as `plan` says, whole or as a delta, and notes for
 /// each delta member whether it was queued.
 fn deliver_planned(
     deltas: &mut Deltas,
     plan: Plan,
     room: &Arc<str>,
-    frame: &Arc<[u8]>,
+    (frame, twin): (&Arc<[u8]>, Option<&Twin>),
     fanout: Fanout,
     now: Instant,
     out: &mut impl Outlet,
 ) {
     let mut queued = Vec::new();
-    out.deliver_noting(&plan.whole, frame, room, fanout, now, &mut queued);
+    out.deliver_noting(&plan.whole, frame, twin, room, fanout, now, &mut queued);
     deltas.sent(room, frame, &plan.whole, &queued);
     if let Some((delta, takers)) = plan.delta {
         queued.clear();
-        out.deliver_noting(&takers, &delta, room, fanout, now, &mut queued);
+        // MessagePack members take no delta: nothing to share a twin of.
+        out.deliver_noting(&takers, &delta, None, room, fanout, now, &mut queued);
         deltas.sent(room, frame, &takers, &queued);
     }
 }

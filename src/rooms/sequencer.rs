@@ -311,7 +311,8 @@ impl Router {
                         &all
                     }
                 };
-                self.deliver_direct(keys, &message.frame, message.exclude, time, out);
+                let frame = (&message.frame, &*message.twin);
+                self.deliver_direct(keys, frame, message.exclude, time, out);
             }
             FromBridge::Sequenced(..) | FromBridge::Joined(..) => {}
         }

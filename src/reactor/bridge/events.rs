@@ -98,6 +98,7 @@ impl<S: BridgeSink> Bridge<S> {
         self.sink.direct(DirectMessage {
             to: direct.to.map(Arc::from),
             frame: wire::text_frame(direct.text),
+            twin: Arc::default(),
             exclude,
         });
     }

@@ -444,6 +444,7 @@ fn a_direct_message_reaches_the_users_connections_here_but_its_sender() {
     let message = DirectMessage {
         to: Some("alice".into()),
         frame: wire::text_frame(b"{\"dm\":1}"),
+        twin: Default::default(),
         exclude: Some(a1),
     };
     for shard in 0..2 {
@@ -461,6 +462,7 @@ fn a_broadcast_from_another_node_reaches_everyone_here() {
     let message = DirectMessage {
         to: None,
         frame: wire::text_frame(b"{}"),
+        twin: Default::default(),
         exclude: None,
     };
     for shard in 0..2 {

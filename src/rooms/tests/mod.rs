@@ -22,7 +22,7 @@ use crate::proto::publish::NO_SEQ;
 use crate::proto::reply::OwnedId;
 use crate::proto::{JoinRecovery, Request, publish, wire};
 use crate::redis::requests::BridgeRequest;
-use crate::rooms::bus::Fanout;
+use crate::rooms::bus::{Fanout, Twin};
 use crate::rooms::cluster::{BridgeAnswer, ClusterSide, FromBridge};
 use crate::rooms::notes::NoteRules;
 use crate::rooms::outlet::{ApiJoin, NodeFacts, Outlet};
@@ -82,6 +82,7 @@ impl Outlet for TestOutlet {
         keys: &[usize],
         skip: Option<usize>,
         frame: &Arc<[u8]>,
+        _twin: Option<&Twin>,
         room: Option<&Arc<str>>,
         fanout: Fanout,
         _now: Instant,
@@ -113,13 +114,14 @@ impl Outlet for TestOutlet {
         &mut self,
         keys: &[usize],
         frame: &Arc<[u8]>,
+        twin: Option<&Twin>,
         room: &Arc<str>,
         fanout: Fanout,
         now: Instant,
         queued: &mut Vec<usize>,
     ) -> usize {
         queued.extend(keys.iter().filter(|k| self.conns.contains_key(k)));
-        self.deliver(keys, None, frame, Some(room), fanout, now)
+        self.deliver(keys, None, frame, twin, Some(room), fanout, now)
     }
 
     fn answer(&mut self, conn: ConnRef, text: Option<&[u8]>, _now: Instant) {
