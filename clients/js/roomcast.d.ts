@@ -149,6 +149,14 @@ export type ClientState = "connecting" | "open" | "reconnecting" | "closed";
 export class Client {
   readonly state: ClientState;
   readonly connId?: string;
+  /**
+   * Bytes of WebSocket message payload received over every connection so
+   * far (a text message's UTF-8 length, a binary one's length; not frame
+   * headers, not compression, which a WebSocket does not show).
+   */
+  readonly bytesReceived: number;
+  /** WebSocket messages received over every connection so far, pongs included. */
+  readonly messagesReceived: number;
   room(name: string): Room;
   /** Resolves with `delivered`. */
   sendTo(user: string, event: string | null, data?: unknown): Promise<number>;

@@ -256,6 +256,23 @@ export function dataText(text) {
 export const MSGPACK_PROTOCOL = "roomcast.msgpack";
 
 const utf8Encoder = new TextEncoder();
+
+/** The UTF-8 length of `text`, without encoding it. */
+function utf8Length(text) {
+  let n = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x80) n += 1;
+    else if (c < 0x800) n += 2;
+    // A surrogate pair is one 4-byte character; a lone surrogate is
+    // encoded as U+FFFD (3 bytes), as TextEncoder does.
+    else if (c >= 0xd800 && c < 0xdc00 && i + 1 < text.length && (text.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      n += 4;
+      i++;
+    } else n += 3;
+  }
+  return n;
+}
 const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
 
 /**
@@ -663,6 +680,11 @@ export class Client extends Emitter {
     // Whether the current connection speaks MessagePack: the server chose
     // it, which its first message (binary) shows.
     this.packed = false;
+    // What every connection so far received, in bytes of WebSocket message
+    // payload (a text message's UTF-8, a binary one's length; frame headers
+    // and compression are not seen from a WebSocket): for a bytes/s gauge.
+    this.bytesReceived = 0;
+    this.messagesReceived = 0;
     this.connectNow();
   }
 
@@ -761,11 +783,21 @@ export class Client extends Emitter {
     if (msgpack) ws.binaryType = "arraybuffer";
     this.ws = ws;
     this.packed = false;
-    ws.onmessage = (e) => this.onMessage(e.data);
+    ws.onmessage = (e) => {
+      this.count(e.data);
+      this.onMessage(e.data);
+    };
     ws.onerror = () => this.emit("error", new RoomcastError("SOCKET", "WebSocket error"));
     ws.onclose = (e) => {
       if (this.ws === ws) this.onClose(e.code, e.reason);
     };
+  }
+
+  /** Adds one received message to `bytesReceived` and `messagesReceived`. */
+  count(payload) {
+    const size = typeof payload === "string" ? utf8Length(payload) : payload.byteLength ?? payload.size ?? 0;
+    this.bytesReceived += size;
+    this.messagesReceived += 1;
   }
 
   onMessage(payload) {

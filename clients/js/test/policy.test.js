@@ -233,3 +233,26 @@ test("room:unsubscribed ends it: handlers told, no rejoin after a reconnect", as
   const ws = await reconnect(1006);
   assert.deepEqual(ws.messages(), [], "neither rejoined nor resubscribed");
 });
+
+test("bytesReceived and messagesReceived count every message's payload, over reconnects", async () => {
+  const c = client();
+  assert.equal(c.bytesReceived, 0);
+  assert.equal(c.messagesReceived, 0);
+  const ws = FakeSocket.all[0];
+  ws.open();
+  const greeting = JSON.stringify({ event: "connection:established", data: { connId: "1", pingInterval: 60000 } });
+  assert.equal(c.bytesReceived, greeting.length);
+  // UTF-8 bytes, not UTF-16 units: é is 2 bytes, € 3, 😀 (a surrogate pair) 4.
+  ws.onmessage({ data: "pong" });
+  ws.receive({ event: "x", data: "é€😀" });
+  const text = JSON.stringify({ event: "x", data: "é€😀" });
+  assert.equal(c.bytesReceived, greeting.length + 4 + Buffer.byteLength(text));
+  assert.equal(c.messagesReceived, 3);
+  ws.serverClose(1006);
+  await tick(20);
+  const again = FakeSocket.all[1];
+  assert.ok(again, "reconnected");
+  again.onmessage({ data: new Uint8Array([0x81, 0xa1, 0x78, 0x01]).buffer });
+  assert.equal(c.bytesReceived, greeting.length + 4 + Buffer.byteLength(text) + 4, "a binary message counts its byteLength");
+  assert.equal(c.messagesReceived, 4);
+});
