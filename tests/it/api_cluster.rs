@@ -49,8 +49,23 @@ fn json(text: &str) -> OwnedValue {
 struct Stopped(u32);
 
 impl Stopped {
+    /// Stops `server` and returns once every one of its threads is
+    /// stopped: a signal is delivered asynchronously, and a thread running
+    /// on another core would otherwise still answer for a moment.
     fn stop(server: &Server) -> Stopped {
         server.signal(libc::SIGSTOP);
+        let tasks = format!("/proc/{}/task", server.pid());
+        let stopped = || {
+            std::fs::read_dir(&tasks).unwrap().all(|task| {
+                let stat = std::fs::read_to_string(task.unwrap().path().join("stat"));
+                // The state follows the parenthesized name: "pid (comm) T ...".
+                stat.is_ok_and(|s| {
+                    s.rsplit_once(") ")
+                        .is_some_and(|(_, rest)| rest.starts_with('T'))
+                })
+            })
+        };
+        wait_until(Duration::from_secs(5), "every thread stopped", stopped);
         Stopped(server.pid())
     }
 }
