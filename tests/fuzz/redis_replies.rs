@@ -17,7 +17,7 @@ use roomcast::codes::limits::{MAX_EPOCH_LEN, MAX_HISTORY, MAX_SUB_LEN};
 use roomcast::redis::layout::is_name;
 use roomcast::redis::resp::{Reply, parse};
 use roomcast::redis::{
-    self, Direct, History, MAX_COUNT, Origin, PRESENCE_EPOCH, Presence, Sequenced,
+    self, Direct, History, MAX_COUNT, Origin, PRESENCE_EPOCH, Presence, Sequenced, VOLATILE_EPOCH,
 };
 
 use crate::engine::{Rng, Target};
@@ -172,8 +172,8 @@ fn check_presence(presence: &Presence) {
 fn check_payload(input: &[u8]) {
     if let Some(message) = redis::channel_message(input) {
         assert!(message.seq <= MAX_COUNT, "seq {}", message.seq);
-        if message.epoch == PRESENCE_EPOCH {
-            assert_eq!(message.seq, 0, "a presence event has no seq");
+        if message.epoch == PRESENCE_EPOCH || message.epoch == VOLATILE_EPOCH {
+            assert_eq!(message.seq, 0, "a presence or volatile event has no seq");
         } else {
             assert!(message.seq > 0, "a room event's seq");
             check_epoch(message.epoch);
