@@ -18,22 +18,9 @@ pub const SWITCH_MASTER: &str = "+switch-master";
 /// The longest host a Sentinel may name (a DNS name's bound).
 const MAX_HOST: usize = 255;
 
-/// Where a Sentinel says the master is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MasterAddr {
-    pub host: String,
-    pub port: u16,
-}
-
-impl fmt::Display for MasterAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
-    }
-}
+/// Where a Sentinel says the master is: a node address, as a Redis
+/// Cluster's slot map names one.
+pub type MasterAddr = crate::redis::slots::Address;
 
 /// Why a Sentinel's answer names no master.
 #[derive(Debug, Clone, PartialEq, Eq)]
