@@ -85,6 +85,14 @@ pub fn load_library(out: &mut Vec<u8>) {
     );
 }
 
+/// Whether `reply` says the server no longer has the library: an operator
+/// ran `FUNCTION FLUSH`, or the server was made a replica and a full sync
+/// replaced its functions with its master's. The link must be set up again,
+/// which loads the library (or finds out the server is no master).
+pub fn is_library_missing(reply: &resp::Reply) -> bool {
+    matches!(reply, resp::Reply::Error(e) if e.starts_with("ERR Function not found"))
+}
+
 /// What a node with webhooks on asks the functions to add to the server's
 /// stream of webhook events (section 13.1): the types wanted and the
 /// stream's bound.
@@ -830,6 +838,16 @@ mod tests {
             tail: b"}".to_vec(),
             origin: origin.into(),
         }
+    }
+
+    #[test]
+    fn a_missing_function_is_told_from_other_errors() {
+        let missing = resp::Reply::Error("ERR Function not found".into());
+        assert!(is_library_missing(&missing));
+        assert!(!is_library_missing(&resp::Reply::Error("ERR other".into())));
+        assert!(!is_library_missing(&resp::Reply::Bulk(
+            b"ERR Function not found".to_vec()
+        )));
     }
 
     #[test]

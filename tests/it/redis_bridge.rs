@@ -251,6 +251,35 @@ fn while_redis_is_away_publishes_are_unavailable_and_after_it_returns_they_flow_
 }
 
 #[test]
+fn functions_flushed_under_the_bridge_are_loaded_again_and_publishes_flow() {
+    let redis = RedisServer::start();
+    let node = Node::start(redis.addr.port());
+    node.wait_link(true);
+    redis.connect().call(&["FUNCTION", "FLUSH"]);
+    // The first publish finds no function and is refused; the link is set
+    // up again, which loads the library, and later publishes are sequenced.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut n = 0;
+    loop {
+        assert!(Instant::now() < deadline, "no publish sequenced again");
+        n += 1;
+        node.publish("lobby", n);
+        let sequenced = loop {
+            match node.next() {
+                Out::Sequenced(m, outcome) if m == n => break outcome.is_ok(),
+                Out::Link(_) => {}
+                other => panic!("{other:?}"),
+            }
+        };
+        if sequenced {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(n > 1, "the flushed library was never noticed");
+}
+
+#[test]
 fn a_history_answer_comes_after_every_event_it_holds_and_before_every_later_one() {
     let redis = RedisServer::start();
     let node = Node::start(redis.addr.port());

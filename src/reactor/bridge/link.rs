@@ -360,9 +360,15 @@ impl<S: BridgeSink> Bridge<S> {
         reply: Reply,
     ) -> io::Result<()> {
         let readonly = sentinel::is_readonly(&reply);
+        let library_missing = redis::is_library_missing(&reply);
         self.answer(index, pending, reply)?;
         if readonly {
             return Err(self.not_master(index, "it answered READONLY"));
+        }
+        if library_missing {
+            return Err(io::Error::other(
+                "the server lost roomcast's functions; setting the link up again",
+            ));
         }
         Ok(())
     }
