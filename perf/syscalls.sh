@@ -30,7 +30,7 @@ SERVER_CORE=${SERVER_CORE:-0}
 BENCH_CORE=${BENCH_CORE:-1}
 BENCH_BIN=${BINS%% *}
 BENCH_BIN=${BENCH_BIN#*=}
-EVENTS="raw_syscalls:sys_enter,syscalls:sys_enter_writev,syscalls:sys_enter_write,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_futex"
+EVENTS="raw_syscalls:sys_enter,syscalls:sys_enter_writev,syscalls:sys_enter_write,syscalls:sys_enter_sendto,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_futex"
 OUT=$WORK/runs.jsonl
 
 # cpu_ns: the server's threads' CPU time (schedstat), nanoseconds.
@@ -69,8 +69,10 @@ msgs = float(m1) - float(m0)
 r = {"case": case, "bin": name, "run": int(run), "messages": msgs, "bytes": float(b1) - float(b0),
      "cpu_us_per_msg": (float(c1) - float(c0)) / 1e3 / msgs if msgs else None}
 r.update({f"{k}_per_msg": v / msgs for k, v in counts.items() if msgs})
-r["msgs_per_writev"] = msgs / counts["writev"] if counts.get("writev") else None
-r["bytes_per_writev"] = r["bytes"] / counts["writev"] if counts.get("writev") else None
+# Output leaves by `writev`, or by `send` (`sendto`) when it is one slice.
+sends = sum(counts.get(k, 0) for k in ("writev", "write", "sendto"))
+r["msgs_per_send"] = msgs / sends if sends else None
+r["bytes_per_send"] = r["bytes"] / sends if sends else None
 try:
     b = json.loads([l for l in open(bench) if l.startswith("{")][-1])
     r["bench_msgs_per_s"] = b["messages_per_second"]
@@ -96,7 +98,7 @@ python3 - "$OUT" <<'PY'
 import json, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1])]
 keys = ["cpu_us_per_msg", "bench_cpu_us_per_msg", "bench_msgs_per_s", "sys_enter_per_msg", "writev_per_msg",
-        "msgs_per_writev", "bytes_per_writev", "read_per_msg", "epoll_wait_per_msg",
+        "sendto_per_msg", "msgs_per_send", "bytes_per_send", "read_per_msg", "epoll_wait_per_msg",
         "epoll_pwait_per_msg", "epoll_ctl_per_msg", "write_per_msg", "futex_per_msg"]
 groups = {}
 for r in runs:

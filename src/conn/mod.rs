@@ -17,6 +17,7 @@ mod api;
 pub use api::Subscribing;
 pub mod backpressure;
 pub mod compression;
+pub mod cork;
 pub mod id;
 pub mod outbound;
 pub mod packed;
