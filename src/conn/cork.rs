@@ -22,7 +22,7 @@ use std::io::IoSlice;
 
 /// Slices up to this long are copied into the cork buffer; longer ones
 /// keep their own iovec.
-pub const COPY_MAX: usize = 1024;
+pub const COPY_MAX: usize = 512;
 /// The most bytes copied for one write: the capacity of the shard's cork
 /// buffer, allocated once per shard.
 pub const CORK_BYTES: usize = 16 * 1024;

@@ -2,11 +2,12 @@
 //!
 //! Small frames built for one connection (echoes, acks, control frames) are
 //! appended to one contiguous buffer; frames shared by many connections (a
-//! room message) are queued as reference-counted bytes, never copied. The
-//! queue hands out `IoSlice`s so that everything pending leaves in one
-//! `writev`. It remembers frame boundaries so that a slow consumer can be cut
-//! off after the frame in flight. Knows nothing of sockets: the reactor
-//! writes the slices and reports how much went out.
+//! room message) are queued as reference-counted bytes, never copied here.
+//! The queue hands out `IoSlice`s so that everything pending leaves in one
+//! write (`conn::cork` copies runs of short ones together at that moment).
+//! It remembers frame boundaries so that a slow consumer can be cut off
+//! after the frame in flight. Knows nothing of sockets: the reactor writes
+//! the slices and reports how much went out.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
