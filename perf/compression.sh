@@ -37,7 +37,8 @@ IDLE=${IDLE:-1}
 MODES="off on"
 [ -n "${BASE_BIN:-}" ] && MODES="off on off-base on-base"
 
-build_release
+# BUILD=0 measures the binaries as they are (no build).
+[ "${BUILD:-1}" = 1 ] && build_release
 RESULTS="$WORK/results.jsonl"
 : >"$RESULTS"
 

@@ -68,7 +68,8 @@ PY
     stop_server
 }
 
-build_release
+# BUILD=0 measures the binaries as they are (no build).
+[ "${BUILD:-1}" = 1 ] && build_release
 BUILDS=head
 [ -n "${BASE_BIN:-}" ] && BUILDS="head base"
 for run in $(seq "$RUNS"); do

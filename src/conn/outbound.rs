@@ -22,8 +22,10 @@ thread_local! {
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Frame lists longer than this are freed rather than kept.
-const MAX_POOLED_CHUNKS: usize = 8;
+/// Frame lists longer than this are freed rather than kept. A fan-out
+/// member gets a turn's events (16 in flight and more) in one list: a
+/// list that short would be grown and freed again every turn.
+const MAX_POOLED_CHUNKS: usize = 32;
 /// Most idle frame lists kept per shard.
 const MAX_POOLED_CHUNK_LISTS: usize = 16_384;
 
@@ -329,6 +331,18 @@ mod tests {
         drain_all(&mut out);
         assert_eq!(out.inline.capacity(), 0);
         assert_eq!(out.chunks.capacity(), 0);
+    }
+
+    #[test]
+    fn a_turn_of_fan_out_keeps_its_frame_list_for_the_next() {
+        let mut out = Outbound::default();
+        let frame: Arc<[u8]> = Arc::from(&b"x"[..]);
+        for _ in 0..20 {
+            out.push_shared(frame.clone());
+        }
+        drain_all(&mut out);
+        out.push_shared(frame);
+        assert!(out.chunks.capacity() >= 20, "the grown list was pooled");
     }
 
     #[test]
