@@ -157,14 +157,7 @@ fn bench_fanout(c: &mut Criterion) {
         .map(|id| open_connection(id, &config, &keys, &mut parser))
         .collect();
     let room: Arc<str> = Arc::from("lobby");
-    let frame = wire::text_frame(&wire::room_message(
-        "chat:msg",
-        "lobby",
-        b"{\"p\":1}",
-        "u",
-        1,
-        0,
-    ));
+    let frame = wire::room_frame("chat:msg", "lobby", b"{\"p\":1}", "u", 1, 0);
     let mut group = c.benchmark_group("fanout");
     group.throughput(Throughput::Elements(MEMBERS as u64));
     group.bench_function("enqueue_10k_members", |b| {
