@@ -245,7 +245,7 @@ fn bench_handoff(c: &mut Criterion) {
                     fanout: Fanout::RoomEvent {
                         read_at: Instant::now(),
                     },
-                    made: None,
+                    made: Default::default(),
                 })
                 .collect();
             tx.send(batch).expect("send");

@@ -158,9 +158,8 @@ pub enum BusMsg {
         frame: Arc<[u8]>,
         exclude: Option<ConnRef>,
         fanout: Fanout,
-        /// What the shards it is sent to encode once for all of them;
-        /// `None` when it goes to one shard, which makes its own cells.
-        made: Option<Arc<Encodings>>,
+        /// What the shards it is sent to encode once for all of them.
+        made: Arc<Encodings>,
     },
     /// To the joiner's shard: the owner's answer to `Join`.
     Joined {
@@ -267,10 +266,8 @@ pub enum RoomAsk {
 pub type SharedDelta = OnceLock<(Arc<[u8]>, Option<Arc<[u8]>>)>;
 
 /// What the shards a fan-out goes to encode once for all of them, in one
-/// allocation per message sent to more than one shard: each cell is
-/// filled by the first shard that needs it, and a shard that needs
-/// neither never touches them. A fan-out to one shard (every fan-out of
-/// a one-shard node) allocates none: that shard fills cells of its own.
+/// allocation per message: each cell is filled by the first shard that
+/// needs it, and a shard that needs neither never touches them.
 #[derive(Debug, Default)]
 pub struct Encodings {
     /// The frame's MessagePack twin.
@@ -341,13 +338,8 @@ impl Outbox {
         exclude: Option<ConnRef>,
         fanout: Fanout,
     ) {
-        let mut shards = shards.into_iter();
-        let Some(first) = shards.next() else {
-            return;
-        };
-        let second = shards.next();
-        let made = second.is_some().then(Arc::<Encodings>::default);
-        for shard in std::iter::once(first).chain(second).chain(shards) {
+        let made = Arc::new(Encodings::default());
+        for shard in shards {
             let deliver = BusMsg::Deliver {
                 room: room.clone(),
                 frame: frame.clone(),
@@ -448,39 +440,20 @@ mod tests {
         let room: Arc<str> = Arc::from("r");
         let frame: Arc<[u8]> = Arc::from(&b"{}"[..]);
         outbox.fan_out([0, 2], &room, &frame, None, Fanout::Other);
-        outbox.fan_out([0, 2], &room, &frame, None, Fanout::Other);
-        let shared = |cells: Vec<Option<Arc<Encodings>>>| -> Vec<Arc<Encodings>> {
-            cells
+        outbox.fan_out([0], &room, &frame, None, Fanout::Other);
+        let mut made = |shard: usize| -> Vec<Arc<Encodings>> {
+            outbox
+                .take(shard)
                 .into_iter()
-                .map(|c| c.expect("a shared cell"))
+                .map(|message| match message {
+                    BusMsg::Deliver { made, .. } => made,
+                    other => panic!("{other:?}"),
+                })
                 .collect()
         };
-        let first = shared(cells(&mut outbox, 0));
-        let last = shared(cells(&mut outbox, 2));
-        assert_eq!((first.len(), last.len()), (2, 2));
+        let (first, last) = (made(0), made(2));
+        assert_eq!((first.len(), last.len()), (2, 1));
         assert!(Arc::ptr_eq(&first[0], &last[0]), "one cell per message");
         assert!(!Arc::ptr_eq(&first[0], &first[1]), "a cell per message");
-    }
-
-    #[test]
-    fn a_fan_out_to_one_shard_allocates_no_cell() {
-        let mut outbox = Outbox::new(2);
-        let room: Arc<str> = Arc::from("r");
-        let frame: Arc<[u8]> = Arc::from(&b"{}"[..]);
-        outbox.fan_out([1], &room, &frame, None, Fanout::Other);
-        outbox.fan_out([], &room, &frame, None, Fanout::Other);
-        assert!(matches!(cells(&mut outbox, 1)[..], [None]));
-    }
-
-    /// The cells of the `Deliver`s queued for `shard`.
-    fn cells(outbox: &mut Outbox, shard: usize) -> Vec<Option<Arc<Encodings>>> {
-        outbox
-            .take(shard)
-            .into_iter()
-            .map(|message| match message {
-                BusMsg::Deliver { made, .. } => made,
-                other => panic!("{other:?}"),
-            })
-            .collect()
     }
 }

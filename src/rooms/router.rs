@@ -26,9 +26,7 @@ use crate::proto::reply::OwnedId;
 use crate::proto::wire;
 use crate::redis::requests::BridgeRequest;
 use crate::rooms::api::ApiState;
-use crate::rooms::bus::{
-    BusMsg, Encodings, Fanout, JoinAnswer, Outbox, PublishAnswer, ToOwner, Twin,
-};
+use crate::rooms::bus::{BusMsg, Fanout, JoinAnswer, Outbox, PublishAnswer, ToOwner, Twin};
 use crate::rooms::cluster::{BridgeAnswer, ClusterSide, RedisRooms};
 use crate::rooms::delta::{Deltas, Plan};
 use crate::rooms::gather::Gathers;
@@ -449,14 +447,6 @@ impl Router {
                     Fanout::Other => Pacing::None,
                 };
                 let members = self.local.recipients(&room, &frame, skip, pacing, time.now);
-                let own_cells;
-                let made = match &made {
-                    Some(shared) => &**shared,
-                    None => {
-                        own_cells = Encodings::default();
-                        &own_cells
-                    }
-                };
                 if pacing == Pacing::Conflate && self.deltas.has(&room) {
                     let plan = self
                         .deltas
