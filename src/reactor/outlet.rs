@@ -100,11 +100,7 @@ impl ShardOutlet<'_> {
             };
             write_through(entry, self.metrics, frame.len(), self.config);
             let delivered = entry.conn.deliver(room, frame, kind, now, self.config);
-            // A MessagePack member never sees the JSON text a delta is
-            // taken from: noted as not queued, it gets every event whole.
-            if let (Some(queued), Delivered::Queued, false) =
-                (queued.as_deref_mut(), delivered, msgpack)
-            {
+            if let (Some(queued), Delivered::Queued) = (queued.as_deref_mut(), delivered) {
                 queued.push(key);
             }
             tally.count(delivered);

@@ -36,9 +36,8 @@ pub trait Outlet {
     ) -> usize;
 
     /// As `deliver` for a room event, noting in `queued` the keys it was
-    /// queued for (not held back, dropped or left out) as JSON text:
-    /// section 14's deltas follow what each member was queued, and a
-    /// MessagePack member, which never sees that text, is never noted.
+    /// queued for (not held back, dropped or left out): section 14's
+    /// deltas follow what each member was queued, in either encoding.
     #[allow(clippy::too_many_arguments)]
     fn deliver_noting(
         &mut self,

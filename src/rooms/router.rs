@@ -563,8 +563,8 @@ fn deliver_planned(
     deltas.sent(room, frame, &plan.whole, &queued);
     if let Some((delta, takers)) = plan.delta {
         queued.clear();
-        // MessagePack members take no delta: nothing to share a twin of.
-        out.deliver_noting(&takers, &delta, None, room, fanout, now, &mut queued);
+        let (delta, twin) = (&delta.frame, Some(&*delta.twin));
+        out.deliver_noting(&takers, delta, twin, room, fanout, now, &mut queued);
         deltas.sent(room, frame, &takers, &queued);
     }
 }
