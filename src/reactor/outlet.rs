@@ -12,9 +12,8 @@
 //! MessagePack members (`roomcast.msgpack`) get the frame's MessagePack
 //! twin from the cell the frame travels with (`conn::packed::Twin`),
 //! converted by the first shard that needs it and shared by the others
-//! (a frame without one, a paced member's held-back event, is converted
-//! once for the delivery), and compressed once per delivery the same way
-//! for those that compress. No lock either way.
+//! (a paced member's held-back event keeps its cell), and compressed once
+//! per delivery the same way for those that compress. No lock either way.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -63,7 +62,7 @@ impl ShardOutlet<'_> {
         &mut self,
         keys: &[usize],
         skip: Option<usize>,
-        (frame, twin): (&Arc<[u8]>, Option<&Twin>),
+        (frame, twin): (&Arc<[u8]>, &Twin),
         room: Option<&Arc<str>>,
         fanout: Fanout,
         now: Instant,
@@ -76,8 +75,6 @@ impl ShardOutlet<'_> {
         };
         let mut tally = Tally::default();
         let mut shared = SharedFrame::new(frame);
-        let own = Twin::new();
-        let twin = twin.unwrap_or(&own);
         let mut packed = None;
         for &key in keys {
             if skip == Some(key) {
@@ -120,7 +117,7 @@ impl Outlet for ShardOutlet<'_> {
         keys: &[usize],
         skip: Option<usize>,
         frame: &Arc<[u8]>,
-        twin: Option<&Twin>,
+        twin: &Twin,
         room: Option<&Arc<str>>,
         fanout: Fanout,
         now: Instant,
@@ -132,7 +129,7 @@ impl Outlet for ShardOutlet<'_> {
         &mut self,
         keys: &[usize],
         frame: &Arc<[u8]>,
-        twin: Option<&Twin>,
+        twin: &Twin,
         room: &Arc<str>,
         fanout: Fanout,
         now: Instant,

@@ -21,7 +21,7 @@ pub trait Outlet {
     /// Queues `frame` for each connection of `keys` but `skip`; `room` is
     /// the room of a room event (`Fanout::RoomEvent`), for conflation.
     /// `twin`: the cell the frame's MessagePack twin is shared in by the
-    /// shards it was sent to (`None`: converted for this delivery alone).
+    /// shards it was sent to, made there at most once per node.
     /// Returns how many connections it reached.
     #[allow(clippy::too_many_arguments)]
     fn deliver(
@@ -29,7 +29,7 @@ pub trait Outlet {
         keys: &[usize],
         skip: Option<usize>,
         frame: &Arc<[u8]>,
-        twin: Option<&Twin>,
+        twin: &Twin,
         room: Option<&Arc<str>>,
         fanout: Fanout,
         now: Instant,
@@ -43,7 +43,7 @@ pub trait Outlet {
         &mut self,
         keys: &[usize],
         frame: &Arc<[u8]>,
-        twin: Option<&Twin>,
+        twin: &Twin,
         room: &Arc<str>,
         fanout: Fanout,
         now: Instant,
