@@ -17,6 +17,7 @@ use simd_json::prelude::*;
 use tungstenite::Message;
 
 use common::http::{UpgradeRequest, read_head};
+use common::raw::{MASK, encode_frame};
 use common::rooms::{Claims, Client, q};
 use common::ws::{Ws, ws_request, ws_try};
 use common::{RawWs, Server, opcode, parse_json};
@@ -341,27 +342,36 @@ fn without_the_offer_a_connection_speaks_json() {
     assert!(matches!(ws.read().unwrap(), Message::Text(_)));
 }
 
-#[test]
-fn msgpack_room_events_are_compressed_when_agreed() {
-    let server = Server::start(&["--compression", "on"]);
-    let addr = server.addr();
+/// A raw `/ws` client that chose MessagePack, offering permessage-deflate
+/// when `deflate` (and checking it was agreed), past its greeting.
+fn raw_packed(addr: SocketAddr, sub: &str, deflate: bool) -> RawWs {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let request = UpgradeRequest::new("/ws")
-        .bearer(&Claims::new("mp").token())
-        .header("Sec-WebSocket-Protocol", PROTOCOL)
-        .header("Sec-WebSocket-Extensions", "permessage-deflate");
+    let mut request = UpgradeRequest::new("/ws")
+        .bearer(&Claims::new(sub).token())
+        .header("Sec-WebSocket-Protocol", PROTOCOL);
+    if deflate {
+        request = request.header("Sec-WebSocket-Extensions", "permessage-deflate");
+    }
     stream.write_all(&request.to_bytes()).unwrap();
     let (head, rest) = read_head(&mut stream);
     assert_eq!(head.status, 101, "{head:?}");
     assert_eq!(head.header("sec-websocket-protocol"), Some(PROTOCOL));
-    assert!(head.header("sec-websocket-extensions").is_some());
+    assert_eq!(head.header("sec-websocket-extensions").is_some(), deflate);
     let mut member = RawWs::from_parts(stream, rest);
     let (kind, hello) = member.read_message();
     assert_eq!(kind, opcode::BINARY);
     assert_eq!(unpacked(&hello)["event"], "connection:established");
+    member
+}
+
+#[test]
+fn msgpack_room_events_are_compressed_when_agreed() {
+    let server = Server::start(&["--compression", "on"]);
+    let addr = server.addr();
+    let mut member = raw_packed(addr, "mp", true);
 
     // A compressed join, answered.
     let join = packed(r#"{"event":"room:join","room":"feed","data":{"room":"feed"},"id":"j"}"#);
@@ -383,6 +393,64 @@ fn msgpack_room_events_are_compressed_when_agreed() {
     assert!(frame.payload.len() < text.len() / 4);
     let event = unpacked(&crate::compression::inflate(&frame.payload));
     assert_eq!(event["data"]["t"], text.as_str());
+}
+
+/// A MessagePack publish split over a binary frame and two continuation
+/// frames, a ping between the first two, is read as one message: acked,
+/// answered the ping meanwhile, and delivered to a JSON member; and so
+/// with permessage-deflate, RSV1 on the first frame only (RFC 7692 6.1).
+#[test]
+fn a_fragmented_msgpack_publish_is_read_whole_with_and_without_deflate() {
+    let server = Server::start(&["--compression", "on"]);
+    let addr = server.addr();
+    let mut json_member = Client::user(addr, "js");
+    json_member.join("frag");
+    for deflate in [false, true] {
+        let mut publisher = raw_packed(addr, "mp", deflate);
+        let join = packed(r#"{"event":"room:join","room":"frag","data":{"room":"frag"},"id":"j"}"#);
+        publisher.send_frame(true, opcode::BINARY, &join);
+        let joined = unpacked(&inflate_if(&publisher.read_non_ping()));
+        assert_eq!(joined["id"], "j", "{joined:?}");
+        let data = format!(
+            r#"{{"text":"fragmenté – 東京 😀 {deflate}","pad":{}}}"#,
+            q(&"x".repeat(300))
+        );
+        let message = packed(&format!(
+            r#"{{"event":"chat:msg","room":"frag","data":{data},"id":"f"}}"#
+        ));
+        let (payload, rsv) = if deflate {
+            (
+                crate::compression::deflate(&message),
+                crate::compression::RSV1,
+            )
+        } else {
+            (message, 0)
+        };
+        let third = payload.len() / 3;
+        let (first, rest) = payload.split_at(third);
+        let (second, last) = rest.split_at(third);
+        let frame = |fin, rsv, kind, part: &[u8]| encode_frame(fin, rsv, kind, part, Some(MASK));
+        publisher.send_raw(&frame(false, rsv, opcode::BINARY, first));
+        publisher.send_raw(&frame(true, 0, opcode::PING, b"mid"));
+        publisher.send_raw(&frame(false, 0, opcode::CONTINUATION, second));
+        publisher.send_raw(&frame(true, 0, opcode::CONTINUATION, last));
+        let mut ponged = false;
+        let ack = loop {
+            let frame = publisher.read_frame();
+            match frame.opcode {
+                opcode::PONG => ponged = frame.payload == b"mid",
+                opcode::BINARY => break unpacked(&inflate_if(&frame)),
+                other => panic!("{deflate}: opcode {other}"),
+            }
+        };
+        assert!(ponged, "{deflate}: the ping between fragments answered");
+        assert_eq!(ack["event"], "ack", "{deflate}: {ack:?}");
+        let (id, success) = (ack["id"].as_str(), ack["success"].as_bool());
+        assert_eq!((id, success), (Some("f"), Some(true)), "{deflate}: {ack:?}");
+        let event = parse_json(&json_member.recv_skip_presence());
+        assert_eq!(event["data"], parse_json(&data), "{deflate}");
+        assert_eq!(event["from"], "mp");
+    }
 }
 
 fn inflate_if(frame: &common::raw::Frame) -> Vec<u8> {
