@@ -11,11 +11,13 @@
 # peer: `PEER 0`, one thread) pinned to SERVER_CORE, the bench pinned to
 # BENCH_CORE for DURATION; one second into the bench's measured window,
 # `perf stat` counts the server's syscall tracepoints for WINDOW seconds.
-# Deliveries over that window: roomcast's /metrics (messages it wrote) and,
-# for every server, the bench's own delivery rate × WINDOW (a peer has no
-# /metrics; roomcast's two counts check each other). Bytes written: the
-# kernel's `bytes_sent` of the server's sockets (`ss -ti`) before and after,
-# scaled to WINDOW. iovecs per writev: `perf stat` counts writev calls with
+# perf stat's command takes a snapshot, sleeps WINDOW and takes another, so
+# the counters cover the interval between the snapshots. Bytes written: the
+# kernel's `bytes_sent` of the server's sockets (`ss -ti`). Deliveries:
+# roomcast's /metrics (messages it wrote); a peer has none, so its bytes ÷
+# the size of the one frame every delivery is (`--target raw`: the bench's
+# payload with a 2-byte header). The bench's own average rate × the interval
+# is printed beside them as a check. iovecs per writev: `perf stat` counts writev calls with
 # `vlen` at or above each of a few bounds (tracepoint filters), which brackets
 # the mean (lo-hi; the estimate takes each bucket's midpoint). CPU: the
 # server threads' schedstat. Prints one JSON line per run, then the medians
@@ -65,11 +67,14 @@ sent_bytes() {
         grep -o 'bytes_sent:[0-9]*' | awk -F: '{s += $2} END {printf "%d\n", s}'
 }
 
-now() { date +%s.%N; }
-
-# messages_sent: roomcast's /metrics count, or nothing for a peer.
+# messages_sent KIND: roomcast's /metrics count; `-` for a peer.
 messages_sent() {
-    [ "$1" = roomcast ] && server_metric roomcast_messages_sent_total
+    if [ "$1" = roomcast ]; then server_metric roomcast_messages_sent_total; else echo -; fi
+}
+
+# snapshot KIND: "time messages bytes cpu_ns" of the server now.
+snapshot() {
+    echo "$(date +%s.%N) $(messages_sent "$1") $(sent_bytes) $(cpu_ns)"
 }
 
 one_run() {
@@ -90,40 +95,51 @@ one_run() {
         wait "$bench"; stop_server; return
     fi
     sleep 1
-    local m0 m1 b0 b1 c0 c1 t0 t1
-    m0=$(messages_sent "$kind"); t0=$(now); b0=$(sent_bytes); c0=$(cpu_ns)
+    # The snapshots run inside perf stat's command, so the counters cover
+    # the interval between them (and a few milliseconds more).
+    export SERVER_PID SERVER_PORT
+    export -f snapshot messages_sent server_metric sent_bytes cpu_ns
     # shellcheck disable=SC2046
-    perf stat -x, $(perf_events) -p "$SERVER_PID" -o "$WORK/perf.csv" -- sleep "$WINDOW" 2>/dev/null
-    c1=$(cpu_ns); b1=$(sent_bytes); t1=$(now); m1=$(messages_sent "$kind")
+    perf stat -x, $(perf_events) -p "$SERVER_PID" -o "$WORK/perf.csv" -- \
+        bash -c "snapshot $kind >'$WORK/snap0'; sleep $WINDOW; snapshot $kind >'$WORK/snap1'" 2>/dev/null
+    local t0 m0 b0 c0 t1 m1 b1 c1
+    read -r t0 m0 b0 c0 <"$WORK/snap0"
+    read -r t1 m1 b1 c1 <"$WORK/snap1"
     wait "$bench"
     stop_server
-    python3 - "$OUT" "$case" "$name" "$run" "$WORK/perf.csv" "$WINDOW" "$SYSCALLS" "$VLEN_BOUNDS" \
-        "${m0:-}" "${m1:-}" "$b0" "$b1" "$t0" "$t1" "$c0" "$c1" "$WORK/bench.out" <<'PY'
+    python3 - "$OUT" "$case" "$name" "$run" "$WORK/perf.csv" "$SYSCALLS" "$VLEN_BOUNDS" \
+        "$m0" "$m1" "$b0" "$b1" "$t0" "$t1" "$c0" "$c1" "$WORK/bench.out" "$args" <<'PY'
 import json, sys
-(out, case, name, run, csv, window, syscalls, bounds,
- m0, m1, b0, b1, t0, t1, c0, c1, bench) = sys.argv[1:18]
-window = float(window)
+(out, case, name, run, csv, syscalls, bounds,
+ m0, m1, b0, b1, t0, t1, c0, c1, bench, args) = sys.argv[1:18]
 counts = [float(f[0]) if f[0].replace(".", "").isdigit() else 0.0
           for f in (line.strip().split(",") for line in open(csv))
           if len(f) > 2 and f[2].startswith(("raw_syscalls:", "syscalls:"))]
+window = float(t1) - float(t0)
 names = ["all"] + syscalls.split()
 bounds = [int(b) for b in bounds.split()]
 calls = dict(zip(names, counts))
 at_least = dict(zip(bounds, counts[len(names):]))
-r = {"case": case, "server": name, "run": int(run)}
+r = {"case": case, "server": name, "run": int(run), "window_s": window}
 try:
     b = json.loads([l for l in open(bench) if l.startswith("{")][-1])
     r["bench_msgs_per_s"] = b["messages_per_second"]
     r["bench_cpu_us_per_msg"] = (b.get("server") or {}).get("cpu_us_per_message")
 except (IndexError, ValueError, KeyError):
     pass
-# Deliveries in the perf window: roomcast counts them; the bench's rate
-# over its whole window estimates them for every server.
-from_bench = r.get("bench_msgs_per_s", 0) * window
-r["msgs_metrics"] = float(m1) - float(m0) if m0 and m1 else None
-r["msgs_bench"] = from_bench
-msgs = r["msgs_metrics"] or from_bench
-r["bytes"] = (float(b1) - float(b0)) * window / (float(t1) - float(t0))
+# Deliveries in the perf window: roomcast counts them. A peer's are its bytes
+# ÷ the frame every delivery is (the bench's raw payload, a record of at
+# least RECORD_LEN = 35 bytes, and a 2-byte header under 126 bytes; nothing
+# else is sent in the steady state). The bench's average rate × the window
+# checks both.
+r["bytes"] = float(b1) - float(b0)
+argv = args.split()
+size = max(int(argv[argv.index("-s") + 1]), 35)
+r["frame_bytes"] = size + (2 if size < 126 else 4 if size < 65536 else 10)
+r["msgs_metrics"] = float(m1) - float(m0) if m0 != "-" else None
+r["msgs_bytes"] = r["bytes"] / r["frame_bytes"] if m0 == "-" else None
+r["msgs_bench"] = r.get("bench_msgs_per_s", 0) * window
+msgs = r["msgs_metrics"] or r["msgs_bytes"]
 if msgs:
     r["cpu_us_per_msg"] = (float(c1) - float(c0)) / 1e3 / msgs
     r.update({f"{k}_per_msg": v / msgs for k, v in calls.items()})
@@ -169,7 +185,7 @@ runs = [json.loads(l) for l in open(sys.argv[1])]
 keys = ["cpu_us_per_msg", "bench_msgs_per_s", "all_per_msg", "write_calls_per_msg", "writev_per_msg",
         "write_per_msg", "sendto_per_msg", "sendmsg_per_msg", "iov_per_writev", "msgs_per_write_call",
         "bytes_per_write_call", "read_calls_per_msg", "epoll_waits_per_msg", "epoll_ctl_per_msg",
-        "futex_per_msg", "msgs_metrics", "msgs_bench"]
+        "futex_per_msg", "msgs_metrics", "msgs_bytes", "msgs_bench", "window_s"]
 groups = {}
 for r in runs:
     groups.setdefault((r["case"], r["server"]), []).append(r)
