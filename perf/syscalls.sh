@@ -45,7 +45,7 @@ BENCH_BIN=${BINS%% *}
 BENCH_BIN=${BENCH_BIN#*=}
 SYSCALLS="writev write sendto sendmsg read readv recvfrom recvmsg epoll_wait epoll_pwait epoll_pwait2 epoll_ctl futex"
 # Lower bounds of the writev `vlen` buckets; the python below repeats them.
-VLEN_BOUNDS="2 3 4 8 16 32 64 65"
+VLEN_BOUNDS="2 3 4 8 12 14 15 16 17 18 19 20 24 32 33 48 64 65"
 OUT=$WORK/runs.jsonl
 
 # perf_events: the -e/--filter arguments, in the order the report reads them.
@@ -105,7 +105,7 @@ one_run() {
     local t0 m0 b0 c0 t1 m1 b1 c1
     read -r t0 m0 b0 c0 <"$WORK/snap0"
     read -r t1 m1 b1 c1 <"$WORK/snap1"
-    wait "$bench"
+    wait "$bench" || echo "$name: bench exit $?: $(grep -v '^\[' "$WORK/bench.err" | tail -c 400)" >&2
     stop_server
     python3 - "$OUT" "$case" "$name" "$run" "$WORK/perf.csv" "$SYSCALLS" "$VLEN_BOUNDS" \
         "$m0" "$m1" "$b0" "$b1" "$t0" "$t1" "$c0" "$c1" "$WORK/bench.out" "$args" <<'PY'
@@ -151,7 +151,7 @@ if msgs:
     r["bytes_per_write_call"] = r["bytes"] / writes if writes else None
 n = calls.get("writev", 0)
 if n:
-    # Buckets [1,2), [2,3), [3,4), [4,8), ... [64,65), [65,∞): each call counted once.
+    # Buckets [1,2), [2,3), ... [64,65), [65,∞): each call counted once.
     edges = [1] + bounds
     ge = [n] + [at_least[b] for b in bounds]
     lo = hi = mid = 0.0
