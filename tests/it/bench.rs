@@ -12,6 +12,11 @@ use simd_json::prelude::*;
 
 /// Runs `roomcast bench <args> --json` against `server` and parses its result.
 fn bench(server: &Server, args: &[&str]) -> OwnedValue {
+    bench_with_secret(server, SECRET, args)
+}
+
+/// `bench`, minting tokens with `secret`.
+fn bench_with_secret(server: &Server, secret: &str, args: &[&str]) -> OwnedValue {
     let addr = server.addr().to_string();
     let pid = server.pid().to_string();
     let output = Command::new(env!("CARGO_BIN_EXE_roomcast"))
@@ -21,7 +26,7 @@ fn bench(server: &Server, args: &[&str]) -> OwnedValue {
             "--addr",
             &addr,
             "--jwt-secret",
-            SECRET,
+            secret,
             "--server-pid",
             &pid,
             "--threads",
@@ -86,6 +91,36 @@ fn assert_every_field(result: &OwnedValue) {
     for figure in ["cpu_seconds", "rss_before_bytes", "rss_after_bytes"] {
         number(result, &["server", figure]);
     }
+}
+
+/// The errors of a run by kind, as `(kind, count)`, checked to add up to
+/// the total.
+fn errors_by_kind(result: &OwnedValue) -> Vec<(String, u64)> {
+    let kinds = json_at(result, &["errors_by_kind"])
+        .and_then(|v| v.as_object())
+        .unwrap_or_else(|| panic!("no errors_by_kind in {result:?}"));
+    let kinds: Vec<(String, u64)> = kinds
+        .iter()
+        .map(|(kind, n)| (kind.to_string(), n.as_u64().unwrap_or(0)))
+        .collect();
+    let sum: u64 = kinds.iter().map(|(_, n)| n).sum();
+    assert_eq!(sum, count(result, "errors"), "{result:?}");
+    kinds
+}
+
+#[test]
+fn refused_upgrades_are_counted_by_status() {
+    let server = Server::start(&["--max-connections", "2"]);
+    let result = bench(&server, &["idle", "-c", "5", "-d", "200ms"]);
+    assert_eq!(count(&result, "connected"), 2);
+    assert_eq!(errors_by_kind(&result), [("http_503".to_owned(), 3)]);
+    let result = bench_with_secret(
+        &server,
+        "not-the-secret",
+        &["idle", "-c", "3", "-d", "200ms"],
+    );
+    assert_eq!(count(&result, "connected"), 0);
+    assert_eq!(errors_by_kind(&result), [("http_401".to_owned(), 3)]);
 }
 
 #[test]

@@ -158,6 +158,10 @@ pub struct BenchArgs {
     /// Handshakes in flight at once per thread while connecting.
     #[arg(long, default_value_t = 128)]
     pub connect_window: usize,
+    /// A connection not upgraded (and joined) this long after its connect
+    /// began is dropped and counted as a connect, handshake or ack timeout.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub connect_timeout: Duration,
     /// This process is worker N (internal).
     #[arg(long, hide = true)]
     pub worker_index: Option<usize>,

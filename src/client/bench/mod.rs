@@ -8,6 +8,7 @@
 
 pub mod args;
 pub mod client;
+pub mod failure;
 pub mod payload;
 pub mod process;
 pub mod report;
@@ -225,7 +226,10 @@ fn summarize(
         expected,
         out_of_order: results.iter().map(|r| r.out_of_order).sum(),
         handshakes: results.iter().map(|r| r.handshakes).sum(),
-        errors: results.iter().map(|r| r.errors).sum(),
+        errors: results.iter().fold(Default::default(), |mut all, r| {
+            all.merge(&r.errors);
+            all
+        }),
         latency,
         server,
         bench_cpu_seconds,

@@ -159,7 +159,10 @@ fn combine(shared: &Shared, tallies: &[Tally]) -> WorkerResult {
         delivered: tallies.iter().map(|t| t.delivered).sum(),
         out_of_order: tallies.iter().map(|t| t.out_of_order).sum(),
         handshakes: tallies.iter().map(|t| t.handshakes).sum(),
-        errors: tallies.iter().map(|t| t.errors).sum(),
+        errors: tallies.iter().fold(Default::default(), |mut all, t| {
+            all.merge(&t.errors);
+            all
+        }),
         connected: shared.connected.load(Ordering::Relaxed),
         published,
         latency: encode_histogram(&latency),

@@ -6,6 +6,7 @@ use hdrhistogram::Histogram;
 use simd_json::prelude::*;
 
 use crate::client::bench::args::BenchArgs;
+use crate::client::bench::failure::FailureCounts;
 
 /// A worker's counters, once a second.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -26,7 +27,7 @@ pub struct WorkerResult {
     pub delivered: u64,
     pub out_of_order: u64,
     pub handshakes: u64,
-    pub errors: u64,
+    pub errors: FailureCounts,
     pub connected: u64,
     /// Per room: messages acknowledged (roomcast) or sent (peers).
     pub published: Vec<u64>,
@@ -82,7 +83,7 @@ impl WorkerResult {
             self.delivered,
             self.out_of_order,
             self.handshakes,
-            self.errors,
+            self.errors.to_json(),
             self.connected,
             published.join(","),
             self.latency,
@@ -106,7 +107,10 @@ impl WorkerResult {
             delivered: field(&value, "delivered"),
             out_of_order: field(&value, "out_of_order"),
             handshakes: field(&value, "handshakes"),
-            errors: field(&value, "errors"),
+            errors: value
+                .get("errors")
+                .map(FailureCounts::from_json)
+                .unwrap_or_default(),
             connected: field(&value, "connected"),
             published,
             latency: value.get("latency")?.as_str()?.to_owned(),
@@ -138,7 +142,7 @@ pub struct Summary {
     pub expected: Option<u64>,
     pub out_of_order: u64,
     pub handshakes: u64,
-    pub errors: u64,
+    pub errors: FailureCounts,
     pub latency: Histogram<u64>,
     pub server: Option<ServerFigures>,
     pub bench_cpu_seconds: f64,
@@ -230,7 +234,7 @@ impl Summary {
             concat!(
                 r#"{{"scenario":"{}","target":"{}","protocol":"{}","conns":{},"rooms":{},"publishers":{},"size":{},"window":{},"rate":{},"#,
                 r#""duration_seconds":{:.3},"connected":{},"sent":{},"delivered":{},"expected":{},"lost":{},"duplicates":{},"out_of_order":{},"#,
-                r#""handshakes":{},"errors":{},"messages_per_second":{:.1},"handshakes_per_second":{:.1},"#,
+                r#""handshakes":{},"errors":{},"errors_by_kind":{},"messages_per_second":{:.1},"handshakes_per_second":{:.1},"#,
                 r#""bytes_read":{},"bytes_per_delivery":{},"compressed":{},"#,
                 r#""latency_us":{{"p50":{},"p90":{},"p99":{},"p999":{},"max":{}}},"server":{},"#,
                 r#""bench":{{"cpu_seconds":{:.4},"threads":{},"utilization":{:.3}}},"saturated":"{}"}}"#
@@ -253,7 +257,8 @@ impl Summary {
             opt_u(self.duplicates()),
             self.out_of_order,
             self.handshakes,
-            self.errors,
+            self.errors.total(),
+            self.errors.to_json(),
             self.rate(self.delivered),
             self.rate(self.handshakes),
             self.bytes_read,
@@ -313,7 +318,7 @@ impl Summary {
             "handshakes",
             format!("{} ({:.0}/s)", self.handshakes, self.rate(self.handshakes)),
         );
-        row(&mut out, "errors", self.errors.to_string());
+        row(&mut out, "errors", errors_row(&self.errors));
         if let Some(bytes) = self.bytes_per_delivery() {
             row(
                 &mut out,
@@ -382,6 +387,20 @@ impl Summary {
     }
 }
 
+/// `12 (http_503 10, refused 2)`: the total, then each kind, most
+/// frequent first.
+fn errors_row(errors: &FailureCounts) -> String {
+    let kinds: Vec<String> = errors
+        .by_frequency()
+        .into_iter()
+        .map(|(kind, n)| format!("{kind} {n}"))
+        .collect();
+    match kinds.is_empty() {
+        true => "0".to_owned(),
+        false => format!("{} ({})", errors.total(), kinds.join(", ")),
+    }
+}
+
 /// The name a value enum has on the command line (`fanout`, `socketio`).
 fn name(value: &impl clap::ValueEnum) -> String {
     value
@@ -395,12 +414,14 @@ mod tests {
 
     #[test]
     fn worker_lines_round_trip() {
+        let mut errors = FailureCounts::default();
+        errors.add(crate::client::bench::failure::Failure::Http(503));
         let result = WorkerResult {
             sent: 5,
             delivered: 7,
             out_of_order: 1,
             handshakes: 2,
-            errors: 0,
+            errors,
             connected: 3,
             published: vec![4, 1],
             latency: "abc=".into(),

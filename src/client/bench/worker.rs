@@ -17,6 +17,7 @@ use slab::Slab;
 
 use crate::client::bench::args::{BenchArgs, Payload, Scenario, Target};
 use crate::client::bench::client::{self, Incoming};
+use crate::client::bench::failure::{Failure, FailureCounts};
 use crate::client::bench::payload::{self, ID_PLACEHOLDER, Template};
 use crate::client::bench::tls::{self, BenchStream};
 use roomcast::auth::{self, Claims};
@@ -75,7 +76,7 @@ pub struct Tally {
     pub delivered: u64,
     pub out_of_order: u64,
     pub handshakes: u64,
-    pub errors: u64,
+    pub errors: FailureCounts,
     /// Bytes read off the sockets from the measured window on.
     pub bytes_read: u64,
     /// Deliveries that arrived compressed (permessage-deflate).
@@ -126,6 +127,11 @@ struct Client {
     out: Vec<u8>,
     writable: bool,
     opened_at: Instant,
+    /// The upgrade request is written out (told apart from a connect that
+    /// never completed when the handshake times out).
+    request_sent: bool,
+    /// The server's close frame, once one came.
+    closed_by: Option<Failure>,
     /// Messages sent per slot of `templates` and not answered yet: an
     /// echo's reply, or a probed publisher's arrival at the room's probe.
     /// Empty for a client paced by `--rate` or sending nothing.
@@ -157,6 +163,8 @@ impl Client {
             out: client::upgrade_request(path, host, deflate, msgpack),
             writable: true,
             opened_at: Instant::now(),
+            request_sent: false,
+            closed_by: None,
             in_flight: Vec::new(),
             sent: 0,
             last_seq: 0,
@@ -217,7 +225,7 @@ impl<'a> Worker<'a> {
                 delivered: 0,
                 out_of_order: 0,
                 handshakes: 0,
-                errors: 0,
+                errors: FailureCounts::default(),
                 bytes_read: 0,
                 compressed: 0,
             },
@@ -290,6 +298,7 @@ impl<'a> Worker<'a> {
             }
             if now.duration_since(self.last_merge) >= Duration::from_millis(500) {
                 self.merge_progress();
+                self.expire_stalled(phase, now);
             }
         }
     }
@@ -324,9 +333,9 @@ impl<'a> Worker<'a> {
             };
             self.total_started += 1;
             if let Err(e) = self.connect(global) {
-                self.tally.errors += 1;
-                self.shared.errors.fetch_add(1, Ordering::Relaxed);
-                if e.raw_os_error() == Some(libc::EMFILE) {
+                let failure = Failure::of_io(&e);
+                self.fail(failure);
+                if failure == Failure::OutOfFiles {
                     return;
                 }
             }
@@ -436,7 +445,8 @@ impl<'a> Worker<'a> {
             };
             match client.stream.read(&mut buf) {
                 Ok(0) => {
-                    self.drop_client(key, phase);
+                    let failure = client.closed_by.unwrap_or(Failure::Eof);
+                    self.drop_client(key, phase, failure);
                     return;
                 }
                 Ok(n) => {
@@ -448,8 +458,8 @@ impl<'a> Worker<'a> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.drop_client(key, phase);
+                Err(e) => {
+                    self.drop_client(key, phase, Failure::of_io(&e));
                     return;
                 }
             }
@@ -476,9 +486,11 @@ impl<'a> Worker<'a> {
             {
                 // Refused, or compression or MessagePack asked for and not
                 // agreed: the run would not measure what it says.
-                self.tally.errors += 1;
-                self.shared.errors.fetch_add(1, Ordering::Relaxed);
-                self.drop_client(key, phase);
+                let failure = match head.upgraded {
+                    false => Failure::Http(head.status),
+                    true => Failure::NotNegotiated,
+                };
+                self.drop_client(key, phase, failure);
                 return;
             }
             self.on_open(key, now);
@@ -510,7 +522,10 @@ impl<'a> Worker<'a> {
                     self.on_compressed(key, deflated, phase, now);
                 }
                 Incoming::Ready => self.mark_open(key),
-                Incoming::Closed => client.state = State::Closed,
+                Incoming::Closed(failure) => {
+                    client.state = State::Closed;
+                    client.closed_by = Some(failure);
+                }
                 Incoming::Other => {}
             }
         }
@@ -530,10 +545,7 @@ impl<'a> Worker<'a> {
                 self.tally.compressed += 1;
                 self.on_message(key, &inflated, phase, now);
             }
-            Err(_) => {
-                self.tally.errors += 1;
-                self.shared.errors.fetch_add(1, Ordering::Relaxed);
-            }
+            Err(_) => self.fail(Failure::BadMessage),
         }
         self.inflated = inflated;
     }
@@ -550,8 +562,7 @@ impl<'a> Worker<'a> {
         if roomcast::proto::msgpack::to_json(data, &mut unpacked).is_ok() {
             self.on_data(key, &unpacked, phase, now);
         } else {
-            self.tally.errors += 1;
-            self.shared.errors.fetch_add(1, Ordering::Relaxed);
+            self.fail(Failure::BadMessage);
         }
         self.unpacked = unpacked;
     }
@@ -629,7 +640,7 @@ impl<'a> Worker<'a> {
             {
                 // A refused join (a full room, a cluster without Redis):
                 // the client would never get its deliveries.
-                return self.drop_client(key, phase);
+                return self.drop_client(key, phase, Failure::JoinRefused);
             }
             if data.starts_with(br#"{"event":"ack""#) {
                 client.last_seq = payload::number_after(data, b"\"seq\":").unwrap_or(0);
@@ -671,8 +682,7 @@ impl<'a> Worker<'a> {
                         if let Some(n) = client.in_flight.get_mut(slot) {
                             *n = n.saturating_sub(1);
                         }
-                        self.tally.errors += 1;
-                        self.shared.errors.fetch_add(1, Ordering::Relaxed);
+                        self.fail(Failure::PublishRefused);
                     }
                 }
             }
@@ -839,6 +849,7 @@ impl<'a> Worker<'a> {
                 }
             }
             if client.out.is_empty() {
+                client.request_sent = true;
                 break;
             }
             match client.stream.write(&client.out) {
@@ -860,14 +871,43 @@ impl<'a> Worker<'a> {
         client.writable = true;
     }
 
-    fn drop_client(&mut self, key: usize, phase: u8) {
+    /// Drops client `key` for `failure`, counted unless the run is past
+    /// its measured window (the server may then close as it likes).
+    fn drop_client(&mut self, key: usize, phase: u8, failure: Failure) {
         let Some(mut client) = self.clients.try_remove(key) else {
             return;
         };
         let _ = self.poll.registry().deregister(client.stream.socket());
-        if client.role != Role::Connector && phase < phase::DRAIN {
-            self.tally.errors += 1;
-            self.shared.errors.fetch_add(1, Ordering::Relaxed);
+        if phase < phase::DRAIN {
+            self.fail(failure);
+        }
+    }
+
+    fn fail(&mut self, failure: Failure) {
+        self.tally.errors.add(failure);
+        self.shared.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Drops the clients not open (upgraded and joined) within
+    /// `--connect-timeout` of their connect, by where they stood.
+    fn expire_stalled(&mut self, phase: u8, now: Instant) {
+        let limit = self.args.connect_timeout;
+        let stalled: Vec<(usize, Failure)> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| now.duration_since(c.opened_at) > limit)
+            .filter_map(|(key, c)| {
+                let failure = match (c.state, c.request_sent) {
+                    (State::Handshaking, false) => Failure::ConnectTimeout,
+                    (State::Handshaking, true) => Failure::HandshakeTimeout,
+                    (State::Joining, _) => Failure::AckTimeout,
+                    _ => return None,
+                };
+                Some((key, failure))
+            })
+            .collect();
+        for (key, failure) in stalled {
+            self.drop_client(key, phase, failure);
         }
     }
 
