@@ -110,7 +110,10 @@ fn errors_by_kind(result: &OwnedValue) -> Vec<(String, u64)> {
 
 #[test]
 fn refused_upgrades_are_counted_by_status() {
-    let server = Server::start(&["--max-connections", "2"]);
+    // One process: the limit counts per process.
+    let mut cmd = Server::single_command();
+    cmd.args(["--max-connections", "2"]);
+    let server = Server::spawn(cmd);
     let result = bench(&server, &["idle", "-c", "5", "-d", "200ms"]);
     assert_eq!(count(&result, "connected"), 2);
     assert_eq!(errors_by_kind(&result), [("http_503".to_owned(), 3)]);
