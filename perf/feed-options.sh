@@ -19,8 +19,7 @@
 #   delta           join with data.delta (`--delta`)
 #   delta+deflate   both
 #   msgpack         the roomcast.msgpack subprotocol (`--protocol msgpack`)
-#   msgpack+delta   MessagePack members asking for delta (they get every
-#                   event whole: documented)
+#   msgpack+delta   MessagePack members asking for delta
 #   maxrate5        join with data.maxRate 5 (`--max-rate 5`)
 #
 # Every server has the same flags (`--compression on --shards 1 --echo
