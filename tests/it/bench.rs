@@ -374,6 +374,30 @@ fn idle_holds_every_connection_in_a_room() {
 }
 
 #[test]
+fn idle_with_a_common_room_joins_it_too() {
+    let args = [
+        "idle",
+        "-c",
+        "20",
+        "--rooms",
+        "4",
+        "--common-room",
+        "everyone",
+        "-d",
+        "200ms",
+    ];
+    let server = Server::start(&[]);
+    let result = bench(&server, &args);
+    assert_eq!(count(&result, "connected"), 20);
+    assert_eq!(count(&result, "errors"), 0);
+    // One room a connection: each second join is refused, and the bench
+    // waits for it.
+    let server = Server::start(&["--max-rooms-per-connection", "1"]);
+    let result = bench(&server, &args);
+    assert_eq!(errors_by_kind(&result), [("join_refused".to_owned(), 20)]);
+}
+
+#[test]
 fn a_non_loopback_address_is_refused() {
     let output = Command::new(env!("CARGO_BIN_EXE_roomcast"))
         .args([

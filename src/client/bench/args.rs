@@ -63,7 +63,8 @@ pub enum Payload {
            probe received it. The same rule for every target (the probes count as subscribers).
            Counts deliveries, lost messages and out-of-order seq per subscriber.
   connect  handshakes per second including JWT validation; --churn adds join and leave.
-  idle     holds C connections, each joined to one room, for --duration; server RSS per connection.
+  idle     holds C connections, each joined to one room (and to --common-room), for --duration;
+           server RSS per connection.
 
 Latency comes from a timestamp in each payload (p50, p90, p99, p99.9, max). With --server-pid the
 server's CPU time per delivered message and its RSS are reported, and which side was saturated.
@@ -96,6 +97,10 @@ pub struct BenchArgs {
     /// Publishers (fanout).
     #[arg(long, default_value_t = 1)]
     pub publishers: usize,
+    /// Idle (roomcast target): every connection also joins this room, so
+    /// that one room holds them all besides the --rooms they are spread over.
+    #[arg(long, value_name = "ROOM")]
+    pub common_room: Option<String>,
     /// Payload size in bytes (echo message; fanout `data` padding).
     #[arg(long, short = 's', default_value_t = 32)]
     pub size: usize,
@@ -236,6 +241,15 @@ impl BenchArgs {
         }
         if self.compression && self.target == Target::Socketio {
             return Err(BadArgs("--compression is for the roomcast and raw targets"));
+        }
+        if let Some(room) = &self.common_room
+            && (self.scenario != Scenario::Idle
+                || self.target != Target::Roomcast
+                || !roomcast::proto::names::is_valid_room(room))
+        {
+            return Err(BadArgs(
+                "--common-room is a valid room name, for the roomcast target's idle scenario",
+            ));
         }
         if self.sockets_per_process == 0 || self.sockets_per_process > 19_000 {
             return Err(BadArgs("--sockets-per-process must be between 1 and 19000"));

@@ -132,6 +132,8 @@ struct Client {
     request_sent: bool,
     /// The server's close frame, once one came.
     closed_by: Option<Failure>,
+    /// Join acks still to come before the client is open.
+    acks_due: u8,
     /// Messages sent per slot of `templates` and not answered yet: an
     /// echo's reply, or a probed publisher's arrival at the room's probe.
     /// Empty for a client paced by `--rate` or sending nothing.
@@ -165,6 +167,7 @@ impl Client {
             opened_at: Instant::now(),
             request_sent: false,
             closed_by: None,
+            acks_due: 1,
             in_flight: Vec::new(),
             sent: 0,
             last_seq: 0,
@@ -611,6 +614,12 @@ impl<'a> Worker<'a> {
                     r#"{{"event":"room:join","data":{{"room":"bench-{room}"{options}}},"id":"j"}}"#
                 );
                 client::message_frame(join.as_bytes(), args.msgpack(), &mut client.out);
+                if let (Role::Idle { .. }, Some(common)) = (client.role, &args.common_room) {
+                    let join =
+                        format!(r#"{{"event":"room:join","data":{{"room":"{common}"}},"id":"c"}}"#);
+                    client::message_frame(join.as_bytes(), args.msgpack(), &mut client.out);
+                    client.acks_due = 2;
+                }
             }
             _ => client.state = State::Open,
         }
@@ -656,7 +665,10 @@ impl<'a> Worker<'a> {
                     self.finish_connector(key);
                     return;
                 }
-                client.state = State::Open;
+                client.acks_due = client.acks_due.saturating_sub(1);
+                if client.acks_due == 0 {
+                    client.state = State::Open;
+                }
             }
             return;
         }
