@@ -395,6 +395,8 @@ fn idle_with_a_common_room_joins_it_too() {
     let server = Server::start(&["--max-rooms-per-connection", "1"]);
     let result = bench(&server, &args);
     assert_eq!(errors_by_kind(&result), [("join_refused".to_owned(), 20)]);
+    // Upgraded, then dropped: none is held through the window.
+    assert_eq!(count(&result, "connected"), 0);
 }
 
 #[test]

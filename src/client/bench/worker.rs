@@ -134,6 +134,8 @@ struct Client {
     closed_by: Option<Failure>,
     /// Join acks still to come before the client is open.
     acks_due: u8,
+    /// Upgraded: counted in `Shared::connected` until it is dropped.
+    upgraded: bool,
     /// Messages sent per slot of `templates` and not answered yet: an
     /// echo's reply, or a probed publisher's arrival at the room's probe.
     /// Empty for a client paced by `--rate` or sending nothing.
@@ -168,6 +170,7 @@ impl Client {
             request_sent: false,
             closed_by: None,
             acks_due: 1,
+            upgraded: false,
             in_flight: Vec::new(),
             sent: 0,
             last_seq: 0,
@@ -578,6 +581,7 @@ impl<'a> Worker<'a> {
         self.tally.handshakes += 1;
         self.shared.handshakes.fetch_add(1, Ordering::Relaxed);
         self.shared.connected.fetch_add(1, Ordering::Relaxed);
+        client.upgraded = true;
         let joins = matches!(
             client.role,
             Role::Subscriber { .. } | Role::Probe { .. } | Role::Idle { .. }
@@ -892,6 +896,10 @@ impl<'a> Worker<'a> {
         let _ = self.poll.registry().deregister(client.stream.socket());
         if phase < phase::DRAIN {
             self.fail(failure);
+            // `connected` counts what is still open at the end of the window.
+            if client.upgraded {
+                self.shared.connected.fetch_sub(1, Ordering::Relaxed);
+            }
         }
     }
 
