@@ -167,6 +167,9 @@ pub struct BenchArgs {
     /// began is dropped and counted as a connect, handshake or ack timeout.
     #[arg(long, default_value = "10s", value_parser = duration)]
     pub connect_timeout: Duration,
+    /// Longest connect phase: a worker starts measuring with what is open by then.
+    #[arg(long, default_value = "120s", value_parser = duration)]
+    pub connect_limit: Duration,
     /// This process is worker N (internal).
     #[arg(long, hide = true)]
     pub worker_index: Option<usize>,
@@ -213,6 +216,16 @@ impl BenchArgs {
         }
         if self.duration.is_zero() || self.duration > Duration::from_secs(3600) {
             return Err(BadArgs("--duration must be between 1ms and 1h"));
+        }
+        let hour = Duration::from_secs(3600);
+        if self.connect_timeout.is_zero()
+            || self.connect_limit.is_zero()
+            || self.connect_timeout > hour
+            || self.connect_limit > hour
+        {
+            return Err(BadArgs(
+                "--connect-timeout and --connect-limit must be between 1ms and 1h",
+            ));
         }
         if !(self.rate >= 0.0 && self.rate.is_finite()) {
             return Err(BadArgs("--rate must be a number >= 0"));

@@ -47,7 +47,8 @@ fn orchestrate(args: &BenchArgs) -> io::Result<ExitCode> {
         .collect::<io::Result<Vec<_>>>()?;
     let mut connected = 0;
     for worker in &processes {
-        let line = next_line(worker, "READY", Duration::from_secs(150))?;
+        let limit = args.connect_limit + Duration::from_secs(30);
+        let line = next_line(worker, "READY", limit)?;
         connected += line.trim().parse::<u64>().unwrap_or(0);
     }
     eprintln!(
