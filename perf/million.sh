@@ -24,7 +24,7 @@
 # Environment: CONNS (1000000), HOLD (10s), PROCESSES (from CONNS, below),
 # CONNECT_LIMIT (seconds; from CONNS), ROOMCAST_BIN (a built binary; else a
 # release build), EXPECT_ALL=1 (exit 1 unless every connection was held
-# without an error: for scripts/test.sh).
+# without an error: for scripts/test.sh), KEEP=0 (no raw JSON file).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 set +e
 
@@ -45,8 +45,11 @@ SOURCES=$(( (CONNS + PER_SOURCE - 1) / PER_SOURCE ))
 # At a pessimistic 2,000 handshakes/s, plus room for the start of 50 workers.
 CONNECT_LIMIT=${CONNECT_LIMIT:-$(( CONNS / 2000 + 60 ))}
 COMMON_ROOM=all
-OUT="$PERF_DIR/results/million-$(date -u +%Y%m%dT%H%M%SZ).json"
-mkdir -p "$PERF_DIR/results"
+OUT=/dev/null
+if [ "${KEEP:-1}" = 1 ]; then
+    OUT="$PERF_DIR/results/million-$(date -u +%Y%m%dT%H%M%SZ).json"
+    mkdir -p "$PERF_DIR/results"
+fi
 
 if [ "$PROCESSES" -gt 64 ]; then
     echo "million: $CONNS connections need $PROCESSES nodes of $FILL; roomcast runs at most 64" >&2
