@@ -1,7 +1,8 @@
 //! Why a node refused an upgrade or a connection, as WARN lines: at most
 //! one line per reason a second, carrying how many refusals of that
-//! reason the line stands for, so that a storm of refusals names its
-//! cause without flooding the log.
+//! reason were held back since its last line, so that a storm of refusals
+//! names its cause without flooding the log. What a storm held back at its
+//! end is written by the shards' sweep once the second is over.
 //!
 //! Owns the reasons, their names in the log and the per-reason limiter
 //! (`LineLimiter`, sans-IO: it takes the time). The process-wide limiters
@@ -71,6 +72,21 @@ impl Refusal {
         }
     }
 
+    /// Every reason, each once.
+    fn all() -> impl Iterator<Item = Refusal> {
+        [
+            Self::ConnectionLimit,
+            Self::AddressLimit,
+            Self::HandshakeRate,
+            Self::Draining,
+            Self::OutOfFiles,
+            Self::AcceptFailed,
+            Self::Evicted,
+        ]
+        .into_iter()
+        .chain(ErrorCode::ALL.map(Self::Upgrade))
+    }
+
     fn slot(self) -> usize {
         match self {
             Self::ConnectionLimit => 0,
@@ -106,15 +122,28 @@ impl LineLimiter {
     /// the events held back since the last line; `None` when this one is
     /// held back.
     pub fn note(&mut self, now: Instant) -> Option<u64> {
-        let due = self
-            .last
-            .is_none_or(|last| now.saturating_duration_since(last) >= self.interval);
-        if !due {
+        if !self.due(now) {
             self.held_back += 1;
             return None;
         }
         self.last = Some(now);
         Some(std::mem::take(&mut self.held_back))
+    }
+
+    /// `Some(n)` when `n` events were held back and a line is due at
+    /// `now`: the count of a storm that ended within its second is told
+    /// once the second is over, not at the next event.
+    pub fn flush(&mut self, now: Instant) -> Option<u64> {
+        if self.held_back == 0 || !self.due(now) {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.held_back))
+    }
+
+    fn due(&self, now: Instant) -> bool {
+        self.last
+            .is_none_or(|last| now.saturating_duration_since(last) >= self.interval)
     }
 }
 
@@ -141,15 +170,32 @@ pub fn refused_with(refusal: Refusal, detail: &str) {
     if !log::enabled(Level::Warn) {
         return;
     }
-    let due = {
-        let mut limiter = LIMITERS[refusal.slot()]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        limiter.note(Instant::now())
-    };
-    let Some(held_back) = due else {
+    if let Some(held_back) = limiter(refusal).note(Instant::now()) {
+        write_line(refusal, held_back, detail);
+    }
+}
+
+/// Writes the count of every reason whose refusals were held back and
+/// whose line is due: called from each shard's periodic sweep.
+pub fn flush_held_back() {
+    if !log::enabled(Level::Warn) {
         return;
-    };
+    }
+    let now = Instant::now();
+    for refusal in Refusal::all() {
+        if let Some(held_back) = limiter(refusal).flush(now) {
+            write_line(refusal, held_back, "");
+        }
+    }
+}
+
+fn limiter(refusal: Refusal) -> std::sync::MutexGuard<'static, LineLimiter> {
+    LIMITERS[refusal.slot()]
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write_line(refusal: Refusal, held_back: u64, detail: &str) {
     let mut fields = vec![
         ("reason", Field::Str(refusal.name())),
         ("status", Field::U64(u64::from(refusal.status()))),
@@ -187,18 +233,26 @@ mod tests {
     }
 
     #[test]
+    fn a_flush_tells_what_a_finished_storm_held_back_once_its_second_is_over() {
+        let mut limiter = LineLimiter::new(ms(1000));
+        let t0 = Instant::now();
+        assert_eq!(limiter.flush(t0), None);
+        assert_eq!(limiter.note(t0), Some(0));
+        assert_eq!(limiter.flush(t0 + ms(2000)), None, "nothing held back");
+        assert_eq!(limiter.note(t0 + ms(2000)), Some(0));
+        assert_eq!(limiter.note(t0 + ms(2001)), None);
+        assert_eq!(limiter.note(t0 + ms(2002)), None);
+        assert_eq!(limiter.flush(t0 + ms(2500)), None, "not due yet");
+        assert_eq!(limiter.flush(t0 + ms(3000)), Some(2));
+        assert_eq!(limiter.flush(t0 + ms(9000)), None, "told once");
+        // The flush counts as a line: the next event waits its second.
+        assert_eq!(limiter.note(t0 + ms(3500)), None);
+        assert_eq!(limiter.flush(t0 + ms(4000)), Some(1));
+    }
+
+    #[test]
     fn every_reason_has_its_own_slot_and_name() {
-        let mut reasons = vec![
-            Refusal::ConnectionLimit,
-            Refusal::AddressLimit,
-            Refusal::HandshakeRate,
-            Refusal::Draining,
-            Refusal::OutOfFiles,
-            Refusal::AcceptFailed,
-            Refusal::Evicted,
-        ];
-        reasons.extend(ErrorCode::ALL.map(Refusal::Upgrade));
-        let mut slots: Vec<usize> = reasons.iter().map(|r| r.slot()).collect();
+        let mut slots: Vec<usize> = Refusal::all().map(Refusal::slot).collect();
         slots.sort_unstable();
         slots.dedup();
         assert_eq!(slots.len(), SLOTS);

@@ -861,6 +861,7 @@ impl Shard {
     /// The periodic sweep: heartbeats, token expiry and every deadline, for
     /// all connections at once (one timer per shard, not per connection).
     fn sweep(&mut self) {
+        refusals::flush_held_back();
         let now = Instant::now();
         let unix_ms = unix_ms();
         self.next_tick = now + self.tick;
