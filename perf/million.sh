@@ -5,13 +5,17 @@
 # as many loopback source addresses as the ephemeral ports need). Every
 # connection has its own token (`sub` bench-<n>), is a member of one of
 # CONNS/1000 rooms (1,000 members each) and of the room `all` that every
-# connection joins. The connections are held for HOLD; then one JSON line:
-# connections held, errors by kind, connect time and handshakes/s, memory
-# apart and per connection (the nodes' RSS summed, the bench's, Redis'
-# used_memory and RSS, the kernel's slab and TCP socket memory).
+# connection joins. The connections are held for HOLD, while one publisher
+# sends RATE messages a second into the rooms of 1,000 (in turn) and one
+# into the room of all every COMMON_EVERY; then one JSON line: connections
+# held, errors by kind, connect time and handshakes/s, the time until each
+# message's last delivery (p50/p99/max, rooms and the room of all apart),
+# memory apart and per connection (the nodes' RSS summed, the bench's,
+# Redis' used_memory and RSS, the kernel's slab and TCP socket memory).
 #
 #   CONNS=100000 perf/million.sh      # quick looks: 100k, 250k, 500k
 #   perf/million.sh                   # CONNS=1000000
+#   RATE=0 COMMON_EVERY= perf/million.sh   # connections only, no message
 #   CONNS=20000 HOLD=2s EXPECT_ALL=1 ROOMCAST_BIN=target/debug/roomcast perf/million.sh
 #
 # Kernel settings the run needs are raised (never lowered) for the run and
@@ -21,7 +25,8 @@
 # time (the connect phase by CONNECT_LIMIT, the hold by HOLD); only the
 # processes started here are stopped, by PID.
 #
-# Environment: CONNS (1000000), HOLD (10s), PROCESSES (from CONNS, below),
+# Environment: CONNS (1000000), HOLD (30s), RATE (10 messages/s), COMMON_EVERY
+# (10s; empty: none), PROCESSES (from CONNS, below),
 # CONNECT_LIMIT (seconds; from CONNS), ROOMCAST_BIN (a built binary; else a
 # release build), EXPECT_ALL=1 (exit 1 unless every connection was held
 # without an error: for scripts/test.sh), KEEP=0 (no raw JSON file).
@@ -29,7 +34,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 set +e
 
 CONNS=${CONNS:-1000000}
-HOLD=${HOLD:-10s}
+HOLD=${HOLD:-30s}
+RATE=${RATE:-10}
+COMMON_EVERY=${COMMON_EVERY-10s}
 # A node may hold its open-file limit less what roomcast keeps for itself
 # (128) and a margin for Redis links and listeners. SO_REUSEPORT spreads
 # connections by a hash, not evenly: the nodes are sized to 80% on average.
@@ -172,6 +179,7 @@ done | paste -sd,)
 started=$(date +%s.%N)
 timeout $(( CONNECT_LIMIT + 120 )) "$BIN" bench idle --addr "127.0.0.1:$PORT" --jwt-secret "$SECRET" \
     -c "$CONNS" --rooms "$ROOMS" --common-room "$COMMON_ROOM" -d "$HOLD" -t 1 \
+    --rate "$RATE" ${COMMON_EVERY:+--common-every "$COMMON_EVERY"} \
     --connect-limit "${CONNECT_LIMIT}s" --src-ips "$sources" \
     --json --server-pid "$(tr ' ' ',' <<<"$server_pids")" \
     >"$WORK/bench.json" 2>"$WORK/bench.err" &
@@ -232,6 +240,8 @@ result = {
     "source_addresses": $SOURCES, "hold": "$HOLD",
     "connected": bench["connected"], "opened": int("${opened:-0}" or 0),
     "errors": bench["errors"], "errors_by_kind": bench.get("errors_by_kind", {}),
+    "sent": bench["sent"], "delivered": bench["delivered"],
+    "last_delivery_us": bench.get("last_delivery_us"),
     "server_refusal_lines": $refusals,
     "connect_seconds": round(connect_seconds, 2),
     "handshakes_per_second": round(int("${opened:-0}" or 0) / max(connect_seconds, 1e-9), 1),
@@ -241,6 +251,15 @@ for name, total in figures.items():
     result[name] = total
     result[name.replace("_bytes", "_per_connection_bytes")] = per(total)
 print(json.dumps(result))
-if "${EXPECT_ALL:-}" == "1" and (bench["connected"] != $CONNS or bench["errors"] != 0):
+def all_held_and_delivered():
+    publisher = 1 if float("$RATE") > 0 or "$COMMON_EVERY" else 0
+    if bench["connected"] != $CONNS + publisher or bench["errors"] != 0:
+        return False
+    spread = bench.get("last_delivery_us") or {}
+    messages = {k: (spread.get(k) or {}).get("messages", 0) for k in ("rooms", "common")}
+    expected = messages["rooms"] * ($CONNS // $ROOMS) + messages["common"] * $CONNS
+    exact = $CONNS % $ROOMS == 0
+    return sum(messages.values()) == bench["sent"] and (not exact or bench["delivered"] == expected)
+if "${EXPECT_ALL:-}" == "1" and not all_held_and_delivered():
     sys.exit(1)
 PY

@@ -400,6 +400,43 @@ fn idle_with_a_common_room_joins_it_too() {
 }
 
 #[test]
+fn idle_times_each_message_until_its_last_delivery() {
+    let server = Server::start(&[]);
+    let result = bench(
+        &server,
+        &[
+            "idle",
+            "-c",
+            "30",
+            "--rooms",
+            "3",
+            "--common-room",
+            "everyone",
+            "--rate",
+            "20",
+            "--common-every",
+            "300ms",
+            "-d",
+            "1s",
+        ],
+    );
+    assert_eq!(count(&result, "errors"), 0, "{result:?}");
+    // The 30 members and the publisher.
+    assert_eq!(count(&result, "connected"), 31);
+    let messages = |class| number(&result, &["last_delivery_us", class, "messages"]) as u64;
+    let (rooms, common) = (messages("rooms"), messages("common"));
+    assert!((10..=21).contains(&rooms), "{result:?}");
+    assert!((3..=5).contains(&common), "{result:?}");
+    // A room message reaches its 10 members, a common one all 30.
+    assert_eq!(count(&result, "delivered"), rooms * 10 + common * 30);
+    for class in ["rooms", "common"] {
+        let p50 = number(&result, &["last_delivery_us", class, "p50"]);
+        let max = number(&result, &["last_delivery_us", class, "max"]);
+        assert!(p50 > 0.0 && p50 <= max, "{result:?}");
+    }
+}
+
+#[test]
 fn a_non_loopback_address_is_refused() {
     let output = Command::new(env!("CARGO_BIN_EXE_roomcast"))
         .args([

@@ -9,6 +9,7 @@
 pub mod args;
 pub mod client;
 pub mod failure;
+pub mod last_delivery;
 pub mod payload;
 pub mod process;
 pub mod report;
@@ -237,6 +238,10 @@ fn summarize(
         bench_threads: args.thread_count() * workers,
         bytes_read: results.iter().map(|r| r.bytes_read).sum(),
         compressed: results.iter().map(|r| r.compressed).sum(),
+        last_delivery: results.iter().fold(Default::default(), |mut all, r| {
+            all.merge(&r.last_delivery);
+            all
+        }),
     }
 }
 

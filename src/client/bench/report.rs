@@ -7,6 +7,7 @@ use simd_json::prelude::*;
 
 use crate::client::bench::args::BenchArgs;
 use crate::client::bench::failure::FailureCounts;
+use crate::client::bench::last_delivery::{LastDelivery, Spread};
 
 /// A worker's counters, once a second.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -39,6 +40,8 @@ pub struct WorkerResult {
     pub bytes_read: u64,
     /// Messages that arrived compressed (permessage-deflate).
     pub compressed: u64,
+    /// The idle scenario: each message's latest delivery seen here.
+    pub last_delivery: LastDelivery,
 }
 
 fn field(value: &simd_json::BorrowedValue<'_>, name: &str) -> u64 {
@@ -78,7 +81,7 @@ impl WorkerResult {
     pub fn to_json(&self) -> String {
         let published: Vec<String> = self.published.iter().map(u64::to_string).collect();
         format!(
-            r#"{{"sent":{},"delivered":{},"out_of_order":{},"handshakes":{},"errors":{},"connected":{},"published":[{}],"latency":"{}","cpu_seconds":{},"bytes_read":{},"compressed":{}}}"#,
+            r#"{{"sent":{},"delivered":{},"out_of_order":{},"handshakes":{},"errors":{},"connected":{},"published":[{}],"latency":"{}","cpu_seconds":{},"bytes_read":{},"compressed":{},"last_delivery":{}}}"#,
             self.sent,
             self.delivered,
             self.out_of_order,
@@ -89,7 +92,8 @@ impl WorkerResult {
             self.latency,
             self.cpu_seconds,
             self.bytes_read,
-            self.compressed
+            self.compressed,
+            self.last_delivery.to_json()
         )
     }
 
@@ -120,6 +124,10 @@ impl WorkerResult {
                 .unwrap_or(0.0),
             bytes_read: field(&value, "bytes_read"),
             compressed: field(&value, "compressed"),
+            last_delivery: value
+                .get("last_delivery")
+                .map(LastDelivery::from_json)
+                .unwrap_or_default(),
         })
     }
 }
@@ -151,6 +159,8 @@ pub struct Summary {
     pub bytes_read: u64,
     /// Messages that arrived compressed (permessage-deflate).
     pub compressed: u64,
+    /// The idle scenario: each message's last delivery.
+    pub last_delivery: LastDelivery,
 }
 
 impl Summary {
@@ -236,7 +246,7 @@ impl Summary {
                 r#""duration_seconds":{:.3},"connected":{},"sent":{},"delivered":{},"expected":{},"lost":{},"duplicates":{},"out_of_order":{},"#,
                 r#""handshakes":{},"errors":{},"errors_by_kind":{},"messages_per_second":{:.1},"handshakes_per_second":{:.1},"#,
                 r#""bytes_read":{},"bytes_per_delivery":{},"compressed":{},"#,
-                r#""latency_us":{{"p50":{},"p90":{},"p99":{},"p999":{},"max":{}}},"server":{},"#,
+                r#""latency_us":{{"p50":{},"p90":{},"p99":{},"p999":{},"max":{}}},"last_delivery_us":{},"server":{},"#,
                 r#""bench":{{"cpu_seconds":{:.4},"threads":{},"utilization":{:.3}}},"saturated":"{}"}}"#
             ),
             name(&args.scenario),
@@ -269,12 +279,27 @@ impl Summary {
             self.percentile(0.99),
             self.percentile(0.999),
             self.latency.max(),
+            self.last_delivery_json(),
             server,
             self.bench_cpu_seconds,
             self.bench_threads,
             self.bench_utilization(),
             self.saturated()
         )
+    }
+
+    /// `{"rooms":{..},"common":{..}}` (each `null` without messages), or
+    /// `null` when no message was timed so.
+    fn last_delivery_json(&self) -> String {
+        if self.last_delivery.is_empty() {
+            return "null".to_owned();
+        }
+        let spread = |common| {
+            self.last_delivery
+                .spread(common)
+                .map_or("null".to_owned(), Spread::to_json)
+        };
+        format!(r#"{{"rooms":{},"common":{}}}"#, spread(false), spread(true))
     }
 
     /// The result as a human-readable table.
@@ -341,6 +366,21 @@ impl Summary {
                 self.latency.max()
             ),
         );
+        for (name, common) in [
+            ("last delivery, rooms", false),
+            ("last delivery, common room", true),
+        ] {
+            if let Some(s) = self.last_delivery.spread(common) {
+                row(
+                    &mut out,
+                    &format!("{name} µs p50/p99/max"),
+                    format!(
+                        "{} / {} / {} ({} messages)",
+                        s.p50_us, s.p99_us, s.max_us, s.messages
+                    ),
+                );
+            }
+        }
         if let Some(server) = self.server {
             row(
                 &mut out,
@@ -428,6 +468,11 @@ mod tests {
             cpu_seconds: 0.25,
             bytes_read: 9000,
             compressed: 6,
+            last_delivery: {
+                let mut latest = LastDelivery::default();
+                latest.note(3, true, 40);
+                latest
+            },
         };
         assert_eq!(WorkerResult::from_json(&result.to_json()), Some(result));
         let progress = Progress {

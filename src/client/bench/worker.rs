@@ -18,6 +18,7 @@ use slab::Slab;
 use crate::client::bench::args::{BenchArgs, Payload, Scenario, Target};
 use crate::client::bench::client::{self, Incoming};
 use crate::client::bench::failure::{Failure, FailureCounts};
+use crate::client::bench::last_delivery::LastDelivery;
 use crate::client::bench::payload::{self, ID_PLACEHOLDER, Template};
 use crate::client::bench::tls::{self, BenchStream};
 use roomcast::auth::{self, Claims};
@@ -81,6 +82,8 @@ pub struct Tally {
     pub bytes_read: u64,
     /// Deliveries that arrived compressed (permessage-deflate).
     pub compressed: u64,
+    /// The idle scenario's messages: the latest delivery of each seen here.
+    pub last_delivery: LastDelivery,
 }
 
 /// The most a compressed message may inflate to here: the largest server
@@ -136,6 +139,10 @@ struct Client {
     acks_due: u8,
     /// Upgraded: counted in `Shared::connected` until it is dropped.
     upgraded: bool,
+    /// The idle scenario's publisher: messages sent into the --rooms, and
+    /// into the common room.
+    room_sent: u64,
+    common_sent: u64,
     /// Messages sent per slot of `templates` and not answered yet: an
     /// echo's reply, or a probed publisher's arrival at the room's probe.
     /// Empty for a client paced by `--rate` or sending nothing.
@@ -171,6 +178,8 @@ impl Client {
             closed_by: None,
             acks_due: 1,
             upgraded: false,
+            room_sent: 0,
+            common_sent: 0,
             in_flight: Vec::new(),
             sent: 0,
             last_seq: 0,
@@ -209,6 +218,8 @@ struct Worker<'a> {
     /// `--protocol msgpack`: a server message's MessagePack as JSON text,
     /// read by the same scenario code as a JSON client's.
     unpacked: Vec<u8>,
+    /// `"room":"<common room>"`: how a delivery into it is told apart.
+    common_marker: String,
 }
 
 impl<'a> Worker<'a> {
@@ -234,6 +245,7 @@ impl<'a> Worker<'a> {
                 errors: FailureCounts::default(),
                 bytes_read: 0,
                 compressed: 0,
+                last_delivery: LastDelivery::default(),
             },
             ready_reported: false,
             last_merge: Instant::now(),
@@ -244,6 +256,10 @@ impl<'a> Worker<'a> {
             inflater: Inflater::default(),
             inflated: Vec::new(),
             unpacked: Vec::new(),
+            common_marker: args
+                .common_room
+                .as_ref()
+                .map_or_else(String::new, |room| format!(r#""room":"{room}""#)),
         })
     }
 
@@ -251,9 +267,10 @@ impl<'a> Worker<'a> {
         let args = self.args;
         match args.scenario {
             Scenario::Echo => Role::Echo,
-            Scenario::Idle => Role::Idle {
+            Scenario::Idle if global < args.conns => Role::Idle {
                 room: global % args.rooms,
             },
+            Scenario::Idle => Role::Publisher { index: 0, room: 0 },
             Scenario::Connect => Role::Connector,
             Scenario::Fanout if global < args.conns => Role::Subscriber {
                 room: global % args.rooms,
@@ -692,7 +709,10 @@ impl<'a> Worker<'a> {
                     let slot = payload::number_after(data, b"\"id\":\"").unwrap_or(0) as usize;
                     let room = client.templates.get(slot).map_or(0, |t| t.0);
                     if data.windows(14).any(|w| w == b"\"success\":true") {
-                        self.tally.published[room] += 1;
+                        // The common room is not one of the --rooms.
+                        if let Some(n) = self.tally.published.get_mut(room) {
+                            *n += 1;
+                        }
                     } else {
                         // Refused: it never reaches the probe.
                         if let Some(n) = client.in_flight.get_mut(slot) {
@@ -721,7 +741,20 @@ impl<'a> Worker<'a> {
                 self.check_order(key, data);
                 self.count_delivery(data, now);
             }
-            Role::Idle { .. } | Role::Connector => {}
+            Role::Idle { .. } => {
+                if !data.starts_with(br#"{"event":"bench:msg""#) {
+                    return;
+                }
+                self.count_delivery(data, now);
+                if let Some(record) = payload::find_record(data) {
+                    let common = payload::find(data, self.common_marker.as_bytes()).is_some();
+                    let latency = payload::now_us().saturating_sub(record.time_us);
+                    self.tally
+                        .last_delivery
+                        .note(record.counter, common, latency);
+                }
+            }
+            Role::Connector => {}
         }
     }
 
@@ -790,7 +823,14 @@ impl<'a> Worker<'a> {
                 self.flush(key);
                 continue;
             }
-            if client.in_flight.is_empty() {
+            if args.scenario == Scenario::Idle {
+                // Only the publisher sends; the others flush their pongs
+                // when they read.
+                if matches!(client.role, Role::Publisher { .. }) {
+                    self.pace_idle_publisher(key, elapsed);
+                }
+                continue;
+            } else if client.in_flight.is_empty() {
                 // Paced by --rate: the rooms in turn.
                 if matches!(client.role, Role::Publisher { .. }) {
                     let per_publisher = args.rate / args.publishers as f64;
@@ -815,6 +855,33 @@ impl<'a> Worker<'a> {
             }
             self.flush(key);
         }
+    }
+
+    /// The idle scenario's publisher: `--rate` messages a second into the
+    /// rooms in turn, and one into the common room every `--common-every`,
+    /// the first at once.
+    fn pace_idle_publisher(&mut self, key: usize, elapsed: f64) {
+        let args = self.args;
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        let due = ((elapsed * args.rate) as u64).saturating_sub(client.room_sent);
+        let mut slots = Vec::new();
+        for _ in 0..due.min(1000) {
+            slots.push((client.room_sent % args.rooms as u64) as usize);
+            client.room_sent += 1;
+        }
+        if let Some(every) = args.common_every {
+            let due = (elapsed / every.as_secs_f64()) as u64 + 1;
+            if client.common_sent < due {
+                client.common_sent = due;
+                slots.push(args.rooms);
+            }
+        }
+        for slot in slots {
+            self.send_message(key, slot);
+        }
+        self.flush(key);
     }
 
     /// Sends client `key` message number `sent + 1`, to the room of its
@@ -962,7 +1029,11 @@ fn request_path(args: &BenchArgs, role: Role, global: usize) -> String {
         Target::Roomcast => {
             let exp = (payload::now_us() / 1_000_000 + 24 * 3600) as f64;
             let claims = Claims {
-                publish: matches!(role, Role::Publisher { .. }).then(|| ["bench-*".into()].into()),
+                publish: matches!(role, Role::Publisher { .. }).then(|| {
+                    let mut rooms = vec!["bench-*".into()];
+                    rooms.extend(args.common_room.as_deref().map(Into::into));
+                    rooms.into()
+                }),
                 rate: Some(0.0),
                 ..Claims::new(format!("bench-{global}"), exp)
             };
@@ -983,7 +1054,13 @@ fn request_path(args: &BenchArgs, role: Role, global: usize) -> String {
 fn templates_for(args: &BenchArgs, role: Role) -> Vec<(usize, Arc<Template>)> {
     let rooms: Vec<usize> = match role {
         Role::Echo => vec![0],
-        Role::Publisher { index, .. } => args.rooms_of_publisher(index),
+        Role::Publisher { index, .. } => {
+            let mut rooms = args.rooms_of_publisher(index);
+            if args.scenario == Scenario::Idle && args.common_every.is_some() {
+                rooms.push(args.common_room_index());
+            }
+            rooms
+        }
         _ => return Vec::new(),
     };
     rooms
@@ -1022,7 +1099,8 @@ fn template_for(args: &BenchArgs, role: Role) -> Option<Arc<Template>> {
                 }
             };
             let text = format!(
-                r#"{{"event":"bench:msg","room":"bench-{room}","data":{data},"id":"{ID_PLACEHOLDER}#"}}"#
+                r#"{{"event":"bench:msg","room":"{}","data":{data},"id":"{ID_PLACEHOLDER}#"}}"#,
+                args.room_name(room)
             );
             if args.msgpack() {
                 Template::new(OpCode::Binary, &client::pack(text.as_bytes()), mask)
