@@ -17,7 +17,7 @@ use std::sync::Arc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use roomcast::proto::{fossil, wire};
 use roomcast::rooms::bus::SharedDelta;
-use roomcast::rooms::delta::Deltas;
+use roomcast::rooms::delta::{Deltas, Encoding};
 
 mod feed;
 
@@ -77,7 +77,7 @@ fn deltas(c: &mut Criterion) {
     let members: Vec<usize> = (0..MEMBERS).collect();
     let mut shard = Deltas::default();
     for &key in &members {
-        shard.set(&room, key, true);
+        shard.set(&room, key, Some(Encoding::Json));
     }
     let mut n = 1;
     let first = event(n);
