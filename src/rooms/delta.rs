@@ -17,11 +17,10 @@
 //! canonical (`msgpack::is_canonical`): otherwise it gets the whole frame.
 //! That check is made at most once per event and node, in the delta
 //! frame's shared cell, and only when a MessagePack member would take the
-//! delta. A
-//! paced member's held-back event, sent at its slot, takes the same delta
-//! if it is still the room's last; the base is the very frame that member
-//! was queued, so what it rebuilds is exactly this event's `data` even
-//! across an epoch the shard did not see change. A member whose event was
+//! delta. A paced member's held-back event, sent at its slot, takes the
+//! same delta if it is still the room's last; the base is the very frame
+//! that member was queued, so what it rebuilds is exactly this event's
+//! `data` even across an epoch the shard did not see change. A member whose event was
 //! held back, dropped or conflated (a slow consumer) or skipped (`maxRate`)
 //! has no known last event: its next event is whole. A room without delta
 //! members here costs nothing: it has no entry.
