@@ -12,7 +12,8 @@
 //! - `local`: each shard's member lists, walked for a fan-out; `users`:
 //!   each shard's `/ws` connections per user; `gather`: the counts of a
 //!   `user:send` or broadcast across shards.
-//! - `notes`: what the rooms notice for webhooks (one process).
+//! - `notes`: what the rooms notice for webhooks (one process); `hash`:
+//!   the keyed fast hasher of the maps looked up on every message.
 //! - `api`: the Server API's calls carried out across shards and nodes.
 //! - `bus`: the messages between shards; `outlet`: the interface through
 //!   which the router reaches its shard's connections.
@@ -26,6 +27,7 @@ pub mod bus;
 pub mod cluster;
 pub mod delta;
 pub mod gather;
+pub mod hash;
 pub mod local;
 pub mod notes;
 pub mod outlet;

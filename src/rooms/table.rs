@@ -17,6 +17,7 @@ use crate::config::RoomsConfig;
 use crate::hooks::webhook::Message;
 use crate::proto::names::pattern_matches;
 use crate::proto::wire;
+use crate::rooms::hash::FastMap;
 use crate::rooms::notes::Notes;
 
 /// Who joins.
@@ -102,7 +103,7 @@ pub struct RoomTable {
     config: RoomsConfig,
     /// Shards of this node: the length of each room's member counts.
     shards: usize,
-    rooms: HashMap<Box<str>, Room>,
+    rooms: FastMap<Box<str>, Room>,
     /// Makes epochs unique across shards and restarts.
     epoch_seed: u64,
     epochs_made: u64,
@@ -118,7 +119,7 @@ impl RoomTable {
         Self {
             config,
             shards,
-            rooms: HashMap::new(),
+            rooms: FastMap::default(),
             epoch_seed,
             epochs_made: 0,
             notes: None,
