@@ -11,6 +11,7 @@ pub mod client;
 pub mod payload;
 pub mod process;
 pub mod report;
+pub mod seqs;
 pub mod tls;
 pub mod worker;
 
@@ -206,7 +207,7 @@ fn summarize(
         published
             .iter()
             .enumerate()
-            .map(|(room, n)| n * (members_of(args, room) + probes[room]))
+            .map(|(room, n)| n * (args.members_of(room) + probes[room]))
             .sum()
     });
     let server = match (server_before, server_start, server_end) {
@@ -247,9 +248,4 @@ fn probes_per_room(args: &BenchArgs) -> Vec<u64> {
         }
     }
     probes
-}
-
-/// Subscribers of `room`: subscriber g is in room g % rooms.
-fn members_of(args: &BenchArgs, room: usize) -> u64 {
-    (args.conns / args.rooms + usize::from(room < args.conns % args.rooms)) as u64
 }

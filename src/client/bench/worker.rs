@@ -18,6 +18,7 @@ use slab::Slab;
 use crate::client::bench::args::{BenchArgs, Payload, Scenario, Target};
 use crate::client::bench::client::{self, Incoming};
 use crate::client::bench::payload::{self, ID_PLACEHOLDER, Template};
+use crate::client::bench::seqs::RoomSeqs;
 use crate::client::bench::tls::{self, BenchStream};
 use roomcast::auth::{self, Claims};
 use roomcast::ws::deflate::Inflater;
@@ -89,6 +90,8 @@ const MAX_INFLATED: usize = 4 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
     Echo,
+    /// A fan-out subscriber whose first room is `room`
+    /// (`BenchArgs::rooms_of_subscriber`).
     Subscriber {
         room: usize,
     },
@@ -131,7 +134,8 @@ struct Client {
     /// Empty for a client paced by `--rate` or sending nothing.
     in_flight: Vec<usize>,
     sent: u64,
-    last_seq: u64,
+    /// The rooms a subscriber joins, and its order check in each.
+    seqs: RoomSeqs,
     /// Raw peers: the last counter seen per publisher.
     last_counter: Vec<(u32, u64)>,
     /// What this client sends, in turn: (room, pre-encoded message).
@@ -159,7 +163,7 @@ impl Client {
             opened_at: Instant::now(),
             in_flight: Vec::new(),
             sent: 0,
-            last_seq: 0,
+            seqs: RoomSeqs::default(),
             last_counter: Vec::new(),
             templates: Vec::new(),
         }
@@ -242,7 +246,7 @@ impl<'a> Worker<'a> {
             },
             Scenario::Connect => Role::Connector,
             Scenario::Fanout if global < args.conns => Role::Subscriber {
-                room: global % args.rooms,
+                room: args.rooms_of_subscriber(global).next().unwrap_or(0),
             },
             Scenario::Fanout => {
                 let index = global - args.conns;
@@ -367,6 +371,7 @@ impl<'a> Worker<'a> {
             Vec::new()
         };
         client.templates = templates;
+        client.seqs = rooms_joined(args, role, global);
         entry.insert(client);
         for (slot, room) in probes.into_iter().enumerate() {
             let probe = Role::Probe {
@@ -396,13 +401,15 @@ impl<'a> Worker<'a> {
         )?;
         let path = request_path(args, role, global);
         let host = args.addr.to_string();
-        entry.insert(Client::new(
+        let mut client = Client::new(
             stream,
             role,
             &path,
             &host,
             (args.compression, args.msgpack()),
-        ));
+        );
+        client.seqs = rooms_joined(args, role, global);
+        entry.insert(client);
         Ok(())
     }
 
@@ -586,7 +593,7 @@ impl<'a> Worker<'a> {
             (Target::Socketio, _) => client.state = State::Joining,
             (
                 Target::Roomcast,
-                Role::Subscriber { room } | Role::Probe { room, .. } | Role::Idle { room },
+                Role::Subscriber { .. } | Role::Probe { .. } | Role::Idle { .. },
             ) if joins => {
                 client.state = State::Joining;
                 let mut options = match (client.role, args.max_rate) {
@@ -596,10 +603,12 @@ impl<'a> Worker<'a> {
                 if args.delta && matches!(client.role, Role::Subscriber { .. }) {
                     options.push_str(r#","delta":true"#);
                 }
-                let join = format!(
-                    r#"{{"event":"room:join","data":{{"room":"bench-{room}"{options}}},"id":"j"}}"#
-                );
-                client::message_frame(join.as_bytes(), args.msgpack(), &mut client.out);
+                for room in client.seqs.rooms() {
+                    let join = format!(
+                        r#"{{"event":"room:join","data":{{"room":"bench-{room}"{options}}},"id":"j"}}"#
+                    );
+                    client::message_frame(join.as_bytes(), args.msgpack(), &mut client.out);
+                }
             }
             _ => client.state = State::Open,
         }
@@ -632,7 +641,6 @@ impl<'a> Worker<'a> {
                 return self.drop_client(key, phase);
             }
             if data.starts_with(br#"{"event":"ack""#) {
-                client.last_seq = payload::number_after(data, b"\"seq\":").unwrap_or(0);
                 if client.role == Role::Connector {
                     if data.windows(9).any(|w| w == b"\"id\":\"j\"") {
                         client::message_frame(
@@ -645,7 +653,14 @@ impl<'a> Worker<'a> {
                     self.finish_connector(key);
                     return;
                 }
-                client.state = State::Open;
+                // Open once every room's join is acknowledged, each room's
+                // order check starting from its ack's `seq`.
+                let seq = payload::number_after(data, b"\"seq\":").unwrap_or(0);
+                if let Some(room) = room_named(data)
+                    && client.seqs.acked(room, seq)
+                {
+                    client.state = State::Open;
+                }
             }
             return;
         }
@@ -704,13 +719,14 @@ impl<'a> Worker<'a> {
             return;
         };
         if self.args.target == Target::Roomcast {
-            let Some(seq) = payload::number_after(data, b"\"seq\":") else {
+            let (Some(room), Some(seq)) =
+                (room_named(data), payload::number_after(data, b"\"seq\":"))
+            else {
                 return;
             };
-            if seq <= client.last_seq {
+            if !client.seqs.arrived(room, seq) {
                 self.tally.out_of_order += 1;
             }
-            client.last_seq = client.last_seq.max(seq);
             return;
         }
         let Some(record) = payload::find_record(data) else {
@@ -888,6 +904,22 @@ impl<'a> Worker<'a> {
         }
         self.clients.clear();
     }
+}
+
+/// The rooms a client joins on a roomcast server: a subscriber's
+/// `--rooms-per-sub`, one for a probe or an idle connection.
+fn rooms_joined(args: &BenchArgs, role: Role, global: usize) -> RoomSeqs {
+    match role {
+        Role::Subscriber { .. } => RoomSeqs::new(args.rooms_of_subscriber(global)),
+        Role::Probe { room, .. } | Role::Idle { room } => RoomSeqs::new([room]),
+        _ => RoomSeqs::default(),
+    }
+}
+
+/// The bench room a server message names (`"room":"bench-N"`, the first
+/// `room` key: a room event's, or a join ack's `data`).
+fn room_named(data: &[u8]) -> Option<usize> {
+    payload::number_after(data, br#""room":"bench-"#).and_then(|n| usize::try_from(n).ok())
 }
 
 fn request_path(args: &BenchArgs, role: Role, global: usize) -> String {
