@@ -12,6 +12,8 @@
 //! - `local`: each shard's member lists, walked for a fan-out; `users`:
 //!   each shard's `/ws` connections per user; `gather`: the counts of a
 //!   `user:send` or broadcast across shards.
+//! - `delta`: section 14's delta members and what each was last queued;
+//!   `keys`: the map keyed by connection keys that it looks up per member.
 //! - `notes`: what the rooms notice for webhooks (one process).
 //! - `api`: the Server API's calls carried out across shards and nodes.
 //! - `bus`: the messages between shards; `outlet`: the interface through
@@ -26,6 +28,7 @@ pub mod bus;
 pub mod cluster;
 pub mod delta;
 pub mod gather;
+pub mod keys;
 pub mod local;
 pub mod notes;
 pub mod outlet;

@@ -560,11 +560,11 @@ fn deliver_planned(
 ) {
     let mut queued = Vec::new();
     out.deliver_noting(&plan.whole, frame, twin, room, fanout, now, &mut queued);
-    deltas.sent(room, frame, &plan.whole, &queued);
+    deltas.sent(room, &plan.whole, &queued);
     if let Some((delta, takers)) = plan.delta {
         queued.clear();
         // MessagePack members take no delta: nothing to share a twin of.
         out.deliver_noting(&takers, &delta, None, room, fanout, now, &mut queued);
-        deltas.sent(room, frame, &takers, &queued);
+        deltas.sent(room, &takers, &queued);
     }
 }
