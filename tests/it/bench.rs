@@ -86,6 +86,8 @@ fn assert_every_field(result: &OwnedValue) {
     for figure in ["cpu_seconds", "rss_before_bytes", "rss_after_bytes"] {
         number(result, &["server", figure]);
     }
+    let user = number(result, &["server", "user_cpu_seconds"]);
+    assert!(user >= 0.0 && user <= number(result, &["server", "cpu_seconds"]));
 }
 
 /// Every expected delivery arrived, once, in order, without errors.

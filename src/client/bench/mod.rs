@@ -94,12 +94,14 @@ fn server_usage(pids: &[u32]) -> Option<roomcast::sys::ProcessUsage> {
     pids.iter().try_fold(
         roomcast::sys::ProcessUsage {
             cpu_seconds: 0.0,
+            user_seconds: 0.0,
             rss_bytes: 0,
         },
         |sum, &pid| {
             let usage = roomcast::sys::process_usage(pid)?;
             Some(roomcast::sys::ProcessUsage {
                 cpu_seconds: sum.cpu_seconds + usage.cpu_seconds,
+                user_seconds: sum.user_seconds + usage.user_seconds,
                 rss_bytes: sum.rss_bytes + usage.rss_bytes,
             })
         },
@@ -213,6 +215,7 @@ fn summarize(
     let server = match (server_before, server_start, server_end) {
         (Some(before), Some(start), Some(end)) => Some(ServerFigures {
             cpu_seconds: end.cpu_seconds - start.cpu_seconds,
+            user_cpu_seconds: end.user_seconds - start.user_seconds,
             rss_before: before.rss_bytes,
             rss_after: start.rss_bytes.max(end.rss_bytes),
         }),
