@@ -90,7 +90,7 @@ fn deltas(c: &mut Criterion) {
     shard.sent(&room, &takers, &takers);
     println!(
         "delta frame {} bytes, whole frame {} bytes",
-        frame.len(),
+        frame.frame.len(),
         second.len()
     );
     group.throughput(Throughput::Elements(MEMBERS as u64));

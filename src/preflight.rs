@@ -229,7 +229,7 @@ pub fn ping(
     let mut expected = 1;
     // A Sentinel URL's credentials are the master's: its first Sentinel,
     // which is what is pinged, is asked without them.
-    if let Some(password) = url.password.as_ref().filter(|_| url.sentinel.is_none()) {
+    if let Some(password) = url.password.as_ref().filter(|_| url.sentinels().is_none()) {
         let user = url.user.as_deref().unwrap_or("default");
         resp::write_command(&mut commands, &["AUTH", user, password]);
         expected = 2;

@@ -252,6 +252,16 @@ export function dataText(text) {
   }
 }
 
+/**
+ * A whole event's `data` text, the source of the next delta: the exact
+ * text of a JSON payload; for a MessagePack one, the value written back as
+ * JSON, which is the server's text for compact `data` that JavaScript
+ * writes the same way (section 14's notes in docs/protocol.md).
+ */
+function sourceText(payload, data) {
+  return typeof payload === "string" ? dataText(payload) : JSON.stringify(data);
+}
+
 /** The subprotocol of `connect(url, { protocol: "msgpack" })`. */
 export const MSGPACK_PROTOCOL = "roomcast.msgpack";
 
@@ -494,9 +504,7 @@ export class Room extends Emitter {
   undelta(text, message) {
     if (typeof message.seq !== "number") return true;
     if (typeof message.delta !== "string") {
-      // A MessagePack payload is no JSON text: the server sends such a
-      // connection every event whole.
-      if (this.keepsData) this.lastData = "data" in message && typeof text === "string" ? dataText(text) : null;
+      if (this.keepsData) this.lastData = "data" in message ? sourceText(text, message.data) : null;
       return true;
     }
     try {

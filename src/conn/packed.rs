@@ -2,10 +2,11 @@
 //! server writes every message as JSON, and a MessagePack connection gets
 //! that JSON converted (`proto::msgpack`) into a binary frame.
 //!
-//! Owns the conversion of shared frames (`Twin`): a room message,
-//! presence event or direct message is one JSON frame shared by every
-//! shard, and it travels with a cell (`rooms::bus::Encodings`, or the
-//! direct message's own) in which the first shard to deliver it to a
+//! Owns the conversion of shared frames (`Twin`): a room message, its
+//! delta frame (section 14), a presence event or a direct message is one
+//! JSON frame shared by every shard, and it travels with a cell
+//! (`rooms::bus::Encodings`, `rooms::delta::DeltaFrame`, or the direct
+//! message's own) in which the first shard to deliver it to a
 //! MessagePack member makes its MessagePack twin, shared by reference
 //! like the JSON frame: converted at most once per node, with no lock. A
 //! node without such members never converts. Replies to one connection

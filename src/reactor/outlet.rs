@@ -12,9 +12,8 @@
 //! MessagePack members (`roomcast.msgpack`) get the frame's MessagePack
 //! twin from the cell the frame travels with (`conn::packed::Twin`),
 //! converted by the first shard that needs it and shared by the others
-//! (a frame without one, a paced member's held-back event, is converted
-//! once for the delivery), and compressed once per delivery the same way
-//! for those that compress. No lock either way.
+//! (a paced member's held-back event keeps its cell), and compressed once
+//! per delivery the same way for those that compress. No lock either way.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -63,7 +62,7 @@ impl ShardOutlet<'_> {
         &mut self,
         keys: &[usize],
         skip: Option<usize>,
-        (frame, twin): (&Arc<[u8]>, Option<&Twin>),
+        (frame, twin): (&Arc<[u8]>, &Twin),
         room: Option<&Arc<str>>,
         fanout: Fanout,
         now: Instant,
@@ -76,8 +75,6 @@ impl ShardOutlet<'_> {
         };
         let mut tally = Tally::default();
         let mut shared = SharedFrame::new(frame);
-        let own = Twin::new();
-        let twin = twin.unwrap_or(&own);
         let mut packed = None;
         for &key in keys {
             if skip == Some(key) {
@@ -100,11 +97,7 @@ impl ShardOutlet<'_> {
             };
             write_through(entry, self.metrics, frame.len(), self.config);
             let delivered = entry.conn.deliver(room, frame, kind, now, self.config);
-            // A MessagePack member never sees the JSON text a delta is
-            // taken from: noted as not queued, it gets every event whole.
-            if let (Some(queued), Delivered::Queued, false) =
-                (queued.as_deref_mut(), delivered, msgpack)
-            {
+            if let (Some(queued), Delivered::Queued) = (queued.as_deref_mut(), delivered) {
                 queued.push(key);
             }
             tally.count(delivered);
@@ -124,7 +117,7 @@ impl Outlet for ShardOutlet<'_> {
         keys: &[usize],
         skip: Option<usize>,
         frame: &Arc<[u8]>,
-        twin: Option<&Twin>,
+        twin: &Twin,
         room: Option<&Arc<str>>,
         fanout: Fanout,
         now: Instant,
@@ -136,7 +129,7 @@ impl Outlet for ShardOutlet<'_> {
         &mut self,
         keys: &[usize],
         frame: &Arc<[u8]>,
-        twin: Option<&Twin>,
+        twin: &Twin,
         room: &Arc<str>,
         fanout: Fanout,
         now: Instant,

@@ -27,14 +27,23 @@ pub struct RedisUrl {
     pub user: Option<String>,
     pub password: Option<String>,
     pub db: u32,
+    /// How the server at `host:port` is found.
+    pub topology: Topology,
+}
+
+/// What kind of deployment a URL names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Topology {
+    /// `redis://` or `rediss://`: the one server at `host:port`.
+    Server,
     /// `redis+sentinel://`: the server is whichever master the Sentinels
     /// name, found at run time; `host` and `port` are then the first
     /// Sentinel's. The credentials and `db` are the master's: Sentinels
     /// are asked without `AUTH`.
-    pub sentinel: Option<Sentinels>,
+    Sentinel(Sentinels),
     /// `redis+cluster://`: every seed node given, the first being
-    /// `host:port`; empty for any other URL.
-    pub seeds: Vec<(String, u16)>,
+    /// `host:port`.
+    Cluster(Vec<(String, u16)>),
 }
 
 /// Where a `redis+sentinel://` URL's master is asked for.
@@ -117,21 +126,21 @@ impl std::str::FromStr for RedisUrl {
                 None => (non_empty(decode(info)?), None),
             },
         };
-        let (sentinel, path) = if sentinel {
+        let (topology, path) = if sentinel {
             let (master, db) = path.split_once('/').unwrap_or((path, ""));
             let master = non_empty(decode(master)?).ok_or(UrlError::Master)?;
             let addrs = hostport
                 .split(',')
                 .map(|h| host_and_port(h, DEFAULT_SENTINEL_PORT))
                 .collect::<Result<_, _>>()?;
-            (Some(Sentinels { master, addrs }), db)
+            (Topology::Sentinel(Sentinels { master, addrs }), db)
         } else {
-            (None, path)
+            (Topology::Server, path)
         };
-        let (host, port) = match &sentinel {
-            Some(sentinels) => sentinels.addrs[0].clone(),
-            None if hostport.contains(',') => return Err(UrlError::Host),
-            None => host_and_port(hostport, DEFAULT_PORT)?,
+        let (host, port) = match &topology {
+            Topology::Sentinel(sentinels) => sentinels.addrs[0].clone(),
+            _ if hostport.contains(',') => return Err(UrlError::Host),
+            _ => host_and_port(hostport, DEFAULT_PORT)?,
         };
         let db = match path {
             "" => 0,
@@ -144,8 +153,7 @@ impl std::str::FromStr for RedisUrl {
             user,
             password,
             db,
-            sentinel,
-            seeds: Vec::new(),
+            topology,
         })
     }
 }
@@ -159,17 +167,34 @@ fn cluster_url(rest: &str) -> Result<RedisUrl, UrlError> {
     let mut hosts = hosts.split(',');
     let first = hosts.next().unwrap_or("");
     let mut url: RedisUrl = format!("redis://{first}").parse()?;
-    url.seeds.push((url.host.clone(), url.port));
+    let mut seeds = vec![(url.host.clone(), url.port)];
     for seed in hosts {
-        url.seeds.push(host_and_port(seed, DEFAULT_PORT)?);
+        seeds.push(host_and_port(seed, DEFAULT_PORT)?);
     }
+    url.topology = Topology::Cluster(seeds);
     Ok(url)
 }
 
 impl RedisUrl {
     /// A `redis+cluster://` URL.
     pub fn is_cluster(&self) -> bool {
-        !self.seeds.is_empty()
+        matches!(self.topology, Topology::Cluster(_))
+    }
+
+    /// The Sentinels of a `redis+sentinel://` URL.
+    pub fn sentinels(&self) -> Option<&Sentinels> {
+        match &self.topology {
+            Topology::Sentinel(sentinels) => Some(sentinels),
+            _ => None,
+        }
+    }
+
+    /// The seed nodes of a `redis+cluster://` URL; empty for any other.
+    pub fn seeds(&self) -> &[(String, u16)] {
+        match &self.topology {
+            Topology::Cluster(seeds) => seeds,
+            _ => &[],
+        }
     }
 
     /// The same credentials, at `host:port` (a cluster node the slot map names).
@@ -177,8 +202,7 @@ impl RedisUrl {
         RedisUrl {
             host: host.to_owned(),
             port,
-            sentinel: None,
-            seeds: Vec::new(),
+            topology: Topology::Server,
             ..self.clone()
         }
     }
@@ -265,11 +289,11 @@ fn decode(s: &str) -> Result<String, UrlError> {
 impl fmt::Display for RedisUrl {
     /// The URL with the password hidden.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = match (self.tls, &self.sentinel) {
-            _ if self.is_cluster() => "redis+cluster",
-            (_, Some(_)) => "redis+sentinel",
-            (true, None) => "rediss",
-            (false, None) => "redis",
+        let scheme = match (&self.topology, self.tls) {
+            (Topology::Cluster(_), _) => "redis+cluster",
+            (Topology::Sentinel(_), _) => "redis+sentinel",
+            (Topology::Server, true) => "rediss",
+            (Topology::Server, false) => "redis",
         };
         write!(f, "{scheme}://")?;
         match (&self.user, &self.password) {
@@ -278,26 +302,17 @@ impl fmt::Display for RedisUrl {
             (Some(user), None) => write!(f, "{user}@")?,
             (None, None) => {}
         }
-        if self.is_cluster() {
-            for (i, (host, port)) in self.seeds.iter().enumerate() {
-                if i > 0 {
-                    f.write_str(",")?;
-                }
-                write_host(f, host, *port)?;
+        match &self.topology {
+            Topology::Server => {
+                write_host(f, &self.host, self.port)?;
+                write!(f, "/{}", self.db)
             }
-            return Ok(());
-        }
-        let Some(sentinels) = &self.sentinel else {
-            write_host(f, &self.host, self.port)?;
-            return write!(f, "/{}", self.db);
-        };
-        for (i, (host, port)) in sentinels.addrs.iter().enumerate() {
-            if i > 0 {
-                f.write_str(",")?;
+            Topology::Sentinel(sentinels) => {
+                write_hosts(f, &sentinels.addrs)?;
+                write!(f, "/{}/{}", sentinels.master, self.db)
             }
-            write_host(f, host, *port)?;
+            Topology::Cluster(seeds) => write_hosts(f, seeds),
         }
-        write!(f, "/{}/{}", sentinels.master, self.db)
     }
 }
 
@@ -307,6 +322,17 @@ fn write_host(f: &mut fmt::Formatter<'_>, host: &str, port: u16) -> fmt::Result 
     } else {
         write!(f, "{host}:{port}")
     }
+}
+
+/// Hosts separated by commas, as a URL lists Sentinels or seed nodes.
+fn write_hosts(f: &mut fmt::Formatter<'_>, hosts: &[(String, u16)]) -> fmt::Result {
+    for (i, (host, port)) in hosts.iter().enumerate() {
+        if i > 0 {
+            f.write_str(",")?;
+        }
+        write_host(f, host, *port)?;
+    }
+    Ok(())
 }
 
 impl fmt::Debug for RedisUrl {
@@ -372,7 +398,7 @@ mod tests {
     #[test]
     fn a_sentinel_url_names_its_sentinels_and_master() {
         let u = url("redis+sentinel://app:pw@10.0.0.1:26380,[::1],s3/cache/2");
-        let sentinels = u.sentinel.as_ref().unwrap();
+        let sentinels = u.sentinels().unwrap();
         assert_eq!(sentinels.master, "cache");
         assert_eq!(
             sentinels.addrs,
@@ -392,8 +418,11 @@ mod tests {
             "redis+sentinel://app:***@10.0.0.1:26380,[::1]:26379,s3:26379/cache/2"
         );
         let u = url("redis+sentinel://h:1/mymaster");
-        assert_eq!((u.sentinel.unwrap().master.as_str(), u.db), ("mymaster", 0));
-        assert_eq!(url("redis://h").sentinel, None);
+        assert_eq!(
+            (u.sentinels().unwrap().master.as_str(), u.db),
+            ("mymaster", 0)
+        );
+        assert_eq!(url("redis://h").topology, Topology::Server);
     }
 
     #[test]
@@ -420,7 +449,7 @@ mod tests {
         assert!(u.is_cluster());
         assert_eq!((u.host.as_str(), u.port, u.db), ("10.0.0.1", 7000, 0));
         assert_eq!(
-            u.seeds,
+            u.seeds(),
             [
                 ("10.0.0.1".to_owned(), 7000),
                 ("10.0.0.2".to_owned(), 7001),
@@ -450,7 +479,7 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(list.0.len(), 2);
-        assert_eq!(list.0[0].seeds.len(), 2);
+        assert_eq!(list.0[0].seeds().len(), 2);
         assert_eq!(list.0[1].host, "c");
     }
 

@@ -22,6 +22,7 @@ use crate::proto::JoinRecovery;
 use crate::proto::publish::NO_SEQ;
 use crate::proto::reply::{self, OwnedId};
 use crate::proto::wire;
+pub use crate::rooms::delta::DeltaFrame;
 
 /// Who hears the `seq` of a published message.
 #[derive(Debug)]
@@ -262,8 +263,9 @@ pub enum RoomAsk {
 
 /// One room event's delta frame, encoded by the first shard that needs
 /// it: the frame of the event it was encoded from, and the delta frame
-/// (`None`: the delta is not shorter, or not UTF-8).
-pub type SharedDelta = OnceLock<(Arc<[u8]>, Option<Arc<[u8]>>)>;
+/// with its MessagePack twin's cell (`None`: the delta is not shorter, or
+/// not UTF-8).
+pub type SharedDelta = OnceLock<(Arc<[u8]>, Option<DeltaFrame>)>;
 
 /// What the shards a fan-out goes to encode once for all of them, in one
 /// allocation per message: each cell is filled by the first shard that

@@ -9,7 +9,9 @@
 //! frame. The delta is encoded at most once per event on the node, and
 //! only when some member takes it: the shards an event is sent to share a
 //! cell the first one that needs the delta fills (`bus::SharedDelta`),
-//! which the others use when their previous event is the same frame. A
+//! which the others use when their previous event is the same frame. The
+//! delta frame travels with the cell of its MessagePack twin
+//! (`DeltaFrame`), so MessagePack delta members share one conversion too. A
 //! paced member's held-back event, sent at its slot, takes the same delta
 //! if it is still the room's last; the base is the very frame that member
 //! was queued, so what it rebuilds is exactly this event's `data` even
@@ -31,7 +33,7 @@ use std::sync::Arc;
 
 use crate::json;
 use crate::proto::{fossil, scan, wire};
-use crate::rooms::bus::SharedDelta;
+use crate::rooms::bus::{SharedDelta, Twin};
 use crate::rooms::keys::KeyMap;
 
 /// A room event as this shard fanned it out.
@@ -58,7 +60,7 @@ struct Last {
     base: Option<Fanned>,
     /// The delta frame from `base`, once encoded (`None` inside: there is
     /// none, the delta being no shorter or not UTF-8).
-    delta: Option<Option<Arc<[u8]>>>,
+    delta: Option<Option<DeltaFrame>>,
 }
 
 impl Last {
@@ -66,7 +68,7 @@ impl Last {
     /// taken from `shared` (another shard's encoding) when that was
     /// encoded from the same base frame. `None`: no base, or no delta
     /// shorter than `data` in valid UTF-8.
-    fn delta_frame(&mut self, shared: Option<&SharedDelta>) -> Option<Arc<[u8]>> {
+    fn delta_frame(&mut self, shared: Option<&SharedDelta>) -> Option<DeltaFrame> {
         let Last { event, base, delta } = self;
         delta
             .get_or_insert_with(|| {
@@ -92,12 +94,30 @@ struct DeltaRoom {
     count: u64,
 }
 
+/// A room event's delta frame, shared by reference like the whole one,
+/// with the cell its MessagePack twin is made in by the first shard that
+/// gives it to a MessagePack member (`conn::packed::Twin`).
+#[derive(Debug, Clone)]
+pub struct DeltaFrame {
+    pub frame: Arc<[u8]>,
+    pub twin: Arc<Twin>,
+}
+
+impl DeltaFrame {
+    fn new(frame: Arc<[u8]>) -> Self {
+        Self {
+            frame,
+            twin: Arc::default(),
+        }
+    }
+}
+
 /// A room event's fan-out to a room with delta members.
 pub struct Plan {
     /// Who gets the whole frame.
     pub whole: Vec<usize>,
     /// The delta frame and who gets it; `None` when nobody does.
-    pub delta: Option<(Arc<[u8]>, Vec<usize>)>,
+    pub delta: Option<(DeltaFrame, Vec<usize>)>,
 }
 
 /// The delta members of this shard's rooms.
@@ -117,7 +137,7 @@ fn read_event(text: &[u8]) -> Option<(u64, Range<usize>)> {
 
 /// The delta frame of `text` (whose `data` is at `data`) from `base`, when
 /// the delta is valid UTF-8 and shorter than `data`.
-fn delta_frame(base: &[u8], text: &[u8], data: Range<usize>) -> Option<Arc<[u8]>> {
+fn delta_frame(base: &[u8], text: &[u8], data: Range<usize>) -> Option<DeltaFrame> {
     const KEY: &[u8] = b"\"data\":";
     let key_start = data.start.checked_sub(KEY.len())?;
     if &text[key_start..data.start] != KEY {
@@ -133,7 +153,7 @@ fn delta_frame(base: &[u8], text: &[u8], data: Range<usize>) -> Option<Arc<[u8]>
     out.extend_from_slice(b"\"delta\":");
     json::write_str(&mut out, delta);
     out.extend_from_slice(&text[data.end..]);
-    Some(wire::text_frame(&out))
+    Some(DeltaFrame::new(wire::text_frame(&out)))
 }
 
 impl Deltas {
@@ -315,7 +335,7 @@ mod tests {
         let second = event(2, B);
         let plan = deltas.plan("r", &second, &[1, 2], None, None);
         assert_eq!(plan.whole, [2]);
-        let (frame, keys) = plan.delta.expect("a delta");
+        let (DeltaFrame { frame, .. }, keys) = plan.delta.expect("a delta");
         assert_eq!(keys, [1]);
         let text = std::str::from_utf8(wire::frame_text(&frame)).unwrap();
         assert!(
@@ -439,7 +459,11 @@ mod tests {
             .delta
             .unwrap()
             .0;
-        assert!(Arc::ptr_eq(&a, &b), "encoded once for both");
+        assert!(Arc::ptr_eq(&a.frame, &b.frame), "encoded once for both");
+        assert!(
+            Arc::ptr_eq(&a.twin, &b.twin),
+            "one MessagePack twin cell for both"
+        );
 
         // A shard whose previous event is another frame encodes its own.
         let mut three = Deltas::default();
@@ -451,8 +475,9 @@ mod tests {
             .plan("r", &second, &[3], None, Some(&cell))
             .delta
             .unwrap()
-            .0;
-        assert!(!Arc::ptr_eq(&a, &c));
+            .0
+            .frame;
+        assert!(!Arc::ptr_eq(&a.frame, &c));
         assert_eq!(rebuild(C, &c), B);
     }
 }

@@ -14,7 +14,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::rooms::paced::{Offered, Paced, Slots};
+use crate::rooms::bus::Encodings;
+use crate::rooms::paced::{Held, Offered, Paced, Slots};
 
 /// How `maxRate` (section 14) applies to an event delivered in a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,11 +79,13 @@ impl LocalRoom {
     }
 }
 
-/// Paced events due at a slot: one frame for the `keys` of one room.
+/// Paced events due at a slot: one frame (with its fan-out's shared
+/// cells, so its MessagePack twin and delta are the node's one encoding)
+/// for the `keys` of one room.
 #[derive(Debug)]
 pub struct Due {
     pub room: Arc<str>,
-    pub frame: Arc<[u8]>,
+    pub event: Held,
     pub keys: Vec<usize>,
 }
 
@@ -181,7 +184,8 @@ impl LocalRooms {
         self.rooms.get(room).map_or(&[], |local| &local.members)
     }
 
-    /// Who gets `frame` in `room` now: every member for `Pacing::None`
+    /// Who gets `frame` (fanned out with the cells `made`) in `room` now:
+    /// every member for `Pacing::None`
     /// (an event no pace applies to), else the plain members and those
     /// paced members (but `skip`) whose slot has come; for
     /// `Pacing::Conflate` the other paced members hold it back, for
@@ -189,7 +193,7 @@ impl LocalRooms {
     pub fn recipients(
         &mut self,
         room: &str,
-        frame: &Arc<[u8]>,
+        (frame, made): (&Arc<[u8]>, &Arc<Encodings>),
         skip: Option<usize>,
         pacing: Pacing,
         now: Instant,
@@ -217,7 +221,7 @@ impl LocalRooms {
                 }
                 continue;
             }
-            match member.offer(frame, now) {
+            match member.offer(frame, made, now) {
                 Offered::Now { unschedule } => {
                     if let Some(at) = unschedule {
                         self.slots.remove(at, name, member.key);
@@ -250,7 +254,7 @@ impl LocalRooms {
             let Some(&Place::Paced(position)) = local.positions.get(&key) else {
                 continue;
             };
-            let Some(frame) = local.paced[position].take_due(now) else {
+            let Some(event) = local.paced[position].take_due(now) else {
                 continue;
             };
             if local.paced[position].is_unpaced() {
@@ -258,11 +262,14 @@ impl LocalRooms {
                 local.take_paced(position);
                 local.add_plain(key);
             }
-            match due.iter_mut().find(|d| Arc::ptr_eq(&d.frame, &frame)) {
+            match due
+                .iter_mut()
+                .find(|d| Arc::ptr_eq(&d.event.frame, &event.frame))
+            {
                 Some(same) => same.keys.push(key),
                 None => due.push(Due {
                     room,
-                    frame,
+                    event,
                     keys: vec![key],
                 }),
             }
@@ -289,6 +296,8 @@ impl LocalRooms {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conn::packed;
+    use crate::proto::wire;
 
     #[test]
     fn members_come_and_go_in_constant_time_order_aside() {
@@ -314,6 +323,7 @@ mod tests {
         let now = Instant::now();
         let second = Some(Duration::from_secs(1));
         let frame: Arc<[u8]> = Arc::from(&b"e"[..]);
+        let event = (&frame, &Arc::default());
         let mut rooms = LocalRooms::default();
         for key in 0..20 {
             rooms.add("r", key);
@@ -322,7 +332,7 @@ mod tests {
             rooms.set_pace("r", key, second, now);
         }
         let mut first: Vec<usize> = rooms
-            .recipients("r", &frame, None, Pacing::Conflate, now)
+            .recipients("r", event, None, Pacing::Conflate, now)
             .to_vec();
         first.sort_unstable();
         assert_eq!(
@@ -331,7 +341,7 @@ mod tests {
             "a first event goes to all"
         );
         let mut second_event = rooms
-            .recipients("r", &frame, None, Pacing::Conflate, now)
+            .recipients("r", event, None, Pacing::Conflate, now)
             .to_vec();
         second_event.sort_unstable();
         assert_eq!(second_event, (1..20).step_by(2).collect::<Vec<_>>());
@@ -368,5 +378,29 @@ mod tests {
             assert_eq!(rooms.members("r").contains(&key), key % 3 != 0);
             assert_eq!(rooms.remove("r", key), key % 3 != 0);
         }
+    }
+
+    #[test]
+    fn a_held_back_event_keeps_its_fan_outs_twin() {
+        let now = Instant::now();
+        let second = Duration::from_secs(1);
+        let event = |seq| {
+            let text = wire::room_message("e", "r", b"{\"n\":1}", "u", seq, 7);
+            (wire::text_frame(&text), Arc::new(Encodings::default()))
+        };
+        let mut rooms = LocalRooms::default();
+        rooms.add("r", 1);
+        rooms.add("r", 2);
+        rooms.set_pace("r", 2, Some(second), now);
+        let (first, made) = event(1);
+        rooms.recipients("r", (&first, &made), None, Pacing::Conflate, now);
+        let (held, made) = event(2);
+        let now_to = rooms.recipients("r", (&held, &made), None, Pacing::Conflate, now);
+        assert_eq!(now_to, [1], "the paced member holds it back");
+        let plain = packed::twin(&made.twin, &held).expect("a twin").clone();
+        let due = rooms.take_due(now + second);
+        let due = &due[0].event;
+        let paced = packed::twin(&due.made.twin, &due.frame).expect("a twin");
+        assert!(Arc::ptr_eq(&plain, paced), "one MessagePack twin per node");
     }
 }

@@ -21,7 +21,7 @@ pub trait Outlet {
     /// Queues `frame` for each connection of `keys` but `skip`; `room` is
     /// the room of a room event (`Fanout::RoomEvent`), for conflation.
     /// `twin`: the cell the frame's MessagePack twin is shared in by the
-    /// shards it was sent to (`None`: converted for this delivery alone).
+    /// shards it was sent to, made there at most once per node.
     /// Returns how many connections it reached.
     #[allow(clippy::too_many_arguments)]
     fn deliver(
@@ -29,22 +29,21 @@ pub trait Outlet {
         keys: &[usize],
         skip: Option<usize>,
         frame: &Arc<[u8]>,
-        twin: Option<&Twin>,
+        twin: &Twin,
         room: Option<&Arc<str>>,
         fanout: Fanout,
         now: Instant,
     ) -> usize;
 
     /// As `deliver` for a room event, noting in `queued` the keys it was
-    /// queued for (not held back, dropped or left out) as JSON text:
-    /// section 14's deltas follow what each member was queued, and a
-    /// MessagePack member, which never sees that text, is never noted.
+    /// queued for (not held back, dropped or left out): section 14's
+    /// deltas follow what each member was queued, in either encoding.
     #[allow(clippy::too_many_arguments)]
     fn deliver_noting(
         &mut self,
         keys: &[usize],
         frame: &Arc<[u8]>,
-        twin: Option<&Twin>,
+        twin: &Twin,
         room: &Arc<str>,
         fanout: Fanout,
         now: Instant,

@@ -4,13 +4,24 @@
 //! A paced membership holds its interval (`1/maxRate`), the moment it may
 //! be sent its next event and at most one pending frame: the newest event
 //! that came too early, shared by reference with every other member given
-//! that event (nothing is kept per skipped event). While it holds one it
+//! that event, with the cells the node encodes it once in (its MessagePack
+//! twin, its delta: `bus::Encodings`), so that sent at its slot it costs
+//! no encoding of its own (nothing is kept per skipped event). While it holds one it
 //! has exactly one entry in its shard's `Slots`, keyed by that moment; the
 //! shard's loop wakes at the earliest and sends what is due.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::rooms::bus::Encodings;
+
+/// A room event held back: its frame and its fan-out's shared cells.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub frame: Arc<[u8]>,
+    pub made: Arc<Encodings>,
+}
 
 /// One member's pace in one room.
 #[derive(Debug)]
@@ -20,7 +31,7 @@ pub struct Paced {
     /// When it may be sent its next event.
     next: Instant,
     /// The newest event not sent yet; its slot is `next`, in the schedule.
-    pending: Option<Arc<[u8]>>,
+    pending: Option<Held>,
 }
 
 /// What became of an event offered to a paced member.
@@ -45,14 +56,19 @@ impl Paced {
         }
     }
 
-    /// A room event for this member at `now`.
-    pub fn offer(&mut self, frame: &Arc<[u8]>, now: Instant) -> Offered {
+    /// A room event (`frame`, fanned out with the cells `made`) for this
+    /// member at `now`.
+    pub fn offer(&mut self, frame: &Arc<[u8]>, made: &Arc<Encodings>, now: Instant) -> Offered {
         if now >= self.next {
             let unschedule = self.pending.take().map(|_| self.next);
             self.next = now + self.interval;
             return Offered::Now { unschedule };
         }
-        let first = self.pending.replace(frame.clone()).is_none();
+        let held = Held {
+            frame: frame.clone(),
+            made: made.clone(),
+        };
+        let first = self.pending.replace(held).is_none();
         Offered::Held {
             schedule: first.then_some(self.next),
         }
@@ -78,10 +94,10 @@ impl Paced {
     /// Its slot came at `now`: the pending event, and the next slot moves
     /// a whole interval from now (a late wake-up never sends two events
     /// closer together than the interval).
-    pub fn take_due(&mut self, now: Instant) -> Option<Arc<[u8]>> {
-        let frame = self.pending.take()?;
+    pub fn take_due(&mut self, now: Instant) -> Option<Held> {
+        let held = self.pending.take()?;
         self.next = now + self.interval;
-        Some(frame)
+        Some(held)
     }
 
     /// A rejoin asked for `interval` (zero: no pace): the next slot comes
@@ -151,30 +167,34 @@ mod tests {
         Arc::from(text.as_bytes())
     }
 
+    fn made() -> Arc<Encodings> {
+        Arc::default()
+    }
+
     #[test]
     fn the_first_event_goes_at_once_and_the_next_waits_an_interval() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         let mut paced = Paced::new(7, ms(500), t0);
         assert_eq!(
-            paced.offer(&frame("a"), t0),
+            paced.offer(&frame("a"), &made(), t0),
             Offered::Now { unschedule: None }
         );
         assert_eq!(
-            paced.offer(&frame("b"), t0 + ms(10)),
+            paced.offer(&frame("b"), &made(), t0 + ms(10)),
             Offered::Held {
                 schedule: Some(t0 + ms(500))
             }
         );
         assert_eq!(
-            paced.offer(&frame("c"), t0 + ms(20)),
+            paced.offer(&frame("c"), &made(), t0 + ms(20)),
             Offered::Held { schedule: None },
             "one slot per membership"
         );
-        assert_eq!(paced.take_due(t0 + ms(501)).as_deref(), Some(&b"c"[..]));
+        assert_eq!(paced.take_due(t0 + ms(501)).unwrap().frame[..], b"c"[..]);
         assert_eq!(paced.slot(), None);
         assert_eq!(
-            paced.offer(&frame("d"), t0 + ms(600)),
+            paced.offer(&frame("d"), &made(), t0 + ms(600)),
             Offered::Held {
                 schedule: Some(t0 + ms(1001))
             }
@@ -190,7 +210,7 @@ mod tests {
         assert!(!paced.offer_volatile(start), "the slot is used up");
         let sequenced = frame("s");
         assert_eq!(
-            paced.offer(&sequenced, start),
+            paced.offer(&sequenced, &made(), start),
             Offered::Held {
                 schedule: Some(start + second)
             }
@@ -199,7 +219,10 @@ mod tests {
             !paced.offer_volatile(start + second),
             "a held sequenced event keeps its slot"
         );
-        assert_eq!(paced.take_due(start + second), Some(sequenced));
+        assert!(Arc::ptr_eq(
+            &paced.take_due(start + second).unwrap().frame,
+            &sequenced
+        ));
         assert!(paced.offer_volatile(start + 2 * second));
         assert_eq!(paced.slot(), None, "nothing held for a volatile event");
     }
@@ -209,8 +232,8 @@ mod tests {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         let mut paced = Paced::new(1, ms(10_000), t0);
-        paced.offer(&frame("a"), t0);
-        paced.offer(&frame("b"), t0 + ms(1));
+        paced.offer(&frame("a"), &made(), t0);
+        paced.offer(&frame("b"), &made(), t0 + ms(1));
         assert_eq!(
             paced.repace(ms(100), t0 + ms(2)),
             Some((t0 + ms(10_000), t0 + ms(102)))

@@ -321,24 +321,18 @@ impl Router {
     pub fn send_due(&mut self, time: Time, out: &mut impl Outlet) {
         for due in self.local.take_due(time.now) {
             let fanout = Fanout::RoomEvent { read_at: time.now };
-            if self.deltas.has(&due.room) {
+            let (room, frame, made) = (&due.room, &due.event.frame, &due.event.made);
+            if self.deltas.has(room) {
+                let shared = Some(&made.delta);
                 let plan = self
                     .deltas
-                    .plan_sending(&due.room, &due.frame, &due.keys, None, None);
-                let (room, frame) = (&due.room, &due.frame);
-                let frame = (frame, None);
+                    .plan_sending(room, frame, &due.keys, None, shared);
+                let frame = (frame, &made.twin);
                 deliver_planned(&mut self.deltas, plan, room, frame, fanout, time.now, out);
                 continue;
             }
-            out.deliver(
-                &due.keys,
-                None,
-                &due.frame,
-                None,
-                Some(&due.room),
-                fanout,
-                time.now,
-            );
+            let twin = &made.twin;
+            out.deliver(&due.keys, None, frame, twin, Some(room), fanout, time.now);
         }
     }
 
@@ -446,15 +440,16 @@ impl Router {
                     Fanout::Volatile => Pacing::FreeSlotOnly,
                     Fanout::Other => Pacing::None,
                 };
-                let members = self.local.recipients(&room, &frame, skip, pacing, time.now);
+                let event = (&frame, &made);
+                let members = self.local.recipients(&room, event, skip, pacing, time.now);
                 if pacing == Pacing::Conflate && self.deltas.has(&room) {
                     let plan = self
                         .deltas
                         .plan(&room, &frame, members, skip, Some(&made.delta));
-                    let frame = (&frame, Some(&made.twin));
+                    let frame = (&frame, &made.twin);
                     deliver_planned(&mut self.deltas, plan, &room, frame, fanout, time.now, out);
                 } else {
-                    let twin = Some(&made.twin);
+                    let twin = &made.twin;
                     out.deliver(members, skip, &frame, twin, Some(&room), fanout, time.now);
                 }
             }
@@ -532,7 +527,7 @@ impl Router {
         out: &mut impl Outlet,
     ) -> usize {
         let skip = self.own_key(exclude);
-        out.deliver(keys, skip, frame, Some(twin), None, Fanout::Other, time.now)
+        out.deliver(keys, skip, frame, twin, None, Fanout::Other, time.now)
     }
 
     /// The slab key of `conn` when it is a connection of this shard.
@@ -553,7 +548,7 @@ fn deliver_planned(
     deltas: &mut Deltas,
     plan: Plan,
     room: &Arc<str>,
-    (frame, twin): (&Arc<[u8]>, Option<&Twin>),
+    (frame, twin): (&Arc<[u8]>, &Twin),
     fanout: Fanout,
     now: Instant,
     out: &mut impl Outlet,
@@ -563,8 +558,8 @@ fn deliver_planned(
     deltas.sent(room, &plan.whole, &queued);
     if let Some((delta, takers)) = plan.delta {
         queued.clear();
-        // MessagePack members take no delta: nothing to share a twin of.
-        out.deliver_noting(&takers, &delta, None, room, fanout, now, &mut queued);
+        let (delta, twin) = (&delta.frame, &*delta.twin);
+        out.deliver_noting(&takers, delta, twin, room, fanout, now, &mut queued);
         deltas.sent(room, &takers, &queued);
     }
 }

@@ -20,13 +20,13 @@ use common::rooms::Claims;
 use common::{RawWs, Server, opcode, token};
 
 /// RSV1 in `encode_frame`'s `rsv` argument (RSV1 is the high one of three).
-const RSV1: u8 = 0b100;
+pub(crate) const RSV1: u8 = 0b100;
 const OFFER: &str = "permessage-deflate; client_max_window_bits";
 const AGREED: &str = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
 
 /// A raw deflate stream of `data`, sync-flushed, without its final
 /// `00 00 ff ff` (RFC 7692 7.2.1).
-fn deflate(data: &[u8]) -> Vec<u8> {
+pub(crate) fn deflate(data: &[u8]) -> Vec<u8> {
     let mut compress = Compress::new(Compression::default(), false);
     let mut out = Vec::with_capacity(data.len() + 1024);
     compress

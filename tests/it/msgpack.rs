@@ -17,9 +17,11 @@ use simd_json::prelude::*;
 use tungstenite::Message;
 
 use common::http::{UpgradeRequest, read_head};
+use common::raw::{MASK, encode_frame};
 use common::rooms::{Claims, Client, q};
 use common::ws::{Ws, ws_request, ws_try};
 use common::{RawWs, Server, opcode, parse_json};
+use roomcast::proto::{fossil, scan};
 
 const PROTOCOL: &str = "roomcast.msgpack";
 
@@ -340,27 +342,36 @@ fn without_the_offer_a_connection_speaks_json() {
     assert!(matches!(ws.read().unwrap(), Message::Text(_)));
 }
 
-#[test]
-fn msgpack_room_events_are_compressed_when_agreed() {
-    let server = Server::start(&["--compression", "on"]);
-    let addr = server.addr();
+/// A raw `/ws` client that chose MessagePack, offering permessage-deflate
+/// when `deflate` (and checking it was agreed), past its greeting.
+fn raw_packed(addr: SocketAddr, sub: &str, deflate: bool) -> RawWs {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let request = UpgradeRequest::new("/ws")
-        .bearer(&Claims::new("mp").token())
-        .header("Sec-WebSocket-Protocol", PROTOCOL)
-        .header("Sec-WebSocket-Extensions", "permessage-deflate");
+    let mut request = UpgradeRequest::new("/ws")
+        .bearer(&Claims::new(sub).token())
+        .header("Sec-WebSocket-Protocol", PROTOCOL);
+    if deflate {
+        request = request.header("Sec-WebSocket-Extensions", "permessage-deflate");
+    }
     stream.write_all(&request.to_bytes()).unwrap();
     let (head, rest) = read_head(&mut stream);
     assert_eq!(head.status, 101, "{head:?}");
     assert_eq!(head.header("sec-websocket-protocol"), Some(PROTOCOL));
-    assert!(head.header("sec-websocket-extensions").is_some());
+    assert_eq!(head.header("sec-websocket-extensions").is_some(), deflate);
     let mut member = RawWs::from_parts(stream, rest);
     let (kind, hello) = member.read_message();
     assert_eq!(kind, opcode::BINARY);
     assert_eq!(unpacked(&hello)["event"], "connection:established");
+    member
+}
+
+#[test]
+fn msgpack_room_events_are_compressed_when_agreed() {
+    let server = Server::start(&["--compression", "on"]);
+    let addr = server.addr();
+    let mut member = raw_packed(addr, "mp", true);
 
     // A compressed join, answered.
     let join = packed(r#"{"event":"room:join","room":"feed","data":{"room":"feed"},"id":"j"}"#);
@@ -384,6 +395,64 @@ fn msgpack_room_events_are_compressed_when_agreed() {
     assert_eq!(event["data"]["t"], text.as_str());
 }
 
+/// A MessagePack publish split over a binary frame and two continuation
+/// frames, a ping between the first two, is read as one message: acked,
+/// answered the ping meanwhile, and delivered to a JSON member; and so
+/// with permessage-deflate, RSV1 on the first frame only (RFC 7692 6.1).
+#[test]
+fn a_fragmented_msgpack_publish_is_read_whole_with_and_without_deflate() {
+    let server = Server::start(&["--compression", "on"]);
+    let addr = server.addr();
+    let mut json_member = Client::user(addr, "js");
+    json_member.join("frag");
+    for deflate in [false, true] {
+        let mut publisher = raw_packed(addr, "mp", deflate);
+        let join = packed(r#"{"event":"room:join","room":"frag","data":{"room":"frag"},"id":"j"}"#);
+        publisher.send_frame(true, opcode::BINARY, &join);
+        let joined = unpacked(&inflate_if(&publisher.read_non_ping()));
+        assert_eq!(joined["id"], "j", "{joined:?}");
+        let data = format!(
+            r#"{{"text":"fragmenté – 東京 😀 {deflate}","pad":{}}}"#,
+            q(&"x".repeat(300))
+        );
+        let message = packed(&format!(
+            r#"{{"event":"chat:msg","room":"frag","data":{data},"id":"f"}}"#
+        ));
+        let (payload, rsv) = if deflate {
+            (
+                crate::compression::deflate(&message),
+                crate::compression::RSV1,
+            )
+        } else {
+            (message, 0)
+        };
+        let third = payload.len() / 3;
+        let (first, rest) = payload.split_at(third);
+        let (second, last) = rest.split_at(third);
+        let frame = |fin, rsv, kind, part: &[u8]| encode_frame(fin, rsv, kind, part, Some(MASK));
+        publisher.send_raw(&frame(false, rsv, opcode::BINARY, first));
+        publisher.send_raw(&frame(true, 0, opcode::PING, b"mid"));
+        publisher.send_raw(&frame(false, 0, opcode::CONTINUATION, second));
+        publisher.send_raw(&frame(true, 0, opcode::CONTINUATION, last));
+        let mut ponged = false;
+        let ack = loop {
+            let frame = publisher.read_frame();
+            match frame.opcode {
+                opcode::PONG => ponged = frame.payload == b"mid",
+                opcode::BINARY => break unpacked(&inflate_if(&frame)),
+                other => panic!("{deflate}: opcode {other}"),
+            }
+        };
+        assert!(ponged, "{deflate}: the ping between fragments answered");
+        assert_eq!(ack["event"], "ack", "{deflate}: {ack:?}");
+        let (id, success) = (ack["id"].as_str(), ack["success"].as_bool());
+        assert_eq!((id, success), (Some("f"), Some(true)), "{deflate}: {ack:?}");
+        let event = parse_json(&json_member.recv_skip_presence());
+        assert_eq!(event["data"], parse_json(&data), "{deflate}");
+        assert_eq!(event["from"], "mp");
+    }
+}
+
 fn inflate_if(frame: &common::raw::Frame) -> Vec<u8> {
     if frame.rsv == 0b100 {
         crate::compression::inflate(&frame.payload)
@@ -392,26 +461,215 @@ fn inflate_if(frame: &common::raw::Frame) -> Vec<u8> {
     }
 }
 
-/// `data.delta` (section 14) is over the JSON text of `data`, which a
-/// MessagePack member never sees: it gets every event whole, while a JSON
-/// delta member of the same room gets deltas.
-#[test]
-fn a_msgpack_member_joined_with_delta_gets_every_event_whole() {
-    let server = Server::start(&[]);
-    let (mut packed_member, _) = Packed::connect(server.addr(), "mp", PROTOCOL);
-    packed_member.send(r#"{"event":"room:join","data":{"room":"lobby","delta":true},"id":1}"#);
-    assert_eq!(packed_member.recv_skip_presence()["event"], "ack");
-    let mut json_member = Client::user(server.addr(), "js");
-    common::rooms::ok_data(&json_member.join_with(r#"{"room":"lobby","delta":true}"#));
-    let mut publisher = common::rooms::publisher(server.addr(), "feed");
-    let book = "[67000.5,1.25],".repeat(40);
-    for n in 1..=5 {
-        let data = format!(r#"{{"n":{n},"book":[{book}[0,0]]}}"#);
-        publisher.publish_ok("lobby", "feed:tick", &data);
-        let event = packed_member.recv_skip_presence();
-        assert_eq!(event["data"]["n"], n, "{event:?}");
-        assert!(event.get("delta").is_none(), "{event:?}");
-        let text = json_member.recv_skip_presence();
-        assert_eq!(text.contains(r#""delta":"#), n > 1, "{text}");
+/// The JSON text of the MessagePack value at `at`, written by section
+/// 14's MessagePack to JSON rules (compact, keys in order, integers
+/// exact, floats the shortest text that reads back, strings escaped as
+/// the server escapes them): the text a delta's source is, for `data`
+/// the server wrote in that same form.
+fn json_text(bytes: &[u8], at: &mut usize, out: &mut String) {
+    let start = *at;
+    let value = unpack(bytes, at);
+    match bytes[start] {
+        tag @ (0x80..=0x9f | 0xdc..=0xdf) => {
+            let map = matches!(tag, 0x80..=0x8f | 0xde..=0xdf);
+            let (mut pos, n) = header(bytes, start);
+            out.push(if map { '{' } else { '[' });
+            for i in 0..n {
+                if i > 0 {
+                    out.push(',');
+                }
+                if map {
+                    json_text(bytes, &mut pos, out);
+                    out.push(':');
+                }
+                json_text(bytes, &mut pos, out);
+            }
+            out.push(if map { '}' } else { ']' });
+        }
+        0xcb => out.push_str(&format!("{:?}", value.as_f64().unwrap())),
+        _ if value.is_str() => {
+            out.push('"');
+            for c in value.as_str().unwrap().chars() {
+                match c {
+                    '"' => out.push_str("\\\""),
+                    '\\' => out.push_str("\\\\"),
+                    '\n' => out.push_str("\\n"),
+                    '\r' => out.push_str("\\r"),
+                    '\t' => out.push_str("\\t"),
+                    c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+                    c => out.push(c),
+                }
+            }
+            out.push('"');
+        }
+        _ => out.push_str(&value.encode()),
     }
+}
+
+/// Where the items of the map or array at `start` begin, and how many.
+fn header(bytes: &[u8], start: usize) -> (usize, usize) {
+    let be = |from: usize, n: usize| {
+        bytes[from..from + n]
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b))
+    };
+    match bytes[start] {
+        tag @ 0x80..=0x9f => (start + 1, usize::from(tag & 0x0f)),
+        0xdc | 0xde => (start + 3, be(start + 1, 2)),
+        _ => (start + 5, be(start + 1, 4)),
+    }
+}
+
+/// A MessagePack delta member's view of a room event (a binary frame's
+/// bytes): its `seq`, and its `data` JSON text, rebuilt from a delta over
+/// `base` (the previous `data` text) when it came as one; `true` then.
+fn rebuild_packed(bytes: &[u8], base: &str) -> (u64, String, bool) {
+    let event = unpacked(bytes);
+    let keys: Vec<String> = {
+        let (mut pos, n) = header(bytes, 0);
+        (0..n)
+            .map(|_| {
+                let key = unpack(bytes, &mut pos).as_str().unwrap().to_owned();
+                unpack(bytes, &mut pos);
+                key
+            })
+            .collect()
+    };
+    let seq = event["seq"].as_u64().expect("a seq");
+    let Some(delta) = event.get_str("delta") else {
+        let (mut pos, n) = header(bytes, 0);
+        let mut data = String::new();
+        for _ in 0..n {
+            let key = unpack(bytes, &mut pos);
+            if key.as_str() == Some("data") {
+                json_text(bytes, &mut pos, &mut data);
+            } else {
+                unpack(bytes, &mut pos);
+            }
+        }
+        return (seq, data, false);
+    };
+    assert_eq!(
+        keys,
+        ["event", "room", "delta", "from", "seq", "ts"],
+        "a delta event's keys, in order"
+    );
+    let data = fossil::apply(base.as_bytes(), delta.as_bytes(), 1 << 20).expect("applies");
+    (seq, String::from_utf8(data).expect("UTF-8"), true)
+}
+
+/// A price tick in the form the server writes `data` it read as
+/// MessagePack (compact, floats with a fraction), non-ASCII too.
+fn tick(n: u64) -> String {
+    format!(
+        r#"{{"symbol":"ACME","bid":{}.25,"ask":{}.75,"volume":{},"desk":"Zürich – 東京 ✓","note":"prix à payer {}","levels":[1,2,3,4,5,6,7,8,9,10],"n":{n}}}"#,
+        100 + n % 3,
+        101 + n % 3,
+        1000 + n * 13,
+        "é".repeat((n % 4) as usize)
+    )
+}
+
+/// The next room event a MessagePack member receives, as its frame's bytes.
+fn next_event_bytes(member: &mut Packed) -> Vec<u8> {
+    loop {
+        match member.ws.read().expect("a message") {
+            Message::Binary(bytes) => {
+                if unpacked(&bytes)["event"] == "feed:tick" {
+                    return bytes.to_vec();
+                }
+            }
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("not a binary frame: {other:?}"),
+        }
+    }
+}
+
+/// `data.delta` (section 14) for MessagePack members: an event that
+/// directly follows the last one a member received comes as the MessagePack
+/// map of the delta event, whose `delta` string applies to the previous
+/// `data` JSON text, exactly when a JSON delta member gets a delta; each
+/// member rebuilds what a plain JSON member receives, seq by seq. After a
+/// gap (`maxRate` skipped events) the event is whole.
+#[test]
+fn a_msgpack_delta_member_rebuilds_what_a_plain_json_member_gets() {
+    let server = Server::start(&["--shards", "2", "--accept", "handoff"]);
+    let addr = server.addr();
+    let join = |member: &mut Packed, extra: &str| {
+        member.send(&format!(
+            r#"{{"event":"room:join","data":{{"room":"prices"{extra}}},"id":1}}"#
+        ));
+        assert_eq!(member.recv_skip_presence()["event"], "ack");
+    };
+    let packed_members: Vec<Packed> = ["mp1", "mp2"]
+        .iter()
+        .map(|sub| {
+            let (mut member, _) = Packed::connect(addr, sub, PROTOCOL);
+            join(&mut member, r#","delta":true"#);
+            member
+        })
+        .collect();
+    let mut packed_members = packed_members;
+    let mut json_delta = Client::user(addr, "jd");
+    common::rooms::ok_data(&json_delta.join_with(r#"{"room":"prices","delta":true}"#));
+    let mut plain = Client::user(addr, "plain");
+    plain.join("prices");
+    let mut publisher = common::rooms::publisher(addr, "feed");
+    const N: u64 = 12;
+    for n in 1..=N {
+        publisher.publish_ok("prices", "feed:tick", &tick(n));
+    }
+    let next_text = |client: &mut Client| loop {
+        let text = client.recv();
+        if text.starts_with(r#"{"event":"feed:tick""#) {
+            return text;
+        }
+    };
+    let want: Vec<(u64, String)> = (0..N)
+        .map(|_| {
+            let text = next_text(&mut plain);
+            let data = scan::field_range(text.as_bytes(), "data").unwrap();
+            (common::rooms::seq_of(&text), text[data].to_owned())
+        })
+        .collect();
+    assert_eq!(want[4].1, tick(5), "the data as published");
+    let json_came: Vec<bool> = (0..N)
+        .map(|_| next_text(&mut json_delta).contains(r#","delta":"#))
+        .collect();
+    for member in &mut packed_members {
+        let mut base = String::new();
+        let mut came = Vec::new();
+        for (seq, data) in &want {
+            let (got_seq, got, delta) = rebuild_packed(&next_event_bytes(member), &base);
+            assert_eq!((got_seq, &got), (*seq, data), "seq {seq}");
+            came.push(delta);
+            base = got;
+        }
+        assert_eq!(
+            came, json_came,
+            "deltas exactly when a JSON member gets them"
+        );
+        assert!(!came[0] && came[1..].iter().all(|&d| d), "{came:?}");
+    }
+
+    // A paced delta member skips events: the one after the gap is whole,
+    // the next a delta again.
+    let (mut paced, _) = Packed::connect(addr, "paced", PROTOCOL);
+    join(&mut paced, r#","delta":true,"maxRate":2"#);
+    for n in N + 1..=N + 3 {
+        publisher.publish_ok("prices", "feed:tick", &tick(n));
+    }
+    let mut came = Vec::new();
+    let mut base = String::new();
+    for _ in 0..2 {
+        let (seq, data, delta) = rebuild_packed(&next_event_bytes(&mut paced), &base);
+        came.push((seq, delta));
+        base = data;
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    publisher.publish_ok("prices", "feed:tick", &tick(N + 4));
+    let (seq, data, delta) = rebuild_packed(&next_event_bytes(&mut paced), &base);
+    came.push((seq, delta));
+    assert_eq!(came, [(N + 1, false), (N + 3, false), (N + 4, true)]);
+    assert_eq!(data, tick(N + 4));
 }

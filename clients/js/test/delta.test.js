@@ -15,7 +15,7 @@ import { fileURLToPath } from "node:url";
 import path from "node:path";
 
 import { connect, fossilApply, dataText, Client } from "../roomcast.js";
-import { BOUND_MS, childReport, firstLine } from "./harness.js";
+import { BOUND_MS, childReport, collect, firstLine } from "./harness.js";
 
 const HERE = fileURLToPath(import.meta.url);
 const ROOT = path.resolve(path.dirname(HERE), "../../..");
@@ -98,20 +98,6 @@ else {
 function mint(sub, extra = []) {
   const args = ["token", "--secret", SECRET, "--sub", sub, "--rooms", "*", "--ttl", "3600", "--rate", "0", ...extra];
   return execFileSync(BIN, args, { encoding: "utf8" }).trim();
-}
-
-/** The first `count` events of `room`, as the application sees them. */
-function collect(room, count) {
-  return new Promise((resolve) => {
-    const got = [];
-    const off = room.on("*", (message) => {
-      got.push(message);
-      if (got.length === count) {
-        off();
-        resolve(got);
-      }
-    });
-  });
 }
 
 /** The child: the client's side; one JSON line on stdout. */

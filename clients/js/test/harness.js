@@ -57,3 +57,17 @@ export async function childReport(file, env) {
     if (child.exitCode === null) child.kill("SIGKILL");
   }
 }
+
+/** The first `count` events of `room`, as the application sees them. */
+export function collect(room, count) {
+  return new Promise((resolve) => {
+    const got = [];
+    const off = room.on("*", (message) => {
+      got.push(message);
+      if (got.length === count) {
+        off();
+        resolve(got);
+      }
+    });
+  });
+}

@@ -4,7 +4,9 @@
 // and a JSON client in one room seeing the same events both ways, acks and
 // errors decoded, and the keep-alive (a `ping` event, not the bare text,
 // which would close a MessagePack connection with 1003) keeping a silent
-// connection open. The clients run in a child process, as in server.test.js.
+// connection open, and a MessagePack member joined with `delta` rebuilding
+// the `data` a plain member sees from deltas on the wire. The clients run in
+// a child process, as in server.test.js.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
@@ -13,13 +15,17 @@ import { fileURLToPath } from "node:url";
 import path from "node:path";
 
 import { connect, decodeMsgpack, encodeMsgpack } from "../roomcast.js";
-import { BOUND_MS, childReport, firstLine } from "./harness.js";
+import { BOUND_MS, childReport, collect, firstLine } from "./harness.js";
 
 const HERE = fileURLToPath(import.meta.url);
 const ROOT = path.resolve(path.dirname(HERE), "../../..");
 const BIN = process.env.ROOMCAST_BIN || path.join(process.env.CARGO_TARGET_DIR || path.join(ROOT, "target"), "debug/roomcast");
 const SECRET = "node-msgpack-test-secret";
 const DATA = { text: "héllo 😀", price: 67001.25, n: -40000, big: 2 ** 40, none: null, nested: [[{ ok: true }]] };
+
+const TICKS = 8;
+/** A tick JSON.stringify writes as the server does: compact, non-ASCII. */
+const tick = (n) => ({ symbol: "ACME", bid: 100 + n + 0.25, desk: "Zürich – 東京 ✓", book: Array.from({ length: 20 }, (_, i) => i * n), n });
 
 const hex = (bytes) => Buffer.from(bytes).toString("hex");
 
@@ -67,6 +73,7 @@ else {
         { step: "packed got", data: DATA, from: "json", seq: 2 },
         { step: "refused", code: "VALIDATION_ERROR" },
         { step: "silent", closes: 0, rtt: true },
+        { step: "deltas", same: true, whole: 1, deltas: TICKS - 1, errors: 0 },
       ]);
     } finally {
       if (server.exitCode === null) server.kill("SIGKILL");
@@ -122,6 +129,25 @@ async function client(url, tokens) {
   await new Promise((resolve) => setTimeout(resolve, 2000));
   const rtt = await packed.ping();
   say({ step: "silent", closes, rtt: rtt >= 0 });
+
+  // What came on the wire for the MessagePack member, before it was read.
+  const wire = [];
+  const onMessage = packed.onMessage.bind(packed);
+  packed.onMessage = (payload) => {
+    if (typeof payload !== "string") wire.push(decodeMsgpack(payload));
+    onMessage(payload);
+  };
+  let errors = 0;
+  packed.on("error", () => errors++);
+  await packed.room("d").join({ delta: true });
+  await json.room("d").join();
+  const [packedTicks, jsonTicks] = [collect(packed.room("d"), TICKS), collect(json.room("d"), TICKS)];
+  for (let n = 1; n <= TICKS; n++) await json.room("d").publish("feed:tick", tick(n), { echo: true });
+  const [a, b] = [await packedTicks, await jsonTicks];
+  const same = a.every((m, i) => JSON.stringify(m.data) === JSON.stringify(b[i].data) && m.seq === b[i].seq && !("delta" in m));
+  const ticks = wire.filter((m) => m.event === "feed:tick");
+  const deltas = ticks.filter((m) => typeof m.delta === "string").length;
+  say({ step: "deltas", same, whole: ticks.length - deltas, deltas, errors });
   for (const c of [packed, json]) c.close();
   clearTimeout(bound);
 }

@@ -75,7 +75,7 @@ impl Topology {
 
     /// The links of the seed nodes, which the first map replaces.
     pub(super) fn seed_links<A>(url: &RedisUrl, replicas: u8, timeout: Duration) -> Vec<Link<A>> {
-        url.seeds
+        url.seeds()
             .iter()
             .map(|(host, port)| Link::for_cluster(url.at(host, *port), replicas, timeout))
             .collect()

@@ -214,7 +214,7 @@ pub fn start<S: BridgeSink>(
             .collect(),
     };
     for (index, link) in links.iter_mut().enumerate() {
-        if let Some(sentinels) = &link.url.sentinel {
+        if let Some(sentinels) = link.url.sentinels() {
             let watch =
                 sentinel::Watch::start(index, sentinels.clone(), named.clone(), waker.clone());
             link.watch = Some(watch?);
