@@ -6,7 +6,10 @@
 //! applying it (what a client does), and one fan-out plan on a shard with
 //! a thousand delta members (`rooms::delta::Deltas::plan`, encoding
 //! included; the event's frame is written in each iteration, and alone as
-//! `write_event_frame_alone`, to subtract).
+//! `write_event_frame_alone`, to subtract), the same with MessagePack
+//! members, whose plan also checks once that the base is canonical, and
+//! that check alone (`proto::msgpack::is_canonical`, once per event and
+//! node when a MessagePack delta member takes the delta).
 //!
 //! Owns only measurements; the behaviour is tested in `src/proto/fossil.rs`
 //! and `src/rooms/delta.rs`.
@@ -15,9 +18,9 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use roomcast::proto::{fossil, wire};
+use roomcast::proto::{fossil, msgpack, wire};
 use roomcast::rooms::bus::SharedDelta;
-use roomcast::rooms::delta::Deltas;
+use roomcast::rooms::delta::{Deltas, Encoding};
 
 mod feed;
 
@@ -77,7 +80,7 @@ fn deltas(c: &mut Criterion) {
     let members: Vec<usize> = (0..MEMBERS).collect();
     let mut shard = Deltas::default();
     for &key in &members {
-        shard.set(&room, key, true);
+        shard.set(&room, key, Some(Encoding::Json));
     }
     let mut n = 1;
     let first = event(n);
@@ -103,6 +106,27 @@ fn deltas(c: &mut Criterion) {
             shard.sent(&room, takers, takers);
             black_box(plan.whole.len())
         })
+    });
+    let mut packed = Deltas::default();
+    for &key in &members {
+        packed.set(&room, key, Some(Encoding::MessagePack));
+    }
+    group.bench_function("plan_1000_msgpack_delta_members", |bench| {
+        bench.iter(|| {
+            n += 1;
+            let frame = event(n);
+            let plan = packed.plan(&room, &frame, &members, None, Some(&SharedDelta::default()));
+            packed.sent(&room, &plan.whole, &plan.whole);
+            if let Some((_, takers)) = &plan.delta {
+                packed.sent(&room, takers, takers);
+            }
+            black_box(plan.whole.len())
+        })
+    });
+    group.throughput(Throughput::Elements(1));
+    println!("tick 42 canonical: {}", msgpack::is_canonical(b.as_bytes()));
+    group.bench_function("is_canonical_1KiB_tick", |bench| {
+        bench.iter(|| black_box(msgpack::is_canonical(black_box(b.as_bytes()))))
     });
     group.bench_function("write_event_frame_alone", |bench| {
         bench.iter(|| {

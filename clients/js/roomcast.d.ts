@@ -194,3 +194,5 @@ export const MSGPACK_PROTOCOL: string;
 export function encodeMsgpack(value: unknown): Uint8Array;
 /** One MessagePack message's value, as `JSON.parse` reads the same JSON; throws INVALID_MSGPACK on bin, ext, non-string keys, bad UTF-8, truncated or trailing bytes. */
 export function decodeMsgpack(data: ArrayBuffer | ArrayBufferView): unknown;
+/** The JSON text the server writes of one MessagePack message (section 14's canonical form): the base a MessagePack delta member rebuilds; throws INVALID_MSGPACK as `decodeMsgpack` does, and on NaN or infinity. */
+export function msgpackToJson(data: ArrayBuffer | ArrayBufferView): string;

@@ -20,7 +20,9 @@
 // `WebSocket`, or the constructor given as `connect(url, { WebSocket })`.
 // With `connect(url, { protocol: "msgpack" })` it offers the `roomcast.msgpack`
 // subprotocol (section 14) and, once the server chose it, speaks MessagePack
-// in binary frames with its own small codec (`encodeMsgpack`, `decodeMsgpack`).
+// in binary frames with its own small codec (`encodeMsgpack`, `decodeMsgpack`);
+// a room joined with `delta` keeps each whole event's `data` as the server's
+// canonical JSON text (`msgpackToJson`), the base of the next delta.
 
 /**
  * Close codes below 2000 after which a client does not reconnect: a normal
@@ -254,12 +256,16 @@ export function dataText(text) {
 
 /**
  * A whole event's `data` text, the source of the next delta: the exact
- * text of a JSON payload; for a MessagePack one, the value written back as
- * JSON, which is the server's text for compact `data` that JavaScript
- * writes the same way (section 14's notes in docs/protocol.md).
+ * text of a JSON payload; for a MessagePack one, its canonical JSON text,
+ * which the server sends a MessagePack member a delta from only when it is
+ * the very text it used (section 14).
  */
-function sourceText(payload, data) {
-  return typeof payload === "string" ? dataText(payload) : JSON.stringify(data);
+function sourceText(payload) {
+  try {
+    return dataText(typeof payload === "string" ? payload : msgpackToJson(payload));
+  } catch {
+    return null;
+  }
 }
 
 /** The subprotocol of `connect(url, { protocol: "msgpack" })`. */
@@ -355,21 +361,20 @@ export function encodeMsgpack(value) {
 }
 
 /**
- * The value of one MessagePack message (ArrayBuffer or byte view), as
- * `JSON.parse` would give it of the same JSON: maps as objects (string
- * keys only), integers beyond 2^53 as the nearest number. Throws
- * `INVALID_MSGPACK` on bin, ext, non-string keys, bad UTF-8, truncation or
- * trailing bytes.
+ * Reads the one MessagePack value of `data` (ArrayBuffer or byte view),
+ * built by `form`'s methods: `int` (a number), `bigint` (64-bit ones),
+ * `float` (with its width, 32 or 64), `str`, `nil`, `bool`, `array(n,
+ * item)` and `map(n, key, item)`, where `item()` reads the next value and
+ * `key()` the next map key, a string. Throws `INVALID_MSGPACK` on bin, ext,
+ * non-string keys, bad UTF-8, nesting past 512, truncation or trailing
+ * bytes.
  */
-export function decodeMsgpack(data) {
+function readMsgpack(data, form) {
   const input = data instanceof ArrayBuffer ? new Uint8Array(data) : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   const view = new DataView(input.buffer, input.byteOffset, input.byteLength);
   let at = 0;
-  const fail = (why) => {
-    throw new RoomcastError("INVALID_MSGPACK", why);
-  };
   const need = (n) => {
-    if (at + n > input.length) fail("truncated");
+    if (at + n > input.length) failMsgpack("truncated");
     const start = at;
     at += n;
     return start;
@@ -380,63 +385,178 @@ export function decodeMsgpack(data) {
     for (let i = 0; i < n; i++) v = v * 256 + input[start + i];
     return v;
   };
-  const str = (n) => {
+  const text = (n) => {
     const start = need(n);
     try {
       return utf8Decoder.decode(input.subarray(start, start + n));
     } catch {
-      return fail("a string is not UTF-8");
+      return failMsgpack("a string is not UTF-8");
     }
   };
-  const array = (n, depth) => {
-    const items = [];
-    for (let i = 0; i < n; i++) items.push(read(depth + 1));
-    return items;
-  };
-  const map = (n, depth) => {
-    const object = {};
-    for (let i = 0; i < n; i++) {
-      const key = read(depth + 1);
-      if (typeof key !== "string") fail("a map key is not a string");
-      Object.defineProperty(object, key, { value: read(depth + 1), enumerable: true, writable: true, configurable: true });
-    }
-    return object;
+  const key = () => {
+    const tag = uint(1);
+    if (tag >= 0xa0 && tag <= 0xbf) return text(tag & 0x1f);
+    if (tag >= 0xd9 && tag <= 0xdb) return text(uint(2 ** (tag - 0xd9)));
+    return failMsgpack("a map key is not a string");
   };
   const read = (depth) => {
-    if (depth > 512) fail("nested too deep");
+    if (depth > 512) failMsgpack("nested too deep");
+    const item = () => read(depth + 1);
     const tag = uint(1);
-    if (tag < 0x80) return tag;
-    if (tag >= 0xe0) return tag - 256;
-    if (tag >= 0xa0 && tag <= 0xbf) return str(tag & 0x1f);
-    if (tag >= 0x90 && tag <= 0x9f) return array(tag & 0x0f, depth);
-    if (tag >= 0x80 && tag <= 0x8f) return map(tag & 0x0f, depth);
+    if (tag < 0x80) return form.int(tag);
+    if (tag >= 0xe0) return form.int(tag - 256);
+    if (tag >= 0xa0 && tag <= 0xbf) return form.str(text(tag & 0x1f));
+    if (tag >= 0x90 && tag <= 0x9f) return form.array(tag & 0x0f, item);
+    if (tag >= 0x80 && tag <= 0x8f) return form.map(tag & 0x0f, key, item);
     switch (tag) {
-      case 0xc0: return null;
-      case 0xc2: return false;
-      case 0xc3: return true;
-      case 0xca: return view.getFloat32(need(4));
-      case 0xcb: return view.getFloat64(need(8));
-      case 0xcc: return uint(1);
-      case 0xcd: return uint(2);
-      case 0xce: return uint(4);
-      case 0xcf: return uint(8);
-      case 0xd0: return view.getInt8(need(1));
-      case 0xd1: return view.getInt16(need(2));
-      case 0xd2: return view.getInt32(need(4));
-      case 0xd3: return Number(view.getBigInt64(need(8)));
-      case 0xd9: return str(uint(1));
-      case 0xda: return str(uint(2));
-      case 0xdb: return str(uint(4));
-      case 0xdc: return array(uint(2), depth);
-      case 0xdd: return array(uint(4), depth);
-      case 0xde: return map(uint(2), depth);
-      case 0xdf: return map(uint(4), depth);
-      default: return fail(`type 0x${tag.toString(16)} has no JSON form`);
+      case 0xc0: return form.nil();
+      case 0xc2: return form.bool(false);
+      case 0xc3: return form.bool(true);
+      case 0xca: return form.float(view.getFloat32(need(4)), 32);
+      case 0xcb: return form.float(view.getFloat64(need(8)), 64);
+      case 0xcc: return form.int(uint(1));
+      case 0xcd: return form.int(uint(2));
+      case 0xce: return form.int(uint(4));
+      case 0xcf: return form.bigint(view.getBigUint64(need(8)));
+      case 0xd0: return form.int(view.getInt8(need(1)));
+      case 0xd1: return form.int(view.getInt16(need(2)));
+      case 0xd2: return form.int(view.getInt32(need(4)));
+      case 0xd3: return form.bigint(view.getBigInt64(need(8)));
+      case 0xd9: return form.str(text(uint(1)));
+      case 0xda: return form.str(text(uint(2)));
+      case 0xdb: return form.str(text(uint(4)));
+      case 0xdc: return form.array(uint(2), item);
+      case 0xdd: return form.array(uint(4), item);
+      case 0xde: return form.map(uint(2), key, item);
+      case 0xdf: return form.map(uint(4), key, item);
+      default: return failMsgpack(`type 0x${tag.toString(16)} has no JSON form`);
     }
   };
   const value = read(0);
-  if (at !== input.length) fail("bytes after the value");
+  if (at !== input.length) failMsgpack("bytes after the value");
   return value;
+}
+
+function failMsgpack(why) {
+  throw new RoomcastError("INVALID_MSGPACK", why);
+}
+
+/** MessagePack read as JSON.parse would read the same JSON. */
+const AS_VALUES = {
+  int: (n) => n,
+  bigint: (n) => Number(n),
+  float: (x) => x,
+  str: (s) => s,
+  nil: () => null,
+  bool: (b) => b,
+  array(n, item) {
+    const items = [];
+    for (let i = 0; i < n; i++) items.push(item());
+    return items;
+  },
+  map(n, key, item) {
+    const object = {};
+    for (let i = 0; i < n; i++) {
+      // defineProperty: a "__proto__" key is an own property, as JSON.parse makes it.
+      Object.defineProperty(object, key(), { value: item(), enumerable: true, writable: true, configurable: true });
+    }
+    return object;
+  },
+};
+
+/**
+ * The value of one MessagePack message (ArrayBuffer or byte view), as
+ * `JSON.parse` would give it of the same JSON: maps as objects (string
+ * keys only), integers beyond 2^53 as the nearest number. Throws
+ * `INVALID_MSGPACK` on bin, ext, non-string keys, bad UTF-8, truncation or
+ * trailing bytes.
+ */
+export function decodeMsgpack(data) {
+  return readMsgpack(data, AS_VALUES);
+}
+
+const JSON_ESCAPES = { '"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t" };
+
+/** A string in the canonical form: only `"`, `\` and controls escaped. */
+function canonicalString(s) {
+  const escape = (c) => JSON_ESCAPES[c] ?? `\\u00${c.charCodeAt(0).toString(16).padStart(2, "0")}`;
+  return `"${s.replace(/["\\\u0000-\u001f]/g, escape)}"`;
+}
+
+/**
+ * The shortest decimal digits that read back as `x` (positive) at its
+ * `width`, and the exponent of the first. Of two as short and as close (a
+ * tie: `x` exactly halfway), the larger, as Rust picks: `toExponential(n)`
+ * rounds half up, while `toExponential()` may round down.
+ */
+function shortestDigits(x, width) {
+  const readsBack = (text) => (width === 32 ? Math.fround(Number(text)) : Number(text)) === x;
+  let text = x.toExponential();
+  // A float32 reads back from fewer digits than its float64 widening needs.
+  for (let precision = 0; width === 32 && precision < 9; precision++) {
+    if (readsBack(x.toExponential(precision))) {
+      text = x.toExponential(precision);
+      break;
+    }
+  }
+  const rounded = x.toExponential(text.split("e")[0].replace(".", "").length - 1);
+  if (readsBack(rounded)) text = rounded;
+  const [mantissa, exponent] = text.split("e");
+  return { digits: mantissa.replace(/^-/, "").replace(".", ""), exponent: Number(exponent) };
+}
+
+/**
+ * A finite float in the canonical form (as Rust's `{:?}` writes it):
+ * decimal with at least one fractional digit when 1e-4 <= |x| < 1e16 or x
+ * is zero, else the shortest digits in exponent form (`1e-5`, `1.5e16`).
+ */
+function canonicalFloat(x, width) {
+  if (!Number.isFinite(x)) failMsgpack("a float is NaN or infinite");
+  const sign = x < 0 || Object.is(x, -0) ? "-" : "";
+  if (x === 0) return `${sign}0.0`;
+  const abs = Math.abs(x);
+  const [low, high] = width === 32 ? [Math.fround(1e-4), Math.fround(1e16)] : [1e-4, 1e16];
+  const { digits, exponent } = shortestDigits(abs, width);
+  if (abs < low || abs >= high) {
+    const fraction = digits.length > 1 ? `.${digits.slice(1)}` : "";
+    return `${sign}${digits[0]}${fraction}e${exponent}`;
+  }
+  if (exponent < 0) return `${sign}0.${"0".repeat(-exponent - 1)}${digits}`;
+  const whole = digits.slice(0, exponent + 1).padEnd(exponent + 1, "0");
+  return `${sign}${whole}.${digits.slice(exponent + 1) || "0"}`;
+}
+
+/** MessagePack written as the server's canonical JSON text. */
+const AS_CANONICAL_JSON = {
+  int: (n) => String(n),
+  bigint: (n) => n.toString(),
+  float: canonicalFloat,
+  str: canonicalString,
+  nil: () => "null",
+  bool: (b) => String(b),
+  array(n, item) {
+    const items = [];
+    for (let i = 0; i < n; i++) items.push(item());
+    return `[${items.join(",")}]`;
+  },
+  map(n, key, item) {
+    const entries = [];
+    for (let i = 0; i < n; i++) entries.push(`${canonicalString(key())}:${item()}`);
+    return `{${entries.join(",")}}`;
+  },
+};
+
+/**
+ * The JSON text the server writes of one MessagePack message (section 14's
+ * canonical form, docs/protocol.md): compact, map keys in their order,
+ * integers exact (64-bit ones too), floats as Rust's `{:?}` writes them,
+ * strings with only `"`, `\` and control characters escaped (`\n`, `\r`,
+ * `\t`, else `\u00XX`). Read from the bytes, never through a JavaScript
+ * value, which would reorder integer-like keys and round big integers.
+ * Throws `INVALID_MSGPACK` as `decodeMsgpack` does, and on NaN or infinity.
+ */
+export function msgpackToJson(data) {
+  return readMsgpack(data, AS_CANONICAL_JSON);
 }
 
 /** An error from the server (`code` as in docs/protocol.md) or from the client. */
@@ -504,7 +624,7 @@ export class Room extends Emitter {
   undelta(text, message) {
     if (typeof message.seq !== "number") return true;
     if (typeof message.delta !== "string") {
-      if (this.keepsData) this.lastData = "data" in message ? sourceText(text, message.data) : null;
+      if (this.keepsData) this.lastData = "data" in message ? sourceText(text) : null;
       return true;
     }
     try {

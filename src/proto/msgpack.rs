@@ -449,6 +449,20 @@ impl Writer<'_> {
     }
 }
 
+/// Whether `text` is in the server's canonical form: byte-equal to what
+/// `to_json` writes of its MessagePack form (compact, keys in order,
+/// integers in decimal, floats as Rust's `{:?}`, strings escaped as
+/// `json::write_str` does). Only such a text can be rebuilt by a client
+/// that was given its MessagePack form, as the base of a delta (section 14).
+pub fn is_canonical(text: &[u8]) -> bool {
+    let mut packed = Vec::with_capacity(text.len());
+    if from_json(text, &mut packed).is_err() {
+        return false;
+    }
+    let mut written = Vec::with_capacity(text.len());
+    to_json(&packed, &mut written).is_ok() && written == text
+}
+
 fn container_header(header: &mut [u8; 5], count: u64, map: bool) -> usize {
     let (fix, sixteen, thirty_two) = if map {
         (0x80, 0xde, 0xdf)

@@ -11,11 +11,16 @@
 //! cell the first one that needs the delta fills (`bus::SharedDelta`),
 //! which the others use when their previous event is the same frame. The
 //! delta frame travels with the cell of its MessagePack twin
-//! (`DeltaFrame`), so MessagePack delta members share one conversion too. A
-//! paced member's held-back event, sent at its slot, takes the same delta
-//! if it is still the room's last; the base is the very frame that member
-//! was queued, so what it rebuilds is exactly this event's `data` even
-//! across an epoch the shard did not see change. A member whose event was
+//! (`DeltaFrame`), so MessagePack delta members share one conversion too.
+//! A MessagePack delta member rebuilds the base from the MessagePack form
+//! it was given, so it can only do so when the base's `data` text is
+//! canonical (`msgpack::is_canonical`): otherwise it gets the whole frame.
+//! That check is made at most once per event and node, in the delta
+//! frame's shared cell, and only when a MessagePack member would take the
+//! delta. A paced member's held-back event, sent at its slot, takes the
+//! same delta if it is still the room's last; the base is the very frame
+//! that member was queued, so what it rebuilds is exactly this event's
+//! `data` even across an epoch the shard did not see change. A member whose event was
 //! held back, dropped or conflated (a slow consumer) or skipped (`maxRate`)
 //! has no known last event: its next event is whole. A room without delta
 //! members here costs nothing: it has no entry.
@@ -24,15 +29,15 @@
 //! the fan-out path): the plan reads what it knows and notes it as knowing
 //! this event, as if it were queued it, which is what nearly always
 //! happens; `sent` then corrects only the few that were not (held back,
-//! dropped, gone, MessagePack), with no lookup at all when every one was.
+//! dropped, gone), with no lookup at all when every one was.
 
 use std::collections::HashMap;
 use std::num::NonZeroU64;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::json;
-use crate::proto::{fossil, scan, wire};
+use crate::proto::{fossil, msgpack, scan, wire};
 use crate::rooms::bus::{SharedDelta, Twin};
 use crate::rooms::keys::KeyMap;
 
@@ -82,33 +87,70 @@ impl Last {
             })
             .clone()
     }
+
+    /// The base's `data` text (empty without a base).
+    fn base_data(&self) -> &[u8] {
+        self.base.as_ref().map(Fanned::data).unwrap_or_default()
+    }
+}
+
+/// How a connection is given frames: their JSON text, or their
+/// MessagePack form (`roomcast.msgpack`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Json,
+    MessagePack,
+}
+
+/// A delta member here.
+struct Member {
+    /// The number of the last event it was queued, when it is known.
+    last: Option<NonZeroU64>,
+    encoding: Encoding,
 }
 
 #[derive(Default)]
 struct DeltaRoom {
-    /// Delta members here, with the number of the last event each was
-    /// queued, when it is known.
-    members: KeyMap<Option<NonZeroU64>>,
+    members: KeyMap<Member>,
     last: Option<Last>,
     /// Events numbered so far.
     count: u64,
 }
 
 /// A room event's delta frame, shared by reference like the whole one,
-/// with the cell its MessagePack twin is made in by the first shard that
-/// gives it to a MessagePack member (`conn::packed::Twin`).
+/// with the cells the first shard that gives it to a MessagePack member
+/// fills for the others.
 #[derive(Debug, Clone)]
 pub struct DeltaFrame {
     pub frame: Arc<[u8]>,
-    pub twin: Arc<Twin>,
+    pub cells: Arc<DeltaCells>,
+}
+
+/// What the shards a delta frame is shared by work out once for all.
+#[derive(Debug, Default)]
+pub struct DeltaCells {
+    /// The delta frame's MessagePack twin (`conn::packed::Twin`).
+    pub twin: Twin,
+    /// Whether the base's `data` text is canonical, so that a MessagePack
+    /// member can rebuild it and take the delta.
+    base_canonical: OnceLock<bool>,
 }
 
 impl DeltaFrame {
     fn new(frame: Arc<[u8]>) -> Self {
         Self {
             frame,
-            twin: Arc::default(),
+            cells: Arc::default(),
         }
+    }
+
+    /// Whether a MessagePack member can take this delta: its base's `data`
+    /// (`base`) is canonical. Checked by the first caller on the node.
+    fn packable(&self, base: &[u8]) -> bool {
+        *self
+            .cells
+            .base_canonical
+            .get_or_init(|| msgpack::is_canonical(base))
     }
 }
 
@@ -157,14 +199,17 @@ fn delta_frame(base: &[u8], text: &[u8], data: Range<usize>) -> Option<DeltaFram
 }
 
 impl Deltas {
-    /// Sets whether member `key` of `room` takes deltas; taking them anew
-    /// (a join or a rejoin) starts from a whole event.
-    pub fn set(&mut self, room: &Arc<str>, key: usize, delta: bool) {
-        if delta {
-            let local = self.rooms.entry(room.clone()).or_default();
-            local.members.insert(key, None);
-        } else {
-            self.remove(room, key);
+    /// Sets whether member `key` of `room` takes deltas, and in which
+    /// encoding (`None`: it does not); taking them anew (a join or a
+    /// rejoin) starts from a whole event.
+    pub fn set(&mut self, room: &Arc<str>, key: usize, delta: Option<Encoding>) {
+        match delta {
+            Some(encoding) => {
+                let local = self.rooms.entry(room.clone()).or_default();
+                let last = None;
+                local.members.insert(key, Member { last, encoding });
+            }
+            None => self.remove(room, key),
         }
     }
 
@@ -247,35 +292,38 @@ impl Deltas {
             .as_ref()
             .and_then(|last| last.base.as_ref())
             .map(|base| base.number);
-        let mut takers = Vec::new();
+        // Takers in JSON, and in MessagePack (who need a canonical base).
+        let (mut takers, mut packed) = (Vec::new(), Vec::new());
         for key in recipients {
-            match local.members.get_mut(&key) {
-                Some(known) => {
-                    let takes = base.is_some() && *known == base;
-                    *known = number;
-                    if takes {
-                        takers.push(key);
-                    } else {
-                        whole.push(key);
-                    }
-                }
-                None => whole.push(key),
+            let Some(member) = local.members.get_mut(&key) else {
+                whole.push(key);
+                continue;
+            };
+            let takes = base.is_some() && member.last == base;
+            member.last = number;
+            match (takes, member.encoding) {
+                (true, Encoding::Json) => takers.push(key),
+                (true, Encoding::MessagePack) => packed.push(key),
+                (false, _) => whole.push(key),
             }
         }
         let delta = match last.as_mut() {
-            Some(last) if !takers.is_empty() => last.delta_frame(shared),
+            Some(last) if !takers.is_empty() || !packed.is_empty() => last
+                .delta_frame(shared)
+                .map(|delta| (delta, last.base_data())),
             _ => None,
         };
-        match delta {
-            Some(delta) => Plan {
-                whole,
-                delta: Some((delta, takers)),
-            },
-            None => {
-                whole.append(&mut takers);
-                Plan { whole, delta: None }
-            }
+        let Some((delta, base)) = delta else {
+            whole.append(&mut takers);
+            whole.append(&mut packed);
+            return Plan { whole, delta: None };
+        };
+        if !packed.is_empty() && !delta.packable(base) {
+            whole.append(&mut packed);
         }
+        takers.append(&mut packed);
+        let delta = (!takers.is_empty()).then_some((delta, takers));
+        Plan { whole, delta }
     }
 
     /// What became of a planned event of `room` for `sent` (members given
@@ -292,9 +340,9 @@ impl Deltas {
         let mut queued = queued.iter().peekable();
         for key in sent {
             if queued.next_if_eq(&key).is_none()
-                && let Some(known) = local.members.get_mut(key)
+                && let Some(member) = local.members.get_mut(key)
             {
-                *known = None;
+                member.last = None;
             }
         }
     }
@@ -307,6 +355,9 @@ mod tests {
     fn event(seq: u64, data: &str) -> Arc<[u8]> {
         wire::text_frame(&wire::room_message("e", "r", data.as_bytes(), "u", seq, 7))
     }
+
+    const JSON: Option<Encoding> = Some(Encoding::Json);
+    const PACKED: Option<Encoding> = Some(Encoding::MessagePack);
 
     fn rebuild(base: &str, frame: &[u8]) -> String {
         use simd_json::prelude::*;
@@ -321,11 +372,23 @@ mod tests {
     const B: &str = r#"{"price":101.27,"symbol":"ACME","venue":"XNAS","currency":"USD","é":"ü"}"#;
     const C: &str = r#"{"price":101.30,"symbol":"ACME","venue":"XNAS","currency":"USD","é":"ü"}"#;
 
+    /// Room `r` with JSON delta member 1, queued the event `data` as
+    /// `seq` 1 (returned).
+    fn member_queued(data: &str) -> (Arc<str>, Deltas, Arc<[u8]>) {
+        let room: Arc<str> = Arc::from("r");
+        let mut deltas = Deltas::default();
+        deltas.set(&room, 1, JSON);
+        let first = event(1, data);
+        deltas.plan("r", &first, &[1], None, None);
+        deltas.sent("r", &[1], &[1]);
+        (room, deltas, first)
+    }
+
     #[test]
     fn a_member_gets_a_delta_only_after_the_event_before() {
         let room: Arc<str> = Arc::from("r");
         let mut deltas = Deltas::default();
-        deltas.set(&room, 1, true);
+        deltas.set(&room, 1, JSON);
         let first = event(1, A);
         let plan = deltas.plan("r", &first, &[1, 2], None, None);
         assert_eq!(plan.whole, [1, 2], "the first after a join is whole");
@@ -361,19 +424,14 @@ mod tests {
 
     #[test]
     fn a_skipped_event_or_a_rejoin_makes_the_next_whole() {
-        let room: Arc<str> = Arc::from("r");
-        let mut deltas = Deltas::default();
-        deltas.set(&room, 1, true);
-        let first = event(1, A);
-        deltas.plan("r", &first, &[1], None, None);
-        deltas.sent("r", &[1], &[1]);
+        let (room, mut deltas, first) = member_queued(A);
         let second = event(2, B);
         let plan = deltas.plan("r", &second, &[], None, None);
         assert!(plan.whole.is_empty() && plan.delta.is_none(), "held back");
         let third = event(3, C);
         assert!(deltas.plan("r", &third, &[1], None, None).delta.is_none());
         deltas.sent("r", &[1], &[1]);
-        deltas.set(&room, 1, true);
+        deltas.set(&room, 1, JSON);
         let fourth = event(4, A);
         assert!(
             deltas.plan("r", &fourth, &[1], None, None).delta.is_none(),
@@ -400,7 +458,7 @@ mod tests {
         let room: Arc<str> = Arc::from("r");
         let mut deltas = Deltas::default();
         for key in [1, 2, 3, 4] {
-            deltas.set(&room, key, true);
+            deltas.set(&room, key, JSON);
         }
         let first = event(1, A);
         let plan = deltas.plan("r", &first, &[1, 2, 3, 4], Some(4), None);
@@ -423,12 +481,7 @@ mod tests {
 
     #[test]
     fn no_delta_when_it_is_not_shorter() {
-        let room: Arc<str> = Arc::from("r");
-        let mut deltas = Deltas::default();
-        deltas.set(&room, 1, true);
-        let first = event(1, "1");
-        deltas.plan("r", &first, &[1], None, None);
-        deltas.sent("r", &[1], &[1]);
+        let (_, mut deltas, _) = member_queued("1");
         let plan = deltas.plan("r", &event(2, "2"), &[1], None, None);
         assert_eq!(plan.whole, [1]);
         assert!(plan.delta.is_none());
@@ -440,8 +493,8 @@ mod tests {
     fn two_shards_share_one_encoding_of_an_event_from_the_same_base() {
         let room: Arc<str> = Arc::from("r");
         let (mut one, mut two) = (Deltas::default(), Deltas::default());
-        one.set(&room, 1, true);
-        two.set(&room, 2, true);
+        one.set(&room, 1, JSON);
+        two.set(&room, 2, JSON);
         let first = event(1, A);
         for (deltas, key) in [(&mut one, 1), (&mut two, 2)] {
             deltas.plan("r", &first, &[key], None, Some(&SharedDelta::default()));
@@ -461,13 +514,13 @@ mod tests {
             .0;
         assert!(Arc::ptr_eq(&a.frame, &b.frame), "encoded once for both");
         assert!(
-            Arc::ptr_eq(&a.twin, &b.twin),
+            Arc::ptr_eq(&a.cells, &b.cells),
             "one MessagePack twin cell for both"
         );
 
         // A shard whose previous event is another frame encodes its own.
         let mut three = Deltas::default();
-        three.set(&room, 3, true);
+        three.set(&room, 3, JSON);
         let other_first = event(1, C);
         three.plan("r", &other_first, &[3], None, None);
         three.sent("r", &[3], &[3]);
@@ -479,5 +532,78 @@ mod tests {
             .frame;
         assert!(!Arc::ptr_eq(&a.frame, &c));
         assert_eq!(rebuild(C, &c), B);
+    }
+
+    /// Plans events `datas` (from seq 1) for members 1 (JSON) and 2
+    /// (MessagePack), both queued each: the plans in order.
+    fn plans_for_both(datas: &[&str]) -> Vec<Plan> {
+        let room: Arc<str> = Arc::from("r");
+        let mut deltas = Deltas::default();
+        deltas.set(&room, 1, JSON);
+        deltas.set(&room, 2, PACKED);
+        let mut plans = Vec::new();
+        for (seq, data) in (1..).zip(datas) {
+            let frame = event(seq, data);
+            let plan = deltas.plan("r", &frame, &[1, 2], None, None);
+            deltas.sent("r", &plan.whole, &plan.whole);
+            if let Some((_, takers)) = &plan.delta {
+                deltas.sent("r", takers, takers);
+            }
+            plans.push(plan);
+        }
+        plans
+    }
+
+    fn takers(plan: &Plan) -> &[usize] {
+        plan.delta.as_ref().map_or(&[], |(_, keys)| keys)
+    }
+
+    #[test]
+    fn a_messagepack_member_takes_a_delta_from_a_canonical_base() {
+        let plans = plans_for_both(&[A, B]);
+        assert_eq!(plans[0].whole, [1, 2]);
+        assert_eq!(plans[1].whole, Vec::<usize>::new());
+        assert_eq!(takers(&plans[1]), [1, 2]);
+        let (delta, _) = plans[1].delta.as_ref().unwrap();
+        assert_eq!(delta.cells.base_canonical.get(), Some(&true));
+    }
+
+    /// A tick's `data` text: `head` (the price and symbol, in whatever
+    /// form) and a long canonical tail, so that deltas are shorter.
+    fn tick(head: &str) -> String {
+        format!(
+            r#"{{{head},"venue":"XNAS","currency":"USD","desk":"Zürich, London, New York, Tokyo"}}"#
+        )
+    }
+
+    #[test]
+    fn a_messagepack_member_gets_the_whole_event_after_a_non_canonical_base() {
+        let spaced = tick(r#""price": 101.25, "symbol": "ACME""#);
+        let compact = tick(r#""price":101.27,"symbol":"ACME""#);
+        let then = tick(r#""price":101.29,"symbol":"ACME""#);
+        let padded = tick(r#""price":101.50,"symbol":"ACME""#);
+        let escaped = tick(r#""price":101.5,"symbol":"\u00e9CME""#);
+        let datas = [&spaced, &compact, &then, &padded, &escaped, &then].map(String::as_str);
+        let plans = plans_for_both(&datas);
+        assert_eq!(plans[1].whole, [2], "after a spaced base: whole");
+        assert_eq!(takers(&plans[1]), [1], "the JSON member takes the delta");
+        assert_eq!(
+            takers(&plans[2]),
+            [1, 2],
+            "then a delta from a canonical base"
+        );
+        assert_eq!(takers(&plans[3]), [1, 2]);
+        assert_eq!(plans[4].whole, [2], "after 101.50: whole");
+        assert_eq!(takers(&plans[4]), [1]);
+        assert_eq!(plans[5].whole, [2], "after an escaped é: whole");
+        assert_eq!(takers(&plans[5]), [1]);
+    }
+
+    #[test]
+    fn json_members_alone_never_check_the_base() {
+        let (_, mut deltas, _) = member_queued(A);
+        let plan = deltas.plan("r", &event(2, B), &[1], None, None);
+        let (delta, _) = plan.delta.expect("a delta");
+        assert_eq!(delta.cells.base_canonical.get(), None);
     }
 }

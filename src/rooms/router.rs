@@ -28,7 +28,7 @@ use crate::redis::requests::BridgeRequest;
 use crate::rooms::api::ApiState;
 use crate::rooms::bus::{BusMsg, Fanout, JoinAnswer, Outbox, PublishAnswer, ToOwner, Twin};
 use crate::rooms::cluster::{BridgeAnswer, ClusterSide, RedisRooms};
-use crate::rooms::delta::{Deltas, Plan};
+use crate::rooms::delta::{Deltas, Encoding, Plan};
 use crate::rooms::gather::Gathers;
 use crate::rooms::local::{LocalRooms, Pacing};
 use crate::rooms::notes::{NoteRules, Notes};
@@ -69,6 +69,8 @@ pub struct Asker<'a> {
     /// The token's `sub`; `None` for a connection that is not a `/ws` one.
     pub user: Option<&'a Arc<str>>,
     pub name: Option<&'a str>,
+    /// How it is given frames: a join with `data.delta` takes deltas so.
+    pub encoding: Encoding,
 }
 
 /// Rooms as one shard sees them.
@@ -92,8 +94,9 @@ pub struct Router {
     paces_out: HashMap<(Arc<str>, ConnRef), Duration>,
     /// Members that take room events as deltas (`data.delta`).
     deltas: Deltas,
-    /// Joins with `data.delta` the owner has not answered.
-    deltas_out: HashMap<(Arc<str>, ConnRef), bool>,
+    /// Joins the owner has not answered, with how each takes deltas
+    /// (`None`: without `data.delta`).
+    deltas_out: HashMap<(Arc<str>, ConnRef), Option<Encoding>>,
     /// Who sequences the rooms: this table, or Redis.
     pub(super) sequencer: Sequencer,
     pub(super) outbox: Outbox,
@@ -242,6 +245,7 @@ impl Router {
                     self.note_join_out(room.clone(), conn);
                 }
                 self.pace(&room, conn, min_interval, now);
+                let delta = delta.then_some(asker.encoding);
                 if self.local.contains(&room, conn.key) {
                     self.deltas.set(&room, conn.key, delta);
                 } else {
@@ -461,10 +465,10 @@ impl Router {
             } => {
                 self.join_answered(&room, conn, accepted);
                 let pace = self.paces_out.remove(&(room.clone(), conn));
-                let delta = self.deltas_out.remove(&(room.clone(), conn));
+                let delta = self.deltas_out.remove(&(room.clone(), conn)).flatten();
                 if out.settle_join(conn, &room, accepted) && self.local.add(&room, conn.key) {
                     self.local.set_pace(&room, conn.key, pace, time.now);
-                    self.deltas.set(&room, conn.key, delta == Some(true));
+                    self.deltas.set(&room, conn.key, delta);
                 }
                 out.answer(conn, reply.as_deref(), time.now);
                 self.api_join_answered(&room, conn, accepted);
@@ -558,7 +562,7 @@ fn deliver_planned(
     deltas.sent(room, &plan.whole, &queued);
     if let Some((delta, takers)) = plan.delta {
         queued.clear();
-        let (delta, twin) = (&delta.frame, &*delta.twin);
+        let (delta, twin) = (&delta.frame, &delta.cells.twin);
         out.deliver_noting(&takers, delta, twin, room, fanout, now, &mut queued);
         deltas.sent(room, &takers, &queued);
     }

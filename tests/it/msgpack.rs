@@ -4,7 +4,8 @@
 //! refused with `VALIDATION_ERROR`, JSON and MessagePack members of one
 //! room seeing the same events, with permessage-deflate too. MessagePack
 //! is written and read here by a codec of the test's own, not the
-//! server's, so that a shared bug cannot hide.
+//! server's, so that a shared bug cannot hide; only the canonical base of
+//! a delta (section 14) is, by definition, the server's own `to_json`.
 
 use crate::common;
 
@@ -672,4 +673,109 @@ fn a_msgpack_delta_member_rebuilds_what_a_plain_json_member_gets() {
     came.push((seq, delta));
     assert_eq!(came, [(N + 1, false), (N + 3, false), (N + 4, true)]);
     assert_eq!(data, tick(N + 4));
+}
+
+/// The bytes of the `data` value in a room event's MessagePack map.
+fn data_bytes(bytes: &[u8]) -> &[u8] {
+    let (mut pos, n) = header(bytes, 0);
+    for _ in 0..n {
+        let key = unpack(bytes, &mut pos);
+        let start = pos;
+        unpack(bytes, &mut pos);
+        if key.as_str() == Some("data") {
+            return &bytes[start..pos];
+        }
+    }
+    panic!("an event without data");
+}
+
+/// `tick(n)` as a publisher may write it, not in the server's canonical
+/// form: spaces, `.250`, an escaped `ü`.
+fn loose_tick(n: u64) -> String {
+    tick(n)
+        .replacen(".25,", ".250,", 1)
+        .replace("Zürich", "Z\\u00fcrich")
+        .replace(",\"", ", \"")
+}
+
+/// Section 14's canonical base: a MessagePack delta member is sent a delta
+/// only from an event whose `data` text is canonical, the text it rebuilds
+/// from the whole event's MessagePack `data` (here with the server's own
+/// `msgpack::to_json`); after a published text that is not (spaces, `.250`,
+/// `\u00fc`) it gets the whole event, while a JSON delta member still gets
+/// the delta. Either way it ends up with exactly what a plain member gets.
+#[test]
+fn a_msgpack_delta_member_gets_whole_events_after_a_non_canonical_base() {
+    use roomcast::proto::msgpack;
+
+    let server = Server::start(&["--shards", "2", "--accept", "handoff"]);
+    let addr = server.addr();
+    let (mut packed, _) = Packed::connect(addr, "mp", PROTOCOL);
+    packed.send(r#"{"event":"room:join","data":{"room":"feed","delta":true},"id":1}"#);
+    assert_eq!(packed.recv_skip_presence()["event"], "ack");
+    let mut json_delta = Client::user(addr, "jd");
+    common::rooms::ok_data(&json_delta.join_with(r#"{"room":"feed","delta":true}"#));
+    let mut plain = Client::user(addr, "plain");
+    plain.join("feed");
+    let mut publisher = common::rooms::publisher(addr, "pub");
+    let canonical = [
+        false, false, true, true, false, true, true, false, false, true,
+    ];
+    for (n, &canonical) in (1..).zip(&canonical) {
+        let data = if canonical { tick(n) } else { loose_tick(n) };
+        publisher.publish_ok("feed", "feed:tick", &data);
+    }
+    let next_text = |client: &mut Client| loop {
+        let text = client.recv();
+        if text.starts_with(r#"{"event":"feed:tick""#) {
+            return text;
+        }
+    };
+    let want: Vec<String> = canonical
+        .iter()
+        .map(|_| {
+            let text = next_text(&mut plain);
+            text[scan::field_range(text.as_bytes(), "data").unwrap()].to_owned()
+        })
+        .collect();
+    assert_eq!(want[1], loose_tick(2), "the data as published");
+    let json_came: Vec<bool> = canonical
+        .iter()
+        .map(|_| next_text(&mut json_delta).contains(r#","delta":"#))
+        .collect();
+
+    let mut base = String::new();
+    let mut came = Vec::new();
+    for want in &want {
+        let bytes = next_event_bytes(&mut packed);
+        let delta = unpacked(&bytes).get_str("delta").map(str::to_owned);
+        let got = match &delta {
+            Some(delta) => {
+                let data = fossil::apply(base.as_bytes(), delta.as_bytes(), 1 << 20)
+                    .expect("a delta applies to the canonical base");
+                String::from_utf8(data).unwrap()
+            }
+            None => {
+                let mut text = Vec::new();
+                msgpack::to_json(data_bytes(&bytes), &mut text).unwrap();
+                String::from_utf8(text).unwrap()
+            }
+        };
+        if delta.is_some() {
+            assert_eq!(&got, want, "a delta rebuilds the very text published");
+        } else {
+            assert_eq!(parse_json(&got), parse_json(want), "the same value");
+        }
+        came.push(delta.is_some());
+        base = got;
+    }
+    let expected: Vec<bool> = (0..canonical.len())
+        .map(|i| i > 0 && canonical[i - 1] && json_came[i])
+        .collect();
+    assert_eq!(came, expected, "deltas from canonical bases only");
+    assert!(
+        (1..canonical.len()).any(|i| json_came[i] && !canonical[i - 1]),
+        "a JSON member still gets deltas from non-canonical bases: {json_came:?}"
+    );
+    assert!(came.iter().filter(|&&d| d).count() >= 3, "{came:?}");
 }

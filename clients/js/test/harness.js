@@ -1,7 +1,7 @@
 // What the tests against the real binary share: reading the server's
 // output, and waiting for a client's next event; running a client in a child
 // process and reading its report.
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import readline from "node:readline";
 
 export const BOUND_MS = 20000;
@@ -70,4 +70,23 @@ export function collect(room, count) {
       }
     });
   });
+}
+
+/**
+ * Runs `body(addr)` against a `roomcast serve` of `bin` on 127.0.0.1 with
+ * the JWT secret `secret`, killed by its PID once `body` is done.
+ */
+export async function withServer(bin, secret, body) {
+  const server = spawn(bin, ["serve", "--bind", "127.0.0.1:0", "--jwt-secret", secret], { stdio: ["ignore", "pipe", "pipe"] });
+  try {
+    return await body(await firstLine(server, /^roomcast listening on (\S+)/));
+  } finally {
+    if (server.exitCode === null) server.kill("SIGKILL");
+  }
+}
+
+/** A token of `bin` for `sub` under `secret`: every room, publishing too, no rate limit. */
+export function mintPublisher(bin, secret, sub) {
+  const args = ["token", "--secret", secret, "--sub", sub, "--rooms", "*", "--pub", "*", "--ttl", "3600", "--rate", "0"];
+  return execFileSync(bin, args, { encoding: "utf8" }).trim();
 }

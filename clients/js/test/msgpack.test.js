@@ -9,13 +9,13 @@
 // a child process, as in server.test.js.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, execFileSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 
 import { connect, decodeMsgpack, encodeMsgpack } from "../roomcast.js";
-import { BOUND_MS, childReport, collect, firstLine } from "./harness.js";
+import { BOUND_MS, childReport, collect, firstLine, mintPublisher } from "./harness.js";
 
 const HERE = fileURLToPath(import.meta.url);
 const ROOT = path.resolve(path.dirname(HERE), "../../..");
@@ -65,7 +65,7 @@ else {
     const server = spawn(BIN, ["serve", "--bind", "127.0.0.1:0", "--jwt-secret", SECRET], { stdio: ["ignore", "pipe", "pipe"] });
     try {
       const addr = await firstLine(server, /^roomcast listening on (\S+)/);
-      const tokens = { packed: mint("packed"), json: mint("json") };
+      const tokens = { packed: mintPublisher(BIN, SECRET, "packed"), json: mintPublisher(BIN, SECRET, "json") };
       const report = await childReport(HERE, { ROOMCAST_CLIENT_URL: `ws://${addr}/ws`, ROOMCAST_TOKENS: JSON.stringify(tokens) });
       assert.deepEqual(report, [
         { step: "protocol", protocol: "roomcast.msgpack", packed: true },
@@ -79,11 +79,6 @@ else {
       if (server.exitCode === null) server.kill("SIGKILL");
     }
   });
-}
-
-function mint(sub) {
-  const args = ["token", "--secret", SECRET, "--sub", sub, "--rooms", "*", "--pub", "*", "--ttl", "3600", "--rate", "0"];
-  return execFileSync(BIN, args, { encoding: "utf8" }).trim();
 }
 
 function nextEvent(room, event) {

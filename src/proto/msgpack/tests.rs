@@ -208,3 +208,28 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn canonical_text_is_what_to_json_writes() {
+    for text in [
+        r#"{"b":1,"a":[1.5,-0.0,1e-5,"é\n\u0001"],"2":null}"#,
+        "18446744073709551615",
+        "-9223372036854775808",
+        "0.1",
+    ] {
+        assert!(is_canonical(text.as_bytes()), "{text}");
+    }
+    for text in [
+        r#"{"a": 1}"#,
+        "1.50",
+        "1.0e2",
+        r#""\u00e9""#,
+        r#""\/""#,
+        "-0",
+        "1e400",
+        "100000000000000000000",
+        " 1",
+    ] {
+        assert!(!is_canonical(text.as_bytes()), "{text}");
+    }
+}

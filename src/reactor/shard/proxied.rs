@@ -17,6 +17,7 @@ use crate::proto::reply;
 use crate::reactor::entry::Entry;
 use crate::reactor::hooks::{Asked, HookAnswer, Routed, Sender, Step, connect_unavailable};
 use crate::rooms::Asker;
+use crate::rooms::delta::Encoding;
 use crate::rooms::outlet::Outlet;
 use crate::sys::unix_ms;
 
@@ -173,5 +174,10 @@ fn asker(conns: &Slab<Entry>, conn: ConnRef) -> Option<Asker<'_>> {
         conn,
         user: entry.conn.user_id(),
         name: entry.conn.user_name(),
+        encoding: if entry.conn.speaks_msgpack() {
+            Encoding::MessagePack
+        } else {
+            Encoding::Json
+        },
     })
 }

@@ -24,6 +24,7 @@ use crate::proto::{JoinRecovery, Request, publish, wire};
 use crate::redis::requests::BridgeRequest;
 use crate::rooms::bus::{Fanout, Twin};
 use crate::rooms::cluster::{BridgeAnswer, ClusterSide, FromBridge};
+use crate::rooms::delta::Encoding;
 use crate::rooms::notes::NoteRules;
 use crate::rooms::outlet::{ApiJoin, NodeFacts, Outlet};
 use crate::rooms::{Asker, Router, RouterConfig, Time, owner_of};
@@ -448,6 +449,7 @@ impl Shards {
             conn,
             user: Some(&user),
             name: None,
+            encoding: Encoding::Json,
         };
         self.routers[conn.shard].on_request(asker, request, self.time.now);
     }
@@ -475,6 +477,7 @@ impl Shards {
             conn,
             user: None,
             name: None,
+            encoding: Encoding::Json,
         };
         let request = Request::HttpPublish {
             index,
@@ -506,6 +509,7 @@ impl Shards {
             conn,
             user: None,
             name: None,
+            encoding: Encoding::Json,
         };
         let request = Request::Api {
             call: Box::new(call),
