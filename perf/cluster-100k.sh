@@ -38,13 +38,7 @@ per_process=$(( CONNS / PROCESSES * 11 / 10 + 100 ))
     --redis "redis://127.0.0.1:$REDIS_PORT" --processes "$PROCESSES" --shards 1 \
     --max-connections "$per_process" >"$WORK/server.out" 2>"$WORK/server.err" &
 SERVER_PID=$!
-pids=""
-for _ in $(seq 200); do
-    sleep 0.1
-    if [ "$PROCESSES" -eq 1 ]; then pids=$SERVER_PID; break; fi
-    pids=$(children_of "$SERVER_PID" | tr '\n' ',' | sed 's/,$//')
-    [ "$(tr ',' '\n' <<<"$pids" | grep -c .)" -eq "$PROCESSES" ] && break
-done
+pids=$(node_pids "$SERVER_PID" "$PROCESSES" | tr ' ' ',')
 sleep 1
 
 timeout 600 "$BIN" bench fanout --addr "127.0.0.1:$PORT" --jwt-secret "$SECRET" \

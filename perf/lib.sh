@@ -75,6 +75,20 @@ children_of() {
     done | sed 's|/proc/\([0-9]*\)/stat|\1|'
 }
 
+# node_pids SUPERVISOR PROCESSES: the PIDs of a `serve --processes`
+# server's nodes, space-separated, once all are up (20 s at most); the
+# server's own PID when it runs as one process.
+node_pids() {
+    local pids=""
+    for _ in $(seq 200); do
+        sleep 0.1
+        if [ "$2" -eq 1 ]; then pids=$1; break; fi
+        pids=$(children_of "$1" | tr '\n' ' ')
+        [ "$(wc -w <<<"$pids")" -eq "$2" ] && break
+    done
+    echo $pids
+}
+
 # wait_measuring ERRFILE PID: until `roomcast bench` (PID, stderr in
 # ERRFILE) has its connections open and starts its measured window.
 wait_measuring() {

@@ -242,7 +242,7 @@ while True:
   return $status
 }
 : >"$LOGS/cargo"; : >"$LOGS/pytest"; : >"$LOGS/cluster"; : >"$LOGS/sentinel"; : >"$LOGS/rcluster"; : >"$LOGS/node"; : >"$LOGS/browser"
-: >"$LOGS/drills"; : >"$LOGS/deploy"; : >"$LOGS/fuzz"
+: >"$LOGS/drills"; : >"$LOGS/deploy"; : >"$LOGS/fuzz"; : >"$LOGS/million"
 
 check "cargo fmt --check" cargo fmt --all -- --check
 check "cargo clippy" cargo clippy --quiet --all-targets -- -D warnings
@@ -267,6 +267,13 @@ check "pytest" bash -c 'set -o pipefail; ROOMCAST_BIN="$1" "$2" -m pytest -q -p 
   _ "$TARGET/debug/roomcast" "$VENV/bin/python" "$LOGS/pytest"
 check "deploy files (scripts/check-deploy.sh)" bash -c 'set -o pipefail; ROOMCAST_BIN="$1" DEPLOY_VENV="$2" scripts/check-deploy.sh 2>&1 | tee "$3"' \
   _ "$TARGET/debug/roomcast" "$VENV" "$LOGS/deploy"
+
+# perf/million.sh in small: 20,000 connections held by two nodes on one
+# Redis, each in a room of 1,000 and in one room of all, with messages into
+# both (about 25 s with the debug build): every connection held, no error,
+# every message delivered to every member.
+check "perf/million.sh (CONNS=20000)" bash -c 'set -o pipefail; CONNS=20000 HOLD=2s EXPECT_ALL=1 KEEP=0 ROOMCAST_BIN="$1" perf/million.sh 2>&1 | tee "$2"' \
+  _ "$TARGET/debug/roomcast" "$LOGS/million"
 
 if [ -n "$AUTOBAHN_JOB" ]; then
   check "autobahn (waiting for the background runs)" autobahn_wait

@@ -1,7 +1,8 @@
 //! `serve --check-config`'s warnings: what a valid configuration will still
 //! run into on this machine in production.
 //!
-//! Owns the probes (`/proc` and cgroup files, the open-file limits, one
+//! Owns the probes (`/proc` and cgroup files, the kernel's limits on open
+//! files and socket memory in `/proc/sys`, the open-file limits, one
 //! blocking `PING` to each `--redis` server) and the decisions made from
 //! their readings. The decisions are pure: `warnings` takes the
 //! configuration and the readings and returns what to say, so they are
@@ -23,6 +24,12 @@ use crate::redis::resp::{self, Reply};
 use crate::redis::url::RedisUrl;
 use crate::sys::OpenFileLimits;
 
+/// What `net.ipv4.tcp_mem` is reckoned against, per connection: the kernel
+/// charges a socket's queued data in whole pages, so every connection with
+/// anything queued (a fan-out to all of them, say) holds at least one page.
+/// Idle connections hold none; this is the floor of a busy moment.
+const TCP_MEM_PER_CONNECTION_PAGES: u64 = 1;
+
 /// How long `--check-config` waits for each Redis server: a start-up check
 /// must not hang on a firewall that drops packets.
 pub const REDIS_PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -38,6 +45,38 @@ pub struct Facts {
     pub memory_bytes: Option<u64>,
     /// Each `--redis` server and the outcome of one `PING`.
     pub redis: Vec<(String, Result<(), ProbeError>)>,
+    /// `/proc/sys/fs/file-max`: open files on the whole machine.
+    pub file_max: Option<u64>,
+    /// `/proc/sys/net/ipv4/tcp_mem`, in pages, and the page size.
+    pub tcp_mem: Option<TcpMem>,
+}
+
+/// `net.ipv4.tcp_mem`: the pages all TCP sockets may hold before the
+/// kernel shrinks buffers (`pressure`) and before it drops data and logs
+/// "TCP: out of memory" (`max`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpMem {
+    pub pressure: u64,
+    pub max: u64,
+    pub page_size: u64,
+}
+
+impl TcpMem {
+    /// `min pressure max` as the file has them.
+    pub fn parse(text: &str, page_size: u64) -> Option<Self> {
+        let pages: Vec<u64> = text
+            .split_whitespace()
+            .map(|n| n.parse().ok())
+            .collect::<Option<_>>()?;
+        match pages[..] {
+            [_, pressure, max] => Some(Self {
+                pressure,
+                max,
+                page_size,
+            }),
+            _ => None,
+        }
+    }
 }
 
 impl Facts {
@@ -53,6 +92,10 @@ impl Facts {
             somaxconn: read_number("/proc/sys/net/core/somaxconn"),
             memory_bytes: memory_limit(),
             redis,
+            file_max: read_number("/proc/sys/fs/file-max"),
+            tcp_mem: std::fs::read_to_string("/proc/sys/net/ipv4/tcp_mem")
+                .ok()
+                .and_then(|text| TcpMem::parse(&text, crate::sys::page_size())),
         }
     }
 }
@@ -77,6 +120,12 @@ pub enum Warning {
     },
     /// A `--redis` server did not answer `PING`.
     Redis { url: String, error: String },
+    /// The machine's open-file limit is below what every process's
+    /// `--max-connections` adds up to.
+    FileMax { file_max: u64, connections: u64 },
+    /// The socket memory the kernel allows is below one page per
+    /// connection (`TCP_MEM_PER_CONNECTION_PAGES`).
+    TcpMem { tcp_mem: TcpMem, connections: u64 },
 }
 
 impl fmt::Display for Warning {
@@ -113,6 +162,31 @@ impl fmt::Display for Warning {
                 (per_connection * connections) >> 20,
                 memory >> 20
             ),
+            Self::FileMax {
+                file_max,
+                connections,
+            } => write!(
+                f,
+                "file-max: fs.file-max is {file_max}, below the {connections} connections \
+                 --max-connections allows over every process: accepts fail with ENFILE \
+                 before the limit is reached; sysctl -w fs.file-max={}",
+                connections.saturating_mul(2)
+            ),
+            Self::TcpMem {
+                tcp_mem,
+                connections,
+            } => write!(
+                f,
+                "tcp_mem: {connections} connections with a page of queued data each \
+                 need {} MiB of socket memory; net.ipv4.tcp_mem allows {} MiB before it \
+                 shrinks buffers and {} MiB before it drops data (\"TCP: out of memory\"): \
+                 a fan-out to every connection stalls; raise net.ipv4.tcp_mem \
+                 (in pages of {} bytes)",
+                (connections * TCP_MEM_PER_CONNECTION_PAGES * tcp_mem.page_size) >> 20,
+                (tcp_mem.pressure * tcp_mem.page_size) >> 20,
+                (tcp_mem.max * tcp_mem.page_size) >> 20,
+                tcp_mem.page_size
+            ),
             Self::Redis { url, error } => write!(
                 f,
                 "redis: {url} did not answer PING ({error}); the server still starts, \
@@ -129,6 +203,9 @@ pub fn warnings(config: &Config, facts: &Facts) -> Vec<Warning> {
     found.extend(open_files(config.limits.max_connections, facts.open_files));
     found.extend(somaxconn(facts.somaxconn));
     found.extend(memory(config, facts.memory_bytes));
+    let connections = (config.limits.max_connections * config.listen.processes) as u64;
+    found.extend(file_max(connections, facts.file_max));
+    found.extend(tcp_mem(connections, facts.tcp_mem));
     for (url, outcome) in &facts.redis {
         if let Err(error) = outcome {
             found.push(Warning::Redis {
@@ -156,6 +233,26 @@ fn somaxconn(somaxconn: Option<u64>) -> Option<Warning> {
     let somaxconn = somaxconn?;
     let backlog = crate::sys::LISTEN_BACKLOG as u64;
     (somaxconn < backlog).then_some(Warning::Somaxconn { somaxconn, backlog })
+}
+
+/// Every connection is a file, in whichever process; `fs.nr_open` needs no
+/// check of its own, since `--max-connections` is held under the soft
+/// open-file limit, which cannot exceed it.
+fn file_max(connections: u64, file_max: Option<u64>) -> Option<Warning> {
+    let file_max = file_max?;
+    (file_max < connections).then_some(Warning::FileMax {
+        file_max,
+        connections,
+    })
+}
+
+fn tcp_mem(connections: u64, tcp_mem: Option<TcpMem>) -> Option<Warning> {
+    let tcp_mem = tcp_mem?;
+    let pages = connections.saturating_mul(TCP_MEM_PER_CONNECTION_PAGES);
+    (pages > tcp_mem.pressure).then_some(Warning::TcpMem {
+        tcp_mem,
+        connections,
+    })
 }
 
 /// Each connection may hold `--max-write-buffer` unsent, and with TLS also
@@ -401,14 +498,57 @@ mod tests {
                 ("redis://a:6379/0".into(), Ok(())),
                 ("redis://b:6379/0".into(), Err(ProbeError::Unexpected)),
             ],
+            file_max: Some(100),
+            tcp_mem: TcpMem::parse("10 20 30", 4096),
         };
         let found = warnings(&config(896, 64 * 1024), &facts);
         let topics: Vec<_> = found
             .iter()
             .map(|w| w.to_string().split(':').next().unwrap().to_owned())
             .collect();
-        assert_eq!(topics, ["open files", "somaxconn", "memory", "redis"]);
-        assert!(found[3].to_string().contains("redis://b:6379/0"));
+        assert_eq!(
+            topics,
+            [
+                "open files",
+                "somaxconn",
+                "memory",
+                "file-max",
+                "tcp_mem",
+                "redis"
+            ]
+        );
+        assert!(found[5].to_string().contains("redis://b:6379/0"));
+    }
+
+    #[test]
+    fn file_max_counts_the_connections_of_every_process() {
+        let mut config = config(20_000, 64 * 1024);
+        config.listen.processes = 50;
+        let facts = |file_max| Facts {
+            file_max: Some(file_max),
+            ..Facts::default()
+        };
+        let found = warnings(&config, &facts(999_999));
+        let [Warning::FileMax { connections, .. }] = found[..] else {
+            panic!("{found:?}");
+        };
+        assert_eq!(connections, 1_000_000);
+        assert!(found[0].to_string().contains("fs.file-max=2000000"));
+        assert_eq!(warnings(&config, &facts(1_000_000)), []);
+    }
+
+    #[test]
+    fn tcp_mem_below_a_page_per_connection_is_reported() {
+        // The kernel's default for 24 GiB of memory.
+        let tcp_mem = TcpMem::parse("287913\t383885\t575826\n", 4096);
+        let warning = super::tcp_mem(1_000_000, tcp_mem).unwrap().to_string();
+        assert!(warning.contains("need 3906 MiB"), "{warning}");
+        assert!(warning.contains("allows 1499 MiB"), "{warning}");
+        assert!(warning.contains("2249 MiB before it drops"), "{warning}");
+        assert_eq!(super::tcp_mem(200_000, tcp_mem), None);
+        assert_eq!(super::tcp_mem(1_000_000, None), None);
+        assert_eq!(TcpMem::parse("1 2", 4096), None);
+        assert_eq!(TcpMem::parse("a b c", 4096), None);
     }
 
     #[test]

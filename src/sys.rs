@@ -240,6 +240,14 @@ pub fn process_usage(pid: u32) -> Option<ProcessUsage> {
     })
 }
 
+/// The size of a memory page, in bytes (what `/proc/sys/net/ipv4/tcp_mem`
+/// counts in).
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf takes no pointers.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size).unwrap_or(4096)
+}
+
 /// A reading of `process_usage`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ProcessUsage {
@@ -325,6 +333,12 @@ pub fn kib_field(text: &str, name: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_page_size_is_a_power_of_two_of_at_least_4_kib() {
+        let size = page_size();
+        assert!(size >= 4096 && size.is_power_of_two(), "{size}");
+    }
 
     #[test]
     fn thread_cpu_time_grows_with_work_and_is_per_thread() {

@@ -763,6 +763,7 @@ impl Connection {
             RequestOutcome::Refused(rejection) => {
                 let mut bytes = Vec::with_capacity(256);
                 rejection.write_response(&mut bytes);
+                cx.reports.extend(Report::upgrade_refused(rejection.code));
                 (bytes, Report::rejected(request, rejection.code))
             }
             RequestOutcome::Reject(code, message, headers) => {
@@ -823,6 +824,7 @@ impl Connection {
                 cx.admission.release(self.peer_ip);
                 self.admitted = false;
                 self.out.push_raw(&response);
+                cx.reports.push(Report::UpgradeRefused(code));
                 cx.reports.push(Report::Rejected {
                     path: Some("/ws".into()),
                     code,

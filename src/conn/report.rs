@@ -35,6 +35,11 @@ pub enum Report {
     Published { status: u16 },
     /// A Server API call to `method` was answered with `status`.
     Called { method: &'static str, status: u16 },
+    /// An upgrade refused for what the request carried or by the connect
+    /// proxy: always reported (it costs no allocation), for the shard's
+    /// rate-limited WARN line (`reactor::refusals`). A refusal by the
+    /// admission limits is logged where it is decided instead.
+    UpgradeRefused(ErrorCode),
 }
 
 impl Report {
@@ -43,6 +48,7 @@ impl Report {
         match self {
             Self::Opened(_) | Self::Rejected { .. } | Self::Called { .. } => Level::Info,
             Self::Answered { .. } | Self::Published { .. } => Level::Debug,
+            Self::UpgradeRefused(_) => Level::Warn,
         }
     }
 
@@ -52,6 +58,16 @@ impl Report {
             path: Some(clip(request.path)),
             code,
         })
+    }
+
+    /// An upgrade refused with `code`; `None` for the admission codes,
+    /// which the admission registry logs itself with the limit that
+    /// refused.
+    pub(super) fn upgrade_refused(code: ErrorCode) -> Option<Self> {
+        match code {
+            ErrorCode::ServerBusy | ErrorCode::TooManyConnections => None,
+            code => Some(Self::UpgradeRefused(code)),
+        }
     }
 
     /// A `POST /publish` answered with `status` after its body was read.

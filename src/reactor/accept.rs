@@ -17,6 +17,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::codes::limits::HANDOFF_PER_SHARD;
 use crate::log_warn;
+use crate::reactor::refusals;
 use crate::reactor::shard::{Command, Handle};
 
 const LISTENER: Token = Token(0);
@@ -77,7 +78,7 @@ pub fn run(
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    log_warn!("acceptor: accept failed: {e}");
+                    refusals::refused_with(refusals::of_accept_error(&e), &e.to_string());
                     break;
                 }
             }

@@ -20,6 +20,7 @@ use crate::codes::ErrorCode;
 use crate::codes::limits::MAX_RATE_TRACKED_ADDRESSES;
 use crate::conn::Admission;
 use crate::reactor::buckets::{Buckets, Rate};
+use crate::reactor::refusals::{self, Refusal};
 
 /// Counts of admitted WebSocket connections.
 pub struct Registry {
@@ -100,6 +101,26 @@ impl Registry {
         self.draining.load(Ordering::Relaxed)
     }
 
+    /// Takes a slot for an upgrade from `ip`, or says which limit refuses it.
+    fn check_admission(&self, ip: IpAddr, now: Instant) -> Result<(), Refusal> {
+        if self.is_draining() {
+            return Err(Refusal::Draining);
+        }
+        if self.total.fetch_add(1, Ordering::SeqCst) >= self.max_total {
+            self.total.fetch_sub(1, Ordering::SeqCst);
+            return Err(Refusal::ConnectionLimit);
+        }
+        if !self.handshakes.as_ref().is_none_or(|r| r.take(ip, now)) {
+            self.total.fetch_sub(1, Ordering::SeqCst);
+            return Err(Refusal::HandshakeRate);
+        }
+        if !self.admit_per_ip(ip) {
+            self.total.fetch_sub(1, Ordering::SeqCst);
+            return Err(Refusal::AddressLimit);
+        }
+        Ok(())
+    }
+
     fn admit_per_ip(&self, ip: IpAddr) -> bool {
         if self.max_per_ip == 0 {
             return true;
@@ -115,20 +136,16 @@ impl Registry {
 }
 
 impl Admission for Registry {
+    /// Refusals are logged here, where the limit that refused is known
+    /// (`reactor::refusals`).
     fn admit(&self, ip: IpAddr, now: Instant) -> Result<(), ErrorCode> {
-        if self.is_draining() {
-            return Err(ErrorCode::ServerBusy);
-        }
-        if self.total.fetch_add(1, Ordering::SeqCst) >= self.max_total {
-            self.total.fetch_sub(1, Ordering::SeqCst);
-            return Err(ErrorCode::ServerBusy);
-        }
-        let within_rate = self.handshakes.as_ref().is_none_or(|r| r.take(ip, now));
-        if !within_rate || !self.admit_per_ip(ip) {
-            self.total.fetch_sub(1, Ordering::SeqCst);
-            return Err(ErrorCode::TooManyConnections);
-        }
-        Ok(())
+        self.check_admission(ip, now).map_err(|refusal| {
+            refusals::refused(refusal);
+            match refusal {
+                Refusal::AddressLimit | Refusal::HandshakeRate => ErrorCode::TooManyConnections,
+                _ => ErrorCode::ServerBusy,
+            }
+        })
     }
 
     fn admit_publish(&self, subject: &str, messages: usize, rate: f64, now: Instant) -> bool {

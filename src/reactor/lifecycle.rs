@@ -14,6 +14,7 @@ use crate::conn::id::{ConnId, Issuer};
 use crate::conn::report::Report;
 use crate::conn::{AbortReason, Connection, Endpoint};
 use crate::log::{self, Field, Level};
+use crate::reactor::refusals::{self, Refusal};
 
 /// How a socket came to be dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +101,7 @@ pub fn reported(conn: &Connection, issuer: Issuer<'_>, report: &Report) {
             path,
             status,
         } => http_line(id, ip, method, path, *status),
+        Report::UpgradeRefused(code) => refusals::refused(Refusal::Upgrade(*code)),
         Report::Published { status } => http_line(id, ip, "POST", "/publish", *status),
         Report::Called { method, status } => api_line(id, ip, method, *status),
     }

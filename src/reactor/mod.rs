@@ -31,6 +31,7 @@ pub mod hooks;
 mod lifecycle;
 mod outlet;
 mod pre_request;
+pub mod refusals;
 pub mod shard;
 mod shared;
 pub mod transport;

@@ -54,6 +54,7 @@ use crate::reactor::hooks::{HookAnswer, Hooked, Proxies};
 use crate::reactor::lifecycle::{self, Ending};
 use crate::reactor::outlet::ShardOutlet;
 use crate::reactor::pre_request::{self, PreRequest};
+use crate::reactor::refusals;
 use crate::reactor::shared::Shared;
 use crate::reactor::transport::Transport;
 use crate::rooms::bus::BusMsg;
@@ -470,7 +471,7 @@ impl Shard {
                 Err(e) => {
                     // Out of file descriptors, most likely: the backlog is
                     // retried at the next sweep.
-                    log_warn!("shard {}: accept failed: {e}", self.index);
+                    refusals::refused_with(refusals::of_accept_error(&e), &e.to_string());
                     return;
                 }
             }
@@ -860,6 +861,7 @@ impl Shard {
     /// The periodic sweep: heartbeats, token expiry and every deadline, for
     /// all connections at once (one timer per shard, not per connection).
     fn sweep(&mut self) {
+        refusals::flush_held_back();
         let now = Instant::now();
         let unix_ms = unix_ms();
         self.next_tick = now + self.tick;
@@ -949,6 +951,7 @@ impl Shard {
             return false;
         };
         self.metrics().pre_request_evicted.inc();
+        refusals::refused(refusals::Refusal::Evicted);
         self.remove(key, Ending::Evicted);
         true
     }

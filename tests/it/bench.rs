@@ -12,6 +12,11 @@ use simd_json::prelude::*;
 
 /// Runs `roomcast bench <args> --json` against `server` and parses its result.
 fn bench(server: &Server, args: &[&str]) -> OwnedValue {
+    bench_with_secret(server, SECRET, args)
+}
+
+/// `bench`, minting tokens with `secret`.
+fn bench_with_secret(server: &Server, secret: &str, args: &[&str]) -> OwnedValue {
     let addr = server.addr().to_string();
     let pid = server.pid().to_string();
     let output = Command::new(env!("CARGO_BIN_EXE_roomcast"))
@@ -21,7 +26,7 @@ fn bench(server: &Server, args: &[&str]) -> OwnedValue {
             "--addr",
             &addr,
             "--jwt-secret",
-            SECRET,
+            secret,
             "--server-pid",
             &pid,
             "--threads",
@@ -98,6 +103,39 @@ fn assert_complete(result: &OwnedValue) {
     assert_eq!(count(result, "lost"), 0, "{result:?}");
     assert_eq!(count(result, "out_of_order"), 0, "{result:?}");
     assert_eq!(count(result, "errors"), 0, "{result:?}");
+}
+
+/// The errors of a run by kind, as `(kind, count)`, checked to add up to
+/// the total.
+fn errors_by_kind(result: &OwnedValue) -> Vec<(String, u64)> {
+    let kinds = json_at(result, &["errors_by_kind"])
+        .and_then(|v| v.as_object())
+        .unwrap_or_else(|| panic!("no errors_by_kind in {result:?}"));
+    let kinds: Vec<(String, u64)> = kinds
+        .iter()
+        .map(|(kind, n)| (kind.to_string(), n.as_u64().unwrap_or(0)))
+        .collect();
+    let sum: u64 = kinds.iter().map(|(_, n)| n).sum();
+    assert_eq!(sum, count(result, "errors"), "{result:?}");
+    kinds
+}
+
+#[test]
+fn refused_upgrades_are_counted_by_status() {
+    // One process: the limit counts per process.
+    let mut cmd = Server::single_command();
+    cmd.args(["--max-connections", "2"]);
+    let server = Server::spawn(cmd);
+    let result = bench(&server, &["idle", "-c", "5", "-d", "200ms"]);
+    assert_eq!(count(&result, "connected"), 2);
+    assert_eq!(errors_by_kind(&result), [("http_503".to_owned(), 3)]);
+    let result = bench_with_secret(
+        &server,
+        "not-the-secret",
+        &["idle", "-c", "3", "-d", "200ms"],
+    );
+    assert_eq!(count(&result, "connected"), 0);
+    assert_eq!(errors_by_kind(&result), [("http_401".to_owned(), 3)]);
 }
 
 #[test]
@@ -372,6 +410,69 @@ fn idle_holds_every_connection_in_a_room() {
     assert_eq!(count(&result, "connected"), 50);
     assert_eq!(count(&result, "errors"), 0);
     assert!(json_at(&result, &["server", "rss_per_connection_bytes"]).is_some());
+}
+
+#[test]
+fn idle_with_a_common_room_joins_it_too() {
+    let args = [
+        "idle",
+        "-c",
+        "20",
+        "--rooms",
+        "4",
+        "--common-room",
+        "everyone",
+        "-d",
+        "200ms",
+    ];
+    let server = Server::start(&[]);
+    let result = bench(&server, &args);
+    assert_eq!(count(&result, "connected"), 20);
+    assert_eq!(count(&result, "errors"), 0);
+    // One room a connection: each second join is refused, and the bench
+    // waits for it.
+    let server = Server::start(&["--max-rooms-per-connection", "1"]);
+    let result = bench(&server, &args);
+    assert_eq!(errors_by_kind(&result), [("join_refused".to_owned(), 20)]);
+    // Upgraded, then dropped: none is held through the window.
+    assert_eq!(count(&result, "connected"), 0);
+}
+
+#[test]
+fn idle_times_each_message_until_its_last_delivery() {
+    let server = Server::start(&[]);
+    let result = bench(
+        &server,
+        &[
+            "idle",
+            "-c",
+            "30",
+            "--rooms",
+            "3",
+            "--common-room",
+            "everyone",
+            "--rate",
+            "20",
+            "--common-every",
+            "300ms",
+            "-d",
+            "1s",
+        ],
+    );
+    assert_eq!(count(&result, "errors"), 0, "{result:?}");
+    // The 30 members and the publisher.
+    assert_eq!(count(&result, "connected"), 31);
+    let messages = |class| number(&result, &["last_delivery_us", class, "messages"]) as u64;
+    let (rooms, common) = (messages("rooms"), messages("common"));
+    assert!((10..=21).contains(&rooms), "{result:?}");
+    assert!((3..=5).contains(&common), "{result:?}");
+    // A room message reaches its 10 members, a common one all 30.
+    assert_eq!(count(&result, "delivered"), rooms * 10 + common * 30);
+    for class in ["rooms", "common"] {
+        let p50 = number(&result, &["last_delivery_us", class, "p50"]);
+        let max = number(&result, &["last_delivery_us", class, "max"]);
+        assert!(p50 > 0.0 && p50 <= max, "{result:?}");
+    }
 }
 
 #[test]

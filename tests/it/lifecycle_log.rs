@@ -196,3 +196,45 @@ fn warn_level_leaves_out_the_lifecycle_lines() {
         assert!(!log.contains(word), "{word:?} at --log-level warn:\n{log}");
     }
 }
+
+/// One process (`--max-connections` counts per process), logging at warn.
+fn single_server(extra: &[&str]) -> Server {
+    let mut cmd = Server::single_command();
+    cmd.args(["--log-level", "warn"]).args(extra);
+    Server::spawn(cmd)
+}
+
+fn lines_with(server: &Server, words: &[&str]) -> Vec<String> {
+    server
+        .log_lines()
+        .into_iter()
+        .filter(|line| words.iter().all(|w| line.contains(w)))
+        .collect()
+}
+
+#[test]
+fn refusals_are_warned_once_a_second_per_reason_with_the_count_held_back() {
+    let server = single_server(&["--max-connections", "1"]);
+    let addr = server.addr();
+    // The limit is checked before the token: this one is refused while
+    // a slot is free.
+    let refused = UpgradeRequest::new("/ws")
+        .bearer(&wrongly_signed_token("forger"))
+        .send(addr);
+    assert_eq!(refused.status, 401);
+    let _holder = common::rooms::Client::connect(addr, &token("holder"));
+    for _ in 0..5 {
+        let refused = UpgradeRequest::new(&format!("/ws?token={}", token("late"))).send(addr);
+        assert_eq!(refused.status, 503);
+    }
+    let first = server.wait_for_log(&[" WARN refused ", "reason=connection_limit"]);
+    assert!(first.contains("status=503 held_back=0"), "{first}");
+    let bad_token = server.wait_for_log(&[" WARN refused ", "reason=UNAUTHENTICATED"]);
+    assert!(bad_token.contains("status=401"), "{bad_token}");
+    // The four others of that second were held back: once the second is
+    // over, one more line counts them, though no refusal came since; and
+    // no other line came.
+    server.wait_for_log(&["reason=connection_limit", "held_back=4"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(lines_with(&server, &["reason=connection_limit"]).len(), 2);
+}

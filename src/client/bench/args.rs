@@ -63,7 +63,10 @@ pub enum Payload {
            probe received it. The same rule for every target (the probes count as subscribers).
            Counts deliveries, lost messages and out-of-order seq per subscriber and room.
   connect  handshakes per second including JWT validation; --churn adds join and leave.
-  idle     holds C connections, each joined to one room, for --duration; server RSS per connection.
+  idle     holds C connections, each joined to one room (and to --common-room), for --duration;
+           server RSS per connection. With --rate, one publisher sends that many messages a second
+           into the rooms in turn, and with --common-every one into the common room that often:
+           the time until each message's last delivery (p50, p99, max), rooms and common apart.
 
 Latency comes from a timestamp in each payload (p50, p90, p99, p99.9, max). With --server-pid the
 server's CPU time per delivered message and its RSS are reported, and which side was saturated.
@@ -100,6 +103,14 @@ pub struct BenchArgs {
     /// Publishers (fanout).
     #[arg(long, default_value_t = 1)]
     pub publishers: usize,
+    /// Idle (roomcast target): every connection also joins this room, so
+    /// that one room holds them all besides the --rooms they are spread over.
+    #[arg(long, value_name = "ROOM")]
+    pub common_room: Option<String>,
+    /// Idle with --common-room: the publisher also sends a message into the
+    /// common room this often, the first when the window begins.
+    #[arg(long, value_parser = duration)]
+    pub common_every: Option<Duration>,
     /// Payload size in bytes (echo message; fanout `data` padding).
     #[arg(long, short = 's', default_value_t = 32)]
     pub size: usize,
@@ -118,6 +129,7 @@ pub struct BenchArgs {
     #[arg(long, short = 'w', default_value_t = 16)]
     pub window: usize,
     /// Fan-out: total messages per second over all publishers; 0: as fast as the window allows.
+    /// Idle: one publisher sends this many messages a second into the --rooms, in turn.
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
     /// Fan-out (roomcast target): subscribers join with `data.maxRate` (0.1
@@ -162,6 +174,13 @@ pub struct BenchArgs {
     /// Handshakes in flight at once per thread while connecting.
     #[arg(long, default_value_t = 128)]
     pub connect_window: usize,
+    /// A connection not upgraded (and joined) this long after its connect
+    /// began is dropped and counted as a connect, handshake or ack timeout.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub connect_timeout: Duration,
+    /// Longest connect phase: a worker starts measuring with what is open by then.
+    #[arg(long, default_value = "120s", value_parser = duration)]
+    pub connect_limit: Duration,
     /// This process is worker N (internal).
     #[arg(long, hide = true)]
     pub worker_index: Option<usize>,
@@ -219,6 +238,16 @@ impl BenchArgs {
         if self.duration.is_zero() || self.duration > Duration::from_secs(3600) {
             return Err(BadArgs("--duration must be between 1ms and 1h"));
         }
+        let hour = Duration::from_secs(3600);
+        if self.connect_timeout.is_zero()
+            || self.connect_limit.is_zero()
+            || self.connect_timeout > hour
+            || self.connect_limit > hour
+        {
+            return Err(BadArgs(
+                "--connect-timeout and --connect-limit must be between 1ms and 1h",
+            ));
+        }
         if !(self.rate >= 0.0 && self.rate.is_finite()) {
             return Err(BadArgs("--rate must be a number >= 0"));
         }
@@ -247,6 +276,28 @@ impl BenchArgs {
         if self.compression && self.target == Target::Socketio {
             return Err(BadArgs("--compression is for the roomcast and raw targets"));
         }
+        if let Some(room) = &self.common_room
+            && (self.scenario != Scenario::Idle
+                || self.target != Target::Roomcast
+                || !roomcast::proto::names::is_valid_room(room))
+        {
+            return Err(BadArgs(
+                "--common-room is a valid room name, for the roomcast target's idle scenario",
+            ));
+        }
+        if self
+            .common_every
+            .is_some_and(|every| every.is_zero() || self.common_room.is_none())
+        {
+            return Err(BadArgs(
+                "--common-every is a positive duration, with --common-room",
+            ));
+        }
+        if self.scenario == Scenario::Idle && self.rate > 0.0 && self.target != Target::Roomcast {
+            return Err(BadArgs(
+                "--rate in the idle scenario is for the roomcast target",
+            ));
+        }
         if self.sockets_per_process == 0 || self.sockets_per_process > 19_000 {
             return Err(BadArgs("--sockets-per-process must be between 1 and 19000"));
         }
@@ -268,7 +319,27 @@ impl BenchArgs {
     pub fn clients(&self) -> usize {
         match self.scenario {
             Scenario::Fanout => self.conns + self.publishers,
+            Scenario::Idle => self.conns + usize::from(self.idle_publisher()),
             _ => self.conns,
+        }
+    }
+
+    /// Whether the idle scenario has its publisher (`--rate` or
+    /// `--common-every`).
+    pub fn idle_publisher(&self) -> bool {
+        self.scenario == Scenario::Idle && (self.rate > 0.0 || self.common_every.is_some())
+    }
+
+    /// The room index of the common room in a publisher's templates.
+    pub fn common_room_index(&self) -> usize {
+        self.rooms
+    }
+
+    /// The name of room `index`: `bench-<index>`, or the common room.
+    pub fn room_name(&self, index: usize) -> String {
+        match &self.common_room {
+            Some(common) if index == self.common_room_index() => common.clone(),
+            _ => format!("bench-{index}"),
         }
     }
 

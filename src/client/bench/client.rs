@@ -6,6 +6,7 @@
 //! and `3`).
 
 use crate::client::bench::args::Target;
+use crate::client::bench::failure::Failure;
 use roomcast::codes::SUBPROTOCOL_MSGPACK;
 use roomcast::proto::msgpack;
 use roomcast::ws::frame::{OpCode, encode_masked_frame, parse_header};
@@ -36,11 +37,13 @@ pub fn upgrade_request(path: &str, host: &str, deflate: bool, msgpack: bool) -> 
     .into_bytes()
 }
 
-/// A response head: where it ends, whether it is `101`, and whether the
-/// server agreed to permessage-deflate.
+/// A response head: where it ends, its status, whether it is `101`, and
+/// whether the server agreed to permessage-deflate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Head {
     pub len: usize,
+    /// The status code; 0 when the status line is not HTTP's.
+    pub status: u16,
     pub upgraded: bool,
     pub deflate: bool,
     /// The server chose `roomcast.msgpack`.
@@ -53,12 +56,22 @@ pub fn response_head(input: &[u8]) -> Option<Head> {
     let head = String::from_utf8_lossy(&input[..len]).to_ascii_lowercase();
     Some(Head {
         len,
+        status: status_of(input),
         upgraded: input.starts_with(b"HTTP/1.1 101"),
         deflate: head.contains("\r\nsec-websocket-extensions: permessage-deflate"),
         msgpack: head.contains(&format!(
             "\r\nsec-websocket-protocol: {SUBPROTOCOL_MSGPACK}\r\n"
         )),
     })
+}
+
+/// The status code of `HTTP/1.1 NNN ...`; 0 when there is none.
+fn status_of(head: &[u8]) -> u16 {
+    head.get(9..12)
+        .filter(|_| head.starts_with(b"HTTP/1."))
+        .and_then(|digits| std::str::from_utf8(digits).ok())
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or(0)
 }
 
 /// A message from the server, as the scenarios see it.
@@ -71,8 +84,8 @@ pub enum Incoming {
     Compressed(std::ops::Range<usize>),
     /// The connection is ready for traffic (Socket.IO after `40`).
     Ready,
-    /// The server closed.
-    Closed,
+    /// The server closed, with this close code.
+    Closed(Failure),
     /// Nothing the scenario needs to see.
     Other,
 }
@@ -100,7 +113,7 @@ pub fn next_message(input: &[u8], target: Target, out: &mut Vec<u8>) -> Option<(
                 CONTROL_MASK,
                 out,
             );
-            Incoming::Closed
+            Incoming::Closed(Failure::of_close(payload))
         }
         OpCode::Text if target == Target::Socketio => {
             socketio_packet(payload, header.header_len, out)
@@ -214,15 +227,17 @@ mod tests {
             response_head(b"HTTP/1.1 101 Switching Protocols\r\n\r\nrest"),
             Some(Head {
                 len: 36,
+                status: 101,
                 upgraded: true,
                 deflate: false,
                 msgpack: false,
             })
         );
         assert_eq!(
-            response_head(b"HTTP/1.1 401 Unauthorized\r\n\r\n").map(|r| r.upgraded),
-            Some(false)
+            response_head(b"HTTP/1.1 401 Unauthorized\r\n\r\n").map(|r| (r.upgraded, r.status)),
+            Some((false, 401))
         );
+        assert_eq!(response_head(b"SSH-2.0\r\n\r\n").map(|r| r.status), Some(0));
         assert_eq!(response_head(b"HTTP/1.1 101"), None);
         let agreed = b"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Extensions: \
             permessage-deflate; server_no_context_takeover\r\n\r\n";

@@ -8,6 +8,8 @@
 
 pub mod args;
 pub mod client;
+pub mod failure;
+pub mod last_delivery;
 pub mod payload;
 pub mod process;
 pub mod report;
@@ -47,7 +49,8 @@ fn orchestrate(args: &BenchArgs) -> io::Result<ExitCode> {
         .collect::<io::Result<Vec<_>>>()?;
     let mut connected = 0;
     for worker in &processes {
-        let line = next_line(worker, "READY", Duration::from_secs(150))?;
+        let limit = args.connect_limit + Duration::from_secs(30);
+        let line = next_line(worker, "READY", limit)?;
         connected += line.trim().parse::<u64>().unwrap_or(0);
     }
     eprintln!(
@@ -229,13 +232,20 @@ fn summarize(
         expected,
         out_of_order: results.iter().map(|r| r.out_of_order).sum(),
         handshakes: results.iter().map(|r| r.handshakes).sum(),
-        errors: results.iter().map(|r| r.errors).sum(),
+        errors: results.iter().fold(Default::default(), |mut all, r| {
+            all.merge(&r.errors);
+            all
+        }),
         latency,
         server,
         bench_cpu_seconds,
         bench_threads: args.thread_count() * workers,
         bytes_read: results.iter().map(|r| r.bytes_read).sum(),
         compressed: results.iter().map(|r| r.compressed).sum(),
+        last_delivery: results.iter().fold(Default::default(), |mut all, r| {
+            all.merge(&r.last_delivery);
+            all
+        }),
     }
 }
 

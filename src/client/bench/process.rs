@@ -29,8 +29,6 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 /// members reaches its last one long after its first.
 const DRAIN_QUIET: Duration = Duration::from_millis(300);
 const DRAIN_QUIET_MAX: Duration = Duration::from_secs(2);
-/// Bound on the connect phase.
-const CONNECT_LIMIT: Duration = Duration::from_secs(120);
 
 /// Runs this process as worker `index`: connects, reports, measures.
 pub fn run_worker(args: BenchArgs, index: usize) -> io::Result<()> {
@@ -50,7 +48,9 @@ pub fn run_worker(args: BenchArgs, index: usize) -> io::Result<()> {
         .collect::<io::Result<_>>()?;
     let mut stdout = io::stdout().lock();
     let started = Instant::now();
-    while shared.ready.load(Ordering::Acquire) < threads && started.elapsed() < CONNECT_LIMIT {
+    while shared.ready.load(Ordering::Acquire) < threads
+        && started.elapsed() < shared.args.connect_limit
+    {
         std::thread::sleep(Duration::from_millis(10));
     }
     writeln!(stdout, "READY {}", shared.connected.load(Ordering::Relaxed))?;
@@ -159,13 +159,20 @@ fn combine(shared: &Shared, tallies: &[Tally]) -> WorkerResult {
         delivered: tallies.iter().map(|t| t.delivered).sum(),
         out_of_order: tallies.iter().map(|t| t.out_of_order).sum(),
         handshakes: tallies.iter().map(|t| t.handshakes).sum(),
-        errors: tallies.iter().map(|t| t.errors).sum(),
+        errors: tallies.iter().fold(Default::default(), |mut all, t| {
+            all.merge(&t.errors);
+            all
+        }),
         connected: shared.connected.load(Ordering::Relaxed),
         published,
         latency: encode_histogram(&latency),
         cpu_seconds: 0.0,
         bytes_read: tallies.iter().map(|t| t.bytes_read).sum(),
         compressed: tallies.iter().map(|t| t.compressed).sum(),
+        last_delivery: tallies.iter().fold(Default::default(), |mut all, t| {
+            all.merge(&t.last_delivery);
+            all
+        }),
     }
 }
 

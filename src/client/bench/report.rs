@@ -6,6 +6,8 @@ use hdrhistogram::Histogram;
 use simd_json::prelude::*;
 
 use crate::client::bench::args::BenchArgs;
+use crate::client::bench::failure::FailureCounts;
+use crate::client::bench::last_delivery::{LastDelivery, Spread};
 
 /// A worker's counters, once a second.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -26,7 +28,7 @@ pub struct WorkerResult {
     pub delivered: u64,
     pub out_of_order: u64,
     pub handshakes: u64,
-    pub errors: u64,
+    pub errors: FailureCounts,
     pub connected: u64,
     /// Per room: messages acknowledged (roomcast) or sent (peers).
     pub published: Vec<u64>,
@@ -38,6 +40,8 @@ pub struct WorkerResult {
     pub bytes_read: u64,
     /// Messages that arrived compressed (permessage-deflate).
     pub compressed: u64,
+    /// The idle scenario: each message's latest delivery seen here.
+    pub last_delivery: LastDelivery,
 }
 
 fn field(value: &simd_json::BorrowedValue<'_>, name: &str) -> u64 {
@@ -77,18 +81,19 @@ impl WorkerResult {
     pub fn to_json(&self) -> String {
         let published: Vec<String> = self.published.iter().map(u64::to_string).collect();
         format!(
-            r#"{{"sent":{},"delivered":{},"out_of_order":{},"handshakes":{},"errors":{},"connected":{},"published":[{}],"latency":"{}","cpu_seconds":{},"bytes_read":{},"compressed":{}}}"#,
+            r#"{{"sent":{},"delivered":{},"out_of_order":{},"handshakes":{},"errors":{},"connected":{},"published":[{}],"latency":"{}","cpu_seconds":{},"bytes_read":{},"compressed":{},"last_delivery":{}}}"#,
             self.sent,
             self.delivered,
             self.out_of_order,
             self.handshakes,
-            self.errors,
+            self.errors.to_json(),
             self.connected,
             published.join(","),
             self.latency,
             self.cpu_seconds,
             self.bytes_read,
-            self.compressed
+            self.compressed,
+            self.last_delivery.to_json()
         )
     }
 
@@ -106,7 +111,10 @@ impl WorkerResult {
             delivered: field(&value, "delivered"),
             out_of_order: field(&value, "out_of_order"),
             handshakes: field(&value, "handshakes"),
-            errors: field(&value, "errors"),
+            errors: value
+                .get("errors")
+                .map(FailureCounts::from_json)
+                .unwrap_or_default(),
             connected: field(&value, "connected"),
             published,
             latency: value.get("latency")?.as_str()?.to_owned(),
@@ -116,6 +124,10 @@ impl WorkerResult {
                 .unwrap_or(0.0),
             bytes_read: field(&value, "bytes_read"),
             compressed: field(&value, "compressed"),
+            last_delivery: value
+                .get("last_delivery")
+                .map(LastDelivery::from_json)
+                .unwrap_or_default(),
         })
     }
 }
@@ -140,7 +152,7 @@ pub struct Summary {
     pub expected: Option<u64>,
     pub out_of_order: u64,
     pub handshakes: u64,
-    pub errors: u64,
+    pub errors: FailureCounts,
     pub latency: Histogram<u64>,
     pub server: Option<ServerFigures>,
     pub bench_cpu_seconds: f64,
@@ -149,6 +161,8 @@ pub struct Summary {
     pub bytes_read: u64,
     /// Messages that arrived compressed (permessage-deflate).
     pub compressed: u64,
+    /// The idle scenario: each message's last delivery.
+    pub last_delivery: LastDelivery,
 }
 
 impl Summary {
@@ -233,9 +247,9 @@ impl Summary {
             concat!(
                 r#"{{"scenario":"{}","target":"{}","protocol":"{}","conns":{},"rooms":{},"publishers":{},"size":{},"window":{},"rate":{},"#,
                 r#""duration_seconds":{:.3},"connected":{},"sent":{},"delivered":{},"expected":{},"lost":{},"duplicates":{},"out_of_order":{},"#,
-                r#""handshakes":{},"errors":{},"messages_per_second":{:.1},"handshakes_per_second":{:.1},"#,
+                r#""handshakes":{},"errors":{},"errors_by_kind":{},"messages_per_second":{:.1},"handshakes_per_second":{:.1},"#,
                 r#""bytes_read":{},"bytes_per_delivery":{},"compressed":{},"#,
-                r#""latency_us":{{"p50":{},"p90":{},"p99":{},"p999":{},"max":{}}},"server":{},"#,
+                r#""latency_us":{{"p50":{},"p90":{},"p99":{},"p999":{},"max":{}}},"last_delivery_us":{},"server":{},"#,
                 r#""bench":{{"cpu_seconds":{:.4},"threads":{},"utilization":{:.3}}},"saturated":"{}"}}"#
             ),
             name(&args.scenario),
@@ -256,7 +270,8 @@ impl Summary {
             opt_u(self.duplicates()),
             self.out_of_order,
             self.handshakes,
-            self.errors,
+            self.errors.total(),
+            self.errors.to_json(),
             self.rate(self.delivered),
             self.rate(self.handshakes),
             self.bytes_read,
@@ -267,12 +282,27 @@ impl Summary {
             self.percentile(0.99),
             self.percentile(0.999),
             self.latency.max(),
+            self.last_delivery_json(),
             server,
             self.bench_cpu_seconds,
             self.bench_threads,
             self.bench_utilization(),
             self.saturated()
         )
+    }
+
+    /// `{"rooms":{..},"common":{..}}` (each `null` without messages), or
+    /// `null` when no message was timed so.
+    fn last_delivery_json(&self) -> String {
+        if self.last_delivery.is_empty() {
+            return "null".to_owned();
+        }
+        let spread = |common| {
+            self.last_delivery
+                .spread(common)
+                .map_or("null".to_owned(), Spread::to_json)
+        };
+        format!(r#"{{"rooms":{},"common":{}}}"#, spread(false), spread(true))
     }
 
     /// The result as a human-readable table.
@@ -316,7 +346,7 @@ impl Summary {
             "handshakes",
             format!("{} ({:.0}/s)", self.handshakes, self.rate(self.handshakes)),
         );
-        row(&mut out, "errors", self.errors.to_string());
+        row(&mut out, "errors", errors_row(&self.errors));
         if let Some(bytes) = self.bytes_per_delivery() {
             row(
                 &mut out,
@@ -339,6 +369,21 @@ impl Summary {
                 self.latency.max()
             ),
         );
+        for (name, common) in [
+            ("last delivery, rooms", false),
+            ("last delivery, common room", true),
+        ] {
+            if let Some(s) = self.last_delivery.spread(common) {
+                row(
+                    &mut out,
+                    &format!("{name} µs p50/p99/max"),
+                    format!(
+                        "{} / {} / {} ({} messages)",
+                        s.p50_us, s.p99_us, s.max_us, s.messages
+                    ),
+                );
+            }
+        }
         if let Some(server) = self.server {
             row(
                 &mut out,
@@ -388,6 +433,20 @@ impl Summary {
     }
 }
 
+/// `12 (http_503 10, refused 2)`: the total, then each kind, most
+/// frequent first.
+fn errors_row(errors: &FailureCounts) -> String {
+    let kinds: Vec<String> = errors
+        .by_frequency()
+        .into_iter()
+        .map(|(kind, n)| format!("{kind} {n}"))
+        .collect();
+    match kinds.is_empty() {
+        true => "0".to_owned(),
+        false => format!("{} ({})", errors.total(), kinds.join(", ")),
+    }
+}
+
 /// The name a value enum has on the command line (`fanout`, `socketio`).
 fn name(value: &impl clap::ValueEnum) -> String {
     value
@@ -401,18 +460,25 @@ mod tests {
 
     #[test]
     fn worker_lines_round_trip() {
+        let mut errors = FailureCounts::default();
+        errors.add(crate::client::bench::failure::Failure::Http(503));
         let result = WorkerResult {
             sent: 5,
             delivered: 7,
             out_of_order: 1,
             handshakes: 2,
-            errors: 0,
+            errors,
             connected: 3,
             published: vec![4, 1],
             latency: "abc=".into(),
             cpu_seconds: 0.25,
             bytes_read: 9000,
             compressed: 6,
+            last_delivery: {
+                let mut latest = LastDelivery::default();
+                latest.note(3, true, 40);
+                latest
+            },
         };
         assert_eq!(WorkerResult::from_json(&result.to_json()), Some(result));
         let progress = Progress {

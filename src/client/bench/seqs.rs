@@ -9,8 +9,6 @@
 pub struct RoomSeqs {
     /// The rooms joined, with the last `seq` seen in each.
     rooms: Vec<(usize, u64)>,
-    /// Rooms whose join was acknowledged.
-    acked: usize,
 }
 
 impl RoomSeqs {
@@ -18,7 +16,6 @@ impl RoomSeqs {
     pub fn new(rooms: impl IntoIterator<Item = usize>) -> Self {
         Self {
             rooms: rooms.into_iter().map(|room| (room, 0)).collect(),
-            acked: 0,
         }
     }
 
@@ -27,14 +24,11 @@ impl RoomSeqs {
         self.rooms.iter().map(|&(room, _)| room)
     }
 
-    /// `room`'s join was acknowledged at `seq`; returns whether every room
-    /// has been now.
-    pub fn acked(&mut self, room: usize, seq: u64) -> bool {
+    /// `room`'s join was acknowledged at `seq`: its events come after.
+    pub fn acked(&mut self, room: usize, seq: u64) {
         if let Some(last) = self.last_mut(room) {
             *last = seq;
-            self.acked += 1;
         }
-        self.acked >= self.rooms.len()
     }
 
     /// An event of `room` numbered `seq` arrived; returns whether it came
@@ -62,12 +56,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn open_once_every_room_is_acked() {
+    fn each_room_starts_at_its_ack() {
         let mut seqs = RoomSeqs::new([3, 4]);
-        assert!(!seqs.acked(3, 10));
-        assert!(!seqs.acked(9, 1), "a room not joined does not count");
-        assert!(seqs.acked(4, 0));
+        seqs.acked(3, 10);
+        seqs.acked(9, 1);
         assert_eq!(seqs.rooms().collect::<Vec<_>>(), [3, 4]);
+        assert!(!seqs.arrived(3, 10) && seqs.arrived(3, 11));
+        assert!(seqs.arrived(4, 1), "not acked yet: from 0");
+        assert!(!seqs.arrived(9, 2), "a room not joined");
     }
 
     #[test]

@@ -17,6 +17,8 @@ use slab::Slab;
 
 use crate::client::bench::args::{BenchArgs, Payload, Scenario, Target};
 use crate::client::bench::client::{self, Incoming};
+use crate::client::bench::failure::{Failure, FailureCounts};
+use crate::client::bench::last_delivery::LastDelivery;
 use crate::client::bench::payload::{self, ID_PLACEHOLDER, Template};
 use crate::client::bench::seqs::RoomSeqs;
 use crate::client::bench::tls::{self, BenchStream};
@@ -76,11 +78,13 @@ pub struct Tally {
     pub delivered: u64,
     pub out_of_order: u64,
     pub handshakes: u64,
-    pub errors: u64,
+    pub errors: FailureCounts,
     /// Bytes read off the sockets from the measured window on.
     pub bytes_read: u64,
     /// Deliveries that arrived compressed (permessage-deflate).
     pub compressed: u64,
+    /// The idle scenario's messages: the latest delivery of each seen here.
+    pub last_delivery: LastDelivery,
 }
 
 /// The most a compressed message may inflate to here: the largest server
@@ -129,6 +133,19 @@ struct Client {
     out: Vec<u8>,
     writable: bool,
     opened_at: Instant,
+    /// The upgrade request is written out (told apart from a connect that
+    /// never completed when the handshake times out).
+    request_sent: bool,
+    /// The server's close frame, once one came.
+    closed_by: Option<Failure>,
+    /// Join acks still to come before the client is open.
+    acks_due: usize,
+    /// Upgraded: counted in `Shared::connected` until it is dropped.
+    upgraded: bool,
+    /// The idle scenario's publisher: messages sent into the --rooms, and
+    /// into the common room.
+    room_sent: u64,
+    common_sent: u64,
     /// Messages sent per slot of `templates` and not answered yet: an
     /// echo's reply, or a probed publisher's arrival at the room's probe.
     /// Empty for a client paced by `--rate` or sending nothing.
@@ -161,6 +178,12 @@ impl Client {
             out: client::upgrade_request(path, host, deflate, msgpack),
             writable: true,
             opened_at: Instant::now(),
+            request_sent: false,
+            closed_by: None,
+            acks_due: 1,
+            upgraded: false,
+            room_sent: 0,
+            common_sent: 0,
             in_flight: Vec::new(),
             sent: 0,
             seqs: RoomSeqs::default(),
@@ -199,6 +222,10 @@ struct Worker<'a> {
     /// `--protocol msgpack`: a server message's MessagePack as JSON text,
     /// read by the same scenario code as a JSON client's.
     unpacked: Vec<u8>,
+    /// `"room":"<common room>"`: how a delivery into it is told apart.
+    common_marker: String,
+    /// The idle scenario's publisher, when this thread has it.
+    idle_publisher: Option<usize>,
 }
 
 impl<'a> Worker<'a> {
@@ -221,9 +248,10 @@ impl<'a> Worker<'a> {
                 delivered: 0,
                 out_of_order: 0,
                 handshakes: 0,
-                errors: 0,
+                errors: FailureCounts::default(),
                 bytes_read: 0,
                 compressed: 0,
+                last_delivery: LastDelivery::default(),
             },
             ready_reported: false,
             last_merge: Instant::now(),
@@ -234,6 +262,11 @@ impl<'a> Worker<'a> {
             inflater: Inflater::default(),
             inflated: Vec::new(),
             unpacked: Vec::new(),
+            common_marker: args
+                .common_room
+                .as_ref()
+                .map_or_else(String::new, |room| format!(r#""room":"{room}""#)),
+            idle_publisher: None,
         })
     }
 
@@ -241,9 +274,10 @@ impl<'a> Worker<'a> {
         let args = self.args;
         match args.scenario {
             Scenario::Echo => Role::Echo,
-            Scenario::Idle => Role::Idle {
+            Scenario::Idle if global < args.conns => Role::Idle {
                 room: global % args.rooms,
             },
+            Scenario::Idle => Role::Publisher { index: 0, room: 0 },
             Scenario::Connect => Role::Connector,
             Scenario::Fanout if global < args.conns => Role::Subscriber {
                 room: args.rooms_of_subscriber(global).next().unwrap_or(0),
@@ -294,6 +328,7 @@ impl<'a> Worker<'a> {
             }
             if now.duration_since(self.last_merge) >= Duration::from_millis(500) {
                 self.merge_progress();
+                self.expire_stalled(phase, now);
             }
         }
     }
@@ -328,9 +363,9 @@ impl<'a> Worker<'a> {
             };
             self.total_started += 1;
             if let Err(e) = self.connect(global) {
-                self.tally.errors += 1;
-                self.shared.errors.fetch_add(1, Ordering::Relaxed);
-                if e.raw_os_error() == Some(libc::EMFILE) {
+                let failure = Failure::of_io(&e);
+                self.fail(failure);
+                if failure == Failure::OutOfFiles {
                     return;
                 }
             }
@@ -373,6 +408,9 @@ impl<'a> Worker<'a> {
         client.templates = templates;
         client.seqs = rooms_joined(args, role, global);
         entry.insert(client);
+        if args.scenario == Scenario::Idle && matches!(role, Role::Publisher { .. }) {
+            self.idle_publisher = Some(key);
+        }
         for (slot, room) in probes.into_iter().enumerate() {
             let probe = Role::Probe {
                 room,
@@ -443,7 +481,8 @@ impl<'a> Worker<'a> {
             };
             match client.stream.read(&mut buf) {
                 Ok(0) => {
-                    self.drop_client(key, phase);
+                    let failure = client.closed_by.unwrap_or(Failure::Eof);
+                    self.drop_client(key, phase, failure);
                     return;
                 }
                 Ok(n) => {
@@ -455,8 +494,8 @@ impl<'a> Worker<'a> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.drop_client(key, phase);
+                Err(e) => {
+                    self.drop_client(key, phase, Failure::of_io(&e));
                     return;
                 }
             }
@@ -483,9 +522,11 @@ impl<'a> Worker<'a> {
             {
                 // Refused, or compression or MessagePack asked for and not
                 // agreed: the run would not measure what it says.
-                self.tally.errors += 1;
-                self.shared.errors.fetch_add(1, Ordering::Relaxed);
-                self.drop_client(key, phase);
+                let failure = match head.upgraded {
+                    false => Failure::Http(head.status),
+                    true => Failure::NotNegotiated,
+                };
+                self.drop_client(key, phase, failure);
                 return;
             }
             self.on_open(key, now);
@@ -517,7 +558,10 @@ impl<'a> Worker<'a> {
                     self.on_compressed(key, deflated, phase, now);
                 }
                 Incoming::Ready => self.mark_open(key),
-                Incoming::Closed => client.state = State::Closed,
+                Incoming::Closed(failure) => {
+                    client.state = State::Closed;
+                    client.closed_by = Some(failure);
+                }
                 Incoming::Other => {}
             }
         }
@@ -537,10 +581,7 @@ impl<'a> Worker<'a> {
                 self.tally.compressed += 1;
                 self.on_message(key, &inflated, phase, now);
             }
-            Err(_) => {
-                self.tally.errors += 1;
-                self.shared.errors.fetch_add(1, Ordering::Relaxed);
-            }
+            Err(_) => self.fail(Failure::BadMessage),
         }
         self.inflated = inflated;
     }
@@ -557,8 +598,7 @@ impl<'a> Worker<'a> {
         if roomcast::proto::msgpack::to_json(data, &mut unpacked).is_ok() {
             self.on_data(key, &unpacked, phase, now);
         } else {
-            self.tally.errors += 1;
-            self.shared.errors.fetch_add(1, Ordering::Relaxed);
+            self.fail(Failure::BadMessage);
         }
         self.unpacked = unpacked;
     }
@@ -571,6 +611,7 @@ impl<'a> Worker<'a> {
         self.tally.handshakes += 1;
         self.shared.handshakes.fetch_add(1, Ordering::Relaxed);
         self.shared.connected.fetch_add(1, Ordering::Relaxed);
+        client.upgraded = true;
         let joins = matches!(
             client.role,
             Role::Subscriber { .. } | Role::Probe { .. } | Role::Idle { .. }
@@ -603,11 +644,19 @@ impl<'a> Worker<'a> {
                 if args.delta && matches!(client.role, Role::Subscriber { .. }) {
                     options.push_str(r#","delta":true"#);
                 }
+                client.acks_due = 0;
                 for room in client.seqs.rooms() {
                     let join = format!(
                         r#"{{"event":"room:join","data":{{"room":"bench-{room}"{options}}},"id":"j"}}"#
                     );
                     client::message_frame(join.as_bytes(), args.msgpack(), &mut client.out);
+                    client.acks_due += 1;
+                }
+                if let (Role::Idle { .. }, Some(common)) = (client.role, &args.common_room) {
+                    let join =
+                        format!(r#"{{"event":"room:join","data":{{"room":"{common}"}},"id":"c"}}"#);
+                    client::message_frame(join.as_bytes(), args.msgpack(), &mut client.out);
+                    client.acks_due += 1;
                 }
             }
             _ => client.state = State::Open,
@@ -638,7 +687,7 @@ impl<'a> Worker<'a> {
             {
                 // A refused join (a full room, a cluster without Redis):
                 // the client would never get its deliveries.
-                return self.drop_client(key, phase);
+                return self.drop_client(key, phase, Failure::JoinRefused);
             }
             if data.starts_with(br#"{"event":"ack""#) {
                 if client.role == Role::Connector {
@@ -653,12 +702,14 @@ impl<'a> Worker<'a> {
                     self.finish_connector(key);
                     return;
                 }
-                // Open once every room's join is acknowledged, each room's
+                // Open once every join is acknowledged, each bench room's
                 // order check starting from its ack's `seq`.
-                let seq = payload::number_after(data, b"\"seq\":").unwrap_or(0);
-                if let Some(room) = room_named(data)
-                    && client.seqs.acked(room, seq)
-                {
+                if let Some(room) = room_named(data) {
+                    let seq = payload::number_after(data, b"\"seq\":").unwrap_or(0);
+                    client.seqs.acked(room, seq);
+                }
+                client.acks_due = client.acks_due.saturating_sub(1);
+                if client.acks_due == 0 {
                     client.state = State::Open;
                 }
             }
@@ -680,14 +731,16 @@ impl<'a> Worker<'a> {
                     let slot = payload::number_after(data, b"\"id\":\"").unwrap_or(0) as usize;
                     let room = client.templates.get(slot).map_or(0, |t| t.0);
                     if data.windows(14).any(|w| w == b"\"success\":true") {
-                        self.tally.published[room] += 1;
+                        // The common room is not one of the --rooms.
+                        if let Some(n) = self.tally.published.get_mut(room) {
+                            *n += 1;
+                        }
                     } else {
                         // Refused: it never reaches the probe.
                         if let Some(n) = client.in_flight.get_mut(slot) {
                             *n = n.saturating_sub(1);
                         }
-                        self.tally.errors += 1;
-                        self.shared.errors.fetch_add(1, Ordering::Relaxed);
+                        self.fail(Failure::PublishRefused);
                     }
                 }
             }
@@ -710,7 +763,20 @@ impl<'a> Worker<'a> {
                 self.check_order(key, data);
                 self.count_delivery(data, now);
             }
-            Role::Idle { .. } | Role::Connector => {}
+            Role::Idle { .. } => {
+                if !data.starts_with(br#"{"event":"bench:msg""#) {
+                    return;
+                }
+                self.count_delivery(data, now);
+                if let Some(record) = payload::find_record(data) {
+                    let common = payload::find(data, self.common_marker.as_bytes()).is_some();
+                    let latency = payload::now_us().saturating_sub(record.time_us);
+                    self.tally
+                        .last_delivery
+                        .note(record.counter, common, latency);
+                }
+            }
+            Role::Connector => {}
         }
     }
 
@@ -763,6 +829,19 @@ impl<'a> Worker<'a> {
         let elapsed = now
             .duration_since(self.measure_start.unwrap_or(now))
             .as_secs_f64();
+        if args.scenario == Scenario::Idle {
+            // Only the publisher sends (the others flush their pongs when
+            // they read): 18,000 idle clients are not walked every turn.
+            if let Some(key) = self.idle_publisher
+                && self
+                    .clients
+                    .get(key)
+                    .is_some_and(|c| c.state == State::Open)
+            {
+                self.pace_idle_publisher(key, elapsed);
+            }
+            return;
+        }
         let count_reached = args
             .count
             .is_some_and(|n| self.shared.sent.load(Ordering::Relaxed) >= n);
@@ -805,6 +884,33 @@ impl<'a> Worker<'a> {
             }
             self.flush(key);
         }
+    }
+
+    /// The idle scenario's publisher: `--rate` messages a second into the
+    /// rooms in turn, and one into the common room every `--common-every`,
+    /// the first at once.
+    fn pace_idle_publisher(&mut self, key: usize, elapsed: f64) {
+        let args = self.args;
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        let due = ((elapsed * args.rate) as u64).saturating_sub(client.room_sent);
+        let mut slots = Vec::new();
+        for _ in 0..due.min(1000) {
+            slots.push((client.room_sent % args.rooms as u64) as usize);
+            client.room_sent += 1;
+        }
+        if let Some(every) = args.common_every {
+            let due = (elapsed / every.as_secs_f64()) as u64 + 1;
+            if client.common_sent < due {
+                client.common_sent = due;
+                slots.push(args.rooms);
+            }
+        }
+        for slot in slots {
+            self.send_message(key, slot);
+        }
+        self.flush(key);
     }
 
     /// Sends client `key` message number `sent + 1`, to the room of its
@@ -855,6 +961,7 @@ impl<'a> Worker<'a> {
                 }
             }
             if client.out.is_empty() {
+                client.request_sent = true;
                 break;
             }
             match client.stream.write(&client.out) {
@@ -876,14 +983,47 @@ impl<'a> Worker<'a> {
         client.writable = true;
     }
 
-    fn drop_client(&mut self, key: usize, phase: u8) {
+    /// Drops client `key` for `failure`, counted unless the run is past
+    /// its measured window (the server may then close as it likes).
+    fn drop_client(&mut self, key: usize, phase: u8, failure: Failure) {
         let Some(mut client) = self.clients.try_remove(key) else {
             return;
         };
         let _ = self.poll.registry().deregister(client.stream.socket());
-        if client.role != Role::Connector && phase < phase::DRAIN {
-            self.tally.errors += 1;
-            self.shared.errors.fetch_add(1, Ordering::Relaxed);
+        if phase < phase::DRAIN {
+            self.fail(failure);
+            // `connected` counts what is still open at the end of the window.
+            if client.upgraded {
+                self.shared.connected.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn fail(&mut self, failure: Failure) {
+        self.tally.errors.add(failure);
+        self.shared.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Drops the clients not open (upgraded and joined) within
+    /// `--connect-timeout` of their connect, by where they stood.
+    fn expire_stalled(&mut self, phase: u8, now: Instant) {
+        let limit = self.args.connect_timeout;
+        let stalled: Vec<(usize, Failure)> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| now.duration_since(c.opened_at) > limit)
+            .filter_map(|(key, c)| {
+                let failure = match (c.state, c.request_sent) {
+                    (State::Handshaking, false) => Failure::ConnectTimeout,
+                    (State::Handshaking, true) => Failure::HandshakeTimeout,
+                    (State::Joining, _) => Failure::AckTimeout,
+                    _ => return None,
+                };
+                Some((key, failure))
+            })
+            .collect();
+        for (key, failure) in stalled {
+            self.drop_client(key, phase, failure);
         }
     }
 
@@ -934,7 +1074,11 @@ fn request_path(args: &BenchArgs, role: Role, global: usize) -> String {
         Target::Roomcast => {
             let exp = (payload::now_us() / 1_000_000 + 24 * 3600) as f64;
             let claims = Claims {
-                publish: matches!(role, Role::Publisher { .. }).then(|| ["bench-*".into()].into()),
+                publish: matches!(role, Role::Publisher { .. }).then(|| {
+                    let mut rooms = vec!["bench-*".into()];
+                    rooms.extend(args.common_room.as_deref().map(Into::into));
+                    rooms.into()
+                }),
                 rate: Some(0.0),
                 ..Claims::new(format!("bench-{global}"), exp)
             };
@@ -955,7 +1099,13 @@ fn request_path(args: &BenchArgs, role: Role, global: usize) -> String {
 fn templates_for(args: &BenchArgs, role: Role) -> Vec<(usize, Arc<Template>)> {
     let rooms: Vec<usize> = match role {
         Role::Echo => vec![0],
-        Role::Publisher { index, .. } => args.rooms_of_publisher(index),
+        Role::Publisher { index, .. } => {
+            let mut rooms = args.rooms_of_publisher(index);
+            if args.scenario == Scenario::Idle && args.common_every.is_some() {
+                rooms.push(args.common_room_index());
+            }
+            rooms
+        }
         _ => return Vec::new(),
     };
     rooms
@@ -994,7 +1144,8 @@ fn template_for(args: &BenchArgs, role: Role) -> Option<Arc<Template>> {
                 }
             };
             let text = format!(
-                r#"{{"event":"bench:msg","room":"bench-{room}","data":{data},"id":"{ID_PLACEHOLDER}#"}}"#
+                r#"{{"event":"bench:msg","room":"{}","data":{data},"id":"{ID_PLACEHOLDER}#"}}"#,
+                args.room_name(room)
             );
             if args.msgpack() {
                 Template::new(OpCode::Binary, &client::pack(text.as_bytes()), mask)
