@@ -42,14 +42,14 @@ fn tick(n: u64) -> String {
 }
 
 fn event(n: u64) -> Arc<[u8]> {
-    wire::text_frame(&wire::room_message(
+    wire::room_frame(
         "price:tick",
         "prices:BTC-USD",
         tick(n).as_bytes(),
         "feed",
         n,
         1_700_000_000_000,
-    ))
+    )
 }
 
 fn deltas(c: &mut Criterion) {

@@ -12,6 +12,7 @@ use roomcast::auth::{self, Claims, Keys};
 use roomcast::cli::ServeArgs;
 use roomcast::codes::ErrorCode;
 use roomcast::config::Config;
+use roomcast::conn::cork;
 use roomcast::conn::outbound::MAX_IO_SLICES;
 use roomcast::conn::{Admission, Connection, Context, Delivery, Observe};
 use roomcast::metrics::{ShardMetrics, Snapshot};
@@ -156,14 +157,7 @@ fn bench_fanout(c: &mut Criterion) {
         .map(|id| open_connection(id, &config, &keys, &mut parser))
         .collect();
     let room: Arc<str> = Arc::from("lobby");
-    let frame = wire::text_frame(&wire::room_message(
-        "chat:msg",
-        "lobby",
-        b"{\"p\":1}",
-        "u",
-        1,
-        0,
-    ));
+    let frame = wire::room_frame("chat:msg", "lobby", b"{\"p\":1}", "u", 1, 0);
     let mut group = c.benchmark_group("fanout");
     group.throughput(Throughput::Elements(MEMBERS as u64));
     group.bench_function("enqueue_10k_members", |b| {
@@ -189,26 +183,42 @@ fn bench_fanout(c: &mut Criterion) {
     const TURN_EVENTS: usize = 16;
     let members = &mut members[..TURN_MEMBERS];
     group.throughput(Throughput::Elements((TURN_MEMBERS * TURN_EVENTS) as u64));
-    group.bench_function("turn_16_events_1k_members_to_slices", |b| {
-        b.iter(|| {
-            let now = Instant::now();
-            for _ in 0..TURN_EVENTS {
-                for member in members.iter_mut() {
-                    black_box(member.wants_write_through(frame.len(), &config));
-                    member.deliver(Some(&room), &frame, Delivery::RoomEvent, now, &config);
+    // `corked`: the same, with each member's slices corked into the
+    // shard's buffer the way the reactor writes them (`conn::cork`).
+    for corked in [false, true] {
+        let name = if corked {
+            "turn_16_events_1k_members_corked"
+        } else {
+            "turn_16_events_1k_members_to_slices"
+        };
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let now = Instant::now();
+                for _ in 0..TURN_EVENTS {
+                    for member in members.iter_mut() {
+                        black_box(member.wants_write_through(frame.len(), &config));
+                        member.deliver(Some(&room), &frame, Delivery::RoomEvent, now, &config);
+                    }
                 }
-            }
-            let mut slices_total = 0;
-            for member in members.iter_mut() {
-                let out = member.outbound();
-                let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
-                slices_total += out.io_slices(&mut slices);
-                let pending = out.pending();
-                out.advance(pending);
-            }
-            slices_total
-        })
-    });
+                let mut slices_total = 0;
+                for member in members.iter_mut() {
+                    let out = member.outbound();
+                    let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
+                    let count = out.io_slices(&mut slices);
+                    slices_total += if corked {
+                        cork::with_corked::<MAX_IO_SLICES, _>(&slices[..count], |s| {
+                            black_box(s).len()
+                        })
+                    } else {
+                        count
+                    };
+                    let pending = out.pending();
+                    out.advance(pending);
+                }
+                slices_total
+            })
+        });
+    }
     group.finish();
 }
 

@@ -20,6 +20,9 @@
 # with roomcast's flags; `uws` runs only if $CARGO_TARGET_DIR/uws/peer-uws
 # exists, built when UWS_DIR and USOCKETS_DIR are set), BUILD (1; 0 skips the builds),
 # SERVER_CORE (0), BENCH_CORE (1), RESULTS_MD (perf/RESULTS.md),
+# ROOMCAST_ARGS (more `serve` flags for roomcast and roomcast-base) and
+# BENCH_ARGS (more bench flags): e.g. `--tls-cert C --tls-key K` and
+# `--tls` measure roomcast over TLS (SERVERS="roomcast roomcast-base"),
 # CARGO_TARGET_DIR (target; the peers build there too).
 #
 # Everything targets 127.0.0.1, every run is bounded (bench --duration plus a
@@ -35,6 +38,8 @@ DURATION=${DURATION:-5s}
 SERVER_CORE=${SERVER_CORE:-0}
 BENCH_CORE=${BENCH_CORE:-1}
 BUILD=${BUILD:-1}
+ROOMCAST_ARGS=${ROOMCAST_ARGS:-}
+BENCH_ARGS=${BENCH_ARGS:-}
 RESULTS_MD=${RESULTS_MD:-$PERF_DIR/RESULTS.md}
 ALL_CASES="echo-32 echo-1k fanout-1k fanout-10k fanout-1k-20 fanout-1k-100 fanout-1k-200 fanout-10k-20 fanout-rooms fanout-rooms-w16 idle-10k idle-19k"
 ALL_SERVERS="floor roomcast tokio-tungstenite fastwebsockets uws node-ws socketio"
@@ -317,9 +322,10 @@ start_server() {
         roomcast | roomcast-base)
             local bin=$BIN
             [ "$name" = roomcast-base ] && bin=${BASE_BIN:?BASE_BIN must name the earlier roomcast binary}
+            # shellcheck disable=SC2086
             taskset -c "$SERVER_CORE" "$bin" serve --bind 127.0.0.1:0 --shards 1 \
                 --jwt-secret "$SECRET" --echo --max-write-buffer 512KiB --log-level warn \
-                >"$WORK/server.out" 2>"$WORK/server.err" & ;;
+                $ROOMCAST_ARGS >"$WORK/server.out" 2>"$WORK/server.err" & ;;
         tokio-tungstenite | fastwebsockets | floor)
             PEER_THREADS=1 taskset -c "$SERVER_CORE" \
                 "$CARGO_TARGET_DIR/release/peer-$name" 0 \
@@ -420,7 +426,7 @@ for c in $CASES; do
             # shellcheck disable=SC2086
             timeout -k 5 "$BENCH_TIMEOUT" taskset -c "$BENCH_CORE" "$BIN" bench $args \
                 --addr "127.0.0.1:$SERVER_PORT" --target "$target" --jwt-secret "$SECRET" \
-                -d "$DURATION" --threads 1 --server-pid "$SERVER_PID" --json \
+                -d "$DURATION" --threads 1 --server-pid "$SERVER_PID" --json $BENCH_ARGS \
                 >"$WORK/bench.out" 2>"$WORK/bench.err"
             rc=$?
             kill "$WATCH_PID" 2>/dev/null

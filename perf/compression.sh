@@ -21,6 +21,9 @@
 #
 #   perf/compression.sh
 #   REPS=5 RATE=200 perf/compression.sh
+#   BASE_BIN=/path/to/older/roomcast IDLE=0 perf/compression.sh
+#       # the fan-out of this build and an earlier one (modes `off-base`,
+#       # `on-base`), all four alternated; IDLE=0 skips the idle part
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -30,8 +33,12 @@ DURATION=${DURATION:-10s}
 CONNS=${CONNS:-10000}
 SMALL=${SMALL:-1000}
 REPS=${REPS:-3}
+IDLE=${IDLE:-1}
+MODES="off on"
+[ -n "${BASE_BIN:-}" ] && MODES="off on off-base on-base"
 
-build_release
+# BUILD=0 measures the binaries as they are (no build).
+[ "${BUILD:-1}" = 1 ] && build_release
 RESULTS="$WORK/results.jsonl"
 : >"$RESULTS"
 
@@ -40,11 +47,15 @@ run() {
     local mode="$1" scenario="$2"
     shift 2
     local offer=()
-    [ "$mode" = on ] && offer=(--compression)
+    [ "${mode%-base}" = on ] && offer=(--compression)
+    local BENCH_BIN=$BIN
+    # start_server runs $BIN: the earlier build for the `-base` modes.
+    local BIN=$BIN
+    [ "$mode" != "${mode%-base}" ] && BIN=$BASE_BIN
     start_server --compression on --shards 1
     taskset -p -c 0 "$SERVER_PID" >/dev/null
     local line
-    line=$(taskset -c 1 "$BIN" bench "$scenario" --addr "127.0.0.1:$SERVER_PORT" \
+    line=$(taskset -c 1 "$BENCH_BIN" bench "$scenario" --addr "127.0.0.1:$SERVER_PORT" \
         --jwt-secret "$SECRET" --server-pid "$SERVER_PID" --threads 1 --json \
         "${offer[@]}" "$@" 2>"$WORK/bench.err") || { cat "$WORK/bench.err" >&2; }
     stop_server
@@ -54,13 +65,14 @@ run() {
 echo "# compression: $SUBS subscribers, $RATE msg/s of ~1 KiB prices, $DURATION; idle $CONNS; $REPS runs each"
 echo "# $(date -u +%FT%TZ)  $(nproc) cores  load: $(cut -d' ' -f1-3 /proc/loadavg)"
 for rep in $(seq "$REPS"); do
-    for mode in off on; do
+    for mode in $MODES; do
         run "$mode" fanout -c "$SUBS" --rooms 1 --publishers 1 --payload prices -s 1024 \
             --rate "$RATE" -d "$DURATION"
         echo "  fanout run $rep $mode done"
     done
 done
 for rep in $(seq "$REPS"); do
+    [ "$IDLE" = 1 ] || break
     for mode in off on; do
         for n in "$CONNS" "$SMALL"; do
             run "$mode" idle -c "$n" -d 3s
@@ -87,7 +99,9 @@ def cells(scenario, mode, get, conns=None):
 
 print("\n| compression | deliveries/s | server CPU µs/delivery | bytes read/delivery | RSS/connection B | p50 µs | p99 µs | lost | out of order | errors | saturated |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")
-for mode in ("off", "on"):
+for mode in ("off", "on", "off-base", "on-base"):
+    if not any(r["scenario"] == "fanout" and r["mode"] == mode for r in runs):
+        continue
     f = lambda key: cells("fanout", mode, key)
     print("| " + " | ".join([
         mode,

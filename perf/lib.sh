@@ -119,6 +119,8 @@ case_args() {
         fanout-rooms-w16) echo "fanout -c 10000 --rooms 1000 --publishers 1000 -s 64 --rate 0 -w 16" ;;
         idle-10k) echo "idle -c 10000 --rooms 1" ;;
         idle-19k) echo "idle -c 19000 --rooms 1" ;;
+        # fanout-1k with a payload of N bytes, for sweeps over frame sizes.
+        fanout-1k-s[0-9]*) echo "fanout -c 1000 --rooms 1 --publishers 1 -s ${1#fanout-1k-s} --rate 0" ;;
         *) return 1 ;;
     esac
 }

@@ -15,6 +15,9 @@
 #
 #   perf/tls.sh                    # 3 runs of each, 5 s windows
 #   RUNS=1 DURATION=3s perf/tls.sh
+#   BASE_BIN=/path/to/older/roomcast SCENARIOS=fanout perf/tls.sh
+#                                  # this build and an earlier one, runs
+#                                  # alternated (the bench is this build's)
 #
 # Everything is on 127.0.0.1, each run is bounded, and only the processes
 # this script started are stopped, by PID. Raw results go to
@@ -30,8 +33,12 @@ mkdir -p "$PERF_DIR/results"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
     -subj /CN=localhost -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
 
-run_one() { # SCENARIO TRANSPORT RUN
-    local scenario=$1 transport=$2 run=$3
+run_one() { # SCENARIO TRANSPORT RUN BUILD
+    local scenario=$1 transport=$2 run=$3 build=$4
+    local BENCH_BIN=$BIN
+    # start_server runs $BIN: the earlier build for `base`.
+    local BIN=$BIN
+    [ "$build" = base ] && BIN=$BASE_BIN
     local server_args=(--shards 2 --rate-limit 0 --echo --handshake-rate 0)
     local bench_args=(--threads 1)
     if [ "$transport" = tls ]; then
@@ -45,27 +52,33 @@ run_one() { # SCENARIO TRANSPORT RUN
         idle) bench_args+=(idle -c 5000 --rooms 10) ;;
     esac
     start_server "${server_args[@]}" || return
-    timeout 120 "$BIN" bench "${bench_args[@]}" --addr "127.0.0.1:$SERVER_PORT" \
+    timeout 120 "$BENCH_BIN" bench "${bench_args[@]}" --addr "127.0.0.1:$SERVER_PORT" \
         --jwt-secret "$SECRET" -d "$DURATION" --json --server-pid "$SERVER_PID" \
         >"$WORK/bench.json" 2>"$WORK/bench.err"
     [ -s "$WORK/bench.json" ] || { echo "tls: $scenario/$transport run $run failed:" >&2; tail -3 "$WORK/bench.err" >&2; }
-    python3 - "$scenario" "$transport" "$run" "$WORK/bench.json" >>"$OUT" <<'PY'
+    python3 - "$scenario" "$transport" "$run" "$WORK/bench.json" "$build" >>"$OUT" <<'PY'
 import json, sys
 line = open(sys.argv[4]).read().strip()
 if line:
     r = json.loads(line)
     r["scenario"], r["transport"], r["run"] = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    r["build"] = sys.argv[5]
     print(json.dumps(r))
 PY
     stop_server
 }
 
-build_release
+# BUILD=0 measures the binaries as they are (no build).
+[ "${BUILD:-1}" = 1 ] && build_release
+BUILDS=head
+[ -n "${BASE_BIN:-}" ] && BUILDS="head base"
 for run in $(seq "$RUNS"); do
     for scenario in $SCENARIOS; do
         for transport in plain tls; do
-            echo "tls: run $run, $scenario over $transport" >&2
-            run_one "$scenario" "$transport" "$run"
+            for build in $BUILDS; do
+                echo "tls: run $run, $scenario over $transport ($build)" >&2
+                run_one "$scenario" "$transport" "$run" "$build"
+            done
         done
     done
 done
@@ -75,12 +88,13 @@ import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 med = statistics.median
 print(f"raw: {sys.argv[1]}")
-print("| scenario | transport | rate | server CPU µs per op | × plain | p50 µs | p99 µs | RSS B/conn | errors | lost | out of order |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
-for scenario in ["connect", "echo", "fanout", "idle"]:
+print("| scenario | transport | build | rate | server CPU µs per op | × plain | p50 µs | p99 µs | RSS B/conn | errors | lost | out of order |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+for scenario, build in [(s, b) for s in ["connect", "echo", "fanout", "idle"] for b in ["head", "base"]]:
     base = None
     for transport in ["plain", "tls"]:
-        rs = [r for r in rows if r["scenario"] == scenario and r["transport"] == transport]
+        rs = [r for r in rows if r["scenario"] == scenario and r["transport"] == transport
+              and r.get("build", "head") == build]
         if not rs:
             continue
         key = "handshakes_per_second" if scenario == "connect" else "messages_per_second"
@@ -91,7 +105,7 @@ for scenario in ["connect", "echo", "fanout", "idle"]:
         rate = "-" if scenario == "idle" else f"{med([r[key] for r in rs]):,.0f} {unit}"
         cpu_text = "-" if scenario == "idle" else f"{cpu:.3f}"
         ratio = "-" if scenario == "idle" else f"{cpu / base if base else float('nan'):.2f}"
-        print(f"| {scenario} | {transport} | {rate} | {cpu_text} | "
+        print(f"| {scenario} | {transport} | {build} | {rate} | {cpu_text} | "
               f"{ratio} | {med([r['latency_us']['p50'] for r in rs]):,} | "
               f"{med([r['latency_us']['p99'] for r in rs]):,} | "
               f"{med([r['server']['rss_per_connection_bytes'] for r in rs]):,.0f} | {sum(r['errors'] for r in rs)} | "

@@ -99,7 +99,14 @@ impl Backpressure {
     /// whether anything is held back already matters to its fate.
     #[inline]
     pub fn holds_back(self, kind: Delivery) -> bool {
-        kind == Delivery::RoomEvent && self.hold_back.is_some()
+        kind == Delivery::RoomEvent && self.may_hold_back()
+    }
+
+    /// Whether anything is ever held back (`drop` or `conflate`); under
+    /// `close` nothing is, and there is nothing to release.
+    #[inline]
+    pub fn may_hold_back(self) -> bool {
+        self.hold_back.is_some()
     }
 
     /// The fate of a `len`-byte frame of `kind` offered to a queue with
@@ -169,6 +176,15 @@ mod tests {
             RoomEvent => B,
             Other => 2 * B,
             Delivery::Volatile => B / 2,
+        }
+    }
+
+    #[test]
+    fn only_drop_and_conflate_ever_hold_back() {
+        for policy in POLICIES {
+            let rule = Backpressure::new(B, policy);
+            let holds = matches!(past_the_bound(RoomEvent, policy), Fate::HoldBack(_));
+            assert_eq!(rule.may_hold_back(), holds, "{policy:?}");
         }
     }
 

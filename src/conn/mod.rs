@@ -17,6 +17,7 @@ mod api;
 pub use api::Subscribing;
 pub mod backpressure;
 pub mod compression;
+pub mod cork;
 pub mod id;
 pub mod outbound;
 pub mod packed;
@@ -505,7 +506,10 @@ impl Connection {
     /// held back for it (`system:dropped`, or the newest event per room).
     /// Returns whether anything was queued.
     pub fn release_held_back(&mut self, config: &Config) -> bool {
-        self.is_open_websocket() && self.release_if_caught_up(Backpressure::of(config))
+        let rule = Backpressure::of(config);
+        // Asked after every write: under `close` the session (another
+        // cache line per member) is not even looked at.
+        rule.may_hold_back() && self.is_open_websocket() && self.release_if_caught_up(rule)
     }
 
     /// Queues what was held back if the queue is below half the bound;

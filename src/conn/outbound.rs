@@ -2,11 +2,12 @@
 //!
 //! Small frames built for one connection (echoes, acks, control frames) are
 //! appended to one contiguous buffer; frames shared by many connections (a
-//! room message) are queued as reference-counted bytes, never copied. The
-//! queue hands out `IoSlice`s so that everything pending leaves in one
-//! `writev`. It remembers frame boundaries so that a slow consumer can be cut
-//! off after the frame in flight. Knows nothing of sockets: the reactor
-//! writes the slices and reports how much went out.
+//! room message) are queued as reference-counted bytes, never copied here.
+//! The queue hands out `IoSlice`s so that everything pending leaves in one
+//! write (`conn::cork` copies runs of short ones together at that moment).
+//! It remembers frame boundaries so that a slow consumer can be cut off
+//! after the frame in flight. Knows nothing of sockets: the reactor writes
+//! the slices and reports how much went out.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -21,8 +22,10 @@ thread_local! {
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Frame lists longer than this are freed rather than kept.
-const MAX_POOLED_CHUNKS: usize = 8;
+/// Frame lists longer than this are freed rather than kept. A fan-out
+/// member gets a turn's events (16 in flight and more) in one list: a
+/// list that short would be grown and freed again every turn.
+const MAX_POOLED_CHUNKS: usize = 32;
 /// Most idle frame lists kept per shard.
 const MAX_POOLED_CHUNK_LISTS: usize = 16_384;
 
@@ -328,6 +331,18 @@ mod tests {
         drain_all(&mut out);
         assert_eq!(out.inline.capacity(), 0);
         assert_eq!(out.chunks.capacity(), 0);
+    }
+
+    #[test]
+    fn a_turn_of_fan_out_keeps_its_frame_list_for_the_next() {
+        let mut out = Outbound::default();
+        let frame: Arc<[u8]> = Arc::from(&b"x"[..]);
+        for _ in 0..20 {
+            out.push_shared(frame.clone());
+        }
+        drain_all(&mut out);
+        out.push_shared(frame);
+        assert!(out.chunks.capacity() >= 20, "the grown list was pooled");
     }
 
     #[test]

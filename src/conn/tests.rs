@@ -150,14 +150,7 @@ fn take_output(conn: &mut Connection) -> Vec<u8> {
 
 fn event(seq: u64, size: usize) -> Arc<[u8]> {
     let data = format!("\"{}\"", "x".repeat(size));
-    wire::text_frame(&wire::room_message(
-        "a:b",
-        "r",
-        data.as_bytes(),
-        "u",
-        seq,
-        0,
-    ))
+    wire::room_frame("a:b", "r", data.as_bytes(), "u", seq, 0)
 }
 
 /// Delivers room events until the next one would not fit under the bound;

@@ -64,21 +64,6 @@ pub fn frame_text(frame: &[u8]) -> &[u8] {
     frame.get(header_len..).unwrap_or_default()
 }
 
-/// `{"event","room","data","from","seq","ts"}`, in exactly that order.
-pub fn room_message(
-    event: &str,
-    room: &str,
-    data: &[u8],
-    from: &str,
-    seq: u64,
-    ts_ms: u64,
-) -> Vec<u8> {
-    let (mut out, tail) = room_message_around_seq(event, room, data, from, ts_ms);
-    json::write_u64(&mut out, seq);
-    out.extend_from_slice(&tail);
-    out
-}
-
 /// `{"event","room","data","from","ts"}`, in exactly that order: a
 /// volatile room event (section 14), which has no `seq`.
 pub fn volatile_message(event: &str, room: &str, data: &[u8], from: &str, ts_ms: u64) -> Vec<u8> {
@@ -89,18 +74,69 @@ pub fn volatile_message(event: &str, room: &str, data: &[u8], from: &str, ts_ms:
     out
 }
 
+/// The text frame of a room event, `{"event","room","data","from","seq",
+/// "ts"}` in exactly that order, written in place: the frame's own
+/// allocation is the only one (a room event is built once per publish,
+/// on the room owner's thread).
+pub fn room_frame(
+    event: &str,
+    room: &str,
+    data: &[u8],
+    from: &str,
+    seq: u64,
+    ts_ms: u64,
+) -> Arc<[u8]> {
+    // Room for the longest header of an unmasked frame, filled in last.
+    const AT: usize = 10;
+    ROOM_FRAME_SCRATCH.with(|scratch| {
+        let mut buf = scratch.borrow_mut();
+        buf.clear();
+        buf.resize(AT, 0);
+        write_event_head(&mut buf, event, room, data, from);
+        buf.extend_from_slice(b",\"seq\":");
+        json::write_u64(&mut buf, seq);
+        buf.extend_from_slice(b",\"ts\":");
+        json::write_u64(&mut buf, ts_ms);
+        buf.push(b'}');
+        let mut header = [0u8; AT];
+        let header_len = frame::encode_header(true, OpCode::Text, buf.len() - AT, &mut header);
+        let start = AT - header_len;
+        buf[start..AT].copy_from_slice(&header[..header_len]);
+        let frame = Arc::from(&buf[start..]);
+        if buf.capacity() > MAX_KEPT_SCRATCH {
+            *buf = Vec::new();
+        }
+        frame
+    })
+}
+
+/// The largest `room_frame` scratch kept for the next event, so that one
+/// big message does not pin its size for good.
+const MAX_KEPT_SCRATCH: usize = 64 * 1024;
+
+thread_local! {
+    /// Where `room_frame` writes an event before it takes its own copy.
+    static ROOM_FRAME_SCRATCH: std::cell::RefCell<Vec<u8>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// `{"event","room","data","from"` of a room event, open for what follows.
 fn event_head(event: &str, room: &str, data: &[u8], from: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + event.len() + room.len() + data.len() + from.len());
+    write_event_head(&mut out, event, room, data, from);
+    out
+}
+
+/// Appends `{"event","room","data","from"` to `out`.
+fn write_event_head(out: &mut Vec<u8>, event: &str, room: &str, data: &[u8], from: &str) {
     out.extend_from_slice(b"{\"event\":");
-    json::write_str(&mut out, event);
+    json::write_str(out, event);
     out.extend_from_slice(b",\"room\":");
-    json::write_str(&mut out, room);
+    json::write_str(out, room);
     out.extend_from_slice(b",\"data\":");
     out.extend_from_slice(data);
     out.extend_from_slice(b",\"from\":");
-    json::write_str(&mut out, from);
-    out
+    json::write_str(out, from);
 }
 
 /// A room message's text before its `seq` and after it, for Redis to put
@@ -307,11 +343,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_room_frame_holds_the_text_redis_puts_its_seq_into() {
+        for len in [0, 100, 125, 126, 65_535, 70_000] {
+            let data = format!("\"{}\"", "x".repeat(len));
+            let (mut text, tail) = room_message_around_seq("e", "r\"1", data.as_bytes(), "u", 99);
+            json::write_u64(&mut text, 7);
+            text.extend_from_slice(&tail);
+            let frame = room_frame("e", "r\"1", data.as_bytes(), "u", 7, 99);
+            assert_eq!(frame, text_frame(&text), "data of {len} bytes");
+        }
+    }
+
+    #[test]
     fn room_message_has_fields_in_protocol_order() {
-        let text = room_message("chat:msg", "lobby", br#"{"a" : 1}"#, "u\"1", 7, 99);
+        let frame = room_frame("chat:msg", "lobby", br#"{"a" : 1}"#, "u\"1", 7, 99);
+        let text = frame_text(&frame);
         assert_eq!(
             text,
-            br#"{"event":"chat:msg","room":"lobby","data":{"a" : 1},"from":"u\"1","seq":7,"ts":99}"#
+            &br#"{"event":"chat:msg","room":"lobby","data":{"a" : 1},"from":"u\"1","seq":7,"ts":99}"#[..]
         );
     }
 

@@ -8,6 +8,7 @@
 use std::io::{self, IoSlice};
 
 use crate::conn::Connection;
+use crate::conn::cork;
 use crate::conn::outbound::{MAX_IO_SLICES, Outbound};
 use crate::metrics::ShardMetrics;
 use crate::reactor::lifecycle::ByteCounts;
@@ -121,9 +122,10 @@ pub(super) fn write_pending(entry: &mut Entry, metrics: &ShardMetrics) -> io::Re
     }
 }
 
-/// One `writev` of the first `N` slices of the queue.
+/// One write of the first `N` slices of the queue, its short frames
+/// corked into one run (`conn::cork`).
 fn write_front<const N: usize>(io: &mut Transport, out: &Outbound) -> io::Result<usize> {
     let mut slices = [IoSlice::new(&[]); N];
     let count = out.io_slices(&mut slices);
-    io.write_vectored(&slices[..count])
+    cork::with_corked::<N, _>(&slices[..count], |slices| io.write_vectored(slices))
 }

@@ -9,7 +9,7 @@
 //! more the next turn accepts again without waiting, so a connection flood
 //! cannot keep the loop from established connections. Wake-ups may be
 //! spurious; readable and writable are the only readiness relied on. Everything a connection queued during
-//! one turn is written at the end of the turn in one `writev`, and WRITABLE
+//! one turn is written at the end of the turn in one write (corked: `conn::cork`), and WRITABLE
 //! interest is registered only while output is pending.
 //!
 //! Flow control between shards: room traffic goes over unbounded channels,
@@ -807,7 +807,7 @@ impl Shard {
         }
     }
 
-    /// Writes what the connection has queued in as few `writev` calls as
+    /// Writes what the connection has queued in as few write calls as
     /// the socket accepts, then settles interest and the connection's end.
     fn flush(&mut self, key: usize) {
         let Some(entry) = self.conns.get_mut(key) else {

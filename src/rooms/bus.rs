@@ -318,12 +318,17 @@ impl Outbox {
         }
     }
 
-    /// What is queued for `shard`, leaving its queue empty.
+    /// What is queued for `shard`, leaving its queue empty with the room
+    /// the last batch needed, so that a busy turn's batch is one
+    /// allocation rather than a chain of regrowths.
     pub fn take(&mut self, shard: usize) -> Vec<BusMsg> {
-        self.queues
-            .get_mut(shard)
-            .map(std::mem::take)
-            .unwrap_or_default()
+        match self.queues.get_mut(shard) {
+            Some(queue) if !queue.is_empty() => {
+                let room = queue.len();
+                std::mem::replace(queue, Vec::with_capacity(room))
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// Whether anything is queued for `shard`.
@@ -435,6 +440,19 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_taken_queue_keeps_room_for_a_batch_as_large() {
+        let mut outbox = Outbox::new(1);
+        let room: Arc<str> = Arc::from("r");
+        let frame: Arc<[u8]> = Arc::from(&b"{}"[..]);
+        for _ in 0..100 {
+            outbox.fan_out([0], &room, &frame, None, Fanout::Other);
+        }
+        assert_eq!(outbox.take(0).len(), 100);
+        assert!(outbox.queues[0].capacity() >= 100);
+        assert!(outbox.take(0).is_empty());
+    }
 
     #[test]
     fn a_fan_out_shares_one_encodings_cell_across_its_shards() {

@@ -353,7 +353,7 @@ mod tests {
     use super::*;
 
     fn event(seq: u64, data: &str) -> Arc<[u8]> {
-        wire::text_frame(&wire::room_message("e", "r", data.as_bytes(), "u", seq, 7))
+        wire::room_frame("e", "r", data.as_bytes(), "u", seq, 7)
     }
 
     const JSON: Option<Encoding> = Some(Encoding::Json);

@@ -385,8 +385,8 @@ mod tests {
         let now = Instant::now();
         let second = Duration::from_secs(1);
         let event = |seq| {
-            let text = wire::room_message("e", "r", b"{\"n\":1}", "u", seq, 7);
-            (wire::text_frame(&text), Arc::new(Encodings::default()))
+            let frame = wire::room_frame("e", "r", b"{\"n\":1}", "u", seq, 7);
+            (frame, Arc::new(Encodings::default()))
         };
         let mut rooms = LocalRooms::default();
         rooms.add("r", 1);

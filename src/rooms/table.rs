@@ -462,7 +462,7 @@ impl RoomTable {
         let room = self.room_mut(message.room);
         room.seq += 1;
         room.published += 1;
-        let text = wire::room_message(
+        let frame = wire::room_frame(
             message.event,
             message.room,
             message.data,
@@ -470,7 +470,6 @@ impl RoomTable {
             room.seq,
             message.ts_ms,
         );
-        let frame = wire::text_frame(&text);
         if keep > 0 {
             if room.history.len() == keep {
                 room.history.pop_front();

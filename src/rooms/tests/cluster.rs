@@ -70,12 +70,11 @@ fn joined(s: &mut Shards, shard: usize, user: &str, room: &str) -> ConnRef {
 
 /// A room event as Redis publishes it on the room's channel.
 fn event(room: &str, seq: u64, from_here: Option<FromHere>) -> RoomEvent {
-    let text = wire::room_message("chat", room, b"1", "alice", seq, 5);
     RoomEvent {
         room: room.into(),
         epoch: "n1-1".into(),
         seq,
-        frame: wire::text_frame(&text),
+        frame: wire::room_frame("chat", room, b"1", "alice", seq, 5),
         from_here,
         presence: false,
         volatile: false,
