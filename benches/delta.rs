@@ -85,12 +85,12 @@ fn deltas(c: &mut Criterion) {
     let mut n = 1;
     let first = event(n);
     let plan = shard.plan(&room, &first, &members, None, None);
-    shard.sent(&room, &first, &plan.whole, &plan.whole);
+    shard.sent(&room, &plan.whole, &plan.whole);
     n += 1;
     let second = event(n);
     let plan = shard.plan(&room, &second, &members, None, None);
     let (frame, takers) = plan.delta.expect("a delta");
-    shard.sent(&room, &second, &takers, &takers);
+    shard.sent(&room, &takers, &takers);
     println!(
         "delta frame {} bytes, whole frame {} bytes",
         frame.frame.len(),
@@ -103,7 +103,7 @@ fn deltas(c: &mut Criterion) {
             let frame = event(n);
             let plan = shard.plan(&room, &frame, &members, None, Some(&SharedDelta::default()));
             let (_, takers) = plan.delta.as_ref().expect("a delta");
-            shard.sent(&room, &frame, takers, takers);
+            shard.sent(&room, takers, takers);
             black_box(plan.whole.len())
         })
     });
@@ -116,9 +116,9 @@ fn deltas(c: &mut Criterion) {
             n += 1;
             let frame = event(n);
             let plan = packed.plan(&room, &frame, &members, None, Some(&SharedDelta::default()));
-            packed.sent(&room, &frame, &plan.whole, &plan.whole);
+            packed.sent(&room, &plan.whole, &plan.whole);
             if let Some((_, takers)) = &plan.delta {
-                packed.sent(&room, &frame, takers, takers);
+                packed.sent(&room, takers, takers);
             }
             black_box(plan.whole.len())
         })

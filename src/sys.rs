@@ -220,19 +220,22 @@ fn bind(socket: &OwnedFd, addr: SocketAddr) -> io::Result<()> {
     }
 }
 
-/// CPU time (user + system, all threads) and resident memory of a process,
-/// from `/proc`; `None` when the process is gone or `/proc` is unreadable.
+/// CPU time (user + system, all threads; and user alone) and resident
+/// memory of a process, from `/proc`; `None` when the process is gone or
+/// `/proc` is unreadable.
 pub fn process_usage(pid: u32) -> Option<ProcessUsage> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which is in parentheses and may hold spaces.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let user: u64 = fields.get(11)?.parse().ok()?;
+    let ticks = user + fields.get(12)?.parse::<u64>().ok()?;
     // SAFETY: sysconf takes no pointers.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let rss_kib = kib_field(&status, "VmRSS:")?;
     Some(ProcessUsage {
         cpu_seconds: ticks as f64 / per_second,
+        user_seconds: user as f64 / per_second,
         rss_bytes: rss_kib * 1024,
     })
 }
@@ -249,6 +252,9 @@ pub fn page_size() -> u64 {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ProcessUsage {
     pub cpu_seconds: f64,
+    /// The part of `cpu_seconds` spent in user space (the rest is the
+    /// kernel's: system calls, and on loopback the receiving side's TCP).
+    pub user_seconds: f64,
     pub rss_bytes: u64,
 }
 

@@ -24,19 +24,27 @@
 //! held back, dropped or conflated (a slow consumer) or skipped (`maxRate`)
 //! has no known last event: its next event is whole. A room without delta
 //! members here costs nothing: it has no entry.
+//!
+//! A delta member costs one lookup per event (a `KeyMap`: no SipHash on
+//! the fan-out path): the plan reads what it knows and notes it as knowing
+//! this event, as if it were queued it, which is what nearly always
+//! happens; `sent` then corrects only the few that were not (held back,
+//! dropped, gone), with no lookup at all when every one was.
 
 use std::collections::HashMap;
+use std::num::NonZeroU64;
 use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
 use crate::json;
 use crate::proto::{fossil, msgpack, scan, wire};
 use crate::rooms::bus::{SharedDelta, Twin};
+use crate::rooms::keys::KeyMap;
 
 /// A room event as this shard fanned it out.
 struct Fanned {
     /// This shard's number for it.
-    number: u64,
+    number: NonZeroU64,
     seq: u64,
     /// The whole frame, shared with the members given it.
     frame: Arc<[u8]>,
@@ -60,6 +68,32 @@ struct Last {
     delta: Option<Option<DeltaFrame>>,
 }
 
+impl Last {
+    /// The delta frame of this event from its base, encoded at most once:
+    /// taken from `shared` (another shard's encoding) when that was
+    /// encoded from the same base frame. `None`: no base, or no delta
+    /// shorter than `data` in valid UTF-8.
+    fn delta_frame(&mut self, shared: Option<&SharedDelta>) -> Option<DeltaFrame> {
+        let Last { event, base, delta } = self;
+        delta
+            .get_or_insert_with(|| {
+                let base = base.as_ref()?;
+                let text = wire::frame_text(&event.frame);
+                let encode = || delta_frame(base.data(), text, event.data.clone());
+                match shared.map(|cell| cell.get_or_init(|| (base.frame.clone(), encode()))) {
+                    Some((from, delta)) if Arc::ptr_eq(from, &base.frame) => delta.clone(),
+                    _ => encode(),
+                }
+            })
+            .clone()
+    }
+
+    /// The base's `data` text (empty without a base).
+    fn base_data(&self) -> &[u8] {
+        self.base.as_ref().map(Fanned::data).unwrap_or_default()
+    }
+}
+
 /// How a connection is given frames: their JSON text, or their
 /// MessagePack form (`roomcast.msgpack`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,13 +105,13 @@ pub enum Encoding {
 /// A delta member here.
 struct Member {
     /// The number of the last event it was queued, when it is known.
-    last: Option<u64>,
+    last: Option<NonZeroU64>,
     encoding: Encoding,
 }
 
 #[derive(Default)]
 struct DeltaRoom {
-    members: HashMap<usize, Member>,
+    members: KeyMap<Member>,
     last: Option<Last>,
     /// Events numbered so far.
     count: u64,
@@ -205,11 +239,12 @@ impl Deltas {
         shared: Option<&SharedDelta>,
     ) -> Plan {
         if let Some(local) = self.rooms.get_mut(room) {
+            let number = NonZeroU64::MIN.saturating_add(local.count);
             local.count += 1;
             let previous = local.last.take().map(|last| last.event);
             local.last = read_event(wire::frame_text(frame)).map(|(seq, data)| {
                 let event = Fanned {
-                    number: local.count,
+                    number,
                     seq,
                     frame: frame.clone(),
                     data,
@@ -230,6 +265,10 @@ impl Deltas {
     /// a delta: only the room's last event has one. `shared`: the delta
     /// of this event as another shard of the node may have encoded it,
     /// used when it was encoded from the same event (the same frame).
+    ///
+    /// Notes every delta member of `recipients` as knowing `frame` (if it
+    /// is the room's last; else as knowing no last event), as if it were
+    /// queued it: `sent` corrects those that were not.
     pub fn plan_sending(
         &mut self,
         room: &str,
@@ -238,79 +277,72 @@ impl Deltas {
         skip: Option<usize>,
         shared: Option<&SharedDelta>,
     ) -> Plan {
-        let mut whole: Vec<usize> = recipients
-            .iter()
-            .copied()
-            .filter(|&k| Some(k) != skip)
-            .collect();
-        let last = self
-            .rooms
-            .get_mut(room)
-            .and_then(|local| local.last.as_mut().map(|last| (last, &local.members)))
-            .filter(|(last, _)| Arc::ptr_eq(&last.event.frame, frame));
-        let Some((last, members)) = last else {
+        let mut whole = Vec::with_capacity(recipients.len());
+        let recipients = recipients.iter().copied().filter(|&k| Some(k) != skip);
+        let Some(local) = self.rooms.get_mut(room) else {
+            whole.extend(recipients);
             return Plan { whole, delta: None };
         };
-        let Some(base) = last.base.as_ref().map(|b| b.number) else {
-            return Plan { whole, delta: None };
-        };
-        let (takers, rest): (Vec<usize>, Vec<usize>) = whole
-            .iter()
-            .partition(|key| members.get(key).is_some_and(|m| m.last == Some(base)));
-        if takers.is_empty() {
-            return Plan { whole, delta: None };
+        let mut last = local
+            .last
+            .as_mut()
+            .filter(|last| Arc::ptr_eq(&last.event.frame, frame));
+        let number = last.as_ref().map(|last| last.event.number);
+        let base = last
+            .as_ref()
+            .and_then(|last| last.base.as_ref())
+            .map(|base| base.number);
+        // Takers in JSON, and in MessagePack (who need a canonical base).
+        let (mut takers, mut packed) = (Vec::new(), Vec::new());
+        for key in recipients {
+            let Some(member) = local.members.get_mut(&key) else {
+                whole.push(key);
+                continue;
+            };
+            let takes = base.is_some() && member.last == base;
+            member.last = number;
+            match (takes, member.encoding) {
+                (true, Encoding::Json) => takers.push(key),
+                (true, Encoding::MessagePack) => packed.push(key),
+                (false, _) => whole.push(key),
+            }
         }
-        let delta = last
-            .delta
-            .get_or_insert_with(|| {
-                let base = last.base.as_ref()?;
-                let encode = || {
-                    delta_frame(
-                        base.data(),
-                        wire::frame_text(frame),
-                        last.event.data.clone(),
-                    )
-                };
-                match shared.map(|cell| cell.get_or_init(|| (base.frame.clone(), encode()))) {
-                    Some((from, delta)) if Arc::ptr_eq(from, &base.frame) => delta.clone(),
-                    _ => encode(),
-                }
-            })
-            .clone();
-        let Some(delta) = delta else {
+        let delta = match last.as_mut() {
+            Some(last) if !takers.is_empty() || !packed.is_empty() => last
+                .delta_frame(shared)
+                .map(|delta| (delta, last.base_data())),
+            _ => None,
+        };
+        let Some((delta, base)) = delta else {
+            whole.append(&mut takers);
+            whole.append(&mut packed);
             return Plan { whole, delta: None };
         };
-        let base = last.base.as_ref().map(Fanned::data).unwrap_or_default();
-        let (takers, unpackable): (Vec<usize>, Vec<usize>) = takers.into_iter().partition(|key| {
-            let packed = members
-                .get(key)
-                .is_some_and(|m| m.encoding == Encoding::MessagePack);
-            !packed || delta.packable(base)
-        });
-        whole = rest;
-        whole.extend(unpackable);
+        if !packed.is_empty() && !delta.packable(base) {
+            whole.append(&mut packed);
+        }
+        takers.append(&mut packed);
         let delta = (!takers.is_empty()).then_some((delta, takers));
         Plan { whole, delta }
     }
 
-    /// What became of room `room`'s event `frame` for `sent` (members
-    /// given it, in the order given) of which `queued` were queued it: those know it as their
-    /// last event if it is the room's last, the others no last event.
-    pub fn sent(&mut self, room: &str, frame: &Arc<[u8]>, sent: &[usize], queued: &[usize]) {
+    /// What became of a planned event of `room` for `sent` (members given
+    /// it, in the order given), of which `queued` (a subsequence of `sent`,
+    /// in its order) were queued it: the plan noted them all as knowing
+    /// it, and the others know no last event now.
+    pub fn sent(&mut self, room: &str, sent: &[usize], queued: &[usize]) {
+        if queued.len() == sent.len() {
+            return;
+        }
         let Some(local) = self.rooms.get_mut(room) else {
             return;
         };
-        let number = local
-            .last
-            .as_ref()
-            .filter(|last| Arc::ptr_eq(&last.event.frame, frame))
-            .map(|last| last.event.number);
-        // `queued` is a subsequence of `sent`, in its order.
         let mut queued = queued.iter().peekable();
         for key in sent {
-            let was_queued = queued.next_if_eq(&key).is_some();
-            if let Some(member) = local.members.get_mut(key) {
-                member.last = number.filter(|_| was_queued);
+            if queued.next_if_eq(&key).is_none()
+                && let Some(member) = local.members.get_mut(key)
+            {
+                member.last = None;
             }
         }
     }
@@ -348,7 +380,7 @@ mod tests {
         deltas.set(&room, 1, JSON);
         let first = event(1, data);
         deltas.plan("r", &first, &[1], None, None);
-        deltas.sent("r", &first, &[1], &[1]);
+        deltas.sent("r", &[1], &[1]);
         (room, deltas, first)
     }
 
@@ -361,7 +393,7 @@ mod tests {
         let plan = deltas.plan("r", &first, &[1, 2], None, None);
         assert_eq!(plan.whole, [1, 2], "the first after a join is whole");
         assert!(plan.delta.is_none());
-        deltas.sent("r", &first, &[1, 2], &[1, 2]);
+        deltas.sent("r", &[1, 2], &[1, 2]);
 
         let second = event(2, B);
         let plan = deltas.plan("r", &second, &[1, 2], None, None);
@@ -375,17 +407,17 @@ mod tests {
         );
         assert!(text.ends_with(r#","from":"u","seq":2,"ts":7}"#), "{text}");
         assert_eq!(rebuild(A, &frame), B);
-        deltas.sent("r", &second, &[1], &[]);
+        deltas.sent("r", &[1], &[]);
 
         let third = event(3, C);
         let plan = deltas.plan("r", &third, &[1, 2], None, None);
         assert!(plan.delta.is_none(), "not queued the last: whole");
-        deltas.sent("r", &third, &[1, 2], &[1, 2]);
+        deltas.sent("r", &[1, 2], &[1, 2]);
 
         let gap = event(5, A);
         let plan = deltas.plan("r", &gap, &[1], None, None);
         assert!(plan.delta.is_none(), "a gap in seq: whole");
-        deltas.sent("r", &gap, &[1], &[1]);
+        deltas.sent("r", &[1], &[1]);
         let next = event(6, B);
         assert!(deltas.plan("r", &next, &[1], None, None).delta.is_some());
     }
@@ -398,19 +430,53 @@ mod tests {
         assert!(plan.whole.is_empty() && plan.delta.is_none(), "held back");
         let third = event(3, C);
         assert!(deltas.plan("r", &third, &[1], None, None).delta.is_none());
-        deltas.sent("r", &third, &[1], &[1]);
+        deltas.sent("r", &[1], &[1]);
         deltas.set(&room, 1, JSON);
         let fourth = event(4, A);
         assert!(
             deltas.plan("r", &fourth, &[1], None, None).delta.is_none(),
             "a rejoin restarts"
         );
-        deltas.sent("r", &first, &[1], &[1]);
+        deltas.sent("r", &[1], &[1]);
+        // An older frame held back for a paced member, sent at its slot.
+        let late = deltas.plan_sending("r", &first, &[1], None, None);
+        assert_eq!(late.whole, [1]);
+        assert!(
+            late.delta.is_none(),
+            "only the room's last event has a delta"
+        );
+        deltas.sent("r", &late.whole, &late.whole);
         let fifth = event(5, B);
         assert!(
             deltas.plan("r", &fifth, &[1], None, None).delta.is_none(),
             "an older frame sent late is not the base"
         );
+    }
+
+    #[test]
+    fn members_not_queued_or_skipped_get_the_next_event_whole_the_others_a_delta() {
+        let room: Arc<str> = Arc::from("r");
+        let mut deltas = Deltas::default();
+        for key in [1, 2, 3, 4] {
+            deltas.set(&room, key, JSON);
+        }
+        let first = event(1, A);
+        let plan = deltas.plan("r", &first, &[1, 2, 3, 4], Some(4), None);
+        assert_eq!(plan.whole, [1, 2, 3], "the skipped member gets nothing");
+        deltas.sent("r", &plan.whole, &[1, 3]);
+
+        let second = event(2, B);
+        let plan = deltas.plan("r", &second, &[1, 2, 3, 4], None, None);
+        assert_eq!(plan.whole, [2, 4], "not queued, or skipped: whole");
+        let (_, takers) = plan.delta.expect("a delta");
+        assert_eq!(takers, [1, 3]);
+        deltas.sent("r", &plan.whole, &plan.whole);
+        deltas.sent("r", &takers, &[1]);
+
+        let third = event(3, C);
+        let plan = deltas.plan("r", &third, &[1, 2, 3, 4], None, None);
+        assert_eq!(plan.whole, [3], "its delta was not queued");
+        assert_eq!(plan.delta.expect("a delta").1, [1, 2, 4]);
     }
 
     #[test]
@@ -432,7 +498,7 @@ mod tests {
         let first = event(1, A);
         for (deltas, key) in [(&mut one, 1), (&mut two, 2)] {
             deltas.plan("r", &first, &[key], None, Some(&SharedDelta::default()));
-            deltas.sent("r", &first, &[key], &[key]);
+            deltas.sent("r", &[key], &[key]);
         }
         let second = event(2, B);
         let cell = SharedDelta::default();
@@ -457,7 +523,7 @@ mod tests {
         three.set(&room, 3, JSON);
         let other_first = event(1, C);
         three.plan("r", &other_first, &[3], None, None);
-        three.sent("r", &other_first, &[3], &[3]);
+        three.sent("r", &[3], &[3]);
         let c = three
             .plan("r", &second, &[3], None, Some(&cell))
             .delta
@@ -479,9 +545,9 @@ mod tests {
         for (seq, data) in (1..).zip(datas) {
             let frame = event(seq, data);
             let plan = deltas.plan("r", &frame, &[1, 2], None, None);
-            deltas.sent("r", &frame, &plan.whole, &plan.whole);
+            deltas.sent("r", &plan.whole, &plan.whole);
             if let Some((_, takers)) = &plan.delta {
-                deltas.sent("r", &frame, takers, takers);
+                deltas.sent("r", takers, takers);
             }
             plans.push(plan);
         }

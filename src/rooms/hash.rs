@@ -1,6 +1,8 @@
-//! The hasher of the maps looked up on every message (room name → room,
-//! member key → position): a keyed folded-multiply hash, the construction
-//! of wyhash and foldhash, in place of std's SipHash-1-3.
+//! The hasher of the maps keyed by room names and looked up on every
+//! message (room name → room, on the owner and on each member shard): a
+//! keyed folded-multiply hash, the construction of wyhash and foldhash, in
+//! place of std's SipHash-1-3. (Maps keyed by connection keys, which the
+//! shard picks, use `rooms::keys` and need no key.)
 //!
 //! Room names are chosen by clients, so these maps must keep resisting
 //! HashDoS: the two 64-bit keys are drawn once per process from std's

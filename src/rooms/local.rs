@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::rooms::bus::Encodings;
 use crate::rooms::hash::FastMap;
+use crate::rooms::keys::KeyMap;
 use crate::rooms::paced::{Held, Offered, Paced, Slots};
 
 /// How `maxRate` (section 14) applies to an event delivered in a room.
@@ -41,7 +42,7 @@ struct LocalRoom {
     name: Arc<str>,
     members: Vec<usize>,
     paced: Vec<Paced>,
-    positions: FastMap<usize, Place>,
+    positions: KeyMap<Place>,
 }
 
 impl LocalRoom {
@@ -50,7 +51,7 @@ impl LocalRoom {
             name,
             members: Vec::new(),
             paced: Vec::new(),
-            positions: FastMap::default(),
+            positions: KeyMap::default(),
         }
     }
 

@@ -12,8 +12,11 @@
 //! - `local`: each shard's member lists, walked for a fan-out; `users`:
 //!   each shard's `/ws` connections per user; `gather`: the counts of a
 //!   `user:send` or broadcast across shards.
-//! - `notes`: what the rooms notice for webhooks (one process); `hash`:
-//!   the keyed fast hasher of the maps looked up on every message.
+//! - `delta`: section 14's delta members and what each was last queued;
+//!   `keys`: the map keyed by connection keys that it looks up per member.
+//! - `hash`: the keyed fast hasher of the maps keyed by room names that
+//!   are looked up on every message.
+//! - `notes`: what the rooms notice for webhooks (one process).
 //! - `api`: the Server API's calls carried out across shards and nodes.
 //! - `bus`: the messages between shards; `outlet`: the interface through
 //!   which the router reaches its shard's connections.
@@ -28,6 +31,7 @@ pub mod cluster;
 pub mod delta;
 pub mod gather;
 pub mod hash;
+pub mod keys;
 pub mod local;
 pub mod notes;
 pub mod outlet;

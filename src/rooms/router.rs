@@ -559,11 +559,11 @@ fn deliver_planned(
 ) {
     let mut queued = Vec::new();
     out.deliver_noting(&plan.whole, frame, twin, room, fanout, now, &mut queued);
-    deltas.sent(room, frame, &plan.whole, &queued);
+    deltas.sent(room, &plan.whole, &queued);
     if let Some((delta, takers)) = plan.delta {
         queued.clear();
         let (delta, twin) = (&delta.frame, &delta.cells.twin);
         out.deliver_noting(&takers, delta, twin, room, fanout, now, &mut queued);
-        deltas.sent(room, frame, &takers, &queued);
+        deltas.sent(room, &takers, &queued);
     }
 }

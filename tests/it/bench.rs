@@ -91,6 +91,18 @@ fn assert_every_field(result: &OwnedValue) {
     for figure in ["cpu_seconds", "rss_before_bytes", "rss_after_bytes"] {
         number(result, &["server", figure]);
     }
+    let user = number(result, &["server", "user_cpu_seconds"]);
+    assert!(user >= 0.0 && user <= number(result, &["server", "cpu_seconds"]));
+}
+
+/// Every expected delivery arrived, once, in order, without errors.
+fn assert_complete(result: &OwnedValue) {
+    let expected = count(result, "expected");
+    assert!(expected > 0, "{result:?}");
+    assert_eq!(count(result, "delivered"), expected, "{result:?}");
+    assert_eq!(count(result, "lost"), 0, "{result:?}");
+    assert_eq!(count(result, "out_of_order"), 0, "{result:?}");
+    assert_eq!(count(result, "errors"), 0, "{result:?}");
 }
 
 /// The errors of a run by kind, as `(kind, count)`, checked to add up to
@@ -159,13 +171,40 @@ fn fanout_delivers_published_times_members_in_order() {
     // 40 subscribers, 2 publishers and a probe per room a publisher
     // publishes to: publisher 0 takes rooms 0 and 2, publisher 1 room 1.
     assert_eq!(count(&result, "connected"), 45);
-    let expected = count(&result, "expected");
-    assert!(expected > 0);
-    assert_eq!(count(&result, "delivered"), expected);
-    assert_eq!(count(&result, "lost"), 0);
-    assert_eq!(count(&result, "out_of_order"), 0);
-    assert_eq!(count(&result, "errors"), 0);
+    assert_complete(&result);
     assert!(number(&result, &["server", "cpu_us_per_message"]) > 0.0);
+}
+
+#[test]
+fn subscribers_in_several_rooms_get_every_room_in_order() {
+    let server = Server::start(&["--shards", "2"]);
+    // 20 subscribers in 4 rooms each of 8: 10 members per room; one
+    // publisher takes the rooms in turn at a fixed rate, with the delta
+    // option on every join.
+    let args = "fanout -c 20 --rooms 8 --rooms-per-sub 4 --rate 400 --delta \
+                --payload prices -s 512 -d 800ms";
+    let result = bench(&server, &args.split_whitespace().collect::<Vec<_>>());
+    assert_every_field(&result);
+    assert_eq!(count(&result, "connected"), 21);
+    let published = count(&result, "sent");
+    assert!(published >= 8, "{result:?}");
+    assert_eq!(count(&result, "expected"), published * 10, "{result:?}");
+    assert_complete(&result);
+}
+
+#[test]
+fn rooms_per_sub_above_the_rooms_is_refused() {
+    let output = Command::new(env!("CARGO_BIN_EXE_roomcast"))
+        .args(["bench", "fanout", "--rooms", "2", "--rooms-per-sub", "3"])
+        .args(["--jwt-secret", SECRET])
+        .output()
+        .expect("run roomcast bench");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--rooms-per-sub must be between 1 and --rooms"),
+        "{stderr}"
+    );
 }
 
 #[test]

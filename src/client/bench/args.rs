@@ -55,13 +55,13 @@ pub enum Payload {
 #[derive(Debug, Clone, Args)]
 #[command(after_help = "Scenarios:
   echo     C connections to /echo, each keeping W messages of S bytes in flight; latency per echo.
-  fanout   C subscribers spread over R rooms (room:join), P publishers with `pub` tokens (rate 0),
+  fanout   C subscribers spread over R rooms, K (--rooms-per-sub) distinct rooms each (room:join), P publishers with `pub` tokens (rate 0),
            each publishing to its share of the rooms in turn (peers: one room per publisher),
            S-byte payloads, at --rate total messages/s (paced) or, with --rate 0, keeping
            --window messages in flight per room: each publisher has one probe subscriber per
            room it publishes to, in its own thread, and a message is in flight until that
            probe received it. The same rule for every target (the probes count as subscribers).
-           Counts deliveries, lost messages and out-of-order seq per subscriber.
+           Counts deliveries, lost messages and out-of-order seq per subscriber and room.
   connect  handshakes per second including JWT validation; --churn adds join and leave.
   idle     holds C connections, each joined to one room (and to --common-room), for --duration;
            server RSS per connection. With --rate, one publisher sends that many messages a second
@@ -96,6 +96,10 @@ pub struct BenchArgs {
     /// Rooms (fanout, idle).
     #[arg(long, default_value_t = 1)]
     pub rooms: usize,
+    /// Fan-out (roomcast target): rooms each subscriber joins, every join
+    /// with the same options (`--max-rate`, `--delta`); at most --rooms.
+    #[arg(long, default_value_t = 1)]
+    pub rooms_per_sub: usize,
     /// Publishers (fanout).
     #[arg(long, default_value_t = 1)]
     pub publishers: usize,
@@ -216,6 +220,16 @@ impl BenchArgs {
         if self.rooms == 0 || self.publishers == 0 || self.window == 0 {
             return Err(BadArgs(
                 "--rooms, --publishers and --window must be at least 1",
+            ));
+        }
+        if self.rooms_per_sub == 0 || self.rooms_per_sub > self.rooms {
+            return Err(BadArgs("--rooms-per-sub must be between 1 and --rooms"));
+        }
+        if self.rooms_per_sub > 1
+            && (self.scenario != Scenario::Fanout || self.target != Target::Roomcast)
+        {
+            return Err(BadArgs(
+                "--rooms-per-sub above 1 is for the roomcast target's fanout",
             ));
         }
         if self.size > 1 << 20 {
@@ -354,10 +368,109 @@ impl BenchArgs {
         if mine.is_empty() { vec![room] } else { mine }
     }
 
+    /// The rooms subscriber `index` joins: `rooms_per_sub` (K) in a row
+    /// from `index * K`, modulo the rooms. Subscribers' runs follow one
+    /// another, so the rooms are K distinct ones and every room gets the
+    /// same number of members, give or take one (`members_of`); K = 1 is
+    /// room `index % rooms`.
+    pub fn rooms_of_subscriber(&self, index: usize) -> impl Iterator<Item = usize> + use<> {
+        let (rooms, per_sub) = (self.rooms, self.rooms_per_sub);
+        let first = index % rooms * (per_sub % rooms) % rooms;
+        (0..per_sub).map(move |j| (first + j) % rooms)
+    }
+
+    /// How many subscribers join `room` (`rooms_of_subscriber`): the
+    /// joins are the numbers 0..C*K in a row, modulo the rooms.
+    pub fn members_of(&self, room: usize) -> u64 {
+        let joins = self.conns * self.rooms_per_sub;
+        (joins / self.rooms + usize::from(room < joins % self.rooms)) as u64
+    }
+
     /// Client threads per process.
     pub fn thread_count(&self) -> usize {
         self.threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
             .max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: BenchArgs,
+    }
+
+    fn fanout(flags: &[&str]) -> BenchArgs {
+        let mut argv = vec!["bench", "fanout", "--jwt-secret", "s"];
+        argv.extend_from_slice(flags);
+        Cli::parse_from(argv).args
+    }
+
+    fn rooms_of(args: &BenchArgs, index: usize) -> Vec<usize> {
+        args.rooms_of_subscriber(index).collect()
+    }
+
+    #[test]
+    fn one_room_per_subscriber_is_index_modulo_rooms() {
+        let args = fanout(&["-c", "7", "--rooms", "3"]);
+        let rooms: Vec<usize> = (0..7).flat_map(|i| rooms_of(&args, i)).collect();
+        assert_eq!(rooms, [0, 1, 2, 0, 1, 2, 0]);
+        assert_eq!(
+            (0..3).map(|r| args.members_of(r)).collect::<Vec<_>>(),
+            [3, 2, 2]
+        );
+    }
+
+    #[test]
+    fn a_subscriber_joins_k_distinct_rooms_and_members_add_up() {
+        for (conns, rooms, per_sub) in [(20, 8, 4), (1000, 200, 20), (7, 5, 5), (9, 10, 3)] {
+            let args = fanout(&[
+                "-c",
+                &conns.to_string(),
+                "--rooms",
+                &rooms.to_string(),
+                "--rooms-per-sub",
+                &per_sub.to_string(),
+            ]);
+            let mut members = vec![0u64; rooms];
+            for index in 0..conns {
+                let mine = rooms_of(&args, index);
+                let mut distinct = mine.clone();
+                distinct.sort_unstable();
+                distinct.dedup();
+                assert_eq!(distinct.len(), per_sub, "subscriber {index}: {mine:?}");
+                assert!(mine.iter().all(|&r| r < rooms));
+                for room in mine {
+                    members[room] += 1;
+                }
+            }
+            let counted: Vec<u64> = (0..rooms).map(|r| args.members_of(r)).collect();
+            assert_eq!(members, counted, "{conns} x {per_sub} over {rooms}");
+            let (least, most) = (members.iter().min(), members.iter().max());
+            assert!(most.unwrap() - least.unwrap() <= 1, "{members:?}");
+        }
+    }
+
+    #[test]
+    fn rooms_per_sub_must_be_between_one_and_the_rooms() {
+        assert!(
+            fanout(&["--rooms", "4", "--rooms-per-sub", "4"])
+                .validate()
+                .is_ok()
+        );
+        for bad in ["0", "5"] {
+            let args = fanout(&["--rooms", "4", "--rooms-per-sub", bad]);
+            assert_eq!(
+                args.validate(),
+                Err(BadArgs("--rooms-per-sub must be between 1 and --rooms"))
+            );
+        }
+        let raw = fanout(&["--rooms", "4", "--rooms-per-sub", "2", "--target", "raw"]);
+        assert!(raw.validate().is_err());
     }
 }

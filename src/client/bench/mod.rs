@@ -13,6 +13,7 @@ pub mod last_delivery;
 pub mod payload;
 pub mod process;
 pub mod report;
+pub mod seqs;
 pub mod tls;
 pub mod worker;
 
@@ -96,12 +97,14 @@ fn server_usage(pids: &[u32]) -> Option<roomcast::sys::ProcessUsage> {
     pids.iter().try_fold(
         roomcast::sys::ProcessUsage {
             cpu_seconds: 0.0,
+            user_seconds: 0.0,
             rss_bytes: 0,
         },
         |sum, &pid| {
             let usage = roomcast::sys::process_usage(pid)?;
             Some(roomcast::sys::ProcessUsage {
                 cpu_seconds: sum.cpu_seconds + usage.cpu_seconds,
+                user_seconds: sum.user_seconds + usage.user_seconds,
                 rss_bytes: sum.rss_bytes + usage.rss_bytes,
             })
         },
@@ -209,12 +212,13 @@ fn summarize(
         published
             .iter()
             .enumerate()
-            .map(|(room, n)| n * (members_of(args, room) + probes[room]))
+            .map(|(room, n)| n * (args.members_of(room) + probes[room]))
             .sum()
     });
     let server = match (server_before, server_start, server_end) {
         (Some(before), Some(start), Some(end)) => Some(ServerFigures {
             cpu_seconds: end.cpu_seconds - start.cpu_seconds,
+            user_cpu_seconds: end.user_seconds - start.user_seconds,
             rss_before: before.rss_bytes,
             rss_after: start.rss_bytes.max(end.rss_bytes),
         }),
@@ -257,9 +261,4 @@ fn probes_per_room(args: &BenchArgs) -> Vec<u64> {
         }
     }
     probes
-}
-
-/// Subscribers of `room`: subscriber g is in room g % rooms.
-fn members_of(args: &BenchArgs, room: usize) -> u64 {
-    (args.conns / args.rooms + usize::from(room < args.conns % args.rooms)) as u64
 }

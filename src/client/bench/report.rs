@@ -136,6 +136,8 @@ impl WorkerResult {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ServerFigures {
     pub cpu_seconds: f64,
+    /// The part of `cpu_seconds` in user space.
+    pub user_cpu_seconds: f64,
     pub rss_before: u64,
     pub rss_after: u64,
 }
@@ -232,8 +234,9 @@ impl Summary {
         let opt_u = |v: Option<u64>| v.map_or("null".to_owned(), |v| v.to_string());
         let server = self.server.map_or("null".to_owned(), |s| {
             format!(
-                r#"{{"cpu_seconds":{:.4},"cpu_us_per_message":{},"rss_before_bytes":{},"rss_after_bytes":{},"rss_per_connection_bytes":{}}}"#,
+                r#"{{"cpu_seconds":{:.4},"user_cpu_seconds":{:.4},"cpu_us_per_message":{},"rss_before_bytes":{},"rss_after_bytes":{},"rss_per_connection_bytes":{}}}"#,
                 s.cpu_seconds,
+                s.user_cpu_seconds,
                 opt(self.server_cpu_us_per_message()),
                 s.rss_before,
                 s.rss_after,
@@ -385,7 +388,10 @@ impl Summary {
             row(
                 &mut out,
                 "server CPU",
-                format!("{:.3} s", server.cpu_seconds),
+                format!(
+                    "{:.3} s ({:.3} s in user space)",
+                    server.cpu_seconds, server.user_cpu_seconds
+                ),
             );
             if let Some(us) = self.server_cpu_us_per_message() {
                 let unit = if self.delivered > 0 {

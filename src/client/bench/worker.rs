@@ -20,6 +20,7 @@ use crate::client::bench::client::{self, Incoming};
 use crate::client::bench::failure::{Failure, FailureCounts};
 use crate::client::bench::last_delivery::LastDelivery;
 use crate::client::bench::payload::{self, ID_PLACEHOLDER, Template};
+use crate::client::bench::seqs::RoomSeqs;
 use crate::client::bench::tls::{self, BenchStream};
 use roomcast::auth::{self, Claims};
 use roomcast::ws::deflate::Inflater;
@@ -93,6 +94,8 @@ const MAX_INFLATED: usize = 4 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
     Echo,
+    /// A fan-out subscriber whose first room is `room`
+    /// (`BenchArgs::rooms_of_subscriber`).
     Subscriber {
         room: usize,
     },
@@ -136,7 +139,7 @@ struct Client {
     /// The server's close frame, once one came.
     closed_by: Option<Failure>,
     /// Join acks still to come before the client is open.
-    acks_due: u8,
+    acks_due: usize,
     /// Upgraded: counted in `Shared::connected` until it is dropped.
     upgraded: bool,
     /// The idle scenario's publisher: messages sent into the --rooms, and
@@ -148,7 +151,8 @@ struct Client {
     /// Empty for a client paced by `--rate` or sending nothing.
     in_flight: Vec<usize>,
     sent: u64,
-    last_seq: u64,
+    /// The rooms a subscriber joins, and its order check in each.
+    seqs: RoomSeqs,
     /// Raw peers: the last counter seen per publisher.
     last_counter: Vec<(u32, u64)>,
     /// What this client sends, in turn: (room, pre-encoded message).
@@ -182,7 +186,7 @@ impl Client {
             common_sent: 0,
             in_flight: Vec::new(),
             sent: 0,
-            last_seq: 0,
+            seqs: RoomSeqs::default(),
             last_counter: Vec::new(),
             templates: Vec::new(),
         }
@@ -276,7 +280,7 @@ impl<'a> Worker<'a> {
             Scenario::Idle => Role::Publisher { index: 0, room: 0 },
             Scenario::Connect => Role::Connector,
             Scenario::Fanout if global < args.conns => Role::Subscriber {
-                room: global % args.rooms,
+                room: args.rooms_of_subscriber(global).next().unwrap_or(0),
             },
             Scenario::Fanout => {
                 let index = global - args.conns;
@@ -402,6 +406,7 @@ impl<'a> Worker<'a> {
             Vec::new()
         };
         client.templates = templates;
+        client.seqs = rooms_joined(args, role, global);
         entry.insert(client);
         if args.scenario == Scenario::Idle && matches!(role, Role::Publisher { .. }) {
             self.idle_publisher = Some(key);
@@ -434,13 +439,15 @@ impl<'a> Worker<'a> {
         )?;
         let path = request_path(args, role, global);
         let host = args.addr.to_string();
-        entry.insert(Client::new(
+        let mut client = Client::new(
             stream,
             role,
             &path,
             &host,
             (args.compression, args.msgpack()),
-        ));
+        );
+        client.seqs = rooms_joined(args, role, global);
+        entry.insert(client);
         Ok(())
     }
 
@@ -627,7 +634,7 @@ impl<'a> Worker<'a> {
             (Target::Socketio, _) => client.state = State::Joining,
             (
                 Target::Roomcast,
-                Role::Subscriber { room } | Role::Probe { room, .. } | Role::Idle { room },
+                Role::Subscriber { .. } | Role::Probe { .. } | Role::Idle { .. },
             ) if joins => {
                 client.state = State::Joining;
                 let mut options = match (client.role, args.max_rate) {
@@ -637,15 +644,19 @@ impl<'a> Worker<'a> {
                 if args.delta && matches!(client.role, Role::Subscriber { .. }) {
                     options.push_str(r#","delta":true"#);
                 }
-                let join = format!(
-                    r#"{{"event":"room:join","data":{{"room":"bench-{room}"{options}}},"id":"j"}}"#
-                );
-                client::message_frame(join.as_bytes(), args.msgpack(), &mut client.out);
+                client.acks_due = 0;
+                for room in client.seqs.rooms() {
+                    let join = format!(
+                        r#"{{"event":"room:join","data":{{"room":"bench-{room}"{options}}},"id":"j"}}"#
+                    );
+                    client::message_frame(join.as_bytes(), args.msgpack(), &mut client.out);
+                    client.acks_due += 1;
+                }
                 if let (Role::Idle { .. }, Some(common)) = (client.role, &args.common_room) {
                     let join =
                         format!(r#"{{"event":"room:join","data":{{"room":"{common}"}},"id":"c"}}"#);
                     client::message_frame(join.as_bytes(), args.msgpack(), &mut client.out);
-                    client.acks_due = 2;
+                    client.acks_due += 1;
                 }
             }
             _ => client.state = State::Open,
@@ -679,7 +690,6 @@ impl<'a> Worker<'a> {
                 return self.drop_client(key, phase, Failure::JoinRefused);
             }
             if data.starts_with(br#"{"event":"ack""#) {
-                client.last_seq = payload::number_after(data, b"\"seq\":").unwrap_or(0);
                 if client.role == Role::Connector {
                     if data.windows(9).any(|w| w == b"\"id\":\"j\"") {
                         client::message_frame(
@@ -691,6 +701,12 @@ impl<'a> Worker<'a> {
                     }
                     self.finish_connector(key);
                     return;
+                }
+                // Open once every join is acknowledged, each bench room's
+                // order check starting from its ack's `seq`.
+                if let Some(room) = room_named(data) {
+                    let seq = payload::number_after(data, b"\"seq\":").unwrap_or(0);
+                    client.seqs.acked(room, seq);
                 }
                 client.acks_due = client.acks_due.saturating_sub(1);
                 if client.acks_due == 0 {
@@ -769,13 +785,14 @@ impl<'a> Worker<'a> {
             return;
         };
         if self.args.target == Target::Roomcast {
-            let Some(seq) = payload::number_after(data, b"\"seq\":") else {
+            let (Some(room), Some(seq)) =
+                (room_named(data), payload::number_after(data, b"\"seq\":"))
+            else {
                 return;
             };
-            if seq <= client.last_seq {
+            if !client.seqs.arrived(room, seq) {
                 self.tally.out_of_order += 1;
             }
-            client.last_seq = client.last_seq.max(seq);
             return;
         }
         let Some(record) = payload::find_record(data) else {
@@ -1027,6 +1044,22 @@ impl<'a> Worker<'a> {
         }
         self.clients.clear();
     }
+}
+
+/// The rooms a client joins on a roomcast server: a subscriber's
+/// `--rooms-per-sub`, one for a probe or an idle connection.
+fn rooms_joined(args: &BenchArgs, role: Role, global: usize) -> RoomSeqs {
+    match role {
+        Role::Subscriber { .. } => RoomSeqs::new(args.rooms_of_subscriber(global)),
+        Role::Probe { room, .. } | Role::Idle { room } => RoomSeqs::new([room]),
+        _ => RoomSeqs::default(),
+    }
+}
+
+/// The bench room a server message names (`"room":"bench-N"`, the first
+/// `room` key: a room event's, or a join ack's `data`).
+fn room_named(data: &[u8]) -> Option<usize> {
+    payload::number_after(data, br#""room":"bench-"#).and_then(|n| usize::try_from(n).ok())
 }
 
 fn request_path(args: &BenchArgs, role: Role, global: usize) -> String {
