@@ -140,11 +140,18 @@ test("the demo page's maxRate, delta and MessagePack options change what it rece
     assert.ok(got >= 1 && got <= seconds + 3, `${got} updates in ${seconds} s at maxRate 1`);
 
     await p.selectOption("#maxRate", "");
+    await changed(() => p.uncheck("#delta"));
     await changed(() => p.check("#msgpack"));
     assert.equal(await p.textContent("#proto"), "MessagePack");
-    // Every update again, whole (MessagePack connections get no deltas).
+    // Every update again, whole.
     const packed = await bytesPerTick(20);
     assert.ok(packed > plain / 2, `over MessagePack ${packed} bytes per update, whole JSON ${plain}`);
+
+    // MessagePack with deltas: most updates are deltas again (an update
+    // whose previous data is not in the canonical form comes whole).
+    await changed(() => p.check("#delta"));
+    const packedDelta = await bytesPerTick(40);
+    assert.ok(packedDelta < packed * 0.75, `over MessagePack with deltas ${packedDelta} bytes per update, without ${packed}`);
   } finally {
     await stopFeed();
   }
