@@ -92,10 +92,17 @@ node_pids() {
 # wait_measuring ERRFILE PID: until `roomcast bench` (PID, stderr in
 # ERRFILE) has its connections open and starts its measured window.
 wait_measuring() {
-    for _ in $(seq 6000); do
-        grep -q 'measuring for' "$1" && return 0
+    wait_bench_says "$1" "$2" 'measuring for'
+}
+
+# wait_bench_says ERRFILE PID TEXT: until `roomcast bench` (PID, stderr in
+# ERRFILE) prints TEXT (polled every 20 ms, for at most 5 min); fails if it
+# exits first.
+wait_bench_says() {
+    for _ in $(seq 15000); do
+        grep -q "$3" "$1" && return 0
         kill -0 "$2" 2>/dev/null || return 1
-        sleep 0.05
+        sleep 0.02
     done
     return 1
 }
