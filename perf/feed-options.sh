@@ -13,6 +13,11 @@
 # delivery: task-clock in ns, not /proc's 10 ms ticks, and instructions,
 # which do not vary with the machine's load (where the machine counts
 # them: on a VM without a PMU cycles and instructions are `n/a`).
+# With CALLGRIND set instead, the server runs under valgrind's callgrind,
+# which counts its user-space instructions over the same window, exactly
+# (the kernel's part, the writes, is not counted; valgrind makes user
+# space some 50x slower, so use a lower RATE, e.g. 100):
+#   CALLGRIND=1 RATE=100 VARIANTS="json delta msgpack msgpack+delta" PASSES=1 perf/feed-options.sh
 #
 # Load: the price feed of the requirement in its shape, at a twentieth of
 # its rate. SUBS (1,000) subscribers, each in ROOMS_PER_SUB (20) of ROOMS
@@ -66,6 +71,9 @@ MAX_RATE=${MAX_RATE:-0.25}
 DURATION=${DURATION:-10s}
 VARIANTS=${VARIANTS:-json deflate delta delta+deflate msgpack msgpack+delta maxrate5}
 PERF_EVENTS=${PERF_EVENTS:-task-clock,context-switches,cycles,instructions}
+if [ -n "${CALLGRIND:-}" ]; then
+    SERVER_WRAPPER=(valgrind --tool=callgrind --collect-atstart=no --callgrind-out-file="$WORK/callgrind.out")
+fi
 OUT="$PERF_DIR/results/feed-options-$(date -u +%Y%m%dT%H%M%SZ).jsonl"
 mkdir -p "$PERF_DIR/results"
 
@@ -95,13 +103,31 @@ run_one() { # VARIANT
         --addr "127.0.0.1:$SERVER_PORT" --jwt-secret "$SECRET" --server-pid "$SERVER_PID" --json \
         >"$WORK/bench.out" 2>"$WORK/bench.err" &
     local bench=$! counted=""
-    [ -n "${PERF_STAT:-}" ] && counted=$(perf_stat_window "$bench")
+    if [ -n "${PERF_STAT:-}" ]; then
+        counted=$(perf_stat_window "$bench")
+        counted=${counted:+,\"perf_stat\":$counted}
+    elif [ -n "${CALLGRIND:-}" ]; then
+        callgrind_window "$bench"
+    fi
     wait "$bench" || { echo "feed-options: $variant failed" >&2; cat "$WORK/bench.err" >&2; }
     stop_server
+    if [ -n "${CALLGRIND:-}" ]; then
+        counted=$(sed -n 's/^totals: *\([0-9]*\).*/,"callgrind":{"user_instructions":\1}/p' "$WORK/callgrind.out")
+    fi
     local result
     result=$(cat "$WORK/bench.out")
-    [ -n "$result" ] && echo "${result%\}},\"variant\":\"$variant\"${counted:+,\"perf_stat\":$counted}}" >>"$OUT"
+    [ -n "$result" ] && echo "${result%\}},\"variant\":\"$variant\"$counted}" >>"$OUT"
     return 0
+}
+
+# callgrind_window BENCH_PID: callgrind counts the server's instructions
+# only over the bench's measured window (collection on at "measuring for",
+# off at "window over"; the server writes the counts when it exits).
+callgrind_window() {
+    wait_bench_says "$WORK/bench.err" "$1" 'measuring for' || return 0
+    callgrind_control -i on "$SERVER_PID" >/dev/null
+    wait_bench_says "$WORK/bench.err" "$1" 'window over' || true
+    callgrind_control -i off "$SERVER_PID" >/dev/null
 }
 
 # perf_stat_window BENCH_PID: `perf stat` on the server over the bench's
@@ -176,21 +202,26 @@ for v, s in stats.items():
     print(f"| {v} | {s['n']} | {s['sent']:,.0f} | {s['dps']:,.0f} | {lost} | {s['bpd']:,.0f} | {r('bpd')} "
           f"| {s['cpd']:.3f} | {r('cpd')} | {s['upd']:.3f} | {r('upd')} | {s['cps']:.3f} | {r('cps')} | {s['p50']:,.0f} |")
 # PERF_STAT: the server's counters over each window, per delivery.
-counted = {v: [r for r in rows if r["variant"] == v and "perf_stat" in r] for v in stats}
+# CALLGRIND: the server's user-space instructions over each window.
+for r in rows:
+    r["counted"] = {**r.get("perf_stat", {}), **r.get("callgrind", {})}
+counted = {v: [r for r in rows if r["variant"] == v and r["counted"]] for v in stats}
 if any(counted.values()):
     def per_delivery(r, event, scale):
-        value = r["perf_stat"].get(event)
+        value = r["counted"].get(event)
         return None if value is None else value * scale / max(r["delivered"], 1)
     columns = [("task_clock", 1e3, "task-clock µs", 3),  # perf reports msec
                ("context_switches", 1.0, "context switches", 3),
-               ("cycles", 1.0, "cycles", 0), ("instructions", 1.0, "instructions", 0)]
+               ("cycles", 1.0, "cycles", 0), ("instructions", 1.0, "instructions", 0),
+               ("user_instructions", 1.0, "user-space instructions (callgrind)", 0)]
+    columns = [c for c in columns if any(c[0] in r["counted"] for r in rows)]
     medians = {}
     for v, runs in counted.items():
         for event, scale, _, _ in columns:
             values = [per_delivery(r, event, scale) for r in runs]
             medians[v, event] = None if not runs or None in values else statistics.median(values)
     print()
-    print("perf stat on the server over the window, per delivery (medians):")
+    print("The server's counters over the window, per delivery (medians):")
     print("| variant | runs | " + " | ".join(f"{name} | × json" for _, _, name, _ in columns) + " |")
     print("|---|---|" + "---|---|" * len(columns))
     for v, runs in counted.items():
@@ -200,7 +231,8 @@ if any(counted.values()):
             cells.append("n/a" if m is None else f"{m:,.{digits}f}")
             cells.append(f"{m / b:.2f}" if m is not None and b else "-")
         print(f"| {v} | {len(runs)} | " + " | ".join(cells) + " |")
+    first = columns[0]
     for v, runs in counted.items():
-        each = ", ".join(f"{per_delivery(r, 'task_clock', 1e3):.3f}" for r in runs)
-        print(f"  {v}: task-clock µs per delivery, runs in order: {each}")
+        each = ", ".join(f"{per_delivery(r, first[0], first[1]):,.{first[3]}f}" for r in runs)
+        print(f"  {v}: {first[2]} per delivery, runs in order: {each}")
 PY
