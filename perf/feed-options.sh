@@ -18,6 +18,7 @@
 # (the kernel's part, the writes, is not counted; valgrind makes user
 # space some 50x slower, so use a lower RATE, e.g. 100):
 #   CALLGRIND=1 RATE=100 VARIANTS="json delta msgpack msgpack+delta" PASSES=1 perf/feed-options.sh
+# (CALLGRIND_KEEP=DIR keeps each run's profile there, for callgrind_annotate).
 #
 # Load: the price feed of the requirement in its shape, at a twentieth of
 # its rate. SUBS (1,000) subscribers, each in ROOMS_PER_SUB (20) of ROOMS
@@ -72,7 +73,7 @@ DURATION=${DURATION:-10s}
 VARIANTS=${VARIANTS:-json deflate delta delta+deflate msgpack msgpack+delta maxrate5}
 PERF_EVENTS=${PERF_EVENTS:-task-clock,context-switches,cycles,instructions}
 if [ -n "${CALLGRIND:-}" ]; then
-    SERVER_WRAPPER=(valgrind --tool=callgrind --collect-atstart=no --callgrind-out-file="$WORK/callgrind.out")
+    SERVER_WRAPPER=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/callgrind.out")
 fi
 OUT="$PERF_DIR/results/feed-options-$(date -u +%Y%m%dT%H%M%SZ).jsonl"
 mkdir -p "$PERF_DIR/results"
@@ -113,6 +114,8 @@ run_one() { # VARIANT
     stop_server
     if [ -n "${CALLGRIND:-}" ]; then
         counted=$(sed -n 's/^totals: *\([0-9]*\).*/,"callgrind":{"user_instructions":\1}/p' "$WORK/callgrind.out")
+        # CALLGRIND_KEEP=DIR: the profiles, for callgrind_annotate.
+        [ -n "${CALLGRIND_KEEP:-}" ] && cp "$WORK/callgrind.out" "$CALLGRIND_KEEP/callgrind.$variant.$(date +%s)"
     fi
     local result
     result=$(cat "$WORK/bench.out")
@@ -121,13 +124,13 @@ run_one() { # VARIANT
 }
 
 # callgrind_window BENCH_PID: callgrind counts the server's instructions
-# only over the bench's measured window (collection on at "measuring for",
+# only over the bench's measured window (instrumentation on at "measuring for",
 # off at "window over"; the server writes the counts when it exits).
 callgrind_window() {
     wait_bench_says "$WORK/bench.err" "$1" 'measuring for' || return 0
-    callgrind_control -i on "$SERVER_PID" >/dev/null
+    callgrind_control -i on "$SERVER_PID" &>/dev/null
     wait_bench_says "$WORK/bench.err" "$1" 'window over' || true
-    callgrind_control -i off "$SERVER_PID" >/dev/null
+    callgrind_control -i off "$SERVER_PID" &>/dev/null
 }
 
 # perf_stat_window BENCH_PID: `perf stat` on the server over the bench's
