@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the room path: envelope parse and validation, the
 //! per-member enqueue of a fan-out, and the hand-off of a batch between
-//! shards. `perf/README.md` has the figures and the command.
+//! shards, and a room-name lookup with each hasher. `perf/README.md` has
+//! the figures and the command.
 
 use std::io::IoSlice;
 use std::net::{IpAddr, Ipv4Addr};
@@ -20,6 +21,8 @@ use roomcast::proto::envelope::Parser;
 use roomcast::proto::wire;
 use roomcast::proto::{self, Request, Session, Sink};
 use roomcast::rooms::bus::{BusMsg, ConnRef, Fanout};
+use roomcast::rooms::hash::RoomHash;
+use std::collections::HashMap;
 use std::hint::black_box;
 
 const SECRET: &str = "bench-secret";
@@ -256,5 +259,32 @@ fn bench_handoff(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_envelope, bench_fanout, bench_handoff);
+/// A room-name lookup among 1,000 rooms, as each publish makes on its
+/// owner and on every member shard: std's SipHash against `rooms::hash`.
+fn bench_room_lookup(c: &mut Criterion) {
+    fn lookups<S: std::hash::BuildHasher + Default>(c: &mut Criterion, name: &str) {
+        let mut rooms: HashMap<Box<str>, u64, S> = HashMap::default();
+        let names: Vec<String> = (0..1_000).map(|i| format!("bench-room-{i}")).collect();
+        for (i, name) in names.iter().enumerate() {
+            rooms.insert(name.as_str().into(), i as u64);
+        }
+        let mut next = 0;
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                next = (next + 1) % names.len();
+                black_box(rooms.get(black_box(names[next].as_str())))
+            })
+        });
+    }
+    lookups::<std::collections::hash_map::RandomState>(c, "room_lookup_siphash");
+    lookups::<RoomHash>(c, "room_lookup_roomhash");
+}
+
+criterion_group!(
+    benches,
+    bench_envelope,
+    bench_fanout,
+    bench_handoff,
+    bench_room_lookup
+);
 criterion_main!(benches);

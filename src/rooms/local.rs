@@ -10,11 +10,12 @@
 //! back as their newest pending event, sent from the shard's `Slots` when
 //! their slot comes. A room without paced members costs nothing more.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::rooms::bus::Encodings;
+use crate::rooms::hash::FastMap;
+use crate::rooms::keys::KeyMap;
 use crate::rooms::paced::{Held, Offered, Paced, Slots};
 
 /// How `maxRate` (section 14) applies to an event delivered in a room.
@@ -41,7 +42,7 @@ struct LocalRoom {
     name: Arc<str>,
     members: Vec<usize>,
     paced: Vec<Paced>,
-    positions: HashMap<usize, Place>,
+    positions: KeyMap<Place>,
 }
 
 impl LocalRoom {
@@ -50,7 +51,7 @@ impl LocalRoom {
             name,
             members: Vec::new(),
             paced: Vec::new(),
-            positions: HashMap::new(),
+            positions: KeyMap::default(),
         }
     }
 
@@ -92,7 +93,7 @@ pub struct Due {
 /// Rooms with members on this shard.
 #[derive(Default)]
 pub struct LocalRooms {
-    rooms: HashMap<Arc<str>, LocalRoom>,
+    rooms: FastMap<Arc<str>, LocalRoom>,
     /// Paced members holding an event back, by slot.
     slots: Slots,
     /// The recipients of a fan-out in a room with paced members.

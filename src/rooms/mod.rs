@@ -14,6 +14,8 @@
 //!   `user:send` or broadcast across shards.
 //! - `delta`: section 14's delta members and what each was last queued;
 //!   `keys`: the map keyed by connection keys that it looks up per member.
+//! - `hash`: the keyed fast hasher of the maps keyed by room names that
+//!   are looked up on every message.
 //! - `notes`: what the rooms notice for webhooks (one process).
 //! - `api`: the Server API's calls carried out across shards and nodes.
 //! - `bus`: the messages between shards; `outlet`: the interface through
@@ -28,6 +30,7 @@ pub mod bus;
 pub mod cluster;
 pub mod delta;
 pub mod gather;
+pub mod hash;
 pub mod keys;
 pub mod local;
 pub mod notes;

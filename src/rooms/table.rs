@@ -17,6 +17,7 @@ use crate::config::RoomsConfig;
 use crate::hooks::webhook::Message;
 use crate::proto::names::pattern_matches;
 use crate::proto::wire;
+use crate::rooms::hash::FastMap;
 use crate::rooms::notes::Notes;
 
 /// Who joins.
@@ -102,7 +103,7 @@ pub struct RoomTable {
     config: RoomsConfig,
     /// Shards of this node: the length of each room's member counts.
     shards: usize,
-    rooms: HashMap<Box<str>, Room>,
+    rooms: FastMap<Box<str>, Room>,
     /// Makes epochs unique across shards and restarts.
     epoch_seed: u64,
     epochs_made: u64,
@@ -118,7 +119,7 @@ impl RoomTable {
         Self {
             config,
             shards,
-            rooms: HashMap::new(),
+            rooms: FastMap::default(),
             epoch_seed,
             epochs_made: 0,
             notes: None,
@@ -170,17 +171,46 @@ impl RoomTable {
     }
 
     fn forget_if_empty(&mut self, name: &str) {
-        if self
-            .rooms
-            .get(name)
-            .is_some_and(|r| r.connections == 0 && r.history.is_empty())
-        {
+        if self.rooms.get(name).is_some_and(Room::is_forgotten) {
             self.rooms.remove(name);
         }
     }
 }
 
 impl Room {
+    /// No member and no history: nothing to keep it for.
+    fn is_forgotten(&self) -> bool {
+        self.connections == 0 && self.history.is_empty()
+    }
+
+    /// Gives `message` the next `seq`, keeping it in the history.
+    fn record(&mut self, message: &Publish<'_>, keep: usize, now: Instant) -> Published {
+        self.seq += 1;
+        self.published += 1;
+        let frame = wire::room_frame(
+            message.event,
+            message.room,
+            message.data,
+            message.from,
+            self.seq,
+            message.ts_ms,
+        );
+        if keep > 0 {
+            if self.history.len() == keep {
+                self.history.pop_front();
+            }
+            self.history.push_back(HistoryEntry {
+                seq: self.seq,
+                frame: frame.clone(),
+                at: now,
+            });
+        }
+        Published {
+            seq: self.seq,
+            frame,
+        }
+    }
+
     fn prune(&mut self, ttl: Duration, now: Instant) {
         while self
             .history
@@ -457,32 +487,23 @@ impl RoomTable {
 
     /// Assigns the next `seq`, encodes the message once, keeps it in history.
     pub fn publish(&mut self, message: &Publish<'_>, now: Instant) -> Published {
-        self.prune_or_forget(message.room, now);
+        let ttl = self.config.history.ttl;
         let keep = self.config.history.messages;
-        let room = self.room_mut(message.room);
-        room.seq += 1;
-        room.published += 1;
-        let frame = wire::room_frame(
-            message.event,
-            message.room,
-            message.data,
-            message.from,
-            room.seq,
-            message.ts_ms,
-        );
-        if keep > 0 {
-            if room.history.len() == keep {
-                room.history.pop_front();
+        // One lookup for a live room: pruned, then recorded in place.
+        let mut recorded = None;
+        if let Some(room) = self.rooms.get_mut(message.room) {
+            room.prune(ttl, now);
+            if !room.is_forgotten() {
+                recorded = Some(room.record(message, keep, now));
             }
-            room.history.push_back(HistoryEntry {
-                seq: room.seq,
-                frame: frame.clone(),
-                at: now,
-            });
         }
-        let published = Published {
-            seq: room.seq,
-            frame,
+        let published = match recorded {
+            Some(published) => published,
+            None => {
+                // Nothing left of it (or never was): a new room, new epoch.
+                self.rooms.remove(message.room);
+                self.room_mut(message.room).record(message, keep, now)
+            }
         };
         if let Some(notes) = &mut self.notes
             && notes.wants_message(message.room)
@@ -496,7 +517,10 @@ impl RoomTable {
                 ts: message.ts_ms,
             });
         }
-        self.forget_if_empty(message.room);
+        if keep == 0 {
+            // Otherwise the event just recorded keeps the room.
+            self.forget_if_empty(message.room);
+        }
         published
     }
 
@@ -529,7 +553,7 @@ impl RoomTable {
         let ttl = self.config.history.ttl;
         self.rooms.retain(|_, room| {
             room.prune(ttl, now);
-            room.connections > 0 || !room.history.is_empty()
+            !room.is_forgotten()
         });
     }
 }
@@ -695,6 +719,17 @@ mod tests {
             .join("r", &joiner("a", 0), &Recovery::default(), later)
             .unwrap();
         assert_ne!(epoch_of(&text(&joined.data)), first);
+    }
+
+    #[test]
+    fn without_history_a_room_without_members_is_forgotten_after_each_publish() {
+        let mut t = table(0);
+        let now = Instant::now();
+        assert_eq!(publish(&mut t, "r", "1", now).seq, 1);
+        assert_eq!(publish(&mut t, "r", "2", now).seq, 1);
+        first_join_epoch(&mut t, now);
+        assert_eq!(publish(&mut t, "r", "3", now).seq, 1);
+        assert_eq!(publish(&mut t, "r", "4", now).seq, 2);
     }
 
     #[test]
