@@ -20,13 +20,15 @@ mint_token() {
     "$BIN" token --secret "$SECRET" --sub u1 --ttl 3600
 }
 
-# start_server ARGS... : fresh server on 127.0.0.1:0; sets SERVER_PID and SERVER_PORT.
+# start_server ARGS... : fresh server on 127.0.0.1:0, run under the
+# command SERVER_WRAPPER (an array, e.g. valgrind) if set; sets SERVER_PID
+# and SERVER_PORT.
 start_server() {
     : >"$WORK/server.out"
-    "$BIN" serve --bind 127.0.0.1:0 --jwt-secret "$SECRET" --log-level warn "$@" \
+    ${SERVER_WRAPPER[@]+"${SERVER_WRAPPER[@]}"} "$BIN" serve --bind 127.0.0.1:0 --jwt-secret "$SECRET" --log-level warn "$@" \
         >"$WORK/server.out" 2>>"$WORK/server.err" &
     SERVER_PID=$!
-    for _ in $(seq 100); do
+    for _ in $(seq 400); do
         if grep -q 'roomcast listening on' "$WORK/server.out"; then
             SERVER_PORT=$(sed -n 's/^roomcast listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/server.out")
             return 0
@@ -92,10 +94,17 @@ node_pids() {
 # wait_measuring ERRFILE PID: until `roomcast bench` (PID, stderr in
 # ERRFILE) has its connections open and starts its measured window.
 wait_measuring() {
-    for _ in $(seq 6000); do
-        grep -q 'measuring for' "$1" && return 0
+    wait_bench_says "$1" "$2" 'measuring for'
+}
+
+# wait_bench_says ERRFILE PID TEXT: until `roomcast bench` (PID, stderr in
+# ERRFILE) prints TEXT (polled every 20 ms, for at most 5 min); fails if it
+# exits first.
+wait_bench_says() {
+    for _ in $(seq 15000); do
+        grep -q "$3" "$1" && return 0
         kill -0 "$2" 2>/dev/null || return 1
-        sleep 0.05
+        sleep 0.02
     done
     return 1
 }

@@ -14,8 +14,6 @@
 //! rather than a dependency), and bounded: the JSON written is at most
 //! `JSON_GROWTH` times the MessagePack read, plus two bytes.
 
-use std::fmt::Write as _;
-
 use crate::codes::limits::MAX_JSON_DEPTH;
 use crate::json;
 
@@ -236,9 +234,8 @@ fn float(out: &mut Vec<u8>, wide: f64, own: impl std::fmt::Debug) -> Result<(), 
     if !wide.is_finite() {
         return Err(DecodeError::NotFinite);
     }
-    let mut text = String::with_capacity(24);
-    let _ = write!(text, "{own:?}");
-    out.extend_from_slice(text.as_bytes());
+    // Straight into `out`: writing to a Vec cannot fail.
+    let _ = std::io::Write::write_fmt(out, format_args!("{own:?}"));
     Ok(())
 }
 
@@ -247,7 +244,11 @@ fn float(out: &mut Vec<u8>, wide: f64, own: impl std::fmt::Debug) -> Result<(), 
 /// a float64 (the nearest one; past its range, an infinity), strings
 /// unescaped (a lone surrogate escape as U+FFFD).
 pub fn from_json(text: &[u8], out: &mut Vec<u8>) -> Result<(), EncodeError> {
-    let mut writer = Writer { text, at: 0 };
+    let mut writer = Writer {
+        text,
+        at: 0,
+        scratch: String::new(),
+    };
     writer.skip_ws();
     writer.value(out, 0)?;
     writer.skip_ws();
@@ -264,6 +265,9 @@ const MAX_WRITE_DEPTH: usize = MAX_JSON_DEPTH + 8;
 struct Writer<'a> {
     text: &'a [u8],
     at: usize,
+    /// One string's unescaped text at a time, reused so that a document
+    /// costs no allocation per string.
+    scratch: String,
 }
 
 impl Writer<'_> {
@@ -290,16 +294,23 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// A JSON string, written as a MessagePack string.
+    fn string_into(&mut self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        let mut text = std::mem::take(&mut self.scratch);
+        text.clear();
+        let read = self.string(&mut text);
+        if read.is_ok() {
+            write_str(out, &text);
+        }
+        self.scratch = text;
+        read
+    }
+
     fn value(&mut self, out: &mut Vec<u8>, depth: usize) -> Result<(), EncodeError> {
         match self.peek().ok_or_else(|| self.error())? {
             b'{' => self.container(out, depth, true),
             b'[' => self.container(out, depth, false),
-            b'"' => {
-                let mut s = String::new();
-                self.string(&mut s)?;
-                write_str(out, &s);
-                Ok(())
-            }
+            b'"' => self.string_into(out),
             b't' => self.literal(b"true", out, 0xc3),
             b'f' => self.literal(b"false", out, 0xc2),
             b'n' => self.literal(b"null", out, 0xc0),
@@ -329,9 +340,7 @@ impl Writer<'_> {
                     if self.peek() != Some(b'"') {
                         return Err(self.error());
                     }
-                    let mut key = String::new();
-                    self.string(&mut key)?;
-                    write_str(out, &key);
+                    self.string_into(out)?;
                     self.skip_ws();
                     if self.peek() != Some(b':') {
                         return Err(self.error());

@@ -14,11 +14,26 @@ use std::ops::Range;
 
 /// The byte range of the value of the first top-level `key` in `json`.
 pub fn field_range(json: &[u8], key: &str) -> Option<Range<usize>> {
-    let mut at = skip_ws(json, 0);
+    let at = skip_ws(json, 0);
     if json.get(at) != Some(&b'{') {
         return None;
     }
-    at += 1;
+    field_range_in(json, at + 1, key)
+}
+
+/// As `field_range`, for a field after the one whose value ends at
+/// `after`: a frame's later fields are found without skimming its earlier
+/// values (a room event's 1 KiB `data`) again.
+pub fn later_field_range(json: &[u8], after: usize, key: &str) -> Option<Range<usize>> {
+    let at = skip_ws(json, after);
+    if json.get(at) != Some(&b',') {
+        return None;
+    }
+    field_range_in(json, at + 1, key)
+}
+
+/// The value of `key` among an object's fields from `at`, the start of one.
+fn field_range_in(json: &[u8], mut at: usize, key: &str) -> Option<Range<usize>> {
     loop {
         at = skip_ws(json, at);
         if json.get(at) != Some(&b'"') {
@@ -233,6 +248,21 @@ mod tests {
         assert_eq!(field("", "data"), None);
     }
 
+    fn later(json: &str, after: usize, key: &str) -> Option<String> {
+        later_field_range(json.as_bytes(), after, key).map(|r| json[r].to_owned())
+    }
+
+    #[test]
+    fn later_fields_are_found_after_a_value_and_only_there() {
+        let json = r#"{"seq":1,"data":{"seq":2} ,"seq":3}"#;
+        let data = field_range(json.as_bytes(), "data").unwrap();
+        assert_eq!(later(json, data.end, "seq").as_deref(), Some("3"));
+        assert_eq!(later(json, data.end, "ts"), None);
+        // Not at the end of a value: no field boundary there.
+        assert_eq!(later(json, data.start + 1, "seq"), None);
+        assert_eq!(later(json, json.len() + 5, "seq"), None);
+    }
+
     fn element_texts<'a>(json: &'a str, key: &str) -> Vec<&'a str> {
         let range = field_range(json.as_bytes(), key).unwrap();
         elements(json.as_bytes(), range).map(|r| &json[r]).collect()
@@ -308,6 +338,9 @@ mod tests {
         fn never_panics_and_stays_in_bounds(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             if let Some(range) = field_range(&bytes, "data") {
                 prop_assert!(range.end <= bytes.len() && range.start <= range.end);
+                if let Some(later) = later_field_range(&bytes, range.end, "seq") {
+                    prop_assert!(later.end <= bytes.len() && range.end <= later.start);
+                }
             }
         }
     }

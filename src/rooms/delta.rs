@@ -169,11 +169,13 @@ pub struct Deltas {
 }
 
 /// A room event's `seq` and the range of its `data` in `text`, as
-/// `wire::room_message` writes it.
+/// `wire::room_message` writes it: `seq` after `data`, so the skim goes
+/// over `data` once (skimming it twice was some 40% of the instructions
+/// delta members add per event: perf/RESULTS.md).
 fn read_event(text: &[u8]) -> Option<(u64, Range<usize>)> {
-    let seq = scan::field_range(text, "seq")?;
-    let seq = std::str::from_utf8(&text[seq]).ok()?.parse().ok()?;
     let data = scan::field_range(text, "data")?;
+    let seq = scan::later_field_range(text, data.end, "seq")?;
+    let seq = std::str::from_utf8(&text[seq]).ok()?.parse().ok()?;
     Some((seq, data))
 }
 

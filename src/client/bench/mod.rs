@@ -66,6 +66,9 @@ fn orchestrate(args: &BenchArgs) -> io::Result<ExitCode> {
     let window_seconds = start.elapsed().as_secs_f64();
     let bench_cpu_seconds = results.iter().map(|r| r.cpu_seconds).sum();
     let server_end = server_usage(&args.server_pid);
+    // The end of the window for whoever counts the server's CPU from the
+    // outside (perf/feed-options.sh's PERF_STAT), as "measuring for" is its start.
+    eprintln!("roomcast bench: window over");
     for worker in &mut processes {
         let _ = worker.child.wait();
     }
