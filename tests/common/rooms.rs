@@ -13,7 +13,7 @@ use tungstenite::Message;
 use tungstenite::protocol::frame::coding::CloseCode;
 
 use super::token::{mint, now};
-use super::ws::{Ws, is_timeout, ws_connect};
+use super::ws::{Ws, is_interrupted, is_timeout, ws_connect};
 use super::{READ_TIMEOUT, Server, json_at, json_str, parse_json};
 
 /// A JSON string literal for `s` (quotes and escapes).
@@ -317,6 +317,7 @@ impl Client {
                     });
                 }
                 Ok(_) => {}
+                Err(e) if is_interrupted(&e) => {}
                 Err(tungstenite::Error::Io(e)) if is_timeout(&e) => {
                     panic!("no close frame within {timeout:?}")
                 }
@@ -358,6 +359,7 @@ pub fn read_text(ws: &mut Ws, timeout: Duration) -> Option<String> {
                 }
             }
             Ok(other) => panic!("expected a text message, got {other:?}"),
+            Err(e) if is_interrupted(&e) => {}
             Err(tungstenite::Error::Io(e)) if is_timeout(&e) => break None,
             Err(e) => panic!("read failed: {e}"),
         }

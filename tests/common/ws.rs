@@ -56,6 +56,7 @@ pub fn recv(ws: &mut Ws) -> Message {
         match ws.read() {
             Ok(Message::Ping(_) | Message::Pong(_)) => continue,
             Ok(msg) => return msg,
+            Err(e) if is_interrupted(&e) => continue,
             Err(tungstenite::Error::Io(e)) if is_timeout(&e) => {
                 panic!("no message within {READ_TIMEOUT:?}")
             }
@@ -87,12 +88,21 @@ pub fn expect_close(ws: &mut Ws) -> u16 {
                 return frame.map_or(u16::from(CloseCode::Status), |f| u16::from(f.code));
             }
             Ok(_) => continue,
+            Err(e) if is_interrupted(&e) => continue,
             Err(tungstenite::Error::Io(e)) if is_timeout(&e) => {
                 panic!("no close frame within {READ_TIMEOUT:?}")
             }
             Err(e) => panic!("connection ended without a close frame: {e}"),
         }
     }
+}
+
+/// Whether a read was interrupted and is to be made again: on Linux a
+/// blocking socket read with a timeout (`SO_RCVTIMEO`) fails with `EINTR`
+/// when the process is stopped and continued, even without a signal
+/// handler (signal(7)), and a handler without `SA_RESTART` does the same.
+pub fn is_interrupted(e: &tungstenite::Error) -> bool {
+    matches!(e, tungstenite::Error::Io(e) if e.kind() == io::ErrorKind::Interrupted)
 }
 
 pub fn is_timeout(e: &io::Error) -> bool {
