@@ -168,6 +168,64 @@ pub struct Deltas {
     rooms: HashMap<Arc<str>, DeltaRoom>,
 }
 
+/// `Deltas::plan_sending` in the room's entry `local` (`None`: the room
+/// has no delta members here), looked up once by the caller.
+fn plan_in(
+    local: Option<&mut DeltaRoom>,
+    frame: &Arc<[u8]>,
+    recipients: &[usize],
+    skip: Option<usize>,
+    shared: Option<&SharedDelta>,
+) -> Plan {
+    let mut whole = Vec::with_capacity(recipients.len());
+    let recipients = recipients.iter().copied().filter(|&k| Some(k) != skip);
+    let Some(local) = local else {
+        whole.extend(recipients);
+        return Plan { whole, delta: None };
+    };
+    let mut last = local
+        .last
+        .as_mut()
+        .filter(|last| Arc::ptr_eq(&last.event.frame, frame));
+    let number = last.as_ref().map(|last| last.event.number);
+    let base = last
+        .as_ref()
+        .and_then(|last| last.base.as_ref())
+        .map(|base| base.number);
+    // Takers in JSON, and in MessagePack (who need a canonical base).
+    let (mut takers, mut packed) = (Vec::new(), Vec::new());
+    for key in recipients {
+        let Some(member) = local.members.get_mut(&key) else {
+            whole.push(key);
+            continue;
+        };
+        let takes = base.is_some() && member.last == base;
+        member.last = number;
+        match (takes, member.encoding) {
+            (true, Encoding::Json) => takers.push(key),
+            (true, Encoding::MessagePack) => packed.push(key),
+            (false, _) => whole.push(key),
+        }
+    }
+    let delta = match last.as_mut() {
+        Some(last) if !takers.is_empty() || !packed.is_empty() => last
+            .delta_frame(shared)
+            .map(|delta| (delta, last.base_data())),
+        _ => None,
+    };
+    let Some((delta, base)) = delta else {
+        whole.append(&mut takers);
+        whole.append(&mut packed);
+        return Plan { whole, delta: None };
+    };
+    if !packed.is_empty() && !delta.packable(base) {
+        whole.append(&mut packed);
+    }
+    takers.append(&mut packed);
+    let delta = (!takers.is_empty()).then_some((delta, takers));
+    Plan { whole, delta }
+}
+
 /// A room event's `seq` and the range of its `data` in `text`, as
 /// `wire::room_message` writes it: `seq` after `data`, so the skim goes
 /// over `data` once (skimming it twice was some 40% of the instructions
@@ -258,8 +316,9 @@ impl Deltas {
                     delta: None,
                 }
             });
+            return plan_in(Some(local), frame, recipients, skip, shared);
         }
-        self.plan_sending(room, frame, recipients, skip, shared)
+        plan_in(None, frame, recipients, skip, shared)
     }
 
     /// Who of `recipients` (but `skip`) gets `frame`, an event of `room`
@@ -279,53 +338,7 @@ impl Deltas {
         skip: Option<usize>,
         shared: Option<&SharedDelta>,
     ) -> Plan {
-        let mut whole = Vec::with_capacity(recipients.len());
-        let recipients = recipients.iter().copied().filter(|&k| Some(k) != skip);
-        let Some(local) = self.rooms.get_mut(room) else {
-            whole.extend(recipients);
-            return Plan { whole, delta: None };
-        };
-        let mut last = local
-            .last
-            .as_mut()
-            .filter(|last| Arc::ptr_eq(&last.event.frame, frame));
-        let number = last.as_ref().map(|last| last.event.number);
-        let base = last
-            .as_ref()
-            .and_then(|last| last.base.as_ref())
-            .map(|base| base.number);
-        // Takers in JSON, and in MessagePack (who need a canonical base).
-        let (mut takers, mut packed) = (Vec::new(), Vec::new());
-        for key in recipients {
-            let Some(member) = local.members.get_mut(&key) else {
-                whole.push(key);
-                continue;
-            };
-            let takes = base.is_some() && member.last == base;
-            member.last = number;
-            match (takes, member.encoding) {
-                (true, Encoding::Json) => takers.push(key),
-                (true, Encoding::MessagePack) => packed.push(key),
-                (false, _) => whole.push(key),
-            }
-        }
-        let delta = match last.as_mut() {
-            Some(last) if !takers.is_empty() || !packed.is_empty() => last
-                .delta_frame(shared)
-                .map(|delta| (delta, last.base_data())),
-            _ => None,
-        };
-        let Some((delta, base)) = delta else {
-            whole.append(&mut takers);
-            whole.append(&mut packed);
-            return Plan { whole, delta: None };
-        };
-        if !packed.is_empty() && !delta.packable(base) {
-            whole.append(&mut packed);
-        }
-        takers.append(&mut packed);
-        let delta = (!takers.is_empty()).then_some((delta, takers));
-        Plan { whole, delta }
+        plan_in(self.rooms.get_mut(room), frame, recipients, skip, shared)
     }
 
     /// What became of a planned event of `room` for `sent` (members given
