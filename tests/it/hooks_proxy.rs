@@ -696,6 +696,8 @@ fn an_upgrade_waiting_for_claims_holds_its_slot_until_decided_or_dropped() {
         upgrade_with_cookie(addr, "", Some(cookie)).expect_err("refused");
     }
     drop(common::ws::ws_connect(addr, "/ws", &token));
+    // Its slot is free once the server has seen it go.
+    server.wait_for_log(&["closed conn="]);
     // A client that goes away while its claims are asked for gives it
     // back too, once the connection is gone.
     let mut request = common::ws::ws_request(addr, "/ws", None);
