@@ -26,7 +26,10 @@
 # processes started here are stopped, by PID.
 #
 # Environment: CONNS (1000000), HOLD (30s), RATE (10 messages/s), COMMON_EVERY
-# (10s; empty: none), PROCESSES (from CONNS, below),
+# (10s; empty: none), PROCESSES (from CONNS, below), SERVE_ARGS (more
+# `serve` flags), MIN_AVAILABLE_MIB (1536: below it the run is stopped),
+# PRESENCE_EVENT_LIMIT (1, below), PROBES (20 timed requests to node 0's /stats, dashboard and `info` over
+# the hold),
 # CONNECT_LIMIT (seconds; from CONNS), ROOMCAST_BIN (a built binary; else a
 # release build), EXPECT_ALL=1 (exit 1 unless every connection was held
 # without an error: for scripts/test.sh), KEEP=0 (no raw JSON file).
@@ -126,17 +129,62 @@ if [ -w "$PORTS" ] && [ "$(awk '{print $2 - $1}' "$PORTS")" -lt 55000 ]; then
 fi
 
 BENCH_PID=""
+PROBE_PID=""
 finish() {
     if [ -n "$BENCH_PID" ]; then
         kill "$BENCH_PID" 2>/dev/null
         wait "$BENCH_PID" 2>/dev/null
     fi
+    [ -n "$GUARD_PID" ] && kill "$GUARD_PID" 2>/dev/null
+    [ -n "$PROBE_PID" ] && kill "$PROBE_PID" 2>/dev/null
     stop_server
     stop_redis
     restore_sysctls
+    # LOGS=DIR keeps the nodes' and the bench's stderr for a look afterwards.
+    [ -n "${LOGS:-}" ] && mkdir -p "$LOGS" && cp "$WORK"/*.err "$LOGS"/ 2>/dev/null
     rm -rf "$WORK"
 }
 trap finish EXIT
+
+# --- the memory guard ----------------------------------------------------
+# The machine is shared: rather than let the OOM killer pick someone else's
+# process, the run stops everything it started when MemAvailable falls
+# under MIN_AVAILABLE_MIB, and says so (`aborted` in the JSON line).
+MIN_AVAILABLE_MIB=${MIN_AVAILABLE_MIB:-1536}
+LOW_MEMORY=""
+available_mib() { awk '$1 == "MemAvailable:" { print int($2 / 1024) }' /proc/meminfo; }
+# guard_memory PID...: in the background, every 0.5 s; on low memory writes
+# $WORK/low-memory and SIGKILLs the PIDs given and their children.
+guard_memory() {
+    local pids="$*"
+    (
+        while sleep 0.5; do
+            local mib
+            mib=$(available_mib)
+            [ "$mib" -ge "$MIN_AVAILABLE_MIB" ] && continue
+            echo "$mib" >"$WORK/low-memory"
+            local pid
+            for pid in $pids; do
+                # shellcheck disable=SC2046
+                kill -KILL $(children_of "$pid") "$pid" 2>/dev/null
+            done
+            exit 0
+        done
+    ) &
+    GUARD_PID=$!
+}
+GUARD_PID=""
+# cpu_ticks PID...: user + system clock ticks of the processes (all their
+# threads), summed.
+cpu_ticks() {
+    local pid total=0 ticks
+    for pid in "$@"; do
+        ticks=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat" 2>/dev/null)
+        total=$(( total + ${ticks:-0} ))
+    done
+    echo "$total"
+}
+HZ=$(getconf CLK_TCK)
 
 # --- what the machine holds before -------------------------------------
 meminfo_kib() { awk -v k="$1:" '$1 == k { print $2 }' /proc/meminfo; }
@@ -158,9 +206,33 @@ redis_used_before=$(redis_info used_memory)
 redis_rss_before=$(redis_info used_memory_rss)
 
 PORT=$(free_port)
+# /stats, the dashboard and the Server API on their own port per node
+# (node i on METRICS_PORT + i), as an operator would run them: node 0's
+# are timed during the hold.
+METRICS_PORT=$(python3 -c '
+import random, socket
+for _ in range(100):
+    base = random.randrange(20000, 30000)
+    try:
+        for port in range(base, base + '"$PROCESSES"'):
+            s = socket.socket(); s.bind(("127.0.0.1", port)); s.close()
+        print(base); break
+    except OSError:
+        pass')
+API_KEY=perf-api-key-$RANDOM$RANDOM
+# Presence events: a room of 1,000 announces each join to the members
+# before it, 500 presence deliveries per join on average (half a million
+# per room), which made 85% of the connect phase's CPU (407 µs a
+# handshake with them, 60 without, at 20,000). The run keeps presence
+# counted (Redis' share of it is measured) but sends no events past
+# PRESENCE_EVENT_LIMIT members (1; the server's default is 1000).
+PRESENCE_EVENT_LIMIT=${PRESENCE_EVENT_LIMIT:-1}
+# shellcheck disable=SC2086
 "$BIN" serve --bind "127.0.0.1:$PORT" --jwt-secret "$SECRET" --log-level warn --rate-limit 0 \
     --redis "$REDIS_URL" --processes "$PROCESSES" --shards 1 \
-    --max-connections "$MAX_PER_NODE" >"$WORK/server.out" 2>"$WORK/server.err" &
+    --metrics-bind "127.0.0.1:$METRICS_PORT" --api-key "$API_KEY" \
+    --max-connections "$MAX_PER_NODE" --presence-event-limit "$PRESENCE_EVENT_LIMIT" \
+    ${SERVE_ARGS:-} >"$WORK/server.out" 2>"$WORK/server.err" &
 SERVER_PID=$!
 nodes=$(node_pids "$SERVER_PID" "$PROCESSES")
 # The supervisor's memory counts too, when there is one.
@@ -170,8 +242,15 @@ for _ in $(seq 200); do
     grep -q 'listening on' "$WORK/server.out" && break
     sleep 0.05
 done
+if ! grep -q 'listening on' "$WORK/server.out"; then
+    echo "million: the server did not start:" >&2
+    tail -5 "$WORK/server.err" >&2
+    exit 1
+fi
 # shellcheck disable=SC2086
 server_rss_before=$(rss_of $server_pids)
+# shellcheck disable=SC2086
+cpu_start=$(cpu_ticks $server_pids "$REDIS_PID")
 
 sources=$(for i in $(seq 0 $(( SOURCES - 1 ))); do
     echo "127.0.$(( 2 + i / 250 )).$(( 1 + i % 250 ))"
@@ -184,6 +263,8 @@ timeout $(( CONNECT_LIMIT + 120 )) "$BIN" bench idle --addr "127.0.0.1:$PORT" --
     --json --server-pid "$(tr ' ' ',' <<<"$server_pids")" \
     >"$WORK/bench.json" 2>"$WORK/bench.err" &
 BENCH_PID=$!
+# shellcheck disable=SC2086
+guard_memory "$BENCH_PID" $server_pids "$REDIS_PID"
 # The connect phase is bounded by the bench's --connect-limit.
 for _ in $(seq $(( (CONNECT_LIMIT + 60) * 10 ))); do
     grep -qs 'measuring for' "$WORK/bench.err" && break
@@ -191,6 +272,16 @@ for _ in $(seq $(( (CONNECT_LIMIT + 60) * 10 ))); do
     sleep 0.1
 done
 connected_at=$(date +%s.%N)
+bench_pids() { # the orchestrator (under `timeout`) and its workers
+    local orchestrator
+    orchestrator=$(children_of "$BENCH_PID")
+    # shellcheck disable=SC2046,SC2086
+    echo $orchestrator $(for p in $orchestrator; do children_of "$p"; done)
+}
+# shellcheck disable=SC2086,SC2046
+cpu_connected=$(cpu_ticks $server_pids "$REDIS_PID")
+# shellcheck disable=SC2046
+bench_cpu_connected=$(cpu_ticks $(bench_pids))
 opened=$(sed -n 's/^roomcast bench: \([0-9]*\) connections open.*/\1/p' "$WORK/bench.err" | head -1)
 
 # The held state, just after the window began (every connection the bench
@@ -198,10 +289,8 @@ opened=$(sed -n 's/^roomcast bench: \([0-9]*\) connections open.*/\1/p' "$WORK/b
 sleep 0.2
 # shellcheck disable=SC2086
 server_rss=$(rss_of $server_pids)
-# The bench runs under `timeout`: its orchestrator, and the workers under it.
-orchestrator=$(children_of "$BENCH_PID")
-# shellcheck disable=SC2046,SC2086
-bench_rss=$(rss_of $orchestrator $(for p in $orchestrator; do children_of "$p"; done))
+# shellcheck disable=SC2046
+bench_rss=$(rss_of $(bench_pids))
 redis_used=$(redis_info used_memory)
 redis_rss=$(redis_info used_memory_rss)
 slab=$(meminfo_kib Slab)
@@ -212,8 +301,63 @@ if ! kill -0 "$BENCH_PID" 2>/dev/null; then
     exit 1
 fi
 
+# PROBES requests to node 0 spread over the hold: /stats, the dashboard
+# page and the Server API's `info` (every node's connections), each timed.
+PROBES=${PROBES:-20}
+hold_seconds=$(sed 's/s$//' <<<"$HOLD")
+python3 - "$METRICS_PORT" "$API_KEY" "$PROBES" "${hold_seconds%%[!0-9.]*}" >"$WORK/probes.json" <<'PY' &
+import json, sys, time, urllib.request
+port, key, probes, hold = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4] or 1)
+base = f"http://127.0.0.1:{port}"
+times = {"stats": [], "dashboard": [], "info": []}
+failed = {name: 0 for name in times}
+cluster = []
+def timed(name, request):
+    began = time.monotonic()
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            body = answer.read()
+        times[name].append((time.monotonic() - began) * 1000)
+        return body
+    except Exception:
+        failed[name] += 1
+for _ in range(probes):
+    timed("stats", base + "/stats")
+    timed("dashboard", base + "/")
+    info = timed("info", urllib.request.Request(base + "/api/info", data=b"{}",
+                 headers={"X-API-Key": key, "Content-Type": "application/json"}))
+    if info:
+        try:
+            nodes = json.loads(info)["result"]["nodes"]
+            cluster.append(sum(n["connections"] for n in nodes))
+        except Exception:
+            pass
+    time.sleep(max(hold * 0.9 / probes, 0.05))
+def spread(ms):
+    ms = sorted(ms)
+    if not ms:
+        return None
+    return {"n": len(ms), "p50_ms": round(ms[len(ms) // 2], 1), "max_ms": round(ms[-1], 1)}
+print(json.dumps({"probes": {k: spread(v) for k, v in times.items()}, "probe_failures": failed,
+                  "cluster_connections_by_info": cluster[-1] if cluster else None}))
+PY
+PROBE_PID=$!
+
 wait "$BENCH_PID"
 BENCH_PID=""
+# shellcheck disable=SC2086
+cpu_end=$(cpu_ticks $server_pids "$REDIS_PID")
+wait "$PROBE_PID" 2>/dev/null
+PROBE_PID=""
+if [ -s "$WORK/low-memory" ]; then
+    echo "{\"conns\": $CONNS, \"aborted\": \"MemAvailable fell to $(cat "$WORK/low-memory") MiB (< $MIN_AVAILABLE_MIB)\"}" | tee "$OUT"
+    exit 1
+fi
+if [ -n "${LOGS:-}" ]; then
+    # What Redis spent its time on: per command, and the slowest calls.
+    { redis-cli -p "$REDIS_PORT" INFO commandstats; redis-cli -p "$REDIS_PORT" SLOWLOG GET 20; } \
+        >"$WORK/redis.err" 2>&1
+fi
 if [ ! -s "$WORK/bench.json" ]; then
     echo "million: the bench failed:" >&2
     tail -5 "$WORK/bench.err" "$WORK/server.err" >&2
@@ -246,7 +390,20 @@ result = {
     "connect_seconds": round(connect_seconds, 2),
     "handshakes_per_second": round(int("${opened:-0}" or 0) / max(connect_seconds, 1e-9), 1),
     "tcp_sockets_in_use": int("${tcp_inuse:-0}" or 0),
+    # CPU seconds (user + system) of every node, the supervisor and Redis:
+    # over the connect phase (the bench's apart), and from the hold's start
+    # to the bench's end (the window and its drain).
+    "connect_cpu_seconds": round(($cpu_connected - $cpu_start) / $HZ, 2),
+    "connect_bench_cpu_seconds": round($bench_cpu_connected / $HZ, 2),
+    "hold_cpu_seconds": round(($cpu_end - $cpu_connected) / $HZ, 2),
 }
+opened = max(result["opened"], 1)
+result["connect_cpu_us_per_handshake"] = round(result["connect_cpu_seconds"] * 1e6 / opened, 1)
+result["hold_cpu_us_per_delivery"] = round(result["hold_cpu_seconds"] * 1e6 / max(bench["delivered"], 1), 2)
+try:
+    result.update(json.load(open("$WORK/probes.json")))
+except (OSError, ValueError):
+    pass
 for name, total in figures.items():
     result[name] = total
     result[name.replace("_bytes", "_per_connection_bytes")] = per(total)

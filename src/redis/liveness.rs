@@ -1,10 +1,13 @@
 //! Whether a Redis server still answers (`--redis-timeout`, section 15),
-//! sans-IO: the caller brings the time and the date of the oldest command
-//! waiting for its reply (`pipeline::Pipeline::oldest`).
+//! sans-IO: the caller brings the time and since when the commands waiting
+//! have got no reply (`pipeline::Pipeline::silent_since`).
 //!
-//! A server that has not answered a command within the timeout is
-//! unreachable, whether it is frozen, cut off without a reset, or still
-//! accepting the TCP connection of a setup it never answers. A link with
+//! A server that has answered nothing for the timeout while a command
+//! waited is unreachable, whether it is frozen, cut off without a reset, or
+//! still accepting the TCP connection of a setup it never answers. One
+//! that answers, however far behind (a join storm on a machine short of
+//! CPU), is not: dropping it would answer everything in flight
+//! `UNAVAILABLE` and add a resync to its load. A link with
 //! nothing in flight sends a `PING` every `PING_EVERY`, so an idle node
 //! notices too: within `PING_EVERY` plus the timeout.
 
@@ -43,8 +46,9 @@ impl Liveness {
         self.next_ping = None;
     }
 
-    /// Whether the server failed to answer: the oldest command waiting for
-    /// its reply was queued at `oldest`, a timeout or more before `now`.
+    /// Whether the server failed to answer: the commands waiting have had
+    /// no reply since `oldest` (`Pipeline::silent_since`), a timeout or more
+    /// before `now`.
     pub fn overdue(&self, oldest: Option<Instant>, now: Instant) -> bool {
         oldest.is_some_and(|queued| now.saturating_duration_since(queued) >= self.timeout)
     }

@@ -10,8 +10,9 @@
 //! replies or in bytes not yet written, `push` refuses and says so
 //! (`take_overflow`), so a stalled Redis cannot grow a node's memory; the
 //! bridge keeps a lower bound of its own for what callers wait for
-//! (`within`). It also remembers when each request was queued (`stamp`),
-//! for the bridge to tell a Redis that stopped answering (`oldest`).
+//! (`within`). It also remembers when each request was queued and when a
+//! reply last came (`stamp`), for the bridge to tell a Redis that stopped
+//! answering from one that is only behind (`silent_since`).
 //!
 //! For a Redis Cluster (`keeping`), each command's bytes are kept until
 //! its reply, so that a command refused with `-MOVED` or `-ASK` (not run)
@@ -44,6 +45,10 @@ pub struct Pipeline<T> {
     /// When each of the first `queued_at.len()` requests in flight was
     /// queued; the ones after it were pushed since the last `stamp`.
     queued_at: VecDeque<Instant>,
+    /// A reply came since the last `stamp`.
+    answered: bool,
+    /// The `stamp` after the last reply.
+    answered_at: Option<Instant>,
     input: Vec<u8>,
     bounds: Bounds,
     /// A push was refused since the last `take_overflow`.
@@ -72,6 +77,8 @@ impl<T> Pipeline<T> {
             output: Vec::new(),
             in_flight: VecDeque::new(),
             queued_at: VecDeque::new(),
+            answered: false,
+            answered_at: None,
             input: Vec::new(),
             bounds,
             overflowed: false,
@@ -157,12 +164,21 @@ impl<T> Pipeline<T> {
     pub fn stamp(&mut self, now: Instant) {
         let unstamped = self.in_flight.len() - self.queued_at.len();
         self.queued_at.extend(std::iter::repeat_n(now, unstamped));
+        if std::mem::take(&mut self.answered) {
+            self.answered_at = Some(now);
+        }
     }
 
-    /// When the oldest request still waiting for its reply was queued
-    /// (`None`: none waits, or it was pushed since the last `stamp`).
-    pub fn oldest(&self) -> Option<Instant> {
-        self.queued_at.front().copied()
+    /// Since when the requests waiting have got no answer: the date of the
+    /// oldest one still waiting, or the stamp after the last reply when
+    /// that is later (`None`: none waits, or it was pushed since the last
+    /// `stamp`). A Redis that answers steadily is never silent long, however
+    /// deep its queue: under a burst (a join storm on a busy machine) the
+    /// oldest command may wait longer than `--redis-timeout` while Redis
+    /// works through what came before it.
+    pub fn silent_since(&self) -> Option<Instant> {
+        let oldest = self.queued_at.front().copied()?;
+        Some(self.answered_at.map_or(oldest, |at| at.max(oldest)))
     }
 
     /// Queues a command that gets no reply of its own (on RESP3, SUBSCRIBE
@@ -198,6 +214,7 @@ impl<T> Pipeline<T> {
             at += used;
             if let Reply::Push(items) = reply {
                 if self.confirms(&items) {
+                    self.answered = true;
                     self.waits.pop_front();
                     self.queued_at.pop_front();
                     if let Some(token) = self.in_flight.pop_front() {
@@ -212,6 +229,7 @@ impl<T> Pipeline<T> {
                 .in_flight
                 .pop_front()
                 .ok_or(PipelineError::Unrequested)?;
+            self.answered = true;
             // The dated requests come first: if any is, this one was.
             self.queued_at.pop_front();
             let wait = self.waits.pop_front().unwrap_or_default();
@@ -238,6 +256,8 @@ impl<T> Pipeline<T> {
         self.output.clear();
         self.input.clear();
         self.queued_at.clear();
+        self.answered = false;
+        self.answered_at = None;
         self.waits.clear();
         self.overflowed = false;
         let lost = self.in_flight.drain(..).collect();
@@ -485,31 +505,64 @@ mod tests {
     }
 
     #[test]
+    fn a_link_answering_steadily_is_not_silent_however_old_its_queue() {
+        let start = Instant::now();
+        let later = |ms| start + std::time::Duration::from_millis(ms);
+        let mut p = Pipeline::new(requests(8));
+        for token in ["a", "b", "c"] {
+            p.push(token, ping).unwrap();
+        }
+        p.stamp(start);
+        assert_eq!(p.silent_since(), Some(start));
+        // "a" is answered at 1.5 s: "b" and "c" were queued at 0 but the
+        // link has been silent only since that reply.
+        p.on_input(b"+PONG\r\n").unwrap();
+        p.stamp(later(1500));
+        assert_eq!(p.silent_since(), Some(later(1500)));
+        p.stamp(later(3000));
+        assert_eq!(p.silent_since(), Some(later(1500)), "no reply since");
+        p.on_input(b"+PONG\r\n+PONG\r\n").unwrap();
+        assert_eq!(p.silent_since(), None);
+        // Pushed after the last reply: dated by its own stamp.
+        p.push("d", ping).unwrap();
+        p.stamp(later(4000));
+        assert_eq!(p.silent_since(), Some(later(4000)));
+        p.reset();
+        p.push("e", ping).unwrap();
+        p.stamp(later(100));
+        assert_eq!(
+            p.silent_since(),
+            Some(later(100)),
+            "reset forgets the replies"
+        );
+    }
+
+    #[test]
     fn the_oldest_unanswered_request_is_dated_by_the_stamp_after_its_push() {
         let start = Instant::now();
         let later = |ms| start + std::time::Duration::from_millis(ms);
         let mut p = Pipeline::new(requests(8));
-        assert_eq!(p.oldest(), None);
+        assert_eq!(p.silent_since(), None);
         p.push("a", ping).unwrap();
         // Pushed this turn: not dated yet, so not late either.
-        assert_eq!(p.oldest(), None);
+        assert_eq!(p.silent_since(), None);
         p.stamp(start);
         p.push("b", ping).unwrap();
         p.stamp(later(100));
         p.stamp(later(200));
-        assert_eq!(p.oldest(), Some(start));
+        assert_eq!(p.silent_since(), Some(start));
         p.on_input(b"+PONG\r\n").unwrap();
-        assert_eq!(p.oldest(), Some(later(100)));
+        assert_eq!(p.silent_since(), Some(later(100)));
         p.push("c", ping).unwrap();
         p.on_input(b"+PONG\r\n").unwrap();
         // "c" was pushed after the last stamp.
-        assert_eq!(p.oldest(), None);
+        assert_eq!(p.silent_since(), None);
         p.stamp(later(300));
-        assert_eq!(p.oldest(), Some(later(300)));
+        assert_eq!(p.silent_since(), Some(later(300)));
         p.reset();
-        assert_eq!(p.oldest(), None);
+        assert_eq!(p.silent_since(), None);
         p.push("d", ping).unwrap();
         p.stamp(later(400));
-        assert_eq!(p.oldest(), Some(later(400)));
+        assert_eq!(p.silent_since(), Some(later(400)));
     }
 }

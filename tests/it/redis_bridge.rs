@@ -65,7 +65,7 @@ impl BridgeSink for ChannelSink {
 
 pub(crate) struct Node {
     handle: BridgeHandle<u32>,
-    out: Receiver<Out>,
+    pub(crate) out: Receiver<Out>,
     thread: Option<std::thread::JoinHandle<()>>,
     /// The live nodes the bridge last reported.
     live_nodes: RefCell<Vec<String>>,
@@ -138,6 +138,24 @@ impl Node {
         }));
     }
 
+    /// `user` joins `room`, answered to `n`.
+    pub(crate) fn join(&self, room: &str, user: &str, n: u32) {
+        assert!(self.handle.send(BridgeRequest::Join {
+            room: room.into(),
+            query: OwnedQuery::default(),
+            change: presence_change(user),
+            answer: n,
+        }));
+    }
+
+    /// A connection of `user` leaves `room` (nobody waits for it).
+    pub(crate) fn leave(&self, room: &str, user: &str) {
+        assert!(self.handle.send(BridgeRequest::Leave {
+            room: room.into(),
+            change: presence_change(user),
+        }));
+    }
+
     pub(crate) fn publish(&self, room: &str, n: u32) {
         let head = format!(r#"{{"event":"chat:msg","room":"{room}","data":{n},"from":"u","seq":"#);
         assert!(self.handle.send(BridgeRequest::Publish {
@@ -148,6 +166,20 @@ impl Node {
             answer: n,
         }));
     }
+}
+
+/// A connection of `user` on node `n1`, announcing nothing.
+fn presence_change(user: &str) -> Box<PresenceChange> {
+    Box::new(PresenceChange {
+        node: "n1".into(),
+        user: user.into(),
+        name: None,
+        rejoin: false,
+        announce: false,
+        event_limit: 1000,
+        origin: "n1/0/-".into(),
+        text: b"{}".to_vec(),
+    })
 }
 
 impl Drop for Node {
@@ -295,16 +327,7 @@ fn a_history_answer_comes_after_every_event_it_holds_and_before_every_later_one(
             history: Some(100),
             ..OwnedQuery::default()
         },
-        change: Box::new(PresenceChange {
-            node: "n1".into(),
-            user: "u".into(),
-            name: None,
-            rejoin: false,
-            announce: false,
-            event_limit: 1000,
-            origin: "n1/0/-".into(),
-            text: b"{}".to_vec(),
-        }),
+        change: presence_change("u"),
         answer: 100,
     }));
     for n in 10..20 {

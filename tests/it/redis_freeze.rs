@@ -19,6 +19,15 @@ fn log_of(server: &Server) -> String {
     server.stderr()
 }
 
+/// A bridge whose link to a fresh Redis is up, with a timeout long enough
+/// that only the bounds answer while Redis is frozen.
+fn bridge_on_a_fresh_redis() -> (RedisServer, Bridge) {
+    let redis = RedisServer::start();
+    let bridge = Bridge::start_with(redis.addr.port(), "n1", Duration::from_secs(30));
+    bridge.wait_link(true);
+    (redis, bridge)
+}
+
 #[test]
 fn a_frozen_redis_is_unreachable_within_the_timeout_and_a_node_recovers_after_it() {
     let redis = RedisServer::start();
@@ -117,10 +126,7 @@ fn a_frozen_redis_is_unreachable_within_the_timeout_and_a_node_recovers_after_it
 #[test]
 fn past_the_bound_requests_are_answered_at_once_and_within_it_after_redis_answers() {
     const SENT: u32 = 20_000;
-    let redis = RedisServer::start();
-    // A timeout long enough that only the bound answers while frozen.
-    let bridge = Bridge::start_with(redis.addr.port(), "n1", Duration::from_secs(30));
-    bridge.wait_link(true);
+    let (redis, bridge) = bridge_on_a_fresh_redis();
     let frozen = redis.freeze();
     let sent_at = Instant::now();
     for n in 1..=SENT {
@@ -166,6 +172,74 @@ fn past_the_bound_requests_are_answered_at_once_and_within_it_after_redis_answer
     );
     let refused: std::collections::HashSet<u32> = refused.into_iter().collect();
     assert!(acked.iter().all(|(n, _)| !refused.contains(n)));
+}
+
+/// Sends `count` requests (`send`) to a bridge whose Redis is frozen, runs
+/// `while_frozen`, and thaws Redis.
+fn storm_while_frozen(
+    count: u32,
+    send: impl Fn(&Bridge, u32),
+    while_frozen: impl FnOnce(&Bridge),
+) -> (RedisServer, Bridge) {
+    let (redis, bridge) = bridge_on_a_fresh_redis();
+    let frozen = redis.freeze();
+    for n in 1..=count {
+        send(&bridge, n);
+    }
+    while_frozen(&bridge);
+    frozen.thaw();
+    (redis, bridge)
+}
+
+#[test]
+fn a_join_storm_past_the_bound_is_held_and_joined_once_redis_answers() {
+    // More joins than a link may have waiting, less than it holds back.
+    const JOINS: u32 = 24_000;
+    let join = |bridge: &Bridge, n| bridge.join(&format!("room-{}", n % 100), &format!("u{n}"), n);
+    // Nothing is refused while Redis is only slow...
+    let nothing_answered = |bridge: &Bridge| {
+        let quiet_until = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < quiet_until {
+            match bridge.out.recv_timeout(Duration::from_millis(50)) {
+                Ok(Out::Joined(n, Err(Unavailable))) => panic!("join {n} refused"),
+                Ok(Out::Joined(n, Ok(_))) => panic!("join {n} answered by a frozen Redis"),
+                _ => {}
+            }
+        }
+    };
+    let (_redis, bridge) = storm_while_frozen(JOINS, join, nothing_answered);
+    // ...and every join is answered once it answers again.
+    let mut joined = std::collections::HashSet::new();
+    while joined.len() < JOINS as usize {
+        match bridge.next() {
+            Out::Joined(n, Ok(_)) => assert!(joined.insert(n), "{n} twice"),
+            Out::Joined(n, Err(Unavailable)) => panic!("join {n} refused"),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn a_disconnect_storm_past_every_bound_is_held_and_keeps_the_link() {
+    // More leaves than a link takes at all (twice `REQUESTS`), then a
+    // publish behind them.
+    let leave = |bridge: &Bridge, n| bridge.leave(&format!("room-{}", n % 100), &format!("u{n}"));
+    let publish_behind = |bridge: &Bridge| {
+        bridge.publish("lobby", 1);
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let (_redis, bridge) = storm_while_frozen(40_000, leave, publish_behind);
+    // The publish is sequenced, on a link never dropped.
+    loop {
+        match bridge.next() {
+            Out::Sequenced(1, outcome) => {
+                assert!(outcome.is_ok(), "{outcome:?}");
+                break;
+            }
+            Out::Link(false) => panic!("the link was dropped"),
+            _ => {}
+        }
+    }
 }
 
 #[test]

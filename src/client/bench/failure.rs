@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io;
 
+use roomcast::codes::ErrorCode;
+
 /// One failed connection (or refused request on one), by kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
@@ -37,8 +39,9 @@ pub enum Failure {
     Closed(u16),
     /// The server closed the TCP connection without a close frame.
     Eof,
-    /// A join was acknowledged with `success: false`.
-    JoinRefused,
+    /// A join was acknowledged with `success: false`, with this error
+    /// code (`None`: one the bench does not know).
+    JoinRefused(Option<ErrorCode>),
     /// A publish was acknowledged with `success: false`.
     PublishRefused,
     /// Upgraded without the compression or subprotocol asked for.
@@ -79,6 +82,15 @@ impl Failure {
         }
     }
 
+    /// A refused join, by the `code` of its ack's `error`.
+    pub fn of_refused_join(ack: &[u8]) -> Self {
+        let code = ErrorCode::ALL.into_iter().find(|code| {
+            let quoted = format!(r#""code":"{}""#, code.as_str());
+            ack.windows(quoted.len()).any(|w| w == quoted.as_bytes())
+        });
+        Self::JoinRefused(code)
+    }
+
     /// The kind's name in the report.
     pub fn key(self) -> String {
         match self {
@@ -92,7 +104,10 @@ impl Failure {
             Self::Http(status) => format!("http_{status}"),
             Self::Closed(code) => format!("close_{code}"),
             Self::Eof => "eof".into(),
-            Self::JoinRefused => "join_refused".into(),
+            Self::JoinRefused(None) => "join_refused".into(),
+            Self::JoinRefused(Some(code)) => {
+                format!("join_refused_{}", code.as_str().to_ascii_lowercase())
+            }
             Self::PublishRefused => "publish_refused".into(),
             Self::NotNegotiated => "not_negotiated".into(),
             Self::BadMessage => "bad_message".into(),
@@ -206,6 +221,22 @@ mod tests {
         assert_eq!(Failure::of_close(&[0x0f, 0xa8, b'x']).key(), "close_4008");
         assert_eq!(Failure::of_close(&[]).key(), "close_1005");
         assert_eq!(Failure::HandshakeTimeout.key(), "timeout_handshake");
+    }
+
+    #[test]
+    fn a_refused_join_is_named_by_its_error_code() {
+        let ack = br#"{"event":"ack","id":"j","success":false,"error":{"code":"UNAVAILABLE","message":"x"}}"#;
+        assert_eq!(
+            Failure::of_refused_join(ack).key(),
+            "join_refused_unavailable"
+        );
+        let full = br#"{"event":"ack","id":"j","success":false,"error":{"code":"ROOM_FULL"}}"#;
+        assert_eq!(
+            Failure::of_refused_join(full).key(),
+            "join_refused_room_full"
+        );
+        let unknown = br#"{"event":"ack","id":"j","success":false,"error":{"code":"NEW"}}"#;
+        assert_eq!(Failure::of_refused_join(unknown).key(), "join_refused");
     }
 
     #[test]

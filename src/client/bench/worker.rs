@@ -687,7 +687,7 @@ impl<'a> Worker<'a> {
             {
                 // A refused join (a full room, a cluster without Redis):
                 // the client would never get its deliveries.
-                return self.drop_client(key, phase, Failure::JoinRefused);
+                return self.drop_client(key, phase, Failure::of_refused_join(data));
             }
             if data.starts_with(br#"{"event":"ack""#) {
                 if client.role == Role::Connector {

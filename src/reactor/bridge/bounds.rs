@@ -1,7 +1,8 @@
 //! What waits for Redis is bounded, in time and in size (section 15).
 //!
-//! In time: a link whose oldest command has waited `--redis-timeout` for
-//! its reply (the setup's commands, and so the TCP connect, included) is
+//! In time: a link that has had no reply for `--redis-timeout` while a
+//! command waited (the setup's commands, and so the TCP connect, included;
+//! a Redis still working through a deep queue is answering, not gone) is
 //! dropped like a link that failed: what it had in flight is answered
 //! `Unavailable`, `/healthz` says `503`, and the bridge reconnects with
 //! backoff. An idle ready link pings every second (`redis::liveness`), so
@@ -12,7 +13,18 @@
 //! less than `REQUESTS` (a batch of publishes sent as one call counts as
 //! many requests as it has publishes, and so does one waiting to be sent);
 //! past it, it is answered `Unavailable` at once, never left waiting in the
-//! channel (which the bridge drains every turn).
+//! channel (which the bridge drains every turn). A join is the exception:
+//! a join storm (every connection of a node joining its rooms at once)
+//! would otherwise be refused while Redis is merely busy, so a join past
+//! the bound is held, and with it everything that comes after it (a leave
+//! must not overtake its join), up to `HELD` requests; so are the leaves
+//! and online counts of a disconnect storm (a node's every connection
+//! closing at once), which would otherwise go past `ALL` and cost the
+//! link; held requests go
+//! out in order as replies make room (or, once a link is dropped, are
+//! answered `Unavailable` as on any link that is down). Past `HELD`,
+//! requests are refused as before (bookkeeping still goes in: it is bounded
+//! by the joins it undoes).
 //! Bookkeeping that nobody waits for (leaves, syncs, the online set,
 //! subscriptions, heartbeats) may go past `REQUESTS` up to `ALL`, so it is
 //! not lost to a burst of publishes while the link is up; a link that
@@ -49,6 +61,11 @@ pub(super) const ALL: Bounds = Bounds {
     unsent: 2 * REQUESTS.unsent,
 };
 
+/// Most requests held behind a join past the bound: four times what a
+/// link may have waiting, a node's worth of connections joining a few
+/// rooms each.
+pub(super) const HELD: usize = 4 * MAX_IN_FLIGHT;
+
 /// Most requests taken from the channel in one turn: the bridge then
 /// writes, reads and checks its deadlines before it takes more.
 const TAKE_PER_TURN: usize = 4096;
@@ -68,21 +85,54 @@ impl<S: BridgeSink> Bridge<S> {
     /// `take_requests` but for the batches: whether to go on, and whether
     /// requests were left in the channel.
     fn take_some(&mut self) -> (bool, bool) {
+        self.release_held();
         for _ in 0..TAKE_PER_TURN {
             match self.requests.try_recv() {
                 Ok(BridgeRequest::Stop) | Err(crossbeam_channel::TryRecvError::Disconnected) => {
                     return (false, self.backlog);
                 }
-                Ok(request) if self.over_bound(&request) => self.refuse(request),
-                Ok(request) => self.on_request(request),
+                Ok(request) => self.take(request),
                 Err(crossbeam_channel::TryRecvError::Empty) => return (true, false),
             }
         }
         (true, true)
     }
 
-    /// Whether `request` waits for an answer on a link that holds
-    /// `REQUESTS` already.
+    /// One request from the channel: sent, held behind a join, or refused.
+    fn take(&mut self, request: BridgeRequest<S::Answer>) {
+        let over = self.over_bound(&request);
+        let holding = !self.held.is_empty();
+        let storm = matches!(
+            request,
+            BridgeRequest::Join { .. } | BridgeRequest::Leave { .. } | BridgeRequest::Online { .. }
+        );
+        if (holding || (over && storm)) && (self.held.len() < HELD || !waits_for_answer(&request)) {
+            self.held.push_back(request);
+        } else if over {
+            self.refuse(request);
+        } else {
+            self.on_request(request);
+        }
+    }
+
+    /// Sends the held requests, in order, while their links have room.
+    fn release_held(&mut self) {
+        while let Some(request) = self.held.front() {
+            if self.over_bound(request) {
+                return;
+            }
+            if let Some(request) = self.held.pop_front() {
+                self.on_request(request);
+            }
+        }
+        if self.held.capacity() > TAKE_PER_TURN {
+            self.held.shrink_to(TAKE_PER_TURN);
+        }
+    }
+
+    /// Whether `request` would go to a link that holds `REQUESTS` already
+    /// (a leave or an online count too: held behind a storm, or sent past
+    /// the bound when nothing is held).
     fn over_bound(&self, request: &BridgeRequest<S::Answer>) -> bool {
         let full = |room: &str| {
             let link = &self.links[self.route(room)];
@@ -101,12 +151,13 @@ impl<S: BridgeSink> Bridge<S> {
             | BridgeRequest::Join { room, .. }
             | BridgeRequest::PresenceGet { room, .. }
             | BridgeRequest::History { room, .. }
-            | BridgeRequest::HistoryRemove { room, .. } => full(room),
-            BridgeRequest::Send { .. } | BridgeRequest::ApiCast { .. } => full(redis::ONLINE),
+            | BridgeRequest::HistoryRemove { room, .. }
+            | BridgeRequest::Leave { room, .. } => full(room),
+            BridgeRequest::Send { .. }
+            | BridgeRequest::ApiCast { .. }
+            | BridgeRequest::Online { .. } => full(redis::ONLINE),
             BridgeRequest::RoomUsers { rooms, .. } => rooms.iter().any(|room| full(room)),
-            BridgeRequest::Leave { .. }
-            | BridgeRequest::Online { .. }
-            | BridgeRequest::Sync { .. }
+            BridgeRequest::Sync { .. }
             | BridgeRequest::Serve { .. }
             | BridgeRequest::Unserve { .. }
             | BridgeRequest::Stop => false,
@@ -143,7 +194,7 @@ impl<S: BridgeSink> Bridge<S> {
             if link.stream.is_none() {
                 continue;
             }
-            if link.liveness.overdue(link.pipeline.oldest(), now) {
+            if link.liveness.overdue(link.pipeline.silent_since(), now) {
                 let timeout = link.liveness.timeout();
                 if link.ready {
                     log_warn!(
@@ -187,10 +238,24 @@ impl<S: BridgeSink> Bridge<S> {
         let mut wait = wait;
         for link in &mut self.links {
             link.pipeline.stamp(now);
-            if let Some(at) = link.liveness.next_check(link.pipeline.oldest()) {
+            if let Some(at) = link.liveness.next_check(link.pipeline.silent_since()) {
                 wait = wait.min(at.saturating_duration_since(now));
             }
         }
         if self.backlog { Duration::ZERO } else { wait }
     }
+}
+
+/// Whether someone waits for `request`'s answer (what `refuse` answers),
+/// rather than bookkeeping nobody waits for.
+fn waits_for_answer<A>(request: &BridgeRequest<A>) -> bool {
+    !matches!(
+        request,
+        BridgeRequest::Leave { .. }
+            | BridgeRequest::Online { .. }
+            | BridgeRequest::Sync { .. }
+            | BridgeRequest::Serve { .. }
+            | BridgeRequest::Unserve { .. }
+            | BridgeRequest::Stop
+    )
 }

@@ -234,6 +234,7 @@ pub fn start<S: BridgeSink>(
         epochs_made: 0,
         up: None,
         backlog: false,
+        held: std::collections::VecDeque::new(),
         read_buf: Vec::new(),
         metrics,
         next_heartbeat: Instant::now(),
@@ -436,6 +437,8 @@ struct Bridge<S: BridgeSink> {
     up: Option<bool>,
     /// Requests were left in the channel last turn (`bounds`).
     backlog: bool,
+    /// Requests held behind a join past the bound, in order (`bounds`).
+    held: std::collections::VecDeque<BridgeRequest<S::Answer>>,
     /// What a connection read this time, reused.
     read_buf: Vec<u8>,
     metrics: Arc<RedisMetrics>,
