@@ -433,7 +433,10 @@ fn idle_with_a_common_room_joins_it_too() {
     // waits for it.
     let server = Server::start(&["--max-rooms-per-connection", "1"]);
     let result = bench(&server, &args);
-    assert_eq!(errors_by_kind(&result), [("join_refused".to_owned(), 20)]);
+    assert_eq!(
+        errors_by_kind(&result),
+        [("join_refused_room_limit".to_owned(), 20)]
+    );
     // Upgraded, then dropped: none is held through the window.
     assert_eq!(count(&result, "connected"), 0);
 }
@@ -473,6 +476,37 @@ fn idle_times_each_message_until_its_last_delivery() {
         let max = number(&result, &["last_delivery_us", class, "max"]);
         assert!(p50 > 0.0 && p50 <= max, "{result:?}");
     }
+}
+
+#[test]
+fn idle_reconnects_recover_their_rooms_while_messages_flow() {
+    let args = [
+        "idle",
+        "-c",
+        "20",
+        "--rooms",
+        "2",
+        "--common-room",
+        "everyone",
+        "--rate",
+        "40",
+        "--common-every",
+        "200ms",
+        "--reconnect-rate",
+        "0.5",
+        "-d",
+        "2s",
+    ];
+    let server = Server::start(&["--history", "100"]);
+    let result = bench(&server, &args);
+    assert_eq!(count(&result, "errors"), 0, "{result:?}");
+    // The 20 members and the publisher, each open at the end.
+    assert_eq!(count(&result, "connected"), 21, "{result:?}");
+    // Half of 20 a second for 2 s: about 20 reconnections, each of two
+    // joins made with `since` and `epoch` and recovered.
+    let reconnections = count(&result, "handshakes") - 21;
+    assert!((10..=30).contains(&reconnections), "{result:?}");
+    assert_eq!(count(&result, "recovered"), 2 * reconnections, "{result:?}");
 }
 
 #[test]

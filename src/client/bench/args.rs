@@ -111,6 +111,13 @@ pub struct BenchArgs {
     /// common room this often, the first when the window begins.
     #[arg(long, value_parser = duration)]
     pub common_every: Option<Duration>,
+    /// Idle (roomcast target): this share of the connections (0.01: 1 %)
+    /// closes and connects again every second of the window, each joining
+    /// its rooms again with the `since` and `epoch` of the last message it
+    /// got in each (section 7 recovery); a join answered `recovered: false`
+    /// is an error (`not_recovered`).
+    #[arg(long, default_value_t = 0.0)]
+    pub reconnect_rate: f64,
     /// Payload size in bytes (echo message; fanout `data` padding).
     #[arg(long, short = 's', default_value_t = 32)]
     pub size: usize,
@@ -171,7 +178,8 @@ pub struct BenchArgs {
     /// Most sockets one process opens; more are spread over worker processes.
     #[arg(long, default_value_t = 18_000)]
     pub sockets_per_process: usize,
-    /// Handshakes in flight at once per thread while connecting.
+    /// Connections in flight at once per thread while connecting: from
+    /// the TCP connect until upgraded and every join acknowledged.
     #[arg(long, default_value_t = 128)]
     pub connect_window: usize,
     /// A connection not upgraded (and joined) this long after its connect
@@ -296,6 +304,14 @@ impl BenchArgs {
         if self.scenario == Scenario::Idle && self.rate > 0.0 && self.target != Target::Roomcast {
             return Err(BadArgs(
                 "--rate in the idle scenario is for the roomcast target",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.reconnect_rate)
+            || (self.reconnect_rate > 0.0
+                && (self.scenario != Scenario::Idle || self.target != Target::Roomcast))
+        {
+            return Err(BadArgs(
+                "--reconnect-rate is a share from 0 to 1, for the roomcast target's idle scenario",
             ));
         }
         if self.sockets_per_process == 0 || self.sockets_per_process > 19_000 {
@@ -454,6 +470,20 @@ mod tests {
             let (least, most) = (members.iter().min(), members.iter().max());
             assert!(most.unwrap() - least.unwrap() <= 1, "{members:?}");
         }
+    }
+
+    #[test]
+    fn reconnect_rate_is_a_share_for_the_idle_scenario() {
+        let idle = |rate: &str| {
+            let flag = format!("--reconnect-rate={rate}");
+            Cli::parse_from(["bench", "idle", "--jwt-secret", "s", &flag])
+                .args
+                .validate()
+        };
+        assert!(idle("0.01").is_ok());
+        assert!(idle("1.5").is_err());
+        assert!(idle("-0.1").is_err());
+        assert!(fanout(&["--reconnect-rate", "0.01"]).validate().is_err());
     }
 
     #[test]

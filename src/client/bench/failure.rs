@@ -42,6 +42,9 @@ pub enum Failure {
     /// A join was acknowledged with `success: false`, with this error
     /// code (`None`: one the bench does not know).
     JoinRefused(Option<ErrorCode>),
+    /// A reconnecting client's join with `since` and `epoch` was answered
+    /// `recovered: false`: it missed messages the room no longer has.
+    NotRecovered,
     /// A publish was acknowledged with `success: false`.
     PublishRefused,
     /// Upgraded without the compression or subprotocol asked for.
@@ -108,6 +111,7 @@ impl Failure {
             Self::JoinRefused(Some(code)) => {
                 format!("join_refused_{}", code.as_str().to_ascii_lowercase())
             }
+            Self::NotRecovered => "not_recovered".into(),
             Self::PublishRefused => "publish_refused".into(),
             Self::NotNegotiated => "not_negotiated".into(),
             Self::BadMessage => "bad_message".into(),

@@ -245,6 +245,7 @@ fn summarize(
         bench_threads: args.thread_count() * workers,
         bytes_read: results.iter().map(|r| r.bytes_read).sum(),
         compressed: results.iter().map(|r| r.compressed).sum(),
+        recovered: results.iter().map(|r| r.recovered).sum(),
         last_delivery: results.iter().fold(Default::default(), |mut all, r| {
             all.merge(&r.last_delivery);
             all

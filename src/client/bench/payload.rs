@@ -194,6 +194,14 @@ pub fn number_after(text: &[u8], key: &[u8]) -> Option<u64> {
     })
 }
 
+/// The JSON string value after `key` (which ends with its opening quote,
+/// e.g. `"epoch":"`), without escapes: up to the next quote.
+pub fn string_after<'a>(text: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let at = find(text, key)? + key.len();
+    let len = text[at..].iter().position(|&b| b == b'"')?;
+    Some(&text[at..at + len])
+}
+
 /// Microseconds since the Unix epoch.
 pub fn now_us() -> u64 {
     SystemTime::now()
@@ -205,6 +213,14 @@ pub fn now_us() -> u64 {
 mod tests {
     use super::*;
     use roomcast::ws::decoder::{Decoder, Message};
+
+    #[test]
+    fn a_string_value_is_read_up_to_its_closing_quote() {
+        let ack = br#"{"event":"ack","data":{"room":"all","epoch":"e1f","seq":3}}"#;
+        assert_eq!(string_after(ack, br#""epoch":""#), Some(&b"e1f"[..]));
+        assert_eq!(string_after(ack, br#""nope":""#), None);
+        assert_eq!(string_after(br#""epoch":"open"#, br#""epoch":""#), None);
+    }
 
     #[test]
     fn a_template_patches_time_counter_and_id_under_the_mask() {

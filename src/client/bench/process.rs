@@ -169,6 +169,7 @@ fn combine(shared: &Shared, tallies: &[Tally]) -> WorkerResult {
         cpu_seconds: 0.0,
         bytes_read: tallies.iter().map(|t| t.bytes_read).sum(),
         compressed: tallies.iter().map(|t| t.compressed).sum(),
+        recovered: tallies.iter().map(|t| t.recovered).sum(),
         last_delivery: tallies.iter().fold(Default::default(), |mut all, t| {
             all.merge(&t.last_delivery);
             all

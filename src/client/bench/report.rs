@@ -40,6 +40,9 @@ pub struct WorkerResult {
     pub bytes_read: u64,
     /// Messages that arrived compressed (permessage-deflate).
     pub compressed: u64,
+    /// `--reconnect-rate`: joins of reconnecting clients answered
+    /// `recovered: true`.
+    pub recovered: u64,
     /// The idle scenario: each message's latest delivery seen here.
     pub last_delivery: LastDelivery,
 }
@@ -81,7 +84,7 @@ impl WorkerResult {
     pub fn to_json(&self) -> String {
         let published: Vec<String> = self.published.iter().map(u64::to_string).collect();
         format!(
-            r#"{{"sent":{},"delivered":{},"out_of_order":{},"handshakes":{},"errors":{},"connected":{},"published":[{}],"latency":"{}","cpu_seconds":{},"bytes_read":{},"compressed":{},"last_delivery":{}}}"#,
+            r#"{{"sent":{},"delivered":{},"out_of_order":{},"handshakes":{},"errors":{},"connected":{},"published":[{}],"latency":"{}","cpu_seconds":{},"bytes_read":{},"compressed":{},"recovered":{},"last_delivery":{}}}"#,
             self.sent,
             self.delivered,
             self.out_of_order,
@@ -93,6 +96,7 @@ impl WorkerResult {
             self.cpu_seconds,
             self.bytes_read,
             self.compressed,
+            self.recovered,
             self.last_delivery.to_json()
         )
     }
@@ -124,6 +128,7 @@ impl WorkerResult {
                 .unwrap_or(0.0),
             bytes_read: field(&value, "bytes_read"),
             compressed: field(&value, "compressed"),
+            recovered: field(&value, "recovered"),
             last_delivery: value
                 .get("last_delivery")
                 .map(LastDelivery::from_json)
@@ -161,6 +166,8 @@ pub struct Summary {
     pub bytes_read: u64,
     /// Messages that arrived compressed (permessage-deflate).
     pub compressed: u64,
+    /// Reconnecting clients' joins answered `recovered: true`.
+    pub recovered: u64,
     /// The idle scenario: each message's last delivery.
     pub last_delivery: LastDelivery,
 }
@@ -248,7 +255,7 @@ impl Summary {
                 r#"{{"scenario":"{}","target":"{}","protocol":"{}","conns":{},"rooms":{},"publishers":{},"size":{},"window":{},"rate":{},"#,
                 r#""duration_seconds":{:.3},"connected":{},"sent":{},"delivered":{},"expected":{},"lost":{},"duplicates":{},"out_of_order":{},"#,
                 r#""handshakes":{},"errors":{},"errors_by_kind":{},"messages_per_second":{:.1},"handshakes_per_second":{:.1},"#,
-                r#""bytes_read":{},"bytes_per_delivery":{},"compressed":{},"#,
+                r#""bytes_read":{},"bytes_per_delivery":{},"compressed":{},"recovered":{},"#,
                 r#""latency_us":{{"p50":{},"p90":{},"p99":{},"p999":{},"max":{}}},"last_delivery_us":{},"server":{},"#,
                 r#""bench":{{"cpu_seconds":{:.4},"threads":{},"utilization":{:.3}}},"saturated":"{}"}}"#
             ),
@@ -277,6 +284,7 @@ impl Summary {
             self.bytes_read,
             opt(self.bytes_per_delivery()),
             self.compressed,
+            self.recovered,
             self.percentile(0.5),
             self.percentile(0.9),
             self.percentile(0.99),
@@ -474,6 +482,7 @@ mod tests {
             cpu_seconds: 0.25,
             bytes_read: 9000,
             compressed: 6,
+            recovered: 8,
             last_delivery: {
                 let mut latest = LastDelivery::default();
                 latest.note(3, true, 40);

@@ -24,6 +24,14 @@ impl RoomSeqs {
         self.rooms.iter().map(|&(room, _)| room)
     }
 
+    /// The last `seq` seen in `room` (its ack's, or an event's).
+    pub fn last(&self, room: usize) -> Option<u64> {
+        self.rooms
+            .iter()
+            .find(|(r, _)| *r == room)
+            .map(|&(_, last)| last)
+    }
+
     /// `room`'s join was acknowledged at `seq`: its events come after.
     pub fn acked(&mut self, room: usize, seq: u64) {
         if let Some(last) = self.last_mut(room) {
@@ -64,6 +72,10 @@ mod tests {
         assert!(!seqs.arrived(3, 10) && seqs.arrived(3, 11));
         assert!(seqs.arrived(4, 1), "not acked yet: from 0");
         assert!(!seqs.arrived(9, 2), "a room not joined");
+        assert_eq!(
+            (seqs.last(3), seqs.last(4), seqs.last(9)),
+            (Some(11), Some(1), None)
+        );
     }
 
     #[test]

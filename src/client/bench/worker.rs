@@ -83,6 +83,8 @@ pub struct Tally {
     pub bytes_read: u64,
     /// Deliveries that arrived compressed (permessage-deflate).
     pub compressed: u64,
+    /// Reconnecting clients' joins answered `recovered: true`.
+    pub recovered: u64,
     /// The idle scenario's messages: the latest delivery of each seen here.
     pub last_delivery: LastDelivery,
 }
@@ -153,6 +155,12 @@ struct Client {
     sent: u64,
     /// The rooms a subscriber joins, and its order check in each.
     seqs: RoomSeqs,
+    /// The client's index in the run (its token's `sub` is `bench-<global>`).
+    global: usize,
+    /// Idle with `--reconnect-rate`: the last `seq` seen in the common room.
+    common_seq: u64,
+    /// A reconnection: its joins recover from `seqs` and `common_seq`.
+    recovering: bool,
     /// Raw peers: the last counter seen per publisher.
     last_counter: Vec<(u32, u64)>,
     /// What this client sends, in turn: (room, pre-encoded message).
@@ -187,6 +195,9 @@ impl Client {
             in_flight: Vec::new(),
             sent: 0,
             seqs: RoomSeqs::default(),
+            global: 0,
+            common_seq: 0,
+            recovering: false,
             last_counter: Vec::new(),
             templates: Vec::new(),
         }
@@ -226,6 +237,13 @@ struct Worker<'a> {
     common_marker: String,
     /// The idle scenario's publisher, when this thread has it.
     idle_publisher: Option<usize>,
+    /// `--reconnect-rate`: each room's epoch, from the first join ack of
+    /// it (the common room at index `--rooms`), for recovering joins.
+    epochs: std::collections::HashMap<usize, Box<str>>,
+    /// `--reconnect-rate`: the idle clients taken in turn, and how many
+    /// reconnections were made.
+    reconnect_order: Vec<usize>,
+    reconnected: u64,
 }
 
 impl<'a> Worker<'a> {
@@ -251,6 +269,7 @@ impl<'a> Worker<'a> {
                 errors: FailureCounts::default(),
                 bytes_read: 0,
                 compressed: 0,
+                recovered: 0,
                 last_delivery: LastDelivery::default(),
             },
             ready_reported: false,
@@ -267,6 +286,9 @@ impl<'a> Worker<'a> {
                 .as_ref()
                 .map_or_else(String::new, |room| format!(r#""room":"{room}""#)),
             idle_publisher: None,
+            epochs: std::collections::HashMap::new(),
+            reconnect_order: Vec::new(),
+            reconnected: 0,
         })
     }
 
@@ -339,10 +361,12 @@ impl<'a> Worker<'a> {
         if connecting && phase != phase::MEASURE {
             return;
         }
+        // In flight until open: a client waiting for its join acks counts,
+        // or a join storm outruns what Redis answers and the joins time out.
         let in_flight = self
             .clients
             .iter()
-            .filter(|(_, c)| c.state == State::Handshaking)
+            .filter(|(_, c)| matches!(c.state, State::Handshaking | State::Joining))
             .count();
         let mut budget = self.args.connect_window.saturating_sub(in_flight);
         while budget > 0 {
@@ -373,7 +397,8 @@ impl<'a> Worker<'a> {
         }
     }
 
-    fn connect(&mut self, global: usize) -> io::Result<()> {
+    /// Opens client `global`; returns its key.
+    fn connect(&mut self, global: usize) -> io::Result<usize> {
         let args = self.args;
         let role = self.role_of(global);
         let source = (!args.src_ips.is_empty()).then(|| args.src_ips[global % args.src_ips.len()]);
@@ -407,6 +432,7 @@ impl<'a> Worker<'a> {
         };
         client.templates = templates;
         client.seqs = rooms_joined(args, role, global);
+        client.global = global;
         entry.insert(client);
         if args.scenario == Scenario::Idle && matches!(role, Role::Publisher { .. }) {
             self.idle_publisher = Some(key);
@@ -419,7 +445,7 @@ impl<'a> Worker<'a> {
             };
             self.connect_probe(probe, global, source)?;
         }
-        Ok(())
+        Ok(key)
     }
 
     /// Opens a probe subscriber for the publisher that is client `global`.
@@ -646,15 +672,24 @@ impl<'a> Worker<'a> {
                 }
                 client.acks_due = 0;
                 for room in client.seqs.rooms() {
+                    let since = since(
+                        client.recovering,
+                        &self.epochs,
+                        room,
+                        client.seqs.last(room),
+                    );
                     let join = format!(
-                        r#"{{"event":"room:join","data":{{"room":"bench-{room}"{options}}},"id":"j"}}"#
+                        r#"{{"event":"room:join","data":{{"room":"bench-{room}"{options}{since}}},"id":"j"}}"#
                     );
                     client::message_frame(join.as_bytes(), args.msgpack(), &mut client.out);
                     client.acks_due += 1;
                 }
                 if let (Role::Idle { .. }, Some(common)) = (client.role, &args.common_room) {
-                    let join =
-                        format!(r#"{{"event":"room:join","data":{{"room":"{common}"}},"id":"c"}}"#);
+                    let seq = Some(client.common_seq);
+                    let since = since(client.recovering, &self.epochs, args.rooms, seq);
+                    let join = format!(
+                        r#"{{"event":"room:join","data":{{"room":"{common}"{since}}},"id":"c"}}"#
+                    );
                     client::message_frame(join.as_bytes(), args.msgpack(), &mut client.out);
                     client.acks_due += 1;
                 }
@@ -704,13 +739,39 @@ impl<'a> Worker<'a> {
                 }
                 // Open once every join is acknowledged, each bench room's
                 // order check starting from its ack's `seq`.
-                if let Some(room) = room_named(data) {
-                    let seq = payload::number_after(data, b"\"seq\":").unwrap_or(0);
-                    client.seqs.acked(room, seq);
+                let seq = payload::number_after(data, b"\"seq\":").unwrap_or(0);
+                let common = !self.common_marker.is_empty()
+                    && payload::find(data, self.common_marker.as_bytes()).is_some();
+                let room = match room_named(data) {
+                    Some(room) => {
+                        client.seqs.acked(room, seq);
+                        Some(room)
+                    }
+                    None if common => {
+                        client.common_seq = seq;
+                        Some(self.args.rooms)
+                    }
+                    None => None,
+                };
+                let lost =
+                    client.recovering && payload::find(data, b"\"recovered\":false").is_some();
+                if client.recovering && payload::find(data, b"\"recovered\":true").is_some() {
+                    self.tally.recovered += 1;
                 }
                 client.acks_due = client.acks_due.saturating_sub(1);
                 if client.acks_due == 0 {
                     client.state = State::Open;
+                }
+                if self.args.reconnect_rate > 0.0
+                    && let Some(room) = room
+                    && let Some(epoch) = payload::string_after(data, b"\"epoch\":\"")
+                {
+                    self.epochs
+                        .entry(room)
+                        .or_insert_with(|| String::from_utf8_lossy(epoch).into());
+                }
+                if lost {
+                    self.fail(Failure::NotRecovered);
                 }
             }
             return;
@@ -768,6 +829,9 @@ impl<'a> Worker<'a> {
                     return;
                 }
                 self.count_delivery(data, now);
+                if self.args.reconnect_rate > 0.0 {
+                    self.note_seq(key, data);
+                }
                 if let Some(record) = payload::find_record(data) {
                     let common = payload::find(data, self.common_marker.as_bytes()).is_some();
                     let latency = payload::now_us().saturating_sub(record.time_us);
@@ -830,6 +894,7 @@ impl<'a> Worker<'a> {
             .duration_since(self.measure_start.unwrap_or(now))
             .as_secs_f64();
         if args.scenario == Scenario::Idle {
+            self.pace_reconnects(elapsed);
             // Only the publisher sends (the others flush their pongs when
             // they read): 18,000 idle clients are not walked every turn.
             if let Some(key) = self.idle_publisher
@@ -911,6 +976,92 @@ impl<'a> Worker<'a> {
             self.send_message(key, slot);
         }
         self.flush(key);
+    }
+
+    /// An idle client's delivery: the last `seq` of its room, for a
+    /// recovery when it reconnects.
+    fn note_seq(&mut self, key: usize, data: &[u8]) {
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        let Some(seq) = payload::number_after(data, b"\"seq\":") else {
+            return;
+        };
+        match room_named(data) {
+            Some(room) => {
+                client.seqs.arrived(room, seq);
+            }
+            None => client.common_seq = client.common_seq.max(seq),
+        }
+    }
+
+    /// `--reconnect-rate`: that share of this thread's idle clients a
+    /// second, taken in turn, close and connect again, recovering their
+    /// rooms.
+    fn pace_reconnects(&mut self, elapsed: f64) {
+        let rate = self.args.reconnect_rate;
+        if rate == 0.0 {
+            return;
+        }
+        if self.reconnect_order.is_empty() {
+            self.reconnect_order = self
+                .clients
+                .iter()
+                .filter(|(_, c)| matches!(c.role, Role::Idle { .. }) && c.state == State::Open)
+                .map(|(key, _)| key)
+                .collect();
+        }
+        let clients = self.reconnect_order.len();
+        if clients == 0 {
+            return;
+        }
+        let due = (elapsed * rate * clients as f64) as u64;
+        // At most 1,000 a turn, so that a stalled turn does not reconnect
+        // in one burst what was due over seconds.
+        let due = due.min(self.reconnected + 1000);
+        while self.reconnected < due {
+            let slot = (self.reconnected % clients as u64) as usize;
+            self.reconnected += 1;
+            let key = self.reconnect_order[slot];
+            if let Some(new_key) = self.reconnect(key) {
+                self.reconnect_order[slot] = new_key;
+            }
+        }
+    }
+
+    /// Closes open idle client `key` (a close frame, then the socket) and
+    /// connects it again as a recovering client; returns its new key.
+    fn reconnect(&mut self, key: usize) -> Option<usize> {
+        let open_idle = self
+            .clients
+            .get(key)
+            .is_some_and(|c| matches!(c.role, Role::Idle { .. }) && c.state == State::Open);
+        if !open_idle {
+            return None;
+        }
+        let mut old = self.clients.try_remove(key)?;
+        let _ = self.poll.registry().deregister(old.stream.socket());
+        client::close_frame(&mut old.out);
+        let _ = old.stream.write(&old.out);
+        let _ = old.stream.flush();
+        if old.upgraded {
+            self.shared.connected.fetch_sub(1, Ordering::Relaxed);
+        }
+        let (global, seqs, common_seq) = (old.global, old.seqs, old.common_seq);
+        drop(old.stream);
+        match self.connect(global) {
+            Ok(new_key) => {
+                let client = self.clients.get_mut(new_key)?;
+                client.seqs = seqs;
+                client.common_seq = common_seq;
+                client.recovering = true;
+                Some(new_key)
+            }
+            Err(e) => {
+                self.fail(Failure::of_io(&e));
+                None
+            }
+        }
     }
 
     /// Sends client `key` message number `sent + 1`, to the room of its
@@ -1043,6 +1194,21 @@ impl<'a> Worker<'a> {
             let _ = client.stream.flush();
         }
         self.clients.clear();
+    }
+}
+
+/// The join fields of a recovering client in room `room` (section 7):
+/// `since` its last `seq` there and the room's `epoch`; none for a first
+/// join, or when the epoch is not known.
+fn since(
+    recovering: bool,
+    epochs: &std::collections::HashMap<usize, Box<str>>,
+    room: usize,
+    seq: Option<u64>,
+) -> String {
+    match (recovering, epochs.get(&room), seq) {
+        (true, Some(epoch), Some(seq)) => format!(r#","since":{seq},"epoch":"{epoch}""#),
+        _ => String::new(),
     }
 }
 
