@@ -28,6 +28,8 @@
 # Environment: CONNS (1000000), HOLD (30s), RATE (10 messages/s), COMMON_EVERY
 # (10s; empty: none), PROCESSES (from CONNS, below), SERVE_ARGS (more
 # `serve` flags), MIN_AVAILABLE_MIB (1536: below it the run is stopped),
+# RECONNECT (0: a share of the connections that closes and connects again
+# every second of the hold, recovering its rooms: 0.01 is 1 %),
 # PRESENCE_EVENT_LIMIT (1, below), PROBES (20 timed requests to node 0's /stats, dashboard and `info` over
 # the hold),
 # CONNECT_LIMIT (seconds; from CONNS), ROOMCAST_BIN (a built binary; else a
@@ -174,6 +176,13 @@ guard_memory() {
     GUARD_PID=$!
 }
 GUARD_PID=""
+# exit_if_guarded: the JSON line of a run the guard stopped, and exit 1.
+exit_if_guarded() {
+    [ -s "$WORK/low-memory" ] || return 0
+    BENCH_PID=""
+    echo "{\"conns\": $CONNS, \"aborted\": \"MemAvailable fell to $(cat "$WORK/low-memory") MiB (< $MIN_AVAILABLE_MIB)\"}" | tee "$OUT"
+    exit 1
+}
 # cpu_ticks PID...: user + system clock ticks of the processes (all their
 # threads), summed.
 cpu_ticks() {
@@ -258,7 +267,7 @@ done | paste -sd,)
 started=$(date +%s.%N)
 timeout $(( CONNECT_LIMIT + 120 )) "$BIN" bench idle --addr "127.0.0.1:$PORT" --jwt-secret "$SECRET" \
     -c "$CONNS" --rooms "$ROOMS" --common-room "$COMMON_ROOM" -d "$HOLD" -t 1 \
-    --rate "$RATE" ${COMMON_EVERY:+--common-every "$COMMON_EVERY"} \
+    --rate "$RATE" ${COMMON_EVERY:+--common-every "$COMMON_EVERY"} --reconnect-rate "${RECONNECT:-0}" \
     --connect-limit "${CONNECT_LIMIT}s" --src-ips "$sources" \
     --json --server-pid "$(tr ' ' ',' <<<"$server_pids")" \
     >"$WORK/bench.json" 2>"$WORK/bench.err" &
@@ -297,6 +306,7 @@ slab=$(meminfo_kib Slab)
 tcp=$(tcp_mem_pages)
 tcp_inuse=$(awk '$1 == "TCP:" { print $3 }' /proc/net/sockstat)
 if ! kill -0 "$BENCH_PID" 2>/dev/null; then
+    exit_if_guarded
     echo "million: the bench ended before its connections were measured (HOLD=$HOLD too short?)" >&2
     exit 1
 fi
@@ -349,10 +359,7 @@ BENCH_PID=""
 cpu_end=$(cpu_ticks $server_pids "$REDIS_PID")
 wait "$PROBE_PID" 2>/dev/null
 PROBE_PID=""
-if [ -s "$WORK/low-memory" ]; then
-    echo "{\"conns\": $CONNS, \"aborted\": \"MemAvailable fell to $(cat "$WORK/low-memory") MiB (< $MIN_AVAILABLE_MIB)\"}" | tee "$OUT"
-    exit 1
-fi
+exit_if_guarded
 if [ -n "${LOGS:-}" ]; then
     # What Redis spent its time on: per command, and the slowest calls.
     { redis-cli -p "$REDIS_PORT" INFO commandstats; redis-cli -p "$REDIS_PORT" SLOWLOG GET 20; } \
@@ -385,6 +392,10 @@ result = {
     "connected": bench["connected"], "opened": int("${opened:-0}" or 0),
     "errors": bench["errors"], "errors_by_kind": bench.get("errors_by_kind", {}),
     "sent": bench["sent"], "delivered": bench["delivered"],
+    # With RECONNECT: the handshakes past the first of each connection are
+    # reconnections, and `recovered` their joins answered recovered: true.
+    "reconnect_rate": float("${RECONNECT:-0}"), "handshakes": bench["handshakes"],
+    "recovered": bench.get("recovered", 0),
     "last_delivery_us": bench.get("last_delivery_us"),
     "server_refusal_lines": $refusals,
     "connect_seconds": round(connect_seconds, 2),
