@@ -339,7 +339,7 @@ for _ in range(probes):
     if info:
         try:
             nodes = json.loads(info)["result"]["nodes"]
-            cluster.append(sum(n["connections"] for n in nodes))
+            cluster.append((sum(n["connections"] for n in nodes), len(nodes)))
         except Exception:
             pass
     time.sleep(max(hold * 0.9 / probes, 0.05))
@@ -349,7 +349,10 @@ def spread(ms):
         return None
     return {"n": len(ms), "p50_ms": round(ms[len(ms) // 2], 1), "max_ms": round(ms[-1], 1)}
 print(json.dumps({"probes": {k: spread(v) for k, v in times.items()}, "probe_failures": failed,
-                  "cluster_connections_by_info": cluster[-1] if cluster else None}))
+                  # The largest sum any `info` gave, and how many nodes it
+                  # counted (a node too busy to answer in time is left out).
+                  "cluster_connections_by_info": max(cluster)[0] if cluster else None,
+                  "nodes_in_info": max(cluster)[1] if cluster else None}))
 PY
 PROBE_PID=$!
 
