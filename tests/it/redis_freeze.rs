@@ -243,6 +243,44 @@ fn a_disconnect_storm_past_every_bound_is_held_and_keeps_the_link() {
 }
 
 #[test]
+fn joins_wait_in_the_node_not_in_redis_so_a_heartbeat_is_not_late() {
+    // 3,000 joins while Redis is frozen: a thousand or so go out, the rest
+    // wait in the node, so a heartbeat written now has a thousand ahead
+    // of it, not 3,000 (with 64 nodes, 16,384 each made it 20 s late).
+    const JOINS: usize = 3000;
+    let redis = RedisServer::start();
+    let flags = [
+        "--redis-timeout",
+        "30s",
+        "--rate-limit",
+        "0",
+        "--max-rooms-per-connection",
+        "5000",
+    ];
+    let server = node(&[&redis], &flags);
+    let mut member = Client::user(server.addr(), "member");
+    member.join("first");
+    let frozen = redis.freeze();
+    for n in 0..JOINS {
+        member.send(&format!(
+            r#"{{"event":"room:join","data":{{"room":"r{n}"}},"id":{n}}}"#
+        ));
+    }
+    let depth = || metric(server.addr(), "roomcast_redis_pipeline_depth");
+    wait_until(Duration::from_secs(5), "the joins reach the bridge", || {
+        depth() >= 1000.0
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(depth() <= 1100.0, "{} waiting for Redis", depth());
+    frozen.thaw();
+    // Every join is answered, and joined.
+    for _ in 0..JOINS {
+        let ack = member.recv();
+        assert!(ack.contains(r#""success":true"#), "{ack}");
+    }
+}
+
+#[test]
 fn a_bridge_reports_nothing_until_its_first_attempt_ended() {
     let redis = RedisServer::start();
     let bridge = Bridge::start_with(redis.addr.port(), "n1", Duration::from_secs(2));

@@ -15,8 +15,9 @@
 //! past it, it is answered `Unavailable` at once, never left waiting in the
 //! channel (which the bridge drains every turn). A join is the exception:
 //! a join storm (every connection of a node joining its rooms at once)
-//! would otherwise be refused while Redis is merely busy, so a join past
-//! the bound is held, and with it everything that comes after it (a leave
+//! would otherwise be refused while Redis is merely busy, so a join is
+//! held once its link has `STORM_IN_FLIGHT` waiting (far below the bound,
+//! so that the heartbeat written behind a storm is not late), and with it everything that comes after it (a leave
 //! must not overtake its join), up to `HELD` requests; so are the leaves
 //! and online counts of a disconnect storm (a node's every connection
 //! closing at once), which would otherwise go past `ALL` and cost the
@@ -60,6 +61,14 @@ pub(super) const ALL: Bounds = Bounds {
     in_flight: 2 * MAX_IN_FLIGHT,
     unsent: 2 * REQUESTS.unsent,
 };
+
+/// Most requests a link has waiting before joins, leaves and online counts
+/// are held: Redis answers a link's commands in order, so a heartbeat
+/// written behind 16,384 joins of a storm (with 63 other nodes' storms
+/// before Redis too) came back after the 20 s that mark a node dead, and
+/// the others removed its presence. A thousand keeps Redis busy and the
+/// heartbeat's wait short.
+pub(super) const STORM_IN_FLIGHT: usize = 1024;
 
 /// Most requests held behind a join past the bound: four times what a
 /// link may have waiting, a node's worth of connections joining a few
@@ -134,28 +143,29 @@ impl<S: BridgeSink> Bridge<S> {
     /// (a leave or an online count too: held behind a storm, or sent past
     /// the bound when nothing is held).
     fn over_bound(&self, request: &BridgeRequest<S::Answer>) -> bool {
-        let full = |room: &str| {
+        let full_at = |room: &str, most: usize| {
             let link = &self.links[self.route(room)];
             // A batch of publishes is one command that answers each, and
             // publishes wait in batches before they are sent: they count
             // as that many requests, against every link.
-            let in_flight = REQUESTS.in_flight.saturating_sub(self.batched);
+            let in_flight = most.saturating_sub(self.batched);
             !link.pipeline.within(Bounds {
                 in_flight,
                 ..REQUESTS
             })
         };
+        let full = |room: &str| full_at(room, REQUESTS.in_flight);
         match request {
+            BridgeRequest::Join { room, .. } | BridgeRequest::Leave { room, .. } => {
+                full_at(room, STORM_IN_FLIGHT)
+            }
+            BridgeRequest::Online { .. } => full_at(redis::ONLINE, STORM_IN_FLIGHT),
             BridgeRequest::Publish { room, .. }
             | BridgeRequest::Volatile { room, .. }
-            | BridgeRequest::Join { room, .. }
             | BridgeRequest::PresenceGet { room, .. }
             | BridgeRequest::History { room, .. }
-            | BridgeRequest::HistoryRemove { room, .. }
-            | BridgeRequest::Leave { room, .. } => full(room),
-            BridgeRequest::Send { .. }
-            | BridgeRequest::ApiCast { .. }
-            | BridgeRequest::Online { .. } => full(redis::ONLINE),
+            | BridgeRequest::HistoryRemove { room, .. } => full(room),
+            BridgeRequest::Send { .. } | BridgeRequest::ApiCast { .. } => full(redis::ONLINE),
             BridgeRequest::RoomUsers { rooms, .. } => rooms.iter().any(|room| full(room)),
             BridgeRequest::Sync { .. }
             | BridgeRequest::Serve { .. }
