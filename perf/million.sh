@@ -142,8 +142,9 @@ finish() {
     stop_server
     stop_redis
     restore_sysctls
-    # LOGS=DIR keeps the nodes' and the bench's stderr for a look afterwards.
-    [ -n "${LOGS:-}" ] && mkdir -p "$LOGS" && cp "$WORK"/*.err "$LOGS"/ 2>/dev/null
+    # LOGS=DIR keeps the nodes' and the bench's stderr and JSON for a look
+# afterwards.
+    [ -n "${LOGS:-}" ] && mkdir -p "$LOGS" && cp "$WORK"/*.err "$WORK"/*.json "$LOGS"/ 2>/dev/null
     rm -rf "$WORK"
 }
 trap finish EXIT
@@ -167,8 +168,7 @@ guard_memory() {
             echo "$mib" >"$WORK/low-memory"
             local pid
             for pid in $pids; do
-                # shellcheck disable=SC2046
-                kill -KILL $(children_of "$pid") "$pid" 2>/dev/null
+                kill_tree "$pid"
             done
             exit 0
         done
@@ -176,6 +176,15 @@ guard_memory() {
     GUARD_PID=$!
 }
 GUARD_PID=""
+# kill_tree PID: SIGKILL to PID and its descendants, by PID.
+kill_tree() {
+    local child
+    kill -STOP "$1" 2>/dev/null
+    for child in $(ps -o pid= --ppid "$1"); do
+        kill_tree "$child"
+    done
+    kill -KILL "$1" 2>/dev/null
+}
 # exit_if_guarded: the JSON line of a run the guard stopped, and exit 1.
 exit_if_guarded() {
     [ -s "$WORK/low-memory" ] || return 0
@@ -183,29 +192,46 @@ exit_if_guarded() {
     echo "{\"conns\": $CONNS, \"aborted\": \"MemAvailable fell to $(cat "$WORK/low-memory") MiB (< $MIN_AVAILABLE_MIB)\"}" | tee "$OUT"
     exit 1
 }
-# cpu_ticks PID...: user + system clock ticks of the processes (all their
-# threads), summed.
-cpu_ticks() {
-    local pid total=0 ticks
-    for pid in "$@"; do
-        ticks=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat" 2>/dev/null)
-        total=$(( total + ${ticks:-0} ))
-    done
-    echo "$total"
-}
 HZ=$(getconf CLK_TCK)
+# snapshot ROOT "SERVER_PIDS" REDIS_PID: one pass over /proc (a fork per
+# process is too slow with 120 busy processes on 2 cores: the held state
+# was read after the window was over); prints the CPU ticks of the server
+# pids and Redis, the server pids' RSS (bytes), and the CPU ticks and RSS
+# of ROOT's descendants (the bench's orchestrator and workers).
+snapshot() {
+    python3 - "$@" <<'PY'
+import os, sys
+root, servers, redis = int(sys.argv[1] or 0), [int(p) for p in sys.argv[2].split()], int(sys.argv[3])
+parent, ticks = {}, {}
+for name in os.listdir("/proc"):
+    if not name.isdigit():
+        continue
+    try:
+        fields = open(f"/proc/{name}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        continue
+    parent[int(name)] = int(fields[1])
+    ticks[int(name)] = int(fields[11]) + int(fields[12])
+def rss(pid):
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+tree, frontier = set(), ({root} if root else set())
+while frontier:
+    frontier = {p for p, pp in parent.items() if pp in frontier} - tree
+    tree |= frontier
+print(sum(ticks.get(p, 0) for p in servers + [redis]), sum(rss(p) for p in servers),
+      sum(ticks.get(p, 0) for p in tree), sum(rss(p) for p in tree))
+PY
+}
 
 # --- what the machine holds before -------------------------------------
 meminfo_kib() { awk -v k="$1:" '$1 == k { print $2 }' /proc/meminfo; }
 tcp_mem_pages() { awk '$1 == "TCP:" { for (i = 2; i < NF; i++) if ($i == "mem") print $(i + 1) }' /proc/net/sockstat; }
-rss_of() { # rss_of PID...: VmRSS summed, bytes
-    local pid kib total=0
-    for pid in "$@"; do
-        kib=$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$pid/status" 2>/dev/null)
-        total=$(( total + ${kib:-0} ))
-    done
-    echo $(( total * 1024 ))
-}
 slab_before=$(meminfo_kib Slab)
 tcp_before=$(tcp_mem_pages)
 
@@ -256,10 +282,7 @@ if ! grep -q 'listening on' "$WORK/server.out"; then
     tail -5 "$WORK/server.err" >&2
     exit 1
 fi
-# shellcheck disable=SC2086
-server_rss_before=$(rss_of $server_pids)
-# shellcheck disable=SC2086
-cpu_start=$(cpu_ticks $server_pids "$REDIS_PID")
+read -r cpu_start server_rss_before _ _ < <(snapshot 0 "$server_pids" "$REDIS_PID")
 
 sources=$(for i in $(seq 0 $(( SOURCES - 1 ))); do
     echo "127.0.$(( 2 + i / 250 )).$(( 1 + i % 250 ))"
@@ -268,7 +291,7 @@ started=$(date +%s.%N)
 timeout $(( CONNECT_LIMIT + 120 )) "$BIN" bench idle --addr "127.0.0.1:$PORT" --jwt-secret "$SECRET" \
     -c "$CONNS" --rooms "$ROOMS" --common-room "$COMMON_ROOM" -d "$HOLD" -t 1 \
     --rate "$RATE" ${COMMON_EVERY:+--common-every "$COMMON_EVERY"} --reconnect-rate "${RECONNECT:-0}" \
-    --connect-limit "${CONNECT_LIMIT}s" --src-ips "$sources" \
+    --connect-limit "${CONNECT_LIMIT}s" --connect-timeout "${CONNECT_TIMEOUT:-30s}" --src-ips "$sources" \
     --json --server-pid "$(tr ' ' ',' <<<"$server_pids")" \
     >"$WORK/bench.json" 2>"$WORK/bench.err" &
 BENCH_PID=$!
@@ -281,25 +304,12 @@ for _ in $(seq $(( (CONNECT_LIMIT + 60) * 10 ))); do
     sleep 0.1
 done
 connected_at=$(date +%s.%N)
-bench_pids() { # the orchestrator (under `timeout`) and its workers
-    local orchestrator
-    orchestrator=$(children_of "$BENCH_PID")
-    # shellcheck disable=SC2046,SC2086
-    echo $orchestrator $(for p in $orchestrator; do children_of "$p"; done)
-}
-# shellcheck disable=SC2086,SC2046
-cpu_connected=$(cpu_ticks $server_pids "$REDIS_PID")
-# shellcheck disable=SC2046
-bench_cpu_connected=$(cpu_ticks $(bench_pids))
-opened=$(sed -n 's/^roomcast bench: \([0-9]*\) connections open.*/\1/p' "$WORK/bench.err" | head -1)
-
 # The held state, just after the window began (every connection the bench
 # will hold is open by then).
-sleep 0.2
-# shellcheck disable=SC2086
-server_rss=$(rss_of $server_pids)
-# shellcheck disable=SC2046
-bench_rss=$(rss_of $(bench_pids))
+read -r cpu_connected server_rss bench_cpu_connected bench_rss \
+    < <(snapshot "$BENCH_PID" "$server_pids" "$REDIS_PID")
+opened=$(sed -n 's/^roomcast bench: \([0-9]*\) connections open.*/\1/p' "$WORK/bench.err" | head -1)
+
 redis_used=$(redis_info used_memory)
 redis_rss=$(redis_info used_memory_rss)
 slab=$(meminfo_kib Slab)
@@ -358,8 +368,7 @@ PROBE_PID=$!
 
 wait "$BENCH_PID"
 BENCH_PID=""
-# shellcheck disable=SC2086
-cpu_end=$(cpu_ticks $server_pids "$REDIS_PID")
+read -r cpu_end _ _ _ < <(snapshot 0 "$server_pids" "$REDIS_PID")
 wait "$PROBE_PID" 2>/dev/null
 PROBE_PID=""
 exit_if_guarded
@@ -396,7 +405,7 @@ result = {
     "errors": bench["errors"], "errors_by_kind": bench.get("errors_by_kind", {}),
     "sent": bench["sent"], "delivered": bench["delivered"],
     # With RECONNECT: the handshakes past the first of each connection are
-    # reconnections, and `recovered` their joins answered recovered: true.
+    # reconnections, and "recovered" their joins answered recovered: true.
     "reconnect_rate": float("${RECONNECT:-0}"), "handshakes": bench["handshakes"],
     "recovered": bench.get("recovered", 0),
     "last_delivery_us": bench.get("last_delivery_us"),
