@@ -256,14 +256,18 @@ PORT=$(free_port)
 # are timed during the hold.
 METRICS_PORT=$(python3 -c '
 import random, socket
-for _ in range(100):
-    base = random.randrange(20000, 30000)
+for _ in range(1000):
+    base = random.randrange(20000, 60000)
     try:
         for port in range(base, base + '"$PROCESSES"'):
             s = socket.socket(); s.bind(("127.0.0.1", port)); s.close()
         print(base); break
     except OSError:
         pass')
+if [ -z "$METRICS_PORT" ]; then
+    echo "million: no $PROCESSES free ports in a row for --metrics-bind" >&2
+    exit 1
+fi
 API_KEY=perf-api-key-$RANDOM$RANDOM
 # Presence events: a room of 1,000 announces each join to the members
 # before it, 500 presence deliveries per join on average (half a million
