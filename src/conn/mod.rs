@@ -27,6 +27,7 @@ pub mod rate;
 pub mod report;
 mod routes;
 mod session;
+pub mod shard_frame;
 mod websocket;
 
 use std::net::IpAddr;
@@ -52,6 +53,7 @@ use rate::RateLimit;
 use report::Report;
 use routes::{RequestOutcome, route};
 use session::SessionState;
+use shard_frame::ShardFrame;
 use std::sync::Arc;
 use websocket::{BoundedSink, End, on_frames};
 
@@ -423,7 +425,7 @@ impl Connection {
     pub fn deliver(
         &mut self,
         room: Option<&Arc<str>>,
-        frame: &Arc<[u8]>,
+        frame: &ShardFrame,
         kind: Delivery,
         now: Instant,
         config: &Config,
