@@ -47,6 +47,9 @@ pub struct Parser {
     /// A copy of a message with escapes, whose in-place parse rewrites it,
     /// for the second parse once out-of-range numbers are tamed.
     pristine: Vec<u8>,
+    /// Where `on_text` keeps the exact text of a message's `data` across
+    /// the in-place parse, reused from message to message.
+    pub(super) data_text: Vec<u8>,
 }
 
 impl Default for Parser {
@@ -55,6 +58,7 @@ impl Default for Parser {
             buffers: Buffers::with_max_depth(1024, MAX_JSON_DEPTH),
             tape: Some(Tape::null().reset()),
             pristine: Vec::new(),
+            data_text: Vec::new(),
         }
     }
 }

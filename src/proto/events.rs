@@ -189,7 +189,13 @@ pub fn publish(event: &Event<'_, '_, '_>, sink: &mut dyn Sink) -> Outcome {
             ErrorCode::ValidationError,
             "room is missing or not a string",
         ))?;
-    let room = valid_room(room)?;
+    // A member publishing to its room shares the connection's copy of
+    // the name rather than making one per message.
+    let joined = event.session.rooms.iter().find(|r| ***r == *room);
+    let room = match joined {
+        Some(joined) => joined.clone(),
+        None => valid_room(room)?,
+    };
     let echo = match event.envelope.field("echo") {
         None => false,
         Some(e) => e
@@ -205,7 +211,7 @@ pub fn publish(event: &Event<'_, '_, '_>, sink: &mut dyn Sink) -> Outcome {
     let session = &event.session;
     let publish_patterns = session.claims.publish.as_deref().unwrap_or_default();
     let allowed = names::matches_any(publish_patterns, &room)
-        || (session.config.members_publish && event.is_member(&room));
+        || (session.config.members_publish && joined.is_some());
     if !allowed {
         return Err(if session.config.members_publish && event.may_join(&room) {
             (

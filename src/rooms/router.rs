@@ -22,7 +22,7 @@ use crate::config::RoomsConfig;
 use crate::conn::ConnRef;
 use crate::hooks::webhook::What;
 use crate::proto::Request;
-use crate::proto::reply::OwnedId;
+use crate::proto::reply::{self, OwnedId};
 use crate::proto::wire;
 use crate::redis::requests::BridgeRequest;
 use crate::rooms::api::ApiState;
@@ -102,6 +102,8 @@ pub struct Router {
     pub(super) outbox: Outbox,
     /// Server API calls and gathers (`rooms::api`).
     pub(super) api: ApiState,
+    /// Where a publish's ack is written before it is queued, reused.
+    ack_text: Vec<u8>,
 }
 
 impl Router {
@@ -126,6 +128,7 @@ impl Router {
             sequencer,
             outbox: Outbox::new(config.shards),
             api: ApiState::default(),
+            ack_text: Vec::new(),
         }
     }
 
@@ -474,6 +477,11 @@ impl Router {
                 self.api_join_answered(&room, conn, accepted);
             }
             BusMsg::Reply { conn, text } => out.answer(conn, Some(&text), time.now),
+            BusMsg::SeqAck { conn, id, seq } => {
+                self.ack_text.clear();
+                reply::write_count_ack(&mut self.ack_text, &id, "seq", seq);
+                out.answer(conn, Some(&self.ack_text), time.now);
+            }
             BusMsg::Published { conn, index, seq } => {
                 out.http_published(conn, index, Some(seq), time.now);
             }
