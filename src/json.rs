@@ -69,18 +69,32 @@ pub fn find_string_special(bytes: &[u8], controls: bool) -> Option<usize> {
         .map(|i| at + i)
 }
 
+/// "00" to "99": `write_u64` writes two digits per division.
+const DIGIT_PAIRS: &[u8; 200] = b"\
+0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
 /// Appends the decimal form of `n` to `out`.
 pub fn write_u64(out: &mut Vec<u8>, n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     let mut n = n;
-    loop {
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        i -= 2;
+        digits[i..i + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    }
+    if n >= 10 {
+        let pair = n as usize * 2;
+        i -= 2;
+        digits[i..i + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    } else {
         i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+        digits[i] = b'0' + n as u8;
     }
     out.extend_from_slice(&digits[i..]);
 }
@@ -243,6 +257,24 @@ mod tests {
             let plain: Vec<u8> = near.iter().copied().cycle().take(len).collect();
             assert_eq!(find_string_special(&plain, true), None);
         }
+    }
+
+    #[test]
+    fn numbers_are_written_in_decimal_at_every_length() {
+        let mut cases = vec![0, 9, 10, 99, 100, 101, 1_700_000_000_123, u64::MAX];
+        let mut power = 1u64;
+        while let Some(next) = power.checked_mul(10) {
+            cases.extend([power - 1, power, power + 1, next - 1]);
+            power = next;
+        }
+        for n in cases {
+            let mut out = Vec::new();
+            write_u64(&mut out, n);
+            assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
+        }
+        let mut out = Vec::new();
+        write_i64(&mut out, i64::MIN);
+        assert_eq!(String::from_utf8(out).unwrap(), i64::MIN.to_string());
     }
 
     #[test]
