@@ -233,6 +233,10 @@ fn finish(
 ) -> Option<End> {
     metrics.messages_out.add(sink.messages);
     let end = sink.overflowed.then_some(End::SlowConsumer);
+    // Not adopted (an echo, a ping), or nothing ever asked of the rooms.
+    if sink.requests.capacity() == 0 {
+        return end;
+    }
     let (mut taken, first) = (sink.requests, sink.first);
     let mut at = first;
     while let Some(request) = taken.get(at) {

@@ -348,14 +348,22 @@ pub enum Fanout {
 #[derive(Debug)]
 pub struct Outbox {
     queues: Vec<Vec<BusMsg>>,
+    /// The emptied batch of this shard's own messages, kept to be the
+    /// queue again (`take_own`, `give_back`).
+    spare: Vec<BusMsg>,
     cells: CellPool,
 }
+
+/// The most messages a kept batch of a shard's own has room for: a burst
+/// does not pin its size for good.
+const MAX_KEPT_BATCH: usize = 4096;
 
 impl Outbox {
     /// An empty outbox for `shards` destinations.
     pub fn new(shards: usize) -> Self {
         Self {
             queues: (0..shards).map(|_| Vec::new()).collect(),
+            spare: Vec::new(),
             cells: CellPool::default(),
         }
     }
@@ -382,6 +390,25 @@ impl Outbox {
                 std::mem::replace(queue, Vec::with_capacity(room))
             }
             _ => Vec::new(),
+        }
+    }
+
+    /// What is queued for `shard`, which is the caller's own: handled on
+    /// this thread, the batch comes back emptied (`give_back`) and the two
+    /// take turns as the queue, so that a turn's own traffic allocates no
+    /// batch.
+    pub fn take_own(&mut self, shard: usize) -> Vec<BusMsg> {
+        match self.queues.get_mut(shard) {
+            Some(queue) => std::mem::replace(queue, std::mem::take(&mut self.spare)),
+            None => Vec::new(),
+        }
+    }
+
+    /// An emptied batch from `take_own`, kept for the next.
+    pub fn give_back(&mut self, mut batch: Vec<BusMsg>) {
+        batch.clear();
+        if batch.capacity() <= MAX_KEPT_BATCH && batch.capacity() > self.spare.capacity() {
+            self.spare = batch;
         }
     }
 
@@ -507,6 +534,31 @@ mod tests {
         assert_eq!(outbox.take(0).len(), 100);
         assert!(outbox.queues[0].capacity() >= 100);
         assert!(outbox.take(0).is_empty());
+    }
+
+    #[test]
+    fn an_own_batch_given_back_becomes_the_queue_again() {
+        let mut outbox = Outbox::new(1);
+        let room: Arc<str> = Arc::from("r");
+        let frame: Arc<[u8]> = Arc::from(&b"{}"[..]);
+        outbox.fan_out([0], &room, &frame, None, Fanout::Other);
+        outbox.fan_out([0], &room, &frame, None, Fanout::Other);
+        let batch = outbox.take_own(0);
+        assert_eq!(batch.len(), 2);
+        let kept = batch.as_ptr();
+        outbox.give_back(batch);
+        outbox.fan_out([0], &room, &frame, None, Fanout::Other);
+        let next = outbox.take_own(0);
+        assert_eq!(next.len(), 1);
+        outbox.give_back(next);
+        let third = outbox.take_own(0);
+        assert!(third.is_empty());
+        assert_eq!(
+            third.as_ptr(),
+            kept,
+            "the first batch's buffer is the queue again"
+        );
+        assert!(third.capacity() >= 2);
     }
 
     #[test]

@@ -185,9 +185,11 @@ impl Router {
     /// Handles the bus messages this shard sent itself until none are left.
     pub fn run_own(&mut self, time: Time, out: &mut impl Outlet) {
         while self.outbox.has(self.shard) {
-            for message in self.outbox.take(self.shard) {
+            let mut batch = self.outbox.take_own(self.shard);
+            for message in batch.drain(..) {
                 self.on_bus(message, time, out);
             }
+            self.outbox.give_back(batch);
         }
     }
 
