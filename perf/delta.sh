@@ -24,22 +24,10 @@ DURATION=${DURATION:-10s}
 OUT="$PERF_DIR/results/delta-$(date -u +%Y%m%dT%H%M%SZ).jsonl"
 mkdir -p "$PERF_DIR/results"
 
-run_one() { # MODE (plain or delta)
-    local mode=$1 extra=()
-    [ "$mode" = delta ] && extra=(--delta)
-    start_pinned_roomcast "$BIN" || { echo "delta: the server did not start" >&2; return 1; }
-    local result
-    result=$(taskset -c "${BENCH_CORE:-1}" "$BIN" bench fanout -c "$CONNS" --rooms 1 --publishers 1 \
-        --payload prices -s 1024 --rate "$RATE" -d "$DURATION" --threads 1 "${extra[@]}" \
-        --addr "127.0.0.1:$SERVER_PORT" --jwt-secret "$SECRET" --server-pid "$SERVER_PID" --json 2>/dev/null)
-    stop_server
-    echo "${result%\}},\"mode\":\"$mode\"}" >>"$OUT"
-}
-
 [ -x "$BIN" ] || build_release
 for _ in $(seq "$RUNS"); do
-    run_one plain
-    run_one delta
+    fanout_ab_run delta plain "$OUT" --payload prices -s 1024
+    fanout_ab_run delta delta "$OUT" --payload prices -s 1024 --delta
 done
 python3 - "$OUT" <<'PY'
 import json, statistics, sys

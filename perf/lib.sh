@@ -149,6 +149,23 @@ start_pinned_roomcast() {
     await_listening
 }
 
+# fanout_ab_run SCRIPT MODE OUT BENCH_ARGS...: one A/B run of the
+# delta, msgpack and max-rate scripts: a fresh pinned roomcast server,
+# `bench fanout` from one publisher at RATE messages/s into one room of
+# CONNS subscribers for DURATION (`--threads 1`, pinned to BENCH_CORE, with
+# BENCH_ARGS), its JSON line with `"mode": MODE` added appended to OUT.
+fanout_ab_run() {
+    local script=$1 mode=$2 out=$3
+    shift 3
+    start_pinned_roomcast "$BIN" || { echo "$script: the server did not start" >&2; return 1; }
+    local result
+    result=$(taskset -c "${BENCH_CORE:-1}" "$BIN" bench fanout -c "$CONNS" --rooms 1 --publishers 1 \
+        --rate "$RATE" -d "$DURATION" --threads 1 "$@" \
+        --addr "127.0.0.1:$SERVER_PORT" --jwt-secret "$SECRET" --server-pid "$SERVER_PID" --json 2>/dev/null)
+    stop_server
+    echo "${result%\}},\"mode\":\"$mode\"}" >>"$out"
+}
+
 # start_pinned_peer BIN: a fresh benchmark peer (perf/peers: `BIN 0`,
 # `PEER_THREADS=1`) pinned to SERVER_CORE; sets SERVER_PID and SERVER_PORT.
 start_pinned_peer() {

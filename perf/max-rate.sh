@@ -23,22 +23,10 @@ DURATION=${DURATION:-10s}
 OUT="$PERF_DIR/results/max-rate-$(date -u +%Y%m%dT%H%M%SZ).jsonl"
 mkdir -p "$PERF_DIR/results"
 
-run_one() { # MODE (plain or paced)
-    local mode=$1 extra=()
-    [ "$mode" = paced ] && extra=(--max-rate "$MAX_RATE")
-    start_pinned_roomcast "$BIN" || { echo "max-rate: the server did not start" >&2; return 1; }
-    local result
-    result=$(taskset -c "${BENCH_CORE:-1}" "$BIN" bench fanout -c "$CONNS" --rooms 1 --publishers 1 \
-        -s 64 --rate "$RATE" -d "$DURATION" --threads 1 "${extra[@]}" \
-        --addr "127.0.0.1:$SERVER_PORT" --jwt-secret "$SECRET" --server-pid "$SERVER_PID" --json 2>/dev/null)
-    stop_server
-    echo "${result%\}},\"mode\":\"$mode\"}" >>"$OUT"
-}
-
 [ -x "$BIN" ] || build_release
 for _ in $(seq "$RUNS"); do
-    run_one plain
-    run_one paced
+    fanout_ab_run max-rate plain "$OUT" -s 64
+    fanout_ab_run max-rate paced "$OUT" -s 64 --max-rate "$MAX_RATE"
 done
 python3 - "$OUT" "$CONNS" <<'PY'
 import json, statistics, sys

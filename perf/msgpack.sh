@@ -14,7 +14,7 @@
 # (user + system, from /proc, over the bench's window) and the bytes the
 # subscribers read per delivery. Only the servers this script started are
 # stopped, by PID. Raw results go to perf/results/msgpack-<timestamp>.jsonl,
-# one bench JSON object per line.
+# one bench JSON object per line with `"mode"` added.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 RUNS=${RUNS:-3}
 CONNS=${CONNS:-1000}
@@ -24,20 +24,10 @@ DURATION=${DURATION:-10s}
 OUT="$PERF_DIR/results/msgpack-$(date -u +%Y%m%dT%H%M%SZ).jsonl"
 mkdir -p "$PERF_DIR/results"
 
-run_one() { # PROTOCOL (json or msgpack)
-    start_pinned_roomcast "$BIN" || { echo "msgpack: the server did not start" >&2; return 1; }
-    local result
-    result=$(taskset -c "${BENCH_CORE:-1}" "$BIN" bench fanout -c "$CONNS" --rooms 1 --publishers 1 \
-        --payload prices -s "$SIZE" --rate "$RATE" -d "$DURATION" --threads 1 --protocol "$1" \
-        --addr "127.0.0.1:$SERVER_PORT" --jwt-secret "$SECRET" --server-pid "$SERVER_PID" --json 2>/dev/null)
-    stop_server
-    echo "$result" >>"$OUT"
-}
-
 [ -x "$BIN" ] || build_release
 for _ in $(seq "$RUNS"); do
-    run_one json
-    run_one msgpack
+    fanout_ab_run msgpack json "$OUT" --payload prices -s "$SIZE" --protocol json
+    fanout_ab_run msgpack msgpack "$OUT" --payload prices -s "$SIZE" --protocol msgpack
 done
 python3 - "$OUT" <<'PY'
 import json, statistics, sys

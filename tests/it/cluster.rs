@@ -156,8 +156,16 @@ fn concurrent_publishers_on_three_nodes_are_seen_in_one_order_by_every_member() 
         (1..=total).collect::<Vec<_>>(),
         "every seq acked once"
     );
+    every_member_saw_seqs_1_to(&mut members, total);
+}
+
+/// Reads `total` room events from every member and checks them: seqs
+/// 1..=total with no gap, duplicate or reordering; each publisher's
+/// messages (`data` = publisher × 1000 + n) in its own order; the same
+/// texts for every member. Returns those texts.
+fn every_member_saw_seqs_1_to(members: &mut [Client], total: u64) -> Vec<String> {
     let mut first: Option<Vec<String>> = None;
-    for member in &mut members {
+    for member in members {
         let events = read_events(member, total as usize);
         let seqs: Vec<u64> = events.iter().map(|t| seq_of(t)).collect();
         assert_eq!(
@@ -165,7 +173,6 @@ fn concurrent_publishers_on_three_nodes_are_seen_in_one_order_by_every_member() 
             (1..=total).collect::<Vec<_>>(),
             "no gap, duplicate or reordering"
         );
-        // Each publisher's messages in its own order, and the same texts everywhere.
         let mut last: HashMap<u64, u64> = HashMap::new();
         for text in &events {
             let n = u64_at(&parse_json(text), &["data"]);
@@ -175,10 +182,11 @@ fn concurrent_publishers_on_three_nodes_are_seen_in_one_order_by_every_member() 
         }
         match &first {
             None => first = Some(events),
-            Some(first) => assert_eq!(first, &events, "byte-identical on every node"),
+            Some(first) => assert_eq!(first, &events, "byte-identical for every member"),
         }
         member.assert_quiet(Duration::from_millis(200));
     }
+    first.expect("at least one member")
 }
 
 /// The number of `FCALL`s Redis ran, from `INFO commandstats`.
@@ -252,28 +260,7 @@ fn a_burst_of_publishes_to_one_room_is_sequenced_in_batches_without_a_gap() {
         calls < total,
         "{total} publishes in {calls} calls: none batched"
     );
-    let mut first: Option<Vec<String>> = None;
-    for member in &mut members {
-        let events = read_events(member, total as usize);
-        let seqs: Vec<u64> = events.iter().map(|t| seq_of(t)).collect();
-        assert_eq!(
-            seqs,
-            (1..=total).collect::<Vec<_>>(),
-            "no gap, duplicate or reordering"
-        );
-        let mut last: HashMap<u64, u64> = HashMap::new();
-        for text in &events {
-            let n = u64_at(&parse_json(text), &["data"]);
-            if let Some(prev) = last.insert(n / 1000, n) {
-                assert!(n > prev, "publisher order kept: {prev} then {n}");
-            }
-        }
-        match &first {
-            None => first = Some(events),
-            Some(first) => assert_eq!(first, &events, "byte-identical for every member"),
-        }
-        member.assert_quiet(Duration::from_millis(200));
-    }
+    let first = every_member_saw_seqs_1_to(&mut members, total);
     // The history holds the same messages as were delivered live.
     let mut late = Client::user(b.addr(), "late");
     let joined = late.join_with(r#"{"room":"burst","history":100}"#);
@@ -281,7 +268,7 @@ fn a_burst_of_publishes_to_one_room_is_sequenced_in_batches_without_a_gap() {
         .iter()
         .map(|m| format!("{m:?}"))
         .collect();
-    let live: Vec<String> = first.unwrap()[(total as usize - 100)..]
+    let live: Vec<String> = first[(total as usize - 100)..]
         .iter()
         .map(|t| format!("{:?}", parse_json(t)))
         .collect();
