@@ -301,7 +301,9 @@ const POOLED_CELLS: usize = 4096;
 /// has dropped its share, so that a fan-out costs no allocation of its own.
 /// Shards drop their shares in about the order they were sent, so the
 /// oldest cell is the one to try; a cell still held (a paced member keeps
-/// its event for its slot) is passed over.
+/// its event for its slot) is passed over. A free cell keeps what was
+/// encoded in it (a MessagePack twin, a delta) until it is reused: at most
+/// one message's encodings per cell of the ring.
 #[derive(Debug, Default)]
 struct CellPool {
     ring: Vec<Arc<Encodings>>,
