@@ -17,8 +17,9 @@
 #
 # Environment: RUNS (3), DURATION (5s, the measured window of each run),
 # CASES, SERVERS (space-separated, default all; `roomcast-base` runs BASE_BIN
-# with roomcast's flags; `uws` runs only if $CARGO_TARGET_DIR/uws/peer-uws
-# exists, built when UWS_DIR and USOCKETS_DIR are set), BUILD (1; 0 skips the builds),
+# with roomcast's flags; `uws` runs only if UWS_BIN, by default
+# $CARGO_TARGET_DIR/uws/peer-uws, exists: built when UWS_DIR and USOCKETS_DIR
+# are set), BUILD (1; 0 skips the builds),
 # SERVER_CORE (0), BENCH_CORE (1), RESULTS_MD (perf/RESULTS.md),
 # ROOMCAST_ARGS (more `serve` flags for roomcast and roomcast-base) and
 # BENCH_ARGS (more bench flags): e.g. `--tls-cert C --tls-key K` and
@@ -391,7 +392,7 @@ fi
 [ -x "$BIN" ] || { echo "no $BIN" >&2; exit 1; }
 # uWebSockets builds only from sources the caller names (perf/peers/README.md),
 # so it runs only if its binary is there.
-UWS_BIN=$CARGO_TARGET_DIR/uws/peer-uws
+UWS_BIN=${UWS_BIN:-$CARGO_TARGET_DIR/uws/peer-uws}
 if [[ " $SERVERS " == *" uws "* && ! -x $UWS_BIN ]]; then
     echo "== uws not run: no $UWS_BIN (set UWS_DIR and USOCKETS_DIR to build it; perf/peers/README.md)" >&2
     SERVERS=$(echo " $SERVERS " | sed 's/ uws / /' | xargs)
