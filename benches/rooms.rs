@@ -15,6 +15,7 @@ use roomcast::codes::ErrorCode;
 use roomcast::config::Config;
 use roomcast::conn::cork;
 use roomcast::conn::outbound::MAX_IO_SLICES;
+use roomcast::conn::shard_frame::ShardFrame;
 use roomcast::conn::{Admission, Connection, Context, Delivery, Observe};
 use roomcast::metrics::{ShardMetrics, Snapshot};
 use roomcast::proto::envelope::Parser;
@@ -169,6 +170,7 @@ fn bench_fanout(c: &mut Criterion) {
             for _ in 0..iterations {
                 let now = Instant::now();
                 let start = Instant::now();
+                let frame = ShardFrame::new(frame.clone());
                 for member in &mut members {
                     member.deliver(Some(&room), &frame, Delivery::RoomEvent, now, &config);
                 }
@@ -198,6 +200,8 @@ fn bench_fanout(c: &mut Criterion) {
             b.iter(|| {
                 let now = Instant::now();
                 for _ in 0..TURN_EVENTS {
+                    // Wrapped once per fan-out, as the shard's outlet does.
+                    let frame = ShardFrame::new(frame.clone());
                     for member in members.iter_mut() {
                         black_box(member.wants_write_through(frame.len(), &config));
                         member.deliver(Some(&room), &frame, Delivery::RoomEvent, now, &config);

@@ -17,8 +17,10 @@
 #
 # Environment: RUNS (3), DURATION (5s, the measured window of each run),
 # CASES, SERVERS (space-separated, default all; `roomcast-base` runs BASE_BIN
-# with roomcast's flags; `uws` runs only if $CARGO_TARGET_DIR/uws/peer-uws
-# exists, built when UWS_DIR and USOCKETS_DIR are set), BUILD (1; 0 skips the builds),
+# with roomcast's flags; `roomcast-noack` runs roomcast with fan-out
+# publishers that send no `id`, so no ack, as the peers; `uws` runs only if UWS_BIN, by default
+# $CARGO_TARGET_DIR/uws/peer-uws, exists: built when UWS_DIR and USOCKETS_DIR
+# are set), BUILD (1; 0 skips the builds),
 # SERVER_CORE (0), BENCH_CORE (1), RESULTS_MD (perf/RESULTS.md),
 # ROOMCAST_ARGS (more `serve` flags for roomcast and roomcast-base) and
 # BENCH_ARGS (more bench flags): e.g. `--tls-cert C --tls-key K` and
@@ -74,7 +76,7 @@ CASES = [
     ("idle-10k", "idle, 10,000 connections (each in one room)"),
     ("idle-19k", "idle, 19,000 connections (each in one room; 2 bench processes)"),
 ]
-SERVERS = ["floor", "roomcast", "roomcast-base", "tokio-tungstenite", "fastwebsockets", "uws", "node-ws", "socketio"]
+SERVERS = ["floor", "roomcast", "roomcast-noack", "roomcast-base", "tokio-tungstenite", "fastwebsockets", "uws", "node-ws", "socketio"]
 # Targets for roomcast: (case, metric, limit, label)
 TARGETS = [
     ("echo-32", "cpu", 0.40, "server CPU ≤ 0.40 µs per delivered message"),
@@ -319,7 +321,7 @@ start_server() {
     : >"$WORK/server.out"
     : >"$WORK/server.err"
     case $name in
-        roomcast | roomcast-base)
+        roomcast | roomcast-noack | roomcast-base)
             local bin=$BIN
             [ "$name" = roomcast-base ] && bin=${BASE_BIN:?BASE_BIN must name the earlier roomcast binary}
             # shellcheck disable=SC2086
@@ -355,7 +357,7 @@ start_server() {
 
 target_of() {
     case $1 in
-        roomcast | roomcast-base) echo roomcast ;;
+        roomcast | roomcast-noack | roomcast-base) echo roomcast ;;
         socketio) echo socketio ;;
         *) echo raw ;;
     esac
@@ -391,7 +393,7 @@ fi
 [ -x "$BIN" ] || { echo "no $BIN" >&2; exit 1; }
 # uWebSockets builds only from sources the caller names (perf/peers/README.md),
 # so it runs only if its binary is there.
-UWS_BIN=$CARGO_TARGET_DIR/uws/peer-uws
+UWS_BIN=${UWS_BIN:-$CARGO_TARGET_DIR/uws/peer-uws}
 if [[ " $SERVERS " == *" uws "* && ! -x $UWS_BIN ]]; then
     echo "== uws not run: no $UWS_BIN (set UWS_DIR and USOCKETS_DIR to build it; perf/peers/README.md)" >&2
     SERVERS=$(echo " $SERVERS " | sed 's/ uws / /' | xargs)
@@ -413,6 +415,10 @@ for c in $CASES; do
     for run in $(seq "$RUNS"); do
         for s in $SERVERS; do
             target=$(target_of "$s")
+            # roomcast-noack: the same server, its publishers sending no
+            # `id` (no ack to write), as the peers are measured.
+            extra=""
+            [[ $s == roomcast-noack && $args == fanout* ]] && extra="--no-ack"
             echo "-- $c / $s / run $run" >&2
             if ! start_server "$s"; then
                 err=$(tail -c 300 "$WORK/server.err" | tr '\n' ' ')
@@ -426,7 +432,7 @@ for c in $CASES; do
             # shellcheck disable=SC2086
             timeout -k 5 "$BENCH_TIMEOUT" taskset -c "$BENCH_CORE" "$BIN" bench $args \
                 --addr "127.0.0.1:$SERVER_PORT" --target "$target" --jwt-secret "$SECRET" \
-                -d "$DURATION" --threads 1 --server-pid "$SERVER_PID" --json $BENCH_ARGS \
+                -d "$DURATION" --threads 1 --server-pid "$SERVER_PID" --json $BENCH_ARGS $extra \
                 >"$WORK/bench.out" 2>"$WORK/bench.err"
             rc=$?
             kill "$WATCH_PID" 2>/dev/null

@@ -6,6 +6,10 @@
 #   BINS="after=target/release/roomcast before=/tmp/before/roomcast" perf/instructions.sh
 #   CASES="echo-32 fanout-1k-20" WINDOW=5 perf/instructions.sh
 #
+# Beside instructions it prints the allocator calls (malloc, calloc,
+# realloc) per message, and per publish: per call of `wire::room_frame`,
+# which writes each sequenced publish's one frame (fan-out cases).
+#
 # Each run: a fresh server (`--shards 1`, compare.sh's flags) under
 # `valgrind --tool=callgrind` pinned to SERVER_CORE, the bench pinned to
 # BENCH_CORE; two seconds into the bench's window the counters are zeroed
@@ -62,34 +66,49 @@ for c in $CASES; do
 done
 
 # Self cost per function (cost lines after a `calls=` line are a callee's
-# inclusive cost, not the function's own), per message, against the first binary.
+# inclusive cost, not the function's own), per message, against the first
+# binary; and the calls into the allocator.
 python3 - "$WORK/runs" <<'PY'
 import collections, sys
 
+ALLOCATORS = {"malloc", "calloc", "realloc"}
+PUBLISH = "roomcast::proto::wire::room_frame"
+
 def self_costs(path):
-    costs, fn, callee = collections.Counter(), None, False
+    costs, fn, cfn, callee = collections.Counter(), None, None, False
+    allocs = publishes = 0
     for line in open(path):
         if line.startswith("fn="):
             fn = line[3:].strip()
+        elif line.startswith("cfn="):
+            cfn = line[4:].strip()
         elif line.startswith("calls="):
             callee = True
+            calls = int(line.split()[0][6:])
+            if cfn in ALLOCATORS and fn not in ALLOCATORS:
+                allocs += calls
+            if cfn == PUBLISH and fn != PUBLISH:
+                publishes += calls
         elif line[:1].isdigit():
             if callee:
                 callee = False
             elif fn:
                 costs[fn] += int(line.split()[1])
-    return costs
+    return costs, allocs, publishes
 
 by_case = collections.defaultdict(list)
 for line in open(sys.argv[1]):
     case, name, messages, path = line.split()
-    by_case[case].append((name, int(messages), self_costs(path)))
+    costs, allocs, publishes = self_costs(path)
+    by_case[case].append((name, int(messages), int(publishes), costs, allocs))
 for case, runs in by_case.items():
-    print(f"\n{case}: user-space instructions per message")
-    for name, messages, costs in runs:
-        print(f"  {name:10} {sum(costs.values()) / max(messages, 1):8.1f}  ({messages} messages)")
-    first_name, first_n, first = runs[0]
-    for name, messages, costs in runs[1:]:
+    print(f"\n{case}: user-space instructions per message; allocator calls per message, per publish")
+    for name, messages, publishes, costs, allocs in runs:
+        per_publish = f"{allocs / publishes:6.2f}" if publishes else "     -"
+        print(f"  {name:10} {sum(costs.values()) / max(messages, 1):8.1f}  "
+              f"{allocs / max(messages, 1):6.2f} {per_publish}  ({messages} messages, {publishes} publishes)")
+    first_name, first_n, _, first, _ = runs[0]
+    for name, messages, _, costs, _ in runs[1:]:
         print(f"  functions differing most, {first_name} - {name}, per message:")
         diff = {k: first[k] / max(first_n, 1) - costs[k] / max(messages, 1) for k in set(first) | set(costs)}
         for k in sorted(diff, key=lambda k: -abs(diff[k]))[:8]:

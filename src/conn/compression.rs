@@ -18,6 +18,7 @@
 use std::sync::Arc;
 
 use crate::codes::limits::{COMPRESS_MIN_BYTES, MAX_KEPT_INFLATE_BUFFER};
+use crate::conn::shard_frame::ShardFrame;
 use crate::proto::wire;
 use crate::ws::deflate::{Deflater, Inflater};
 
@@ -82,15 +83,15 @@ impl Codec {
 
 /// One shared frame of a fan-out on this shard and its compressed twin,
 /// made at most once, for the first member that takes compressed frames;
-/// every later such member gets the same `Arc`.
-pub struct SharedFrame<'f> {
-    plain: &'f Arc<[u8]>,
+/// every later such member gets the same frame.
+pub struct SharedFrame {
+    plain: ShardFrame,
     /// `None`: not made yet; `Some(None)`: not worth compressing.
-    compressed: Option<Option<Arc<[u8]>>>,
+    compressed: Option<Option<ShardFrame>>,
 }
 
-impl<'f> SharedFrame<'f> {
-    pub fn new(plain: &'f Arc<[u8]>) -> Self {
+impl SharedFrame {
+    pub fn new(plain: ShardFrame) -> Self {
         Self {
             plain,
             compressed: None,
@@ -99,13 +100,13 @@ impl<'f> SharedFrame<'f> {
 
     /// The frame for a member: the compressed one when it `compresses`
     /// and the text is worth it, else the plain one.
-    pub fn for_member(&mut self, compresses: bool, codec: &mut Codec) -> &Arc<[u8]> {
+    pub fn for_member(&mut self, compresses: bool, codec: &mut Codec) -> &ShardFrame {
         if !compresses {
-            return self.plain;
+            return &self.plain;
         }
-        let plain = self.plain;
+        let plain = &self.plain;
         self.compressed
-            .get_or_insert_with(|| codec.compress_frame(plain))
+            .get_or_insert_with(|| codec.compress_frame(plain).map(ShardFrame::new))
             .as_ref()
             .unwrap_or(plain)
     }
@@ -154,18 +155,22 @@ mod tests {
         let text = br#"{"event":"price","room":"p","data":{"bid":1.5,"ask":1.6}}"#.repeat(8);
         let plain = wire::text_frame(&text);
         let mut codec = Codec::default();
-        let mut frame = SharedFrame::new(&plain);
-        assert!(Arc::ptr_eq(frame.for_member(false, &mut codec), &plain));
+        let mut frame = SharedFrame::new(ShardFrame::new(plain.clone()));
+        assert_eq!(frame.for_member(false, &mut codec).as_ptr(), plain.as_ptr());
         let first = frame.for_member(true, &mut codec).clone();
         let second = frame.for_member(true, &mut codec).clone();
-        assert!(Arc::ptr_eq(&first, &second), "one compression per fan-out");
+        assert_eq!(
+            first.as_ptr(),
+            second.as_ptr(),
+            "one compression per fan-out"
+        );
         assert_eq!(first[0], 0xc1, "FIN, RSV1, text");
         assert!(first.len() < plain.len());
         assert_eq!(inflate(&mut codec, wire::frame_text(&first)), text);
 
         let short = wire::text_frame(b"{}");
-        let mut frame = SharedFrame::new(&short);
-        assert!(Arc::ptr_eq(frame.for_member(true, &mut codec), &short));
+        let mut frame = SharedFrame::new(ShardFrame::new(short.clone()));
+        assert_eq!(frame.for_member(true, &mut codec).as_ptr(), short.as_ptr());
     }
 
     #[test]

@@ -129,12 +129,11 @@ fn gather<const N: usize>(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use proptest::prelude::*;
 
     use super::*;
     use crate::conn::outbound::{MAX_IO_SLICES, Outbound};
+    use crate::conn::shard_frame::ShardFrame;
 
     fn joined(slices: &[IoSlice<'_>]) -> Vec<u8> {
         slices.iter().flat_map(|s| s.iter().copied()).collect()
@@ -212,10 +211,10 @@ mod tests {
     #[test]
     fn partial_writes_of_corked_frames_resume_mid_frame() {
         let mut out = Outbound::default();
-        let shared: Arc<[u8]> = Arc::from(&b"shared"[..]);
+        let shared = ShardFrame::from(&b"shared"[..]);
         out.push_raw(b"inline");
         out.push_shared(shared.clone());
-        out.push_shared(Arc::from(&[9u8; COPY_MAX + 5][..]));
+        out.push_shared(ShardFrame::from(&[9u8; COPY_MAX + 5][..]));
         out.push_shared(shared);
         out.push_raw(b"end");
         let expected = [&b"inlineshared"[..], &[9u8; COPY_MAX + 5], b"sharedend"].concat();
@@ -227,9 +226,9 @@ mod tests {
     #[test]
     fn a_corked_frame_cut_mid_write_is_finished_after_a_discard() {
         let mut out = Outbound::default();
-        out.push_shared(Arc::from(&b"first"[..]));
-        out.push_shared(Arc::from(&b"second"[..]));
-        out.push_shared(Arc::from(&b"third"[..]));
+        out.push_shared(ShardFrame::from(&b"first"[..]));
+        out.push_shared(ShardFrame::from(&b"second"[..]));
+        out.push_shared(ShardFrame::from(&b"third"[..]));
         let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
         let count = out.io_slices(&mut slices);
         // The socket takes "first" and two bytes of "second".

@@ -15,6 +15,7 @@ use crate::conn::backpressure::HoldBack;
 use crate::conn::outbound::Outbound;
 use crate::conn::packed;
 use crate::conn::rate::{RateLimit, Verdict};
+use crate::conn::shard_frame::ShardFrame;
 use crate::proto::Request;
 use crate::proto::wire;
 use crate::ws::decoder::Decoder;
@@ -25,7 +26,7 @@ pub(crate) struct HeldBack {
     /// Room events dropped since the client last caught up (`drop`).
     dropped: u64,
     /// The newest undelivered event per room (`conflate`).
-    conflated: Vec<(Arc<str>, Arc<[u8]>)>,
+    conflated: Vec<(Arc<str>, ShardFrame)>,
 }
 
 pub(crate) struct SessionState {
@@ -106,7 +107,7 @@ impl SessionState {
 
     /// A room event held back (`backpressure::Fate::HoldBack`): counted
     /// (drop) or kept as the room's newest (conflate).
-    pub fn hold_back(&mut self, room: &Arc<str>, frame: &Arc<[u8]>, how: HoldBack) -> Delivered {
+    pub fn hold_back(&mut self, room: &Arc<str>, frame: &ShardFrame, how: HoldBack) -> Delivered {
         let held = self.held_back.get_or_insert_with(Default::default);
         match how {
             HoldBack::Drop => {

@@ -148,9 +148,9 @@ fn take_output(conn: &mut Connection) -> Vec<u8> {
     bytes
 }
 
-fn event(seq: u64, size: usize) -> Arc<[u8]> {
+fn event(seq: u64, size: usize) -> ShardFrame {
     let data = format!("\"{}\"", "x".repeat(size));
-    wire::room_frame("a:b", "r", data.as_bytes(), "u", seq, 0)
+    ShardFrame::new(wire::room_frame("a:b", "r", data.as_bytes(), "u", seq, 0))
 }
 
 /// Delivers room events until the next one would not fit under the bound;
@@ -396,14 +396,14 @@ fn deliver_queues_up_to_each_kinds_bound_and_applies_the_policy_one_byte_past_it
                 (limit - 999, past_the_bound(kind, policy)),
             ] {
                 let mut conn = with_pending(&mut h, 1000);
-                let frame: Arc<[u8]> = vec![b'x'; len].into();
+                let frame = ShardFrame::from(&vec![b'x'; len][..]);
                 let delivered = conn.deliver(Some(&room), &frame, kind, h.now, &h.config);
                 assert_eq!(delivered, expected, "{case}, a {len}-byte frame");
                 let closed = expected == Delivered::Closed;
                 assert_eq!(conn.is_finishing(), closed, "{case}, a {len}-byte frame");
             }
             let mut conn = with_pending(&mut h, 0);
-            let huge: Arc<[u8]> = vec![b'x'; 3 * limit].into();
+            let huge = ShardFrame::from(&vec![b'x'; 3 * limit][..]);
             let delivered = conn.deliver(Some(&room), &huge, kind, h.now, &h.config);
             assert_eq!(
                 delivered,

@@ -196,6 +196,7 @@ fn on_message(
                         leeway_secs: config.auth.leeway.as_secs_f64(),
                         rpc_proxy: config.hooks.rpc_proxy.is_some(),
                     };
+                    sink.adopt_requests(requests);
                     proto::on_text(payload, parser, view, *unix_ms, scratch, &mut sink);
                 }
                 Verdict::Limited => {
@@ -232,11 +233,25 @@ fn finish(
 ) -> Option<End> {
     metrics.messages_out.add(sink.messages);
     let end = sink.overflowed.then_some(End::SlowConsumer);
-    for request in sink.requests {
-        session.apply(&request);
-        if !matches!(request, Request::Refresh { .. }) {
-            requests.push(request);
+    // Not adopted (an echo, a ping), or nothing ever asked of the rooms.
+    if sink.requests.capacity() == 0 {
+        return end;
+    }
+    let (mut taken, first) = (sink.requests, sink.first);
+    let mut at = first;
+    while let Some(request) = taken.get(at) {
+        session.apply(request);
+        if matches!(request, Request::Refresh { .. }) {
+            taken.remove(at);
+        } else {
+            at += 1;
         }
+    }
+    // Adopted, the shard's list is all in `taken`, with its capacity.
+    if requests.is_empty() && taken.capacity() > 0 {
+        *requests = taken;
+    } else {
+        requests.append(&mut taken);
     }
     end
 }
@@ -280,7 +295,11 @@ pub(super) struct BoundedSink<'a> {
     pub overflowed: bool,
     /// Data messages queued, for the shard's counters.
     messages: u64,
+    /// The shard's requests, adopted while a message is handled so that a
+    /// request costs no buffer of its own; those from `first` on are this
+    /// message's.
     requests: Vec<Request>,
+    first: usize,
     /// `Some` on a `roomcast.msgpack` connection: the buffer its text
     /// replies are converted in.
     packed: Option<Vec<u8>>,
@@ -295,6 +314,7 @@ impl<'a> BoundedSink<'a> {
             overflowed: false,
             messages: 0,
             requests: Vec::new(),
+            first: 0,
             packed: None,
         }
     }
@@ -304,6 +324,13 @@ impl<'a> BoundedSink<'a> {
     pub fn with_msgpack(mut self, msgpack: bool) -> Self {
         self.packed = msgpack.then(Vec::new);
         self
+    }
+
+    /// Takes the shard's `requests` to append this message's to; `finish`
+    /// gives them back.
+    fn adopt_requests(&mut self, requests: &mut Vec<Request>) {
+        self.requests = std::mem::take(requests);
+        self.first = self.requests.len();
     }
 
     // Inlined into the echo and event paths: as a call it cost an echo

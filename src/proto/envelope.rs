@@ -29,6 +29,23 @@ impl<'t, 'i> Envelope<'t, 'i> {
     pub fn field(&self, name: &str) -> Option<Value<'t, 'i>> {
         self.object.as_object().and_then(|o| o.get(name))
     }
+
+    /// The fields `names`, each as `field` finds it (the first of its
+    /// name), in one pass over the object rather than one per name.
+    pub fn fields<const N: usize>(&self, names: [&str; N]) -> [Option<Value<'t, 'i>>; N] {
+        let mut found = [None; N];
+        let Some(object) = self.object.as_object() else {
+            return found;
+        };
+        for (key, value) in object.iter() {
+            if let Some(at) = names.iter().position(|name| *name == key)
+                && found[at].is_none()
+            {
+                found[at] = Some(value);
+            }
+        }
+        found
+    }
 }
 
 /// Why an envelope was refused, and what the client is told.
@@ -47,6 +64,9 @@ pub struct Parser {
     /// A copy of a message with escapes, whose in-place parse rewrites it,
     /// for the second parse once out-of-range numbers are tamed.
     pristine: Vec<u8>,
+    /// Where `on_text` keeps the exact text of a message's `data` across
+    /// the in-place parse, reused from message to message.
+    pub(super) data_text: Vec<u8>,
 }
 
 impl Default for Parser {
@@ -55,6 +75,7 @@ impl Default for Parser {
             buffers: Buffers::with_max_depth(1024, MAX_JSON_DEPTH),
             tape: Some(Tape::null().reset()),
             pristine: Vec::new(),
+            data_text: Vec::new(),
         }
     }
 }
@@ -275,5 +296,28 @@ mod tests {
             let id = parser.with_envelope(&mut bytes, |r| r.unwrap().id.map(own_id));
             assert_eq!(id, Some(Id::Int(i)));
         }
+    }
+
+    #[test]
+    fn fields_are_found_in_one_pass_as_field_finds_them() {
+        let mut parser = Parser::default();
+        let mut bytes = br#"{"event":"a:b","room":"r","echo":true,"room":"s","n":1}"#.to_vec();
+        let found = parser.with_envelope(&mut bytes, |r| {
+            let envelope = r.unwrap();
+            let [room, echo, volatile, n] = envelope.fields(["room", "echo", "volatile", "n"]);
+            let text = |v: Option<Value<'_, '_>>| v.map(|v| format!("{v:?}"));
+            for (name, value) in [
+                ("room", room),
+                ("echo", echo),
+                ("volatile", volatile),
+                ("n", n),
+            ] {
+                assert_eq!(text(value), text(envelope.field(name)), "{name}");
+            }
+            let room = room.and_then(|r| r.into_string()).map(String::from);
+            (room, echo.and_then(|e| e.as_bool()), volatile.is_none())
+        });
+        let first = (Some("r".to_string()), Some(true), true);
+        assert_eq!(found, first, "the first of a repeated name");
     }
 }

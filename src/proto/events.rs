@@ -181,22 +181,25 @@ pub fn leave(event: &Event<'_, '_, '_>, scratch: &mut Vec<u8>, sink: &mut dyn Si
 
 /// A room event: published to `room` when permitted (section 7).
 pub fn publish(event: &Event<'_, '_, '_>, sink: &mut dyn Sink) -> Outcome {
-    let room = event
-        .envelope
-        .field("room")
-        .and_then(|r| r.into_string())
-        .ok_or((
-            ErrorCode::ValidationError,
-            "room is missing or not a string",
-        ))?;
-    let room = valid_room(room)?;
-    let echo = match event.envelope.field("echo") {
+    let [room, echo, volatile] = event.envelope.fields(["room", "echo", "volatile"]);
+    let room = room.and_then(|r| r.into_string()).ok_or((
+        ErrorCode::ValidationError,
+        "room is missing or not a string",
+    ))?;
+    // A member publishing to its room shares the connection's copy of
+    // the name rather than making one per message.
+    let joined = event.session.rooms.iter().find(|r| ***r == *room);
+    let room = match joined {
+        Some(joined) => joined.clone(),
+        None => valid_room(room)?,
+    };
+    let echo = match echo {
         None => false,
         Some(e) => e
             .as_bool()
             .ok_or((ErrorCode::ValidationError, "echo must be a boolean"))?,
     };
-    let volatile = match event.envelope.field("volatile") {
+    let volatile = match volatile {
         None => false,
         Some(v) => v
             .as_bool()
@@ -205,7 +208,7 @@ pub fn publish(event: &Event<'_, '_, '_>, sink: &mut dyn Sink) -> Outcome {
     let session = &event.session;
     let publish_patterns = session.claims.publish.as_deref().unwrap_or_default();
     let allowed = names::matches_any(publish_patterns, &room)
-        || (session.config.members_publish && event.is_member(&room));
+        || (session.config.members_publish && joined.is_some());
     if !allowed {
         return Err(if session.config.members_publish && event.may_join(&room) {
             (

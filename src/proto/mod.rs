@@ -167,9 +167,14 @@ pub fn on_text(
         sink.send_text(b"pong");
         return;
     }
-    // Taken before the in-place parse rewrites escaped strings.
-    let data_text: Option<Box<[u8]>> =
-        scan::field_range(payload, "data").map(|r| payload[r].into());
+    // Taken before the in-place parse rewrites escaped strings, into a
+    // buffer the parser keeps for the next message.
+    let mut kept = std::mem::take(&mut parser.data_text);
+    kept.clear();
+    let data_text = scan::field_range(payload, "data").map(|r| {
+        kept.extend_from_slice(&payload[r]);
+        &kept[..]
+    });
     parser.with_envelope(payload, |parsed| match parsed {
         Err(refusal) => {
             scratch.clear();
@@ -179,7 +184,7 @@ pub fn on_text(
         Ok(envelope) => {
             let event = Event {
                 envelope: &envelope,
-                data_text: data_text.as_deref(),
+                data_text,
                 session,
                 unix_ms,
             };
@@ -190,7 +195,14 @@ pub fn on_text(
             }
         }
     });
+    // A big message's `data` does not pin its size for good.
+    if kept.capacity() <= KEPT_DATA_TEXT {
+        parser.data_text = kept;
+    }
 }
+
+/// The largest `data` text buffer the parser keeps between messages.
+const KEPT_DATA_TEXT: usize = 64 * 1024;
 
 /// Answers a message dropped by the rate limit, with an ack when it has a valid id.
 pub fn on_rate_limited(
@@ -320,6 +332,56 @@ mod tests {
         let collected = run(text, &claims(), rooms, &RoomsConfig::default());
         assert!(collected.0.is_empty(), "{:?}", collected.0);
         collected.1
+    }
+
+    #[test]
+    fn a_members_publish_shares_the_connections_name_of_the_room() {
+        let lobby: Arc<str> = Arc::from("lobby");
+        let text = r#"{"event":"chat:msg","room":"lobby","data":1}"#;
+        match requests(text, std::slice::from_ref(&lobby)).as_slice() {
+            [Request::Publish { room, .. }] => assert!(Arc::ptr_eq(room, &lobby)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_message_of_one_parser_publishes_its_own_data() {
+        let lobby: Arc<str> = Arc::from("lobby");
+        let (claims, config, keys) = (claims(), RoomsConfig::default(), Keys::new(&["k"]));
+        let mut parser = Parser::default();
+        let mut collected = Collected::default();
+        for text in [
+            r#"{"event":"chat:msg","room":"lobby","data":{"long":"a\"b"}}"#,
+            r#"{"event":"chat:msg","room":"lobby","data":2}"#,
+            r#"{"event":"chat:msg","room":"lobby"}"#,
+        ] {
+            let session = Session {
+                claims: &claims,
+                rooms: std::slice::from_ref(&lobby),
+                config: &config,
+                keys: &keys,
+                leeway_secs: 0.0,
+                rpc_proxy: false,
+            };
+            let mut payload = text.as_bytes().to_vec();
+            on_text(
+                &mut payload,
+                &mut parser,
+                session,
+                1,
+                &mut Vec::new(),
+                &mut collected,
+            );
+        }
+        let data: Vec<&[u8]> = collected
+            .1
+            .iter()
+            .map(|request| match request {
+                Request::Publish { data, .. } => &data[..],
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(data, [&br#"{"long":"a\"b"}"#[..], b"2", b"null"]);
     }
 
     /// The `data` text of the one publish `text` asks for.

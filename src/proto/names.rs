@@ -17,20 +17,22 @@ pub fn is_valid_event(name: &str) -> bool {
     if name.is_empty() || name.len() > MAX_EVENT_LEN {
         return false;
     }
-    let mut segments = 0;
-    for segment in name.split(':') {
-        if !is_event_segment(segment) {
-            return false;
+    // One pass over the bytes: each `:`-separated segment is
+    // `[a-z][a-z0-9_]*`.
+    let mut segments = 1;
+    let mut segment_start = true;
+    for b in name.bytes() {
+        match b {
+            b':' if !segment_start => {
+                segments += 1;
+                segment_start = true;
+            }
+            b'a'..=b'z' => segment_start = false,
+            b'0'..=b'9' | b'_' if !segment_start => {}
+            _ => return false,
         }
-        segments += 1;
     }
-    (2..=4).contains(&segments)
-}
-
-fn is_event_segment(segment: &str) -> bool {
-    let mut bytes = segment.bytes();
-    matches!(bytes.next(), Some(b'a'..=b'z'))
-        && bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_'))
+    !segment_start && (2..=4).contains(&segments)
 }
 
 /// 1-128 bytes of `[A-Za-z0-9._:@/-]`.
@@ -44,7 +46,8 @@ pub fn is_valid_room(name: &str) -> bool {
 
 /// The namespace of a valid event name: what precedes the first `:`.
 pub fn namespace(event: &str) -> &str {
-    event.split(':').next().unwrap_or(event)
+    let end = event.bytes().position(|b| b == b':').unwrap_or(event.len());
+    event.get(..end).unwrap_or(event)
 }
 
 /// Whether a valid event name lies in a reserved namespace.
@@ -101,6 +104,10 @@ mod tests {
             "a:b:",
             "a:B",
             "a-b:c",
+            ":a:b",
+            "a:_b",
+            "a:1b",
+            "é:b",
             &long,
         ] {
             assert!(!is_valid_event(bad), "{bad}");

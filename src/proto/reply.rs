@@ -19,14 +19,43 @@ pub enum Id<'a> {
 /// An id kept beyond the message it came in, for an ack sent later.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OwnedId {
+    /// A string id short enough to be kept without an allocation: most
+    /// are (counters, UUIDs without dashes are 32 bytes and are not).
+    Short(ShortId),
     Str(Box<str>),
     Int(i64),
+}
+
+/// The bytes a `ShortId` holds: an `OwnedId` stays as large as with a
+/// `Box<str>` alone.
+const SHORT_ID: usize = 22;
+
+/// A string id of at most `SHORT_ID` bytes, kept in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShortId {
+    len: u8,
+    bytes: [u8; SHORT_ID],
+}
+
+impl ShortId {
+    fn new(id: &str) -> Option<Self> {
+        let mut bytes = [0; SHORT_ID];
+        bytes.get_mut(..id.len())?.copy_from_slice(id.as_bytes());
+        let len = id.len() as u8;
+        Some(Self { len, bytes })
+    }
+
+    fn as_str(&self) -> &str {
+        // Whole `str` bytes were copied in, so this never fails.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
 }
 
 impl OwnedId {
     /// The id to write.
     pub fn as_id(&self) -> Id<'_> {
         match self {
+            OwnedId::Short(s) => Id::Str(s.as_str()),
             OwnedId::Str(s) => Id::Str(s),
             OwnedId::Int(n) => Id::Int(*n),
         }
@@ -36,7 +65,7 @@ impl OwnedId {
 impl From<Id<'_>> for OwnedId {
     fn from(id: Id<'_>) -> Self {
         match id {
-            Id::Str(s) => OwnedId::Str(s.into()),
+            Id::Str(s) => ShortId::new(s).map_or_else(|| OwnedId::Str(s.into()), OwnedId::Short),
             Id::Int(n) => OwnedId::Int(n),
         }
     }
@@ -162,14 +191,19 @@ pub fn failure_code_text(id: Option<&OwnedId>, code: &str, message: &str) -> Vec
 /// a `user:send` or broadcast's `delivered`. Written into one buffer.
 pub fn count_ack(id: &OwnedId, field: &str, n: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(80 + field.len());
+    write_count_ack(&mut out, id, field, n);
+    out
+}
+
+/// `count_ack` appended to `out`.
+pub fn write_count_ack(out: &mut Vec<u8>, id: &OwnedId, field: &str, n: u64) {
     out.extend_from_slice(b"{\"event\":\"ack\",\"id\":");
-    write_id(&mut out, id.as_id());
+    write_id(out, id.as_id());
     out.extend_from_slice(b",\"success\":true,\"data\":{\"");
     out.extend_from_slice(field.as_bytes());
     out.extend_from_slice(b"\":");
-    json::write_u64(&mut out, n);
+    json::write_u64(out, n);
     out.extend_from_slice(b"}}");
-    out
 }
 
 #[cfg(test)]
@@ -229,5 +263,20 @@ mod tests {
             String::from_utf8(count_ack(&OwnedId::Int(7), "delivered", 0)).unwrap(),
             r#"{"event":"ack","id":7,"success":true,"data":{"delivered":0}}"#
         );
+    }
+
+    #[test]
+    fn a_string_id_is_kept_whole_in_place_or_boxed() {
+        for id in ["", "7", "é-22-bytes-of-id-ok", &"x".repeat(SHORT_ID)] {
+            let owned = OwnedId::from(Id::Str(id));
+            assert!(matches!(owned, OwnedId::Short(_)), "{id}");
+            assert_eq!(owned.as_id(), Id::Str(id));
+        }
+        let long = "y".repeat(SHORT_ID + 1);
+        let owned = OwnedId::from(Id::Str(&long));
+        assert!(matches!(owned, OwnedId::Str(_)));
+        assert_eq!(owned.as_id(), Id::Str(&long));
+        assert_eq!(OwnedId::from(Id::Int(-3)).as_id(), Id::Int(-3));
+        assert_eq!(std::mem::size_of::<OwnedId>(), 24, "no larger than before");
     }
 }

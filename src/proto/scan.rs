@@ -12,6 +12,8 @@
 
 use std::ops::Range;
 
+use crate::json;
+
 /// The byte range of the value of the first top-level `key` in `json`.
 pub fn field_range(json: &[u8], key: &str) -> Option<Range<usize>> {
     let at = skip_ws(json, 0);
@@ -107,10 +109,10 @@ fn skip_ws(json: &[u8], mut at: usize) -> usize {
 fn string_end(json: &[u8], start: usize) -> Option<usize> {
     let mut at = start + 1;
     loop {
+        at += json::find_string_special(json.get(at..)?, false)?;
         match json.get(at)? {
             b'"' => return Some(at + 1),
-            b'\\' => at += 2,
-            _ => at += 1,
+            _ => at += 2,
         }
     }
 }

@@ -125,12 +125,8 @@ impl Server {
                     .and_then(|hooks| hooks.webhooks.as_ref())
                     .map(|(handle, _)| handle.clone()),
             };
-            let shard = Shard::new(index, poll, own_listeners, shared.clone(), channels)?;
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("shard-{index}"))
-                    .spawn(move || shard.run())?,
-            );
+            let parts = (poll, own_listeners, shared.clone(), channels);
+            threads.push(spawn_shard(index, parts)?);
         }
         let mut acceptor_stop = None;
         if mode == AcceptMode::Handoff {
@@ -474,6 +470,34 @@ fn start_hooks(
         thread,
         webhooks,
     }))
+}
+
+/// Starts shard `index` on its own thread and returns once it is built
+/// (or with the error that kept it from being built). The shard is built
+/// there, not here: its connections share frames through non-atomic
+/// counts (`conn::shard_frame`), so a shard is not `Send`.
+fn spawn_shard(
+    index: usize,
+    (poll, listeners, shared, channels): (Poll, Listeners, Arc<Shared>, Channels),
+) -> io::Result<JoinHandle<()>> {
+    let (built_tx, built) = crossbeam_channel::bounded(1);
+    let thread = std::thread::Builder::new()
+        .name(format!("shard-{index}"))
+        .spawn(
+            move || match Shard::new(index, poll, listeners, shared, channels) {
+                Ok(shard) => {
+                    let _ = built_tx.send(Ok(()));
+                    shard.run();
+                }
+                Err(e) => {
+                    let _ = built_tx.send(Err(e));
+                }
+            },
+        )?;
+    built
+        .recv()
+        .map_err(|_| io::Error::other("a shard thread ended before it was built"))??;
+    Ok(thread)
 }
 
 /// The public listeners: one in hand-off mode, one per shard otherwise.

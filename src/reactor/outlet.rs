@@ -29,6 +29,7 @@ use crate::conn::compression::{Codec, SharedFrame};
 use crate::conn::id::Issuer;
 use crate::conn::packed::{self, Twin};
 use crate::conn::report::Report;
+use crate::conn::shard_frame::ShardFrame;
 use crate::conn::{ConnRef, Delivered, Delivery};
 use crate::metrics::ShardMetrics;
 use crate::reactor::entry::{Entry, mark, write_through};
@@ -74,7 +75,8 @@ impl ShardOutlet<'_> {
             Fanout::Volatile => Delivery::Volatile,
         };
         let mut tally = Tally::default();
-        let mut shared = SharedFrame::new(frame);
+        // Wrapped once for the shard's members (`conn::shard_frame`).
+        let mut shared = SharedFrame::new(ShardFrame::new(frame.clone()));
         let mut packed = None;
         for &key in keys {
             if skip == Some(key) {
@@ -90,7 +92,7 @@ impl ShardOutlet<'_> {
                     continue;
                 };
                 packed
-                    .get_or_insert_with(|| SharedFrame::new(twin))
+                    .get_or_insert_with(|| SharedFrame::new(ShardFrame::new(twin.clone())))
                     .for_member(compresses, self.codec)
             } else {
                 shared.for_member(compresses, self.codec)

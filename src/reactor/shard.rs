@@ -168,6 +168,9 @@ pub struct Shard {
     /// Hand-off mode: sockets the acceptor handed over, adopted
     /// `ACCEPT_BUDGET` a turn.
     handed_over: std::collections::VecDeque<(TcpStream, SocketAddr)>,
+    /// The clock as read once when `poll` returned: the time of every
+    /// input read in this turn (see `feed`).
+    turn: Time,
     next_tick: Instant,
     tick: Duration,
     next_conn: u64,
@@ -262,6 +265,10 @@ impl Shard {
             holding_back: false,
             accept_again: false,
             handed_over: std::collections::VecDeque::new(),
+            turn: Time {
+                now: Instant::now(),
+                unix_ms: unix_ms(),
+            },
             next_tick: Instant::now() + tick,
             tick,
             next_conn: 0,
@@ -306,6 +313,7 @@ impl Shard {
                 log_warn!("shard {}: poll failed: {error}", self.index);
                 return;
             }
+            self.turn = self.time();
             for event in events.iter() {
                 match event.token() {
                     WAKER => {
@@ -608,7 +616,12 @@ impl Shard {
         }
     }
 
-    /// Runs the connection over `n` new bytes in the shard's read buffer.
+    /// Runs the connection over `n` new bytes in the shard's read buffer,
+    /// at the turn's time: every input of a turn was in its socket when
+    /// `poll` returned, so that is when it counts as read (the rate limit,
+    /// deadlines, a publish's `read_at` for the fan-out latency), precise
+    /// to one turn, and the clock is read once a turn rather than once a
+    /// read.
     /// A connection with leftover input gets the bytes appended to its own
     /// buffer; otherwise they are handled where they are, and only an
     /// incomplete tail is copied out. `n = 0` runs it again over the input
@@ -626,8 +639,8 @@ impl Shard {
             parser: &mut self.parser,
             scratch: &mut self.scratch,
             codec: &mut self.codec,
-            now: Instant::now(),
-            unix_ms: unix_ms(),
+            now: self.turn.now,
+            unix_ms: self.turn.unix_ms,
             draining: self.shared.registry.is_draining(),
             issuer: self.shared.issuer(),
             requests: &mut self.requests,

@@ -171,6 +171,13 @@ pub enum BusMsg {
     },
     /// To a connection's shard: a reply to queue for it.
     Reply { conn: ConnRef, text: Vec<u8> },
+    /// To a WebSocket publisher's shard: the ack of its message `id`,
+    /// which got `seq`; written there straight into its queue.
+    SeqAck {
+        conn: ConnRef,
+        id: OwnedId,
+        seq: u64,
+    },
     /// To an HTTP publisher's shard: message `index` of its request got `seq`.
     Published {
         conn: ConnRef,
@@ -267,15 +274,62 @@ pub enum RoomAsk {
 /// not UTF-8).
 pub type SharedDelta = OnceLock<(Arc<[u8]>, Option<DeltaFrame>)>;
 
-/// What the shards a fan-out goes to encode once for all of them, in one
-/// allocation per message: each cell is filled by the first shard that
-/// needs it, and a shard that needs neither never touches them.
+/// What the shards a fan-out goes to encode once for all of them: each
+/// cell is filled by the first shard that needs it, and a shard that needs
+/// neither never touches them. The owner reuses the cells (`CellPool`).
 #[derive(Debug, Default)]
 pub struct Encodings {
     /// The frame's MessagePack twin.
     pub twin: Twin,
     /// A room event's delta (never filled for other fan-outs).
     pub delta: SharedDelta,
+}
+
+impl Encodings {
+    /// Empties both cells for the next message.
+    fn clear(&mut self) {
+        self.twin.take();
+        self.delta.take();
+    }
+}
+
+/// The most `Encodings` cells an owner keeps for reuse: about the fan-outs
+/// in flight at once; past it a cell still held is left to its holders.
+const POOLED_CELLS: usize = 4096;
+
+/// `Encodings` cells handed out in turn and taken again once every shard
+/// has dropped its share, so that a fan-out costs no allocation of its own.
+/// Shards drop their shares in about the order they were sent, so the
+/// oldest cell is the one to try; a cell still held (a paced member keeps
+/// its event for its slot) is passed over. A free cell keeps what was
+/// encoded in it (a MessagePack twin, a delta) until it is reused: at most
+/// one message's encodings per cell of the ring.
+#[derive(Debug, Default)]
+struct CellPool {
+    ring: Vec<Arc<Encodings>>,
+    next: usize,
+}
+
+impl CellPool {
+    /// An empty cell, reused when the oldest is free again.
+    fn take(&mut self) -> Arc<Encodings> {
+        if let Some(cell) = self.ring.get_mut(self.next)
+            && let Some(free) = Arc::get_mut(cell)
+        {
+            free.clear();
+            let cell = cell.clone();
+            self.next = (self.next + 1) % self.ring.len();
+            return cell;
+        }
+        let fresh = Arc::new(Encodings::default());
+        if self.ring.len() < POOLED_CELLS {
+            self.ring.push(fresh.clone());
+        } else if let Some(held) = self.ring.get_mut(self.next) {
+            *held = fresh.clone();
+            self.next = (self.next + 1) % self.ring.len();
+        }
+        fresh
+    }
 }
 
 /// What a `Deliver` carries: a room event, or anything else (presence).
@@ -296,13 +350,23 @@ pub enum Fanout {
 #[derive(Debug)]
 pub struct Outbox {
     queues: Vec<Vec<BusMsg>>,
+    /// The emptied batch of this shard's own messages, kept to be the
+    /// queue again (`take_own`, `give_back`).
+    spare: Vec<BusMsg>,
+    cells: CellPool,
 }
+
+/// The most messages a kept batch of a shard's own has room for: a burst
+/// does not pin its size for good.
+const MAX_KEPT_BATCH: usize = 4096;
 
 impl Outbox {
     /// An empty outbox for `shards` destinations.
     pub fn new(shards: usize) -> Self {
         Self {
             queues: (0..shards).map(|_| Vec::new()).collect(),
+            spare: Vec::new(),
+            cells: CellPool::default(),
         }
     }
 
@@ -331,6 +395,25 @@ impl Outbox {
         }
     }
 
+    /// What is queued for `shard`, which is the caller's own: handled on
+    /// this thread, the batch comes back emptied (`give_back`) and the two
+    /// take turns as the queue, so that a turn's own traffic allocates no
+    /// batch.
+    pub fn take_own(&mut self, shard: usize) -> Vec<BusMsg> {
+        match self.queues.get_mut(shard) {
+            Some(queue) => std::mem::replace(queue, std::mem::take(&mut self.spare)),
+            None => Vec::new(),
+        }
+    }
+
+    /// An emptied batch from `take_own`, kept for the next.
+    pub fn give_back(&mut self, mut batch: Vec<BusMsg>) {
+        batch.clear();
+        if batch.capacity() <= MAX_KEPT_BATCH && batch.capacity() > self.spare.capacity() {
+            self.spare = batch;
+        }
+    }
+
     /// Whether anything is queued for `shard`.
     pub fn has(&self, shard: usize) -> bool {
         self.queues.get(shard).is_some_and(|q| !q.is_empty())
@@ -345,7 +428,7 @@ impl Outbox {
         exclude: Option<ConnRef>,
         fanout: Fanout,
     ) {
-        let made = Arc::new(Encodings::default());
+        let made = self.cells.take();
         for shard in shards {
             let deliver = BusMsg::Deliver {
                 room: room.clone(),
@@ -380,9 +463,10 @@ impl Outbox {
     pub fn answer_publish(&mut self, sender: ConnRef, answer: PublishAnswer, seq: u64) {
         let message = match answer {
             PublishAnswer::Nobody => return,
-            PublishAnswer::Ack(id) => BusMsg::Reply {
+            PublishAnswer::Ack(id) => BusMsg::SeqAck {
                 conn: sender,
-                text: reply::count_ack(&id, "seq", seq),
+                id,
+                seq,
             },
             PublishAnswer::Http { index } => BusMsg::Published {
                 conn: sender,
@@ -455,6 +539,31 @@ mod tests {
     }
 
     #[test]
+    fn an_own_batch_given_back_becomes_the_queue_again() {
+        let mut outbox = Outbox::new(1);
+        let room: Arc<str> = Arc::from("r");
+        let frame: Arc<[u8]> = Arc::from(&b"{}"[..]);
+        outbox.fan_out([0], &room, &frame, None, Fanout::Other);
+        outbox.fan_out([0], &room, &frame, None, Fanout::Other);
+        let batch = outbox.take_own(0);
+        assert_eq!(batch.len(), 2);
+        let kept = batch.as_ptr();
+        outbox.give_back(batch);
+        outbox.fan_out([0], &room, &frame, None, Fanout::Other);
+        let next = outbox.take_own(0);
+        assert_eq!(next.len(), 1);
+        outbox.give_back(next);
+        let third = outbox.take_own(0);
+        assert!(third.is_empty());
+        assert_eq!(
+            third.as_ptr(),
+            kept,
+            "the first batch's buffer is the queue again"
+        );
+        assert!(third.capacity() >= 2);
+    }
+
+    #[test]
     fn a_fan_out_shares_one_encodings_cell_across_its_shards() {
         let mut outbox = Outbox::new(3);
         let room: Arc<str> = Arc::from("r");
@@ -475,5 +584,42 @@ mod tests {
         assert_eq!((first.len(), last.len()), (2, 1));
         assert!(Arc::ptr_eq(&first[0], &last[0]), "one cell per message");
         assert!(!Arc::ptr_eq(&first[0], &first[1]), "a cell per message");
+    }
+
+    #[test]
+    fn a_cell_is_reused_empty_once_every_shard_dropped_it_and_never_before() {
+        let mut pool = CellPool::default();
+        let first = pool.take();
+        let _ = first.twin.set(Some(Arc::from(&b"packed"[..])));
+        let held = pool.take();
+        assert!(!Arc::ptr_eq(&first, &held), "a held cell is not handed out");
+        let first_at = Arc::as_ptr(&first);
+        drop(first);
+        let again = pool.take();
+        assert_eq!(
+            Arc::as_ptr(&again),
+            first_at,
+            "the oldest free cell comes back"
+        );
+        assert!(again.twin.get().is_none(), "emptied before reuse");
+        assert!(!Arc::ptr_eq(&again, &held));
+    }
+
+    #[test]
+    fn a_full_pool_passes_over_a_cell_held_for_good() {
+        let mut pool = CellPool::default();
+        let pinned = pool.take();
+        let mut held = Vec::new();
+        for _ in 1..POOLED_CELLS {
+            held.push(pool.take());
+        }
+        assert_eq!(pool.ring.len(), POOLED_CELLS);
+        let fresh = pool.take();
+        assert!(!Arc::ptr_eq(&fresh, &pinned));
+        assert_eq!(pool.ring.len(), POOLED_CELLS, "bounded");
+        assert!(
+            pool.ring.iter().all(|c| !Arc::ptr_eq(c, &pinned)),
+            "passed over"
+        );
     }
 }

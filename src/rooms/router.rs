@@ -22,7 +22,7 @@ use crate::config::RoomsConfig;
 use crate::conn::ConnRef;
 use crate::hooks::webhook::What;
 use crate::proto::Request;
-use crate::proto::reply::OwnedId;
+use crate::proto::reply::{self, OwnedId};
 use crate::proto::wire;
 use crate::redis::requests::BridgeRequest;
 use crate::rooms::api::ApiState;
@@ -102,6 +102,8 @@ pub struct Router {
     pub(super) outbox: Outbox,
     /// Server API calls and gathers (`rooms::api`).
     pub(super) api: ApiState,
+    /// Where a publish's ack is written before it is queued, reused.
+    ack_text: Vec<u8>,
 }
 
 impl Router {
@@ -126,6 +128,7 @@ impl Router {
             sequencer,
             outbox: Outbox::new(config.shards),
             api: ApiState::default(),
+            ack_text: Vec::new(),
         }
     }
 
@@ -182,9 +185,11 @@ impl Router {
     /// Handles the bus messages this shard sent itself until none are left.
     pub fn run_own(&mut self, time: Time, out: &mut impl Outlet) {
         while self.outbox.has(self.shard) {
-            for message in self.outbox.take(self.shard) {
+            let mut batch = self.outbox.take_own(self.shard);
+            for message in batch.drain(..) {
                 self.on_bus(message, time, out);
             }
+            self.outbox.give_back(batch);
         }
     }
 
@@ -474,6 +479,11 @@ impl Router {
                 self.api_join_answered(&room, conn, accepted);
             }
             BusMsg::Reply { conn, text } => out.answer(conn, Some(&text), time.now),
+            BusMsg::SeqAck { conn, id, seq } => {
+                self.ack_text.clear();
+                reply::write_count_ack(&mut self.ack_text, &id, "seq", seq);
+                out.answer(conn, Some(&self.ack_text), time.now);
+            }
             BusMsg::Published { conn, index, seq } => {
                 out.http_published(conn, index, Some(seq), time.now);
             }

@@ -175,6 +175,18 @@ fn fanout_delivers_published_times_members_in_order() {
     assert!(number(&result, &["server", "cpu_us_per_message"]) > 0.0);
 }
 
+/// `--no-ack`: publishes carry no `id`, so the server acks none, and what
+/// was sent is what every member must get (an ack would count a message
+/// twice; no count at sending would expect nothing).
+#[test]
+fn fanout_without_acks_expects_what_was_sent() {
+    let server = Server::start(&[]);
+    let args = "fanout -c 30 --rooms 3 --publishers 3 -d 800ms --no-ack";
+    let result = bench(&server, &args.split(' ').collect::<Vec<_>>());
+    assert_every_field(&result);
+    assert_complete(&result);
+}
+
 #[test]
 fn subscribers_in_several_rooms_get_every_room_in_order() {
     let server = Server::start(&["--shards", "2"]);

@@ -149,6 +149,11 @@ pub struct BenchArgs {
     /// latency record: the latency is the probes' and the whole events'.
     #[arg(long)]
     pub delta: bool,
+    /// Fan-out (roomcast target): publish without an `id`, so roomcast
+    /// sends no ack (fire and forget, as the peers are measured); a message
+    /// counts as published once sent, not once acknowledged.
+    #[arg(long)]
+    pub no_ack: bool,
     /// Length of the measured window.
     #[arg(long, short = 'd', default_value = "5s", value_parser = duration)]
     pub duration: Duration,
@@ -270,6 +275,9 @@ impl BenchArgs {
         }
         if self.delta && (self.scenario != Scenario::Fanout || self.target != Target::Roomcast) {
             return Err(BadArgs("--delta is for the roomcast target's fanout"));
+        }
+        if self.no_ack && (self.scenario != Scenario::Fanout || self.target != Target::Roomcast) {
+            return Err(BadArgs("--no-ack is for the roomcast target's fanout"));
         }
         if self.target == Target::Roomcast && self.jwt_secret.is_empty() {
             return Err(BadArgs(

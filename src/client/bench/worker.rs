@@ -1090,7 +1090,10 @@ impl<'a> Worker<'a> {
         }
         template.write(&mut client.out, payload::now_us(), client.sent, slot as u64);
         self.shared.sent.fetch_add(1, Ordering::Relaxed);
-        if self.args.target != Target::Roomcast && matches!(client.role, Role::Publisher { .. }) {
+        // Without an ack to count (a peer, or roomcast with --no-ack), a
+        // message is published once sent.
+        let unacked = self.args.target != Target::Roomcast || self.args.no_ack;
+        if unacked && matches!(client.role, Role::Publisher { .. }) {
             self.tally.published[room] += 1;
         }
     }
@@ -1309,8 +1312,13 @@ fn template_for(args: &BenchArgs, role: Role) -> Option<Arc<Template>> {
                     payload::price_update(&record, args.size)
                 }
             };
+            let id = if args.no_ack {
+                String::new()
+            } else {
+                format!(r#","id":"{ID_PLACEHOLDER}#""#)
+            };
             let text = format!(
-                r#"{{"event":"bench:msg","room":"{}","data":{data},"id":"{ID_PLACEHOLDER}#"}}"#,
+                r#"{{"event":"bench:msg","room":"{}","data":{data}{id}}}"#,
                 args.room_name(room)
             );
             if args.msgpack() {
