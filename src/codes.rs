@@ -234,6 +234,9 @@ pub mod limits {
     /// stops accepting and leaves the rest in the kernel's backlog. The
     /// shards adopt `ACCEPT_BUDGET` a turn, as in reuseport mode.
     pub const HANDOFF_PER_SHARD: usize = 2 * ACCEPT_BUDGET;
+    /// Connections the operator thread (`--metrics-bind`) holds at once;
+    /// one more is refused with `503`. Each holds one request head.
+    pub const OPERATOR_CONNECTIONS: usize = 64;
     /// Room-traffic messages one shard may have sent another and not yet
     /// seen handled before it stops reading its client sockets; it reads
     /// again once the count is below half of this. Several event-loop turns

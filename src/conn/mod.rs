@@ -26,6 +26,7 @@ mod publish;
 pub mod rate;
 pub mod report;
 mod routes;
+pub use routes::{Pages, operator_answer};
 mod session;
 pub mod shard_frame;
 mod websocket;
@@ -775,11 +776,10 @@ impl Connection {
                 cx.reports.extend(Report::upgrade_refused(rejection.code));
                 (bytes, Report::rejected(request, rejection.code))
             }
-            RequestOutcome::Reject(code, message, headers) => {
-                let mut bytes = Vec::with_capacity(256);
-                response::write_error(&mut bytes, code, message, headers);
-                (bytes, Report::rejected(request, code))
-            }
+            RequestOutcome::Reject(code, message, headers) => (
+                routes::error_response(code, message, headers),
+                Report::rejected(request, code),
+            ),
         };
         // The one place every answer to a `HEAD` passes: none has a body.
         if request.method == "HEAD" {

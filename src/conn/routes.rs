@@ -67,34 +67,96 @@ pub(super) fn route(
     peer_ip: IpAddr,
     cx: &mut Context<'_>,
 ) -> RequestOutcome {
-    let operator_here = match port {
-        Port::Public => cx.config.listen.metrics_bind.is_none(),
-        Port::Metrics => true,
+    let pages = Pages {
+        config: cx.config,
+        observe: cx.observe,
+        draining: cx.draining,
+        unix_ms: cx.unix_ms,
     };
     match (port, request.path) {
-        (_, "*") => server_options(request, port),
         (Port::Public, "/ws") => without_upgrade(request.method)
             .unwrap_or_else(|| upgrade(Endpoint::Events, request, peer_ip, cx)),
         (Port::Public, "/echo") if cx.config.web.echo => without_upgrade(request.method)
             .unwrap_or_else(|| upgrade(Endpoint::Echo, request, peer_ip, cx)),
         (Port::Public, "/publish") if request.method == "OPTIONS" => options(POST_METHODS, &[]),
         (Port::Public, "/publish") => publish(request, cx),
-        (_, "/healthz") => get(request, &[], || healthz(cx.draining, cx.observe.redis_up())),
-        (_, "/metrics") if operator_here => get(request, &[], || metrics(cx)),
-        (_, "/stats") if operator_here => get(request, &[], || stats(cx)),
-        (_, path) if operator_here && path.starts_with(API_PREFIX) => {
+        (_, path) if pages.operator_on(port) && path.starts_with(API_PREFIX) => {
             api(request, &path[API_PREFIX.len()..], cx)
         }
-        (_, "/") if operator_here && cx.config.web.dashboard => {
+        _ => page(request, port, &pages),
+    }
+}
+
+/// What the read-only pages read: shared by every shard and the operator
+/// thread (`reactor::operator`), none of it a shard's own.
+pub struct Pages<'a> {
+    pub config: &'a crate::config::Config,
+    pub observe: &'a dyn crate::conn::Observe,
+    pub draining: bool,
+    pub unix_ms: u64,
+}
+
+impl Pages<'_> {
+    /// Whether `port` serves the operator endpoints: the metrics port, or
+    /// the public port when there is none.
+    fn operator_on(&self, port: Port) -> bool {
+        match port {
+            Port::Public => self.config.listen.metrics_bind.is_none(),
+            Port::Metrics => true,
+        }
+    }
+}
+
+/// The answer to a request for a page: anything but an upgrade,
+/// `/publish` or the Server API, none of which it is asked for.
+fn page(request: &HttpRequest<'_>, port: Port, pages: &Pages<'_>) -> RequestOutcome {
+    let operator_here = pages.operator_on(port);
+    let config = pages.config;
+    match (port, request.path) {
+        (_, "*") => server_options(request, port),
+        (_, "/healthz") => get(request, &[], || {
+            healthz(pages.draining, pages.observe.redis_up())
+        }),
+        (_, "/metrics") if operator_here => get(request, &[], || metrics(pages.observe)),
+        (_, "/stats") if operator_here => get(request, &[], || stats(config, pages.observe)),
+        (_, "/") if operator_here && config.web.dashboard => {
             get(request, ASSET_CORS, || serve_asset(crate::web::DASHBOARD))
         }
-        (Port::Public, "/demo") if cx.config.web.demo => get(request, &[], || demo_page(cx)),
+        (Port::Public, "/demo") if config.web.demo => {
+            get(request, &[], || demo_page(config, pages.unix_ms))
+        }
         (Port::Public, path) => match crate::web::asset(path) {
             Some(asset) => get(request, ASSET_CORS, || serve_asset(asset)),
             None => NOT_FOUND,
         },
         _ => NOT_FOUND,
     }
+}
+
+/// The metrics port's answer to `request` without a shard: the bytes of
+/// a page (without the body for a `HEAD`), exactly as a shard writes them
+/// before it closes the connection; `None` for the Server API, which only
+/// a shard can serve.
+pub fn operator_answer(request: &HttpRequest<'_>, pages: &Pages<'_>) -> Option<Vec<u8>> {
+    if request.path.starts_with(API_PREFIX) {
+        return None;
+    }
+    let mut bytes = match page(request, Port::Metrics, pages) {
+        RequestOutcome::Respond(bytes) => bytes,
+        RequestOutcome::Reject(code, message, headers) => error_response(code, message, headers),
+        _ => return None,
+    };
+    if request.method == "HEAD" {
+        response::cut_body(&mut bytes);
+    }
+    Some(bytes)
+}
+
+/// The bytes of `RequestOutcome::Reject`.
+pub(super) fn error_response(code: ErrorCode, message: &str, headers: &[Header]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(256);
+    response::write_error(&mut bytes, code, message, headers);
+    bytes
 }
 
 /// A resource served to `GET` and `HEAD` alike (the connection cuts the
@@ -386,20 +448,20 @@ fn serve_asset(asset: crate::web::Asset) -> RequestOutcome {
 
 /// `--demo`'s page, with a viewer token minted for this visit at the
 /// connection's time.
-fn demo_page(cx: &Context<'_>) -> RequestOutcome {
-    let Some(secret) = cx.config.auth.secrets.first() else {
+fn demo_page(config: &crate::config::Config, unix_ms: u64) -> RequestOutcome {
+    let Some(secret) = config.auth.secrets.first() else {
         return NOT_FOUND;
     };
-    let body = crate::web::demo::page(secret.as_bytes(), cx.unix_ms);
+    let body = crate::web::demo::page(secret.as_bytes(), unix_ms);
     let mut bytes = Vec::with_capacity(body.len() + 256);
     response::write_page(&mut bytes, &body);
     RequestOutcome::Respond(bytes)
 }
 
-fn metrics(cx: &Context<'_>) -> RequestOutcome {
+fn metrics(observe: &dyn crate::conn::Observe) -> RequestOutcome {
     let body = prometheus::render(
-        &cx.observe.snapshot(),
-        cx.observe.uptime().as_secs_f64(),
+        &observe.snapshot(),
+        observe.uptime().as_secs_f64(),
         env!("CARGO_PKG_VERSION"),
     );
     let mut bytes = Vec::with_capacity(body.len() + 160);
@@ -413,16 +475,16 @@ fn metrics(cx: &Context<'_>) -> RequestOutcome {
     RequestOutcome::Respond(bytes)
 }
 
-fn stats(cx: &Context<'_>) -> RequestOutcome {
+fn stats(config: &crate::config::Config, observe: &dyn crate::conn::Observe) -> RequestOutcome {
     let mut config_json = Vec::with_capacity(1024);
-    cx.config.write_json(&mut config_json);
+    config.write_json(&mut config_json);
     let about = stats::About {
-        uptime_seconds: cx.observe.uptime().as_secs(),
+        uptime_seconds: observe.uptime().as_secs(),
         version: env!("CARGO_PKG_VERSION"),
         config_json: &config_json,
     };
     let mut body = Vec::with_capacity(4096);
-    stats::render(&mut body, &cx.observe.snapshot(), &about);
+    stats::render(&mut body, &observe.snapshot(), &about);
     let mut bytes = Vec::with_capacity(body.len() + 160);
     response::write_json(&mut bytes, 200, &body, false);
     RequestOutcome::Respond(bytes)

@@ -928,3 +928,37 @@ fn the_demo_page_token_is_issued_at_the_connections_time() {
     let claims = auth::verify(token, &h.keys, 1.0, 0.0).expect("valid at that time");
     assert_eq!(claims.exp, 1.0 + 3600.0);
 }
+
+#[test]
+fn the_operator_thread_answers_the_metrics_port_pages_with_the_shards_bytes() {
+    let mut h = Harness::new(&["--metrics-bind", "127.0.0.1:0"]);
+    for request in [
+        "GET /healthz HTTP/1.1\r\n\r\n",
+        "HEAD /healthz HTTP/1.1\r\n\r\n",
+        "GET /metrics HTTP/1.1\r\n\r\n",
+        "GET /stats HTTP/1.1\r\nConnection: keep-alive\r\n\r\n",
+        "HEAD /stats HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.1\r\n\r\n",
+        "OPTIONS / HTTP/1.1\r\n\r\n",
+        "OPTIONS * HTTP/1.1\r\n\r\n",
+        "DELETE /stats HTTP/1.1\r\n\r\n",
+        "GET /publish HTTP/1.1\r\n\r\n",
+        "GET /roomcast.js HTTP/1.1\r\n\r\n",
+    ] {
+        let mut conn = http_conn(&h).on_port(Port::Metrics);
+        h.feed(&mut conn, request.as_bytes());
+        let from_shard = take_output(&mut conn);
+        let (head, _) = crate::http::request::HeadReader::default()
+            .parse(request.as_bytes(), 8192)
+            .unwrap()
+            .unwrap();
+        let pages = Pages {
+            config: &h.config,
+            observe: &AdmitAll,
+            draining: false,
+            unix_ms: 0,
+        };
+        let from_operator = operator_answer(&head, &pages).expect("a page");
+        assert_eq!(from_operator, from_shard, "{request}");
+    }
+}

@@ -2,7 +2,8 @@
 //!
 //! `Server::bind` opens the listener(s) and starts one shard thread per
 //! `--shards` (see `shard`), plus, in hand-off mode, an acceptor thread
-//! (see `accept`), in cluster mode, the Redis bridge (see `bridge`), and,
+//! (see `accept`), with `--metrics-bind`, the operator thread that serves
+//! that port's pages (see `operator`), in cluster mode, the Redis bridge (see `bridge`), and,
 //! with any hook URL, the hooks client (`crate::hooks`, its shard side in
 //! `hooks`).
 //! Each shard runs its connections' state machines (`conn`) and its room
@@ -29,6 +30,7 @@ mod buckets;
 mod entry;
 pub mod hooks;
 mod lifecycle;
+pub mod operator;
 mod outlet;
 mod pre_request;
 pub mod refusals;
@@ -78,6 +80,8 @@ pub struct Server {
     webhooks: Option<(WebhookHandle, JoinHandle<()>)>,
     threads: Vec<JoinHandle<()>>,
     acceptor_stop: Option<Arc<Waker>>,
+    /// `--metrics-bind`: wakes the operator thread to stop.
+    operator_stop: Option<Arc<Waker>>,
     drained: Receiver<usize>,
     /// Registered before the listener is announced, so a signal that comes
     /// right after start still shuts down gracefully.
@@ -93,7 +97,7 @@ impl Server {
         let mode = shared.config.listen.accept_mode;
         let mut listeners = open_listeners(&shared.config.listen)?;
         let addr = listeners[0].local_addr()?;
-        let mut metrics_listener = match shared.config.listen.metrics_bind {
+        let metrics_listener = match shared.config.listen.metrics_bind {
             Some(bind) => Some(TcpListener::from_std(crate::sys::plain_listener(bind)?)),
             None => None,
         };
@@ -112,7 +116,6 @@ impl Server {
                     AcceptMode::ReusePort => Some(listeners.remove(0)),
                     AcceptMode::Handoff => None,
                 },
-                metrics: metrics_listener.take(),
             };
             let channels = Channels {
                 commands: rx,
@@ -127,6 +130,18 @@ impl Server {
             };
             let parts = (poll, own_listeners, shared.clone(), channels);
             threads.push(spawn_shard(index, parts)?);
+        }
+        let mut operator_stop = None;
+        if let Some(listener) = metrics_listener {
+            let (poll, stop) = operator::poll_with_stop()?;
+            let operator =
+                operator::Operator::new(listener, poll, shared.clone(), shards[0].clone())?;
+            threads.push(
+                std::thread::Builder::new()
+                    .name("operator".into())
+                    .spawn(move || operator.run())?,
+            );
+            operator_stop = Some(stop);
         }
         let mut acceptor_stop = None;
         if mode == AcceptMode::Handoff {
@@ -160,6 +175,7 @@ impl Server {
             webhooks,
             threads,
             acceptor_stop,
+            operator_stop,
             drained,
             signals: Some(signals),
         })
@@ -265,7 +281,10 @@ impl Server {
         for shard in &self.shards {
             shard.send(Command::Stop);
         }
-        if let Some(stop) = &self.acceptor_stop {
+        for stop in [&self.acceptor_stop, &self.operator_stop]
+            .into_iter()
+            .flatten()
+        {
             let _ = stop.wake();
         }
         if let Some(bridge) = &self.bridge {

@@ -71,8 +71,6 @@ mod proxied;
 pub const WAKER: Token = Token(usize::MAX);
 /// The token of the shard's own listener (SO_REUSEPORT mode).
 const LISTENER: Token = Token(usize::MAX - 1);
-/// The token of the `--metrics-bind` listener (shard 0 only).
-const METRICS_LISTENER: Token = Token(usize::MAX - 2);
 /// Size of the shard's shared read buffer.
 const READ_CHUNK: usize = 64 * 1024;
 /// Bytes read from one connection per turn before others get their turn.
@@ -85,6 +83,10 @@ const HOLD_BACK_POLL: Duration = Duration::from_millis(1);
 pub enum Command {
     /// Take over a freshly accepted socket (hand-off mode).
     Adopt(TcpStream, SocketAddr),
+    /// Take over a `--metrics-bind` connection whose request the operator
+    /// thread does not serve (the Server API, a malformed head), with the
+    /// bytes it already read (shard 0 only).
+    AdoptOperator(TcpStream, SocketAddr, Vec<u8>),
     /// Begin the graceful shutdown.
     Drain,
     /// The drain is over (`--webhook`): every connection still here is
@@ -106,8 +108,6 @@ pub enum Command {
 pub struct Listeners {
     /// Its own SO_REUSEPORT listener on the public port.
     pub public: Option<TcpListener>,
-    /// The `--metrics-bind` listener (given to one shard).
-    pub metrics: Option<TcpListener>,
 }
 
 /// How a shard reaches other threads, and they it.
@@ -146,7 +146,6 @@ pub struct Shard {
     conns: Slab<Entry>,
     commands: Receiver<Command>,
     listener: Option<TcpListener>,
-    metrics_listener: Option<TcpListener>,
     shared: Arc<Shared>,
     parser: Parser,
     scratch: Vec<u8>,
@@ -203,7 +202,8 @@ pub struct Shard {
 
 impl Shard {
     /// A shard ready to run; `listeners` are its own public one in
-    /// SO_REUSEPORT mode and the `--metrics-bind` one.
+    /// SO_REUSEPORT mode (the `--metrics-bind` one is the operator
+    /// thread's, `reactor::operator`).
     pub fn new(
         index: usize,
         poll: Poll,
@@ -211,10 +211,7 @@ impl Shard {
         shared: Arc<Shared>,
         channels: Channels,
     ) -> io::Result<Self> {
-        let Listeners {
-            mut public,
-            mut metrics,
-        } = listeners;
+        let Listeners { mut public } = listeners;
         let Channels {
             commands,
             drained,
@@ -237,10 +234,6 @@ impl Shard {
             poll.registry()
                 .register(listener, LISTENER, Interest::READABLE)?;
         }
-        if let Some(listener) = metrics.as_mut() {
-            poll.registry()
-                .register(listener, METRICS_LISTENER, Interest::READABLE)?;
-        }
         let tick = tick_interval(&shared.config);
         let router = Router::new(router_config(&shared, index, peers.len(), bridge.is_some()));
         Ok(Self {
@@ -254,7 +247,6 @@ impl Shard {
             conns: Slab::new(),
             commands,
             listener: public,
-            metrics_listener: metrics,
             shared,
             parser: Parser::default(),
             scratch: Vec::with_capacity(1024),
@@ -322,7 +314,6 @@ impl Shard {
                         }
                     }
                     LISTENER => self.accept_all(),
-                    METRICS_LISTENER => self.accept_metrics(),
                     Token(key) => {
                         if holding_back {
                             if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -419,6 +410,9 @@ impl Shard {
         while let Ok(command) = self.commands.try_recv() {
             match command {
                 Command::Adopt(stream, peer) => self.handed_over.push_back((stream, peer)),
+                Command::AdoptOperator(stream, peer, input) => {
+                    self.adopt_operator(stream, peer, input)
+                }
                 Command::Drain => self.begin_drain(),
                 Command::CountOut(done) => {
                     let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
@@ -502,28 +496,32 @@ impl Shard {
         }
     }
 
-    /// Accepts operator connections on the `--metrics-bind` listener.
-    fn accept_metrics(&mut self) {
-        loop {
-            let Some(listener) = self.metrics_listener.as_ref() else {
-                return;
-            };
-            match listener.accept() {
-                Ok((stream, peer)) => self.adopt_on(stream, peer, Port::Metrics),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return,
-            }
+    /// Serves a `--metrics-bind` connection from the request head the
+    /// operator thread read, as if it had been read here: the connection
+    /// then goes on as any other on that port.
+    fn adopt_operator(&mut self, stream: TcpStream, peer: SocketAddr, input: Vec<u8>) {
+        let Some(key) = self.adopt_on(stream, peer, Port::Metrics) else {
+            return;
+        };
+        if let Some(entry) = self.conns.get_mut(key) {
+            entry.bytes.read += input.len() as u64;
+            entry.input = input;
         }
+        self.feed(key, 0);
+        self.after_slice(key);
+        self.mark_dirty(key);
     }
 
     fn adopt(&mut self, stream: TcpStream, peer: SocketAddr) {
         self.adopt_on(stream, peer, Port::Public);
     }
 
-    fn adopt_on(&mut self, stream: TcpStream, peer: SocketAddr, port: Port) {
+    /// Registers an accepted socket as a connection on `port`; its key,
+    /// or `None` when it could not be set up (it is dropped then).
+    fn adopt_on(&mut self, stream: TcpStream, peer: SocketAddr, port: Port) -> Option<usize> {
         if let Err(e) = prepare_socket(&stream, self.shared.config.backpressure.max_write_buffer) {
             log_debug!("shard {}: socket setup failed for {peer}: {e}", self.index);
-            return;
+            return None;
         }
         let id = id::raw(self.index, self.next_conn);
         self.next_conn += 1;
@@ -534,7 +532,7 @@ impl Shard {
                 Ok(session) => Transport::tls(stream, session),
                 Err(e) => {
                     log_warn!("shard {}: no TLS session for {peer}: {e}", self.index);
-                    return;
+                    return None;
                 }
             },
             _ => Transport::Plain(stream),
@@ -545,7 +543,7 @@ impl Shard {
             .register(io.socket(), Token(key), Interest::READABLE)
         {
             log_warn!("shard {}: register failed: {e}", self.index);
-            return;
+            return None;
         }
         let conn = Connection::new(id, peer.ip(), Instant::now())
             .on_port(port)
@@ -559,6 +557,7 @@ impl Shard {
         }
         // The client may have written already; edge-triggered readiness
         // reports that on registration, so nothing more to do here.
+        Some(key)
     }
 
     /// Reads and handles what the socket has. A read that returns less than

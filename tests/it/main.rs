@@ -34,6 +34,7 @@ mod http;
 mod lifecycle_log;
 mod max_rate;
 mod msgpack;
+mod operator;
 mod permissions;
 mod pre_request;
 mod presence;
