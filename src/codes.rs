@@ -234,8 +234,9 @@ pub mod limits {
     /// stops accepting and leaves the rest in the kernel's backlog. The
     /// shards adopt `ACCEPT_BUDGET` a turn, as in reuseport mode.
     pub const HANDOFF_PER_SHARD: usize = 2 * ACCEPT_BUDGET;
-    /// Connections the operator thread (`--metrics-bind`) holds at once;
-    /// one more is refused with `503`. Each holds one request head.
+    /// Connections the operator thread (`--metrics-bind`) reads a request
+    /// head from at once; one more is refused with `503`. As many answers
+    /// (refusals included) may be being written at once besides.
     pub const OPERATOR_CONNECTIONS: usize = 64;
     /// Room-traffic messages one shard may have sent another and not yet
     /// seen handled before it stops reading its client sockets; it reads

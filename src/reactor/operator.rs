@@ -3,9 +3,10 @@
 //! a wrong method or an unknown path get there) off the shards, so that
 //! they answer however busy the shards are with fan-out.
 //!
-//! Owns the metrics listener, its own mio `Poll` and at most
-//! `OPERATOR_CONNECTIONS` connections, each until its request head is
-//! read, answered and the socket closed (every page closes its connection,
+//! Owns the metrics listener, its own mio `Poll` and its connections
+//! (at most `OPERATOR_CONNECTIONS` waiting for a request head, as many
+//! being answered), each until its request head is read, answered and the
+//! socket closed (every page closes its connection,
 //! as on a shard: there is no keep-alive to keep). The answers come from
 //! `conn::operator_answer`, the code a shard's connection runs, over what
 //! every thread shares (the counters' snapshot, the config, the uptime,
@@ -175,26 +176,41 @@ impl Operator {
         }
     }
 
-    /// Takes a connection if there is room; refuses it with `503` as a
-    /// full server refuses an upgrade otherwise.
+    /// Takes a connection to read its request if fewer than
+    /// `OPERATOR_CONNECTIONS` wait for theirs; otherwise refuses it with
+    /// `503`, as a full server refuses an upgrade, written and lingered on
+    /// like an answer (so that the request it sent does not turn the close
+    /// into a reset) while as many are being answered; past that it is
+    /// closed at once.
     fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
-        if self.visitors.len() >= OPERATOR_CONNECTIONS {
+        let reading = self
+            .visitors
+            .iter()
+            .filter(|(_, visitor)| matches!(visitor.stage, Stage::Reading))
+            .count();
+        let stage = if reading < OPERATOR_CONNECTIONS {
+            Stage::Reading
+        } else {
             refusals::refused(Refusal::ConnectionLimit);
-            let mut bytes = Vec::with_capacity(256);
+            if self.visitors.len() >= 2 * OPERATOR_CONNECTIONS {
+                return;
+            }
+            let mut out = Vec::with_capacity(256);
             let message = "too many operator connections";
-            response::write_error(&mut bytes, ErrorCode::ServerBusy, message, &[]);
-            // Best effort: a fresh socket's buffer takes it whole.
-            let _ = stream.write(&bytes);
-            let _ = stream.shutdown(Shutdown::Write);
-            return;
-        }
+            response::write_error(&mut out, ErrorCode::ServerBusy, message, &[]);
+            Stage::Writing { out, written: 0 }
+        };
         let _ = stream.set_nodelay(true);
         let entry = self.visitors.vacant_entry();
-        let registered =
-            self.poll
-                .registry()
-                .register(&mut stream, Token(entry.key()), Interest::READABLE);
-        if let Err(e) = registered {
+        let key = entry.key();
+        // Both, once: the edges are few, and a visitor that is not writing
+        // ignores a writable one.
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut stream, Token(key), interest)
+        {
             log_warn!("operator: register failed: {e}");
             return;
         }
@@ -203,9 +219,11 @@ impl Operator {
             peer,
             input: Vec::new(),
             reader: HeadReader::default(),
-            stage: Stage::Reading,
+            stage,
             deadline: Instant::now() + self.shared.config.listen.handshake_timeout,
         });
+        // A fresh socket raises its events on registration: a refusal is
+        // written then.
     }
 
     fn on_event(&mut self, key: usize) {
@@ -218,25 +236,10 @@ impl Operator {
             Stage::Lingering => linger(visitor),
         };
         match next {
-            Next::Keep => self.update_interest(key),
+            Next::Keep => {}
             Next::Drop => self.drop_visitor(key),
             Next::HandOver => self.hand_over(key),
         }
-    }
-
-    /// Writing wants to hear when the socket takes more; nothing else does.
-    fn update_interest(&mut self, key: usize) {
-        let Some(visitor) = self.visitors.get_mut(key) else {
-            return;
-        };
-        let interest = match visitor.stage {
-            Stage::Writing { .. } => Interest::READABLE | Interest::WRITABLE,
-            _ => Interest::READABLE,
-        };
-        let _ = self
-            .poll
-            .registry()
-            .reregister(&mut visitor.stream, Token(key), interest);
     }
 
     fn drop_visitor(&mut self, key: usize) {
