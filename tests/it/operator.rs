@@ -22,14 +22,20 @@ const OPERATOR_CONNECTIONS: usize = 64;
 
 /// One shard, the API key, and the metrics port.
 fn server() -> (Server, SocketAddr) {
-    let server = Server::start(&[
+    server_with(&[])
+}
+
+fn server_with(extra: &[&str]) -> (Server, SocketAddr) {
+    let mut args = vec![
         "--shards",
         "1",
         "--api-key",
         API_KEY,
         "--metrics-bind",
         "127.0.0.1:0",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let server = Server::start(&args);
     let metrics = common::wait_for_stdout(&server, "roomcast metrics on ")
         .parse()
         .expect("metrics address");
@@ -128,4 +134,16 @@ fn the_operator_thread_holds_a_bounded_number_of_connections() {
     common::wait_until(Duration::from_secs(5), "room again", || {
         http_get(metrics, "/healthz").status == 200
     });
+}
+
+#[test]
+fn a_silent_or_slow_operator_connection_is_closed_after_the_request_timeout() {
+    let (_server, metrics) = server_with(&["--handshake-timeout", "300ms"]);
+    let mut silent = HttpConn::connect(metrics);
+    let mut slow = HttpConn::connect(metrics);
+    slow.send(b"GET /stats HTTP/1.1\r\n");
+    // Within the read timeout (5 s): the sweep runs every second.
+    assert!(silent.is_closed_by_server());
+    assert!(slow.is_closed_by_server());
+    assert_eq!(http_get(metrics, "/healthz").status, 200);
 }
