@@ -9,11 +9,12 @@
 //! after the frame in flight. Knows nothing of sockets: the reactor writes
 //! the slices and reports how much went out.
 
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
 use crate::conn::pool;
 use crate::conn::shard_frame::ShardFrame;
 use crate::ws::frame::{self, OpCode};
-use std::collections::VecDeque;
-use std::io::IoSlice;
 
 thread_local! {
     /// Idle frame lists of this shard, kept for reuse.
